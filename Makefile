@@ -1,0 +1,17 @@
+# Everything a person or CI runs starts here; the scripts under hack/ do the work.
+.PHONY: test tools venv lint crds demo
+
+test:  ## set up the venv and the control-plane tools, then run every test
+	hack/test.sh
+
+tools:  ## build (or reuse from the cache) kube-apiserver, etcd, kwok, helm, minio
+	hack/tools/build.sh
+
+venv:  ## create (or reuse) the virtual environment and print its path
+	hack/venv.sh
+
+lint:
+	"$$(hack/venv.sh)/bin/ruff" check . && "$$(hack/venv.sh)/bin/ruff" format --check .
+
+crds:  ## regenerate crds/ and the chart's CRDs from llmops/api
+	"$$(hack/venv.sh)/bin/llmops" crds

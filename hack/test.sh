@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command (`make test`): set up what the tests need, then run pytest.
+# Extra arguments go to pytest. "No tests collected" is a failure, never a pass.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+venv=$(hack/venv.sh)
+hack/tools/build.sh k8s etcd kwok helm >/dev/null
+export PATH="$venv/bin:$PATH"
+set +e
+python -m pytest "$@"
+rc=$?
+set -e
+if [[ $rc -eq 5 ]]; then echo "pytest collected no tests: failing" >&2; exit 1; fi
+exit $rc

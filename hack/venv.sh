@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment outside the clone, keyed by
+# pyproject.toml, install this checkout into it in editable mode, and print its path.
+#   hack/venv.sh [extras]     default extras: dev
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+extras=${1:-dev}
+cache=${LLMOPS_CACHE:-$HOME/.cache/llmops}
+key=$(cat "$root/pyproject.toml" <(echo "$extras") <(python3 --version) | sha256sum | cut -c1-16)
+venv=$cache/venv-$extras-$key
+mkdir -p "$cache/logs"
+# One builder at a time: concurrent callers wait here instead of racing on the same folder.
+exec 9>"$cache/venv.lock"; flock 9
+if [[ ! -f $venv/.complete ]]; then
+  echo "creating the virtual environment $venv (log: $cache/logs/venv.log)" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip >"$cache/logs/venv.log" 2>&1
+  # Dependencies only: the checkout itself is installed below, per clone.
+  "$venv/bin/pip" install -q "$root[$extras]" >>"$cache/logs/venv.log" 2>&1 \
+    || { tail -20 "$cache/logs/venv.log" >&2; exit 1; }
+  touch "$venv/.complete"
+fi
+"$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$root" >/dev/null 2>&1 \
+  || "$venv/bin/pip" install -q --no-deps -e "$root" >&2
+echo "$venv"

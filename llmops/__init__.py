@@ -1,0 +1,1 @@
+"""llmops: the whole life of a large language model on Kubernetes."""

@@ -1,0 +1,24 @@
+"""The `llmops` command: developer cluster, CRD generation, the operator process."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def main() -> None:
+    """llmops: the whole life of a large language model on Kubernetes."""
+
+
+def _register() -> None:
+    # Sub-commands live beside the code they drive; importing them here keeps `llmops --help` cheap.
+    from llmops.dev.cli import dev
+
+    main.add_command(dev)
+
+
+_register()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The developer's local control plane: real Kubernetes binaries on loopback, fake nodes by kwok."""

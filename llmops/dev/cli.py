@@ -1,0 +1,74 @@
+"""`llmops dev up|status|down`: one local cluster per user, found again by its state folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+from llmops.dev.cluster import ClusterError, LocalCluster
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("LLMOPS_DEV_DIR", Path(tempfile.gettempdir()) / f"llmops-dev-{os.getuid()}"))
+
+
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=default_state_dir,
+    show_default="$LLMOPS_DEV_DIR",
+    help="Folder holding the cluster's certificates, data, logs and kubeconfig.",
+)
+
+
+@click.group()
+def dev() -> None:
+    """A local Kubernetes control plane for development and tests."""
+
+
+@dev.command()
+@state_dir_option
+@click.option("--kubeconfig", type=click.Path(path_type=Path), help="Also write the kubeconfig here.")
+def up(state_dir: Path, kubeconfig: Path | None) -> None:
+    """Start the cluster (or find the one already running) and print how to use it."""
+    cluster = LocalCluster(state_dir)
+    try:
+        cluster.start(progress=lambda msg: click.echo(f"  {msg}", err=True))
+    except ClusterError as e:
+        raise click.ClickException(str(e)) from e
+    path = cluster.kubeconfig
+    if kubeconfig:
+        kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cluster.kubeconfig, kubeconfig)
+        kubeconfig.chmod(0o600)
+        path = kubeconfig
+    click.echo(f"export KUBECONFIG={path}")
+
+
+@dev.command()
+@state_dir_option
+def status(state_dir: Path) -> None:
+    """Show each component and whether it runs; exit 1 when the cluster is not up."""
+    cluster = LocalCluster(state_dir)
+    procs = cluster.processes()
+    if not procs:
+        click.echo(f"no cluster in {state_dir}")
+        raise SystemExit(1)
+    for name, (pid, alive) in procs.items():
+        click.echo(f"{name:<24} pid {pid:<8} {'running' if alive else 'stopped'}")
+    running = cluster.running()
+    click.echo(f"apiserver {cluster.server} {'ready' if running else 'not ready'}")
+    click.echo(f"kubeconfig {cluster.kubeconfig}")
+    raise SystemExit(0 if running else 1)
+
+
+@dev.command()
+@state_dir_option
+def down(state_dir: Path) -> None:
+    """Stop every component and remove the state folder."""
+    LocalCluster(state_dir).stop(remove=True)
+    click.echo(f"stopped; removed {state_dir}")

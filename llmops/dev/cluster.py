@@ -1,0 +1,482 @@
+"""A real local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok (which plays the kubelet for fake nodes), on free loopback ports.
+
+Everything lives in one state folder: certificates, etcd data, logs, the kubeconfig and
+`state.json` with the process ids, so `llmops dev status/down` can find a cluster that
+`llmops dev up` started from another process.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from llmops.dev.certs import ClusterPKI, create_cluster_pki
+from llmops.dev.tools import binary, ensure_tools, go_module_dir
+
+CONTEXT = "llmops-dev"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+# Controllers the tests and operators rely on: the Deployment -> ReplicaSet -> Pod chain,
+# Jobs (KubeRay's submitter), garbage collection of owned objects, namespace deletion,
+# EndpointSlices for Services and the default ServiceAccount in each namespace.
+CONTROLLERS = [
+    "deployment-controller",
+    "replicaset-controller",
+    "garbage-collector-controller",
+    "job-controller",
+    "namespace-controller",
+    "endpointslice-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "disruption-controller",
+    "horizontal-pod-autoscaler-controller",
+]
+
+# Stages from the kwok module: nodes become Ready and keep their leases; pods become Running
+# and Ready, Job pods complete, deleted pods go away.
+KWOK_STAGES = [
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+]
+
+
+@dataclass(frozen=True)
+class ThirdPartyCRDs:
+    """CRDs we write objects of but never re-implement, read from their Go modules."""
+
+    module: str
+    version: str
+    files: tuple[str, ...]
+
+
+THIRD_PARTY_CRDS = [
+    ThirdPartyCRDs(
+        "github.com/ray-project/kuberay/ray-operator",
+        "v1.5.0",
+        (
+            "config/crd/bases/ray.io_rayclusters.yaml",
+            "config/crd/bases/ray.io_rayjobs.yaml",
+            "config/crd/bases/ray.io_rayservices.yaml",
+        ),
+    ),
+    ThirdPartyCRDs(
+        "github.com/prometheus-operator/prometheus-operator",
+        "v0.90.1",
+        tuple(
+            f"example/prometheus-operator-crd/monitoring.coreos.com_{p}.yaml"
+            for p in ("servicemonitors", "podmonitors", "prometheusrules")
+        ),
+    ),
+    ThirdPartyCRDs(
+        "github.com/kedacore/keda/v2",
+        "v2.18.0",
+        (
+            "config/crd/bases/keda.sh_scaledobjects.yaml",
+            "config/crd/bases/keda.sh_triggerauthentications.yaml",
+        ),
+    ),
+]
+
+
+@dataclass(frozen=True)
+class FakeNode:
+    name: str
+    cpu: str = "32"
+    memory: str = "128Gi"
+    gpus: int = 0
+    gpu_product: str = "NVIDIA-H100-80GB-HBM3"
+
+    def manifest(self) -> dict:
+        capacity = {"cpu": self.cpu, "memory": self.memory, "pods": "110"}
+        labels = {
+            "kubernetes.io/hostname": self.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "type": "kwok",
+        }
+        spec: dict = {}
+        if self.gpus:
+            capacity["nvidia.com/gpu"] = str(self.gpus)
+            labels |= {"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": self.gpu_product}
+            # As the NVIDIA GPU operator does: only pods that ask for GPUs land here.
+            spec["taints"] = [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.name, "labels": labels, "annotations": {KWOK_NODE_ANNOTATION: "fake"}},
+            "spec": spec,
+            "status": {
+                "capacity": capacity,
+                "allocatable": capacity,
+                "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"},
+            },
+        }
+
+
+DEFAULT_NODES = (
+    FakeNode("kwok-cpu-0"),
+    FakeNode("kwok-cpu-1"),
+    FakeNode("kwok-gpu-0", cpu="64", memory="512Gi", gpus=8),
+)
+
+
+class ClusterError(RuntimeError):
+    """The cluster failed to start; the message names the component and its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    # Used for test clusters: if pytest is killed, its control plane goes with it.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _alive(pid: int, name: str) -> bool:
+    """True if pid runs `name` (a recycled pid running something else does not count)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state != "Z" and os.path.basename(cmdline.decode()) == name
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.5)
+    hint = f"; see {log}" if log else ""
+    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}{hint}")
+
+
+@dataclass
+class LocalCluster:
+    """One local control plane rooted at `state_dir`.
+
+    `tie_to_parent` makes every component die with the process that started it (tests);
+    the CLI leaves it off so the cluster outlives `llmops dev up`.
+    """
+
+    state_dir: Path
+    nodes: tuple[FakeNode, ...] = DEFAULT_NODES
+    tie_to_parent: bool = False
+    install_crds: bool = True
+    _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
+
+    # -- locations ---------------------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def _state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def state(self) -> dict:
+        try:
+            return json.loads(self._state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    # -- queries -----------------------------------------------------------------------------
+    def processes(self) -> dict[str, tuple[int, bool]]:
+        """Each component's pid and whether it is alive."""
+        pids = self.state().get("pids", {})
+        return {name: (pid, _alive(pid, name)) for name, pid in pids.items()}
+
+    def running(self) -> bool:
+        procs = self.processes()
+        return bool(procs) and all(alive for _, alive in procs.values()) and self._readyz()
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.state()['ports']['apiserver']}"
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        pki = ClusterPKI(self.state_dir / "pki")
+        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+        ctx.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
+        return ctx
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.server + path, context=self._ssl_context(), timeout=5) as r:
+            return r.read()
+
+    def _readyz(self) -> bool:
+        try:
+            return self.get("/readyz") == b"ok"
+        except Exception:
+            return False
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [binary("kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+        )
+        if check and result.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args[:3])} failed: {result.stderr.strip()}")
+        return result
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, progress: Callable[[str], None] = lambda _: None) -> None:
+        """Start every component and wait until the cluster is usable. Idempotent."""
+        if self.running():
+            progress(f"already running at {self.server}")
+            return
+        self.stop()  # leftovers of a half-dead cluster
+        ensure_tools("k8s", "etcd", "kwok")
+        self.logs.mkdir(parents=True, exist_ok=True)
+        pki = create_cluster_pki(self.state_dir / "pki")
+        ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "scheduler", "kwok")}
+        self._save({"ports": ports, "pids": {}})
+        try:
+            self._start_etcd(ports)
+            progress("etcd ready")
+            self._start_apiserver(ports, pki)
+            self._write_kubeconfig(ports, pki)
+            wait_for("kube-apiserver /readyz", self._readyz, 90, self.logs / "kube-apiserver.log")
+            progress(f"kube-apiserver ready at {self.server}")
+            self._start_controllers(ports, pki)
+            self._create_nodes()
+            wait_for("fake nodes to become Ready", self._nodes_ready, 60, self.logs / "kwok.log")
+            progress(f"{len(self.nodes)} kwok nodes Ready")
+            wait_for(
+                "the default ServiceAccount (kube-controller-manager)",
+                lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
+                60,
+                self.logs / "kube-controller-manager.log",
+            )
+            if self.install_crds:
+                self.install_third_party_crds()
+                progress("KubeRay, prometheus-operator and KEDA CRDs installed")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, remove: bool = False) -> None:
+        """Stop every component (SIGTERM, then SIGKILL) and optionally remove the state folder."""
+        for _name, (pid, alive) in reversed(list(self.processes().items())):
+            if alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for name, (pid, _) in self.processes().items():
+            while _alive(pid, name) and time.monotonic() < deadline:
+                if name in self._procs:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self._procs[name].wait(0.2)
+                else:
+                    time.sleep(0.2)
+            if _alive(pid, name):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+            if name in self._procs:
+                self._procs.pop(name).wait()
+        if self._state_file.exists():
+            self._save({**self.state(), "pids": {}})
+        if remove:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    # -- components --------------------------------------------------------------------------
+    def _save(self, state: dict) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self._state_file)
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [binary(name), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if self.tie_to_parent else None,
+        )
+        log.close()
+        self._procs[name] = proc
+        state = self.state()
+        state["pids"][name] = proc.pid
+        self._save(state)
+
+    def _start_etcd(self, ports: dict) -> None:
+        client, peer = f"http://127.0.0.1:{ports['etcd']}", f"http://127.0.0.1:{ports['etcd_peer']}"
+        self._spawn(
+            "etcd",
+            [
+                "--name=default",
+                f"--data-dir={self.state_dir / 'etcd'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=default={peer}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+
+        def healthy() -> bool:
+            with urllib.request.urlopen(f"{client}/health", timeout=2) as r:
+                return json.load(r).get("health") == "true"
+
+        wait_for("etcd", healthy, 30, self.logs / "etcd.log")
+
+    def _start_apiserver(self, ports: dict, pki: ClusterPKI) -> None:
+        port = ports["apiserver"]
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={self.state_dir / 'apiserver-certs'}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                "--authorization-mode=Node,RBAC",
+                f"--service-account-issuer=https://127.0.0.1:{port}",
+                f"--service-account-key-file={pki.service_account_key}",
+                f"--service-account-signing-key-file={pki.service_account_key}",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--allow-privileged=true",
+                # No kube-proxy here: nothing maintains the `kubernetes` Service endpoints.
+                "--endpoint-reconciler-type=none",
+            ],
+        )
+
+    def _write_kubeconfig(self, ports: dict, pki: ClusterPKI) -> None:
+        def b64(p: Path) -> str:
+            return base64.b64encode(p.read_bytes()).decode()
+
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": CONTEXT,
+            "clusters": [
+                {
+                    "name": CONTEXT,
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{ports['apiserver']}",
+                        "certificate-authority-data": b64(pki.ca_cert),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "llmops-admin",
+                    "user": {
+                        "client-certificate-data": b64(pki.admin_cert),
+                        "client-key-data": b64(pki.admin_key),
+                    },
+                }
+            ],
+            "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": "llmops-admin"}}],
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+        self.kubeconfig.chmod(0o600)
+
+    def _start_controllers(self, ports: dict, pki: ClusterPKI) -> None:
+        kubeconfig = f"--kubeconfig={self.kubeconfig}"
+        self._spawn(
+            "kube-controller-manager",
+            [
+                kubeconfig,
+                "--leader-elect=false",
+                "--secure-port=0",
+                f"--controllers={','.join(CONTROLLERS)}",
+                f"--service-account-private-key-file={pki.service_account_key}",
+                f"--root-ca-file={pki.ca_cert}",
+                "--use-service-account-credentials=false",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                kubeconfig,
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['scheduler']}",
+            ],
+        )
+        kwok_dir = go_module_dir("sigs.k8s.io/kwok", tool="kwok")
+        self._spawn(
+            "kwok",
+            [
+                kubeconfig,
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                f"--server-address=127.0.0.1:{ports['kwok']}",
+                "--node-lease-duration-seconds=40",
+                *(f"--config={kwok_dir / stage}" for stage in KWOK_STAGES),
+            ],
+        )
+
+    def _create_nodes(self) -> None:
+        manifests = "\n---\n".join(yaml.safe_dump(n.manifest()) for n in self.nodes)
+        # Nodes accept status on create, so capacity (GPUs included) is set in one step.
+        self.kubectl("create", "-f", "-", input=manifests)
+
+    def _nodes_ready(self) -> bool:
+        out = self.kubectl("get", "nodes", "-o", "json").stdout
+        nodes = json.loads(out)["items"]
+        ready = [
+            n
+            for n in nodes
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in n.get("status", {}).get("conditions", [])
+            )
+        ]
+        return len(ready) == len(self.nodes)
+
+    def install_third_party_crds(self) -> None:
+        files = [go_module_dir(c.module, c.version) / f for c in THIRD_PARTY_CRDS for f in c.files]
+        # Server-side apply: the Ray CRDs are too big for the last-applied annotation.
+        args = ["apply", "--server-side", "--force-conflicts", "--field-manager=llmops-dev"]
+        for f in files:
+            args += ["-f", str(f)]
+        self.kubectl(*args)
+        self.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            *(f"crd/{yaml.safe_load(f.read_text())['metadata']['name']}" for f in files),
+        )

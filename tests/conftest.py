@@ -1,0 +1,56 @@
+"""Shared fixtures: one real local control plane per test session."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmops.dev.cluster import LocalCluster
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A real etcd + kube-apiserver + controller-manager + scheduler + kwok, shared by the session.
+
+    kwok stands in for the kubelet (no containers run here); everything else is the real thing.
+    """
+    local = LocalCluster(tmp_path_factory.mktemp("cluster"), tie_to_parent=True)
+    local.start()
+    yield local
+    procs = local.processes()
+    local.stop(remove=True)
+    left = [f"{name} (pid {pid})" for name, (pid, _) in procs.items() if Path(f"/proc/{pid}").exists()]
+    assert not left, f"control-plane processes left running: {left}"
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(cluster: LocalCluster) -> Path:
+    return cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def api_client(kubeconfig: Path):
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(kubeconfig))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def namespace(cluster: LocalCluster) -> Iterator[str]:
+    """A fresh namespace per test, so no test depends on another's leftovers."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def kube_env(kubeconfig: Path) -> dict[str, str]:
+    """Environment for subprocesses (kubectl, helm) that talk to the test cluster."""
+    return {**os.environ, "KUBECONFIG": str(kubeconfig)}
