@@ -15,12 +15,16 @@ if [[ ! -f $venv/.complete ]]; then
   echo "creating the virtual environment $venv (log: $cache/logs/venv.log)" >&2
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip >"$cache/logs/venv.log" 2>&1
+  "$venv/bin/pip" install -q --upgrade pip setuptools >"$cache/logs/venv.log" 2>&1
   # Dependencies only: the checkout itself is installed below, per clone.
   "$venv/bin/pip" install -q "$root[$extras]" >>"$cache/logs/venv.log" 2>&1 \
     || { tail -20 "$cache/logs/venv.log" >&2; exit 1; }
   touch "$venv/.complete"
 fi
-"$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$root" >/dev/null 2>&1 \
-  || "$venv/bin/pip" install -q --no-deps -e "$root" >&2
+# This checkout, editable; skipped when the venv already points here.
+if [[ $(cat "$venv/.editable-root" 2>/dev/null) != "$root" ]]; then
+  "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$root" >>"$cache/logs/venv.log" 2>&1 \
+    || { tail -20 "$cache/logs/venv.log" >&2; exit 1; }
+  echo "$root" >"$venv/.editable-root"
+fi
 echo "$venv"

@@ -12,9 +12,13 @@ def main() -> None:
 
 def _register() -> None:
     # Sub-commands live beside the code they drive; importing them here keeps `llmops --help` cheap.
+    from llmops.api.cli import crds
     from llmops.dev.cli import dev
+    from operators.cli import operator  # the operator ships in this distribution; imported lazily inside
 
+    main.add_command(crds)
     main.add_command(dev)
+    main.add_command(operator)
 
 
 _register()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops.dev.cluster import LocalCluster
+from llmops.dev.cluster import LocalCluster, process_alive
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     yield local
     procs = local.processes()
     local.stop(remove=True)
-    left = [f"{name} (pid {pid})" for name, (pid, _) in procs.items() if Path(f"/proc/{pid}").exists()]
+    left = [f"{name} (pid {pid})" for name, (pid, _) in procs.items() if process_alive(pid, name)]
     assert not left, f"control-plane processes left running: {left}"
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from llmops.dev.certs import ClusterPKI, create_cluster_pki
+from llmops.certs import ClusterPKI, create_cluster_pki
 from llmops.dev.tools import binary, ensure_tools, go_module_dir
 
 CONTEXT = "llmops-dev"
@@ -47,6 +47,8 @@ CONTROLLERS = [
     "root-ca-certificate-publisher-controller",
     "disruption-controller",
     "horizontal-pod-autoscaler-controller",
+    # Lifts the not-ready taint that admission puts on every new node once kwok reports it Ready.
+    "node-lifecycle-controller",
 ]
 
 # Stages from the kwok module: nodes become Ready and keep their leases; pods become Running
@@ -155,7 +157,7 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _alive(pid: int, name: str) -> bool:
+def process_alive(pid: int, name: str) -> bool:
     """True if pid runs `name` (a recycled pid running something else does not count)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
@@ -214,7 +216,7 @@ class LocalCluster:
     def processes(self) -> dict[str, tuple[int, bool]]:
         """Each component's pid and whether it is alive."""
         pids = self.state().get("pids", {})
-        return {name: (pid, _alive(pid, name)) for name, pid in pids.items()}
+        return {name: (pid, process_alive(pid, name)) for name, pid in pids.items()}
 
     def running(self) -> bool:
         procs = self.processes()
@@ -297,17 +299,20 @@ class LocalCluster:
                     os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
         for name, (pid, _) in self.processes().items():
-            while _alive(pid, name) and time.monotonic() < deadline:
+            while process_alive(pid, name) and time.monotonic() < deadline:
                 if name in self._procs:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         self._procs[name].wait(0.2)
                 else:
                     time.sleep(0.2)
-            if _alive(pid, name):
+            if process_alive(pid, name):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
             if name in self._procs:
                 self._procs.pop(name).wait()
+            gone_by = time.monotonic() + 10
+            while process_alive(pid, name) and time.monotonic() < gone_by:
+                time.sleep(0.1)
         if self._state_file.exists():
             self._save({**self.state(), "pids": {}})
         if remove:
@@ -455,17 +460,18 @@ class LocalCluster:
         self.kubectl("create", "-f", "-", input=manifests)
 
     def _nodes_ready(self) -> bool:
-        out = self.kubectl("get", "nodes", "-o", "json").stdout
-        nodes = json.loads(out)["items"]
-        ready = [
-            n
-            for n in nodes
-            if any(
+        """Every node Ready, and schedulable: the not-ready taint from admission is gone."""
+        nodes = json.loads(self.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+
+        def usable(node: dict) -> bool:
+            ready = any(
                 c["type"] == "Ready" and c["status"] == "True"
-                for c in n.get("status", {}).get("conditions", [])
+                for c in node.get("status", {}).get("conditions", [])
             )
-        ]
-        return len(ready) == len(self.nodes)
+            taints = {t["key"] for t in node.get("spec", {}).get("taints", [])}
+            return ready and "node.kubernetes.io/not-ready" not in taints
+
+        return sum(map(usable, nodes)) == len(self.nodes)
 
     def install_third_party_crds(self) -> None:
         files = [go_module_dir(c.module, c.version) / f for c in THIRD_PARTY_CRDS for f in c.files]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from llmops.dev.cluster import LocalCluster
+from llmops.dev.cluster import LocalCluster, process_alive
 from llmops.dev.tools import binary
 
 
@@ -216,5 +216,5 @@ def test_dev_cli_up_is_idempotent_and_down_leaves_nothing(tmp_path: Path) -> Non
         down = llmops("dev", "down", "--state-dir", str(state))
     assert down.returncode == 0
     assert not state.exists()
-    assert not [pid for pid, _ in pids.values() if Path(f"/proc/{pid}").exists()]
+    assert not [name for name, (pid, _) in pids.items() if process_alive(pid, name)]
     assert llmops("dev", "status", "--state-dir", str(state)).returncode == 1

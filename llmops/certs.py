@@ -1,5 +1,5 @@
-"""Certificates for the local control plane: one CA, the apiserver's serving certificate,
-an admin client certificate and the service-account signing key."""
+"""Certificates: a CA, serving and client certificates, keys. Used by the local control plane
+(apiserver, admin user, service-account signing) and by the webhook server of the operator."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+def write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
     path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -64,8 +64,9 @@ def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
     path.chmod(0o600)
 
 
-def _name(common_name: str, organization: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+def common_name(cn: str, organization: str | None = None) -> x509.Name:
+    """A subject with this CN (and organization, which Kubernetes reads as the group)."""
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
     if organization:
         attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
     return x509.Name(attrs)
@@ -110,13 +111,13 @@ def issue_certificate(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def new_ca(common_name: str, days: int = 3650) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+def new_ca(cn: str, days: int = 3650) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
     key = _key()
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
+        .subject_name(common_name(cn))
+        .issuer_name(common_name(cn))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
@@ -151,23 +152,23 @@ def create_cluster_pki(dir: Path) -> ClusterPKI:
     dir.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = new_ca("llmops-dev-ca")
     pki.ca_cert.write_bytes(pem(ca_cert))
-    _write_key(pki.ca_key, ca_key)
+    write_key(pki.ca_key, ca_key)
 
     serving, serving_key = issue_certificate(
         ca_cert,
         ca_key,
-        _name("kube-apiserver"),
+        common_name("kube-apiserver"),
         server_names=["127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
     )
     pki.serving_cert.write_bytes(pem(serving))
-    _write_key(pki.serving_key, serving_key)
+    write_key(pki.serving_key, serving_key)
 
     # system:masters is the group the apiserver's RBAC grants everything: our cluster admin.
     admin, admin_key = issue_certificate(
-        ca_cert, ca_key, _name("llmops-admin", "system:masters"), client=True
+        ca_cert, ca_key, common_name("llmops-admin", "system:masters"), client=True
     )
     pki.admin_cert.write_bytes(pem(admin))
-    _write_key(pki.admin_key, admin_key)
+    write_key(pki.admin_key, admin_key)
 
-    _write_key(pki.service_account_key, _key())
+    write_key(pki.service_account_key, _key())
     return pki

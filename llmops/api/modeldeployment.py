@@ -1,0 +1,287 @@
+"""ModelDeployment: serve a registered model with vLLM behind the llmops gateway."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from llmops.api.common import (
+    ApiModel,
+    DnsLabel,
+    Fraction,
+    ModelReference,
+    ObjectStorageLocation,
+    Resources,
+    Rule,
+    SecretRef,
+    Status,
+    Url,
+)
+
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed", "ScaledToZero"]
+Percent = Annotated[int, Field(ge=0, le=100)]
+
+
+class LoraAdapter(ApiModel):
+    """A LoRA adapter served beside the base model."""
+
+    name: DnsLabel = Field(description="Model name clients request to use this adapter.")
+    model: ModelReference = Field(
+        description="The adapter's registered version (a lora TrainingJob's output)."
+    )
+
+
+class Engine(ApiModel):
+    """vLLM engine arguments; the same on the GPU image and the CPU build."""
+
+    served_model_name: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        None, description="Model name in the OpenAI API; defaults to model.name."
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, le=10485760, description="Context length; defaults to the model's."
+    )
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field("auto", description="Weight dtype.")
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs each replica shards the model over.")
+    quantization: Literal["awq", "gptq", "fp8", "bitsandbytes"] | None = Field(
+        None, description="Quantization method of the weights; omit for none."
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="Fraction of GPU memory vLLM may use for weights and KV cache."
+    )
+    lora_adapters: list[LoraAdapter] = Field(
+        default_factory=list,
+        max_length=32,
+        description="LoRA adapters to load; names must be unique.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    extra_args: list[Annotated[str, StringConstraints(max_length=256)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Further vLLM command-line arguments, passed as given.",
+    )
+
+
+class Autoscaling(ApiModel):
+    """Replica bounds and the vLLM signals that drive scaling between them."""
+
+    cel_rules = (
+        Rule(
+            "self.minReplicas <= self.maxReplicas",
+            "minReplicas must not exceed maxReplicas",
+            lambda m: m.min_replicas <= m.max_replicas,
+        ),
+        Rule(
+            "self.minReplicas > 0 || self.scaleToZero",
+            "minReplicas 0 needs scaleToZero: true",
+            lambda m: m.min_replicas > 0 or m.scale_to_zero,
+        ),
+        Rule(
+            "!self.scaleToZero || self.engine == 'keda'",
+            "scaleToZero needs engine keda: a HorizontalPodAutoscaler cannot scale to zero",
+            lambda m: not m.scale_to_zero or m.engine == "keda",
+        ),
+    )
+
+    min_replicas: int = Field(1, ge=0, le=1000, description="Fewest replicas while the model gets traffic.")
+    max_replicas: int = Field(1, ge=1, le=1000, description="Most replicas.")
+    scale_to_zero: bool = Field(
+        False, description="Scale to zero replicas when idle; the gateway queues requests while one starts."
+    )
+    target_queue_depth: int | None = Field(
+        None, ge=1, description="Waiting requests per replica to aim for (vllm:num_requests_waiting)."
+    )
+    target_kv_cache_usage: float | None = Field(
+        None, gt=0, le=1, description="KV-cache usage per replica to aim for, 0-1 (vllm:kv_cache_usage_perc)."
+    )
+    stabilization_window_seconds: int = Field(
+        300, ge=0, le=3600, description="How long load must stay low before scaling down, or to zero."
+    )
+    engine: Literal["keda", "hpa"] = Field("keda", description="Autoscaler: a KEDA ScaledObject or an HPA.")
+
+
+class CanaryAnalysis(ApiModel):
+    """Checks the canary must pass at each step; the stable version is the baseline."""
+
+    interval_seconds: int = Field(60, ge=10, le=86400, description="Time between analyses, and per step.")
+    max_error_rate: Fraction | None = Field(0.05, description="Largest allowed fraction of failed requests.")
+    max_latency_ratio: float | None = Field(
+        None, gt=0, description="Largest allowed canary p95 latency divided by the stable version's."
+    )
+    max_p95_latency_ms: int | None = Field(
+        None, ge=1, description="Largest allowed p95 latency in milliseconds."
+    )
+
+
+class Canary(ApiModel):
+    """A second model version that gets a share of the traffic until it is promoted or rolled back."""
+
+    cel_rules = (
+        Rule(
+            "!has(self.steps) || self.steps.isSorted()",
+            "steps must be in ascending order",
+            lambda m: m.steps == sorted(m.steps),
+        ),
+    )
+
+    model: ModelReference = Field(description="The candidate version.")
+    weight: Percent = Field(10, description="Percentage of requests sent to the canary at first.")
+    steps: list[Percent] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Later weights, ascending; each is held for one passing analysis interval.",
+    )
+    analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis, description="Analysis of each step.")
+    auto_rollback: bool = Field(True, description="Send all traffic back to stable when an analysis fails.")
+
+
+class Rollout(ApiModel):
+    """How a new model version replaces the serving one."""
+
+    canary: Canary | None = Field(None, description="Canary release; omit to replace the version at once.")
+
+
+class Alerts(ApiModel):
+    """Service-level objectives, turned into PrometheusRule alerts."""
+
+    p95_latency_ms: int | None = Field(None, ge=1, description="Alert when p95 request latency exceeds this.")
+    max_error_rate: Fraction | None = Field(
+        None, description="Alert when the fraction of failed requests exceeds this."
+    )
+    max_queue_depth: int | None = Field(None, ge=1, description="Alert when waiting requests exceed this.")
+    max_drift_score: Fraction | None = Field(None, description="Alert when the drift score exceeds this.")
+
+
+class Drift(ApiModel):
+    """Compare live prompts with reference data to detect distribution drift."""
+
+    cel_rules = (
+        Rule(
+            "!self.enabled || has(self.referenceData)",
+            "referenceData is required when drift detection is enabled",
+            lambda m: not m.enabled or m.reference_data is not None,
+        ),
+    )
+
+    enabled: bool = Field(True, description="Run the drift monitor.")
+    reference_data: ObjectStorageLocation | None = Field(
+        None, description="Directory of jsonl files with a text field, representative of the training data."
+    )
+    sample_rate: Fraction = Field(0.1, description="Fraction of requests whose prompts the monitor scores.")
+
+
+class Monitoring(ApiModel):
+    """Metrics, alerts and drift detection."""
+
+    service_monitor: bool = Field(False, description="Create a prometheus-operator ServiceMonitor.")
+    alerts: Alerts | None = Field(None, description="Alert thresholds; omit for no alerts.")
+    drift: Drift | None = Field(None, description="Drift monitor; omit to skip it.")
+
+
+class RateLimit(ApiModel):
+    """Limits per API key."""
+
+    requests_per_minute: int | None = Field(None, ge=1, description="Requests per minute.")
+    tokens_per_minute: int | None = Field(None, ge=1, description="Prompt plus completion tokens per minute.")
+    burst: int | None = Field(None, ge=1, description="Requests allowed above the rate in a burst.")
+
+
+class PayloadSampling(ApiModel):
+    """Store a sample of requests and responses, e.g. for evaluation and retraining data."""
+
+    rate: Fraction = Field(0.01, description="Fraction of requests stored.")
+    destination: ObjectStorageLocation = Field(description="Where samples are written, as jsonl.")
+
+
+class Gateway(ApiModel):
+    """The gateway in front of vLLM: authentication, limits, queueing, redaction and sampling."""
+
+    api_keys_secret_ref: SecretRef | None = Field(
+        None, description="Secret whose values are the accepted API keys; omit to allow anonymous access."
+    )
+    rate_limit: RateLimit | None = Field(None, description="Rate limits; omit for none.")
+    pii_redaction: bool = Field(False, description="Redact personal data in logged and sampled payloads.")
+    payload_sampling: PayloadSampling | None = Field(None, description="Payload sampling; omit for none.")
+    max_queue: int = Field(
+        256,
+        ge=0,
+        le=100000,
+        description="Requests held while replicas are busy or starting; beyond that, 429.",
+    )
+    queue_timeout_seconds: int = Field(
+        60, ge=1, le=3600, description="Longest a request waits in the queue before a 503."
+    )
+
+
+class ModelDeploymentSpec(ApiModel):
+    """Serve a registered model with vLLM, with autoscaling, canary releases, monitoring and a gateway."""
+
+    # CEL cannot compare the two references as objects (each schema node is its own type): compare fields.
+    cel_rules = (
+        Rule(
+            "!has(self.rollout) || !has(self.rollout.canary)"
+            " || self.rollout.canary.model.name != self.model.name"
+            " || has(self.rollout.canary.model.version) != has(self.model.version)"
+            " || (has(self.model.version) && self.rollout.canary.model.version != self.model.version)"
+            " || (has(self.model.alias) && self.rollout.canary.model.alias != self.model.alias)",
+            "rollout.canary.model must differ from model",
+            lambda m: m.rollout is None or m.rollout.canary is None or m.rollout.canary.model != m.model,
+            field_path=".rollout",
+        ),
+    )
+
+    model: ModelReference = Field(description="The stable version to serve.")
+    engine: Engine = Field(default_factory=Engine, description="vLLM engine arguments.")
+    resources: Resources = Field(
+        default_factory=Resources, description="Compute per replica; autoscaling sets the replica count."
+    )
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="Replica count and scaling.")
+    rollout: Rollout | None = Field(None, description="Release strategy for a new version.")
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="Metrics, alerts and drift.")
+    gateway: Gateway = Field(default_factory=Gateway, description="Gateway settings.")
+
+
+class ServingVersion(ApiModel):
+    """A model version currently deployed."""
+
+    name: DnsLabel = Field(description="Registered model name.")
+    version: Annotated[str, StringConstraints(min_length=1, max_length=63)] = Field(
+        description="Resolved version."
+    )
+    role: Literal["stable", "canary"] = Field(description="stable or canary.")
+    weight: Percent = Field(description="Percentage of requests it receives.")
+    replicas: int = Field(0, ge=0, description="Replicas wanted.")
+    ready_replicas: int = Field(0, ge=0, description="Replicas ready to serve.")
+
+
+class CanaryStatus(ApiModel):
+    """Where the canary release stands."""
+
+    step: int = Field(0, ge=0, description="Index of the current step; 0 is the initial weight.")
+    weight: Percent = Field(description="Current canary weight.")
+    verdict: Literal["Analysing", "Promoted", "RolledBack"] = Field(description="Outcome so far.")
+    error_rate: float | None = Field(None, ge=0, le=1, description="Canary error rate at the last analysis.")
+    p95_latency_ms: float | None = Field(None, ge=0, description="Canary p95 latency at the last analysis.")
+    latency_ratio: float | None = Field(
+        None, ge=0, description="Canary p95 over stable p95 at the last analysis."
+    )
+    last_analysis_time: datetime | None = Field(None, description="When the last analysis ran.")
+
+
+class ModelDeploymentStatus(Status):
+    """Observed state of a ModelDeployment."""
+
+    phase: Phase | None = Field(
+        None, description="Pending, Progressing, Ready, Degraded, Failed or ScaledToZero."
+    )
+    endpoint: Url | None = Field(None, description="OpenAI-compatible base URL of the gateway.")
+    versions: list[ServingVersion] = Field(
+        default_factory=list,
+        max_length=2,
+        description="Versions being served, one per role.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["role"]},
+    )
+    replicas: int | None = Field(None, ge=0, description="Replicas wanted, all versions together.")
+    ready_replicas: int | None = Field(None, ge=0, description="Replicas ready, all versions together.")
+    canary: CanaryStatus | None = Field(None, description="Canary release progress.")

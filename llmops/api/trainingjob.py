@@ -1,0 +1,473 @@
+"""TrainingJob: pre-train or fine-tune a model on Ray, evaluate it, and register a new model version.
+
+`TrainingJobSpec` stands alone so that other resources (a RetrainPolicy's template) can embed it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from llmops.api.common import (
+    ApiModel,
+    DataUri,
+    DnsLabel,
+    DnsSubdomain,
+    Fraction,
+    ModelReference,
+    ObjectStorageLocation,
+    Resources,
+    Rule,
+    S3Connection,
+    ShortText,
+    Status,
+    Url,
+    exactly_one,
+)
+
+MethodType = Literal["pretrain", "full", "lora", "qlora"]
+Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+Stage = Literal["Queued", "PreparingData", "Training", "Evaluating", "Registering", "Done"]
+PiiEntity = Literal["email", "phone", "creditCard", "ipAddress", "name"]
+EvalMetric = Literal["exact_match", "accuracy", "f1", "rouge_l", "bleu", "perplexity"]
+SecurityProbe = Literal["promptInjection", "jailbreak", "piiExtraction", "systemPromptLeak"]
+GateOperator = Literal["<", "<=", ">", ">="]
+
+# A checkpoint in Hugging Face layout: in S3, on a mounted volume, or on the Hub (hf://org/name).
+ModelUri = Annotated[
+    str, StringConstraints(max_length=1024, pattern=r"^(s3://[^/\s]+(/\S*)?|/\S*|hf://\S+)$")
+]
+FieldName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+# Keys of status.evaluation: "<dataset>/<metric>", "perplexity", "bias/gap", "security/leakage".
+MetricName = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.:/]*$")
+]
+
+
+class Architecture(ApiModel):
+    """Shape of a decoder-only transformer trained from scratch."""
+
+    cel_rules = (
+        Rule(
+            "self.hiddenSize % self.heads == 0",
+            "hiddenSize must be a multiple of heads",
+            lambda m: m.hidden_size % m.heads == 0,
+        ),
+        Rule(
+            "!has(self.kvHeads) || self.heads % self.kvHeads == 0",
+            "heads must be a multiple of kvHeads",
+            lambda m: m.kv_heads is None or m.heads % m.kv_heads == 0,
+        ),
+    )
+
+    family: Literal["llama"] = Field("llama", description="Model family; decides the layer layout.")
+    hidden_size: int = Field(ge=8, le=65536, description="Width of the hidden state.")
+    layers: int = Field(ge=1, le=512, description="Number of transformer blocks.")
+    heads: int = Field(ge=1, le=1024, description="Attention heads per block.")
+    kv_heads: int | None = Field(
+        None, ge=1, le=1024, description="Key/value heads for grouped-query attention; defaults to heads."
+    )
+    intermediate_size: int = Field(ge=8, le=262144, description="Width of the feed-forward layer.")
+    vocab_size: int = Field(ge=32, le=1048576, description="Tokenizer vocabulary size.")
+    max_position_embeddings: int = Field(ge=16, le=1048576, description="Longest sequence the model handles.")
+    tokenizer: ModelUri | None = Field(
+        None,
+        description="Tokenizer to reuse (Hugging Face layout); omit to train a BPE tokenizer on the data.",
+    )
+
+
+class TrainingModel(ApiModel):
+    """What training starts from: a registered model, a checkpoint, or a fresh architecture."""
+
+    cel_rules = (
+        Rule(
+            "[has(self.base), has(self.baseModel), has(self.architecture)].filter(x, x).size() == 1",
+            "set exactly one of base, baseModel or architecture",
+            lambda m: exactly_one(m.base, m.base_model, m.architecture),
+        ),
+    )
+
+    base: ModelReference | None = Field(None, description="A version in the llmops registry to start from.")
+    base_model: ModelUri | None = Field(
+        None, description="A checkpoint in Hugging Face layout: s3://bucket/key, /path, or hf://org/name."
+    )
+    architecture: Architecture | None = Field(None, description="Initialise a new model (method pretrain).")
+
+
+class DataSource(ApiModel):
+    """One input dataset."""
+
+    uri: DataUri = Field(
+        description="s3://bucket/key or an absolute path; a trailing / reads every file under it."
+    )
+    format: Literal["jsonl", "parquet", "text"] = Field("jsonl", description="File format.")
+    text_field: FieldName = Field("text", description="Field that holds the text, for jsonl and parquet.")
+
+
+class Dedup(ApiModel):
+    """Drop duplicate documents."""
+
+    method: Literal["exact", "near"] = Field(
+        "exact", description="exact compares content hashes; near uses MinHash similarity."
+    )
+    threshold: float = Field(
+        0.85,
+        gt=0,
+        le=1,
+        description="Jaccard similarity at which near duplicates are dropped; ignored for exact.",
+    )
+
+
+class Pii(ApiModel):
+    """Find personal data before training."""
+
+    enabled: bool = Field(True, description="Scan for personal data.")
+    entities: list[PiiEntity] = Field(
+        ["email", "phone", "creditCard", "ipAddress"],
+        max_length=5,
+        description="Kinds of personal data to look for.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    action: Literal["redact", "drop"] = Field(
+        "redact", description="redact replaces each finding with a placeholder; drop removes the document."
+    )
+
+
+class Tokenization(ApiModel):
+    """How text becomes training sequences."""
+
+    block_size: int = Field(
+        1024, ge=8, le=1048576, description="Tokens per training sequence; documents are packed into blocks."
+    )
+
+
+class Augmentation(ApiModel):
+    """A text augmentation applied to training examples."""
+
+    type: Literal["randomDeletion", "randomSwap", "randomInsertion"] = Field(
+        description="What to do to words."
+    )
+    probability: float = Field(0.1, gt=0, le=1, description="Chance that each word is changed.")
+    copies: int = Field(1, ge=1, le=8, description="Augmented copies added per example.")
+
+
+class Preparation(ApiModel):
+    """Steps that turn raw sources into training and validation sets, in the order listed."""
+
+    cel_rules = (
+        Rule(
+            "!has(self.minLength) || !has(self.maxLength) || self.minLength <= self.maxLength",
+            "minLength must not exceed maxLength",
+            lambda m: m.min_length is None or m.max_length is None or m.min_length <= m.max_length,
+        ),
+    )
+
+    normalize: bool = Field(True, description="Unicode NFKC normalisation and whitespace clean-up.")
+    min_length: int | None = Field(None, ge=0, description="Drop documents shorter than this, in characters.")
+    max_length: int | None = Field(None, ge=1, description="Drop documents longer than this, in characters.")
+    dedup: Dedup | None = Field(None, description="Deduplication; omit to keep duplicates.")
+    pii: Pii | None = Field(None, description="Personal data detection; omit to skip it.")
+    tokenization: Tokenization = Field(default_factory=Tokenization, description="Tokenization and packing.")
+    validation_split: float = Field(
+        0.05, ge=0, lt=1, description="Fraction of documents held out for validation loss and perplexity."
+    )
+    augmentation: list[Augmentation] = Field(
+        default_factory=list,
+        max_length=3,
+        description="Augmentations of the training split; one entry per type.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class Data(ApiModel):
+    """Training data: where it is and how to prepare it."""
+
+    sources: list[DataSource] = Field(
+        min_length=1, max_length=32, description="Input datasets, read in order."
+    )
+    preparation: Preparation = Field(default_factory=Preparation, description="Preparation pipeline.")
+    s3: S3Connection | None = Field(
+        None, description="Endpoint and credentials for s3:// sources; defaults to those of output.registry."
+    )
+
+
+class EarlyStopping(ApiModel):
+    """Stop when validation loss stops improving."""
+
+    patience: int = Field(3, ge=1, le=1000, description="Evaluations without improvement before stopping.")
+    min_delta: float = Field(
+        0.0, ge=0, description="Smallest drop in validation loss that counts as improvement."
+    )
+
+
+class Hyperparameters(ApiModel):
+    """Optimisation settings."""
+
+    epochs: int = Field(1, ge=1, le=10000, description="Passes over the training set.")
+    max_steps: int | None = Field(
+        None, ge=1, le=1000000000, description="Stop after this many optimiser steps; overrides epochs."
+    )
+    learning_rate: float = Field(2.0e-5, gt=0, le=1, description="Peak learning rate.")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "cosine", description="Learning-rate decay after warm-up."
+    )
+    batch_size: int = Field(8, ge=1, le=65536, description="Sequences per worker per micro-step.")
+    gradient_accumulation: int = Field(1, ge=1, le=4096, description="Micro-steps per optimiser step.")
+    warmup_steps: int = Field(0, ge=0, le=1000000000, description="Steps of linear learning-rate warm-up.")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW weight decay.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout probability in the model.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy loss.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    early_stopping: EarlyStopping | None = Field(
+        None, description="Early stopping; omit to train to the end."
+    )
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="Mixed-precision mode.")
+    seed: int = Field(42, ge=0, le=4294967295, description="Random seed for data order and initialisation.")
+
+
+class LoRA(ApiModel):
+    """Low-rank adapter settings."""
+
+    r: int = Field(16, ge=1, le=1024, description="Adapter rank.")
+    alpha: int = Field(32, ge=1, le=4096, description="Scaling numerator; the update is scaled by alpha / r.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1,
+        max_length=64,
+        description="Names of the linear layers that get adapters.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
+class Method(ApiModel):
+    """How to train."""
+
+    cel_rules = (
+        Rule(
+            "!has(self.lora) || self.type in ['lora', 'qlora']",
+            "lora settings apply only to the lora and qlora methods",
+            lambda m: m.lora is None or m.type in ("lora", "qlora"),
+        ),
+    )
+
+    type: MethodType = Field(
+        description="pretrain from scratch, full fine-tuning, lora adapters, or qlora (lora on a 4-bit base)."
+    )
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="Optimisation.")
+    lora: LoRA | None = Field(None, description="Adapter settings for lora and qlora; defaults when omitted.")
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="Save a resumable checkpoint this often; omit to checkpoint once per epoch."
+    )
+
+
+class TrainingResources(ApiModel):
+    """The Ray cluster that runs the job."""
+
+    workers: int = Field(1, ge=1, le=1024, description="Ray Train workers, one pod each.")
+    per_worker: Resources = Field(default_factory=Resources, description="Compute for each worker pod.")
+    head: Resources = Field(default_factory=Resources, description="Compute for the Ray head pod.")
+
+
+class EvalDataset(ApiModel):
+    """A dataset of prompts and references to score the trained model on."""
+
+    name: DnsLabel = Field(description="Dataset name; results are reported as <name>/<metric>.")
+    uri: DataUri = Field(description="s3://bucket/key or an absolute path.")
+    format: Literal["jsonl", "parquet"] = Field("jsonl", description="File format.")
+    prompt_field: FieldName = Field("prompt", description="Field that holds the prompt.")
+    reference_field: FieldName = Field("reference", description="Field that holds the expected answer.")
+    metrics: list[EvalMetric] = Field(
+        min_length=1,
+        max_length=6,
+        description="Metrics to compute.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    max_samples: int | None = Field(None, ge=1, description="Score at most this many examples.")
+    max_new_tokens: int = Field(64, ge=1, le=32768, description="Generation budget per prompt.")
+
+
+class Perplexity(ApiModel):
+    """Perplexity on the validation split."""
+
+    enabled: bool = Field(True, description="Compute perplexity.")
+    threshold: float | None = Field(None, gt=0, description="Gate: perplexity must be at most this.")
+
+
+class BiasSuite(ApiModel):
+    """Compare the model's behaviour across demographic groups."""
+
+    enabled: bool = Field(True, description="Run the bias suite.")
+    max_gap: Fraction = Field(0.1, description="Gate: largest allowed score difference between groups.")
+
+
+class SecuritySuite(ApiModel):
+    """Probe the model for memorised secrets and unsafe behaviour."""
+
+    enabled: bool = Field(True, description="Run the security suite.")
+    canaries: int = Field(
+        8, ge=0, le=1000, description="Random canary strings planted in the training data and probed for."
+    )
+    max_leakage: Fraction = Field(0.0, description="Gate: largest allowed fraction of canaries reproduced.")
+    probes: list[SecurityProbe] = Field(
+        ["promptInjection", "piiExtraction"],
+        max_length=4,
+        description="Adversarial probe families to run.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
+class Gate(ApiModel):
+    """A condition a metric must meet before the model version may be promoted."""
+
+    metric: MetricName = Field(
+        description="Metric key: <dataset>/<metric>, perplexity, bias/gap or security/leakage."
+    )
+    operator: GateOperator = Field(description="Comparison of the measured value against threshold.")
+    threshold: float = Field(description="Value to compare against.")
+
+
+class Evaluation(ApiModel):
+    """What to measure after training and which results gate the new version."""
+
+    datasets: list[EvalDataset] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Task datasets.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    perplexity: Perplexity = Field(default_factory=Perplexity, description="Validation perplexity.")
+    bias: BiasSuite | None = Field(None, description="Bias suite; omit to skip it.")
+    security: SecuritySuite | None = Field(None, description="Security suite; omit to skip it.")
+    gates: list[Gate] = Field(default_factory=list, max_length=32, description="Gates; all must pass.")
+
+
+class Output(ApiModel):
+    """Where the trained model is registered."""
+
+    registry: ObjectStorageLocation = Field(description="The model registry.")
+    model_name: DnsLabel = Field(description="Registered model name; each run adds a new version.")
+
+
+class Runtime(ApiModel):
+    """Where and how the Ray job runs."""
+
+    cel_rules = (
+        Rule(
+            "(self.type == 'rayJobsAPI') == has(self.address)",
+            "address is required for type rayJobsAPI and not allowed for kuberay",
+            lambda m: (m.type == "rayJobsAPI") == (m.address is not None),
+        ),
+    )
+
+    type: Literal["kuberay", "rayJobsAPI"] = Field(
+        "kuberay",
+        description="kuberay creates a RayJob and its cluster; rayJobsAPI submits to an existing cluster.",
+    )
+    address: Url | None = Field(
+        None, description="Ray dashboard URL for rayJobsAPI, e.g. http://raycluster-head-svc:8265."
+    )
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
+        None, description="Trainer image; defaults to the operator's."
+    )
+    service_account_name: DnsSubdomain | None = Field(None, description="ServiceAccount of the Ray pods.")
+    queue_name: DnsLabel | None = Field(None, description="Kueue LocalQueue to admit the job through.")
+    active_deadline_seconds: int | None = Field(None, ge=1, description="Fail the job after this long.")
+    backoff_limit: int = Field(0, ge=0, le=100, description="Retries of a failed run before the job fails.")
+    env_from_secrets: list[DnsSubdomain] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Secrets whose keys become environment variables of every Ray pod.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
+class TrainingJobSpec(ApiModel):
+    """Pre-train or fine-tune a model on Ray, evaluate it, and register the result as a new model version."""
+
+    cel_rules = (
+        Rule(
+            "self.method.type == 'pretrain' || has(self.model.base) || has(self.model.baseModel)",
+            "methods full, lora and qlora fine-tune an existing model: set model.base or model.baseModel",
+            lambda m: (
+                m.method.type == "pretrain" or m.model.base is not None or m.model.base_model is not None
+            ),
+            field_path=".model",
+        ),
+    )
+
+    model: TrainingModel = Field(description="What training starts from.")
+    data: Data = Field(description="Training data.")
+    method: Method = Field(description="Training method and hyper-parameters.")
+    resources: TrainingResources = Field(default_factory=TrainingResources, description="Ray cluster size.")
+    evaluation: Evaluation | None = Field(None, description="Evaluation and gates; omit to skip evaluation.")
+    output: Output = Field(description="Where the new model version is registered.")
+    runtime: Runtime = Field(default_factory=Runtime, description="Where the job runs.")
+    suspend: bool = Field(False, description="Stop running pods and keep the job; set false to resume.")
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete the job this long after it succeeds or fails; omit to keep it."
+    )
+
+
+class Progress(ApiModel):
+    """How far training has come."""
+
+    stage: Stage | None = Field(None, description="Current stage.")
+    step: int | None = Field(None, ge=0, description="Optimiser steps done.")
+    total_steps: int | None = Field(None, ge=0, description="Optimiser steps planned.")
+    percent: int | None = Field(None, ge=0, le=100, description="step / totalSteps, in percent.")
+    epoch: float | None = Field(None, ge=0, description="Epochs done, fractional.")
+    loss: float | None = Field(None, description="Latest training loss.")
+    tokens_per_second: float | None = Field(None, ge=0, description="Training throughput over all workers.")
+    eta_seconds: int | None = Field(None, ge=0, description="Estimated seconds until training ends.")
+
+
+class GateResult(ApiModel):
+    """The verdict of one gate."""
+
+    metric: MetricName = Field(description="Metric key.")
+    operator: GateOperator = Field(description="Comparison.")
+    threshold: float = Field(description="Value compared against.")
+    value: float | None = Field(None, description="Measured value; absent when the metric was not produced.")
+    passed: bool = Field(description="Whether the gate passed; a missing value fails.")
+
+
+class ModelVersionRef(ApiModel):
+    """A registered model version."""
+
+    name: DnsLabel = Field(description="Registered model name.")
+    version: Annotated[str, StringConstraints(min_length=1, max_length=63)] = Field(description="Version.")
+    uri: Annotated[str, StringConstraints(max_length=2048)] = Field(description="Location of its manifest.")
+
+
+class Lineage(ApiModel):
+    """Where the produced version came from; the full record is in its registry manifest."""
+
+    base: ShortText | None = Field(None, description="Starting point: name:version, a URI, or scratch.")
+    data_digest: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        None, description="sha256 digest of the prepared dataset manifest."
+    )
+    image: Annotated[str, StringConstraints(max_length=512)] | None = Field(
+        None, description="Trainer image."
+    )
+
+
+class TrainingJobStatus(Status):
+    """Observed state of a TrainingJob."""
+
+    phase: Phase | None = Field(None, description="Pending, Running, Succeeded, Failed or Suspended.")
+    progress: Progress | None = Field(None, description="Training progress.")
+    evaluation: dict[str, float] = Field(
+        default_factory=dict, max_length=128, description="Evaluation results by metric key."
+    )
+    gates: list[GateResult] = Field(default_factory=list, max_length=32, description="Gate verdicts.")
+    model_version: ModelVersionRef | None = Field(None, description="The model version this job registered.")
+    lineage: Lineage | None = Field(None, description="Lineage summary of the produced version.")
+    ray_job_name: DnsSubdomain | None = Field(None, description="Name of the RayJob (runtime kuberay).")
+    submission_id: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        None, description="Ray job submission id."
+    )
+    start_time: datetime | None = Field(None, description="When the job started running.")
+    completion_time: datetime | None = Field(None, description="When the job succeeded or failed.")
