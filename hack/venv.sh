@@ -6,7 +6,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 extras=${1:-dev}
 cache=${LLMOPS_CACHE:-$HOME/.cache/llmops}
-key=$(cat "$root/pyproject.toml" <(echo "$extras") <(python3 --version) | sha256sum | cut -c1-16)
+# Keyed by what the environment is built from: the declared dependencies, the extras, Python.
+deps=$(python3 -c 'import sys, tomllib, json; p = tomllib.load(open(sys.argv[1], "rb"))["project"]
+print(json.dumps([p["dependencies"], p.get("optional-dependencies", {})], sort_keys=True))' "$root/pyproject.toml")
+key=$(cat <(echo "$deps") <(echo "$extras") <(python3 --version) | sha256sum | cut -c1-16)
 venv=$cache/venv-$extras-$key
 mkdir -p "$cache/logs"
 # One builder at a time: concurrent callers wait here instead of racing on the same folder.

@@ -28,6 +28,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture(scope="session")
+def llmops_crds(cluster: LocalCluster) -> list[str]:
+    """Our generated CRDs, installed as users install them (server-side apply of crds/)."""
+    from llmops.api import RESOURCES
+
+    cluster.kubectl("apply", "--server-side", "-f", str(Path(__file__).parents[1] / "crds"))
+    names = [r.crd_name for r in RESOURCES]
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names))
+    return names
+
+
+@pytest.fixture(scope="session")
 def kubeconfig(cluster: LocalCluster) -> Path:
     return cluster.kubeconfig
 

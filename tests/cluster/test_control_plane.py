@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,7 @@ from kubernetes import client
 
 from llmops.dev.cluster import LocalCluster, process_alive
 from llmops.dev.tools import binary
-
-
-def eventually(check, timeout: float = 60, interval: float = 0.5):
-    """Poll until `check()` returns something truthy; return it (a readiness wait, not a timing test)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+from tests.helpers import eventually
 
 
 def deployment(name: str, replicas: int = 2) -> dict:

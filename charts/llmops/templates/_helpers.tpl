@@ -1,0 +1,138 @@
+{{/*
+Names. Object names are capped at 63 characters (DNS labels); the webhook and metrics Services
+append a suffix, so their base is shortened first.
+*/}}
+{{- define "llmops.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "llmops.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "llmops.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The Service the apiserver calls for admission reviews. */}}
+{{- define "llmops.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "llmops.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "llmops.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "llmops.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "llmops.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "llmops.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels that select the operator pod; they never change across upgrades. */}}
+{{- define "llmops.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "llmops.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "llmops.labels" -}}
+helm.sh/chart: {{ include "llmops.chart" . }}
+{{ include "llmops.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: llmops
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "llmops.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Fixed ports: the operator's CLI defaults, the probes, the Services and the NetworkPolicy agree on them. */}}
+{{/* The ValidatingWebhookConfiguration the operator creates and keeps (operators/main.py WebhookOptions). */}}
+{{- define "llmops.webhookConfigurationName" -}}validate.llmops.io{{- end -}}
+
+{{- define "llmops.metricsPort" -}}8080{{- end -}}
+{{- define "llmops.healthPort" -}}8081{{- end -}}
+{{- define "llmops.webhookPort" -}}9443{{- end -}}
+
+{{/*
+RBAC rules for namespaced objects: our resources, the children the operators write, Events and
+the Secrets the webhook checks. A ClusterRole carries them when the operator watches every
+namespace, a Role per namespace otherwise. No wildcards anywhere.
+*/}}
+{{- define "llmops.namespacedRules" -}}
+- apiGroups: ["llmops.io"]
+  resources: ["trainingjobs", "modeldeployments"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["llmops.io"]
+  resources: ["trainingjobs/status", "modeldeployments/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["ray.io"]
+  resources: ["rayjobs", "rayclusters"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["ray.io"]
+  resources: ["rayjobs/status"]
+  verbs: ["get"]
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors", "podmonitors", "prometheusrules"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+{{- end -}}
+
+{{/* Cluster-scoped objects: kopf's namespace and CRD scanning, and the webhook configuration. */}}
+{{- define "llmops.clusterRules" -}}
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- if .Values.webhook.enabled }}
+{{- /* kopf creates the configuration if absent (create cannot be limited by name), then only patches it. */}}
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingwebhookconfigurations"]
+  verbs: ["create"]
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingwebhookconfigurations"]
+  resourceNames: [{{ include "llmops.webhookConfigurationName" . | quote }}]
+  verbs: ["get", "patch"]
+{{- end }}
+{{- end -}}

@@ -1,0 +1,81 @@
+"""Admission checks that span objects (everything else is schema and CEL in the CRDs).
+
+The one check today: every Secret a spec refers to exists in the object's namespace, so a typo
+in a credentials reference is refused at `kubectl apply`, not discovered by a failing pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import kopf
+from kubernetes import client
+
+from llmops.api import GROUP, RESOURCES, VERSION
+
+
+def secret_references(spec: Any, path: str = "spec") -> Iterator[tuple[str, str]]:
+    """(field path, Secret name) for every `...SecretRef` object and `envFromSecrets` entry."""
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            here = f"{path}.{key}"
+            if key.endswith("SecretRef") and isinstance(value, dict) and value.get("name"):
+                yield f"{here}.name", value["name"]
+            elif key == "envFromSecrets" and isinstance(value, list):
+                for i, name in enumerate(value):
+                    if isinstance(name, str):
+                        yield f"{here}[{i}]", name
+            else:
+                yield from secret_references(value, here)
+    elif isinstance(spec, list):
+        for i, item in enumerate(spec):
+            yield from secret_references(item, f"{path}[{i}]")
+
+
+def missing_secrets(spec: Any, namespace: str, core: client.CoreV1Api) -> list[str]:
+    missing = []
+    for path, name in secret_references(spec):
+        try:
+            core.read_namespaced_secret_with_http_info(name, namespace, _preload_content=False)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+            missing.append(f"{path}: Secret {name!r} does not exist in namespace {namespace!r}")
+    return missing
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """One validating webhook per resource: referenced Secrets must exist."""
+    for resource in RESOURCES:
+
+        @kopf.on.validate(
+            GROUP,
+            VERSION,
+            resource.plural,
+            id=f"{resource.plural}-secrets",
+            operations=["CREATE", "UPDATE"],
+            registry=registry,
+        )
+        def secrets_exist(spec: Any, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+            missing = missing_secrets(dict(spec), namespace, client.CoreV1Api(memo.applier.api_client))
+            if missing:
+                raise kopf.AdmissionError("; ".join(missing), code=422)
+
+
+class ServiceWebhookServer(kopf.WebhookServer):
+    """Serve webhooks locally but point the apiserver at a Service (the in-cluster setup).
+
+    kopf's own server advertises a URL; inside a cluster the apiserver must reach the pod
+    through its Service, with our CA bundle.
+    """
+
+    def __init__(self, *, service_namespace: str, service_name: str, service_port: int = 443, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.service = {"namespace": service_namespace, "name": service_name, "port": service_port}
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        async for config in super().__call__(fn):
+            config.pop("url", None)
+            config["service"] = dict(self.service)
+            yield config

@@ -1,0 +1,292 @@
+"""The operator process against the real apiserver: status conventions, Events, the validating
+webhook, metrics and probes, graceful shutdown, and survival of objects it did not expect."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import kopf
+import pytest
+import yaml
+
+from llmops.api import MODEL_DEPLOYMENT
+from llmops.dev.cluster import LocalCluster, free_port
+from operators.main import build_registry
+from operators.runtime import Kind, Outcome
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.usefixtures("llmops_crds")
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+SECRETS = [
+    "dataset-credentials",
+    "payload-credentials",
+    "registry-credentials",
+    "support-bot-api-keys",
+    "hf-token",
+]
+
+
+def get(cluster: LocalCluster, kind: str, name: str, namespace: str) -> dict:
+    return json.loads(cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout)
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:  # not listening yet
+        return 0, ""
+
+
+def create_secrets(cluster: LocalCluster, namespace: str) -> None:
+    for name in SECRETS:
+        cluster.kubectl("create", "secret", "generic", name, "-n", namespace, "--from-literal=key=value")
+
+
+@contextlib.contextmanager
+def operator_process(cluster: LocalCluster, namespace: str, *extra: str) -> Iterator[dict]:
+    """`llmops operator` as users run it, in its own process, watching one namespace."""
+    ports = {"metrics": free_port(), "health": free_port(), "webhook": free_port()}
+    log = cluster.logs / f"operator-{namespace}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llmops.cli",
+                "operator",
+                "--namespace",
+                namespace,
+                "--metrics-port",
+                str(ports["metrics"]),
+                "--health-port",
+                str(ports["health"]),
+                "--webhook-port",
+                str(ports["webhook"]),
+                *extra,
+            ],
+            env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        eventually(
+            lambda: proc.poll() is None and http_get(f"http://127.0.0.1:{ports['health']}/healthz")[0] == 200,
+            timeout=60,
+        )
+        yield {"proc": proc, "log": log, **ports}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(60)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_operator_writes_full_status_and_serves_probes_and_metrics(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    create_secrets(cluster, namespace)
+    with operator_process(cluster, namespace) as op:
+        for example in sorted(EXAMPLES.glob("*.yaml")):
+            cluster.kubectl("apply", "-n", namespace, "-f", str(example))
+        names = {
+            (d["kind"], d["metadata"]["name"])
+            for d in map(yaml.safe_load, map(Path.read_text, EXAMPLES.glob("*.yaml")))
+        }
+
+        def observed() -> list[dict]:
+            objs = [get(cluster, kind, name, namespace) for kind, name in names]
+            done = [
+                o
+                for o in objs
+                if o.get("status", {}).get("observedGeneration") == o["metadata"]["generation"]
+            ]
+            return objs if len(done) == len(objs) else []
+
+        for obj in eventually(observed):
+            conditions = {c["type"]: c for c in obj["status"]["conditions"]}
+            assert set(conditions) == {"Ready", "Reconciling", "Stalled"}
+            assert all(c["observedGeneration"] == obj["metadata"]["generation"] for c in conditions.values())
+            assert (
+                conditions["Reconciling"]["status"] == "True" and conditions["Stalled"]["status"] == "False"
+            )
+            assert obj["status"]["phase"] in {"Pending", "Suspended"}
+
+        # `kubectl get llmops` lists both kinds through the category.
+        listed = cluster.kubectl("get", "llmops", "-n", namespace).stdout
+        assert "trainingjob.llmops.io/" in listed or "support-bot" in listed
+
+        status, body = http_get(f"http://127.0.0.1:{op['health']}/healthz")
+        assert status == 200 and "v1.37" in body
+        _, metrics = http_get(f"http://127.0.0.1:{op['metrics']}/metrics")
+        assert 'llmops_operator_reconciles_total{kind="ModelDeployment",outcome="reconciling"}' in metrics
+        assert "llmops_operator_reconcile_duration_seconds_bucket" in metrics
+        op["proc"].send_signal(signal.SIGTERM)
+        assert op["proc"].wait(60) == 0  # graceful shutdown
+    logs = [json.loads(line) for line in op["log"].read_text().splitlines() if line.startswith("{")]
+    assert logs, "the operator logs JSON lines"
+    assert "key=value" not in op["log"].read_text() and "dmFsdWU" not in op["log"].read_text()
+
+
+def test_webhook_refuses_references_to_missing_secrets(cluster: LocalCluster, namespace: str) -> None:
+    example = (EXAMPLES / "modeldeployment-single.yaml").read_text()
+    with operator_process(cluster, namespace, "--webhook"):
+        config = "validatingwebhookconfiguration/validate.llmops.io"
+        eventually(lambda: cluster.kubectl("get", config, check=False).returncode == 0)
+        refused = eventually(
+            lambda: (
+                (
+                    r := cluster.kubectl("apply", "-n", namespace, "-f", "-", input=example, check=False)
+                ).returncode
+                != 0
+                and r
+            )
+        )
+        assert "spec.gateway.apiKeysSecretRef.name" in refused.stderr
+        assert "support-bot-api-keys" in refused.stderr and "does not exist" in refused.stderr
+        cluster.kubectl(
+            "create", "secret", "generic", "support-bot-api-keys", "-n", namespace, "--from-literal=k=v"
+        )
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=example)
+    # On shutdown the operator removes its webhook configuration, so nothing is refused while it is away.
+    assert cluster.kubectl("get", config, check=False).returncode != 0
+
+
+def test_operator_survives_objects_it_did_not_expect(cluster: LocalCluster, namespace: str) -> None:
+    """A looser CRD (as during an upgrade) lets through an object our models reject."""
+    crd = get(cluster, "crd", MODEL_DEPLOYMENT.crd_name, "")
+    loose = json.loads(json.dumps(crd))
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+        loose["metadata"].pop(key, None)
+    loose.pop("status", None)
+    schema = loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    schema["spec"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    cluster.kubectl("replace", "-f", "-", input=json.dumps(loose))
+    try:
+        strange = {
+            "apiVersion": "llmops.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "strange"},
+            "spec": {"model": {"name": 42, "version": ["x"]}, "engine": "vllm", "surprise": {"a": 1}},
+        }
+        with operator_process(cluster, namespace) as op:
+            cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(strange))
+            obj = eventually(
+                lambda: (
+                    (o := get(cluster, "md", "strange", namespace))
+                    .get("status", {})
+                    .get("observedGeneration")
+                    and o
+                )
+            )
+            stalled = next(c for c in obj["status"]["conditions"] if c["type"] == "Stalled")
+            assert stalled["status"] == "True" and stalled["reason"] == "InvalidSpec"
+            assert "spec.model.name" in stalled["message"] and "spec.surprise" in stalled["message"]
+            events = eventually(
+                lambda: json.loads(
+                    cluster.kubectl(
+                        "get",
+                        "events",
+                        "-n",
+                        namespace,
+                        "--field-selector",
+                        "involvedObject.name=strange",
+                        "-o",
+                        "json",
+                    ).stdout
+                )["items"]
+            )
+            assert events[0]["reason"] == "InvalidSpec" and events[0]["type"] == "Warning"
+            assert op["proc"].poll() is None  # still running
+            # and it keeps reconciling well-formed objects
+            good = yaml.safe_load((EXAMPLES / "modeldeployment-scale-to-zero.yaml").read_text())
+            cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(good))
+            eventually(lambda: get(cluster, "md", good["metadata"]["name"], namespace).get("status"))
+    finally:
+        cluster.kubectl("delete", "md", "strange", "-n", namespace, "--wait=false", check=False)
+        crd_again = get(cluster, "crd", MODEL_DEPLOYMENT.crd_name, "")
+        crd["metadata"]["resourceVersion"] = crd_again["metadata"]["resourceVersion"]
+        crd.pop("status", None)
+        cluster.kubectl("replace", "-f", "-", input=json.dumps(crd))
+
+
+@pytest.fixture
+def in_process_operator(cluster: LocalCluster, namespace: str, monkeypatch: pytest.MonkeyPatch):
+    """The real runtime with a test kind whose reconcile we control, in a thread of this process."""
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    answers: dict[str, Outcome] = {}
+
+    def reconcile(spec, ctx) -> Outcome:
+        return answers.get(ctx.name, Outcome("reconciling", "Pending", "Working", "working on it"))
+
+    registry = build_registry(webhook=None, kinds=[Kind(MODEL_DEPLOYMENT, reconcile)])
+    stop, ready = threading.Event(), threading.Event()
+    import asyncio
+
+    thread = threading.Thread(
+        target=lambda: asyncio.run(
+            kopf.operator(
+                registry=registry, standalone=True, namespaces=[namespace], stop_flag=stop, ready_flag=ready
+            )
+        )
+    )
+    thread.start()
+    try:
+        assert ready.wait(30), "the in-process operator did not start"
+        yield answers
+    finally:
+        stop.set()
+        thread.join(60)
+
+
+def test_kubectl_wait_for_ready_and_transition_times(
+    cluster: LocalCluster, namespace: str, in_process_operator: dict
+) -> None:
+    answers = in_process_operator
+    example = yaml.safe_load((EXAMPLES / "modeldeployment-scale-to-zero.yaml").read_text())
+    name = example["metadata"]["name"]
+    answers[name] = Outcome("ready", "Ready", "Serving", "all replicas ready")
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(example))
+    waited = cluster.kubectl("wait", f"md/{name}", "-n", namespace, "--for=condition=Ready", "--timeout=60s")
+    assert "condition met" in waited.stdout
+    first = get(cluster, "md", name, namespace)["status"]["conditions"]
+
+    # A spec change with the same outcome: observedGeneration moves, lastTransitionTime does not.
+    cluster.kubectl(
+        "patch",
+        "md",
+        name,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"autoscaling": {"maxReplicas": 5}}}),
+    )
+    obj = eventually(
+        lambda: (o := get(cluster, "md", name, namespace))["status"]["observedGeneration"] == 2 and o
+    )
+    again = {c["type"]: c for c in obj["status"]["conditions"]}
+    assert all(again[c["type"]]["lastTransitionTime"] == c["lastTransitionTime"] for c in first)
+    assert again["Ready"]["observedGeneration"] == 2
+
+    # A real transition moves it, and kstatus' reading follows: Stalled=True, Ready=False.
+    answers[name] = Outcome("stalled", "Failed", "VersionNotFound", "model version 9 is not in the registry")
+    cluster.kubectl("annotate", "md", name, "-n", namespace, "touch=1")
+    cluster.kubectl("wait", f"md/{name}", "-n", namespace, "--for=condition=Stalled", "--timeout=60s")
+    final = {c["type"]: c for c in get(cluster, "md", name, namespace)["status"]["conditions"]}
+    assert final["Ready"]["status"] == "False" and final["Ready"]["reason"] == "VersionNotFound"
