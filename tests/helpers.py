@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
+
+from llmops.dev.cluster import LocalCluster, free_port
 
 T = TypeVar("T")
 
@@ -22,3 +32,60 @@ def eventually(check: Callable[[], T], timeout: float = 60, interval: float = 0.
             return last
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:  # not listening yet
+        return 0, ""
+
+
+@contextlib.contextmanager
+def operator_process(
+    cluster: LocalCluster, namespace: str, *extra: str, kubeconfig: Path | None = None
+) -> Iterator[dict]:
+    """`llmops operator` as users run it, in its own process, watching one namespace.
+
+    `kubeconfig` runs it as someone else (for example a ServiceAccount token); default: the admin.
+    """
+    ports = {"metrics": free_port(), "health": free_port(), "webhook": free_port()}
+    log = cluster.logs / f"operator-{namespace}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llmops.cli",
+                "operator",
+                "--namespace",
+                namespace,
+                "--metrics-port",
+                str(ports["metrics"]),
+                "--health-port",
+                str(ports["health"]),
+                "--webhook-port",
+                str(ports["webhook"]),
+                *extra,
+            ],
+            env={**os.environ, "KUBECONFIG": str(kubeconfig or cluster.kubeconfig)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        eventually(
+            lambda: proc.poll() is None and http_get(f"http://127.0.0.1:{ports['health']}/healthz")[0] == 200,
+            timeout=60,
+        )
+        yield {"proc": proc, "log": log, **ports}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(60)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

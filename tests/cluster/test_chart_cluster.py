@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,23 +16,12 @@ import yaml
 
 from llmops.dev.cluster import LocalCluster
 from llmops.dev.tools import binary
+from tests.helpers import eventually, operator_process
 
 pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "llmops"
-
-
-def eventually(check, timeout: float = 60, interval: float = 0.5):
-    """Poll until `check()` returns something truthy; return it (a readiness wait, not a timing test)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
 
 
 def helm(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
@@ -95,6 +83,50 @@ def test_rendered_chart_passes_a_server_side_dry_run(
     assert get.stdout.strip() == ""
 
 
+def reconcile_as_service_account(cluster: LocalCluster, namespace: str, sa: str, tmp_path: Path) -> None:
+    """The chart's RBAC is enough: the real operator, with the ServiceAccount's token and nothing
+    else, serves its webhook and reconciles an object."""
+    token = cluster.kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    kubeconfig = tmp_path / "service-account.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa", "clusters": admin["clusters"],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": admin["clusters"][0]["name"], "user": "sa"}}],
+    }))  # fmt: skip
+    example = (ROOT / "examples" / "modeldeployment-single.yaml").read_text()
+    with operator_process(cluster, namespace, "--webhook", kubeconfig=kubeconfig):
+        config = "validatingwebhookconfiguration/validate.llmops.io"
+        eventually(lambda: cluster.kubectl("get", config, check=False).returncode == 0)
+        refused = eventually(
+            lambda: (
+                (
+                    r := cluster.kubectl("apply", "-n", namespace, "-f", "-", input=example, check=False)
+                ).returncode
+                and r
+            )
+        )
+        assert "support-bot-api-keys" in refused.stderr  # the webhook read Secrets as the ServiceAccount
+        cluster.kubectl(
+            "create", "secret", "generic", "support-bot-api-keys", "-n", namespace, "--from-literal=k=v"
+        )
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=example)
+
+        def reconciled() -> dict | None:
+            obj = json.loads(
+                cluster.kubectl("get", "md", "support-bot", "-n", namespace, "-o", "json").stdout
+            )
+            return (
+                obj
+                if obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
+                else None
+            )
+
+        assert {c["type"] for c in eventually(reconciled)["status"]["conditions"]} >= {"Ready", "Stalled"}
+    # It could delete its own webhook configuration on the way out.
+    assert cluster.kubectl("get", config, check=False).returncode != 0
+
+
 def can_i(cluster: LocalCluster, sa: str, *args: str) -> bool:
     out = cluster.kubectl("auth", "can-i", "--as", sa, *args, check=False)
     assert out.stdout.strip() in {"yes", "no"}, (out.stdout, out.stderr)
@@ -103,7 +135,7 @@ def can_i(cluster: LocalCluster, sa: str, *args: str) -> bool:
 
 @pytest.mark.parametrize("config", ["default", "full"])
 def test_helm_install_brings_the_operator_deployment_up(
-    cluster: LocalCluster, namespace: str, kube_env: dict, config: str
+    cluster: LocalCluster, namespace: str, kube_env: dict, config: str, tmp_path: Path
 ) -> None:
     release = namespace  # unique; the objects are named <release>-llmops
     name = f"{release}-llmops"
@@ -165,12 +197,14 @@ def test_helm_install_brings_the_operator_deployment_up(
             assert can_i(cluster, sa, "create", webhook_config)
             assert can_i(cluster, sa, "patch", f"{webhook_config}/validate.llmops.io")
             assert not can_i(cluster, sa, "patch", f"{webhook_config}/someone-elses")
-            assert not can_i(cluster, sa, "delete", f"{webhook_config}/validate.llmops.io")
+            assert can_i(cluster, sa, "delete", f"{webhook_config}/validate.llmops.io")
+            assert not can_i(cluster, sa, "delete", f"{webhook_config}/someone-elses")
             notes = helm("get", "notes", release, "-n", namespace, env=kube_env).stdout
             assert "validate.llmops.io" in notes
             assert (
                 f"{name}-webhook" in cluster.kubectl("get", "service", "-n", namespace, "-o", "name").stdout
             )
+            reconcile_as_service_account(cluster, namespace, name, tmp_path)
         else:
             assert not can_i(cluster, sa, "create", webhook_config)
     finally:

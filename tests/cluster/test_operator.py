@@ -3,15 +3,9 @@ webhook, metrics and probes, graceful shutdown, and survival of objects it did n
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import kopf
@@ -19,10 +13,10 @@ import pytest
 import yaml
 
 from llmops.api import MODEL_DEPLOYMENT
-from llmops.dev.cluster import LocalCluster, free_port
+from llmops.dev.cluster import LocalCluster
 from operators.main import build_registry
 from operators.runtime import Kind, Outcome
-from tests.helpers import eventually
+from tests.helpers import eventually, http_get, operator_process
 
 pytestmark = pytest.mark.usefixtures("llmops_crds")
 
@@ -40,61 +34,9 @@ def get(cluster: LocalCluster, kind: str, name: str, namespace: str) -> dict:
     return json.loads(cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout)
 
 
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError:  # not listening yet
-        return 0, ""
-
-
 def create_secrets(cluster: LocalCluster, namespace: str) -> None:
     for name in SECRETS:
         cluster.kubectl("create", "secret", "generic", name, "-n", namespace, "--from-literal=key=value")
-
-
-@contextlib.contextmanager
-def operator_process(cluster: LocalCluster, namespace: str, *extra: str) -> Iterator[dict]:
-    """`llmops operator` as users run it, in its own process, watching one namespace."""
-    ports = {"metrics": free_port(), "health": free_port(), "webhook": free_port()}
-    log = cluster.logs / f"operator-{namespace}.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llmops.cli",
-                "operator",
-                "--namespace",
-                namespace,
-                "--metrics-port",
-                str(ports["metrics"]),
-                "--health-port",
-                str(ports["health"]),
-                "--webhook-port",
-                str(ports["webhook"]),
-                *extra,
-            ],
-            env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        eventually(
-            lambda: proc.poll() is None and http_get(f"http://127.0.0.1:{ports['health']}/healthz")[0] == 200,
-            timeout=60,
-        )
-        yield {"proc": proc, "log": log, **ports}
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(60)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_operator_writes_full_status_and_serves_probes_and_metrics(

@@ -59,7 +59,7 @@ WEBHOOK_RULES = [
     {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
      "verbs": ["create"]},
     {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
-     "resourceNames": ["validate.llmops.io"], "verbs": ["get", "patch"]},
+     "resourceNames": ["validate.llmops.io"], "verbs": ["get", "patch", "delete"]},
 ]  # fmt: skip
 
 

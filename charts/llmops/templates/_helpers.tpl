@@ -126,13 +126,14 @@ namespace, a Role per namespace otherwise. No wildcards anywhere.
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
 {{- if .Values.webhook.enabled }}
-{{- /* kopf creates the configuration if absent (create cannot be limited by name), then only patches it. */}}
+{{- /* kopf creates the configuration if absent (create cannot be limited by name), then patches it;
+       the operator deletes it on shutdown so nothing is refused while no webhook answers. */}}
 - apiGroups: ["admissionregistration.k8s.io"]
   resources: ["validatingwebhookconfigurations"]
   verbs: ["create"]
 - apiGroups: ["admissionregistration.k8s.io"]
   resources: ["validatingwebhookconfigurations"]
   resourceNames: [{{ include "llmops.webhookConfigurationName" . | quote }}]
-  verbs: ["get", "patch"]
+  verbs: ["get", "patch", "delete"]
 {{- end }}
 {{- end -}}
