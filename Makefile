@@ -1,6 +1,9 @@
 # Everything a person or CI runs starts here; the scripts under hack/ do the work.
 .PHONY: test tools venv lint crds demo
 
+demo:  ## start a local control plane with the operator, apply the examples, show the result
+	hack/demo.sh
+
 test:  ## set up the venv and the control-plane tools, then run every test
 	hack/test.sh
 

@@ -4,12 +4,46 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import click
 
-from llmops.dev.cluster import ClusterError, LocalCluster
+from llmops.dev.cluster import ClusterError, LocalCluster, free_port
+
+REPO_CRDS = Path(__file__).resolve().parents[2] / "crds"
+OPERATOR = "llmops-operator"
+
+
+def start_operator(cluster: LocalCluster) -> None:
+    """Install our CRDs and run the operator beside the cluster; `llmops dev down` stops it too."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_CRDS))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=llmops",
+    )
+    cluster.spawn(
+        OPERATOR,
+        [
+            sys.executable,
+            "-m",
+            "llmops.cli",
+            "operator",
+            "--all-namespaces",
+            "--log-format",
+            "text",
+            "--metrics-port",
+            str(free_port()),
+            "--health-port",
+            str(free_port()),
+        ],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+    )
 
 
 def default_state_dir() -> Path:
@@ -33,11 +67,15 @@ def dev() -> None:
 @dev.command()
 @state_dir_option
 @click.option("--kubeconfig", type=click.Path(path_type=Path), help="Also write the kubeconfig here.")
-def up(state_dir: Path, kubeconfig: Path | None) -> None:
+@click.option("--operator", is_flag=True, help="Also install the llmops CRDs and run the operator.")
+def up(state_dir: Path, kubeconfig: Path | None, operator: bool) -> None:
     """Start the cluster (or find the one already running) and print how to use it."""
     cluster = LocalCluster(state_dir)
     try:
         cluster.start(progress=lambda msg: click.echo(f"  {msg}", err=True))
+        if operator and OPERATOR not in cluster.processes():
+            start_operator(cluster)
+            click.echo(f"  operator running (log: {cluster.logs / (OPERATOR + '.log')})", err=True)
     except ClusterError as e:
         raise click.ClickException(str(e)) from e
     path = cluster.kubeconfig

@@ -215,8 +215,12 @@ class LocalCluster:
     # -- queries -----------------------------------------------------------------------------
     def processes(self) -> dict[str, tuple[int, bool]]:
         """Each component's pid and whether it is alive."""
-        pids = self.state().get("pids", {})
-        return {name: (pid, process_alive(pid, name)) for name, pid in pids.items()}
+        state = self.state()
+        exes = state.get("exes", {})
+        return {
+            name: (pid, process_alive(pid, exes.get(name, name)))
+            for name, pid in state.get("pids", {}).items()
+        }
 
     def running(self) -> bool:
         procs = self.processes()
@@ -298,18 +302,20 @@ class LocalCluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
-        for name, (pid, _) in self.processes().items():
+        exes = self.state().get("exes", {})
+        for component, (pid, _) in self.processes().items():
+            name = exes.get(component, component)
             while process_alive(pid, name) and time.monotonic() < deadline:
-                if name in self._procs:
+                if component in self._procs:
                     with contextlib.suppress(subprocess.TimeoutExpired):
-                        self._procs[name].wait(0.2)
+                        self._procs[component].wait(0.2)
                 else:
                     time.sleep(0.2)
             if process_alive(pid, name):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-            if name in self._procs:
-                self._procs.pop(name).wait()
+            if component in self._procs:
+                self._procs.pop(component).wait()
             gone_by = time.monotonic() + 10
             while process_alive(pid, name) and time.monotonic() < gone_by:
                 time.sleep(0.1)
@@ -325,10 +331,12 @@ class LocalCluster:
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self._state_file)
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        """Start a process that belongs to this cluster: logged, recorded, stopped by `stop()`."""
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            [binary(name), *args],
+            argv,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -339,7 +347,11 @@ class LocalCluster:
         self._procs[name] = proc
         state = self.state()
         state["pids"][name] = proc.pid
+        state.setdefault("exes", {})[name] = os.path.basename(argv[0])
         self._save(state)
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        self.spawn(name, [binary(name), *args])
 
     def _start_etcd(self, ports: dict) -> None:
         client, peer = f"http://127.0.0.1:{ports['etcd']}", f"http://127.0.0.1:{ports['etcd_peer']}"
