@@ -1,0 +1,194 @@
+"""Object storage behind one small interface: an S3-compatible bucket (boto3) or a local directory.
+
+Workloads, the operator and the gateway all address storage through `ObjectStorageLocation`
+(llmops.api.common); credentials come from a Secret the caller has already read, never from
+the spec itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from llmops.api.common import ObjectStorageLocation
+
+
+class ObjectExists(Exception):
+    """A write that must not overwrite found the key already there."""
+
+
+class ObjectStore(Protocol):
+    """Keys are '/'-separated paths relative to the location's prefix."""
+
+    uri: str
+
+    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str = "") -> Iterator[str]: ...
+    def upload_file(self, key: str, path: Path) -> None: ...
+    def download_file(self, key: str, path: Path) -> None: ...
+    def delete(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+
+    def __repr__(self) -> str:  # never print secrets
+        return "Credentials(***)"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uri = f"file://{root}"
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in (path, *path.parents):
+            raise ValueError(f"key {key!r} leaves the storage root")
+        return path
+
+    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not overwrite:
+            try:  # O_EXCL: atomic "create only if absent", as S3's If-None-Match
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError as e:
+                raise ObjectExists(key) from e
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        base = self._path(prefix) if prefix else self.root
+        if base.is_file():
+            yield prefix
+            return
+        if not base.exists():
+            return
+        for p in sorted(base.rglob("*")):
+            if p.is_file() and not p.name.endswith(".tmp"):
+                yield p.relative_to(self.root).as_posix()
+
+    def upload_file(self, key: str, path: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+
+    def download_file(self, key: str, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._path(key), path)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+class S3Store:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        *,
+        endpoint: str | None,
+        region: str | None,
+        credentials: Credentials | None,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=region or "us-east-1",
+            aws_access_key_id=credentials.access_key_id if credentials else None,
+            aws_secret_access_key=credentials.secret_access_key if credentials else None,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}),
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
+        from botocore.exceptions import ClientError
+
+        extra = {} if overwrite else {"IfNoneMatch": "*"}  # conditional write: never overwrite
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in (
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+            ):
+                raise ObjectExists(key) from e
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix)
+        ):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][strip:]
+
+    def upload_file(self, key: str, path: Path) -> None:
+        self.client.upload_file(str(path), self.bucket, self._key(key))
+
+    def download_file(self, key: str, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.client.download_file(self.bucket, self._key(key), str(path))
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+
+def open_store(location: ObjectStorageLocation, credentials: Credentials | None = None) -> ObjectStore:
+    """The store for `location`; `credentials` are the values of its credentialsSecretRef, if any."""
+    if location.local:
+        return LocalStore(Path(location.local.path))
+    assert location.s3 is not None
+    s3 = location.s3
+    return S3Store(
+        s3.bucket, s3.prefix or "", endpoint=s3.endpoint, region=s3.region, credentials=credentials
+    )

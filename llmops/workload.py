@@ -1,0 +1,79 @@
+"""The contract between the TrainingJob operator and the training workload inside Ray.
+
+The operator serialises a `TrainingRun` into the Ray job's entrypoint (`python -m training.run
+--config <base64 json>`); the workload reports through a `RunReport` object it writes to its work
+folder in object storage, which the operator reads back into the TrainingJob's status.
+
+Why a report object in storage and not Ray job metadata or a status writer in the pod: it works
+the same for both runtimes (KubeRay and an existing cluster through the Jobs API), needs no
+Kubernetes credentials inside the training pods (least privilege), survives the Ray cluster's
+deletion, and the work folder already holds the checkpoints and evaluation report it points at.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Literal
+
+from pydantic import Field
+
+from llmops.api.common import ApiModel, ObjectStorageLocation
+from llmops.api.trainingjob import GateResult, Lineage, ModelVersionRef, Progress, TrainingJobSpec
+
+REPORT = "report.json"
+
+
+class JobIdentity(ApiModel):
+    """Which TrainingJob a run belongs to (for lineage and for the work folder's name)."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int = 1
+
+
+class TrainingRun(ApiModel):
+    """Everything the workload needs: the spec as the user wrote it, and where to work."""
+
+    job: JobIdentity
+    spec: TrainingJobSpec
+    work_dir: ObjectStorageLocation = Field(
+        description="Checkpoints, prepared data, the evaluation report and the run report live here."
+    )
+    code_version: str = Field("unknown", description="llmops version that built the run.")
+
+    def encode(self) -> str:
+        return base64.urlsafe_b64encode(
+            self.model_dump_json(by_alias=True, exclude_none=True).encode()
+        ).decode()
+
+    @classmethod
+    def decode(cls, text: str) -> TrainingRun:
+        return cls.model_validate_json(base64.urlsafe_b64decode(text.encode()))
+
+
+def work_dir_for(registry: ObjectStorageLocation, job: JobIdentity) -> ObjectStorageLocation:
+    """jobs/<namespace>/<name>/<uid>/ under the registry: one folder per TrainingJob object."""
+    suffix = f"jobs/{job.namespace}/{job.name}/{job.uid}"
+    if registry.local:
+        return ObjectStorageLocation.model_validate(
+            {"local": {"path": f"{registry.local.path.rstrip('/')}/{suffix}"}}
+        )
+    assert registry.s3 is not None
+    prefix = f"{registry.s3.prefix.rstrip('/')}/{suffix}" if registry.s3.prefix else suffix
+    return registry.model_copy(update={"s3": registry.s3.model_copy(update={"prefix": prefix})})
+
+
+class RunReport(ApiModel):
+    """What the workload tells the operator; rewritten as the run goes, final when `phase` is terminal."""
+
+    phase: Literal["Running", "Succeeded", "Failed"] = "Running"
+    message: str = ""
+    progress: Progress = Field(default_factory=Progress)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    gates: list[GateResult] = Field(default_factory=list)
+    model_version: ModelVersionRef | None = None
+    lineage: Lineage | None = None
+    failed_gates: list[str] = Field(default_factory=list)
+    updated_at: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
