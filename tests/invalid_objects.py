@@ -1,0 +1,747 @@
+"""Invalid llmops objects for admission tests: a valid example from examples/ with exactly one thing wrong.
+
+What the schema refuses (types, bounds, lengths, patterns, enums, required fields, list limits, unknown
+fields) is read from the generated CRDs in crds/, so the objects keep up with the API. Only the
+cross-field (CEL) violations are written by hand, because a rule's meaning cannot be read from its text;
+their messages and field paths still come from the CRDs.
+
+Each object carries the field path the apiserver must name and a regular expression for its message, in
+the forms the apiserver writes: `spec.x.y: ...`, `spec.x[0].y: ...` and `unknown field "spec.x.y"`.
+Pure: nothing here talks to a cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypothesis import reject
+from hypothesis import strategies as st
+from hypothesis.strategies import DrawFn
+
+ROOT = Path(__file__).parents[1]
+EXAMPLES_DIR = ROOT / "examples"
+CRDS_DIR = ROOT / "crds"
+
+FieldPath = tuple[str | int, ...]
+Schema = dict[str, Any]
+
+# Printable ASCII only, without newlines: Go's RE2 and Python's re then agree on every pattern in the CRDs
+# (Python's `$` would match before a trailing newline, and its \s knows \v, Go's does not).
+ALPHABET = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+JSON_TYPES = ("string", "integer", "number", "boolean", "object", "array")
+# The JSON types each schema type takes; int-or-string is Kubernetes' quantity type.
+ACCEPTS = {
+    "string": {"string"},
+    "integer": {"integer"},
+    "number": {"number", "integer"},
+    "boolean": {"boolean"},
+    "object": {"object"},
+    "array": {"array"},
+    "int-or-string": {"integer", "string"},
+}
+VALUES = {
+    "string": st.text(ALPHABET, max_size=12),
+    "integer": st.integers(-(10**9), 10**9),
+    # Non-integral: the apiserver reads 3.0 as the integer 3.
+    "number": st.floats(-1e6, 1e6, allow_nan=False).filter(lambda x: not x.is_integer()),
+    "boolean": st.booleans(),
+    # Empty: keys inside would be refused as unknown fields before the type is checked.
+    "object": st.just({}),
+    "array": st.lists(st.integers(0, 9) | st.text(ALPHABET, max_size=4), max_size=3),
+}
+UNITS = {"integer": 1, "number": 0.5}
+
+
+# -- the API and the examples ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Crd:
+    kind: str
+    group: str
+    version: str
+    plural: str
+    schema: Schema
+
+
+@dataclass(frozen=True)
+class Example:
+    name: str
+    crd: Crd
+    body: dict[str, Any]
+
+
+def load_crds() -> dict[str, Crd]:
+    crds = {}
+    for path in sorted(CRDS_DIR.glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text())["spec"]
+        (version,) = [v for v in spec["versions"] if v.get("storage")]
+        names = spec["names"]
+        schema = version["schema"]["openAPIV3Schema"]
+        crds[names["kind"]] = Crd(names["kind"], spec["group"], version["name"], names["plural"], schema)
+    return crds
+
+
+CRDS = load_crds()
+EXAMPLES = [
+    Example(path.name, CRDS[doc["kind"]], doc)
+    for path in sorted(EXAMPLES_DIR.glob("*.yaml"))
+    for doc in [yaml.safe_load(path.read_text())]
+]
+
+
+def render(path: FieldPath) -> str:
+    """A field path as the apiserver writes it: spec.data.sources[0].uri."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else part
+    return out
+
+
+def schema_type(schema: Schema) -> str | None:
+    return "int-or-string" if schema.get("x-kubernetes-int-or-string") else schema.get("type")
+
+
+def schema_at(crd: Crd, path: FieldPath) -> Schema:
+    node = crd.schema
+    for part in path:
+        node = node["items"] if isinstance(part, int) else node["properties"][part]
+    return node
+
+
+def get_at(body: Any, path: FieldPath) -> Any:
+    for part in path:
+        body = body[part]
+    return body
+
+
+def set_at(body: dict, path: FieldPath, value: Any) -> None:
+    get_at(body, path[:-1])[path[-1]] = value
+
+
+def delete_at(body: dict, path: FieldPath) -> None:
+    del get_at(body, path[:-1])[path[-1]]
+
+
+@dataclass(frozen=True)
+class Site:
+    """A place in an example that the schema describes: a field that is there, or one that could be."""
+
+    example: Example
+    path: FieldPath
+    schema: Schema
+    present: bool
+
+    @property
+    def value(self) -> Any:
+        return get_at(self.example.body, self.path)
+
+
+def sites(example: Example) -> Iterator[Site]:
+    """Every schema node under spec that the example has, and every optional field it leaves out.
+
+    apiVersion, kind and metadata are the apiserver's own; status is dropped on create.
+    """
+
+    def walk(schema: Schema, value: Any, path: FieldPath) -> Iterator[Site]:
+        yield Site(example, path, schema, True)
+        if "properties" in schema and isinstance(value, dict):
+            for name, sub in schema["properties"].items():
+                if not path and name != "spec":
+                    continue
+                if name in value:
+                    yield from walk(sub, value[name], (*path, name))
+                else:
+                    yield Site(example, (*path, name), sub, False)
+        elif isinstance(schema.get("additionalProperties"), dict) and isinstance(value, dict):
+            for key, item in value.items():
+                yield from walk(schema["additionalProperties"], item, (*path, key))
+        elif "items" in schema and isinstance(value, list):
+            for index, item in enumerate(value):
+                yield from walk(schema["items"], item, (*path, index))
+
+    yield from walk(example.crd.schema, example.body, ())
+
+
+SITES = [site for example in EXAMPLES for site in sites(example)]
+
+
+# -- what the apiserver must answer --------------------------------------------------------------
+
+
+def said(path: str) -> str:
+    """Regex: an error about exactly this field (not a longer path that ends with it)."""
+    return rf"(?<![\w.\[\]]){re.escape(path)}: "
+
+
+@dataclass(frozen=True, eq=False)
+class Invalid:
+    """One object the apiserver must refuse."""
+
+    family: str
+    example: str
+    crd: Crd
+    body: dict[str, Any]
+    path: str  # the field the message must name
+    expect: str  # regex the message must match
+    status: int  # 422 Invalid, or 400 BadRequest for strict decoding (unknown fields)
+    change: str  # what was done to the example, for failure messages
+
+    @property
+    def key(self) -> str:
+        return json.dumps(self.body, sort_keys=True)
+
+    def named_in(self, message: str) -> bool:
+        return re.search(self.expect, message) is not None
+
+    def __str__(self) -> str:
+        return f"[{self.family}] {self.example}: {self.change}"
+
+
+def _mutated(
+    site: Site,
+    family: str,
+    change: Callable[[dict], None],
+    path: FieldPath,
+    expect: str,
+    what: str,
+    status: int = 422,
+) -> Invalid:
+    body = copy.deepcopy(site.example.body)
+    change(body)
+    return Invalid(family, site.example.name, site.example.crd, body, render(path), expect, status, what)
+
+
+def _set(site: Site, family: str, value: Any, expect: str, what: str = "") -> Invalid:
+    path = render(site.path)
+    return _mutated(
+        site,
+        family,
+        lambda body: set_at(body, site.path, value),
+        site.path,
+        expect,
+        f"{path} = {json.dumps(value)[:80]}{' (' + what + ')' if what else ''}",
+    )
+
+
+# -- families of mutations, read from the schema ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    applies: Callable[[Site], bool]
+    build: Callable[[Site, DrawFn], Invalid]
+
+    @property
+    def points(self) -> list[Site]:
+        return [site for site in SITES if self.applies(site)]
+
+
+def _wrong_type(site: Site, draw: DrawFn) -> Invalid:
+    want = schema_type(site.schema)
+    got = draw(st.sampled_from([t for t in JSON_TYPES if t not in ACCEPTS[want]]))
+    value = draw(VALUES[got])
+    path = re.escape(render(site.path))
+    wanted = "integer,string" if want == "int-or-string" else want
+    expect = (
+        said(render(site.path)) + rf'Invalid value: "{got}": {path} in body must be of type {wanted}: "{got}"'
+    )
+    return _set(site, "wrong type", value, expect, f"{got} for {want}")
+
+
+def _bound(side: str) -> Callable[[Site, DrawFn], Invalid]:
+    def build(site: Site, draw: DrawFn) -> Invalid:
+        bound = site.schema[side]
+        exclusive = site.schema.get(f"exclusive{side.capitalize()}", False)
+        kind = site.schema["type"]
+        sign = -1 if side == "minimum" else 1
+        if kind == "integer":
+            near = bound if exclusive else bound + sign
+            far = bound + sign * 10**6
+            value = draw(st.integers(min(near, far), max(near, far)))
+        else:
+            lo, hi = (bound - 1e6, bound) if sign < 0 else (bound, bound + 1e6)
+            value = draw(
+                st.floats(
+                    lo, hi, exclude_min=sign > 0 and not exclusive, exclude_max=sign < 0 and not exclusive
+                )
+            )
+        relation = "greater" if side == "minimum" else "less"
+        tail = "(?!or )" if exclusive else "or equal to "
+        path = render(site.path)
+        expect = (
+            said(path) + rf"Invalid value: \S+: {re.escape(path)} in body should be {relation} than {tail}"
+        )
+        return _set(site, f"{'below' if sign < 0 else 'above'} {side}", value, expect)
+
+    return build
+
+
+def _is_string(site: Site) -> bool:
+    return schema_type(site.schema) in ("string", "int-or-string")
+
+
+def _repeat(draw: DrawFn, length: int) -> str:
+    seed = draw(st.text(ALPHABET, min_size=1, max_size=6))
+    return (seed * (length // len(seed) + 1))[:length]
+
+
+def _too_long(site: Site, draw: DrawFn) -> Invalid:
+    limit = site.schema["maxLength"]
+    value = _repeat(draw, draw(st.integers(limit + 1, limit + 16)))
+    expect = said(render(site.path)) + rf"Too long: may not be (?:more|longer) than {limit}\b"
+    return _set(site, "over maxLength", value, expect, f"{len(value)} > maxLength {limit}")
+
+
+def _too_short(site: Site, draw: DrawFn) -> Invalid:
+    limit = site.schema["minLength"]
+    value = draw(st.text(ALPHABET, max_size=limit - 1))
+    path = render(site.path)
+    expect = (
+        said(path) + rf'Invalid value: ".*?": {re.escape(path)} in body should be at least {limit} chars long'
+    )
+    return _set(site, "under minLength", value, expect)
+
+
+def _matches(pattern: str, value: str) -> bool:
+    return re.search(pattern, value, re.ASCII) is not None
+
+
+def _no_match(site: Site, draw: DrawFn) -> Invalid:
+    pattern = site.schema["pattern"]
+    low, high = site.schema.get("minLength", 0), site.schema.get("maxLength", 64)
+    seed = draw(st.text(ALPHABET, max_size=min(high, 24)))
+    # Near misses of a valid-looking value first, so that permissive patterns still give misses.
+    tries = [seed, f" {seed}", f"{seed} ", f"/{seed}", f"-{seed}", seed.upper() + "_", f"{seed}/ x"]
+    value = next((t for t in tries if low <= len(t) <= high and not _matches(pattern, t)), None)
+    if value is None:
+        reject()
+    path = render(site.path)
+    expect = (
+        said(path) + rf'Invalid value: ".*?": {re.escape(path)} in body should match \'{re.escape(pattern)}\''
+    )
+    return _set(site, "pattern mismatch", value, expect)
+
+
+def _not_in_enum(site: Site, draw: DrawFn) -> Invalid:
+    allowed = site.schema["enum"]
+    near_miss = st.tuples(st.sampled_from(allowed), st.sampled_from(["", "x", " "]))
+    value = draw(
+        near_miss.map(lambda t: f"{t[0]}".upper() + t[1]) | st.text(ALPHABET, min_size=1, max_size=12)
+    )
+    if value in allowed:
+        reject()
+    return _set(
+        site, "not in enum", value, said(render(site.path)) + r'Unsupported value: ".*?": supported values: '
+    )
+
+
+def _too_many(site: Site, draw: DrawFn) -> Invalid:
+    limit = site.schema["maxItems"]
+    pool = site.value if site.present and site.value else site.schema["items"]["enum"]
+    count = draw(st.integers(limit + 1, limit + 3))
+    value = [copy.deepcopy(pool[i % len(pool)]) for i in range(count)]
+    expect = said(render(site.path)) + rf"Too many: {count}: must have at most {limit} items"
+    return _set(site, "over maxItems", value, expect, f"{count} items > maxItems {limit}")
+
+
+def _too_few(site: Site, draw: DrawFn) -> Invalid:
+    limit = site.schema["minItems"]
+    value = site.value[: draw(st.integers(0, limit - 1))] if site.present else []
+    path = render(site.path)
+    expect = (
+        said(path)
+        + rf"Invalid value: {len(value)}: {re.escape(path)} in body should have at least {limit} items"
+    )
+    return _set(site, "under minItems", value, expect)
+
+
+def _missing_required(site: Site, draw: DrawFn) -> Invalid:
+    name = draw(st.sampled_from([r for r in site.schema["required"] if r in site.value]))
+    path = (*site.path, name)
+    # null is pruned from non-nullable fields before validation, so it reads as missing too.
+    as_null = draw(st.booleans())
+    if as_null:
+        change, what = (lambda body: set_at(body, path, None)), f"{render(path)} = null"
+    else:
+        change, what = (lambda body: delete_at(body, path)), f"{render(path)} removed"
+    return _mutated(site, "missing required", change, path, said(render(path)) + "Required value", what)
+
+
+def _camel_to_snake(name: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+
+
+def _unknown_field(site: Site, draw: DrawFn) -> Invalid:
+    known = site.schema["properties"]
+    near = [v for n in known for v in (_camel_to_snake(n), n[:1].upper() + n[1:], n + "s") if v not in known]
+    name = draw(st.sampled_from(near) | st.from_regex(r"[a-zA-Z][a-zA-Z0-9_]{0,15}", fullmatch=True))
+    if name in known:
+        reject()
+    value = draw(VALUES["integer"] | VALUES["string"] | VALUES["boolean"])
+    path = (*site.path, name)
+    return _mutated(
+        site,
+        "unknown field",
+        lambda body: set_at(body, path, value),
+        path,
+        rf'unknown field "{re.escape(render(path))}"',
+        f"{render(path)} = {json.dumps(value)} (not in the schema)",
+        status=400,
+    )
+
+
+def _duplicate(site: Site, draw: DrawFn) -> Invalid:
+    items = site.value
+    copied = draw(st.integers(0, len(items) - 1))
+    path = (*site.path, len(items))
+    return _set(
+        site,
+        "duplicate in list",
+        [*items, copy.deepcopy(items[copied])],
+        said(render(path)) + "Duplicate value: ",
+        f"item {copied} repeated ({site.schema['x-kubernetes-list-type']} list)",
+    )
+
+
+def _under_spec(site: Site) -> bool:
+    return len(site.path) >= 1
+
+
+def _number(site: Site) -> bool:
+    return site.schema.get("type") in ("integer", "number")
+
+
+FAMILIES = [
+    Family("wrong type", lambda s: _under_spec(s) and schema_type(s.schema) in ACCEPTS, _wrong_type),
+    Family("below minimum", lambda s: _number(s) and "minimum" in s.schema, _bound("minimum")),
+    Family("above maximum", lambda s: _number(s) and "maximum" in s.schema, _bound("maximum")),
+    Family("over maxLength", lambda s: _is_string(s) and "maxLength" in s.schema, _too_long),
+    Family("under minLength", lambda s: _is_string(s) and s.schema.get("minLength", 0) > 0, _too_short),
+    Family("pattern mismatch", lambda s: _is_string(s) and "pattern" in s.schema, _no_match),
+    Family("not in enum", lambda s: "enum" in s.schema, _not_in_enum),
+    Family(
+        "over maxItems",
+        lambda s: "maxItems" in s.schema and ((s.present and bool(s.value)) or "enum" in s.schema["items"]),
+        _too_many,
+    ),
+    Family("under minItems", lambda s: s.schema.get("minItems", 0) > 0, _too_few),
+    Family(
+        "missing required",
+        lambda s: (
+            s.present
+            and isinstance(s.value, dict)
+            and any(r in s.value for r in s.schema.get("required", ()))
+        ),
+        _missing_required,
+    ),
+    Family(
+        "unknown field",
+        lambda s: s.present and isinstance(s.value, dict) and "properties" in s.schema,
+        _unknown_field,
+    ),
+    Family(
+        "duplicate in list",
+        lambda s: (
+            s.present
+            and s.schema.get("x-kubernetes-list-type") in ("set", "map")
+            and 0 < len(s.value) < s.schema.get("maxItems", 1 << 30)
+        ),
+        _duplicate,
+    ),
+]
+
+
+# -- cross-field rules (CEL), written by hand ------------------------------------------------------
+
+Spec = dict[str, Any]
+CelCase = Callable[[Spec, DrawFn], tuple[FieldPath, str] | None]
+
+VERSIONS = st.sampled_from(["1", "2", "7", "v2.1"])
+ALIASES = st.sampled_from(["production", "staging", "shadow"])
+
+
+def _dig(spec: Spec, *keys: str) -> dict:
+    for key in keys:
+        spec = spec.setdefault(key, {})
+    return spec
+
+
+def _break_reference(ref: dict, draw: DrawFn) -> None:
+    """A model reference with both a version and an alias, or neither."""
+    if draw(st.booleans()):
+        ref.pop("version", None)
+        ref.pop("alias", None)
+    else:
+        ref["version"] = ref.get("version") or draw(VERSIONS)
+        ref["alias"] = ref.get("alias") or draw(ALIASES)
+
+
+def _ensure_canary(spec: Spec) -> dict:
+    """The example's canary, or a new one for a model of another name (so it differs from stable)."""
+    rollout = _dig(spec, "rollout")
+    if "canary" not in rollout:
+        rollout["canary"] = {"model": {"name": f"{spec['model']['name'][:50]}-next", "version": "1"}}
+    return rollout["canary"]
+
+
+def _bound_of(kind: str, path: FieldPath, side: str) -> int:
+    return schema_at(CRDS[kind], path)[side]
+
+
+def md_min_over_max(spec: Spec, draw: DrawFn):
+    scaling = _dig(spec, "autoscaling")
+    top = scaling.get("maxReplicas", 1)
+    limit = _bound_of("ModelDeployment", ("spec", "autoscaling", "minReplicas"), "maximum")
+    if top >= limit:
+        return None
+    scaling["minReplicas"] = draw(st.integers(top + 1, limit))
+    return ("spec", "autoscaling"), "minReplicas must not exceed maxReplicas"
+
+
+def md_zero_without_scale_to_zero(spec: Spec, draw: DrawFn):
+    scaling = _dig(spec, "autoscaling")
+    scaling["minReplicas"] = 0
+    if draw(st.booleans()):
+        scaling["scaleToZero"] = False
+    else:
+        scaling.pop("scaleToZero", None)
+    return ("spec", "autoscaling"), "minReplicas 0 needs scaleToZero: true"
+
+
+def md_scale_to_zero_with_hpa(spec: Spec, draw: DrawFn):
+    scaling = _dig(spec, "autoscaling")
+    scaling.update(scaleToZero=True, engine="hpa")
+    scaling["minReplicas"] = max(scaling.get("minReplicas", 1), 1)
+    return (
+        "spec",
+        "autoscaling",
+    ), "scaleToZero needs engine keda: a HorizontalPodAutoscaler cannot scale to zero"
+
+
+def md_model_reference(spec: Spec, draw: DrawFn):
+    _break_reference(spec["model"], draw)
+    return ("spec", "model"), "set exactly one of version or alias"
+
+
+def md_canary_reference(spec: Spec, draw: DrawFn):
+    _break_reference(_ensure_canary(spec)["model"], draw)
+    return ("spec", "rollout", "canary", "model"), "set exactly one of version or alias"
+
+
+def md_adapter_reference(spec: Spec, draw: DrawFn):
+    adapters = spec.get("engine", {}).get("loraAdapters")
+    if not adapters:
+        return None
+    index = draw(st.integers(0, len(adapters) - 1))
+    _break_reference(adapters[index]["model"], draw)
+    return ("spec", "engine", "loraAdapters", index, "model"), "set exactly one of version or alias"
+
+
+def md_canary_is_stable(spec: Spec, draw: DrawFn):
+    _ensure_canary(spec)["model"] = copy.deepcopy(spec["model"])
+    return ("spec",), "rollout.canary.model must differ from model"
+
+
+def md_steps_descending(spec: Spec, draw: DrawFn):
+    steps = draw(st.lists(st.integers(0, 100), min_size=2, max_size=20).filter(lambda s: s != sorted(s)))
+    _ensure_canary(spec)["steps"] = steps
+    return ("spec", "rollout", "canary"), "steps must be in ascending order"
+
+
+def md_drift_without_reference(spec: Spec, draw: DrawFn):
+    drift = _dig(spec, "monitoring", "drift")
+    drift.pop("referenceData", None)
+    if draw(st.booleans()):
+        drift["enabled"] = True
+    return ("spec", "monitoring", "drift"), "referenceData is required when drift detection is enabled"
+
+
+def _break_location(location: dict, draw: DrawFn) -> None:
+    """A storage location with both s3 and local, or neither."""
+    location.clear()
+    if draw(st.booleans()):
+        location.update(s3={"bucket": "models"}, local={"path": "/data"})
+
+
+def md_storage_location(spec: Spec, draw: DrawFn):
+    if draw(st.booleans()):
+        _break_location(_dig(spec, "monitoring", "drift", "referenceData"), draw)
+        return ("spec", "monitoring", "drift", "referenceData"), "set exactly one of s3 or local"
+    sampling = _dig(spec, "gateway", "payloadSampling")
+    _break_location(_dig(sampling, "destination"), draw)
+    return ("spec", "gateway", "payloadSampling", "destination"), "set exactly one of s3 or local"
+
+
+def tj_min_length_over_max(spec: Spec, draw: DrawFn):
+    preparation = _dig(spec, "data", "preparation")
+    preparation["maxLength"] = draw(st.integers(1, 10**6))
+    preparation["minLength"] = preparation["maxLength"] + draw(st.integers(1, 1000))
+    return ("spec", "data", "preparation"), "minLength must not exceed maxLength"
+
+
+def tj_lora_settings_elsewhere(spec: Spec, draw: DrawFn):
+    method = spec["method"]
+    if method["type"] in ("lora", "qlora"):
+        # Another method that this model may use: pretrain starts from anything, full needs a base.
+        has_base = "base" in spec["model"] or "baseModel" in spec["model"]
+        method["type"] = draw(st.sampled_from(["pretrain", "full"] if has_base else ["pretrain"]))
+    method.setdefault("lora", draw(st.sampled_from([{}, {"r": 8}, {"alpha": 16, "dropout": 0.1}])))
+    return ("spec", "method"), "lora settings apply only to the lora and qlora methods"
+
+
+def _architecture(spec: Spec) -> dict | None:
+    return spec["model"].get("architecture")
+
+
+def tj_hidden_size_not_multiple(spec: Spec, draw: DrawFn):
+    arch = _architecture(spec)
+    if arch is None:
+        return None
+    kv = arch.get("kvHeads", 1)
+    arch["heads"] = heads = kv * draw(st.integers(max(1, -(-2 // kv)), 16))
+    arch["hiddenSize"] = heads * draw(st.integers(8, 64)) + draw(st.integers(1, heads - 1))
+    return ("spec", "model", "architecture"), "hiddenSize must be a multiple of heads"
+
+
+def tj_heads_not_multiple_of_kv(spec: Spec, draw: DrawFn):
+    arch = _architecture(spec)
+    if arch is None:
+        return None
+    arch["kvHeads"] = kv = draw(st.integers(2, 16))
+    arch["heads"] = heads = kv * draw(st.integers(1, 16)) + draw(st.integers(1, kv - 1))
+    arch["hiddenSize"] = heads * draw(st.integers(8, 16))
+    return ("spec", "model", "architecture"), "heads must be a multiple of kvHeads"
+
+
+def tj_base_reference(spec: Spec, draw: DrawFn):
+    if "base" not in spec["model"]:
+        spec["model"] = {"base": {"name": "support-bot", "version": "3"}}
+    _break_reference(spec["model"]["base"], draw)
+    return ("spec", "model", "base"), "set exactly one of version or alias"
+
+
+def _valid_architecture() -> dict:
+    for example in EXAMPLES:
+        arch = example.body["spec"].get("model", {}).get("architecture")
+        if arch is not None:
+            return arch
+    raise AssertionError("no example trains from an architecture")
+
+
+def tj_model_sources(spec: Spec, draw: DrawFn):
+    sources = {
+        "base": {"name": "support-bot", "version": "3"},
+        "baseModel": "s3://checkpoints/base/",
+        "architecture": copy.deepcopy(_valid_architecture()),
+    }
+    chosen = draw(st.sets(st.sampled_from(sorted(sources))).filter(lambda s: len(s) != 1))
+    spec["model"] = {name: sources[name] for name in sorted(chosen)}
+    return ("spec", "model"), "set exactly one of base, baseModel or architecture"
+
+
+def tj_registry_location(spec: Spec, draw: DrawFn):
+    _break_location(spec["output"]["registry"], draw)
+    return ("spec", "output", "registry"), "set exactly one of s3 or local"
+
+
+def tj_runtime_address(spec: Spec, draw: DrawFn):
+    runtime = _dig(spec, "runtime")
+    if draw(st.booleans()):
+        runtime["type"] = "rayJobsAPI"
+        runtime.pop("address", None)
+    else:
+        if draw(st.booleans()):
+            runtime["type"] = "kuberay"
+        else:
+            runtime.pop("type", None)
+        runtime["address"] = "http://raycluster-head-svc:8265"
+    return ("spec", "runtime"), "address is required for type rayJobsAPI and not allowed for kuberay"
+
+
+def tj_fine_tune_from_scratch(spec: Spec, draw: DrawFn):
+    if _architecture(spec) is not None:
+        spec["method"]["type"] = draw(st.sampled_from(["full", "lora", "qlora"]))
+    else:
+        spec["model"] = {"architecture": copy.deepcopy(_valid_architecture())}
+        if spec["method"]["type"] == "pretrain":
+            return None
+    return (
+        "spec",
+    ), "methods full, lora and qlora fine-tune an existing model: set model.base or model.baseModel"
+
+
+CEL_CASES: dict[str, list[CelCase]] = {
+    "ModelDeployment": [
+        md_min_over_max,
+        md_zero_without_scale_to_zero,
+        md_scale_to_zero_with_hpa,
+        md_model_reference,
+        md_canary_reference,
+        md_adapter_reference,
+        md_canary_is_stable,
+        md_steps_descending,
+        md_drift_without_reference,
+        md_storage_location,
+    ],
+    "TrainingJob": [
+        tj_min_length_over_max,
+        tj_lora_settings_elsewhere,
+        tj_hidden_size_not_multiple,
+        tj_heads_not_multiple_of_kv,
+        tj_base_reference,
+        tj_model_sources,
+        tj_registry_location,
+        tj_runtime_address,
+        tj_fine_tune_from_scratch,
+    ],
+}
+
+
+def cel_path(crd: Crd, node: FieldPath, message: str) -> FieldPath:
+    """Where the apiserver reports a rule: the node that carries it, moved by its fieldPath."""
+    rules = schema_at(crd, node).get("x-kubernetes-validations", [])
+    matching = [r for r in rules if r["message"] == message]
+    assert matching, f"no rule {message!r} at {render(node)} in the {crd.kind} CRD"
+    field_path = matching[0].get("fieldPath", "")
+    return (*node, *[part for part in field_path.split(".") if part])
+
+
+def cel_violation(draw: DrawFn) -> Invalid:
+    example = draw(st.sampled_from(EXAMPLES))
+    case = draw(st.sampled_from(CEL_CASES[example.crd.kind]))
+    body = copy.deepcopy(example.body)
+    found = case(body["spec"], draw)
+    if found is None:
+        reject()
+    node, message = found
+    path = render(cel_path(example.crd, node, message))
+    expect = said(path) + rf'Invalid value: (?:"object": )?{re.escape(message)}'
+    return Invalid(
+        "CEL rule", example.name, example.crd, body, path, expect, 422, f"{case.__name__}: {message}"
+    )
+
+
+# -- the strategy ------------------------------------------------------------------------------------
+
+POINTS = {family.name: family.points for family in FAMILIES}
+FAMILY_NAMES = [*POINTS, "CEL rule"]
+
+
+@st.composite
+def invalid_objects(draw: DrawFn) -> Invalid:
+    """A valid example with exactly one thing wrong that the apiserver must refuse, naming the field."""
+    # Families are drawn evenly, and cross-field rules twice as often: they are the hand-written part.
+    family = draw(st.sampled_from([*FAMILY_NAMES, "CEL rule"]))
+    if family == "CEL rule":
+        return cel_violation(draw)
+    builder = next(f for f in FAMILIES if f.name == family)
+    return builder.build(draw(st.sampled_from(POINTS[family])), draw)
