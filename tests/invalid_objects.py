@@ -56,7 +56,6 @@ VALUES = {
     "object": st.just({}),
     "array": st.lists(st.integers(0, 9) | st.text(ALPHABET, max_size=4), max_size=3),
 }
-UNITS = {"integer": 1, "number": 0.5}
 
 
 # -- the API and the examples ----------------------------------------------------------------------
@@ -178,10 +177,10 @@ SITES = [site for example in EXAMPLES for site in sites(example)]
 
 def said(path: str) -> str:
     """Regex: an error about exactly this field (not a longer path that ends with it)."""
-    return rf"(?<![\w.\[\]]){re.escape(path)}: "
+    return rf"(?<![\w.]){re.escape(path)}: "
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Invalid:
     """One object the apiserver must refuse."""
 
@@ -203,6 +202,8 @@ class Invalid:
 
     def __str__(self) -> str:
         return f"[{self.family}] {self.example}: {self.change}"
+
+    __repr__ = __str__
 
 
 def _mutated(
@@ -269,11 +270,11 @@ def _bound(side: str) -> Callable[[Site, DrawFn], Invalid]:
             value = draw(st.integers(min(near, far), max(near, far)))
         else:
             lo, hi = (bound - 1e6, bound) if sign < 0 else (bound, bound + 1e6)
-            value = draw(
-                st.floats(
-                    lo, hi, exclude_min=sign > 0 and not exclusive, exclude_max=sign < 0 and not exclusive
-                )
+            # Compared as the apiserver compares (-0.0 is not below a minimum of 0).
+            outside = (
+                (lambda v: v * sign >= bound * sign) if exclusive else (lambda v: v * sign > bound * sign)
             )
+            value = draw(st.floats(lo, hi).filter(outside))
         relation = "greater" if side == "minimum" else "less"
         tail = "(?!or )" if exclusive else "or equal to "
         path = render(site.path)
@@ -460,13 +461,51 @@ FAMILIES = [
 ]
 
 
-# -- cross-field rules (CEL), written by hand ------------------------------------------------------
+# -- cross-field rules (CEL) -----------------------------------------------------------------------
 
 Spec = dict[str, Any]
-CelCase = Callable[[Spec, DrawFn], tuple[FieldPath, str] | None]
 
+
+def cel_rules(crd: Crd) -> set[tuple[str, str]]:
+    """(node, message) of every rule the CRD checks on create; nodes in lists read `x[*].y`.
+
+    Transition rules (those that read oldSelf) run on updates only and are left out.
+    """
+    found = set()
+
+    def walk(schema: Schema, path: str) -> None:
+        for rule in schema.get("x-kubernetes-validations", []):
+            if "oldSelf" not in rule["rule"]:
+                found.add((path, rule["message"]))
+        for name, sub in schema.get("properties", {}).items():
+            walk(sub, f"{path}.{name}")
+        if "items" in schema:
+            walk(schema["items"], f"{path}[*]")
+
+    walk(crd.schema["properties"]["spec"], "spec")
+    return found
+
+
+@dataclass(frozen=True)
+class CelCase:
+    """How to break one CEL rule of one kind, with every other field left valid."""
+
+    kind: str
+    node: str  # where the rule sits, as cel_rules() names it
+    message: str
+    # Breaks the rule in a copy of an example's spec; returns the path of the node that was broken.
+    mutate: Callable[[Spec, DrawFn], FieldPath]
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.node}: {self.message}"
+
+
+MD, TJ = "ModelDeployment", "TrainingJob"
 VERSIONS = st.sampled_from(["1", "2", "7", "v2.1"])
 ALIASES = st.sampled_from(["production", "staging", "shadow"])
+VERSION_XOR_ALIAS = "set exactly one of version or alias"
+S3_XOR_LOCAL = "set exactly one of s3 or local"
 
 
 def _dig(spec: Spec, *keys: str) -> dict:
@@ -485,7 +524,7 @@ def _break_reference(ref: dict, draw: DrawFn) -> None:
         ref["alias"] = ref.get("alias") or draw(ALIASES)
 
 
-def _ensure_canary(spec: Spec) -> dict:
+def _canary(spec: Spec) -> dict:
     """The example's canary, or a new one for a model of another name (so it differs from stable)."""
     rollout = _dig(spec, "rollout")
     if "canary" not in rollout:
@@ -493,140 +532,13 @@ def _ensure_canary(spec: Spec) -> dict:
     return rollout["canary"]
 
 
-def _bound_of(kind: str, path: FieldPath, side: str) -> int:
-    return schema_at(CRDS[kind], path)[side]
-
-
-def md_min_over_max(spec: Spec, draw: DrawFn):
-    scaling = _dig(spec, "autoscaling")
-    top = scaling.get("maxReplicas", 1)
-    limit = _bound_of("ModelDeployment", ("spec", "autoscaling", "minReplicas"), "maximum")
-    if top >= limit:
-        return None
-    scaling["minReplicas"] = draw(st.integers(top + 1, limit))
-    return ("spec", "autoscaling"), "minReplicas must not exceed maxReplicas"
-
-
-def md_zero_without_scale_to_zero(spec: Spec, draw: DrawFn):
-    scaling = _dig(spec, "autoscaling")
-    scaling["minReplicas"] = 0
-    if draw(st.booleans()):
-        scaling["scaleToZero"] = False
-    else:
-        scaling.pop("scaleToZero", None)
-    return ("spec", "autoscaling"), "minReplicas 0 needs scaleToZero: true"
-
-
-def md_scale_to_zero_with_hpa(spec: Spec, draw: DrawFn):
-    scaling = _dig(spec, "autoscaling")
-    scaling.update(scaleToZero=True, engine="hpa")
-    scaling["minReplicas"] = max(scaling.get("minReplicas", 1), 1)
-    return (
-        "spec",
-        "autoscaling",
-    ), "scaleToZero needs engine keda: a HorizontalPodAutoscaler cannot scale to zero"
-
-
-def md_model_reference(spec: Spec, draw: DrawFn):
-    _break_reference(spec["model"], draw)
-    return ("spec", "model"), "set exactly one of version or alias"
-
-
-def md_canary_reference(spec: Spec, draw: DrawFn):
-    _break_reference(_ensure_canary(spec)["model"], draw)
-    return ("spec", "rollout", "canary", "model"), "set exactly one of version or alias"
-
-
-def md_adapter_reference(spec: Spec, draw: DrawFn):
-    adapters = spec.get("engine", {}).get("loraAdapters")
-    if not adapters:
-        return None
-    index = draw(st.integers(0, len(adapters) - 1))
-    _break_reference(adapters[index]["model"], draw)
-    return ("spec", "engine", "loraAdapters", index, "model"), "set exactly one of version or alias"
-
-
-def md_canary_is_stable(spec: Spec, draw: DrawFn):
-    _ensure_canary(spec)["model"] = copy.deepcopy(spec["model"])
-    return ("spec",), "rollout.canary.model must differ from model"
-
-
-def md_steps_descending(spec: Spec, draw: DrawFn):
-    steps = draw(st.lists(st.integers(0, 100), min_size=2, max_size=20).filter(lambda s: s != sorted(s)))
-    _ensure_canary(spec)["steps"] = steps
-    return ("spec", "rollout", "canary"), "steps must be in ascending order"
-
-
-def md_drift_without_reference(spec: Spec, draw: DrawFn):
-    drift = _dig(spec, "monitoring", "drift")
-    drift.pop("referenceData", None)
-    if draw(st.booleans()):
-        drift["enabled"] = True
-    return ("spec", "monitoring", "drift"), "referenceData is required when drift detection is enabled"
-
-
-def _break_location(location: dict, draw: DrawFn) -> None:
-    """A storage location with both s3 and local, or neither."""
-    location.clear()
-    if draw(st.booleans()):
-        location.update(s3={"bucket": "models"}, local={"path": "/data"})
-
-
-def md_storage_location(spec: Spec, draw: DrawFn):
-    if draw(st.booleans()):
-        _break_location(_dig(spec, "monitoring", "drift", "referenceData"), draw)
-        return ("spec", "monitoring", "drift", "referenceData"), "set exactly one of s3 or local"
-    sampling = _dig(spec, "gateway", "payloadSampling")
-    _break_location(_dig(sampling, "destination"), draw)
-    return ("spec", "gateway", "payloadSampling", "destination"), "set exactly one of s3 or local"
-
-
-def tj_min_length_over_max(spec: Spec, draw: DrawFn):
-    preparation = _dig(spec, "data", "preparation")
-    preparation["maxLength"] = draw(st.integers(1, 10**6))
-    preparation["minLength"] = preparation["maxLength"] + draw(st.integers(1, 1000))
-    return ("spec", "data", "preparation"), "minLength must not exceed maxLength"
-
-
-def tj_lora_settings_elsewhere(spec: Spec, draw: DrawFn):
-    method = spec["method"]
-    if method["type"] in ("lora", "qlora"):
-        # Another method that this model may use: pretrain starts from anything, full needs a base.
-        has_base = "base" in spec["model"] or "baseModel" in spec["model"]
-        method["type"] = draw(st.sampled_from(["pretrain", "full"] if has_base else ["pretrain"]))
-    method.setdefault("lora", draw(st.sampled_from([{}, {"r": 8}, {"alpha": 16, "dropout": 0.1}])))
-    return ("spec", "method"), "lora settings apply only to the lora and qlora methods"
-
-
-def _architecture(spec: Spec) -> dict | None:
-    return spec["model"].get("architecture")
-
-
-def tj_hidden_size_not_multiple(spec: Spec, draw: DrawFn):
-    arch = _architecture(spec)
-    if arch is None:
-        return None
-    kv = arch.get("kvHeads", 1)
-    arch["heads"] = heads = kv * draw(st.integers(max(1, -(-2 // kv)), 16))
-    arch["hiddenSize"] = heads * draw(st.integers(8, 64)) + draw(st.integers(1, heads - 1))
-    return ("spec", "model", "architecture"), "hiddenSize must be a multiple of heads"
-
-
-def tj_heads_not_multiple_of_kv(spec: Spec, draw: DrawFn):
-    arch = _architecture(spec)
-    if arch is None:
-        return None
-    arch["kvHeads"] = kv = draw(st.integers(2, 16))
-    arch["heads"] = heads = kv * draw(st.integers(1, 16)) + draw(st.integers(1, kv - 1))
-    arch["hiddenSize"] = heads * draw(st.integers(8, 16))
-    return ("spec", "model", "architecture"), "heads must be a multiple of kvHeads"
-
-
-def tj_base_reference(spec: Spec, draw: DrawFn):
-    if "base" not in spec["model"]:
-        spec["model"] = {"base": {"name": "support-bot", "version": "3"}}
-    _break_reference(spec["model"]["base"], draw)
-    return ("spec", "model", "base"), "set exactly one of version or alias"
+def _architecture(spec: Spec) -> dict:
+    """The example's architecture, or a switch to pre-training one (the other fields stay valid)."""
+    if "architecture" not in spec["model"]:
+        spec["model"] = {"architecture": copy.deepcopy(_valid_architecture())}
+        spec["method"]["type"] = "pretrain"
+        spec["method"].pop("lora", None)
+    return spec["model"]["architecture"]
 
 
 def _valid_architecture() -> dict:
@@ -637,7 +549,114 @@ def _valid_architecture() -> dict:
     raise AssertionError("no example trains from an architecture")
 
 
-def tj_model_sources(spec: Spec, draw: DrawFn):
+def _bound_of(kind: str, path: FieldPath, side: str) -> int:
+    return schema_at(CRDS[kind], path)[side]
+
+
+def md_min_over_max(spec: Spec, draw: DrawFn) -> FieldPath:
+    scaling = _dig(spec, "autoscaling")
+    limit = _bound_of(MD, ("spec", "autoscaling", "minReplicas"), "maximum")
+    scaling["maxReplicas"] = top = min(scaling.get("maxReplicas", 1), limit - 1)
+    scaling["minReplicas"] = draw(st.integers(top + 1, limit))
+    return ("spec", "autoscaling")
+
+
+def md_zero_without_scale_to_zero(spec: Spec, draw: DrawFn) -> FieldPath:
+    scaling = _dig(spec, "autoscaling")
+    scaling["minReplicas"] = 0
+    if draw(st.booleans()):
+        scaling["scaleToZero"] = False
+    else:
+        scaling.pop("scaleToZero", None)
+    return ("spec", "autoscaling")
+
+
+def md_scale_to_zero_with_hpa(spec: Spec, draw: DrawFn) -> FieldPath:
+    scaling = _dig(spec, "autoscaling")
+    scaling.update(scaleToZero=True, engine="hpa")
+    scaling["minReplicas"] = max(scaling.get("minReplicas", 1), 1)
+    return ("spec", "autoscaling")
+
+
+def md_model_reference(spec: Spec, draw: DrawFn) -> FieldPath:
+    _break_reference(spec["model"], draw)
+    return ("spec", "model")
+
+
+def md_canary_reference(spec: Spec, draw: DrawFn) -> FieldPath:
+    _break_reference(_canary(spec)["model"], draw)
+    return ("spec", "rollout", "canary", "model")
+
+
+def md_adapter_reference(spec: Spec, draw: DrawFn) -> FieldPath:
+    adapters = _dig(spec, "engine").setdefault("loraAdapters", [])
+    if not adapters:
+        adapters.append({"name": "extra", "model": {"name": "extra-adapter", "version": "1"}})
+    index = draw(st.integers(0, len(adapters) - 1))
+    _break_reference(adapters[index]["model"], draw)
+    return ("spec", "engine", "loraAdapters", index, "model")
+
+
+def md_canary_is_stable(spec: Spec, draw: DrawFn) -> FieldPath:
+    _canary(spec)["model"] = copy.deepcopy(spec["model"])
+    return ("spec",)
+
+
+def md_steps_descending(spec: Spec, draw: DrawFn) -> FieldPath:
+    steps = draw(st.lists(st.integers(0, 100), min_size=2, max_size=20).filter(lambda s: s != sorted(s)))
+    _canary(spec)["steps"] = steps
+    return ("spec", "rollout", "canary")
+
+
+def md_drift_without_reference(spec: Spec, draw: DrawFn) -> FieldPath:
+    drift = _dig(spec, "monitoring", "drift")
+    drift.pop("referenceData", None)
+    if draw(st.booleans()):
+        drift["enabled"] = True
+    return ("spec", "monitoring", "drift")
+
+
+def tj_min_length_over_max(spec: Spec, draw: DrawFn) -> FieldPath:
+    preparation = _dig(spec, "data", "preparation")
+    preparation["maxLength"] = draw(st.integers(1, 10**6))
+    preparation["minLength"] = preparation["maxLength"] + draw(st.integers(1, 1000))
+    return ("spec", "data", "preparation")
+
+
+def tj_lora_settings_elsewhere(spec: Spec, draw: DrawFn) -> FieldPath:
+    method = spec["method"]
+    if method["type"] in ("lora", "qlora"):
+        # Another method this model may use: pretrain starts from anything, full needs a base.
+        has_base = "base" in spec["model"] or "baseModel" in spec["model"]
+        method["type"] = draw(st.sampled_from(["pretrain", "full"] if has_base else ["pretrain"]))
+    method.setdefault("lora", draw(st.sampled_from([{}, {"r": 8}, {"alpha": 16, "dropout": 0.1}])))
+    return ("spec", "method")
+
+
+def tj_hidden_size_not_multiple(spec: Spec, draw: DrawFn) -> FieldPath:
+    arch = _architecture(spec)
+    kv = arch.get("kvHeads", 1)
+    arch["heads"] = heads = kv * draw(st.integers(-(-2 // kv), 16))
+    arch["hiddenSize"] = heads * draw(st.integers(8, 64)) + draw(st.integers(1, heads - 1))
+    return ("spec", "model", "architecture")
+
+
+def tj_heads_not_multiple_of_kv(spec: Spec, draw: DrawFn) -> FieldPath:
+    arch = _architecture(spec)
+    arch["kvHeads"] = kv = draw(st.integers(2, 16))
+    arch["heads"] = heads = kv * draw(st.integers(1, 16)) + draw(st.integers(1, kv - 1))
+    arch["hiddenSize"] = heads * draw(st.integers(8, 16))
+    return ("spec", "model", "architecture")
+
+
+def tj_base_reference(spec: Spec, draw: DrawFn) -> FieldPath:
+    if "base" not in spec["model"]:
+        spec["model"] = {"base": {"name": "support-bot", "version": "3"}}
+    _break_reference(spec["model"]["base"], draw)
+    return ("spec", "model", "base")
+
+
+def tj_model_sources(spec: Spec, draw: DrawFn) -> FieldPath:
     sources = {
         "base": {"name": "support-bot", "version": "3"},
         "baseModel": "s3://checkpoints/base/",
@@ -645,15 +664,10 @@ def tj_model_sources(spec: Spec, draw: DrawFn):
     }
     chosen = draw(st.sets(st.sampled_from(sorted(sources))).filter(lambda s: len(s) != 1))
     spec["model"] = {name: sources[name] for name in sorted(chosen)}
-    return ("spec", "model"), "set exactly one of base, baseModel or architecture"
+    return ("spec", "model")
 
 
-def tj_registry_location(spec: Spec, draw: DrawFn):
-    _break_location(spec["output"]["registry"], draw)
-    return ("spec", "output", "registry"), "set exactly one of s3 or local"
-
-
-def tj_runtime_address(spec: Spec, draw: DrawFn):
+def tj_runtime_address(spec: Spec, draw: DrawFn) -> FieldPath:
     runtime = _dig(spec, "runtime")
     if draw(st.booleans()):
         runtime["type"] = "rayJobsAPI"
@@ -664,46 +678,87 @@ def tj_runtime_address(spec: Spec, draw: DrawFn):
         else:
             runtime.pop("type", None)
         runtime["address"] = "http://raycluster-head-svc:8265"
-    return ("spec", "runtime"), "address is required for type rayJobsAPI and not allowed for kuberay"
+    return ("spec", "runtime")
 
 
-def tj_fine_tune_from_scratch(spec: Spec, draw: DrawFn):
-    if _architecture(spec) is not None:
+def tj_fine_tune_from_scratch(spec: Spec, draw: DrawFn) -> FieldPath:
+    if "architecture" in spec["model"]:
         spec["method"]["type"] = draw(st.sampled_from(["full", "lora", "qlora"]))
     else:
         spec["model"] = {"architecture": copy.deepcopy(_valid_architecture())}
         if spec["method"]["type"] == "pretrain":
-            return None
-    return (
-        "spec",
-    ), "methods full, lora and qlora fine-tune an existing model: set model.base or model.baseModel"
+            spec["method"]["type"] = "full"
+    return ("spec",)
 
 
-CEL_CASES: dict[str, list[CelCase]] = {
-    "ModelDeployment": [
-        md_min_over_max,
-        md_zero_without_scale_to_zero,
+def _storage_location(node: str) -> Callable[[Spec, DrawFn], FieldPath]:
+    """Break an s3-or-local location: both, or neither. Read from the CRDs, one case per such node."""
+    keys = node.split(".")[1:]
+
+    def mutate(spec: Spec, draw: DrawFn) -> FieldPath:
+        location = _dig(spec, *keys)
+        location.clear()
+        if draw(st.booleans()):
+            location.update(s3={"bucket": "models"}, local={"path": "/data"})
+        return ("spec", *keys)
+
+    return mutate
+
+
+CEL_CASES = [
+    CelCase(MD, "spec.autoscaling", "minReplicas must not exceed maxReplicas", md_min_over_max),
+    CelCase(MD, "spec.autoscaling", "minReplicas 0 needs scaleToZero: true", md_zero_without_scale_to_zero),
+    CelCase(
+        MD,
+        "spec.autoscaling",
+        "scaleToZero needs engine keda: a HorizontalPodAutoscaler cannot scale to zero",
         md_scale_to_zero_with_hpa,
-        md_model_reference,
-        md_canary_reference,
-        md_adapter_reference,
-        md_canary_is_stable,
-        md_steps_descending,
+    ),
+    CelCase(MD, "spec.model", VERSION_XOR_ALIAS, md_model_reference),
+    CelCase(MD, "spec.rollout.canary.model", VERSION_XOR_ALIAS, md_canary_reference),
+    CelCase(MD, "spec.engine.loraAdapters[*].model", VERSION_XOR_ALIAS, md_adapter_reference),
+    CelCase(MD, "spec", "rollout.canary.model must differ from model", md_canary_is_stable),
+    CelCase(MD, "spec.rollout.canary", "steps must be in ascending order", md_steps_descending),
+    CelCase(
+        MD,
+        "spec.monitoring.drift",
+        "referenceData is required when drift detection is enabled",
         md_drift_without_reference,
-        md_storage_location,
-    ],
-    "TrainingJob": [
-        tj_min_length_over_max,
+    ),
+    CelCase(TJ, "spec.data.preparation", "minLength must not exceed maxLength", tj_min_length_over_max),
+    CelCase(
+        TJ,
+        "spec.method",
+        "lora settings apply only to the lora and qlora methods",
         tj_lora_settings_elsewhere,
-        tj_hidden_size_not_multiple,
-        tj_heads_not_multiple_of_kv,
-        tj_base_reference,
-        tj_model_sources,
-        tj_registry_location,
+    ),
+    CelCase(
+        TJ, "spec.model.architecture", "hiddenSize must be a multiple of heads", tj_hidden_size_not_multiple
+    ),
+    CelCase(
+        TJ, "spec.model.architecture", "heads must be a multiple of kvHeads", tj_heads_not_multiple_of_kv
+    ),
+    CelCase(TJ, "spec.model.base", VERSION_XOR_ALIAS, tj_base_reference),
+    CelCase(TJ, "spec.model", "set exactly one of base, baseModel or architecture", tj_model_sources),
+    CelCase(
+        TJ,
+        "spec.runtime",
+        "address is required for type rayJobsAPI and not allowed for kuberay",
         tj_runtime_address,
+    ),
+    CelCase(
+        TJ,
+        "spec",
+        "methods full, lora and qlora fine-tune an existing model: set model.base or model.baseModel",
         tj_fine_tune_from_scratch,
-    ],
-}
+    ),
+    *(
+        CelCase(kind, node, S3_XOR_LOCAL, _storage_location(node))
+        for kind, crd in CRDS.items()
+        for node, message in sorted(cel_rules(crd))
+        if message == S3_XOR_LOCAL and "[*]" not in node
+    ),
+]
 
 
 def cel_path(crd: Crd, node: FieldPath, message: str) -> FieldPath:
@@ -715,22 +770,16 @@ def cel_path(crd: Crd, node: FieldPath, message: str) -> FieldPath:
     return (*node, *[part for part in field_path.split(".") if part])
 
 
-def cel_violation(draw: DrawFn) -> Invalid:
-    example = draw(st.sampled_from(EXAMPLES))
-    case = draw(st.sampled_from(CEL_CASES[example.crd.kind]))
+def cel_violation(draw: DrawFn, case: CelCase) -> Invalid:
+    example = draw(st.sampled_from([e for e in EXAMPLES if e.crd.kind == case.kind]))
     body = copy.deepcopy(example.body)
-    found = case(body["spec"], draw)
-    if found is None:
-        reject()
-    node, message = found
-    path = render(cel_path(example.crd, node, message))
-    expect = said(path) + rf'Invalid value: (?:"object": )?{re.escape(message)}'
-    return Invalid(
-        "CEL rule", example.name, example.crd, body, path, expect, 422, f"{case.__name__}: {message}"
-    )
+    node = case.mutate(body["spec"], draw)
+    path = render(cel_path(example.crd, node, case.message))
+    expect = said(path) + rf'Invalid value: (?:"object": )?{re.escape(case.message)}'
+    return Invalid("CEL rule", example.name, example.crd, body, path, expect, 422, case.label)
 
 
-# -- the strategy ------------------------------------------------------------------------------------
+# -- the strategies ------------------------------------------------------------------------------------
 
 POINTS = {family.name: family.points for family in FAMILIES}
 FAMILY_NAMES = [*POINTS, "CEL rule"]
@@ -742,6 +791,11 @@ def invalid_objects(draw: DrawFn) -> Invalid:
     # Families are drawn evenly, and cross-field rules twice as often: they are the hand-written part.
     family = draw(st.sampled_from([*FAMILY_NAMES, "CEL rule"]))
     if family == "CEL rule":
-        return cel_violation(draw)
+        return cel_violation(draw, draw(st.sampled_from(CEL_CASES)))
     builder = next(f for f in FAMILIES if f.name == family)
     return builder.build(draw(st.sampled_from(POINTS[family])), draw)
+
+
+def cel_violations(case: CelCase) -> st.SearchStrategy[Invalid]:
+    """Objects that break one given CEL rule."""
+    return st.composite(lambda draw: cel_violation(draw, case))()

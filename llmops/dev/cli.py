@@ -68,7 +68,8 @@ def dev() -> None:
 @state_dir_option
 @click.option("--kubeconfig", type=click.Path(path_type=Path), help="Also write the kubeconfig here.")
 @click.option("--operator", is_flag=True, help="Also install the llmops CRDs and run the operator.")
-def up(state_dir: Path, kubeconfig: Path | None, operator: bool) -> None:
+@click.option("--services", is_flag=True, help="Also run MinIO (S3), a Ray head and Prometheus beside it.")
+def up(state_dir: Path, kubeconfig: Path | None, operator: bool, services: bool) -> None:
     """Start the cluster (or find the one already running) and print how to use it."""
     cluster = LocalCluster(state_dir)
     try:
@@ -76,6 +77,12 @@ def up(state_dir: Path, kubeconfig: Path | None, operator: bool) -> None:
         if operator and OPERATOR not in cluster.processes():
             start_operator(cluster)
             click.echo(f"  operator running (log: {cluster.logs / (OPERATOR + '.log')})", err=True)
+        if services:
+            from llmops.dev import services as svc
+
+            click.echo(f"  MinIO at {svc.start_minio(cluster)['endpoint']}", err=True)
+            click.echo(f"  Ray head at {svc.start_ray(cluster)['address']}", err=True)
+            click.echo(f"  Prometheus at {svc.start_prometheus(cluster)['url']}", err=True)
     except ClusterError as e:
         raise click.ClickException(str(e)) from e
     path = cluster.kubeconfig

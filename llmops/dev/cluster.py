@@ -270,7 +270,7 @@ class LocalCluster:
         self.logs.mkdir(parents=True, exist_ok=True)
         pki = create_cluster_pki(self.state_dir / "pki")
         ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "scheduler", "kwok")}
-        self._save({"ports": ports, "pids": {}})
+        self.save_state({"ports": ports, "pids": {}})
         try:
             self._start_etcd(ports)
             progress("etcd ready")
@@ -320,12 +320,12 @@ class LocalCluster:
             while process_alive(pid, name) and time.monotonic() < gone_by:
                 time.sleep(0.1)
         if self._state_file.exists():
-            self._save({**self.state(), "pids": {}})
+            self.save_state({**self.state(), "pids": {}})
         if remove:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
     # -- components --------------------------------------------------------------------------
-    def _save(self, state: dict) -> None:
+    def save_state(self, state: dict) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = self._state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
@@ -348,7 +348,7 @@ class LocalCluster:
         state = self.state()
         state["pids"][name] = proc.pid
         state.setdefault("exes", {})[name] = os.path.basename(argv[0])
-        self._save(state)
+        self.save_state(state)
 
     def _spawn(self, name: str, args: list[str]) -> None:
         self.spawn(name, [binary(name), *args])

@@ -12,7 +12,10 @@ from __future__ import annotations
 import copy
 import json
 import re
+import uuid
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,19 @@ from hypothesis import HealthCheck, given, settings
 from kubernetes import client
 
 from llmops.dev.cluster import LocalCluster
-from tests.invalid_objects import CRDS, EXAMPLES, FAMILY_NAMES, Invalid, invalid_objects, set_at
+from tests.invalid_objects import (
+    CEL_CASES,
+    CRDS,
+    EXAMPLES,
+    FAMILY_NAMES,
+    CelCase,
+    Invalid,
+    cel_rules,
+    cel_violations,
+    invalid_objects,
+    render,
+    set_at,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("llmops_crds")]
 
@@ -30,11 +45,21 @@ EXAMPLES_DIR = Path(__file__).parents[2] / "examples"
 INVALID = sorted((EXAMPLES_DIR / "invalid").glob("*.yaml"))
 GENERATED = 250  # objects generated per run
 REFUSED_AT_LEAST = 200  # distinct ones of them that must have been refused
+CEL_EXAMPLES = 6  # objects per CEL rule, on top of those among the 250
 
 
 @pytest.fixture(scope="module")
 def custom(api_client: Any) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api_client)
+
+
+@pytest.fixture(scope="module")
+def nothing_stored(cluster: LocalCluster) -> Iterator[str]:
+    """One namespace for the requests that must store nothing (dry runs, refused objects): one is enough."""
+    name = f"t-bad-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def submit(custom: client.CustomObjectsApi, namespace: str, kind: str, body: dict) -> tuple[int, str]:
@@ -61,28 +86,30 @@ def header(path: Path) -> dict[str, str]:
     return found
 
 
-def ssa_answers(promised: dict[str, str]) -> list[str]:
-    """What `kubectl apply --server-side` may answer for a sample.
+def ssa_answers(promised: dict[str, str]) -> list[tuple[str, str]]:
+    """(message, field it names) that `kubectl apply --server-side` may answer for a sample.
 
     Server-side apply names only the first unknown field it meets, and Go's map order decides which: with
     several unknown fields (listed by the `# apiserver:` line), the `# apiserver-ssa:` line holds for any
     one of them.
     """
-    answer = promised["apiserver-ssa"]
+    answer = promised.get("apiserver-ssa", promised["apiserver"])
     unknown = re.findall(r'unknown field "([^"]+)"', promised["apiserver"])
     named = [field for field in unknown if f".{field}:" in answer]
     if not named:
-        return [answer]
-    return [answer.replace(f".{named[0]}:", f".{field}:") for field in unknown]
+        return [(answer, promised["field"])]
+    return [(answer.replace(f".{named[0]}:", f".{field}:"), field) for field in unknown]
 
 
 # -- the valid samples -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.name)
-def test_each_example_alone_is_accepted(custom: client.CustomObjectsApi, namespace: str, example) -> None:
+def test_each_example_alone_is_accepted(
+    custom: client.CustomObjectsApi, nothing_stored: str, example
+) -> None:
     """The starting points of the generated objects are valid, so each mutation is the only fault."""
-    status, message = submit(custom, namespace, example.crd.kind, example.body)
+    status, message = submit(custom, nothing_stored, example.crd.kind, example.body)
     assert status == 201, f"{example.name} refused: {message}"
 
 
@@ -104,167 +131,168 @@ def test_kubectl_apply_examples_succeeds(cluster: LocalCluster, namespace: str) 
 
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
 def test_invalid_sample_is_refused_as_its_header_says(
-    cluster: LocalCluster, namespace: str, path: Path
+    cluster: LocalCluster, nothing_stored: str, path: Path
 ) -> None:
     promised = header(path)
     assert {"field", "apiserver"} <= promised.keys(), f"{path.name} needs '# field:' and '# apiserver:' lines"
-    doc = yaml.safe_load(path.read_text())
-    answers = {
-        "create": cluster.kubectl(
-            "create", "--validate=strict", "-n", namespace, "-f", str(path), check=False
-        ),
-        "apply": cluster.kubectl("apply", "--validate=strict", "-n", namespace, "-f", str(path), check=False),
-        "apply --server-side": cluster.kubectl(
-            "apply", "--server-side", "--validate=strict", "-n", namespace, "-f", str(path), check=False
-        ),
-    }
-    for how, result in answers.items():
-        expected = [promised["apiserver"]]
-        if how.endswith("side") and "apiserver-ssa" in promised:
-            expected = ssa_answers(promised)
+    for verb in (["create"], ["apply"], ["apply", "--server-side"]):
+        how = " ".join(verb)
+        result = cluster.kubectl(
+            *verb, "--validate=strict", "-n", nothing_stored, "-f", str(path), check=False
+        )
         assert result.returncode != 0, f"kubectl {how} accepted {path.name}: {result.stdout}"
-        assert any(e in result.stderr for e in expected), (
-            f"kubectl {how} {path.name}: expected {' or '.join(map(repr, expected))} in {result.stderr!r}"
+        answers = (
+            ssa_answers(promised) if "--server-side" in verb else [(promised["apiserver"], promised["field"])]
         )
-        assert promised["field"] in result.stderr, (
-            f"kubectl {how} {path.name} does not name {promised['field']}"
-        )
-    plural = CRDS[doc["kind"]].plural
-    left = cluster.kubectl("get", plural, "-n", namespace, "-o", "name").stdout.strip()
-    assert not left, f"refused, yet stored: {left}"
+        named = [message for message, field in answers if message in result.stderr and field in result.stderr]
+        assert named, f"kubectl {how} {path.name}: expected {answers[0][0]!r} in {result.stderr!r}"
+    doc = yaml.safe_load(path.read_text())
+    got = cluster.kubectl(
+        "get", CRDS[doc["kind"]].plural, doc["metadata"]["name"], "-n", nothing_stored, check=False
+    )
+    assert "NotFound" in got.stderr, f"refused, yet stored: {got.stdout}"
 
 
 # -- generated invalid objects -----------------------------------------------------------------------
 
+HYPOTHESIS = settings(
+    deadline=None,
+    derandomize=True,  # the same objects on every run: a failure reproduces
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+def check_refused(custom: client.CustomObjectsApi, namespace: str, bad: Invalid) -> None:
+    status, message = submit(custom, namespace, bad.crd.kind, bad.body)
+    assert status != 201, f"ACCEPTED {bad}"
+    assert status == bad.status, f"{bad}: expected HTTP {bad.status}, got {status}: {message}"
+    assert bad.named_in(message), f"{bad}: the message does not name {bad.path} as expected:\n{message}"
+
 
 def test_generated_invalid_objects_are_refused_naming_the_field(
-    custom: client.CustomObjectsApi, namespace: str
+    custom: client.CustomObjectsApi, nothing_stored: str
 ) -> None:
     refused: dict[str, Invalid] = {}
 
-    # @given on an inner function: the namespace is the outer test's fixture, made once for all examples.
-    @settings(
-        max_examples=GENERATED,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
+    # @given on an inner function, so the fixtures are made once for all the examples.
+    @settings(HYPOTHESIS, max_examples=GENERATED)
     @given(invalid_objects())
     def refused_naming_the_field(bad: Invalid) -> None:
-        status, message = submit(custom, namespace, bad.crd.kind, bad.body)
-        assert status != 201, f"ACCEPTED {bad}"
-        assert status == bad.status, f"{bad}: expected HTTP {bad.status}, got {status}: {message}"
-        assert bad.named_in(message), f"{bad}: message does not name {bad.path} as expected:\n{message}"
+        check_refused(custom, nothing_stored, bad)
         refused[bad.key] = bad
 
     refused_naming_the_field()
     families = Counter(bad.family for bad in refused.values())
-    assert len(refused) >= REFUSED_AT_LEAST, f"only {len(refused)} distinct objects: {families}"
+    assert len(refused) >= REFUSED_AT_LEAST, f"only {len(refused)} distinct objects refused: {families}"
     assert set(families) == set(FAMILY_NAMES), (
         f"families never generated: {set(FAMILY_NAMES) - set(families)}"
     )
 
 
+def test_every_cel_rule_has_a_case() -> None:
+    """A new CEL rule in the API needs a case in tests/invalid_objects.py that breaks it."""
+    rules = {(kind, node, message) for kind, crd in CRDS.items() for node, message in cel_rules(crd)}
+    covered = {(case.kind, case.node, case.message) for case in CEL_CASES}
+    assert rules <= covered, f"CEL rules no case breaks: {sorted(rules - covered)}"
+
+
+@pytest.mark.parametrize("case", CEL_CASES, ids=lambda c: c.label)
+def test_each_cel_rule_is_enforced(
+    custom: client.CustomObjectsApi, nothing_stored: str, case: CelCase
+) -> None:
+    """Every cross-field rule, broken from several examples, is refused with the rule's own message."""
+
+    @settings(HYPOTHESIS, max_examples=CEL_EXAMPLES)
+    @given(cel_violations(case))
+    def refused_naming_the_field(bad: Invalid) -> None:
+        check_refused(custom, nothing_stored, bad)
+
+    refused_naming_the_field()
+
+
 # -- accepted, yet invalid: gaps in the API ----------------------------------------------------------
 
-# Objects the apiserver accepts today although a Pod made from them would be refused: the fields
-# claim core/v1 semantics ("CPU request and limit", "Node labels the pod requires", "A Pod toleration,
-# as in core/v1") without core/v1's checks. Each entry: example, field, bad value, a Pod spec with the
-# same fault, and what core/v1 answers.
+
+@dataclass(frozen=True)
+class Gap:
+    """A value the apiserver accepts although core/v1 refuses a Pod with the same fault."""
+
+    example: str
+    field: tuple[str | int, ...]
+    value: Any
+    pod: dict[str, Any]  # the same fault in a Pod spec (merged over one plain container)
+    core_says: str
+
+    def body(self) -> tuple[str, dict]:
+        (found,) = [e for e in EXAMPLES if e.name == self.example]
+        body = copy.deepcopy(found.body)
+        set_at(body, self.field, self.value)
+        return found.crd.kind, body
+
+
+# The fields promise core/v1 meaning ("CPU request and limit", "Node labels the pod requires", "A Pod
+# toleration, as in core/v1") without core/v1's checks, so these fail only when a Pod is made from them.
 _TOLERATION = ("spec", "resources", "perWorker", "tolerations", 0)
-GAPS = [
-    pytest.param(
+_EXISTS = {"key": "nvidia.com/gpu", "operator": "Exists"}
+GAPS = {
+    "negative-cpu": Gap(
         "modeldeployment-single.yaml",
         ("spec", "resources", "cpu"),
         -4,
-        {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "-4"}}}]},
+        {"containers": [{"resources": {"requests": {"cpu": "-4"}}}]},
         "must be greater than or equal to 0",
-        id="negative-cpu",
     ),
-    pytest.param(
+    "negative-memory": Gap(
         "trainingjob-full.yaml",
         ("spec", "resources", "perWorker", "memory"),
         "-128Gi",
-        {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"memory": "-128Gi"}}}]},
+        {"containers": [{"resources": {"requests": {"memory": "-128Gi"}}}]},
         "must be greater than or equal to 0",
-        id="negative-memory",
     ),
-    pytest.param(
+    "node-selector-key": Gap(
         "trainingjob-qlora.yaml",
         ("spec", "resources", "perWorker", "nodeSelector"),
         {"gpu pool!": "spot"},
-        {"containers": [{"name": "c", "image": "i"}], "nodeSelector": {"gpu pool!": "spot"}},
+        {"nodeSelector": {"gpu pool!": "spot"}},
         "name part must consist of alphanumeric characters",
-        id="node-selector-key",
     ),
-    pytest.param(
+    "toleration-exists-with-value": Gap(
         "trainingjob-qlora.yaml",
         _TOLERATION,
-        {"key": "nvidia.com/gpu", "operator": "Exists", "value": "present", "effect": "NoSchedule"},
-        {
-            "containers": [{"name": "c", "image": "i"}],
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "value": "present"}],
-        },
+        {**_EXISTS, "value": "present"},
+        {"tolerations": [{**_EXISTS, "value": "present"}]},
         "value must be empty when `operator` is 'Exists'",
-        id="toleration-exists-with-value",
     ),
-    pytest.param(
+    "toleration-seconds-without-noexecute": Gap(
         "trainingjob-qlora.yaml",
         _TOLERATION,
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 30},
-        {
-            "containers": [{"name": "c", "image": "i"}],
-            "tolerations": [
-                {
-                    "key": "nvidia.com/gpu",
-                    "operator": "Exists",
-                    "effect": "NoSchedule",
-                    "tolerationSeconds": 30,
-                }
-            ],
-        },
+        {**_EXISTS, "effect": "NoSchedule", "tolerationSeconds": 30},
+        {"tolerations": [{**_EXISTS, "effect": "NoSchedule", "tolerationSeconds": 30}]},
         "effect must be 'NoExecute' when `tolerationSeconds` is set",
-        id="toleration-seconds-without-noexecute",
     ),
-]
-GAP_ARGS = ("example", "field", "value", "pod_spec", "core_says")
+}
 
 
-def _with(example: str, field: tuple, value: Any) -> tuple[str, dict]:
-    (found,) = [e for e in EXAMPLES if e.name == example]
-    body = copy.deepcopy(found.body)
-    set_at(body, field, value)
-    return found.crd.kind, body
-
-
-@pytest.mark.parametrize(GAP_ARGS, GAPS)
-def test_core_refuses_the_pod_a_gap_lets_through(
-    api_client: Any, namespace: str, example: str, field: tuple, value: Any, pod_spec: dict, core_says: str
-) -> None:
-    """The values below are really invalid: core/v1 refuses a Pod with the same fault."""
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"}, "spec": pod_spec}
+@pytest.mark.parametrize("gap", GAPS.values(), ids=GAPS.keys())
+def test_core_refuses_the_pod_a_gap_lets_through(api_client: Any, nothing_stored: str, gap: Gap) -> None:
+    """The gaps below are real: core/v1 refuses a Pod with the same fault."""
+    container = {"name": "c", "image": "i", **gap.pod.get("containers", [{}])[0]}
+    pod = {"metadata": {"name": "probe"}, "spec": {**gap.pod, "containers": [container]}}
     with pytest.raises(client.ApiException) as refused:
-        client.CoreV1Api(api_client).create_namespaced_pod(namespace, pod, dry_run="All")
+        client.CoreV1Api(api_client).create_namespaced_pod(nothing_stored, pod, dry_run="All")
     assert refused.value.status == 422
-    assert core_says in json.loads(refused.value.body)["message"]
+    assert gap.core_says in json.loads(refused.value.body)["message"]
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="API gap (llmops/api/common.py Resources/Toleration): accepted at admission, refused later by "
-    "core/v1 when the operator makes a Pod from it",
+    reason="API gap in llmops/api/common.py (Resources, Toleration): accepted at admission, refused by "
+    "core/v1 only when a Pod is made from it",
 )
-@pytest.mark.parametrize(GAP_ARGS, GAPS)
-def test_gap_is_refused_at_admission(
-    custom: client.CustomObjectsApi,
-    namespace: str,
-    example: str,
-    field: tuple,
-    value: Any,
-    pod_spec: dict,
-    core_says: str,
-) -> None:
-    kind, body = _with(example, field, value)
-    status, _ = submit(custom, namespace, kind, body)
-    assert status == 422, f"{example} with {'.'.join(map(str, field))} = {value!r} was accepted"
+@pytest.mark.parametrize("gap", GAPS.values(), ids=GAPS.keys())
+def test_gap_is_refused_at_admission(custom: client.CustomObjectsApi, nothing_stored: str, gap: Gap) -> None:
+    kind, body = gap.body()
+    status, message = submit(custom, nothing_stored, kind, body)
+    assert status == 422, f"{gap.example} with {render(gap.field)} = {gap.value!r} was accepted"
+    assert render(gap.field) in message

@@ -1,0 +1,175 @@
+"""Services beside the local cluster for the end-to-end run: MinIO (S3), a Ray head, Prometheus.
+
+Each runs as a process of the cluster's state folder (`LocalCluster.spawn`), so `llmops dev
+status` lists it and `llmops dev down` stops it with everything else. Their addresses and the
+MinIO credentials are recorded in the state, under "services".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from llmops.dev.cluster import ClusterError, LocalCluster, free_port, wait_for
+from llmops.dev.tools import ensure_tools
+
+
+def _record(cluster: LocalCluster, name: str, info: dict) -> dict:
+    state = cluster.state()
+    state.setdefault("services", {})[name] = info
+    cluster.save_state(state)
+    return info
+
+
+def service(cluster: LocalCluster, name: str) -> dict | None:
+    """The recorded address (and credentials) of a running service."""
+    info = cluster.state().get("services", {}).get(name)
+    running = cluster.processes().get(name, (0, False))[1]
+    return info if info and running else None
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return r.status == 200
+
+
+def start_minio(cluster: LocalCluster, buckets: tuple[str, ...] = ("llmops",)) -> dict:
+    """An S3 endpoint with fresh root credentials and the given buckets."""
+    if info := service(cluster, "minio"):
+        return info
+    bin_dir = ensure_tools("minio")
+    port, console = free_port(), free_port()
+    user, password = "llmops", secrets.token_urlsafe(18)
+    data = cluster.state_dir / "minio"
+    data.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "MINIO_ROOT_USER": user,
+        "MINIO_ROOT_PASSWORD": password,
+        "MINIO_BROWSER": "off",
+        "MINIO_UPDATE": "off",
+    }
+    cluster.spawn(
+        "minio",
+        [
+            str(bin_dir / "minio"),
+            "server",
+            str(data),
+            "--address",
+            f"127.0.0.1:{port}",
+            "--console-address",
+            f"127.0.0.1:{console}",
+            "--quiet",
+        ],
+        env=env,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    wait_for("MinIO", lambda: _http_ok(f"{endpoint}/minio/health/ready"), 60, cluster.logs / "minio.log")
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=user,
+        aws_secret_access_key=password,
+        region_name="us-east-1",
+    )
+    for bucket in buckets:
+        s3.create_bucket(Bucket=bucket)
+    info = {"endpoint": endpoint, "accessKeyId": user, "secretAccessKey": password, "buckets": list(buckets)}
+    return _record(cluster, "minio", info)
+
+
+def start_ray(cluster: LocalCluster, num_cpus: int = 2) -> dict:
+    """A local Ray head (`ray start --head --block`), with its dashboard serving the Jobs API."""
+    if info := service(cluster, "ray"):
+        return info
+    try:
+        import ray  # noqa: F401
+    except ImportError as e:
+        raise ClusterError("ray is missing: install the training extra (hack/venv.sh)") from e
+    port, dashboard = free_port(), free_port()
+    # Every port on loopback and chosen here, so two Ray heads on one machine never collide
+    # (Ray's defaults, e.g. the dashboard agent's 52365, are fixed numbers).
+    ports = {
+        "dashboard-agent-listen-port": free_port(),
+        "dashboard-agent-grpc-port": free_port(),
+        "metrics-export-port": free_port(),
+        "runtime-env-agent-port": free_port(),
+    }
+    argv = [
+        # Through this interpreter, so Ray's workers run with the same environment (and this checkout).
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+        f"--port={port}", f"--num-cpus={num_cpus}", "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
+        *(f"--{flag}={value}" for flag, value in ports.items()),
+        f"--temp-dir={Path('/tmp') / ('ray-' + cluster.state_dir.name)}", "--disable-usage-stats",
+    ]  # fmt: skip
+    cluster.spawn("ray", argv, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    address = f"http://127.0.0.1:{dashboard}"
+    log = cluster.logs / "ray.log"
+    wait_for("the Ray dashboard", lambda: _http_ok(f"{address}/api/version"), 120, log)
+
+    # The Jobs API answers only once the head's job agent has registered; a no-op job proves it.
+    def agent_ready() -> bool:
+        from ray.job_submission import JobSubmissionClient
+
+        client = JobSubmissionClient(address)
+        if "llmops-dev-ready" not in {j.submission_id for j in client.list_jobs()}:
+            client.submit_job(entrypoint="true", submission_id="llmops-dev-ready")
+        return True
+
+    wait_for("the Ray head's job agent", agent_ready, 120, log)
+    return _record(cluster, "ray", {"address": address, "gcs": f"127.0.0.1:{port}"})
+
+
+def start_prometheus(cluster: LocalCluster, scrape_interval: str = "2s") -> dict:
+    """Prometheus scraping whatever `set_scrape_targets` lists (file-based discovery, reloaded live)."""
+    if info := service(cluster, "prometheus"):
+        return info
+    prometheus = shutil.which("prometheus")
+    if not prometheus:
+        raise ClusterError("prometheus is missing: apt-get install prometheus")
+    root = cluster.state_dir / "prometheus"
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    targets = root / "targets.json"
+    if not targets.exists():
+        targets.write_text("[]")
+    config = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "scrape_configs": [
+            {"job_name": "llmops", "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "1s"}]}
+        ],
+    }
+    (root / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    cluster.spawn(
+        "prometheus",
+        [
+            prometheus,
+            f"--config.file={root / 'prometheus.yml'}",
+            f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for("Prometheus", lambda: _http_ok(f"{url}/-/ready"), 60, cluster.logs / "prometheus.log")
+    return _record(cluster, "prometheus", {"url": url, "targets": str(targets)})
+
+
+def set_scrape_targets(cluster: LocalCluster, targets: dict[str, str]) -> None:
+    """Point Prometheus at {job label: host:port}; it picks the change up within a second."""
+    info = service(cluster, "prometheus")
+    if not info:
+        raise ClusterError("Prometheus is not running: start it first")
+    groups = [{"targets": [address], "labels": {"service": name}} for name, address in targets.items()]
+    tmp = Path(info["targets"]).with_suffix(".tmp")
+    tmp.write_text(json.dumps(groups))
+    tmp.replace(info["targets"])

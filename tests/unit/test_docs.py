@@ -1,0 +1,273 @@
+"""The documentation site: the generated API reference is current and complete, the site builds
+with `mkdocs build --strict`, and the pages agree with the code they describe (examples validate,
+every chart value, operator setting and operator metric is documented, the quickstart follows
+hack/demo.sh, the example alerts pass promtool)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+
+
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_api_reference", DOCS / "gen_api_reference.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+GEN = _generator()
+
+
+def _sections(page: str) -> dict[str, str]:
+    """Anchor -> text of each `## ... { #anchor }` section of a generated page."""
+    out: dict[str, str] = {}
+    parts = re.split(r"^#{2,3} .*\{ #([\w-]+) \}\s*$", page, flags=re.M)
+    for anchor, body in zip(parts[1::2], parts[2::2], strict=True):
+        out[anchor] = body
+    return out
+
+
+def _objects(path: str, schema: dict) -> list[tuple[str, dict]]:
+    """Every object with properties in a schema, with its path in the generator's notation."""
+    found = []
+    if schema.get("properties"):
+        found.append((path, schema))
+        for name, prop in schema["properties"].items():
+            found += _objects(f"{path}.{name}" if path else name, prop)
+    elif isinstance(schema.get("items"), dict):
+        found += _objects(f"{path}[]", schema["items"])
+    elif isinstance(schema.get("additionalProperties"), dict):
+        found += _objects(f"{path}.*", schema["additionalProperties"])
+    return found
+
+
+def _rules(schema: Any) -> list[str]:
+    if isinstance(schema, dict):
+        own = [r["rule"] for r in schema.get("x-kubernetes-validations", [])]
+        return own + [r for k, v in schema.items() if k != "x-kubernetes-validations" for r in _rules(v)]
+    if isinstance(schema, list):
+        return [r for v in schema for r in _rules(v)]
+    return []
+
+
+def _yaml_blocks(path: Path) -> list[Any]:
+    docs = []
+    for block in re.findall(r"^ *```ya?ml\n(.*?)^ *```", path.read_text(), re.M | re.S):
+        docs += [d for d in yaml.safe_load_all(block) if d is not None]
+    return docs
+
+
+def _nav_files(nav: Any) -> list[str]:
+    if isinstance(nav, str):
+        return [nav]
+    if isinstance(nav, list):
+        return [f for item in nav for f in _nav_files(item)]
+    if isinstance(nav, dict):
+        return [f for v in nav.values() for f in _nav_files(v)]
+    return []
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def test_api_reference_is_current() -> None:
+    problems = GEN.stale(GEN.generate())
+    assert not problems, "stale API reference; run `python docs/gen_api_reference.py`:\n" + "\n".join(
+        problems
+    )
+
+
+@pytest.mark.parametrize("crd_file", sorted(p.name for p in (ROOT / "crds").glob("*.yaml")))
+def test_api_reference_has_every_field_and_rule(crd_file: str) -> None:
+    crd = yaml.safe_load((ROOT / "crds" / crd_file).read_text())
+    page = GEN.generate()[GEN.OUT / GEN.page_name(crd)]
+    sections = _sections(page)
+    for version in crd["spec"]["versions"]:
+        schema = version["schema"]["openAPIV3Schema"]
+        for path, obj in _objects("", schema):
+            anchor = GEN.anchor(path)
+            if len(crd["spec"]["versions"]) > 1:
+                anchor = f"{version['name']}-{anchor}"
+            assert anchor in sections, f"no section for {path or 'the top level'}"
+            for name, prop in obj["properties"].items():
+                row = f"| `{name}` |"
+                assert row in sections[anchor], f"{path}.{name} is missing"
+                for key in ("minimum", "maximum", "maxLength", "maxItems", "pattern"):
+                    if key in prop:
+                        line = next(x for x in sections[anchor].splitlines() if x.startswith(row))
+                        assert str(prop[key]) in line, f"{path}.{name}: {key} {prop[key]} is not shown"
+        for rule in _rules(schema):
+            assert GEN.code(rule) in page, f"CEL rule not listed: {rule}"
+        for column in version.get("additionalPrinterColumns", []):
+            assert GEN.code(column["jsonPath"]) in page
+
+
+def test_every_page_is_in_the_nav() -> None:
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    nav = set(_nav_files(config["nav"]))
+    pages = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")}
+    assert pages - nav == set(), "add these pages to mkdocs.yml's nav"
+    assert nav - pages == set(), "mkdocs.yml's nav names missing pages"
+    assert "gitops.md" in nav
+
+
+def test_mkdocs_build_strict(tmp_path: Path) -> None:
+    if importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("material") is None:
+        pytest.fail("mkdocs and mkdocs-material are in the dev extra: re-create the venv (hack/venv.sh)")
+    site = tmp_path / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
+         "--site-dir", str(site)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},  # material's end-of-life banner
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    for page in ("index.html", "reference/trainingjob/index.html", "gitops/index.html"):
+        assert (site / page).is_file(), page
+    assert not list(site.rglob("*.py")), "the generator script must not be published"
+
+
+@pytest.mark.parametrize("page", sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")))
+def test_examples_in_the_docs_are_valid(page: str) -> None:
+    """Every llmops object shown in a page passes the same models the CRDs are generated from."""
+    from llmops.api import API_VERSION, BY_KIND
+
+    for doc in _yaml_blocks(DOCS / page):
+        if isinstance(doc, dict) and doc.get("apiVersion") == API_VERSION:
+            assert doc.get("kind") in BY_KIND, f"{page}: unknown kind {doc.get('kind')}"
+            BY_KIND[doc["kind"]].spec.model_validate(doc["spec"])
+
+
+def test_operations_lists_every_operator_metric() -> None:
+    names = re.findall(r'"(llmops_operator_\w+)"', (ROOT / "operators" / "metrics.py").read_text())
+    assert names
+    text = (DOCS / "operations.md").read_text()
+    missing = [n for n in names if f"`{n}`" not in text]
+    assert not missing, f"docs/operations.md does not describe {missing}"
+
+
+def test_example_alerts_pass_promtool(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus)")
+    rules = [
+        d
+        for d in _yaml_blocks(DOCS / "operations.md")
+        if isinstance(d, dict) and d.get("kind") == "PrometheusRule"
+    ]
+    assert rules, "docs/operations.md shows no PrometheusRule"
+    metrics = set(re.findall(r'"(llmops_operator_\w+)"', (ROOT / "operators" / "metrics.py").read_text()))
+    for i, rule in enumerate(rules):
+        path = tmp_path / f"rules-{i}.yaml"
+        path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+        result = subprocess.run(
+            [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        for group in rule["spec"]["groups"]:
+            for r in group["rules"]:
+                for used in re.findall(r"llmops_operator_\w+", r["expr"]):
+                    base = re.sub(r"_(bucket|count|sum)$", "", used)
+                    assert base in metrics, f"{r['alert']}: {used} is no metric of operators/metrics.py"
+
+
+def _schema_leaves(schema: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, sub in schema.get("properties", {}).items():
+        path = f"{prefix}.{key}" if prefix else key
+        out += _schema_leaves(sub, path) if sub.get("properties") else [path]
+    return out
+
+
+def test_install_lists_every_chart_value() -> None:
+    schema = json.loads((ROOT / "charts" / "llmops" / "values.schema.json").read_text())
+    text = (DOCS / "install.md").read_text()
+    leaves = [p for p in _schema_leaves(schema) if p != "global"]
+    missing = [p for p in leaves if f"`{p}`" not in text]
+    assert not missing, f"docs/install.md does not describe the chart values {missing}"
+
+
+def test_install_lists_every_operator_setting() -> None:
+    names = set()
+    for path in (ROOT / "operators").rglob("*.py"):
+        names |= set(
+            re.findall(r"""(?:environ|env)(?:\.get\(|\[)\s*["'](LLMOPS_\w+)["']""", path.read_text())
+        )
+    text = (DOCS / "install.md").read_text()
+    missing = sorted(n for n in names if f"`{n}`" not in text)
+    assert not missing, f"docs/install.md does not describe the operator settings {missing}"
+
+
+def test_quickstart_follows_the_demo_and_readme() -> None:
+    text = (DOCS / "quickstart.md").read_text().lower()
+    steps = re.findall(r'^current="([^"]+)"', (ROOT / "hack" / "demo.sh").read_text(), re.M)
+    assert steps, "hack/demo.sh names no steps"
+    missing = [s for s in steps if f"**{s.lower()}**" not in text]
+    assert not missing, f"docs/quickstart.md does not describe the demo steps {missing}"
+    readme = (ROOT / "README.md").read_text()
+    for command in re.findall(r"^(make \w+)$", readme, re.M):
+        assert command in text, f"the README's `{command}` is not in the quickstart"
+
+
+def test_generator_renders_bounds_rules_and_unknown_keywords() -> None:
+    cross_rule = {"rule": "self.size > 1 || self.name == 'a|b'", "message": "m"}
+    tags = {
+        "type": "array",
+        "maxItems": 3,
+        "items": {"type": "string", "x-kubernetes-validations": [{"rule": "self != ''"}]},
+    }
+    extra = {
+        "type": "object",
+        "additionalProperties": {"type": "object", "properties": {"on": {"type": "boolean"}}},
+    }
+    spec = {
+        "type": "object",
+        "required": ["size"],
+        "x-kubernetes-validations": [cross_rule],
+        "properties": {
+            "size": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1},
+            "name": {"type": "string", "maxLength": 8, "x-custom": "kept"},
+            "tags": tags,
+            "extra": extra,
+        },
+    }
+    crd = {
+        "metadata": {"name": "things.example.io"},
+        "spec": {
+            "group": "example.io",
+            "scope": "Namespaced",
+            "names": {"kind": "Thing", "plural": "things", "singular": "thing"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": spec}}},
+                }
+            ],
+        },
+    }
+    page = GEN.Page(crd, "crds/things.yaml").render()
+    assert "| `size` | number | **Required.** Range 0 < x ≤ 1. |" in page
+    assert "At most 8 characters." in page and "`x-custom`: `kept`." in page
+    assert "- `self.size > 1 || self.name == 'a|b'`: m" in page
+    assert "- `self != ''` (on `spec.tags[]`)" in page
+    assert "| `extra` | map[string][object](#spec-extra-values) |" in page
+    assert "## `spec.extra.*` { #spec-extra-values }" in page
