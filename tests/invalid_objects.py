@@ -705,6 +705,38 @@ def _storage_location(node: str) -> Callable[[Spec, DrawFn], FieldPath]:
     return mutate
 
 
+def _node_selector(node: str) -> Callable[[Spec, DrawFn], FieldPath]:
+    """A nodeSelector key that is no label key (core/v1 refuses it in a Pod)."""
+    keys = node.split(".")[1:]
+
+    def mutate(spec: Spec, draw: DrawFn) -> FieldPath:
+        bad = draw(st.sampled_from(["gpu pool!", "-leading", "a/b/c", "trailing.", "x" * 64]))
+        _dig(spec, *keys).setdefault("nodeSelector", {})[bad] = "spot"
+        return ("spec", *keys)
+
+    return mutate
+
+
+def _toleration(node: str, fault: str) -> Callable[[Spec, DrawFn], FieldPath]:
+    """A toleration core/v1 refuses: a value with operator Exists, or tolerationSeconds without NoExecute."""
+    keys = node.removesuffix(".tolerations[*]").split(".")[1:]
+
+    def mutate(spec: Spec, draw: DrawFn) -> FieldPath:
+        toleration = {"key": "nvidia.com/gpu", "operator": "Exists"}
+        if fault == "value":
+            toleration["value"] = draw(st.sampled_from(["present", "true"]))
+        else:
+            toleration["effect"] = draw(st.sampled_from(["NoSchedule", "PreferNoSchedule"]))
+            toleration["tolerationSeconds"] = draw(st.integers(0, 3600))
+        _dig(spec, *keys)["tolerations"] = [toleration]
+        return ("spec", *keys, "tolerations", 0)
+
+    return mutate
+
+
+NODE_SELECTOR_KEYS = "nodeSelector keys must be label keys: [prefix/]name, name up to 63 characters"
+RESOURCES = {MD: ["spec.resources"], TJ: ["spec.resources.perWorker", "spec.resources.head"]}
+
 CEL_CASES = [
     CelCase(MD, "spec.autoscaling", "minReplicas must not exceed maxReplicas", md_min_over_max),
     CelCase(MD, "spec.autoscaling", "minReplicas 0 needs scaleToZero: true", md_zero_without_scale_to_zero),
@@ -799,3 +831,25 @@ def invalid_objects(draw: DrawFn) -> Invalid:
 def cel_violations(case: CelCase) -> st.SearchStrategy[Invalid]:
     """Objects that break one given CEL rule."""
     return st.composite(lambda draw: cel_violation(draw, case))()
+
+
+CEL_CASES += [
+    case
+    for kind, nodes in RESOURCES.items()
+    for node in nodes
+    for case in (
+        CelCase(kind, node, NODE_SELECTOR_KEYS, _node_selector(node)),
+        CelCase(
+            kind,
+            f"{node}.tolerations[*]",
+            "value must be empty when operator is Exists",
+            _toleration(f"{node}.tolerations[*]", "value"),
+        ),
+        CelCase(
+            kind,
+            f"{node}.tolerations[*]",
+            "tolerationSeconds needs effect NoExecute",
+            _toleration(f"{node}.tolerations[*]", "seconds"),
+        ),
+    )
+]

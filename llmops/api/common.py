@@ -6,6 +6,7 @@ and refuses rules whose worst case is too expensive.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,8 +24,9 @@ CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# A non-negative Kubernetes quantity: resource requests cannot be negative.
 QUANTITY = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 
@@ -37,7 +39,12 @@ Url = Annotated[str, StringConstraints(max_length=512, pattern=r"^https?://\S+$"
 # An object in S3 (s3://bucket/key) or a path on a volume the workload mounts.
 DataUri = Annotated[str, StringConstraints(max_length=1024, pattern=r"^(s3://[^/\s]+(/\S*)?|/\S*)$")]
 # Kubernetes quantities ("500m", "16Gi", 2) travel as int-or-string, like in a Pod spec.
-Quantity = int | Annotated[str, StringConstraints(max_length=64, pattern=QUANTITY)]
+Quantity = Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(max_length=64, pattern=QUANTITY)]
+# A label key: an optional DNS-subdomain prefix and '/', then a name of up to 63 characters.
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
 Fraction = Annotated[float, Field(ge=0, le=1)]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -177,6 +184,19 @@ class ObjectStorageLocation(ApiModel):
 class Toleration(ApiModel):
     """A Pod toleration, as in core/v1."""
 
+    cel_rules = (
+        Rule(
+            "!has(self.value) || self.operator != 'Exists'",
+            "value must be empty when operator is Exists",
+            lambda t: t.value is None or t.operator != "Exists",
+        ),
+        Rule(
+            "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerationSeconds needs effect NoExecute",
+            lambda t: t.toleration_seconds is None or t.effect == "NoExecute",
+        ),
+    )
+
     key: Annotated[str, StringConstraints(max_length=316)] | None = Field(
         None, description="Taint key to tolerate; empty with operator Exists tolerates every taint."
     )
@@ -192,6 +212,17 @@ class Toleration(ApiModel):
 
 class Resources(ApiModel):
     """Compute for one pod: CPU, memory, GPUs and where it may be scheduled."""
+
+    cel_rules = (
+        Rule(
+            "!has(self.nodeSelector) || self.nodeSelector.all(k, k.size() <= 316 && k.matches('"
+            + LABEL_KEY.replace("\\", "\\\\")
+            + "'))",
+            "nodeSelector keys must be label keys: [prefix/]name, name up to 63 characters",
+            lambda r: all(len(k) <= 316 and re.match(LABEL_KEY, k) for k in r.node_selector),
+            field_path=".nodeSelector",
+        ),
+    )
 
     cpu: Quantity | None = Field(None, description='CPU request and limit, e.g. 4 or "500m".')
     memory: Quantity | None = Field(None, description='Memory request and limit, e.g. "16Gi".')

@@ -10,18 +10,21 @@ from pydantic import Field, StringConstraints
 from llmops.api.common import (
     ApiModel,
     DnsLabel,
+    DnsSubdomain,
     Fraction,
     ModelReference,
     ObjectStorageLocation,
     Resources,
     Rule,
     SecretRef,
+    ShortText,
     Status,
     Url,
 )
 
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed", "ScaledToZero"]
 Percent = Annotated[int, Field(ge=0, le=100)]
+VersionString = Annotated[str, StringConstraints(min_length=1, max_length=63)]
 
 
 class LoraAdapter(ApiModel):
@@ -212,6 +215,7 @@ class Gateway(ApiModel):
     queue_timeout_seconds: int = Field(
         60, ge=1, le=3600, description="Longest a request waits in the queue before a 503."
     )
+    replicas: int = Field(2, ge=1, le=100, description="Gateway replicas (they hold no state).")
 
 
 class ModelDeploymentSpec(ApiModel):
@@ -232,6 +236,10 @@ class ModelDeploymentSpec(ApiModel):
     )
 
     model: ModelReference = Field(description="The stable version to serve.")
+    registry: ObjectStorageLocation = Field(
+        description="The model registry that model, canary and adapter references resolve in; the serving"
+        " pods download the resolved versions from it."
+    )
     engine: Engine = Field(default_factory=Engine, description="vLLM engine arguments.")
     resources: Resources = Field(
         default_factory=Resources, description="Compute per replica; autoscaling sets the replica count."
@@ -249,10 +257,13 @@ class ServingVersion(ApiModel):
     version: Annotated[str, StringConstraints(min_length=1, max_length=63)] = Field(
         description="Resolved version."
     )
-    role: Literal["stable", "canary"] = Field(description="stable or canary.")
+    role: Literal["stable", "canary", "previous"] = Field(
+        description="stable, canary, or previous: the version being replaced, kept until the new one is ready."
+    )
     weight: Percent = Field(description="Percentage of requests it receives.")
     replicas: int = Field(0, ge=0, description="Replicas wanted.")
     ready_replicas: int = Field(0, ge=0, description="Replicas ready to serve.")
+    deployment: DnsSubdomain | None = Field(None, description="Name of the vLLM Deployment serving it.")
 
 
 class CanaryStatus(ApiModel):
@@ -260,13 +271,24 @@ class CanaryStatus(ApiModel):
 
     step: int = Field(0, ge=0, description="Index of the current step; 0 is the initial weight.")
     weight: Percent = Field(description="Current canary weight.")
-    verdict: Literal["Analysing", "Promoted", "RolledBack"] = Field(description="Outcome so far.")
+    verdict: Literal["Analysing", "Promoted", "RolledBack", "Halted"] = Field(
+        description="Outcome so far; Halted: an analysis failed and autoRollback is off."
+    )
+    model: DnsLabel | None = Field(None, description="Registered model name of the canary.")
+    version: VersionString | None = Field(None, description="Resolved canary version this status is about.")
+    baseline_version: VersionString | None = Field(
+        None, description="Resolved stable version the canary is compared with."
+    )
+    step_start_time: datetime | None = Field(
+        None, description="When the current step began (the canary was ready at its weight)."
+    )
     error_rate: float | None = Field(None, ge=0, le=1, description="Canary error rate at the last analysis.")
     p95_latency_ms: float | None = Field(None, ge=0, description="Canary p95 latency at the last analysis.")
     latency_ratio: float | None = Field(
         None, ge=0, description="Canary p95 over stable p95 at the last analysis."
     )
     last_analysis_time: datetime | None = Field(None, description="When the last analysis ran.")
+    message: ShortText | None = Field(None, description="What the last analysis found.")
 
 
 class ModelDeploymentStatus(Status):
@@ -278,10 +300,17 @@ class ModelDeploymentStatus(Status):
     endpoint: Url | None = Field(None, description="OpenAI-compatible base URL of the gateway.")
     versions: list[ServingVersion] = Field(
         default_factory=list,
-        max_length=2,
+        max_length=3,
         description="Versions being served, one per role.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["role"]},
     )
     replicas: int | None = Field(None, ge=0, description="Replicas wanted, all versions together.")
     ready_replicas: int | None = Field(None, ge=0, description="Replicas ready, all versions together.")
     canary: CanaryStatus | None = Field(None, description="Canary release progress.")
+    inventory: list[Annotated[str, StringConstraints(max_length=512)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Child objects the operator applied (apiVersion/kind/name); those no longer wanted are"
+        " deleted by name.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )

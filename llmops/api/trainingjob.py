@@ -370,7 +370,8 @@ class Runtime(ApiModel):
         None, description="Ray dashboard URL for rayJobsAPI, e.g. http://raycluster-head-svc:8265."
     )
     image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
-        None, description="Trainer image; defaults to the operator's."
+        None,
+        description="Trainer image; defaults to the operator's LLMOPS_TRAINER_IMAGE, else the release's.",
     )
     service_account_name: DnsSubdomain | None = Field(None, description="ServiceAccount of the Ray pods.")
     queue_name: DnsLabel | None = Field(None, description="Kueue LocalQueue to admit the job through.")
@@ -407,7 +408,12 @@ class TrainingJobSpec(ApiModel):
     runtime: Runtime = Field(default_factory=Runtime, description="Where the job runs.")
     suspend: bool = Field(False, description="Stop running pods and keep the job; set false to resume.")
     ttl_seconds_after_finished: int | None = Field(
-        None, ge=0, description="Delete the job this long after it succeeds or fails; omit to keep it."
+        None,
+        ge=0,
+        description=(
+            "Keep the Ray cluster this long after the job succeeds or fails (for logs), then delete it; "
+            "omit to delete it at once. The TrainingJob and its status stay."
+        ),
     )
 
 
@@ -468,6 +474,10 @@ class TrainingJobStatus(Status):
     ray_job_name: DnsSubdomain | None = Field(None, description="Name of the RayJob (runtime kuberay).")
     submission_id: Annotated[str, StringConstraints(max_length=256)] | None = Field(
         None, description="Ray job submission id."
+    )
+    work_dir: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+        None,
+        description="The run's work folder (checkpoints, data, reports); artifacts stay if a gate fails.",
     )
     start_time: datetime | None = Field(None, description="When the job started running.")
     completion_time: datetime | None = Field(None, description="When the job succeeded or failed.")

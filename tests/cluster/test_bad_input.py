@@ -211,12 +211,12 @@ def test_each_cel_rule_is_enforced(
     refused_naming_the_field()
 
 
-# -- accepted, yet invalid: gaps in the API ----------------------------------------------------------
+# -- core/v1's own checks, mirrored at admission --------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Gap:
-    """A value the apiserver accepts although core/v1 refuses a Pod with the same fault."""
+    """A fault core/v1 refuses in a Pod; our CRDs must refuse it at admission, not when a Pod is made."""
 
     example: str
     field: tuple[str | int, ...]
@@ -232,7 +232,7 @@ class Gap:
 
 
 # The fields promise core/v1 meaning ("CPU request and limit", "Node labels the pod requires", "A Pod
-# toleration, as in core/v1") without core/v1's checks, so these fail only when a Pod is made from them.
+# toleration, as in core/v1"), so they carry core/v1's checks too (found by this suite, then fixed).
 _TOLERATION = ("spec", "resources", "perWorker", "tolerations", 0)
 _EXISTS = {"key": "nvidia.com/gpu", "operator": "Exists"}
 GAPS = {
@@ -276,7 +276,7 @@ GAPS = {
 
 @pytest.mark.parametrize("gap", GAPS.values(), ids=GAPS.keys())
 def test_core_refuses_the_pod_a_gap_lets_through(api_client: Any, nothing_stored: str, gap: Gap) -> None:
-    """The gaps below are real: core/v1 refuses a Pod with the same fault."""
+    """Each fault is real: core/v1 refuses a Pod with it."""
     container = {"name": "c", "image": "i", **gap.pod.get("containers", [{}])[0]}
     pod = {"metadata": {"name": "probe"}, "spec": {**gap.pod, "containers": [container]}}
     with pytest.raises(client.ApiException) as refused:
@@ -285,11 +285,6 @@ def test_core_refuses_the_pod_a_gap_lets_through(api_client: Any, nothing_stored
     assert gap.core_says in json.loads(refused.value.body)["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="API gap in llmops/api/common.py (Resources, Toleration): accepted at admission, refused by "
-    "core/v1 only when a Pod is made from it",
-)
 @pytest.mark.parametrize("gap", GAPS.values(), ids=GAPS.keys())
 def test_gap_is_refused_at_admission(custom: client.CustomObjectsApi, nothing_stored: str, gap: Gap) -> None:
     kind, body = gap.body()
