@@ -16,5 +16,6 @@ venv:  ## create (or reuse) the virtual environment and print its path
 lint:
 	"$$(hack/venv.sh)/bin/ruff" check . && "$$(hack/venv.sh)/bin/ruff" format --check .
 
-crds:  ## regenerate crds/ and the chart's CRDs from llmops/api
+crds:  ## regenerate crds/, the chart's CRDs and the API reference from llmops/api
 	"$$(hack/venv.sh)/bin/llmops" crds
+	"$$(hack/venv.sh)/bin/python" docs/gen_api_reference.py
