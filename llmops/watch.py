@@ -45,7 +45,8 @@ def summary(status: TrainingJobStatus) -> str:
     if status.gates:
         lines.append("gates:")
         for g in status.gates:
-            verdict, value = "PASS" if g.passed else "FAIL", "missing" if g.value is None else f"{g.value:.4f}"
+            value = "missing" if g.value is None else f"{g.value:.4f}"
+            verdict = "PASS" if g.passed else "FAIL"
             lines.append(f"  {verdict}  {g.metric} {g.operator} {g.threshold}  (measured {value})")
     if status.model_version:
         v = status.model_version
