@@ -19,7 +19,7 @@ def progress_line(status: TrainingJobStatus) -> str:
     parts = [f"{status.phase or 'Pending':<9}"]
     if p:
         if p.stage:
-            parts.append(f"stage {p.stage:<9}")
+            parts.append(f"stage {p.stage:<13}")
         if p.step is not None:
             total = f"/{p.total_steps}" if p.total_steps else ""
             percent = f" ({p.percent}%)" if p.percent is not None else ""
