@@ -9,7 +9,7 @@ def test_progress_line_shows_what_a_person_needs() -> None:
         {
             "phase": "Running",
             "progress": {
-                "stage": "train",
+                "stage": "Training",
                 "step": 12,
                 "totalSteps": 40,
                 "percent": 30,
@@ -23,7 +23,7 @@ def test_progress_line_shows_what_a_person_needs() -> None:
     line = progress_line(status)
     for part in (
         "Running",
-        "stage train",
+        "stage Training",
         "step 12/40 (30%)",
         "epoch 0.50",
         "loss 3.2100",
