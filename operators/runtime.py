@@ -9,8 +9,13 @@ crash; Ready/Reconciling/Stalled with observedGeneration; metrics; retries for w
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import json
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -44,6 +49,9 @@ class Outcome:
     reason: str
     message: str
     status: dict[str, Any] = field(default_factory=dict)
+    # Reconcile again after this many seconds even if nothing changes (a clock the kind waits on, or
+    # a resync that repairs drift). None: only on changes.
+    requeue_after: float | None = None
 
 
 @dataclass
@@ -53,6 +61,7 @@ class Context:
     body: dict
     applier: Applier
     logger: logging.Logger | logging.LoggerAdapter
+    retry: int = 0  # how often kopf has retried this handler (finalize); 0 on the first try
 
     @property
     def name(self) -> str:
@@ -66,12 +75,37 @@ class Context:
         kopf.event(self.body, type="Warning" if warning else "Normal", reason=reason, message=message)
 
 
+def status_fingerprint(child: dict) -> Any:
+    """What of a child matters to its parent, by default: its whole status."""
+    return json.dumps(child.get("status") or {}, sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class Child:
+    """Objects a kind creates whose changes re-run the parent's reconcile.
+
+    They are found by the label `llmops.io/<kind>: <parent name>` (operators.apply.labels_for) and
+    watched; when a child's `fingerprint` changes, or it is deleted, the parent is reconciled again.
+    """
+
+    group: str  # "apps"; "" for the core group
+    version: str
+    plural: str
+    fingerprint: Callable[[dict], Any] = status_fingerprint
+
+
 @dataclass(frozen=True)
 class Kind(Generic[Spec]):
     """One custom resource the operator reconciles: its registry entry and its reconcile."""
 
     resource: Resource
     reconcile: Callable[[Spec, Context], Outcome]
+    children: tuple[Child, ...] = ()
+    # Cleanup that no owner reference reaches (a job on a cluster we do not own), run before the
+    # object goes. Only objects that `finalize_when(body)` accepts get the finalizer. Raise
+    # kopf.TemporaryError to retry; an unreadable spec skips it (nothing was made from it).
+    finalize: Callable[[Spec, Context], None] | None = None
+    finalize_when: Callable[[dict], bool] | None = None
 
 
 def describe_validation_error(error: pydantic.ValidationError, prefix: str = "spec") -> str:
@@ -118,11 +152,12 @@ def _heals(error: Exception) -> bool:
     )
 
 
-def reconcile(kind: Kind, body: dict, applier: Applier, logger: Any, patch: kopf.Patch) -> None:
+def reconcile(kind: Kind, body: dict, applier: Applier, logger: Any, patch: kopf.Patch) -> float | None:
     """Run one reconcile of `body` and put the full status into kopf's `patch`.
 
     Never raises on a malformed object: that becomes Stalled plus a Warning Event. API errors
     that will heal become Reconciling and a retry; anything else is Stalled (InternalError).
+    Returns the outcome's `requeue_after`.
     """
     resource = kind.resource
     ctx = Context(body=body, applier=applier, logger=logger)
@@ -153,6 +188,7 @@ def reconcile(kind: Kind, body: dict, applier: Applier, logger: Any, patch: kopf
             return _write(patch, resource, body, Outcome("stalled", "Failed", "InternalError", message))
         patch.status.update(status)
         metrics.RECONCILES.labels(resource.kind, outcome.state).inc()
+        return outcome.requeue_after
 
 
 def _write(patch: kopf.Patch, resource: Resource, body: dict, outcome: Outcome) -> None:
@@ -160,14 +196,183 @@ def _write(patch: kopf.Patch, resource: Resource, body: dict, outcome: Outcome) 
     metrics.RECONCILES.labels(resource.kind, "retry" if outcome.reason == "Retrying" else outcome.state).inc()
 
 
+# Changing this annotation makes kopf see a change and run the reconcile (kopf ignores annotations
+# under its own storage prefix, llmops.io/, so it lives under another). Users may set it too:
+#   kubectl annotate md NAME reconcile.llmops.io/requestedAt="$(date +%s)" --overwrite
+REQUEST_ANNOTATION = "reconcile.llmops.io/requestedAt"
+CHILD_DEBOUNCE_SECONDS = 1.0
+
+
+class Requeue:
+    """Reconciles asked for later, coalesced: one due time per object, the earliest asked for.
+
+    When one falls due the object is poked (REQUEST_ANNOTATION set to the time), which kopf sees
+    as a change: the reconcile then runs through kopf, one at a time per object, as for any change.
+    Lost on restart, and that is harmless: kopf resumes (reconciles) every object at start.
+    """
+
+    def __init__(self, resource: Resource, concurrency: int = 8) -> None:
+        self.resource = resource
+        self.concurrency = concurrency
+        self._due: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    def later(self, namespace: str, name: str, delay: float) -> None:
+        """Reconcile namespace/name in `delay` seconds (or sooner, if already asked). Thread-safe."""
+        due = time.monotonic() + max(delay, 0.0)
+        with self._lock:
+            key = (namespace, name)
+            if key in self._due and self._due[key] <= due:
+                return
+            self._due[key] = due
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._due)
+
+    def start(self, applier: Applier, logger: Any) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(applier, logger), name=f"requeue {self.resource.plural}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _take_due(self) -> tuple[list[tuple[str, str]], float | None]:
+        now = time.monotonic()
+        with self._lock:
+            due = [key for key, at in self._due.items() if at <= now]
+            for key in due:
+                del self._due[key]
+            wait = min(self._due.values(), default=None)
+        return due, None if wait is None else max(wait - now, 0.0)
+
+    async def _run(self, applier: Applier, logger: Any) -> None:
+        assert self._wake is not None
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def poke(namespace: str, name: str) -> None:
+            async with limit:
+                try:
+                    await asyncio.to_thread(self._poke, applier, namespace, name)
+                except Exception as e:  # the object is gone (404) or the API is away: try later
+                    if getattr(e, "status", None) != 404:
+                        logger.warning(f"could not request a reconcile of {namespace}/{name}: {e}")
+                        self.later(namespace, name, 10)
+
+        while True:
+            due, wait = self._take_due()
+            if due:
+                await asyncio.gather(*(poke(ns, name) for ns, name in due))
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    def _poke(self, applier: Applier, namespace: str, name: str) -> None:
+        from llmops.api import API_VERSION
+
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+        applier.client.patch(
+            applier.resource(API_VERSION, self.resource.kind),
+            name=name,
+            namespace=namespace,
+            body={"metadata": {"annotations": {REQUEST_ANNOTATION: now}}},
+            content_type="application/merge-patch+json",
+        )
+
+
+def _watch_child(kind: Kind, child: Child, requeue: Requeue, registry: kopf.OperatorRegistry) -> None:
+    """Re-run the parent's reconcile when a child's fingerprint changes or the child goes away."""
+    label = f"llmops.io/{kind.resource.kind.lower()}"
+    empty = child.fingerprint({})
+    seen: dict[str, Any] = {}  # child uid -> last fingerprint
+
+    @kopf.on.event(
+        child.group,
+        child.version,
+        child.plural,
+        labels={label: kopf.PRESENT},
+        id=f"{kind.resource.plural}-child-{child.plural}",
+        registry=registry,
+    )
+    async def child_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        meta = body.get("metadata", {})
+        uid, namespace, parent = meta.get("uid"), meta.get("namespace"), meta.get("labels", {}).get(label)
+        if not (uid and namespace and parent):
+            return
+        if event["type"] == "DELETED":
+            seen.pop(uid, None)
+            requeue.later(namespace, parent, CHILD_DEBOUNCE_SECONDS)
+            return
+        fingerprint = child.fingerprint(dict(body))
+        before = seen.get(uid, empty)
+        seen[uid] = fingerprint
+        # The initial listing (type None) only records: kopf resumes every parent at start anyway.
+        if event["type"] is not None and fingerprint != before:
+            requeue.later(namespace, parent, CHILD_DEBOUNCE_SECONDS)
+
+
 def register(kind: Kind, registry: kopf.OperatorRegistry) -> None:
-    """One idempotent reconcile for create, update and resume (kopf runs it once per change)."""
+    """One idempotent reconcile for create, update and resume (kopf runs it once per change).
+
+    Plus what makes it level-based: reconciles asked for later (`Outcome.requeue_after`) and
+    reconciles of the parent when one of its children (`Kind.children`) changes.
+    """
     from llmops.api import GROUP, VERSION
 
     plural = kind.resource.plural
+    requeue = Requeue(kind.resource)
 
     @kopf.on.resume(GROUP, VERSION, plural, id="reconcile", registry=registry)
     @kopf.on.create(GROUP, VERSION, plural, id="reconcile", registry=registry)
     @kopf.on.update(GROUP, VERSION, plural, id="reconcile", registry=registry)
     def handler(body: kopf.Body, patch: kopf.Patch, logger: Any, memo: kopf.Memo, **_: Any) -> None:
-        reconcile(kind, dict(body), memo.applier, logger, patch)
+        after = reconcile(kind, dict(body), memo.applier, logger, patch)
+        if after is not None:
+            meta = body["metadata"]
+            requeue.later(meta["namespace"], meta["name"], after)
+
+    @kopf.on.startup(id=f"requeue-{plural}", registry=registry)
+    async def start_requeue(memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        requeue.start(memo.applier, logger)
+
+    @kopf.on.cleanup(id=f"requeue-{plural}", registry=registry)
+    async def stop_requeue(**_: Any) -> None:
+        await requeue.stop()
+
+    for child in kind.children:
+        _watch_child(kind, child, requeue, registry)
+
+    if kind.finalize is not None:
+        _register_finalize(kind, registry)
+
+
+def _register_finalize(kind: Kind, registry: kopf.OperatorRegistry) -> None:
+    from llmops.api import GROUP, VERSION
+
+    cleanup, accepts = kind.finalize, kind.finalize_when
+    assert cleanup is not None
+
+    @kopf.on.delete(
+        GROUP,
+        VERSION,
+        kind.resource.plural,
+        id="finalize",
+        when=(lambda body, **_: accepts(dict(body))) if accepts else None,
+        registry=registry,
+    )
+    def finalize(body: kopf.Body, logger: Any, memo: kopf.Memo, retry: int, **_: Any) -> None:
+        try:
+            spec = kind.resource.spec.model_validate(body.get("spec") or {})
+        except pydantic.ValidationError:
+            return
+        cleanup(spec, Context(body=dict(body), applier=memo.applier, logger=logger, retry=retry))

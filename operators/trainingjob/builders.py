@@ -1,0 +1,386 @@
+"""Pure builders for the TrainingJob operator: spec in, manifests and identifiers out.
+
+Nothing here talks to the cluster, to Ray or to storage, so every decision is unit-tested and the
+RayJob manifests have golden files (tests/unit/golden/trainingjob/).
+
+The run and its lifecycle. A `TrainingRun` (llmops.workload) is what the workload trains: it goes
+into the Ray entrypoint and is fixed once the run has started. The fields that only steer the job's
+lifecycle (`suspend`, `ttlSecondsAfterFinished`, `runtime.activeDeadlineSeconds`,
+`runtime.backoffLimit`) are taken out of the run (`run_spec`) and applied to the RayJob directly, so
+suspending or extending a deadline never changes the entrypoint of a running job.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from llmops.api.common import Resources, SecretKeysRef
+from llmops.api.trainingjob import TrainingJobSpec
+from llmops.workload import JobIdentity, TrainingRun, work_dir_for
+
+RAY_API_VERSION = "ray.io/v1"
+RAYJOB_KIND = "RayJob"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+ENTRYPOINT = ("python", "-m", "training.run", "--config")
+# KubeRay refuses RayJob names over 47 characters (its RayCluster gets a 6-character suffix) and
+# names that are not DNS-1035 labels (they must start with a letter).
+MAX_RAYJOB_NAME = 47
+# The uid of the Ray pods' user in the trainer image (as in the rayproject/ray images).
+RAY_UID = 1000
+SHM_VOLUME = "dshm"
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """The fields of a TrainingJob that steer its RayJob but not what is trained."""
+
+    suspend: bool | None  # None: leave the field to someone else (Kueue admits queued jobs)
+    ttl_seconds_after_finished: int
+    active_deadline_seconds: int | None
+    backoff_limit: int
+
+
+def identity(body: dict) -> JobIdentity:
+    meta = body["metadata"]
+    return JobIdentity(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta["uid"],
+        generation=meta.get("generation") or 1,
+    )
+
+
+def problems(spec: TrainingJobSpec) -> tuple[str, str] | None:
+    """(reason, message) when the spec cannot run as written, before anything is started."""
+    if spec.method.type == "qlora" and spec.resources.per_worker.gpus == 0:
+        return (
+            "GpuRequired",
+            "spec.method.type is qlora, which quantises the base model to 4 bits with bitsandbytes "
+            "and needs GPUs, but spec.resources.perWorker.gpus is 0: request GPUs "
+            "(spec.resources.perWorker.gpus >= 1) or use spec.method.type lora on CPUs",
+        )
+    registry = spec.output.registry.s3
+    data = spec.data.s3
+    if registry and data and registry.credentials_secret_ref and data.credentials_secret_ref:
+        ours, theirs = registry.credentials_secret_ref, data.credentials_secret_ref
+        clash = (
+            {ours.access_key_id_key, ours.secret_access_key_key}
+            & {theirs.access_key_id_key, theirs.secret_access_key_key}
+            if ours.name != theirs.name
+            else set()
+        )
+        if clash:
+            return (
+                "CredentialsClash",
+                f"spec.data.s3.credentialsSecretRef ({theirs.name}) and "
+                f"spec.output.registry.s3.credentialsSecretRef ({ours.name}) both use the keys "
+                f"{', '.join(sorted(clash))}, which become one environment variable of the Ray pods: "
+                "set accessKeyIdKey/secretAccessKeyKey so that the two Secrets use different key names",
+            )
+    return None
+
+
+def run_spec(spec: TrainingJobSpec) -> TrainingJobSpec:
+    """The spec as the workload sees it: lifecycle fields removed (see the module docstring)."""
+    runtime = spec.runtime.model_copy(update={"active_deadline_seconds": None, "backoff_limit": 0})
+    return spec.model_copy(update={"suspend": False, "ttl_seconds_after_finished": None, "runtime": runtime})
+
+
+def training_run(spec: TrainingJobSpec, job: JobIdentity, code_version: str) -> TrainingRun:
+    """What the workload runs; `spec.model.base` should already name a version (see pin_base)."""
+    return TrainingRun(
+        job=job,
+        spec=run_spec(spec),
+        work_dir=work_dir_for(spec.output.registry, job),
+        code_version=code_version,
+    )
+
+
+def pin_base(spec: TrainingJobSpec, version: str) -> TrainingJobSpec:
+    """`spec.model.base` pinned to `version`: an alias moves, a run must not."""
+    assert spec.model.base is not None
+    base = spec.model.base.model_copy(update={"version": version, "alias": None})
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"base": base})})
+
+
+def same_training(a: TrainingJobSpec, b: TrainingJobSpec) -> bool:
+    """Whether two specs train the same thing (the base model compared by name: one may be pinned)."""
+    a, b = run_spec(a), run_spec(b)
+    if a.model.base and b.model.base and a.model.base.name == b.model.base.name:
+        b = b.model_copy(update={"model": a.model})
+    return a == b
+
+
+def entrypoint(run: TrainingRun) -> str:
+    return shlex.join([*ENTRYPOINT, run.encode()])
+
+
+def run_from_entrypoint(command: str | None) -> TrainingRun | None:
+    """The run an entrypoint carries, or None when it is not one of ours (or unreadable)."""
+    try:
+        words = shlex.split(command or "")
+        if tuple(words[: len(ENTRYPOINT)]) != ENTRYPOINT or len(words) != len(ENTRYPOINT) + 1:
+            return None
+        return TrainingRun.decode(words[-1])
+    except ValueError:
+        return None
+
+
+def _dns_label(text: str) -> str:
+    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return label if label[:1].isalpha() else f"tj-{label}".rstrip("-")
+
+
+def rayjob_name(name: str, uid: str) -> str:
+    """`<name>-<5 characters of the uid>`: one RayJob per TrainingJob object, stable across changes.
+
+    A KubeRay-valid name (a DNS-1035 label of at most 47 characters) for any TrainingJob name.
+    """
+    suffix = uid.replace("-", "")[:5]
+    return f"{_dns_label(name)[: MAX_RAYJOB_NAME - len(suffix) - 1].rstrip('-')}-{suffix}"
+
+
+def submission_id(job: JobIdentity) -> str:
+    """The Ray Jobs API submission id of a TrainingJob's run for one generation.
+
+    Deterministic, so an operator that restarts between submitting and recording finds the job it
+    submitted instead of submitting again. A new generation (say, resuming after a suspend) gets a
+    new id, because a stopped Ray job cannot be started again under its old id.
+    """
+    base = f"llmops-{job.namespace}-{job.name}"
+    if len(base) > 96:
+        base = f"{base[:80]}-{hashlib.sha256(base.encode()).hexdigest()[:15]}"
+    return f"{base}-{job.uid[:8]}-g{job.generation}"
+
+
+def submission_metadata(job: JobIdentity) -> dict[str, str]:
+    """Ray job metadata that ties a submission to its TrainingJob (found again by uid)."""
+    return {"llmops.io/trainingjob": f"{job.namespace}/{job.name}", "llmops.io/uid": job.uid}
+
+
+def default_image(code_version: str) -> str:
+    return f"ghcr.io/llmops/trainer:{code_version if code_version != 'unknown' else 'latest'}"
+
+
+def _quantity(value: int | str) -> str:
+    return str(value)
+
+
+def _resources(resources: Resources) -> dict[str, Any]:
+    """Requests equal to limits: training pods are sized to the node, not burstable."""
+    amounts: dict[str, str] = {}
+    if resources.cpu is not None:
+        amounts["cpu"] = _quantity(resources.cpu)
+    if resources.memory is not None:
+        amounts["memory"] = _quantity(resources.memory)
+    if resources.gpus:
+        amounts[GPU_RESOURCE] = str(resources.gpus)
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def _secret_env(ref: SecretKeysRef) -> list[dict[str, Any]]:
+    """The workload reads a Secret's keys from variables named as the keys (training.context)."""
+    return [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}}
+        for key in (ref.access_key_id_key, ref.secret_access_key_key)
+    ]
+
+
+def pod_env(spec: TrainingJobSpec) -> list[dict[str, Any]]:
+    """Environment of every Ray pod: storage credentials by reference, never by value."""
+    env: list[dict[str, Any]] = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
+    seen: set[str] = set()
+    for connection in (spec.output.registry.s3, spec.data.s3):
+        ref = connection.credentials_secret_ref if connection else None
+        if ref is not None:
+            for var in _secret_env(ref):
+                if var["name"] not in seen:  # the same Secret for data and registry: once
+                    seen.add(var["name"])
+                    env.append(var)
+    return env
+
+
+def _node_placement(resources: Resources) -> dict[str, Any]:
+    placement: dict[str, Any] = {}
+    selector = dict(resources.node_selector)
+    if resources.gpu_type:
+        selector[GPU_PRODUCT_LABEL] = resources.gpu_type
+    if selector:
+        placement["nodeSelector"] = dict(sorted(selector.items()))
+    tolerations = [t.to_dict() for t in resources.tolerations]
+    if resources.gpus and not any(
+        t.get("key") == GPU_RESOURCE
+        and t.get("operator") == "Exists"
+        and t.get("effect") in (None, "NoSchedule")
+        for t in tolerations
+    ):
+        tolerations.append(dict(GPU_TOLERATION))
+    if tolerations:
+        placement["tolerations"] = tolerations
+    return placement
+
+
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": RAY_UID,
+    "runAsGroup": RAY_UID,
+    "fsGroup": RAY_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+}
+
+
+def _pod_template(
+    container: str,
+    image: str,
+    resources: Resources,
+    spec: TrainingJobSpec,
+    labels: dict[str, str],
+) -> dict[str, Any]:
+    """A Ray pod: our image, sized from `resources`, non-root, /dev/shm for Ray's object store."""
+    body: dict[str, Any] = {
+        "name": container,
+        "image": image,
+        "env": pod_env(spec),
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
+        "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
+    }
+    if spec.runtime.env_from_secrets:
+        body["envFrom"] = [{"secretRef": {"name": name}} for name in spec.runtime.env_from_secrets]
+    sized = _resources(resources)
+    if sized:
+        body["resources"] = sized
+    pod: dict[str, Any] = {
+        "containers": [body],
+        "securityContext": copy.deepcopy(POD_SECURITY),
+        "volumes": [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}],
+        **_node_placement(resources),
+    }
+    if spec.runtime.service_account_name:
+        pod["serviceAccountName"] = spec.runtime.service_account_name
+    return {"metadata": {"labels": dict(labels)}, "spec": pod}
+
+
+def _submitter_template(image: str, spec: TrainingJobSpec, labels: dict[str, str]) -> dict[str, Any]:
+    """The pod that runs `ray job submit` (KubeRay fills in its command): small and non-root."""
+    container = {
+        "name": "ray-job-submitter",
+        "image": image,
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "256Mi"},
+            "limits": {"cpu": "1", "memory": "1Gi"},
+        },
+    }
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "securityContext": copy.deepcopy(POD_SECURITY),
+    }
+    if spec.runtime.service_account_name:
+        pod["serviceAccountName"] = spec.runtime.service_account_name
+    return {"metadata": {"labels": dict(labels)}, "spec": pod}
+
+
+def rayjob(
+    run: TrainingRun,
+    lifecycle: Lifecycle,
+    *,
+    name: str,
+    image: str,
+) -> dict[str, Any]:
+    """The KubeRay RayJob of a run: a cluster sized from spec.resources, deleted when the job ends.
+
+    Labels, namespace and the owner reference are added by `operators.apply.adopt`.
+    """
+    spec, job = run.spec, run.job
+    pod_labels = {"app.kubernetes.io/managed-by": "llmops", "llmops.io/trainingjob-uid": job.uid}
+    labels = {"app.kubernetes.io/name": "llmops-trainer", "llmops.io/method": spec.method.type}
+    if spec.runtime.queue_name:
+        labels[QUEUE_LABEL] = spec.runtime.queue_name
+    workers = spec.resources.workers
+    job_spec: dict[str, Any] = {
+        "entrypoint": entrypoint(run),
+        "metadata": submission_metadata(job),
+        "shutdownAfterJobFinishes": True,
+        "ttlSecondsAfterFinished": lifecycle.ttl_seconds_after_finished,
+        "backoffLimit": lifecycle.backoff_limit,
+        "submissionMode": "K8sJobMode",
+        "submitterPodTemplate": _submitter_template(image, spec, pod_labels),
+        "rayClusterSpec": {
+            "headGroupSpec": {
+                "rayStartParams": {},
+                "template": _pod_template("ray-head", image, spec.resources.head, spec, pod_labels),
+            },
+            "workerGroupSpecs": [
+                {
+                    "groupName": "workers",
+                    "replicas": workers,
+                    "minReplicas": workers,
+                    "maxReplicas": workers,
+                    "rayStartParams": {},
+                    "template": _pod_template(
+                        "ray-worker", image, spec.resources.per_worker, spec, pod_labels
+                    ),
+                }
+            ],
+        },
+    }
+    if lifecycle.suspend is not None:
+        job_spec["suspend"] = lifecycle.suspend
+    if lifecycle.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = lifecycle.active_deadline_seconds
+    return {
+        "apiVersion": RAY_API_VERSION,
+        "kind": RAYJOB_KIND,
+        "metadata": {"name": name, "labels": labels},
+        "spec": job_spec,
+    }
+
+
+def lifecycle(spec: TrainingJobSpec, *, creating: bool) -> Lifecycle:
+    """The RayJob's lifecycle fields for the current spec.
+
+    With a Kueue queue, Kueue decides when the job runs by flipping `suspend`: the RayJob is created
+    suspended and, afterwards, we only claim `suspend` while the user asks for it.
+    """
+    suspend: bool | None = spec.suspend
+    if spec.runtime.queue_name is not None:
+        suspend = True if creating or spec.suspend else None
+    return Lifecycle(
+        suspend=suspend,
+        ttl_seconds_after_finished=spec.ttl_seconds_after_finished or 0,
+        active_deadline_seconds=spec.runtime.active_deadline_seconds,
+        backoff_limit=spec.runtime.backoff_limit,
+    )
+
+
+def queue_hold(name: str, namespace: str) -> dict[str, Any]:
+    """`suspend: true` alone, applied at creation by a second field manager (`QUEUE_FIELD_MANAGER`).
+
+    Server-side apply removes a field its owner stops sending. Were the operator's own manager the
+    only owner of `suspend: true`, its next apply (which leaves `suspend` to Kueue) would reset it to
+    false and start the job before Kueue admitted it. This second owner keeps it true until Kueue
+    takes it over by admitting the job.
+    """
+    return {
+        "apiVersion": RAY_API_VERSION,
+        "kind": RAYJOB_KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"suspend": True},
+    }
+
+
+QUEUE_FIELD_MANAGER = "llmops-queue-hold"
