@@ -39,6 +39,7 @@ logged. S3 credentials for the sampling destination reach the pod as the environ
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -78,10 +79,12 @@ class UpstreamGroup(ApiModel):
     )
 
     version: VersionLabel = Field(description="Model version; the `version` label of the gateway's metrics.")
-    role: Literal["stable", "canary"] = Field("stable", description="stable or canary.")
+    role: Literal["stable", "canary", "previous"] = Field("stable", description="stable, canary or previous.")
     weight: int = Field(100, ge=0, le=100, description="Share of requests, relative to the other groups.")
     replicas: list[Url] = Field(
-        default_factory=list, max_length=1000, description="Base URLs of the replicas, e.g. http://10.0.0.7:8000."
+        default_factory=list,
+        max_length=1000,
+        description="Base URLs of the replicas, e.g. http://10.0.0.7:8000.",
     )
     service: ServiceEndpoints | None = Field(None, description="Headless Service to resolve instead.")
 
@@ -113,14 +116,17 @@ class GatewayConfig(ApiModel):
         ),
     )
 
-    served_model_name: ModelName = Field(description="The model name clients send (vLLM's --served-model-name).")
+    served_model_name: ModelName = Field(
+        description="The model name clients send (vLLM's --served-model-name)."
+    )
     extra_model_names: list[ModelName] = Field(
         default_factory=list, max_length=32, description="Further accepted names, e.g. LoRA adapters."
     )
     upstreams: list[UpstreamGroup] = Field(min_length=1, max_length=8, description="One group per version.")
 
     api_keys_path: str | None = Field(
-        None, description="Mounted Secret: a directory (one key per file) or a file (one per line); omit: open."
+        None,
+        description="Mounted Secret: a directory (one key per file) or a file (one per line); omit: open.",
     )
     rate_limit: RateLimit | None = Field(None, description="Limits applied to each API key separately.")
 
@@ -128,12 +134,15 @@ class GatewayConfig(ApiModel):
         64, ge=1, le=100000, description="Requests in flight per replica before new ones wait in the queue."
     )
     max_queue: int = Field(256, ge=0, le=100000, description="Requests waiting at most; beyond that, 429.")
-    queue_timeout_seconds: float = Field(60, gt=0, le=3600, description="Longest wait in the queue; then 503.")
+    queue_timeout_seconds: float = Field(
+        60, gt=0, le=3600, description="Longest wait in the queue; then 503."
+    )
     scale_to_zero_hold_seconds: float = Field(
         0,
         ge=0,
         le=3600,
-        description="While no replica is ready, hold requests this long (a scaled-to-zero version wakes); 0: 503.",
+        description="While no replica is ready, hold requests this long (a version scaled to zero wakes up);"
+        " 0: answer 503 at once.",
     )
 
     pii_redaction: bool = Field(False, description="Redact e-mails, phone and card numbers, IP addresses.")
@@ -145,11 +154,17 @@ class GatewayConfig(ApiModel):
     payload_sampling: Sampling | None = Field(None, description="Sampled request/response pairs.")
     drift_sampling: Sampling | None = Field(None, description="Sampled prompts for the drift monitor.")
 
-    health_check_interval_seconds: float = Field(2, gt=0, le=300, description="Replica health polling period.")
+    health_check_interval_seconds: float = Field(
+        2, gt=0, le=300, description="Replica health polling period."
+    )
     dns_refresh_seconds: float = Field(5, gt=0, le=300, description="How often Services are resolved again.")
     upstream_timeout_seconds: float = Field(600, gt=0, le=86400, description="Longest one upstream request.")
-    drain_timeout_seconds: float = Field(30, ge=0, le=3600, description="On SIGTERM, wait this long for requests.")
-    max_request_bytes: int = Field(4 << 20, ge=1024, le=256 << 20, description="Largest request body accepted.")
+    drain_timeout_seconds: float = Field(
+        30, ge=0, le=3600, description="On SIGTERM, wait this long for requests."
+    )
+    max_request_bytes: int = Field(
+        4 << 20, ge=1024, le=256 << 20, description="Largest request body accepted."
+    )
     anomaly_window_seconds: float = Field(
         10, gt=0, le=3600, description="Latency and error rate are judged per window of this length."
     )
@@ -169,6 +184,21 @@ class GatewayConfig(ApiModel):
 API_KEYS_MOUNT = "/etc/llmops/api-keys"
 
 
+def per_replica(limit: RateLimit | None, replicas: int) -> RateLimit | None:
+    """Each gateway replica keeps its own buckets: give each its share of the limits (rounded up)."""
+    if limit is None or replicas <= 1:
+        return limit
+
+    def share(value: int | None) -> int | None:
+        return None if value is None else max(1, math.ceil(value / replicas))
+
+    return RateLimit(
+        requests_per_minute=share(limit.requests_per_minute),
+        tokens_per_minute=share(limit.tokens_per_minute),
+        burst=share(limit.burst),
+    )
+
+
 def gateway_config_for(
     gateway: Gateway,
     *,
@@ -184,6 +214,10 @@ def gateway_config_for(
     `scale_to_zero` (spec.autoscaling.scaleToZero) turns on the hold; `hold_seconds` should cover a cold
     start (image pull, model download, vLLM start-up). The API keys Secret, if any, is expected at
     `API_KEYS_MOUNT`.
+
+    Rate limits are enforced by each gateway replica on its own: with N replicas a key gets up to N
+    times the limit. `per_replica(limit, N)` gives each replica its share, for callers that want the
+    spec's limits to hold across all replicas.
     """
     sampling = gateway.payload_sampling
     return GatewayConfig(

@@ -25,7 +25,7 @@ _EMAIL = re.compile(
     r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![\w-])"
 )
-_CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
+_CARD = re.compile(r"(?<![\w.-])\d(?:[ -]?\d){12,18}(?![\w-])")
 _IPV4 = re.compile(
     r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)"
 )
@@ -33,7 +33,9 @@ _IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w
 _PHONE = re.compile(
     r"(?<![\w+.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d+(?:[ .-]\d+){0,5}(?!\w|[.-]\d)"
 )
-_DATE_OR_TIME = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$|^\d{1,2}(?::\d\d)+$")
+_DATE_OR_TIME = re.compile(
+    r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$|^\d{1,2}(?::\d\d)+$"
+)
 
 # The longest text one match can span; the streaming redactor holds back at most this much.
 MAX_MATCH_CHARS = 320
@@ -76,10 +78,14 @@ def _is_phone(candidate: str) -> bool:
 def _candidates(text: str) -> Iterator[Match]:
     for m in _EMAIL.finditer(text):
         yield Match("EMAIL", m.start(), m.end())
-    for m in _CARD.finditer(text):
+    pos = 0
+    while (m := _CARD.search(text, pos)) is not None:
         digits = re.sub(r"\D", "", m.group())
         if 13 <= len(digits) <= 19 and luhn_valid(digits):
             yield Match("CARD", m.start(), m.end())
+            pos = m.end()
+        else:  # a longer run that fails the checksum may hide a valid number further on
+            pos = m.start() + 1
     for m in _IPV4.finditer(text):
         yield Match("IP", m.start(), m.end())
     for m in _IPV6.finditer(text):

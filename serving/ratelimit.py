@@ -66,7 +66,7 @@ class Decision:
 
     @property
     def retry_after_header(self) -> str:
-        return str(max(1, math.ceil(self.retry_after)))
+        return str(max(1, math.ceil(self.retry_after - 1e-6)))
 
 
 class KeyLimiter:

