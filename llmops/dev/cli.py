@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -117,3 +118,92 @@ def down(state_dir: Path) -> None:
     """Stop every component and remove the state folder."""
     LocalCluster(state_dir).stop(remove=True)
     click.echo(f"stopped; removed {state_dir}")
+
+
+@dev.command()
+@state_dir_option
+def env(state_dir: Path) -> None:
+    """Print `export` lines for the running services (S3 endpoint and keys, Ray, Prometheus)."""
+    from llmops.dev import services as svc
+
+    cluster = LocalCluster(state_dir)
+    click.echo(f"export KUBECONFIG={cluster.kubeconfig}")
+    if minio := svc.service(cluster, "minio"):
+        click.echo(f"export S3_ENDPOINT={minio['endpoint']}")
+        click.echo(f"export AWS_ACCESS_KEY_ID={minio['accessKeyId']}")
+        click.echo(f"export AWS_SECRET_ACCESS_KEY={minio['secretAccessKey']}")
+    if ray := svc.service(cluster, "ray"):
+        click.echo(f"export RAY_ADDRESS={ray['address']}")
+    if prometheus := svc.service(cluster, "prometheus"):
+        click.echo(f"export PROMETHEUS_URL={prometheus['url']}")
+
+
+@dev.command()
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.argument("target")
+@click.option("--endpoint", envvar="S3_ENDPOINT", required=True, help="S3 endpoint ($S3_ENDPOINT).")
+def upload(source: Path, target: str, endpoint: str) -> None:
+    """Copy a file or a folder to s3://BUCKET/PREFIX (keys from $AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY)."""
+    from llmops.storage import S3Store
+
+    if not target.startswith("s3://"):
+        raise click.UsageError("TARGET must be s3://bucket/prefix")
+    bucket, _, prefix = target.removeprefix("s3://").partition("/")
+    store = S3Store(bucket, prefix, endpoint=endpoint, region=None, credentials=None)
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    for path in files:
+        key = path.name if source.is_file() else path.relative_to(source).as_posix()
+        store.upload_file(key, path)
+    click.echo(f"uploaded {len(files)} file(s) to {store.uri}")
+
+
+@dev.command("serve")
+@click.argument("name")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@state_dir_option
+def serve_command(name: str, namespace: str, state_dir: Path) -> None:
+    """Run ModelDeployment NAME here on the CPU from the operator's own objects; print `export` lines."""
+    from llmops.dev.serve import serve
+
+    try:
+        addresses = serve(LocalCluster(state_dir), name, namespace)
+    except ClusterError as e:
+        raise click.ClickException(str(e)) from e
+    for key, value in addresses.items():
+        click.echo(f"export {key}={value}")
+
+
+@dev.command()
+@state_dir_option
+def metrics(state_dir: Path) -> None:
+    """Print a few gateway and vLLM metrics, queried from the dev Prometheus."""
+    import urllib.parse
+    import urllib.request
+
+    from llmops.dev import services as svc
+
+    prometheus = svc.service(LocalCluster(state_dir), "prometheus")
+    if not prometheus:
+        raise click.ClickException("Prometheus is not running: llmops dev up --services")
+    queries = {
+        "gateway requests by code": "sum by (code) (llmops_gateway_requests_total)",
+        "gateway p50 latency (s)": (
+            "histogram_quantile(0.5, sum by (le) (llmops_gateway_request_duration_seconds_bucket))"
+        ),
+        "gateway time to first token p50 (s)": (
+            "histogram_quantile(0.5, sum by (le) (llmops_gateway_time_to_first_token_seconds_bucket))"
+        ),
+        "gateway completion tokens": "sum(llmops_gateway_completion_tokens_total)",
+        "vLLM prompt tokens": "sum({__name__=~'vllm:prompt_tokens(_total)?'})",
+        "vLLM generation tokens": "sum({__name__=~'vllm:generation_tokens(_total)?'})",
+        "vLLM requests waiting": "sum(vllm:num_requests_waiting)",
+    }
+    for label, query in queries.items():
+        url = f"{prometheus['url']}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            result = json.load(r)["data"]["result"]
+        values = ", ".join(
+            (f"{s['metric'].get('code')}: " if s["metric"].get("code") else "") + f"{float(s['value'][1]):g}"
+            for s in result
+        )
+        click.echo(f"  {label:<38} {values or 'no data yet'}")
