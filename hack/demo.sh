@@ -1,49 +1,81 @@
 #!/usr/bin/env bash
-# The main job (`make demo`): on a fresh machine, set up everything, start a real local control
-# plane with the llmops operator, apply the examples and show what the platform made of them.
-# Every step says what it does; a failure names the step and its log.
+# The main job (`make demo`): on a fresh machine, set up everything, then run the lifecycle for
+# real on this machine: a local control plane with the llmops operator, MinIO, a Ray head and
+# Prometheus; a TrainingJob that fine-tunes a tiny model on bundled data and registers a version;
+# a ModelDeployment of that version, served on the CPU by exactly the commands the operator
+# generated; a chat request through the gateway; metrics from Prometheus.
+# Every step says what it does; a failure names the step and where its log is.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-fail() { echo "demo failed at step: $current (log: ${2:-see above})" >&2; exit 1; }
-trap 'fail "$current"' ERR
+trap 'echo "demo failed at step: $current (logs: ${LLMOPS_DEV_DIR:-/tmp/llmops-dev-$(id -u)}/logs)" >&2' ERR
+ns=quickstart
 
-current="python environment"; step "$current (hack/venv.sh; cached in ~/.cache/llmops)"
+current="python environment"; step "$current (hack/venv.sh; torch, Ray and vLLM for the CPU; cached in ~/.cache/llmops)"
 venv=$(hack/venv.sh)
 export PATH="$venv/bin:$PATH"
 
 current="control-plane tools"; step "$current (built from the Go module proxy on the first run: 20-30 min on 2 cores)"
-hack/tools/build.sh k8s etcd kwok helm >/dev/null
+hack/tools/build.sh >/dev/null
 
-current="local cluster and operator"; step "$current (llmops dev up --operator)"
-eval "$(llmops dev up --operator)"
+current="local cluster, operator, MinIO, Ray head, Prometheus"; step "$current (llmops dev up --operator --services)"
+llmops dev up --operator --services >/dev/null
+eval "$(llmops dev env)"
 kubectl get nodes -o custom-columns='NODE:.metadata.name,CPU:.status.capacity.cpu,GPUS:.status.capacity.nvidia\.com/gpu,READY:.status.conditions[?(@.type=="Ready")].status'
 
-current="examples"; step "$current (kubectl apply -f examples/ into namespace demo)"
-kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-# Credentials the examples refer to: the admission webhook refuses references to missing Secrets.
-for s in dataset-credentials payload-credentials registry-credentials support-bot-api-keys hf-token; do
-  kubectl -n demo create secret generic "$s" --from-literal=placeholder=demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-done
-kubectl -n demo apply -f examples/
-for kind in trainingjobs modeldeployments; do
-  kubectl -n demo wait "$kind" --all --for=jsonpath='{.status.observedGeneration}' --timeout=60s >/dev/null
-done
-kubectl -n demo get llmops
+current="quickstart data and base model"; step "$current (bundled corpus and a tiny random Llama, uploaded to MinIO)"
+work=$(llmops dev status | awk '/^kubeconfig/ {print $2}' | xargs dirname)/quickstart
+python -m serving.local make-model "$work/base" --corpus training/data/quickstart/train.jsonl >/dev/null
+llmops dev upload "$work/base" s3://llmops/base/tiny-llama
+llmops dev upload training/data/quickstart s3://llmops/datasets/quickstart
+kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl -n "$ns" create secret generic quickstart-api-keys --from-literal=demo="demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl -n "$ns" create secret generic minio-credentials --from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
+  --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
-current="bad input"; step "$current (each file in examples/invalid/ is refused with the field that is wrong)"
-for f in examples/invalid/*.yaml; do
-  msg=$(kubectl -n demo apply -f "$f" 2>&1 >/dev/null || true)
-  printf '  %-48s %s\n' "$(basename "$f")" "$(echo "$msg" | grep -oE '(unknown field "[^"]*"|spec[^:]*: [^;]*)' | head -1 | cut -c1-110)"
-done
+current="TrainingJob"; step "$current (examples/quickstart/trainingjob.yaml, runtime rayJobsAPI on the local Ray head)"
+envsubst '${S3_ENDPOINT} ${RAY_ADDRESS}' <examples/quickstart/trainingjob.yaml | kubectl -n "$ns" apply -f -
+llmops watch trainingjob quickstart -n "$ns"
+version=$(kubectl -n "$ns" get tj quickstart -o jsonpath='{.status.modelVersion.version}')
+
+current="ModelDeployment"; step "$current of support-tiny version $version (examples/quickstart/modeldeployment.yaml)"
+export MODEL_VERSION=$version
+envsubst '${S3_ENDPOINT} ${MODEL_VERSION}' <examples/quickstart/modeldeployment.yaml | kubectl -n "$ns" apply -f -
+kubectl -n "$ns" wait md/quickstart --for=condition=Ready --timeout=180s
+kubectl -n "$ns" get md quickstart
+kubectl -n "$ns" get deployments,services,scaledobjects,servicemonitors,prometheusrules -l llmops.io/modeldeployment=quickstart
+
+current="serve what was deployed"; step "$current (the operator's vLLM and gateway commands, run here on the CPU)"
+eval "$(llmops dev serve quickstart -n "$ns")"
+
+current="chat"; step "$current (the official openai client, through the gateway)"
+python - <<'PY'
+import os
+from openai import OpenAI
+
+client = OpenAI(base_url=os.environ["GATEWAY_URL"], api_key=os.environ["GATEWAY_API_KEY"])
+reply = client.chat.completions.create(
+    model=os.environ["SERVED_MODEL"],
+    messages=[{"role": "user", "content": "How much does the Basic plan cost?"}],
+    max_tokens=24,
+)
+print(f"model {reply.model} answered: {reply.choices[0].message.content!r}")
+print(f"tokens: prompt {reply.usage.prompt_tokens}, completion {reply.usage.completion_tokens}")
+PY
+
+current="metrics"; step "$current (queried from Prometheus at $PROMETHEUS_URL)"
+llmops dev metrics
 
 current="summary"; step "look around"
 cat <<TXT
   export KUBECONFIG=$KUBECONFIG
-  kubectl get llmops -A                       # every llmops object (the category)
-  kubectl -n demo describe trainingjob support-bot-lora-billing
-  kubectl -n demo get modeldeployments -o yaml | less
-  llmops dev status                           # the processes, the operator included
-  llmops dev down                             # stop everything and remove the state folder
+  kubectl get llmops -A                                # every llmops object (the category)
+  kubectl -n $ns describe trainingjob quickstart       # progress, evaluation, gates, model version
+  kubectl -n $ns get modeldeployment quickstart -o yaml
+  curl -s $GATEWAY_URL/models -H "Authorization: Bearer \$GATEWAY_API_KEY"
+  open $PROMETHEUS_URL                                 # Prometheus (gateway and vLLM metrics)
+  llmops dev status                                    # every process of the demo
+  llmops dev down                                      # stop everything and remove the state folder
 TXT

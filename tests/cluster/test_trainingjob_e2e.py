@@ -67,6 +67,7 @@ def ray_head() -> Iterator[str]:
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # `python` in the entrypoint
         "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",  # loopback only; ignore a token another run left in ~/.ray
     }
     log = open(temp / "ray-start.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
