@@ -113,7 +113,9 @@ def start_ray(cluster: LocalCluster, num_cpus: int = 2) -> dict:
         f"--temp-dir={Path('/tmp') / ('ray-' + cluster.state_dir.name)}", "--disable-usage-stats",
     ]  # fmt: skip
     # A development head on loopback only: no token auth, whatever ~/.ray holds from other runs.
-    cluster.spawn("ray", argv, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"})
+    cluster.spawn(
+        "ray", argv, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    )
     address = f"http://127.0.0.1:{dashboard}"
     log = cluster.logs / "ray.log"
     wait_for("the Ray dashboard", lambda: _http_ok(f"{address}/api/version"), 120, log)
