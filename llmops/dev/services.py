@@ -113,9 +113,12 @@ def start_ray(cluster: LocalCluster, num_cpus: int = 2) -> dict:
         f"--temp-dir={Path('/tmp') / ('ray-' + cluster.state_dir.name)}", "--disable-usage-stats",
     ]  # fmt: skip
     # A development head on loopback only: no token auth, whatever ~/.ray holds from other runs.
-    cluster.spawn(
-        "ray", argv, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    )
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    if minio := service(cluster, "minio"):
+        # Like a real shared Ray cluster, it brings its own storage access (the operator never hands
+        # secret values to a Ray cluster it does not own).
+        env |= {"AWS_ACCESS_KEY_ID": minio["accessKeyId"], "AWS_SECRET_ACCESS_KEY": minio["secretAccessKey"]}
+    cluster.spawn("ray", argv, env=env)
     address = f"http://127.0.0.1:{dashboard}"
     log = cluster.logs / "ray.log"
     wait_for("the Ray dashboard", lambda: _http_ok(f"{address}/api/version"), 120, log)
