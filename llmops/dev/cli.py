@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import click
@@ -190,18 +191,22 @@ def metrics(state_dir: Path) -> None:
         "gateway p50 latency (s)": (
             "histogram_quantile(0.5, sum by (le) (llmops_gateway_request_duration_seconds_bucket))"
         ),
-        "gateway time to first token p50 (s)": (
-            "histogram_quantile(0.5, sum by (le) (llmops_gateway_time_to_first_token_seconds_bucket))"
-        ),
         "gateway completion tokens": "sum(llmops_gateway_completion_tokens_total)",
         "vLLM prompt tokens": "sum({__name__=~'vllm:prompt_tokens(_total)?'})",
         "vLLM generation tokens": "sum({__name__=~'vllm:generation_tokens(_total)?'})",
         "vLLM requests waiting": "sum(vllm:num_requests_waiting)",
     }
-    for label, query in queries.items():
-        url = f"{prometheus['url']}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    def query(expr: str) -> list[dict]:
+        url = f"{prometheus['url']}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
         with urllib.request.urlopen(url, timeout=10) as r:
-            result = json.load(r)["data"]["result"]
+            return json.load(r)["data"]["result"]
+
+    # Targets set a moment ago are scraped within a few intervals: wait for the first samples.
+    deadline = time.monotonic() + 30
+    while not query(queries["gateway requests by code"]) and time.monotonic() < deadline:
+        time.sleep(1)
+    for label, expr in queries.items():
+        result = query(expr)
         values = ", ".join(
             (f"{s['metric'].get('code')}: " if s["metric"].get("code") else "") + f"{float(s['value'][1]):g}"
             for s in result
