@@ -102,3 +102,20 @@ def augment(text: str, kind: str, probability: float, copy: int, seed: int) -> s
     rng = _seeded(text, seed, kind, copy)
     fn = AUGMENTERS[kind]
     return "\n".join(" ".join(fn(line.split(), probability, rng)) for line in text.split("\n"))
+
+
+def pack_blocks(
+    documents: list[list[int]], block_size: int, pad_id: int
+) -> tuple[list[list[int]], list[int]]:
+    """Concatenate token sequences and cut them into blocks of `block_size`.
+
+    Returns (blocks, lengths): every block has exactly block_size ids; the last one is padded with
+    pad_id and its length says how many ids are real (the loss ignores the rest). No token is lost.
+    """
+    stream = [t for doc in documents for t in doc]
+    blocks, lengths = [], []
+    for start in range(0, len(stream), block_size):
+        chunk = stream[start : start + block_size]
+        lengths.append(len(chunk))
+        blocks.append(chunk + [pad_id] * (block_size - len(chunk)))
+    return blocks, lengths

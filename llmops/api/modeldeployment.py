@@ -258,7 +258,7 @@ class ServingVersion(ApiModel):
         description="Resolved version."
     )
     role: Literal["stable", "canary", "previous"] = Field(
-        description="stable, canary, or previous: the version being replaced, kept until the new one is ready."
+        description="stable, canary, or previous (being replaced; kept until the new one is ready)."
     )
     weight: Percent = Field(description="Percentage of requests it receives.")
     replicas: int = Field(0, ge=0, description="Replicas wanted.")

@@ -196,6 +196,7 @@ def metrics(state_dir: Path) -> None:
         "vLLM generation tokens": "sum({__name__=~'vllm:generation_tokens(_total)?'})",
         "vLLM requests waiting": "sum(vllm:num_requests_waiting)",
     }
+
     def query(expr: str) -> list[dict]:
         url = f"{prometheus['url']}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
         with urllib.request.urlopen(url, timeout=10) as r:

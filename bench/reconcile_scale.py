@@ -1,0 +1,255 @@
+"""ModelDeployments at scale, on a real local control plane (kwok makes the pods Ready).
+
+N ModelDeployments go through the operator: resolve the version in a (local) registry, apply every
+child (vLLM Deployment and Service, ScaledObject, gateway ConfigMap, Deployment and Service, two
+PodDisruptionBudgets, three NetworkPolicies), watch the children and write status until all N are
+Ready. The baseline, in the same run and on the same apiserver, writes the same children directly
+(server-side apply from a pool of as many threads as the operator has workers) and waits until all
+their Deployments are available. Both wait on the same controllers (deployment, replicaset,
+scheduler, kwok), so the ratio is the operator's own overhead on the way to Ready; the time to
+create all children is printed too. Prints both, the ratio, and the operator's RSS.
+
+    python bench/reconcile_scale.py [--objects 1000] [--malloc-arena-max N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from kubernetes import client, config
+
+from llmops.api import GROUP, MODEL_DEPLOYMENT, VERSION
+from llmops.api.modeldeployment import ModelDeploymentSpec
+from llmops.dev.cluster import DEFAULT_NODES, FakeNode, LocalCluster
+from llmops.registry import GateVerdict, Lineage, register
+from llmops.storage import LocalStore
+from operators.apply import Applier
+from operators.modeldeployment import rolled_out
+from operators.modeldeployment.builders import Plan, ServedVersion, ServingSettings, build
+from operators.modeldeployment.names import vllm_name
+
+ROOT = Path(__file__).resolve().parents[1]
+PLURAL = MODEL_DEPLOYMENT.plural
+WORKERS = 16  # the operator's settings.execution.max_workers
+PODS_PER_OBJECT = 2  # one vLLM replica, one gateway replica
+
+
+def spec(registry: Path) -> dict:
+    return {
+        "model": {"name": "bench", "version": "1"},
+        "registry": {"local": {"path": str(registry)}},
+        "resources": {"cpu": "100m", "memory": "128Mi"},
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 4, "targetQueueDepth": 4},
+        "gateway": {"replicas": 1},
+    }
+
+
+def objects(n: int, registry: Path) -> list[dict]:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment", "spec": spec(registry)}
+    out = []
+    for i in range(n):
+        obj = copy.deepcopy(body)
+        obj["metadata"] = {"name": f"bench-{i:05d}"}
+        out.append(obj)
+    return out
+
+
+def create_all(api: client.CustomObjectsApi, namespace: str, bodies: list[dict]) -> list[dict]:
+    with ThreadPoolExecutor(8) as pool:
+        return list(
+            pool.map(
+                lambda b: api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, b), bodies
+            )
+        )
+
+
+def direct_children(created: list[dict]) -> list[list[dict]]:
+    """The children the operator would apply for each object, built by the same pure builders."""
+    settings = ServingSettings()
+    out = []
+    for owner in created:
+        md_spec = ModelDeploymentSpec.model_validate(owner["spec"])
+        name = owner["metadata"]["name"]
+        deployment = vllm_name(name, "bench", "1", "bench")
+        plan = Plan((ServedVersion("bench", "1", "stable", 100, deployment),))
+        out.append(build(md_spec, owner, plan, settings))
+    return out
+
+
+def deployments_available(applier: Applier, namespace: str) -> int:
+    return sum(rolled_out(d) for d in applier.list("apps/v1", "Deployment", namespace))
+
+
+def ready_objects(api: client.CustomObjectsApi, namespace: str) -> int:
+    items = api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+    return sum(
+        1
+        for o in items
+        if any(
+            c["type"] == "Ready"
+            and c["status"] == "True"
+            and c.get("observedGeneration") == o["metadata"]["generation"]
+            for c in (o.get("status") or {}).get("conditions", [])
+        )
+    )
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(current, peak) resident memory of a process."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields.get("VmRSS", float("nan")), fields.get("VmHWM", float("nan"))
+
+
+def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen | None = None) -> float:
+    start, last = time.perf_counter(), -1
+    while (done := check()) < target:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the operator exited ({proc.returncode}) while waiting for {what}")
+        if time.perf_counter() - start > timeout:
+            raise SystemExit(f"timed out waiting for {what}: {done}/{target}")
+        if done != last:
+            last = done
+        time.sleep(1)
+    return time.perf_counter()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=1000)
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument(
+        "--malloc-arena-max",
+        type=int,
+        default=0,
+        help="MALLOC_ARENA_MAX for the operator (0: glibc's default)",
+    )
+    args = parser.parse_args()
+    n = args.objects
+    # Room for both runs' pods: 110 pods per kwok node.
+    extra = [
+        FakeNode(f"kwok-bench-{i}", cpu="64", memory="256Gi")
+        for i in range(2 * n * PODS_PER_OBJECT // 100 + 1)
+    ]
+
+    with tempfile.TemporaryDirectory(prefix="llmops-bench-") as tmp:
+        registry = Path(tmp) / "registry"
+        model = Path(tmp) / "model"
+        model.mkdir()
+        (model / "config.json").write_text("{}")
+        gates = [GateVerdict(metric="accuracy", operator=">=", threshold=0, value=1, passed=True)]
+        register(LocalStore(registry), "bench", model, metrics={}, gates=gates, lineage=Lineage())
+
+        cluster = LocalCluster(Path(tmp) / "cluster", nodes=(*DEFAULT_NODES, *extra), tie_to_parent=True)
+        cluster.start()
+        try:
+            cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+            cluster.kubectl("wait", "--for=condition=Established", f"crd/{MODEL_DEPLOYMENT.crd_name}")
+            api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+            api_client.configuration.connection_pool_maxsize = WORKERS
+            api, apps = client.CustomObjectsApi(api_client), client.AppsV1Api(api_client)
+            for ns in ("direct", "operator"):
+                cluster.kubectl("create", "namespace", ns)
+
+            # Baseline: the same children, written directly by a pool of WORKERS threads.
+            created = create_all(api, "direct", objects(n, registry))
+            children = direct_children(created)
+            count = sum(len(c) for c in children)
+            applier = Applier(api_client)
+            applier.resource("apps/v1", "Deployment")  # discovery before the clock starts
+            start = time.perf_counter()
+            with ThreadPoolExecutor(WORKERS) as pool:
+                list(pool.map(lambda group: [applier.apply(m) for m in group], children))
+            direct_created = time.perf_counter() - start
+            direct_ready = (
+                wait(
+                    "direct Deployments",
+                    lambda: deployments_available(applier, "direct"),
+                    2 * n,
+                    args.timeout,
+                )
+                - start
+            )
+
+            # The operator: the same objects, from its start until every one is Ready.
+            create_all(api, "operator", objects(n, registry))
+            log = open(Path(tmp) / "operator.log", "w")  # noqa: SIM115 - closed below
+            env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+            if args.malloc_arena_max:
+                env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
+            start = time.perf_counter()
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "llmops.cli",
+                    "operator",
+                    "--namespace",
+                    "operator",
+                    "--metrics-port",
+                    "0",
+                    "--health-port",
+                    "0",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                operator_created = (
+                    wait(
+                        "the operator's Deployments",
+                        lambda: len(apps.list_namespaced_deployment("operator").items),
+                        2 * n,
+                        args.timeout,
+                        proc,
+                    )
+                    - start
+                )
+                operator_ready = (
+                    wait(
+                        "Ready ModelDeployments",
+                        lambda: ready_objects(api, "operator"),
+                        n,
+                        args.timeout,
+                        proc,
+                    )
+                    - start
+                )
+                rss, peak = rss_mib(proc.pid)
+                time.sleep(10)  # settled: child events and status writes done
+                settled, _ = rss_mib(proc.pid)
+            finally:
+                proc.terminate()
+                proc.wait(60)
+                log.close()
+        finally:
+            cluster.stop(remove=True)
+
+    print(f"objects: {n} ModelDeployments, {count // n} children each, {PODS_PER_OBJECT} pods each")
+    print(
+        f"direct:   children written {direct_created:7.1f} s, all Deployments available {direct_ready:7.1f} s"
+    )
+    print(f"operator: children written {operator_created:7.1f} s, all objects Ready {operator_ready:13.1f} s")
+    print(f"ratio direct/operator, to Ready: {direct_ready / operator_ready:.2f}")
+    print(f"ratio direct/operator, children written: {direct_created / operator_created:.2f}")
+    print(
+        f"operator RSS: {rss:.0f} MiB when all were Ready, {settled:.0f} MiB 10 s later, peak {peak:.0f} MiB"
+    )
+    if args.malloc_arena_max:
+        print(f"(MALLOC_ARENA_MAX={args.malloc_arena_max})")
+
+
+if __name__ == "__main__":
+    main()

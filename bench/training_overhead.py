@@ -1,0 +1,200 @@
+"""The Ray Train path's own cost: tokens/s of training.train's TorchTrainer loop vs a plain torch loop.
+
+Same tiny Llama (random init, head_dim 64), same packed blocks, same optimiser, batch, thread count
+and number of steps, in the same run on the same machine. The Ray path is the workload's real
+`train_loop` under TorchTrainer with one worker (gloo; progress reports, a checkpoint at the end and
+the final model upload included); the baseline is a bare loop in this process.
+
+Printed: tokens/s of each, measured inside the loop (from the first step to the last, the number
+the workload reports), and the Ray path's rate over the whole `fit()` call including worker
+start-up; the ratio Ray / plain of the in-loop rates (goal >= 0.9) and of the end-to-end rate.
+
+    python bench/training_overhead.py [--steps 150] [--batch 8] [--block 128] [--threads 2] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def prepare(work: Path, block: int) -> tuple[Path, int]:
+    """Tokenize and pack the quickstart corpus into <work>/prepare as the prepare stage lays it out."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from training import text
+    from training.model import load_tokenizer
+    from training.tiny import corpus, make_tiny_llama
+
+    texts = corpus([ROOT / "training/data/quickstart/train.jsonl", ROOT / "tests/data/corpus.txt"])
+    base = make_tiny_llama(texts, work / "base")
+    tok = load_tokenizer(base)
+    docs = [[tok.bos_token_id, *tok.encode(t, add_special_tokens=False), tok.eos_token_id] for t in texts]
+    blocks, lengths = text.pack_blocks(docs, block, tok.pad_token_id)
+    (work / "prepare/train").mkdir(parents=True)
+    table = pa.table(
+        {"input_ids": pa.array(blocks, pa.list_(pa.int32())), "length": pa.array(lengths, pa.int32())}
+    )
+    pq.write_table(table, work / "prepare/train/part-0.parquet")
+    tok.save_pretrained(work / "prepare/tokenizer")
+    return base, len(blocks)
+
+
+def config(work: Path, base: Path, steps: int, batch: int, threads: int, blocks: int) -> dict:
+    from llmops.api.common import ObjectStorageLocation
+    from llmops.api.trainingjob import Hyperparameters
+    from training.context import StoreSpec
+    from training.model import ModelSource
+    from training.train import plan_steps
+
+    hp = Hyperparameters(max_steps=steps, learning_rate=1e-3, batch_size=batch, lr_scheduler="constant")
+    local = StoreSpec(ObjectStorageLocation.model_validate({"local": {"path": str(work)}}))
+    per_epoch, total = plan_steps(blocks, batch, 1, 1, steps)
+    return {
+        "uid": "bench",
+        "method": "full",
+        "hyperparameters": hp.model_dump(),
+        "lora": None,
+        "architecture": None,
+        "base": ModelSource(
+            str(base), StoreSpec(ObjectStorageLocation.model_validate({"local": {"path": str(base)}}))
+        ),
+        "work": local,
+        "threads": threads,
+        "checkpoint_every": total,
+        "steps_per_epoch": per_epoch,
+        "total_steps": total,
+        "progress_interval_s": 10.0,
+    }
+
+
+def plain_loop(cfg: dict, base: Path, work: Path) -> float:
+    """The baseline: the same model, batches and optimiser in a bare loop. Returns tokens/s."""
+    import numpy as np
+    import torch
+
+    from training.model import build, load_tokenizer
+    from training.train import _batch, _load_blocks, _token_loss
+
+    torch.set_num_threads(cfg["threads"])
+    hp = cfg["hyperparameters"]
+    device = torch.device("cpu")
+    model = build(cfg, base, load_tokenizer(base), device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=hp["learning_rate"], weight_decay=hp["weight_decay"])
+    ids, lengths = _load_blocks(cfg["work"], "train")
+    bs = hp["batch_size"]
+    model.train()
+    tokens = 0.0
+    start = time.monotonic()
+    step = 0
+    while step < cfg["total_steps"]:
+        order = np.random.default_rng(hp["seed"] + step // cfg["steps_per_epoch"]).permutation(len(ids))
+        for i in range(cfg["steps_per_epoch"]):
+            if step >= cfg["total_steps"]:
+                break
+            x, mask, labels = _batch(ids, lengths, order[i * bs : (i + 1) * bs], device)
+            loss = _token_loss(model(input_ids=x, attention_mask=mask).logits, labels, 0.0)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, hp["max_grad_norm"])
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            tokens += float(mask.sum())
+            step += 1
+    return tokens / (time.monotonic() - start)
+
+
+def ray_path(cfg: dict, work: Path) -> tuple[float, float, float]:
+    """The workload's TorchTrainer path. Returns (in-loop tokens/s, end-to-end tokens/s, fit seconds)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from training.train import train_loop
+
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=cfg,
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": cfg["threads"]}),
+        run_config=RunConfig(name="bench", storage_path=str(work / "train")),
+    )
+    start = time.monotonic()
+    trainer.fit()
+    seconds = time.monotonic() - start
+    result = json.loads((work / "train/result.json").read_text())
+    return result["tokens_per_second"], result["tokens"] / seconds, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--block", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="alternating samples of each path; best counts"
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import ray
+
+    plain: list[float] = []
+    in_loop: list[float] = []
+    whole: list[tuple[float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="llmops-bench-") as tmp:
+        work = Path(tmp)
+        base, blocks = prepare(work, args.block)
+        cfg = config(work, base, args.steps, args.batch, args.threads, blocks)
+        plain_loop({**cfg, "total_steps": 5}, base, work)  # untimed: the process's one-time start-up costs
+        plain.append(plain_loop(cfg, base, work))  # before Ray starts: nothing else on the CPUs
+        env = {"PYTHONPATH": str(ROOT)}
+        ray.init(
+            num_cpus=args.threads,
+            include_dashboard=False,
+            logging_level="ERROR",
+            runtime_env={"env_vars": env},
+        )
+        try:
+            time.sleep(5)  # let Ray's own processes settle before timing anything
+            for i in range(args.repeats):
+                if i:
+                    plain.append(plain_loop(cfg, base, work))
+                shutil.rmtree(work / "train", ignore_errors=True)
+                rate, end_to_end, seconds = ray_path(cfg, work)
+                in_loop.append(rate)
+                whole.append((end_to_end, seconds))
+        finally:
+            ray.shutdown()
+    best_plain, best_ray = max(plain), max(in_loop)
+    end_to_end, seconds = max(whole)
+    print(
+        f"model: tiny Llama (hidden 128, 2 layers, head_dim 64); "
+        f"{args.steps} steps of {args.batch} x {args.block} tokens"
+    )
+    print(
+        f"threads per loop: {args.threads}; samples (tokens/s): plain {[round(p) for p in plain]}, ", end=""
+    )
+    print(f"Ray {[round(r) for r in in_loop]}")
+    print(f"plain torch loop:               {best_plain:10.0f} tokens/s")
+    print(f"Ray Train path (in loop):       {best_ray:10.0f} tokens/s")
+    print(
+        f"Ray Train path (whole fit):     {end_to_end:10.0f} tokens/s  ({seconds:.1f} s with worker start-up)"
+    )
+    print(f"ratio Ray / plain (in loop):    {best_ray / best_plain:10.3f}  (goal >= 0.9)")
+    print(f"ratio Ray / plain (end to end): {end_to_end / best_plain:10.3f}")
+    assert math.isfinite(best_ray)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""How a model version is served: the vLLM command line, and the command that fetches the weights.
+
+One pure function, `vllm_argv`, turns `ModelDeployment.spec.engine` into vLLM's OpenAI server
+command. The operator puts it into the serving container, and local runs (the CPU demo, the
+workload tests) start exactly the same argv, so what runs on a laptop is what was deployed.
+
+`fetch_argv` is the init container's command: `python -m llmops.fetch` downloads the resolved
+versions from the registry into the pod's model volume and verifies every checksum (llmops/fetch.py).
+
+Layout of the model volume (`MODEL_ROOT`, an emptyDir in the pod, a temporary folder locally):
+
+    <root>/model/...              the served version (weights, tokenizer, config)
+    <root>/adapters/<name>/...    one folder per LoRA adapter, named as clients request it
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from llmops.api.common import ObjectStorageLocation
+from llmops.api.modeldeployment import Engine
+
+MODEL_ROOT = "/models"
+VLLM_PORT = 8000
+VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+def model_dir(root: str = MODEL_ROOT) -> str:
+    return f"{root.rstrip('/')}/model"
+
+
+def adapter_dir(name: str, root: str = MODEL_ROOT) -> str:
+    return f"{root.rstrip('/')}/adapters/{name}"
+
+
+def vllm_argv(
+    engine: Engine,
+    *,
+    model_path: str,
+    served_model_name: str,
+    port: int = VLLM_PORT,
+    host: str = "0.0.0.0",
+    adapter_paths: Mapping[str, str] | None = None,
+    python: str = "python",
+) -> list[str]:
+    """vLLM's OpenAI-compatible server command for `engine`.
+
+    `adapter_paths` maps each `engine.loraAdapters[].name` to the folder holding that adapter
+    (default: `adapter_dir(name)` under the model's root). `engine.extraArgs` come last, as given,
+    so a user can override anything above (argparse keeps the last value).
+    """
+    argv = [
+        python,
+        "-m",
+        VLLM_MODULE,
+        "--model",
+        model_path,
+        "--served-model-name",
+        served_model_name,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--dtype",
+        engine.dtype,
+        "--tensor-parallel-size",
+        str(engine.tensor_parallel_size),
+        "--gpu-memory-utilization",
+        _number(engine.gpu_memory_utilization),
+    ]
+    if engine.max_model_len is not None:
+        argv += ["--max-model-len", str(engine.max_model_len)]
+    if engine.quantization is not None:
+        argv += ["--quantization", engine.quantization]
+    if engine.lora_adapters:
+        paths = dict(adapter_paths or {})
+        root = model_path.rstrip("/").rsplit("/", 1)[0] or "/"
+        modules = [f"{a.name}={paths.get(a.name) or adapter_dir(a.name, root)}" for a in engine.lora_adapters]
+        argv += ["--enable-lora", "--max-loras", str(len(modules)), "--lora-modules", *modules]
+    return [*argv, *engine.extra_args]
+
+
+def _number(value: float) -> str:
+    """0.9 -> "0.9", 1.0 -> "1": stable text for a float flag."""
+    return f"{value:g}"
+
+
+@dataclass(frozen=True)
+class FetchItem:
+    """One registered version to download, and the folder (relative to the root) it goes into."""
+
+    folder: str  # "model" or "adapters/<name>"
+    name: str
+    version: str
+
+    def arg(self) -> str:
+        return f"{self.folder}={self.name}:{self.version}"
+
+    @classmethod
+    def parse(cls, text: str) -> FetchItem:
+        folder, sep, ref = text.partition("=")
+        name, sep2, version = ref.rpartition(":")
+        if not (sep and sep2 and folder and name and version) or folder.startswith("/") or ".." in folder:
+            raise ValueError(f"expected FOLDER=NAME:VERSION with a relative folder, got {text!r}")
+        return cls(folder, name, version)
+
+
+def fetch_argv(
+    registry: ObjectStorageLocation,
+    items: Sequence[FetchItem],
+    *,
+    root: str = MODEL_ROOT,
+    python: str = "python",
+) -> list[str]:
+    """The init container's command: download `items` (resolved versions) from `registry` into `root`.
+
+    Credentials are never on the command line: the fetcher reads AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY from its environment (secretKeyRef in the pod).
+    """
+    location = registry.model_dump_json(by_alias=True, exclude_none=True)
+    return [python, "-m", "llmops.fetch", "--registry", location, "--into", root, *(i.arg() for i in items)]

@@ -1,0 +1,502 @@
+"""ModelDeployment operator: resolve versions, plan, apply the children, fold their status back.
+
+The handler is `Reconciler.__call__`, run by the shared runtime (operators/runtime.py) on create,
+update, resume, when a child Deployment's readiness changes, and when it asked to be run again
+(a canary window ending, or the periodic resync that repairs drift). Every run is level-based:
+it recomputes the desired children from the spec, the registry and the last status.
+
+    resolve (registry)  ->  vLLM Deployments + Services  ->  canary step / which versions serve
+        ->  gateway, autoscalers, budgets, policies, monitoring  ->  delete what is no longer wanted
+        ->  status: versions and weights, replicas, endpoint, canary, conditions
+
+The pure parts live beside it: names.py, builders.py, monitoring.py, canary.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+
+from llmops.api import MODEL_DEPLOYMENT
+from llmops.api.common import ModelReference, ObjectStorageLocation
+from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, ServingVersion
+from llmops.registry import ModelVersion, RegistryError, resolve
+from llmops.storage import Credentials, ObjectStore, open_store
+from operators.modeldeployment import builders, canary
+from operators.modeldeployment.builders import Adapter, Plan, ServedVersion, ServingSettings
+from operators.modeldeployment.names import endpoint, vllm_name
+from operators.runtime import Child, Context, Kind, Outcome
+
+STALLED_RETRY_SECONDS = 60  # a missing version or Secret may appear: look again this often
+UNAVAILABLE_RETRY_SECONDS = 20
+
+
+class GatesNotPassed(RegistryError):
+    pass
+
+
+class SecretProblem(LookupError):
+    pass
+
+
+# -- reading child Deployments -----------------------------------------------------------------
+
+
+def desired_replicas(deployment: dict) -> int:
+    replicas = (deployment.get("spec") or {}).get("replicas")
+    return 1 if replicas is None else int(replicas)
+
+
+def rolled_out(deployment: dict | None) -> bool:
+    """The Deployment runs its current template with all the replicas it wants available."""
+    if not deployment:
+        return False
+    status = deployment.get("status") or {}
+    want = desired_replicas(deployment)
+    return (
+        status.get("observedGeneration", 0) >= deployment.get("metadata", {}).get("generation", 1)
+        and (status.get("updatedReplicas") or 0) >= want
+        and (status.get("availableReplicas") or 0) >= want
+    )
+
+
+def _available(deployment: dict | None) -> int:
+    return int(((deployment or {}).get("status") or {}).get("availableReplicas") or 0)
+
+
+def ready_replicas(deployment: dict | None) -> int:
+    return int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
+
+
+def deployment_fingerprint(deployment: dict) -> tuple:
+    """What of a child Deployment the parent's status depends on (no poke for other changes)."""
+    status = deployment.get("status") or {}
+    return (
+        desired_replicas(deployment),
+        status.get("readyReplicas") or 0,
+        status.get("availableReplicas") or 0,
+        rolled_out(deployment) if status else False,
+    )
+
+
+# -- caches (process-local, lost on restart, which is harmless) --------------------------------
+
+
+class _Lru(OrderedDict):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.lock = threading.Lock()
+
+    def get_(self, key: Any) -> Any:
+        with self.lock:
+            if key in self:
+                self.move_to_end(key)
+                return self[key]
+            return None
+
+    def put(self, key: Any, value: Any) -> None:
+        with self.lock:
+            self[key] = value
+            self.move_to_end(key)
+            while len(self) > self.size:
+                self.popitem(last=False)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class Reconciler:
+    """The ModelDeployment reconcile. `settings` default to the operator's environment;
+    `metrics` (canary analysis samples) default to Prometheus at settings.prometheus_url."""
+
+    settings: ServingSettings | None = None
+    metrics: canary.MetricsSource | None = None
+    _stores: _Lru = field(default_factory=lambda: _Lru(32))
+    # (parent uid, child ref) -> (digest of what we applied, when): unchanged children are applied
+    # again only after settings.resync_seconds, which repairs drift without re-sending every object
+    # on every status change.
+    _applied: _Lru = field(default_factory=lambda: _Lru(200_000))
+
+    def current_settings(self) -> ServingSettings:
+        if self.settings is None:
+            self.settings = ServingSettings.from_env()
+        return self.settings
+
+    def metrics_source(self) -> canary.MetricsSource:
+        if self.metrics is None:
+            self.metrics = canary.PrometheusSource(self.current_settings().prometheus_url)
+        return self.metrics
+
+    # -- registry --------------------------------------------------------------------------
+
+    def credentials(self, ctx: Context, location: ObjectStorageLocation) -> Credentials | None:
+        ref = location.s3.credentials_secret_ref if location.s3 else None
+        if ref is None:
+            return None
+        try:
+            secret = k8s.CoreV1Api(ctx.applier.api_client).read_namespaced_secret(ref.name, ctx.namespace)
+        except ApiException as e:
+            if e.status == 404:
+                raise SecretProblem(
+                    f"Secret {ref.name} (spec.registry.s3.credentialsSecretRef) does not exist in"
+                    f" {ctx.namespace}; create it"
+                ) from None
+            raise
+        data = secret.data or {}
+        missing = [k for k in (ref.access_key_id_key, ref.secret_access_key_key) if k not in data]
+        if missing:
+            raise SecretProblem(f"Secret {ref.name} has no key {', '.join(missing)} (spec.registry.s3)")
+        return Credentials(
+            base64.b64decode(data[ref.access_key_id_key]).decode(),
+            base64.b64decode(data[ref.secret_access_key_key]).decode(),
+        )
+
+    def store(self, location: ObjectStorageLocation, credentials: Credentials | None) -> ObjectStore:
+        key = _digest(
+            [location.to_dict(), credentials and [credentials.access_key_id, credentials.secret_access_key]]
+        )
+        store = self._stores.get_(key)
+        if store is None:
+            store = open_store(location, credentials)
+            self._stores.put(key, store)
+        return store
+
+    @staticmethod
+    def resolve(store: ObjectStore, ref: ModelReference, field_path: str) -> ModelVersion:
+        try:
+            version = resolve(store, ref)
+        except RegistryError as e:
+            raise RegistryError(f"{field_path}: {e}") from None
+        if not version.gates_passed:
+            failed = ", ".join(g.metric for g in version.gates if not g.passed)
+            raise GatesNotPassed(
+                f"{field_path}: {version.name}:{version.version} did not pass its gates ({failed});"
+                " only versions whose gates passed are served"
+            )
+        return version
+
+    # -- apply -----------------------------------------------------------------------------
+
+    def apply(self, ctx: Context, manifests: list[dict]) -> dict[str, dict]:
+        """Apply what changed (or is due for a resync); return the live Deployments by name."""
+        uid = ctx.body["metadata"]["uid"]
+        resync = self.current_settings().resync_seconds
+        live: dict[str, dict] = {}
+        for manifest in manifests:
+            key = (uid, builders.ref(manifest))
+            digest = _digest(manifest)
+            cached = self._applied.get_(key)
+            is_deployment = manifest["kind"] == "Deployment"
+            if cached and cached[0] == digest and time.monotonic() - cached[1] < resync:
+                if not is_deployment:
+                    continue
+                current = ctx.applier.get(
+                    "apps/v1", "Deployment", manifest["metadata"]["name"], ctx.namespace
+                )
+                if current is not None:
+                    live[manifest["metadata"]["name"]] = current
+                    continue
+            result = ctx.applier.apply(manifest)
+            self._applied.put(key, (digest, time.monotonic()))
+            if is_deployment:
+                live[manifest["metadata"]["name"]] = result
+        return live
+
+    def prune(self, ctx: Context, previous: list[str], wanted: set[str]) -> None:
+        """Delete the children the last reconcile applied that this one does not want."""
+        uid = ctx.body["metadata"]["uid"]
+        for entry in previous:
+            if entry in wanted:
+                continue
+            api_version, kind, name = builders.parse_ref(entry)
+            with contextlib.suppress(ResourceNotFoundError):  # its CRD is gone, and so is the object
+                ctx.applier.delete(api_version, kind, name, ctx.namespace)
+            self._applied.pop((uid, entry), None)
+
+    # -- the reconcile ---------------------------------------------------------------------
+
+    def __call__(self, spec: ModelDeploymentSpec, ctx: Context) -> Outcome:
+        settings = self.current_settings()
+        status = _previous_status(ctx.body)
+        try:
+            return self._reconcile(spec, ctx, settings, status)
+        except SecretProblem as e:
+            return self._stalled(ctx, status, "CredentialsNotFound", str(e))
+        except GatesNotPassed as e:
+            return self._stalled(
+                ctx, status, "GatesNotPassed", f"{e}. Deploy a version that passed its gates."
+            )
+        except RegistryError as e:
+            return self._stalled(
+                ctx, status, "VersionNotFound", f"{e}. Fix the reference or register the version; retrying."
+            )
+        except ResourceNotFoundError as e:
+            return self._stalled(
+                ctx, status, "MissingCRD",
+                f"{e}: install it (KEDA for autoscaling.engine keda, prometheus-operator for monitoring)"
+                " or change the spec so that it is not needed",
+            )  # fmt: skip
+        except (ApiException, DynamicApiError) as e:
+            code = getattr(e, "status", None)
+            if code is not None and 400 <= code < 500 and code not in (409, 429):
+                return self._stalled(
+                    ctx, status, "ApplyFailed", f"the apiserver refused a child: {_api_message(e)}"
+                )
+            raise  # the runtime retries what heals
+        except Exception as e:
+            if _storage_error(e):
+                return Outcome(
+                    "reconciling",
+                    status.phase or "Pending",
+                    "RegistryUnavailable",
+                    f"the registry did not answer ({type(e).__name__}); retrying",
+                    requeue_after=UNAVAILABLE_RETRY_SECONDS,
+                )
+            raise
+
+    def _stalled(self, ctx: Context, status: ModelDeploymentStatus, reason: str, message: str) -> Outcome:
+        before = next((c for c in status.conditions if c.type == "Stalled" and c.status == "True"), None)
+        if before is None or before.reason != reason:
+            ctx.event(reason, message, warning=True)  # once per new reason, not on every retry
+        return Outcome("stalled", "Failed", reason, message, requeue_after=STALLED_RETRY_SECONDS)
+
+    def _reconcile(
+        self,
+        spec: ModelDeploymentSpec,
+        ctx: Context,
+        settings: ServingSettings,
+        status: ModelDeploymentStatus,
+    ) -> Outcome:
+        md, namespace = ctx.name, ctx.namespace
+        now = dt.datetime.now(dt.UTC)
+
+        store = self.store(spec.registry, self.credentials(ctx, spec.registry))
+        stable = self.resolve(store, spec.model, "spec.model")
+        spec_canary = spec.rollout.canary if spec.rollout else None
+        candidate = (
+            self.resolve(store, spec_canary.model, "spec.rollout.canary.model") if spec_canary else None
+        )
+        if candidate is not None and (candidate.name, candidate.version) == (stable.name, stable.version):
+            candidate = None  # an alias that now names the stable version: nothing to compare
+        adapters = tuple(
+            Adapter(a.name, v.name, v.version)
+            for a in spec.engine.lora_adapters
+            for v in [self.resolve(store, a.model, f"spec.engine.loraAdapters[{a.name}].model")]
+        )
+
+        def served(model: str, version: str, role: builders.Role, weight: int = 0) -> ServedVersion:
+            return ServedVersion(model, version, role, weight, vllm_name(md, model, version, spec.model.name))
+
+        stable_v = served(stable.name, stable.version, "stable")
+        canary_v = served(candidate.name, candidate.version, "canary") if candidate else None
+        previous_state = status.canary if canary_v else None
+        verdict = previous_state.verdict if _same_canary(previous_state, canary_v, stable_v) else None
+        retiring = _retiring(status, stable_v, canary_v)
+
+        # 1. The model servers: their readiness decides the canary's step and the weights. A promoted
+        # canary serves alone; a rolled-back one is gone.
+        first = [] if verdict == "Promoted" else [stable_v]
+        if canary_v and verdict != "RolledBack":
+            first.append(canary_v)
+        version_manifests = builders.version_children(spec, ctx.body, Plan(tuple(first), adapters), settings)
+        live = self.apply(ctx, version_manifests)
+        if retiring:  # left as it is: only read
+            current = ctx.applier.get("apps/v1", "Deployment", retiring.deployment, namespace)
+            if current is not None and ready_replicas(current) > 0:
+                live[retiring.deployment] = current
+            else:
+                retiring = None
+
+        # 2. The canary's step, and who takes how much traffic.
+        step = None
+        if canary_v and spec_canary:
+            stable_name = stable_v.version
+
+            def analysis(window: int) -> canary.Analysis:
+                source = self.metrics_source()
+                try:
+                    samples = (
+                        source.sample(namespace, md, canary_v.version, window),
+                        source.sample(namespace, md, stable_name, window),
+                    )
+                except Exception as e:  # no verdict without data: hold the step and ask again
+                    where = getattr(source, "url", type(source).__name__)
+                    return canary.Analysis("inconclusive", f"metrics from {where} unavailable: {e}"[:256])
+                return canary.analyse(spec_canary.analysis, *samples)
+
+            step = canary.advance(
+                spec_canary,
+                previous_state,
+                model=canary_v.model,
+                version=canary_v.version,
+                baseline=stable_v.version,
+                ready=ready_replicas(live.get(canary_v.deployment)) > 0,
+                now=now,
+                analysis=analysis,
+            )
+            if step.event:
+                ctx.event(step.event.reason, step.event.message, warning=step.event.warning)
+        versions = canary.traffic(
+            stable_v, canary_v, step, retiring, ready=lambda name: ready_replicas(live.get(name)) > 0
+        )
+        plan = Plan(tuple(versions), adapters)
+
+        # 3. Everything else, then delete what is no longer wanted.
+        wanted = {builders.ref(m) for m in version_manifests if _serves(m, versions)}
+        if retiring and any(v.role == "previous" for v in versions):
+            wanted |= {f"apps/v1/Deployment/{retiring.deployment}", f"v1/Service/{retiring.deployment}"}
+        shared = builders.shared_children(spec, ctx.body, plan, settings)
+        live.update(self.apply(ctx, shared))
+        inventory = sorted(wanted | {builders.ref(m) for m in shared})
+        self.prune(ctx, status.inventory, set(inventory))
+
+        return self._outcome(spec, ctx, settings, plan, live, step, inventory)
+
+    def _outcome(
+        self,
+        spec: ModelDeploymentSpec,
+        ctx: Context,
+        settings: ServingSettings,
+        plan: Plan,
+        live: dict[str, dict],
+        step: canary.Step | None,
+        inventory: list[str],
+    ) -> Outcome:
+        md, namespace = ctx.name, ctx.namespace
+        serving = [
+            ServingVersion(
+                name=v.model,
+                version=v.version,
+                role=v.role,
+                weight=v.weight,
+                replicas=desired_replicas(live.get(v.deployment) or {}),
+                ready_replicas=ready_replicas(live.get(v.deployment)),
+                deployment=v.deployment,
+            )
+            for v in plan.versions
+        ]
+        fields: dict[str, Any] = {
+            "endpoint": endpoint(md, namespace),
+            "versions": serving,
+            "replicas": sum(v.replicas for v in serving),
+            "ready_replicas": sum(v.ready_replicas for v in serving),
+            "canary": step.status if step else None,
+            "inventory": inventory,
+        }
+        requeue = settings.resync_seconds
+        if step and step.requeue_after is not None:
+            requeue = min(requeue, step.requeue_after)
+
+        children = [builders.gateway_name(md), *(v.deployment for v in plan.versions)]
+        waiting = [
+            f"{name} ({_available(live.get(name))}/{desired_replicas(live.get(name) or {})} available)"
+            for name in children
+            if not rolled_out(live.get(name))
+        ]
+        stable = plan.role("stable")
+        assert stable is not None
+        verdict = step.status.verdict if step else None
+        who = f"{stable.model}:{stable.version}"
+        if verdict in ("RolledBack", "Halted") and step:
+            message = step.status.message or "the canary failed its analysis"
+            text = (
+                f"canary {step.status.model}:{step.status.version} {verdict.lower()}: {message}."
+                f" {who} serves {stable.weight}% of the traffic"
+            )
+            reason = "RolledBack" if verdict == "RolledBack" else "AnalysisFailed"
+            return Outcome("stalled", "Degraded", reason, text, fields, requeue_after=requeue)
+        if waiting:
+            text = f"waiting for {', '.join(waiting)}"
+            if plan.role("previous"):
+                previous = plan.role("previous")
+                text += f"; {previous.model}:{previous.version} serves until {who} is ready"  # type: ignore[union-attr]
+            return Outcome("reconciling", "Progressing", "Progressing", text, fields, requeue_after=requeue)
+        url = fields["endpoint"]
+        if desired_replicas(live.get(stable.deployment) or {}) == 0 and spec.autoscaling.scale_to_zero:
+            text = f"{who} is scaled to zero; the first request at {url} wakes it"
+            return Outcome("ready", "ScaledToZero", "ScaledToZero", text, fields, requeue_after=requeue)
+        if verdict == "Analysing" and step:
+            s = step.status
+            stage = f"step {s.step + 1} of {len(canary.weights(spec.rollout.canary))}"  # type: ignore[union-attr]
+            text = f"serving {who} at {url}; canary {s.model}:{s.version} at {step.weight}% ({stage})"
+            return Outcome("ready", "Ready", "CanaryAnalysing", text, fields, requeue_after=requeue)
+        reason = "Promoted" if verdict == "Promoted" else "Serving"
+        text = f"serving {who} at {url} with {fields['ready_replicas']} ready replica(s)"
+        return Outcome("ready", "Ready", reason, text, fields, requeue_after=requeue)
+
+
+def _same_canary(state: Any, canary_v: ServedVersion | None, stable_v: ServedVersion) -> bool:
+    """Whether `status.canary` is about this canary against this stable version."""
+    if state is None or canary_v is None:
+        return False
+    return (state.model, state.version, state.baseline_version) == (
+        canary_v.model,
+        canary_v.version,
+        stable_v.version,
+    )
+
+
+def _retiring(
+    status: ModelDeploymentStatus, stable: ServedVersion, canary_v: ServedVersion | None
+) -> ServedVersion | None:
+    """The version that served before the stable one changed, kept until its successor is ready.
+
+    Only one that had ready replicas, and never the new stable or canary itself."""
+    by_role = {v.role: v for v in status.versions}
+    old = by_role.get("previous") or by_role.get("stable")
+    if old is None or not old.deployment or old.ready_replicas == 0:
+        return None
+    if old.deployment in {stable.deployment, canary_v.deployment if canary_v else None}:
+        return None
+    return ServedVersion(old.name, old.version, "previous", 0, old.deployment)
+
+
+def _serves(manifest: dict, versions: list[ServedVersion]) -> bool:
+    return manifest["metadata"]["name"] in {v.deployment for v in versions}
+
+
+def _previous_status(body: dict) -> ModelDeploymentStatus:
+    try:
+        return ModelDeploymentStatus.model_validate(body.get("status") or {})
+    except pydantic.ValidationError:
+        return ModelDeploymentStatus()
+
+
+def _api_message(error: Exception) -> str:
+    body = getattr(error, "body", None) or getattr(error, "summary", lambda: "")()
+    try:
+        return json.loads(body).get("message", str(body))[:1000]
+    except (TypeError, ValueError):
+        return str(body or error)[:1000]
+
+
+def _storage_error(error: Exception) -> bool:
+    """Errors from object storage that will heal: connection problems, throttling, 5xx."""
+    return isinstance(error, OSError) or type(error).__module__.startswith(("botocore", "boto3", "urllib3"))
+
+
+def make_kind(settings: ServingSettings | None = None, metrics: canary.MetricsSource | None = None) -> Kind:
+    return Kind(
+        MODEL_DEPLOYMENT,
+        Reconciler(settings, metrics),
+        children=(Child("apps", "v1", "deployments", fingerprint=deployment_fingerprint),),
+    )
+
+
+KIND = make_kind()

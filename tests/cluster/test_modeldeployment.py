@@ -1,0 +1,480 @@
+"""The ModelDeployment operator on the real control plane: children, readiness, canary, rollback, GC.
+
+kwok stands in for the kubelet, so pods become Running and Ready without containers; the registry
+is a local directory with tiny registered versions (never served here); canary analysis reads real
+samples from a real Prometheus (Debian's package) scraping an exporter this test controls, shaped
+like the gateway's metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import kopf
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from llmops.dev.cluster import LocalCluster, free_port
+from llmops.registry import GateVerdict, Lineage, register
+from llmops.storage import LocalStore
+from operators.main import build_registry
+from operators.modeldeployment import make_kind
+from operators.modeldeployment.builders import ServingSettings
+from operators.modeldeployment.canary import PrometheusSource
+from operators.runtime import REQUEST_ANNOTATION
+from tests.helpers import eventually, http_get
+
+pytestmark = pytest.mark.usefixtures("llmops_crds")
+
+GOLDEN = Path(__file__).parents[1] / "unit" / "golden" / "modeldeployment"
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+
+def get(cluster: LocalCluster, kind: str, name: str, namespace: str) -> dict | None:
+    result = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def names(cluster: LocalCluster, kind: str, namespace: str) -> set[str]:
+    out = cluster.kubectl(
+        "get", kind, "-n", namespace, "-l", "app.kubernetes.io/managed-by=llmops", "-o", "name"
+    )
+    return {line.split("/", 1)[1] for line in out.stdout.split()}
+
+
+def events(cluster: LocalCluster, namespace: str, name: str) -> list[dict]:
+    out = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}", "-o", "json"
+    )
+    return json.loads(out.stdout)["items"]
+
+
+def condition(obj: dict | None, type: str) -> dict:
+    return next((c for c in ((obj or {}).get("status") or {}).get("conditions", []) if c["type"] == type), {})
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Path:
+    """A local registry with support-bot versions 1-3 (tiny files: nothing is served here)."""
+    root = tmp_path / "registry"
+    store = LocalStore(root)
+    for i in range(1, 4):
+        model = tmp_path / f"model-{i}"
+        model.mkdir()
+        (model / "config.json").write_text(json.dumps({"version": i}))
+        gates = [GateVerdict(metric="accuracy", operator=">=", threshold=0.5, value=0.9, passed=True)]
+        register(store, "support-bot", model, metrics={"accuracy": 0.9}, gates=gates, lineage=Lineage())
+    return root
+
+
+class GatewayMetrics:
+    """Serves gateway-shaped series (requests by version and code, latency histogram) that the test
+    steers: each version gets steady traffic with the error ratio and latency set here."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("llmops_gateway_requests", "", ["version", "code"], registry=self.registry)
+        self.latency = Histogram(
+            "llmops_gateway_request_duration_seconds", "", ["version"], registry=self.registry,
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )  # fmt: skip
+        self.behaviour: dict[str, tuple[float, float]] = {}  # version -> (error ratio, latency s)
+        self.port = free_port()
+        self.server, self.thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
+        self._stop = threading.Event()
+        self._traffic = threading.Thread(target=self._run, daemon=True)
+        self._traffic.start()
+
+    def set(self, version: str, error_ratio: float = 0.0, latency: float = 0.2) -> None:
+        self.behaviour[version] = (error_ratio, latency)
+
+    def _run(self) -> None:
+        rng = random.Random(0)
+        while not self._stop.wait(0.05):
+            for version, (errors, latency) in list(self.behaviour.items()):
+                failed = rng.random() < errors
+                self.requests.labels(version, "500" if failed else "200").inc()
+                self.latency.labels(version).observe(latency * rng.uniform(0.8, 1.2))
+
+    def close(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, namespace: str) -> Iterator[tuple[str, GatewayMetrics]]:
+    """A real Prometheus scraping the test's gateway-shaped exporter every second, with the target
+    labels the operator's ServiceMonitor would give it."""
+    if not Path(PROMETHEUS).exists():
+        pytest.skip("prometheus is not installed (Debian package prometheus)")
+    exporter = GatewayMetrics()
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "gateway",
+                        "static_configs": [
+                            {
+                                "targets": [f"127.0.0.1:{exporter.port}"],
+                                "labels": {"namespace": namespace, "model_deployment": "bot"},
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    log = open(tmp_path / "prometheus.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        eventually(lambda: http_get(f"{url}/-/ready")[0] == 200, timeout=60)
+        yield url, exporter
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        exporter.close()
+
+
+@contextlib.contextmanager
+def running_operator(namespace: str, settings: ServingSettings, metrics=None) -> Iterator[None]:
+    """The real operator (the shared runtime, our ModelDeployment kind) in a thread of this process."""
+    registry = build_registry(webhook=None, kinds=[make_kind(settings, metrics)])
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(
+        target=lambda: asyncio.run(
+            kopf.operator(
+                registry=registry, standalone=True, namespaces=[namespace], stop_flag=stop, ready_flag=ready
+            )
+        )
+    )
+    thread.start()
+    try:
+        assert ready.wait(30), "the in-process operator did not start"
+        yield
+    finally:
+        stop.set()
+        thread.join(60)
+
+
+@pytest.fixture
+def kubeconfig_env(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+
+
+def deployment(name: str, registry: Path, **spec: object) -> dict:
+    body = {
+        "apiVersion": "llmops.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"name": "support-bot", "version": "1"},
+            "registry": {"local": {"path": str(registry)}},
+            "resources": {"cpu": 1, "memory": "2Gi"},
+            **spec,
+        },
+    }
+    return body
+
+
+def apply(cluster: LocalCluster, namespace: str, body: dict) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+
+
+# -- every generated object is valid on the real apiserver -------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.yaml")), ids=lambda p: p.stem)
+def test_generated_children_pass_server_side_dry_run(
+    cluster: LocalCluster, namespace: str, path: Path
+) -> None:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for doc in docs:
+        doc["metadata"]["namespace"] = namespace
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"} <= kinds
+    text = "\n---\n".join(yaml.safe_dump(d) for d in docs)
+    result = cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=llmops",
+        "--dry-run=server",
+        "-f",
+        "-",
+        input=text,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(server dry run)") == len(docs), result.stdout
+
+
+# -- the operator ------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_single_version_becomes_ready_heals_scales_to_zero_and_is_collected(
+    cluster: LocalCluster, namespace: str, registry: Path
+) -> None:
+    body = deployment(
+        "bot",
+        registry,
+        resources={"cpu": 2, "memory": "8Gi", "gpus": 1},
+        autoscaling={"minReplicas": 1, "maxReplicas": 3, "scaleToZero": True},
+        monitoring={"serviceMonitor": True, "alerts": {"p95LatencyMs": 2000, "maxErrorRate": 0.05}},
+        gateway={"replicas": 1},
+    )
+    # A short resync: every few seconds the operator applies all children again, as after drift.
+    with running_operator(namespace, ServingSettings(resync_seconds=3)):
+        apply(cluster, namespace, body)
+        waited = cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+        assert "condition met" in waited.stdout
+        md = get(cluster, "md", "bot", namespace)
+        assert md is not None
+        status = md["status"]
+        assert status["phase"] == "Ready" and status["endpoint"] == f"http://bot-gateway.{namespace}.svc/v1"
+        assert status["versions"] == [
+            {
+                "name": "support-bot",
+                "version": "1",
+                "role": "stable",
+                "weight": 100,
+                "replicas": 1,
+                "readyReplicas": 1,
+                "deployment": "bot-1-vllm",
+            }
+        ]
+        assert status["readyReplicas"] == 1 and status["observedGeneration"] == md["metadata"]["generation"]
+        assert names(cluster, "deployments", namespace) == {"bot-1-vllm", "bot-gateway"}
+        assert names(cluster, "scaledobjects", namespace) == {"bot-1-vllm"}
+        assert names(cluster, "podmonitors", namespace) == {"bot-vllm"}
+        assert names(cluster, "prometheusrules", namespace) == {"bot-slo"}
+        assert len(status["inventory"]) == 15
+        pod = json.loads(
+            cluster.kubectl(
+                "get", "pods", "-n", namespace, "-l", "app.kubernetes.io/component=model-server", "-o", "json"
+            ).stdout
+        )["items"][0]
+        assert pod["spec"]["nodeName"] == "kwok-gpu-0"  # the GPU request and toleration at work
+
+        # A child deleted behind the operator's back comes back (the child watch).
+        cluster.kubectl("delete", "deployment", "bot-1-vllm", "-n", namespace)
+        eventually(
+            lambda: (d := get(cluster, "deployment", "bot-1-vllm", namespace)) and d["metadata"]["uid"]
+        )
+
+        # KEDA scaling the version to zero (done by hand here) shows in the status; still Ready.
+        eventually(lambda: get(cluster, "md", "bot", namespace)["status"]["readyReplicas"] == 1)
+        cluster.kubectl("scale", "deployment", "bot-1-vllm", "-n", namespace, "--replicas=0")
+        md = eventually(
+            lambda: (o := get(cluster, "md", "bot", namespace))["status"]["phase"] == "ScaledToZero" and o
+        )
+        assert condition(md, "Ready")["status"] == "True" and "wakes it" in condition(md, "Ready")["message"]
+        # The operator leaves replicas to the autoscaler: its resyncs do not undo the scale-down.
+        time.sleep(8)
+        assert get(cluster, "deployment", "bot-1-vllm", namespace)["spec"]["replicas"] == 0  # type: ignore[index]
+
+        # Deleting the ModelDeployment removes every child (owner references, garbage collector).
+        cluster.kubectl("delete", "md", "bot", "-n", namespace, "--wait=true", "--timeout=60s")
+        eventually(lambda: not names(cluster, "deployments", namespace), timeout=60)
+        eventually(
+            lambda: not names(cluster, "configmaps", namespace) and not names(cluster, "services", namespace)
+        )
+
+
+def gateway_weights(cluster: LocalCluster, namespace: str, md: str = "bot") -> dict[str, int]:
+    cm = get(cluster, "configmap", f"{md}-gateway", namespace) or {"data": {"config.json": "{}"}}
+    return {u["version"]: u["weight"] for u in json.loads(cm["data"]["config.json"]).get("upstreams", [])}
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_a_new_version_takes_over_only_once_it_is_ready(
+    cluster: LocalCluster, namespace: str, registry: Path
+) -> None:
+    body = deployment("bot", registry, gateway={"replicas": 1})
+    with running_operator(namespace, ServingSettings(resync_seconds=600)):
+        apply(cluster, namespace, body)
+        cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+        old_pod = cluster.kubectl(
+            "get", "pods", "-n", namespace, "-l", "llmops.io/model-version=1", "-o", "name"
+        ).stdout.split()
+        # Version 2, on nodes that do not exist yet: it cannot start, so version 1 keeps all traffic
+        # (and is not touched by the spec change: its pod is the same).
+        body["spec"]["model"]["version"] = "2"
+        body["spec"]["resources"]["nodeSelector"] = {"pool": "not-yet"}
+        apply(cluster, namespace, body)
+        md = eventually(
+            lambda: (
+                (o := get(cluster, "md", "bot", namespace))["status"]["observedGeneration"] == 2
+                and len(o["status"]["versions"]) == 2
+                and o
+            )
+        )
+        assert [(v["version"], v["role"], v["weight"]) for v in md["status"]["versions"]] == [
+            ("2", "stable", 0),
+            ("1", "previous", 100),
+        ]
+        assert (
+            md["status"]["phase"] == "Progressing"
+            and "1 serves until support-bot:2" in md["status"]["message"]
+        )
+        eventually(lambda: gateway_weights(cluster, namespace) == {"2": 0, "1": 100})
+        assert (
+            cluster.kubectl(
+                "get", "pods", "-n", namespace, "-l", "llmops.io/model-version=1", "-o", "name"
+            ).stdout.split()
+            == old_pod
+        )
+        # Now it can start: once ready it takes over, and version 1 goes away.
+        cluster.kubectl("label", "node", "kwok-cpu-1", "pool=not-yet")
+        try:
+            cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+            md = get(cluster, "md", "bot", namespace)
+            assert [(v["version"], v["role"], v["weight"]) for v in md["status"]["versions"]] == [
+                ("2", "stable", 100)
+            ]  # type: ignore[index]
+            eventually(lambda: names(cluster, "deployments", namespace) == {"bot-2-vllm", "bot-gateway"})
+            assert gateway_weights(cluster, namespace) == {"2": 100}
+        finally:
+            cluster.kubectl("label", "node", "kwok-cpu-1", "pool-")
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_unresolvable_versions_stall_with_a_clear_message(
+    cluster: LocalCluster, namespace: str, registry: Path
+) -> None:
+    with running_operator(namespace, ServingSettings(resync_seconds=600)):
+        apply(
+            cluster, namespace, deployment("missing", registry, model={"name": "support-bot", "version": "9"})
+        )
+        cluster.kubectl("wait", "md/missing", "-n", namespace, "--for=condition=Stalled", "--timeout=60s")
+        md = get(cluster, "md", "missing", namespace)
+        stalled = condition(md, "Stalled")
+        assert stalled["reason"] == "VersionNotFound" and "spec.model" in stalled["message"]
+        assert "has no version '9'" in stalled["message"] and condition(md, "Ready")["status"] == "False"
+        assert not names(cluster, "deployments", namespace)
+        warning = eventually(lambda: events(cluster, namespace, "missing"))
+        assert warning[0]["reason"] == "VersionNotFound" and warning[0]["type"] == "Warning"
+
+        # A version whose gates failed is refused too (a manifest not written by register()).
+        key = registry / "models/support-bot/versions/3/manifest.json"
+        manifest = json.loads(key.read_text())
+        manifest["gates"][0]["passed"] = False
+        key.write_text(json.dumps(manifest))
+        apply(
+            cluster, namespace, deployment("gated", registry, model={"name": "support-bot", "version": "3"})
+        )
+        cluster.kubectl("wait", "md/gated", "-n", namespace, "--for=condition=Stalled", "--timeout=60s")
+        stalled = condition(get(cluster, "md", "gated", namespace), "Stalled")
+        assert stalled["reason"] == "GatesNotPassed" and "accuracy" in stalled["message"]
+
+        # An alias that appears later: asking for a reconcile (the annotation users can set too) heals it.
+        apply(
+            cluster,
+            namespace,
+            deployment("aliased", registry, model={"name": "support-bot", "alias": "prod"}),
+        )
+        cluster.kubectl("wait", "md/aliased", "-n", namespace, "--for=condition=Stalled", "--timeout=60s")
+        (registry / "models/support-bot/aliases").mkdir(parents=True, exist_ok=True)
+        (registry / "models/support-bot/aliases/prod.json").write_text('{"version": "2"}')
+        cluster.kubectl(
+            "annotate", "md", "aliased", "-n", namespace, f"{REQUEST_ANNOTATION}=1", "--overwrite"
+        )
+        cluster.kubectl("wait", "md/aliased", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+        assert get(cluster, "md", "aliased", namespace)["status"]["versions"][0]["version"] == "2"  # type: ignore[index]
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_canary_steps_promotes_then_rolls_back_a_bad_version(
+    cluster: LocalCluster, namespace: str, registry: Path, prometheus: tuple[str, GatewayMetrics]
+) -> None:
+    url, traffic = prometheus
+    traffic.set("1", error_ratio=0.0, latency=0.3)
+    traffic.set("2", error_ratio=0.0, latency=0.3)
+    analysis = {"intervalSeconds": 10, "maxErrorRate": 0.05, "maxLatencyRatio": 2.0}
+    canary = {
+        "model": {"name": "support-bot", "version": "2"},
+        "weight": 20,
+        "steps": [60],
+        "analysis": analysis,
+    }
+    body = deployment("bot", registry, rollout={"canary": canary}, gateway={"replicas": 1})
+    settings = ServingSettings(prometheus_url=url, resync_seconds=600)
+    with running_operator(namespace, settings, PrometheusSource(url)):
+        apply(cluster, namespace, body)
+
+        def weights() -> dict[str, int]:
+            return gateway_weights(cluster, namespace)
+
+        # Both versions are up; the canary takes its first weight once ready, then the next step.
+        eventually(lambda: weights() == {"1": 80, "2": 20}, timeout=90)
+        md = get(cluster, "md", "bot", namespace)
+        assert md is not None and md["status"]["canary"]["verdict"] == "Analysing"
+        assert condition(md, "Ready")["reason"] == "CanaryAnalysing"
+        eventually(lambda: weights() == {"1": 40, "2": 60}, timeout=60)
+        progressed = [e for e in events(cluster, namespace, "bot") if e["reason"] == "CanaryProgressed"]
+        assert progressed and "weight 20% -> 60%" in progressed[0]["message"]
+
+        # The last step passes: promoted. Version 2 serves alone; version 1's children are deleted.
+        md = eventually(
+            lambda: (
+                (o := get(cluster, "md", "bot", namespace))["status"].get("canary", {}).get("verdict")
+                == "Promoted"
+                and o
+            ),
+            timeout=60,
+        )
+        assert [(v["version"], v["role"], v["weight"]) for v in md["status"]["versions"]] == [
+            ("2", "stable", 100)
+        ]
+        assert condition(md, "Ready")["reason"] == "Promoted"
+        assert any(e["reason"] == "Promoted" for e in events(cluster, namespace, "bot"))
+        eventually(lambda: names(cluster, "deployments", namespace) == {"bot-2-vllm", "bot-gateway"})
+        assert weights() == {"2": 100}
+
+        # The user records the promotion and starts the next canary, version 3, which fails.
+        traffic.set("3", error_ratio=0.5, latency=0.3)
+        body["spec"]["model"] = {"name": "support-bot", "version": "2"}
+        body["spec"]["rollout"]["canary"]["model"] = {"name": "support-bot", "version": "3"}
+        apply(cluster, namespace, body)
+        cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Stalled", "--timeout=120s")
+        md = get(cluster, "md", "bot", namespace)
+        assert md["status"]["canary"]["verdict"] == "RolledBack" and md["status"]["canary"]["weight"] == 0  # type: ignore[index]
+        assert md["status"]["canary"]["errorRate"] > 0.05 and md["status"]["phase"] == "Degraded"  # type: ignore[index]
+        stalled = condition(md, "Stalled")
+        assert stalled["reason"] == "RolledBack" and "error rate" in stalled["message"]
+        rolled = [e for e in events(cluster, namespace, "bot") if e["reason"] == "RolledBack"]
+        assert rolled and rolled[0]["type"] == "Warning" and "error rate" in rolled[0]["message"]
+        assert "Version 2 serves all traffic" in rolled[0]["message"]
+        eventually(lambda: names(cluster, "deployments", namespace) == {"bot-2-vllm", "bot-gateway"})
+        assert weights() == {"2": 100}

@@ -1,0 +1,57 @@
+"""PII scrubbing of training data: the gateway's detectors, per-entity choice and counts, names."""
+
+from __future__ import annotations
+
+from training import pii
+
+
+def test_scrub_counts_each_entity():
+    doc = (
+        "Mail jane.doe@example.com or call +1 415-555-0132. Card 4111 1111 1111 1111, "
+        "host 192.168.10.24 and 2001:db8::8a2e:370:7334."
+    )
+    out, counts = pii.scrub(doc, ["email", "phone", "creditCard", "ipAddress"])
+    assert counts == {"email": 1, "phone": 1, "creditCard": 1, "ipAddress": 2}
+    for secret in ("jane.doe", "415-555", "4111", "192.168", "2001:db8"):
+        assert secret not in out
+    assert out.startswith("Mail [EMAIL] or call [PHONE]. Card [CARD], host [IP] and [IP].")
+
+
+def test_card_numbers_need_the_luhn_check():
+    out, counts = pii.scrub("order 4012 8888 8888 1882 shipped", ["creditCard"])
+    assert counts == {} and "4012 8888 8888 1882" in out
+    out, counts = pii.scrub("card 4012-8888-8888-1881 on file", ["creditCard"])
+    assert counts == {"creditCard": 1} and out == "card [CARD] on file"
+
+
+def test_only_the_requested_entities():
+    doc = "write to a@b.org from 10.0.0.1"
+    out, counts = pii.scrub(doc, ["ipAddress"])
+    assert counts == {"ipAddress": 1} and "a@b.org" in out
+
+
+def test_dates_and_versions_are_not_phones():
+    _, counts = pii.scrub("released 2024-01-15 at 10:30, version 1.2.3", ["phone", "ipAddress"])
+    assert counts == {}
+
+
+def test_names_need_a_detector():
+    doc = "Dr. Maria Gonzales signed. Regards, Tom"
+    assert pii.scrub(doc, ["name"]) == (doc, {})  # no detector: names stay
+    name, detector = pii.load_name_detector("heuristic")
+    out, counts = pii.scrub(doc, ["name"], detector)
+    assert name == "heuristic" and counts == {"name": 2}
+    assert out == "Dr. [NAME] signed. Regards, [NAME]"
+
+
+def test_a_configured_name_detector(monkeypatch):
+    monkeypatch.setenv("LLMOPS_PII_NAME_DETECTOR", "tests.unit.test_training_pii:_every_capital")
+    name, detector = pii.load_name_detector()
+    assert name.endswith(":_every_capital")
+    assert pii.scrub("hello Bob and Ann", ["name"], detector) == ("hello [NAME] and [NAME]", {"name": 2})
+
+
+def _every_capital(text: str) -> list[tuple[int, int]]:
+    import re
+
+    return [m.span() for m in re.finditer(r"\b[A-Z][a-z]+\b", text)]

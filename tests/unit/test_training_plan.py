@@ -1,0 +1,74 @@
+"""Small pure pieces of the stages: input parsing, step planning, CPU quantities, error unwrapping."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from training.errors import UserError
+from training.ingest import parse
+from training.train import cpu_count, plan_steps, unwrap
+
+
+def test_parse_jsonl_text_and_errors():
+    data = b'{"text": "a"}\n\n{"text": "b", "x": 1}\n'
+    assert parse(data, "jsonl", "text", "src") == ["a", "b"]
+    with pytest.raises(UserError, match=r"src: line 2 is not valid JSON"):
+        parse(b'{"text": "a"}\n{oops\n', "jsonl", "text", "src")
+    with pytest.raises(UserError, match=r"line 1 has no field 'body' \(fields: text\); set textField"):
+        parse(data, "jsonl", "body", "src")
+    with pytest.raises(UserError, match="not UTF-8"):
+        parse(b"\xff\xfe\x00", "jsonl", "text", "src")
+    assert parse(b"para one\nstill one\n\n\npara two\n", "text", "text", "src") == [
+        "para one\nstill one",
+        "para two",
+    ]
+
+
+def test_parse_gzip_and_parquet():
+    import gzip
+
+    assert parse(gzip.compress(b'{"t": "z"}\n'), "jsonl", "t", "src") == ["z"]
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"body": ["x", "y"]}), buffer)
+    assert parse(buffer.getvalue(), "parquet", "body", "src") == ["x", "y"]
+    with pytest.raises(UserError, match=r"no column 'text' \(columns: body\)"):
+        parse(buffer.getvalue(), "parquet", "text", "src")
+    with pytest.raises(UserError, match="not a readable Parquet file"):
+        parse(json.dumps({"a": 1}).encode(), "parquet", "text", "src")
+
+
+def test_plan_steps():
+    assert plan_steps(100, 8, 1, 3, None) == (13, 39)
+    assert plan_steps(100, 8, 4, 1, None) == (3, 3)
+    assert plan_steps(3, 8, 4, 2, None) == (1, 2)  # tiny shards still make progress
+    assert plan_steps(100, 8, 1, 3, 7) == (13, 7)
+
+
+def test_cpu_count():
+    assert cpu_count(None) == 1 and cpu_count(4) == 4 and cpu_count("3500m") == 3 and cpu_count("250m") == 1
+
+
+def test_unwrap_finds_the_user_error_inside_wrappers():
+    inner = UserError("fix this")
+
+    class Wrapper(Exception):
+        def __init__(self) -> None:
+            super().__init__("wrapped")
+            self.worker_failures = {0: RuntimeError("other"), 1: inner}
+
+    assert unwrap(Wrapper()) is inner
+    plain = RuntimeError("x")
+    assert unwrap(plain) is plain
+
+    class RemoteTaskError(UserError):  # what ray.get raises: the cause's class, a traceback as text
+        def __init__(self) -> None:
+            super().__init__("Traceback ... ray::read_file() ...")
+            self.cause = inner
+
+    assert unwrap(RemoteTaskError()) is inner

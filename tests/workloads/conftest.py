@@ -1,0 +1,193 @@
+"""Real components for the workload tests: a local Ray head, MinIO as S3, a tiny Llama made here.
+
+- Ray: `ray start --head --block` with 2 CPUs in its own process group (stopped by group id, never
+  `ray stop`, which would stop every Ray on the machine). The dashboard runs too: Ray Train's
+  placement-group cleaner and the Jobs API need it. Workers import this checkout via PYTHONPATH.
+- MinIO: the binary hack/tools/build.sh builds, on a free port with fresh root credentials.
+- The base model: random weights, a BPE tokenizer trained on the bundled corpora, head_dim 64.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip(
+    "ray", reason="the workload tests need the training extra (ray, torch, transformers, peft)"
+)
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from llmops.dev.cluster import free_port
+from tests.helpers import eventually
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data"
+QUICKSTART = REPO / "training" / "data" / "quickstart"
+MINIO = Path(os.environ.get("LLMOPS_CACHE", Path.home() / ".cache" / "llmops")) / "bin" / "minio"
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 30, marker: str | None = None) -> None:
+    """SIGTERM the process group we started, then SIGKILL what is left of it.
+
+    `marker`: a path only our processes have on their command line (Ray's temp dir); processes that
+    left the group (Ray daemonises some) are found by it and killed by pid.
+    """
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
+    time.sleep(1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if marker:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                continue
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The address (host:port) of a real local Ray head with 2 CPUs."""
+    port, dashboard = free_port(), free_port()
+    address = f"127.0.0.1:{port}"
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    log = tmp_path_factory.mktemp("ray") / "ray-head.log"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "RAY_ADDRESS": address,  # Ray's own helpers inside the cluster find this head, not a neighbour's
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ray.scripts.scripts",
+                "start",
+                "--head",
+                "--block",
+                f"--port={port}",
+                "--node-ip-address=127.0.0.1",
+                "--num-cpus=2",
+                "--num-gpus=0",
+                f"--temp-dir={temp}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dashboard}",
+                f"--ray-client-server-port={free_port()}",
+                "--disable-usage-stats",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        eventually(
+            lambda: proc.poll() is None and _http_ok(f"http://127.0.0.1:{dashboard}/api/version"),
+            timeout=120,
+            interval=1,
+        )
+    except AssertionError:
+        _stop_group(proc, 5)
+        raise AssertionError(f"the Ray head did not start; log:\n{log.read_text()[-3000:]}") from None
+    yield address
+    _stop_group(proc, marker=str(temp))
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A MinIO server: endpoint and root credentials."""
+    if not MINIO.exists():
+        pytest.fail(f"{MINIO} is missing: build it with hack/tools/build.sh minio")
+    port, console = free_port(), free_port()
+    user, password = "llmops-test", secrets.token_urlsafe(18)
+    data = tmp_path_factory.mktemp("minio")
+    log = data.parent / "minio.log"
+    env = {
+        **os.environ,
+        "MINIO_ROOT_USER": user,
+        "MINIO_ROOT_PASSWORD": password,
+        "MINIO_BROWSER": "off",
+        "MINIO_UPDATE": "off",
+    }
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                str(MINIO),
+                "server",
+                str(data),
+                "--address",
+                f"127.0.0.1:{port}",
+                "--console-address",
+                f"127.0.0.1:{console}",
+                "--quiet",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        eventually(lambda: proc.poll() is None and _http_ok(f"{endpoint}/minio/health/ready"), timeout=60)
+    except AssertionError:
+        _stop_group(proc, 5)
+        raise AssertionError(f"MinIO did not start; log:\n{log.read_text()[-3000:]}") from None
+    yield {"endpoint": endpoint, "access_key": user, "secret_key": password}
+    _stop_group(proc, 10)
+
+
+@pytest.fixture(scope="session")
+def s3(minio: dict[str, str]):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=minio["endpoint"],
+        aws_access_key_id=minio["access_key"],
+        aws_secret_access_key=minio["secret_key"],
+        region_name="us-east-1",
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama in Hugging Face layout (hidden 128, 2 heads: head_dim 64)."""
+    from training.tiny import corpus, make_tiny_llama
+
+    return make_tiny_llama(
+        corpus([QUICKSTART / "train.jsonl", DATA / "corpus.txt"]), tmp_path_factory.mktemp("tiny-base")
+    )

@@ -1,0 +1,452 @@
+"""The training workload end to end on a real local Ray head, with MinIO as S3.
+
+Each run is `python -m training.run --config ...` in its own process, as the Ray job's entrypoint
+runs it; the assertions read what it leaves in storage (report.json, the stage outputs, the
+registry). Models are tiny and runs are tens of steps: the point is the path, not the quality.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmops import registry
+from llmops.api.common import ModelReference, ObjectStorageLocation
+from llmops.storage import Credentials, open_store
+from tests.helpers import eventually
+from tests.workloads.conftest import DATA, QUICKSTART
+from tests.workloads.support import ARCH, json_of, make_run, read_report, run_workload, start
+from training import text
+
+# Planted in tests/data/pii_dups.jsonl and training/data/quickstart/train.jsonl.
+PLANTED_PII = [
+    "alice.w@example.net",
+    "+44 20 7946 0018",
+    "4012 8888 8888 1881",
+    "203.0.113.77",
+    "fe80::1ff:fe23:4567:890a",
+    "jane.doe@example.com",
+    "4111 1111 1111 1111",
+    "192.168.10.24",
+    "2001:db8::8a2e:370:7334",
+    "Maria Gonzales",
+]
+HARBOUR = "The harbour master counted twelve boats in the morning fog."
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def local_registry(tmp_path: Path) -> dict[str, Any]:
+    return {"local": {"path": str(tmp_path / "registry")}}
+
+
+def loss_fell(history: list[dict[str, Any]], by: float = 0.2) -> bool:
+    """The last logged loss is at least `by` (a fraction) below the first."""
+    return len(history) >= 2 and history[-1]["loss"] < (1 - by) * history[0]["loss"]
+
+
+# ---------------------------------------------------------------- pre-training on MinIO, 2 workers
+
+
+@pytest.fixture(scope="module")
+def pretrain(ray_head, minio, s3, tmp_path_factory):
+    """One pre-training run: sources in three formats in MinIO, registry and work folder in MinIO."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for bucket in ("data", "models"):
+        s3.create_bucket(Bucket=bucket)
+    uploads = {
+        "quickstart/train.jsonl": (QUICKSTART / "train.jsonl").read_bytes(),
+        "text/corpus.txt": (DATA / "corpus.txt").read_bytes(),
+        "eval/qa.jsonl": (QUICKSTART / "eval.jsonl").read_bytes(),
+    }
+    rows = [json.loads(line) for line in (DATA / "pii_dups.jsonl").read_text().splitlines()]
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"body": [r["text"] for r in rows]}), buffer)
+    uploads["parquet/pii.parquet"] = buffer.getvalue()
+    for key, body in uploads.items():
+        s3.put_object(Bucket="data", Key=key, Body=body)
+
+    conn = {"endpoint": minio["endpoint"], "region": "us-east-1"}
+    spec = {
+        "model": {"architecture": ARCH},
+        "data": {
+            "sources": [
+                {"uri": "s3://data/quickstart/train.jsonl"},
+                {"uri": "s3://data/parquet/", "format": "parquet", "textField": "body"},
+                {"uri": "s3://data/text/corpus.txt", "format": "text"},
+            ],
+            "s3": conn,
+            "preparation": {
+                "minLength": 8,
+                "dedup": {"method": "near", "threshold": 0.8},
+                "pii": {"entities": ["email", "phone", "creditCard", "ipAddress", "name"]},
+                "tokenization": {"blockSize": 64},
+                "validationSplit": 0.1,
+            },
+        },
+        "method": {
+            "type": "pretrain",
+            "hyperparameters": {"maxSteps": 30, "learningRate": 3e-3, "batchSize": 8, "warmupSteps": 2},
+            "checkpointEverySteps": 10,
+        },
+        "resources": {"workers": 2},
+        "evaluation": {
+            "datasets": [
+                {
+                    "name": "qa",
+                    "uri": "s3://data/eval/qa.jsonl",
+                    "metrics": ["rouge_l", "exact_match"],
+                    "maxNewTokens": 12,
+                }
+            ],
+            "perplexity": {"threshold": 1000},
+            "bias": {"maxGap": 0.9},
+            "security": {"canaries": 4},
+            "gates": [{"metric": "qa/rouge_l", "operator": ">=", "threshold": 0.0}],
+        },
+        "output": {"registry": {"s3": {"bucket": "models", **conn}}, "modelName": "tiny-pretrained"},
+    }
+    run = make_run(spec, "pretrain")
+    creds = Credentials(minio["access_key"], minio["secret_key"])
+    work = open_store(run.work_dir, creds)
+    env = {"AWS_ACCESS_KEY_ID": minio["access_key"], "AWS_SECRET_ACCESS_KEY": minio["secret_key"]}
+    log = tmp_path_factory.mktemp("pretrain") / "workload.log"
+    started = time.monotonic()
+    outcome = run_workload(run, ray_head, log, work, env)
+    return {
+        "run": run,
+        "outcome": outcome,
+        "work": work,
+        "registry": open_store(run.spec.output.registry, creds),
+        "uploads": uploads,
+        "seconds": time.monotonic() - started,
+    }
+
+
+def test_pretrain_succeeds_and_registers(pretrain):
+    outcome = pretrain["outcome"]
+    assert outcome.rc == 0, outcome.log[-4000:]
+    report = outcome.report
+    assert report.phase == "Succeeded", report.message
+    assert report.model_version is not None and report.model_version.version == "1"
+    assert report.model_version.uri.startswith("s3://models/models/tiny-pretrained/versions/1/")
+    assert report.progress.stage == "Done" and report.progress.step == report.progress.total_steps == 30
+    assert report.progress.tokens_per_second and report.progress.tokens_per_second > 0
+    assert all(g.passed for g in report.gates) and {g.metric for g in report.gates} >= {
+        "qa/rouge_l",
+        "perplexity",
+        "bias/gap",
+        "security/leakage",
+    }
+    print(f"pre-training end to end: {pretrain['seconds']:.0f} s")
+
+
+def test_pretrain_loss_falls(pretrain):
+    result = json_of(pretrain["work"], "train/result.json")
+    assert result["workers"] == 2 and result["resumed_from"] == 0 and result["steps"] == 30
+    assert loss_fell(result["history"]), result["history"]
+
+
+def test_prepared_data_has_no_pii_and_no_duplicates(pretrain):
+    import pyarrow.parquet as pq
+
+    work = pretrain["work"]
+    docs = []
+    for key in work.list("prepare/documents/"):
+        if not key.endswith(".parquet"):
+            continue  # S3 folder markers
+        docs += pq.read_table(io.BytesIO(work.get_bytes(key))).column("text").to_pylist()
+    joined = "\n".join(docs)
+    for planted in PLANTED_PII:
+        assert planted not in joined, f"{planted!r} survived preparation"
+    assert "[EMAIL]" in joined and "[CARD]" in joined and "[IP]" in joined and "[NAME]" in joined
+    assert "4012 8888 8888 1882" in joined  # fails the Luhn check: not a card number, kept
+    assert sum(HARBOUR in d for d in docs) == 1  # one exact and two near duplicates removed
+    hashes = [text.content_hash(d) for d in docs]
+    assert len(hashes) == len(set(hashes))
+    summary = json_of(work, "stages/prepare.json")
+    found = summary["pii"]["found"]
+    assert found["email"] >= 3 and found["phone"] >= 3 and found["creditCard"] >= 3
+    assert found["ipAddress"] >= 4 and found["name"] >= 1
+    dropped = summary["counts"]["dropped"]
+    assert dropped["exact_duplicate"] >= 1 and dropped["near_duplicate"] >= 2
+    assert dropped["low_quality"] == 1 and dropped["too_short"] == 1
+    canaries = json_of(work, "prepare/canaries.json")
+    assert len(canaries) == 4 and all(c["secret"] in joined for c in canaries)  # planted in training data
+
+
+def test_manifest_is_complete(pretrain, tmp_path):
+    store = pretrain["registry"]
+    manifest = registry.resolve(store, ModelReference(name="tiny-pretrained", version="1"))
+    assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"} <= set(
+        manifest.artifacts
+    )
+    lineage = manifest.lineage
+    assert (
+        lineage.parent_job == "tests/pretrain"
+        and lineage.method == "pretrain"
+        and lineage.base_model == "scratch"
+    )
+    assert lineage.code_version == "test" and lineage.data_digest
+    by_uri = {d["uri"]: d for d in lineage.data}
+    uploads = pretrain["uploads"]
+    train_jsonl = by_uri["s3://data/quickstart/train.jsonl"]
+    assert train_jsonl["sha256"] == hashlib.sha256(uploads["quickstart/train.jsonl"]).hexdigest()
+    assert train_jsonl["rows"] == len(uploads["quickstart/train.jsonl"].splitlines())
+    assert (
+        by_uri["s3://data/text/corpus.txt"]["sha256"]
+        == hashlib.sha256(uploads["text/corpus.txt"]).hexdigest()
+    )
+    parquet = by_uri["s3://data/parquet/"]
+    assert (
+        parquet["rows"] == 14
+        and parquet["files"][0]["sha256"] == hashlib.sha256(uploads["parquet/pii.parquet"]).hexdigest()
+    )
+    assert lineage.preparation["counts"]["input"] == sum(d["rows"] for d in lineage.data)
+    assert lineage.hyperparameters["hyperparameters"]["learningRate"] == 3e-3
+    assert lineage.hyperparameters["resources"]["workers"] == 2
+    assert set(manifest.metrics) >= {
+        "perplexity",
+        "qa/rouge_l",
+        "qa/exact_match",
+        "bias/gap",
+        "bias/parity",
+        "security/leakage",
+    }
+    assert manifest.gates and manifest.gates_passed
+    extra = lineage.model_extra or {}
+    assert extra["job_uid"] == pretrain["run"].job.uid and extra["training"]["steps"] == 30
+
+    folder = registry.download(store, manifest, tmp_path / "model")  # verifies every checksum
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert model.config.hidden_size // model.config.num_attention_heads == 64  # vLLM's CPU backend serves it
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    out = model.generate(**tokenizer("Question: How", return_tensors="pt"), max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > 2
+
+
+# ------------------------------------------------------- full fine-tune with a gate set to fail
+
+
+def test_full_finetune_gate_failure_keeps_artifacts(ray_head, tiny_base, tmp_path):
+    spec = {
+        "model": {"baseModel": str(tiny_base)},
+        "data": {
+            "sources": [{"uri": str(QUICKSTART / "train.jsonl")}],
+            "preparation": {
+                "dedup": {"method": "exact"},
+                "tokenization": {"blockSize": 64},
+                "validationSplit": 0.1,
+            },
+        },
+        "method": {
+            "type": "full",
+            "hyperparameters": {
+                "maxSteps": 20,
+                "learningRate": 2e-3,
+                "batchSize": 8,
+                "weightDecay": 0.01,
+                "dropout": 0.1,
+                "labelSmoothing": 0.05,
+                "maxGradNorm": 0.5,
+                "mixedPrecision": "bf16",  # a CPU cluster trains in fp32 instead
+            },
+            "checkpointEverySteps": 5,
+        },
+        "evaluation": {
+            "datasets": [
+                {
+                    "name": "qa",
+                    "uri": str(QUICKSTART / "eval.jsonl"),
+                    "metrics": ["exact_match", "rouge_l"],
+                    "maxNewTokens": 12,
+                    "maxSamples": 8,
+                }
+            ],
+            "gates": [
+                {"metric": "perplexity", "operator": "<", "threshold": 1e9},  # must pass
+                {"metric": "qa/exact_match", "operator": ">=", "threshold": 0.99},  # set to fail
+            ],
+        },
+        "output": {"registry": local_registry(tmp_path), "modelName": "tiny-full"},
+    }
+    run = make_run(spec, "full")
+    work = open_store(run.work_dir)
+    outcome = run_workload(run, ray_head, tmp_path / "workload.log", work)
+    report = outcome.report
+    assert outcome.rc == 2, outcome.log[-4000:]
+    assert report.phase == "Failed" and report.failed_gates == ["qa/exact_match"]
+    assert "qa/exact_match" in report.message and "not registered" in report.message
+    verdicts = {g.metric: g.passed for g in report.gates}
+    assert verdicts == {"perplexity": True, "qa/exact_match": False}
+    assert registry.versions(open_store(run.spec.output.registry), "tiny-full") == []
+    assert work.exists("model/model.safetensors") and work.exists("evaluate/report.json")
+    result = json_of(work, "train/result.json")
+    assert result["precision"] == "float32" and loss_fell(result["history"]), result["history"]
+    # A retry does not train again: every stage is done, and the verdict is the same.
+    again = run_workload(run, ray_head, tmp_path / "workload-again.log", work)
+    assert again.rc == 2 and again.report.failed_gates == ["qa/exact_match"]
+    assert "train: done before, skipping" in again.log
+
+
+# --------------------------------------------------------------- LoRA on a registered base
+
+
+def test_lora_from_registry(ray_head, tiny_base, tmp_path):
+    reg = ObjectStorageLocation.model_validate(local_registry(tmp_path))
+    store = open_store(reg)
+    registry.register(store, "tiny-base", tiny_base, metrics={}, gates=[], lineage=registry.Lineage())
+    spec = {
+        "model": {"base": {"name": "tiny-base", "version": "1"}},
+        "data": {
+            "sources": [{"uri": str(QUICKSTART / "train.jsonl")}],
+            "preparation": {"tokenization": {"blockSize": 64}},
+        },
+        "method": {
+            "type": "lora",
+            "hyperparameters": {"maxSteps": 20, "learningRate": 1e-2, "batchSize": 8},
+            "lora": {"r": 8, "alpha": 16, "targetModules": LORA_TARGETS},
+            "checkpointEverySteps": 5,
+        },
+        "evaluation": {"perplexity": {"threshold": 1e6}},
+        "output": {"registry": local_registry(tmp_path), "modelName": "tiny-lora"},
+    }
+    run = make_run(spec, "lora")
+    work = open_store(run.work_dir)
+    outcome = run_workload(run, ray_head, tmp_path / "workload.log", work)
+    assert outcome.rc == 0 and outcome.report.phase == "Succeeded", (
+        outcome.report.message + outcome.log[-3000:]
+    )
+    manifest = registry.resolve(store, ModelReference(name="tiny-lora", alias="latest"))
+    assert (
+        "adapter/adapter_model.safetensors" in manifest.artifacts
+        and "model.safetensors" in manifest.artifacts
+    )
+    assert manifest.lineage.base_model == "tiny-base:1" and manifest.lineage.method == "lora"
+    result = json_of(work, "train/result.json")
+    # Adapters on a random base learn slowly: 20 steps take a few percent off the loss.
+    assert result["model"]["merged"] is True and loss_fell(result["history"], by=0.03), result["history"]
+
+    from safetensors.torch import load_file
+
+    merged = load_file(str(tmp_path / "registry" / "models/tiny-lora/versions/1/model/model.safetensors"))
+    base = load_file(str(tiny_base / "model.safetensors"))
+    changed = [k for k in base if not (base[k] == merged[k]).all()]
+    assert changed and all(k.split(".")[-2] in LORA_TARGETS for k in changed), changed
+    assert not any(k.split(".")[-2] in LORA_TARGETS for k in set(base) - set(changed))  # every target merged
+
+
+# ------------------------------------------------------------------ checkpoint and resume
+
+
+def test_resume_after_kill_continues_from_checkpoint(ray_head, tmp_path):
+    spec = {
+        "model": {"architecture": ARCH},
+        "data": {
+            "sources": [{"uri": str(QUICKSTART / "train.jsonl")}],
+            "preparation": {"tokenization": {"blockSize": 64}},
+        },
+        "method": {
+            "type": "pretrain",
+            "hyperparameters": {"maxSteps": 120, "learningRate": 3e-3, "batchSize": 4},
+            "checkpointEverySteps": 10,
+        },
+        "output": {"registry": local_registry(tmp_path), "modelName": "tiny-resumed"},
+    }
+    run = make_run(spec, "resume")
+    work = open_store(run.work_dir)
+    proc = start(run, ray_head, tmp_path / "first.log")
+    try:
+        # The progress callback writes after Ray Train has registered the step's checkpoint.
+        report = eventually(
+            lambda: (r := read_report(work)) and r.progress.step and r.progress.step >= 20 and r,
+            timeout=600,
+            interval=0.5,
+        )
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # the driver dies mid-run, as a preempted head would
+        proc.wait()
+    killed_at = report.progress.step
+    assert killed_at < 120 and not work.exists("stages/train.json")
+
+    outcome = run_workload(run, ray_head, tmp_path / "second.log", work)
+    assert outcome.rc == 0 and outcome.report.phase == "Succeeded", outcome.log[-4000:]
+    result = json_of(work, "train/result.json")
+    assert result["resumed_from"] >= killed_at and result["resumed_from"] % 10 == 0
+    assert result["steps"] == 120
+    assert f"starting at step {result['resumed_from']} of 120" in outcome.log
+    steps = [h["step"] for h in result["history"]]
+    assert steps == sorted(set(steps)) and steps[-1] == 120  # one history, continued, no step twice
+    assert "ingest: done before, skipping" in outcome.log and "prepare: done before, skipping" in outcome.log
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def _bad_spec(tmp_path: Path, tiny_base: Path, case: str) -> tuple[dict[str, Any], str]:
+    source = {"uri": str(QUICKSTART / "train.jsonl")}
+    spec: dict[str, Any] = {
+        "model": {"baseModel": str(tiny_base)},
+        "data": {"sources": [source], "preparation": {"tokenization": {"blockSize": 64}}},
+        "method": {"type": "full", "hyperparameters": {"maxSteps": 2}},
+        "output": {"registry": local_registry(tmp_path), "modelName": "bad"},
+    }
+    if case == "unreadable":
+        broken = tmp_path / "broken.jsonl"
+        broken.write_text('{"text": "fine"}\n{"text": "no closing brace"\n')
+        spec["data"]["sources"] = [{"uri": str(broken)}]
+        return spec, "line 2 is not valid JSON"
+    if case == "missing-field":
+        spec["data"]["sources"] = [{"uri": str(QUICKSTART / "eval.jsonl")}]
+        return spec, "has no field 'text' (fields: prompt, reference); set textField"
+    if case == "missing-data":
+        spec["data"]["sources"] = [{"uri": str(tmp_path / "nothing-here.jsonl")}]
+        return spec, "no jsonl file there"
+    if case == "empty-after-filtering":
+        spec["data"]["preparation"]["minLength"] = 100000
+        return spec, "no documents left after preparation"
+    if case == "base-missing":
+        spec["model"] = {"baseModel": str(tmp_path / "no-such-model")}
+        return spec, "no config.json there"
+    if case == "registry-base-missing":
+        spec["model"] = {"base": {"name": "never-registered", "version": "3"}}
+        return spec, "register the base model first"
+    if case == "qlora-on-cpu":
+        spec["method"] = {"type": "qlora"}
+        return spec, "spec.method.type is qlora, which needs GPUs"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unreadable",
+        "missing-field",
+        "missing-data",
+        "empty-after-filtering",
+        "base-missing",
+        "registry-base-missing",
+        "qlora-on-cpu",
+    ],
+)
+def test_bad_input_fails_with_what_to_fix(ray_head, tiny_base, tmp_path, case):
+    spec, expected = _bad_spec(tmp_path, tiny_base, case)
+    run = make_run(spec, case)
+    work = open_store(run.work_dir)
+    outcome = run_workload(run, ray_head, tmp_path / "workload.log", work, timeout=300)
+    assert outcome.rc == 2, outcome.log[-3000:]
+    assert outcome.report.phase == "Failed"
+    assert expected in outcome.report.message, outcome.report.message
+    assert "Traceback" not in outcome.report.message and "ray::" not in outcome.report.message
+    assert not work.exists("stages/train.json")
