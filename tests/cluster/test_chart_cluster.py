@@ -107,9 +107,9 @@ def reconcile_as_service_account(cluster: LocalCluster, namespace: str, sa: str,
             )
         )
         assert "support-bot-api-keys" in refused.stderr  # the webhook read Secrets as the ServiceAccount
-        cluster.kubectl(
-            "create", "secret", "generic", "support-bot-api-keys", "-n", namespace, "--from-literal=k=v"
-        )
+        assert "spec.registry.s3.credentialsSecretRef.name" in refused.stderr  # every missing one is named
+        for secret in ("support-bot-api-keys", "registry-credentials"):
+            cluster.kubectl("create", "secret", "generic", secret, "-n", namespace, "--from-literal=k=v")
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=example)
 
         def reconciled() -> dict | None:
