@@ -147,6 +147,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster on loopback
     import ray
 
     plain: list[float] = []

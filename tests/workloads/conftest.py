@@ -85,6 +85,8 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         "RAY_ADDRESS": address,  # Ray's own helpers inside the cluster find this head, not a neighbour's
         "RAY_USAGE_STATS_ENABLED": "0",
+        # A test head on loopback: no token auth, whatever ~/.ray/auth_token other runs left behind.
+        "RAY_AUTH_MODE": "disabled",
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
@@ -114,14 +116,18 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             start_new_session=True,
         )
     try:
-        eventually(
-            lambda: proc.poll() is None and _http_ok(f"http://127.0.0.1:{dashboard}/api/version"),
-            timeout=120,
-            interval=1,
-        )
+        # "Ray runtime started" comes once the GCS and the raylet run; the dashboard follows (on a
+        # busy 2-core machine that can take a minute). Training needs only the former; Ray Train's
+        # placement-group cleaner and the Jobs API use the dashboard.
+        eventually(lambda: proc.poll() is None and "Ray runtime started" in log.read_text(), 300, 1)
+        eventually(lambda: _http_ok(f"http://127.0.0.1:{dashboard}/api/version"), 300, 1)
     except AssertionError:
-        _stop_group(proc, 5)
-        raise AssertionError(f"the Ray head did not start; log:\n{log.read_text()[-3000:]}") from None
+        logs = sorted(temp.glob("session_*/logs/dashboard.*"))
+        detail = "".join(p.read_text(errors="replace")[-2000:] for p in logs)
+        _stop_group(proc, 5, marker=str(temp))
+        raise AssertionError(
+            f"the Ray head did not start; log:\n{log.read_text()[-3000:]}\n{detail}"
+        ) from None
     yield address
     _stop_group(proc, marker=str(temp))
     shutil.rmtree(temp, ignore_errors=True)
