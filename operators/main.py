@@ -88,6 +88,9 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None) -
     # We post our own Events with reasons; kopf's log-to-Event mirror only for warnings.
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 16
+    # Bounds the objects in flight at once: at a cold start kopf would otherwise begin every listed
+    # object's reconcile together (1,000 objects: 275 MiB peak RSS; with 250: 189 MiB).
+    settings.queueing.worker_limit = 250
     if webhook:
         settings.admission.server = webhook_server(webhook)
         settings.admission.managed = webhook.config_name

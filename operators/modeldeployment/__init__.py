@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -399,7 +400,8 @@ class Reconciler:
             "canary": step.status if step else None,
             "inventory": inventory,
         }
-        requeue = settings.resync_seconds
+        # Spread the resyncs (objects created together would otherwise all come due together).
+        requeue = settings.resync_seconds * random.uniform(0.9, 1.1)
         if step and step.requeue_after is not None:
             requeue = min(requeue, step.requeue_after)
 
