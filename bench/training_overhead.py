@@ -3,7 +3,9 @@
 Same tiny Llama (random init, head_dim 64), same packed blocks, same optimiser, batch, thread count
 and number of steps, in the same run on the same machine. The Ray path is the workload's real
 `train_loop` under TorchTrainer with one worker (gloo; progress reports, a checkpoint at the end and
-the final model upload included); the baseline is a bare loop in this process.
+the final model upload included); the baseline is a bare loop in a fresh process with the same
+OMP_NUM_THREADS, as Ray starts its workers. The samples alternate; the best of each counts (this
+machine is shared: the worst samples measure the neighbours).
 
 Printed: tokens/s of each, measured inside the loop (from the first step to the last, the number
 the workload reports), and the Ray path's rate over the whole `fit()` call including worker
@@ -18,7 +20,9 @@ import argparse
 import json
 import math
 import os
+import pickle
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -115,6 +119,17 @@ def plain_loop(cfg: dict, base: Path, work: Path) -> float:
     return tokens / (time.monotonic() - start)
 
 
+def plain_process(cfg: dict, base: Path, work: Path) -> float:
+    """The baseline in a fresh process with OMP_NUM_THREADS set, as Ray starts its workers."""
+    path = work / "plain.pkl"
+    path.write_bytes(pickle.dumps((cfg, str(base), str(work))))
+    env = {**os.environ, "OMP_NUM_THREADS": str(cfg["threads"]), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, __file__, "--plain", str(path)], env=env, capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def ray_path(cfg: dict, work: Path) -> tuple[float, float, float]:
     """The workload's TorchTrainer path. Returns (in-loop tokens/s, end-to-end tokens/s, fit seconds)."""
     from ray.train import RunConfig, ScalingConfig
@@ -145,8 +160,14 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="alternating samples of each path; best counts"
     )
+    parser.add_argument("--plain", help=argparse.SUPPRESS)  # internal: run the baseline in this process
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.plain:
+        cfg, base, work = pickle.loads(Path(args.plain).read_bytes())
+        plain_loop({**cfg, "total_steps": 5}, Path(base), Path(work))  # untimed: one-time start-up costs
+        print(plain_loop(cfg, Path(base), Path(work)))
+        return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster on loopback
     import ray
 
@@ -157,8 +178,7 @@ def main() -> None:
         work = Path(tmp)
         base, blocks = prepare(work, args.block)
         cfg = config(work, base, args.steps, args.batch, args.threads, blocks)
-        plain_loop({**cfg, "total_steps": 5}, base, work)  # untimed: the process's one-time start-up costs
-        plain.append(plain_loop(cfg, base, work))  # before Ray starts: nothing else on the CPUs
+        plain.append(plain_process(cfg, base, work))  # before Ray starts: nothing else on the CPUs
         env = {"PYTHONPATH": str(ROOT)}
         ray.init(
             num_cpus=args.threads,
@@ -170,7 +190,7 @@ def main() -> None:
             time.sleep(5)  # let Ray's own processes settle before timing anything
             for i in range(args.repeats):
                 if i:
-                    plain.append(plain_loop(cfg, base, work))
+                    plain.append(plain_process(cfg, base, work))
                 shutil.rmtree(work / "train", ignore_errors=True)
                 rate, end_to_end, seconds = ray_path(cfg, work)
                 in_loop.append(rate)

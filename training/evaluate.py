@@ -149,11 +149,11 @@ def score(cfg: dict[str, Any]) -> dict[str, Any]:
     from training.train import _load_blocks
 
     work: StoreSpec = cfg["work"]
-    local = Path(tempfile.mkdtemp(prefix="llmops-eval-"))
-    download_dir(work.open(), "model", local / "model")
-    device = "cuda" if cfg["gpu"] and torch.cuda.is_available() else "cpu"
-    torch.set_num_threads(cfg["threads"])
-    scorer = Scorer(local / "model", device)
+    with tempfile.TemporaryDirectory(prefix="llmops-eval-") as tmp:
+        download_dir(work.open(), "model", Path(tmp) / "model")
+        device = "cuda" if cfg["gpu"] and torch.cuda.is_available() else "cpu"
+        torch.set_num_threads(cfg["threads"])
+        scorer = Scorer(Path(tmp) / "model", device)
     out: dict[str, float] = {}
     details: dict[str, Any] = {}
 

@@ -145,14 +145,14 @@ def resolve_uri(ctx: Context, uri: str, what: str, require: str = "tokenizer_con
     return source
 
 
-def check_lora_targets(base: ModelSource, lora: Any, dest: Path) -> None:
-    """Fail before training when lora.targetModules names no layer of the base (checked on a meta model)."""
+def check_base(base: ModelSource, method: str, lora: Any, block_size: int, dest: Path) -> None:
+    """Before any data moves: the base is a causal LM (built on the meta device from its config.json),
+    the blocks fit its context, and lora.targetModules name layers it has."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from llmops.api.trainingjob import LoRA
 
-    targets = list((lora or LoRA()).target_modules)
     folder = base.fetch(dest, ("config.json",))
     try:
         config = AutoConfig.from_pretrained(folder)
@@ -163,6 +163,15 @@ def check_lora_targets(base: ModelSource, lora: Any, dest: Path) -> None:
             f"the base model {base.description} has a config.json transformers cannot load as a causal LM "
             f"({type(e).__name__}: {e}); use a decoder-only checkpoint"
         ) from e
+    context = getattr(config, "max_position_embeddings", None)
+    if context and block_size > context:
+        raise UserError(
+            f"spec.data.preparation.tokenization.blockSize is {block_size} but {base.description} "
+            f"handles at most {context} positions; lower blockSize to {context} or less"
+        )
+    if method not in ("lora", "qlora"):
+        return
+    targets = list((lora or LoRA()).target_modules)
     names = {n.rsplit(".", 1)[-1] for n, _ in skeleton.named_modules()}
     missing = [t for t in targets if t not in names]
     if missing:
@@ -172,6 +181,15 @@ def check_lora_targets(base: ModelSource, lora: Any, dest: Path) -> None:
         raise UserError(
             f"spec.method.lora.targetModules {missing} are not layers of {base.description}; "
             f"its linear layers are {linear}"
+        )
+
+
+def check_architecture(arch: Any, block_size: int) -> None:
+    if block_size > arch.max_position_embeddings:
+        raise UserError(
+            f"spec.data.preparation.tokenization.blockSize is {block_size} but "
+            f"spec.model.architecture.maxPositionEmbeddings is {arch.max_position_embeddings}; "
+            "lower blockSize or raise maxPositionEmbeddings"
         )
 
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import sys
 import traceback
 
@@ -53,8 +54,13 @@ def stages(ctx: Context) -> None:
     preflight(ctx)
     ctx.reporter.write(progress={"stage": "PreparingData"}, message="resolving the base model")
     base = model.resolve_base(ctx)
-    if base is not None and ctx.spec.method.type in ("lora", "qlora"):
-        model.check_lora_targets(base, ctx.spec.method.lora, ctx.scratch / "base-config")
+    block_size = ctx.spec.data.preparation.tokenization.block_size
+    if base is not None:
+        model.check_base(
+            base, ctx.spec.method.type, ctx.spec.method.lora, block_size, ctx.scratch / "base-config"
+        )
+    elif ctx.spec.model.architecture is not None:
+        model.check_architecture(ctx.spec.model.architecture, block_size)
     ctx.reporter.write(message="ingesting data")
     ingested = ingest.run(ctx)
     ctx.reporter.write(message="preparing data")
@@ -142,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             "has the traceback, and a retry resumes from the last completed stage",
         )
         return 1
+    finally:
+        shutil.rmtree(ctx.scratch, ignore_errors=True)  # everything worth keeping is in the work folder
 
 
 if __name__ == "__main__":

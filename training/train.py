@@ -11,8 +11,11 @@ again with the same storage path and name (its job-driver fault tolerance), or w
 validation loss and perplexity are computed without smoothing.
 
 Progress reaches the TrainingJob through report.json: a UserCallback on Ray Train's controller
-rewrites it after each `ray.train.report` with step, epoch, loss, tokens/s and ETA. Rank 0 writes
-the final model to <workDir>/model/ and a summary to <workDir>/train/result.json.
+rewrites it after each `ray.train.report` with step, epoch, loss, tokens/s and ETA. The controller
+runs it after its checkpoint manager has persisted the step, so a step shown there is resumable.
+Reports go out every LLMOPS_PROGRESS_INTERVAL_S (10 s) and at checkpoints, never per step: the
+controller takes one report per worker per poll (2 s) and a worker blocks until it is taken.
+Rank 0 writes the final model to <workDir>/model/ and a summary to <workDir>/train/result.json.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -372,6 +376,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
         }
         store.put_bytes("train/result.json", json.dumps(result, indent=2).encode())
     ray.train.report({"step": state["step"], "final": 1})
+    shutil.rmtree(local, ignore_errors=True)  # every rank is past the barrier: the node cache is unused
 
 
 class _nullcontext:

@@ -32,10 +32,8 @@ pytest.importorskip("peft")
 
 from llmops.dev.cluster import free_port
 from tests.helpers import eventually
+from tests.workloads.support import DATA, QUICKSTART, REPO
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "tests" / "data"
-QUICKSTART = REPO / "training" / "data" / "quickstart"
 MINIO = Path(os.environ.get("LLMOPS_CACHE", Path.home() / ".cache" / "llmops")) / "bin" / "minio"
 
 
@@ -47,7 +45,7 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _stop_group(proc: subprocess.Popen, grace: float = 30, marker: str | None = None) -> None:
+def _stop_group(proc: subprocess.Popen, grace: float = 10, marker: str | None = None) -> None:
     """SIGTERM the process group we started, then SIGKILL what is left of it.
 
     `marker`: a path only our processes have on their command line (Ray's temp dir); processes that

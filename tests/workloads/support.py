@@ -15,6 +15,8 @@ from llmops.storage import ObjectStore
 from llmops.workload import REPORT, JobIdentity, RunReport, TrainingRun, work_dir_for
 
 REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data"
+QUICKSTART = REPO / "training" / "data" / "quickstart"
 ARCH = {
     "hiddenSize": 128,
     "layers": 2,

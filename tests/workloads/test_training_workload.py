@@ -22,8 +22,16 @@ from llmops import registry
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.storage import Credentials, open_store
 from tests.helpers import eventually
-from tests.workloads.conftest import DATA, QUICKSTART
-from tests.workloads.support import ARCH, json_of, make_run, read_report, run_workload, start
+from tests.workloads.support import (
+    ARCH,
+    DATA,
+    QUICKSTART,
+    json_of,
+    make_run,
+    read_report,
+    run_workload,
+    start,
+)
 from training import text
 
 # Planted in tests/data/pii_dups.jsonl and training/data/quickstart/train.jsonl.
@@ -422,6 +430,14 @@ def _bad_spec(tmp_path: Path, tiny_base: Path, case: str) -> tuple[dict[str, Any
     if case == "registry-base-missing":
         spec["model"] = {"base": {"name": "never-registered", "version": "3"}}
         return spec, "register the base model first"
+    if case == "block-longer-than-context":
+        spec["model"] = {"architecture": ARCH}
+        spec["method"] = {"type": "pretrain"}
+        spec["data"]["preparation"]["tokenization"]["blockSize"] = 512
+        return spec, "blockSize is 512 but spec.model.architecture.maxPositionEmbeddings is 256"
+    if case == "lora-targets-missing":
+        spec["method"] = {"type": "lora", "lora": {"targetModules": ["c_attn"]}}
+        return spec, "targetModules ['c_attn'] are not layers of"
     if case == "qlora-on-cpu":
         spec["method"] = {"type": "qlora"}
         return spec, "spec.method.type is qlora, which needs GPUs"
@@ -437,6 +453,8 @@ def _bad_spec(tmp_path: Path, tiny_base: Path, case: str) -> tuple[dict[str, Any
         "empty-after-filtering",
         "base-missing",
         "registry-base-missing",
+        "block-longer-than-context",
+        "lora-targets-missing",
         "qlora-on-cpu",
     ],
 )
