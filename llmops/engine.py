@@ -15,8 +15,10 @@ Layout of the model volume (`MODEL_ROOT`, an emptyDir in the pod, a temporary fo
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from llmops.api.common import ObjectStorageLocation
 from llmops.api.modeldeployment import Engine
@@ -79,6 +81,22 @@ def vllm_argv(
         modules = [f"{a.name}={paths.get(a.name) or adapter_dir(a.name, root)}" for a in engine.lora_adapters]
         argv += ["--enable-lora", "--max-loras", str(len(modules)), "--lora-modules", *modules]
     return [*argv, *engine.extra_args]
+
+
+def localize_argv(argv: Sequence[str], root: str | Path, replace: Mapping[str, str]) -> list[str]:
+    """A pod's argv for this machine: this interpreter, the model volume at `root`, new flag values.
+
+    What `llmops dev serve` and the GPU check run: the deployed command, with only what cannot hold
+    outside the pod rewritten (`replace` maps a flag such as "--port" to its new value).
+    """
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if i == 0 and arg in ("python", "python3"):
+            arg = sys.executable
+        elif out and out[-1] in replace:
+            arg = replace[out[-1]]
+        out.append(arg.replace(MODEL_ROOT, str(root)))
+    return out
 
 
 def _number(value: float) -> str:

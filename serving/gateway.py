@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import signal
 import socket
 import sys
@@ -60,6 +61,8 @@ disable_created_metrics()  # no *_created series: they double the series count f
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 NO_VERSION = "none"  # the version label of requests refused before one was chosen
+# An event worth parsing on the fast path: one with a usage object (not `"usage": null`), or [DONE].
+USAGE_OR_DONE = re.compile(rb'"usage"\s*:\s*\{|\[DONE\]')
 
 
 class Metrics:
@@ -204,6 +207,19 @@ def _redact_prompt(body: dict[str, Any], chat: bool) -> None:
         body["prompt"] = redact(body["prompt"])
     elif isinstance(body["prompt"], list):
         body["prompt"] = [redact(p) if isinstance(p, str) else p for p in body["prompt"]]
+
+
+def forwarded_body(raw: bytes, body: dict[str, Any], *, changed: bool, add_usage: bool) -> bytes:
+    """The request body sent upstream: the client's bytes where possible, else `body` re-encoded.
+
+    `add_usage` (the body has no `stream_options` key) splices `stream_options.include_usage` into the
+    client's bytes instead of re-encoding the parsed body, which keeps a long prompt's cost off the hot
+    path; no key is duplicated.
+    """
+    text = raw.lstrip()
+    if changed or (add_usage and not text.startswith(b"{")):
+        return json.dumps(body).encode()
+    return b'{"stream_options":{"include_usage":true},' + text[1:] if add_usage else raw
 
 
 def validate(body: Any, chat: bool, model_names: set[str]) -> None:
@@ -580,7 +596,8 @@ class Gateway:
                     retry_after=decision.retry_after_header,
                 )
             try:
-                body = json.loads(await request.read())
+                raw = await request.read()
+                body = json.loads(raw)
             except web.HTTPRequestEntityTooLarge as e:
                 raise HttpError(
                     413, f"the request body exceeds {self.config.max_request_bytes} bytes", "too_large"
@@ -589,17 +606,23 @@ class Gateway:
                 raise HttpError(400, f"the request body is not valid JSON: {e}", "bad_request") from e
             validate(body, chat, self.model_names)
             prompt_texts = _texts_in_prompt(body, chat)
-            if self.redact_traffic:
+            changed = self.redact_traffic
+            if changed:
                 _redact_prompt(body, chat)
             stream = bool(body.get("stream"))
-            strip_usage = False
+            strip_usage = add_usage = False
             if stream:
                 options = body.get("stream_options")
-                if not isinstance(options, dict):
-                    options = body["stream_options"] = {}
-                if not options.get("include_usage"):
-                    options["include_usage"] = True  # for token accounting; the extra chunk is not forwarded
+                if not isinstance(options, dict) or not options.get("include_usage"):
+                    # Ask for the usage chunk, for token accounting; it is not forwarded.
                     strip_usage = True
+                    add_usage = "stream_options" not in body
+                    changed = changed or not add_usage
+                    body["stream_options"] = {
+                        **(options if isinstance(options, dict) else {}),
+                        "include_usage": True,
+                    }
+            data = forwarded_body(raw, body, changed=changed, add_usage=add_usage)
             wait_start = time.perf_counter()
             try:
                 replica = await self.dispatcher.acquire()
@@ -653,7 +676,6 @@ class Gateway:
                 }
             )
         path = "/v1/chat/completions" if chat else "/v1/completions"
-        data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if rid := request.headers.get("X-Request-Id"):
             headers["X-Request-Id"] = rid
@@ -838,6 +860,7 @@ class Gateway:
         state = StreamState(self.redact_traffic, sampled, strip_usage)
         parse_all = state.redactors is not None or state.texts is not None
         code, reason = 200, None
+        resp_ended = False
         try:
             # Forward whole buffers of events as they arrive; parse only the events that need it (the
             # usage chunk, [DONE], or every event when redacting or sampling). JSON-decoding every
@@ -852,7 +875,7 @@ class Gateway:
                 for event in events:
                     if not event:
                         continue
-                    if parse_all or b'"usage"' in event or b"[DONE]" in event:
+                    if parse_all or USAGE_OR_DONE.search(event):
                         event = self._transform_event(event, state, chat)
                         if event is None:
                             continue
@@ -864,9 +887,13 @@ class Gateway:
                         state.first_token_at = time.perf_counter()
                     if not state.done or event.startswith(b"data: [DONE]"):
                         out.append(event + b"\n\n")
-                if out:
+                if out and not resp_ended:
                     try:
-                        await resp.write(b"".join(out))
+                        if state.done:  # the last events and the end of the body in one write
+                            resp_ended = True
+                            await resp.write_eof(b"".join(out))
+                        else:
+                            await resp.write(b"".join(out))
                     except (ConnectionError, RuntimeError) as e:
                         raise ClientGone() from e
                 # After [DONE], read on to the end of the upstream body (it follows at once), so the
@@ -874,19 +901,24 @@ class Gateway:
             if not state.done:
                 raise aiohttp.ClientPayloadError("the stream ended before [DONE]")
         except (aiohttp.ClientError, TimeoutError) as e:
-            code, reason = 502, "upstream_disconnect"
-            log.warning("upstream stream of version %s failed: %s", version, e)
-            event = error_body(f"the model server failed mid-stream: {e}", "upstream_error", 502)
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await resp.write(b"event: error\ndata: " + json.dumps(event).encode() + b"\n\n")
+            if not state.done:  # after [DONE] the client has its whole answer: only the tail is lost
+                code, reason = 502, "upstream_disconnect"
+                log.warning("upstream stream of version %s failed: %s", version, e)
+                event = error_body(f"the model server failed mid-stream: {e}", "upstream_error", 502)
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await resp.write(b"event: error\ndata: " + json.dumps(event).encode() + b"\n\n")
         except ClientGone:  # the client went away; closing the upstream response aborts the work
             code, reason = 499, "client_disconnect"
         if state.first_token_at is not None:
             self.metrics.ttft.labels(version).observe(state.first_token_at - start)
         with contextlib.suppress(ConnectionError, RuntimeError):
             await resp.write_eof()
-        texts = ["".join(state.texts[i]) for i in sorted(state.texts)] if state.texts is not None else None
-        return code, reason, state.usage, texts, resp
+        return code, reason, state.usage, _joined(state.texts), resp
+
+
+def _joined(texts: dict[int, list[str]] | None) -> list[str] | None:
+    """Each choice's streamed text, in choice order."""
+    return ["".join(texts[i]) for i in sorted(texts)] if texts is not None else None
 
 
 class JsonFormatter(logging.Formatter):

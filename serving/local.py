@@ -27,8 +27,13 @@ CHAT_TEMPLATE = (
 SPECIAL = ["<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 
-def make_tiny_llama(target: Path, corpus: Path, *, vocab_size: int = 1024, seed: int = 0) -> Path:
-    """Write a random-weight Llama and its tokenizer to `target` (idempotent: reuses a complete one)."""
+def make_tiny_llama(
+    target: Path, corpus: Path, *, vocab_size: int = 1024, seed: int = 0, max_positions: int = 512
+) -> Path:
+    """Write a random-weight Llama and its tokenizer to `target` (idempotent: reuses a complete one).
+
+    `max_positions` bounds the `--max-model-len` vLLM accepts for it.
+    """
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     import torch
@@ -66,7 +71,7 @@ def make_tiny_llama(target: Path, corpus: Path, *, vocab_size: int = 1024, seed:
         num_attention_heads=2,
         num_key_value_heads=2,
         head_dim=64,
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
         bos_token_id=bos,
         eos_token_id=tok.token_to_id("</s>"),
         pad_token_id=tok.token_to_id("<pad>"),

@@ -13,13 +13,11 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import urllib.request
-from pathlib import Path
 
 from llmops.dev import services
 from llmops.dev.cluster import ClusterError, LocalCluster, free_port, wait_for
-from llmops.engine import MODEL_ROOT
+from llmops.engine import localize_argv
 from llmops.gateway_config import GatewayConfig
 
 # What a CPU needs that a GPU pod does not (vLLM otherwise reserves most of the RAM for its cache).
@@ -46,18 +44,6 @@ def _env(cluster: LocalCluster, namespace: str, container: dict) -> dict[str, st
     return env
 
 
-def _localize(argv: list[str], root: Path, replace: dict[str, str]) -> list[str]:
-    """The pod's argv for this machine: this interpreter, the model volume at `root`, new flag values."""
-    out = []
-    for i, arg in enumerate(argv):
-        if i == 0 and arg in ("python", "python3"):
-            arg = sys.executable
-        elif out and out[-1] in replace:
-            arg = replace[out[-1]]
-        out.append(arg.replace(MODEL_ROOT, str(root)))
-    return out
-
-
 def _healthy(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as r:
         return r.status == 200
@@ -78,7 +64,7 @@ def serve(cluster: LocalCluster, name: str, namespace: str) -> dict[str, str]:
         root = work / deployment
         root.mkdir(parents=True, exist_ok=True)
         for init in pod.get("initContainers", []):  # fetch the version from the registry, checksums verified
-            argv = _localize(init["command"] + init.get("args", []), root, {})
+            argv = localize_argv(init["command"] + init.get("args", []), root, {})
             env = {**os.environ, **_env(cluster, namespace, init)}
             log = cluster.logs / f"{deployment}-{init['name']}.log"
             with open(log, "w") as out:
@@ -86,7 +72,7 @@ def serve(cluster: LocalCluster, name: str, namespace: str) -> dict[str, str]:
                     raise ClusterError(f"init container {init['name']} of {deployment} failed; see {log}")
         container = next(c for c in pod["containers"] if c["name"] == "vllm")
         port = free_port()
-        argv = _localize(
+        argv = localize_argv(
             container["command"] + container.get("args", []),
             root,
             {"--port": str(port), "--host": "127.0.0.1"},
@@ -128,7 +114,7 @@ def serve(cluster: LocalCluster, name: str, namespace: str) -> dict[str, str]:
     config_file = work / "gateway.json"
     config_file.write_text(local.model_dump_json(by_alias=True, exclude_none=True))
     port = free_port()
-    argv = _localize(
+    argv = localize_argv(
         container["command"] + container.get("args", []),
         work,
         {"--config": str(config_file), "--port": str(port)},

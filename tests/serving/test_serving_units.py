@@ -488,3 +488,37 @@ def test_stream_state_redacts_chat_deltas_across_chunks():
         )
         out.append(json.loads(data)["choices"][0]["delta"]["content"])
     assert "".join(out) == "mail [EMAIL] now"
+
+
+def test_forwarded_body_keeps_the_clients_bytes_or_splices_usage():
+    pytest.importorskip("aiohttp")
+    from serving.gateway import forwarded_body
+
+    raw = b' {"model": "m", "prompt": "a long prompt", "stream": true}'
+    body = json.loads(raw)
+    assert forwarded_body(raw, body, changed=False, add_usage=False) is raw  # untouched: no re-encoding
+    spliced = forwarded_body(raw, body, changed=False, add_usage=True)
+    assert json.loads(spliced) == {**body, "stream_options": {"include_usage": True}}
+    assert spliced.count(b"stream_options") == 1
+    body["prompt"] = "[REDACTED]"  # a changed body (PII redaction) is re-encoded
+    assert json.loads(forwarded_body(raw, body, changed=True, add_usage=False))["prompt"] == "[REDACTED]"
+    utf16 = json.dumps({"model": "m"}).encode("utf-16")  # json.loads accepts it; splicing bytes would not
+    assert json.loads(forwarded_body(utf16, {"model": "m"}, changed=False, add_usage=True)) == {
+        "model": "m"
+    }
+
+
+@pytest.mark.parametrize(
+    ("event", "parse"),
+    [
+        (b'data: {"choices":[{"text":"a"}]}', False),
+        (b'data: {"choices":[{"text":"a"}],"usage":null}', False),  # OpenAI's form: nothing to count
+        (b'data: {"choices":[],"usage": {"prompt_tokens":1}}', True),
+        (b"data: [DONE]", True),
+    ],
+)
+def test_only_usage_and_done_events_are_parsed_on_the_fast_path(event, parse):
+    pytest.importorskip("aiohttp")
+    from serving.gateway import USAGE_OR_DONE
+
+    assert bool(USAGE_OR_DONE.search(event)) is parse
