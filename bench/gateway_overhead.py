@@ -54,7 +54,9 @@ def find_router(explicit: str | None) -> str | None:
     return None
 
 
-async def one(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[float, float, int]:
+async def one(
+    session: aiohttp.ClientSession, url: str, body: bytes, stream: bool = True
+) -> tuple[float, float, int]:
     start = time.perf_counter()
     first = None
     tokens = 0
@@ -63,6 +65,9 @@ async def one(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[fl
     ) as r:
         if r.status != 200:
             raise RuntimeError(f"{url}: HTTP {r.status}: {await r.text()}")
+        if not stream:
+            await r.read()
+            return time.perf_counter() - start, 0.0, 0
         async for line in r.content:
             if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
                 if first is None:
@@ -88,7 +93,10 @@ async def load(url: str, model: str, concurrency: int, requests: int, max_tokens
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=600)
     ) as session:
-        await one(session, url, body)  # warm the connection pool path
+        # Open every client's connection first: a burst of 64 connects (and the odd SYN retried a second
+        # later) is not what a gateway in front of a model costs, and it made whole rounds seconds slow.
+        warm = json.dumps({"model": model, "prompt": "Hi", "max_tokens": 1}).encode()
+        await asyncio.gather(*(one(session, url, warm, stream=False) for _ in range(concurrency)))
 
         async def client() -> None:
             nonlocal remaining

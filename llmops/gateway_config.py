@@ -215,9 +215,8 @@ def gateway_config_for(
     start (image pull, model download, vLLM start-up). The API keys Secret, if any, is expected at
     `API_KEYS_MOUNT`.
 
-    Rate limits are enforced by each gateway replica on its own: with N replicas a key gets up to N
-    times the limit. `per_replica(limit, N)` gives each replica its share, for callers that want the
-    spec's limits to hold across all replicas.
+    Each gateway replica keeps its own token buckets, so each gets its share of the spec's limits
+    (`per_replica`): with N replicas behind a Service, a key gets about the limit, not N times it.
     """
     sampling = gateway.payload_sampling
     return GatewayConfig(
@@ -225,7 +224,7 @@ def gateway_config_for(
         extra_model_names=extra_model_names or [],
         upstreams=upstreams,
         api_keys_path=API_KEYS_MOUNT if gateway.api_keys_secret_ref else None,
-        rate_limit=gateway.rate_limit,
+        rate_limit=per_replica(gateway.rate_limit, gateway.replicas),
         max_queue=gateway.max_queue,
         queue_timeout_seconds=gateway.queue_timeout_seconds,
         scale_to_zero_hold_seconds=hold_seconds if scale_to_zero else 0,

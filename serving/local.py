@@ -28,11 +28,18 @@ SPECIAL = ["<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assista
 
 
 def make_tiny_llama(
-    target: Path, corpus: Path, *, vocab_size: int = 1024, seed: int = 0, max_positions: int = 512
+    target: Path,
+    corpus: Path,
+    *,
+    vocab_size: int = 1024,
+    seed: int = 0,
+    max_positions: int = 512,
+    dtype: str = "float32",
 ) -> Path:
     """Write a random-weight Llama and its tokenizer to `target` (idempotent: reuses a complete one).
 
-    `max_positions` bounds the `--max-model-len` vLLM accepts for it.
+    `max_positions` bounds the `--max-model-len` vLLM accepts for it; `dtype` is the weights' (and the
+    config's) dtype, which vLLM's `--dtype auto` follows.
     """
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
@@ -76,9 +83,9 @@ def make_tiny_llama(
         eos_token_id=tok.token_to_id("</s>"),
         pad_token_id=tok.token_to_id("<pad>"),
         tie_word_embeddings=True,
-        torch_dtype="float32",
+        torch_dtype=dtype,
     )
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config).to(getattr(torch, dtype))
     model.save_pretrained(str(target), safe_serialization=True)
     return target
 

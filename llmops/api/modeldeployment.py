@@ -203,7 +203,13 @@ class Gateway(ApiModel):
     api_keys_secret_ref: SecretRef | None = Field(
         None, description="Secret whose values are the accepted API keys; omit to allow anonymous access."
     )
-    rate_limit: RateLimit | None = Field(None, description="Rate limits; omit for none.")
+    rate_limit: RateLimit | None = Field(
+        None,
+        description=(
+            "Rate limits per API key, for the whole gateway; each of the `replicas` enforces its share"
+            " (rounded up). Omit for none."
+        ),
+    )
     pii_redaction: bool = Field(False, description="Redact personal data in logged and sampled payloads.")
     payload_sampling: PayloadSampling | None = Field(None, description="Payload sampling; omit for none.")
     max_queue: int = Field(
@@ -215,7 +221,9 @@ class Gateway(ApiModel):
     queue_timeout_seconds: int = Field(
         60, ge=1, le=3600, description="Longest a request waits in the queue before a 503."
     )
-    replicas: int = Field(2, ge=1, le=100, description="Gateway replicas (they hold no state).")
+    replicas: int = Field(
+        2, ge=1, le=100, description="Gateway replicas; they share no state: each gets a share of the limits."
+    )
 
 
 class ModelDeploymentSpec(ApiModel):

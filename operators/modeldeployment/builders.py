@@ -52,7 +52,9 @@ MD_LABEL = "llmops.io/modeldeployment"
 MODEL_LABEL = "llmops.io/model"
 VERSION_LABEL = "llmops.io/model-version"
 ROLE_LABEL = "llmops.io/role"
-NON_ROOT_UID = 1000
+NON_ROOT_UID = 65532  # the user our images run as (images/serving/Dockerfile)
+GATEWAY_PRESTOP_SECONDS = 5
+VLLM_PRESTOP_SECONDS = 15  # > the gateway's DNS refresh (5 s) and health check (2 s) periods
 
 
 @dataclass(frozen=True)
@@ -301,6 +303,9 @@ def vllm_deployment(
             {"name": "shm", "mountPath": "/dev/shm"},
         ],
         # Loading weights and compiling take minutes: the startup probe allows 30 of them.
+        # The gateways re-resolve the version's Service every few seconds: keep serving until they have
+        # dropped this pod, so SIGTERM finds no new requests on their way here.
+        "lifecycle": {"preStop": {"sleep": {"seconds": VLLM_PRESTOP_SECONDS}}},
         "startupProbe": _http_probe("/health", "http", period=10, failures=180),
         "readinessProbe": _http_probe("/health", "http", period=5, failures=3),
         "livenessProbe": _http_probe("/health", "http", period=15, failures=4, timeout=10),
@@ -608,6 +613,8 @@ def gateway_deployment(
         ],
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "volumeMounts": mounts,
+        # Endpoints and kube-proxy drop a terminating pod a moment later: serve until then, then drain.
+        "lifecycle": {"preStop": {"sleep": {"seconds": GATEWAY_PRESTOP_SECONDS}}},
         "readinessProbe": _http_probe("/readyz", "http", period=5, failures=2, timeout=2),
         "livenessProbe": _http_probe("/healthz", "http", period=10, failures=3, timeout=5),
         "securityContext": _security_context(),

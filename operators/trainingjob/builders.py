@@ -33,8 +33,8 @@ ENTRYPOINT = ("python", "-m", "training.run", "--config")
 # KubeRay refuses RayJob names over 47 characters (its RayCluster gets a 6-character suffix) and
 # names that are not DNS-1035 labels (they must start with a letter).
 MAX_RAYJOB_NAME = 47
-# The uid of the Ray pods' user in the trainer image (as in the rayproject/ray images).
-RAY_UID = 1000
+# The uid of the Ray pods' user: the trainer image's own (images/trainer/Dockerfile).
+RAY_UID = 65532
 SHM_VOLUME = "dshm"
 
 

@@ -104,7 +104,9 @@ def test_config_from_model_deployment_gateway():
     assert cfg.api_keys_path == API_KEYS_MOUNT
     assert (cfg.max_queue, cfg.queue_timeout_seconds, cfg.scale_to_zero_hold_seconds) == (7, 9, 42)
     assert cfg.pii_redaction and cfg.payload_sampling is not None and cfg.payload_sampling.rate == 0.5
-    assert cfg.rate_limit == RateLimit(tokens_per_minute=1000)
+    assert cfg.rate_limit == RateLimit(tokens_per_minute=500)  # each of the 2 gateway replicas: half
+    one = gateway_config_for(spec.model_copy(update={"replicas": 1}), served_model_name="m", upstreams=groups)
+    assert one.rate_limit == RateLimit(tokens_per_minute=1000)
     plain = gateway_config_for(Gateway(), served_model_name="m", upstreams=groups)
     assert plain.api_keys_path is None and plain.scale_to_zero_hold_seconds == 0
 
@@ -503,9 +505,7 @@ def test_forwarded_body_keeps_the_clients_bytes_or_splices_usage():
     body["prompt"] = "[REDACTED]"  # a changed body (PII redaction) is re-encoded
     assert json.loads(forwarded_body(raw, body, changed=True, add_usage=False))["prompt"] == "[REDACTED]"
     utf16 = json.dumps({"model": "m"}).encode("utf-16")  # json.loads accepts it; splicing bytes would not
-    assert json.loads(forwarded_body(utf16, {"model": "m"}, changed=False, add_usage=True)) == {
-        "model": "m"
-    }
+    assert json.loads(forwarded_body(utf16, {"model": "m"}, changed=False, add_usage=True)) == {"model": "m"}
 
 
 @pytest.mark.parametrize(

@@ -311,6 +311,39 @@ def test_pod_placement_and_image_values_reach_the_pod(helm: str, tmp_path: Path)
     assert (container["image"], container["imagePullPolicy"]) == ("registry.example/llmops:dev", "Always")
 
 
+def test_workload_values_become_the_operators_settings(helm: str, tmp_path: Path) -> None:
+    from operators.modeldeployment.builders import ServingSettings
+
+    def settings(*args: str) -> tuple[dict[str, str], ServingSettings]:
+        container = operator_container(template(helm, *args))
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        return env, ServingSettings.from_env(env)
+
+    env, defaults = settings()
+    assert env["LLMOPS_TRAINER_IMAGE"] == "ghcr.io/llmops/trainer:0.1.0"  # the chart's appVersion
+    assert defaults == ServingSettings()  # the chart's defaults are the operator's own
+    values = {
+        "workloads": {
+            "trainerImage": "registry.example/trainer:7",
+            "servingImage": "registry.example/serving:7",
+            "prometheusUrl": "http://prometheus.obs.svc:9090",
+            "prometheusNamespaceSelector": {"team": "obs", "kubernetes.io/metadata.name": "obs"},
+            "monitorLabels": {"release": "kube-prometheus"},
+            "resyncSeconds": 60,
+        }
+    }
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    env, chosen = settings("-f", str(tmp_path / "values.yaml"))
+    assert env["LLMOPS_TRAINER_IMAGE"] == "registry.example/trainer:7"
+    assert chosen == ServingSettings(
+        serving_image="registry.example/serving:7",
+        prometheus_url="http://prometheus.obs.svc:9090",
+        prometheus_namespace_labels={"kubernetes.io/metadata.name": "obs", "team": "obs"},
+        monitor_labels={"release": "kube-prometheus"},
+        resync_seconds=60,
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "complaint"),
     [
@@ -321,6 +354,8 @@ def test_pod_placement_and_image_values_reach_the_pod(helm: str, tmp_path: Path)
         (["--set", "webhook.enabled=maybe"], "enabled"),
         (["--set", "watchNamespaces={Not_A_Namespace}"], "watchNamespaces"),
         (["--set", "logFormat=xml"], "logFormat"),
+        (["--set", "workloads.prometheusUrl=prometheus:9090"], "prometheusUrl"),
+        (["--set", "workloads.bogus=1"], "bogus"),
     ],
 )
 def test_schema_rejects_unknown_or_malformed_values(helm: str, args: list[str], complaint: str) -> None:

@@ -178,7 +178,8 @@ def test_vllm_deployment() -> None:
         "livenessProbe": "/health",
     }
     assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}} in pod["volumes"]
-    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 65532  # images'
+    assert vllm["lifecycle"]["preStop"]["sleep"]["seconds"] > 5  # past the gateways' next DNS refresh
     for c in (vllm, fetcher):
         assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"][
             "drop"
@@ -267,7 +268,9 @@ def test_gateway() -> None:
     config = GatewayConfig.model_validate_json(
         objs[("ConfigMap", "support-bot-gateway")]["data"]["config.json"]
     )
-    assert config.rate_limit and config.rate_limit.requests_per_minute == 600
+    # 600 requests a minute for the whole gateway: each of its 2 replicas enforces half.
+    assert config.rate_limit and config.rate_limit.requests_per_minute == 300
+    assert gw["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
     assert config.served_model_name == "support-bot"
     assert _objects("scale-to-zero")[("ConfigMap", "report-writer-gateway")]["data"]["config.json"].count(
         '"scaleToZeroHoldSeconds": 600'

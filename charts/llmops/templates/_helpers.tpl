@@ -137,3 +137,12 @@ namespace, a Role per namespace otherwise. No wildcards anywhere.
   verbs: ["get", "patch", "delete"]
 {{- end }}
 {{- end -}}
+
+{{/*
+A map as "k=v,k=v" (keys sorted): the form of the operator's LLMOPS_* label settings.
+*/}}
+{{- define "llmops.pairs" -}}
+{{- $out := list -}}
+{{- range $k, $v := . }}{{ $out = append $out (printf "%s=%s" $k $v) }}{{ end -}}
+{{- join "," $out -}}
+{{- end -}}
