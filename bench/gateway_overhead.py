@@ -182,7 +182,10 @@ def start_gateway(vllm_url: str, model: str, workdir: Path) -> tuple[subprocess.
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        },
     )
     url = f"http://127.0.0.1:{port}"
     wait_healthy_path(url, "/healthz", proc)
