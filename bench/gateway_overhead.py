@@ -335,6 +335,11 @@ def main() -> None:
                 f" {s['p99_ms'] / base['p99_ms']:6.2f} {ratios[name]:7.3f}"
             )
         print("thru x: median over rounds of (target req/s) / (direct req/s) in the same round")
+        # The spread says how far apart two targets must be before the difference means anything.
+        for name in names:
+            walls = sorted(run["wall"] for run in runs[name])
+            median = statistics.median(walls)
+            print(f"  {name:<12} round walls {walls[0]:.2f}-{walls[-1]:.2f} s, median {median:.2f} s")
         if router_note:
             print(router_note)
         seq_p50 = {n: quantile(v, 0.5) * 1000 for n, v in seq.items()}

@@ -106,6 +106,15 @@ def crd(resource: Resource) -> Schema:
         "type": "object",
         "description": spec["description"],
         "required": ["spec"],
+        # The apiserver allows names up to 253 characters; every child carries this one as a label
+        # value, and those stop at 63.
+        "x-kubernetes-validations": [
+            {
+                "rule": "self.metadata.name.size() <= 63",
+                "message": "metadata.name must be at most 63 characters: it is a label value on every"
+                " object made for it",
+            }
+        ],
         "properties": {
             "apiVersion": {"type": "string", "description": "Versioned schema of this object."},
             "kind": {"type": "string", "description": "REST resource this object represents."},

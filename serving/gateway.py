@@ -466,6 +466,8 @@ class Gateway:
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, keepalive_timeout=60),
             timeout=aiohttp.ClientTimeout(total=cfg.upstream_timeout_seconds, sock_connect=5),
             auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # a proxy keeps no cookies; the jar costs every request
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
         await self.resolve()
         await self.check_health()
@@ -683,7 +685,7 @@ class Gateway:
         try:
             for attempt in range(3):
                 try:
-                    upstream = await self.session.post(f"{replica.url}{path}", data=data, headers=headers)
+                    upstream = await self.session.post(replica.endpoint(path), data=data, headers=headers)
                     break
                 except aiohttp.ClientConnectorError as e:
                     # Nothing reached the replica: mark it unready and go round the queue again.

@@ -34,6 +34,35 @@ def eventually(check: Callable[[], T], timeout: float = 60, interval: float = 0.
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
 
 
+@contextlib.contextmanager
+def operator_in_thread(namespace: str, kinds: list) -> Iterator[None]:
+    """The real operator runtime (operators.main's registry) for `kinds`, in a thread of this process,
+    watching `namespace` only; stopped on exit. KUBECONFIG must name the test cluster."""
+    import asyncio
+    import threading
+
+    import kopf
+
+    from operators.main import build_registry
+
+    registry = build_registry(webhook=None, kinds=kinds)
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(
+        target=lambda: asyncio.run(
+            kopf.operator(
+                registry=registry, standalone=True, namespaces=[namespace], stop_flag=stop, ready_flag=ready
+            )
+        )
+    )
+    thread.start()
+    try:
+        assert ready.wait(30), "the in-process operator did not start"
+        yield
+    finally:
+        stop.set()
+        thread.join(60)
+
+
 def http_get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as r:

@@ -13,6 +13,7 @@ import secrets
 import shutil
 import sys
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -87,6 +88,43 @@ def start_minio(cluster: LocalCluster, buckets: tuple[str, ...] = ("llmops",)) -
     return _record(cluster, "minio", info)
 
 
+@dataclass(frozen=True)
+class RayHead:
+    """How to start a local Ray head (`ray start --head --block`) that shares the machine safely."""
+
+    argv: list[str]
+    env: dict[str, str]  # to add to the environment
+    gcs: str  # host:port, what RAY_ADDRESS and ray.init take
+    dashboard: str  # http://host:port, the Jobs API
+
+    @classmethod
+    def on_loopback(cls, temp_dir: Path, num_cpus: int = 2) -> RayHead:
+        """Every port on loopback and free: two heads on one machine never collide (Ray's defaults,
+        e.g. the dashboard agent's 52365, are fixed numbers). `temp_dir` must be short: Ray's unix
+        sockets live there. Through this interpreter, so workers run this environment and checkout."""
+        port, dashboard = free_port(), free_port()
+        ports = (
+            "node-manager-port", "object-manager-port", "runtime-env-agent-port", "ray-client-server-port",
+            "dashboard-agent-grpc-port", "dashboard-agent-listen-port", "metrics-export-port",
+        )  # fmt: skip
+        argv = [
+            sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+            f"--port={port}", f"--num-cpus={num_cpus}", "--num-gpus=0", "--node-ip-address=127.0.0.1",
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+            *(f"--{name}={free_port()}" for name in ports),
+            f"--temp-dir={temp_dir}", "--disable-usage-stats",
+        ]  # fmt: skip
+        gcs = f"127.0.0.1:{port}"
+        env = {
+            "RAY_ADDRESS": gcs,  # Ray's own helpers inside the cluster find this head, not a neighbour's
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # A development head on loopback only: no token auth, whatever ~/.ray holds from other runs.
+            "RAY_AUTH_MODE": "disabled",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # `python`
+        }
+        return cls(argv, env, gcs, f"http://127.0.0.1:{dashboard}")
+
+
 def start_ray(cluster: LocalCluster, num_cpus: int = 2) -> dict:
     """A local Ray head (`ray start --head --block`), with its dashboard serving the Jobs API."""
     if info := service(cluster, "ray"):
@@ -95,31 +133,14 @@ def start_ray(cluster: LocalCluster, num_cpus: int = 2) -> dict:
         import ray  # noqa: F401
     except ImportError as e:
         raise ClusterError("ray is missing: install the training extra (hack/venv.sh)") from e
-    port, dashboard = free_port(), free_port()
-    # Every port on loopback and chosen here, so two Ray heads on one machine never collide
-    # (Ray's defaults, e.g. the dashboard agent's 52365, are fixed numbers).
-    ports = {
-        "dashboard-agent-listen-port": free_port(),
-        "dashboard-agent-grpc-port": free_port(),
-        "metrics-export-port": free_port(),
-        "runtime-env-agent-port": free_port(),
-    }
-    argv = [
-        # Through this interpreter, so Ray's workers run with the same environment (and this checkout).
-        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
-        f"--port={port}", f"--num-cpus={num_cpus}", "--node-ip-address=127.0.0.1",
-        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
-        *(f"--{flag}={value}" for flag, value in ports.items()),
-        f"--temp-dir={Path('/tmp') / ('ray-' + cluster.state_dir.name)}", "--disable-usage-stats",
-    ]  # fmt: skip
-    # A development head on loopback only: no token auth, whatever ~/.ray holds from other runs.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    head = RayHead.on_loopback(Path("/tmp") / ("ray-" + cluster.state_dir.name), num_cpus)
+    env = {**os.environ, **head.env}
     if minio := service(cluster, "minio"):
         # Like a real shared Ray cluster, it brings its own storage access (the operator never hands
         # secret values to a Ray cluster it does not own).
         env |= {"AWS_ACCESS_KEY_ID": minio["accessKeyId"], "AWS_SECRET_ACCESS_KEY": minio["secretAccessKey"]}
-    cluster.spawn("ray", argv, env=env)
-    address = f"http://127.0.0.1:{dashboard}"
+    cluster.spawn("ray", head.argv, env=env)
+    address = head.dashboard
     log = cluster.logs / "ray.log"
     wait_for("the Ray dashboard", lambda: _http_ok(f"{address}/api/version"), 120, log)
 
@@ -133,7 +154,7 @@ def start_ray(cluster: LocalCluster, num_cpus: int = 2) -> dict:
         return True
 
     wait_for("the Ray head's job agent", agent_ready, 120, log)
-    return _record(cluster, "ray", {"address": address, "gcs": f"127.0.0.1:{port}"})
+    return _record(cluster, "ray", {"address": address, "gcs": head.gcs})
 
 
 def start_prometheus(cluster: LocalCluster, scrape_interval: str = "2s") -> dict:

@@ -197,6 +197,20 @@ def test_every_cel_rule_has_a_case() -> None:
     assert rules <= covered, f"CEL rules no case breaks: {sorted(rules - covered)}"
 
 
+@pytest.mark.parametrize("kind", sorted(CRDS))
+def test_names_longer_than_a_label_value_are_refused(
+    custom: client.CustomObjectsApi, nothing_stored: str, kind: str
+) -> None:
+    """Every child carries its parent's name as a label value; those stop at 63 characters."""
+    example = next(e for e in EXAMPLES if e.crd.kind == kind)
+    body = copy.deepcopy(example.body)
+    body["metadata"]["name"] = "a" * 64
+    status, message = submit(custom, nothing_stored, kind, body)
+    assert status == 422 and "metadata.name must be at most 63 characters" in message, message
+    body["metadata"]["name"] = "a" * 63
+    assert submit(custom, nothing_stored, kind, body)[0] == 201
+
+
 @pytest.mark.parametrize("case", CEL_CASES, ids=lambda c: c.label)
 def test_each_cel_rule_is_enforced(
     custom: client.CustomObjectsApi, nothing_stored: str, case: CelCase

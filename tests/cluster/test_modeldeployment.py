@@ -8,7 +8,6 @@ like the gateway's metrics.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import random
@@ -19,7 +18,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import kopf
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -27,12 +25,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from llmops.dev.cluster import LocalCluster, free_port
 from llmops.registry import GateVerdict, Lineage, register
 from llmops.storage import LocalStore
-from operators.main import build_registry
 from operators.modeldeployment import make_kind
 from operators.modeldeployment.builders import ServingSettings
 from operators.modeldeployment.canary import PrometheusSource
 from operators.runtime import REQUEST_ANNOTATION
-from tests.helpers import eventually, http_get
+from tests.helpers import eventually, http_get, operator_in_thread
 
 pytestmark = pytest.mark.usefixtures("llmops_crds")
 
@@ -167,25 +164,9 @@ def prometheus(tmp_path: Path, namespace: str) -> Iterator[tuple[str, GatewayMet
         exporter.close()
 
 
-@contextlib.contextmanager
-def running_operator(namespace: str, settings: ServingSettings, metrics=None) -> Iterator[None]:
+def running_operator(namespace: str, settings: ServingSettings, metrics=None):
     """The real operator (the shared runtime, our ModelDeployment kind) in a thread of this process."""
-    registry = build_registry(webhook=None, kinds=[make_kind(settings, metrics)])
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(
-        target=lambda: asyncio.run(
-            kopf.operator(
-                registry=registry, standalone=True, namespaces=[namespace], stop_flag=stop, ready_flag=ready
-            )
-        )
-    )
-    thread.start()
-    try:
-        assert ready.wait(30), "the in-process operator did not start"
-        yield
-    finally:
-        stop.set()
-        thread.join(60)
+    return operator_in_thread(namespace, [make_kind(settings, metrics)])
 
 
 @pytest.fixture

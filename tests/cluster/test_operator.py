@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 from pathlib import Path
 
-import kopf
 import pytest
 import yaml
 
 from llmops.api import MODEL_DEPLOYMENT
 from llmops.dev.cluster import LocalCluster
-from operators.main import build_registry
 from operators.runtime import Kind, Outcome
-from tests.helpers import eventually, http_get, operator_process
+from tests.helpers import eventually, http_get, operator_in_thread, operator_process
 
 pytestmark = pytest.mark.usefixtures("llmops_crds")
 
@@ -178,24 +175,8 @@ def in_process_operator(cluster: LocalCluster, namespace: str, monkeypatch: pyte
     def reconcile(spec, ctx) -> Outcome:
         return answers.get(ctx.name, Outcome("reconciling", "Pending", "Working", "working on it"))
 
-    registry = build_registry(webhook=None, kinds=[Kind(MODEL_DEPLOYMENT, reconcile)])
-    stop, ready = threading.Event(), threading.Event()
-    import asyncio
-
-    thread = threading.Thread(
-        target=lambda: asyncio.run(
-            kopf.operator(
-                registry=registry, standalone=True, namespaces=[namespace], stop_flag=stop, ready_flag=ready
-            )
-        )
-    )
-    thread.start()
-    try:
-        assert ready.wait(30), "the in-process operator did not start"
+    with operator_in_thread(namespace, [Kind(MODEL_DEPLOYMENT, reconcile)]):
         yield answers
-    finally:
-        stop.set()
-        thread.join(60)
 
 
 def test_kubectl_wait_for_ready_and_transition_times(

@@ -10,14 +10,11 @@ is tests/cluster/test_trainingjob_e2e.py.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 import yaml
 
@@ -26,9 +23,8 @@ from llmops.dev.cluster import LocalCluster
 from llmops.workload import REPORT, RunReport
 from operators import trainingjob
 from operators.apply import adopt
-from operators.main import build_registry
 from operators.trainingjob import builders
-from tests.helpers import eventually
+from tests.helpers import eventually, operator_in_thread
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("llmops_crds")]
 
@@ -123,22 +119,8 @@ def phase_is(phase: str):
 def operator(cluster: LocalCluster, namespace: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The real TrainingJob operator, in a thread of this process (it shares the registry folder)."""
     monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-    registry = build_registry(webhook=None, kinds=[trainingjob.KIND])
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(
-        target=lambda: asyncio.run(
-            kopf.operator(
-                registry=registry, standalone=True, namespaces=[namespace], stop_flag=stop, ready_flag=ready
-            )
-        )
-    )
-    thread.start()
-    try:
-        assert ready.wait(30), "the in-process operator did not start"
+    with operator_in_thread(namespace, [trainingjob.KIND]):
         yield
-    finally:
-        stop.set()
-        thread.join(60)
 
 
 # -- the RayJob against the real KubeRay CRD ------------------------------------------------------

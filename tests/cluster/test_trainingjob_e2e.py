@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,7 +31,8 @@ except ImportError as missing:  # pragma: no cover - depends on the environment
         allow_module_level=True,
     )
 
-from llmops.dev.cluster import LocalCluster, free_port
+from llmops.dev.cluster import LocalCluster
+from llmops.dev.services import RayHead
 from tests.helpers import eventually, http_get, operator_process
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("llmops_crds"), pytest.mark.timeout(1500)]
@@ -48,41 +48,11 @@ def ray_head() -> Iterator[str]:
     only, never with `ray stop` (which would stop every Ray on the machine).
     """
     temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's unix sockets live here
-    port = free_port()
-    # Other Ray heads may run on this machine: every fixed default port gets a free one instead.
-    ports = [
-        f"--{name}={free_port()}"
-        for name in (
-            "node-manager-port",
-            "object-manager-port",
-            "runtime-env-agent-port",
-            "dashboard-agent-grpc-port",
-            "dashboard-agent-listen-port",
-            "metrics-export-port",
-            "ray-client-server-port",
-        )
-    ]
-    bin_dir = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # `python` in the entrypoint
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "disabled",  # loopback only; ignore a token another run left in ~/.ray
-    }
+    head = RayHead.on_loopback(temp, num_cpus=2)
     log = open(temp / "ray-start.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--num-cpus=2",
-            "--port=0", "--node-ip-address=127.0.0.1",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={port}",
-            f"--temp-dir={temp}", "--disable-usage-stats", *ports,
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    address = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **head.env}
+    proc = subprocess.Popen(head.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = head.dashboard
     try:
         eventually(lambda: proc.poll() is None and http_get(f"{address}/api/version")[0] == 200, timeout=180)
         yield address

@@ -15,7 +15,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -31,6 +30,7 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from llmops.dev.cluster import free_port
+from llmops.dev.services import RayHead
 from tests.helpers import eventually
 from tests.workloads.support import DATA, QUICKSTART, REPO
 
@@ -74,51 +74,27 @@ def _stop_group(proc: subprocess.Popen, grace: float = 10, marker: str | None = 
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The address (host:port) of a real local Ray head with 2 CPUs."""
-    port, dashboard = free_port(), free_port()
-    address = f"127.0.0.1:{port}"
     temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    head = RayHead.on_loopback(temp, num_cpus=2)
+    address, dashboard = head.gcs, head.dashboard
     log = tmp_path_factory.mktemp("ray") / "ray-head.log"
     env = {
         **os.environ,
+        **head.env,
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        "RAY_ADDRESS": address,  # Ray's own helpers inside the cluster find this head, not a neighbour's
-        "RAY_USAGE_STATS_ENABLED": "0",
-        # A test head on loopback: no token auth, whatever ~/.ray/auth_token other runs left behind.
-        "RAY_AUTH_MODE": "disabled",
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ray.scripts.scripts",
-                "start",
-                "--head",
-                "--block",
-                f"--port={port}",
-                "--node-ip-address=127.0.0.1",
-                "--num-cpus=2",
-                "--num-gpus=0",
-                f"--temp-dir={temp}",
-                "--include-dashboard=true",
-                "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={dashboard}",
-                f"--ray-client-server-port={free_port()}",
-                "--disable-usage-stats",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            head.argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
         # "Ray runtime started" comes once the GCS and the raylet run; the dashboard follows (on a
         # busy 2-core machine that can take a minute). Training needs only the former; Ray Train's
         # placement-group cleaner and the Jobs API use the dashboard.
         eventually(lambda: proc.poll() is None and "Ray runtime started" in log.read_text(), 300, 1)
-        eventually(lambda: _http_ok(f"http://127.0.0.1:{dashboard}/api/version"), 300, 1)
+        eventually(lambda: _http_ok(f"{dashboard}/api/version"), 300, 1)
     except AssertionError:
         logs = sorted(temp.glob("session_*/logs/dashboard.*"))
         detail = "".join(p.read_text(errors="replace")[-2000:] for p in logs)
