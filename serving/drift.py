@@ -19,8 +19,9 @@ Exported (on the monitor's /metrics):
     llmops_drift_detected     1 when p < alpha (the verdict), else 0
     llmops_drift_samples      {sample="reference|current"} sizes used
 
-Run:
+Run (the operator deploys it so for a ModelDeployment with `spec.monitoring.drift`):
     python -m serving.drift --reference '{"s3": {...}}' --samples '{"s3": {...}}' --port 9100
+with REFERENCE_AWS_* and SAMPLES_AWS_* holding each location's S3 credentials.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from llmops.api.common import ObjectStorageLocation
-from llmops.storage import ObjectStore, open_store
+from llmops.storage import Credentials, ObjectStore, open_store
 
 log = logging.getLogger("llmops.drift")
 
@@ -209,6 +210,14 @@ class DriftMonitor:
         return result
 
 
+def credentials_from_env(prefix: str) -> Credentials | None:
+    """{prefix}AWS_ACCESS_KEY_ID and {prefix}AWS_SECRET_ACCESS_KEY, one pair per location (the operator
+    sets them from each location's Secret); None lets boto3 find its own (plain AWS_*, a pod role)."""
+    key = os.environ.get(f"{prefix}AWS_ACCESS_KEY_ID")
+    secret = os.environ.get(f"{prefix}AWS_SECRET_ACCESS_KEY")
+    return Credentials(key, secret) if key and secret else None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m serving.drift", description="Prompt drift monitor")
     parser.add_argument(
@@ -222,8 +231,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--once", action="store_true", help="run one test, print it as JSON and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    reference = open_store(ObjectStorageLocation.model_validate_json(args.reference))
-    samples = open_store(ObjectStorageLocation.model_validate_json(args.samples))
+    locate = ObjectStorageLocation.model_validate_json
+    reference = open_store(locate(args.reference), credentials_from_env("REFERENCE_"))
+    samples = open_store(locate(args.samples), credentials_from_env("SAMPLES_"))
     monitor = DriftMonitor(reference, samples, window=args.window, alpha=args.alpha)
     if args.once:
         result = monitor.evaluate()

@@ -153,7 +153,12 @@ class Alerts(ApiModel):
         None, description="Alert when the fraction of failed requests exceeds this."
     )
     max_queue_depth: int | None = Field(None, ge=1, description="Alert when waiting requests exceed this.")
-    max_drift_score: Fraction | None = Field(None, description="Alert when the drift score exceeds this.")
+    max_drift_score: Fraction | None = Field(
+        None,
+        description=(
+            "Alert when the drift score (1 - the drift test's p-value) exceeds this: 0.99 alerts at p < 0.01."
+        ),
+    )
 
 
 class Drift(ApiModel):

@@ -47,6 +47,8 @@ Manifest = dict[str, Any]
 VLLM_PORT = engine.VLLM_PORT
 GATEWAY_PORT = 8000
 GATEWAY_CONFIG_DIR = "/etc/llmops/gateway"
+DRIFT_PORT = 9100
+DRIFT_INTERVAL_SECONDS = 300
 COMPONENT = "app.kubernetes.io/component"
 MD_LABEL = "llmops.io/modeldeployment"
 MODEL_LABEL = "llmops.io/model"
@@ -171,17 +173,17 @@ def _pod_security_context() -> dict:
     }
 
 
-def _credentials_env(ref: SecretKeysRef | None) -> list[dict]:
-    """AWS_* from the Secret by reference: values never pass through the operator."""
+def _credentials_env(ref: SecretKeysRef | None, prefix: str = "") -> list[dict]:
+    """AWS_* (or PREFIX_AWS_*) from the Secret by reference: values never pass through the operator."""
     if ref is None:
         return []
     return [
         {
-            "name": "AWS_ACCESS_KEY_ID",
+            "name": f"{prefix}AWS_ACCESS_KEY_ID",
             "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.access_key_id_key}},
         },
         {
-            "name": "AWS_SECRET_ACCESS_KEY",
+            "name": f"{prefix}AWS_SECRET_ACCESS_KEY",
             "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.secret_access_key_key}},
         },
     ]
@@ -514,10 +516,12 @@ def gateway_config(spec: ModelDeploymentSpec, owner: Manifest, plan: Plan, setti
         )
         for v in plan.versions
     ]
-    drift = spec.monitoring.drift
     drift_sampling = None
-    if drift and drift.enabled:
-        drift_sampling = Sampling(rate=drift.sample_rate, destination=drift_destination(spec, owner))
+    if _drift_on(spec):
+        assert spec.monitoring.drift is not None
+        drift_sampling = Sampling(
+            rate=spec.monitoring.drift.sample_rate, destination=drift_destination(spec, owner)
+        )
     return gateway_config_for(
         spec.gateway,
         served_model_name=spec.engine.served_model_name or spec.model.name,
@@ -527,6 +531,10 @@ def gateway_config(spec: ModelDeploymentSpec, owner: Manifest, plan: Plan, setti
         hold_seconds=min(settings.scale_to_zero_hold_seconds, spec.gateway.queue_timeout_seconds * 10),
         drift_sampling=drift_sampling,
     )
+
+
+def _drift_on(spec: ModelDeploymentSpec) -> bool:
+    return spec.monitoring.drift is not None and spec.monitoring.drift.enabled
 
 
 def drift_destination(spec: ModelDeploymentSpec, owner: Manifest) -> ObjectStorageLocation:
@@ -554,7 +562,7 @@ def _gateway_secret(spec: ModelDeploymentSpec) -> SecretKeysRef | None:
     sampling = spec.gateway.payload_sampling
     if sampling:
         return _location_secret(sampling.destination)
-    if spec.monitoring.drift and spec.monitoring.drift.enabled:
+    if _drift_on(spec):
         return _location_secret(spec.registry)
     return None
 
@@ -672,9 +680,71 @@ def disruption_budgets(owner: Manifest) -> list[Manifest]:
     return out
 
 
-def network_policies(owner: Manifest, settings: ServingSettings) -> list[Manifest]:
+def drift_monitor(spec: ModelDeploymentSpec, owner: Manifest, settings: ServingSettings) -> list[Manifest]:
+    """The drift monitor (serving/drift.py), when `spec.monitoring.drift` is on: it tests the prompts the
+    gateway samples against the reference data and exports `llmops_drift_*` for the alert."""
+    drift = spec.monitoring.drift
+    if drift is None or not drift.enabled:
+        return []
+    assert drift.reference_data is not None  # a CEL rule requires it when enabled
+    md = owner["metadata"]["name"]
+    selector = _selector(owner, "drift-monitor")
+    labels = _labels("llmops-drift", "drift-monitor", **selector)
+    samples = drift_destination(spec, owner)
+
+    def location(loc: ObjectStorageLocation) -> str:
+        return loc.model_dump_json(by_alias=True, exclude_none=True)
+
+    command = [
+        "python", "-m", "serving.drift",
+        "--reference", location(drift.reference_data), "--samples", location(samples),
+        "--port", str(DRIFT_PORT), "--interval", str(DRIFT_INTERVAL_SECONDS),
+    ]  # fmt: skip
+    container = {
+        "name": "drift",
+        "image": settings.serving_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": command,
+        "ports": [{"name": "metrics", "containerPort": DRIFT_PORT, "protocol": "TCP"}],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "HF_HOME", "value": "/tmp/huggingface"},
+            {"name": "HF_HUB_OFFLINE", "value": "1"},  # the embedding model ships in the image
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            # Each location with its own Secret: the reference data and the samples may differ.
+            *_credentials_env(_location_secret(drift.reference_data), "REFERENCE_"),
+            *_credentials_env(_location_secret(samples), "SAMPLES_"),
+        ],
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "3Gi"}},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        # /metrics answers once the reference sample is embedded (minutes on a small CPU).
+        "startupProbe": _http_probe("/metrics", "metrics", period=10, failures=60),
+        "livenessProbe": _http_probe("/metrics", "metrics", period=30, failures=3),
+        "securityContext": _security_context(),
+    }
+    pod = {
+        "metadata": {"labels": labels},
+        "spec": {
+            "securityContext": _pod_security_context(),
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "containers": [container],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        },
+    }
+    body = {
+        "replicas": 1,
+        "selector": {"matchLabels": dict(selector)},
+        "strategy": {"type": "Recreate"},  # one test at a time; nothing to keep serving
+        "revisionHistoryLimit": 3,
+        "template": pod,
+    }
+    return [_object("apps/v1", "Deployment", child_name(md, "drift"), owner, labels, body)]
+
+
+def network_policies(owner: Manifest, settings: ServingSettings, drift: bool = False) -> list[Manifest]:
     """Default deny for every pod of the deployment; then: clients -> gateway, gateway -> vLLM,
-    Prometheus (namespaces labelled as configured) -> both, for metrics."""
+    Prometheus (namespaces labelled as configured) -> both, and the drift monitor, for metrics."""
     md = owner["metadata"]["name"]
     prometheus = {"namespaceSelector": {"matchLabels": dict(settings.prometheus_namespace_labels)}}
     gateway_pods = {"podSelector": {"matchLabels": _selector(owner, "gateway")}}
@@ -699,6 +769,13 @@ def network_policies(owner: Manifest, settings: ServingSettings) -> list[Manifes
         (child_name(md, "vllm"), "vllm", vllm),
         (gateway_name(md), "llmops-gateway", gateway),
     ]
+    if drift:
+        monitor = {
+            "podSelector": {"matchLabels": _selector(owner, "drift-monitor")},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [prometheus], "ports": port(DRIFT_PORT)}],
+        }
+        policies.append((child_name(md, "drift"), "llmops-drift", monitor))
     return [
         _object("networking.k8s.io/v1", "NetworkPolicy", name, owner, _labels(app, "network-policy"), body)
         for name, app, body in policies
@@ -740,7 +817,8 @@ def shared_children(
         gateway_deployment(spec, owner, plan, settings),
         gateway_service(owner),
         *disruption_budgets(owner),
-        *network_policies(owner, settings),
+        *drift_monitor(spec, owner, settings),
+        *network_policies(owner, settings, drift=_drift_on(spec)),
         *monitoring.children(spec, owner, settings),
     ]
     return out

@@ -46,35 +46,44 @@ def _meta(owner: dict, name: str, component: str, labels: dict[str, str] | None 
     }
 
 
-def pod_monitor(owner: dict, settings: Any) -> dict:
+def _pod_monitor(owner: dict, settings: Any, name: str, component: str, port: str, labels: dict) -> dict:
+    """A PodMonitor for one component's pods; `labels` maps pod labels to the series' labels."""
     md = owner["metadata"]["name"]
     return adopt(
         {
             "apiVersion": "monitoring.coreos.com/v1",
             "kind": "PodMonitor",
-            "metadata": _meta(owner, child_name(md, "vllm"), "monitoring", dict(settings.monitor_labels)),
+            "metadata": _meta(owner, name, "monitoring", dict(settings.monitor_labels)),
             "spec": {
                 "selector": {
-                    "matchLabels": {
-                        "llmops.io/modeldeployment": md,
-                        "app.kubernetes.io/component": "model-server",
-                    }
+                    "matchLabels": {"llmops.io/modeldeployment": md, "app.kubernetes.io/component": component}
                 },
                 "podMetricsEndpoints": [
                     {
-                        "port": "http",
+                        "port": port,
                         "path": "/metrics",
                         "interval": settings.scrape_interval,
-                        "relabelings": [
-                            _relabel("llmops.io/modeldeployment", "model_deployment"),
-                            _relabel("llmops.io/model-version", "version"),
-                        ],
+                        "relabelings": [_relabel(label, target) for label, target in labels.items()],
                     }
                 ],
             },
         },
         owner,
     )
+
+
+def pod_monitor(owner: dict, settings: Any) -> dict:
+    """vLLM's own metrics, per version."""
+    name = child_name(owner["metadata"]["name"], "vllm")
+    labels = {"llmops.io/modeldeployment": "model_deployment", "llmops.io/model-version": "version"}
+    return _pod_monitor(owner, settings, name, "model-server", "http", labels)
+
+
+def drift_pod_monitor(owner: dict, settings: Any) -> dict:
+    """The drift monitor's `llmops_drift_*`, labelled like the rest with model_deployment."""
+    name = child_name(owner["metadata"]["name"], "drift")
+    labels = {"llmops.io/modeldeployment": "model_deployment"}
+    return _pod_monitor(owner, settings, name, "drift-monitor", "metrics", labels)
 
 
 def service_monitor(owner: dict, settings: Any) -> dict:
@@ -329,6 +338,8 @@ def children(spec: ModelDeploymentSpec, owner: dict, settings: Any) -> list[dict
     out = []
     if spec.monitoring.service_monitor:
         out += [pod_monitor(owner, settings), service_monitor(owner, settings), dashboard_configmap(owner)]
+        if spec.monitoring.drift is not None and spec.monitoring.drift.enabled:
+            out.append(drift_pod_monitor(owner, settings))
     rule = prometheus_rule(spec, owner, settings)
     if rule is not None:
         out.append(rule)

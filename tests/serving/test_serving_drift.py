@@ -183,3 +183,52 @@ def test_monitor_reads_storage_and_exports_metrics(embedder, tmp_path):
     assert registry.get_sample_value("llmops_drift_samples", {"sample": "current"}) == 40
 
     assert monitor.evaluate(["too", "few"]) is None  # below min_samples: no verdict
+
+
+def test_the_deployed_monitor_command_tests_the_gateways_samples(tmp_path, monkeypatch):
+    """The drift container's command as the operator builds it, run here once on local locations:
+    the reference data from the spec, the samples where the gateway config says it writes them."""
+    import os
+    import subprocess
+
+    from llmops.api.modeldeployment import ModelDeploymentSpec
+    from llmops.engine import localize_argv
+    from operators.modeldeployment.builders import ServingSettings, drift_destination, drift_monitor
+    from serving.drift import credentials_from_env
+
+    spec = ModelDeploymentSpec.model_validate(
+        {
+            "model": {"name": "bot", "version": "1"},
+            "registry": {"local": {"path": str(tmp_path / "registry")}},
+            "monitoring": {"drift": {"referenceData": {"local": {"path": str(tmp_path / "reference")}}}},
+        }
+    )
+    owner = {
+        "apiVersion": "llmops.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "bot", "namespace": "ns", "uid": "u"},
+    }
+    (deployment,) = drift_monitor(spec, owner, ServingSettings())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    shop = generate(SHOP, 100, seed=21)
+    _write_jsonl(tmp_path / "reference" / "train-00.jsonl", shop[:60])
+    samples = drift_destination(spec, owner)
+    assert samples.local is not None
+    _write_jsonl(
+        Path(samples.local.path) / "2026-01-01" / "000000-gw-000001.jsonl", generate(CODE, 40, seed=3)
+    )
+    argv = [*localize_argv(container["command"], tmp_path, {}), "--once"]
+    out = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["drifted"] and result["n_current"] == 40  # programming questions are not shop questions
+
+    monkeypatch.setenv("SAMPLES_AWS_ACCESS_KEY_ID", "id")
+    monkeypatch.setenv("SAMPLES_AWS_SECRET_ACCESS_KEY", "secret")
+    assert credentials_from_env("SAMPLES_") is not None and credentials_from_env("REFERENCE_") is None
