@@ -32,3 +32,19 @@ def test_it_runs_the_deployed_vllm_command_with_only_paths_and_ports_changed(gpu
     assert all(a in ("python", "8000", "0.0.0.0") or MODEL_ROOT in a for a, _ in changed), changed
     if spec.engine.lora_adapters:
         assert "--enable-lora" in run and f"billing={tmp_path}/adapters/billing" in run
+
+
+def test_the_training_smoke_runs_its_steps_on_the_cpu(tmp_path):
+    """hack/gpu_train_smoke.py with gloo on the CPU: the same model, batches, loss and bf16 autocast."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "gpu_train_smoke.py"), "--device", "cpu", "--steps", "12",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    report = json.loads((tmp_path / "train_smoke.json").read_text())
+    assert report["method"] == "lora" and report["backend"] == "gloo" and report["ok"]
