@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 from yarl import URL
 
+UNHEALTHY_AFTER = 3
+
 
 @dataclass(eq=False)
 class Replica:
@@ -32,7 +34,20 @@ class Replica:
     version: str
     ready: bool = False
     outstanding: int = 0
+    failures: int = 0  # failed health checks in a row
     _endpoints: dict[str, URL] = field(default_factory=dict, repr=False)
+
+    def observe_health(self, ok: bool, *, refused: bool = False) -> bool:
+        """Record one health check; True when readiness changed. A replica that refuses connections is
+        out at once; one that answers late or badly only after UNHEALTHY_AFTER checks in a row, so a
+        server slow to answer /health because it is busy serving is not ejected for being busy."""
+        before = self.ready
+        self.failures = 0 if ok else self.failures + 1
+        if ok:
+            self.ready = True
+        elif refused or self.failures >= UNHEALTHY_AFTER:
+            self.ready = False
+        return self.ready != before
 
     def endpoint(self, path: str) -> URL:
         """`url` + `path`, parsed once: URL parsing is a measurable part of a proxied request."""

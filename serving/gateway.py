@@ -398,16 +398,17 @@ class Gateway:
     async def _check(self, replica: Replica) -> None:
         assert self.session is not None
         timeout = aiohttp.ClientTimeout(total=min(5.0, self.config.health_check_interval_seconds * 2))
+        refused = False
         try:
             async with self.session.get(f"{replica.url}/health", timeout=timeout) as r:
                 ok = r.status == 200
+        except aiohttp.ClientConnectorError:  # nothing listens: out at once
+            ok, refused = False, True
         except (aiohttp.ClientError, TimeoutError, OSError):
             ok = False
-        if ok != replica.ready:
-            log.info(
-                "replica %s (version %s) is %s", replica.url, replica.version, "ready" if ok else "not ready"
-            )
-            replica.ready = ok
+        if replica.observe_health(ok, refused=refused):
+            state = "ready" if replica.ready else f"not ready ({replica.failures} failed checks)"
+            log.info("replica %s (version %s) is %s", replica.url, replica.version, state)
 
     async def check_health(self) -> None:
         replicas = self.balancer.replicas()

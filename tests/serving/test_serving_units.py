@@ -190,6 +190,18 @@ def test_weight_zero_and_unready_groups_get_nothing():
     assert {b.pick().version for _ in range(50)} == {"stable"}  # its share moves to the others
 
 
+def test_a_busy_replica_is_not_ejected_for_one_slow_health_check():
+    from serving.balancer import UNHEALTHY_AFTER, Replica
+
+    r = Replica("http://a:1", "1")
+    assert r.observe_health(True) and r.ready  # the first good check admits it
+    for _ in range(UNHEALTHY_AFTER - 1):  # timeouts or 5xx: a busy server, maybe
+        assert not r.observe_health(False) and r.ready
+    assert r.observe_health(False) and not r.ready  # failing in a row: out
+    assert r.observe_health(True) and r.ready and r.failures == 0  # one good check: back
+    assert r.observe_health(False, refused=True) and not r.ready  # nothing listens: out at once
+
+
 def test_least_outstanding_with_round_robin_ties():
     b = _balancer({"v": 100}, replicas=3)
     first = [b.pick() for _ in range(3)]
