@@ -6,6 +6,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 venv=$(hack/venv.sh)
 hack/tools/build.sh >/dev/null
+# Skaffold's own config types, for tests/unit/test_skaffold.py (into the Go module cache, 43 MB once).
+GOFLAGS=-mod=mod go mod download github.com/GoogleContainerTools/skaffold/v2@v2.16.1
 export PATH="$venv/bin:$PATH"
 set +e
 python -m pytest "$@"
