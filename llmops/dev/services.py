@@ -13,7 +13,7 @@ import secrets
 import shutil
 import sys
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -41,38 +41,49 @@ def _http_ok(url: str) -> bool:
         return r.status == 200
 
 
+@dataclass(frozen=True)
+class MinioServer:
+    """How to start a MinIO server on loopback with fresh root credentials."""
+
+    argv: list[str]
+    env: dict[str, str] = field(repr=False)  # to add to the environment; holds the password
+    endpoint: str
+    user: str
+    password: str = field(repr=False)
+
+    @classmethod
+    def on_loopback(cls, binary: Path, data_dir: Path, user: str = "llmops") -> MinioServer:
+        port, console = free_port(), free_port()
+        password = secrets.token_urlsafe(18)
+        argv = [
+            str(binary), "server", str(data_dir), "--quiet",
+            "--address", f"127.0.0.1:{port}", "--console-address", f"127.0.0.1:{console}",
+        ]  # fmt: skip
+        env = {
+            "MINIO_ROOT_USER": user,
+            "MINIO_ROOT_PASSWORD": password,
+            "MINIO_BROWSER": "off",
+            "MINIO_UPDATE": "off",
+        }
+        return cls(argv, env, f"http://127.0.0.1:{port}", user, password)
+
+    def ready(self) -> bool:
+        try:
+            return _http_ok(f"{self.endpoint}/minio/health/ready")
+        except OSError:  # not listening yet
+            return False
+
+
 def start_minio(cluster: LocalCluster, buckets: tuple[str, ...] = ("llmops",)) -> dict:
     """An S3 endpoint with fresh root credentials and the given buckets."""
     if info := service(cluster, "minio"):
         return info
-    bin_dir = ensure_tools("minio")
-    port, console = free_port(), free_port()
-    user, password = "llmops", secrets.token_urlsafe(18)
     data = cluster.state_dir / "minio"
     data.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "MINIO_ROOT_USER": user,
-        "MINIO_ROOT_PASSWORD": password,
-        "MINIO_BROWSER": "off",
-        "MINIO_UPDATE": "off",
-    }
-    cluster.spawn(
-        "minio",
-        [
-            str(bin_dir / "minio"),
-            "server",
-            str(data),
-            "--address",
-            f"127.0.0.1:{port}",
-            "--console-address",
-            f"127.0.0.1:{console}",
-            "--quiet",
-        ],
-        env=env,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    wait_for("MinIO", lambda: _http_ok(f"{endpoint}/minio/health/ready"), 60, cluster.logs / "minio.log")
+    server = MinioServer.on_loopback(ensure_tools("minio") / "minio", data)
+    cluster.spawn("minio", server.argv, env={**os.environ, **server.env})
+    endpoint, user, password = server.endpoint, server.user, server.password
+    wait_for("MinIO", server.ready, 60, cluster.logs / "minio.log")
     import boto3
 
     s3 = boto3.client(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -29,8 +28,7 @@ pytest.importorskip(
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from llmops.dev.cluster import free_port
-from llmops.dev.services import RayHead
+from llmops.dev.services import MinioServer, RayHead
 from tests.helpers import eventually
 from tests.workloads.support import DATA, QUICKSTART, REPO
 
@@ -112,40 +110,23 @@ def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A MinIO server: endpoint and root credentials."""
     if not MINIO.exists():
         pytest.fail(f"{MINIO} is missing: build it with hack/tools/build.sh minio")
-    port, console = free_port(), free_port()
-    user, password = "llmops-test", secrets.token_urlsafe(18)
     data = tmp_path_factory.mktemp("minio")
     log = data.parent / "minio.log"
-    env = {
-        **os.environ,
-        "MINIO_ROOT_USER": user,
-        "MINIO_ROOT_PASSWORD": password,
-        "MINIO_BROWSER": "off",
-        "MINIO_UPDATE": "off",
-    }
+    server = MinioServer.on_loopback(MINIO, data, user="llmops-test")
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [
-                str(MINIO),
-                "server",
-                str(data),
-                "--address",
-                f"127.0.0.1:{port}",
-                "--console-address",
-                f"127.0.0.1:{console}",
-                "--quiet",
-            ],
-            env=env,
+            server.argv,
+            env={**os.environ, **server.env},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    endpoint = f"http://127.0.0.1:{port}"
     try:
-        eventually(lambda: proc.poll() is None and _http_ok(f"{endpoint}/minio/health/ready"), timeout=60)
+        eventually(lambda: proc.poll() is None and server.ready(), timeout=60)
     except AssertionError:
         _stop_group(proc, 5)
         raise AssertionError(f"MinIO did not start; log:\n{log.read_text()[-3000:]}") from None
+    endpoint, user, password = server.endpoint, server.user, server.password
     yield {"endpoint": endpoint, "access_key": user, "secret_key": password}
     _stop_group(proc, 10)
 
