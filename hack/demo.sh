@@ -8,23 +8,29 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-trap 'echo "demo failed at step: $current (logs: ${LLMOPS_DEV_DIR:-/tmp/llmops-dev-$(id -u)}/logs)" >&2' ERR
+# Each step prints its wall time when the next one starts; the total comes at the end.
+current=""; step_start=$SECONDS
+step() {
+  if [[ -n $current ]]; then printf '   (%s took %ds)\n' "$current" $((SECONDS - step_start)); fi
+  current=$1; step_start=$SECONDS
+  printf '\n\033[1m== %s\033[0m %s\n' "$1" "${2:-}"
+}
+trap 'echo "demo failed at step: $current after $((SECONDS - step_start))s (logs: ${LLMOPS_DEV_DIR:-/tmp/llmops-dev-$(id -u)}/logs)" >&2' ERR
 ns=quickstart
 
-current="python environment"; step "$current (hack/venv.sh; torch, Ray and vLLM for the CPU; cached in ~/.cache/llmops)"
+step "python environment" "(hack/venv.sh; torch, Ray and vLLM for the CPU; cached in ~/.cache/llmops)"
 venv=$(hack/venv.sh)
 export PATH="$venv/bin:$PATH"
 
-current="control-plane tools"; step "$current (built from the Go module proxy on the first run: 20-30 min on 2 cores)"
+step "control-plane tools" "(built from the Go module proxy on the first run: 20-30 min on 2 cores)"
 hack/tools/build.sh >/dev/null
 
-current="local cluster, operator, MinIO, Ray head, Prometheus"; step "$current (llmops dev up --operator --services)"
+step "local cluster, operator, MinIO, Ray head, Prometheus" "(llmops dev up --operator --services)"
 llmops dev up --operator --services >/dev/null
 eval "$(llmops dev env)"
 kubectl get nodes -o custom-columns='NODE:.metadata.name,CPU:.status.capacity.cpu,GPUS:.status.capacity.nvidia\.com/gpu,READY:.status.conditions[?(@.type=="Ready")].status'
 
-current="quickstart data and base model"; step "$current (bundled corpus and a tiny random Llama, uploaded to MinIO)"
+step "quickstart data and base model" "(bundled corpus and a tiny random Llama, uploaded to MinIO)"
 work=$(llmops dev status | awk '/^kubeconfig/ {print $2}' | xargs dirname)/quickstart
 python -m serving.local make-model "$work/base" --corpus training/data/quickstart/train.jsonl >/dev/null
 llmops dev upload "$work/base" s3://llmops/base/tiny-llama
@@ -35,22 +41,22 @@ kubectl -n "$ns" create secret generic quickstart-api-keys --from-literal=demo="
 kubectl -n "$ns" create secret generic minio-credentials --from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
   --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
-current="TrainingJob"; step "$current (examples/quickstart/trainingjob.yaml, runtime rayJobsAPI on the local Ray head)"
+step "TrainingJob" "(examples/quickstart/trainingjob.yaml, runtime rayJobsAPI on the local Ray head)"
 envsubst '${S3_ENDPOINT} ${RAY_ADDRESS}' <examples/quickstart/trainingjob.yaml | kubectl -n "$ns" apply -f -
 llmops watch trainingjob quickstart -n "$ns"
 version=$(kubectl -n "$ns" get tj quickstart -o jsonpath='{.status.modelVersion.version}')
 
-current="ModelDeployment"; step "$current of support-tiny version $version (examples/quickstart/modeldeployment.yaml)"
+step "ModelDeployment" "of support-tiny version $version (examples/quickstart/modeldeployment.yaml)"
 export MODEL_VERSION=$version
 envsubst '${S3_ENDPOINT} ${MODEL_VERSION}' <examples/quickstart/modeldeployment.yaml | kubectl -n "$ns" apply -f -
 kubectl -n "$ns" wait md/quickstart --for=condition=Ready --timeout=180s
 kubectl -n "$ns" get md quickstart
 kubectl -n "$ns" get deployments,services,scaledobjects,servicemonitors,prometheusrules -l llmops.io/modeldeployment=quickstart
 
-current="serve what was deployed"; step "$current (the operator's vLLM and gateway commands, run here on the CPU)"
+step "serve what was deployed" "(the operator's vLLM and gateway commands, run here on the CPU)"
 eval "$(llmops dev serve quickstart -n "$ns")"
 
-current="chat"; step "$current (the official openai client, through the gateway)"
+step "chat" "(the official openai client, through the gateway)"
 python - <<'PY'
 import os
 from openai import OpenAI
@@ -65,10 +71,10 @@ print(f"model {reply.model} answered: {reply.choices[0].message.content!r}")
 print(f"tokens: prompt {reply.usage.prompt_tokens}, completion {reply.usage.completion_tokens}")
 PY
 
-current="metrics"; step "$current (queried from Prometheus at $PROMETHEUS_URL)"
+step "metrics" "(queried from Prometheus at $PROMETHEUS_URL)"
 llmops dev metrics
 
-current="summary"; step "look around"
+step "summary" "(look around)"
 cat <<TXT
   export KUBECONFIG=$KUBECONFIG
   kubectl get llmops -A                                # every llmops object (the category)
@@ -79,3 +85,4 @@ cat <<TXT
   llmops dev status                                    # every process of the demo
   llmops dev down                                      # stop everything and remove the state folder
 TXT
+printf '\n== demo finished in %ds\n' "$SECONDS"

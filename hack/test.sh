@@ -5,10 +5,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 venv=$(hack/venv.sh)
-hack/tools/build.sh >/dev/null
+tools=$(hack/tools/build.sh)
 # Skaffold's own config types, for tests/unit/test_skaffold.py (into the Go module cache, 43 MB once).
 GOFLAGS=-mod=mod go mod download github.com/GoogleContainerTools/skaffold/v2@v2.16.1
-export PATH="$venv/bin:$PATH"
+export PATH="$venv/bin:$tools:$PATH"
 set +e
 python -m pytest "$@"
 rc=$?

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the control-plane tools (kube-apiserver, kube-controller-manager, kube-scheduler,
-# etcd, kwok, helm, minio) from the Go module proxy and cache them outside the clone.
+# etcd, kwok, helm, minio, prometheus and promtool) from the Go module proxy and cache them
+# outside the clone. No root, no system package: everything lands in $LLMOPS_TOOLS_BIN.
 #
 # Each tool lives in its own wrapper module under hack/tools/<tool>/ so the dependency
 # graphs cannot push each other's versions. A tool's cache key is the hash of its go.mod,
@@ -15,7 +16,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${LLMOPS_CACHE:-$HOME/.cache/llmops}
 bin=${LLMOPS_TOOLS_BIN:-$cache/bin}
 logdir=$cache/logs
-all_tools=(k8s etcd kwok helm minio)
+all_tools=(k8s etcd kwok helm minio prometheus)
 
 if [[ ${1:-} == --print-bin ]]; then echo "$bin"; exit 0; fi
 tools=("$@"); [[ ${#tools[@]} -gt 0 ]] || tools=("${all_tools[@]}")
@@ -47,6 +48,14 @@ plan() {
       local kv; kv=$(modversion k8s k8s.io/kubernetes); kv=${kv#v1.}; kv=${kv%%.*}
       echo " -X helm.sh/helm/v3/internal/version.version=$v -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kv|helm.sh/helm/v3/cmd/helm" ;;
     minio) echo "|github.com/minio/minio" ;;
+    prometheus)
+      # The local Prometheus discovers targets from files only: every other service-discovery
+      # plugin (cloud SDKs, Kubernetes) is left out by Prometheus's own build tag.
+      v=$(modversion prometheus github.com/prometheus/prometheus)
+      # Module v0.316.0 is Prometheus 3.16.0 (the project's own mapping of its Go versions).
+      local mm=${v#v0.}; mm=${mm%%.*}
+      local c=github.com/prometheus/common/version
+      echo " -X $c.Version=${mm:0:1}.${mm:1}.${v##*.} -X $c.Branch=HEAD -X $c.Revision=module|github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool|remove_all_sd" ;;
     *) echo "unknown tool: $tool" >&2; return 1 ;;
   esac
 }
@@ -56,14 +65,14 @@ key() {
 }
 
 for tool in "${tools[@]}"; do
-  IFS='|' read -r ldflags pkgs < <(plan "$tool")
+  IFS='|' read -r ldflags pkgs tags < <(plan "$tool")
   out=$cache/tools/$tool-$(key "$tool")
   if [[ ! -f $out/.complete ]]; then
     log=$logdir/$tool.log
     echo "building $tool (cold builds take minutes; log: $log)" >&2
     start=$SECONDS
     rm -rf "$out.tmp"; mkdir -p "$out.tmp"
-    (cd "$here/$tool" && go mod download && go build -ldflags "-s -w$ldflags" -o "$out.tmp/" $pkgs) >"$log" 2>&1 &
+    (cd "$here/$tool" && go mod download && go build -tags "${tags:-}" -ldflags "-s -w$ldflags" -o "$out.tmp/" $pkgs) >"$log" 2>&1 &
     pid=$!
     while kill -0 "$pid" 2>/dev/null; do
       sleep 30

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import sys
 import urllib.request
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from llmops.dev.cluster import ClusterError, LocalCluster, free_port, wait_for
-from llmops.dev.tools import ensure_tools
+from llmops.dev.tools import binary, ensure_tools
 
 
 def _record(cluster: LocalCluster, name: str, info: dict) -> dict:
@@ -172,9 +171,7 @@ def start_prometheus(cluster: LocalCluster, scrape_interval: str = "2s") -> dict
     """Prometheus scraping whatever `set_scrape_targets` lists (file-based discovery, reloaded live)."""
     if info := service(cluster, "prometheus"):
         return info
-    prometheus = shutil.which("prometheus")
-    if not prometheus:
-        raise ClusterError("prometheus is missing: apt-get install prometheus")
+    prometheus = binary("prometheus")
     root = cluster.state_dir / "prometheus"
     (root / "data").mkdir(parents=True, exist_ok=True)
     targets = root / "targets.json"

@@ -20,6 +20,7 @@ TOOL_BINARIES = {
     "kwok": ["kwok"],
     "helm": ["helm"],
     "minio": ["minio"],
+    "prometheus": ["prometheus", "promtool"],
 }
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import shutil
 import subprocess
 import threading
 import time
@@ -25,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from llmops.dev.cluster import LocalCluster, free_port
 from llmops.registry import GateVerdict, Lineage, register
 from llmops.storage import LocalStore
+from llmops.dev.tools import binary
 from operators.modeldeployment import make_kind
 from operators.modeldeployment.builders import ServingSettings
 from operators.modeldeployment.canary import PrometheusSource
@@ -34,7 +34,7 @@ from tests.helpers import eventually, http_get, operator_in_thread
 pytestmark = pytest.mark.usefixtures("llmops_crds")
 
 GOLDEN = Path(__file__).parents[1] / "unit" / "golden" / "modeldeployment"
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+PROMETHEUS = binary("prometheus")
 
 
 def get(cluster: LocalCluster, kind: str, name: str, namespace: str) -> dict | None:
@@ -115,8 +115,6 @@ class GatewayMetrics:
 def prometheus(tmp_path: Path, namespace: str) -> Iterator[tuple[str, GatewayMetrics]]:
     """A real Prometheus scraping the test's gateway-shaped exporter every second, with the target
     labels the operator's ServiceMonitor would give it."""
-    if not Path(PROMETHEUS).exists():
-        pytest.skip("prometheus is not installed (Debian package prometheus)")
     exporter = GatewayMetrics()
     port = free_port()
     config = tmp_path / "prometheus.yml"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ import urllib.request
 import pytest
 
 from llmops.dev.cluster import free_port
+from llmops.dev.tools import binary
 from tests.helpers import eventually, http_get
 
 MODEL = "tiny"
@@ -430,7 +430,6 @@ def test_graceful_drain_on_sigterm(gateway_factory, fake_upstream):
     assert gw.proc.wait(30) == 0
 
 
-@pytest.mark.skipif(not shutil.which("prometheus"), reason="prometheus (Debian package) is not installed")
 def test_prometheus_scrapes_gateway_and_vllm(vllm_server, gateway_factory, tmp_path):
     gw = gateway_factory(single(vllm_server.url))
     client = gw.client()
@@ -451,7 +450,7 @@ def test_prometheus_scrapes_gateway_and_vllm(vllm_server, gateway_factory, tmp_p
     with open(tmp_path / "prometheus.log", "w") as log:
         prom = subprocess.Popen(
             [
-                shutil.which("prometheus"),
+                binary("prometheus"),
                 f"--config.file={config}",
                 f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{port}",

@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from llmops.dev.tools import binary
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -164,9 +164,7 @@ def test_operations_lists_every_operator_metric() -> None:
 
 
 def test_example_alerts_pass_promtool(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian package prometheus)")
+    promtool = binary("promtool")
     rules = [
         d
         for d in _yaml_blocks(DOCS / "operations.md")

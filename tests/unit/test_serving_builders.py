@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from llmops.api.modeldeployment import Canary, CanaryStatus, Engine, ModelDeploy
 from llmops.gateway_config import GatewayConfig
 from llmops.registry import GateVerdict, Lineage, RegistryError, register
 from llmops.storage import LocalStore
+from llmops.dev.tools import binary
 from operators.modeldeployment import canary, monitoring
 from operators.modeldeployment.builders import (
     Adapter,
@@ -46,7 +46,7 @@ MONITORING = ROOT / "deploy" / "monitoring"
 UPDATE = os.environ.get("LLMOPS_UPDATE_GOLDEN") == "1"
 SETTINGS = ServingSettings(serving_image="ghcr.io/llmops/serving:test")
 UID = "00000000-0000-4000-8000-000000000000"
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+PROMTOOL = binary("promtool")  # built from the Go module proxy (hack/tools/prometheus)
 
 
 def owner(name: str, namespace: str = "demo") -> dict:
@@ -701,8 +701,6 @@ def test_canary_weights_only_grow_until_a_verdict(verdicts: list[str], auto_roll
 
 def test_prometheus_source_queries_parse() -> None:
     """Every PromQL expression we emit (analysis, KEDA triggers) parses, checked by promtool."""
-    if not Path(PROMTOOL).exists():
-        pytest.skip("promtool is not installed (Debian package prometheus)")
     queries = list(canary.PrometheusSource("http://x").queries("demo", "bot", "4", 300).values())
     parent, _spec, plan = case("canary")
     queries += list(scaler_queries(parent, plan.versions[0]).values())
@@ -757,8 +755,6 @@ def test_every_alert_has_a_promtool_test() -> None:
 
 
 def test_alerts_with_promtool() -> None:
-    if not Path(PROMTOOL).exists():
-        pytest.skip("promtool is not installed (Debian package prometheus)")
     result = subprocess.run(
         [PROMTOOL, "test", "rules", RULES_TEST.name], cwd=MONITORING, capture_output=True, text=True
     )
