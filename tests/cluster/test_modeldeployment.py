@@ -22,9 +22,9 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from llmops.dev.cluster import LocalCluster, free_port
+from llmops.dev.tools import binary
 from llmops.registry import GateVerdict, Lineage, register
 from llmops.storage import LocalStore
-from llmops.dev.tools import binary
 from operators.modeldeployment import make_kind
 from operators.modeldeployment.builders import ServingSettings
 from operators.modeldeployment.canary import PrometheusSource

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from llmops.dev.tools import binary
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from llmops import engine, fetch
 from llmops.api.common import ObjectStorageLocation
 from llmops.api.modeldeployment import Canary, CanaryStatus, Engine, ModelDeploymentSpec
+from llmops.dev.tools import binary
 from llmops.gateway_config import GatewayConfig
 from llmops.registry import GateVerdict, Lineage, RegistryError, register
 from llmops.storage import LocalStore
-from llmops.dev.tools import binary
 from operators.modeldeployment import canary, monitoring
 from operators.modeldeployment.builders import (
     Adapter,
