@@ -39,7 +39,7 @@ step "python environment" "(hack/venv.sh; torch, Ray and vLLM for the CPU; cache
 venv=$(hack/venv.sh)
 export PATH="$venv/bin:$(hack/tools/build.sh --print-bin):$PATH"
 
-step "control-plane tools" "(built from the Go module proxy on the first run: 20-30 min on 2 cores)" \
+step "control-plane tools" "(built from the Go module proxy on the first run: about 22 min on 2 cores)" \
   "${LLMOPS_CACHE:-$HOME/.cache/llmops}/logs/<tool>.log"
 hack/tools/build.sh >/dev/null
 
