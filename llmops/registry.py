@@ -78,6 +78,12 @@ class ModelVersion(_Record):
     def gates_passed(self) -> bool:
         return all(g.passed for g in self.gates)
 
+    @property
+    def ungated(self) -> bool:
+        """Registered without any gate (its TrainingJob declared none): nothing vouches for it, so a
+        ModelDeployment serves it only when `spec.allowUngated` is true."""
+        return not self.gates
+
 
 def version_prefix(name: str, version: str) -> str:
     return f"models/{name}/versions/{version}"

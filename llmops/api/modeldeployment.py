@@ -261,6 +261,12 @@ class ModelDeploymentSpec(ApiModel):
     rollout: Rollout | None = Field(None, description="Release strategy for a new version.")
     monitoring: Monitoring = Field(default_factory=Monitoring, description="Metrics, alerts and drift.")
     gateway: Gateway = Field(default_factory=Gateway, description="Gateway settings.")
+    allow_ungated: bool = Field(
+        False,
+        description="Also serve versions registered without any gate (from a TrainingJob whose"
+        " spec.evaluation declares no gates). Off by default: a version is served only when it declared"
+        " gates and passed every one; a version that failed a gate is never served.",
+    )
 
 
 class ServingVersion(ApiModel):
