@@ -338,8 +338,9 @@ class Gateway:
         self.anomaly = AnomalyMonitor()
         self.payloads = self._sampler(config.payload_sampling, "payload")
         self.prompts = self._sampler(config.drift_sampling, "prompt")
-        self.redact_traffic = config.pii_redaction and config.pii_scope == "traffic"
-        self.redact_samples = config.pii_redaction
+        pii = config.pii_redaction
+        self.redact_traffic = pii is not None and pii.scope != "stored"
+        self.redact_samples = pii is not None
         self.model_names = config.model_names()
         self.inflight = 0
         self.draining = False
