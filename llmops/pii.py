@@ -4,11 +4,13 @@ Shared by the gateway (prompts, answers, stored samples) and training data prepa
 of the lifecycle find the same things. Detection leans on maintained libraries where one exists:
 
 - phone numbers: Google's libphonenumber (the `phonenumbers` package), `PhoneNumberMatcher` at
-  leniency `VALID` by default: a number in international form (`+44 20 7946 0958`) is found whatever
-  the regions; one in national form (`020 7946 0958`, `06 12 34 56 78`) only when it is a valid number
-  of one of the configured `regions` (ISO 3166-1 alpha-2). The matcher itself refuses dates, time
+  leniency `VALID`: a number in international form (`+44 20 7946 0958`) is found whatever the
+  regions; one in national form (`020 7946 0958`, `06 12 34 56 78`) only when it is a valid number of
+  one of the configured `regions` (ISO 3166-1 alpha-2). The matcher itself refuses dates, time
   stamps and digits glued to Latin letters; "valid" (assigned ranges and lengths per region) is what
-  keeps versions, decimals, amounts, coordinates, grouped thousands and lists of small numbers out;
+  keeps versions, decimals, amounts, coordinates, grouped thousands and lists of small numbers out
+  (with the guards in `_looks_like_number_of_another_kind`). Besides, a possible number of 10 or
+  more digits written exactly in libphonenumber's grouping counts (the fictional (555) 010-9999);
 - e-mail addresses: a loose candidate pattern (atext local parts, Unicode letters included, and
   domain literals), each candidate then checked by `email_validator.validate_email` (RFC 5321/5322
   syntax, internationalised addresses per RFC 6531 and IDNA 2008, no DNS look-up);
@@ -46,6 +48,7 @@ ENTITIES = ("email", "creditCard", "ipAddress", "phone")  # priority order when 
 PLACEHOLDERS = {"email": "[EMAIL]", "creditCard": "[CARD]", "ipAddress": "[IP]", "phone": "[PHONE]"}
 DEFAULT_REGIONS = ("US",)
 LENIENCIES = {
+    "formatted": phonenumbers.Leniency.VALID,  # and possible numbers that pass `_formatted`
     "possible": phonenumbers.Leniency.POSSIBLE,
     "valid": phonenumbers.Leniency.VALID,
     "strictGrouping": phonenumbers.Leniency.STRICT_GROUPING,
@@ -54,6 +57,7 @@ LENIENCIES = {
 SOFT_SEGMENT = 256  # characters after which a segment ends at its next white space
 HARD_SEGMENT = 1024  # characters after which a segment ends wherever it is
 MIN_PHONE_DIGITS = 5  # the shortest national numbers (some small countries) have 5 digits
+FORMATTED_MIN_DIGITS = 10  # a possible (not valid) number counts from this many digits, if `_formatted`
 
 _CJK = "\u1100-\u11ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _CJK_RE = re.compile(f"[{_CJK}]")
@@ -122,6 +126,31 @@ def _looks_like_number_of_another_kind(text: str, start: int, end: int) -> bool:
         return True
     groups = _GROUPS.findall(candidate)
     return sum(len(g) == 1 for g in groups[1:]) >= 2
+
+
+_LATIN_LETTER = re.compile(r"[A-Za-z\u00c0-\u024f]")
+
+
+def _formatted(text: str, match: phonenumbers.PhoneNumberMatch) -> bool:
+    """A possible number of `FORMATTED_MIN_DIGITS` or more, written in three or more digit groups,
+    exactly as libphonenumber groups it (national form, or international when it starts with +),
+    and, as at libphonenumber's `valid` leniency, not glued to a Latin letter, `%` or a currency."""
+    raw = match.raw_string
+    groups = _GROUPS.findall(raw)
+    if len(groups) < 3 or sum(map(len, groups)) < FORMATTED_MIN_DIGITS:
+        return False
+    before = text[match.start - 1] if match.start else ""
+    after = text[match.end] if match.end < len(text) else ""
+    if before and raw[0] not in "(+[" and (_LATIN_LETTER.match(before) or before in "%$€£¥₹"):
+        return False
+    if after and (_LATIN_LETTER.match(after) or after in "%$€£¥₹"):
+        return False
+    style = (
+        phonenumbers.PhoneNumberFormat.INTERNATIONAL
+        if raw.lstrip("([").startswith("+")
+        else phonenumbers.PhoneNumberFormat.NATIONAL
+    )
+    return groups == _GROUPS.findall(phonenumbers.format_number(match.number, style))
 
 
 def luhn_valid(digits: str) -> bool:
@@ -244,16 +273,18 @@ class Detector:
 
     `entities`: names from `ENTITIES` (default all); `regions`: ISO 3166-1 alpha-2 codes whose national
     formats count as phone numbers (international `+` numbers are found whatever they are);
-    `leniency`: a key of `LENIENCIES` (libphonenumber's leniency: `valid` checks the number is
-    assigned, `possible` only its length). Raises ValueError naming an unknown entity, region or
-    leniency.
+    `leniency`: a key of `LENIENCIES`: libphonenumber's own (`valid`: an assigned number of its
+    region; `possible`: a plausible length only; the grouping ones), or `formatted` (the default):
+    valid numbers, and possible ones of 10 digits or more written in exactly the digit groups
+    libphonenumber formats them with, so that fictional numbers such as (555) 010-9999 count.
+    Raises ValueError naming an unknown entity, region or leniency.
     """
 
     def __init__(
         self,
         entities: Iterable[str] = ENTITIES,
         regions: Sequence[str] = DEFAULT_REGIONS,
-        leniency: str = "valid",
+        leniency: str = "formatted",
     ) -> None:
         wanted = set(entities)
         if unknown := wanted - set(ENTITIES):
@@ -266,6 +297,7 @@ class Detector:
         self.entities = tuple(e for e in ENTITIES if e in wanted)
         self.regions = tuple(dict.fromkeys(r.upper() for r in regions)) or ("ZZ",)
         self.leniency = LENIENCIES[leniency]
+        self.formatted = leniency == "formatted"
 
     def _email(self, text: str) -> list[Match]:
         out: list[Match] = []
@@ -306,12 +338,18 @@ class Detector:
                 out.append(Match("ipAddress", m.start(), m.end()))
         return out
 
-    def _phone(self, text: str) -> list[Match]:
+    def _phone(self, text: str, digits: int) -> list[Match]:
         out = []
         for region in self.regions:
             for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=self.leniency, max_tries=1 << 30):
                 if not _looks_like_number_of_another_kind(text, m.start, m.end):
                     out.append(Match("phone", m.start, m.end))
+            if self.formatted and digits >= FORMATTED_MIN_DIGITS:
+                for m in phonenumbers.PhoneNumberMatcher(
+                    text, region, leniency=phonenumbers.Leniency.POSSIBLE, max_tries=1 << 30
+                ):
+                    if _formatted(text, m) and not _looks_like_number_of_another_kind(text, m.start, m.end):
+                        out.append(Match("phone", m.start, m.end))
         return out
 
     def find_in_segment(self, text: str) -> list[Match]:
@@ -328,7 +366,7 @@ class Detector:
             elif entity == "ipAddress":
                 found += self._ip(text)
             elif entity == "phone" and digits >= MIN_PHONE_DIGITS:
-                found += self._phone(text)
+                found += self._phone(text, digits)
         chosen: list[Match] = []
         # In priority order; within a kind the longest first (one region may read more of a number).
         found.sort(key=lambda m: (ENTITIES.index(m.entity), m.start - m.end, m.start))
@@ -406,7 +444,9 @@ class StreamRedactor:
 
 @functools.lru_cache(maxsize=32)
 def detector(
-    entities: tuple[str, ...] = ENTITIES, regions: tuple[str, ...] = DEFAULT_REGIONS, leniency: str = "valid"
+    entities: tuple[str, ...] = ENTITIES,
+    regions: tuple[str, ...] = DEFAULT_REGIONS,
+    leniency: str = "formatted",
 ) -> Detector:
     """A shared `Detector` per configuration."""
     return Detector(entities, regions, leniency)

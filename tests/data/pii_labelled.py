@@ -259,6 +259,14 @@ def invent_ip() -> str:
     return ".".join(str(rng.randint(1, 254)) for _ in range(4))
 
 
+FICTIONAL = [
+    "Call {(555) 123-4567} now",
+    "My number is {555-010-9999}.",
+    "Text {+1 555 123 4567} when you land.",
+    "Fax: {555.010.2233}",
+    "Try {1-555-010-4433} after noon.",
+]
+
 TRAPS = {
     "date": [
         "Logged at 2024-01-15 10:30:00 UTC",
@@ -389,6 +397,18 @@ def main() -> None:
                     text += value
                 text += rest
                 rows.append({"locale": locale, "text": text, "entities": entities, "trap": None})
+    for text in FICTIONAL:  # numbers reserved for fiction, not valid, but what people write in examples
+        value = text[text.index("{") + 1 : text.index("}")]
+        start = text.index("{")
+        entity = {"type": "phone", "start": start, "end": start + len(value), "value": value}
+        rows.append(
+            {
+                "locale": "en-US",
+                "text": text.replace("{", "").replace("}", ""),
+                "entities": [entity],
+                "trap": None,
+            }
+        )
     for kind, texts in TRAPS.items():
         for text in texts:
             rows.append({"locale": "mixed", "text": text, "entities": [], "trap": kind})
