@@ -14,6 +14,7 @@ The detection itself is `llmops.pii` (shared with training); this module knows t
   whole response is an answer fed at once; a stream is fed event by event, each field of each choice
   through its own `llmops.pii.StreamRedactor`, released at `finish_reason`, so a streamed answer
   equals the whole one redacted, for any chunking and any interleaving of `n > 1` choices.
+  The Responses API's typed events and output items: `ResponsesRedactor`.
 
 JSON arguments stay valid JSON (`JsonRedactor`): the text of every string is decoded, redacted and
 encoded again; a number that is itself personal data (a card number written as a JSON number)
@@ -29,7 +30,7 @@ from typing import Any
 from llmops.api.modeldeployment import PiiRedaction
 from llmops.pii import Detector, Segmenter, StreamRedactor
 
-__all__ = ["AnswerRedactor", "JsonRedactor", "Redaction"]
+__all__ = ["AnswerRedactor", "JsonRedactor", "Redaction", "ResponsesRedactor"]
 
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _NUMBER_CHARS = frozenset("-+0123456789.eE")
@@ -362,6 +363,10 @@ class Redaction:
     def answer(self, chat: bool) -> AnswerRedactor:
         return AnswerRedactor(self.detector, chat)
 
+    def responses_answer(self) -> ResponsesRedactor:
+        """For `/v1/responses`: streamed events (`event`) or a whole response (`output(obj["output"])`)."""
+        return ResponsesRedactor(self.detector)
+
     def response(self, obj: dict[str, Any], chat: bool) -> bool:
         """A whole (non-streamed) response, in place."""
         return self.answer(chat).event(obj, final=True)
@@ -417,3 +422,87 @@ class Redaction:
         call = message.get("function_call")
         if isinstance(call, dict) and isinstance(call.get("arguments"), str):
             call["arguments"] = self.json(call["arguments"])
+
+
+_RESPONSES_TEXT = {  # Responses API event families: the field of the .delta event and of the .done one
+    "response.output_text": "text",
+    "response.refusal": "refusal",
+    "response.reasoning_text": "text",
+    "response.reasoning_summary_text": "text",
+    "response.function_call_arguments": "arguments",
+}
+
+
+class ResponsesRedactor:
+    """The Responses API (`/v1/responses`) answer: `event(obj)` for each streamed event returns the
+    events to send instead (a `.done` event is preceded by a `.delta` with the text held back, when
+    there is some); `output(items)` redacts whole output items (non-streamed responses, and the
+    `output_item.done`, `content_part.done` and `response.completed` events). Deltas and done texts
+    agree: the deltas of one part joined equal its done text, redacted whole."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self.streams: dict[tuple[Any, ...], StreamRedactor | JsonRedactor] = {}
+
+    def _key(self, family: str, obj: dict[str, Any]) -> tuple[Any, ...]:
+        return (family, obj.get("output_index"), obj.get("content_index"), obj.get("summary_index"))
+
+    def _new(self, family: str) -> StreamRedactor | JsonRedactor:
+        if family == "response.function_call_arguments":
+            return JsonRedactor(self.detector)
+        return StreamRedactor(self.detector)
+
+    def event(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = obj.get("type")
+        if not isinstance(kind, str):
+            return [obj]
+        family, _, phase = kind.rpartition(".")
+        if family in _RESPONSES_TEXT and phase == "delta" and isinstance(obj.get("delta"), str):
+            key = self._key(family, obj)
+            red = self.streams.get(key) or self.streams.setdefault(key, self._new(family))
+            obj["delta"] = red.feed(obj["delta"])
+            return [obj]
+        if family in _RESPONSES_TEXT and phase == "done":
+            out = []
+            red = self.streams.pop(self._key(family, obj), None)
+            tail = red.flush() if red is not None else ""
+            if tail:
+                keep = ("item_id", "output_index", "content_index", "summary_index", "sequence_number")
+                out.append(
+                    {"type": f"{family}.delta", **{k: obj[k] for k in keep if k in obj}, "delta": tail}
+                )
+            name = _RESPONSES_TEXT[family]
+            if isinstance(obj.get(name), str):
+                obj[name] = self._whole(family, obj[name])
+            out.append(obj)
+            return out
+        if isinstance(obj.get("part"), dict):
+            self._part(obj["part"])
+        if isinstance(obj.get("item"), dict):
+            self.output([obj["item"]])
+        if isinstance(obj.get("response"), dict) and isinstance(obj["response"].get("output"), list):
+            self.output(obj["response"]["output"])
+        return [obj]
+
+    def _whole(self, family: str, text: str) -> str:
+        if family == "response.function_call_arguments":
+            return redact_json(self.detector, text)
+        return self.detector.redact(text)
+
+    def _part(self, part: dict[str, Any]) -> None:
+        for name in ("text", "refusal"):
+            if isinstance(part.get(name), str):
+                part[name] = self.detector.redact(part[name])
+
+    def output(self, items: list[Any]) -> None:
+        """Whole output items, in place: message parts, function-call arguments, reasoning texts."""
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            for part in [*(item.get("content") or []), *(item.get("summary") or [])]:
+                if isinstance(part, dict):
+                    self._part(part)
+            if isinstance(item.get("arguments"), str):
+                item["arguments"] = redact_json(self.detector, item["arguments"])
+            if isinstance(item.get("output"), str):
+                item["output"] = self.detector.redact(item["output"])

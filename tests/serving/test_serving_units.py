@@ -495,6 +495,37 @@ def test_every_text_of_a_request():
     assert "jane.doe" not in json.dumps(responses) and responses["instructions"] == REDACTED
 
 
+@settings(max_examples=100, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=500), max_size=15))
+def test_responses_api_events_agree_with_their_done_texts(cuts):
+    red = Redaction(PiiRedaction(regions=["US"])).responses_answer()
+    sent: list[dict] = []
+    for family, whole, field in (
+        ("response.output_text", SECRET, "text"),
+        ("response.function_call_arguments", ARGS, "arguments"),
+    ):
+        for piece in _pieces(whole, cuts):
+            sent += red.event(
+                {"type": f"{family}.delta", "output_index": 0, "content_index": 0, "delta": piece}
+            )
+        sent += red.event({"type": f"{family}.done", "output_index": 0, "content_index": 0, field: whole})
+        deltas = "".join(e["delta"] for e in sent if e["type"] == f"{family}.delta")
+        done = next(e for e in sent if e["type"] == f"{family}.done")[field]
+        assert deltas == done == (redact_json(DETECTOR, whole) if field == "arguments" else REDACTED)
+    completed = {
+        "type": "response.completed",
+        "response": {
+            "output": [
+                {"type": "message", "content": [{"type": "output_text", "text": SECRET}]},
+                {"type": "function_call", "arguments": ARGS},
+                {"type": "reasoning", "summary": [{"type": "summary_text", "text": SECRET}]},
+            ]
+        },
+    }
+    (event,) = red.event(completed)
+    assert "jane.doe" not in json.dumps(event) and "4111" not in json.dumps(event)
+
+
 @pytest.mark.parametrize(
     ("scope", "prompts", "answers"),
     [("stored", False, False), ("prompts", True, False), ("promptsAndAnswers", True, True)],
