@@ -86,11 +86,13 @@ def cost(detector: Detector, rows: list[dict], repeat: int) -> dict:
         for t in texts:
             trivial.findall(t)
     base = time.perf_counter() - base
-    start = time.perf_counter()
+    spent = 0.0
     for _ in range(repeat):
+        detector.find_in_segment.cache_clear()  # measure detection, not the cache
+        start = time.perf_counter()
         for t in texts:
             detector.redact(t)
-    spent = time.perf_counter() - start
+        spent += time.perf_counter() - start
     return {
         "redact_us_per_kib": spent / repeat / kib * 1e6,
         "baseline_us_per_kib": base / repeat / kib * 1e6,
@@ -125,6 +127,8 @@ def gateway_latency(rows: list[dict], requests: int) -> dict:
                 break
             except OSError:
                 time.sleep(0.1)
+        for name in ("off", "on"):
+            (work / name).mkdir()
         gateways["off"] = start_gateway(base, work / "off", name="off")
         gateways["on"] = start_gateway(
             {**base, "piiRedaction": {"scope": "promptsAndAnswers"}}, work / "on", name="on"

@@ -277,6 +277,7 @@ class Detector:
     region; `possible`: a plausible length only; the grouping ones), or `formatted` (the default):
     valid numbers, and possible ones of 10 digits or more written in exactly the digit groups
     libphonenumber formats them with, so that fictional numbers such as (555) 010-9999 count.
+    `cache_size`: segments whose findings are remembered (0: none).
     Raises ValueError naming an unknown entity, region or leniency.
     """
 
@@ -285,6 +286,7 @@ class Detector:
         entities: Iterable[str] = ENTITIES,
         regions: Sequence[str] = DEFAULT_REGIONS,
         leniency: str = "formatted",
+        cache_size: int = 4096,
     ) -> None:
         wanted = set(entities)
         if unknown := wanted - set(ENTITIES):
@@ -298,6 +300,8 @@ class Detector:
         self.regions = tuple(dict.fromkeys(r.upper() for r in regions)) or ("ZZ",)
         self.leniency = LENIENCIES[leniency]
         self.formatted = leniency == "formatted"
+        # A conversation sends its history again with every turn: remember the findings per segment.
+        self.find_in_segment = functools.lru_cache(maxsize=cache_size)(self._find_in_segment)
 
     def _email(self, text: str) -> list[Match]:
         out: list[Match] = []
@@ -352,8 +356,9 @@ class Detector:
                         out.append(Match("phone", m.start, m.end))
         return out
 
-    def find_in_segment(self, text: str) -> list[Match]:
-        """Findings in one segment, non-overlapping, in text order (earlier `ENTITIES` win overlaps)."""
+    def _find_in_segment(self, text: str) -> tuple[Match, ...]:
+        """Findings in one segment, non-overlapping, in text order (earlier `ENTITIES` win overlaps).
+        Called through `find_in_segment`, which caches the last `cache_size` segments' findings."""
         digits = len(_DIGIT.findall(text)) if any(c.isdigit() for c in text) else 0
         found: list[Match] = []
         for entity in self.entities:
@@ -373,7 +378,7 @@ class Detector:
         for cand in found:
             if all(cand.end <= c.start or cand.start >= c.end for c in chosen):
                 chosen.append(cand)
-        return sorted(chosen, key=lambda m: m.start)
+        return tuple(sorted(chosen, key=lambda m: m.start))
 
     def find(self, text: str) -> list[Match]:
         """Findings in a whole text, segment by segment, in text order."""
@@ -393,7 +398,7 @@ class Detector:
         return StreamRedactor(self)
 
 
-def _replace(text: str, matches: list[Match]) -> str:
+def _replace(text: str, matches: Sequence[Match]) -> str:
     if not matches:
         return text
     out, pos = [], 0
