@@ -176,6 +176,11 @@ def run(ctx: Context, base: ModelSource | None, ingested: dict[str, Any]) -> dic
     entities = list(prep.pii.entities) if prep.pii and prep.pii.enabled else []
     pii_action = prep.pii.action if prep.pii else "redact"
     regions = list(prep.pii.regions) if prep.pii else []
+    if entities:
+        try:
+            pii.shared.detector(tuple(e for e in entities if e != "name"), tuple(regions))
+        except ValueError as e:
+            raise UserError(f"spec.data.preparation.pii: {e}") from e
     method = prep.dedup.method if prep.dedup else None
     detector = pii.load_name_detector()[0] if "name" in entities else None
 
