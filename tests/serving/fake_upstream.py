@@ -8,7 +8,8 @@
 - `pii`: answers with personal data split across stream chunks, and writes each request body it gets
   to `--record`, so a test can check what reached the model. With `tools` in the request it answers
   with a tool call whose JSON arguments hold the data (streamed in small fragments, as vLLM's tool
-  parsers do); with `n` > 1, that many choices, their chunks interleaved. (A tiny random model
+  parsers do); with `n` > 1, that many choices, their chunks interleaved; with `pieces` (a list of
+  strings, an extra request field), those pieces as the chunks of the answer. (A tiny random model
   cannot be made to write personal data or call a tool on cue.)
 """
 
@@ -60,7 +61,7 @@ def main() -> None:
         tools = chat and bool(body.get("tools"))
         n = int(body.get("n") or 1)
         if not body.get("stream"):
-            text = PII_TEXT if args.mode == "pii" else "hello"
+            text = "".join(body.get("pieces") or [PII_TEXT if args.mode == "pii" else "hello"])
             choice = {"index": 0, "finish_reason": "stop"}
             choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
             if tools:
@@ -101,7 +102,7 @@ def main() -> None:
             await resp.write(chunk(chat, "", "tool_calls", 0, {}))
             await resp.write(b"data: [DONE]\n\n")
             return resp
-        pieces = [PII_TEXT[i : i + 5] for i in range(0, len(PII_TEXT), 5)]
+        pieces = body.get("pieces") or [PII_TEXT[i : i + 5] for i in range(0, len(PII_TEXT), 5)]
         for i, piece in enumerate(pieces):
             for index in range(n):  # interleaved choices
                 await resp.write(chunk(chat, piece, "stop" if i == len(pieces) - 1 else None, index))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import itertools
 import json
 import signal
 import socket
@@ -468,6 +469,52 @@ def test_pii_redaction_of_tool_calls_choices_and_history(gateway_factory, fake_u
         0: "Mail [EMAIL] or call [PHONE]; card [CARD].",
         1: "Mail [EMAIL] or call [PHONE]; card [CARD].",
     }
+
+
+ISSUE_CHUNKS = ["Call", " (", "555", ")", " 123", "-", "4567", " now"]
+
+
+def test_a_stream_split_anywhere_is_redacted_whole(gateway_factory, fake_upstream):
+    """The issue's chunks, then random splits of a text with every entity (hypothesis), streamed by
+    the upstream as 2 interleaved choices through the gateway process: each choice the client gets
+    equals the whole text redacted, and no chunk carries a digit of a number before it is settled."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from llmops.pii import Detector
+
+    client = gateway_factory(single(fake_upstream("pii"), piiRedaction=REDACT_ALL)).client()
+    detector = Detector(regions=["US"])
+
+    def streamed(pieces: list[str]) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {0: [], 1: []}
+        chunks = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "x"}],
+            stream=True,
+            n=2,
+            extra_body={"pieces": pieces},
+        )
+        for c in chunks:
+            for choice in c.choices:
+                out[choice.index].append(choice.delta.content or "")
+        return out
+
+    got = streamed(ISSUE_CHUNKS)
+    assert "".join(got[0]) == "".join(got[1]) == "Call [PHONE] now"
+    assert not any(ch.isdigit() for piece in got[0] for ch in piece)
+
+    text = "Call (555) 123-4567 or +44 20 7946 0958, mail jane.doe@example.com, card 4111 1111 1111 1111 now."
+
+    @settings(max_examples=25, deadline=None)
+    @given(st.lists(st.integers(min_value=1, max_value=len(text) - 1), max_size=20, unique=True))
+    def split_anywhere(cuts: list[int]) -> None:
+        bounds = [0, *sorted(cuts), len(text)]
+        pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
+        got = streamed(pieces)
+        assert "".join(got[0]) == "".join(got[1]) == detector.redact(text)
+
+    split_anywhere()
 
 
 @pytest.mark.parametrize(

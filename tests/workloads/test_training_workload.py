@@ -103,7 +103,11 @@ def pretrain(ray_head, minio, s3, tmp_path_factory):
             "preparation": {
                 "minLength": 8,
                 "dedup": {"method": "near", "threshold": 0.8},
-                "pii": {"entities": ["email", "phone", "creditCard", "ipAddress", "name"]},
+                # GB: the corpus has a London number in national form (020 7946 0958).
+                "pii": {
+                    "entities": ["email", "phone", "creditCard", "ipAddress", "name"],
+                    "regions": ["US", "GB"],
+                },
                 "tokenization": {"blockSize": 64},
                 "validationSplit": 0.1,
             },
@@ -192,6 +196,7 @@ def test_prepared_data_has_no_pii_and_no_duplicates(pretrain):
     summary = json_of(work, "stages/prepare.json")
     found = summary["pii"]["found"]
     assert found["email"] >= 3 and found["phone"] >= 3 and found["creditCard"] >= 3
+    assert summary["pii"]["regions"] == ["US", "GB"]
     assert found["ipAddress"] >= 4 and found["name"] >= 1
     dropped = summary["counts"]["dropped"]
     assert dropped["exact_duplicate"] >= 1 and dropped["near_duplicate"] >= 2
