@@ -150,10 +150,10 @@ class TokenRedactor:
     def feed(self, entries: list[Any]) -> list[Any]:
         for entry in entries:
             token = self._token(entry)
-            for cut in self.segmenter.feed(token):
-                self._settle(cut)
             self.entries.append(entry)
             self.text += token
+            for cut in self.segmenter.feed(token):
+                self._settle(cut)
         return self._release(self.settled)
 
     def flush(self) -> list[Any]:

@@ -389,6 +389,29 @@ def test_the_issues_chunks_reach_the_client_redacted_whole():
     assert out == "Call [PHONE] now"
 
 
+@settings(max_examples=100, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=1, max_value=6), min_size=1, max_size=40))
+def test_streamed_logprobs_spell_out_the_redacted_content(sizes):
+    """One token per chunk, with its logprobs entry, as vLLM streams them: the tokens the client gets
+    spell out exactly the content it gets, which is the whole text redacted."""
+    tokens, i = [], 0
+    while i < len(SECRET):
+        n = sizes[len(tokens) % len(sizes)]
+        tokens.append(SECRET[i : i + n])
+        i += n
+    answer = AnswerRedactor(DETECTOR, chat=True)
+    content, spelled = "", []
+    for k, token in enumerate(tokens):
+        entry = {"token": token, "logprob": -1.0, "bytes": list(token.encode()), "top_logprobs": []}
+        chunk = _chunk(0, "stop" if k == len(tokens) - 1 else None, content=token)
+        chunk["choices"][0]["logprobs"] = {"content": [entry]}
+        answer.event(chunk)
+        content += chunk["choices"][0]["delta"]["content"]
+        spelled += chunk["choices"][0]["logprobs"]["content"]
+    assert content == REDACTED
+    assert "".join(e["token"] for e in spelled) == REDACTED and len(spelled) == len(tokens)
+
+
 def test_whole_responses_every_text_field_and_logprobs():
     red = Redaction(PiiRedaction(regions=["US"]))
     tokens = ["Call", " (", "415", ")", " 555", "-", "0132", " now"]
