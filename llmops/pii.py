@@ -20,8 +20,9 @@ of the lifecycle find the same things. Detection leans on maintained libraries w
 - IP addresses: IPv4 dotted quads and IPv6 addresses that the standard library's `ipaddress` accepts.
 
 Segments. Text is cut into segments that are detected independently: a cut falls at a run of white
-space that touches a letter (`Call 555`: after `Call`; `0132 ext`: before `ext`), so no entity spans a
-cut (phone and card digit groups are separated by spaces and punctuation, never by words); besides,
+space that touches a letter (`Call 555`: after `Call`; `0132 ext`: before `ext`) and after CJK
+sentence punctuation (U+3002 and the like), so no entity spans a cut (phone and card digit groups
+are separated by spaces and punctuation, never by words); besides,
 a segment is cut at its first white space after `SOFT_SEGMENT` characters and anywhere after
 `HARD_SEGMENT` characters (a very long run of numbers or a very long token). A cut depends only on
 the text before it and one character after it, so `Segmenter` finds the same cuts in a text fed in
@@ -87,6 +88,10 @@ _IPV6 = re.compile(
 )
 _DIGIT = re.compile(r"\d")
 _SPACE_RUN = re.compile(r"\s+")
+# CJK and full-width sentence punctuation (ideographic comma and full stop; full-width comma,
+# exclamation and question marks, semicolon, colon): no entity contains it, so writing without spaces
+# is cut after it too.
+_CLAUSE_END = re.compile("[\u3001\u3002\uff0c\uff01\uff1f\uff1b\uff1a]")
 
 
 @dataclass(frozen=True)
@@ -194,18 +199,24 @@ class Segmenter:
             self.seg += HARD_SEGMENT
             out.append(self.seg)
 
+    def _stretch(self, chunk: str, i: int, s: int, base: int, out: list[int]) -> None:
+        """Non-space characters chunk[i:s]."""
+        if self.run_open and chunk[i].isalpha():
+            self._cut(base + i, out)  # a run that ends at a letter: cut after the run
+        self.run_open = False
+        for m in _CLAUSE_END.finditer(chunk, i, s):
+            self._cut(base + m.end(), out)  # after CJK sentence punctuation: text without spaces
+        self._hard(base + s, out)
+        self.prev_alpha = chunk[s - 1].isalpha()
+        self.prev_space = False
+
     def feed(self, chunk: str) -> list[int]:
         out: list[int] = []
         base, i, n = self.pos, 0, len(chunk)
         for m in _SPACE_RUN.finditer(chunk):
             s, e = m.span()
-            if s > i:  # non-space characters chunk[i:s]
-                if self.run_open and chunk[i].isalpha():
-                    self._cut(base + i, out)  # a run that ends at a letter: cut after it
-                self.run_open = False
-                self._hard(base + s, out)
-                self.prev_alpha = chunk[s - 1].isalpha()
-                self.prev_space = False
+            if s > i:
+                self._stretch(chunk, i, s, base, out)
             if not self.prev_space:  # a new run starts at s
                 if self.prev_alpha or base + s - self.seg >= SOFT_SEGMENT:
                     self._cut(base + s, out)
@@ -215,12 +226,7 @@ class Segmenter:
             self._hard(base + e, out)
             self.prev_space, self.prev_alpha, i = True, False, e
         if i < n:
-            if self.run_open and chunk[i].isalpha():
-                self._cut(base + i, out)
-            self.run_open = False
-            self._hard(base + n, out)
-            self.prev_alpha = chunk[n - 1].isalpha()
-            self.prev_space = False
+            self._stretch(chunk, i, n, base, out)
         self.pos = base + n
         return out
 
