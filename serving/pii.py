@@ -269,10 +269,6 @@ class AnswerRedactor:
                 holder["function_call"] = {}
                 changed |= self._arguments(holder["function_call"], (idx, "function_call"), finish)
         changed |= self._logprobs(choice, idx, finish)
-        if finish:  # anything of this choice still held: a field that ended in an earlier chunk
-            for key in [k for k in self.streams if k[0] == idx]:
-                if key[1] in names:
-                    changed |= self._text(holder, key[1], key, True)
         if self.chat and holder and not isinstance(choice.get("message" if final else "delta"), dict):
             choice["message" if final else "delta"] = holder
         return changed
@@ -303,12 +299,12 @@ class AnswerRedactor:
                     changed |= self._arguments(function, (idx, "tool", number), finish)
         if finish:  # arguments still held for calls this chunk does not mention
             for key in [k for k in self.streams if k[0] == idx and k[1] == "tool" and k[2] not in seen]:
-                function: dict[str, Any] = {}
-                self._arguments(function, key, True)
-                if function.get("arguments"):
+                tail: dict[str, Any] = {}
+                self._arguments(tail, key, True)
+                if tail.get("arguments"):
                     if not isinstance(holder.get("tool_calls"), list):
                         holder["tool_calls"] = []
-                    holder["tool_calls"].append({"index": key[2], "function": function})
+                    holder["tool_calls"].append({"index": key[2], "function": tail})
                     changed = True
         return changed
 
