@@ -354,12 +354,17 @@ class Detector:
             for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=self.leniency, max_tries=1 << 30):
                 if not _looks_like_number_of_another_kind(text, m.start, m.end):
                     out.append(Match("phone", m.start, m.end))
-            if self.formatted and digits >= FORMATTED_MIN_DIGITS:
-                for m in phonenumbers.PhoneNumberMatcher(
-                    text, region, leniency=phonenumbers.Leniency.POSSIBLE, max_tries=1 << 30
-                ):
-                    if _formatted(text, m) and not _looks_like_number_of_another_kind(text, m.start, m.end):
-                        out.append(Match("phone", m.start, m.end))
+        if not self.formatted or digits < FORMATTED_MIN_DIGITS:
+            return out
+        covered = sum(1 for f in out for c in text[f.start : f.end] if c.isdigit())
+        if digits - covered < FORMATTED_MIN_DIGITS:  # no number left that the second pass could find
+            return out
+        for region in self.regions:
+            for m in phonenumbers.PhoneNumberMatcher(
+                text, region, leniency=phonenumbers.Leniency.POSSIBLE, max_tries=1 << 30
+            ):
+                if _formatted(text, m) and not _looks_like_number_of_another_kind(text, m.start, m.end):
+                    out.append(Match("phone", m.start, m.end))
         return out
 
     def _find_in_segment(self, text: str) -> tuple[Match, ...]:
