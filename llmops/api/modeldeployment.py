@@ -8,12 +8,14 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from llmops.api.common import (
+    PHONE_REGIONS_DESCRIPTION,
     ApiModel,
     DnsLabel,
     DnsSubdomain,
     Fraction,
     ModelReference,
     ObjectStorageLocation,
+    PhoneRegion,
     Resources,
     Rule,
     SecretRef,
@@ -202,6 +204,35 @@ class PayloadSampling(ApiModel):
     destination: ObjectStorageLocation = Field(description="Where samples are written, as jsonl.")
 
 
+class PiiRedaction(ApiModel):
+    """Personal data the gateway redacts, and where (see docs/operations.md, PII redaction)."""
+
+    scope: Literal["stored", "prompts", "promptsAndAnswers"] = Field(
+        "promptsAndAnswers",
+        description=(
+            "stored: only what the gateway stores (sampled payloads and drift prompts); the model and the"
+            " client see the traffic as it is. prompts: also every text of a request before it reaches"
+            " the model (messages, tool-call arguments, prompt, input). promptsAndAnswers: also every"
+            " text of the answer before it reaches the client (content, reasoning, refusal, tool-call"
+            " arguments, logprobs tokens), streamed or not."
+        ),
+    )
+    entities: list[Literal["email", "phone", "creditCard", "ipAddress"]] = Field(
+        ["email", "phone", "creditCard", "ipAddress"],
+        min_length=1,
+        max_length=4,
+        description="Kinds of personal data to redact; each becomes a placeholder such as [EMAIL].",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    regions: list[PhoneRegion] = Field(
+        ["US"],
+        min_length=1,
+        max_length=32,
+        description=PHONE_REGIONS_DESCRIPTION,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
 class Gateway(ApiModel):
     """The gateway in front of vLLM: authentication, limits, queueing, redaction and sampling."""
 
@@ -215,7 +246,9 @@ class Gateway(ApiModel):
             " (rounded up). Omit for none."
         ),
     )
-    pii_redaction: bool = Field(False, description="Redact personal data in logged and sampled payloads.")
+    pii_redaction: PiiRedaction | None = Field(
+        None, description="Redact personal data (what and where: see scope); omit for no redaction."
+    )
     payload_sampling: PayloadSampling | None = Field(None, description="Payload sampling; omit for none.")
     max_queue: int = Field(
         256,

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from llmops.api.common import (
+    PHONE_REGIONS_DESCRIPTION,
     ApiModel,
     DataUri,
     DnsLabel,
@@ -18,6 +19,7 @@ from llmops.api.common import (
     Fraction,
     ModelReference,
     ObjectStorageLocation,
+    PhoneRegion,
     Resources,
     Rule,
     S3Connection,
@@ -128,6 +130,13 @@ class Pii(ApiModel):
         ["email", "phone", "creditCard", "ipAddress"],
         max_length=5,
         description="Kinds of personal data to look for.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    regions: list[PhoneRegion] = Field(
+        ["US"],
+        min_length=1,
+        max_length=32,
+        description=PHONE_REGIONS_DESCRIPTION,
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     action: Literal["redact", "drop"] = Field(
