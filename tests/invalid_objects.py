@@ -681,6 +681,16 @@ def tj_runtime_address(spec: Spec, draw: DrawFn) -> FieldPath:
     return ("spec", "runtime")
 
 
+def tj_rayjobsapi_env_from_secrets(spec: Spec, draw: DrawFn) -> FieldPath:
+    """A shared Ray cluster asked to take Secrets into its environment."""
+    runtime = spec.setdefault("runtime", {})
+    runtime.update(type="rayJobsAPI", address="http://raycluster-head-svc:8265")
+    runtime["envFromSecrets"] = draw(
+        st.lists(st.sampled_from(["hf-token", "s3-keys"]), min_size=1, unique=True)
+    )
+    return ("spec", "runtime")
+
+
 def tj_kuberay_local_path(spec: Spec, draw: DrawFn) -> FieldPath:
     """Runtime kuberay (by default or by name) with one location a local path."""
     runtime = spec.setdefault("runtime", {})
@@ -812,6 +822,13 @@ CEL_CASES = [
         tj_fine_tune_from_scratch,
     ),
     CelCase(TJ, "spec", KUBERAY_LOCAL, tj_kuberay_local_path),
+    CelCase(
+        TJ,
+        "spec.runtime",
+        "envFromSecrets applies to type kuberay only: a shared Ray cluster (rayJobsAPI) brings its own"
+        " environment and storage access, and the operator never sends Secret values to it",
+        tj_rayjobsapi_env_from_secrets,
+    ),
     *(
         CelCase(kind, node, S3_XOR_LOCAL, _storage_location(node))
         for kind, crd in CRDS.items()

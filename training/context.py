@@ -4,9 +4,17 @@ Storage access travels as `StoreSpec` (a location plus resolved credentials): Ra
 and Ray Train workers do not inherit the driver's environment on every cluster, so the driver
 resolves credentials once and hands them over explicitly.
 
-Credentials: a connection with `credentialsSecretRef` reads the two environment variables the
-operator sets from that Secret (`spec.runtime.envFromSecrets`, key names as in the ref); without a
-ref, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY when set, otherwise boto3's ambient identity (IRSA).
+Credentials depend on the runtime:
+- kuberay (the operator owns the Ray cluster): a connection with `credentialsSecretRef` reads the two
+  environment variables the operator sets in every Ray pod from that Secret (by reference, named as
+  the ref's keys); without a ref, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY when set, otherwise boto3's
+  ambient identity (IRSA).
+- rayJobsAPI (a shared Ray cluster the operator does not own): the cluster brings its own storage
+  access (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in its environment, or its instance identity). The
+  operator never sends Secret values to it: a job's runtime_env is readable by anyone who can see the
+  Ray dashboard. A `credentialsSecretRef` is then the operator's own access (to read the run report).
+Every location is probed when the run starts, so a missing permission fails the job at once with a
+message that names the field, the location and where its access comes from.
 
 A stage is done when `stages/<name>.json` exists in the work folder; it is written last, after the
 stage's outputs, and holds the stage's summary. A rerun skips done stages.
@@ -31,21 +39,53 @@ from training.errors import UserError
 log = logging.getLogger("llmops.training")
 
 
-def credentials_for(connection: S3Connection | None, what: str) -> Credentials | None:
+def credentials_for(
+    connection: S3Connection | None, what: str, runtime: str = "kuberay"
+) -> Credentials | None:
+    """The credentials the workload uses for `connection` (see the module's docstring for the rules)."""
     if connection is None:
         return None
     ref = connection.credentials_secret_ref
-    if ref is None:
+    if ref is None or runtime == "rayJobsAPI":
         key_id, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
         return Credentials(key_id, secret) if key_id and secret else None
     key_id, secret = os.environ.get(ref.access_key_id_key), os.environ.get(ref.secret_access_key_key)
     if not key_id or not secret:
         raise UserError(
-            f"{what}: credentialsSecretRef {ref.name} names the keys {ref.access_key_id_key} and "
-            f"{ref.secret_access_key_key}, but they are not in the workload's environment; add the "
-            f"Secret {ref.name} to spec.runtime.envFromSecrets (or fix the key names)"
+            f"{what}.credentialsSecretRef: the Ray pods have no {ref.access_key_id_key} and "
+            f"{ref.secret_access_key_key}, which the operator sets from Secret {ref.name}: check that the "
+            "Secret has those keys (accessKeyIdKey/secretAccessKeyKey name them)"
         )
     return Credentials(key_id, secret)
+
+
+def access_source(connection: S3Connection | None, runtime: str) -> str:
+    """Where the workload's access to a location comes from, in words, for error messages."""
+    ref = connection.credentials_secret_ref if connection else None
+    if runtime == "rayJobsAPI":
+        return (
+            "with runtime rayJobsAPI the shared Ray cluster uses its own storage access "
+            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in its environment, or its instance identity); "
+            "the operator never sends Secret values to a cluster it does not own"
+            + (f", so Secret {ref.name} serves the operator only" if ref else "")
+            + ": give the Ray cluster access to it"
+        )
+    if ref is not None:
+        return f"the access comes from Secret {ref.name}: check its keys and the bucket's policy"
+    return "the access comes from the pods' ambient identity (IRSA or AWS_* variables)"
+
+
+def check_access(store: ObjectStore, what: str, connection: S3Connection | None, runtime: str) -> None:
+    """List one key of `store`: raise UserError naming `what` and the access story when refused."""
+    try:
+        next(iter(store.list("")), None)
+    except Exception as e:
+        code = getattr(e, "response", {}).get("Error", {}).get("Code") or type(e).__name__
+        if code == "NoSuchBucket":
+            raise UserError(f"{what}: bucket of {store.uri} does not exist; create it") from None
+        raise UserError(
+            f"{what}: the job cannot read {store.uri} ({code}); {access_source(connection, runtime)}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -162,17 +202,20 @@ class Context:
     def __init__(self, run: TrainingRun, scratch: Path | None = None) -> None:
         self.run = run
         self.spec = run.spec
+        runtime = run.spec.runtime.type
         work_conn = run.work_dir.s3
-        self.work = StoreSpec(run.work_dir, credentials_for(work_conn, "workDir"))
         registry = run.spec.output.registry
-        self.registry = StoreSpec(registry, credentials_for(registry.s3, "spec.output.registry"))
+        self.registry = StoreSpec(registry, credentials_for(registry.s3, "spec.output.registry.s3", runtime))
+        # The work folder sits under the registry (operators/trainingjob): the registry's access.
+        self.work = StoreSpec(run.work_dir, credentials_for(work_conn, "spec.output.registry.s3", runtime))
         # s3:// data sources use spec.data.s3, else the registry's endpoint and credentials.
         self.data_connection: S3Connection | None = run.spec.data.s3 or registry.s3
         self.data_credentials = (
-            credentials_for(run.spec.data.s3, "spec.data.s3")
+            credentials_for(run.spec.data.s3, "spec.data.s3", runtime)
             if run.spec.data.s3
             else self.registry.credentials
         )
+        check_access(self.work.open(), "spec.output.registry", registry.s3, runtime)
         root = scratch or Path(os.environ.get("LLMOPS_SCRATCH", tempfile.gettempdir())) / "llmops"
         self.scratch = root / run.job.uid
         self.scratch.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from llmops import jsonl
-from training.context import Context, StoreSpec, log
+from training.context import Context, StoreSpec, access_source, log
 from training.errors import UserError
 
 SUFFIXES = {
@@ -122,9 +122,8 @@ def list_files(ctx: Context, index: int, uri: str, fmt: str) -> tuple[StoreSpec,
     except UserError:
         raise
     except Exception as e:
-        raise UserError(
-            f"{where}: cannot list it ({type(e).__name__}: {e}); check the URI and credentials"
-        ) from e
+        access = access_source(ctx.spec.data.s3 or ctx.spec.output.registry.s3, ctx.spec.runtime.type)
+        raise UserError(f"{where}: cannot list it ({type(e).__name__}: {e}); check the URI; {access}") from e
     if not keys:
         raise UserError(
             f"{where}: no {fmt} file there (looked for {', '.join(SUFFIXES[fmt])}); "

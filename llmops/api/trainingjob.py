@@ -369,6 +369,12 @@ class Runtime(ApiModel):
             "address is required for type rayJobsAPI and not allowed for kuberay",
             lambda m: (m.type == "rayJobsAPI") == (m.address is not None),
         ),
+        Rule(
+            "self.type != 'rayJobsAPI' || !has(self.envFromSecrets) || size(self.envFromSecrets) == 0",
+            "envFromSecrets applies to type kuberay only: a shared Ray cluster (rayJobsAPI) brings its own"
+            " environment and storage access, and the operator never sends Secret values to it",
+            lambda m: m.type != "rayJobsAPI" or not m.env_from_secrets,
+        ),
     )
 
     type: Literal["kuberay", "rayJobsAPI"] = Field(
@@ -389,7 +395,8 @@ class Runtime(ApiModel):
     env_from_secrets: list[DnsSubdomain] = Field(
         default_factory=list,
         max_length=16,
-        description="Secrets whose keys become environment variables of every Ray pod.",
+        description="Secrets whose keys become environment variables of every Ray pod (runtime kuberay"
+        " only: a rayJobsAPI cluster brings its own environment).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
 

@@ -481,3 +481,41 @@ def test_bad_input_fails_with_what_to_fix(ray_head, tiny_base, tmp_path, case):
     assert expected in outcome.report.message, outcome.report.message
     assert "Traceback" not in outcome.report.message and "ray::" not in outcome.report.message
     assert not work.exists("stages/train.json")
+
+
+# ---------------------------------------------------------------- the rayJobsAPI credentials story
+
+
+def test_ray_jobs_api_runs_on_the_clusters_own_storage_access(ray_head, minio, s3, tmp_path):
+    """A shared Ray cluster (runtime rayJobsAPI) is never handed Secret values: the job uses the
+    cluster's own access. Without any, it fails at once and says where access comes from; with the
+    cluster's own keys it runs, although the Secret's key names are nowhere in its environment."""
+    s3.create_bucket(Bucket="own-access")
+    ref = {"name": "registry-credentials", "accessKeyIdKey": "REG_KEY", "secretAccessKeyKey": "REG_SECRET"}
+    conn = {"endpoint": minio["endpoint"], "region": "us-east-1", "credentialsSecretRef": ref}
+    spec = {
+        "model": {"architecture": ARCH},
+        "data": {
+            "sources": [{"uri": "s3://own-access/none/"}],
+            "s3": conn,
+            "preparation": {"tokenization": {"blockSize": 64}},
+        },
+        "method": {"type": "pretrain", "hyperparameters": {"maxSteps": 2}},
+        "output": {"registry": {"s3": {"bucket": "own-access", **conn}}, "modelName": "own-access"},
+    }
+    run = make_run(spec, "own-access")
+    assert run.spec.runtime.type == "rayJobsAPI"
+
+    log = tmp_path / "no-access.log"
+    proc = start(run, ray_head, log, env={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
+    assert proc.wait(300) == 2, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "spec.output.registry: the job cannot read s3://own-access" in text, text[-3000:]
+    assert "the shared Ray cluster uses its own storage access" in text
+    assert "Secret registry-credentials serves the operator only" in text
+
+    work = open_store(run.work_dir, Credentials(minio["access_key"], minio["secret_key"]))
+    env = {"AWS_ACCESS_KEY_ID": minio["access_key"], "AWS_SECRET_ACCESS_KEY": minio["secret_key"]}
+    outcome = run_workload(run, ray_head, tmp_path / "own-access.log", work, env, timeout=300)
+    # Past the access check and into ingest: the data prefix is empty, which it says.
+    assert outcome.rc == 2 and "no jsonl file there" in outcome.report.message, outcome.report.message
