@@ -2,8 +2,11 @@
 
     python -m serving.gateway --config /etc/llmops/gateway/config.json --port 8080
 
-Endpoints: `POST /v1/completions`, `POST /v1/chat/completions` (plain and SSE streaming),
-`GET /v1/models`, `GET /healthz` (alive), `GET /readyz` (503 while draining), `GET /metrics`.
+Endpoints: `POST /v1/completions`, `/v1/chat/completions`, `/v1/responses` (plain and SSE streaming),
+`POST /v1/embeddings`, `/tokenize`, `/detokenize` (serving.endpoints says what each checks and counts),
+`GET /v1/models` (what the replicas report, merged), `GET /healthz` (alive), `GET /readyz` (503 while
+draining), `GET /metrics`. docs/operations.md ("The gateway's API") says which vLLM endpoints are not
+passed, and why.
 
 A request goes through: API key (401) -> the key's rate limits (429 + Retry-After) -> body checks
 (400, unknown model 404) -> PII redaction of the prompt (if on) -> the bounded queue (429 when full,
@@ -11,8 +14,9 @@ A request goes through: API key (401) -> the key's rate limits (429 + Retry-Afte
 with the fewest outstanding requests in the version chosen by weight -> the response, with
 completions redacted (if on), tokens counted and a sample stored. An upstream that fails before
 answering is marked unready and the request retried on another replica; one that dies mid-stream ends
-the client's stream with an SSE `error` event. On SIGTERM the gateway stops taking requests, finishes
-the ones it has (up to `drainTimeoutSeconds`) and exits.
+the client's stream with an SSE `error` event. A client that hangs up, in any state, ends the upstream
+request at once and is counted as 499 (`Gateway._handle`). On SIGTERM the gateway stops taking
+requests, finishes the ones it has (up to `drainTimeoutSeconds`) and exits.
 
 The config file is re-read when it changes (a ConfigMap update): upstream groups and weights apply
 at once, so canary steps need no restart; other fields need one.
@@ -36,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import uvloop
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -51,6 +56,16 @@ from llmops.gateway_config import GatewayConfig, UpstreamGroup
 from serving.anomaly import AnomalyMonitor
 from serving.auth import KeyStore
 from serving.balancer import Balancer, Dispatcher, Draining, NoReplicas, QueueFull, QueueTimeout, Replica
+from serving.endpoints import (
+    ENDPOINTS,
+    BadRequest,
+    ResponsesStream,
+    merge_model_cards,
+    prompt_texts,
+    response_texts,
+    usage_of,
+    validate_request,
+)
 from serving.pii import StreamRedactor, redact
 from serving.ratelimit import KeyLimiter
 from serving.sampler import Sampler
@@ -63,6 +78,8 @@ TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 NO_VERSION = "none"  # the version label of requests refused before one was chosen
 # An event worth parsing on the fast path: one with a usage object (not `"usage": null`), or [DONE].
 USAGE_OR_DONE = re.compile(rb'"usage"\s*:\s*\{|\[DONE\]')
+# The usage object of an embeddings or tokenize answer (flat: no nested objects).
+USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*(\{[^{}]*\})')
 
 
 class Metrics:
@@ -172,27 +189,6 @@ class HttpError(Exception):
         )
 
 
-def _texts_in_prompt(body: dict[str, Any], chat: bool) -> list[str]:
-    """The prompt as plain strings (for sampling and drift)."""
-    if chat:
-        out = []
-        for m in body.get("messages", []):
-            content = m.get("content")
-            if isinstance(content, str):
-                out.append(content)
-            elif isinstance(content, list):
-                out.extend(
-                    p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-                )
-        return out
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        return [prompt]
-    if isinstance(prompt, list):
-        return [p for p in prompt if isinstance(p, str)]
-    return []
-
-
 def _redact_prompt(body: dict[str, Any], chat: bool) -> None:
     if chat:
         for m in body["messages"]:
@@ -223,43 +219,41 @@ def forwarded_body(raw: bytes, body: dict[str, Any], *, changed: bool, add_usage
 
 
 def validate(body: Any, chat: bool, model_names: set[str]) -> None:
+    """Checks of a completions (`chat` False) or chat request; see `check_request` for every endpoint."""
+    check_request(body, "chat" if chat else "completions", model_names)
+
+
+def check_request(body: Any, kind: str, model_names: set[str]) -> None:
     """Checks that catch malformed requests before they use a queue slot; vLLM checks the rest."""
-    if not isinstance(body, dict):
-        raise HttpError(400, "the request body must be a JSON object", "bad_request")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise HttpError(400, "'model' is required and must be a string", "bad_request")
-    if model not in model_names:
-        raise HttpError(
-            404,
-            f"the model {model!r} does not exist; this endpoint serves {sorted(model_names)}",
-            "model_not_found",
-            "not_found_error",
-        )
-    if chat:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise HttpError(400, "'messages' is required and must be a non-empty list", "bad_request")
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                raise HttpError(400, f"messages[{i}] must be an object with a string 'role'", "bad_request")
-    else:
-        prompt = body.get("prompt")
-        ok = isinstance(prompt, str) or (
-            isinstance(prompt, list)
-            and prompt
-            and (all(isinstance(p, str) for p in prompt) or all(isinstance(p, int) for p in prompt))
-        )
-        if not ok:
-            raise HttpError(
-                400, "'prompt' is required: a string, a list of strings or of token ids", "bad_request"
-            )
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise HttpError(400, "'stream' must be true or false", "bad_request")
-    for name in ("max_tokens", "max_completion_tokens", "n"):
-        value = body.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise HttpError(400, f"'{name}' must be a non-negative integer", "bad_request")
+    try:
+        validate_request(body, kind, model_names)
+    except BadRequest as e:
+        if e.status == 404:
+            raise HttpError(404, str(e), "model_not_found", "not_found_error") from e
+        raise HttpError(e.status, str(e), "bad_request") from e
+
+
+def redact_request(body: dict[str, Any], kind: str) -> None:
+    """Redact the text fields of a request to endpoint `kind` in place (the traffic scope)."""
+    if kind in ("chat", "completions"):
+        _redact_prompt(body, kind == "chat")
+    elif kind == "tokenize":
+        _redact_prompt(body, "messages" in body)
+    elif kind in ("responses", "embeddings"):
+        for key in ("input", "instructions"):
+            value = body.get(key)
+            if isinstance(value, str):
+                body[key] = redact(value)
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    if isinstance(item, str):
+                        value[i] = redact(item)
+                    elif isinstance(item, dict) and isinstance(item.get("content"), str):
+                        item["content"] = redact(item["content"])
+                    elif isinstance(item, dict) and isinstance(item.get("content"), list):
+                        for part in item["content"]:
+                            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                                part["text"] = redact(part["text"])
 
 
 class ClientGone(Exception):
@@ -346,6 +340,8 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.started = int(time.time())
+        self._cards: list[dict[str, Any]] | None = None  # the last merged GET /v1/models answer
+        self._cards_at = 0.0
 
     def _sampler(self, config: Any, kind: str) -> Sampler | None:
         if config is None:
@@ -507,8 +503,8 @@ class Gateway:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_request_bytes)
-        app.router.add_post("/v1/completions", self.completions)
-        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        for kind, path in ENDPOINTS.items():
+            app.router.add_post(path, self.handler(kind))
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -553,11 +549,45 @@ class Gateway:
         except HttpError as e:
             self._count(NO_VERSION, e.status, e.reason)
             return e.response()
-        data = [
+        return web.json_response({"object": "list", "data": await self.model_cards()})
+
+    async def model_cards(self) -> list[dict[str, Any]]:
+        """The `data` of `GET /v1/models`: what the versions' replicas report, merged.
+
+        One ready replica per version is asked (`merge_model_cards` says how the lists combine); the
+        answer is kept for `healthCheckIntervalSeconds`. While no replica answers (scaled to zero),
+        the last merged answer is given; before any replica ever answered, the accepted names with
+        only the fields the OpenAI schema requires (`owned_by` "llmops", `created` the gateway's start).
+        """
+        now = time.monotonic()
+        if self._cards and now - self._cards_at < self.config.health_check_interval_seconds:
+            return self._cards
+        groups = list(self.balancer.groups.values())
+        lists = await asyncio.gather(*(self._models_of(g.ready()) for g in groups))
+        reports = [(g.role, g.weight, d) for g, d in zip(groups, lists, strict=True) if d is not None]
+        if reports:
+            self._cards, self._cards_at = merge_model_cards(reports, self.model_names), now
+        if self._cards is not None:
+            return self._cards
+        return [
             {"id": name, "object": "model", "created": self.started, "owned_by": "llmops"}
             for name in sorted(self.model_names)
         ]
-        return web.json_response({"object": "list", "data": data})
+
+    async def _models_of(self, replicas: list[Replica]) -> list[dict[str, Any]] | None:
+        """`data` of `GET /v1/models` from the first of `replicas` that answers it, or None."""
+        assert self.session is not None
+        timeout = aiohttp.ClientTimeout(total=5)
+        for replica in replicas[:2]:
+            try:
+                async with self.session.get(replica.endpoint("/v1/models"), timeout=timeout) as r:
+                    if r.status == 200:
+                        data = (await r.json()).get("data")
+                        if isinstance(data, list):
+                            return data
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError, AttributeError) as e:
+                log.warning("replica %s did not list its models: %s", replica.url, e)
+        return None
 
     # The proxy ---------------------------------------------------------------------------------
 
@@ -566,13 +596,16 @@ class Gateway:
         if reason:
             self.metrics.errors.labels(version, reason).inc()
 
-    async def completions(self, request: web.Request) -> web.StreamResponse:
-        return await self.handle(request, chat=False)
+    def handler(self, kind: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The aiohttp handler of endpoint `kind` (see serving.endpoints)."""
 
-    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        return await self.handle(request, chat=True)
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self.handle(request, kind)
 
-    async def handle(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        handle.__name__ = f"handle_{kind}"
+        return handle
+
+    async def handle(self, request: web.Request, kind: str) -> web.StreamResponse:
         start = time.perf_counter()
         if self.draining:
             self._count(NO_VERSION, 503, "draining")
@@ -581,12 +614,63 @@ class Gateway:
             ).response()
         self.inflight += 1
         try:
-            return await self._handle(request, chat, start)
+            return await self._handle(request, kind, start)
         finally:
             self.inflight -= 1
 
-    async def _handle(self, request: web.Request, chat: bool, start: float) -> web.StreamResponse:
+    @staticmethod
+    def _client_gone(request: web.Request) -> bool:
+        """True once the client's connection is closed (aiohttp drops the transport on connection_lost)."""
+        transport = request.transport
+        return transport is None or transport.is_closing()
+
+    async def _acquire(self) -> Replica:
+        """A replica slot from the dispatcher, its refusals as HTTP errors."""
+        try:
+            return await self.dispatcher.acquire()
+        except QueueFull as e:
+            raise HttpError(
+                429,
+                f"overloaded: {self.config.max_queue} requests are already waiting",
+                "queue_full",
+                "rate_limit_error",
+                retry_after="1",
+            ) from e
+        except QueueTimeout as e:
+            raise HttpError(
+                503,
+                "no replica became free in time; retry later",
+                "queue_timeout",
+                "service_unavailable",
+                retry_after="5",
+            ) from e
+        except NoReplicas as e:
+            raise HttpError(
+                503,
+                "no replica is ready to serve this model",
+                "no_ready_replicas",
+                "service_unavailable",
+                retry_after="10",
+            ) from e
+        except Draining as e:
+            raise HttpError(
+                503, "the gateway is shutting down; retry", "draining", "service_unavailable", retry_after="1"
+            ) from e
+
+    async def _handle(self, request: web.Request, kind: str, start: float) -> web.StreamResponse:
+        """One proxied request, from the API key to its last byte.
+
+        Whatever state the request is in (reading its body, queued for a replica, connecting, sending
+        upstream, waiting for the upstream's headers, reading its body, streaming), a client that hangs
+        up ends it: the server runs with `handler_cancellation`, so aiohttp cancels this task when the
+        connection is lost; the upstream request is then closed (vLLM aborts a request whose connection
+        closes), the replica's slot is released, and it is counted as 499 (`client_disconnect`). A
+        request whose client is gone before it is sent upstream never reaches a replica.
+        """
         replica: Replica | None = None
+        admitted = False  # past the checks and the queue: counted with latency, under its version
+        key_id, body, stream, sampled = "", None, False, False
+        code, reason, usage, texts = 500, "internal", None, None
         try:
             key_id = self._authenticate(request)
             decision = self.limiter.admit(key_id)
@@ -605,16 +689,25 @@ class Gateway:
                 raise HttpError(
                     413, f"the request body exceeds {self.config.max_request_bytes} bytes", "too_large"
                 ) from e
+            except ConnectionError as e:  # the client went away while sending its body
+                raise ClientGone() from e
             except ValueError as e:
                 raise HttpError(400, f"the request body is not valid JSON: {e}", "bad_request") from e
-            validate(body, chat, self.model_names)
-            prompt_texts = _texts_in_prompt(body, chat)
+            check_request(body, kind, self.model_names)
+            if kind == "responses" and self.redact_traffic and body.get("stream"):
+                raise HttpError(
+                    400,
+                    "'stream' is not supported on /v1/responses while PII redaction covers live traffic"
+                    " (piiScope: traffic); ask without streaming",
+                    "bad_request",
+                )
+            texts_in = prompt_texts(body, kind)
             changed = self.redact_traffic
             if changed:
-                _redact_prompt(body, chat)
+                redact_request(body, kind)
             stream = bool(body.get("stream"))
             strip_usage = add_usage = False
-            if stream:
+            if stream and kind != "responses":
                 options = body.get("stream_options")
                 if not isinstance(options, dict) or not options.get("include_usage"):
                     # Ask for the usage chunk, for token accounting; it is not forwarded.
@@ -627,64 +720,28 @@ class Gateway:
                     }
             data = forwarded_body(raw, body, changed=changed, add_usage=add_usage)
             wait_start = time.perf_counter()
-            try:
-                replica = await self.dispatcher.acquire()
-            except QueueFull as e:
-                raise HttpError(
-                    429,
-                    f"overloaded: {self.config.max_queue} requests are already waiting",
-                    "queue_full",
-                    "rate_limit_error",
-                    retry_after="1",
-                ) from e
-            except QueueTimeout as e:
-                raise HttpError(
-                    503,
-                    "no replica became free in time; retry later",
-                    "queue_timeout",
-                    "service_unavailable",
-                    retry_after="5",
-                ) from e
-            except NoReplicas as e:
-                raise HttpError(
-                    503,
-                    "no replica is ready to serve this model",
-                    "no_ready_replicas",
-                    "service_unavailable",
-                    retry_after="10",
-                ) from e
-            except Draining as e:
-                raise HttpError(
-                    503,
-                    "the gateway is shutting down; retry",
-                    "draining",
-                    "service_unavailable",
-                    retry_after="1",
-                ) from e
+            replica = await self._acquire()
             self.metrics.queue_wait.observe(time.perf_counter() - wait_start)
-        except HttpError as e:
-            self._count(NO_VERSION, e.status, e.reason)
-            self.anomaly.observe(time.perf_counter() - start, e.status >= 500)
-            return e.response()
+            admitted = True
 
-        sampled = self.payloads is not None and self.payloads.chosen()
-        if self.prompts is not None and prompt_texts and self.prompts.chosen():
-            texts = [redact(t) for t in prompt_texts] if self.redact_samples else prompt_texts
-            self.prompts.add(
-                {
-                    "time": time.time(),
-                    "model": body["model"],
-                    "version": replica.version,
-                    "text": "\n".join(texts),
-                }
-            )
-        path = "/v1/chat/completions" if chat else "/v1/completions"
-        headers = {"Content-Type": "application/json"}
-        if rid := request.headers.get("X-Request-Id"):
-            headers["X-Request-Id"] = rid
-        code, reason, usage, response_texts = 500, "internal", None, None
-        try:
+            sampled = self.payloads is not None and self.payloads.chosen()
+            if self.prompts is not None and texts_in and self.prompts.chosen():
+                sample = [redact(t) for t in texts_in] if self.redact_samples else texts_in
+                self.prompts.add(
+                    {
+                        "time": time.time(),
+                        "model": body.get("model"),
+                        "version": replica.version,
+                        "text": "\n".join(sample),
+                    }
+                )
+            path = ENDPOINTS[kind]
+            headers = {"Content-Type": "application/json"}
+            if rid := request.headers.get("X-Request-Id"):
+                headers["X-Request-Id"] = rid
             for attempt in range(3):
+                if self._client_gone(request):  # nothing was sent: the replica never sees it
+                    raise ClientGone()
                 try:
                     upstream = await self.session.post(replica.endpoint(path), data=data, headers=headers)
                     break
@@ -703,20 +760,23 @@ class Gateway:
                     old, replica = replica, None
                     self.dispatcher.release(old)
                     self.metrics.errors.labels(old.version, "upstream_connect").inc()  # retried: no 502
-                    replica = await self.dispatcher.acquire()
-            code, reason, usage, response_texts, resp = await self._forward(
-                request, replica, upstream, chat, stream, strip_usage, sampled, start
+                    replica = await self._acquire()
+            code, reason, usage, texts, resp = await self._forward(
+                request, replica, upstream, kind, stream, strip_usage, sampled, start
             )
             return resp
-        except (QueueFull, QueueTimeout, NoReplicas, Draining) as e:
-            code, reason = 503, "no_ready_replicas"
-            return HttpError(
-                503,
-                f"no replica could take the request: {type(e).__name__}",
-                reason,
-                "service_unavailable",
-                retry_after="5",
-            ).response()
+        except HttpError as e:
+            code, reason = e.status, e.reason
+            return e.response()
+        except ClientGone:
+            code, reason = 499, "client_disconnect"
+            return web.Response(status=499)  # nobody reads it: the connection is closed
+        except asyncio.CancelledError:
+            if self._client_gone(request):
+                code, reason = 499, "client_disconnect"
+            else:  # the server is stopping (drain timeout)
+                code, reason = 503, "drain_timeout"
+            raise
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             code, reason = 502, "upstream_error"
             return HttpError(
@@ -725,7 +785,8 @@ class Gateway:
         finally:
             version = replica.version if replica is not None else NO_VERSION
             elapsed = time.perf_counter() - start
-            self.metrics.latency.labels(version).observe(elapsed)
+            if admitted:
+                self.metrics.latency.labels(version).observe(elapsed)
             self._count(version, code, reason)
             self.anomaly.observe(elapsed, code >= 500)
             if usage:
@@ -734,26 +795,28 @@ class Gateway:
                 self.metrics.prompt_tokens.labels(version).inc(prompt_tokens)
                 self.metrics.completion_tokens.labels(version).inc(completion_tokens)
                 self.limiter.charge_tokens(key_id, prompt_tokens + completion_tokens)
-            if sampled and self.payloads is not None:
-                self.payloads.add(self._record(body, chat, version, code, elapsed, usage, response_texts))
+            if sampled and self.payloads is not None and body is not None:
+                self.payloads.add(self._record(body, kind, version, code, elapsed, usage, texts))
             if replica is not None:
                 self.dispatcher.release(replica)
-            log.info(
-                "request",
-                extra={
-                    "key": key_id,
-                    "version": version,
-                    "code": code,
-                    "seconds": round(elapsed, 4),
-                    "stream": stream,
-                    "reason": reason,
-                },
-            )
+            if admitted or code == 499:
+                log.info(
+                    "request",
+                    extra={
+                        "key": key_id,
+                        "version": version,
+                        "code": code,
+                        "seconds": round(elapsed, 4),
+                        "stream": stream,
+                        "reason": reason,
+                        "endpoint": kind,
+                    },
+                )
 
     def _record(
         self,
         body: dict[str, Any],
-        chat: bool,
+        kind: str,
         version: str,
         code: int,
         elapsed: float,
@@ -763,12 +826,12 @@ class Gateway:
         request = {k: v for k, v in body.items() if k not in ("stream_options",)}
         if self.redact_samples and not self.redact_traffic:  # traffic mode already redacted the prompt
             request = json.loads(json.dumps(request))
-            _redact_prompt(request, chat)
+            redact_request(request, kind)
         if self.redact_samples and texts is not None:
             texts = [redact(t) for t in texts]
         return {
             "time": time.time(),
-            "endpoint": "chat" if chat else "completions",
+            "endpoint": kind,
             "version": version,
             "status": code,
             "latency_seconds": round(elapsed, 4),
@@ -782,7 +845,7 @@ class Gateway:
         request: web.Request,
         replica: Replica,
         upstream: aiohttp.ClientResponse,
-        chat: bool,
+        kind: str,
         stream: bool,
         strip_usage: bool,
         sampled: bool,
@@ -794,8 +857,10 @@ class Gateway:
             if upstream.status != 200 or not stream:
                 payload = await upstream.read()
                 usage, texts = None, None
-                if upstream.status == 200:
-                    payload, usage, texts = self._finish_plain(payload, chat, sampled)
+                if upstream.status == 200 and kind in ("chat", "completions"):
+                    payload, usage, texts = self._finish_plain(payload, kind == "chat", sampled)
+                elif upstream.status == 200:
+                    payload, usage, texts = self._finish_other(payload, kind, sampled)
                 reason = None if upstream.status < 400 else f"upstream_{upstream.status}"
                 ctype = upstream.headers.get("Content-Type", "application/json")
                 resp = web.Response(
@@ -803,8 +868,13 @@ class Gateway:
                 )
                 return upstream.status, reason, usage, texts, resp
             return await self._stream(
-                request, upstream, chat, strip_usage, sampled, start, replica.version, extra
+                request, upstream, kind, strip_usage, sampled, start, replica.version, extra
             )
+        except BaseException:
+            # Cancelled (the client hung up) or failed: close the upstream connection rather than
+            # return it to the pool half-read; vLLM aborts a request whose connection closes.
+            upstream.close()
+            raise
         finally:
             self.metrics.inflight.labels(replica.version).dec()
             upstream.release()
@@ -830,6 +900,35 @@ class Gateway:
             payload = json.dumps(obj).encode()
         return payload, obj.get("usage"), texts if sampled else None
 
+    def _finish_other(
+        self, payload: bytes, kind: str, sampled: bool
+    ) -> tuple[bytes, dict[str, Any] | None, list[str] | None]:
+        """A whole answer of the responses, embeddings, tokenize or detokenize endpoint."""
+        if kind == "tokenize":  # token ids: nothing to count or redact
+            return payload, None, None
+        # Vectors: only the usage matters, and parsing a large answer costs.
+        if kind == "embeddings" and not sampled and (match := USAGE_OBJECT.search(payload)):
+            with contextlib.suppress(ValueError):
+                return payload, usage_of({"usage": json.loads(match.group(1))}, kind), None
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            return payload, None, None
+        texts = response_texts(obj, kind)
+        if self.redact_traffic and texts:
+            if kind == "detokenize":
+                obj["prompt"] = redact(obj["prompt"])
+            else:
+                for item in obj.get("output") or []:
+                    for part in item.get("content") or [] if isinstance(item, dict) else []:
+                        if isinstance(part, dict) and isinstance(part.get("text"), str):
+                            part["text"] = redact(part["text"])
+                if isinstance(obj.get("output_text"), str):
+                    obj["output_text"] = redact(obj["output_text"])
+            texts = response_texts(obj, kind)
+            payload = json.dumps(obj).encode()
+        return payload, usage_of(obj, kind), texts if sampled else None
+
     @staticmethod
     def _transform_event(event: bytes, state: StreamState, chat: bool) -> bytes | None:
         """One SSE event through `StreamState.transform`; None drops it."""
@@ -848,7 +947,7 @@ class Gateway:
         self,
         request: web.Request,
         upstream: aiohttp.ClientResponse,
-        chat: bool,
+        kind: str,
         strip_usage: bool,
         sampled: bool,
         start: float,
@@ -860,8 +959,14 @@ class Gateway:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **extra},
         )
         await resp.prepare(request)
-        state = StreamState(self.redact_traffic, sampled, strip_usage)
-        parse_all = state.redactors is not None or state.texts is not None
+        chat = kind == "chat"
+        state: StreamState | ResponsesStream
+        if kind == "responses":  # typed events, each parsed (TTFT, usage and the end are in them)
+            state = ResponsesStream(sampled)
+            parse_all = True
+        else:
+            state = StreamState(self.redact_traffic, sampled, strip_usage)
+            parse_all = state.redactors is not None or state.texts is not None
         code, reason = 200, None
         resp_ended = False
         try:
@@ -878,6 +983,7 @@ class Gateway:
                 for event in events:
                     if not event:
                         continue
+                    was_done = state.done
                     if parse_all or USAGE_OR_DONE.search(event):
                         event = self._transform_event(event, state, chat)
                         if event is None:
@@ -888,7 +994,7 @@ class Gateway:
                         and b'"text":""' not in event
                     ):
                         state.first_token_at = time.perf_counter()
-                    if not state.done or event.startswith(b"data: [DONE]"):
+                    if not was_done:  # nothing after the end ([DONE], or response.completed)
                         out.append(event + b"\n\n")
                 if out and not resp_ended:
                     try:
@@ -902,7 +1008,7 @@ class Gateway:
                 # After [DONE], read on to the end of the upstream body (it follows at once), so the
                 # connection goes back to the pool instead of being closed half-read.
             if not state.done:
-                raise aiohttp.ClientPayloadError("the stream ended before [DONE]")
+                raise aiohttp.ClientPayloadError("the stream ended before its last event")
         except (aiohttp.ClientError, TimeoutError) as e:
             if not state.done:  # after [DONE] the client has its whole answer: only the tail is lost
                 code, reason = 502, "upstream_disconnect"
@@ -912,6 +1018,7 @@ class Gateway:
                     await resp.write(b"event: error\ndata: " + json.dumps(event).encode() + b"\n\n")
         except ClientGone:  # the client went away; closing the upstream response aborts the work
             code, reason = 499, "client_disconnect"
+            upstream.close()
         if state.first_token_at is not None:
             self.metrics.ttft.labels(version).observe(state.first_token_at - start)
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -927,7 +1034,7 @@ def _joined(texts: dict[int, list[str]] | None) -> list[str] | None:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; request logs carry ids and numbers, never keys or prompt text."""
 
-    FIELDS = ("key", "version", "code", "seconds", "stream", "reason")
+    FIELDS = ("key", "version", "code", "seconds", "stream", "reason", "endpoint")
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -946,7 +1053,9 @@ class JsonFormatter(logging.Formatter):
 async def serve(config_path: Path, host: str, port: int, ready_file: Path | None = None) -> None:
     config = GatewayConfig.load(config_path)
     gateway = Gateway(config, config_path=config_path)
-    runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False)
+    # handler_cancellation: a client that hangs up cancels its handler, whatever it is waiting for
+    # (aiohttp >= 3.9 leaves it off by default); Gateway._handle turns that into a 499.
+    runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
     await site.start()
@@ -978,13 +1087,7 @@ def main(argv: list[str] | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
-    try:
-        import uvloop  # optional: a faster event loop where installed (vLLM brings it)
-
-        runner: Callable[..., Any] = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    runner(serve(args.config, args.host, args.port))
+    uvloop.run(serve(args.config, args.host, args.port))
 
 
 if __name__ == "__main__":
