@@ -8,6 +8,8 @@ import json
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from llmops.api.common import LocalLocation, ObjectStorageLocation, SecretRef
@@ -531,9 +533,24 @@ def test_forwarded_body_keeps_the_clients_bytes_or_splices_usage():
 )
 def test_only_usage_and_done_events_are_parsed_on_the_fast_path(event, parse):
     pytest.importorskip("aiohttp")
-    from serving.gateway import USAGE_OR_DONE
+    from serving.gateway import USAGE_OR_DONE, usage_or_done_at
 
     assert bool(USAGE_OR_DONE.search(event)) is parse
+    assert (usage_or_done_at(event) >= 0) is parse
+
+
+@given(
+    st.lists(
+        st.sampled_from(['"usage"', ":", " ", "\n", "{", "null", "[DONE]", "data: ", "x", "["]), max_size=12
+    )
+)
+def test_usage_or_done_at_finds_what_the_expression_matches(parts):
+    pytest.importorskip("aiohttp")
+    from serving.gateway import USAGE_OR_DONE, usage_or_done_at
+
+    data = "".join(parts).encode()
+    match = USAGE_OR_DONE.search(data)
+    assert usage_or_done_at(data) == (match.start() if match else -1)
 
 
 def test_check_request_per_endpoint():
