@@ -905,7 +905,9 @@ class Gateway:
                 payload = await upstream.read()
                 usage, texts = None, None
                 if upstream.status == 200 and kind in ("chat", "completions"):
-                    payload, usage, texts = self._finish_plain(payload, kind == "chat", sampled)
+                    usage = None if self.redact_traffic or sampled else _flat_usage(payload)
+                    if usage is None:  # redacting, sampling, or no flat usage object: parse it all
+                        payload, usage, texts = self._finish_plain(payload, kind == "chat", sampled)
                 elif upstream.status == 200:
                     payload, usage, texts = self._finish_other(payload, kind, sampled)
                 reason = None if upstream.status < 400 else f"upstream_{upstream.status}"
@@ -1099,6 +1101,17 @@ class Gateway:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await resp.write_eof()
         return code, reason, state.usage, _joined(state.texts), resp
+
+
+def _flat_usage(payload: bytes) -> dict[str, Any] | None:
+    """The `usage` object of a whole answer, found without parsing the rest (None if not found)."""
+    if (match := USAGE_OBJECT.search(payload)) is None:
+        return None
+    try:
+        usage = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return usage if isinstance(usage, dict) else None
 
 
 def _joined(texts: dict[int, list[str]] | None) -> list[str] | None:

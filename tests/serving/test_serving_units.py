@@ -644,3 +644,16 @@ def test_merge_model_cards():
     assert (new["parent"], new["root"]) == ("m", "/v4/new")
     assert merge_model_cards([("stable", 100, stable)], {"m"}) == [card("m", "/v3", 8192, created=3)]
     assert stable[0]["max_model_len"] == 8192  # the replicas' lists are not changed in place
+
+
+def test_flat_usage_of_a_whole_answer():
+    pytest.importorskip("aiohttp")
+    from serving.gateway import _flat_usage
+
+    usage = {"prompt_tokens": 3, "total_tokens": 8, "completion_tokens": 5, "prompt_tokens_details": None}
+    text = 'He said "usage": {"x": 1}'  # in the text, the quotes are escaped: never a match
+    answer = {"id": "c", "choices": [{"index": 0, "text": text}], "usage": usage}
+    assert _flat_usage(json.dumps(answer).encode()) == usage
+    nested = {**answer, "usage": {**usage, "prompt_tokens_details": {"cached_tokens": 0}}}
+    assert _flat_usage(json.dumps(nested).encode()) is None  # not flat: the caller parses it all
+    assert _flat_usage(json.dumps({"choices": []}).encode()) is None
