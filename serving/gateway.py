@@ -717,6 +717,7 @@ class Gateway:
         admitted = False  # past the checks and the queue: counted with latency, under its version
         key_id, body, stream, sampled = "", None, False, False
         code, reason, usage, texts = 500, "internal", None, None
+        inflight = None  # the replica's in-flight gauge, while the request is at the replica
         try:
             key_id = self._authenticate(request)
             decision = self.limiter.admit(key_id)
@@ -788,10 +789,14 @@ class Gateway:
             for attempt in range(3):
                 if self._client_gone(request):  # nothing was sent: the replica never sees it
                     raise ClientGone()
+                inflight = self.metrics.child(self.metrics.inflight, replica.version)
+                inflight.inc()  # at the replica from the moment it is sent
                 try:
                     upstream = await self.upstream.request(replica.endpoint(path), data, headers)
                     break
                 except UpstreamConnectError as e:
+                    inflight.dec()
+                    inflight = None
                     # Nothing reached the replica: mark it unready and go round the queue again.
                     log.warning(
                         "replica %s (version %s) refused a connection: %s; marked not ready",
@@ -829,6 +834,8 @@ class Gateway:
                 502, f"the model server failed: {type(e).__name__}", reason, "upstream_error"
             ).response()
         finally:
+            if inflight is not None:
+                inflight.dec()
             version = replica.version if replica is not None else NO_VERSION
             elapsed = time.perf_counter() - start
             if admitted:
@@ -897,8 +904,6 @@ class Gateway:
         sampled: bool,
         start: float,
     ) -> tuple[int, str | None, dict[str, Any] | None, list[str] | None, web.StreamResponse]:
-        inflight = self.metrics.child(self.metrics.inflight, replica.version)
-        inflight.inc()
         try:
             extra = {"X-Llmops-Version": replica.version}
             if upstream.status != 200 or not stream:
@@ -925,7 +930,6 @@ class Gateway:
             upstream.close()
             raise
         finally:
-            inflight.dec()
             upstream.release()
 
     def _finish_plain(
@@ -1082,8 +1086,11 @@ class Gateway:
                             await resp.write(out)
                     except (ConnectionError, RuntimeError) as e:
                         raise ClientGone() from e
-                # After the last event, read on to the end of the upstream body (it follows at once),
-                # so the connection goes back to the pool instead of being closed half-read.
+                if state.done:
+                    # The client has its whole answer: account for it now. The end of the upstream
+                    # body follows at once; the connection goes back to the pool when it has come.
+                    upstream.release(drain=5)
+                    break
             if not state.done:
                 raise UpstreamDisconnected("the stream ended before its last event")
         except (UpstreamError, TimeoutError) as e:

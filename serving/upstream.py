@@ -122,6 +122,7 @@ class UpstreamResponse:
         self._received = False
         self._timer: asyncio.TimerHandle | None = None
         self._header_map: dict[str, str] | None = None
+        self._draining = False
 
     @property
     def headers(self) -> dict[str, str]:
@@ -137,6 +138,8 @@ class UpstreamResponse:
             self._waiter.set_result(None)
 
     def _feed(self, data: bytes) -> None:
+        if self._draining:  # released before its end: the rest is not wanted
+            return
         self._chunks.append(data)
         self._wake()
 
@@ -144,6 +147,9 @@ class UpstreamResponse:
         self._complete = True
         self._cancel_timer()
         self._wake()
+        if self._draining:
+            self._draining = False
+            self.release()
 
     def _broken(self, exc: BaseException | None) -> None:
         if self._complete:
@@ -203,12 +209,25 @@ class UpstreamResponse:
             self._connection.abort()
             self._connection = None
 
-    def release(self) -> None:
-        """Give the connection back to the pool if the answer was complete, else drop it."""
+    def release(self, *, drain: float = 0) -> None:
+        """Give the connection back to the pool if the answer was complete, else drop it.
+
+        `drain` > 0: if the rest of the answer is still on its way (the last bytes of a stream after
+        its last event), the connection goes back to the pool when they have arrived, or is dropped
+        after `drain` seconds; the caller does not wait for them.
+        """
+        if self._draining:  # already on its way back to the pool
+            return
         self._cancel_timer()
-        connection, self._connection = self._connection, None
+        connection = self._connection
         if connection is None:
             return
+        if drain > 0 and not self._complete and self._error is None and self._keep_alive:
+            self._draining = True
+            self._chunks.clear()
+            self._timer = asyncio.get_running_loop().call_later(drain, self.close)
+            return
+        self._connection = None
         connection.response = None
         if self._complete and self._keep_alive and not connection.closed:
             connection.parser = httptools.HttpResponseParser(connection)

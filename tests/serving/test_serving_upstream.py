@@ -213,3 +213,43 @@ def test_https_replica(tmp_path):
             await runner.cleanup()
 
     asyncio.run(main())
+
+
+def test_release_with_drain_returns_the_connection_once_the_answer_ends():
+    """A stream whose last event is read before the body's end: released with `drain`, its connection
+    goes back to the pool when the end arrives, and the next request uses it."""
+    peers: list[object] = []
+
+    async def main() -> None:
+        async def events(request: web.Request) -> web.StreamResponse:
+            peers.append(request.transport.get_extra_info("peername"))
+            resp = web.StreamResponse()
+            await resp.prepare(request)
+            await resp.write(b"data: [DONE]\n\n")
+            await asyncio.sleep(0.2)  # the end of the chunked body comes later
+            await resp.write_eof()
+            return resp
+
+        app = web.Application()
+        app.router.add_post("/events", events)
+        runner, port = await aiohttp_server(app)
+        client = Upstream(connect_timeout=5, total_timeout=30)
+        url = URL(f"http://127.0.0.1:{port}/events")
+        try:
+            r = await client.request(url, b"", HEADERS)
+            async for chunk in r.iter_any():
+                assert chunk == b"data: [DONE]\n\n"
+                break
+            r.release(drain=5)
+            r.release()  # a second release (the caller's finally) changes nothing
+            while not client._idle.get(("http", "127.0.0.1", port)):
+                await asyncio.sleep(0.05)
+            again = await client.request(url, b"", HEADERS)
+            assert await again.read() == b"data: [DONE]\n\n"
+            again.release()
+            assert len(set(peers)) == 1
+        finally:
+            client.close()
+            await runner.cleanup()
+
+    asyncio.run(main())
