@@ -10,9 +10,17 @@ latency and time to first token, throughput, and the ratios against direct.
 
     python bench/gateway_overhead.py [--concurrency 64] [--requests 128] [--rounds 5] [--sequential 200]
         [--vllm-url URL] [--model M]  reuse a running vLLM (on a GPU, say) that serves the model M
+        [--canned]                    no vLLM: an upstream that answers at once (bench/canned_upstream.py)
         [--router PATH]               the vllm-router executable (default: on PATH or beside python)
 
+`--canned` measures the hop alone: the upstream answers every request at once with a canned
+completion (streamed or not), so neither vLLM nor its share of the CPU decides the figures. The
+sequential phase then runs both plain and streamed requests, the load phase asks for more requests
+per round (2,000), and the summary prints the gateway beside vllm-router: added p50 latency one
+request at a time, and req/s at `--concurrency` streams, with their ratios.
+
 Goals (issue 5): p50 overhead <= 1 ms, throughput >= 0.95x direct, and no worse than the peer.
+Issue 11: with `--canned`, per-request overhead no worse than vllm-router's, and more req/s under load.
 """
 
 from __future__ import annotations
@@ -110,8 +118,10 @@ async def load(url: str, model: str, concurrency: int, requests: int, max_tokens
     return {"results": results, "wall": wall}
 
 
-async def sequential(targets: dict[str, str], model: str, n: int) -> dict[str, list[float]]:
-    body = json.dumps({"model": model, "prompt": "Hello", "max_tokens": 1}).encode()
+async def sequential(
+    targets: dict[str, str], model: str, n: int, stream: bool = False
+) -> dict[str, list[float]]:
+    body = json.dumps({"model": model, "prompt": "Hello", "max_tokens": 1, "stream": stream}).encode()
     out: dict[str, list[float]] = {name: [] for name in targets}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         for i in range(n + 5):
@@ -120,9 +130,9 @@ async def sequential(targets: dict[str, str], model: str, n: int) -> dict[str, l
                 async with session.post(
                     f"{url}/v1/completions", data=body, headers={"Content-Type": "application/json"}
                 ) as r:
-                    await r.read()
-                    if r.status != 200:
-                        raise RuntimeError(f"{name}: HTTP {r.status}")
+                    answer = await r.read()
+                    if r.status != 200 or (stream and not answer.rstrip().endswith(b"data: [DONE]")):
+                        raise RuntimeError(f"{name}: HTTP {r.status}: {answer[-200:]!r}")
                 if i >= 5:  # the first few warm connections and caches
                     out[name].append(time.perf_counter() - start)
     return out
@@ -224,6 +234,59 @@ def start_router(router: str, vllm_url: str, workdir: Path) -> tuple[subprocess.
     return proc, url
 
 
+def start_canned(workdir: Path, chunks: int) -> tuple[subprocess.Popen, str]:
+    """bench/canned_upstream.py on a free port: answers at once, `chunks` tokens per streamed answer."""
+    port = free_port()
+    log = open(workdir / "canned.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "canned_upstream.py"),
+            "--port",
+            str(port),
+            "--chunks",
+            str(chunks),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy_path(url, "/health", proc)
+    return proc, url
+
+
+def peer_summary(
+    seq: dict[str, list[float]], seq_stream: dict[str, list[float]], runs: dict[str, list[dict]]
+) -> dict:
+    """The gateway beside vllm-router: added p50 latency (ms) and req/s, with gateway/router ratios.
+
+    Added latency is each target's p50 minus direct's p50 in the same interleaved run; req/s is the
+    median over rounds (each round runs every target once, so drift of a shared machine cancels).
+    """
+    out: dict = {"lines": []}
+    for label, results in (("plain", seq), ("stream", seq_stream)):
+        if not results:
+            continue
+        base = quantile(results["direct"], 0.5) * 1000
+        added = {n: quantile(results[n], 0.5) * 1000 - base for n in ("gateway", "vllm-router")}
+        ratio = added["gateway"] / added["vllm-router"] if added["vllm-router"] > 0 else float("inf")
+        out[f"added_p50_ms_{label}"] = added
+        out[f"added_p50_ratio_{label}"] = ratio
+        out["lines"].append(
+            f"  one at a time, {label:<6}: gateway +{added['gateway']:.3f} ms, vllm-router"
+            f" +{added['vllm-router']:.3f} ms, gateway/router {ratio:.2f} (<= 1 is the goal)"
+        )
+    rps = {n: statistics.median(len(r["results"]) / r["wall"] for r in runs[n]) for n in runs}
+    out["req_per_s_median"] = rps
+    out["req_per_s_ratio"] = rps["gateway"] / rps["vllm-router"]
+    out["lines"].append(
+        f"  under load: direct {rps['direct']:.0f} req/s, gateway {rps['gateway']:.0f}, vllm-router"
+        f" {rps['vllm-router']:.0f}; gateway/router {out['req_per_s_ratio']:.2f} (>= 1 is the goal)"
+    )
+    return out
+
+
 def wait_healthy_path(url: str, path: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     import urllib.request
 
@@ -244,20 +307,27 @@ def wait_healthy_path(url: str, path: str, proc: subprocess.Popen, timeout: floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--requests", type=int, default=128, help="requests per target per round")
+    parser.add_argument("--requests", type=int, help="requests per target per round (128; --canned: 2000)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--sequential", type=int, default=200, help="sequential requests per target")
+    parser.add_argument("--sequential", type=int, help="sequential requests per target (200; --canned: 1000)")
+    parser.add_argument("--canned", action="store_true", help="an upstream that answers at once, not vLLM")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--vllm-url")
     parser.add_argument("--model", default=MODEL, help="the served model name (with --vllm-url)")
     parser.add_argument("--router")
     args = parser.parse_args()
+    if args.requests is None:
+        args.requests = 2000 if args.canned else 128
+    if args.sequential is None:
+        args.sequential = 1000 if args.canned else 200
 
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     procs: list[subprocess.Popen] = []
     vllm = None
     try:
-        if args.vllm_url:
+        if args.canned:
+            vllm, vllm_url = start_canned(workdir, args.max_tokens)
+        elif args.vllm_url:
             vllm_url = args.vllm_url.rstrip("/")
         else:
             model = make_tiny_llama(workdir / "model", ROOT / "tests" / "serving" / "data" / "corpus.txt")
@@ -285,6 +355,9 @@ def main() -> None:
         # 1. Per-request overhead: sequential, non-streaming, one token, the targets interleaved request by
         #    request, so what differs is the hop, not the machine's mood.
         seq = asyncio.run(sequential(targets, args.model, args.sequential))
+        seq_stream = (
+            asyncio.run(sequential(targets, args.model, args.sequential, stream=True)) if args.canned else {}
+        )
         # 2. Concurrent streaming load, the targets taking turns (in rotating order) round by round.
         runs: dict[str, list[dict]] = {name: [] for name in targets}
         names = list(targets)
@@ -311,18 +384,21 @@ def main() -> None:
             for name in names
         }
         print()
-        print(
-            f"1) sequential: {args.sequential} non-streaming requests per target (max_tokens 1), interleaved"
-        )
-        print(f"{'target':<12} {'p50 ms':>8} {'p90 ms':>8} {'p50 +ms':>8}")
-        for name in names:
-            p50, p90 = quantile(seq[name], 0.5) * 1000, quantile(seq[name], 0.9) * 1000
-            print(f"{name:<12} {p50:8.2f} {p90:8.2f} {p50 - quantile(seq['direct'], 0.5) * 1000:8.2f}")
-        print()
+        for label, results in (("non-streaming", seq), ("streaming", seq_stream)):
+            if not results:
+                continue
+            print(f"1) sequential: {args.sequential} {label} requests per target (max_tokens 1), interleaved")
+            print(f"{'target':<12} {'p50 ms':>8} {'p90 ms':>8} {'p50 +ms':>8}")
+            for name in names:
+                p50, p90 = quantile(results[name], 0.5) * 1000, quantile(results[name], 0.9) * 1000
+                print(
+                    f"{name:<12} {p50:8.2f} {p90:8.2f} {p50 - quantile(results['direct'], 0.5) * 1000:8.2f}"
+                )
+            print()
+        upstream = "a canned upstream" if args.canned else f"vLLM {vllm_version()}"
         print(
             f"2) load: {args.concurrency} concurrent streams, {args.requests} requests x {args.rounds} rounds"
-            f" per target, max_tokens {args.max_tokens}, model {args.model!r} on vLLM {vllm_version()}"
-            f" ({device()})"
+            f" per target, max_tokens {args.max_tokens}, model {args.model!r} on {upstream} ({device()})"
         )
         print(
             f"{'target':<12} {'p50 ms':>8} {'p99 ms':>8} {'TTFT p50':>9} {'req/s':>8} {'p50 +ms':>8} "
@@ -343,12 +419,20 @@ def main() -> None:
         if router_note:
             print(router_note)
         seq_p50 = {n: quantile(v, 0.5) * 1000 for n, v in seq.items()}
+        peer = peer_summary(seq, seq_stream, runs) if "vllm-router" in targets else None
+        if peer:
+            print()
+            print("3) the hop against the peer (added p50 = target p50 - direct p50, one request at a time)")
+            for line in peer["lines"]:
+                print(line)
         print(
             json.dumps(
                 {
                     "sequential_p50_ms": seq_p50,
+                    "sequential_stream_p50_ms": {n: quantile(v, 0.5) * 1000 for n, v in seq_stream.items()},
                     "load": stats,
                     "throughput_ratio": ratios,
+                    "peer": {k: v for k, v in peer.items() if k != "lines"} if peer else None,
                     "note": router_note or None,
                 }
             )

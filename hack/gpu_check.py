@@ -46,25 +46,10 @@ from operators.modeldeployment.builders import (  # noqa: E402
     vllm_deployment,
 )
 from operators.modeldeployment.names import vllm_name  # noqa: E402
-from serving.local import make_tiny_llama, stop, wait_healthy  # noqa: E402
+from serving.local import make_lora_adapter, make_tiny_llama, stop, wait_healthy  # noqa: E402
 
 CASES = ("single", "lora-adapters")
 CORPUS = ROOT / "tests" / "serving" / "data" / "corpus.txt"
-
-
-def make_adapter(base: Path, out: Path, seed: int) -> Path:
-    """A LoRA adapter for the tiny model, with non-zero weights so that it changes the answers."""
-    if (out / "adapter_config.json").exists():
-        return out
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(out)
-    return out
 
 
 def deployed_container(case: str) -> tuple[ModelDeploymentSpec, dict, ServedVersion]:
@@ -109,7 +94,7 @@ def check_case(case: str, work: Path, bench: bool) -> dict:
     model = make_tiny_llama(root / "model", CORPUS, max_positions=max_len, dtype="bfloat16")
     names = [spec.engine.served_model_name or spec.model.name]
     for i, adapter in enumerate(spec.engine.lora_adapters):
-        make_adapter(model, root / "adapters" / adapter.name, seed=i + 1)
+        make_lora_adapter(model, root / "adapters" / adapter.name, seed=i + 1)
         names.append(adapter.name)
     port = free_port()
     argv = localize_argv(container["command"], root, {"--port": str(port), "--host": "127.0.0.1"})

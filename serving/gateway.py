@@ -2,8 +2,11 @@
 
     python -m serving.gateway --config /etc/llmops/gateway/config.json --port 8080
 
-Endpoints: `POST /v1/completions`, `POST /v1/chat/completions` (plain and SSE streaming),
-`GET /v1/models`, `GET /healthz` (alive), `GET /readyz` (503 while draining), `GET /metrics`.
+Endpoints: `POST /v1/completions`, `/v1/chat/completions`, `/v1/responses` (plain and SSE streaming),
+`POST /v1/embeddings`, `/tokenize`, `/detokenize` (serving.endpoints says what each checks and counts),
+`GET /v1/models` (what the replicas report, merged), `GET /healthz` (alive), `GET /readyz` (503 while
+draining), `GET /metrics`. docs/operations.md ("The gateway's API") says which vLLM endpoints are not
+passed, and why.
 
 A request goes through: API key (401) -> the key's rate limits (429 + Retry-After) -> body checks
 (400, unknown model 404) -> PII redaction of the request (by scope) -> the bounded queue (429 when full,
@@ -11,8 +14,13 @@ A request goes through: API key (401) -> the key's rate limits (429 + Retry-Afte
 with the fewest outstanding requests in the version chosen by weight -> the response, with
 answers redacted (by scope), tokens counted and a sample stored. An upstream that fails before
 answering is marked unready and the request retried on another replica; one that dies mid-stream ends
-the client's stream with an SSE `error` event. On SIGTERM the gateway stops taking requests, finishes
-the ones it has (up to `drainTimeoutSeconds`) and exits.
+the client's stream with an SSE `error` event. A client that hangs up, in any state, ends the upstream
+request at once and is counted as 499 (`Gateway._handle`). On SIGTERM the gateway stops taking
+requests, finishes the ones it has (up to `drainTimeoutSeconds`) and exits.
+
+The replicas are asked through `serving.upstream` (keep-alive connections on asyncio protocols,
+httptools parsing; chosen over aiohttp's client by measurement, bench/gateway_overhead.py --canned);
+health checks and model lists use aiohttp's client.
 
 The config file is re-read when it changes (a ConfigMap update): upstream groups and weights apply
 at once, so canary steps need no restart; other fields need one.
@@ -36,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import uvloop
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -51,9 +60,26 @@ from llmops.gateway_config import GatewayConfig, UpstreamGroup
 from serving.anomaly import AnomalyMonitor
 from serving.auth import KeyStore
 from serving.balancer import Balancer, Dispatcher, Draining, NoReplicas, QueueFull, QueueTimeout, Replica
+from serving.endpoints import (
+    ENDPOINTS,
+    BadRequest,
+    ResponsesStream,
+    merge_model_cards,
+    prompt_texts,
+    response_texts,
+    usage_of,
+    validate_request,
+)
 from serving.pii import AnswerRedactor, Redaction
 from serving.ratelimit import KeyLimiter
 from serving.sampler import Sampler
+from serving.upstream import (
+    Upstream,
+    UpstreamConnectError,
+    UpstreamDisconnected,
+    UpstreamError,
+    UpstreamResponse,
+)
 
 log = logging.getLogger("llmops.gateway")
 disable_created_metrics()  # no *_created series: they double the series count for nothing here
@@ -63,6 +89,30 @@ TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 NO_VERSION = "none"  # the version label of requests refused before one was chosen
 # An event worth parsing on the fast path: one with a usage object (not `"usage": null`), or [DONE].
 USAGE_OR_DONE = re.compile(rb'"usage"\s*:\s*\{|\[DONE\]')
+_SPACE = b" \t\n\r\x0b\x0c"
+
+
+def usage_or_done_at(data: bytes) -> int:
+    """Where `USAGE_OR_DONE` first matches in `data` (-1: nowhere), found with `bytes.find`, which is
+    several times faster than the regular expression on a buffer of events."""
+    done = data.find(b"[DONE]")
+    i = data.find(b'"usage"')
+    while i != -1 and (done == -1 or i < done):
+        j = i + 7
+        while j < len(data) and data[j] in _SPACE:
+            j += 1
+        if j < len(data) and data[j] == 58:  # ':'
+            j += 1
+            while j < len(data) and data[j] in _SPACE:
+                j += 1
+            if j < len(data) and data[j] == 123:  # '{'
+                return i
+        i = data.find(b'"usage"', i + 1)
+    return done
+
+
+# The usage object of an embeddings or tokenize answer (flat: no nested objects).
+USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*(\{[^{}]*\})')
 
 
 class Metrics:
@@ -141,6 +191,15 @@ class Metrics:
         self.samples_dropped = Counter(
             "llmops_gateway_samples_dropped", "Sampled records dropped, by kind.", ["kind"], registry=r
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once: `labels()` (a lock and a check of the values)
+        costs more than the update itself, several times per request."""
+        key = (id(metric), labels)
+        if (found := self._children.get(key)) is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
 
 def error_body(message: str, type_: str, code: int | str, param: str | None = None) -> dict[str, Any]:
@@ -172,27 +231,6 @@ class HttpError(Exception):
         )
 
 
-def _texts_in_prompt(body: dict[str, Any], chat: bool) -> list[str]:
-    """The prompt as plain strings (for sampling and drift)."""
-    if chat:
-        out = []
-        for m in body.get("messages", []):
-            content = m.get("content")
-            if isinstance(content, str):
-                out.append(content)
-            elif isinstance(content, list):
-                out.extend(
-                    p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-                )
-        return out
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        return [prompt]
-    if isinstance(prompt, list):
-        return [p for p in prompt if isinstance(p, str)]
-    return []
-
-
 def forwarded_body(raw: bytes, body: dict[str, Any], *, changed: bool, add_usage: bool) -> bytes:
     """The request body sent upstream: the client's bytes where possible, else `body` re-encoded.
 
@@ -207,43 +245,26 @@ def forwarded_body(raw: bytes, body: dict[str, Any], *, changed: bool, add_usage
 
 
 def validate(body: Any, chat: bool, model_names: set[str]) -> None:
+    """Checks of a completions (`chat` False) or chat request; see `check_request` for every endpoint."""
+    check_request(body, "chat" if chat else "completions", model_names)
+
+
+def check_request(body: Any, kind: str, model_names: set[str]) -> None:
     """Checks that catch malformed requests before they use a queue slot; vLLM checks the rest."""
-    if not isinstance(body, dict):
-        raise HttpError(400, "the request body must be a JSON object", "bad_request")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise HttpError(400, "'model' is required and must be a string", "bad_request")
-    if model not in model_names:
-        raise HttpError(
-            404,
-            f"the model {model!r} does not exist; this endpoint serves {sorted(model_names)}",
-            "model_not_found",
-            "not_found_error",
-        )
-    if chat:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise HttpError(400, "'messages' is required and must be a non-empty list", "bad_request")
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                raise HttpError(400, f"messages[{i}] must be an object with a string 'role'", "bad_request")
-    else:
-        prompt = body.get("prompt")
-        ok = isinstance(prompt, str) or (
-            isinstance(prompt, list)
-            and prompt
-            and (all(isinstance(p, str) for p in prompt) or all(isinstance(p, int) for p in prompt))
-        )
-        if not ok:
-            raise HttpError(
-                400, "'prompt' is required: a string, a list of strings or of token ids", "bad_request"
-            )
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise HttpError(400, "'stream' must be true or false", "bad_request")
-    for name in ("max_tokens", "max_completion_tokens", "n"):
-        value = body.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise HttpError(400, f"'{name}' must be a non-negative integer", "bad_request")
+    try:
+        validate_request(body, kind, model_names)
+    except BadRequest as e:
+        if e.status == 404:
+            raise HttpError(404, str(e), "model_not_found", "not_found_error") from e
+        raise HttpError(e.status, str(e), "bad_request") from e
+
+
+def _redaction_endpoint(body: dict[str, Any], kind: str) -> str:
+    """The request shape `Redaction.request` reads for endpoint `kind`: /tokenize takes either a
+    chat's messages or a prompt; detokenize carries token ids only (redacted on the way back)."""
+    if kind == "tokenize":
+        return "chat" if "messages" in body else "completions"
+    return kind
 
 
 class ClientGone(Exception):
@@ -323,9 +344,12 @@ class Gateway:
         self.model_names = config.model_names()
         self.inflight = 0
         self.draining = False
-        self.session: aiohttp.ClientSession | None = None
+        self.session: aiohttp.ClientSession | None = None  # health checks and model lists
+        self.upstream: Upstream | None = None  # the proxied requests (serving.upstream says why)
         self.tasks: list[asyncio.Task[None]] = []
         self.started = int(time.time())
+        self._cards: list[dict[str, Any]] | None = None  # the last merged GET /v1/models answer
+        self._cards_at = 0.0
 
     def _sampler(self, config: Any, kind: str) -> Sampler | None:
         if config is None:
@@ -450,6 +474,7 @@ class Gateway:
             cookie_jar=aiohttp.DummyCookieJar(),  # a proxy keeps no cookies; the jar costs every request
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
         )
+        self.upstream = Upstream(connect_timeout=5, total_timeout=cfg.upstream_timeout_seconds)
         await self.resolve()
         await self.check_health()
         spawn = asyncio.get_running_loop().create_task
@@ -473,6 +498,8 @@ class Gateway:
                 await sampler.flush()
         if self.session is not None:
             await self.session.close()
+        if self.upstream is not None:
+            self.upstream.close()
 
     async def drain(self, timeout: float) -> None:
         """Refuse new requests and wait for the ones in progress (queued ones included)."""
@@ -487,8 +514,8 @@ class Gateway:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_request_bytes)
-        app.router.add_post("/v1/completions", self.completions)
-        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        for kind, path in ENDPOINTS.items():
+            app.router.add_post(path, self.handler(kind))
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -533,26 +560,63 @@ class Gateway:
         except HttpError as e:
             self._count(NO_VERSION, e.status, e.reason)
             return e.response()
-        data = [
+        return web.json_response({"object": "list", "data": await self.model_cards()})
+
+    async def model_cards(self) -> list[dict[str, Any]]:
+        """The `data` of `GET /v1/models`: what the versions' replicas report, merged.
+
+        One ready replica per version is asked (`merge_model_cards` says how the lists combine); the
+        answer is kept for `healthCheckIntervalSeconds`. While no replica answers (scaled to zero),
+        the last merged answer is given; before any replica ever answered, the accepted names with
+        only the fields the OpenAI schema requires (`owned_by` "llmops", `created` the gateway's start).
+        """
+        now = time.monotonic()
+        if self._cards and now - self._cards_at < self.config.health_check_interval_seconds:
+            return self._cards
+        groups = list(self.balancer.groups.values())
+        lists = await asyncio.gather(*(self._models_of(g.ready()) for g in groups))
+        reports = [(g.role, g.weight, d) for g, d in zip(groups, lists, strict=True) if d is not None]
+        if reports:
+            self._cards, self._cards_at = merge_model_cards(reports, self.model_names), now
+        if self._cards is not None:
+            return self._cards
+        return [
             {"id": name, "object": "model", "created": self.started, "owned_by": "llmops"}
             for name in sorted(self.model_names)
         ]
-        return web.json_response({"object": "list", "data": data})
+
+    async def _models_of(self, replicas: list[Replica]) -> list[dict[str, Any]] | None:
+        """`data` of `GET /v1/models` from the first of `replicas` that answers it, or None."""
+        assert self.session is not None
+        timeout = aiohttp.ClientTimeout(total=5)
+        for replica in replicas[:2]:
+            try:
+                async with self.session.get(replica.endpoint("/v1/models"), timeout=timeout) as r:
+                    if r.status == 200:
+                        data = (await r.json()).get("data")
+                        if isinstance(data, list):
+                            return data
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError, AttributeError) as e:
+                log.warning("replica %s did not list its models: %s", replica.url, e)
+        return None
 
     # The proxy ---------------------------------------------------------------------------------
 
     def _count(self, version: str, code: int, reason: str | None = None) -> None:
-        self.metrics.requests.labels(version, str(code)).inc()
+        self.metrics.child(self.metrics.requests, version, str(code)).inc()
         if reason:
-            self.metrics.errors.labels(version, reason).inc()
+            self.metrics.child(self.metrics.errors, version, reason).inc()
 
-    async def completions(self, request: web.Request) -> web.StreamResponse:
-        return await self.handle(request, chat=False)
+    def handler(self, kind: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The aiohttp handler of endpoint `kind` (see serving.endpoints)."""
 
-    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        return await self.handle(request, chat=True)
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self.handle(request, kind)
 
-    async def handle(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        handle.__name__ = f"handle_{kind}"
+        return handle
+
+    async def handle(self, request: web.Request, kind: str) -> web.StreamResponse:
         start = time.perf_counter()
         if self.draining:
             self._count(NO_VERSION, 503, "draining")
@@ -561,12 +625,64 @@ class Gateway:
             ).response()
         self.inflight += 1
         try:
-            return await self._handle(request, chat, start)
+            return await self._handle(request, kind, start)
         finally:
             self.inflight -= 1
 
-    async def _handle(self, request: web.Request, chat: bool, start: float) -> web.StreamResponse:
+    @staticmethod
+    def _client_gone(request: web.Request) -> bool:
+        """True once the client's connection is closed (aiohttp drops the transport on connection_lost)."""
+        transport = request.transport
+        return transport is None or transport.is_closing()
+
+    async def _acquire(self) -> Replica:
+        """A replica slot from the dispatcher, its refusals as HTTP errors."""
+        try:
+            return await self.dispatcher.acquire()
+        except QueueFull as e:
+            raise HttpError(
+                429,
+                f"overloaded: {self.config.max_queue} requests are already waiting",
+                "queue_full",
+                "rate_limit_error",
+                retry_after="1",
+            ) from e
+        except QueueTimeout as e:
+            raise HttpError(
+                503,
+                "no replica became free in time; retry later",
+                "queue_timeout",
+                "service_unavailable",
+                retry_after="5",
+            ) from e
+        except NoReplicas as e:
+            raise HttpError(
+                503,
+                "no replica is ready to serve this model",
+                "no_ready_replicas",
+                "service_unavailable",
+                retry_after="10",
+            ) from e
+        except Draining as e:
+            raise HttpError(
+                503, "the gateway is shutting down; retry", "draining", "service_unavailable", retry_after="1"
+            ) from e
+
+    async def _handle(self, request: web.Request, kind: str, start: float) -> web.StreamResponse:
+        """One proxied request, from the API key to its last byte.
+
+        Whatever state the request is in (reading its body, queued for a replica, connecting, sending
+        upstream, waiting for the upstream's headers, reading its body, streaming), a client that hangs
+        up ends it: the server runs with `handler_cancellation`, so aiohttp cancels this task when the
+        connection is lost; the upstream request is then closed (vLLM aborts a request whose connection
+        closes), the replica's slot is released, and it is counted as 499 (`client_disconnect`). A
+        request whose client is gone before it is sent upstream never reaches a replica.
+        """
         replica: Replica | None = None
+        admitted = False  # past the checks and the queue: counted with latency, under its version
+        key_id, body, stream, sampled = "", None, False, False
+        code, reason, usage, texts = 500, "internal", None, None
+        inflight = None  # the replica's in-flight gauge, while the request is at the replica
         try:
             key_id = self._authenticate(request)
             decision = self.limiter.admit(key_id)
@@ -585,16 +701,25 @@ class Gateway:
                 raise HttpError(
                     413, f"the request body exceeds {self.config.max_request_bytes} bytes", "too_large"
                 ) from e
+            except ConnectionError as e:  # the client went away while sending its body
+                raise ClientGone() from e
             except ValueError as e:
                 raise HttpError(400, f"the request body is not valid JSON: {e}", "bad_request") from e
-            validate(body, chat, self.model_names)
-            prompt_texts = _texts_in_prompt(body, chat)
+            check_request(body, kind, self.model_names)
+            if kind == "responses" and self.redact_answers and body.get("stream"):
+                raise HttpError(
+                    400,
+                    "'stream' is not supported on /v1/responses while PII redaction covers answers"
+                    " (piiRedaction.scope promptsAndAnswers); ask without streaming",
+                    "bad_request",
+                )
+            texts_in = prompt_texts(body, kind) if self.prompts is not None else []
             changed = False
             if self.redaction is not None and self.redact_prompts:
-                changed = self.redaction.request(body, "chat" if chat else "completions")
+                changed = self.redaction.request(body, _redaction_endpoint(body, kind))
             stream = bool(body.get("stream"))
             strip_usage = add_usage = False
-            if stream:
+            if stream and kind != "responses":
                 options = body.get("stream_options")
                 if not isinstance(options, dict) or not options.get("include_usage"):
                     # Ask for the usage chunk, for token accounting; it is not forwarded.
@@ -607,68 +732,36 @@ class Gateway:
                     }
             data = forwarded_body(raw, body, changed=changed, add_usage=add_usage)
             wait_start = time.perf_counter()
-            try:
-                replica = await self.dispatcher.acquire()
-            except QueueFull as e:
-                raise HttpError(
-                    429,
-                    f"overloaded: {self.config.max_queue} requests are already waiting",
-                    "queue_full",
-                    "rate_limit_error",
-                    retry_after="1",
-                ) from e
-            except QueueTimeout as e:
-                raise HttpError(
-                    503,
-                    "no replica became free in time; retry later",
-                    "queue_timeout",
-                    "service_unavailable",
-                    retry_after="5",
-                ) from e
-            except NoReplicas as e:
-                raise HttpError(
-                    503,
-                    "no replica is ready to serve this model",
-                    "no_ready_replicas",
-                    "service_unavailable",
-                    retry_after="10",
-                ) from e
-            except Draining as e:
-                raise HttpError(
-                    503,
-                    "the gateway is shutting down; retry",
-                    "draining",
-                    "service_unavailable",
-                    retry_after="1",
-                ) from e
+            replica = await self._acquire()
             self.metrics.queue_wait.observe(time.perf_counter() - wait_start)
-        except HttpError as e:
-            self._count(NO_VERSION, e.status, e.reason)
-            self.anomaly.observe(time.perf_counter() - start, e.status >= 500)
-            return e.response()
+            admitted = True
 
-        sampled = self.payloads is not None and self.payloads.chosen()
-        if self.prompts is not None and prompt_texts and self.prompts.chosen():
-            texts = [self.redaction.text(t) for t in prompt_texts] if self.redaction else prompt_texts
-            self.prompts.add(
-                {
-                    "time": time.time(),
-                    "model": body["model"],
-                    "version": replica.version,
-                    "text": "\n".join(texts),
-                }
-            )
-        path = "/v1/chat/completions" if chat else "/v1/completions"
-        headers = {"Content-Type": "application/json"}
-        if rid := request.headers.get("X-Request-Id"):
-            headers["X-Request-Id"] = rid
-        code, reason, usage, response_texts = 500, "internal", None, None
-        try:
+            sampled = self.payloads is not None and self.payloads.chosen()
+            if self.prompts is not None and texts_in and self.prompts.chosen():
+                sample = [self.redaction.text(t) for t in texts_in] if self.redaction else texts_in
+                self.prompts.add(
+                    {
+                        "time": time.time(),
+                        "model": body.get("model"),
+                        "version": replica.version,
+                        "text": "\n".join(sample),
+                    }
+                )
+            path = ENDPOINTS[kind]
+            headers = {"Content-Type": "application/json"}
+            if rid := request.headers.get("X-Request-Id"):
+                headers["X-Request-Id"] = rid
             for attempt in range(3):
+                if self._client_gone(request):  # nothing was sent: the replica never sees it
+                    raise ClientGone()
+                inflight = self.metrics.child(self.metrics.inflight, replica.version)
+                inflight.inc()  # at the replica from the moment it is sent
                 try:
-                    upstream = await self.session.post(replica.endpoint(path), data=data, headers=headers)
+                    upstream = await self.upstream.request(replica.endpoint(path), data, headers)
                     break
-                except aiohttp.ClientConnectorError as e:
+                except UpstreamConnectError as e:
+                    inflight.dec()
+                    inflight = None
                     # Nothing reached the replica: mark it unready and go round the queue again.
                     log.warning(
                         "replica %s (version %s) refused a connection: %s; marked not ready",
@@ -683,57 +776,65 @@ class Gateway:
                     old, replica = replica, None
                     self.dispatcher.release(old)
                     self.metrics.errors.labels(old.version, "upstream_connect").inc()  # retried: no 502
-                    replica = await self.dispatcher.acquire()
-            code, reason, usage, response_texts, resp = await self._forward(
-                request, replica, upstream, chat, stream, strip_usage, sampled, start
+                    replica = await self._acquire()
+            code, reason, usage, texts, resp = await self._forward(
+                request, replica, upstream, kind, stream, strip_usage, sampled, start
             )
             return resp
-        except (QueueFull, QueueTimeout, NoReplicas, Draining) as e:
-            code, reason = 503, "no_ready_replicas"
-            return HttpError(
-                503,
-                f"no replica could take the request: {type(e).__name__}",
-                reason,
-                "service_unavailable",
-                retry_after="5",
-            ).response()
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        except HttpError as e:
+            code, reason = e.status, e.reason
+            return e.response()
+        except ClientGone:
+            code, reason = 499, "client_disconnect"
+            return web.Response(status=499)  # nobody reads it: the connection is closed
+        except asyncio.CancelledError:
+            if self._client_gone(request):
+                code, reason = 499, "client_disconnect"
+            else:  # the server is stopping (drain timeout)
+                code, reason = 503, "drain_timeout"
+            raise
+        except (UpstreamError, TimeoutError, OSError) as e:
             code, reason = 502, "upstream_error"
             return HttpError(
                 502, f"the model server failed: {type(e).__name__}", reason, "upstream_error"
             ).response()
         finally:
+            if inflight is not None:
+                inflight.dec()
             version = replica.version if replica is not None else NO_VERSION
             elapsed = time.perf_counter() - start
-            self.metrics.latency.labels(version).observe(elapsed)
+            if admitted:
+                self.metrics.child(self.metrics.latency, version).observe(elapsed)
             self._count(version, code, reason)
             self.anomaly.observe(elapsed, code >= 500)
             if usage:
                 prompt_tokens = int(usage.get("prompt_tokens") or 0)
                 completion_tokens = int(usage.get("completion_tokens") or 0)
-                self.metrics.prompt_tokens.labels(version).inc(prompt_tokens)
-                self.metrics.completion_tokens.labels(version).inc(completion_tokens)
+                self.metrics.child(self.metrics.prompt_tokens, version).inc(prompt_tokens)
+                self.metrics.child(self.metrics.completion_tokens, version).inc(completion_tokens)
                 self.limiter.charge_tokens(key_id, prompt_tokens + completion_tokens)
-            if sampled and self.payloads is not None:
-                self.payloads.add(self._record(body, chat, version, code, elapsed, usage, response_texts))
+            if sampled and self.payloads is not None and body is not None:
+                self.payloads.add(self._record(body, kind, version, code, elapsed, usage, texts))
             if replica is not None:
                 self.dispatcher.release(replica)
-            log.info(
-                "request",
-                extra={
-                    "key": key_id,
-                    "version": version,
-                    "code": code,
-                    "seconds": round(elapsed, 4),
-                    "stream": stream,
-                    "reason": reason,
-                },
-            )
+            if admitted or code == 499:
+                log.info(
+                    "request",
+                    extra={
+                        "key": key_id,
+                        "version": version,
+                        "code": code,
+                        "seconds": round(elapsed, 4),
+                        "stream": stream,
+                        "reason": reason,
+                        "endpoint": kind,
+                    },
+                )
 
     def _record(
         self,
         body: dict[str, Any],
-        chat: bool,
+        kind: str,
         version: str,
         code: int,
         elapsed: float,
@@ -743,12 +844,12 @@ class Gateway:
         request = {k: v for k, v in body.items() if k not in ("stream_options",)}
         if self.redaction is not None and not self.redact_prompts:  # else the body is redacted already
             request = json.loads(json.dumps(request))
-            self.redaction.request(request, "chat" if chat else "completions")
+            self.redaction.request(request, _redaction_endpoint(request, kind))
         if self.redaction is not None and texts is not None and not self.redact_answers:
             texts = [self.redaction.text(t) for t in texts]
         return {
             "time": time.time(),
-            "endpoint": "chat" if chat else "completions",
+            "endpoint": kind,
             "version": version,
             "status": code,
             "latency_seconds": round(elapsed, 4),
@@ -761,32 +862,39 @@ class Gateway:
         self,
         request: web.Request,
         replica: Replica,
-        upstream: aiohttp.ClientResponse,
-        chat: bool,
+        upstream: UpstreamResponse,
+        kind: str,
         stream: bool,
         strip_usage: bool,
         sampled: bool,
         start: float,
     ) -> tuple[int, str | None, dict[str, Any] | None, list[str] | None, web.StreamResponse]:
-        self.metrics.inflight.labels(replica.version).inc()
         try:
             extra = {"X-Llmops-Version": replica.version}
             if upstream.status != 200 or not stream:
                 payload = await upstream.read()
                 usage, texts = None, None
-                if upstream.status == 200:
-                    payload, usage, texts = self._finish_plain(payload, chat, sampled)
+                if upstream.status == 200 and kind in ("chat", "completions"):
+                    usage = None if self.redact_answers or sampled else _flat_usage(payload)
+                    if usage is None:  # redacting, sampling, or no flat usage object: parse it all
+                        payload, usage, texts = self._finish_plain(payload, kind == "chat", sampled)
+                elif upstream.status == 200:
+                    payload, usage, texts = self._finish_other(payload, kind, sampled)
                 reason = None if upstream.status < 400 else f"upstream_{upstream.status}"
-                ctype = upstream.headers.get("Content-Type", "application/json")
+                ctype = upstream.headers.get("content-type", "application/json")
                 resp = web.Response(
                     body=payload, status=upstream.status, headers={"Content-Type": ctype, **extra}
                 )
                 return upstream.status, reason, usage, texts, resp
             return await self._stream(
-                request, upstream, chat, strip_usage, sampled, start, replica.version, extra
+                request, upstream, kind, strip_usage, sampled, start, replica.version, extra
             )
+        except BaseException:
+            # Cancelled (the client hung up) or failed: close the upstream connection rather than
+            # return it to the pool half-read; vLLM aborts a request whose connection closes.
+            upstream.close()
+            raise
         finally:
-            self.metrics.inflight.labels(replica.version).dec()
             upstream.release()
 
     def _finish_plain(
@@ -805,6 +913,69 @@ class Gateway:
         texts = [t for c in choices if isinstance(t := _text_of(c, chat, key, "message"), str)]
         return payload, obj.get("usage"), texts if sampled else None
 
+    def _finish_other(
+        self, payload: bytes, kind: str, sampled: bool
+    ) -> tuple[bytes, dict[str, Any] | None, list[str] | None]:
+        """A whole answer of the responses, embeddings, tokenize or detokenize endpoint."""
+        if kind == "tokenize":  # token ids: nothing to count or redact
+            return payload, None, None
+        # Vectors: only the usage matters, and parsing a large answer costs.
+        if kind == "embeddings" and not sampled and (match := USAGE_OBJECT.search(payload)):
+            with contextlib.suppress(ValueError):
+                return payload, usage_of({"usage": json.loads(match.group(1))}, kind), None
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            return payload, None, None
+        texts = response_texts(obj, kind)
+        if self.redaction is not None and self.redact_answers and texts:
+            if kind == "detokenize":
+                obj["prompt"] = self.redaction.text(obj["prompt"])
+            else:
+                self.redaction.responses_answer().output(obj.get("output") or [])
+                if isinstance(obj.get("output_text"), str):
+                    obj["output_text"] = self.redaction.text(obj["output_text"])
+            texts = response_texts(obj, kind)
+            payload = json.dumps(obj).encode()
+        return payload, usage_of(obj, kind), texts if sampled else None
+
+    def _relay(
+        self, events: bytes, state: StreamState | ResponsesStream, chat: bool, parse_all: bool
+    ) -> bytes:
+        """Whole SSE events (ending with a blank line) as they are to be forwarded.
+
+        Without redaction or sampling, the events before the first one that carries usage or [DONE]
+        go out as they came, found with one search of the buffer, not one per event.
+        """
+        start = 0
+        if not parse_all:
+            at = usage_or_done_at(events)
+            start = events.rfind(b"\n\n", 0, at) + 2 if at >= 0 else len(events)
+            if start == 1:  # the match is in the first event
+                start = 0
+            if state.first_token_at is None:
+                for event in events[:start].split(b"\n\n"):
+                    if event and b'"content":""' not in event and b'"text":""' not in event:
+                        state.first_token_at = time.perf_counter()
+                        break
+            if start == len(events):
+                return events
+        out = [events[:start]] if start else []
+        for event in events[start:].split(b"\n\n"):
+            if not event:
+                continue
+            if state.done:  # nothing after the end ([DONE], or response.completed)
+                break
+            if parse_all or usage_or_done_at(event) >= 0:
+                transformed = self._transform_event(event, state, chat)
+                if transformed is None:
+                    continue
+                event = transformed
+            elif state.first_token_at is None and b'"content":""' not in event and b'"text":""' not in event:
+                state.first_token_at = time.perf_counter()
+            out.append(event + b"\n\n")
+        return b"".join(out)
+
     @staticmethod
     def _transform_event(event: bytes, state: StreamState, chat: bool) -> bytes | None:
         """One SSE event through `StreamState.transform`; None drops it."""
@@ -822,8 +993,8 @@ class Gateway:
     async def _stream(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
-        chat: bool,
+        upstream: UpstreamResponse,
+        kind: str,
         strip_usage: bool,
         sampled: bool,
         start: float,
@@ -834,10 +1005,21 @@ class Gateway:
             status=200,
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **extra},
         )
+        # When the first events are already here, the headers go out with them in one write (a
+        # syscall less per request: aiohttp's buffered headers); else at once, as the stream opens.
+        resp._send_headers_immediately = not upstream.buffered()  # type: ignore[misc]
         await resp.prepare(request)
-        answer = self.redaction.answer(chat) if self.redaction is not None and self.redact_answers else None
-        state = StreamState(answer, sampled, strip_usage)
-        parse_all = state.answer is not None or state.texts is not None
+        chat = kind == "chat"
+        state: StreamState | ResponsesStream
+        if kind == "responses":  # typed events, each parsed (TTFT, usage and the end are in them)
+            state = ResponsesStream(sampled)
+            parse_all = True
+        else:
+            answer = (
+                self.redaction.answer(chat) if self.redaction is not None and self.redact_answers else None
+            )
+            state = StreamState(answer, sampled, strip_usage)
+            parse_all = state.answer is not None or state.texts is not None
         code, reason = 200, None
         resp_ended = False
         try:
@@ -845,41 +1027,33 @@ class Gateway:
             # usage chunk, [DONE], or every event when redacting or sampling). JSON-decoding every
             # chunk would cost more CPU than the rest of the proxy together.
             pending = b""
-            async for data in upstream.content.iter_any():
+            async for data in upstream.iter_any():
                 if b"\r" in data:
                     data = data.replace(b"\r\n", b"\n")
-                events = (pending + data).split(b"\n\n")
-                pending = events.pop()
-                out: list[bytes] = []
-                for event in events:
-                    if not event:
-                        continue
-                    if parse_all or USAGE_OR_DONE.search(event):
-                        event = self._transform_event(event, state, chat)
-                        if event is None:
-                            continue
-                    elif (
-                        state.first_token_at is None
-                        and b'"content":""' not in event
-                        and b'"text":""' not in event
-                    ):
-                        state.first_token_at = time.perf_counter()
-                    if not state.done or event.startswith(b"data: [DONE]"):
-                        out.append(event + b"\n\n")
+                blob = pending + data if pending else data
+                cut = blob.rfind(b"\n\n") + 2
+                if cut < 2:  # no whole event yet
+                    pending = blob
+                    continue
+                pending = blob[cut:]
+                out = b"" if state.done else self._relay(blob[:cut], state, chat, parse_all)
                 if out and not resp_ended:
                     try:
                         if state.done:  # the last events and the end of the body in one write
                             resp_ended = True
-                            await resp.write_eof(b"".join(out))
+                            await resp.write_eof(out)
                         else:
-                            await resp.write(b"".join(out))
+                            await resp.write(out)
                     except (ConnectionError, RuntimeError) as e:
                         raise ClientGone() from e
-                # After [DONE], read on to the end of the upstream body (it follows at once), so the
-                # connection goes back to the pool instead of being closed half-read.
+                if state.done:
+                    # The client has its whole answer: account for it now. The end of the upstream
+                    # body follows at once; the connection goes back to the pool when it has come.
+                    upstream.release(drain=5)
+                    break
             if not state.done:
-                raise aiohttp.ClientPayloadError("the stream ended before [DONE]")
-        except (aiohttp.ClientError, TimeoutError) as e:
+                raise UpstreamDisconnected("the stream ended before its last event")
+        except (UpstreamError, TimeoutError) as e:
             if not state.done:  # after [DONE] the client has its whole answer: only the tail is lost
                 code, reason = 502, "upstream_disconnect"
                 log.warning("upstream stream of version %s failed: %s", version, e)
@@ -888,8 +1062,9 @@ class Gateway:
                     await resp.write(b"event: error\ndata: " + json.dumps(event).encode() + b"\n\n")
         except ClientGone:  # the client went away; closing the upstream response aborts the work
             code, reason = 499, "client_disconnect"
+            upstream.close()
         if state.first_token_at is not None:
-            self.metrics.ttft.labels(version).observe(state.first_token_at - start)
+            self.metrics.child(self.metrics.ttft, version).observe(state.first_token_at - start)
         with contextlib.suppress(ConnectionError, RuntimeError):
             await resp.write_eof()
         return code, reason, state.usage, _joined(state.texts), resp
@@ -901,6 +1076,17 @@ def _text_of(choice: Any, chat: bool, key: str, holder: str = "delta") -> Any:
     return part.get(key) if isinstance(part, dict) else None
 
 
+def _flat_usage(payload: bytes) -> dict[str, Any] | None:
+    """The `usage` object of a whole answer, found without parsing the rest (None if not found)."""
+    if (match := USAGE_OBJECT.search(payload)) is None:
+        return None
+    try:
+        usage = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return usage if isinstance(usage, dict) else None
+
+
 def _joined(texts: dict[int, list[str]] | None) -> list[str] | None:
     """Each choice's streamed text, in choice order."""
     return ["".join(texts[i]) for i in sorted(texts)] if texts is not None else None
@@ -909,7 +1095,7 @@ def _joined(texts: dict[int, list[str]] | None) -> list[str] | None:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; request logs carry ids and numbers, never keys or prompt text."""
 
-    FIELDS = ("key", "version", "code", "seconds", "stream", "reason")
+    FIELDS = ("key", "version", "code", "seconds", "stream", "reason", "endpoint")
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -928,7 +1114,9 @@ class JsonFormatter(logging.Formatter):
 async def serve(config_path: Path, host: str, port: int, ready_file: Path | None = None) -> None:
     config = GatewayConfig.load(config_path)
     gateway = Gateway(config, config_path=config_path)
-    runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False)
+    # handler_cancellation: a client that hangs up cancels its handler, whatever it is waiting for
+    # (aiohttp >= 3.9 leaves it off by default); Gateway._handle turns that into a 499.
+    runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
     await site.start()
@@ -960,13 +1148,7 @@ def main(argv: list[str] | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
-    try:
-        import uvloop  # optional: a faster event loop where installed (vLLM brings it)
-
-        runner: Callable[..., Any] = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    runner(serve(args.config, args.host, args.port))
+    uvloop.run(serve(args.config, args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 CHAT_TEMPLATE = (
@@ -90,21 +91,52 @@ def make_tiny_llama(
     return target
 
 
-def cpu_argv(model_dir: Path, *, port: int, served_model_name: str, host: str = "127.0.0.1") -> list[str]:
-    """The operator's vLLM argv (llmops.engine.vllm_argv) for a tiny model on the CPU."""
-    from llmops.api.modeldeployment import Engine
+def make_lora_adapter(base: Path, out: Path, seed: int) -> Path:
+    """A LoRA adapter (rank 8 on q_proj and v_proj) for the model at `base`, with non-zero weights so
+    that it changes the answers; written with peft's `save_pretrained` (idempotent)."""
+    if (out / "adapter_config.json").exists():
+        return out
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(out)
+    return out
+
+
+def cpu_argv(
+    model_dir: Path,
+    *,
+    port: int,
+    served_model_name: str,
+    host: str = "127.0.0.1",
+    adapters: Mapping[str, Path] | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The operator's vLLM argv (llmops.engine.vllm_argv) for a tiny model on the CPU.
+
+    `adapters` maps LoRA adapter names (as clients request them) to their folders; `extra_args` go
+    to `engine.extraArgs` (e.g. `--runner pooling --convert embed` to serve embeddings).
+    """
+    from llmops.api.common import ModelReference
+    from llmops.api.modeldeployment import Engine, LoraAdapter
     from llmops.engine import vllm_argv
 
+    adapters = adapters or {}
     engine = Engine(
         max_model_len=256,
         dtype="float32",
+        lora_adapters=[LoraAdapter(name=n, model=ModelReference(name=n, version="1")) for n in adapters],
         # The CPU build sizes its KV cache from VLLM_CPU_KVCACHE_SPACE. Keep the stats on: they are the
         # vllm:* metrics that autoscaling and the dashboards read.
-        extra_args=["--max-num-seqs", "64", "--uvicorn-log-level", "warning"],
+        extra_args=["--max-num-seqs", "64", "--uvicorn-log-level", "warning", *extra_args],
     )
     return vllm_argv(
         engine, model_path=str(model_dir), served_model_name=served_model_name, port=port, host=host,
-        python=sys.executable,
+        python=sys.executable, adapter_paths={n: str(p) for n, p in adapters.items()},
     )  # fmt: skip
 
 
@@ -151,15 +183,29 @@ def _die_with_parent() -> None:
 
 
 def start_vllm(
-    model_dir: Path, *, port: int, served_model_name: str, log: Path, tie_to_parent: bool = False
+    model_dir: Path,
+    *,
+    port: int,
+    served_model_name: str,
+    log: Path,
+    tie_to_parent: bool = False,
+    adapters: Mapping[str, Path] | None = None,
+    extra_args: Sequence[str] = (),
 ) -> subprocess.Popen:
     """Start vLLM's OpenAI server on the CPU in its own process group (stop it with `stop`).
 
     `tie_to_parent`: the server gets SIGTERM when the starting process dies (tests, benchmarks).
+    `adapters`: LoRA adapters to serve beside the model, name -> folder; `extra_args`: see `cpu_argv`.
     """
     with open(log, "w") as out:
         return subprocess.Popen(
-            cpu_argv(model_dir, port=port, served_model_name=served_model_name),
+            cpu_argv(
+                model_dir,
+                port=port,
+                served_model_name=served_model_name,
+                adapters=adapters,
+                extra_args=extra_args,
+            ),
             env=cpu_env(),
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -1,8 +1,10 @@
 """Fixtures for the data plane: a tiny model, ONE real vLLM server per session (CPU), gateway processes.
 
 vLLM starts in 50-120 s here, so the session shares one server. It runs the argv the operator deploys
-(`llmops.engine.vllm_argv`, via `serving.local.cpu_argv`). Set `LLMOPS_TEST_VLLM_URL` to reuse a
-server you already run (for quick iterations); it must serve the model name `tiny`.
+(`llmops.engine.vllm_argv`, via `serving.local.cpu_argv`), with one LoRA adapter, `tiny-lora`, beside
+the base model (as `examples/modeldeployment-lora-adapters.yaml` deploys). Set `LLMOPS_TEST_VLLM_URL`
+to reuse a server you already run (for quick iterations); it must serve the model name `tiny` and the
+adapter `tiny-lora`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from tests.helpers import eventually, http_get
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parents[2]
 MODEL_NAME = "tiny"
+ADAPTER_NAME = "tiny-lora"
+EMBEDDING_MODEL_NAME = "tiny-embed"
 
 
 def _need(module: str) -> None:
@@ -41,7 +45,7 @@ class VllmServer:
 
 @pytest.fixture(scope="session")
 def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
-    from serving.local import make_tiny_llama, start_vllm, stop, wait_healthy
+    from serving.local import make_lora_adapter, make_tiny_llama, start_vllm, stop, wait_healthy
 
     for module in ("vllm", "openai", "aiohttp"):
         _need(module)
@@ -49,9 +53,44 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer
         yield VllmServer(url.rstrip("/"), int(url.rstrip("/").rsplit(":", 1)[1]))
         return
     model = make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), DATA / "corpus.txt")
+    adapter = make_lora_adapter(model, tmp_path_factory.mktemp("adapters") / ADAPTER_NAME, seed=1)
     port = free_port()
     log = tmp_path_factory.mktemp("vllm") / "vllm.log"
-    proc = start_vllm(model, port=port, served_model_name=MODEL_NAME, log=log, tie_to_parent=True)
+    proc = start_vllm(
+        model,
+        port=port,
+        served_model_name=MODEL_NAME,
+        log=log,
+        tie_to_parent=True,
+        adapters={ADAPTER_NAME: adapter},
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=400, log=log)
+        yield VllmServer(f"http://127.0.0.1:{port}", port)
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def vllm_embedding_server(tmp_path: Path) -> Iterator[VllmServer]:
+    """A second vLLM on the CPU that serves the tiny model as an embedding model (`--runner pooling
+    --convert embed`, mean pooling) under the name `tiny-embed`; started for the one test that needs it
+    and stopped after it (it costs as much memory as the first)."""
+    from serving.local import make_tiny_llama, start_vllm, stop, wait_healthy
+
+    for module in ("vllm", "openai", "aiohttp"):
+        _need(module)
+    model = make_tiny_llama(tmp_path / "tiny-llama", DATA / "corpus.txt")
+    port = free_port()
+    log = tmp_path / "vllm-embed.log"
+    proc = start_vllm(
+        model,
+        port=port,
+        served_model_name=EMBEDDING_MODEL_NAME,
+        log=log,
+        tie_to_parent=True,
+        extra_args=["--runner", "pooling", "--convert", "embed"],
+    )
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=400, log=log)
         yield VllmServer(f"http://127.0.0.1:{port}", port)

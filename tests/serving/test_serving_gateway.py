@@ -28,6 +28,8 @@ from llmops.dev.tools import binary
 from tests.helpers import eventually, http_get
 
 MODEL = "tiny"
+ADAPTER = "tiny-lora"  # the LoRA adapter the session's vLLM serves beside MODEL (conftest.py)
+EMBED = "tiny-embed"  # the model name of the embedding vLLM (conftest.py)
 PII_TEXT = "Mail bob.jones@example.com or call 555-123-4567; card 4111 1111 1111 1111."  # fake_upstream's
 PII_ARGS = {"email": "bob.jones@example.com", "phone": "+1 415 555 0132", "card": 4111111111111111}
 REDACT_ALL = {"scope": "promptsAndAnswers", "regions": ["US"]}
@@ -627,3 +629,318 @@ def test_prometheus_scrapes_gateway_and_vllm(vllm_server, gateway_factory, tmp_p
     finally:
         prom.terminate()
         prom.wait(30)
+
+
+# A client that goes away stops the work it started ------------------------------------------------
+
+
+def send_raw(port: int, path: str, body: dict, request_id: str) -> socket.socket:
+    """Send one request on a raw socket and return it unread: the test hangs up when it chooses."""
+    data = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\nX-Request-Id: {request_id}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + data)
+    return sock
+
+
+def upstream_events(path) -> list[tuple[str, str]]:
+    """(event, request id) lines that fake_upstream.py --mode hang wrote."""
+    if not path.exists():
+        return []
+    return [(e["event"], e["id"]) for e in map(json.loads, path.read_text().splitlines())]
+
+
+def logged(gw, **fields) -> list[dict]:
+    """The gateway's JSON log lines that have all of `fields`."""
+    lines = [json.loads(line) for line in gw.log.read_text().splitlines() if line.startswith("{")]
+    return [line for line in lines if all(line.get(k) == v for k, v in fields.items())]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("hang_at", ["read", "headers", "body"])
+def test_client_disconnect_closes_the_upstream_request(
+    gateway_factory, fake_upstream, tmp_path, hang_at, stream
+):
+    """The client hangs up while the gateway is sending upstream (`read`: the replica has not read the
+    body), waiting for the upstream's headers, or reading its body / relaying its stream: the gateway
+    closes its upstream request (the replica sees its connection closed long before its answer would
+    end: it never ends) and counts a 499, not a 200 or a 5xx."""
+    events = tmp_path / "events.jsonl"
+    url = fake_upstream("hang", "--hang-at", hang_at, "--events", str(events))
+    gw = gateway_factory(single(url, maxRequestBytes=64 << 20))
+    # `read`: a body far larger than the socket buffers, so the gateway is still writing it.
+    prompt = "x" * (24 << 20) if hang_at == "read" else "Hello"
+    sock = send_raw(gw.port, "/v1/completions", {"model": MODEL, "prompt": prompt, "stream": stream}, "r1")
+    mark = "part" if hang_at == "body" else "start"
+    eventually(lambda: (mark, "r1") in upstream_events(events), timeout=30, interval=0.05)
+    if hang_at == "body" and stream:  # the first event reached the client: the gateway is relaying
+        assert b"data: " in sock.recv(65536)
+    sock.close()
+    eventually(lambda: ("closed", "r1") in upstream_events(events), timeout=30, interval=0.05)
+    eventually(lambda: gw.value("llmops_gateway_requests_total", version="1", code="499") == 1, timeout=10)
+    assert gw.value("llmops_gateway_errors_total", version="1", reason="client_disconnect") == 1
+    codes = {labels for (name, labels) in gw.metrics() if name == "llmops_gateway_requests_total"}
+    assert codes == {(("code", "499"), ("version", "1"))}
+    assert gw.value("llmops_gateway_inflight_requests", version="1") == 0
+    eventually(lambda: logged(gw, code=499, reason="client_disconnect", version="1"), timeout=10)
+
+
+@pytest.mark.parametrize("where", ["queue", "hold"])
+def test_client_disconnect_while_waiting_never_reaches_a_replica(
+    gateway_factory, fake_upstream, tmp_path, where
+):
+    """Queued behind a busy replica (`queue`), or held while no replica is ready (`hold`, scale to
+    zero): a client that hangs up leaves the queue at once as a 499, and its request is never sent."""
+    events = tmp_path / "events.jsonl"
+    url = fake_upstream("hang", "--hang-at", "headers", "--events", str(events))
+    if where == "queue":
+        gw = gateway_factory(single(url, maxOutstandingPerReplica=1))
+        busy = send_raw(gw.port, "/v1/completions", {"model": MODEL, "prompt": "x"}, "busy")
+        eventually(lambda: ("start", "busy") in upstream_events(events), timeout=30, interval=0.05)
+    else:
+        dead = f"http://127.0.0.1:{free_port()}"
+        gw = gateway_factory(single(dead, scaleToZeroHoldSeconds=600))
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": True}
+    waiting = send_raw(gw.port, "/v1/chat/completions", body, "waiting")
+    eventually(lambda: gw.value("llmops_gateway_pending_requests") == 1, timeout=30, interval=0.05)
+    waiting.close()
+    eventually(lambda: gw.value("llmops_gateway_requests_total", version="none", code="499") == 1, timeout=10)
+    assert gw.value("llmops_gateway_pending_requests") == 0
+    assert gw.value("llmops_gateway_errors_total", version="none", reason="client_disconnect") == 1
+    eventually(lambda: logged(gw, code=499, reason="client_disconnect", version="none"), timeout=10)
+    if where == "queue":
+        busy.close()  # frees the one slot at once: the next request goes straight to the replica
+        eventually(lambda: ("closed", "busy") in upstream_events(events), timeout=30, interval=0.05)
+        after = send_raw(gw.port, "/v1/completions", {"model": MODEL, "prompt": "x"}, "after")
+        eventually(lambda: ("start", "after") in upstream_events(events), timeout=30, interval=0.05)
+        after.close()
+        eventually(lambda: ("closed", "after") in upstream_events(events), timeout=30, interval=0.05)
+        assert [rid for event, rid in upstream_events(events) if event == "start"] == ["busy", "after"]
+        eventually(
+            lambda: gw.value("llmops_gateway_requests_total", version="1", code="499") == 2, timeout=10
+        )
+
+
+def test_client_disconnect_aborts_the_request_in_vllm(vllm_server, gateway_factory):
+    """Against the real vLLM: a client that hangs up mid-answer (streamed), or while its request is at
+    vLLM (plain), makes vLLM abort the request. vLLM counts every request that finishes in
+    `vllm:request_success_total` by `finished_reason` (stop, length, ...); an aborted one is not
+    counted there and stops generating, so: no new `length` finish, and far fewer tokens generated
+    than were asked for."""
+    gw = gateway_factory(single(vllm_server.url))
+
+    def vllm_metrics() -> dict[str, float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(http_get(f"{vllm_server.url}/metrics")[1]):
+            for s in family.samples:
+                if s.labels.get("model_name", MODEL) == MODEL:
+                    key = s.name + "".join(
+                        f",{k}={v}" for k, v in sorted(s.labels.items()) if k == "finished_reason"
+                    )
+                    out[key] = out.get(key, 0.0) + s.value
+        return out
+
+    n = 64  # choices of 240 tokens each: over a second of work for the tiny model on the CPU
+    for i, stream in enumerate((True, False)):
+        before = vllm_metrics()
+        body = {"model": MODEL, "prompt": "Once", "max_tokens": 240, "n": n, "stream": stream, **NO_EOS}
+        sock = send_raw(gw.port, "/v1/completions", body, f"abort-{i}")
+        if stream:
+            got = b""
+            while got.count(b"data: ") < 2:
+                got += sock.recv(65536)
+        else:  # the gateway has sent it to vLLM (vLLM's own /metrics can answer late while it works)
+            eventually(lambda: gw.value("llmops_gateway_inflight_requests", version="1") == 1, timeout=60)
+        sock.close()
+        eventually(lambda: vllm_metrics()["vllm:num_requests_running"] == 0, timeout=60, interval=0.1)
+        after = vllm_metrics()
+        finished = "vllm:request_success_total,finished_reason=length"
+        assert after[finished] == before[finished], "vLLM finished the request: it was not aborted"
+        generated = after["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"]
+        assert generated < n * 240, generated
+        eventually(
+            lambda i=i: gw.value("llmops_gateway_requests_total", version="1", code="499") == i + 1,
+            timeout=10,
+        )
+    assert gw.value("llmops_gateway_requests_total", version="1", code="200") == 0
+
+
+# What vLLM says about its models, and the rest of its OpenAI surface ------------------------------
+
+
+def test_models_pass_through_what_vllm_reports(vllm_server, gateway_factory):
+    """GET /v1/models through the gateway is vLLM's answer: every field, the LoRA adapter with its base
+    as `parent`; merged across two versions (both this one vLLM here) without duplicates."""
+    _, text = http_get(f"{vllm_server.url}/v1/models")
+    direct = {card["id"]: card for card in json.loads(text)["data"]}
+    assert direct[ADAPTER]["parent"] == MODEL and direct[MODEL]["max_model_len"] == 256
+
+    upstreams = [
+        {"version": "1", "role": "stable", "weight": 90, "replicas": [vllm_server.url]},
+        {"version": "2", "role": "canary", "weight": 10, "replicas": [vllm_server.url]},
+    ]
+    gw = gateway_factory({"servedModelName": MODEL, "extraModelNames": [ADAPTER], "upstreams": upstreams})
+    models = gw.client().models.list().data
+    assert [m.id for m in models] == [MODEL, ADAPTER]
+    volatile = ("created", "permission")  # vLLM stamps these afresh on every call
+    for m in models:
+        card = m.model_dump(exclude_unset=True)  # what the gateway sent, no SDK defaults
+        want = direct[m.id]
+        assert card.keys() == want.keys()
+        for field in want.keys() - set(volatile):
+            if not (m.id == ADAPTER and field == "max_model_len"):
+                assert card[field] == want[field], field
+        assert isinstance(card["created"], int)
+        assert [sorted(p) for p in card["permission"]] == [sorted(p) for p in want["permission"]]
+    base, adapter = models
+    assert (base.owned_by, base.root, base.parent) == ("vllm", direct[MODEL]["root"], None)
+    assert (adapter.parent, adapter.root) == (MODEL, direct[ADAPTER]["root"])
+    # vLLM lists an adapter with max_model_len null; it runs within its base's context length.
+    assert direct[ADAPTER]["max_model_len"] is None and adapter.max_model_len == 256
+
+    # The adapter is served through the gateway by its name.
+    done = gw.client().completions.create(
+        model=ADAPTER, prompt="The river ran", max_tokens=4, extra_body=NO_EOS
+    )
+    assert done.model == ADAPTER and done.usage.completion_tokens == 4
+
+    # A name the gateway does not accept is not listed, even if a replica serves it.
+    only_base = gateway_factory(single(vllm_server.url), name="base-only")
+    assert [m.id for m in only_base.client().models.list()] == [MODEL]
+
+
+def test_responses_api_plain_and_streamed(vllm_server, gateway_factory):
+    """/v1/responses through the gateway with the openai client: a whole answer, and a stream of typed
+    events in vLLM's order, ending with response.completed; tokens, TTFT and codes in the metrics."""
+    gw = gateway_factory(single(vllm_server.url))
+    client = gw.client()
+    answer = client.responses.create(
+        model=MODEL, input="Tell me about the river", max_output_tokens=8, extra_body={**NO_EOS, "seed": 7}
+    )
+    assert answer.output_text and answer.usage.output_tokens == 8
+
+    ask = {"model": MODEL, "input": [{"role": "user", "content": "Hi"}], "max_output_tokens": 5}
+    events = list(client.responses.create(**ask, stream=True, extra_body={**NO_EOS, "seed": 7}))
+    types = [e.type for e in events]
+    assert types[:2] == ["response.created", "response.in_progress"] and types[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))  # none lost, none added
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    (done,) = [e for e in events if e.type == "response.output_text.done"]
+    assert deltas and deltas == done.text and events[-1].response.usage.output_tokens == 5
+
+    assert gw.value("llmops_gateway_requests_total", version="1", code="200") == 2
+    assert gw.value("llmops_gateway_completion_tokens_total", version="1") == 8 + 5
+    assert gw.value("llmops_gateway_prompt_tokens_total", version="1") > 0
+    assert gw.value("llmops_gateway_time_to_first_token_seconds_count", version="1") == 1
+    assert logged(gw, code=200, endpoint="responses")
+
+
+def test_tokenize_and_detokenize(vllm_server, gateway_factory):
+    """/tokenize and /detokenize (vLLM's, at the root) through the gateway, with the openai client's
+    generic `post`; the round trip gives back the text."""
+    import openai
+
+    gw = gateway_factory(single(vllm_server.url))
+    root = openai.OpenAI(base_url=gw.url, api_key="none", max_retries=0)
+    tokens = root.post("/tokenize", body={"model": MODEL, "prompt": "The river ran low"}, cast_to=object)
+    assert tokens["count"] == len(tokens["tokens"]) > 0 and tokens["max_model_len"] == 256
+    chat = root.post(
+        "/tokenize",
+        body={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "add_generation_prompt": True},
+        cast_to=object,
+    )
+    assert chat["count"] > 0
+    text = root.post("/detokenize", body={"model": MODEL, "tokens": tokens["tokens"]}, cast_to=object)
+    assert text["prompt"].endswith("The river ran low")
+    status, _, body = post(f"{gw.url}/detokenize", {"model": MODEL, "tokens": "abc"})
+    assert status == 400 and "'tokens'" in body["error"]["message"]
+    status, _, body = post(f"{gw.url}/tokenize", {"model": "other", "prompt": "x"})
+    assert status == 404
+    assert gw.value("llmops_gateway_requests_total", version="1", code="200") == 3
+
+
+def test_embeddings(vllm_embedding_server, gateway_factory):
+    """/v1/embeddings through the gateway against a vLLM that serves the tiny model as an embedding
+    model (`--runner pooling --convert embed`), with the openai client; prompt tokens are counted."""
+    gw = gateway_factory(
+        {"servedModelName": EMBED, "upstreams": [{"version": "1", "replicas": [vllm_embedding_server.url]}]}
+    )
+    client = gw.client()
+    out = client.embeddings.create(model=EMBED, input=["The river ran low", "A cup of tea"])
+    assert len(out.data) == 2 and len(out.data[0].embedding) == 128 and out.usage.prompt_tokens > 0
+    single_input = client.embeddings.create(model=EMBED, input="Hello", encoding_format="float")
+    assert len(single_input.data) == 1
+    assert gw.value("llmops_gateway_prompt_tokens_total", version="1") == (
+        out.usage.prompt_tokens + single_input.usage.prompt_tokens
+    )
+    assert [m.id for m in client.models.list()] == [EMBED]
+    status, _, body = post(f"{gw.url}/v1/embeddings", {"model": EMBED, "input": [{"a": 1}]})
+    assert status == 400 and "'input'" in body["error"]["message"]
+
+
+def test_new_endpoints_share_auth_limits_redaction_and_sampling(vllm_server, gateway_factory, tmp_path):
+    """/v1/responses, /v1/embeddings, /tokenize and /detokenize pass the same API keys, rate limits,
+    PII redaction (traffic scope: the model sees the redacted prompt) and sampling as chat."""
+    import openai
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "team-a").write_text("sk-alpha-0123456789")
+    samples = tmp_path / "samples"
+    sampling = {"rate": 1.0, "destination": {"local": {"path": str(samples)}}, "flushIntervalSeconds": 0.2}
+    gw = gateway_factory(
+        single(
+            vllm_server.url,
+            apiKeysPath=str(keys),
+            piiRedaction=True,
+            payloadSampling=sampling,
+            rateLimit={"requestsPerMinute": 6, "burst": 5},
+        )
+    )
+    for path in ("/v1/responses", "/v1/embeddings", "/tokenize", "/detokenize"):
+        status, _, body = post(
+            f"{gw.url}{path}", {"model": MODEL, "input": "x", "prompt": "x", "tokens": [1]}
+        )
+        assert status == 401 and body["error"]["type"] == "authentication_error", path
+
+    secret = "Mail jane.roe@example.org today"
+    client = gw.client("sk-alpha-0123456789")
+    root = openai.OpenAI(base_url=gw.url, api_key="sk-alpha-0123456789", max_retries=0)
+    tokens = root.post("/tokenize", body={"model": MODEL, "prompt": secret}, cast_to=object)["tokens"]
+    req = urllib.request.Request(  # what the model was given, read back at vLLM
+        f"{vllm_server.url}/detokenize",
+        data=json.dumps({"model": MODEL, "tokens": tokens}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        seen = json.loads(r.read())["prompt"]
+    assert "[EMAIL]" in seen and "jane.roe" not in seen
+
+    answer = client.responses.create(model=MODEL, input=secret, max_output_tokens=4)
+    assert answer.output_text is not None
+    with pytest.raises(openai.BadRequestError, match="stream"):  # redacting typed events: not yet
+        list(client.responses.create(model=MODEL, input="x", max_output_tokens=2, stream=True))
+    root.post("/detokenize", body={"model": MODEL, "tokens": tokens}, cast_to=object)
+    # The burst of 5 is spent (tokenize, responses, the refused stream, detokenize ... and this one).
+    codes = []
+    for _ in range(3):
+        try:
+            root.post("/tokenize", body={"model": MODEL, "prompt": "x"}, cast_to=object)
+            codes.append(200)
+        except openai.RateLimitError:
+            codes.append(429)
+    assert 429 in codes
+
+    def stored() -> list[dict]:
+        files = samples.rglob("*.jsonl") if samples.exists() else []
+        return [json.loads(line) for f in files for line in f.read_text().splitlines()]
+
+    eventually(
+        lambda: {"tokenize", "responses", "detokenize"} <= {r["endpoint"] for r in stored()}, timeout=10
+    )
+    assert "jane.roe" not in json.dumps(stored())

@@ -728,6 +728,130 @@ def test_forwarded_body_keeps_the_clients_bytes_or_splices_usage():
 )
 def test_only_usage_and_done_events_are_parsed_on_the_fast_path(event, parse):
     pytest.importorskip("aiohttp")
-    from serving.gateway import USAGE_OR_DONE
+    from serving.gateway import USAGE_OR_DONE, usage_or_done_at
 
     assert bool(USAGE_OR_DONE.search(event)) is parse
+    assert (usage_or_done_at(event) >= 0) is parse
+
+
+@given(
+    st.lists(
+        st.sampled_from(['"usage"', ":", " ", "\n", "{", "null", "[DONE]", "data: ", "x", "["]), max_size=12
+    )
+)
+def test_usage_or_done_at_finds_what_the_expression_matches(parts):
+    pytest.importorskip("aiohttp")
+    from serving.gateway import USAGE_OR_DONE, usage_or_done_at
+
+    data = "".join(parts).encode()
+    match = USAGE_OR_DONE.search(data)
+    assert usage_or_done_at(data) == (match.start() if match else -1)
+
+
+def test_check_request_per_endpoint():
+    pytest.importorskip("aiohttp")
+    from serving.gateway import HttpError, check_request
+
+    names = {"m"}
+    good = [
+        ({"model": "m", "input": "x", "stream": True}, "responses"),
+        ({"model": "m", "input": [{"role": "user", "content": "x"}]}, "responses"),
+        ({"model": "m", "input": ["a", "b"]}, "embeddings"),
+        ({"model": "m", "input": [[1, 2], [3]]}, "embeddings"),
+        ({"prompt": "x"}, "tokenize"),  # vLLM's tokenize needs no model
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}]}, "tokenize"),
+        ({"tokens": [1, 2]}, "detokenize"),
+    ]
+    for body, kind in good:
+        check_request(body, kind, names)
+    bad = [
+        ({"model": "m"}, "responses", 400, "'input'"),
+        ({"model": "m", "input": ["x"]}, "responses", 400, "input[0]"),
+        ({"model": "m", "input": "x", "max_output_tokens": -1}, "responses", 400, "'max_output_tokens'"),
+        ({"model": "m", "input": [1, "a"]}, "embeddings", 400, "'input'"),
+        ({"model": "m", "input": "x", "stream": True}, "embeddings", 400, "'stream'"),
+        ({"input": "x"}, "embeddings", 400, "'model'"),
+        ({"model": "other", "prompt": "x"}, "tokenize", 404, "other"),
+        ({"model": "m"}, "tokenize", 400, "'prompt'"),
+        ({"tokens": [1, True]}, "detokenize", 400, "'tokens'"),
+    ]
+    for body, kind, status, field in bad:
+        with pytest.raises(HttpError) as err:
+            check_request(body, kind, names)
+        assert err.value.status == status and field in err.value.message, (body, err.value.message)
+
+
+def test_prompt_texts_and_redaction_of_every_endpoint():
+    pytest.importorskip("aiohttp")
+    from llmops.api.modeldeployment import PiiRedaction
+    from serving.endpoints import prompt_texts
+    from serving.gateway import _redaction_endpoint
+
+    redaction = Redaction(PiiRedaction(scope="prompts", entities=["email"]))
+
+    mail = "write to a.b@example.com"
+    bodies = {
+        "responses": {
+            "model": "m",
+            "instructions": mail,
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": mail}]}],
+        },
+        "embeddings": {"model": "m", "input": [mail, mail]},
+        "tokenize": {"prompt": mail},
+        "chat": {"model": "m", "messages": [{"role": "user", "content": mail}]},
+    }
+    for kind, body in bodies.items():
+        assert prompt_texts(body, kind) == [mail, mail] if kind in ("responses", "embeddings") else [mail]
+        redaction.request(body, _redaction_endpoint(body, kind))
+        assert prompt_texts(body, kind) and all(t == "write to [EMAIL]" for t in prompt_texts(body, kind))
+    assert prompt_texts({"tokens": [1]}, "detokenize") == []
+
+
+def test_responses_stream_state():
+    from serving.endpoints import ResponsesStream
+
+    state = ResponsesStream(collect=True)
+    created = _sse({"type": "response.created", "response": {"usage": None}})
+    assert state.transform(created) == created and not state.done and state.first_token_at is None
+    state.transform(_sse({"type": "response.output_text.delta", "output_index": 0, "delta": "Hel"}))
+    state.transform(_sse({"type": "response.output_text.delta", "output_index": 0, "delta": "lo"}))
+    assert state.first_token_at is not None and state.texts == {0: ["Hel", "lo"]}
+    usage = {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}
+    state.transform(_sse({"type": "response.completed", "response": {"usage": usage}}))
+    assert state.done and state.usage == {"prompt_tokens": 3, "completion_tokens": 2}
+
+
+def test_merge_model_cards():
+    from serving.endpoints import merge_model_cards
+
+    def card(name, root, length, parent=None, **extra):
+        return {"id": name, "object": "model", "owned_by": "vllm", "root": root, "parent": parent,
+                "max_model_len": length, **extra}  # fmt: skip
+
+    stable = [card("m", "/v3", 8192, created=3), card("m-sql", "/v3/sql", None, parent="m")]
+    canary = [card("m", "/v4", 4096, created=4), card("m-new", "/v4/new", None, parent="m")]
+    idle = [card("m", "/v2", 1024)]  # a version at weight 0 takes no traffic
+    merged = merge_model_cards(
+        [("canary", 10, canary), ("previous", 0, idle), ("stable", 90, stable)], {"m", "m-sql", "m-new"}
+    )
+    assert [c["id"] for c in merged] == ["m", "m-sql", "m-new"]
+    base, sql, new = merged
+    # The stable version's card, but the smallest context any version with traffic has.
+    assert (base["root"], base["created"], base["max_model_len"]) == ("/v3", 3, 4096)
+    assert (sql["parent"], sql["root"], sql["max_model_len"]) == ("m", "/v3/sql", 4096)
+    assert (new["parent"], new["root"]) == ("m", "/v4/new")
+    assert merge_model_cards([("stable", 100, stable)], {"m"}) == [card("m", "/v3", 8192, created=3)]
+    assert stable[0]["max_model_len"] == 8192  # the replicas' lists are not changed in place
+
+
+def test_flat_usage_of_a_whole_answer():
+    pytest.importorskip("aiohttp")
+    from serving.gateway import _flat_usage
+
+    usage = {"prompt_tokens": 3, "total_tokens": 8, "completion_tokens": 5, "prompt_tokens_details": None}
+    text = 'He said "usage": {"x": 1}'  # in the text, the quotes are escaped: never a match
+    answer = {"id": "c", "choices": [{"index": 0, "text": text}], "usage": usage}
+    assert _flat_usage(json.dumps(answer).encode()) == usage
+    nested = {**answer, "usage": {**usage, "prompt_tokens_details": {"cached_tokens": 0}}}
+    assert _flat_usage(json.dumps(nested).encode()) is None  # not flat: the caller parses it all
+    assert _flat_usage(json.dumps({"choices": []}).encode()) is None

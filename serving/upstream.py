@@ -1,0 +1,336 @@
+"""The gateway's HTTP/1.1 client to its replicas: a keep-alive connection pool on asyncio protocols,
+with httptools (llhttp, the parser uvicorn uses) reading the answers.
+
+Why not aiohttp's client: measured on the gateway's hot path (bench/gateway_overhead.py --canned),
+aiohttp's request and response objects, timers and stream readers were most of the gateway's added
+latency per request; this client does only what a proxy to vLLM needs:
+
+- `Upstream.request(url, body, headers)` sends one request and returns an `UpstreamResponse` once
+  the status line and headers are in; its body is read with `read()` or `iter_any()`.
+- Connections are kept alive per (scheme, host, port) and reused, most recently used first; one
+  that the replica closed while idle leaves the pool when the close arrives. A request sent on a
+  reused connection that is closed before a single byte of the answer arrived is sent once more on
+  a fresh connection (the replica closed it idle: nothing was processed).
+- https: a TLS connection with the default context (system CAs, hostname checked).
+- Errors: `UpstreamConnectError` (nothing reached the replica: refused, unreachable, DNS, TLS),
+  `UpstreamDisconnected` (the connection broke or the body ended early), `TimeoutError` (connect
+  beyond `connect_timeout`, or the whole request beyond `total_timeout`); all are `UpstreamError`.
+- `UpstreamResponse.close()` drops the connection at once (the replica sees it close: vLLM aborts
+  the request); `release()` returns it to the pool if the answer was read to its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from collections.abc import AsyncIterator
+
+import httptools
+from yarl import URL
+
+
+class UpstreamError(Exception):
+    """The replica could not be asked or did not answer properly."""
+
+
+class UpstreamConnectError(UpstreamError):
+    """No connection to the replica: the request was not sent."""
+
+
+class UpstreamDisconnected(UpstreamError):
+    """The connection broke before the answer was complete."""
+
+
+Key = tuple[str, str, int]
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; parses one answer at a time."""
+
+    def __init__(self, pool: Upstream, key: Key) -> None:
+        self.pool, self.key = pool, key
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.response: UpstreamResponse | None = None
+        self.closed = False
+        self.reused = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool._forget(self)
+        if self.response is not None:
+            self.response._broken(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.response is None:  # bytes nobody asked for: the connection is not reusable
+            self.abort()
+            return
+        self.response._received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.response._broken(UpstreamDisconnected("the replica switched protocols"))
+            self.abort()
+        except httptools.HttpParserError as e:
+            self.response._broken(UpstreamDisconnected(f"malformed answer: {e}"))
+            self.abort()
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.response is not None
+        self.response._raw_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self.response is not None
+        self.response.status = self.parser.get_status_code()
+        self.response._keep_alive = self.parser.should_keep_alive()
+        if not self.response._headers.done():
+            self.response._headers.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        assert self.response is not None
+        self.response._feed(body)
+
+    def on_message_complete(self) -> None:
+        assert self.response is not None
+        self.response._finish()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class UpstreamResponse:
+    """The answer to one request: `status`, `headers` (names lower-case), then the body."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self.status = 0
+        self._connection: _Connection | None = connection
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._headers: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._complete = False
+        self._error: BaseException | None = None
+        self._keep_alive = False
+        self._received = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._header_map: dict[str, str] | None = None
+        self._draining = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._header_map is None:
+            self._header_map = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self._raw_headers
+            }
+        return self._header_map
+
+    # fed by the connection
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _feed(self, data: bytes) -> None:
+        if self._draining:  # released before its end: the rest is not wanted
+            return
+        self._chunks.append(data)
+        self._wake()
+
+    def _finish(self) -> None:
+        self._complete = True
+        self._cancel_timer()
+        self._wake()
+        if self._draining:
+            self._draining = False
+            self.release()
+
+    def _broken(self, exc: BaseException | None) -> None:
+        if self._complete:
+            return
+        if not isinstance(exc, (UpstreamError, TimeoutError)):
+            exc = UpstreamDisconnected(f"the replica closed the connection: {exc or 'end of stream'}")
+        self._error = exc
+        self._cancel_timer()
+        if not self._headers.done():
+            self._headers.set_exception(exc)
+            self._headers.exception()  # retrieved: a request cancelled meanwhile logs nothing
+        self._wake()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # read by the gateway
+    def buffered(self) -> bool:
+        """True if some of the body (or its end) has arrived and not been read yet."""
+        return bool(self._chunks) or self._complete or self._error is not None
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        """The body, in pieces as they arrive."""
+        while True:
+            if self._chunks:
+                if len(self._chunks) == 1:
+                    yield self._chunks.popleft()
+                else:
+                    data = b"".join(self._chunks)
+                    self._chunks.clear()
+                    yield data
+            elif self._complete:
+                return
+            elif self._error is not None:
+                raise self._error
+            else:
+                await self._wait()
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        return b"".join([chunk async for chunk in self.iter_any()])
+
+    def close(self) -> None:
+        """Drop the connection now, whatever was read (the replica sees its request abandoned)."""
+        self._cancel_timer()
+        if self._connection is not None:
+            self._connection.response = None
+            self._connection.abort()
+            self._connection = None
+
+    def release(self, *, drain: float = 0) -> None:
+        """Give the connection back to the pool if the answer was complete, else drop it.
+
+        `drain` > 0: if the rest of the answer is still on its way (the last bytes of a stream after
+        its last event), the connection goes back to the pool when they have arrived, or is dropped
+        after `drain` seconds; the caller does not wait for them.
+        """
+        if self._draining:  # already on its way back to the pool
+            return
+        self._cancel_timer()
+        connection = self._connection
+        if connection is None:
+            return
+        if drain > 0 and not self._complete and self._error is None and self._keep_alive:
+            self._draining = True
+            self._chunks.clear()
+            self._timer = asyncio.get_running_loop().call_later(drain, self.close)
+            return
+        self._connection = None
+        connection.response = None
+        if self._complete and self._keep_alive and not connection.closed:
+            connection.parser = httptools.HttpResponseParser(connection)
+            connection.pool._put(connection)
+        else:
+            connection.abort()
+
+
+class Upstream:
+    """The pool of connections to every replica, and `request()`."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        total_timeout: float,
+        idle_timeout: float = 60,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """Timeouts in seconds; `ssl_context` for https replicas (default: the system's CAs)."""
+        self.connect_timeout, self.total_timeout = connect_timeout, total_timeout
+        self.idle_timeout = idle_timeout
+        self._idle: dict[Key, collections.deque[tuple[_Connection, float]]] = {}
+        self._ssl = ssl_context
+
+    def _forget(self, connection: _Connection) -> None:
+        idle = self._idle.get(connection.key)
+        if idle:
+            for item in idle:
+                if item[0] is connection:
+                    idle.remove(item)
+                    break
+
+    def _put(self, connection: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle.setdefault(connection.key, collections.deque()).append((connection, loop.time()))
+
+    def _take(self, key: Key) -> _Connection | None:
+        idle = self._idle.get(key)
+        now = asyncio.get_running_loop().time()
+        while idle:
+            connection, since = idle.pop()
+            if connection.closed or now - since > self.idle_timeout:
+                connection.abort()
+                continue
+            connection.reused = True
+            return connection
+        return None
+
+    async def _connect(self, key: Key) -> _Connection:
+        scheme, host, port = key
+        loop = asyncio.get_running_loop()
+        context = None
+        if scheme == "https":
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(self, key), host, port, ssl=context
+                )
+        except TimeoutError:
+            raise
+        except (OSError, ssl.SSLError) as e:
+            raise UpstreamConnectError(f"cannot connect to {scheme}://{host}:{port}: {e}") from e
+        return connection
+
+    async def request(
+        self, url: URL, body: bytes, headers: dict[str, str], method: str = "POST"
+    ) -> UpstreamResponse:
+        """Send `method url` with `body` (Content-Length set here); returns once the headers are in."""
+        key = (url.scheme, url.raw_host or "", url.port or (443 if url.scheme == "https" else 80))
+        head = [f"{method} {url.raw_path_qs} HTTP/1.1\r\nHost: {url.raw_authority}\r\n"]
+        head += [f"{k}: {v}\r\n" for k, v in headers.items()]
+        head.append(f"Content-Length: {len(body)}\r\n\r\n")
+        message = "".join(head).encode("latin-1") + body
+        for _ in range(2):
+            connection = self._take(key) or await self._connect(key)
+            response = UpstreamResponse(connection)
+            connection.response = response
+            loop = asyncio.get_running_loop()
+            response._timer = loop.call_later(
+                self.total_timeout,
+                lambda r=response: (r._broken(TimeoutError("the replica did not answer in time")), r.close()),
+            )
+            assert connection.transport is not None
+            connection.transport.write(message)
+            try:
+                await response._headers
+                return response
+            except UpstreamDisconnected:
+                response.close()
+                if connection.reused and not response._received:
+                    continue  # closed while idle, before our request was read: once more, fresh
+                raise
+            except BaseException:
+                response.close()
+                raise
+        raise UpstreamDisconnected("the replica closed two connections in a row")
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for connection, _ in idle:
+                connection.abort()
+        self._idle.clear()
