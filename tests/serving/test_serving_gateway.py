@@ -885,7 +885,7 @@ def test_embeddings(vllm_embedding_server, gateway_factory):
 
 def test_new_endpoints_share_auth_limits_redaction_and_sampling(vllm_server, gateway_factory, tmp_path):
     """/v1/responses, /v1/embeddings, /tokenize and /detokenize pass the same API keys, rate limits,
-    PII redaction (traffic scope: the model sees the redacted prompt) and sampling as chat."""
+    PII redaction (prompts and answers: the model sees the redacted prompt) and sampling as chat."""
     import openai
 
     keys = tmp_path / "keys"
@@ -897,7 +897,7 @@ def test_new_endpoints_share_auth_limits_redaction_and_sampling(vllm_server, gat
         single(
             vllm_server.url,
             apiKeysPath=str(keys),
-            piiRedaction=True,
+            piiRedaction={"scope": "promptsAndAnswers"},
             payloadSampling=sampling,
             rateLimit={"requestsPerMinute": 6, "burst": 5},
         )
