@@ -246,6 +246,15 @@ class ModelDeploymentSpec(ApiModel):
             lambda m: m.rollout is None or m.rollout.canary is None or m.rollout.canary.model != m.model,
             field_path=".rollout",
         ),
+        Rule(
+            "!has(self.engine) || !has(self.engine.tensorParallelSize) || self.engine.tensorParallelSize <= 1"
+            " || (has(self.resources) && has(self.resources.gpus)"
+            " && self.resources.gpus >= self.engine.tensorParallelSize)",
+            "engine.tensorParallelSize must not exceed resources.gpus: vLLM shards each replica over that"
+            " many GPUs of its pod",
+            lambda m: m.engine.tensor_parallel_size <= 1 or m.resources.gpus >= m.engine.tensor_parallel_size,
+            field_path=".engine.tensorParallelSize",
+        ),
     )
 
     model: ModelReference = Field(description="The stable version to serve.")
