@@ -8,21 +8,39 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-# Each step prints its wall time when the next one starts; the total comes at the end.
-current=""; step_start=$SECONDS
+state=${LLMOPS_DEV_DIR:-/tmp/llmops-dev-$(id -u)}
+# Each step prints its wall time when the next one starts; the total comes at the end. A failed
+# step names itself, what to look at, and stops every process the demo started (logs are kept).
+current=""; hint=""; step_start=$SECONDS
 step() {
   if [[ -n $current ]]; then printf '   (%s took %ds)\n' "$current" $((SECONDS - step_start)); fi
-  current=$1; step_start=$SECONDS
+  current=$1; hint=${3:-"the logs in $state/logs"}; step_start=$SECONDS
   printf '\n\033[1m== %s\033[0m %s\n' "$1" "${2:-}"
 }
-trap 'echo "demo failed at step: $current after $((SECONDS - step_start))s (logs: ${LLMOPS_DEV_DIR:-/tmp/llmops-dev-$(id -u)}/logs)" >&2' ERR
+failed() {
+  echo "demo failed at step: $current after $((SECONDS - step_start))s; look at $hint" >&2
+  if [[ -x ${venv:-}/bin/llmops ]]; then
+    "$venv/bin/llmops" dev down --keep-state >/dev/null 2>&1 && echo "stopped every process of the demo (logs kept in $state/logs)" >&2
+  fi
+}
+trap failed ERR
+# Fill in ${NAME} for the named variables only (like envsubst, which a fresh machine may lack).
+render() {
+  python -c 'import os, string, sys
+print(string.Template(sys.stdin.read()).safe_substitute({k: os.environ[k] for k in sys.argv[1:]}), end="")' "$@"
+}
 ns=quickstart
 
-step "python environment" "(hack/venv.sh; torch, Ray and vLLM for the CPU; cached in ~/.cache/llmops)"
-venv=$(hack/venv.sh)
-export PATH="$venv/bin:$PATH"
+step "preflight" "(python3 -m llmops.dev.preflight demo: Python, Go, disk, memory, loopback)"
+python3 -m llmops.dev.preflight demo || { current=""; echo "make demo needs the above first; nothing was started" >&2; exit 1; }
 
-step "control-plane tools" "(built from the Go module proxy on the first run: 20-30 min on 2 cores)"
+step "python environment" "(hack/venv.sh; torch, Ray and vLLM for the CPU; cached in ~/.cache/llmops)" \
+  "${LLMOPS_CACHE:-$HOME/.cache/llmops}/logs/venv.log"
+venv=$(hack/venv.sh)
+export PATH="$venv/bin:$(hack/tools/build.sh --print-bin):$PATH"
+
+step "control-plane tools" "(built from the Go module proxy on the first run: about 22 min on 2 cores)" \
+  "${LLMOPS_CACHE:-$HOME/.cache/llmops}/logs/<tool>.log"
 hack/tools/build.sh >/dev/null
 
 step "local cluster, operator, MinIO, Ray head, Prometheus" "(llmops dev up --operator --services)"
@@ -41,19 +59,22 @@ kubectl -n "$ns" create secret generic quickstart-api-keys --from-literal=demo="
 kubectl -n "$ns" create secret generic minio-credentials --from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
   --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
-step "TrainingJob" "(examples/quickstart/trainingjob.yaml, runtime rayJobsAPI on the local Ray head)"
-envsubst '${S3_ENDPOINT} ${RAY_ADDRESS}' <examples/quickstart/trainingjob.yaml | kubectl -n "$ns" apply -f -
+step "TrainingJob" "(examples/quickstart/trainingjob.yaml, runtime rayJobsAPI on the local Ray head)" \
+  "kubectl -n $ns describe tj quickstart, $state/logs/llmops-operator.log and $state/logs/ray.log"
+render S3_ENDPOINT RAY_ADDRESS <examples/quickstart/trainingjob.yaml | kubectl -n "$ns" apply -f -
 llmops watch trainingjob quickstart -n "$ns"
 version=$(kubectl -n "$ns" get tj quickstart -o jsonpath='{.status.modelVersion.version}')
 
-step "ModelDeployment" "of support-tiny version $version (examples/quickstart/modeldeployment.yaml)"
+step "ModelDeployment" "of support-tiny version $version (examples/quickstart/modeldeployment.yaml)" \
+  "kubectl -n $ns describe md quickstart and $state/logs/llmops-operator.log"
 export MODEL_VERSION=$version
-envsubst '${S3_ENDPOINT} ${MODEL_VERSION}' <examples/quickstart/modeldeployment.yaml | kubectl -n "$ns" apply -f -
+render S3_ENDPOINT MODEL_VERSION <examples/quickstart/modeldeployment.yaml | kubectl -n "$ns" apply -f -
 kubectl -n "$ns" wait md/quickstart --for=condition=Ready --timeout=180s
 kubectl -n "$ns" get md quickstart
-kubectl -n "$ns" get deployments,services,scaledobjects,servicemonitors,prometheusrules -l llmops.io/modeldeployment=quickstart
+kubectl -n "$ns" get deployments,services,scaledobjects,servicemonitors,podmonitors,prometheusrules -l llmops.io/modeldeployment=quickstart
 
-step "serve what was deployed" "(the operator's vLLM and gateway commands, run here on the CPU)"
+step "serve what was deployed" "(the operator's vLLM and gateway commands, run here on the CPU)" \
+  "the quickstart-* logs in $state/logs"
 eval "$(llmops dev serve quickstart -n "$ns")"
 
 step "chat" "(the official openai client, through the gateway)"
@@ -72,7 +93,7 @@ print(f"tokens: prompt {reply.usage.prompt_tokens}, completion {reply.usage.comp
 PY
 
 step "metrics" "(queried from Prometheus at $PROMETHEUS_URL)"
-llmops dev metrics
+llmops dev metrics quickstart -n "$ns"
 
 step "summary" "(look around)"
 cat <<TXT

@@ -31,6 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from llmops import jsonl  # noqa: E402
 from llmops.api.trainingjob import LoRA, TrainingJobSpec  # noqa: E402
 from training.model import build, load_tokenizer  # noqa: E402
 from training.tiny import make_tiny_llama  # noqa: E402
@@ -69,7 +70,7 @@ def main() -> None:
     hp = spec.method.hyperparameters.model_dump()
     lora = (spec.method.lora or LoRA()).model_dump()
     cfg = {"method": spec.method.type, "hyperparameters": hp, "lora": lora}
-    texts = [json.loads(line)["text"] for line in CORPUS.read_text().splitlines() if line.strip()]
+    texts = [row["text"] for _, row in jsonl.read_path(CORPUS)]
     base = make_tiny_llama(texts, Path(tempfile.mkdtemp(prefix="tiny-")) / "base")
     tokenizer = load_tokenizer(base)
 

@@ -5,8 +5,10 @@
 #  - the checkout gets its own thin venv (.venv) that sees those dependencies and this checkout's
 #    code, so two clones never fight over one editable install.
 #   hack/venv.sh [extras]     default extras: dev
+#   hack/venv.sh --print-shared [extras]   print the shared venv's path without creating anything
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+print_shared=; if [[ ${1:-} == --print-shared ]]; then print_shared=1; shift; fi
 extras=${1:-dev}
 cache=${LLMOPS_CACHE:-$HOME/.cache/llmops}
 deps=$(python3 -c 'import sys, tomllib, json; p = tomllib.load(open(sys.argv[1], "rb"))["project"]
@@ -14,6 +16,7 @@ print(json.dumps([p["dependencies"], p.get("optional-dependencies", {})], sort_k
 key=$(cat <(echo "$deps") <(echo "$extras") <(python3 --version) <(cat "$root/hack/venv-extra.sh" 2>/dev/null) \
   | sha256sum | cut -c1-16)
 shared=$cache/venv-$extras-$key
+if [[ -n $print_shared ]]; then echo "$shared"; exit 0; fi
 mkdir -p "$cache/logs"
 log=$cache/logs/venv.log
 # One builder at a time: concurrent callers wait here instead of racing on the same folder.

@@ -22,7 +22,7 @@ Example (what the operator writes for a canary at 10%):
       "apiKeysPath": "/etc/llmops/api-keys",
       "rateLimit": {"requestsPerMinute": 600, "tokensPerMinute": 200000, "burst": 20},
       "maxQueue": 256, "queueTimeoutSeconds": 60, "scaleToZeroHoldSeconds": 300,
-      "piiRedaction": true,
+      "piiRedaction": {"scope": "promptsAndAnswers", "entities": ["email", "phone"], "regions": ["US"]},
       "payloadSampling": {"rate": 0.01, "destination": {"s3": {"bucket": "samples", "prefix": "llama"}}}
     }
 
@@ -53,7 +53,7 @@ from llmops.api.common import (
     Rule,
     Url,
 )
-from llmops.api.modeldeployment import Gateway, RateLimit
+from llmops.api.modeldeployment import Gateway, PiiRedaction, RateLimit
 
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 VersionLabel = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -145,12 +145,7 @@ class GatewayConfig(ApiModel):
         " 0: answer 503 at once.",
     )
 
-    pii_redaction: bool = Field(False, description="Redact e-mails, phone and card numbers, IP addresses.")
-    pii_scope: Literal["traffic", "payloads"] = Field(
-        "traffic",
-        description="traffic: prompts before the model, completions before the client, and stored payloads; "
-        "payloads: stored samples only.",
-    )
+    pii_redaction: PiiRedaction | None = Field(None, description="What personal data to redact, and where.")
     payload_sampling: Sampling | None = Field(None, description="Sampled request/response pairs.")
     drift_sampling: Sampling | None = Field(None, description="Sampled prompts for the drift monitor.")
 

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from llmops.api.common import ModelReference
 from llmops.storage import ObjectExists, ObjectStore, sha256_file
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 CLAIM = "claim"
 
@@ -76,6 +78,12 @@ class ModelVersion(_Record):
     def gates_passed(self) -> bool:
         return all(g.passed for g in self.gates)
 
+    @property
+    def ungated(self) -> bool:
+        """Registered without any gate (its TrainingJob declared none): nothing vouches for it, so a
+        ModelDeployment serves it only when `spec.allowUngated` is true."""
+        return not self.gates
+
 
 def version_prefix(name: str, version: str) -> str:
     return f"models/{name}/versions/{version}"
@@ -96,11 +104,21 @@ def versions(store: ObjectStore, name: str) -> list[str]:
     )
 
 
+class BrokenRecord(RegistryError):
+    """A manifest that exists but cannot be read as one (truncated or hand-edited)."""
+
+
 def read_version(store: ObjectStore, name: str, version: str) -> ModelVersion:
     key = f"{version_prefix(name, version)}/{MANIFEST}"
     if not store.exists(key):
         raise RegistryError(f"model {name!r} has no version {version!r} in {store.uri}")
-    return ModelVersion.model_validate_json(store.get_bytes(key))
+    try:
+        return ModelVersion.model_validate_json(store.get_bytes(key))
+    except ValidationError as e:
+        raise BrokenRecord(
+            f"{name}:{version} in {store.uri} has a broken {MANIFEST} ({e.error_count()} errors); "
+            "it is skipped as a version"
+        ) from None
 
 
 def resolve(store: ObjectStore, ref: ModelReference) -> ModelVersion:
@@ -111,8 +129,12 @@ def resolve(store: ObjectStore, ref: ModelReference) -> ModelVersion:
     key = f"models/{ref.name}/aliases/{alias}.json"
     if store.exists(key):
         return read_version(store, ref.name, json.loads(store.get_bytes(key))["version"])
-    if alias == "latest" and (known := versions(store, ref.name)):
-        return read_version(store, ref.name, known[-1])
+    if alias == "latest":
+        for version in reversed(versions(store, ref.name)):
+            try:
+                return read_version(store, ref.name, version)
+            except BrokenRecord as e:
+                log.warning("%s", e)  # the newest readable version stands
     raise RegistryError(f"model {ref.name!r} has no alias {alias!r} in {store.uri}")
 
 

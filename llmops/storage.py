@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from llmops.api.common import ObjectStorageLocation
+
+TMP_SUFFIX = ".tmp"  # a local object being written; never listed
 
 
 class ObjectExists(Exception):
@@ -64,20 +67,43 @@ class LocalStore:
             raise ValueError(f"key {key!r} leaves the storage root")
         return path
 
-    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
-        path = self._path(key)
+    def _staged(self, path: Path, write: Callable[[Path], None]) -> Path:
+        """Write a new file beside `path` under a unique temporary name, flushed to disk."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not overwrite:
-            try:  # O_EXCL: atomic "create only if absent", as S3's If-None-Match
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+        os.fchmod(fd, 0o644)  # readable by the serving pods that share a local registry
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def _publish(self, key: str, write: Callable[[Path], None], *, overwrite: bool) -> None:
+        """Make the whole object visible at once: a crash leaves either nothing or all of it.
+
+        Create-only writes link the finished file into place (`link` fails when the name exists,
+        atomically, as S3's If-None-Match); overwrites rename over it.
+        """
+        path = self._path(key)
+        tmp = self._staged(path, write)
+        try:
+            if overwrite:
+                tmp.replace(path)
+                return
+            try:
+                os.link(tmp, path)
             except FileExistsError as e:
                 raise ObjectExists(key) from e
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            return
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
+        self._publish(key, lambda tmp: tmp.write_bytes(data), overwrite=overwrite)
 
     def get_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
@@ -93,13 +119,11 @@ class LocalStore:
         if not base.exists():
             return
         for p in sorted(base.rglob("*")):
-            if p.is_file() and not p.name.endswith(".tmp"):
+            if p.is_file() and not p.name.endswith(TMP_SUFFIX):
                 yield p.relative_to(self.root).as_posix()
 
     def upload_file(self, key: str, path: Path) -> None:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
+        self._publish(key, lambda tmp: shutil.copyfile(path, tmp), overwrite=True)
 
     def download_file(self, key: str, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

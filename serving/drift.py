@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from llmops import jsonl
 from llmops.api.common import ObjectStorageLocation
 from llmops.storage import Credentials, ObjectStore, open_store
 
@@ -123,6 +124,10 @@ class Embedder:
         )
 
 
+def _skip_broken(error: jsonl.JsonLinesError) -> None:
+    log.warning("skipping a broken line: %s", error)
+
+
 def read_texts(
     store: ObjectStore, *, limit: int, newest_first: bool = False, field: str = "text"
 ) -> list[str]:
@@ -131,13 +136,8 @@ def read_texts(
     keys.sort(reverse=newest_first)  # the gateway's keys start with the date and time
     texts: list[str] = []
     for key in keys:
-        for line in store.get_bytes(key).decode().splitlines():
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line).get(field)
-            except (ValueError, AttributeError):
-                continue
+        for _, row in jsonl.read(store.get_bytes(key), key, on_error=_skip_broken):
+            value = row.get(field) if isinstance(row, dict) else None
             if isinstance(value, str) and value.strip():
                 texts.append(value)
                 if len(texts) >= limit:

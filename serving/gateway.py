@@ -6,10 +6,10 @@ Endpoints: `POST /v1/completions`, `POST /v1/chat/completions` (plain and SSE st
 `GET /v1/models`, `GET /healthz` (alive), `GET /readyz` (503 while draining), `GET /metrics`.
 
 A request goes through: API key (401) -> the key's rate limits (429 + Retry-After) -> body checks
-(400, unknown model 404) -> PII redaction of the prompt (if on) -> the bounded queue (429 when full,
+(400, unknown model 404) -> PII redaction of the request (by scope) -> the bounded queue (429 when full,
 503 after the timeout; while no replica is ready, held up to `scaleToZeroHoldSeconds`) -> the replica
 with the fewest outstanding requests in the version chosen by weight -> the response, with
-completions redacted (if on), tokens counted and a sample stored. An upstream that fails before
+answers redacted (by scope), tokens counted and a sample stored. An upstream that fails before
 answering is marked unready and the request retried on another replica; one that dies mid-stream ends
 the client's stream with an SSE `error` event. On SIGTERM the gateway stops taking requests, finishes
 the ones it has (up to `drainTimeoutSeconds`) and exits.
@@ -51,7 +51,7 @@ from llmops.gateway_config import GatewayConfig, UpstreamGroup
 from serving.anomaly import AnomalyMonitor
 from serving.auth import KeyStore
 from serving.balancer import Balancer, Dispatcher, Draining, NoReplicas, QueueFull, QueueTimeout, Replica
-from serving.pii import StreamRedactor, redact
+from serving.pii import AnswerRedactor, Redaction
 from serving.ratelimit import KeyLimiter
 from serving.sampler import Sampler
 
@@ -193,22 +193,6 @@ def _texts_in_prompt(body: dict[str, Any], chat: bool) -> list[str]:
     return []
 
 
-def _redact_prompt(body: dict[str, Any], chat: bool) -> None:
-    if chat:
-        for m in body["messages"]:
-            content = m.get("content")
-            if isinstance(content, str):
-                m["content"] = redact(content)
-            elif isinstance(content, list):
-                for part in content:
-                    if isinstance(part, dict) and isinstance(part.get("text"), str):
-                        part["text"] = redact(part["text"])
-    elif isinstance(body["prompt"], str):
-        body["prompt"] = redact(body["prompt"])
-    elif isinstance(body["prompt"], list):
-        body["prompt"] = [redact(p) if isinstance(p, str) else p for p in body["prompt"]]
-
-
 def forwarded_body(raw: bytes, body: dict[str, Any], *, changed: bool, add_usage: bool) -> bytes:
     """The request body sent upstream: the client's bytes where possible, else `body` re-encoded.
 
@@ -269,8 +253,8 @@ class ClientGone(Exception):
 class StreamState:
     """What the gateway tracks of one streamed response."""
 
-    def __init__(self, redacting: bool, collect: bool, strip_usage: bool) -> None:
-        self.redactors: dict[int, StreamRedactor] | None = {} if redacting else None
+    def __init__(self, answer: AnswerRedactor | None, collect: bool, strip_usage: bool) -> None:
+        self.answer = answer  # redacts every text field of every choice, when answers are redacted
         self.texts: dict[int, list[str]] | None = {} if collect else None
         self.strip_usage = strip_usage
         self.usage: dict[str, Any] | None = None
@@ -298,19 +282,14 @@ class StreamState:
             obj.pop("usage")
         changed = self.strip_usage and usage is not None
         key = "content" if chat else "text"
+        if self.first_token_at is None and any(
+            isinstance(c, dict) and _text_of(c, chat, key) for c in choices
+        ):
+            self.first_token_at = time.perf_counter()
+        if self.answer is not None:
+            changed = self.answer.event(obj) or changed
         for choice in choices:
-            holder = choice.get("delta") if chat else choice
-            text = holder.get(key) if isinstance(holder, dict) else None
-            if self.first_token_at is None and text:
-                self.first_token_at = time.perf_counter()
-            if self.redactors is not None and isinstance(holder, dict):
-                red = self.redactors.setdefault(choice.get("index", 0), StreamRedactor())
-                out = red.feed(text) if isinstance(text, str) else ""
-                if choice.get("finish_reason") is not None:
-                    out += red.flush()
-                if isinstance(text, str) or out:
-                    holder[key] = text = out
-                    changed = True
+            text = _text_of(choice, chat, key) if isinstance(choice, dict) else None
             if self.texts is not None and isinstance(text, str):
                 self.texts.setdefault(choice.get("index", 0), []).append(text)
         return json.dumps(obj, separators=(",", ":")).encode() if changed else payload
@@ -338,8 +317,9 @@ class Gateway:
         self.anomaly = AnomalyMonitor()
         self.payloads = self._sampler(config.payload_sampling, "payload")
         self.prompts = self._sampler(config.drift_sampling, "prompt")
-        self.redact_traffic = config.pii_redaction and config.pii_scope == "traffic"
-        self.redact_samples = config.pii_redaction
+        self.redaction = Redaction(config.pii_redaction) if config.pii_redaction else None
+        self.redact_prompts = self.redaction is not None and self.redaction.prompts
+        self.redact_answers = self.redaction is not None and self.redaction.answers
         self.model_names = config.model_names()
         self.inflight = 0
         self.draining = False
@@ -609,9 +589,9 @@ class Gateway:
                 raise HttpError(400, f"the request body is not valid JSON: {e}", "bad_request") from e
             validate(body, chat, self.model_names)
             prompt_texts = _texts_in_prompt(body, chat)
-            changed = self.redact_traffic
-            if changed:
-                _redact_prompt(body, chat)
+            changed = False
+            if self.redaction is not None and self.redact_prompts:
+                changed = self.redaction.request(body, "chat" if chat else "completions")
             stream = bool(body.get("stream"))
             strip_usage = add_usage = False
             if stream:
@@ -669,7 +649,7 @@ class Gateway:
 
         sampled = self.payloads is not None and self.payloads.chosen()
         if self.prompts is not None and prompt_texts and self.prompts.chosen():
-            texts = [redact(t) for t in prompt_texts] if self.redact_samples else prompt_texts
+            texts = [self.redaction.text(t) for t in prompt_texts] if self.redaction else prompt_texts
             self.prompts.add(
                 {
                     "time": time.time(),
@@ -761,11 +741,11 @@ class Gateway:
         texts: list[str] | None,
     ) -> dict[str, Any]:
         request = {k: v for k, v in body.items() if k not in ("stream_options",)}
-        if self.redact_samples and not self.redact_traffic:  # traffic mode already redacted the prompt
+        if self.redaction is not None and not self.redact_prompts:  # else the body is redacted already
             request = json.loads(json.dumps(request))
-            _redact_prompt(request, chat)
-        if self.redact_samples and texts is not None:
-            texts = [redact(t) for t in texts]
+            self.redaction.request(request, "chat" if chat else "completions")
+        if self.redaction is not None and texts is not None and not self.redact_answers:
+            texts = [self.redaction.text(t) for t in texts]
         return {
             "time": time.time(),
             "endpoint": "chat" if chat else "completions",
@@ -818,16 +798,11 @@ class Gateway:
             return payload, None, None
         if not isinstance(obj, dict):
             return payload, None, None
-        texts: list[str] = []
-        for choice in obj.get("choices") or []:
-            holder = choice.get("message") if chat else choice
-            key = "content" if chat else "text"
-            if isinstance(holder, dict) and isinstance(holder.get(key), str):
-                if self.redact_traffic:
-                    holder[key] = redact(holder[key])
-                texts.append(holder[key])
-        if self.redact_traffic:
-            payload = json.dumps(obj).encode()
+        if self.redaction is not None and self.redact_answers and self.redaction.response(obj, chat):
+            payload = json.dumps(obj, ensure_ascii=False).encode()
+        key = "content" if chat else "text"
+        choices = obj.get("choices") or []
+        texts = [t for c in choices if isinstance(t := _text_of(c, chat, key, "message"), str)]
         return payload, obj.get("usage"), texts if sampled else None
 
     @staticmethod
@@ -860,8 +835,9 @@ class Gateway:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **extra},
         )
         await resp.prepare(request)
-        state = StreamState(self.redact_traffic, sampled, strip_usage)
-        parse_all = state.redactors is not None or state.texts is not None
+        answer = self.redaction.answer(chat) if self.redaction is not None and self.redact_answers else None
+        state = StreamState(answer, sampled, strip_usage)
+        parse_all = state.answer is not None or state.texts is not None
         code, reason = 200, None
         resp_ended = False
         try:
@@ -917,6 +893,12 @@ class Gateway:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await resp.write_eof()
         return code, reason, state.usage, _joined(state.texts), resp
+
+
+def _text_of(choice: Any, chat: bool, key: str, holder: str = "delta") -> Any:
+    """A choice's text: chat `delta.content` (or `message.content`), completions `text`."""
+    part = choice.get(holder) if chat and isinstance(choice, dict) else choice
+    return part.get(key) if isinstance(part, dict) else None
 
 
 def _joined(texts: dict[int, list[str]] | None) -> list[str] | None:

@@ -692,6 +692,28 @@ def tj_runtime_address(spec: Spec, draw: DrawFn) -> FieldPath:
     return ("spec", "runtime")
 
 
+def tj_kuberay_local_path(spec: Spec, draw: DrawFn) -> FieldPath:
+    """Runtime kuberay (by default or by name) with one location a local path."""
+    runtime = spec.setdefault("runtime", {})
+    runtime.pop("address", None)
+    if draw(st.booleans()):
+        runtime["type"] = "kuberay"
+    else:
+        runtime.pop("type", None)
+    where = draw(st.sampled_from(["registry", "source", "baseModel", "evaluation"]))
+    if where == "registry":
+        spec["output"]["registry"] = {"local": {"path": "/models"}}
+    elif where == "source":
+        spec["data"]["sources"][0]["uri"] = "/data/corpus.jsonl"
+    elif where == "baseModel" and "baseModel" in spec["model"]:
+        spec["model"]["baseModel"] = "/checkpoints/tiny"
+    elif spec.get("evaluation", {}).get("datasets"):
+        spec["evaluation"]["datasets"][0]["uri"] = "/data/eval.jsonl"
+    else:
+        spec["output"]["registry"] = {"local": {"path": "/models"}}
+    return ("spec",)
+
+
 def tj_fine_tune_from_scratch(spec: Spec, draw: DrawFn) -> FieldPath:
     if "architecture" in spec["model"]:
         spec["method"]["type"] = draw(st.sampled_from(["full", "lora", "qlora"]))
@@ -745,6 +767,11 @@ def _toleration(node: str, fault: str) -> Callable[[Spec, DrawFn], FieldPath]:
     return mutate
 
 
+KUBERAY_LOCAL = (
+    "runtime kuberay cannot use local paths (output.registry.local, data.sources[].uri, model.baseModel,"
+    " evaluation.datasets[].uri): its Ray pods mount no volume, so each would see its own empty folder;"
+    " use s3:// locations, or runtime rayJobsAPI on a cluster that shares the filesystem"
+)
 NODE_SELECTOR_KEYS = "nodeSelector keys must be label keys: [prefix/]name, name up to 63 characters"
 RESOURCES = {MD: ["spec.resources"], TJ: ["spec.resources.perWorker", "spec.resources.head"]}
 
@@ -802,6 +829,7 @@ CEL_CASES = [
         "methods full, lora and qlora fine-tune an existing model: set model.base or model.baseModel",
         tj_fine_tune_from_scratch,
     ),
+    CelCase(TJ, "spec", KUBERAY_LOCAL, tj_kuberay_local_path),
     *(
         CelCase(kind, node, S3_XOR_LOCAL, _storage_location(node))
         for kind, crd in CRDS.items()

@@ -1,6 +1,6 @@
 """Near-duplicate detection with MinHash signatures and locality-sensitive hashing (LSH). Pure functions.
 
-A document becomes a set of character 5-grams of its case- and space-folded text; its MinHash
+A document becomes a set of character 5-grams of its folded text (NFKC, case folding, spaces); its MinHash
 signature keeps, for each of `num_perm` random hash functions h(x) = (a*x + b) mod p, the minimum
 over the set, so two signatures agree at a position with probability equal to the sets' Jaccard
 similarity. LSH cuts a signature into `bands` of `rows` values: documents that share any whole band
@@ -19,14 +19,16 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
+from training.text import fold
+
 MERSENNE = (1 << 61) - 1
 NUM_PERM = 128
 SHINGLE = 5
 
 
 def shingles(text: str, k: int = SHINGLE) -> set[int]:
-    """crc32 of every character k-gram of the folded text (the whole text when shorter than k)."""
-    folded = " ".join(text.lower().split())
+    """crc32 of every character k-gram of the folded text (`text.fold`; the whole text when shorter)."""
+    folded = fold(text)
     if len(folded) <= k:
         return {zlib.crc32(folded.encode())}
     return {zlib.crc32(folded[i : i + k].encode()) for i in range(len(folded) - k + 1)}

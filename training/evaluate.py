@@ -12,16 +12,15 @@ Generation is greedy; a prediction ends at its first line break (answers are one
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from llmops import jsonl
 from training import gates, metrics, suites
 from training.context import Context, StoreSpec, download_dir, log
 from training.errors import UserError
-from training.ingest import parse
 
 
 def read_eval_rows(ctx: Context, index: int) -> list[dict[str, Any]]:
@@ -42,8 +41,16 @@ def read_eval_rows(ctx: Context, index: int) -> list[dict[str, Any]]:
 
         rows = pq.read_table(io.BytesIO(data)).to_pylist()
     else:
-        parse(data, "jsonl", ds.prompt_field, where)  # same checks and messages as training data
-        rows = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+        if data[:2] == b"\x1f\x8b":
+            import gzip
+
+            data = gzip.decompress(data)
+        try:
+            rows = [row for _, row in jsonl.read(data, where)]
+        except jsonl.JsonLinesError as e:
+            raise UserError(f"{e}; fix the line") from e
+        if bad := next((n for n, row in enumerate(rows, 1) if not isinstance(row, dict)), None):
+            raise UserError(f"{where}: row {bad} is not a JSON object")
     out = []
     for number, row in enumerate(rows, 1):
         for field in (ds.prompt_field, ds.reference_field):

@@ -5,19 +5,20 @@ One Ray task per file: it reads the bytes, hashes them (sha256, for lineage), pa
 its files with their sha256, byte and row counts; a source's digest is the sha256 over its files'
 digests in key order.
 
-Plain text: one document per paragraph (blank-line separated). JSONL: one object per line, text in
-`textField`. Parquet: the `textField` column. Rows whose text field is null or not a string are an
-error, not silently skipped: the message names the line or column to fix.
+Plain text: one document per paragraph (blank-line separated). JSONL, read by `llmops.jsonl` (lines
+end at \\n only; a byte-order mark is skipped): one object per line, text in `textField`. Parquet: the
+`textField` column. Rows whose text field is null or not a string are an error, not silently skipped:
+the message names the line or column to fix.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 from typing import Any
 
+from llmops import jsonl
 from training.context import Context, StoreSpec, log
 from training.errors import UserError
 
@@ -52,33 +53,28 @@ def parse(data: bytes, fmt: str, text_field: str, where: str) -> list[str]:
         import gzip
 
         data = gzip.decompress(data)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{where}: not UTF-8 text (byte {e.start}); convert it or set format") from e
     if fmt == "text":
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{where}: not UTF-8 text (byte {e.start}); convert it or set format") from e
         return [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
     docs = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(
-                f"{where}: line {number} is not valid JSON ({e.msg}); fix the line or set format"
-            ) from e
-        if not isinstance(row, dict):
-            raise UserError(f"{where}: line {number} is a JSON {type(row).__name__}, expected an object")
-        value = row.get(text_field)
-        if not isinstance(value, str):
-            fields = ", ".join(sorted(row)) or "none"
-            problem = "has no field" if text_field not in row else "has a non-text field"
-            raise UserError(
-                f"{where}: line {number} {problem} {text_field!r} (fields: {fields}); "
-                f"set textField to the field that holds the text"
-            )
-        docs.append(value)
+    try:
+        for number, row in jsonl.read(data, where):
+            if not isinstance(row, dict):
+                raise UserError(f"{where}: line {number} is a JSON {type(row).__name__}, expected an object")
+            value = row.get(text_field)
+            if not isinstance(value, str):
+                fields = ", ".join(sorted(row)) or "none"
+                problem = "has no field" if text_field not in row else "has a non-text field"
+                raise UserError(
+                    f"{where}: line {number} {problem} {text_field!r} (fields: {fields}); "
+                    f"set textField to the field that holds the text"
+                )
+            docs.append(value)
+    except jsonl.JsonLinesError as e:
+        raise UserError(f"{e}; fix the line or set format") from e
     return docs
 
 

@@ -1,9 +1,9 @@
 """PII scrubbing of training documents, on top of the detectors the gateway uses (llmops.pii).
 
 One set of detectors for both ends of the lifecycle, so what the gateway redacts from prompts is
-what training removes from data: e-mail, phone, payment cards (Luhn-checked), IPv4/IPv6. This
-module adds what data preparation needs: choosing entities by the spec's names, names of people
-(with a detector), and counts per entity for the preparation report.
+what training removes from data: e-mail, phone (libphonenumber, for the spec's `regions`), payment
+cards (Luhn-checked), IPv4/IPv6. This module adds what data preparation needs: names of people (with a
+detector), and counts per entity for the preparation report.
 
 Names need a detector: the built-in one is a conservative heuristic (a title such as "Dr." or an
 introduction such as "my name is" followed by capitalised words); set LLMOPS_PII_NAME_DETECTOR to
@@ -15,16 +15,13 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from llmops import pii as shared
 
 Span = tuple[int, int]
 NameDetector = Callable[[str], list[Span]]
 
-# spec entity name -> llmops.pii kind (its placeholders, e.g. [EMAIL], are kept as they are)
-KIND = {"email": "EMAIL", "phone": "PHONE", "creditCard": "CARD", "ipAddress": "IP"}
-ENTITY = {kind: entity for entity, kind in KIND.items()}
 NAME_PLACEHOLDER = "[NAME]"
 
 _TITLE_NAME = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Dr|Prof)\.?\s+([A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)")
@@ -50,12 +47,15 @@ def load_name_detector(spec: str | None = None) -> tuple[str, NameDetector]:
 
 
 def find(
-    text: str, entities: Iterable[str], name_detector: NameDetector | None = None
+    text: str,
+    entities: Iterable[str],
+    name_detector: NameDetector | None = None,
+    regions: Sequence[str] = shared.DEFAULT_REGIONS,
 ) -> list[tuple[str, Span, str]]:
     """Non-overlapping findings as (entity, span, placeholder), in text order."""
     wanted = set(entities)
-    kinds = {KIND[e] for e in wanted if e in KIND}
-    found = [(ENTITY[m.kind], (m.start, m.end), f"[{m.kind}]") for m in shared.find(text) if m.kind in kinds]
+    detector = shared.detector(tuple(e for e in shared.ENTITIES if e in wanted), tuple(regions))
+    found = [(m.entity, (m.start, m.end), m.placeholder) for m in detector.find(text)]
     if "name" in wanted and name_detector is not None:
         for start, end in name_detector(text):
             if all(end <= s or start >= e for _, (s, e), _ in found):
@@ -64,12 +64,15 @@ def find(
 
 
 def scrub(
-    text: str, entities: Iterable[str], name_detector: NameDetector | None = None
+    text: str,
+    entities: Iterable[str],
+    name_detector: NameDetector | None = None,
+    regions: Sequence[str] = shared.DEFAULT_REGIONS,
 ) -> tuple[str, dict[str, int]]:
     """`text` with every finding replaced by its placeholder, and the count per entity."""
     counts: dict[str, int] = {}
     out, last = [], 0
-    for entity, (start, end), placeholder in find(text, entities, name_detector):
+    for entity, (start, end), placeholder in find(text, entities, name_detector, regions):
         out.append(text[last:start])
         out.append(placeholder)
         last = end

@@ -35,6 +35,7 @@ def clean_batch(
     min_length: int | None,
     max_length: int | None,
     entities: list[str],
+    regions: list[str],
     pii_action: str,
     name_detector: str | None,
     near: bool,
@@ -53,7 +54,7 @@ def clean_batch(
         reason = text.quality_problem(doc, min_length, max_length) or ""
         counts: dict[str, int] = {}
         if not reason and entities:
-            doc, counts = pii.scrub(doc, entities, detector)
+            doc, counts = pii.scrub(doc, entities, detector, regions)
             if counts and pii_action == "drop":
                 reason = "pii"
         out["id"].append(doc_id)
@@ -174,6 +175,12 @@ def run(ctx: Context, base: ModelSource | None, ingested: dict[str, Any]) -> dic
     fs, root = ctx.work.arrow()
     entities = list(prep.pii.entities) if prep.pii and prep.pii.enabled else []
     pii_action = prep.pii.action if prep.pii else "redact"
+    regions = list(prep.pii.regions) if prep.pii else []
+    if entities:
+        try:
+            pii.shared.detector(tuple(e for e in entities if e != "name"), tuple(regions))
+        except ValueError as e:
+            raise UserError(f"spec.data.preparation.pii: {e}") from e
     method = prep.dedup.method if prep.dedup else None
     detector = pii.load_name_detector()[0] if "name" in entities else None
 
@@ -187,6 +194,7 @@ def run(ctx: Context, base: ModelSource | None, ingested: dict[str, Any]) -> dic
             "min_length": prep.min_length,
             "max_length": prep.max_length,
             "entities": entities,
+            "regions": regions,
             "pii_action": pii_action,
             "name_detector": detector,
             "near": method == "near",
@@ -282,7 +290,13 @@ def run(ctx: Context, base: ModelSource | None, ingested: dict[str, Any]) -> dic
         digest.update(f"{key}:{hashlib.sha256(ctx.store.get_bytes(key)).hexdigest()}\n".encode())
     summary = {
         "counts": counts,
-        "pii": {"entities": entities, "action": pii_action, "found": found, "nameDetector": detector},
+        "pii": {
+            "entities": entities,
+            "regions": regions,
+            "action": pii_action,
+            "found": found,
+            "nameDetector": detector,
+        },
         "dedup": {"method": method, "threshold": prep.dedup.threshold if prep.dedup else None},
         "normalize": prep.normalize,
         "augmentation": [a.model_dump(by_alias=True) for a in prep.augmentation],

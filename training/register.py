@@ -22,7 +22,11 @@ from training.context import Context, download_dir, log
 
 def _existing(store, name: str, uid: str) -> registry.ModelVersion | None:
     for version in reversed(registry.versions(store, name)):
-        manifest = registry.read_version(store, name, version)
+        try:
+            manifest = registry.read_version(store, name, version)
+        except registry.BrokenRecord as e:
+            log.warning("%s", e)  # a broken record is not this job's version
+            continue
         if (manifest.lineage.model_extra or {}).get("job_uid") == uid:
             return manifest
     return None

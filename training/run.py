@@ -105,7 +105,7 @@ def stages(ctx: Context) -> None:
         phase="Succeeded",
         model_version=version,
         progress={"stage": "Done", "percent": 100, "eta_seconds": 0},
-        message=f"registered {version.name} version {version.version}",
+        message=f"registered {version.name} version {version.version}" + ("" if verdicts else " (ungated)"),
     )
 
 

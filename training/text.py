@@ -41,9 +41,17 @@ def quality_problem(text: str, min_length: int | None, max_length: int | None) -
     return None
 
 
+def fold(text: str) -> str:
+    """The text as duplicates are compared: NFKC, Unicode case folding (`str.casefold`, Unicode
+    default case folding), NFKC again (an approximation of Unicode's NFKC_Casefold), white space
+    runs as one space. Applied whatever `normalize` says, so NFC/NFD or case twins are the same key."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    return " ".join(folded.split())
+
+
 def content_hash(text: str) -> str:
-    """Exact-duplicate key: sha256 of the text with case and whitespace folded."""
-    return hashlib.sha256(" ".join(text.lower().split()).encode()).hexdigest()
+    """Exact-duplicate key: sha256 of the folded text (`fold`)."""
+    return hashlib.sha256(fold(text).encode()).hexdigest()
 
 
 def split_bucket(text: str) -> float:

@@ -41,17 +41,14 @@ def make_tiny_llama(texts: Iterable[str], out: Path, seed: int = 0, **overrides:
 
 def corpus(paths: Iterable[Path]) -> list[str]:
     """Lines of text files, and the "text" field of JSONL files."""
-    import json
+    from llmops import jsonl
 
     texts = []
     for path in paths:
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            if path.suffix == ".jsonl":
-                texts.append(json.loads(line).get("text", ""))
-            else:
-                texts.append(line)
+        if path.suffix == ".jsonl":
+            texts += [row.get("text", "") for _, row in jsonl.read_path(path)]
+        else:
+            texts += [line for line in path.read_text().split("\n") if line.strip()]
     return texts
 
 

@@ -5,11 +5,12 @@
 #
 # Each tool lives in its own wrapper module under hack/tools/<tool>/ so the dependency
 # graphs cannot push each other's versions. A tool's cache key is the hash of its go.mod,
-# go.sum, this script and the Go version: a warm machine never rebuilds, and a change to
-# one tool rebuilds only that tool.
+# go.sum, packages, flags and the Go version (see key below): a warm machine never rebuilds,
+# and a change to one tool rebuilds only that tool.
 #
 #   hack/tools/build.sh [tool ...]     build (or reuse) and link into $LLMOPS_TOOLS_BIN
 #   hack/tools/build.sh --print-bin    print the bin directory and exit
+#   hack/tools/build.sh --missing      print the tools a build would have to compile, one a line
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -60,9 +61,21 @@ plan() {
   esac
 }
 
+# The cache key: what a build is made from (the wrapper module, the packages, flags and tags, the
+# Go version), not this whole script, so a change elsewhere in it rebuilds nothing. Bump `recipe`
+# when the build command below changes.
+recipe=1
 key() {
-  cat "$here/$1/go.mod" "$here/$1/go.sum" "$0" <(go version) | sha256sum | cut -c1-16
+  cat "$here/$1/go.mod" "$here/$1/go.sum" <(plan "$1") <(echo "$recipe $GOFLAGS $CGO_ENABLED") <(go version) \
+    | sha256sum | cut -c1-16
 }
+
+if [[ ${1:-} == --missing ]]; then
+  for tool in "${all_tools[@]}"; do
+    [[ -f $cache/tools/$tool-$(key "$tool")/.complete ]] || echo "$tool"
+  done
+  exit 0
+fi
 
 for tool in "${tools[@]}"; do
   IFS='|' read -r ldflags pkgs tags < <(plan "$tool")

@@ -46,6 +46,12 @@ LABEL_KEY = (
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
 Fraction = Annotated[float, Field(ge=0, le=1)]
+# ISO 3166-1 alpha-2 region whose national phone formats count (libphonenumber's default region).
+PhoneRegion = Annotated[str, StringConstraints(min_length=2, max_length=2, pattern=r"^[A-Z]{2}$")]
+PHONE_REGIONS_DESCRIPTION = (
+    "ISO 3166-1 alpha-2 regions whose national phone formats count as phone numbers (e.g. DE finds"
+    " 030 1234567); numbers written with + and a country code are found whatever the regions."
+)
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 

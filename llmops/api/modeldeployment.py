@@ -8,12 +8,14 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from llmops.api.common import (
+    PHONE_REGIONS_DESCRIPTION,
     ApiModel,
     DnsLabel,
     DnsSubdomain,
     Fraction,
     ModelReference,
     ObjectStorageLocation,
+    PhoneRegion,
     Resources,
     Rule,
     SecretRef,
@@ -219,6 +221,35 @@ class PayloadSampling(ApiModel):
     destination: ObjectStorageLocation = Field(description="Where samples are written, as jsonl.")
 
 
+class PiiRedaction(ApiModel):
+    """Personal data the gateway redacts, and where (see docs/operations.md, PII redaction)."""
+
+    scope: Literal["stored", "prompts", "promptsAndAnswers"] = Field(
+        "promptsAndAnswers",
+        description=(
+            "stored: only what the gateway stores (sampled payloads and drift prompts); the model and the"
+            " client see the traffic as it is. prompts: also every text of a request before it reaches"
+            " the model (messages, tool-call arguments, prompt, input). promptsAndAnswers: also every"
+            " text of the answer before it reaches the client (content, reasoning, refusal, tool-call"
+            " arguments, logprobs tokens), streamed or not."
+        ),
+    )
+    entities: list[Literal["email", "phone", "creditCard", "ipAddress"]] = Field(
+        ["email", "phone", "creditCard", "ipAddress"],
+        min_length=1,
+        max_length=4,
+        description="Kinds of personal data to redact; each becomes a placeholder such as [EMAIL].",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    regions: list[PhoneRegion] = Field(
+        ["US"],
+        min_length=1,
+        max_length=32,
+        description=PHONE_REGIONS_DESCRIPTION,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
 class Gateway(ApiModel):
     """The gateway in front of vLLM: authentication, limits, queueing, redaction and sampling."""
 
@@ -232,7 +263,9 @@ class Gateway(ApiModel):
             " (rounded up). Omit for none."
         ),
     )
-    pii_redaction: bool = Field(False, description="Redact personal data in logged and sampled payloads.")
+    pii_redaction: PiiRedaction | None = Field(
+        None, description="Redact personal data (what and where: see scope); omit for no redaction."
+    )
     payload_sampling: PayloadSampling | None = Field(None, description="Payload sampling; omit for none.")
     max_queue: int = Field(
         256,
@@ -287,6 +320,12 @@ class ModelDeploymentSpec(ApiModel):
     rollout: Rollout | None = Field(None, description="Release strategy for a new version.")
     monitoring: Monitoring = Field(default_factory=Monitoring, description="Metrics, alerts and drift.")
     gateway: Gateway = Field(default_factory=Gateway, description="Gateway settings.")
+    allow_ungated: bool = Field(
+        False,
+        description="Also serve versions registered without any gate (from a TrainingJob whose"
+        " spec.evaluation declares no gates). Off by default: a version is served only when it declared"
+        " gates and passed every one; a version that failed a gate is never served.",
+    )
 
 
 class ServingVersion(ApiModel):

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from llmops.api.common import (
+    PHONE_REGIONS_DESCRIPTION,
     ApiModel,
     DataUri,
     DnsLabel,
@@ -18,6 +19,7 @@ from llmops.api.common import (
     Fraction,
     ModelReference,
     ObjectStorageLocation,
+    PhoneRegion,
     Resources,
     Rule,
     S3Connection,
@@ -128,6 +130,13 @@ class Pii(ApiModel):
         ["email", "phone", "creditCard", "ipAddress"],
         max_length=5,
         description="Kinds of personal data to look for.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    regions: list[PhoneRegion] = Field(
+        ["US"],
+        min_length=1,
+        max_length=32,
+        description=PHONE_REGIONS_DESCRIPTION,
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     action: Literal["redact", "drop"] = Field(
@@ -385,6 +394,19 @@ class Runtime(ApiModel):
     )
 
 
+def _local_paths(spec: TrainingJobSpec) -> list[str]:
+    """Every location of `spec` that is a path on a local filesystem rather than object storage."""
+    paths = [s.uri for s in spec.data.sources] + [
+        d.uri for d in (spec.evaluation.datasets if spec.evaluation else [])
+    ]
+    if spec.model.base_model:
+        paths.append(spec.model.base_model)
+    local = [p for p in paths if p.startswith("/")]
+    if spec.output.registry.local:
+        local.append(spec.output.registry.local.path)
+    return local
+
+
 class TrainingJobSpec(ApiModel):
     """Pre-train or fine-tune a model on Ray, evaluate it, and register the result as a new model version."""
 
@@ -396,6 +418,22 @@ class TrainingJobSpec(ApiModel):
                 m.method.type == "pretrain" or m.model.base is not None or m.model.base_model is not None
             ),
             field_path=".model",
+        ),
+        # The kuberay runtime's pods mount no volume: a local path would be a different, empty
+        # folder in every pod. rayJobsAPI may use one when the shared cluster has that filesystem.
+        Rule(
+            "(has(self.runtime) && has(self.runtime.type) && self.runtime.type == 'rayJobsAPI')"
+            " || (!has(self.output.registry.local)"
+            " && self.data.sources.all(s, !s.uri.startsWith('/'))"
+            " && (!has(self.model.baseModel) || !self.model.baseModel.startsWith('/'))"
+            " && (!has(self.evaluation) || !has(self.evaluation.datasets)"
+            " || self.evaluation.datasets.all(d, !d.uri.startsWith('/'))))",
+            "runtime kuberay cannot use local paths (output.registry.local, data.sources[].uri,"
+            " model.baseModel, evaluation.datasets[].uri): its Ray pods mount no volume, so each would"
+            " see its own empty folder; use s3:// locations, or runtime rayJobsAPI on a cluster that"
+            " shares the filesystem",
+            lambda m: m.runtime.type == "rayJobsAPI" or not _local_paths(m),
+            field_path=".runtime",
         ),
     )
 

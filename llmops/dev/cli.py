@@ -72,8 +72,18 @@ def dev() -> None:
 @click.option("--operator", is_flag=True, help="Also install the llmops CRDs and run the operator.")
 @click.option("--services", is_flag=True, help="Also run MinIO (S3), a Ray head and Prometheus beside it.")
 def up(state_dir: Path, kubeconfig: Path | None, operator: bool, services: bool) -> None:
-    """Start the cluster (or find the one already running) and print how to use it."""
+    """Start the cluster (or find the one already running) and print how to use it.
+
+    What it needs is checked first (`llmops.dev.preflight`): each missing thing is one line that
+    says how to get it, and nothing starts. A component that fails to start stops the rest.
+    """
+    from llmops.dev import preflight
+
     cluster = LocalCluster(state_dir)
+    if not cluster.running() and (problems := preflight.check("cluster", state_dir)):
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        raise click.ClickException("llmops dev up needs the above first; nothing was started")
     try:
         cluster.start(progress=lambda msg: click.echo(f"  {msg}", err=True))
         if operator and OPERATOR not in cluster.processes():
@@ -86,7 +96,8 @@ def up(state_dir: Path, kubeconfig: Path | None, operator: bool, services: bool)
             click.echo(f"  Ray head at {svc.start_ray(cluster)['address']}", err=True)
             click.echo(f"  Prometheus at {svc.start_prometheus(cluster)['url']}", err=True)
     except ClusterError as e:
-        raise click.ClickException(str(e)) from e
+        cluster.stop()  # no process left behind; the logs stay in the state folder
+        raise click.ClickException(f"{e} (every component was stopped; logs in {cluster.logs})") from e
     path = cluster.kubeconfig
     if kubeconfig:
         kubeconfig.parent.mkdir(parents=True, exist_ok=True)
@@ -115,10 +126,11 @@ def status(state_dir: Path) -> None:
 
 @dev.command()
 @state_dir_option
-def down(state_dir: Path) -> None:
+@click.option("--keep-state", is_flag=True, help="Keep the state folder (logs, data) for a look afterwards.")
+def down(state_dir: Path, keep_state: bool) -> None:
     """Stop every component and remove the state folder."""
-    LocalCluster(state_dir).stop(remove=True)
-    click.echo(f"stopped; removed {state_dir}")
+    LocalCluster(state_dir).stop(remove=not keep_state)
+    click.echo(f"stopped; {'kept' if keep_state else 'removed'} {state_dir}")
 
 
 @dev.command()
@@ -175,9 +187,18 @@ def serve_command(name: str, namespace: str, state_dir: Path) -> None:
 
 
 @dev.command()
+@click.argument("name")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("--wait", "wait_s", default=90, show_default=True, help="Seconds to wait for every figure.")
 @state_dir_option
-def metrics(state_dir: Path) -> None:
-    """Print a few gateway and vLLM metrics, queried from the dev Prometheus."""
+def metrics(name: str, namespace: str, wait_s: int, state_dir: Path) -> None:
+    """Print the gateway's and vLLM's figures for ModelDeployment NAME, from the dev Prometheus.
+
+    The series are selected as the product's alerts and autoscalers select them (`namespace`,
+    `model_deployment`), so a figure shows only when the operator's monitors scrape it. Each is
+    waited for (targets are scraped every 2 s); one still missing after --wait says which target
+    is down or not scraped, and the command exits 1.
+    """
     import urllib.parse
     import urllib.request
 
@@ -186,30 +207,45 @@ def metrics(state_dir: Path) -> None:
     prometheus = svc.service(LocalCluster(state_dir), "prometheus")
     if not prometheus:
         raise click.ClickException("Prometheus is not running: llmops dev up --services")
+    sel = f'namespace="{namespace}",model_deployment="{name}"'
     queries = {
-        "gateway requests by code": "sum by (code) (llmops_gateway_requests_total)",
+        "gateway requests by code": f"sum by (code) (llmops_gateway_requests_total{{{sel}}})",
         "gateway p50 latency (s)": (
-            "histogram_quantile(0.5, sum by (le) (llmops_gateway_request_duration_seconds_bucket))"
+            f"histogram_quantile(0.5, sum by (le) (llmops_gateway_request_duration_seconds_bucket{{{sel}}}))"
         ),
-        "gateway completion tokens": "sum(llmops_gateway_completion_tokens_total)",
-        "vLLM prompt tokens": "sum({__name__=~'vllm:prompt_tokens(_total)?'})",
-        "vLLM generation tokens": "sum({__name__=~'vllm:generation_tokens(_total)?'})",
-        "vLLM requests waiting": "sum(vllm:num_requests_waiting)",
+        "gateway completion tokens": f"sum(llmops_gateway_completion_tokens_total{{{sel}}})",
+        "vLLM prompt tokens": f"sum({{__name__=~'vllm:prompt_tokens(_total)?',{sel}}})",
+        "vLLM generation tokens": f"sum({{__name__=~'vllm:generation_tokens(_total)?',{sel}}})",
+        "vLLM requests waiting": f"sum(vllm:num_requests_waiting{{{sel}}})",
     }
 
-    def query(expr: str) -> list[dict]:
-        url = f"{prometheus['url']}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    def api(path: str, **params: str) -> dict:
+        url = f"{prometheus['url']}/api/v1/{path}?{urllib.parse.urlencode(params)}"
         with urllib.request.urlopen(url, timeout=10) as r:
-            return json.load(r)["data"]["result"]
+            return json.load(r)["data"]
 
-    # Targets set a moment ago are scraped within a few intervals: wait for the first samples.
-    deadline = time.monotonic() + 30
-    while not query(queries["gateway requests by code"]) and time.monotonic() < deadline:
+    results: dict[str, list[dict]] = {}
+    deadline = time.monotonic() + wait_s
+    while True:
+        results = {label: api("query", query=expr)["result"] for label, expr in queries.items()}
+        if all(results.values()) or time.monotonic() > deadline:
+            break
         time.sleep(1)
-    for label, expr in queries.items():
-        result = query(expr)
+    for label, result in results.items():
         values = ", ".join(
             (f"{s['metric'].get('code')}: " if s["metric"].get("code") else "") + f"{float(s['value'][1]):g}"
             for s in result
         )
-        click.echo(f"  {label:<38} {values or 'no data yet'}")
+        click.echo(f"  {label:<38} {values or f'no data after {wait_s}s'}")
+    if not all(results.values()):
+        targets = api("targets")["activeTargets"]
+        ours = [t for t in targets if t["labels"].get("model_deployment") == name]
+        for t in ours:
+            error = f" ({t['lastError']})" if t.get("lastError") else ""
+            click.echo(f"  target {t['labels'].get('job')} {t['scrapeUrl']}: {t['health']}{error}")
+        if not ours:
+            click.echo(
+                f"  no target carries model_deployment={name}: "
+                "are its monitors created, and did `llmops dev serve` run?"
+            )
+        raise SystemExit(1)

@@ -17,6 +17,7 @@ import urllib.request
 
 from llmops.dev import services
 from llmops.dev.cluster import ClusterError, LocalCluster, free_port, wait_for
+from llmops.dev.scrape import LocalPod, local_pod, scrape_groups
 from llmops.engine import localize_argv
 from llmops.gateway_config import GatewayConfig
 
@@ -52,14 +53,15 @@ def _healthy(url: str) -> bool:
 def serve(cluster: LocalCluster, name: str, namespace: str) -> dict[str, str]:
     """Start every served version and the gateway of ModelDeployment `name`; return their addresses."""
     items = _get(cluster, "deployments", "-n", namespace, "-l", f"llmops.io/modeldeployment={name}")["items"]
-    pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in items}
+    by_name = {d["metadata"]["name"]: d for d in items}
+    pods = {n: d["spec"]["template"]["spec"] for n, d in by_name.items()}
     vllm = {n: p for n, p in pods.items() if any(c["name"] == "vllm" for c in p["containers"])}
     gateways = {n: p for n, p in pods.items() if any(c["name"] == "gateway" for c in p["containers"])}
     if not vllm or not gateways:
         raise ClusterError(f"modeldeployment {name} has no vLLM or gateway Deployment yet; is it Ready?")
     work = cluster.state_dir / "serve" / name
     upstream: dict[str, str] = {}  # vLLM Service host -> local address
-    targets: dict[str, str] = {}
+    local_pods: list[LocalPod] = []
     for deployment, pod in vllm.items():
         root = work / deployment
         root.mkdir(parents=True, exist_ok=True)
@@ -82,7 +84,7 @@ def serve(cluster: LocalCluster, name: str, namespace: str) -> dict[str, str]:
         env["HF_HOME"] = str(root / "huggingface")
         cluster.spawn(deployment, argv, env=env)
         upstream[deployment] = f"127.0.0.1:{port}"
-        targets[deployment] = f"127.0.0.1:{port}"
+        local_pods.append(local_pod(namespace, by_name[deployment], "vllm", f"127.0.0.1:{port}"))
     for deployment in vllm:
         wait_for(
             f"vLLM {deployment}",
@@ -128,9 +130,16 @@ def serve(cluster: LocalCluster, name: str, namespace: str) -> dict[str, str]:
         120,
         cluster.logs / f"{gateway}.log",
     )
-    targets[gateway] = f"127.0.0.1:{port}"
+    local_pods.append(local_pod(namespace, by_name[gateway], "gateway", f"127.0.0.1:{port}"))
     if services.service(cluster, "prometheus"):
-        services.set_scrape_targets(cluster, targets)
+        # Scrape what the operator's monitors select, with their labels, as a cluster's Prometheus would.
+        selector = f"llmops.io/modeldeployment={name}"
+        monitors = []
+        for kind in ("podmonitors", "servicemonitors"):
+            got = cluster.kubectl("get", kind, "-n", namespace, "-l", selector, "-o", "json", check=False)
+            monitors += json.loads(got.stdout)["items"] if got.returncode == 0 else []
+        svcs = _get(cluster, "services", "-n", namespace, "-l", selector)["items"]
+        services.set_scrape_targets(cluster, scrape_groups(monitors, svcs, local_pods))
 
     served = config.served_model_name
     first_key = next((p.read_text().strip() for p in sorted(keys.iterdir())), "") if keys else "none"

@@ -199,12 +199,12 @@ def start_prometheus(cluster: LocalCluster, scrape_interval: str = "2s") -> dict
     return _record(cluster, "prometheus", {"url": url, "targets": str(targets)})
 
 
-def set_scrape_targets(cluster: LocalCluster, targets: dict[str, str]) -> None:
-    """Point Prometheus at {job label: host:port}; it picks the change up within a second."""
+def set_scrape_targets(cluster: LocalCluster, groups: list[dict]) -> None:
+    """Point Prometheus at file-discovery groups (`[{"targets": ["host:port"], "labels": {...}}]`);
+    it picks the change up within a second (see `llmops.dev.scrape` for groups from monitors)."""
     info = service(cluster, "prometheus")
     if not info:
         raise ClusterError("Prometheus is not running: start it first")
-    groups = [{"targets": [address], "labels": {"service": name}} for name, address in targets.items()]
     tmp = Path(info["targets"]).with_suffix(".tmp")
     tmp.write_text(json.dumps(groups))
     tmp.replace(info["targets"])

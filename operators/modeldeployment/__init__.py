@@ -181,7 +181,9 @@ class Reconciler:
         return store
 
     @staticmethod
-    def resolve(store: ObjectStore, ref: ModelReference, field_path: str) -> ModelVersion:
+    def resolve(
+        store: ObjectStore, ref: ModelReference, field_path: str, allow_ungated: bool
+    ) -> ModelVersion:
         try:
             version = resolve(store, ref)
         except RegistryError as e:
@@ -191,6 +193,11 @@ class Reconciler:
             raise GatesNotPassed(
                 f"{field_path}: {version.name}:{version.version} did not pass its gates ({failed});"
                 " only versions whose gates passed are served"
+            )
+        if version.ungated and not allow_ungated:
+            raise GatesNotPassed(
+                f"{field_path}: {version.name}:{version.version} was registered without any gate (its"
+                " TrainingJob declared none); set spec.allowUngated: true to serve ungated versions"
             )
         return version
 
@@ -326,17 +333,21 @@ class Reconciler:
         now = dt.datetime.now(dt.UTC)
 
         store = self.store(spec.registry, self.credentials(ctx, spec.registry))
-        stable = self.resolve(store, spec.model, "spec.model")
+        stable = self.resolve(store, spec.model, "spec.model", spec.allow_ungated)
         spec_canary = spec.rollout.canary if spec.rollout else None
         candidate = (
-            self.resolve(store, spec_canary.model, "spec.rollout.canary.model") if spec_canary else None
+            self.resolve(store, spec_canary.model, "spec.rollout.canary.model", spec.allow_ungated)
+            if spec_canary
+            else None
         )
         if candidate is not None and (candidate.name, candidate.version) == (stable.name, stable.version):
             candidate = None  # an alias that now names the stable version: nothing to compare
         adapters = tuple(
             Adapter(a.name, v.name, v.version)
             for a in spec.engine.lora_adapters
-            for v in [self.resolve(store, a.model, f"spec.engine.loraAdapters[{a.name}].model")]
+            for v in [
+                self.resolve(store, a.model, f"spec.engine.loraAdapters[{a.name}].model", spec.allow_ungated)
+            ]
         )
 
         def served(model: str, version: str, role: builders.Role, weight: int = 0) -> ServedVersion:

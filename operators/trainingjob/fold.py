@@ -263,6 +263,11 @@ def _finished(facts: Facts, status: dict[str, Any]) -> Outcome:
     if report is not None and report.phase == "Succeeded":
         version = report.model_version
         what = f"registered {version.name}:{version.version} ({version.uri})" if version else "succeeded"
+        if version and not report.gates:
+            what += (
+                " as ungated: spec.evaluation declares no gates, so a ModelDeployment serves it only"
+                " with spec.allowUngated: true"
+            )
         return Outcome("ready", "Succeeded", "Succeeded", what, status)
     if report is not None and report.phase == "Failed":
         if report.failed_gates or any(not g.passed for g in report.gates):

@@ -61,7 +61,7 @@ def test_ray_head_runs_a_job_through_the_jobs_api(stack: LocalCluster) -> None:
 def test_prometheus_scrapes_the_targets_it_is_given(stack: LocalCluster) -> None:
     info = services.start_prometheus(stack)
     own = info["url"].removeprefix("http://")
-    services.set_scrape_targets(stack, {"prometheus": own})
+    services.set_scrape_targets(stack, [{"targets": [own], "labels": {"service": "prometheus"}}])
 
     def up() -> list:
         query = urllib.parse.urlencode({"query": 'up{service="prometheus"}'})

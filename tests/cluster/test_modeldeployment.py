@@ -398,6 +398,31 @@ def test_unresolvable_versions_stall_with_a_clear_message(
 
 
 @pytest.mark.usefixtures("kubeconfig_env")
+def test_ungated_versions_are_served_only_by_opt_in(
+    cluster: LocalCluster, namespace: str, registry: Path, tmp_path: Path
+) -> None:
+    """A version registered without gates (a TrainingJob that declared none) is refused until the
+    ModelDeployment sets spec.allowUngated; the same spec with the opt-in becomes Ready."""
+    model = tmp_path / "ungated"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    version = register(LocalStore(registry), "support-bot", model, metrics={}, gates=[], lineage=Lineage())
+    assert version.ungated
+    with running_operator(namespace, ServingSettings(resync_seconds=600)):
+        body = deployment("ungated", registry, model={"name": "support-bot", "version": version.version})
+        apply(cluster, namespace, body)
+        cluster.kubectl("wait", "md/ungated", "-n", namespace, "--for=condition=Stalled", "--timeout=60s")
+        stalled = condition(get(cluster, "md", "ungated", namespace), "Stalled")
+        assert stalled["reason"] == "GatesNotPassed"
+        assert "without any gate" in stalled["message"] and "spec.allowUngated" in stalled["message"]
+        assert not names(cluster, "deployments", namespace)
+
+        body["spec"]["allowUngated"] = True
+        apply(cluster, namespace, body)
+        cluster.kubectl("wait", "md/ungated", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
 def test_canary_steps_promotes_then_rolls_back_a_bad_version(
     cluster: LocalCluster, namespace: str, registry: Path, prometheus: tuple[str, GatewayMetrics]
 ) -> None:

@@ -3,9 +3,10 @@ its garbage collector, the real KubeRay CRDs).
 
 No Ray pods run here: there is no KubeRay operator and kwok only pretends to run pods. The tests play
 KubeRay's part by patching the RayJob's status subresource, and the workload's part by writing
-report.json into a local-directory registry (ObjectStorageLocation.local) that the in-process
-operator reads, as an operator with the registry volume mounted would. The real run on a Ray head
-is tests/cluster/test_trainingjob_e2e.py.
+report.json into the job's work folder in the registry: a real MinIO bucket (the runtime kuberay
+takes only object storage, its pods mount no volume), read by the in-process operator with the
+credentials of the Secret the spec names. The real run on a Ray head is
+tests/cluster/test_trainingjob_e2e.py.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
+from llmops.api.common import ObjectStorageLocation
 from llmops.api.trainingjob import GateResult, ModelVersionRef, Progress
+from llmops.dev import services
 from llmops.dev.cluster import LocalCluster
+from llmops.storage import Credentials, ObjectStore, open_store
 from llmops.workload import REPORT, RunReport
 from operators import trainingjob
 from operators.apply import adopt
@@ -47,8 +51,38 @@ def conditions(obj: dict) -> dict[str, dict]:
     return {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
 
 
-def training_job(name: str, registry: Path, **spec: Any) -> dict:
-    """A small pre-training job on the local registry `registry`."""
+@pytest.fixture(scope="module")
+def minio(cluster: LocalCluster) -> dict:
+    """MinIO beside the test cluster (the dev services' own command), with the bucket `llmops`."""
+    return services.start_minio(cluster)
+
+
+@pytest.fixture
+def registry(cluster: LocalCluster, namespace: str, minio: dict) -> dict:
+    """The test's own registry: a prefix of the bucket, with its credentials in a namespace Secret."""
+    cluster.kubectl(
+        "create", "secret", "generic", "registry-credentials", "-n", namespace,
+        f"--from-literal=AWS_ACCESS_KEY_ID={minio['accessKeyId']}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={minio['secretAccessKey']}",
+    )  # fmt: skip
+    return {
+        "s3": {
+            "endpoint": minio["endpoint"],
+            "bucket": "llmops",
+            "prefix": f"{namespace}/",
+            "credentialsSecretRef": {"name": "registry-credentials"},
+        }
+    }
+
+
+def store_of(location: dict | ObjectStorageLocation, minio: dict) -> ObjectStore:
+    if isinstance(location, dict):
+        location = ObjectStorageLocation.model_validate(location)
+    return open_store(location, Credentials(minio["accessKeyId"], minio["secretAccessKey"]))
+
+
+def training_job(name: str, registry: dict, **spec: Any) -> dict:
+    """A small pre-training job on the test's registry (see the `registry` fixture)."""
     body = {
         "model": {
             "architecture": {
@@ -60,11 +94,11 @@ def training_job(name: str, registry: Path, **spec: Any) -> dict:
                 "maxPositionEmbeddings": 128,
             }
         },
-        "data": {"sources": [{"uri": "/data/corpus.txt", "format": "text"}]},
+        "data": {"sources": [{"uri": "s3://llmops/data/corpus.txt", "format": "text"}]},
         "method": {"type": "pretrain", "hyperparameters": {"maxSteps": 20}},
         "resources": {"workers": 2, "perWorker": {"cpu": 2, "memory": "4Gi"}},
         "evaluation": {"perplexity": {"threshold": 1000}},
-        "output": {"registry": {"local": {"path": str(registry)}}, "modelName": "tiny"},
+        "output": {"registry": registry, "modelName": "tiny"},
     }
     body.update(spec)
     return {
@@ -97,14 +131,11 @@ def play_kuberay(cluster: LocalCluster, namespace: str, rayjob: dict, status: di
     )  # fmt: skip
 
 
-def write_report(rayjob: dict, report: RunReport) -> Path:
-    """What the workload would write into its work folder."""
+def write_report(rayjob: dict, report: RunReport, minio: dict) -> None:
+    """What the workload would write into its work folder (in the registry's bucket)."""
     run = builders.run_from_entrypoint(rayjob["spec"]["entrypoint"])
-    assert run is not None and run.work_dir.local is not None
-    path = Path(run.work_dir.local.path) / REPORT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report.model_dump_json(by_alias=True))
-    return path
+    assert run is not None and run.work_dir.s3 is not None
+    store_of(run.work_dir, minio).put_bytes(REPORT, report.model_dump_json(by_alias=True).encode())
 
 
 def until(cluster: LocalCluster, name: str, namespace: str, check, timeout: float = 60) -> dict:
@@ -173,9 +204,9 @@ def test_rayjob_passes_the_kuberay_crd(cluster: LocalCluster, namespace: str, ex
 
 
 def test_status_follows_the_rayjob_and_the_report(
-    cluster: LocalCluster, namespace: str, operator: None, tmp_path: Path
+    cluster: LocalCluster, namespace: str, operator: None, registry: dict, minio: dict
 ) -> None:
-    apply(cluster, namespace, training_job("tiny", tmp_path))
+    apply(cluster, namespace, training_job("tiny", registry))
     tj = until(cluster, "tiny", namespace, phase_is("Pending"))
     assert conditions(tj)["Reconciling"]["status"] == "True"
     assert "llmops.io/finalizer" not in tj["metadata"].get("finalizers", [])  # kuberay: GC cleans up
@@ -197,7 +228,7 @@ def test_status_follows_the_rayjob_and_the_report(
     progress = Progress(
         stage="Training", step=5, total_steps=20, epoch=0.25, loss=5.5, tokens_per_second=1200, eta_seconds=60
     )
-    write_report(rayjob, RunReport(phase="Running", progress=progress))
+    write_report(rayjob, RunReport(phase="Running", progress=progress), minio)
     play_kuberay(
         cluster,
         namespace,
@@ -211,13 +242,14 @@ def test_status_follows_the_rayjob_and_the_report(
 
     # Progress moves without any Kubernetes event: the resync reads the report while Running.
     write_report(
-        rayjob, RunReport(phase="Running", progress=progress.model_copy(update={"step": 15, "loss": 3.25}))
+        rayjob,
+        RunReport(phase="Running", progress=progress.model_copy(update={"step": 15, "loss": 3.25})),
+        minio,
     )
     until(cluster, "tiny", namespace, lambda o: o["status"]["progress"]["step"] == 15, timeout=40)
 
-    version = ModelVersionRef(
-        name="tiny", version="1", uri=f"{tmp_path}/models/tiny/versions/1/manifest.json"
-    )
+    uri = f"s3://llmops/{namespace}/models/tiny/versions/1/manifest.json"
+    version = ModelVersionRef(name="tiny", version="1", uri=uri)
     gates = [GateResult(metric="perplexity", operator="<=", threshold=1000, value=210.5, passed=True)]
     write_report(
         rayjob,
@@ -229,6 +261,7 @@ def test_status_follows_the_rayjob_and_the_report(
             model_version=version,
             lineage={"base": "scratch", "dataDigest": "sha256:abc"},
         ),
+        minio,
     )
     play_kuberay(
         cluster,
@@ -257,14 +290,15 @@ def test_status_follows_the_rayjob_and_the_report(
 
 
 def test_gate_failure_is_stalled_with_an_event(
-    cluster: LocalCluster, namespace: str, operator: None, tmp_path: Path
+    cluster: LocalCluster, namespace: str, operator: None, registry: dict, minio: dict
 ) -> None:
-    apply(cluster, namespace, training_job("gated", tmp_path))
+    apply(cluster, namespace, training_job("gated", registry))
     rayjob = rayjob_of(cluster, namespace, until(cluster, "gated", namespace, phase_is("Pending")))
     gates = [GateResult(metric="perplexity", operator="<=", threshold=10, value=210.5, passed=False)]
     write_report(
         rayjob,
         RunReport(phase="Failed", gates=gates, failed_gates=["perplexity"], message="gate perplexity failed"),
+        minio,
     )
     play_kuberay(cluster, namespace, rayjob, {"jobDeploymentStatus": "Complete", "jobStatus": "FAILED"})
     cluster.kubectl("wait", "tj/gated", "-n", namespace, "--for=condition=Stalled", "--timeout=60s")
@@ -284,9 +318,9 @@ def test_gate_failure_is_stalled_with_an_event(
 
 
 def test_runtime_failure_without_a_report(
-    cluster: LocalCluster, namespace: str, operator: None, tmp_path: Path
+    cluster: LocalCluster, namespace: str, operator: None, registry: dict, minio: dict
 ) -> None:
-    apply(cluster, namespace, training_job("deadline", tmp_path, runtime={"activeDeadlineSeconds": 60}))
+    apply(cluster, namespace, training_job("deadline", registry, runtime={"activeDeadlineSeconds": 60}))
     rayjob = rayjob_of(cluster, namespace, until(cluster, "deadline", namespace, phase_is("Pending")))
     assert rayjob["spec"]["activeDeadlineSeconds"] == 60
     message = "The RayJob has passed the activeDeadlineSeconds."
@@ -300,13 +334,15 @@ def test_runtime_failure_without_a_report(
 # -- suspend and Kueue ---------------------------------------------------------------------------
 
 
-def test_suspend_and_resume(cluster: LocalCluster, namespace: str, operator: None, tmp_path: Path) -> None:
-    apply(cluster, namespace, training_job("paused", tmp_path, suspend=True))
+def test_suspend_and_resume(
+    cluster: LocalCluster, namespace: str, operator: None, registry: dict, minio: dict
+) -> None:
+    apply(cluster, namespace, training_job("paused", registry, suspend=True))
     tj = until(cluster, "paused", namespace, phase_is("Suspended"))
     rayjob = rayjob_of(cluster, namespace, tj)
     assert rayjob["spec"]["suspend"] is True
     entrypoint = rayjob["spec"]["entrypoint"]
-    apply(cluster, namespace, training_job("paused", tmp_path, suspend=False))
+    apply(cluster, namespace, training_job("paused", registry, suspend=False))
     eventually(
         lambda: get(cluster, "rayjob", rayjob["metadata"]["name"], namespace)["spec"]["suspend"] is False
     )
@@ -316,9 +352,9 @@ def test_suspend_and_resume(cluster: LocalCluster, namespace: str, operator: Non
 
 
 def test_queued_job_waits_for_kueue(
-    cluster: LocalCluster, namespace: str, operator: None, tmp_path: Path
+    cluster: LocalCluster, namespace: str, operator: None, registry: dict, minio: dict
 ) -> None:
-    apply(cluster, namespace, training_job("queued", tmp_path, runtime={"queueName": "research"}))
+    apply(cluster, namespace, training_job("queued", registry, runtime={"queueName": "research"}))
     tj = until(cluster, "queued", namespace, lambda o: "status" in o)
     rayjob = rayjob_of(cluster, namespace, tj)
     assert rayjob["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "research"
@@ -347,12 +383,11 @@ def test_queued_job_waits_for_kueue(
 
 
 def test_deleting_the_trainingjob_deletes_its_rayjob_not_the_registry(
-    cluster: LocalCluster, namespace: str, operator: None, tmp_path: Path
+    cluster: LocalCluster, namespace: str, operator: None, registry: dict, minio: dict
 ) -> None:
-    version = tmp_path / "models" / "tiny" / "versions" / "1" / "manifest.json"
-    version.parent.mkdir(parents=True)
-    version.write_text("{}")
-    apply(cluster, namespace, training_job("gone", tmp_path))
+    store = store_of(registry, minio)
+    store.put_bytes("models/tiny/versions/1/manifest.json", b"{}")
+    apply(cluster, namespace, training_job("gone", registry))
     rayjob = rayjob_of(cluster, namespace, until(cluster, "gone", namespace, phase_is("Pending")))
     cluster.kubectl("delete", "tj", "gone", "-n", namespace, "--timeout=60s")
     # The garbage collector of the real kube-controller-manager follows the owner reference.
@@ -364,18 +399,18 @@ def test_deleting_the_trainingjob_deletes_its_rayjob_not_the_registry(
             != 0
         )
     )
-    assert version.read_text() == "{}"
+    assert store.get_bytes("models/tiny/versions/1/manifest.json") == b"{}"
 
 
 # -- bad input -----------------------------------------------------------------------------------
 
 
 def test_qlora_without_gpus_is_stalled(
-    cluster: LocalCluster, namespace: str, operator: None, tmp_path: Path
+    cluster: LocalCluster, namespace: str, operator: None, registry: dict, minio: dict
 ) -> None:
     obj = training_job(
-        "qlora-cpu", tmp_path,
-        model={"baseModel": "/checkpoints/tiny"},
+        "qlora-cpu", registry,
+        model={"baseModel": "s3://llmops/checkpoints/tiny"},
         method={"type": "qlora", "lora": {"r": 8}},
     )  # fmt: skip
     apply(cluster, namespace, obj)
@@ -391,11 +426,11 @@ def test_qlora_without_gpus_is_stalled(
 
 
 def test_unknown_base_model_is_stalled(
-    cluster: LocalCluster, namespace: str, operator: None, tmp_path: Path
+    cluster: LocalCluster, namespace: str, operator: None, registry: dict, minio: dict
 ) -> None:
     obj = training_job(
         "lora-nobase",
-        tmp_path,
+        registry,
         model={"base": {"name": "missing", "alias": "production"}},
         method={"type": "lora"},
     )
@@ -421,7 +456,7 @@ def test_secret_values_stay_out_of_status_and_events(
             "credentialsSecretRef": {"name": "registry-credentials"},
         }
     }
-    obj = training_job("s3-job", Path("/unused"), output={"registry": registry, "modelName": "tiny"})
+    obj = training_job("s3-job", registry)
     apply(cluster, namespace, obj)
     rayjob = rayjob_of(cluster, namespace, until(cluster, "s3-job", namespace, phase_is("Pending")))
     # The operator now reads the Secret and tries the (unreachable) registry for the report.
@@ -449,9 +484,9 @@ def test_secret_values_stay_out_of_status_and_events(
 
 
 def test_only_ray_jobs_api_jobs_get_the_finalizer(
-    cluster: LocalCluster, namespace: str, operator: None, tmp_path: Path
+    cluster: LocalCluster, namespace: str, operator: None, registry: dict, minio: dict
 ) -> None:
-    obj = training_job("remote", tmp_path, runtime={"type": "rayJobsAPI", "address": "http://127.0.0.1:9"})
+    obj = training_job("remote", registry, runtime={"type": "rayJobsAPI", "address": "http://127.0.0.1:9"})
     apply(cluster, namespace, obj)
     try:
         tj = until(

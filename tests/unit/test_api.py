@@ -19,10 +19,10 @@ VALID = sorted(EXAMPLES.glob("*.yaml"))
 INVALID = sorted((EXAMPLES / "invalid").glob("*.yaml"))
 
 MINIMAL_JOB = {
-    "model": {"baseModel": "/checkpoints/tiny"},
-    "data": {"sources": [{"uri": "/data/corpus.jsonl"}]},
+    "model": {"baseModel": "s3://models/checkpoints/tiny"},
+    "data": {"sources": [{"uri": "s3://data/corpus.jsonl"}]},
     "method": {"type": "full"},
-    "output": {"registry": {"local": {"path": "/models"}}, "modelName": "tiny"},
+    "output": {"registry": {"s3": {"bucket": "models"}}, "modelName": "tiny"},
 }
 
 
@@ -73,7 +73,7 @@ def test_minimal_training_job_gets_defaults() -> None:
     assert spec.runtime.type == "kuberay"
     assert spec.method.hyperparameters.mixed_precision == "no"
     assert spec.data.preparation.tokenization.block_size == 1024
-    assert spec.to_dict()["output"] == {"registry": {"local": {"path": "/models"}}, "modelName": "tiny"}
+    assert spec.to_dict()["output"] == {"registry": {"s3": {"bucket": "models"}}, "modelName": "tiny"}
 
 
 def test_python_names_and_camel_case_names_both_work() -> None:

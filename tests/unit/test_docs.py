@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from llmops.dev.tools import binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,7 +216,7 @@ def test_install_lists_every_operator_setting() -> None:
 
 def test_quickstart_follows_the_demo_and_readme() -> None:
     text = (DOCS / "quickstart.md").read_text().lower()
-    steps = re.findall(r'^current="([^"]+)"', (ROOT / "hack" / "demo.sh").read_text(), re.M)
+    steps = re.findall(r'^step "([^"]+)"', (ROOT / "hack" / "demo.sh").read_text(), re.M)
     assert steps, "hack/demo.sh names no steps"
     missing = [s for s in steps if f"**{s.lower()}**" not in text]
     assert not missing, f"docs/quickstart.md does not describe the demo steps {missing}"

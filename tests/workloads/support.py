@@ -32,6 +32,9 @@ def make_run(spec: dict[str, Any], name: str = "job") -> TrainingRun:
     job = JobIdentity(namespace="tests", name=name, uid=str(uuid.uuid4()))
     from llmops.api.trainingjob import TrainingJobSpec
 
+    # These runs go to a local Ray head as the rayJobsAPI runtime submits them (its address comes from
+    # RAY_ADDRESS at start); that runtime may use local paths on a filesystem the cluster shares.
+    spec = {"runtime": {"type": "rayJobsAPI", "address": "http://127.0.0.1:8265"}, **spec}
     parsed = TrainingJobSpec.model_validate(spec)
     return TrainingRun(
         job=job, spec=parsed, work_dir=work_dir_for(parsed.output.registry, job), code_version="test"

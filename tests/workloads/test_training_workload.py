@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from llmops import registry
+from llmops import jsonl, registry
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.storage import Credentials, open_store
 from tests.helpers import eventually
@@ -48,6 +48,7 @@ PLANTED_PII = [
     "Maria Gonzales",
 ]
 HARBOUR = "The harbour master counted twelve boats in the morning fog."
+SEPARATED = "A note\u2028from the lighthouse keeper\u2029about the lamps\u0085and the oil."
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -71,12 +72,18 @@ def pretrain(ray_head, minio, s3, tmp_path_factory):
 
     for bucket in ("data", "models"):
         s3.create_bucket(Bucket=bucket)
+    # A byte-order mark, and a line whose text holds U+2028, U+2029 and U+0085 unescaped (legal JSON,
+    # as json.dumps(ensure_ascii=False) and the gateway's sampler write it): both files must load.
+    bom = b"\xef\xbb\xbf"
     uploads = {
-        "quickstart/train.jsonl": (QUICKSTART / "train.jsonl").read_bytes(),
+        "quickstart/train.jsonl": bom
+        + (QUICKSTART / "train.jsonl").read_bytes()
+        + json.dumps({"text": SEPARATED}, ensure_ascii=False).encode()
+        + b"\n",
         "text/corpus.txt": (DATA / "corpus.txt").read_bytes(),
-        "eval/qa.jsonl": (QUICKSTART / "eval.jsonl").read_bytes(),
+        "eval/qa.jsonl": bom + (QUICKSTART / "eval.jsonl").read_bytes(),
     }
-    rows = [json.loads(line) for line in (DATA / "pii_dups.jsonl").read_text().splitlines()]
+    rows = [row for _, row in jsonl.read_path(DATA / "pii_dups.jsonl")]
     buffer = io.BytesIO()
     pq.write_table(pa.table({"body": [r["text"] for r in rows]}), buffer)
     uploads["parquet/pii.parquet"] = buffer.getvalue()
@@ -96,7 +103,11 @@ def pretrain(ray_head, minio, s3, tmp_path_factory):
             "preparation": {
                 "minLength": 8,
                 "dedup": {"method": "near", "threshold": 0.8},
-                "pii": {"entities": ["email", "phone", "creditCard", "ipAddress", "name"]},
+                # GB: the corpus has a London number in national form (020 7946 0958).
+                "pii": {
+                    "entities": ["email", "phone", "creditCard", "ipAddress", "name"],
+                    "regions": ["US", "GB"],
+                },
                 "tokenization": {"blockSize": 64},
                 "validationSplit": 0.1,
             },
@@ -178,12 +189,14 @@ def test_prepared_data_has_no_pii_and_no_duplicates(pretrain):
         assert planted not in joined, f"{planted!r} survived preparation"
     assert "[EMAIL]" in joined and "[CARD]" in joined and "[IP]" in joined and "[NAME]" in joined
     assert "4012 8888 8888 1882" in joined  # fails the Luhn check: not a card number, kept
+    assert "from the lighthouse keeper" in joined  # the line with U+2028/U+2029/U+0085 was ingested
     assert sum(HARBOUR in d for d in docs) == 1  # one exact and two near duplicates removed
     hashes = [text.content_hash(d) for d in docs]
     assert len(hashes) == len(set(hashes))
     summary = json_of(work, "stages/prepare.json")
     found = summary["pii"]["found"]
     assert found["email"] >= 3 and found["phone"] >= 3 and found["creditCard"] >= 3
+    assert summary["pii"]["regions"] == ["US", "GB"]
     assert found["ipAddress"] >= 4 and found["name"] >= 1
     dropped = summary["counts"]["dropped"]
     assert dropped["exact_duplicate"] >= 1 and dropped["near_duplicate"] >= 2

@@ -1,0 +1,86 @@
+"""The local object store publishes whole objects only, and the registry survives a broken record.
+
+A writer killed with SIGKILL in the middle of a create-only write (a real process, killed while
+its bytes are going to disk) must leave nothing visible under the key, and a later writer must
+be able to create it. A manifest that is broken anyway (truncated by an older writer, or edited by
+hand) is skipped with a warning: it never stops later registrations of the same model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from llmops.api.common import ModelReference
+from llmops.registry import BrokenRecord, GateVerdict, Lineage, read_version, register, resolve, versions
+from llmops.storage import LocalStore, ObjectExists
+
+WRITER = """
+import sys
+from pathlib import Path
+from llmops.storage import LocalStore
+
+
+store = LocalStore(Path(sys.argv[1]))
+# 1 GiB written in one call: long enough to be killed half-way on any machine.
+store.put_bytes("models/m/versions/1/manifest.json", b"x" * (1 << 30), overwrite=False)
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_nothing_visible(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root)], cwd=Path(__file__).parents[2])
+    folder = root / "models" / "m" / "versions" / "1"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until bytes are on their way to disk
+        staged = list(folder.glob(".*.tmp")) if folder.exists() else []
+        if staged and staged[0].stat().st_size > 0:
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the writer never started writing")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    store = LocalStore(root)
+    assert not store.exists("models/m/versions/1/manifest.json")
+    assert list(store.list("models/")) == []  # the staged bytes are never listed
+    store.put_bytes("models/m/versions/1/manifest.json", b"{}", overwrite=False)
+    with pytest.raises(ObjectExists):
+        store.put_bytes("models/m/versions/1/manifest.json", b"{}", overwrite=False)
+
+
+def _model(tmp_path: Path) -> Path:
+    model = tmp_path / "model"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    return model
+
+
+def test_a_broken_manifest_is_skipped_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = LocalStore(tmp_path / "registry")
+    gates = [GateVerdict(metric="perplexity", operator="<=", threshold=50, value=10, passed=True)]
+    first = register(store, "m", _model(tmp_path), metrics={}, gates=gates, lineage=Lineage())
+    assert first.version == "1"
+    # Version 2 as an older writer left it after a crash: claimed, manifest empty.
+    store.put_bytes("models/m/versions/2/claim", b"{}", overwrite=False)
+    (tmp_path / "registry" / "models" / "m" / "versions" / "2" / "manifest.json").write_bytes(b"")
+
+    with pytest.raises(BrokenRecord, match=r"m:2 .* broken manifest\.json"):
+        read_version(store, "m", "2")
+    with caplog.at_level(logging.WARNING):
+        assert resolve(store, ModelReference(name="m", alias="latest")).version == "1"
+    assert "broken manifest.json" in caplog.text
+
+    third = register(store, "m", _model(tmp_path), metrics={}, gates=gates, lineage=Lineage())
+    assert third.version == "3"
+    assert versions(store, "m") == ["1", "2", "3"]
+    assert resolve(store, ModelReference(name="m", alias="latest")).version == "3"
