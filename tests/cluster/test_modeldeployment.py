@@ -855,3 +855,42 @@ def test_the_scale_to_zero_example_as_written_gets_the_monitors_its_scaler_reads
         assert [s["metadata"]["name"] for s in selected("services", service_monitor["spec"]["selector"])] == [
             f"{md}-gateway"
         ]
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_a_replaced_autoscaler_held_by_a_finalizer_is_waited_for(
+    cluster: LocalCluster, namespace: str, registry: Path
+) -> None:
+    """keda -> hpa while the ScaledObject carries a finalizer (KEDA's own, which removes its HPA
+    first; put there by hand, as KEDA does not run here): no HPA is created while the ScaledObject is
+    still there, the object says what it waits for, and once it is gone the HPA follows."""
+    body = deployment(
+        "bot", registry, autoscaling={"minReplicas": 1, "maxReplicas": 3}, gateway={"replicas": 1}
+    )
+    with running_operator(namespace, ServingSettings(resync_seconds=600)):
+        apply(cluster, namespace, body)
+        cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+        patch = json.dumps({"metadata": {"finalizers": ["finalizer.keda.sh"]}})
+        cluster.kubectl("patch", "scaledobject", "bot-1-vllm", "-n", namespace, "--type=merge", "-p", patch)
+        body["spec"]["autoscaling"]["engine"] = "hpa"
+        apply(cluster, namespace, body)
+        md = eventually(
+            lambda: (o := get(cluster, "md", "bot", namespace))["status"]["observedGeneration"] == 2 and o
+        )
+        assert "ScaledObject/bot-1-vllm to be deleted" in condition(md, "Reconciling")["message"]
+        assert get(cluster, "scaledobject", "bot-1-vllm", namespace)["metadata"]["deletionTimestamp"]  # type: ignore[index]
+        assert not names(cluster, "horizontalpodautoscalers", namespace)
+        cluster.kubectl(
+            "patch",
+            "scaledobject",
+            "bot-1-vllm",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"metadata": {"finalizers": null}}',
+        )
+        eventually(
+            lambda: names(cluster, "horizontalpodautoscalers", namespace) == {"bot-1-vllm"}, timeout=30
+        )
+        cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
