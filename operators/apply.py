@@ -18,6 +18,16 @@ from kubernetes.dynamic.exceptions import NotFoundError
 FIELD_MANAGER = "llmops"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "llmops"}
 
+# Fields another controller takes over when our manifest stops setting them (an autoscaler writes a
+# Deployment's replicas). Server-side apply removes a field its only manager stops applying, and the
+# apiserver's defaulting then sets it anew (replicas 1): the running value must survive the change of
+# owner. Before such an apply, the value is handed to a second manager (`<manager>-handover`), as
+# https://kubernetes.io/docs/reference/using-api/server-side-apply/#transferring-ownership describes.
+HANDOVER_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = {
+    ("apps/v1", "Deployment"): (("spec", "replicas"),),
+    ("apps/v1", "StatefulSet"): (("spec", "replicas"),),
+}
+
 
 def owner_reference(owner: dict) -> dict:
     """A controller reference to `owner` (a parent object as the API returns it)."""
@@ -71,9 +81,14 @@ class Applier:
         return self.client.resources.get(api_version=api_version, kind=kind)
 
     def apply(self, manifest: dict, *, dry_run: bool = False) -> dict:
-        """Server-side apply one object; we own the fields we set, and take them back on conflict."""
+        """Server-side apply one object; we own the fields we set, and take them back on conflict.
+
+        A field of HANDOVER_FIELDS that we own and `manifest` leaves out keeps its running value: it is
+        handed over first (see there), never dropped and defaulted."""
         resource = self.resource(manifest["apiVersion"], manifest["kind"])
         extra = {"dry_run": "All"} if dry_run else {}
+        if not dry_run:
+            self._hand_over(resource, manifest)
         result = self.client.server_side_apply(
             resource,
             body=manifest,
@@ -83,6 +98,37 @@ class Applier:
             **extra,
         )
         return result.to_dict()
+
+    def _hand_over(self, resource: Any, manifest: dict) -> None:
+        paths = HANDOVER_FIELDS.get((manifest["apiVersion"], manifest["kind"]), ())
+        left_out = [p for p in paths if _lookup(manifest, p) is _MISSING]
+        if not left_out:
+            return
+        meta = manifest["metadata"]
+        live = self.get(manifest["apiVersion"], manifest["kind"], meta["name"], meta.get("namespace"))
+        if live is None:
+            return
+        owned = _owned_fields(live, self.field_manager)
+        keep = [p for p in left_out if _fields_key(p) in owned and _lookup(live, p) is not _MISSING]
+        if not keep:
+            return
+        body: dict = {"apiVersion": manifest["apiVersion"], "kind": manifest["kind"]}
+        body["metadata"] = {
+            "name": meta["name"],
+            **({"namespace": meta["namespace"]} if "namespace" in meta else {}),
+        }
+        for path in keep:
+            node = body
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = _lookup(live, path)
+        self.client.server_side_apply(
+            resource,
+            body=body,
+            namespace=meta.get("namespace"),
+            field_manager=f"{self.field_manager}-handover",
+            force_conflicts=True,
+        )
 
     def apply_all(self, manifests: Iterable[dict], *, dry_run: bool = False) -> list[dict]:
         return [self.apply(m, dry_run=dry_run) for m in manifests]
@@ -116,3 +162,37 @@ class Applier:
             return True
         except NotFoundError:
             return False
+
+
+_MISSING = object()
+
+
+def _lookup(body: dict, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(body, dict) or part not in body:
+            return _MISSING
+        body = body[part]
+    return body
+
+
+def _fields_key(path: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"f:{part}" for part in path)
+
+
+def _owned_fields(live: dict, manager: str) -> set[tuple[str, ...]]:
+    """The leaf field paths (as `f:` keys) that `manager` owns by apply, from metadata.managedFields."""
+    owned: set[tuple[str, ...]] = set()
+
+    def walk(node: dict, prefix: tuple[str, ...]) -> None:
+        for key, child in node.items():
+            if key == ".":
+                continue
+            path = (*prefix, key)
+            owned.add(path)
+            if isinstance(child, dict):
+                walk(child, path)
+
+    for entry in live.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") == manager and entry.get("operation") == "Apply":
+            walk(entry.get("fieldsV1") or {}, ())
+    return owned

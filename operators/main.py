@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -71,11 +73,38 @@ def webhook_server(options: WebhookOptions) -> kopf.WebhookServer:
     return kopf.WebhookServer(**common)
 
 
+class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's "last handled configuration", kept as a SHA-256 digest of it, not as a copy.
+
+    kopf compares the stored essence (spec, labels, annotations other than its own) with the current
+    one to tell a change from a status write. Its default stores the essence itself, a second copy of
+    the spec in `metadata.annotations`, which the apiserver caps at 256 KiB in all: an object near its
+    CRD's size bounds is accepted, and then every patch that carries the copy is refused. Our reconcile
+    is level-based and reads no `diff`/`old`, so a digest tells a change just as well: the annotation is
+    `{"sha256": "<64 hex>"}` whatever the size of the object (BOOKKEEPING_BUDGET bounds all of ours).
+    An object that still holds a full copy from an earlier version sees one change, then a digest.
+    """
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        annotations = essence.get("metadata", {}).get("annotations", {})
+        for key in [k for k in annotations if k.startswith(f"{self.prefix}/")]:
+            del annotations[key]  # our own bookkeeping is no change of the object
+        text = json.dumps(essence, sort_keys=True, separators=(",", ":"), default=str)
+        return {"sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+# The most our bookkeeping annotations (the digest above, kopf's per-handler progress record and its
+# marker) may take of the apiserver's 256 KiB for all of an object's annotations; the rest is the user's
+# (tests/cluster/test_operator.py measures it on objects at their CRD bounds).
+BOOKKEEPING_BUDGET = 2048
+
+
 def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None) -> None:
     # Our own names for kopf's bookkeeping, chosen before the first release (changing them re-runs handlers).
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"
     )
     # Watches that go silent behind load balancers are restarted rather than trusted forever.

@@ -80,12 +80,18 @@ def status_fingerprint(child: dict) -> Any:
     return json.dumps(child.get("status") or {}, sort_keys=True, default=str)
 
 
+def existence(child: dict) -> Any:
+    """A fingerprint for children whose state the parent does not read: only their deletion counts."""
+    return None
+
+
 @dataclass(frozen=True)
 class Child:
     """Objects a kind creates whose changes re-run the parent's reconcile.
 
     They are found by the label `llmops.io/<kind>: <parent name>` (operators.apply.labels_for) and
     watched; when a child's `fingerprint` changes, or it is deleted, the parent is reconciled again.
+    A kind whose CRD is not installed (KEDA's, prometheus-operator's) is watched once it appears.
     """
 
     group: str  # "apps"; "" for the core group
@@ -106,6 +112,9 @@ class Kind(Generic[Spec]):
     # kopf.TemporaryError to retry; an unreadable spec skips it (nothing was made from it).
     finalize: Callable[[Spec, Context], None] | None = None
     finalize_when: Callable[[dict], bool] | None = None
+    # Told of every child deleted (its last body), before the parent's reconcile is asked for: a kind
+    # that skips applying unchanged children forgets it here, so the reconcile puts it back.
+    child_deleted: Callable[[dict], None] | None = None
 
 
 def describe_validation_error(error: pydantic.ValidationError, prefix: str = "spec") -> str:
@@ -311,6 +320,8 @@ def _watch_child(kind: Kind, child: Child, requeue: Requeue, registry: kopf.Oper
             return
         if event["type"] == "DELETED":
             seen.pop(uid, None)
+            if kind.child_deleted is not None:
+                kind.child_deleted(dict(body))
             requeue.later(namespace, parent, CHILD_DEBOUNCE_SECONDS)
             return
         fingerprint = child.fingerprint(dict(body))

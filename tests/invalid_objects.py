@@ -616,6 +616,17 @@ def md_drift_without_reference(spec: Spec, draw: DrawFn) -> FieldPath:
     return ("spec", "monitoring", "drift")
 
 
+def md_tensor_parallel_over_gpus(spec: Spec, draw: DrawFn) -> FieldPath:
+    gpus = draw(st.integers(0, 63))
+    resources = _dig(spec, "resources")
+    if gpus == 0 and draw(st.booleans()):
+        resources.pop("gpus", None)  # the default, 0
+    else:
+        resources["gpus"] = gpus
+    _dig(spec, "engine")["tensorParallelSize"] = draw(st.integers(max(gpus + 1, 2), 64))
+    return ("spec",)
+
+
 def tj_min_length_over_max(spec: Spec, draw: DrawFn) -> FieldPath:
     preparation = _dig(spec, "data", "preparation")
     preparation["maxLength"] = draw(st.integers(1, 10**6))
@@ -788,6 +799,13 @@ CEL_CASES = [
     CelCase(MD, "spec.engine.loraAdapters[*].model", VERSION_XOR_ALIAS, md_adapter_reference),
     CelCase(MD, "spec", "rollout.canary.model must differ from model", md_canary_is_stable),
     CelCase(MD, "spec.rollout.canary", "steps must be in ascending order", md_steps_descending),
+    CelCase(
+        MD,
+        "spec",
+        "engine.tensorParallelSize must not exceed resources.gpus: vLLM shards each replica over that"
+        " many GPUs of its pod",
+        md_tensor_parallel_over_gpus,
+    ),
     CelCase(
         MD,
         "spec.monitoring.drift",

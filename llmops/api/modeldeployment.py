@@ -109,7 +109,17 @@ class Autoscaling(ApiModel):
 class CanaryAnalysis(ApiModel):
     """Checks the canary must pass at each step; the stable version is the baseline."""
 
-    interval_seconds: int = Field(60, ge=10, le=86400, description="Time between analyses, and per step.")
+    interval_seconds: int = Field(
+        60,
+        ge=10,
+        le=86400,
+        description=(
+            "Time between analyses, and per step. The analysis window is never shorter than four scrape"
+            " intervals of the gateway's monitor (60 s at the operator's default 15 s): a shorter"
+            " interval is lengthened to that, since Prometheus needs two samples in a window to see a"
+            " rate."
+        ),
+    )
     max_error_rate: Fraction | None = Field(0.05, description="Largest allowed fraction of failed requests.")
     max_latency_ratio: float | None = Field(
         None, gt=0, description="Largest allowed canary p95 latency divided by the stable version's."
@@ -184,7 +194,14 @@ class Drift(ApiModel):
 class Monitoring(ApiModel):
     """Metrics, alerts and drift detection."""
 
-    service_monitor: bool = Field(False, description="Create a prometheus-operator ServiceMonitor.")
+    service_monitor: bool = Field(
+        False,
+        description=(
+            "Scrape everything (prometheus-operator PodMonitors and ServiceMonitor) and add a Grafana"
+            " dashboard. Autoscaling, scale to zero, canary analysis and alerts get the monitors they"
+            " read whatever this says."
+        ),
+    )
     alerts: Alerts | None = Field(None, description="Alert thresholds; omit for no alerts.")
     drift: Drift | None = Field(None, description="Drift monitor; omit to skip it.")
 
@@ -279,6 +296,15 @@ class ModelDeploymentSpec(ApiModel):
             lambda m: m.rollout is None or m.rollout.canary is None or m.rollout.canary.model != m.model,
             field_path=".rollout",
         ),
+        Rule(
+            "!has(self.engine) || !has(self.engine.tensorParallelSize) || self.engine.tensorParallelSize <= 1"
+            " || (has(self.resources) && has(self.resources.gpus)"
+            " && self.resources.gpus >= self.engine.tensorParallelSize)",
+            "engine.tensorParallelSize must not exceed resources.gpus: vLLM shards each replica over that"
+            " many GPUs of its pod",
+            lambda m: m.engine.tensor_parallel_size <= 1 or m.resources.gpus >= m.engine.tensor_parallel_size,
+            field_path=".engine.tensorParallelSize",
+        ),
     )
 
     model: ModelReference = Field(description="The stable version to serve.")
@@ -340,6 +366,12 @@ class CanaryStatus(ApiModel):
         None, ge=0, description="Canary p95 over stable p95 at the last analysis."
     )
     last_analysis_time: datetime | None = Field(None, description="When the last analysis ran.")
+    inconclusive_analyses: int = Field(
+        0, ge=0, description="Analyses in a row that reached no verdict (no canary traffic, or no data)."
+    )
+    window_seconds: int | None = Field(
+        None, ge=0, description="The analysis window in use: intervalSeconds, or four scrape intervals."
+    )
     message: ShortText | None = Field(None, description="What the last analysis found.")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -39,10 +40,11 @@ from llmops.storage import Credentials, ObjectStore, open_store
 from operators.modeldeployment import builders, canary
 from operators.modeldeployment.builders import Adapter, Plan, ServedVersion, ServingSettings
 from operators.modeldeployment.names import endpoint, vllm_name
-from operators.runtime import Child, Context, Kind, Outcome
+from operators.runtime import Child, Context, Kind, Outcome, existence
 
 STALLED_RETRY_SECONDS = 60  # a missing version or Secret may appear: look again this often
 UNAVAILABLE_RETRY_SECONDS = 20
+LINGERING_RETRY_SECONDS = 5  # a replaced child whose finalizer is at work: look again this often
 
 
 class GatesNotPassed(RegistryError):
@@ -226,6 +228,12 @@ class Reconciler:
                 live[manifest["metadata"]["name"]] = result
         return live
 
+    def forget(self, child: dict) -> None:
+        """A child was deleted: the next reconcile applies it again even if it is unchanged."""
+        api_version, kind, name = child.get("apiVersion"), child.get("kind"), child["metadata"]["name"]
+        for owner in child["metadata"].get("ownerReferences") or []:
+            self._applied.pop((owner.get("uid"), f"{api_version}/{kind}/{name}"), None)
+
     def prune(self, ctx: Context, previous: list[str], wanted: set[str]) -> None:
         """Delete the children the last reconcile applied that this one does not want."""
         uid = ctx.body["metadata"]["uid"]
@@ -236,6 +244,35 @@ class Reconciler:
             with contextlib.suppress(ResourceNotFoundError):  # its CRD is gone, and so is the object
                 ctx.applier.delete(api_version, kind, name, ctx.namespace)
             self._applied.pop((uid, entry), None)
+
+    def clear_the_way(
+        self, ctx: Context, previous: list[str], manifests: list[dict], wanted: set[str]
+    ) -> tuple[list[dict], list[str]]:
+        """Delete, before anything is applied, the children that a wanted one replaces in an exclusive
+        slot (builders.EXCLUSIVE: an HPA that a ScaledObject replaces, or the other way round), so that
+        every admission rule of the systems we drive holds. Returns the manifests to apply now and the
+        predecessors not gone yet (a finalizer at work): their successors wait for a later reconcile."""
+        slots = {s: e for e in wanted if (s := builders.exclusive_slot(e))}
+        blocking = [
+            e for e in previous if e not in wanted and (s := builders.exclusive_slot(e)) and s in slots
+        ]
+        if not blocking:
+            return manifests, []
+        uid = ctx.body["metadata"]["uid"]
+        held: list[str] = []
+        lingering: list[str] = []
+        for entry in blocking:
+            api_version, kind, name = builders.parse_ref(entry)
+            try:
+                ctx.applier.delete(api_version, kind, name, ctx.namespace)
+                still = ctx.applier.get(api_version, kind, name, ctx.namespace)
+            except ResourceNotFoundError:  # its CRD is gone, and so is the object
+                still = None
+            self._applied.pop((uid, entry), None)
+            if still is not None:
+                held.append(slots[builders.exclusive_slot(entry)])  # type: ignore[index]
+                lingering.append(entry)
+        return [m for m in manifests if builders.ref(m) not in held], lingering
 
     # -- the reconcile ---------------------------------------------------------------------
 
@@ -257,7 +294,8 @@ class Reconciler:
         except ResourceNotFoundError as e:
             return self._stalled(
                 ctx, status, "MissingCRD",
-                f"{e}: install it (KEDA for autoscaling.engine keda, prometheus-operator for monitoring)"
+                f"{e}: install it (KEDA for autoscaling.engine keda; prometheus-operator for"
+                " monitoring, alerts, and the metrics that autoscaling and canary analysis read)"
                 " or change the spec so that it is not needed",
             )  # fmt: skip
         except (ApiException, DynamicApiError) as e:
@@ -315,16 +353,31 @@ class Reconciler:
         def served(model: str, version: str, role: builders.Role, weight: int = 0) -> ServedVersion:
             return ServedVersion(model, version, role, weight, vllm_name(md, model, version, spec.model.name))
 
+        need = builders.stable_replicas(spec)
         stable_v = served(stable.name, stable.version, "stable")
         canary_v = served(candidate.name, candidate.version, "canary") if candidate else None
         previous_state = status.canary if canary_v else None
-        verdict = previous_state.verdict if _same_canary(previous_state, canary_v, stable_v) else None
+        same = _same_canary(previous_state, canary_v, stable_v)
+        verdict = previous_state.verdict if same and previous_state else None
         retiring = _retiring(status, stable_v, canary_v)
+        carry = 0
+        if canary_v and spec_canary:
+            # Sized for its weight now or at the next step: all the traffic needs the stable's count.
+            plan_weights = canary.weights(spec_canary)
+            at = previous_state.step if same and previous_state else 0
+            upcoming = max(plan_weights[at : at + 2])
+            canary_v = dataclasses.replace(canary_v, replicas=canary.canary_replicas(upcoming, need))
+            carry = plan_weights[-1]
 
         # 1. The model servers: their readiness decides the canary's step and the weights. A promoted
-        # canary serves alone; a rolled-back one is gone.
-        first = [] if verdict == "Promoted" else [stable_v]
-        if canary_v and verdict != "RolledBack":
+        # canary is sized as the stable version and replaces it the way a new version does: the old
+        # stable keeps serving, untouched, until the new one has its replicas ready. A rolled-back
+        # canary is gone; the stable version was never touched.
+        first = [stable_v]
+        if verdict == "Promoted" and canary_v:
+            first = [dataclasses.replace(canary_v, role="stable", replicas=None)]
+            retiring = dataclasses.replace(stable_v, role="previous")
+        elif canary_v and verdict != "RolledBack":
             first.append(canary_v)
         version_manifests = builders.version_children(spec, ctx.body, Plan(tuple(first), adapters), settings)
         live = self.apply(ctx, version_manifests)
@@ -358,14 +411,22 @@ class Reconciler:
                 model=canary_v.model,
                 version=canary_v.version,
                 baseline=stable_v.version,
-                ready=ready_replicas(live.get(canary_v.deployment)) > 0,
+                ready=ready_replicas(live.get(canary_v.deployment))
+                >= canary.canary_replicas(plan_weights[at], need),
                 now=now,
                 analysis=analysis,
+                min_window=canary.analysis_window(settings.scrape_seconds),
             )
             if step.event:
                 ctx.event(step.event.reason, step.event.message, warning=step.event.warning)
         versions = canary.traffic(
-            stable_v, canary_v, step, retiring, ready=lambda name: ready_replicas(live.get(name)) > 0
+            stable_v,
+            canary_v,
+            step,
+            retiring,
+            ready=lambda name: ready_replicas(live.get(name)),
+            need=need,
+            carry=carry,
         )
         plan = Plan(tuple(versions), adapters)
 
@@ -374,11 +435,13 @@ class Reconciler:
         if retiring and any(v.role == "previous" for v in versions):
             wanted |= {f"apps/v1/Deployment/{retiring.deployment}", f"v1/Service/{retiring.deployment}"}
         shared = builders.shared_children(spec, ctx.body, plan, settings)
-        live.update(self.apply(ctx, shared))
         inventory = sorted(wanted | {builders.ref(m) for m in shared})
+        shared, lingering = self.clear_the_way(ctx, status.inventory, shared, set(inventory))
+        live.update(self.apply(ctx, shared))
+        inventory = sorted({*inventory, *lingering})  # tracked until they are gone
         self.prune(ctx, status.inventory, set(inventory))
 
-        return self._outcome(spec, ctx, settings, plan, live, step, inventory)
+        return self._outcome(spec, ctx, settings, plan, live, step, inventory, lingering)
 
     def _outcome(
         self,
@@ -389,6 +452,7 @@ class Reconciler:
         live: dict[str, dict],
         step: canary.Step | None,
         inventory: list[str],
+        lingering: list[str] = (),  # type: ignore[assignment]
     ) -> Outcome:
         md, namespace = ctx.name, ctx.namespace
         serving = [
@@ -434,6 +498,9 @@ class Reconciler:
             )
             reason = "RolledBack" if verdict == "RolledBack" else "AnalysisFailed"
             return Outcome("stalled", "Degraded", reason, text, fields, requeue_after=requeue)
+        waiting += [f"{entry} to be deleted before its successor is applied" for entry in lingering]
+        if lingering:
+            requeue = min(requeue, LINGERING_RETRY_SECONDS)
         if waiting:
             text = f"waiting for {', '.join(waiting)}"
             if plan.role("previous"):
@@ -448,6 +515,13 @@ class Reconciler:
             s = step.status
             stage = f"step {s.step + 1} of {len(canary.weights(spec.rollout.canary))}"  # type: ignore[union-attr]
             text = f"serving {who} at {url}; canary {s.model}:{s.version} at {step.weight}% ({stage})"
+            if s.inconclusive_analyses >= canary.INCONCLUSIVE_AFTER:
+                text += (
+                    f"; its last {s.inconclusive_analyses} analyses ({s.window_seconds} s windows) reached no"
+                    f" verdict: {s.message}. The step holds until one does: check that the canary gets"
+                    f" traffic and that {settings.prometheus_url} scrapes the gateway"
+                )
+                return Outcome("ready", "Ready", "AnalysisInconclusive", text, fields, requeue_after=requeue)
             return Outcome("ready", "Ready", "CanaryAnalysing", text, fields, requeue_after=requeue)
         reason = "Promoted" if verdict == "Promoted" else "Serving"
         text = f"serving {who} at {url} with {fields['ready_replicas']} ready replica(s)"
@@ -504,12 +578,30 @@ def _storage_error(error: Exception) -> bool:
     return isinstance(error, OSError) or type(error).__module__.startswith(("botocore", "boto3", "urllib3"))
 
 
+# Every kind of child builders.py and monitoring.py make: a deleted one is put back at once, not at the
+# next resync. Deployments also report their readiness; the others only their deletion.
+CHILDREN = (
+    Child("apps", "v1", "deployments", fingerprint=deployment_fingerprint),
+    *(
+        Child(group, version, plural, fingerprint=existence)
+        for group, version, plural in (
+            ("", "v1", "services"),
+            ("", "v1", "configmaps"),
+            ("autoscaling", "v2", "horizontalpodautoscalers"),
+            ("keda.sh", "v1alpha1", "scaledobjects"),
+            ("policy", "v1", "poddisruptionbudgets"),
+            ("networking.k8s.io", "v1", "networkpolicies"),
+            ("monitoring.coreos.com", "v1", "podmonitors"),
+            ("monitoring.coreos.com", "v1", "servicemonitors"),
+            ("monitoring.coreos.com", "v1", "prometheusrules"),
+        )
+    ),
+)
+
+
 def make_kind(settings: ServingSettings | None = None, metrics: canary.MetricsSource | None = None) -> Kind:
-    return Kind(
-        MODEL_DEPLOYMENT,
-        Reconciler(settings, metrics),
-        children=(Child("apps", "v1", "deployments", fingerprint=deployment_fingerprint),),
-    )
+    reconciler = Reconciler(settings, metrics)
+    return Kind(MODEL_DEPLOYMENT, reconciler, children=CHILDREN, child_deleted=reconciler.forget)
 
 
 KIND = make_kind()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -78,10 +79,19 @@ class ServingSettings:
     # Reconcile every object this often even without changes (repairs drift of its children).
     resync_seconds: float = 300
 
+    @property
+    def scrape_seconds(self) -> float:
+        """`scrape_interval` (a Prometheus duration: "15s", "1m", "500ms") in seconds."""
+        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", self.scrape_interval.strip())
+        if not match:
+            raise ValueError(f"scrape interval {self.scrape_interval!r} is not a duration like 15s")
+        return float(match.group(1)) * units[match.group(2)]
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
         """LLMOPS_SERVING_IMAGE, LLMOPS_PROMETHEUS_URL, LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR (k=v,...),
-        LLMOPS_MONITOR_LABELS (k=v,...), LLMOPS_RESYNC_SECONDS."""
+        LLMOPS_MONITOR_LABELS (k=v,...), LLMOPS_SCRAPE_INTERVAL, LLMOPS_RESYNC_SECONDS."""
         env = os.environ if env is None else env
         defaults = cls()
 
@@ -95,6 +105,7 @@ class ServingSettings:
             if env.get("LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR")
             else defaults.prometheus_namespace_labels,
             monitor_labels=pairs(env.get("LLMOPS_MONITOR_LABELS", "")),
+            scrape_interval=env.get("LLMOPS_SCRAPE_INTERVAL", defaults.scrape_interval),
             resync_seconds=float(env.get("LLMOPS_RESYNC_SECONDS", defaults.resync_seconds)),
         )
 
@@ -108,6 +119,9 @@ class ServedVersion:
     role: Role
     weight: int
     deployment: str
+    # A canary's fewest replicas; None: one. A canary about to take all the traffic needs as many as
+    # the stable version (`stable_replicas`), so that capacity never drops (see canary.traffic).
+    replicas: int | None = None
 
 
 @dataclass(frozen=True)
@@ -220,8 +234,13 @@ def _autoscaled(spec: ModelDeploymentSpec, role: Role) -> bool:
     return a.scale_to_zero or a.min_replicas < a.max_replicas
 
 
+def stable_replicas(spec: ModelDeploymentSpec) -> int:
+    """The ready replicas the spec asks of the stable version, which traffic never goes below."""
+    return max(spec.autoscaling.min_replicas, 1)
+
+
 def _fixed_replicas(spec: ModelDeploymentSpec, served: ServedVersion) -> int:
-    return 1 if served.role == "canary" else max(spec.autoscaling.min_replicas, 1)
+    return (served.replicas or 1) if served.role == "canary" else stable_replicas(spec)
 
 
 # -- vLLM --------------------------------------------------------------------------------------
@@ -376,11 +395,12 @@ def scaler_queries(owner: Manifest, served: ServedVersion) -> dict[str, str]:
     }
 
 
-def _replica_bounds(spec: ModelDeploymentSpec, role: Role) -> tuple[int, int, int | None]:
-    """(min, max, idle): a canary keeps one replica up so it can be judged."""
+def _replica_bounds(spec: ModelDeploymentSpec, served: ServedVersion) -> tuple[int, int, int | None]:
+    """(min, max, idle): a canary keeps one replica up so it can be judged (more before it takes all)."""
     a = spec.autoscaling
+    role = served.role
     if role == "canary":
-        return 1, a.max_replicas, None
+        return min(served.replicas or 1, a.max_replicas), a.max_replicas, None
     if a.scale_to_zero and a.min_replicas > 0:
         return a.min_replicas, a.max_replicas, 0  # KEDA: idle at 0, at least min while active
     return a.min_replicas, a.max_replicas, None
@@ -412,7 +432,7 @@ def scaled_object(
 ) -> Manifest:
     """KEDA ScaledObject on vLLM's queue and KV-cache use; with scale to zero, also on the gateway's
     pending requests, so the first request held by the gateway wakes the version up."""
-    low, high, idle = _replica_bounds(spec, served.role)
+    low, high, idle = _replica_bounds(spec, served)
     queue, kv = _targets(spec)
     queries = scaler_queries(owner, served)
 
@@ -462,7 +482,7 @@ HPA_KV_METRIC = "llmops_vllm_kv_cache_usage_perc"
 
 def hpa(spec: ModelDeploymentSpec, owner: Manifest, served: ServedVersion) -> Manifest:
     """HPA v2 on External metrics (vLLM's queue and KV cache), selected per deployment and version."""
-    low, high, _ = _replica_bounds(spec, served.role)
+    low, high, _ = _replica_bounds(spec, served)
     queue, kv = _targets(spec)
     selector = {"matchLabels": {"model_deployment": owner["metadata"]["name"], "version": served.version}}
     metrics = []
@@ -829,6 +849,20 @@ def build(
 ) -> list[Manifest]:
     """Every child of the ModelDeployment for this plan."""
     return [*version_children(spec, owner, plan, settings), *shared_children(spec, owner, plan, settings)]
+
+
+# Kinds of which one workload may have only one: KEDA's admission webhook refuses a ScaledObject for a
+# Deployment that an HPA already scales (https://keda.sh/docs/latest/concepts/admission-webhooks/), and
+# two HPAs on one Deployment fight. A child of one of these kinds replaces another of the same name
+# only once that one is gone.
+EXCLUSIVE = {"HorizontalPodAutoscaler": "autoscaler", "ScaledObject": "autoscaler"}
+
+
+def exclusive_slot(entry: str) -> tuple[str, str] | None:
+    """(slot, name) of an inventory entry that must be alone in its slot (see EXCLUSIVE), else None."""
+    _, kind, name = parse_ref(entry)
+    slot = EXCLUSIVE.get(kind)
+    return (slot, name) if slot else None
 
 
 def ref(manifest: Manifest) -> str:

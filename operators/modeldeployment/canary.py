@@ -165,6 +165,18 @@ def weights(canary: Canary) -> list[int]:
     return [canary.weight, *canary.steps]
 
 
+# Prometheus needs two samples in a window to compute increase() or rate(); four scrape intervals leave
+# room for a missed scrape (the rule behind Grafana's $__rate_interval).
+SCRAPES_PER_WINDOW = 4
+# An analysis without a verdict this many times in a row is reported (Ready's reason).
+INCONCLUSIVE_AFTER = 3
+
+
+def analysis_window(scrape_interval_seconds: float) -> int:
+    """The shortest analysis window, in seconds, over series scraped every `scrape_interval_seconds`."""
+    return math.ceil(SCRAPES_PER_WINDOW * scrape_interval_seconds)
+
+
 def advance(
     canary: Canary,
     previous: CanaryStatus | None,
@@ -175,10 +187,14 @@ def advance(
     ready: bool,
     now: dt.datetime,
     analysis: Callable[[int], Analysis],
+    min_window: int = 0,
 ) -> Step:
-    """The canary's next state. `analysis(window_seconds)` is called only when a window is over."""
+    """The canary's next state. `analysis(window_seconds)` is called only when a window is over.
+
+    The window (and a step's length) is `analysis.intervalSeconds`, or `min_window` if that is longer:
+    analysis_window(scrape interval), so that every window holds enough samples to give a verdict."""
     plan = weights(canary)
-    interval = canary.analysis.interval_seconds
+    interval = max(canary.analysis.interval_seconds, min_window)
     who = f"canary {model}:{version}"
     state = previous
     if state is None or (state.model, state.version, state.baseline_version) != (model, version, baseline):
@@ -190,6 +206,8 @@ def advance(
             version=version,
             baseline_version=baseline,
         )
+    if state.window_seconds != interval:
+        state = state.model_copy(update={"window_seconds": interval})
     match state.verdict:
         case "Promoted":
             return Step(state, 100, serve_canary=True, promoted=True)
@@ -209,6 +227,7 @@ def advance(
     result = analysis(interval)
     judged = state.model_copy(
         update={
+            "inconclusive_analyses": 0,
             "last_analysis_time": _seconds(now),
             "error_rate": result.error_rate,
             "p95_latency_ms": result.p95_latency_ms,
@@ -217,7 +236,12 @@ def advance(
         }
     )
     if result.verdict == "inconclusive":
-        again = judged.model_copy(update={"step_start_time": _seconds(now)})
+        again = judged.model_copy(
+            update={
+                "step_start_time": _seconds(now),
+                "inconclusive_analyses": state.inconclusive_analyses + 1,
+            }
+        )
         return Step(again, state.weight, serve_canary=True, promoted=False, requeue_after=interval)
     if result.verdict == "pass":
         if state.step + 1 >= len(plan):
@@ -263,30 +287,45 @@ def _seconds(now: dt.datetime) -> dt.datetime:
 # -- who serves how much -----------------------------------------------------------------------
 
 
+def canary_replicas(weight: int, stable: int) -> int:
+    """Ready replicas a canary needs to take `weight` percent: one, or the stable version's count
+    (`stable`) to take all of it, so that a canary alone never serves with less than the stable did."""
+    return stable if weight >= 100 else 1
+
+
 def traffic(
     stable: ServedVersion,
     candidate: ServedVersion | None,
     step: Step | None,
     retiring: ServedVersion | None,
     *,
-    ready: Callable[[str], bool],
+    ready: Callable[[str], int],
+    need: int = 1,
+    carry: int = 0,
 ) -> list[ServedVersion]:
     """The versions to serve and their weights (summing to 100).
 
-    The canary gets the machine's weight (all of it once promoted, when it becomes the stable
-    version). The stable share goes to the version being replaced (`retiring`) until the new stable
-    version has a ready replica, so changing the version never leaves the endpoint without one.
+    `ready(deployment)` is its ready replica count; `need` is what the spec asks of the stable version
+    (builders.stable_replicas). The rule, like a Deployment's surge: the replicas that take traffic never
+    fall below `need` during a canary, a promotion or a replacement.
+
+    - The canary gets the machine's weight once it has the replicas for it (canary_replicas), else 0.
+    - Once promoted, the canary is the stable version; the version it replaces (`retiring`, the old
+      stable) keeps the stable share until the new stable version has `need` ready replicas, while
+      the new one keeps the weight it had as a canary (`carry`), if it has a ready replica.
+    - A changed version (`retiring`, the one before) serves likewise until its successor is ready.
     """
     canary_weight = 0
     if candidate is not None and step is not None:
         if step.promoted:
-            stable = dataclasses.replace(candidate, role="stable")
-        elif step.serve_canary:
+            stable = dataclasses.replace(candidate, role="stable", replicas=None)
+        elif step.serve_canary and ready(candidate.deployment) >= canary_replicas(step.weight, need):
             canary_weight = step.weight
     share = 100 - canary_weight
     out = []
-    if retiring is not None and retiring.deployment != stable.deployment and not ready(stable.deployment):
-        out += [dataclasses.replace(stable, weight=0), dataclasses.replace(retiring, weight=share)]
+    if retiring is not None and retiring.deployment != stable.deployment and ready(stable.deployment) < need:
+        keep = min(carry, share) if ready(stable.deployment) > 0 else 0
+        out += [dataclasses.replace(stable, weight=keep), dataclasses.replace(retiring, weight=share - keep)]
     else:
         out.append(dataclasses.replace(stable, weight=share))
     if candidate is not None and step is not None and step.serve_canary and not step.promoted:

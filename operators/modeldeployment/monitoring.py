@@ -334,12 +334,52 @@ def dashboard_configmap(owner: dict) -> dict:
     )
 
 
+def scraped(spec: ModelDeploymentSpec) -> dict[str, list[str]]:
+    """Which monitors the spec needs, each with the features that read its series.
+
+    "vllm" (PodMonitor of the model servers, vllm:*): autoscaling (KEDA's and the HPA's queries), the
+    queue alert. "gateway" (ServiceMonitor, llmops_gateway_*): scale to zero (the pending requests that
+    wake a version), canary analysis, the latency and error alerts. "drift" (PodMonitor,
+    llmops_drift_*): the drift alert. `monitoring.serviceMonitor` asks for all of them (and the
+    dashboard) for people to look at; the features get theirs whatever it says, so none of them waits
+    forever on series nobody scrapes.
+    """
+    a, alerts = spec.autoscaling, spec.monitoring.alerts
+    drift = spec.monitoring.drift is not None and spec.monitoring.drift.enabled
+    everything = spec.monitoring.service_monitor
+    needs: dict[str, list[str]] = {"vllm": [], "gateway": [], "drift": []}
+    if everything:
+        for key in needs:
+            needs[key].append("monitoring.serviceMonitor")
+    if a.scale_to_zero or a.min_replicas < a.max_replicas:
+        needs["vllm"].append("autoscaling")
+    if a.scale_to_zero:
+        needs["gateway"].append("autoscaling.scaleToZero")
+    if spec.rollout and spec.rollout.canary:
+        needs["gateway"].append("rollout.canary.analysis")
+    if alerts is not None:
+        if alerts.max_queue_depth is not None:
+            needs["vllm"].append("monitoring.alerts.maxQueueDepth")
+        if alerts.p95_latency_ms is not None or alerts.max_error_rate is not None:
+            needs["gateway"].append("monitoring.alerts")
+        if alerts.max_drift_score is not None:
+            needs["drift"].append("monitoring.alerts.maxDriftScore")
+    if not drift:
+        needs["drift"] = []
+    return {key: features for key, features in needs.items() if features}
+
+
 def children(spec: ModelDeploymentSpec, owner: dict, settings: Any) -> list[dict]:
+    needs = scraped(spec)
     out = []
+    if "vllm" in needs:
+        out.append(pod_monitor(owner, settings))
+    if "gateway" in needs:
+        out.append(service_monitor(owner, settings))
     if spec.monitoring.service_monitor:
-        out += [pod_monitor(owner, settings), service_monitor(owner, settings), dashboard_configmap(owner)]
-        if spec.monitoring.drift is not None and spec.monitoring.drift.enabled:
-            out.append(drift_pod_monitor(owner, settings))
+        out.append(dashboard_configmap(owner))
+    if "drift" in needs:
+        out.append(drift_pod_monitor(owner, settings))
     rule = prometheus_rule(spec, owner, settings)
     if rule is not None:
         out.append(rule)

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 
 from llmops.dev.cluster import LocalCluster, free_port
 from llmops.dev.tools import binary
-from llmops.registry import GateVerdict, Lineage, register
+from llmops.registry import GateVerdict, Lineage, register, set_alias
 from llmops.storage import LocalStore
 from operators.modeldeployment import make_kind
 from operators.modeldeployment.builders import ServingSettings
@@ -112,16 +112,20 @@ class GatewayMetrics:
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path, namespace: str) -> Iterator[tuple[str, GatewayMetrics]]:
-    """A real Prometheus scraping the test's gateway-shaped exporter every second, with the target
-    labels the operator's ServiceMonitor would give it."""
+def prometheus(
+    tmp_path: Path, namespace: str, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, GatewayMetrics]]:
+    """A real Prometheus scraping the test's gateway-shaped exporter every second (or at the interval a
+    test passes as the fixture's param), with the target labels the operator's ServiceMonitor would
+    give it."""
+    scrape = getattr(request, "param", "1s")
     exporter = GatewayMetrics()
     port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
         yaml.safe_dump(
             {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "global": {"scrape_interval": scrape, "evaluation_interval": "1s"},
                 "scrape_configs": [
                     {
                         "job_name": "gateway",
@@ -433,7 +437,7 @@ def test_canary_steps_promotes_then_rolls_back_a_bad_version(
         "analysis": analysis,
     }
     body = deployment("bot", registry, rollout={"canary": canary}, gateway={"replicas": 1})
-    settings = ServingSettings(prometheus_url=url, resync_seconds=600)
+    settings = ServingSettings(prometheus_url=url, resync_seconds=600, scrape_interval="1s")
     with running_operator(namespace, settings, PrometheusSource(url)):
         apply(cluster, namespace, body)
 
@@ -482,3 +486,411 @@ def test_canary_steps_promotes_then_rolls_back_a_bad_version(
         assert "Version 2 serves all traffic" in rolled[0]["message"]
         eventually(lambda: names(cluster, "deployments", namespace) == {"bot-2-vllm", "bot-gateway"})
         assert weights() == {"2": 100}
+
+
+# -- what the apiserver saw, in its order --------------------------------------------------------
+
+
+class Recorder:
+    """Watches kinds in a namespace from threads of this test and keeps every event with its
+    resourceVersion, so a test can replay them in the apiserver's order (etcd's revision, one
+    counter for every kind) and check an invariant at each step."""
+
+    KINDS = {
+        "Deployment": "apps/v1",
+        "ConfigMap": "v1",
+        "HorizontalPodAutoscaler": "autoscaling/v2",
+        "ScaledObject": "keda.sh/v1alpha1",
+    }
+
+    def __init__(self, kubeconfig: Path, namespace: str, *kinds: str) -> None:
+        from kubernetes import config, dynamic
+
+        self.events: list[tuple[int, str, str, dict]] = []  # (resourceVersion, type, kind, object)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = []
+        for kind in kinds:
+            client = dynamic.DynamicClient(config.new_client_from_config(config_file=str(kubeconfig)))
+            resource = client.resources.get(api_version=self.KINDS[kind], kind=kind)
+            thread = threading.Thread(target=self._watch, args=(resource, namespace, kind), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _watch(self, resource, namespace: str, kind: str) -> None:
+        since = None  # a watch that ends (its timeout) goes on from its last event, without a relist
+        while not self._stop.is_set():
+            try:
+                for event in resource.watch(namespace=namespace, timeout=2, resource_version=since):
+                    obj = event["raw_object"]
+                    since = obj["metadata"]["resourceVersion"]
+                    with self._lock:
+                        self.events.append((int(since), event["type"], kind, obj))
+                    if self._stop.is_set():
+                        return
+            except Exception:
+                time.sleep(0.1)
+
+    def stop(self) -> list[tuple[int, str, str, dict]]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+        with self._lock:
+            return sorted(self.events, key=lambda e: e[0])
+
+
+def capacity_violations(events: list[tuple[int, str, str, dict]], need: int) -> tuple[list, int]:
+    """Replay Deployments' readyReplicas and the gateway's weights; return the moments (after the
+    stable version first served with `need` ready replicas) when the ready replicas of the versions
+    with a weight above 0 were fewer than `need`, and how many moments were checked."""
+    ready: dict[str, int] = {}
+    weights: dict[str, int] = {}  # Deployment name -> weight (from the upstream's Service host)
+    armed, checked, bad = False, 0, []
+    for rv, type_, kind, obj in events:
+        name = obj["metadata"]["name"]
+        if kind == "Deployment" and name.endswith("-vllm"):
+            ready[name] = (
+                0 if type_ == "DELETED" else int((obj.get("status") or {}).get("readyReplicas") or 0)
+            )
+        elif kind == "ConfigMap" and name == "bot-gateway" and type_ != "DELETED":
+            config = json.loads(obj["data"]["config.json"])
+            weights = {u["service"]["host"].split(".", 1)[0]: u["weight"] for u in config["upstreams"]}
+        else:
+            continue
+        serving = sum(ready.get(d, 0) for d, w in weights.items() if w > 0)
+        armed = armed or serving >= need
+        if armed:
+            checked += 1
+            if serving < need:
+                bad.append((rv, dict(weights), dict(ready)))
+    return bad, checked
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_canary_promotion_and_rollback_never_drop_below_the_stable_replicas(
+    cluster: LocalCluster, namespace: str, registry: Path, prometheus: tuple[str, GatewayMetrics]
+) -> None:
+    """minReplicas 3, no autoscaler: a canary through 20%, 50% and 100%, its promotion, then a canary
+    that is rolled back. At every moment the apiserver recorded, the replicas ready in the versions
+    that take traffic are at least 3; the new stable version is ready before the old one goes."""
+    url, traffic = prometheus
+    for version in ("1", "2"):
+        traffic.set(version, error_ratio=0.0, latency=0.3)
+    canary = {
+        "model": {"name": "support-bot", "version": "2"},
+        "weight": 20,
+        "steps": [50, 100],
+        "analysis": {"intervalSeconds": 10, "maxErrorRate": 0.05},
+    }
+    body = deployment(
+        "bot",
+        registry,
+        autoscaling={"minReplicas": 3, "maxReplicas": 3},
+        rollout={"canary": canary},
+        gateway={"replicas": 1},
+    )
+    settings = ServingSettings(prometheus_url=url, resync_seconds=600, scrape_interval="1s")
+    recorder = Recorder(cluster.kubeconfig, namespace, "Deployment", "ConfigMap")
+    try:
+        with running_operator(namespace, settings, PrometheusSource(url)):
+            apply(cluster, namespace, body)
+            eventually(
+                lambda: (
+                    (get(cluster, "md", "bot", namespace) or {})
+                    .get("status", {})
+                    .get("canary", {})
+                    .get("verdict")
+                    == "Promoted"
+                ),
+                timeout=240,
+            )
+            eventually(lambda: names(cluster, "deployments", namespace) == {"bot-2-vllm", "bot-gateway"})
+            promoted = get(cluster, "deployment", "bot-2-vllm", namespace)
+            assert promoted["spec"]["replicas"] == 3  # type: ignore[index]
+            assert gateway_weights(cluster, namespace) == {"2": 100}
+
+            # The next canary fails and is rolled back: the stable version keeps its three replicas.
+            traffic.set("3", error_ratio=0.5, latency=0.3)
+            body["spec"]["model"] = {"name": "support-bot", "version": "2"}
+            body["spec"]["rollout"]["canary"]["model"] = {"name": "support-bot", "version": "3"}
+            apply(cluster, namespace, body)
+            cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Stalled", "--timeout=180s")
+            eventually(lambda: names(cluster, "deployments", namespace) == {"bot-2-vllm", "bot-gateway"})
+            assert gateway_weights(cluster, namespace) == {"2": 100}
+    finally:
+        events = recorder.stop()
+    bad, checked = capacity_violations(events, need=3)
+    assert checked > 10 and not bad, f"fewer than 3 ready replicas took traffic at {bad[:5]}"
+    # The canary took all the traffic at the 100% step only with three ready replicas of its own.
+    assert any(
+        kind == "ConfigMap"
+        and o["metadata"]["name"] == "bot-gateway"
+        and {u["weight"] for u in json.loads(o["data"]["config.json"])["upstreams"]} == {0, 100}
+        for _, _, kind, o in events
+    )
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+@pytest.mark.parametrize("prometheus", ["10s"], indirect=True)
+def test_a_canary_window_shorter_than_the_scrape_interval_still_reaches_a_verdict(
+    cluster: LocalCluster, namespace: str, registry: Path, prometheus: tuple[str, GatewayMetrics]
+) -> None:
+    """intervalSeconds 10 (the API's least) with monitors that scrape every 10 s: a 10 s window holds
+    one sample, never a rate. The operator analyses over four scrape intervals instead, and the canary
+    is promoted; a canary that gets no traffic says so in its Ready condition."""
+    url, traffic = prometheus
+    traffic.set("1", error_ratio=0.0, latency=0.3)
+    traffic.set("2", error_ratio=0.0, latency=0.3)
+    canary = {
+        "model": {"name": "support-bot", "version": "2"},
+        "weight": 50,
+        "analysis": {"intervalSeconds": 10, "maxErrorRate": 0.05},
+    }
+    body = deployment("bot", registry, rollout={"canary": canary}, gateway={"replicas": 1})
+    settings = ServingSettings(prometheus_url=url, resync_seconds=600, scrape_interval="10s")
+    with running_operator(namespace, settings, PrometheusSource(url)):
+        apply(cluster, namespace, body)
+        md = eventually(
+            lambda: (
+                (o := get(cluster, "md", "bot", namespace) or {})
+                .get("status", {})
+                .get("canary", {})
+                .get("verdict")
+                == "Promoted"
+                and o
+            ),
+            timeout=240,
+        )
+        assert md["status"]["canary"]["windowSeconds"] == 40
+
+        # Version 3 gets no traffic at all: every window is inconclusive, and Ready says why.
+        body["spec"]["model"] = {"name": "support-bot", "version": "2"}
+        body["spec"]["rollout"]["canary"]["model"] = {"name": "support-bot", "version": "3"}
+        apply(cluster, namespace, body)
+        ready = eventually(
+            lambda: (
+                (c := condition(get(cluster, "md", "bot", namespace), "Ready"))["reason"]
+                == "AnalysisInconclusive"
+                and c
+            ),
+            timeout=300,
+        )
+        assert ready["status"] == "True" and "no requests reached the canary" in ready["message"]
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_handing_replicas_to_an_autoscaler_keeps_the_running_replicas(
+    cluster: LocalCluster, namespace: str, registry: Path
+) -> None:
+    """min = max = 3 (fixed replicas, ours) -> max 5 (an HPA's): the Deployment's replicas never
+    drop below 3 on the way, and the HPA is then their only writer. And back."""
+    body = deployment(
+        "bot",
+        registry,
+        autoscaling={"engine": "hpa", "minReplicas": 3, "maxReplicas": 3},
+        gateway={"replicas": 1},
+    )
+    with running_operator(namespace, ServingSettings(resync_seconds=600)):
+        apply(cluster, namespace, body)
+        cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+        assert get(cluster, "deployment", "bot-1-vllm", namespace)["spec"]["replicas"] == 3  # type: ignore[index]
+        recorder = Recorder(cluster.kubeconfig, namespace, "Deployment", "HorizontalPodAutoscaler")
+        try:
+            body["spec"]["autoscaling"]["maxReplicas"] = 5
+            apply(cluster, namespace, body)
+            eventually(lambda: "bot-1-vllm" in names(cluster, "horizontalpodautoscalers", namespace))
+            cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+            live = json.loads(
+                cluster.kubectl(
+                    "get", "deployment", "bot-1-vllm", "-n", namespace, "-o", "json", "--show-managed-fields"
+                ).stdout
+            )
+            managers = {
+                m["manager"]
+                for m in live["metadata"]["managedFields"]
+                if "f:replicas" in m.get("fieldsV1", {}).get("f:spec", {})
+            }  # type: ignore[index]
+            assert "llmops" not in managers, managers  # the operator no longer applies replicas
+            # Back to fixed replicas: the operator owns them again and the HPA goes.
+            body["spec"]["autoscaling"]["maxReplicas"] = 3
+            apply(cluster, namespace, body)
+            eventually(lambda: not names(cluster, "horizontalpodautoscalers", namespace))
+        finally:
+            events = recorder.stop()
+    replicas = [
+        (rv, o["spec"].get("replicas"))
+        for rv, type_, kind, o in events
+        if kind == "Deployment" and o["metadata"]["name"] == "bot-1-vllm" and type_ != "DELETED"
+    ]
+    assert replicas and all(r is not None and r >= 3 for _, r in replicas), replicas
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_switching_the_autoscaler_engine_removes_the_old_one_first(
+    cluster: LocalCluster, namespace: str, registry: Path
+) -> None:
+    """hpa -> keda -> hpa on a Ready ModelDeployment. KEDA's admission webhook (not running here)
+    refuses a ScaledObject for a Deployment an HPA scales: the apiserver's order of events shows the
+    HPA gone before the ScaledObject is created, and the other way round; the object ends Ready."""
+    body = deployment(
+        "bot",
+        registry,
+        autoscaling={"engine": "hpa", "minReplicas": 1, "maxReplicas": 3},
+        gateway={"replicas": 1},
+    )
+    with running_operator(namespace, ServingSettings(resync_seconds=600)):
+        apply(cluster, namespace, body)
+        cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+        assert names(cluster, "horizontalpodautoscalers", namespace) == {"bot-1-vllm"}
+        recorder = Recorder(cluster.kubeconfig, namespace, "HorizontalPodAutoscaler", "ScaledObject")
+        try:
+            time.sleep(1)  # the watches are open
+            for engine, kind in (("keda", "scaledobjects"), ("hpa", "horizontalpodautoscalers")):
+                body["spec"]["autoscaling"]["engine"] = engine
+                apply(cluster, namespace, body)
+                eventually(lambda kind=kind: names(cluster, kind, namespace) == {"bot-1-vllm"})
+                cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+        finally:
+            events = recorder.stop()
+    order = [(kind, type_) for _, type_, kind, _ in events if type_ in ("ADDED", "DELETED")]
+    hpa_gone = order.index(("HorizontalPodAutoscaler", "DELETED"))
+    so_made = order.index(("ScaledObject", "ADDED"))
+    assert hpa_gone < so_made, order
+    so_gone = order.index(("ScaledObject", "DELETED"))
+    hpa_made = next(
+        i for i, e in enumerate(order) if e == ("HorizontalPodAutoscaler", "ADDED") and i > so_made
+    )
+    assert so_gone < hpa_made, order
+
+
+CHILD_KINDS = [
+    ("deployment", "bot-1-vllm"),
+    ("deployment", "bot-gateway"),
+    ("service", "bot-1-vllm"),
+    ("service", "bot-gateway"),
+    ("configmap", "bot-gateway"),
+    ("configmap", "bot-dashboard"),
+    ("scaledobject", "bot-1-vllm"),
+    ("networkpolicy", "bot-default-deny"),
+    ("poddisruptionbudget", "bot-vllm"),
+    ("podmonitor", "bot-vllm"),
+    ("servicemonitor", "bot-gateway"),
+    ("prometheusrule", "bot-slo"),
+]
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_every_child_deleted_by_hand_comes_back(
+    cluster: LocalCluster, namespace: str, registry: Path
+) -> None:
+    """Each kind of child of a Ready ModelDeployment, deleted behind the operator's back, is applied
+    again by the next reconcile, which its deletion asks for (the resync is 10 minutes away here)."""
+    body = deployment(
+        "bot",
+        registry,
+        autoscaling={"minReplicas": 1, "maxReplicas": 3},
+        monitoring={"serviceMonitor": True, "alerts": {"p95LatencyMs": 2000}},
+        gateway={"replicas": 1},
+    )
+    with running_operator(namespace, ServingSettings(resync_seconds=600)):
+        apply(cluster, namespace, body)
+        cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+        for kind, name in CHILD_KINDS:
+            before = get(cluster, kind, name, namespace)
+            assert before is not None, (kind, name)
+            cluster.kubectl("delete", kind, name, "-n", namespace)
+            eventually(
+                lambda kind=kind, name=name, uid=before["metadata"]["uid"]: (
+                    (o := get(cluster, kind, name, namespace)) is not None and o["metadata"]["uid"] != uid
+                ),
+                timeout=30,
+            )
+        cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_the_scale_to_zero_example_as_written_gets_the_monitors_its_scaler_reads(
+    cluster: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    """examples/modeldeployment-scale-to-zero.yaml leaves monitoring.serviceMonitor off. Its KEDA
+    triggers read vLLM's queue and the gateway's pending requests: the monitors that scrape those
+    exist and select the pods and Service that export them. (Only the registry is pointed at a local
+    one holding the version; everything else is as shipped.)"""
+    example = yaml.safe_load(
+        (Path(__file__).parents[2] / "examples/modeldeployment-scale-to-zero.yaml").read_text()
+    )
+    assert not example["spec"].get("monitoring", {}).get("serviceMonitor")
+    root = tmp_path / "registry"
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    store = LocalStore(root)
+    name = example["spec"]["model"]["name"]
+    gates = [GateVerdict(metric="accuracy", operator=">=", threshold=0.5, value=0.9, passed=True)]
+    version = register(store, name, model, metrics={"accuracy": 0.9}, gates=gates, lineage=Lineage())
+    set_alias(store, name, example["spec"]["model"]["alias"], version.version)
+    example["spec"]["registry"] = {"local": {"path": str(root)}}
+    md = example["metadata"]["name"]
+    with running_operator(namespace, ServingSettings(resync_seconds=600)):
+        apply(cluster, namespace, example)
+        # Its pods ask for an NVIDIA-L4, which no fake node has: they stay Pending, which is enough here.
+        scaled = eventually(lambda: get(cluster, "scaledobject", f"{md}-{version.version}-vllm", namespace))
+        eventually(lambda: len(names(cluster, "networkpolicies", namespace)) == 3)  # applied after monitors
+        queries = " ".join(t["metadata"]["query"] for t in scaled["spec"]["triggers"])
+        assert "vllm:num_requests_waiting" in queries and "llmops_gateway_pending_requests" in queries
+
+        def selected(kind: str, selector: dict) -> list[dict]:
+            labels = ",".join(f"{k}={v}" for k, v in selector["matchLabels"].items())
+            out = cluster.kubectl("get", kind, "-n", namespace, "-l", labels, "-o", "json")
+            return json.loads(out.stdout)["items"]
+
+        pod_monitor = get(cluster, "podmonitor", f"{md}-vllm", namespace)
+        assert pod_monitor is not None, "vLLM's queue (the scaler's trigger) is not scraped"
+        pods = selected("pods", pod_monitor["spec"]["selector"])
+        assert pods and all(
+            p["metadata"]["labels"]["app.kubernetes.io/component"] == "model-server" for p in pods
+        )
+        service_monitor = get(cluster, "servicemonitor", f"{md}-gateway", namespace)
+        assert service_monitor is not None, "the gateway's pending requests (what wakes it) are not scraped"
+        assert [s["metadata"]["name"] for s in selected("services", service_monitor["spec"]["selector"])] == [
+            f"{md}-gateway"
+        ]
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_a_replaced_autoscaler_held_by_a_finalizer_is_waited_for(
+    cluster: LocalCluster, namespace: str, registry: Path
+) -> None:
+    """keda -> hpa while the ScaledObject carries a finalizer (KEDA's own, which removes its HPA
+    first; put there by hand, as KEDA does not run here): no HPA is created while the ScaledObject is
+    still there, the object says what it waits for, and once it is gone the HPA follows."""
+    body = deployment(
+        "bot", registry, autoscaling={"minReplicas": 1, "maxReplicas": 3}, gateway={"replicas": 1}
+    )
+    with running_operator(namespace, ServingSettings(resync_seconds=600)):
+        apply(cluster, namespace, body)
+        cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+        patch = json.dumps({"metadata": {"finalizers": ["finalizer.keda.sh"]}})
+        cluster.kubectl("patch", "scaledobject", "bot-1-vllm", "-n", namespace, "--type=merge", "-p", patch)
+        body["spec"]["autoscaling"]["engine"] = "hpa"
+        apply(cluster, namespace, body)
+        md = eventually(
+            lambda: (o := get(cluster, "md", "bot", namespace))["status"]["observedGeneration"] == 2 and o
+        )
+        assert "ScaledObject/bot-1-vllm to be deleted" in condition(md, "Reconciling")["message"]
+        assert get(cluster, "scaledobject", "bot-1-vllm", namespace)["metadata"]["deletionTimestamp"]  # type: ignore[index]
+        assert not names(cluster, "horizontalpodautoscalers", namespace)
+        cluster.kubectl(
+            "patch",
+            "scaledobject",
+            "bot-1-vllm",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"metadata": {"finalizers": null}}',
+        )
+        eventually(
+            lambda: names(cluster, "horizontalpodautoscalers", namespace) == {"bot-1-vllm"}, timeout=30
+        )
+        cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")

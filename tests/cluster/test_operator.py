@@ -12,8 +12,12 @@ import yaml
 
 from llmops.api import MODEL_DEPLOYMENT
 from llmops.dev.cluster import LocalCluster
+from operators.main import BOOKKEEPING_BUDGET, PREFIX
 from operators.runtime import Kind, Outcome
+from tests.bounds import at_bounds, size
 from tests.helpers import eventually, http_get, operator_in_thread, operator_process
+from tests.invalid_objects import CRDS
+from tests.invalid_objects import EXAMPLES as SAMPLES
 
 pytestmark = pytest.mark.usefixtures("llmops_crds")
 
@@ -82,6 +86,41 @@ def test_operator_writes_full_status_and_serves_probes_and_metrics(
     logs = [json.loads(line) for line in op["log"].read_text().splitlines() if line.startswith("{")]
     assert logs, "the operator logs JSON lines"
     assert "key=value" not in op["log"].read_text() and "dmFsdWU" not in op["log"].read_text()
+
+
+ANNOTATIONS_LIMIT = 256 * 1024  # the apiserver's bound on all of an object's annotations together
+
+
+def test_objects_at_their_schema_bounds_get_a_status(cluster: LocalCluster, namespace: str) -> None:
+    """Every kind at its CRD's size bounds (strings in 4-byte characters, which kopf's JSON would write
+    as 12) is accepted, reconciled and gets its status: our bookkeeping in `metadata.annotations` stays
+    within BOOKKEEPING_BUDGET whatever the size of the spec. (Before, kopf kept a copy of the spec
+    there, and the apiserver refused every write once the copy passed 256 KiB.)"""
+    create_secrets(cluster, namespace)
+    objects = []
+    for kind in sorted(CRDS):
+        body = max((at_bounds(kind, e.body, e.crd.schema) for e in SAMPLES if e.crd.kind == kind), key=size)
+        body["metadata"] = {"name": f"{kind.lower()}-at-bounds"}
+        assert len(json.dumps(body["spec"])) > ANNOTATIONS_LIMIT, kind  # what a copy in JSON would take
+        objects.append(body)
+    with operator_process(cluster, namespace):
+        for body in objects:
+            # Server-side: a client-side apply keeps its own copy in an annotation (kubectl's limit).
+            cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=json.dumps(body))
+        for body in objects:
+            kind, name = body["kind"].lower(), body["metadata"]["name"]
+            obj = eventually(
+                lambda kind=kind, name=name: (
+                    (o := get(cluster, kind, name, namespace)).get("status", {}).get("observedGeneration")
+                    == o["metadata"]["generation"]
+                    and o
+                ),
+                timeout=120,
+            )
+            assert obj["status"]["conditions"] and obj["status"]["phase"]
+            ours = {k: v for k, v in obj["metadata"]["annotations"].items() if k.startswith(f"{PREFIX}/")}
+            assert f"{PREFIX}/last-handled-configuration" in ours
+            assert sum(len(k) + len(v) for k, v in ours.items()) <= BOOKKEEPING_BUDGET, ours
 
 
 def test_webhook_refuses_references_to_missing_secrets(cluster: LocalCluster, namespace: str) -> None:

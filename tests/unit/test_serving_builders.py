@@ -353,8 +353,53 @@ def test_monitoring_children() -> None:
         "LLMOpsQueueSaturated",
         "LLMOpsDriftDetected",
     ]
+    # monitoring.serviceMonitor off: the autoscaler still gets the vLLM series it reads, nothing more.
     lora = _objects("lora-adapters")
-    assert not [k for k in lora if k[0] in ("PodMonitor", "ServiceMonitor", "PrometheusRule")]
+    assert [k for k in lora if k[0] in ("PodMonitor", "ServiceMonitor", "PrometheusRule")] == [
+        ("PodMonitor", "support-bot-adapters-vllm")
+    ]
+    # Scale to zero also reads the gateway's pending requests: its ServiceMonitor too.
+    idle = _objects("scale-to-zero")
+    assert sorted(k for k in idle if k[0] in ("PodMonitor", "ServiceMonitor", "ConfigMap")) == [
+        ("ConfigMap", "report-writer-gateway"),
+        ("PodMonitor", "report-writer-vllm"),
+        ("ServiceMonitor", "report-writer-gateway"),
+    ]
+
+
+def test_every_feature_that_reads_metrics_gets_them_scraped() -> None:
+    """Whatever monitoring.serviceMonitor says, each metric a scaler, the canary analysis or an alert
+    reads comes from a monitor the builders make (vllm:* from the vLLM PodMonitor, llmops_gateway_*
+    from the gateway's ServiceMonitor, llmops_drift_* from the drift monitor's)."""
+    sources = {
+        "vllm:": "PodMonitor/vllm",
+        "llmops_gateway_": "ServiceMonitor/gateway",
+        "llmops_drift_": "PodMonitor/drift",
+    }
+    for name in CASES:
+        parent, spec, plan = case(name)
+        spec = spec.model_copy(
+            update={"monitoring": spec.monitoring.model_copy(update={"service_monitor": False})}
+        )
+        docs = build(spec, parent, plan, SETTINGS)
+        md = parent["metadata"]["name"]
+        made = {f"{d['kind']}/{d['metadata']['name'].removeprefix(md + '-')}" for d in docs}
+        read = [
+            t["metadata"]["query"] for d in docs if d["kind"] == "ScaledObject" for t in d["spec"]["triggers"]
+        ]
+        read += [
+            r["expr"]
+            for d in docs
+            if d["kind"] == "PrometheusRule"
+            for g in d["spec"]["groups"]
+            for r in g["rules"]
+        ]
+        if spec.rollout and spec.rollout.canary:
+            read += list(canary.PrometheusSource("http://x").queries("demo", md, "4", 60).values())
+        for query in read:
+            for prefix, monitor in sources.items():
+                if prefix in query:
+                    assert monitor in made, f"{name}: {query} reads {prefix}* but no {monitor} is made"
 
 
 def test_replacing_keeps_the_previous_version_serving() -> None:
@@ -807,3 +852,60 @@ def test_traffic_split() -> None:
         ("4", "canary", 10),
     ]
     assert split(None, old) == [("3", "stable", 100)]
+
+
+def test_traffic_never_drops_below_the_stable_replicas() -> None:
+    """minReplicas 3: a canary takes all the traffic only with 3 ready replicas; a promoted canary
+    takes over from the old stable version only once it has 3, keeping its canary weight meanwhile."""
+    stable = ServedVersion("bot", "3", "stable", 0, "md-3-vllm")
+    cand = ServedVersion("bot", "4", "canary", 0, "md-4-vllm")
+    old = ServedVersion("bot", "3", "previous", 0, "md-3-vllm")
+
+    def split(step, retiring=None, ready=None, carry=0):
+        counts = {"md-3-vllm": 3, **(ready or {})}
+        return [
+            (v.version, v.role, v.weight)
+            for v in canary.traffic(
+                stable, cand, step, retiring, ready=lambda n: counts.get(n, 0), need=3, carry=carry
+            )
+        ]
+
+    def at(weight: int, promoted: bool = False) -> canary.Step:
+        status = CanaryStatus(weight=weight, verdict="Promoted" if promoted else "Analysing")
+        return canary.Step(status, weight, serve_canary=True, promoted=promoted)
+
+    assert canary.canary_replicas(50, 3) == 1 and canary.canary_replicas(100, 3) == 3
+    assert split(at(50), ready={"md-4-vllm": 1}) == [("3", "stable", 50), ("4", "canary", 50)]
+    assert split(at(100), ready={"md-4-vllm": 1}) == [("3", "stable", 100), ("4", "canary", 0)]
+    assert split(at(100), ready={"md-4-vllm": 3}) == [("3", "stable", 0), ("4", "canary", 100)]
+    promoted = at(100, promoted=True)
+    assert split(promoted, old, {"md-4-vllm": 1}, carry=50) == [("4", "stable", 50), ("3", "previous", 50)]
+    assert split(promoted, old, {"md-4-vllm": 0}, carry=50) == [("4", "stable", 0), ("3", "previous", 100)]
+    assert split(promoted, old, {"md-4-vllm": 3}, carry=50) == [("4", "stable", 100)]
+
+
+def test_analysis_window_is_at_least_four_scrapes_and_inconclusive_ones_are_counted() -> None:
+    assert ServingSettings(scrape_interval="15s").scrape_seconds == 15
+    assert ServingSettings(scrape_interval="1m").scrape_seconds == 60
+    assert canary.analysis_window(15) == 60 and canary.analysis_window(0.5) == 2
+    short = CANARY.model_copy(
+        update={"analysis": CANARY.analysis.model_copy(update={"interval_seconds": 10})}
+    )
+    windows: list[int] = []
+
+    def nothing(window: int) -> Analysis:
+        windows.append(window)
+        return Analysis("inconclusive", "no requests reached the canary in the window")
+
+    state = None
+    now = T0
+    for _ in range(8):
+        step = advance(
+            short, state, model="bot", version="4", baseline="3", ready=True, now=now, analysis=nothing,
+            min_window=60,
+        )  # fmt: skip
+        assert step.requeue_after is None or step.requeue_after >= 60 or step.status.step_start_time
+        state = step.status
+        now += dt.timedelta(seconds=60)
+    assert windows and set(windows) == {60} and state.window_seconds == 60
+    assert state.inconclusive_analyses == len(windows) >= 3 and state.step == 0
