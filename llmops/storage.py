@@ -8,9 +8,12 @@ the spec itself.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +208,37 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+
+class StoreCache:
+    """Stores opened once per location and credentials, and reused: an S3 client costs tens of
+    milliseconds and a connection pool to build, and an operator reads the same few registries on
+    every resync. Least recently used entries go beyond `size`; safe across threads.
+
+    The key is a SHA-256 digest of the location and the credentials, so no secret is kept as a key.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._stores: OrderedDict[str, ObjectStore] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def open(self, location: ObjectStorageLocation, credentials: Credentials | None = None) -> ObjectStore:
+        secret = [credentials.access_key_id, credentials.secret_access_key] if credentials else None
+        key = hashlib.sha256(json.dumps([location.to_dict(), secret], sort_keys=True).encode()).hexdigest()
+        with self._lock:
+            if (store := self._stores.get(key)) is not None:
+                self._stores.move_to_end(key)
+                return store
+        store = open_store(location, credentials)
+        with self._lock:
+            self._stores[key] = store
+            while len(self._stores) > self.size:
+                self._stores.popitem(last=False)
+        return store
+
+    def __len__(self) -> int:
+        return len(self._stores)
 
 
 def open_store(location: ObjectStorageLocation, credentials: Credentials | None = None) -> ObjectStore:

@@ -19,6 +19,7 @@ from kubernetes import config as k8s_config
 from prometheus_client import start_http_server
 
 from llmops import certs
+from llmops.storage import StoreCache
 from operators import admission, runtime
 from operators.apply import Applier
 from operators.runtime import Kind
@@ -144,6 +145,7 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
     def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings, webhook)
         memo.applier = Applier(api_client())
+        memo.stores = StoreCache()
 
     @kopf.on.cleanup(registry=registry)
     def cleanup(memo: kopf.Memo, logger: Any, **_: Any) -> None:

@@ -28,6 +28,7 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 from llmops import conditions
 from llmops.api import Resource
 from llmops.api.common import ApiModel
+from llmops.storage import StoreCache
 from operators import metrics
 from operators.apply import Applier
 
@@ -62,6 +63,8 @@ class Context:
     applier: Applier
     logger: logging.Logger | logging.LoggerAdapter
     retry: int = 0  # how often kopf has retried this handler (finalize); 0 on the first try
+    # Object stores (registries, work folders) opened once per process and reused by every kind.
+    stores: StoreCache = field(default_factory=StoreCache)
 
     @property
     def name(self) -> str:
@@ -161,7 +164,9 @@ def _heals(error: Exception) -> bool:
     )
 
 
-def reconcile(kind: Kind, body: dict, applier: Applier, logger: Any, patch: kopf.Patch) -> float | None:
+def reconcile(
+    kind: Kind, body: dict, applier: Applier, logger: Any, patch: kopf.Patch, stores: StoreCache | None = None
+) -> float | None:
     """Run one reconcile of `body` and put the full status into kopf's `patch`.
 
     Never raises on a malformed object: that becomes Stalled plus a Warning Event. API errors
@@ -169,7 +174,7 @@ def reconcile(kind: Kind, body: dict, applier: Applier, logger: Any, patch: kopf
     Returns the outcome's `requeue_after`.
     """
     resource = kind.resource
-    ctx = Context(body=body, applier=applier, logger=logger)
+    ctx = Context(body=body, applier=applier, logger=logger, stores=stores or StoreCache())
     with metrics.timed(resource.kind):
         try:
             spec = resource.spec.model_validate(body.get("spec") or {})
@@ -347,7 +352,7 @@ def register(kind: Kind, registry: kopf.OperatorRegistry) -> None:
     @kopf.on.create(GROUP, VERSION, plural, id="reconcile", registry=registry)
     @kopf.on.update(GROUP, VERSION, plural, id="reconcile", registry=registry)
     def handler(body: kopf.Body, patch: kopf.Patch, logger: Any, memo: kopf.Memo, **_: Any) -> None:
-        after = reconcile(kind, dict(body), memo.applier, logger, patch)
+        after = reconcile(kind, dict(body), memo.applier, logger, patch, memo.stores)
         if after is not None:
             meta = body["metadata"]
             requeue.later(meta["namespace"], meta["name"], after)
@@ -386,4 +391,7 @@ def _register_finalize(kind: Kind, registry: kopf.OperatorRegistry) -> None:
             spec = kind.resource.spec.model_validate(body.get("spec") or {})
         except pydantic.ValidationError:
             return
-        cleanup(spec, Context(body=dict(body), applier=memo.applier, logger=logger, retry=retry))
+        cleanup(
+            spec,
+            Context(body=dict(body), applier=memo.applier, logger=logger, retry=retry, stores=memo.stores),
+        )

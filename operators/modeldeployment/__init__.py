@@ -36,7 +36,7 @@ from llmops.api import MODEL_DEPLOYMENT
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, ServingVersion
 from llmops.registry import ModelVersion, RegistryError, resolve
-from llmops.storage import Credentials, ObjectStore, open_store
+from llmops.storage import Credentials, ObjectStore
 from operators.modeldeployment import builders, canary
 from operators.modeldeployment.builders import Adapter, Plan, ServedVersion, ServingSettings
 from operators.modeldeployment.names import endpoint, vllm_name
@@ -130,7 +130,6 @@ class Reconciler:
 
     settings: ServingSettings | None = None
     metrics: canary.MetricsSource | None = None
-    _stores: _Lru = field(default_factory=lambda: _Lru(32))
     # (parent uid, child ref) -> (digest of what we applied, when): unchanged children are applied
     # again only after settings.resync_seconds, which repairs drift without re-sending every object
     # on every status change.
@@ -169,16 +168,6 @@ class Reconciler:
             base64.b64decode(data[ref.access_key_id_key]).decode(),
             base64.b64decode(data[ref.secret_access_key_key]).decode(),
         )
-
-    def store(self, location: ObjectStorageLocation, credentials: Credentials | None) -> ObjectStore:
-        key = _digest(
-            [location.to_dict(), credentials and [credentials.access_key_id, credentials.secret_access_key]]
-        )
-        store = self._stores.get_(key)
-        if store is None:
-            store = open_store(location, credentials)
-            self._stores.put(key, store)
-        return store
 
     @staticmethod
     def resolve(
@@ -332,7 +321,7 @@ class Reconciler:
         md, namespace = ctx.name, ctx.namespace
         now = dt.datetime.now(dt.UTC)
 
-        store = self.store(spec.registry, self.credentials(ctx, spec.registry))
+        store = ctx.stores.open(spec.registry, self.credentials(ctx, spec.registry))
         stable = self.resolve(store, spec.model, "spec.model", spec.allow_ungated)
         spec_canary = spec.rollout.canary if spec.rollout else None
         candidate = (

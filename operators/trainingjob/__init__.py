@@ -75,7 +75,7 @@ def desired_run(
         registry_uri = storage.location_uri(spec.output.registry)
         try:
             credentials = storage.registry_credentials(spec, ctx.namespace, ctx.applier)
-            version = storage.resolve_base(spec, credentials)
+            version = storage.resolve_base(spec, credentials, ctx.stores)
         except storage.SecretProblem as e:
             return Outcome(
                 "stalled", "Pending", "CredentialsMissing", str(e), requeue_after=WAITING_RESYNC_SECONDS
@@ -111,7 +111,7 @@ def _report(run: TrainingRun, spec: TrainingJobSpec, ctx: Context):
         credentials = storage.registry_credentials(spec, ctx.namespace, ctx.applier)
     except storage.SecretProblem as e:
         return None, str(e)
-    return storage.read_report(run.work_dir, credentials)
+    return storage.read_report(run.work_dir, credentials, ctx.stores)
 
 
 NOT_APPLIED = (

@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from llmops import registry
 from llmops.api.common import ObjectStorageLocation
 from llmops.api.trainingjob import TrainingJobSpec
-from llmops.storage import Credentials, open_store
+from llmops.storage import Credentials, StoreCache
 from llmops.workload import REPORT, RunReport
 
 
@@ -64,7 +64,7 @@ def _describe(error: Exception) -> str:
 
 
 def read_report(
-    work_dir: ObjectStorageLocation, credentials: Credentials | None
+    work_dir: ObjectStorageLocation, credentials: Credentials | None, stores: StoreCache
 ) -> tuple[RunReport | None, str | None]:
     """(report, None), (None, None) when there is none yet, or (None, why it could not be read)."""
     if work_dir.local:
@@ -76,7 +76,7 @@ def read_report(
                 "as well, or use an S3 registry"
             )
     try:
-        store = open_store(work_dir, credentials)
+        store = stores.open(work_dir, credentials)
         if not store.exists(REPORT):
             return None, None
         return RunReport.model_validate_json(store.get_bytes(REPORT)), None
@@ -89,10 +89,10 @@ def read_report(
         return None, f"reading {REPORT} from {location_uri(work_dir)} failed ({_describe(e)})"
 
 
-def resolve_base(spec: TrainingJobSpec, credentials: Credentials | None) -> str:
+def resolve_base(spec: TrainingJobSpec, credentials: Credentials | None, stores: StoreCache) -> str:
     """The version `spec.model.base` names now; raises registry.RegistryError when there is none."""
     assert spec.model.base is not None
-    store = open_store(spec.output.registry, credentials)
+    store = stores.open(spec.output.registry, credentials)
     return registry.resolve(store, spec.model.base).version
 
 

@@ -528,3 +528,28 @@ def test_examples_wait_for_their_runtime(cluster: LocalCluster, namespace: str, 
         )
         state = {t: c["status"] for t, c in conditions(obj).items()}
         assert state == {"Ready": "Unknown", "Reconciling": "True", "Stalled": "False"}, (name, obj["status"])
+
+
+def test_resyncs_reuse_one_s3_client_per_location(
+    cluster: LocalCluster, namespace: str, operator: None, registry: dict, minio: dict, monkeypatch
+) -> None:
+    """A running job's report is read on every resync; the S3 client behind it is built once."""
+    import llmops.storage
+
+    built: list[str] = []
+
+    class Counting(llmops.storage.S3Store):
+        def __init__(self, bucket: str, prefix: str, **kw: Any) -> None:
+            built.append(f"{bucket}/{prefix}")
+            super().__init__(bucket, prefix, **kw)
+
+    monkeypatch.setattr(llmops.storage, "S3Store", Counting)
+    apply(cluster, namespace, training_job("reuse", registry))
+    rayjob = rayjob_of(cluster, namespace, until(cluster, "reuse", namespace, phase_is("Pending")))
+    play_kuberay(cluster, namespace, rayjob, {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"})
+    for step in (2, 4, 6):  # three resyncs that each read the report
+        progress = Progress(stage="Training", step=step, total_steps=20)
+        write_report(rayjob, RunReport(phase="Running", progress=progress), minio)
+        until(cluster, "reuse", namespace, lambda o, s=step: o["status"]["progress"]["step"] == s, timeout=60)
+    mine = [b for b in built if namespace in b]
+    assert mine and len(mine) == len(set(mine)), built

@@ -84,3 +84,23 @@ def test_a_broken_manifest_is_skipped_not_fatal(tmp_path: Path, caplog: pytest.L
     assert third.version == "3"
     assert versions(store, "m") == ["1", "2", "3"]
     assert resolve(store, ModelReference(name="m", alias="latest")).version == "3"
+
+
+def test_store_cache_opens_each_location_once(tmp_path: Path) -> None:
+    """One store per location and credentials, reused; least recently used ones go beyond the size."""
+    from llmops.api.common import ObjectStorageLocation
+    from llmops.storage import Credentials, StoreCache
+
+    def s3(bucket: str) -> ObjectStorageLocation:
+        return ObjectStorageLocation.model_validate(
+            {"s3": {"bucket": bucket, "endpoint": "http://127.0.0.1:9"}}
+        )
+
+    cache = StoreCache(size=2)
+    keys = Credentials("id", "secret")
+    first = cache.open(s3("aaa"), keys)
+    assert cache.open(s3("aaa"), Credentials("id", "secret")) is first
+    assert cache.open(s3("aaa"), Credentials("id", "other")) is not first  # rotated keys: a new client
+    assert cache.open(s3("bbb"), keys) is not first
+    assert len(cache) == 2
+    assert cache.open(s3("aaa"), keys) is not first  # evicted as the least recently used
