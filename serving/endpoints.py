@@ -202,11 +202,35 @@ class ResponsesStream:
     data and returns what to forward; `done`, `usage`, `first_token_at` and `texts` are read after.
     """
 
-    def __init__(self, collect: bool) -> None:
+    def __init__(self, collect: bool, redactor: Any = None) -> None:
         self.texts: dict[int, list[str]] | None = {} if collect else None
         self.usage: dict[str, Any] | None = None
         self.first_token_at: float | None = None
         self.done = False
+        self.redactor = redactor  # serving.pii.ResponsesRedactor, when answers are redacted
+
+    def transform_event(self, event: bytes) -> bytes | None:
+        """One whole SSE event (its `event:` and `data:` lines) as it is to be forwarded.
+
+        With a redactor an event may become two: text held back while it could still be personal
+        data goes out as a last `.delta` just before its `.done` event (each event named by its type).
+        """
+        data = b"\n".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+        if self.redactor is None:
+            out = self.transform(data)
+            return event if out is data else out
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            return event
+        if not isinstance(obj, dict):
+            return event
+        events = []
+        for item in self.redactor.event(obj):
+            payload = json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()
+            self.transform(payload)
+            events.append(b"event: " + str(item.get("type")).encode() + b"\ndata: " + payload)
+        return b"\n\n".join(events)
 
     def transform(self, payload: bytes, chat: bool = False) -> bytes | None:
         try:

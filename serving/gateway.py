@@ -706,13 +706,6 @@ class Gateway:
             except ValueError as e:
                 raise HttpError(400, f"the request body is not valid JSON: {e}", "bad_request") from e
             check_request(body, kind, self.model_names)
-            if kind == "responses" and self.redact_answers and body.get("stream"):
-                raise HttpError(
-                    400,
-                    "'stream' is not supported on /v1/responses while PII redaction covers answers"
-                    " (piiRedaction.scope promptsAndAnswers); ask without streaming",
-                    "bad_request",
-                )
             texts_in = prompt_texts(body, kind) if self.prompts is not None else []
             changed = False
             if self.redaction is not None and self.redact_prompts:
@@ -977,8 +970,10 @@ class Gateway:
         return b"".join(out)
 
     @staticmethod
-    def _transform_event(event: bytes, state: StreamState, chat: bool) -> bytes | None:
+    def _transform_event(event: bytes, state: StreamState | ResponsesStream, chat: bool) -> bytes | None:
         """One SSE event through `StreamState.transform`; None drops it."""
+        if isinstance(state, ResponsesStream):
+            return state.transform_event(event)
         lines = []
         for line in event.split(b"\n"):
             if line.startswith(b"data:"):
@@ -1012,7 +1007,8 @@ class Gateway:
         chat = kind == "chat"
         state: StreamState | ResponsesStream
         if kind == "responses":  # typed events, each parsed (TTFT, usage and the end are in them)
-            state = ResponsesStream(sampled)
+            redactor = self.redaction.responses_answer() if self.redaction and self.redact_answers else None
+            state = ResponsesStream(sampled, redactor)
             parse_all = True
         else:
             answer = (

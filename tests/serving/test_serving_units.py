@@ -855,3 +855,42 @@ def test_flat_usage_of_a_whole_answer():
     nested = {**answer, "usage": {**usage, "prompt_tokens_details": {"cached_tokens": 0}}}
     assert _flat_usage(json.dumps(nested).encode()) is None  # not flat: the caller parses it all
     assert _flat_usage(json.dumps({"choices": []}).encode()) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=12))
+def test_streamed_responses_events_are_redacted_like_the_whole_text(sizes):
+    """/v1/responses typed events, text split anywhere: the deltas joined equal the done text, which
+    is the whole text redacted; every event keeps its `event:` name."""
+    from llmops.api.modeldeployment import PiiRedaction
+    from serving.endpoints import ResponsesStream
+
+    text = "Call (555) 123-4567 or mail jane.roe@example.org now"
+    redaction = Redaction(PiiRedaction(scope="promptsAndAnswers"))
+    state = ResponsesStream(collect=True, redactor=redaction.responses_answer())
+    cuts, at = [], 0
+    for size in sizes:
+        cuts.append(text[at : at + size])
+        at += size
+    cuts.append(text[at:])
+
+    def event(obj: dict) -> bytes:
+        return b"event: " + obj["type"].encode() + b"\ndata: " + json.dumps(obj).encode()
+
+    out = []
+    for piece in filter(None, cuts):
+        delta = {"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": piece}
+        out.append(state.transform_event(event(delta)))
+    done = {"type": "response.output_text.done", "output_index": 0, "content_index": 0, "text": text}
+    out.append(state.transform_event(event(done)))
+    events = [e for chunk in out for e in chunk.split(b"\n\n") if e]
+    parsed = []
+    for e in events:
+        name, data = e.split(b"\n")
+        obj = json.loads(data.removeprefix(b"data: "))
+        assert name == b"event: " + obj["type"].encode()
+        parsed.append(obj)
+    deltas = "".join(o["delta"] for o in parsed if o["type"].endswith(".delta"))
+    whole = redaction.text(text)
+    assert deltas == whole and parsed[-1]["text"] == whole
+    assert "555" not in deltas and "jane.roe" not in deltas
