@@ -34,17 +34,51 @@ def test_it_runs_the_deployed_vllm_command_with_only_paths_and_ports_changed(gpu
         assert "--enable-lora" in run and f"billing={tmp_path}/adapters/billing" in run
 
 
-def test_the_training_smoke_runs_its_steps_on_the_cpu(tmp_path):
-    """hack/gpu_train_smoke.py with gloo on the CPU: the same model, batches, loss and bf16 autocast."""
-    import json
+def smoke(tmp_path: Path, *args: str):
     import subprocess
     import sys
 
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "hack" / "gpu_train_smoke.py"), "--device", "cpu", "--steps", "12",
-         "--out", str(tmp_path)],
+    return subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "gpu_train_smoke.py"), "--device", "cpu", "--out", str(tmp_path),
+         *args],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_the_training_smoke_trains_saves_evaluates_and_registers_on_the_cpu(method, tmp_path):
+    """hack/gpu_train_smoke.py with gloo on the CPU: the example's method, the worker's model, batches,
+    loss and bf16 autocast; then save_final (the merge), the Scorer on the held-out blocks, and a
+    registration that downloads back with its checksums verified."""
+    import json
+
+    from llmops import registry
+    from llmops.api.common import ModelReference
+    from llmops.storage import LocalStore
+
+    out = smoke(tmp_path, "--method", method, "--steps", "12")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     report = json.loads((tmp_path / "train_smoke.json").read_text())
-    assert report["method"] == "lora" and report["backend"] == "gloo" and report["ok"]
+    assert report["method"] == method and report["backend"] == "gloo" and report["ok"], report["checks"]
+    loss = report["held_out_loss"]
+    assert loss["merged"] < loss["base"]  # the saved model carries what training learned
+    assert abs(loss["merged"] - loss["adapted"]) <= 1e-3 and loss["registered"] == loss["merged"]
+    store = LocalStore(tmp_path / "registry")
+    version = registry.resolve(store, ModelReference(name=f"smoke-{method}", alias="latest"))
+    assert version.gates_passed and version.metrics["perplexity"] == pytest.approx(
+        report["perplexity"]["merged"]
+    )
+    assert ("adapter/adapter_model.safetensors" in version.artifacts) == (method == "lora")
+    assert "model.safetensors" in version.artifacts and version.lineage.method == method
+
+
+def test_the_training_smoke_refuses_qlora_on_the_cpu_with_the_workloads_message(tmp_path):
+    from training.errors import UserError
+    from training.model import check_qlora_possible
+
+    with pytest.raises(UserError) as workload:
+        check_qlora_possible("qlora", 1, 0)
+    out = smoke(tmp_path, "--method", "qlora")
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert f"GPU TRAIN SMOKE REFUSED: {workload.value}" in out.stderr
+    assert not (tmp_path / "train_smoke.json").exists() and not (tmp_path / "model").exists()
