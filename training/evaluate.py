@@ -129,20 +129,31 @@ class Scorer:
         return float(logp[positions, ids[0, len(context) :]].mean())
 
     def perplexity(self, blocks, lengths, batch: int = 8) -> tuple[float, float]:
-        torch = self.torch
-        from training.train import _batch, _token_loss
+        return held_out_loss(self.model, blocks, lengths, self.device, batch)
 
-        nll = count = 0.0
-        with torch.no_grad():
-            for start in range(0, len(blocks), batch):
-                index = list(range(start, min(start + batch, len(blocks))))
-                x, mask, labels = _batch(blocks, lengths, index, self.device)
-                logits = self.model(input_ids=x, attention_mask=mask).logits
-                n = int((labels[:, 1:] != -100).sum())
-                nll += float(_token_loss(logits, labels, 0.0)) * n
-                count += n
-        loss = nll / count if count else float("nan")
-        return loss, math.exp(min(loss, 700))
+
+def held_out_loss(model, blocks, lengths, device, batch: int = 8) -> tuple[float, float]:
+    """(mean next-token loss in nats, perplexity = exp(loss)) of `model` over packed blocks.
+
+    blocks: int64 [n, block] token ids; lengths: int64 [n] real tokens per row (the rest is
+    padding, left out). Token-weighted over every row, without label smoothing; no gradients.
+    NaN loss (and perplexity) when there are no tokens.
+    """
+    import torch
+
+    from training.train import _batch, _token_loss
+
+    nll = count = 0.0
+    with torch.no_grad():
+        for start in range(0, len(blocks), batch):
+            index = list(range(start, min(start + batch, len(blocks))))
+            x, mask, labels = _batch(blocks, lengths, index, device)
+            logits = model(input_ids=x, attention_mask=mask).logits
+            n = int((labels[:, 1:] != -100).sum())
+            nll += float(_token_loss(logits, labels, 0.0)) * n
+            count += n
+    loss = nll / count if count else float("nan")
+    return loss, math.exp(min(loss, 700))
 
 
 def first_line(text: str) -> str:

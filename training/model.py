@@ -253,7 +253,8 @@ def set_dropout(config, p: float) -> None:
 
 
 def check_qlora_possible(method: str, gpus_per_worker: int, cluster_gpus: float) -> None:
-    """QLoRA quantises the base to 4 bits with bitsandbytes' CUDA kernels: refuse it on CPUs up front."""
+    """QLoRA quantises the base to 4 bits with bitsandbytes' CUDA kernels: refuse it up front on CPUs
+    and where bitsandbytes is not installed (UserError naming the field and the fix)."""
     if method != "qlora":
         return
     if gpus_per_worker < 1:
@@ -267,6 +268,12 @@ def check_qlora_possible(method: str, gpus_per_worker: int, cluster_gpus: float)
             "spec.method.type is qlora, which needs GPUs, but the Ray cluster has none; run it on a "
             "cluster with GPU workers, or use method.type lora on CPUs"
         )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise UserError(
+            "spec.method.type is qlora but the trainer image has no bitsandbytes; use the GPU trainer image"
+        ) from e
 
 
 def build(cfg: dict[str, Any], base_dir: Path | None, tokenizer, device) -> Any:

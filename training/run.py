@@ -37,14 +37,6 @@ def preflight(ctx: Context) -> None:
 
     gpus = float(ray.cluster_resources().get("GPU", 0))
     model.check_qlora_possible(ctx.spec.method.type, ctx.spec.resources.per_worker.gpus, gpus)
-    if ctx.spec.method.type == "qlora":
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError as e:
-            raise UserError(
-                "spec.method.type is qlora but the trainer image has no bitsandbytes; "
-                "use the GPU trainer image"
-            ) from e
 
 
 def stages(ctx: Context) -> None:
