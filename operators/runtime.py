@@ -174,7 +174,7 @@ def reconcile(
     Returns the outcome's `requeue_after`.
     """
     resource = kind.resource
-    ctx = Context(body=body, applier=applier, logger=logger, stores=stores or StoreCache())
+    ctx = Context(body=body, applier=applier, logger=logger, stores=stores if stores is not None else StoreCache())
     with metrics.timed(resource.kind):
         try:
             spec = resource.spec.model_validate(body.get("spec") or {})
