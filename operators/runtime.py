@@ -174,7 +174,9 @@ def reconcile(
     Returns the outcome's `requeue_after`.
     """
     resource = kind.resource
-    ctx = Context(body=body, applier=applier, logger=logger, stores=stores if stores is not None else StoreCache())
+    ctx = Context(body=body, applier=applier, logger=logger)
+    if stores is not None:  # the operator process's own (an empty cache is falsy: no `or`)
+        ctx.stores = stores
     with metrics.timed(resource.kind):
         try:
             spec = resource.spec.model_validate(body.get("spec") or {})
