@@ -237,10 +237,23 @@ def register(
     return manifest
 
 
-def download(store: ObjectStore, manifest: ModelVersion, target: Path) -> Path:
-    """Fetch a version's files into `target` and verify every checksum against the manifest."""
+def selected(manifest: ModelVersion, under: str = "") -> dict[str, str]:
+    """The version's artifacts (path -> sha256) inside the sub-folder `under` ("" for all of them)."""
+    under = under.strip("/")
+    return {r: d for r, d in manifest.artifacts.items() if not under or r.startswith(f"{under}/")}
+
+
+def download(store: ObjectStore, manifest: ModelVersion, target: Path, under: str = "") -> Path:
+    """Fetch a version's files into `target` and verify every checksum against the manifest.
+
+    `under`: only the files inside that sub-folder (such as a lora version's "adapter"), kept at their
+    paths relative to the version (target/adapter/...). Raises RegistryError when it holds none.
+    """
     prefix = version_prefix(manifest.name, manifest.version)
-    for rel, digest in manifest.artifacts.items():
+    files = selected(manifest, under)
+    if not files:
+        raise RegistryError(f"{manifest.name}:{manifest.version} has no files under {under!r}")
+    for rel, digest in files.items():
         path = target / rel
         store.download_file(f"{prefix}/model/{rel}", path)
         if sha256_file(path) != digest:

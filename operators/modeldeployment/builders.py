@@ -282,7 +282,8 @@ def vllm_deployment(
         tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
 
     items = [engine.FetchItem("model", served.model, served.version)]
-    items += [engine.FetchItem(f"adapters/{a.name}", a.model, a.version) for a in adapters]
+    # An adapter's own files only (a lora version also holds the merged model, not needed here).
+    items += [engine.FetchItem(f"adapters/{a.name}", a.model, a.version, a.path) for a in adapters]
     argv = engine.vllm_argv(
         spec.engine,
         model_path=engine.model_dir(),

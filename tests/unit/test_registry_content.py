@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmops import engine
+from llmops import engine, fetch
 from llmops.api.modeldeployment import ModelDeploymentSpec
 from llmops.registry import Content, Lineage, ModelVersion, RegistryError, read_version, register
 from llmops.storage import LocalStore
@@ -108,7 +108,33 @@ def test_operator_serves_the_adapter_sub_folder_in_the_argv() -> None:
     argv = pod["containers"][0]["command"]
     assert argv[argv.index("--lora-modules") + 1] == f"billing={engine.MODEL_ROOT}/adapters/billing/adapter"
     fetch = pod["initContainers"][0]["command"]
-    assert "adapters/billing=tiny-lora:3" in fetch  # the whole version lands in adapters/billing/
+    # Only the adapter's files are fetched, into adapters/billing/adapter/ (not the merged model).
+    assert "adapters/billing=tiny-lora:3/adapter" in fetch
+
+
+def test_fetch_takes_only_the_adapter_of_a_lora_version(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "registry")
+    register(
+        store,
+        "tiny-lora",
+        _lora_folder(tmp_path / "model"),
+        metrics={},
+        gates=[],
+        lineage=Lineage(),
+        content=Content.from_saved(SAVED_LORA, "tiny-base:1"),
+    )
+    item = engine.FetchItem.parse("adapters/billing=tiny-lora:1/adapter")
+    assert item == engine.FetchItem("adapters/billing", "tiny-lora", "1", "adapter")
+    assert engine.FetchItem.parse(item.arg()) == item
+    target = fetch.fetch(store, item, tmp_path / "pod")
+    got = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert got == [fetch.MARKER, "adapter/adapter_config.json", "adapter/adapter_model.safetensors"]
+    assert fetch.fetch(store, item, tmp_path / "pod") == target  # complete: kept as it is
+    with pytest.raises(RegistryError, match="no files under 'nothing'"):
+        fetch.fetch(store, engine.FetchItem("adapters/x", "tiny-lora", "1", "nothing"), tmp_path / "pod")
+    for bad in ("adapters/b=tiny-lora:1/../x", "adapters/b=tiny-lora:1//etc"):
+        with pytest.raises(ValueError, match=r"FOLDER=NAME:VERSION\[/PATH\]"):
+            engine.FetchItem.parse(bad)
 
 
 def test_a_version_without_an_adapter_is_refused_under_lora_adapters() -> None:

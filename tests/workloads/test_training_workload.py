@@ -442,6 +442,7 @@ def test_lora_version_served_as_adapter(lora_version, tmp_path):
         )
         assert done.returncode == 0, done.stdout + done.stderr
     assert (root / "adapters/support-lora/adapter/adapter_config.json").is_file()
+    assert not (root / "adapters/support-lora/model.safetensors").exists()  # the merged model stays behind
     container = next(c for c in pod["containers"] if c["name"] == "vllm")
     port = free_port()
     argv = localize_argv(container["command"], root, {"--port": str(port), "--host": "127.0.0.1"})
@@ -462,6 +463,7 @@ def test_lora_version_served_as_adapter(lora_version, tmp_path):
             .text
             for name in ("tiny-base", "support-lora")
         }
+        print(answers)  # shown with -rP
         assert all(answers.values()) and answers["tiny-base"] != answers["support-lora"], answers
     finally:
         stop(proc)
