@@ -111,17 +111,26 @@ class FetchItem:
     folder: str  # "model" or "adapters/<name>"
     name: str
     version: str
+    # Only this sub-folder of the version (a lora version's "adapter", without its merged model), kept
+    # at its path: folder/<path>/...; "" for the whole version.
+    path: str = ""
 
     def arg(self) -> str:
-        return f"{self.folder}={self.name}:{self.version}"
+        return f"{self.folder}={self.name}:{self.version}" + (f"/{self.path}" if self.path else "")
 
     @classmethod
     def parse(cls, text: str) -> FetchItem:
+        """FOLDER=NAME:VERSION, or FOLDER=NAME:VERSION/PATH for one sub-folder of the version."""
         folder, sep, ref = text.partition("=")
-        name, sep2, version = ref.rpartition(":")
-        if not (sep and sep2 and folder and name and version) or folder.startswith("/") or ".." in folder:
-            raise ValueError(f"expected FOLDER=NAME:VERSION with a relative folder, got {text!r}")
-        return cls(folder, name, version)
+        name, sep2, rest = ref.rpartition(":")
+        version, _, path = rest.partition("/")
+        if not (sep and sep2 and folder and name and version) or any(
+            p.startswith("/") or ".." in p for p in (folder, path)
+        ):
+            raise ValueError(
+                f"expected FOLDER=NAME:VERSION[/PATH] with a relative folder and path, got {text!r}"
+            )
+        return cls(folder, name, version, path.strip("/"))
 
 
 def fetch_argv(

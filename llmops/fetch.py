@@ -3,7 +3,10 @@
 The serving pod's init container runs it (the command comes from `llmops.engine.fetch_argv`):
 
     python -m llmops.fetch --registry '{"s3": {...}}' --into /models model=support-bot:3 \\
-        adapters/billing=support-bot-billing:2
+        adapters/billing=support-bot-billing:2/adapter
+
+`FOLDER=NAME:VERSION/PATH` fetches only the sub-folder PATH of the version (a lora version's adapter,
+without the merged model beside it) into FOLDER/PATH.
 
 Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY when both are set (else the pod's
 ambient identity). A version whose gates did not all pass is refused. A folder that already holds
@@ -21,13 +24,13 @@ from pathlib import Path
 
 from llmops.api.common import ObjectStorageLocation
 from llmops.engine import FetchItem
-from llmops.registry import ModelVersion, RegistryError, download, read_version
+from llmops.registry import ModelVersion, RegistryError, download, read_version, selected
 from llmops.storage import Credentials, ObjectStore, open_store, sha256_file
 
 MARKER = ".llmops-version.json"
 
 
-def _complete(target: Path, manifest: ModelVersion) -> bool:
+def _complete(target: Path, manifest: ModelVersion, under: str) -> bool:
     marker = target / MARKER
     if not marker.is_file():
         return False
@@ -35,7 +38,7 @@ def _complete(target: Path, manifest: ModelVersion) -> bool:
         return False
     return all(
         (target / rel).is_file() and sha256_file(target / rel) == digest
-        for rel, digest in manifest.artifacts.items()
+        for rel, digest in selected(manifest, under).items()
     )
 
 
@@ -45,9 +48,9 @@ def fetch(store: ObjectStore, item: FetchItem, root: Path) -> Path:
         failed = ", ".join(g.metric for g in manifest.gates if not g.passed)
         raise RegistryError(f"{item.name}:{item.version} did not pass its gates ({failed}); not serving it")
     target = root / item.folder
-    if _complete(target, manifest):
+    if _complete(target, manifest, item.path):
         return target
-    download(store, manifest, target)
+    download(store, manifest, target, item.path)
     (target / MARKER).write_text(json.dumps({"name": manifest.name, "version": manifest.version}))
     return target
 
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llmops.fetch", description=__doc__.splitlines()[0])
     parser.add_argument("--registry", required=True, help="ObjectStorageLocation as JSON.")
     parser.add_argument("--into", required=True, type=Path, help="Root folder of the model volume.")
-    parser.add_argument("items", nargs="+", metavar="FOLDER=NAME:VERSION")
+    parser.add_argument("items", nargs="+", metavar="FOLDER=NAME:VERSION[/PATH]")
     args = parser.parse_args(argv)
     try:
         items = [FetchItem.parse(text) for text in args.items]

@@ -18,7 +18,7 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -63,6 +63,43 @@ class Lineage(_Record):
     image: str | None = None
 
 
+class Content(_Record):
+    """What a version's `model/` folder holds, so that the serving side never guesses.
+
+    - `kind: model`: a full model (weights, config, tokenizer) at the folder's root, served as a
+      ModelDeployment's `spec.model`. `merged` is true when it is a base with a LoRA adapter merged
+      into it (a `lora` or `qlora` TrainingJob), and then `adapter` names the sub-folder that holds
+      the same adapter unmerged (PEFT layout: adapter_config.json, adapter_model.safetensors), which
+      vLLM can serve on top of `base` under `spec.engine.loraAdapters`.
+    - `kind: adapter`: only a LoRA adapter, at `adapter` ("" for the folder's root), for `base`.
+
+    A manifest written before this record existed has none: `ModelVersion.described` reads it as a
+    full model without an adapter.
+    """
+
+    kind: Literal["model", "adapter"] = "model"
+    format: str = Field("safetensors", description="Weight file format.")
+    merged: bool = False
+    adapter: str | None = Field(
+        None, description="Sub-folder of model/ holding a LoRA adapter (PEFT layout); None: no adapter."
+    )
+    base: str | None = Field(
+        None, description="The model the adapter was trained on: a registry name:version or a hub id."
+    )
+
+    @classmethod
+    def from_saved(cls, info: dict[str, Any], base: str | None) -> Content:
+        """From what training.model.save_final returns: {"format", "merged", "adapter": "adapter/"}."""
+        adapter = info.get("adapter")
+        return cls(
+            kind="model",
+            format=info.get("format", "safetensors"),
+            merged=bool(info.get("merged")),
+            adapter=adapter.strip("/") if adapter is not None else None,
+            base=base if adapter is not None or info.get("merged") else None,
+        )
+
+
 class ModelVersion(_Record):
     """manifest.json of one registered version."""
 
@@ -73,6 +110,12 @@ class ModelVersion(_Record):
     metrics: dict[str, float] = Field(default_factory=dict)
     gates: list[GateVerdict] = Field(default_factory=list)
     lineage: Lineage = Field(default_factory=Lineage)
+    content: Content | None = Field(None, description="What model/ holds; None in manifests written before.")
+
+    @property
+    def described(self) -> Content:
+        """`content`, or for an older manifest without one: a full model with no adapter."""
+        return self.content or Content()
 
     @property
     def gates_passed(self) -> bool:
@@ -151,11 +194,16 @@ def register(
     metrics: dict[str, float],
     gates: list[GateVerdict],
     lineage: Lineage,
+    content: Content | None = None,
 ) -> ModelVersion:
     """Upload `model_dir` as the next version of `name` and write its manifest, never overwriting.
 
-    Refuses a version whose gates did not all pass.
+    `content` says what `model_dir` holds (default: a full model, no adapter); an adapter folder it
+    names must exist in `model_dir`. Refuses a version whose gates did not all pass.
     """
+    content = content or Content()
+    if content.adapter is not None and not (model_dir / content.adapter / "adapter_config.json").is_file():
+        raise RegistryError(f"content.adapter {content.adapter!r}: no adapter_config.json under {model_dir}")
     if not all(g.passed for g in gates):
         failed = ", ".join(g.metric for g in gates if not g.passed)
         raise RegistryError(f"gates failed ({failed}): a version is registered only when every gate passes")
@@ -182,16 +230,30 @@ def register(
         metrics=metrics,
         gates=gates,
         lineage=lineage,
+        content=content,
     )
     body = manifest.model_dump_json(by_alias=True, indent=2).encode()
     store.put_bytes(f"{prefix}/{MANIFEST}", body, overwrite=False)
     return manifest
 
 
-def download(store: ObjectStore, manifest: ModelVersion, target: Path) -> Path:
-    """Fetch a version's files into `target` and verify every checksum against the manifest."""
+def selected(manifest: ModelVersion, under: str = "") -> dict[str, str]:
+    """The version's artifacts (path -> sha256) inside the sub-folder `under` ("" for all of them)."""
+    under = under.strip("/")
+    return {r: d for r, d in manifest.artifacts.items() if not under or r.startswith(f"{under}/")}
+
+
+def download(store: ObjectStore, manifest: ModelVersion, target: Path, under: str = "") -> Path:
+    """Fetch a version's files into `target` and verify every checksum against the manifest.
+
+    `under`: only the files inside that sub-folder (such as a lora version's "adapter"), kept at their
+    paths relative to the version (target/adapter/...). Raises RegistryError when it holds none.
+    """
     prefix = version_prefix(manifest.name, manifest.version)
-    for rel, digest in manifest.artifacts.items():
+    files = selected(manifest, under)
+    if not files:
+        raise RegistryError(f"{manifest.name}:{manifest.version} has no files under {under!r}")
+    for rel, digest in files.items():
         path = target / rel
         store.download_file(f"{prefix}/model/{rel}", path)
         if sha256_file(path) != digest:

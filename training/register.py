@@ -3,7 +3,9 @@
 Only when every gate passed (the registry refuses otherwise, too). The version's manifest carries the
 full lineage: data sources with row counts and sha256, the preparation counts (PII found per entity,
 duplicates removed), the prepared data's digest, hyper-parameters, code version, image, parent job
-and its uid, metrics and gate verdicts.
+and its uid, metrics and gate verdicts; and `content`, what the version's folder holds (from
+training.model.save_final: a full model, merged or not, and for LoRA the adapter's sub-folder and the
+base it was trained on), which the ModelDeployment operator reads to serve it.
 
 Idempotent across retries: a version whose lineage names this job's uid is this job's version, so a
 run that died after registering and before marking the stage done does not register twice.
@@ -105,6 +107,7 @@ def run(
             metrics=measured,
             gates=[registry.GateVerdict.model_validate(g) for g in evaluated["gates"]],
             lineage=lineage(ctx, base_description, ingested, prepared, trained),
+            content=registry.Content.from_saved(trained.get("model") or {}, base_description),
         )
         log.info("register: %s version %s", name, manifest.version)
     ref = ModelVersionRef(

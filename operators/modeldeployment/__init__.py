@@ -55,6 +55,47 @@ class SecretProblem(LookupError):
     pass
 
 
+class WrongContent(ValueError):
+    """A version that cannot be served where the spec puts it (the manifest's `content` says why)."""
+
+
+def served_model(version: ModelVersion, field_path: str) -> ModelVersion:
+    """`version` if it holds a full model (what spec.model and a canary's model serve).
+
+    Raises WrongContent, naming `field_path`, for an adapter-only version.
+    """
+    content = version.described
+    if content.kind != "model":
+        base = f" ({content.base})" if content.base else ""
+        raise WrongContent(
+            f"{field_path}: {version.name}:{version.version} is a LoRA adapter, not a full model;"
+            f" serve its base{base} as spec.model and list the adapter under spec.engine.loraAdapters"
+        )
+    return version
+
+
+def adapter(name: str, version: ModelVersion) -> Adapter:
+    """The LoRA adapter `spec.engine.loraAdapters[name]` serves, from its version's manifest.
+
+    The adapter's folder is the manifest's `content.adapter` (for a lora TrainingJob's version: its
+    "adapter" sub-folder beside the merged model). Raises WrongContent, naming the field, for a
+    version without an adapter (a full model is served as spec.model; a manifest written before
+    `content` existed is read as a full model).
+    """
+    content = version.described
+    if content.adapter is None:
+        why = (
+            "its manifest predates the content record and is read as a full model without an adapter"
+            if version.content is None
+            else f"its manifest says: a {'merged ' if content.merged else ''}full model, no adapter"
+        )
+        raise WrongContent(
+            f"spec.engine.loraAdapters[{name}].model: {version.name}:{version.version} holds no LoRA"
+            f" adapter ({why}); a full model is served as spec.model, not under loraAdapters"
+        )
+    return Adapter(name, version.name, version.version, content.adapter)
+
+
 # -- reading child Deployments -----------------------------------------------------------------
 
 
@@ -276,6 +317,8 @@ class Reconciler:
             return self._stalled(
                 ctx, status, "GatesNotPassed", f"{e}. Deploy a version that passed its gates."
             )
+        except WrongContent as e:
+            return self._stalled(ctx, status, "WrongContent", f"{e}; retrying.")
         except RegistryError as e:
             return self._stalled(
                 ctx, status, "VersionNotFound", f"{e}. Fix the reference or register the version; retrying."
@@ -322,17 +365,20 @@ class Reconciler:
         now = dt.datetime.now(dt.UTC)
 
         store = ctx.stores.open(spec.registry, self.credentials(ctx, spec.registry))
-        stable = self.resolve(store, spec.model, "spec.model", spec.allow_ungated)
+        stable = served_model(self.resolve(store, spec.model, "spec.model", spec.allow_ungated), "spec.model")
         spec_canary = spec.rollout.canary if spec.rollout else None
         candidate = (
-            self.resolve(store, spec_canary.model, "spec.rollout.canary.model", spec.allow_ungated)
+            served_model(
+                self.resolve(store, spec_canary.model, "spec.rollout.canary.model", spec.allow_ungated),
+                "spec.rollout.canary.model",
+            )
             if spec_canary
             else None
         )
         if candidate is not None and (candidate.name, candidate.version) == (stable.name, stable.version):
             candidate = None  # an alias that now names the stable version: nothing to compare
         adapters = tuple(
-            Adapter(a.name, v.name, v.version)
+            adapter(a.name, v)
             for a in spec.engine.lora_adapters
             for v in [
                 self.resolve(store, a.model, f"spec.engine.loraAdapters[{a.name}].model", spec.allow_ungated)

@@ -126,11 +126,21 @@ class ServedVersion:
 
 @dataclass(frozen=True)
 class Adapter:
-    """A LoRA adapter resolved to a registered version."""
+    """A LoRA adapter resolved to a registered version.
+
+    `path`: the adapter's sub-folder inside the version (the manifest's `content.adapter`, such as
+    "adapter" for what a lora TrainingJob registers); "" when the adapter is the version's root.
+    """
 
     name: str
     model: str
     version: str
+    path: str = ""
+
+    def folder(self) -> str:
+        """Where vLLM finds it in the pod: the version is fetched into adapters/<name>/."""
+        root = engine.adapter_dir(self.name)
+        return f"{root}/{self.path.strip('/')}" if self.path.strip("/") else root
 
 
 @dataclass(frozen=True)
@@ -272,12 +282,14 @@ def vllm_deployment(
         tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
 
     items = [engine.FetchItem("model", served.model, served.version)]
-    items += [engine.FetchItem(f"adapters/{a.name}", a.model, a.version) for a in adapters]
+    # An adapter's own files only (a lora version also holds the merged model, not needed here).
+    items += [engine.FetchItem(f"adapters/{a.name}", a.model, a.version, a.path) for a in adapters]
     argv = engine.vllm_argv(
         spec.engine,
         model_path=engine.model_dir(),
         served_model_name=spec.engine.served_model_name or spec.model.name,
         port=VLLM_PORT,
+        adapter_paths={a.name: a.folder() for a in adapters},
     )
     volumes: list[dict] = [
         {"name": "models", "emptyDir": {}},

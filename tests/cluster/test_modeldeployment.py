@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 
 from llmops.dev.cluster import LocalCluster, free_port
 from llmops.dev.tools import binary
-from llmops.registry import GateVerdict, Lineage, register, set_alias
+from llmops.registry import Content, GateVerdict, Lineage, register, set_alias
 from llmops.storage import LocalStore
 from operators.modeldeployment import make_kind
 from operators.modeldeployment.builders import ServingSettings
@@ -395,6 +395,45 @@ def test_unresolvable_versions_stall_with_a_clear_message(
         )
         cluster.kubectl("wait", "md/aliased", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
         assert get(cluster, "md", "aliased", namespace)["status"]["versions"][0]["version"] == "2"  # type: ignore[index]
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_lora_adapters_are_served_from_what_the_manifest_says(
+    cluster: LocalCluster, namespace: str, registry: Path, tmp_path: Path
+) -> None:
+    """A full model listed under engine.loraAdapters stalls, naming the field; a version registered
+    as a lora TrainingJob registers it (merged model, adapter in adapter/) is served, with vLLM's
+    --lora-modules on the adapter's folder and the fetcher taking only that folder. (vLLM loading
+    it: tests/workloads/test_training_workload.py::test_lora_version_served_as_adapter.)"""
+    lora = tmp_path / "lora"
+    (lora / "adapter").mkdir(parents=True)
+    (lora / "config.json").write_text("{}")
+    (lora / "adapter" / "adapter_config.json").write_text("{}")
+    content = Content.from_saved(
+        {"format": "safetensors", "merged": True, "adapter": "adapter/"}, "support-bot:1"
+    )
+    gates = [GateVerdict(metric="accuracy", operator=">=", threshold=0.5, value=0.9, passed=True)]
+    register(
+        LocalStore(registry), "billing", lora, metrics={}, gates=gates, lineage=Lineage(), content=content
+    )
+    with running_operator(namespace, ServingSettings(resync_seconds=600)):
+        adapters = [{"name": "billing", "model": {"name": "support-bot", "version": "2"}}]
+        body = deployment("adapters", registry, engine={"loraAdapters": adapters})
+        apply(cluster, namespace, body)
+        cluster.kubectl("wait", "md/adapters", "-n", namespace, "--for=condition=Stalled", "--timeout=60s")
+        stalled = condition(get(cluster, "md", "adapters", namespace), "Stalled")
+        assert stalled["reason"] == "WrongContent", stalled
+        assert "spec.engine.loraAdapters[billing].model: support-bot:2" in stalled["message"]
+        assert "a full model is served as spec.model" in stalled["message"]
+        assert not names(cluster, "deployments", namespace)
+
+        body["spec"]["engine"]["loraAdapters"][0]["model"] = {"name": "billing", "version": "1"}
+        apply(cluster, namespace, body)
+        cluster.kubectl("wait", "md/adapters", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+        pod = get(cluster, "deployment", "adapters-1-vllm", namespace)["spec"]["template"]["spec"]  # type: ignore[index]
+        argv = pod["containers"][0]["command"]
+        assert argv[argv.index("--lora-modules") + 1] == "billing=/models/adapters/billing/adapter"
+        assert "adapters/billing=billing:1/adapter" in pod["initContainers"][0]["command"]
 
 
 @pytest.mark.usefixtures("kubeconfig_env")

@@ -12,7 +12,9 @@ import io
 import json
 import os
 import signal
+import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -324,7 +326,19 @@ def test_full_finetune_gate_failure_keeps_artifacts(ray_head, tiny_base, tmp_pat
 # --------------------------------------------------------------- LoRA on a registered base
 
 
-def test_lora_from_registry(ray_head, tiny_base, tmp_path):
+@dataclass
+class LoraVersion:
+    registry: dict[str, Any]  # the registry location, as a spec names it
+    store: Any
+    root: Path  # the registry's folder
+    work: Any
+    outcome: Any
+
+
+@pytest.fixture(scope="module")
+def lora_version(ray_head, tiny_base, tmp_path_factory) -> LoraVersion:
+    """One lora TrainingJob on Ray: `tiny-lora:1`, trained on the registered base `tiny-base:1`."""
+    tmp_path = tmp_path_factory.mktemp("lora")
     reg = ObjectStorageLocation.model_validate(local_registry(tmp_path))
     store = open_store(reg)
     registry.register(store, "tiny-base", tiny_base, metrics={}, gates=[], lineage=registry.Lineage())
@@ -346,6 +360,11 @@ def test_lora_from_registry(ray_head, tiny_base, tmp_path):
     run = make_run(spec, "lora")
     work = open_store(run.work_dir)
     outcome = run_workload(run, ray_head, tmp_path / "workload.log", work)
+    return LoraVersion(local_registry(tmp_path), store, tmp_path / "registry", work, outcome)
+
+
+def test_lora_from_registry(lora_version, tiny_base):
+    store, work, outcome = lora_version.store, lora_version.work, lora_version.outcome
     assert outcome.rc == 0 and outcome.report.phase == "Succeeded", (
         outcome.report.message + outcome.log[-3000:]
     )
@@ -355,17 +374,99 @@ def test_lora_from_registry(ray_head, tiny_base, tmp_path):
         and "model.safetensors" in manifest.artifacts
     )
     assert manifest.lineage.base_model == "tiny-base:1" and manifest.lineage.method == "lora"
+    # The manifest says what the version holds: the merged model, and the adapter in adapter/ for its base.
+    assert manifest.content == registry.Content(
+        kind="model", format="safetensors", merged=True, adapter="adapter", base="tiny-base:1"
+    )
     result = json_of(work, "train/result.json")
     # Adapters on a random base learn slowly: 20 steps take a few percent off the loss.
     assert result["model"]["merged"] is True and loss_fell(result["history"], by=0.03), result["history"]
 
     from safetensors.torch import load_file
 
-    merged = load_file(str(tmp_path / "registry" / "models/tiny-lora/versions/1/model/model.safetensors"))
+    merged = load_file(str(lora_version.root / "models/tiny-lora/versions/1/model/model.safetensors"))
     base = load_file(str(tiny_base / "model.safetensors"))
     changed = [k for k in base if not (base[k] == merged[k]).all()]
     assert changed and all(k.split(".")[-2] in LORA_TARGETS for k in changed), changed
     assert not any(k.split(".")[-2] in LORA_TARGETS for k in set(base) - set(changed))  # every target merged
+
+
+def test_lora_version_served_as_adapter(lora_version, tmp_path):
+    """The lora version above, listed under a ModelDeployment's engine.loraAdapters with its base as
+    spec.model: resolved and built by the operator's own code, fetched from the registry by the init
+    container's command and served by vLLM on the CPU with the pod's argv (as `llmops dev serve` runs
+    it); the adapter answers under its name, differently from the base."""
+    pytest.importorskip("vllm")
+    openai = pytest.importorskip("openai")
+    from llmops.api.modeldeployment import ModelDeploymentSpec
+    from llmops.dev.cluster import free_port
+    from llmops.dev.serve import CPU_ENV
+    from llmops.engine import localize_argv
+    from operators.modeldeployment import Reconciler, adapter, served_model
+    from operators.modeldeployment.builders import ServedVersion, ServingSettings, vllm_deployment
+    from serving.local import cpu_env, stop, wait_healthy
+
+    assert lora_version.outcome.rc == 0, lora_version.outcome.log[-3000:]
+    spec = ModelDeploymentSpec.model_validate(
+        {
+            "model": {"name": "tiny-base", "version": "1"},
+            "registry": lora_version.registry,
+            "allowUngated": True,  # the base was registered by hand, without gates
+            "engine": {
+                "maxModelLen": 256,
+                "dtype": "float32",
+                "loraAdapters": [{"name": "support-lora", "model": {"name": "tiny-lora", "alias": "latest"}}],
+                "extraArgs": ["--max-num-seqs", "8"],
+            },
+        }
+    )
+    store = lora_version.store
+    base = served_model(Reconciler.resolve(store, spec.model, "spec.model", True), "spec.model")
+    adapters = tuple(
+        adapter(a.name, Reconciler.resolve(store, a.model, f"spec.engine.loraAdapters[{a.name}].model", True))
+        for a in spec.engine.lora_adapters
+    )
+    assert [(a.model, a.version, a.path) for a in adapters] == [("tiny-lora", "1", "adapter")]
+    owner = {
+        "apiVersion": "llmops.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "md", "namespace": "t", "uid": "u"},
+    }
+    served = ServedVersion(base.name, base.version, "stable", 100, "md-1-vllm")
+    pod = vllm_deployment(spec, owner, served, adapters, ServingSettings())["spec"]["template"]["spec"]
+
+    root = tmp_path / "pod"
+    for init in pod["initContainers"]:  # the fetcher: the base into model/, the version into adapters/
+        done = subprocess.run(
+            localize_argv(init["command"], root, {}), env=cpu_env(), capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert (root / "adapters/support-lora/adapter/adapter_config.json").is_file()
+    assert not (root / "adapters/support-lora/model.safetensors").exists()  # the merged model stays behind
+    container = next(c for c in pod["containers"] if c["name"] == "vllm")
+    port = free_port()
+    argv = localize_argv(container["command"], root, {"--port": str(port), "--host": "127.0.0.1"})
+    assert argv[argv.index("--lora-modules") + 1] == f"support-lora={root}/adapters/support-lora/adapter"
+    env = {**cpu_env(), **CPU_ENV, "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "huggingface")}
+    log = tmp_path / "vllm.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc, timeout=600, log=log)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none")
+        assert {m.id for m in client.models.list()} >= {"tiny-base", "support-lora"}
+        prompt = "Customer: my invoice is wrong, what should I do?\nAgent:"
+        answers = {
+            name: client.completions.create(model=name, prompt=prompt, max_tokens=24, temperature=0)
+            .choices[0]
+            .text
+            for name in ("tiny-base", "support-lora")
+        }
+        print(answers)  # shown with -rP
+        assert all(answers.values()) and answers["tiny-base"] != answers["support-lora"], answers
+    finally:
+        stop(proc)
 
 
 # ------------------------------------------------------------------ checkpoint and resume
