@@ -52,6 +52,19 @@ PHONE_REGIONS_DESCRIPTION = (
     "ISO 3166-1 alpha-2 regions whose national phone formats count as phone numbers (e.g. DE finds"
     " 030 1234567); numbers written with + and a country code are found whatever the regions."
 )
+
+
+def phone_regions_field() -> Any:
+    """The `regions` field of every PII setting (training preparation and the gateway): one definition."""
+    return Field(
+        ["US"],
+        min_length=1,
+        max_length=32,
+        description=PHONE_REGIONS_DESCRIPTION,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 

@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from llmops.api.common import (
-    PHONE_REGIONS_DESCRIPTION,
     ApiModel,
     DnsLabel,
     DnsSubdomain,
@@ -22,6 +21,7 @@ from llmops.api.common import (
     ShortText,
     Status,
     Url,
+    phone_regions_field,
 )
 
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed", "ScaledToZero"]
@@ -241,13 +241,7 @@ class PiiRedaction(ApiModel):
         description="Kinds of personal data to redact; each becomes a placeholder such as [EMAIL].",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    regions: list[PhoneRegion] = Field(
-        ["US"],
-        min_length=1,
-        max_length=32,
-        description=PHONE_REGIONS_DESCRIPTION,
-        json_schema_extra={"x-kubernetes-list-type": "set"},
-    )
+    regions: list[PhoneRegion] = phone_regions_field()
 
 
 class Gateway(ApiModel):

@@ -11,7 +11,6 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints
 
 from llmops.api.common import (
-    PHONE_REGIONS_DESCRIPTION,
     ApiModel,
     DataUri,
     DnsLabel,
@@ -27,6 +26,7 @@ from llmops.api.common import (
     Status,
     Url,
     exactly_one,
+    phone_regions_field,
 )
 
 MethodType = Literal["pretrain", "full", "lora", "qlora"]
@@ -132,13 +132,7 @@ class Pii(ApiModel):
         description="Kinds of personal data to look for.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    regions: list[PhoneRegion] = Field(
-        ["US"],
-        min_length=1,
-        max_length=32,
-        description=PHONE_REGIONS_DESCRIPTION,
-        json_schema_extra={"x-kubernetes-list-type": "set"},
-    )
+    regions: list[PhoneRegion] = phone_regions_field()
     action: Literal["redact", "drop"] = Field(
         "redact", description="redact replaces each finding with a placeholder; drop removes the document."
     )
