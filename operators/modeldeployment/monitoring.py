@@ -175,8 +175,8 @@ def alert_rules(alerts: Alerts, namespace: str, name: str) -> list[dict]:
                 "annotations": {
                     "summary": f"{where}: prompt drift score above {alerts.max_drift_score:g}",
                     "description": "Live prompts differ from the reference data (drift score {{ $value }})"
-                    " for 15 minutes. Review recent traffic, and retrain on newer data (a TrainingJob) if the change"
-                    " is lasting.",
+                    " for 15 minutes. Review recent traffic, and retrain on newer data (a TrainingJob)"
+                    " if the change is lasting.",
                 },
             }
         )
