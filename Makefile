@@ -1,13 +1,13 @@
 # Everything a person or CI runs starts here; the scripts under hack/ do the work.
 .PHONY: test tools venv lint crds demo
 
-demo:  ## start a local control plane with the operator, apply the examples, show the result
+demo:  ## the whole loop here: control plane, operator, train, register, serve with vLLM, chat, metrics
 	hack/demo.sh
 
 test:  ## set up the venv and the control-plane tools, then run every test
 	hack/test.sh
 
-tools:  ## build (or reuse from the cache) kube-apiserver, etcd, kwok, helm, minio
+tools:  ## build (or reuse from the cache) kube-apiserver, etcd, kwok, helm, minio, prometheus, promtool
 	hack/tools/build.sh
 
 venv:  ## create (or reuse) the virtual environment and print its path

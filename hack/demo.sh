@@ -101,8 +101,9 @@ cat <<TXT
   kubectl get llmops -A                                # every llmops object (the category)
   kubectl -n $ns describe trainingjob quickstart       # progress, evaluation, gates, model version
   kubectl -n $ns get modeldeployment quickstart -o yaml
+  export GATEWAY_API_KEY=\$(kubectl -n $ns get secret quickstart-api-keys -o jsonpath='{.data.demo}' | base64 -d)
   curl -s $GATEWAY_URL/models -H "Authorization: Bearer \$GATEWAY_API_KEY"
-  open $PROMETHEUS_URL                                 # Prometheus (gateway and vLLM metrics)
+  curl -s '$PROMETHEUS_URL/api/v1/query?query=vllm:num_requests_waiting'   # Prometheus
   llmops dev status                                    # every process of the demo
   llmops dev down                                      # stop everything and remove the state folder
 TXT

@@ -4,6 +4,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+python3 -m llmops.dev.preflight test || { echo "make test needs the above first" >&2; exit 1; }
 venv=$(hack/venv.sh)
 tools=$(hack/tools/build.sh)
 # Skaffold's own config types, for tests/unit/test_skaffold.py (into the Go module cache, 43 MB once).

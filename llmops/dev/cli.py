@@ -56,7 +56,7 @@ state_dir_option = click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
     default=default_state_dir,
-    show_default="$LLMOPS_DEV_DIR",
+    show_default="$LLMOPS_DEV_DIR, else /tmp/llmops-dev-$UID",
     help="Folder holding the cluster's certificates, data, logs and kubeconfig.",
 )
 

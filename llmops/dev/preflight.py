@@ -21,7 +21,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = Path(os.environ.get("LLMOPS_CACHE", Path.home() / ".cache" / "llmops"))
 MIN_PYTHON = (3, 11)
-MIN_GO = (1, 26)
+MIN_GO = (1, 26, 7)  # hack/tools/prometheus/go.mod's `go` line
 # Disk a cold setup writes, measured on a fresh machine (GiB, rounded up): the shared venv with its
 # pip downloads (torch, vLLM for the CPU, Ray), and the Go module and build caches of the tools.
 VENV_GIB = 14
@@ -40,13 +40,13 @@ class Problem:
         return f"missing: {self.what}; {self.fix}"
 
 
-def _version(text: str) -> tuple[int, int] | None:
-    m = re.search(r"go(\d+)\.(\d+)", text)
-    return (int(m.group(1)), int(m.group(2))) if m else None
+def _version(text: str) -> tuple[int, int, int] | None:
+    m = re.search(r"go(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)) if m else None
 
 
-def go_version() -> tuple[int, int] | None:
-    """(major, minor) of the `go` on PATH, or None when there is none."""
+def go_version() -> tuple[int, int, int] | None:
+    """(major, minor, patch) of the `go` on PATH, or None when there is none."""
     go = shutil.which("go")
     if not go:
         return None
@@ -111,10 +111,10 @@ def check(purpose: str, state_dir: Path | None = None) -> list[Problem]:
     building = tools_to_build()
     go = go_version()
     if building and (go is None or go < MIN_GO):
-        have = "no go on PATH" if go is None else f"go{go[0]}.{go[1]}"
+        have = "no go on PATH" if go is None else "go" + ".".join(map(str, go))
         problems.append(
             Problem(
-                f"Go >= {MIN_GO[0]}.{MIN_GO[1]} to build {', '.join(building)} ({have})",
+                f"Go >= {'.'.join(map(str, MIN_GO))} to build {', '.join(building)} ({have})",
                 "install Go from https://go.dev/dl (or your package manager) and put it on PATH",
             )
         )
@@ -163,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     problems = check(purpose, Path(state) if state else None)
     for problem in problems:
         print(problem, file=sys.stderr)
-    if not problems and (building := tools_to_build()):
-        print(f"first run: will build {', '.join(building)} from the Go module proxy", file=sys.stderr)
+    if not problems:
+        building = tools_to_build()
+        todo = f"; first run: will build {', '.join(building)} from the Go module proxy" if building else ""
+        print(f"preflight ({purpose}): nothing missing{todo}", file=sys.stderr)
     return 1 if problems else 0
 
 
