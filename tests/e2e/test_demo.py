@@ -36,19 +36,17 @@ def test_make_demo_from_a_clean_state(tmp_path: Path) -> None:
     state = tmp_path / "dev"
     env = {**os.environ, "LLMOPS_DEV_DIR": str(state)}
     kubectl = [binary("kubectl"), "--kubeconfig", str(state / "kubeconfig"), "-n", "quickstart"]
+
+    def get(kind: str) -> dict:
+        args = [*kubectl, "get", kind, "quickstart", "-o", "json"]
+        return json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
+
     try:
         run = subprocess.run(["make", "demo"], cwd=ROOT, env=env, capture_output=True, text=True)
         out = run.stdout
         assert run.returncode == 0, f"make demo failed:\n{out[-6000:]}\n{run.stderr[-4000:]}"
 
-        tj = json.loads(
-            subprocess.run(
-                [*kubectl, "get", "tj", "quickstart", "-o", "json"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-        )
+        tj = get("tj")
         status = tj["status"]
         assert status["phase"] == "Succeeded"
         assert status["gates"], "the quickstart TrainingJob declares gates"
@@ -56,14 +54,7 @@ def test_make_demo_from_a_clean_state(tmp_path: Path) -> None:
         version = status["modelVersion"]
         assert version["name"] == "support-tiny" and version["version"]
 
-        md = json.loads(
-            subprocess.run(
-                [*kubectl, "get", "md", "quickstart", "-o", "json"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-        )
+        md = get("md")
         ready = {c["type"]: c for c in md["status"]["conditions"]}["Ready"]
         assert ready["status"] == "True"
         assert ready["observedGeneration"] == md["metadata"]["generation"]
