@@ -25,7 +25,8 @@ from kubernetes import client, config
 
 from llmops.api import GROUP, MODEL_DEPLOYMENT, VERSION
 from llmops.dev.cluster import LocalCluster
-from operators.runtime import Outcome, status_patch
+from operators.outcome import Outcome
+from operators.runtime import status_patch
 
 ROOT = Path(__file__).resolve().parents[1]
 PLURAL = MODEL_DEPLOYMENT.plural

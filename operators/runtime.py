@@ -31,28 +31,9 @@ from llmops.api.common import ApiModel
 from llmops.storage import StoreCache
 from operators import metrics
 from operators.apply import Applier
+from operators.outcome import Outcome
 
 Spec = TypeVar("Spec", bound=ApiModel)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """Where an object stands after one reconcile.
-
-    `state`: "ready" (does what the spec asks), "reconciling" (work in progress that should
-    finish by itself) or "stalled" (stuck until someone changes something). `reason` and
-    `message` explain it. `status` holds the kind's own status fields (snake_case, as in its
-    pydantic status model).
-    """
-
-    state: conditions.State
-    phase: str
-    reason: str
-    message: str
-    status: dict[str, Any] = field(default_factory=dict)
-    # Reconcile again after this many seconds even if nothing changes (a clock the kind waits on, or
-    # a resync that repairs drift). None: only on changes.
-    requeue_after: float | None = None
 
 
 @dataclass

@@ -40,7 +40,8 @@ from llmops.storage import Credentials, ObjectStore
 from operators.modeldeployment import builders, canary
 from operators.modeldeployment.builders import Adapter, Plan, ServedVersion, ServingSettings
 from operators.modeldeployment.names import endpoint, vllm_name
-from operators.runtime import Child, Context, Kind, Outcome, existence
+from operators.outcome import Outcome
+from operators.runtime import Child, Context, Kind, existence
 
 STALLED_RETRY_SECONDS = 60  # a missing version or Secret may appear: look again this often
 UNAVAILABLE_RETRY_SECONDS = 20

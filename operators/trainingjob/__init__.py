@@ -32,7 +32,8 @@ from llmops.registry import RegistryError
 from llmops.workload import JobIdentity, TrainingRun
 from operators import rayjobs_api
 from operators.apply import adopt
-from operators.runtime import Child, Context, Kind, Outcome
+from operators.outcome import Outcome
+from operators.runtime import Child, Context, Kind
 from operators.trainingjob import builders, fold, storage
 
 RUNNING_RESYNC_SECONDS = 10.0  # how often progress is read while a run is going

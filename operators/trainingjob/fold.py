@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from llmops.api.trainingjob import Progress
 from llmops.workload import RunReport
-from operators.runtime import Outcome
+from operators.outcome import Outcome
 
 State = Literal["none", "pending", "running", "suspended", "succeeded", "failed", "stopped"]
 FINISHED: tuple[State, ...] = ("succeeded", "failed", "stopped")

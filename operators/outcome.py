@@ -1,0 +1,32 @@
+"""Where an object stands after one reconcile: the value every kind's pure fold returns.
+
+Kept free of kopf and the Kubernetes client, so the pure modules (folds, plans, builders) that
+return it stay importable without them (tests/unit/test_purity.py checks that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmops import conditions
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Where an object stands after one reconcile.
+
+    `state`: "ready" (does what the spec asks), "reconciling" (work in progress that should
+    finish by itself) or "stalled" (stuck until someone changes something). `reason` and
+    `message` explain it. `status` holds the kind's own status fields (snake_case, as in its
+    pydantic status model).
+    """
+
+    state: conditions.State
+    phase: str
+    reason: str
+    message: str
+    status: dict[str, Any] = field(default_factory=dict)
+    # Reconcile again after this many seconds even if nothing changes (a clock the kind waits on, or
+    # a resync that repairs drift). None: only on changes.
+    requeue_after: float | None = None
