@@ -746,9 +746,11 @@ def test_client_disconnect_aborts_the_request_in_vllm(vllm_server, gateway_facto
         return out
 
     for i, stream in enumerate((True, False)):
-        # Choices of 240 tokens each: seconds of work for the tiny model on the CPU. The plain request
-        # is closed only once the gateway has sent it, so it gets more work, to outlast that wait.
-        n = 64 if stream else 256
+        # Choices of 240 tokens each, at most 64 at a time (the server's --max-num-seqs): measured here,
+        # 64 choices take 1 s, 256 take 3 s and 1024 take 11 s for the tiny model on the CPU. The hang-up
+        # must reach vLLM while it still works, on a loaded machine too (a CI run once saw vLLM finish
+        # 256 plain choices first), so both get 1024; an aborted request costs only what ran before.
+        n = 1024
         before = vllm_metrics()
         body = {"model": MODEL, "prompt": "Once", "max_tokens": 240, "n": n, "stream": stream, **NO_EOS}
         sock = send_raw(gw.port, "/v1/completions", body, f"abort-{i}")
@@ -757,7 +759,11 @@ def test_client_disconnect_aborts_the_request_in_vllm(vllm_server, gateway_facto
             while got.count(b"data: ") < 2:
                 got += sock.recv(65536)
         else:  # the gateway has sent it to vLLM (vLLM's own /metrics can answer late while it works)
-            eventually(lambda: gw.value("llmops_gateway_inflight_requests", version="1") == 1, timeout=60)
+            eventually(
+                lambda: gw.value("llmops_gateway_inflight_requests", version="1") == 1,
+                timeout=60,
+                interval=0.02,
+            )
         sock.close()
         eventually(lambda: vllm_metrics()["vllm:num_requests_running"] == 0, timeout=60, interval=0.1)
         after = vllm_metrics()
