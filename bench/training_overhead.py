@@ -12,6 +12,9 @@ the workload reports), and the Ray path's rate over the whole `fit()` call inclu
 start-up; the ratio Ray / plain of the in-loop rates (goal >= 0.9) and of the end-to-end rate.
 
     python bench/training_overhead.py [--steps 150] [--batch 8] [--block 128] [--threads 2] [--repeats 3]
+
+With `--memory [--scale 20 ...]`: each worker's peak RSS (2 workers) on the bundled data and on
+data `scale` x its size, and the ratio (goal: < 1.2 at 20x; the shard streams to a local file).
 """
 
 from __future__ import annotations
@@ -32,8 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def prepare(work: Path, block: int) -> tuple[Path, int]:
-    """Tokenize and pack the quickstart corpus into <work>/prepare as the prepare stage lays it out."""
+def prepare(work: Path, block: int, scale: int = 1) -> tuple[Path, int]:
+    """Tokenize and pack the quickstart corpus into <work>/prepare as the prepare stage lays it out.
+
+    `scale`: the packed blocks written `scale` times over (a dataset `scale` x the bundled one), in
+    parts of the bundled size, as the prepare stage writes one file per Ray Data block.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -50,9 +57,10 @@ def prepare(work: Path, block: int) -> tuple[Path, int]:
     table = pa.table(
         {"input_ids": pa.array(blocks, pa.list_(pa.int32())), "length": pa.array(lengths, pa.int32())}
     )
-    pq.write_table(table, work / "prepare/train/part-0.parquet")
+    for part in range(scale):
+        pq.write_table(table, work / f"prepare/train/part-{part:05d}.parquet")
     tok.save_pretrained(work / "prepare/tokenizer")
-    return base, len(blocks)
+    return base, len(blocks) * scale
 
 
 def config(work: Path, base: Path, steps: int, batch: int, threads: int, blocks: int) -> dict:
@@ -88,8 +96,9 @@ def plain_loop(cfg: dict, base: Path, work: Path) -> float:
     import numpy as np
     import torch
 
+    from training.blocks import fetch_shard
     from training.model import build, load_tokenizer
-    from training.train import _batch, _load_blocks, _token_loss
+    from training.train import _batch, _token_loss
 
     torch.set_num_threads(cfg["threads"])
     hp = cfg["hyperparameters"]
@@ -97,7 +106,8 @@ def plain_loop(cfg: dict, base: Path, work: Path) -> float:
     model = build(cfg, base, load_tokenizer(base), device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp["learning_rate"], weight_decay=hp["weight_decay"])
-    ids, lengths = _load_blocks(cfg["work"], "train")
+    fs, root = cfg["work"].arrow()
+    ids = fetch_shard(fs, f"{root}/prepare/train", work / "plain", split="train", rank=0, world=1)
     bs = hp["batch_size"]
     model.train()
     tokens = 0.0
@@ -108,7 +118,7 @@ def plain_loop(cfg: dict, base: Path, work: Path) -> float:
         for i in range(cfg["steps_per_epoch"]):
             if step >= cfg["total_steps"]:
                 break
-            x, mask, labels = _batch(ids, lengths, order[i * bs : (i + 1) * bs], device)
+            x, mask, labels = _batch(ids, order[i * bs : (i + 1) * bs], device)
             loss = _token_loss(model(input_ids=x, attention_mask=mask).logits, labels, 0.0)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, hp["max_grad_norm"])
@@ -130,8 +140,14 @@ def plain_process(cfg: dict, base: Path, work: Path) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def ray_path(cfg: dict, work: Path) -> tuple[float, float, float]:
+def ray_path(cfg: dict, work: Path, workers: int = 1) -> tuple[float, float, float]:
     """The workload's TorchTrainer path. Returns (in-loop tokens/s, end-to-end tokens/s, fit seconds)."""
+    result, seconds = fit(cfg, work, workers)
+    return result["tokens_per_second"], result["tokens"] / seconds, seconds
+
+
+def fit(cfg: dict, work: Path, workers: int) -> tuple[dict, float]:
+    """One TorchTrainer run of the workload's `train_loop`: (its train/result.json, fit seconds)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -141,14 +157,47 @@ def ray_path(cfg: dict, work: Path) -> tuple[float, float, float]:
         train_loop,
         train_loop_config=cfg,
         torch_config=TorchConfig(backend="gloo"),
-        scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": cfg["threads"]}),
+        scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": cfg["threads"]}),
         run_config=RunConfig(name="bench", storage_path=str(work / "train")),
     )
     start = time.monotonic()
     trainer.fit()
     seconds = time.monotonic() - start
-    result = json.loads((work / "train/result.json").read_text())
-    return result["tokens_per_second"], result["tokens"] / seconds, seconds
+    return json.loads((work / "train/result.json").read_text()), seconds
+
+
+def memory(args: argparse.Namespace) -> None:
+    """Each worker's peak RSS on the bundled data and on data `--scale` x its size (same steps).
+
+    Goal (issue 12): peak RSS grows by less than 20% while the data grows 20x: a worker streams its
+    shard to a local file (training/blocks.py) instead of holding the split in memory.
+    """
+    import ray
+
+    scales = [1, *args.scale]
+    workers, threads = 2, 1
+    peaks: dict[int, list[int]] = {}
+    sizes: dict[int, int] = {}
+    ray.init(num_cpus=workers * threads, include_dashboard=False, logging_level="ERROR",
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # fmt: skip
+    try:
+        for scale in scales:
+            with tempfile.TemporaryDirectory(prefix="llmops-bench-") as tmp:
+                work = Path(tmp)
+                base, blocks = prepare(work, args.block, scale)
+                sizes[scale] = sum(f.stat().st_size for f in (work / "prepare/train").iterdir())
+                cfg = config(work, base, args.memory_steps, args.batch, threads, blocks // workers)
+                result, _ = fit(cfg, work, workers)
+                peaks[scale] = result["peak_rss_bytes"]
+    finally:
+        ray.shutdown()
+    print(f"{workers} Ray Train workers, {args.memory_steps} steps of {args.batch} x {args.block} tokens")
+    for scale in scales:
+        mib = [round(p / 2**20) for p in peaks[scale]]
+        print(f"data {scale:>5}x ({sizes[scale] / 2**20:8.2f} MiB of Parquet): peak RSS per worker {mib} MiB")
+    for scale in args.scale:
+        growth = max(b / a for a, b in zip(peaks[1], peaks[scale], strict=True))
+        print(f"ratio peak RSS {scale}x / 1x (worst worker): {growth:6.3f}  (goal < 1.2 at 20x)")
 
 
 def main() -> None:
@@ -160,6 +209,13 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="alternating samples of each path; best counts"
     )
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="measure each worker's peak RSS on the bundled data and on --scale x that data instead",
+    )
+    parser.add_argument("--scale", type=int, action="append", help="with --memory: data sizes (default 20)")
+    parser.add_argument("--memory-steps", type=int, default=20, help="with --memory: steps per run")
     parser.add_argument("--plain", help=argparse.SUPPRESS)  # internal: run the baseline in this process
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -169,6 +225,10 @@ def main() -> None:
         print(plain_loop(cfg, Path(base), Path(work)))
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster on loopback
+    if args.memory:
+        args.scale = args.scale or [20]
+        memory(args)
+        return
     import ray
 
     plain: list[float] = []

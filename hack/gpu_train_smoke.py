@@ -77,6 +77,7 @@ from llmops.api.common import ModelReference, ObjectStorageLocation  # noqa: E40
 from llmops.api.trainingjob import Gate, LoRA, TrainingJobSpec  # noqa: E402
 from llmops.storage import open_store  # noqa: E402
 from training import gates  # noqa: E402
+from training.blocks import InMemory  # noqa: E402
 from training.errors import UserError  # noqa: E402
 from training.evaluate import Scorer, held_out_loss  # noqa: E402
 from training.model import build, check_qlora_possible, load_tokenizer, save_final  # noqa: E402
@@ -147,16 +148,16 @@ def main() -> None:
     optimizer = torch.optim.AdamW(trainable, lr=hp["learning_rate"], weight_decay=hp["weight_decay"])
 
     all_ids, all_lengths = blocks(tokenizer, texts)
-    ids, lengths = all_ids[:-HELD_OUT], all_lengths[:-HELD_OUT]
-    held_ids, held_lengths = all_ids[-HELD_OUT:], all_lengths[-HELD_OUT:]
+    train = InMemory(all_ids[:-HELD_OUT], all_lengths[:-HELD_OUT])
+    held = InMemory(all_ids[-HELD_OUT:], all_lengths[-HELD_OUT:])
     rng = np.random.default_rng(hp["seed"])
-    batch = min(hp["batch_size"], len(ids))
+    batch = min(hp["batch_size"], len(train))
     losses, tokens = [], 0
     sync = torch.cuda.synchronize if gpu else (lambda: None)
     sync()
     started = time.perf_counter()
     for _ in range(args.steps):
-        x, mask, labels = _batch(ids, lengths, rng.choice(len(ids), batch, replace=False), device)
+        x, mask, labels = _batch(train, rng.choice(len(train), batch, replace=False), device)
         with torch.autocast(device.type, dtype=amp):
             logits = model(input_ids=x, attention_mask=mask).logits
         loss = _token_loss(logits, labels, hp["label_smoothing"])
@@ -178,7 +179,7 @@ def main() -> None:
     # The adapted model in memory, measured as the worker's validation does (autocast on a GPU only).
     core.eval()
     with torch.autocast(device.type, dtype=amp, enabled=gpu):
-        adapted_loss, _ = held_out_loss(core, held_ids, held_lengths, device)
+        adapted_loss, _ = held_out_loss(core, held, device)
     dist.destroy_process_group()
 
     # Save as rank 0 does at the end of training; free the training model before scoring.
@@ -192,8 +193,8 @@ def main() -> None:
     saved_config = json.loads((model_dir / "config.json").read_text())
 
     # Evaluate as the evaluate stage does: the saved folder loaded fresh, the held-out blocks.
-    merged_loss, merged_ppl = Scorer(model_dir, args.device).perplexity(held_ids, held_lengths)
-    base_loss, base_ppl = Scorer(base, args.device).perplexity(held_ids, held_lengths)
+    merged_loss, merged_ppl = Scorer(model_dir, args.device).perplexity(held)
+    base_loss, base_ppl = Scorer(base, args.device).perplexity(held)
     measured = {"validation_loss": merged_loss, "perplexity": merged_ppl}
     verdicts = gates.check([Gate(metric="perplexity", operator="<", threshold=base_ppl)], measured)
 
@@ -217,7 +218,7 @@ def main() -> None:
         )
         resolved = registry.resolve(store, ModelReference(name=name, alias="latest"))
         fetched = registry.download(store, resolved, work / "fetched")
-        reloaded_loss, _ = Scorer(fetched, args.device).perplexity(held_ids, held_lengths)
+        reloaded_loss, _ = Scorer(fetched, args.device).perplexity(held)
         registered |= {"version": manifest.version, "artifacts": len(resolved.artifacts), "error": None}
     except registry.RegistryError as e:
         registered["error"] = str(e)

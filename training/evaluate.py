@@ -19,6 +19,7 @@ from typing import Any
 
 from llmops import jsonl
 from training import gates, metrics, suites
+from training.blocks import InMemory, Shard, fetch_shard
 from training.context import Context, StoreSpec, download_dir, log
 from training.errors import UserError
 
@@ -128,16 +129,16 @@ class Scorer:
         positions = torch.arange(len(context) - 1, len(context) + len(target) - 1, device=self.device)
         return float(logp[positions, ids[0, len(context) :]].mean())
 
-    def perplexity(self, blocks, lengths, batch: int = 8) -> tuple[float, float]:
-        return held_out_loss(self.model, blocks, lengths, self.device, batch)
+    def perplexity(self, blocks: Shard | InMemory, batch: int = 8) -> tuple[float, float]:
+        return held_out_loss(self.model, blocks, self.device, batch)
 
 
-def held_out_loss(model, blocks, lengths, device, batch: int = 8) -> tuple[float, float]:
+def held_out_loss(model, blocks: Shard | InMemory, device, batch: int = 8) -> tuple[float, float]:
     """(mean next-token loss in nats, perplexity = exp(loss)) of `model` over packed blocks.
 
-    blocks: int64 [n, block] token ids; lengths: int64 [n] real tokens per row (the rest is
-    padding, left out). Token-weighted over every row, without label smoothing; no gradients.
-    NaN loss (and perplexity) when there are no tokens.
+    blocks: rows of int64 token ids `[block]` with their real token counts (the rest is padding,
+    left out), read `batch` rows at a time (training/blocks.py). Token-weighted over every row,
+    without label smoothing; no gradients. NaN loss (and perplexity) when there are no tokens.
     """
     import torch
 
@@ -147,7 +148,7 @@ def held_out_loss(model, blocks, lengths, device, batch: int = 8) -> tuple[float
     with torch.no_grad():
         for start in range(0, len(blocks), batch):
             index = list(range(start, min(start + batch, len(blocks))))
-            x, mask, labels = _batch(blocks, lengths, index, device)
+            x, mask, labels = _batch(blocks, index, device)
             logits = model(input_ids=x, attention_mask=mask).logits
             n = int((labels[:, 1:] != -100).sum())
             nll += float(_token_loss(logits, labels, 0.0)) * n
@@ -164,8 +165,6 @@ def score(cfg: dict[str, Any]) -> dict[str, Any]:
     """Everything that needs the model; runs as a Ray task."""
     import torch
 
-    from training.train import _load_blocks
-
     work: StoreSpec = cfg["work"]
     with tempfile.TemporaryDirectory(prefix="llmops-eval-") as tmp:
         download_dir(work.open(), "model", Path(tmp) / "model")
@@ -176,9 +175,12 @@ def score(cfg: dict[str, Any]) -> dict[str, Any]:
     details: dict[str, Any] = {}
 
     if cfg["perplexity"]:
-        blocks, lengths = _load_blocks(work, "validation")
-        if len(blocks):
-            loss, ppl = scorer.perplexity(blocks, lengths)
+        fs, root = work.arrow()
+        with tempfile.TemporaryDirectory(prefix="llmops-eval-") as tmp:
+            path = f"{root}/prepare/validation"
+            blocks = fetch_shard(fs, path, Path(tmp), split="validation", rank=0, world=1)
+            loss, ppl = scorer.perplexity(blocks) if len(blocks) else (None, None)
+        if loss is not None:
             out["validation_loss"], out["perplexity"] = loss, ppl
         else:
             details["perplexity"] = "no validation split (validationSplit is 0): perplexity not measured"

@@ -1,7 +1,8 @@
 """Stage 3, train: Ray Train's TorchTrainer over N workers (gloo on CPU, nccl on GPU).
 
-Each worker reads its shard of the packed blocks (prepare/train) straight from the work folder into
-memory, in a fixed order per epoch (a permutation seeded by seed + epoch), so a resumed run sees
+Each worker streams its shard of the packed blocks (prepare/train) from the work folder to a local
+file and reads it a batch at a time (training/blocks.py: memory does not grow with the data), in a
+fixed order per epoch (a permutation seeded by seed + epoch), so a resumed run sees
 exactly the batches it had not seen yet. Every `checkpointEverySteps` (default: once per epoch) the
 workers compute the validation loss together, decide early stopping together, and rank 0 hands a
 checkpoint (trainable weights, optimiser, scheduler, RNG, step, history) to `ray.train.report`;
@@ -23,12 +24,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from training.blocks import InMemory, Shard, fetch_shard, split_rows
 from training.context import Context, Reporter, StoreSpec, download_dir, log, upload_dir
 from training.errors import UserError
 from training.model import ModelSource
@@ -93,26 +96,14 @@ class ProgressCallback(UserCallback):
         )
 
 
-def _load_blocks(work: StoreSpec, split: str):
+def _batch(blocks: Shard | InMemory, index, device):
+    """(input_ids, attention_mask, labels) on `device` for rows `index` of `blocks`."""
     import numpy as np
-    import pyarrow.parquet as pq
-
-    fs, root = work.arrow()
-    try:
-        table = pq.read_table(f"{root}/prepare/{split}", filesystem=fs)
-    except (FileNotFoundError, OSError):
-        return np.zeros((0, 0), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    ids = table.column("input_ids").combine_chunks()
-    block = len(ids[0]) if len(ids) else 0
-    flat = ids.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
-    return flat.reshape(-1, block), table.column("length").to_numpy().astype(np.int64)
-
-
-def _batch(ids, lengths, index, device):
     import torch
 
-    x = torch.from_numpy(ids[index]).to(device)
-    n = torch.from_numpy(lengths[index]).to(device)
+    ids, lengths = blocks.rows(np.asarray(index, dtype=np.int64))
+    x = torch.from_numpy(ids).to(device)
+    n = torch.from_numpy(lengths).to(device)
     mask = torch.arange(x.shape[1], device=device)[None, :] < n[:, None]
     labels = x.masked_fill(~mask, -100)
     return x, mask.long(), labels
@@ -176,11 +167,16 @@ def train_loop(cfg: dict[str, Any]) -> None:
         lr=hp["learning_rate"],
     )
 
-    train_ids, train_len = _load_blocks(work, "train")
-    val_ids, val_len = _load_blocks(work, "validation")
-    per_worker = len(train_ids) // world
-    mine = np.arange(rank, per_worker * world, world)
-    val_mine = np.arange(rank, len(val_ids), world)
+    # This worker's shard of each split, streamed to a local file: memory does not grow with the data.
+    fs, root = work.arrow()
+    per_worker = split_rows(fs, f"{root}/prepare/train") // world
+    train_blocks = fetch_shard(
+        fs, f"{root}/prepare/train", local, split="train", rank=rank, world=world, limit=per_worker * world
+    )
+    val_blocks = fetch_shard(
+        fs, f"{root}/prepare/validation", local, split="validation", rank=rank, world=world
+    )
+    mine = np.arange(per_worker)
     bs, accum = hp["batch_size"], hp["gradient_accumulation"]
     steps_per_epoch, total = cfg["steps_per_epoch"], cfg["total_steps"]
     schedule = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[
@@ -231,13 +227,14 @@ def train_loop(cfg: dict[str, Any]) -> None:
         return float(t)
 
     def validation_loss() -> float | None:
-        if not len(val_ids):
+        if not val_blocks.total:
             return None
         model.eval()
         nll = count = 0.0
         with torch.no_grad():
-            for start in range(0, len(val_mine), bs):
-                x, mask, labels = _batch(val_ids, val_len, val_mine[start : start + bs], device)
+            for start in range(0, len(val_blocks), bs):
+                index = np.arange(start, min(start + bs, len(val_blocks)))
+                x, mask, labels = _batch(val_blocks, index, device)
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                     logits = core(input_ids=x, attention_mask=mask).logits
                 n = int((labels[:, 1:] != -100).sum())
@@ -282,7 +279,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
                 chunk = order[:bs]  # fewer blocks than batch x accumulation: reuse the shard's start
             index += bs
             micro += 1
-            x, mask, labels = _batch(train_ids, train_len, chunk, device)
+            x, mask, labels = _batch(train_blocks, chunk, device)
             sync = micro % accum == 0
             context = (
                 model.no_sync() if (world > 1 and not sync and hasattr(model, "no_sync")) else _nullcontext()
@@ -355,6 +352,10 @@ def train_loop(cfg: dict[str, Any]) -> None:
             if state["stopped_early"]:
                 break
 
+    # Every worker's peak resident memory (ru_maxrss is in KiB on Linux), for the result.
+    peak = [0.0] * world
+    peak[rank] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+    peak = all_sum(peak)
     if rank == 0:
         with tempfile.TemporaryDirectory() as d:
             info = save_final(core, cfg, base_dir, tokenizer, Path(d) / "model")
@@ -370,6 +371,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
             "best_val_loss": state["best_val"],
             "final_loss": state["history"][-1]["loss"] if state["history"] else None,
             "workers": world,
+            "peak_rss_bytes": [int(p) for p in peak],
             "device": device.type,
             "precision": str(amp).removeprefix("torch.") if amp else "float32",
             "model": info,

@@ -96,6 +96,7 @@ def test_the_qlora_save_path_merges_the_adapter_into_the_bf16_base_on_the_cpu(tm
 
     from llmops import jsonl
     from llmops.api.trainingjob import TrainingJobSpec
+    from training.blocks import InMemory
     from training.evaluate import Scorer, held_out_loss
     from training.model import build, load_tokenizer, save_final
     from training.tiny import make_tiny_llama
@@ -123,8 +124,9 @@ def test_the_qlora_save_path_merges_the_adapter_into_the_bf16_base_on_the_cpu(tm
         [tokenizer(t)["input_ids"][:64] for t in texts if len(tokenizer(t)["input_ids"]) >= 64][:8]
     ).numpy()
     lengths = torch.full((len(ids),), ids.shape[1]).numpy()
+    held = InMemory(ids, lengths)
     model.eval()
-    adapted, _ = held_out_loss(model, ids, lengths, torch.device("cpu"))
+    adapted, _ = held_out_loss(model, held, torch.device("cpu"))
 
     info = save_final(model, cfg, base, tokenizer, tmp_path / "model")
 
@@ -132,6 +134,6 @@ def test_the_qlora_save_path_merges_the_adapter_into_the_bf16_base_on_the_cpu(tm
     assert (tmp_path / "model" / "adapter" / "adapter_model.safetensors").is_file()
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert (config.get("dtype") or config.get("torch_dtype")) == "bfloat16"
-    merged, _ = Scorer(tmp_path / "model", "cpu").perplexity(ids, lengths)
-    untouched, _ = Scorer(base, "cpu").perplexity(ids, lengths)
+    merged, _ = Scorer(tmp_path / "model", "cpu").perplexity(held)
+    untouched, _ = Scorer(base, "cpu").perplexity(held)
     assert abs(merged - adapted) < abs(untouched - adapted) / 10, (merged, adapted, untouched)

@@ -173,7 +173,9 @@ def test_pretrain_succeeds_and_registers(pretrain):
 
 def test_pretrain_loss_falls(pretrain):
     result = json_of(pretrain["work"], "train/result.json")
-    assert result["workers"] == 2 and result["resumed_from"] == 0 and result["steps"] == 30
+    assert result["workers"] == 2 and result["steps"] == 30
+    assert result["resumed_from"] == 0, pretrain["outcome"].log[-6000:]  # no worker failed and restarted
+    assert len(result["peak_rss_bytes"]) == 2 and all(p > 2**20 for p in result["peak_rss_bytes"])
     assert loss_fell(result["history"]), result["history"]
 
 
