@@ -12,7 +12,7 @@ def main() -> None:
 
 def _register() -> None:
     # Sub-commands live beside the code they drive; importing them here keeps `llmops --help` cheap.
-    from llmops.api.cli import crds
+    from llmops.crdgen import crds
     from llmops.dev.cli import dev
     from llmops.watch import watch
     from operators.cli import operator  # the operator ships in this distribution; imported lazily inside

@@ -8,9 +8,11 @@ boolean `exclusiveMinimum`. `structural()` performs that rewrite; `crd()` wraps 
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import yaml
 
 from llmops.api import CATEGORY, GROUP, RESOURCES, VERSION, PrinterColumn, Resource
@@ -210,3 +212,33 @@ def stale(directory: Path) -> list[Path]:
         for name, text in rendered().items()
         if not (directory / name).is_file() or (directory / name).read_text() != text
     ]
+
+
+@click.command("crds")
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("crds"),
+    show_default=True,
+    help="Directory to write the CRD files into.",
+)
+@click.option(
+    "--also",
+    type=click.Path(file_okay=False, path_type=Path),
+    multiple=True,
+    default=[Path("charts/llmops/crds")],
+    show_default=True,
+    help="Another directory that gets the same files (repeatable; pass '' for none).",
+)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if any file is missing or stale.")
+def crds(output_dir: Path, also: tuple[Path, ...], check: bool) -> None:
+    """Generate the CRDs from the pydantic models (run from the repository root)."""
+    directories = [output_dir, *(d for d in also if str(d) not in ("", "."))]
+    if check:
+        old = [path for directory in directories for path in stale(directory)]
+        for path in old:
+            click.echo(f"stale: {path}", err=True)
+        sys.exit(1 if old else 0)
+    for directory in directories:
+        for path in write(directory):
+            click.echo(f"wrote {path}")

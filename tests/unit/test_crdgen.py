@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from llmops import crdgen
 from llmops.api import RESOURCES, ApiModel
-from llmops.api.cli import crds as crds_command
+from llmops.crdgen import crds as crds_command
 
 ROOT = Path(__file__).parents[2]
 CHECKED_IN = [ROOT / "crds", ROOT / "charts" / "llmops" / "crds"]
