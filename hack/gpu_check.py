@@ -38,14 +38,9 @@ sys.path.insert(0, str(ROOT))
 from llmops.api.modeldeployment import ModelDeploymentSpec  # noqa: E402
 from llmops.dev.cluster import free_port  # noqa: E402
 from llmops.engine import localize_argv  # noqa: E402
-from operators.modeldeployment.builders import (  # noqa: E402
-    Adapter,
-    ServedVersion,
-    ServingSettings,
-    scaler_queries,
-    vllm_deployment,
-)
+from operators.modeldeployment.builders import scaler_queries, vllm_deployment  # noqa: E402
 from operators.modeldeployment.names import vllm_name  # noqa: E402
+from operators.modeldeployment.plan import Adapter, ServedVersion, ServingSettings  # noqa: E402
 from serving.local import make_lora_adapter, make_tiny_llama, stop, wait_healthy  # noqa: E402
 
 CASES = ("single", "lora-adapters")

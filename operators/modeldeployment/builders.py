@@ -22,11 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from llmops import engine
 from llmops.api.common import ObjectStorageLocation, SecretKeysRef
@@ -40,9 +36,26 @@ from llmops.gateway_config import (
 )
 from operators.apply import adopt
 from operators.modeldeployment import monitoring
-from operators.modeldeployment.names import child_name, digest, gateway_name
+from operators.modeldeployment.names import (
+    MD_LABEL,
+    MODEL_LABEL,
+    ROLE_LABEL,
+    VERSION_LABEL,
+    child_labels,
+    child_name,
+    child_selector,
+    digest,
+    gateway_name,
+)
+from operators.modeldeployment.plan import (
+    Adapter,
+    Plan,
+    Role,
+    ServedVersion,
+    ServingSettings,
+    stable_replicas,
+)
 
-Role = Literal["stable", "canary", "previous"]
 Manifest = dict[str, Any]
 
 VLLM_PORT = engine.VLLM_PORT
@@ -50,122 +63,12 @@ GATEWAY_PORT = 8000
 GATEWAY_CONFIG_DIR = "/etc/llmops/gateway"
 DRIFT_PORT = 9100
 DRIFT_INTERVAL_SECONDS = 300
-COMPONENT = "app.kubernetes.io/component"
-MD_LABEL = "llmops.io/modeldeployment"
-MODEL_LABEL = "llmops.io/model"
-VERSION_LABEL = "llmops.io/model-version"
-ROLE_LABEL = "llmops.io/role"
 NON_ROOT_UID = 65532  # the user our images run as (images/serving/Dockerfile)
 GATEWAY_PRESTOP_SECONDS = 5
 VLLM_PRESTOP_SECONDS = 15  # > the gateway's DNS refresh (5 s) and health check (2 s) periods
 
 
-@dataclass(frozen=True)
-class ServingSettings:
-    """Operator-wide settings the builders need (flags / environment of the operator)."""
-
-    serving_image: str = "ghcr.io/llmops/serving:0.1.0"
-    image_pull_policy: str = "IfNotPresent"
-    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
-    # Namespaces whose Prometheus may scrape the serving pods (NetworkPolicy namespaceSelector).
-    prometheus_namespace_labels: Mapping[str, str] = field(
-        default_factory=lambda: {"kubernetes.io/metadata.name": "monitoring"}
-    )
-    # Extra labels on ServiceMonitor/PodMonitor/PrometheusRule (a Prometheus' ruleSelector, say).
-    monitor_labels: Mapping[str, str] = field(default_factory=dict)
-    scrape_interval: str = "15s"
-    # How long the gateway holds requests while a scaled-to-zero version starts.
-    scale_to_zero_hold_seconds: float = 600
-    # Reconcile every object this often even without changes (repairs drift of its children).
-    resync_seconds: float = 300
-
-    @property
-    def scrape_seconds(self) -> float:
-        """`scrape_interval` (a Prometheus duration: "15s", "1m", "500ms") in seconds."""
-        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-        match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", self.scrape_interval.strip())
-        if not match:
-            raise ValueError(f"scrape interval {self.scrape_interval!r} is not a duration like 15s")
-        return float(match.group(1)) * units[match.group(2)]
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
-        """LLMOPS_SERVING_IMAGE, LLMOPS_PROMETHEUS_URL, LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR (k=v,...),
-        LLMOPS_MONITOR_LABELS (k=v,...), LLMOPS_SCRAPE_INTERVAL, LLMOPS_RESYNC_SECONDS."""
-        env = os.environ if env is None else env
-        defaults = cls()
-
-        def pairs(text: str) -> dict[str, str]:
-            return dict(p.split("=", 1) for p in text.split(",") if "=" in p)
-
-        return cls(
-            serving_image=env.get("LLMOPS_SERVING_IMAGE", defaults.serving_image),
-            prometheus_url=env.get("LLMOPS_PROMETHEUS_URL", defaults.prometheus_url),
-            prometheus_namespace_labels=pairs(env["LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR"])
-            if env.get("LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR")
-            else defaults.prometheus_namespace_labels,
-            monitor_labels=pairs(env.get("LLMOPS_MONITOR_LABELS", "")),
-            scrape_interval=env.get("LLMOPS_SCRAPE_INTERVAL", defaults.scrape_interval),
-            resync_seconds=float(env.get("LLMOPS_RESYNC_SECONDS", defaults.resync_seconds)),
-        )
-
-
-@dataclass(frozen=True)
-class ServedVersion:
-    """One version the plan serves: which, in what role, with what share of the traffic."""
-
-    model: str
-    version: str
-    role: Role
-    weight: int
-    deployment: str
-    # A canary's fewest replicas; None: one. A canary about to take all the traffic needs as many as
-    # the stable version (`stable_replicas`), so that capacity never drops (see canary.traffic).
-    replicas: int | None = None
-
-
-@dataclass(frozen=True)
-class Adapter:
-    """A LoRA adapter resolved to a registered version.
-
-    `path`: the adapter's sub-folder inside the version (the manifest's `content.adapter`, such as
-    "adapter" for what a lora TrainingJob registers); "" when the adapter is the version's root.
-    """
-
-    name: str
-    model: str
-    version: str
-    path: str = ""
-
-    def folder(self) -> str:
-        """Where vLLM finds it in the pod: the version is fetched into adapters/<name>/."""
-        root = engine.adapter_dir(self.name)
-        return f"{root}/{self.path.strip('/')}" if self.path.strip("/") else root
-
-
-@dataclass(frozen=True)
-class Plan:
-    versions: tuple[ServedVersion, ...]
-    adapters: tuple[Adapter, ...] = ()
-
-    def role(self, role: Role) -> ServedVersion | None:
-        return next((v for v in self.versions if v.role == role), None)
-
-
 # -- shared pieces -----------------------------------------------------------------------------
-
-
-def _labels(name: str, component: str, **extra: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": name,
-        "app.kubernetes.io/part-of": "llmops",
-        COMPONENT: component,
-        **extra,
-    }
-
-
-def _selector(owner: Manifest, component: str, **extra: str) -> dict[str, str]:
-    return {MD_LABEL: owner["metadata"]["name"], COMPONENT: component, **extra}
 
 
 def _object(
@@ -244,11 +147,6 @@ def _autoscaled(spec: ModelDeploymentSpec, role: Role) -> bool:
     return a.scale_to_zero or a.min_replicas < a.max_replicas
 
 
-def stable_replicas(spec: ModelDeploymentSpec) -> int:
-    """The ready replicas the spec asks of the stable version, which traffic never goes below."""
-    return max(spec.autoscaling.min_replicas, 1)
-
-
 def _fixed_replicas(spec: ModelDeploymentSpec, served: ServedVersion) -> int:
     return (served.replicas or 1) if served.role == "canary" else stable_replicas(spec)
 
@@ -264,8 +162,10 @@ def vllm_deployment(
     settings: ServingSettings,
 ) -> Manifest:
     """vLLM serving one version: an init container fetches the weights, then vLLM serves them."""
-    selector = _selector(owner, "model-server", **{MODEL_LABEL: served.model, VERSION_LABEL: served.version})
-    labels = _labels("vllm", "model-server", **selector)
+    selector = child_selector(
+        owner, "model-server", **{MODEL_LABEL: served.model, VERSION_LABEL: served.version}
+    )
+    labels = child_labels("vllm", "model-server", **selector)
     res = spec.resources
     limits: dict[str, Any] = {}
     if res.cpu is not None:
@@ -373,14 +273,16 @@ def vllm_deployment(
 
 def vllm_service(owner: Manifest, served: ServedVersion) -> Manifest:
     """Headless: the gateway resolves it to the ready pods and balances over them itself."""
-    selector = _selector(owner, "model-server", **{MODEL_LABEL: served.model, VERSION_LABEL: served.version})
+    selector = child_selector(
+        owner, "model-server", **{MODEL_LABEL: served.model, VERSION_LABEL: served.version}
+    )
     spec = {
         "clusterIP": "None",
         "selector": dict(selector),
         "ports": [{"name": "http", "port": VLLM_PORT, "targetPort": "http", "protocol": "TCP"}],
     }
     return _object(
-        "v1", "Service", served.deployment, owner, _labels("vllm", "model-server", **selector), spec
+        "v1", "Service", served.deployment, owner, child_labels("vllm", "model-server", **selector), spec
     )
 
 
@@ -483,7 +385,7 @@ def scaled_object(
     }
     if idle is not None:
         body["idleReplicaCount"] = idle
-    labels = _labels("vllm", "autoscaler", **_version_labels(served))
+    labels = child_labels("vllm", "autoscaler", **_version_labels(served))
     return _object("keda.sh/v1alpha1", "ScaledObject", served.deployment, owner, labels, body)
 
 
@@ -525,7 +427,7 @@ def hpa(spec: ModelDeploymentSpec, owner: Manifest, served: ServedVersion) -> Ma
         "metrics": metrics,
         "behavior": _behavior(spec),
     }
-    labels = _labels("vllm", "autoscaler", **_version_labels(served))
+    labels = child_labels("vllm", "autoscaler", **_version_labels(served))
     return _object("autoscaling/v2", "HorizontalPodAutoscaler", served.deployment, owner, labels, body)
 
 
@@ -603,7 +505,7 @@ def gateway_configmap(
     spec: ModelDeploymentSpec, owner: Manifest, plan: Plan, settings: ServingSettings
 ) -> Manifest:
     config = gateway_config(spec, owner, plan, settings)
-    labels = _labels("llmops-gateway", "gateway")
+    labels = child_labels("llmops-gateway", "gateway")
     return _object(
         "v1", "ConfigMap", gateway_name(owner["metadata"]["name"]), owner, labels, None,
         data={"config.json": config.dumps()},
@@ -627,8 +529,8 @@ def gateway_deployment(
 ) -> Manifest:
     md = owner["metadata"]["name"]
     name = gateway_name(md)
-    selector = _selector(owner, "gateway")
-    labels = _labels("llmops-gateway", "gateway", **selector)
+    selector = child_selector(owner, "gateway")
+    labels = child_labels("llmops-gateway", "gateway", **selector)
     volumes: list[dict] = [
         {"name": "config", "configMap": {"name": name}},
         {"name": "tmp", "emptyDir": {}},
@@ -686,14 +588,14 @@ def gateway_deployment(
 
 
 def gateway_service(owner: Manifest) -> Manifest:
-    selector = _selector(owner, "gateway")
+    selector = child_selector(owner, "gateway")
     body = {
         "type": "ClusterIP",
         "selector": dict(selector),
         "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
     }
     name = gateway_name(owner["metadata"]["name"])
-    return _object("v1", "Service", name, owner, _labels("llmops-gateway", "gateway", **selector), body)
+    return _object("v1", "Service", name, owner, child_labels("llmops-gateway", "gateway", **selector), body)
 
 
 # -- availability and isolation ----------------------------------------------------------------
@@ -707,8 +609,9 @@ def disruption_budgets(owner: Manifest) -> list[Manifest]:
         ("model-server", child_name(md, "vllm"), "vllm"),
         ("gateway", gateway_name(md), "llmops-gateway"),
     ):
-        body = {"maxUnavailable": 1, "selector": {"matchLabels": _selector(owner, component)}}
-        out.append(_object("policy/v1", "PodDisruptionBudget", name, owner, _labels(app, component), body))
+        body = {"maxUnavailable": 1, "selector": {"matchLabels": child_selector(owner, component)}}
+        labels = child_labels(app, component)
+        out.append(_object("policy/v1", "PodDisruptionBudget", name, owner, labels, body))
     return out
 
 
@@ -720,8 +623,8 @@ def drift_monitor(spec: ModelDeploymentSpec, owner: Manifest, settings: ServingS
         return []
     assert drift.reference_data is not None  # a CEL rule requires it when enabled
     md = owner["metadata"]["name"]
-    selector = _selector(owner, "drift-monitor")
-    labels = _labels("llmops-drift", "drift-monitor", **selector)
+    selector = child_selector(owner, "drift-monitor")
+    labels = child_labels("llmops-drift", "drift-monitor", **selector)
     samples = drift_destination(spec, owner)
 
     def location(loc: ObjectStorageLocation) -> str:
@@ -779,19 +682,19 @@ def network_policies(owner: Manifest, settings: ServingSettings, drift: bool = F
     Prometheus (namespaces labelled as configured) -> both, and the drift monitor, for metrics."""
     md = owner["metadata"]["name"]
     prometheus = {"namespaceSelector": {"matchLabels": dict(settings.prometheus_namespace_labels)}}
-    gateway_pods = {"podSelector": {"matchLabels": _selector(owner, "gateway")}}
+    gateway_pods = {"podSelector": {"matchLabels": child_selector(owner, "gateway")}}
 
     def port(number: int) -> list[dict]:
         return [{"protocol": "TCP", "port": number}]
 
     deny = {"podSelector": {"matchLabels": {MD_LABEL: md}}, "policyTypes": ["Ingress"], "ingress": []}
     vllm = {
-        "podSelector": {"matchLabels": _selector(owner, "model-server")},
+        "podSelector": {"matchLabels": child_selector(owner, "model-server")},
         "policyTypes": ["Ingress"],
         "ingress": [{"from": [gateway_pods, prometheus], "ports": port(VLLM_PORT)}],
     }
     gateway = {
-        "podSelector": {"matchLabels": _selector(owner, "gateway")},
+        "podSelector": {"matchLabels": child_selector(owner, "gateway")},
         "policyTypes": ["Ingress"],
         # Clients come from anywhere in the cluster; /metrics shares the port, Prometheus included.
         "ingress": [{"ports": port(GATEWAY_PORT)}],
@@ -803,13 +706,15 @@ def network_policies(owner: Manifest, settings: ServingSettings, drift: bool = F
     ]
     if drift:
         monitor = {
-            "podSelector": {"matchLabels": _selector(owner, "drift-monitor")},
+            "podSelector": {"matchLabels": child_selector(owner, "drift-monitor")},
             "policyTypes": ["Ingress"],
             "ingress": [{"from": [prometheus], "ports": port(DRIFT_PORT)}],
         }
         policies.append((child_name(md, "drift"), "llmops-drift", monitor))
     return [
-        _object("networking.k8s.io/v1", "NetworkPolicy", name, owner, _labels(app, "network-policy"), body)
+        _object(
+            "networking.k8s.io/v1", "NetworkPolicy", name, owner, child_labels(app, "network-policy"), body
+        )
         for name, app, body in policies
     ]
 

@@ -35,7 +35,7 @@ from typing import Literal, Protocol
 
 from llmops.api.modeldeployment import Canary, CanaryAnalysis, CanaryStatus
 from operators.modeldeployment import monitoring
-from operators.modeldeployment.builders import ServedVersion
+from operators.modeldeployment.plan import ServedVersion
 
 # -- samples and their source ------------------------------------------------------------------
 
@@ -306,7 +306,7 @@ def traffic(
     """The versions to serve and their weights (summing to 100).
 
     `ready(deployment)` is its ready replica count; `need` is what the spec asks of the stable version
-    (builders.stable_replicas). The rule, like a Deployment's surge: the replicas that take traffic never
+    (plan.stable_replicas). The rule, like a Deployment's surge: the replicas that take traffic never
     fall below `need` during a canary, a promotion or a replacement.
 
     - The canary gets the machine's weight once it has the replicas for it (canary_replicas), else 0.

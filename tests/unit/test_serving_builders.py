@@ -28,16 +28,10 @@ from llmops.gateway_config import GatewayConfig
 from llmops.registry import GateVerdict, Lineage, RegistryError, register
 from llmops.storage import LocalStore
 from operators.modeldeployment import canary, monitoring
-from operators.modeldeployment.builders import (
-    Adapter,
-    Plan,
-    ServedVersion,
-    ServingSettings,
-    build,
-    scaler_queries,
-)
+from operators.modeldeployment.builders import build, scaler_queries
 from operators.modeldeployment.canary import Analysis, Sample, advance, analyse
 from operators.modeldeployment.names import child_name, vllm_name
+from operators.modeldeployment.plan import Adapter, Plan, ServedVersion, ServingSettings
 
 ROOT = Path(__file__).parents[2]
 EXAMPLES = ROOT / "examples"
