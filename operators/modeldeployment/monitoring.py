@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from llmops.api.modeldeployment import Alerts, ModelDeploymentSpec
-from operators.apply import adopt
+from operators.manifests import adopt
 from operators.modeldeployment.names import child_name, gateway_name
 from operators.modeldeployment.plan import ServingSettings
 

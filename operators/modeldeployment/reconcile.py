@@ -40,6 +40,7 @@ from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason
 from llmops.registry import ModelVersion, RegistryError, resolve
 from llmops.storage import Credentials, ObjectStore
+from operators.apply import parse_ref, ref
 from operators.modeldeployment import builders, canary
 from operators.modeldeployment.fold import Facts, fold
 from operators.modeldeployment.names import vllm_name
@@ -57,6 +58,20 @@ from operators.runtime import Context
 
 STALLED_RETRY_SECONDS = 60  # a missing version or Secret may appear: look again this often
 UNAVAILABLE_RETRY_SECONDS = 20
+
+
+# Kinds of which one workload may have only one: KEDA's admission webhook refuses a ScaledObject for a
+# Deployment that an HPA already scales (https://keda.sh/docs/latest/concepts/admission-webhooks/), and
+# two HPAs on one Deployment fight. A child of one of these kinds replaces another of the same name
+# only once that one is gone.
+EXCLUSIVE = {"HorizontalPodAutoscaler": "autoscaler", "ScaledObject": "autoscaler"}
+
+
+def exclusive_slot(entry: str) -> tuple[str, str] | None:
+    """(slot, name) of an inventory entry that must be alone in its slot (see EXCLUSIVE), else None."""
+    _, kind, name = parse_ref(entry)
+    slot = EXCLUSIVE.get(kind)
+    return (slot, name) if slot else None
 
 
 class GatesNotPassed(RegistryError):
@@ -211,7 +226,7 @@ class Reconciler:
         resync = self.current_settings().resync_seconds
         live: dict[str, dict] = {}
         for manifest in manifests:
-            key = (uid, builders.ref(manifest))
+            key = (uid, ref(manifest))
             digest = _digest(manifest)
             cached = self._applied.get_(key)
             is_deployment = manifest["kind"] == "Deployment"
@@ -242,7 +257,7 @@ class Reconciler:
         for entry in previous:
             if entry in wanted:
                 continue
-            api_version, kind, name = builders.parse_ref(entry)
+            api_version, kind, name = parse_ref(entry)
             with contextlib.suppress(ResourceNotFoundError):  # its CRD is gone, and so is the object
                 ctx.applier.delete(api_version, kind, name, ctx.namespace)
             self._applied.pop((uid, entry), None)
@@ -251,20 +266,18 @@ class Reconciler:
         self, ctx: Context, previous: list[str], manifests: list[dict], wanted: set[str]
     ) -> tuple[list[dict], list[str]]:
         """Delete, before anything is applied, the children that a wanted one replaces in an exclusive
-        slot (builders.EXCLUSIVE: an HPA that a ScaledObject replaces, or the other way round), so that
+        slot (EXCLUSIVE: an HPA that a ScaledObject replaces, or the other way round), so that
         every admission rule of the systems we drive holds. Returns the manifests to apply now and the
         predecessors not gone yet (a finalizer at work): their successors wait for a later reconcile."""
-        slots = {s: e for e in wanted if (s := builders.exclusive_slot(e))}
-        blocking = [
-            e for e in previous if e not in wanted and (s := builders.exclusive_slot(e)) and s in slots
-        ]
+        slots = {s: e for e in wanted if (s := exclusive_slot(e))}
+        blocking = [e for e in previous if e not in wanted and (s := exclusive_slot(e)) and s in slots]
         if not blocking:
             return manifests, []
         uid = ctx.body["metadata"]["uid"]
         held: list[str] = []
         lingering: list[str] = []
         for entry in blocking:
-            api_version, kind, name = builders.parse_ref(entry)
+            api_version, kind, name = parse_ref(entry)
             try:
                 ctx.applier.delete(api_version, kind, name, ctx.namespace)
                 still = ctx.applier.get(api_version, kind, name, ctx.namespace)
@@ -272,9 +285,9 @@ class Reconciler:
                 still = None
             self._applied.pop((uid, entry), None)
             if still is not None:
-                held.append(slots[builders.exclusive_slot(entry)])  # type: ignore[index]
+                held.append(slots[exclusive_slot(entry)])  # type: ignore[index]
                 lingering.append(entry)
-        return [m for m in manifests if builders.ref(m) not in held], lingering
+        return [m for m in manifests if ref(m) not in held], lingering
 
     # -- the reconcile ---------------------------------------------------------------------
 
@@ -441,11 +454,11 @@ class Reconciler:
         plan = Plan(tuple(versions), adapters)
 
         # 3. Everything else, then delete what is no longer wanted.
-        wanted = {builders.ref(m) for m in version_manifests if _serves(m, versions)}
+        wanted = {ref(m) for m in version_manifests if _serves(m, versions)}
         if retiring and any(v.role == "previous" for v in versions):
             wanted |= {f"apps/v1/Deployment/{retiring.deployment}", f"v1/Service/{retiring.deployment}"}
         shared = builders.shared_children(spec, ctx.body, plan, settings)
-        inventory = sorted(wanted | {builders.ref(m) for m in shared})
+        inventory = sorted(wanted | {ref(m) for m in shared})
         shared, lingering = self.clear_the_way(ctx, status.inventory, shared, set(inventory))
         live.update(self.apply(ctx, shared))
         inventory = sorted({*inventory, *lingering})  # tracked until they are gone

@@ -303,7 +303,7 @@ def rayjob(
 ) -> dict[str, Any]:
     """The KubeRay RayJob of a run: a cluster sized from spec.resources, deleted when the job ends.
 
-    Labels, namespace and the owner reference are added by `operators.apply.adopt`.
+    Labels, namespace and the owner reference are added by `operators.manifests.adopt`.
     """
     spec, job = run.spec, run.job
     pod_labels = {"app.kubernetes.io/managed-by": "llmops", "llmops.io/trainingjob-uid": job.uid}

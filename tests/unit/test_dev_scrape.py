@@ -14,7 +14,8 @@ import yaml
 
 from llmops.api.modeldeployment import ModelDeploymentSpec
 from llmops.dev.scrape import local_pod, relabel, scrape_groups
-from operators.modeldeployment.builders import build, scaler_queries
+from operators.modeldeployment.autoscaling import scaler_queries
+from operators.modeldeployment.builders import build
 from operators.modeldeployment.names import vllm_name
 from operators.modeldeployment.plan import Plan, ServedVersion, ServingSettings
 

@@ -21,15 +21,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmops import engine, fetch
-from llmops.api.common import ObjectStorageLocation
-from llmops.api.modeldeployment import Canary, CanaryStatus, Engine, ModelDeploymentSpec
+from llmops.api.common import LocalLocation, ObjectStorageLocation, SecretRef
+from llmops.api.modeldeployment import (
+    Canary,
+    CanaryStatus,
+    Engine,
+    Gateway,
+    ModelDeploymentSpec,
+    PayloadSampling,
+    PiiRedaction,
+    RateLimit,
+)
 from llmops.dev.tools import binary
-from llmops.gateway_config import GatewayConfig
+from llmops.gateway_config import API_KEYS_MOUNT, GatewayConfig
 from llmops.registry import GateVerdict, Lineage, RegistryError, register
 from llmops.storage import LocalStore
 from operators.modeldeployment import canary, monitoring
-from operators.modeldeployment.builders import build, scaler_queries
+from operators.modeldeployment.autoscaling import scaler_queries
+from operators.modeldeployment.builders import build
 from operators.modeldeployment.canary import Analysis, Sample, advance, analyse
+from operators.modeldeployment.gateway import gateway_config
 from operators.modeldeployment.names import child_name, vllm_name
 from operators.modeldeployment.plan import Adapter, Plan, ServedVersion, ServingSettings
 
@@ -903,3 +914,35 @@ def test_analysis_window_is_at_least_four_scrapes_and_inconclusive_ones_are_coun
         now += dt.timedelta(seconds=60)
     assert windows and set(windows) == {60} and state.window_seconds == 60
     assert state.inconclusive_analyses == len(windows) >= 3 and state.step == 0
+
+
+def test_config_from_model_deployment_gateway() -> None:
+    """spec.gateway onto the gateway's config (moved from tests/serving with gateway_config_for)."""
+    local = ObjectStorageLocation(local=LocalLocation(path="/samples"))
+    md, base = example("single")
+    gateway = Gateway(
+        api_keys_secret_ref=SecretRef(name="keys"),
+        rate_limit=RateLimit(tokens_per_minute=1000),
+        pii_redaction=PiiRedaction(scope="stored", entities=["email"], regions=["GB"]),
+        payload_sampling=PayloadSampling(rate=0.5, destination=local),
+        max_queue=7,
+        queue_timeout_seconds=9,
+    )
+    plan = Plan((served(md, base, base.model.name, "7", "stable", 100),))
+    to_zero = base.autoscaling.model_copy(update={"scale_to_zero": True})
+    spec = base.model_copy(update={"gateway": gateway, "autoscaling": to_zero})
+    hold = ServingSettings(scale_to_zero_hold_seconds=42)
+    cfg = gateway_config(spec, owner(md), plan, hold)
+    assert cfg.api_keys_path == API_KEYS_MOUNT
+    assert (cfg.max_queue, cfg.queue_timeout_seconds, cfg.scale_to_zero_hold_seconds) == (7, 9, 42)
+    assert cfg.pii_redaction == PiiRedaction(scope="stored", entities=["email"], regions=["GB"])
+    assert cfg.payload_sampling is not None and cfg.payload_sampling.rate == 0.5
+    assert cfg.rate_limit == RateLimit(tokens_per_minute=500)  # each of the 2 gateway replicas: half
+    one_replica = spec.model_copy(update={"gateway": gateway.model_copy(update={"replicas": 1})})
+    one = gateway_config(one_replica, owner(md), plan, hold)
+    assert one.rate_limit == RateLimit(tokens_per_minute=1000)
+    no_zero = base.autoscaling.model_copy(update={"scale_to_zero": False})
+    plain = gateway_config(
+        base.model_copy(update={"gateway": Gateway(), "autoscaling": no_zero}), owner(md), plan, hold
+    )
+    assert plain.api_keys_path is None and plain.scale_to_zero_hold_seconds == 0
