@@ -7,7 +7,10 @@ event is harmless: applying the same desired state twice is a no-op on the serve
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,6 +40,35 @@ def parse_ref(entry: str) -> tuple[str, str, str]:
     """(apiVersion, kind, name) of an inventory entry."""
     api_version, kind, name = entry.rsplit("/", 2)
     return api_version, kind, name
+
+
+class Lru(OrderedDict):
+    """A thread-safe least-recently-used map of at most `size` entries (process-local: lost on restart,
+    which must be harmless to whoever uses it)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.lock = threading.Lock()
+
+    def get_(self, key: Any) -> Any:
+        with self.lock:
+            if key in self:
+                self.move_to_end(key)
+                return self[key]
+            return None
+
+    def put(self, key: Any, value: Any) -> None:
+        with self.lock:
+            self[key] = value
+            self.move_to_end(key)
+            while len(self) > self.size:
+                self.popitem(last=False)
+
+
+def manifest_digest(value: Any) -> str:
+    """sha256 (hex) of `value` as canonical JSON: equal manifests, equal digests."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class Applier:

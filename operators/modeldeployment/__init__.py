@@ -5,6 +5,7 @@ Where things are:
     reconcile.py   the reconcile (the only I/O): resolve versions, apply children, canary step, prune
     fold.py        pure: what the reconcile found -> phase, conditions, status
     observe.py     pure: reading child Deployments (rolled out, ready replicas, fingerprint)
+    versions.py    pure: which registered versions may be served where (gates, model or adapter)
     plan.py        the plan the builders render (served versions, adapters) and the operator settings
     builders.py    pure: plan -> child manifests (the child table; one module per child family)
     canary.py      pure: the canary's analysis and step machine

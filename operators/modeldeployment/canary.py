@@ -331,3 +331,14 @@ def traffic(
     if candidate is not None and step is not None and step.serve_canary and not step.promoted:
         out.append(dataclasses.replace(candidate, weight=canary_weight))
     return out
+
+
+def same_canary(state: CanaryStatus | None, canary_v: ServedVersion | None, stable_v: ServedVersion) -> bool:
+    """Whether `status.canary` is about this canary against this stable version."""
+    if state is None or canary_v is None:
+        return False
+    return (state.model, state.version, state.baseline_version) == (
+        canary_v.model,
+        canary_v.version,
+        stable_v.version,
+    )

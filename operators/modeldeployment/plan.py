@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from llmops import engine
-from llmops.api.modeldeployment import ModelDeploymentSpec
+from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 
 Role = Literal["stable", "canary", "previous"]
 
@@ -114,3 +114,18 @@ class Plan:
 def stable_replicas(spec: ModelDeploymentSpec) -> int:
     """The ready replicas the spec asks of the stable version, which traffic never goes below."""
     return max(spec.autoscaling.min_replicas, 1)
+
+
+def retiring_version(
+    status: ModelDeploymentStatus, stable: ServedVersion, canary_v: ServedVersion | None
+) -> ServedVersion | None:
+    """The version that served before the stable one changed, kept until its successor is ready.
+
+    Only one that had ready replicas, and never the new stable or canary itself."""
+    by_role = {v.role: v for v in status.versions}
+    old = by_role.get("previous") or by_role.get("stable")
+    if old is None or not old.deployment or old.ready_replicas == 0:
+        return None
+    if old.deployment in {stable.deployment, canary_v.deployment if canary_v else None}:
+        return None
+    return ServedVersion(old.name, old.version, "previous", 0, old.deployment)

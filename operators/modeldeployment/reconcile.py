@@ -12,8 +12,9 @@ desired children from the spec, the registry and the last status.
 
 A problem someone must fix (a missing version, Secret or CRD, a child the apiserver refuses) ends the
 reconcile early as Stalled, with a Warning Event once per new reason; a registry that does not answer
-is retried. The pure parts live beside it: plan.py, names.py, builders.py (and the child modules it
-lists), canary.py, fold.py, observe.py.
+is retried. The pure parts live beside it: versions.py, plan.py, names.py, builders.py (and the child
+modules it lists), canary.py, fold.py, observe.py. This module is about 400 lines because it holds the
+whole sequence above plus the apply and prune of the children; every decision in it is a call.
 """
 
 from __future__ import annotations
@@ -22,14 +23,10 @@ import base64
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import random
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
 
 import pydantic
 from kubernetes import client as k8s
@@ -40,19 +37,20 @@ from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason
 from llmops.registry import ModelVersion, RegistryError, resolve
 from llmops.storage import Credentials, ObjectStore
-from operators.apply import parse_ref, ref
+from operators.apply import Lru, manifest_digest, parse_ref, ref
 from operators.modeldeployment import builders, canary
 from operators.modeldeployment.fold import Facts, fold
 from operators.modeldeployment.names import vllm_name
 from operators.modeldeployment.observe import ready_replicas
 from operators.modeldeployment.plan import (
-    Adapter,
     Plan,
     Role,
     ServedVersion,
     ServingSettings,
+    retiring_version,
     stable_replicas,
 )
+from operators.modeldeployment.versions import GatesNotPassed, WrongContent, adapter, gated, served_model
 from operators.outcome import Outcome
 from operators.runtime import Context
 
@@ -74,81 +72,8 @@ def exclusive_slot(entry: str) -> tuple[str, str] | None:
     return (slot, name) if slot else None
 
 
-class GatesNotPassed(RegistryError):
-    pass
-
-
 class SecretProblem(LookupError):
     pass
-
-
-class WrongContent(ValueError):
-    """A version that cannot be served where the spec puts it (the manifest's `content` says why)."""
-
-
-def served_model(version: ModelVersion, field_path: str) -> ModelVersion:
-    """`version` if it holds a full model (what spec.model and a canary's model serve).
-
-    Raises WrongContent, naming `field_path`, for an adapter-only version.
-    """
-    content = version.described
-    if content.kind != "model":
-        base = f" ({content.base})" if content.base else ""
-        raise WrongContent(
-            f"{field_path}: {version.name}:{version.version} is a LoRA adapter, not a full model;"
-            f" serve its base{base} as spec.model and list the adapter under spec.engine.loraAdapters"
-        )
-    return version
-
-
-def adapter(name: str, version: ModelVersion) -> Adapter:
-    """The LoRA adapter `spec.engine.loraAdapters[name]` serves, from its version's manifest.
-
-    The adapter's folder is the manifest's `content.adapter` (for a lora TrainingJob's version: its
-    "adapter" sub-folder beside the merged model). Raises WrongContent, naming the field, for a
-    version without an adapter (a full model is served as spec.model; a manifest written before
-    `content` existed is read as a full model).
-    """
-    content = version.described
-    if content.adapter is None:
-        why = (
-            "its manifest predates the content record and is read as a full model without an adapter"
-            if version.content is None
-            else f"its manifest says: a {'merged ' if content.merged else ''}full model, no adapter"
-        )
-        raise WrongContent(
-            f"spec.engine.loraAdapters[{name}].model: {version.name}:{version.version} holds no LoRA"
-            f" adapter ({why}); a full model is served as spec.model, not under loraAdapters"
-        )
-    return Adapter(name, version.name, version.version, content.adapter)
-
-
-# -- caches (process-local, lost on restart, which is harmless) --------------------------------
-
-
-class _Lru(OrderedDict):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-        self.lock = threading.Lock()
-
-    def get_(self, key: Any) -> Any:
-        with self.lock:
-            if key in self:
-                self.move_to_end(key)
-                return self[key]
-            return None
-
-    def put(self, key: Any, value: Any) -> None:
-        with self.lock:
-            self[key] = value
-            self.move_to_end(key)
-            while len(self) > self.size:
-                self.popitem(last=False)
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass
@@ -161,7 +86,7 @@ class Reconciler:
     # (parent uid, child ref) -> (digest of what we applied, when): unchanged children are applied
     # again only after settings.resync_seconds, which repairs drift without re-sending every object
     # on every status change.
-    _applied: _Lru = field(default_factory=lambda: _Lru(200_000))
+    _applied: Lru = field(default_factory=lambda: Lru(200_000))
 
     def current_settings(self) -> ServingSettings:
         if self.settings is None:
@@ -205,18 +130,7 @@ class Reconciler:
             version = resolve(store, ref)
         except RegistryError as e:
             raise RegistryError(f"{field_path}: {e}") from None
-        if not version.gates_passed:
-            failed = ", ".join(g.metric for g in version.gates if not g.passed)
-            raise GatesNotPassed(
-                f"{field_path}: {version.name}:{version.version} did not pass its gates ({failed});"
-                " only versions whose gates passed are served"
-            )
-        if version.ungated and not allow_ungated:
-            raise GatesNotPassed(
-                f"{field_path}: {version.name}:{version.version} was registered without any gate (its"
-                " TrainingJob declared none); set spec.allowUngated: true to serve ungated versions"
-            )
-        return version
+        return gated(version, field_path, allow_ungated)
 
     # -- apply -----------------------------------------------------------------------------
 
@@ -227,7 +141,7 @@ class Reconciler:
         live: dict[str, dict] = {}
         for manifest in manifests:
             key = (uid, ref(manifest))
-            digest = _digest(manifest)
+            digest = manifest_digest(manifest)
             cached = self._applied.get_(key)
             is_deployment = manifest["kind"] == "Deployment"
             if cached and cached[0] == digest and time.monotonic() - cached[1] < resync:
@@ -380,9 +294,9 @@ class Reconciler:
         stable_v = served(stable.name, stable.version, "stable")
         canary_v = served(candidate.name, candidate.version, "canary") if candidate else None
         previous_state = status.canary if canary_v else None
-        same = _same_canary(previous_state, canary_v, stable_v)
+        same = canary.same_canary(previous_state, canary_v, stable_v)
         verdict = previous_state.verdict if same and previous_state else None
-        retiring = _retiring(status, stable_v, canary_v)
+        retiring = retiring_version(status, stable_v, canary_v)
         carry = 0
         if canary_v and spec_canary:
             # Sized for its weight now or at the next step: all the traffic needs the stable's count.
@@ -478,32 +392,6 @@ class Reconciler:
             resync_after=settings.resync_seconds * random.uniform(0.9, 1.1),
         )
         return fold(facts)
-
-
-def _same_canary(state: Any, canary_v: ServedVersion | None, stable_v: ServedVersion) -> bool:
-    """Whether `status.canary` is about this canary against this stable version."""
-    if state is None or canary_v is None:
-        return False
-    return (state.model, state.version, state.baseline_version) == (
-        canary_v.model,
-        canary_v.version,
-        stable_v.version,
-    )
-
-
-def _retiring(
-    status: ModelDeploymentStatus, stable: ServedVersion, canary_v: ServedVersion | None
-) -> ServedVersion | None:
-    """The version that served before the stable one changed, kept until its successor is ready.
-
-    Only one that had ready replicas, and never the new stable or canary itself."""
-    by_role = {v.role: v for v in status.versions}
-    old = by_role.get("previous") or by_role.get("stable")
-    if old is None or not old.deployment or old.ready_replicas == 0:
-        return None
-    if old.deployment in {stable.deployment, canary_v.deployment if canary_v else None}:
-        return None
-    return ServedVersion(old.name, old.version, "previous", 0, old.deployment)
 
 
 def _serves(manifest: dict, versions: list[ServedVersion]) -> bool:

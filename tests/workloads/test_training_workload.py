@@ -403,7 +403,8 @@ def test_lora_version_served_as_adapter(lora_version, tmp_path):
     from llmops.dev.serve import CPU_ENV
     from llmops.engine import localize_argv
     from operators.modeldeployment.plan import ServedVersion, ServingSettings
-    from operators.modeldeployment.reconcile import Reconciler, adapter, served_model
+    from operators.modeldeployment.reconcile import Reconciler
+    from operators.modeldeployment.versions import adapter, served_model
     from operators.modeldeployment.vllm import vllm_deployment
     from serving.local import cpu_env, stop, wait_healthy
 
