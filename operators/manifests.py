@@ -1,5 +1,6 @@
 """Pieces every kind's pure builders share: the owned-object skeleton, pod and container security,
-the one non-root uid, probes, spreading, credentials by reference.
+the one non-root uid, GPU placement, resources to requests/limits, DNS labels, probes, spreading,
+credentials by reference.
 
 Pure: dicts in, dicts out, no Kubernetes client (operators/apply.py is the I/O). Each function
 returns a new object, so callers may change what they get.
@@ -11,14 +12,25 @@ collector removes them with the parent, and the runtime finds them by the label
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from llmops.api.common import ObjectStorageLocation, SecretKeysRef
+from llmops.api.common import ObjectStorageLocation, Resources, SecretKeysRef
 
 Manifest = dict[str, Any]
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "llmops"}
-NON_ROOT_UID = 65532  # the user our images run as (images/serving/Dockerfile, images/trainer/Dockerfile)
+NON_ROOT_UID = 65532  # the user all our images run as (images/*/Dockerfile)
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"  # set on nodes by NVIDIA's GPU feature discovery
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def dns_label(text: str) -> str:
+    """`text` lower-cased with every run of other characters than [a-z0-9-] turned into one '-',
+    trimmed of '-' at both ends; "" when nothing is left. Callers add their own prefix or hash where
+    a label must start with a letter or stay distinct."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
 
 
 # -- ownership ---------------------------------------------------------------------------------
@@ -70,14 +82,15 @@ def owned_object(
 # -- pods --------------------------------------------------------------------------------------
 
 
-def container_security() -> dict:
-    """A container that cannot gain privileges, runs as non-root, on a read-only root filesystem."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
+def container_security(read_only_root: bool = True) -> dict:
+    """A container that cannot gain privileges and runs as non-root, without capabilities; on a
+    read-only root filesystem unless `read_only_root` is False (Ray writes to its own)."""
+    context: dict[str, Any] = {"allowPrivilegeEscalation": False}
+    if read_only_root:
+        context["readOnlyRootFilesystem"] = True
+    context["runAsNonRoot"] = True
+    context["capabilities"] = {"drop": ["ALL"]}
+    return context
 
 
 def pod_security() -> dict:
@@ -89,6 +102,49 @@ def pod_security() -> dict:
         "fsGroup": NON_ROOT_UID,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def resource_amounts(resources: Resources) -> dict[str, Any]:
+    """cpu, memory and nvidia.com/gpu of `resources` that are set, as given in the spec (a quantity
+    string or a number); requests and limits are both these (pods sized to the node, not burstable)."""
+    amounts: dict[str, Any] = {}
+    if resources.cpu is not None:
+        amounts["cpu"] = resources.cpu
+    if resources.memory is not None:
+        amounts["memory"] = resources.memory
+    if resources.gpus:
+        amounts[GPU_RESOURCE] = resources.gpus
+    return amounts
+
+
+def requests_limits(amounts: dict[str, Any]) -> dict[str, Any]:
+    """A container's `resources`: requests equal to limits; {} when nothing is set."""
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def node_placement(resources: Resources) -> dict[str, Any]:
+    """nodeSelector and tolerations of a pod (only those that are set).
+
+    The spec's node selector plus, with `gpu_type`, the GPU product label; the spec's tolerations
+    plus, for pods with GPUs, NVIDIA's usual taint (`GPU_TOLERATION`) unless one already covers it.
+    """
+    placement: dict[str, Any] = {}
+    selector = dict(resources.node_selector)
+    if resources.gpu_type:
+        selector[GPU_PRODUCT_LABEL] = resources.gpu_type
+    if selector:
+        placement["nodeSelector"] = dict(sorted(selector.items()))
+    tolerations = [t.to_dict() for t in resources.tolerations]
+    if resources.gpus and not any(
+        t.get("key") == GPU_RESOURCE
+        and t.get("operator") == "Exists"
+        and t.get("effect") in (None, "NoSchedule")
+        for t in tolerations
+    ):
+        tolerations.append(dict(GPU_TOLERATION))
+    if tolerations:
+        placement["tolerations"] = tolerations
+    return placement
 
 
 def http_probe(path: str, port: str, period: int, failures: int, timeout: int = 5) -> dict:

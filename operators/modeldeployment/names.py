@@ -9,8 +9,9 @@ and for a model server its model and version.
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
+
+from operators.manifests import dns_label
 
 COMPONENT = "app.kubernetes.io/component"
 MD_LABEL = "llmops.io/modeldeployment"
@@ -20,7 +21,7 @@ ROLE_LABEL = "llmops.io/role"
 
 
 def _dns(text: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "x"
+    return dns_label(text) or "x"
 
 
 def digest(text: str, n: int = 6) -> str:

@@ -20,8 +20,11 @@ from operators.manifests import (
     credentials_env,
     http_probe,
     location_secret,
+    node_placement,
     owned_object,
     pod_security,
+    requests_limits,
+    resource_amounts,
     topology_spread,
 )
 from operators.modeldeployment.autoscaling import autoscaled
@@ -55,19 +58,6 @@ def vllm_deployment(
     )
     labels = child_labels("vllm", "model-server", **selector)
     res = spec.resources
-    limits: dict[str, Any] = {}
-    if res.cpu is not None:
-        limits["cpu"] = res.cpu
-    if res.memory is not None:
-        limits["memory"] = res.memory
-    if res.gpus:
-        limits["nvidia.com/gpu"] = res.gpus
-    node_selector = dict(res.node_selector)
-    if res.gpu_type:
-        node_selector["nvidia.com/gpu.product"] = res.gpu_type
-    tolerations = [t.to_dict() for t in res.tolerations]
-    if res.gpus:
-        tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
 
     items = [engine.FetchItem("model", served.model, served.version)]
     # An adapter's own files only (a lora version also holds the merged model, not needed here).
@@ -117,7 +107,7 @@ def vllm_deployment(
         "command": argv,
         "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
         "env": cache_env,
-        "resources": {"requests": dict(limits), "limits": dict(limits)} if limits else {},
+        "resources": requests_limits(resource_amounts(res)),
         "volumeMounts": [
             {"name": "models", "mountPath": engine.MODEL_ROOT, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -142,10 +132,7 @@ def vllm_deployment(
         "volumes": volumes,
         "topologySpreadConstraints": topology_spread(selector),
     }
-    if node_selector:
-        pod["nodeSelector"] = node_selector
-    if tolerations:
-        pod["tolerations"] = tolerations
+    pod.update(node_placement(res))
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": dict(selector)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
