@@ -1,8 +1,9 @@
 """What one reconcile decided to serve, and the operator-wide settings the builders read.
 
 The reconcile resolves versions in the registry and decides roles and weights; the result is a
-`Plan` (the served versions and the LoRA adapters), which every builder module renders. Pure types,
-no I/O: `canary.py`, `monitoring.py` and the builders import them without importing each other.
+`Plan` (the served versions and the LoRA adapters), which every builder module renders. Pure types
+and the two small decisions on them (`stable_replicas`, `retiring_version`), no I/O: `canary.py`,
+`monitoring.py` and the builders import them without importing each other.
 """
 
 from __future__ import annotations

@@ -281,3 +281,13 @@ def test_analysis_window_is_at_least_four_scrapes_and_inconclusive_ones_are_coun
         now += dt.timedelta(seconds=60)
     assert windows and set(windows) == {60} and state.window_seconds == 60
     assert state.inconclusive_analyses == len(windows) >= 3 and state.step == 0
+
+
+def test_a_canary_status_belongs_to_one_canary_and_one_baseline() -> None:
+    stable = ServedVersion("bot", "3", "stable", 0, "md-3-vllm")
+    cand = ServedVersion("bot", "4", "canary", 0, "md-4-vllm")
+    state = CanaryStatus(weight=10, verdict="Analysing", model="bot", version="4", baseline_version="3")
+    assert canary.same_canary(state, cand, stable)
+    assert not canary.same_canary(state, ServedVersion("bot", "5", "canary", 0, "md-5-vllm"), stable)
+    assert not canary.same_canary(state, cand, ServedVersion("bot", "2", "stable", 0, "md-2-vllm"))
+    assert not canary.same_canary(None, cand, stable) and not canary.same_canary(state, None, stable)
