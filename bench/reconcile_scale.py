@@ -32,9 +32,10 @@ from llmops.dev.cluster import DEFAULT_NODES, FakeNode, LocalCluster
 from llmops.registry import GateVerdict, Lineage, register
 from llmops.storage import LocalStore
 from operators.apply import Applier
-from operators.modeldeployment import rolled_out
-from operators.modeldeployment.builders import Plan, ServedVersion, ServingSettings, build
+from operators.modeldeployment.builders import build
 from operators.modeldeployment.names import vllm_name
+from operators.modeldeployment.observe import rolled_out
+from operators.modeldeployment.plan import Plan, ServedVersion, ServingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 PLURAL = MODEL_DEPLOYMENT.plural

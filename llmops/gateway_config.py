@@ -3,21 +3,23 @@
 The operator renders one `GatewayConfig` per ModelDeployment as JSON (`GatewayConfig.dumps()`) into
 a ConfigMap, mounts it into the gateway pod and starts
 
-    python -m serving.gateway --config /etc/llmops/gateway/config.json --port 8080
+    python -m serving.gateway --config /etc/llmops/gateway/config.json --port 8000
 
-`gateway_config_for()` below maps `ModelDeployment.spec.gateway` (and the drift monitor's sampling)
-onto this file, so the operator and the gateway share one mapping. Field names are camelCase on the
-wire, like every llmops API type, and unknown fields are rejected, so a typo fails at start-up.
+The mapping of a ModelDeployment onto this file is the operator's, in one place:
+operators/modeldeployment/gateway.py:gateway_config. This module is the contract only: the types both
+sides read, and `per_replica`, a fact about the gateway (each replica keeps its own buckets). Field
+names are camelCase on the wire, like every llmops API type, and unknown fields are rejected, so a
+typo fails at start-up.
 
-Example (what the operator writes for a canary at 10%):
+Example (what the operator writes for ModelDeployment `llama` in namespace `team-a`, a canary at 10%):
 
     {
       "servedModelName": "llama",
       "upstreams": [
         {"version": "3", "role": "stable", "weight": 90,
-         "service": {"host": "llama-v3.team-a.svc.cluster.local", "port": 8000}},
+         "service": {"host": "llama-3-vllm.team-a.svc", "port": 8000}},
         {"version": "4", "role": "canary", "weight": 10,
-         "service": {"host": "llama-v4.team-a.svc.cluster.local", "port": 8000}}
+         "service": {"host": "llama-4-vllm.team-a.svc", "port": 8000}}
       ],
       "apiKeysPath": "/etc/llmops/api-keys",
       "rateLimit": {"requestsPerMinute": 600, "tokensPerMinute": 200000, "burst": 20},
@@ -53,7 +55,7 @@ from llmops.api.common import (
     Rule,
     Url,
 )
-from llmops.api.modeldeployment import Gateway, PiiRedaction, RateLimit
+from llmops.api.modeldeployment import PiiRedaction, RateLimit
 
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 VersionLabel = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -191,39 +193,4 @@ def per_replica(limit: RateLimit | None, replicas: int) -> RateLimit | None:
         requests_per_minute=share(limit.requests_per_minute),
         tokens_per_minute=share(limit.tokens_per_minute),
         burst=share(limit.burst),
-    )
-
-
-def gateway_config_for(
-    gateway: Gateway,
-    *,
-    served_model_name: str,
-    upstreams: list[UpstreamGroup],
-    extra_model_names: list[str] | None = None,
-    scale_to_zero: bool = False,
-    hold_seconds: float = 300,
-    drift_sampling: Sampling | None = None,
-) -> GatewayConfig:
-    """Map a ModelDeployment's `spec.gateway` onto the gateway's config.
-
-    `scale_to_zero` (spec.autoscaling.scaleToZero) turns on the hold; `hold_seconds` should cover a cold
-    start (image pull, model download, vLLM start-up). The API keys Secret, if any, is expected at
-    `API_KEYS_MOUNT`.
-
-    Each gateway replica keeps its own token buckets, so each gets its share of the spec's limits
-    (`per_replica`): with N replicas behind a Service, a key gets about the limit, not N times it.
-    """
-    sampling = gateway.payload_sampling
-    return GatewayConfig(
-        served_model_name=served_model_name,
-        extra_model_names=extra_model_names or [],
-        upstreams=upstreams,
-        api_keys_path=API_KEYS_MOUNT if gateway.api_keys_secret_ref else None,
-        rate_limit=per_replica(gateway.rate_limit, gateway.replicas),
-        max_queue=gateway.max_queue,
-        queue_timeout_seconds=gateway.queue_timeout_seconds,
-        scale_to_zero_hold_seconds=hold_seconds if scale_to_zero else 0,
-        pii_redaction=gateway.pii_redaction,
-        payload_sampling=Sampling(rate=sampling.rate, destination=sampling.destination) if sampling else None,
-        drift_sampling=drift_sampling,
     )

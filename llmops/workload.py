@@ -55,14 +55,7 @@ class TrainingRun(ApiModel):
 
 def work_dir_for(registry: ObjectStorageLocation, job: JobIdentity) -> ObjectStorageLocation:
     """jobs/<namespace>/<name>/<uid>/ under the registry: one folder per TrainingJob object."""
-    suffix = f"jobs/{job.namespace}/{job.name}/{job.uid}"
-    if registry.local:
-        return ObjectStorageLocation.model_validate(
-            {"local": {"path": f"{registry.local.path.rstrip('/')}/{suffix}"}}
-        )
-    assert registry.s3 is not None
-    prefix = f"{registry.s3.prefix.rstrip('/')}/{suffix}" if registry.s3.prefix else suffix
-    return registry.model_copy(update={"s3": registry.s3.model_copy(update={"prefix": prefix})})
+    return registry.child(f"jobs/{job.namespace}/{job.name}/{job.uid}")
 
 
 class RunReport(ApiModel):

@@ -1,13 +1,16 @@
 """The one way operators write to the cluster: server-side apply under our field manager.
 
-Children get deterministic names, our labels and an owner reference to their parent, so the
-garbage collector removes them with the parent and a missed event is harmless: applying the
-same desired state twice is a no-op on the server.
+Children get deterministic names, our labels and an owner reference to their parent
+(operators.manifests.adopt), so the garbage collector removes them with the parent and a missed
+event is harmless: applying the same desired state twice is a no-op on the server.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,7 +19,6 @@ from kubernetes.client import ApiClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 FIELD_MANAGER = "llmops"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "llmops"}
 
 # Fields another controller takes over when our manifest stops setting them (an autoscaler writes a
 # Deployment's replicas). Server-side apply removes a field its only manager stops applying, and the
@@ -29,35 +31,44 @@ HANDOVER_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = {
 }
 
 
-def owner_reference(owner: dict) -> dict:
-    """A controller reference to `owner` (a parent object as the API returns it)."""
-    return {
-        "apiVersion": owner["apiVersion"],
-        "kind": owner["kind"],
-        "name": owner["metadata"]["name"],
-        "uid": owner["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+def ref(manifest: dict) -> str:
+    """apiVersion/kind/name: a child's inventory entry (`status.inventory`)."""
+    return f"{manifest['apiVersion']}/{manifest['kind']}/{manifest['metadata']['name']}"
 
 
-def labels_for(owner: dict) -> dict[str, str]:
-    """The labels every child carries: who manages it and which parent it belongs to."""
-    kind, name = owner["kind"].lower(), owner["metadata"]["name"]
-    return {
-        **MANAGED_BY,
-        "app.kubernetes.io/instance": name,
-        f"llmops.io/{kind}": name,
-    }
+def parse_ref(entry: str) -> tuple[str, str, str]:
+    """(apiVersion, kind, name) of an inventory entry."""
+    api_version, kind, name = entry.rsplit("/", 2)
+    return api_version, kind, name
 
 
-def adopt(child: dict, owner: dict) -> dict:
-    """Return `child` in the parent's namespace, labelled and owned by it (a new dict)."""
-    meta = dict(child.get("metadata", {}))
-    meta["namespace"] = owner["metadata"]["namespace"]
-    meta["labels"] = {**labels_for(owner), **meta.get("labels", {})}
-    meta["ownerReferences"] = [owner_reference(owner)]
-    return {**child, "metadata": meta}
+class Lru(OrderedDict):
+    """A thread-safe least-recently-used map of at most `size` entries (process-local: lost on restart,
+    which must be harmless to whoever uses it)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.lock = threading.Lock()
+
+    def get_(self, key: Any) -> Any:
+        with self.lock:
+            if key in self:
+                self.move_to_end(key)
+                return self[key]
+            return None
+
+    def put(self, key: Any, value: Any) -> None:
+        with self.lock:
+            self[key] = value
+            self.move_to_end(key)
+            while len(self) > self.size:
+                self.popitem(last=False)
+
+
+def manifest_digest(value: Any) -> str:
+    """sha256 (hex) of `value` as canonical JSON: equal manifests, equal digests."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class Applier:

@@ -73,7 +73,7 @@ def existence(child: dict) -> Any:
 class Child:
     """Objects a kind creates whose changes re-run the parent's reconcile.
 
-    They are found by the label `llmops.io/<kind>: <parent name>` (operators.apply.labels_for) and
+    They are found by the label `llmops.io/<kind>: <parent name>` (operators.manifests.labels_for) and
     watched; when a child's `fingerprint` changes, or it is deleted, the parent is reconciled again.
     A kind whose CRD is not installed (KEDA's, prometheus-operator's) is watched once it appears.
     """

@@ -199,6 +199,26 @@ class ObjectStorageLocation(ApiModel):
     s3: S3Location | None = Field(None, description="S3-compatible bucket and prefix.")
     local: LocalLocation | None = Field(None, description="Directory on a mounted volume.")
 
+    def child(self, suffix: str) -> ObjectStorageLocation:
+        """The location `suffix` (a relative path such as "jobs/ns/name") under this one: the same
+        bucket, endpoint and credentials, the prefix (or directory) extended by `suffix`."""
+        if self.local:
+            return ObjectStorageLocation.model_validate(
+                {"local": {"path": f"{self.local.path.rstrip('/')}/{suffix}"}}
+            )
+        assert self.s3 is not None
+        prefix = f"{self.s3.prefix.rstrip('/')}/{suffix}" if self.s3.prefix else suffix
+        return self.model_copy(update={"s3": self.s3.model_copy(update={"prefix": prefix})})
+
+    @property
+    def uri(self) -> str:
+        """The directory's path, or s3://<bucket>/<prefix> (no trailing slash), for messages and logs."""
+        if self.local:
+            return self.local.path
+        assert self.s3 is not None
+        prefix = (self.s3.prefix or "").strip("/")
+        return f"s3://{self.s3.bucket}/{prefix}".rstrip("/")
+
 
 class Toleration(ApiModel):
     """A Pod toleration, as in core/v1."""

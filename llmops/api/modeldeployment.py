@@ -25,6 +25,34 @@ from llmops.api.common import (
 )
 
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed", "ScaledToZero"]
+
+
+class Reason:
+    """The reasons of a ModelDeployment's conditions (`status.conditions[].reason`), one per cause.
+
+    Ready=True: SERVING, SCALED_TO_ZERO, CANARY_ANALYSING, ANALYSIS_INCONCLUSIVE, PROMOTED.
+    Reconciling=True: PROGRESSING, REGISTRY_UNAVAILABLE.
+    Stalled=True (phase Degraded): ROLLED_BACK, ANALYSIS_FAILED; (phase Failed): the rest, each a
+    problem the spec, the registry or the cluster must fix.
+    """
+
+    SERVING = "Serving"
+    SCALED_TO_ZERO = "ScaledToZero"
+    CANARY_ANALYSING = "CanaryAnalysing"
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    PROMOTED = "Promoted"
+    PROGRESSING = "Progressing"
+    REGISTRY_UNAVAILABLE = "RegistryUnavailable"
+    ROLLED_BACK = "RolledBack"
+    ANALYSIS_FAILED = "AnalysisFailed"
+    CREDENTIALS_NOT_FOUND = "CredentialsNotFound"
+    GATES_NOT_PASSED = "GatesNotPassed"
+    WRONG_CONTENT = "WrongContent"
+    VERSION_NOT_FOUND = "VersionNotFound"
+    MISSING_CRD = "MissingCRD"
+    APPLY_FAILED = "ApplyFailed"
+
+
 Percent = Annotated[int, Field(ge=0, le=100)]
 VersionString = Annotated[str, StringConstraints(min_length=1, max_length=63)]
 

@@ -35,7 +35,7 @@ from typing import Literal, Protocol
 
 from llmops.api.modeldeployment import Canary, CanaryAnalysis, CanaryStatus
 from operators.modeldeployment import monitoring
-from operators.modeldeployment.builders import ServedVersion
+from operators.modeldeployment.plan import ServedVersion
 
 # -- samples and their source ------------------------------------------------------------------
 
@@ -306,7 +306,7 @@ def traffic(
     """The versions to serve and their weights (summing to 100).
 
     `ready(deployment)` is its ready replica count; `need` is what the spec asks of the stable version
-    (builders.stable_replicas). The rule, like a Deployment's surge: the replicas that take traffic never
+    (plan.stable_replicas). The rule, like a Deployment's surge: the replicas that take traffic never
     fall below `need` during a canary, a promotion or a replacement.
 
     - The canary gets the machine's weight once it has the replicas for it (canary_replicas), else 0.
@@ -331,3 +331,14 @@ def traffic(
     if candidate is not None and step is not None and step.serve_canary and not step.promoted:
         out.append(dataclasses.replace(candidate, weight=canary_weight))
     return out
+
+
+def same_canary(state: CanaryStatus | None, canary_v: ServedVersion | None, stable_v: ServedVersion) -> bool:
+    """Whether `status.canary` is about this canary against this stable version."""
+    if state is None or canary_v is None:
+        return False
+    return (state.model, state.version, state.baseline_version) == (
+        canary_v.model,
+        canary_v.version,
+        stable_v.version,
+    )

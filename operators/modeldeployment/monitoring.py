@@ -9,11 +9,11 @@ into `version`; the gateway labels its own series with `version`). Metric names 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from llmops.api.modeldeployment import Alerts, ModelDeploymentSpec
-from operators.apply import adopt
+from operators.manifests import adopt
 from operators.modeldeployment.names import child_name, gateway_name
+from operators.modeldeployment.plan import ServingSettings
 
 REQUESTS = "llmops_gateway_requests_total"
 LATENCY = "llmops_gateway_request_duration_seconds"
@@ -46,7 +46,9 @@ def _meta(owner: dict, name: str, component: str, labels: dict[str, str] | None 
     }
 
 
-def _pod_monitor(owner: dict, settings: Any, name: str, component: str, port: str, labels: dict) -> dict:
+def _pod_monitor(
+    owner: dict, settings: ServingSettings, name: str, component: str, port: str, labels: dict
+) -> dict:
     """A PodMonitor for one component's pods; `labels` maps pod labels to the series' labels."""
     md = owner["metadata"]["name"]
     return adopt(
@@ -72,21 +74,21 @@ def _pod_monitor(owner: dict, settings: Any, name: str, component: str, port: st
     )
 
 
-def pod_monitor(owner: dict, settings: Any) -> dict:
+def pod_monitor(owner: dict, settings: ServingSettings) -> dict:
     """vLLM's own metrics, per version."""
     name = child_name(owner["metadata"]["name"], "vllm")
     labels = {"llmops.io/modeldeployment": "model_deployment", "llmops.io/model-version": "version"}
     return _pod_monitor(owner, settings, name, "model-server", "http", labels)
 
 
-def drift_pod_monitor(owner: dict, settings: Any) -> dict:
+def drift_pod_monitor(owner: dict, settings: ServingSettings) -> dict:
     """The drift monitor's `llmops_drift_*`, labelled like the rest with model_deployment."""
     name = child_name(owner["metadata"]["name"], "drift")
     labels = {"llmops.io/modeldeployment": "model_deployment"}
     return _pod_monitor(owner, settings, name, "drift-monitor", "metrics", labels)
 
 
-def service_monitor(owner: dict, settings: Any) -> dict:
+def service_monitor(owner: dict, settings: ServingSettings) -> dict:
     md = owner["metadata"]["name"]
     return adopt(
         {
@@ -189,7 +191,7 @@ def rule_groups(alerts: Alerts, namespace: str, name: str) -> list[dict]:
     ]
 
 
-def prometheus_rule(spec: ModelDeploymentSpec, owner: dict, settings: Any) -> dict | None:
+def prometheus_rule(spec: ModelDeploymentSpec, owner: dict, settings: ServingSettings) -> dict | None:
     alerts = spec.monitoring.alerts
     meta = owner["metadata"]
     if alerts is None or not alert_rules(alerts, meta["namespace"], meta["name"]):
@@ -370,7 +372,7 @@ def scraped(spec: ModelDeploymentSpec) -> dict[str, list[str]]:
     return {key: features for key, features in needs.items() if features}
 
 
-def children(spec: ModelDeploymentSpec, owner: dict, settings: Any) -> list[dict]:
+def children(spec: ModelDeploymentSpec, owner: dict, settings: ServingSettings) -> list[dict]:
     needs = scraped(spec)
     out = []
     if "vllm" in needs:

@@ -1,13 +1,27 @@
-"""Deterministic names of a ModelDeployment's children."""
+"""Deterministic names, labels and selectors of a ModelDeployment's children.
+
+Names: `<md>-<version>-vllm` per served version (`vllm_name`), `<md>-gateway`, `<md>-<part>` for the
+rest (`child_name`). Labels: every child carries `child_labels` (plus the owner's, from
+operators.manifests.adopt); pods are selected by `child_selector`: the ModelDeployment, the component,
+and for a model server its model and version.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import re
+from typing import Any
+
+from operators.manifests import dns_label
+
+COMPONENT = "app.kubernetes.io/component"
+MD_LABEL = "llmops.io/modeldeployment"
+MODEL_LABEL = "llmops.io/model"
+VERSION_LABEL = "llmops.io/model-version"
+ROLE_LABEL = "llmops.io/role"
 
 
 def _dns(text: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "x"
+    return dns_label(text) or "x"
 
 
 def digest(text: str, n: int = 6) -> str:
@@ -41,3 +55,18 @@ def gateway_name(md: str) -> str:
 
 def endpoint(md: str, namespace: str) -> str:
     return f"http://{gateway_name(md)}.{namespace}.svc/v1"
+
+
+def child_labels(name: str, component: str, **extra: str) -> dict[str, str]:
+    """The labels of a child: `app.kubernetes.io/name` `name`, the component, and `extra`."""
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/part-of": "llmops",
+        COMPONENT: component,
+        **extra,
+    }
+
+
+def child_selector(owner: dict[str, Any], component: str, **extra: str) -> dict[str, str]:
+    """The labels that select the pods of one component of the ModelDeployment `owner`."""
+    return {MD_LABEL: owner["metadata"]["name"], COMPONENT: component, **extra}

@@ -31,7 +31,7 @@ from llmops.api.trainingjob import TrainingJobSpec
 from llmops.registry import RegistryError
 from llmops.workload import JobIdentity, TrainingRun
 from operators import rayjobs_api
-from operators.apply import adopt
+from operators.manifests import adopt
 from operators.outcome import Outcome
 from operators.runtime import Child, Context, Kind
 from operators.trainingjob import builders, fold, storage

@@ -12,9 +12,7 @@ suspending or extending a deadline never changes the entrypoint of a running job
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -22,19 +20,22 @@ from typing import Any
 from llmops.api.common import Resources, SecretKeysRef
 from llmops.api.trainingjob import TrainingJobSpec
 from llmops.workload import JobIdentity, TrainingRun, work_dir_for
+from operators.manifests import (
+    container_security,
+    dns_label,
+    node_placement,
+    pod_security,
+    requests_limits,
+    resource_amounts,
+)
 
 RAY_API_VERSION = "ray.io/v1"
 RAYJOB_KIND = "RayJob"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 ENTRYPOINT = ("python", "-m", "training.run", "--config")
 # KubeRay refuses RayJob names over 47 characters (its RayCluster gets a 6-character suffix) and
 # names that are not DNS-1035 labels (they must start with a letter).
 MAX_RAYJOB_NAME = 47
-# The uid of the Ray pods' user: the trainer image's own (images/trainer/Dockerfile).
-RAY_UID = 65532
 SHM_VOLUME = "dshm"
 
 
@@ -135,7 +136,7 @@ def run_from_entrypoint(command: str | None) -> TrainingRun | None:
 
 
 def _dns_label(text: str) -> str:
-    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    label = dns_label(text)
     return label if label[:1].isalpha() else f"tj-{label}".rstrip("-")
 
 
@@ -170,22 +171,6 @@ def default_image(code_version: str) -> str:
     return f"ghcr.io/llmops/trainer:{code_version if code_version != 'unknown' else 'latest'}"
 
 
-def _quantity(value: int | str) -> str:
-    return str(value)
-
-
-def _resources(resources: Resources) -> dict[str, Any]:
-    """Requests equal to limits: training pods are sized to the node, not burstable."""
-    amounts: dict[str, str] = {}
-    if resources.cpu is not None:
-        amounts["cpu"] = _quantity(resources.cpu)
-    if resources.memory is not None:
-        amounts["memory"] = _quantity(resources.memory)
-    if resources.gpus:
-        amounts[GPU_RESOURCE] = str(resources.gpus)
-    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
-
-
 def _secret_env(ref: SecretKeysRef) -> list[dict[str, Any]]:
     """The workload reads a Secret's keys from variables named as the keys (training.context)."""
     return [
@@ -208,40 +193,6 @@ def pod_env(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     return env
 
 
-def _node_placement(resources: Resources) -> dict[str, Any]:
-    placement: dict[str, Any] = {}
-    selector = dict(resources.node_selector)
-    if resources.gpu_type:
-        selector[GPU_PRODUCT_LABEL] = resources.gpu_type
-    if selector:
-        placement["nodeSelector"] = dict(sorted(selector.items()))
-    tolerations = [t.to_dict() for t in resources.tolerations]
-    if resources.gpus and not any(
-        t.get("key") == GPU_RESOURCE
-        and t.get("operator") == "Exists"
-        and t.get("effect") in (None, "NoSchedule")
-        for t in tolerations
-    ):
-        tolerations.append(dict(GPU_TOLERATION))
-    if tolerations:
-        placement["tolerations"] = tolerations
-    return placement
-
-
-POD_SECURITY = {
-    "runAsNonRoot": True,
-    "runAsUser": RAY_UID,
-    "runAsGroup": RAY_UID,
-    "fsGroup": RAY_UID,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-CONTAINER_SECURITY = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "runAsNonRoot": True,
-}
-
-
 def _pod_template(
     container: str,
     image: str,
@@ -254,19 +205,20 @@ def _pod_template(
         "name": container,
         "image": image,
         "env": pod_env(spec),
-        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
+        "securityContext": container_security(read_only_root=False),
         "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
     }
     if spec.runtime.env_from_secrets:
         body["envFrom"] = [{"secretRef": {"name": name}} for name in spec.runtime.env_from_secrets]
-    sized = _resources(resources)
+    # Quantities as strings here (the golden RayJobs hold them so); requests equal limits.
+    sized = requests_limits({key: str(value) for key, value in resource_amounts(resources).items()})
     if sized:
         body["resources"] = sized
     pod: dict[str, Any] = {
         "containers": [body],
-        "securityContext": copy.deepcopy(POD_SECURITY),
+        "securityContext": pod_security(),
         "volumes": [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}],
-        **_node_placement(resources),
+        **node_placement(resources),
     }
     if spec.runtime.service_account_name:
         pod["serviceAccountName"] = spec.runtime.service_account_name
@@ -278,7 +230,7 @@ def _submitter_template(image: str, spec: TrainingJobSpec, labels: dict[str, str
     container = {
         "name": "ray-job-submitter",
         "image": image,
-        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
+        "securityContext": container_security(read_only_root=False),
         "resources": {
             "requests": {"cpu": "500m", "memory": "256Mi"},
             "limits": {"cpu": "1", "memory": "1Gi"},
@@ -287,7 +239,7 @@ def _submitter_template(image: str, spec: TrainingJobSpec, labels: dict[str, str
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],
-        "securityContext": copy.deepcopy(POD_SECURITY),
+        "securityContext": pod_security(),
     }
     if spec.runtime.service_account_name:
         pod["serviceAccountName"] = spec.runtime.service_account_name
@@ -303,7 +255,7 @@ def rayjob(
 ) -> dict[str, Any]:
     """The KubeRay RayJob of a run: a cluster sized from spec.resources, deleted when the job ends.
 
-    Labels, namespace and the owner reference are added by `operators.apply.adopt`.
+    Labels, namespace and the owner reference are added by `operators.manifests.adopt`.
     """
     spec, job = run.spec, run.job
     pod_labels = {"app.kubernetes.io/managed-by": "llmops", "llmops.io/trainingjob-uid": job.uid}

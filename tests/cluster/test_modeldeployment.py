@@ -26,8 +26,8 @@ from llmops.dev.tools import binary
 from llmops.registry import Content, GateVerdict, Lineage, register, set_alias
 from llmops.storage import LocalStore
 from operators.modeldeployment import make_kind
-from operators.modeldeployment.builders import ServingSettings
 from operators.modeldeployment.canary import PrometheusSource
+from operators.modeldeployment.plan import ServingSettings
 from operators.runtime import REQUEST_ANNOTATION
 from tests.helpers import eventually, http_get, operator_in_thread
 

@@ -26,7 +26,7 @@ from llmops.dev.cluster import LocalCluster
 from llmops.storage import Credentials, ObjectStore, open_store
 from llmops.workload import REPORT, RunReport
 from operators import trainingjob
-from operators.apply import adopt
+from operators.manifests import adopt
 from operators.trainingjob import builders
 from tests.helpers import eventually, operator_in_thread
 

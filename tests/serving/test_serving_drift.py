@@ -193,7 +193,8 @@ def test_the_deployed_monitor_command_tests_the_gateways_samples(tmp_path, monke
 
     from llmops.api.modeldeployment import ModelDeploymentSpec
     from llmops.engine import localize_argv
-    from operators.modeldeployment.builders import ServingSettings, drift_destination, drift_monitor
+    from operators.modeldeployment.drift import drift_destination, drift_monitor
+    from operators.modeldeployment.plan import ServingSettings
     from serving.drift import credentials_from_env
 
     spec = ModelDeploymentSpec.model_validate(

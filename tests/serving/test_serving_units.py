@@ -12,13 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from llmops.api.common import LocalLocation, ObjectStorageLocation, SecretRef
-from llmops.api.modeldeployment import Gateway, PayloadSampling, PiiRedaction, RateLimit
+from llmops.api.modeldeployment import PiiRedaction, RateLimit
 from llmops.gateway_config import (
-    API_KEYS_MOUNT,
     GatewayConfig,
     UpstreamGroup,
-    gateway_config_for,
     per_replica,
 )
 from llmops.pii import Detector
@@ -90,31 +87,6 @@ def test_config_rejects(change, message):
     base = {"servedModelName": "m", "upstreams": [{"version": "1", "replicas": ["http://a:1"]}]}
     with pytest.raises(ValidationError, match=message):
         GatewayConfig.model_validate({**base, **change})
-
-
-def test_config_from_model_deployment_gateway():
-    local = ObjectStorageLocation(local=LocalLocation(path="/samples"))
-    spec = Gateway(
-        api_keys_secret_ref=SecretRef(name="keys"),
-        rate_limit=RateLimit(tokens_per_minute=1000),
-        pii_redaction=PiiRedaction(scope="stored", entities=["email"], regions=["GB"]),
-        payload_sampling=PayloadSampling(rate=0.5, destination=local),
-        max_queue=7,
-        queue_timeout_seconds=9,
-    )
-    groups = [UpstreamGroup(version="1", replicas=["http://x:8000"])]
-    cfg = gateway_config_for(
-        spec, served_model_name="m", upstreams=groups, scale_to_zero=True, hold_seconds=42
-    )
-    assert cfg.api_keys_path == API_KEYS_MOUNT
-    assert (cfg.max_queue, cfg.queue_timeout_seconds, cfg.scale_to_zero_hold_seconds) == (7, 9, 42)
-    assert cfg.pii_redaction == PiiRedaction(scope="stored", entities=["email"], regions=["GB"])
-    assert cfg.payload_sampling is not None and cfg.payload_sampling.rate == 0.5
-    assert cfg.rate_limit == RateLimit(tokens_per_minute=500)  # each of the 2 gateway replicas: half
-    one = gateway_config_for(spec.model_copy(update={"replicas": 1}), served_model_name="m", upstreams=groups)
-    assert one.rate_limit == RateLimit(tokens_per_minute=1000)
-    plain = gateway_config_for(Gateway(), served_model_name="m", upstreams=groups)
-    assert plain.api_keys_path is None and plain.scale_to_zero_hold_seconds == 0
 
 
 # Rate limits -------------------------------------------------------------------------------------

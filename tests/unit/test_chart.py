@@ -312,7 +312,7 @@ def test_pod_placement_and_image_values_reach_the_pod(helm: str, tmp_path: Path)
 
 
 def test_workload_values_become_the_operators_settings(helm: str, tmp_path: Path) -> None:
-    from operators.modeldeployment.builders import ServingSettings
+    from operators.modeldeployment.plan import ServingSettings
 
     def settings(*args: str) -> tuple[dict[str, str], ServingSettings]:
         container = operator_container(template(helm, *args))

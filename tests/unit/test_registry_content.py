@@ -17,8 +17,9 @@ from llmops import engine, fetch
 from llmops.api.modeldeployment import ModelDeploymentSpec
 from llmops.registry import Content, Lineage, ModelVersion, RegistryError, read_version, register
 from llmops.storage import LocalStore
-from operators.modeldeployment import WrongContent, adapter, served_model
-from operators.modeldeployment.builders import Adapter, ServedVersion, ServingSettings, vllm_deployment
+from operators.modeldeployment.plan import Adapter, ServedVersion, ServingSettings
+from operators.modeldeployment.versions import WrongContent, adapter, served_model
+from operators.modeldeployment.vllm import vllm_deployment
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 

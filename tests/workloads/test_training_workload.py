@@ -404,8 +404,10 @@ def test_lora_version_served_as_adapter(lora_version, tmp_path):
     from llmops.dev.cluster import free_port
     from llmops.dev.serve import CPU_ENV
     from llmops.engine import localize_argv
-    from operators.modeldeployment import Reconciler, adapter, served_model
-    from operators.modeldeployment.builders import ServedVersion, ServingSettings, vllm_deployment
+    from operators.modeldeployment.plan import ServedVersion, ServingSettings
+    from operators.modeldeployment.reconcile import Reconciler
+    from operators.modeldeployment.versions import adapter, served_model
+    from operators.modeldeployment.vllm import vllm_deployment
     from serving.local import cpu_env, stop, wait_healthy
 
     assert lora_version.outcome.rc == 0, lora_version.outcome.log[-3000:]

@@ -1,0 +1,132 @@
+"""What one reconcile decided to serve, and the operator-wide settings the builders read.
+
+The reconcile resolves versions in the registry and decides roles and weights; the result is a
+`Plan` (the served versions and the LoRA adapters), which every builder module renders. Pure types
+and the two small decisions on them (`stable_replicas`, `retiring_version`), no I/O: `canary.py`,
+`monitoring.py` and the builders import them without importing each other.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from llmops import engine
+from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+
+Role = Literal["stable", "canary", "previous"]
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """Operator-wide settings the builders need (flags / environment of the operator)."""
+
+    serving_image: str = "ghcr.io/llmops/serving:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    # Namespaces whose Prometheus may scrape the serving pods (NetworkPolicy namespaceSelector).
+    prometheus_namespace_labels: Mapping[str, str] = field(
+        default_factory=lambda: {"kubernetes.io/metadata.name": "monitoring"}
+    )
+    # Extra labels on ServiceMonitor/PodMonitor/PrometheusRule (a Prometheus' ruleSelector, say).
+    monitor_labels: Mapping[str, str] = field(default_factory=dict)
+    scrape_interval: str = "15s"
+    # How long the gateway holds requests while a scaled-to-zero version starts.
+    scale_to_zero_hold_seconds: float = 600
+    # Reconcile every object this often even without changes (repairs drift of its children).
+    resync_seconds: float = 300
+
+    @property
+    def scrape_seconds(self) -> float:
+        """`scrape_interval` (a Prometheus duration: "15s", "1m", "500ms") in seconds."""
+        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", self.scrape_interval.strip())
+        if not match:
+            raise ValueError(f"scrape interval {self.scrape_interval!r} is not a duration like 15s")
+        return float(match.group(1)) * units[match.group(2)]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
+        """LLMOPS_SERVING_IMAGE, LLMOPS_PROMETHEUS_URL, LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR (k=v,...),
+        LLMOPS_MONITOR_LABELS (k=v,...), LLMOPS_SCRAPE_INTERVAL, LLMOPS_RESYNC_SECONDS."""
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def pairs(text: str) -> dict[str, str]:
+            return dict(p.split("=", 1) for p in text.split(",") if "=" in p)
+
+        return cls(
+            serving_image=env.get("LLMOPS_SERVING_IMAGE", defaults.serving_image),
+            prometheus_url=env.get("LLMOPS_PROMETHEUS_URL", defaults.prometheus_url),
+            prometheus_namespace_labels=pairs(env["LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR"])
+            if env.get("LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR")
+            else defaults.prometheus_namespace_labels,
+            monitor_labels=pairs(env.get("LLMOPS_MONITOR_LABELS", "")),
+            scrape_interval=env.get("LLMOPS_SCRAPE_INTERVAL", defaults.scrape_interval),
+            resync_seconds=float(env.get("LLMOPS_RESYNC_SECONDS", defaults.resync_seconds)),
+        )
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """One version the plan serves: which, in what role, with what share of the traffic."""
+
+    model: str
+    version: str
+    role: Role
+    weight: int
+    deployment: str
+    # A canary's fewest replicas; None: one. A canary about to take all the traffic needs as many as
+    # the stable version (`stable_replicas`), so that capacity never drops (see canary.traffic).
+    replicas: int | None = None
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA adapter resolved to a registered version.
+
+    `path`: the adapter's sub-folder inside the version (the manifest's `content.adapter`, such as
+    "adapter" for what a lora TrainingJob registers); "" when the adapter is the version's root.
+    """
+
+    name: str
+    model: str
+    version: str
+    path: str = ""
+
+    def folder(self) -> str:
+        """Where vLLM finds it in the pod: the version is fetched into adapters/<name>/."""
+        root = engine.adapter_dir(self.name)
+        return f"{root}/{self.path.strip('/')}" if self.path.strip("/") else root
+
+
+@dataclass(frozen=True)
+class Plan:
+    versions: tuple[ServedVersion, ...]
+    adapters: tuple[Adapter, ...] = ()
+
+    def role(self, role: Role) -> ServedVersion | None:
+        return next((v for v in self.versions if v.role == role), None)
+
+
+def stable_replicas(spec: ModelDeploymentSpec) -> int:
+    """The ready replicas the spec asks of the stable version, which traffic never goes below."""
+    return max(spec.autoscaling.min_replicas, 1)
+
+
+def retiring_version(
+    status: ModelDeploymentStatus, stable: ServedVersion, canary_v: ServedVersion | None
+) -> ServedVersion | None:
+    """The version that served before the stable one changed, kept until its successor is ready.
+
+    Only one that had ready replicas, and never the new stable or canary itself."""
+    by_role = {v.role: v for v in status.versions}
+    old = by_role.get("previous") or by_role.get("stable")
+    if old is None or not old.deployment or old.ready_replicas == 0:
+        return None
+    if old.deployment in {stable.deployment, canary_v.deployment if canary_v else None}:
+        return None
+    return ServedVersion(old.name, old.version, "previous", 0, old.deployment)

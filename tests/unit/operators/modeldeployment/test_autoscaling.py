@@ -1,0 +1,64 @@
+"""Autoscalers of the model servers (operators/modeldeployment/autoscaling.py)."""
+
+from __future__ import annotations
+
+from llmops.gateway_config import GatewayConfig
+from tests.unit.operators.modeldeployment.cases import (
+    objects,
+)
+
+
+def test_autoscaled_deployments_leave_replicas_to_the_autoscaler() -> None:
+    for name in ("canary", "scale-to-zero", "single+hpa"):
+        for (kind, _), m in objects(name).items():
+            if (
+                kind == "Deployment"
+                and m["metadata"]["labels"]["app.kubernetes.io/component"] == "model-server"
+            ):
+                assert "replicas" not in m["spec"], name
+
+
+def test_keda_scale_to_zero() -> None:
+    so = objects("scale-to-zero")[("ScaledObject", "report-writer-7-vllm")]["spec"]
+    # minReplicas 1 with scaleToZero: idle at 0, at least 1 while there is traffic.
+    assert (so["idleReplicaCount"], so["minReplicaCount"], so["maxReplicaCount"]) == (0, 1, 3)
+    triggers = {t["name"]: t for t in so["triggers"]}
+    assert set(triggers) == {"queue", "pending"}
+    assert triggers["queue"]["metadata"]["threshold"] == "8"
+    assert "llmops_gateway_pending_requests" in triggers["pending"]["metadata"]["query"]
+    assert triggers["pending"]["metadata"]["activationThreshold"] == "0"
+    assert so["cooldownPeriod"] == 900
+    behavior = so["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 900
+
+
+def test_canary_scaled_objects_and_weights() -> None:
+    objs = objects("canary")
+    stable = objs[("ScaledObject", "support-bot-canary-3-vllm")]["spec"]
+    cand = objs[("ScaledObject", "support-bot-canary-4-vllm")]["spec"]
+    assert (stable["minReplicaCount"], cand["minReplicaCount"]) == (2, 1)
+    kv = {t["name"]: t for t in stable["triggers"]}["kvCache"]["metadata"]
+    assert "vllm:kv_cache_usage_perc" in kv["query"] and "vllm:gpu_cache_usage_perc" in kv["query"]
+    assert kv["threshold"] == "0.8"
+    config = GatewayConfig.model_validate_json(
+        objs[("ConfigMap", "support-bot-canary-gateway")]["data"]["config.json"]
+    )
+    assert [(u.version, u.role, u.weight) for u in config.upstreams] == [
+        ("3", "stable", 75),
+        ("4", "canary", 25),
+    ]
+    assert (
+        config.upstreams[1].service
+        and config.upstreams[1].service.host == "support-bot-canary-4-vllm.demo.svc"
+    )
+    assert config.api_keys_path and config.pii_redaction and config.payload_sampling
+    assert config.drift_sampling and config.drift_sampling.destination.s3
+    assert config.drift_sampling.destination.s3.prefix == "support-bot/drift-prompts"
+
+
+def test_hpa_on_external_metrics() -> None:
+    hpa = objects("single+hpa")[("HorizontalPodAutoscaler", "support-bot-3-vllm")]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 4)
+    metric = hpa["metrics"][0]["external"]
+    assert metric["metric"]["selector"]["matchLabels"] == {"model_deployment": "support-bot", "version": "3"}
+    assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300

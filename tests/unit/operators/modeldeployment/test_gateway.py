@@ -1,0 +1,93 @@
+"""The gateway and the spec -> gateway config mapping (operators/modeldeployment/gateway.py)."""
+
+from __future__ import annotations
+
+from llmops.api.common import LocalLocation, ObjectStorageLocation, SecretRef
+from llmops.api.modeldeployment import (
+    Gateway,
+    ModelDeploymentSpec,
+    PayloadSampling,
+    PiiRedaction,
+    RateLimit,
+)
+from llmops.gateway_config import API_KEYS_MOUNT, GatewayConfig
+from operators.modeldeployment.builders import build
+from operators.modeldeployment.gateway import gateway_config
+from operators.modeldeployment.plan import Plan, ServedVersion, ServingSettings
+from tests.unit.operators.modeldeployment.cases import (
+    SETTINGS,
+    case,
+    example,
+    objects,
+    owner,
+    served,
+)
+
+
+def test_gateway() -> None:
+    objs = objects("single")
+    svc = objs[("Service", "support-bot-gateway")]["spec"]
+    assert svc["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    pod = objs[("Deployment", "support-bot-gateway")]["spec"]["template"]["spec"]
+    gw = pod["containers"][0]
+    assert gw["command"][:3] == ["python", "-m", "serving.gateway"]
+    assert gw["ports"][0]["containerPort"] == 8000
+    assert {"name": "api-keys", "secret": {"secretName": "support-bot-api-keys"}} in pod["volumes"]
+    config = GatewayConfig.model_validate_json(
+        objs[("ConfigMap", "support-bot-gateway")]["data"]["config.json"]
+    )
+    # 600 requests a minute for the whole gateway: each of its 2 replicas enforces half.
+    assert config.rate_limit and config.rate_limit.requests_per_minute == 300
+    assert gw["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert config.served_model_name == "support-bot"
+    assert objects("scale-to-zero")[("ConfigMap", "report-writer-gateway")]["data"]["config.json"].count(
+        '"scaleToZeroHoldSeconds": 600'
+    )
+
+
+def test_gateway_restarts_only_for_settings_it_reads_at_start() -> None:
+    parent, spec, plan = case("canary")
+
+    def digest(p: Plan, s: ModelDeploymentSpec) -> str:
+        gateway = next(
+            m for m in build(s, parent, p, SETTINGS)
+            if m["kind"] == "Deployment" and m["metadata"]["name"].endswith("-gateway")
+        )  # fmt: skip
+        return gateway["spec"]["template"]["metadata"]["annotations"]["llmops.io/config-digest"]
+
+    moved = Plan(tuple(ServedVersion(v.model, v.version, v.role, 50, v.deployment) for v in plan.versions))
+    assert digest(plan, spec) == digest(moved, spec)  # weights reload live
+    stricter = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"max_queue": 10})})
+    assert digest(plan, spec) != digest(plan, stricter)
+
+
+def test_config_from_model_deployment_gateway() -> None:
+    """spec.gateway onto the gateway's config (moved from tests/serving with gateway_config_for)."""
+    local = ObjectStorageLocation(local=LocalLocation(path="/samples"))
+    md, base = example("single")
+    gateway = Gateway(
+        api_keys_secret_ref=SecretRef(name="keys"),
+        rate_limit=RateLimit(tokens_per_minute=1000),
+        pii_redaction=PiiRedaction(scope="stored", entities=["email"], regions=["GB"]),
+        payload_sampling=PayloadSampling(rate=0.5, destination=local),
+        max_queue=7,
+        queue_timeout_seconds=9,
+    )
+    plan = Plan((served(md, base, base.model.name, "7", "stable", 100),))
+    to_zero = base.autoscaling.model_copy(update={"scale_to_zero": True})
+    spec = base.model_copy(update={"gateway": gateway, "autoscaling": to_zero})
+    hold = ServingSettings(scale_to_zero_hold_seconds=42)
+    cfg = gateway_config(spec, owner(md), plan, hold)
+    assert cfg.api_keys_path == API_KEYS_MOUNT
+    assert (cfg.max_queue, cfg.queue_timeout_seconds, cfg.scale_to_zero_hold_seconds) == (7, 9, 42)
+    assert cfg.pii_redaction == PiiRedaction(scope="stored", entities=["email"], regions=["GB"])
+    assert cfg.payload_sampling is not None and cfg.payload_sampling.rate == 0.5
+    assert cfg.rate_limit == RateLimit(tokens_per_minute=500)  # each of the 2 gateway replicas: half
+    one_replica = spec.model_copy(update={"gateway": gateway.model_copy(update={"replicas": 1})})
+    one = gateway_config(one_replica, owner(md), plan, hold)
+    assert one.rate_limit == RateLimit(tokens_per_minute=1000)
+    no_zero = base.autoscaling.model_copy(update={"scale_to_zero": False})
+    plain = gateway_config(
+        base.model_copy(update={"gateway": Gateway(), "autoscaling": no_zero}), owner(md), plan, hold
+    )
+    assert plain.api_keys_path is None and plain.scale_to_zero_hold_seconds == 0
