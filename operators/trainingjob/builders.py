@@ -13,8 +13,6 @@ suspending or extending a deadline never changes the entrypoint of a running job
 from __future__ import annotations
 
 import copy
-import hashlib
-import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -22,17 +20,14 @@ from typing import Any
 from llmops.api.common import Resources, SecretKeysRef
 from llmops.api.trainingjob import TrainingJobSpec
 from llmops.workload import JobIdentity, TrainingRun, work_dir_for
+from operators.trainingjob import names
 
 RAY_API_VERSION = "ray.io/v1"
 RAYJOB_KIND = "RayJob"
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 ENTRYPOINT = ("python", "-m", "training.run", "--config")
-# KubeRay refuses RayJob names over 47 characters (its RayCluster gets a 6-character suffix) and
-# names that are not DNS-1035 labels (they must start with a letter).
-MAX_RAYJOB_NAME = 47
 # The uid of the Ray pods' user: the trainer image's own (images/trainer/Dockerfile).
 RAY_UID = 65532
 SHM_VOLUME = "dshm"
@@ -132,38 +127,6 @@ def run_from_entrypoint(command: str | None) -> TrainingRun | None:
         return TrainingRun.decode(words[-1])
     except ValueError:
         return None
-
-
-def _dns_label(text: str) -> str:
-    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-    return label if label[:1].isalpha() else f"tj-{label}".rstrip("-")
-
-
-def rayjob_name(name: str, uid: str) -> str:
-    """`<name>-<5 characters of the uid>`: one RayJob per TrainingJob object, stable across changes.
-
-    A KubeRay-valid name (a DNS-1035 label of at most 47 characters) for any TrainingJob name.
-    """
-    suffix = uid.replace("-", "")[:5]
-    return f"{_dns_label(name)[: MAX_RAYJOB_NAME - len(suffix) - 1].rstrip('-')}-{suffix}"
-
-
-def submission_id(job: JobIdentity) -> str:
-    """The Ray Jobs API submission id of a TrainingJob's run for one generation.
-
-    Deterministic, so an operator that restarts between submitting and recording finds the job it
-    submitted instead of submitting again. A new generation (say, resuming after a suspend) gets a
-    new id, because a stopped Ray job cannot be started again under its old id.
-    """
-    base = f"llmops-{job.namespace}-{job.name}"
-    if len(base) > 96:
-        base = f"{base[:80]}-{hashlib.sha256(base.encode()).hexdigest()[:15]}"
-    return f"{base}-{job.uid[:8]}-g{job.generation}"
-
-
-def submission_metadata(job: JobIdentity) -> dict[str, str]:
-    """Ray job metadata that ties a submission to its TrainingJob (found again by uid)."""
-    return {"llmops.io/trainingjob": f"{job.namespace}/{job.name}", "llmops.io/uid": job.uid}
 
 
 def default_image(code_version: str) -> str:
@@ -306,14 +269,11 @@ def rayjob(
     Labels, namespace and the owner reference are added by `operators.apply.adopt`.
     """
     spec, job = run.spec, run.job
-    pod_labels = {"app.kubernetes.io/managed-by": "llmops", "llmops.io/trainingjob-uid": job.uid}
-    labels = {"app.kubernetes.io/name": "llmops-trainer", "llmops.io/method": spec.method.type}
-    if spec.runtime.queue_name:
-        labels[QUEUE_LABEL] = spec.runtime.queue_name
+    pod_labels, labels = names.pod_labels(job), names.rayjob_labels(spec)
     workers = spec.resources.workers
     job_spec: dict[str, Any] = {
         "entrypoint": entrypoint(run),
-        "metadata": submission_metadata(job),
+        "metadata": names.submission_metadata(job),
         "shutdownAfterJobFinishes": True,
         "ttlSecondsAfterFinished": lifecycle.ttl_seconds_after_finished,
         "backoffLimit": lifecycle.backoff_limit,

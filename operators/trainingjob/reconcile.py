@@ -1,0 +1,339 @@
+"""The TrainingJob reconcile: the only I/O of the kind. Read the facts, let the pure modules decide
+(plan.py: which run, what to do on the Ray Jobs API; builders.py: the RayJob), act, fold (fold.py).
+
+Two runtimes:
+- `kuberay` (default): one KubeRay RayJob per TrainingJob, owned by it (deleted with it by the
+  garbage collector). Its status changes re-run the reconcile (a watched child); while the job
+  runs, a resync every few seconds folds the workload's progress in.
+- `rayJobsAPI`: a submission to an existing Ray cluster through the Ray Jobs API (rayjobs_api.py),
+  under a deterministic submission id (names.py), stopped on suspend and on deletion (the only case
+  that needs our finalizer: nothing in Kubernetes owns that job).
+
+Progress and results come from the run report (report.json) the workload writes into its work
+folder (see llmops.workload for why a report object in storage).
+
+A run is fixed once it has started (plan.py says what that means); a finished run stays finished:
+re-create the TrainingJob to run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import os
+
+import kopf
+from kubernetes.dynamic.exceptions import DynamicApiError
+
+from llmops.api.trainingjob import TrainingJobSpec
+from llmops.registry import RegistryError
+from llmops.workload import JobIdentity, RunReport, TrainingRun
+from operators.apply import adopt
+from operators.outcome import Outcome
+from operators.runtime import Context
+from operators.trainingjob import builders, fold, names, plan, rayjobs_api, storage
+
+RUNNING_RESYNC_SECONDS = 10.0  # how often progress is read while a run is going
+WAITING_RESYNC_SECONDS = 60.0  # level-based safety net while waiting for the runtime
+UNAVAILABLE_RETRY_SECONDS = 30.0
+CLEANUP_RETRIES = 5
+# Steps on the Ray Jobs API in one reconcile: a submission, then (it failed at once) its retry.
+MAX_JOBS_API_STEPS = 2
+
+
+def code_version() -> str:
+    try:
+        return importlib.metadata.version("llmops")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def trainer_image(spec: TrainingJobSpec) -> str:
+    """spec.runtime.image, else the operator's setting ($LLMOPS_TRAINER_IMAGE), else the release's."""
+    return (
+        spec.runtime.image or os.environ.get("LLMOPS_TRAINER_IMAGE") or builders.default_image(code_version())
+    )
+
+
+def _phase(ctx: Context) -> str | None:
+    return (ctx.body.get("status") or {}).get("phase")
+
+
+def _ready_reason(ctx: Context) -> str | None:
+    conditions = (ctx.body.get("status") or {}).get("conditions") or []
+    return next((c.get("reason") for c in conditions if c.get("type") == "Ready"), None)
+
+
+def desired_run(
+    spec: TrainingJobSpec, ctx: Context, job: JobIdentity, earlier: TrainingRun | None
+) -> TrainingRun | Outcome:
+    """The run for the current spec, with `spec.model.base` pinned to a version; or why not."""
+    version = plan.pinned_base(spec, earlier)
+    if spec.model.base is not None and version is None:
+        resolved = _resolve_base(spec, ctx)
+        if isinstance(resolved, Outcome):
+            return resolved
+        version = resolved
+    return plan.new_run(spec, job, version, code_version())
+
+
+def _resolve_base(spec: TrainingJobSpec, ctx: Context) -> str | Outcome:
+    """The version `spec.model.base` names in the registry now, or why it cannot be known."""
+    ref = spec.model.base
+    assert ref is not None
+    try:
+        credentials = storage.registry_credentials(spec, ctx.namespace, ctx.applier)
+        return storage.resolve_base(spec, credentials, ctx.stores)
+    except storage.SecretProblem as e:
+        return Outcome(
+            "stalled", "Pending", "CredentialsMissing", str(e), requeue_after=WAITING_RESYNC_SECONDS
+        )
+    except RegistryError as e:
+        which = f"version {ref.version}" if ref.version else f"alias {ref.alias}"
+        message = (
+            f"spec.model.base ({ref.name}, {which}) does not resolve: {e}; register that model "
+            "(or point the alias at a version) or fix spec.model.base"
+        )
+        return Outcome(
+            "stalled", "Pending", "BaseModelNotFound", message, requeue_after=WAITING_RESYNC_SECONDS
+        )
+    except Exception as e:  # the registry is unreachable: that heals
+        message = (
+            f"cannot read the model registry {storage.location_uri(spec.output.registry)} to resolve "
+            f"spec.model.base ({storage.describe(e)}); retrying"
+        )
+        return Outcome(
+            "reconciling", "Pending", "RegistryUnavailable", message, requeue_after=UNAVAILABLE_RETRY_SECONDS
+        )
+
+
+def _report(run: TrainingRun, ctx: Context) -> tuple[RunReport | None, str | None]:
+    try:
+        credentials = storage.registry_credentials(run.spec, ctx.namespace, ctx.applier)
+    except storage.SecretProblem as e:
+        return None, str(e)
+    return storage.read_report(run.work_dir, credentials, ctx.stores)
+
+
+NOT_APPLIED = (
+    " (changes to the spec made after the run started are not applied to it; re-create the "
+    "TrainingJob to train with them)"
+)
+
+
+def _with_note(outcome: Outcome, note: str) -> Outcome:
+    return dataclasses.replace(outcome, message=outcome.message + note) if note else outcome
+
+
+# -- runtime: kuberay ----------------------------------------------------------------------------
+
+
+def _hold_for_kueue(ctx: Context, name: str, namespace: str) -> None:
+    """Keep `suspend: true` owned by a second field manager until Kueue admits the job.
+
+    Not forced: once Kueue has set `suspend` (admitted the job), the apply conflicts and Kueue wins.
+    Repeated until the run starts, so a crash between creating the RayJob and this apply is harmless.
+    """
+    try:
+        ctx.applier.client.server_side_apply(
+            ctx.applier.resource(builders.RAY_API_VERSION, builders.RAYJOB_KIND),
+            body=builders.queue_hold(name, namespace),
+            namespace=namespace,
+            field_manager=builders.QUEUE_FIELD_MANAGER,
+            force_conflicts=False,
+        )
+    except DynamicApiError as e:
+        if e.status != 409:
+            raise
+
+
+def _head_image(rayjob: dict) -> str | None:
+    try:
+        return rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def reconcile_kuberay(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) -> Outcome:
+    name = names.rayjob_name(job.name, job.uid)
+    existing = ctx.applier.get(builders.RAY_API_VERSION, builders.RAYJOB_KIND, name, job.namespace)
+    earlier = builders.run_from_entrypoint(existing["spec"].get("entrypoint")) if existing else None
+    started = bool(existing and (existing.get("status") or {}).get("startTime"))
+    choice = plan.choose_run(spec, earlier, started)
+    if choice.run is not None and started:
+        run = choice.run  # fixed once started: its image too
+        image = (_head_image(existing) if existing else None) or trainer_image(run.spec)
+    elif choice.run is not None:
+        run, image = choice.run, trainer_image(spec)  # a lifecycle change: the entrypoint stays as it is
+    else:
+        wanted = desired_run(spec, ctx, job, earlier)
+        if isinstance(wanted, Outcome):
+            return wanted
+        run, image = wanted, trainer_image(spec)
+    lifecycle = builders.lifecycle(spec, creating=existing is None)
+    manifest = adopt(builders.rayjob(run, lifecycle, name=name, image=image), ctx.body)
+    queued = bool(run.spec.runtime.queue_name) and not started
+    if queued and existing is not None:
+        _hold_for_kueue(ctx, name, job.namespace)  # before our apply lets go of `suspend`
+    applied = ctx.applier.apply(manifest)
+    if queued and existing is None:
+        _hold_for_kueue(ctx, name, job.namespace)
+    observation = fold.observe_rayjob(applied.get("status"))
+    report, report_error = (None, None)
+    if observation.state not in ("none", "pending", "suspended") or observation.start_time:
+        report, report_error = _report(run, ctx)
+    facts = fold.Facts(
+        suspend=spec.suspend,
+        observation=observation,
+        report=report,
+        report_error=report_error,
+        where=f"RayJob {name}",
+        work_dir=storage.location_uri(run.work_dir),
+        queue=run.spec.runtime.queue_name,
+        phase=_phase(ctx),
+        extra={"ray_job_name": name, "submission_id": (applied.get("status") or {}).get("jobId") or None},
+    )
+    outcome = _with_note(fold.fold(facts, dt.datetime.now(dt.UTC)), NOT_APPLIED if choice.changed else "")
+    after = {"Running": RUNNING_RESYNC_SECONDS, "Pending": WAITING_RESYNC_SECONDS}.get(outcome.phase)
+    if outcome.reason == "ReportUnavailable":
+        after = UNAVAILABLE_RETRY_SECONDS
+    return dataclasses.replace(outcome, requeue_after=after)
+
+
+# -- runtime: rayJobsAPI -------------------------------------------------------------------------
+
+
+def reconcile_jobs_api(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) -> Outcome:
+    """Read the Ray job, then plan.plan_jobs_api decides and this acts (at most MAX_JOBS_API_STEPS)."""
+    address = spec.runtime.address
+    assert address is not None  # CEL: address is required for rayJobsAPI
+    status = ctx.body.get("status") or {}
+    submission = status.get("submissionId")
+    now = dt.datetime.now(dt.UTC)
+    report: RunReport | None = None
+    report_error: str | None = None
+    try:
+        api = rayjobs_api.connect(address)
+        info = api.get(submission) if submission else None
+        if info is None and not submission:
+            # An earlier operator may have submitted and stopped before recording it.
+            found = api.find(names.UID_METADATA, job.uid)
+            if found:
+                info = found[-1]
+                submission = info["submission_id"]
+        run = builders.run_from_entrypoint(info.get("entrypoint")) if info else None
+        assert info is None or run is not None, "a Ray job under our id that does not run a TrainingRun"
+        observation = fold.observe_ray_job(info) if info else None
+        read = False
+        for _ in range(MAX_JOBS_API_STEPS):
+            if run is not None and observation is not None and not read and plan.needs_report(observation):
+                report, report_error = _report(run, ctx)
+                read = True
+            action = plan.plan_jobs_api(observation, submission, status.get("phase"), report, spec, job, now)
+            if action.kind == "hold":
+                return Outcome(
+                    "reconciling",
+                    "Suspended",
+                    "Suspended",
+                    "spec.suspend is true: nothing is submitted; set it to false to start",
+                    {"submission_id": None},
+                )
+            if action.kind == "fold":
+                break
+            assert action.submission is not None
+            if action.kind == "stop":
+                api.stop(action.submission)
+                observation = action.observation
+                continue
+            if run is None:  # the first submission: the run is made now
+                wanted = desired_run(spec, ctx, job, None)
+                if isinstance(wanted, Outcome):
+                    return wanted
+                run = wanted
+            submission = action.submission
+            api.submit(submission, builders.entrypoint(run), names.submission_metadata(job))
+            observation = fold.observe_ray_job(api.get(submission) or {"status": "PENDING"})
+            if action.why == "retry":
+                break  # one retry per reconcile; the report read before it is the one folded
+            report, report_error, read = None, None, False  # a new job: its report is read afresh
+        assert submission is not None and run is not None and observation is not None
+        if not read and plan.needs_report(observation):
+            report, report_error = _report(run, ctx)
+    except rayjobs_api.RayUnavailable as e:
+        rayjobs_api.forget(address)
+        return Outcome(
+            "reconciling",
+            status.get("phase") or "Pending",
+            "RayUnavailable",
+            f"{e}; retrying",
+            {"submission_id": status.get("submissionId")},  # only what is known to exist
+            requeue_after=UNAVAILABLE_RETRY_SECONDS,
+        )
+    note = "" if builders.same_training(run.spec, spec) else NOT_APPLIED
+    facts = fold.Facts(
+        suspend=spec.suspend,
+        observation=observation,
+        report=report,
+        report_error=report_error,
+        where=f"Ray job {submission} at {address}",
+        work_dir=storage.location_uri(run.work_dir),
+        phase=status.get("phase"),
+        extra={"submission_id": submission},
+    )
+    outcome = _with_note(fold.fold(facts, now), note)
+    after = {"Running": RUNNING_RESYNC_SECONDS, "Pending": RUNNING_RESYNC_SECONDS}.get(outcome.phase)
+    if outcome.reason == "ReportUnavailable":
+        after = UNAVAILABLE_RETRY_SECONDS
+    return dataclasses.replace(outcome, requeue_after=after)
+
+
+def finalize(spec: TrainingJobSpec, ctx: Context) -> None:
+    """Stop what this TrainingJob runs on a cluster we do not own; never touch the registry."""
+    if spec.runtime.type != "rayJobsAPI" or spec.runtime.address is None:
+        return
+    address, uid = spec.runtime.address, ctx.body["metadata"]["uid"]
+    recorded = (ctx.body.get("status") or {}).get("submissionId")
+    try:
+        api = rayjobs_api.connect(address)
+        jobs = [api.get(recorded)] if recorded else api.find(names.UID_METADATA, uid)
+        for info in jobs:
+            if info and info.get("status") in ("PENDING", "RUNNING"):
+                api.stop(info["submission_id"])
+                ctx.logger.info(f"stopped Ray job {info['submission_id']} at {address}")
+    except rayjobs_api.RayUnavailable as e:
+        rayjobs_api.forget(address)
+        if ctx.retry < CLEANUP_RETRIES:
+            raise kopf.TemporaryError(f"{e}; retrying before the TrainingJob is deleted", delay=10) from e
+        ctx.event(
+            "CleanupFailed",
+            f"could not stop the Ray job {recorded or f'of uid {uid}'} at {address} ({e}); deleting the "
+            "TrainingJob anyway: stop the job by hand (ray job stop)",
+            warning=True,
+        )
+
+
+# -- the kind ------------------------------------------------------------------------------------
+
+
+def reconcile(spec: TrainingJobSpec, ctx: Context) -> Outcome:
+    if fold.finished(ctx.body):
+        return fold.kept(ctx.body)
+    job = builders.identity(ctx.body)
+    problem = builders.problems(spec)
+    if problem is not None:
+        outcome = Outcome("stalled", "Failed", *problem)
+    elif spec.runtime.type == "rayJobsAPI":
+        outcome = reconcile_jobs_api(spec, ctx, job)
+    else:
+        outcome = reconcile_kuberay(spec, ctx, job)
+    said = fold.announcement(_phase(ctx), _ready_reason(ctx), outcome)
+    if said is not None:
+        reason, message, warning = said
+        ctx.event(reason, message, warning=warning)
+    return outcome
+
+
+def needs_cleanup(body: dict) -> bool:
+    """Whether a TrainingJob gets the finalizer: only its Ray Jobs API runs live outside Kubernetes."""
+    return ((body.get("spec") or {}).get("runtime") or {}).get("type") == "rayJobsAPI"
