@@ -14,7 +14,6 @@ The pure parts live beside it: names.py, builders.py, monitoring.py, canary.py.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import datetime as dt
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic
-from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
@@ -37,11 +35,13 @@ from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, ServingVersion
 from llmops.registry import ModelVersion, RegistryError, resolve
 from llmops.storage import Credentials, ObjectStore
+from operators import registry_access, secrets
 from operators.modeldeployment import builders, canary
 from operators.modeldeployment.builders import Adapter, Plan, ServedVersion, ServingSettings
 from operators.modeldeployment.names import endpoint, vllm_name
 from operators.outcome import Outcome
 from operators.runtime import Child, Context, Kind, existence
+from operators.secrets import SecretProblem
 
 STALLED_RETRY_SECONDS = 60  # a missing version or Secret may appear: look again this often
 UNAVAILABLE_RETRY_SECONDS = 20
@@ -49,10 +49,6 @@ LINGERING_RETRY_SECONDS = 5  # a replaced child whose finalizer is at work: look
 
 
 class GatesNotPassed(RegistryError):
-    pass
-
-
-class SecretProblem(LookupError):
     pass
 
 
@@ -190,26 +186,7 @@ class Reconciler:
     # -- registry --------------------------------------------------------------------------
 
     def credentials(self, ctx: Context, location: ObjectStorageLocation) -> Credentials | None:
-        ref = location.s3.credentials_secret_ref if location.s3 else None
-        if ref is None:
-            return None
-        try:
-            secret = k8s.CoreV1Api(ctx.applier.api_client).read_namespaced_secret(ref.name, ctx.namespace)
-        except ApiException as e:
-            if e.status == 404:
-                raise SecretProblem(
-                    f"Secret {ref.name} (spec.registry.s3.credentialsSecretRef) does not exist in"
-                    f" {ctx.namespace}; create it"
-                ) from None
-            raise
-        data = secret.data or {}
-        missing = [k for k in (ref.access_key_id_key, ref.secret_access_key_key) if k not in data]
-        if missing:
-            raise SecretProblem(f"Secret {ref.name} has no key {', '.join(missing)} (spec.registry.s3)")
-        return Credentials(
-            base64.b64decode(data[ref.access_key_id_key]).decode(),
-            base64.b64decode(data[ref.secret_access_key_key]).decode(),
-        )
+        return secrets.credentials(ctx.applier.api_client, ctx.namespace, location, "spec.registry")
 
     @staticmethod
     def resolve(
@@ -611,7 +588,7 @@ def _api_message(error: Exception) -> str:
 
 def _storage_error(error: Exception) -> bool:
     """Errors from object storage that will heal: connection problems, throttling, 5xx."""
-    return isinstance(error, OSError) or type(error).__module__.startswith(("botocore", "boto3", "urllib3"))
+    return registry_access.transient(error)
 
 
 # Every kind of child builders.py and monitoring.py make: a deleted one is put back at once, not at the

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmops.api.common import Resources, SecretKeysRef
-from llmops.api.trainingjob import TrainingJobSpec
+from llmops.api.trainingjob import Reason, TrainingJobSpec
 from llmops.workload import JobIdentity, TrainingRun, work_dir_for
 from operators.trainingjob import names
 
@@ -57,7 +57,7 @@ def problems(spec: TrainingJobSpec) -> tuple[str, str] | None:
     """(reason, message) when the spec cannot run as written, before anything is started."""
     if spec.method.type == "qlora" and spec.resources.per_worker.gpus == 0:
         return (
-            "GpuRequired",
+            Reason.GPU_REQUIRED,
             "spec.method.type is qlora, which quantises the base model to 4 bits with bitsandbytes "
             "and needs GPUs, but spec.resources.perWorker.gpus is 0: request GPUs "
             "(spec.resources.perWorker.gpus >= 1) or use spec.method.type lora on CPUs",
@@ -74,7 +74,7 @@ def problems(spec: TrainingJobSpec) -> tuple[str, str] | None:
         )
         if clash:
             return (
-                "CredentialsClash",
+                Reason.CREDENTIALS_CLASH,
                 f"spec.data.s3.credentialsSecretRef ({theirs.name}) and "
                 f"spec.output.registry.s3.credentialsSecretRef ({ours.name}) both use the keys "
                 f"{', '.join(sorted(clash))}, which become one environment variable of the Ray pods: "

@@ -30,7 +30,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from llmops.api.trainingjob import Progress
+from llmops.api.trainingjob import EventReason, Progress, Reason
 from llmops.workload import RunReport
 from operators.outcome import Outcome
 
@@ -225,7 +225,7 @@ def fold(facts: Facts, now: dt.datetime) -> Outcome:
             return Outcome(
                 "reconciling",
                 facts.phase or "Running",
-                "ReportUnavailable",
+                Reason.REPORT_UNAVAILABLE,
                 f"{facts.where} has ended; reading its report failed ({facts.report_error}); retrying",
                 status,
             )
@@ -235,7 +235,7 @@ def fold(facts: Facts, now: dt.datetime) -> Outcome:
         return Outcome(
             "reconciling",
             "Suspended",
-            "Suspended",
+            Reason.SUSPENDED,
             "spec.suspend is true: nothing runs; set it to false to continue from the last checkpoint",
             status,
         )
@@ -245,17 +245,23 @@ def fold(facts: Facts, now: dt.datetime) -> Outcome:
             line = f"retrying after {obs.attempts_failed or 1} failed attempt(s); {line}"
         if facts.report_error:
             line += f" (progress unavailable: {facts.report_error})"
-        return Outcome("reconciling", "Running", "Training", f"{facts.where}: {line}", status)
+        return Outcome("reconciling", "Running", Reason.TRAINING, f"{facts.where}: {line}", status)
     if obs.state == "none":
         return Outcome(
-            "reconciling", "Pending", "Created", f"{facts.where} created; waiting for it to start", status
+            "reconciling",
+            "Pending",
+            Reason.CREATED,
+            f"{facts.where} created; waiting for it to start",
+            status,
         )
     if obs.state == "suspended":
         if facts.queue:
             message = f"{facts.where} is queued: waiting for Kueue to admit it from queue {facts.queue}"
-            return Outcome("reconciling", "Pending", "Queued", message, status)
-        return Outcome("reconciling", "Pending", "Resuming", f"{facts.where} is resuming", status)
-    return Outcome("reconciling", "Pending", "Starting", f"{facts.where}: {obs.detail or 'starting'}", status)
+            return Outcome("reconciling", "Pending", Reason.QUEUED, message, status)
+        return Outcome("reconciling", "Pending", Reason.RESUMING, f"{facts.where} is resuming", status)
+    return Outcome(
+        "reconciling", "Pending", Reason.STARTING, f"{facts.where}: {obs.detail or 'starting'}", status
+    )
 
 
 def _finished(facts: Facts, status: dict[str, Any]) -> Outcome:
@@ -268,29 +274,29 @@ def _finished(facts: Facts, status: dict[str, Any]) -> Outcome:
                 " as ungated: spec.evaluation declares no gates, so a ModelDeployment serves it only"
                 " with spec.allowUngated: true"
             )
-        return Outcome("ready", "Succeeded", "Succeeded", what, status)
+        return Outcome("ready", "Succeeded", Reason.SUCCEEDED, what, status)
     if report is not None and report.phase == "Failed":
         if report.failed_gates or any(not g.passed for g in report.gates):
             message = (
                 f"evaluation gates failed: {describe_gates(report)}; nothing was registered; the "
                 f"trained model and the evaluation report stay in {facts.work_dir}"
             )
-            return Outcome("stalled", "Failed", "GatesFailed", message, status)
+            return Outcome("stalled", "Failed", Reason.GATES_FAILED, message, status)
         return Outcome(
-            "stalled", "Failed", "TrainingFailed", report.message or f"{facts.where} failed", status
+            "stalled", "Failed", Reason.TRAINING_FAILED, report.message or f"{facts.where} failed", status
         )
     if obs.state == "succeeded":
         message = (
             f"{facts.where} succeeded but the workload left no final report in {facts.work_dir}/report.json: "
             "check that the trainer image runs `python -m training.run` and can write there"
         )
-        return Outcome("stalled", "Failed", "NoFinalReport", message, status)
+        return Outcome("stalled", "Failed", Reason.NO_FINAL_REPORT, message, status)
     if obs.state == "stopped":
         message = (
             f"{facts.where} was stopped outside llmops; delete and re-create the TrainingJob to run it again"
         )
-        return Outcome("stalled", "Failed", "Stopped", message, status)
-    reason = obs.reason if obs.reason.isalnum() and obs.reason[:1].isalpha() else "RayJobFailed"
+        return Outcome("stalled", "Failed", Reason.STOPPED, message, status)
+    reason = obs.reason if obs.reason.isalnum() and obs.reason[:1].isalpha() else Reason.RAY_JOB_FAILED
     detail = f": {obs.detail}" if obs.detail else ""
     return Outcome("stalled", "Failed", reason, f"{facts.where} failed{detail}", status)
 
@@ -302,16 +308,17 @@ def announcement(
     changed = outcome.phase != before_phase
     if outcome.state == "stalled" and (changed or outcome.reason != before_reason):
         if outcome.phase == "Failed":
-            return ("GateFailed" if outcome.reason == "GatesFailed" else "Failed"), outcome.message, True
+            failed = EventReason.GATE_FAILED if outcome.reason == Reason.GATES_FAILED else EventReason.FAILED
+            return failed, outcome.message, True
         return outcome.reason, outcome.message, True
     if not changed:
         return None
     if outcome.phase == "Running":
-        return "Started", outcome.message, False
+        return EventReason.STARTED, outcome.message, False
     if outcome.phase == "Succeeded":
-        return "Succeeded", outcome.message, False
+        return EventReason.SUCCEEDED, outcome.message, False
     if outcome.phase == "Suspended":
-        return "Suspended", outcome.message, False
+        return EventReason.SUSPENDED, outcome.message, False
     return None
 
 

@@ -41,7 +41,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
-from llmops.api.trainingjob import TrainingJobSpec
+from llmops.api.trainingjob import Reason, TrainingJobSpec
 from llmops.workload import JobIdentity, RunReport, TrainingRun
 from operators.trainingjob import builders, names
 from operators.trainingjob.fold import Observation
@@ -132,14 +132,14 @@ def plan_jobs_api(
         over = Observation(
             "failed",
             f"it ran longer than spec.runtime.activeDeadlineSeconds ({deadline}s) and was stopped",
-            "DeadlineExceeded",
+            Reason.DEADLINE_EXCEEDED,
             started,
             now.replace(microsecond=0),
         )
         return Action("stop", submission, "deadline", over)
     if (
         observation.state == "failed"
-        and observation.reason != "DeadlineExceeded"
+        and observation.reason != Reason.DEADLINE_EXCEEDED
         and not (report and report.phase == "Failed")  # the workload's verdict is not retried
         and names.attempt(submission) < spec.runtime.backoff_limit
     ):

@@ -22,17 +22,23 @@ import dataclasses
 import datetime as dt
 import importlib.metadata
 import os
+from pathlib import Path
 
 import kopf
+import pydantic
 from kubernetes.dynamic.exceptions import DynamicApiError
 
-from llmops.api.trainingjob import TrainingJobSpec
-from llmops.registry import RegistryError
-from llmops.workload import JobIdentity, RunReport, TrainingRun
+from llmops import registry
+from llmops.api.common import ObjectStorageLocation
+from llmops.api.trainingjob import EventReason, Reason, TrainingJobSpec
+from llmops.storage import Credentials
+from llmops.workload import REPORT, JobIdentity, RunReport, TrainingRun
+from operators import secrets
 from operators.apply import adopt
 from operators.outcome import Outcome
+from operators.registry_access import describe, location_uri
 from operators.runtime import Context
-from operators.trainingjob import builders, fold, names, plan, rayjobs_api, storage
+from operators.trainingjob import builders, fold, names, plan, rayjobs_api
 
 RUNNING_RESYNC_SECONDS = 10.0  # how often progress is read while a run is going
 WAITING_RESYNC_SECONDS = 60.0  # level-based safety net while waiting for the runtime
@@ -78,42 +84,79 @@ def desired_run(
     return plan.new_run(spec, job, version, code_version())
 
 
+def _credentials(spec: TrainingJobSpec, ctx: Context) -> Credentials | None:
+    """The registry's access keys (the work folder lives in the registry); raises SecretProblem."""
+    return secrets.credentials(
+        ctx.applier.api_client, ctx.namespace, spec.output.registry, "spec.output.registry"
+    )
+
+
 def _resolve_base(spec: TrainingJobSpec, ctx: Context) -> str | Outcome:
     """The version `spec.model.base` names in the registry now, or why it cannot be known."""
     ref = spec.model.base
     assert ref is not None
     try:
-        credentials = storage.registry_credentials(spec, ctx.namespace, ctx.applier)
-        return storage.resolve_base(spec, credentials, ctx.stores)
-    except storage.SecretProblem as e:
+        store = ctx.stores.open(spec.output.registry, _credentials(spec, ctx))
+        return registry.resolve(store, ref).version
+    except secrets.SecretProblem as e:
         return Outcome(
-            "stalled", "Pending", "CredentialsMissing", str(e), requeue_after=WAITING_RESYNC_SECONDS
+            "stalled", "Pending", Reason.CREDENTIALS_NOT_FOUND, str(e), requeue_after=WAITING_RESYNC_SECONDS
         )
-    except RegistryError as e:
+    except registry.RegistryError as e:
         which = f"version {ref.version}" if ref.version else f"alias {ref.alias}"
         message = (
             f"spec.model.base ({ref.name}, {which}) does not resolve: {e}; register that model "
             "(or point the alias at a version) or fix spec.model.base"
         )
         return Outcome(
-            "stalled", "Pending", "BaseModelNotFound", message, requeue_after=WAITING_RESYNC_SECONDS
+            "stalled", "Pending", Reason.BASE_MODEL_NOT_FOUND, message, requeue_after=WAITING_RESYNC_SECONDS
         )
     except Exception as e:  # the registry is unreachable: that heals
         message = (
-            f"cannot read the model registry {storage.location_uri(spec.output.registry)} to resolve "
-            f"spec.model.base ({storage.describe(e)}); retrying"
+            f"cannot read the model registry {location_uri(spec.output.registry)} to resolve "
+            f"spec.model.base ({describe(e)}); retrying"
         )
         return Outcome(
-            "reconciling", "Pending", "RegistryUnavailable", message, requeue_after=UNAVAILABLE_RETRY_SECONDS
+            "reconciling",
+            "Pending",
+            Reason.REGISTRY_UNAVAILABLE,
+            message,
+            requeue_after=UNAVAILABLE_RETRY_SECONDS,
         )
+
+
+def read_report(
+    work_dir: ObjectStorageLocation, credentials: Credentials | None, ctx: Context
+) -> tuple[RunReport | None, str | None]:
+    """(report, None), (None, None) when there is none yet, or (None, why it could not be read)."""
+    if work_dir.local:
+        # A local registry must be the same directory for the Ray pods and the operator.
+        root = Path(work_dir.local.path).parents[3]  # <registry>/jobs/<namespace>/<name>/<uid>
+        if not root.is_dir():
+            return None, (
+                f"the operator cannot see the local registry {root}: mount it into the operator "
+                "as well, or use an S3 registry"
+            )
+    try:
+        store = ctx.stores.open(work_dir, credentials)
+        if not store.exists(REPORT):
+            return None, None
+        return RunReport.model_validate_json(store.get_bytes(REPORT)), None
+    except pydantic.ValidationError as e:
+        return (
+            None,
+            f"{REPORT} in {location_uri(work_dir)} is not a valid run report ({e.error_count()} errors)",
+        )
+    except Exception as e:
+        return None, f"reading {REPORT} from {location_uri(work_dir)} failed ({describe(e)})"
 
 
 def _report(run: TrainingRun, ctx: Context) -> tuple[RunReport | None, str | None]:
     try:
-        credentials = storage.registry_credentials(run.spec, ctx.namespace, ctx.applier)
-    except storage.SecretProblem as e:
+        credentials = _credentials(run.spec, ctx)
+    except secrets.SecretProblem as e:
         return None, str(e)
-    return storage.read_report(run.work_dir, credentials, ctx.stores)
+    return read_report(run.work_dir, credentials, ctx)
 
 
 NOT_APPLIED = (
@@ -189,14 +232,14 @@ def reconcile_kuberay(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) -> 
         report=report,
         report_error=report_error,
         where=f"RayJob {name}",
-        work_dir=storage.location_uri(run.work_dir),
+        work_dir=location_uri(run.work_dir),
         queue=run.spec.runtime.queue_name,
         phase=_phase(ctx),
         extra={"ray_job_name": name, "submission_id": (applied.get("status") or {}).get("jobId") or None},
     )
     outcome = _with_note(fold.fold(facts, dt.datetime.now(dt.UTC)), NOT_APPLIED if choice.changed else "")
     after = {"Running": RUNNING_RESYNC_SECONDS, "Pending": WAITING_RESYNC_SECONDS}.get(outcome.phase)
-    if outcome.reason == "ReportUnavailable":
+    if outcome.reason == Reason.REPORT_UNAVAILABLE:
         after = UNAVAILABLE_RETRY_SECONDS
     return dataclasses.replace(outcome, requeue_after=after)
 
@@ -235,7 +278,7 @@ def reconcile_jobs_api(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) ->
                 return Outcome(
                     "reconciling",
                     "Suspended",
-                    "Suspended",
+                    Reason.SUSPENDED,
                     "spec.suspend is true: nothing is submitted; set it to false to start",
                     {"submission_id": None},
                 )
@@ -265,7 +308,7 @@ def reconcile_jobs_api(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) ->
         return Outcome(
             "reconciling",
             status.get("phase") or "Pending",
-            "RayUnavailable",
+            Reason.RAY_UNAVAILABLE,
             f"{e}; retrying",
             {"submission_id": status.get("submissionId")},  # only what is known to exist
             requeue_after=UNAVAILABLE_RETRY_SECONDS,
@@ -277,13 +320,13 @@ def reconcile_jobs_api(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) ->
         report=report,
         report_error=report_error,
         where=f"Ray job {submission} at {address}",
-        work_dir=storage.location_uri(run.work_dir),
+        work_dir=location_uri(run.work_dir),
         phase=status.get("phase"),
         extra={"submission_id": submission},
     )
     outcome = _with_note(fold.fold(facts, now), note)
     after = {"Running": RUNNING_RESYNC_SECONDS, "Pending": RUNNING_RESYNC_SECONDS}.get(outcome.phase)
-    if outcome.reason == "ReportUnavailable":
+    if outcome.reason == Reason.REPORT_UNAVAILABLE:
         after = UNAVAILABLE_RETRY_SECONDS
     return dataclasses.replace(outcome, requeue_after=after)
 
@@ -306,7 +349,7 @@ def finalize(spec: TrainingJobSpec, ctx: Context) -> None:
         if ctx.retry < CLEANUP_RETRIES:
             raise kopf.TemporaryError(f"{e}; retrying before the TrainingJob is deleted", delay=10) from e
         ctx.event(
-            "CleanupFailed",
+            EventReason.CLEANUP_FAILED,
             f"could not stop the Ray job {recorded or f'of uid {uid}'} at {address} ({e}); deleting the "
             "TrainingJob anyway: stop the job by hand (ray job stop)",
             warning=True,

@@ -9,13 +9,16 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import kopf
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from llmops.api.trainingjob import TrainingJobSpec
 from llmops.workload import REPORT, RunReport
+from operators import secrets
 from operators.runtime import Context
 from operators.trainingjob import builders, rayjobs_api
 from operators.trainingjob import reconcile as tj
@@ -90,9 +93,13 @@ def jobs_api_body(
     }
 
 
+# The registry is a local folder: no Secret is read (test_credentials_not_found fakes one that is).
+NO_CLUSTER = SimpleNamespace(api_client=None)
+
+
 def run_once(body: dict) -> Any:
     spec = TrainingJobSpec.model_validate(body["spec"])
-    ctx = Context(body=body, applier=None, logger=logging.getLogger("test"))  # type: ignore[arg-type]
+    ctx = Context(body=body, applier=NO_CLUSTER, logger=logging.getLogger("test"))  # type: ignore[arg-type]
     return tj.reconcile(spec, ctx)
 
 
@@ -221,3 +228,31 @@ def test_secret_values_never_reach_status_or_messages(
     outcome = run_once(body)
     text = json.dumps([outcome.message, str(outcome.status), events], default=str)
     assert SECRET_VALUE not in text
+
+
+def test_credentials_not_found(tmp_path: Path, jobs_api: FakeJobsApi, events: list, monkeypatch: Any) -> None:
+    """A missing registry Secret: Stalled with the reason ModelDeployment gives too, phase Pending (nothing
+    ran), a Warning Event once, retried every minute; nothing is submitted."""
+
+    class NoSecrets:
+        def __init__(self, api_client: Any) -> None:
+            pass
+
+        def read_namespaced_secret(self, name: str, namespace: str) -> Any:
+            raise ApiException(status=404, reason="Not Found")
+
+    monkeypatch.setattr(secrets.client, "CoreV1Api", NoSecrets)
+    body = jobs_api_body(tmp_path, model={"base": {"name": "support-bot", "alias": "production"}})
+    body["spec"]["output"]["registry"] = {
+        "s3": {"bucket": "models", "credentialsSecretRef": {"name": "registry-credentials"}}
+    }
+    outcome = run_once(body)
+    assert (outcome.state, outcome.phase, outcome.reason) == ("stalled", "Pending", "CredentialsNotFound")
+    assert outcome.message.startswith(
+        "spec.output.registry.s3.credentialsSecretRef: Secret 'registry-credentials'"
+    )
+    assert outcome.requeue_after == 60 and not jobs_api.submissions
+    assert events == [("CredentialsNotFound", outcome.message)]
+    body["status"] = {"phase": "Pending", "conditions": [{"type": "Ready", "reason": "CredentialsNotFound"}]}
+    run_once(body)
+    assert len(events) == 1  # once per new reason, not on every retry
