@@ -15,7 +15,7 @@ The rooms (every kind has the same):
 from __future__ import annotations
 
 from llmops.api import TRAINING_JOB
-from operators.runtime import Child, Kind
+from operators.runtime import Announcements, Child, Kind
 from operators.trainingjob import fold, reconcile
 
 KIND = Kind(
@@ -24,4 +24,5 @@ KIND = Kind(
     children=(Child("ray.io", "v1", "rayjobs", fingerprint=fold.rayjob_fingerprint),),
     finalize=reconcile.finalize,
     finalize_when=reconcile.needs_cleanup,
+    announcements=Announcements(phases=fold.PHASE_EVENTS, stalled_reason=fold.warning_reason),
 )

@@ -30,7 +30,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from llmops.api.trainingjob import EventReason, Progress, Reason
+from llmops import conditions
+from llmops.api.trainingjob import EventReason, Progress, Reason, TrainingJobStatus
 from llmops.workload import RunReport
 from operators.outcome import Outcome
 
@@ -301,41 +302,38 @@ def _finished(facts: Facts, status: dict[str, Any]) -> Outcome:
     return Outcome("stalled", "Failed", reason, f"{facts.where} failed{detail}", status)
 
 
-def announcement(
-    before_phase: str | None, before_reason: str | None, outcome: Outcome
-) -> tuple[str, str, bool] | None:
-    """(Event reason, message, warning) when the phase changes or a new problem stalls the job, else None."""
-    changed = outcome.phase != before_phase
-    if outcome.state == "stalled" and (changed or outcome.reason != before_reason):
-        if outcome.phase == "Failed":
-            failed = EventReason.GATE_FAILED if outcome.reason == Reason.GATES_FAILED else EventReason.FAILED
-            return failed, outcome.message, True
-        return outcome.reason, outcome.message, True
-    if not changed:
-        return None
-    if outcome.phase == "Running":
-        return EventReason.STARTED, outcome.message, False
-    if outcome.phase == "Succeeded":
-        return EventReason.SUCCEEDED, outcome.message, False
-    if outcome.phase == "Suspended":
-        return EventReason.SUSPENDED, outcome.message, False
-    return None
+def warning_reason(outcome: Outcome) -> str:
+    """The reason of the Warning a stalled outcome is announced with (operators.runtime.Announcements).
+
+    A run that ended Failed says GateFailed (its gates failed) or Failed; a job stalled before it
+    ran says the condition's reason (CredentialsNotFound, BaseModelNotFound, ...).
+    """
+    if outcome.phase == "Failed":
+        return EventReason.GATE_FAILED if outcome.reason == Reason.GATES_FAILED else EventReason.FAILED
+    return outcome.reason
 
 
-def finished(body: dict) -> bool:
+# The Normal Events of a TrainingJob: the phase it enters -> the Event's reason.
+PHASE_EVENTS = {
+    "Running": EventReason.STARTED,
+    "Succeeded": EventReason.SUCCEEDED,
+    "Suspended": EventReason.SUSPENDED,
+}
+
+
+def finished(status: TrainingJobStatus) -> bool:
     """A run that has ended stays ended: its status is the record (re-create the object to rerun)."""
-    status = body.get("status") or {}
-    return status.get("phase") in TERMINAL_PHASES and bool(status.get("completionTime"))
+    return status.phase in TERMINAL_PHASES and status.completion_time is not None
 
 
-def kept(body: dict) -> Outcome:
+def kept(status: TrainingJobStatus) -> Outcome:
     """The outcome of a run that has ended, as its status already says."""
-    status = body.get("status") or {}
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    phase = status.get("phase")
+    ready = conditions.get_condition(status.conditions, conditions.READY)
+    phase = status.phase
+    assert phase is not None
     return Outcome(
         "ready" if phase == "Succeeded" else "stalled",
         phase,
-        ready.get("reason") or phase,
-        status.get("message") or "",
+        (ready.reason if ready is not None else None) or phase,
+        status.message or "",
     )

@@ -30,7 +30,7 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 
 from llmops import registry
 from llmops.api.common import ObjectStorageLocation
-from llmops.api.trainingjob import EventReason, Reason, TrainingJobSpec
+from llmops.api.trainingjob import EventReason, Reason, TrainingJobSpec, TrainingJobStatus
 from llmops.storage import Credentials
 from llmops.workload import REPORT, JobIdentity, RunReport, TrainingRun
 from operators import secrets
@@ -62,13 +62,10 @@ def trainer_image(spec: TrainingJobSpec) -> str:
     )
 
 
-def _phase(ctx: Context) -> str | None:
-    return (ctx.body.get("status") or {}).get("phase")
-
-
-def _ready_reason(ctx: Context) -> str | None:
-    conditions = (ctx.body.get("status") or {}).get("conditions") or []
-    return next((c.get("reason") for c in conditions if c.get("type") == "Ready"), None)
+def _status(ctx: Context) -> TrainingJobStatus:
+    """The TrainingJob's status before this reconcile (the runtime parsed it)."""
+    assert isinstance(ctx.status, TrainingJobStatus)
+    return ctx.status
 
 
 def desired_run(
@@ -234,7 +231,7 @@ def reconcile_kuberay(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) -> 
         where=f"RayJob {name}",
         work_dir=location_uri(run.work_dir),
         queue=run.spec.runtime.queue_name,
-        phase=_phase(ctx),
+        phase=_status(ctx).phase,
         extra={"ray_job_name": name, "submission_id": (applied.get("status") or {}).get("jobId") or None},
     )
     outcome = _with_note(fold.fold(facts, dt.datetime.now(dt.UTC)), NOT_APPLIED if choice.changed else "")
@@ -251,8 +248,8 @@ def reconcile_jobs_api(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) ->
     """Read the Ray job, then plan.plan_jobs_api decides and this acts (at most MAX_JOBS_API_STEPS)."""
     address = spec.runtime.address
     assert address is not None  # CEL: address is required for rayJobsAPI
-    status = ctx.body.get("status") or {}
-    submission = status.get("submissionId")
+    status = _status(ctx)
+    submission = status.submission_id
     now = dt.datetime.now(dt.UTC)
     report: RunReport | None = None
     report_error: str | None = None
@@ -273,7 +270,7 @@ def reconcile_jobs_api(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) ->
             if run is not None and observation is not None and not read and plan.needs_report(observation):
                 report, report_error = _report(run, ctx)
                 read = True
-            action = plan.plan_jobs_api(observation, submission, status.get("phase"), report, spec, job, now)
+            action = plan.plan_jobs_api(observation, submission, status.phase, report, spec, job, now)
             if action.kind == "hold":
                 return Outcome(
                     "reconciling",
@@ -307,10 +304,10 @@ def reconcile_jobs_api(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) ->
         rayjobs_api.forget(address)
         return Outcome(
             "reconciling",
-            status.get("phase") or "Pending",
+            status.phase or "Pending",
             Reason.RAY_UNAVAILABLE,
             f"{e}; retrying",
-            {"submission_id": status.get("submissionId")},  # only what is known to exist
+            {"submission_id": status.submission_id},  # only what is known to exist
             requeue_after=UNAVAILABLE_RETRY_SECONDS,
         )
     note = "" if builders.same_training(run.spec, spec) else NOT_APPLIED
@@ -321,7 +318,7 @@ def reconcile_jobs_api(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) ->
         report_error=report_error,
         where=f"Ray job {submission} at {address}",
         work_dir=location_uri(run.work_dir),
-        phase=status.get("phase"),
+        phase=status.phase,
         extra={"submission_id": submission},
     )
     outcome = _with_note(fold.fold(facts, now), note)
@@ -336,7 +333,7 @@ def finalize(spec: TrainingJobSpec, ctx: Context) -> None:
     if spec.runtime.type != "rayJobsAPI" or spec.runtime.address is None:
         return
     address, uid = spec.runtime.address, ctx.body["metadata"]["uid"]
-    recorded = (ctx.body.get("status") or {}).get("submissionId")
+    recorded = _status(ctx).submission_id
     try:
         api = rayjobs_api.connect(address)
         jobs = [api.get(recorded)] if recorded else api.find(names.UID_METADATA, uid)
@@ -360,21 +357,16 @@ def finalize(spec: TrainingJobSpec, ctx: Context) -> None:
 
 
 def reconcile(spec: TrainingJobSpec, ctx: Context) -> Outcome:
-    if fold.finished(ctx.body):
-        return fold.kept(ctx.body)
+    """The TrainingJob's outcome; the runtime writes it and posts the Events it calls for."""
+    if fold.finished(_status(ctx)):
+        return fold.kept(_status(ctx))
     job = builders.identity(ctx.body)
     problem = builders.problems(spec)
     if problem is not None:
-        outcome = Outcome("stalled", "Failed", *problem)
-    elif spec.runtime.type == "rayJobsAPI":
-        outcome = reconcile_jobs_api(spec, ctx, job)
-    else:
-        outcome = reconcile_kuberay(spec, ctx, job)
-    said = fold.announcement(_phase(ctx), _ready_reason(ctx), outcome)
-    if said is not None:
-        reason, message, warning = said
-        ctx.event(reason, message, warning=warning)
-    return outcome
+        return Outcome("stalled", "Failed", *problem)
+    if spec.runtime.type == "rayJobsAPI":
+        return reconcile_jobs_api(spec, ctx, job)
+    return reconcile_kuberay(spec, ctx, job)
 
 
 def needs_cleanup(body: dict) -> bool:

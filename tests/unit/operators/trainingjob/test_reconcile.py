@@ -16,9 +16,10 @@ import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from llmops.api import TRAINING_JOB
 from llmops.api.trainingjob import TrainingJobSpec
 from llmops.workload import REPORT, RunReport
-from operators import secrets
+from operators import runtime, secrets, trainingjob
 from operators.runtime import Context
 from operators.trainingjob import builders, rayjobs_api
 from operators.trainingjob import reconcile as tj
@@ -97,10 +98,19 @@ def jobs_api_body(
 NO_CLUSTER = SimpleNamespace(api_client=None)
 
 
+def context(body: dict, applier: Any = NO_CLUSTER, **kw: Any) -> Context:
+    """The Context the runtime hands the kind: the object and its parsed status."""
+    status = runtime.parse_status(TRAINING_JOB, body)
+    return Context(body=body, applier=applier, logger=logging.getLogger("test"), status=status, **kw)
+
+
 def run_once(body: dict) -> Any:
+    """One reconcile as the runtime runs it: the kind's outcome, then the Events its policy asks for."""
     spec = TrainingJobSpec.model_validate(body["spec"])
-    ctx = Context(body=body, applier=NO_CLUSTER, logger=logging.getLogger("test"))  # type: ignore[arg-type]
-    return tj.reconcile(spec, ctx)
+    ctx = context(body)
+    outcome = tj.reconcile(spec, ctx)
+    runtime.announce(trainingjob.KIND, ctx, outcome)
+    return outcome
 
 
 def status_after(body: dict, outcome: Any) -> dict:
@@ -199,7 +209,7 @@ def test_jobs_api_delete_stops_the_job(tmp_path: Path, jobs_api: FakeJobsApi) ->
     body = jobs_api_body(tmp_path)
     body["status"] = status_after(body, run_once(body))
     spec = TrainingJobSpec.model_validate(body["spec"])
-    tj.finalize(spec, Context(body=body, applier=None, logger=logging.getLogger("t")))  # type: ignore[arg-type]
+    tj.finalize(spec, context(body, applier=None))
     assert jobs_api.stops == jobs_api.submissions
     assert not list(Path(tmp_path).glob("models/*"))  # the registry is never touched
 
@@ -214,10 +224,8 @@ def test_jobs_api_delete_gives_up_after_retries(
     body = jobs_api_body(tmp_path, status={"submissionId": "llmops-x"})
     spec = TrainingJobSpec.model_validate(body["spec"])
     with pytest.raises(kopf.TemporaryError):
-        tj.finalize(spec, Context(body=body, applier=None, logger=logging.getLogger("t")))  # type: ignore[arg-type]
-    tj.finalize(
-        spec, Context(body=body, applier=None, logger=logging.getLogger("t"), retry=tj.CLEANUP_RETRIES)
-    )  # type: ignore[arg-type]
+        tj.finalize(spec, context(body, applier=None))
+    tj.finalize(spec, context(body, applier=None, retry=tj.CLEANUP_RETRIES))
     assert events and events[-1][0] == "CleanupFailed"
 
 
@@ -253,6 +261,6 @@ def test_credentials_not_found(tmp_path: Path, jobs_api: FakeJobsApi, events: li
     )
     assert outcome.requeue_after == 60 and not jobs_api.submissions
     assert events == [("CredentialsNotFound", outcome.message)]
-    body["status"] = {"phase": "Pending", "conditions": [{"type": "Ready", "reason": "CredentialsNotFound"}]}
+    body["status"] = runtime.status_patch(TRAINING_JOB, body, outcome)
     run_once(body)
     assert len(events) == 1  # once per new reason, not on every retry
