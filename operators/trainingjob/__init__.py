@@ -15,7 +15,8 @@ The rooms (every kind has the same):
 from __future__ import annotations
 
 from llmops.api import TRAINING_JOB
-from operators.runtime import Announcements, Child, Kind
+from operators.events import Announcements
+from operators.runtime import Child, Kind
 from operators.trainingjob import fold, reconcile
 
 KIND = Kind(

@@ -17,9 +17,11 @@ from llmops import conditions
 from llmops.api import TRAINING_JOB
 from llmops.api.common import Status
 from llmops.api.trainingjob import TrainingJobStatus
+from operators import events as events_policy
 from operators import runtime
+from operators.events import Announcements
 from operators.outcome import Outcome
-from operators.runtime import Announcements, Context, Kind
+from operators.runtime import Context, Kind
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 SPEC = yaml.safe_load((Path(__file__).parents[3] / "examples" / "trainingjob-full.yaml").read_text())["spec"]
@@ -32,25 +34,25 @@ def status(phase: str | None, state: conditions.State = "reconciling", reason: s
 
 def test_a_warning_once_per_new_stalled_reason() -> None:
     stalled = Outcome("stalled", "Pending", "CredentialsNotFound", "create the Secret")
-    assert runtime.announcement(POLICY, status("Pending"), stalled) == (
+    assert events_policy.announcement(POLICY, status("Pending"), stalled) == (
         "CredentialsNotFound",
         "create the Secret",
         True,
     )
     again = status("Pending", "stalled", "CredentialsNotFound")
-    assert runtime.announcement(POLICY, again, stalled) is None  # not on every retry
+    assert events_policy.announcement(POLICY, again, stalled) is None  # not on every retry
     other = Outcome("stalled", "Pending", "BaseModelNotFound", "register it")
-    assert runtime.announcement(POLICY, again, other)[:1] == ("BaseModelNotFound",)  # type: ignore[index]
+    assert events_policy.announcement(POLICY, again, other)[:1] == ("BaseModelNotFound",)  # type: ignore[index]
     named = Announcements(stalled_reason=lambda outcome: "Failed")
-    assert runtime.announcement(named, status("Pending"), stalled)[:1] == ("Failed",)  # type: ignore[index]
+    assert events_policy.announcement(named, status("Pending"), stalled)[:1] == ("Failed",)  # type: ignore[index]
 
 
 def test_a_normal_event_on_an_announced_phase_change() -> None:
     running = Outcome("reconciling", "Running", "Training", "step 1")
-    assert runtime.announcement(POLICY, status("Pending"), running) == ("Started", "step 1", False)
-    assert runtime.announcement(POLICY, status("Running"), running) is None
+    assert events_policy.announcement(POLICY, status("Pending"), running) == ("Started", "step 1", False)
+    assert events_policy.announcement(POLICY, status("Running"), running) is None
     pending = Outcome("reconciling", "Pending", "Starting", "")
-    assert runtime.announcement(POLICY, status(None), pending) is None  # not an announced phase
+    assert events_policy.announcement(POLICY, status(None), pending) is None  # not an announced phase
 
 
 class Recorder:

@@ -10,7 +10,7 @@ import pytest
 from llmops import conditions
 from llmops.api.trainingjob import GateResult, TrainingJobStatus
 from llmops.workload import RunReport
-from operators import runtime, trainingjob
+from operators import events, trainingjob
 from operators.outcome import Outcome
 from operators.trainingjob import fold
 
@@ -129,7 +129,7 @@ def announce(before_phase: str, before_reason: str, outcome: Outcome) -> tuple[s
         phase=before_phase, conditions=conditions.standard([], "reconciling", before_reason, "", 1, NOW)
     )
     assert trainingjob.KIND.announcements is not None
-    return runtime.announcement(trainingjob.KIND.announcements, before, outcome)
+    return events.announcement(trainingjob.KIND.announcements, before, outcome)
 
 
 def test_fold_gate_failure_names_the_gate_and_where_the_artifacts_are() -> None:
