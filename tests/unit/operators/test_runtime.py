@@ -1,6 +1,6 @@
 """The shared reconcile path (operators/runtime.py): the kind gets its status parsed, the status is
-written whole, and the Event policy is the runtime's: a Warning once per new stalled reason, a Normal
-Event on an announced phase change, nothing for a kind without a policy."""
+written whole, and the runtime posts the Events of the shared policy (operators/events.py), nothing
+for a kind without a policy."""
 
 from __future__ import annotations
 
@@ -13,11 +13,9 @@ import kopf
 import pytest
 import yaml
 
-from llmops import conditions
 from llmops.api import TRAINING_JOB
 from llmops.api.common import Status
 from llmops.api.trainingjob import TrainingJobStatus
-from operators import events as events_policy
 from operators import runtime
 from operators.events import Announcements
 from operators.outcome import Outcome
@@ -26,33 +24,6 @@ from operators.runtime import Context, Kind
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 SPEC = yaml.safe_load((Path(__file__).parents[3] / "examples" / "trainingjob-full.yaml").read_text())["spec"]
 POLICY = Announcements(phases={"Running": "Started"})
-
-
-def status(phase: str | None, state: conditions.State = "reconciling", reason: str = "Created") -> Status:
-    return Status(phase=phase, conditions=conditions.standard([], state, reason, "", 1, NOW))
-
-
-def test_a_warning_once_per_new_stalled_reason() -> None:
-    stalled = Outcome("stalled", "Pending", "CredentialsNotFound", "create the Secret")
-    assert events_policy.announcement(POLICY, status("Pending"), stalled) == (
-        "CredentialsNotFound",
-        "create the Secret",
-        True,
-    )
-    again = status("Pending", "stalled", "CredentialsNotFound")
-    assert events_policy.announcement(POLICY, again, stalled) is None  # not on every retry
-    other = Outcome("stalled", "Pending", "BaseModelNotFound", "register it")
-    assert events_policy.announcement(POLICY, again, other)[:1] == ("BaseModelNotFound",)  # type: ignore[index]
-    named = Announcements(stalled_reason=lambda outcome: "Failed")
-    assert events_policy.announcement(named, status("Pending"), stalled)[:1] == ("Failed",)  # type: ignore[index]
-
-
-def test_a_normal_event_on_an_announced_phase_change() -> None:
-    running = Outcome("reconciling", "Running", "Training", "step 1")
-    assert events_policy.announcement(POLICY, status("Pending"), running) == ("Started", "step 1", False)
-    assert events_policy.announcement(POLICY, status("Running"), running) is None
-    pending = Outcome("reconciling", "Pending", "Starting", "")
-    assert events_policy.announcement(POLICY, status(None), pending) is None  # not an announced phase
 
 
 class Recorder:
