@@ -1,4 +1,4 @@
-"""Pure builders for the TrainingJob operator: spec in, manifests and identifiers out.
+"""Pure builders for the TrainingJob operator: spec in, the run and its RayJob out (names, ids: names.py).
 
 Nothing here talks to the cluster, to Ray or to storage, so every decision is unit-tested and the
 RayJob manifests have golden files (tests/unit/golden/trainingjob/).
