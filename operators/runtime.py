@@ -1,10 +1,17 @@
 """The shared reconcile path every operator goes through.
 
-parse the spec -> the kind's reconcile (pure builders + apply) -> one full status write.
+parse the spec and the status -> the kind's reconcile (pure builders + apply) -> one full status
+write -> the Events its outcome calls for.
 
 A kind supplies only `reconcile(spec, ctx) -> Outcome`. Everything that must be the same for
 every kind lives here: a malformed object becomes a Stalled condition and an Event instead of a
-crash; Ready/Reconciling/Stalled with observedGeneration; metrics; retries for what will heal.
+crash; Ready/Reconciling/Stalled with observedGeneration; the Event policy (`Announcements`: a
+Warning once per new stalled reason, a Normal Event on a phase change); metrics; retries for what
+will heal. Kinds post only their domain Events themselves (a canary's step, a failed cleanup).
+
+Slightly over 400 lines on purpose: everything `register` wires into kopf for a kind (the
+reconcile, the coalesced requeue, the child watches, the finalizer) reads top to bottom here; the
+pure pieces it uses live apart (operators/outcome.py, operators/events.py).
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError
 
 from llmops import conditions
-from llmops.api import Resource
-from llmops.api.common import ApiModel
+from llmops.api import API_VERSION, GROUP, VERSION, Resource
+from llmops.api.common import ApiModel, Status
 from llmops.storage import StoreCache
 from operators import metrics
 from operators.apply import Applier
+from operators.events import Announcements, announcement
 from operators.outcome import Outcome
 
 Spec = TypeVar("Spec", bound=ApiModel)
@@ -38,7 +46,7 @@ Spec = TypeVar("Spec", bound=ApiModel)
 
 @dataclass
 class Context:
-    """What a kind's reconcile may use: the object, the applier, and Events."""
+    """What a kind's reconcile may use: the object, its current status, the applier, and Events."""
 
     body: dict
     applier: Applier
@@ -46,6 +54,9 @@ class Context:
     retry: int = 0  # how often kopf has retried this handler (finalize); 0 on the first try
     # Object stores (registries, work folders) opened once per process and reused by every kind.
     stores: StoreCache = field(default_factory=StoreCache)
+    # The status before this reconcile, parsed into the kind's status model (`parse_status`); the
+    # runtime fills it in. A kind reads it instead of `body["status"]`.
+    status: Status = field(default_factory=Status)
 
     @property
     def name(self) -> str:
@@ -99,6 +110,8 @@ class Kind(Generic[Spec]):
     # Told of every child deleted (its last body), before the parent's reconcile is asked for: a kind
     # that skips applying unchanged children forgets it here, so the reconcile puts it back.
     child_deleted: Callable[[dict], None] | None = None
+    # The Events the runtime posts from the kind's outcomes; None: the kind posts its own.
+    announcements: Announcements | None = None
 
 
 def describe_validation_error(error: pydantic.ValidationError, prefix: str = "spec") -> str:
@@ -110,13 +123,28 @@ def describe_validation_error(error: pydantic.ValidationError, prefix: str = "sp
     return "; ".join(parts)[:2000]
 
 
-def status_patch(resource: Resource, body: dict, outcome: Outcome, now: dt.datetime | None = None) -> dict:
-    """The full status to write: the kind's fields, phase, message, conditions, observedGeneration."""
-    generation = body.get("metadata", {}).get("generation", 0)
+def parse_status(resource: Resource, body: dict) -> Status:
+    """The object's current status as the kind's status model; an unreadable one reads as empty."""
     try:
-        current = resource.status.model_validate(body.get("status") or {})
+        return resource.status.model_validate(body.get("status") or {})
     except pydantic.ValidationError:
-        current = resource.status()  # an unreadable status is rewritten whole
+        return resource.status()  # an unreadable status is rewritten whole
+
+
+def status_patch(
+    resource: Resource,
+    body: dict,
+    outcome: Outcome,
+    now: dt.datetime | None = None,
+    current: Status | None = None,
+) -> dict:
+    """The full status to write: the kind's fields, phase, message, conditions, observedGeneration.
+
+    `current` is the status before, as `parse_status` reads it from `body` (parsed again if None).
+    """
+    generation = body.get("metadata", {}).get("generation", 0)
+    if current is None:
+        current = parse_status(resource, body)
     status = current.model_copy(
         update={
             **outcome.status,
@@ -155,7 +183,7 @@ def reconcile(
     Returns the outcome's `requeue_after`.
     """
     resource = kind.resource
-    ctx = Context(body=body, applier=applier, logger=logger)
+    ctx = Context(body=body, applier=applier, logger=logger, status=parse_status(resource, body))
     if stores is not None:  # the operator process's own (an empty cache is falsy: no `or`)
         ctx.stores = stores
     with metrics.timed(resource.kind):
@@ -167,7 +195,8 @@ def reconcile(
             return _write(patch, resource, body, Outcome("stalled", "Failed", "InvalidSpec", message))
         try:
             outcome = kind.reconcile(spec, ctx)
-            status = status_patch(resource, body, outcome)  # a kind's bad status field is a bug too
+            # A kind's bad status field is a bug too.
+            status = status_patch(resource, body, outcome, current=ctx.status)
         except kopf.PermanentError as e:
             ctx.event("ReconcileFailed", str(e), warning=True)
             return _write(patch, resource, body, Outcome("stalled", "Failed", "ReconcileFailed", str(e)))
@@ -185,7 +214,18 @@ def reconcile(
             return _write(patch, resource, body, Outcome("stalled", "Failed", "InternalError", message))
         patch.status.update(status)
         metrics.RECONCILES.labels(resource.kind, outcome.state).inc()
+        announce(kind, ctx, outcome)
         return outcome.requeue_after
+
+
+def announce(kind: Kind, ctx: Context, outcome: Outcome) -> None:
+    """Post the Event the kind's policy asks for after `outcome` (none when the kind has no policy)."""
+    if kind.announcements is None:
+        return
+    said = announcement(kind.announcements, ctx.status, outcome)
+    if said is not None:
+        reason, message, warning = said
+        ctx.event(reason, message, warning=warning)
 
 
 def _write(patch: kopf.Patch, resource: Resource, body: dict, outcome: Outcome) -> None:
@@ -275,8 +315,6 @@ class Requeue:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
     def _poke(self, applier: Applier, namespace: str, name: str) -> None:
-        from llmops.api import API_VERSION
-
         now = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
         applier.client.patch(
             applier.resource(API_VERSION, self.resource.kind),
@@ -326,8 +364,6 @@ def register(kind: Kind, registry: kopf.OperatorRegistry) -> None:
     Plus what makes it level-based: reconciles asked for later (`Outcome.requeue_after`) and
     reconciles of the parent when one of its children (`Kind.children`) changes.
     """
-    from llmops.api import GROUP, VERSION
-
     plural = kind.resource.plural
     requeue = Requeue(kind.resource)
 
@@ -356,8 +392,6 @@ def register(kind: Kind, registry: kopf.OperatorRegistry) -> None:
 
 
 def _register_finalize(kind: Kind, registry: kopf.OperatorRegistry) -> None:
-    from llmops.api import GROUP, VERSION
-
     cleanup, accepts = kind.finalize, kind.finalize_when
     assert cleanup is not None
 
@@ -374,7 +408,12 @@ def _register_finalize(kind: Kind, registry: kopf.OperatorRegistry) -> None:
             spec = kind.resource.spec.model_validate(body.get("spec") or {})
         except pydantic.ValidationError:
             return
-        cleanup(
-            spec,
-            Context(body=dict(body), applier=memo.applier, logger=logger, retry=retry, stores=memo.stores),
+        ctx = Context(
+            body=dict(body),
+            applier=memo.applier,
+            logger=logger,
+            retry=retry,
+            stores=memo.stores,
+            status=parse_status(kind.resource, dict(body)),
         )
+        cleanup(spec, ctx)

@@ -520,3 +520,54 @@ class TrainingJobStatus(Status):
     )
     start_time: datetime | None = Field(None, description="When the job started running.")
     completion_time: datetime | None = Field(None, description="When the job succeeded or failed.")
+
+
+class Reason:
+    """The reasons of a TrainingJob's conditions (`status.conditions[].reason`), declared once.
+
+    The operator (operators/trainingjob) sets them; docs/operations.md lists the Stalled ones. A run
+    that Ray or KubeRay failed keeps the runtime's own reason when it is a CamelCase word
+    (`DeadlineExceeded`, `ValidationFailed`, `SubmissionFailed`, `AppFailed`), else RAY_JOB_FAILED.
+    """
+
+    # Pending, Running or Suspended, Reconciling=True: the run is on its way.
+    CREATED = "Created"  # the RayJob exists, KubeRay has not started it
+    STARTING = "Starting"  # the Ray cluster or the Ray job is starting
+    QUEUED = "Queued"  # waiting for Kueue to admit the RayJob
+    RESUMING = "Resuming"
+    TRAINING = "Training"  # Running: the workload reports progress
+    SUSPENDED = "Suspended"  # spec.suspend is true
+    # Succeeded, Ready=True.
+    SUCCEEDED = "Succeeded"
+    # Failed, Stalled=True: the run ended without registering a version (kept; re-create to rerun).
+    GATES_FAILED = "GatesFailed"
+    TRAINING_FAILED = "TrainingFailed"
+    NO_FINAL_REPORT = "NoFinalReport"
+    STOPPED = "Stopped"  # stopped outside llmops
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    RAY_JOB_FAILED = "RayJobFailed"
+    # Failed, Stalled=True, before anything runs: the spec cannot run as written.
+    GPU_REQUIRED = "GpuRequired"
+    CREDENTIALS_CLASH = "CredentialsClash"
+    # Pending, Stalled=True, retried every minute: something outside the spec is missing.
+    CREDENTIALS_NOT_FOUND = "CredentialsNotFound"  # the same reason as a ModelDeployment's
+    BASE_MODEL_NOT_FOUND = "BaseModelNotFound"
+    # Reconciling=True, retried: what the operator reads does not answer.
+    REGISTRY_UNAVAILABLE = "RegistryUnavailable"
+    RAY_UNAVAILABLE = "RayUnavailable"
+    REPORT_UNAVAILABLE = "ReportUnavailable"
+
+
+class EventReason:
+    """The reasons of the Events a TrainingJob's operator posts besides its condition reasons.
+
+    A Warning with the condition's reason goes out when the job stalls for a new reason; a run that
+    ended Failed says FAILED, or GATE_FAILED when its gates failed.
+    """
+
+    STARTED = "Started"
+    SUCCEEDED = "Succeeded"
+    SUSPENDED = "Suspended"
+    FAILED = "Failed"
+    GATE_FAILED = "GateFailed"
+    CLEANUP_FAILED = "CleanupFailed"  # the Ray job on a cluster we do not own could not be stopped

@@ -19,7 +19,6 @@ whole sequence above plus the apply and prune of the children; every decision in
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import datetime as dt
@@ -29,7 +28,6 @@ import time
 from dataclasses import dataclass, field
 
 import pydantic
-from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
@@ -37,6 +35,7 @@ from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason
 from llmops.registry import ModelVersion, RegistryError, resolve
 from llmops.storage import Credentials, ObjectStore
+from operators import registry_access, secrets
 from operators.apply import Lru, manifest_digest, parse_ref, ref
 from operators.modeldeployment import builders, canary
 from operators.modeldeployment.fold import Facts, fold
@@ -53,6 +52,7 @@ from operators.modeldeployment.plan import (
 from operators.modeldeployment.versions import GatesNotPassed, WrongContent, adapter, gated, served_model
 from operators.outcome import Outcome
 from operators.runtime import Context
+from operators.secrets import SecretProblem
 
 STALLED_RETRY_SECONDS = 60  # a missing version or Secret may appear: look again this often
 UNAVAILABLE_RETRY_SECONDS = 20
@@ -70,10 +70,6 @@ def exclusive_slot(entry: str) -> tuple[str, str] | None:
     _, kind, name = parse_ref(entry)
     slot = EXCLUSIVE.get(kind)
     return (slot, name) if slot else None
-
-
-class SecretProblem(LookupError):
-    pass
 
 
 @dataclass
@@ -101,26 +97,7 @@ class Reconciler:
     # -- registry --------------------------------------------------------------------------
 
     def credentials(self, ctx: Context, location: ObjectStorageLocation) -> Credentials | None:
-        ref = location.s3.credentials_secret_ref if location.s3 else None
-        if ref is None:
-            return None
-        try:
-            secret = k8s.CoreV1Api(ctx.applier.api_client).read_namespaced_secret(ref.name, ctx.namespace)
-        except ApiException as e:
-            if e.status == 404:
-                raise SecretProblem(
-                    f"Secret {ref.name} (spec.registry.s3.credentialsSecretRef) does not exist in"
-                    f" {ctx.namespace}; create it"
-                ) from None
-            raise
-        data = secret.data or {}
-        missing = [k for k in (ref.access_key_id_key, ref.secret_access_key_key) if k not in data]
-        if missing:
-            raise SecretProblem(f"Secret {ref.name} has no key {', '.join(missing)} (spec.registry.s3)")
-        return Credentials(
-            base64.b64decode(data[ref.access_key_id_key]).decode(),
-            base64.b64decode(data[ref.secret_access_key_key]).decode(),
-        )
+        return secrets.credentials(ctx.applier.api_client, ctx.namespace, location, "spec.registry")
 
     @staticmethod
     def resolve(
@@ -240,7 +217,7 @@ class Reconciler:
                 )
             raise  # the runtime retries what heals
         except Exception as e:
-            if _storage_error(e):
+            if registry_access.transient(e):
                 return Outcome(
                     "reconciling",
                     status.phase or "Pending",
@@ -411,8 +388,3 @@ def _api_message(error: Exception) -> str:
         return json.loads(body).get("message", str(body))[:1000]
     except (TypeError, ValueError):
         return str(body or error)[:1000]
-
-
-def _storage_error(error: Exception) -> bool:
-    """Errors from object storage that will heal: connection problems, throttling, 5xx."""
-    return isinstance(error, OSError) or type(error).__module__.startswith(("botocore", "boto3", "urllib3"))

@@ -1,4 +1,4 @@
-"""Pure builders for the TrainingJob operator: spec in, manifests and identifiers out.
+"""Pure builders for the TrainingJob operator: spec in, the run and its RayJob out (names, ids: names.py).
 
 Nothing here talks to the cluster, to Ray or to storage, so every decision is unit-tested and the
 RayJob manifests have golden files (tests/unit/golden/trainingjob/).
@@ -12,30 +12,25 @@ suspending or extending a deadline never changes the entrypoint of a running job
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 from dataclasses import dataclass
 from typing import Any
 
 from llmops.api.common import Resources, SecretKeysRef
-from llmops.api.trainingjob import TrainingJobSpec
+from llmops.api.trainingjob import Reason, TrainingJobSpec
 from llmops.workload import JobIdentity, TrainingRun, work_dir_for
 from operators.manifests import (
     container_security,
-    dns_label,
     node_placement,
     pod_security,
     requests_limits,
     resource_amounts,
 )
+from operators.trainingjob import names
 
 RAY_API_VERSION = "ray.io/v1"
 RAYJOB_KIND = "RayJob"
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 ENTRYPOINT = ("python", "-m", "training.run", "--config")
-# KubeRay refuses RayJob names over 47 characters (its RayCluster gets a 6-character suffix) and
-# names that are not DNS-1035 labels (they must start with a letter).
-MAX_RAYJOB_NAME = 47
 SHM_VOLUME = "dshm"
 
 
@@ -63,7 +58,7 @@ def problems(spec: TrainingJobSpec) -> tuple[str, str] | None:
     """(reason, message) when the spec cannot run as written, before anything is started."""
     if spec.method.type == "qlora" and spec.resources.per_worker.gpus == 0:
         return (
-            "GpuRequired",
+            Reason.GPU_REQUIRED,
             "spec.method.type is qlora, which quantises the base model to 4 bits with bitsandbytes "
             "and needs GPUs, but spec.resources.perWorker.gpus is 0: request GPUs "
             "(spec.resources.perWorker.gpus >= 1) or use spec.method.type lora on CPUs",
@@ -80,7 +75,7 @@ def problems(spec: TrainingJobSpec) -> tuple[str, str] | None:
         )
         if clash:
             return (
-                "CredentialsClash",
+                Reason.CREDENTIALS_CLASH,
                 f"spec.data.s3.credentialsSecretRef ({theirs.name}) and "
                 f"spec.output.registry.s3.credentialsSecretRef ({ours.name}) both use the keys "
                 f"{', '.join(sorted(clash))}, which become one environment variable of the Ray pods: "
@@ -133,38 +128,6 @@ def run_from_entrypoint(command: str | None) -> TrainingRun | None:
         return TrainingRun.decode(words[-1])
     except ValueError:
         return None
-
-
-def _dns_label(text: str) -> str:
-    label = dns_label(text)
-    return label if label[:1].isalpha() else f"tj-{label}".rstrip("-")
-
-
-def rayjob_name(name: str, uid: str) -> str:
-    """`<name>-<5 characters of the uid>`: one RayJob per TrainingJob object, stable across changes.
-
-    A KubeRay-valid name (a DNS-1035 label of at most 47 characters) for any TrainingJob name.
-    """
-    suffix = uid.replace("-", "")[:5]
-    return f"{_dns_label(name)[: MAX_RAYJOB_NAME - len(suffix) - 1].rstrip('-')}-{suffix}"
-
-
-def submission_id(job: JobIdentity) -> str:
-    """The Ray Jobs API submission id of a TrainingJob's run for one generation.
-
-    Deterministic, so an operator that restarts between submitting and recording finds the job it
-    submitted instead of submitting again. A new generation (say, resuming after a suspend) gets a
-    new id, because a stopped Ray job cannot be started again under its old id.
-    """
-    base = f"llmops-{job.namespace}-{job.name}"
-    if len(base) > 96:
-        base = f"{base[:80]}-{hashlib.sha256(base.encode()).hexdigest()[:15]}"
-    return f"{base}-{job.uid[:8]}-g{job.generation}"
-
-
-def submission_metadata(job: JobIdentity) -> dict[str, str]:
-    """Ray job metadata that ties a submission to its TrainingJob (found again by uid)."""
-    return {"llmops.io/trainingjob": f"{job.namespace}/{job.name}", "llmops.io/uid": job.uid}
 
 
 def default_image(code_version: str) -> str:
@@ -258,14 +221,11 @@ def rayjob(
     Labels, namespace and the owner reference are added by `operators.manifests.adopt`.
     """
     spec, job = run.spec, run.job
-    pod_labels = {"app.kubernetes.io/managed-by": "llmops", "llmops.io/trainingjob-uid": job.uid}
-    labels = {"app.kubernetes.io/name": "llmops-trainer", "llmops.io/method": spec.method.type}
-    if spec.runtime.queue_name:
-        labels[QUEUE_LABEL] = spec.runtime.queue_name
+    pod_labels, labels = names.pod_labels(job), names.rayjob_labels(spec)
     workers = spec.resources.workers
     job_spec: dict[str, Any] = {
         "entrypoint": entrypoint(run),
-        "metadata": submission_metadata(job),
+        "metadata": names.submission_metadata(job),
         "shutdownAfterJobFinishes": True,
         "ttlSecondsAfterFinished": lifecycle.ttl_seconds_after_finished,
         "backoffLimit": lifecycle.backoff_limit,

@@ -30,7 +30,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from llmops.api.trainingjob import Progress
+from llmops import conditions
+from llmops.api.trainingjob import EventReason, Progress, Reason, TrainingJobStatus
 from llmops.workload import RunReport
 from operators.outcome import Outcome
 
@@ -225,7 +226,7 @@ def fold(facts: Facts, now: dt.datetime) -> Outcome:
             return Outcome(
                 "reconciling",
                 facts.phase or "Running",
-                "ReportUnavailable",
+                Reason.REPORT_UNAVAILABLE,
                 f"{facts.where} has ended; reading its report failed ({facts.report_error}); retrying",
                 status,
             )
@@ -235,7 +236,7 @@ def fold(facts: Facts, now: dt.datetime) -> Outcome:
         return Outcome(
             "reconciling",
             "Suspended",
-            "Suspended",
+            Reason.SUSPENDED,
             "spec.suspend is true: nothing runs; set it to false to continue from the last checkpoint",
             status,
         )
@@ -245,17 +246,23 @@ def fold(facts: Facts, now: dt.datetime) -> Outcome:
             line = f"retrying after {obs.attempts_failed or 1} failed attempt(s); {line}"
         if facts.report_error:
             line += f" (progress unavailable: {facts.report_error})"
-        return Outcome("reconciling", "Running", "Training", f"{facts.where}: {line}", status)
+        return Outcome("reconciling", "Running", Reason.TRAINING, f"{facts.where}: {line}", status)
     if obs.state == "none":
         return Outcome(
-            "reconciling", "Pending", "Created", f"{facts.where} created; waiting for it to start", status
+            "reconciling",
+            "Pending",
+            Reason.CREATED,
+            f"{facts.where} created; waiting for it to start",
+            status,
         )
     if obs.state == "suspended":
         if facts.queue:
             message = f"{facts.where} is queued: waiting for Kueue to admit it from queue {facts.queue}"
-            return Outcome("reconciling", "Pending", "Queued", message, status)
-        return Outcome("reconciling", "Pending", "Resuming", f"{facts.where} is resuming", status)
-    return Outcome("reconciling", "Pending", "Starting", f"{facts.where}: {obs.detail or 'starting'}", status)
+            return Outcome("reconciling", "Pending", Reason.QUEUED, message, status)
+        return Outcome("reconciling", "Pending", Reason.RESUMING, f"{facts.where} is resuming", status)
+    return Outcome(
+        "reconciling", "Pending", Reason.STARTING, f"{facts.where}: {obs.detail or 'starting'}", status
+    )
 
 
 def _finished(facts: Facts, status: dict[str, Any]) -> Outcome:
@@ -268,67 +275,65 @@ def _finished(facts: Facts, status: dict[str, Any]) -> Outcome:
                 " as ungated: spec.evaluation declares no gates, so a ModelDeployment serves it only"
                 " with spec.allowUngated: true"
             )
-        return Outcome("ready", "Succeeded", "Succeeded", what, status)
+        return Outcome("ready", "Succeeded", Reason.SUCCEEDED, what, status)
     if report is not None and report.phase == "Failed":
         if report.failed_gates or any(not g.passed for g in report.gates):
             message = (
                 f"evaluation gates failed: {describe_gates(report)}; nothing was registered; the "
                 f"trained model and the evaluation report stay in {facts.work_dir}"
             )
-            return Outcome("stalled", "Failed", "GatesFailed", message, status)
+            return Outcome("stalled", "Failed", Reason.GATES_FAILED, message, status)
         return Outcome(
-            "stalled", "Failed", "TrainingFailed", report.message or f"{facts.where} failed", status
+            "stalled", "Failed", Reason.TRAINING_FAILED, report.message or f"{facts.where} failed", status
         )
     if obs.state == "succeeded":
         message = (
             f"{facts.where} succeeded but the workload left no final report in {facts.work_dir}/report.json: "
             "check that the trainer image runs `python -m training.run` and can write there"
         )
-        return Outcome("stalled", "Failed", "NoFinalReport", message, status)
+        return Outcome("stalled", "Failed", Reason.NO_FINAL_REPORT, message, status)
     if obs.state == "stopped":
         message = (
             f"{facts.where} was stopped outside llmops; delete and re-create the TrainingJob to run it again"
         )
-        return Outcome("stalled", "Failed", "Stopped", message, status)
-    reason = obs.reason if obs.reason.isalnum() and obs.reason[:1].isalpha() else "RayJobFailed"
+        return Outcome("stalled", "Failed", Reason.STOPPED, message, status)
+    reason = obs.reason if obs.reason.isalnum() and obs.reason[:1].isalpha() else Reason.RAY_JOB_FAILED
     detail = f": {obs.detail}" if obs.detail else ""
     return Outcome("stalled", "Failed", reason, f"{facts.where} failed{detail}", status)
 
 
-def announcement(
-    before_phase: str | None, before_reason: str | None, outcome: Outcome
-) -> tuple[str, str, bool] | None:
-    """(Event reason, message, warning) when the phase changes or a new problem stalls the job, else None."""
-    changed = outcome.phase != before_phase
-    if outcome.state == "stalled" and (changed or outcome.reason != before_reason):
-        if outcome.phase == "Failed":
-            return ("GateFailed" if outcome.reason == "GatesFailed" else "Failed"), outcome.message, True
-        return outcome.reason, outcome.message, True
-    if not changed:
-        return None
-    if outcome.phase == "Running":
-        return "Started", outcome.message, False
-    if outcome.phase == "Succeeded":
-        return "Succeeded", outcome.message, False
-    if outcome.phase == "Suspended":
-        return "Suspended", outcome.message, False
-    return None
+def warning_reason(outcome: Outcome) -> str:
+    """The reason of the Warning a stalled outcome is announced with (operators.runtime.Announcements).
+
+    A run that ended Failed says GateFailed (its gates failed) or Failed; a job stalled before it
+    ran says the condition's reason (CredentialsNotFound, BaseModelNotFound, ...).
+    """
+    if outcome.phase == "Failed":
+        return EventReason.GATE_FAILED if outcome.reason == Reason.GATES_FAILED else EventReason.FAILED
+    return outcome.reason
 
 
-def finished(body: dict) -> bool:
+# The Normal Events of a TrainingJob: the phase it enters -> the Event's reason.
+PHASE_EVENTS = {
+    "Running": EventReason.STARTED,
+    "Succeeded": EventReason.SUCCEEDED,
+    "Suspended": EventReason.SUSPENDED,
+}
+
+
+def finished(status: TrainingJobStatus) -> bool:
     """A run that has ended stays ended: its status is the record (re-create the object to rerun)."""
-    status = body.get("status") or {}
-    return status.get("phase") in TERMINAL_PHASES and bool(status.get("completionTime"))
+    return status.phase in TERMINAL_PHASES and status.completion_time is not None
 
 
-def kept(body: dict) -> Outcome:
+def kept(status: TrainingJobStatus) -> Outcome:
     """The outcome of a run that has ended, as its status already says."""
-    status = body.get("status") or {}
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    phase = status.get("phase")
+    ready = conditions.get_condition(status.conditions, conditions.READY)
+    phase = status.phase
+    assert phase is not None
     return Outcome(
         "ready" if phase == "Succeeded" else "stalled",
         phase,
-        ready.get("reason") or phase,
-        status.get("message") or "",
+        (ready.reason if ready is not None else None) or phase,
+        status.message or "",
     )

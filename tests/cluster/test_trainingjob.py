@@ -27,7 +27,7 @@ from llmops.storage import Credentials, ObjectStore, open_store
 from llmops.workload import REPORT, RunReport
 from operators import trainingjob
 from operators.manifests import adopt
-from operators.trainingjob import builders
+from operators.trainingjob import builders, names
 from tests.helpers import eventually, operator_in_thread
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("llmops_crds")]
@@ -114,7 +114,7 @@ def apply(cluster: LocalCluster, namespace: str, obj: dict) -> None:
 
 
 def rayjob_of(cluster: LocalCluster, namespace: str, tj: dict) -> dict:
-    name = builders.rayjob_name(tj["metadata"]["name"], tj["metadata"]["uid"])
+    name = names.rayjob_name(tj["metadata"]["name"], tj["metadata"]["uid"])
     return eventually(
         lambda: (
             cluster.kubectl("get", "rayjob", name, "-n", namespace, check=False).returncode == 0
@@ -181,7 +181,7 @@ def test_rayjob_passes_the_kuberay_crd(cluster: LocalCluster, namespace: str, ex
         builders.rayjob(
             run,
             builders.lifecycle(spec, creating=True),
-            name=builders.rayjob_name(job.name, job.uid),
+            name=names.rayjob_name(job.name, job.uid),
             image="ghcr.io/llmops/trainer:0.1.0",
         ),
         owner,

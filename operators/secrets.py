@@ -1,0 +1,58 @@
+"""Secrets into credentials: the one place where the operator reads the values of a Secret.
+
+Every kind that reaches object storage on the operator's side (a registry, a work folder) names a
+Secret in `<location>.s3.credentialsSecretRef`; `credentials` reads it with the operator's own
+client. The values are used in memory only and never written anywhere: not to status, Events or
+logs (`SecretProblem` messages name the field, the Secret and its keys, never a value;
+`llmops.storage.Credentials.__repr__` hides them).
+
+Pods get the same Secrets by reference (secretKeyRef), never by value: see each kind's builders.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from llmops.api.common import ObjectStorageLocation
+from llmops.storage import Credentials
+
+
+class SecretProblem(Exception):
+    """The Secret a location names is missing, or lacks a key or its value.
+
+    The message starts with the field path (`spec.registry.s3.credentialsSecretRef: ...`), names
+    the Secret and what to do; the kinds report it with the reason CredentialsNotFound.
+    """
+
+
+def credentials(
+    api_client: client.ApiClient, namespace: str, location: ObjectStorageLocation, field: str
+) -> Credentials | None:
+    """The access keys for `location` from its Secret in `namespace`, or None when it names none.
+
+    `field` is the location's path in the spec (`spec.output.registry`), for messages. None means
+    the operator's ambient identity (IRSA, a local path). Raises SecretProblem when the Secret does
+    not exist or a key is missing or empty; other API errors (403, 5xx) propagate as they are.
+    """
+    ref = location.s3.credentials_secret_ref if location.s3 else None
+    if ref is None:
+        return None
+    where = f"{field}.s3.credentialsSecretRef"
+    try:
+        secret = client.CoreV1Api(api_client).read_namespaced_secret(ref.name, namespace)
+    except ApiException as e:
+        if e.status == 404:
+            raise SecretProblem(
+                f"{where}: Secret {ref.name!r} does not exist in namespace {namespace!r}; create it"
+            ) from None
+        raise
+    data = secret.data or {}
+    keys = (ref.access_key_id_key, ref.secret_access_key_key)
+    missing = [k for k in keys if not data.get(k)]
+    if missing:
+        raise SecretProblem(f"{where}: Secret {ref.name!r} has no key {' or '.join(missing)}; add it")
+    key_id, secret_key = (base64.b64decode(data[k]).decode() for k in keys)
+    return Credentials(key_id, secret_key)

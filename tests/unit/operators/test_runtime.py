@@ -1,0 +1,77 @@
+"""The shared reconcile path (operators/runtime.py): the kind gets its status parsed, the status is
+written whole, and the runtime posts the Events of the shared policy (operators/events.py), nothing
+for a kind without a policy."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+
+from llmops.api import TRAINING_JOB
+from llmops.api.common import Status
+from llmops.api.trainingjob import TrainingJobStatus
+from operators import runtime
+from operators.events import Announcements
+from operators.outcome import Outcome
+from operators.runtime import Context, Kind
+
+NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+SPEC = yaml.safe_load((Path(__file__).parents[3] / "examples" / "trainingjob-full.yaml").read_text())["spec"]
+POLICY = Announcements(phases={"Running": "Started"})
+
+
+class Recorder:
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self.seen: list[Status] = []
+
+    def __call__(self, spec: Any, ctx: Context) -> Outcome:
+        self.seen.append(ctx.status)
+        return self.outcome
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, bool]]:
+    seen: list[tuple[str, str, bool]] = []
+    monkeypatch.setattr(
+        Context, "event", lambda self, reason, message, warning=False: seen.append((reason, message, warning))
+    )
+    return seen
+
+
+def body(status: dict | None = None) -> dict:
+    return {
+        "apiVersion": "llmops.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "tiny", "namespace": "ml", "uid": "u", "generation": 2},
+        "spec": SPEC,
+        "status": status or {},
+    }
+
+
+def run(kind: Kind, obj: dict) -> dict:
+    patch = kopf.Patch()
+    runtime.reconcile(kind, obj, None, logging.getLogger("test"), patch)  # type: ignore[arg-type]
+    return dict(patch.status)
+
+
+def test_the_kind_gets_its_status_parsed_and_the_runtime_announces(events: list) -> None:
+    recorder = Recorder(Outcome("stalled", "Pending", "CredentialsNotFound", "create the Secret"))
+    kind = Kind(TRAINING_JOB, recorder, announcements=POLICY)
+    obj = body({"phase": "Pending", "submissionId": "llmops-ml-tiny-u-g1"})
+    written = run(kind, obj)
+    (seen,) = recorder.seen
+    assert isinstance(seen, TrainingJobStatus) and seen.submission_id == "llmops-ml-tiny-u-g1"
+    assert written["phase"] == "Pending" and written["observedGeneration"] == 2
+    assert events == [("CredentialsNotFound", "create the Secret", True)]
+    run(kind, body(written))  # the same reason again: no second Warning
+    assert len(events) == 1
+    # Without a policy the kind posts its own Events: the runtime posts none.
+    run(Kind(TRAINING_JOB, recorder), body())
+    assert len(events) == 1
