@@ -1,22 +1,11 @@
-"""Object storage as the operator sees it (registries, work folders): how to name a location in a
-message, how to describe a storage error without a secret, and which errors heal by themselves.
+"""Object storage as the operator sees it (registries, work folders): how to describe a storage error
+without a secret, and which errors heal by themselves (a location names itself: `.uri`).
 
 Opening stores is `llmops.storage.StoreCache` (one per operator process, `Context.stores`); the
 credentials come from operators/secrets.py; the registry's layout is `llmops.registry`'s alone.
 """
 
 from __future__ import annotations
-
-from llmops.api.common import ObjectStorageLocation
-
-
-def location_uri(location: ObjectStorageLocation) -> str:
-    """`s3://bucket/prefix` or the local path: how messages and status name a location."""
-    if location.local:
-        return location.local.path
-    assert location.s3 is not None
-    prefix = (location.s3.prefix or "").strip("/")
-    return f"s3://{location.s3.bucket}/{prefix}".rstrip("/")
 
 
 def describe(error: Exception) -> str:

@@ -15,6 +15,7 @@ Where things are:
 from __future__ import annotations
 
 from llmops.api import MODEL_DEPLOYMENT
+from operators.events import Announcements
 from operators.modeldeployment import canary
 from operators.modeldeployment.observe import deployment_fingerprint
 from operators.modeldeployment.plan import ServingSettings
@@ -44,7 +45,14 @@ CHILDREN = (
 
 def make_kind(settings: ServingSettings | None = None, metrics: canary.MetricsSource | None = None) -> Kind:
     reconciler = Reconciler(settings, metrics)
-    return Kind(MODEL_DEPLOYMENT, reconciler, children=CHILDREN, child_deleted=reconciler.forget)
+    return Kind(
+        MODEL_DEPLOYMENT,
+        reconciler,
+        children=CHILDREN,
+        child_deleted=reconciler.forget,
+        # A Warning once per new stalled reason; no phase Events (the canary posts its own steps).
+        announcements=Announcements(),
+    )
 
 
 KIND = make_kind()

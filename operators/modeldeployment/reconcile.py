@@ -27,7 +27,6 @@ import random
 import time
 from dataclasses import dataclass, field
 
-import pydantic
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
@@ -184,27 +183,23 @@ class Reconciler:
 
     def __call__(self, spec: ModelDeploymentSpec, ctx: Context) -> Outcome:
         settings = self.current_settings()
-        status = _previous_status(ctx.body)
+        status = ctx.status  # the runtime's parse of the current status (ModelDeploymentStatus)
         try:
             return self._reconcile(spec, ctx, settings, status)
         except SecretProblem as e:
-            return self._stalled(ctx, status, Reason.CREDENTIALS_NOT_FOUND, str(e))
+            return _stalled(Reason.CREDENTIALS_NOT_FOUND, str(e))
         except GatesNotPassed as e:
-            return self._stalled(
-                ctx, status, Reason.GATES_NOT_PASSED, f"{e}. Deploy a version that passed its gates."
-            )
+            return _stalled(Reason.GATES_NOT_PASSED, f"{e}. Deploy a version that passed its gates.")
         except WrongContent as e:
-            return self._stalled(ctx, status, Reason.WRONG_CONTENT, f"{e}; retrying.")
+            return _stalled(Reason.WRONG_CONTENT, f"{e}; retrying.")
         except RegistryError as e:
-            return self._stalled(
-                ctx,
-                status,
+            return _stalled(
                 Reason.VERSION_NOT_FOUND,
                 f"{e}. Fix the reference or register the version; retrying.",
             )
         except ResourceNotFoundError as e:
-            return self._stalled(
-                ctx, status, Reason.MISSING_CRD,
+            return _stalled(
+                Reason.MISSING_CRD,
                 f"{e}: install it (KEDA for autoscaling.engine keda; prometheus-operator for"
                 " monitoring, alerts, and the metrics that autoscaling and canary analysis read)"
                 " or change the spec so that it is not needed",
@@ -212,9 +207,7 @@ class Reconciler:
         except (ApiException, DynamicApiError) as e:
             code = getattr(e, "status", None)
             if code is not None and 400 <= code < 500 and code not in (409, 429):
-                return self._stalled(
-                    ctx, status, Reason.APPLY_FAILED, f"the apiserver refused a child: {_api_message(e)}"
-                )
+                return _stalled(Reason.APPLY_FAILED, f"the apiserver refused a child: {_api_message(e)}")
             raise  # the runtime retries what heals
         except Exception as e:
             if registry_access.transient(e):
@@ -226,12 +219,6 @@ class Reconciler:
                     requeue_after=UNAVAILABLE_RETRY_SECONDS,
                 )
             raise
-
-    def _stalled(self, ctx: Context, status: ModelDeploymentStatus, reason: str, message: str) -> Outcome:
-        before = next((c for c in status.conditions if c.type == "Stalled" and c.status == "True"), None)
-        if before is None or before.reason != reason:
-            ctx.event(reason, message, warning=True)  # once per new reason, not on every retry
-        return Outcome("stalled", "Failed", reason, message, requeue_after=STALLED_RETRY_SECONDS)
 
     def _reconcile(
         self,
@@ -371,15 +358,14 @@ class Reconciler:
         return fold(facts)
 
 
+def _stalled(reason: str, message: str) -> Outcome:
+    """Stuck until something changes; looked at again every STALLED_RETRY_SECONDS (the runtime posts
+    the Warning Event, once per new reason)."""
+    return Outcome("stalled", "Failed", reason, message, requeue_after=STALLED_RETRY_SECONDS)
+
+
 def _serves(manifest: dict, versions: list[ServedVersion]) -> bool:
     return manifest["metadata"]["name"] in {v.deployment for v in versions}
-
-
-def _previous_status(body: dict) -> ModelDeploymentStatus:
-    try:
-        return ModelDeploymentStatus.model_validate(body.get("status") or {})
-    except pydantic.ValidationError:
-        return ModelDeploymentStatus()
 
 
 def _api_message(error: Exception) -> str:

@@ -36,7 +36,7 @@ from llmops.workload import REPORT, JobIdentity, RunReport, TrainingRun
 from operators import secrets
 from operators.manifests import adopt
 from operators.outcome import Outcome
-from operators.registry_access import describe, location_uri
+from operators.registry_access import describe
 from operators.runtime import Context
 from operators.trainingjob import builders, fold, names, plan, rayjobs_api
 
@@ -110,7 +110,7 @@ def _resolve_base(spec: TrainingJobSpec, ctx: Context) -> str | Outcome:
         )
     except Exception as e:  # the registry is unreachable: that heals
         message = (
-            f"cannot read the model registry {location_uri(spec.output.registry)} to resolve "
+            f"cannot read the model registry {spec.output.registry.uri} to resolve "
             f"spec.model.base ({describe(e)}); retrying"
         )
         return Outcome(
@@ -142,10 +142,10 @@ def read_report(
     except pydantic.ValidationError as e:
         return (
             None,
-            f"{REPORT} in {location_uri(work_dir)} is not a valid run report ({e.error_count()} errors)",
+            f"{REPORT} in {work_dir.uri} is not a valid run report ({e.error_count()} errors)",
         )
     except Exception as e:
-        return None, f"reading {REPORT} from {location_uri(work_dir)} failed ({describe(e)})"
+        return None, f"reading {REPORT} from {work_dir.uri} failed ({describe(e)})"
 
 
 def _report(run: TrainingRun, ctx: Context) -> tuple[RunReport | None, str | None]:
@@ -229,7 +229,7 @@ def reconcile_kuberay(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) -> 
         report=report,
         report_error=report_error,
         where=f"RayJob {name}",
-        work_dir=location_uri(run.work_dir),
+        work_dir=run.work_dir.uri,
         queue=run.spec.runtime.queue_name,
         phase=_status(ctx).phase,
         extra={"ray_job_name": name, "submission_id": (applied.get("status") or {}).get("jobId") or None},
@@ -317,7 +317,7 @@ def reconcile_jobs_api(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) ->
         report=report,
         report_error=report_error,
         where=f"Ray job {submission} at {address}",
-        work_dir=location_uri(run.work_dir),
+        work_dir=run.work_dir.uri,
         phase=status.phase,
         extra={"submission_id": submission},
     )

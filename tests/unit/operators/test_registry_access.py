@@ -1,18 +1,8 @@
-"""operators/registry_access.py: locations in messages, storage errors described and classified."""
+"""operators/registry_access.py: storage errors described and classified."""
 
 from __future__ import annotations
 
-from llmops.api.common import ObjectStorageLocation
 from operators import registry_access
-
-
-def test_location_uri() -> None:
-    s3 = ObjectStorageLocation.model_validate({"s3": {"bucket": "models", "prefix": "team-a/"}})
-    assert registry_access.location_uri(s3) == "s3://models/team-a"
-    bare = ObjectStorageLocation.model_validate({"s3": {"bucket": "models"}})
-    assert registry_access.location_uri(bare) == "s3://models"
-    local = ObjectStorageLocation.model_validate({"local": {"path": "/registry"}})
-    assert registry_access.location_uri(local) == "/registry"
 
 
 def test_describe_is_short_and_typed() -> None:
