@@ -87,7 +87,7 @@ def main() -> None:
         cluster.start()
         try:
             cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            cluster.kubectl("wait", "--for=condition=Established", f"crd/{MODEL_DEPLOYMENT.crd_name}")
+            cluster.wait_established(f"crd/{MODEL_DEPLOYMENT.crd_name}")
             api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(cluster.kubeconfig)))
             for ns in ("direct", "operator"):
                 cluster.kubectl("create", "namespace", ns)

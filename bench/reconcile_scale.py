@@ -156,7 +156,7 @@ def main() -> None:
         cluster.start()
         try:
             cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            cluster.kubectl("wait", "--for=condition=Established", f"crd/{MODEL_DEPLOYMENT.crd_name}")
+            cluster.wait_established(f"crd/{MODEL_DEPLOYMENT.crd_name}")
             api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
             api_client.configuration.connection_pool_maxsize = WORKERS
             api, apps = client.CustomObjectsApi(api_client), client.AppsV1Api(api_client)

@@ -34,7 +34,7 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 
 from llmops import conditions
 from llmops.api import API_VERSION, GROUP, VERSION, Resource
-from llmops.api.common import ApiModel, Status
+from llmops.api.common import ApiModel, CommonReason, Status
 from llmops.storage import StoreCache
 from operators import metrics
 from operators.apply import Applier
@@ -191,27 +191,35 @@ def reconcile(
             spec = resource.spec.model_validate(body.get("spec") or {})
         except pydantic.ValidationError as e:
             message = describe_validation_error(e)
-            ctx.event("InvalidSpec", f"{message}. Fix the spec; nothing was changed.", warning=True)
-            return _write(patch, resource, body, Outcome("stalled", "Failed", "InvalidSpec", message))
+            ctx.event(
+                CommonReason.INVALID_SPEC, f"{message}. Fix the spec; nothing was changed.", warning=True
+            )
+            return _write(
+                patch, resource, body, Outcome("stalled", "Failed", CommonReason.INVALID_SPEC, message)
+            )
         try:
             outcome = kind.reconcile(spec, ctx)
             # A kind's bad status field is a bug too.
             status = status_patch(resource, body, outcome, current=ctx.status)
         except kopf.PermanentError as e:
-            ctx.event("ReconcileFailed", str(e), warning=True)
-            return _write(patch, resource, body, Outcome("stalled", "Failed", "ReconcileFailed", str(e)))
+            ctx.event(CommonReason.RECONCILE_FAILED, str(e), warning=True)
+            return _write(
+                patch, resource, body, Outcome("stalled", "Failed", CommonReason.RECONCILE_FAILED, str(e))
+            )
         except Exception as e:
             phase = (body.get("status") or {}).get("phase") or "Pending"
             if _heals(e):
                 message = f"{type(e).__name__} from the API while reconciling; retrying"
-                _write(patch, resource, body, Outcome("reconciling", phase, "Retrying", message))
+                _write(patch, resource, body, Outcome("reconciling", phase, CommonReason.RETRYING, message))
                 raise kopf.TemporaryError(message, delay=10) from e
             # A bug or an unexpected object: say so on the object; do not crash or spin.
             metrics.ERRORS.labels(resource.kind, type(e).__name__).inc()
             logger.exception("reconcile failed")
             message = f"internal error ({type(e).__name__}); see the operator log"
-            ctx.event("InternalError", message, warning=True)
-            return _write(patch, resource, body, Outcome("stalled", "Failed", "InternalError", message))
+            ctx.event(CommonReason.INTERNAL_ERROR, message, warning=True)
+            return _write(
+                patch, resource, body, Outcome("stalled", "Failed", CommonReason.INTERNAL_ERROR, message)
+            )
         patch.status.update(status)
         metrics.RECONCILES.labels(resource.kind, outcome.state).inc()
         announce(kind, ctx, outcome)
@@ -230,7 +238,9 @@ def announce(kind: Kind, ctx: Context, outcome: Outcome) -> None:
 
 def _write(patch: kopf.Patch, resource: Resource, body: dict, outcome: Outcome) -> None:
     patch.status.update(status_patch(resource, body, outcome))
-    metrics.RECONCILES.labels(resource.kind, "retry" if outcome.reason == "Retrying" else outcome.state).inc()
+    metrics.RECONCILES.labels(
+        resource.kind, "retry" if outcome.reason == CommonReason.RETRYING else outcome.state
+    ).inc()
 
 
 # Changing this annotation makes kopf see a change and run the reconcile (kopf ignores annotations

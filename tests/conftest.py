@@ -34,7 +34,7 @@ def llmops_crds(cluster: LocalCluster) -> list[str]:
 
     cluster.kubectl("apply", "--server-side", "-f", str(Path(__file__).parents[1] / "crds"))
     names = [r.crd_name for r in RESOURCES]
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names))
+    cluster.wait_established(*(f"crd/{n}" for n in names))
     return names
 
 

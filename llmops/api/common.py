@@ -277,6 +277,22 @@ class Resources(ApiModel):
     )
 
 
+class CommonReason:
+    """Condition reasons that mean the same for every kind, declared once; each kind's `Reason`
+    (llmops/api/<kind>.py) extends this class with its own.
+
+    The shared runtime (operators/runtime.py) sets the first four on any kind; the rest are failures
+    that more than one kind can meet, named alike everywhere (docs/operations.md lists them).
+    """
+
+    INVALID_SPEC = "InvalidSpec"  # Stalled: the spec does not parse (a schema the CRD did not enforce)
+    RECONCILE_FAILED = "ReconcileFailed"  # Stalled: the kind raised kopf.PermanentError
+    RETRYING = "Retrying"  # Reconciling: an error that heals (the apiserver, a conflict); retried
+    INTERNAL_ERROR = "InternalError"  # Stalled: a bug; the message says where to look
+    CREDENTIALS_NOT_FOUND = "CredentialsNotFound"  # Stalled: a Secret or one of its keys is missing
+    REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # Reconciling: the model registry does not answer
+
+
 class Condition(ApiModel):
     """One aspect of the object's state, shaped like metav1.Condition."""
 

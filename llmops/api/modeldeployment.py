@@ -9,6 +9,7 @@ from pydantic import Field, StringConstraints
 
 from llmops.api.common import (
     ApiModel,
+    CommonReason,
     DnsLabel,
     DnsSubdomain,
     Fraction,
@@ -27,7 +28,7 @@ from llmops.api.common import (
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed", "ScaledToZero"]
 
 
-class Reason:
+class Reason(CommonReason):
     """The reasons of a ModelDeployment's conditions (`status.conditions[].reason`), one per cause.
 
     Ready=True: SERVING, SCALED_TO_ZERO, CANARY_ANALYSING, ANALYSIS_INCONCLUSIVE, PROMOTED.
@@ -42,10 +43,8 @@ class Reason:
     ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
     PROMOTED = "Promoted"
     PROGRESSING = "Progressing"
-    REGISTRY_UNAVAILABLE = "RegistryUnavailable"
     ROLLED_BACK = "RolledBack"
     ANALYSIS_FAILED = "AnalysisFailed"
-    CREDENTIALS_NOT_FOUND = "CredentialsNotFound"
     GATES_NOT_PASSED = "GatesNotPassed"
     WRONG_CONTENT = "WrongContent"
     VERSION_NOT_FOUND = "VersionNotFound"

@@ -12,6 +12,7 @@ from pydantic import Field, StringConstraints
 
 from llmops.api.common import (
     ApiModel,
+    CommonReason,
     DataUri,
     DnsLabel,
     DnsSubdomain,
@@ -522,7 +523,7 @@ class TrainingJobStatus(Status):
     completion_time: datetime | None = Field(None, description="When the job succeeded or failed.")
 
 
-class Reason:
+class Reason(CommonReason):
     """The reasons of a TrainingJob's conditions (`status.conditions[].reason`), declared once.
 
     The operator (operators/trainingjob) sets them; docs/operations.md lists the Stalled ones. A run
@@ -550,10 +551,10 @@ class Reason:
     GPU_REQUIRED = "GpuRequired"
     CREDENTIALS_CLASH = "CredentialsClash"
     # Pending, Stalled=True, retried every minute: something outside the spec is missing.
-    CREDENTIALS_NOT_FOUND = "CredentialsNotFound"  # the same reason as a ModelDeployment's
+    # CREDENTIALS_NOT_FOUND (CommonReason)
     BASE_MODEL_NOT_FOUND = "BaseModelNotFound"
     # Reconciling=True, retried: what the operator reads does not answer.
-    REGISTRY_UNAVAILABLE = "RegistryUnavailable"
+    # REGISTRY_UNAVAILABLE (CommonReason)
     RAY_UNAVAILABLE = "RayUnavailable"
     REPORT_UNAVAILABLE = "ReportUnavailable"
 

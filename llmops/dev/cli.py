@@ -21,14 +21,7 @@ OPERATOR = "llmops-operator"
 def start_operator(cluster: LocalCluster) -> None:
     """Install our CRDs and run the operator beside the cluster; `llmops dev down` stops it too."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_CRDS))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "-l",
-        "app.kubernetes.io/part-of=llmops",
-    )
+    cluster.wait_established("crd", "-l", "app.kubernetes.io/part-of=llmops")
     cluster.spawn(
         OPERATOR,
         [

@@ -259,6 +259,25 @@ class LocalCluster:
             raise ClusterError(f"kubectl {' '.join(args[:3])} failed: {result.stderr.strip()}")
         return result
 
+    def wait_established(self, *crds: str, timeout: float = 60) -> None:
+        """Wait until CRDs (`crd/<name>` or `-l <selector>` arguments to kubectl) are Established.
+
+        `kubectl wait` fails at once, instead of waiting, on a CRD the apiserver has not given any
+        status conditions yet ("conditions accessor error"), which happens right after an apply on a
+        busy machine: that answer is asked again until `timeout` seconds have passed.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(1, int(deadline - time.monotonic()))
+            result = self.kubectl(
+                "wait", "--for=condition=Established", f"--timeout={left}s", *crds, check=False
+            )
+            if result.returncode == 0:
+                return
+            if "accessor error" not in result.stderr or time.monotonic() >= deadline:
+                raise ClusterError(f"CRDs not Established within {timeout:.0f}s: {result.stderr.strip()}")
+            time.sleep(0.5)
+
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, progress: Callable[[str], None] = lambda _: None) -> None:
         """Start every component and wait until the cluster is usable. Idempotent."""
@@ -492,9 +511,4 @@ class LocalCluster:
         for f in files:
             args += ["-f", str(f)]
         self.kubectl(*args)
-        self.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            *(f"crd/{yaml.safe_load(f.read_text())['metadata']['name']}" for f in files),
-        )
+        self.wait_established(*(f"crd/{yaml.safe_load(f.read_text())['metadata']['name']}" for f in files))

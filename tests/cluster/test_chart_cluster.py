@@ -50,7 +50,7 @@ def apply_crds(cluster: LocalCluster) -> list[str]:
         args += ["-f", str(f)]
     cluster.kubectl(*args)
     names = [yaml.safe_load(f.read_text())["metadata"]["name"] for f in files]
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names))
+    cluster.wait_established(*(f"crd/{n}" for n in names))
     return names
 
 
@@ -163,7 +163,7 @@ def test_helm_install_brings_the_operator_deployment_up(
         assert deployment["status"]["readyReplicas"] == 1
         assert deployment["spec"]["strategy"]["type"] == "Recreate"
         for crd in ("trainingjobs.llmops.io", "modeldeployments.llmops.io"):
-            cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{crd}")
+            cluster.wait_established(f"crd/{crd}", timeout=30)
 
         # The metrics Service selects the (fake-)ready pod.
         def endpoints() -> list:
