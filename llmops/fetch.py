@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from llmops.api.common import ObjectStorageLocation
 from llmops.engine import FetchItem
 from llmops.registry import ModelVersion, RegistryError, download, read_version, selected
-from llmops.storage import Credentials, ObjectStore, open_store, sha256_file
+from llmops.storage import ObjectStore, credentials_from_env, open_store, sha256_file
 
 MARKER = ".llmops-version.json"
 
@@ -53,11 +52,6 @@ def fetch(store: ObjectStore, item: FetchItem, root: Path) -> Path:
     download(store, manifest, target, item.path)
     (target / MARKER).write_text(json.dumps({"name": manifest.name, "version": manifest.version}))
     return target
-
-
-def credentials_from_env() -> Credentials | None:
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    return Credentials(key, secret) if key and secret else None
 
 
 def main(argv: list[str] | None = None) -> int:

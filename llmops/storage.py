@@ -51,6 +51,19 @@ class Credentials:
         return "Credentials(***)"
 
 
+def credentials_from_env(prefix: str = "") -> Credentials | None:
+    """`{prefix}AWS_ACCESS_KEY_ID` and `{prefix}AWS_SECRET_ACCESS_KEY` when both are set, else None
+    (then boto3 finds the pod's own identity, IRSA or an instance role).
+
+    The one convention of every pod the operators make: each location's Secret reaches the pod by
+    `secretKeyRef` under these names (operators/manifests.py `credentials_env`), one prefix a location
+    where a pod reads more than one; the values never pass through the operator.
+    """
+    key = os.environ.get(f"{prefix}AWS_ACCESS_KEY_ID")
+    secret = os.environ.get(f"{prefix}AWS_SECRET_ACCESS_KEY")
+    return Credentials(key, secret) if key and secret else None
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -22,6 +22,20 @@ from llmops.api.common import ApiModel, ObjectStorageLocation
 from llmops.api.trainingjob import GateResult, Lineage, ModelVersionRef, Progress, TrainingJobSpec
 
 REPORT = "report.json"
+# The Ray pods read each location's credentials from <prefix>AWS_ACCESS_KEY_ID/<prefix>AWS_SECRET_ACCESS_KEY
+# (llmops.storage.credentials_from_env): the registry's (and the work folder's) without a prefix,
+# spec.data.s3's under DATA_ when its Secret is not the registry's.
+DATA_CREDENTIALS_PREFIX = "DATA_"
+
+
+def data_credentials_prefix(spec: TrainingJobSpec) -> str | None:
+    """The env prefix of spec.data.s3's credentials in the Ray pods: "" when they are the registry's,
+    DATA_CREDENTIALS_PREFIX when another Secret (or other keys) holds them, None without a Secret."""
+    data = spec.data.s3.credentials_secret_ref if spec.data.s3 else None
+    if data is None:
+        return None
+    registry = spec.output.registry.s3.credentials_secret_ref if spec.output.registry.s3 else None
+    return "" if data == registry else DATA_CREDENTIALS_PREFIX
 
 
 class JobIdentity(ApiModel):

@@ -180,7 +180,7 @@ def location_secret(location: ObjectStorageLocation | None) -> SecretKeysRef | N
 def credentials_env(ref: SecretKeysRef | None, prefix: str = "") -> list[dict]:
     """AWS_* (or PREFIX_AWS_*) from the Secret by reference: values never pass through the operator.
 
-    Read in the pod by llmops.fetch.credentials_from_env (and boto3 itself, without a prefix)."""
+    Read in the pod by llmops.storage.credentials_from_env(prefix) (and by boto3 itself, without one)."""
     if ref is None:
         return []
     return [

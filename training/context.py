@@ -6,9 +6,10 @@ resolves credentials once and hands them over explicitly.
 
 Credentials depend on the runtime:
 - kuberay (the operator owns the Ray cluster): a connection with `credentialsSecretRef` reads the two
-  environment variables the operator sets in every Ray pod from that Secret (by reference, named as
-  the ref's keys); without a ref, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY when set, otherwise boto3's
-  ambient identity (IRSA).
+  environment variables the operator sets in every Ray pod from that Secret, by reference, under the
+  one convention of every pod (llmops/workload.py): AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for the
+  registry, DATA_AWS_* for spec.data.s3 when its Secret is another; without a ref,
+  AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY when set, otherwise boto3's ambient identity (IRSA).
 - rayJobsAPI (a shared Ray cluster the operator does not own): the cluster brings its own storage
   access (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in its environment, or its instance identity). The
   operator never sends Secret values to it: a job's runtime_env is readable by anyone who can see the
@@ -32,31 +33,32 @@ from typing import Any
 
 from llmops.api.common import ObjectStorageLocation, S3Connection, S3Location
 from llmops.api.trainingjob import Progress
-from llmops.storage import Credentials, ObjectStore, open_store
-from llmops.workload import REPORT, RunReport, TrainingRun
+from llmops.storage import Credentials, ObjectStore, credentials_from_env, open_store
+from llmops.workload import REPORT, RunReport, TrainingRun, data_credentials_prefix
 from training.errors import UserError
 
 log = logging.getLogger("llmops.training")
 
 
 def credentials_for(
-    connection: S3Connection | None, what: str, runtime: str = "kuberay"
+    connection: S3Connection | None, what: str, runtime: str = "kuberay", prefix: str = ""
 ) -> Credentials | None:
-    """The credentials the workload uses for `connection` (see the module's docstring for the rules)."""
+    """The credentials the workload uses for `connection` (see the module's docstring for the rules);
+    `prefix`: where the operator put this connection's Secret (llmops/workload.py)."""
     if connection is None:
         return None
     ref = connection.credentials_secret_ref
     if ref is None or runtime == "rayJobsAPI":
-        key_id, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-        return Credentials(key_id, secret) if key_id and secret else None
-    key_id, secret = os.environ.get(ref.access_key_id_key), os.environ.get(ref.secret_access_key_key)
-    if not key_id or not secret:
+        return credentials_from_env()
+    found = credentials_from_env(prefix)
+    if found is None:
         raise UserError(
-            f"{what}.credentialsSecretRef: the Ray pods have no {ref.access_key_id_key} and "
-            f"{ref.secret_access_key_key}, which the operator sets from Secret {ref.name}: check that the "
-            "Secret has those keys (accessKeyIdKey/secretAccessKeyKey name them)"
+            f"{what}.credentialsSecretRef: the Ray pods have no {prefix}AWS_ACCESS_KEY_ID and "
+            f"{prefix}AWS_SECRET_ACCESS_KEY, which the operator sets from the keys {ref.access_key_id_key} "
+            f"and {ref.secret_access_key_key} of Secret {ref.name}: check that the Secret has those keys "
+            "(accessKeyIdKey/secretAccessKeyKey name them)"
         )
-    return Credentials(key_id, secret)
+    return found
 
 
 def access_source(connection: S3Connection | None, runtime: str) -> str:
@@ -211,7 +213,9 @@ class Context:
         # s3:// data sources use spec.data.s3, else the registry's endpoint and credentials.
         self.data_connection: S3Connection | None = run.spec.data.s3 or registry.s3
         self.data_credentials = (
-            credentials_for(run.spec.data.s3, "spec.data.s3", runtime)
+            credentials_for(
+                run.spec.data.s3, "spec.data.s3", runtime, data_credentials_prefix(run.spec) or ""
+            )
             if run.spec.data.s3
             else self.registry.credentials
         )

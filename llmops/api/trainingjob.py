@@ -549,7 +549,6 @@ class Reason(CommonReason):
     RAY_JOB_FAILED = "RayJobFailed"
     # Failed, Stalled=True, before anything runs: the spec cannot run as written.
     GPU_REQUIRED = "GpuRequired"
-    CREDENTIALS_CLASH = "CredentialsClash"
     # Pending, Stalled=True, retried every minute: something outside the spec is missing.
     # CREDENTIALS_NOT_FOUND (CommonReason)
     BASE_MODEL_NOT_FOUND = "BaseModelNotFound"

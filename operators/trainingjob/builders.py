@@ -16,11 +16,18 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from llmops.api.common import Resources, SecretKeysRef
+from llmops.api.common import Resources
 from llmops.api.trainingjob import Reason, TrainingJobSpec
-from llmops.workload import JobIdentity, TrainingRun, work_dir_for
+from llmops.workload import (
+    DATA_CREDENTIALS_PREFIX,
+    JobIdentity,
+    TrainingRun,
+    data_credentials_prefix,
+    work_dir_for,
+)
 from operators.manifests import (
     container_security,
+    credentials_env,
     node_placement,
     pod_security,
     requests_limits,
@@ -63,24 +70,6 @@ def problems(spec: TrainingJobSpec) -> tuple[str, str] | None:
             "and needs GPUs, but spec.resources.perWorker.gpus is 0: request GPUs "
             "(spec.resources.perWorker.gpus >= 1) or use spec.method.type lora on CPUs",
         )
-    registry = spec.output.registry.s3
-    data = spec.data.s3
-    if registry and data and registry.credentials_secret_ref and data.credentials_secret_ref:
-        ours, theirs = registry.credentials_secret_ref, data.credentials_secret_ref
-        clash = (
-            {ours.access_key_id_key, ours.secret_access_key_key}
-            & {theirs.access_key_id_key, theirs.secret_access_key_key}
-            if ours.name != theirs.name
-            else set()
-        )
-        if clash:
-            return (
-                Reason.CREDENTIALS_CLASH,
-                f"spec.data.s3.credentialsSecretRef ({theirs.name}) and "
-                f"spec.output.registry.s3.credentialsSecretRef ({ours.name}) both use the keys "
-                f"{', '.join(sorted(clash))}, which become one environment variable of the Ray pods: "
-                "set accessKeyIdKey/secretAccessKeyKey so that the two Secrets use different key names",
-            )
     return None
 
 
@@ -134,25 +123,16 @@ def default_image(code_version: str) -> str:
     return f"ghcr.io/llmops/trainer:{code_version if code_version != 'unknown' else 'latest'}"
 
 
-def _secret_env(ref: SecretKeysRef) -> list[dict[str, Any]]:
-    """The workload reads a Secret's keys from variables named as the keys (training.context)."""
-    return [
-        {"name": key, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}}
-        for key in (ref.access_key_id_key, ref.secret_access_key_key)
-    ]
-
-
 def pod_env(spec: TrainingJobSpec) -> list[dict[str, Any]]:
-    """Environment of every Ray pod: storage credentials by reference, never by value."""
+    """Environment of every Ray pod: storage credentials by reference, never by value, under the one
+    convention of every pod (llmops/workload.py: the registry's as AWS_*, spec.data.s3's as DATA_AWS_*
+    when its Secret is another)."""
     env: list[dict[str, Any]] = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
-    seen: set[str] = set()
-    for connection in (spec.output.registry.s3, spec.data.s3):
-        ref = connection.credentials_secret_ref if connection else None
-        if ref is not None:
-            for var in _secret_env(ref):
-                if var["name"] not in seen:  # the same Secret for data and registry: once
-                    seen.add(var["name"])
-                    env.append(var)
+    registry = spec.output.registry.s3
+    env += credentials_env(registry.credentials_secret_ref if registry else None)
+    if data_credentials_prefix(spec):
+        assert spec.data.s3 is not None
+        env += credentials_env(spec.data.s3.credentials_secret_ref, DATA_CREDENTIALS_PREFIX)
     return env
 
 

@@ -76,11 +76,12 @@ def test_credentials_travel_as_secret_references_only() -> None:
     spec = kuberay(spec_of("full"))
     pod = build(spec)["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
-    # The workload reads a ref's keys from variables of the same names (training.context).
-    assert env["rootUser"]["valueFrom"] == {
+    # The one convention of every pod (llmops/workload.py): the registry's Secret as AWS_*, the data's
+    # under DATA_ (training.context reads them back with llmops.storage.credentials_from_env).
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {
         "secretKeyRef": {"name": "registry-credentials", "key": "rootUser"}
     }
-    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "dataset-credentials"
+    assert env["DATA_AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "dataset-credentials"
     assert all("value" not in e for e in env.values() if e["name"] != "PYTHONUNBUFFERED")
     qlora = build(spec_of("qlora"))["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
     assert qlora["containers"][0]["envFrom"] == [{"secretRef": {"name": "hf-token"}}]
@@ -148,9 +149,24 @@ def test_qlora_without_gpus_is_refused_naming_the_fields() -> None:
     assert builders.problems(spec_of("lora", resources={"perWorker": {"cpu": 8}})) is None
 
 
-def test_two_secrets_with_the_same_key_names_are_refused() -> None:
+def test_storage_credentials_reach_the_pods_under_one_convention() -> None:
+    """The registry's Secret as AWS_*, the data's as DATA_AWS_* when it is another Secret (or other
+    keys): two Secrets with the same key names cannot clash; one Secret for both is set once."""
     spec = example("full")["spec"]
     del spec["output"]["registry"]["s3"]["credentialsSecretRef"]["accessKeyIdKey"]
     del spec["output"]["registry"]["s3"]["credentialsSecretRef"]["secretAccessKeyKey"]
-    reason, message = builders.problems(TrainingJobSpec.model_validate(spec))
-    assert reason == "CredentialsClash" and "AWS_ACCESS_KEY_ID" in message
+    both = TrainingJobSpec.model_validate(spec)
+    assert builders.problems(both) is None
+    registry, data = both.output.registry.s3.credentials_secret_ref, both.data.s3.credentials_secret_ref
+    assert registry.name != data.name
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in builders.pod_env(both) if "valueFrom" in e}
+    assert env == {
+        "AWS_ACCESS_KEY_ID": {"name": registry.name, "key": registry.access_key_id_key},
+        "AWS_SECRET_ACCESS_KEY": {"name": registry.name, "key": registry.secret_access_key_key},
+        "DATA_AWS_ACCESS_KEY_ID": {"name": data.name, "key": data.access_key_id_key},
+        "DATA_AWS_SECRET_ACCESS_KEY": {"name": data.name, "key": data.secret_access_key_key},
+    }
+    spec["data"]["s3"]["credentialsSecretRef"] = spec["output"]["registry"]["s3"]["credentialsSecretRef"]
+    one = TrainingJobSpec.model_validate(spec)
+    names = [e["name"] for e in builders.pod_env(one) if "valueFrom" in e]
+    assert names == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
