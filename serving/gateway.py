@@ -33,11 +33,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import logging
 import re
 import signal
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -46,15 +44,7 @@ from typing import Any
 import aiohttp
 import uvloop
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from llmops.gateway_config import GatewayConfig, UpstreamGroup
 from serving.anomaly import AnomalyMonitor
@@ -70,6 +60,9 @@ from serving.endpoints import (
     usage_of,
     validate_request,
 )
+from serving.logs import log, request_line
+from serving.logs import setup as setup_logs
+from serving.metrics import NO_VERSION, Metrics
 from serving.pii import AnswerRedactor, Redaction
 from serving.ratelimit import KeyLimiter
 from serving.sampler import Sampler
@@ -81,12 +74,6 @@ from serving.upstream import (
     UpstreamResponse,
 )
 
-log = logging.getLogger("llmops.gateway")
-disable_created_metrics()  # no *_created series: they double the series count for nothing here
-
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
-TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-NO_VERSION = "none"  # the version label of requests refused before one was chosen
 # An event worth parsing on the fast path: one with a usage object (not `"usage": null`), or [DONE].
 USAGE_OR_DONE = re.compile(rb'"usage"\s*:\s*\{|\[DONE\]')
 _SPACE = b" \t\n\r\x0b\x0c"
@@ -113,93 +100,6 @@ def usage_or_done_at(data: bytes) -> int:
 
 # The usage object of an embeddings or tokenize answer (flat: no nested objects).
 USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*(\{[^{}]*\})')
-
-
-class Metrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        r = registry
-        self.requests = Counter(
-            "llmops_gateway_requests",
-            "Requests answered, by version and HTTP status code.",
-            ["version", "code"],
-            registry=r,
-        )
-        self.errors = Counter(
-            "llmops_gateway_errors",
-            "Failed requests, by version and reason.",
-            ["version", "reason"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "llmops_gateway_request_duration_seconds",
-            "Time from request to the end of the response, by version.",
-            ["version"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.ttft = Histogram(
-            "llmops_gateway_time_to_first_token_seconds",
-            "Time from request to the first streamed token, by version.",
-            ["version"],
-            buckets=TTFT_BUCKETS,
-            registry=r,
-        )
-        self.queue_wait = Histogram(
-            "llmops_gateway_queue_wait_seconds",
-            "Time spent waiting for a replica.",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.prompt_tokens = Counter(
-            "llmops_gateway_prompt_tokens", "Prompt tokens, by version.", ["version"], registry=r
-        )
-        self.completion_tokens = Counter(
-            "llmops_gateway_completion_tokens", "Completion tokens, by version.", ["version"], registry=r
-        )
-        self.pending = Gauge(
-            "llmops_gateway_pending_requests",
-            "Requests waiting for a replica (queued while busy, or held while scaled to zero).",
-            registry=r,
-        )
-        self.inflight = Gauge(
-            "llmops_gateway_inflight_requests",
-            "Requests at the replicas, by version.",
-            ["version"],
-            registry=r,
-        )
-        self.ready = Gauge(
-            "llmops_gateway_ready_replicas",
-            "Replicas passing health checks, by version.",
-            ["version"],
-            registry=r,
-        )
-        self.weight = Gauge(
-            "llmops_gateway_weight", "Configured traffic weight, by version.", ["version"], registry=r
-        )
-        self.anomaly_score = Gauge(
-            "llmops_gateway_anomaly_score",
-            "Robust z-score of the last window, by signal.",
-            ["signal"],
-            registry=r,
-        )
-        self.anomaly = Gauge(
-            "llmops_gateway_anomaly", "1 while the signal's last window is anomalous.", ["signal"], registry=r
-        )
-        self.samples = Counter(
-            "llmops_gateway_samples_written", "Sampled records written, by kind.", ["kind"], registry=r
-        )
-        self.samples_dropped = Counter(
-            "llmops_gateway_samples_dropped", "Sampled records dropped, by kind.", ["kind"], registry=r
-        )
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(*labels)`, looked up once: `labels()` (a lock and a check of the values)
-        costs more than the update itself, several times per request."""
-        key = (id(metric), labels)
-        if (found := self._children.get(key)) is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
 
 
 def error_body(message: str, type_: str, code: int | str, param: str | None = None) -> dict[str, Any]:
@@ -558,7 +458,7 @@ class Gateway:
         try:
             self._authenticate(request)
         except HttpError as e:
-            self._count(NO_VERSION, e.status, e.reason)
+            self.metrics.count(NO_VERSION, e.status, e.reason)
             return e.response()
         return web.json_response({"object": "list", "data": await self.model_cards()})
 
@@ -602,11 +502,6 @@ class Gateway:
 
     # The proxy ---------------------------------------------------------------------------------
 
-    def _count(self, version: str, code: int, reason: str | None = None) -> None:
-        self.metrics.child(self.metrics.requests, version, str(code)).inc()
-        if reason:
-            self.metrics.child(self.metrics.errors, version, reason).inc()
-
     def handler(self, kind: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """The aiohttp handler of endpoint `kind` (see serving.endpoints)."""
 
@@ -619,7 +514,7 @@ class Gateway:
     async def handle(self, request: web.Request, kind: str) -> web.StreamResponse:
         start = time.perf_counter()
         if self.draining:
-            self._count(NO_VERSION, 503, "draining")
+            self.metrics.count(NO_VERSION, 503, "draining")
             return HttpError(
                 503, "the gateway is shutting down; retry", "draining", "service_unavailable", retry_after="1"
             ).response()
@@ -798,7 +693,7 @@ class Gateway:
             elapsed = time.perf_counter() - start
             if admitted:
                 self.metrics.child(self.metrics.latency, version).observe(elapsed)
-            self._count(version, code, reason)
+            self.metrics.count(version, code, reason)
             self.anomaly.observe(elapsed, code >= 500)
             if usage:
                 prompt_tokens = int(usage.get("prompt_tokens") or 0)
@@ -811,18 +706,7 @@ class Gateway:
             if replica is not None:
                 self.dispatcher.release(replica)
             if admitted or code == 499:
-                log.info(
-                    "request",
-                    extra={
-                        "key": key_id,
-                        "version": version,
-                        "code": code,
-                        "seconds": round(elapsed, 4),
-                        "stream": stream,
-                        "reason": reason,
-                        "endpoint": kind,
-                    },
-                )
+                request_line(key_id, version, code, elapsed, stream, reason, kind)
 
     def _record(
         self,
@@ -1088,25 +972,6 @@ def _joined(texts: dict[int, list[str]] | None) -> list[str] | None:
     return ["".join(texts[i]) for i in sorted(texts)] if texts is not None else None
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; request logs carry ids and numbers, never keys or prompt text."""
-
-    FIELDS = ("key", "version", "code", "seconds", "stream", "reason", "endpoint")
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "msg": record.getMessage(),
-        }
-        for field in self.FIELDS:
-            if hasattr(record, field):
-                out[field] = getattr(record, field)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
-
-
 async def serve(config_path: Path, host: str, port: int, ready_file: Path | None = None) -> None:
     config = GatewayConfig.load(config_path)
     gateway = Gateway(config, config_path=config_path)
@@ -1141,9 +1006,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    setup_logs(args.log_level)
     uvloop.run(serve(args.config, args.host, args.port))
 
 
