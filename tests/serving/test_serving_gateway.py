@@ -925,7 +925,7 @@ def test_new_endpoints_share_auth_limits_redaction_and_sampling(vllm_server, gat
 
     answer = client.responses.create(model=MODEL, input=secret, max_output_tokens=4)
     assert answer.output_text is not None
-    # Streamed typed events are redacted too (tests/serving/test_serving_units.py splits the text).
+    # Streamed typed events are redacted too (tests/unit/serving/test_endpoints.py splits the text).
     events = list(client.responses.create(model=MODEL, input=secret, max_output_tokens=2, stream=True))
     assert events[-1].type == "response.completed"
     root.post("/detokenize", body={"model": MODEL, "tokens": tokens}, cast_to=object)
