@@ -31,24 +31,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import uvloop
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from llmops.gateway_config import GatewayConfig, UpstreamGroup
+from llmops.gateway_config import GatewayConfig
 from serving.anomaly import AnomalyMonitor
 from serving.auth import KeyStore
-from serving.balancer import Balancer, Dispatcher, Draining, NoReplicas, QueueFull, QueueTimeout, Replica
+from serving.balancer import Draining, NoReplicas, QueueFull, QueueTimeout, Replica
 from serving.endpoints import (
     ENDPOINTS,
     ResponsesStream,
@@ -76,6 +73,7 @@ from serving.openai import (
 )
 from serving.pii import Redaction
 from serving.ratelimit import KeyLimiter
+from serving.replicas import ReplicaPool
 from serving.sampler import Sampler
 from serving.upstream import (
     Upstream,
@@ -93,20 +91,9 @@ class ClientGone(Exception):
 class Gateway:
     def __init__(self, config: GatewayConfig, *, config_path: Path | None = None) -> None:
         self.config = config
-        self.config_path = config_path
-        self.config_digest = hashlib.sha256(config_path.read_bytes()).hexdigest() if config_path else ""
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
-        self.balancer = Balancer([], config.max_outstanding_per_replica)
-        self.upstreams: dict[str, UpstreamGroup] = {}
-        self.apply_upstreams(config.upstreams)
-        self.dispatcher = Dispatcher(
-            self.balancer,
-            max_queue=config.max_queue,
-            queue_timeout=config.queue_timeout_seconds,
-            hold_timeout=config.scale_to_zero_hold_seconds,
-            on_pending=self.metrics.pending.set,
-        )
+        self.pool = ReplicaPool(config, self.metrics, config_path=config_path)
         self.keys = KeyStore(config.api_keys_path) if config.api_keys_path else None
         self.limiter = KeyLimiter(config.rate_limit)
         self.anomaly = AnomalyMonitor()
@@ -118,7 +105,6 @@ class Gateway:
         self.model_names = config.model_names()
         self.inflight = 0
         self.draining = False
-        self.session: aiohttp.ClientSession | None = None  # health checks and model lists
         self.upstream: Upstream | None = None  # the proxied requests (serving.upstream says why)
         self.tasks: list[asyncio.Task[None]] = []
         self.started = int(time.time())
@@ -135,69 +121,6 @@ class Gateway:
             on_dropped=self.metrics.samples_dropped.labels(kind).inc,
         )
 
-    # Upstreams ---------------------------------------------------------------------------------
-
-    def apply_upstreams(self, groups: list[UpstreamGroup]) -> None:
-        """Add, update and remove version groups; replicas of unchanged groups keep their state."""
-        from serving.balancer import Group
-
-        wanted = {g.version: g for g in groups}
-        for version in list(self.balancer.groups):
-            if version not in wanted:
-                del self.balancer.groups[version]
-                self.metrics.weight.remove(version)
-                self.metrics.ready.labels(version).set(0)
-        for version, g in wanted.items():
-            if version not in self.balancer.groups:
-                self.balancer.groups[version] = Group(version, g.role, g.weight)
-            group = self.balancer.groups[version]
-            group.role, group.weight = g.role, g.weight
-            if g.replicas:
-                self.balancer.set_replicas(version, [u.rstrip("/") for u in g.replicas])
-            self.metrics.weight.labels(version).set(g.weight)
-        self.upstreams = wanted
-
-    async def resolve(self) -> None:
-        """Resolve every Service-backed group to its ready pods' addresses."""
-        loop = asyncio.get_running_loop()
-        for version, g in list(self.upstreams.items()):
-            if g.service is None:
-                continue
-            try:
-                infos = await loop.getaddrinfo(g.service.host, g.service.port, type=socket.SOCK_STREAM)
-                addrs = sorted({info[4][0] for info in infos})
-            except socket.gaierror:
-                addrs = []  # no ready pods: the headless Service has no records (scaled to zero)
-            urls = [f"{g.service.scheme}://{f'[{a}]' if ':' in a else a}:{g.service.port}" for a in addrs]
-            if version in self.balancer.groups and self.balancer.set_replicas(version, urls):
-                log.info("version %s: %d replicas from %s", version, len(urls), g.service.host)
-                await self.check_health()
-
-    async def _check(self, replica: Replica) -> None:
-        assert self.session is not None
-        timeout = aiohttp.ClientTimeout(total=min(5.0, self.config.health_check_interval_seconds * 2))
-        refused = False
-        try:
-            async with self.session.get(f"{replica.url}/health", timeout=timeout) as r:
-                ok = r.status == 200
-        except aiohttp.ClientConnectorError:  # nothing listens: out at once
-            ok, refused = False, True
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            ok = False
-        if replica.observe_health(ok, refused=refused):
-            state = "ready" if replica.ready else f"not ready ({replica.failures} failed checks)"
-            log.info("replica %s (version %s) is %s", replica.url, replica.version, state)
-
-    async def check_health(self) -> None:
-        replicas = self.balancer.replicas()
-        await asyncio.gather(*(self._check(r) for r in replicas))
-        self._replicas_changed()
-
-    def _replicas_changed(self) -> None:
-        for version, group in self.balancer.groups.items():
-            self.metrics.ready.labels(version).set(len(group.ready()))
-        self.dispatcher.wake()
-
     async def _every(self, seconds: float, fn: Callable[[], Awaitable[None]]) -> None:
         while True:
             try:
@@ -205,28 +128,6 @@ class Gateway:
             except Exception:
                 log.exception("background task %s failed", getattr(fn, "__name__", fn))
             await asyncio.sleep(seconds)
-
-    async def reload_config(self) -> None:
-        if self.config_path is None:
-            return
-        try:
-            data = self.config_path.read_bytes()
-        except OSError:
-            return
-        digest = hashlib.sha256(data).hexdigest()
-        if digest == self.config_digest:
-            return
-        try:
-            config = GatewayConfig.model_validate_json(data)
-        except ValueError as e:
-            log.error("the changed config at %s is invalid, keeping the old one: %s", self.config_path, e)
-            self.config_digest = digest
-            return
-        self.config_digest = digest
-        self.apply_upstreams(config.upstreams)
-        log.info("config reloaded: weights %s", {g.version: g.weight for g in config.upstreams})
-        await self.resolve()
-        await self.check_health()
 
     async def reload_keys(self) -> None:
         if self.keys is not None:
@@ -241,21 +142,15 @@ class Gateway:
 
     async def start(self, app: web.Application) -> None:
         cfg = self.config
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, keepalive_timeout=60),
-            timeout=aiohttp.ClientTimeout(total=cfg.upstream_timeout_seconds, sock_connect=5),
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),  # a proxy keeps no cookies; the jar costs every request
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-        )
+        self.pool.open()
         self.upstream = Upstream(connect_timeout=5, total_timeout=cfg.upstream_timeout_seconds)
-        await self.resolve()
-        await self.check_health()
+        await self.pool.resolve()
+        await self.pool.check_health()
         spawn = asyncio.get_running_loop().create_task
         self.tasks = [
-            spawn(self._every(cfg.dns_refresh_seconds, self.resolve)),
-            spawn(self._every(cfg.health_check_interval_seconds, self.check_health)),
-            spawn(self._every(2.0, self.reload_config)),
+            spawn(self._every(cfg.dns_refresh_seconds, self.pool.resolve)),
+            spawn(self._every(cfg.health_check_interval_seconds, self.pool.check_health)),
+            spawn(self._every(2.0, self.pool.reload_config)),
             spawn(self._every(10.0, self.reload_keys)),
             spawn(self._every(cfg.anomaly_window_seconds, self.anomaly_tick)),
         ]
@@ -270,21 +165,20 @@ class Gateway:
         for sampler in (self.payloads, self.prompts):
             if sampler is not None:
                 await sampler.flush()
-        if self.session is not None:
-            await self.session.close()
+        await self.pool.close()
         if self.upstream is not None:
             self.upstream.close()
 
     async def drain(self, timeout: float) -> None:
         """Refuse new requests and wait for the ones in progress (queued ones included)."""
         self.draining = True
-        self.dispatcher.draining = True
+        self.pool.dispatcher.draining = True
         deadline = time.monotonic() + timeout
         while self.inflight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self.inflight:
             log.warning("drain timeout: %d requests still in progress are cut off", self.inflight)
-        self.dispatcher.fail_all(Draining())
+        self.pool.dispatcher.fail_all(Draining())
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_request_bytes)
@@ -307,7 +201,7 @@ class Gateway:
         if self.draining:
             return web.json_response({"status": "draining"}, status=503)
         return web.json_response(
-            {"status": "ready", "readyReplicas": sum(r.ready for r in self.balancer.replicas())}
+            {"status": "ready", "readyReplicas": sum(r.ready for r in self.pool.balancer.replicas())}
         )
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
@@ -347,8 +241,8 @@ class Gateway:
         now = time.monotonic()
         if self._cards and now - self._cards_at < self.config.health_check_interval_seconds:
             return self._cards
-        groups = list(self.balancer.groups.values())
-        lists = await asyncio.gather(*(self._models_of(g.ready()) for g in groups))
+        groups = list(self.pool.balancer.groups.values())
+        lists = await asyncio.gather(*(self.pool.models(g.ready()) for g in groups))
         reports = [(g.role, g.weight, d) for g, d in zip(groups, lists, strict=True) if d is not None]
         if reports:
             self._cards, self._cards_at = merge_model_cards(reports, self.model_names), now
@@ -358,21 +252,6 @@ class Gateway:
             {"id": name, "object": "model", "created": self.started, "owned_by": "llmops"}
             for name in sorted(self.model_names)
         ]
-
-    async def _models_of(self, replicas: list[Replica]) -> list[dict[str, Any]] | None:
-        """`data` of `GET /v1/models` from the first of `replicas` that answers it, or None."""
-        assert self.session is not None
-        timeout = aiohttp.ClientTimeout(total=5)
-        for replica in replicas[:2]:
-            try:
-                async with self.session.get(replica.endpoint("/v1/models"), timeout=timeout) as r:
-                    if r.status == 200:
-                        data = (await r.json()).get("data")
-                        if isinstance(data, list):
-                            return data
-            except (aiohttp.ClientError, TimeoutError, OSError, ValueError, AttributeError) as e:
-                log.warning("replica %s did not list its models: %s", replica.url, e)
-        return None
 
     # The proxy ---------------------------------------------------------------------------------
 
@@ -407,7 +286,7 @@ class Gateway:
     async def _acquire(self) -> Replica:
         """A replica slot from the dispatcher, its refusals as HTTP errors."""
         try:
-            return await self.dispatcher.acquire()
+            return await self.pool.dispatcher.acquire()
         except QueueFull as e:
             raise HttpError(
                 429,
@@ -521,12 +400,11 @@ class Gateway:
                         replica.version,
                         e,
                     )
-                    replica.ready = False
-                    self._replicas_changed()
+                    self.pool.mark_unready(replica)
                     if attempt == 2:
                         raise
                     old, replica = replica, None
-                    self.dispatcher.release(old)
+                    self.pool.dispatcher.release(old)
                     self.metrics.errors.labels(old.version, "upstream_connect").inc()  # retried: no 502
                     replica = await self._acquire()
             code, reason, usage, texts, resp = await self._forward(
@@ -568,7 +446,7 @@ class Gateway:
             if sampled and self.payloads is not None and body is not None:
                 self.payloads.add(self._record(body, kind, version, code, elapsed, usage, texts))
             if replica is not None:
-                self.dispatcher.release(replica)
+                self.pool.dispatcher.release(replica)
             if admitted or code == 499:
                 request_line(key_id, version, code, elapsed, stream, reason, kind)
 
