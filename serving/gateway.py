@@ -48,44 +48,29 @@ from serving.auth import KeyStore
 from serving.balancer import Draining, NoReplicas, QueueFull, QueueTimeout, Replica
 from serving.endpoints import (
     ENDPOINTS,
-    ResponsesStream,
     merge_model_cards,
     prompt_texts,
-    response_texts,
-    usage_of,
 )
 from serving.logs import log, request_line
 from serving.logs import setup as setup_logs
 from serving.metrics import NO_VERSION, Metrics
 from serving.openai import (
-    USAGE_OBJECT,
     HttpError,
-    StreamState,
     ask_for_usage,
     check_request,
-    error_body,
-    flat_usage,
     forwarded_body,
-    joined,
     redaction_endpoint,
-    relay,
-    text_of,
 )
 from serving.pii import Redaction
 from serving.ratelimit import KeyLimiter
 from serving.replicas import ReplicaPool
 from serving.sampler import Sampler
+from serving.stream import ClientGone, Relay
 from serving.upstream import (
     Upstream,
     UpstreamConnectError,
-    UpstreamDisconnected,
     UpstreamError,
-    UpstreamResponse,
 )
-
-
-class ClientGone(Exception):
-    """Writing to the client failed: it disconnected."""
 
 
 class Gateway:
@@ -102,6 +87,7 @@ class Gateway:
         self.redaction = Redaction(config.pii_redaction) if config.pii_redaction else None
         self.redact_prompts = self.redaction is not None and self.redaction.prompts
         self.redact_answers = self.redaction is not None and self.redaction.answers
+        self.relay = Relay(self.redaction if self.redact_answers else None, self.metrics)
         self.model_names = config.model_names()
         self.inflight = 0
         self.draining = False
@@ -407,7 +393,7 @@ class Gateway:
                     self.pool.dispatcher.release(old)
                     self.metrics.errors.labels(old.version, "upstream_connect").inc()  # retried: no 502
                     replica = await self._acquire()
-            code, reason, usage, texts, resp = await self._forward(
+            code, reason, usage, texts, resp = await self.relay.forward(
                 request, replica, upstream, kind, stream, strip_usage, sampled, start
             )
             return resp
@@ -476,167 +462,6 @@ class Gateway:
             "completions": texts,
             "usage": usage,
         }
-
-    async def _forward(
-        self,
-        request: web.Request,
-        replica: Replica,
-        upstream: UpstreamResponse,
-        kind: str,
-        stream: bool,
-        strip_usage: bool,
-        sampled: bool,
-        start: float,
-    ) -> tuple[int, str | None, dict[str, Any] | None, list[str] | None, web.StreamResponse]:
-        try:
-            extra = {"X-Llmops-Version": replica.version}
-            if upstream.status != 200 or not stream:
-                payload = await upstream.read()
-                usage, texts = None, None
-                if upstream.status == 200 and kind in ("chat", "completions"):
-                    usage = None if self.redact_answers or sampled else flat_usage(payload)
-                    if usage is None:  # redacting, sampling, or no flat usage object: parse it all
-                        payload, usage, texts = self._finish_plain(payload, kind == "chat", sampled)
-                elif upstream.status == 200:
-                    payload, usage, texts = self._finish_other(payload, kind, sampled)
-                reason = None if upstream.status < 400 else f"upstream_{upstream.status}"
-                ctype = upstream.headers.get("content-type", "application/json")
-                resp = web.Response(
-                    body=payload, status=upstream.status, headers={"Content-Type": ctype, **extra}
-                )
-                return upstream.status, reason, usage, texts, resp
-            return await self._stream(
-                request, upstream, kind, strip_usage, sampled, start, replica.version, extra
-            )
-        except BaseException:
-            # Cancelled (the client hung up) or failed: close the upstream connection rather than
-            # return it to the pool half-read; vLLM aborts a request whose connection closes.
-            upstream.close()
-            raise
-        finally:
-            upstream.release()
-
-    def _finish_plain(
-        self, payload: bytes, chat: bool, sampled: bool
-    ) -> tuple[bytes, dict[str, Any] | None, list[str] | None]:
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            return payload, None, None
-        if not isinstance(obj, dict):
-            return payload, None, None
-        if self.redaction is not None and self.redact_answers and self.redaction.response(obj, chat):
-            payload = json.dumps(obj, ensure_ascii=False).encode()
-        key = "content" if chat else "text"
-        choices = obj.get("choices") or []
-        texts = [t for c in choices if isinstance(t := text_of(c, chat, key, "message"), str)]
-        return payload, obj.get("usage"), texts if sampled else None
-
-    def _finish_other(
-        self, payload: bytes, kind: str, sampled: bool
-    ) -> tuple[bytes, dict[str, Any] | None, list[str] | None]:
-        """A whole answer of the responses, embeddings, tokenize or detokenize endpoint."""
-        if kind == "tokenize":  # token ids: nothing to count or redact
-            return payload, None, None
-        # Vectors: only the usage matters, and parsing a large answer costs.
-        if kind == "embeddings" and not sampled and (match := USAGE_OBJECT.search(payload)):
-            with contextlib.suppress(ValueError):
-                return payload, usage_of({"usage": json.loads(match.group(1))}, kind), None
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            return payload, None, None
-        texts = response_texts(obj, kind)
-        if self.redaction is not None and self.redact_answers and texts:
-            if kind == "detokenize":
-                obj["prompt"] = self.redaction.text(obj["prompt"])
-            else:
-                self.redaction.responses_answer().output(obj.get("output") or [])
-                if isinstance(obj.get("output_text"), str):
-                    obj["output_text"] = self.redaction.text(obj["output_text"])
-            texts = response_texts(obj, kind)
-            payload = json.dumps(obj).encode()
-        return payload, usage_of(obj, kind), texts if sampled else None
-
-    async def _stream(
-        self,
-        request: web.Request,
-        upstream: UpstreamResponse,
-        kind: str,
-        strip_usage: bool,
-        sampled: bool,
-        start: float,
-        version: str,
-        extra: dict[str, str],
-    ) -> tuple[int, str | None, dict[str, Any] | None, list[str] | None, web.StreamResponse]:
-        resp = web.StreamResponse(
-            status=200,
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **extra},
-        )
-        # When the first events are already here, the headers go out with them in one write (a
-        # syscall less per request: aiohttp's buffered headers); else at once, as the stream opens.
-        resp._send_headers_immediately = not upstream.buffered()  # type: ignore[misc]
-        await resp.prepare(request)
-        chat = kind == "chat"
-        state: StreamState | ResponsesStream
-        if kind == "responses":  # typed events, each parsed (TTFT, usage and the end are in them)
-            redactor = self.redaction.responses_answer() if self.redaction and self.redact_answers else None
-            state = ResponsesStream(sampled, redactor)
-            parse_all = True
-        else:
-            answer = (
-                self.redaction.answer(chat) if self.redaction is not None and self.redact_answers else None
-            )
-            state = StreamState(answer, sampled, strip_usage)
-            parse_all = state.answer is not None or state.texts is not None
-        code, reason = 200, None
-        resp_ended = False
-        try:
-            # Forward whole buffers of events as they arrive; parse only the events that need it (the
-            # usage chunk, [DONE], or every event when redacting or sampling). JSON-decoding every
-            # chunk would cost more CPU than the rest of the proxy together.
-            pending = b""
-            async for data in upstream.iter_any():
-                if b"\r" in data:
-                    data = data.replace(b"\r\n", b"\n")
-                blob = pending + data if pending else data
-                cut = blob.rfind(b"\n\n") + 2
-                if cut < 2:  # no whole event yet
-                    pending = blob
-                    continue
-                pending = blob[cut:]
-                out = b"" if state.done else relay(blob[:cut], state, chat, parse_all)
-                if out and not resp_ended:
-                    try:
-                        if state.done:  # the last events and the end of the body in one write
-                            resp_ended = True
-                            await resp.write_eof(out)
-                        else:
-                            await resp.write(out)
-                    except (ConnectionError, RuntimeError) as e:
-                        raise ClientGone() from e
-                if state.done:
-                    # The client has its whole answer: account for it now. The end of the upstream
-                    # body follows at once; the connection goes back to the pool when it has come.
-                    upstream.release(drain=5)
-                    break
-            if not state.done:
-                raise UpstreamDisconnected("the stream ended before its last event")
-        except (UpstreamError, TimeoutError) as e:
-            if not state.done:  # after [DONE] the client has its whole answer: only the tail is lost
-                code, reason = 502, "upstream_disconnect"
-                log.warning("upstream stream of version %s failed: %s", version, e)
-                event = error_body(f"the model server failed mid-stream: {e}", "upstream_error", 502)
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await resp.write(b"event: error\ndata: " + json.dumps(event).encode() + b"\n\n")
-        except ClientGone:  # the client went away; closing the upstream response aborts the work
-            code, reason = 499, "client_disconnect"
-            upstream.close()
-        if state.first_token_at is not None:
-            self.metrics.child(self.metrics.ttft, version).observe(state.first_token_at - start)
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await resp.write_eof()
-        return code, reason, state.usage, joined(state.texts), resp
 
 
 async def serve(config_path: Path, host: str, port: int, ready_file: Path | None = None) -> None:
