@@ -18,9 +18,25 @@ the client's stream with an SSE `error` event. A client that hangs up, in any st
 request at once and is counted as 499 (`Gateway._handle`). On SIGTERM the gateway stops taking
 requests, finishes the ones it has (up to `drainTimeoutSeconds`) and exits.
 
+This module is the entry point: the app, its routes, start, stop and drain, and the request
+pipeline, whose steps `Gateway._handle` runs in order (`_admit`, `_acquire`, `_sample`, `_send`, the
+relay's `forward`, `_account`). The rest of the gateway:
+
+| Module | What |
+|---|---|
+| serving.openai | the wire format: errors, request checks, the body sent upstream, SSE event handling |
+| serving.endpoints | each endpoint's checks, prompt texts, usage; the merged `GET /v1/models` |
+| serving.stream | the answer's way back to the client (`Relay`): whole answers and SSE streams |
+| serving.replicas | `ReplicaPool`: version groups, DNS, health checks, config reload |
+| serving.balancer | choosing a replica (weights, least outstanding) and the bounded queue |
+| serving.upstream | the HTTP client of proxied requests (keep-alive, httptools) |
+| serving.pii, serving.ratelimit, serving.auth | redaction, per-key limits, API keys |
+| serving.sampler, serving.anomaly | payload and prompt samples; latency and error-rate anomalies |
+| serving.metrics, serving.logs | the Prometheus series; JSON log lines |
+
 The replicas are asked through `serving.upstream` (keep-alive connections on asyncio protocols,
 httptools parsing; chosen over aiohttp's client by measurement, bench/gateway_overhead.py --canned);
-health checks and model lists use aiohttp's client.
+health checks and model lists use aiohttp's client (serving.replicas).
 
 The config file is re-read when it changes (a ConfigMap update): upstream groups and weights apply
 at once, so canary steps need no restart; other fields need one.
@@ -35,6 +51,7 @@ import json
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,31 +63,53 @@ from llmops.gateway_config import GatewayConfig
 from serving.anomaly import AnomalyMonitor
 from serving.auth import KeyStore
 from serving.balancer import Draining, NoReplicas, QueueFull, QueueTimeout, Replica
-from serving.endpoints import (
-    ENDPOINTS,
-    merge_model_cards,
-    prompt_texts,
-)
+from serving.endpoints import ENDPOINTS, prompt_texts
 from serving.logs import log, request_line
 from serving.logs import setup as setup_logs
 from serving.metrics import NO_VERSION, Metrics
-from serving.openai import (
-    HttpError,
-    ask_for_usage,
-    check_request,
-    forwarded_body,
-    redaction_endpoint,
-)
+from serving.openai import HttpError, ask_for_usage, check_request, forwarded_body, redaction_endpoint
 from serving.pii import Redaction
 from serving.ratelimit import KeyLimiter
 from serving.replicas import ReplicaPool
 from serving.sampler import Sampler
 from serving.stream import ClientGone, Relay
-from serving.upstream import (
-    Upstream,
-    UpstreamConnectError,
-    UpstreamError,
-)
+from serving.upstream import Upstream, UpstreamConnectError, UpstreamError, UpstreamResponse
+
+
+@dataclass(slots=True)
+class Admitted:
+    """A request past `_admit`: its parsed body (redacted when prompts are), what goes upstream, and
+    how the answer is handled."""
+
+    body: dict[str, Any]
+    data: bytes  # the body sent upstream (serving.openai.forwarded_body)
+    stream: bool
+    strip_usage: bool  # the gateway asked for the usage chunk: it is not forwarded
+    texts_in: list[str]  # the prompt's texts before redaction, for the drift sample ([]: not sampled)
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request as it goes through the steps; `_account` reads it whatever step it ended in."""
+
+    kind: str  # the endpoint (serving.endpoints.ENDPOINTS)
+    start: float  # time.perf_counter() at arrival
+    key_id: str = ""
+    admitted: Admitted | None = None
+    replica: Replica | None = None  # the replica holding the request's slot
+    dispatched: bool = False  # past the queue: counted with latency, under its version
+    sampled: bool = False  # the payload goes to the payload sample
+    inflight: Any = None  # the replica's in-flight gauge, while the request is at the replica
+    code: int = 500
+    reason: str | None = "internal"
+    usage: dict[str, Any] | None = None
+    texts: list[str] | None = None  # the answer's texts, when sampled
+
+
+def _client_gone(request: web.Request) -> bool:
+    """True once the client's connection is closed (aiohttp drops the transport on connection_lost)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 class Gateway:
@@ -93,9 +132,6 @@ class Gateway:
         self.draining = False
         self.upstream: Upstream | None = None  # the proxied requests (serving.upstream says why)
         self.tasks: list[asyncio.Task[None]] = []
-        self.started = int(time.time())
-        self._cards: list[dict[str, Any]] | None = None  # the last merged GET /v1/models answer
-        self._cards_at = 0.0
 
     def _sampler(self, config: Any, kind: str) -> Sampler | None:
         if config is None:
@@ -214,30 +250,7 @@ class Gateway:
         except HttpError as e:
             self.metrics.count(NO_VERSION, e.status, e.reason)
             return e.response()
-        return web.json_response({"object": "list", "data": await self.model_cards()})
-
-    async def model_cards(self) -> list[dict[str, Any]]:
-        """The `data` of `GET /v1/models`: what the versions' replicas report, merged.
-
-        One ready replica per version is asked (`merge_model_cards` says how the lists combine); the
-        answer is kept for `healthCheckIntervalSeconds`. While no replica answers (scaled to zero),
-        the last merged answer is given; before any replica ever answered, the accepted names with
-        only the fields the OpenAI schema requires (`owned_by` "llmops", `created` the gateway's start).
-        """
-        now = time.monotonic()
-        if self._cards and now - self._cards_at < self.config.health_check_interval_seconds:
-            return self._cards
-        groups = list(self.pool.balancer.groups.values())
-        lists = await asyncio.gather(*(self.pool.models(g.ready()) for g in groups))
-        reports = [(g.role, g.weight, d) for g, d in zip(groups, lists, strict=True) if d is not None]
-        if reports:
-            self._cards, self._cards_at = merge_model_cards(reports, self.model_names), now
-        if self._cards is not None:
-            return self._cards
-        return [
-            {"id": name, "object": "model", "created": self.started, "owned_by": "llmops"}
-            for name in sorted(self.model_names)
-        ]
+        return web.json_response({"object": "list", "data": await self.pool.model_cards()})
 
     # The proxy ---------------------------------------------------------------------------------
 
@@ -254,56 +267,16 @@ class Gateway:
         start = time.perf_counter()
         if self.draining:
             self.metrics.count(NO_VERSION, 503, "draining")
-            return HttpError(
-                503, "the gateway is shutting down; retry", "draining", "service_unavailable", retry_after="1"
-            ).response()
+            return self._refused(Draining()).response()
         self.inflight += 1
         try:
             return await self._handle(request, kind, start)
         finally:
             self.inflight -= 1
 
-    @staticmethod
-    def _client_gone(request: web.Request) -> bool:
-        """True once the client's connection is closed (aiohttp drops the transport on connection_lost)."""
-        transport = request.transport
-        return transport is None or transport.is_closing()
-
-    async def _acquire(self) -> Replica:
-        """A replica slot from the dispatcher, its refusals as HTTP errors."""
-        try:
-            return await self.pool.dispatcher.acquire()
-        except QueueFull as e:
-            raise HttpError(
-                429,
-                f"overloaded: {self.config.max_queue} requests are already waiting",
-                "queue_full",
-                "rate_limit_error",
-                retry_after="1",
-            ) from e
-        except QueueTimeout as e:
-            raise HttpError(
-                503,
-                "no replica became free in time; retry later",
-                "queue_timeout",
-                "service_unavailable",
-                retry_after="5",
-            ) from e
-        except NoReplicas as e:
-            raise HttpError(
-                503,
-                "no replica is ready to serve this model",
-                "no_ready_replicas",
-                "service_unavailable",
-                retry_after="10",
-            ) from e
-        except Draining as e:
-            raise HttpError(
-                503, "the gateway is shutting down; retry", "draining", "service_unavailable", retry_after="1"
-            ) from e
-
     async def _handle(self, request: web.Request, kind: str, start: float) -> web.StreamResponse:
-        """One proxied request, from the API key to its last byte.
+        """One proxied request, from the API key to its last byte: `_admit`, `_acquire`, `_sample`,
+        `_send`, the relay's `forward`, and `_account` at the end whatever happened.
 
         Whatever state the request is in (reading its body, queued for a replica, connecting, sending
         upstream, waiting for the upstream's headers, reading its body, streaming), a client that hangs
@@ -312,129 +285,197 @@ class Gateway:
         closes), the replica's slot is released, and it is counted as 499 (`client_disconnect`). A
         request whose client is gone before it is sent upstream never reaches a replica.
         """
-        replica: Replica | None = None
-        admitted = False  # past the checks and the queue: counted with latency, under its version
-        key_id, body, stream, sampled = "", None, False, False
-        code, reason, usage, texts = 500, "internal", None, None
-        inflight = None  # the replica's in-flight gauge, while the request is at the replica
+        ex = Exchange(kind, start)
         try:
-            key_id = self._authenticate(request)
-            decision = self.limiter.admit(key_id)
-            if not decision.allowed:
-                raise HttpError(
-                    429,
-                    f"rate limit exceeded ({decision.reason}); retry after {decision.retry_after_header} s",
-                    "rate_limited",
-                    "rate_limit_error",
-                    retry_after=decision.retry_after_header,
-                )
-            try:
-                raw = await request.read()
-                body = json.loads(raw)
-            except web.HTTPRequestEntityTooLarge as e:
-                raise HttpError(
-                    413, f"the request body exceeds {self.config.max_request_bytes} bytes", "too_large"
-                ) from e
-            except ConnectionError as e:  # the client went away while sending its body
-                raise ClientGone() from e
-            except ValueError as e:
-                raise HttpError(400, f"the request body is not valid JSON: {e}", "bad_request") from e
-            check_request(body, kind, self.model_names)
-            texts_in = prompt_texts(body, kind) if self.prompts is not None else []
-            changed = False
-            if self.redaction is not None and self.redact_prompts:
-                changed = self.redaction.request(body, redaction_endpoint(body, kind))
-            stream = bool(body.get("stream"))
-            strip_usage, add_usage = ask_for_usage(body, kind)
-            changed = changed or (strip_usage and not add_usage)
-            data = forwarded_body(raw, body, changed=changed, add_usage=add_usage)
-            wait_start = time.perf_counter()
-            replica = await self._acquire()
-            self.metrics.queue_wait.observe(time.perf_counter() - wait_start)
-            admitted = True
-
-            sampled = self.payloads is not None and self.payloads.chosen()
-            if self.prompts is not None and texts_in and self.prompts.chosen():
-                sample = [self.redaction.text(t) for t in texts_in] if self.redaction else texts_in
-                self.prompts.add(
-                    {
-                        "time": time.time(),
-                        "model": body.get("model"),
-                        "version": replica.version,
-                        "text": "\n".join(sample),
-                    }
-                )
-            path = ENDPOINTS[kind]
-            headers = {"Content-Type": "application/json"}
-            if rid := request.headers.get("X-Request-Id"):
-                headers["X-Request-Id"] = rid
-            for attempt in range(3):
-                if self._client_gone(request):  # nothing was sent: the replica never sees it
-                    raise ClientGone()
-                inflight = self.metrics.child(self.metrics.inflight, replica.version)
-                inflight.inc()  # at the replica from the moment it is sent
-                try:
-                    upstream = await self.upstream.request(replica.endpoint(path), data, headers)
-                    break
-                except UpstreamConnectError as e:
-                    inflight.dec()
-                    inflight = None
-                    # Nothing reached the replica: mark it unready and go round the queue again.
-                    log.warning(
-                        "replica %s (version %s) refused a connection: %s; marked not ready",
-                        replica.url,
-                        replica.version,
-                        e,
-                    )
-                    self.pool.mark_unready(replica)
-                    if attempt == 2:
-                        raise
-                    old, replica = replica, None
-                    self.pool.dispatcher.release(old)
-                    self.metrics.errors.labels(old.version, "upstream_connect").inc()  # retried: no 502
-                    replica = await self._acquire()
-            code, reason, usage, texts, resp = await self.relay.forward(
-                request, replica, upstream, kind, stream, strip_usage, sampled, start
+            admitted = ex.admitted = await self._admit(request, ex)
+            waited = time.perf_counter()
+            ex.replica = await self._acquire()
+            self.metrics.queue_wait.observe(time.perf_counter() - waited)
+            ex.dispatched = True
+            ex.sampled = self._sample(admitted, ex.replica)
+            upstream = await self._send(request, ex, admitted.data)
+            ex.code, ex.reason, ex.usage, ex.texts, resp = await self.relay.forward(
+                request, ex.replica, upstream, kind, admitted.stream, admitted.strip_usage, ex.sampled, start
             )
             return resp
         except HttpError as e:
-            code, reason = e.status, e.reason
+            ex.code, ex.reason = e.status, e.reason
             return e.response()
         except ClientGone:
-            code, reason = 499, "client_disconnect"
+            ex.code, ex.reason = 499, "client_disconnect"
             return web.Response(status=499)  # nobody reads it: the connection is closed
         except asyncio.CancelledError:
-            if self._client_gone(request):
-                code, reason = 499, "client_disconnect"
+            if _client_gone(request):
+                ex.code, ex.reason = 499, "client_disconnect"
             else:  # the server is stopping (drain timeout)
-                code, reason = 503, "drain_timeout"
+                ex.code, ex.reason = 503, "drain_timeout"
             raise
         except (UpstreamError, TimeoutError, OSError) as e:
-            code, reason = 502, "upstream_error"
+            ex.code, ex.reason = 502, "upstream_error"
             return HttpError(
-                502, f"the model server failed: {type(e).__name__}", reason, "upstream_error"
+                502, f"the model server failed: {type(e).__name__}", ex.reason, "upstream_error"
             ).response()
         finally:
-            if inflight is not None:
+            self._account(ex)
+
+    async def _admit(self, request: web.Request, ex: Exchange) -> Admitted:
+        """The checks before the queue: API key (401), rate limits (429), body (413, 400, unknown model
+        404), then the request's redaction and usage chunk; `ex.key_id` is set first, for `_account`."""
+        ex.key_id = self._authenticate(request)
+        decision = self.limiter.admit(ex.key_id)
+        if not decision.allowed:
+            raise HttpError(
+                429,
+                f"rate limit exceeded ({decision.reason}); retry after {decision.retry_after_header} s",
+                "rate_limited",
+                "rate_limit_error",
+                retry_after=decision.retry_after_header,
+            )
+        try:
+            raw = await request.read()
+            body = json.loads(raw)
+        except web.HTTPRequestEntityTooLarge as e:
+            raise HttpError(
+                413, f"the request body exceeds {self.config.max_request_bytes} bytes", "too_large"
+            ) from e
+        except ConnectionError as e:  # the client went away while sending its body
+            raise ClientGone() from e
+        except ValueError as e:
+            raise HttpError(400, f"the request body is not valid JSON: {e}", "bad_request") from e
+        kind = ex.kind
+        check_request(body, kind, self.model_names)
+        texts_in = prompt_texts(body, kind) if self.prompts is not None else []
+        changed = False
+        if self.redaction is not None and self.redact_prompts:
+            changed = self.redaction.request(body, redaction_endpoint(body, kind))
+        stream = bool(body.get("stream"))
+        strip_usage, add_usage = ask_for_usage(body, kind)
+        changed = changed or (strip_usage and not add_usage)
+        data = forwarded_body(raw, body, changed=changed, add_usage=add_usage)
+        return Admitted(body, data, stream, strip_usage, texts_in)
+
+    def _refused(self, e: QueueFull | QueueTimeout | NoReplicas | Draining) -> HttpError:
+        """The answer to a request that the dispatcher, or the draining gateway, refuses."""
+        if isinstance(e, QueueFull):
+            return HttpError(
+                429,
+                f"overloaded: {self.config.max_queue} requests are already waiting",
+                "queue_full",
+                "rate_limit_error",
+                retry_after="1",
+            )
+        if isinstance(e, QueueTimeout):
+            return HttpError(
+                503,
+                "no replica became free in time; retry later",
+                "queue_timeout",
+                "service_unavailable",
+                retry_after="5",
+            )
+        if isinstance(e, NoReplicas):
+            return HttpError(
+                503,
+                "no replica is ready to serve this model",
+                "no_ready_replicas",
+                "service_unavailable",
+                retry_after="10",
+            )
+        return HttpError(
+            503, "the gateway is shutting down; retry", "draining", "service_unavailable", retry_after="1"
+        )
+
+    async def _acquire(self) -> Replica:
+        """A replica slot from the queue (serving.balancer's Dispatcher), its refusals as HTTP errors."""
+        try:
+            return await self.pool.dispatcher.acquire()
+        except (QueueFull, QueueTimeout, NoReplicas, Draining) as e:
+            raise self._refused(e) from e
+
+    def _sample(self, admitted: Admitted, replica: Replica) -> bool:
+        """Whether the payload is sampled (recorded by `_account`); a prompt chosen for the drift
+        sample is added now, redacted when PII redaction is on."""
+        sampled = self.payloads is not None and self.payloads.chosen()
+        if self.prompts is not None and admitted.texts_in and self.prompts.chosen():
+            texts = admitted.texts_in
+            sample = [self.redaction.text(t) for t in texts] if self.redaction else texts
+            self.prompts.add(
+                {
+                    "time": time.time(),
+                    "model": admitted.body.get("model"),
+                    "version": replica.version,
+                    "text": "\n".join(sample),
+                }
+            )
+        return sampled
+
+    async def _send(self, request: web.Request, ex: Exchange, data: bytes) -> UpstreamResponse:
+        """Send `data` to `ex.replica` and return once the response's headers are in.
+
+        A replica that refuses the connection (nothing reached it) is marked not ready and the request
+        goes round the queue again, to another replica; the third refusal fails it (502). `ex.replica`
+        and `ex.inflight` follow the replica the request is at.
+        """
+        assert ex.replica is not None and self.upstream is not None
+        replica = ex.replica
+        path = ENDPOINTS[ex.kind]
+        headers = {"Content-Type": "application/json"}
+        if rid := request.headers.get("X-Request-Id"):
+            headers["X-Request-Id"] = rid
+        tries = 0
+        while True:
+            if _client_gone(request):  # nothing was sent: the replica never sees it
+                raise ClientGone()
+            inflight = ex.inflight = self.metrics.child(self.metrics.inflight, replica.version)
+            inflight.inc()  # at the replica from the moment it is sent
+            try:
+                return await self.upstream.request(replica.endpoint(path), data, headers)
+            except UpstreamConnectError as e:
                 inflight.dec()
-            version = replica.version if replica is not None else NO_VERSION
-            elapsed = time.perf_counter() - start
-            if admitted:
-                self.metrics.child(self.metrics.latency, version).observe(elapsed)
-            self.metrics.count(version, code, reason)
-            self.anomaly.observe(elapsed, code >= 500)
-            if usage:
-                prompt_tokens = int(usage.get("prompt_tokens") or 0)
-                completion_tokens = int(usage.get("completion_tokens") or 0)
-                self.metrics.child(self.metrics.prompt_tokens, version).inc(prompt_tokens)
-                self.metrics.child(self.metrics.completion_tokens, version).inc(completion_tokens)
-                self.limiter.charge_tokens(key_id, prompt_tokens + completion_tokens)
-            if sampled and self.payloads is not None and body is not None:
-                self.payloads.add(self._record(body, kind, version, code, elapsed, usage, texts))
-            if replica is not None:
+                ex.inflight = None
+                # Nothing reached the replica: mark it unready and go round the queue again.
+                log.warning(
+                    "replica %s (version %s) refused a connection: %s; marked not ready",
+                    replica.url,
+                    replica.version,
+                    e,
+                )
+                self.pool.mark_unready(replica)
+                tries += 1
+                if tries == 3:
+                    raise
+                ex.replica = None
                 self.pool.dispatcher.release(replica)
-            if admitted or code == 499:
-                request_line(key_id, version, code, elapsed, stream, reason, kind)
+                self.metrics.errors.labels(replica.version, "upstream_connect").inc()  # retried: no 502
+                replica = ex.replica = await self._acquire()
+
+    def _account(self, ex: Exchange) -> None:
+        """The end of every request, whatever step it ended in: latency (once past the queue), the
+        request and error counters, the anomaly monitor, tokens (counted and charged to the key's
+        limits), the payload sample, the replica's slot back, and the request log line."""
+        if ex.inflight is not None:
+            ex.inflight.dec()
+        replica, admitted, usage = ex.replica, ex.admitted, ex.usage
+        version = replica.version if replica is not None else NO_VERSION
+        elapsed = time.perf_counter() - ex.start
+        if ex.dispatched:
+            self.metrics.child(self.metrics.latency, version).observe(elapsed)
+        self.metrics.count(version, ex.code, ex.reason)
+        self.anomaly.observe(elapsed, ex.code >= 500)
+        if usage:
+            prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            completion_tokens = int(usage.get("completion_tokens") or 0)
+            self.metrics.child(self.metrics.prompt_tokens, version).inc(prompt_tokens)
+            self.metrics.child(self.metrics.completion_tokens, version).inc(completion_tokens)
+            self.limiter.charge_tokens(ex.key_id, prompt_tokens + completion_tokens)
+        if ex.sampled and self.payloads is not None and admitted is not None:
+            self.payloads.add(
+                self._record(admitted.body, ex.kind, version, ex.code, elapsed, usage, ex.texts)
+            )
+        if replica is not None:
+            self.pool.dispatcher.release(replica)
+        if ex.dispatched or ex.code == 499:
+            stream = admitted.stream if admitted is not None else False
+            request_line(ex.key_id, version, ex.code, elapsed, stream, ex.reason, ex.kind)
 
     def _record(
         self,

@@ -10,8 +10,9 @@
   refused a proxied request's connection;
 - config reload (`reload_config`, every 2 s): a changed config file applies its upstream groups and
   weights at once (canary steps need no restart); an invalid one is logged and ignored;
-- the aiohttp session of those checks and of `models` (a replica's `GET /v1/models`); proxied requests
-  go through serving.upstream instead.
+- `model_cards`, the answer of the gateway's `GET /v1/models`: what one ready replica of each version
+  reports (`models`), merged;
+- the aiohttp session of those checks and model lists; proxied requests go through serving.upstream.
 
 The `llmops_gateway_ready_replicas` and `llmops_gateway_weight` gauges follow every change.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ import aiohttp
 
 from llmops.gateway_config import GatewayConfig, UpstreamGroup
 from serving.balancer import Balancer, Dispatcher, Group, Replica
+from serving.endpoints import merge_model_cards
 from serving.logs import log
 from serving.metrics import Metrics
 
@@ -51,6 +54,10 @@ class ReplicaPool:
             on_pending=metrics.pending.set,
         )
         self.session: aiohttp.ClientSession | None = None  # health checks and model lists, once open
+        self.model_names = config.model_names()
+        self.started = int(time.time())  # the `created` of the cards no replica reported yet
+        self._cards: list[dict[str, Any]] | None = None  # the last merged GET /v1/models answer
+        self._cards_at = 0.0
 
     def open(self) -> None:
         """Open the session of the health checks and model lists (inside the running event loop)."""
@@ -169,3 +176,26 @@ class ReplicaPool:
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError, AttributeError) as e:
                 log.warning("replica %s did not list its models: %s", replica.url, e)
         return None
+
+    async def model_cards(self) -> list[dict[str, Any]]:
+        """The `data` of `GET /v1/models`: what the versions' replicas report, merged.
+
+        One ready replica per version is asked (`merge_model_cards` says how the lists combine); the
+        answer is kept for `healthCheckIntervalSeconds`. While no replica answers (scaled to zero),
+        the last merged answer is given; before any replica ever answered, the accepted names with
+        only the fields the OpenAI schema requires (`owned_by` "llmops", `created` the gateway's start).
+        """
+        now = time.monotonic()
+        if self._cards and now - self._cards_at < self.config.health_check_interval_seconds:
+            return self._cards
+        groups = list(self.balancer.groups.values())
+        lists = await asyncio.gather(*(self.models(g.ready()) for g in groups))
+        reports = [(g.role, g.weight, d) for g, d in zip(groups, lists, strict=True) if d is not None]
+        if reports:
+            self._cards, self._cards_at = merge_model_cards(reports, self.model_names), now
+        if self._cards is not None:
+            return self._cards
+        return [
+            {"id": name, "object": "model", "created": self.started, "owned_by": "llmops"}
+            for name in sorted(self.model_names)
+        ]

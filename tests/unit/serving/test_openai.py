@@ -16,6 +16,7 @@ from serving.openai import (
     USAGE_OR_DONE,
     HttpError,
     StreamState,
+    ask_for_usage,
     check_request,
     flat_usage,
     forwarded_body,
@@ -173,3 +174,16 @@ def test_flat_usage_of_a_whole_answer():
     nested = {**answer, "usage": {**usage, "prompt_tokens_details": {"cached_tokens": 0}}}
     assert flat_usage(json.dumps(nested).encode()) is None  # not flat: the caller parses it all
     assert flat_usage(json.dumps({"choices": []}).encode()) is None
+
+
+def test_ask_for_usage_only_where_the_client_did_not():
+    body = {"model": "m", "prompt": "x", "stream": True}
+    assert ask_for_usage(body, "completions") == (True, True)  # no stream_options: spliced into the bytes
+    assert body["stream_options"] == {"include_usage": True}
+    body = {"model": "m", "prompt": "x", "stream": True, "stream_options": {"continuous_usage_stats": True}}
+    assert ask_for_usage(body, "chat") == (True, False)  # re-encoded, the client's options kept
+    assert body["stream_options"] == {"continuous_usage_stats": True, "include_usage": True}
+    asked = {"model": "m", "stream": True, "stream_options": {"include_usage": True}}
+    assert ask_for_usage(asked, "chat") == (False, False)  # the client gets its usage chunk
+    for body, kind in (({"model": "m", "stream": False}, "chat"), ({"stream": True}, "responses")):
+        assert ask_for_usage(body, kind) == (False, False) and "stream_options" not in body

@@ -58,3 +58,17 @@ def test_reload_config_applies_a_changed_file_and_ignores_an_invalid_one(tmp_pat
             await pool.close()
 
     asyncio.run(scenario())
+
+
+def test_model_cards_before_any_replica_answered():
+    pool = ReplicaPool(_config(a=100), Metrics(CollectorRegistry()))
+
+    async def scenario():
+        pool.open()
+        try:
+            return await pool.model_cards()  # no replica is ready: nobody is asked
+        finally:
+            await pool.close()
+
+    cards = asyncio.run(scenario())
+    assert cards == [{"id": "m", "object": "model", "created": pool.started, "owned_by": "llmops"}]
