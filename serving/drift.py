@@ -40,7 +40,7 @@ import numpy as np
 
 from llmops import jsonl
 from llmops.api.common import ObjectStorageLocation
-from llmops.storage import Credentials, ObjectStore, open_store
+from llmops.storage import ObjectStore, credentials_from_env, open_store
 
 log = logging.getLogger("llmops.drift")
 
@@ -208,14 +208,6 @@ class DriftMonitor:
         self.g_last.set(time.time())
         log.info("drift test: mmd2=%.5f p=%.4f drifted=%s", result.mmd2, result.p_value, result.drifted)
         return result
-
-
-def credentials_from_env(prefix: str) -> Credentials | None:
-    """{prefix}AWS_ACCESS_KEY_ID and {prefix}AWS_SECRET_ACCESS_KEY, one pair per location (the operator
-    sets them from each location's Secret); None lets boto3 find its own (plain AWS_*, a pod role)."""
-    key = os.environ.get(f"{prefix}AWS_ACCESS_KEY_ID")
-    secret = os.environ.get(f"{prefix}AWS_SECRET_ACCESS_KEY")
-    return Credentials(key, secret) if key and secret else None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -198,7 +198,7 @@ def response_texts(obj: Any, kind: str) -> list[str]:
 class ResponsesStream:
     """What the gateway tracks of one streamed Responses API answer (typed SSE events).
 
-    The same interface as `serving.gateway.StreamState`: `transform(payload, chat)` gets each event's
+    The same interface as `serving.openai.StreamState`: `transform(payload, chat)` gets each event's
     data and returns what to forward; `done`, `usage`, `first_token_at` and `texts` are read after.
     """
 

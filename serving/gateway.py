@@ -18,9 +18,25 @@ the client's stream with an SSE `error` event. A client that hangs up, in any st
 request at once and is counted as 499 (`Gateway._handle`). On SIGTERM the gateway stops taking
 requests, finishes the ones it has (up to `drainTimeoutSeconds`) and exits.
 
+This module is the entry point: the app, its routes, start, stop and drain, and the request
+pipeline, whose steps `Gateway._handle` runs in order (`_admit`, `_acquire`, `_sample`, `_send`, the
+relay's `forward`, `_account`). The rest of the gateway:
+
+| Module | What |
+|---|---|
+| serving.openai | the wire format: errors, request checks, the body sent upstream, SSE event handling |
+| serving.endpoints | each endpoint's checks, prompt texts, usage; the merged `GET /v1/models` |
+| serving.stream | the answer's way back to the client (`Relay`): whole answers and SSE streams |
+| serving.replicas | `ReplicaPool`: version groups, DNS, health checks, config reload |
+| serving.balancer | choosing a replica (weights, least outstanding) and the bounded queue |
+| serving.upstream | the HTTP client of proxied requests (keep-alive, httptools) |
+| serving.pii, serving.ratelimit, serving.auth | redaction, per-key limits, API keys |
+| serving.sampler, serving.anomaly | payload and prompt samples; latency and error-rate anomalies |
+| serving.metrics, serving.logs | the Prometheus series; JSON log lines |
+
 The replicas are asked through `serving.upstream` (keep-alive connections on asyncio protocols,
 httptools parsing; chosen over aiohttp's client by measurement, bench/gateway_overhead.py --canned);
-health checks and model lists use aiohttp's client.
+health checks and model lists use aiohttp's client (serving.replicas).
 
 The config file is re-read when it changes (a ConfigMap update): upstream groups and weights apply
 at once, so canary steps need no restart; other fields need one.
@@ -31,308 +47,77 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
-import logging
-import re
 import signal
-import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import uvloop
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from llmops.gateway_config import GatewayConfig, UpstreamGroup
+from llmops.gateway_config import GatewayConfig
 from serving.anomaly import AnomalyMonitor
 from serving.auth import KeyStore
-from serving.balancer import Balancer, Dispatcher, Draining, NoReplicas, QueueFull, QueueTimeout, Replica
-from serving.endpoints import (
-    ENDPOINTS,
-    BadRequest,
-    ResponsesStream,
-    merge_model_cards,
-    prompt_texts,
-    response_texts,
-    usage_of,
-    validate_request,
-)
-from serving.pii import AnswerRedactor, Redaction
+from serving.balancer import Draining, NoReplicas, QueueFull, QueueTimeout, Replica
+from serving.endpoints import ENDPOINTS, prompt_texts
+from serving.logs import log, request_line
+from serving.logs import setup as setup_logs
+from serving.metrics import NO_VERSION, Metrics
+from serving.openai import HttpError, ask_for_usage, check_request, forwarded_body, redaction_endpoint
+from serving.pii import Redaction
 from serving.ratelimit import KeyLimiter
+from serving.replicas import ReplicaPool
 from serving.sampler import Sampler
-from serving.upstream import (
-    Upstream,
-    UpstreamConnectError,
-    UpstreamDisconnected,
-    UpstreamError,
-    UpstreamResponse,
-)
-
-log = logging.getLogger("llmops.gateway")
-disable_created_metrics()  # no *_created series: they double the series count for nothing here
-
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
-TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-NO_VERSION = "none"  # the version label of requests refused before one was chosen
-# An event worth parsing on the fast path: one with a usage object (not `"usage": null`), or [DONE].
-USAGE_OR_DONE = re.compile(rb'"usage"\s*:\s*\{|\[DONE\]')
-_SPACE = b" \t\n\r\x0b\x0c"
+from serving.stream import ClientGone, Relay
+from serving.upstream import Upstream, UpstreamConnectError, UpstreamError, UpstreamResponse
 
 
-def usage_or_done_at(data: bytes) -> int:
-    """Where `USAGE_OR_DONE` first matches in `data` (-1: nowhere), found with `bytes.find`, which is
-    several times faster than the regular expression on a buffer of events."""
-    done = data.find(b"[DONE]")
-    i = data.find(b'"usage"')
-    while i != -1 and (done == -1 or i < done):
-        j = i + 7
-        while j < len(data) and data[j] in _SPACE:
-            j += 1
-        if j < len(data) and data[j] == 58:  # ':'
-            j += 1
-            while j < len(data) and data[j] in _SPACE:
-                j += 1
-            if j < len(data) and data[j] == 123:  # '{'
-                return i
-        i = data.find(b'"usage"', i + 1)
-    return done
+@dataclass(slots=True)
+class Admitted:
+    """A request past `_admit`: its parsed body (redacted when prompts are), what goes upstream, and
+    how the answer is handled."""
+
+    body: dict[str, Any]
+    data: bytes  # the body sent upstream (serving.openai.forwarded_body)
+    stream: bool
+    strip_usage: bool  # the gateway asked for the usage chunk: it is not forwarded
+    texts_in: list[str]  # the prompt's texts before redaction, for the drift sample ([]: not sampled)
 
 
-# The usage object of an embeddings or tokenize answer (flat: no nested objects).
-USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*(\{[^{}]*\})')
+@dataclass(slots=True)
+class Exchange:
+    """One request as it goes through the steps; `_account` reads it whatever step it ended in."""
+
+    kind: str  # the endpoint (serving.endpoints.ENDPOINTS)
+    start: float  # time.perf_counter() at arrival
+    key_id: str = ""
+    admitted: Admitted | None = None
+    replica: Replica | None = None  # the replica holding the request's slot
+    dispatched: bool = False  # past the queue: counted with latency, under its version
+    sampled: bool = False  # the payload goes to the payload sample
+    inflight: Any = None  # the replica's in-flight gauge, while the request is at the replica
+    code: int = 500
+    reason: str | None = "internal"
+    usage: dict[str, Any] | None = None
+    texts: list[str] | None = None  # the answer's texts, when sampled
 
 
-class Metrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        r = registry
-        self.requests = Counter(
-            "llmops_gateway_requests",
-            "Requests answered, by version and HTTP status code.",
-            ["version", "code"],
-            registry=r,
-        )
-        self.errors = Counter(
-            "llmops_gateway_errors",
-            "Failed requests, by version and reason.",
-            ["version", "reason"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "llmops_gateway_request_duration_seconds",
-            "Time from request to the end of the response, by version.",
-            ["version"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.ttft = Histogram(
-            "llmops_gateway_time_to_first_token_seconds",
-            "Time from request to the first streamed token, by version.",
-            ["version"],
-            buckets=TTFT_BUCKETS,
-            registry=r,
-        )
-        self.queue_wait = Histogram(
-            "llmops_gateway_queue_wait_seconds",
-            "Time spent waiting for a replica.",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.prompt_tokens = Counter(
-            "llmops_gateway_prompt_tokens", "Prompt tokens, by version.", ["version"], registry=r
-        )
-        self.completion_tokens = Counter(
-            "llmops_gateway_completion_tokens", "Completion tokens, by version.", ["version"], registry=r
-        )
-        self.pending = Gauge(
-            "llmops_gateway_pending_requests",
-            "Requests waiting for a replica (queued while busy, or held while scaled to zero).",
-            registry=r,
-        )
-        self.inflight = Gauge(
-            "llmops_gateway_inflight_requests",
-            "Requests at the replicas, by version.",
-            ["version"],
-            registry=r,
-        )
-        self.ready = Gauge(
-            "llmops_gateway_ready_replicas",
-            "Replicas passing health checks, by version.",
-            ["version"],
-            registry=r,
-        )
-        self.weight = Gauge(
-            "llmops_gateway_weight", "Configured traffic weight, by version.", ["version"], registry=r
-        )
-        self.anomaly_score = Gauge(
-            "llmops_gateway_anomaly_score",
-            "Robust z-score of the last window, by signal.",
-            ["signal"],
-            registry=r,
-        )
-        self.anomaly = Gauge(
-            "llmops_gateway_anomaly", "1 while the signal's last window is anomalous.", ["signal"], registry=r
-        )
-        self.samples = Counter(
-            "llmops_gateway_samples_written", "Sampled records written, by kind.", ["kind"], registry=r
-        )
-        self.samples_dropped = Counter(
-            "llmops_gateway_samples_dropped", "Sampled records dropped, by kind.", ["kind"], registry=r
-        )
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(*labels)`, looked up once: `labels()` (a lock and a check of the values)
-        costs more than the update itself, several times per request."""
-        key = (id(metric), labels)
-        if (found := self._children.get(key)) is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
-
-
-def error_body(message: str, type_: str, code: int | str, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-class HttpError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        reason: str,
-        type_: str = "invalid_request_error",
-        retry_after: str = "",
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.reason, self.type, self.retry_after = (
-            status,
-            message,
-            reason,
-            type_,
-            retry_after,
-        )
-
-    def response(self) -> web.Response:
-        headers = {"Retry-After": self.retry_after} if self.retry_after else {}
-        return web.json_response(
-            error_body(self.message, self.type, self.status), status=self.status, headers=headers
-        )
-
-
-def forwarded_body(raw: bytes, body: dict[str, Any], *, changed: bool, add_usage: bool) -> bytes:
-    """The request body sent upstream: the client's bytes where possible, else `body` re-encoded.
-
-    `add_usage` (the body has no `stream_options` key) splices `stream_options.include_usage` into the
-    client's bytes instead of re-encoding the parsed body, which keeps a long prompt's cost off the hot
-    path; no key is duplicated.
-    """
-    text = raw.lstrip()
-    if changed or (add_usage and not text.startswith(b"{")):
-        return json.dumps(body).encode()
-    return b'{"stream_options":{"include_usage":true},' + text[1:] if add_usage else raw
-
-
-def validate(body: Any, chat: bool, model_names: set[str]) -> None:
-    """Checks of a completions (`chat` False) or chat request; see `check_request` for every endpoint."""
-    check_request(body, "chat" if chat else "completions", model_names)
-
-
-def check_request(body: Any, kind: str, model_names: set[str]) -> None:
-    """Checks that catch malformed requests before they use a queue slot; vLLM checks the rest."""
-    try:
-        validate_request(body, kind, model_names)
-    except BadRequest as e:
-        if e.status == 404:
-            raise HttpError(404, str(e), "model_not_found", "not_found_error") from e
-        raise HttpError(e.status, str(e), "bad_request") from e
-
-
-def _redaction_endpoint(body: dict[str, Any], kind: str) -> str:
-    """The request shape `Redaction.request` reads for endpoint `kind`: /tokenize takes either a
-    chat's messages or a prompt; detokenize carries token ids only (redacted on the way back)."""
-    if kind == "tokenize":
-        return "chat" if "messages" in body else "completions"
-    return kind
-
-
-class ClientGone(Exception):
-    """Writing to the client failed: it disconnected."""
-
-
-class StreamState:
-    """What the gateway tracks of one streamed response."""
-
-    def __init__(self, answer: AnswerRedactor | None, collect: bool, strip_usage: bool) -> None:
-        self.answer = answer  # redacts every text field of every choice, when answers are redacted
-        self.texts: dict[int, list[str]] | None = {} if collect else None
-        self.strip_usage = strip_usage
-        self.usage: dict[str, Any] | None = None
-        self.first_token_at: float | None = None
-        self.done = False
-
-    def transform(self, payload: bytes, chat: bool) -> bytes | None:
-        """The event's data to forward (None: drop it); records usage, first token and text."""
-        if payload.strip() == b"[DONE]":
-            self.done = True
-            return payload
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            return payload
-        if not isinstance(obj, dict):
-            return payload
-        usage = obj.get("usage")
-        if usage:
-            self.usage = usage
-        choices = obj.get("choices") or []
-        if self.strip_usage and usage and not choices:
-            return None
-        if self.strip_usage and "usage" in obj:
-            obj.pop("usage")
-        changed = self.strip_usage and usage is not None
-        key = "content" if chat else "text"
-        if self.first_token_at is None and any(
-            isinstance(c, dict) and _text_of(c, chat, key) for c in choices
-        ):
-            self.first_token_at = time.perf_counter()
-        if self.answer is not None:
-            changed = self.answer.event(obj) or changed
-        for choice in choices:
-            text = _text_of(choice, chat, key) if isinstance(choice, dict) else None
-            if self.texts is not None and isinstance(text, str):
-                self.texts.setdefault(choice.get("index", 0), []).append(text)
-        return json.dumps(obj, separators=(",", ":")).encode() if changed else payload
+def _client_gone(request: web.Request) -> bool:
+    """True once the client's connection is closed (aiohttp drops the transport on connection_lost)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 class Gateway:
     def __init__(self, config: GatewayConfig, *, config_path: Path | None = None) -> None:
         self.config = config
-        self.config_path = config_path
-        self.config_digest = hashlib.sha256(config_path.read_bytes()).hexdigest() if config_path else ""
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
-        self.balancer = Balancer([], config.max_outstanding_per_replica)
-        self.upstreams: dict[str, UpstreamGroup] = {}
-        self.apply_upstreams(config.upstreams)
-        self.dispatcher = Dispatcher(
-            self.balancer,
-            max_queue=config.max_queue,
-            queue_timeout=config.queue_timeout_seconds,
-            hold_timeout=config.scale_to_zero_hold_seconds,
-            on_pending=self.metrics.pending.set,
-        )
+        self.pool = ReplicaPool(config, self.metrics, config_path=config_path)
         self.keys = KeyStore(config.api_keys_path) if config.api_keys_path else None
         self.limiter = KeyLimiter(config.rate_limit)
         self.anomaly = AnomalyMonitor()
@@ -341,15 +126,12 @@ class Gateway:
         self.redaction = Redaction(config.pii_redaction) if config.pii_redaction else None
         self.redact_prompts = self.redaction is not None and self.redaction.prompts
         self.redact_answers = self.redaction is not None and self.redaction.answers
+        self.relay = Relay(self.redaction if self.redact_answers else None, self.metrics)
         self.model_names = config.model_names()
         self.inflight = 0
         self.draining = False
-        self.session: aiohttp.ClientSession | None = None  # health checks and model lists
         self.upstream: Upstream | None = None  # the proxied requests (serving.upstream says why)
         self.tasks: list[asyncio.Task[None]] = []
-        self.started = int(time.time())
-        self._cards: list[dict[str, Any]] | None = None  # the last merged GET /v1/models answer
-        self._cards_at = 0.0
 
     def _sampler(self, config: Any, kind: str) -> Sampler | None:
         if config is None:
@@ -361,69 +143,6 @@ class Gateway:
             on_dropped=self.metrics.samples_dropped.labels(kind).inc,
         )
 
-    # Upstreams ---------------------------------------------------------------------------------
-
-    def apply_upstreams(self, groups: list[UpstreamGroup]) -> None:
-        """Add, update and remove version groups; replicas of unchanged groups keep their state."""
-        from serving.balancer import Group
-
-        wanted = {g.version: g for g in groups}
-        for version in list(self.balancer.groups):
-            if version not in wanted:
-                del self.balancer.groups[version]
-                self.metrics.weight.remove(version)
-                self.metrics.ready.labels(version).set(0)
-        for version, g in wanted.items():
-            if version not in self.balancer.groups:
-                self.balancer.groups[version] = Group(version, g.role, g.weight)
-            group = self.balancer.groups[version]
-            group.role, group.weight = g.role, g.weight
-            if g.replicas:
-                self.balancer.set_replicas(version, [u.rstrip("/") for u in g.replicas])
-            self.metrics.weight.labels(version).set(g.weight)
-        self.upstreams = wanted
-
-    async def resolve(self) -> None:
-        """Resolve every Service-backed group to its ready pods' addresses."""
-        loop = asyncio.get_running_loop()
-        for version, g in list(self.upstreams.items()):
-            if g.service is None:
-                continue
-            try:
-                infos = await loop.getaddrinfo(g.service.host, g.service.port, type=socket.SOCK_STREAM)
-                addrs = sorted({info[4][0] for info in infos})
-            except socket.gaierror:
-                addrs = []  # no ready pods: the headless Service has no records (scaled to zero)
-            urls = [f"{g.service.scheme}://{f'[{a}]' if ':' in a else a}:{g.service.port}" for a in addrs]
-            if version in self.balancer.groups and self.balancer.set_replicas(version, urls):
-                log.info("version %s: %d replicas from %s", version, len(urls), g.service.host)
-                await self.check_health()
-
-    async def _check(self, replica: Replica) -> None:
-        assert self.session is not None
-        timeout = aiohttp.ClientTimeout(total=min(5.0, self.config.health_check_interval_seconds * 2))
-        refused = False
-        try:
-            async with self.session.get(f"{replica.url}/health", timeout=timeout) as r:
-                ok = r.status == 200
-        except aiohttp.ClientConnectorError:  # nothing listens: out at once
-            ok, refused = False, True
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            ok = False
-        if replica.observe_health(ok, refused=refused):
-            state = "ready" if replica.ready else f"not ready ({replica.failures} failed checks)"
-            log.info("replica %s (version %s) is %s", replica.url, replica.version, state)
-
-    async def check_health(self) -> None:
-        replicas = self.balancer.replicas()
-        await asyncio.gather(*(self._check(r) for r in replicas))
-        self._replicas_changed()
-
-    def _replicas_changed(self) -> None:
-        for version, group in self.balancer.groups.items():
-            self.metrics.ready.labels(version).set(len(group.ready()))
-        self.dispatcher.wake()
-
     async def _every(self, seconds: float, fn: Callable[[], Awaitable[None]]) -> None:
         while True:
             try:
@@ -431,28 +150,6 @@ class Gateway:
             except Exception:
                 log.exception("background task %s failed", getattr(fn, "__name__", fn))
             await asyncio.sleep(seconds)
-
-    async def reload_config(self) -> None:
-        if self.config_path is None:
-            return
-        try:
-            data = self.config_path.read_bytes()
-        except OSError:
-            return
-        digest = hashlib.sha256(data).hexdigest()
-        if digest == self.config_digest:
-            return
-        try:
-            config = GatewayConfig.model_validate_json(data)
-        except ValueError as e:
-            log.error("the changed config at %s is invalid, keeping the old one: %s", self.config_path, e)
-            self.config_digest = digest
-            return
-        self.config_digest = digest
-        self.apply_upstreams(config.upstreams)
-        log.info("config reloaded: weights %s", {g.version: g.weight for g in config.upstreams})
-        await self.resolve()
-        await self.check_health()
 
     async def reload_keys(self) -> None:
         if self.keys is not None:
@@ -467,21 +164,15 @@ class Gateway:
 
     async def start(self, app: web.Application) -> None:
         cfg = self.config
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, keepalive_timeout=60),
-            timeout=aiohttp.ClientTimeout(total=cfg.upstream_timeout_seconds, sock_connect=5),
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),  # a proxy keeps no cookies; the jar costs every request
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-        )
+        self.pool.open()
         self.upstream = Upstream(connect_timeout=5, total_timeout=cfg.upstream_timeout_seconds)
-        await self.resolve()
-        await self.check_health()
+        await self.pool.resolve()
+        await self.pool.check_health()
         spawn = asyncio.get_running_loop().create_task
         self.tasks = [
-            spawn(self._every(cfg.dns_refresh_seconds, self.resolve)),
-            spawn(self._every(cfg.health_check_interval_seconds, self.check_health)),
-            spawn(self._every(2.0, self.reload_config)),
+            spawn(self._every(cfg.dns_refresh_seconds, self.pool.resolve)),
+            spawn(self._every(cfg.health_check_interval_seconds, self.pool.check_health)),
+            spawn(self._every(2.0, self.pool.reload_config)),
             spawn(self._every(10.0, self.reload_keys)),
             spawn(self._every(cfg.anomaly_window_seconds, self.anomaly_tick)),
         ]
@@ -496,21 +187,20 @@ class Gateway:
         for sampler in (self.payloads, self.prompts):
             if sampler is not None:
                 await sampler.flush()
-        if self.session is not None:
-            await self.session.close()
+        await self.pool.close()
         if self.upstream is not None:
             self.upstream.close()
 
     async def drain(self, timeout: float) -> None:
         """Refuse new requests and wait for the ones in progress (queued ones included)."""
         self.draining = True
-        self.dispatcher.draining = True
+        self.pool.dispatcher.draining = True
         deadline = time.monotonic() + timeout
         while self.inflight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self.inflight:
             log.warning("drain timeout: %d requests still in progress are cut off", self.inflight)
-        self.dispatcher.fail_all(Draining())
+        self.pool.dispatcher.fail_all(Draining())
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.max_request_bytes)
@@ -533,7 +223,7 @@ class Gateway:
         if self.draining:
             return web.json_response({"status": "draining"}, status=503)
         return web.json_response(
-            {"status": "ready", "readyReplicas": sum(r.ready for r in self.balancer.replicas())}
+            {"status": "ready", "readyReplicas": sum(r.ready for r in self.pool.balancer.replicas())}
         )
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
@@ -558,54 +248,11 @@ class Gateway:
         try:
             self._authenticate(request)
         except HttpError as e:
-            self._count(NO_VERSION, e.status, e.reason)
+            self.metrics.count(NO_VERSION, e.status, e.reason)
             return e.response()
-        return web.json_response({"object": "list", "data": await self.model_cards()})
-
-    async def model_cards(self) -> list[dict[str, Any]]:
-        """The `data` of `GET /v1/models`: what the versions' replicas report, merged.
-
-        One ready replica per version is asked (`merge_model_cards` says how the lists combine); the
-        answer is kept for `healthCheckIntervalSeconds`. While no replica answers (scaled to zero),
-        the last merged answer is given; before any replica ever answered, the accepted names with
-        only the fields the OpenAI schema requires (`owned_by` "llmops", `created` the gateway's start).
-        """
-        now = time.monotonic()
-        if self._cards and now - self._cards_at < self.config.health_check_interval_seconds:
-            return self._cards
-        groups = list(self.balancer.groups.values())
-        lists = await asyncio.gather(*(self._models_of(g.ready()) for g in groups))
-        reports = [(g.role, g.weight, d) for g, d in zip(groups, lists, strict=True) if d is not None]
-        if reports:
-            self._cards, self._cards_at = merge_model_cards(reports, self.model_names), now
-        if self._cards is not None:
-            return self._cards
-        return [
-            {"id": name, "object": "model", "created": self.started, "owned_by": "llmops"}
-            for name in sorted(self.model_names)
-        ]
-
-    async def _models_of(self, replicas: list[Replica]) -> list[dict[str, Any]] | None:
-        """`data` of `GET /v1/models` from the first of `replicas` that answers it, or None."""
-        assert self.session is not None
-        timeout = aiohttp.ClientTimeout(total=5)
-        for replica in replicas[:2]:
-            try:
-                async with self.session.get(replica.endpoint("/v1/models"), timeout=timeout) as r:
-                    if r.status == 200:
-                        data = (await r.json()).get("data")
-                        if isinstance(data, list):
-                            return data
-            except (aiohttp.ClientError, TimeoutError, OSError, ValueError, AttributeError) as e:
-                log.warning("replica %s did not list its models: %s", replica.url, e)
-        return None
+        return web.json_response({"object": "list", "data": await self.pool.model_cards()})
 
     # The proxy ---------------------------------------------------------------------------------
-
-    def _count(self, version: str, code: int, reason: str | None = None) -> None:
-        self.metrics.child(self.metrics.requests, version, str(code)).inc()
-        if reason:
-            self.metrics.child(self.metrics.errors, version, reason).inc()
 
     def handler(self, kind: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """The aiohttp handler of endpoint `kind` (see serving.endpoints)."""
@@ -619,57 +266,17 @@ class Gateway:
     async def handle(self, request: web.Request, kind: str) -> web.StreamResponse:
         start = time.perf_counter()
         if self.draining:
-            self._count(NO_VERSION, 503, "draining")
-            return HttpError(
-                503, "the gateway is shutting down; retry", "draining", "service_unavailable", retry_after="1"
-            ).response()
+            self.metrics.count(NO_VERSION, 503, "draining")
+            return self._refused(Draining()).response()
         self.inflight += 1
         try:
             return await self._handle(request, kind, start)
         finally:
             self.inflight -= 1
 
-    @staticmethod
-    def _client_gone(request: web.Request) -> bool:
-        """True once the client's connection is closed (aiohttp drops the transport on connection_lost)."""
-        transport = request.transport
-        return transport is None or transport.is_closing()
-
-    async def _acquire(self) -> Replica:
-        """A replica slot from the dispatcher, its refusals as HTTP errors."""
-        try:
-            return await self.dispatcher.acquire()
-        except QueueFull as e:
-            raise HttpError(
-                429,
-                f"overloaded: {self.config.max_queue} requests are already waiting",
-                "queue_full",
-                "rate_limit_error",
-                retry_after="1",
-            ) from e
-        except QueueTimeout as e:
-            raise HttpError(
-                503,
-                "no replica became free in time; retry later",
-                "queue_timeout",
-                "service_unavailable",
-                retry_after="5",
-            ) from e
-        except NoReplicas as e:
-            raise HttpError(
-                503,
-                "no replica is ready to serve this model",
-                "no_ready_replicas",
-                "service_unavailable",
-                retry_after="10",
-            ) from e
-        except Draining as e:
-            raise HttpError(
-                503, "the gateway is shutting down; retry", "draining", "service_unavailable", retry_after="1"
-            ) from e
-
     async def _handle(self, request: web.Request, kind: str, start: float) -> web.StreamResponse:
-        """One proxied request, from the API key to its last byte.
+        """One proxied request, from the API key to its last byte: `_admit`, `_acquire`, `_sample`,
+        `_send`, the relay's `forward`, and `_account` at the end whatever happened.
 
         Whatever state the request is in (reading its body, queued for a replica, connecting, sending
         upstream, waiting for the upstream's headers, reading its body, streaming), a client that hangs
@@ -678,151 +285,197 @@ class Gateway:
         closes), the replica's slot is released, and it is counted as 499 (`client_disconnect`). A
         request whose client is gone before it is sent upstream never reaches a replica.
         """
-        replica: Replica | None = None
-        admitted = False  # past the checks and the queue: counted with latency, under its version
-        key_id, body, stream, sampled = "", None, False, False
-        code, reason, usage, texts = 500, "internal", None, None
-        inflight = None  # the replica's in-flight gauge, while the request is at the replica
+        ex = Exchange(kind, start)
         try:
-            key_id = self._authenticate(request)
-            decision = self.limiter.admit(key_id)
-            if not decision.allowed:
-                raise HttpError(
-                    429,
-                    f"rate limit exceeded ({decision.reason}); retry after {decision.retry_after_header} s",
-                    "rate_limited",
-                    "rate_limit_error",
-                    retry_after=decision.retry_after_header,
-                )
-            try:
-                raw = await request.read()
-                body = json.loads(raw)
-            except web.HTTPRequestEntityTooLarge as e:
-                raise HttpError(
-                    413, f"the request body exceeds {self.config.max_request_bytes} bytes", "too_large"
-                ) from e
-            except ConnectionError as e:  # the client went away while sending its body
-                raise ClientGone() from e
-            except ValueError as e:
-                raise HttpError(400, f"the request body is not valid JSON: {e}", "bad_request") from e
-            check_request(body, kind, self.model_names)
-            texts_in = prompt_texts(body, kind) if self.prompts is not None else []
-            changed = False
-            if self.redaction is not None and self.redact_prompts:
-                changed = self.redaction.request(body, _redaction_endpoint(body, kind))
-            stream = bool(body.get("stream"))
-            strip_usage = add_usage = False
-            if stream and kind != "responses":
-                options = body.get("stream_options")
-                if not isinstance(options, dict) or not options.get("include_usage"):
-                    # Ask for the usage chunk, for token accounting; it is not forwarded.
-                    strip_usage = True
-                    add_usage = "stream_options" not in body
-                    changed = changed or not add_usage
-                    body["stream_options"] = {
-                        **(options if isinstance(options, dict) else {}),
-                        "include_usage": True,
-                    }
-            data = forwarded_body(raw, body, changed=changed, add_usage=add_usage)
-            wait_start = time.perf_counter()
-            replica = await self._acquire()
-            self.metrics.queue_wait.observe(time.perf_counter() - wait_start)
-            admitted = True
-
-            sampled = self.payloads is not None and self.payloads.chosen()
-            if self.prompts is not None and texts_in and self.prompts.chosen():
-                sample = [self.redaction.text(t) for t in texts_in] if self.redaction else texts_in
-                self.prompts.add(
-                    {
-                        "time": time.time(),
-                        "model": body.get("model"),
-                        "version": replica.version,
-                        "text": "\n".join(sample),
-                    }
-                )
-            path = ENDPOINTS[kind]
-            headers = {"Content-Type": "application/json"}
-            if rid := request.headers.get("X-Request-Id"):
-                headers["X-Request-Id"] = rid
-            for attempt in range(3):
-                if self._client_gone(request):  # nothing was sent: the replica never sees it
-                    raise ClientGone()
-                inflight = self.metrics.child(self.metrics.inflight, replica.version)
-                inflight.inc()  # at the replica from the moment it is sent
-                try:
-                    upstream = await self.upstream.request(replica.endpoint(path), data, headers)
-                    break
-                except UpstreamConnectError as e:
-                    inflight.dec()
-                    inflight = None
-                    # Nothing reached the replica: mark it unready and go round the queue again.
-                    log.warning(
-                        "replica %s (version %s) refused a connection: %s; marked not ready",
-                        replica.url,
-                        replica.version,
-                        e,
-                    )
-                    replica.ready = False
-                    self._replicas_changed()
-                    if attempt == 2:
-                        raise
-                    old, replica = replica, None
-                    self.dispatcher.release(old)
-                    self.metrics.errors.labels(old.version, "upstream_connect").inc()  # retried: no 502
-                    replica = await self._acquire()
-            code, reason, usage, texts, resp = await self._forward(
-                request, replica, upstream, kind, stream, strip_usage, sampled, start
+            admitted = ex.admitted = await self._admit(request, ex)
+            waited = time.perf_counter()
+            ex.replica = await self._acquire()
+            self.metrics.queue_wait.observe(time.perf_counter() - waited)
+            ex.dispatched = True
+            ex.sampled = self._sample(admitted, ex.replica)
+            upstream = await self._send(request, ex, admitted.data)
+            ex.code, ex.reason, ex.usage, ex.texts, resp = await self.relay.forward(
+                request, ex.replica, upstream, kind, admitted.stream, admitted.strip_usage, ex.sampled, start
             )
             return resp
         except HttpError as e:
-            code, reason = e.status, e.reason
+            ex.code, ex.reason = e.status, e.reason
             return e.response()
         except ClientGone:
-            code, reason = 499, "client_disconnect"
+            ex.code, ex.reason = 499, "client_disconnect"
             return web.Response(status=499)  # nobody reads it: the connection is closed
         except asyncio.CancelledError:
-            if self._client_gone(request):
-                code, reason = 499, "client_disconnect"
+            if _client_gone(request):
+                ex.code, ex.reason = 499, "client_disconnect"
             else:  # the server is stopping (drain timeout)
-                code, reason = 503, "drain_timeout"
+                ex.code, ex.reason = 503, "drain_timeout"
             raise
         except (UpstreamError, TimeoutError, OSError) as e:
-            code, reason = 502, "upstream_error"
+            ex.code, ex.reason = 502, "upstream_error"
             return HttpError(
-                502, f"the model server failed: {type(e).__name__}", reason, "upstream_error"
+                502, f"the model server failed: {type(e).__name__}", ex.reason, "upstream_error"
             ).response()
         finally:
-            if inflight is not None:
+            self._account(ex)
+
+    async def _admit(self, request: web.Request, ex: Exchange) -> Admitted:
+        """The checks before the queue: API key (401), rate limits (429), body (413, 400, unknown model
+        404), then the request's redaction and usage chunk; `ex.key_id` is set first, for `_account`."""
+        ex.key_id = self._authenticate(request)
+        decision = self.limiter.admit(ex.key_id)
+        if not decision.allowed:
+            raise HttpError(
+                429,
+                f"rate limit exceeded ({decision.reason}); retry after {decision.retry_after_header} s",
+                "rate_limited",
+                "rate_limit_error",
+                retry_after=decision.retry_after_header,
+            )
+        try:
+            raw = await request.read()
+            body = json.loads(raw)
+        except web.HTTPRequestEntityTooLarge as e:
+            raise HttpError(
+                413, f"the request body exceeds {self.config.max_request_bytes} bytes", "too_large"
+            ) from e
+        except ConnectionError as e:  # the client went away while sending its body
+            raise ClientGone() from e
+        except ValueError as e:
+            raise HttpError(400, f"the request body is not valid JSON: {e}", "bad_request") from e
+        kind = ex.kind
+        check_request(body, kind, self.model_names)
+        texts_in = prompt_texts(body, kind) if self.prompts is not None else []
+        changed = False
+        if self.redaction is not None and self.redact_prompts:
+            changed = self.redaction.request(body, redaction_endpoint(body, kind))
+        stream = bool(body.get("stream"))
+        strip_usage, add_usage = ask_for_usage(body, kind)
+        changed = changed or (strip_usage and not add_usage)
+        data = forwarded_body(raw, body, changed=changed, add_usage=add_usage)
+        return Admitted(body, data, stream, strip_usage, texts_in)
+
+    def _refused(self, e: QueueFull | QueueTimeout | NoReplicas | Draining) -> HttpError:
+        """The answer to a request that the dispatcher, or the draining gateway, refuses."""
+        if isinstance(e, QueueFull):
+            return HttpError(
+                429,
+                f"overloaded: {self.config.max_queue} requests are already waiting",
+                "queue_full",
+                "rate_limit_error",
+                retry_after="1",
+            )
+        if isinstance(e, QueueTimeout):
+            return HttpError(
+                503,
+                "no replica became free in time; retry later",
+                "queue_timeout",
+                "service_unavailable",
+                retry_after="5",
+            )
+        if isinstance(e, NoReplicas):
+            return HttpError(
+                503,
+                "no replica is ready to serve this model",
+                "no_ready_replicas",
+                "service_unavailable",
+                retry_after="10",
+            )
+        return HttpError(
+            503, "the gateway is shutting down; retry", "draining", "service_unavailable", retry_after="1"
+        )
+
+    async def _acquire(self) -> Replica:
+        """A replica slot from the queue (serving.balancer's Dispatcher), its refusals as HTTP errors."""
+        try:
+            return await self.pool.dispatcher.acquire()
+        except (QueueFull, QueueTimeout, NoReplicas, Draining) as e:
+            raise self._refused(e) from e
+
+    def _sample(self, admitted: Admitted, replica: Replica) -> bool:
+        """Whether the payload is sampled (recorded by `_account`); a prompt chosen for the drift
+        sample is added now, redacted when PII redaction is on."""
+        sampled = self.payloads is not None and self.payloads.chosen()
+        if self.prompts is not None and admitted.texts_in and self.prompts.chosen():
+            texts = admitted.texts_in
+            sample = [self.redaction.text(t) for t in texts] if self.redaction else texts
+            self.prompts.add(
+                {
+                    "time": time.time(),
+                    "model": admitted.body.get("model"),
+                    "version": replica.version,
+                    "text": "\n".join(sample),
+                }
+            )
+        return sampled
+
+    async def _send(self, request: web.Request, ex: Exchange, data: bytes) -> UpstreamResponse:
+        """Send `data` to `ex.replica` and return once the response's headers are in.
+
+        A replica that refuses the connection (nothing reached it) is marked not ready and the request
+        goes round the queue again, to another replica; the third refusal fails it (502). `ex.replica`
+        and `ex.inflight` follow the replica the request is at.
+        """
+        assert ex.replica is not None and self.upstream is not None
+        replica = ex.replica
+        path = ENDPOINTS[ex.kind]
+        headers = {"Content-Type": "application/json"}
+        if rid := request.headers.get("X-Request-Id"):
+            headers["X-Request-Id"] = rid
+        tries = 0
+        while True:
+            if _client_gone(request):  # nothing was sent: the replica never sees it
+                raise ClientGone()
+            inflight = ex.inflight = self.metrics.child(self.metrics.inflight, replica.version)
+            inflight.inc()  # at the replica from the moment it is sent
+            try:
+                return await self.upstream.request(replica.endpoint(path), data, headers)
+            except UpstreamConnectError as e:
                 inflight.dec()
-            version = replica.version if replica is not None else NO_VERSION
-            elapsed = time.perf_counter() - start
-            if admitted:
-                self.metrics.child(self.metrics.latency, version).observe(elapsed)
-            self._count(version, code, reason)
-            self.anomaly.observe(elapsed, code >= 500)
-            if usage:
-                prompt_tokens = int(usage.get("prompt_tokens") or 0)
-                completion_tokens = int(usage.get("completion_tokens") or 0)
-                self.metrics.child(self.metrics.prompt_tokens, version).inc(prompt_tokens)
-                self.metrics.child(self.metrics.completion_tokens, version).inc(completion_tokens)
-                self.limiter.charge_tokens(key_id, prompt_tokens + completion_tokens)
-            if sampled and self.payloads is not None and body is not None:
-                self.payloads.add(self._record(body, kind, version, code, elapsed, usage, texts))
-            if replica is not None:
-                self.dispatcher.release(replica)
-            if admitted or code == 499:
-                log.info(
-                    "request",
-                    extra={
-                        "key": key_id,
-                        "version": version,
-                        "code": code,
-                        "seconds": round(elapsed, 4),
-                        "stream": stream,
-                        "reason": reason,
-                        "endpoint": kind,
-                    },
+                ex.inflight = None
+                # Nothing reached the replica: mark it unready and go round the queue again.
+                log.warning(
+                    "replica %s (version %s) refused a connection: %s; marked not ready",
+                    replica.url,
+                    replica.version,
+                    e,
                 )
+                self.pool.mark_unready(replica)
+                tries += 1
+                if tries == 3:
+                    raise
+                ex.replica = None
+                self.pool.dispatcher.release(replica)
+                self.metrics.errors.labels(replica.version, "upstream_connect").inc()  # retried: no 502
+                replica = ex.replica = await self._acquire()
+
+    def _account(self, ex: Exchange) -> None:
+        """The end of every request, whatever step it ended in: latency (once past the queue), the
+        request and error counters, the anomaly monitor, tokens (counted and charged to the key's
+        limits), the payload sample, the replica's slot back, and the request log line."""
+        if ex.inflight is not None:
+            ex.inflight.dec()
+        replica, admitted, usage = ex.replica, ex.admitted, ex.usage
+        version = replica.version if replica is not None else NO_VERSION
+        elapsed = time.perf_counter() - ex.start
+        if ex.dispatched:
+            self.metrics.child(self.metrics.latency, version).observe(elapsed)
+        self.metrics.count(version, ex.code, ex.reason)
+        self.anomaly.observe(elapsed, ex.code >= 500)
+        if usage:
+            prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            completion_tokens = int(usage.get("completion_tokens") or 0)
+            self.metrics.child(self.metrics.prompt_tokens, version).inc(prompt_tokens)
+            self.metrics.child(self.metrics.completion_tokens, version).inc(completion_tokens)
+            self.limiter.charge_tokens(ex.key_id, prompt_tokens + completion_tokens)
+        if ex.sampled and self.payloads is not None and admitted is not None:
+            self.payloads.add(
+                self._record(admitted.body, ex.kind, version, ex.code, elapsed, usage, ex.texts)
+            )
+        if replica is not None:
+            self.pool.dispatcher.release(replica)
+        if ex.dispatched or ex.code == 499:
+            stream = admitted.stream if admitted is not None else False
+            request_line(ex.key_id, version, ex.code, elapsed, stream, ex.reason, ex.kind)
 
     def _record(
         self,
@@ -837,7 +490,7 @@ class Gateway:
         request = {k: v for k, v in body.items() if k not in ("stream_options",)}
         if self.redaction is not None and not self.redact_prompts:  # else the body is redacted already
             request = json.loads(json.dumps(request))
-            self.redaction.request(request, _redaction_endpoint(request, kind))
+            self.redaction.request(request, redaction_endpoint(request, kind))
         if self.redaction is not None and texts is not None and not self.redact_answers:
             texts = [self.redaction.text(t) for t in texts]
         return {
@@ -850,261 +503,6 @@ class Gateway:
             "completions": texts,
             "usage": usage,
         }
-
-    async def _forward(
-        self,
-        request: web.Request,
-        replica: Replica,
-        upstream: UpstreamResponse,
-        kind: str,
-        stream: bool,
-        strip_usage: bool,
-        sampled: bool,
-        start: float,
-    ) -> tuple[int, str | None, dict[str, Any] | None, list[str] | None, web.StreamResponse]:
-        try:
-            extra = {"X-Llmops-Version": replica.version}
-            if upstream.status != 200 or not stream:
-                payload = await upstream.read()
-                usage, texts = None, None
-                if upstream.status == 200 and kind in ("chat", "completions"):
-                    usage = None if self.redact_answers or sampled else _flat_usage(payload)
-                    if usage is None:  # redacting, sampling, or no flat usage object: parse it all
-                        payload, usage, texts = self._finish_plain(payload, kind == "chat", sampled)
-                elif upstream.status == 200:
-                    payload, usage, texts = self._finish_other(payload, kind, sampled)
-                reason = None if upstream.status < 400 else f"upstream_{upstream.status}"
-                ctype = upstream.headers.get("content-type", "application/json")
-                resp = web.Response(
-                    body=payload, status=upstream.status, headers={"Content-Type": ctype, **extra}
-                )
-                return upstream.status, reason, usage, texts, resp
-            return await self._stream(
-                request, upstream, kind, strip_usage, sampled, start, replica.version, extra
-            )
-        except BaseException:
-            # Cancelled (the client hung up) or failed: close the upstream connection rather than
-            # return it to the pool half-read; vLLM aborts a request whose connection closes.
-            upstream.close()
-            raise
-        finally:
-            upstream.release()
-
-    def _finish_plain(
-        self, payload: bytes, chat: bool, sampled: bool
-    ) -> tuple[bytes, dict[str, Any] | None, list[str] | None]:
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            return payload, None, None
-        if not isinstance(obj, dict):
-            return payload, None, None
-        if self.redaction is not None and self.redact_answers and self.redaction.response(obj, chat):
-            payload = json.dumps(obj, ensure_ascii=False).encode()
-        key = "content" if chat else "text"
-        choices = obj.get("choices") or []
-        texts = [t for c in choices if isinstance(t := _text_of(c, chat, key, "message"), str)]
-        return payload, obj.get("usage"), texts if sampled else None
-
-    def _finish_other(
-        self, payload: bytes, kind: str, sampled: bool
-    ) -> tuple[bytes, dict[str, Any] | None, list[str] | None]:
-        """A whole answer of the responses, embeddings, tokenize or detokenize endpoint."""
-        if kind == "tokenize":  # token ids: nothing to count or redact
-            return payload, None, None
-        # Vectors: only the usage matters, and parsing a large answer costs.
-        if kind == "embeddings" and not sampled and (match := USAGE_OBJECT.search(payload)):
-            with contextlib.suppress(ValueError):
-                return payload, usage_of({"usage": json.loads(match.group(1))}, kind), None
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            return payload, None, None
-        texts = response_texts(obj, kind)
-        if self.redaction is not None and self.redact_answers and texts:
-            if kind == "detokenize":
-                obj["prompt"] = self.redaction.text(obj["prompt"])
-            else:
-                self.redaction.responses_answer().output(obj.get("output") or [])
-                if isinstance(obj.get("output_text"), str):
-                    obj["output_text"] = self.redaction.text(obj["output_text"])
-            texts = response_texts(obj, kind)
-            payload = json.dumps(obj).encode()
-        return payload, usage_of(obj, kind), texts if sampled else None
-
-    def _relay(
-        self, events: bytes, state: StreamState | ResponsesStream, chat: bool, parse_all: bool
-    ) -> bytes:
-        """Whole SSE events (ending with a blank line) as they are to be forwarded.
-
-        Without redaction or sampling, the events before the first one that carries usage or [DONE]
-        go out as they came, found with one search of the buffer, not one per event.
-        """
-        start = 0
-        if not parse_all:
-            at = usage_or_done_at(events)
-            start = events.rfind(b"\n\n", 0, at) + 2 if at >= 0 else len(events)
-            if start == 1:  # the match is in the first event
-                start = 0
-            if state.first_token_at is None:
-                for event in events[:start].split(b"\n\n"):
-                    if event and b'"content":""' not in event and b'"text":""' not in event:
-                        state.first_token_at = time.perf_counter()
-                        break
-            if start == len(events):
-                return events
-        out = [events[:start]] if start else []
-        for event in events[start:].split(b"\n\n"):
-            if not event:
-                continue
-            if state.done:  # nothing after the end ([DONE], or response.completed)
-                break
-            if parse_all or usage_or_done_at(event) >= 0:
-                transformed = self._transform_event(event, state, chat)
-                if transformed is None:
-                    continue
-                event = transformed
-            elif state.first_token_at is None and b'"content":""' not in event and b'"text":""' not in event:
-                state.first_token_at = time.perf_counter()
-            out.append(event + b"\n\n")
-        return b"".join(out)
-
-    @staticmethod
-    def _transform_event(event: bytes, state: StreamState | ResponsesStream, chat: bool) -> bytes | None:
-        """One SSE event through `StreamState.transform`; None drops it."""
-        if isinstance(state, ResponsesStream):
-            return state.transform_event(event)
-        lines = []
-        for line in event.split(b"\n"):
-            if line.startswith(b"data:"):
-                out = state.transform(line[5:].strip(), chat)
-                if out is None:
-                    return None
-                lines.append(b"data: " + out)
-            else:
-                lines.append(line)
-        return b"\n".join(lines)
-
-    async def _stream(
-        self,
-        request: web.Request,
-        upstream: UpstreamResponse,
-        kind: str,
-        strip_usage: bool,
-        sampled: bool,
-        start: float,
-        version: str,
-        extra: dict[str, str],
-    ) -> tuple[int, str | None, dict[str, Any] | None, list[str] | None, web.StreamResponse]:
-        resp = web.StreamResponse(
-            status=200,
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **extra},
-        )
-        # When the first events are already here, the headers go out with them in one write (a
-        # syscall less per request: aiohttp's buffered headers); else at once, as the stream opens.
-        resp._send_headers_immediately = not upstream.buffered()  # type: ignore[misc]
-        await resp.prepare(request)
-        chat = kind == "chat"
-        state: StreamState | ResponsesStream
-        if kind == "responses":  # typed events, each parsed (TTFT, usage and the end are in them)
-            redactor = self.redaction.responses_answer() if self.redaction and self.redact_answers else None
-            state = ResponsesStream(sampled, redactor)
-            parse_all = True
-        else:
-            answer = (
-                self.redaction.answer(chat) if self.redaction is not None and self.redact_answers else None
-            )
-            state = StreamState(answer, sampled, strip_usage)
-            parse_all = state.answer is not None or state.texts is not None
-        code, reason = 200, None
-        resp_ended = False
-        try:
-            # Forward whole buffers of events as they arrive; parse only the events that need it (the
-            # usage chunk, [DONE], or every event when redacting or sampling). JSON-decoding every
-            # chunk would cost more CPU than the rest of the proxy together.
-            pending = b""
-            async for data in upstream.iter_any():
-                if b"\r" in data:
-                    data = data.replace(b"\r\n", b"\n")
-                blob = pending + data if pending else data
-                cut = blob.rfind(b"\n\n") + 2
-                if cut < 2:  # no whole event yet
-                    pending = blob
-                    continue
-                pending = blob[cut:]
-                out = b"" if state.done else self._relay(blob[:cut], state, chat, parse_all)
-                if out and not resp_ended:
-                    try:
-                        if state.done:  # the last events and the end of the body in one write
-                            resp_ended = True
-                            await resp.write_eof(out)
-                        else:
-                            await resp.write(out)
-                    except (ConnectionError, RuntimeError) as e:
-                        raise ClientGone() from e
-                if state.done:
-                    # The client has its whole answer: account for it now. The end of the upstream
-                    # body follows at once; the connection goes back to the pool when it has come.
-                    upstream.release(drain=5)
-                    break
-            if not state.done:
-                raise UpstreamDisconnected("the stream ended before its last event")
-        except (UpstreamError, TimeoutError) as e:
-            if not state.done:  # after [DONE] the client has its whole answer: only the tail is lost
-                code, reason = 502, "upstream_disconnect"
-                log.warning("upstream stream of version %s failed: %s", version, e)
-                event = error_body(f"the model server failed mid-stream: {e}", "upstream_error", 502)
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await resp.write(b"event: error\ndata: " + json.dumps(event).encode() + b"\n\n")
-        except ClientGone:  # the client went away; closing the upstream response aborts the work
-            code, reason = 499, "client_disconnect"
-            upstream.close()
-        if state.first_token_at is not None:
-            self.metrics.child(self.metrics.ttft, version).observe(state.first_token_at - start)
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await resp.write_eof()
-        return code, reason, state.usage, _joined(state.texts), resp
-
-
-def _text_of(choice: Any, chat: bool, key: str, holder: str = "delta") -> Any:
-    """A choice's text: chat `delta.content` (or `message.content`), completions `text`."""
-    part = choice.get(holder) if chat and isinstance(choice, dict) else choice
-    return part.get(key) if isinstance(part, dict) else None
-
-
-def _flat_usage(payload: bytes) -> dict[str, Any] | None:
-    """The `usage` object of a whole answer, found without parsing the rest (None if not found)."""
-    if (match := USAGE_OBJECT.search(payload)) is None:
-        return None
-    try:
-        usage = json.loads(match.group(1))
-    except ValueError:
-        return None
-    return usage if isinstance(usage, dict) else None
-
-
-def _joined(texts: dict[int, list[str]] | None) -> list[str] | None:
-    """Each choice's streamed text, in choice order."""
-    return ["".join(texts[i]) for i in sorted(texts)] if texts is not None else None
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; request logs carry ids and numbers, never keys or prompt text."""
-
-    FIELDS = ("key", "version", "code", "seconds", "stream", "reason", "endpoint")
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "msg": record.getMessage(),
-        }
-        for field in self.FIELDS:
-            if hasattr(record, field):
-                out[field] = getattr(record, field)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
 
 
 async def serve(config_path: Path, host: str, port: int, ready_file: Path | None = None) -> None:
@@ -1141,9 +539,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    setup_logs(args.log_level)
     uvloop.run(serve(args.config, args.host, args.port))
 
 

@@ -3,7 +3,7 @@
 Series are selected by `namespace` and `model_deployment`; the monitors below put the pod label
 `llmops.io/modeldeployment` into `model_deployment` (and the vLLM pods' `llmops.io/model-version`
 into `version`; the gateway labels its own series with `version`). Metric names are the gateway's
-(serving/gateway.py) and vLLM's own.
+(serving/metrics.py) and vLLM's own.
 """
 
 from __future__ import annotations

@@ -1,0 +1,86 @@
+"""What the gateway knows of each endpoint (serving.endpoints): /v1/responses streams and the merged
+/v1/models."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmops.api.modeldeployment import PiiRedaction
+from serving.endpoints import ResponsesStream, merge_model_cards
+from serving.pii import Redaction
+
+
+def _sse(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def test_responses_stream_state():
+    state = ResponsesStream(collect=True)
+    created = _sse({"type": "response.created", "response": {"usage": None}})
+    assert state.transform(created) == created and not state.done and state.first_token_at is None
+    state.transform(_sse({"type": "response.output_text.delta", "output_index": 0, "delta": "Hel"}))
+    state.transform(_sse({"type": "response.output_text.delta", "output_index": 0, "delta": "lo"}))
+    assert state.first_token_at is not None and state.texts == {0: ["Hel", "lo"]}
+    usage = {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}
+    state.transform(_sse({"type": "response.completed", "response": {"usage": usage}}))
+    assert state.done and state.usage == {"prompt_tokens": 3, "completion_tokens": 2}
+
+
+def test_merge_model_cards():
+    def card(name, root, length, parent=None, **extra):
+        return {"id": name, "object": "model", "owned_by": "vllm", "root": root, "parent": parent,
+                "max_model_len": length, **extra}  # fmt: skip
+
+    stable = [card("m", "/v3", 8192, created=3), card("m-sql", "/v3/sql", None, parent="m")]
+    canary = [card("m", "/v4", 4096, created=4), card("m-new", "/v4/new", None, parent="m")]
+    idle = [card("m", "/v2", 1024)]  # a version at weight 0 takes no traffic
+    merged = merge_model_cards(
+        [("canary", 10, canary), ("previous", 0, idle), ("stable", 90, stable)], {"m", "m-sql", "m-new"}
+    )
+    assert [c["id"] for c in merged] == ["m", "m-sql", "m-new"]
+    base, sql, new = merged
+    # The stable version's card, but the smallest context any version with traffic has.
+    assert (base["root"], base["created"], base["max_model_len"]) == ("/v3", 3, 4096)
+    assert (sql["parent"], sql["root"], sql["max_model_len"]) == ("m", "/v3/sql", 4096)
+    assert (new["parent"], new["root"]) == ("m", "/v4/new")
+    assert merge_model_cards([("stable", 100, stable)], {"m"}) == [card("m", "/v3", 8192, created=3)]
+    assert stable[0]["max_model_len"] == 8192  # the replicas' lists are not changed in place
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=12))
+def test_streamed_responses_events_are_redacted_like_the_whole_text(sizes):
+    """/v1/responses typed events, text split anywhere: the deltas joined equal the done text, which
+    is the whole text redacted; every event keeps its `event:` name."""
+    text = "Call (555) 123-4567 or mail jane.roe@example.org now"
+    redaction = Redaction(PiiRedaction(scope="promptsAndAnswers"))
+    state = ResponsesStream(collect=True, redactor=redaction.responses_answer())
+    cuts, at = [], 0
+    for size in sizes:
+        cuts.append(text[at : at + size])
+        at += size
+    cuts.append(text[at:])
+
+    def event(obj: dict) -> bytes:
+        return b"event: " + obj["type"].encode() + b"\ndata: " + json.dumps(obj).encode()
+
+    out = []
+    for piece in filter(None, cuts):
+        delta = {"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": piece}
+        out.append(state.transform_event(event(delta)))
+    done = {"type": "response.output_text.done", "output_index": 0, "content_index": 0, "text": text}
+    out.append(state.transform_event(event(done)))
+    events = [e for chunk in out for e in chunk.split(b"\n\n") if e]
+    parsed = []
+    for e in events:
+        name, data = e.split(b"\n")
+        obj = json.loads(data.removeprefix(b"data: "))
+        assert name == b"event: " + obj["type"].encode()
+        parsed.append(obj)
+    deltas = "".join(o["delta"] for o in parsed if o["type"].endswith(".delta"))
+    whole = redaction.text(text)
+    assert deltas == whole and parsed[-1]["text"] == whole
+    assert "555" not in deltas and "jane.roe" not in deltas
