@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from llmops.dev.cluster import free_port  # noqa: E402
-from serving.local import make_tiny_llama, start_vllm, stop, wait_healthy  # noqa: E402
+from llmops.serving.local import make_tiny_llama, start_vllm, stop, wait_healthy  # noqa: E402
 
 MODEL = "tiny"
 
@@ -179,7 +179,7 @@ def start_gateway(vllm_url: str, model: str, workdir: Path) -> tuple[subprocess.
         [
             sys.executable,
             "-m",
-            "serving.gateway",
+            "llmops.serving.gateway",
             "--config",
             str(config),
             "--port",

@@ -25,8 +25,8 @@ from kubernetes import client, config
 
 from llmops.api import GROUP, MODEL_DEPLOYMENT, VERSION
 from llmops.dev.cluster import LocalCluster
-from operators.outcome import Outcome
-from operators.runtime import status_patch
+from llmops.operators.outcome import Outcome
+from llmops.operators.runtime import status_patch
 
 ROOT = Path(__file__).resolve().parents[1]
 PLURAL = MODEL_DEPLOYMENT.plural

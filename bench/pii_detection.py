@@ -37,7 +37,7 @@ from llmops.jsonl import read_path  # noqa: E402
 from llmops.pii import ENTITIES, Detector  # noqa: E402
 
 LABELLED = ROOT / "tests" / "data" / "pii_labelled.jsonl"
-PROSE = ROOT / "training" / "data" / "quickstart" / "train.jsonl"
+PROSE = ROOT / "llmops" / "training" / "data" / "quickstart" / "train.jsonl"
 REGIONS = {
     "en-US": "US",
     "en-GB": "GB",

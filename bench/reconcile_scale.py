@@ -29,13 +29,13 @@ from kubernetes import client, config
 from llmops.api import GROUP, MODEL_DEPLOYMENT, VERSION
 from llmops.api.modeldeployment import ModelDeploymentSpec
 from llmops.dev.cluster import DEFAULT_NODES, FakeNode, LocalCluster
+from llmops.operators.apply import Applier
+from llmops.operators.modeldeployment.builders import build
+from llmops.operators.modeldeployment.names import vllm_name
+from llmops.operators.modeldeployment.observe import rolled_out
+from llmops.operators.modeldeployment.plan import Plan, ServedVersion, ServingSettings
 from llmops.registry import GateVerdict, Lineage, register
 from llmops.storage import LocalStore
-from operators.apply import Applier
-from operators.modeldeployment.builders import build
-from operators.modeldeployment.names import vllm_name
-from operators.modeldeployment.observe import rolled_out
-from operators.modeldeployment.plan import Plan, ServedVersion, ServingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 PLURAL = MODEL_DEPLOYMENT.plural

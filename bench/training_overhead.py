@@ -44,11 +44,11 @@ def prepare(work: Path, block: int, scale: int = 1) -> tuple[Path, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from training import text
-    from training.model import load_tokenizer
-    from training.tiny import corpus, make_tiny_llama
+    from llmops.training import text
+    from llmops.training.model import load_tokenizer
+    from llmops.training.tiny import corpus, make_tiny_llama
 
-    texts = corpus([ROOT / "training/data/quickstart/train.jsonl", ROOT / "tests/data/corpus.txt"])
+    texts = corpus([ROOT / "llmops/training/data/quickstart/train.jsonl", ROOT / "tests/data/corpus.txt"])
     base = make_tiny_llama(texts, work / "base")
     tok = load_tokenizer(base)
     docs = [[tok.bos_token_id, *tok.encode(t, add_special_tokens=False), tok.eos_token_id] for t in texts]
@@ -66,9 +66,9 @@ def prepare(work: Path, block: int, scale: int = 1) -> tuple[Path, int]:
 def config(work: Path, base: Path, steps: int, batch: int, threads: int, blocks: int) -> dict:
     from llmops.api.common import ObjectStorageLocation
     from llmops.api.trainingjob import Hyperparameters
-    from training.context import StoreSpec
-    from training.model import ModelSource
-    from training.train import plan_steps
+    from llmops.training.context import StoreSpec
+    from llmops.training.model import ModelSource
+    from llmops.training.train import plan_steps
 
     hp = Hyperparameters(max_steps=steps, learning_rate=1e-3, batch_size=batch, lr_scheduler="constant")
     local = StoreSpec(ObjectStorageLocation.model_validate({"local": {"path": str(work)}}))
@@ -96,9 +96,9 @@ def plain_loop(cfg: dict, base: Path, work: Path) -> float:
     import numpy as np
     import torch
 
-    from training.blocks import fetch_shard
-    from training.model import build, load_tokenizer
-    from training.train import _batch, _token_loss
+    from llmops.training.blocks import fetch_shard
+    from llmops.training.model import build, load_tokenizer
+    from llmops.training.train import _batch, _token_loss
 
     torch.set_num_threads(cfg["threads"])
     hp = cfg["hyperparameters"]
@@ -151,7 +151,7 @@ def fit(cfg: dict, work: Path, workers: int) -> tuple[dict, float]:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from training.train import train_loop
+    from llmops.training.train import train_loop
 
     trainer = TorchTrainer(
         train_loop,
@@ -170,7 +170,7 @@ def memory(args: argparse.Namespace) -> None:
     """Each worker's peak RSS on the bundled data and on data `--scale` x its size (same steps).
 
     Goal (issue 12): peak RSS grows by less than 20% while the data grows 20x: a worker streams its
-    shard to a local file (training/blocks.py) instead of holding the split in memory.
+    shard to a local file (llmops/training/blocks.py) instead of holding the split in memory.
     """
     import ray
 

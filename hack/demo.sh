@@ -50,9 +50,9 @@ kubectl get nodes -o custom-columns='NODE:.metadata.name,CPU:.status.capacity.cp
 
 step "quickstart data and base model" "(bundled corpus and a tiny random Llama, uploaded to MinIO)"
 work=$(llmops dev status | awk '/^kubeconfig/ {print $2}' | xargs dirname)/quickstart
-python -m serving.local make-model "$work/base" --corpus training/data/quickstart/train.jsonl >/dev/null
+python -m llmops.serving.local make-model "$work/base" --corpus llmops/training/data/quickstart/train.jsonl >/dev/null
 llmops dev upload "$work/base" s3://llmops/base/tiny-llama
-llmops dev upload training/data/quickstart s3://llmops/datasets/quickstart
+llmops dev upload llmops/training/data/quickstart s3://llmops/datasets/quickstart
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl -n "$ns" create secret generic quickstart-api-keys --from-literal=demo="demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null

@@ -1,7 +1,7 @@
 """GPU check: the operator's vLLM container command, run on a GPU with a tiny model.
 
 For `examples/modeldeployment-single.yaml` and `-lora-adapters.yaml`, the operator's own builder
-(`operators.modeldeployment.vllm.vllm_deployment`) makes the vLLM Deployment; this script takes
+(`llmops.operators.modeldeployment.vllm.vllm_deployment`) makes the vLLM Deployment; this script takes
 its serving container's command and environment as deployed and runs them on this machine's GPU.
 Only what cannot hold outside the pod is rewritten (`llmops.engine.localize_argv`): the interpreter,
 the model volume's path, the host and the port. A tiny random Llama, and two LoRA adapters for it
@@ -38,11 +38,11 @@ sys.path.insert(0, str(ROOT))
 from llmops.api.modeldeployment import ModelDeploymentSpec  # noqa: E402
 from llmops.dev.cluster import free_port  # noqa: E402
 from llmops.engine import localize_argv  # noqa: E402
-from operators.modeldeployment.autoscaling import scaler_queries  # noqa: E402
-from operators.modeldeployment.names import vllm_name  # noqa: E402
-from operators.modeldeployment.plan import Adapter, ServedVersion, ServingSettings  # noqa: E402
-from operators.modeldeployment.vllm import vllm_deployment  # noqa: E402
-from serving.local import make_lora_adapter, make_tiny_llama, stop, wait_healthy  # noqa: E402
+from llmops.operators.modeldeployment.autoscaling import scaler_queries  # noqa: E402
+from llmops.operators.modeldeployment.names import vllm_name  # noqa: E402
+from llmops.operators.modeldeployment.plan import Adapter, ServedVersion, ServingSettings  # noqa: E402
+from llmops.operators.modeldeployment.vllm import vllm_deployment  # noqa: E402
+from llmops.serving.local import make_lora_adapter, make_tiny_llama, stop, wait_healthy  # noqa: E402
 
 CASES = ("single", "lora-adapters")
 CORPUS = ROOT / "tests" / "serving" / "data" / "corpus.txt"

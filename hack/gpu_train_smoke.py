@@ -1,23 +1,23 @@
 """GPU smoke of the training path: train, save (merge), evaluate and register, on one GPU in an nccl group.
 
-The model is what each Ray Train worker builds (`training.model.build`), with the method, LoRA
+The model is what each Ray Train worker builds (`llmops.training.model.build`), with the method, LoRA
 settings and hyperparameters of the example for `--method` (`examples/trainingjob-<method>.yaml`:
-lora, qlora with its 4-bit NF4 base, full), on a tiny Llama that `training.tiny` makes from the
+lora, qlora with its 4-bit NF4 base, full), on a tiny Llama that `llmops.training.tiny` makes from the
 bundled corpus; batches and loss are the worker's own (`_batch`, `_token_loss`) and mixed precision
 is bf16, as the worker picks it on a GPU that supports it (qlora always computes in bf16). What Ray
 Train adds around that (the nccl process group, `prepare_model`'s DistributedDataParallel) is set up
 here with torch.distributed directly, so the check needs torch, transformers and peft, not Ray.
 
 After the steps, the rest of the path runs as the workload runs it, without Ray:
-- save: `training.model.save_final` (lora: the adapter under adapter/ and merged into the base;
+- save: `llmops.training.model.save_final` (lora: the adapter under adapter/ and merged into the base;
   qlora: the adapter saved, the base reloaded in bf16 and the adapter merged into it; full: the
   weights as they are);
-- evaluate: `training.evaluate.Scorer` loads the saved folder as the evaluate stage does (bf16 on a
+- evaluate: `llmops.training.evaluate.Scorer` loads the saved folder as the evaluate stage does (bf16 on a
   GPU, fp32 on the CPU) and measures the held-out loss and perplexity on the last blocks of the
   corpus, which training never sees; the base and the adapted model in memory are measured the same
   way;
 - register: `llmops.registry.register` into a local registry, with one gate (perplexity below the
-  base's, checked by `training.gates`), then `resolve` and `download`, which verifies every file's
+  base's, checked by `llmops.training.gates`), then `resolve` and `download`, which verifies every file's
   sha256 against the manifest, and the downloaded model is measured once more.
 
 It passes when the loss falls, only the adapters train (all weights for full), trainable weights
@@ -32,7 +32,7 @@ UserError message, e.g. qlora without a GPU or without bitsandbytes).
     python hack/gpu_train_smoke.py [--method lora|qlora|full] [--steps 30] [--out DIR] [--device cpu]
 
 On the nvidia-h200 device machine (torch, transformers, peft, safetensors, pyyaml, numpy are there;
-pydantic, the PII libraries that `training.evaluate` imports and bitsandbytes are not), the qlora and
+pydantic, the PII libraries that `llmops.training.evaluate` imports and bitsandbytes are not), the qlora and
 lora runs in one call. First, here, from the repo root (about 50 MB of wheels, under the 64 MiB carry):
 
     echo /.whl/ >> .git/info/exclude
@@ -76,15 +76,15 @@ from llmops import jsonl, registry  # noqa: E402
 from llmops.api.common import ModelReference, ObjectStorageLocation  # noqa: E402
 from llmops.api.trainingjob import Gate, LoRA, TrainingJobSpec  # noqa: E402
 from llmops.storage import open_store  # noqa: E402
-from training import gates  # noqa: E402
-from training.blocks import InMemory  # noqa: E402
-from training.errors import UserError  # noqa: E402
-from training.evaluate import Scorer, held_out_loss  # noqa: E402
-from training.model import build, check_qlora_possible, load_tokenizer, save_final  # noqa: E402
-from training.tiny import make_tiny_llama  # noqa: E402
-from training.train import _batch, _token_loss  # noqa: E402
+from llmops.training import gates  # noqa: E402
+from llmops.training.blocks import InMemory  # noqa: E402
+from llmops.training.errors import UserError  # noqa: E402
+from llmops.training.evaluate import Scorer, held_out_loss  # noqa: E402
+from llmops.training.model import build, check_qlora_possible, load_tokenizer, save_final  # noqa: E402
+from llmops.training.tiny import make_tiny_llama  # noqa: E402
+from llmops.training.train import _batch, _token_loss  # noqa: E402
 
-CORPUS = ROOT / "training" / "data" / "quickstart" / "train.jsonl"
+CORPUS = ROOT / "llmops" / "training" / "data" / "quickstart" / "train.jsonl"
 BLOCK = 128
 HELD_OUT = 8  # blocks at the corpus's end, never trained on: the evaluation's held-out split
 

@@ -14,8 +14,10 @@ def _register() -> None:
     # Sub-commands live beside the code they drive; importing them here keeps `llmops --help` cheap.
     from llmops.crdgen import crds
     from llmops.dev.cli import dev
+    from llmops.operators.cli import (
+        operator,  # the operator ships in this distribution; imported lazily inside
+    )
     from llmops.watch import watch
-    from operators.cli import operator  # the operator ships in this distribution; imported lazily inside
 
     main.add_command(crds)
     main.add_command(dev)

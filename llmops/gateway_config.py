@@ -1,12 +1,12 @@
-"""The gateway's config file: the contract between the ModelDeployment operator and `serving.gateway`.
+"""The gateway's config file: the contract between the ModelDeployment operator and `llmops.serving.gateway`.
 
 The operator renders one `GatewayConfig` per ModelDeployment as JSON (`GatewayConfig.dumps()`) into
 a ConfigMap, mounts it into the gateway pod and starts
 
-    python -m serving.gateway --config /etc/llmops/gateway/config.json --port 8000
+    python -m llmops.serving.gateway --config /etc/llmops/gateway/config.json --port 8000
 
 The mapping of a ModelDeployment onto this file is the operator's, in one place:
-operators/modeldeployment/gateway.py:gateway_config. This module is the contract only: the types both
+llmops/operators/modeldeployment/gateway.py:gateway_config. This module is the contract only: the types both
 sides read, and `per_replica`, a fact about the gateway (each replica keeps its own buckets). Field
 names are camelCase on the wire, like every llmops API type, and unknown fields are rejected, so a
 typo fails at start-up.
@@ -103,7 +103,7 @@ class Sampling(ApiModel):
 
 
 class GatewayConfig(ApiModel):
-    """Everything `python -m serving.gateway` needs; see the module docstring for an example."""
+    """Everything `python -m llmops.serving.gateway` needs; see the module docstring for an example."""
 
     cel_rules = (
         Rule(

@@ -56,7 +56,7 @@ def credentials_from_env(prefix: str = "") -> Credentials | None:
     (then boto3 finds the pod's own identity, IRSA or an instance role).
 
     The one convention of every pod the operators make: each location's Secret reaches the pod by
-    `secretKeyRef` under these names (operators/manifests.py `credentials_env`), one prefix a location
+    `secretKeyRef` under these names (llmops/operators/manifests.py `credentials_env`), one prefix a location
     where a pod reads more than one; the values never pass through the operator.
     """
     key = os.environ.get(f"{prefix}AWS_ACCESS_KEY_ID")

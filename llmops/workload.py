@@ -1,6 +1,6 @@
 """The contract between the TrainingJob operator and the training workload inside Ray.
 
-The operator serialises a `TrainingRun` into the Ray job's entrypoint (`python -m training.run
+The operator serialises a `TrainingRun` into the Ray job's entrypoint (`python -m llmops.training.run
 --config <base64 json>`); the workload reports through a `RunReport` object it writes to its work
 folder in object storage, which the operator reads back into the TrainingJob's status.
 

@@ -43,7 +43,7 @@ def operator_in_thread(namespace: str, kinds: list) -> Iterator[None]:
 
     import kopf
 
-    from operators.main import build_registry
+    from llmops.operators.main import build_registry
 
     registry = build_registry(webhook=None, kinds=kinds)
     stop, ready = threading.Event(), threading.Event()

@@ -281,7 +281,7 @@ class CommonReason:
     """Condition reasons that mean the same for every kind, declared once; each kind's `Reason`
     (llmops/api/<kind>.py) extends this class with its own.
 
-    The shared runtime (operators/runtime.py) sets the first four on any kind; the rest are failures
+    The shared runtime (llmops/operators/runtime.py) sets the first four on any kind; the rest are failures
     that more than one kind can meet, named alike everywhere (docs/operations.md lists them).
     """
 

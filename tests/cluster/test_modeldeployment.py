@@ -23,12 +23,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 
 from llmops.dev.cluster import LocalCluster, free_port
 from llmops.dev.tools import binary
+from llmops.operators.modeldeployment import make_kind
+from llmops.operators.modeldeployment.canary import PrometheusSource
+from llmops.operators.modeldeployment.plan import ServingSettings
+from llmops.operators.runtime import REQUEST_ANNOTATION
 from llmops.registry import Content, GateVerdict, Lineage, register, set_alias
 from llmops.storage import LocalStore
-from operators.modeldeployment import make_kind
-from operators.modeldeployment.canary import PrometheusSource
-from operators.modeldeployment.plan import ServingSettings
-from operators.runtime import REQUEST_ANNOTATION
 from tests.helpers import eventually, http_get, operator_in_thread
 
 pytestmark = pytest.mark.usefixtures("llmops_crds")

@@ -12,9 +12,9 @@ import yaml
 
 from llmops.api import MODEL_DEPLOYMENT
 from llmops.dev.cluster import LocalCluster
-from operators.main import BOOKKEEPING_BUDGET, PREFIX
-from operators.outcome import Outcome
-from operators.runtime import Kind
+from llmops.operators.main import BOOKKEEPING_BUDGET, PREFIX
+from llmops.operators.outcome import Outcome
+from llmops.operators.runtime import Kind
 from tests.bounds import at_bounds, size
 from tests.helpers import eventually, http_get, operator_in_thread, operator_process
 from tests.invalid_objects import CRDS

@@ -23,11 +23,11 @@ from llmops.api.common import ObjectStorageLocation
 from llmops.api.trainingjob import GateResult, ModelVersionRef, Progress
 from llmops.dev import services
 from llmops.dev.cluster import LocalCluster
+from llmops.operators import trainingjob
+from llmops.operators.manifests import adopt
+from llmops.operators.trainingjob import builders, names
 from llmops.storage import Credentials, ObjectStore, open_store
 from llmops.workload import REPORT, RunReport
-from operators import trainingjob
-from operators.manifests import adopt
-from operators.trainingjob import builders, names
 from tests.helpers import eventually, operator_in_thread
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("llmops_crds")]

@@ -4,7 +4,7 @@ model, evaluates it and registers a version in a local-directory registry -> Suc
 model version in status. The operator is killed mid-run and started again: the run is not submitted
 twice (deterministic submission id, looked up before submitting).
 
-Needs the training workload (`training.run`) and `ray[default]`; skipped, saying so, without them.
+Needs the training workload (`llmops.training.run`) and `ray[default]`; skipped, saying so, without them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 try:
     import ray  # noqa: F401
 
-    import training.run  # noqa: F401
+    import llmops.training.run  # noqa: F401
 except ImportError as missing:  # pragma: no cover - depends on the environment
     pytest.skip(
         f"the end-to-end TrainingJob test needs the training workload and ray[default] ({missing})",
@@ -37,7 +37,7 @@ from tests.helpers import eventually, http_get, operator_process
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("llmops_crds"), pytest.mark.timeout(1500)]
 
-CORPUS = Path(__file__).parents[2] / "training" / "data" / "quickstart" / "train.jsonl"  # bundled
+CORPUS = Path(__file__).parents[2] / "llmops" / "training" / "data" / "quickstart" / "train.jsonl"  # bundled
 
 
 @pytest.fixture(scope="module")

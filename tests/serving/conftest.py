@@ -1,7 +1,7 @@
 """Fixtures for the data plane: a tiny model, ONE real vLLM server per session (CPU), gateway processes.
 
 vLLM starts in 50-120 s here, so the session shares one server. It runs the argv the operator deploys
-(`llmops.engine.vllm_argv`, via `serving.local.cpu_argv`), with one LoRA adapter, `tiny-lora`, beside
+(`llmops.engine.vllm_argv`, via `llmops.serving.local.cpu_argv`), with one LoRA adapter, `tiny-lora`, beside
 the base model (as `examples/modeldeployment-lora-adapters.yaml` deploys). Set `LLMOPS_TEST_VLLM_URL`
 to reuse a server you already run (for quick iterations); it must serve the model name `tiny` and the
 adapter `tiny-lora`.
@@ -45,7 +45,7 @@ class VllmServer:
 
 @pytest.fixture(scope="session")
 def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
-    from serving.local import make_lora_adapter, make_tiny_llama, start_vllm, stop, wait_healthy
+    from llmops.serving.local import make_lora_adapter, make_tiny_llama, start_vllm, stop, wait_healthy
 
     for module in ("vllm", "openai", "aiohttp"):
         _need(module)
@@ -76,7 +76,7 @@ def vllm_embedding_server(tmp_path: Path) -> Iterator[VllmServer]:
     """A second vLLM on the CPU that serves the tiny model as an embedding model (`--runner pooling
     --convert embed`, mean pooling) under the name `tiny-embed`; started for the one test that needs it
     and stopped after it (it costs as much memory as the first)."""
-    from serving.local import make_tiny_llama, start_vllm, stop, wait_healthy
+    from llmops.serving.local import make_tiny_llama, start_vllm, stop, wait_healthy
 
     for module in ("vllm", "openai", "aiohttp"):
         _need(module)
@@ -140,7 +140,7 @@ def start_gateway(config: dict[str, Any], workdir: Path, name: str = "gateway") 
             [
                 sys.executable,
                 "-m",
-                "serving.gateway",
+                "llmops.serving.gateway",
                 "--config",
                 str(config_path),
                 "--port",
@@ -177,7 +177,7 @@ def stop_gateway(gw: GatewayProcess, timeout: float = 30) -> int:
 
 @pytest.fixture
 def gateway_factory(tmp_path: Path) -> Iterator[Any]:
-    """`gateway_factory(config_dict)` starts `python -m serving.gateway` and stops it after the test."""
+    """`gateway_factory(config_dict)` starts `python -m llmops.serving.gateway`, stopped after the test."""
     for module in ("openai", "aiohttp"):
         _need(module)
     started: list[GatewayProcess] = []

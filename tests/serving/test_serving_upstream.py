@@ -1,4 +1,4 @@
-"""The gateway's upstream client (serving/upstream.py) against real servers on loopback: aiohttp's
+"""The gateway's upstream client (llmops/serving/upstream.py) against real servers on loopback: aiohttp's
 server, a TLS one with a certificate from a test CA, and raw asyncio servers where a test needs a
 peer that misbehaves on cue (closes a kept-alive connection, cuts a body short)."""
 
@@ -15,7 +15,7 @@ from aiohttp import web
 from yarl import URL
 
 from llmops.dev.cluster import free_port
-from serving.upstream import Upstream, UpstreamConnectError, UpstreamDisconnected
+from llmops.serving.upstream import Upstream, UpstreamConnectError, UpstreamDisconnected
 
 HEADERS = {"Content-Type": "application/json"}
 

@@ -232,7 +232,7 @@ def test_full_command_watches_listed_namespaces_and_serves_the_webhook(helm: str
 
 
 def test_chart_arguments_parse_with_the_real_cli(rendered: tuple[str, list[dict]]) -> None:
-    from operators.cli import operator
+    from llmops.operators.cli import operator
 
     command = operator_container(rendered[1])["command"]
     assert command[:2] == ["llmops", "operator"]
@@ -312,7 +312,7 @@ def test_pod_placement_and_image_values_reach_the_pod(helm: str, tmp_path: Path)
 
 
 def test_workload_values_become_the_operators_settings(helm: str, tmp_path: Path) -> None:
-    from operators.modeldeployment.plan import ServingSettings
+    from llmops.operators.modeldeployment.plan import ServingSettings
 
     def settings(*args: str) -> tuple[dict[str, str], ServingSettings]:
         container = operator_container(template(helm, *args))

@@ -14,10 +14,10 @@ import yaml
 
 from llmops.api.modeldeployment import ModelDeploymentSpec
 from llmops.dev.scrape import local_pod, relabel, scrape_groups
-from operators.modeldeployment.autoscaling import scaler_queries
-from operators.modeldeployment.builders import build
-from operators.modeldeployment.names import vllm_name
-from operators.modeldeployment.plan import Plan, ServedVersion, ServingSettings
+from llmops.operators.modeldeployment.autoscaling import scaler_queries
+from llmops.operators.modeldeployment.builders import build
+from llmops.operators.modeldeployment.names import vllm_name
+from llmops.operators.modeldeployment.plan import Plan, ServedVersion, ServingSettings
 
 ROOT = Path(__file__).parents[2]
 OWNER = {

@@ -157,7 +157,7 @@ def test_examples_in_the_docs_are_valid(page: str) -> None:
 
 
 def test_operations_lists_every_operator_metric() -> None:
-    names = re.findall(r'"(llmops_operator_\w+)"', (ROOT / "operators" / "metrics.py").read_text())
+    names = re.findall(r'"(llmops_operator_\w+)"', (ROOT / "llmops" / "operators" / "metrics.py").read_text())
     assert names
     text = (DOCS / "operations.md").read_text()
     missing = [n for n in names if f"`{n}`" not in text]
@@ -172,7 +172,9 @@ def test_example_alerts_pass_promtool(tmp_path: Path) -> None:
         if isinstance(d, dict) and d.get("kind") == "PrometheusRule"
     ]
     assert rules, "docs/operations.md shows no PrometheusRule"
-    metrics = set(re.findall(r'"(llmops_operator_\w+)"', (ROOT / "operators" / "metrics.py").read_text()))
+    metrics = set(
+        re.findall(r'"(llmops_operator_\w+)"', (ROOT / "llmops" / "operators" / "metrics.py").read_text())
+    )
     for i, rule in enumerate(rules):
         path = tmp_path / f"rules-{i}.yaml"
         path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
@@ -184,7 +186,9 @@ def test_example_alerts_pass_promtool(tmp_path: Path) -> None:
             for r in group["rules"]:
                 for used in re.findall(r"llmops_operator_\w+", r["expr"]):
                     base = re.sub(r"_(bucket|count|sum)$", "", used)
-                    assert base in metrics, f"{r['alert']}: {used} is no metric of operators/metrics.py"
+                    assert base in metrics, (
+                        f"{r['alert']}: {used} is no metric of llmops/operators/metrics.py"
+                    )
 
 
 def _schema_leaves(schema: dict, prefix: str = "") -> list[str]:
@@ -205,7 +209,7 @@ def test_install_lists_every_chart_value() -> None:
 
 def test_install_lists_every_operator_setting() -> None:
     names = set()
-    for path in (ROOT / "operators").rglob("*.py"):
+    for path in (ROOT / "llmops" / "operators").rglob("*.py"):
         names |= set(
             re.findall(r"""(?:environ|env)(?:\.get\(|\[)\s*["'](LLMOPS_\w+)["']""", path.read_text())
         )

@@ -73,8 +73,8 @@ def test_the_training_smoke_trains_saves_evaluates_and_registers_on_the_cpu(meth
 
 
 def test_the_training_smoke_refuses_qlora_on_the_cpu_with_the_workloads_message(tmp_path):
-    from training.errors import UserError
-    from training.model import check_qlora_possible
+    from llmops.training.errors import UserError
+    from llmops.training.model import check_qlora_possible
 
     with pytest.raises(UserError) as workload:
         check_qlora_possible("qlora", 1, 0)
@@ -96,17 +96,18 @@ def test_the_qlora_save_path_merges_the_adapter_into_the_bf16_base_on_the_cpu(tm
 
     from llmops import jsonl
     from llmops.api.trainingjob import TrainingJobSpec
-    from training.blocks import InMemory
-    from training.evaluate import Scorer, held_out_loss
-    from training.model import build, load_tokenizer, save_final
-    from training.tiny import make_tiny_llama
+    from llmops.training.blocks import InMemory
+    from llmops.training.evaluate import Scorer, held_out_loss
+    from llmops.training.model import build, load_tokenizer, save_final
+    from llmops.training.tiny import make_tiny_llama
 
     spec = TrainingJobSpec.model_validate(
         yaml.safe_load((ROOT / "examples" / "trainingjob-qlora.yaml").read_text())["spec"]
     )
     assert spec.method.lora is not None
     texts = [
-        row["text"] for _, row in jsonl.read_path(ROOT / "training" / "data" / "quickstart" / "train.jsonl")
+        row["text"]
+        for _, row in jsonl.read_path(ROOT / "llmops" / "training" / "data" / "quickstart" / "train.jsonl")
     ]
     base = make_tiny_llama(texts, tmp_path / "base")
     tokenizer = load_tokenizer(base)

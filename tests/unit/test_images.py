@@ -29,8 +29,8 @@ NONROOT_UID = 65532
 # Modules a container runs that land with another issue. The case xfails only while the module is
 # missing; once it exists the case runs (and must pass) as any other. Remove entries once landed.
 PENDING = {
-    "serving.gateway": "gateway lands with issue 5",
-    "training.run": "training.run lands with issue 4",
+    "llmops.serving.gateway": "gateway lands with issue 5",
+    "llmops.training.run": "llmops.training.run lands with issue 4",
 }
 OCI_LABELS = [
     "title", "description", "version", "revision", "created", "source", "licenses", "base.name",
@@ -451,7 +451,7 @@ def test_dockerignore_keeps_clutter_out() -> None:
     ]  # fmt: skip
     for rel in clutter:
         assert ignored(IGNORE, rel), f"{rel} would be sent to the build"
-    for rel in ["pyproject.toml", "README.md", "LICENSE", "llmops/cli.py", "serving/__init__.py"]:
+    for rel in ["pyproject.toml", "README.md", "LICENSE", "llmops/cli.py", "llmops/serving/__init__.py"]:
         assert not ignored(IGNORE, rel), f"{rel} would be left out of the build"
 
 
@@ -562,7 +562,7 @@ def operator_commands() -> dict[str, set[str]]:
     """Modules the operator starts in pods, by the image they run in.
 
     From llmops.engine (the fetcher and vLLM argv) and every `"python", "-m", "<module>"` literal in
-    operators/ (the gateway, the RayJob entrypoint, ...): `training.*` runs in the trainer image,
+    llmops/operators/ (the gateway, the RayJob entrypoint, ...): `training.*` runs in the trainer image,
     everything else in the serving image.
     """
     from llmops.api.common import ObjectStorageLocation
@@ -574,7 +574,7 @@ def operator_commands() -> dict[str, set[str]]:
         fetch_argv(registry, [FetchItem("model", "m", "1")]),
         vllm_argv(Engine(), model_path="/models/model", served_model_name="m"),
     ]
-    for path in sorted((ROOT / "operators").rglob("*.py")):
+    for path in sorted((ROOT / "llmops" / "operators").rglob("*.py")):
         for python, module in re.findall(r'"(python3?)",\s*"-m",\s*"([\w.]+)"', path.read_text()):
             argvs.append([python, "-m", module])
     by_image: dict[str, set[str]] = {"trainer": set(), "serving": set()}
@@ -582,7 +582,7 @@ def operator_commands() -> dict[str, set[str]]:
         assert argv[0] in ("python", "python3") and argv[1] == "-m", (
             f"the images provide python; got {argv[:3]}"
         )
-        by_image["trainer" if argv[2].startswith("training.") else "serving"].add(argv[2])
+        by_image["trainer" if argv[2].startswith("llmops.training.") else "serving"].add(argv[2])
     return by_image
 
 
@@ -600,7 +600,7 @@ def test_each_image_checks_the_modules_the_operator_runs_in_it(image: str) -> No
 
 
 def test_exposed_ports_match_the_programs_defaults() -> None:
-    from operators.cli import operator
+    from llmops.operators.cli import operator
 
     defaults = {p.name: p.default for p in operator.params}
     want = {defaults["metrics_port"], defaults["health_port"], defaults["webhook_port"]}
@@ -770,7 +770,7 @@ def test_what_the_containers_import_is_installed_in_the_image(image: str) -> Non
         ]
     )
     if image == "operator":
-        modules = [_console_scripts()["llmops"].partition(":")[0], "operators.main"]
+        modules = [_console_scripts()["llmops"].partition(":")[0], "llmops.operators.main"]
     else:
         modules = [m for m, _ in python_modules(DOCKERFILES[image].final.shell_text())]
         modules = [m for m in modules if m.split(".")[0] in OUR_PACKAGES]

@@ -12,9 +12,9 @@ import pytest
 
 from llmops import jsonl
 from llmops.storage import LocalStore
-from training.errors import UserError
-from training.ingest import parse
-from training.tiny import corpus
+from llmops.training.errors import UserError
+from llmops.training.ingest import parse
+from llmops.training.tiny import corpus
 
 # Legal inside JSON strings, written unescaped by json.dumps(ensure_ascii=False); str.splitlines()
 # splits at each of them.
@@ -63,7 +63,7 @@ def test_tiny_corpus_reads_such_files(tmp_path):
 
 
 def test_the_drift_monitor_reads_every_prompt_the_gateway_sampled(tmp_path, caplog):
-    from serving.drift import read_texts
+    from llmops.serving.drift import read_texts
 
     store = LocalStore(tmp_path)
     store.put_bytes("2026-01-01/000000-gw-prompt-000001.jsonl", jsonl_bytes([{"text": t} for t in TEXTS[:4]]))
@@ -76,7 +76,7 @@ def test_the_drift_monitor_reads_every_prompt_the_gateway_sampled(tmp_path, capl
 
 def test_dedup_keys_fold_case_and_unicode_forms_without_normalize():
     pa = pytest.importorskip("pyarrow")
-    from training.prepare import clean_batch
+    from llmops.training.prepare import clean_batch
 
     word = "Crème Brûlée Straße"
     twins = [

@@ -1,10 +1,11 @@
 """Dependencies point down only: checked on every import statement of the tree (function-level ones too).
 
-Floors, top to bottom:
-- tools: `llmops/cli.py` (the `llmops` command, which composes the sub-commands of every program),
-  `llmops/dev/` (the local control plane) and `llmops/watch.py`; they may import anything;
-- programs: `operators/`, `serving/`, `training/`: each imports the contract, never another program;
-- the contract: the rest of `llmops/` (API types, CRD generation, storage, registry, names, gateway
+Everything ships in one import package, `llmops`, on three floors, top to bottom:
+- tools: `llmops.cli` (the `llmops` command, which composes the sub-commands of every program),
+  `llmops.dev` (the local control plane) and `llmops.watch`; they may import anything;
+- programs: `llmops.operators`, `llmops.serving`, `llmops.training`: each imports the contract, never
+  another program and never a tool;
+- the contract: the rest of `llmops` (API types, CRD generation, storage, registry, names, gateway
   config, run contract); it imports no program and no tool.
 """
 
@@ -14,7 +15,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PROGRAMS = ("operators", "serving", "training")
+PROGRAMS = ("llmops.operators", "llmops.serving", "llmops.training")
 TOOLS = ("llmops.cli", "llmops.dev", "llmops.watch")
 
 
@@ -29,7 +30,7 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
 
 
@@ -40,28 +41,29 @@ def _under(name: str, prefixes: tuple[str, ...]) -> bool:
 def _floor(module: str) -> str:
     if _under(module, TOOLS):
         return "tool"
-    if _under(module, PROGRAMS):
-        return module.split(".")[0]
+    for program in PROGRAMS:
+        if _under(module, (program,)):
+            return program
     return "contract"
 
 
 def test_dependencies_point_down_only():
     wrong = []
-    for package in ("llmops", *PROGRAMS):
-        for path in sorted((ROOT / package).rglob("*.py")):
-            module = _module(path)
-            floor = _floor(module)
-            for name in sorted(_imports(path)):
-                if not _under(name, ("llmops", *PROGRAMS)):
-                    continue  # a third-party or standard module
-                target = _floor(name)
-                if floor == "tool" or target == "contract" or target == floor:
-                    continue
-                wrong.append(f"{module} ({floor}) imports {name} ({target})")
+    for path in sorted((ROOT / "llmops").rglob("*.py")):
+        module = _module(path)
+        floor = _floor(module)
+        for name in sorted(_imports(path)):
+            if not _under(name, ("llmops",)):
+                continue  # a third-party or standard module
+            target = _floor(name)
+            if floor == "tool" or target == "contract" or target == floor:
+                continue
+            wrong.append(f"{module} ({floor}) imports {name} ({target})")
     assert not wrong, "\n".join(wrong)
 
 
 def test_the_check_sees_function_level_imports(tmp_path):
     path = tmp_path / "m.py"
-    path.write_text("def f():\n    from operators.cli import operator\n    import serving.gateway\n")
-    assert _imports(path) == {"operators.cli", "serving.gateway"}
+    path.write_text("def f():\n    from llmops.operators import cli\n    import llmops.serving.gateway\n")
+    assert _imports(path) == {"llmops.operators.cli", "llmops.serving.gateway"}
+    assert _floor("llmops.operators.cli") == "llmops.operators" and _floor("llmops.api.common") == "contract"

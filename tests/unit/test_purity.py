@@ -1,11 +1,11 @@
 """The operator's pure modules import neither kopf nor the Kubernetes client, checked (issue 13, R6).
 
-The rule. Under `operators/`, a module is pure unless it is declared I/O here:
+The rule. Under `llmops/operators/`, a module is pure unless it is declared I/O here:
 - in every kind's directory `operators/<kind>/`: the kind's declaration `__init__.py` (it builds the
-  `Kind` from operators/runtime.py) and `reconcile.py` (the kind's only I/O) are I/O; every other
+  `Kind` from llmops/operators/runtime.py) and `reconcile.py` (the kind's only I/O) are I/O; every other
   module (builders, child modules, fold, plan, names, canary, clients that load their library
   lazily such as rayjobs_api.py) is pure;
-- at the top of `operators/`: the runtime and the process (`runtime.py`, `main.py`, `cli.py`,
+- at the top of `llmops/operators/`: the runtime and the process (`runtime.py`, `main.py`, `cli.py`,
   `admission.py`, `metrics.py`), the applier (`apply.py`) and the Secret reader (`secrets.py`) are
   I/O; every other module (outcome.py, manifests.py, registry_access.py, ...) is pure, and only
   those may be imported by a kind's pure modules.
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OPERATORS = ROOT / "operators"
+OPERATORS = ROOT / "llmops" / "operators"
 BLOCKED = ("kopf", "kubernetes")
 IO_IN_A_KIND = {"__init__.py", "reconcile.py"}
 IO_AT_THE_TOP = {
@@ -84,7 +84,7 @@ def _module(path: Path) -> str:
 
 
 def pure_modules() -> list[Path]:
-    """Every module under operators/ that the rule in the module docstring calls pure."""
+    """Every module under llmops/operators/ that the rule in the module docstring calls pure."""
     top = [p for p in sorted(OPERATORS.glob("*.py")) if p.name not in IO_AT_THE_TOP]
     kinds = [
         p
@@ -109,15 +109,15 @@ def impure(paths: list[Path]) -> dict[str, str]:
 def test_the_rule_finds_the_pure_modules_of_every_kind() -> None:
     found = {str(p.relative_to(ROOT)) for p in pure_modules()}
     for expected in (
-        "operators/outcome.py",
-        "operators/trainingjob/fold.py",
-        "operators/trainingjob/plan.py",
-        "operators/trainingjob/builders.py",
-        "operators/trainingjob/names.py",
-        "operators/modeldeployment/names.py",
+        "llmops/operators/outcome.py",
+        "llmops/operators/trainingjob/fold.py",
+        "llmops/operators/trainingjob/plan.py",
+        "llmops/operators/trainingjob/builders.py",
+        "llmops/operators/trainingjob/names.py",
+        "llmops/operators/modeldeployment/names.py",
     ):
         assert expected in found
-    assert not found & {"operators/runtime.py", "operators/trainingjob/reconcile.py"}
+    assert not found & {"llmops/operators/runtime.py", "llmops/operators/trainingjob/reconcile.py"}
 
 
 def test_pure_modules_import_neither_kopf_nor_kubernetes() -> None:
@@ -132,4 +132,6 @@ def test_pure_modules_import_neither_kopf_nor_kubernetes() -> None:
 
 
 def test_the_check_catches_an_impure_module() -> None:
-    assert set(impure([OPERATORS / "runtime.py", OPERATORS / "outcome.py"])) == {"operators/runtime.py"}
+    assert set(impure([OPERATORS / "runtime.py", OPERATORS / "outcome.py"])) == {
+        "llmops/operators/runtime.py"
+    }

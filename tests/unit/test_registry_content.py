@@ -15,11 +15,11 @@ import yaml
 
 from llmops import engine, fetch
 from llmops.api.modeldeployment import ModelDeploymentSpec
+from llmops.operators.modeldeployment.plan import Adapter, ServedVersion, ServingSettings
+from llmops.operators.modeldeployment.versions import WrongContent, adapter, served_model
+from llmops.operators.modeldeployment.vllm import vllm_deployment
 from llmops.registry import Content, Lineage, ModelVersion, RegistryError, read_version, register
 from llmops.storage import LocalStore
-from operators.modeldeployment.plan import Adapter, ServedVersion, ServingSettings
-from operators.modeldeployment.versions import WrongContent, adapter, served_model
-from operators.modeldeployment.vllm import vllm_deployment
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 

@@ -1,4 +1,4 @@
-"""training/blocks.py: a worker's shard streamed from Parquet equals the shard of the whole split."""
+"""llmops/training/blocks.py: a worker's shard streamed from Parquet equals the shard of the whole split."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow import fs
 
-from training import blocks
+from llmops.training import blocks
 
 
 def _split(tmp_path, parts: list[int], block: int = 6) -> tuple[str, np.ndarray, np.ndarray]:

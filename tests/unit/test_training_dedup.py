@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from training import dedup
+from llmops.training import dedup
 
 PERMS = dedup.permutations()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from llmops.api.trainingjob import Evaluation, Gate
-from training import gates
+from llmops.training import gates
 
 
 def test_suites_carry_their_thresholds_as_gates():

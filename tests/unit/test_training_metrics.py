@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from training import metrics
+from llmops.training import metrics
 
 
 def test_exact_match_normalises():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training import pii
+from llmops.training import pii
 
 
 def test_scrub_counts_each_entity():
@@ -67,7 +67,7 @@ def test_drop_keeps_ordinary_documents_and_drops_personal_ones():
     from pathlib import Path
 
     pa = pytest.importorskip("pyarrow")
-    from training.prepare import clean_batch
+    from llmops.training.prepare import clean_batch
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
     import pii_detection

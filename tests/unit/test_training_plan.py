@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from training.errors import UserError
-from training.ingest import parse
-from training.train import cpu_count, plan_steps, unwrap
+from llmops.training.errors import UserError
+from llmops.training.ingest import parse
+from llmops.training.train import cpu_count, plan_steps, unwrap
 
 
 def test_parse_jsonl_text_and_errors():

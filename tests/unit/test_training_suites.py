@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from training import suites
+from llmops.training import suites
 
 
 def test_counterfactual_pairs_differ_only_in_the_term():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from training import text
+from llmops.training import text
 
 
 def test_normalize_folds_unicode_whitespace_and_controls():

@@ -147,7 +147,7 @@ def s3(minio: dict[str, str]):
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama in Hugging Face layout (hidden 128, 2 heads: head_dim 64)."""
-    from training.tiny import corpus, make_tiny_llama
+    from llmops.training.tiny import corpus, make_tiny_llama
 
     return make_tiny_llama(
         corpus([QUICKSTART / "train.jsonl", DATA / "corpus.txt"]), tmp_path_factory.mktemp("tiny-base")

@@ -62,7 +62,7 @@ def start(
     }
     out = open(log, "a")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(
-        [sys.executable, "-m", "training.run", "--config", run.encode()],
+        [sys.executable, "-m", "llmops.training.run", "--config", run.encode()],
         env=environment,
         stdout=out,
         stderr=subprocess.STDOUT,

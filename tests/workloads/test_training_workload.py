@@ -1,6 +1,6 @@
 """The training workload end to end on a real local Ray head, with MinIO as S3.
 
-Each run is `python -m training.run --config ...` in its own process, as the Ray job's entrypoint
+Each run is `python -m llmops.training.run --config ...` in its own process, as the Ray job's entrypoint
 runs it; the assertions read what it leaves in storage (report.json, the stage outputs, the
 registry). Models are tiny and runs are tens of steps: the point is the path, not the quality.
 """
@@ -23,6 +23,7 @@ import pytest
 from llmops import jsonl, registry
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.storage import Credentials, open_store
+from llmops.training import text
 from tests.helpers import eventually
 from tests.workloads.support import (
     ARCH,
@@ -34,9 +35,8 @@ from tests.workloads.support import (
     run_workload,
     start,
 )
-from training import text
 
-# Planted in tests/data/pii_dups.jsonl and training/data/quickstart/train.jsonl.
+# Planted in tests/data/pii_dups.jsonl and llmops/training/data/quickstart/train.jsonl.
 PLANTED_PII = [
     "alice.w@example.net",
     "+44 20 7946 0018",
@@ -404,11 +404,11 @@ def test_lora_version_served_as_adapter(lora_version, tmp_path):
     from llmops.dev.cluster import free_port
     from llmops.dev.serve import CPU_ENV
     from llmops.engine import localize_argv
-    from operators.modeldeployment.plan import ServedVersion, ServingSettings
-    from operators.modeldeployment.reconcile import Reconciler
-    from operators.modeldeployment.versions import adapter, served_model
-    from operators.modeldeployment.vllm import vllm_deployment
-    from serving.local import cpu_env, stop, wait_healthy
+    from llmops.operators.modeldeployment.plan import ServedVersion, ServingSettings
+    from llmops.operators.modeldeployment.reconcile import Reconciler
+    from llmops.operators.modeldeployment.versions import adapter, served_model
+    from llmops.operators.modeldeployment.vllm import vllm_deployment
+    from llmops.serving.local import cpu_env, stop, wait_healthy
 
     assert lora_version.outcome.rc == 0, lora_version.outcome.log[-3000:]
     spec = ModelDeploymentSpec.model_validate(

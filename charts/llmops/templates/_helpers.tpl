@@ -60,7 +60,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/* Fixed ports: the operator's CLI defaults, the probes, the Services and the NetworkPolicy agree on them. */}}
-{{/* The ValidatingWebhookConfiguration the operator creates and keeps (operators/main.py WebhookOptions). */}}
+{{/* The ValidatingWebhookConfiguration the operator creates and keeps (llmops/operators/main.py WebhookOptions). */}}
 {{- define "llmops.webhookConfigurationName" -}}validate.llmops.io{{- end -}}
 
 {{- define "llmops.metricsPort" -}}8080{{- end -}}

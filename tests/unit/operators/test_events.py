@@ -1,4 +1,4 @@
-"""The Event policy (operators/events.py), row by row from its table: a Warning once per new stalled
+"""The Event policy (llmops/operators/events.py), row by row from its table: a Warning once per new stalled
 reason, a Normal Event on an announced phase change."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import datetime as dt
 
 from llmops import conditions
 from llmops.api.common import Status
-from operators import events
-from operators.events import Announcements
-from operators.outcome import Outcome
+from llmops.operators import events
+from llmops.operators.events import Announcements
+from llmops.operators.outcome import Outcome
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 POLICY = Announcements(phases={"Running": "Started"})

@@ -1,8 +1,8 @@
-"""operators/registry_access.py: storage errors described and classified."""
+"""llmops/operators/registry_access.py: storage errors described and classified."""
 
 from __future__ import annotations
 
-from operators import registry_access
+from llmops.operators import registry_access
 
 
 def test_describe_is_short_and_typed() -> None:

@@ -1,5 +1,5 @@
-"""The shared reconcile path (operators/runtime.py): the kind gets its status parsed, the status is
-written whole, and the runtime posts the Events of the shared policy (operators/events.py), nothing
+"""The shared reconcile path (llmops/operators/runtime.py): the kind gets its status parsed, the status is
+written whole, and the runtime posts the Events of the shared policy (llmops/operators/events.py), nothing
 for a kind without a policy."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import yaml
 from llmops.api import TRAINING_JOB
 from llmops.api.common import Status
 from llmops.api.trainingjob import TrainingJobStatus
-from operators import runtime
-from operators.events import Announcements
-from operators.outcome import Outcome
-from operators.runtime import Context, Kind
+from llmops.operators import runtime
+from llmops.operators.events import Announcements
+from llmops.operators.outcome import Outcome
+from llmops.operators.runtime import Context, Kind
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 SPEC = yaml.safe_load((Path(__file__).parents[3] / "examples" / "trainingjob-full.yaml").read_text())["spec"]

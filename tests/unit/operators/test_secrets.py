@@ -1,4 +1,4 @@
-"""operators/secrets.py: a Secret becomes Credentials, or one SecretProblem that names the field and
+"""llmops/operators/secrets.py: a Secret becomes Credentials, or one SecretProblem that names the field and
 the Secret, never a value."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from llmops.api.common import ObjectStorageLocation
-from operators import secrets
+from llmops.operators import secrets
 
 VALUE = "s3cr3t-value-never-shown"
 

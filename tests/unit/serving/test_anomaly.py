@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from serving.anomaly import AnomalyMonitor, Ewma, RobustZ
+from llmops.serving.anomaly import AnomalyMonitor, Ewma, RobustZ
 
 
 def test_robust_z_flags_a_spike_not_noise():

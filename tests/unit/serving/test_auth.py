@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serving.auth import KeyStore
+from llmops.serving.auth import KeyStore
 
 
 def test_key_store_directory_and_file(tmp_path):

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from serving.balancer import (
+from llmops.serving.balancer import (
     UNHEALTHY_AFTER,
     Balancer,
     Dispatcher,

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmops.api.modeldeployment import PiiRedaction
-from serving.endpoints import ResponsesStream, merge_model_cards
-from serving.pii import Redaction
+from llmops.serving.endpoints import ResponsesStream, merge_model_cards
+from llmops.serving.pii import Redaction
 
 
 def _sse(obj) -> bytes:

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from llmops.api.modeldeployment import PiiRedaction
 from llmops.pii import Detector
-from serving.endpoints import prompt_texts
-from serving.openai import (
+from llmops.serving.endpoints import prompt_texts
+from llmops.serving.openai import (
     USAGE_OR_DONE,
     HttpError,
     StreamState,
@@ -24,7 +24,7 @@ from serving.openai import (
     usage_or_done_at,
     validate,
 )
-from serving.pii import AnswerRedactor, Redaction
+from llmops.serving.pii import AnswerRedactor, Redaction
 
 DETECTOR = Detector(regions=["US"])
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from llmops.api.modeldeployment import PiiRedaction
 from llmops.pii import Detector
-from serving.pii import AnswerRedactor, Redaction, redact_json
+from llmops.serving.pii import AnswerRedactor, Redaction, redact_json
 
 DETECTOR = Detector(regions=["US"])
 

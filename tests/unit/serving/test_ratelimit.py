@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmops.api.modeldeployment import RateLimit
-from serving.ratelimit import KeyLimiter, TokenBucket
+from llmops.serving.ratelimit import KeyLimiter, TokenBucket
 
 
 class FakeClock:

@@ -7,8 +7,8 @@ import asyncio
 from prometheus_client import CollectorRegistry
 
 from llmops.gateway_config import GatewayConfig, UpstreamGroup
-from serving.metrics import Metrics
-from serving.replicas import ReplicaPool
+from llmops.serving.metrics import Metrics
+from llmops.serving.replicas import ReplicaPool
 
 
 def _config(**weights: int) -> GatewayConfig:

@@ -9,7 +9,7 @@ import random
 from llmops.gateway_config import (
     Sampling,
 )
-from serving.sampler import Sampler
+from llmops.serving.sampler import Sampler
 
 
 def test_sampler_writes_jsonl_and_bounds_its_buffer(tmp_path):

@@ -7,9 +7,9 @@ import json
 from prometheus_client import CollectorRegistry
 
 from llmops.api.modeldeployment import PiiRedaction
-from serving.metrics import Metrics
-from serving.pii import Redaction
-from serving.stream import Relay
+from llmops.serving.metrics import Metrics
+from llmops.serving.pii import Redaction
+from llmops.serving.stream import Relay
 
 MAIL = "write to a.b@example.com"
 USAGE = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}

@@ -16,9 +16,9 @@ import yaml
 
 from llmops.api.common import ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec
-from operators.modeldeployment.builders import build
-from operators.modeldeployment.names import vllm_name
-from operators.modeldeployment.plan import Adapter, Plan, ServedVersion, ServingSettings
+from llmops.operators.modeldeployment.builders import build
+from llmops.operators.modeldeployment.names import vllm_name
+from llmops.operators.modeldeployment.plan import Adapter, Plan, ServedVersion, ServingSettings
 
 ROOT = Path(__file__).parents[4]
 EXAMPLES = ROOT / "examples"

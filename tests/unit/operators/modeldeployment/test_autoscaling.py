@@ -1,4 +1,4 @@
-"""Autoscalers of the model servers (operators/modeldeployment/autoscaling.py)."""
+"""Autoscalers of the model servers (llmops/operators/modeldeployment/autoscaling.py)."""
 
 from __future__ import annotations
 

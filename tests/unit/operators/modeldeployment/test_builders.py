@@ -1,4 +1,4 @@
-"""The whole child set of each case (operators/modeldeployment/builders.py): golden files,
+"""The whole child set of each case (llmops/operators/modeldeployment/builders.py): golden files,
 determinism, ownership and labels, what a replaced version keeps.
 
 Regenerate the golden files after an intended change (and review the diff):

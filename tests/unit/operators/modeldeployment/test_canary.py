@@ -1,4 +1,4 @@
-"""The canary's analysis, step machine and traffic split (operators/modeldeployment/canary.py)."""
+"""The canary's analysis, step machine and traffic split (llmops/operators/modeldeployment/canary.py)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from llmops.api.modeldeployment import (
     CanaryStatus,
 )
 from llmops.dev.tools import binary
-from operators.modeldeployment import canary
-from operators.modeldeployment.autoscaling import scaler_queries
-from operators.modeldeployment.canary import Analysis, Sample, advance, analyse
-from operators.modeldeployment.plan import ServedVersion, ServingSettings
+from llmops.operators.modeldeployment import canary
+from llmops.operators.modeldeployment.autoscaling import scaler_queries
+from llmops.operators.modeldeployment.canary import Analysis, Sample, advance, analyse
+from llmops.operators.modeldeployment.plan import ServedVersion, ServingSettings
 from tests.unit.operators.modeldeployment.cases import (
     case,
 )

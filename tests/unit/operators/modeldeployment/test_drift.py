@@ -1,4 +1,4 @@
-"""The drift monitor (operators/modeldeployment/drift.py)."""
+"""The drift monitor (llmops/operators/modeldeployment/drift.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def test_drift_monitor_runs_with_each_locations_own_credentials() -> None:
     pod = objs[("Deployment", "support-bot-canary-drift")]["spec"]["template"]["spec"]
     (drift,) = pod["containers"]
     argv = drift["command"]
-    assert argv[:3] == ["python", "-m", "serving.drift"]
+    assert argv[:3] == ["python", "-m", "llmops.serving.drift"]
     reference = ObjectStorageLocation.model_validate_json(argv[argv.index("--reference") + 1])
     samples = ObjectStorageLocation.model_validate_json(argv[argv.index("--samples") + 1])
     assert reference.s3 and reference.s3.prefix == "support/reference/"

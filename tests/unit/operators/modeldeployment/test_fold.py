@@ -1,4 +1,4 @@
-"""The status fold (operators/modeldeployment/fold.py): one test per row of its docstring's table,
+"""The status fold (llmops/operators/modeldeployment/fold.py): one test per row of its docstring's table,
 first row first, plus the status fields and the requeue every row shares."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from llmops.api.modeldeployment import CanaryStatus, ModelDeploymentSpec, Reason
-from operators.modeldeployment import canary
-from operators.modeldeployment.fold import LINGERING_RETRY_SECONDS, Facts, fold
-from operators.modeldeployment.plan import Plan, ServedVersion
+from llmops.operators.modeldeployment import canary
+from llmops.operators.modeldeployment.fold import LINGERING_RETRY_SECONDS, Facts, fold
+from llmops.operators.modeldeployment.plan import Plan, ServedVersion
 from tests.unit.operators.modeldeployment.cases import SETTINGS, example
 
 STABLE = ServedVersion("support-bot", "3", "stable", 100, "md-3-vllm")

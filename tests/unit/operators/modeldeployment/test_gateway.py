@@ -1,4 +1,4 @@
-"""The gateway and the spec -> gateway config mapping (operators/modeldeployment/gateway.py)."""
+"""The gateway and the spec -> gateway config mapping (llmops/operators/modeldeployment/gateway.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from llmops.api.modeldeployment import (
     RateLimit,
 )
 from llmops.gateway_config import API_KEYS_MOUNT, GatewayConfig
-from operators.modeldeployment.builders import build
-from operators.modeldeployment.gateway import gateway_config
-from operators.modeldeployment.plan import Plan, ServedVersion, ServingSettings
+from llmops.operators.modeldeployment.builders import build
+from llmops.operators.modeldeployment.gateway import gateway_config
+from llmops.operators.modeldeployment.plan import Plan, ServedVersion, ServingSettings
 from tests.unit.operators.modeldeployment.cases import (
     SETTINGS,
     case,
@@ -30,7 +30,7 @@ def test_gateway() -> None:
     assert svc["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
     pod = objs[("Deployment", "support-bot-gateway")]["spec"]["template"]["spec"]
     gw = pod["containers"][0]
-    assert gw["command"][:3] == ["python", "-m", "serving.gateway"]
+    assert gw["command"][:3] == ["python", "-m", "llmops.serving.gateway"]
     assert gw["ports"][0]["containerPort"] == 8000
     assert {"name": "api-keys", "secret": {"secretName": "support-bot-api-keys"}} in pod["volumes"]
     config = GatewayConfig.model_validate_json(

@@ -1,4 +1,4 @@
-"""Monitors, dashboard and alerts (operators/modeldeployment/monitoring.py); the alerts also under
+"""Monitors, dashboard and alerts (llmops/operators/modeldeployment/monitoring.py); the alerts also under
 promtool's own unit tests (deploy/monitoring/modeldeployment-rules.test.yaml).
 """
 
@@ -13,8 +13,8 @@ from llmops.api.modeldeployment import (
     ModelDeploymentSpec,
 )
 from llmops.dev.tools import binary
-from operators.modeldeployment import canary, monitoring
-from operators.modeldeployment.builders import build
+from llmops.operators.modeldeployment import canary, monitoring
+from llmops.operators.modeldeployment.builders import build
 from tests.unit.operators.modeldeployment.cases import (
     CASES,
     ROOT,

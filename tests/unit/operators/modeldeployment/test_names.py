@@ -1,4 +1,4 @@
-"""Names of the children (operators/modeldeployment/names.py)."""
+"""Names of the children (llmops/operators/modeldeployment/names.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.modeldeployment.names import child_name, vllm_name
+from llmops.operators.modeldeployment.names import child_name, vllm_name
 
 
 @given(st.lists(st.from_regex(r"[a-zA-Z0-9][a-zA-Z0-9.-]{0,80}", fullmatch=True), min_size=1, max_size=4))

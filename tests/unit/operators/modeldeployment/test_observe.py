@@ -1,8 +1,8 @@
-"""Reading child Deployments (operators/modeldeployment/observe.py)."""
+"""Reading child Deployments (llmops/operators/modeldeployment/observe.py)."""
 
 from __future__ import annotations
 
-from operators.modeldeployment.observe import (
+from llmops.operators.modeldeployment.observe import (
     available_replicas,
     deployment_fingerprint,
     desired_replicas,

@@ -1,9 +1,10 @@
-"""The plan's types and decisions, and the operator's serving settings (operators/modeldeployment/plan.py)."""
+"""The plan's types and decisions, and the operator's serving settings
+(llmops/operators/modeldeployment/plan.py)."""
 
 from __future__ import annotations
 
 from llmops.api.modeldeployment import ModelDeploymentStatus
-from operators.modeldeployment.plan import ServedVersion, ServingSettings, retiring_version
+from llmops.operators.modeldeployment.plan import ServedVersion, ServingSettings, retiring_version
 
 
 def test_settings_from_env() -> None:

@@ -1,4 +1,4 @@
-"""PodDisruptionBudgets and NetworkPolicies (operators/modeldeployment/policies.py)."""
+"""PodDisruptionBudgets and NetworkPolicies (llmops/operators/modeldeployment/policies.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The model servers (operators/modeldeployment/vllm.py)."""
+"""The model servers (llmops/operators/modeldeployment/vllm.py)."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from llmops.api.trainingjob import ModelVersionRef, Progress, TrainingJobSpec
+from llmops.operators.trainingjob import builders, names
 from llmops.workload import JobIdentity, RunReport
-from operators.trainingjob import builders, names
 
 ROOT = Path(__file__).parents[4]
 EXAMPLES = ROOT / "examples"

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from llmops.api.trainingjob import TrainingJobSpec
+from llmops.operators.trainingjob import builders
 from llmops.workload import TrainingRun
-from operators.trainingjob import builders
 
 from .support import GOLDEN, JOB, build, example, kuberay, spec_of
 
@@ -52,7 +52,7 @@ def test_rayjob_shape() -> None:
     assert job_spec["shutdownAfterJobFinishes"] is True
     assert job_spec["ttlSecondsAfterFinished"] == 604800
     assert job_spec["suspend"] is True  # queued: created suspended, Kueue admits it
-    assert job_spec["entrypoint"].startswith("python -m training.run --config ")
+    assert job_spec["entrypoint"].startswith("python -m llmops.training.run --config ")
     workers = job_spec["rayClusterSpec"]["workerGroupSpecs"][0]
     assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == 4
     pod = workers["template"]["spec"]
@@ -110,7 +110,13 @@ def test_entrypoint_round_trips_the_run() -> None:
     again = builders.run_from_entrypoint(builders.entrypoint(run))
     assert again == run and again.spec.model.base.version == "7" and again.spec.model.base.alias is None
     assert TrainingRun.decode(run.encode()) == run
-    for foreign in (None, "", "python train.py", "python -m training.run --config !!!", "ls; rm -rf /"):
+    for foreign in (
+        None,
+        "",
+        "python train.py",
+        "python -m llmops.training.run --config !!!",
+        "ls; rm -rf /",
+    ):
         assert builders.run_from_entrypoint(foreign) is None
 
 

@@ -9,10 +9,10 @@ import pytest
 
 from llmops import conditions
 from llmops.api.trainingjob import GateResult, TrainingJobStatus
+from llmops.operators import events, trainingjob
+from llmops.operators.outcome import Outcome
+from llmops.operators.trainingjob import fold
 from llmops.workload import RunReport
-from operators import events, trainingjob
-from operators.outcome import Outcome
-from operators.trainingjob import fold
 
 from .support import NOW, PROGRESS, VERSION, report
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from operators.trainingjob import names
+from llmops.operators.trainingjob import names
 
 from .support import JOB
 

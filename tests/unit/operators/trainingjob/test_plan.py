@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
+from llmops.operators.trainingjob import builders, names, plan
+from llmops.operators.trainingjob.fold import Observation
 from llmops.workload import RunReport
-from operators.trainingjob import builders, names, plan
-from operators.trainingjob.fold import Observation
 
 from .support import JOB, NOW, spec_of
 

@@ -18,11 +18,11 @@ from kubernetes.client.exceptions import ApiException
 
 from llmops.api import TRAINING_JOB
 from llmops.api.trainingjob import TrainingJobSpec
+from llmops.operators import runtime, secrets, trainingjob
+from llmops.operators.runtime import Context
+from llmops.operators.trainingjob import builders, rayjobs_api
+from llmops.operators.trainingjob import reconcile as tj
 from llmops.workload import REPORT, RunReport
-from operators import runtime, secrets, trainingjob
-from operators.runtime import Context
-from operators.trainingjob import builders, rayjobs_api
-from operators.trainingjob import reconcile as tj
 
 from .support import JOB, NOW, SECRET_VALUE, VERSION, example
 

@@ -1,0 +1,61 @@
+"""`llmops operator`: run every operator in one process."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--namespace", "namespaces", multiple=True, help="Watch only these namespaces (repeatable).")
+@click.option(
+    "--all-namespaces", is_flag=True, help="Watch every namespace (the default without --namespace)."
+)
+@click.option(
+    "--metrics-port", default=8080, show_default=True, help="Prometheus /metrics port; 0 turns it off."
+)
+@click.option(
+    "--health-port", default=8081, show_default=True, help="Liveness/readiness /healthz port; 0: off."
+)
+@click.option("--webhook/--no-webhook", default=False, help="Serve the validating admission webhook.")
+@click.option("--webhook-port", default=9443, show_default=True)
+@click.option(
+    "--webhook-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Host the apiserver calls when no --webhook-service is given (local runs).",
+)
+@click.option(
+    "--webhook-service",
+    metavar="NAMESPACE/NAME",
+    help="In a cluster: the Service in front of this operator that the apiserver calls.",
+)
+@click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True)
+@click.option("-v", "--verbose", is_flag=True)
+def operator(
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    metrics_port: int,
+    health_port: int,
+    webhook: bool,
+    webhook_port: int,
+    webhook_host: str,
+    webhook_service: str | None,
+    log_format: str,
+    verbose: bool,
+) -> None:
+    """Reconcile TrainingJobs and ModelDeployments until SIGTERM."""
+    from llmops.operators.main import WebhookOptions, run
+
+    if all_namespaces and namespaces:
+        raise click.UsageError("--all-namespaces and --namespace exclude each other")
+    options = (
+        WebhookOptions(port=webhook_port, host=webhook_host, service=webhook_service) if webhook else None
+    )
+    run(
+        namespaces=list(namespaces),
+        metrics_port=metrics_port,
+        health_port=health_port,
+        webhook=options,
+        log_format=log_format,
+        verbose=verbose,
+    )

@@ -1,0 +1,54 @@
+"""The Event policy every kind shares: which Events an outcome calls for. Pure.
+
+The runtime (llmops/operators/runtime.py) asks `announcement` after each reconcile of a kind that declares
+`Announcements` on its `Kind`, and posts the answer, so the policy is written once:
+
+| before (status)               | outcome                | Event                           |
+|-------------------------------|------------------------|---------------------------------|
+| Stalled=True, the same reason | stalled                | none (not on every retry)       |
+| anything else                 | stalled                | Warning stalled_reason(outcome) |
+| another phase                 | in a phase of `phases` | Normal phases[phase]            |
+| anything else                 | anything else          | none                            |
+
+The message is the outcome's. Kinds post only their domain Events themselves (a canary's step, a
+cleanup that failed); the runtime posts its own for what never reaches a kind (InvalidSpec, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from llmops import conditions
+from llmops.api.common import Status
+from llmops.operators.outcome import Outcome
+
+
+@dataclass(frozen=True)
+class Announcements:
+    """The Events the runtime posts from a kind's outcomes: the same policy for every kind.
+
+    - A Warning when the outcome is stalled for a reason the object was not Stalled for before: once
+      per new reason, not on every retry. Its Event reason is `stalled_reason(outcome)`, by default
+      the condition's reason.
+    - A Normal Event when the phase changes into one of `phases` (the phase entered -> the Event
+      reason); other phase changes are not announced.
+
+    The message is the outcome's message.
+    """
+
+    phases: Mapping[str, str] = field(default_factory=dict)
+    stalled_reason: Callable[[Outcome], str] | None = None
+
+
+def announcement(policy: Announcements, before: Status, outcome: Outcome) -> tuple[str, str, bool] | None:
+    """(Event reason, message, warning) that `outcome` calls for after `before`, else None. Pure."""
+    if outcome.state == "stalled":
+        was = conditions.get_condition(before.conditions, conditions.STALLED)
+        if was is not None and was.status == "True" and was.reason == outcome.reason:
+            return None
+        reason = policy.stalled_reason(outcome) if policy.stalled_reason else outcome.reason
+        return reason, outcome.message, True
+    if outcome.phase != before.phase and outcome.phase in policy.phases:
+        return policy.phases[outcome.phase], outcome.message, False
+    return None

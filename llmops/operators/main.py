@@ -1,0 +1,197 @@
+"""The operator process: every llmops operator in one kopf process (`llmops operator`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kopf
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from prometheus_client import start_http_server
+
+from llmops import certs
+from llmops.operators import admission, runtime
+from llmops.operators.apply import Applier
+from llmops.operators.runtime import Kind
+from llmops.storage import StoreCache
+
+PREFIX = "llmops.io"
+
+
+@dataclass(frozen=True)
+class WebhookOptions:
+    """Where the validating webhook listens and how the apiserver reaches it."""
+
+    port: int = 9443
+    # Local runs: the apiserver calls https://<host>:<port>. In a cluster: a Service instead.
+    host: str = "127.0.0.1"
+    listen: str = "0.0.0.0"
+    service: str | None = None  # "namespace/name" of the Service in front of the operator
+    config_name: str = "validate.llmops.io"
+
+
+def api_client() -> k8s.ApiClient:
+    """In a pod: the ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        k8s_config.load_incluster_config()
+        return k8s.ApiClient()
+    # Read $KUBECONFIG now: the client library reads it once, at import time.
+    return k8s_config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+
+
+def webhook_server(options: WebhookOptions) -> kopf.WebhookServer:
+    """A serving certificate signed by a fresh CA; kopf puts the CA into the webhook configuration."""
+    tmp = Path(tempfile.mkdtemp(prefix="llmops-webhook-"))
+    names = [options.host]
+    if options.service:
+        ns, name = options.service.split("/", 1)
+        names += [f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"]
+    ca_cert, ca_key = certs.new_ca("llmops-webhook-ca", days=365)
+    cert, key = certs.issue_certificate(ca_cert, ca_key, certs.common_name(names[-1]), server_names=names)
+    (tmp / "ca.crt").write_bytes(certs.pem(ca_cert))
+    (tmp / "tls.crt").write_bytes(certs.pem(cert))
+    certs.write_key(tmp / "tls.key", key)
+    common = {
+        "addr": options.listen,
+        "port": options.port,
+        "host": options.host,
+        "cafile": tmp / "ca.crt",
+        "certfile": tmp / "tls.crt",
+        "pkeyfile": tmp / "tls.key",
+    }
+    if options.service:
+        ns, name = options.service.split("/", 1)
+        return admission.ServiceWebhookServer(service_namespace=ns, service_name=name, **common)
+    return kopf.WebhookServer(**common)
+
+
+class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's "last handled configuration", kept as a SHA-256 digest of it, not as a copy.
+
+    kopf compares the stored essence (spec, labels, annotations other than its own) with the current
+    one to tell a change from a status write. Its default stores the essence itself, a second copy of
+    the spec in `metadata.annotations`, which the apiserver caps at 256 KiB in all: an object near its
+    CRD's size bounds is accepted, and then every patch that carries the copy is refused. Our reconcile
+    is level-based and reads no `diff`/`old`, so a digest tells a change just as well: the annotation is
+    `{"sha256": "<64 hex>"}` whatever the size of the object (BOOKKEEPING_BUDGET bounds all of ours).
+    An object that still holds a full copy from an earlier version sees one change, then a digest.
+    """
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        annotations = essence.get("metadata", {}).get("annotations", {})
+        for key in [k for k in annotations if k.startswith(f"{self.prefix}/")]:
+            del annotations[key]  # our own bookkeeping is no change of the object
+        text = json.dumps(essence, sort_keys=True, separators=(",", ":"), default=str)
+        return {"sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+# The most our bookkeeping annotations (the digest above, kopf's per-handler progress record and its
+# marker) may take of the apiserver's 256 KiB for all of an object's annotations; the rest is the user's
+# (tests/cluster/test_operator.py measures it on objects at their CRD bounds).
+BOOKKEEPING_BUDGET = 2048
+
+
+def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None) -> None:
+    # Our own names for kopf's bookkeeping, chosen before the first release (changing them re-runs handlers).
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    # Watches that go silent behind load balancers are restarted rather than trusted forever.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    # One replica with a Recreate strategy: no peering, so no same-priority freeze.
+    settings.peering.standalone = True
+    # We post our own Events with reasons; kopf's log-to-Event mirror only for warnings.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = 16
+    # Bounds the objects in flight at once: at a cold start kopf would otherwise begin every listed
+    # object's reconcile together (1,000 objects: 275 MiB peak RSS; with 250: 189 MiB).
+    settings.queueing.worker_limit = 250
+    if webhook:
+        settings.admission.server = webhook_server(webhook)
+        settings.admission.managed = webhook.config_name
+
+
+def default_kinds() -> list[Kind]:
+    from llmops.operators import modeldeployment, trainingjob
+
+    return [trainingjob.KIND, modeldeployment.KIND]
+
+
+def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = None) -> kopf.OperatorRegistry:
+    """Every handler of the operator process in one fresh registry (tests build their own)."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The same sources as api_client(): the pod's ServiceAccount, else $KUBECONFIG.
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        configure(settings, webhook)
+        memo.applier = Applier(api_client())
+        memo.stores = StoreCache()
+
+    @kopf.on.cleanup(registry=registry)
+    def cleanup(memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        if webhook:
+            # kopf creates the webhook configuration but never removes it; left behind, it would
+            # refuse every llmops object while no operator answers (failurePolicy Fail).
+            admissionregistration = k8s.AdmissionregistrationV1Api(memo.applier.api_client)
+            with contextlib.suppress(k8s.ApiException):
+                admissionregistration.delete_validating_webhook_configuration(webhook.config_name)
+                logger.info("removed the validating webhook configuration %s", webhook.config_name)
+        memo.applier.api_client.close()
+
+    @kopf.on.probe(id="api", registry=registry)
+    def api_reachable(memo: kopf.Memo, **_: Any) -> str:
+        # Liveness fails when the apiserver is unreachable from this process (a zombie watcher).
+        return k8s.VersionApi(memo.applier.api_client).get_code().git_version
+
+    for kind in default_kinds() if kinds is None else kinds:
+        runtime.register(kind, registry)
+    if webhook:
+        admission.register(registry)
+    return registry
+
+
+def run(
+    *,
+    namespaces: list[str],
+    metrics_port: int = 8080,
+    health_port: int = 8081,
+    webhook: WebhookOptions | None = None,
+    log_format: str = "json",
+    verbose: bool = False,
+) -> None:
+    """Run until SIGTERM/SIGINT (kopf drains handlers, then exits)."""
+    kopf.configure(
+        verbose=verbose,
+        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
+    )
+    if metrics_port:
+        start_http_server(metrics_port)
+    asyncio.run(
+        kopf.operator(
+            registry=build_registry(webhook),
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
+        )
+    )

@@ -1,0 +1,173 @@
+"""Autoscalers of the model servers: a KEDA ScaledObject or an HPA per served version that scales.
+
+    ScaledObject (KEDA) or HPA     <md>-<version>-vllm   on vLLM's queue and KV-cache use (Prometheus);
+                                                        with scale to zero, also on the gateway's
+                                                        pending requests, so a held request wakes it
+
+A version autoscales when the spec gives it room (minReplicas < maxReplicas, or scale to zero); a
+replaced ("previous") version never does. Only one autoscaler may own a Deployment: reconcile.py
+deletes the other kind before applying one (EXCLUSIVE there).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from llmops.api.modeldeployment import ModelDeploymentSpec
+from llmops.operators.manifests import Manifest, owned_object
+from llmops.operators.modeldeployment.names import MODEL_LABEL, ROLE_LABEL, VERSION_LABEL, child_labels
+from llmops.operators.modeldeployment.plan import Role, ServedVersion, ServingSettings
+
+
+def autoscaled(spec: ModelDeploymentSpec, role: Role) -> bool:
+    a = spec.autoscaling
+    if role == "previous":
+        return False
+    return a.scale_to_zero or a.min_replicas < a.max_replicas
+
+
+def _prom_selector(owner: Manifest, **extra: str) -> str:
+    labels = {
+        "namespace": owner["metadata"]["namespace"],
+        "model_deployment": owner["metadata"]["name"],
+        **extra,
+    }
+    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+def scaler_queries(owner: Manifest, served: ServedVersion) -> dict[str, str]:
+    """PromQL per signal, summed over the version's replicas (KEDA divides by the replica count)."""
+    sel = _prom_selector(owner, version=served.version)
+    return {
+        "queue": f"sum(vllm:num_requests_waiting{sel})",
+        # vLLM renamed gpu_cache_usage_perc to kv_cache_usage_perc; take whichever the image exports.
+        "kvCache": f"sum(vllm:kv_cache_usage_perc{sel}) or sum(vllm:gpu_cache_usage_perc{sel})",
+        "pending": f"sum(llmops_gateway_pending_requests{_prom_selector(owner)})",
+    }
+
+
+def _replica_bounds(spec: ModelDeploymentSpec, served: ServedVersion) -> tuple[int, int, int | None]:
+    """(min, max, idle): a canary keeps one replica up so it can be judged (more before it takes all)."""
+    a = spec.autoscaling
+    role = served.role
+    if role == "canary":
+        return min(served.replicas or 1, a.max_replicas), a.max_replicas, None
+    if a.scale_to_zero and a.min_replicas > 0:
+        return a.min_replicas, a.max_replicas, 0  # KEDA: idle at 0, at least min while active
+    return a.min_replicas, a.max_replicas, None
+
+
+def _targets(spec: ModelDeploymentSpec) -> tuple[int | None, float | None]:
+    a = spec.autoscaling
+    queue, kv = a.target_queue_depth, a.target_kv_cache_usage
+    if queue is None and kv is None:
+        queue = 4  # nothing chosen: scale on vLLM's queue, 4 waiting requests per replica
+    return queue, kv
+
+
+def _behavior(spec: ModelDeploymentSpec) -> dict:
+    return {
+        "scaleDown": {
+            "stabilizationWindowSeconds": spec.autoscaling.stabilization_window_seconds,
+            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+        },
+        "scaleUp": {
+            "stabilizationWindowSeconds": 0,
+            "policies": [{"type": "Pods", "value": 4, "periodSeconds": 30}],
+        },
+    }
+
+
+def scaled_object(
+    spec: ModelDeploymentSpec, owner: Manifest, served: ServedVersion, settings: ServingSettings
+) -> Manifest:
+    """KEDA ScaledObject on vLLM's queue and KV-cache use; with scale to zero, also on the gateway's
+    pending requests, so the first request held by the gateway wakes the version up."""
+    low, high, idle = _replica_bounds(spec, served)
+    queue, kv = _targets(spec)
+    queries = scaler_queries(owner, served)
+
+    def trigger(name: str, threshold: float | int) -> dict:
+        return {
+            "type": "prometheus",
+            "name": name,
+            "metricType": "AverageValue",
+            "metadata": {
+                "serverAddress": settings.prometheus_url,
+                "query": queries[name],
+                "threshold": f"{threshold:g}",
+                "activationThreshold": "0",
+                "ignoreNullValues": "true",
+            },
+        }
+
+    triggers = []
+    if queue is not None:
+        triggers.append(trigger("queue", queue))
+    if kv is not None:
+        triggers.append(trigger("kvCache", kv))
+    if spec.autoscaling.scale_to_zero and served.role == "stable":
+        triggers.append(trigger("pending", 1))
+    body: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": served.deployment},
+        "pollingInterval": 15,
+        # Idle this long before scaling to zero (the same window as scaling down).
+        "cooldownPeriod": spec.autoscaling.stabilization_window_seconds,
+        "minReplicaCount": 0
+        if spec.autoscaling.scale_to_zero and served.role == "stable" and low == 0
+        else low,
+        "maxReplicaCount": high,
+        "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior(spec)}},
+        "triggers": triggers,
+    }
+    if idle is not None:
+        body["idleReplicaCount"] = idle
+    labels = child_labels("vllm", "autoscaler", **_version_labels(served))
+    return owned_object("keda.sh/v1alpha1", "ScaledObject", served.deployment, owner, labels, body)
+
+
+# External metric names a metrics adapter (prometheus-adapter, or KEDA's own) must serve for engine: hpa.
+HPA_QUEUE_METRIC = "llmops_vllm_num_requests_waiting"
+HPA_KV_METRIC = "llmops_vllm_kv_cache_usage_perc"
+
+
+def hpa(spec: ModelDeploymentSpec, owner: Manifest, served: ServedVersion) -> Manifest:
+    """HPA v2 on External metrics (vLLM's queue and KV cache), selected per deployment and version."""
+    low, high, _ = _replica_bounds(spec, served)
+    queue, kv = _targets(spec)
+    selector = {"matchLabels": {"model_deployment": owner["metadata"]["name"], "version": served.version}}
+    metrics = []
+    if queue is not None:
+        metrics.append(
+            {
+                "type": "External",
+                "external": {
+                    "metric": {"name": HPA_QUEUE_METRIC, "selector": copy.deepcopy(selector)},
+                    "target": {"type": "AverageValue", "averageValue": str(queue)},
+                },
+            }
+        )
+    if kv is not None:
+        metrics.append(
+            {
+                "type": "External",
+                "external": {
+                    "metric": {"name": HPA_KV_METRIC, "selector": copy.deepcopy(selector)},
+                    "target": {"type": "AverageValue", "averageValue": f"{round(kv * 1000)}m"},
+                },
+            }
+        )
+    body = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": served.deployment},
+        "minReplicas": max(low, 1),
+        "maxReplicas": high,
+        "metrics": metrics,
+        "behavior": _behavior(spec),
+    }
+    labels = child_labels("vllm", "autoscaler", **_version_labels(served))
+    return owned_object("autoscaling/v2", "HorizontalPodAutoscaler", served.deployment, owner, labels, body)
+
+
+def _version_labels(served: ServedVersion) -> dict[str, str]:
+    return {MODEL_LABEL: served.model, VERSION_LABEL: served.version, ROLE_LABEL: served.role}

@@ -1,0 +1,143 @@
+"""Fold what one reconcile found (the plan, the live Deployments, the canary's step) into a
+ModelDeployment's phase, conditions and status. Pure: facts in, `Outcome` out.
+
+The first row that matches decides (reasons are `llmops.api.modeldeployment.Reason`):
+
+| facts                                                  | state       | phase        | reason               |
+|--------------------------------------------------------|-------------|--------------|----------------------|
+| canary verdict RolledBack                              | stalled     | Degraded     | RolledBack           |
+| canary verdict Halted (failed, no autoRollback)        | stalled     | Degraded     | AnalysisFailed       |
+| the gateway or a served version not rolled out, or a   | reconciling | Progressing  | Progressing          |
+|   replaced autoscaler still being deleted (lingering)  |             |              |                      |
+| stable version wants 0 replicas, spec scales to zero   | ready       | ScaledToZero | ScaledToZero         |
+| canary Analysing, its last INCONCLUSIVE_AFTER analyses | ready       | Ready        | AnalysisInconclusive |
+|   or more reached no verdict                           |             |              |                      |
+| canary Analysing                                       | ready       | Ready        | CanaryAnalysing      |
+| canary verdict Promoted                                | ready       | Ready        | Promoted             |
+| otherwise                                              | ready       | Ready        | Serving              |
+
+Status fields, whatever the row: endpoint, versions (weight, replicas and ready replicas of each
+served version), their sums, canary (the step machine's state), inventory. The next reconcile comes
+after `resync_after` seconds, or sooner when the canary's clock or a lingering child asks for it
+(LINGERING_RETRY_SECONDS). Errors before this point (a missing version or Secret, a refused child)
+are the reconcile's own stalled outcomes, in reconcile.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llmops.api.modeldeployment import ModelDeploymentSpec, Reason, ServingVersion
+from llmops.operators.modeldeployment import canary
+from llmops.operators.modeldeployment.names import endpoint, gateway_name
+from llmops.operators.modeldeployment.observe import (
+    available_replicas,
+    desired_replicas,
+    ready_replicas,
+    rolled_out,
+)
+from llmops.operators.modeldeployment.plan import Plan, ServingSettings
+from llmops.operators.outcome import Outcome
+
+LINGERING_RETRY_SECONDS = 5  # a replaced child whose finalizer is at work: look again this often
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What one reconcile found, for the fold.
+
+    `live`: the child Deployments by name, as the API returned them (a missing one is absent).
+    `step`: the canary's step this reconcile, None without a canary. `inventory`: every child's
+    inventory entry (apiVersion/kind/name). `lingering`: entries deleted but not gone yet.
+    `resync_after`: seconds until the periodic reconcile (already spread by the caller).
+    """
+
+    spec: ModelDeploymentSpec
+    name: str
+    namespace: str
+    settings: ServingSettings
+    plan: Plan
+    live: Mapping[str, dict]
+    step: canary.Step | None
+    inventory: Sequence[str]
+    lingering: Sequence[str] = ()
+    resync_after: float = 300
+
+
+def fold(facts: Facts) -> Outcome:
+    """The ModelDeployment's state after this reconcile (see the table above)."""
+    spec, plan, live, step = facts.spec, facts.plan, facts.live, facts.step
+    serving = [
+        ServingVersion(
+            name=v.model,
+            version=v.version,
+            role=v.role,
+            weight=v.weight,
+            replicas=desired_replicas(live.get(v.deployment) or {}),
+            ready_replicas=ready_replicas(live.get(v.deployment)),
+            deployment=v.deployment,
+        )
+        for v in plan.versions
+    ]
+    fields: dict[str, Any] = {
+        "endpoint": endpoint(facts.name, facts.namespace),
+        "versions": serving,
+        "replicas": sum(v.replicas for v in serving),
+        "ready_replicas": sum(v.ready_replicas for v in serving),
+        "canary": step.status if step else None,
+        "inventory": list(facts.inventory),
+    }
+    requeue = facts.resync_after
+    if step and step.requeue_after is not None:
+        requeue = min(requeue, step.requeue_after)
+
+    children = [gateway_name(facts.name), *(v.deployment for v in plan.versions)]
+    waiting = [
+        f"{name} ({available_replicas(live.get(name))}/{desired_replicas(live.get(name) or {})} available)"
+        for name in children
+        if not rolled_out(live.get(name))
+    ]
+    stable = plan.role("stable")
+    assert stable is not None
+    verdict = step.status.verdict if step else None
+    who = f"{stable.model}:{stable.version}"
+    if verdict in ("RolledBack", "Halted") and step:
+        message = step.status.message or "the canary failed its analysis"
+        text = (
+            f"canary {step.status.model}:{step.status.version} {verdict.lower()}: {message}."
+            f" {who} serves {stable.weight}% of the traffic"
+        )
+        reason = Reason.ROLLED_BACK if verdict == "RolledBack" else Reason.ANALYSIS_FAILED
+        return Outcome("stalled", "Degraded", reason, text, fields, requeue_after=requeue)
+    waiting += [f"{entry} to be deleted before its successor is applied" for entry in facts.lingering]
+    if facts.lingering:
+        requeue = min(requeue, LINGERING_RETRY_SECONDS)
+    if waiting:
+        text = f"waiting for {', '.join(waiting)}"
+        previous = plan.role("previous")
+        if previous:
+            text += f"; {previous.model}:{previous.version} serves until {who} is ready"
+        return Outcome("reconciling", "Progressing", Reason.PROGRESSING, text, fields, requeue_after=requeue)
+    url = fields["endpoint"]
+    if desired_replicas(live.get(stable.deployment) or {}) == 0 and spec.autoscaling.scale_to_zero:
+        text = f"{who} is scaled to zero; the first request at {url} wakes it"
+        return Outcome("ready", "ScaledToZero", Reason.SCALED_TO_ZERO, text, fields, requeue_after=requeue)
+    if verdict == "Analysing" and step:
+        s = step.status
+        stage = f"step {s.step + 1} of {len(canary.weights(spec.rollout.canary))}"  # type: ignore[union-attr]
+        text = f"serving {who} at {url}; canary {s.model}:{s.version} at {step.weight}% ({stage})"
+        if s.inconclusive_analyses >= canary.INCONCLUSIVE_AFTER:
+            text += (
+                f"; its last {s.inconclusive_analyses} analyses ({s.window_seconds} s windows) reached no"
+                f" verdict: {s.message}. The step holds until one does: check that the canary gets"
+                f" traffic and that {facts.settings.prometheus_url} scrapes the gateway"
+            )
+            return Outcome(
+                "ready", "Ready", Reason.ANALYSIS_INCONCLUSIVE, text, fields, requeue_after=requeue
+            )
+        return Outcome("ready", "Ready", Reason.CANARY_ANALYSING, text, fields, requeue_after=requeue)
+    reason = Reason.PROMOTED if verdict == "Promoted" else Reason.SERVING
+    text = f"serving {who} at {url} with {fields['ready_replicas']} ready replica(s)"
+    return Outcome("ready", "Ready", reason, text, fields, requeue_after=requeue)

@@ -1,0 +1,202 @@
+"""The gateway (llmops/serving/gateway.py) in front of the model servers, and the whole mapping of a
+ModelDeployment's spec onto its config (llmops.gateway_config, the contract with the gateway).
+
+    ConfigMap                      <md>-gateway          config.json: `gateway_config`
+    Deployment + Service           <md>-gateway          the gateway; Service port 80 -> GATEWAY_PORT
+
+`gateway_config` is computed once per reconcile (builders.shared_children) and given to both the
+ConfigMap and the Deployment: the Deployment's pods carry a digest of the fields the gateway reads
+only at start (`restart_digest`), so changing one of them rolls the gateway; upstreams and weights
+reload live from the mounted ConfigMap.
+"""
+
+from __future__ import annotations
+
+import json
+
+from llmops.api.common import SecretKeysRef
+from llmops.api.modeldeployment import ModelDeploymentSpec
+from llmops.gateway_config import (
+    API_KEYS_MOUNT,
+    GatewayConfig,
+    Sampling,
+    ServiceEndpoints,
+    UpstreamGroup,
+    per_replica,
+)
+from llmops.operators.manifests import (
+    Manifest,
+    container_security,
+    credentials_env,
+    http_probe,
+    location_secret,
+    owned_object,
+    pod_security,
+    topology_spread,
+)
+from llmops.operators.modeldeployment.drift import drift_destination, drift_on
+from llmops.operators.modeldeployment.names import child_labels, child_selector, digest, gateway_name
+from llmops.operators.modeldeployment.plan import Plan, ServingSettings
+from llmops.operators.modeldeployment.vllm import VLLM_PORT
+
+GATEWAY_PORT = 8000
+GATEWAY_CONFIG_DIR = "/etc/llmops/gateway"
+GATEWAY_PRESTOP_SECONDS = 5
+
+
+def gateway_config(
+    spec: ModelDeploymentSpec, owner: Manifest, plan: Plan, settings: ServingSettings
+) -> GatewayConfig:
+    """The gateway's config for this plan: the whole mapping of the spec onto the gateway.
+
+    - upstreams: one group per served version (its headless Service), weights from the plan;
+    - model names: spec.engine.servedModelName (else spec.model.name), plus each LoRA adapter's name;
+    - spec.gateway: API keys (the Secret is mounted at API_KEYS_MOUNT), queue, PII redaction, payload
+      sampling, and the rate limit shared out over the gateway's replicas (`per_replica`: each keeps
+      its own token buckets, so with N replicas a key gets about the limit, not N times it);
+    - with spec.autoscaling.scaleToZero, requests are held while no replica is ready, for the
+      operator's scale_to_zero_hold_seconds (a cold start: image pull, model download, vLLM start),
+      at most ten queue timeouts; without, 0 (answer 503 at once);
+    - with spec.monitoring.drift on, a sample of the prompts goes to `drift_destination`.
+    """
+    gateway = spec.gateway
+    namespace = owner["metadata"]["namespace"]
+    upstreams = [
+        UpstreamGroup(
+            version=v.version,
+            role="canary" if v.role == "canary" else "stable",
+            weight=v.weight,
+            service=ServiceEndpoints(host=f"{v.deployment}.{namespace}.svc", port=VLLM_PORT),
+        )
+        for v in plan.versions
+    ]
+    drift_sampling = None
+    if drift_on(spec):
+        assert spec.monitoring.drift is not None
+        drift_sampling = Sampling(
+            rate=spec.monitoring.drift.sample_rate, destination=drift_destination(spec, owner)
+        )
+    sampling = gateway.payload_sampling
+    hold = min(settings.scale_to_zero_hold_seconds, gateway.queue_timeout_seconds * 10)
+    return GatewayConfig(
+        served_model_name=spec.engine.served_model_name or spec.model.name,
+        extra_model_names=[a.name for a in spec.engine.lora_adapters],
+        upstreams=upstreams,
+        api_keys_path=API_KEYS_MOUNT if gateway.api_keys_secret_ref else None,
+        rate_limit=per_replica(gateway.rate_limit, gateway.replicas),
+        max_queue=gateway.max_queue,
+        queue_timeout_seconds=gateway.queue_timeout_seconds,
+        scale_to_zero_hold_seconds=hold if spec.autoscaling.scale_to_zero else 0,
+        pii_redaction=gateway.pii_redaction,
+        payload_sampling=Sampling(rate=sampling.rate, destination=sampling.destination) if sampling else None,
+        drift_sampling=drift_sampling,
+    )
+
+
+def gateway_secret(spec: ModelDeploymentSpec) -> SecretKeysRef | None:
+    """The one S3 credential the gateway gets: that of the payload samples, else of the registry
+    (when the drift prompts go there)."""
+    sampling = spec.gateway.payload_sampling
+    if sampling:
+        return location_secret(sampling.destination)
+    if drift_on(spec):
+        return location_secret(spec.registry)
+    return None
+
+
+def gateway_configmap(owner: Manifest, config: GatewayConfig) -> Manifest:
+    """The gateway's config.json (`gateway_config`), mounted at GATEWAY_CONFIG_DIR."""
+    labels = child_labels("llmops-gateway", "gateway")
+    return owned_object(
+        "v1", "ConfigMap", gateway_name(owner["metadata"]["name"]), owner, labels, None,
+        data={"config.json": config.dumps()},
+    )  # fmt: skip
+
+
+def restart_digest(config: GatewayConfig) -> str:
+    """A hash of the config fields the gateway reads only at start; upstreams and weights reload live."""
+    fields = config.to_dict()
+    fields.pop("upstreams", None)
+    return digest(json.dumps(fields, sort_keys=True), 16)
+
+
+def gateway_argv() -> list[str]:
+    config = f"{GATEWAY_CONFIG_DIR}/config.json"
+    return ["python", "-m", "llmops.serving.gateway", "--config", config, "--port", str(GATEWAY_PORT)]
+
+
+def gateway_deployment(
+    spec: ModelDeploymentSpec, owner: Manifest, config: GatewayConfig, settings: ServingSettings
+) -> Manifest:
+    """The gateway's pods; `config` is what gateway_configmap holds (its start-only fields roll them)."""
+    md = owner["metadata"]["name"]
+    name = gateway_name(md)
+    selector = child_selector(owner, "gateway")
+    labels = child_labels("llmops-gateway", "gateway", **selector)
+    volumes: list[dict] = [
+        {"name": "config", "configMap": {"name": name}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict] = [
+        {"name": "config", "mountPath": GATEWAY_CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if spec.gateway.api_keys_secret_ref:
+        volumes.append({"name": "api-keys", "secret": {"secretName": spec.gateway.api_keys_secret_ref.name}})
+        mounts.append({"name": "api-keys", "mountPath": API_KEYS_MOUNT, "readOnly": True})
+    container = {
+        "name": "gateway",
+        "image": settings.serving_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": gateway_argv(),
+        "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            *credentials_env(gateway_secret(spec)),
+        ],
+        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "volumeMounts": mounts,
+        # Endpoints and kube-proxy drop a terminating pod a moment later: serve until then, then drain.
+        "lifecycle": {"preStop": {"sleep": {"seconds": GATEWAY_PRESTOP_SECONDS}}},
+        "readinessProbe": http_probe("/readyz", "http", period=5, failures=2, timeout=2),
+        "livenessProbe": http_probe("/healthz", "http", period=10, failures=3, timeout=5),
+        "securityContext": container_security(),
+    }
+    pod = {
+        "metadata": {
+            "labels": labels,
+            "annotations": {"llmops.io/config-digest": restart_digest(config)},
+        },
+        "spec": {
+            "securityContext": pod_security(),
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            # The gateway drains (finishes its streams) on SIGTERM before it exits.
+            "terminationGracePeriodSeconds": 45,
+            "containers": [container],
+            "volumes": volumes,
+            "topologySpreadConstraints": topology_spread(selector),
+        },
+    }
+    body = {
+        "replicas": spec.gateway.replicas,
+        "selector": {"matchLabels": dict(selector)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "revisionHistoryLimit": 3,
+        "template": pod,
+    }
+    return owned_object("apps/v1", "Deployment", name, owner, labels, body)
+
+
+def gateway_service(owner: Manifest) -> Manifest:
+    selector = child_selector(owner, "gateway")
+    body = {
+        "type": "ClusterIP",
+        "selector": dict(selector),
+        "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+    }
+    name = gateway_name(owner["metadata"]["name"])
+    return owned_object(
+        "v1", "Service", name, owner, child_labels("llmops-gateway", "gateway", **selector), body
+    )

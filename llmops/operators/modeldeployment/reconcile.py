@@ -1,0 +1,382 @@
+"""The ModelDeployment reconcile: the only I/O of this kind. Read facts, call the pure decisions,
+apply, return the fold's `Outcome`.
+
+`Reconciler.__call__` is run by the shared runtime (llmops/operators/runtime.py) on create, update, resume,
+when a child Deployment's readiness changes, and when it asked to be run again (a canary window
+ending, or the periodic resync that repairs drift). Every run is level-based: it recomputes the
+desired children from the spec, the registry and the last status.
+
+    resolve (registry)  ->  vLLM Deployments + Services  ->  canary step / which versions serve
+        ->  gateway, autoscalers, budgets, policies, monitoring  ->  delete what is no longer wanted
+        ->  status (fold.py): versions and weights, replicas, endpoint, canary, conditions
+
+A problem someone must fix (a missing version, Secret or CRD, a child the apiserver refuses) ends the
+reconcile early as Stalled, with a Warning Event once per new reason; a registry that does not answer
+is retried. The pure parts live beside it: versions.py, plan.py, names.py, builders.py (and the child
+modules it lists), canary.py, fold.py, observe.py. This module is about 400 lines because it holds the
+whole sequence above plus the apply and prune of the children; every decision in it is a call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import random
+import time
+from dataclasses import dataclass, field
+
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+
+from llmops.api.common import ModelReference, ObjectStorageLocation
+from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason
+from llmops.operators import registry_access, secrets
+from llmops.operators.apply import Lru, manifest_digest, parse_ref, ref
+from llmops.operators.modeldeployment import builders, canary
+from llmops.operators.modeldeployment.fold import Facts, fold
+from llmops.operators.modeldeployment.names import vllm_name
+from llmops.operators.modeldeployment.observe import ready_replicas
+from llmops.operators.modeldeployment.plan import (
+    Plan,
+    Role,
+    ServedVersion,
+    ServingSettings,
+    retiring_version,
+    stable_replicas,
+)
+from llmops.operators.modeldeployment.versions import (
+    GatesNotPassed,
+    WrongContent,
+    adapter,
+    gated,
+    served_model,
+)
+from llmops.operators.outcome import Outcome
+from llmops.operators.runtime import Context
+from llmops.operators.secrets import SecretProblem
+from llmops.registry import ModelVersion, RegistryError, resolve
+from llmops.storage import Credentials, ObjectStore
+
+STALLED_RETRY_SECONDS = 60  # a missing version or Secret may appear: look again this often
+UNAVAILABLE_RETRY_SECONDS = 20
+
+
+# Kinds of which one workload may have only one: KEDA's admission webhook refuses a ScaledObject for a
+# Deployment that an HPA already scales (https://keda.sh/docs/latest/concepts/admission-webhooks/), and
+# two HPAs on one Deployment fight. A child of one of these kinds replaces another of the same name
+# only once that one is gone.
+EXCLUSIVE = {"HorizontalPodAutoscaler": "autoscaler", "ScaledObject": "autoscaler"}
+
+
+def exclusive_slot(entry: str) -> tuple[str, str] | None:
+    """(slot, name) of an inventory entry that must be alone in its slot (see EXCLUSIVE), else None."""
+    _, kind, name = parse_ref(entry)
+    slot = EXCLUSIVE.get(kind)
+    return (slot, name) if slot else None
+
+
+@dataclass
+class Reconciler:
+    """The ModelDeployment reconcile. `settings` default to the operator's environment;
+    `metrics` (canary analysis samples) default to Prometheus at settings.prometheus_url."""
+
+    settings: ServingSettings | None = None
+    metrics: canary.MetricsSource | None = None
+    # (parent uid, child ref) -> (digest of what we applied, when): unchanged children are applied
+    # again only after settings.resync_seconds, which repairs drift without re-sending every object
+    # on every status change.
+    _applied: Lru = field(default_factory=lambda: Lru(200_000))
+
+    def current_settings(self) -> ServingSettings:
+        if self.settings is None:
+            self.settings = ServingSettings.from_env()
+        return self.settings
+
+    def metrics_source(self) -> canary.MetricsSource:
+        if self.metrics is None:
+            self.metrics = canary.PrometheusSource(self.current_settings().prometheus_url)
+        return self.metrics
+
+    # -- registry --------------------------------------------------------------------------
+
+    def credentials(self, ctx: Context, location: ObjectStorageLocation) -> Credentials | None:
+        return secrets.credentials(ctx.applier.api_client, ctx.namespace, location, "spec.registry")
+
+    @staticmethod
+    def resolve(
+        store: ObjectStore, ref: ModelReference, field_path: str, allow_ungated: bool
+    ) -> ModelVersion:
+        try:
+            version = resolve(store, ref)
+        except RegistryError as e:
+            raise RegistryError(f"{field_path}: {e}") from None
+        return gated(version, field_path, allow_ungated)
+
+    # -- apply -----------------------------------------------------------------------------
+
+    def apply(self, ctx: Context, manifests: list[dict]) -> dict[str, dict]:
+        """Apply what changed (or is due for a resync); return the live Deployments by name."""
+        uid = ctx.body["metadata"]["uid"]
+        resync = self.current_settings().resync_seconds
+        live: dict[str, dict] = {}
+        for manifest in manifests:
+            key = (uid, ref(manifest))
+            digest = manifest_digest(manifest)
+            cached = self._applied.get_(key)
+            is_deployment = manifest["kind"] == "Deployment"
+            if cached and cached[0] == digest and time.monotonic() - cached[1] < resync:
+                if not is_deployment:
+                    continue
+                current = ctx.applier.get(
+                    "apps/v1", "Deployment", manifest["metadata"]["name"], ctx.namespace
+                )
+                if current is not None:
+                    live[manifest["metadata"]["name"]] = current
+                    continue
+            result = ctx.applier.apply(manifest)
+            self._applied.put(key, (digest, time.monotonic()))
+            if is_deployment:
+                live[manifest["metadata"]["name"]] = result
+        return live
+
+    def forget(self, child: dict) -> None:
+        """A child was deleted: the next reconcile applies it again even if it is unchanged."""
+        api_version, kind, name = child.get("apiVersion"), child.get("kind"), child["metadata"]["name"]
+        for owner in child["metadata"].get("ownerReferences") or []:
+            self._applied.pop((owner.get("uid"), f"{api_version}/{kind}/{name}"), None)
+
+    def prune(self, ctx: Context, previous: list[str], wanted: set[str]) -> None:
+        """Delete the children the last reconcile applied that this one does not want."""
+        uid = ctx.body["metadata"]["uid"]
+        for entry in previous:
+            if entry in wanted:
+                continue
+            api_version, kind, name = parse_ref(entry)
+            with contextlib.suppress(ResourceNotFoundError):  # its CRD is gone, and so is the object
+                ctx.applier.delete(api_version, kind, name, ctx.namespace)
+            self._applied.pop((uid, entry), None)
+
+    def clear_the_way(
+        self, ctx: Context, previous: list[str], manifests: list[dict], wanted: set[str]
+    ) -> tuple[list[dict], list[str]]:
+        """Delete, before anything is applied, the children that a wanted one replaces in an exclusive
+        slot (EXCLUSIVE: an HPA that a ScaledObject replaces, or the other way round), so that
+        every admission rule of the systems we drive holds. Returns the manifests to apply now and the
+        predecessors not gone yet (a finalizer at work): their successors wait for a later reconcile."""
+        slots = {s: e for e in wanted if (s := exclusive_slot(e))}
+        blocking = [e for e in previous if e not in wanted and (s := exclusive_slot(e)) and s in slots]
+        if not blocking:
+            return manifests, []
+        uid = ctx.body["metadata"]["uid"]
+        held: list[str] = []
+        lingering: list[str] = []
+        for entry in blocking:
+            api_version, kind, name = parse_ref(entry)
+            try:
+                ctx.applier.delete(api_version, kind, name, ctx.namespace)
+                still = ctx.applier.get(api_version, kind, name, ctx.namespace)
+            except ResourceNotFoundError:  # its CRD is gone, and so is the object
+                still = None
+            self._applied.pop((uid, entry), None)
+            if still is not None:
+                held.append(slots[exclusive_slot(entry)])  # type: ignore[index]
+                lingering.append(entry)
+        return [m for m in manifests if ref(m) not in held], lingering
+
+    # -- the reconcile ---------------------------------------------------------------------
+
+    def __call__(self, spec: ModelDeploymentSpec, ctx: Context) -> Outcome:
+        settings = self.current_settings()
+        status = ctx.status  # the runtime's parse of the current status (ModelDeploymentStatus)
+        try:
+            return self._reconcile(spec, ctx, settings, status)
+        except SecretProblem as e:
+            return _stalled(Reason.CREDENTIALS_NOT_FOUND, str(e))
+        except GatesNotPassed as e:
+            return _stalled(Reason.GATES_NOT_PASSED, f"{e}. Deploy a version that passed its gates.")
+        except WrongContent as e:
+            return _stalled(Reason.WRONG_CONTENT, f"{e}; retrying.")
+        except RegistryError as e:
+            return _stalled(
+                Reason.VERSION_NOT_FOUND,
+                f"{e}. Fix the reference or register the version; retrying.",
+            )
+        except ResourceNotFoundError as e:
+            return _stalled(
+                Reason.MISSING_CRD,
+                f"{e}: install it (KEDA for autoscaling.engine keda; prometheus-operator for"
+                " monitoring, alerts, and the metrics that autoscaling and canary analysis read)"
+                " or change the spec so that it is not needed",
+            )  # fmt: skip
+        except (ApiException, DynamicApiError) as e:
+            code = getattr(e, "status", None)
+            if code is not None and 400 <= code < 500 and code not in (409, 429):
+                return _stalled(Reason.APPLY_FAILED, f"the apiserver refused a child: {_api_message(e)}")
+            raise  # the runtime retries what heals
+        except Exception as e:
+            if registry_access.transient(e):
+                return Outcome(
+                    "reconciling",
+                    status.phase or "Pending",
+                    Reason.REGISTRY_UNAVAILABLE,
+                    f"the registry did not answer ({type(e).__name__}); retrying",
+                    requeue_after=UNAVAILABLE_RETRY_SECONDS,
+                )
+            raise
+
+    def _reconcile(
+        self,
+        spec: ModelDeploymentSpec,
+        ctx: Context,
+        settings: ServingSettings,
+        status: ModelDeploymentStatus,
+    ) -> Outcome:
+        md, namespace = ctx.name, ctx.namespace
+        now = dt.datetime.now(dt.UTC)
+
+        store = ctx.stores.open(spec.registry, self.credentials(ctx, spec.registry))
+        stable = served_model(self.resolve(store, spec.model, "spec.model", spec.allow_ungated), "spec.model")
+        spec_canary = spec.rollout.canary if spec.rollout else None
+        candidate = (
+            served_model(
+                self.resolve(store, spec_canary.model, "spec.rollout.canary.model", spec.allow_ungated),
+                "spec.rollout.canary.model",
+            )
+            if spec_canary
+            else None
+        )
+        if candidate is not None and (candidate.name, candidate.version) == (stable.name, stable.version):
+            candidate = None  # an alias that now names the stable version: nothing to compare
+        adapters = tuple(
+            adapter(a.name, v)
+            for a in spec.engine.lora_adapters
+            for v in [
+                self.resolve(store, a.model, f"spec.engine.loraAdapters[{a.name}].model", spec.allow_ungated)
+            ]
+        )
+
+        def served(model: str, version: str, role: Role, weight: int = 0) -> ServedVersion:
+            return ServedVersion(model, version, role, weight, vllm_name(md, model, version, spec.model.name))
+
+        need = stable_replicas(spec)
+        stable_v = served(stable.name, stable.version, "stable")
+        canary_v = served(candidate.name, candidate.version, "canary") if candidate else None
+        previous_state = status.canary if canary_v else None
+        same = canary.same_canary(previous_state, canary_v, stable_v)
+        verdict = previous_state.verdict if same and previous_state else None
+        retiring = retiring_version(status, stable_v, canary_v)
+        carry = 0
+        if canary_v and spec_canary:
+            # Sized for its weight now or at the next step: all the traffic needs the stable's count.
+            plan_weights = canary.weights(spec_canary)
+            at = previous_state.step if same and previous_state else 0
+            upcoming = max(plan_weights[at : at + 2])
+            canary_v = dataclasses.replace(canary_v, replicas=canary.canary_replicas(upcoming, need))
+            carry = plan_weights[-1]
+
+        # 1. The model servers: their readiness decides the canary's step and the weights. A promoted
+        # canary is sized as the stable version and replaces it the way a new version does: the old
+        # stable keeps serving, untouched, until the new one has its replicas ready. A rolled-back
+        # canary is gone; the stable version was never touched.
+        first = [stable_v]
+        if verdict == "Promoted" and canary_v:
+            first = [dataclasses.replace(canary_v, role="stable", replicas=None)]
+            retiring = dataclasses.replace(stable_v, role="previous")
+        elif canary_v and verdict != "RolledBack":
+            first.append(canary_v)
+        version_manifests = builders.version_children(spec, ctx.body, Plan(tuple(first), adapters), settings)
+        live = self.apply(ctx, version_manifests)
+        if retiring:  # left as it is: only read
+            current = ctx.applier.get("apps/v1", "Deployment", retiring.deployment, namespace)
+            if current is not None and ready_replicas(current) > 0:
+                live[retiring.deployment] = current
+            else:
+                retiring = None
+
+        # 2. The canary's step, and who takes how much traffic.
+        step = None
+        if canary_v and spec_canary:
+            stable_name = stable_v.version
+
+            def analysis(window: int) -> canary.Analysis:
+                source = self.metrics_source()
+                try:
+                    samples = (
+                        source.sample(namespace, md, canary_v.version, window),
+                        source.sample(namespace, md, stable_name, window),
+                    )
+                except Exception as e:  # no verdict without data: hold the step and ask again
+                    where = getattr(source, "url", type(source).__name__)
+                    return canary.Analysis("inconclusive", f"metrics from {where} unavailable: {e}"[:256])
+                return canary.analyse(spec_canary.analysis, *samples)
+
+            step = canary.advance(
+                spec_canary,
+                previous_state,
+                model=canary_v.model,
+                version=canary_v.version,
+                baseline=stable_v.version,
+                ready=ready_replicas(live.get(canary_v.deployment))
+                >= canary.canary_replicas(plan_weights[at], need),
+                now=now,
+                analysis=analysis,
+                min_window=canary.analysis_window(settings.scrape_seconds),
+            )
+            if step.event:
+                ctx.event(step.event.reason, step.event.message, warning=step.event.warning)
+        versions = canary.traffic(
+            stable_v,
+            canary_v,
+            step,
+            retiring,
+            ready=lambda name: ready_replicas(live.get(name)),
+            need=need,
+            carry=carry,
+        )
+        plan = Plan(tuple(versions), adapters)
+
+        # 3. Everything else, then delete what is no longer wanted.
+        wanted = {ref(m) for m in version_manifests if _serves(m, versions)}
+        if retiring and any(v.role == "previous" for v in versions):
+            wanted |= {f"apps/v1/Deployment/{retiring.deployment}", f"v1/Service/{retiring.deployment}"}
+        shared = builders.shared_children(spec, ctx.body, plan, settings)
+        inventory = sorted(wanted | {ref(m) for m in shared})
+        shared, lingering = self.clear_the_way(ctx, status.inventory, shared, set(inventory))
+        live.update(self.apply(ctx, shared))
+        inventory = sorted({*inventory, *lingering})  # tracked until they are gone
+        self.prune(ctx, status.inventory, set(inventory))
+
+        facts = Facts(
+            spec,
+            md,
+            namespace,
+            settings,
+            plan,
+            live,
+            step,
+            inventory,
+            lingering,
+            # Spread the resyncs (objects created together would otherwise all come due together).
+            resync_after=settings.resync_seconds * random.uniform(0.9, 1.1),
+        )
+        return fold(facts)
+
+
+def _stalled(reason: str, message: str) -> Outcome:
+    """Stuck until something changes; looked at again every STALLED_RETRY_SECONDS (the runtime posts
+    the Warning Event, once per new reason)."""
+    return Outcome("stalled", "Failed", reason, message, requeue_after=STALLED_RETRY_SECONDS)
+
+
+def _serves(manifest: dict, versions: list[ServedVersion]) -> bool:
+    return manifest["metadata"]["name"] in {v.deployment for v in versions}
+
+
+def _api_message(error: Exception) -> str:
+    body = getattr(error, "body", None) or getattr(error, "summary", lambda: "")()
+    try:
+        return json.loads(body).get("message", str(body))[:1000]
+    except (TypeError, ValueError):
+        return str(body or error)[:1000]

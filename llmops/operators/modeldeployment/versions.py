@@ -1,0 +1,74 @@
+"""Which registered versions a ModelDeployment may serve, and where. Pure checks of a version's
+registry manifest (llmops.registry.ModelVersion), each error naming the spec field at fault:
+
+    gated          its gates passed (and it had some, unless spec.allowUngated)   else GatesNotPassed
+    served_model   a full model, for spec.model and spec.rollout.canary.model     else WrongContent
+    adapter        a LoRA adapter, for spec.engine.loraAdapters[]                 else WrongContent
+"""
+
+from __future__ import annotations
+
+from llmops.operators.modeldeployment.plan import Adapter
+from llmops.registry import ModelVersion, RegistryError
+
+
+class GatesNotPassed(RegistryError):
+    """A version whose gates did not pass (or that has none, without spec.allowUngated)."""
+
+
+class WrongContent(ValueError):
+    """A version that cannot be served where the spec puts it (the manifest's `content` says why)."""
+
+
+def served_model(version: ModelVersion, field_path: str) -> ModelVersion:
+    """`version` if it holds a full model (what spec.model and a canary's model serve).
+
+    Raises WrongContent, naming `field_path`, for an adapter-only version.
+    """
+    content = version.described
+    if content.kind != "model":
+        base = f" ({content.base})" if content.base else ""
+        raise WrongContent(
+            f"{field_path}: {version.name}:{version.version} is a LoRA adapter, not a full model;"
+            f" serve its base{base} as spec.model and list the adapter under spec.engine.loraAdapters"
+        )
+    return version
+
+
+def adapter(name: str, version: ModelVersion) -> Adapter:
+    """The LoRA adapter `spec.engine.loraAdapters[name]` serves, from its version's manifest.
+
+    The adapter's folder is the manifest's `content.adapter` (for a lora TrainingJob's version: its
+    "adapter" sub-folder beside the merged model). Raises WrongContent, naming the field, for a
+    version without an adapter (a full model is served as spec.model; a manifest written before
+    `content` existed is read as a full model).
+    """
+    content = version.described
+    if content.adapter is None:
+        why = (
+            "its manifest predates the content record and is read as a full model without an adapter"
+            if version.content is None
+            else f"its manifest says: a {'merged ' if content.merged else ''}full model, no adapter"
+        )
+        raise WrongContent(
+            f"spec.engine.loraAdapters[{name}].model: {version.name}:{version.version} holds no LoRA"
+            f" adapter ({why}); a full model is served as spec.model, not under loraAdapters"
+        )
+    return Adapter(name, version.name, version.version, content.adapter)
+
+
+def gated(version: ModelVersion, field_path: str, allow_ungated: bool) -> ModelVersion:
+    """`version` if it may be served: its gates passed, and it had gates unless `allow_ungated`
+    (spec.allowUngated). Raises GatesNotPassed, naming `field_path`."""
+    if not version.gates_passed:
+        failed = ", ".join(g.metric for g in version.gates if not g.passed)
+        raise GatesNotPassed(
+            f"{field_path}: {version.name}:{version.version} did not pass its gates ({failed});"
+            " only versions whose gates passed are served"
+        )
+    if version.ungated and not allow_ungated:
+        raise GatesNotPassed(
+            f"{field_path}: {version.name}:{version.version} was registered without any gate (its"
+            " TrainingJob declared none); set spec.allowUngated: true to serve ungated versions"
+        )
+    return version

@@ -1,0 +1,429 @@
+"""The shared reconcile path every operator goes through.
+
+parse the spec and the status -> the kind's reconcile (pure builders + apply) -> one full status
+write -> the Events its outcome calls for.
+
+A kind supplies only `reconcile(spec, ctx) -> Outcome`. Everything that must be the same for
+every kind lives here: a malformed object becomes a Stalled condition and an Event instead of a
+crash; Ready/Reconciling/Stalled with observedGeneration; the Event policy (`Announcements`: a
+Warning once per new stalled reason, a Normal Event on a phase change); metrics; retries for what
+will heal. Kinds post only their domain Events themselves (a canary's step, a failed cleanup).
+
+Slightly over 400 lines on purpose: everything `register` wires into kopf for a kind (the
+reconcile, the coalesced requeue, the child watches, the finalizer) reads top to bottom here; the
+pure pieces it uses live apart (llmops/operators/outcome.py, llmops/operators/events.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import kopf
+import pydantic
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import DynamicApiError
+
+from llmops import conditions
+from llmops.api import API_VERSION, GROUP, VERSION, Resource
+from llmops.api.common import ApiModel, CommonReason, Status
+from llmops.operators import metrics
+from llmops.operators.apply import Applier
+from llmops.operators.events import Announcements, announcement
+from llmops.operators.outcome import Outcome
+from llmops.storage import StoreCache
+
+Spec = TypeVar("Spec", bound=ApiModel)
+
+
+@dataclass
+class Context:
+    """What a kind's reconcile may use: the object, its current status, the applier, and Events."""
+
+    body: dict
+    applier: Applier
+    logger: logging.Logger | logging.LoggerAdapter
+    retry: int = 0  # how often kopf has retried this handler (finalize); 0 on the first try
+    # Object stores (registries, work folders) opened once per process and reused by every kind.
+    stores: StoreCache = field(default_factory=StoreCache)
+    # The status before this reconcile, parsed into the kind's status model (`parse_status`); the
+    # runtime fills it in. A kind reads it instead of `body["status"]`.
+    status: Status = field(default_factory=Status)
+
+    @property
+    def name(self) -> str:
+        return self.body["metadata"]["name"]
+
+    @property
+    def namespace(self) -> str:
+        return self.body["metadata"]["namespace"]
+
+    def event(self, reason: str, message: str, *, warning: bool = False) -> None:
+        kopf.event(self.body, type="Warning" if warning else "Normal", reason=reason, message=message)
+
+
+def status_fingerprint(child: dict) -> Any:
+    """What of a child matters to its parent, by default: its whole status."""
+    return json.dumps(child.get("status") or {}, sort_keys=True, default=str)
+
+
+def existence(child: dict) -> Any:
+    """A fingerprint for children whose state the parent does not read: only their deletion counts."""
+    return None
+
+
+@dataclass(frozen=True)
+class Child:
+    """Objects a kind creates whose changes re-run the parent's reconcile.
+
+    They are found by the label `llmops.io/<kind>: <parent name>` (operators.manifests.labels_for) and
+    watched; when a child's `fingerprint` changes, or it is deleted, the parent is reconciled again.
+    A kind whose CRD is not installed (KEDA's, prometheus-operator's) is watched once it appears.
+    """
+
+    group: str  # "apps"; "" for the core group
+    version: str
+    plural: str
+    fingerprint: Callable[[dict], Any] = status_fingerprint
+
+
+@dataclass(frozen=True)
+class Kind(Generic[Spec]):
+    """One custom resource the operator reconciles: its registry entry and its reconcile."""
+
+    resource: Resource
+    reconcile: Callable[[Spec, Context], Outcome]
+    children: tuple[Child, ...] = ()
+    # Cleanup that no owner reference reaches (a job on a cluster we do not own), run before the
+    # object goes. Only objects that `finalize_when(body)` accepts get the finalizer. Raise
+    # kopf.TemporaryError to retry; an unreadable spec skips it (nothing was made from it).
+    finalize: Callable[[Spec, Context], None] | None = None
+    finalize_when: Callable[[dict], bool] | None = None
+    # Told of every child deleted (its last body), before the parent's reconcile is asked for: a kind
+    # that skips applying unchanged children forgets it here, so the reconcile puts it back.
+    child_deleted: Callable[[dict], None] | None = None
+    # The Events the runtime posts from the kind's outcomes; None: the kind posts its own.
+    announcements: Announcements | None = None
+
+
+def describe_validation_error(error: pydantic.ValidationError, prefix: str = "spec") -> str:
+    """`spec.method.lora.r: Input should be greater than 0; ...` (field paths, never values)."""
+    parts = []
+    for e in error.errors(include_url=False, include_input=False):
+        path = ".".join([prefix, *(str(p) for p in e["loc"])])
+        parts.append(f"{path}: {e['msg']}")
+    return "; ".join(parts)[:2000]
+
+
+def parse_status(resource: Resource, body: dict) -> Status:
+    """The object's current status as the kind's status model; an unreadable one reads as empty."""
+    try:
+        return resource.status.model_validate(body.get("status") or {})
+    except pydantic.ValidationError:
+        return resource.status()  # an unreadable status is rewritten whole
+
+
+def status_patch(
+    resource: Resource,
+    body: dict,
+    outcome: Outcome,
+    now: dt.datetime | None = None,
+    current: Status | None = None,
+) -> dict:
+    """The full status to write: the kind's fields, phase, message, conditions, observedGeneration.
+
+    `current` is the status before, as `parse_status` reads it from `body` (parsed again if None).
+    """
+    generation = body.get("metadata", {}).get("generation", 0)
+    if current is None:
+        current = parse_status(resource, body)
+    status = current.model_copy(
+        update={
+            **outcome.status,
+            "phase": outcome.phase,
+            "message": outcome.message,
+            "conditions": conditions.standard(
+                current.conditions,
+                outcome.state,
+                outcome.reason,
+                outcome.message,
+                generation,
+                now or dt.datetime.now(dt.UTC),
+            ),
+        }
+    )
+    # Re-validate so a kind's status fields are checked against the model before they are written.
+    status = resource.status.model_validate(status.model_dump(by_alias=True))
+    return conditions.status_patch(status, generation)
+
+
+def _heals(error: Exception) -> bool:
+    """API errors worth a retry: conflicts, throttling, server errors, timeouts."""
+    status = getattr(error, "status", None)
+    return isinstance(error, ApiException | DynamicApiError) and (
+        status is None or status in (409, 429) or status >= 500
+    )
+
+
+def reconcile(
+    kind: Kind, body: dict, applier: Applier, logger: Any, patch: kopf.Patch, stores: StoreCache | None = None
+) -> float | None:
+    """Run one reconcile of `body` and put the full status into kopf's `patch`.
+
+    Never raises on a malformed object: that becomes Stalled plus a Warning Event. API errors
+    that will heal become Reconciling and a retry; anything else is Stalled (InternalError).
+    Returns the outcome's `requeue_after`.
+    """
+    resource = kind.resource
+    ctx = Context(body=body, applier=applier, logger=logger, status=parse_status(resource, body))
+    if stores is not None:  # the operator process's own (an empty cache is falsy: no `or`)
+        ctx.stores = stores
+    with metrics.timed(resource.kind):
+        try:
+            spec = resource.spec.model_validate(body.get("spec") or {})
+        except pydantic.ValidationError as e:
+            message = describe_validation_error(e)
+            ctx.event(
+                CommonReason.INVALID_SPEC, f"{message}. Fix the spec; nothing was changed.", warning=True
+            )
+            return _write(
+                patch, resource, body, Outcome("stalled", "Failed", CommonReason.INVALID_SPEC, message)
+            )
+        try:
+            outcome = kind.reconcile(spec, ctx)
+            # A kind's bad status field is a bug too.
+            status = status_patch(resource, body, outcome, current=ctx.status)
+        except kopf.PermanentError as e:
+            ctx.event(CommonReason.RECONCILE_FAILED, str(e), warning=True)
+            return _write(
+                patch, resource, body, Outcome("stalled", "Failed", CommonReason.RECONCILE_FAILED, str(e))
+            )
+        except Exception as e:
+            phase = (body.get("status") or {}).get("phase") or "Pending"
+            if _heals(e):
+                message = f"{type(e).__name__} from the API while reconciling; retrying"
+                _write(patch, resource, body, Outcome("reconciling", phase, CommonReason.RETRYING, message))
+                raise kopf.TemporaryError(message, delay=10) from e
+            # A bug or an unexpected object: say so on the object; do not crash or spin.
+            metrics.ERRORS.labels(resource.kind, type(e).__name__).inc()
+            logger.exception("reconcile failed")
+            message = f"internal error ({type(e).__name__}); see the operator log"
+            ctx.event(CommonReason.INTERNAL_ERROR, message, warning=True)
+            return _write(
+                patch, resource, body, Outcome("stalled", "Failed", CommonReason.INTERNAL_ERROR, message)
+            )
+        patch.status.update(status)
+        metrics.RECONCILES.labels(resource.kind, outcome.state).inc()
+        announce(kind, ctx, outcome)
+        return outcome.requeue_after
+
+
+def announce(kind: Kind, ctx: Context, outcome: Outcome) -> None:
+    """Post the Event the kind's policy asks for after `outcome` (none when the kind has no policy)."""
+    if kind.announcements is None:
+        return
+    said = announcement(kind.announcements, ctx.status, outcome)
+    if said is not None:
+        reason, message, warning = said
+        ctx.event(reason, message, warning=warning)
+
+
+def _write(patch: kopf.Patch, resource: Resource, body: dict, outcome: Outcome) -> None:
+    patch.status.update(status_patch(resource, body, outcome))
+    metrics.RECONCILES.labels(
+        resource.kind, "retry" if outcome.reason == CommonReason.RETRYING else outcome.state
+    ).inc()
+
+
+# Changing this annotation makes kopf see a change and run the reconcile (kopf ignores annotations
+# under its own storage prefix, llmops.io/, so it lives under another). Users may set it too:
+#   kubectl annotate md NAME reconcile.llmops.io/requestedAt="$(date +%s)" --overwrite
+REQUEST_ANNOTATION = "reconcile.llmops.io/requestedAt"
+CHILD_DEBOUNCE_SECONDS = 1.0
+
+
+class Requeue:
+    """Reconciles asked for later, coalesced: one due time per object, the earliest asked for.
+
+    When one falls due the object is poked (REQUEST_ANNOTATION set to the time), which kopf sees
+    as a change: the reconcile then runs through kopf, one at a time per object, as for any change.
+    Lost on restart, and that is harmless: kopf resumes (reconciles) every object at start.
+    """
+
+    def __init__(self, resource: Resource, concurrency: int = 8) -> None:
+        self.resource = resource
+        self.concurrency = concurrency
+        self._due: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    def later(self, namespace: str, name: str, delay: float) -> None:
+        """Reconcile namespace/name in `delay` seconds (or sooner, if already asked). Thread-safe."""
+        due = time.monotonic() + max(delay, 0.0)
+        with self._lock:
+            key = (namespace, name)
+            if key in self._due and self._due[key] <= due:
+                return
+            self._due[key] = due
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._due)
+
+    def start(self, applier: Applier, logger: Any) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(applier, logger), name=f"requeue {self.resource.plural}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _take_due(self) -> tuple[list[tuple[str, str]], float | None]:
+        now = time.monotonic()
+        with self._lock:
+            due = [key for key, at in self._due.items() if at <= now]
+            for key in due:
+                del self._due[key]
+            wait = min(self._due.values(), default=None)
+        return due, None if wait is None else max(wait - now, 0.0)
+
+    async def _run(self, applier: Applier, logger: Any) -> None:
+        assert self._wake is not None
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def poke(namespace: str, name: str) -> None:
+            async with limit:
+                try:
+                    await asyncio.to_thread(self._poke, applier, namespace, name)
+                except Exception as e:  # the object is gone (404) or the API is away: try later
+                    if getattr(e, "status", None) != 404:
+                        logger.warning(f"could not request a reconcile of {namespace}/{name}: {e}")
+                        self.later(namespace, name, 10)
+
+        while True:
+            due, wait = self._take_due()
+            if due:
+                await asyncio.gather(*(poke(ns, name) for ns, name in due))
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    def _poke(self, applier: Applier, namespace: str, name: str) -> None:
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+        applier.client.patch(
+            applier.resource(API_VERSION, self.resource.kind),
+            name=name,
+            namespace=namespace,
+            body={"metadata": {"annotations": {REQUEST_ANNOTATION: now}}},
+            content_type="application/merge-patch+json",
+        )
+
+
+def _watch_child(kind: Kind, child: Child, requeue: Requeue, registry: kopf.OperatorRegistry) -> None:
+    """Re-run the parent's reconcile when a child's fingerprint changes or the child goes away."""
+    label = f"llmops.io/{kind.resource.kind.lower()}"
+    empty = child.fingerprint({})
+    seen: dict[str, Any] = {}  # child uid -> last fingerprint
+
+    @kopf.on.event(
+        child.group,
+        child.version,
+        child.plural,
+        labels={label: kopf.PRESENT},
+        id=f"{kind.resource.plural}-child-{child.plural}",
+        registry=registry,
+    )
+    async def child_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        meta = body.get("metadata", {})
+        uid, namespace, parent = meta.get("uid"), meta.get("namespace"), meta.get("labels", {}).get(label)
+        if not (uid and namespace and parent):
+            return
+        if event["type"] == "DELETED":
+            seen.pop(uid, None)
+            if kind.child_deleted is not None:
+                kind.child_deleted(dict(body))
+            requeue.later(namespace, parent, CHILD_DEBOUNCE_SECONDS)
+            return
+        fingerprint = child.fingerprint(dict(body))
+        before = seen.get(uid, empty)
+        seen[uid] = fingerprint
+        # The initial listing (type None) only records: kopf resumes every parent at start anyway.
+        if event["type"] is not None and fingerprint != before:
+            requeue.later(namespace, parent, CHILD_DEBOUNCE_SECONDS)
+
+
+def register(kind: Kind, registry: kopf.OperatorRegistry) -> None:
+    """One idempotent reconcile for create, update and resume (kopf runs it once per change).
+
+    Plus what makes it level-based: reconciles asked for later (`Outcome.requeue_after`) and
+    reconciles of the parent when one of its children (`Kind.children`) changes.
+    """
+    plural = kind.resource.plural
+    requeue = Requeue(kind.resource)
+
+    @kopf.on.resume(GROUP, VERSION, plural, id="reconcile", registry=registry)
+    @kopf.on.create(GROUP, VERSION, plural, id="reconcile", registry=registry)
+    @kopf.on.update(GROUP, VERSION, plural, id="reconcile", registry=registry)
+    def handler(body: kopf.Body, patch: kopf.Patch, logger: Any, memo: kopf.Memo, **_: Any) -> None:
+        after = reconcile(kind, dict(body), memo.applier, logger, patch, memo.stores)
+        if after is not None:
+            meta = body["metadata"]
+            requeue.later(meta["namespace"], meta["name"], after)
+
+    @kopf.on.startup(id=f"requeue-{plural}", registry=registry)
+    async def start_requeue(memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        requeue.start(memo.applier, logger)
+
+    @kopf.on.cleanup(id=f"requeue-{plural}", registry=registry)
+    async def stop_requeue(**_: Any) -> None:
+        await requeue.stop()
+
+    for child in kind.children:
+        _watch_child(kind, child, requeue, registry)
+
+    if kind.finalize is not None:
+        _register_finalize(kind, registry)
+
+
+def _register_finalize(kind: Kind, registry: kopf.OperatorRegistry) -> None:
+    cleanup, accepts = kind.finalize, kind.finalize_when
+    assert cleanup is not None
+
+    @kopf.on.delete(
+        GROUP,
+        VERSION,
+        kind.resource.plural,
+        id="finalize",
+        when=(lambda body, **_: accepts(dict(body))) if accepts else None,
+        registry=registry,
+    )
+    def finalize(body: kopf.Body, logger: Any, memo: kopf.Memo, retry: int, **_: Any) -> None:
+        try:
+            spec = kind.resource.spec.model_validate(body.get("spec") or {})
+        except pydantic.ValidationError:
+            return
+        ctx = Context(
+            body=dict(body),
+            applier=memo.applier,
+            logger=logger,
+            retry=retry,
+            stores=memo.stores,
+            status=parse_status(kind.resource, dict(body)),
+        )
+        cleanup(spec, ctx)

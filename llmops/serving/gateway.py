@@ -1,0 +1,549 @@
+"""The llmops gateway: an OpenAI-compatible proxy in front of vLLM replicas.
+
+    python -m llmops.serving.gateway --config /etc/llmops/gateway/config.json --port 8080
+
+Endpoints: `POST /v1/completions`, `/v1/chat/completions`, `/v1/responses` (plain and SSE streaming),
+`POST /v1/embeddings`, `/tokenize`, `/detokenize` (serving.endpoints says what each checks and counts),
+`GET /v1/models` (what the replicas report, merged), `GET /healthz` (alive), `GET /readyz` (503 while
+draining), `GET /metrics`. docs/operations.md ("The gateway's API") says which vLLM endpoints are not
+passed, and why.
+
+A request goes through: API key (401) -> the key's rate limits (429 + Retry-After) -> body checks
+(400, unknown model 404) -> PII redaction of the request (by scope) -> the bounded queue (429 when full,
+503 after the timeout; while no replica is ready, held up to `scaleToZeroHoldSeconds`) -> the replica
+with the fewest outstanding requests in the version chosen by weight -> the response, with
+answers redacted (by scope), tokens counted and a sample stored. An upstream that fails before
+answering is marked unready and the request retried on another replica; one that dies mid-stream ends
+the client's stream with an SSE `error` event. A client that hangs up, in any state, ends the upstream
+request at once and is counted as 499 (`Gateway._handle`). On SIGTERM the gateway stops taking
+requests, finishes the ones it has (up to `drainTimeoutSeconds`) and exits.
+
+This module is the entry point: the app, its routes, start, stop and drain, and the request
+pipeline, whose steps `Gateway._handle` runs in order (`_admit`, `_acquire`, `_sample`, `_send`, the
+relay's `forward`, `_account`). The rest of the gateway:
+
+| Module | What |
+|---|---|
+| serving.openai | the wire format: errors, request checks, the body sent upstream, SSE event handling |
+| serving.endpoints | each endpoint's checks, prompt texts, usage; the merged `GET /v1/models` |
+| serving.stream | the answer's way back to the client (`Relay`): whole answers and SSE streams |
+| serving.replicas | `ReplicaPool`: version groups, DNS, health checks, config reload |
+| serving.balancer | choosing a replica (weights, least outstanding) and the bounded queue |
+| serving.upstream | the HTTP client of proxied requests (keep-alive, httptools) |
+| serving.pii, serving.ratelimit, serving.auth | redaction, per-key limits, API keys |
+| serving.sampler, serving.anomaly | payload and prompt samples; latency and error-rate anomalies |
+| serving.metrics, serving.logs | the Prometheus series; JSON log lines |
+
+The replicas are asked through `llmops.serving.upstream` (keep-alive connections on asyncio protocols,
+httptools parsing; chosen over aiohttp's client by measurement, bench/gateway_overhead.py --canned);
+health checks and model lists use aiohttp's client (serving.replicas).
+
+The config file is re-read when it changes (a ConfigMap update): upstream groups and weights apply
+at once, so canary steps need no restart; other fields need one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from llmops.gateway_config import GatewayConfig
+from llmops.serving.anomaly import AnomalyMonitor
+from llmops.serving.auth import KeyStore
+from llmops.serving.balancer import Draining, NoReplicas, QueueFull, QueueTimeout, Replica
+from llmops.serving.endpoints import ENDPOINTS, prompt_texts
+from llmops.serving.logs import log, request_line
+from llmops.serving.logs import setup as setup_logs
+from llmops.serving.metrics import NO_VERSION, Metrics
+from llmops.serving.openai import HttpError, ask_for_usage, check_request, forwarded_body, redaction_endpoint
+from llmops.serving.pii import Redaction
+from llmops.serving.ratelimit import KeyLimiter
+from llmops.serving.replicas import ReplicaPool
+from llmops.serving.sampler import Sampler
+from llmops.serving.stream import ClientGone, Relay
+from llmops.serving.upstream import Upstream, UpstreamConnectError, UpstreamError, UpstreamResponse
+
+
+@dataclass(slots=True)
+class Admitted:
+    """A request past `_admit`: its parsed body (redacted when prompts are), what goes upstream, and
+    how the answer is handled."""
+
+    body: dict[str, Any]
+    data: bytes  # the body sent upstream (serving.openai.forwarded_body)
+    stream: bool
+    strip_usage: bool  # the gateway asked for the usage chunk: it is not forwarded
+    texts_in: list[str]  # the prompt's texts before redaction, for the drift sample ([]: not sampled)
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request as it goes through the steps; `_account` reads it whatever step it ended in."""
+
+    kind: str  # the endpoint (serving.endpoints.ENDPOINTS)
+    start: float  # time.perf_counter() at arrival
+    key_id: str = ""
+    admitted: Admitted | None = None
+    replica: Replica | None = None  # the replica holding the request's slot
+    dispatched: bool = False  # past the queue: counted with latency, under its version
+    sampled: bool = False  # the payload goes to the payload sample
+    inflight: Any = None  # the replica's in-flight gauge, while the request is at the replica
+    code: int = 500
+    reason: str | None = "internal"
+    usage: dict[str, Any] | None = None
+    texts: list[str] | None = None  # the answer's texts, when sampled
+
+
+def _client_gone(request: web.Request) -> bool:
+    """True once the client's connection is closed (aiohttp drops the transport on connection_lost)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, *, config_path: Path | None = None) -> None:
+        self.config = config
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.pool = ReplicaPool(config, self.metrics, config_path=config_path)
+        self.keys = KeyStore(config.api_keys_path) if config.api_keys_path else None
+        self.limiter = KeyLimiter(config.rate_limit)
+        self.anomaly = AnomalyMonitor()
+        self.payloads = self._sampler(config.payload_sampling, "payload")
+        self.prompts = self._sampler(config.drift_sampling, "prompt")
+        self.redaction = Redaction(config.pii_redaction) if config.pii_redaction else None
+        self.redact_prompts = self.redaction is not None and self.redaction.prompts
+        self.redact_answers = self.redaction is not None and self.redaction.answers
+        self.relay = Relay(self.redaction if self.redact_answers else None, self.metrics)
+        self.model_names = config.model_names()
+        self.inflight = 0
+        self.draining = False
+        self.upstream: Upstream | None = None  # the proxied requests (serving.upstream says why)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def _sampler(self, config: Any, kind: str) -> Sampler | None:
+        if config is None:
+            return None
+        return Sampler(
+            config,
+            kind=kind,
+            on_written=self.metrics.samples.labels(kind).inc,
+            on_dropped=self.metrics.samples_dropped.labels(kind).inc,
+        )
+
+    async def _every(self, seconds: float, fn: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await fn()
+            except Exception:
+                log.exception("background task %s failed", getattr(fn, "__name__", fn))
+            await asyncio.sleep(seconds)
+
+    async def reload_keys(self) -> None:
+        if self.keys is not None:
+            await asyncio.to_thread(self.keys.reload)
+
+    async def anomaly_tick(self) -> None:
+        for signal_, verdict in self.anomaly.tick().items():
+            self.metrics.anomaly_score.labels(signal_).set(verdict.score)
+            self.metrics.anomaly.labels(signal_).set(1 if verdict.anomalous else 0)
+
+    # Lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self, app: web.Application) -> None:
+        cfg = self.config
+        self.pool.open()
+        self.upstream = Upstream(connect_timeout=5, total_timeout=cfg.upstream_timeout_seconds)
+        await self.pool.resolve()
+        await self.pool.check_health()
+        spawn = asyncio.get_running_loop().create_task
+        self.tasks = [
+            spawn(self._every(cfg.dns_refresh_seconds, self.pool.resolve)),
+            spawn(self._every(cfg.health_check_interval_seconds, self.pool.check_health)),
+            spawn(self._every(2.0, self.pool.reload_config)),
+            spawn(self._every(10.0, self.reload_keys)),
+            spawn(self._every(cfg.anomaly_window_seconds, self.anomaly_tick)),
+        ]
+        self.tasks += [spawn(s.run()) for s in (self.payloads, self.prompts) if s is not None]
+
+    async def stop(self, app: web.Application) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for sampler in (self.payloads, self.prompts):
+            if sampler is not None:
+                await sampler.flush()
+        await self.pool.close()
+        if self.upstream is not None:
+            self.upstream.close()
+
+    async def drain(self, timeout: float) -> None:
+        """Refuse new requests and wait for the ones in progress (queued ones included)."""
+        self.draining = True
+        self.pool.dispatcher.draining = True
+        deadline = time.monotonic() + timeout
+        while self.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.inflight:
+            log.warning("drain timeout: %d requests still in progress are cut off", self.inflight)
+        self.pool.dispatcher.fail_all(Draining())
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_request_bytes)
+        for kind, path in ENDPOINTS.items():
+            app.router.add_post(path, self.handler(kind))
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_endpoint)
+        app.on_startup.append(self.start)
+        app.on_cleanup.append(self.stop)
+        return app
+
+    # Small endpoints -----------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        return web.json_response(
+            {"status": "ready", "readyReplicas": sum(r.ready for r in self.pool.balancer.replicas())}
+        )
+
+    async def metrics_endpoint(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    def _authenticate(self, request: web.Request) -> str:
+        if self.keys is None:
+            return "anonymous"
+        key_id = self.keys.identify(request.headers.get("Authorization"))
+        if key_id is None:
+            raise HttpError(
+                401,
+                "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                "unauthorized",
+                "authentication_error",
+            )
+        return key_id
+
+    async def models(self, request: web.Request) -> web.Response:
+        try:
+            self._authenticate(request)
+        except HttpError as e:
+            self.metrics.count(NO_VERSION, e.status, e.reason)
+            return e.response()
+        return web.json_response({"object": "list", "data": await self.pool.model_cards()})
+
+    # The proxy ---------------------------------------------------------------------------------
+
+    def handler(self, kind: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The aiohttp handler of endpoint `kind` (see serving.endpoints)."""
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self.handle(request, kind)
+
+        handle.__name__ = f"handle_{kind}"
+        return handle
+
+    async def handle(self, request: web.Request, kind: str) -> web.StreamResponse:
+        start = time.perf_counter()
+        if self.draining:
+            self.metrics.count(NO_VERSION, 503, "draining")
+            return self._refused(Draining()).response()
+        self.inflight += 1
+        try:
+            return await self._handle(request, kind, start)
+        finally:
+            self.inflight -= 1
+
+    async def _handle(self, request: web.Request, kind: str, start: float) -> web.StreamResponse:
+        """One proxied request, from the API key to its last byte: `_admit`, `_acquire`, `_sample`,
+        `_send`, the relay's `forward`, and `_account` at the end whatever happened.
+
+        Whatever state the request is in (reading its body, queued for a replica, connecting, sending
+        upstream, waiting for the upstream's headers, reading its body, streaming), a client that hangs
+        up ends it: the server runs with `handler_cancellation`, so aiohttp cancels this task when the
+        connection is lost; the upstream request is then closed (vLLM aborts a request whose connection
+        closes), the replica's slot is released, and it is counted as 499 (`client_disconnect`). A
+        request whose client is gone before it is sent upstream never reaches a replica.
+        """
+        ex = Exchange(kind, start)
+        try:
+            admitted = ex.admitted = await self._admit(request, ex)
+            waited = time.perf_counter()
+            ex.replica = await self._acquire()
+            self.metrics.queue_wait.observe(time.perf_counter() - waited)
+            ex.dispatched = True
+            ex.sampled = self._sample(admitted, ex.replica)
+            upstream = await self._send(request, ex, admitted.data)
+            ex.code, ex.reason, ex.usage, ex.texts, resp = await self.relay.forward(
+                request, ex.replica, upstream, kind, admitted.stream, admitted.strip_usage, ex.sampled, start
+            )
+            return resp
+        except HttpError as e:
+            ex.code, ex.reason = e.status, e.reason
+            return e.response()
+        except ClientGone:
+            ex.code, ex.reason = 499, "client_disconnect"
+            return web.Response(status=499)  # nobody reads it: the connection is closed
+        except asyncio.CancelledError:
+            if _client_gone(request):
+                ex.code, ex.reason = 499, "client_disconnect"
+            else:  # the server is stopping (drain timeout)
+                ex.code, ex.reason = 503, "drain_timeout"
+            raise
+        except (UpstreamError, TimeoutError, OSError) as e:
+            ex.code, ex.reason = 502, "upstream_error"
+            return HttpError(
+                502, f"the model server failed: {type(e).__name__}", ex.reason, "upstream_error"
+            ).response()
+        finally:
+            self._account(ex)
+
+    async def _admit(self, request: web.Request, ex: Exchange) -> Admitted:
+        """The checks before the queue: API key (401), rate limits (429), body (413, 400, unknown model
+        404), then the request's redaction and usage chunk; `ex.key_id` is set first, for `_account`."""
+        ex.key_id = self._authenticate(request)
+        decision = self.limiter.admit(ex.key_id)
+        if not decision.allowed:
+            raise HttpError(
+                429,
+                f"rate limit exceeded ({decision.reason}); retry after {decision.retry_after_header} s",
+                "rate_limited",
+                "rate_limit_error",
+                retry_after=decision.retry_after_header,
+            )
+        try:
+            raw = await request.read()
+            body = json.loads(raw)
+        except web.HTTPRequestEntityTooLarge as e:
+            raise HttpError(
+                413, f"the request body exceeds {self.config.max_request_bytes} bytes", "too_large"
+            ) from e
+        except ConnectionError as e:  # the client went away while sending its body
+            raise ClientGone() from e
+        except ValueError as e:
+            raise HttpError(400, f"the request body is not valid JSON: {e}", "bad_request") from e
+        kind = ex.kind
+        check_request(body, kind, self.model_names)
+        texts_in = prompt_texts(body, kind) if self.prompts is not None else []
+        changed = False
+        if self.redaction is not None and self.redact_prompts:
+            changed = self.redaction.request(body, redaction_endpoint(body, kind))
+        stream = bool(body.get("stream"))
+        strip_usage, add_usage = ask_for_usage(body, kind)
+        changed = changed or (strip_usage and not add_usage)
+        data = forwarded_body(raw, body, changed=changed, add_usage=add_usage)
+        return Admitted(body, data, stream, strip_usage, texts_in)
+
+    def _refused(self, e: QueueFull | QueueTimeout | NoReplicas | Draining) -> HttpError:
+        """The answer to a request that the dispatcher, or the draining gateway, refuses."""
+        if isinstance(e, QueueFull):
+            return HttpError(
+                429,
+                f"overloaded: {self.config.max_queue} requests are already waiting",
+                "queue_full",
+                "rate_limit_error",
+                retry_after="1",
+            )
+        if isinstance(e, QueueTimeout):
+            return HttpError(
+                503,
+                "no replica became free in time; retry later",
+                "queue_timeout",
+                "service_unavailable",
+                retry_after="5",
+            )
+        if isinstance(e, NoReplicas):
+            return HttpError(
+                503,
+                "no replica is ready to serve this model",
+                "no_ready_replicas",
+                "service_unavailable",
+                retry_after="10",
+            )
+        return HttpError(
+            503, "the gateway is shutting down; retry", "draining", "service_unavailable", retry_after="1"
+        )
+
+    async def _acquire(self) -> Replica:
+        """A replica slot from the queue (serving.balancer's Dispatcher), its refusals as HTTP errors."""
+        try:
+            return await self.pool.dispatcher.acquire()
+        except (QueueFull, QueueTimeout, NoReplicas, Draining) as e:
+            raise self._refused(e) from e
+
+    def _sample(self, admitted: Admitted, replica: Replica) -> bool:
+        """Whether the payload is sampled (recorded by `_account`); a prompt chosen for the drift
+        sample is added now, redacted when PII redaction is on."""
+        sampled = self.payloads is not None and self.payloads.chosen()
+        if self.prompts is not None and admitted.texts_in and self.prompts.chosen():
+            texts = admitted.texts_in
+            sample = [self.redaction.text(t) for t in texts] if self.redaction else texts
+            self.prompts.add(
+                {
+                    "time": time.time(),
+                    "model": admitted.body.get("model"),
+                    "version": replica.version,
+                    "text": "\n".join(sample),
+                }
+            )
+        return sampled
+
+    async def _send(self, request: web.Request, ex: Exchange, data: bytes) -> UpstreamResponse:
+        """Send `data` to `ex.replica` and return once the response's headers are in.
+
+        A replica that refuses the connection (nothing reached it) is marked not ready and the request
+        goes round the queue again, to another replica; the third refusal fails it (502). `ex.replica`
+        and `ex.inflight` follow the replica the request is at.
+        """
+        assert ex.replica is not None and self.upstream is not None
+        replica = ex.replica
+        path = ENDPOINTS[ex.kind]
+        headers = {"Content-Type": "application/json"}
+        if rid := request.headers.get("X-Request-Id"):
+            headers["X-Request-Id"] = rid
+        tries = 0
+        while True:
+            if _client_gone(request):  # nothing was sent: the replica never sees it
+                raise ClientGone()
+            inflight = ex.inflight = self.metrics.child(self.metrics.inflight, replica.version)
+            inflight.inc()  # at the replica from the moment it is sent
+            try:
+                return await self.upstream.request(replica.endpoint(path), data, headers)
+            except UpstreamConnectError as e:
+                inflight.dec()
+                ex.inflight = None
+                # Nothing reached the replica: mark it unready and go round the queue again.
+                log.warning(
+                    "replica %s (version %s) refused a connection: %s; marked not ready",
+                    replica.url,
+                    replica.version,
+                    e,
+                )
+                self.pool.mark_unready(replica)
+                tries += 1
+                if tries == 3:
+                    raise
+                ex.replica = None
+                self.pool.dispatcher.release(replica)
+                self.metrics.errors.labels(replica.version, "upstream_connect").inc()  # retried: no 502
+                replica = ex.replica = await self._acquire()
+
+    def _account(self, ex: Exchange) -> None:
+        """The end of every request, whatever step it ended in: latency (once past the queue), the
+        request and error counters, the anomaly monitor, tokens (counted and charged to the key's
+        limits), the payload sample, the replica's slot back, and the request log line."""
+        if ex.inflight is not None:
+            ex.inflight.dec()
+        replica, admitted, usage = ex.replica, ex.admitted, ex.usage
+        version = replica.version if replica is not None else NO_VERSION
+        elapsed = time.perf_counter() - ex.start
+        if ex.dispatched:
+            self.metrics.child(self.metrics.latency, version).observe(elapsed)
+        self.metrics.count(version, ex.code, ex.reason)
+        self.anomaly.observe(elapsed, ex.code >= 500)
+        if usage:
+            prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            completion_tokens = int(usage.get("completion_tokens") or 0)
+            self.metrics.child(self.metrics.prompt_tokens, version).inc(prompt_tokens)
+            self.metrics.child(self.metrics.completion_tokens, version).inc(completion_tokens)
+            self.limiter.charge_tokens(ex.key_id, prompt_tokens + completion_tokens)
+        if ex.sampled and self.payloads is not None and admitted is not None:
+            self.payloads.add(
+                self._record(admitted.body, ex.kind, version, ex.code, elapsed, usage, ex.texts)
+            )
+        if replica is not None:
+            self.pool.dispatcher.release(replica)
+        if ex.dispatched or ex.code == 499:
+            stream = admitted.stream if admitted is not None else False
+            request_line(ex.key_id, version, ex.code, elapsed, stream, ex.reason, ex.kind)
+
+    def _record(
+        self,
+        body: dict[str, Any],
+        kind: str,
+        version: str,
+        code: int,
+        elapsed: float,
+        usage: dict[str, Any] | None,
+        texts: list[str] | None,
+    ) -> dict[str, Any]:
+        request = {k: v for k, v in body.items() if k not in ("stream_options",)}
+        if self.redaction is not None and not self.redact_prompts:  # else the body is redacted already
+            request = json.loads(json.dumps(request))
+            self.redaction.request(request, redaction_endpoint(request, kind))
+        if self.redaction is not None and texts is not None and not self.redact_answers:
+            texts = [self.redaction.text(t) for t in texts]
+        return {
+            "time": time.time(),
+            "endpoint": kind,
+            "version": version,
+            "status": code,
+            "latency_seconds": round(elapsed, 4),
+            "request": request,
+            "completions": texts,
+            "usage": usage,
+        }
+
+
+async def serve(config_path: Path, host: str, port: int, ready_file: Path | None = None) -> None:
+    config = GatewayConfig.load(config_path)
+    gateway = Gateway(config, config_path=config_path)
+    # handler_cancellation: a client that hangs up cancels its handler, whatever it is waiting for
+    # (aiohttp >= 3.9 leaves it off by default); Gateway._handle turns that into a 499.
+    runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+    await site.start()
+    log.info("gateway for %s listening on %s:%d", config.served_model_name, host, port)
+    if ready_file is not None:
+        ready_file.write_text(str(port))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info(
+        "draining: refusing new requests, waiting up to %ss for %d in progress",
+        config.drain_timeout_seconds,
+        gateway.inflight,
+    )
+    await gateway.drain(config.drain_timeout_seconds)
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m llmops.serving.gateway", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--config", required=True, type=Path, help="GatewayConfig JSON file")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    setup_logs(args.log_level)
+    uvloop.run(serve(args.config, args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""The OpenAI wire format as the gateway handles it (pure: bytes and dicts in, bytes and dicts out).
+
+- Errors: `HttpError` (status, message, reason for the metrics and logs, OpenAI error type,
+  Retry-After) and its body, `error_body` (`{"error": {"message", "type", "param", "code"}}`).
+- Requests: `check_request` (serving.endpoints' checks as `HttpError` 400 or 404), `ask_for_usage`
+  (a streamed completions or chat request asks for the usage chunk, for token accounting),
+  `forwarded_body` (the bytes sent upstream: the client's own where nothing changed),
+  `redaction_endpoint` (the request shape `llmops.serving.pii.Redaction.request` reads).
+- Streamed answers, as buffers of whole SSE events: `relay` forwards the events before the first one
+  with a usage object or `[DONE]` as they came (found by `usage_or_done_at`, one search per buffer)
+  and passes the rest, or every event when redacting or sampling, through `transform_event` into
+  `StreamState` (completions and chat) or `llmops.serving.endpoints.ResponsesStream` (/v1/responses): usage,
+  first token time, collected texts, redaction, and the injected usage chunk dropped.
+- Whole answers: `flat_usage` finds the `usage` object without parsing the rest; `text_of` reads a
+  choice's text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from aiohttp import web
+
+from llmops.serving.endpoints import BadRequest, ResponsesStream, validate_request
+from llmops.serving.pii import AnswerRedactor
+
+# An event worth parsing on the fast path: one with a usage object (not `"usage": null`), or [DONE].
+USAGE_OR_DONE = re.compile(rb'"usage"\s*:\s*\{|\[DONE\]')
+_SPACE = b" \t\n\r\x0b\x0c"
+
+
+def usage_or_done_at(data: bytes) -> int:
+    """Where `USAGE_OR_DONE` first matches in `data` (-1: nowhere), found with `bytes.find`, which is
+    several times faster than the regular expression on a buffer of events."""
+    done = data.find(b"[DONE]")
+    i = data.find(b'"usage"')
+    while i != -1 and (done == -1 or i < done):
+        j = i + 7
+        while j < len(data) and data[j] in _SPACE:
+            j += 1
+        if j < len(data) and data[j] == 58:  # ':'
+            j += 1
+            while j < len(data) and data[j] in _SPACE:
+                j += 1
+            if j < len(data) and data[j] == 123:  # '{'
+                return i
+        i = data.find(b'"usage"', i + 1)
+    return done
+
+
+# The usage object of an embeddings or tokenize answer (flat: no nested objects).
+USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*(\{[^{}]*\})')
+
+
+def error_body(message: str, type_: str, code: int | str, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+class HttpError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        reason: str,
+        type_: str = "invalid_request_error",
+        retry_after: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.reason, self.type, self.retry_after = (
+            status,
+            message,
+            reason,
+            type_,
+            retry_after,
+        )
+
+    def response(self) -> web.Response:
+        headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+        return web.json_response(
+            error_body(self.message, self.type, self.status), status=self.status, headers=headers
+        )
+
+
+def forwarded_body(raw: bytes, body: dict[str, Any], *, changed: bool, add_usage: bool) -> bytes:
+    """The request body sent upstream: the client's bytes where possible, else `body` re-encoded.
+
+    `add_usage` (the body has no `stream_options` key) splices `stream_options.include_usage` into the
+    client's bytes instead of re-encoding the parsed body, which keeps a long prompt's cost off the hot
+    path; no key is duplicated.
+    """
+    text = raw.lstrip()
+    if changed or (add_usage and not text.startswith(b"{")):
+        return json.dumps(body).encode()
+    return b'{"stream_options":{"include_usage":true},' + text[1:] if add_usage else raw
+
+
+def ask_for_usage(body: dict[str, Any], kind: str) -> tuple[bool, bool]:
+    """Make a streamed completions or chat request ask for the usage chunk (`stream_options.include_usage`).
+
+    Returns `(strip_usage, add_usage)`: `strip_usage`, the client did not ask for the chunk, so it is
+    not forwarded; `add_usage`, the body had no `stream_options` at all, so `forwarded_body` can splice
+    the key into the client's bytes (else the changed `body` is re-encoded). /v1/responses streams
+    carry their usage in `response.completed` and are left alone.
+    """
+    if not body.get("stream") or kind == "responses":
+        return False, False
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        return False, False
+    add_usage = "stream_options" not in body
+    body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return True, add_usage
+
+
+def validate(body: Any, chat: bool, model_names: set[str]) -> None:
+    """Checks of a completions (`chat` False) or chat request; see `check_request` for every endpoint."""
+    check_request(body, "chat" if chat else "completions", model_names)
+
+
+def check_request(body: Any, kind: str, model_names: set[str]) -> None:
+    """Checks that catch malformed requests before they use a queue slot; vLLM checks the rest."""
+    try:
+        validate_request(body, kind, model_names)
+    except BadRequest as e:
+        if e.status == 404:
+            raise HttpError(404, str(e), "model_not_found", "not_found_error") from e
+        raise HttpError(e.status, str(e), "bad_request") from e
+
+
+def redaction_endpoint(body: dict[str, Any], kind: str) -> str:
+    """The request shape `Redaction.request` reads for endpoint `kind`: /tokenize takes either a
+    chat's messages or a prompt; detokenize carries token ids only (redacted on the way back)."""
+    if kind == "tokenize":
+        return "chat" if "messages" in body else "completions"
+    return kind
+
+
+class StreamState:
+    """What the gateway tracks of one streamed response."""
+
+    def __init__(self, answer: AnswerRedactor | None, collect: bool, strip_usage: bool) -> None:
+        self.answer = answer  # redacts every text field of every choice, when answers are redacted
+        self.texts: dict[int, list[str]] | None = {} if collect else None
+        self.strip_usage = strip_usage
+        self.usage: dict[str, Any] | None = None
+        self.first_token_at: float | None = None
+        self.done = False
+
+    def transform(self, payload: bytes, chat: bool) -> bytes | None:
+        """The event's data to forward (None: drop it); records usage, first token and text."""
+        if payload.strip() == b"[DONE]":
+            self.done = True
+            return payload
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            return payload
+        if not isinstance(obj, dict):
+            return payload
+        usage = obj.get("usage")
+        if usage:
+            self.usage = usage
+        choices = obj.get("choices") or []
+        if self.strip_usage and usage and not choices:
+            return None
+        if self.strip_usage and "usage" in obj:
+            obj.pop("usage")
+        changed = self.strip_usage and usage is not None
+        key = "content" if chat else "text"
+        if self.first_token_at is None and any(
+            isinstance(c, dict) and text_of(c, chat, key) for c in choices
+        ):
+            self.first_token_at = time.perf_counter()
+        if self.answer is not None:
+            changed = self.answer.event(obj) or changed
+        for choice in choices:
+            text = text_of(choice, chat, key) if isinstance(choice, dict) else None
+            if self.texts is not None and isinstance(text, str):
+                self.texts.setdefault(choice.get("index", 0), []).append(text)
+        return json.dumps(obj, separators=(",", ":")).encode() if changed else payload
+
+
+def relay(events: bytes, state: StreamState | ResponsesStream, chat: bool, parse_all: bool) -> bytes:
+    """Whole SSE events (ending with a blank line) as they are to be forwarded.
+
+    Without redaction or sampling, the events before the first one that carries usage or [DONE]
+    go out as they came, found with one search of the buffer, not one per event.
+    """
+    start = 0
+    if not parse_all:
+        at = usage_or_done_at(events)
+        start = events.rfind(b"\n\n", 0, at) + 2 if at >= 0 else len(events)
+        if start == 1:  # the match is in the first event
+            start = 0
+        if state.first_token_at is None:
+            for event in events[:start].split(b"\n\n"):
+                if event and b'"content":""' not in event and b'"text":""' not in event:
+                    state.first_token_at = time.perf_counter()
+                    break
+        if start == len(events):
+            return events
+    out = [events[:start]] if start else []
+    for event in events[start:].split(b"\n\n"):
+        if not event:
+            continue
+        if state.done:  # nothing after the end ([DONE], or response.completed)
+            break
+        if parse_all or usage_or_done_at(event) >= 0:
+            transformed = transform_event(event, state, chat)
+            if transformed is None:
+                continue
+            event = transformed
+        elif state.first_token_at is None and b'"content":""' not in event and b'"text":""' not in event:
+            state.first_token_at = time.perf_counter()
+        out.append(event + b"\n\n")
+    return b"".join(out)
+
+
+def transform_event(event: bytes, state: StreamState | ResponsesStream, chat: bool) -> bytes | None:
+    """One SSE event through `StreamState.transform`; None drops it."""
+    if isinstance(state, ResponsesStream):
+        return state.transform_event(event)
+    lines = []
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            out = state.transform(line[5:].strip(), chat)
+            if out is None:
+                return None
+            lines.append(b"data: " + out)
+        else:
+            lines.append(line)
+    return b"\n".join(lines)
+
+
+def text_of(choice: Any, chat: bool, key: str, holder: str = "delta") -> Any:
+    """A choice's text: chat `delta.content` (or `message.content`), completions `text`."""
+    part = choice.get(holder) if chat and isinstance(choice, dict) else choice
+    return part.get(key) if isinstance(part, dict) else None
+
+
+def flat_usage(payload: bytes) -> dict[str, Any] | None:
+    """The `usage` object of a whole answer, found without parsing the rest (None if not found)."""
+    if (match := USAGE_OBJECT.search(payload)) is None:
+        return None
+    try:
+        usage = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return usage if isinstance(usage, dict) else None
+
+
+def joined(texts: dict[int, list[str]] | None) -> list[str] | None:
+    """Each choice's streamed text, in choice order."""
+    return ["".join(texts[i]) for i in sorted(texts)] if texts is not None else None

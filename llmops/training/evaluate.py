@@ -1,0 +1,283 @@
+"""Stage 4, evaluate: perplexity, task metrics, bias and security suites, then the gates.
+
+The scoring runs as one Ray task (with a GPU when the workers have them) that loads the trained
+model from <workDir>/model/; the driver reads the evaluation datasets first, so a bad dataset fails
+with a message before any model is loaded. Results: <workDir>/evaluate/report.json (metrics, a few
+predictions per dataset, leaked canaries, probe outcomes) and the gate verdicts.
+
+Metric keys: perplexity and validation_loss (held-out split), <dataset>/<metric>, bias/gap,
+bias/ll_gap, bias/parity, bias/<axis>/gap, security/leakage, security/<probe>.
+Generation is greedy; a prediction ends at its first line break (answers are one line).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from llmops import jsonl
+from llmops.training import gates, metrics, suites
+from llmops.training.blocks import InMemory, Shard, fetch_shard
+from llmops.training.context import Context, StoreSpec, download_dir, log
+from llmops.training.errors import UserError
+
+
+def read_eval_rows(ctx: Context, index: int) -> list[dict[str, Any]]:
+    assert ctx.spec.evaluation is not None
+    ds = ctx.spec.evaluation.datasets[index]
+    where = f"spec.evaluation.datasets[{index}] ({ds.name}) {ds.uri}"
+    store_spec, key = ctx.data_store(ds.uri)
+    try:
+        data = store_spec.open().get_bytes(key)
+    except Exception as e:
+        raise UserError(
+            f"{where}: cannot read it ({type(e).__name__}: {e}); check the URI and credentials"
+        ) from e
+    if ds.format == "parquet":
+        import io
+
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(io.BytesIO(data)).to_pylist()
+    else:
+        if data[:2] == b"\x1f\x8b":
+            import gzip
+
+            data = gzip.decompress(data)
+        try:
+            rows = [row for _, row in jsonl.read(data, where)]
+        except jsonl.JsonLinesError as e:
+            raise UserError(f"{e}; fix the line") from e
+        if bad := next((n for n, row in enumerate(rows, 1) if not isinstance(row, dict)), None):
+            raise UserError(f"{where}: row {bad} is not a JSON object")
+    out = []
+    for number, row in enumerate(rows, 1):
+        for field in (ds.prompt_field, ds.reference_field):
+            if not isinstance(row.get(field), str):
+                raise UserError(
+                    f"{where}: row {number} has no text field {field!r} (fields: {', '.join(sorted(row))}); "
+                    "set promptField/referenceField"
+                )
+        item = {"prompt": row[ds.prompt_field], "reference": row[ds.reference_field]}
+        if isinstance(row.get("choices"), list):
+            item["choices"] = [str(c) for c in row["choices"]]
+        out.append(item)
+        if ds.max_samples and len(out) >= ds.max_samples:
+            break
+    if not out:
+        raise UserError(f"{where}: no rows; add examples or remove the dataset")
+    return out
+
+
+class Scorer:
+    """The trained model behind the two callables the suites need: generate and loglik."""
+
+    def __init__(self, model_dir: Path, device: str) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from llmops.training.model import load_tokenizer
+
+        self.torch = torch
+        self.device = torch.device(device)
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
+        self.tok = load_tokenizer(model_dir)
+        self.bos = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
+
+    def encode(self, text: str) -> list[int]:
+        return self.bos + self.tok.encode(text, add_special_tokens=False)
+
+    def generate(self, prompts: list[str], max_new_tokens: int, batch: int = 16) -> list[str]:
+        torch = self.torch
+        out: list[str] = []
+        pad = self.tok.pad_token_id
+        limit = getattr(self.model.config, "max_position_embeddings", 4096)
+        max_new_tokens = min(max_new_tokens, limit - 1)
+        keep = limit - max_new_tokens  # the prompt's tail that fits beside the answer
+        for start in range(0, len(prompts), batch):
+            encoded = [self.encode(p)[-keep:] for p in prompts[start : start + batch]]
+            width = max(len(e) for e in encoded)
+            ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=self.device)
+            mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=self.device)
+            with torch.no_grad():
+                generated = self.model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=pad,
+                    eos_token_id=self.tok.eos_token_id,
+                )
+            for row in generated[:, width:]:
+                out.append(self.tok.decode(row, skip_special_tokens=True))
+        return out
+
+    def loglik(self, prompt: str, continuation: str) -> float:
+        """Mean log-probability per token of `continuation` after `prompt`."""
+        torch = self.torch
+        context = self.encode(prompt)
+        target = self.tok.encode(continuation, add_special_tokens=False)
+        if not target:
+            return 0.0
+        ids = torch.tensor([context + target], device=self.device)
+        with torch.no_grad():
+            logits = self.model(input_ids=ids).logits[0, :-1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        positions = torch.arange(len(context) - 1, len(context) + len(target) - 1, device=self.device)
+        return float(logp[positions, ids[0, len(context) :]].mean())
+
+    def perplexity(self, blocks: Shard | InMemory, batch: int = 8) -> tuple[float, float]:
+        return held_out_loss(self.model, blocks, self.device, batch)
+
+
+def held_out_loss(model, blocks: Shard | InMemory, device, batch: int = 8) -> tuple[float, float]:
+    """(mean next-token loss in nats, perplexity = exp(loss)) of `model` over packed blocks.
+
+    blocks: rows of int64 token ids `[block]` with their real token counts (the rest is padding,
+    left out), read `batch` rows at a time (llmops/training/blocks.py). Token-weighted over every row,
+    without label smoothing; no gradients. NaN loss (and perplexity) when there are no tokens.
+    """
+    import torch
+
+    from llmops.training.train import _batch, _token_loss
+
+    nll = count = 0.0
+    with torch.no_grad():
+        for start in range(0, len(blocks), batch):
+            index = list(range(start, min(start + batch, len(blocks))))
+            x, mask, labels = _batch(blocks, index, device)
+            logits = model(input_ids=x, attention_mask=mask).logits
+            n = int((labels[:, 1:] != -100).sum())
+            nll += float(_token_loss(logits, labels, 0.0)) * n
+            count += n
+    loss = nll / count if count else float("nan")
+    return loss, math.exp(min(loss, 700))
+
+
+def first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0].strip()
+
+
+def score(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Everything that needs the model; runs as a Ray task."""
+    import torch
+
+    work: StoreSpec = cfg["work"]
+    with tempfile.TemporaryDirectory(prefix="llmops-eval-") as tmp:
+        download_dir(work.open(), "model", Path(tmp) / "model")
+        device = "cuda" if cfg["gpu"] and torch.cuda.is_available() else "cpu"
+        torch.set_num_threads(cfg["threads"])
+        scorer = Scorer(Path(tmp) / "model", device)
+    out: dict[str, float] = {}
+    details: dict[str, Any] = {}
+
+    if cfg["perplexity"]:
+        fs, root = work.arrow()
+        with tempfile.TemporaryDirectory(prefix="llmops-eval-") as tmp:
+            path = f"{root}/prepare/validation"
+            blocks = fetch_shard(fs, path, Path(tmp), split="validation", rank=0, world=1)
+            loss, ppl = scorer.perplexity(blocks) if len(blocks) else (None, None)
+        if loss is not None:
+            out["validation_loss"], out["perplexity"] = loss, ppl
+        else:
+            details["perplexity"] = "no validation split (validationSplit is 0): perplexity not measured"
+
+    for ds in cfg["datasets"]:
+        rows = ds["rows"]
+        predictions = [
+            first_line(p) for p in scorer.generate([r["prompt"] for r in rows], ds["max_new_tokens"])
+        ]
+        references = [r["reference"] for r in rows]
+        for metric in ds["metrics"]:
+            key = f"{ds['name']}/{metric}"
+            if metric == "perplexity":
+                lls = [scorer.loglik(r["prompt"], " " + r["reference"]) for r in rows]
+                out[key] = math.exp(min(-sum(lls) / len(lls), 700))
+            elif metric == "accuracy" and all("choices" in r for r in rows):
+                correct = 0
+                for r in rows:
+                    scores = [scorer.loglik(r["prompt"], " " + c) for c in r["choices"]]
+                    correct += r["choices"][scores.index(max(scores))].strip() == r["reference"].strip()
+                out[key] = correct / len(rows)
+            else:
+                out[key] = metrics.score(metric, predictions, references)
+        details[ds["name"]] = [
+            {"prompt": r["prompt"], "reference": r["reference"], "prediction": p}
+            for r, p in list(zip(rows, predictions, strict=True))[:5]
+        ]
+
+    if cfg["bias"]:
+        out.update(suites.score_bias(suites.counterfactual_pairs(), scorer.loglik))
+
+    if cfg["security"]:
+        sec = cfg["security"]
+
+        def generate_one(prompt: str) -> str:
+            return scorer.generate([prompt], sec["max_new_tokens"])[0]
+
+        canaries = [suites.Canary(**c) for c in sec["canaries"]]
+        if canaries:
+            out["security/leakage"], leaked = suites.leakage(canaries, generate_one)
+            details["canaries"] = {"planted": len(canaries), "leaked": leaked}
+        out.update(suites.score_probes(sec["probes"], generate_one))
+    return {"metrics": out, "details": details, "device": device}
+
+
+def run(ctx: Context, trained: dict[str, Any]) -> dict[str, Any]:
+    if summary := ctx.done("evaluate"):
+        log.info("evaluate: done before, skipping")
+        return summary
+    import ray
+
+    ev = ctx.spec.evaluation
+    datasets = []
+    if ev:
+        for index, ds in enumerate(ev.datasets):
+            datasets.append(
+                {
+                    "name": ds.name,
+                    "metrics": list(ds.metrics),
+                    "max_new_tokens": ds.max_new_tokens,
+                    "rows": read_eval_rows(ctx, index),
+                }
+            )
+    security = None
+    if ev and ev.security and ev.security.enabled:
+        security = {
+            "canaries": ctx.get_json("prepare/canaries.json"),
+            "probes": list(ev.security.probes),
+            "max_new_tokens": 24,
+        }
+    from llmops.training.train import cpu_count
+
+    gpus = ctx.spec.resources.per_worker.gpus
+    cfg = {
+        "work": ctx.work,
+        "gpu": gpus > 0,
+        "threads": cpu_count(ctx.spec.resources.per_worker.cpu),
+        "perplexity": ev is None or ev.perplexity.enabled,
+        "datasets": datasets,
+        "bias": bool(ev and ev.bias and ev.bias.enabled),
+        "security": security,
+    }
+    ctx.reporter.write(progress={"stage": "Evaluating"}, message="evaluating")
+    task = ray.remote(num_cpus=cfg["threads"], num_gpus=1 if gpus else 0, max_retries=1)(score)
+    result = ray.get(task.remote(cfg))
+    measured: dict[str, float] = result["metrics"]
+    verdicts = gates.check(gates.declared_gates(ev), measured)
+    report = {
+        "metrics": measured,
+        "gates": [v.model_dump(by_alias=True) for v in verdicts],
+        "details": result["details"],
+        "device": result["device"],
+        "train": {
+            k: trained.get(k)
+            for k in ("steps", "final_loss", "best_val_loss", "tokens_per_second", "stopped_early")
+        },
+    }
+    ctx.put_json("evaluate/report.json", report)
+    log.info("evaluate: %s", {k: round(v, 4) for k, v in measured.items()})
+    return ctx.mark_done("evaluate", {"metrics": measured, "gates": report["gates"]})

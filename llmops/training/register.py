@@ -1,0 +1,118 @@
+"""Stage 5, register: write the trained model as a new immutable version in the registry.
+
+Only when every gate passed (the registry refuses otherwise, too). The version's manifest carries the
+full lineage: data sources with row counts and sha256, the preparation counts (PII found per entity,
+duplicates removed), the prepared data's digest, hyper-parameters, code version, image, parent job
+and its uid, metrics and gate verdicts; and `content`, what the version's folder holds (from
+training.model.save_final: a full model, merged or not, and for LoRA the adapter's sub-folder and the
+base it was trained on), which the ModelDeployment operator reads to serve it.
+
+Idempotent across retries: a version whose lineage names this job's uid is this job's version, so a
+run that died after registering and before marking the stage done does not register twice.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from llmops import registry
+from llmops.api.trainingjob import ModelVersionRef
+from llmops.training.context import Context, download_dir, log
+
+
+def _existing(store, name: str, uid: str) -> registry.ModelVersion | None:
+    for version in reversed(registry.versions(store, name)):
+        try:
+            manifest = registry.read_version(store, name, version)
+        except registry.BrokenRecord as e:
+            log.warning("%s", e)  # a broken record is not this job's version
+            continue
+        if (manifest.lineage.model_extra or {}).get("job_uid") == uid:
+            return manifest
+    return None
+
+
+def lineage(
+    ctx: Context, base_description: str | None, ingested: dict, prepared: dict, trained: dict
+) -> registry.Lineage:
+    spec = ctx.spec
+    return registry.Lineage(
+        parent_job=ctx.job_ref,
+        base_model=base_description or "scratch",
+        method=spec.method.type,
+        data=[
+            {k: s[k] for k in ("uri", "format", "textField", "rows", "bytes", "sha256")}
+            | {"files": [{k: f[k] for k in ("key", "sha256", "rows", "bytes")} for f in s["files"]]}
+            for s in ingested["sources"]
+        ],
+        data_digest=prepared["digest"],
+        preparation={
+            k: prepared[k]
+            for k in (
+                "counts",
+                "pii",
+                "dedup",
+                "normalize",
+                "augmentation",
+                "tokenizer",
+                "blockSize",
+                "blocks",
+                "tokens",
+            )
+        },
+        hyperparameters=spec.method.model_dump(mode="json", by_alias=True, exclude_none=True)
+        | {"resources": spec.resources.model_dump(mode="json", by_alias=True, exclude_none=True)},
+        code_version=ctx.run.code_version,
+        image=os.environ.get("LLMOPS_IMAGE"),
+        job_uid=ctx.run.job.uid,
+        job_generation=ctx.run.job.generation,
+        training={
+            k: trained.get(k)
+            for k in (
+                "steps",
+                "resumed_from",
+                "stopped_early",
+                "tokens",
+                "final_loss",
+                "best_val_loss",
+                "workers",
+                "device",
+                "precision",
+                "model",
+            )
+        },
+    )
+
+
+def run(
+    ctx: Context, base_description: str | None, ingested: dict, prepared: dict, trained: dict, evaluated: dict
+) -> dict[str, Any]:
+    if summary := ctx.done("register"):
+        log.info("register: done before, skipping")
+        return summary
+    name = ctx.spec.output.model_name
+    store = ctx.registry.open()
+    manifest = _existing(store, name, ctx.run.job.uid)
+    if manifest is None:
+        ctx.reporter.write(progress={"stage": "Registering"}, message="registering the model version")
+        local = ctx.scratch / "register" / "model"
+        download_dir(ctx.store, "model", local)
+        measured = {k: v for k, v in evaluated["metrics"].items() if math.isfinite(v)}
+        manifest = registry.register(
+            store,
+            name,
+            local,
+            metrics=measured,
+            gates=[registry.GateVerdict.model_validate(g) for g in evaluated["gates"]],
+            lineage=lineage(ctx, base_description, ingested, prepared, trained),
+            content=registry.Content.from_saved(trained.get("model") or {}, base_description),
+        )
+        log.info("register: %s version %s", name, manifest.version)
+    ref = ModelVersionRef(
+        name=name,
+        version=manifest.version,
+        uri=f"{store.uri}/{registry.version_prefix(name, manifest.version)}/{registry.MANIFEST}",
+    )
+    return ctx.mark_done("register", {"modelVersion": ref.model_dump(by_alias=True)})
