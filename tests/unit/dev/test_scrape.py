@@ -19,7 +19,7 @@ from llmops.operators.modeldeployment.builders import build
 from llmops.operators.modeldeployment.names import vllm_name
 from llmops.operators.modeldeployment.plan import Plan, ServedVersion, ServingSettings
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 OWNER = {
     "apiVersion": "llmops.io/v1alpha1",
     "kind": "ModelDeployment",

@@ -47,7 +47,7 @@ def test_names_need_a_detector():
 
 
 def test_a_configured_name_detector(monkeypatch):
-    monkeypatch.setenv("LLMOPS_PII_NAME_DETECTOR", "tests.unit.test_training_pii:_every_capital")
+    monkeypatch.setenv("LLMOPS_PII_NAME_DETECTOR", "tests.unit.training.test_pii:_every_capital")
     name, detector = pii.load_name_detector()
     assert name.endswith(":_every_capital")
     assert pii.scrub("hello Bob and Ann", ["name"], detector) == ("hello [NAME] and [NAME]", {"name": 2})
@@ -69,7 +69,7 @@ def test_drop_keeps_ordinary_documents_and_drops_personal_ones():
     pa = pytest.importorskip("pyarrow")
     from llmops.training.prepare import clean_batch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
     import pii_detection
 
     rows = pii_detection.load()
