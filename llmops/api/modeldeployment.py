@@ -1,4 +1,8 @@
-"""ModelDeployment: serve a registered model with vLLM behind the llmops gateway."""
+"""ModelDeployment: serve a registered model with vLLM behind the llmops gateway.
+
+One module for the whole API of the kind (over 400 lines): its spec and status types, their CEL
+rules and condition reasons are the CRD's single source (`make crds`), read together.
+"""
 
 from __future__ import annotations
 

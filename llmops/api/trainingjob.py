@@ -1,6 +1,8 @@
 """TrainingJob: pre-train or fine-tune a model on Ray, evaluate it, and register a new model version.
 
 `TrainingJobSpec` stands alone so that other resources (a RetrainPolicy's template) can embed it.
+One module for the whole API of the kind (over 400 lines): its spec and status types, their CEL
+rules and condition reasons are the CRD's single source (`make crds`), read together.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ kube-scheduler and kwok (which plays the kubelet for fake nodes), on free loopba
 Everything lives in one state folder: certificates, etcd data, logs, the kubeconfig and
 `state.json` with the process ids, so `llmops dev status/down` can find a cluster that
 `llmops dev up` started from another process.
+
+Over 400 lines on purpose: one control plane's lifecycle (certificates, the five processes in
+order, fake nodes, third-party CRDs, teardown) shares one state folder and one set of ports.
 """
 
 from __future__ import annotations

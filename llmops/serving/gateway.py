@@ -40,6 +40,9 @@ health checks and model lists use aiohttp's client (serving.replicas).
 
 The config file is re-read when it changes (a ConfigMap update): upstream groups and weights apply
 at once, so canary steps need no restart; other fields need one.
+
+The gateway's entry point (`python -m llmops.serving.gateway`): the app, routes, lifecycle and the
+request pipeline, over 400 lines on purpose; every concern it calls lives in its own module below.
 """
 
 from __future__ import annotations

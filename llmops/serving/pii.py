@@ -19,6 +19,9 @@ The detection itself is `llmops.pii` (shared with training); this module knows t
 JSON arguments stay valid JSON (`JsonRedactor`): the text of every string is decoded, redacted and
 encoded again; a number that is itself personal data (a card number written as a JSON number)
 becomes a quoted placeholder.
+
+Over 400 lines on purpose: one walker per OpenAI shape (chat, completions, responses, their
+streamed events), each paired with its stream state; they change together when the API does.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ runs it after its checkpoint manager has persisted the step, so a step shown the
 Reports go out every LLMOPS_PROGRESS_INTERVAL_S (10 s) and at checkpoints, never per step: the
 controller takes one report per worker per poll (2 s) and a worker blocks until it is taken.
 Rank 0 writes the final model to <workDir>/model/ and a summary to <workDir>/train/result.json.
+
+Over 400 lines on purpose: `train_loop` runs inside every Ray Train worker and must stay one
+function (Ray ships it by value); the driver side beside it sets the same config it reads.
 """
 
 from __future__ import annotations
