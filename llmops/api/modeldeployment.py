@@ -220,6 +220,14 @@ class Drift(ApiModel):
         None, description="Directory of jsonl files with a text field, representative of the training data."
     )
     sample_rate: Fraction = Field(0.1, description="Fraction of requests whose prompts the monitor scores.")
+    prompts: ObjectStorageLocation | None = Field(
+        None,
+        description=(
+            "Where the gateway writes the sampled prompts that the monitor reads. Default: drift-prompts/"
+            " under gateway.payloadSampling.destination; required when payload sampling is off. Give it a"
+            " Secret of its own: the internet-facing gateway never gets the registry's credentials."
+        ),
+    )
 
 
 class Monitoring(ApiModel):
@@ -306,6 +314,17 @@ class Gateway(ApiModel):
     )
 
 
+def _registry_secret(spec: ModelDeploymentSpec) -> str | None:
+    ref = spec.registry.s3.credentials_secret_ref if spec.registry.s3 else None
+    return ref.name if ref else None
+
+
+def _drift_prompts_secret(spec: ModelDeploymentSpec) -> str | None:
+    drift = spec.monitoring.drift
+    s3 = drift.prompts.s3 if drift and drift.prompts else None
+    return s3.credentials_secret_ref.name if s3 and s3.credentials_secret_ref else None
+
+
 class ModelDeploymentSpec(ApiModel):
     """Serve a registered model with vLLM, with autoscaling, canary releases, monitoring and a gateway."""
 
@@ -320,6 +339,32 @@ class ModelDeploymentSpec(ApiModel):
             "rollout.canary.model must differ from model",
             lambda m: m.rollout is None or m.rollout.canary is None or m.rollout.canary.model != m.model,
             field_path=".rollout",
+        ),
+        Rule(
+            "!has(self.monitoring) || !has(self.monitoring.drift) || !self.monitoring.drift.enabled"
+            " || has(self.monitoring.drift.prompts)"
+            " || (has(self.gateway) && has(self.gateway.payloadSampling))",
+            "monitoring.drift.prompts is required when gateway.payloadSampling is off: the gateway writes the"
+            " sampled prompts there (it never gets the registry's credentials)",
+            lambda m: (
+                m.monitoring.drift is None
+                or not m.monitoring.drift.enabled
+                or m.monitoring.drift.prompts is not None
+                or m.gateway.payload_sampling is not None
+            ),
+            field_path=".monitoring.drift",
+        ),
+        Rule(
+            "!has(self.monitoring) || !has(self.monitoring.drift) || !has(self.monitoring.drift.prompts)"
+            " || !has(self.monitoring.drift.prompts.s3)"
+            " || !has(self.monitoring.drift.prompts.s3.credentialsSecretRef)"
+            " || !has(self.registry.s3) || !has(self.registry.s3.credentialsSecretRef)"
+            " || self.monitoring.drift.prompts.s3.credentialsSecretRef.name"
+            " != self.registry.s3.credentialsSecretRef.name",
+            "monitoring.drift.prompts must not use the registry's Secret: the internet-facing gateway"
+            " writes there",
+            lambda m: _drift_prompts_secret(m) is None or _drift_prompts_secret(m) != _registry_secret(m),
+            field_path=".monitoring.drift.prompts",
         ),
         Rule(
             "!has(self.engine) || !has(self.engine.tensorParallelSize) || self.engine.tensorParallelSize <= 1"

@@ -195,13 +195,18 @@ def test_the_deployed_monitor_command_tests_the_gateways_samples(tmp_path, monke
     from llmops.engine import localize_argv
     from llmops.operators.modeldeployment.drift import drift_destination, drift_monitor
     from llmops.operators.modeldeployment.plan import ServingSettings
-    from llmops.serving.drift import credentials_from_env
+    from llmops.storage import credentials_from_env
 
     spec = ModelDeploymentSpec.model_validate(
         {
             "model": {"name": "bot", "version": "1"},
             "registry": {"local": {"path": str(tmp_path / "registry")}},
-            "monitoring": {"drift": {"referenceData": {"local": {"path": str(tmp_path / "reference")}}}},
+            "monitoring": {
+                "drift": {
+                    "referenceData": {"local": {"path": str(tmp_path / "reference")}},
+                    "prompts": {"local": {"path": str(tmp_path / "prompts")}},
+                }
+            },
         }
     )
     owner = {
@@ -213,7 +218,7 @@ def test_the_deployed_monitor_command_tests_the_gateways_samples(tmp_path, monke
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     shop = generate(SHOP, 100, seed=21)
     _write_jsonl(tmp_path / "reference" / "train-00.jsonl", shop[:60])
-    samples = drift_destination(spec, owner)
+    samples = drift_destination(spec)
     assert samples.local is not None
     _write_jsonl(
         Path(samples.local.path) / "2026-01-01" / "000000-gw-000001.jsonl", generate(CODE, 40, seed=3)

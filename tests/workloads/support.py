@@ -16,7 +16,7 @@ from llmops.workload import REPORT, JobIdentity, RunReport, TrainingRun, work_di
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
-QUICKSTART = REPO / "training" / "data" / "quickstart"
+QUICKSTART = REPO / "llmops" / "training" / "data" / "quickstart"
 ARCH = {
     "hiddenSize": 128,
     "layers": 2,

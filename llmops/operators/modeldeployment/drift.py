@@ -32,14 +32,16 @@ def drift_on(spec: ModelDeploymentSpec) -> bool:
     return spec.monitoring.drift is not None and spec.monitoring.drift.enabled
 
 
-def drift_destination(spec: ModelDeploymentSpec, owner: Manifest) -> ObjectStorageLocation:
-    """Where the gateway writes sampled prompts for the drift monitor: beside the payload samples
-    if they are on, else in the registry under monitoring/<namespace>/<name>/prompts."""
-    meta = owner["metadata"]
+def drift_destination(spec: ModelDeploymentSpec) -> ObjectStorageLocation:
+    """Where the gateway writes sampled prompts for the drift monitor: `monitoring.drift.prompts`, else
+    drift-prompts/ beside the payload samples (a CEL rule requires one of them). Never the registry:
+    the gateway faces the internet and holds no credentials of the registry."""
+    drift = spec.monitoring.drift
+    if drift is not None and drift.prompts is not None:
+        return drift.prompts
     sampling = spec.gateway.payload_sampling
-    if sampling:
-        return sampling.destination.child("drift-prompts")
-    return spec.registry.child(f"monitoring/{meta['namespace']}/{meta['name']}/prompts")
+    assert sampling is not None  # the CEL rule on ModelDeploymentSpec
+    return sampling.destination.child("drift-prompts")
 
 
 def drift_monitor(spec: ModelDeploymentSpec, owner: Manifest, settings: ServingSettings) -> list[Manifest]:
@@ -52,7 +54,7 @@ def drift_monitor(spec: ModelDeploymentSpec, owner: Manifest, settings: ServingS
     md = owner["metadata"]["name"]
     selector = child_selector(owner, "drift-monitor")
     labels = child_labels("llmops-drift", "drift-monitor", **selector)
-    samples = drift_destination(spec, owner)
+    samples = drift_destination(spec)
 
     def location(loc: ObjectStorageLocation) -> str:
         return loc.model_dump_json(by_alias=True, exclude_none=True)

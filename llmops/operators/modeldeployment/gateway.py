@@ -74,7 +74,7 @@ def gateway_config(
     if drift_on(spec):
         assert spec.monitoring.drift is not None
         drift_sampling = Sampling(
-            rate=spec.monitoring.drift.sample_rate, destination=drift_destination(spec, owner)
+            rate=spec.monitoring.drift.sample_rate, destination=drift_destination(spec)
         )
     sampling = gateway.payload_sampling
     hold = min(settings.scale_to_zero_hold_seconds, gateway.queue_timeout_seconds * 10)
@@ -94,13 +94,14 @@ def gateway_config(
 
 
 def gateway_secret(spec: ModelDeploymentSpec) -> SecretKeysRef | None:
-    """The one S3 credential the gateway gets: that of the payload samples, else of the registry
-    (when the drift prompts go there)."""
+    """The one S3 credential the gateway gets: that of the payload samples, else of the drift prompts'
+    location; never the registry's (CEL rules on ModelDeploymentSpec keep the two apart)."""
     sampling = spec.gateway.payload_sampling
     if sampling:
         return location_secret(sampling.destination)
     if drift_on(spec):
-        return location_secret(spec.registry)
+        assert spec.monitoring.drift is not None and spec.monitoring.drift.prompts is not None
+        return location_secret(spec.monitoring.drift.prompts)
     return None
 
 

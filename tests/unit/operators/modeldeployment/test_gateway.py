@@ -91,3 +91,40 @@ def test_config_from_model_deployment_gateway() -> None:
         base.model_copy(update={"gateway": Gateway(), "autoscaling": no_zero}), owner(md), plan, hold
     )
     assert plain.api_keys_path is None and plain.scale_to_zero_hold_seconds == 0
+
+
+def test_the_gateway_never_gets_the_registrys_credentials() -> None:
+    """One Secret per purpose (issue 12, point 6): with drift on, the gateway writes the prompts with
+    the payload samples' Secret, or with that of monitoring.drift.prompts when sampling is off; a spec
+    that would leave it only the registry, or hand the registry's Secret to the prompts, is refused."""
+    import pytest
+    from pydantic import ValidationError
+
+    md, spec = example("canary")  # drift on, payload sampling on
+    registry = {"s3": {"bucket": "models", "credentialsSecretRef": {"name": "registry-credentials"}}}
+    drift = spec.monitoring.drift.model_dump(by_alias=True, exclude_none=True)  # type: ignore[union-attr]
+
+    def gateway_secrets(spec: ModelDeploymentSpec) -> set[str]:
+        objs = build(spec, owner(md), Plan(versions=[served(md, spec, "m", "1", "stable", 100)]), SETTINGS)
+        pod = next(
+            o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-gateway")
+        )
+        env = pod["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        return {
+            e["valueFrom"]["secretKeyRef"]["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})
+        }
+
+    with_sampling = spec.model_copy(update={"registry": ObjectStorageLocation.model_validate(registry)})
+    assert gateway_secrets(with_sampling) == {"payload-credentials"}
+    base = with_sampling.to_dict()
+    base["gateway"].pop("payloadSampling")
+    with pytest.raises(ValidationError, match=r"monitoring\.drift\.prompts is required"):
+        ModelDeploymentSpec.model_validate(base)
+    prompts = {"s3": {"bucket": "drift", "credentialsSecretRef": {"name": "drift-prompts"}}}
+    base["monitoring"]["drift"] = {**drift, "prompts": prompts}
+    assert gateway_secrets(ModelDeploymentSpec.model_validate(base)) == {"drift-prompts"}
+    base["monitoring"]["drift"]["prompts"] = {
+        "s3": {**prompts["s3"], "credentialsSecretRef": {"name": "registry-credentials"}}
+    }
+    with pytest.raises(ValidationError, match="must not use the registry's Secret"):
+        ModelDeploymentSpec.model_validate(base)
