@@ -528,7 +528,7 @@ class TrainingJobStatus(Status):
 class Reason(CommonReason):
     """The reasons of a TrainingJob's conditions (`status.conditions[].reason`), declared once.
 
-    The operator (llmops/operators/trainingjob) sets them; docs/operations.md lists the Stalled ones. A run
+    The operator (llmops/operators/trainingjob) sets them; docs/operations.md lists them all. A run
     that Ray or KubeRay failed keeps the runtime's own reason when it is a CamelCase word
     (`DeadlineExceeded`, `ValidationFailed`, `SubmissionFailed`, `AppFailed`), else RAY_JOB_FAILED.
     """
