@@ -274,3 +274,84 @@ def test_generator_renders_bounds_rules_and_unknown_keywords() -> None:
     assert "- `self != ''` (on `spec.tags[]`)" in page
     assert "| `extra` | map[string][object](#spec-extra-values) |" in page
     assert "## `spec.extra.*` { #spec-extra-values }" in page
+
+
+# -- claims the pages make about the code --------------------------------------------------------
+
+PROSE = sorted([ROOT / "README.md", *DOCS.glob("*.md"), *(ROOT / "examples").rglob("*.yaml"),
+                *(ROOT / "examples").rglob("*.md")])  # fmt: skip
+TOP = ("llmops", "tests", "hack", "bench", "deploy", "charts", "examples", "images", "crds", "docs")
+
+
+@pytest.mark.parametrize("page", [p.relative_to(ROOT).as_posix() for p in PROSE])
+def test_every_path_named_exists(page: str) -> None:
+    """A file or folder of this repository named in prose (`llmops/serving/openai.py`, `hack/demo.sh`)
+    exists; so does every module named by its dotted path in backticks or after `-m`
+    (`llmops.training.run`), and an attribute after it (`llmops.engine.vllm_argv`) is defined in it."""
+    text = (ROOT / page).read_text()
+    missing = []
+    # Not an image name (`llmops/operator:dev`, `ghcr.io/llmops/trainer`) nor an s3:// or ~/ path.
+    for path in re.findall(rf"(?<![\w/.~-])((?:{'|'.join(TOP)})/[\w./-]*\w)(?![\w./-]*:)", text):
+        if not (ROOT / path).exists():
+            missing.append(path)
+    for dotted in re.findall(r"(?:`|-m )(llmops(?:\.[a-z_]\w*)+)", text):
+        parts = dotted.split(".")
+        if parts[1] == "io":  # the API group llmops.io
+            continue
+        for i in range(len(parts), 0, -1):
+            base = ROOT.joinpath(*parts[:i])
+            module = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+            if module.is_file():
+                rest = parts[i:]
+                if (
+                    rest
+                    and not re.search(
+                        rf"^(?:def|class|async def) {rest[0]}\b|^{rest[0]}\b.*=", module.read_text(), re.M
+                    )
+                ) or len(rest) > 1:
+                    missing.append(dotted)
+                break
+        else:
+            missing.append(dotted)
+    assert not missing, f"{page} names what does not exist: {sorted(set(missing))}"
+
+
+def _reasons() -> set[str]:
+    from llmops.api import common, modeldeployment, trainingjob
+
+    return {
+        v
+        for cls in (common.CommonReason, modeldeployment.Reason, trainingjob.Reason)
+        for k, v in vars(cls).items()
+        if k.isupper() and isinstance(v, str)
+    }
+
+
+def test_operations_lists_every_condition_reason_and_no_other() -> None:
+    text = (DOCS / "operations.md").read_text()
+    section = text[text.index("### An object is Stalled") : text.index("### Stuck finalizers")]
+    reasons = _reasons()
+    missing = sorted(r for r in reasons if f"`{r}`" not in section)
+    assert not missing, f"docs/operations.md does not describe the condition reasons {missing}"
+    rows = re.findall(r"^\| ([^|]+) \| (?:Ready|Reconciling|Stalled) \|", section, re.M)
+    named = {n for row in rows for n in re.findall(r"`(\w+)`", row)}
+    assert named, "no reason table found in docs/operations.md"
+    unknown = sorted(named - reasons)
+    assert not unknown, f"docs/operations.md names reasons no Reason class declares: {unknown}"
+
+
+def test_every_metric_named_exists_and_every_serving_metric_is_named() -> None:
+    code = "".join(p.read_text() for p in (ROOT / "llmops").rglob("*.py"))
+    declared = set(re.findall(r"""["'](llmops_\w+)["']""", code))
+    for page in PROSE:
+        for name in set(
+            re.findall(r"\b(llmops_(?:operator|gateway|drift)_[a-z0-9_]*[a-z0-9])\b", page.read_text())
+        ):
+            base = re.sub(r"_(total|bucket|count|sum|created)$", "", name)
+            assert name in declared or base in declared, f"{page.name}: {name} is no metric of llmops/"
+    text = (DOCS / "operations.md").read_text()
+    for name in sorted(n for n in declared if n.startswith(("llmops_gateway_", "llmops_drift_"))):
+        short = name.split("_", 2)[2]
+        assert f"`{short}`" in text or f"`{short}_total`" in text or f"`{name}`" in text, (
+            f"docs/operations.md does not describe the metric {name}"
+        )
