@@ -355,3 +355,46 @@ def test_every_metric_named_exists_and_every_serving_metric_is_named() -> None:
         assert f"`{short}`" in text or f"`{short}_total`" in text or f"`{name}`" in text, (
             f"docs/operations.md does not describe the metric {name}"
         )
+
+
+def _has_path(schema: dict, parts: list[str]) -> bool:
+    for part in parts:
+        part = part.removesuffix("[]")
+        items = schema.get("items") or {}
+        if part in schema.get("properties", {}):
+            schema = schema["properties"][part]
+        elif part in items.get("properties", {}):
+            schema = items["properties"][part]
+        elif isinstance(schema.get("additionalProperties"), dict):
+            schema = schema["additionalProperties"]
+        else:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("page", [p.relative_to(ROOT).as_posix() for p in PROSE if "invalid" not in p.parts])
+def test_every_field_named_exists(page: str) -> None:
+    """A field path in prose (`spec.monitoring.serviceMonitor`, `status.canary.windowSeconds`, or one
+    relative to the spec such as `autoscaling.minReplicas`) is a field of a CRD (of either kind: the
+    pages name both). examples/invalid/ is left out: a wrong field is what those files show."""
+    schemas = [
+        yaml.safe_load(p.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for p in sorted((ROOT / "crds").glob("*.yaml"))
+    ]
+    specs = [s["properties"]["spec"] for s in schemas]
+    tops = {name for spec in specs for name in spec["properties"]}
+    chart = json.loads((ROOT / "charts" / "llmops" / "values.schema.json").read_text())
+    text = (ROOT / page).read_text()
+    field = r"[a-zA-Z][a-zA-Z0-9]*(?:\[\])?"
+    wrong = [
+        path
+        for path in re.findall(rf"(?<![\w.])((?:spec|status)(?:\.{field})+)", text)
+        if not any(_has_path(s, path.split(".")) for s in schemas)
+    ]
+    for path in re.findall(rf"`([a-z][a-zA-Z0-9]*(?:\[\])?(?:\.{field})+)`", text):
+        parts = path.split(".")
+        if parts[0].removesuffix("[]") not in tops or path.endswith(".py") or _has_path(chart, parts):
+            continue
+        if not any(_has_path(s, parts) for s in specs):
+            wrong.append(path)
+    assert not wrong, f"{page} names fields no CRD has: {sorted(set(wrong))}"
