@@ -1,7 +1,8 @@
 """The documentation site: the generated API reference is current and complete, the site builds
 with `mkdocs build --strict`, and the pages agree with the code they describe (examples validate,
 every chart value, operator setting and operator metric is documented, the quickstart follows
-hack/demo.sh, the example alerts pass promtool)."""
+hack/demo.sh, the example alerts pass promtool), and what the pages name exists: repository paths and
+modules, condition reasons, metrics, CRD fields, `llmops` commands and their options."""
 
 from __future__ import annotations
 
@@ -398,3 +399,40 @@ def test_every_field_named_exists(page: str) -> None:
         if not any(_has_path(s, parts) for s in specs):
             wrong.append(path)
     assert not wrong, f"{page} names fields no CRD has: {sorted(set(wrong))}"
+
+
+@pytest.mark.parametrize(
+    "page", ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in DOCS.glob("*.md"))]
+)
+def test_every_llmops_command_shown_exists(page: str) -> None:
+    """`llmops dev up --operator --services`, `llmops watch trainingjob NAME -n NS`: each command a page
+    shows (in code, after `llmops `) is a command of the `llmops` CLI, and each option it passes is one
+    of that command's options."""
+    import click
+
+    from llmops.cli import main
+
+    text = (ROOT / page).read_text()
+    wrong = []
+    for line in re.findall(
+        r"(?:^|[`$(]|\s{2})llmops ((?:[a-z][\w-]* ?|-[-\w]+ ?|[A-Z$\"{][^ `)]* ?)+)", text, re.M
+    ):
+        words = line.split()
+        command: click.Command = main
+        ctx = click.Context(main)
+        while isinstance(command, click.Group) and words and not words[0].startswith("-"):
+            sub = command.get_command(ctx, words[0])
+            if sub is None:
+                if command is not main:
+                    wrong.append(f"llmops {line.strip()}: no command {words[0]}")
+                break
+            command, words = sub, words[1:]
+        if command is main:
+            continue  # prose ("llmops objects", "llmops operator is not running") is not a command
+        options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        wrong += [
+            f"llmops {line.strip()}: {w}"
+            for w in words
+            if w.startswith("-") and w.split("=")[0] not in options
+        ]
+    assert not wrong, f"{page} shows options the CLI does not have: {wrong}"
