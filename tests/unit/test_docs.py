@@ -436,3 +436,12 @@ def test_every_llmops_command_shown_exists(page: str) -> None:
             if w.startswith("-") and w.split("=")[0] not in options
         ]
     assert not wrong, f"{page} shows options the CLI does not have: {wrong}"
+
+
+def test_every_make_target_named_exists() -> None:
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
+    for page in PROSE:
+        named = set(re.findall(r"`make (\w[\w-]*)", page.read_text())) | set(
+            re.findall(r"^\s*make (\w[\w-]*)", page.read_text(), re.M)
+        )
+        assert named <= targets, f"{page.name} names make targets the Makefile lacks: {named - targets}"
