@@ -445,3 +445,25 @@ def test_every_make_target_named_exists() -> None:
             re.findall(r"^\s*make (\w[\w-]*)", page.read_text(), re.M)
         )
         assert named <= targets, f"{page.name} names make targets the Makefile lacks: {named - targets}"
+
+
+def test_install_gives_each_chart_values_default() -> None:
+    """A default written as a literal in docs/install.md's chart table is values.yaml's (defaults the
+    templates compute, such as `ghcr.io/llmops/trainer:<appVersion>`, are left to test_chart.py)."""
+    values = yaml.safe_load((ROOT / "charts" / "llmops" / "values.yaml").read_text())
+    text = (DOCS / "install.md").read_text()
+    table = text[text.index("## Chart values") : text.index("## Operator settings")]
+    checked = 0
+    for names, default in re.findall(r"^\| (`[^|]+) \| ([^|]+) \|", table, re.M):
+        literal = re.match(r"`([^`<]*)`", default.strip())
+        if not literal:
+            continue
+        for name in re.findall(r"`([\w.]+)`", names):
+            value = values
+            for part in name.split("."):
+                value = value[part]
+            assert value == (yaml.safe_load(literal.group(1)) if literal.group(1) else ""), (
+                f"docs/install.md gives {name} the default {literal.group(1)!r}; values.yaml has {value!r}"
+            )
+            checked += 1
+    assert checked > 20
