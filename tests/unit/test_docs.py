@@ -467,3 +467,19 @@ def test_install_gives_each_chart_values_default() -> None:
             )
             checked += 1
     assert checked > 20
+
+
+def test_operations_lists_every_slo_alert_with_its_duration() -> None:
+    from llmops.api.modeldeployment import Alerts
+    from llmops.operators.modeldeployment.monitoring import alert_rules
+
+    every = Alerts.model_validate(
+        {"p95LatencyMs": 1, "maxErrorRate": 0.1, "maxQueueDepth": 1, "maxDriftScore": 0.9}
+    )
+    rules = {r["alert"]: r["for"] for r in alert_rules(every, "ns", "md")}
+    text = (DOCS / "operations.md").read_text()
+    rows = dict(re.findall(r"^\| `(LLMOps\w+)` \| (.+) \|$", text, re.M))
+    for alert, duration in rules.items():
+        assert alert in rows, f"docs/operations.md does not list the alert {alert}"
+        minutes = int(duration.removesuffix("m"))
+        assert f"for {minutes} minutes" in rows[alert], f"{alert} fires after {duration}: {rows[alert]}"
