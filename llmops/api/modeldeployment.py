@@ -151,7 +151,9 @@ class CanaryAnalysis(ApiModel):
             " rate."
         ),
     )
-    max_error_rate: Fraction | None = Field(0.05, description="Largest allowed fraction of failed requests.")
+    max_error_rate: Fraction | None = Field(
+        0.05, description="Largest allowed fraction of requests answered 5xx (not 429 or 4xx)."
+    )
     max_latency_ratio: float | None = Field(
         None, gt=0, description="Largest allowed canary p95 latency divided by the stable version's."
     )
@@ -193,7 +195,8 @@ class Alerts(ApiModel):
 
     p95_latency_ms: int | None = Field(None, ge=1, description="Alert when p95 request latency exceeds this.")
     max_error_rate: Fraction | None = Field(
-        None, description="Alert when the fraction of failed requests exceeds this."
+        None,
+        description="Alert when the fraction of requests answered 5xx (not 429 or 4xx) exceeds this.",
     )
     max_queue_depth: int | None = Field(None, ge=1, description="Alert when waiting requests exceed this.")
     max_drift_score: Fraction | None = Field(

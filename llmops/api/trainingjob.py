@@ -1,6 +1,6 @@
 """TrainingJob: pre-train or fine-tune a model on Ray, evaluate it, and register a new model version.
 
-`TrainingJobSpec` stands alone so that other resources (a RetrainPolicy's template) can embed it.
+`TrainingJobSpec` stands alone so that another resource can embed it as a template (none does yet).
 One module for the whole API of the kind (over 400 lines): its spec and status types, their CEL
 rules and condition reasons are the CRD's single source (`make crds`), read together.
 """
@@ -528,7 +528,7 @@ class TrainingJobStatus(Status):
 class Reason(CommonReason):
     """The reasons of a TrainingJob's conditions (`status.conditions[].reason`), declared once.
 
-    The operator (llmops/operators/trainingjob) sets them; docs/operations.md lists the Stalled ones. A run
+    The operator (llmops/operators/trainingjob) sets them; docs/operations.md lists them all. A run
     that Ray or KubeRay failed keeps the runtime's own reason when it is a CamelCase word
     (`DeadlineExceeded`, `ValidationFailed`, `SubmissionFailed`, `AppFailed`), else RAY_JOB_FAILED.
     """

@@ -172,7 +172,7 @@ def test_status_parses_what_the_apiserver_returns() -> None:
 
 
 def test_training_job_spec_can_be_embedded() -> None:
-    """A template (RetrainPolicy) embeds the spec: it must carry no transition rules of its own."""
+    """A template (a resource embedding the spec; none exists yet) carries no transition rules."""
     assert "oldSelf" not in json.dumps(TrainingJobSpec.model_json_schema())
 
 

@@ -1,7 +1,8 @@
 """The documentation site: the generated API reference is current and complete, the site builds
 with `mkdocs build --strict`, and the pages agree with the code they describe (examples validate,
 every chart value, operator setting and operator metric is documented, the quickstart follows
-hack/demo.sh, the example alerts pass promtool)."""
+hack/demo.sh, the example alerts pass promtool), and what the pages name exists: repository paths and
+modules, condition reasons, metrics, CRD fields, `llmops` commands and their options."""
 
 from __future__ import annotations
 
@@ -274,3 +275,211 @@ def test_generator_renders_bounds_rules_and_unknown_keywords() -> None:
     assert "- `self != ''` (on `spec.tags[]`)" in page
     assert "| `extra` | map[string][object](#spec-extra-values) |" in page
     assert "## `spec.extra.*` { #spec-extra-values }" in page
+
+
+# -- claims the pages make about the code --------------------------------------------------------
+
+PROSE = sorted([ROOT / "README.md", *DOCS.glob("*.md"), *(ROOT / "examples").rglob("*.yaml"),
+                *(ROOT / "examples").rglob("*.md")])  # fmt: skip
+TOP = ("llmops", "tests", "hack", "bench", "deploy", "charts", "examples", "images", "crds", "docs")
+
+
+@pytest.mark.parametrize("page", [p.relative_to(ROOT).as_posix() for p in PROSE])
+def test_every_path_named_exists(page: str) -> None:
+    """A file or folder of this repository named in prose (`llmops/serving/openai.py`, `hack/demo.sh`)
+    exists; so does every module named by its dotted path in backticks or after `-m`
+    (`llmops.training.run`), and an attribute after it (`llmops.engine.vllm_argv`) is defined in it."""
+    text = (ROOT / page).read_text()
+    missing = []
+    # Not an image name (`llmops/operator:dev`, `ghcr.io/llmops/trainer`) nor an s3:// or ~/ path.
+    for path in re.findall(rf"(?<![\w/.~-])((?:{'|'.join(TOP)})/[\w./-]*\w)(?![\w./-]*:)", text):
+        if not (ROOT / path).exists():
+            missing.append(path)
+    for dotted in re.findall(r"(?:`|-m )(llmops(?:\.[a-z_]\w*)+)", text):
+        parts = dotted.split(".")
+        if parts[1] == "io":  # the API group llmops.io
+            continue
+        for i in range(len(parts), 0, -1):
+            base = ROOT.joinpath(*parts[:i])
+            module = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+            if module.is_file():
+                rest = parts[i:]
+                if (
+                    rest
+                    and not re.search(
+                        rf"^(?:def|class|async def) {rest[0]}\b|^{rest[0]}\b.*=", module.read_text(), re.M
+                    )
+                ) or len(rest) > 1:
+                    missing.append(dotted)
+                break
+        else:
+            missing.append(dotted)
+    assert not missing, f"{page} names what does not exist: {sorted(set(missing))}"
+
+
+def _reasons() -> set[str]:
+    from llmops.api import common, modeldeployment, trainingjob
+
+    return {
+        v
+        for cls in (common.CommonReason, modeldeployment.Reason, trainingjob.Reason)
+        for k, v in vars(cls).items()
+        if k.isupper() and isinstance(v, str)
+    }
+
+
+def test_operations_lists_every_condition_reason_and_no_other() -> None:
+    text = (DOCS / "operations.md").read_text()
+    section = text[text.index("### An object is Stalled") : text.index("### Stuck finalizers")]
+    reasons = _reasons()
+    missing = sorted(r for r in reasons if f"`{r}`" not in section)
+    assert not missing, f"docs/operations.md does not describe the condition reasons {missing}"
+    rows = re.findall(r"^\| ([^|]+) \| (?:Ready|Reconciling|Stalled) \|", section, re.M)
+    named = {n for row in rows for n in re.findall(r"`(\w+)`", row)}
+    assert named, "no reason table found in docs/operations.md"
+    unknown = sorted(named - reasons)
+    assert not unknown, f"docs/operations.md names reasons no Reason class declares: {unknown}"
+
+
+def test_every_metric_named_exists_and_every_serving_metric_is_named() -> None:
+    code = "".join(p.read_text() for p in (ROOT / "llmops").rglob("*.py"))
+    declared = set(re.findall(r"""["'](llmops_\w+)["']""", code))
+    for page in PROSE:
+        for name in set(
+            re.findall(r"\b(llmops_(?:operator|gateway|drift)_[a-z0-9_]*[a-z0-9])\b", page.read_text())
+        ):
+            base = re.sub(r"_(total|bucket|count|sum|created)$", "", name)
+            assert name in declared or base in declared, f"{page.name}: {name} is no metric of llmops/"
+    text = (DOCS / "operations.md").read_text()
+    for name in sorted(n for n in declared if n.startswith(("llmops_gateway_", "llmops_drift_"))):
+        short = name.split("_", 2)[2]
+        assert f"`{short}`" in text or f"`{short}_total`" in text or f"`{name}`" in text, (
+            f"docs/operations.md does not describe the metric {name}"
+        )
+
+
+def _has_path(schema: dict, parts: list[str]) -> bool:
+    for part in parts:
+        part = part.removesuffix("[]")
+        items = schema.get("items") or {}
+        if part in schema.get("properties", {}):
+            schema = schema["properties"][part]
+        elif part in items.get("properties", {}):
+            schema = items["properties"][part]
+        elif isinstance(schema.get("additionalProperties"), dict):
+            schema = schema["additionalProperties"]
+        else:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("page", [p.relative_to(ROOT).as_posix() for p in PROSE if "invalid" not in p.parts])
+def test_every_field_named_exists(page: str) -> None:
+    """A field path in prose (`spec.monitoring.serviceMonitor`, `status.canary.windowSeconds`, or one
+    relative to the spec such as `autoscaling.minReplicas`) is a field of a CRD (of either kind: the
+    pages name both). examples/invalid/ is left out: a wrong field is what those files show."""
+    schemas = [
+        yaml.safe_load(p.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for p in sorted((ROOT / "crds").glob("*.yaml"))
+    ]
+    specs = [s["properties"]["spec"] for s in schemas]
+    tops = {name for spec in specs for name in spec["properties"]}
+    chart = json.loads((ROOT / "charts" / "llmops" / "values.schema.json").read_text())
+    text = (ROOT / page).read_text()
+    field = r"[a-zA-Z][a-zA-Z0-9]*(?:\[\])?"
+    wrong = [
+        path
+        for path in re.findall(rf"(?<![\w.])((?:spec|status)(?:\.{field})+)", text)
+        if not any(_has_path(s, path.split(".")) for s in schemas)
+    ]
+    for path in re.findall(rf"`([a-z][a-zA-Z0-9]*(?:\[\])?(?:\.{field})+)`", text):
+        parts = path.split(".")
+        if parts[0].removesuffix("[]") not in tops or path.endswith(".py") or _has_path(chart, parts):
+            continue
+        if not any(_has_path(s, parts) for s in specs):
+            wrong.append(path)
+    assert not wrong, f"{page} names fields no CRD has: {sorted(set(wrong))}"
+
+
+@pytest.mark.parametrize(
+    "page", ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in DOCS.glob("*.md"))]
+)
+def test_every_llmops_command_shown_exists(page: str) -> None:
+    """`llmops dev up --operator --services`, `llmops watch trainingjob NAME -n NS`: each command a page
+    shows (in code, after `llmops `) is a command of the `llmops` CLI, and each option it passes is one
+    of that command's options."""
+    import click
+
+    from llmops.cli import main
+
+    text = (ROOT / page).read_text()
+    wrong = []
+    for line in re.findall(
+        r"(?:^|[`$(]|\s{2})llmops ((?:[a-z][\w-]* ?|-[-\w]+ ?|[A-Z$\"{][^ `)]* ?)+)", text, re.M
+    ):
+        words = line.split()
+        command: click.Command = main
+        ctx = click.Context(main)
+        while isinstance(command, click.Group) and words and not words[0].startswith("-"):
+            sub = command.get_command(ctx, words[0])
+            if sub is None:
+                if command is not main:
+                    wrong.append(f"llmops {line.strip()}: no command {words[0]}")
+                break
+            command, words = sub, words[1:]
+        if command is main:
+            continue  # prose ("llmops objects", "llmops operator is not running") is not a command
+        options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        wrong += [
+            f"llmops {line.strip()}: {w}"
+            for w in words
+            if w.startswith("-") and w.split("=")[0] not in options
+        ]
+    assert not wrong, f"{page} shows options the CLI does not have: {wrong}"
+
+
+def test_every_make_target_named_exists() -> None:
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
+    for page in PROSE:
+        named = set(re.findall(r"`make (\w[\w-]*)", page.read_text())) | set(
+            re.findall(r"^\s*make (\w[\w-]*)", page.read_text(), re.M)
+        )
+        assert named <= targets, f"{page.name} names make targets the Makefile lacks: {named - targets}"
+
+
+def test_install_gives_each_chart_values_default() -> None:
+    """A default written as a literal in docs/install.md's chart table is values.yaml's (defaults the
+    templates compute, such as `ghcr.io/llmops/trainer:<appVersion>`, are left to test_chart.py)."""
+    values = yaml.safe_load((ROOT / "charts" / "llmops" / "values.yaml").read_text())
+    text = (DOCS / "install.md").read_text()
+    table = text[text.index("## Chart values") : text.index("## Operator settings")]
+    checked = 0
+    for names, default in re.findall(r"^\| (`[^|]+) \| ([^|]+) \|", table, re.M):
+        literal = re.match(r"`([^`<]*)`", default.strip())
+        if not literal:
+            continue
+        for name in re.findall(r"`([\w.]+)`", names):
+            value = values
+            for part in name.split("."):
+                value = value[part]
+            assert value == (yaml.safe_load(literal.group(1)) if literal.group(1) else ""), (
+                f"docs/install.md gives {name} the default {literal.group(1)!r}; values.yaml has {value!r}"
+            )
+            checked += 1
+    assert checked > 20
+
+
+def test_operations_lists_every_slo_alert_with_its_duration() -> None:
+    from llmops.api.modeldeployment import Alerts
+    from llmops.operators.modeldeployment.monitoring import alert_rules
+
+    every = Alerts.model_validate(
+        {"p95LatencyMs": 1, "maxErrorRate": 0.1, "maxQueueDepth": 1, "maxDriftScore": 0.9}
+    )
+    rules = {r["alert"]: r["for"] for r in alert_rules(every, "ns", "md")}
+    text = (DOCS / "operations.md").read_text()
+    rows = dict(re.findall(r"^\| `(LLMOps\w+)` \| (.+) \|$", text, re.M))
+    for alert, duration in rules.items():
+        assert alert in rows, f"docs/operations.md does not list the alert {alert}"
+        minutes = int(duration.removesuffix("m"))
+        assert f"for {minutes} minutes" in rows[alert], f"{alert} fires after {duration}: {rows[alert]}"
