@@ -73,9 +73,7 @@ def gateway_config(
     drift_sampling = None
     if drift_on(spec):
         assert spec.monitoring.drift is not None
-        drift_sampling = Sampling(
-            rate=spec.monitoring.drift.sample_rate, destination=drift_destination(spec)
-        )
+        drift_sampling = Sampling(rate=spec.monitoring.drift.sample_rate, destination=drift_destination(spec))
     sampling = gateway.payload_sampling
     hold = min(settings.scale_to_zero_hold_seconds, gateway.queue_timeout_seconds * 10)
     return GatewayConfig(
