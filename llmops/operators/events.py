@@ -5,6 +5,7 @@ The runtime (llmops/operators/runtime.py) asks `announcement` after each reconci
 
 | before (status)               | outcome                | Event                           |
 |-------------------------------|------------------------|---------------------------------|
+| anything                      | stalled, reason in own | none (the kind posted its own)  |
 | Stalled=True, the same reason | stalled                | none (not on every retry)       |
 | anything else                 | stalled                | Warning stalled_reason(outcome) |
 | another phase                 | in a phase of `phases` | Normal phases[phase]            |
@@ -34,16 +35,20 @@ class Announcements:
     - A Normal Event when the phase changes into one of `phases` (the phase entered -> the Event
       reason); other phase changes are not announced.
 
-    The message is the outcome's message.
+    The message is the outcome's message. `own`: stalled reasons the kind announces itself, with a
+    domain Event of its own at the moment it happens (a canary's rollback), so the runtime stays quiet.
     """
 
     phases: Mapping[str, str] = field(default_factory=dict)
     stalled_reason: Callable[[Outcome], str] | None = None
+    own: frozenset[str] = frozenset()
 
 
 def announcement(policy: Announcements, before: Status, outcome: Outcome) -> tuple[str, str, bool] | None:
     """(Event reason, message, warning) that `outcome` calls for after `before`, else None. Pure."""
     if outcome.state == "stalled":
+        if outcome.reason in policy.own:
+            return None
         was = conditions.get_condition(before.conditions, conditions.STALLED)
         if was is not None and was.status == "True" and was.reason == outcome.reason:
             return None

@@ -15,6 +15,7 @@ Where things are:
 from __future__ import annotations
 
 from llmops.api import MODEL_DEPLOYMENT
+from llmops.api.modeldeployment import Reason
 from llmops.operators.events import Announcements
 from llmops.operators.modeldeployment import canary
 from llmops.operators.modeldeployment.observe import deployment_fingerprint
@@ -50,8 +51,9 @@ def make_kind(settings: ServingSettings | None = None, metrics: canary.MetricsSo
         reconciler,
         children=CHILDREN,
         child_deleted=reconciler.forget,
-        # A Warning once per new stalled reason; no phase Events (the canary posts its own steps).
-        announcements=Announcements(),
+        # A Warning once per new stalled reason; no phase Events: the canary posts its own steps,
+        # its rollback and its failed analysis included.
+        announcements=Announcements(own=frozenset({Reason.ROLLED_BACK, Reason.ANALYSIS_FAILED})),
     )
 
 

@@ -40,3 +40,15 @@ def test_a_normal_event_on_an_announced_phase_change() -> None:
     assert events.announcement(POLICY, status("Running"), running) is None
     pending = Outcome("reconciling", "Pending", "Starting", "")
     assert events.announcement(POLICY, status(None), pending) is None  # not an announced phase
+
+
+def test_reasons_the_kind_announces_itself_stay_quiet() -> None:
+    """A canary's rollback is announced by the canary's own Event when it happens: the runtime does
+    not post a second Warning for the Stalled condition it leads to."""
+    from llmops.api.common import Status
+    from llmops.operators.events import Announcements, announcement
+    from llmops.operators.outcome import Outcome
+
+    rolled = Outcome("stalled", "Degraded", "RolledBack", "canary rolled back")
+    assert announcement(Announcements(own=frozenset({"RolledBack"})), Status(), rolled) is None
+    assert announcement(Announcements(), Status(), rolled) == ("RolledBack", "canary rolled back", True)
