@@ -44,6 +44,8 @@ Handler = Callable[["Request"], Awaitable["Response"]]
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _REASONS[499] = b"Client Closed Request"
+MAX_HEAD = 64 << 10  # bytes of request line and headers (aiohttp and nginx allow 8-32 KiB per line)
+MAX_PIPELINED = 32  # requests parsed ahead of the one in flight before reading pauses
 
 
 class TooLarge(Exception):
@@ -230,6 +232,8 @@ class _Connection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._url = b""
         self._headers: dict[str, str] = {}
+        self._head_size = 0
+        self._reading = True
         self.request: Request | None = None  # the request being parsed
         self.queue: deque[Request] = deque()  # parsed, waiting for the one in flight
         self.task: asyncio.Task[None] | None = None
@@ -269,12 +273,17 @@ class _Connection(asyncio.Protocol):
             self._drain.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self.request is None:  # bytes of a request's head (or the next request's)
+            self._head_size += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._bad(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as e:
             self._bad(400, f"malformed request: {e}")
+        else:
+            if self.request is None and self._head_size > MAX_HEAD:
+                self._bad(431, f"the request line and headers exceed {MAX_HEAD} bytes")
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -296,6 +305,7 @@ class _Connection(asyncio.Protocol):
         )
         request.keep_alive = parser.should_keep_alive()
         self.request = request
+        self._head_size = 0
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.server.max_body:
             request._too_large = True
@@ -305,6 +315,9 @@ class _Connection(asyncio.Protocol):
             self._start(request)
         else:
             self.queue.append(request)
+            if len(self.queue) >= MAX_PIPELINED and self._reading and self.transport is not None:
+                self._reading = False
+                self.transport.pause_reading()
 
     def on_body(self, body: bytes) -> None:
         if self.request is not None:
@@ -394,6 +407,9 @@ class _Connection(asyncio.Protocol):
             self.close()
         elif self.queue:
             self._start(self.queue.popleft())
+            if not self._reading and len(self.queue) < MAX_PIPELINED // 2 and self.transport is not None:
+                self._reading = True
+                self.transport.resume_reading()
         else:
             self._arm_idle()
 

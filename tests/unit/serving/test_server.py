@@ -9,7 +9,16 @@ import contextlib
 
 import pytest
 
-from llmops.serving.server import Request, Response, Server, StreamResponse, TooLarge, json_response
+from llmops.serving.server import (
+    MAX_HEAD,
+    MAX_PIPELINED,
+    Request,
+    Response,
+    Server,
+    StreamResponse,
+    TooLarge,
+    json_response,
+)
 
 
 async def _echo(request: Request) -> Response:
@@ -159,6 +168,9 @@ def test_malformed_request_is_400_and_closed():
         async with serving() as (port, _):
             out = await _exchange(port, b"NOT HTTP AT ALL\r\n\r\n")
             assert out.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in out
+            huge = b"GET /get HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * (MAX_HEAD + 1)
+            out = await _exchange(port, huge)  # the head never ends: 431 and closed
+            assert out.startswith(b"HTTP/1.1 431 ") and b"Connection: close" in out
 
     run(main())
 
@@ -202,5 +214,21 @@ def test_idle_connection_closes_after_the_keepalive_timeout():
             assert (await asyncio.wait_for(reader.readuntil(b"}"), 5)).startswith(b"HTTP/1.1 200 ")
             assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server when idle
             writer.close()
+
+    run(main())
+
+
+def test_many_pipelined_requests_are_all_answered_in_order():
+    """More pipelined requests than MAX_PIPELINED: reading pauses and resumes, none is lost."""
+
+    async def main():
+        async with serving() as (port, _):
+            n = MAX_PIPELINED * 2 + 3
+            data = b"".join(
+                b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n%04d" % i for i in range(n)
+            )
+            out = await _exchange(port, data, b"\r\n\r\n%04d" % (n - 1))
+            bodies = [int(part[:4]) for part in out.split(b"\r\n\r\n")[1:]]
+            assert bodies == list(range(n))
 
     run(main())
