@@ -21,6 +21,9 @@ gateway needs:
   `write` waits while the client reads slower than the answer comes (transport flow control).
 - Keep-alive as HTTP/1.1 has it; idle connections close after `keepalive_timeout` seconds.
   `Expect: 100-continue` is answered. Malformed requests get 400 and the connection closes.
+
+Over 400 lines on purpose: the connection protocol, the request and the two response kinds share
+one connection's state (parser, flow control, the handler in flight) and make sense only together.
 """
 
 from __future__ import annotations
