@@ -17,7 +17,10 @@ latency and time to first token, throughput, and the ratios against direct.
 completion (streamed or not), so neither vLLM nor its share of the CPU decides the figures. The
 sequential phase then runs both plain and streamed requests, the load phase asks for more requests
 per round (2,000), and the summary prints the gateway beside vllm-router: added p50 latency one
-request at a time, and req/s at `--concurrency` streams, with their ratios.
+request at a time, and req/s at `--concurrency` streams, with their ratios, and under each the CPU
+time per request of each process (gateway, vllm-router, and the canned upstream for scale, from
+/proc: user + system, all threads), which depends far less than wall-clock on what else a shared
+machine runs.
 
 Goals (issue 5): p50 overhead <= 1 ms, throughput >= 0.95x direct, and no worse than the peer.
 Issue 11: with `--canned`, per-request overhead no worse than vllm-router's, and more req/s under load.
@@ -136,6 +139,31 @@ async def sequential(
                 if i >= 5:  # the first few warm connections and caches
                     out[name].append(time.perf_counter() - start)
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far, all its threads (Linux: /proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(
+    pids: dict[str, int], phase, requests: int, direct_share: int = 1
+) -> tuple[object, dict[str, float]]:
+    """Run `phase()` and return its result with each target process's CPU time per request (us),
+    `requests` being how many each target served in it. CPU time depends less than wall-clock
+    latency on what else the shared machine is doing. The upstream ("direct") also answers the
+    proxies' requests: in a phase where each of `direct_share` targets sent it `requests`, its CPU
+    time is divided among them all."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result = phase()
+    return result, {
+        name: (cpu_seconds(pid) - before[name]) / requests / (direct_share if name == "direct" else 1) * 1e6
+        for name, pid in pids.items()
+    }
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -257,14 +285,18 @@ def start_canned(workdir: Path, chunks: int) -> tuple[subprocess.Popen, str]:
 
 
 def peer_summary(
-    seq: dict[str, list[float]], seq_stream: dict[str, list[float]], runs: dict[str, list[dict]]
+    seq: dict[str, list[float]],
+    seq_stream: dict[str, list[float]],
+    runs: dict[str, list[dict]],
+    cpu: dict[str, dict[str, float]],
 ) -> dict:
-    """The gateway beside vllm-router: added p50 latency (ms) and req/s, with gateway/router ratios.
+    """The gateway beside vllm-router: added p50 latency (ms) and req/s, with gateway/router ratios,
+    and each process's CPU time per request (us; `cpu` by phase: plain, stream, load).
 
     Added latency is each target's p50 minus direct's p50 in the same interleaved run; req/s is the
     median over rounds (each round runs every target once, so drift of a shared machine cancels).
     """
-    out: dict = {"lines": []}
+    out: dict = {"lines": [], "cpu_us_per_request": cpu}
     for label, results in (("plain", seq), ("stream", seq_stream)):
         if not results:
             continue
@@ -277,6 +309,8 @@ def peer_summary(
             f"  one at a time, {label:<6}: gateway +{added['gateway']:.3f} ms, vllm-router"
             f" +{added['vllm-router']:.3f} ms, gateway/router {ratio:.2f} (<= 1 is the goal)"
         )
+        if label in cpu:
+            out["lines"].append(_cpu_line(cpu[label]))
     rps = {n: statistics.median(len(r["results"]) / r["wall"] for r in runs[n]) for n in runs}
     out["req_per_s_median"] = rps
     out["req_per_s_ratio"] = rps["gateway"] / rps["vllm-router"]
@@ -284,7 +318,13 @@ def peer_summary(
         f"  under load: direct {rps['direct']:.0f} req/s, gateway {rps['gateway']:.0f}, vllm-router"
         f" {rps['vllm-router']:.0f}; gateway/router {out['req_per_s_ratio']:.2f} (>= 1 is the goal)"
     )
+    if "load" in cpu:
+        out["lines"].append(_cpu_line(cpu["load"]))
     return out
+
+
+def _cpu_line(cpu: dict[str, float]) -> str:
+    return "      process CPU per request: " + ", ".join(f"{n} {v:.0f} us" for n, v in cpu.items())
 
 
 def wait_healthy_path(url: str, path: str, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -354,25 +394,47 @@ def main() -> None:
 
         # 1. Per-request overhead: sequential, non-streaming, one token, the targets interleaved request by
         #    request, so what differs is the hop, not the machine's mood.
-        seq = asyncio.run(sequential(targets, args.model, args.sequential))
-        seq_stream = (
-            asyncio.run(sequential(targets, args.model, args.sequential, stream=True)) if args.canned else {}
+        pids = {name: proc.pid for name, proc in zip(list(targets)[1:], procs, strict=True)}
+        if args.canned:  # the canned upstream's own cost, for scale (vLLM's would include the model)
+            pids = {"direct": vllm.pid, **pids}
+        cpu: dict[str, dict[str, float]] = {}
+        # The +5 warm-up requests per target are counted in the CPU time too (0.5% of 1,000).
+        seq, cpu["plain"] = cpu_per_request(
+            pids,
+            lambda: asyncio.run(sequential(targets, args.model, args.sequential)),
+            args.sequential,
+            len(targets),
         )
+        seq_stream = {}
+        if args.canned:
+            seq_stream, cpu["stream"] = cpu_per_request(
+                pids,
+                lambda: asyncio.run(sequential(targets, args.model, args.sequential, stream=True)),
+                args.sequential,
+                len(targets),
+            )
         # 2. Concurrent streaming load, the targets taking turns (in rotating order) round by round.
         runs: dict[str, list[dict]] = {name: [] for name in targets}
         names = list(targets)
+        load_cpu = dict.fromkeys(pids, 0.0)
         for rnd in range(args.rounds):
             for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
-                runs[name].append(
-                    asyncio.run(
+                run, used = cpu_per_request(
+                    {name: pids[name]} if name in pids else {},
+                    lambda name=name: asyncio.run(
                         load(targets[name], args.model, args.concurrency, args.requests, args.max_tokens)
-                    )
+                    ),
+                    args.requests + args.concurrency,  # the warm-up request of each client too
                 )
+                runs[name].append(run)
+                for n, v in used.items():
+                    load_cpu[n] += v / args.rounds
             print(
                 f"round {rnd + 1}/{args.rounds}: "
                 + ", ".join(f"{n} {runs[n][-1]['wall']:.2f}s" for n in names),
                 flush=True,
             )
+        cpu["load"] = load_cpu
 
         stats = {name: summarise(r) for name, r in runs.items()}
         base = stats["direct"]
@@ -419,7 +481,7 @@ def main() -> None:
         if router_note:
             print(router_note)
         seq_p50 = {n: quantile(v, 0.5) * 1000 for n, v in seq.items()}
-        peer = peer_summary(seq, seq_stream, runs) if "vllm-router" in targets else None
+        peer = peer_summary(seq, seq_stream, runs, cpu) if "vllm-router" in targets else None
         if peer:
             print()
             print("3) the hop against the peer (added p50 = target p50 - direct p50, one request at a time)")
@@ -432,6 +494,7 @@ def main() -> None:
                     "sequential_stream_p50_ms": {n: quantile(v, 0.5) * 1000 for n, v in seq_stream.items()},
                     "load": stats,
                     "throughput_ratio": ratios,
+                    "cpu_us_per_request": cpu,
                     "peer": {k: v for k, v in peer.items() if k != "lines"} if peer else None,
                     "note": router_note or None,
                 }

@@ -29,14 +29,16 @@ relay's `forward`, `_account`). The rest of the gateway:
 | serving.stream | the answer's way back to the client (`Relay`): whole answers and SSE streams |
 | serving.replicas | `ReplicaPool`: version groups, DNS, health checks, config reload |
 | serving.balancer | choosing a replica (weights, least outstanding) and the bounded queue |
+| serving.server | the HTTP/1.1 server the clients talk to (asyncio protocol, httptools) |
 | serving.upstream | the HTTP client of proxied requests (keep-alive, httptools) |
 | serving.pii, serving.ratelimit, serving.auth | redaction, per-key limits, API keys |
 | serving.sampler, serving.anomaly | payload and prompt samples; latency and error-rate anomalies |
 | serving.metrics, serving.logs | the Prometheus series; JSON log lines |
 
-The replicas are asked through `llmops.serving.upstream` (keep-alive connections on asyncio protocols,
-httptools parsing; chosen over aiohttp's client by measurement, bench/gateway_overhead.py --canned);
-health checks and model lists use aiohttp's client (serving.replicas).
+Clients are served by `llmops.serving.server` and the replicas asked through `llmops.serving.upstream`
+(both asyncio protocols with httptools parsing, on uvloop; chosen over aiohttp's server and client by
+measurement, bench/gateway_overhead.py --canned: see each module); health checks and model lists use
+aiohttp's client (serving.replicas).
 
 The config file is re-read when it changes (a ConfigMap update): upstream groups and weights apply
 at once, so canary steps need no restart; other fields need one.
@@ -59,7 +61,6 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from llmops.gateway_config import GatewayConfig
@@ -75,6 +76,7 @@ from llmops.serving.pii import Redaction
 from llmops.serving.ratelimit import KeyLimiter
 from llmops.serving.replicas import ReplicaPool
 from llmops.serving.sampler import Sampler
+from llmops.serving.server import Request, Response, Server, TooLarge, json_response
 from llmops.serving.stream import ClientGone, Relay
 from llmops.serving.upstream import Upstream, UpstreamConnectError, UpstreamError, UpstreamResponse
 
@@ -107,12 +109,6 @@ class Exchange:
     reason: str | None = "internal"
     usage: dict[str, Any] | None = None
     texts: list[str] | None = None  # the answer's texts, when sampled
-
-
-def _client_gone(request: web.Request) -> bool:
-    """True once the client's connection is closed (aiohttp drops the transport on connection_lost)."""
-    transport = request.transport
-    return transport is None or transport.is_closing()
 
 
 class Gateway:
@@ -165,7 +161,7 @@ class Gateway:
 
     # Lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self, app: web.Application) -> None:
+    async def start(self) -> None:
         cfg = self.config
         self.pool.open()
         self.upstream = Upstream(connect_timeout=5, total_timeout=cfg.upstream_timeout_seconds)
@@ -181,7 +177,7 @@ class Gateway:
         ]
         self.tasks += [spawn(s.run()) for s in (self.payloads, self.prompts) if s is not None]
 
-    async def stop(self, app: web.Application) -> None:
+    async def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -205,39 +201,34 @@ class Gateway:
             log.warning("drain timeout: %d requests still in progress are cut off", self.inflight)
         self.pool.dispatcher.fail_all(Draining())
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_request_bytes)
-        for kind, path in ENDPOINTS.items():
-            app.router.add_post(path, self.handler(kind))
-        app.router.add_get("/v1/models", self.models)
-        app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics_endpoint)
-        app.on_startup.append(self.start)
-        app.on_cleanup.append(self.stop)
-        return app
+    def server(self) -> Server:
+        """The HTTP server of the gateway's routes (serving.server; in the running loop)."""
+        routes = {("POST", path): self.handler(kind) for kind, path in ENDPOINTS.items()}
+        routes[("GET", "/v1/models")] = self.models
+        routes[("GET", "/healthz")] = self.healthz
+        routes[("GET", "/readyz")] = self.readyz
+        routes[("GET", "/metrics")] = self.metrics_endpoint
+        return Server(routes, max_body=self.config.max_request_bytes)
 
     # Small endpoints -----------------------------------------------------------------------------
 
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
 
-    async def readyz(self, request: web.Request) -> web.Response:
+    async def readyz(self, request: Request) -> Response:
         if self.draining:
-            return web.json_response({"status": "draining"}, status=503)
-        return web.json_response(
+            return json_response({"status": "draining"}, status=503)
+        return json_response(
             {"status": "ready", "readyReplicas": sum(r.ready for r in self.pool.balancer.replicas())}
         )
 
-    async def metrics_endpoint(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    def _authenticate(self, request: web.Request) -> str:
+    def _authenticate(self, request: Request) -> str:
         if self.keys is None:
             return "anonymous"
-        key_id = self.keys.identify(request.headers.get("Authorization"))
+        key_id = self.keys.identify(request.headers.get("authorization"))
         if key_id is None:
             raise HttpError(
                 401,
@@ -247,26 +238,26 @@ class Gateway:
             )
         return key_id
 
-    async def models(self, request: web.Request) -> web.Response:
+    async def models(self, request: Request) -> Response:
         try:
             self._authenticate(request)
         except HttpError as e:
             self.metrics.count(NO_VERSION, e.status, e.reason)
             return e.response()
-        return web.json_response({"object": "list", "data": await self.pool.model_cards()})
+        return json_response({"object": "list", "data": await self.pool.model_cards()})
 
     # The proxy ---------------------------------------------------------------------------------
 
-    def handler(self, kind: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        """The aiohttp handler of endpoint `kind` (see serving.endpoints)."""
+    def handler(self, kind: str) -> Callable[[Request], Awaitable[Response]]:
+        """The handler of endpoint `kind` (see serving.endpoints)."""
 
-        async def handle(request: web.Request) -> web.StreamResponse:
+        async def handle(request: Request) -> Response:
             return await self.handle(request, kind)
 
         handle.__name__ = f"handle_{kind}"
         return handle
 
-    async def handle(self, request: web.Request, kind: str) -> web.StreamResponse:
+    async def handle(self, request: Request, kind: str) -> Response:
         start = time.perf_counter()
         if self.draining:
             self.metrics.count(NO_VERSION, 503, "draining")
@@ -277,16 +268,16 @@ class Gateway:
         finally:
             self.inflight -= 1
 
-    async def _handle(self, request: web.Request, kind: str, start: float) -> web.StreamResponse:
+    async def _handle(self, request: Request, kind: str, start: float) -> Response:
         """One proxied request, from the API key to its last byte: `_admit`, `_acquire`, `_sample`,
         `_send`, the relay's `forward`, and `_account` at the end whatever happened.
 
         Whatever state the request is in (reading its body, queued for a replica, connecting, sending
         upstream, waiting for the upstream's headers, reading its body, streaming), a client that hangs
-        up ends it: the server runs with `handler_cancellation`, so aiohttp cancels this task when the
-        connection is lost; the upstream request is then closed (vLLM aborts a request whose connection
-        closes), the replica's slot is released, and it is counted as 499 (`client_disconnect`). A
-        request whose client is gone before it is sent upstream never reaches a replica.
+        up ends it: serving.server cancels this task when the connection is lost; the upstream request
+        is then closed (vLLM aborts a request whose connection closes), the replica's slot is released,
+        and it is counted as 499 (`client_disconnect`). A request whose client is gone before it is
+        sent upstream never reaches a replica.
         """
         ex = Exchange(kind, start)
         try:
@@ -306,9 +297,9 @@ class Gateway:
             return e.response()
         except ClientGone:
             ex.code, ex.reason = 499, "client_disconnect"
-            return web.Response(status=499)  # nobody reads it: the connection is closed
+            return Response(status=499)  # nobody reads it: the connection is closed
         except asyncio.CancelledError:
-            if _client_gone(request):
+            if request.gone:
                 ex.code, ex.reason = 499, "client_disconnect"
             else:  # the server is stopping (drain timeout)
                 ex.code, ex.reason = 503, "drain_timeout"
@@ -321,7 +312,7 @@ class Gateway:
         finally:
             self._account(ex)
 
-    async def _admit(self, request: web.Request, ex: Exchange) -> Admitted:
+    async def _admit(self, request: Request, ex: Exchange) -> Admitted:
         """The checks before the queue: API key (401), rate limits (429), body (413, 400, unknown model
         404), then the request's redaction and usage chunk; `ex.key_id` is set first, for `_account`."""
         ex.key_id = self._authenticate(request)
@@ -337,7 +328,7 @@ class Gateway:
         try:
             raw = await request.read()
             body = json.loads(raw)
-        except web.HTTPRequestEntityTooLarge as e:
+        except TooLarge as e:
             raise HttpError(
                 413, f"the request body exceeds {self.config.max_request_bytes} bytes", "too_large"
             ) from e
@@ -411,7 +402,7 @@ class Gateway:
             )
         return sampled
 
-    async def _send(self, request: web.Request, ex: Exchange, data: bytes) -> UpstreamResponse:
+    async def _send(self, request: Request, ex: Exchange, data: bytes) -> UpstreamResponse:
         """Send `data` to `ex.replica` and return once the response's headers are in.
 
         A replica that refuses the connection (nothing reached it) is marked not ready and the request
@@ -422,11 +413,11 @@ class Gateway:
         replica = ex.replica
         path = ENDPOINTS[ex.kind]
         headers = {"Content-Type": "application/json"}
-        if rid := request.headers.get("X-Request-Id"):
+        if rid := request.headers.get("x-request-id"):
             headers["X-Request-Id"] = rid
         tries = 0
         while True:
-            if _client_gone(request):  # nothing was sent: the replica never sees it
+            if request.gone:  # nothing was sent: the replica never sees it
                 raise ClientGone()
             inflight = ex.inflight = self.metrics.child(self.metrics.inflight, replica.version)
             inflight.inc()  # at the replica from the moment it is sent
@@ -511,12 +502,11 @@ class Gateway:
 async def serve(config_path: Path, host: str, port: int, ready_file: Path | None = None) -> None:
     config = GatewayConfig.load(config_path)
     gateway = Gateway(config, config_path=config_path)
-    # handler_cancellation: a client that hangs up cancels its handler, whatever it is waiting for
-    # (aiohttp >= 3.9 leaves it off by default); Gateway._handle turns that into a 499.
-    runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-    await site.start()
+    await gateway.start()
+    # A client that hangs up cancels its handler, whatever it is waiting for (serving.server);
+    # Gateway._handle turns that into a 499.
+    server = gateway.server()
+    listener = await server.listen(host, port, backlog=1024)
     log.info("gateway for %s listening on %s:%d", config.served_model_name, host, port)
     if ready_file is not None:
         ready_file.write_text(str(port))
@@ -531,7 +521,9 @@ async def serve(config_path: Path, host: str, port: int, ready_file: Path | None
         gateway.inflight,
     )
     await gateway.drain(config.drain_timeout_seconds)
-    await runner.cleanup()
+    listener.close()
+    await server.shutdown()
+    await gateway.stop()
     log.info("stopped")
 
 

@@ -45,6 +45,8 @@ def request_line(
     key: str, version: str, code: int, seconds: float, stream: bool, reason: str | None, endpoint: str
 ) -> None:
     """The request line: `seconds` from the request to its last byte, rounded to 0.1 ms."""
+    if not log.isEnabledFor(logging.INFO):  # cached by logging: nothing is built for a line not written
+        return
     log.info(
         "request",
         extra={

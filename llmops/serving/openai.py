@@ -22,10 +22,9 @@ import re
 import time
 from typing import Any
 
-from aiohttp import web
-
 from llmops.serving.endpoints import BadRequest, ResponsesStream, validate_request
 from llmops.serving.pii import AnswerRedactor
+from llmops.serving.server import Response, json_response
 
 # An event worth parsing on the fast path: one with a usage object (not `"usage": null`), or [DONE].
 USAGE_OR_DONE = re.compile(rb'"usage"\s*:\s*\{|\[DONE\]')
@@ -77,9 +76,9 @@ class HttpError(Exception):
             retry_after,
         )
 
-    def response(self) -> web.Response:
+    def response(self) -> Response:
         headers = {"Retry-After": self.retry_after} if self.retry_after else {}
-        return web.json_response(
+        return json_response(
             error_body(self.message, self.type, self.status), status=self.status, headers=headers
         )
 

@@ -19,8 +19,6 @@ import contextlib
 import json
 from typing import Any
 
-from aiohttp import web
-
 from llmops.serving.balancer import Replica
 from llmops.serving.endpoints import ResponsesStream, response_texts, usage_of
 from llmops.serving.logs import log
@@ -35,9 +33,10 @@ from llmops.serving.openai import (
     text_of,
 )
 from llmops.serving.pii import Redaction
+from llmops.serving.server import Request, Response, StreamResponse
 from llmops.serving.upstream import UpstreamDisconnected, UpstreamError, UpstreamResponse
 
-Forwarded = tuple[int, str | None, dict[str, Any] | None, list[str] | None, web.StreamResponse]
+Forwarded = tuple[int, str | None, dict[str, Any] | None, list[str] | None, Response]
 
 
 class ClientGone(Exception):
@@ -53,7 +52,7 @@ class Relay:
 
     async def forward(
         self,
-        request: web.Request,
+        request: Request,
         replica: Replica,
         upstream: UpstreamResponse,
         kind: str,
@@ -75,9 +74,7 @@ class Relay:
                     payload, usage, texts = self.finish_other(payload, kind, sampled)
                 reason = None if upstream.status < 400 else f"upstream_{upstream.status}"
                 ctype = upstream.headers.get("content-type", "application/json")
-                resp = web.Response(
-                    body=payload, status=upstream.status, headers={"Content-Type": ctype, **extra}
-                )
+                resp = Response(payload, upstream.status, {"Content-Type": ctype, **extra})
                 return upstream.status, reason, usage, texts, resp
             return await self._stream(
                 request, upstream, kind, strip_usage, sampled, start, replica.version, extra
@@ -136,7 +133,7 @@ class Relay:
 
     async def _stream(
         self,
-        request: web.Request,
+        request: Request,
         upstream: UpstreamResponse,
         kind: str,
         strip_usage: bool,
@@ -145,13 +142,12 @@ class Relay:
         version: str,
         extra: dict[str, str],
     ) -> Forwarded:
-        resp = web.StreamResponse(
-            status=200,
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **extra},
+        resp = StreamResponse(
+            200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **extra}
         )
         # When the first events are already here, the headers go out with them in one write (a
-        # syscall less per request: aiohttp's buffered headers); else at once, as the stream opens.
-        resp._send_headers_immediately = not upstream.buffered()  # type: ignore[misc]
+        # syscall less per request); else at once, as the stream opens.
+        resp.send_headers_now = not upstream.buffered()
         await resp.prepare(request)
         chat = kind == "chat"
         state: StreamState | ResponsesStream

@@ -48,8 +48,8 @@ Key = tuple[str, str, int]
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; parses one answer at a time."""
 
-    def __init__(self, pool: Upstream, key: Key) -> None:
-        self.pool, self.key = pool, key
+    def __init__(self, pool: Upstream, key: Key, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool, self.key, self.loop = pool, key, loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.response: UpstreamResponse | None = None
@@ -109,11 +109,12 @@ class _Connection(asyncio.Protocol):
 class UpstreamResponse:
     """The answer to one request: `status`, `headers` (names lower-case), then the body."""
 
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: _Connection, loop: asyncio.AbstractEventLoop) -> None:
         self.status = 0
+        self._loop = loop
         self._connection: _Connection | None = connection
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._headers: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._headers: asyncio.Future[None] = loop.create_future()
         self._chunks: collections.deque[bytes] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._complete = False
@@ -174,7 +175,7 @@ class UpstreamResponse:
         return bool(self._chunks) or self._complete or self._error is not None
 
     async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self._loop.create_future()
         try:
             await self._waiter
         finally:
@@ -225,7 +226,7 @@ class UpstreamResponse:
         if drain > 0 and not self._complete and self._error is None and self._keep_alive:
             self._draining = True
             self._chunks.clear()
-            self._timer = asyncio.get_running_loop().call_later(drain, self.close)
+            self._timer = self._loop.call_later(drain, self.close)
             return
         self._connection = None
         connection.response = None
@@ -252,6 +253,8 @@ class Upstream:
         self.idle_timeout = idle_timeout
         self._idle: dict[Key, collections.deque[tuple[_Connection, float]]] = {}
         self._ssl = ssl_context
+        # Per (method, url): the pool key and the request line and Host header, encoded once.
+        self._heads: dict[tuple[str, URL], tuple[Key, bytes]] = {}
 
     def _forget(self, connection: _Connection) -> None:
         idle = self._idle.get(connection.key)
@@ -262,12 +265,14 @@ class Upstream:
                     break
 
     def _put(self, connection: _Connection) -> None:
-        loop = asyncio.get_running_loop()
+        loop = connection.loop
         self._idle.setdefault(connection.key, collections.deque()).append((connection, loop.time()))
 
-    def _take(self, key: Key) -> _Connection | None:
+    def _take(self, key: Key, loop: asyncio.AbstractEventLoop) -> _Connection | None:
         idle = self._idle.get(key)
-        now = asyncio.get_running_loop().time()
+        if not idle:
+            return None
+        now = loop.time()
         while idle:
             connection, since = idle.pop()
             if connection.closed or now - since > self.idle_timeout:
@@ -277,9 +282,8 @@ class Upstream:
             return connection
         return None
 
-    async def _connect(self, key: Key) -> _Connection:
+    async def _connect(self, key: Key, loop: asyncio.AbstractEventLoop) -> _Connection:
         scheme, host, port = key
-        loop = asyncio.get_running_loop()
         context = None
         if scheme == "https":
             if self._ssl is None:
@@ -288,7 +292,7 @@ class Upstream:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(self, key), host, port, ssl=context
+                    lambda: _Connection(self, key, loop), host, port, ssl=context
                 )
         except TimeoutError:
             raise
@@ -300,16 +304,20 @@ class Upstream:
         self, url: URL, body: bytes, headers: dict[str, str], method: str = "POST"
     ) -> UpstreamResponse:
         """Send `method url` with `body` (Content-Length set here); returns once the headers are in."""
-        key = (url.scheme, url.raw_host or "", url.port or (443 if url.scheme == "https" else 80))
-        head = [f"{method} {url.raw_path_qs} HTTP/1.1\r\nHost: {url.raw_authority}\r\n"]
-        head += [f"{k}: {v}\r\n" for k, v in headers.items()]
-        head.append(f"Content-Length: {len(body)}\r\n\r\n")
-        message = "".join(head).encode("latin-1") + body
+        if (found := self._heads.get((method, url))) is None:
+            key = (url.scheme, url.raw_host or "", url.port or (443 if url.scheme == "https" else 80))
+            line = f"{method} {url.raw_path_qs} HTTP/1.1\r\nHost: {url.raw_authority}\r\n".encode("latin-1")
+            if len(self._heads) >= 4096:  # replicas come and go (pod addresses): forget the old ones
+                self._heads.clear()
+            found = self._heads[(method, url)] = (key, line)
+        key, line = found
+        fields = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+        message = b"%s%sContent-Length: %d\r\n\r\n%s" % (line, fields.encode("latin-1"), len(body), body)
+        loop = asyncio.get_running_loop()
         for _ in range(2):
-            connection = self._take(key) or await self._connect(key)
-            response = UpstreamResponse(connection)
+            connection = self._take(key, loop) or await self._connect(key, loop)
+            response = UpstreamResponse(connection, loop)
             connection.response = response
-            loop = asyncio.get_running_loop()
             response._timer = loop.call_later(
                 self.total_timeout,
                 lambda r=response: (r._broken(TimeoutError("the replica did not answer in time")), r.close()),

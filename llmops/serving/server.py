@@ -1,0 +1,463 @@
+"""The gateway's HTTP/1.1 server: an asyncio protocol per connection, httptools (llhttp, the parser
+uvicorn uses) reading the requests, on uvloop.
+
+Why not aiohttp's server: measured with bench/gateway_overhead.py --canned and a bare handler that
+answers a fixed body, aiohttp's server (request, response and writer objects, routing, signals) costs
+about 55 us of CPU per request more than this protocol on 2 cores, a third of the gateway's whole
+per-request CPU and more than the gap to vllm-router's added latency; this server does only what the
+gateway needs:
+
+- `Server(routes, max_body)`: `routes` maps `(method, path)` to `async handler(request) -> Response`;
+  an unknown path answers 404, a known path with another method 405 (with `Allow`), HEAD is answered
+  like GET without the body. Each connection handles its requests in order (pipelined ones wait).
+- `Request`: `method`, `path`, `headers` (names lower-case), `read()` the body (`TooLarge` beyond
+  `max_body` bytes; `ConnectionResetError` if the client leaves before it is all in), and `gone`.
+  The handler runs from the moment the headers are in, so a client that hangs up while sending
+  its body is seen too.
+- A client that closes its connection cancels the handler of its request in flight, whatever it is
+  waiting for (the gateway turns that into a 499).
+- `Response(body, status, headers)` is sent whole (`Content-Length`); a `StreamResponse` is sent as
+  it is written, with chunked transfer coding (HTTP/1.0 clients: until the connection closes);
+  `write` waits while the client reads slower than the answer comes (transport flow control).
+- Keep-alive as HTTP/1.1 has it; idle connections close after `keepalive_timeout` seconds.
+  `Expect: 100-continue` is answered. Malformed requests get 400 and the connection closes.
+
+Over 400 lines on purpose: the connection protocol, the request and the two response kinds share
+one connection's state (parser, flow control, the handler in flight) and make sense only together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+
+log = logging.getLogger("llmops.gateway")
+
+Handler = Callable[["Request"], Awaitable["Response"]]
+
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_REASONS[499] = b"Client Closed Request"
+MAX_HEAD = 64 << 10  # bytes of request line and headers (aiohttp and nginx allow 8-32 KiB per line)
+MAX_PIPELINED = 32  # requests parsed ahead of the one in flight before reading pauses
+
+
+class TooLarge(Exception):
+    """The request body exceeds the server's `max_body`."""
+
+
+_date_second = 0
+_date_header = b""
+
+
+def _date() -> bytes:
+    """The `Date` header line, formatted once a second."""
+    global _date_second, _date_header
+    now = int(time.time())
+    if now != _date_second:
+        _date_second = now
+        _date_header = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+    return _date_header
+
+
+def _head(status: int, headers: dict[str, str], tail: bytes) -> bytes:
+    fields = "".join([f"{k}: {v}\r\n" for k, v in headers.items()]).encode("latin-1")
+    return b"HTTP/1.1 %d %s\r\n%s%s%s\r\n" % (status, _REASONS.get(status, b"Unknown"), fields, _date(), tail)
+
+
+class Response:
+    """A whole answer: `body` bytes, `status`, `headers` (Content-Length is set when sent)."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, body: bytes = b"", status: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.body, self.status, self.headers = body, status, headers or {}
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(obj).encode(), status, {"Content-Type": "application/json", **(headers or {})})
+
+
+class StreamResponse(Response):
+    """An answer sent as it is written: `await prepare(request)`, `await write(data)`, then
+    `await write_eof(data)`; writes to a client that has gone raise `ConnectionResetError`.
+
+    `send_headers_now` False: the headers go out with the first write (one syscall less)."""
+
+    __slots__ = ("_chunked", "_conn", "_ended", "_pending", "send_headers_now")
+
+    def __init__(self, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        super().__init__(b"", status, headers)
+        self._conn: _Connection | None = None
+        self._pending = b""
+        self._chunked = True
+        self._ended = False
+        self.send_headers_now = True
+
+    async def prepare(self, request: Request) -> None:
+        conn = request._conn
+        self._conn = conn
+        self._chunked = request.http11
+        if self._chunked:
+            tail = b"Transfer-Encoding: chunked\r\n"
+        else:
+            request.keep_alive = False
+            tail = b"Connection: close\r\n"
+        if not request.keep_alive and self._chunked:
+            tail += b"Connection: close\r\n"
+        self._pending = _head(self.status, self.headers, tail)
+        if self.send_headers_now:
+            await self.write(b"")
+
+    def _frame(self, data: bytes) -> bytes:
+        if not data or not self._chunked:
+            return data
+        return b"%x\r\n%s\r\n" % (len(data), data)
+
+    async def write(self, data: bytes) -> None:
+        conn = self._conn
+        if conn is None or self._ended:
+            raise RuntimeError("write to a stream that is not prepared or has ended")
+        out = self._frame(data)
+        if self._pending:
+            out, self._pending = self._pending + out, b""
+        if not out:
+            return
+        conn.send(out)
+        if conn.paused:
+            await conn.drain()
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        """The last data and the end of the answer; a second call does nothing."""
+        conn = self._conn
+        if conn is None or self._ended:
+            return
+        self._ended = True
+        out = self._pending + self._frame(data) + (b"0\r\n\r\n" if self._chunked else b"")
+        self._pending = b""
+        conn.send(out)
+        if conn.paused:
+            await conn.drain()
+
+
+class Request:
+    """One request: method, path (without the query), query string, headers (lower-case names)."""
+
+    __slots__ = (
+        "_chunks",
+        "_conn",
+        "_done",
+        "_size",
+        "_too_large",
+        "_waiter",
+        "headers",
+        "http11",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+    )
+
+    def __init__(
+        self, conn: _Connection, method: str, url: bytes, headers: dict[str, str], http11: bool
+    ) -> None:
+        self._conn = conn
+        self.method = method
+        if not url.startswith(b"/"):  # absolute-form (RFC 9112 3.2.2), or `*`
+            parsed = httptools.parse_url(url) if url != b"*" else None
+            url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"") if parsed else url
+        path, _, query = url.partition(b"?")
+        self.path, self.query = path.decode("latin-1"), query.decode("latin-1")
+        self.headers = headers
+        self.http11 = http11
+        self.keep_alive = True
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._done = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._too_large = False
+
+    @property
+    def gone(self) -> bool:
+        """True once the client's connection is closed."""
+        return self._conn.closed
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _feed(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._conn.server.max_body:
+            self._too_large = True
+            self._chunks.clear()
+        elif not self._too_large:
+            self._chunks.append(data)
+        self._wake()
+
+    def _complete(self) -> None:
+        self._done = True
+        self._wake()
+
+    async def read(self) -> bytes:
+        """The whole body; `TooLarge` beyond the server's `max_body`, `ConnectionResetError` if the
+        client closes before sending it all."""
+        while not self._done and not self._too_large:
+            if self._conn.closed:
+                raise ConnectionResetError("the client closed the connection while sending its body")
+            self._waiter = self._conn.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self._too_large:
+            raise TooLarge()
+        return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.closed = False
+        self.paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._head_size = 0
+        self._reading = True
+        self.request: Request | None = None  # the request being parsed
+        self.queue: deque[Request] = deque()  # parsed, waiting for the one in flight
+        self.task: asyncio.Task[None] | None = None
+        self.sent = False  # something of the answer to the request in flight was written
+        self._idle: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # answers go out as written
+        self.server.connections.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        if self._idle is not None:
+            self._idle.cancel()
+        if self.request is not None:
+            self.request._wake()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self.queue.clear()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(ConnectionResetError("the client closed the connection"))
+            self._drain.exception()  # retrieved, if nobody was waiting
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self.request is None:  # bytes of a request's head (or the next request's)
+            self._head_size += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._bad(400, "protocol upgrades are not supported")
+        except httptools.HttpParserError as e:
+            self._bad(400, f"malformed request: {e}")
+        else:
+            if self.request is None and self._head_size > MAX_HEAD:
+                self._bad(431, f"the request line and headers exceed {MAX_HEAD} bytes")
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        request = Request(
+            self, parser.get_method().decode(), self._url, self._headers, parser.get_http_version() == "1.1"
+        )
+        request.keep_alive = parser.should_keep_alive()
+        self.request = request
+        self._head_size = 0
+        length = self._headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.server.max_body:
+            request._too_large = True
+        elif self._headers.get("expect", "").lower() == "100-continue":
+            self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.task is None:
+            self._start(request)
+        else:
+            self.queue.append(request)
+            if len(self.queue) >= MAX_PIPELINED and self._reading and self.transport is not None:
+                self._reading = False
+                self.transport.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        if self.request is not None:
+            self.request._feed(body)
+
+    def on_message_complete(self) -> None:
+        if self.request is not None:
+            self.request._complete()
+            self.request = None
+
+    # writing
+    def send(self, data: bytes) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        self.sent = True
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ConnectionResetError("the client closed the connection")
+        if self._drain is None or self._drain.done():
+            self._drain = self.loop.create_future()
+        await self._drain
+
+    def _bad(self, status: int, message: str) -> None:
+        """Answer `status` (unless an answer is under way) and close the connection."""
+        if self.task is None and not self.sent and not self.closed and self.transport is not None:
+            body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode()
+            head = {"Content-Type": "application/json", "Connection": "close"}
+            self.transport.write(_head(status, head, b"Content-Length: %d\r\n" % len(body)) + body)
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def _arm_idle(self) -> None:
+        """The connection is idle from now; one timer per connection checks it (not one per request)."""
+        self.idle_since = self.loop.time()
+        if self._idle is None:
+            self._idle = self.loop.call_later(self.server.keepalive_timeout, self._idle_timeout)
+
+    def _idle_timeout(self) -> None:
+        self._idle = None
+        if self.closed:
+            return
+        left = self.server.keepalive_timeout - (self.loop.time() - self.idle_since)
+        if self.task is None and left <= 0.001:
+            self.close()
+        else:
+            wait = left if self.task is None else self.server.keepalive_timeout  # busy: look again later
+            self._idle = self.loop.call_later(wait, self._idle_timeout)
+
+    # requests
+    def _start(self, request: Request) -> None:
+        self.sent = False
+        self.task = self.loop.create_task(self._run(request))
+
+    async def _run(self, request: Request) -> None:
+        try:
+            response = await self.server.respond(request)
+            if not isinstance(response, StreamResponse) or response._conn is None:
+                head = request.method == "HEAD"
+                body = response.body
+                tail = b"Content-Length: %d\r\n" % len(body)
+                if not request.keep_alive:
+                    tail += b"Connection: close\r\n"
+                self.send(_head(response.status, response.headers, tail) + (b"" if head else body))
+            elif not response._ended:
+                await response.write_eof()
+        except (asyncio.CancelledError, ConnectionError):
+            self.task = None
+            self.close()
+            return
+        except Exception:
+            log.exception("request %s %s failed", request.method, request.path)
+            self.task = None
+            if not self.sent:
+                self._bad(500, "internal error")
+            self.close()
+            return
+        self.task = None
+        self.sent = False
+        if self.closed:
+            return
+        if not request.keep_alive:
+            self.close()
+        elif self.queue:
+            self._start(self.queue.popleft())
+            if not self._reading and len(self.queue) < MAX_PIPELINED // 2 and self.transport is not None:
+                self._reading = True
+                self.transport.resume_reading()
+        else:
+            self._arm_idle()
+
+
+class Server:
+    """The routes, the limits, and the open connections (`shutdown` ends them)."""
+
+    def __init__(
+        self, routes: dict[tuple[str, str], Handler], *, max_body: int, keepalive_timeout: float = 75
+    ):
+        self.routes = dict(routes)
+        for (method, path), handler in routes.items():
+            if method == "GET":
+                self.routes.setdefault(("HEAD", path), handler)
+        self.paths = {path for _, path in self.routes}
+        self.max_body = max_body
+        self.keepalive_timeout = keepalive_timeout
+        self.connections: set[_Connection] = set()
+        self.loop = asyncio.get_running_loop()
+
+    async def respond(self, request: Request) -> Response:
+        handler = self.routes.get((request.method, request.path))
+        if handler is not None:
+            return await handler(request)
+        if request.path not in self.paths:
+            return json_response({"error": {"message": "not found", "type": "not_found_error"}}, 404)
+        allow = ", ".join(sorted(m for m, p in self.routes if p == request.path))
+        return json_response(
+            {"error": {"message": f"method {request.method} not allowed", "type": "invalid_request_error"}},
+            405,
+            {"Allow": allow},
+        )
+
+    async def listen(self, host: str, port: int, backlog: int = 1024) -> asyncio.Server:
+        return await self.loop.create_server(
+            lambda: _Connection(self), host, port, backlog=backlog, reuse_address=True
+        )
+
+    async def shutdown(self) -> None:
+        """Cancel the requests still in flight (their clients are still connected: the gateway counts
+        them as cut off by the shutdown), then close every connection."""
+        tasks = [c.task for c in self.connections if c.task is not None and not c.task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        for conn in list(self.connections):
+            conn.close()

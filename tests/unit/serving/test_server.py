@@ -1,0 +1,234 @@
+"""serving.server over real sockets: routing, keep-alive and pipelining, bodies (chunked, too large,
+100-continue), whole and streamed answers, HTTP/1.0, malformed requests, and a client that hangs up
+cancelling its handler."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from llmops.serving.server import (
+    MAX_HEAD,
+    MAX_PIPELINED,
+    Request,
+    Response,
+    Server,
+    StreamResponse,
+    TooLarge,
+    json_response,
+)
+
+
+async def _echo(request: Request) -> Response:
+    try:
+        body = await request.read()
+    except TooLarge:
+        return json_response({"error": "too large"}, 413)
+    return Response(
+        body, headers={"Content-Type": "text/plain", "X-Path": request.path + "?" + request.query}
+    )
+
+
+async def _stream(request: Request) -> Response:
+    resp = StreamResponse(200, {"Content-Type": "text/event-stream"})
+    resp.send_headers_now = request.headers.get("x-now") == "1"
+    await resp.prepare(request)
+    await resp.write(b"data: 1\n\n")
+    await resp.write_eof(b"data: [DONE]\n\n")
+    return resp
+
+
+async def _get(request: Request) -> Response:
+    return json_response({"ok": True})
+
+
+@contextlib.asynccontextmanager
+async def serving(routes=None, max_body=1024, keepalive_timeout=75.0):
+    cancelled = asyncio.Event()
+
+    async def hang(request: Request) -> Response:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return Response(b"late")
+
+    server = Server(
+        routes
+        or {
+            ("POST", "/echo"): _echo,
+            ("POST", "/stream"): _stream,
+            ("GET", "/get"): _get,
+            ("POST", "/hang"): hang,
+        },
+        max_body=max_body,
+        keepalive_timeout=keepalive_timeout,
+    )
+    listener = await server.listen("127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        yield port, cancelled
+    finally:
+        listener.close()
+        await server.shutdown()
+
+
+async def _exchange(port: int, data: bytes, until: bytes = b"", close: bool = False) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    if close:
+        writer.write_eof()
+    out = b""
+    try:
+        while until not in out or not until:
+            chunk = await asyncio.wait_for(reader.read(65536), 5)
+            if not chunk:
+                break
+            out += chunk
+            if until and out.count(until) >= 1 and until in out:
+                break
+    finally:
+        writer.close()
+    return out
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_routes_keep_alive_and_pipelining():
+    async def main():
+        async with serving() as (port, _):
+            two = (
+                b"POST /echo?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+                b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nbye"
+            )
+            out = await _exchange(port, two, b"\r\n\r\nbye")
+            assert out.count(b"HTTP/1.1 200 OK") == 2
+            assert b"X-Path: /echo?x=1" in out and out.index(b"hello") < out.index(b"bye")
+            assert b"Content-Length: 5\r\n" in out and b"Date: " in out
+            out = await _exchange(port, b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n", b"}")
+            assert out.startswith(b"HTTP/1.1 404 ")
+            out = await _exchange(port, b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n", b"}")
+            assert out.startswith(b"HTTP/1.1 405 ") and b"Allow: POST" in out
+            out = await _exchange(port, b"HEAD /get HTTP/1.1\r\nHost: a\r\n\r\n", b"\r\n\r\n")
+            assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"\r\n\r\n")
+            out = await _exchange(port, b"GET http://a/get HTTP/1.1\r\nHost: a\r\n\r\n", b"}")
+            assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b'{"ok": true}')
+
+    run(main())
+
+
+def test_bodies_chunked_too_large_and_100_continue():
+    async def main():
+        async with serving(max_body=8) as (port, _):
+            head = b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            chunked = head + b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+            out = await _exchange(port, chunked, b"abcde")
+            assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"abcde")
+            big = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\n123456789"
+            out = await _exchange(port, big, b"}")
+            assert out.startswith(b"HTTP/1.1 413 ")
+            big = head + b"9\r\n123456789\r\n0\r\n\r\n"
+            assert (await _exchange(port, big, b"}")).startswith(b"HTTP/1.1 413 ")
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+            )
+            assert (
+                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            )
+            writer.write(b"ok")
+            assert (await asyncio.wait_for(reader.readuntil(b"ok"), 5)).startswith(b"HTTP/1.1 200 ")
+            writer.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("now", ["0", "1"])
+def test_stream_chunked_and_http10(now):
+    async def main():
+        async with serving() as (port, _):
+            req = f"POST /stream HTTP/1.1\r\nHost: a\r\nX-Now: {now}\r\nContent-Length: 0\r\n\r\n".encode()
+            out = await _exchange(port, req, b"0\r\n\r\n")
+            assert b"Transfer-Encoding: chunked" in out
+            assert out.endswith(b"9\r\ndata: 1\n\n\r\ne\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
+            req = b"POST /stream HTTP/1.0\r\nContent-Length: 0\r\n\r\n"
+            out = await _exchange(port, req)  # until the server closes
+            assert b"Connection: close" in out and out.endswith(b"\r\n\r\ndata: 1\n\ndata: [DONE]\n\n")
+
+    run(main())
+
+
+def test_malformed_request_is_400_and_closed():
+    async def main():
+        async with serving() as (port, _):
+            out = await _exchange(port, b"NOT HTTP AT ALL\r\n\r\n")
+            assert out.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in out
+            huge = b"GET /get HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * (MAX_HEAD + 1)
+            out = await _exchange(port, huge)  # the head never ends: 431 and closed
+            assert out.startswith(b"HTTP/1.1 431 ") and b"Connection: close" in out
+
+    run(main())
+
+
+@pytest.mark.parametrize("state", ["body", "handler"])
+def test_client_hang_up_cancels_the_handler(state):
+    """While the handler waits for the rest of the body, or for anything else, a hang-up cancels it."""
+
+    async def main():
+        seen, body_cancelled = asyncio.Event(), asyncio.Event()
+
+        async def slow_body(request: Request) -> Response:
+            seen.set()
+            try:
+                await request.read()
+            except asyncio.CancelledError:
+                body_cancelled.set()
+                raise
+            return Response(b"all")
+
+        routes = {("POST", "/body"): slow_body} if state == "body" else None
+        async with serving(routes) as (port, cancelled):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            path = "/body" if state == "body" else "/hang"
+            writer.write(f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n12".encode())
+            if state == "body":
+                await asyncio.wait_for(seen.wait(), 5)
+            else:
+                await asyncio.sleep(0.2)
+            writer.close()
+            await asyncio.wait_for((cancelled if state == "handler" else body_cancelled).wait(), 5)
+
+    run(main())
+
+
+def test_idle_connection_closes_after_the_keepalive_timeout():
+    async def main():
+        async with serving(keepalive_timeout=0.3) as (port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /get HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert (await asyncio.wait_for(reader.readuntil(b"}"), 5)).startswith(b"HTTP/1.1 200 ")
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server when idle
+            writer.close()
+
+    run(main())
+
+
+def test_many_pipelined_requests_are_all_answered_in_order():
+    """More pipelined requests than MAX_PIPELINED: reading pauses and resumes, none is lost."""
+
+    async def main():
+        async with serving() as (port, _):
+            n = MAX_PIPELINED * 2 + 3
+            data = b"".join(
+                b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n%04d" % i for i in range(n)
+            )
+            out = await _exchange(port, data, b"\r\n\r\n%04d" % (n - 1))
+            bodies = [int(part[:4]) for part in out.split(b"\r\n\r\n")[1:]]
+            assert bodies == list(range(n))
+
+    run(main())
