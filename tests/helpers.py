@@ -118,3 +118,30 @@ def operator_process(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def gpu_node(cluster: LocalCluster, product: str, gpus: int = 8) -> str:
+    """A kwok node with `gpus` nvidia.com/gpu labelled `nvidia.com/gpu.product: <product>` (and tainted
+    as NVIDIA's GPU operator does), created once per cluster; returns its name once it is Ready."""
+    import json
+
+    import yaml
+
+    from llmops.dev.cluster import FakeNode
+    from llmops.operators.manifests import dns_label
+
+    name = f"kwok-{dns_label(product)}-0"
+    if cluster.kubectl("get", "node", name, check=False).returncode != 0:
+        node = FakeNode(name, cpu="64", memory="512Gi", gpus=gpus, gpu_product=product)
+        cluster.kubectl("create", "-f", "-", input=yaml.safe_dump(node.manifest()))
+
+    def ready() -> bool:
+        node = json.loads(cluster.kubectl("get", "node", name, "-o", "json").stdout)
+        taints = {t["key"] for t in node.get("spec", {}).get("taints", [])}
+        conditions = node.get("status", {}).get("conditions", [])
+        return "node.kubernetes.io/not-ready" not in taints and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in conditions
+        )
+
+    eventually(ready, timeout=60)
+    return name
