@@ -40,6 +40,7 @@ import os
 import signal
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -119,8 +120,18 @@ def _ensure_bucket(info: dict, bucket: str) -> None:
         s3.create_bucket(Bucket=bucket)
 
 
+@pytest.fixture
+def stack() -> Iterator[contextlib.ExitStack]:
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
 def test_the_scale_to_zero_example_wakes_on_the_first_request_and_answers_it(
-    cluster: LocalCluster, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: LocalCluster,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stack: contextlib.ExitStack,
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
     example = yaml.safe_load(EXAMPLE.read_text())
@@ -130,7 +141,7 @@ def test_the_scale_to_zero_example_wakes_on_the_first_request_and_answers_it(
     assert not spec.get("monitoring", {}).get("serviceMonitor"), "the example leaves the flag off"
 
     # The environment, set up as the docs say: a GPU node of the example's type, MinIO, Prometheus.
-    node = gpu_node(cluster, spec["resources"]["gpuType"], gpus=4)
+    node = stack.enter_context(gpu_node(cluster, spec["resources"]["gpuType"], gpus=4))
     minio = services.start_minio(cluster)
     prometheus = services.start_prometheus(cluster)["url"]
     s3 = spec["registry"]["s3"]
