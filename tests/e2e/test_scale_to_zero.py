@@ -234,6 +234,7 @@ def _wake(
         )
         eventually(lambda: keda_poll(cluster, namespace, scaled), timeout=120, interval=2)
         assert not answer.done(), "the request was held, not refused"
+        assert trigger_value(pending) == 1.0  # what woke it: the gateway's one held request
         deployment = _get(cluster, namespace, "deployment", target)
         assert deployment["spec"]["replicas"] == spec["autoscaling"]["minReplicas"] == 1
 
