@@ -118,3 +118,34 @@ def operator_process(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def gpu_node(cluster: LocalCluster, product: str, gpus: int = 8) -> Iterator[str]:
+    """A kwok node with `gpus` nvidia.com/gpu labelled `nvidia.com/gpu.product: <product>` and tainted
+    as NVIDIA's GPU operator does; yields its name once it is Ready, and deletes it on exit (so that
+    later tests' GPU pods without a product find only the cluster's own kwok-gpu-0)."""
+    import json
+
+    import yaml
+
+    from llmops.dev.cluster import FakeNode
+    from llmops.operators.manifests import dns_label
+
+    name = f"kwok-{dns_label(product)}-0"
+    node = FakeNode(name, cpu="64", memory="512Gi", gpus=gpus, gpu_product=product)
+    cluster.kubectl("create", "-f", "-", input=yaml.safe_dump(node.manifest()))
+
+    def ready() -> bool:
+        got = json.loads(cluster.kubectl("get", "node", name, "-o", "json").stdout)
+        taints = {t["key"] for t in got.get("spec", {}).get("taints", [])}
+        conditions = got.get("status", {}).get("conditions", [])
+        return "node.kubernetes.io/not-ready" not in taints and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in conditions
+        )
+
+    try:
+        eventually(ready, timeout=60)
+        yield name
+    finally:
+        cluster.kubectl("delete", "node", name, "--wait=false", check=False)

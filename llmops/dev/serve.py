@@ -14,12 +14,16 @@ import json
 import os
 import subprocess
 import urllib.request
+from collections.abc import Callable
+from pathlib import Path
 
 from llmops.dev import services
 from llmops.dev.cluster import ClusterError, LocalCluster, free_port, wait_for
 from llmops.dev.scrape import LocalPod, local_pod, scrape_groups
 from llmops.engine import localize_argv
-from llmops.gateway_config import GatewayConfig
+from llmops.gateway_config import GatewayConfig, UpstreamGroup
+
+MODEL_DEPLOYMENT = "llmops.io/modeldeployment"  # the label on every child of a ModelDeployment
 
 # What a CPU needs that a GPU pod does not (vLLM otherwise reserves most of the RAM for its cache).
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu", "TOKENIZERS_PARALLELISM": "false"}
@@ -50,61 +54,68 @@ def _healthy(url: str) -> bool:
         return r.status == 200
 
 
-def serve(cluster: LocalCluster, name: str, namespace: str) -> dict[str, str]:
-    """Start every served version and the gateway of ModelDeployment `name`; return their addresses."""
-    items = _get(cluster, "deployments", "-n", namespace, "-l", f"llmops.io/modeldeployment={name}")["items"]
-    by_name = {d["metadata"]["name"]: d for d in items}
-    pods = {n: d["spec"]["template"]["spec"] for n, d in by_name.items()}
-    vllm = {n: p for n, p in pods.items() if any(c["name"] == "vllm" for c in p["containers"])}
-    gateways = {n: p for n, p in pods.items() if any(c["name"] == "gateway" for c in p["containers"])}
-    if not vllm or not gateways:
-        raise ClusterError(f"modeldeployment {name} has no vLLM or gateway Deployment yet; is it Ready?")
-    work = cluster.state_dir / "serve" / name
-    upstream: dict[str, str] = {}  # vLLM Service host -> local address
-    local_pods: list[LocalPod] = []
-    for deployment, pod in vllm.items():
-        root = work / deployment
-        root.mkdir(parents=True, exist_ok=True)
-        for init in pod.get("initContainers", []):  # fetch the version from the registry, checksums verified
-            argv = localize_argv(init["command"] + init.get("args", []), root, {})
-            env = {**os.environ, **_env(cluster, namespace, init)}
-            log = cluster.logs / f"{deployment}-{init['name']}.log"
-            with open(log, "w") as out:
-                if subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
-                    raise ClusterError(f"init container {init['name']} of {deployment} failed; see {log}")
-        container = next(c for c in pod["containers"] if c["name"] == "vllm")
-        port = free_port()
-        argv = localize_argv(
-            container["command"] + container.get("args", []),
-            root,
-            {"--port": str(port), "--host": "127.0.0.1"},
-        )
-        env = {**os.environ, **_env(cluster, namespace, container), **CPU_ENV, "HOME": str(root)}
-        env.pop("VLLM_CACHE_ROOT", None)
-        env["HF_HOME"] = str(root / "huggingface")
-        cluster.spawn(deployment, argv, env=env)
-        upstream[deployment] = f"127.0.0.1:{port}"
-        local_pods.append(local_pod(namespace, by_name[deployment], "vllm", f"127.0.0.1:{port}"))
-    for deployment in vllm:
-        wait_for(
-            f"vLLM {deployment}",
-            lambda d=deployment: _healthy(f"http://{upstream[d]}/health"),
-            600,
-            cluster.logs / f"{deployment}.log",
-        )
+def run_version(
+    cluster: LocalCluster, namespace: str, deployment: dict, port: int, *, drop: tuple[str, ...] = ()
+) -> LocalPod:
+    """Run one vLLM Deployment's pod here: its init containers (the version fetched from the registry,
+    checksums verified), then its server on 127.0.0.1:`port` (started, not yet healthy).
 
-    ((gateway, pod),) = gateways.items()
+    `drop` names flags left out of the server's argv with their value, for what this CPU cannot run
+    (a caller that drops one says why); `llmops dev serve` drops none.
+    Raises ClusterError naming the log when an init container fails.
+    """
+    name = deployment["metadata"]["name"]
+    pod = deployment["spec"]["template"]["spec"]
+    root = cluster.state_dir / "serve" / deployment["metadata"]["labels"].get(MODEL_DEPLOYMENT, name) / name
+    root.mkdir(parents=True, exist_ok=True)
+    for init in pod.get("initContainers", []):  # fetch the version from the registry, checksums verified
+        argv = localize_argv(init["command"] + init.get("args", []), root, {})
+        env = {**os.environ, **_env(cluster, namespace, init)}
+        log = cluster.logs / f"{name}-{init['name']}.log"
+        with open(log, "w") as out:
+            if subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+                raise ClusterError(f"init container {init['name']} of {name} failed; see {log}")
+    container = next(c for c in pod["containers"] if c["name"] == "vllm")
+    argv = localize_argv(
+        container["command"] + container.get("args", []),
+        root,
+        {"--port": str(port), "--host": "127.0.0.1"},
+    )
+    for flag in drop:
+        if flag in argv:
+            at = argv.index(flag)
+            del argv[at : at + 2]
+    env = {**os.environ, **_env(cluster, namespace, container), **CPU_ENV, "HOME": str(root)}
+    env.pop("VLLM_CACHE_ROOT", None)
+    env["HF_HOME"] = str(root / "huggingface")
+    cluster.spawn(name, argv, env=env)
+    return local_pod(namespace, deployment, "vllm", f"127.0.0.1:{port}")
+
+
+def wait_version(cluster: LocalCluster, name: str, address: str) -> None:
+    """Wait until the vLLM server of Deployment `name` at `address` answers GET /health (10 min)."""
+    wait_for(f"vLLM {name}", lambda: _healthy(f"http://{address}/health"), 600, cluster.logs / f"{name}.log")
+
+
+def run_gateway(
+    cluster: LocalCluster,
+    namespace: str,
+    deployment: dict,
+    upstream: Callable[[UpstreamGroup], UpstreamGroup],
+) -> tuple[str, LocalPod, GatewayConfig, Path | None]:
+    """Run the gateway Deployment's pod here, its config read from its ConfigMap with each upstream
+    group replaced by `upstream(group)` (the cluster's Services are not reachable here); wait until it
+    is healthy. Returns its address ("127.0.0.1:port"), the local pod, the config it runs with, and its
+    API keys folder (None without keys)."""
+    name = deployment["metadata"]["name"]
+    pod = deployment["spec"]["template"]["spec"]
+    work = cluster.state_dir / "serve" / deployment["metadata"]["labels"].get(MODEL_DEPLOYMENT, name)
+    work.mkdir(parents=True, exist_ok=True)
     container = next(c for c in pod["containers"] if c["name"] == "gateway")
     configmap = next(v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v)
     config = GatewayConfig.model_validate_json(
         _get(cluster, "configmap", configmap, "-n", namespace)["data"]["config.json"]
     )
-    # The cluster's Services are not reachable here: each version's group points at its local vLLM.
-    groups = []
-    for group in config.upstreams:
-        host = group.service.host.split(".")[0] if group.service else None
-        local = upstream.get(host or "") or next(iter(upstream.values()))
-        groups.append(group.model_copy(update={"service": None, "replicas": [f"http://{local}"]}))
     keys = None
     secret_volume = next((v for v in pod["volumes"] if "secret" in v), None)
     if config.api_keys_path and secret_volume:
@@ -112,7 +123,12 @@ def serve(cluster: LocalCluster, name: str, namespace: str) -> dict[str, str]:
         keys.mkdir(parents=True, exist_ok=True)
         for key_name, value in _secret(cluster, namespace, secret_volume["secret"]["secretName"]).items():
             (keys / key_name).write_text(value)
-    local = config.model_copy(update={"upstreams": groups, "api_keys_path": str(keys) if keys else None})
+    local = config.model_copy(
+        update={
+            "upstreams": [upstream(g) for g in config.upstreams],
+            "api_keys_path": str(keys) if keys else None,
+        }
+    )
     config_file = work / "gateway.json"
     config_file.write_text(local.model_dump_json(by_alias=True, exclude_none=True))
     port = free_port()
@@ -122,29 +138,70 @@ def serve(cluster: LocalCluster, name: str, namespace: str) -> dict[str, str]:
         {"--config": str(config_file), "--port": str(port)},
     )
     cluster.spawn(
-        gateway, [*argv, "--host", "127.0.0.1"], env={**os.environ, **_env(cluster, namespace, container)}
+        name, [*argv, "--host", "127.0.0.1"], env={**os.environ, **_env(cluster, namespace, container)}
     )
     wait_for(
-        "the gateway",
-        lambda: _healthy(f"http://127.0.0.1:{port}/healthz"),
-        120,
-        cluster.logs / f"{gateway}.log",
+        "the gateway", lambda: _healthy(f"http://127.0.0.1:{port}/healthz"), 120, cluster.logs / f"{name}.log"
     )
-    local_pods.append(local_pod(namespace, by_name[gateway], "gateway", f"127.0.0.1:{port}"))
-    if services.service(cluster, "prometheus"):
-        # Scrape what the operator's monitors select, with their labels, as a cluster's Prometheus would.
-        selector = f"llmops.io/modeldeployment={name}"
-        monitors = []
-        for kind in ("podmonitors", "servicemonitors"):
-            got = cluster.kubectl("get", kind, "-n", namespace, "-l", selector, "-o", "json", check=False)
-            monitors += json.loads(got.stdout)["items"] if got.returncode == 0 else []
-        svcs = _get(cluster, "services", "-n", namespace, "-l", selector)["items"]
-        services.set_scrape_targets(cluster, scrape_groups(monitors, svcs, local_pods))
+    address = f"127.0.0.1:{port}"
+    return address, local_pod(namespace, deployment, "gateway", address), local, keys
 
-    served = config.served_model_name
+
+def scrape(cluster: LocalCluster, name: str, namespace: str, pods: list[LocalPod]) -> None:
+    """Point the dev Prometheus (when it runs) at `pods`, as the monitors of ModelDeployment `name`
+    select them, with their labels, as a cluster's Prometheus would."""
+    if not services.service(cluster, "prometheus"):
+        return
+    selector = f"{MODEL_DEPLOYMENT}={name}"
+    monitors = []
+    for kind in ("podmonitors", "servicemonitors"):
+        got = cluster.kubectl("get", kind, "-n", namespace, "-l", selector, "-o", "json", check=False)
+        monitors += json.loads(got.stdout)["items"] if got.returncode == 0 else []
+    svcs = _get(cluster, "services", "-n", namespace, "-l", selector)["items"]
+    services.set_scrape_targets(cluster, scrape_groups(monitors, svcs, pods))
+
+
+def serving_deployments(cluster: LocalCluster, name: str, namespace: str) -> tuple[dict, dict]:
+    """ModelDeployment `name`'s vLLM Deployments by name, and its gateway Deployment."""
+    items = _get(cluster, "deployments", "-n", namespace, "-l", f"{MODEL_DEPLOYMENT}={name}")["items"]
+    by_role = {
+        role: {
+            d["metadata"]["name"]: d
+            for d in items
+            if any(c["name"] == role for c in d["spec"]["template"]["spec"]["containers"])
+        }
+        for role in ("vllm", "gateway")
+    }
+    if not by_role["vllm"] or not by_role["gateway"]:
+        raise ClusterError(f"modeldeployment {name} has no vLLM or gateway Deployment yet; is it Ready?")
+    ((_, gateway),) = by_role["gateway"].items()
+    return by_role["vllm"], gateway
+
+
+def serve(cluster: LocalCluster, name: str, namespace: str) -> dict[str, str]:
+    """Start every served version and the gateway of ModelDeployment `name`; return their addresses."""
+    vllm, gateway = serving_deployments(cluster, name, namespace)
+    upstream: dict[str, str] = {}  # vLLM Service host -> local address
+    local_pods: list[LocalPod] = []
+    for deployment, body in vllm.items():
+        port = free_port()
+        local_pods.append(run_version(cluster, namespace, body, port))
+        upstream[deployment] = f"127.0.0.1:{port}"
+    for deployment in vllm:
+        wait_version(cluster, deployment, upstream[deployment])
+
+    def local(group: UpstreamGroup) -> UpstreamGroup:
+        # Each version's group points at its local vLLM.
+        host = group.service.host.split(".")[0] if group.service else None
+        address = upstream.get(host or "") or next(iter(upstream.values()))
+        return group.model_copy(update={"service": None, "replicas": [f"http://{address}"]})
+
+    address, gateway_pod, config, keys = run_gateway(cluster, namespace, gateway, local)
+    local_pods.append(gateway_pod)
+    scrape(cluster, name, namespace, local_pods)
     first_key = next((p.read_text().strip() for p in sorted(keys.iterdir())), "") if keys else "none"
     return {
-        "GATEWAY_URL": f"http://127.0.0.1:{port}/v1",
+        "GATEWAY_URL": f"http://{address}/v1",
         "GATEWAY_API_KEY": first_key,
-        "SERVED_MODEL": served,
+        "SERVED_MODEL": config.served_model_name,
     }
