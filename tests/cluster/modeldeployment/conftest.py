@@ -1,5 +1,9 @@
 """Fixtures of the ModelDeployment operator's tests on the real control plane: a local registry of
-tiny versions, a real Prometheus, the kubeconfig in the environment."""
+tiny versions, a real Prometheus, the kubeconfig in the environment.
+
+In every test here kwok stands in for the kubelet, so pods become Running and Ready without
+containers; the registry is a local directory with tiny registered versions (never served here).
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
 """Autoscalers on the real control plane: handing replicas to an autoscaler, switching engines, and a
 replaced autoscaler held by a finalizer.
-
-kwok stands in for the kubelet, so pods become Running and Ready without containers; the registry
-is a local directory with tiny registered versions (never served here).
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
 """The canary on the real control plane: steps, promotion and rollback from real Prometheus samples,
 and the capacity invariant at every observed step.
-
-kwok stands in for the kubelet, so pods become Running and Ready without containers; the registry
-is a local directory with tiny registered versions (never served here).
 """
 
 from __future__ import annotations

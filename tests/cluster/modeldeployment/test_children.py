@@ -1,8 +1,5 @@
 """Children on the real control plane: every golden child passes a server-side dry run, a child deleted
 by hand comes back, and the scale-to-zero example gets the monitors its scaler reads.
-
-kwok stands in for the kubelet, so pods become Running and Ready without containers; the registry
-is a local directory with tiny registered versions (never served here).
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
 """Versions on the real control plane: one version becomes Ready, heals and is collected; a new version
 takes over only once ready; unresolvable, adapter and ungated versions.
-
-kwok stands in for the kubelet, so pods become Running and Ready without containers; the registry
-is a local directory with tiny registered versions (never served here).
 """
 
 from __future__ import annotations
