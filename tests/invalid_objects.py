@@ -616,6 +616,30 @@ def md_drift_without_reference(spec: Spec, draw: DrawFn) -> FieldPath:
     return ("spec", "monitoring", "drift")
 
 
+def _drift_on(spec: Spec, draw: DrawFn) -> dict:
+    drift = _dig(spec, "monitoring", "drift")
+    drift.setdefault("referenceData", {"s3": {"bucket": "datasets", "prefix": "reference/"}})
+    if draw(st.booleans()):
+        drift["enabled"] = True
+    return drift
+
+
+def md_drift_without_prompts(spec: Spec, draw: DrawFn) -> FieldPath:
+    _drift_on(spec, draw).pop("prompts", None)
+    _dig(spec, "gateway").pop("payloadSampling", None)
+    return ("spec",)
+
+
+def md_drift_prompts_with_the_registrys_secret(spec: Spec, draw: DrawFn) -> FieldPath:
+    name = draw(st.sampled_from(["registry-credentials", "models"]))
+    spec["registry"].pop("local", None)
+    _dig(spec, "registry", "s3").setdefault("bucket", "models")
+    spec["registry"]["s3"]["credentialsSecretRef"] = {"name": name}
+    bucket = draw(st.sampled_from(["models", "drift"]))
+    _drift_on(spec, draw)["prompts"] = {"s3": {"bucket": bucket, "credentialsSecretRef": {"name": name}}}
+    return ("spec",)
+
+
 def md_tensor_parallel_over_gpus(spec: Spec, draw: DrawFn) -> FieldPath:
     gpus = draw(st.integers(0, 63))
     resources = _dig(spec, "resources")
@@ -811,6 +835,20 @@ CEL_CASES = [
         "spec.monitoring.drift",
         "referenceData is required when drift detection is enabled",
         md_drift_without_reference,
+    ),
+    CelCase(
+        MD,
+        "spec",
+        "monitoring.drift.prompts is required when gateway.payloadSampling is off: the gateway writes the"
+        " sampled prompts there (it never gets the registry's credentials)",
+        md_drift_without_prompts,
+    ),
+    CelCase(
+        MD,
+        "spec",
+        "monitoring.drift.prompts must not use the registry's Secret: the internet-facing gateway"
+        " writes there",
+        md_drift_prompts_with_the_registrys_secret,
     ),
     CelCase(TJ, "spec.data.preparation", "minLength must not exceed maxLength", tj_min_length_over_max),
     CelCase(
