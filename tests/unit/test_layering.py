@@ -67,3 +67,15 @@ def test_the_check_sees_function_level_imports(tmp_path):
     path.write_text("def f():\n    from llmops.operators import cli\n    import llmops.serving.gateway\n")
     assert _imports(path) == {"llmops.operators.cli", "llmops.serving.gateway"}
     assert _floor("llmops.operators.cli") == "llmops.operators" and _floor("llmops.api.common") == "contract"
+
+
+def test_every_resource_has_an_operator_and_can_hold_the_runtimes_phases():
+    """A kind added to RESOURCES is reconciled (its KIND is in default_kinds), and its status accepts the
+    phases the shared runtime writes on its own (Pending while it retries, Failed when it stalls)."""
+    from llmops.api import RESOURCES
+    from llmops.operators.main import default_kinds
+
+    assert {kind.resource.kind for kind in default_kinds()} == {r.kind for r in RESOURCES}
+    for resource in RESOURCES:
+        for phase in ("Pending", "Failed"):
+            assert resource.status.model_validate({"phase": phase}).phase == phase, resource.kind
