@@ -29,9 +29,11 @@ CONFIGS = {"default": [], "full": FULL}
 # Namespaced rules, the same in the ClusterRole (all namespaces) and in each per-namespace Role.
 CHILD_VERBS = ["get", "list", "watch", "create", "patch", "update", "delete"]
 NAMESPACED_RULES = [
-    {"apiGroups": ["llmops.io"], "resources": ["trainingjobs", "modeldeployments"],
+    {"apiGroups": ["llmops.io"], "resources": ["modeldeployments", "retrainpolicies"],
      "verbs": ["get", "list", "watch", "patch", "update"]},
-    {"apiGroups": ["llmops.io"], "resources": ["trainingjobs/status", "modeldeployments/status"],
+    {"apiGroups": ["llmops.io"], "resources": ["trainingjobs"], "verbs": CHILD_VERBS},
+    {"apiGroups": ["llmops.io"],
+     "resources": ["trainingjobs/status", "modeldeployments/status", "retrainpolicies/status"],
      "verbs": ["get", "patch", "update"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
