@@ -35,7 +35,7 @@ def training_job(
         "apiVersion": API_VERSION,
         "kind": TRAINING_JOB.kind,
         "metadata": {
-            "name": names.run_name(policy["metadata"]["name"], firing.at),
+            "name": firing.run_name(policy["metadata"]["name"]),
             "labels": dict(template.metadata.labels),
             "annotations": annotations,
         },

@@ -18,7 +18,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from llmops.api.retrainpolicy import RetrainPolicySpec
-from llmops.operators.retrainpolicy import names, triggers
+from llmops.operators.retrainpolicy import triggers
 from llmops.operators.retrainpolicy.triggers import Firing
 
 
@@ -62,7 +62,7 @@ def decide(
         left = spec.cooldown_seconds - int((now - last_start).total_seconds())
         return Decision(why_not=f"{first[0].type} fired during the cooldown ({left} s left)")
     firing = eligible[0]
-    name = names.run_name(policy, firing.at)
+    name = firing.run_name(policy)
     active = [r.name for r in runs if not r.finished and r.name != name]
     if active and spec.concurrency_policy == "Forbid":
         return Decision(why_not=f"{firing.type} fired while {active[0]} runs (concurrencyPolicy Forbid)")

@@ -14,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+from collections.abc import Callable
 from typing import Any
 
 import pydantic
-from kubernetes.dynamic.exceptions import ConflictError
 
 from llmops import registry
 from llmops.api import API_VERSION, MODEL_DEPLOYMENT, TRAINING_JOB
@@ -71,10 +71,23 @@ def _time(value: Any) -> dt.datetime | None:
     return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 class Reconciler:
-    def __init__(self, settings: Settings | None = None, prometheus: Any = None) -> None:
+    """The kind's reconcile with its settings; `prometheus` (anything with `query(promql)`) and
+    `clock` are the operator's own unless a test gives others."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        prometheus: Any = None,
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
         self._settings = settings
         self._prometheus = prometheus
+        self.clock = clock
 
     @property
     def settings(self) -> Settings:
@@ -85,11 +98,12 @@ class Reconciler:
         return self._prometheus or Prometheus(self.settings.prometheus_url)
 
     def __call__(self, spec: RetrainPolicySpec, ctx: Context) -> Outcome:
-        return reconcile(spec, ctx, self.settings, self.prometheus)
+        return reconcile(spec, ctx, self.settings, self.prometheus, self.clock())
 
 
-def reconcile(spec: RetrainPolicySpec, ctx: Context, settings: Settings, prometheus: Any) -> Outcome:
-    now = dt.datetime.now(dt.UTC)
+def reconcile(
+    spec: RetrainPolicySpec, ctx: Context, settings: Settings, prometheus: Any, now: dt.datetime
+) -> Outcome:
     before = ctx.status
     assert isinstance(before, RetrainPolicyStatus)
     name, namespace, policy = ctx.name, ctx.namespace, ctx.body
@@ -301,7 +315,7 @@ def reconcile(spec: RetrainPolicySpec, ctx: Context, settings: Settings, prometh
         firing = dataclasses.replace(firing, annotations={**firing.annotations, **extra})
         manifest = builders.training_job(policy, spec, firing, champion)
         job = manifest["metadata"]["name"]
-        created = _create(ctx, manifest)
+        created = ctx.applier.create(manifest)
         if created:
             ctx.event(EventReason.TRIGGERED, f"{firing.message}: started {job}"[:1024])
         last_trigger = f"{firing.type} at {firing.at.isoformat()}: {firing.message}"[:256]
@@ -533,13 +547,3 @@ def _compared(spec: RetrainPolicySpec, record: RunRecord, child: dict | None) ->
             ],
         }
     )
-
-
-def _create(ctx: Context, manifest: dict) -> bool:
-    """Create the run's TrainingJob; True if this call made it, False if it existed (a repeated tick)."""
-    resource = ctx.applier.resource(manifest["apiVersion"], manifest["kind"])
-    try:
-        ctx.applier.client.create(resource, body=manifest, namespace=manifest["metadata"]["namespace"])
-        return True
-    except ConflictError:
-        return False

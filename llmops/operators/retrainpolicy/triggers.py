@@ -32,6 +32,7 @@ from llmops.api.retrainpolicy import (
     TriggerStatus,
 )
 from llmops.operators.modeldeployment import monitoring
+from llmops.operators.retrainpolicy import names
 
 # CronJob warns past this many missed times (pkg/controller/cronjob/utils.go) and still runs the last.
 TOO_MANY_MISSED = 100
@@ -54,6 +55,10 @@ class Firing:
     @property
     def family(self) -> str:
         return self.type.split("/", 1)[0]
+
+    def run_name(self, policy: str) -> str:
+        """The name of the run this firing starts (names.run_name; a manual request by its value)."""
+        return names.run_name(policy, self.at, self.value if self.family == "manual" else None)
 
 
 # -- schedule ----------------------------------------------------------------------------------
