@@ -37,10 +37,9 @@ APPROVAL_ANNOTATION = "retrain.llmops.io/approve"
 MAX_NAME_LENGTH = 52
 
 MetricKey = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_./:-]+$")]
+CronExpression = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 # Five fields (minute hour day-of-month month day-of-week) or a macro; croniter checks the rest.
-CronExpression = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^(@[a-z]+|(\S+\s+){4}\S+)$")
-]
+CRON_SHAPE = r"^(@[a-z]+|(\S+\s+){4}\S+)$"
 FeedbackName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 PromQL = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
 Duration = Annotated[int, Field(ge=60, le=31 * 24 * 3600)]
@@ -55,6 +54,22 @@ class ScheduleTrigger(ApiModel):
     spring-forward day in Europe/Berlin runs at 03:00); a time in the repeated hour runs twice
     (02:30 CEST, then 02:30 CET), as Kubernetes CronJob does.
     """
+
+    cel_rules = (
+        Rule(
+            "!self.cron.matches('(^|\\\\s)(CRON_)?TZ=')",
+            "TZ= and CRON_TZ= are not supported in cron: set timeZone",
+            lambda m: not re.search(r"(^|\s)(CRON_)?TZ=", m.cron),
+            field_path=".cron",
+        ),
+        Rule(
+            "self.cron.matches('" + CRON_SHAPE.replace("\\", "\\\\") + "')",
+            "cron must have five fields (minute hour day-of-month month day-of-week) or be a macro such"
+            " as @daily",
+            lambda m: re.match(CRON_SHAPE, m.cron) is not None,
+            field_path=".cron",
+        ),
+    )
 
     cron: CronExpression = Field(
         description='Cron expression in five fields ("0 3 * * *") or a macro (@daily, @hourly, @weekly).'
@@ -73,8 +88,8 @@ class ScheduleTrigger(ApiModel):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        if re.search(r"\b(CRON_)?TZ=", value):
-            raise ValueError("TZ= and CRON_TZ= are not supported in cron: set timeZone")
+        if not re.match(CRON_SHAPE, value) or re.search(r"(^|\s)(CRON_)?TZ=", value):
+            return value  # the rules of the model say what is wrong, with the field's path
         if not croniter.is_valid(value):
             raise ValueError(f"not a valid cron expression: {value!r}")
         return value

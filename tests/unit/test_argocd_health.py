@@ -93,7 +93,9 @@ def test_every_testdata_object_is_covered_and_every_status_is_exercised(kind: st
     on_disk = {f"testdata/{p.name}" for p in (CHECKS / kind / "testdata").glob("*.yaml")}
     assert listed == on_disk
     statuses = {case["healthStatus"]["status"] for case in spec["tests"]}
-    wanted = {"Healthy", "Progressing", "Degraded"} | ({"Suspended"} if kind in ("TrainingJob", "RetrainPolicy") else set())
+    wanted = {"Healthy", "Progressing", "Degraded"} | (
+        {"Suspended"} if kind in ("TrainingJob", "RetrainPolicy") else set()
+    )
     assert statuses == wanted
 
 

@@ -4,6 +4,7 @@ history limits."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import yaml
 
@@ -12,7 +13,7 @@ from llmops.operators.retrainpolicy import plan
 from llmops.operators.retrainpolicy.triggers import Firing
 
 NOW = dt.datetime(2026, 11, 30, 10, tzinfo=dt.UTC)
-SPEC = yaml.safe_load(open("examples/retrainpolicy-schedule.yaml"))["spec"]
+SPEC = yaml.safe_load(Path("examples/retrainpolicy-schedule.yaml").read_text())["spec"]
 
 
 def spec(**changes: object) -> RetrainPolicySpec:
