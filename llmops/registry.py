@@ -7,9 +7,10 @@ Layout under the registry location (one per organisation or team):
     models/<name>/versions/<version>/manifest.json      written last, create-only: the version exists
     models/<name>/aliases/<alias>.json                  the alias now: its last AliasMove (camelCase
                                                         JSON; "version" is the version it names)
-    models/<name>/alias-history/<alias>/<at>-<moveId>.json
-                                                        create-only: one AliasMove per move, `at` as
-                                                        YYYYMMDDTHHMMSSZ
+    models/<name>/alias-history/<alias>/<seq>-<at>-<moveId>.json
+                                                        create-only: one AliasMove per move; `seq`
+                                                        counts the alias's moves from 00000001, `at`
+                                                        as YYYYMMDDTHHMMSSZ
 
 A writer first claims the next number with a create-only put (two racing writers never share a
 folder), uploads the files, then writes the manifest, also create-only: its presence is what makes
@@ -33,7 +34,6 @@ import json
 import logging
 import re
 import uuid
-from itertools import groupby
 from pathlib import Path
 from typing import Any, Literal
 
@@ -230,10 +230,6 @@ class AliasMove(_Record):
     at: str
     move_id: str
 
-    def history_key(self) -> str:
-        stamp = dt.datetime.fromisoformat(self.at).astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        return f"{_history_prefix(self.model, self.alias)}{stamp}-{self.move_id}.json"
-
 
 def _pointer_key(name: str, alias: str) -> str:
     return f"models/{name}/aliases/{alias}.json"
@@ -276,24 +272,25 @@ def aliases(store: ObjectStore, name: str) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-def _recorded(store: ObjectStore, name: str, alias: str) -> list[AliasMove]:
-    return [
-        AliasMove.model_validate_json(store.get_bytes(key))
-        for key in store.list(_history_prefix(name, alias))
-        if key.endswith(".json")
-    ]
+def _recorded(store: ObjectStore, name: str, alias: str) -> dict[str, str]:
+    """The history record keys of `alias`, oldest first, by move_id.
+
+    A record's name is <seq>-<YYYYMMDDTHHMMSSZ>-<move_id>.json, `seq` counting the alias's moves from
+    1 in eight digits: it orders moves made within one second, which `at` cannot."""
+    keys = sorted(k for k in store.list(_history_prefix(name, alias)) if k.endswith(".json"))
+    return {k.rsplit("/", 1)[-1][26:].removesuffix(".json"): k for k in keys}
 
 
-def _record(store: ObjectStore, move: AliasMove) -> None:
-    """Write a move's history record; one already there (the same move) is fine."""
+def _record(store: ObjectStore, move: AliasMove, recorded: dict[str, str]) -> None:
+    """Write `move` as the next record of its alias unless it is recorded already; a record of the
+    same move written meanwhile (the same key) is fine."""
+    if move.move_id in recorded:
+        return
+    stamp = dt.datetime.fromisoformat(move.at).astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    key = f"{_history_prefix(move.model, move.alias)}{len(recorded) + 1:08d}-{stamp}-{move.move_id}.json"
     with contextlib.suppress(ObjectExists):
-        store.put_bytes(move.history_key(), move.model_dump_json(by_alias=True).encode(), overwrite=False)
-
-
-def _heal(store: ObjectStore, pointer: AliasMove | None) -> None:
-    """Record the pointer's move if a crash left it out of the history (legacy pointers have none)."""
-    if pointer is not None and pointer.move_id and not store.exists(pointer.history_key()):
-        _record(store, pointer)
+        store.put_bytes(key, move.model_dump_json(by_alias=True).encode(), overwrite=False)
+    recorded[move.move_id] = key
 
 
 def move_alias(
@@ -310,11 +307,12 @@ def move_alias(
 
     Idempotent by `move_id` (default: a fresh uuid4): a repeat with a key already recorded, or with
     the key the pointer holds, changes nothing and returns that move; a repeat after a crash between
-    the pointer write and the history write completes the history. Moving an alias to the version
-    it already names is a no-op that records nothing and returns the alias as it is (whose move_id
-    is then not the one passed). Writes: the pointer (overwrite), then the history record
-    (create-only). Raises RegistryError for a version that does not exist, an alias that is not a
-    DNS label, or a move_id outside [A-Za-z0-9._-] (at most 128).
+    the pointer write and the history write completes the history (and so does the next move of the
+    alias, whatever its key). Moving an alias to the version it already names is a no-op that
+    records nothing and returns the alias as it is (whose move_id is then not the one passed).
+    Writes: the pointer (overwrite), then the history record (create-only). Raises RegistryError
+    for a version that does not exist, an alias that is not a DNS label, or a move_id outside
+    [A-Za-z0-9._-] (at most 128).
     """
     _check_alias(alias)
     move_id = move_id or uuid.uuid4().hex
@@ -322,13 +320,13 @@ def move_alias(
         raise RegistryError(f"move_id {move_id!r}: letters, digits, '.', '_', '-' only, at most 128")
     read_version(store, name, version)  # only existing versions get an alias
     current = read_alias(store, name, alias)
-    if current is not None and current.move_id == move_id:
-        _heal(store, current)  # the pointer was written, perhaps not its record: complete it
-        return current
-    for key in store.list(_history_prefix(name, alias)):  # <YYYYMMDDTHHMMSSZ>-<move_id>.json
-        if key.rsplit("/", 1)[-1][17:] == f"{move_id}.json":
-            return AliasMove.model_validate_json(store.get_bytes(key))
-    _heal(store, current)
+    recorded = _recorded(store, name, alias)
+    if current is not None and current.move_id:
+        _record(store, current, recorded)  # a crash may have cut it between pointer and record
+        if current.move_id == move_id:
+            return current
+    if move_id in recorded:  # recorded, and the alias has moved on since: never move it back
+        return AliasMove.model_validate_json(store.get_bytes(recorded[move_id]))
     if current is not None and current.version == version:
         return current
     move = AliasMove(
@@ -342,29 +340,15 @@ def move_alias(
         move_id=move_id,
     )
     store.put_bytes(_pointer_key(name, alias), move.model_dump_json(by_alias=True, indent=2).encode())
-    _record(store, move)
+    _record(store, move, recorded)
     return move
 
 
-def _in_order(moves: list[AliasMove]) -> list[AliasMove]:
-    """One alias's moves oldest first: by `at`, and within one second along the chain previous ->
-    version (two moves in the same second have the same stamp)."""
-    out: list[AliasMove] = []
-    last: str | None = None
-    for _, same_second in groupby(sorted(moves, key=lambda m: (m.at, m.move_id)), key=lambda m: m.at):
-        group = list(same_second)
-        while group:
-            nxt = next((m for m in group if m.previous == last), group[0])
-            group.remove(nxt)
-            out.append(nxt)
-            last = nxt.version
-    return out
-
-
 def alias_history(store: ObjectStore, name: str, alias: str | None = None) -> list[AliasMove]:
-    """Every recorded move of `alias` (or of every alias of `name`), oldest first.
+    """Every move of `alias` (or of every alias of `name`), oldest first: one alias's moves in the
+    order they were made, different aliases' by `at` (to the second).
 
-    A pointer whose record a crash left out is included as it will be recorded (read-only here).
+    A pointer whose record a crash left out comes last, as it will be recorded (read-only here).
     """
     if alias is not None:
         _check_alias(alias)
@@ -375,10 +359,11 @@ def alias_history(store: ObjectStore, name: str, alias: str | None = None) -> li
     moves: list[AliasMove] = []
     for each in names:
         recorded = _recorded(store, name, each)
+        mine = [AliasMove.model_validate_json(store.get_bytes(key)) for key in recorded.values()]
         pointer = read_alias(store, name, each)
-        if pointer is not None and pointer.move_id and pointer.move_id not in {m.move_id for m in recorded}:
-            recorded.append(pointer)
-        moves += _in_order(recorded)
+        if pointer is not None and pointer.move_id and pointer.move_id not in recorded:
+            mine.append(pointer)
+        moves += mine
     return sorted(moves, key=lambda m: m.at)  # stable: each alias keeps its own order
 
 

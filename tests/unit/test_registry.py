@@ -165,6 +165,13 @@ def test_moves_in_the_same_second_keep_their_order(store: LocalStore) -> None:
     history = alias_history(store, "chat", "champion")
     assert [m.reason for m in history] == ["0", "1", "2", "3", "4"]
     assert [m.previous for m in history] == [None, "1", "2", "3", "1"]
+    # The records count the moves: that, not `at` (to the second), orders them.
+    names = [key.rsplit("/", 1)[-1] for key in _records(store)]
+    assert [n[:9] for n in names] == [f"{i:08d}-" for i in range(1, 6)]
+    assert (
+        names[0]
+        == f"00000001-{history[0].at[:19].replace('-', '').replace(':', '')}Z-{history[0].move_id}.json"
+    )
 
 
 def test_a_pointer_from_before_the_history_still_reads_and_moves(store: LocalStore) -> None:
