@@ -249,11 +249,12 @@ def read_alias(store: ObjectStore, name: str, alias: str) -> AliasMove | None:
 
     A pointer from before the history ({"version"} only) reads with empty by, reason, at and move_id.
     """
+    _check_alias(alias)
     key = _pointer_key(name, alias)
     if not store.exists(key):
         return None
     body = json.loads(store.get_bytes(key))
-    if set(body) == {"version"}:
+    if "moveId" not in body:
         return AliasMove(model=name, alias=alias, version=str(body["version"]), by="", reason="", at="",
                          move_id="")  # fmt: skip
     return AliasMove.model_validate(body)
@@ -265,7 +266,7 @@ def aliases(store: ObjectStore, name: str) -> dict[str, str]:
     found = {}
     for key in store.list(prefix):
         alias = key[len(prefix) :]
-        if "/" not in alias and alias.endswith(".json"):
+        if alias.endswith(".json") and ALIAS_PATTERN.fullmatch(alias.removesuffix(".json")):
             move = read_alias(store, name, alias.removesuffix(".json"))
             if move is not None:
                 found[move.alias] = move.version
