@@ -332,6 +332,7 @@ def test_workload_values_become_the_operators_settings(helm: str, tmp_path: Path
             "prometheusNamespaceSelector": {"team": "obs", "kubernetes.io/metadata.name": "obs"},
             "monitorLabels": {"release": "kube-prometheus"},
             "resyncSeconds": 60,
+            "aliasPollSeconds": 10,
         }
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
@@ -343,6 +344,7 @@ def test_workload_values_become_the_operators_settings(helm: str, tmp_path: Path
         prometheus_namespace_labels={"kubernetes.io/metadata.name": "obs", "team": "obs"},
         monitor_labels={"release": "kube-prometheus"},
         resync_seconds=60,
+        alias_poll_seconds=10,
     )
 
 
