@@ -8,6 +8,7 @@ from typing import Any
 from llmops.api import API_VERSION, TRAINING_JOB
 from llmops.api.common import ModelReference
 from llmops.api.retrainpolicy import RetrainPolicySpec
+from llmops.api.trainingjob import Evaluation
 from llmops.operators.manifests import adopt
 from llmops.operators.retrainpolicy import names
 from llmops.operators.retrainpolicy.triggers import Firing
@@ -24,7 +25,8 @@ def training_job(
     job = template.spec
     if champion is not None:
         baseline = ModelReference(name=job.output.model_name, version=champion)
-        job = job.model_copy(update={"evaluation": job.evaluation.model_copy(update={"baseline": baseline})})
+        evaluation = (job.evaluation or Evaluation()).model_copy(update={"baseline": baseline})
+        job = job.model_copy(update={"evaluation": evaluation})
     annotations = {
         **template.metadata.annotations,
         names.TRIGGER: firing.type,

@@ -204,6 +204,11 @@ def test_negative_feedback_in_prometheus_fires_the_feedback_trigger_once(
             rp = get(cluster, "rp", "rated", namespace) or {}
             return next((t for t in rp.get("status", {}).get("triggers", []) if t["type"] == "feedback"), {})
 
+        # The series exist at 0 before the first rating, as the gateway's do (increase() cannot see
+        # what a series held at its first sample).
+        for sentiment in ("positive", "negative"):
+            traffic.feedback.labels("1", "thumbs", sentiment)
+        eventually(lambda: "0 thumbs feedbacks" in trigger().get("message", ""), 60)
         # Mostly positive: not firing, and status says why.
         traffic.feedback.labels("1", "thumbs", "positive").inc(8)
         traffic.feedback.labels("1", "thumbs", "negative").inc(1)
