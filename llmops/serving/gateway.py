@@ -186,8 +186,18 @@ class Gateway:
             await asyncio.sleep(seconds)
 
     async def reload_keys(self) -> None:
+        """API keys, and the completion id key (a recreated Secret: the ids of the old key stop verifying)."""
         if self.keys is not None:
             await asyncio.to_thread(self.keys.reload)
+        if self.config.feedback is not None:
+            try:
+                key = await asyncio.to_thread(Path(self.config.feedback.key_path).read_bytes)
+            except OSError as e:  # a Secret mid-update can be briefly absent: keep the last key
+                log.warning("cannot read the completion id key: %s; keeping the last", e)
+                return
+            if key and key != self.ids.key:
+                log.info("the completion id key changed; ids issued with the last one no longer verify")
+                self.ids.key = key
 
     async def anomaly_tick(self) -> None:
         for signal_, verdict in self.anomaly.tick().items():

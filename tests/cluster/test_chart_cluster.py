@@ -186,6 +186,7 @@ def test_helm_install_brings_the_operator_deployment_up(
         assert can_i(cluster, sa, "delete", "scaledobjects.keda.sh", "-n", namespace)
         assert can_i(cluster, sa, "get", "secrets", "-n", namespace)
         assert not can_i(cluster, sa, "list", "secrets", "-n", namespace)
+        assert not can_i(cluster, sa, "patch", "secrets", "-n", namespace)
         assert not can_i(cluster, sa, "delete", "trainingjobs.llmops.io", "-n", namespace)
         assert not can_i(cluster, sa, "create", "pods", "-n", namespace)
         assert can_i(cluster, sa, "watch", "customresourcedefinitions.apiextensions.k8s.io")
