@@ -537,6 +537,8 @@ class Gateway:
             # The answer's id (serving.feedback): vLLM takes it from X-Request-Id; a client's own
             # X-Request-Id is not passed on, so no tenant chooses an id.
             ex.rid = headers["X-Request-Id"] = self.ids.issue(ex.key_id, replica.version, time.time())
+            if self.feedback_store is not None:
+                self.metrics.feedback_series(replica.version)
             inflight = ex.inflight = self.metrics.child(self.metrics.inflight, replica.version)
             inflight.inc()  # at the replica from the moment it is sent
             try:

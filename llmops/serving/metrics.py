@@ -30,6 +30,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 
 TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 NO_VERSION = "none"  # the version label of requests refused before one was chosen
 MAX_FEEDBACK_NAMES = 32  # distinct feedback names with their own label value; later ones count as "other"
+SENTIMENTS = ("positive", "negative", "neutral")
+DEFAULT_FEEDBACK_NAME = "thumbs"
 
 
 class Metrics:
@@ -116,7 +118,19 @@ class Metrics:
             registry=r,
         )
         self._feedback_names: set[str] = set()
+        self._feedback_series: set[tuple[str, str]] = set()  # (version, name) whose series exist
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def feedback_series(self, version: str, name: str = DEFAULT_FEEDBACK_NAME) -> None:
+        """Make the three sentiment series of (version, name) exist, at 0. Prometheus' `increase()`
+        counts from a series' first sample, so a counter that appears already at 1 loses that one:
+        the gateway calls this for the default name as it issues ids for a version, before any
+        feedback on them; a new name gets its series with its first feedback (that one is lost to
+        `increase()` unless a scrape came between)."""
+        if (version, name) not in self._feedback_series:
+            self._feedback_series.add((version, name))
+            for sentiment in SENTIMENTS:
+                self.feedback_total.labels(version, name, sentiment)
 
     def feedback(self, version: str, name: str, sentiment: str) -> None:
         """One feedback; the first MAX_FEEDBACK_NAMES names get their own `name` label value, later
@@ -126,6 +140,7 @@ class Metrics:
                 name = "other"
             else:
                 self._feedback_names.add(name)
+        self.feedback_series(version, name)
         self.feedback_total.labels(version, name, sentiment).inc()
 
     def child(self, metric: Any, *labels: str) -> Any:

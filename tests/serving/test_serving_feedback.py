@@ -1,18 +1,74 @@
 """User feedback through the real chain: the official openai client -> the gateway -> vLLM on the CPU,
-then `POST /v1/feedback` with the completion id the client got (serving.feedback)."""
+then `POST /v1/feedback` with the completion id the client got (serving.feedback), counted in a real
+Prometheus that scrapes the gateway with the labels its ServiceMonitor gives it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
 
-from tests.helpers import eventually
+import pytest
+import yaml
+
+from llmops.dev.cluster import free_port
+from llmops.dev.tools import binary
+from llmops.operators.modeldeployment.monitoring import negative_feedback_share
+from tests.helpers import eventually, http_get
 from tests.serving.gateway_calls import MODEL, post, single
+
+NAMESPACE, MD = "team-a", "chat"
+OURS = f'namespace="{NAMESPACE}",model_deployment="{MD}"'
+
+
+@contextlib.contextmanager
+def prometheus(tmp_path: Path, target: str) -> Iterator[str]:
+    """A real Prometheus scraping `target` every second with the target labels the operator's gateway
+    ServiceMonitor gives (`namespace` from the Service, `model_deployment` relabelled from the pod's
+    llmops.io/modeldeployment label: monitoring.service_monitor)."""
+    config = tmp_path / "prometheus.yml"
+    labels = {"namespace": NAMESPACE, "model_deployment": MD}
+    job = {"job_name": "gateway", "static_configs": [{"targets": [target], "labels": labels}]}
+    config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": [job]}))
+    port = free_port()
+    with open(tmp_path / "prometheus.log", "w") as log:
+        proc = subprocess.Popen(
+            [
+                binary("prometheus"),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            eventually(lambda: http_get(f"{url}/-/ready")[0] == 200, timeout=60)
+            yield url
+        finally:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def query(url: str, promql: str) -> list[dict]:
+    status, text = http_get(f"{url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}")
+    assert status == 200, text
+    return json.loads(text)["data"]["result"]
 
 
 def test_feedback_on_the_id_the_openai_client_got(vllm_server, gateway_factory, tmp_path):
     """vLLM answers with the gateway's id (plain and streamed); the tenant that got it rates it (201);
-    another tenant and a forged id get 404; the counter is on /metrics; the stored feedback record
-    names the completion id that the payload sample of the same exchange carries."""
+    another tenant and a forged id get 404; the counter is on /metrics and in Prometheus, where the
+    RetrainPolicy's negative share (monitoring.negative_feedback_share) reads it; the stored feedback
+    record names the completion id that the payload sample of the same exchange carries."""
     keys = tmp_path / "keys"
     keys.mkdir()
     (keys / "team-a").write_text("sk-alpha-0123456789")
@@ -26,7 +82,7 @@ def test_feedback_on_the_id_the_openai_client_got(vllm_server, gateway_factory, 
             apiKeysPath=str(keys),
             payloadSampling={"rate": 1.0, "destination": destination, "flushIntervalSeconds": 0.2},
             feedback={
-                "modelDeployment": "chat",
+                "modelDeployment": MD,
                 "destination": destination,
                 "keyPath": str(tmp_path / "idkey"),
                 "flushIntervalSeconds": 0.2,
@@ -46,33 +102,50 @@ def test_feedback_on_the_id_the_openai_client_got(vllm_server, gateway_factory, 
     url = f"{gw.url}/v1/feedback"
     alpha = {"Authorization": "Bearer sk-alpha-0123456789"}
     bravo = {"Authorization": "Bearer sk-bravo-0123456789"}
-    status, _, body = post(url, {"completion_id": answer.id, "value": -1, "user": "end-user-1"}, alpha)
-    assert status == 201, body
-    assert (body["object"], body["completion_id"], body["model"], body["version"]) == (
-        "feedback",
-        answer.id,
-        MODEL,
-        "1",
-    )
-    assert post(url, {"completion_id": streamed.pop(), "value": True}, alpha)[0] == 201
+    # Another name's first feedback, before Prometheus' first scrape: its series appear with it, at 1,
+    # which increase() never counts (the default name's series exist at 0 once ids are issued).
     assert post(url, {"completion_id": completion.id, "name": "tone", "value": "terse"}, alpha)[0] == 201
-    status, _, body = post(url, {"completion_id": answer.id, "value": 1}, bravo)
-    assert status == 404 and body["error"]["param"] == "completion_id", body
-    forged = answer.id[: answer.id.rindex(".") + 1] + "A" * 22
-    assert post(url, {"completion_id": forged, "value": 1}, alpha)[0] == 404
-    status, _, body = post(url, {"completion_id": answer.id, "value": [1]}, alpha)
-    assert status == 400 and body["error"]["param"] == "value"
+    with prometheus(tmp_path, f"127.0.0.1:{gw.port}") as prom:
+        eventually(lambda: len(query(prom, f"llmops_gateway_feedback_total{{{OURS}}}")) == 6, timeout=60)
+        status, _, body = post(url, {"completion_id": answer.id, "value": -1, "user": "end-user-1"}, alpha)
+        assert status == 201, body
+        assert (body["object"], body["completion_id"], body["model"], body["version"]) == (
+            "feedback",
+            answer.id,
+            MODEL,
+            "1",
+        )
+        assert post(url, {"completion_id": streamed.pop(), "value": True}, alpha)[0] == 201
+        status, _, body = post(url, {"completion_id": answer.id, "value": 1}, bravo)
+        assert status == 404 and body["error"]["param"] == "completion_id", body
+        forged = answer.id[: answer.id.rindex(".") + 1] + "A" * 22
+        assert post(url, {"completion_id": forged, "value": 1}, alpha)[0] == 404
+        status, _, body = post(url, {"completion_id": answer.id, "value": [1]}, alpha)
+        assert status == 400 and body["error"]["param"] == "value"
 
-    counted = {
-        tuple(v for _, v in labels): value
-        for (metric, labels), value in gw.metrics().items()
-        if metric == "llmops_gateway_feedback_total"
-    }  # labels sorted: name, sentiment, version
-    assert counted == {
-        ("thumbs", "negative", "1"): 1,
-        ("thumbs", "positive", "1"): 1,
-        ("tone", "neutral", "1"): 1,
-    }
+        counted = {
+            tuple(v for _, v in labels): value
+            for (metric, labels), value in gw.metrics().items()
+            if metric == "llmops_gateway_feedback_total"
+        }  # labels sorted: name, sentiment, version
+        assert counted == {
+            ("thumbs", "negative", "1"): 1,
+            ("thumbs", "positive", "1"): 1,
+            ("thumbs", "neutral", "1"): 0,
+            ("tone", "negative", "1"): 0,
+            ("tone", "positive", "1"): 0,
+            ("tone", "neutral", "1"): 1,
+        }
+        # The trigger's query, with the selector the gateway's series carry in a cluster: one negative
+        # of the two thumbs counted since the first scrape (tone's first one is not: see above).
+        share = negative_feedback_share(NAMESPACE, MD, "5m")
+        assert share == (
+            f'sum(increase(llmops_gateway_feedback_total{{{OURS},sentiment="negative"}}[5m]))'
+            f" / sum(increase(llmops_gateway_feedback_total{{{OURS}}}[5m]))"
+        )
+        eventually(
+            lambda: [float(r["value"][1]) for r in query(prom, share)] == [pytest.approx(0.5)], timeout=60
+        )
 
     def records(kind: str) -> list[dict]:
         files = sorted(store.rglob(f"*-{kind}-*.jsonl")) if store.exists() else []
@@ -86,7 +159,7 @@ def test_feedback_on_the_id_the_openai_client_got(vllm_server, gateway_factory, 
         "team-a",
         "1",
     )
-    assert rated["model_deployment"] == "chat" and rated["model"] == MODEL
+    assert rated["model_deployment"] == MD and rated["model"] == MODEL
     sample = next(r for r in records("payload") if r["id"] == answer.id)
     assert sample["user"] == "end-user-1" and sample["endpoint"] == "chat"
     assert {r["id"] for r in records("payload")} == {answer.id, completion.id, *{c.id for c in chunks}}

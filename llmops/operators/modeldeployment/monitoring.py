@@ -20,6 +20,7 @@ LATENCY = "llmops_gateway_request_duration_seconds"
 TTFT = "llmops_gateway_time_to_first_token_seconds"
 PENDING = "llmops_gateway_pending_requests"
 DRIFT = "llmops_drift_score"
+FEEDBACK = "llmops_gateway_feedback_total"  # by version, name, sentiment (llmops/serving/feedback.py)
 QUEUE = "vllm:num_requests_waiting"
 ERROR_CODES = "5.."  # backpressure (429) and client errors are not the service failing
 RATE_WINDOW = "5m"
@@ -27,6 +28,16 @@ RATE_WINDOW = "5m"
 
 def selector(namespace: str, name: str, *matchers: str) -> str:
     return "{" + ",".join([f'namespace="{namespace}"', f'model_deployment="{name}"', *matchers]) + "}"
+
+
+def negative_feedback_share(namespace: str, name: str, window: str) -> str:
+    """PromQL: the share of the ModelDeployment's feedback over `window` (e.g. "1h") that is negative
+    (`sentiment="negative"`: a number below 0, or false); no value while there is no feedback."""
+    negative = selector(namespace, name, 'sentiment="negative"')
+    return (
+        f"sum(increase({FEEDBACK}{negative}[{window}]))"
+        f" / sum(increase({FEEDBACK}{selector(namespace, name)}[{window}]))"
+    )
 
 
 def _relabel(pod_label: str, target: str) -> dict:
@@ -225,7 +236,7 @@ def _panel(index: int, title: str, targets: list[tuple[str, str]], unit: str) ->
 
 
 def dashboard(namespace: str, name: str) -> dict:
-    """A Grafana dashboard of one ModelDeployment: traffic, latency, errors, vLLM load, drift."""
+    """A Grafana dashboard of one ModelDeployment: traffic, latency, errors, vLLM load, drift, feedback."""
     sel = selector(namespace, name)
     errors = selector(namespace, name, f'code=~"{ERROR_CODES}"')
     w = RATE_WINDOW
@@ -299,6 +310,11 @@ def dashboard(namespace: str, name: str) -> dict:
             "short",
         ),
         ("Drift score", [(f"max({DRIFT}{sel})", "drift")], "short"),
+        (
+            "User feedback per hour, by version and sentiment",
+            [(f"sum by (version, sentiment) (increase({FEEDBACK}{sel}[1h]))", "{{sentiment}} {{version}}")],
+            "short",
+        ),
     ]
     return {
         "title": f"llmops / {namespace} / {name}",
