@@ -647,7 +647,7 @@ def md_feedback_without_payload_sampling(spec: Spec, draw: DrawFn) -> FieldPath:
     drift = _dig(spec, "monitoring").get("drift")
     if drift is not None:  # keep the drift rule's prompts, which payload sampling may have stood for
         drift.setdefault("prompts", {"s3": {"bucket": "drift"}})
-    return ("spec", "gateway", "feedback")
+    return ("spec", "gateway")
 
 
 def md_tensor_parallel_over_gpus(spec: Spec, draw: DrawFn) -> FieldPath:
@@ -855,7 +855,7 @@ CEL_CASES = [
     ),
     CelCase(
         MD,
-        "spec.gateway.feedback",
+        "spec.gateway",
         "gateway.feedback needs gateway.payloadSampling: feedback is stored beside the payload samples"
         " (payloadSampling.rate 0 stores feedback only); or set feedback.enabled false",
         md_feedback_without_payload_sampling,

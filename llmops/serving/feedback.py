@@ -70,13 +70,24 @@ class CompletionIds:
     Secret); ids older than `ttl_seconds` no longer verify."""
 
     def __init__(self, key: bytes, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.key = key
+
+    @property
+    def key(self) -> bytes:
+        return self._key
+
+    @key.setter
+    def key(self, key: bytes) -> None:
         if not key:
             raise ValueError("the completion id key is empty")
-        self.key, self.ttl_seconds = key, ttl_seconds
+        self._key = key
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per id: the key is set up once
 
     def _mac(self, tenant: str, version: str, issued: str, nonce: str) -> str:
-        message = f"{tenant}\n{version}\n{issued}\n{nonce}".encode()
-        return _b64(hmac.new(self.key, message, hashlib.sha256).digest()[:MAC_BYTES])
+        mac = self._keyed.copy()
+        mac.update(f"{tenant}\n{version}\n{issued}\n{nonce}".encode())
+        return _b64(mac.digest()[:MAC_BYTES])
 
     def issue(self, tenant: str, version: str, now: float) -> str:
         """A new rid for an answer of `version` to `tenant` at `now` (unix seconds)."""
