@@ -225,3 +225,27 @@ def sentiment(value: float | int | bool | str) -> str:
 def feedback_id() -> str:
     """A new feedback id: `fb_` and 24 hex digits."""
     return "fb_" + os.urandom(12).hex()
+
+
+def feedback_record(
+    fb: Feedback, tenant: str, model_deployment: str, model: str, version: str, now: float
+) -> dict[str, Any]:
+    """The stored record of one feedback (one jsonl line in a `-feedback-` file; docs/operations.md,
+    User feedback): `id` (`feedback_id`), the feedback's fields, `tenant` (the API key's id), the
+    ModelDeployment, the served model name, the version that answered (from the id), and `time`
+    (unix seconds). Records are only added: of several on one (completion_id, name, user), the one
+    with the latest `time` holds."""
+    return {
+        "id": feedback_id(),
+        "completion_id": fb.completion_id,
+        "name": fb.name,
+        "value": fb.value,
+        "comment": fb.comment,
+        "user": fb.user,
+        "metadata": fb.metadata,
+        "tenant": tenant,
+        "model_deployment": model_deployment,
+        "model": model,
+        "version": version,
+        "time": now,
+    }

@@ -75,7 +75,7 @@ from llmops.serving.feedback import (
     BadFeedback,
     CompletionIds,
     completion_id,
-    feedback_id,
+    feedback_record,
     parse_feedback,
     sentiment,
 )
@@ -307,15 +307,7 @@ class Gateway:
             if self.draining:
                 raise self._refused(Draining())
             tenant = self._authenticate(request)
-            decision = self.limiter.admit(tenant)
-            if not decision.allowed:
-                raise HttpError(
-                    429,
-                    f"rate limit exceeded ({decision.reason}); retry after {decision.retry_after_header} s",
-                    "rate_limited",
-                    "rate_limit_error",
-                    retry_after=decision.retry_after_header,
-                )
+            self._limit(tenant)
             try:
                 body = json.loads(await request.read())
             except TooLarge as e:
@@ -344,20 +336,8 @@ class Gateway:
                 self.metrics.count(NO_VERSION, e.status, e.reason)
             return e.response()
         assert self.feedback_store is not None and self.config.feedback is not None
-        record = {
-            "id": feedback_id(),
-            "completion_id": fb.completion_id,
-            "name": fb.name,
-            "value": fb.value,
-            "comment": fb.comment,
-            "user": fb.user,
-            "metadata": fb.metadata,
-            "tenant": tenant,
-            "model_deployment": self.config.feedback.model_deployment,
-            "model": self.config.served_model_name,
-            "version": issued.version,
-            "time": now,
-        }
+        deployment, model = self.config.feedback.model_deployment, self.config.served_model_name
+        record = feedback_record(fb, tenant, deployment, model, issued.version, now)
         self.feedback_store.add(record)
         self.metrics.feedback(issued.version, fb.name, sentiment(fb.value))
         answer = {k: record[k] for k in ("id", "completion_id", "model", "version")}
@@ -433,15 +413,7 @@ class Gateway:
         """The checks before the queue: API key (401), rate limits (429), body (413, 400, unknown model
         404), then the request's redaction and usage chunk; `ex.key_id` is set first, for `_account`."""
         ex.key_id = self._authenticate(request)
-        decision = self.limiter.admit(ex.key_id)
-        if not decision.allowed:
-            raise HttpError(
-                429,
-                f"rate limit exceeded ({decision.reason}); retry after {decision.retry_after_header} s",
-                "rate_limited",
-                "rate_limit_error",
-                retry_after=decision.retry_after_header,
-            )
+        self._limit(ex.key_id)
         try:
             raw = await request.read()
             body = json.loads(raw)
@@ -464,6 +436,18 @@ class Gateway:
         changed = changed or (strip_usage and not add_usage)
         data = forwarded_body(raw, body, changed=changed, add_usage=add_usage)
         return Admitted(body, data, stream, strip_usage, texts_in)
+
+    def _limit(self, key_id: str) -> None:
+        """The key's rate limits (serving.ratelimit): 429 with Retry-After beyond them."""
+        decision = self.limiter.admit(key_id)
+        if not decision.allowed:
+            raise HttpError(
+                429,
+                f"rate limit exceeded ({decision.reason}); retry after {decision.retry_after_header} s",
+                "rate_limited",
+                "rate_limit_error",
+                retry_after=decision.retry_after_header,
+            )
 
     def _refused(self, e: QueueFull | QueueTimeout | NoReplicas | Draining) -> HttpError:
         """The answer to a request that the dispatcher, or the draining gateway, refuses."""
