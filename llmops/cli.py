@@ -1,4 +1,4 @@
-"""The `llmops` command: developer cluster, CRD generation, the operator process."""
+"""The `llmops` command: developer cluster, CRD generation, the operator process, the model registry."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ def _register() -> None:
     from llmops.operators.cli import (
         operator,  # the operator ships in this distribution; imported lazily inside
     )
+    from llmops.registry_cli import models_group
     from llmops.watch import watch
 
     main.add_command(crds)
     main.add_command(dev)
     main.add_command(watch)
+    main.add_command(models_group)
     main.add_command(operator)
 
 

@@ -112,9 +112,9 @@ def crd(resource: Resource) -> Schema:
         # value, and those stop at 63.
         "x-kubernetes-validations": [
             {
-                "rule": "self.metadata.name.size() <= 63",
-                "message": "metadata.name must be at most 63 characters: it is a label value on every"
-                " object made for it",
+                "rule": f"self.metadata.name.size() <= {resource.max_name_length}",
+                "message": f"metadata.name must be at most {resource.max_name_length} characters:"
+                f" {resource.name_length_reason}",
             }
         ],
         "properties": {

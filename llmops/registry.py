@@ -4,19 +4,36 @@ Layout under the registry location (one per organisation or team):
 
     models/<name>/versions/<version>/claim              create-only: this writer owns the number
     models/<name>/versions/<version>/model/...          weights (safetensors), tokenizer, config
-    models/<name>/versions/<version>/manifest.json     written last, create-only: the version exists
-    models/<name>/aliases/<alias>.json                  {"version": "<version>"}: movable pointer
+    models/<name>/versions/<version>/manifest.json      written last, create-only: the version exists
+    models/<name>/aliases/<alias>.json                  the alias now: its last AliasMove (camelCase
+                                                        JSON; "version" is the version it names)
+    models/<name>/alias-history/<alias>/<seq>-<at>-<moveId>.json
+                                                        create-only: one AliasMove per move; `seq`
+                                                        counts the alias's moves from 00000001, `at`
+                                                        as YYYYMMDDTHHMMSSZ
 
 A writer first claims the next number with a create-only put (two racing writers never share a
 folder), uploads the files, then writes the manifest, also create-only: its presence is what makes
 the version exist, and nothing overwrites it. Versions are integers counted up from 1.
+
+Aliases (`champion`, `challenger`, `production`) are movable pointers to versions. `move_alias`
+writes the pointer, then the move's history record; a move carries an idempotency key (`move_id`),
+so a writer that crashed between the two writes repeats the call and completes it, and every later
+move (and `alias_history`) first makes good a pointer whose record is missing: pointer and history
+always agree. A pointer written before the history existed holds only {"version"}: it still
+resolves, and reads as a move with empty `by`, `reason`, `at` and `move_id`. Moves of one alias are
+meant to come from one writer at a time (a person, or the RetrainPolicy that owns the alias); two
+concurrent moves are both recorded and the later pointer write wins.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
+import re
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -147,6 +164,14 @@ def versions(store: ObjectStore, name: str) -> list[str]:
     )
 
 
+def models(store: ObjectStore) -> list[str]:
+    """Names of the models with at least one registered version, sorted. Lists every key under
+    models/ (the store interface has no delimiter listing): seconds on a registry of many versions."""
+    return sorted(
+        {k.split("/")[1] for k in store.list("models/") if k.count("/") == 4 and k.endswith(f"/{MANIFEST}")}
+    )
+
+
 class BrokenRecord(RegistryError):
     """A manifest that exists but cannot be read as one (truncated or hand-edited)."""
 
@@ -169,7 +194,7 @@ def resolve(store: ObjectStore, ref: ModelReference) -> ModelVersion:
     if ref.version:
         return read_version(store, ref.name, ref.version)
     alias = ref.alias or "latest"
-    key = f"models/{ref.name}/aliases/{alias}.json"
+    key = _pointer_key(ref.name, alias)
     if store.exists(key):
         return read_version(store, ref.name, json.loads(store.get_bytes(key))["version"])
     if alias == "latest":
@@ -181,9 +206,173 @@ def resolve(store: ObjectStore, ref: ModelReference) -> ModelVersion:
     raise RegistryError(f"model {ref.name!r} has no alias {alias!r} in {store.uri}")
 
 
-def set_alias(store: ObjectStore, name: str, alias: str, version: str) -> None:
+# -- aliases ------------------------------------------------------------------------------------
+
+ALIAS_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS label, as ModelReference.alias
+MOVE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class AliasMove(_Record):
+    """One move of an alias, and the pointer's content (the alias now is its last move).
+
+    `at` is ISO 8601 UTC to the second ("2026-11-30T10:05:00+00:00"). `by`: who moved it,
+    "user:<name>" from the `llmops models` command, "retrainpolicy/<namespace>/<name>" from the
+    operator. `previous`: the version the alias named before, None when the move created it.
+    `move_id`: the idempotency key; a repeat of a move with the same key changes nothing.
+    """
+
+    model: str
+    alias: str
+    version: str
+    previous: str | None = None
+    by: str
+    reason: str
+    at: str
+    move_id: str
+
+
+def _pointer_key(name: str, alias: str) -> str:
+    return f"models/{name}/aliases/{alias}.json"
+
+
+def _history_prefix(name: str, alias: str) -> str:
+    return f"models/{name}/alias-history/{alias}/"
+
+
+def _check_alias(alias: str) -> None:
+    if not ALIAS_PATTERN.fullmatch(alias):
+        raise RegistryError(f"alias {alias!r} is not a DNS label (lower-case letters, digits, '-', 1-63)")
+
+
+def read_alias(store: ObjectStore, name: str, alias: str) -> AliasMove | None:
+    """The alias now (its last move), or None when `name` has no such alias.
+
+    A pointer from before the history ({"version"} only) reads with empty by, reason, at and move_id.
+    """
+    _check_alias(alias)
+    key = _pointer_key(name, alias)
+    if not store.exists(key):
+        return None
+    body = json.loads(store.get_bytes(key))
+    if "moveId" not in body:
+        return AliasMove(model=name, alias=alias, version=str(body["version"]), by="", reason="", at="",
+                         move_id="")  # fmt: skip
+    return AliasMove.model_validate(body)
+
+
+def aliases(store: ObjectStore, name: str) -> dict[str, str]:
+    """Every alias of `name` and the version it names, by alias name."""
+    prefix = f"models/{name}/aliases/"
+    found = {}
+    for key in store.list(prefix):
+        alias = key[len(prefix) :]
+        if alias.endswith(".json") and ALIAS_PATTERN.fullmatch(alias.removesuffix(".json")):
+            move = read_alias(store, name, alias.removesuffix(".json"))
+            if move is not None:
+                found[move.alias] = move.version
+    return dict(sorted(found.items()))
+
+
+def _recorded(store: ObjectStore, name: str, alias: str) -> dict[str, str]:
+    """The history record keys of `alias`, oldest first, by move_id.
+
+    A record's name is <seq>-<YYYYMMDDTHHMMSSZ>-<move_id>.json, `seq` counting the alias's moves from
+    1 in eight digits: it orders moves made within one second, which `at` cannot."""
+    keys = sorted(k for k in store.list(_history_prefix(name, alias)) if k.endswith(".json"))
+    return {k.rsplit("/", 1)[-1][26:].removesuffix(".json"): k for k in keys}
+
+
+def _record(store: ObjectStore, move: AliasMove, recorded: dict[str, str]) -> None:
+    """Write `move` as the next record of its alias unless it is recorded already; a record of the
+    same move written meanwhile (the same key) is fine."""
+    if move.move_id in recorded:
+        return
+    stamp = dt.datetime.fromisoformat(move.at).astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    key = f"{_history_prefix(move.model, move.alias)}{len(recorded) + 1:08d}-{stamp}-{move.move_id}.json"
+    with contextlib.suppress(ObjectExists):
+        store.put_bytes(key, move.model_dump_json(by_alias=True).encode(), overwrite=False)
+    recorded[move.move_id] = key
+
+
+def move_alias(
+    store: ObjectStore,
+    name: str,
+    alias: str,
+    version: str,
+    *,
+    by: str,
+    reason: str,
+    move_id: str | None = None,
+) -> AliasMove:
+    """Point `alias` of model `name` at `version` and record the move; returns the recorded move.
+
+    Idempotent by `move_id` (default: a fresh uuid4): a repeat with a key already recorded, or with
+    the key the pointer holds, changes nothing and returns that move; a repeat after a crash between
+    the pointer write and the history write completes the history (and so does the next move of the
+    alias, whatever its key). Moving an alias to the version it already names is a no-op that
+    records nothing and returns the alias as it is (whose move_id is then not the one passed).
+    Writes: the pointer (overwrite), then the history record (create-only). Raises RegistryError
+    for a version that does not exist, an alias that is not a DNS label, or a move_id outside
+    [A-Za-z0-9._-] (at most 128).
+    """
+    _check_alias(alias)
+    move_id = move_id or uuid.uuid4().hex
+    if not MOVE_ID_PATTERN.fullmatch(move_id):
+        raise RegistryError(f"move_id {move_id!r}: letters, digits, '.', '_', '-' only, at most 128")
     read_version(store, name, version)  # only existing versions get an alias
-    store.put_bytes(f"models/{name}/aliases/{alias}.json", json.dumps({"version": version}).encode())
+    current = read_alias(store, name, alias)
+    recorded = _recorded(store, name, alias)
+    if current is not None and current.move_id:
+        _record(store, current, recorded)  # a crash may have cut it between pointer and record
+        if current.move_id == move_id:
+            return current
+    if move_id in recorded:  # recorded, and the alias has moved on since: never move it back
+        return AliasMove.model_validate_json(store.get_bytes(recorded[move_id]))
+    if current is not None and current.version == version:
+        return current
+    move = AliasMove(
+        model=name,
+        alias=alias,
+        version=version,
+        previous=current.version if current else None,
+        by=by,
+        reason=reason,
+        at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        move_id=move_id,
+    )
+    store.put_bytes(_pointer_key(name, alias), move.model_dump_json(by_alias=True, indent=2).encode())
+    _record(store, move, recorded)
+    return move
+
+
+def alias_history(store: ObjectStore, name: str, alias: str | None = None) -> list[AliasMove]:
+    """Every move of `alias` (or of every alias of `name`), oldest first: one alias's moves in the
+    order they were made, different aliases' by `at` (to the second).
+
+    A pointer whose record a crash left out comes last, as it will be recorded (read-only here).
+    """
+    if alias is not None:
+        _check_alias(alias)
+    names = [alias] if alias is not None else sorted(
+        {k.split("/")[3] for k in store.list(f"models/{name}/alias-history/") if k.count("/") == 4}
+        | set(aliases(store, name))
+    )  # fmt: skip
+    moves: list[AliasMove] = []
+    for each in names:
+        recorded = _recorded(store, name, each)
+        mine = [AliasMove.model_validate_json(store.get_bytes(key)) for key in recorded.values()]
+        pointer = read_alias(store, name, each)
+        if pointer is not None and pointer.move_id and pointer.move_id not in recorded:
+            mine.append(pointer)
+        moves += mine
+    return sorted(moves, key=lambda m: m.at)  # stable: each alias keeps its own order
+
+
+def set_alias(
+    store: ObjectStore, name: str, alias: str, version: str, *, by: str = "unknown", reason: str = ""
+) -> AliasMove:
+    """`move_alias` with a fresh move_id (kept for the callers from before the history)."""
+    return move_alias(store, name, alias, version, by=by, reason=reason)
 
 
 def register(

@@ -501,7 +501,7 @@ class CelCase:
         return f"{self.kind} {self.node}: {self.message}"
 
 
-MD, TJ = "ModelDeployment", "TrainingJob"
+MD, TJ, RP = "ModelDeployment", "TrainingJob", "RetrainPolicy"
 VERSIONS = st.sampled_from(["1", "2", "7", "v2.1"])
 ALIASES = st.sampled_from(["production", "staging", "shadow"])
 VERSION_XOR_ALIAS = "set exactly one of version or alias"
@@ -811,13 +811,70 @@ def _toleration(node: str, fault: str) -> Callable[[Spec, DrawFn], FieldPath]:
     return mutate
 
 
+def rp_same_aliases(spec: Spec, draw: DrawFn) -> FieldPath:
+    promotion = _dig(spec, "promotion")
+    promotion["championAlias"] = promotion["challengerAlias"] = draw(ALIASES)
+    return ("spec", "promotion")
+
+
+def _quality(fault: str) -> Callable[[Spec, DrawFn], FieldPath]:
+    """A quality trigger with no bound, or a range that is empty."""
+
+    def mutate(spec: Spec, draw: DrawFn) -> FieldPath:
+        trigger = {"name": "errors", "query": "vector(0)"}
+        if fault == "range":
+            trigger["max"] = high = draw(st.floats(-100, 100, allow_nan=False))
+            trigger["min"] = high + draw(st.floats(0.5, 100, allow_nan=False))
+        _dig(spec, "triggers")["quality"] = [trigger]
+        return ("spec", "triggers", "quality", 0)
+
+    return mutate
+
+
+def rp_threshold_without_bound(spec: Spec, draw: DrawFn) -> FieldPath:
+    metric = {
+        "metric": draw(st.sampled_from(["perplexity", "qa/rouge_l"])),
+        "greaterIsBetter": draw(st.booleans()),
+    }
+    _dig(spec, "promotion")["metrics"] = [metric]
+    return ("spec", "promotion", "metrics", 0)
+
+
+def _cron(fault: str) -> Callable[[Spec, DrawFn], FieldPath]:
+    """A cron expression with a time zone inside it, or without five fields."""
+
+    def mutate(spec: Spec, draw: DrawFn) -> FieldPath:
+        if fault == "tz":
+            cron = f"{draw(st.sampled_from(['TZ', 'CRON_TZ']))}=Europe/Berlin 0 3 * *"
+        else:
+            cron = draw(st.sampled_from(["0 3 * *", "* * * * * *", "daily", "0 3"]))
+        _dig(spec, "triggers", "schedule")["cron"] = cron
+        return ("spec", "triggers", "schedule")
+
+    return mutate
+
+
+def _in_template(case: CelCase) -> CelCase:
+    """A TrainingJob rule as the RetrainPolicy's embedded template carries it."""
+
+    def mutate(spec: Spec, draw: DrawFn) -> FieldPath:
+        path = case.mutate(spec["trainingJobTemplate"]["spec"], draw)
+        return ("spec", "trainingJobTemplate", *path)
+
+    return CelCase(RP, f"spec.trainingJobTemplate.{case.node}", case.message, mutate)
+
+
 KUBERAY_LOCAL = (
     "runtime kuberay cannot use local paths (output.registry.local, data.sources[].uri, model.baseModel,"
     " evaluation.datasets[].uri): its Ray pods mount no volume, so each would see its own empty folder;"
     " use s3:// locations, or runtime rayJobsAPI on a cluster that shares the filesystem"
 )
 NODE_SELECTOR_KEYS = "nodeSelector keys must be label keys: [prefix/]name, name up to 63 characters"
-RESOURCES = {MD: ["spec.resources"], TJ: ["spec.resources.perWorker", "spec.resources.head"]}
+RESOURCES = {
+    MD: ["spec.resources"],
+    TJ: ["spec.resources.perWorker", "spec.resources.head"],
+    RP: ["spec.trainingJobTemplate.spec.resources.perWorker", "spec.trainingJobTemplate.spec.resources.head"],
+}
 
 CEL_CASES = [
     CelCase(MD, "spec.autoscaling", "minReplicas must not exceed maxReplicas", md_min_over_max),
@@ -908,6 +965,30 @@ CEL_CASES = [
         for node, message in sorted(cel_rules(crd))
         if message == S3_XOR_LOCAL and "[*]" not in node
     ),
+]
+
+
+CEL_CASES += [
+    CelCase(RP, "spec.promotion", "championAlias and challengerAlias must differ", rp_same_aliases),
+    CelCase(RP, "spec.triggers.quality[*]", "set min, max or both", _quality("none")),
+    CelCase(RP, "spec.triggers.quality[*]", "min must not exceed max", _quality("range")),
+    CelCase(
+        RP,
+        "spec.promotion.metrics[*]",
+        "set threshold, minAbsoluteChange or minRelativeChange",
+        rp_threshold_without_bound,
+    ),
+    CelCase(
+        RP, "spec.triggers.schedule", "TZ= and CRON_TZ= are not supported in cron: set timeZone", _cron("tz")
+    ),
+    CelCase(
+        RP,
+        "spec.triggers.schedule",
+        "cron must have five fields (minute hour day-of-month month day-of-week) or be a macro such"
+        " as @daily",
+        _cron("shape"),
+    ),
+    *(_in_template(case) for case in CEL_CASES if case.kind == TJ and case.message != S3_XOR_LOCAL),
 ]
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from llmops.api.common import ApiModel, Status
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from llmops.api.retrainpolicy import MAX_NAME_LENGTH as RETRAIN_POLICY_NAME_LENGTH
+from llmops.api.retrainpolicy import RetrainPolicySpec, RetrainPolicyStatus
 from llmops.api.trainingjob import TrainingJobSpec, TrainingJobStatus
 
 GROUP = "llmops.io"
@@ -48,6 +50,10 @@ class Resource:
     # Required spec fields that may not change after creation (a CEL transition rule). Declared here,
     # not on the spec model, because other resources embed the spec as a template that stays editable.
     immutable_fields: tuple[str, ...] = ()
+    # Every child carries the name as a label value (at most 63); a kind whose children's names add
+    # a suffix to it allows less.
+    max_name_length: int = 63
+    name_length_reason: str = "it is a label value on every object made for it"
 
     @property
     def crd_name(self) -> str:
@@ -94,5 +100,29 @@ MODEL_DEPLOYMENT = Resource(
     ),
 )
 
-RESOURCES: tuple[Resource, ...] = (TRAINING_JOB, MODEL_DEPLOYMENT)
+RETRAIN_POLICY = Resource(
+    kind="RetrainPolicy",
+    plural="retrainpolicies",
+    singular="retrainpolicy",
+    short_names=("rp",),
+    spec=RetrainPolicySpec,
+    status=RetrainPolicyStatus,
+    printer_columns=(
+        PHASE,
+        READY,
+        PrinterColumn("Deployment", "string", ".spec.modelDeployment", "Target ModelDeployment"),
+        PrinterColumn(
+            "Model", "string", ".spec.trainingJobTemplate.spec.output.modelName", "Registered model name"
+        ),
+        PrinterColumn("Last Trigger", "string", ".status.lastTrigger", "Last trigger that started a run"),
+        PrinterColumn("Active", "string", ".status.active[0]", "TrainingJob running now"),
+        PrinterColumn("Promoted", "string", ".status.lastPromotedVersion", "Last version promoted"),
+        PrinterColumn("Champion", "string", ".status.championVersion", "Version serving", priority=1),
+        AGE,
+    ),
+    max_name_length=RETRAIN_POLICY_NAME_LENGTH,
+    name_length_reason="its TrainingJobs are named <name>-<minute>, and that is a label value",
+)
+
+RESOURCES: tuple[Resource, ...] = (TRAINING_JOB, MODEL_DEPLOYMENT, RETRAIN_POLICY)
 BY_KIND: dict[str, Resource] = {r.kind: r for r in RESOURCES}

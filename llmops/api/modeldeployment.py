@@ -449,6 +449,21 @@ class ServingVersion(ApiModel):
     deployment: DnsSubdomain | None = Field(None, description="Name of the vLLM Deployment serving it.")
 
 
+class ResolvedAlias(ApiModel):
+    """A reference of the spec that names a model by alias, and the version the alias named when the
+    operator last read the registry (at least every `LLMOPS_ALIAS_POLL_SECONDS`)."""
+
+    field_path: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
+        description="The reference: spec.model, spec.rollout.canary.model or"
+        " spec.engine.loraAdapters[<name>].model."
+    )
+    name: DnsLabel = Field(description="Registered model name.")
+    alias: DnsLabel = Field(description="The alias, e.g. champion.")
+    version: Annotated[str, StringConstraints(min_length=1, max_length=63)] = Field(
+        description="The version it resolved to."
+    )
+
+
 class CanaryStatus(ApiModel):
     """Where the canary release stands."""
 
@@ -496,6 +511,14 @@ class ModelDeploymentStatus(Status):
     replicas: int | None = Field(None, ge=0, description="Replicas wanted, all versions together.")
     ready_replicas: int | None = Field(None, ge=0, description="Replicas ready, all versions together.")
     canary: CanaryStatus | None = Field(None, description="Canary release progress.")
+    aliases: list[ResolvedAlias] = Field(
+        default_factory=list,
+        max_length=34,
+        description="Each reference that names a model by alias and the version it resolved to; an alias"
+        " moved in the registry is followed within the operator's alias poll (LLMOPS_ALIAS_POLL_SECONDS,"
+        " 30 s by default) plus the rollout.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["fieldPath"]},
+    )
     inventory: list[Annotated[str, StringConstraints(max_length=512)]] = Field(
         default_factory=list,
         max_length=64,

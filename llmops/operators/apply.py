@@ -16,7 +16,7 @@ from typing import Any
 
 from kubernetes import dynamic
 from kubernetes.client import ApiClient
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
 
 FIELD_MANAGER = "llmops"
 
@@ -140,6 +140,16 @@ class Applier:
             field_manager=f"{self.field_manager}-handover",
             force_conflicts=True,
         )
+
+    def create(self, manifest: dict) -> bool:
+        """Create one object that must be made once (a run): True if this call created it, False if
+        an object of that name exists (AlreadyExists is success: the caller made it before)."""
+        resource = self.resource(manifest["apiVersion"], manifest["kind"])
+        try:
+            self.client.create(resource, body=manifest, namespace=manifest["metadata"].get("namespace"))
+            return True
+        except ConflictError:
+            return False
 
     def apply_all(self, manifests: Iterable[dict], *, dry_run: bool = False) -> list[dict]:
         return [self.apply(m, dry_run=dry_run) for m in manifests]

@@ -127,9 +127,9 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None) -
 
 
 def default_kinds() -> list[Kind]:
-    from llmops.operators import modeldeployment, trainingjob
+    from llmops.operators import modeldeployment, retrainpolicy, trainingjob
 
-    return [trainingjob.KIND, modeldeployment.KIND]
+    return [trainingjob.KIND, modeldeployment.KIND, retrainpolicy.KIND]
 
 
 def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = None) -> kopf.OperatorRegistry:

@@ -30,3 +30,5 @@ class Outcome:
     # Reconcile again after this many seconds even if nothing changes (a clock the kind waits on, or
     # a resync that repairs drift). None: only on changes.
     requeue_after: float | None = None
+    # The kind's own conditions beside Ready/Reconciling/Stalled: (type, status, reason, message).
+    conditions: tuple[tuple[str, bool, str, str], ...] = ()

@@ -145,20 +145,14 @@ def status_patch(
     generation = body.get("metadata", {}).get("generation", 0)
     if current is None:
         current = parse_status(resource, body)
+    now = now or dt.datetime.now(dt.UTC)
+    found = conditions.standard(
+        current.conditions, outcome.state, outcome.reason, outcome.message, generation, now
+    )
+    for type, value, reason, message in outcome.conditions:
+        found = conditions.set_condition(found, type, value, reason, message, generation, now)
     status = current.model_copy(
-        update={
-            **outcome.status,
-            "phase": outcome.phase,
-            "message": outcome.message,
-            "conditions": conditions.standard(
-                current.conditions,
-                outcome.state,
-                outcome.reason,
-                outcome.message,
-                generation,
-                now or dt.datetime.now(dt.UTC),
-            ),
-        }
+        update={**outcome.status, "phase": outcome.phase, "message": outcome.message, "conditions": found}
     )
     # Re-validate so a kind's status fields are checked against the model before they are written.
     status = resource.status.model_validate(status.model_dump(by_alias=True))

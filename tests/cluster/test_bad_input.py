@@ -24,6 +24,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from kubernetes import client
 
+from llmops.api import BY_KIND
 from llmops.dev.cluster import LocalCluster
 from tests.invalid_objects import (
     CEL_CASES,
@@ -201,13 +202,16 @@ def test_every_cel_rule_has_a_case() -> None:
 def test_names_longer_than_a_label_value_are_refused(
     custom: client.CustomObjectsApi, nothing_stored: str, kind: str
 ) -> None:
-    """Every child carries its parent's name as a label value; those stop at 63 characters."""
+    """Every child carries its parent's name as a label value; those stop at 63 characters (52 for a
+    RetrainPolicy, whose runs are named `<name>-<minute>`)."""
     example = next(e for e in EXAMPLES if e.crd.kind == kind)
+    longest = BY_KIND[kind].max_name_length
+    assert longest == (52 if kind == "RetrainPolicy" else 63)
     body = copy.deepcopy(example.body)
-    body["metadata"]["name"] = "a" * 64
+    body["metadata"]["name"] = "a" * (longest + 1)
     status, message = submit(custom, nothing_stored, kind, body)
-    assert status == 422 and "metadata.name must be at most 63 characters" in message, message
-    body["metadata"]["name"] = "a" * 63
+    assert status == 422 and f"metadata.name must be at most {longest} characters" in message, message
+    body["metadata"]["name"] = "a" * longest
     assert submit(custom, nothing_stored, kind, body)[0] == 201
 
 

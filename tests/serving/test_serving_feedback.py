@@ -5,6 +5,7 @@ Prometheus that scrapes the gateway with the labels its ServiceMonitor gives it.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import subprocess
 import urllib.parse
@@ -14,9 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from llmops.api.retrainpolicy import FeedbackTrigger
 from llmops.dev.cluster import free_port
 from llmops.dev.tools import binary
-from llmops.operators.modeldeployment.monitoring import negative_feedback_share
+from llmops.operators.retrainpolicy import triggers
 from tests.helpers import eventually, http_get
 from tests.serving.gateway_calls import MODEL, post, single
 
@@ -67,8 +69,8 @@ def query(url: str, promql: str) -> list[dict]:
 def test_feedback_on_the_id_the_openai_client_got(vllm_server, gateway_factory, tmp_path):
     """vLLM answers with the gateway's id (plain and streamed); the tenant that got it rates it (201);
     another tenant and a forged id get 404; the counter is on /metrics and in Prometheus, where the
-    RetrainPolicy's negative share (monitoring.negative_feedback_share) reads it; the stored feedback
-    record names the completion id that the payload sample of the same exchange carries."""
+    RetrainPolicy's feedback trigger reads it and fires; the stored feedback record names the
+    completion id that the payload sample of the same exchange carries."""
     keys = tmp_path / "keys"
     keys.mkdir()
     (keys / "team-a").write_text("sk-alpha-0123456789")
@@ -136,16 +138,22 @@ def test_feedback_on_the_id_the_openai_client_got(vllm_server, gateway_factory, 
             ("tone", "positive", "1"): 0,
             ("tone", "neutral", "1"): 1,
         }
-        # The trigger's query, with the selector the gateway's series carry in a cluster: one negative
-        # of the two thumbs counted since the first scrape (tone's first one is not: see above).
-        share = negative_feedback_share(NAMESPACE, MD, "5m")
-        assert share == (
-            f'sum(increase(llmops_gateway_feedback_total{{{OURS},sentiment="negative"}}[5m]))'
-            f" / sum(increase(llmops_gateway_feedback_total{{{OURS}}}[5m]))"
-        )
+        # The RetrainPolicy feedback trigger's queries, with the selector the gateway's series carry in a
+        # cluster: one negative of the two thumbs counted since the first scrape (tone is another name).
+        trigger = FeedbackTrigger(max_negative_ratio=0.4, min_count=1, window_seconds=300)
+        every, negative = triggers.feedback_queries(NAMESPACE, MD, trigger)
+        assert f'llmops_gateway_feedback_total{{{OURS},name="thumbs"}}' in every
+
+        def counts() -> tuple[float, float] | None:
+            found = [query(prom, q) for q in (every, negative)]
+            return (float(found[0][0]["value"][1]), float(found[1][0]["value"][1])) if all(found) else None
+
         eventually(
-            lambda: [float(r["value"][1]) for r in query(prom, share)] == [pytest.approx(0.5)], timeout=60
+            lambda: (c := counts()) is not None and c[0] > 0 and c[1] / c[0] == pytest.approx(0.5), timeout=60
         )
+        count, negatives = counts()  # type: ignore[misc]
+        status = triggers.feedback(trigger, count, negatives, None, dt.datetime.now(dt.UTC))
+        assert status.firing and status.value == pytest.approx(0.5), status.message
 
     def records(kind: str) -> list[dict]:
         files = sorted(store.rglob(f"*-{kind}-*.jsonl")) if store.exists() else []

@@ -29,9 +29,11 @@ CONFIGS = {"default": [], "full": FULL}
 # Namespaced rules, the same in the ClusterRole (all namespaces) and in each per-namespace Role.
 CHILD_VERBS = ["get", "list", "watch", "create", "patch", "update", "delete"]
 NAMESPACED_RULES = [
-    {"apiGroups": ["llmops.io"], "resources": ["trainingjobs", "modeldeployments"],
+    {"apiGroups": ["llmops.io"], "resources": ["modeldeployments", "retrainpolicies"],
      "verbs": ["get", "list", "watch", "patch", "update"]},
-    {"apiGroups": ["llmops.io"], "resources": ["trainingjobs/status", "modeldeployments/status"],
+    {"apiGroups": ["llmops.io"], "resources": ["trainingjobs"], "verbs": CHILD_VERBS},
+    {"apiGroups": ["llmops.io"],
+     "resources": ["trainingjobs/status", "modeldeployments/status", "retrainpolicies/status"],
      "verbs": ["get", "patch", "update"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
@@ -330,6 +332,7 @@ def test_workload_values_become_the_operators_settings(helm: str, tmp_path: Path
             "prometheusNamespaceSelector": {"team": "obs", "kubernetes.io/metadata.name": "obs"},
             "monitorLabels": {"release": "kube-prometheus"},
             "resyncSeconds": 60,
+            "aliasPollSeconds": 10,
         }
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
@@ -341,6 +344,7 @@ def test_workload_values_become_the_operators_settings(helm: str, tmp_path: Path
         prometheus_namespace_labels={"kubernetes.io/metadata.name": "obs", "team": "obs"},
         monitor_labels={"release": "kube-prometheus"},
         resync_seconds=60,
+        alias_poll_seconds=10,
     )
 
 

@@ -136,7 +136,9 @@ def test_crd_shape() -> None:
         assert version["schema"]["openAPIV3Schema"]["required"] == ["spec"]
         columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
         assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
-        assert {"Phase", "Model", "Version", "Age"} <= columns.keys()
+        assert {"Phase", "Model", "Age"} <= columns.keys()
+        # What a kind makes or serves: the version produced, served, or last promoted.
+        assert {"Version", "Promoted"} & columns.keys()
 
 
 def test_required_cel_rules() -> None:

@@ -75,10 +75,15 @@ namespace, a Role per namespace otherwise. No wildcards anywhere.
 */}}
 {{- define "llmops.namespacedRules" -}}
 - apiGroups: ["llmops.io"]
-  resources: ["trainingjobs", "modeldeployments"]
+  resources: ["modeldeployments", "retrainpolicies"]
   verbs: ["get", "list", "watch", "patch", "update"]
+{{- /* RetrainPolicy runs are TrainingJobs: it creates them, deletes those beyond its history limits
+       and, with concurrencyPolicy Replace, the active one. */}}
 - apiGroups: ["llmops.io"]
-  resources: ["trainingjobs/status", "modeldeployments/status"]
+  resources: ["trainingjobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["llmops.io"]
+  resources: ["trainingjobs/status", "modeldeployments/status", "retrainpolicies/status"]
   verbs: ["get", "patch", "update"]
 - apiGroups: [""]
   resources: ["events"]

@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import math
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -36,6 +33,7 @@ from typing import Literal, Protocol
 from llmops.api.modeldeployment import Canary, CanaryAnalysis, CanaryStatus
 from llmops.operators.modeldeployment import monitoring
 from llmops.operators.modeldeployment.plan import ServedVersion
+from llmops.operators.prometheus import Prometheus
 
 # -- samples and their source ------------------------------------------------------------------
 
@@ -63,8 +61,7 @@ class PrometheusSource:
     """Samples from Prometheus' HTTP API (`/api/v1/query`) over the gateway's series."""
 
     def __init__(self, url: str, timeout: float = 10) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
+        self.prometheus = Prometheus(url, timeout)
 
     def queries(self, namespace: str, name: str, version: str, window_seconds: int) -> dict[str, str]:
         sel = monitoring.selector(namespace, name, f'version="{version}"')
@@ -79,16 +76,7 @@ class PrometheusSource:
         }
 
     def query(self, promql: str) -> float | None:
-        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
-        with urllib.request.urlopen(url, timeout=self.timeout) as response:
-            body = json.load(response)
-        if body.get("status") != "success":
-            raise RuntimeError(f"Prometheus query failed: {body.get('error', body)}")
-        result = body["data"]["result"]
-        if not result:
-            return None
-        value = float(result[0]["value"][1])
-        return None if math.isnan(value) else value
+        return self.prometheus.query(promql)
 
     def sample(self, namespace: str, name: str, version: str, window_seconds: int) -> Sample | None:
         q = self.queries(namespace, name, version, window_seconds)

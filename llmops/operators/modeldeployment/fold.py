@@ -17,10 +17,12 @@ The first row that matches decides (reasons are `llmops.api.modeldeployment.Reas
 | otherwise                                              | ready       | Ready        | Serving              |
 
 Status fields, whatever the row: endpoint, versions (weight, replicas and ready replicas of each
-served version), their sums, canary (the step machine's state), inventory. The next reconcile comes
-after `resync_after` seconds, or sooner when the canary's clock or a lingering child asks for it
-(LINGERING_RETRY_SECONDS). Errors before this point (a missing version or Secret, a refused child)
-are the reconcile's own stalled outcomes, in reconcile.py.
+served version), their sums, canary (the step machine's state), aliases (each reference by alias and
+the version it resolved to), inventory. The next reconcile comes after `resync_after` seconds, or
+sooner when the canary's clock or a lingering child asks for it (LINGERING_RETRY_SECONDS); the
+reconcile itself shortens it to the alias poll when the spec names an alias. Errors before this
+point (a missing version or Secret, a refused child) are the reconcile's own stalled outcomes, in
+reconcile.py.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llmops.api.modeldeployment import ModelDeploymentSpec, Reason, ServingVersion
+from llmops.api.modeldeployment import ModelDeploymentSpec, Reason, ResolvedAlias, ServingVersion
 from llmops.operators.modeldeployment import canary
 from llmops.operators.modeldeployment.names import endpoint, gateway_name
 from llmops.operators.modeldeployment.observe import (
@@ -52,6 +54,7 @@ class Facts:
     `step`: the canary's step this reconcile, None without a canary. `inventory`: every child's
     inventory entry (apiVersion/kind/name). `lingering`: entries deleted but not gone yet.
     `resync_after`: seconds until the periodic reconcile (already spread by the caller).
+    `aliases`: the spec's references by alias and the versions they resolved to this reconcile.
     """
 
     spec: ModelDeploymentSpec
@@ -64,6 +67,7 @@ class Facts:
     inventory: Sequence[str]
     lingering: Sequence[str] = ()
     resync_after: float = 300
+    aliases: Sequence[ResolvedAlias] = ()
 
 
 def fold(facts: Facts) -> Outcome:
@@ -87,6 +91,7 @@ def fold(facts: Facts) -> Outcome:
         "replicas": sum(v.replicas for v in serving),
         "ready_replicas": sum(v.ready_replicas for v in serving),
         "canary": step.status if step else None,
+        "aliases": list(facts.aliases),
         "inventory": list(facts.inventory),
     }
     requeue = facts.resync_after

@@ -30,16 +30,6 @@ def selector(namespace: str, name: str, *matchers: str) -> str:
     return "{" + ",".join([f'namespace="{namespace}"', f'model_deployment="{name}"', *matchers]) + "}"
 
 
-def negative_feedback_share(namespace: str, name: str, window: str) -> str:
-    """PromQL: the share of the ModelDeployment's feedback over `window` (e.g. "1h") that is negative
-    (`sentiment="negative"`: a number below 0, or false); no value while there is no feedback."""
-    negative = selector(namespace, name, 'sentiment="negative"')
-    return (
-        f"sum(increase({FEEDBACK}{negative}[{window}]))"
-        f" / sum(increase({FEEDBACK}{selector(namespace, name)}[{window}]))"
-    )
-
-
 def _relabel(pod_label: str, target: str) -> dict:
     source = "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in pod_label)
     return {"sourceLabels": [source], "targetLabel": target, "action": "replace"}

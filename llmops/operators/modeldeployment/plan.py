@@ -38,6 +38,10 @@ class ServingSettings:
     scale_to_zero_hold_seconds: float = 600
     # Reconcile every object this often even without changes (repairs drift of its children).
     resync_seconds: float = 300
+    # A ModelDeployment that names any model by alias is reconciled at least this often, so that an
+    # alias moved in the registry is served within this delay (plus the rollout). Bounded polling:
+    # an object store has no change notifications that work the same on S3, MinIO and a directory.
+    alias_poll_seconds: float = 30
 
     @property
     def scrape_seconds(self) -> float:
@@ -51,7 +55,8 @@ class ServingSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
         """LLMOPS_SERVING_IMAGE, LLMOPS_PROMETHEUS_URL, LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR (k=v,...),
-        LLMOPS_MONITOR_LABELS (k=v,...), LLMOPS_SCRAPE_INTERVAL, LLMOPS_RESYNC_SECONDS."""
+        LLMOPS_MONITOR_LABELS (k=v,...), LLMOPS_SCRAPE_INTERVAL, LLMOPS_RESYNC_SECONDS,
+        LLMOPS_ALIAS_POLL_SECONDS."""
         env = os.environ if env is None else env
         defaults = cls()
 
@@ -67,6 +72,7 @@ class ServingSettings:
             monitor_labels=pairs(env.get("LLMOPS_MONITOR_LABELS", "")),
             scrape_interval=env.get("LLMOPS_SCRAPE_INTERVAL", defaults.scrape_interval),
             resync_seconds=float(env.get("LLMOPS_RESYNC_SECONDS", defaults.resync_seconds)),
+            alias_poll_seconds=float(env.get("LLMOPS_ALIAS_POLL_SECONDS", defaults.alias_poll_seconds)),
         )
 
 

@@ -3,8 +3,10 @@ apply, return the fold's `Outcome`.
 
 `Reconciler.__call__` is run by the shared runtime (llmops/operators/runtime.py) on create, update, resume,
 when a child Deployment's readiness changes, and when it asked to be run again (a canary window
-ending, or the periodic resync that repairs drift). Every run is level-based: it recomputes the
-desired children from the spec, the registry and the last status.
+ending, the periodic resync that repairs drift, or the alias poll: a ModelDeployment that names a
+model by alias is run at least every `ServingSettings.alias_poll_seconds`). Every run is level-based:
+it recomputes the desired children from the spec, the registry (read afresh, aliases included) and
+the last status.
 
     resolve (registry)  ->  vLLM Deployments + Services  ->  canary step / which versions serve
         ->  gateway, autoscalers, budgets, policies, monitoring  ->  delete what is no longer wanted
@@ -31,7 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from llmops.api.common import ModelReference, ObjectStorageLocation
-from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason
+from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason, ResolvedAlias
 from llmops.operators import registry_access, secrets
 from llmops.operators.apply import Lru, manifest_digest, parse_ref, ref
 from llmops.operators.modeldeployment import builders, canary, gateway
@@ -151,13 +153,8 @@ class Reconciler:
         cached = self._applied.get_(key)
         if cached and time.monotonic() - cached[1] < self.current_settings().resync_seconds:
             return
-        name = manifest["metadata"]["name"]
-        if ctx.applier.get("v1", "Secret", name, ctx.namespace) is None:
-            try:
-                ctx.applier.resource("v1", "Secret").create(body=manifest, namespace=ctx.namespace)
-            except (ApiException, DynamicApiError) as e:
-                if getattr(e, "status", None) != 409:
-                    raise
+        if ctx.applier.get("v1", "Secret", manifest["metadata"]["name"], ctx.namespace) is None:
+            ctx.applier.create(manifest)  # AlreadyExists (another reconcile made it) is success
         self._applied.put(key, ("created", time.monotonic()))
 
     def forget(self, child: dict) -> None:
@@ -207,7 +204,18 @@ class Reconciler:
     # -- the reconcile ---------------------------------------------------------------------
 
     def __call__(self, spec: ModelDeploymentSpec, ctx: Context) -> Outcome:
+        """One reconcile. A ModelDeployment that names any model by alias is run again within
+        settings.alias_poll_seconds whatever the outcome (bounded polling of the registry, never a
+        cached resolution), so that an alias move is served within that delay plus the rollout."""
         settings = self.current_settings()
+        outcome = self._guarded(spec, ctx, settings)
+        if aliased(spec):
+            poll = settings.alias_poll_seconds * random.uniform(0.9, 1.0)  # spread, within the bound
+            after = poll if outcome.requeue_after is None else min(outcome.requeue_after, poll)
+            outcome = dataclasses.replace(outcome, requeue_after=after)
+        return outcome
+
+    def _guarded(self, spec: ModelDeploymentSpec, ctx: Context, settings: ServingSettings) -> Outcome:
         status = ctx.status  # the runtime's parse of the current status (ModelDeploymentStatus)
         try:
             return self._reconcile(spec, ctx, settings, status)
@@ -256,13 +264,23 @@ class Reconciler:
         now = dt.datetime.now(dt.UTC)
 
         store = ctx.stores.open(spec.registry, self.credentials(ctx, spec.registry))
-        stable = served_model(self.resolve(store, spec.model, "spec.model", spec.allow_ungated), "spec.model")
+        resolved: list[ResolvedAlias] = []  # read from the registry now, never cached
+
+        def lookup(model: ModelReference, field_path: str) -> ModelVersion:
+            version = self.resolve(store, model, field_path, spec.allow_ungated)
+            if model.version is None:
+                alias = model.alias or "latest"
+                resolved.append(
+                    ResolvedAlias(
+                        field_path=field_path, name=model.name, alias=alias, version=version.version
+                    )
+                )
+            return version
+
+        stable = served_model(lookup(spec.model, "spec.model"), "spec.model")
         spec_canary = spec.rollout.canary if spec.rollout else None
         candidate = (
-            served_model(
-                self.resolve(store, spec_canary.model, "spec.rollout.canary.model", spec.allow_ungated),
-                "spec.rollout.canary.model",
-            )
+            served_model(lookup(spec_canary.model, "spec.rollout.canary.model"), "spec.rollout.canary.model")
             if spec_canary
             else None
         )
@@ -271,9 +289,7 @@ class Reconciler:
         adapters = tuple(
             adapter(a.name, v)
             for a in spec.engine.lora_adapters
-            for v in [
-                self.resolve(store, a.model, f"spec.engine.loraAdapters[{a.name}].model", spec.allow_ungated)
-            ]
+            for v in [lookup(a.model, f"spec.engine.loraAdapters[{a.name}].model")]
         )
 
         def served(model: str, version: str, role: Role, weight: int = 0) -> ServedVersion:
@@ -381,8 +397,16 @@ class Reconciler:
             lingering,
             # Spread the resyncs (objects created together would otherwise all come due together).
             resync_after=settings.resync_seconds * random.uniform(0.9, 1.1),
+            aliases=tuple(resolved),
         )
         return fold(facts)
+
+
+def aliased(spec: ModelDeploymentSpec) -> bool:
+    """Whether any model reference of the spec names an alias (no version: `latest` included)."""
+    canary_ref = spec.rollout.canary.model if spec.rollout and spec.rollout.canary else None
+    refs = [spec.model, canary_ref, *(a.model for a in spec.engine.lora_adapters)]
+    return any(r is not None and r.version is None for r in refs)
 
 
 def _stalled(reason: str, message: str) -> Outcome:

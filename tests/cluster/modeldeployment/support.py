@@ -60,6 +60,10 @@ class GatewayMetrics:
             "llmops_gateway_request_duration_seconds", "", ["version"], registry=self.registry,
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )  # fmt: skip
+        # What the gateway's POST /v1/feedback counts (llmops/serving/metrics.py), for RetrainPolicy tests.
+        self.feedback = Counter(
+            "llmops_gateway_feedback", "", ["version", "name", "sentiment"], registry=self.registry
+        )
         self.behaviour: dict[str, tuple[float, float]] = {}  # version -> (error ratio, latency s)
         self.port = free_port()
         self.server, self.thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)

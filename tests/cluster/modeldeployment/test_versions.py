@@ -1,5 +1,5 @@
 """Versions on the real control plane: one version becomes Ready, heals and is collected; a new version
-takes over only once ready; unresolvable, adapter and ungated versions.
+takes over only once ready; unresolvable, adapter and ungated versions; aliases followed as they move.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from llmops.dev.cluster import LocalCluster
 from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.operators.runtime import REQUEST_ANNOTATION
-from llmops.registry import Content, GateVerdict, Lineage, register
+from llmops.registry import Content, GateVerdict, Lineage, move_alias, register
 from llmops.storage import LocalStore
 from tests.cluster.modeldeployment.support import (
     apply,
@@ -259,3 +259,65 @@ def test_ungated_versions_are_served_only_by_opt_in(
         body["spec"]["allowUngated"] = True
         apply(cluster, namespace, body)
         cluster.kubectl("wait", "md/ungated", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_a_deployment_follows_its_aliases(cluster: LocalCluster, namespace: str, registry: Path) -> None:
+    """A ModelDeployment on `alias: champion` serves what the alias names, and follows a move made in
+    the registry alone (no change to the object: only the alias poll, 2 s here, can see it; the resync
+    is 10 minutes away). A canary on `alias: challenger` naming the champion's version is no canary;
+    moving challenger starts one. status.aliases says what each alias resolved to."""
+    store = LocalStore(registry)
+    move_alias(store, "support-bot", "champion", "1", by="user:test", reason="first release")
+    # No Prometheus: the canary's analysis reaches no verdict and its first step holds.
+    settings = ServingSettings(resync_seconds=600, alias_poll_seconds=2, prometheus_url="http://127.0.0.1:9")
+
+    def status() -> dict:
+        return get(cluster, "md", "bot", namespace)["status"]  # type: ignore[index]
+
+    def served() -> list[tuple[str, str, int]]:
+        return [(v["version"], v["role"], v["weight"]) for v in status().get("versions", [])]
+
+    def resolved() -> dict[str, tuple[str, str]]:
+        return {a["fieldPath"]: (a["alias"], a["version"]) for a in status().get("aliases", [])}
+
+    with running_operator(namespace, settings):
+        body = deployment(
+            "bot", registry, model={"name": "support-bot", "alias": "champion"}, gateway={"replicas": 1}
+        )
+        apply(cluster, namespace, body)
+        cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+        assert served() == [("1", "stable", 100)]
+        assert status()["aliases"] == [
+            {"fieldPath": "spec.model", "name": "support-bot", "alias": "champion", "version": "1"}
+        ]
+
+        # The alias moves in the registry: version 2 takes over, version 1 goes away.
+        move_alias(store, "support-bot", "champion", "2", by="user:test", reason="better on the eval set")
+        eventually(
+            lambda: served() == [("2", "stable", 100)] and resolved() == {"spec.model": ("champion", "2")}
+        )
+        eventually(lambda: names(cluster, "deployments", namespace) == {"bot-2-vllm", "bot-gateway"})
+        assert gateway_weights(cluster, namespace) == {"2": 100}
+
+        # A canary on challenger, which names the champion's version: nothing to compare, no canary.
+        move_alias(store, "support-bot", "challenger", "2", by="user:test", reason="same as champion")
+        analysis = {"intervalSeconds": 10, "maxErrorRate": 0.05}
+        canary = {"model": {"name": "support-bot", "alias": "challenger"}, "weight": 20, "steps": [60],
+                  "analysis": analysis}  # fmt: skip
+        body["spec"]["rollout"] = {"canary": canary}
+        apply(cluster, namespace, body)
+        eventually(lambda: status()["observedGeneration"] == 2 and "spec.rollout.canary.model" in resolved())
+        assert resolved() == {
+            "spec.model": ("champion", "2"),
+            "spec.rollout.canary.model": ("challenger", "2"),
+        }
+        assert served() == [("2", "stable", 100)] and status().get("canary") is None
+
+        # Challenger moves to version 3: the canary starts on it.
+        move_alias(store, "support-bot", "challenger", "3", by="retrainpolicy/test/bot", reason="new run")
+        eventually(lambda: (status().get("canary") or {}).get("version") == "3", timeout=90)
+        assert status()["canary"]["baselineVersion"] == "2"
+        assert resolved()["spec.rollout.canary.model"] == ("challenger", "3")
+        eventually(lambda: served() == [("2", "stable", 80), ("3", "canary", 20)], timeout=90)
+        assert names(cluster, "deployments", namespace) == {"bot-2-vllm", "bot-3-vllm", "bot-gateway"}

@@ -72,6 +72,11 @@ def case(name: str) -> tuple[dict, ModelDeploymentSpec, Plan]:
             served(md, spec, spec.model.name, stable_version, "stable", 75),
             served(md, spec, "support-bot", "4", "canary", 25),
         ]
+    if base == "champion-challenger":  # the aliases name 7 (champion) and 8 (challenger)
+        versions = [
+            served(md, spec, spec.model.name, stable_version, "stable", 90),
+            served(md, spec, spec.model.name, "8", "canary", 10),
+        ]
     if name == "single+replacing":
         versions = [
             served(md, spec, spec.model.name, "4", "stable", 0),
@@ -85,6 +90,7 @@ CASES = [
     "canary",
     "scale-to-zero",
     "lora-adapters",
+    "champion-challenger",
     "single+hpa",
     "single+local-registry",
     "single+replacing",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmops.api.modeldeployment import CanaryStatus, ModelDeploymentSpec, Reason
+from llmops.api.modeldeployment import CanaryStatus, ModelDeploymentSpec, Reason, ResolvedAlias
 from llmops.operators.modeldeployment import canary
 from llmops.operators.modeldeployment.fold import LINGERING_RETRY_SECONDS, Facts, fold
 from llmops.operators.modeldeployment.plan import Plan, ServedVersion
@@ -51,6 +51,7 @@ def facts(
     md_spec: ModelDeploymentSpec | None = None,
     canary_step: canary.Step | None = None,
     lingering: tuple[str, ...] = (),
+    aliases: tuple[ResolvedAlias, ...] = (),
 ) -> Facts:
     plan = Plan(versions or (STABLE,))
     if live is None:
@@ -66,6 +67,7 @@ def facts(
         INVENTORY,
         lingering,
         resync_after=300,
+        aliases=aliases,
     )
 
 
@@ -76,7 +78,12 @@ def test_serving_when_everything_is_rolled_out() -> None:
     assert out.requeue_after == 300
     fields = out.status
     assert fields["endpoint"] == "http://md-gateway.demo.svc/v1" and fields["inventory"] == INVENTORY
-    assert (fields["replicas"], fields["ready_replicas"], fields["canary"]) == (1, 1, None)
+    assert (fields["replicas"], fields["ready_replicas"], fields["canary"], fields["aliases"]) == (
+        1,
+        1,
+        None,
+        [],
+    )
     (version,) = fields["versions"]
     assert (version.name, version.version, version.role, version.weight, version.deployment) == (
         "support-bot",
@@ -183,3 +190,11 @@ def test_promoted() -> None:
 def test_the_canary_clock_can_bring_the_next_reconcile_forward() -> None:
     assert fold(facts(STABLE, CANARY, canary_step=step("Analysing", requeue_after=40))).requeue_after == 40
     assert fold(facts(STABLE, CANARY, canary_step=step("Analysing", requeue_after=900))).requeue_after == 300
+
+
+def test_the_aliases_it_resolved_are_in_the_status() -> None:
+    champion = ResolvedAlias(field_path="spec.model", name="support-bot", alias="champion", version="3")
+    out = fold(facts(aliases=(champion,)))
+    assert out.status["aliases"] == [champion]
+    assert champion.to_dict() == {"fieldPath": "spec.model", "name": "support-bot", "alias": "champion",
+                                  "version": "3"}  # fmt: skip

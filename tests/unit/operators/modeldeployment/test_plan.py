@@ -14,11 +14,12 @@ def test_settings_from_env() -> None:
             "LLMOPS_PROMETHEUS_URL": "http://prom:9090",
             "LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR": "team=obs,kubernetes.io/metadata.name=prom",
             "LLMOPS_RESYNC_SECONDS": "60",
+            "LLMOPS_ALIAS_POLL_SECONDS": "5",
         }
     )
     assert s.serving_image == "registry.local/serving:1" and s.prometheus_url == "http://prom:9090"
     assert dict(s.prometheus_namespace_labels) == {"team": "obs", "kubernetes.io/metadata.name": "prom"}
-    assert s.resync_seconds == 60
+    assert s.resync_seconds == 60 and s.alias_poll_seconds == 5
     assert ServingSettings.from_env({}) == ServingSettings()
 
 

@@ -1,0 +1,112 @@
+"""What a RetrainPolicy's reconcile found -> phase, conditions and status. Pure.
+
+| found                          | phase            | Ready / Reconciling | own conditions |
+|--------------------------------|------------------|---------------------|----------------|
+| a run's version in its canary  | Promoting        | Unknown / True      | Promoting=True |
+| a run active                   | Training         | Unknown / True      |                |
+| a winner waiting for approval  | AwaitingApproval | True / False        |                |
+| spec.suspend                   | Suspended        | True / False        | Suspended=True |
+| otherwise                      | Watching         | True / False        |                |
+
+A problem with the target (no ModelDeployment, another model, not on the aliases) is Stalled; a
+trigger that cannot be read (Prometheus away) stays Ready and says so in its trigger status.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from llmops.api.retrainpolicy import Reason, RetrainPolicySpec, RunRecord, TriggerStatus
+from llmops.operators.outcome import Outcome
+
+SUSPENDED, PROMOTING = "Suspended", "Promoting"
+
+
+@dataclass(frozen=True)
+class Found:
+    """Everything the reconcile learned and did."""
+
+    now: dt.datetime
+    triggers: list[TriggerStatus]
+    runs: list[RunRecord]  # newest first
+    active: list[str]
+    last_schedule_time: dt.datetime | None
+    last_trigger: str | None
+    champion: str | None
+    last_promoted: str | None
+    manual_request: str | None
+    next_schedule: dt.datetime | None = None
+    notes: list[str] = field(default_factory=list)  # a trigger that fired and did not start, ...
+
+
+def fold(spec: RetrainPolicySpec, found: Found, evaluate_every: float) -> Outcome:
+    """The outcome of one reconcile; reconciles again within `evaluate_every` seconds (the triggers
+    are read again) or at the next schedule time, whichever comes first."""
+    status = {
+        "last_schedule_time": found.last_schedule_time,
+        "last_trigger": found.last_trigger,
+        "active": found.active,
+        "triggers": found.triggers,
+        "runs": found.runs[:32],
+        "champion_version": found.champion,
+        "last_promoted_version": found.last_promoted,
+        "manual_request": found.manual_request,
+    }
+    canary = next((r for r in found.runs if r.verdict == "Canary"), None)
+    waiting = next((r for r in found.runs if r.verdict == "AwaitingApproval"), None)
+    notes = "; ".join(found.notes)
+    if canary is not None:
+        state, phase, reason, message = "reconciling", "Promoting", Reason.PROMOTING, canary.message or ""
+    elif found.active:
+        state, phase, reason = "reconciling", "Training", Reason.TRAINING
+        message = f"{', '.join(found.active)} training"
+    elif waiting is not None:
+        state, phase, reason, message = (
+            "ready",
+            "AwaitingApproval",
+            Reason.AWAITING_APPROVAL,
+            waiting.message or "",
+        )
+    elif spec.suspend:
+        state, phase, reason, message = (
+            "ready",
+            "Suspended",
+            Reason.SUSPENDED,
+            "spec.suspend is true: no new runs",
+        )
+    else:
+        state, phase, reason = "ready", "Watching", Reason.WATCHING
+        message = _watching(found)
+    if notes:
+        message = f"{message}; {notes}" if message else notes
+    after = evaluate_every
+    if found.next_schedule is not None:
+        after = min(after, max((found.next_schedule - found.now).total_seconds(), 1.0))
+    own = (
+        (SUSPENDED, spec.suspend, Reason.SUSPENDED if spec.suspend else "Running", _suspended(spec)),
+        (
+            PROMOTING,
+            canary is not None,
+            Reason.PROMOTING if canary else "Idle",
+            canary.message or "" if canary else "no version in its canary",
+        ),
+    )
+    return Outcome(state, phase, reason, message[:4096], status, requeue_after=after, conditions=own)
+
+
+def _suspended(spec: RetrainPolicySpec) -> str:
+    return "spec.suspend is true: no new runs" if spec.suspend else "runs start when a trigger fires"
+
+
+def _watching(found: Found) -> str:
+    firing = [t.type for t in found.triggers if t.firing]
+    if firing:
+        return f"{', '.join(firing)} firing"
+    if found.next_schedule is not None:
+        return f"watching {len(found.triggers)} triggers; next schedule {found.next_schedule.isoformat()}"
+    return f"watching {len(found.triggers)} triggers"
+
+
+def stalled(reason: str, message: str, retry: float) -> Outcome:
+    return Outcome("stalled", "Failed", reason, message, requeue_after=retry)

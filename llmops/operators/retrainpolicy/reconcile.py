@@ -1,0 +1,549 @@
+"""The RetrainPolicy reconcile: the only I/O of the kind. Read the facts (the target ModelDeployment,
+the policy's TrainingJobs from the API, the registry's aliases, Prometheus, storage), let the pure
+modules decide (triggers.py, plan.py, promotion.py, builders.py), act, fold (fold.py).
+
+Crash safety: nothing is decided from memory. A run's TrainingJob is created under a name derived
+from its trigger time and `AlreadyExists` counts as success (kuberay #4849's lesson); what a run
+consumed (the scheduled time, the manual request, the newest data key) is written on the TrainingJob
+itself, so a reconcile after a crash reads it back from the children even when the status write was
+lost; alias moves carry an idempotency key derived from the run and the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pydantic
+
+from llmops import registry
+from llmops.api import API_VERSION, MODEL_DEPLOYMENT, TRAINING_JOB
+from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from llmops.api.retrainpolicy import (
+    APPROVAL_ANNOTATION,
+    MANUAL_TRIGGER_ANNOTATION,
+    EventReason,
+    Reason,
+    RetrainPolicySpec,
+    RetrainPolicyStatus,
+    RunRecord,
+    TriggerStatus,
+)
+from llmops.api.trainingjob import TrainingJobStatus
+from llmops.operators import secrets
+from llmops.operators.modeldeployment.plan import ServingSettings
+from llmops.operators.outcome import Outcome
+from llmops.operators.prometheus import Prometheus
+from llmops.operators.registry_access import describe
+from llmops.operators.retrainpolicy import builders, fold, names, plan, promotion, triggers
+from llmops.operators.retrainpolicy.names import POLICY_LABEL
+from llmops.operators.retrainpolicy.triggers import Firing
+from llmops.operators.runtime import Context
+
+STALLED_RETRY_SECONDS = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The operator's settings for RetrainPolicies ($LLMOPS_RETRAIN_EVALUATION_SECONDS, and the
+    Prometheus the ModelDeployments use, $LLMOPS_PROMETHEUS_URL)."""
+
+    evaluate_every: float = 60.0
+    prometheus_url: str = ServingSettings.prometheus_url
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        return cls(
+            evaluate_every=float(env.get("LLMOPS_RETRAIN_EVALUATION_SECONDS", cls.evaluate_every)),
+            prometheus_url=ServingSettings.from_env().prometheus_url,
+        )
+
+
+def _time(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Reconciler:
+    """The kind's reconcile with its settings; `prometheus` (anything with `query(promql)`) and
+    `clock` are the operator's own unless a test gives others."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        prometheus: Any = None,
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
+        self._settings = settings
+        self._prometheus = prometheus
+        self.clock = clock
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings or Settings.from_env()
+
+    @property
+    def prometheus(self) -> Any:
+        return self._prometheus or Prometheus(self.settings.prometheus_url)
+
+    def __call__(self, spec: RetrainPolicySpec, ctx: Context) -> Outcome:
+        return reconcile(spec, ctx, self.settings, self.prometheus, self.clock())
+
+
+def reconcile(
+    spec: RetrainPolicySpec, ctx: Context, settings: Settings, prometheus: Any, now: dt.datetime
+) -> Outcome:
+    before = ctx.status
+    assert isinstance(before, RetrainPolicyStatus)
+    name, namespace, policy = ctx.name, ctx.namespace, ctx.body
+
+    # -- the target --------------------------------------------------------------------------
+    md_body = ctx.applier.get(API_VERSION, MODEL_DEPLOYMENT.kind, spec.model_deployment, namespace)
+    if md_body is None:
+        return fold.stalled(
+            Reason.DEPLOYMENT_NOT_FOUND,
+            f"spec.modelDeployment: ModelDeployment {spec.model_deployment!r} does not exist in"
+            f" namespace {namespace!r}",
+            STALLED_RETRY_SECONDS,
+        )
+    try:
+        md = ModelDeploymentSpec.model_validate(md_body.get("spec") or {})
+    except pydantic.ValidationError:
+        return fold.stalled(
+            Reason.DEPLOYMENT_NOT_FOUND,
+            f"spec.modelDeployment: ModelDeployment {spec.model_deployment!r} has an invalid spec",
+            STALLED_RETRY_SECONDS,
+        )
+    problem = _target_problem(spec, md)
+    if problem is not None:
+        return fold.stalled(
+            Reason.WRONG_MODEL if "modelName" in problem else Reason.NOT_ON_ALIASES,
+            problem,
+            STALLED_RETRY_SECONDS,
+        )
+    try:
+        md_status = ModelDeploymentStatus.model_validate(md_body.get("status") or {})
+    except pydantic.ValidationError:
+        md_status = ModelDeploymentStatus()
+    model = md.model.name
+    try:
+        credentials = secrets.credentials(
+            ctx.applier.api_client,
+            namespace,
+            md.registry,
+            f"ModelDeployment {spec.model_deployment} spec.registry",
+        )
+        store = ctx.stores.open(md.registry, credentials)
+        champion_move = registry.read_alias(store, model, spec.promotion.champion_alias)
+        challenger_move = registry.read_alias(store, model, spec.promotion.challenger_alias)
+    except secrets.SecretProblem as e:
+        return fold.stalled(Reason.CREDENTIALS_NOT_FOUND, str(e), STALLED_RETRY_SECONDS)
+    except Exception as e:
+        return Outcome(
+            "reconciling",
+            before.phase or "Watching",
+            Reason.REGISTRY_UNAVAILABLE,
+            f"cannot read the aliases of {model!r} in {md.registry.uri} ({describe(e)}); retrying",
+            requeue_after=30.0,
+        )
+    champion = champion_move.version if champion_move else None
+    challenger = challenger_move.version if challenger_move else None
+
+    # -- the runs, from the API (never a cache) -------------------------------------------------
+    children = ctx.applier.list(
+        API_VERSION, TRAINING_JOB.kind, namespace, label_selector=f"{POLICY_LABEL}={name}"
+    )
+    runs = [_run(c) for c in children]
+    records = _records(children, before.runs)
+
+    # -- triggers ----------------------------------------------------------------------------
+    previous = {t.type: t for t in before.triggers}
+    statuses: list[TriggerStatus] = []
+    firings: list[Firing] = []
+    last_schedule = _last_schedule(before, children, policy)
+    next_schedule = None
+    notes: list[str] = []
+    data_marker: str | None = None
+
+    t = spec.triggers
+    if t.schedule is not None:
+        check = triggers.schedule(t.schedule, last_schedule, now)
+        next_schedule = check.next.astimezone(dt.UTC)
+        message = f"next at {next_schedule.isoformat()}"
+        if check.due is not None:
+            message = f"due since {check.due.isoformat()}"
+            firings.append(
+                Firing(
+                    "schedule",
+                    check.due,
+                    check.due.isoformat(),
+                    f"schedule {t.schedule.cron} due at {check.due.isoformat()}",
+                    {names.SCHEDULED_TIME: check.due.isoformat()},
+                )
+            )
+            if check.missed > triggers.TOO_MANY_MISSED:
+                ctx.event(
+                    EventReason.MISSED_SCHEDULES,
+                    f"more than {triggers.TOO_MANY_MISSED} missed schedules; only the most recent starts",
+                    warning=True,
+                )
+        elif check.late is not None:
+            message = f"the run due at {check.late.isoformat()} passed its startingDeadlineSeconds; {message}"
+        old = previous.get("schedule")
+        statuses.append(
+            TriggerStatus(
+                type="schedule",
+                firing=check.due is not None,
+                message=message[:256],
+                last_evaluation_time=now,
+                next_time=next_schedule,
+                last_fired_time=old.last_fired_time if old else None,
+            )
+        )
+    if t.drift is not None:
+        status = _prom(
+            "drift",
+            previous,
+            now,
+            lambda: triggers.drift(
+                t.drift,
+                prometheus.query(triggers.drift_query(namespace, spec.model_deployment)),
+                previous.get("drift"),
+                now,
+            ),
+        )
+        statuses.append(status)
+        if status.firing:
+            firings.append(Firing("drift", now, f"{status.value:.4g}", status.message or "drift"))
+    for q in t.quality:
+        type = f"quality/{q.name}"
+        status = _prom(
+            type,
+            previous,
+            now,
+            lambda q=q, type=type: triggers.quality(q, prometheus.query(q.query), previous.get(type), now),
+        )
+        statuses.append(status)
+        if status.firing:
+            firings.append(Firing(type, now, f"{status.value:.4g}", status.message or type))
+    if t.feedback is not None:
+        every, negative = triggers.feedback_queries(namespace, spec.model_deployment, t.feedback)
+        status = _prom(
+            "feedback",
+            previous,
+            now,
+            lambda: triggers.feedback(
+                t.feedback, prometheus.query(every), prometheus.query(negative), previous.get("feedback"), now
+            ),
+        )
+        statuses.append(status)
+        if status.firing:
+            firings.append(Firing("feedback", now, f"{status.value:.4g}", status.message or "feedback"))
+    if t.new_data is not None:
+        marker = _latest_annotation(children, names.DATA_MARKER)
+        try:
+            data_credentials = secrets.credentials(
+                ctx.applier.api_client, namespace, t.new_data.location, "spec.triggers.newData.location"
+            )
+            keys = list(ctx.stores.open(t.new_data.location, data_credentials).list())
+            status, data_marker = triggers.new_data(
+                keys, marker, t.new_data.min_new_objects, previous.get("newData"), now
+            )
+        except Exception as e:
+            status = triggers.error(
+                "newData",
+                f"cannot list {t.new_data.location.uri}: {describe(e)}",
+                previous.get("newData"),
+                now,
+            )
+        statuses.append(status)
+        if status.firing:
+            firings.append(Firing("newData", now, f"{status.value:.0f}", status.message or "newData"))
+    requested = (policy["metadata"].get("annotations") or {}).get(MANUAL_TRIGGER_ANNOTATION)
+    answered = {c["metadata"].get("annotations", {}).get(names.MANUAL) for c in children} | {
+        before.manual_request
+    }
+    manual_request = before.manual_request
+    if requested:
+        pending = requested not in answered
+        old = previous.get("manual")
+        statuses.append(
+            TriggerStatus(
+                type="manual",
+                firing=pending,
+                last_evaluation_time=now,
+                message=f"{MANUAL_TRIGGER_ANNOTATION}={requested[:64]}"
+                + (" asks for a run" if pending else " answered"),
+                last_fired_time=old.last_fired_time if old else None,
+            )
+        )
+        if pending:
+            firings.append(
+                Firing(
+                    "manual",
+                    now,
+                    requested[:256],
+                    f"{MANUAL_TRIGGER_ANNOTATION}={requested[:64]}",
+                    {names.MANUAL: requested[:1024]},
+                )
+            )
+
+    # -- start a run -------------------------------------------------------------------------
+    decision = plan.decide(spec, name, firings, runs, now)
+    last_trigger = before.last_trigger
+    if decision.why_not:
+        notes.append(decision.why_not)
+    if decision.start is not None:
+        firing = decision.start
+        for active in decision.replace:
+            ctx.applier.delete(API_VERSION, TRAINING_JOB.kind, active, namespace)
+            notes.append(f"{active} replaced (concurrencyPolicy Replace)")
+        if spec.triggers.new_data is not None and data_marker is None:
+            data_marker = _latest_annotation(children, names.DATA_MARKER)
+        extra = {names.DATA_MARKER: data_marker} if data_marker else {}
+        firing = dataclasses.replace(firing, annotations={**firing.annotations, **extra})
+        manifest = builders.training_job(policy, spec, firing, champion)
+        job = manifest["metadata"]["name"]
+        created = ctx.applier.create(manifest)
+        if created:
+            ctx.event(EventReason.TRIGGERED, f"{firing.message}: started {job}"[:1024])
+        last_trigger = f"{firing.type} at {firing.at.isoformat()}: {firing.message}"[:256]
+        if firing.family == "schedule":
+            last_schedule = firing.at
+        if firing.family == "manual":
+            manual_request = firing.value
+        statuses = [triggers.fired(s, now) if s.type == firing.type else s for s in statuses]
+        if not any(r.training_job == job for r in records):
+            records.insert(
+                0,
+                RunRecord(
+                    training_job=job,
+                    trigger=firing.type,
+                    trigger_value=firing.value[:256],
+                    start_time=now,
+                    phase="Pending",
+                    verdict="Training",
+                ),
+            )
+        runs.append(plan.Run(job, "Pending", now, firing.type, False))
+
+    # -- promotion ---------------------------------------------------------------------------
+    by_name = {c["metadata"]["name"]: c for c in children}
+    approved = (policy["metadata"].get("annotations") or {}).get(APPROVAL_ANNOTATION)
+    last_promoted = before.last_promoted_version
+    for i, record in enumerate(records):
+        if record.verdict not in (None, "Training") or record.phase not in ("Succeeded", "Failed"):
+            continue
+        child = by_name.get(record.training_job)
+        if record.phase == "Failed":
+            message = (child or {}).get("status", {}).get("message") or "the TrainingJob failed"
+            records[i] = record.model_copy(update={"verdict": "Failed", "message": message[:256]})
+            continue
+        records[i] = record = _compared(spec, record, child)
+        if record.verdict == "Lost":
+            ctx.event(EventReason.NOT_PROMOTED, f"{record.training_job}: {record.message}"[:1024])
+        elif record.verdict == "Won":
+            ctx.event(EventReason.COMPARED, f"{record.training_job}: {record.message}"[:1024])
+    # One version at a time goes out: the one in flight, else the newest winner.
+    in_flight = next((r for r in records if r.verdict in promotion.IN_FLIGHT), None)
+    target = in_flight or next((r for r in records if r.verdict == "Won"), None)
+    for i, record in enumerate(records):
+        if record is target:
+            step = promotion.step(
+                record,
+                spec.promotion,
+                champion=champion,
+                challenger=challenger,
+                canary=md_status.canary,
+                approved=approved,
+                busy=None,
+            )
+            if step.move is not None:
+                moved = registry.move_alias(
+                    store,
+                    model,
+                    step.move.alias,
+                    step.move.version,
+                    by=f"retrainpolicy/{namespace}/{name}",
+                    reason=step.move.reason,
+                    move_id=names.move_id(namespace, record.training_job, step.move.step),
+                )
+                ctx.event(
+                    EventReason.ALIAS_MOVED,
+                    f"{model}@{moved.alias}: {moved.previous} -> {moved.version} ({moved.reason})"[:1024],
+                )
+                if step.move.alias == spec.promotion.champion_alias:
+                    champion = step.move.version
+                else:
+                    challenger = step.move.version
+            if step.verdict == "Promoted":
+                last_promoted = record.version
+                ctx.event(EventReason.PROMOTED, step.message[:1024])
+            if step.verdict == "RolledBack":
+                ctx.event(EventReason.ROLLED_BACK, step.message[:1024], warning=True)
+            records[i] = record.model_copy(update={"verdict": step.verdict, "message": step.message[:256]})
+        elif record.verdict == "Won" and target is not None:
+            why = "in its canary" if target.verdict == "Canary" else "going out"
+            records[i] = record.model_copy(update={"message": f"waits: {target.training_job} is {why}"})
+
+    # -- history limits ----------------------------------------------------------------------
+    holding = {r.training_job for r in records if r.verdict in (*promotion.IN_FLIGHT, "Won")}
+    for old in plan.pruned(runs, spec.successful_runs_history_limit, spec.failed_runs_history_limit, holding):
+        ctx.applier.delete(API_VERSION, TRAINING_JOB.kind, old, namespace)
+
+    active = sorted(r.name for r in runs if not r.finished)
+    found = fold.Found(
+        now=now,
+        triggers=statuses,
+        runs=records,
+        active=active,
+        last_schedule_time=last_schedule if last_schedule != _created(policy) else before.last_schedule_time,
+        last_trigger=last_trigger,
+        champion=champion,
+        last_promoted=last_promoted,
+        manual_request=manual_request,
+        next_schedule=next_schedule,
+        notes=notes,
+    )
+    return fold.fold(spec, found, settings.evaluate_every)
+
+
+def _target_problem(spec: RetrainPolicySpec, md: ModelDeploymentSpec) -> str | None:
+    """Why the policy cannot keep this deployment fresh, naming the fields; None when it can."""
+    template = spec.training_job_template.spec
+    if template.output.model_name != md.model.name:
+        return (
+            f"spec.trainingJobTemplate.spec.output.modelName {template.output.model_name!r} is not the model"
+            f" ModelDeployment {spec.model_deployment!r} serves ({md.model.name!r})"
+        )
+    if template.output.registry.uri != md.registry.uri:
+        return (
+            f"spec.trainingJobTemplate.spec.output.modelName: the template registers into"
+            f" {template.output.registry.uri}, the ModelDeployment serves from {md.registry.uri}"
+        )
+    if not spec.promotion.enabled:
+        return None
+    champion, challenger = spec.promotion.champion_alias, spec.promotion.challenger_alias
+    canary = md.rollout.canary if md.rollout else None
+    if md.model.alias != champion or canary is None or canary.model.alias != challenger:
+        return (
+            f"ModelDeployment {spec.model_deployment!r} must serve spec.model.alias {champion!r} and canary"
+            f" spec.rollout.canary.model.alias {challenger!r} (spec.promotion's aliases), so that promotion"
+            " moves aliases and never edits its spec"
+        )
+    return None
+
+
+def _prom(type: str, previous: dict[str, TriggerStatus], now: dt.datetime, read: Any) -> TriggerStatus:
+    try:
+        return read()
+    except Exception as e:  # Prometheus away or a bad query: say so, do not fire
+        return triggers.error(type, f"Prometheus: {describe(e)}", previous.get(type), now)
+
+
+def _created(body: dict) -> dt.datetime:
+    return _time(body["metadata"].get("creationTimestamp")) or dt.datetime.now(dt.UTC)
+
+
+def _last_schedule(before: RetrainPolicyStatus, children: list[dict], policy: dict) -> dt.datetime:
+    """The last scheduled time a run started for: status, else the children's record, else creation."""
+    times = [before.last_schedule_time] + [
+        _time(c["metadata"].get("annotations", {}).get(names.SCHEDULED_TIME)) for c in children
+    ]
+    known = [t for t in times if t is not None]
+    return max(known) if known else _created(policy)
+
+
+def _latest_annotation(children: list[dict], key: str) -> str | None:
+    """`key` on the newest child that has it."""
+    marked = [c for c in children if (c["metadata"].get("annotations") or {}).get(key)]
+    if not marked:
+        return None
+    newest = max(marked, key=lambda c: c["metadata"].get("creationTimestamp") or "")
+    return newest["metadata"]["annotations"][key]
+
+
+def _run(child: dict) -> plan.Run:
+    phase = (child.get("status") or {}).get("phase")
+    return plan.Run(
+        name=child["metadata"]["name"],
+        phase=phase,
+        created=_created(child),
+        trigger=(child["metadata"].get("annotations") or {}).get(names.TRIGGER, ""),
+        finished=phase in ("Succeeded", "Failed"),
+    )
+
+
+def _records(children: list[dict], before: list[RunRecord]) -> list[RunRecord]:
+    """One record per run, newest first: the children's facts over what status remembered."""
+    known = {r.training_job: r for r in before}
+    records = []
+    for child in children:
+        meta, status = child["metadata"], child.get("status") or {}
+        annotations = meta.get("annotations") or {}
+        old = known.pop(meta["name"], None)
+        version = (status.get("modelVersion") or {}).get("version")
+        update = {
+            "training_job": meta["name"],
+            "trigger": annotations.get(names.TRIGGER, old.trigger if old else "unknown"),
+            "trigger_value": annotations.get(names.TRIGGER_VALUE),
+            "start_time": _created(child),
+            "completion_time": _time(status.get("completionTime")),
+            "phase": status.get("phase") or "Pending",
+            "version": version,
+        }
+        record = old.model_copy(update=update) if old else RunRecord(**update, verdict="Training")
+        records.append(record)
+    records += list(known.values())  # runs whose TrainingJob is gone (history limits) stay recorded
+    return sorted(records, key=lambda r: r.start_time or dt.datetime.min.replace(tzinfo=dt.UTC), reverse=True)
+
+
+def _compared(spec: RetrainPolicySpec, record: RunRecord, child: dict | None) -> RunRecord:
+    """The run's comparison table, from its TrainingJob's status (candidate and champion measured in the
+    same run: status.evaluation and status.baseline)."""
+    try:
+        status = TrainingJobStatus.model_validate((child or {}).get("status") or {})
+    except pydantic.ValidationError:
+        status = TrainingJobStatus()
+    if record.version is None:
+        return record.model_copy(update={"verdict": "Failed", "message": "the run registered no version"})
+    baseline = status.baseline
+    rows = promotion.compare(
+        spec.promotion.metrics, status.evaluation, baseline.metrics if baseline else None
+    )
+    champion = baseline.version if baseline else None
+    if all(r.passed for r in rows):
+        message = (
+            f"version {record.version} beat champion {champion or '(none)'}"
+            if rows
+            else (f"version {record.version} passed its gates (no promotion metrics)")
+        )
+        return record.model_copy(
+            update={
+                "comparison": rows,
+                "champion_version": champion,
+                "verdict": "Won",
+                "message": message[:256],
+            }
+        )
+    return record.model_copy(
+        update={
+            "comparison": rows,
+            "champion_version": champion,
+            "verdict": "Lost",
+            "message": f"version {record.version} lost to champion {champion}: {promotion.lost_by(rows)}"[
+                :256
+            ],
+        }
+    )

@@ -1,0 +1,246 @@
+"""`llmops models`: the registry for people. List models and versions, show a version's manifest,
+move an alias (recorded, with who and why) and read an alias's history.
+
+    llmops models list
+    llmops models versions NAME
+    llmops models show NAME:VERSION        (or NAME@ALIAS)
+    llmops models alias set NAME ALIAS VERSION --reason TEXT [--by WHO] [--move-id KEY]
+    llmops models alias history NAME [ALIAS]
+
+Every command takes `--registry` (s3://bucket/prefix, or a directory), default the environment's
+`LLMOPS_REGISTRY`; there is no cluster-wide default registry (each ModelDeployment and TrainingJob
+names its own `registry`). S3 access uses the standard AWS environment: `AWS_ACCESS_KEY_ID` and
+`AWS_SECRET_ACCESS_KEY` (else boto3's own chain: profile, IRSA, instance role), `AWS_ENDPOINT_URL_S3`
+or `AWS_ENDPOINT_URL` for an S3-compatible service such as MinIO, `AWS_REGION` or
+`AWS_DEFAULT_REGION`. Output is a table for people, or `-o json` for programs.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from pydantic import ValidationError
+
+from llmops.api.common import ModelReference, ObjectStorageLocation
+from llmops.registry import (
+    AliasMove,
+    RegistryError,
+    alias_history,
+    aliases,
+    models,
+    move_alias,
+    read_version,
+    resolve,
+    versions,
+)
+from llmops.storage import ObjectStore, credentials_from_env, open_store
+
+REGISTRY_ENV = "LLMOPS_REGISTRY"
+
+
+def location(uri: str, env: dict[str, str] | None = None) -> ObjectStorageLocation:
+    """`s3://bucket[/prefix]`, `file:///dir` or a directory path as a registry location; an S3
+    endpoint and region from the standard AWS variables of `env` (default: the environment)."""
+    env = dict(os.environ) if env is None else env
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        s3 = {"bucket": bucket, "prefix": prefix.strip("/") or None, "endpoint": endpoint, "region": region}
+        return ObjectStorageLocation.model_validate({"s3": {k: v for k, v in s3.items() if v}})
+    if "://" in uri and not uri.startswith("file://"):
+        raise click.BadParameter(f"{uri!r}: use s3://bucket/prefix or a directory", param_hint="--registry")
+    return ObjectStorageLocation.model_validate(
+        {"local": {"path": str(Path(uri.removeprefix("file://")).expanduser().resolve())}}
+    )
+
+
+def _store(uri: str | None) -> ObjectStore:
+    if not uri:
+        raise click.UsageError(
+            f"no registry: pass --registry s3://bucket/prefix (or a directory) or set {REGISTRY_ENV}"
+        )
+    try:
+        where = location(uri)
+    except ValueError as e:  # pydantic's ValidationError: a bucket name that S3 refuses, say
+        raise click.BadParameter(f"{uri!r}: {e}", param_hint="--registry") from None
+    return open_store(where, credentials_from_env())
+
+
+def _command(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--registry and -o on a sub-command; registry errors and storage errors become one clear line."""
+
+    @click.option(
+        "--registry",
+        "registry",
+        envvar=REGISTRY_ENV,
+        metavar="URI",
+        help=f"s3://bucket/prefix or a directory [env {REGISTRY_ENV}]",
+    )
+    @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+    @functools.wraps(f)
+    def run(registry: str | None, output: str, **kwargs: Any) -> None:
+        store = _store(registry)
+        try:
+            f(store, output, **kwargs)
+        except ValidationError as e:  # a model or alias name that is no DNS label
+            problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+            raise click.ClickException(problems) from None
+        except RegistryError as e:
+            raise click.ClickException(str(e)) from None
+        except Exception as e:
+            if type(e).__module__.startswith(("botocore", "boto3")):  # no access, no bucket, no answer
+                raise click.ClickException(f"{store.uri}: {e}") from None
+            raise
+
+    return run
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "   ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def _json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def _by_version(store: ObjectStore, name: str) -> dict[str, list[str]]:
+    named: dict[str, list[str]] = {}
+    for alias, version in aliases(store, name).items():
+        named.setdefault(version, []).append(alias)
+    return named
+
+
+@click.group("models")
+def models_group() -> None:
+    """The model registry: models, versions, aliases and their history."""
+
+
+@models_group.command("list")
+@_command
+def list_models(store: ObjectStore, output: str) -> None:
+    """Every model with its number of versions, the newest one and its aliases."""
+    rows = []
+    for name in models(store):
+        numbers = versions(store, name)
+        rows.append(
+            {"name": name, "versions": len(numbers), "latest": numbers[-1], "aliases": aliases(store, name)}
+        )
+    if output == "json":
+        return _json(rows)
+    table = [
+        [r["name"], str(r["versions"]), r["latest"], ", ".join(f"{a}={v}" for a, v in r["aliases"].items())]
+        for r in rows
+    ]
+    click.echo(_table(["NAME", "VERSIONS", "LATEST", "ALIASES"], table))
+
+
+@models_group.command("versions")
+@click.argument("name")
+@_command
+def list_versions(store: ObjectStore, output: str, name: str) -> None:
+    """The registered versions of NAME, oldest first, with their gates and aliases."""
+    numbers = versions(store, name)
+    if not numbers:
+        raise RegistryError(f"model {name!r} has no versions in {store.uri}")
+    named = _by_version(store, name)
+    manifests = [read_version(store, name, v) for v in numbers]
+    if output == "json":
+        return _json(
+            [
+                {**m.model_dump(by_alias=True, mode="json"), "aliases": named.get(m.version, [])}
+                for m in manifests
+            ]
+        )
+    rows = []
+    for m in manifests:
+        gates = "none" if m.ungated else ("passed" if m.gates_passed else "failed")
+        rows.append(
+            [m.version, m.created_at, gates, m.lineage.parent_job or "", ", ".join(named.get(m.version, []))]
+        )
+    click.echo(_table(["VERSION", "CREATED", "GATES", "TRAINING JOB", "ALIASES"], rows))
+
+
+@models_group.command("show")
+@click.argument("ref", metavar="NAME:VERSION|NAME@ALIAS")
+@_command
+def show(store: ObjectStore, output: str, ref: str) -> None:
+    """A version's manifest (metrics, gates, lineage, content, files) and the aliases naming it."""
+    if ":" in ref:
+        name, version = ref.split(":", 1)
+        manifest = read_version(store, name, version)
+    elif "@" in ref:
+        name, alias = ref.split("@", 1)
+        manifest = resolve(store, ModelReference(name=name, alias=alias))
+    else:
+        raise click.BadParameter(f"{ref!r}: write NAME:VERSION or NAME@ALIAS", param_hint="REF")
+    body = {
+        **manifest.model_dump(by_alias=True, mode="json"),
+        "aliases": _by_version(store, name).get(manifest.version, []),
+    }
+    if output == "json":
+        return _json(body)
+    click.echo(yaml.safe_dump(body, sort_keys=False).rstrip())
+
+
+@models_group.group("alias")
+def alias_group() -> None:
+    """Move an alias, or read the history of its moves."""
+
+
+def _user() -> str:
+    try:
+        return f"user:{os.environ.get('USER') or getpass.getuser()}"
+    except OSError:  # no user name anywhere (a bare container)
+        return "user:unknown"
+
+
+def _move_row(m: AliasMove) -> list[str]:
+    return [m.at, m.alias, m.previous or "-", m.version, m.by, m.reason]
+
+
+@alias_group.command("set")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version")
+@click.option("--reason", required=True, help="Why it moves; kept in the alias's history.")
+@click.option("--by", default=None, help="Who moves it [default: user:$USER].")
+@click.option("--move-id", default=None, help="Idempotency key: a repeat with the same key changes nothing.")
+@_command
+def set_alias_command(
+    store: ObjectStore, output: str, name: str, alias: str, version: str, reason: str, by: str | None,
+    move_id: str | None,
+) -> None:  # fmt: skip
+    """Point ALIAS of model NAME at VERSION, and record who, when, from which version and why."""
+    before = aliases(store, name).get(alias)
+    move = move_alias(store, name, alias, version, by=by or _user(), reason=reason, move_id=move_id)
+    if output == "json":
+        return _json(move.model_dump(by_alias=True, mode="json"))
+    if before == version and move.move_id != move_id:
+        click.echo(f"{name}@{alias} already names version {version}: nothing moved, nothing recorded")
+    else:
+        click.echo(f"{name}@{alias}: {move.previous or '(new)'} -> {move.version}  by {move.by} at {move.at}")
+
+
+@alias_group.command("history")
+@click.argument("name")
+@click.argument("alias", required=False)
+@_command
+def history(store: ObjectStore, output: str, name: str, alias: str | None) -> None:
+    """Every move of ALIAS (or of every alias of NAME), oldest first."""
+    moves = alias_history(store, name, alias)
+    if output == "json":
+        return _json([m.model_dump(by_alias=True, mode="json") for m in moves])
+    click.echo(_table(["AT", "ALIAS", "FROM", "TO", "BY", "REASON"], [_move_row(m) for m in moves]))

@@ -1,0 +1,130 @@
+"""`llmops models` through the real command (click's runner on `llmops.cli.main`, and once the
+installed entry point) against a registry that `register()` filled: list, versions, show, alias set
+and history, tables and JSON, and the errors a person meets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from llmops.cli import main
+from llmops.registry import GateVerdict, Lineage, alias_history, read_alias, register
+from llmops.registry_cli import location
+from llmops.storage import LocalStore
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Path:
+    root = tmp_path / "registry"
+    store = LocalStore(root)
+    for i in range(3):
+        model = tmp_path / f"model-{i}"
+        model.mkdir()
+        (model / "config.json").write_text(json.dumps({"i": i}))
+        gates = [GateVerdict(metric="accuracy", operator=">=", threshold=0.5, value=0.9, passed=True)]
+        register(
+            store, "chat", model, metrics={"accuracy": 0.9}, gates=gates, lineage=Lineage(parent_job="ml/t-1")
+        )
+    model = tmp_path / "embed"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    register(store, "embed", model, metrics={}, gates=[], lineage=Lineage())
+    return root
+
+
+def llmops(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_models_versions_and_show(registry: Path) -> None:
+    code, out = llmops("models", "list", "--registry", str(registry))
+    assert code == 0 and out.splitlines() == [
+        "NAME    VERSIONS   LATEST   ALIASES",
+        "chat    3          3",
+        "embed   1          1",
+    ]
+    code, out = llmops("models", "versions", "chat", "--registry", str(registry), "-o", "json")
+    listed = json.loads(out)
+    assert [v["version"] for v in listed] == ["1", "2", "3"] and listed[0]["lineage"]["parentJob"] == "ml/t-1"
+    code, out = llmops("models", "versions", "embed", "--registry", str(registry))
+    assert out.splitlines()[1].split()[2] == "none"  # registered without gates
+    code, out = llmops("models", "show", "chat:2", "--registry", str(registry), "-o", "json")
+    assert code == 0 and json.loads(out)["version"] == "2" and json.loads(out)["aliases"] == []
+
+
+def test_alias_set_then_history_as_a_person_reads_it(registry: Path) -> None:
+    env = {"LLMOPS_REGISTRY": str(registry), "USER": "ana"}
+    code, out = llmops(
+        "models", "alias", "set", "chat", "champion", "1", "--reason", "first release", env=env
+    )
+    assert code == 0 and out.startswith("chat@champion: (new) -> 1  by user:ana at ")
+    code, out = llmops(
+        "models", "alias", "set", "chat", "champion", "2", "--reason", "won by 0.03",
+        "--by", "retrainpolicy/ml/chat", "--move-id", "ml-chat-7", env=env,
+    )  # fmt: skip
+    assert code == 0 and "1 -> 2  by retrainpolicy/ml/chat" in out
+    code, out = llmops("models", "alias", "set", "chat", "champion", "2", "--reason", "again", env=env)
+    assert code == 0 and "already names version 2: nothing moved, nothing recorded" in out
+
+    store = LocalStore(registry)
+    assert read_alias(store, "chat", "champion").move_id == "ml-chat-7"  # type: ignore[union-attr]
+    assert [(m.previous, m.version, m.by) for m in alias_history(store, "chat")] == [
+        (None, "1", "user:ana"),
+        ("1", "2", "retrainpolicy/ml/chat"),
+    ]
+    code, out = llmops("models", "alias", "history", "chat", "champion", env=env)
+    rows = [line.split(None, 4) for line in out.splitlines()]
+    assert out.splitlines()[0].split() == ["AT", "ALIAS", "FROM", "TO", "BY", "REASON"]
+    assert [r[1:4] for r in rows[1:]] == [["champion", "-", "1"], ["champion", "1", "2"]]
+    assert out.splitlines()[2].endswith("retrainpolicy/ml/chat   won by 0.03")
+    code, out = llmops("models", "alias", "history", "chat", "-o", "json", env=env)
+    assert [m["moveId"] for m in json.loads(out)][1] == "ml-chat-7"
+    code, out = llmops("models", "list", env=env)
+    assert out.splitlines()[1].split() == ["chat", "3", "3", "champion=2"]
+    code, out = llmops("models", "show", "chat@champion", env=env)
+    assert "version: '2'" in out and out.rstrip().endswith("aliases:\n- champion")
+
+
+def test_errors_name_what_is_wrong(registry: Path) -> None:
+    env = {"LLMOPS_REGISTRY": str(registry)}
+    code, out = llmops("models", "alias", "set", "chat", "champion", "9", "--reason", "x", env=env)
+    assert code == 1 and "Error: model 'chat' has no version '9'" in out
+    code, out = llmops("models", "alias", "set", "chat", "champion", "1", env=env)
+    assert code == 2 and "Missing option '--reason'" in out
+    code, out = llmops("models", "show", "Chat@x", env=env)
+    assert code == 1 and "Error: name: String should match pattern" in out
+    code, out = llmops("models", "show", "chat", env=env)
+    assert code == 2 and "write NAME:VERSION or NAME@ALIAS" in out
+    code, out = llmops("models", "list", env={"LLMOPS_REGISTRY": ""})
+    assert code == 2 and "no registry: pass --registry" in out
+    code, out = llmops("models", "list", "--registry", "http://minio:9000/models")
+    assert code == 2 and "use s3://bucket/prefix or a directory" in out
+
+
+def test_s3_locations_take_the_standard_aws_environment() -> None:
+    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_REGION": "eu-west-1"}
+    where = location("s3://models/team-a/registry", env)
+    assert where.s3 is not None and (where.s3.bucket, where.s3.prefix) == ("models", "team-a/registry")
+    assert (where.s3.endpoint, where.s3.region) == ("http://127.0.0.1:9000", "eu-west-1")
+    assert location("s3://models", {"AWS_ENDPOINT_URL_S3": "http://s3:9000"}).s3.endpoint == "http://s3:9000"  # type: ignore[union-attr]
+    assert location("file:///srv/registry", {}).local.path == "/srv/registry"  # type: ignore[union-attr]
+
+
+def test_the_installed_command_has_it(registry: Path) -> None:
+    command = Path(sys.executable).parent / "llmops"
+    out = subprocess.run(
+        [str(command), "models", "versions", "chat", "-o", "json"],
+        env={**os.environ, "LLMOPS_REGISTRY": str(registry)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert len(json.loads(out)) == 3
