@@ -37,6 +37,8 @@ Secrets: the API keys Secret is mounted as a volume at `apiKeysPath` (a director
 the file name is the key's id in logs and metrics; or a file with one key per line). Keys are never
 logged. S3 credentials for the sampling destination reach the pod as the environment variables
 `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (secretKeyRef to `credentialsSecretRef`), which boto3 reads.
+The key that signs completion ids (`feedback.keyPath`) is a Secret the operator creates, mounted at
+FEEDBACK_KEY_MOUNT; it is never logged.
 """
 
 from __future__ import annotations
@@ -102,6 +104,27 @@ class Sampling(ApiModel):
     )
 
 
+class Feedback(ApiModel):
+    """`POST /v1/feedback`: where feedback records go, and the key that signs completion ids
+    (llmops.serving.feedback says how)."""
+
+    model_deployment: DnsSubdomain = Field(description="The ModelDeployment's name, for the records.")
+    destination: ObjectStorageLocation = Field(description="Where the feedback jsonl files go.")
+    key_path: str = Field(
+        description="Mounted Secret file: the key (32 random bytes) that signs completion ids."
+    )
+    id_ttl_seconds: float = Field(
+        7 * 24 * 3600,
+        gt=0,
+        le=366 * 24 * 3600,
+        description="Feedback is accepted this long after the answer.",
+    )
+    flush_interval_seconds: float = Field(10, gt=0, le=3600, description="Longest a record waits in memory.")
+    max_buffered: int = Field(
+        10000, ge=1, le=1_000_000, description="Records held in memory at most; beyond that they are dropped."
+    )
+
+
 class GatewayConfig(ApiModel):
     """Everything `python -m llmops.serving.gateway` needs; see the module docstring for an example."""
 
@@ -150,6 +173,7 @@ class GatewayConfig(ApiModel):
     pii_redaction: PiiRedaction | None = Field(None, description="What personal data to redact, and where.")
     payload_sampling: Sampling | None = Field(None, description="Sampled request/response pairs.")
     drift_sampling: Sampling | None = Field(None, description="Sampled prompts for the drift monitor.")
+    feedback: Feedback | None = Field(None, description="User feedback on completions; omit: no endpoint.")
 
     health_check_interval_seconds: float = Field(
         2, gt=0, le=300, description="Replica health polling period."
@@ -179,6 +203,8 @@ class GatewayConfig(ApiModel):
 
 
 API_KEYS_MOUNT = "/etc/llmops/api-keys"
+FEEDBACK_KEY_MOUNT = "/etc/llmops/feedback-key"
+FEEDBACK_KEY_FILE = "key"  # the Secret's data key, and the file name under FEEDBACK_KEY_MOUNT
 
 
 def per_replica(limit: RateLimit | None, replicas: int) -> RateLimit | None:

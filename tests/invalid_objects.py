@@ -640,6 +640,16 @@ def md_drift_prompts_with_the_registrys_secret(spec: Spec, draw: DrawFn) -> Fiel
     return ("spec",)
 
 
+def md_feedback_without_payload_sampling(spec: Spec, draw: DrawFn) -> FieldPath:
+    gateway = _dig(spec, "gateway")
+    gateway.pop("payloadSampling", None)
+    gateway["feedback"] = draw(st.sampled_from([{}, {"enabled": True}, {"idTtlSeconds": 3600}]))
+    drift = _dig(spec, "monitoring").get("drift")
+    if drift is not None:  # keep the drift rule's prompts, which payload sampling may have stood for
+        drift.setdefault("prompts", {"s3": {"bucket": "drift"}})
+    return ("spec", "gateway")
+
+
 def md_tensor_parallel_over_gpus(spec: Spec, draw: DrawFn) -> FieldPath:
     gpus = draw(st.integers(0, 63))
     resources = _dig(spec, "resources")
@@ -899,6 +909,13 @@ CEL_CASES = [
         "monitoring.drift.prompts is required when gateway.payloadSampling is off: the gateway writes the"
         " sampled prompts there (it never gets the registry's credentials)",
         md_drift_without_prompts,
+    ),
+    CelCase(
+        MD,
+        "spec.gateway",
+        "gateway.feedback needs gateway.payloadSampling: feedback is stored beside the payload samples"
+        " (payloadSampling.rate 0 stores feedback only); or set feedback.enabled false",
+        md_feedback_without_payload_sampling,
     ),
     CelCase(
         MD,

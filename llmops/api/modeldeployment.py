@@ -263,6 +263,23 @@ class PayloadSampling(ApiModel):
     destination: ObjectStorageLocation = Field(description="Where samples are written, as jsonl.")
 
 
+class Feedback(ApiModel):
+    """User feedback on completions: `POST /v1/feedback` on the gateway (docs/operations.md, User
+    feedback), stored beside the payload samples."""
+
+    enabled: bool = Field(
+        True,
+        description="Accept feedback. On by default whenever payloadSampling is set (its destination holds"
+        " the records; a sampling rate of 0 stores feedback only).",
+    )
+    id_ttl_seconds: int = Field(
+        604800,
+        ge=60,
+        le=31622400,
+        description="Feedback on a completion is accepted this long after it was answered (default 7 days).",
+    )
+
+
 class PiiRedaction(ApiModel):
     """Personal data the gateway redacts, and where (see docs/operations.md, PII redaction)."""
 
@@ -289,6 +306,16 @@ class PiiRedaction(ApiModel):
 class Gateway(ApiModel):
     """The gateway in front of vLLM: authentication, limits, queueing, redaction and sampling."""
 
+    cel_rules = (
+        Rule(
+            "!has(self.feedback) || !self.feedback.enabled || has(self.payloadSampling)",
+            "gateway.feedback needs gateway.payloadSampling: feedback is stored beside the payload samples"
+            " (payloadSampling.rate 0 stores feedback only); or set feedback.enabled false",
+            lambda m: m.feedback is None or not m.feedback.enabled or m.payload_sampling is not None,
+            field_path=".feedback",
+        ),
+    )
+
     api_keys_secret_ref: SecretRef | None = Field(
         None, description="Secret whose values are the accepted API keys; omit to allow anonymous access."
     )
@@ -303,6 +330,11 @@ class Gateway(ApiModel):
         None, description="Redact personal data (what and where: see scope); omit for no redaction."
     )
     payload_sampling: PayloadSampling | None = Field(None, description="Payload sampling; omit for none.")
+    feedback: Feedback | None = Field(
+        None,
+        description="User feedback on completions (POST /v1/feedback); omit: on whenever payloadSampling is"
+        " set.",
+    )
     max_queue: int = Field(
         256,
         ge=0,

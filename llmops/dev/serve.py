@@ -117,16 +117,24 @@ def run_gateway(
         _get(cluster, "configmap", configmap, "-n", namespace)["data"]["config.json"]
     )
     keys = None
-    secret_volume = next((v for v in pod["volumes"] if "secret" in v), None)
-    if config.api_keys_path and secret_volume:
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    if config.api_keys_path and "api-keys" in secrets:
         keys = work / "api-keys"
         keys.mkdir(parents=True, exist_ok=True)
-        for key_name, value in _secret(cluster, namespace, secret_volume["secret"]["secretName"]).items():
+        for key_name, value in _secret(cluster, namespace, secrets["api-keys"]).items():
             (keys / key_name).write_text(value)
+    feedback = config.feedback
+    if feedback is not None and "feedback-key" in secrets:  # the key that signs completion ids
+        key_file = work / "feedback-key"
+        key_file.write_text(
+            _secret(cluster, namespace, secrets["feedback-key"])[Path(feedback.key_path).name]
+        )
+        feedback = feedback.model_copy(update={"key_path": str(key_file)})
     local = config.model_copy(
         update={
             "upstreams": [upstream(g) for g in config.upstreams],
             "api_keys_path": str(keys) if keys else None,
+            "feedback": feedback,
         }
     )
     config_file = work / "gateway.json"

@@ -4,6 +4,7 @@
 
 Endpoints: `POST /v1/completions`, `/v1/chat/completions`, `/v1/responses` (plain and SSE streaming),
 `POST /v1/embeddings`, `/tokenize`, `/detokenize` (serving.endpoints says what each checks and counts),
+`POST /v1/feedback` (user feedback on a completion id; with `feedback` in the config: serving.feedback),
 `GET /v1/models` (what the replicas report, merged), `GET /healthz` (alive), `GET /readyz` (503 while
 draining), `GET /metrics`. docs/operations.md ("The gateway's API") says which vLLM endpoints are not
 passed, and why.
@@ -33,6 +34,7 @@ relay's `forward`, `_account`). The rest of the gateway:
 | serving.upstream | the HTTP client of proxied requests (keep-alive, httptools) |
 | serving.pii, serving.ratelimit, serving.auth | redaction, per-key limits, API keys |
 | serving.sampler, serving.anomaly | payload and prompt samples; latency and error-rate anomalies |
+| serving.feedback | completion ids the gateway signs; feedback bodies and their sentiment |
 | serving.metrics, serving.logs | the Prometheus series; JSON log lines |
 
 Clients are served by `llmops.serving.server` and the replicas asked through `llmops.serving.upstream`
@@ -53,6 +55,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -63,11 +66,19 @@ from typing import Any
 import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from llmops.gateway_config import GatewayConfig
+from llmops.gateway_config import GatewayConfig, Sampling
 from llmops.serving.anomaly import AnomalyMonitor
 from llmops.serving.auth import KeyStore
 from llmops.serving.balancer import Draining, NoReplicas, QueueFull, QueueTimeout, Replica
 from llmops.serving.endpoints import ENDPOINTS, prompt_texts
+from llmops.serving.feedback import (
+    BadFeedback,
+    CompletionIds,
+    completion_id,
+    feedback_record,
+    parse_feedback,
+    sentiment,
+)
 from llmops.serving.logs import log, request_line
 from llmops.serving.logs import setup as setup_logs
 from llmops.serving.metrics import NO_VERSION, Metrics
@@ -109,6 +120,7 @@ class Exchange:
     reason: str | None = "internal"
     usage: dict[str, Any] | None = None
     texts: list[str] | None = None  # the answer's texts, when sampled
+    rid: str = ""  # the id sent upstream as X-Request-Id (serving.feedback), once a replica is chosen
 
 
 class Gateway:
@@ -122,6 +134,7 @@ class Gateway:
         self.anomaly = AnomalyMonitor()
         self.payloads = self._sampler(config.payload_sampling, "payload")
         self.prompts = self._sampler(config.drift_sampling, "prompt")
+        self.ids, self.feedback_store = self._feedback()
         self.redaction = Redaction(config.pii_redaction) if config.pii_redaction else None
         self.redact_prompts = self.redaction is not None and self.redaction.prompts
         self.redact_answers = self.redaction is not None and self.redaction.answers
@@ -142,6 +155,28 @@ class Gateway:
             on_dropped=self.metrics.samples_dropped.labels(kind).inc,
         )
 
+    def _feedback(self) -> tuple[CompletionIds, Sampler | None]:
+        """The signer of completion ids (with the mounted key; without feedback, a key of this process
+        alone) and the feedback records' writer (None: no feedback endpoint)."""
+        fb = self.config.feedback
+        if fb is None:
+            return CompletionIds(os.urandom(32)), None
+        ids = CompletionIds(Path(fb.key_path).read_bytes(), fb.id_ttl_seconds)
+        sampling = Sampling(
+            rate=1.0,
+            destination=fb.destination,
+            flush_interval_seconds=fb.flush_interval_seconds,
+            max_buffered=fb.max_buffered,
+        )
+        store = Sampler(
+            sampling,
+            kind="feedback",
+            on_written=self.metrics.samples.labels("feedback").inc,
+            on_dropped=self.metrics.samples_dropped.labels("feedback").inc,
+            keep_failed=True,
+        )
+        return ids, store
+
     async def _every(self, seconds: float, fn: Callable[[], Awaitable[None]]) -> None:
         while True:
             try:
@@ -151,8 +186,18 @@ class Gateway:
             await asyncio.sleep(seconds)
 
     async def reload_keys(self) -> None:
+        """API keys, and the completion id key (a recreated Secret: the ids of the old key stop verifying)."""
         if self.keys is not None:
             await asyncio.to_thread(self.keys.reload)
+        if self.config.feedback is not None:
+            try:
+                key = await asyncio.to_thread(Path(self.config.feedback.key_path).read_bytes)
+            except OSError as e:  # a Secret mid-update can be briefly absent: keep the last key
+                log.warning("cannot read the completion id key: %s; keeping the last", e)
+                return
+            if key and key != self.ids.key:
+                log.info("the completion id key changed; ids issued with the last one no longer verify")
+                self.ids.key = key
 
     async def anomaly_tick(self) -> None:
         for signal_, verdict in self.anomaly.tick().items():
@@ -175,7 +220,7 @@ class Gateway:
             spawn(self._every(10.0, self.reload_keys)),
             spawn(self._every(cfg.anomaly_window_seconds, self.anomaly_tick)),
         ]
-        self.tasks += [spawn(s.run()) for s in (self.payloads, self.prompts) if s is not None]
+        self.tasks += [spawn(s.run()) for s in self._samplers() if s is not None]
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -183,12 +228,15 @@ class Gateway:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for sampler in (self.payloads, self.prompts):
+        for sampler in self._samplers():
             if sampler is not None:
                 await sampler.flush()
         await self.pool.close()
         if self.upstream is not None:
             self.upstream.close()
+
+    def _samplers(self) -> tuple[Sampler | None, ...]:
+        return self.payloads, self.prompts, self.feedback_store
 
     async def drain(self, timeout: float) -> None:
         """Refuse new requests and wait for the ones in progress (queued ones included)."""
@@ -205,6 +253,8 @@ class Gateway:
         """The HTTP server of the gateway's routes (serving.server; in the running loop)."""
         routes = {("POST", path): self.handler(kind) for kind, path in ENDPOINTS.items()}
         routes[("GET", "/v1/models")] = self.models
+        if self.feedback_store is not None:
+            routes[("POST", "/v1/feedback")] = self.feedback
         routes[("GET", "/healthz")] = self.healthz
         routes[("GET", "/readyz")] = self.readyz
         routes[("GET", "/metrics")] = self.metrics_endpoint
@@ -245,6 +295,53 @@ class Gateway:
             self.metrics.count(NO_VERSION, e.status, e.reason)
             return e.response()
         return json_response({"object": "list", "data": await self.pool.model_cards()})
+
+    async def feedback(self, request: Request) -> Response:
+        """`POST /v1/feedback` (serving.feedback has the body and the id): 201 with the feedback's id;
+        401 without a valid key, 429 over the key's rate limit, 400 naming the bad field, 404 for an id
+        not issued to this key (forged, another key's, another deployment's, expired: one answer).
+
+        Every feedback is stored (no sampling), as a `feedback` record beside the payload samples; a
+        repeat on (completion_id, name, user) is a new record, and readers keep the last by `time`."""
+        try:
+            if self.draining:
+                raise self._refused(Draining())
+            tenant = self._authenticate(request)
+            self._limit(tenant)
+            try:
+                body = json.loads(await request.read())
+            except TooLarge as e:
+                raise HttpError(
+                    413, f"the request body exceeds {self.config.max_request_bytes} bytes", "too_large"
+                ) from e
+            except ValueError as e:
+                raise HttpError(400, f"the request body is not valid JSON: {e}", "bad_request") from e
+            try:
+                fb = parse_feedback(body)
+            except BadFeedback as e:
+                raise HttpError(400, str(e), "bad_request", param=e.field) from e
+            now = time.time()
+            issued = self.ids.verify(fb.completion_id, tenant, now)
+            if issued is None:
+                raise HttpError(
+                    404,
+                    f"no completion '{fb.completion_id}' was served to this API key (or it is older than"
+                    " feedback is accepted for)",
+                    "completion_not_found",
+                    "not_found_error",
+                    param="completion_id",
+                )
+        except HttpError as e:
+            if e.status in (401, 429):
+                self.metrics.count(NO_VERSION, e.status, e.reason)
+            return e.response()
+        assert self.feedback_store is not None and self.config.feedback is not None
+        deployment, model = self.config.feedback.model_deployment, self.config.served_model_name
+        record = feedback_record(fb, tenant, deployment, model, issued.version, now)
+        self.feedback_store.add(record)
+        self.metrics.feedback(issued.version, fb.name, sentiment(fb.value))
+        answer = {k: record[k] for k in ("id", "completion_id", "model", "version")}
+        return json_response({**answer, "object": "feedback", "created": int(now)}, status=201)
 
     # The proxy ---------------------------------------------------------------------------------
 
@@ -316,15 +413,7 @@ class Gateway:
         """The checks before the queue: API key (401), rate limits (429), body (413, 400, unknown model
         404), then the request's redaction and usage chunk; `ex.key_id` is set first, for `_account`."""
         ex.key_id = self._authenticate(request)
-        decision = self.limiter.admit(ex.key_id)
-        if not decision.allowed:
-            raise HttpError(
-                429,
-                f"rate limit exceeded ({decision.reason}); retry after {decision.retry_after_header} s",
-                "rate_limited",
-                "rate_limit_error",
-                retry_after=decision.retry_after_header,
-            )
+        self._limit(ex.key_id)
         try:
             raw = await request.read()
             body = json.loads(raw)
@@ -347,6 +436,18 @@ class Gateway:
         changed = changed or (strip_usage and not add_usage)
         data = forwarded_body(raw, body, changed=changed, add_usage=add_usage)
         return Admitted(body, data, stream, strip_usage, texts_in)
+
+    def _limit(self, key_id: str) -> None:
+        """The key's rate limits (serving.ratelimit): 429 with Retry-After beyond them."""
+        decision = self.limiter.admit(key_id)
+        if not decision.allowed:
+            raise HttpError(
+                429,
+                f"rate limit exceeded ({decision.reason}); retry after {decision.retry_after_header} s",
+                "rate_limited",
+                "rate_limit_error",
+                retry_after=decision.retry_after_header,
+            )
 
     def _refused(self, e: QueueFull | QueueTimeout | NoReplicas | Draining) -> HttpError:
         """The answer to a request that the dispatcher, or the draining gateway, refuses."""
@@ -413,12 +514,15 @@ class Gateway:
         replica = ex.replica
         path = ENDPOINTS[ex.kind]
         headers = {"Content-Type": "application/json"}
-        if rid := request.headers.get("x-request-id"):
-            headers["X-Request-Id"] = rid
         tries = 0
         while True:
             if request.gone:  # nothing was sent: the replica never sees it
                 raise ClientGone()
+            # The answer's id (serving.feedback): vLLM takes it from X-Request-Id; a client's own
+            # X-Request-Id is not passed on, so no tenant chooses an id.
+            ex.rid = headers["X-Request-Id"] = self.ids.issue(ex.key_id, replica.version, time.time())
+            if self.feedback_store is not None:
+                self.metrics.feedback_series(replica.version)
             inflight = ex.inflight = self.metrics.child(self.metrics.inflight, replica.version)
             inflight.inc()  # at the replica from the moment it is sent
             try:
@@ -462,40 +566,35 @@ class Gateway:
             self.metrics.child(self.metrics.completion_tokens, version).inc(completion_tokens)
             self.limiter.charge_tokens(ex.key_id, prompt_tokens + completion_tokens)
         if ex.sampled and self.payloads is not None and admitted is not None:
-            self.payloads.add(
-                self._record(admitted.body, ex.kind, version, ex.code, elapsed, usage, ex.texts)
-            )
+            self.payloads.add(self._record(admitted.body, ex, version, elapsed))
         if replica is not None:
             self.pool.dispatcher.release(replica)
         if ex.dispatched or ex.code == 499:
             stream = admitted.stream if admitted is not None else False
             request_line(ex.key_id, version, ex.code, elapsed, stream, ex.reason, ex.kind)
 
-    def _record(
-        self,
-        body: dict[str, Any],
-        kind: str,
-        version: str,
-        code: int,
-        elapsed: float,
-        usage: dict[str, Any] | None,
-        texts: list[str] | None,
-    ) -> dict[str, Any]:
+    def _record(self, body: dict[str, Any], ex: Exchange, version: str, elapsed: float) -> dict[str, Any]:
+        """A payload sample: `id` is the answer's id as the client got it (serving.feedback's
+        `completion_id`; feedback records name it), `user` the request's OpenAI `user` field."""
+        kind, texts = ex.kind, ex.texts
         request = {k: v for k, v in body.items() if k not in ("stream_options",)}
         if self.redaction is not None and not self.redact_prompts:  # else the body is redacted already
             request = json.loads(json.dumps(request))
             self.redaction.request(request, redaction_endpoint(request, kind))
         if self.redaction is not None and texts is not None and not self.redact_answers:
             texts = [self.redaction.text(t) for t in texts]
+        user = body.get("user")
         return {
+            "id": completion_id(kind, ex.rid) if ex.rid else None,
             "time": time.time(),
             "endpoint": kind,
             "version": version,
-            "status": code,
+            "status": ex.code,
             "latency_seconds": round(elapsed, 4),
+            "user": user if isinstance(user, str) else None,
             "request": request,
             "completions": texts,
-            "usage": usage,
+            "usage": ex.usage,
         }
 
 

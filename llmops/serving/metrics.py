@@ -12,7 +12,8 @@
 | `llmops_gateway_inflight_requests` | version | requests at the replicas |
 | `llmops_gateway_ready_replicas`, `llmops_gateway_weight` | version | replicas passing checks; weight |
 | `llmops_gateway_anomaly_score`, `llmops_gateway_anomaly` | signal | serving.anomaly's verdicts |
-| `llmops_gateway_samples_{written,dropped}_total` | kind | payload and prompt samples |
+| `llmops_gateway_samples_{written,dropped}_total` | kind | payload, prompt and feedback records |
+| `llmops_gateway_feedback_total` | version, name, sentiment | feedback accepted (`feedback` below) |
 
 The alerts and the dashboard (llmops/operators/modeldeployment/monitoring.py) query these names.
 """
@@ -28,6 +29,9 @@ disable_created_metrics()  # no *_created series: they double the series count f
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 NO_VERSION = "none"  # the version label of requests refused before one was chosen
+MAX_FEEDBACK_NAMES = 32  # distinct feedback names with their own label value; later ones count as "other"
+SENTIMENTS = ("positive", "negative", "neutral")
+DEFAULT_FEEDBACK_NAME = "thumbs"
 
 
 class Metrics:
@@ -106,7 +110,38 @@ class Metrics:
         self.samples_dropped = Counter(
             "llmops_gateway_samples_dropped", "Sampled records dropped, by kind.", ["kind"], registry=r
         )
+        self.feedback_total = Counter(
+            "llmops_gateway_feedback",
+            "Feedback accepted, by the rated answer's version, the feedback's name, and sentiment"
+            " (positive, negative, neutral).",
+            ["version", "name", "sentiment"],
+            registry=r,
+        )
+        self._feedback_names: set[str] = set()
+        self._feedback_series: set[tuple[str, str]] = set()  # (version, name) whose series exist
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def feedback_series(self, version: str, name: str = DEFAULT_FEEDBACK_NAME) -> None:
+        """Make the three sentiment series of (version, name) exist, at 0. Prometheus' `increase()`
+        counts from a series' first sample, so a counter that appears already at 1 loses that one:
+        the gateway calls this for the default name as it issues ids for a version, before any
+        feedback on them; a new name gets its series with its first feedback (that one is lost to
+        `increase()` unless a scrape came between)."""
+        if (version, name) not in self._feedback_series:
+            self._feedback_series.add((version, name))
+            for sentiment in SENTIMENTS:
+                self.feedback_total.labels(version, name, sentiment)
+
+    def feedback(self, version: str, name: str, sentiment: str) -> None:
+        """One feedback; the first MAX_FEEDBACK_NAMES names get their own `name` label value, later
+        ones count as "other" (names are free-form: the label stays bounded)."""
+        if name not in self._feedback_names:
+            if len(self._feedback_names) >= MAX_FEEDBACK_NAMES:
+                name = "other"
+            else:
+                self._feedback_names.add(name)
+        self.feedback_series(version, name)
+        self.feedback_total.labels(version, name, sentiment).inc()
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, looked up once: `labels()` (a lock and a check of the values)

@@ -66,6 +66,7 @@ class HttpError(Exception):
         reason: str,
         type_: str = "invalid_request_error",
         retry_after: str = "",
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.reason, self.type, self.retry_after = (
@@ -75,11 +76,12 @@ class HttpError(Exception):
             type_,
             retry_after,
         )
+        self.param = param  # the offending field, as OpenAI's errors name it
 
     def response(self) -> Response:
         headers = {"Retry-After": self.retry_after} if self.retry_after else {}
         return json_response(
-            error_body(self.message, self.type, self.status), status=self.status, headers=headers
+            error_body(self.message, self.type, self.status, self.param), status=self.status, headers=headers
         )
 
 

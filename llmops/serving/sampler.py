@@ -3,6 +3,9 @@
 Records wait in a bounded in-memory buffer (beyond `maxBuffered` they are dropped and counted, so a
 slow store never grows the gateway without bound) and are flushed every `flushIntervalSeconds` to
 `<prefix>/<YYYY-MM-DD>/<HHMMSS>-<host>-<kind>-<seq>.jsonl`, in a thread, off the event loop.
+Kinds: `payload` and `prompt` (sampled at `rate`), `feedback` (every one; serving.feedback).
+With `keep_failed`, records whose write failed go back to the buffer for the next flush (still
+bounded by `maxBuffered`) instead of being dropped at once: feedback is not a sample to lose.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Sampler:
         rng: random.Random | None = None,
         on_written: Callable[[int], None] = lambda n: None,
         on_dropped: Callable[[int], None] = lambda n: None,
+        keep_failed: bool = False,
     ) -> None:
         self.config, self.kind = config, kind
         self.store = store or open_store(config.destination)
@@ -40,6 +44,7 @@ class Sampler:
         self.seq = 0
         self.host = socket.gethostname()
         self.on_written, self.on_dropped = on_written, on_dropped
+        self.keep_failed = keep_failed
 
     def chosen(self) -> bool:
         return self.config.rate > 0 and self.rng.random() < self.config.rate
@@ -65,8 +70,14 @@ class Sampler:
             await asyncio.to_thread(self._write, records)
             self.on_written(len(records))
         except Exception as e:  # storage trouble must not take the gateway down
-            log.warning("writing %d sampled records to %s failed: %s", len(records), self.store.uri, e)
-            self.on_dropped(len(records))
+            log.warning("writing %d %s records to %s failed: %s", len(records), self.kind, self.store.uri, e)
+            if self.keep_failed:
+                kept = (records + self.buffer)[: self.config.max_buffered]
+                if lost := len(records) + len(self.buffer) - len(kept):
+                    self.on_dropped(lost)
+                self.buffer = kept
+            else:
+                self.on_dropped(len(records))
 
     async def run(self) -> None:
         while True:

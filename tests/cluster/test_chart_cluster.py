@@ -186,6 +186,9 @@ def test_helm_install_brings_the_operator_deployment_up(
         assert can_i(cluster, sa, "delete", "scaledobjects.keda.sh", "-n", namespace)
         assert can_i(cluster, sa, "get", "secrets", "-n", namespace)
         assert not can_i(cluster, sa, "list", "secrets", "-n", namespace)
+        # Secrets: get (the webhook's checks), create (a ModelDeployment's feedback key); nothing else.
+        assert can_i(cluster, sa, "create", "secrets", "-n", namespace)
+        assert not can_i(cluster, sa, "patch", "secrets", "-n", namespace)
         # RetrainPolicies create their runs and delete those beyond the history limits.
         assert can_i(cluster, sa, "create", "trainingjobs.llmops.io", "-n", namespace)
         assert can_i(cluster, sa, "delete", "trainingjobs.llmops.io", "-n", namespace)

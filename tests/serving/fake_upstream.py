@@ -16,8 +16,8 @@
   its body is read slowly, 64 KiB every 20 ms), `headers` (the body was read; no answer yet), `body`
   (the answer's headers and a first part were sent: half a JSON body, or the first SSE chunk). It
   stays stuck until its connection closes, which is written to `--events` as a JSON line
-  `{"event": "closed", "id": <X-Request-Id>, ...}` (after `{"event": "start", ...}` on arrival, and
-  `"part"` once the first part of the answer is written): the
+  `{"event": "closed", "id": <X-Request-Id: the gateway's id>, ...}` (after `{"event": "start", ...}`
+  on arrival, and `"part"` once the first part of the answer is written): the
   test sees exactly when the gateway gave up the upstream request. vLLM aborts a request then.
 - `echo`: answers every OpenAI route the gateway passes (responses, embeddings, tokenize,
   detokenize, models too) with a fixed, well-formed answer, and records each request body to

@@ -104,11 +104,13 @@ def test_client_disconnect_closes_the_upstream_request(
     prompt = "x" * (24 << 20) if hang_at == "read" else "Hello"
     sock = send_raw(gw.port, "/v1/completions", {"model": MODEL, "prompt": prompt, "stream": stream}, "r1")
     mark = "part" if hang_at == "body" else "start"
-    eventually(lambda: (mark, "r1") in upstream_events(events), timeout=30, interval=0.05)
+    # The replica sees the gateway's own request id (serving.feedback), not the client's.
+    eventually(lambda: any(e == mark for e, _ in upstream_events(events)), timeout=30, interval=0.05)
+    rid = upstream_events(events)[0][1]
     if hang_at == "body" and stream:  # the first event reached the client: the gateway is relaying
         assert b"data: " in sock.recv(65536)
     sock.close()
-    eventually(lambda: ("closed", "r1") in upstream_events(events), timeout=30, interval=0.05)
+    eventually(lambda: ("closed", rid) in upstream_events(events), timeout=30, interval=0.05)
     eventually(lambda: gw.value("llmops_gateway_requests_total", version="1", code="499") == 1, timeout=10)
     assert gw.value("llmops_gateway_errors_total", version="1", reason="client_disconnect") == 1
     codes = {labels for (name, labels) in gw.metrics() if name == "llmops_gateway_requests_total"}
@@ -128,7 +130,8 @@ def test_client_disconnect_while_waiting_never_reaches_a_replica(
     if where == "queue":
         gw = gateway_factory(single(url, maxOutstandingPerReplica=1))
         busy = send_raw(gw.port, "/v1/completions", {"model": MODEL, "prompt": "x"}, "busy")
-        eventually(lambda: ("start", "busy") in upstream_events(events), timeout=30, interval=0.05)
+        eventually(lambda: upstream_events(events), timeout=30, interval=0.05)
+        busy_id = upstream_events(events)[0][1]  # the gateway's id of the request (serving.feedback)
     else:
         dead = f"http://127.0.0.1:{free_port()}"
         gw = gateway_factory(single(dead, scaleToZeroHoldSeconds=600))
@@ -142,12 +145,17 @@ def test_client_disconnect_while_waiting_never_reaches_a_replica(
     eventually(lambda: logged(gw, code=499, reason="client_disconnect", version="none"), timeout=10)
     if where == "queue":
         busy.close()  # frees the one slot at once: the next request goes straight to the replica
-        eventually(lambda: ("closed", "busy") in upstream_events(events), timeout=30, interval=0.05)
+        eventually(lambda: ("closed", busy_id) in upstream_events(events), timeout=30, interval=0.05)
         after = send_raw(gw.port, "/v1/completions", {"model": MODEL, "prompt": "x"}, "after")
-        eventually(lambda: ("start", "after") in upstream_events(events), timeout=30, interval=0.05)
+
+        def started() -> list[str]:
+            return [rid for event, rid in upstream_events(events) if event == "start"]
+
+        eventually(lambda: len(started()) == 2, timeout=30, interval=0.05)
+        after_id = started()[1]
         after.close()
-        eventually(lambda: ("closed", "after") in upstream_events(events), timeout=30, interval=0.05)
-        assert [rid for event, rid in upstream_events(events) if event == "start"] == ["busy", "after"]
+        eventually(lambda: ("closed", after_id) in upstream_events(events), timeout=30, interval=0.05)
+        assert started() == [busy_id, after_id] and after_id != busy_id
         eventually(
             lambda: gw.value("llmops_gateway_requests_total", version="1", code="499") == 2, timeout=10
         )

@@ -69,7 +69,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 RBAC rules for namespaced objects: our resources, the children the operators write, Events and
-the Secrets the webhook checks. A ClusterRole carries them when the operator watches every
+the Secrets the webhook checks (get; create: a ModelDeployment's feedback key, made once, never
+listed, changed or deleted by the operator: its owner reference deletes it). A ClusterRole carries them when the operator watches every
 namespace, a Role per namespace otherwise. No wildcards anywhere.
 */}}
 {{- define "llmops.namespacedRules" -}}
@@ -92,7 +93,7 @@ namespace, a Role per namespace otherwise. No wildcards anywhere.
   verbs: ["create", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "create"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]

@@ -3,6 +3,9 @@ ModelDeployment's spec onto its config (llmops.gateway_config, the contract with
 
     ConfigMap                      <md>-gateway          config.json: `gateway_config`
     Deployment + Service           <md>-gateway          the gateway; Service port 80 -> GATEWAY_PORT
+    Secret                         <md>-feedback-key     with feedback on: the key that signs completion
+                                                         ids (`feedback_key_secret`; created once, never
+                                                         applied again, so the key stays)
 
 `gateway_config` is computed once per reconcile (builders.shared_children) and given to both the
 ConfigMap and the Deployment: the Deployment's pods carry a digest of the fields the gateway reads
@@ -13,11 +16,15 @@ reload live from the mounted ConfigMap.
 from __future__ import annotations
 
 import json
+import os
 
 from llmops.api.common import SecretKeysRef
 from llmops.api.modeldeployment import ModelDeploymentSpec
 from llmops.gateway_config import (
     API_KEYS_MOUNT,
+    FEEDBACK_KEY_FILE,
+    FEEDBACK_KEY_MOUNT,
+    Feedback,
     GatewayConfig,
     Sampling,
     ServiceEndpoints,
@@ -35,7 +42,13 @@ from llmops.operators.manifests import (
     topology_spread,
 )
 from llmops.operators.modeldeployment.drift import drift_destination, drift_on
-from llmops.operators.modeldeployment.names import child_labels, child_selector, digest, gateway_name
+from llmops.operators.modeldeployment.names import (
+    child_labels,
+    child_selector,
+    digest,
+    feedback_key_name,
+    gateway_name,
+)
 from llmops.operators.modeldeployment.plan import Plan, ServingSettings
 from llmops.operators.modeldeployment.vllm import VLLM_PORT
 
@@ -57,7 +70,9 @@ def gateway_config(
     - with spec.autoscaling.scaleToZero, requests are held while no replica is ready, for the
       operator's scale_to_zero_hold_seconds (a cold start: image pull, model download, vLLM start),
       at most ten queue timeouts; without, 0 (answer 503 at once);
-    - with spec.monitoring.drift on, a sample of the prompts goes to `drift_destination`.
+    - with spec.monitoring.drift on, a sample of the prompts goes to `drift_destination`;
+    - with feedback on (`feedback_on`), `POST /v1/feedback` stores records beside the payload samples,
+      and completion ids are signed with the key of `feedback_key_secret`, mounted at FEEDBACK_KEY_MOUNT.
     """
     gateway = spec.gateway
     namespace = owner["metadata"]["namespace"]
@@ -88,7 +103,40 @@ def gateway_config(
         pii_redaction=gateway.pii_redaction,
         payload_sampling=Sampling(rate=sampling.rate, destination=sampling.destination) if sampling else None,
         drift_sampling=drift_sampling,
+        feedback=feedback_config(spec, owner),
     )
+
+
+def feedback_on(spec: ModelDeploymentSpec) -> bool:
+    """Feedback is on with payload sampling, unless spec.gateway.feedback.enabled is false (its CEL rule
+    refuses feedback without payload sampling)."""
+    gateway = spec.gateway
+    return gateway.payload_sampling is not None and (gateway.feedback is None or gateway.feedback.enabled)
+
+
+def feedback_config(spec: ModelDeploymentSpec, owner: Manifest) -> Feedback | None:
+    if not feedback_on(spec):
+        return None
+    assert spec.gateway.payload_sampling is not None
+    ttl = spec.gateway.feedback.id_ttl_seconds if spec.gateway.feedback else None
+    return Feedback(
+        model_deployment=owner["metadata"]["name"],
+        destination=spec.gateway.payload_sampling.destination,
+        key_path=f"{FEEDBACK_KEY_MOUNT}/{FEEDBACK_KEY_FILE}",
+        **({"id_ttl_seconds": ttl} if ttl is not None else {}),
+    )
+
+
+def feedback_key_secret(owner: Manifest, key: str | None = None) -> Manifest:
+    """The Secret `<md>-feedback-key` holding the key that signs completion ids (llmops.serving.feedback):
+    64 hex digits of 32 random bytes (`os.urandom`) unless `key` is given. The reconcile creates it
+    when absent and never applies it again (a new key would void every id issued); owned by the
+    ModelDeployment, so it goes with it. Its value is never logged nor put in status or events."""
+    labels = child_labels("llmops-gateway", "gateway")
+    return owned_object(
+        "v1", "Secret", feedback_key_name(owner["metadata"]["name"]), owner, labels, None,
+        type="Opaque", stringData={FEEDBACK_KEY_FILE: key or os.urandom(32).hex()},
+    )  # fmt: skip
 
 
 def gateway_secret(spec: ModelDeploymentSpec) -> SecretKeysRef | None:
@@ -143,6 +191,10 @@ def gateway_deployment(
     if spec.gateway.api_keys_secret_ref:
         volumes.append({"name": "api-keys", "secret": {"secretName": spec.gateway.api_keys_secret_ref.name}})
         mounts.append({"name": "api-keys", "mountPath": API_KEYS_MOUNT, "readOnly": True})
+    if config.feedback is not None:
+        secret = {"secretName": feedback_key_name(md), "defaultMode": 0o440}
+        volumes.append({"name": "feedback-key", "secret": secret})
+        mounts.append({"name": "feedback-key", "mountPath": FEEDBACK_KEY_MOUNT, "readOnly": True})
     container = {
         "name": "gateway",
         "image": settings.serving_image,

@@ -20,6 +20,7 @@ LATENCY = "llmops_gateway_request_duration_seconds"
 TTFT = "llmops_gateway_time_to_first_token_seconds"
 PENDING = "llmops_gateway_pending_requests"
 DRIFT = "llmops_drift_score"
+FEEDBACK = "llmops_gateway_feedback_total"  # by version, name, sentiment (llmops/serving/feedback.py)
 QUEUE = "vllm:num_requests_waiting"
 ERROR_CODES = "5.."  # backpressure (429) and client errors are not the service failing
 RATE_WINDOW = "5m"
@@ -225,7 +226,7 @@ def _panel(index: int, title: str, targets: list[tuple[str, str]], unit: str) ->
 
 
 def dashboard(namespace: str, name: str) -> dict:
-    """A Grafana dashboard of one ModelDeployment: traffic, latency, errors, vLLM load, drift."""
+    """A Grafana dashboard of one ModelDeployment: traffic, latency, errors, vLLM load, drift, feedback."""
     sel = selector(namespace, name)
     errors = selector(namespace, name, f'code=~"{ERROR_CODES}"')
     w = RATE_WINDOW
@@ -299,6 +300,11 @@ def dashboard(namespace: str, name: str) -> dict:
             "short",
         ),
         ("Drift score", [(f"max({DRIFT}{sel})", "drift")], "short"),
+        (
+            "User feedback per hour, by version and sentiment",
+            [(f"sum by (version, sentiment) (increase({FEEDBACK}{sel}[1h]))", "{{sentiment}} {{version}}")],
+            "short",
+        ),
     ]
     return {
         "title": f"llmops / {namespace} / {name}",

@@ -1,9 +1,9 @@
 """Deterministic names, labels and selectors of a ModelDeployment's children.
 
-Names: `<md>-<version>-vllm` per served version (`vllm_name`), `<md>-gateway`, `<md>-<part>` for the
-rest (`child_name`). Labels: every child carries `child_labels` (plus the owner's, from
-operators.manifests.adopt); pods are selected by `child_selector`: the ModelDeployment, the component,
-and for a model server its model and version.
+Names: `<md>-<version>-vllm` per served version (`vllm_name`), `<md>-gateway`, `<md>-feedback-key`
+(`feedback_key_name`), `<md>-<part>` for the rest (`child_name`). Labels: every child carries
+`child_labels` (plus the owner's, from operators.manifests.adopt); pods are selected by
+`child_selector`: the ModelDeployment, the component, and for a model server its model and version.
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ def vllm_name(md: str, model: str, version: str, stable_model: str) -> str:
 
 def gateway_name(md: str) -> str:
     return child_name(md, "gateway")
+
+
+def feedback_key_name(md: str) -> str:
+    """The Secret of the key that signs the gateway's completion ids (gateway.feedback_key_secret)."""
+    return child_name(md, "feedback-key")
 
 
 def endpoint(md: str, namespace: str) -> str:

@@ -36,7 +36,7 @@ from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason, ResolvedAlias
 from llmops.operators import registry_access, secrets
 from llmops.operators.apply import Lru, manifest_digest, parse_ref, ref
-from llmops.operators.modeldeployment import builders, canary
+from llmops.operators.modeldeployment import builders, canary, gateway
 from llmops.operators.modeldeployment.fold import Facts, fold
 from llmops.operators.modeldeployment.names import vllm_name
 from llmops.operators.modeldeployment.observe import ready_replicas
@@ -142,6 +142,20 @@ class Reconciler:
             if is_deployment:
                 live[manifest["metadata"]["name"]] = result
         return live
+
+    def ensure_feedback_key(self, ctx: Context) -> None:
+        """Create the Secret of the key that signs completion ids if it is absent
+        (gateway.feedback_key_secret): created once and never applied again, so every gateway replica,
+        old and new, keeps verifying the ids issued so far; "already exists" is success. Looked at
+        again only after a resync period."""
+        manifest = gateway.feedback_key_secret(ctx.body)
+        key = (ctx.body["metadata"]["uid"], ref(manifest))
+        cached = self._applied.get_(key)
+        if cached and time.monotonic() - cached[1] < self.current_settings().resync_seconds:
+            return
+        if ctx.applier.get("v1", "Secret", manifest["metadata"]["name"], ctx.namespace) is None:
+            ctx.applier.create(manifest)  # AlreadyExists (another reconcile made it) is success
+        self._applied.put(key, ("created", time.monotonic()))
 
     def forget(self, child: dict) -> None:
         """A child was deleted: the next reconcile applies it again even if it is unchanged."""
@@ -363,6 +377,8 @@ class Reconciler:
         if retiring and any(v.role == "previous" for v in versions):
             wanted |= {f"apps/v1/Deployment/{retiring.deployment}", f"v1/Service/{retiring.deployment}"}
         shared = builders.shared_children(spec, ctx.body, plan, settings)
+        if gateway.feedback_on(spec):  # before the gateway that mounts it
+            self.ensure_feedback_key(ctx)
         inventory = sorted(wanted | {ref(m) for m in shared})
         shared, lingering = self.clear_the_way(ctx, status.inventory, shared, set(inventory))
         live.update(self.apply(ctx, shared))

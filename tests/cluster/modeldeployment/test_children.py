@@ -146,3 +146,45 @@ def test_the_scale_to_zero_example_as_written_gets_the_monitors_its_scaler_reads
         assert [s["metadata"]["name"] for s in selected("services", service_monitor["spec"]["selector"])] == [
             f"{md}-gateway"
         ]
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_the_feedback_key_is_created_once_owned_and_mounted(
+    cluster: LocalCluster, namespace: str, registry: Path, tmp_path: Path
+) -> None:
+    """With payload sampling, feedback is on: the operator creates the Secret `<md>-feedback-key`
+    (64 hex digits), owned by the ModelDeployment, mounts it in the gateway, and keeps its value through
+    later reconciles (a new key would void every completion id issued so far)."""
+    import base64
+    import re
+
+    samples = {"local": {"path": str(tmp_path / "samples")}}
+    body = deployment(
+        "bot", registry, gateway={"replicas": 1, "payloadSampling": {"rate": 0, "destination": samples}}
+    )
+    with running_operator(namespace, ServingSettings(resync_seconds=1)):
+        apply(cluster, namespace, body)
+        cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+        secret = get(cluster, "secret", "bot-feedback-key", namespace)
+        assert secret is not None
+        (owner,) = secret["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner.get("controller")) == ("ModelDeployment", "bot", True)
+        key = secret["data"]["key"]
+        assert re.fullmatch("[0-9a-f]{64}", base64.b64decode(key).decode())
+        pod = get(cluster, "deployment", "bot-gateway", namespace)["spec"]["template"]["spec"]  # type: ignore[index]
+        assert {
+            "name": "feedback-key",
+            "secret": {"secretName": "bot-feedback-key", "defaultMode": 0o440},
+        } in pod["volumes"]
+        config = json.loads(get(cluster, "configmap", "bot-gateway", namespace)["data"]["config.json"])  # type: ignore[index]
+        assert config["feedback"]["keyPath"] == "/etc/llmops/feedback-key/key"
+        # A spec change reconciles again, past the resync period: the Secret is looked at, not replaced.
+        body["spec"]["gateway"]["maxQueue"] = 10
+        apply(cluster, namespace, body)
+        eventually(
+            lambda: (
+                '"maxQueue": 10' in get(cluster, "configmap", "bot-gateway", namespace)["data"]["config.json"]
+            ),  # type: ignore[index]
+            timeout=60,
+        )
+        assert get(cluster, "secret", "bot-feedback-key", namespace)["data"]["key"] == key  # type: ignore[index]

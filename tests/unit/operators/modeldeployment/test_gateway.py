@@ -128,3 +128,58 @@ def test_the_gateway_never_gets_the_registrys_credentials() -> None:
     }
     with pytest.raises(ValidationError, match="must not use the registry's Secret"):
         ModelDeploymentSpec.model_validate(base)
+
+
+def test_feedback_is_on_with_payload_sampling_and_signs_with_the_deployments_key() -> None:
+    """Feedback (docs/operations.md, User feedback): on with payload sampling, beside its samples, unless
+    gateway.feedback.enabled is false; refused without payload sampling; the key's Secret is mounted."""
+    import re
+
+    import pytest
+    from pydantic import ValidationError
+
+    from llmops.api.modeldeployment import Feedback
+    from llmops.gateway_config import FEEDBACK_KEY_MOUNT
+    from llmops.operators.modeldeployment.gateway import feedback_key_secret, feedback_on
+
+    md, spec = example("canary")  # payload sampling on
+    plan = Plan((served(md, spec, spec.model.name, "7", "stable", 100),))
+    cfg = gateway_config(spec, owner(md), plan, SETTINGS)
+    assert feedback_on(spec) and cfg.feedback is not None
+    assert cfg.feedback.destination == spec.gateway.payload_sampling.destination  # type: ignore[union-attr]
+    assert cfg.feedback.key_path == f"{FEEDBACK_KEY_MOUNT}/key" and cfg.feedback.id_ttl_seconds == 604800
+    assert cfg.feedback.model_deployment == md
+    objs = build(spec, owner(md), plan, SETTINGS)
+    pod = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-gateway"))
+    volumes = pod["spec"]["template"]["spec"]["volumes"]
+    assert {
+        "name": "feedback-key",
+        "secret": {"secretName": f"{md}-feedback-key", "defaultMode": 0o440},
+    } in volumes
+    assert not any(o["kind"] == "Secret" for o in objs)  # created once by the reconcile, never applied
+
+    ttl = spec.model_copy(
+        update={"gateway": spec.gateway.model_copy(update={"feedback": Feedback(id_ttl_seconds=60)})}
+    )
+    assert gateway_config(ttl, owner(md), plan, SETTINGS).feedback.id_ttl_seconds == 60  # type: ignore[union-attr]
+    off = spec.model_copy(
+        update={"gateway": spec.gateway.model_copy(update={"feedback": Feedback(enabled=False)})}
+    )
+    assert not feedback_on(off) and gateway_config(off, owner(md), plan, SETTINGS).feedback is None
+    assert not feedback_on(example("single")[1])  # no payload sampling: no feedback
+
+    base = spec.to_dict()
+    base["gateway"].pop("payloadSampling")
+    base["monitoring"]["drift"]["prompts"] = {"s3": {"bucket": "drift"}}
+    ModelDeploymentSpec.model_validate(base)  # feedback omitted: off
+    base["gateway"]["feedback"] = {}
+    with pytest.raises(ValidationError, match=r"gateway\.feedback needs gateway\.payloadSampling"):
+        ModelDeploymentSpec.model_validate(base)
+    base["gateway"]["feedback"] = {"enabled": False}
+    ModelDeploymentSpec.model_validate(base)
+
+    secret = feedback_key_secret(owner(md))
+    assert secret["metadata"]["name"] == f"{md}-feedback-key"
+    assert secret["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    assert re.fullmatch("[0-9a-f]{64}", secret["stringData"]["key"])
+    assert feedback_key_secret(owner(md))["stringData"] != secret["stringData"]  # random each time

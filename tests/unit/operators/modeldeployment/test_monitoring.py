@@ -143,3 +143,16 @@ def test_alerts_with_promtool() -> None:
         [PROMTOOL, "test", "rules", RULES_TEST.name], cwd=MONITORING, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_feedback_on_the_dashboard() -> None:
+    """The dashboard shows feedback per version and sentiment (tests/serving/test_serving_feedback.py
+    runs the RetrainPolicy's feedback queries on the same series in a real Prometheus)."""
+    board = json.loads(
+        next(iter(objects("canary")[("ConfigMap", "support-bot-canary-dashboard")]["data"].values()))
+    )
+    panel = next(p for p in board["panels"] if p["title"].startswith("User feedback"))
+    assert panel["targets"][0]["expr"] == (
+        'sum by (version, sentiment) (increase(llmops_gateway_feedback_total{namespace="demo",'
+        'model_deployment="support-bot-canary"}[1h]))'
+    )
