@@ -391,8 +391,6 @@ class Reason(CommonReason):
     DEPLOYMENT_NOT_FOUND = "DeploymentNotFound"  # Stalled: spec.modelDeployment does not exist
     WRONG_MODEL = "WrongModel"  # Stalled: the template registers another model than the deployment serves
     NOT_ON_ALIASES = "NotOnAliases"  # Stalled: the deployment does not follow the promotion's aliases
-    TRIGGER_FAILED = "TriggerFailed"  # Ready, with a message: a trigger could not be evaluated
-    CREATE_FAILED = "CreateFailed"  # Reconciling: the TrainingJob could not be created
 
 
 class EventReason:

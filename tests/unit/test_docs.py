@@ -318,11 +318,14 @@ def test_every_path_named_exists(page: str) -> None:
 
 
 def _reasons() -> set[str]:
-    from llmops.api import common, modeldeployment, trainingjob
+    import importlib
 
+    from llmops.api import RESOURCES, common
+
+    kinds = [importlib.import_module(f"llmops.api.{r.singular}").Reason for r in RESOURCES]
     return {
         v
-        for cls in (common.CommonReason, modeldeployment.Reason, trainingjob.Reason)
+        for cls in (common.CommonReason, *kinds)
         for k, v in vars(cls).items()
         if k.isupper() and isinstance(v, str)
     }

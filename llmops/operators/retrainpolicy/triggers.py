@@ -36,7 +36,6 @@ from llmops.operators.retrainpolicy import names
 
 # CronJob warns past this many missed times (pkg/controller/cronjob/utils.go) and still runs the last.
 TOO_MANY_MISSED = 100
-FEEDBACK = "llmops_gateway_feedback_total"
 # Triggers in the order they win when several fire at once; cooldownSeconds applies to EVENT ones.
 ORDER = ("manual", "schedule", "drift", "quality", "feedback", "newData")
 EVENT = frozenset({"drift", "quality", "feedback", "newData"})
@@ -112,8 +111,8 @@ def feedback_queries(namespace: str, deployment: str, trigger: FeedbackTrigger) 
     every = monitoring.selector(namespace, deployment, named)
     negative = monitoring.selector(namespace, deployment, named, 'sentiment="negative"')
     return (
-        f"sum(increase({FEEDBACK}{every}{window}))",
-        f"sum(increase({FEEDBACK}{negative}{window})) or vector(0)",
+        f"sum(increase({monitoring.FEEDBACK}{every}{window}))",
+        f"sum(increase({monitoring.FEEDBACK}{negative}{window})) or vector(0)",
     )
 
 
