@@ -19,7 +19,14 @@ from typing import Literal
 from pydantic import Field
 
 from llmops.api.common import ApiModel, ObjectStorageLocation
-from llmops.api.trainingjob import GateResult, Lineage, ModelVersionRef, Progress, TrainingJobSpec
+from llmops.api.trainingjob import (
+    BaselineResult,
+    GateResult,
+    Lineage,
+    ModelVersionRef,
+    Progress,
+    TrainingJobSpec,
+)
 
 REPORT = "report.json"
 # The Ray pods read each location's credentials from <prefix>AWS_ACCESS_KEY_ID/<prefix>AWS_SECRET_ACCESS_KEY
@@ -80,6 +87,9 @@ class RunReport(ApiModel):
     progress: Progress = Field(default_factory=Progress)
     metrics: dict[str, float] = Field(default_factory=dict)
     gates: list[GateResult] = Field(default_factory=list)
+    baseline: BaselineResult | None = Field(
+        None, description="spec.evaluation.baseline's metrics, measured in the same run; set once evaluated."
+    )
     model_version: ModelVersionRef | None = None
     lineage: Lineage | None = None
     failed_gates: list[str] = Field(default_factory=list)

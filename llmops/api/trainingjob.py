@@ -348,6 +348,15 @@ class Evaluation(ApiModel):
     bias: BiasSuite | None = Field(None, description="Bias suite; omit to skip it.")
     security: SecuritySuite | None = Field(None, description="Security suite; omit to skip it.")
     gates: list[Gate] = Field(default_factory=list, max_length=32, description="Gates; all must pass.")
+    baseline: ModelReference | None = Field(
+        None,
+        description=(
+            "A registered version to score beside the trained model: the same datasets, perplexity data,"
+            " suites and settings, in the same run, so the two are compared fairly (a RetrainPolicy sets"
+            " it to the version serving now). An alias is pinned to its version when the run starts."
+            " Results in status.baseline; gates apply to the trained model only."
+        ),
+    )
 
 
 class Output(ApiModel):
@@ -502,6 +511,20 @@ class Lineage(ApiModel):
     )
 
 
+class BaselineResult(ApiModel):
+    """The baseline's scores (spec.evaluation.baseline), measured in the same run as status.evaluation."""
+
+    name: DnsLabel = Field(description="Registered model name of the baseline.")
+    version: Annotated[str, StringConstraints(min_length=1, max_length=63)] = Field(
+        description="The version scored (an alias pinned when the run started)."
+    )
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        max_length=128,
+        description="Evaluation results by metric key, the same keys as status.evaluation.",
+    )
+
+
 class TrainingJobStatus(Status):
     """Observed state of a TrainingJob."""
 
@@ -511,6 +534,10 @@ class TrainingJobStatus(Status):
         default_factory=dict, max_length=128, description="Evaluation results by metric key."
     )
     gates: list[GateResult] = Field(default_factory=list, max_length=32, description="Gate verdicts.")
+    baseline: BaselineResult | None = Field(
+        None,
+        description="spec.evaluation.baseline's results from the same run; written when evaluation is done.",
+    )
     model_version: ModelVersionRef | None = Field(None, description="The model version this job registered.")
     lineage: Lineage | None = Field(None, description="Lineage summary of the produced version.")
     ray_job_name: DnsSubdomain | None = Field(None, description="Name of the RayJob (runtime kuberay).")
@@ -554,6 +581,7 @@ class Reason(CommonReason):
     # Pending, Stalled=True, retried every minute: something outside the spec is missing.
     # CREDENTIALS_NOT_FOUND (CommonReason)
     BASE_MODEL_NOT_FOUND = "BaseModelNotFound"
+    BASELINE_NOT_FOUND = "BaselineNotFound"  # spec.evaluation.baseline does not resolve
     # Reconciling=True, retried: what the operator reads does not answer.
     # REGISTRY_UNAVAILABLE (CommonReason)
     RAY_UNAVAILABLE = "RayUnavailable"
