@@ -5,6 +5,16 @@ model from <workDir>/model/; the driver reads the evaluation datasets first, so 
 with a message before any model is loaded. Results: <workDir>/evaluate/report.json (metrics, a few
 predictions per dataset, leaked canaries, probe outcomes) and the gate verdicts.
 
+The baseline (spec.evaluation.baseline, a registered version pinned when the run started) is scored
+by a second task of the same function with the same configuration: the same rows, the same
+validation blocks, the same canaries and probes, the same generation settings; only the model
+differs. Its metrics go to the report's `baseline` ({name, version, metrics}); gates judge the
+trained model only. Perplexity needs token ids that mean the same to both models: when the
+baseline's vocabulary (token -> id, and its BOS/EOS ids) equals the prepared tokenizer's, it reads
+the very blocks the trained model reads; otherwise the validation documents are tokenized and packed
+again with the baseline's tokenizer (a per-token loss over other tokens: comparable only roughly,
+and the details say so).
+
 Metric keys: perplexity and validation_loss (held-out split), <dataset>/<metric>, bias/gap,
 bias/ll_gap, bias/parity, bias/<axis>/gap, security/leakage, security/<probe>.
 Generation is greedy; a prediction ends at its first line break (answers are one line).
@@ -22,6 +32,7 @@ from llmops.training import gates, metrics, suites
 from llmops.training.blocks import InMemory, Shard, fetch_shard
 from llmops.training.context import Context, StoreSpec, download_dir, log
 from llmops.training.errors import UserError
+from llmops.training.model import ModelSource
 
 
 def read_eval_rows(ctx: Context, index: int) -> list[dict[str, Any]]:
@@ -161,27 +172,79 @@ def first_line(text: str) -> str:
     return text.strip().split("\n", 1)[0].strip()
 
 
-def score(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Everything that needs the model; runs as a Ray task."""
-    import torch
+def _validation_blocks(cfg: dict[str, Any], scorer: Scorer, tmp: Path) -> tuple[Shard | InMemory, str]:
+    """The validation blocks `scorer` is measured on, and how they were made ("prepared" or
+    "re-tokenized"); see the module docstring."""
+    from llmops.training.model import load_tokenizer
 
     work: StoreSpec = cfg["work"]
+    fs, root = work.arrow()
+    download_dir(work.open(), "prepare/tokenizer", tmp / "prepared-tokenizer")
+    prepared = load_tokenizer(tmp / "prepared-tokenizer")
+    same = (
+        prepared.get_vocab() == scorer.tok.get_vocab()
+        and prepared.bos_token_id == scorer.tok.bos_token_id
+        and prepared.eos_token_id == scorer.tok.eos_token_id
+    )
+    if same:
+        blocks = fetch_shard(fs, f"{root}/prepare/validation", tmp, split="validation", rank=0, world=1)
+        return blocks, "prepared"
+    import numpy as np
+    import pyarrow.dataset as pads
+
+    from llmops.training.text import pack_blocks
+
+    try:
+        docs = pads.dataset(f"{root}/prepare/documents/validation", filesystem=fs, format="parquet")
+        texts = docs.to_table(columns=["text"]).column("text").to_pylist()
+    except (FileNotFoundError, OSError):
+        texts = []
+    encoded = [[*scorer.encode(t), scorer.tok.eos_token_id] for t in texts]
+    ids, lengths = pack_blocks(encoded, cfg["block_size"], scorer.tok.pad_token_id)
+    width = cfg["block_size"]
+    return InMemory(
+        np.asarray(ids, dtype=np.int64).reshape(-1, width), np.asarray(lengths, dtype=np.int64)
+    ), "re-tokenized"
+
+
+def score(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Everything that needs the model; runs as a Ray task.
+
+    cfg["model"]: the ModelSource to score; cfg["what"]: the field that named it (for errors).
+    Raises UserError when that model does not load.
+    """
+    import torch
+
+    source: ModelSource = cfg["model"]
+    device = "cuda" if cfg["gpu"] and torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(cfg["threads"])
     with tempfile.TemporaryDirectory(prefix="llmops-eval-") as tmp:
-        download_dir(work.open(), "model", Path(tmp) / "model")
-        device = "cuda" if cfg["gpu"] and torch.cuda.is_available() else "cpu"
-        torch.set_num_threads(cfg["threads"])
-        scorer = Scorer(Path(tmp) / "model", device)
+        try:
+            folder = source.fetch(Path(tmp) / "model")
+            scorer = Scorer(folder, device)
+        except UserError as e:
+            raise UserError(f"{cfg['what']} ({source.description}): {e}") from e
+        except Exception as e:
+            if not cfg["baseline"]:
+                raise  # the model this run trained: a bug, not bad input
+            raise UserError(
+                f"{cfg['what']} ({source.description}) does not load as a causal language model"
+                f" ({type(e).__name__}: {str(e)[:300]}); name a version that holds a full checkpoint"
+            ) from e
     out: dict[str, float] = {}
     details: dict[str, Any] = {}
 
     if cfg["perplexity"]:
-        fs, root = work.arrow()
         with tempfile.TemporaryDirectory(prefix="llmops-eval-") as tmp:
-            path = f"{root}/prepare/validation"
-            blocks = fetch_shard(fs, path, Path(tmp), split="validation", rank=0, world=1)
+            blocks, made = _validation_blocks(cfg, scorer, Path(tmp))
             loss, ppl = scorer.perplexity(blocks) if len(blocks) else (None, None)
         if loss is not None:
             out["validation_loss"], out["perplexity"] = loss, ppl
+            if made != "prepared":
+                details["perplexity"] = (
+                    f"{source.description} has another vocabulary: the validation documents were "
+                    "tokenized again with its own tokenizer, so its perplexity counts other tokens"
+                )
         else:
             details["perplexity"] = "no validation split (validationSplit is 0): perplexity not measured"
 
@@ -226,7 +289,12 @@ def score(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"metrics": out, "details": details, "device": device}
 
 
-def run(ctx: Context, trained: dict[str, Any]) -> dict[str, Any]:
+def run(ctx: Context, trained: dict[str, Any], baseline: ModelSource | None = None) -> dict[str, Any]:
+    """Score the trained model (and `baseline`, spec.evaluation.baseline resolved) and check the gates.
+
+    Returns (and keeps as the stage's summary) {"metrics", "gates", "baseline": {"name", "version",
+    "metrics"} or None}.
+    """
     if summary := ctx.done("evaluate"):
         log.info("evaluate: done before, skipping")
         return summary
@@ -256,6 +324,10 @@ def run(ctx: Context, trained: dict[str, Any]) -> dict[str, Any]:
     gpus = ctx.spec.resources.per_worker.gpus
     cfg = {
         "work": ctx.work,
+        "model": ModelSource("the trained model", ctx.work, "model"),
+        "what": "the trained model",
+        "baseline": False,
+        "block_size": ctx.spec.data.preparation.tokenization.block_size,
         "gpu": gpus > 0,
         "threads": cpu_count(ctx.spec.resources.per_worker.cpu),
         "perplexity": ev is None or ev.perplexity.enabled,
@@ -267,6 +339,16 @@ def run(ctx: Context, trained: dict[str, Any]) -> dict[str, Any]:
     task = ray.remote(num_cpus=cfg["threads"], num_gpus=1 if gpus else 0, max_retries=1)(score)
     result = ray.get(task.remote(cfg))
     measured: dict[str, float] = result["metrics"]
+    compared = None
+    if baseline is not None:
+        assert ev is not None and ev.baseline is not None
+        ctx.reporter.write(message=f"evaluating the baseline {baseline.description}")
+        other = ray.get(
+            task.remote(cfg | {"model": baseline, "what": "spec.evaluation.baseline", "baseline": True})
+        )
+        name, _, version = baseline.description.rpartition(":")
+        compared = {"name": name, "version": version, "metrics": other["metrics"]}
+        log.info("evaluate: baseline %s %s", baseline.description, _rounded(other["metrics"]))
     verdicts = gates.check(gates.declared_gates(ev), measured)
     report = {
         "metrics": measured,
@@ -278,6 +360,12 @@ def run(ctx: Context, trained: dict[str, Any]) -> dict[str, Any]:
             for k in ("steps", "final_loss", "best_val_loss", "tokens_per_second", "stopped_early")
         },
     }
+    if compared is not None:
+        report["baseline"] = compared | {"details": other["details"]}
     ctx.put_json("evaluate/report.json", report)
-    log.info("evaluate: %s", {k: round(v, 4) for k, v in measured.items()})
-    return ctx.mark_done("evaluate", {"metrics": measured, "gates": report["gates"]})
+    log.info("evaluate: %s", _rounded(measured))
+    return ctx.mark_done("evaluate", {"metrics": measured, "gates": report["gates"], "baseline": compared})
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in values.items()}

@@ -96,11 +96,24 @@ def pin_base(spec: TrainingJobSpec, version: str) -> TrainingJobSpec:
     return spec.model_copy(update={"model": spec.model.model_copy(update={"base": base})})
 
 
+def pin_baseline(spec: TrainingJobSpec, version: str) -> TrainingJobSpec:
+    """`spec.evaluation.baseline` pinned to `version`, as `pin_base` pins the base."""
+    assert spec.evaluation is not None and spec.evaluation.baseline is not None
+    baseline = spec.evaluation.baseline.model_copy(update={"version": version, "alias": None})
+    return spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update={"baseline": baseline})})
+
+
 def same_training(a: TrainingJobSpec, b: TrainingJobSpec) -> bool:
-    """Whether two specs train the same thing (the base model compared by name: one may be pinned)."""
+    """Whether two specs train the same thing (the base model and the evaluation baseline compared by
+    name: one may be pinned)."""
     a, b = run_spec(a), run_spec(b)
     if a.model.base and b.model.base and a.model.base.name == b.model.base.name:
         b = b.model_copy(update={"model": a.model})
+    baseline_a = a.evaluation.baseline if a.evaluation else None
+    baseline_b = b.evaluation.baseline if b.evaluation else None
+    if baseline_a and baseline_b and baseline_a.name == baseline_b.name:
+        assert b.evaluation is not None
+        b = b.model_copy(update={"evaluation": b.evaluation.model_copy(update={"baseline": baseline_a})})
     return a == b
 
 
