@@ -473,6 +473,55 @@ def test_lora_version_served_as_adapter(lora_version, tmp_path):
         stop(proc)
 
 
+def test_baseline_is_scored_in_the_same_run(lora_version, ray_head, tiny_base):
+    """spec.evaluation.baseline = the version the lora run above registered: a full fine-tune of the
+    same base is scored beside it on the same dataset, perplexity blocks and suites, in one run; the
+    report carries both, and the new version's manifest records the comparison."""
+    assert lora_version.outcome.rc == 0, lora_version.outcome.log[-3000:]
+    spec = {
+        "model": {"baseModel": str(tiny_base)},
+        "data": {
+            "sources": [{"uri": str(QUICKSTART / "train.jsonl")}],
+            "preparation": {"tokenization": {"blockSize": 64}, "validationSplit": 0.1},
+        },
+        "method": {"type": "full", "hyperparameters": {"maxSteps": 8, "learningRate": 2e-3, "batchSize": 8}},
+        "evaluation": {
+            "datasets": [
+                {
+                    "name": "qa",
+                    "uri": str(QUICKSTART / "eval.jsonl"),
+                    "metrics": ["rouge_l", "perplexity"],
+                    "maxNewTokens": 8,
+                    "maxSamples": 6,
+                }
+            ],
+            "security": {"canaries": 2, "probes": ["promptInjection"], "maxLeakage": 1.0},
+            "baseline": {"name": "tiny-lora", "version": "1"},
+        },
+        "output": {"registry": lora_version.registry, "modelName": "tiny-challenger"},
+    }
+    run = make_run(spec, "challenger")
+    work = open_store(run.work_dir)
+    outcome = run_workload(run, ray_head, lora_version.root.parent / "challenger.log", work)
+    report = outcome.report
+    assert outcome.rc == 0 and report.phase == "Succeeded", report.message + outcome.log[-3000:]
+    baseline = report.baseline
+    assert baseline is not None and (baseline.name, baseline.version) == ("tiny-lora", "1")
+    evaluated = {k: v for k, v in report.metrics.items() if not k.startswith("train/")}
+    assert set(baseline.metrics) == set(evaluated), (baseline.metrics, evaluated)
+    expected = {"perplexity", "validation_loss", "qa/rouge_l", "qa/perplexity", "security/leakage"}
+    assert expected <= set(evaluated)
+    assert baseline.metrics["perplexity"] != evaluated["perplexity"]
+    assert baseline.metrics["qa/perplexity"] != evaluated["qa/perplexity"]
+    print({k: (round(evaluated[k], 4), round(baseline.metrics[k], 4)) for k in sorted(evaluated)})
+    manifest = registry.resolve(lora_version.store, ModelReference(name="tiny-challenger", version="1"))
+    assert manifest.lineage.baseline == registry.BaselineRecord(
+        name="tiny-lora", version="1", metrics=baseline.metrics
+    )
+    evaluation = json_of(work, "evaluate/report.json")
+    assert evaluation["baseline"]["version"] == "1" and "perplexity" not in evaluation["baseline"]["details"]
+
+
 # ------------------------------------------------------------------ checkpoint and resume
 
 
@@ -548,6 +597,9 @@ def _bad_spec(tmp_path: Path, tiny_base: Path, case: str) -> tuple[dict[str, Any
     if case == "registry-base-missing":
         spec["model"] = {"base": {"name": "never-registered", "version": "3"}}
         return spec, "register the base model first"
+    if case == "baseline-missing":
+        spec["evaluation"] = {"baseline": {"name": "never-registered", "version": "2"}}
+        return spec, "spec.evaluation.baseline: model 'never-registered' has no version '2'"
     if case == "block-longer-than-context":
         spec["model"] = {"architecture": ARCH}
         spec["method"] = {"type": "pretrain"}
@@ -571,6 +623,7 @@ def _bad_spec(tmp_path: Path, tiny_base: Path, case: str) -> tuple[dict[str, Any
         "empty-after-filtering",
         "base-missing",
         "registry-base-missing",
+        "baseline-missing",
         "block-longer-than-context",
         "lora-targets-missing",
         "qlora-on-cpu",
