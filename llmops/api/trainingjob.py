@@ -107,8 +107,19 @@ class DataSource(ApiModel):
     uri: DataUri = Field(
         description="s3://bucket/key or an absolute path; a trailing / reads every file under it."
     )
-    format: Literal["jsonl", "parquet", "text"] = Field("jsonl", description="File format.")
+    format: Literal["jsonl", "parquet", "text", "chat"] = Field(
+        "jsonl",
+        description=(
+            "File format. chat: JSON lines whose messagesField holds an OpenAI-style conversation"
+            " ([{role: system|user|assistant, content}]), rendered with the model's chat template; the"
+            " loss counts the assistant turns only."
+        ),
+    )
     text_field: FieldName = Field("text", description="Field that holds the text, for jsonl and parquet.")
+    # None rather than a default value: a run encoded before this field existed keeps its bytes.
+    messages_field: FieldName | None = Field(
+        None, description='Field that holds the conversation, for format chat; "messages" when omitted.'
+    )
 
 
 class Dedup(ApiModel):
@@ -282,9 +293,22 @@ class EvalDataset(ApiModel):
 
     name: DnsLabel = Field(description="Dataset name; results are reported as <name>/<metric>.")
     uri: DataUri = Field(description="s3://bucket/key or an absolute path.")
-    format: Literal["jsonl", "parquet"] = Field("jsonl", description="File format.")
-    prompt_field: FieldName = Field("prompt", description="Field that holds the prompt.")
-    reference_field: FieldName = Field("reference", description="Field that holds the expected answer.")
+    format: Literal["jsonl", "parquet", "chat"] = Field(
+        "jsonl",
+        description=(
+            "File format. chat: JSON lines whose messagesField holds a conversation; the prompt is the"
+            " messages before the last assistant turn, rendered with the model's chat template and its"
+            " generation prompt, and the reference is that turn's content."
+        ),
+    )
+    prompt_field: FieldName = Field("prompt", description="Field that holds the prompt (jsonl, parquet).")
+    reference_field: FieldName = Field(
+        "reference", description="Field that holds the expected answer (jsonl, parquet)."
+    )
+    # None rather than a default value: a run encoded before this field existed keeps its bytes.
+    messages_field: FieldName | None = Field(
+        None, description='Field that holds the conversation, for format chat; "messages" when omitted.'
+    )
     metrics: list[EvalMetric] = Field(
         min_length=1,
         max_length=6,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops import jsonl
-from llmops.training import gates, metrics, suites
+from llmops.training import chat, gates, metrics, suites
 from llmops.training.blocks import InMemory, Shard, fetch_shard
 from llmops.training.context import Context, StoreSpec, download_dir, log
 from llmops.training.errors import UserError
@@ -65,6 +65,11 @@ def read_eval_rows(ctx: Context, index: int) -> list[dict[str, Any]]:
             raise UserError(f"{where}: row {bad} is not a JSON object")
     out = []
     for number, row in enumerate(rows, 1):
+        if ds.format == "chat":
+            out.append(_chat_row(row, ds.messages_field or "messages", f"{where}: row {number}"))
+            if ds.max_samples and len(out) >= ds.max_samples:
+                break
+            continue
         for field in (ds.prompt_field, ds.reference_field):
             if not isinstance(row.get(field), str):
                 raise UserError(
@@ -82,10 +87,23 @@ def read_eval_rows(ctx: Context, index: int) -> list[dict[str, Any]]:
     return out
 
 
-class Scorer:
-    """The trained model behind the two callables the suites need: generate and loglik."""
+def _chat_row(row: dict[str, Any], field: str, where: str) -> dict[str, Any]:
+    """A chat evaluation row: the messages before the last assistant turn, and that turn's content."""
+    if field not in row:
+        raise UserError(
+            f"{where} has no field {field!r} (fields: {', '.join(sorted(row))}); set messagesField"
+        )
+    messages, reference = chat.prompt_and_reference(chat.check_messages(row[field], where), where)
+    return {"messages": messages, "reference": reference, "prompt": chat.plain(messages)}
 
-    def __init__(self, model_dir: Path, device: str) -> None:
+
+class Scorer:
+    """The trained model behind the two callables the suites need: generate and loglik.
+
+    A prompt is a text (encoded as BOS + its tokens) or token ids already encoded (`chat_ids`).
+    """
+
+    def __init__(self, model_dir: Path, device: str, description: str = "the trained model") -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -97,11 +115,23 @@ class Scorer:
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
         self.tok = load_tokenizer(model_dir)
         self.bos = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
+        self.description = description
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str | list[int]) -> list[int]:
+        if isinstance(text, list):
+            return text
         return self.bos + self.tok.encode(text, add_special_tokens=False)
 
-    def generate(self, prompts: list[str], max_new_tokens: int, batch: int = 16) -> list[str]:
+    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """A conversation rendered with this model's chat template and its generation prompt, as ids
+        (the template writes BOS itself where the model wants one). UserError without a template."""
+        chat.require_template(self.tok, self.description)
+        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tok.encode(text, add_special_tokens=False)
+
+    def generate(
+        self, prompts: list[str] | list[list[int]], max_new_tokens: int, batch: int = 16
+    ) -> list[str]:
         torch = self.torch
         out: list[str] = []
         pad = self.tok.pad_token_id
@@ -126,7 +156,7 @@ class Scorer:
                 out.append(self.tok.decode(row, skip_special_tokens=True))
         return out
 
-    def loglik(self, prompt: str, continuation: str) -> float:
+    def loglik(self, prompt: str | list[int], continuation: str) -> float:
         """Mean log-probability per token of `continuation` after `prompt`."""
         torch = self.torch
         context = self.encode(prompt)
@@ -196,10 +226,20 @@ def _validation_blocks(cfg: dict[str, Any], scorer: Scorer, tmp: Path) -> tuple[
 
     try:
         docs = pads.dataset(f"{root}/prepare/documents/validation", filesystem=fs, format="parquet")
-        texts = docs.to_table(columns=["text"]).column("text").to_pylist()
+        table = docs.to_table(columns=["text", "chat"])
+        rows = list(zip(table.column("text").to_pylist(), table.column("chat").to_pylist(), strict=True))
     except (FileNotFoundError, OSError):
-        texts = []
-    encoded = [[*scorer.encode(t), scorer.tok.eos_token_id] for t in texts]
+        rows = []
+    eos = scorer.tok.eos_token_id
+    encoded = []
+    for text, is_chat in rows:
+        if not is_chat:
+            encoded.append([*scorer.encode(text), eos])
+            continue
+        chat.require_template(scorer.tok, scorer.description)
+        ids, targets = chat.render(scorer.tok, chat.loads(text))
+        flagged = chat.flag(ids, targets)
+        encoded.append(flagged if ids and ids[-1] == eos else [*flagged, -(eos + 1)])
     ids, lengths = pack_blocks(encoded, cfg["block_size"], scorer.tok.pad_token_id)
     width = cfg["block_size"]
     return InMemory(
@@ -221,7 +261,7 @@ def score(cfg: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="llmops-eval-") as tmp:
         try:
             folder = source.fetch(Path(tmp) / "model")
-            scorer = Scorer(folder, device)
+            scorer = Scorer(folder, device, source.description)
         except UserError as e:
             raise UserError(f"{cfg['what']} ({source.description}): {e}") from e
         except Exception as e:
@@ -250,19 +290,24 @@ def score(cfg: dict[str, Any]) -> dict[str, Any]:
 
     for ds in cfg["datasets"]:
         rows = ds["rows"]
-        predictions = [
-            first_line(p) for p in scorer.generate([r["prompt"] for r in rows], ds["max_new_tokens"])
-        ]
+        # A chat prompt is rendered by each model's own template; the answer follows it directly.
+        is_chat = ds.get("format") == "chat"
+        try:
+            prompts = [scorer.chat_ids(r["messages"]) if is_chat else r["prompt"] for r in rows]
+        except UserError as e:
+            raise UserError(f"spec.evaluation.datasets ({ds['name']}) is format chat: {e}") from e
+        sep = "" if is_chat else " "
+        predictions = [first_line(p) for p in scorer.generate(prompts, ds["max_new_tokens"])]
         references = [r["reference"] for r in rows]
         for metric in ds["metrics"]:
             key = f"{ds['name']}/{metric}"
             if metric == "perplexity":
-                lls = [scorer.loglik(r["prompt"], " " + r["reference"]) for r in rows]
+                lls = [scorer.loglik(p, sep + r["reference"]) for p, r in zip(prompts, rows, strict=True)]
                 out[key] = math.exp(min(-sum(lls) / len(lls), 700))
             elif metric == "accuracy" and all("choices" in r for r in rows):
                 correct = 0
-                for r in rows:
-                    scores = [scorer.loglik(r["prompt"], " " + c) for c in r["choices"]]
+                for p, r in zip(prompts, rows, strict=True):
+                    scores = [scorer.loglik(p, sep + c) for c in r["choices"]]
                     correct += r["choices"][scores.index(max(scores))].strip() == r["reference"].strip()
                 out[key] = correct / len(rows)
             else:
@@ -307,6 +352,7 @@ def run(ctx: Context, trained: dict[str, Any], baseline: ModelSource | None = No
             datasets.append(
                 {
                     "name": ds.name,
+                    "format": ds.format,
                     "metrics": list(ds.metrics),
                     "max_new_tokens": ds.max_new_tokens,
                     "rows": read_eval_rows(ctx, index),

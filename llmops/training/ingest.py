@@ -1,14 +1,15 @@
 """Stage 1, ingest: read every source (S3 or a local path; JSONL, Parquet, plain text) into Parquet.
 
 One Ray task per file: it reads the bytes, hashes them (sha256, for lineage), parses them and writes
-`ingest/part-<file>.parquet` (columns id, text) to the work folder. The summary records, per source,
+`ingest/part-<file>.parquet` (columns id, text, chat) to the work folder. The summary records, per source,
 its files with their sha256, byte and row counts; a source's digest is the sha256 over its files'
 digests in key order.
 
 Plain text: one document per paragraph (blank-line separated). JSONL, read by `llmops.jsonl` (lines
 end at \\n only; a byte-order mark is skipped): one object per line, text in `textField`. Parquet: the
 `textField` column. Rows whose text field is null or not a string are an error, not silently skipped:
-the message names the line or column to fix.
+the message names the line or column to fix. Chat (JSON lines, llmops/training/chat.py): the
+conversation in `messagesField`, checked and kept as a JSON array in `text`, with `chat` true.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 from typing import Any
 
 from llmops import jsonl
+from llmops.training import chat
 from llmops.training.context import Context, StoreSpec, access_source, log
 from llmops.training.errors import UserError
 
@@ -26,12 +28,14 @@ SUFFIXES = {
     "jsonl": (".jsonl", ".json", ".jsonl.gz"),
     "parquet": (".parquet",),
     "text": (".txt", ".text", ".md"),
+    "chat": (".jsonl", ".json", ".jsonl.gz"),
 }
 ID_SHIFT = 32  # document id = file number << 32 | row number: unique and ordered across files
 
 
 def parse(data: bytes, fmt: str, text_field: str, where: str) -> list[str]:
-    """The documents in one file's bytes. Raises UserError naming what to fix."""
+    """The documents in one file's bytes (for chat, `text_field` is the messages field and each
+    document a conversation as `chat.dumps` writes it). Raises UserError naming what to fix."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -64,6 +68,15 @@ def parse(data: bytes, fmt: str, text_field: str, where: str) -> list[str]:
         for number, row in jsonl.read(data, where):
             if not isinstance(row, dict):
                 raise UserError(f"{where}: line {number} is a JSON {type(row).__name__}, expected an object")
+            if fmt == "chat":
+                if text_field not in row:
+                    fields = ", ".join(sorted(row)) or "none"
+                    raise UserError(
+                        f"{where}: line {number} has no field {text_field!r} (fields: {fields}); "
+                        "set messagesField to the field that holds the conversation"
+                    )
+                docs.append(chat.dumps(chat.check_messages(row[text_field], f"{where}: line {number}")))
+                continue
             value = row.get(text_field)
             if not isinstance(value, str):
                 fields = ", ".join(sorted(row)) or "none"
@@ -95,7 +108,11 @@ def read_file(
         ) from e
     docs = parse(data, fmt, text_field, where)
     table = pa.table(
-        {"id": pa.array([(number << ID_SHIFT) | i for i in range(len(docs))], pa.int64()), "text": docs}
+        {
+            "id": pa.array([(number << ID_SHIFT) | i for i in range(len(docs))], pa.int64()),
+            "text": pa.array(docs, pa.string()),
+            "chat": pa.array([fmt == "chat"] * len(docs), pa.bool_()),
+        }
     )
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
@@ -146,20 +163,21 @@ def run(ctx: Context) -> dict[str, Any]:
         refs = []
         for key in keys:
             where = f"spec.data.sources[{index}] {source.uri}" + (f" ({key})" if len(keys) > 1 else "")
-            refs.append(
-                task.remote(store_spec, key, source.format, source.text_field, where, ctx.work, number)
-            )
+            field = (source.messages_field or "messages") if source.format == "chat" else source.text_field
+            refs.append(task.remote(store_spec, key, source.format, field, where, ctx.work, number))
             number += 1
         pending.append((index, source, refs))
     for index, source, refs in pending:
         files = ray.get(refs)
         digest = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()
+        fields = {"messagesField": source.messages_field or "messages"} if source.format == "chat" else {}
         sources.append(
             {
                 "index": index,
                 "uri": source.uri,
                 "format": source.format,
                 "textField": source.text_field,
+                **fields,
                 "rows": sum(f["rows"] for f in files),
                 "bytes": sum(f["bytes"] for f in files),
                 "sha256": files[0]["sha256"] if len(files) == 1 else digest,

@@ -57,7 +57,11 @@ def lineage(
         base_model=base_description or "scratch",
         method=spec.method.type,
         data=[
-            {k: s[k] for k in ("uri", "format", "textField", "rows", "bytes", "sha256")}
+            {
+                k: s[k]
+                for k in ("uri", "format", "textField", "messagesField", "rows", "bytes", "sha256")
+                if k in s
+            }
             | {"files": [{k: f[k] for k in ("key", "sha256", "rows", "bytes")} for f in s["files"]]}
             for s in ingested["sources"]
         ],
