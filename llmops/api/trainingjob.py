@@ -101,24 +101,72 @@ class TrainingModel(ApiModel):
     architecture: Architecture | None = Field(None, description="Initialise a new model (method pretrain).")
 
 
-class DataSource(ApiModel):
-    """One input dataset."""
+class TrafficFeedback(ApiModel):
+    """Keep only the exchanges users rated at least this well."""
 
-    uri: DataUri = Field(
-        description="s3://bucket/key or an absolute path; a trailing / reads every file under it."
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
+    ] = Field(description="Feedback name, as clients send it to the gateway, e.g. thumbs.")
+    min_value: float = Field(
+        description=(
+            "Every user's latest rating of that name must be a number at least this (true counts as 1,"
+            " false as 0); an exchange nobody rated is left out."
+        )
+    )
+
+
+class ServedTraffic(ApiModel):
+    """The chat exchanges a ModelDeployment's gateway sampled, as chat-format training data."""
+
+    location: ObjectStorageLocation = Field(
+        description=(
+            "Where the gateway writes its samples: the ModelDeployment's"
+            " spec.gateway.payloadSampling.destination, with a Secret that may read it."
+        )
+    )
+    feedback: TrafficFeedback | None = Field(
+        None, description="Keep only exchanges rated at least minValue; omit to keep every exchange."
+    )
+    since_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="Keep exchanges at most this old when the job reads them (as kubectl logs --since).",
+    )
+
+
+class DataSource(ApiModel):
+    """One input dataset: files at a URI, or the traffic a ModelDeployment served."""
+
+    cel_rules = (
+        Rule(
+            "has(self.uri) != has(self.servedTraffic)",
+            "set exactly one of uri or servedTraffic",
+            lambda m: exactly_one(m.uri, m.served_traffic),
+        ),
+    )
+
+    uri: DataUri | None = Field(
+        None, description="s3://bucket/key or an absolute path; a trailing / reads every file under it."
     )
     format: Literal["jsonl", "parquet", "text", "chat"] = Field(
         "jsonl",
         description=(
             "File format. chat: JSON lines whose messagesField holds an OpenAI-style conversation"
             " ([{role: system|user|assistant, content}]), rendered with the model's chat template; the"
-            " loss counts the assistant turns only."
+            " loss counts the assistant turns only. Ignored for servedTraffic (always chat)."
         ),
     )
     text_field: FieldName = Field("text", description="Field that holds the text, for jsonl and parquet.")
     # None rather than a default value: a run encoded before this field existed keeps its bytes.
     messages_field: FieldName | None = Field(
         None, description='Field that holds the conversation, for format chat; "messages" when omitted.'
+    )
+    served_traffic: ServedTraffic | None = Field(
+        None,
+        description=(
+            "The chat exchanges the gateway sampled (status 200, chat endpoint), optionally filtered by"
+            " user feedback and age; prepared like chat data (PII scrubbing required)."
+        ),
     )
 
 
@@ -200,6 +248,20 @@ class Preparation(ApiModel):
 
 class Data(ApiModel):
     """Training data: where it is and how to prepare it."""
+
+    cel_rules = (
+        Rule(
+            "!self.sources.exists(s, has(s.servedTraffic)) || (has(self.preparation)"
+            " && has(self.preparation.pii)"
+            " && (!has(self.preparation.pii.enabled) || self.preparation.pii.enabled))",
+            "sources with servedTraffic need preparation.pii (enabled): served traffic is what users typed",
+            lambda m: (
+                not any(s.served_traffic for s in m.sources)
+                or (m.preparation.pii is not None and m.preparation.pii.enabled)
+            ),
+            field_path=".preparation",
+        ),
+    )
 
     sources: list[DataSource] = Field(
         min_length=1, max_length=32, description="Input datasets, read in order."
@@ -433,8 +495,13 @@ class Runtime(ApiModel):
 
 def _local_paths(spec: TrainingJobSpec) -> list[str]:
     """Every location of `spec` that is a path on a local filesystem rather than object storage."""
-    paths = [s.uri for s in spec.data.sources] + [
+    paths = [s.uri for s in spec.data.sources if s.uri] + [
         d.uri for d in (spec.evaluation.datasets if spec.evaluation else [])
+    ]
+    paths += [
+        s.served_traffic.location.local.path
+        for s in spec.data.sources
+        if s.served_traffic and s.served_traffic.location.local
     ]
     if spec.model.base_model:
         paths.append(spec.model.base_model)
@@ -461,11 +528,13 @@ class TrainingJobSpec(ApiModel):
         Rule(
             "(has(self.runtime) && has(self.runtime.type) && self.runtime.type == 'rayJobsAPI')"
             " || (!has(self.output.registry.local)"
-            " && self.data.sources.all(s, !s.uri.startsWith('/'))"
+            " && self.data.sources.all(s, (!has(s.uri) || !s.uri.startsWith('/'))"
+            " && (!has(s.servedTraffic) || !has(s.servedTraffic.location.local)))"
             " && (!has(self.model.baseModel) || !self.model.baseModel.startsWith('/'))"
             " && (!has(self.evaluation) || !has(self.evaluation.datasets)"
             " || self.evaluation.datasets.all(d, !d.uri.startsWith('/'))))",
             "runtime kuberay cannot use local paths (output.registry.local, data.sources[].uri,"
+            " data.sources[].servedTraffic.location.local,"
             " model.baseModel, evaluation.datasets[].uri): its Ray pods mount no volume, so each would"
             " see its own empty folder; use s3:// locations, or runtime rayJobsAPI on a cluster that"
             " shares the filesystem",

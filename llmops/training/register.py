@@ -59,7 +59,18 @@ def lineage(
         data=[
             {
                 k: s[k]
-                for k in ("uri", "format", "textField", "messagesField", "rows", "bytes", "sha256")
+                for k in (
+                    "uri",
+                    "format",
+                    "textField",
+                    "messagesField",
+                    "rows",
+                    "bytes",
+                    "sha256",
+                    "skipped",
+                    "feedback",
+                    "since",
+                )
                 if k in s
             }
             | {"files": [{k: f[k] for k in ("key", "sha256", "rows", "bytes")} for f in s["files"]]}

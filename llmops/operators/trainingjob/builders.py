@@ -32,6 +32,7 @@ from llmops.workload import (
     JobIdentity,
     TrainingRun,
     data_credentials_prefix,
+    traffic_credentials_prefix,
     work_dir_for,
 )
 
@@ -139,13 +140,19 @@ def default_image(code_version: str) -> str:
 def pod_env(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     """Environment of every Ray pod: storage credentials by reference, never by value, under the one
     convention of every pod (llmops/workload.py: the registry's as AWS_*, spec.data.s3's as DATA_AWS_*
-    when its Secret is another)."""
+    when its Secret is another, a servedTraffic location's as TRAFFIC<i>_AWS_* when its Secret is
+    neither)."""
     env: list[dict[str, Any]] = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
     registry = spec.output.registry.s3
     env += credentials_env(registry.credentials_secret_ref if registry else None)
     if data_credentials_prefix(spec):
         assert spec.data.s3 is not None
         env += credentials_env(spec.data.s3.credentials_secret_ref, DATA_CREDENTIALS_PREFIX)
+    for index, source in enumerate(spec.data.sources):
+        prefix = traffic_credentials_prefix(spec, index)
+        if prefix and prefix != DATA_CREDENTIALS_PREFIX:
+            assert source.served_traffic is not None and source.served_traffic.location.s3 is not None
+            env += credentials_env(source.served_traffic.location.s3.credentials_secret_ref, prefix)
     return env
 
 
