@@ -665,6 +665,105 @@ def test_chat_format_trains_on_assistant_turns_and_evaluates(ray_head, tiny_chat
     print({k: round(v, 4) for k, v in report.metrics.items()})
 
 
+def test_served_traffic_rated_well_becomes_training_data(ray_head, tiny_chat_base, tmp_path):
+    """The gateway's own Sampler writes payload samples and feedback into a local folder; a
+    servedTraffic source keeps the exchanges rated thumbs >= 1, scrubs them and trains on them."""
+    import asyncio
+
+    from llmops.gateway_config import Sampling
+    from llmops.serving.sampler import Sampler
+    from llmops.training import chat
+
+    location = {"local": {"path": str(tmp_path / "samples")}}
+    sampling = Sampling(rate=1.0, destination=ObjectStorageLocation.model_validate(location))
+    payloads, feedback = Sampler(sampling, kind="payload"), Sampler(sampling, kind="feedback")
+    now = time.time()
+    exchanges = chat_rows(QUICKSTART / "train.jsonl")[:60]
+    for i, row in enumerate(exchanges):
+        question, answer = row["messages"][1]["content"], row["messages"][2]["content"]
+        if i == 0:
+            question += " My address is jane.doe@example.com."
+        payloads.add(
+            {
+                "id": f"cmpl-{i}",
+                "time": now - 60,
+                "endpoint": "chat",
+                "version": "1",
+                "status": 200,
+                "request": {"model": "support-bot", "messages": [{"role": "user", "content": question}]},
+                "completions": [answer],
+                "usage": {},
+                "user": "u1",
+            }
+        )
+        if i % 3 != 2:  # every third exchange is never rated
+            value = 1 if i % 3 == 0 else 0
+            feedback.add(
+                {
+                    "id": f"fb-{i}",
+                    "completion_id": f"cmpl-{i}",
+                    "name": "thumbs",
+                    "value": value,
+                    "user": "u1",
+                    "tenant": "acme",
+                    "model_deployment": "support-bot",
+                    "model": "support-bot",
+                    "version": "1",
+                    "time": now - 30,
+                }
+            )
+    asyncio.run(payloads.flush())
+    asyncio.run(feedback.flush())
+    kept = len([i for i in range(len(exchanges)) if i % 3 == 0])
+
+    spec = {
+        "model": {"baseModel": str(tiny_chat_base)},
+        "data": {
+            "sources": [
+                {
+                    "servedTraffic": {
+                        "location": location,
+                        "feedback": {"name": "thumbs", "minValue": 1},
+                        "sinceSeconds": 3600,
+                    }
+                }
+            ],
+            "preparation": {"pii": {"entities": ["email"]}, "tokenization": {"blockSize": 128}},
+        },
+        "method": {"type": "full", "hyperparameters": {"maxSteps": 4, "learningRate": 2e-3, "batchSize": 4}},
+        "output": {"registry": local_registry(tmp_path), "modelName": "tiny-flywheel"},
+    }
+    run = make_run(spec, "flywheel")
+    work = open_store(run.work_dir)
+    outcome = run_workload(run, ray_head, tmp_path / "workload.log", work)
+    assert outcome.rc == 0 and outcome.report.phase == "Succeeded", (
+        outcome.report.message + outcome.log[-4000:]
+    )
+    source = json_of(work, "stages/ingest.json")["sources"][0]
+    assert source["format"] == "servedTraffic" and source["rows"] == kept
+    assert source["skipped"] == {"feedback": len(exchanges) - kept}
+    assert source["feedback"] == {"name": "thumbs", "minValue": 1.0, "files": 1, "rated": 40, "passing": kept}
+    prepared = json_of(work, "stages/prepare.json")
+    assert (
+        prepared["counts"]["conversations"] == prepared["counts"]["kept"]
+        and prepared["pii"]["found"]["email"] >= 1
+    )
+    import pyarrow.parquet as pq
+
+    documents = [
+        row
+        for key in work.list("prepare/documents/")
+        if key.endswith(".parquet")
+        for row in pq.read_table(io.BytesIO(work.get_bytes(key))).to_pylist()
+    ]
+    assert all(d["chat"] for d in documents) and "jane.doe@example.com" not in json.dumps(documents)
+    assert any("[EMAIL]" in chat.loads(d["text"])[0]["content"] for d in documents)
+    manifest = registry.resolve(
+        open_store(run.spec.output.registry), ModelReference(name="tiny-flywheel", version="1")
+    )
+    assert manifest.lineage.data[0]["skipped"] == {"feedback": len(exchanges) - kept}
+
+
 # ------------------------------------------------------------------ checkpoint and resume
 
 
