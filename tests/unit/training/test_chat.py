@@ -188,3 +188,25 @@ def test_preparation_scrubs_each_message_and_keeps_the_conversation():
     assert "[PHONE]" in cleaned[1]["content"] and "[EMAIL]" in cleaned[1]["content"]
     assert (out["pii_email"], out["pii_phone"]) == (2, 1) and out["drop"] == ""
     assert out["hash"] == text.content_hash(chat.plain(cleaned))
+
+
+def test_augmentation_changes_each_message_and_keeps_the_roles():
+    from llmops.training import text
+    from llmops.training.prepare import augment_batch
+
+    conversation = [
+        {"role": "user", "content": "please tell me how to reset the password of my account"},
+        {"role": "assistant", "content": "open settings then security then choose reset password now"},
+    ]
+    batch = pa.table({"text": ["a plain document with several words in it", chat.dumps(conversation)]})
+    batch = batch.append_column("chat", pa.array([False, True]))
+    steps = [{"type": "randomSwap", "probability": 0.3, "copies": 2}]
+    out = augment_batch(batch, steps=steps, seed=7).to_pylist()
+    assert [r["chat"] for r in out] == [False, True, False, True, False, True]
+    assert out[2]["text"] == text.augment(
+        "a plain document with several words in it", "randomSwap", 0.3, 0, 7
+    )
+    copy = chat.loads(out[3]["text"])
+    assert [m["role"] for m in copy] == ["user", "assistant"]
+    assert copy[1]["content"] == text.augment(conversation[1]["content"], "randomSwap", 0.3, 0, 7)
+    assert copy != conversation and chat.loads(out[5]["text"]) != copy  # two different copies
