@@ -705,10 +705,16 @@ def tj_source_uri_and_traffic(spec: Spec, draw: DrawFn) -> FieldPath:
     """A data source with both a uri and servedTraffic, or neither."""
     sources = spec["data"]["sources"]
     index = draw(st.integers(0, len(sources) - 1))
-    if draw(st.booleans()):
-        sources[index]["servedTraffic"] = {"location": copy.deepcopy(SAMPLES)}
+    both = draw(st.booleans())
+    if "uri" in sources[index]:
+        if both:
+            sources[index]["servedTraffic"] = {"location": copy.deepcopy(SAMPLES)}
+        else:
+            sources[index].pop("uri")
+    elif both:
+        sources[index]["uri"] = "s3://datasets/corpus.jsonl"
     else:
-        sources[index].pop("uri")
+        sources[index].pop("servedTraffic")
     return ("spec", "data", "sources", index)
 
 
