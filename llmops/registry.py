@@ -64,6 +64,15 @@ class GateVerdict(_Record):
     passed: bool
 
 
+class BaselineRecord(_Record):
+    """The version a new one was compared with in its own run (spec.evaluation.baseline), and its
+    scores from that run: the same evaluation as the new version's `metrics`."""
+
+    name: str
+    version: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
 class Lineage(_Record):
     """Where a version came from: enough to reproduce or audit it."""
 
@@ -78,6 +87,9 @@ class Lineage(_Record):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     code_version: str | None = None
     image: str | None = None
+    baseline: BaselineRecord | None = Field(
+        None, description="The version it was compared with in its run, with that version's metrics."
+    )
 
 
 class Content(_Record):

@@ -19,13 +19,22 @@ from typing import Literal
 from pydantic import Field
 
 from llmops.api.common import ApiModel, ObjectStorageLocation
-from llmops.api.trainingjob import GateResult, Lineage, ModelVersionRef, Progress, TrainingJobSpec
+from llmops.api.trainingjob import (
+    BaselineResult,
+    GateResult,
+    Lineage,
+    ModelVersionRef,
+    Progress,
+    TrainingJobSpec,
+)
 
 REPORT = "report.json"
 # The Ray pods read each location's credentials from <prefix>AWS_ACCESS_KEY_ID/<prefix>AWS_SECRET_ACCESS_KEY
 # (llmops.storage.credentials_from_env): the registry's (and the work folder's) without a prefix,
-# spec.data.s3's under DATA_ when its Secret is not the registry's.
+# spec.data.s3's under DATA_ when its Secret is not the registry's; the Secret of
+# spec.data.sources[i].servedTraffic.location.s3 under TRAFFIC<i>_ when it is neither of those.
 DATA_CREDENTIALS_PREFIX = "DATA_"
+TRAFFIC_CREDENTIALS_PREFIX = "TRAFFIC{index}_"
 
 
 def data_credentials_prefix(spec: TrainingJobSpec) -> str | None:
@@ -36,6 +45,23 @@ def data_credentials_prefix(spec: TrainingJobSpec) -> str | None:
         return None
     registry = spec.output.registry.s3.credentials_secret_ref if spec.output.registry.s3 else None
     return "" if data == registry else DATA_CREDENTIALS_PREFIX
+
+
+def traffic_credentials_prefix(spec: TrainingJobSpec, index: int) -> str | None:
+    """The env prefix of the credentials of spec.data.sources[index].servedTraffic.location.s3 in the
+    Ray pods: "" when its Secret is the registry's, spec.data.s3's prefix when it is that Secret,
+    TRAFFIC<index>_ for any other, None without a Secret (the pods' own identity)."""
+    traffic = spec.data.sources[index].served_traffic
+    s3 = traffic.location.s3 if traffic else None
+    ref = s3.credentials_secret_ref if s3 else None
+    if ref is None:
+        return None
+    registry = spec.output.registry.s3.credentials_secret_ref if spec.output.registry.s3 else None
+    if ref == registry:
+        return ""
+    if spec.data.s3 is not None and ref == spec.data.s3.credentials_secret_ref:
+        return data_credentials_prefix(spec)
+    return TRAFFIC_CREDENTIALS_PREFIX.format(index=index)
 
 
 class JobIdentity(ApiModel):
@@ -80,6 +106,9 @@ class RunReport(ApiModel):
     progress: Progress = Field(default_factory=Progress)
     metrics: dict[str, float] = Field(default_factory=dict)
     gates: list[GateResult] = Field(default_factory=list)
+    baseline: BaselineResult | None = Field(
+        None, description="spec.evaluation.baseline's metrics, measured in the same run; set once evaluated."
+    )
     model_version: ModelVersionRef | None = None
     lineage: Lineage | None = None
     failed_gates: list[str] = Field(default_factory=list)

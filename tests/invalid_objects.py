@@ -701,6 +701,54 @@ def tj_base_reference(spec: Spec, draw: DrawFn) -> FieldPath:
     return ("spec", "model", "base")
 
 
+def tj_baseline_reference(spec: Spec, draw: DrawFn) -> FieldPath:
+    evaluation = spec.setdefault("evaluation", {})
+    evaluation.setdefault("baseline", {"name": "support-bot", "alias": "champion"})
+    _break_reference(evaluation["baseline"], draw)
+    return ("spec", "evaluation", "baseline")
+
+
+SAMPLES = {"s3": {"bucket": "gateway-samples", "prefix": "support-bot"}}
+
+
+def tj_source_uri_and_traffic(spec: Spec, draw: DrawFn) -> FieldPath:
+    """A data source with both a uri and servedTraffic, or neither."""
+    sources = spec["data"]["sources"]
+    index = draw(st.integers(0, len(sources) - 1))
+    both = draw(st.booleans())
+    if "uri" in sources[index]:
+        if both:
+            sources[index]["servedTraffic"] = {"location": copy.deepcopy(SAMPLES)}
+        else:
+            sources[index].pop("uri")
+    elif both:
+        sources[index]["uri"] = "s3://datasets/corpus.jsonl"
+    else:
+        sources[index].pop("servedTraffic")
+    return ("spec", "data", "sources", index)
+
+
+def tj_traffic_without_pii(spec: Spec, draw: DrawFn) -> FieldPath:
+    """Served traffic as a source without (enabled) PII scrubbing."""
+    spec["data"]["sources"].append({"servedTraffic": {"location": copy.deepcopy(SAMPLES)}})
+    preparation = spec["data"].setdefault("preparation", {})
+    if draw(st.booleans()):
+        preparation.pop("pii", None)
+    else:
+        preparation["pii"] = {"enabled": False}
+    return ("spec", "data")
+
+
+def tj_traffic_location(spec: Spec, draw: DrawFn) -> FieldPath:
+    """A servedTraffic location with both s3 and local, or neither."""
+    location: dict = {}
+    if draw(st.booleans()):
+        location.update(s3={"bucket": "gateway-samples"}, local={"path": "/samples"})
+    spec["data"]["sources"].append({"servedTraffic": {"location": location}})
+    spec["data"].setdefault("preparation", {})["pii"] = {}
+    return ("spec", "data", "sources", len(spec["data"]["sources"]) - 1, "servedTraffic", "location")
+
+
 def tj_model_sources(spec: Spec, draw: DrawFn) -> FieldPath:
     sources = {
         "base": {"name": "support-bot", "version": "3"},
@@ -744,11 +792,14 @@ def tj_kuberay_local_path(spec: Spec, draw: DrawFn) -> FieldPath:
         runtime["type"] = "kuberay"
     else:
         runtime.pop("type", None)
-    where = draw(st.sampled_from(["registry", "source", "baseModel", "evaluation"]))
+    where = draw(st.sampled_from(["registry", "source", "traffic", "baseModel", "evaluation"]))
     if where == "registry":
         spec["output"]["registry"] = {"local": {"path": "/models"}}
     elif where == "source":
         spec["data"]["sources"][0]["uri"] = "/data/corpus.jsonl"
+    elif where == "traffic":
+        spec["data"]["sources"].append({"servedTraffic": {"location": {"local": {"path": "/samples"}}}})
+        spec["data"].setdefault("preparation", {})["pii"] = {}
     elif where == "baseModel" and "baseModel" in spec["model"]:
         spec["model"]["baseModel"] = "/checkpoints/tiny"
     elif spec.get("evaluation", {}).get("datasets"):
@@ -865,7 +916,8 @@ def _in_template(case: CelCase) -> CelCase:
 
 
 KUBERAY_LOCAL = (
-    "runtime kuberay cannot use local paths (output.registry.local, data.sources[].uri, model.baseModel,"
+    "runtime kuberay cannot use local paths (output.registry.local, data.sources[].uri,"
+    " data.sources[].servedTraffic.location.local, model.baseModel,"
     " evaluation.datasets[].uri): its Ray pods mount no volume, so each would see its own empty folder;"
     " use s3:// locations, or runtime rayJobsAPI on a cluster that shares the filesystem"
 )
@@ -938,6 +990,15 @@ CEL_CASES = [
         TJ, "spec.model.architecture", "heads must be a multiple of kvHeads", tj_heads_not_multiple_of_kv
     ),
     CelCase(TJ, "spec.model.base", VERSION_XOR_ALIAS, tj_base_reference),
+    CelCase(TJ, "spec.evaluation.baseline", VERSION_XOR_ALIAS, tj_baseline_reference),
+    CelCase(TJ, "spec.data.sources[*]", "set exactly one of uri or servedTraffic", tj_source_uri_and_traffic),
+    CelCase(
+        TJ,
+        "spec.data",
+        "sources with servedTraffic need preparation.pii (enabled): served traffic is what users typed",
+        tj_traffic_without_pii,
+    ),
+    CelCase(TJ, "spec.data.sources[*].servedTraffic.location", S3_XOR_LOCAL, tj_traffic_location),
     CelCase(TJ, "spec.model", "set exactly one of base, baseModel or architecture", tj_model_sources),
     CelCase(
         TJ,

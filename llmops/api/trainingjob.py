@@ -101,14 +101,73 @@ class TrainingModel(ApiModel):
     architecture: Architecture | None = Field(None, description="Initialise a new model (method pretrain).")
 
 
-class DataSource(ApiModel):
-    """One input dataset."""
+class TrafficFeedback(ApiModel):
+    """Keep only the exchanges users rated at least this well."""
 
-    uri: DataUri = Field(
-        description="s3://bucket/key or an absolute path; a trailing / reads every file under it."
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
+    ] = Field(description="Feedback name, as clients send it to the gateway, e.g. thumbs.")
+    min_value: float = Field(
+        description=(
+            "Every user's latest rating of that name must be a number at least this (true counts as 1,"
+            " false as 0); an exchange nobody rated is left out."
+        )
     )
-    format: Literal["jsonl", "parquet", "text"] = Field("jsonl", description="File format.")
+
+
+class ServedTraffic(ApiModel):
+    """The chat exchanges a ModelDeployment's gateway sampled, as chat-format training data."""
+
+    location: ObjectStorageLocation = Field(
+        description=(
+            "Where the gateway writes its samples: the ModelDeployment's"
+            " spec.gateway.payloadSampling.destination, with a Secret that may read it."
+        )
+    )
+    feedback: TrafficFeedback | None = Field(
+        None, description="Keep only exchanges rated at least minValue; omit to keep every exchange."
+    )
+    since_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="Keep exchanges at most this old when the job reads them (as kubectl logs --since).",
+    )
+
+
+class DataSource(ApiModel):
+    """One input dataset: files at a URI, or the traffic a ModelDeployment served."""
+
+    cel_rules = (
+        Rule(
+            "has(self.uri) != has(self.servedTraffic)",
+            "set exactly one of uri or servedTraffic",
+            lambda m: exactly_one(m.uri, m.served_traffic),
+        ),
+    )
+
+    uri: DataUri | None = Field(
+        None, description="s3://bucket/key or an absolute path; a trailing / reads every file under it."
+    )
+    format: Literal["jsonl", "parquet", "text", "chat"] = Field(
+        "jsonl",
+        description=(
+            "File format. chat: JSON lines whose messagesField holds an OpenAI-style conversation"
+            " ([{role: system|user|assistant, content}]), rendered with the model's chat template; the"
+            " loss counts the assistant turns only. Ignored for servedTraffic (always chat)."
+        ),
+    )
     text_field: FieldName = Field("text", description="Field that holds the text, for jsonl and parquet.")
+    # None rather than a default value: a run encoded before this field existed keeps its bytes.
+    messages_field: FieldName | None = Field(
+        None, description='Field that holds the conversation, for format chat; "messages" when omitted.'
+    )
+    served_traffic: ServedTraffic | None = Field(
+        None,
+        description=(
+            "The chat exchanges the gateway sampled (status 200, chat endpoint), optionally filtered by"
+            " user feedback and age; prepared like chat data (PII scrubbing required)."
+        ),
+    )
 
 
 class Dedup(ApiModel):
@@ -189,6 +248,20 @@ class Preparation(ApiModel):
 
 class Data(ApiModel):
     """Training data: where it is and how to prepare it."""
+
+    cel_rules = (
+        Rule(
+            "!self.sources.exists(s, has(s.servedTraffic)) || (has(self.preparation)"
+            " && has(self.preparation.pii)"
+            " && (!has(self.preparation.pii.enabled) || self.preparation.pii.enabled))",
+            "sources with servedTraffic need preparation.pii (enabled): served traffic is what users typed",
+            lambda m: (
+                not any(s.served_traffic for s in m.sources)
+                or (m.preparation.pii is not None and m.preparation.pii.enabled)
+            ),
+            field_path=".preparation",
+        ),
+    )
 
     sources: list[DataSource] = Field(
         min_length=1, max_length=32, description="Input datasets, read in order."
@@ -282,9 +355,22 @@ class EvalDataset(ApiModel):
 
     name: DnsLabel = Field(description="Dataset name; results are reported as <name>/<metric>.")
     uri: DataUri = Field(description="s3://bucket/key or an absolute path.")
-    format: Literal["jsonl", "parquet"] = Field("jsonl", description="File format.")
-    prompt_field: FieldName = Field("prompt", description="Field that holds the prompt.")
-    reference_field: FieldName = Field("reference", description="Field that holds the expected answer.")
+    format: Literal["jsonl", "parquet", "chat"] = Field(
+        "jsonl",
+        description=(
+            "File format. chat: JSON lines whose messagesField holds a conversation; the prompt is the"
+            " messages before the last assistant turn, rendered with the model's chat template and its"
+            " generation prompt, and the reference is that turn's content."
+        ),
+    )
+    prompt_field: FieldName = Field("prompt", description="Field that holds the prompt (jsonl, parquet).")
+    reference_field: FieldName = Field(
+        "reference", description="Field that holds the expected answer (jsonl, parquet)."
+    )
+    # None rather than a default value: a run encoded before this field existed keeps its bytes.
+    messages_field: FieldName | None = Field(
+        None, description='Field that holds the conversation, for format chat; "messages" when omitted.'
+    )
     metrics: list[EvalMetric] = Field(
         min_length=1,
         max_length=6,
@@ -348,6 +434,15 @@ class Evaluation(ApiModel):
     bias: BiasSuite | None = Field(None, description="Bias suite; omit to skip it.")
     security: SecuritySuite | None = Field(None, description="Security suite; omit to skip it.")
     gates: list[Gate] = Field(default_factory=list, max_length=32, description="Gates; all must pass.")
+    baseline: ModelReference | None = Field(
+        None,
+        description=(
+            "A registered version to score beside the trained model: the same datasets, perplexity data,"
+            " suites and settings, in the same run, so the two are compared fairly (a RetrainPolicy sets"
+            " it to the version serving now). An alias is pinned to its version when the run starts."
+            " Results in status.baseline; gates apply to the trained model only."
+        ),
+    )
 
 
 class Output(ApiModel):
@@ -400,8 +495,13 @@ class Runtime(ApiModel):
 
 def _local_paths(spec: TrainingJobSpec) -> list[str]:
     """Every location of `spec` that is a path on a local filesystem rather than object storage."""
-    paths = [s.uri for s in spec.data.sources] + [
+    paths = [s.uri for s in spec.data.sources if s.uri] + [
         d.uri for d in (spec.evaluation.datasets if spec.evaluation else [])
+    ]
+    paths += [
+        s.served_traffic.location.local.path
+        for s in spec.data.sources
+        if s.served_traffic and s.served_traffic.location.local
     ]
     if spec.model.base_model:
         paths.append(spec.model.base_model)
@@ -428,11 +528,13 @@ class TrainingJobSpec(ApiModel):
         Rule(
             "(has(self.runtime) && has(self.runtime.type) && self.runtime.type == 'rayJobsAPI')"
             " || (!has(self.output.registry.local)"
-            " && self.data.sources.all(s, !s.uri.startsWith('/'))"
+            " && self.data.sources.all(s, (!has(s.uri) || !s.uri.startsWith('/'))"
+            " && (!has(s.servedTraffic) || !has(s.servedTraffic.location.local)))"
             " && (!has(self.model.baseModel) || !self.model.baseModel.startsWith('/'))"
             " && (!has(self.evaluation) || !has(self.evaluation.datasets)"
             " || self.evaluation.datasets.all(d, !d.uri.startsWith('/'))))",
             "runtime kuberay cannot use local paths (output.registry.local, data.sources[].uri,"
+            " data.sources[].servedTraffic.location.local,"
             " model.baseModel, evaluation.datasets[].uri): its Ray pods mount no volume, so each would"
             " see its own empty folder; use s3:// locations, or runtime rayJobsAPI on a cluster that"
             " shares the filesystem",
@@ -502,6 +604,20 @@ class Lineage(ApiModel):
     )
 
 
+class BaselineResult(ApiModel):
+    """The baseline's scores (spec.evaluation.baseline), measured in the same run as status.evaluation."""
+
+    name: DnsLabel = Field(description="Registered model name of the baseline.")
+    version: Annotated[str, StringConstraints(min_length=1, max_length=63)] = Field(
+        description="The version scored (an alias pinned when the run started)."
+    )
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        max_length=128,
+        description="Evaluation results by metric key, the same keys as status.evaluation.",
+    )
+
+
 class TrainingJobStatus(Status):
     """Observed state of a TrainingJob."""
 
@@ -511,6 +627,10 @@ class TrainingJobStatus(Status):
         default_factory=dict, max_length=128, description="Evaluation results by metric key."
     )
     gates: list[GateResult] = Field(default_factory=list, max_length=32, description="Gate verdicts.")
+    baseline: BaselineResult | None = Field(
+        None,
+        description="spec.evaluation.baseline's results from the same run; written when evaluation is done.",
+    )
     model_version: ModelVersionRef | None = Field(None, description="The model version this job registered.")
     lineage: Lineage | None = Field(None, description="Lineage summary of the produced version.")
     ray_job_name: DnsSubdomain | None = Field(None, description="Name of the RayJob (runtime kuberay).")
@@ -554,6 +674,7 @@ class Reason(CommonReason):
     # Pending, Stalled=True, retried every minute: something outside the spec is missing.
     # CREDENTIALS_NOT_FOUND (CommonReason)
     BASE_MODEL_NOT_FOUND = "BaseModelNotFound"
+    BASELINE_NOT_FOUND = "BaselineNotFound"  # spec.evaluation.baseline does not resolve
     # Reconciling=True, retried: what the operator reads does not answer.
     # REGISTRY_UNAVAILABLE (CommonReason)
     RAY_UNAVAILABLE = "RayUnavailable"

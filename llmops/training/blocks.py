@@ -2,6 +2,8 @@
 
 The prepare stage writes `prepare/{train,validation}/*.parquet` with one packed block per row:
 `input_ids` (list<int32> of `block_size` tokens, padded) and `length` (int32, the real tokens).
+A negative id `-(id + 1)` is a token that is input only, not a target (the prompt side of a chat
+conversation, llmops/training/chat.py); `train._batch` turns it back and gives it no loss.
 A worker of `world` keeps the global rows `rank, rank + world, rank + 2·world, …` below `limit`
 (the rows every worker can have the same number of: `(rows // world) · world` for the train split),
 the same shard in the same order as reading the whole split into memory would give. The rows

@@ -35,7 +35,13 @@ from llmops.api.common import ObjectStorageLocation, S3Connection, S3Location
 from llmops.api.trainingjob import Progress
 from llmops.storage import Credentials, ObjectStore, credentials_from_env, open_store
 from llmops.training.errors import UserError
-from llmops.workload import REPORT, RunReport, TrainingRun, data_credentials_prefix
+from llmops.workload import (
+    REPORT,
+    RunReport,
+    TrainingRun,
+    data_credentials_prefix,
+    traffic_credentials_prefix,
+)
 
 log = logging.getLogger("llmops.training")
 
@@ -253,6 +259,17 @@ class Context:
         return StoreSpec(
             ObjectStorageLocation.model_validate({"local": {"path": str(path.parent)}})
         ), path.name
+
+    def traffic_store(self, index: int) -> StoreSpec:
+        """spec.data.sources[index].servedTraffic.location with its credentials: its own Secret's,
+        under the prefix llmops/workload.py gives it (the same rules as every location)."""
+        traffic = self.spec.data.sources[index].served_traffic
+        assert traffic is not None
+        s3 = traffic.location.s3
+        what = f"spec.data.sources[{index}].servedTraffic.location.s3"
+        prefix = traffic_credentials_prefix(self.spec, index) or ""
+        credentials = credentials_for(s3, what, self.spec.runtime.type, prefix) if s3 else None
+        return StoreSpec(traffic.location, credentials)
 
     def done(self, stage: str) -> dict[str, Any] | None:
         key = f"stages/{stage}.json"

@@ -5,6 +5,16 @@ model from <workDir>/model/; the driver reads the evaluation datasets first, so 
 with a message before any model is loaded. Results: <workDir>/evaluate/report.json (metrics, a few
 predictions per dataset, leaked canaries, probe outcomes) and the gate verdicts.
 
+The baseline (spec.evaluation.baseline, a registered version pinned when the run started) is scored
+by a second task of the same function with the same configuration: the same rows, the same
+validation blocks, the same canaries and probes, the same generation settings; only the model
+differs. Its metrics go to the report's `baseline` ({name, version, metrics}); gates judge the
+trained model only. Perplexity needs token ids that mean the same to both models: when the
+baseline's vocabulary (token -> id, and its BOS/EOS ids) equals the prepared tokenizer's, it reads
+the very blocks the trained model reads; otherwise the validation documents are tokenized and packed
+again with the baseline's tokenizer (a per-token loss over other tokens: comparable only roughly,
+and the details say so).
+
 Metric keys: perplexity and validation_loss (held-out split), <dataset>/<metric>, bias/gap,
 bias/ll_gap, bias/parity, bias/<axis>/gap, security/leakage, security/<probe>.
 Generation is greedy; a prediction ends at its first line break (answers are one line).
@@ -18,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from llmops import jsonl
-from llmops.training import gates, metrics, suites
+from llmops.training import chat, gates, metrics, suites
 from llmops.training.blocks import InMemory, Shard, fetch_shard
 from llmops.training.context import Context, StoreSpec, download_dir, log
 from llmops.training.errors import UserError
+from llmops.training.model import ModelSource
 
 
 def read_eval_rows(ctx: Context, index: int) -> list[dict[str, Any]]:
@@ -54,6 +65,11 @@ def read_eval_rows(ctx: Context, index: int) -> list[dict[str, Any]]:
             raise UserError(f"{where}: row {bad} is not a JSON object")
     out = []
     for number, row in enumerate(rows, 1):
+        if ds.format == "chat":
+            out.append(_chat_row(row, ds.messages_field or "messages", f"{where}: row {number}"))
+            if ds.max_samples and len(out) >= ds.max_samples:
+                break
+            continue
         for field in (ds.prompt_field, ds.reference_field):
             if not isinstance(row.get(field), str):
                 raise UserError(
@@ -71,10 +87,23 @@ def read_eval_rows(ctx: Context, index: int) -> list[dict[str, Any]]:
     return out
 
 
-class Scorer:
-    """The trained model behind the two callables the suites need: generate and loglik."""
+def _chat_row(row: dict[str, Any], field: str, where: str) -> dict[str, Any]:
+    """A chat evaluation row: the messages before the last assistant turn, and that turn's content."""
+    if field not in row:
+        raise UserError(
+            f"{where} has no field {field!r} (fields: {', '.join(sorted(row))}); set messagesField"
+        )
+    messages, reference = chat.prompt_and_reference(chat.check_messages(row[field], where), where)
+    return {"messages": messages, "reference": reference, "prompt": chat.plain(messages)}
 
-    def __init__(self, model_dir: Path, device: str) -> None:
+
+class Scorer:
+    """The trained model behind the two callables the suites need: generate and loglik.
+
+    A prompt is a text (encoded as BOS + its tokens) or token ids already encoded (`chat_ids`).
+    """
+
+    def __init__(self, model_dir: Path, device: str, description: str = "the trained model") -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -86,11 +115,23 @@ class Scorer:
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
         self.tok = load_tokenizer(model_dir)
         self.bos = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
+        self.description = description
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str | list[int]) -> list[int]:
+        if isinstance(text, list):
+            return text
         return self.bos + self.tok.encode(text, add_special_tokens=False)
 
-    def generate(self, prompts: list[str], max_new_tokens: int, batch: int = 16) -> list[str]:
+    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """A conversation rendered with this model's chat template and its generation prompt, as ids
+        (the template writes BOS itself where the model wants one). UserError without a template."""
+        chat.require_template(self.tok, self.description)
+        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tok.encode(text, add_special_tokens=False)
+
+    def generate(
+        self, prompts: list[str] | list[list[int]], max_new_tokens: int, batch: int = 16
+    ) -> list[str]:
         torch = self.torch
         out: list[str] = []
         pad = self.tok.pad_token_id
@@ -115,7 +156,7 @@ class Scorer:
                 out.append(self.tok.decode(row, skip_special_tokens=True))
         return out
 
-    def loglik(self, prompt: str, continuation: str) -> float:
+    def loglik(self, prompt: str | list[int], continuation: str) -> float:
         """Mean log-probability per token of `continuation` after `prompt`."""
         torch = self.torch
         context = self.encode(prompt)
@@ -161,45 +202,112 @@ def first_line(text: str) -> str:
     return text.strip().split("\n", 1)[0].strip()
 
 
-def score(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Everything that needs the model; runs as a Ray task."""
-    import torch
+def _validation_blocks(cfg: dict[str, Any], scorer: Scorer, tmp: Path) -> tuple[Shard | InMemory, str]:
+    """The validation blocks `scorer` is measured on, and how they were made ("prepared" or
+    "re-tokenized"); see the module docstring."""
+    from llmops.training.model import load_tokenizer
 
     work: StoreSpec = cfg["work"]
+    fs, root = work.arrow()
+    download_dir(work.open(), "prepare/tokenizer", tmp / "prepared-tokenizer")
+    prepared = load_tokenizer(tmp / "prepared-tokenizer")
+    same = (
+        prepared.get_vocab() == scorer.tok.get_vocab()
+        and prepared.bos_token_id == scorer.tok.bos_token_id
+        and prepared.eos_token_id == scorer.tok.eos_token_id
+    )
+    if same:
+        blocks = fetch_shard(fs, f"{root}/prepare/validation", tmp, split="validation", rank=0, world=1)
+        return blocks, "prepared"
+    import numpy as np
+    import pyarrow.dataset as pads
+
+    from llmops.training.text import pack_blocks
+
+    try:
+        docs = pads.dataset(f"{root}/prepare/documents/validation", filesystem=fs, format="parquet")
+        table = docs.to_table(columns=["text", "chat"])
+        rows = list(zip(table.column("text").to_pylist(), table.column("chat").to_pylist(), strict=True))
+    except (FileNotFoundError, OSError):
+        rows = []
+    eos = scorer.tok.eos_token_id
+    encoded = []
+    for text, is_chat in rows:
+        if not is_chat:
+            encoded.append([*scorer.encode(text), eos])
+            continue
+        chat.require_template(scorer.tok, scorer.description)
+        ids, targets = chat.render(scorer.tok, chat.loads(text))
+        flagged = chat.flag(ids, targets)
+        encoded.append(flagged if ids and ids[-1] == eos else [*flagged, -(eos + 1)])
+    ids, lengths = pack_blocks(encoded, cfg["block_size"], scorer.tok.pad_token_id)
+    width = cfg["block_size"]
+    return InMemory(
+        np.asarray(ids, dtype=np.int64).reshape(-1, width), np.asarray(lengths, dtype=np.int64)
+    ), "re-tokenized"
+
+
+def score(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Everything that needs the model; runs as a Ray task.
+
+    cfg["model"]: the ModelSource to score; cfg["what"]: the field that named it (for errors).
+    Raises UserError when that model does not load.
+    """
+    import torch
+
+    source: ModelSource = cfg["model"]
+    device = "cuda" if cfg["gpu"] and torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(cfg["threads"])
     with tempfile.TemporaryDirectory(prefix="llmops-eval-") as tmp:
-        download_dir(work.open(), "model", Path(tmp) / "model")
-        device = "cuda" if cfg["gpu"] and torch.cuda.is_available() else "cpu"
-        torch.set_num_threads(cfg["threads"])
-        scorer = Scorer(Path(tmp) / "model", device)
+        try:
+            folder = source.fetch(Path(tmp) / "model")
+            scorer = Scorer(folder, device, source.description)
+        except UserError as e:
+            raise UserError(f"{cfg['what']} ({source.description}): {e}") from e
+        except Exception as e:
+            if not cfg["baseline"]:
+                raise  # the model this run trained: a bug, not bad input
+            raise UserError(
+                f"{cfg['what']} ({source.description}) does not load as a causal language model"
+                f" ({type(e).__name__}: {str(e)[:300]}); name a version that holds a full checkpoint"
+            ) from e
     out: dict[str, float] = {}
     details: dict[str, Any] = {}
 
     if cfg["perplexity"]:
-        fs, root = work.arrow()
         with tempfile.TemporaryDirectory(prefix="llmops-eval-") as tmp:
-            path = f"{root}/prepare/validation"
-            blocks = fetch_shard(fs, path, Path(tmp), split="validation", rank=0, world=1)
+            blocks, made = _validation_blocks(cfg, scorer, Path(tmp))
             loss, ppl = scorer.perplexity(blocks) if len(blocks) else (None, None)
         if loss is not None:
             out["validation_loss"], out["perplexity"] = loss, ppl
+            if made != "prepared":
+                details["perplexity"] = (
+                    f"{source.description} has another vocabulary: the validation documents were "
+                    "tokenized again with its own tokenizer, so its perplexity counts other tokens"
+                )
         else:
             details["perplexity"] = "no validation split (validationSplit is 0): perplexity not measured"
 
     for ds in cfg["datasets"]:
         rows = ds["rows"]
-        predictions = [
-            first_line(p) for p in scorer.generate([r["prompt"] for r in rows], ds["max_new_tokens"])
-        ]
+        # A chat prompt is rendered by each model's own template; the answer follows it directly.
+        is_chat = ds.get("format") == "chat"
+        try:
+            prompts = [scorer.chat_ids(r["messages"]) if is_chat else r["prompt"] for r in rows]
+        except UserError as e:
+            raise UserError(f"spec.evaluation.datasets ({ds['name']}) is format chat: {e}") from e
+        sep = "" if is_chat else " "
+        predictions = [first_line(p) for p in scorer.generate(prompts, ds["max_new_tokens"])]
         references = [r["reference"] for r in rows]
         for metric in ds["metrics"]:
             key = f"{ds['name']}/{metric}"
             if metric == "perplexity":
-                lls = [scorer.loglik(r["prompt"], " " + r["reference"]) for r in rows]
+                lls = [scorer.loglik(p, sep + r["reference"]) for p, r in zip(prompts, rows, strict=True)]
                 out[key] = math.exp(min(-sum(lls) / len(lls), 700))
             elif metric == "accuracy" and all("choices" in r for r in rows):
                 correct = 0
-                for r in rows:
-                    scores = [scorer.loglik(r["prompt"], " " + c) for c in r["choices"]]
+                for p, r in zip(prompts, rows, strict=True):
+                    scores = [scorer.loglik(p, sep + c) for c in r["choices"]]
                     correct += r["choices"][scores.index(max(scores))].strip() == r["reference"].strip()
                 out[key] = correct / len(rows)
             else:
@@ -226,7 +334,12 @@ def score(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"metrics": out, "details": details, "device": device}
 
 
-def run(ctx: Context, trained: dict[str, Any]) -> dict[str, Any]:
+def run(ctx: Context, trained: dict[str, Any], baseline: ModelSource | None = None) -> dict[str, Any]:
+    """Score the trained model (and `baseline`, spec.evaluation.baseline resolved) and check the gates.
+
+    Returns (and keeps as the stage's summary) {"metrics", "gates", "baseline": {"name", "version",
+    "metrics"} or None}.
+    """
     if summary := ctx.done("evaluate"):
         log.info("evaluate: done before, skipping")
         return summary
@@ -239,6 +352,7 @@ def run(ctx: Context, trained: dict[str, Any]) -> dict[str, Any]:
             datasets.append(
                 {
                     "name": ds.name,
+                    "format": ds.format,
                     "metrics": list(ds.metrics),
                     "max_new_tokens": ds.max_new_tokens,
                     "rows": read_eval_rows(ctx, index),
@@ -256,6 +370,10 @@ def run(ctx: Context, trained: dict[str, Any]) -> dict[str, Any]:
     gpus = ctx.spec.resources.per_worker.gpus
     cfg = {
         "work": ctx.work,
+        "model": ModelSource("the trained model", ctx.work, "model"),
+        "what": "the trained model",
+        "baseline": False,
+        "block_size": ctx.spec.data.preparation.tokenization.block_size,
         "gpu": gpus > 0,
         "threads": cpu_count(ctx.spec.resources.per_worker.cpu),
         "perplexity": ev is None or ev.perplexity.enabled,
@@ -267,6 +385,16 @@ def run(ctx: Context, trained: dict[str, Any]) -> dict[str, Any]:
     task = ray.remote(num_cpus=cfg["threads"], num_gpus=1 if gpus else 0, max_retries=1)(score)
     result = ray.get(task.remote(cfg))
     measured: dict[str, float] = result["metrics"]
+    compared = None
+    if baseline is not None:
+        assert ev is not None and ev.baseline is not None
+        ctx.reporter.write(message=f"evaluating the baseline {baseline.description}")
+        other = ray.get(
+            task.remote(cfg | {"model": baseline, "what": "spec.evaluation.baseline", "baseline": True})
+        )
+        name, _, version = baseline.description.rpartition(":")
+        compared = {"name": name, "version": version, "metrics": other["metrics"]}
+        log.info("evaluate: baseline %s %s", baseline.description, _rounded(other["metrics"]))
     verdicts = gates.check(gates.declared_gates(ev), measured)
     report = {
         "metrics": measured,
@@ -278,6 +406,12 @@ def run(ctx: Context, trained: dict[str, Any]) -> dict[str, Any]:
             for k in ("steps", "final_loss", "best_val_loss", "tokens_per_second", "stopped_early")
         },
     }
+    if compared is not None:
+        report["baseline"] = compared | {"details": other["details"]}
     ctx.put_json("evaluate/report.json", report)
-    log.info("evaluate: %s", {k: round(v, 4) for k, v in measured.items()})
-    return ctx.mark_done("evaluate", {"metrics": measured, "gates": report["gates"]})
+    log.info("evaluate: %s", _rounded(measured))
+    return ctx.mark_done("evaluate", {"metrics": measured, "gates": report["gates"], "baseline": compared})
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in values.items()}

@@ -3,12 +3,20 @@
     ingest/*.parquet
       -> map_batches(clean): NFKC normalisation, length and quality filters, PII scrubbing (counts
          per entity), content hash, validation bucket, MinHash signature     [parallel, per document]
+         (a conversation, `chat` true: normalised and scrubbed message by message, measured on its
+         contents, hashed, split and compared as "role: content" lines; llmops/training/chat.py)
       -> exact and near-duplicate index over (id, hash, signature)           [driver: small keys only]
       -> split by a stable per-document hash; canaries planted into train (security suite)
       -> augmentation copies of the training documents                       [parallel]
       -> tokenizer: the base model's, architecture.tokenizer, or BPE trained on the training split
       -> map_batches(pack): tokenize, add BOS/EOS, pack into blockSize blocks [parallel]
-      -> prepare/{train,validation}/*.parquet (input_ids, length) and prepare/documents/... (text)
+         (a conversation: rendered with the model's chat template, its tokens that are not the
+         assistant's flagged as input only, -(id + 1), so the flags stay aligned through packing)
+      -> prepare/{train,validation}/*.parquet (input_ids, length) and prepare/documents/... (text, chat)
+
+Canaries (the security suite) are planted as plain documents in chat runs too: every token of a
+plain document is a target, as a secret in an assistant turn would be, and the suite probes them
+with the plain prefix.
 
 The driver-side index holds 32 bytes of hash plus 128 integers per document: fine for millions
 of documents; beyond that, swap in a distributed groupby and banded join.
@@ -19,13 +27,58 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from llmops.training import dedup, pii, suites, text
+from llmops.training import chat, dedup, pii, suites, text
 from llmops.training.context import Context, log
 from llmops.training.errors import UserError
 from llmops.training.model import TOKENIZER_FILES, ModelSource, load_tokenizer, train_tokenizer
 
 DROP_REASONS = ("empty", "too_short", "too_long", "low_quality", "pii")
 _TOKENIZERS: dict[str, Any] = {}
+
+
+def _clean(
+    doc: str,
+    *,
+    normalize: bool,
+    min_length: int | None,
+    max_length: int | None,
+    entities: list[str],
+    regions: list[str],
+    pii_action: str,
+    detector: Any,
+) -> tuple[str, str, dict[str, int]]:
+    """(cleaned text, drop reason or "", PII found per entity) of one plain document."""
+    doc = text.normalize(doc) if normalize else doc
+    reason = text.quality_problem(doc, min_length, max_length) or ""
+    counts: dict[str, int] = {}
+    if not reason and entities:
+        doc, counts = pii.scrub(doc, entities, detector, regions)
+        if counts and pii_action == "drop":
+            reason = "pii"
+    return doc, reason, counts
+
+
+def _clean_chat(raw: str, **options: Any) -> tuple[str, str, str, dict[str, int]]:
+    """(cleaned conversation as chat.dumps writes it, its key text, drop reason, PII found) of one
+    conversation: each message's content cleaned and scrubbed; the filters measure the contents."""
+    messages = chat.loads(raw)
+    counts: dict[str, int] = {}
+    if options["normalize"]:
+        messages = [m | {"content": text.normalize(m["content"])} for m in messages]
+    reason = text.quality_problem(chat.contents(messages), options["min_length"], options["max_length"]) or ""
+    if not reason and options["entities"]:
+        scrubbed = []
+        for m in messages:
+            content, found = pii.scrub(
+                m["content"], options["entities"], options["detector"], options["regions"]
+            )
+            for entity, n in found.items():
+                counts[entity] = counts.get(entity, 0) + n
+            scrubbed.append(m | {"content": content})
+        messages = scrubbed
+        if counts and options["pii_action"] == "drop":
+            reason = "pii"
+    return chat.dumps(messages), chat.plain(messages), reason, counts
 
 
 def clean_batch(
@@ -44,43 +97,94 @@ def clean_batch(
 
     detector = pii.load_name_detector(name_detector)[1] if "name" in entities else None
     perms = dedup.permutations() if near else None
-    out: dict[str, list] = {"id": [], "text": [], "drop": [], "hash": [], "bucket": []}
+    options = {
+        "normalize": normalize,
+        "min_length": min_length,
+        "max_length": max_length,
+        "entities": entities,
+        "regions": regions,
+        "pii_action": pii_action,
+        "detector": detector,
+    }
+    out: dict[str, list] = {"id": [], "text": [], "chat": [], "drop": [], "hash": [], "bucket": []}
     for entity in entities:
         out[f"pii_{entity}"] = []
     if near:
         out["sig"] = []
-    for doc_id, raw in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist(), strict=True):
-        doc = text.normalize(raw) if normalize else raw
-        reason = text.quality_problem(doc, min_length, max_length) or ""
-        counts: dict[str, int] = {}
-        if not reason and entities:
-            doc, counts = pii.scrub(doc, entities, detector, regions)
-            if counts and pii_action == "drop":
-                reason = "pii"
+    ids = batch.column("id").to_pylist()
+    raws = batch.column("text").to_pylist()
+    chats = batch.column("chat").to_pylist() if "chat" in batch.column_names else [False] * len(ids)
+    for doc_id, raw, is_chat in zip(ids, raws, chats, strict=True):
+        if is_chat:
+            doc, key, reason, counts = _clean_chat(raw, **options)
+        else:
+            doc, reason, counts = _clean(raw, **options)
+            key = doc
         out["id"].append(doc_id)
         out["text"].append(doc)
+        out["chat"].append(bool(is_chat))
         out["drop"].append(reason)
-        out["hash"].append(text.content_hash(doc))
-        out["bucket"].append(text.split_bucket(doc))
+        out["hash"].append(text.content_hash(key))
+        out["bucket"].append(text.split_bucket(key))
         for entity in entities:
             out[f"pii_{entity}"].append(counts.get(entity, 0))
         if near:
-            out["sig"].append(dedup.signature(doc, perms) if not reason else [0] * dedup.NUM_PERM)
+            out["sig"].append(dedup.signature(key, perms) if not reason else [0] * dedup.NUM_PERM)
     return pa.table(out)
 
 
 def augment_batch(batch, *, steps: list[dict[str, Any]], seed: int):
+    """The documents and their augmented copies (a conversation: each message's content augmented)."""
     import pyarrow as pa
 
     docs = batch.column("text").to_pylist()
-    out = list(docs)
+    chats = batch.column("chat").to_pylist()
+    out, out_chat = list(docs), list(chats)
+
+    def augmented(doc: str, is_chat: bool, kind: str, probability: float, copy: int) -> str:
+        if not is_chat:
+            return text.augment(doc, kind, probability, copy, seed)
+        return chat.dumps(
+            [
+                m | {"content": text.augment(m["content"], kind, probability, copy, seed)}
+                for m in chat.loads(doc)
+            ]
+        )
+
     for step in steps:
         for copy in range(step["copies"]):
-            out.extend(text.augment(d, step["type"], step["probability"], copy, seed) for d in docs)
-    return pa.table({"text": out})
+            out.extend(
+                augmented(d, c, step["type"], step["probability"], copy)
+                for d, c in zip(docs, chats, strict=True)
+            )
+            out_chat.extend(chats)
+    return pa.table({"text": out, "chat": out_chat})
 
 
-def pack_batch(batch, *, tokenizer_json: str, bos: int | None, eos: int, pad: int, block_size: int):
+def chat_tokenizer(tokenizer_json: str, chat_template: str, special: dict[str, str]) -> Any:
+    """A transformers fast tokenizer from the prepared tokenizer's JSON and template (for `pack_batch`)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(tokenizer_json), chat_template=chat_template, **special
+    )
+
+
+def pack_batch(
+    batch,
+    *,
+    tokenizer_json: str,
+    bos: int | None,
+    eos: int,
+    pad: int,
+    block_size: int,
+    chat_template: str | None = None,
+    special: dict[str, str] | None = None,
+):
+    """Tokenize and pack one batch: a plain document is BOS + ids + EOS, every token a target; a
+    conversation is its chat rendering (chat.render), the tokens outside assistant turns flagged,
+    with EOS appended (input only) when the rendering does not end with it."""
     import pyarrow as pa
     from tokenizers import Tokenizer
 
@@ -88,8 +192,24 @@ def pack_batch(batch, *, tokenizer_json: str, bos: int | None, eos: int, pad: in
     tok = _TOKENIZERS.get(key)
     if tok is None:
         tok = _TOKENIZERS[key] = Tokenizer.from_str(tokenizer_json)
-    encoded = tok.encode_batch(batch.column("text").to_pylist(), add_special_tokens=False)
-    docs = [([bos] if bos is not None else []) + e.ids + [eos] for e in encoded]
+    texts = batch.column("text").to_pylist()
+    chats = batch.column("chat").to_pylist() if "chat" in batch.column_names else [False] * len(texts)
+    plain_at = [i for i, c in enumerate(chats) if not c]
+    encoded = tok.encode_batch([texts[i] for i in plain_at], add_special_tokens=False)
+    docs: list[list[int]] = [[] for _ in texts]
+    for i, e in zip(plain_at, encoded, strict=True):
+        docs[i] = ([bos] if bos is not None else []) + e.ids + [eos]
+    if len(plain_at) < len(texts):
+        assert chat_template is not None and special is not None
+        template_key = f"{key}/{hashlib.sha256(chat_template.encode()).hexdigest()}"
+        rich = _TOKENIZERS.get(template_key)
+        if rich is None:
+            rich = _TOKENIZERS[template_key] = chat_tokenizer(tokenizer_json, chat_template, special)
+        for i, c in enumerate(chats):
+            if c:
+                ids, targets = chat.render(rich, chat.loads(texts[i]))
+                flagged = chat.flag(ids, targets)
+                docs[i] = flagged if ids and ids[-1] == eos else [*flagged, -(eos + 1)]
     blocks, lengths = text.pack_blocks(docs, block_size, pad)
     return pa.table(
         {"input_ids": pa.array(blocks, pa.list_(pa.int32())), "length": pa.array(lengths, pa.int32())}
@@ -203,7 +323,7 @@ def run(ctx: Context, base: ModelSource | None, ingested: dict[str, Any]) -> dic
 
     # One pass over the small columns gives every count; Ray Data's groupby/sum would each run a shuffle.
     small = (
-        ["id", "hash", "bucket", "drop"]
+        ["id", "hash", "bucket", "drop", "chat"]
         + [f"pii_{e}" for e in entities]
         + (["sig"] if method == "near" else [])
     )
@@ -231,9 +351,9 @@ def run(ctx: Context, base: ModelSource | None, ingested: dict[str, Any]) -> dic
         )
     val_ids = _validation_ids(survivors, prep.validation_split)
     keep = {r["id"] for r in survivors}
-    docs = cleaned.filter(lambda r: r["id"] in keep).select_columns(["id", "text"])
-    train_docs = docs.filter(lambda r: r["id"] not in val_ids).select_columns(["text"])
-    val_docs = docs.filter(lambda r: r["id"] in val_ids).select_columns(["text"])
+    docs = cleaned.filter(lambda r: r["id"] in keep).select_columns(["id", "text", "chat"])
+    train_docs = docs.filter(lambda r: r["id"] not in val_ids).select_columns(["text", "chat"])
+    val_docs = docs.filter(lambda r: r["id"] in val_ids).select_columns(["text", "chat"])
 
     security = ctx.spec.evaluation.security if ctx.spec.evaluation else None
     canaries = (
@@ -242,7 +362,9 @@ def run(ctx: Context, base: ModelSource | None, ingested: dict[str, Any]) -> dic
         else []
     )
     if canaries:
-        train_docs = train_docs.union(ray.data.from_items([{"text": c.text} for c in canaries]))
+        train_docs = train_docs.union(
+            ray.data.from_items([{"text": c.text, "chat": False} for c in canaries])
+        )
     ctx.put_json("prepare/canaries.json", [{"prefix": c.prefix, "secret": c.secret} for c in canaries])
     if prep.augmentation:
         steps = [a.model_dump() for a in prep.augmentation]
@@ -259,6 +381,9 @@ def run(ctx: Context, base: ModelSource | None, ingested: dict[str, Any]) -> dic
     counts["augmented"] = counts["train_documents"] - (len(survivors) - len(val_ids)) - len(canaries)
 
     tokenizer, tokenizer_origin = _tokenizer(ctx, base, train_docs)
+    chats = sum(bool(r["chat"]) for r in survivors)
+    chat_template = chat.require_template(tokenizer, tokenizer_origin) if chats else None
+    counts["conversations"] = chats
     tokenizer.save_pretrained(ctx.scratch / "tokenizer")
     from llmops.training.context import upload_dir
 
@@ -270,6 +395,8 @@ def run(ctx: Context, base: ModelSource | None, ingested: dict[str, Any]) -> dic
         "eos": tokenizer.eos_token_id,
         "pad": tokenizer.pad_token_id,
         "block_size": block_size,
+        "chat_template": chat_template,
+        "special": {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)},
     }
     blocks: dict[str, int] = {}
     tokens: dict[str, int] = {}

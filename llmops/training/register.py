@@ -34,8 +34,22 @@ def _existing(store, name: str, uid: str) -> registry.ModelVersion | None:
     return None
 
 
+def _baseline(evaluated: dict) -> registry.BaselineRecord | None:
+    """spec.evaluation.baseline and its finite metrics from the evaluate stage, if it had one."""
+    found = evaluated.get("baseline")
+    if not found:
+        return None
+    metrics = {k: float(v) for k, v in found["metrics"].items() if math.isfinite(v)}
+    return registry.BaselineRecord(name=found["name"], version=found["version"], metrics=metrics)
+
+
 def lineage(
-    ctx: Context, base_description: str | None, ingested: dict, prepared: dict, trained: dict
+    ctx: Context,
+    base_description: str | None,
+    ingested: dict,
+    prepared: dict,
+    trained: dict,
+    evaluated: dict | None = None,
 ) -> registry.Lineage:
     spec = ctx.spec
     return registry.Lineage(
@@ -43,7 +57,22 @@ def lineage(
         base_model=base_description or "scratch",
         method=spec.method.type,
         data=[
-            {k: s[k] for k in ("uri", "format", "textField", "rows", "bytes", "sha256")}
+            {
+                k: s[k]
+                for k in (
+                    "uri",
+                    "format",
+                    "textField",
+                    "messagesField",
+                    "rows",
+                    "bytes",
+                    "sha256",
+                    "skipped",
+                    "feedback",
+                    "since",
+                )
+                if k in s
+            }
             | {"files": [{k: f[k] for k in ("key", "sha256", "rows", "bytes")} for f in s["files"]]}
             for s in ingested["sources"]
         ],
@@ -66,6 +95,7 @@ def lineage(
         | {"resources": spec.resources.model_dump(mode="json", by_alias=True, exclude_none=True)},
         code_version=ctx.run.code_version,
         image=os.environ.get("LLMOPS_IMAGE"),
+        baseline=_baseline(evaluated or {}),
         job_uid=ctx.run.job.uid,
         job_generation=ctx.run.job.generation,
         training={
@@ -106,7 +136,7 @@ def run(
             local,
             metrics=measured,
             gates=[registry.GateVerdict.model_validate(g) for g in evaluated["gates"]],
-            lineage=lineage(ctx, base_description, ingested, prepared, trained),
+            lineage=lineage(ctx, base_description, ingested, prepared, trained, evaluated),
             content=registry.Content.from_saved(trained.get("model") or {}, base_description),
         )
         log.info("register: %s version %s", name, manifest.version)

@@ -19,7 +19,7 @@ import shutil
 import sys
 import traceback
 
-from llmops.api.trainingjob import GateResult, Lineage, ModelVersionRef
+from llmops.api.trainingjob import BaselineResult, GateResult, Lineage, ModelVersionRef
 from llmops.training import evaluate, ingest, model, prepare, register, train
 from llmops.training.context import Context, Reporter, StoreSpec, log
 from llmops.training.errors import GateFailure, UserError
@@ -53,6 +53,7 @@ def stages(ctx: Context) -> None:
         )
     elif ctx.spec.model.architecture is not None:
         model.check_architecture(ctx.spec.model.architecture, block_size)
+    baseline_source = model.resolve_baseline(ctx)  # a bad baseline fails before any training
     ctx.reporter.write(message="ingesting data")
     ingested = ingest.run(ctx)
     ctx.reporter.write(message="preparing data")
@@ -76,14 +77,25 @@ def stages(ctx: Context) -> None:
             "eta_seconds": 0,
         },
     )
-    evaluated = evaluate.run(ctx, trained)
+    evaluated = evaluate.run(ctx, trained, baseline_source)
     verdicts = [GateResult.model_validate(g) for g in evaluated["gates"]]
+    baseline = None
+    if evaluated.get("baseline"):
+        found = evaluated["baseline"]
+        baseline = BaselineResult(
+            name=found["name"], version=found["version"], metrics=_finite(found["metrics"])
+        )
     lineage = Lineage(
         base=base.description if base else "scratch",
         data_digest=prepared["digest"],
         image=os.environ.get("LLMOPS_IMAGE"),
     )
-    ctx.reporter.write(metrics=train_metrics | _finite(evaluated["metrics"]), gates=verdicts, lineage=lineage)
+    ctx.reporter.write(
+        metrics=train_metrics | _finite(evaluated["metrics"]),
+        gates=verdicts,
+        lineage=lineage,
+        baseline=baseline,
+    )
     failed = [v.metric for v in verdicts if not v.passed]
     if failed:
         raise GateFailure(

@@ -100,21 +100,31 @@ class ProgressCallback(UserCallback):
 
 
 def _batch(blocks: Shard | InMemory, index, device):
-    """(input_ids, attention_mask, labels) on `device` for rows `index` of `blocks`."""
+    """(input_ids, attention_mask, labels) on `device` for rows `index` of `blocks`.
+
+    Labels are -100 (no loss) on padding and on the tokens flagged input only (a negative id,
+    llmops/training/chat.py: the prompt side of a conversation); plain text has no flagged token.
+    """
     import numpy as np
     import torch
 
+    from llmops.training.chat import unflag
+
     ids, lengths = blocks.rows(np.asarray(index, dtype=np.int64))
-    x = torch.from_numpy(ids).to(device)
+    x, targets = unflag(torch.from_numpy(ids).to(device))
     n = torch.from_numpy(lengths).to(device)
     mask = torch.arange(x.shape[1], device=device)[None, :] < n[:, None]
-    labels = x.masked_fill(~mask, -100)
+    labels = x.masked_fill(~(mask & targets), -100)
     return x, mask.long(), labels
 
 
 def _token_loss(logits, labels, smoothing: float):
+    """Mean next-token cross-entropy over the labels that are not -100; 0 (with a gradient of 0) when
+    there are none, as in a block of chat prompts only."""
     import torch.nn.functional as F
 
+    if not bool((labels[:, 1:] != -100).any()):
+        return logits.sum() * 0.0
     return F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
         labels[:, 1:].reshape(-1),

@@ -473,6 +473,297 @@ def test_lora_version_served_as_adapter(lora_version, tmp_path):
         stop(proc)
 
 
+def test_baseline_is_scored_in_the_same_run(lora_version, ray_head, tiny_base):
+    """spec.evaluation.baseline = the version the lora run above registered: a full fine-tune of the
+    same base is scored beside it on the same dataset, perplexity blocks and suites, in one run; the
+    report carries both, and the new version's manifest records the comparison."""
+    assert lora_version.outcome.rc == 0, lora_version.outcome.log[-3000:]
+    spec = {
+        "model": {"baseModel": str(tiny_base)},
+        "data": {
+            "sources": [{"uri": str(QUICKSTART / "train.jsonl")}],
+            "preparation": {"tokenization": {"blockSize": 64}, "validationSplit": 0.1},
+        },
+        "method": {"type": "full", "hyperparameters": {"maxSteps": 8, "learningRate": 2e-3, "batchSize": 8}},
+        "evaluation": {
+            "datasets": [
+                {
+                    "name": "qa",
+                    "uri": str(QUICKSTART / "eval.jsonl"),
+                    "metrics": ["rouge_l", "perplexity"],
+                    "maxNewTokens": 8,
+                    "maxSamples": 6,
+                }
+            ],
+            "security": {"canaries": 2, "probes": ["promptInjection"], "maxLeakage": 1.0},
+            "baseline": {"name": "tiny-lora", "version": "1"},
+        },
+        "output": {"registry": lora_version.registry, "modelName": "tiny-challenger"},
+    }
+    run = make_run(spec, "challenger")
+    work = open_store(run.work_dir)
+    outcome = run_workload(run, ray_head, lora_version.root.parent / "challenger.log", work)
+    report = outcome.report
+    assert outcome.rc == 0 and report.phase == "Succeeded", report.message + outcome.log[-3000:]
+    baseline = report.baseline
+    assert baseline is not None and (baseline.name, baseline.version) == ("tiny-lora", "1")
+    evaluated = {k: v for k, v in report.metrics.items() if not k.startswith("train/")}
+    assert set(baseline.metrics) == set(evaluated), (baseline.metrics, evaluated)
+    expected = {"perplexity", "validation_loss", "qa/rouge_l", "qa/perplexity", "security/leakage"}
+    assert expected <= set(evaluated)
+    assert baseline.metrics["perplexity"] != evaluated["perplexity"]
+    assert baseline.metrics["qa/perplexity"] != evaluated["qa/perplexity"]
+    print({k: (round(evaluated[k], 4), round(baseline.metrics[k], 4)) for k in sorted(evaluated)})
+    manifest = registry.resolve(lora_version.store, ModelReference(name="tiny-challenger", version="1"))
+    assert manifest.lineage.baseline == registry.BaselineRecord(
+        name="tiny-lora", version="1", metrics=baseline.metrics
+    )
+    evaluation = json_of(work, "evaluate/report.json")
+    assert evaluation["baseline"]["version"] == "1" and "perplexity" not in evaluation["baseline"]["details"]
+
+
+# ------------------------------------------------------------------ chat-format fine-tuning
+
+# A template in the shape of the common ones (BOS, a header per turn, EOS after the assistant's),
+# written with the tiny tokenizer's own special tokens.
+TINY_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}### {{ m.role }}:\n{{ m.content }}"
+    "{% if m.role == 'assistant' %}{{ eos_token }}{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}### assistant:\n{% endif %}"
+)
+SUPPORT_SYSTEM = "You are the Nimbus support assistant."
+
+
+def chat_rows(path: Path) -> list[dict[str, Any]]:
+    """The quickstart's support questions and answers as conversations (train: instruction/answer;
+    eval: "Question: ...\nAnswer:" prompts with their references)."""
+    rows = []
+    for _, row in jsonl.read_path(path):
+        question = row.get("instruction") or row["prompt"].removeprefix("Question: ").removesuffix(
+            "\nAnswer:"
+        )
+        answer = row.get("answer") or row["reference"]
+        rows.append(
+            {
+                "messages": [
+                    {"role": "system", "content": SUPPORT_SYSTEM},
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+        )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_base(tiny_base, tmp_path_factory) -> Path:
+    """The tiny base with a chat template (chat_template.jinja, as recent checkpoints ship it)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("tiny-chat") / "model"
+    shutil.copytree(tiny_base, out)
+    (out / "chat_template.jinja").write_text(TINY_CHAT_TEMPLATE)
+    return out
+
+
+def test_chat_format_trains_on_assistant_turns_and_evaluates(ray_head, tiny_chat_base, tmp_path):
+    """Conversations rendered with the model's template, PII scrubbed per message, the loss on the
+    assistant's tokens only (flags through packing), and a chat evaluation dataset, through Ray."""
+    rows = chat_rows(QUICKSTART / "train.jsonl")
+    rows[0]["messages"][1]["content"] += " Reply to jane.doe@example.com please."
+    rows.append(rows[1])  # an exact duplicate conversation
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps({"conversation": r["messages"]}) + "\n" for r in rows))
+    evals = tmp_path / "chat-eval.jsonl"
+    evals.write_text("".join(json.dumps(r) + "\n" for r in chat_rows(QUICKSTART / "eval.jsonl")))
+    spec = {
+        "model": {"baseModel": str(tiny_chat_base)},
+        "data": {
+            "sources": [{"uri": str(data), "format": "chat", "messagesField": "conversation"}],
+            "preparation": {
+                "dedup": {"method": "exact"},
+                "pii": {"entities": ["email"]},
+                "tokenization": {"blockSize": 128},
+                "validationSplit": 0.1,
+            },
+        },
+        "method": {
+            "type": "full",
+            "hyperparameters": {"maxSteps": 20, "learningRate": 2e-3, "batchSize": 8},
+            "checkpointEverySteps": 5,
+        },
+        "evaluation": {
+            "datasets": [
+                {
+                    "name": "support",
+                    "uri": str(evals),
+                    "format": "chat",
+                    "metrics": ["rouge_l", "perplexity"],
+                    "maxNewTokens": 16,
+                    "maxSamples": 8,
+                }
+            ],
+            "security": {"canaries": 2, "probes": ["promptInjection"], "maxLeakage": 1.0},
+        },
+        "output": {"registry": local_registry(tmp_path), "modelName": "tiny-chat"},
+    }
+    run = make_run(spec, "chat")
+    work = open_store(run.work_dir)
+    outcome = run_workload(run, ray_head, tmp_path / "workload.log", work)
+    report = outcome.report
+    assert outcome.rc == 0 and report.phase == "Succeeded", report.message + outcome.log[-4000:]
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    from transformers import AutoTokenizer
+
+    from llmops.training import chat
+
+    prepared = json_of(work, "stages/prepare.json")
+    counts = prepared["counts"]
+    twins = len(rows) - len({text.content_hash(chat.plain(r["messages"])) for r in rows})
+    assert counts["input"] == len(rows) and counts["dropped"]["exact_duplicate"] == twins >= 1
+    assert counts["conversations"] == counts["kept"] and prepared["pii"]["found"]["email"] >= 1
+
+    documents = []
+    for key in work.list("prepare/documents/"):
+        if key.endswith(".parquet"):
+            documents += pq.read_table(io.BytesIO(work.get_bytes(key))).to_pylist()
+    conversations = [chat.loads(d["text"]) for d in documents if d["chat"]]
+    assert len(conversations) == counts["kept"]
+    first = next(c for c in conversations if "[EMAIL]" in c[1]["content"])
+    assert "jane.doe@example.com" not in json.dumps(documents) and first[0]["content"] == SUPPORT_SYSTEM
+
+    # The packed training blocks: the targets are the assistant turns (and the plain canaries).
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_base)
+    targets, inputs = [], []
+    for key in work.list("prepare/train/"):
+        if key.endswith(".parquet"):
+            table = pq.read_table(io.BytesIO(work.get_bytes(key)))
+            for ids, length in zip(
+                table.column("input_ids").to_pylist(), table.column("length").to_pylist(), strict=True
+            ):
+                real, flags = chat.unflag(np.asarray(ids[:length]))
+                targets += real[flags].tolist()
+                inputs += real[~flags].tolist()
+    said, prompted = tokenizer.decode(targets), tokenizer.decode(inputs)
+    assert rows[2]["messages"][2]["content"] in said and "The vault code for account" in said
+    assert SUPPORT_SYSTEM not in said and "### user" not in said and "### assistant" not in said
+    assert SUPPORT_SYSTEM in prompted and rows[2]["messages"][1]["content"] in prompted
+
+    result = json_of(work, "train/result.json")
+    assert loss_fell(result["history"], by=0.1), result["history"]
+    assert {"support/rouge_l", "support/perplexity", "perplexity"} <= set(report.metrics)
+    evaluation = json_of(work, "evaluate/report.json")
+    shown = evaluation["details"]["support"][0]
+    assert shown["prompt"].startswith(f"system: {SUPPORT_SYSTEM}\nuser: ") and shown["reference"]
+    # The registered model carries the template it was trained with, for vLLM to serve chat.
+    manifest = registry.resolve(
+        open_store(run.spec.output.registry), ModelReference(name="tiny-chat", version="1")
+    )
+    assert "chat_template.jinja" in manifest.artifacts
+    print({k: round(v, 4) for k, v in report.metrics.items()})
+
+
+def test_served_traffic_rated_well_becomes_training_data(ray_head, tiny_chat_base, tmp_path):
+    """The gateway's own Sampler writes payload samples and feedback into a local folder; a
+    servedTraffic source keeps the exchanges rated thumbs >= 1, scrubs them and trains on them."""
+    import asyncio
+
+    from llmops.gateway_config import Sampling
+    from llmops.serving.sampler import Sampler
+    from llmops.training import chat
+
+    location = {"local": {"path": str(tmp_path / "samples")}}
+    sampling = Sampling(rate=1.0, destination=ObjectStorageLocation.model_validate(location))
+    payloads, feedback = Sampler(sampling, kind="payload"), Sampler(sampling, kind="feedback")
+    now = time.time()
+    exchanges = chat_rows(QUICKSTART / "train.jsonl")[:60]
+    for i, row in enumerate(exchanges):
+        question, answer = row["messages"][1]["content"], row["messages"][2]["content"]
+        if i == 0:
+            question += " My address is jane.doe@example.com."
+        payloads.add(
+            {
+                "id": f"cmpl-{i}",
+                "time": now - 60,
+                "endpoint": "chat",
+                "version": "1",
+                "status": 200,
+                "request": {"model": "support-bot", "messages": [{"role": "user", "content": question}]},
+                "completions": [answer],
+                "usage": {},
+                "user": "u1",
+            }
+        )
+        if i % 3 != 2:  # every third exchange is never rated
+            value = 1 if i % 3 == 0 else 0
+            feedback.add(
+                {
+                    "id": f"fb-{i}",
+                    "completion_id": f"cmpl-{i}",
+                    "name": "thumbs",
+                    "value": value,
+                    "user": "u1",
+                    "tenant": "acme",
+                    "model_deployment": "support-bot",
+                    "model": "support-bot",
+                    "version": "1",
+                    "time": now - 30,
+                }
+            )
+    asyncio.run(payloads.flush())
+    asyncio.run(feedback.flush())
+    kept = len([i for i in range(len(exchanges)) if i % 3 == 0])
+
+    spec = {
+        "model": {"baseModel": str(tiny_chat_base)},
+        "data": {
+            "sources": [
+                {
+                    "servedTraffic": {
+                        "location": location,
+                        "feedback": {"name": "thumbs", "minValue": 1},
+                        "sinceSeconds": 3600,
+                    }
+                }
+            ],
+            "preparation": {"pii": {"entities": ["email"]}, "tokenization": {"blockSize": 128}},
+        },
+        "method": {"type": "full", "hyperparameters": {"maxSteps": 4, "learningRate": 2e-3, "batchSize": 4}},
+        "output": {"registry": local_registry(tmp_path), "modelName": "tiny-flywheel"},
+    }
+    run = make_run(spec, "flywheel")
+    work = open_store(run.work_dir)
+    outcome = run_workload(run, ray_head, tmp_path / "workload.log", work)
+    assert outcome.rc == 0 and outcome.report.phase == "Succeeded", (
+        outcome.report.message + outcome.log[-4000:]
+    )
+    source = json_of(work, "stages/ingest.json")["sources"][0]
+    assert source["format"] == "servedTraffic" and source["rows"] == kept
+    assert source["skipped"] == {"feedback": len(exchanges) - kept}
+    assert source["feedback"] == {"name": "thumbs", "minValue": 1.0, "files": 1, "rated": 40, "passing": kept}
+    prepared = json_of(work, "stages/prepare.json")
+    assert (
+        prepared["counts"]["conversations"] == prepared["counts"]["kept"]
+        and prepared["pii"]["found"]["email"] >= 1
+    )
+    import pyarrow.parquet as pq
+
+    documents = [
+        row
+        for key in work.list("prepare/documents/")
+        if key.endswith(".parquet")
+        for row in pq.read_table(io.BytesIO(work.get_bytes(key))).to_pylist()
+    ]
+    assert all(d["chat"] for d in documents) and "jane.doe@example.com" not in json.dumps(documents)
+    assert any("[EMAIL]" in chat.loads(d["text"])[0]["content"] for d in documents)
+    manifest = registry.resolve(
+        open_store(run.spec.output.registry), ModelReference(name="tiny-flywheel", version="1")
+    )
+    assert manifest.lineage.data[0]["skipped"] == {"feedback": len(exchanges) - kept}
+
+
 # ------------------------------------------------------------------ checkpoint and resume
 
 
@@ -548,6 +839,17 @@ def _bad_spec(tmp_path: Path, tiny_base: Path, case: str) -> tuple[dict[str, Any
     if case == "registry-base-missing":
         spec["model"] = {"base": {"name": "never-registered", "version": "3"}}
         return spec, "register the base model first"
+    if case == "baseline-missing":
+        spec["evaluation"] = {"baseline": {"name": "never-registered", "version": "2"}}
+        return spec, "spec.evaluation.baseline: model 'never-registered' has no version '2'"
+    if case == "chat-without-template":
+        conversation = {
+            "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+        }
+        chats = tmp_path / "chat.jsonl"
+        chats.write_text(json.dumps(conversation) + "\n")
+        spec["data"]["sources"] = [{"uri": str(chats), "format": "chat"}]
+        return spec, f"chat-format data needs the model's chat template, and base model {tiny_base} has none"
     if case == "block-longer-than-context":
         spec["model"] = {"architecture": ARCH}
         spec["method"] = {"type": "pretrain"}
@@ -571,6 +873,8 @@ def _bad_spec(tmp_path: Path, tiny_base: Path, case: str) -> tuple[dict[str, Any
         "empty-after-filtering",
         "base-missing",
         "registry-base-missing",
+        "baseline-missing",
+        "chat-without-template",
         "block-longer-than-context",
         "lora-targets-missing",
         "qlora-on-cpu",

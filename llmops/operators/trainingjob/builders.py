@@ -32,6 +32,7 @@ from llmops.workload import (
     JobIdentity,
     TrainingRun,
     data_credentials_prefix,
+    traffic_credentials_prefix,
     work_dir_for,
 )
 
@@ -96,11 +97,24 @@ def pin_base(spec: TrainingJobSpec, version: str) -> TrainingJobSpec:
     return spec.model_copy(update={"model": spec.model.model_copy(update={"base": base})})
 
 
+def pin_baseline(spec: TrainingJobSpec, version: str) -> TrainingJobSpec:
+    """`spec.evaluation.baseline` pinned to `version`, as `pin_base` pins the base."""
+    assert spec.evaluation is not None and spec.evaluation.baseline is not None
+    baseline = spec.evaluation.baseline.model_copy(update={"version": version, "alias": None})
+    return spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update={"baseline": baseline})})
+
+
 def same_training(a: TrainingJobSpec, b: TrainingJobSpec) -> bool:
-    """Whether two specs train the same thing (the base model compared by name: one may be pinned)."""
+    """Whether two specs train the same thing (the base model and the evaluation baseline compared by
+    name: one may be pinned)."""
     a, b = run_spec(a), run_spec(b)
     if a.model.base and b.model.base and a.model.base.name == b.model.base.name:
         b = b.model_copy(update={"model": a.model})
+    baseline_a = a.evaluation.baseline if a.evaluation else None
+    baseline_b = b.evaluation.baseline if b.evaluation else None
+    if baseline_a and baseline_b and baseline_a.name == baseline_b.name:
+        assert b.evaluation is not None
+        b = b.model_copy(update={"evaluation": b.evaluation.model_copy(update={"baseline": baseline_a})})
     return a == b
 
 
@@ -126,13 +140,19 @@ def default_image(code_version: str) -> str:
 def pod_env(spec: TrainingJobSpec) -> list[dict[str, Any]]:
     """Environment of every Ray pod: storage credentials by reference, never by value, under the one
     convention of every pod (llmops/workload.py: the registry's as AWS_*, spec.data.s3's as DATA_AWS_*
-    when its Secret is another)."""
+    when its Secret is another, a servedTraffic location's as TRAFFIC<i>_AWS_* when its Secret is
+    neither)."""
     env: list[dict[str, Any]] = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
     registry = spec.output.registry.s3
     env += credentials_env(registry.credentials_secret_ref if registry else None)
     if data_credentials_prefix(spec):
         assert spec.data.s3 is not None
         env += credentials_env(spec.data.s3.credentials_secret_ref, DATA_CREDENTIALS_PREFIX)
+    for index, source in enumerate(spec.data.sources):
+        prefix = traffic_credentials_prefix(spec, index)
+        if prefix and prefix != DATA_CREDENTIALS_PREFIX:
+            assert source.served_traffic is not None and source.served_traffic.location.s3 is not None
+            env += credentials_env(source.served_traffic.location.s3.credentials_secret_ref, prefix)
     return env
 
 

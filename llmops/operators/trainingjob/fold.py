@@ -204,6 +204,8 @@ def _results(report: RunReport | None) -> dict[str, Any]:
     if report is None:
         return {}
     out: dict[str, Any] = {"evaluation": dict(report.metrics), "gates": list(report.gates)}
+    if report.baseline is not None:
+        out["baseline"] = report.baseline
     if report.model_version is not None:
         out["model_version"] = report.model_version
     if report.lineage is not None:

@@ -29,7 +29,7 @@ import pydantic
 from kubernetes.dynamic.exceptions import DynamicApiError
 
 from llmops import registry
-from llmops.api.common import ObjectStorageLocation
+from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.trainingjob import EventReason, Reason, TrainingJobSpec, TrainingJobStatus
 from llmops.operators import secrets
 from llmops.operators.manifests import adopt
@@ -71,14 +71,22 @@ def _status(ctx: Context) -> TrainingJobStatus:
 def desired_run(
     spec: TrainingJobSpec, ctx: Context, job: JobIdentity, earlier: TrainingRun | None
 ) -> TrainingRun | Outcome:
-    """The run for the current spec, with `spec.model.base` pinned to a version; or why not."""
+    """The run for the current spec, with `spec.model.base` and `spec.evaluation.baseline` pinned to
+    versions; or why not."""
     version = plan.pinned_base(spec, earlier)
     if spec.model.base is not None and version is None:
-        resolved = _resolve_base(spec, ctx)
+        resolved = _resolve(spec, ctx, spec.model.base, "spec.model.base", Reason.BASE_MODEL_NOT_FOUND)
         if isinstance(resolved, Outcome):
             return resolved
         version = resolved
-    return plan.new_run(spec, job, version, code_version())
+    baseline = spec.evaluation.baseline if spec.evaluation else None
+    baseline_version = plan.pinned_baseline(spec, earlier)
+    if baseline is not None and baseline_version is None:
+        resolved = _resolve(spec, ctx, baseline, "spec.evaluation.baseline", Reason.BASELINE_NOT_FOUND)
+        if isinstance(resolved, Outcome):
+            return resolved
+        baseline_version = resolved
+    return plan.new_run(spec, job, version, code_version(), baseline_version)
 
 
 def _credentials(spec: TrainingJobSpec, ctx: Context) -> Credentials | None:
@@ -88,10 +96,10 @@ def _credentials(spec: TrainingJobSpec, ctx: Context) -> Credentials | None:
     )
 
 
-def _resolve_base(spec: TrainingJobSpec, ctx: Context) -> str | Outcome:
-    """The version `spec.model.base` names in the registry now, or why it cannot be known."""
-    ref = spec.model.base
-    assert ref is not None
+def _resolve(
+    spec: TrainingJobSpec, ctx: Context, ref: ModelReference, field: str, not_found: str
+) -> str | Outcome:
+    """The version `ref` (the spec's `field`) names in the registry now, or why it cannot be known."""
     try:
         store = ctx.stores.open(spec.output.registry, _credentials(spec, ctx))
         return registry.resolve(store, ref).version
@@ -102,16 +110,14 @@ def _resolve_base(spec: TrainingJobSpec, ctx: Context) -> str | Outcome:
     except registry.RegistryError as e:
         which = f"version {ref.version}" if ref.version else f"alias {ref.alias}"
         message = (
-            f"spec.model.base ({ref.name}, {which}) does not resolve: {e}; register that model "
-            "(or point the alias at a version) or fix spec.model.base"
+            f"{field} ({ref.name}, {which}) does not resolve: {e}; register that model "
+            f"(or point the alias at a version) or fix {field}"
         )
-        return Outcome(
-            "stalled", "Pending", Reason.BASE_MODEL_NOT_FOUND, message, requeue_after=WAITING_RESYNC_SECONDS
-        )
+        return Outcome("stalled", "Pending", not_found, message, requeue_after=WAITING_RESYNC_SECONDS)
     except Exception as e:  # the registry is unreachable: that heals
         message = (
             f"cannot read the model registry {spec.output.registry.uri} to resolve "
-            f"spec.model.base ({describe(e)}); retrying"
+            f"{field} ({describe(e)}); retrying"
         )
         return Outcome(
             "reconciling",

@@ -12,10 +12,11 @@ import os
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from llmops.api.trainingjob import TrainingJobSpec
 from llmops.operators.trainingjob import builders
-from llmops.workload import TrainingRun
+from llmops.workload import TrainingRun, traffic_credentials_prefix
 
 from .support import GOLDEN, JOB, build, example, kuberay, spec_of
 
@@ -176,3 +177,38 @@ def test_storage_credentials_reach_the_pods_under_one_convention() -> None:
     one = TrainingJobSpec.model_validate(spec)
     names = [e["name"] for e in builders.pod_env(one) if "valueFrom" in e]
     assert names == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+
+
+def test_served_traffic_credentials_reach_the_pods_under_their_own_prefix() -> None:
+    """A servedTraffic location's Secret (the gateway's samples Secret) as TRAFFIC<i>_AWS_* when it is
+    neither the registry's nor the data's; one of those is not set twice."""
+    spec = example("full")["spec"]
+    samples = {
+        "bucket": "gateway-samples",
+        "prefix": "support-bot",
+        "credentialsSecretRef": {"name": "samples"},
+    }
+    spec["data"]["sources"].append({"servedTraffic": {"location": {"s3": samples}, "sinceSeconds": 86400}})
+    spec["data"]["preparation"]["pii"] = {}
+    own = TrainingJobSpec.model_validate(spec)
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in builders.pod_env(own) if "valueFrom" in e}
+    assert env["TRAFFIC2_AWS_ACCESS_KEY_ID"] == {"name": "samples", "key": "AWS_ACCESS_KEY_ID"}
+    assert env["TRAFFIC2_AWS_SECRET_ACCESS_KEY"] == {"name": "samples", "key": "AWS_SECRET_ACCESS_KEY"}
+    assert traffic_credentials_prefix(own, 2) == "TRAFFIC2_" and traffic_credentials_prefix(own, 0) is None
+    samples["credentialsSecretRef"] = spec["data"]["s3"]["credentialsSecretRef"]
+    shared = TrainingJobSpec.model_validate(spec)
+    assert traffic_credentials_prefix(shared, 2) == "DATA_"
+    assert not any(e["name"].startswith("TRAFFIC") for e in builders.pod_env(shared))
+
+
+def test_served_traffic_needs_pii_scrubbing_and_one_kind_of_source() -> None:
+    spec = example("full")["spec"]
+    spec["data"]["sources"] = [{"servedTraffic": {"location": {"s3": {"bucket": "gateway-samples"}}}}]
+    spec["data"]["preparation"].pop("pii")
+    with pytest.raises(ValidationError, match=r"sources with servedTraffic need preparation\.pii"):
+        TrainingJobSpec.model_validate(spec)
+    spec["data"]["preparation"]["pii"] = {}
+    TrainingJobSpec.model_validate(spec)
+    spec["data"]["sources"][0]["uri"] = "s3://datasets/x.jsonl"
+    with pytest.raises(ValidationError, match="set exactly one of uri or servedTraffic"):
+        TrainingJobSpec.model_validate(spec)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from llmops import conditions
-from llmops.api.trainingjob import GateResult, TrainingJobStatus
+from llmops.api.trainingjob import BaselineResult, GateResult, TrainingJobStatus
 from llmops.operators import events, trainingjob
 from llmops.operators.outcome import Outcome
 from llmops.operators.trainingjob import fold
@@ -117,6 +117,18 @@ def test_fold_success_carries_version_gates_and_lineage() -> None:
     outcome = fold.fold(facts({"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}, rep), NOW)
     assert outcome.status["model_version"] == VERSION and outcome.status["gates"] == gates
     assert "tiny-llama:4" in outcome.message
+
+
+def test_fold_carries_the_baselines_metrics_beside_the_candidates() -> None:
+    baseline = BaselineResult(name="tiny-llama", version="3", metrics={"perplexity": 35.0})
+    rep = report("Succeeded", model_version=VERSION, metrics={"perplexity": 31.2}, baseline=baseline)
+    outcome = fold.fold(facts({"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}, rep), NOW)
+    assert outcome.status["evaluation"] == {"perplexity": 31.2} and outcome.status["baseline"] == baseline
+    status = TrainingJobStatus.model_validate(outcome.status).to_dict()
+    assert status["baseline"] == {"name": "tiny-llama", "version": "3", "metrics": {"perplexity": 35.0}}
+    # No baseline in the report: no status.baseline at all.
+    plain = fold.fold(facts({"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}, report()), NOW)
+    assert "baseline" not in plain.status
 
 
 def status_of(body: dict) -> TrainingJobStatus:

@@ -6,6 +6,8 @@ import datetime as dt
 
 import pytest
 
+from llmops.api.common import ModelReference
+from llmops.api.trainingjob import Evaluation
 from llmops.operators.trainingjob import builders, names, plan
 from llmops.operators.trainingjob.fold import Observation
 from llmops.workload import RunReport
@@ -128,3 +130,25 @@ def test_a_new_run_keeps_the_base_an_earlier_run_pinned() -> None:
     run = plan.new_run(spec, JOB, "7", "0.1.0")
     assert run.spec.model.base.version == "7" and run.spec.model.base.alias is None
     assert run == earlier
+
+
+def with_baseline(spec, **ref):
+    evaluation = (spec.evaluation or Evaluation()).model_copy(update={"baseline": ModelReference(**ref)})
+    return spec.model_copy(update={"evaluation": evaluation})
+
+
+def test_a_new_run_pins_the_baseline_and_keeps_the_pin() -> None:
+    spec = with_baseline(spec_of("lora"), name="support-bot", alias="champion")
+    run = plan.new_run(spec, JOB, "7", "0.1.0", baseline_version="12")
+    baseline = run.spec.evaluation.baseline
+    assert (baseline.name, baseline.version, baseline.alias) == ("support-bot", "12", None)
+    assert plan.pinned_baseline(spec, run) == "12"  # the alias moved on: the run keeps its version
+    assert plan.pinned_baseline(spec, None) is None
+    assert plan.pinned_baseline(with_baseline(spec_of("lora"), name="other", alias="champion"), run) is None
+    assert plan.pinned_baseline(spec_of("lora"), run) is None  # no baseline wanted any more
+    # A pinned baseline trains the same thing as the alias it came from; another model does not.
+    assert builders.same_training(run.spec, spec)
+    assert not builders.same_training(run.spec, with_baseline(spec_of("lora"), name="other", version="1"))
+    assert not builders.same_training(run.spec, spec_of("lora"))
+    with pytest.raises(AssertionError, match=r"resolve spec\.evaluation\.baseline first"):
+        plan.new_run(spec, JOB, "7", "0.1.0")

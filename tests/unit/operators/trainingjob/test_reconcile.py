@@ -17,6 +17,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from llmops.api import TRAINING_JOB
+from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.trainingjob import TrainingJobSpec
 from llmops.operators import runtime, secrets, trainingjob
 from llmops.operators.runtime import Context
@@ -264,3 +265,35 @@ def test_credentials_not_found(tmp_path: Path, jobs_api: FakeJobsApi, events: li
     body["status"] = runtime.status_patch(TRAINING_JOB, body, outcome)
     run_once(body)
     assert len(events) == 1  # once per new reason, not on every retry
+
+
+def test_jobs_api_pins_the_baseline_alias_when_the_run_starts(
+    tmp_path: Path, jobs_api: FakeJobsApi, events: list
+) -> None:
+    """spec.evaluation.baseline by alias: resolved once, the run carries the version; one that does
+    not resolve stalls the job (BaselineNotFound, Pending) before anything is submitted."""
+    from llmops import registry
+    from llmops.storage import open_store
+
+    store = open_store(ObjectStorageLocation.model_validate({"local": {"path": str(tmp_path)}}))
+    model = tmp_path / "weights"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    for _ in range(2):
+        registry.register(store, "support-bot", model, metrics={}, gates=[], lineage=registry.Lineage())
+    registry.set_alias(store, "support-bot", "champion", "1")
+
+    missing = jobs_api_body(tmp_path)
+    missing["spec"]["evaluation"]["baseline"] = {"name": "support-bot", "alias": "nobody"}
+    stalled = run_once(missing)
+    assert (stalled.state, stalled.phase, stalled.reason) == ("stalled", "Pending", "BaselineNotFound")
+    assert stalled.message.startswith("spec.evaluation.baseline (support-bot, alias nobody) does not resolve")
+    assert not jobs_api.submissions
+
+    body = jobs_api_body(tmp_path)
+    body["spec"]["evaluation"]["baseline"] = {"name": "support-bot", "alias": "champion"}
+    first = run_once(body)
+    assert first.phase == "Pending" and len(jobs_api.submissions) == 1
+    run = builders.run_from_entrypoint(jobs_api.jobs[jobs_api.submissions[0]]["entrypoint"])
+    assert run is not None and run.spec.evaluation is not None
+    assert run.spec.evaluation.baseline == ModelReference(name="support-bot", version="1")
