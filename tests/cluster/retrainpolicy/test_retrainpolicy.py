@@ -208,7 +208,8 @@ def test_negative_feedback_in_prometheus_fires_the_feedback_trigger_once(
         # what a series held at its first sample).
         for sentiment in ("positive", "negative"):
             traffic.feedback.labels("1", "thumbs", sentiment)
-        eventually(lambda: "0 thumbs feedbacks" in trigger().get("message", ""), 60)
+        scraped = PrometheusSource(url).query
+        eventually(lambda: scraped('count(llmops_gateway_feedback_total{name="thumbs"})') == 2, 60)
         # Mostly positive: not firing, and status says why.
         traffic.feedback.labels("1", "thumbs", "positive").inc(8)
         traffic.feedback.labels("1", "thumbs", "negative").inc(1)
