@@ -905,6 +905,17 @@ def _cron(fault: str) -> Callable[[Spec, DrawFn], FieldPath]:
     return mutate
 
 
+def rp_traffic_without_pii(spec: Spec, draw: DrawFn) -> FieldPath:
+    """Served traffic added to runs whose preparation does not scrub personal data."""
+    spec["servedTraffic"] = draw(st.sampled_from([{}, {"feedback": {"name": "thumbs", "minValue": 1}}]))
+    preparation = _dig(spec, "trainingJobTemplate", "spec", "data", "preparation")
+    if draw(st.booleans()):
+        preparation.pop("pii", None)
+    else:
+        preparation["pii"] = {"enabled": False}
+    return ("spec",)
+
+
 def _in_template(case: CelCase) -> CelCase:
     """A TrainingJob rule as the RetrainPolicy's embedded template carries it."""
 
@@ -1031,6 +1042,13 @@ CEL_CASES = [
 
 CEL_CASES += [
     CelCase(RP, "spec.promotion", "championAlias and challengerAlias must differ", rp_same_aliases),
+    CelCase(
+        RP,
+        "spec",
+        "servedTraffic needs trainingJobTemplate.spec.data.preparation.pii (enabled): served traffic is"
+        " what users typed",
+        rp_traffic_without_pii,
+    ),
     CelCase(RP, "spec.triggers.quality[*]", "set min, max or both", _quality("none")),
     CelCase(RP, "spec.triggers.quality[*]", "min must not exceed max", _quality("range")),
     CelCase(

@@ -26,7 +26,7 @@ from llmops.api.common import (
     ShortText,
     Status,
 )
-from llmops.api.trainingjob import TrainingJobSpec
+from llmops.api.trainingjob import TrafficFeedback, TrainingJobSpec
 
 # The annotation a person or a pipeline sets to start a run now; any new value starts one run.
 MANUAL_TRIGGER_ANNOTATION = "retrain.llmops.io/requested"
@@ -250,22 +250,37 @@ class Promotion(ApiModel):
     enabled: bool = Field(True, description="False: runs are compared and recorded, never promoted.")
 
 
-class FeedbackFilter(ApiModel):
-    """Keep only exchanges rated at least this on this feedback name."""
-
-    name: FeedbackName = Field("thumbs", description="Feedback name.")
-    min_value: float = Field(1, description="Least value kept (true counts as 1, false as -1).")
-
-
 class ServedTraffic(ApiModel):
     """Add what the gateway sampled (spec.gateway.payloadSampling of the ModelDeployment) to each run's
-    data, as chat exchanges, PII-scrubbed by the run's preparation."""
+    data, as chat exchanges (a TrainingJob `servedTraffic` source), PII-scrubbed by the run's
+    preparation."""
 
-    feedback: FeedbackFilter | None = Field(None, description="Only exchanges rated this well; omit: all.")
+    feedback: TrafficFeedback | None = Field(None, description="Only exchanges rated this well; omit: all.")
+    since_seconds: int | None = Field(
+        None, ge=1, description="Only exchanges at most this old when the run reads them."
+    )
 
 
 class RetrainPolicySpec(ApiModel):
     """Desired state of a RetrainPolicy."""
+
+    cel_rules = (
+        Rule(
+            "!has(self.servedTraffic) || (has(self.trainingJobTemplate.spec.data.preparation)"
+            " && has(self.trainingJobTemplate.spec.data.preparation.pii)"
+            " && (!has(self.trainingJobTemplate.spec.data.preparation.pii.enabled)"
+            " || self.trainingJobTemplate.spec.data.preparation.pii.enabled))",
+            "servedTraffic needs trainingJobTemplate.spec.data.preparation.pii (enabled): served traffic is"
+            " what users typed",
+            lambda m: (
+                m.served_traffic is None
+                or (
+                    m.training_job_template.spec.data.preparation.pii is not None
+                    and m.training_job_template.spec.data.preparation.pii.enabled
+                )
+            ),
+        ),
+    )
 
     model_deployment: DnsLabel = Field(
         description="The ModelDeployment (same namespace) whose model this policy keeps fresh."
@@ -391,6 +406,7 @@ class Reason(CommonReason):
     DEPLOYMENT_NOT_FOUND = "DeploymentNotFound"  # Stalled: spec.modelDeployment does not exist
     WRONG_MODEL = "WrongModel"  # Stalled: the template registers another model than the deployment serves
     NOT_ON_ALIASES = "NotOnAliases"  # Stalled: the deployment does not follow the promotion's aliases
+    NO_TRAFFIC = "NoTraffic"  # Stalled: spec.servedTraffic, but the deployment samples no payloads
 
 
 class EventReason:

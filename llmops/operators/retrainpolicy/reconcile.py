@@ -127,11 +127,7 @@ def reconcile(
         )
     problem = _target_problem(spec, md)
     if problem is not None:
-        return fold.stalled(
-            Reason.WRONG_MODEL if "modelName" in problem else Reason.NOT_ON_ALIASES,
-            problem,
-            STALLED_RETRY_SECONDS,
-        )
+        return fold.stalled(*problem, STALLED_RETRY_SECONDS)
     try:
         md_status = ModelDeploymentStatus.model_validate(md_body.get("status") or {})
     except pydantic.ValidationError:
@@ -313,7 +309,9 @@ def reconcile(
             data_marker = _latest_annotation(children, names.DATA_MARKER)
         extra = {names.DATA_MARKER: data_marker} if data_marker else {}
         firing = dataclasses.replace(firing, annotations={**firing.annotations, **extra})
-        manifest = builders.training_job(policy, spec, firing, champion)
+        sampling = md.gateway.payload_sampling
+        traffic = sampling.destination if sampling is not None else None
+        manifest = builders.training_job(policy, spec, firing, champion, traffic)
         job = manifest["metadata"]["name"]
         created = ctx.applier.create(manifest)
         if created:
@@ -419,25 +417,31 @@ def reconcile(
     return fold.fold(spec, found, settings.evaluate_every)
 
 
-def _target_problem(spec: RetrainPolicySpec, md: ModelDeploymentSpec) -> str | None:
-    """Why the policy cannot keep this deployment fresh, naming the fields; None when it can."""
+def _target_problem(spec: RetrainPolicySpec, md: ModelDeploymentSpec) -> tuple[str, str] | None:
+    """(reason, message) why the policy cannot keep this deployment fresh, naming the fields; None
+    when it can."""
     template = spec.training_job_template.spec
     if template.output.model_name != md.model.name:
-        return (
+        return Reason.WRONG_MODEL, (
             f"spec.trainingJobTemplate.spec.output.modelName {template.output.model_name!r} is not the model"
             f" ModelDeployment {spec.model_deployment!r} serves ({md.model.name!r})"
         )
     if template.output.registry.uri != md.registry.uri:
-        return (
-            f"spec.trainingJobTemplate.spec.output.modelName: the template registers into"
+        return Reason.WRONG_MODEL, (
+            f"spec.trainingJobTemplate.spec.output.registry: the template registers into"
             f" {template.output.registry.uri}, the ModelDeployment serves from {md.registry.uri}"
+        )
+    if spec.served_traffic is not None and md.gateway.payload_sampling is None:
+        return Reason.NO_TRAFFIC, (
+            f"spec.servedTraffic: ModelDeployment {spec.model_deployment!r} samples no traffic: set its"
+            " spec.gateway.payloadSampling (rate 0 keeps only the feedback)"
         )
     if not spec.promotion.enabled:
         return None
     champion, challenger = spec.promotion.champion_alias, spec.promotion.challenger_alias
     canary = md.rollout.canary if md.rollout else None
     if md.model.alias != champion or canary is None or canary.model.alias != challenger:
-        return (
+        return Reason.NOT_ON_ALIASES, (
             f"ModelDeployment {spec.model_deployment!r} must serve spec.model.alias {champion!r} and canary"
             f" spec.rollout.canary.model.alias {challenger!r} (spec.promotion's aliases), so that promotion"
             " moves aliases and never edits its spec"
