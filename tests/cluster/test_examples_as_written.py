@@ -35,9 +35,10 @@ import yaml
 from llmops.api.common import ObjectStorageLocation
 from llmops.dev import services
 from llmops.dev.cluster import LocalCluster
-from llmops.operators import trainingjob
+from llmops.operators import retrainpolicy, trainingjob
 from llmops.operators.modeldeployment import make_kind
 from llmops.operators.modeldeployment.plan import ServingSettings
+from llmops.operators.retrainpolicy.reconcile import Reconciler, Settings
 from llmops.registry import Content, GateVerdict, Lineage, RegistryError, read_version, register, set_alias
 from llmops.storage import Credentials, open_store
 from tests.helpers import eventually, gpu_node, operator_in_thread
@@ -46,6 +47,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("llmops_crds")]
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 IN_CLUSTER_MINIO = "http://minio.llmops-system:9000"
+NO_PROMETHEUS = "http://127.0.0.1:9"  # the discard port: nothing answers
 # Examples that cannot run here as written, and what blocks them.
 BLOCKED = {
     "trainingjob-full.yaml": "runtime rayJobsAPI at http://shared-raycluster-head-svc.ray:8265, a shared Ray "
@@ -100,6 +102,8 @@ def _registry(minio: dict, tmp_path: Path, docs: dict[str, dict]) -> None:
     (adapter / "adapter" / "adapter_config.json").write_text("{}")
     wanted: dict[tuple[str, str, str], dict[str, set[str]]] = {}  # (bucket, prefix, name) -> refs
     for doc in docs.values():
+        if doc["kind"] == "RetrainPolicy":  # its template's base is the deployment's champion
+            continue
         if doc["kind"] == "TrainingJob":  # a base in the registry the job writes to
             if base := doc["spec"]["model"].get("base"):
                 location = doc["spec"]["output"]["registry"]["s3"]
@@ -162,7 +166,8 @@ def test_every_example_reaches_the_furthest_state_without_a_gpu(
     # GPU nodes of every product an example names (the cluster has one more, kwok-gpu-0, of H100s).
     products = set()
     for doc in docs.values():
-        resources = doc["spec"]["resources"]
+        spec = doc["spec"]["trainingJobTemplate"]["spec"] if doc["kind"] == "RetrainPolicy" else doc["spec"]
+        resources = spec.get("resources", {})
         products.add((resources.get("perWorker") or resources).get("gpuType"))
     with contextlib.ExitStack() as stack:
         nodes = {p: stack.enter_context(gpu_node(cluster, p)) for p in sorted(products - {None})}
@@ -199,8 +204,10 @@ def _examples(
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", minio["endpoint"])
 
     settings = ServingSettings(resync_seconds=600)
+    # No Prometheus here: the drift, quality and feedback triggers say so in their status.
+    policies = retrainpolicy.make_kind(Reconciler(Settings(evaluate_every=5, prometheus_url=NO_PROMETHEUS)))
     applied = {}
-    with operator_in_thread(namespace, [make_kind(settings, None), trainingjob.KIND]):
+    with operator_in_thread(namespace, [make_kind(settings, None), trainingjob.KIND, policies]):
         for file, doc in docs.items():
             body = _localize(doc, minio["endpoint"])
             cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
@@ -208,6 +215,8 @@ def _examples(
         for file, body in applied.items():
             if body["kind"] == "ModelDeployment":
                 _assert_served_on_gpus(cluster, namespace, body, nodes)
+            elif body["kind"] == "RetrainPolicy":
+                _assert_watching(cluster, namespace, body)
             elif file not in BLOCKED:
                 _assert_rayjob_waits_for_kuberay(cluster, namespace, body)
         # trainingjob-full.yaml as written: its shared Ray cluster is not here, and its status says so.
@@ -223,6 +232,31 @@ def _examples(
         assert status["phase"] == "Pending" and address in status["message"], status
 
 
+def _assert_watching(cluster: LocalCluster, namespace: str, body: dict) -> None:
+    """A RetrainPolicy as written: Ready and Watching its ModelDeployment's champion, each trigger
+    evaluated (a schedule with its next time; the Prometheus ones saying Prometheus does not answer)."""
+    name = body["metadata"]["name"]
+
+    def watching() -> dict | None:
+        status = _get(cluster, namespace, "rp", name).get("status") or {}
+        return status if status.get("phase") == "Watching" and status.get("triggers") else None
+
+    status = eventually(watching, 60)
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert ready["status"] == "True" and ready["reason"] == "Watching", ready
+    assert status["championVersion"] and not status.get("runs"), status
+    triggers = {t["type"]: t for t in status["triggers"]}
+    spec = body["spec"]["triggers"]
+    wanted = {k for k in spec if k != "quality"} | {f"quality/{q['name']}" for q in spec.get("quality", [])}
+    assert set(triggers) == wanted, triggers
+    for type, trigger in triggers.items():
+        assert not trigger["firing"], trigger
+        if type == "schedule":
+            assert trigger["nextTime"], trigger
+        else:
+            assert trigger["message"].startswith("Prometheus:"), trigger
+
+
 def _assert_served_on_gpus(cluster: LocalCluster, namespace: str, body: dict, nodes: dict[str, str]) -> None:
     name = body["metadata"]["name"]
     ready = cluster.kubectl(
@@ -233,7 +267,14 @@ def _assert_served_on_gpus(cluster: LocalCluster, namespace: str, body: dict, no
     status = md["status"]
     (condition,) = [c for c in status["conditions"] if c["type"] == "Ready"]
     assert condition["observedGeneration"] == md["metadata"]["generation"] == status["observedGeneration"]
-    if canary := body["spec"].get("rollout", {}).get("canary"):
+    canary = body["spec"].get("rollout", {}).get("canary")
+    if canary and "alias" in canary["model"]:  # both aliases on one version: no canary until one moves
+        assert condition["reason"] == "Serving" and not status.get("canary"), (condition, status)
+        assert {a["alias"]: a["version"] for a in status["aliases"]} == {
+            body["spec"]["model"]["alias"]: status["versions"][0]["version"],
+            canary["model"]["alias"]: status["versions"][0]["version"],
+        }
+    elif canary:
         assert condition["reason"] == "CanaryAnalysing", condition
         assert status["canary"]["version"] == canary["model"]["version"]
         assert (status["canary"]["weight"], status["canary"]["verdict"]) == (canary["weight"], "Analysing")

@@ -199,3 +199,10 @@ def test_every_resource_is_complete() -> None:
     for resource in RESOURCES:
         assert resource.spec.__doc__ and resource.status.__doc__
         assert resource.printer_columns[-1].name == "Age"
+
+
+def test_example_names_are_unique_per_kind() -> None:
+    """Examples are applied together (tests/cluster/test_examples_as_written.py, and by users into one
+    namespace): two of one kind with one name would silently replace each other."""
+    names = [(d["kind"], d["metadata"]["name"]) for d in (yaml.safe_load(p.read_text()) for p in VALID)]
+    assert len(names) == len(set(names)), sorted(names)

@@ -224,9 +224,12 @@ def test_negative_feedback_in_prometheus_fires_the_feedback_trigger_once(
         rp = get(cluster, "rp", "rated", namespace)
         assert rp["status"]["lastTrigger"].startswith("feedback at ")
         assert "negative share" in rp["status"]["lastTrigger"]
+
         # Still firing, but the cooldown holds (and the run is active): no second run.
-        eventually(lambda: "feedback fired during the cooldown" in (get(cluster, "rp", "rated", namespace) or {})
-                   .get("status", {}).get("message", ""), 30)  # fmt: skip
+        def message() -> str:
+            return (get(cluster, "rp", "rated", namespace) or {}).get("status", {}).get("message", "")
+
+        eventually(lambda: "feedback fired during the cooldown" in message(), 30)
         assert len(runs(cluster, namespace, "rated")) == 1
 
 
