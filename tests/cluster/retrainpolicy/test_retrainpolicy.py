@@ -400,3 +400,7 @@ def test_the_operator_killed_at_every_point_never_makes_two_runs_nor_half_moves_
         elif clean is not None and at >= clean:
             break  # every side effect of the clean run has been a crash point
     assert clean is not None and clean >= 8, clean
+    print(
+        f"crashed before each of the {clean} side effects of one tick and its promotion:"
+        " one run, no half move"
+    )
