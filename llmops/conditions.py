@@ -113,6 +113,19 @@ def stalled(
     return standard(conditions, "stalled", reason, message, generation, now)
 
 
+def parse_time(value: Any) -> datetime | None:
+    """A metav1.Time as the API returns it ("2026-11-30T10:00:00Z"), or a datetime, as an aware UTC
+    datetime; None for nothing or something unreadable."""
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def status_patch(status: Status, generation: int) -> dict[str, Any]:
     """The whole status as a merge patch, observedGeneration set to `generation`.
 

@@ -6,10 +6,10 @@ The rooms (every kind has the same, plus the families of this one):
 |-----------------|------------------------------------------------------------------------------|
 | `reconcile.py`  | the only I/O: the target, the runs, the aliases, Prometheus, storage; acts   |
 | `triggers.py`   | pure: each trigger's evaluation (cron times, held conditions, new data)      |
-| `plan.py`       | pure: which run starts now (suspend, concurrencyPolicy, cooldown), pruning   |
-| `promotion.py`  | pure: the comparison table and the champion/challenger step machine          |
+| `plan.py`       | pure: can it serve the target; which run starts now; pruning                 |
+| `promotion.py`  | pure: a run judged against the champion; the challenger/champion steps      |
 | `builders.py`   | pure: a run's TrainingJob                                                    |
-| `fold.py`       | pure: what the reconcile found -> phase, conditions, status                  |
+| `fold.py`       | pure: runs read back from TrainingJobs; found -> phase, conditions, status   |
 | `names.py`      | pure: run names, labels, annotations, alias move ids                         |
 """
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from llmops.api.retrainpolicy import Reason, RetrainPolicySpec, RunRecord, TriggerStatus
+from llmops import conditions
+from llmops.api.retrainpolicy import Reason, RetrainPolicySpec, RetrainPolicyStatus, RunRecord, TriggerStatus
 from llmops.operators.outcome import Outcome
+from llmops.operators.retrainpolicy import names, plan
 
 SUSPENDED, PROMOTING = "Suspended", "Promoting"
 
@@ -110,3 +112,62 @@ def _watching(found: Found) -> str:
 
 def stalled(reason: str, message: str, retry: float) -> Outcome:
     return Outcome("stalled", "Failed", reason, message, requeue_after=retry)
+
+
+# -- reading the runs back from their TrainingJobs ---------------------------------------------
+
+
+def created(body: dict) -> dt.datetime:
+    return conditions.parse_time(body["metadata"].get("creationTimestamp")) or dt.datetime.now(dt.UTC)
+
+
+def last_schedule(before: RetrainPolicyStatus, children: list[dict], policy: dict) -> dt.datetime:
+    """The last scheduled time a run started for: status, else the children's record, else creation."""
+    marks = [(c["metadata"].get("annotations") or {}).get(names.SCHEDULED_TIME) for c in children]
+    times = [before.last_schedule_time, *(conditions.parse_time(m) for m in marks)]
+    known = [t for t in times if t is not None]
+    return max(known) if known else created(policy)
+
+
+def latest_annotation(children: list[dict], key: str) -> str | None:
+    """`key` on the newest child that has it."""
+    marked = [c for c in children if (c["metadata"].get("annotations") or {}).get(key)]
+    if not marked:
+        return None
+    newest = max(marked, key=lambda c: c["metadata"].get("creationTimestamp") or "")
+    return newest["metadata"]["annotations"][key]
+
+
+def run_of(child: dict) -> plan.Run:
+    phase = (child.get("status") or {}).get("phase")
+    return plan.Run(
+        name=child["metadata"]["name"],
+        phase=phase,
+        created=created(child),
+        trigger=(child["metadata"].get("annotations") or {}).get(names.TRIGGER, ""),
+        finished=phase in ("Succeeded", "Failed"),
+    )
+
+
+def records(children: list[dict], before: list[RunRecord]) -> list[RunRecord]:
+    """One record per run, newest first: the children's facts over what status remembered."""
+    known = {r.training_job: r for r in before}
+    records = []
+    for child in children:
+        meta, status = child["metadata"], child.get("status") or {}
+        annotations = meta.get("annotations") or {}
+        old = known.pop(meta["name"], None)
+        version = (status.get("modelVersion") or {}).get("version")
+        update = {
+            "training_job": meta["name"],
+            "trigger": annotations.get(names.TRIGGER, old.trigger if old else "unknown"),
+            "trigger_value": annotations.get(names.TRIGGER_VALUE),
+            "start_time": created(child),
+            "completion_time": conditions.parse_time(status.get("completionTime")),
+            "phase": status.get("phase") or "Pending",
+            "version": version,
+        }
+        record = old.model_copy(update=update) if old else RunRecord(**update, verdict="Training")
+        records.append(record)
+    records += list(known.values())  # runs whose TrainingJob is gone (history limits) stay recorded
+    return sorted(records, key=lambda r: r.start_time or dt.datetime.min.replace(tzinfo=dt.UTC), reverse=True)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from llmops.api.retrainpolicy import RetrainPolicySpec
+from llmops.api.modeldeployment import ModelDeploymentSpec
+from llmops.api.retrainpolicy import Reason, RetrainPolicySpec
 from llmops.operators.retrainpolicy import triggers
 from llmops.operators.retrainpolicy.triggers import Firing
 
@@ -79,3 +80,35 @@ def pruned(runs: list[Run], keep_succeeded: int, keep_failed: int, holding: set[
         extra = done[: max(len(done) - keep, 0)]
         out += [r.name for r in extra if r.name not in holding]
     return out
+
+
+def target_problem(spec: RetrainPolicySpec, md: ModelDeploymentSpec) -> tuple[str, str] | None:
+    """(reason, message) why the policy cannot keep this deployment fresh, naming the fields; None
+    when it can."""
+    template = spec.training_job_template.spec
+    if template.output.model_name != md.model.name:
+        return Reason.WRONG_MODEL, (
+            f"spec.trainingJobTemplate.spec.output.modelName {template.output.model_name!r} is not the model"
+            f" ModelDeployment {spec.model_deployment!r} serves ({md.model.name!r})"
+        )
+    if template.output.registry.uri != md.registry.uri:
+        return Reason.WRONG_MODEL, (
+            f"spec.trainingJobTemplate.spec.output.registry: the template registers into"
+            f" {template.output.registry.uri}, the ModelDeployment serves from {md.registry.uri}"
+        )
+    if spec.served_traffic is not None and md.gateway.payload_sampling is None:
+        return Reason.NO_TRAFFIC, (
+            f"spec.servedTraffic: ModelDeployment {spec.model_deployment!r} samples no traffic: set its"
+            " spec.gateway.payloadSampling (rate 0 keeps only the feedback)"
+        )
+    if not spec.promotion.enabled:
+        return None
+    champion, challenger = spec.promotion.champion_alias, spec.promotion.challenger_alias
+    canary = md.rollout.canary if md.rollout else None
+    if md.model.alias != champion or canary is None or canary.model.alias != challenger:
+        return Reason.NOT_ON_ALIASES, (
+            f"ModelDeployment {spec.model_deployment!r} must serve spec.model.alias {champion!r} and canary"
+            f" spec.rollout.canary.model.alias {challenger!r} (spec.promotion's aliases), so that promotion"
+            " moves aliases and never edits its spec"
+        )
+    return None

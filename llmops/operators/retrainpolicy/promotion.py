@@ -25,8 +25,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import pydantic
+
 from llmops.api.modeldeployment import CanaryStatus
 from llmops.api.retrainpolicy import Comparison, MetricThreshold, Promotion, RunRecord
+from llmops.api.trainingjob import TrainingJobStatus
 
 # Verdicts that hold the deployment's canary: one run at a time.
 IN_FLIGHT = ("AwaitingApproval", "Canary")
@@ -192,3 +195,39 @@ def _canary(
         )
     where = f"step {canary.step}, weight {canary.weight}%" if ours else "waiting for the deployment"
     return Step("Canary", f"version {version} in its canary ({where})")
+
+
+def judged(thresholds: list[MetricThreshold], record: RunRecord, child: dict | None) -> RunRecord:
+    """The run's comparison table, from its TrainingJob's status (candidate and champion measured in the
+    same run: status.evaluation and status.baseline)."""
+    try:
+        status = TrainingJobStatus.model_validate((child or {}).get("status") or {})
+    except pydantic.ValidationError:
+        status = TrainingJobStatus()
+    if record.version is None:
+        return record.model_copy(update={"verdict": "Failed", "message": "the run registered no version"})
+    baseline = status.baseline
+    rows = compare(thresholds, status.evaluation, baseline.metrics if baseline else None)
+    champion = baseline.version if baseline else None
+    if all(r.passed for r in rows):
+        message = (
+            f"version {record.version} beat champion {champion or '(none)'}"
+            if rows
+            else (f"version {record.version} passed its gates (no promotion metrics)")
+        )
+        return record.model_copy(
+            update={
+                "comparison": rows,
+                "champion_version": champion,
+                "verdict": "Won",
+                "message": message[:256],
+            }
+        )
+    return record.model_copy(
+        update={
+            "comparison": rows,
+            "champion_version": champion,
+            "verdict": "Lost",
+            "message": f"version {record.version} lost to champion {champion}: {lost_by(rows)}"[:256],
+        }
+    )

@@ -32,7 +32,6 @@ from llmops.api.retrainpolicy import (
     RunRecord,
     TriggerStatus,
 )
-from llmops.api.trainingjob import TrainingJobStatus
 from llmops.operators import secrets
 from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.operators.outcome import Outcome
@@ -61,14 +60,6 @@ class Settings:
             evaluate_every=float(env.get("LLMOPS_RETRAIN_EVALUATION_SECONDS", cls.evaluate_every)),
             prometheus_url=ServingSettings.from_env().prometheus_url,
         )
-
-
-def _time(value: Any) -> dt.datetime | None:
-    if not value:
-        return None
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def utc_now() -> dt.datetime:
@@ -125,7 +116,7 @@ def reconcile(
             f"spec.modelDeployment: ModelDeployment {spec.model_deployment!r} has an invalid spec",
             STALLED_RETRY_SECONDS,
         )
-    problem = _target_problem(spec, md)
+    problem = plan.target_problem(spec, md)
     if problem is not None:
         return fold.stalled(*problem, STALLED_RETRY_SECONDS)
     try:
@@ -160,14 +151,14 @@ def reconcile(
     children = ctx.applier.list(
         API_VERSION, TRAINING_JOB.kind, namespace, label_selector=f"{POLICY_LABEL}={name}"
     )
-    runs = [_run(c) for c in children]
-    records = _records(children, before.runs)
+    runs = [fold.run_of(c) for c in children]
+    records = fold.records(children, before.runs)
 
     # -- triggers ----------------------------------------------------------------------------
     previous = {t.type: t for t in before.triggers}
     statuses: list[TriggerStatus] = []
     firings: list[Firing] = []
-    last_schedule = _last_schedule(before, children, policy)
+    last_schedule = fold.last_schedule(before, children, policy)
     next_schedule = None
     notes: list[str] = []
     data_marker: str | None = None
@@ -247,7 +238,7 @@ def reconcile(
         if status.firing:
             firings.append(Firing("feedback", now, f"{status.value:.4g}", status.message or "feedback"))
     if t.new_data is not None:
-        marker = _latest_annotation(children, names.DATA_MARKER)
+        marker = fold.latest_annotation(children, names.DATA_MARKER)
         try:
             data_credentials = secrets.credentials(
                 ctx.applier.api_client, namespace, t.new_data.location, "spec.triggers.newData.location"
@@ -306,7 +297,7 @@ def reconcile(
             ctx.applier.delete(API_VERSION, TRAINING_JOB.kind, active, namespace)
             notes.append(f"{active} replaced (concurrencyPolicy Replace)")
         if spec.triggers.new_data is not None and data_marker is None:
-            data_marker = _latest_annotation(children, names.DATA_MARKER)
+            data_marker = fold.latest_annotation(children, names.DATA_MARKER)
         extra = {names.DATA_MARKER: data_marker} if data_marker else {}
         firing = dataclasses.replace(firing, annotations={**firing.annotations, **extra})
         sampling = md.gateway.payload_sampling
@@ -348,7 +339,7 @@ def reconcile(
             message = (child or {}).get("status", {}).get("message") or "the TrainingJob failed"
             records[i] = record.model_copy(update={"verdict": "Failed", "message": message[:256]})
             continue
-        records[i] = record = _compared(spec, record, child)
+        records[i] = record = promotion.judged(spec.promotion.metrics, record, child)
         if record.verdict == "Lost":
             ctx.event(EventReason.NOT_PROMOTED, f"{record.training_job}: {record.message}"[:1024])
         elif record.verdict == "Won":
@@ -406,7 +397,9 @@ def reconcile(
         triggers=statuses,
         runs=records,
         active=active,
-        last_schedule_time=last_schedule if last_schedule != _created(policy) else before.last_schedule_time,
+        last_schedule_time=last_schedule
+        if last_schedule != fold.created(policy)
+        else before.last_schedule_time,
         last_trigger=last_trigger,
         champion=champion,
         last_promoted=last_promoted,
@@ -417,137 +410,8 @@ def reconcile(
     return fold.fold(spec, found, settings.evaluate_every)
 
 
-def _target_problem(spec: RetrainPolicySpec, md: ModelDeploymentSpec) -> tuple[str, str] | None:
-    """(reason, message) why the policy cannot keep this deployment fresh, naming the fields; None
-    when it can."""
-    template = spec.training_job_template.spec
-    if template.output.model_name != md.model.name:
-        return Reason.WRONG_MODEL, (
-            f"spec.trainingJobTemplate.spec.output.modelName {template.output.model_name!r} is not the model"
-            f" ModelDeployment {spec.model_deployment!r} serves ({md.model.name!r})"
-        )
-    if template.output.registry.uri != md.registry.uri:
-        return Reason.WRONG_MODEL, (
-            f"spec.trainingJobTemplate.spec.output.registry: the template registers into"
-            f" {template.output.registry.uri}, the ModelDeployment serves from {md.registry.uri}"
-        )
-    if spec.served_traffic is not None and md.gateway.payload_sampling is None:
-        return Reason.NO_TRAFFIC, (
-            f"spec.servedTraffic: ModelDeployment {spec.model_deployment!r} samples no traffic: set its"
-            " spec.gateway.payloadSampling (rate 0 keeps only the feedback)"
-        )
-    if not spec.promotion.enabled:
-        return None
-    champion, challenger = spec.promotion.champion_alias, spec.promotion.challenger_alias
-    canary = md.rollout.canary if md.rollout else None
-    if md.model.alias != champion or canary is None or canary.model.alias != challenger:
-        return Reason.NOT_ON_ALIASES, (
-            f"ModelDeployment {spec.model_deployment!r} must serve spec.model.alias {champion!r} and canary"
-            f" spec.rollout.canary.model.alias {challenger!r} (spec.promotion's aliases), so that promotion"
-            " moves aliases and never edits its spec"
-        )
-    return None
-
-
 def _prom(type: str, previous: dict[str, TriggerStatus], now: dt.datetime, read: Any) -> TriggerStatus:
     try:
         return read()
     except Exception as e:  # Prometheus away or a bad query: say so, do not fire
         return triggers.error(type, f"Prometheus: {describe(e)}", previous.get(type), now)
-
-
-def _created(body: dict) -> dt.datetime:
-    return _time(body["metadata"].get("creationTimestamp")) or dt.datetime.now(dt.UTC)
-
-
-def _last_schedule(before: RetrainPolicyStatus, children: list[dict], policy: dict) -> dt.datetime:
-    """The last scheduled time a run started for: status, else the children's record, else creation."""
-    times = [before.last_schedule_time] + [
-        _time(c["metadata"].get("annotations", {}).get(names.SCHEDULED_TIME)) for c in children
-    ]
-    known = [t for t in times if t is not None]
-    return max(known) if known else _created(policy)
-
-
-def _latest_annotation(children: list[dict], key: str) -> str | None:
-    """`key` on the newest child that has it."""
-    marked = [c for c in children if (c["metadata"].get("annotations") or {}).get(key)]
-    if not marked:
-        return None
-    newest = max(marked, key=lambda c: c["metadata"].get("creationTimestamp") or "")
-    return newest["metadata"]["annotations"][key]
-
-
-def _run(child: dict) -> plan.Run:
-    phase = (child.get("status") or {}).get("phase")
-    return plan.Run(
-        name=child["metadata"]["name"],
-        phase=phase,
-        created=_created(child),
-        trigger=(child["metadata"].get("annotations") or {}).get(names.TRIGGER, ""),
-        finished=phase in ("Succeeded", "Failed"),
-    )
-
-
-def _records(children: list[dict], before: list[RunRecord]) -> list[RunRecord]:
-    """One record per run, newest first: the children's facts over what status remembered."""
-    known = {r.training_job: r for r in before}
-    records = []
-    for child in children:
-        meta, status = child["metadata"], child.get("status") or {}
-        annotations = meta.get("annotations") or {}
-        old = known.pop(meta["name"], None)
-        version = (status.get("modelVersion") or {}).get("version")
-        update = {
-            "training_job": meta["name"],
-            "trigger": annotations.get(names.TRIGGER, old.trigger if old else "unknown"),
-            "trigger_value": annotations.get(names.TRIGGER_VALUE),
-            "start_time": _created(child),
-            "completion_time": _time(status.get("completionTime")),
-            "phase": status.get("phase") or "Pending",
-            "version": version,
-        }
-        record = old.model_copy(update=update) if old else RunRecord(**update, verdict="Training")
-        records.append(record)
-    records += list(known.values())  # runs whose TrainingJob is gone (history limits) stay recorded
-    return sorted(records, key=lambda r: r.start_time or dt.datetime.min.replace(tzinfo=dt.UTC), reverse=True)
-
-
-def _compared(spec: RetrainPolicySpec, record: RunRecord, child: dict | None) -> RunRecord:
-    """The run's comparison table, from its TrainingJob's status (candidate and champion measured in the
-    same run: status.evaluation and status.baseline)."""
-    try:
-        status = TrainingJobStatus.model_validate((child or {}).get("status") or {})
-    except pydantic.ValidationError:
-        status = TrainingJobStatus()
-    if record.version is None:
-        return record.model_copy(update={"verdict": "Failed", "message": "the run registered no version"})
-    baseline = status.baseline
-    rows = promotion.compare(
-        spec.promotion.metrics, status.evaluation, baseline.metrics if baseline else None
-    )
-    champion = baseline.version if baseline else None
-    if all(r.passed for r in rows):
-        message = (
-            f"version {record.version} beat champion {champion or '(none)'}"
-            if rows
-            else (f"version {record.version} passed its gates (no promotion metrics)")
-        )
-        return record.model_copy(
-            update={
-                "comparison": rows,
-                "champion_version": champion,
-                "verdict": "Won",
-                "message": message[:256],
-            }
-        )
-    return record.model_copy(
-        update={
-            "comparison": rows,
-            "champion_version": champion,
-            "verdict": "Lost",
-            "message": f"version {record.version} lost to champion {champion}: {promotion.lost_by(rows)}"[
-                :256
-            ],
-        }
-    )

@@ -52,17 +52,6 @@ class Observation:
     attempts_failed: int = 0
 
 
-def _time(value: Any) -> dt.datetime | None:
-    if not value:
-        return None
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _epoch_ms(value: Any) -> dt.datetime | None:
     if not value:
         return None
@@ -87,7 +76,10 @@ def observe_rayjob(status: dict | None) -> Observation:
     deployment = status.get("jobDeploymentStatus") or ""
     job = status.get("jobStatus") or ""
     detail = status.get("message") or ""
-    times = {"start_time": _time(status.get("startTime")), "end_time": _time(status.get("endTime"))}
+    times = {
+        "start_time": conditions.parse_time(status.get("startTime")),
+        "end_time": conditions.parse_time(status.get("endTime")),
+    }
     failed = int(status.get("failed") or 0)
     if deployment in ("", "New"):
         return Observation("none", **times)
