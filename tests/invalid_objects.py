@@ -650,6 +650,21 @@ def md_feedback_without_payload_sampling(spec: Spec, draw: DrawFn) -> FieldPath:
     return ("spec", "gateway")
 
 
+def md_payload_with_the_registrys_secret(spec: Spec, draw: DrawFn) -> FieldPath:
+    """Payload samples written with the registry's own Secret (the gateway would then hold it)."""
+    registry = spec["registry"].setdefault("s3", {"bucket": "models"})
+    spec["registry"].pop("local", None)
+    secret = registry.setdefault(
+        "credentialsSecretRef", {"name": draw(st.sampled_from(["registry", "s3-keys"]))}
+    )
+    destination = {"s3": {"bucket": "payloads", "credentialsSecretRef": {"name": secret["name"]}}}
+    _dig(spec, "gateway")["payloadSampling"] = {
+        "rate": draw(st.sampled_from([0, 0.01, 1])),
+        "destination": destination,
+    }
+    return ("spec",)
+
+
 def md_tensor_parallel_over_gpus(spec: Spec, draw: DrawFn) -> FieldPath:
     gpus = draw(st.integers(0, 63))
     resources = _dig(spec, "resources")
@@ -987,6 +1002,13 @@ CEL_CASES = [
         " writes there",
         md_drift_prompts_with_the_registrys_secret,
     ),
+    CelCase(
+        MD,
+        "spec",
+        "gateway.payloadSampling.destination must not use the registry's Secret: the internet-facing"
+        " gateway writes there (payloads, ratings)",
+        md_payload_with_the_registrys_secret,
+    ),
     CelCase(TJ, "spec.data.preparation", "minLength must not exceed maxLength", tj_min_length_over_max),
     CelCase(
         TJ,
@@ -1067,7 +1089,13 @@ CEL_CASES += [
         " as @daily",
         _cron("shape"),
     ),
-    *(_in_template(case) for case in CEL_CASES if case.kind == TJ and case.message != S3_XOR_LOCAL),
+    # Every TrainingJob case, in the template; the s3-or-local cases outside lists are generated per
+    # CRD already (above), so the RetrainPolicy has its own.
+    *(
+        _in_template(case)
+        for case in CEL_CASES
+        if case.kind == TJ and (case.message != S3_XOR_LOCAL or "[*]" in case.node)
+    ),
 ]
 
 

@@ -354,6 +354,12 @@ def _registry_secret(spec: ModelDeploymentSpec) -> str | None:
     return ref.name if ref else None
 
 
+def _payload_secret(spec: ModelDeploymentSpec) -> str | None:
+    sampling = spec.gateway.payload_sampling
+    s3 = sampling.destination.s3 if sampling else None
+    return s3.credentials_secret_ref.name if s3 and s3.credentials_secret_ref else None
+
+
 def _drift_prompts_secret(spec: ModelDeploymentSpec) -> str | None:
     drift = spec.monitoring.drift
     s3 = drift.prompts.s3 if drift and drift.prompts else None
@@ -400,6 +406,18 @@ class ModelDeploymentSpec(ApiModel):
             " writes there",
             lambda m: _drift_prompts_secret(m) is None or _drift_prompts_secret(m) != _registry_secret(m),
             field_path=".monitoring.drift.prompts",
+        ),
+        Rule(
+            "!has(self.gateway) || !has(self.gateway.payloadSampling)"
+            " || !has(self.gateway.payloadSampling.destination.s3)"
+            " || !has(self.gateway.payloadSampling.destination.s3.credentialsSecretRef)"
+            " || !has(self.registry.s3) || !has(self.registry.s3.credentialsSecretRef)"
+            " || self.gateway.payloadSampling.destination.s3.credentialsSecretRef.name"
+            " != self.registry.s3.credentialsSecretRef.name",
+            "gateway.payloadSampling.destination must not use the registry's Secret: the internet-facing"
+            " gateway writes there (payloads, ratings)",
+            lambda m: _payload_secret(m) is None or _payload_secret(m) != _registry_secret(m),
+            field_path=".gateway.payloadSampling.destination",
         ),
         Rule(
             "!has(self.engine) || !has(self.engine.tensorParallelSize) || self.engine.tensorParallelSize <= 1"
