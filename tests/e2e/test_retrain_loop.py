@@ -286,9 +286,35 @@ def serving(cluster: LocalCluster, namespace: str) -> Iterator[Serving]:
     try:
         yield local
     finally:
+        import shutil  # DEBUG
+
+        shutil.copytree(cluster.logs, f"/tmp/loop-logs-{namespace}", dirs_exist_ok=True)  # DEBUG
         local.stop()
         if services.service(cluster, "prometheus"):
             services.set_scrape_targets(cluster, [])
+
+
+def _events(cluster: LocalCluster, namespace: str, kind: str, name: str) -> list[dict]:
+    """The Events about object `kind`/`name`, oldest first."""
+    out = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector",
+        f"involvedObject.kind={kind},involvedObject.name={name}", "-o", "json",
+    )  # fmt: skip
+    items = json.loads(out.stdout)["items"]
+    return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+
+
+class Summary(list[str]):
+    """The loop's output: printed as it happens (so a failure shows how far it got), and whole at the end."""
+
+    def append(self, line: str) -> None:
+        print(line, flush=True)
+        super().append(line)
+
+    def __iadd__(self, lines):  # type: ignore[override]
+        for line in lines:
+            self.append(line)
+        return self
 
 
 def _record(rp: dict, job: str) -> dict:
@@ -319,7 +345,7 @@ def test_drifted_traffic_retrains_beats_the_champion_and_promotes_through_the_ca
     from llmops.operators.retrainpolicy.reconcile import Reconciler, Settings
 
     monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-    summary: list[str] = []
+    summary = Summary()
 
     # -- the environment: MinIO (before Ray: the head brings its own storage access), Ray, Prometheus.
     minio = services.start_minio(cluster)
@@ -331,11 +357,11 @@ def test_drifted_traffic_retrains_beats_the_champion_and_promotes_through_the_ca
         f"--from-literal=AWS_SECRET_ACCESS_KEY={minio['secretAccessKey']}",
     )  # fmt: skip
     creds = Credentials(minio["accessKeyId"], minio["secretAccessKey"])
-    bucket = open_store(ObjectStorageLocation.model_validate(_s3(minio, "")), creds)
-    for path in sorted(QUICKSTART.glob("*.jsonl")):  # the reference data: the domain the model served
-        bucket.upload_file(f"datasets/quickstart/{path.name}", path)
+    datasets = open_store(ObjectStorageLocation.model_validate(_s3(minio, "datasets/")), creds)
+    for path in [QUICKSTART / "train.jsonl"]:  # the reference data: the domain the model served
+        datasets.upload_file(f"quickstart/{path.name}", path)
     drifted = code_corpus(240, seed=11)  # the domain the prompts drift to, for the next run to learn
-    bucket.put_bytes("datasets/code/train.jsonl", "".join(json.dumps(r) + "\n" for r in drifted).encode())
+    datasets.put_bytes("code/train.jsonl", "".join(json.dumps(r) + "\n" for r in drifted).encode())
 
     # -- the champion: version 1, a tiny Llama, served as champion and (no canary) as challenger.
     store = open_store(ObjectStorageLocation.model_validate(_s3(minio, "registry/")), creds)
@@ -463,22 +489,36 @@ def test_drifted_traffic_retrains_beats_the_champion_and_promotes_through_the_ca
             sender.start()
 
             def promoted() -> bool:
+                """The canary's steps as the deployment's status shows them, until the policy's run is
+                Promoted (then champion names v2 and the deployment has no canary any more)."""
                 weights = serving.sync_gateway()
-                canary = _get(cluster, namespace, "md", MD)["status"].get("canary") or {}
-                seen = f"step {canary.get('step')}, weight {canary.get('weight')}%, {canary.get('verdict')}"
-                if not steps or steps[-1] != seen:
-                    steps.append(seen)
-                    summary.append(f"  canary of {v2}: {seen}; gateway weights {weights}")
-                assert canary.get("verdict") not in ("RolledBack", "Halted"), canary
-                return canary.get("verdict") == "Promoted"
+                canary = _get(cluster, namespace, "md", MD)["status"].get("canary")
+                if canary is not None:
+                    seen = f"step {canary['step']}, weight {canary['weight']}%, {canary['verdict']}"
+                    if not steps or steps[-1] != seen:
+                        steps.append(seen)
+                        summary.append(f"  {seen}: {canary.get('message') or ''}; gateway weights {weights}")
+                    assert canary["verdict"] not in ("RolledBack", "Halted"), canary
+                return _record(_get(cluster, namespace, "rp", RP), job).get("verdict") == "Promoted"
 
-            summary.append("canary (ModelDeployment status.canary, as the operator moved it):")
-            eventually(promoted, 300, 2)
+            summary.append(f"canary of version {v2} (ModelDeployment status.canary):")
+            try:
+                eventually(promoted, 300, 2)
+            except AssertionError as e:
+                status = _get(cluster, namespace, "md", MD).get("status")
+                raise AssertionError(f"the canary did not finish: {json.dumps(status)}") from e
         finally:
             stop.set()
             sender.join(60)
         assert not errors, errors[:3]
-        assert len({s.split(",")[0] for s in steps}) >= 2, steps  # both steps were analysed
+        # Both steps were analysed on traffic both versions got; the operator's Events say so.
+        assert {s.split(",")[0] for s in steps} >= {"step 0", "step 1"}, steps
+        canary_events = [
+            e for e in _events(cluster, namespace, "ModelDeployment", MD)
+            if e["reason"] in ("CanaryProgressed", "Promoted")
+        ]  # fmt: skip
+        summary += [f"  event {e['reason']}: {e['message']}" for e in canary_events]
+        assert [e["reason"] for e in canary_events][-1] == "Promoted", canary_events
 
         # -- promoted: champion moves to v2, the run says so.
         rp = eventually(
@@ -541,6 +581,23 @@ def test_drifted_traffic_retrains_beats_the_champion_and_promotes_through_the_ca
         summary.append(f"  {lost['message']}")
         assert reg.read_alias(store, MODEL, "champion").version == v2
         assert reg.read_alias(store, MODEL, "challenger").version == v2
+
+        # The policy's own Events tell the same story (kubectl describe rp).
+        said = eventually(
+            lambda: (
+                (ev := _events(cluster, namespace, "RetrainPolicy", RP))
+                and any(e["reason"] == "NotPromoted" for e in ev)
+                and ev
+            ),
+            60,
+            2,
+        )
+        summary.append(f"events of retrainpolicy/{RP}:")
+        summary += [f"  {e['reason']}: {e['message']}" for e in said]
+        reasons = [e["reason"] for e in said]
+        for reason in ("Triggered", "Compared", "AliasMoved", "Promoted", "NotPromoted"):
+            assert reason in reasons, reasons
+        assert reasons.count("AliasMoved") == 2 and reasons.count("Triggered") == 2, reasons
 
     # -- the alias history, as a person reads it.
     history = reg.alias_history(store, MODEL)
