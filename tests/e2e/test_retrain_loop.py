@@ -23,6 +23,12 @@ What cannot run here, and what stands in for it:
 - The registry endpoint is the dev MinIO's; the first version (the champion the loop starts from) is
   a tiny random Llama registered with `llmops.registry.register`, as test_scale_to_zero.py does: the
   loop under test starts from a served champion, not from how that one was made.
+
+Kept short so it runs in minutes (settings a cluster would set longer, none of them a stand-in): the
+operator polls aliases every 2 s and evaluates triggers every 3 s, Prometheus scrapes every second,
+the canary's analysis interval is the API's minimum (10 s), the drift trigger's forSeconds too (60 s);
+the runs train the tiny model 30 steps (the loser: one step at a learning rate of 1e-12, so it cannot
+beat the champion it starts from by the 5% the policy asks).
 """
 
 from __future__ import annotations
