@@ -155,6 +155,39 @@ def run_gateway(
     return address, local_pod(namespace, deployment, "gateway", address), local, keys
 
 
+def run_drift(
+    cluster: LocalCluster, namespace: str, deployment: dict, port: int, *, interval: float | None = None
+) -> LocalPod:
+    """Run the drift monitor Deployment's pod here (llmops/operators/modeldeployment/drift.py): its
+    command and env as deployed (Secret references resolved), metrics on 127.0.0.1:`port`, HOME in a
+    local folder. `interval`: seconds between drift tests instead of the deployed `--interval` (a
+    test that cannot wait minutes for the next test says so; `llmops dev serve` keeps the deployed
+    one). The monitor answers /metrics once it has embedded the reference sample; wait for it with
+    `wait_drift`."""
+    name = deployment["metadata"]["name"]
+    pod = deployment["spec"]["template"]["spec"]
+    root = cluster.state_dir / "serve" / deployment["metadata"]["labels"].get(MODEL_DEPLOYMENT, name) / name
+    root.mkdir(parents=True, exist_ok=True)
+    container = next(c for c in pod["containers"] if c["name"] == "drift")
+    replace = {"--port": str(port)} | ({"--interval": f"{interval:g}"} if interval is not None else {})
+    argv = localize_argv(container["command"] + container.get("args", []), root, replace)
+    env = {**os.environ, **_env(cluster, namespace, container), "HOME": str(root)}
+    env["HF_HOME"] = str(root / "huggingface")
+    cluster.spawn(name, argv, env=env)
+    return local_pod(namespace, deployment, "drift", f"127.0.0.1:{port}")
+
+
+def wait_drift(cluster: LocalCluster, name: str, address: str) -> None:
+    """Wait until the drift monitor of Deployment `name` at `address` answers GET /metrics (10 min:
+    it embeds the reference sample first)."""
+    wait_for(
+        f"drift monitor {name}",
+        lambda: _healthy(f"http://{address}/metrics"),
+        600,
+        cluster.logs / f"{name}.log",
+    )
+
+
 def scrape(cluster: LocalCluster, name: str, namespace: str, pods: list[LocalPod]) -> None:
     """Point the dev Prometheus (when it runs) at `pods`, as the monitors of ModelDeployment `name`
     select them, with their labels, as a cluster's Prometheus would."""
@@ -167,6 +200,15 @@ def scrape(cluster: LocalCluster, name: str, namespace: str, pods: list[LocalPod
         monitors += json.loads(got.stdout)["items"] if got.returncode == 0 else []
     svcs = _get(cluster, "services", "-n", namespace, "-l", selector)["items"]
     services.set_scrape_targets(cluster, scrape_groups(monitors, svcs, pods))
+
+
+def drift_deployment(cluster: LocalCluster, name: str, namespace: str) -> dict | None:
+    """ModelDeployment `name`'s drift monitor Deployment, None when spec.monitoring.drift is off."""
+    items = _get(cluster, "deployments", "-n", namespace, "-l", f"{MODEL_DEPLOYMENT}={name}")["items"]
+    return next(
+        (d for d in items if any(c["name"] == "drift" for c in d["spec"]["template"]["spec"]["containers"])),
+        None,
+    )
 
 
 def serving_deployments(cluster: LocalCluster, name: str, namespace: str) -> tuple[dict, dict]:
@@ -187,7 +229,8 @@ def serving_deployments(cluster: LocalCluster, name: str, namespace: str) -> tup
 
 
 def serve(cluster: LocalCluster, name: str, namespace: str) -> dict[str, str]:
-    """Start every served version and the gateway of ModelDeployment `name`; return their addresses."""
+    """Start every served version, the gateway and the drift monitor (when the ModelDeployment has
+    one) of ModelDeployment `name`; return their addresses."""
     vllm, gateway = serving_deployments(cluster, name, namespace)
     upstream: dict[str, str] = {}  # vLLM Service host -> local address
     local_pods: list[LocalPod] = []
@@ -195,6 +238,9 @@ def serve(cluster: LocalCluster, name: str, namespace: str) -> dict[str, str]:
         port = free_port()
         local_pods.append(run_version(cluster, namespace, body, port))
         upstream[deployment] = f"127.0.0.1:{port}"
+    drift = drift_deployment(cluster, name, namespace)
+    if drift is not None:
+        local_pods.append(run_drift(cluster, namespace, drift, free_port()))
     for deployment in vllm:
         wait_version(cluster, deployment, upstream[deployment])
 

@@ -101,3 +101,29 @@ def test_relabel_follows_prometheus_defaults() -> None:
     assert relabel(labels, [{"action": "keep", "sourceLabels": ["a"], "regex": "y"}]) is None
     assert relabel(labels, [{"action": "drop", "sourceLabels": ["a"], "regex": "x"}]) is None
     assert relabel(labels, [{"action": "keep", "sourceLabels": ["a"], "regex": "x|y"}]) == labels
+
+
+def test_the_drift_monitor_is_scraped_with_what_the_drift_trigger_selects() -> None:
+    """`llmops dev serve` runs the drift monitor (run_drift) and scrapes it through its PodMonitor:
+    the series carry the labels the RetrainPolicy's drift query and the drift alert select on."""
+    from llmops.operators.retrainpolicy.triggers import drift_query
+
+    spec, plan, _ = quickstart()
+    reference = {"s3": {"endpoint": "http://minio:9000", "bucket": "llmops", "prefix": "datasets/"}}
+    data = spec.to_dict()
+    data.setdefault("monitoring", {})["drift"] = {"referenceData": reference, "prompts": reference}
+    spec = ModelDeploymentSpec.model_validate(data)
+    children = build(spec, OWNER, plan, ServingSettings())
+    for child in children:
+        child["metadata"].setdefault("namespace", "quickstart")
+    drift = next(
+        c for c in children if c["kind"] == "Deployment" and c["metadata"]["name"].endswith("-drift")
+    )
+    monitors = [c for c in children if c["kind"] in ("PodMonitor", "ServiceMonitor")]
+    services = [c for c in children if c["kind"] == "Service"]
+    groups = scrape_groups(monitors, services, [local_pod("quickstart", drift, "drift", "127.0.0.1:1003")])
+
+    (group,) = groups
+    assert group["targets"] == ["127.0.0.1:1003"]
+    wanted = _matchers(drift_query("quickstart", "quickstart"))
+    assert wanted and wanted.items() <= group["labels"].items(), (wanted, group["labels"])
