@@ -234,10 +234,17 @@ def advance(
     if result.verdict == "pass":
         if state.step + 1 >= len(plan):
             done = judged.model_copy(update={"verdict": "Promoted", "weight": 100})
+            # Record it where the spec names versions: the spec itself, or the stable's alias (a
+            # RetrainPolicy moves it; editing a spec kept in Git would fight GitOps).
+            record = (
+                f" Move the alias spec.model follows to version {version} to record that"
+                f" (llmops models alias set {model} <alias> {version}; a RetrainPolicy does it)."
+                if canary.model.alias
+                else " Set spec.model to it and remove rollout.canary to record that in the spec."
+            )
             message = (
                 f"{who} passed its last analysis ({result.message}) and is promoted: it is now the stable"
-                f" version and takes all traffic; version {baseline} is removed. Set spec.model to it and"
-                " remove rollout.canary to record that in the spec."
+                f" version and takes all traffic; version {baseline} is removed.{record}"
             )
             return Step(done, 100, serve_canary=True, promoted=True, event=Event("Promoted", message))
         step = state.step + 1

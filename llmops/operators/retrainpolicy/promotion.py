@@ -58,13 +58,13 @@ def compare(
                 failures.append(f"{value:.4g} is not {better} threshold {t.threshold:g}")
             if change is not None and t.min_absolute_change is not None and change < t.min_absolute_change:
                 failures.append(
-                    f"improves on the champion by {change:.4g}, less than {t.min_absolute_change:g}"
+                    f"{_change(change, f'{abs(change):.4g}')}, less than {t.min_absolute_change:g}"
                 )
             if change is not None and t.min_relative_change is not None:
                 relative = change / abs(base) if base else float("inf") if change > 0 else 0.0
                 if relative < t.min_relative_change:
                     failures.append(
-                        f"improves on the champion by {relative:.2%}, less than {t.min_relative_change:.2%}"
+                        f"{_change(relative, f'{abs(relative):.2%}')}, less than {t.min_relative_change:.2%}"
                     )
         unchecked = base is None and (t.min_absolute_change is not None or t.min_relative_change is not None)
         message = "; ".join(failures) or ("no champion value: change not checked" if unchecked else None)
@@ -79,6 +79,13 @@ def compare(
             )
         )
     return rows
+
+
+def _change(change: float, amount: str) -> str:
+    """How the candidate moved against the champion, in words: improves by, is worse by, or the same."""
+    if amount.strip("0.%") == "":
+        return "no better than the champion"
+    return f"improves on the champion by {amount}" if change > 0 else f"worse than the champion by {amount}"
 
 
 def lost_by(rows: list[Comparison]) -> str:

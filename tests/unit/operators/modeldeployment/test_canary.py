@@ -12,6 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmops.api.common import ModelReference
 from llmops.api.modeldeployment import (
     Canary,
     CanaryStatus,
@@ -65,7 +66,9 @@ def test_analysis() -> None:
     assert analyse(rules, Sample(10, 0, 900), None).verdict == "pass"  # no baseline: ratio not judged
 
 
-def run_machine(results: list[Analysis], ready: bool = True) -> list[canary.Step]:
+def run_machine(
+    results: list[Analysis], ready: bool = True, rules: Canary | None = None
+) -> list[canary.Step]:
     """Drive the machine through one reconcile per clock tick, as the operator would."""
     state: CanaryStatus | None = None
     steps = []
@@ -73,7 +76,7 @@ def run_machine(results: list[Analysis], ready: bool = True) -> list[canary.Step
     now = T0
     for _ in range(4 * len(results) + 4):
         step = advance(
-            CANARY, state, model="bot", version="4", baseline="3", ready=ready, now=now,
+            rules or CANARY, state, model="bot", version="4", baseline="3", ready=ready, now=now,
             analysis=lambda window: pending.pop(0),
         )  # fmt: skip
         steps.append(step)
@@ -96,6 +99,17 @@ def test_canary_steps_up_and_is_promoted() -> None:
         CANARY, last.status, model="bot", version="4", baseline="3", ready=True, now=T0, analysis=None
     )  # type: ignore[arg-type]
     assert again.promoted and again.event is None  # stays promoted, analyses nothing
+
+
+def test_a_promotion_says_where_to_record_it() -> None:
+    passed = [Analysis("pass", "fine", 0.001, 800, 1.05)] * 4
+    pinned = run_machine(passed)[-1].event
+    assert pinned and "Set spec.model to it and remove rollout.canary" in pinned.message
+    # A canary that follows an alias: the spec stays as it is (kept in Git); the stable's alias moves.
+    aliased = CANARY.model_copy(update={"model": ModelReference(name="bot", alias="challenger")})
+    moved = run_machine(passed, rules=aliased)[-1].event
+    assert moved and "Move the alias spec.model follows to version 4" in moved.message
+    assert "Set spec.model" not in moved.message
 
 
 def test_canary_rolls_back_and_says_why() -> None:

@@ -108,3 +108,11 @@ def test_manual_approval_and_the_first_version() -> None:
         record("Won"), Promotion(), champion=None, challenger=None, canary=None, approved=None, busy=None
     )
     assert first.verdict == "Promoted" and first.move.alias == "champion"
+
+
+def test_a_loss_says_which_way() -> None:
+    t = threshold(metric="perplexity", greaterIsBetter=False, minRelativeChange=0.05)
+    (worse,) = promotion.compare([t], {"perplexity": 11.0}, {"perplexity": 10.0})
+    assert "worse than the champion by 10.00%, less than 5.00%" in worse.message
+    (same,) = promotion.compare([t], {"perplexity": 10.0}, {"perplexity": 10.0})
+    assert "no better than the champion, less than 5.00%" in same.message
