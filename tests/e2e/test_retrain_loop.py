@@ -81,13 +81,16 @@ def _get(cluster: LocalCluster, namespace: str, kind: str, name: str) -> dict:
     return json.loads(got.stdout) if got.returncode == 0 else {}
 
 
-def _s3(minio: dict, prefix: str) -> dict:
+TRAFFIC_SECRET = "traffic-credentials"  # the gateway's: payload samples, ratings, drift prompts
+
+
+def _s3(minio: dict, prefix: str, secret: str = "minio-credentials") -> dict:
     return {
         "s3": {
             "endpoint": minio["endpoint"],
             "bucket": "llmops",
             "prefix": prefix,
-            "credentialsSecretRef": {"name": "minio-credentials"},
+            "credentialsSecretRef": {"name": secret},
         }
     }
 
@@ -176,7 +179,9 @@ def deployment(minio: dict) -> dict:
                 "serviceMonitor": True,
                 "drift": {"referenceData": _s3(minio, "datasets/quickstart/"), "sampleRate": 1},
             },
-            "gateway": {"payloadSampling": {"rate": 1, "destination": _s3(minio, "traffic/")}},
+            "gateway": {
+                "payloadSampling": {"rate": 1, "destination": _s3(minio, "traffic/", TRAFFIC_SECRET)}
+            },
         },
     }
 
@@ -357,11 +362,14 @@ def test_drifted_traffic_retrains_beats_the_champion_and_promotes_through_the_ca
     minio = services.start_minio(cluster)
     ray = services.start_ray(cluster)["address"]
     prometheus = services.start_prometheus(cluster, scrape_interval="1s")["url"]
-    cluster.kubectl(
-        "create", "secret", "generic", "minio-credentials", "-n", namespace,
-        f"--from-literal=AWS_ACCESS_KEY_ID={minio['accessKeyId']}",
-        f"--from-literal=AWS_SECRET_ACCESS_KEY={minio['secretAccessKey']}",
-    )  # fmt: skip
+    # One Secret per purpose: the internet-facing gateway writes the traffic with its own, never the
+    # registry's (here both hold the dev MinIO's keys).
+    for secret in ("minio-credentials", TRAFFIC_SECRET):
+        cluster.kubectl(
+            "create", "secret", "generic", secret, "-n", namespace,
+            f"--from-literal=AWS_ACCESS_KEY_ID={minio['accessKeyId']}",
+            f"--from-literal=AWS_SECRET_ACCESS_KEY={minio['secretAccessKey']}",
+        )  # fmt: skip
     creds = Credentials(minio["accessKeyId"], minio["secretAccessKey"])
     datasets = open_store(ObjectStorageLocation.model_validate(_s3(minio, "datasets/")), creds)
     for path in [QUICKSTART / "train.jsonl"]:  # the reference data: the domain the model served
