@@ -297,7 +297,11 @@ class RetrainPolicySpec(ApiModel):
         " deletes the active run and starts the new one (CronJob's semantics).",
     )
     cooldown_seconds: int = Field(
-        3600, ge=60, le=90 * 24 * 3600, description="Least time between the starts of two runs."
+        3600,
+        ge=60,
+        le=90 * 24 * 3600,
+        description="Least time from the start of the last run (whatever started it) before drift,"
+        " quality, feedback or newData may start another; schedule and manual runs ignore it.",
     )
     suspend: bool = Field(False, description="No new runs; active runs and promotions go on.")
     successful_runs_history_limit: int = Field(
@@ -389,6 +393,9 @@ class RetrainPolicyStatus(Status):
     )
     last_promoted_version: Annotated[str, StringConstraints(max_length=63)] | None = Field(
         None, description="The last version this policy promoted."
+    )
+    data_marker: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
+        None, description="newData: the newest object key the last run consumed."
     )
     manual_request: Annotated[str, StringConstraints(max_length=256)] | None = Field(
         None, description="The last value of retrain.llmops.io/requested that started a run."

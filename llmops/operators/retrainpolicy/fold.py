@@ -39,6 +39,7 @@ class Found:
     last_promoted: str | None
     manual_request: str | None
     next_schedule: dt.datetime | None = None
+    data_marker: str | None = None
     notes: list[str] = field(default_factory=list)  # a trigger that fired and did not start, ...
 
 
@@ -54,6 +55,7 @@ def fold(spec: RetrainPolicySpec, found: Found, evaluate_every: float) -> Outcom
         "champion_version": found.champion,
         "last_promoted_version": found.last_promoted,
         "manual_request": found.manual_request,
+        "data_marker": found.data_marker,
     }
     canary = next((r for r in found.runs if r.verdict == "Canary"), None)
     waiting = next((r for r in found.runs if r.verdict == "AwaitingApproval"), None)

@@ -162,6 +162,9 @@ def reconcile(
     next_schedule = None
     notes: list[str] = []
     data_marker: str | None = None
+    # The newest data key the last run consumed (its TrainingJob's annotation, or status once the
+    # history limits deleted it).
+    consumed = fold.latest_annotation(children, names.DATA_MARKER) or before.data_marker
 
     t = spec.triggers
     if t.schedule is not None:
@@ -225,7 +228,7 @@ def reconcile(
         if status.firing:
             firings.append(Firing(type, now, f"{status.value:.4g}", status.message or type))
     if t.feedback is not None:
-        every, negative = triggers.feedback_queries(namespace, spec.model_deployment, t.feedback)
+        every, negative = triggers.feedback_queries(namespace, spec.model_deployment, t.feedback, champion)
         status = _prom(
             "feedback",
             previous,
@@ -238,7 +241,7 @@ def reconcile(
         if status.firing:
             firings.append(Firing("feedback", now, f"{status.value:.4g}", status.message or "feedback"))
     if t.new_data is not None:
-        marker = fold.latest_annotation(children, names.DATA_MARKER)
+        marker = consumed
         try:
             data_credentials = secrets.credentials(
                 ctx.applier.api_client, namespace, t.new_data.location, "spec.triggers.newData.location"
@@ -287,7 +290,13 @@ def reconcile(
             )
 
     # -- start a run -------------------------------------------------------------------------
-    decision = plan.decide(spec, name, firings, runs, now)
+    # Runs whose TrainingJob the history limits deleted still count for the cooldown.
+    gone = [
+        plan.Run(r.training_job, r.phase, r.start_time, r.trigger, True)
+        for r in records
+        if r.start_time is not None and all(r.training_job != run.name for run in runs)
+    ]
+    decision = plan.decide(spec, name, firings, runs + gone, now)
     last_trigger = before.last_trigger
     if decision.why_not:
         notes.append(decision.why_not)
@@ -297,8 +306,9 @@ def reconcile(
             ctx.applier.delete(API_VERSION, TRAINING_JOB.kind, active, namespace)
             notes.append(f"{active} replaced (concurrencyPolicy Replace)")
         if spec.triggers.new_data is not None and data_marker is None:
-            data_marker = fold.latest_annotation(children, names.DATA_MARKER)
+            data_marker = consumed
         extra = {names.DATA_MARKER: data_marker} if data_marker else {}
+        consumed = data_marker or consumed
         firing = dataclasses.replace(firing, annotations={**firing.annotations, **extra})
         sampling = md.gateway.payload_sampling
         traffic = sampling.destination if sampling is not None else None
@@ -405,6 +415,7 @@ def reconcile(
         last_promoted=last_promoted,
         manual_request=manual_request,
         next_schedule=next_schedule,
+        data_marker=consumed,
         notes=notes,
     )
     return fold.fold(spec, found, settings.evaluate_every)

@@ -104,12 +104,15 @@ def drift_query(namespace: str, deployment: str) -> str:
     return f"max({monitoring.DRIFT}{monitoring.selector(namespace, deployment)})"
 
 
-def feedback_queries(namespace: str, deployment: str, trigger: FeedbackTrigger) -> tuple[str, str]:
-    """(all feedback, negative feedback) of `trigger.name` over its window, as PromQL."""
+def feedback_queries(
+    namespace: str, deployment: str, trigger: FeedbackTrigger, version: str | None = None
+) -> tuple[str, str]:
+    """(all feedback, negative feedback) of `trigger.name` over its window, as PromQL; of `version`
+    only when given (the champion: ratings of a version already replaced must not start runs)."""
     window = f"[{trigger.window_seconds}s]"
-    named = f'name="{trigger.name}"'
-    every = monitoring.selector(namespace, deployment, named)
-    negative = monitoring.selector(namespace, deployment, named, 'sentiment="negative"')
+    matchers = [f'name="{trigger.name}"', *([f'version="{version}"'] if version else [])]
+    every = monitoring.selector(namespace, deployment, *matchers)
+    negative = monitoring.selector(namespace, deployment, *matchers, 'sentiment="negative"')
     return (
         f"sum(increase({monitoring.FEEDBACK}{every}{window}))",
         f"sum(increase({monitoring.FEEDBACK}{negative}{window})) or vector(0)",

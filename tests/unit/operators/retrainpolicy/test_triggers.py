@@ -122,3 +122,8 @@ def test_new_data_counts_keys_after_the_marker() -> None:
     status, newest = triggers.new_data(keys, newest, 1, None, now)
     assert not status.firing and newest == "2026-11-30/c.jsonl"
     assert triggers.new_data(keys, None, 3, None, now)[0].firing
+
+
+def test_feedback_counts_the_champions_ratings_only() -> None:
+    every, negative = triggers.feedback_queries("ml", "bot", FeedbackTrigger(max_negative_ratio=0.1), "7")
+    assert 'version="7"' in every and 'version="7"' in negative
