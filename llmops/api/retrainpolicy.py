@@ -75,9 +75,9 @@ class ScheduleTrigger(ApiModel):
         description='Cron expression in five fields ("0 3 * * *") or a macro (@daily, @hourly, @weekly).'
         " TZ= and CRON_TZ= are refused: use timeZone."
     )
-    time_zone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
-        "UTC", description="IANA time zone the cron expression is read in, e.g. Europe/Berlin."
-    )
+    time_zone: Annotated[
+        str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_+./-]*$")
+    ] = Field("UTC", description="IANA time zone the cron expression is read in, e.g. Europe/Berlin.")
     starting_deadline_seconds: int | None = Field(
         None,
         ge=10,
@@ -99,7 +99,7 @@ class ScheduleTrigger(ApiModel):
     def _zone(cls, value: str) -> str:
         try:
             zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
             raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Europe/Berlin") from None
         return value
 
