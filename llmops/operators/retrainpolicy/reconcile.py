@@ -261,7 +261,7 @@ def reconcile(
         if status.firing:
             firings.append(Firing("newData", now, f"{status.value:.0f}", status.message or "newData"))
     requested = (policy["metadata"].get("annotations") or {}).get(MANUAL_TRIGGER_ANNOTATION)
-    answered = {c["metadata"].get("annotations", {}).get(names.MANUAL) for c in children} | {
+    answered = {(c["metadata"].get("annotations") or {}).get(names.MANUAL) for c in children} | {
         before.manual_request
     }
     manual_request = before.manual_request
