@@ -501,7 +501,7 @@ class CelCase:
         return f"{self.kind} {self.node}: {self.message}"
 
 
-MD, TJ, RP = "ModelDeployment", "TrainingJob", "RetrainPolicy"
+MD, TJ, RP, MR = "ModelDeployment", "TrainingJob", "RetrainPolicy", "ModelRetirement"
 VERSIONS = st.sampled_from(["1", "2", "7", "v2.1"])
 ALIASES = st.sampled_from(["production", "staging", "shadow"])
 VERSION_XOR_ALIAS = "set exactly one of version or alias"
@@ -1158,4 +1158,55 @@ CEL_CASES += [
             _toleration(f"{node}.tolerations[*]", "seconds"),
         ),
     )
+]
+
+
+# -- ModelRetirement ---------------------------------------------------------------------------------
+
+
+def mr_replace_without_replacement(spec: Spec, draw: DrawFn) -> FieldPath:
+    drain = _dig(spec, "drain")
+    drain["mode"] = "Replace"
+    drain.pop("replacement", None)
+    return ("spec", "drain")
+
+
+def mr_suspend_with_replacement(spec: Spec, draw: DrawFn) -> FieldPath:
+    drain = _dig(spec, "drain")
+    drain["mode"] = "Suspend"
+    drain["replacement"] = {"name": spec["model"]["name"], "version": draw(VERSIONS)}
+    return ("spec", "drain")
+
+
+def mr_replacement_reference(spec: Spec, draw: DrawFn) -> FieldPath:
+    drain = _dig(spec, "drain")
+    drain["mode"] = "Replace"
+    drain.setdefault("replacement", {"name": spec["model"]["name"], "alias": draw(ALIASES)})
+    _break_reference(drain["replacement"], draw)
+    return ("spec", "drain", "replacement")
+
+
+def mr_lock_on_a_volume(spec: Spec, draw: DrawFn) -> FieldPath:
+    archive = spec["archive"]
+    archive["location"] = {"local": {"path": "/archive"}}
+    if draw(st.booleans()):
+        archive["retention"] = {"mode": draw(st.sampled_from(["Governance", "Compliance"])), "days": 30}
+    else:
+        archive.pop("retention", None)
+        archive["legalHold"] = True
+    return ("spec", "archive")
+
+
+CEL_CASES += [
+    CelCase(
+        MR, "spec.drain", "drain.replacement is required when mode is Replace", mr_replace_without_replacement
+    ),
+    CelCase(MR, "spec.drain", "drain.replacement is only for mode Replace", mr_suspend_with_replacement),
+    CelCase(MR, "spec.drain.replacement", VERSION_XOR_ALIAS, mr_replacement_reference),
+    CelCase(
+        MR,
+        "spec.archive",
+        "archive.retention and archive.legalHold need an S3 location (Object Lock is an S3 feature)",
+        mr_lock_on_a_volume,
+    ),
 ]
