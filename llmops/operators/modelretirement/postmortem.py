@@ -24,14 +24,18 @@ gateway's own `version` label:
 | p50, p95 latency | `llmops_gateway_request_duration_seconds_bucket` (le) |
 | tokens | `llmops_gateway_{prompt,completion}_tokens_total` |
 | feedback by sentiment | `llmops_gateway_feedback_total` (sentiment, summed over names) |
-| drift | `max(llmops_drift_score)` of the deployments (a deployment's prompts, not one version's) |
+| drift | the highest `llmops_drift_score` of the deployments (their prompts, not one version's) |
 
-Counters are read raw (one range query per family, every series with its own labels) and their
-increases summed here: a counter's increase is the sum of its rises, a fall being a restart (the new
-value counts whole), and a series first seen after the window's first evaluation counts from 0,
-because it was born then (Prometheus' `increase()` extrapolates, and misses what a series held at
-its first scrape: serving.metrics.Metrics.feedback_series says why). Increments that a restart hides
-between two evaluations are lost; with a step close to the scrape interval, none are.
+Counters are read raw, one range query per family with every series' own labels, each point the
+series' highest value over the last LOOKBACK_SECONDS or the step if longer
+(`max_over_time(...[w])`): a counter only rises, so that is its latest value, and a series that
+ended (a gateway pod replaced) keeps its last value for one more step instead of losing what it
+counted since the previous point. Their increases are summed here: a counter's increase is the sum
+of its rises, a fall being a restart (the new value counts whole), and a series first seen after the
+window's first evaluation counts from 0, because it was born then (Prometheus' `increase()`
+extrapolates, and misses what a series held at its first scrape: serving.metrics.Metrics.
+feedback_series says why). What is lost: what a restarted counter counted before it was seen again,
+when it climbed back above its old value within one such window.
 
 The step is a whole number of seconds, at least 1, chosen so that no series has more than
 `max_points` (500) points; the first evaluation is moved back from `start` so that the last one falls
@@ -75,6 +79,7 @@ FEEDBACK = "llmops_gateway_feedback_total"
 DRIFT = "llmops_drift_score"  # the drift monitor's (llmops/serving/drift.py), per deployment
 SENTIMENTS = ("positive", "negative", "neutral")
 MAX_POINTS = 500
+LOOKBACK_SECONDS = 300  # Prometheus' default lookback for instant vectors (--query.lookback-delta)
 
 JSON_NAME, MARKDOWN_NAME = "postmortem.json", "postmortem.md"
 CHARTS = {  # file name -> title, in the Markdown's order; drawn when the timeline has something to show
@@ -361,8 +366,10 @@ def collect(
         return ServingMetrics.missing(None, "no Prometheus is configured for the operator")
     grid = Grid.over(start, end, max_points)
 
+    window = f"[{max(grid.step, LOOKBACK_SECONDS)}s]"
+
     def read(promql: str) -> list[Series]:
-        return prometheus.query_range(promql, grid.start, grid.end, grid.step)
+        return prometheus.query_range(f"max_over_time({promql}{window})", grid.start, grid.end, grid.step)
 
     try:
         requests = read(REQUESTS + ours)
@@ -371,7 +378,9 @@ def collect(
         prompt_tokens = read(PROMPT_TOKENS + ours)
         completion_tokens = read(COMPLETION_TOKENS + ours)
         feedback = read(FEEDBACK + ours)
-        drift = read(f"max({DRIFT}{deployment})")
+        drift = prometheus.query_range(  # the highest score in each step, of any of the deployments
+            f"max(max_over_time({DRIFT}{deployment}{window}))", grid.start, grid.end, grid.step
+        )
     except PrometheusError as e:
         return ServingMetrics.missing(prometheus.url, f"Prometheus refused a query: {e}")
     except OSError as e:  # urllib.error.URLError, a timeout, a refused connection

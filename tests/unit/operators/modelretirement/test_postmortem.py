@@ -39,8 +39,7 @@ class Answers:
 
     def query_range(self, promql: str, start: dt.datetime, end: dt.datetime, step: float) -> list[Series]:
         self.asked.append((promql, start, end, step))
-        name = re.match(r"(?:max\()?([a-z_:]+)", promql).group(1)  # type: ignore[union-attr]
-        return self.by_name.get(name, [])
+        return self.by_name.get(re.search(r"llmops_[a-z_]+", promql).group(0), [])  # type: ignore[union-attr]
 
 
 def at(seconds: float) -> float:
@@ -213,7 +212,12 @@ def test_collect_sums_the_raw_counters_over_the_window() -> None:
     m = collected(answers, Alerts(max_error_rate=0.1, p95_latency_ms=400))
     assert [a[3] for a in answers.asked] == [1] * 7 and answers.asked[0][2] == END
     assert all('version="3"' in q for q, *_ in answers.asked[:6])
-    assert answers.asked[6][0] == 'max(llmops_drift_score{namespace="team-a",model_deployment="chat"})'
+    assert answers.asked[0][0] == (
+        'max_over_time(llmops_gateway_requests_total{namespace="team-a",model_deployment="chat",version="3"}[300s])'
+    )
+    assert answers.asked[6][0] == (
+        'max(max_over_time(llmops_drift_score{namespace="team-a",model_deployment="chat"}[300s]))'
+    )
     # pod a: 8 + 2 (born after the start); pod b: 102 - 100, then 3 after its restart.
     assert (m.requests, m.by_code, m.server_errors, m.client_errors) == (15, {"200": 13, "502": 2}, 2, 0)
     assert m.error_ratio == pytest.approx(2 / 15)
@@ -256,12 +260,24 @@ def test_unreachable_prometheus_is_said_not_raised() -> None:
 
 
 def test_a_version_that_never_served() -> None:
-    m = collected(Answers({}))
+    answers = Answers({})
+    m = collected(answers)
     assert (m.requests, m.error_ratio, m.p95_ms, m.first_request) == (0, None, None, None)
     r = report(m, end=START + dt.timedelta(days=3))
     assert pm.summary(r) == "never served (no requests in 3 days); gates passed; retired: superseded by 4"
     assert pm.chart_names(r) == []
     assert "it never served" in pm.render_markdown(r)
+    # 41 days: a step of 7099 s (500 points), each point the highest value over its own step.
+    long = pm.collect(
+        answers,  # type: ignore[arg-type]
+        namespace="team-a",
+        deployments=["chat"],
+        version="3",
+        start=START,
+        end=START + dt.timedelta(days=41),
+    )
+    assert long.timeline is not None and len(long.timeline.times) == 500
+    assert answers.asked[-1][3] == 7099 and answers.asked[-1][0].endswith("[7099s]))")
 
 
 def test_times_must_carry_a_zone_and_end_follows_start() -> None:
