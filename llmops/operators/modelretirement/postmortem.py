@@ -1,7 +1,8 @@
 """The post-mortem of a retired model version: what it did while it served, as JSON, Markdown and charts.
 
 ModelRetirement's last step. The caller (the kind's reconcile) passes every fact; nothing here reads
-the clock, the cluster or the registry, so the same inputs give the same report, byte for byte:
+the clock, the cluster or the registry, so the same inputs give the same report (the charts too,
+byte for byte, with the same matplotlib):
 
     metrics = collect(Prometheus(url), namespace="team-a", deployments=["chat"], version="3",
                       start=served_from, end=served_until, alerts=spec.monitoring.alerts)
