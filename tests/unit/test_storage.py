@@ -1,0 +1,69 @@
+"""What S3Store sends for server-side encryption and Object Lock, and the errors for settings it
+cannot honour. The requests themselves go to MinIO in tests/workloads/test_archive_s3.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from llmops.api.common import ObjectStorageLocation
+from llmops.storage import ObjectLock, S3Store, ServerSideEncryption, StoreCache, _lock_args, open_store
+
+KEY = bytes(range(32))
+
+
+def test_encryption_parameters_for_writes_and_reads() -> None:
+    assert ServerSideEncryption("SSE-S3").write_args() == {"ServerSideEncryption": "AES256"}
+    assert ServerSideEncryption("SSE-KMS").write_args() == {"ServerSideEncryption": "aws:kms"}
+    assert ServerSideEncryption("SSE-KMS", "k1").write_args() == {
+        "ServerSideEncryption": "aws:kms",
+        "SSEKMSKeyId": "k1",
+    }
+    assert (
+        ServerSideEncryption("SSE-S3").read_args() == ServerSideEncryption("SSE-KMS", "k1").read_args() == {}
+    )
+    sse_c = ServerSideEncryption("SSE-C", customer_key=KEY)
+    assert (
+        sse_c.write_args() == sse_c.read_args() == {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": KEY}
+    )
+    assert "customer_key" not in repr(sse_c) and str(KEY) not in repr(sse_c)
+    for bad in (
+        lambda: ServerSideEncryption("SSE-C"),
+        lambda: ServerSideEncryption("SSE-C", customer_key=b"short"),
+        lambda: ServerSideEncryption("SSE-S3", customer_key=KEY),
+        lambda: ServerSideEncryption("SSE-S3", kms_key_id="k1"),
+    ):
+        with pytest.raises(ValueError, match="SSE"):
+            bad()
+
+
+def test_lock_parameters() -> None:
+    until = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    assert _lock_args(None, False) == {}
+    assert _lock_args(ObjectLock("COMPLIANCE", until), True) == {
+        "ObjectLockMode": "COMPLIANCE",
+        "ObjectLockRetainUntilDate": until,
+        "ObjectLockLegalHoldStatus": "ON",
+    }
+    with pytest.raises(ValueError, match="GOVERNANCE or COMPLIANCE"):
+        ObjectLock("governance", until)  # type: ignore[arg-type]
+
+
+def test_open_store_applies_the_locations_encryption() -> None:
+    def location(encryption: dict) -> ObjectStorageLocation:
+        return ObjectStorageLocation.model_validate(
+            {"s3": {"bucket": "models", "endpoint": "http://127.0.0.1:9", "encryption": encryption}}
+        )
+
+    kms = open_store(location({"mode": "SSE-KMS", "kmsKeyId": "k1"}))
+    assert isinstance(kms, S3Store) and kms.encryption == ServerSideEncryption("SSE-KMS", "k1")
+    sse_c = location({"mode": "SSE-C", "customerKeySecretRef": {"name": "archive-key", "key": "key"}})
+    with pytest.raises(
+        ValueError, match="SSE-C needs the customer key from customerKeySecretRef 'archive-key'"
+    ):
+        open_store(sse_c)
+    assert open_store(sse_c, customer_key=KEY).encryption.customer_key == KEY  # type: ignore[union-attr]
+    cache = StoreCache()
+    assert cache.open(sse_c, customer_key=KEY) is cache.open(sse_c, customer_key=KEY)
+    assert cache.open(sse_c, customer_key=KEY) is not cache.open(sse_c, customer_key=bytes(32))
