@@ -183,10 +183,15 @@ def versions(store: ObjectStore, name: str) -> list[str]:
 
 
 def models(store: ObjectStore) -> list[str]:
-    """Names of the models with at least one registered version, sorted. Lists every key under
-    models/ (the store interface has no delimiter listing): seconds on a registry of many versions."""
+    """Names of the models with at least one registered or retired version, sorted. Lists every key
+    under models/ (the store interface has no delimiter listing): seconds on a registry of many
+    versions."""
     return sorted(
-        {k.split("/")[1] for k in store.list("models/") if k.count("/") == 4 and k.endswith(f"/{MANIFEST}")}
+        {
+            k.split("/")[1]
+            for k in store.list("models/")
+            if k.count("/") == 4 and k.rsplit("/", 1)[1] in (MANIFEST, TOMBSTONE)
+        }
     )
 
 

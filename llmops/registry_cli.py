@@ -135,17 +135,28 @@ def models_group() -> None:
 @models_group.command("list")
 @_command
 def list_models(store: ObjectStore, output: str) -> None:
-    """Every model with its number of versions, the newest one and its aliases."""
+    """Every model with its number of versions (and of retired ones), the newest one and its aliases."""
     rows = []
     for name in models(store):
-        numbers = versions(store, name)
+        numbers, retired = versions(store, name), retired_versions(store, name)
         rows.append(
-            {"name": name, "versions": len(numbers), "latest": numbers[-1], "aliases": aliases(store, name)}
+            {
+                "name": name,
+                "versions": len(numbers),
+                "retired": len(retired),
+                "latest": numbers[-1] if numbers else None,
+                "aliases": aliases(store, name),
+            }
         )
     if output == "json":
         return _json(rows)
     table = [
-        [r["name"], str(r["versions"]), r["latest"], ", ".join(f"{a}={v}" for a, v in r["aliases"].items())]
+        [
+            r["name"],
+            f"{r['versions']} (+{r['retired']} retired)" if r["retired"] else str(r["versions"]),
+            r["latest"] or "-",
+            ", ".join(f"{a}={v}" for a, v in r["aliases"].items()),
+        ]
         for r in rows
     ]
     click.echo(_table(["NAME", "VERSIONS", "LATEST", "ALIASES"], table))

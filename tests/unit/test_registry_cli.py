@@ -114,6 +114,8 @@ def test_retired_versions_show_their_tombstone(registry: Path, tmp_path: Path) -
     store, archive = LocalStore(registry), LocalStore(tmp_path / "archive")
     receipt = archive_version(store, "chat", "2", archive)
     delete_version(store, "chat", "2", target=archive, receipt=receipt, actor="user:ana", reason="superseded")
+    code, out = llmops("models", "list", "--registry", str(registry))
+    assert out.splitlines()[1].split() == ["chat", "2", "(+1", "retired)", "3"]
     code, out = llmops("models", "versions", "chat", "--registry", str(registry))
     lines = out.splitlines()
     assert code == 0 and [line.split()[0] for line in lines[:3]] == ["VERSION", "1", "3"] and lines[3] == ""
@@ -130,6 +132,12 @@ def test_retired_versions_show_their_tombstone(registry: Path, tmp_path: Path) -
         "models", "alias", "set", "chat", "champion", "2", "--reason", "x", "--registry", str(registry)
     )
     assert code == 1 and "chat:2 in" in out and "was retired" in out and "archive is at file://" in out
+    receipt = archive_version(store, "embed", "1", archive)
+    delete_version(store, "embed", "1", target=archive, receipt=receipt, actor="user:ana", reason="unused")
+    code, out = llmops("models", "list", "--registry", str(registry), "-o", "json")
+    assert json.loads(out)[1] == {"name": "embed", "versions": 0, "retired": 1, "latest": None, "aliases": {}}
+    code, out = llmops("models", "versions", "embed", "--registry", str(registry))
+    assert code == 0 and out.splitlines()[0].split()[0] == "RETIRED"
 
 
 def test_s3_locations_take_the_standard_aws_environment() -> None:
