@@ -7,6 +7,8 @@ the spec itself.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import os
@@ -105,6 +107,26 @@ def credentials_from_env(prefix: str = "") -> Credentials | None:
     key = os.environ.get(f"{prefix}AWS_ACCESS_KEY_ID")
     secret = os.environ.get(f"{prefix}AWS_SECRET_ACCESS_KEY")
     return Credentials(key, secret) if key and secret else None
+
+
+SSE_CUSTOMER_KEY_ENV = "LLMOPS_SSE_CUSTOMER_KEY"
+
+
+def customer_key_from_env(prefix: str = "") -> bytes | None:
+    """The SSE-C key from `{prefix}LLMOPS_SSE_CUSTOMER_KEY` (base64 of 32 bytes, as the Secret that
+    `s3.encryption.customerKeySecretRef` names holds it), or None when unset; the same convention
+    as `credentials_from_env`, for a pod that gets the key by `secretKeyRef`. Raises ValueError
+    naming the variable for a value that is not base64 of 32 bytes (the value is never shown)."""
+    value = os.environ.get(f"{prefix}{SSE_CUSTOMER_KEY_ENV}")
+    if not value:
+        return None
+    try:
+        key = base64.b64decode(value, validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) != 32:
+        raise ValueError(f"{prefix}{SSE_CUSTOMER_KEY_ENV} must be base64 of 32 bytes (an AES-256 key)")
+    return key
 
 
 def sha256_file(path: Path) -> str:

@@ -8,7 +8,15 @@ import datetime as dt
 import pytest
 
 from llmops.api.common import ObjectStorageLocation
-from llmops.storage import ObjectLock, S3Store, ServerSideEncryption, StoreCache, _lock_args, open_store
+from llmops.storage import (
+    ObjectLock,
+    S3Store,
+    ServerSideEncryption,
+    StoreCache,
+    _lock_args,
+    customer_key_from_env,
+    open_store,
+)
 
 KEY = bytes(range(32))
 
@@ -67,3 +75,18 @@ def test_open_store_applies_the_locations_encryption() -> None:
     cache = StoreCache()
     assert cache.open(sse_c, customer_key=KEY) is cache.open(sse_c, customer_key=KEY)
     assert cache.open(sse_c, customer_key=KEY) is not cache.open(sse_c, customer_key=bytes(32))
+
+
+def test_the_customer_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    assert customer_key_from_env("REGISTRY_") is None
+    monkeypatch.setenv("REGISTRY_LLMOPS_SSE_CUSTOMER_KEY", base64.b64encode(KEY).decode())
+    assert customer_key_from_env("REGISTRY_") == KEY
+    for bad in ("not base64!", base64.b64encode(b"short").decode()):
+        monkeypatch.setenv("REGISTRY_LLMOPS_SSE_CUSTOMER_KEY", bad)
+        with pytest.raises(
+            ValueError, match="REGISTRY_LLMOPS_SSE_CUSTOMER_KEY must be base64 of 32 bytes"
+        ) as e:
+            customer_key_from_env("REGISTRY_")
+        assert bad not in str(e.value)
