@@ -28,9 +28,10 @@ completed by the next one.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -157,6 +158,26 @@ def _verified(
     ), None
 
 
+def _written(
+    target: ObjectStore,
+    key: str,
+    digest: str,
+    write: Callable[[], None],
+    lock: ObjectLock | None,
+    legal_hold: bool,
+    scratch: Path,
+) -> ArchivedObject:
+    """The object at `key` as read back, after `write` unless it reads back right already. Raises
+    ArchiveError when what was written does not read back with `digest` and the lock."""
+    done, _ = _verified(target, key, digest, lock, legal_hold, scratch)
+    if done is None:
+        write()
+        done, problem = _verified(target, key, digest, lock, legal_hold, scratch)
+        if done is None:
+            raise ArchiveError(f"{target.uri}/{key} does not read back as written: {problem}")
+    return done
+
+
 def archive_version(
     source: ObjectStore,
     name: str,
@@ -200,7 +221,8 @@ def archive_version(
         )
     for key in extra:
         if (
-            key.startswith("/")
+            not key.strip("/")
+            or key.startswith("/")
             or ".." in key.split("/")
             or f"{prefix}/{key}" in {*keys, receipt_key}
             or (key == TOMBSTONE)
@@ -228,25 +250,13 @@ def archive_version(
                     f"{source.uri}/{key}: sha256 {digest} does not match the manifest's {expected}; "
                     "nothing archived from a source that does not match its manifest"
                 )
-            done, _ = (
-                _verified(target, key, digest, lock, legal_hold, scratch) if expected is None else (None, "")
-            )
-            if done is None:
-                target.upload_file(key, copy, lock=lock, legal_hold=legal_hold)
-                done, problem = _verified(target, key, digest, lock, legal_hold, scratch)
-                if done is None:
-                    raise ArchiveError(f"{target.uri}/{key} does not read back as written: {problem}")
+            write = functools.partial(target.upload_file, key, copy, lock=lock, legal_hold=legal_hold)
+            objects.append(_written(target, key, digest, write, lock, legal_hold, scratch))
             copy.unlink()
-            objects.append(done)
         for rel, data in sorted(extra.items()):
             key, digest = f"{prefix}/{rel}", hashlib.sha256(data).hexdigest()
-            done, _ = _verified(target, key, digest, lock, legal_hold, scratch)
-            if done is None:
-                target.put_bytes(key, data, lock=lock, legal_hold=legal_hold)
-                done, problem = _verified(target, key, digest, lock, legal_hold, scratch)
-                if done is None:
-                    raise ArchiveError(f"{target.uri}/{key} does not read back as written: {problem}")
-            objects.append(done)
+            write = functools.partial(target.put_bytes, key, data, lock=lock, legal_hold=legal_hold)
+            objects.append(_written(target, key, digest, write, lock, legal_hold, scratch))
 
     receipt = ArchiveReceipt(
         name=name,

@@ -255,7 +255,7 @@ def test_a_delete_cut_off_midway_completes_on_repeat(registry: LocalStore, archi
 
 
 def test_extra_objects_may_not_replace_the_versions_own(registry: LocalStore, archive: LocalStore) -> None:
-    for key in ("manifest.json", "../1/manifest.json", RECEIPT, "tombstone.json"):
+    for key in ("manifest.json", "../1/manifest.json", RECEIPT, "tombstone.json", ""):
         with pytest.raises(ArchiveError, match="clashes"):
             archive_version(registry, "chat", "2", archive, extra={key: b"x"})
     assert list(archive.list()) == []
