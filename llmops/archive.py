@@ -71,7 +71,9 @@ class _Record(BaseModel):
 
 class ArchivedObject(_Record):
     """One object of an archive as read back: `key` in the target store, `size` in bytes, `sha256`
-    of its bytes (hex), and the Object Lock it carries (`retain_until` ISO 8601 UTC; None: none)."""
+    of its bytes (hex), the Object Lock it carries (`retain_until` ISO 8601 UTC; None: none), and
+    `version_id`, the S3 object version verified (on a versioned bucket, such as every Object Lock
+    bucket: the locked version stays readable by it even under a later overwrite)."""
 
     key: str
     size: int
@@ -79,6 +81,7 @@ class ArchivedObject(_Record):
     lock_mode: str | None = None
     retain_until: str | None = None
     legal_hold: bool = False
+    version_id: str | None = None
 
 
 class ArchiveReceipt(_Record):
@@ -155,6 +158,7 @@ def _verified(
         lock_mode=state.mode if state else None,
         retain_until=_iso(state.retain_until) if state else None,
         legal_hold=bool(state and state.legal_hold),
+        version_id=state.version_id if state else None,
     ), None
 
 

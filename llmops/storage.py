@@ -18,7 +18,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -52,14 +52,27 @@ class ObjectLock:
         if self.retain_until.tzinfo is None:
             raise ValueError("ObjectLock.retain_until must be timezone-aware (UTC)")
 
+    @classmethod
+    def for_days(
+        cls, mode: Literal["GOVERNANCE", "COMPLIANCE"], days: int, now: datetime | None = None
+    ) -> ObjectLock:
+        """Retention of `days` (> 0) from `now` (default: the current time, UTC), to the second.
+        Compute it once and keep it: a repeated archive with a later date rewrites every object."""
+        if days <= 0:
+            raise ValueError(f"Object Lock retention days must be positive, not {days}")
+        start = now or datetime.now(UTC)
+        return cls(mode, (start + timedelta(days=days)).replace(microsecond=0))
+
 
 @dataclass(frozen=True)
 class LockState:
-    """The Object Lock an object version carries now, as the store reports it (HEAD)."""
+    """The Object Lock an object carries now, as the store reports it (HEAD), and the id of the
+    object version that answered (None on an unversioned bucket)."""
 
     mode: str | None
     retain_until: datetime | None
     legal_hold: bool
+    version_id: str | None = None
 
 
 class ObjectStore(Protocol):
@@ -344,6 +357,7 @@ class S3Store:
             mode=head.get("ObjectLockMode"),
             retain_until=head.get("ObjectLockRetainUntilDate"),
             legal_hold=head.get("ObjectLockLegalHoldStatus") == "ON",
+            version_id=head.get("VersionId") if head.get("VersionId") not in (None, "null") else None,
         )
 
     def put_bytes(

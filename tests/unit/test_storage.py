@@ -54,6 +54,12 @@ def test_lock_parameters() -> None:
         "ObjectLockRetainUntilDate": until,
         "ObjectLockLegalHoldStatus": "ON",
     }
+    now = dt.datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=dt.UTC)
+    assert ObjectLock.for_days("GOVERNANCE", 30, now) == ObjectLock(
+        "GOVERNANCE", dt.datetime(2026, 12, 30, 12, 0, tzinfo=dt.UTC)
+    )
+    with pytest.raises(ValueError, match="days must be positive"):
+        ObjectLock.for_days("COMPLIANCE", 0)
     with pytest.raises(ValueError, match="GOVERNANCE or COMPLIANCE"):
         ObjectLock("governance", until)  # type: ignore[arg-type]
 

@@ -146,7 +146,7 @@ def test_a_locked_archive_resumes_after_a_failure_and_verifies(server, client, b
     registry = store(server, buckets["registry"])
     version = registered(registry, tmp_path, "locked")
     target = store(server, buckets["lock"], "archive")
-    lock = ObjectLock("GOVERNANCE", in_a_day())
+    lock = ObjectLock.for_days("GOVERNANCE", 1)
     with pytest.raises(ConnectionError):
         archive_version(registry, "locked", version, FailingStore(target, writes=1), lock=lock)
     prefix = version_prefix("locked", version)
@@ -163,8 +163,13 @@ def test_a_locked_archive_resumes_after_a_failure_and_verifies(server, client, b
     assert verify_archive(target, receipt) == []
     assert target.lock_state(receipt.key).mode == "GOVERNANCE"  # the receipt is locked as well
 
+    assert all(o.version_id for o in receipt.objects)  # the locked versions, by id
     # Overwriting adds a version (the locked one stays); the read-back sees the change.
     target.put_bytes(weights.key, b"not the weights")
+    locked = client.get_object(
+        Bucket=buckets["lock"], Key=f"archive/{weights.key}", VersionId=weights.version_id
+    )
+    assert hashlib.sha256(locked["Body"].read()).hexdigest() == weights.sha256
     assert verify_archive(target, receipt) == [
         f"{weights.key}: sha256 {hashlib.sha256(b'not the weights').hexdigest()} read back, {weights.sha256} "
         "expected"
