@@ -204,7 +204,8 @@ class LocalStore:
         self._publish(key, lambda tmp: tmp.write_bytes(data), overwrite=overwrite)
 
     def require_object_lock(self, lock: ObjectLock | None = None, legal_hold: bool = True) -> None:
-        """Raises ObjectLockUnavailable when a lock or legal hold is asked for: a directory has none."""
+        """Raises ObjectLockUnavailable when a lock or legal hold is asked for (with no arguments:
+        always, since a directory has no Object Lock)."""
         if lock is not None or legal_hold:
             raise ObjectLockUnavailable(
                 f"{self.uri} is a local directory: it cannot hold S3 Object Lock retention or a legal "
@@ -329,7 +330,8 @@ class S3Store:
     def require_object_lock(self, lock: ObjectLock | None = None, legal_hold: bool = True) -> None:
         """Raises ObjectLockUnavailable, naming the bucket, when a lock or legal hold is asked for and
         the bucket has no Object Lock (which S3 lets one enable only on a versioned bucket, best at
-        creation: `create_bucket(..., ObjectLockEnabledForBucket=True)`). Asks the bucket once."""
+        creation: `create_bucket(..., ObjectLockEnabledForBucket=True)`); with no arguments, whether
+        the bucket has Object Lock at all. Asks the bucket once."""
         if lock is None and not legal_hold:
             return
         if self._object_lock is None:
