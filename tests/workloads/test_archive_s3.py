@@ -2,8 +2,8 @@
 
 MinIO implements S3 Object Lock (WORM on versioned buckets) and, with a static key from
 `MINIO_KMS_SECRET_KEY`, SSE-S3 and SSE-KMS; so the locks are proven by MinIO refusing the deletes,
-not by reading our own flags back. This MinIO runs without TLS, and S3 (MinIO too) accepts SSE-C
-only over HTTPS: for SSE-C the test checks the request's shape and MinIO's refusal.
+not by reading our own flags back. S3 (MinIO too) accepts SSE-C only over HTTPS, so this MinIO
+serves TLS with a certificate made here.
 """
 
 from __future__ import annotations
@@ -40,30 +40,89 @@ KMS_KEY = "llmops-test-key"
 MULTIPART = 9 << 20  # above boto3's 8 MiB multipart threshold: the archive copies it in parts
 
 
+def self_signed(certs: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1 in MinIO's certs-dir layout (public.crt,
+    private.key); returns the certificate, which the clients trust by AWS_CA_BUNDLE."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (certs / "private.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    (certs / "public.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return certs / "public.crt"
+
+
+def _ready(endpoint: str, ca: Path) -> bool:
+    import ssl
+    import urllib.request
+
+    try:
+        context = ssl.create_default_context(cafile=str(ca))
+        with urllib.request.urlopen(f"{endpoint}/minio/health/ready", timeout=2, context=context) as r:
+            return r.status == 200
+    except OSError:  # not listening yet
+        return False
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A MinIO of its own, with a static KMS key (the session's MinIO has none)."""
+    """A MinIO of its own, on TLS (S3 accepts SSE-C over HTTPS only) with a self-signed certificate
+    that the clients trust through AWS_CA_BUNDLE, and with a static KMS key for SSE-S3 and SSE-KMS
+    (the session's MinIO has neither)."""
     if not MINIO.exists():
         pytest.fail(f"{MINIO} is missing: build it with hack/tools/build.sh minio")
     data = tmp_path_factory.mktemp("minio-kms")
+    certs = tmp_path_factory.mktemp("minio-certs")
+    ca = self_signed(certs)
     log = data.parent / "minio-kms.log"
     server = MinioServer.on_loopback(MINIO, data, user="llmops-archive")
+    endpoint = server.endpoint.replace("http://", "https://")
     kms = f"{KMS_KEY}:{base64.b64encode(secrets.token_bytes(32)).decode()}"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            server.argv,
+            [*server.argv, "--certs-dir", str(certs)],
             env={**os.environ, **server.env, "MINIO_KMS_SECRET_KEY": kms},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    before = os.environ.get("AWS_CA_BUNDLE")
+    os.environ["AWS_CA_BUNDLE"] = str(ca)
     try:
-        eventually(lambda: proc.poll() is None and server.ready(), timeout=60)
+        eventually(lambda: proc.poll() is None and _ready(endpoint, ca), timeout=60)
     except AssertionError:
         _stop_group(proc, 5)
         raise AssertionError(f"MinIO did not start; log:\n{log.read_text()[-3000:]}") from None
-    yield {"endpoint": server.endpoint, "access_key": server.user, "secret_key": server.password}
+    yield {"endpoint": endpoint, "access_key": server.user, "secret_key": server.password}
     _stop_group(proc, 10)
+    if before is None:
+        os.environ.pop("AWS_CA_BUNDLE", None)
+    else:
+        os.environ["AWS_CA_BUNDLE"] = before
 
 
 @pytest.fixture(scope="module")
@@ -283,24 +342,40 @@ def test_sse_s3_and_sse_kms_apply_to_every_write(server, client, buckets, tmp_pa
         assert verify_archive(encrypted_archive, receipt) == []
 
 
-def test_sse_c_sends_the_key_and_minio_wants_tls(server, buckets) -> None:
+def test_sse_c_round_trip_with_the_customers_key(server, client, buckets, tmp_path) -> None:
     key = secrets.token_bytes(32)
-    sse_c = store(
-        server, buckets["registry"], "sse-c", encryption=ServerSideEncryption("SSE-C", customer_key=key)
-    )
+    sse_c = ServerSideEncryption("SSE-C", customer_key=key)
+    registry = store(server, buckets["registry"], "sse-c", encryption=sse_c)
     sent: dict[str, str] = {}
-    sse_c.client.meta.events.register(
+    registry.client.meta.events.register(
         "before-send.s3.PutObject",
         lambda request, **_: sent.update(
             (k, v.decode() if isinstance(v, bytes) else v) for k, v in request.headers.items()
         ),
     )
-    with pytest.raises(ClientError) as e:
-        sse_c.put_bytes("object", b"secret")
+    registry.put_bytes("object", b"secret")
     assert sent["x-amz-server-side-encryption-customer-algorithm"] == "AES256"
-    assert sent["x-amz-server-side-encryption-customer-key"] == base64.b64encode(key).decode()
     assert (
         sent["x-amz-server-side-encryption-customer-key-MD5"]
         == base64.b64encode(hashlib.md5(key).digest()).decode()
     )
-    assert "secure connection" in str(e.value) or _code(e) in ("InsecureSSECustomerRequest", "InvalidRequest")
+    assert registry.get_bytes("object") == b"secret" and registry.exists("object")
+    with pytest.raises(ClientError):  # without the key, S3 cannot read it
+        client.get_object(Bucket=buckets["registry"], Key="sse-c/object")
+    wrong = store(
+        server, buckets["registry"], "sse-c", encryption=ServerSideEncryption("SSE-C", customer_key=bytes(32))
+    )
+    with pytest.raises(ClientError):
+        wrong.get_bytes("object")
+    # A whole version (its weights in parts), archived to another SSE-C location and verified there.
+    version = registered(registry, tmp_path, "customer")
+    head = client.head_object(
+        Bucket=buckets["registry"],
+        Key=f"sse-c/{version_prefix('customer', version)}/model/model.safetensors",
+        SSECustomerAlgorithm="AES256",
+        SSECustomerKey=key,
+    )
+    assert head["SSECustomerAlgorithm"] == "AES256" and head["ContentLength"] == MULTIPART
+    archive = store(server, buckets["plain"], "sse-c", encryption=sse_c)
+    receipt = archive_version(registry, "customer", version, archive)
+    assert verify_archive(archive, receipt) == []
