@@ -3,7 +3,7 @@
 MinIO implements S3 Object Lock (WORM on versioned buckets) and, with a static key from
 `MINIO_KMS_SECRET_KEY`, SSE-S3 and SSE-KMS; so the locks are proven by MinIO refusing the deletes,
 not by reading our own flags back. S3 (MinIO too) accepts SSE-C only over HTTPS, so this MinIO
-serves TLS with a certificate made here.
+serves TLS with a certificate made here (llmops.certs).
 """
 
 from __future__ import annotations
@@ -40,40 +40,18 @@ KMS_KEY = "llmops-test-key"
 MULTIPART = 9 << 20  # above boto3's 8 MiB multipart threshold: the archive copies it in parts
 
 
-def self_signed(certs: Path) -> Path:
-    """A self-signed certificate for 127.0.0.1 in MinIO's certs-dir layout (public.crt,
-    private.key); returns the certificate, which the clients trust by AWS_CA_BUNDLE."""
-    import ipaddress
+def serving_certificate(certs: Path) -> Path:
+    """A CA and a serving certificate for 127.0.0.1 (llmops.certs, as the local control plane's),
+    in MinIO's certs-dir layout (public.crt, private.key); returns the CA's certificate, which the
+    clients trust by AWS_CA_BUNDLE."""
+    from llmops.certs import common_name, issue_certificate, new_ca, pem, write_key
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    (certs / "private.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    (certs / "public.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return certs / "public.crt"
+    ca, ca_key = new_ca("llmops-test-minio", days=1)
+    cert, key = issue_certificate(ca, ca_key, common_name("127.0.0.1"), server_names=["127.0.0.1"], days=1)
+    (certs / "public.crt").write_bytes(pem(cert))
+    write_key(certs / "private.key", key)
+    (certs.parent / "minio-ca.crt").write_bytes(pem(ca))
+    return certs.parent / "minio-ca.crt"
 
 
 def _ready(endpoint: str, ca: Path) -> bool:
@@ -90,14 +68,14 @@ def _ready(endpoint: str, ca: Path) -> bool:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A MinIO of its own, on TLS (S3 accepts SSE-C over HTTPS only) with a self-signed certificate
-    that the clients trust through AWS_CA_BUNDLE, and with a static KMS key for SSE-S3 and SSE-KMS
+    """A MinIO of its own, on TLS (S3 accepts SSE-C over HTTPS only) with a certificate from a CA
+    made here that the clients trust through AWS_CA_BUNDLE, and with a static KMS key for SSE-S3 and SSE-KMS
     (the session's MinIO has neither)."""
     if not MINIO.exists():
         pytest.fail(f"{MINIO} is missing: build it with hack/tools/build.sh minio")
     data = tmp_path_factory.mktemp("minio-kms")
     certs = tmp_path_factory.mktemp("minio-certs")
-    ca = self_signed(certs)
+    ca = serving_certificate(certs)
     log = data.parent / "minio-kms.log"
     server = MinioServer.on_loopback(MINIO, data, user="llmops-archive")
     endpoint = server.endpoint.replace("http://", "https://")
