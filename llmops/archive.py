@@ -202,11 +202,14 @@ def archive_version(
     sha256 and lock is not copied again; when the receipt exists already, it is returned as it is.
 
     Raises VersionRetired / RegistryError for a version that is retired or does not exist,
+    ArchiveError for a target that is the registry's own location,
     ArchiveError for a source file that does not match its manifest digest, a manifest file missing
     from the source, an `extra` key that clashes with the version's own, or an object that does not
     read back as written (then no receipt is written).
     """
     extra = dict(extra or {})
+    if target.uri.rstrip("/") == source.uri.rstrip("/"):
+        raise ArchiveError(f"the archive must be another location than the registry {source.uri}")
     manifest = read_version(source, name, version)
     prefix = version_prefix(name, version)
     receipt_key = f"{prefix}/{RECEIPT}"
@@ -342,6 +345,10 @@ def delete_version(
     is left and returns it.
     """
     prefix = version_prefix(name, version)
+    if target.uri.rstrip("/") == source.uri.rstrip("/"):  # deleting would take the archive with it
+        raise ArchiveNotVerified(
+            f"{name}:{version} not deleted", [f"the archive is the registry {source.uri}"]
+        )
     tombstone = read_tombstone(source, name, version)
     if tombstone is None:
         manifest = read_version(source, name, version)

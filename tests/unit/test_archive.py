@@ -259,3 +259,14 @@ def test_extra_objects_may_not_replace_the_versions_own(registry: LocalStore, ar
         with pytest.raises(ArchiveError, match="clashes"):
             archive_version(registry, "chat", "2", archive, extra={key: b"x"})
     assert list(archive.list()) == []
+
+
+def test_the_archive_is_never_the_registry_itself(registry: LocalStore, archive: LocalStore) -> None:
+    with pytest.raises(ArchiveError, match="another location than the registry"):
+        archive_version(registry, "chat", "2", LocalStore(registry.root))
+    receipt = archive_version(registry, "chat", "2", archive)
+    with pytest.raises(ArchiveNotVerified, match="the archive is the registry"):
+        delete_version(
+            registry, "chat", "2", target=registry, receipt=receipt, actor="user:ana", reason="old"
+        )
+    assert read_version(registry, "chat", "2")
