@@ -292,7 +292,8 @@ def archive_version(
 def verify_archive(target: ObjectStore, receipt: ArchiveReceipt) -> list[str]:
     """Every way `target` differs from what `receipt` claims, one line each ("<key>: <problem>");
     [] for an archive that holds it all. Reads every object back and hashes it with sha256, and
-    checks the Object Lock (mode, retain-until no earlier than recorded, legal hold) each carries;
+    checks the Object Lock retention (mode, retain-until no earlier than recorded) each carries (a
+    legal hold lifted since is no problem: lifting one is an authorised act that deletes nothing);
     checks that the receipt is stored in the target as given and that it covers every file of the
     manifest it names."""
     problems: list[str] = []
@@ -315,7 +316,9 @@ def verify_archive(target: ObjectStore, receipt: ArchiveReceipt) -> list[str]:
                 if obj.lock_mode and obj.retain_until
                 else None
             )
-            found, problem = _verified(target, obj.key, obj.sha256, lock, obj.legal_hold, Path(tmp))
+            # A legal hold may be lifted by whoever may (s3:PutObjectLegalHold) without the archive
+            # losing a byte: its retention and content are what must still hold.
+            found, problem = _verified(target, obj.key, obj.sha256, lock, False, Path(tmp))
             if found is None:
                 problems.append(f"{obj.key}: {problem}")
             elif found.size != obj.size:

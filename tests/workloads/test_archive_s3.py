@@ -357,3 +357,27 @@ def test_sse_c_round_trip_with_the_customers_key(server, client, buckets, tmp_pa
     archive = store(server, buckets["plain"], "sse-c", encryption=sse_c)
     receipt = archive_version(registry, "customer", version, archive)
     assert verify_archive(archive, receipt) == []
+
+
+def test_a_legal_hold_on_every_archived_object(server, client, buckets, tmp_path) -> None:
+    registry = store(server, buckets["registry"])
+    version = registered(registry, tmp_path, "held")
+    target = store(server, buckets["lock"], "held")
+    receipt = archive_version(registry, "held", version, target, legal_hold=True)
+    assert all(o.legal_hold and o.lock_mode is None for o in receipt.objects) and receipt.legal_hold
+    weights = next(o for o in receipt.objects if o.key.endswith("model.safetensors"))
+    with pytest.raises(ClientError) as e:
+        client.delete_object(Bucket=buckets["lock"], Key=f"held/{weights.key}", VersionId=weights.version_id)
+    assert _worm(e), e.value
+    # Lifting the hold is an authorised act that deletes nothing: the archive still verifies.
+    client.put_object_legal_hold(
+        Bucket=buckets["lock"],
+        Key=f"held/{weights.key}",
+        VersionId=weights.version_id,
+        LegalHold={"Status": "OFF"},
+    )
+    assert verify_archive(target, receipt) == []
+    tombstone = delete_version(
+        registry, "held", version, target=target, receipt=receipt, actor="t", reason="t"
+    )
+    assert tombstone.legal_hold and tombstone.retain_until is None
