@@ -19,7 +19,7 @@ from typing import Any
 
 import pydantic
 
-from llmops import archive, records, registry
+from llmops import archive, conditions, records, registry
 from llmops.api import API_VERSION, MODEL_DEPLOYMENT
 from llmops.api.common import ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
@@ -36,7 +36,7 @@ from llmops.api.modelretirement import (
 from llmops.operators import secrets
 from llmops.operators.modeldeployment.drift import drift_destination, drift_on
 from llmops.operators.modeldeployment.plan import ServingSettings
-from llmops.operators.modelretirement import fold, names, plan
+from llmops.operators.modelretirement import fold, names, plan, postmortem
 from llmops.operators.outcome import Outcome
 from llmops.operators.prometheus import Prometheus
 from llmops.operators.registry_access import describe
@@ -579,7 +579,105 @@ class Retirement:
 
     # -- 5. report ------------------------------------------------------------------------------
 
-    def report(self, source: ObjectStore) -> Outcome: ...
+    def report(self, source: ObjectStore) -> Outcome:
+        """The post-mortem of each version (postmortem.py): its serving window from registration to the
+        end of the drain, the figures Prometheus holds, the manifest (from the archive once the
+        registry's copy is gone), the alias moves it took part in."""
+        before = self.current("Report")
+        spec = self.spec
+        destination = names.report_location(
+            spec.report.destination, spec.archive.location, self.model, self.versions_
+        )
+        field = "spec.report.destination" if spec.report.destination else "spec.archive.location"
+        store = self.store(destination, field)
+        deployments = sorted(
+            {d.deployment for d in self.before.data_locations} | set(self.before.drained_deployments)
+        )
+        drained = self.current("Drain")
+        end = (drained.completion_time if drained and drained.completion_time else None) or self.now
+        created = conditions.parse_time(self.ctx.body["metadata"].get("creationTimestamp")) or end
+        alerts = self.alerts(deployments)
+        summaries, location = [], ""
+        for version in self.versions_:
+            manifest = self.manifest(source, version) or self.archived_manifest(version)
+            start = conditions.parse_time(manifest.created_at) if manifest else None
+            start = min(start or created, end)
+            metrics = postmortem.collect(
+                self.prometheus,
+                namespace=self.ctx.namespace,
+                deployments=deployments,
+                version=version,
+                start=start,
+                end=end,
+                alerts=alerts,
+            )
+            report = postmortem.PostMortem(
+                model=self.model,
+                version=version,
+                namespace=self.ctx.namespace,
+                deployments=deployments,
+                start=start,
+                end=end,
+                reason=spec.reason,
+                requested_by=self.before.requested_by or self.status.get("requested_by") or "unknown",
+                manifest=manifest,
+                events=self.serving_events(source, version),
+                metrics=metrics,
+            )
+            prefix = "" if len(self.versions_) == 1 else version
+            postmortem.write(store, prefix, report)
+            location = f"{destination.uri}/{prefix + '/' if prefix else ''}{postmortem.MARKDOWN_NAME}"
+            summaries.append(
+                postmortem.summary(report)
+                if len(self.versions_) == 1
+                else f"{version}: {postmortem.summary(report)}"
+            )
+        self.status["report_location"] = location if len(self.versions_) == 1 else destination.uri
+        self.status["summary"] = " | ".join(summaries)[:4096]
+        message = f"post-mortem written to {self.status['report_location']}"
+        self.record(fold.step("Report", "Succeeded", before, self.now, message, len(self.versions_)))
+        self.ctx.event(
+            EventReason.REPORTED, f"{', '.join(self.versions_)}: {message}: {self.status['summary']}"[:1024]
+        )
+        return fold.retired(self.steps, self.status)
+
+    def alerts(self, deployments: list[str]) -> Any:
+        """The first of the deployments' alert thresholds (the post-mortem's objectives)."""
+        for d in self.deployments():
+            if d.view.name in deployments and d.view.spec.monitoring.alerts is not None:
+                return d.view.spec.monitoring.alerts
+        return None
+
+    def serving_events(self, source: ObjectStore, version: str) -> list[postmortem.ServingEvent]:
+        """Alias moves to or from the version (the registry's alias history)."""
+        events = []
+        try:
+            moves = registry.alias_history(source, self.model)
+        except registry.RegistryError:
+            moves = []
+        for move in moves:
+            if version not in (move.version, move.previous):
+                continue
+            direction = "to" if move.version == version else "away from"
+            when = conditions.parse_time(move.at) or self.now
+            events.append(
+                postmortem.ServingEvent(
+                    time=when,
+                    kind="alias",
+                    detail=f"alias {move.alias} moved {direction} {version} by {move.by}: {move.reason}"[
+                        :1024
+                    ],
+                )
+            )
+        return events
+
+    def archived_manifest(self, version: str) -> registry.ModelVersion | None:
+        """The manifest as archived (the registry keeps only a tombstone after the Delete step)."""
+        where = names.archive_location(self.spec.archive.location, self.model, version)
+        try:
+            return archive.archived_manifest(self.archive_store(where))
+        except Exception:
+            return None
 
 
 def locations_of(deployment: str, spec: ModelDeploymentSpec) -> list[DataLocation]:
