@@ -90,6 +90,7 @@ class ObjectStore(Protocol):
     ) -> None: ...  # fmt: skip
     def get_bytes(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
+    def size(self, key: str) -> int: ...  # bytes of one object, without reading it
     def list(self, prefix: str = "") -> Iterator[str]: ...
     def upload_file(
         self, key: str, path: Path, *, lock: ObjectLock | None = None, legal_hold: bool = False
@@ -221,6 +222,9 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
 
     def list(self, prefix: str = "") -> Iterator[str]:
         base = self._path(prefix) if prefix else self.root
@@ -394,6 +398,11 @@ class S3Store:
             if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
+
+    def size(self, key: str) -> int:
+        return int(
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key), **self._read)["ContentLength"]
+        )
 
     def list(self, prefix: str = "") -> Iterator[str]:
         strip = len(self.prefix) + 1 if self.prefix else 0

@@ -10,19 +10,15 @@ from llmops.operators.modeldeployment import monitoring
 FIELD_MANAGER = "llmops-retirement"
 
 
-def archive_location(archive: ObjectStorageLocation, model: str, version: str) -> ObjectStorageLocation:
-    """<archive>/<model>/<version>: one folder per retired version."""
-    return archive.child(f"{model}/{version}")
-
-
 def report_location(
     destination: ObjectStorageLocation | None, archive: ObjectStorageLocation, model: str, versions: list[str]
 ) -> ObjectStorageLocation:
-    """spec.report.destination, or <archive>/<model>/<version>/postmortem (<model>/all/... for a model)."""
+    """spec.report.destination, else beside the archive: models/<model>/versions/<version>/postmortem
+    (models/<model>/postmortem for several versions)."""
     if destination is not None:
         return destination
-    folder = versions[0] if len(versions) == 1 else "all"
-    return archive.child(f"{model}/{folder}/postmortem")
+    folder = f"versions/{versions[0]}/postmortem" if len(versions) == 1 else "postmortem"
+    return archive.child(f"models/{model}/{folder}")
 
 
 def inflight_query(namespace: str, deployment: str, version: str) -> str:

@@ -73,7 +73,7 @@ from llmops.storage import ObjectStore
 # The gateway's series (llmops/serving/metrics.py; a unit test holds these names against it).
 REQUESTS = "llmops_gateway_requests_total"
 ERRORS = "llmops_gateway_errors_total"
-LATENCY_BUCKETS = "llmops_gateway_request_duration_seconds_bucket"
+LATENCY_BUCKETS = "llmops_gateway_request_duration_seconds" + "_bucket"  # the histogram's buckets
 PROMPT_TOKENS = "llmops_gateway_prompt_tokens_total"
 COMPLETION_TOKENS = "llmops_gateway_completion_tokens_total"
 FEEDBACK = "llmops_gateway_feedback_total"

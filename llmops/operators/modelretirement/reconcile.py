@@ -41,7 +41,7 @@ from llmops.operators.outcome import Outcome
 from llmops.operators.prometheus import Prometheus
 from llmops.operators.registry_access import describe
 from llmops.operators.runtime import Context
-from llmops.storage import ObjectStore
+from llmops.storage import ObjectLock, ObjectLockUnavailable, ObjectStore
 from llmops.workload import REPORT
 
 # Who applied and who last changed the object, stamped by the admission webhook (never by the user).
@@ -165,6 +165,7 @@ class Retirement:
                 f"spec.model: the registry {spec.registry.uri} has {what} model {self.model!r}",
             )
         self.versions_ = versions
+        self.archive_target = target
         self.status["versions"] = versions
         if not self.before.versions:
             self.manifests = {v: m for v in versions if (m := self.manifest(source, v)) is not None}
@@ -230,7 +231,7 @@ class Retirement:
         try:
             registry.read_version(source, self.model, version)
             return True
-        except archive.VersionRetired:
+        except registry.VersionRetired:
             return True
         except registry.RegistryError:
             return False
@@ -258,7 +259,7 @@ class Retirement:
             actions.append(PlannedAction(step="Drain", action="nothing serves the retired versions"))
         for version in self.versions_:
             keys = list(source.list(registry.version_prefix(self.model, version)))
-            where = names.archive_location(self.spec.archive.location, self.model, version).uri
+            where = f"{self.spec.archive.location.uri}/{registry.version_prefix(self.model, version)}"
             lock = self.spec.archive.retention
             locked = f", Object Lock {lock.mode} {lock.days} days" if lock else ""
             actions.append(
@@ -411,43 +412,52 @@ class Retirement:
     # -- 2. archive -----------------------------------------------------------------------------
 
     def archive(self, source: ObjectStore, target: ObjectStore) -> Outcome:
+        """Copy every version to the archive and read it back by sha256 (llmops/archive.py); the
+        Object Lock date is fixed at the first attempt and kept in status, so a resumed copy locks
+        the same way and copies nothing twice."""
         before = self.current("Archive")
         objects = size = 0
-        retain_until = None
+        lock = self.lock()
+        if lock is not None:
+            self.status["retain_until"] = lock.retain_until
         for version in self.versions_:
-            where = names.archive_location(self.spec.archive.location, self.model, version)
-            into = target if where is self.spec.archive.location else self.archive_store(where)
             try:
                 receipt = archive.archive_version(
                     source,
                     self.model,
                     version,
-                    into,
-                    lock=self.lock(),
+                    target,
+                    lock=lock,
                     legal_hold=self.spec.archive.legal_hold,
                     extra=self.audit_records(version),
                 )
-            except archive.VersionRetired:
-                receipt = archive.read_receipt(into)  # archived and deleted before a lost status write
-            except (archive.ArchiveError, OSError) as e:
+            except registry.VersionRetired:
+                receipt = self.receipt(target, version)  # archived and deleted before a lost status write
+                if receipt is None:
+                    return fold.stalled(
+                        Reason.ARCHIVE_FAILED,
+                        f"{self.model}:{version} is retired already but"
+                        f" {self.spec.archive.location.uri} holds no archive receipt for it",
+                        "Archiving",
+                        self.status,
+                    )
+            except (archive.ArchiveError, ObjectLockUnavailable, OSError) as e:
                 self.record(fold.step("Archive", "Running", before, self.now, f"{version}: {e}"))
                 return fold.running(
                     "Archive",
-                    f"archiving {version} failed ({e}); retrying",
+                    f"archiving {version} failed ({e}); retrying, resuming where it stopped",
                     self.status,
                     reason=Reason.ARCHIVE_FAILED,
                     requeue=30.0,
                 )
             objects += len(receipt.objects)
             size += sum(o.size for o in receipt.objects)
-            retain_until = receipt.retain_until
-        self.status["archive_location"] = names.archive_location(
-            self.spec.archive.location, self.model, self.versions_[0] if len(self.versions_) == 1 else ""
-        ).uri.rstrip("/")
-        self.status["retain_until"] = retain_until
+        self.status["archive_location"] = self.archived_at()
         message = f"{objects} objects ({size} bytes) copied and re-hashed with sha256"
-        if retain_until is not None:
-            message += f"; locked until {retain_until.date().isoformat()}"
+        if lock is not None:
+            message += f"; {lock.mode} Object Lock until {lock.retain_until.date().isoformat()}"
+        if self.spec.archive.legal_hold:
+            message += "; legal hold"
         self.record(fold.step("Archive", "Succeeded", before, self.now, message, objects, size))
         self.ctx.event(
             EventReason.ARCHIVED,
@@ -455,14 +465,29 @@ class Retirement:
         )
         return fold.running("Delete", message, self.status)
 
-    def archive_store(self, where: ObjectStorageLocation) -> ObjectStore:
-        return self.store(where, "spec.archive.location")
+    def archived_at(self) -> str:
+        """URI of the archive: the version's folder, or the model's for several versions."""
+        base = self.spec.archive.location.uri
+        one = registry.version_prefix(self.model, self.versions_[0])
+        return f"{base}/{one}" if len(self.versions_) == 1 else f"{base}/{one.rsplit('/', 1)[0]}"
 
-    def lock(self) -> archive.ObjectLock | None:
+    def receipt(self, target: ObjectStore, version: str) -> archive.ArchiveReceipt | None:
+        key = f"{registry.version_prefix(self.model, version)}/{archive.RECEIPT}"
+        if not target.exists(key):
+            return None
+        return archive.ArchiveReceipt.model_validate_json(target.get_bytes(key))
+
+    def lock(self) -> ObjectLock | None:
         retention = self.spec.archive.retention
         if retention is None:
             return None
-        return archive.ObjectLock(mode=retention.mode.upper(), days=retention.days)
+        mode = "COMPLIANCE" if retention.mode == "Compliance" else "GOVERNANCE"
+        fixed = self.before.retain_until
+        return (
+            ObjectLock(mode, fixed)
+            if fixed is not None
+            else ObjectLock.for_days(mode, retention.days, self.now)
+        )
 
     def audit_records(self, version: str) -> dict[str, bytes]:
         """The version's audit records, archived beside it (llmops/audit.py)."""
@@ -471,6 +496,8 @@ class Retirement:
     # -- 3. delete ------------------------------------------------------------------------------
 
     def delete(self, source: ObjectStore, target: ObjectStore) -> Outcome:
+        """The suspended deployments (drain Suspend, delete.modelDeployments), then each version behind
+        a tombstone: llmops/archive.py refuses while an alias names it or its archive does not verify."""
         before = self.current("Delete")
         spec = self.spec
         done: list[str] = []
@@ -478,24 +505,42 @@ class Retirement:
             for name in self.before.drained_deployments:
                 if self.ctx.applier.delete(API_VERSION, MODEL_DEPLOYMENT.kind, name, self.ctx.namespace):
                     done.append(f"ModelDeployment {name}")
-        objects = size = 0
+        objects = 0
         if spec.delete.artifacts:
             for version in self.versions_:
-                where = names.archive_location(spec.archive.location, self.model, version)
-                tombstone = archive.delete_version(
-                    source,
-                    self.model,
-                    version,
-                    self.archive_store(where),
-                    actor=self.status.get("requested_by") or self.before.requested_by or self.actor,
-                    reason=spec.reason,
-                )
-                objects += tombstone.deleted_objects
-                size += tombstone.deleted_bytes
-            done.append(f"{objects} registry objects ({size} bytes); tombstones left")
+                if registry.read_tombstone(source, self.model, version) is not None and not any(
+                    source.list(f"{registry.version_prefix(self.model, version)}/model/")
+                ):
+                    continue  # deleted before a lost status write
+                receipt = self.receipt(target, version)
+                if receipt is None:
+                    return fold.stalled(
+                        Reason.ARCHIVE_FAILED,
+                        f"no archive receipt for {self.model}:{version} in {spec.archive.location.uri}:"
+                        " nothing is deleted without a verified archive",
+                        "Deleting",
+                        self.status,
+                    )
+                keys = len(list(source.list(f"{registry.version_prefix(self.model, version)}/")))
+                try:
+                    archive.delete_version(
+                        source,
+                        self.model,
+                        version,
+                        target=target,
+                        receipt=receipt,
+                        actor=self.status.get("requested_by") or self.before.requested_by or self.actor,
+                        reason=spec.reason,
+                    )
+                except registry.VersionInUse as e:
+                    return fold.stalled(Reason.ALIAS_BLOCKS, str(e), "Deleting", self.status)
+                except archive.ArchiveNotVerified as e:
+                    return fold.stalled(Reason.ARCHIVE_FAILED, str(e)[:2000], "Deleting", self.status)
+                objects += keys
+            done.append(f"{objects} registry objects; tombstones left")
         message = "deleted " + ", ".join(done) if done else "nothing to delete"
         state = "Succeeded" if done else "Skipped"
-        self.record(fold.step("Delete", state, before, self.now, message, objects, size))
+        self.record(fold.step("Delete", state, before, self.now, message, objects))
         self.ctx.event(EventReason.DELETED, f"{', '.join(self.versions_)}: {message}")
         return fold.running("Dispose", message, self.status)
 
@@ -673,9 +718,9 @@ class Retirement:
 
     def archived_manifest(self, version: str) -> registry.ModelVersion | None:
         """The manifest as archived (the registry keeps only a tombstone after the Delete step)."""
-        where = names.archive_location(self.spec.archive.location, self.model, version)
+        key = f"{registry.version_prefix(self.model, version)}/{registry.MANIFEST}"
         try:
-            return archive.archived_manifest(self.archive_store(where))
+            return registry.ModelVersion.model_validate_json(self.archive_target.get_bytes(key))
         except Exception:
             return None
 
