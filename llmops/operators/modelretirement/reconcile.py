@@ -39,7 +39,7 @@ from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.operators.modelretirement import fold, names, plan, postmortem
 from llmops.operators.outcome import Outcome
 from llmops.operators.prometheus import Prometheus
-from llmops.operators.registry_access import describe
+from llmops.operators.registry_access import describe, transient
 from llmops.operators.runtime import Context
 from llmops.storage import ObjectLock, ObjectLockUnavailable, ObjectStore
 from llmops.workload import REPORT
@@ -214,11 +214,16 @@ class Retirement:
         except secrets.SecretProblem as e:
             return fold.stalled(Reason.CREDENTIALS_NOT_FOUND, str(e), fold.PHASE_OF_STEP[step], self.status)
         except registry.RegistryError as e:
-            return fold.stalled(
-                str(getattr(e, "reason", "") or Reason.ARCHIVE_FAILED),
-                str(e),
-                fold.PHASE_OF_STEP[step],
+            return fold.stalled(Reason.VERSION_NOT_FOUND, str(e), fold.PHASE_OF_STEP[step], self.status)
+        except Exception as e:
+            if not transient(e):
+                raise
+            return fold.running(
+                step,
+                f"storage failed during {step.lower()} ({describe(e)}); retrying, resuming where it stopped",
                 self.status,
+                reason=Reason.REGISTRY_UNAVAILABLE,
+                requeue=30.0,
             )
 
     def manifest(self, source: ObjectStore, version: str) -> registry.ModelVersion | None:
@@ -441,11 +446,13 @@ class Retirement:
                         "Archiving",
                         self.status,
                     )
-            except (archive.ArchiveError, ObjectLockUnavailable, OSError) as e:
-                self.record(fold.step("Archive", "Running", before, self.now, f"{version}: {e}"))
+            except Exception as e:
+                if not isinstance(e, archive.ArchiveError | ObjectLockUnavailable) and not transient(e):
+                    raise
+                self.record(fold.step("Archive", "Running", before, self.now, f"{version}: {describe(e)}"))
                 return fold.running(
                     "Archive",
-                    f"archiving {version} failed ({e}); retrying, resuming where it stopped",
+                    f"archiving {version} failed ({describe(e)}); retrying, resuming where it stopped",
                     self.status,
                     reason=Reason.ARCHIVE_FAILED,
                     requeue=30.0,
@@ -647,14 +654,20 @@ class Retirement:
             manifest = self.manifest(source, version) or self.archived_manifest(version)
             start = conditions.parse_time(manifest.created_at) if manifest else None
             start = min(start or created, end)
-            metrics = postmortem.collect(
-                self.prometheus,
-                namespace=self.ctx.namespace,
-                deployments=deployments,
-                version=version,
-                start=start,
-                end=end,
-                alerts=alerts,
+            metrics = (
+                postmortem.collect(
+                    self.prometheus,
+                    namespace=self.ctx.namespace,
+                    deployments=deployments,
+                    version=version,
+                    start=start,
+                    end=end,
+                    alerts=alerts,
+                )
+                if deployments
+                else postmortem.ServingMetrics.missing(
+                    None, "no ModelDeployment of the namespace served the model"
+                )
             )
             report = postmortem.PostMortem(
                 model=self.model,
