@@ -16,6 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +27,16 @@ TMP_SUFFIX = ".tmp"  # a local object being written; never listed
 
 class ObjectExists(Exception):
     """A write that must not overwrite found the key already there."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One listed object: its key (relative to the location), size in bytes, and when it was last
+    written (S3 LastModified; a file's mtime), timezone-aware UTC."""
+
+    key: str
+    size: int
+    modified: datetime
 
 
 class ObjectStore(Protocol):
@@ -40,6 +51,7 @@ class ObjectStore(Protocol):
     def upload_file(self, key: str, path: Path) -> None: ...
     def download_file(self, key: str, path: Path) -> None: ...
     def delete(self, key: str) -> None: ...
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,15 @@ class LocalStore:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """`list`, with each object's size and modification time."""
+        for key in self.list(prefix):
+            try:
+                st = self._path(key).stat()
+            except FileNotFoundError:  # deleted since it was listed
+                continue
+            yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
 
 class S3Store:
     def __init__(
@@ -221,6 +242,15 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """`list`, with each object's Size and LastModified, from the same ListObjectsV2 pages."""
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix)
+        ):
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(obj["Key"][strip:], int(obj["Size"]), obj["LastModified"].astimezone(UTC))
 
 
 class StoreCache:
