@@ -38,7 +38,6 @@ import dataclasses
 import datetime as dt
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -48,6 +47,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from llmops.api.common import ObjectStorageLocation, StoreRetention
+from llmops.gateway_config import sample_kind
 from llmops.operators.outcome import Outcome
 from llmops.storage import ObjectInfo, ObjectStore
 
@@ -56,7 +56,6 @@ CONFIGMAP = "llmops-retention"
 MAX_LISTED = 100_000
 MAX_DELETED = 1_000
 RETRY_SECONDS = 60.0  # next pass after one that stopped at a bound or failed
-SAMPLE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}/\d{6}-[^/]+-(payload|prompt|feedback)-\d+\.jsonl$")
 KEPT_IN_WORK_DIR = ("report.json", "stages/")  # the operator reads the report on every reconcile
 
 LABELS = ["namespace", "kind", "name", "store"]
@@ -67,13 +66,6 @@ DELETED_BYTES = Counter("llmops_retention_deleted_bytes_total", "Bytes deleted b
 KEPT_OBJECTS = Gauge("llmops_retention_kept_objects", "Objects of a store kept after the last sweep.", LABELS)
 KEPT_BYTES = Gauge("llmops_retention_kept_bytes", "Bytes of a store kept after the last sweep.", LABELS)
 ERRORS = Counter("llmops_retention_errors_total", "Retention sweeps of a store that failed.", LABELS)
-
-
-def sample_kind(key: str) -> str | None:
-    """payload, prompt or feedback for a key the gateway's sampler wrote (llmops.serving.sampler), else
-    None."""
-    m = SAMPLE_KEY.match(key)
-    return m.group(1) if m else None
 
 
 @dataclass(frozen=True)
