@@ -14,8 +14,9 @@ deletable, so a location shared with other writers loses only what this store wr
 
 The retention of a store is the spec's `retentionDays` beside its location, else the namespace
 default: the key `<store>Days` of the ConfigMap `llmops-retention` in the object's namespace (one
-read per sweep; absent: no default, data is kept as before). An object is expired when its storage
-time (S3 LastModified, a file's mtime) is older than now minus the retention.
+read per sweep; absent: no default, data is kept as before). An object is expired when it was
+written (`written`: its storage time, S3 LastModified or a file's mtime; for the gateway's files the
+time in the key if earlier) before now minus the retention.
 
 A sweep runs from the owner's reconcile at most every `LLMOPS_RETENTION_SWEEP_SECONDS` (3600) per
 object, sooner (60 s) while the last one stopped at a bound: at most `MAX_LISTED` objects listed and
@@ -47,7 +48,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from llmops.api.common import ObjectStorageLocation, StoreRetention
-from llmops.gateway_config import sample_kind
+from llmops.gateway_config import SAMPLE_KEY, sample_kind
 from llmops.operators.outcome import Outcome
 from llmops.storage import ObjectInfo, ObjectStore
 
@@ -123,6 +124,22 @@ def work_dir_targets(
     ]
 
 
+def written(info: ObjectInfo) -> dt.datetime:
+    """When an object's data was written: for the gateway's files the earlier of the storage time and
+    the UTC time its key names (an erasure rewrites a file under the same key, which must not restart
+    its retention); for everything else the storage time."""
+    m = SAMPLE_KEY.match(info.key)
+    if m is None:
+        return info.modified
+    try:
+        named = dt.datetime.strptime(f"{info.key[:10]} {m.group(1)}", "%Y-%m-%d %H%M%S").replace(
+            tzinfo=dt.UTC
+        )
+    except ValueError:  # a date that is no date (2026-13-40): the storage time
+        return info.modified
+    return min(named, info.modified)
+
+
 @dataclass(frozen=True)
 class Decision:
     """What one pass does to one store: `delete` (oldest first), and what stays."""
@@ -154,12 +171,12 @@ def decide(
             break
         if not owns(info.key):
             continue
-        if info.modified < cutoff:
+        if written(info) < cutoff:
             expired.append(info)
         else:
             kept_objects += 1
             kept_bytes += info.size
-    expired.sort(key=lambda i: (i.modified, i.key))
+    expired.sort(key=lambda i: (written(i), i.key))
     delete, deferred = expired[:max_deleted], expired[max_deleted:]
     if deferred:
         complete = False

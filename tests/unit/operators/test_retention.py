@@ -116,6 +116,24 @@ def test_namespace_defaults(data, days, problems):
     assert found == days and len(bad) == problems
 
 
+def test_a_gateway_file_is_as_old_as_its_key_says_when_that_is_earlier():
+    """An erasure rewrites a sample file under its key: its storage time is new, its data is not."""
+    rewritten = ObjectInfo(PAYLOAD, 1, NOW)
+    assert retention.written(rewritten) == dt.datetime(2026, 11, 1, 10, 15, tzinfo=dt.UTC)
+    decision = retention.decide([rewritten], targets()["payloadSamples"].owns, NOW - dt.timedelta(days=20))
+    assert [i.key for i in decision.delete] == [PAYLOAD]
+    work = ObjectInfo("ingest/part-0.parquet", 1, NOW)
+    assert retention.written(work) == NOW
+    bad_date = ObjectInfo("2026-13-40/101500-gw-payload-000001.jsonl", 1, NOW)
+    assert retention.written(bad_date) == NOW
+
+
+def _key(days_old: float, kind: str, seq: int) -> str:
+    """A gateway key written `days_old` days ago (the sweep reads the key's time too)."""
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(days=days_old)
+    return f"{at:%Y-%m-%d}/{at:%H%M%S}-gw-7c9-{kind}-{seq:06d}.jsonl"
+
+
 def _write(root: Path, key: str, days_old: float, size: int = 5) -> None:
     path = root / key
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,10 +145,15 @@ def _write(root: Path, key: str, days_old: float, size: int = 5) -> None:
 def test_run_sweeps_when_due_counts_and_is_idempotent(tmp_path):
     """Spec retention wins over the namespace default; the namespace default covers the rest; deleted
     counts add up across passes; a second pass deletes nothing more; not due in between."""
-    _write(tmp_path, PAYLOAD, 40, size=11)
-    _write(tmp_path, "2026-11-29/000000-gw-payload-000002.jsonl", 1, size=3)
-    _write(tmp_path, FEEDBACK, 40, size=13)
-    _write(tmp_path, "drift-prompts/" + PROMPT, 40)
+    old_payload, old_feedback, old_prompt = (
+        _key(40, "payload", 1),
+        _key(40, "feedback", 2),
+        _key(40, "prompt", 3),
+    )
+    _write(tmp_path, old_payload, 40, size=11)
+    _write(tmp_path, _key(1, "payload", 4), 1, size=3)
+    _write(tmp_path, old_feedback, 40, size=13)
+    _write(tmp_path, "drift-prompts/" + old_prompt, 40)
     location = ObjectStorageLocation.model_validate({"local": {"path": str(tmp_path)}})
     found = retention.deployment_targets(location, 30, True, None, location.child("drift-prompts"), None)
     schedule = retention.Schedule()
@@ -147,7 +170,7 @@ def test_run_sweeps_when_due_counts_and_is_idempotent(tmp_path):
     assert (by["payloadSamples"].deleted_objects, by["payloadSamples"].deleted_bytes) == (1, 11)
     assert (by["payloadSamples"].kept_objects, by["payloadSamples"].source) == (1, "spec")
     assert (by["feedback"].deleted_objects, by["feedback"].retention_days) == (0, 400)
-    assert not (tmp_path / PAYLOAD).exists() and (tmp_path / "drift-prompts" / PROMPT).exists()
+    assert not (tmp_path / old_payload).exists() and (tmp_path / "drift-prompts" / old_prompt).exists()
 
     assert retention.run(found, result, **common)[0] is None  # not due yet
     schedule.due.clear()
