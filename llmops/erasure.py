@@ -163,23 +163,26 @@ class SampleFile:
     erase: list[int] = field(default_factory=list)  # line indexes
 
 
-def scan_samples(store: ObjectStore, subject: Subject) -> list[SampleFile]:
-    """Every gateway file under `store` (read once) with the subject's lines marked (see the module
-    docstring for the links between payload and feedback records)."""
-    files = []
+def _sample_files(store: ObjectStore) -> Iterable[SampleFile]:
     for key in sorted(store.list()):
         kind = _sample_kind_anywhere(key)
-        if kind is None:
-            continue
-        data = store.get_bytes(key)
-        files.append(SampleFile(key, kind, data, [_parse(line) for line in _lines(data)]))
+        if kind is not None:
+            data = store.get_bytes(key)
+            yield SampleFile(key, kind, data, [_parse(line) for line in _lines(data)])
+
+
+def scan_samples(store: ObjectStore, subject: Subject) -> list[SampleFile]:
+    """The gateway's files under `store` that hold the subject's lines, those lines marked (see the
+    module docstring for the links between payload and feedback records). Two passes, so that only
+    those files are held in memory: the subject's completion ids first, then the lines."""
     ids: set[str] = set()
-    for f in files:
+    for f in _sample_files(store):
         for r in f.records:
             if subject.matches(r, f.kind):
                 ids.add(str(r.get("completion_id") if f.kind == "feedback" else r.get("id")))
     ids.discard("None")
-    for f in files:
+    found = []
+    for f in _sample_files(store):
         for i, r in enumerate(f.records):
             linked = isinstance(r, dict) and (
                 (f.kind == "payload" and r.get("id") in ids)
@@ -187,7 +190,9 @@ def scan_samples(store: ObjectStore, subject: Subject) -> list[SampleFile]:
             )
             if subject.matches(r, f.kind) or linked:
                 f.erase.append(i)
-    return [f for f in files if f.erase]
+        if f.erase:
+            found.append(f)
+    return found
 
 
 def training_texts(files: Iterable[SampleFile]) -> set[str]:
