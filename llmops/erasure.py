@@ -32,18 +32,23 @@ known):
    datasets its lineage digests): `ingest/*.parquet` rows with one of those texts and
    `prepare/documents/**.parquet` rows with the same document ids are dropped. Data set objects are
    never edited in place: the rows that stay are written as a new object beside the old one
-   (`<name>.erasure-<receipt>.parquet`), then the old one is deleted. Where storage refuses the
-   deletion (Object Lock, a legal hold: the policy wins), the receipt says `retained` with the error.
-   The packed token blocks of that run (`prepare/train/`, `prepare/validation/`) mix documents and
-   cannot be filtered: they are deleted (rebuilt only by a new run). Checkpoints (`train/`) and the
-   registered weights are not data sets: they follow the version's decision.
-4. The receipt (`Receipt`, JSON) at `<receipts>/erasures/<id>/receipt.json` (create-only), then the
-   audit record (`append_audit_record`, the one place). Each affected version needs a decision:
-   `llmops erasure decide` writes `erasures/<id>/decisions/<model>/<version>.json` (create-only):
-   retrain-without, accept-with-justification (the justification required) or retire.
+   (`<name>.erasure-<receipt>.parquet`; none when no row stays), then the old one is deleted. Where
+   storage refuses the deletion (Object Lock, a legal hold: the policy wins), the receipt says
+   `retained` with the error; on a versioned bucket a delete leaves the old version behind a delete
+   marker, which the bucket's own rules (Object Lock retention, noncurrent-version expiration) keep
+   or remove. The packed token blocks of that run (`prepare/train/`, `prepare/validation/`) mix
+   documents and cannot be filtered: they are deleted (rebuilt only by a new run). Checkpoints
+   (`train/`) and the registered weights are not data sets: they follow the version's decision.
+4. The receipt (JSON, `SCHEMA`) at `<receipts>/erasures/<id>/receipt.json` (create-only), then the
+   audit record (`append_audit_record`, the one place). Before changing anything the run writes its
+   plan (`plan.json`: the same object with `state: planned`), so a run cut short is listed. Each
+   affected version needs a decision: `llmops erasure decide` writes
+   `erasures/<id>/decisions/<model>/<version>.json` (create-only): retrain-without,
+   accept-with-justification (the justification required) or retire.
 
-Running again is safe: what was erased no longer matches. A run cut short (crash) leaves no receipt:
-run it again; the versions whose evidence was a rewritten file are still found by their data sets.
+Running again is safe: what was erased no longer matches. Data sets are erased before the samples
+they are found through, so a run cut short (its plan without a receipt, `incomplete` in `list`) is
+finished by running it again.
 `--dry-run` reads and reports, writes nothing.
 
 The subject's hash: HMAC-SHA256 (RFC 2104) over `<kind>\\n<path>\\n<value>` with the key of
@@ -342,12 +347,13 @@ def erase_datasets(
             "rowsBefore": table.num_rows,
             "rowsErased": table.num_rows - kept.num_rows,
             "sha256Before": _sha256(before),
-            "newKey": _new_key(key, receipt_id),
-            "sha256After": _sha256(buffer.getvalue()),
+            "newKey": _new_key(key, receipt_id) if kept.num_rows else None,  # no rows left: no new object
+            "sha256After": _sha256(buffer.getvalue()) if kept.num_rows else None,
             "old": "deleted",
         }
         if not dry_run:
-            store.put_bytes(change["newKey"], buffer.getvalue(), overwrite=False)
+            if change["newKey"] is not None:
+                store.put_bytes(change["newKey"], buffer.getvalue(), overwrite=False)
             try:
                 store.delete(key)
             except Exception as e:  # Object Lock, a legal hold: storage policy decides
@@ -379,6 +385,11 @@ def receipt_id(now: dt.datetime) -> str:
 
 def receipt_key(rid: str) -> str:
     return f"erasures/{rid}/receipt.json"
+
+
+def plan_key(rid: str) -> str:
+    """What a run will do, written before it changes anything; the receipt follows when it is done."""
+    return f"erasures/{rid}/plan.json"
 
 
 def append_audit_record(receipt: dict[str, Any]) -> None:
@@ -415,7 +426,7 @@ def erase(
         if registry_store is not None
         else []
     )
-    sample_changes = []
+    planned = []
     for uri, store, found in scanned:
         for f in found:
             after = rewritten(f, action)
@@ -430,23 +441,14 @@ def erase(
                 "sha256After": _sha256(after) if left else None,
                 "object": "rewritten" if left else "deleted",
             }
-            if not dry_run:
-                if left:
-                    store.put_bytes(f.key, after)
-                else:
-                    store.delete(f.key)
-            sample_changes.append(change)
-    datasets, derived = [], []
-    if registry_store is not None and texts:
-        for work_dir in sorted({a.work_dir for a in affected if a.work_dir}):
-            rewritten_sets, deleted = erase_datasets(registry_store, work_dir, texts, rid, dry_run)
-            datasets += rewritten_sets
-            derived += deleted
-    receipt = {
+            planned.append((store, f.key, after if left else None, change))
+    sample_changes = [change for *_, change in planned]
+    receipt: dict[str, Any] = {
         "schema": SCHEMA,
         "id": rid,
+        "state": "planned",
         "requestedAt": now.isoformat(timespec="seconds"),
-        "completedAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "completedAt": None,
         "requestedBy": requested_by,
         "reason": reason,
         "dryRun": dry_run,
@@ -458,8 +460,8 @@ def erase(
             "keyId": hashlib.sha256(key).hexdigest()[:16],
         },
         "samples": sample_changes,
-        "datasets": datasets,
-        "derived": derived,
+        "datasets": [],
+        "derived": [],
         "modelVersions": [
             {
                 "name": a.version.name,
@@ -472,18 +474,41 @@ def erase(
             }
             for a in affected
         ],
-        "totals": {
+    }
+    if not dry_run and receipts is not None:  # a run cut short leaves its plan: `list` shows it
+        receipts.put_bytes(plan_key(rid), json.dumps(receipt, indent=2).encode(), overwrite=False)
+    # Data sets first: they are found through the samples' records, which must still be there when a
+    # run cut short is run again.
+    datasets, derived = [], []
+    if registry_store is not None and texts:
+        for work_dir in sorted({a.work_dir for a in affected if a.work_dir}):
+            rewritten_sets, deleted = erase_datasets(registry_store, work_dir, texts, rid, dry_run)
+            datasets += rewritten_sets
+            derived += deleted
+    if not dry_run:
+        for store, sample_key, after, _ in planned:
+            if after is not None:
+                store.put_bytes(sample_key, after)
+            else:
+                store.delete(sample_key)
+    receipt.update(
+        state="completed",
+        completedAt=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        datasets=datasets,
+        derived=derived,
+        totals={
             "payloadRecords": sum(c["recordsErased"] for c in sample_changes if c["kind"] == "payload"),
             "feedbackRecords": sum(c["recordsErased"] for c in sample_changes if c["kind"] == "feedback"),
             "promptRecords": sum(c["recordsErased"] for c in sample_changes if c["kind"] == "prompt"),
             "datasetRows": sum(c["rowsErased"] for c in datasets),
-            "objectsRewritten": sum(c["object"] == "rewritten" for c in sample_changes) + len(datasets),
+            "objectsRewritten": sum(c["object"] == "rewritten" for c in sample_changes)
+            + sum(c["newKey"] is not None for c in datasets),
             "objectsDeleted": sum(c["object"] == "deleted" for c in sample_changes)
             + sum(c["old"] == "deleted" for c in datasets)
             + len(derived),
             "modelVersions": len(affected),
         },
-    }
+    )
     if not dry_run:
         if receipts is not None:
             receipts.put_bytes(receipt_key(rid), json.dumps(receipt, indent=2).encode(), overwrite=False)
@@ -529,15 +554,20 @@ def record_decision(
 
 
 def receipts_with_decisions(receipts: ObjectStore) -> list[dict[str, Any]]:
-    """Every receipt under `receipts`, its versions' `decision` filled from the recorded decisions:
-    what `llmops report compliance` lists."""
+    """Every erasure under `receipts`: its receipt with the versions' `decision` filled from the
+    recorded decisions, or, for a run cut short, its plan with `state: incomplete` (run it again).
+    What `llmops report compliance` lists."""
+    keys = set(receipts.list("erasures/"))
     found = []
-    for key in sorted(receipts.list("erasures/")):
-        if not key.endswith("/receipt.json"):
+    for rid in sorted({k.split("/")[1] for k in keys if k.count("/") >= 2}):
+        if receipt_key(rid) in keys:
+            receipt = json.loads(receipts.get_bytes(receipt_key(rid)))
+        elif plan_key(rid) in keys:
+            receipt = json.loads(receipts.get_bytes(plan_key(rid))) | {"state": "incomplete"}
+        else:
             continue
-        receipt = json.loads(receipts.get_bytes(key))
         decided = {}
-        for dkey in receipts.list(f"erasures/{receipt['id']}/decisions/"):
+        for dkey in sorted(k for k in keys if k.startswith(f"erasures/{rid}/decisions/")):
             record = json.loads(receipts.get_bytes(dkey))
             decided[(record["name"], record["version"])] = record
         for v in receipt["modelVersions"]:
@@ -696,6 +726,9 @@ def list_command(receipts_uri, output) -> None:
         click.echo(json.dumps(found, indent=2))
         return
     for r in found:
+        if r["state"] != "completed":
+            click.echo(f"{r['id']}  {r['requestedAt']}  {r['subject']['kind']}  INCOMPLETE: run it again")
+            continue
         pending = [f"{v['name']}:{v['version']}" for v in r["modelVersions"] if v["decision"] is None]
         t = r["totals"]
         records = t["payloadRecords"] + t["feedbackRecords"] + t["promptRecords"]

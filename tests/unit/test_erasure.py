@@ -155,3 +155,29 @@ def test_versions_named_by_lineage_are_affected_others_not(tmp_path):
         registry.register(store, "chat", weights, metrics={}, gates=[], lineage=lineage)
     found = erasure.affected_versions(store, {"abc": ("/s", PAYLOAD)}, {"/s"}, set(), None)
     assert [(a.version.version, a.work_dir) for a in found] == [("1", "jobs/ns/job/u")]
+
+
+class FailingOnce(LocalStore):
+    """Storage that fails the first rewrite of the payload file: a run cut short."""
+
+    failed = False
+
+    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
+        if key == PAYLOAD and not self.failed:
+            self.failed = True
+            raise OSError("connection reset")
+        super().put_bytes(key, data, overwrite=overwrite)
+
+
+def test_a_run_cut_short_is_listed_incomplete_and_finished_by_running_again(tmp_path):
+    store = FailingOnce(tmp_path)
+    lines = [payload("chatcmpl-a1", "alice", "mine"), payload("chatcmpl-b1", "bob", "his")]
+    LocalStore(tmp_path).put_bytes(PAYLOAD, b"".join(json.dumps(r).encode() + b"\n" for r in lines))
+    with pytest.raises(OSError):
+        erased(store, erasure.Subject("user", "alice"))
+    (listed,) = erasure.receipts_with_decisions(store)
+    assert listed["state"] == "incomplete" and listed["samples"][0]["recordsErased"] == 1
+    receipt = erased(store, erasure.Subject("user", "alice"))
+    assert receipt["state"] == "completed" and receipt["totals"]["payloadRecords"] == 1
+    assert [json.loads(x)["user"] for x in store.get_bytes(PAYLOAD).splitlines()] == ["bob"]
+    assert sorted(r["state"] for r in erasure.receipts_with_decisions(store)) == ["completed", "incomplete"]
