@@ -14,6 +14,7 @@ def _register() -> None:
     # Sub-commands live beside the code they drive; importing them here keeps `llmops --help` cheap.
     from llmops.crdgen import crds
     from llmops.dev.cli import dev
+    from llmops.erasure import erasure_group
     from llmops.operators.cli import (
         operator,  # the operator ships in this distribution; imported lazily inside
     )
@@ -25,6 +26,7 @@ def _register() -> None:
     main.add_command(watch)
     main.add_command(models_group)
     main.add_command(operator)
+    main.add_command(erasure_group)
 
 
 _register()

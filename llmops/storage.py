@@ -73,6 +73,14 @@ class LockState:
     retain_until: datetime | None
     legal_hold: bool
     version_id: str | None = None
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One listed object: its key (relative to the location), size in bytes, and when it was last
+    written (S3 LastModified; a file's mtime), timezone-aware UTC."""
+
+    key: str
+    size: int
+    modified: datetime
 
 
 class ObjectStore(Protocol):
@@ -99,6 +107,7 @@ class ObjectStore(Protocol):
     def lock_state(self, key: str) -> LockState | None: ...
     def download_file(self, key: str, path: Path) -> None: ...
     def delete(self, key: str) -> None: ...
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
 
 
 @dataclass(frozen=True)
@@ -249,6 +258,15 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """`list`, with each object's size and modification time."""
+        for key in self.list(prefix):
+            try:
+                st = self._path(key).stat()
+            except FileNotFoundError:  # deleted since it was listed
+                continue
+            yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
 
 @dataclass(frozen=True)
@@ -425,6 +443,15 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """`list`, with each object's Size and LastModified, from the same ListObjectsV2 pages."""
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix)
+        ):
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(obj["Key"][strip:], int(obj["Size"]), obj["LastModified"].astimezone(UTC))
 
 
 class StoreCache:

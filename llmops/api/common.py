@@ -263,6 +263,47 @@ class ObjectStorageLocation(ApiModel):
         return f"s3://{self.s3.bucket}/{prefix}".rstrip("/")
 
 
+RetentionDays = Annotated[int, Field(ge=1, le=36500)]
+
+
+def retention_days_field(what: str) -> Any:
+    """The optional `retentionDays` of one store (docs/operations.md, Retention)."""
+    return Field(
+        None,
+        description=(
+            f"Days {what} are kept: the operator deletes older ones (by the time each object was written)"
+            " about hourly, only the objects this store writes. Omit: the namespace default (ConfigMap"
+            " llmops-retention), else kept until deleted by hand."
+        ),
+    )
+
+
+class StoreRetention(ApiModel):
+    """What the last retention sweep of one store found and did (docs/operations.md, Retention)."""
+
+    store: Literal["payloadSamples", "feedback", "driftSamples", "workData", "checkpoints"] = Field(
+        description="The kind of data."
+    )
+    location: Annotated[str, StringConstraints(max_length=2048)] = Field(
+        description="Where it lives (s3://bucket/prefix or a path)."
+    )
+    retention_days: RetentionDays = Field(
+        description="The retention applied, from the spec or the namespace."
+    )
+    source: Literal["spec", "namespace"] = Field(description="Where retentionDays came from.")
+    kept_objects: int = Field(0, ge=0, description="Objects of this store kept after the last sweep.")
+    kept_bytes: int = Field(0, ge=0, description="Their bytes.")
+    deleted_objects: int = Field(0, ge=0, description="Objects deleted by every sweep so far.")
+    deleted_bytes: int = Field(0, ge=0, description="Their bytes.")
+    last_sweep_time: datetime | None = Field(None, description="When the last sweep ran.")
+    complete: bool = Field(
+        True,
+        description="False when the last sweep stopped at its bound (objects listed or deleted per pass);"
+        " the next one follows within a minute.",
+    )
+    message: ShortText | None = Field(None, description="Why the last sweep failed, if it did.")
+
+
 class Toleration(ApiModel):
     """A Pod toleration, as in core/v1."""
 
