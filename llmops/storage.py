@@ -73,6 +73,8 @@ class LockState:
     retain_until: datetime | None
     legal_hold: bool
     version_id: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     """One listed object: its key (relative to the location), size in bytes, and when it was last
