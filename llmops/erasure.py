@@ -73,8 +73,7 @@ from typing import Any, Literal
 
 import click
 
-from llmops import registry
-from llmops.gateway_config import sample_kind
+from llmops import records, registry
 from llmops.storage import ObjectExists, ObjectStore, credentials_from_env, open_store
 
 SCHEMA = "llmops.io/erasure-receipt/v1"
@@ -86,11 +85,6 @@ KEPT_FIELDS = frozenset(
 )
 DECISIONS = ("retrain-without", "accept-with-justification", "retire")
 KeyKind = Literal["user", "apiKeyId", "field"]
-
-
-def _sample_kind_anywhere(key: str) -> str | None:
-    """`sample_kind` of the key's last two segments: the drift prompts' folder below a destination."""
-    return sample_kind("/".join(key.rsplit("/", 2)[-2:]))
 
 
 @dataclass(frozen=True)
@@ -170,7 +164,7 @@ class SampleFile:
 
 def _sample_files(store: ObjectStore) -> Iterable[SampleFile]:
     for key in sorted(store.list()):
-        kind = _sample_kind_anywhere(key)
+        kind = records.sample_kind(key)
         if kind is not None:
             data = store.get_bytes(key)
             yield SampleFile(key, kind, data, [_parse(line) for line in _lines(data)])

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from llmops import jsonl
+from llmops import gateway_config
 from llmops.storage import ObjectStore
 
 
@@ -37,11 +37,9 @@ class Removed:
 
 
 def sample_kind(key: str) -> str | None:
-    """payload, feedback or prompt for a key the sampler wrote (`...-<kind>-<seq>.jsonl`), else None."""
-    if not key.endswith(".jsonl"):
-        return None
-    parts = key.rsplit("/", 1)[-1].split("-")
-    return parts[-2] if len(parts) >= 3 and parts[-2] in ("payload", "feedback", "prompt") else None
+    """payload, feedback or prompt for a key the gateway's sampler wrote, at any depth below a
+    destination (the drift prompts' folder sits below the payload samples'), else None."""
+    return gateway_config.sample_kind("/".join(key.rsplit("/", 2)[-2:]))
 
 
 def remove(
@@ -49,24 +47,21 @@ def remove(
     keys: Iterable[str],
     selected: Callable[[dict[str, Any]], bool],
 ) -> Removed:
-    """Rewrite each object of `keys` without the records `selected` picks. Lines that are not JSON
-    objects are kept as they are (never lost by a removal that cannot read them)."""
+    """Rewrite each object of `keys` without the records `selected` picks; every other line stays
+    byte for byte, a line that is not a JSON object included (never lost by a removal that cannot
+    read it). Lines end at \\n only (llmops/jsonl.py's rule)."""
     total = Removed()
     for key in keys:
         data = store.get_bytes(key)
-        kept: list[bytes] = []
-        removed = 0
-        for _, record in jsonl.read(data, key, on_error=lambda e: None):
-            if isinstance(record, dict) and selected(record):
-                removed += 1
-            else:
-                kept.append(json.dumps(record, ensure_ascii=False).encode())
-        unreadable = _unreadable_lines(data, key)
-        kept.extend(unreadable)
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        kept = [line for line in lines if not _picked(line, selected)]
+        removed = len(lines) - len(kept)
         if not removed:
             continue
         if kept:
-            body = b"\n".join(kept) + b"\n"
+            body = b"".join(line + b"\n" for line in kept)
             store.put_bytes(key, body)
             total = total.add(Removed(rewritten=1, records=removed, bytes=len(data) - len(body)))
         else:
@@ -75,11 +70,9 @@ def remove(
     return total
 
 
-def _unreadable_lines(data: bytes, key: str) -> list[bytes]:
-    bad: list[int] = []
-    for _ in jsonl.read(data, key, on_error=lambda e: bad.append(e.line)):
-        pass
-    if not bad:
-        return []
-    lines = data.split(b"\n")
-    return [lines[n - 1].rstrip(b"\r") for n in bad if 0 < n <= len(lines)]
+def _picked(line: bytes, selected: Callable[[dict[str, Any]], bool]) -> bool:
+    try:
+        record = json.loads(line.removesuffix(b"\r"))
+    except ValueError:
+        return False
+    return isinstance(record, dict) and selected(record)
