@@ -6,7 +6,8 @@ The drain, per ModelDeployment whose status lists a retired version:
 | drain mode | how it serves the version                    | action                                   |
 |------------|----------------------------------------------|------------------------------------------|
 | none       | any                                          | StillServed (refused, with the names)    |
-| any        | as its canary                                | ServedAsCanary (end the canary first)    |
+| Replace    | as its canary, by version or another model   | ServedAsCanary (end the canary first)    |
+| Replace    | canary alias of the same model names it      | move the canary alias first              |
 | Replace    | stable, through an alias of the same model   | move that alias to the replacement       |
 | Replace    | stable, by version (or another model)        | patch spec.model to the replacement      |
 | Replace    | previous (being replaced already)            | wait                                     |
@@ -21,6 +22,7 @@ began (the post-mortem then says how many were in flight).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -69,28 +71,29 @@ class DrainPlan:
         return self.problem is None and not self.actions
 
 
-def drain(spec: ModelRetirementSpec, versions: set[str], deployments: list[Served]) -> DrainPlan:
-    """What the drain does now to each deployment that still serves a retired version (table above)."""
+def drain(
+    spec: ModelRetirementSpec,
+    versions: set[str],
+    deployments: list[Served],
+    aliases: Mapping[str, str] | None = None,
+) -> DrainPlan:
+    """What the drain does now to each deployment that still serves a retired version (table above).
+    `aliases`: the model's aliases (alias -> version), to move a canary alias that names a retired
+    version along with the stable one (else the deployment would canary the version it retires)."""
     model = spec.model.name
+    aliases = aliases or {}
     actions: list[DrainAction] = []
     unplanned: list[str] = []
     for d in sorted(deployments, key=lambda d: d.name):
         served = d.serving(model, versions)
-        if not served:
+        canary_alias = _canary_alias(d, model)
+        stale_canary = canary_alias is not None and aliases.get(canary_alias) in versions
+        if not served and not (stale_canary and spec.drain is not None and spec.drain.mode == "Replace"):
             continue
-        where = ", ".join(f"{v} as {role}" for v, role in served)
+        where = ", ".join(f"{v} as {role}" for v, role in served) or "nothing yet"
         if spec.drain is None:
             unplanned.append(f"{d.name} ({where})")
             continue
-        canary = [v for v, role in served if role == "canary"]
-        if canary:
-            return DrainPlan(
-                problem=(
-                    Reason.CANARY,
-                    f"ModelDeployment {d.name} runs version {canary[0]} as its canary: end the canary"
-                    " (promote or roll it back) before retiring it",
-                )
-            )
         if spec.drain.mode == "Suspend":
             if d.suspended:
                 actions.append(DrainAction(d.name, "wait", f"suspended; waiting for {where} to scale to 0"))
@@ -100,19 +103,38 @@ def drain(spec: ModelRetirementSpec, versions: set[str], deployments: list[Serve
         replacement = spec.drain.replacement
         assert replacement is not None  # CEL: Replace needs it
         target = (replacement.alias and f"alias {replacement.alias}") or f"version {replacement.version}"
-        if all(role == "previous" for _, role in served):
-            actions.append(DrainAction(d.name, "wait", f"{where}: being replaced already"))
-            continue
-        ref = d.spec.model
-        if ref.alias is not None and ref.name == model and replacement.name == model:
-            if replacement.alias == ref.alias:
+        same_model = replacement.name == model
+        canary = [v for v, role in served if role == "canary"]
+        if (canary or stale_canary) and not (canary_alias is not None and same_model):
+            if canary:
                 return DrainPlan(
                     problem=(
-                        Reason.STILL_SERVED,
-                        f"spec.drain.replacement is alias {ref.alias}, which names the version"
-                        f" ModelDeployment {d.name} serves: name another version or alias",
+                        Reason.CANARY,
+                        f"ModelDeployment {d.name} runs version {canary[0]} as its canary: end the canary"
+                        " (promote or roll it back) before retiring it",
                     )
                 )
+        elif canary or stale_canary:
+            assert canary_alias is not None
+            if replacement.alias == canary_alias:
+                return DrainPlan(problem=_names_it(canary_alias, d.name))
+            actions.append(
+                DrainAction(
+                    d.name,
+                    "move-alias",
+                    f"move canary alias {model}@{canary_alias} to {target}",
+                    alias=canary_alias,
+                )
+            )
+        stable = [v for v, role in served if role == "stable"]
+        if not stable:
+            if any(role == "previous" for _, role in served):
+                actions.append(DrainAction(d.name, "wait", f"{where}: being replaced already"))
+            continue
+        ref = d.spec.model
+        if ref.alias is not None and ref.name == model and same_model:
+            if replacement.alias == ref.alias:
+                return DrainPlan(problem=_names_it(ref.alias, d.name))
             actions.append(
                 DrainAction(
                     d.name,
@@ -134,6 +156,20 @@ def drain(spec: ModelRetirementSpec, versions: set[str], deployments: list[Serve
             )
         )
     return DrainPlan(actions=actions)
+
+
+def _canary_alias(d: Served, model: str) -> str | None:
+    rollout = d.spec.rollout
+    ref = rollout.canary.model if rollout is not None and rollout.canary is not None else None
+    return ref.alias if ref is not None and ref.alias is not None and ref.name == model else None
+
+
+def _names_it(alias: str, deployment: str) -> tuple[str, str]:
+    return (
+        Reason.STILL_SERVED,
+        f"spec.drain.replacement is alias {alias}, which names the version ModelDeployment {deployment}"
+        " serves: name another version or alias",
+    )
 
 
 def next_step(steps: list[StepStatus]) -> str | None:

@@ -205,7 +205,7 @@ class Retirement:
             return fold.retired(self.steps, self.status)
         try:
             return {
-                "Drain": self.drain,
+                "Drain": lambda: self.drain(source),
                 "Archive": lambda: self.archive(source, target),
                 "Delete": lambda: self.delete(source, target),
                 "Dispose": lambda: self.dispose(source),
@@ -255,7 +255,8 @@ class Retirement:
 
     def dry_run(self, source: ObjectStore) -> Outcome:
         actions: list[PlannedAction] = []
-        drain = plan.drain(self.spec, set(self.versions_), [d.view for d in self.deployments()])
+        aliases = registry.aliases(source, self.model)
+        drain = plan.drain(self.spec, set(self.versions_), [d.view for d in self.deployments()], aliases)
         if drain.problem is not None:
             actions.append(PlannedAction(step="Drain", action=f"refused: {drain.problem[1]}"))
         for a in drain.actions:
@@ -307,10 +308,11 @@ class Retirement:
 
     # -- 1. drain -------------------------------------------------------------------------------
 
-    def drain(self) -> Outcome:
+    def drain(self, source: ObjectStore) -> Outcome:
         spec, ctx = self.spec, self.ctx
         served = self.deployments()
-        decided = plan.drain(spec, set(self.versions_), [d.view for d in served])
+        aliases = registry.aliases(source, self.model)
+        decided = plan.drain(spec, set(self.versions_), [d.view for d in served], aliases)
         before = self.current("Drain")
         if decided.problem is not None:
             return fold.stalled(*decided.problem, "Draining", self.status)

@@ -141,3 +141,27 @@ def test_grace_period() -> None:
     assert not plan.grace_over(spec, start, start + dt.timedelta(seconds=59))
     assert plan.grace_over(spec, start, start + dt.timedelta(seconds=60))
     assert not plan.grace_over(retirement(), start, start + dt.timedelta(days=1))
+
+
+def test_replace_moves_the_canary_alias_first_when_it_names_the_version() -> None:
+    """A deployment on champion and challenger (a RetrainPolicy's) that both name the version: moving
+    only champion would start a canary of the retired version."""
+    spec = {"model": {"name": "bot", "alias": "champion"}, "registry": REGISTRY,
+            "rollout": {"canary": {"model": {"name": "bot", "alias": "challenger"}}}}  # fmt: skip
+    a = plan.Served(
+        "a",
+        ModelDeploymentSpec.model_validate(spec),
+        ModelDeploymentStatus.model_validate(
+            {"versions": [{"name": "bot", "version": "2", "role": "stable", "weight": 100, "replicas": 1}]}
+        ),
+    )
+    decided = plan.drain(retirement(REPLACE), {"2"}, [a], {"champion": "2", "challenger": "2"})
+    assert [(x.kind, x.alias) for x in decided.actions] == [
+        ("move-alias", "challenger"),
+        ("move-alias", "champion"),
+    ]
+    # Once champion moved, the deployment shows 2 as its canary for a moment: the alias moves again.
+    a.status.versions[0] = a.status.versions[0].model_copy(update={"role": "canary", "weight": 10})
+    moving = plan.drain(retirement(REPLACE), {"2"}, [a], {"champion": "3", "challenger": "2"})
+    assert [(x.kind, x.alias) for x in moving.actions] == [("move-alias", "challenger")]
+    assert plan.drain(retirement(REPLACE), {"2"}, [a], {"champion": "3", "challenger": "3"}).problem is None
