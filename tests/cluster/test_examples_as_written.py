@@ -35,9 +35,10 @@ import yaml
 from llmops.api.common import ObjectStorageLocation
 from llmops.dev import services
 from llmops.dev.cluster import LocalCluster
-from llmops.operators import retrainpolicy, trainingjob
+from llmops.operators import modelretirement, retrainpolicy, trainingjob
 from llmops.operators.modeldeployment import make_kind
 from llmops.operators.modeldeployment.plan import ServingSettings
+from llmops.operators.modelretirement import reconcile as retirement
 from llmops.operators.retrainpolicy.reconcile import Reconciler, Settings
 from llmops.registry import Content, GateVerdict, Lineage, RegistryError, read_version, register, set_alias
 from llmops.storage import Credentials, open_store
@@ -102,7 +103,7 @@ def _registry(minio: dict, tmp_path: Path, docs: dict[str, dict]) -> None:
     (adapter / "adapter" / "adapter_config.json").write_text("{}")
     wanted: dict[tuple[str, str, str], dict[str, set[str]]] = {}  # (bucket, prefix, name) -> refs
     for doc in docs.values():
-        if doc["kind"] == "RetrainPolicy":  # its template's base is the deployment's champion
+        if doc["kind"] in ("RetrainPolicy", "ModelRetirement"):  # they name versions the others make
             continue
         if doc["kind"] == "TrainingJob":  # a base in the registry the job writes to
             if base := doc["spec"]["model"].get("base"):
@@ -167,7 +168,7 @@ def test_every_example_reaches_the_furthest_state_without_a_gpu(
     products = set()
     for doc in docs.values():
         spec = doc["spec"]["trainingJobTemplate"]["spec"] if doc["kind"] == "RetrainPolicy" else doc["spec"]
-        resources = spec.get("resources", {})
+        resources = spec.get("resources") or {}
         products.add((resources.get("perWorker") or resources).get("gpuType"))
     with contextlib.ExitStack() as stack:
         nodes = {p: stack.enter_context(gpu_node(cluster, p)) for p in sorted(products - {None})}
@@ -192,6 +193,13 @@ def _examples(
         f"--from-literal=AWS_ACCESS_KEY_ID={minio['accessKeyId']}",
         f"--from-literal=AWS_SECRET_ACCESS_KEY={minio['secretAccessKey']}",
     )  # fmt: skip
+    # The archive's, as the registry's, and its bucket created with Object Lock on (mc mb --with-lock).
+    cluster.kubectl(
+        "create", "secret", "generic", "archive-credentials", "-n", namespace,
+        f"--from-literal=rootUser={minio['accessKeyId']}",
+        f"--from-literal=rootPassword={minio['secretAccessKey']}",
+    )  # fmt: skip
+    _archive_bucket(minio)
     for name, keys in OTHER_SECRETS.items():
         literals = [f"--from-literal={k}=value-{i}" for i, k in enumerate(keys)]
         cluster.kubectl("create", "secret", "generic", name, "-n", namespace, *literals)
@@ -206,8 +214,11 @@ def _examples(
     settings = ServingSettings(resync_seconds=600)
     # No Prometheus here: the drift, quality and feedback triggers say so in their status.
     policies = retrainpolicy.make_kind(Reconciler(Settings(evaluate_every=5, prometheus_url=NO_PROMETHEUS)))
+    retirements = modelretirement.make_kind(
+        retirement.Reconciler(retirement.Settings(prometheus_url=NO_PROMETHEUS))
+    )
     applied = {}
-    with operator_in_thread(namespace, [make_kind(settings, None), trainingjob.KIND, policies]):
+    with operator_in_thread(namespace, [make_kind(settings, None), trainingjob.KIND, policies, retirements]):
         for file, doc in docs.items():
             body = _localize(doc, minio["endpoint"])
             cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
@@ -217,6 +228,8 @@ def _examples(
                 _assert_served_on_gpus(cluster, namespace, body, nodes)
             elif body["kind"] == "RetrainPolicy":
                 _assert_watching(cluster, namespace, body)
+            elif body["kind"] == "ModelRetirement":
+                _assert_retirement(cluster, namespace, body, minio)
             elif file not in BLOCKED:
                 _assert_rayjob_waits_for_kuberay(cluster, namespace, body)
         # trainingjob-full.yaml as written: its shared Ray cluster is not here, and its status says so.
@@ -230,6 +243,42 @@ def _examples(
 
         status = eventually(unreachable, 60)
         assert status["phase"] == "Pending" and address in status["message"], status
+
+
+def _archive_bucket(minio: dict) -> None:
+    import boto3
+
+    s3 = boto3.client(
+        "s3", endpoint_url=minio["endpoint"], aws_access_key_id=minio["accessKeyId"],
+        aws_secret_access_key=minio["secretAccessKey"], region_name="us-east-1",
+    )  # fmt: skip
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket="model-archive", ObjectLockEnabledForBucket=True)
+
+
+def _assert_retirement(cluster: LocalCluster, namespace: str, body: dict, minio: dict) -> None:
+    """A ModelRetirement as written: the dry run lists its plan (the deployments serving the version
+    would move), the one that asks for approval waits for it, the other goes all the way to Retired
+    (nothing serves its version), its archive locked in the Object-Lock bucket."""
+    name, spec = body["metadata"]["name"], body["spec"]
+    phase = (
+        "DryRun" if spec.get("dryRun") else "AwaitingApproval" if spec.get("requireApproval") else "Retired"
+    )
+
+    def reached() -> dict | None:
+        status = _get(cluster, namespace, "mr", name).get("status") or {}
+        if phase == "DryRun":  # refreshed every 30 s: once the deployments serve 3, it says so
+            moves = [a["action"] for a in status.get("plan", []) if a["step"] == "Drain"]
+            return status if any("ModelDeployment support-bot:" in m for m in moves) else None
+        return status if status.get("phase") == phase else None
+
+    status = eventually(reached, 120)
+    if phase == "DryRun":
+        assert status["phase"] == "DryRun" and not status.get("steps"), status
+    elif phase == "Retired":
+        assert [s["state"] for s in status["steps"]] == ["Succeeded"] * 5, status["steps"]
+        assert status["archiveLocation"].startswith("s3://model-archive/") and status["retainUntil"]
+        assert "retired: " in status["summary"]
 
 
 def _assert_watching(cluster: LocalCluster, namespace: str, body: dict) -> None:

@@ -44,6 +44,7 @@ from llmops.operators.runtime import Context
 from llmops.storage import ObjectLock, ObjectLockUnavailable, ObjectStore
 from llmops.workload import REPORT
 
+DRY_RUN_REFRESH_SECONDS = 30.0
 # Who applied and who last changed the object, stamped by the admission webhook (never by the user).
 REQUESTED_BY_ANNOTATION = "llmops.io/requested-by"
 
@@ -304,6 +305,7 @@ class Retirement:
             Reason.DRY_RUN,
             f"dry run: {len(actions)} planned actions in status.plan; set spec.dryRun false to retire",
             status=self.status,
+            requeue_after=DRY_RUN_REFRESH_SECONDS,  # the plan follows what serves the version now
         )
 
     # -- 1. drain -------------------------------------------------------------------------------
