@@ -37,7 +37,7 @@ from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatu
 from llmops.operators import registry_access, secrets
 from llmops.operators.apply import Lru, manifest_digest, parse_ref, ref
 from llmops.operators.modeldeployment import builders, canary, gateway
-from llmops.operators.modeldeployment.fold import Facts, fold
+from llmops.operators.modeldeployment.fold import SUSPENDED, Facts, fold, suspended_condition
 from llmops.operators.modeldeployment.names import vllm_name
 from llmops.operators.modeldeployment.observe import ready_replicas
 from llmops.operators.modeldeployment.plan import (
@@ -209,6 +209,10 @@ class Reconciler:
         cached resolution), so that an alias move is served within that delay plus the rollout."""
         settings = self.current_settings()
         outcome = self._guarded(spec, ctx, settings)
+        if not any(c[0] == SUSPENDED for c in outcome.conditions):  # the early outcomes say it too
+            outcome = dataclasses.replace(
+                outcome, conditions=(*outcome.conditions, suspended_condition(spec))
+            )
         if aliased(spec):
             poll = settings.alias_poll_seconds * random.uniform(0.9, 1.0)  # spread, within the bound
             after = poll if outcome.requeue_after is None else min(outcome.requeue_after, poll)
@@ -301,7 +305,9 @@ class Reconciler:
         previous_state = status.canary if canary_v else None
         same = canary.same_canary(previous_state, canary_v, stable_v)
         verdict = previous_state.verdict if same and previous_state else None
-        retiring = retiring_version(status, stable_v, canary_v)
+        # Suspended: a replaced version is not kept (its successor's replicas are 0 too; it would be
+        # deleted at its successor's readiness anyway), so every vLLM Deployment left is at 0.
+        retiring = None if spec.suspend else retiring_version(status, stable_v, canary_v)
         carry = 0
         if canary_v and spec_canary:
             # Sized for its weight now or at the next step: all the traffic needs the stable's count.
@@ -318,7 +324,7 @@ class Reconciler:
         first = [stable_v]
         if verdict == "Promoted" and canary_v:
             first = [dataclasses.replace(canary_v, role="stable", replicas=None)]
-            retiring = dataclasses.replace(stable_v, role="previous")
+            retiring = None if spec.suspend else dataclasses.replace(stable_v, role="previous")
         elif canary_v and verdict != "RolledBack":
             first.append(canary_v)
         version_manifests = builders.version_children(spec, ctx.body, Plan(tuple(first), adapters), settings)
@@ -347,18 +353,27 @@ class Reconciler:
                     return canary.Analysis("inconclusive", f"metrics from {where} unavailable: {e}"[:256])
                 return canary.analyse(spec_canary.analysis, *samples)
 
-            step = canary.advance(
-                spec_canary,
-                previous_state,
-                model=canary_v.model,
-                version=canary_v.version,
-                baseline=stable_v.version,
-                ready=ready_replicas(live.get(canary_v.deployment))
-                >= canary.canary_replicas(plan_weights[at], need),
-                now=now,
-                analysis=analysis,
-                min_window=canary.analysis_window(settings.scrape_seconds),
-            )
+            if spec.suspend:  # held as it is: no analysis while nothing serves
+                step = canary.frozen(
+                    spec_canary,
+                    previous_state,
+                    model=canary_v.model,
+                    version=canary_v.version,
+                    baseline=stable_v.version,
+                )
+            else:
+                step = canary.advance(
+                    spec_canary,
+                    previous_state,
+                    model=canary_v.model,
+                    version=canary_v.version,
+                    baseline=stable_v.version,
+                    ready=ready_replicas(live.get(canary_v.deployment))
+                    >= canary.canary_replicas(plan_weights[at], need),
+                    now=now,
+                    analysis=analysis,
+                    min_window=canary.analysis_window(settings.scrape_seconds),
+                )
             if step.event:
                 ctx.event(step.event.reason, step.event.message, warning=step.event.warning)
         versions = canary.traffic(
@@ -371,6 +386,11 @@ class Reconciler:
             carry=carry,
         )
         plan = Plan(tuple(versions), adapters)
+        if status.phase == "Suspended" and not spec.suspend:
+            ctx.event(
+                "Resumed",
+                f"spec.suspend is false: {md} serves again, its replicas and autoscalers as the spec says",
+            )
 
         # 3. Everything else, then delete what is no longer wanted.
         wanted = {ref(m) for m in version_manifests if _serves(m, versions)}

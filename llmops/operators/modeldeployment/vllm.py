@@ -5,7 +5,9 @@
                                                         emptyDir, then vLLM serves it on VLLM_PORT
 
 A version that autoscales (autoscaling.autoscaled) leaves `replicas` to its autoscaler; the others get
-a fixed count: the stable version's from the spec, a canary's from the plan.
+a fixed count: the stable version's from the spec, a canary's from the plan. With spec.suspend every
+version gets 0 (its autoscaler is paused: autoscaling.py), and resuming gives the count back to the
+spec or the autoscaler.
 """
 
 from __future__ import annotations
@@ -140,7 +142,9 @@ def vllm_deployment(
         "progressDeadlineSeconds": 1800,
         "template": {"metadata": {"labels": labels}, "spec": pod},
     }
-    if not autoscaled(spec, served.role):
+    if spec.suspend:
+        deployment_spec = {"replicas": 0, **deployment_spec}
+    elif not autoscaled(spec, served.role):
         deployment_spec = {"replicas": _fixed_replicas(spec, served), **deployment_spec}
     meta_labels = {**labels, ROLE_LABEL: served.role}
     return owned_object("apps/v1", "Deployment", served.deployment, owner, meta_labels, deployment_spec)

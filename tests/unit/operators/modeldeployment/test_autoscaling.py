@@ -62,3 +62,30 @@ def test_hpa_on_external_metrics() -> None:
     metric = hpa["metrics"][0]["external"]
     assert metric["metric"]["selector"]["matchLabels"] == {"model_deployment": "support-bot", "version": "3"}
     assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+
+
+def test_suspended_versions_are_at_zero_and_no_autoscaler_wakes_them() -> None:
+    """spec.suspend: every model server's Deployment wants 0 replicas; a ScaledObject is paused at 0
+    (KEDA's paused-replicas annotation); an HPA is kept as it is (a target at 0 replicas deactivates
+    it); nothing else of the child set changes but the gateway's config (its `suspension`)."""
+    for name in ("canary", "single+hpa"):
+        running, suspended = objects(name), objects(f"{name}+suspended")
+        assert set(running) == set(suspended), name  # nothing added, nothing removed
+        for key, m in suspended.items():
+            kind = key[0]
+            if (
+                kind == "Deployment"
+                and m["metadata"]["labels"]["app.kubernetes.io/component"] == "model-server"
+            ):
+                assert m["spec"]["replicas"] == 0, key
+                assert {**m["spec"], "replicas": None} == {**running[key]["spec"], "replicas": None}, key
+            elif kind == "ScaledObject":
+                assert m["metadata"]["annotations"] == {"autoscaling.keda.sh/paused-replicas": "0"}
+                assert m["spec"] == running[key]["spec"]
+            elif kind == "ConfigMap" and key[1].endswith("-gateway"):
+                config = GatewayConfig.model_validate_json(m["data"]["config.json"])
+                assert config.suspension is not None and config.suspension.namespace == "demo"
+                before = GatewayConfig.model_validate_json(running[key]["data"]["config.json"])
+                assert config.model_copy(update={"suspension": None}) == before
+            else:  # the HPA, the gateway (not restarted), Services, budgets, policies, monitors
+                assert m == running[key], key

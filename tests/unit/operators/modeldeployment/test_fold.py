@@ -198,3 +198,44 @@ def test_the_aliases_it_resolved_are_in_the_status() -> None:
     assert out.status["aliases"] == [champion]
     assert champion.to_dict() == {"fieldPath": "spec.model", "name": "support-bot", "alias": "champion",
                                   "version": "3"}  # fmt: skip
+
+
+def stopped(generation: int = 2, observed: int = 2, pods: int = 0) -> dict:
+    """A model server's Deployment at 0 replicas, `pods` of them still there."""
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": 0},
+        "status": {"observedGeneration": observed, "replicas": pods, "readyReplicas": pods},
+    }
+
+
+def test_suspended_while_pods_stop_then_ready() -> None:
+    """The first row: spec.suspend wins over everything else (a rolled-back canary too); Reconciling
+    while a served version still has pods or its controller has not seen the 0, then Ready; the
+    `Suspended` condition is True either way."""
+    suspended = spec().model_copy(update={"suspend": True})
+    gateway = {"md-gateway": deployment(2)}
+    live = {**gateway, "md-3-vllm": stopped(pods=1), "md-4-vllm": stopped(generation=3)}
+    out = fold(facts(STABLE, CANARY, live=live, md_spec=suspended, canary_step=step("RolledBack")))
+    assert (out.state, out.phase, out.reason) == ("reconciling", "Suspended", Reason.SUSPENDED)
+    assert "md-3-vllm (1 pods), md-4-vllm (0 pods)" in out.message
+    assert "503 model_suspended" in out.message
+    assert out.conditions == (
+        (
+            "Suspended",
+            True,
+            Reason.SUSPENDED,
+            "spec.suspend is true: every version at 0 replicas; the gateway answers 503 model_suspended",
+        ),
+    )
+    assert out.status["canary"].verdict == "RolledBack"  # the machine's state stays in the status
+    live = {**gateway, "md-3-vllm": stopped(), "md-4-vllm": stopped()}
+    out = fold(facts(STABLE, CANARY, live=live, md_spec=suspended, canary_step=step("Analysing")))
+    assert (out.state, out.phase, out.reason) == ("ready", "Suspended", Reason.SUSPENDED)
+    assert out.message.startswith("suspended (spec.suspend): every version is at 0 replicas")
+    assert out.status["replicas"] == 0 and out.status["canary"].weight == 25
+
+
+def test_the_suspended_condition_is_false_when_not_suspended() -> None:
+    out = fold(facts())
+    assert out.conditions == (("Suspended", False, Reason.NOT_SUSPENDED, "spec.suspend is false"),)
