@@ -48,7 +48,9 @@ def version_children(
     out = []
     for served in plan.versions:
         if served.role != "previous":
-            out.append(vllm.vllm_deployment(spec, owner, served, plan.adapters, settings))
+            out.append(
+                vllm.vllm_deployment(spec, owner, served, plan.adapters, settings, resuming=plan.resuming)
+            )
             out.append(vllm.vllm_service(owner, served))
     return out
 

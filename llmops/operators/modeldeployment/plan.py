@@ -111,8 +111,14 @@ class Adapter:
 
 @dataclass(frozen=True)
 class Plan:
+    """The served versions and adapters. `resuming`: the first reconcile after spec.suspend was lifted
+    (the status still says Suspended): autoscaled versions get their floor of replicas written once
+    (vllm.py), since a Deployment left at 0 would stay there (the apply hands a left-out count over
+    as it is, and an HPA whose target is at 0 is deactivated)."""
+
     versions: tuple[ServedVersion, ...]
     adapters: tuple[Adapter, ...] = ()
+    resuming: bool = False
 
     def role(self, role: Role) -> ServedVersion | None:
         return next((v for v in self.versions if v.role == role), None)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
+from llmops import conditions
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason, ResolvedAlias
 from llmops.operators import registry_access, secrets
@@ -327,7 +328,10 @@ class Reconciler:
             retiring = None if spec.suspend else dataclasses.replace(stable_v, role="previous")
         elif canary_v and verdict != "RolledBack":
             first.append(canary_v)
-        version_manifests = builders.version_children(spec, ctx.body, Plan(tuple(first), adapters), settings)
+        resuming = not spec.suspend and conditions.is_true(status.conditions, SUSPENDED)
+        version_manifests = builders.version_children(
+            spec, ctx.body, Plan(tuple(first), adapters, resuming=resuming), settings
+        )
         live = self.apply(ctx, version_manifests)
         if retiring:  # left as it is: only read
             current = ctx.applier.get("apps/v1", "Deployment", retiring.deployment, namespace)
@@ -386,7 +390,7 @@ class Reconciler:
             carry=carry,
         )
         plan = Plan(tuple(versions), adapters)
-        if status.phase == "Suspended" and not spec.suspend:
+        if resuming:
             ctx.event(
                 "Resumed",
                 f"spec.suspend is false: {md} serves again, its replicas and autoscalers as the spec says",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from llmops.gateway_config import GatewayConfig
+from llmops.operators.modeldeployment.vllm import vllm_deployment
 from tests.unit.operators.modeldeployment.cases import (
+    SETTINGS,
+    case,
     objects,
 )
 
@@ -89,3 +92,14 @@ def test_suspended_versions_are_at_zero_and_no_autoscaler_wakes_them() -> None:
                 assert config.model_copy(update={"suspension": None}) == before
             else:  # the HPA, the gateway (not restarted), Services, budgets, policies, monitors
                 assert m == running[key], key
+
+
+def test_resuming_writes_an_autoscaled_versions_floor_once() -> None:
+    """The first reconcile after a suspend (plan.resuming): an autoscaled version's Deployment gets its
+    floor of replicas (the stable's minReplicas, the canary's count), since left at 0 it would stay
+    there; every other reconcile leaves the count to the autoscaler."""
+    parent, spec, plan = case("canary")
+    for served, floor in zip(plan.versions, (spec.autoscaling.min_replicas, 1), strict=True):
+        resumed = vllm_deployment(spec, parent, served, (), SETTINGS, resuming=True)
+        assert resumed["spec"]["replicas"] == floor, served.role
+        assert "replicas" not in vllm_deployment(spec, parent, served, (), SETTINGS)["spec"]
