@@ -414,8 +414,9 @@ class Gateway:
             self._account(ex)
 
     async def _admit(self, request: Request, ex: Exchange) -> Admitted:
-        """The checks before the queue: API key (401), rate limits (429), body (413, 400, unknown model
-        404), then the request's redaction and usage chunk; `ex.key_id` is set first, for `_account`."""
+        """The checks before the queue: API key (401), a suspended deployment (503 model_suspended), rate
+        limits (429), body (413, 400, unknown model 404), then the request's redaction and usage chunk;
+        `ex.key_id` is set first, for `_account`."""
         ex.key_id = self._authenticate(request)
         if self.pool.suspension is not None:
             raise self._refused(Suspended())

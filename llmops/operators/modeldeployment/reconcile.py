@@ -12,6 +12,12 @@ the last status.
         ->  gateway, autoscalers, budgets, policies, monitoring  ->  delete what is no longer wanted
         ->  status (fold.py): versions and weights, replicas, endpoint, canary, conditions
 
+With spec.suspend the same sequence runs with every vLLM Deployment at 0 replicas (a replaced version
+let go), the canary held (`canary.frozen`) and the gateway told (`suspension`); the first reconcile
+after it is lifted (the status's `Suspended` condition still True) writes autoscaled versions' floor
+of replicas once (`Plan.resuming`) and posts `Resumed`. Every outcome carries the `Suspended`
+condition, the early ones below included.
+
 A problem someone must fix (a missing version, Secret or CRD, a child the apiserver refuses) ends the
 reconcile early as Stalled, with a Warning Event once per new reason; a registry that does not answer
 is retried. The pure parts live beside it: versions.py, plan.py, names.py, builders.py (and the child
