@@ -37,7 +37,8 @@ class Reason(CommonReason):
 
     Ready=True: SERVING, SCALED_TO_ZERO, CANARY_ANALYSING, ANALYSIS_INCONCLUSIVE, PROMOTED, SUSPENDED
     (spec.suspend, every version at zero replicas; also the `Suspended` condition's reason).
-    Reconciling=True: PROGRESSING, REGISTRY_UNAVAILABLE, SUSPENDED (spec.suspend, pods still stopping).
+    Reconciling=True: PROGRESSING, REGISTRY_UNAVAILABLE, SUSPENDED (spec.suspend: the gateway draining,
+    or pods still stopping).
     Stalled=True (phase Degraded): ROLLED_BACK, ANALYSIS_FAILED; (phase Failed): the rest, each a
     problem the spec, the registry or the cluster must fix.
     """
@@ -454,12 +455,13 @@ class ModelDeploymentSpec(ApiModel):
     )
     suspend: bool = Field(
         False,
-        description="Stop serving, keeping everything else: every vLLM Deployment (stable, canary, a"
-        " replaced version) goes to 0 replicas and its autoscaler is paused (KEDA) or removed (HPA); a"
-        " canary holds its step; the gateway stays up and answers every OpenAI request with 503 and"
-        " error code model_suspended (requests already at a model server finish). Services, ConfigMaps,"
-        " monitors, Secrets and the registry stay. false: the replicas, autoscalers and canary come back"
-        " as the spec and status say.",
+        description="Stop serving, keeping everything else: the gateway stays up and answers every OpenAI"
+        " request with 503 and error code model_suspended (requests already at a model server finish);"
+        " once it has drained (Prometheus; LLMOPS_SUSPEND_DRAIN_SECONDS at most) every vLLM Deployment"
+        " (stable, canary; a replaced version is let go) goes to 0 replicas, its KEDA ScaledObject"
+        " paused at 0 (an HPA is kept: a target at 0 deactivates it); a canary holds its step. Services,"
+        " ConfigMaps, monitors, Secrets and the registry stay. false: the replicas, autoscalers and"
+        " canary come back as the spec and status say.",
     )
 
 

@@ -93,7 +93,12 @@ KEDA_PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"  # KEDA scales to t
 
 
 def scaled_object(
-    spec: ModelDeploymentSpec, owner: Manifest, served: ServedVersion, settings: ServingSettings
+    spec: ModelDeploymentSpec,
+    owner: Manifest,
+    served: ServedVersion,
+    settings: ServingSettings,
+    *,
+    draining: bool = False,
 ) -> Manifest:
     """KEDA ScaledObject on vLLM's queue and KV-cache use; with scale to zero, also on the gateway's
     pending requests, so the first request held by the gateway wakes the version up."""
@@ -138,7 +143,7 @@ def scaled_object(
         body["idleReplicaCount"] = idle
     labels = child_labels("vllm", "autoscaler", **_version_labels(served))
     scaled = owned_object("keda.sh/v1alpha1", "ScaledObject", served.deployment, owner, labels, body)
-    if spec.suspend:
+    if spec.suspend and not draining:  # paused once the gateway has drained (plan.Plan.draining)
         scaled["metadata"]["annotations"] = {KEDA_PAUSED_REPLICAS: "0"}
     return scaled
 

@@ -5,6 +5,7 @@ The first row that matches decides (reasons are `llmops.api.modeldeployment.Reas
 
 | facts                                                  | state       | phase        | reason               |
 |--------------------------------------------------------|-------------|--------------|----------------------|
+| spec.suspend, the gateway draining (`draining`)        | reconciling | Suspended    | Suspended            |
 | spec.suspend, a served version's pods not all gone yet | reconciling | Suspended    | Suspended            |
 | spec.suspend, every served version at 0 pods           | ready       | Suspended    | Suspended            |
 | canary verdict RolledBack                              | stalled     | Degraded     | RolledBack           |
@@ -53,6 +54,7 @@ from llmops.operators.outcome import Outcome
 
 SUSPENDED = "Suspended"  # the condition beside Ready/Reconciling/Stalled
 LINGERING_RETRY_SECONDS = 5  # a replaced child whose finalizer is at work: look again this often
+DRAIN_POLL_SECONDS = 5  # a suspended deployment's gateway draining: read its gauges again this often
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Facts:
     inventory entry (apiVersion/kind/name). `lingering`: entries deleted but not gone yet.
     `resync_after`: seconds until the periodic reconcile (already spread by the caller).
     `aliases`: the spec's references by alias and the versions they resolved to this reconcile.
+    `draining`: spec.suspend, and what the model servers wait for before going to 0 (plan.drain_wait).
     """
 
     spec: ModelDeploymentSpec
@@ -77,6 +80,7 @@ class Facts:
     lingering: Sequence[str] = ()
     resync_after: float = 300
     aliases: Sequence[ResolvedAlias] = ()
+    draining: str | None = None
 
 
 def fold(facts: Facts) -> Outcome:
@@ -187,6 +191,16 @@ def _suspended(facts: Facts, fields: dict[str, Any], requeue: float) -> Outcome:
     ]
     url = fields["endpoint"]
     answer = f"the gateway at {url} answers every request 503 model_suspended"
+    if facts.draining:
+        text = f"suspending: {answer}; the model servers wait: {facts.draining}"
+        return Outcome(
+            "reconciling",
+            "Suspended",
+            Reason.SUSPENDED,
+            text,
+            fields,
+            requeue_after=min(requeue, DRAIN_POLL_SECONDS),
+        )
     if running:
         text = f"suspending: waiting for {', '.join(running)} to scale to 0; {answer}"
         return Outcome("reconciling", "Suspended", Reason.SUSPENDED, text, fields, requeue_after=requeue)

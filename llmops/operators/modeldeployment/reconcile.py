@@ -12,8 +12,9 @@ the last status.
         ->  gateway, autoscalers, budgets, policies, monitoring  ->  delete what is no longer wanted
         ->  status (fold.py): versions and weights, replicas, endpoint, canary, conditions
 
-With spec.suspend the same sequence runs with every vLLM Deployment at 0 replicas (a replaced version
-let go), the canary held (`canary.frozen`) and the gateway told (`suspension`); the first reconcile
+With spec.suspend the same sequence runs with the gateway told at once (`suspension`: it refuses new
+requests), the canary held (`canary.frozen`), and every vLLM Deployment at 0 replicas (a replaced
+version let go) once the gateway has drained (`drain_wait`: Prometheus, or a time limit); the first reconcile
 after it is lifted (the status's `Suspended` condition still True) writes autoscaled versions' floor
 of replicas once (`Plan.resuming`) and posts `Resumed`. Every outcome carries the `Suspended`
 condition, the early ones below included.
@@ -43,15 +44,16 @@ from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason, ResolvedAlias
 from llmops.operators import registry_access, secrets
 from llmops.operators.apply import Lru, manifest_digest, parse_ref, ref
-from llmops.operators.modeldeployment import builders, canary, gateway
+from llmops.operators.modeldeployment import builders, canary, gateway, monitoring
 from llmops.operators.modeldeployment.fold import SUSPENDED, Facts, fold, suspended_condition
 from llmops.operators.modeldeployment.names import vllm_name
-from llmops.operators.modeldeployment.observe import ready_replicas
+from llmops.operators.modeldeployment.observe import desired_replicas, ready_replicas
 from llmops.operators.modeldeployment.plan import (
     Plan,
     Role,
     ServedVersion,
     ServingSettings,
+    drain_wait,
     retiring_version,
     stable_replicas,
 )
@@ -208,6 +210,52 @@ class Reconciler:
                 lingering.append(entry)
         return [m for m in manifests if ref(m) not in held], lingering
 
+    # -- suspend -----------------------------------------------------------------------------
+
+    def drain_wait(
+        self,
+        ctx: Context,
+        status: ModelDeploymentStatus,
+        settings: ServingSettings,
+        now: dt.datetime,
+        servers: list[str],
+    ) -> str | None:
+        """plan.drain_wait from the facts: the model servers' Deployments (read), when the suspend
+        began (the `Suspended` condition), and the gateway's two gauges from Prometheus, read only
+        while the servers are not at 0 yet."""
+        at_zero = all(
+            (d := ctx.applier.get("apps/v1", "Deployment", name, ctx.namespace)) is None
+            or desired_replicas(d) == 0
+            for name in servers
+        )
+        began = conditions.get_condition(status.conditions, SUSPENDED)
+        since = began.last_transition_time if began is not None and began.status == "True" else None
+        suspended = inflight = None
+        if not at_zero and settings.suspend_drain_seconds > 0:
+            suspended, inflight = self.gateway_drain(ctx.namespace, ctx.name)
+        return drain_wait(
+            since=since,
+            now=now,
+            limit=settings.suspend_drain_seconds,
+            at_zero=at_zero,
+            gateway_suspended=suspended,
+            inflight=inflight,
+        )
+
+    def gateway_drain(self, namespace: str, md: str) -> tuple[float | None, float | None]:
+        """(min of llmops_gateway_suspended, sum of llmops_gateway_inflight_requests) over the
+        deployment's gateway pods, from Prometheus; (None, None) when it cannot say."""
+        query = getattr(self.metrics_source(), "query", None)
+        if query is None:  # a source of canary samples only
+            return None, None
+        sel = monitoring.selector(namespace, md)
+        try:
+            return query(f"min(llmops_gateway_suspended{sel})"), query(
+                f"sum(llmops_gateway_inflight_requests{sel})"
+            )
+        except Exception:  # unreachable, refused: only the time limit lets the servers go
+            return None, None
+
     # -- the reconcile ---------------------------------------------------------------------
 
     def __call__(self, spec: ModelDeploymentSpec, ctx: Context) -> Outcome:
@@ -312,9 +360,15 @@ class Reconciler:
         previous_state = status.canary if canary_v else None
         same = canary.same_canary(previous_state, canary_v, stable_v)
         verdict = previous_state.verdict if same and previous_state else None
-        # Suspended: a replaced version is not kept (its successor's replicas are 0 too; it would be
-        # deleted at its successor's readiness anyway), so every vLLM Deployment left is at 0.
-        retiring = None if spec.suspend else retiring_version(status, stable_v, canary_v)
+        # Suspended: the gateway refuses new requests at once; the model servers go to 0 once it has
+        # drained (`wait` says what they wait for until then). A replaced version is then let go (its
+        # successor is at 0 too; it would be deleted at its successor's readiness anyway).
+        wait = None
+        if spec.suspend:
+            servers = [stable_v.deployment, *([canary_v.deployment] if canary_v else [])]
+            wait = self.drain_wait(ctx, status, settings, now, servers)
+        stopped = spec.suspend and wait is None
+        retiring = None if stopped else retiring_version(status, stable_v, canary_v)
         carry = 0
         if canary_v and spec_canary:
             # Sized for its weight now or at the next step: all the traffic needs the stable's count.
@@ -331,12 +385,15 @@ class Reconciler:
         first = [stable_v]
         if verdict == "Promoted" and canary_v:
             first = [dataclasses.replace(canary_v, role="stable", replicas=None)]
-            retiring = None if spec.suspend else dataclasses.replace(stable_v, role="previous")
+            retiring = None if stopped else dataclasses.replace(stable_v, role="previous")
         elif canary_v and verdict != "RolledBack":
             first.append(canary_v)
         resuming = not spec.suspend and conditions.is_true(status.conditions, SUSPENDED)
         version_manifests = builders.version_children(
-            spec, ctx.body, Plan(tuple(first), adapters, resuming=resuming), settings
+            spec,
+            ctx.body,
+            Plan(tuple(first), adapters, resuming=resuming, draining=wait is not None),
+            settings,
         )
         live = self.apply(ctx, version_manifests)
         if retiring:  # left as it is: only read
@@ -395,7 +452,7 @@ class Reconciler:
             need=need,
             carry=carry,
         )
-        plan = Plan(tuple(versions), adapters)
+        plan = Plan(tuple(versions), adapters, draining=wait is not None)
         if resuming:
             ctx.event(
                 "Resumed",
@@ -428,6 +485,7 @@ class Reconciler:
             # Spread the resyncs (objects created together would otherwise all come due together).
             resync_after=settings.resync_seconds * random.uniform(0.9, 1.1),
             aliases=tuple(resolved),
+            draining=wait,
         )
         return fold(facts)
 

@@ -55,10 +55,12 @@ def vllm_deployment(
     settings: ServingSettings,
     *,
     resuming: bool = False,
+    draining: bool = False,
 ) -> Manifest:
     """vLLM serving one version: an init container fetches the weights, then vLLM serves them.
 
-    Replicas: 0 with spec.suspend; a fixed count when the version does not autoscale; else left to the
+    Replicas: 0 with spec.suspend (once the gateway has drained: `draining`, plan.Plan, keeps them as
+    they are until then); a fixed count when the version does not autoscale; else left to the
     autoscaler, except when `resuming` (plan.Plan): then the autoscaler's floor, once."""
     selector = child_selector(
         owner, "model-server", **{MODEL_LABEL: served.model, VERSION_LABEL: served.version}
@@ -147,7 +149,7 @@ def vllm_deployment(
         "progressDeadlineSeconds": 1800,
         "template": {"metadata": {"labels": labels}, "spec": pod},
     }
-    if spec.suspend:
+    if spec.suspend and not draining:
         deployment_spec = {"replicas": 0, **deployment_spec}
     elif not autoscaled(spec, served.role) or resuming:
         deployment_spec = {"replicas": _fixed_replicas(spec, served), **deployment_spec}

@@ -1,5 +1,7 @@
-"""spec.suspend on the real control plane (kwok stands in for the kubelet): every vLLM Deployment goes
-to 0 and its pods away, a canary in progress is held where it was, every other child stays the same
+"""spec.suspend on the real control plane (kwok stands in for the kubelet): the gateway is told at once,
+and once a real Prometheus says it has drained (its gauges come from the test's gateway-shaped
+exporter: no gateway runs here) every vLLM Deployment goes to 0 and its pods away; a canary in
+progress is held where it was, every other child stays the same
 object (same uid), the gateway is not restarted and gets the suspension live; resuming brings the
 replicas (an autoscaled version's floor, once, for its autoscaler to take over from), the autoscalers
 and the canary back. An HPA is kept and deactivated by the real
@@ -13,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from llmops.dev.cluster import LocalCluster
+from llmops.operators.modeldeployment.canary import PrometheusSource
 from llmops.operators.modeldeployment.plan import ServingSettings
 from tests.cluster.modeldeployment.support import (
+    GatewayMetrics,
     apply,
     condition,
     deployment,
@@ -51,9 +55,12 @@ def md_state(cluster: LocalCluster, namespace: str) -> tuple[str | None, str | N
 
 
 @pytest.mark.usefixtures("kubeconfig_env")
-def test_suspend_scales_every_version_to_zero_keeps_the_rest_and_resume_restores_it(
-    cluster: LocalCluster, namespace: str, registry: Path
+def test_suspend_drains_then_scales_every_version_to_zero_keeps_the_rest_and_resume_restores_it(
+    cluster: LocalCluster, namespace: str, registry: Path, prometheus: tuple[str, GatewayMetrics]
 ) -> None:
+    url, gauges = prometheus
+    gauges.suspended.set(0)
+    gauges.inflight.labels("1").set(1)  # a request at version 1's replica
     # The analysis window is an hour: the canary sits at its first step, its clock running.
     canary = {
         "model": {"name": "support-bot", "version": "2"},
@@ -69,7 +76,8 @@ def test_suspend_scales_every_version_to_zero_keeps_the_rest_and_resume_restores
         monitoring={"serviceMonitor": True, "alerts": {"p95LatencyMs": 2000}},
         gateway={"replicas": 1},
     )
-    with running_operator(namespace, ServingSettings(resync_seconds=600)):
+    settings = ServingSettings(prometheus_url=url, resync_seconds=600, scrape_interval="1s")
+    with running_operator(namespace, settings, PrometheusSource(url)):
         apply(cluster, namespace, body)
         eventually(
             lambda: (
@@ -89,6 +97,29 @@ def test_suspend_scales_every_version_to_zero_keeps_the_rest_and_resume_restores
 
         body["spec"]["suspend"] = True
         apply(cluster, namespace, body)
+
+        def reconciling_message() -> str:
+            md = get(cluster, "md", "bot", namespace)
+            draining = md_state(cluster, namespace) == ("Suspended", "Unknown", "True")
+            return condition(md, "Reconciling").get("message", "") if draining else ""
+
+        # The gateway is told at once; the model servers wait until it has taken the suspend...
+        eventually(
+            lambda: "a gateway pod has not taken the suspend yet" in reconciling_message(), timeout=120
+        )
+        config = json.loads(
+            (get(cluster, "configmap", "bot-gateway", namespace) or {})["data"]["config.json"]
+        )
+        assert config["suspension"] == {"modelDeployment": "bot", "namespace": namespace}
+        # ... and until no request is at a replica.
+        gauges.suspended.set(1)
+        eventually(lambda: "1 request(s) in flight at the gateway" in reconciling_message(), timeout=60)
+        waiting = children(cluster, namespace)
+        for name in vllm:
+            assert pods(cluster, namespace, name) == 1
+            assert waiting[("Deployment", name)]["spec"] == before[("Deployment", name)]["spec"]
+            assert waiting[("ScaledObject", name)]["metadata"].get("annotations") is None
+        gauges.inflight.labels("1").set(0)
         eventually(lambda: md_state(cluster, namespace) == ("Suspended", "True", "True"), timeout=120)
         md = get(cluster, "md", "bot", namespace)
         assert md is not None
@@ -146,7 +177,8 @@ def test_suspend_scales_every_version_to_zero_keeps_the_rest_and_resume_restores
 def test_an_hpa_is_kept_and_deactivated_while_suspended(
     cluster: LocalCluster, namespace: str, registry: Path
 ) -> None:
-    """engine: hpa. The HPA cannot hold 0 replicas; suspended, it stays, and the real HPA controller
+    """engine: hpa, and no Prometheus: with LLMOPS_SUSPEND_DRAIN_SECONDS 0 the model servers go to 0 at
+    once. The HPA cannot hold 0 replicas; suspended, it stays, and the real HPA controller
     deactivates it because its target is at 0 (ScalingActive=False, ScalingDisabled). Resumed, the
     operator writes the Deployment's floor (minReplicas) once, since left at 0 the HPA would stay
     deactivated, and the HPA is active again."""
@@ -156,6 +188,7 @@ def test_an_hpa_is_kept_and_deactivated_while_suspended(
         autoscaling={"engine": "hpa", "minReplicas": 1, "maxReplicas": 3},
         gateway={"replicas": 1},
     )
+    settings = ServingSettings(resync_seconds=600, suspend_drain_seconds=0)
 
     def scaling_active() -> dict:
         hpa = get(cluster, "hpa", "bot-1-vllm", namespace) or {}
@@ -163,7 +196,7 @@ def test_an_hpa_is_kept_and_deactivated_while_suspended(
             (c for c in (hpa.get("status") or {}).get("conditions", []) if c["type"] == "ScalingActive"), {}
         )
 
-    with running_operator(namespace, ServingSettings(resync_seconds=600)):
+    with running_operator(namespace, settings):
         apply(cluster, namespace, body)
         cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
         uid = (get(cluster, "hpa", "bot-1-vllm", namespace) or {})["metadata"]["uid"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from llmops.gateway_config import GatewayConfig
+from llmops.operators.modeldeployment.builders import build
 from llmops.operators.modeldeployment.vllm import vllm_deployment
 from tests.unit.operators.modeldeployment.cases import (
     SETTINGS,
@@ -103,3 +106,18 @@ def test_resuming_writes_an_autoscaled_versions_floor_once() -> None:
         resumed = vllm_deployment(spec, parent, served, (), SETTINGS, resuming=True)
         assert resumed["spec"]["replicas"] == floor, served.role
         assert "replicas" not in vllm_deployment(spec, parent, served, (), SETTINGS)["spec"]
+
+
+def test_while_the_gateway_drains_the_servers_and_autoscalers_stay_as_they_are() -> None:
+    """plan.draining: spec.suspend, but the model servers wait for the gateway to drain: their
+    Deployments and ScaledObjects are rendered as if not suspended; only the gateway's config says it."""
+    parent, spec, plan = case("canary")
+    suspended = spec.model_copy(update={"suspend": True})
+    running = {(m["kind"], m["metadata"]["name"]): m for m in build(spec, parent, plan, SETTINGS)}
+    draining = build(suspended, parent, dataclasses.replace(plan, draining=True), SETTINGS)
+    for m in draining:
+        key = (m["kind"], m["metadata"]["name"])
+        if key == ("ConfigMap", "support-bot-canary-gateway"):
+            assert '"suspension"' in m["data"]["config.json"]
+        else:
+            assert m == running[key], key

@@ -3,11 +3,13 @@ first row first, plus the status fields and the requeue every row shares."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from llmops.api.modeldeployment import CanaryStatus, ModelDeploymentSpec, Reason, ResolvedAlias
 from llmops.operators.modeldeployment import canary
-from llmops.operators.modeldeployment.fold import LINGERING_RETRY_SECONDS, Facts, fold
+from llmops.operators.modeldeployment.fold import DRAIN_POLL_SECONDS, LINGERING_RETRY_SECONDS, Facts, fold
 from llmops.operators.modeldeployment.plan import Plan, ServedVersion
 from tests.unit.operators.modeldeployment.cases import SETTINGS, example
 
@@ -234,6 +236,19 @@ def test_suspended_while_pods_stop_then_ready() -> None:
     assert (out.state, out.phase, out.reason) == ("ready", "Suspended", Reason.SUSPENDED)
     assert out.message.startswith("suspended (spec.suspend): every version is at 0 replicas")
     assert out.status["replicas"] == 0 and out.status["canary"].weight == 25
+
+
+def test_suspended_while_the_gateway_drains() -> None:
+    """The row before: the model servers still run (the gateway is draining); asked again soon."""
+    suspended = spec().model_copy(update={"suspend": True})
+    f = facts(md_spec=suspended)
+    out = fold(dataclasses.replace(f, draining="1 request(s) in flight at the gateway"))
+    assert (out.state, out.phase, out.reason) == ("reconciling", "Suspended", Reason.SUSPENDED)
+    assert out.message.endswith(
+        "503 model_suspended; the model servers wait: 1 request(s) in flight at the gateway"
+    )
+    assert out.requeue_after == DRAIN_POLL_SECONDS
+    assert out.conditions[0][:2] == ("Suspended", True)
 
 
 def test_the_suspended_condition_is_false_when_not_suspended() -> None:
