@@ -28,6 +28,9 @@ Example (what the operator writes for ModelDeployment `llama` in namespace `team
       "payloadSampling": {"rate": 0.01, "destination": {"s3": {"bucket": "samples", "prefix": "llama"}}}
     }
 
+While the ModelDeployment is suspended (`spec.suspend`), the operator adds
+`"suspension": {"modelDeployment": "llama", "namespace": "team-a"}` and keeps the upstreams as they were.
+
 Upstreams: each served version is a group of vLLM replicas, listed statically (`replicas`) or found by
 resolving a *headless* Service (`service`): its DNS name answers with the addresses of the ready pods
 only, so an empty answer means the version is scaled to zero. The gateway health-checks every replica
@@ -52,6 +55,7 @@ from pydantic import Field, StringConstraints
 
 from llmops.api.common import (
     ApiModel,
+    DnsLabel,
     DnsSubdomain,
     Fraction,
     ObjectStorageLocation,
@@ -139,6 +143,14 @@ class Feedback(ApiModel):
     )
 
 
+class Suspension(ApiModel):
+    """The ModelDeployment is suspended (its `spec.suspend`): the gateway answers every OpenAI request
+    with 503 and error code `model_suspended`, naming it. Applies live, like the upstreams."""
+
+    model_deployment: DnsSubdomain = Field(description="The ModelDeployment's name, for the message.")
+    namespace: DnsLabel = Field(description="Its namespace, for the message.")
+
+
 class GatewayConfig(ApiModel):
     """Everything `python -m llmops.serving.gateway` needs; see the module docstring for an example."""
 
@@ -188,6 +200,11 @@ class GatewayConfig(ApiModel):
     payload_sampling: Sampling | None = Field(None, description="Sampled request/response pairs.")
     drift_sampling: Sampling | None = Field(None, description="Sampled prompts for the drift monitor.")
     feedback: Feedback | None = Field(None, description="User feedback on completions; omit: no endpoint.")
+    suspension: Suspension | None = Field(
+        None,
+        description="Set while the ModelDeployment is suspended: every OpenAI request is answered 503"
+        " (model_suspended); requests already at a replica finish. Omit: serving. Applies live.",
+    )
 
     health_check_interval_seconds: float = Field(
         2, gt=0, le=300, description="Replica health polling period."

@@ -32,14 +32,16 @@ from llmops.api.common import (
     retention_days_field,
 )
 
-Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed", "ScaledToZero"]
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed", "ScaledToZero", "Suspended"]
 
 
 class Reason(CommonReason):
     """The reasons of a ModelDeployment's conditions (`status.conditions[].reason`), one per cause.
 
-    Ready=True: SERVING, SCALED_TO_ZERO, CANARY_ANALYSING, ANALYSIS_INCONCLUSIVE, PROMOTED.
-    Reconciling=True: PROGRESSING, REGISTRY_UNAVAILABLE.
+    Ready=True: SERVING, SCALED_TO_ZERO, CANARY_ANALYSING, ANALYSIS_INCONCLUSIVE, PROMOTED, SUSPENDED
+    (spec.suspend, every version at zero replicas; also the `Suspended` condition's reason).
+    Reconciling=True: PROGRESSING, REGISTRY_UNAVAILABLE, SUSPENDED (spec.suspend: the gateway draining,
+    or pods still stopping).
     Stalled=True (phase Degraded): ROLLED_BACK, ANALYSIS_FAILED; (phase Failed): the rest, each a
     problem the spec, the registry or the cluster must fix.
     """
@@ -49,6 +51,8 @@ class Reason(CommonReason):
     CANARY_ANALYSING = "CanaryAnalysing"
     ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
     PROMOTED = "Promoted"
+    SUSPENDED = "Suspended"
+    NOT_SUSPENDED = "NotSuspended"  # the `Suspended` condition's reason while spec.suspend is false
     PROGRESSING = "Progressing"
     ROLLED_BACK = "RolledBack"
     ANALYSIS_FAILED = "AnalysisFailed"
@@ -455,6 +459,16 @@ class ModelDeploymentSpec(ApiModel):
         " spec.evaluation declares no gates). Off by default: a version is served only when it declared"
         " gates and passed every one; a version that failed a gate is never served.",
     )
+    suspend: bool = Field(
+        False,
+        description="Stop serving, keeping everything else: the gateway stays up and answers every OpenAI"
+        " request with 503 and error code model_suspended (requests already at a model server finish);"
+        " once it has drained (Prometheus; LLMOPS_SUSPEND_DRAIN_SECONDS at most) every vLLM Deployment"
+        " (stable, canary; a replaced version is let go) goes to 0 replicas, its KEDA ScaledObject"
+        " paused at 0 (an HPA is kept: a target at 0 deactivates it); a canary holds its step. Services,"
+        " ConfigMaps, monitors, Secrets and the registry stay. false: the replicas, autoscalers and"
+        " canary come back as the spec and status say.",
+    )
 
 
 class ServingVersion(ApiModel):
@@ -523,7 +537,7 @@ class ModelDeploymentStatus(Status):
     """Observed state of a ModelDeployment."""
 
     phase: Phase | None = Field(
-        None, description="Pending, Progressing, Ready, Degraded, Failed or ScaledToZero."
+        None, description="Pending, Progressing, Ready, Degraded, Failed, ScaledToZero or Suspended."
     )
     endpoint: Url | None = Field(None, description="OpenAI-compatible base URL of the gateway.")
     versions: list[ServingVersion] = Field(

@@ -137,6 +137,11 @@ class Draining(Exception):
     """The gateway is shutting down."""
 
 
+class Suspended(Exception):
+    """The ModelDeployment is suspended (the config's `suspension`): requests still waiting in the queue
+    are answered so at once; none reached a model."""
+
+
 class Dispatcher:
     def __init__(
         self,

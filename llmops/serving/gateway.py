@@ -9,7 +9,8 @@ Endpoints: `POST /v1/completions`, `/v1/chat/completions`, `/v1/responses` (plai
 draining), `GET /metrics`. docs/operations.md ("The gateway's API") says which vLLM endpoints are not
 passed, and why.
 
-A request goes through: API key (401) -> the key's rate limits (429 + Retry-After) -> body checks
+A request goes through: API key (401) -> a suspended deployment's 503 (`suspension` in the config:
+error code model_suspended) -> the key's rate limits (429 + Retry-After) -> body checks
 (400, unknown model 404) -> PII redaction of the request (by scope) -> the bounded queue (429 when full,
 503 after the timeout; while no replica is ready, held up to `scaleToZeroHoldSeconds`) -> the replica
 with the fewest outstanding requests in the version chosen by weight -> the response, with
@@ -42,8 +43,11 @@ Clients are served by `llmops.serving.server` and the replicas asked through `ll
 measurement, bench/gateway_overhead.py --canned: see each module); health checks and model lists use
 aiohttp's client (serving.replicas).
 
-The config file is re-read when it changes (a ConfigMap update): upstream groups and weights apply
-at once, so canary steps need no restart; other fields need one.
+The config file is re-read when it changes (a ConfigMap update): upstream groups and weights, and
+`suspension`, apply at once, so canary steps and a suspend need no restart; other fields need one.
+Suspending answers new requests and those still queued 503 model_suspended; requests already at a
+replica finish (`llmops_gateway_inflight_requests` falls to 0 as they do). `GET /v1/models` still lists
+the model: the deployment exists and answers for it, with the suspended error.
 
 The gateway's entry point (`python -m llmops.serving.gateway`): the app, routes, lifecycle and the
 request pipeline, over 400 lines on purpose; every concern it calls lives in its own module below.
@@ -69,7 +73,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from llmops.gateway_config import GatewayConfig, Sampling
 from llmops.serving.anomaly import AnomalyMonitor
 from llmops.serving.auth import KeyStore
-from llmops.serving.balancer import Draining, NoReplicas, QueueFull, QueueTimeout, Replica
+from llmops.serving.balancer import Draining, NoReplicas, QueueFull, QueueTimeout, Replica, Suspended
 from llmops.serving.endpoints import ENDPOINTS, prompt_texts
 from llmops.serving.feedback import (
     BadFeedback,
@@ -410,9 +414,12 @@ class Gateway:
             self._account(ex)
 
     async def _admit(self, request: Request, ex: Exchange) -> Admitted:
-        """The checks before the queue: API key (401), rate limits (429), body (413, 400, unknown model
-        404), then the request's redaction and usage chunk; `ex.key_id` is set first, for `_account`."""
+        """The checks before the queue: API key (401), a suspended deployment (503 model_suspended), rate
+        limits (429), body (413, 400, unknown model 404), then the request's redaction and usage chunk;
+        `ex.key_id` is set first, for `_account`."""
         ex.key_id = self._authenticate(request)
+        if self.pool.suspension is not None:
+            raise self._refused(Suspended())
         self._limit(ex.key_id)
         try:
             raw = await request.read()
@@ -449,8 +456,25 @@ class Gateway:
                 retry_after=decision.retry_after_header,
             )
 
-    def _refused(self, e: QueueFull | QueueTimeout | NoReplicas | Draining) -> HttpError:
-        """The answer to a request that the dispatcher, or the draining gateway, refuses."""
+    def _refused(self, e: QueueFull | QueueTimeout | NoReplicas | Draining | Suspended) -> HttpError:
+        """The answer to a request that the dispatcher, the draining or the suspended gateway refuses.
+
+        Suspended (the config's `suspension`): 503, type service_unavailable, code model_suspended, the
+        message naming the ModelDeployment. No Retry-After (a suspension lasts until someone resumes it,
+        not a known time), and `x-should-retry: false`, which the official OpenAI clients obey instead of
+        retrying a 503."""
+        if isinstance(e, Suspended):
+            who = self.pool.suspension
+            name = f"{who.namespace}/{who.model_deployment}" if who else "this model deployment"
+            return HttpError(
+                503,
+                f"model deployment {name} is suspended (spec.suspend is true): it answers no requests"
+                " until it is resumed",
+                "suspended",
+                "service_unavailable",
+                code="model_suspended",
+                headers={"x-should-retry": "false"},
+            )
         if isinstance(e, QueueFull):
             return HttpError(
                 429,
@@ -483,7 +507,7 @@ class Gateway:
         """A replica slot from the queue (serving.balancer's Dispatcher), its refusals as HTTP errors."""
         try:
             return await self.pool.dispatcher.acquire()
-        except (QueueFull, QueueTimeout, NoReplicas, Draining) as e:
+        except (QueueFull, QueueTimeout, NoReplicas, Draining, Suspended) as e:
             raise self._refused(e) from e
 
     def _sample(self, admitted: Admitted, replica: Replica) -> bool:
@@ -558,7 +582,8 @@ class Gateway:
         if ex.dispatched:
             self.metrics.child(self.metrics.latency, version).observe(elapsed)
         self.metrics.count(version, ex.code, ex.reason)
-        self.anomaly.observe(elapsed, ex.code >= 500)
+        if ex.reason != "suspended":  # refused on purpose: not the service failing
+            self.anomaly.observe(elapsed, ex.code >= 500)
         if usage:
             prompt_tokens = int(usage.get("prompt_tokens") or 0)
             completion_tokens = int(usage.get("completion_tokens") or 0)

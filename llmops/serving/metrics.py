@@ -10,6 +10,7 @@
 | `llmops_gateway_{prompt,completion}_tokens_total` | version | tokens, from the answers' usage |
 | `llmops_gateway_pending_requests` | | queued or held for a replica |
 | `llmops_gateway_inflight_requests` | version | requests at the replicas |
+| `llmops_gateway_suspended` | | 1 while the config's `suspension` is set (`spec.suspend`) |
 | `llmops_gateway_ready_replicas`, `llmops_gateway_weight` | version | replicas passing checks; weight |
 | `llmops_gateway_anomaly_score`, `llmops_gateway_anomaly` | signal | serving.anomaly's verdicts |
 | `llmops_gateway_samples_{written,dropped}_total` | kind | payload, prompt and feedback records |
@@ -84,6 +85,11 @@ class Metrics:
             "llmops_gateway_inflight_requests",
             "Requests at the replicas, by version.",
             ["version"],
+            registry=r,
+        )
+        self.suspended = Gauge(
+            "llmops_gateway_suspended",
+            "1 while the ModelDeployment is suspended: every request is answered 503 model_suspended.",
             registry=r,
         )
         self.ready = Gauge(

@@ -1,7 +1,8 @@
 """The OpenAI wire format as the gateway handles it (pure: bytes and dicts in, bytes and dicts out).
 
 - Errors: `HttpError` (status, message, reason for the metrics and logs, OpenAI error type,
-  Retry-After) and its body, `error_body` (`{"error": {"message", "type", "param", "code"}}`).
+  Retry-After, a `code` other than the status, further headers) and its body, `error_body`
+  (`{"error": {"message", "type", "param", "code"}}`).
 - Requests: `check_request` (serving.endpoints' checks as `HttpError` 400 or 404), `ask_for_usage`
   (a streamed completions or chat request asks for the usage chunk, for token accounting),
   `forwarded_body` (the bytes sent upstream: the client's own where nothing changed),
@@ -67,6 +68,8 @@ class HttpError(Exception):
         type_: str = "invalid_request_error",
         retry_after: str = "",
         param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.reason, self.type, self.retry_after = (
@@ -77,11 +80,16 @@ class HttpError(Exception):
             retry_after,
         )
         self.param = param  # the offending field, as OpenAI's errors name it
+        self.code = code  # the body's `code`; None: the HTTP status
+        self.headers = headers or {}
 
     def response(self) -> Response:
         headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+        code = self.status if self.code is None else self.code
         return json_response(
-            error_body(self.message, self.type, self.status, self.param), status=self.status, headers=headers
+            error_body(self.message, self.type, code, self.param),
+            status=self.status,
+            headers={**headers, **self.headers},
         )
 
 

@@ -9,7 +9,9 @@
   `Replica.observe_health` deciding when one goes out and comes back; `mark_unready` for a replica that
   refused a proxied request's connection;
 - config reload (`reload_config`, every 2 s): a changed config file applies its upstream groups and
-  weights at once (canary steps need no restart); an invalid one is logged and ignored;
+  weights, and its `suspension`, at once (canary steps and a suspend need no restart); an invalid one is
+  logged and ignored. Suspending answers the requests still queued (`Suspended`); those at a replica
+  go on;
 - `model_cards`, the answer of the gateway's `GET /v1/models`: what one ready replica of each version
   reports (`models`), merged;
 - the aiohttp session of those checks and model lists; proxied requests go through serving.upstream.
@@ -28,8 +30,8 @@ from typing import Any
 
 import aiohttp
 
-from llmops.gateway_config import GatewayConfig, UpstreamGroup
-from llmops.serving.balancer import Balancer, Dispatcher, Group, Replica
+from llmops.gateway_config import GatewayConfig, Suspension, UpstreamGroup
+from llmops.serving.balancer import Balancer, Dispatcher, Group, Replica, Suspended
 from llmops.serving.endpoints import merge_model_cards
 from llmops.serving.logs import log
 from llmops.serving.metrics import Metrics
@@ -58,6 +60,8 @@ class ReplicaPool:
         self.started = int(time.time())  # the `created` of the cards no replica reported yet
         self._cards: list[dict[str, Any]] | None = None  # the last merged GET /v1/models answer
         self._cards_at = 0.0
+        self.suspension: Suspension | None = None  # live: see reload_config
+        self.suspend(config.suspension)
 
     def open(self) -> None:
         """Open the session of the health checks and model lists (inside the running event loop)."""
@@ -158,9 +162,20 @@ class ReplicaPool:
             return
         self.config_digest = digest
         self.apply(config.upstreams)
+        self.suspend(config.suspension)
         log.info("config reloaded: weights %s", {g.version: g.weight for g in config.upstreams})
         await self.resolve()
         await self.check_health()
+
+    def suspend(self, suspension: Suspension | None) -> None:
+        """Suspend (`suspension` set) or resume. On suspending, the requests waiting in the queue get
+        `Suspended` at once (they reached no model); requests at a replica are left to finish."""
+        was, self.suspension = self.suspension, suspension
+        self.metrics.suspended.set(0 if suspension is None else 1)
+        if (was is None) != (suspension is None):
+            log.info("%s", "suspended: every request is answered 503" if suspension else "resumed")
+        if suspension is not None and was is None:
+            self.dispatcher.fail_all(Suspended())
 
     async def models(self, replicas: list[Replica]) -> list[dict[str, Any]] | None:
         """`data` of `GET /v1/models` from the first of `replicas` that answers it, or None."""

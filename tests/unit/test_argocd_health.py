@@ -94,7 +94,9 @@ def test_every_testdata_object_is_covered_and_every_status_is_exercised(kind: st
     assert listed == on_disk
     statuses = {case["healthStatus"]["status"] for case in spec["tests"]}
     wanted = {"Healthy", "Progressing", "Degraded"} | (
-        {"Suspended"} if kind in ("TrainingJob", "RetrainPolicy", "ModelRetirement") else set()
+        {"Suspended"}
+        if kind in ("TrainingJob", "RetrainPolicy", "ModelDeployment", "ModelRetirement")
+        else set()
     )
     assert statuses == wanted
 
@@ -237,7 +239,8 @@ def test_trainingjob_suspend_and_phase(spec: dict, status: dict | None, expected
 
 
 def test_modeldeployment_ignores_trainingjob_only_fields() -> None:
-    # A ModelDeployment has no suspend and no terminal phase: neither may change its health.
+    # A ModelDeployment has no terminal phase, and its suspension counts once the operator says so (its
+    # Suspended condition), not from spec.suspend alone: neither may change its health.
     o = obj(
         "ModelDeployment",
         1,
@@ -246,6 +249,28 @@ def test_modeldeployment_ignores_trainingjob_only_fields() -> None:
     )
     got = health("ModelDeployment", o)
     assert (got["status"], got["message"]) == ("Progressing", "replicas 0/1")
+
+
+SUSPENDED = cond("Suspended", "True", "spec.suspend is true", reason="Suspended", gen=2)
+
+
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        ([READY, SUSPENDED], ("Suspended", "all good")),
+        ([RECONCILING, SUSPENDED], ("Suspended", "applying children")),
+        ([SUSPENDED], ("Suspended", "spec.suspend is true")),
+        # A stall is reported over the suspension: the operator cannot do what was asked.
+        ([STALLED, SUSPENDED], ("Degraded", "bad spec: fix it")),
+        ([READY, cond("Suspended", "False", "spec.suspend is false", gen=2)], ("Healthy", "all good")),
+        # A Suspended condition from an older spec (since resumed) does not count.
+        ([READY, cond("Suspended", "True", "old", gen=1)], ("Healthy", "all good")),
+    ],
+)
+def test_modeldeployment_suspended(conditions: list[dict], expected: tuple[str, str]) -> None:
+    status = {"observedGeneration": 2, "conditions": copy.deepcopy(conditions)}
+    got = health("ModelDeployment", obj("ModelDeployment", 2, status))
+    assert (got["status"], got["message"]) == expected
 
 
 def test_large_generation_prints_as_an_integer() -> None:

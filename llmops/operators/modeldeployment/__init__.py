@@ -51,9 +51,13 @@ def make_kind(settings: ServingSettings | None = None, metrics: canary.MetricsSo
         reconciler,
         children=CHILDREN,
         child_deleted=reconciler.forget,
-        # A Warning once per new stalled reason; no phase Events: the canary posts its own steps,
-        # its rollback and its failed analysis included.
-        announcements=Announcements(own=frozenset({Reason.ROLLED_BACK, Reason.ANALYSIS_FAILED})),
+        # A Warning once per new stalled reason; a Normal `Suspended` when spec.suspend takes effect (the
+        # reconcile posts `Resumed` when it is lifted); no other phase Events: the canary posts its own
+        # steps, its rollback and its failed analysis included.
+        announcements=Announcements(
+            phases={"Suspended": "Suspended"},
+            own=frozenset({Reason.ROLLED_BACK, Reason.ANALYSIS_FAILED}),
+        ),
     )
 
 

@@ -7,6 +7,16 @@
 A version autoscales when the spec gives it room (minReplicas < maxReplicas, or scale to zero); a
 replaced ("previous") version never does. Only one autoscaler may own a Deployment: reconcile.py
 deletes the other kind before applying one (EXCLUSIVE there).
+
+With spec.suspend (every version at 0 replicas, vllm.py), neither wakes a version, and both are kept:
+- the ScaledObject gets KEDA's `autoscaling.keda.sh/paused-replicas: "0"` (KEDA scales the target to 0
+  and stops scaling it until the annotation goes: https://keda.sh/docs/latest/concepts/scaling-deployments/
+  "Pause autoscaling"), so not even the gateway's held requests wake it;
+- the HPA stays as it is: an HPA cannot hold 0 (minReplicas >= 1 without the alpha HPAScaleToZero
+  gate), but a target whose replicas are 0 deactivates it (Kubernetes' "implicit maintenance-mode
+  deactivation": ScalingActive=False until the target's replicas are not 0). Deleting it instead would
+  lose nothing but would make resuming depend on re-creating it; pausing keeps the object as it was.
+Resuming removes the annotation (and the Deployment's replicas: 0), and each autoscaler takes over.
 """
 
 from __future__ import annotations
@@ -79,8 +89,16 @@ def _behavior(spec: ModelDeploymentSpec) -> dict:
     }
 
 
+KEDA_PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"  # KEDA scales to this count and stops
+
+
 def scaled_object(
-    spec: ModelDeploymentSpec, owner: Manifest, served: ServedVersion, settings: ServingSettings
+    spec: ModelDeploymentSpec,
+    owner: Manifest,
+    served: ServedVersion,
+    settings: ServingSettings,
+    *,
+    draining: bool = False,
 ) -> Manifest:
     """KEDA ScaledObject on vLLM's queue and KV-cache use; with scale to zero, also on the gateway's
     pending requests, so the first request held by the gateway wakes the version up."""
@@ -124,7 +142,10 @@ def scaled_object(
     if idle is not None:
         body["idleReplicaCount"] = idle
     labels = child_labels("vllm", "autoscaler", **_version_labels(served))
-    return owned_object("keda.sh/v1alpha1", "ScaledObject", served.deployment, owner, labels, body)
+    scaled = owned_object("keda.sh/v1alpha1", "ScaledObject", served.deployment, owner, labels, body)
+    if spec.suspend and not draining:  # paused once the gateway has drained (plan.Plan.draining)
+        scaled["metadata"]["annotations"] = {KEDA_PAUSED_REPLICAS: "0"}
+    return scaled
 
 
 # External metric names a metrics adapter (prometheus-adapter, or KEDA's own) must serve for engine: hpa.

@@ -48,7 +48,17 @@ def version_children(
     out = []
     for served in plan.versions:
         if served.role != "previous":
-            out.append(vllm.vllm_deployment(spec, owner, served, plan.adapters, settings))
+            out.append(
+                vllm.vllm_deployment(
+                    spec,
+                    owner,
+                    served,
+                    plan.adapters,
+                    settings,
+                    resuming=plan.resuming,
+                    draining=plan.draining,
+                )
+            )
             out.append(vllm.vllm_service(owner, served))
     return out
 
@@ -61,7 +71,7 @@ def shared_children(
     for served in plan.versions:
         if autoscaling.autoscaled(spec, served.role):
             if spec.autoscaling.engine == "keda":
-                out.append(autoscaling.scaled_object(spec, owner, served, settings))
+                out.append(autoscaling.scaled_object(spec, owner, served, settings, draining=plan.draining))
             else:
                 out.append(autoscaling.hpa(spec, owner, served))
     config = gateway.gateway_config(spec, owner, plan, settings)  # once: the ConfigMap and the digest

@@ -19,6 +19,10 @@ and at most one Event. It never sleeps or polls: it says when it wants to be ask
         fail, autoRollback                -> RolledBack: weight 0, canary removed  Warning RolledBack
         fail, no autoRollback             -> Halted: weight held                   Warning AnalysisFailed
     Promoted / RolledBack / Halted        -> stay, until the canary or stable version changes
+
+    spec.suspend (`frozen`)               -> the state as it is: no analysis, no Event, no clock;
+                                            resumed, the canary is not ready at first, so its step's
+                                            clock restarts once it is (the row above)
 """
 
 from __future__ import annotations
@@ -184,16 +188,7 @@ def advance(
     plan = weights(canary)
     interval = max(canary.analysis.interval_seconds, min_window)
     who = f"canary {model}:{version}"
-    state = previous
-    if state is None or (state.model, state.version, state.baseline_version) != (model, version, baseline):
-        state = CanaryStatus(
-            step=0,
-            weight=plan[0],
-            verdict="Analysing",
-            model=model,
-            version=version,
-            baseline_version=baseline,
-        )
+    state = _current(canary, previous, model, version, baseline)
     if state.window_seconds != interval:
         state = state.model_copy(update={"window_seconds": interval})
     match state.verdict:
@@ -272,6 +267,37 @@ def advance(
     )
     return Step(
         halted, state.weight, serve_canary=True, promoted=False, event=Event("AnalysisFailed", message, True)
+    )
+
+
+def frozen(canary: Canary, previous: CanaryStatus | None, *, model: str, version: str, baseline: str) -> Step:
+    """The machine held while the ModelDeployment is suspended: `previous` as it is (step, weight,
+    verdict, last analysis; a canary new to it starts at step 0 with its clock stopped), with no
+    analysis, no Event and nothing to wait for. A promoted canary stays promoted and a rolled-back one
+    stays gone; every Deployment is at 0 replicas meanwhile (vllm.py)."""
+    state = _current(canary, previous, model, version, baseline)
+    verdict = state.verdict
+    weight = {"Promoted": 100, "RolledBack": 0}.get(verdict, state.weight)
+    return Step(state, weight, serve_canary=verdict != "RolledBack", promoted=verdict == "Promoted")
+
+
+def _current(
+    canary: Canary, previous: CanaryStatus | None, model: str, version: str, baseline: str
+) -> CanaryStatus:
+    """`previous` if it is about this canary against this baseline, else a new machine at step 0."""
+    if previous is not None and (previous.model, previous.version, previous.baseline_version) == (
+        model,
+        version,
+        baseline,
+    ):
+        return previous
+    return CanaryStatus(
+        step=0,
+        weight=weights(canary)[0],
+        verdict="Analysing",
+        model=model,
+        version=version,
+        baseline_version=baseline,
     )
 
 

@@ -5,6 +5,9 @@ The first row that matches decides (reasons are `llmops.api.modeldeployment.Reas
 
 | facts                                                  | state       | phase        | reason               |
 |--------------------------------------------------------|-------------|--------------|----------------------|
+| spec.suspend, the gateway draining (`draining`)        | reconciling | Suspended    | Suspended            |
+| spec.suspend, a served version's pods not all gone yet | reconciling | Suspended    | Suspended            |
+| spec.suspend, every served version at 0 pods           | ready       | Suspended    | Suspended            |
 | canary verdict RolledBack                              | stalled     | Degraded     | RolledBack           |
 | canary verdict Halted (failed, no autoRollback)        | stalled     | Degraded     | AnalysisFailed       |
 | the gateway or a served version not rolled out, or a   | reconciling | Progressing  | Progressing          |
@@ -15,6 +18,11 @@ The first row that matches decides (reasons are `llmops.api.modeldeployment.Reas
 | canary Analysing                                       | ready       | Ready        | CanaryAnalysing      |
 | canary verdict Promoted                                | ready       | Ready        | Promoted             |
 | otherwise                                              | ready       | Ready        | Serving              |
+
+Beside Ready/Reconciling/Stalled, every outcome has the condition `Suspended` (`suspended_condition`):
+True with reason Suspended while spec.suspend is true, else False with reason NotSuspended. Suspended
+is Ready=True, as RetrainPolicy's is: the object is where its spec asks (Ready=False goes only with
+Stalled here); "not serving" is the phase and the Suspended condition.
 
 Status fields, whatever the row: endpoint, versions (weight, replicas and ready replicas of each
 served version), their sums, canary (the step machine's state), aliases (each reference by alias and
@@ -27,6 +35,7 @@ reconcile.py.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +52,9 @@ from llmops.operators.modeldeployment.observe import (
 from llmops.operators.modeldeployment.plan import Plan, ServingSettings
 from llmops.operators.outcome import Outcome
 
+SUSPENDED = "Suspended"  # the condition beside Ready/Reconciling/Stalled
 LINGERING_RETRY_SECONDS = 5  # a replaced child whose finalizer is at work: look again this often
+DRAIN_POLL_SECONDS = 5  # a suspended deployment's gateway draining: read its gauges again this often
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ class Facts:
     inventory entry (apiVersion/kind/name). `lingering`: entries deleted but not gone yet.
     `resync_after`: seconds until the periodic reconcile (already spread by the caller).
     `aliases`: the spec's references by alias and the versions they resolved to this reconcile.
+    `draining`: spec.suspend, and what the model servers wait for before going to 0 (plan.drain_wait).
     """
 
     spec: ModelDeploymentSpec
@@ -68,10 +80,16 @@ class Facts:
     lingering: Sequence[str] = ()
     resync_after: float = 300
     aliases: Sequence[ResolvedAlias] = ()
+    draining: str | None = None
 
 
 def fold(facts: Facts) -> Outcome:
-    """The ModelDeployment's state after this reconcile (see the table above)."""
+    """The ModelDeployment's state after this reconcile (see the table above), with its `Suspended`
+    condition."""
+    return dataclasses.replace(_fold(facts), conditions=(suspended_condition(facts.spec),))
+
+
+def _fold(facts: Facts) -> Outcome:
     spec, plan, live, step = facts.spec, facts.plan, facts.live, facts.step
     serving = [
         ServingVersion(
@@ -106,6 +124,8 @@ def fold(facts: Facts) -> Outcome:
     ]
     stable = plan.role("stable")
     assert stable is not None
+    if spec.suspend:
+        return _suspended(facts, fields, requeue)
     verdict = step.status.verdict if step else None
     who = f"{stable.model}:{stable.version}"
     if verdict in ("RolledBack", "Halted") and step:
@@ -146,3 +166,56 @@ def fold(facts: Facts) -> Outcome:
     reason = Reason.PROMOTED if verdict == "Promoted" else Reason.SERVING
     text = f"serving {who} at {url} with {fields['ready_replicas']} ready replica(s)"
     return Outcome("ready", "Ready", reason, text, fields, requeue_after=requeue)
+
+
+def suspended_condition(spec: ModelDeploymentSpec) -> tuple[str, bool, str, str]:
+    """The `Suspended` condition: (type, status, reason, message)."""
+    if spec.suspend:
+        return (
+            SUSPENDED,
+            True,
+            Reason.SUSPENDED,
+            "spec.suspend is true: every version at 0 replicas; the gateway answers 503 model_suspended",
+        )
+    return SUSPENDED, False, Reason.NOT_SUSPENDED, "spec.suspend is false"
+
+
+def _suspended(facts: Facts, fields: dict[str, Any], requeue: float) -> Outcome:
+    """spec.suspend: Suspended, reconciling until no served version has a pod left, then ready. A pod
+    being deleted no longer counts (`status.replicas`): ready says every pod was told to stop; one may
+    still finish its requests within its termination grace period (vllm.py)."""
+    running = [
+        f"{v.deployment} ({_pods(facts.live.get(v.deployment))} pods)"
+        for v in facts.plan.versions
+        if _pods(facts.live.get(v.deployment)) or not _observed(facts.live.get(v.deployment))
+    ]
+    url = fields["endpoint"]
+    answer = f"the gateway at {url} answers every request 503 model_suspended"
+    if facts.draining:
+        text = f"suspending: {answer}; the model servers wait: {facts.draining}"
+        return Outcome(
+            "reconciling",
+            "Suspended",
+            Reason.SUSPENDED,
+            text,
+            fields,
+            requeue_after=min(requeue, DRAIN_POLL_SECONDS),
+        )
+    if running:
+        text = f"suspending: waiting for {', '.join(running)} to scale to 0; {answer}"
+        return Outcome("reconciling", "Suspended", Reason.SUSPENDED, text, fields, requeue_after=requeue)
+    text = f"suspended (spec.suspend): every version is at 0 replicas; {answer}"
+    return Outcome("ready", "Suspended", Reason.SUSPENDED, text, fields, requeue_after=requeue)
+
+
+def _pods(deployment: dict | None) -> int:
+    """The Deployment's pods not terminating (`status.replicas`)."""
+    return int(((deployment or {}).get("status") or {}).get("replicas") or 0)
+
+
+def _observed(deployment: dict | None) -> bool:
+    """The Deployment's controller has seen its current spec (a missing one has nothing to stop)."""
+    if not deployment:
+        return True
+    status = deployment.get("status") or {}
+    return status.get("observedGeneration", 0) >= deployment.get("metadata", {}).get("generation", 1)

@@ -28,6 +28,7 @@ from llmops.gateway_config import (
     GatewayConfig,
     Sampling,
     ServiceEndpoints,
+    Suspension,
     UpstreamGroup,
     per_replica,
 )
@@ -72,7 +73,9 @@ def gateway_config(
       at most ten queue timeouts; without, 0 (answer 503 at once);
     - with spec.monitoring.drift on, a sample of the prompts goes to `drift_destination`;
     - with feedback on (`feedback_on`), `POST /v1/feedback` stores records beside the payload samples,
-      and completion ids are signed with the key of `feedback_key_secret`, mounted at FEEDBACK_KEY_MOUNT.
+      and completion ids are signed with the key of `feedback_key_secret`, mounted at FEEDBACK_KEY_MOUNT;
+    - with spec.suspend, `suspension`: the gateway answers every OpenAI request 503 model_suspended
+      (live, no restart: `restart_digest` leaves it out); the upstreams stay as the plan has them.
     """
     gateway = spec.gateway
     namespace = owner["metadata"]["namespace"]
@@ -104,6 +107,9 @@ def gateway_config(
         payload_sampling=Sampling(rate=sampling.rate, destination=sampling.destination) if sampling else None,
         drift_sampling=drift_sampling,
         feedback=feedback_config(spec, owner),
+        suspension=Suspension(model_deployment=owner["metadata"]["name"], namespace=namespace)
+        if spec.suspend
+        else None,
     )
 
 
@@ -161,9 +167,11 @@ def gateway_configmap(owner: Manifest, config: GatewayConfig) -> Manifest:
 
 
 def restart_digest(config: GatewayConfig) -> str:
-    """A hash of the config fields the gateway reads only at start; upstreams and weights reload live."""
+    """A hash of the config fields the gateway reads only at start; upstreams, weights and the
+    suspension reload live (a suspend never restarts the gateway, so its in-flight requests finish)."""
     fields = config.to_dict()
     fields.pop("upstreams", None)
+    fields.pop("suspension", None)
     return digest(json.dumps(fields, sort_keys=True), 16)
 
 

@@ -8,6 +8,7 @@ and the two small decisions on them (`stable_replicas`, `retiring_version`), no 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from collections.abc import Mapping
@@ -42,6 +43,9 @@ class ServingSettings:
     # alias moved in the registry is served within this delay (plus the rollout). Bounded polling:
     # an object store has no change notifications that work the same on S3, MinIO and a directory.
     alias_poll_seconds: float = 30
+    # spec.suspend: the model servers keep their replicas until the gateway has taken the suspend and
+    # its requests in flight are done (Prometheus), or this long after the suspend at most.
+    suspend_drain_seconds: float = 600
 
     @property
     def scrape_seconds(self) -> float:
@@ -56,7 +60,7 @@ class ServingSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
         """LLMOPS_SERVING_IMAGE, LLMOPS_PROMETHEUS_URL, LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR (k=v,...),
         LLMOPS_MONITOR_LABELS (k=v,...), LLMOPS_SCRAPE_INTERVAL, LLMOPS_RESYNC_SECONDS,
-        LLMOPS_ALIAS_POLL_SECONDS."""
+        LLMOPS_ALIAS_POLL_SECONDS, LLMOPS_SUSPEND_DRAIN_SECONDS."""
         env = os.environ if env is None else env
         defaults = cls()
 
@@ -73,6 +77,9 @@ class ServingSettings:
             scrape_interval=env.get("LLMOPS_SCRAPE_INTERVAL", defaults.scrape_interval),
             resync_seconds=float(env.get("LLMOPS_RESYNC_SECONDS", defaults.resync_seconds)),
             alias_poll_seconds=float(env.get("LLMOPS_ALIAS_POLL_SECONDS", defaults.alias_poll_seconds)),
+            suspend_drain_seconds=float(
+                env.get("LLMOPS_SUSPEND_DRAIN_SECONDS", defaults.suspend_drain_seconds)
+            ),
         )
 
 
@@ -111,8 +118,17 @@ class Adapter:
 
 @dataclass(frozen=True)
 class Plan:
+    """The served versions and adapters. `resuming`: the first reconcile after spec.suspend was lifted
+    (the status still says Suspended): autoscaled versions get their floor of replicas written once
+    (vllm.py), since a Deployment left at 0 would stay there (the apply hands a left-out count over
+    as it is, and an HPA whose target is at 0 is deactivated). `draining`: spec.suspend, but the
+    gateway has not drained yet (`drain_wait`): the model servers and their autoscalers stay as they
+    are meanwhile."""
+
     versions: tuple[ServedVersion, ...]
     adapters: tuple[Adapter, ...] = ()
+    resuming: bool = False
+    draining: bool = False
 
     def role(self, role: Role) -> ServedVersion | None:
         return next((v for v in self.versions if v.role == role), None)
@@ -121,6 +137,41 @@ class Plan:
 def stable_replicas(spec: ModelDeploymentSpec) -> int:
     """The ready replicas the spec asks of the stable version, which traffic never goes below."""
     return max(spec.autoscaling.min_replicas, 1)
+
+
+def drain_wait(
+    *,
+    since: dt.datetime | None,
+    now: dt.datetime,
+    limit: float,
+    at_zero: bool,
+    gateway_suspended: float | None,
+    inflight: float | None,
+) -> str | None:
+    """Whether a suspended deployment's model servers must wait before going to 0 replicas: None when
+    they may go, else what they wait for.
+
+    They go once they are at 0 already (never back up while suspended), once `limit` seconds have
+    passed `since` the suspend (the `Suspended` condition's lastTransitionTime; None: this is its first
+    reconcile), or once Prometheus says that every gateway pod has taken the suspend
+    (`min(llmops_gateway_suspended)` is 1: it refuses new requests) and no request is at a replica
+    (`sum(llmops_gateway_inflight_requests)` is 0 or absent). `gateway_suspended` None: Prometheus did
+    not answer or has no such series (no gateway monitor): only the limit lets them go."""
+    if at_zero or limit <= 0:
+        return None
+    if since is not None and (now - since).total_seconds() >= limit:
+        return None
+    if gateway_suspended == 1 and not inflight:
+        return None
+    if gateway_suspended is None:
+        why = "the gateway's llmops_gateway_suspended is not in Prometheus"
+    elif gateway_suspended < 1:
+        why = "a gateway pod has not taken the suspend yet (its mounted config updates within a minute)"
+    else:
+        why = f"{inflight:g} request(s) in flight at the gateway"
+    start = since or now
+    deadline = (start + dt.timedelta(seconds=limit)).replace(microsecond=0).isoformat()
+    return f"{why}; the model servers go to 0 when it is done, or at {deadline} at the latest"
 
 
 def retiring_version(

@@ -12,6 +12,13 @@ the last status.
         ->  gateway, autoscalers, budgets, policies, monitoring  ->  delete what is no longer wanted
         ->  status (fold.py): versions and weights, replicas, endpoint, canary, conditions
 
+With spec.suspend the same sequence runs with the gateway told at once (`suspension`: it refuses new
+requests), the canary held (`canary.frozen`), and every vLLM Deployment at 0 replicas (a replaced
+version let go) once the gateway has drained (`drain_wait`: Prometheus, or a time limit); the first reconcile
+after it is lifted (the status's `Suspended` condition still True) writes autoscaled versions' floor
+of replicas once (`Plan.resuming`) and posts `Resumed`. Every outcome carries the `Suspended`
+condition, the early ones below included.
+
 A problem someone must fix (a missing version, Secret or CRD, a child the apiserver refuses) ends the
 reconcile early as Stalled, with a Warning Event once per new reason; a registry that does not answer
 is retried. The pure parts live beside it: versions.py, plan.py, names.py, builders.py (and the child
@@ -32,20 +39,22 @@ from dataclasses import dataclass, field
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
+from llmops import conditions
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason, ResolvedAlias
 from llmops.operators import registry_access, retention, secrets
 from llmops.operators.apply import Lru, manifest_digest, parse_ref, ref
-from llmops.operators.modeldeployment import builders, canary, gateway
+from llmops.operators.modeldeployment import builders, canary, gateway, monitoring
 from llmops.operators.modeldeployment.drift import drift_destination, drift_on
-from llmops.operators.modeldeployment.fold import Facts, fold
+from llmops.operators.modeldeployment.fold import SUSPENDED, Facts, fold, suspended_condition
 from llmops.operators.modeldeployment.names import vllm_name
-from llmops.operators.modeldeployment.observe import ready_replicas
+from llmops.operators.modeldeployment.observe import desired_replicas, ready_replicas
 from llmops.operators.modeldeployment.plan import (
     Plan,
     Role,
     ServedVersion,
     ServingSettings,
+    drain_wait,
     retiring_version,
     stable_replicas,
 )
@@ -202,6 +211,52 @@ class Reconciler:
                 lingering.append(entry)
         return [m for m in manifests if ref(m) not in held], lingering
 
+    # -- suspend -----------------------------------------------------------------------------
+
+    def drain_wait(
+        self,
+        ctx: Context,
+        status: ModelDeploymentStatus,
+        settings: ServingSettings,
+        now: dt.datetime,
+        servers: list[str],
+    ) -> str | None:
+        """plan.drain_wait from the facts: the model servers' Deployments (read), when the suspend
+        began (the `Suspended` condition), and the gateway's two gauges from Prometheus, read only
+        while the servers are not at 0 yet."""
+        at_zero = all(
+            (d := ctx.applier.get("apps/v1", "Deployment", name, ctx.namespace)) is None
+            or desired_replicas(d) == 0
+            for name in servers
+        )
+        began = conditions.get_condition(status.conditions, SUSPENDED)
+        since = began.last_transition_time if began is not None and began.status == "True" else None
+        suspended = inflight = None
+        if not at_zero and settings.suspend_drain_seconds > 0:
+            suspended, inflight = self.gateway_drain(ctx.namespace, ctx.name)
+        return drain_wait(
+            since=since,
+            now=now,
+            limit=settings.suspend_drain_seconds,
+            at_zero=at_zero,
+            gateway_suspended=suspended,
+            inflight=inflight,
+        )
+
+    def gateway_drain(self, namespace: str, md: str) -> tuple[float | None, float | None]:
+        """(min of llmops_gateway_suspended, sum of llmops_gateway_inflight_requests) over the
+        deployment's gateway pods, from Prometheus; (None, None) when it cannot say."""
+        query = getattr(self.metrics_source(), "query", None)
+        if query is None:  # a source of canary samples only
+            return None, None
+        sel = monitoring.selector(namespace, md)
+        try:
+            return query(f"min(llmops_gateway_suspended{sel})"), query(
+                f"sum(llmops_gateway_inflight_requests{sel})"
+            )
+        except Exception:  # unreachable, refused: only the time limit lets the servers go
+            return None, None
+
     # -- the reconcile ---------------------------------------------------------------------
 
     def __call__(self, spec: ModelDeploymentSpec, ctx: Context) -> Outcome:
@@ -213,6 +268,10 @@ class Reconciler:
         outcome = retention.reconciled(
             ctx, "ModelDeployment", retention_targets(spec), ctx.status.retention, outcome
         )
+        if not any(c[0] == SUSPENDED for c in outcome.conditions):  # the early outcomes say it too
+            outcome = dataclasses.replace(
+                outcome, conditions=(*outcome.conditions, suspended_condition(spec))
+            )
         if aliased(spec):
             poll = settings.alias_poll_seconds * random.uniform(0.9, 1.0)  # spread, within the bound
             after = poll if outcome.requeue_after is None else min(outcome.requeue_after, poll)
@@ -305,7 +364,15 @@ class Reconciler:
         previous_state = status.canary if canary_v else None
         same = canary.same_canary(previous_state, canary_v, stable_v)
         verdict = previous_state.verdict if same and previous_state else None
-        retiring = retiring_version(status, stable_v, canary_v)
+        # Suspended: the gateway refuses new requests at once; the model servers go to 0 once it has
+        # drained (`wait` says what they wait for until then). A replaced version is then let go (its
+        # successor is at 0 too; it would be deleted at its successor's readiness anyway).
+        wait = None
+        if spec.suspend:
+            servers = [stable_v.deployment, *([canary_v.deployment] if canary_v else [])]
+            wait = self.drain_wait(ctx, status, settings, now, servers)
+        stopped = spec.suspend and wait is None
+        retiring = None if stopped else retiring_version(status, stable_v, canary_v)
         carry = 0
         if canary_v and spec_canary:
             # Sized for its weight now or at the next step: all the traffic needs the stable's count.
@@ -322,10 +389,16 @@ class Reconciler:
         first = [stable_v]
         if verdict == "Promoted" and canary_v:
             first = [dataclasses.replace(canary_v, role="stable", replicas=None)]
-            retiring = dataclasses.replace(stable_v, role="previous")
+            retiring = None if stopped else dataclasses.replace(stable_v, role="previous")
         elif canary_v and verdict != "RolledBack":
             first.append(canary_v)
-        version_manifests = builders.version_children(spec, ctx.body, Plan(tuple(first), adapters), settings)
+        resuming = not spec.suspend and conditions.is_true(status.conditions, SUSPENDED)
+        version_manifests = builders.version_children(
+            spec,
+            ctx.body,
+            Plan(tuple(first), adapters, resuming=resuming, draining=wait is not None),
+            settings,
+        )
         live = self.apply(ctx, version_manifests)
         if retiring:  # left as it is: only read
             current = ctx.applier.get("apps/v1", "Deployment", retiring.deployment, namespace)
@@ -351,18 +424,27 @@ class Reconciler:
                     return canary.Analysis("inconclusive", f"metrics from {where} unavailable: {e}"[:256])
                 return canary.analyse(spec_canary.analysis, *samples)
 
-            step = canary.advance(
-                spec_canary,
-                previous_state,
-                model=canary_v.model,
-                version=canary_v.version,
-                baseline=stable_v.version,
-                ready=ready_replicas(live.get(canary_v.deployment))
-                >= canary.canary_replicas(plan_weights[at], need),
-                now=now,
-                analysis=analysis,
-                min_window=canary.analysis_window(settings.scrape_seconds),
-            )
+            if spec.suspend:  # held as it is: no analysis while nothing serves
+                step = canary.frozen(
+                    spec_canary,
+                    previous_state,
+                    model=canary_v.model,
+                    version=canary_v.version,
+                    baseline=stable_v.version,
+                )
+            else:
+                step = canary.advance(
+                    spec_canary,
+                    previous_state,
+                    model=canary_v.model,
+                    version=canary_v.version,
+                    baseline=stable_v.version,
+                    ready=ready_replicas(live.get(canary_v.deployment))
+                    >= canary.canary_replicas(plan_weights[at], need),
+                    now=now,
+                    analysis=analysis,
+                    min_window=canary.analysis_window(settings.scrape_seconds),
+                )
             if step.event:
                 ctx.event(step.event.reason, step.event.message, warning=step.event.warning)
         versions = canary.traffic(
@@ -374,7 +456,12 @@ class Reconciler:
             need=need,
             carry=carry,
         )
-        plan = Plan(tuple(versions), adapters)
+        plan = Plan(tuple(versions), adapters, draining=wait is not None)
+        if resuming:
+            ctx.event(
+                "Resumed",
+                f"spec.suspend is false: {md} serves again, its replicas and autoscalers as the spec says",
+            )
 
         # 3. Everything else, then delete what is no longer wanted.
         wanted = {ref(m) for m in version_manifests if _serves(m, versions)}
@@ -402,6 +489,7 @@ class Reconciler:
             # Spread the resyncs (objects created together would otherwise all come due together).
             resync_after=settings.resync_seconds * random.uniform(0.9, 1.1),
             aliases=tuple(resolved),
+            draining=wait,
         )
         return fold(facts)
 

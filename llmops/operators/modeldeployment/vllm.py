@@ -5,7 +5,9 @@
                                                         emptyDir, then vLLM serves it on VLLM_PORT
 
 A version that autoscales (autoscaling.autoscaled) leaves `replicas` to its autoscaler; the others get
-a fixed count: the stable version's from the spec, a canary's from the plan.
+a fixed count: the stable version's from the spec, a canary's from the plan. With spec.suspend every
+version gets 0 (its autoscaler is paused: autoscaling.py); resuming writes the fixed count again, or,
+for one that autoscales, its floor once (`resuming`), from which its autoscaler takes over.
 """
 
 from __future__ import annotations
@@ -51,8 +53,15 @@ def vllm_deployment(
     served: ServedVersion,
     adapters: tuple[Adapter, ...],
     settings: ServingSettings,
+    *,
+    resuming: bool = False,
+    draining: bool = False,
 ) -> Manifest:
-    """vLLM serving one version: an init container fetches the weights, then vLLM serves them."""
+    """vLLM serving one version: an init container fetches the weights, then vLLM serves them.
+
+    Replicas: 0 with spec.suspend (once the gateway has drained: `draining`, plan.Plan, keeps them as
+    they are until then); a fixed count when the version does not autoscale; else left to the
+    autoscaler, except when `resuming` (plan.Plan): then the autoscaler's floor, once."""
     selector = child_selector(
         owner, "model-server", **{MODEL_LABEL: served.model, VERSION_LABEL: served.version}
     )
@@ -140,7 +149,9 @@ def vllm_deployment(
         "progressDeadlineSeconds": 1800,
         "template": {"metadata": {"labels": labels}, "spec": pod},
     }
-    if not autoscaled(spec, served.role):
+    if spec.suspend and not draining:
+        deployment_spec = {"replicas": 0, **deployment_spec}
+    elif not autoscaled(spec, served.role) or resuming:
         deployment_spec = {"replicas": _fixed_replicas(spec, served), **deployment_spec}
     meta_labels = {**labels, ROLE_LABEL: served.role}
     return owned_object("apps/v1", "Deployment", served.deployment, owner, meta_labels, deployment_spec)

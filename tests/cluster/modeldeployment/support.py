@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from llmops.dev.cluster import LocalCluster, free_port
 from llmops.dev.tools import binary
@@ -64,6 +64,9 @@ class GatewayMetrics:
         self.feedback = Counter(
             "llmops_gateway_feedback", "", ["version", "name", "sentiment"], registry=self.registry
         )
+        # What a suspended gateway's drain is read from (llmops/serving/metrics.py), for suspend tests.
+        self.suspended = Gauge("llmops_gateway_suspended", "", registry=self.registry)
+        self.inflight = Gauge("llmops_gateway_inflight_requests", "", ["version"], registry=self.registry)
         self.behaviour: dict[str, tuple[float, float]] = {}  # version -> (error ratio, latency s)
         self.port = free_port()
         self.server, self.thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)

@@ -1,6 +1,7 @@
 -- Argo CD health check for llmops.io/ModelDeployment.
 -- Reads what the operator publishes (docs/gitops.md): status.observedGeneration and the
--- Ready / Reconciling / Stalled conditions.
+-- Ready / Reconciling / Stalled conditions; one whose Suspended condition is True (spec.suspend: every
+-- version at 0 replicas, the gateway answering 503) is Suspended, unless it is Stalled.
 -- Argo CD runs it in gopher-lua (Lua 5.1) with only the base, table and (safe) os libraries:
 -- no `string` or `math` here. `obj` is the object; JSON numbers arrive as Lua numbers (doubles).
 local hs = {}
@@ -50,6 +51,13 @@ if stalled ~= nil and stalled.status == "True" then
 end
 
 local ready = condition("Ready")
+local suspended = condition("Suspended")
+if suspended ~= nil and suspended.status == "True" then
+  hs.status = "Suspended"
+  hs.message = text(ready, text(condition("Reconciling"), text(suspended, "ModelDeployment is suspended")))
+  return hs
+end
+
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = text(ready, "Ready")

@@ -51,7 +51,7 @@ def case(name: str) -> tuple[dict, ModelDeploymentSpec, Plan]:
     """The golden cases: every example, plus variants for the branches the examples do not reach."""
     base = name.split("+")[0]
     md, spec = example(base)
-    if name == "single+hpa":
+    if name.startswith("single+hpa"):
         spec = spec.model_copy(
             update={"autoscaling": spec.autoscaling.model_copy(update={"max_replicas": 4, "engine": "hpa"})}
         )
@@ -59,6 +59,8 @@ def case(name: str) -> tuple[dict, ModelDeploymentSpec, Plan]:
         spec = spec.model_copy(
             update={"registry": ObjectStorageLocation.model_validate({"local": {"path": "/srv/registry"}})}
         )
+    if name.endswith("+suspended"):
+        spec = spec.model_copy(update={"suspend": True})
     adapters: tuple[Adapter, ...] = ()
     if base == "lora-adapters":
         adapters = (
@@ -94,6 +96,8 @@ CASES = [
     "single+hpa",
     "single+local-registry",
     "single+replacing",
+    "canary+suspended",  # KEDA: paused at 0
+    "single+hpa+suspended",  # an HPA: kept, deactivated by the target's 0 replicas
 ]
 
 

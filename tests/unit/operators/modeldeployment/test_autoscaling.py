@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from llmops.gateway_config import GatewayConfig
+from llmops.operators.modeldeployment.builders import build
+from llmops.operators.modeldeployment.vllm import vllm_deployment
 from tests.unit.operators.modeldeployment.cases import (
+    SETTINGS,
+    case,
     objects,
 )
 
@@ -62,3 +68,56 @@ def test_hpa_on_external_metrics() -> None:
     metric = hpa["metrics"][0]["external"]
     assert metric["metric"]["selector"]["matchLabels"] == {"model_deployment": "support-bot", "version": "3"}
     assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+
+
+def test_suspended_versions_are_at_zero_and_no_autoscaler_wakes_them() -> None:
+    """spec.suspend: every model server's Deployment wants 0 replicas; a ScaledObject is paused at 0
+    (KEDA's paused-replicas annotation); an HPA is kept as it is (a target at 0 replicas deactivates
+    it); nothing else of the child set changes but the gateway's config (its `suspension`)."""
+    for name in ("canary", "single+hpa"):
+        running, suspended = objects(name), objects(f"{name}+suspended")
+        assert set(running) == set(suspended), name  # nothing added, nothing removed
+        for key, m in suspended.items():
+            kind = key[0]
+            if (
+                kind == "Deployment"
+                and m["metadata"]["labels"]["app.kubernetes.io/component"] == "model-server"
+            ):
+                assert m["spec"]["replicas"] == 0, key
+                assert {**m["spec"], "replicas": None} == {**running[key]["spec"], "replicas": None}, key
+            elif kind == "ScaledObject":
+                assert m["metadata"]["annotations"] == {"autoscaling.keda.sh/paused-replicas": "0"}
+                assert m["spec"] == running[key]["spec"]
+            elif kind == "ConfigMap" and key[1].endswith("-gateway"):
+                config = GatewayConfig.model_validate_json(m["data"]["config.json"])
+                assert config.suspension is not None and config.suspension.namespace == "demo"
+                before = GatewayConfig.model_validate_json(running[key]["data"]["config.json"])
+                assert config.model_copy(update={"suspension": None}) == before
+            else:  # the HPA, the gateway (not restarted), Services, budgets, policies, monitors
+                assert m == running[key], key
+
+
+def test_resuming_writes_an_autoscaled_versions_floor_once() -> None:
+    """The first reconcile after a suspend (plan.resuming): an autoscaled version's Deployment gets its
+    floor of replicas (the stable's minReplicas, the canary's count), since left at 0 it would stay
+    there; every other reconcile leaves the count to the autoscaler."""
+    parent, spec, plan = case("canary")
+    for served, floor in zip(plan.versions, (spec.autoscaling.min_replicas, 1), strict=True):
+        resumed = vllm_deployment(spec, parent, served, (), SETTINGS, resuming=True)
+        assert resumed["spec"]["replicas"] == floor, served.role
+        assert "replicas" not in vllm_deployment(spec, parent, served, (), SETTINGS)["spec"]
+
+
+def test_while_the_gateway_drains_the_servers_and_autoscalers_stay_as_they_are() -> None:
+    """plan.draining: spec.suspend, but the model servers wait for the gateway to drain: their
+    Deployments and ScaledObjects are rendered as if not suspended; only the gateway's config says it."""
+    parent, spec, plan = case("canary")
+    suspended = spec.model_copy(update={"suspend": True})
+    running = {(m["kind"], m["metadata"]["name"]): m for m in build(spec, parent, plan, SETTINGS)}
+    draining = build(suspended, parent, dataclasses.replace(plan, draining=True), SETTINGS)
+    for m in draining:
+        key = (m["kind"], m["metadata"]["name"])
+        if key == ("ConfigMap", "support-bot-canary-gateway"):
+            assert '"suspension"' in m["data"]["config.json"]
+        else:
+            assert m == running[key], key

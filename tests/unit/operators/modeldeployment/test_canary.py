@@ -305,3 +305,27 @@ def test_a_canary_status_belongs_to_one_canary_and_one_baseline() -> None:
     assert not canary.same_canary(state, ServedVersion("bot", "5", "canary", 0, "md-5-vllm"), stable)
     assert not canary.same_canary(state, cand, ServedVersion("bot", "2", "stable", 0, "md-2-vllm"))
     assert not canary.same_canary(None, cand, stable) and not canary.same_canary(state, None, stable)
+
+
+def test_a_suspended_canary_is_frozen_where_it_was() -> None:
+    """spec.suspend: `frozen` keeps the machine's state as it is, whatever the clock says: no analysis
+    (it would find no traffic), no Event, no requeue; a new canary waits at step 0."""
+    state = CanaryStatus(
+        step=1, weight=25, verdict="Analysing", model="bot", version="4", baseline_version="3",
+        step_start_time=T0, last_analysis_time=T0, message="120 requests, error rate 0",
+    )  # fmt: skip
+    held = canary.frozen(CANARY, state, model="bot", version="4", baseline="3")
+    assert held.status == state and held.weight == 25 and held.event is None and held.requeue_after is None
+    assert held.serve_canary and not held.promoted
+    fresh = canary.frozen(CANARY, state, model="bot", version="5", baseline="3")
+    assert (fresh.status.step, fresh.status.weight, fresh.status.version) == (0, 10, "5")
+    assert fresh.status.step_start_time is None
+    for verdict, weight, serve, promoted in (("Promoted", 100, True, True), ("RolledBack", 0, False, False)):
+        done = state.model_copy(update={"verdict": verdict})
+        held = canary.frozen(CANARY, done, model="bot", version="4", baseline="3")
+        assert (held.weight, held.serve_canary, held.promoted) == (weight, serve, promoted), verdict
+    # Resumed, the same state goes on: the canary is not ready yet, so its step's clock restarts.
+    resumed = advance(
+        CANARY, state, model="bot", version="4", baseline="3", ready=False, now=T0, analysis=lambda w: None
+    )  # type: ignore[arg-type,return-value]
+    assert (resumed.status.step, resumed.status.weight, resumed.status.step_start_time) == (1, 25, None)

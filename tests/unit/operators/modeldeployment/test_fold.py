@@ -3,11 +3,13 @@ first row first, plus the status fields and the requeue every row shares."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from llmops.api.modeldeployment import CanaryStatus, ModelDeploymentSpec, Reason, ResolvedAlias
 from llmops.operators.modeldeployment import canary
-from llmops.operators.modeldeployment.fold import LINGERING_RETRY_SECONDS, Facts, fold
+from llmops.operators.modeldeployment.fold import DRAIN_POLL_SECONDS, LINGERING_RETRY_SECONDS, Facts, fold
 from llmops.operators.modeldeployment.plan import Plan, ServedVersion
 from tests.unit.operators.modeldeployment.cases import SETTINGS, example
 
@@ -198,3 +200,57 @@ def test_the_aliases_it_resolved_are_in_the_status() -> None:
     assert out.status["aliases"] == [champion]
     assert champion.to_dict() == {"fieldPath": "spec.model", "name": "support-bot", "alias": "champion",
                                   "version": "3"}  # fmt: skip
+
+
+def stopped(generation: int = 2, observed: int = 2, pods: int = 0) -> dict:
+    """A model server's Deployment at 0 replicas, `pods` of them still there."""
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": 0},
+        "status": {"observedGeneration": observed, "replicas": pods, "readyReplicas": pods},
+    }
+
+
+def test_suspended_while_pods_stop_then_ready() -> None:
+    """The first row: spec.suspend wins over everything else (a rolled-back canary too); Reconciling
+    while a served version still has pods or its controller has not seen the 0, then Ready; the
+    `Suspended` condition is True either way."""
+    suspended = spec().model_copy(update={"suspend": True})
+    gateway = {"md-gateway": deployment(2)}
+    live = {**gateway, "md-3-vllm": stopped(pods=1), "md-4-vllm": stopped(generation=3)}
+    out = fold(facts(STABLE, CANARY, live=live, md_spec=suspended, canary_step=step("RolledBack")))
+    assert (out.state, out.phase, out.reason) == ("reconciling", "Suspended", Reason.SUSPENDED)
+    assert "md-3-vllm (1 pods), md-4-vllm (0 pods)" in out.message
+    assert "503 model_suspended" in out.message
+    assert out.conditions == (
+        (
+            "Suspended",
+            True,
+            Reason.SUSPENDED,
+            "spec.suspend is true: every version at 0 replicas; the gateway answers 503 model_suspended",
+        ),
+    )
+    assert out.status["canary"].verdict == "RolledBack"  # the machine's state stays in the status
+    live = {**gateway, "md-3-vllm": stopped(), "md-4-vllm": stopped()}
+    out = fold(facts(STABLE, CANARY, live=live, md_spec=suspended, canary_step=step("Analysing")))
+    assert (out.state, out.phase, out.reason) == ("ready", "Suspended", Reason.SUSPENDED)
+    assert out.message.startswith("suspended (spec.suspend): every version is at 0 replicas")
+    assert out.status["replicas"] == 0 and out.status["canary"].weight == 25
+
+
+def test_suspended_while_the_gateway_drains() -> None:
+    """The row before: the model servers still run (the gateway is draining); asked again soon."""
+    suspended = spec().model_copy(update={"suspend": True})
+    f = facts(md_spec=suspended)
+    out = fold(dataclasses.replace(f, draining="1 request(s) in flight at the gateway"))
+    assert (out.state, out.phase, out.reason) == ("reconciling", "Suspended", Reason.SUSPENDED)
+    assert out.message.endswith(
+        "503 model_suspended; the model servers wait: 1 request(s) in flight at the gateway"
+    )
+    assert out.requeue_after == DRAIN_POLL_SECONDS
+    assert out.conditions[0][:2] == ("Suspended", True)
+
+
+def test_the_suspended_condition_is_false_when_not_suspended() -> None:
+    out = fold(facts())
+    assert out.conditions == (("Suspended", False, Reason.NOT_SUSPENDED, "spec.suspend is false"),)

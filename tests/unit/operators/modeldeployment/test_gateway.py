@@ -183,3 +183,24 @@ def test_feedback_is_on_with_payload_sampling_and_signs_with_the_deployments_key
     assert secret["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
     assert re.fullmatch("[0-9a-f]{64}", secret["stringData"]["key"])
     assert feedback_key_secret(owner(md))["stringData"] != secret["stringData"]  # random each time
+
+
+def test_a_suspend_reaches_the_gateway_live_without_restarting_it() -> None:
+    """spec.suspend adds `suspension` to the gateway's config, which the gateway reloads live: the
+    gateway's pods are not rolled (their in-flight requests finish where they are)."""
+    parent, spec, plan = case("canary")
+    suspended = spec.model_copy(update={"suspend": True})
+    config = gateway_config(suspended, parent, plan, SETTINGS)
+    assert config.suspension is not None
+    assert (config.suspension.model_deployment, config.suspension.namespace) == ("support-bot-canary", "demo")
+    assert gateway_config(spec, parent, plan, SETTINGS).suspension is None
+    assert [u.weight for u in config.upstreams] == [75, 25]  # kept: the config stays valid
+
+    def digest(s: ModelDeploymentSpec) -> str:
+        gateway = next(
+            m for m in build(s, parent, plan, SETTINGS)
+            if m["kind"] == "Deployment" and m["metadata"]["name"].endswith("-gateway")
+        )  # fmt: skip
+        return gateway["spec"]["template"]["metadata"]["annotations"]["llmops.io/config-digest"]
+
+    assert digest(spec) == digest(suspended)
