@@ -74,7 +74,7 @@ def jobs_api(monkeypatch: pytest.MonkeyPatch) -> FakeJobsApi:
 def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     seen: list[tuple[str, str]] = []
     monkeypatch.setattr(
-        Context, "event", lambda self, reason, message, warning=False: seen.append((reason, message))
+        Context, "event", lambda self, reason, message, warning=False, **_: seen.append((reason, message))
     )
     return seen
 
