@@ -74,6 +74,8 @@ AUDIT_ENV = "LLMOPS_AUDIT"  # s3://bucket/prefix or a directory
 CREDENTIALS_PREFIX = "LLMOPS_AUDIT_"  # LLMOPS_AUDIT_AWS_ACCESS_KEY_ID, ..._SECRET_ACCESS_KEY
 LOCK_MODE_ENV = "LLMOPS_AUDIT_LOCK_MODE"  # GOVERNANCE or COMPLIANCE
 LOCK_DAYS_ENV = "LLMOPS_AUDIT_LOCK_DAYS"
+ENDPOINT_ENV = "LLMOPS_AUDIT_S3_ENDPOINT"  # else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL
+REGION_ENV = "LLMOPS_AUDIT_S3_REGION"  # else AWS_REGION / AWS_DEFAULT_REGION
 
 
 class AuditError(Exception):
@@ -396,12 +398,15 @@ class AuditLog:
 @dataclass(frozen=True)
 class AuditConfig:
     """Where the log lives: `uri` s3://bucket/prefix or a directory; S3 endpoint and region from
-    the standard AWS variables; credentials from `LLMOPS_AUDIT_AWS_ACCESS_KEY_ID` and
-    `LLMOPS_AUDIT_AWS_SECRET_ACCESS_KEY`, else the standard `AWS_*` pair, else boto3's own chain."""
+    `LLMOPS_AUDIT_S3_ENDPOINT`/`LLMOPS_AUDIT_S3_REGION`, else the standard AWS variables; credentials
+    from `LLMOPS_AUDIT_AWS_ACCESS_KEY_ID` and `LLMOPS_AUDIT_AWS_SECRET_ACCESS_KEY`, else the standard
+    `AWS_*` pair, else boto3's own chain (IRSA, an instance role)."""
 
     uri: str
     credentials: Credentials | None = None
     lock: LockSettings | None = None
+    endpoint: str | None = None
+    region: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AuditConfig | None:
@@ -411,12 +416,24 @@ class AuditConfig:
         uri = env.get(AUDIT_ENV, "").strip()
         if not uri:
             return None
-        return cls(uri, _credentials(env), lock_settings(env.get(LOCK_MODE_ENV), env.get(LOCK_DAYS_ENV)))
+        return cls(
+            uri,
+            _credentials(env),
+            lock_settings(env.get(LOCK_MODE_ENV), env.get(LOCK_DAYS_ENV)),
+            endpoint=env.get(ENDPOINT_ENV) or None,
+            region=env.get(REGION_ENV) or None,
+        )
 
     def open(self, env: Mapping[str, str] | None = None) -> AuditLog:
-        from llmops.registry_cli import location
+        """The log (no I/O yet). Raises ValueError for a location that is no s3:// URI or path."""
+        from llmops.registry_cli import location  # the one parser of storage URIs
 
-        return AuditLog(open_store(location(self.uri, dict(env or os.environ)), self.credentials), self.lock)
+        env = dict(os.environ if env is None else env)
+        if self.endpoint:
+            env["AWS_ENDPOINT_URL_S3"] = self.endpoint
+        if self.region:
+            env["AWS_REGION"] = self.region
+        return AuditLog(open_store(location(self.uri, env), self.credentials), self.lock)
 
 
 def _credentials(env: Mapping[str, str]) -> Credentials | None:
