@@ -89,7 +89,12 @@ class Context:
         the object; `details` go into the record only; `body` stands for the object (default: as read).
         """
         body = self.body if body is None else body
-        known = self.subject(body) if self.subject is not None else Subject()
+        known = Subject()
+        if self.subject is not None:
+            try:
+                known = self.subject(body)
+            except Exception:  # an odd object must not cost its Event: record it without a subject
+                self.logger.exception("could not read the audit subject")
         subject = Subject(
             model=model if model is not None else known.model,
             version=str(version) if version is not None else known.version,
