@@ -78,6 +78,12 @@ ENDPOINT_ENV = "LLMOPS_AUDIT_S3_ENDPOINT"  # else AWS_ENDPOINT_URL_S3 / AWS_ENDP
 REGION_ENV = "LLMOPS_AUDIT_S3_REGION"  # else AWS_REGION / AWS_DEFAULT_REGION
 
 
+# Stamped on llmops objects by the operator's mutating admission webhook: the Kubernetes user name of
+# the person who created the object or last changed its spec or an llmops annotation. The operator's
+# records name that person as `actor.onBehalfOf` (llmops/operators/auditing.py).
+REQUESTED_BY = "llmops.io/requested-by"
+
+
 class AuditError(Exception):
     """The audit log cannot be read or written as asked."""
 

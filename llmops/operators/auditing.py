@@ -27,13 +27,10 @@ from typing import Any
 import kopf
 from prometheus_client import Counter
 
-from llmops.audit import Actor, AuditConfig, AuditLog, AuditRecord, Entry, ObjectRef
+from llmops.audit import REQUESTED_BY, Actor, AuditConfig, AuditLog, AuditRecord, Entry, ObjectRef
 
 log = logging.getLogger(__name__)
 
-# Stamped by the mutating admission webhook (llmops/operators/admission.py) with the Kubernetes user
-# name of the person who created the object or last changed its spec or llmops annotations.
-REQUESTED_BY = "llmops.io/requested-by"
 OPERATOR_SOURCE = "/llmops/operator"
 EVENT_MESSAGE_LIMIT = 1024
 

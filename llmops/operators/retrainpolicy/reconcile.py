@@ -32,6 +32,7 @@ from llmops.api.retrainpolicy import (
     RunRecord,
     TriggerStatus,
 )
+from llmops.audit import REQUESTED_BY
 from llmops.operators import secrets
 from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.operators.outcome import Outcome
@@ -313,6 +314,9 @@ def reconcile(
         sampling = md.gateway.payload_sampling
         traffic = sampling.destination if sampling is not None else None
         manifest = builders.training_job(policy, spec, firing, champion, traffic)
+        if person := (policy["metadata"].get("annotations") or {}).get(REQUESTED_BY):
+            # The run is asked for on behalf of whoever last asked the policy: its records say so.
+            manifest["metadata"].setdefault("annotations", {})[REQUESTED_BY] = person
         job = manifest["metadata"]["name"]
         created = ctx.applier.create(manifest)
         if created:
