@@ -2,6 +2,9 @@
 
 - Validating: every Secret a spec refers to exists in the object's namespace, so a typo in a
   credentials reference is refused at `kubectl apply`, not discovered by a failing pod.
+- Validating, on DELETE: a person's deletion becomes an audit record (actor: that user), since no
+  reconcile sees who asked; it never refuses, and with failurePolicy Ignore an operator that is away
+  blocks no deletion.
 - Mutating: the requesting user is stamped on the object as `llmops.io/requested-by` when a person
   creates it or changes what they ask of it (`person_asks`): the actor the operator's audit records
   name for what it does next (llmops/operators/auditing.py). The webhook always overwrites the value,
@@ -97,6 +100,27 @@ def register(registry: kopf.OperatorRegistry) -> None:
                 return  # the operator's own requests (a reconcile request, a run it starts)
             if person_asks(operation, old, new):
                 patch.metadata.annotations[REQUESTED_BY] = user
+
+        @kopf.on.validate(
+            GROUP,
+            VERSION,
+            resource.plural,
+            id=f"{resource.plural}-deletion",
+            operations=["DELETE"],
+            # failurePolicy Ignore: an operator away never blocks a deletion (or its namespace's).
+            ignore_failures=True,
+            side_effects=True,  # sideEffects NoneOnDryRun: it writes a record, never on a dry run
+            registry=registry,
+        )
+        def deletion_requested(
+            userinfo: Mapping[str, Any], old: Any, dryrun: bool, memo: kopf.Memo, **_: Any
+        ) -> None:
+            """A person's deletion: no reconcile sees who asked, so admission records it (never refuses)."""
+            user = userinfo.get("username") or ""
+            auditor = memo.get("auditor")
+            if dryrun or not user or user == memo.get("identity") or auditor is None or not old:
+                return
+            auditor.record_person(dict(old), user, "DeletionRequested", f"{user} asked to delete it")
 
         @kopf.on.validate(
             GROUP,

@@ -32,6 +32,7 @@ from llmops.audit import REQUESTED_BY, Actor, AuditConfig, AuditLog, AuditRecord
 log = logging.getLogger(__name__)
 
 OPERATOR_SOURCE = "/llmops/operator"
+ADMISSION_SOURCE = "/llmops/admission"
 EVENT_MESSAGE_LIMIT = 1024
 
 WRITE_FAILURES = Counter(
@@ -84,17 +85,32 @@ class Auditor:
     def record(
         self, body: Mapping[str, Any], reason: str, message: str, subject: Subject
     ) -> AuditRecord | None:
-        """Append the record of one action on `body`; None when auditing is off or the write failed."""
+        """Append the record of the operator's action on `body` (on behalf of its requester); None when
+        auditing is off or the write failed."""
         if self.log is None:
             with self._lock:
                 if not self._said_off:
                     self._said_off = True
                     log.warning("auditing to storage is off (set LLMOPS_AUDIT); Events still go out")
             return None
+        return self._append(body, self.actor(body), reason, message, subject, OPERATOR_SOURCE)
+
+    def record_person(
+        self, body: Mapping[str, Any], user: str, reason: str, message: str
+    ) -> AuditRecord | None:
+        """Append the record of a person's own action on `body`, seen at admission (a deletion)."""
+        if self.log is None:
+            return None
+        return self._append(body, Actor(type="user", name=user), reason, message, Subject(), ADMISSION_SOURCE)
+
+    def _append(
+        self, body: Mapping[str, Any], actor: Actor, reason: str, message: str, subject: Subject, source: str
+    ) -> AuditRecord | None:
+        assert self.log is not None
         meta = body.get("metadata") or {}
         kind = body.get("kind") or "Unknown"
         entry = Entry(
-            actor=self.actor(body),
+            actor=actor,
             action=action_name(kind, reason),
             object=ObjectRef(
                 kind=kind,
@@ -107,7 +123,7 @@ class Auditor:
             digests=dict(subject.digests),
             reason=reason,
             details={"message": message, **{k: _scalar(v) for k, v in subject.details.items()}},
-            source=OPERATOR_SOURCE,
+            source=source,
         )
         try:
             return self.log.append(entry)

@@ -100,6 +100,18 @@ def test_a_persons_action_is_audited_with_the_right_actor(
         assert requested_by(cluster, namespace) == "carol"
         # The operator's own writes since (status, its bookkeeping) stamped nothing.
         assert op["proc"].poll() is None
+        # A person's deletion: admission records who asked (no reconcile could tell).
+        as_person(cluster, "erin", "delete", "tj", "audited", "-n", namespace, "--wait=false")
+        deleted = eventually(
+            lambda: [
+                r
+                for r in AuditLog(LocalStore(trail)).all()
+                if r.data.action == "trainingjob.deletion_requested"
+            ]
+        )
+        assert [(r.data.actor.type, r.data.actor.name, r.data.object.uid) for r in deleted] == [
+            ("user", "erin", tj["metadata"]["uid"])
+        ]
 
     result = CliRunner().invoke(main, ["audit", "verify", "--audit", str(trail), "-o", "json"])
     assert result.exit_code == 0 and json.loads(result.output)["ok"]

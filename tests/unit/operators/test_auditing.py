@@ -74,6 +74,20 @@ def test_a_post_writes_the_record_then_the_event_that_mirrors_it(tmp_path: Path,
     assert log.verify().ok
 
 
+def test_a_persons_own_action_names_them(tmp_path: Path) -> None:
+    log = AuditLog(LocalStore(tmp_path))
+    record = Auditor(log, "op").record_person(body(annotations={REQUESTED_BY: "alice"}), "erin",
+                                              "DeletionRequested", "erin asked to delete it")  # fmt: skip
+    assert record is not None and record.source == "/llmops/admission"
+    assert (record.data.actor.type, record.data.actor.name, record.data.actor.on_behalf_of) == (
+        "user",
+        "erin",
+        None,
+    )
+    assert record.data.action == "trainingjob.deletion_requested"
+    assert Auditor(None).record_person(body(), "erin", "DeletionRequested", "x") is None
+
+
 def test_without_storage_events_still_go_out_and_the_log_says_so_once(posted: list, caplog) -> None:
     auditor = Auditor(None)
     with caplog.at_level(logging.WARNING):
