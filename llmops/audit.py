@@ -32,8 +32,8 @@ What verification catches: an edited record (its hash no longer matches), a dele
 the sequence), records reordered or one inserted (a sequence or `previous` that does not match).
 Someone who can rewrite *every* record after the one they change can forge a consistent chain: compare
 the head hash with one noted elsewhere (`verify(expect_head=...)`, and every record's hash is in the
-Kubernetes Event that mirrors it), and keep the log in an S3 Object Lock bucket (`LockSettings`) so
-records cannot be rewritten or deleted before their retention ends.
+Kubernetes Event that mirrors it), and keep the log in an S3 Object Lock bucket (`LockSettings`, written
+through storage's `ObjectLock`) so records cannot be rewritten or deleted before their retention ends.
 
 Appending is safe with several writers (the operator, people with the CLI): a record is written with
 a conditional create (S3 If-None-Match; a hard link on a local disk) at the next sequence number; a
@@ -57,7 +57,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from llmops.storage import Credentials, ObjectExists, ObjectStore, S3Store, open_store
+from llmops.storage import Credentials, ObjectExists, ObjectLock, ObjectStore, S3Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -196,31 +196,6 @@ class LockSettings:
     days: int
 
 
-def put_with_retention(store: S3Store, key: str, data: bytes, lock: LockSettings) -> None:
-    """Create `key` (never overwrite) with an Object Lock retention; ObjectExists if taken.
-
-    Kept here, the one place the audit log needs it, until storage.py carries Object Lock settings on
-    every write (the archive work of issue 15); then this becomes `store.put_bytes(..., lock)`.
-    """
-    from botocore.exceptions import ClientError
-
-    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=lock.days)
-    try:
-        store.client.put_object(
-            Bucket=store.bucket,
-            Key=store._key(key),
-            Body=data,
-            IfNoneMatch="*",
-            ObjectLockMode=lock.mode,
-            ObjectLockRetainUntilDate=until,
-            ChecksumAlgorithm="SHA256",  # Object Lock puts need a content checksum
-        )
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-            raise ObjectExists(key) from e
-        raise
-
-
 @dataclass(frozen=True)
 class Verification:
     """The result of `AuditLog.verify`: `count` records read; `broken_at` the sequence number of the
@@ -250,6 +225,9 @@ class AuditLog:
     """The log at one storage location. Thread-safe within a process; safe across processes."""
 
     def __init__(self, store: ObjectStore, lock: LockSettings | None = None) -> None:
+        """`lock`: each record's Object Lock retention; a store that cannot lock (a directory) is
+        refused here (AuditError), a bucket without Object Lock at the first append
+        (storage.ObjectLockUnavailable), rather than write records unlocked."""
         if lock is not None and not isinstance(store, S3Store):
             raise AuditError("Object Lock retention needs an S3 location")
         self.store = store
@@ -268,12 +246,9 @@ class AuditLog:
             for _ in range(MAX_APPEND_ATTEMPTS):
                 record = self._build(entry, sequence + 1, previous, now)
                 body = json.dumps(record.document(), sort_keys=True, indent=1, ensure_ascii=False).encode()
+                lock = ObjectLock.for_days(self.lock.mode, self.lock.days) if self.lock else None
                 try:
-                    if self.lock is not None:
-                        assert isinstance(self.store, S3Store)
-                        put_with_retention(self.store, record_key(sequence + 1), body, self.lock)
-                    else:
-                        self.store.put_bytes(record_key(sequence + 1), body, overwrite=False)
+                    self.store.put_bytes(record_key(sequence + 1), body, overwrite=False, lock=lock)
                 except ObjectExists:
                     sequence, previous = self._advance(sequence + 1)  # another writer took it
                     continue

@@ -30,7 +30,9 @@ from llmops.registry import (
     MANIFEST,
     RegistryError,
     alias_history,
+    read_tombstone,
     read_version,
+    retired_versions,
     version_prefix,
     versions,
 )
@@ -38,7 +40,6 @@ from llmops.registry_cli import REGISTRY_ENV, _store, _table
 from llmops.storage import ObjectStore
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
-TOMBSTONE = "tombstone.json"  # written in a version's prefix when it is retired (issue 15, ModelRetirement)
 
 
 def when(value: str | None, *, now: dt.datetime | None = None) -> dt.datetime | None:
@@ -165,12 +166,6 @@ def show_command(
 # -- the compliance report ----------------------------------------------------------------------------
 
 
-def read_tombstone(store: ObjectStore, name: str, version: str) -> dict[str, Any] | None:
-    """The tombstone a retirement left in the version's prefix (its manifest gone), or None."""
-    key = f"{version_prefix(name, version)}/{TOMBSTONE}"
-    return json.loads(store.get_bytes(key)) if store.exists(key) else None
-
-
 def erasure_requests(log: AuditLog | None, name: str) -> list[dict[str, Any]]:
     """Erasure requests that concern `name` and their outcome. The hook for the erasure work of issue 15:
     today the audit records whose action starts with "erasure." and name the model."""
@@ -221,8 +216,10 @@ def compliance_report(
     records = log.records(model=name, namespace=namespace) if log is not None else []
     windows = serving_windows(records)
     found = []
-    for version in versions(store, name):
+    every = set(versions(store, name)) | set(retired_versions(store, name))
+    for version in sorted(every, key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v)):
         entry: dict[str, Any] = {"version": version}
+        tombstone = read_tombstone(store, name, version)
         try:
             manifest = read_version(store, name, version)
             raw = store.get_bytes(f"{version_prefix(name, version)}/{MANIFEST}")
@@ -235,8 +232,9 @@ def compliance_report(
                 "metrics": manifest.metrics,
             }
         except RegistryError as e:
-            entry["manifestError"] = str(e)
-        entry["tombstone"] = read_tombstone(store, name, version)
+            if tombstone is None:  # a retired version has no manifest: its tombstone says what it was
+                entry["manifestError"] = str(e)
+        entry["tombstone"] = tombstone.model_dump(by_alias=True, mode="json") if tombstone else None
         entry["served"] = [w for w in windows if w["version"] == version]
         entry["auditRecords"] = sum(1 for r in records if r.data.version == version)
         found.append(entry)
@@ -279,6 +277,8 @@ def markdown(report: ComplianceReport) -> str:
         lines += ["", f"## Version {entry['version']}", ""]
         if "manifestError" in entry:
             lines.append(f"- Manifest: unreadable ({entry['manifestError']})")
+        elif "lineage" not in entry:
+            lines.append("- Retired: its manifest was deleted behind the tombstone below")
         else:
             lineage = entry["lineage"]
             lines += [
@@ -309,8 +309,15 @@ def markdown(report: ComplianceReport) -> str:
                     "",
                     "Evaluation: " + ", ".join(f"{k} {v}" for k, v in sorted(entry["metrics"].items())),
                 ]
-        if entry["tombstone"]:
-            lines += ["", f"Retired: `{json.dumps(entry['tombstone'], sort_keys=True)}`"]
+        if t := entry["tombstone"]:
+            kept = (
+                f", retained until {t['retainUntil']} ({t.get('lockMode')})" if t.get("retainUntil") else ""
+            )
+            lines += [
+                "",
+                f"Retired at {t['at']} by {_cell(t['by'])} ({_cell(t['reason'])}); archive"
+                f" `{t['archiveLocation']}`{kept}, manifest sha256 `{t['manifestSha256']}`",
+            ]
         lines.append("")
         if entry["served"]:
             lines += ["| served by | from | until |", "|---|---|---|"]

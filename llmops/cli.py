@@ -16,6 +16,7 @@ def _register() -> None:
     from llmops.audit_cli import audit_group, report_group
     from llmops.crdgen import crds
     from llmops.dev.cli import dev
+    from llmops.erasure import erasure_group
     from llmops.operators.cli import (
         operator,  # the operator ships in this distribution; imported lazily inside
     )
@@ -29,6 +30,7 @@ def _register() -> None:
     main.add_command(operator)
     main.add_command(audit_group)
     main.add_command(report_group)
+    main.add_command(erasure_group)
 
 
 _register()

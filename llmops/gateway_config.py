@@ -44,6 +44,7 @@ FEEDBACK_KEY_MOUNT; it is never logged.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -91,6 +92,19 @@ class UpstreamGroup(ApiModel):
         description="Base URLs of the replicas, e.g. http://10.0.0.7:8000.",
     )
     service: ServiceEndpoints | None = Field(None, description="Headless Service to resolve instead.")
+
+
+# The files the gateway's samplers write under a destination (llmops/serving/sampler.py), read by
+# retention (llmops/operators/retention.py) and erasure (llmops/erasure.py): date, time, host, kind,
+# sequence.
+SAMPLE_KEY = re.compile(r"^\d{4}-\d{2}-\d{2}/(\d{6})-[^/]+-(payload|prompt|feedback)-\d+\.jsonl$")
+
+
+def sample_kind(key: str) -> str | None:
+    """payload, prompt or feedback for a key (relative to its destination) that the gateway's sampler
+    wrote, else None."""
+    m = SAMPLE_KEY.match(key)
+    return m.group(2) if m else None
 
 
 class Sampling(ApiModel):

@@ -5,6 +5,8 @@ Layout under the registry location (one per organisation or team):
     models/<name>/versions/<version>/claim              create-only: this writer owns the number
     models/<name>/versions/<version>/model/...          weights (safetensors), tokenizer, config
     models/<name>/versions/<version>/manifest.json      written last, create-only: the version exists
+    models/<name>/versions/<version>/tombstone.json     create-only: the version is retired (archived,
+                                                        then its artifacts deleted; llmops.archive)
     models/<name>/aliases/<alias>.json                  the alias now: its last AliasMove (camelCase
                                                         JSON; "version" is the version it names)
     models/<name>/alias-history/<alias>/<seq>-<at>-<moveId>.json
@@ -14,7 +16,8 @@ Layout under the registry location (one per organisation or team):
 
 A writer first claims the next number with a create-only put (two racing writers never share a
 folder), uploads the files, then writes the manifest, also create-only: its presence is what makes
-the version exist, and nothing overwrites it. Versions are integers counted up from 1.
+the version exist, and nothing overwrites it. Versions are integers counted up from 1; a retired
+version keeps its tombstone, so its number is never given out again.
 
 Aliases (`champion`, `challenger`, `production`) are movable pointers to versions. `move_alias`
 writes the pointer, then the move's history record; a move carries an idempotency key (`move_id`),
@@ -48,6 +51,7 @@ from llmops.storage import ObjectExists, ObjectStore, sha256_file
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 CLAIM = "claim"
+TOMBSTONE = "tombstone.json"
 
 
 class RegistryError(LookupError):
@@ -163,26 +167,33 @@ def version_prefix(name: str, version: str) -> str:
     return f"models/{name}/versions/{version}"
 
 
-def _numbers(store: ObjectStore, name: str, leaf: str) -> set[str]:
+def _numbers(store: ObjectStore, name: str, *leaves: str) -> set[str]:
+    """The version numbers of `name` with any of the files `leaves` (one listing)."""
     return {
         key.split("/")[3]
         for key in store.list(f"models/{name}/versions/")
-        if key.count("/") == 4 and key.endswith(f"/{leaf}")
+        if key.count("/") == 4 and key.rsplit("/", 1)[1] in leaves
     }
 
 
 def versions(store: ObjectStore, name: str) -> list[str]:
-    """Registered (manifest written) versions of `name`, oldest first."""
+    """Registered (manifest written) versions of `name`, oldest first; a retired version (its
+    manifest deleted, its tombstone kept) is not one of them: `retired_versions` lists those."""
     return sorted(
         _numbers(store, name, MANIFEST), key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v)
     )
 
 
 def models(store: ObjectStore) -> list[str]:
-    """Names of the models with at least one registered version, sorted. Lists every key under
-    models/ (the store interface has no delimiter listing): seconds on a registry of many versions."""
+    """Names of the models with at least one registered or retired version, sorted. Lists every key
+    under models/ (the store interface has no delimiter listing): seconds on a registry of many
+    versions."""
     return sorted(
-        {k.split("/")[1] for k in store.list("models/") if k.count("/") == 4 and k.endswith(f"/{MANIFEST}")}
+        {
+            k.split("/")[1]
+            for k in store.list("models/")
+            if k.count("/") == 4 and k.rsplit("/", 1)[1] in (MANIFEST, TOMBSTONE)
+        }
     )
 
 
@@ -190,9 +201,68 @@ class BrokenRecord(RegistryError):
     """A manifest that exists but cannot be read as one (truncated or hand-edited)."""
 
 
+class Tombstone(_Record):
+    """tombstone.json of a retired version: what it was and where its archive is, so lineage that
+    names it never dangles. Written before any artifact is deleted (llmops.archive.delete_version).
+
+    `artifacts`: path under model/ -> sha256, as its manifest had them; `manifest_sha256`: of the
+    manifest's bytes; `archive_location`: where the archive is (s3://bucket/prefix); `receipt_key`:
+    the archive receipt's key there; `retain_until`: ISO 8601 UTC, the Object Lock retention of the
+    archive (None: not locked); `by`: who retired it; `at`: ISO 8601 UTC to the second.
+    """
+
+    name: str
+    version: str
+    artifacts: dict[str, str]
+    manifest_sha256: str
+    archive_location: str
+    receipt_key: str
+    retain_until: str | None = None
+    lock_mode: str | None = None
+    legal_hold: bool = False
+    by: str
+    reason: str
+    at: str
+
+
+class VersionRetired(RegistryError):
+    """The version was retired: archived, then deleted. The message names the archive location;
+    `tombstone` holds the whole record."""
+
+    def __init__(self, tombstone: Tombstone, uri: str) -> None:
+        self.tombstone = tombstone
+        super().__init__(
+            f"{tombstone.name}:{tombstone.version} in {uri} was retired at {tombstone.at} by "
+            f"{tombstone.by} ({tombstone.reason}); its archive is at {tombstone.archive_location}"
+        )
+
+
+class VersionInUse(RegistryError):
+    """A version that an alias still names cannot be deleted; the message names the aliases."""
+
+
+def read_tombstone(store: ObjectStore, name: str, version: str) -> Tombstone | None:
+    """The tombstone of a retired version, or None when the version is not retired."""
+    key = f"{version_prefix(name, version)}/{TOMBSTONE}"
+    if not store.exists(key):
+        return None
+    return Tombstone.model_validate_json(store.get_bytes(key))
+
+
+def retired_versions(store: ObjectStore, name: str) -> list[str]:
+    """Retired (tombstoned) versions of `name`, oldest first; `versions` lists the live ones."""
+    return sorted(
+        _numbers(store, name, TOMBSTONE), key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v)
+    )
+
+
 def read_version(store: ObjectStore, name: str, version: str) -> ModelVersion:
+    """The manifest of `name`:`version`. Raises VersionRetired (naming the archive) for a retired
+    version, RegistryError for one that does not exist, BrokenRecord for an unreadable manifest."""
     key = f"{version_prefix(name, version)}/{MANIFEST}"
     if not store.exists(key):
+        if (tombstone := read_tombstone(store, name, version)) is not None:
+            raise VersionRetired(tombstone, store.uri)
         raise RegistryError(f"model {name!r} has no version {version!r} in {store.uri}")
     try:
         return ModelVersion.model_validate_json(store.get_bytes(key))
@@ -438,7 +508,7 @@ def register(
     files = sorted(p for p in model_dir.rglob("*") if p.is_file())
     artifacts = {p.relative_to(model_dir).as_posix(): sha256_file(p) for p in files}
     for _ in range(100):
-        taken = _numbers(store, name, CLAIM) | _numbers(store, name, MANIFEST)
+        taken = _numbers(store, name, CLAIM, MANIFEST, TOMBSTONE)  # a retired number is never reused
         version = str(max((int(v) for v in taken if v.isdigit()), default=0) + 1)
         prefix = version_prefix(name, version)
         try:

@@ -2,8 +2,8 @@
 move an alias (recorded, with who and why) and read an alias's history.
 
     llmops models list
-    llmops models versions NAME
-    llmops models show NAME:VERSION        (or NAME@ALIAS)
+    llmops models versions NAME           (retired versions below, with their tombstones)
+    llmops models show NAME:VERSION        (or NAME@ALIAS; a retired version shows its tombstone)
     llmops models alias set NAME ALIAS VERSION --reason TEXT [--by WHO] [--move-id KEY]
     llmops models alias history NAME [ALIAS]
 
@@ -34,12 +34,16 @@ from llmops.audit import AuditConfig, AuditError
 from llmops.registry import (
     AliasMove,
     RegistryError,
+    Tombstone,
+    VersionRetired,
     alias_history,
     aliases,
     models,
     move_alias,
+    read_tombstone,
     read_version,
     resolve,
+    retired_versions,
     versions,
 )
 from llmops.storage import ObjectStore, credentials_from_env, open_store
@@ -132,46 +136,70 @@ def models_group() -> None:
 @models_group.command("list")
 @_command
 def list_models(store: ObjectStore, output: str) -> None:
-    """Every model with its number of versions, the newest one and its aliases."""
+    """Every model with its number of versions (and of retired ones), the newest one and its aliases."""
     rows = []
     for name in models(store):
-        numbers = versions(store, name)
+        numbers, retired = versions(store, name), retired_versions(store, name)
         rows.append(
-            {"name": name, "versions": len(numbers), "latest": numbers[-1], "aliases": aliases(store, name)}
+            {
+                "name": name,
+                "versions": len(numbers),
+                "retired": len(retired),
+                "latest": numbers[-1] if numbers else None,
+                "aliases": aliases(store, name),
+            }
         )
     if output == "json":
         return _json(rows)
     table = [
-        [r["name"], str(r["versions"]), r["latest"], ", ".join(f"{a}={v}" for a, v in r["aliases"].items())]
+        [
+            r["name"],
+            f"{r['versions']} (+{r['retired']} retired)" if r["retired"] else str(r["versions"]),
+            r["latest"] or "-",
+            ", ".join(f"{a}={v}" for a, v in r["aliases"].items()),
+        ]
         for r in rows
     ]
     click.echo(_table(["NAME", "VERSIONS", "LATEST", "ALIASES"], table))
+
+
+def _retired(tombstone: Tombstone) -> dict[str, Any]:
+    return {"version": tombstone.version, "retired": tombstone.model_dump(by_alias=True, mode="json")}
 
 
 @models_group.command("versions")
 @click.argument("name")
 @_command
 def list_versions(store: ObjectStore, output: str, name: str) -> None:
-    """The registered versions of NAME, oldest first, with their gates and aliases."""
+    """The registered versions of NAME, oldest first, with their gates and aliases; then the retired
+    ones, with their tombstones (when, who, why, where the archive is)."""
     numbers = versions(store, name)
-    if not numbers:
+    tombstones = [t for v in retired_versions(store, name) if (t := read_tombstone(store, name, v))]
+    if not numbers and not tombstones:
         raise RegistryError(f"model {name!r} has no versions in {store.uri}")
     named = _by_version(store, name)
     manifests = [read_version(store, name, v) for v in numbers]
     if output == "json":
-        return _json(
-            [
-                {**m.model_dump(by_alias=True, mode="json"), "aliases": named.get(m.version, [])}
-                for m in manifests
-            ]
-        )
+        listed = [
+            {**m.model_dump(by_alias=True, mode="json"), "aliases": named.get(m.version, [])}
+            for m in manifests
+        ]
+        return _json(listed + [_retired(t) for t in tombstones])
     rows = []
     for m in manifests:
         gates = "none" if m.ungated else ("passed" if m.gates_passed else "failed")
         rows.append(
             [m.version, m.created_at, gates, m.lineage.parent_job or "", ", ".join(named.get(m.version, []))]
         )
-    click.echo(_table(["VERSION", "CREATED", "GATES", "TRAINING JOB", "ALIASES"], rows))
+    if rows:
+        click.echo(_table(["VERSION", "CREATED", "GATES", "TRAINING JOB", "ALIASES"], rows))
+    if tombstones:
+        if rows:
+            click.echo()
+        retired = [
+            [t.version, t.at, t.by, t.reason, t.archive_location, t.retain_until or "-"] for t in tombstones
+        ]
+        click.echo(_table(["RETIRED", "AT", "BY", "REASON", "ARCHIVE", "RETAIN UNTIL"], retired))
 
 
 @models_group.command("show")
@@ -181,7 +209,15 @@ def show(store: ObjectStore, output: str, ref: str) -> None:
     """A version's manifest (metrics, gates, lineage, content, files) and the aliases naming it."""
     if ":" in ref:
         name, version = ref.split(":", 1)
-        manifest = read_version(store, name, version)
+        try:
+            manifest = read_version(store, name, version)
+        except VersionRetired as e:
+            body = _retired(e.tombstone)
+            return (
+                _json(body)
+                if output == "json"
+                else click.echo(yaml.safe_dump(body, sort_keys=False).rstrip())
+            )
     elif "@" in ref:
         name, alias = ref.split("@", 1)
         manifest = resolve(store, ModelReference(name=name, alias=alias))

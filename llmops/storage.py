@@ -7,6 +7,8 @@ the spec itself.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import os
@@ -15,9 +17,10 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from llmops.api.common import ObjectStorageLocation
 
@@ -28,18 +31,85 @@ class ObjectExists(Exception):
     """A write that must not overwrite found the key already there."""
 
 
+class ObjectLockUnavailable(Exception):
+    """A write asked for S3 Object Lock (retention or a legal hold) where the store cannot lock: a
+    local directory, or a bucket created without Object Lock. The message names the bucket."""
+
+
+@dataclass(frozen=True)
+class ObjectLock:
+    """S3 Object Lock retention of one object version (AWS S3 user guide, "Object Lock"): WORM
+    until `retain_until` (timezone-aware). GOVERNANCE: a user with s3:BypassGovernanceRetention may
+    still delete the version or shorten the date; COMPLIANCE: nobody can, the root account included,
+    until the date passes."""
+
+    mode: Literal["GOVERNANCE", "COMPLIANCE"]
+    retain_until: datetime
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("GOVERNANCE", "COMPLIANCE"):
+            raise ValueError(f"ObjectLock.mode {self.mode!r}: GOVERNANCE or COMPLIANCE")
+        if self.retain_until.tzinfo is None:
+            raise ValueError("ObjectLock.retain_until must be timezone-aware (UTC)")
+
+    @classmethod
+    def for_days(
+        cls, mode: Literal["GOVERNANCE", "COMPLIANCE"], days: int, now: datetime | None = None
+    ) -> ObjectLock:
+        """Retention of `days` (> 0) from `now` (default: the current time, UTC), to the second.
+        Compute it once and keep it: a repeated archive with a later date rewrites every object."""
+        if days <= 0:
+            raise ValueError(f"Object Lock retention days must be positive, not {days}")
+        start = now or datetime.now(UTC)
+        return cls(mode, (start + timedelta(days=days)).replace(microsecond=0))
+
+
+@dataclass(frozen=True)
+class LockState:
+    """The Object Lock an object carries now, as the store reports it (HEAD), and the id of the
+    object version that answered (None on an unversioned bucket)."""
+
+    mode: str | None
+    retain_until: datetime | None
+    legal_hold: bool
+    version_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One listed object: its key (relative to the location), size in bytes, and when it was last
+    written (S3 LastModified; a file's mtime), timezone-aware UTC."""
+
+    key: str
+    size: int
+    modified: datetime
+
+
 class ObjectStore(Protocol):
-    """Keys are '/'-separated paths relative to the location's prefix."""
+    """Keys are '/'-separated paths relative to the location's prefix.
+
+    `lock` and `legal_hold` on a write set S3 Object Lock on the object written; a store that cannot
+    lock raises ObjectLockUnavailable rather than write an unlocked object.
+    """
 
     uri: str
 
-    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None: ...
+    def put_bytes(
+        self, key: str, data: bytes, *, overwrite: bool = True, lock: ObjectLock | None = None,
+        legal_hold: bool = False,
+    ) -> None: ...  # fmt: skip
     def get_bytes(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
+    def size(self, key: str) -> int: ...  # bytes of one object, without reading it
     def list(self, prefix: str = "") -> Iterator[str]: ...
-    def upload_file(self, key: str, path: Path) -> None: ...
+    def upload_file(
+        self, key: str, path: Path, *, lock: ObjectLock | None = None, legal_hold: bool = False
+    ) -> None: ...
+    def require_object_lock(self, lock: ObjectLock | None = None, legal_hold: bool = True) -> None: ...
+    def lock_state(self, key: str) -> LockState | None: ...
     def download_file(self, key: str, path: Path) -> None: ...
     def delete(self, key: str) -> None: ...
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
 
 
 @dataclass(frozen=True)
@@ -62,6 +132,26 @@ def credentials_from_env(prefix: str = "") -> Credentials | None:
     key = os.environ.get(f"{prefix}AWS_ACCESS_KEY_ID")
     secret = os.environ.get(f"{prefix}AWS_SECRET_ACCESS_KEY")
     return Credentials(key, secret) if key and secret else None
+
+
+SSE_CUSTOMER_KEY_ENV = "LLMOPS_SSE_CUSTOMER_KEY"
+
+
+def customer_key_from_env(prefix: str = "") -> bytes | None:
+    """The SSE-C key from `{prefix}LLMOPS_SSE_CUSTOMER_KEY` (base64 of 32 bytes, as the Secret that
+    `s3.encryption.customerKeySecretRef` names holds it), or None when unset; the same convention
+    as `credentials_from_env`, for a pod that gets the key by `secretKeyRef`. Raises ValueError
+    naming the variable for a value that is not base64 of 32 bytes (the value is never shown)."""
+    value = os.environ.get(f"{prefix}{SSE_CUSTOMER_KEY_ENV}")
+    if not value:
+        return None
+    try:
+        key = base64.b64decode(value, validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) != 32:
+        raise ValueError(f"{prefix}{SSE_CUSTOMER_KEY_ENV} must be base64 of 32 bytes (an AES-256 key)")
+    return key
 
 
 def sha256_file(path: Path) -> str:
@@ -118,14 +208,34 @@ class LocalStore:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
+    def put_bytes(
+        self, key: str, data: bytes, *, overwrite: bool = True, lock: ObjectLock | None = None,
+        legal_hold: bool = False,
+    ) -> None:  # fmt: skip
+        self.require_object_lock(lock, legal_hold)
         self._publish(key, lambda tmp: tmp.write_bytes(data), overwrite=overwrite)
+
+    def require_object_lock(self, lock: ObjectLock | None = None, legal_hold: bool = True) -> None:
+        """Raises ObjectLockUnavailable when a lock or legal hold is asked for (with no arguments:
+        always, since a directory has no Object Lock)."""
+        if lock is not None or legal_hold:
+            raise ObjectLockUnavailable(
+                f"{self.uri} is a local directory: it cannot hold S3 Object Lock retention or a legal "
+                "hold; archive to an S3 bucket created with Object Lock enabled"
+            )
+
+    def lock_state(self, key: str) -> LockState | None:
+        """None: a directory has no Object Lock."""
+        return None
 
     def get_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
 
     def list(self, prefix: str = "") -> Iterator[str]:
         base = self._path(prefix) if prefix else self.root
@@ -138,7 +248,10 @@ class LocalStore:
             if p.is_file() and not p.name.endswith(TMP_SUFFIX):
                 yield p.relative_to(self.root).as_posix()
 
-    def upload_file(self, key: str, path: Path) -> None:
+    def upload_file(
+        self, key: str, path: Path, *, lock: ObjectLock | None = None, legal_hold: bool = False
+    ) -> None:
+        self.require_object_lock(lock, legal_hold)
         self._publish(key, lambda tmp: shutil.copyfile(path, tmp), overwrite=True)
 
     def download_file(self, key: str, path: Path) -> None:
@@ -147,6 +260,63 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """`list`, with each object's size and modification time."""
+        for key in self.list(prefix):
+            try:
+                st = self._path(key).stat()
+            except FileNotFoundError:  # deleted since it was listed
+                continue
+            yield ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+
+@dataclass(frozen=True)
+class ServerSideEncryption:
+    """How S3 encrypts the objects the platform writes (AWS S3 user guide, "Protecting data with
+    server-side encryption"): SSE-S3 (keys the service manages, AES256), SSE-KMS (a KMS key, by
+    `kms_key_id`, or the service's default key), SSE-C (the caller's own 256-bit key, sent with every
+    write and every read; the service keeps only a salted HMAC of it, and S3 accepts it over HTTPS
+    only)."""
+
+    mode: Literal["SSE-S3", "SSE-KMS", "SSE-C"]
+    kms_key_id: str | None = None
+    customer_key: bytes | None = field(default=None, repr=False)  # 32 bytes, SSE-C only
+
+    def __post_init__(self) -> None:
+        if self.mode == "SSE-C" and (self.customer_key is None or len(self.customer_key) != 32):
+            raise ValueError("encryption SSE-C needs a customer key of exactly 32 bytes (AES-256)")
+        if self.mode != "SSE-C" and self.customer_key is not None:
+            raise ValueError(f"encryption {self.mode}: a customer key is for SSE-C only")
+        if self.mode != "SSE-KMS" and self.kms_key_id is not None:
+            raise ValueError(f"encryption {self.mode}: kmsKeyId is for SSE-KMS only")
+
+    def write_args(self) -> dict[str, Any]:
+        """The PutObject/CreateMultipartUpload parameters (boto3 names)."""
+        if self.mode == "SSE-S3":
+            return {"ServerSideEncryption": "AES256"}
+        if self.mode == "SSE-KMS":
+            return {"ServerSideEncryption": "aws:kms"} | (
+                {"SSEKMSKeyId": self.kms_key_id} if self.kms_key_id else {}
+            )
+        return self.read_args()
+
+    def read_args(self) -> dict[str, Any]:
+        """The GetObject/HeadObject parameters: the customer key for SSE-C (boto3 adds its MD5 and
+        base64), nothing otherwise (S3 decrypts SSE-S3 and SSE-KMS objects on its own)."""
+        if self.mode != "SSE-C":
+            return {}
+        assert self.customer_key is not None
+        return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": self.customer_key}
+
+
+def _lock_args(lock: ObjectLock | None, legal_hold: bool) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    if lock is not None:
+        args |= {"ObjectLockMode": lock.mode, "ObjectLockRetainUntilDate": lock.retain_until}
+    if legal_hold:
+        args["ObjectLockLegalHoldStatus"] = "ON"
+    return args
 
 
 class S3Store:
@@ -158,12 +328,17 @@ class S3Store:
         endpoint: str | None,
         region: str | None,
         credentials: Credentials | None,
+        encryption: ServerSideEncryption | None = None,
     ) -> None:
         import boto3
         from botocore.config import Config
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.encryption = encryption
+        self._write = encryption.write_args() if encryption else {}
+        self._read = encryption.read_args() if encryption else {}
+        self._object_lock: bool | None = None  # the bucket's Object Lock, once asked
         self.client = boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -176,10 +351,50 @@ class S3Store:
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
+    def require_object_lock(self, lock: ObjectLock | None = None, legal_hold: bool = True) -> None:
+        """Raises ObjectLockUnavailable, naming the bucket, when a lock or legal hold is asked for and
+        the bucket has no Object Lock (which S3 lets one enable only on a versioned bucket, best at
+        creation: `create_bucket(..., ObjectLockEnabledForBucket=True)`); with no arguments, whether
+        the bucket has Object Lock at all. Asks the bucket once."""
+        if lock is None and not legal_hold:
+            return
+        if self._object_lock is None:
+            from botocore.exceptions import ClientError
+
+            try:
+                config = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                enabled = config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") != "ObjectLockConfigurationNotFoundError":
+                    raise
+                enabled = False
+            self._object_lock = enabled
+        if not self._object_lock:
+            raise ObjectLockUnavailable(
+                f"bucket {self.bucket!r} does not have Object Lock enabled: create the archive bucket "
+                "with Object Lock (ObjectLockEnabledForBucket=True, `mc mb --with-lock`) or ask for no "
+                "retention and no legal hold"
+            )
+
+    def lock_state(self, key: str) -> LockState:
+        """The Object Lock of the current version of `key` (HEAD Object)."""
+        head = self.client.head_object(Bucket=self.bucket, Key=self._key(key), **self._read)
+        return LockState(
+            mode=head.get("ObjectLockMode"),
+            retain_until=head.get("ObjectLockRetainUntilDate"),
+            legal_hold=head.get("ObjectLockLegalHoldStatus") == "ON",
+            version_id=head.get("VersionId") if head.get("VersionId") not in (None, "null") else None,
+        )
+
+    def put_bytes(
+        self, key: str, data: bytes, *, overwrite: bool = True, lock: ObjectLock | None = None,
+        legal_hold: bool = False,
+    ) -> None:  # fmt: skip
         from botocore.exceptions import ClientError
 
+        self.require_object_lock(lock, legal_hold)
         extra = {} if overwrite else {"IfNoneMatch": "*"}  # conditional write: never overwrite
+        extra |= self._write | _lock_args(lock, legal_hold)
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
         except ClientError as e:
@@ -191,18 +406,23 @@ class S3Store:
             raise
 
     def get_bytes(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(key), **self._read)["Body"].read()
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key), **self._read)
             return True
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
+
+    def size(self, key: str) -> int:
+        return int(
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key), **self._read)["ContentLength"]
+        )
 
     def list(self, prefix: str = "") -> Iterator[str]:
         strip = len(self.prefix) + 1 if self.prefix else 0
@@ -212,15 +432,28 @@ class S3Store:
             for obj in page.get("Contents", []):
                 yield obj["Key"][strip:]
 
-    def upload_file(self, key: str, path: Path) -> None:
-        self.client.upload_file(str(path), self.bucket, self._key(key))
+    def upload_file(
+        self, key: str, path: Path, *, lock: ObjectLock | None = None, legal_hold: bool = False
+    ) -> None:
+        self.require_object_lock(lock, legal_hold)
+        extra = self._write | _lock_args(lock, legal_hold)
+        self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra or None)
 
     def download_file(self, key: str, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.client.download_file(self.bucket, self._key(key), str(path))
+        self.client.download_file(self.bucket, self._key(key), str(path), ExtraArgs=self._read or None)
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """`list`, with each object's Size and LastModified, from the same ListObjectsV2 pages."""
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix)
+        ):
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(obj["Key"][strip:], int(obj["Size"]), obj["LastModified"].astimezone(UTC))
 
 
 class StoreCache:
@@ -236,14 +469,22 @@ class StoreCache:
         self._stores: OrderedDict[str, ObjectStore] = OrderedDict()
         self._lock = threading.Lock()
 
-    def open(self, location: ObjectStorageLocation, credentials: Credentials | None = None) -> ObjectStore:
+    def open(
+        self,
+        location: ObjectStorageLocation,
+        credentials: Credentials | None = None,
+        *,
+        customer_key: bytes | None = None,
+    ) -> ObjectStore:
         secret = [credentials.access_key_id, credentials.secret_access_key] if credentials else None
+        if customer_key is not None:
+            secret = [*(secret or []), customer_key.hex()]
         key = hashlib.sha256(json.dumps([location.to_dict(), secret], sort_keys=True).encode()).hexdigest()
         with self._lock:
             if (store := self._stores.get(key)) is not None:
                 self._stores.move_to_end(key)
                 return store
-        store = open_store(location, credentials)
+        store = open_store(location, credentials, customer_key=customer_key)
         with self._lock:
             self._stores[key] = store
             while len(self._stores) > self.size:
@@ -254,12 +495,39 @@ class StoreCache:
         return len(self._stores)
 
 
-def open_store(location: ObjectStorageLocation, credentials: Credentials | None = None) -> ObjectStore:
-    """The store for `location`; `credentials` are the values of its credentialsSecretRef, if any."""
+def open_store(
+    location: ObjectStorageLocation,
+    credentials: Credentials | None = None,
+    *,
+    customer_key: bytes | None = None,
+) -> ObjectStore:
+    """The store for `location`; `credentials` are the values of its credentialsSecretRef, if any.
+
+    `s3.encryption` applies to every write (and, for SSE-C, every read) through the store;
+    `customer_key`: the 32 bytes of its customerKeySecretRef (base64-decoded) for SSE-C. Raises
+    ValueError naming the field for SSE-C without a key (or a key of another length).
+    """
     if location.local:
         return LocalStore(Path(location.local.path))
     assert location.s3 is not None
     s3 = location.s3
+    encryption = None
+    if s3.encryption is not None:
+        if s3.encryption.mode == "SSE-C" and customer_key is None:
+            raise ValueError(
+                f"{location.uri}: s3.encryption.mode SSE-C needs the customer key from "
+                f"customerKeySecretRef {s3.encryption.customer_key_secret_ref.name!r}"  # type: ignore[union-attr]
+            )
+        encryption = ServerSideEncryption(
+            s3.encryption.mode,
+            kms_key_id=s3.encryption.kms_key_id,
+            customer_key=customer_key if s3.encryption.mode == "SSE-C" else None,
+        )
     return S3Store(
-        s3.bucket, s3.prefix or "", endpoint=s3.endpoint, region=s3.region, credentials=credentials
+        s3.bucket,
+        s3.prefix or "",
+        endpoint=s3.endpoint,
+        region=s3.region,
+        credentials=credentials,
+        encryption=encryption,
     )

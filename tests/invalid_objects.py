@@ -501,7 +501,7 @@ class CelCase:
         return f"{self.kind} {self.node}: {self.message}"
 
 
-MD, TJ, RP = "ModelDeployment", "TrainingJob", "RetrainPolicy"
+MD, TJ, RP, MR = "ModelDeployment", "TrainingJob", "RetrainPolicy", "ModelRetirement"
 VERSIONS = st.sampled_from(["1", "2", "7", "v2.1"])
 ALIASES = st.sampled_from(["production", "staging", "shadow"])
 VERSION_XOR_ALIAS = "set exactly one of version or alias"
@@ -1159,3 +1159,117 @@ CEL_CASES += [
         ),
     )
 ]
+
+
+# -- ModelRetirement ---------------------------------------------------------------------------------
+
+
+def mr_replace_without_replacement(spec: Spec, draw: DrawFn) -> FieldPath:
+    drain = _dig(spec, "drain")
+    drain["mode"] = "Replace"
+    drain.pop("replacement", None)
+    return ("spec", "drain")
+
+
+def mr_suspend_with_replacement(spec: Spec, draw: DrawFn) -> FieldPath:
+    drain = _dig(spec, "drain")
+    drain["mode"] = "Suspend"
+    drain["replacement"] = {"name": spec["model"]["name"], "version": draw(VERSIONS)}
+    return ("spec", "drain")
+
+
+def mr_replacement_reference(spec: Spec, draw: DrawFn) -> FieldPath:
+    drain = _dig(spec, "drain")
+    drain["mode"] = "Replace"
+    drain.setdefault("replacement", {"name": spec["model"]["name"], "alias": draw(ALIASES)})
+    _break_reference(drain["replacement"], draw)
+    return ("spec", "drain", "replacement")
+
+
+def mr_lock_on_a_volume(spec: Spec, draw: DrawFn) -> FieldPath:
+    archive = spec["archive"]
+    archive["location"] = {"local": {"path": "/archive"}}
+    if draw(st.booleans()):
+        archive["retention"] = {"mode": draw(st.sampled_from(["Governance", "Compliance"])), "days": 30}
+    else:
+        archive.pop("retention", None)
+        archive["legalHold"] = True
+    return ("spec", "archive")
+
+
+CEL_CASES += [
+    CelCase(
+        MR, "spec.drain", "drain.replacement is required when mode is Replace", mr_replace_without_replacement
+    ),
+    CelCase(MR, "spec.drain", "drain.replacement is only for mode Replace", mr_suspend_with_replacement),
+    CelCase(MR, "spec.drain.replacement", VERSION_XOR_ALIAS, mr_replacement_reference),
+    CelCase(
+        MR,
+        "spec.archive",
+        "archive.retention and archive.legalHold need an S3 location (Object Lock is an S3 feature)",
+        mr_lock_on_a_volume,
+    ),
+]
+
+# -- server-side encryption of every S3 location ------------------------------------------------------
+
+SSE_KMS_ONLY = "kmsKeyId is for mode SSE-KMS only"
+SSE_C_KEY = "mode SSE-C needs customerKeySecretRef, and only SSE-C takes one"
+_CUSTOMER_KEY = {"name": "archive-key", "key": "key"}
+
+
+def _broken_encryption(message: str, draw: DrawFn) -> dict:
+    """An `encryption` that breaks `message`'s rule and no other."""
+    if message == SSE_KMS_ONLY:
+        mode = draw(st.sampled_from(["SSE-S3", "SSE-C"]))
+        return {"mode": mode, "kmsKeyId": "key-1"} | (
+            {"customerKeySecretRef": _CUSTOMER_KEY} if mode == "SSE-C" else {}
+        )
+    if draw(st.booleans()):
+        return {"mode": "SSE-C"}
+    return {"mode": draw(st.sampled_from(["SSE-S3", "SSE-KMS"])), "customerKeySecretRef": _CUSTOMER_KEY}
+
+
+def _encryption(node: str, message: str) -> Callable[[Spec, DrawFn], FieldPath]:
+    """Break one encryption rule of the S3 location at `node` (…​.s3.encryption): the location made an
+    S3 one (its bucket kept where it had one)."""
+    keys = node.split(".")[1:]
+    if "[*]" in node:  # a served-traffic source, appended as tj_traffic_location does
+
+        def in_a_source(spec: Spec, draw: DrawFn) -> FieldPath:
+            encryption = _broken_encryption(message, draw)
+            location = {"s3": {"bucket": "gateway-samples", "encryption": encryption}}
+            spec["data"]["sources"].append({"servedTraffic": {"location": location}})
+            spec["data"].setdefault("preparation", {})["pii"] = {}
+            index = len(spec["data"]["sources"]) - 1
+            return ("spec", "data", "sources", index, "servedTraffic", "location", "s3", "encryption")
+
+        return in_a_source
+
+    def mutate(spec: Spec, draw: DrawFn) -> FieldPath:
+        location = _dig(spec, *keys[:-2])
+        s3 = location.get("s3") or {"bucket": "models"}
+        location.clear()
+        location["s3"] = {**s3, "encryption": _broken_encryption(message, draw)}
+        return ("spec", *keys)
+
+    return mutate
+
+
+_ENCRYPTION_RULES = [
+    (kind, node, message)
+    for kind, crd in CRDS.items()
+    for node, message in sorted(cel_rules(crd))
+    if message in (SSE_KMS_ONLY, SSE_C_KEY)
+]
+CEL_CASES += [
+    CelCase(kind, node, message, _encryption(node, message))
+    for kind, node, message in _ENCRYPTION_RULES
+    if not node.startswith("spec.trainingJobTemplate.")
+]
+CEL_CASES += [  # the TrainingJob template inside a RetrainPolicy
+    _in_template(CelCase(TJ, node.removeprefix("spec.trainingJobTemplate."), message, _encryption(
+        node.removeprefix("spec.trainingJobTemplate."), message)))
+    for kind, node, message in _ENCRYPTION_RULES
+    if node.startswith("spec.trainingJobTemplate.")
+]  # fmt: skip

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from llmops.api.common import ApiModel, Status
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from llmops.api.modelretirement import ModelRetirementSpec, ModelRetirementStatus
 from llmops.api.retrainpolicy import MAX_NAME_LENGTH as RETRAIN_POLICY_NAME_LENGTH
 from llmops.api.retrainpolicy import RetrainPolicySpec, RetrainPolicyStatus
 from llmops.api.trainingjob import TrainingJobSpec, TrainingJobStatus
@@ -124,5 +125,25 @@ RETRAIN_POLICY = Resource(
     name_length_reason="its TrainingJobs are named <name>-<minute>, and that is a label value",
 )
 
-RESOURCES: tuple[Resource, ...] = (TRAINING_JOB, MODEL_DEPLOYMENT, RETRAIN_POLICY)
+MODEL_RETIREMENT = Resource(
+    kind="ModelRetirement",
+    plural="modelretirements",
+    singular="modelretirement",
+    short_names=("mr",),
+    spec=ModelRetirementSpec,
+    status=ModelRetirementStatus,
+    printer_columns=(
+        PHASE,
+        READY,
+        PrinterColumn("Model", "string", ".spec.model.name", "Registered model name"),
+        PrinterColumn("Version", "string", ".spec.model.version", "Version retired (empty: all)"),
+        PrinterColumn("Archive", "string", ".status.archiveLocation", "Verified archive", priority=1),
+        PrinterColumn("Retain Until", "date", ".status.retainUntil", "Object Lock retention", priority=1),
+        PrinterColumn("Summary", "string", ".status.summary", "Post-mortem summary", priority=1),
+        AGE,
+    ),
+    immutable_fields=("model", "registry", "reason", "archive"),
+)
+
+RESOURCES: tuple[Resource, ...] = (TRAINING_JOB, MODEL_DEPLOYMENT, RETRAIN_POLICY, MODEL_RETIREMENT)
 BY_KIND: dict[str, Resource] = {r.kind: r for r in RESOURCES}

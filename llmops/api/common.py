@@ -166,6 +166,46 @@ class S3Connection(ApiModel):
     )
 
 
+class SecretKeyRef(ApiModel):
+    """One key of a Secret in the same namespace."""
+
+    name: DnsSubdomain = Field(description="Secret name.")
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(
+        description="Key in the Secret."
+    )
+
+
+class S3Encryption(ApiModel):
+    """Server-side encryption of every object the platform writes to the location (AWS S3 user
+    guide, "Protecting data with server-side encryption")."""
+
+    cel_rules = (
+        Rule(
+            "!has(self.kmsKeyId) || self.mode == 'SSE-KMS'",
+            "kmsKeyId is for mode SSE-KMS only",
+            lambda e: e.kms_key_id is None or e.mode == "SSE-KMS",
+            field_path=".kmsKeyId",
+        ),
+        Rule(
+            "has(self.customerKeySecretRef) == (self.mode == 'SSE-C')",
+            "mode SSE-C needs customerKeySecretRef, and only SSE-C takes one",
+            lambda e: (e.customer_key_secret_ref is not None) == (e.mode == "SSE-C"),
+            field_path=".customerKeySecretRef",
+        ),
+    )
+
+    mode: Literal["SSE-S3", "SSE-KMS", "SSE-C"] = Field(
+        description="SSE-S3: keys the service manages (AES256); SSE-KMS: a KMS key; SSE-C: your own "
+        "256-bit key, sent with every write and read (S3 accepts it over HTTPS only)."
+    )
+    kms_key_id: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = Field(
+        None, description="SSE-KMS: the key's id or ARN (MinIO: the key's name); omit for the default key."
+    )
+    customer_key_secret_ref: SecretKeyRef | None = Field(
+        None, description="SSE-C: the Secret key holding the 32-byte key, base64-encoded."
+    )
+
+
 class S3Location(S3Connection):
     """A bucket and key prefix on an S3-compatible service."""
 
@@ -174,6 +214,9 @@ class S3Location(S3Connection):
     ] = Field(description="Bucket name.")
     prefix: Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^/]\S*$")] | None = Field(
         None, description="Key prefix inside the bucket, without a leading slash."
+    )
+    encryption: S3Encryption | None = Field(
+        None, description="Server-side encryption of the objects written here; omit for the bucket's default."
     )
 
 
@@ -218,6 +261,47 @@ class ObjectStorageLocation(ApiModel):
         assert self.s3 is not None
         prefix = (self.s3.prefix or "").strip("/")
         return f"s3://{self.s3.bucket}/{prefix}".rstrip("/")
+
+
+RetentionDays = Annotated[int, Field(ge=1, le=36500)]
+
+
+def retention_days_field(what: str) -> Any:
+    """The optional `retentionDays` of one store (docs/operations.md, Retention)."""
+    return Field(
+        None,
+        description=(
+            f"Days {what} are kept: the operator deletes older ones (by the time each object was written)"
+            " about hourly, only the objects this store writes. Omit: the namespace default (ConfigMap"
+            " llmops-retention), else kept until deleted by hand."
+        ),
+    )
+
+
+class StoreRetention(ApiModel):
+    """What the last retention sweep of one store found and did (docs/operations.md, Retention)."""
+
+    store: Literal["payloadSamples", "feedback", "driftSamples", "workData", "checkpoints"] = Field(
+        description="The kind of data."
+    )
+    location: Annotated[str, StringConstraints(max_length=2048)] = Field(
+        description="Where it lives (s3://bucket/prefix or a path)."
+    )
+    retention_days: RetentionDays = Field(
+        description="The retention applied, from the spec or the namespace."
+    )
+    source: Literal["spec", "namespace"] = Field(description="Where retentionDays came from.")
+    kept_objects: int = Field(0, ge=0, description="Objects of this store kept after the last sweep.")
+    kept_bytes: int = Field(0, ge=0, description="Their bytes.")
+    deleted_objects: int = Field(0, ge=0, description="Objects deleted by every sweep so far.")
+    deleted_bytes: int = Field(0, ge=0, description="Their bytes.")
+    last_sweep_time: datetime | None = Field(None, description="When the last sweep ran.")
+    complete: bool = Field(
+        True,
+        description="False when the last sweep stopped at its bound (objects listed or deleted per pass);"
+        " the next one follows within a minute.",
+    )
+    message: ShortText | None = Field(None, description="Why the last sweep failed, if it did.")
 
 
 class Toleration(ApiModel):

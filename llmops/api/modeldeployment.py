@@ -21,12 +21,15 @@ from llmops.api.common import (
     ObjectStorageLocation,
     PhoneRegion,
     Resources,
+    RetentionDays,
     Rule,
     SecretRef,
     ShortText,
     Status,
+    StoreRetention,
     Url,
     phone_regions_field,
+    retention_days_field,
 )
 
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed", "ScaledToZero"]
@@ -231,6 +234,7 @@ class Drift(ApiModel):
             " Secret of its own: the internet-facing gateway never gets the registry's credentials."
         ),
     )
+    retention_days: RetentionDays | None = retention_days_field("sampled drift prompts")
 
 
 class Monitoring(ApiModel):
@@ -261,6 +265,7 @@ class PayloadSampling(ApiModel):
 
     rate: Fraction = Field(0.01, description="Fraction of requests stored.")
     destination: ObjectStorageLocation = Field(description="Where samples are written, as jsonl.")
+    retention_days: RetentionDays | None = retention_days_field("payload samples")
 
 
 class Feedback(ApiModel):
@@ -278,6 +283,7 @@ class Feedback(ApiModel):
         le=31622400,
         description="Feedback on a completion is accepted this long after it was answered (default 7 days).",
     )
+    retention_days: RetentionDays | None = retention_days_field("feedback records")
 
 
 class PiiRedaction(ApiModel):
@@ -543,4 +549,10 @@ class ModelDeploymentStatus(Status):
         description="Child objects the operator applied (apiVersion/kind/name); those no longer wanted are"
         " deleted by name.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    retention: list[StoreRetention] = Field(
+        default_factory=list,
+        max_length=5,
+        description="Retention of the data the deployment's gateway writes: one entry per store swept.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["store"]},
     )

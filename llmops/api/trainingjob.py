@@ -23,13 +23,16 @@ from llmops.api.common import (
     ObjectStorageLocation,
     PhoneRegion,
     Resources,
+    RetentionDays,
     Rule,
     S3Connection,
     ShortText,
     Status,
+    StoreRetention,
     Url,
     exactly_one,
     phone_regions_field,
+    retention_days_field,
 )
 
 MethodType = Literal["pretrain", "full", "lora", "qlora"]
@@ -450,6 +453,13 @@ class Output(ApiModel):
 
     registry: ObjectStorageLocation = Field(description="The model registry.")
     model_name: DnsLabel = Field(description="Registered model name; each run adds a new version.")
+    work_data_retention_days: RetentionDays | None = retention_days_field(
+        "the finished run's data in its work folder (ingested and prepared datasets, evaluation files;"
+        " report.json and stages/ stay)"
+    )
+    checkpoint_retention_days: RetentionDays | None = retention_days_field(
+        "the finished run's checkpoints (train/ in its work folder; the registered version is not touched)"
+    )
 
 
 class Runtime(ApiModel):
@@ -643,6 +653,12 @@ class TrainingJobStatus(Status):
     )
     start_time: datetime | None = Field(None, description="When the job started running.")
     completion_time: datetime | None = Field(None, description="When the job succeeded or failed.")
+    retention: list[StoreRetention] = Field(
+        default_factory=list,
+        max_length=2,
+        description="Retention of the finished run's work folder: one entry per store swept.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["store"]},
+    )
 
 
 class Reason(CommonReason):

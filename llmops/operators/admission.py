@@ -152,3 +152,58 @@ class ServiceWebhookServer(kopf.WebhookServer):
             config.pop("url", None)
             config["service"] = dict(self.service)
             yield config
+
+
+def unplanned_drain(spec: dict, namespace: str, api_client: client.ApiClient) -> str | None:
+    """Why a ModelRetirement without spec.drain is refused: a ModelDeployment of the namespace still
+    serves a version it retires (its status lists the version with traffic or replicas). None if not."""
+    import pydantic
+    from kubernetes import dynamic
+
+    from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+    from llmops.api.modelretirement import ModelRetirementSpec
+    from llmops.operators.modelretirement import plan
+
+    try:
+        retirement = ModelRetirementSpec.model_validate(spec)
+    except pydantic.ValidationError:
+        return None  # the schema and CEL answer for a malformed spec
+    if retirement.drain is not None:
+        return None
+    resource = dynamic.DynamicClient(api_client).resources.get(
+        api_version=f"{GROUP}/{VERSION}", kind="ModelDeployment"
+    )
+    served = []
+    for item in resource.get(namespace=namespace).to_dict().get("items", []):
+        try:
+            served.append(
+                plan.Served(
+                    item["metadata"]["name"],
+                    ModelDeploymentSpec.model_validate(item.get("spec") or {}),
+                    ModelDeploymentStatus.model_validate(item.get("status") or {}),
+                )
+            )
+        except pydantic.ValidationError:
+            continue
+    versions = {retirement.model.version} if retirement.model.version else None
+    if versions is None:  # a whole model: every version its deployments serve
+        versions = {v.version for s in served for v in s.status.versions if v.name == retirement.model.name}
+    decided = plan.drain(retirement, versions, served)
+    return f"spec.drain: {decided.problem[1]}" if decided.problem else None
+
+
+def register_retirement_check(registry: kopf.OperatorRegistry) -> None:
+    """Refuse a ModelRetirement without a drain plan for a version something still serves."""
+
+    @kopf.on.validate(
+        GROUP,
+        VERSION,
+        "modelretirements",
+        id="modelretirements-drain",
+        operations=["CREATE", "UPDATE"],
+        registry=registry,
+    )
+    def drain_planned(spec: Any, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+        problem = unplanned_drain(dict(spec), namespace, memo.applier.api_client)
+        if problem:
+            raise kopf.AdmissionError(problem, code=422)

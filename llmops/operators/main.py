@@ -142,9 +142,9 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None) -
 
 
 def default_kinds() -> list[Kind]:
-    from llmops.operators import modeldeployment, retrainpolicy, trainingjob
+    from llmops.operators import modeldeployment, modelretirement, retrainpolicy, trainingjob
 
-    return [trainingjob.KIND, modeldeployment.KIND, retrainpolicy.KIND]
+    return [trainingjob.KIND, modeldeployment.KIND, retrainpolicy.KIND, modelretirement.KIND]
 
 
 def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = None) -> kopf.OperatorRegistry:
@@ -187,6 +187,7 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
         runtime.register(kind, registry)
     if webhook:
         admission.register(registry)
+        admission.register_retirement_check(registry)
     return registry
 
 

@@ -72,7 +72,7 @@ from tests.serving.test_serving_drift import CODE, generate
 ROOT = Path(__file__).parents[2]
 QUICKSTART = ROOT / "llmops/training/data/quickstart"
 MODEL = "support-tiny"
-MD, RP = "assistant", "fresh"
+MD, RP, MR = "assistant", "fresh", "retire-trained"
 pytestmark = [pytest.mark.timeout(2400), pytest.mark.usefixtures("llmops_crds")]
 
 
@@ -291,15 +291,80 @@ def _models(minio: dict, *args: str) -> str:
     return run.stdout
 
 
+def retire(
+    cluster: LocalCluster, namespace: str, minio: dict, serving: Serving, version: str, replacement: str
+) -> list[str]:
+    """Retire `version` (served, trained by the loop) with `replacement` taking its traffic; returns
+    the lines of the run's summary (the post-mortem's head among them)."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3", endpoint_url=minio["endpoint"], aws_access_key_id=minio["accessKeyId"],
+        aws_secret_access_key=minio["secretAccessKey"], region_name="us-east-1",
+    )  # fmt: skip
+    bucket = "archive-" + namespace
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "ModelRetirement",
+        "metadata": {"name": MR},
+        "spec": {
+            "model": {"name": MODEL, "version": version},
+            "registry": _s3(minio, "registry/"),
+            "reason": f"superseded: version {replacement} takes its traffic back",
+            "drain": {"mode": "Replace", "replacement": {"name": MODEL, "version": replacement}},
+            "archive": {
+                "location": {"s3": {**_s3(minio, "")["s3"], "bucket": bucket, "prefix": None}},
+                "retention": {"mode": "Governance", "days": 1},
+            },
+        },
+    }
+    body["spec"]["archive"]["location"]["s3"].pop("prefix")
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+
+    def retired() -> dict | None:
+        serving.sync_gateway()  # the kubelet's ConfigMap refresh, while the deployment moves to v1
+        mr = _get(cluster, namespace, "mr", MR)
+        stalled = [c for c in (mr.get("status") or {}).get("conditions", []) if c["type"] == "Stalled"]
+        assert not stalled or stalled[0]["status"] != "True", stalled
+        return mr if (mr.get("status") or {}).get("phase") == "Retired" else None
+
+    mr = eventually(retired, 300, 2)
+    status = mr["status"]
+    assert [s["state"] for s in status["steps"]] == ["Succeeded"] * 5, status["steps"]
+    md = _get(cluster, namespace, "md", MD)["status"]
+    assert [(v["version"], v["role"]) for v in md["versions"]] == [(replacement, "stable")], md["versions"]
+    prefix = reg.version_prefix(MODEL, version)
+    manifest = s3.head_object(Bucket=bucket, Key=f"{prefix}/manifest.json")
+    assert manifest["ObjectLockMode"] == "GOVERNANCE"
+    creds = Credentials(minio["accessKeyId"], minio["secretAccessKey"])
+    store = open_store(ObjectStorageLocation.model_validate(_s3(minio, "registry/")), creds)
+    with pytest.raises(reg.VersionRetired):
+        reg.read_version(store, MODEL, version)
+    report = json.loads(
+        s3.get_object(Bucket=bucket, Key=f"{prefix}/postmortem/postmortem.json")["Body"].read()
+    )
+    assert report["metrics"]["requests"] > 0 and report["metrics"]["p95Ms"], report["metrics"]
+    charts = {
+        o["Key"].rsplit("/", 1)[1]
+        for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/postmortem/")["Contents"]
+    }
+    assert {"postmortem.md", "traffic.png", "latency.png"} <= charts, charts
+    markdown = s3.get_object(Bucket=bucket, Key=f"{prefix}/postmortem/postmortem.md")["Body"].read().decode()
+    lines = [f"retirement of {version} (kubectl get mr {MR} -o wide):"]
+    lines += [f"  {s['name']}: {s['state']}, {s.get('message', '')}" for s in status["steps"]]
+    lines.append(f"  summary: {status['summary']}")
+    lines.append("  post-mortem (head):")
+    lines += ["    " + line for line in markdown.splitlines()[:40]]
+    return lines
+
+
 @pytest.fixture
 def serving(cluster: LocalCluster, namespace: str) -> Iterator[Serving]:
     local = Serving(cluster, namespace)
     try:
         yield local
     finally:
-        import shutil  # DEBUG
-
-        shutil.copytree(cluster.logs, f"/tmp/loop-logs-{namespace}", dirs_exist_ok=True)  # DEBUG
         local.stop()
         if services.service(cluster, "prometheus"):
             services.set_scrape_targets(cluster, [])
@@ -349,10 +414,11 @@ def test_drifted_traffic_retrains_beats_the_champion_and_promotes_through_the_ca
     monkeypatch: pytest.MonkeyPatch,
     serving: Serving,
 ) -> None:
-    from llmops.operators import retrainpolicy, trainingjob
+    from llmops.operators import modelretirement, retrainpolicy, trainingjob
     from llmops.operators.modeldeployment import make_kind
     from llmops.operators.modeldeployment.canary import PrometheusSource
     from llmops.operators.modeldeployment.plan import ServingSettings
+    from llmops.operators.modelretirement import reconcile as retirement
     from llmops.operators.retrainpolicy.reconcile import Reconciler, Settings
 
     monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
@@ -392,6 +458,7 @@ def test_drifted_traffic_retrains_beats_the_champion_and_promotes_through_the_ca
         trainingjob.KIND,
         make_kind(serving_settings, PrometheusSource(prometheus)),
         retrainpolicy.make_kind(Reconciler(Settings(evaluate_every=3, prometheus_url=prometheus))),
+        modelretirement.make_kind(retirement.Reconciler(retirement.Settings(prometheus_url=prometheus))),
     ]
     with operator_in_thread(namespace, kinds):
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(deployment(minio)))
@@ -613,13 +680,24 @@ def test_drifted_traffic_retrains_beats_the_champion_and_promotes_through_the_ca
             assert reason in reasons, reasons
         assert reasons.count("AliasMoved") == 2 and reasons.count("Triggered") == 2, reasons
 
+        # -- the end of v2's life: retired with v1 as its replacement (the policy goes first: it would
+        # promote again). Drained through both aliases by the real ModelDeployment reconcile, archived
+        # into an Object-Lock bucket and read back by sha256, deleted behind a tombstone, its traffic
+        # records disposed of, and its post-mortem written from what Prometheus saw it serve.
+        cluster.kubectl("delete", "rp", RP, "-n", namespace)
+        retired = retire(cluster, namespace, minio, serving, v2, v1)
+        summary += retired
+
     # -- the alias history, as a person reads it.
     history = reg.alias_history(store, MODEL)
     by = f"retrainpolicy/{namespace}/{RP}"
     moves = [(m.alias, m.previous, m.version, m.by) for m in history]
-    # The person's two moves (one second, either order), then the policy's: challenger, then champion.
+    # The person's two moves (one second, either order), then the policy's: challenger, then champion;
+    # then the retirement's: challenger first (else the deployment would canary what it retires).
     assert sorted(moves[:2]) == [("challenger", None, v1, "user:ops"), ("champion", None, v1, "user:ops")]
-    assert moves[2:] == [("challenger", v1, v2, by), ("champion", v1, v2, by)], moves
+    gone = f"modelretirement/{namespace}/{MR}"
+    assert moves[2:4] == [("challenger", v1, v2, by), ("champion", v1, v2, by)], moves
+    assert moves[4:] == [("challenger", v2, v1, gone), ("champion", v2, v1, gone)], moves
     assert all(m.reason for m in history)
     summary.append("alias history (llmops models alias history):")
     summary += ["  " + line for line in _models(minio, "alias", "history", MODEL).rstrip().splitlines()]

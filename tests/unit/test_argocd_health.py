@@ -23,7 +23,7 @@ lua51 = pytest.importorskip("lupa.lua51")
 ROOT = Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "deploy" / "argocd"
 CHECKS = ARGOCD / "llmops.io"
-KINDS = ["TrainingJob", "ModelDeployment", "RetrainPolicy"]
+KINDS = ["TrainingJob", "ModelDeployment", "RetrainPolicy", "ModelRetirement"]
 # Globals Argo CD's VM does not have; os keeps only what its safe os library offers.
 MISSING_LIBRARIES = ["string", "math", "io", "debug", "coroutine"]
 SAFE_OS = ["time", "date", "clock", "difftime"]
@@ -94,7 +94,7 @@ def test_every_testdata_object_is_covered_and_every_status_is_exercised(kind: st
     assert listed == on_disk
     statuses = {case["healthStatus"]["status"] for case in spec["tests"]}
     wanted = {"Healthy", "Progressing", "Degraded"} | (
-        {"Suspended"} if kind in ("TrainingJob", "RetrainPolicy") else set()
+        {"Suspended"} if kind in ("TrainingJob", "RetrainPolicy", "ModelRetirement") else set()
     )
     assert statuses == wanted
 

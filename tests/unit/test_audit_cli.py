@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from llmops.audit import Actor, AuditLog, Entry, ObjectRef, record_key
 from llmops.audit_cli import when
 from llmops.cli import main
-from llmops.registry import GateVerdict, Lineage, register, version_prefix
+from llmops.registry import GateVerdict, Lineage, Tombstone, register, version_prefix
 from llmops.storage import LocalStore
 
 
@@ -102,9 +102,16 @@ def test_compliance_report(where: dict[str, Path]) -> None:
     serve(log, "1", "rolled_out", t0)
     serve(log, "2", "rolled_out", t0 + dt.timedelta(days=2))
     serve(log, "1", "serving_stopped", t0 + dt.timedelta(days=2, minutes=5))
-    tombstone = {"version": "1", "reason": "superseded", "archive": "s3://archive/chat/1"}
-    LocalStore(where["registry"]).put_bytes(f"{version_prefix('chat', '1')}/tombstone.json",
-                                            json.dumps(tombstone).encode())  # fmt: skip
+    # Version 1 retired (as llmops/archive.py leaves it: a tombstone, the manifest gone).
+    registry = LocalStore(where["registry"])
+    prefix = version_prefix("chat", "1")
+    tombstone = Tombstone(
+        name="chat", version="1", artifacts={}, manifest_sha256="ab" * 32, archive_location="s3://archive/chat",
+        receipt_key="r.json", by="ops", reason="superseded", at="2026-11-20T00:00:00+00:00",
+        retain_until="2027-11-20T00:00:00+00:00", lock_mode="COMPLIANCE",
+    )  # fmt: skip
+    registry.put_bytes(f"{prefix}/tombstone.json", tombstone.model_dump_json(by_alias=True).encode())
+    registry.delete(f"{prefix}/manifest.json")
     args = ["report", "compliance", "--model", "chat", "--registry", str(where["registry"]),
             "--audit", str(where["audit"])]  # fmt: skip
     code, out = llmops(*args, "--format", "json")
@@ -112,12 +119,13 @@ def test_compliance_report(where: dict[str, Path]) -> None:
     report = json.loads(out)
     assert report["verification"]["ok"] and report["verification"]["count"] == 5
     one, two = report["versions"]
-    assert one["lineage"]["data"][0]["sha256"] == "cd" * 32 and one["gates"][0]["passed"]
+    assert two["lineage"]["data"][0]["sha256"] == "cd" * 32 and two["gates"][0]["passed"]
+    assert "lineage" not in one and "manifestError" not in one  # retired: the tombstone stands for it
     assert one["served"] == [{"version": "1", "deployment": "ml/modeldeployment/chat",
                               "from": "2026-11-01T00:00:00.000000+00:00",
                               "until": "2026-11-03T00:05:00.000000+00:00", "firstRecord": 3}]  # fmt: skip
     assert two["served"][0]["until"] is None and two["tombstone"] is None
-    assert one["tombstone"] == tombstone and len(one["manifestSha256"]) == 64
+    assert one["tombstone"]["archiveLocation"] == "s3://archive/chat" and len(two["manifestSha256"]) == 64
     code, text = llmops(*args)
     assert code == 0 and text.startswith("# Compliance report: chat")
     assert "chain intact" in text and "## Version 2" in text and "| ml/modeldeployment/chat |" in text

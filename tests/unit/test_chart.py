@@ -29,11 +29,14 @@ CONFIGS = {"default": [], "full": FULL}
 # Namespaced rules, the same in the ClusterRole (all namespaces) and in each per-namespace Role.
 CHILD_VERBS = ["get", "list", "watch", "create", "patch", "update", "delete"]
 NAMESPACED_RULES = [
-    {"apiGroups": ["llmops.io"], "resources": ["modeldeployments", "retrainpolicies"],
+    {"apiGroups": ["llmops.io"], "resources": ["retrainpolicies", "modelretirements"],
      "verbs": ["get", "list", "watch", "patch", "update"]},
+    {"apiGroups": ["llmops.io"], "resources": ["modeldeployments"],
+     "verbs": ["get", "list", "watch", "patch", "update", "delete"]},
     {"apiGroups": ["llmops.io"], "resources": ["trainingjobs"], "verbs": CHILD_VERBS},
     {"apiGroups": ["llmops.io"],
-     "resources": ["trainingjobs/status", "modeldeployments/status", "retrainpolicies/status"],
+     "resources": ["trainingjobs/status", "modeldeployments/status", "retrainpolicies/status",
+                   "modelretirements/status"],
      "verbs": ["get", "patch", "update"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},

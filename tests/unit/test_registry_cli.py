@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from llmops.archive import archive_version, delete_version
 from llmops.cli import main
 from llmops.registry import GateVerdict, Lineage, alias_history, read_alias, register
 from llmops.registry_cli import location
@@ -107,6 +108,36 @@ def test_errors_name_what_is_wrong(registry: Path) -> None:
     assert code == 2 and "no registry: pass --registry" in out
     code, out = llmops("models", "list", "--registry", "http://minio:9000/models")
     assert code == 2 and "use s3://bucket/prefix or a directory" in out
+
+
+def test_retired_versions_show_their_tombstone(registry: Path, tmp_path: Path) -> None:
+    store, archive = LocalStore(registry), LocalStore(tmp_path / "archive")
+    receipt = archive_version(store, "chat", "2", archive)
+    delete_version(store, "chat", "2", target=archive, receipt=receipt, actor="user:ana", reason="superseded")
+    code, out = llmops("models", "list", "--registry", str(registry))
+    assert out.splitlines()[1].split() == ["chat", "2", "(+1", "retired)", "3"]
+    code, out = llmops("models", "versions", "chat", "--registry", str(registry))
+    lines = out.splitlines()
+    assert code == 0 and [line.split()[0] for line in lines[:3]] == ["VERSION", "1", "3"] and lines[3] == ""
+    assert lines[4].split() == ["RETIRED", "AT", "BY", "REASON", "ARCHIVE", "RETAIN", "UNTIL"]
+    assert lines[5].split()[::2] == ["2", "user:ana", f"file://{tmp_path / 'archive'}"]
+    code, out = llmops("models", "versions", "chat", "--registry", str(registry), "-o", "json")
+    listed = json.loads(out)
+    assert [v["version"] for v in listed] == ["1", "3", "2"] and listed[2]["retired"][
+        "reason"
+    ] == "superseded"
+    code, out = llmops("models", "show", "chat:2", "--registry", str(registry), "-o", "json")
+    assert code == 0 and json.loads(out)["retired"]["receiptKey"] == receipt.key
+    code, out = llmops(
+        "models", "alias", "set", "chat", "champion", "2", "--reason", "x", "--registry", str(registry)
+    )
+    assert code == 1 and "chat:2 in" in out and "was retired" in out and "archive is at file://" in out
+    receipt = archive_version(store, "embed", "1", archive)
+    delete_version(store, "embed", "1", target=archive, receipt=receipt, actor="user:ana", reason="unused")
+    code, out = llmops("models", "list", "--registry", str(registry), "-o", "json")
+    assert json.loads(out)[1] == {"name": "embed", "versions": 0, "retired": 1, "latest": None, "aliases": {}}
+    code, out = llmops("models", "versions", "embed", "--registry", str(registry))
+    assert code == 0 and out.splitlines()[0].split()[0] == "RETIRED"
 
 
 def test_s3_locations_take_the_standard_aws_environment() -> None:

@@ -75,15 +75,20 @@ namespace, a Role per namespace otherwise. No wildcards anywhere.
 */}}
 {{- define "llmops.namespacedRules" -}}
 - apiGroups: ["llmops.io"]
-  resources: ["modeldeployments", "retrainpolicies"]
+  resources: ["retrainpolicies", "modelretirements"]
   verbs: ["get", "list", "watch", "patch", "update"]
+{{- /* A ModelRetirement's drain points ModelDeployments at the replacement or suspends them, and
+       its Delete step deletes the suspended ones. */}}
+- apiGroups: ["llmops.io"]
+  resources: ["modeldeployments"]
+  verbs: ["get", "list", "watch", "patch", "update", "delete"]
 {{- /* RetrainPolicy runs are TrainingJobs: it creates them, deletes those beyond its history limits
        and, with concurrencyPolicy Replace, the active one. */}}
 - apiGroups: ["llmops.io"]
   resources: ["trainingjobs"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: ["llmops.io"]
-  resources: ["trainingjobs/status", "modeldeployments/status", "retrainpolicies/status"]
+  resources: ["trainingjobs/status", "modeldeployments/status", "retrainpolicies/status", "modelretirements/status"]
   verbs: ["get", "patch", "update"]
 - apiGroups: [""]
   resources: ["events"]

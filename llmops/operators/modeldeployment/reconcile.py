@@ -34,9 +34,10 @@ from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason, ResolvedAlias
-from llmops.operators import registry_access, secrets
+from llmops.operators import registry_access, retention, secrets
 from llmops.operators.apply import Lru, manifest_digest, parse_ref, ref
 from llmops.operators.modeldeployment import builders, canary, gateway
+from llmops.operators.modeldeployment.drift import drift_destination, drift_on
 from llmops.operators.modeldeployment.fold import Facts, fold
 from llmops.operators.modeldeployment.names import vllm_name
 from llmops.operators.modeldeployment.observe import ready_replicas
@@ -209,6 +210,9 @@ class Reconciler:
         cached resolution), so that an alias move is served within that delay plus the rollout."""
         settings = self.current_settings()
         outcome = self._guarded(spec, ctx, settings)
+        outcome = retention.reconciled(
+            ctx, "ModelDeployment", retention_targets(spec), ctx.status.retention, outcome
+        )
         if aliased(spec):
             poll = settings.alias_poll_seconds * random.uniform(0.9, 1.0)  # spread, within the bound
             after = poll if outcome.requeue_after is None else min(outcome.requeue_after, poll)
@@ -407,6 +411,20 @@ class Reconciler:
             aliases=tuple(resolved),
         )
         return fold(facts)
+
+
+def retention_targets(spec: ModelDeploymentSpec) -> list[retention.Target]:
+    """The stores of the data this deployment's gateway writes, with the spec's retentionDays."""
+    sampling, drift = spec.gateway.payload_sampling, spec.monitoring.drift
+    feedback = spec.gateway.feedback
+    return retention.deployment_targets(
+        sampling.destination if sampling else None,
+        sampling.retention_days if sampling else None,
+        gateway.feedback_on(spec),
+        feedback.retention_days if feedback else None,
+        drift_destination(spec) if drift_on(spec) else None,
+        drift.retention_days if drift else None,
+    )
 
 
 def aliased(spec: ModelDeploymentSpec) -> bool:

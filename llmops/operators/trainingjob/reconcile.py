@@ -31,14 +31,14 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 from llmops import registry
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.trainingjob import EventReason, Reason, TrainingJobSpec, TrainingJobStatus
-from llmops.operators import secrets
+from llmops.operators import retention, secrets
 from llmops.operators.manifests import adopt
 from llmops.operators.outcome import Outcome
 from llmops.operators.registry_access import describe
 from llmops.operators.runtime import Context
 from llmops.operators.trainingjob import builders, fold, names, plan, rayjobs_api
 from llmops.storage import Credentials
-from llmops.workload import REPORT, JobIdentity, RunReport, TrainingRun
+from llmops.workload import REPORT, JobIdentity, RunReport, TrainingRun, work_dir_for
 
 RUNNING_RESYNC_SECONDS = 10.0  # how often progress is read while a run is going
 WAITING_RESYNC_SECONDS = 60.0  # level-based safety net while waiting for the runtime
@@ -365,7 +365,13 @@ def finalize(spec: TrainingJobSpec, ctx: Context) -> None:
 def reconcile(spec: TrainingJobSpec, ctx: Context) -> Outcome:
     """The TrainingJob's outcome; the runtime writes it and posts the Events it calls for."""
     if fold.finished(_status(ctx)):
-        return fold.kept(_status(ctx))
+        work_dir = work_dir_for(spec.output.registry, builders.identity(ctx.body))
+        targets = retention.work_dir_targets(
+            work_dir, spec.output.work_data_retention_days, spec.output.checkpoint_retention_days
+        )
+        return retention.reconciled(
+            ctx, "TrainingJob", targets, _status(ctx).retention, fold.kept(_status(ctx))
+        )
     job = builders.identity(ctx.body)
     problem = builders.problems(spec)
     if problem is not None:
