@@ -203,7 +203,10 @@ class ComplianceReport:
     erasure_requests: list[dict[str, Any]]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The JSON form, camelCase as every other llmops document."""
+        from pydantic.alias_generators import to_camel
+
+        return {to_camel(k): v for k, v in dataclasses.asdict(self).items()}
 
 
 def compliance_report(

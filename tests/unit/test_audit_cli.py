@@ -137,3 +137,29 @@ def test_times() -> None:
     assert when("24h", now=now) == now - dt.timedelta(hours=24)
     assert when("2026-11-30T10:00") == dt.datetime(2026, 11, 30, 10, tzinfo=dt.UTC)
     assert when(None) is None
+
+
+def test_an_erasure_enters_the_trail_and_the_report(where: dict[str, Path]) -> None:
+    from llmops import erasure
+    from llmops.audit import AuditConfig
+
+    receipt = {
+        "id": "20261130T120000Z-abc", "requestedBy": "dpo", "reason": "ticket 7", "action": "delete",
+        "subject": {"kind": "user", "hash": "f" * 64},
+        "totals": {"payloadRecords": 3, "datasetRows": 2},
+        "modelVersions": [{"name": "chat", "version": "2", "trainingJob": "ml/t-1"}],
+    }  # fmt: skip
+    erasure.append_audit_record(receipt, AuditConfig(str(where["audit"])))
+    log = AuditLog(LocalStore(where["audit"]))
+    completed, affected = [r for r in log.all() if r.data.action.startswith("erasure.")]
+    assert (completed.data.action, completed.data.actor.name, completed.data.details["payloadRecords"]) == (
+        "erasure.completed", "dpo", 3,
+    )  # fmt: skip
+    assert "alice" not in completed.model_dump_json() and completed.data.details["subjectHash"] == "f" * 64
+    assert (affected.data.model, affected.data.version) == ("chat", "2")
+    code, out = llmops("report", "compliance", "--model", "chat", "--registry", str(where["registry"]),
+                       "--audit", str(where["audit"]), "--format", "json")  # fmt: skip
+    assert code == 0 and [e["action"] for e in json.loads(out)["erasureRequests"]] == [
+        "erasure.version_affected"
+    ]
+    assert log.verify().ok
