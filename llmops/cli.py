@@ -1,4 +1,5 @@
-"""The `llmops` command: developer cluster, CRD generation, the operator process, the model registry."""
+"""The `llmops` command: developer cluster, CRD generation, the operator process, the model registry,
+the audit trail and reports."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ def main() -> None:
 
 def _register() -> None:
     # Sub-commands live beside the code they drive; importing them here keeps `llmops --help` cheap.
+    from llmops.audit_cli import audit_group, report_group
     from llmops.crdgen import crds
     from llmops.dev.cli import dev
     from llmops.erasure import erasure_group
@@ -26,6 +28,8 @@ def _register() -> None:
     main.add_command(watch)
     main.add_command(models_group)
     main.add_command(operator)
+    main.add_command(audit_group)
+    main.add_command(report_group)
     main.add_command(erasure_group)
 
 

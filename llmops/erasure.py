@@ -74,6 +74,7 @@ from typing import Any, Literal
 import click
 
 from llmops import records, registry
+from llmops.audit import Actor, AuditConfig, Entry, ObjectRef
 from llmops.storage import ObjectExists, ObjectStore, credentials_from_env, open_store
 
 SCHEMA = "llmops.io/erasure-receipt/v1"
@@ -386,10 +387,43 @@ def plan_key(rid: str) -> str:
     return f"erasures/{rid}/plan.json"
 
 
-def append_audit_record(receipt: dict[str, Any]) -> None:
+def append_audit_record(receipt: dict[str, Any], config: AuditConfig | None = None) -> None:
     """THE place where an erasure enters the audit trail: called once per completed (not dry-run)
-    erasure with its receipt. Deliberately empty until the audit log (llmops/audit.py) is wired here;
-    pass it the receipt's id, subject hash, totals and the receipt's location, never the identifier."""
+    erasure with its receipt. Appends to the trail `LLMOPS_AUDIT` names (llmops/audit.py; nothing when
+    unset) one `erasure.completed` record (actor: who requested it; the receipt's id, the subject's
+    keyed hash, the totals) and one `erasure.version_affected` record per model version whose training
+    data held the subject (model and version set, so `llmops report compliance` lists it). Never the
+    identifier itself."""
+    config = config or AuditConfig.from_env()
+    if config is None:
+        return
+    log = config.open()
+    common = {
+        "actor": Actor(type="cli", name=receipt.get("requestedBy") or "unknown"),
+        "object": ObjectRef(kind="Erasure", name=receipt["id"]),
+        "reason": (receipt.get("reason") or "")[:1024],
+        "source": "/llmops/erasure",
+    }
+    subject = receipt.get("subject") or {}
+    totals = {k: v for k, v in (receipt.get("totals") or {}).items() if isinstance(v, int)}
+    details = {
+        "receipt": receipt_key(receipt["id"]),
+        "subjectKind": subject.get("kind"),
+        "subjectHash": subject.get("hash"),
+        "action": receipt.get("action"),
+        **totals,
+    }
+    log.append(Entry(action="erasure.completed", details=details, **common))
+    for version in receipt.get("modelVersions") or []:
+        log.append(
+            Entry(
+                action="erasure.version_affected",
+                model=version["name"],
+                version=str(version["version"]),
+                details={"receipt": receipt_key(receipt["id"]), "trainingJob": version.get("trainingJob")},
+                **common,
+            )
+        )
 
 
 def erase(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import re
@@ -44,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from llmops.api.common import ModelReference
+from llmops.audit import Actor, AuditLog, Entry, ObjectRef
 from llmops.storage import ObjectExists, ObjectStore, sha256_file
 
 log = logging.getLogger(__name__)
@@ -385,6 +387,7 @@ def move_alias(
     by: str,
     reason: str,
     move_id: str | None = None,
+    audit: AuditLog | None = None,
 ) -> AliasMove:
     """Point `alias` of model `name` at `version` and record the move; returns the recorded move.
 
@@ -396,6 +399,9 @@ def move_alias(
     Writes: the pointer (overwrite), then the history record (create-only). Raises RegistryError
     for a version that does not exist, an alias that is not a DNS label, or a move_id outside
     [A-Za-z0-9._-] (at most 128).
+
+    `audit`: the audit log that records the move (a no-op or a repeat records nothing), with `by` as
+    the actor; the operator passes none, its Event of the move is its record (operators/auditing.py).
     """
     _check_alias(alias)
     move_id = move_id or uuid.uuid4().hex
@@ -424,7 +430,25 @@ def move_alias(
     )
     store.put_bytes(_pointer_key(name, alias), move.model_dump_json(by_alias=True, indent=2).encode())
     _record(store, move, recorded)
+    if audit is not None:
+        audit.append(
+            Entry(
+                actor=_cli_actor(by),
+                action="alias.moved",
+                object=ObjectRef(kind="Alias", name=f"{name}@{alias}"),
+                model=name,
+                version=version,
+                reason=reason[:1024],
+                details={"previous": move.previous, "moveId": move_id, "registry": store.uri},
+                source="/llmops/cli",
+            )
+        )
     return move
+
+
+def _cli_actor(by: str) -> Actor:
+    """`user:alice` (the `llmops` command's form) -> a "cli" actor named alice."""
+    return Actor(type="cli", name=by.removeprefix("user:"))
 
 
 def alias_history(store: ObjectStore, name: str, alias: str | None = None) -> list[AliasMove]:
@@ -466,11 +490,14 @@ def register(
     gates: list[GateVerdict],
     lineage: Lineage,
     content: Content | None = None,
+    audit: AuditLog | None = None,
+    by: str = "unknown",
 ) -> ModelVersion:
     """Upload `model_dir` as the next version of `name` and write its manifest, never overwriting.
 
     `content` says what `model_dir` holds (default: a full model, no adapter); an adapter folder it
-    names must exist in `model_dir`. Refuses a version whose gates did not all pass.
+    names must exist in `model_dir`. Refuses a version whose gates did not all pass. `audit`: the
+    audit log that records the registration (actor `by`, digests: the manifest's and every artifact's).
     """
     content = content or Content()
     if content.adapter is not None and not (model_dir / content.adapter / "adapter_config.json").is_file():
@@ -505,6 +532,19 @@ def register(
     )
     body = manifest.model_dump_json(by_alias=True, indent=2).encode()
     store.put_bytes(f"{prefix}/{MANIFEST}", body, overwrite=False)
+    if audit is not None:
+        audit.append(
+            Entry(
+                actor=_cli_actor(by),
+                action="modelversion.registered",
+                object=ObjectRef(kind="ModelVersion", name=f"{name}:{version}"),
+                model=name,
+                version=version,
+                digests={MANIFEST: hashlib.sha256(body).hexdigest(), **artifacts},
+                details={"registry": store.uri, "parentJob": lineage.parent_job},
+                source="/llmops/cli",
+            )
+        )
     return manifest
 
 

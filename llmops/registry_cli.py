@@ -30,6 +30,7 @@ import yaml
 from pydantic import ValidationError
 
 from llmops.api.common import ModelReference, ObjectStorageLocation
+from llmops.audit import AuditConfig, AuditError
 from llmops.registry import (
     AliasMove,
     RegistryError,
@@ -261,7 +262,14 @@ def set_alias_command(
 ) -> None:  # fmt: skip
     """Point ALIAS of model NAME at VERSION, and record who, when, from which version and why."""
     before = aliases(store, name).get(alias)
-    move = move_alias(store, name, alias, version, by=by or _user(), reason=reason, move_id=move_id)
+    try:
+        audit = AuditConfig.from_env()  # LLMOPS_AUDIT: the move is also an audit record
+    except AuditError as e:
+        raise click.ClickException(str(e)) from None
+    move = move_alias(
+        store, name, alias, version, by=by or _user(), reason=reason, move_id=move_id,
+        audit=audit.open() if audit is not None else None,
+    )  # fmt: skip
     if output == "json":
         return _json(move.model_dump(by_alias=True, mode="json"))
     if before == version and move.move_id != move_id:

@@ -37,8 +37,13 @@ def start_operator(cluster: LocalCluster) -> None:
             "--health-port",
             str(free_port()),
         ],
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+        # The audit trail in the state folder unless LLMOPS_AUDIT names one (`llmops audit show`).
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "LLMOPS_AUDIT": audit_location(cluster)},
     )
+
+
+def audit_location(cluster: LocalCluster) -> str:
+    return os.environ.get("LLMOPS_AUDIT") or str(cluster.state_dir / "audit")
 
 
 def default_state_dir() -> Path:
@@ -82,6 +87,7 @@ def up(state_dir: Path, kubeconfig: Path | None, operator: bool, services: bool)
         if operator and OPERATOR not in cluster.processes():
             start_operator(cluster)
             click.echo(f"  operator running (log: {cluster.logs / (OPERATOR + '.log')})", err=True)
+            click.echo(f"  audit trail: export LLMOPS_AUDIT={audit_location(cluster)}", err=True)
         if services:
             from llmops.dev import services as svc
 

@@ -1,18 +1,26 @@
-"""Admission checks that span objects (everything else is schema and CEL in the CRDs).
+"""Admission: checks that span objects (everything else is schema and CEL in the CRDs), and who asked.
 
-The one check today: every Secret a spec refers to exists in the object's namespace, so a typo
-in a credentials reference is refused at `kubectl apply`, not discovered by a failing pod.
+- Validating: every Secret a spec refers to exists in the object's namespace, so a typo in a
+  credentials reference is refused at `kubectl apply`, not discovered by a failing pod.
+- Validating, on DELETE: a person's deletion becomes an audit record (actor: that user), since no
+  reconcile sees who asked; it never refuses, and with failurePolicy Ignore an operator that is away
+  blocks no deletion.
+- Mutating: the requesting user is stamped on the object as `llmops.io/requested-by` when a person
+  creates it or changes what they ask of it (`person_asks`): the actor the operator's audit records
+  name for what it does next (llmops/operators/auditing.py). The webhook always overwrites the value,
+  so a user cannot name someone else; requests by the operator itself are not stamped.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import kopf
 from kubernetes import client
 
 from llmops.api import GROUP, RESOURCES, VERSION
+from llmops.operators.auditing import REQUESTED_BY
 
 
 def secret_references(spec: Any, path: str = "spec") -> Iterator[tuple[str, str]]:
@@ -45,9 +53,74 @@ def missing_secrets(spec: Any, namespace: str, core: client.CoreV1Api) -> list[s
     return missing
 
 
+def _llmops_annotations(body: Mapping[str, Any] | None) -> dict[str, str]:
+    """Annotations under an llmops.io domain (`*.llmops.io/...`, `llmops.io/requested-by`) other than
+    kopf's own bookkeeping (`llmops.io/...` but the stamp)."""
+    annotations = ((body or {}).get("metadata") or {}).get("annotations") or {}
+    return {
+        k: v for k, v in annotations.items() if k.split("/", 1)[0].endswith(".llmops.io") or k == REQUESTED_BY
+    }
+
+
+def person_asks(operation: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """Whether a request is one to stamp: a CREATE, or an UPDATE that changes the spec or an llmops
+    annotation (a RetrainPolicy's `retrain.llmops.io/requested` trigger or `retrain.llmops.io/approve`,
+    a reconcile request, the stamp itself). Status writes and metadata bookkeeping are not. Pure."""
+    if operation == "CREATE":
+        return True
+    if operation != "UPDATE":
+        return False
+    spec_changed = (old or {}).get("spec") != (new or {}).get("spec")
+    return spec_changed or _llmops_annotations(old) != _llmops_annotations(new)
+
+
 def register(registry: kopf.OperatorRegistry) -> None:
-    """One validating webhook per resource: referenced Secrets must exist."""
+    """Per resource: a validating webhook (referenced Secrets must exist) and a mutating one (who asked)."""
     for resource in RESOURCES:
+
+        @kopf.on.mutate(
+            GROUP,
+            VERSION,
+            resource.plural,
+            id=f"{resource.plural}-requested-by",
+            operations=["CREATE", "UPDATE"],
+            registry=registry,
+        )
+        def requested_by(
+            operation: str,
+            userinfo: Mapping[str, Any],
+            old: Any,
+            new: Any,
+            patch: kopf.Patch,
+            memo: kopf.Memo,
+            **_: Any,
+        ) -> None:
+            user = userinfo.get("username") or ""
+            if not user or user == memo.get("identity"):
+                return  # the operator's own requests (a reconcile request, a run it starts)
+            if person_asks(operation, old, new):
+                patch.metadata.annotations[REQUESTED_BY] = user
+
+        @kopf.on.validate(
+            GROUP,
+            VERSION,
+            resource.plural,
+            id=f"{resource.plural}-deletion",
+            operations=["DELETE"],
+            # failurePolicy Ignore: an operator away never blocks a deletion (or its namespace's).
+            ignore_failures=True,
+            side_effects=True,  # sideEffects NoneOnDryRun: it writes a record, never on a dry run
+            registry=registry,
+        )
+        def deletion_requested(
+            userinfo: Mapping[str, Any], old: Any, dryrun: bool, memo: kopf.Memo, **_: Any
+        ) -> None:
+            """A person's deletion: no reconcile sees who asked, so admission records it (never refuses)."""
+            user = userinfo.get("username") or ""
+            auditor = memo.get("auditor")
+            if dryrun or not user or user == memo.get("identity") or auditor is None or not old:
+                return
+            auditor.record_person(dict(old), user, "DeletionRequested", f"{user} asked to delete it")
 
         @kopf.on.validate(
             GROUP,

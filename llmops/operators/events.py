@@ -11,7 +11,9 @@ The runtime (llmops/operators/runtime.py) asks `announcement` after each reconci
 | another phase                 | in a phase of `phases` | Normal phases[phase]            |
 | anything else                 | anything else          | none                            |
 
-The message is the outcome's. Kinds post only their domain Events themselves (a canary's step, a
+The message is the outcome's. A kind's `transitions` add Events for changes no phase shows (a
+ModelDeployment's new version serving). Every Event the runtime or a kind posts also becomes an audit
+record (llmops/operators/auditing.py). Kinds post only their domain Events themselves (a canary's step, a
 cleanup that failed); the runtime posts its own for what never reaches a kind (InvalidSpec, ...).
 """
 
@@ -19,10 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from llmops import conditions
 from llmops.api.common import Status
 from llmops.operators.outcome import Outcome
+
+Transition = tuple[str, str, bool, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,10 @@ class Announcements:
     phases: Mapping[str, str] = field(default_factory=dict)
     stalled_reason: Callable[[Outcome], str] | None = None
     own: frozenset[str] = frozenset()
+    # Events for changes the phase does not show (a new version serving): pure, given the status
+    # before and the status written (camelCase, as `status_patch` makes it); each is (Event reason,
+    # message, warning, audit subject: keyword arguments of `Context.event` such as model and version).
+    transitions: Callable[[Status, dict[str, Any]], list[Transition]] | None = None
 
 
 def announcement(policy: Announcements, before: Status, outcome: Outcome) -> tuple[str, str, bool] | None:

@@ -21,6 +21,7 @@ from prometheus_client import start_http_server
 from llmops import certs
 from llmops.operators import admission, runtime
 from llmops.operators.apply import Applier
+from llmops.operators.auditing import Auditor
 from llmops.operators.runtime import Kind
 from llmops.storage import StoreCache
 
@@ -46,6 +47,20 @@ def api_client() -> k8s.ApiClient:
         return k8s.ApiClient()
     # Read $KUBECONFIG now: the client library reads it once, at import time.
     return k8s_config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+
+
+def identity(api: k8s.ApiClient) -> str:
+    """The user name the apiserver knows this process by (a SelfSubjectReview, Kubernetes 1.28+):
+    the actor of the operator's audit records, and whose requests the admission webhook does not stamp
+    as a person's. `LLMOPS_OPERATOR_IDENTITY` when the review is not possible."""
+    try:
+        review = k8s.AuthenticationV1Api(api).create_self_subject_review(
+            k8s.V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview")
+        )
+        return review.status.user_info.username
+    except Exception as e:  # an older apiserver, or no permission: fall back to the configured name
+        logging.getLogger(__name__).warning("could not learn the operator's own user name: %s", e)
+        return os.environ.get("LLMOPS_OPERATOR_IDENTITY") or "llmops-operator"
 
 
 def webhook_server(options: WebhookOptions) -> kopf.WebhookServer:
@@ -146,6 +161,8 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
         configure(settings, webhook)
         memo.applier = Applier(api_client())
         memo.stores = StoreCache()
+        memo.identity = identity(memo.applier.api_client)
+        memo.auditor = Auditor.from_env(memo.identity)
 
     @kopf.on.cleanup(registry=registry)
     def cleanup(memo: kopf.Memo, logger: Any, **_: Any) -> None:
@@ -156,6 +173,9 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
             with contextlib.suppress(k8s.ApiException):
                 admissionregistration.delete_validating_webhook_configuration(webhook.config_name)
                 logger.info("removed the validating webhook configuration %s", webhook.config_name)
+            with contextlib.suppress(k8s.ApiException):  # the same name: kopf manages both kinds
+                admissionregistration.delete_mutating_webhook_configuration(webhook.config_name)
+                logger.info("removed the mutating webhook configuration %s", webhook.config_name)
         memo.applier.api_client.close()
 
     @kopf.on.probe(id="api", registry=registry)

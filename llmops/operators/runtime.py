@@ -37,6 +37,7 @@ from llmops.api import API_VERSION, GROUP, VERSION, Resource
 from llmops.api.common import ApiModel, CommonReason, Status
 from llmops.operators import metrics
 from llmops.operators.apply import Applier
+from llmops.operators.auditing import EVENTS_ONLY, Auditor, Subject
 from llmops.operators.events import Announcements, announcement
 from llmops.operators.outcome import Outcome
 from llmops.storage import StoreCache
@@ -57,6 +58,10 @@ class Context:
     # The status before this reconcile, parsed into the kind's status model (`parse_status`); the
     # runtime fills it in. A kind reads it instead of `body["status"]`.
     status: Status = field(default_factory=Status)
+    # Every Event goes through the auditor: an audit record, then the Event (operators/auditing.py).
+    auditor: Auditor = EVENTS_ONLY
+    # The kind's `audit_subject`: the model version an Event of this object concerns, by default.
+    subject: Callable[[dict], Subject] | None = None
 
     @property
     def name(self) -> str:
@@ -66,8 +71,37 @@ class Context:
     def namespace(self) -> str:
         return self.body["metadata"]["namespace"]
 
-    def event(self, reason: str, message: str, *, warning: bool = False) -> None:
-        kopf.event(self.body, type="Warning" if warning else "Normal", reason=reason, message=message)
+    def event(
+        self,
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        model: str | None = None,
+        version: str | None = None,
+        digests: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
+        body: dict | None = None,
+    ) -> None:
+        """Record a lifecycle action in the audit trail and post its Event (one path for every kind).
+
+        `model`, `version`, `digests` name what the action concerns, over the kind's `audit_subject` of
+        the object; `details` go into the record only; `body` stands for the object (default: as read).
+        """
+        body = self.body if body is None else body
+        known = Subject()
+        if self.subject is not None:
+            try:
+                known = self.subject(body)
+            except Exception:  # an odd object must not cost its Event: record it without a subject
+                self.logger.exception("could not read the audit subject")
+        subject = Subject(
+            model=model if model is not None else known.model,
+            version=str(version) if version is not None else known.version,
+            digests=digests if digests is not None else known.digests,
+            details={**known.details, **(details or {})},
+        )
+        self.auditor.post(body, reason, message, warning=warning, subject=subject)
 
 
 def status_fingerprint(child: dict) -> Any:
@@ -112,6 +146,9 @@ class Kind(Generic[Spec]):
     child_deleted: Callable[[dict], None] | None = None
     # The Events the runtime posts from the kind's outcomes; None: the kind posts its own.
     announcements: Announcements | None = None
+    # The model version (and digests) an Event of an object concerns, from the object as it is after
+    # the reconcile (its new status in place): the audit record's model, version and digests.
+    audit_subject: Callable[[dict], Subject] | None = None
 
 
 def describe_validation_error(error: pydantic.ValidationError, prefix: str = "spec") -> str:
@@ -168,7 +205,13 @@ def _heals(error: Exception) -> bool:
 
 
 def reconcile(
-    kind: Kind, body: dict, applier: Applier, logger: Any, patch: kopf.Patch, stores: StoreCache | None = None
+    kind: Kind,
+    body: dict,
+    applier: Applier,
+    logger: Any,
+    patch: kopf.Patch,
+    stores: StoreCache | None = None,
+    auditor: Auditor | None = None,
 ) -> float | None:
     """Run one reconcile of `body` and put the full status into kopf's `patch`.
 
@@ -177,7 +220,14 @@ def reconcile(
     Returns the outcome's `requeue_after`.
     """
     resource = kind.resource
-    ctx = Context(body=body, applier=applier, logger=logger, status=parse_status(resource, body))
+    ctx = Context(
+        body=body,
+        applier=applier,
+        logger=logger,
+        status=parse_status(resource, body),
+        auditor=auditor or EVENTS_ONLY,
+        subject=kind.audit_subject,
+    )
     if stores is not None:  # the operator process's own (an empty cache is falsy: no `or`)
         ctx.stores = stores
     with metrics.timed(resource.kind):
@@ -216,18 +266,28 @@ def reconcile(
             )
         patch.status.update(status)
         metrics.RECONCILES.labels(resource.kind, outcome.state).inc()
-        announce(kind, ctx, outcome)
+        announce(kind, ctx, outcome, status)
         return outcome.requeue_after
 
 
-def announce(kind: Kind, ctx: Context, outcome: Outcome) -> None:
-    """Post the Event the kind's policy asks for after `outcome` (none when the kind has no policy)."""
+def announce(kind: Kind, ctx: Context, outcome: Outcome, after: dict | None = None) -> None:
+    """Post the Events the kind's policy asks for after `outcome` (none when the kind has no policy).
+
+    `after`: the status written (status_patch); the Events' audit subject is read from the object
+    with it in place.
+    """
     if kind.announcements is None:
         return
+    if after is None:
+        after = status_patch(kind.resource, ctx.body, outcome, current=ctx.status)
+    body = {**ctx.body, "status": after}
     said = announcement(kind.announcements, ctx.status, outcome)
     if said is not None:
         reason, message, warning = said
-        ctx.event(reason, message, warning=warning)
+        ctx.event(reason, message, warning=warning, body=body)
+    if kind.announcements.transitions is not None:
+        for reason, message, warning, subject in kind.announcements.transitions(ctx.status, after):
+            ctx.event(reason, message, warning=warning, body=body, **subject)
 
 
 def _write(patch: kopf.Patch, resource: Resource, body: dict, outcome: Outcome) -> None:
@@ -375,7 +435,7 @@ def register(kind: Kind, registry: kopf.OperatorRegistry) -> None:
     @kopf.on.create(GROUP, VERSION, plural, id="reconcile", registry=registry)
     @kopf.on.update(GROUP, VERSION, plural, id="reconcile", registry=registry)
     def handler(body: kopf.Body, patch: kopf.Patch, logger: Any, memo: kopf.Memo, **_: Any) -> None:
-        after = reconcile(kind, dict(body), memo.applier, logger, patch, memo.stores)
+        after = reconcile(kind, dict(body), memo.applier, logger, patch, memo.stores, memo.get("auditor"))
         if after is not None:
             meta = body["metadata"]
             requeue.later(meta["namespace"], meta["name"], after)
@@ -419,5 +479,7 @@ def _register_finalize(kind: Kind, registry: kopf.OperatorRegistry) -> None:
             retry=retry,
             stores=memo.stores,
             status=parse_status(kind.resource, dict(body)),
+            auditor=memo.get("auditor") or EVENTS_ONLY,
+            subject=kind.audit_subject,
         )
         cleanup(spec, ctx)

@@ -203,11 +203,12 @@ def test_helm_install_brings_the_operator_deployment_up(
         assert can_i(cluster, sa, "patch", "deployments.apps", "-n", "kube-system") == (config == "default")
         webhook_config = "validatingwebhookconfigurations.admissionregistration.k8s.io"
         if config == "full":
-            assert can_i(cluster, sa, "create", webhook_config)
-            assert can_i(cluster, sa, "patch", f"{webhook_config}/validate.llmops.io")
-            assert not can_i(cluster, sa, "patch", f"{webhook_config}/someone-elses")
-            assert can_i(cluster, sa, "delete", f"{webhook_config}/validate.llmops.io")
-            assert not can_i(cluster, sa, "delete", f"{webhook_config}/someone-elses")
+            for each in (webhook_config, "mutatingwebhookconfigurations.admissionregistration.k8s.io"):
+                assert can_i(cluster, sa, "create", each)
+                assert can_i(cluster, sa, "patch", f"{each}/validate.llmops.io")
+                assert not can_i(cluster, sa, "patch", f"{each}/someone-elses")
+                assert can_i(cluster, sa, "delete", f"{each}/validate.llmops.io")
+                assert not can_i(cluster, sa, "delete", f"{each}/someone-elses")
             notes = helm("get", "notes", release, "-n", namespace, env=kube_env).stdout
             assert "validate.llmops.io" in notes
             assert (

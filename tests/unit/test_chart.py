@@ -60,10 +60,10 @@ CLUSTER_RULES = [
         "verbs": ["list", "watch"],
     },
 ]
+WEBHOOK_CONFIGS = ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]
 WEBHOOK_RULES = [
-    {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
-     "verbs": ["create"]},
-    {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+    {"apiGroups": ["admissionregistration.k8s.io"], "resources": WEBHOOK_CONFIGS, "verbs": ["create"]},
+    {"apiGroups": ["admissionregistration.k8s.io"], "resources": WEBHOOK_CONFIGS,
      "resourceNames": ["validate.llmops.io"], "verbs": ["get", "patch", "delete"]},
 ]  # fmt: skip
 
@@ -349,6 +349,36 @@ def test_workload_values_become_the_operators_settings(helm: str, tmp_path: Path
         resync_seconds=60,
         alias_poll_seconds=10,
     )
+
+
+def test_audit_values_become_the_operators_audit_configuration(helm: str) -> None:
+    from llmops.audit import AuditConfig
+
+    def config(*args: str) -> tuple[list[dict], AuditConfig | None]:
+        env = operator_container(template(helm, *args))["env"]
+        plain = {e["name"]: e["value"] for e in env if "value" in e}
+        return env, AuditConfig.from_env(plain)
+
+    env, off = config()
+    assert off is None  # no location: auditing to storage is off
+    assert {e["name"]: e.get("value") for e in env}["LLMOPS_OPERATOR_IDENTITY"].startswith(
+        "system:serviceaccount:"
+    )
+    env, on = config(
+        "--set", "audit.location=s3://audit/llmops", "--set", "audit.s3Endpoint=http://minio:9000",
+        "--set", "audit.credentialsSecret=audit-creds", "--set", "audit.objectLock.mode=COMPLIANCE",
+    )  # fmt: skip
+    assert on is not None and on.uri == "s3://audit/llmops" and on.endpoint == "http://minio:9000"
+    assert on.lock is not None and (on.lock.mode, on.lock.days) == ("COMPLIANCE", 365)
+    secrets = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in env
+        if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+    }
+    assert secrets["LLMOPS_AUDIT_AWS_ACCESS_KEY_ID"] == {"name": "audit-creds", "key": "AWS_ACCESS_KEY_ID"}
+    assert secrets["LLMOPS_AUDIT_AWS_SECRET_ACCESS_KEY"]["key"] == "AWS_SECRET_ACCESS_KEY"
+    refused = run_helm(helm, "template", str(CHART), "--set", "audit.objectLock.mode=forever", check=False)
+    assert refused.returncode != 0 and "mode" in refused.stderr
 
 
 @pytest.mark.parametrize(

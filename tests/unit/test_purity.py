@@ -6,9 +6,10 @@ The rule. Under `llmops/operators/`, a module is pure unless it is declared I/O 
   module (builders, child modules, fold, plan, names, canary, clients that load their library
   lazily such as rayjobs_api.py) is pure;
 - at the top of `llmops/operators/`: the runtime and the process (`runtime.py`, `main.py`, `cli.py`,
-  `admission.py`, `metrics.py`), the applier (`apply.py`) and the Secret reader (`secrets.py`) are
-  I/O; every other module (outcome.py, manifests.py, registry_access.py, ...) is pure, and only
-  those may be imported by a kind's pure modules.
+  `admission.py`, `metrics.py`), the audit trail's writer and Event poster (`auditing.py`), the
+  applier (`apply.py`) and the Secret reader (`secrets.py`) are I/O; every other module (outcome.py,
+  manifests.py, registry_access.py, ...) is pure, and only those may be imported by a kind's pure
+  modules.
 
 "Pure" is checked as: the module imports, with all it imports, while `kopf` and `kubernetes` cannot
 be imported at all. The modules are found by globbing, so a new kind or a new module is covered the
@@ -32,6 +33,7 @@ IO_AT_THE_TOP = {
     "__init__.py",
     "admission.py",
     "apply.py",
+    "auditing.py",
     "cli.py",
     "main.py",
     "metrics.py",

@@ -139,11 +139,12 @@ namespace, a Role per namespace otherwise. No wildcards anywhere.
 {{- if .Values.webhook.enabled }}
 {{- /* kopf creates the configuration if absent (create cannot be limited by name), then patches it;
        the operator deletes it on shutdown so nothing is refused while no webhook answers. */}}
+{{- /* Both kinds under one name: the validating checks and the mutating `llmops.io/requested-by` stamp. */}}
 - apiGroups: ["admissionregistration.k8s.io"]
-  resources: ["validatingwebhookconfigurations"]
+  resources: ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]
   verbs: ["create"]
 - apiGroups: ["admissionregistration.k8s.io"]
-  resources: ["validatingwebhookconfigurations"]
+  resources: ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]
   resourceNames: [{{ include "llmops.webhookConfigurationName" . | quote }}]
   verbs: ["get", "patch", "delete"]
 {{- end }}

@@ -14,9 +14,13 @@ Where things are:
 
 from __future__ import annotations
 
+from typing import Any
+
 from llmops.api import MODEL_DEPLOYMENT
+from llmops.api.common import Status
 from llmops.api.modeldeployment import Reason
-from llmops.operators.events import Announcements
+from llmops.operators.auditing import Subject
+from llmops.operators.events import Announcements, Transition
 from llmops.operators.modeldeployment import canary
 from llmops.operators.modeldeployment.observe import deployment_fingerprint
 from llmops.operators.modeldeployment.plan import ServingSettings
@@ -44,6 +48,41 @@ CHILDREN = (
 )
 
 
+# The Events (and audit records) of where and when a version serves. (Beside the kind's other Event
+# reasons in llmops/api/modeldeployment.py once issue 15 lands there.)
+ROLLED_OUT = "RolledOut"  # a version starts to receive traffic
+SERVING_STOPPED = "ServingStopped"  # a version receives traffic no more
+
+
+def _serving(versions: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[str, int]]:
+    found = {(v["name"], v["version"]): (v.get("role", ""), v.get("weight", 0)) for v in versions}
+    return {key: (role, weight) for key, (role, weight) in found.items() if weight}
+
+
+def serving_changes(before: Status, after: dict[str, Any]) -> list[Transition]:
+    """RolledOut for each version that receives traffic now and did not before, ServingStopped for
+    each that did and does not now (by status.versions[].weight). Pure."""
+    was = _serving([v.model_dump(by_alias=True) for v in getattr(before, "versions", None) or []])
+    now = _serving(after.get("versions") or [])
+    said: list[Transition] = []
+    for (name, version), (role, weight) in now.items():
+        if (name, version) not in was:
+            message = f"{name}:{version} serves {weight}% of requests as {role}"
+            said.append((ROLLED_OUT, message, False, {"model": name, "version": version}))
+    for name, version in was.keys() - now.keys():
+        message = f"{name}:{version} receives no more requests"
+        said.append((SERVING_STOPPED, message, False, {"model": name, "version": version}))
+    return said
+
+
+def audit_subject(body: dict) -> Subject:
+    """The model a ModelDeployment serves and its stable version (else the first one serving)."""
+    versions = (body.get("status") or {}).get("versions") or []
+    serving = next((v for v in versions if v.get("role") == "stable"), versions[0] if versions else {})
+    model = serving.get("name") or ((body.get("spec") or {}).get("model") or {}).get("name")
+    return Subject(model=model, version=serving.get("version"))
+
+
 def make_kind(settings: ServingSettings | None = None, metrics: canary.MetricsSource | None = None) -> Kind:
     reconciler = Reconciler(settings, metrics)
     return Kind(
@@ -53,11 +92,14 @@ def make_kind(settings: ServingSettings | None = None, metrics: canary.MetricsSo
         child_deleted=reconciler.forget,
         # A Warning once per new stalled reason; a Normal `Suspended` when spec.suspend takes effect (the
         # reconcile posts `Resumed` when it is lifted); no other phase Events: the canary posts its own
-        # steps, its rollback and its failed analysis included.
+        # steps, its rollback and its failed analysis included. The serving versions' changes:
+        # RolledOut, ServingStopped.
         announcements=Announcements(
             phases={"Suspended": "Suspended"},
             own=frozenset({Reason.ROLLED_BACK, Reason.ANALYSIS_FAILED}),
+            transitions=serving_changes,
         ),
+        audit_subject=audit_subject,
     )
 
 

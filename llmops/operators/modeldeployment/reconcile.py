@@ -446,7 +446,14 @@ class Reconciler:
                     min_window=canary.analysis_window(settings.scrape_seconds),
                 )
             if step.event:
-                ctx.event(step.event.reason, step.event.message, warning=step.event.warning)
+                ctx.event(
+                    step.event.reason,
+                    step.event.message,
+                    warning=step.event.warning,
+                    model=canary_v.model,
+                    version=canary_v.version,
+                    details={"baseline": stable_v.version},
+                )
         versions = canary.traffic(
             stable_v,
             canary_v,

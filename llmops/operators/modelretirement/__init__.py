@@ -18,9 +18,16 @@ from __future__ import annotations
 
 from llmops.api import MODEL_RETIREMENT
 from llmops.api.modelretirement import Reason
+from llmops.operators.auditing import Subject
 from llmops.operators.events import Announcements
 from llmops.operators.modelretirement.reconcile import Reconciler
 from llmops.operators.runtime import Kind
+
+
+def audit_subject(body: dict) -> Subject:
+    """The model (and version, when one is named) a retirement concerns: its audit records' subject."""
+    model = (body.get("spec") or {}).get("model") or {}
+    return Subject(model=model.get("name"), version=model.get("version"))
 
 
 def make_kind(reconciler: Reconciler | None = None) -> Kind:
@@ -32,6 +39,7 @@ def make_kind(reconciler: Reconciler | None = None) -> Kind:
         announcements=Announcements(
             phases={"AwaitingApproval": Reason.AWAITING_APPROVAL, "Retired": Reason.RETIRED}
         ),
+        audit_subject=audit_subject,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from llmops.api import RETRAIN_POLICY
 from llmops.api.retrainpolicy import EventReason
+from llmops.operators.auditing import Subject
 from llmops.operators.events import Announcements
 from llmops.operators.retrainpolicy.reconcile import Reconciler
 from llmops.operators.runtime import Child, Kind
@@ -30,6 +31,15 @@ def run_fingerprint(child: dict) -> Any:
     return (status.get("phase"), (status.get("modelVersion") or {}).get("version"))
 
 
+def audit_subject(body: dict) -> Subject:
+    """The model a policy retrains (its template's output) and the champion version it knows."""
+    template = ((body.get("spec") or {}).get("trainingJobTemplate") or {}).get("spec") or {}
+    return Subject(
+        model=(template.get("output") or {}).get("modelName"),
+        version=(body.get("status") or {}).get("championVersion"),
+    )
+
+
 def make_kind(reconciler: Reconciler | None = None) -> Kind:
     return Kind(
         RETRAIN_POLICY,
@@ -38,6 +48,7 @@ def make_kind(reconciler: Reconciler | None = None) -> Kind:
         # Stalled reasons get a Warning once; the policy posts its own domain Events (a run started,
         # an alias moved, a version promoted or rolled back).
         announcements=Announcements(own=frozenset({EventReason.ROLLED_BACK})),
+        audit_subject=audit_subject,
     )
 
 

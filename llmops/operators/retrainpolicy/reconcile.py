@@ -32,6 +32,7 @@ from llmops.api.retrainpolicy import (
     RunRecord,
     TriggerStatus,
 )
+from llmops.audit import REQUESTED_BY
 from llmops.operators import secrets
 from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.operators.outcome import Outcome
@@ -313,10 +314,18 @@ def reconcile(
         sampling = md.gateway.payload_sampling
         traffic = sampling.destination if sampling is not None else None
         manifest = builders.training_job(policy, spec, firing, champion, traffic)
+        if person := (policy["metadata"].get("annotations") or {}).get(REQUESTED_BY):
+            # The run is asked for on behalf of whoever last asked the policy: its records say so.
+            manifest["metadata"].setdefault("annotations", {})[REQUESTED_BY] = person
         job = manifest["metadata"]["name"]
         created = ctx.applier.create(manifest)
         if created:
-            ctx.event(EventReason.TRIGGERED, f"{firing.message}: started {job}"[:1024])
+            ctx.event(
+                EventReason.TRIGGERED,
+                f"{firing.message}: started {job}"[:1024],
+                model=model,
+                details={"trainingJob": job, "trigger": firing.type},
+            )
         last_trigger = f"{firing.type} at {firing.at.isoformat()}: {firing.message}"[:256]
         if firing.family == "schedule":
             last_schedule = firing.at
@@ -351,9 +360,19 @@ def reconcile(
             continue
         records[i] = record = promotion.judged(spec.promotion.metrics, record, child)
         if record.verdict == "Lost":
-            ctx.event(EventReason.NOT_PROMOTED, f"{record.training_job}: {record.message}"[:1024])
+            ctx.event(
+                EventReason.NOT_PROMOTED,
+                f"{record.training_job}: {record.message}"[:1024],
+                model=model,
+                version=record.version,
+            )
         elif record.verdict == "Won":
-            ctx.event(EventReason.COMPARED, f"{record.training_job}: {record.message}"[:1024])
+            ctx.event(
+                EventReason.COMPARED,
+                f"{record.training_job}: {record.message}"[:1024],
+                model=model,
+                version=record.version,
+            )
     # One version at a time goes out: the one in flight, else the newest winner.
     in_flight = next((r for r in records if r.verdict in promotion.IN_FLIGHT), None)
     target = in_flight or next((r for r in records if r.verdict == "Won"), None)
@@ -381,6 +400,9 @@ def reconcile(
                 ctx.event(
                     EventReason.ALIAS_MOVED,
                     f"{model}@{moved.alias}: {moved.previous} -> {moved.version} ({moved.reason})"[:1024],
+                    model=model,
+                    version=moved.version,
+                    details={"alias": moved.alias, "previous": moved.previous, "moveId": moved.move_id},
                 )
                 if step.move.alias == spec.promotion.champion_alias:
                     champion = step.move.version
@@ -388,9 +410,15 @@ def reconcile(
                     challenger = step.move.version
             if step.verdict == "Promoted":
                 last_promoted = record.version
-                ctx.event(EventReason.PROMOTED, step.message[:1024])
+                ctx.event(EventReason.PROMOTED, step.message[:1024], model=model, version=record.version)
             if step.verdict == "RolledBack":
-                ctx.event(EventReason.ROLLED_BACK, step.message[:1024], warning=True)
+                ctx.event(
+                    EventReason.ROLLED_BACK,
+                    step.message[:1024],
+                    warning=True,
+                    model=model,
+                    version=record.version,
+                )
             records[i] = record.model_copy(update={"verdict": step.verdict, "message": step.message[:256]})
         elif record.verdict == "Won" and target is not None:
             why = "in its canary" if target.verdict == "Canary" else "going out"

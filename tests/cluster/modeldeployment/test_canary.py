@@ -77,6 +77,17 @@ def test_canary_steps_promotes_then_rolls_back_a_bad_version(
         assert any(e["reason"] == "Promoted" for e in events(cluster, namespace, "bot"))
         eventually(lambda: names(cluster, "deployments", namespace) == {"bot-2-vllm", "bot-gateway"})
         assert weights() == {"2": 100}
+        # Where and when each version served, as Events (and audit records, operators/auditing.py).
+        served = {
+            ("RolledOut", "support-bot:1"),
+            ("RolledOut", "support-bot:2"),
+            ("ServingStopped", "support-bot:1"),
+        }
+        eventually(
+            lambda: (
+                served <= {(e["reason"], e["message"].split()[0]) for e in events(cluster, namespace, "bot")}
+            )
+        )
 
         # The user records the promotion and starts the next canary, version 3, which fails.
         traffic.set("3", error_ratio=0.5, latency=0.3)

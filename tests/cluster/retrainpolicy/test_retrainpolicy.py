@@ -137,10 +137,12 @@ def test_a_winner_goes_out_as_a_canary_and_a_loser_is_recorded_with_its_margin(
             )
         )
 
-        # A person asks for a run.
-        cluster.kubectl("annotate", "rp", "fresh", "-n", namespace, "retrain.llmops.io/requested=first")
+        # A person asks for a run (the requester stamped here by hand, as the admission webhook would).
+        cluster.kubectl("annotate", "rp", "fresh", "-n", namespace, "retrain.llmops.io/requested=first",
+                        "llmops.io/requested-by=alice")  # fmt: skip
         (tj,) = eventually(lambda: runs(cluster, namespace, "fresh") or None, 30)
         assert tj["metadata"]["annotations"]["retrain.llmops.io/trigger"] == "manual"
+        assert tj["metadata"]["annotations"]["llmops.io/requested-by"] == "alice"  # the run's records say so
         assert tj["spec"]["evaluation"]["baseline"] == {"name": "support-bot", "version": "1"}
         assert tj["metadata"]["ownerReferences"][0]["kind"] == "RetrainPolicy"
 

@@ -40,7 +40,9 @@ class Recorder:
 def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, bool]]:
     seen: list[tuple[str, str, bool]] = []
     monkeypatch.setattr(
-        Context, "event", lambda self, reason, message, warning=False: seen.append((reason, message, warning))
+        Context,
+        "event",
+        lambda self, reason, message, warning=False, **_: seen.append((reason, message, warning)),
     )
     return seen
 

@@ -74,7 +74,7 @@ def jobs_api(monkeypatch: pytest.MonkeyPatch) -> FakeJobsApi:
 def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     seen: list[tuple[str, str]] = []
     monkeypatch.setattr(
-        Context, "event", lambda self, reason, message, warning=False: seen.append((reason, message))
+        Context, "event", lambda self, reason, message, warning=False, **_: seen.append((reason, message))
     )
     return seen
 
@@ -155,7 +155,9 @@ def test_jobs_api_folds_the_report(tmp_path: Path, jobs_api: FakeJobsApi, events
     done = run_once(body)
     assert (done.phase, done.state) == ("Succeeded", "ready") and "support-bot:1" in done.message
     assert done.status["work_dir"] == str(work)
-    assert events[-1][0] == "Succeeded"
+    # The registration is an Event (and audit record) of its own, after the phase's.
+    assert [e[0] for e in events[-2:]] == ["Succeeded", "VersionRegistered"]
+    assert "support-bot:1" in events[-1][1]
 
 
 def test_jobs_api_suspend_stops_and_resume_resubmits(

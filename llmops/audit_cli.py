@@ -1,0 +1,383 @@
+"""`llmops audit` (read and verify the audit trail) and `llmops report compliance` (a model's record).
+
+    llmops audit verify [--expect-head SHA256]
+    llmops audit show [--model NAME] [--version V] [--kind KIND] [--namespace NS] [--since T] [--until T]
+    llmops report compliance --model NAME [--namespace NS] [--format markdown|json] [--out FILE]
+
+The trail's location is `--audit` (s3://bucket/prefix or a directory), default the environment's
+`LLMOPS_AUDIT`, the same setting the operator reads (llmops/audit.py AuditConfig: S3 endpoint and
+region from the standard AWS variables, credentials from `LLMOPS_AUDIT_AWS_ACCESS_KEY_ID`/`..._SECRET_
+ACCESS_KEY` or the standard pair). The report also reads the registry (`--registry`, default
+`LLMOPS_REGISTRY`, as `llmops models`). Times (`--since`, `--until`) are ISO 8601 (UTC when no offset
+is given) or a duration back from now: `30m`, `24h`, `7d`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import sys
+from typing import Any
+
+import click
+
+from llmops.audit import AUDIT_ENV, AuditConfig, AuditError, AuditLog, AuditRecord, Verification
+from llmops.registry import (
+    MANIFEST,
+    RegistryError,
+    alias_history,
+    read_tombstone,
+    read_version,
+    retired_versions,
+    version_prefix,
+    versions,
+)
+from llmops.registry_cli import REGISTRY_ENV, _store, _table
+from llmops.storage import ObjectStore
+
+DURATION = re.compile(r"^(\d+)([smhd])$")
+
+
+def when(value: str | None, *, now: dt.datetime | None = None) -> dt.datetime | None:
+    """`2026-11-30T10:00`, `2026-11-30T10:00+01:00` or `24h` (back from `now`) as an aware datetime."""
+    if not value:
+        return None
+    if match := DURATION.match(value.strip()):
+        seconds = int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+        return (now or dt.datetime.now(dt.UTC)) - dt.timedelta(seconds=seconds)
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use ISO 8601 (2026-11-30T10:00) or 30m, 24h, 7d") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def open_log(uri: str | None) -> AuditLog:
+    try:
+        config = AuditConfig.from_env({**dict(os.environ), **({AUDIT_ENV: uri} if uri else {})})
+    except AuditError as e:
+        raise click.ClickException(str(e)) from None
+    if config is None:
+        raise click.UsageError(
+            f"no audit trail: pass --audit s3://bucket/prefix (or a directory) or set {AUDIT_ENV}"
+        )
+    try:
+        return config.open()
+    except ValueError as e:
+        raise click.BadParameter(f"{config.uri!r}: {e}", param_hint="--audit") from None
+
+
+audit_option = click.option(
+    "--audit", "audit_uri", metavar="URI", help=f"s3://bucket/prefix or a directory [env {AUDIT_ENV}]"
+)
+output_option = click.option(
+    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+
+
+def _storage_errors(f: Any) -> Any:
+    """Storage errors (no bucket, no access) become one clear line."""
+    import functools
+
+    @functools.wraps(f)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except (RegistryError, AuditError) as e:
+            raise click.ClickException(str(e)) from None
+        except Exception as e:
+            if type(e).__module__.startswith(("botocore", "boto3")):
+                raise click.ClickException(str(e)) from None
+            raise
+
+    return run
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """Read and verify the audit trail of lifecycle actions."""
+
+
+@audit_group.command("verify")
+@audit_option
+@click.option("--expect-head", metavar="SHA256", help="A head hash noted earlier: the chain must contain it.")
+@output_option
+@_storage_errors
+def verify_command(audit_uri: str | None, expect_head: str | None, output: str) -> None:
+    """Check the whole hash chain; exit status 1 when it is broken."""
+    log = open_log(audit_uri)
+    result = log.verify(expect_head=expect_head)
+    if output == "json":
+        click.echo(json.dumps({"location": log.uri, **result.to_dict()}, indent=2))
+    elif result.ok:
+        click.echo(f"{log.uri}: {result.count} records, chain intact, head {result.head}")
+    else:
+        click.echo(
+            f"{log.uri}: chain BROKEN at record {result.broken_at}: {result.problem}\n"
+            f"{result.count} records intact before it, last intact hash {result.head}"
+        )
+    if not result.ok:
+        sys.exit(1)
+
+
+def _row(r: AuditRecord) -> list[str]:
+    d = r.data
+    actor = d.actor.name + (f" for {d.actor.on_behalf_of}" if d.actor.on_behalf_of else "")
+    target = f"{d.model}:{d.version}" if d.model and d.version else d.model or "-"
+    return [str(d.sequence), r.time[:19] + "Z", actor, d.action, r.subject, target,
+            str(d.details.get("message") or d.reason)[:80]]  # fmt: skip
+
+
+@audit_group.command("show")
+@audit_option
+@click.option("--model", help="Records of this model.")
+@click.option("--version", "version", help="Records of this version (with --model, of that model's).")
+@click.option("--kind", help="Records of objects of this kind (TrainingJob, ModelDeployment, Alias, ...).")
+@click.option("--namespace", help="Records of objects in this namespace.")
+@click.option("--since", help="From this time (ISO 8601, or 30m, 24h, 7d back from now).")
+@click.option("--until", help="Before this time.")
+@output_option
+@_storage_errors
+def show_command(
+    audit_uri: str | None,
+    model: str | None,
+    version: str | None,
+    kind: str | None,
+    namespace: str | None,
+    since: str | None,
+    until: str | None,
+    output: str,
+) -> None:
+    """List the records that match every filter, oldest first."""
+    records = open_log(audit_uri).records(
+        model=model, version=version, kind=kind, namespace=namespace, since=when(since), until=when(until)
+    )
+    if output == "json":
+        click.echo(json.dumps([r.document() for r in records], indent=2, ensure_ascii=False))
+        return
+    headers = ["SEQ", "TIME", "ACTOR", "ACTION", "OBJECT", "MODEL", "MESSAGE"]
+    click.echo(_table(headers, [_row(r) for r in records]))
+
+
+# -- the compliance report ----------------------------------------------------------------------------
+
+
+def erasure_requests(log: AuditLog | None, name: str) -> list[dict[str, Any]]:
+    """Erasure requests that concern `name` and their outcome. The hook for the erasure work of issue 15:
+    today the audit records whose action starts with "erasure." and name the model."""
+    if log is None:
+        return []
+    return [r.document()["data"] for r in log.records(model=name) if r.data.action.startswith("erasure.")]
+
+
+def serving_windows(records: list[AuditRecord]) -> list[dict[str, Any]]:
+    """Where and when each version served: from each `modeldeployment.rolled_out` record to the
+    `modeldeployment.serving_stopped` of the same deployment and version (open when none yet)."""
+    windows: list[dict[str, Any]] = []
+    open_: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for r in records:
+        key = (r.subject, r.data.version)
+        if r.data.action == "modeldeployment.rolled_out" and key not in open_:
+            open_[key] = {"version": r.data.version, "deployment": r.subject, "from": r.time, "until": None,
+                          "firstRecord": r.data.sequence}  # fmt: skip
+            windows.append(open_[key])
+        elif r.data.action == "modeldeployment.serving_stopped" and key in open_:
+            open_.pop(key)["until"] = r.time
+    return windows
+
+
+@dataclasses.dataclass
+class ComplianceReport:
+    model: str
+    namespace: str | None
+    generated_at: str
+    registry: str
+    audit: str | None
+    verification: dict[str, Any] | None
+    versions: list[dict[str, Any]]
+    alias_history: list[dict[str, Any]]
+    erasure_requests: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, camelCase as every other llmops document."""
+        from pydantic.alias_generators import to_camel
+
+        return {to_camel(k): v for k, v in dataclasses.asdict(self).items()}
+
+
+def compliance_report(
+    store: ObjectStore, log: AuditLog | None, name: str, namespace: str | None = None
+) -> ComplianceReport:
+    """A model's record: every version's lineage (data sources with hashes, preparation and PII
+    statistics as recorded, gates, evaluation metrics, baseline), its tombstone if retired, where and
+    when it served (audit records, filtered to `namespace` when given), the alias history, erasure
+    requests and the audit chain's verification."""
+    records = log.records(model=name, namespace=namespace) if log is not None else []
+    windows = serving_windows(records)
+    found = []
+    every = set(versions(store, name)) | set(retired_versions(store, name))
+    for version in sorted(every, key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v)):
+        entry: dict[str, Any] = {"version": version}
+        tombstone = read_tombstone(store, name, version)
+        try:
+            manifest = read_version(store, name, version)
+            raw = store.get_bytes(f"{version_prefix(name, version)}/{MANIFEST}")
+            entry |= {
+                "createdAt": manifest.created_at,
+                "manifestSha256": hashlib.sha256(raw).hexdigest(),
+                "artifacts": len(manifest.artifacts),
+                "lineage": manifest.lineage.model_dump(by_alias=True, mode="json", exclude_none=True),
+                "gates": [g.model_dump(by_alias=True, mode="json") for g in manifest.gates],
+                "metrics": manifest.metrics,
+            }
+        except RegistryError as e:
+            if tombstone is None:  # a retired version has no manifest: its tombstone says what it was
+                entry["manifestError"] = str(e)
+        entry["tombstone"] = tombstone.model_dump(by_alias=True, mode="json") if tombstone else None
+        entry["served"] = [w for w in windows if w["version"] == version]
+        entry["auditRecords"] = sum(1 for r in records if r.data.version == version)
+        found.append(entry)
+    verification: Verification | None = log.verify() if log is not None else None
+    return ComplianceReport(
+        model=name,
+        namespace=namespace,
+        generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        registry=store.uri,
+        audit=log.uri if log is not None else None,
+        verification=verification.to_dict() if verification is not None else None,
+        versions=found,
+        alias_history=[m.model_dump(by_alias=True, mode="json") for m in alias_history(store, name)],
+        erasure_requests=erasure_requests(log, name),
+    )
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(report: ComplianceReport) -> str:
+    """The report for people: Markdown with one section per version."""
+    lines = [f"# Compliance report: {report.model}", ""]
+    lines += [f"- Generated: {report.generated_at}", f"- Registry: `{report.registry}`"]
+    if report.namespace:
+        lines.append(f"- Namespace: {report.namespace}")
+    v = report.verification
+    if v is None:
+        lines.append("- Audit trail: not configured (no serving history; pass --audit or set LLMOPS_AUDIT)")
+    elif v["ok"]:
+        lines.append(
+            f"- Audit trail: `{report.audit}`, {v['count']} records, chain intact, head `{v['head']}`"
+        )
+    else:
+        lines.append(
+            f"- Audit trail: `{report.audit}`, chain **BROKEN** at record {v['brokenAt']}: {v['problem']}"
+        )
+    for entry in report.versions:
+        lines += ["", f"## Version {entry['version']}", ""]
+        if "manifestError" in entry:
+            lines.append(f"- Manifest: unreadable ({entry['manifestError']})")
+        elif "lineage" not in entry:
+            lines.append("- Retired: its manifest was deleted behind the tombstone below")
+        else:
+            lineage = entry["lineage"]
+            lines += [
+                f"- Registered: {entry['createdAt']} by `{lineage.get('parentJob', '-')}`,"
+                f" manifest sha256 `{entry['manifestSha256']}`, {entry['artifacts']} artifacts",
+                f"- Base: {lineage.get('baseModel', '-')}, method {lineage.get('method', '-')},"
+                f" data digest `{lineage.get('dataDigest', '-')}`",
+            ]
+            sources = lineage.get("data") or []
+            if sources:
+                lines += ["", "| data source | rows | sha256 |", "|---|---|---|"]
+                lines += [f"| {_cell(s.get('uri') or s.get('name') or '-')} | {_cell(s.get('rows', '-'))} |"
+                          f" `{_cell(s.get('sha256', '-'))}` |" for s in sources]  # fmt: skip
+            if lineage.get("preparation"):
+                lines += [
+                    "",
+                    "Preparation (rows kept and removed, PII handling): "
+                    f"`{json.dumps(lineage['preparation'], sort_keys=True)}`",
+                ]
+            if entry["gates"]:
+                lines += ["", "| gate | value | threshold | passed |", "|---|---|---|---|"]
+                lines += [
+                    f"| {g['metric']} {g['operator']} | {g.get('value')} | {g['threshold']} | {g['passed']} |"
+                    for g in entry["gates"]
+                ]
+            if entry["metrics"]:
+                lines += [
+                    "",
+                    "Evaluation: " + ", ".join(f"{k} {v}" for k, v in sorted(entry["metrics"].items())),
+                ]
+        if t := entry["tombstone"]:
+            kept = (
+                f", retained until {t['retainUntil']} ({t.get('lockMode')})" if t.get("retainUntil") else ""
+            )
+            lines += [
+                "",
+                f"Retired at {t['at']} by {_cell(t['by'])} ({_cell(t['reason'])}); archive"
+                f" `{t['archiveLocation']}`{kept}, manifest sha256 `{t['manifestSha256']}`",
+            ]
+        lines.append("")
+        if entry["served"]:
+            lines += ["| served by | from | until |", "|---|---|---|"]
+            lines += [f"| {w['deployment']} | {w['from']} | {w['until'] or 'now'} |" for w in entry["served"]]
+        else:
+            lines.append("Served: no record of serving.")
+    lines += ["", "## Alias history", ""]
+    if report.alias_history:
+        lines += ["| at | alias | from | to | by | reason |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"| {m['at']} | {m['alias']} | {m.get('previous') or '-'} | {m['version']} |"
+            f" {_cell(m['by'])} | {_cell(m['reason'])} |"
+            for m in report.alias_history
+        ]
+    else:
+        lines.append("No alias moves recorded.")
+    lines += ["", "## Erasure requests", ""]
+    lines.append(f"{len(report.erasure_requests)} recorded." if report.erasure_requests else "None recorded.")
+    return "\n".join(lines) + "\n"
+
+
+@click.group("report")
+def report_group() -> None:
+    """Reports over the registry and the audit trail."""
+
+
+@report_group.command("compliance")
+@click.option("--model", "name", required=True, help="The registered model.")
+@click.option("--namespace", help="Only serving in this namespace.")
+@click.option(
+    "--registry",
+    envvar=REGISTRY_ENV,
+    metavar="URI",
+    help=f"s3://bucket/prefix or a directory [env {REGISTRY_ENV}]",
+)
+@audit_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, writable=True), help="Write it to this file, not stdout."
+)
+@_storage_errors
+def compliance_command(
+    name: str, namespace: str | None, registry: str | None, audit_uri: str | None, fmt: str, out: str | None
+) -> None:
+    """A model's compliance record: lineage, gates, evaluations, serving, aliases, audit verification."""
+    store = _store(registry)
+    log = open_log(audit_uri) if (audit_uri or dict(os.environ).get(AUDIT_ENV)) else None
+    report = compliance_report(store, log, name, namespace)
+    text = (
+        json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        if fmt == "json"
+        else markdown(report)
+    )
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+    else:
+        click.echo(text, nl=False)
