@@ -58,7 +58,6 @@ BLOCKED = {
 # The Secrets the examples name, created as the docs say (kubectl create secret generic ...).
 OTHER_SECRETS = {
     "dataset-credentials": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
-    "payload-credentials": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
     "support-bot-api-keys": ("team-a",),
     "hf-token": ("HF_TOKEN",),
 }
@@ -193,13 +192,19 @@ def _examples(
         f"--from-literal=AWS_ACCESS_KEY_ID={minio['accessKeyId']}",
         f"--from-literal=AWS_SECRET_ACCESS_KEY={minio['secretAccessKey']}",
     )  # fmt: skip
-    # The archive's, as the registry's, and its bucket created with Object Lock on (mc mb --with-lock).
+    # The archive's, as the registry's, and its bucket created with Object Lock on (mc mb --with-lock);
+    # the payload samples' (a ModelRetirement disposes of a retired version's records there).
     cluster.kubectl(
         "create", "secret", "generic", "archive-credentials", "-n", namespace,
         f"--from-literal=rootUser={minio['accessKeyId']}",
         f"--from-literal=rootPassword={minio['secretAccessKey']}",
     )  # fmt: skip
-    _archive_bucket(minio)
+    cluster.kubectl(
+        "create", "secret", "generic", "payload-credentials", "-n", namespace,
+        f"--from-literal=AWS_ACCESS_KEY_ID={minio['accessKeyId']}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={minio['secretAccessKey']}",
+    )  # fmt: skip
+    _buckets(minio)
     for name, keys in OTHER_SECRETS.items():
         literals = [f"--from-literal={k}=value-{i}" for i, k in enumerate(keys)]
         cluster.kubectl("create", "secret", "generic", name, "-n", namespace, *literals)
@@ -245,7 +250,7 @@ def _examples(
         assert status["phase"] == "Pending" and address in status["message"], status
 
 
-def _archive_bucket(minio: dict) -> None:
+def _buckets(minio: dict) -> None:
     import boto3
 
     s3 = boto3.client(
@@ -254,6 +259,8 @@ def _archive_bucket(minio: dict) -> None:
     )  # fmt: skip
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket="model-archive", ObjectLockEnabledForBucket=True)
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket="payloads")
 
 
 def _assert_retirement(cluster: LocalCluster, namespace: str, body: dict, minio: dict) -> None:
@@ -272,7 +279,10 @@ def _assert_retirement(cluster: LocalCluster, namespace: str, body: dict, minio:
             return status if any("ModelDeployment support-bot:" in m for m in moves) else None
         return status if status.get("phase") == phase else None
 
-    status = eventually(reached, 120)
+    try:
+        status = eventually(reached, 120)
+    except AssertionError as e:
+        raise AssertionError(f"{name}: {json.dumps(_get(cluster, namespace, 'mr', name).get('status'))}") from e
     if phase == "DryRun":
         assert status["phase"] == "DryRun" and not status.get("steps"), status
     elif phase == "Retired":

@@ -19,7 +19,7 @@ from typing import Any
 
 import pydantic
 
-from llmops import archive, conditions, records, registry
+from llmops import archive, audit, conditions, records, registry
 from llmops.api import API_VERSION, MODEL_DEPLOYMENT
 from llmops.api.common import ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
@@ -501,8 +501,16 @@ class Retirement:
         )
 
     def audit_records(self, version: str) -> dict[str, bytes]:
-        """The version's audit records, archived beside it (llmops/audit.py)."""
-        return {}
+        """The version's audit records up to the archive's first attempt (a fixed cut: a retry archives
+        the same bytes), as audit/records.jsonl beside it; none when the operator keeps no audit log."""
+        log = self.ctx.auditor.log
+        if log is None:
+            return {}
+        step = self.current("Archive")
+        until = step.start_time if step is not None and step.start_time else self.now
+        found = log.records(model=self.model, version=version, until=until)
+        lines = b"".join(audit.canonical(r.document()) + b"\n" for r in found)
+        return {"audit/records.jsonl": lines} if lines else {}
 
     # -- 3. delete ------------------------------------------------------------------------------
 
