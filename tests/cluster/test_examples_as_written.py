@@ -282,7 +282,9 @@ def _assert_retirement(cluster: LocalCluster, namespace: str, body: dict, minio:
     try:
         status = eventually(reached, 120)
     except AssertionError as e:
-        raise AssertionError(f"{name}: {json.dumps(_get(cluster, namespace, 'mr', name).get('status'))}") from e
+        raise AssertionError(
+            f"{name}: {json.dumps(_get(cluster, namespace, 'mr', name).get('status'))}"
+        ) from e
     if phase == "DryRun":
         assert status["phase"] == "DryRun" and not status.get("steps"), status
     elif phase == "Retired":
