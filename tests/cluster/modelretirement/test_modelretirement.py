@@ -249,3 +249,36 @@ def test_approval_waits_for_a_second_person_and_dry_run_changes_nothing(
         assert "retire.llmops.io/approve" in condition(waiting, "Reconciling")["message"]
     assert sorted(store.list("")) == before  # neither touched the registry
     assert "Contents" not in archive["s3"].list_objects_v2(Bucket=archive["bucket"])
+
+
+def test_admission_refuses_retiring_a_served_version_without_a_drain_plan(
+    cluster: LocalCluster, namespace: str, registry: Path, archive: dict
+) -> None:
+    """The webhook's check (llmops/operators/admission.py) against the real apiserver: the deployments
+    of the namespace as it lists them, their status as the operator would have written it."""
+    from kubernetes import client, config
+
+    from llmops.operators.admission import unplanned_drain
+
+    apply(cluster, namespace, deployment("bot", registry))
+    status = {
+        "versions": [{"name": "support-bot", "version": "2", "role": "stable", "weight": 100, "replicas": 1}]
+    }
+    cluster.kubectl(
+        "patch", "md", "bot", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+    api = config.new_client_from_config(str(cluster.kubeconfig))
+    try:
+        spec = retirement("r", registry, archive, model={"name": "support-bot", "version": "2"})["spec"]
+        problem = unplanned_drain(spec, namespace, api)
+        assert problem is not None and problem.startswith("spec.drain: still served by ModelDeployment bot")
+        whole = retirement("r", registry, archive, model={"name": "support-bot"})["spec"]
+        assert "bot (2 as stable)" in (unplanned_drain(whole, namespace, api) or "")
+        other = retirement("r", registry, archive, model={"name": "support-bot", "version": "1"})["spec"]
+        assert unplanned_drain(other, namespace, api) is None  # nothing serves 1
+        planned = {**spec, "drain": {"mode": "Suspend"}}
+        assert unplanned_drain(planned, namespace, api) is None
+        assert client.CoreV1Api(api).list_namespace()  # the client is the apiserver's, for real
+    finally:
+        api.close()
