@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from llmops.dev.cluster import LocalCluster, free_port
 
@@ -149,3 +149,17 @@ def gpu_node(cluster: LocalCluster, product: str, gpus: int = 8) -> Iterator[str
         yield name
     finally:
         cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+
+
+def s3_client(minio: dict) -> Any:
+    """A boto3 S3 client of a test's MinIO: the dev services' record (endpoint, accessKeyId,
+    secretAccessKey) or a test server's (endpoint, access_key, secret_key)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=minio["endpoint"],
+        aws_access_key_id=minio.get("accessKeyId") or minio["access_key"],
+        aws_secret_access_key=minio.get("secretAccessKey") or minio["secret_key"],
+        region_name="us-east-1",
+    )

@@ -42,7 +42,7 @@ from llmops.operators.modelretirement import reconcile as retirement
 from llmops.operators.retrainpolicy.reconcile import Reconciler, Settings
 from llmops.registry import Content, GateVerdict, Lineage, RegistryError, read_version, register, set_alias
 from llmops.storage import Credentials, open_store
-from tests.helpers import eventually, gpu_node, operator_in_thread
+from tests.helpers import eventually, gpu_node, operator_in_thread, s3_client
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("llmops_crds")]
 
@@ -83,15 +83,8 @@ def _get(cluster: LocalCluster, namespace: str, kind: str, name: str) -> dict:
 def _registry(minio: dict, tmp_path: Path, docs: dict[str, dict]) -> None:
     """The versions and aliases the ModelDeployment examples reference, in the bucket and prefix they
     name: versions 1 up to the highest one referenced, each alias on the last."""
-    import boto3
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=minio["endpoint"],
-        aws_access_key_id=minio["accessKeyId"],
-        aws_secret_access_key=minio["secretAccessKey"],
-        region_name="us-east-1",
-    )
+    s3 = s3_client(minio)
     credentials = Credentials(minio["accessKeyId"], minio["secretAccessKey"])
     gates = [GateVerdict(metric="accuracy", operator=">=", threshold=0.5, value=0.9, passed=True)]
     model = tmp_path / "model"
@@ -251,12 +244,7 @@ def _examples(
 
 
 def _buckets(minio: dict) -> None:
-    import boto3
-
-    s3 = boto3.client(
-        "s3", endpoint_url=minio["endpoint"], aws_access_key_id=minio["accessKeyId"],
-        aws_secret_access_key=minio["secretAccessKey"], region_name="us-east-1",
-    )  # fmt: skip
+    s3 = s3_client(minio)  # fmt: skip
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket="model-archive", ObjectLockEnabledForBucket=True)
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):

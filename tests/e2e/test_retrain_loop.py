@@ -66,7 +66,7 @@ from llmops.dev.serve import (
 from llmops.gateway_config import GatewayConfig, UpstreamGroup
 from llmops.serving.local import make_tiny_llama
 from llmops.storage import Credentials, open_store
-from tests.helpers import eventually, operator_in_thread
+from tests.helpers import eventually, operator_in_thread, s3_client
 from tests.serving.test_serving_drift import CODE, generate
 
 ROOT = Path(__file__).parents[2]
@@ -296,12 +296,8 @@ def retire(
 ) -> list[str]:
     """Retire `version` (served, trained by the loop) with `replacement` taking its traffic; returns
     the lines of the run's summary (the post-mortem's head among them)."""
-    import boto3
 
-    s3 = boto3.client(
-        "s3", endpoint_url=minio["endpoint"], aws_access_key_id=minio["accessKeyId"],
-        aws_secret_access_key=minio["secretAccessKey"], region_name="us-east-1",
-    )  # fmt: skip
+    s3 = s3_client(minio)  # fmt: skip
     bucket = "archive-" + namespace
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     body = {

@@ -56,7 +56,7 @@ from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.registry import GateVerdict, Lineage, register, set_alias
 from llmops.serving.local import make_tiny_llama
 from llmops.storage import Credentials, open_store
-from tests.helpers import eventually, gpu_node, operator_in_thread
+from tests.helpers import eventually, gpu_node, operator_in_thread, s3_client
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples/modeldeployment-scale-to-zero.yaml"
@@ -107,15 +107,8 @@ def keda_poll(cluster: LocalCluster, namespace: str, scaled: dict) -> int | None
 
 
 def _ensure_bucket(info: dict, bucket: str) -> None:
-    import boto3
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=info["endpoint"],
-        aws_access_key_id=info["accessKeyId"],
-        aws_secret_access_key=info["secretAccessKey"],
-        region_name="us-east-1",
-    )
+    s3 = s3_client(info)
     if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
         s3.create_bucket(Bucket=bucket)
 

@@ -29,7 +29,7 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from llmops.dev.services import MinioServer, RayHead
-from tests.helpers import eventually
+from tests.helpers import eventually, s3_client
 from tests.workloads.support import DATA, QUICKSTART, REPO
 
 MINIO = Path(os.environ.get("LLMOPS_CACHE", Path.home() / ".cache" / "llmops")) / "bin" / "minio"
@@ -133,15 +133,8 @@ def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def s3(minio: dict[str, str]):
-    import boto3
 
-    return boto3.client(
-        "s3",
-        endpoint_url=minio["endpoint"],
-        aws_access_key_id=minio["access_key"],
-        aws_secret_access_key=minio["secret_key"],
-        region_name="us-east-1",
-    )
+    return s3_client(minio)
 
 
 @pytest.fixture(scope="session")

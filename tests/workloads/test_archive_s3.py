@@ -33,7 +33,7 @@ from llmops.storage import (
     ServerSideEncryption,
     open_store,
 )
-from tests.helpers import eventually
+from tests.helpers import eventually, s3_client
 from tests.workloads.conftest import MINIO, _stop_group
 
 KMS_KEY = "llmops-test-key"
@@ -105,15 +105,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
 
 @pytest.fixture(scope="module")
 def client(server: dict[str, str]):
-    import boto3
 
-    return boto3.client(
-        "s3",
-        endpoint_url=server["endpoint"],
-        aws_access_key_id=server["access_key"],
-        aws_secret_access_key=server["secret_key"],
-        region_name="us-east-1",
-    )
+    return s3_client(server)
 
 
 @pytest.fixture(scope="module")

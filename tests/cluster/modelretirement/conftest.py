@@ -11,6 +11,7 @@ import pytest
 from llmops.dev import services
 from llmops.dev.cluster import LocalCluster
 from tests.cluster.modeldeployment.conftest import kubeconfig_env, registry
+from tests.helpers import s3_client
 
 __all__ = ["archive", "kubeconfig_env", "registry"]
 
@@ -19,17 +20,10 @@ __all__ = ["archive", "kubeconfig_env", "registry"]
 def archive(cluster: LocalCluster, namespace: str) -> dict:
     """A fresh bucket created with Object Lock on (as `mc mb --with-lock` does), its credentials in
     the Secret `archive-credentials` of the test's namespace; returns the location and a boto3 client."""
-    import boto3
 
     minio = services.start_minio(cluster)
     bucket = f"archive-{uuid.uuid4().hex[:10]}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=minio["endpoint"],
-        aws_access_key_id=minio["accessKeyId"],
-        aws_secret_access_key=minio["secretAccessKey"],
-        region_name="us-east-1",
-    )
+    s3 = s3_client(minio)
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     cluster.kubectl(
         "create", "secret", "generic", "archive-credentials", "-n", namespace,
