@@ -274,6 +274,23 @@ def _query(prometheus: str, promql: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
+def _audit_env(minio: dict, namespace: str) -> dict[str, str]:
+    return {
+        "LLMOPS_AUDIT": f"s3://llmops/audit/{namespace}",
+        "LLMOPS_AUDIT_S3_ENDPOINT": minio["endpoint"],
+        "LLMOPS_AUDIT_S3_REGION": "us-east-1",
+        "LLMOPS_AUDIT_AWS_ACCESS_KEY_ID": minio["accessKeyId"],
+        "LLMOPS_AUDIT_AWS_SECRET_ACCESS_KEY": minio["secretAccessKey"],
+    }
+
+
+def _llmops(*args: str) -> str:
+    """The `llmops` command as a person runs it (the environment of the test: the audit location)."""
+    run = subprocess.run([sys.executable, "-m", "llmops.cli", *args], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
+
+
 def _models(minio: dict, *args: str) -> str:
     """`llmops models ...` as a person runs it, against the dev MinIO."""
     env = {
@@ -347,7 +364,29 @@ def retire(
     }
     assert {"postmortem.md", "traffic.png", "latency.png"} <= charts, charts
     markdown = s3.get_object(Bucket=bucket, Key=f"{prefix}/postmortem/postmortem.md")["Body"].read().decode()
-    lines = [f"retirement of {version} (kubectl get mr {MR} -o wide):"]
+    # The audit trail: the chain verifies; the retirement's steps are in it, and the version's records
+    # up to the archive were archived beside it.
+    verified = _llmops("audit", "verify")
+    assert "chain intact" in verified, verified
+    shown = json.loads(_llmops("audit", "show", "--model", MODEL, "--version", version, "-o", "json"))
+    actions = [r["data"]["action"] for r in shown]
+    for action in (
+        "modelretirement.drained",
+        "modelretirement.archived",
+        "modelretirement.deleted",
+        "modelretirement.reported",
+        "trainingjob.version_registered",
+        "modeldeployment.rolled_out",
+    ):
+        assert action in actions, actions  # fmt: skip
+    archived = s3.get_object(Bucket=bucket, Key=f"{prefix}/audit/records.jsonl")["Body"].read().splitlines()
+    assert archived and all(json.loads(line)["data"]["version"] == version for line in archived)
+    lines = [f"audit trail (llmops audit verify): {verified.strip()}"]
+    lines.append(
+        f"  {len(shown)} records of {MODEL}:{version} (llmops audit show), {len(archived)} archived with it:"
+    )
+    lines += [f"    {r['time'][:19]} {r['data']['action']}" for r in shown]
+    lines.append(f"retirement of {version} (kubectl get mr {MR} -o wide):")
     lines += [f"  {s['name']}: {s['state']}, {s.get('message', '')}" for s in status["steps"]]
     lines.append(f"  summary: {status['summary']}")
     lines.append("  post-mortem (head):")
@@ -456,6 +495,9 @@ def test_drifted_traffic_retrains_beats_the_champion_and_promotes_through_the_ca
         retrainpolicy.make_kind(Reconciler(Settings(evaluate_every=3, prometheus_url=prometheus))),
         modelretirement.make_kind(retirement.Reconciler(retirement.Settings(prometheus_url=prometheus))),
     ]
+    # The operator's audit trail, in MinIO: every Event it posts is a record of the hash chain.
+    for key, value in _audit_env(minio, namespace).items():
+        monkeypatch.setenv(key, value)
     with operator_in_thread(namespace, kinds):
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(deployment(minio)))
         cluster.kubectl("wait", f"md/{MD}", "-n", namespace, "--for=condition=Ready", "--timeout=180s")

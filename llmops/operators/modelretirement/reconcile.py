@@ -719,8 +719,9 @@ class Retirement:
         return None
 
     def serving_events(self, source: ObjectStore, version: str) -> list[postmortem.ServingEvent]:
-        """Alias moves to or from the version (the registry's alias history)."""
-        events = []
+        """Alias moves to or from the version (the registry's alias history), and the rollouts,
+        canaries, promotions and rollbacks of the deployments that served it (the audit trail)."""
+        events = self.audited_events(version)
         try:
             moves = registry.alias_history(source, self.model)
         except registry.RegistryError:
@@ -737,6 +738,31 @@ class Retirement:
                     detail=f"alias {move.alias} moved {direction} {version} by {move.by}: {move.reason}"[
                         :1024
                     ],
+                )
+            )
+        return events
+
+    def audited_events(self, version: str) -> list[postmortem.ServingEvent]:
+        log = self.ctx.auditor.log
+        if log is None:
+            return []
+        kinds = {
+            "modeldeployment.rolled_out": "rollout",
+            "modeldeployment.serving_stopped": "rollout",
+            "modeldeployment.canary_progressed": "canary",
+            "modeldeployment.promoted": "promotion",
+            "modeldeployment.rolled_back": "rollback",
+        }
+        events = []
+        for record in log.records(model=self.model, version=version, kind="ModelDeployment"):
+            kind = kinds.get(record.data.action)
+            when = conditions.parse_time(record.time)
+            if kind is None or when is None:
+                continue
+            where = f"{record.data.object.namespace}/{record.data.object.name}"
+            events.append(
+                postmortem.ServingEvent(
+                    time=when, kind=kind, deployment=where, detail=record.data.reason[:1024]
                 )
             )
         return events

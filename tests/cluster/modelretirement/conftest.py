@@ -10,6 +10,7 @@ import pytest
 
 from llmops.dev import services
 from llmops.dev.cluster import LocalCluster
+from llmops.storage import Credentials
 from tests.cluster.modeldeployment.conftest import kubeconfig_env, registry
 from tests.helpers import s3_client
 
@@ -37,4 +38,5 @@ def archive(cluster: LocalCluster, namespace: str) -> dict:
             "credentialsSecretRef": {"name": "archive-credentials"},
         }
     }
-    return {"location": location, "s3": s3, "bucket": bucket}
+    credentials = Credentials(minio["accessKeyId"], minio["secretAccessKey"])
+    return {"location": location, "s3": s3, "bucket": bucket, "credentials": credentials}

@@ -11,6 +11,7 @@ answer (tests/serving/test_serving_postmortem.py reads a real one).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -282,3 +283,78 @@ def test_admission_refuses_retiring_a_served_version_without_a_drain_plan(
         assert client.CoreV1Api(api).list_namespace()  # the client is the apiserver's, for real
     finally:
         api.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_operator_killed_mid_archive_and_mid_delete_deletes_nothing_early_and_finishes(
+    cluster: LocalCluster, namespace: str, registry: Path, archive: dict, tmp_path: Path, seed: int
+) -> None:
+    """`llmops operator` as users run it, killed with SIGKILL at a random moment (seeded) of the
+    archive's copy and again of the delete, then started again: at every kill the registry still holds
+    every object of the version unless its tombstone is written and its archive verifies; in the end
+    it is retired with a clean archive."""
+    import random
+    import signal
+
+    from llmops import archive as arch
+    from llmops.api.common import ObjectStorageLocation
+    from llmops.storage import open_store
+    from tests.helpers import operator_process
+
+    rng = random.Random(seed)
+    print(f"seed {seed}")
+    store = LocalStore(registry)
+    model = tmp_path / "big"
+    (model / "shards").mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    for i in range(240):  # many objects: the copy and the delete take seconds, not milliseconds
+        (model / "shards" / f"{i:04d}.bin").write_bytes(bytes([i % 251]) * 4096)
+    gates = [reg.GateVerdict(metric="accuracy", operator=">=", threshold=0.5, value=0.9, passed=True)]
+    version = reg.register(
+        store, "support-bot", model, metrics={}, gates=gates, lineage=reg.Lineage()
+    ).version
+    prefix = reg.version_prefix("support-bot", version)
+    objects = sorted(store.list(prefix + "/"))
+    target = open_store(ObjectStorageLocation.model_validate(archive["location"]), archive["credentials"])
+
+    def safe() -> str:
+        """The invariant: nothing deleted unless the tombstone is there and the archive verifies."""
+        left = sorted(store.list(prefix + "/"))
+        if reg.read_tombstone(store, "support-bot", version) is None:
+            assert left == objects, "objects deleted before the tombstone"
+            return "intact"
+        receipt = arch.ArchiveReceipt.model_validate_json(target.get_bytes(f"{prefix}/{arch.RECEIPT}"))
+        assert arch.verify_archive(target, receipt) == []
+        return f"tombstoned, {len(left)} left"
+
+    body = retirement("retire-big", registry, archive, model={"name": "support-bot", "version": version})
+    apply(cluster, namespace, body)
+    seen = []
+    for phase in ("Archiving", "Deleting"):
+        with operator_process(cluster, namespace) as op:
+            eventually(
+                lambda phase=phase: (
+                    (get(cluster, "mr", "retire-big", namespace) or {}).get("status", {}).get("phase")
+                    in (phase, "Disposing", "Reporting", "Retired")
+                ),
+                120,
+                0.05,
+            )
+            time.sleep(rng.uniform(0, 1.5))
+            op["proc"].send_signal(signal.SIGKILL)
+            op["proc"].wait(30)
+        seen.append(f"killed in {phase}: {safe()}")
+    with operator_process(cluster, namespace):
+        done = eventually(
+            lambda: (
+                (mr := get(cluster, "mr", "retire-big", namespace))
+                and (mr.get("status") or {}).get("phase") == "Retired"
+                and mr
+            ),
+            180,
+        )
+    print("; ".join(seen))
+    assert safe().startswith("tombstoned"), seen
+    assert not list(store.list(f"{prefix}/model/"))
+    archived = next(s for s in done["status"]["steps"] if s["name"] == "Archive")
+    assert archived["objects"] == len(objects), archived
