@@ -48,6 +48,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
@@ -345,7 +346,10 @@ class AuditLog:
     def verify(self, *, expect_head: str | None = None) -> Verification:
         """Check the whole chain: sequence numbers 1..N without a gap, each record's hash over its
         canonical form, each `previous` equal to the record before's hash; and, given `expect_head`,
-        that the chain contains a record with that hash (a tail cut off or rewritten fails this)."""
+        that the chain contains a record with that hash, or a prefix of it of at least 12 hex digits as
+        each Event carries it (a tail cut off or rewritten fails this). ValueError for a shorter one."""
+        if expect_head is not None and not re.fullmatch(r"[0-9a-f]{12,64}", expect_head):
+            raise ValueError(f"expect_head {expect_head!r}: 12 to 64 hex digits of a record's hash")
         previous, count, seen_expected = GENESIS, 0, expect_head is None
         for expected, (sequence, key) in enumerate(self._keys(), start=1):
             if sequence != expected:
@@ -367,7 +371,7 @@ class AuditLog:
                     f"record {sequence} does not follow record {sequence - 1} (previous hash mismatch)",
                 )  # fmt: skip
             previous, count = record.data.hash, count + 1
-            seen_expected = seen_expected or previous == expect_head
+            seen_expected = seen_expected or previous.startswith(expect_head or "")
         if not seen_expected:
             return Verification(count, previous, count + 1, f"no record has the expected head {expect_head}")
         return Verification(count, previous)

@@ -104,17 +104,33 @@ def audit_group() -> None:
 
 @audit_group.command("verify")
 @audit_option
-@click.option("--expect-head", metavar="SHA256", help="A head hash noted earlier: the chain must contain it.")
+@click.option(
+    "--expect-head",
+    metavar="SHA256",
+    help="A head hash noted earlier (or its first 12+ hex digits, as an Event's [audit N hash] says): the"
+    " chain must contain it.",
+)
 @output_option
 @_storage_errors
 def verify_command(audit_uri: str | None, expect_head: str | None, output: str) -> None:
     """Check the whole hash chain; exit status 1 when it is broken."""
     log = open_log(audit_uri)
-    result = log.verify(expect_head=expect_head)
+    try:
+        result = log.verify(expect_head=expect_head)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--expect-head") from None
+    if result.count == 0 and result.ok:  # a typo in the location reads as an empty log: say so, fail
+        click.echo(f"{log.uri}: no audit records there (is the location right?)", err=True)
+        sys.exit(1)
     if output == "json":
         click.echo(json.dumps({"location": log.uri, **result.to_dict()}, indent=2))
     elif result.ok:
         click.echo(f"{log.uri}: {result.count} records, chain intact, head {result.head}")
+    elif result.problem.startswith("no record has the expected head"):
+        click.echo(
+            f"{log.uri}: {result.count} records intact, but {result.problem}: records after it were"
+            f" cut off or rewritten; the head now is {result.head}"
+        )
     else:
         click.echo(
             f"{log.uri}: chain BROKEN at record {result.broken_at}: {result.problem}\n"

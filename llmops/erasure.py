@@ -520,7 +520,7 @@ def erase(
             else:
                 store.delete(sample_key)
     receipt.update(
-        state="completed",
+        state="dry-run" if dry_run else "completed",
         completedAt=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         datasets=datasets,
         derived=derived,
@@ -607,13 +607,28 @@ def receipts_with_decisions(receipts: ObjectStore) -> list[dict[str, Any]]:
 # -- the command ---------------------------------------------------------------------------------
 
 
-def _open(uri: str, flag: str) -> ObjectStore:
+def _open(uri: str, flag: str, *, must_exist: bool = True) -> ObjectStore:
+    """The store at `uri`; a local directory that does not exist is refused (a typo would otherwise
+    read as a location with nothing in it)."""
     from llmops.registry_cli import location
 
     try:
-        return open_store(location(uri), credentials_from_env())
+        where = location(uri)
     except ValueError as e:
         raise click.BadParameter(f"{uri!r}: {e}", param_hint=flag) from None
+    if must_exist and where.local is not None and not Path(where.local.path).is_dir():
+        raise click.BadParameter(f"{uri!r}: no such directory", param_hint=flag)
+    return open_store(where, credentials_from_env())
+
+
+def _user() -> str:
+    """Who runs the command: $USER, else the login name of the process (never empty)."""
+    import getpass
+
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except Exception:  # no name for the uid (a container): its number
+        return f"uid:{os.getuid()}"
 
 
 @click.group("erasure")
@@ -652,7 +667,7 @@ def erasure_group() -> None:
     help="Secret key of the subject's hash (HMAC-SHA256) [env LLMOPS_ERASURE_KEY_FILE].",
 )
 @click.option("--action", type=click.Choice(["delete", "redact"]), default="delete", show_default=True)
-@click.option("--requested-by", default=lambda: os.environ.get("USER", ""), help="Who asked (default $USER).")
+@click.option("--requested-by", default=_user, help="Who asked (default $USER, else the login name).")
 @click.option("--reason", default="", help="The request's reference, e.g. a ticket.")
 @click.option("--dry-run", is_flag=True, help="Report what would be erased; write nothing.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -695,7 +710,7 @@ def run_command(
         key=key,
         samples=[(store.uri, store) for store in (_open(u, "--samples") for u in samples)],
         registry_store=_open(registry_uri, "--registry") if registry_uri else None,
-        receipts=_open(receipts_uri, "--receipts"),
+        receipts=_open(receipts_uri, "--receipts", must_exist=False),
         models=list(models) or None,
         action=action,
         requested_by=requested_by,
@@ -722,7 +737,7 @@ def run_command(
 @click.argument("version_ref", metavar="NAME:VERSION")
 @click.option("--decision", type=click.Choice(DECISIONS), required=True)
 @click.option("--justification", default="", help="Required for accept-with-justification.")
-@click.option("--by", default=lambda: os.environ.get("USER", ""), help="Who decides (default $USER).")
+@click.option("--by", default=_user, help="Who decides (default $USER, else the login name).")
 @click.option("--receipts", "receipts_uri", required=True, metavar="URI")
 def decide_command(rid, version_ref, decision, justification, by, receipts_uri) -> None:
     """Record the decision on one model version an erasure listed."""
@@ -741,6 +756,8 @@ def decide_command(rid, version_ref, decision, justification, by, receipts_uri) 
         )
     except ValueError as e:
         raise click.ClickException(str(e)) from None
+    except FileNotFoundError:
+        raise click.ClickException(f"no erasure {rid!r} in the receipts (llmops erasure list)") from None
     click.echo(f"{name}:{version}: {decision}")
 
 

@@ -97,7 +97,10 @@ class Archive(ApiModel):
         ),
     )
 
-    location: ObjectStorageLocation = Field(description="The archive; objects go under <model>/<version>/.")
+    location: ObjectStorageLocation = Field(
+        description="The archive; a version's objects keep their registry keys"
+        " (models/<model>/versions/<version>/)."
+    )
     retention: ObjectLock | None = Field(None, description="Object Lock retention; omit for none.")
     legal_hold: bool = Field(False, description="Put an Object Lock legal hold (no expiry) on every object.")
 
@@ -128,7 +131,9 @@ class Report(ApiModel):
     """The post-mortem: Markdown, JSON and charts."""
 
     destination: ObjectStorageLocation | None = Field(
-        None, description="Where it is written; omit for <archive>/<model>/<version>/postmortem/."
+        None,
+        description="Where it is written; omit for models/<model>/versions/<version>/postmortem/ in the"
+        " archive.",
     )
 
 
@@ -156,7 +161,8 @@ class ModelRetirementSpec(ApiModel):
     dry_run: bool = Field(False, description="Only list what each step would do and delete; change nothing.")
     require_approval: bool = Field(
         False,
-        description=f"Wait for a second person's {APPROVAL_ANNOTATION} annotation before the first step.",
+        description=f"Wait for a second person's {APPROVAL_ANNOTATION} annotation before the first step"
+        " (needs the operator's admission webhook, which records who applied and who approved).",
     )
 
 

@@ -43,7 +43,7 @@ def operator(
     log_format: str,
     verbose: bool,
 ) -> None:
-    """Reconcile TrainingJobs, ModelDeployments and RetrainPolicies until SIGTERM."""
+    """Reconcile TrainingJobs, ModelDeployments, RetrainPolicies and ModelRetirements until SIGTERM."""
     from llmops.operators.main import WebhookOptions, run
 
     if all_namespaces and namespaces:

@@ -191,11 +191,20 @@ class Retirement:
                     f"waiting for a second person to set the annotation {APPROVAL_ANNOTATION}",
                     status=self.status,
                 )
-            if approver is None or approver == requested_by:
+            if approver is None or requested_by is None:
                 return fold.stalled(
                     Reason.SELF_APPROVAL,
-                    f"{APPROVAL_ANNOTATION} was set by {approver or 'an unknown user'}, who applied the"
-                    " retirement: a second person must approve it",
+                    f"{APPROVAL_ANNOTATION} is set, but who applied and who approved is unknown: approval"
+                    " needs the operator's admission webhook (webhook.enabled in the chart), which records"
+                    f" both in {REQUESTED_BY_ANNOTATION}",
+                    "AwaitingApproval",
+                    self.status,
+                )
+            if approver == requested_by:
+                return fold.stalled(
+                    Reason.SELF_APPROVAL,
+                    f"{APPROVAL_ANNOTATION} was set by {approver}, who applied the retirement: a second"
+                    " person must approve it",
                     "AwaitingApproval",
                     self.status,
                 )
@@ -450,8 +459,16 @@ class Retirement:
                         "Archiving",
                         self.status,
                     )
+            except ObjectLockUnavailable as e:  # a bucket made without Object Lock: a person must act
+                return fold.stalled(
+                    Reason.ARCHIVE_FAILED,
+                    f"spec.archive: {e}; create the archive bucket with Object Lock on (it cannot be turned"
+                    " on later), or drop spec.archive.retention and legalHold",
+                    "Archiving",
+                    self.status,
+                )
             except Exception as e:
-                if not isinstance(e, archive.ArchiveError | ObjectLockUnavailable) and not transient(e):
+                if not isinstance(e, archive.ArchiveError) and not transient(e):
                     raise
                 self.record(fold.step("Archive", "Running", before, self.now, f"{version}: {describe(e)}"))
                 return fold.running(
