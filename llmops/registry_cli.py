@@ -44,6 +44,7 @@ from llmops.registry import (
     read_version,
     resolve,
     retired_versions,
+    version_prefix,
     versions,
 )
 from llmops.storage import ObjectStore, credentials_from_env, open_store
@@ -230,6 +231,64 @@ def show(store: ObjectStore, output: str, ref: str) -> None:
     if output == "json":
         return _json(body)
     click.echo(yaml.safe_dump(body, sort_keys=False).rstrip())
+
+
+@models_group.command("verify-archive")
+@click.argument("ref", metavar="NAME:VERSION")
+@click.option(
+    "--archive",
+    "archive_uri",
+    required=True,
+    metavar="URI",
+    help="The archive: s3://bucket[/prefix] or a directory.",
+)
+@_command
+def verify_archive_command(store: ObjectStore, output: str, ref: str, archive_uri: str) -> None:
+    """Read a version's archive back and re-hash every object with sha256 against its receipt (and,
+    for a retired version, the receipt against the registry's tombstone); exit status 1 on any problem."""
+    from llmops import archive
+
+    name, sep, version = ref.partition(":")
+    if not sep:
+        raise click.BadParameter(f"{ref!r}: write NAME:VERSION", param_hint="NAME:VERSION")
+    try:
+        target = open_store(location(archive_uri), credentials_from_env())
+    except ValueError as e:
+        raise click.BadParameter(f"{archive_uri!r}: {e}", param_hint="--archive") from None
+    key = f"{version_prefix(name, version)}/{archive.RECEIPT}"
+    if not target.exists(key):
+        raise click.ClickException(f"no archive receipt for {name}:{version} in {target.uri} ({key})")
+    receipt = archive.ArchiveReceipt.model_validate_json(target.get_bytes(key))
+    problems = archive.verify_archive(target, receipt)
+    tombstone = read_tombstone(store, name, version)
+    if tombstone is not None and tombstone.manifest_sha256 != receipt.manifest_sha256:
+        problems.append(
+            f"the tombstone's manifest sha256 {tombstone.manifest_sha256} is not the archived one"
+            f" {receipt.manifest_sha256}"
+        )
+    body = {
+        "archive": f"{target.uri}/{version_prefix(name, version)}",
+        "objects": len(receipt.objects),
+        "bytes": sum(o.size for o in receipt.objects),
+        "archivedAt": receipt.archived_at,
+        "lockMode": receipt.lock_mode,
+        "retainUntil": receipt.retain_until,
+        "legalHold": receipt.legal_hold,
+        "retired": tombstone is not None,
+        "problems": problems,
+    }
+    if output == "json":
+        _json(body)
+    else:
+        verdict = "verified" if not problems else f"{len(problems)} problems"
+        click.echo(
+            f"{name}:{version} in {body['archive']}: {body['objects']} objects, {body['bytes']} bytes,"
+            f" sha256 {verdict}; lock {receipt.lock_mode or 'none'} until {receipt.retain_until or '-'}"
+        )
+        for problem in problems:
+            click.echo(f"  {problem}")
+    if problems:
+        raise SystemExit(1)
 
 
 @models_group.group("alias")

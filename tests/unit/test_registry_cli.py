@@ -159,3 +159,31 @@ def test_the_installed_command_has_it(registry: Path) -> None:
         check=True,
     ).stdout
     assert len(json.loads(out)) == 3
+
+
+def test_verify_archive_re_hashes_a_retired_version_for_an_auditor(registry: Path, tmp_path: Path) -> None:
+    store, archive = LocalStore(registry), LocalStore(tmp_path / "archive")
+    receipt = archive_version(store, "chat", "2", archive)
+    delete_version(store, "chat", "2", target=archive, receipt=receipt, actor="user:ana", reason="superseded")
+    args = [
+        "models",
+        "verify-archive",
+        "chat:2",
+        "--archive",
+        str(tmp_path / "archive"),
+        "--registry",
+        str(registry),
+    ]
+    code, out = llmops(*args)
+    assert code == 0 and f"chat:2 in file://{tmp_path / 'archive'}/models/chat/versions/2:" in out, out
+    assert f"{len(receipt.objects)} objects" in out and "sha256 verified; lock none" in out
+    config = next(o.key for o in receipt.objects if o.key.endswith("model/config.json"))
+    (tmp_path / "archive" / config).write_text("tampered")
+    code, out = llmops(*args, "-o", "json")
+    body = json.loads(out)
+    assert (
+        code == 1 and body["retired"] and len(body["problems"]) == 1 and "config.json" in body["problems"][0]
+    )
+    code, out = llmops("models", "verify-archive", "chat:1", "--archive", str(tmp_path / "archive"),
+                       "--registry", str(registry))  # fmt: skip
+    assert code == 1 and "no archive receipt for chat:1" in out
