@@ -11,7 +11,6 @@ answer (tests/serving/test_serving_postmortem.py reads a real one).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -285,15 +284,15 @@ def test_admission_refuses_retiring_a_served_version_without_a_drain_plan(
         api.close()
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_the_operator_killed_mid_archive_and_mid_delete_deletes_nothing_early_and_finishes(
-    cluster: LocalCluster, namespace: str, registry: Path, archive: dict, tmp_path: Path, seed: int
+def test_the_operator_killed_mid_copy_and_mid_delete_deletes_nothing_early_and_finishes(
+    cluster: LocalCluster, namespace: str, archive: dict, tmp_path: Path
 ) -> None:
-    """`llmops operator` as users run it, killed with SIGKILL at a random moment (seeded) of the
-    archive's copy and again of the delete, then started again: at every kill the registry still holds
-    every object of the version unless its tombstone is written and its archive verifies; in the end
-    it is retired with a clean archive."""
-    import random
+    """`llmops operator` as users run it, killed with SIGKILL while the archive is half copied (some
+    objects in the archive, no receipt yet), started again, killed again while the delete is half done
+    (the tombstone written, some artifacts still there), started again: at each kill the registry
+    holds every object of the version unless its tombstone is written and its archive verifies; in
+    the end the version is retired and its archive verifies. The registry is in MinIO too, so each
+    copy and each delete is a request, and the moments are seen in storage, not guessed by time."""
     import signal
 
     from llmops import archive as arch
@@ -301,49 +300,57 @@ def test_the_operator_killed_mid_archive_and_mid_delete_deletes_nothing_early_an
     from llmops.storage import open_store
     from tests.helpers import operator_process
 
-    rng = random.Random(seed)
-    print(f"seed {seed}")
-    store = LocalStore(registry)
+    minio_store = open_store(
+        ObjectStorageLocation.model_validate(archive["location"]), archive["credentials"]
+    )
+    registry_location = {
+        "s3": {**archive["location"]["s3"], "bucket": "llmops", "prefix": f"{namespace}/registry"}
+    }
+    store = open_store(ObjectStorageLocation.model_validate(registry_location), archive["credentials"])
     model = tmp_path / "big"
     (model / "shards").mkdir(parents=True)
     (model / "config.json").write_text("{}")
-    for i in range(240):  # many objects: the copy and the delete take seconds, not milliseconds
-        (model / "shards" / f"{i:04d}.bin").write_bytes(bytes([i % 251]) * 4096)
+    for i in range(160):  # many objects: the copy and the delete take many requests
+        (model / "shards" / f"{i:04d}.bin").write_bytes(bytes([i % 251]) * 2048)
     gates = [reg.GateVerdict(metric="accuracy", operator=">=", threshold=0.5, value=0.9, passed=True)]
     version = reg.register(
         store, "support-bot", model, metrics={}, gates=gates, lineage=reg.Lineage()
     ).version
     prefix = reg.version_prefix("support-bot", version)
     objects = sorted(store.list(prefix + "/"))
-    target = open_store(ObjectStorageLocation.model_validate(archive["location"]), archive["credentials"])
 
     def safe() -> str:
         """The invariant: nothing deleted unless the tombstone is there and the archive verifies."""
         left = sorted(store.list(prefix + "/"))
         if reg.read_tombstone(store, "support-bot", version) is None:
             assert left == objects, "objects deleted before the tombstone"
-            return "intact"
-        receipt = arch.ArchiveReceipt.model_validate_json(target.get_bytes(f"{prefix}/{arch.RECEIPT}"))
-        assert arch.verify_archive(target, receipt) == []
-        return f"tombstoned, {len(left)} left"
+            return f"registry intact ({len(left)} objects)"
+        receipt = arch.ArchiveReceipt.model_validate_json(minio_store.get_bytes(f"{prefix}/{arch.RECEIPT}"))
+        assert arch.verify_archive(minio_store, receipt) == []
+        return f"tombstoned, archive verified, {len(left)} objects left"
 
-    body = retirement("retire-big", registry, archive, model={"name": "support-bot", "version": version})
+    def copying() -> int | None:
+        copied = [k for k in minio_store.list(prefix + "/")]
+        return len(copied) if copied and f"{prefix}/{arch.RECEIPT}" not in copied else None
+
+    def deleting() -> int | None:
+        if reg.read_tombstone(store, "support-bot", version) is None:
+            return None
+        left = len(list(store.list(f"{prefix}/model/")))
+        return left if 0 < left < len(objects) - 2 else None
+
+    body = retirement(
+        "retire-big", Path("/unused"), archive, model={"name": "support-bot", "version": version}
+    )
+    body["spec"]["registry"] = registry_location
     apply(cluster, namespace, body)
     seen = []
-    for phase in ("Archiving", "Deleting"):
+    for name, moment in (("the copy", copying), ("the delete", deleting)):
         with operator_process(cluster, namespace) as op:
-            eventually(
-                lambda phase=phase: (
-                    (get(cluster, "mr", "retire-big", namespace) or {}).get("status", {}).get("phase")
-                    in (phase, "Disposing", "Reporting", "Retired")
-                ),
-                120,
-                0.05,
-            )
-            time.sleep(rng.uniform(0, 1.5))
+            at = eventually(moment, 180, 0.02)
             op["proc"].send_signal(signal.SIGKILL)
             op["proc"].wait(30)
-        seen.append(f"killed in {phase}: {safe()}")
+        seen.append(f"killed in {name} at {at} objects: {safe()}")
     with operator_process(cluster, namespace):
         done = eventually(
             lambda: (
@@ -354,7 +361,8 @@ def test_the_operator_killed_mid_archive_and_mid_delete_deletes_nothing_early_an
             180,
         )
     print("; ".join(seen))
-    assert safe().startswith("tombstoned"), seen
-    assert not list(store.list(f"{prefix}/model/"))
+    assert seen[0].endswith(f"registry intact ({len(objects)} objects)"), seen
+    assert "tombstoned, archive verified" in seen[1], seen
+    assert safe().startswith("tombstoned, archive verified") and not list(store.list(f"{prefix}/model/"))
     archived = next(s for s in done["status"]["steps"] if s["name"] == "Archive")
     assert archived["objects"] == len(objects), archived
