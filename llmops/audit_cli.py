@@ -28,7 +28,9 @@ import click
 from llmops.audit import AUDIT_ENV, AuditConfig, AuditError, AuditLog, AuditRecord, Verification
 from llmops.registry import (
     MANIFEST,
+    ModelVersion,
     RegistryError,
+    Tombstone,
     alias_history,
     read_tombstone,
     read_version,
@@ -36,8 +38,8 @@ from llmops.registry import (
     version_prefix,
     versions,
 )
-from llmops.registry_cli import REGISTRY_ENV, _store, _table
-from llmops.storage import ObjectStore
+from llmops.registry_cli import REGISTRY_ENV, _store, _table, location
+from llmops.storage import ObjectStore, credentials_from_env, open_store
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 
@@ -190,6 +192,31 @@ def erasure_requests(log: AuditLog | None, name: str) -> list[dict[str, Any]]:
     return [r.document()["data"] for r in log.records(model=name) if r.data.action.startswith("erasure.")]
 
 
+def archived_manifest(tombstone: Tombstone) -> dict[str, Any]:
+    """A retired version's lineage, gates and metrics from the manifest in its archive (the tombstone
+    names the archive), when it reads back with the sha256 the tombstone recorded; else why not. S3
+    access through the standard AWS environment, as every command."""
+    key = f"{version_prefix(tombstone.name, tombstone.version)}/{MANIFEST}"
+    try:
+        raw = open_store(location(tombstone.archive_location), credentials_from_env()).get_bytes(key)
+    except Exception as e:  # unreachable, no access, no such object: the report says so
+        return {"archiveError": f"{tombstone.archive_location}/{key}: {type(e).__name__}: {e}"[:500]}
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != tombstone.manifest_sha256:
+        problem = f"{key} in the archive has sha256 {digest}, the tombstone says {tombstone.manifest_sha256}"
+        return {"archiveError": problem}
+    manifest = ModelVersion.model_validate_json(raw)
+    return {
+        "manifestSource": "archive",
+        "createdAt": manifest.created_at,
+        "manifestSha256": digest,
+        "artifacts": len(manifest.artifacts),
+        "lineage": manifest.lineage.model_dump(by_alias=True, mode="json", exclude_none=True),
+        "gates": [g.model_dump(by_alias=True, mode="json") for g in manifest.gates],
+        "metrics": manifest.metrics,
+    }
+
+
 def serving_windows(records: list[AuditRecord]) -> list[dict[str, Any]]:
     """Where and when each version served: from each `modeldeployment.rolled_out` record to the
     `modeldeployment.serving_stopped` of the same deployment and version (open when none yet)."""
@@ -251,8 +278,10 @@ def compliance_report(
                 "metrics": manifest.metrics,
             }
         except RegistryError as e:
-            if tombstone is None:  # a retired version has no manifest: its tombstone says what it was
+            if tombstone is None:
                 entry["manifestError"] = str(e)
+            else:  # retired: the manifest as archived, checked against the tombstone's digest
+                entry |= archived_manifest(tombstone)
         entry["tombstone"] = tombstone.model_dump(by_alias=True, mode="json") if tombstone else None
         entry["served"] = [w for w in windows if w["version"] == version]
         entry["auditRecords"] = sum(1 for r in records if r.data.version == version)
@@ -297,9 +326,17 @@ def markdown(report: ComplianceReport) -> str:
         if "manifestError" in entry:
             lines.append(f"- Manifest: unreadable ({entry['manifestError']})")
         elif "lineage" not in entry:
-            lines.append("- Retired: its manifest was deleted behind the tombstone below")
+            lines.append(
+                "- Retired: its manifest was deleted behind the tombstone below; the archive's copy could not"
+                f" be read: {entry.get('archiveError', 'not looked for')}"
+            )
         else:
             lineage = entry["lineage"]
+            if entry.get("manifestSource") == "archive":
+                lines.append(
+                    "- Retired: lineage, gates and metrics from the archived manifest"
+                    " (sha256 as the tombstone's)"
+                )
             lines += [
                 f"- Registered: {entry['createdAt']} by `{lineage.get('parentJob', '-')}`,"
                 f" manifest sha256 `{entry['manifestSha256']}`, {entry['artifacts']} artifacts",
@@ -387,6 +424,8 @@ def compliance_command(
     store = _store(registry)
     log = open_log(audit_uri) if (audit_uri or dict(os.environ).get(AUDIT_ENV)) else None
     report = compliance_report(store, log, name, namespace)
+    if not report.versions:  # a typo in the name or the registry reads as an empty record: say so
+        raise click.ClickException(f"model {name!r} has no version, live or retired, in {store.uri}")
     text = (
         json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
         if fmt == "json"

@@ -105,8 +105,9 @@ def test_compliance_report(where: dict[str, Path]) -> None:
     # Version 1 retired (as llmops/archive.py leaves it: a tombstone, the manifest gone).
     registry = LocalStore(where["registry"])
     prefix = version_prefix("chat", "1")
+    missing = f"file://{where['registry'].parent / 'no-archive'}"  # an archive that is gone
     tombstone = Tombstone(
-        name="chat", version="1", artifacts={}, manifest_sha256="ab" * 32, archive_location="s3://archive/chat",
+        name="chat", version="1", artifacts={}, manifest_sha256="ab" * 32, archive_location=missing,
         receipt_key="r.json", by="ops", reason="superseded", at="2026-11-20T00:00:00+00:00",
         retain_until="2027-11-20T00:00:00+00:00", lock_mode="COMPLIANCE",
     )  # fmt: skip
@@ -121,11 +122,12 @@ def test_compliance_report(where: dict[str, Path]) -> None:
     one, two = report["versions"]
     assert two["lineage"]["data"][0]["sha256"] == "cd" * 32 and two["gates"][0]["passed"]
     assert "lineage" not in one and "manifestError" not in one  # retired: the tombstone stands for it
+    assert "FileNotFoundError" in one["archiveError"]  # and the report says why there is no lineage
     assert one["served"] == [{"version": "1", "deployment": "ml/modeldeployment/chat",
                               "from": "2026-11-01T00:00:00.000000+00:00",
                               "until": "2026-11-03T00:05:00.000000+00:00", "firstRecord": 3}]  # fmt: skip
     assert two["served"][0]["until"] is None and two["tombstone"] is None
-    assert one["tombstone"]["archiveLocation"] == "s3://archive/chat" and len(two["manifestSha256"]) == 64
+    assert one["tombstone"]["archiveLocation"] == missing and len(two["manifestSha256"]) == 64
     code, text = llmops(*args)
     assert code == 0 and text.startswith("# Compliance report: chat")
     assert "chain intact" in text and "## Version 2" in text and "| ml/modeldeployment/chat |" in text
@@ -163,3 +165,31 @@ def test_an_erasure_enters_the_trail_and_the_report(where: dict[str, Path]) -> N
         "erasure.version_affected"
     ]
     assert log.verify().ok
+
+
+def test_the_compliance_report_reads_a_retired_versions_lineage_from_its_archive(
+    where: dict[str, Path], tmp_path: Path
+) -> None:
+    from llmops.archive import archive_version, delete_version
+
+    registry, archive = LocalStore(where["registry"]), LocalStore(tmp_path / "archive")
+    receipt = archive_version(registry, "chat", "1", archive)
+    delete_version(
+        registry, "chat", "1", target=archive, receipt=receipt, actor="user:ana", reason="superseded"
+    )
+    code, out = llmops("report", "compliance", "--model", "chat", "--registry", str(where["registry"]),
+                       "--format", "json")  # fmt: skip
+    one = json.loads(out)["versions"][0]
+    assert code == 0 and one["manifestSource"] == "archive" and one["tombstone"]["by"] == "user:ana"
+    assert one["lineage"]["data"][0]["sha256"] == "cd" * 32 and one["gates"][0]["passed"]
+    manifest = tmp_path / "archive" / version_prefix("chat", "1") / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes().replace(b"ml/t-1", b"ml/t-9"))  # the archive altered
+    code, out = llmops("report", "compliance", "--model", "chat", "--registry", str(where["registry"]),
+                       "--format", "json")  # fmt: skip
+    one = json.loads(out)["versions"][0]
+    assert "lineage" not in one and "the tombstone says" in one["archiveError"]
+
+
+def test_the_compliance_report_of_a_model_the_registry_lacks_is_an_error(where: dict[str, Path]) -> None:
+    code, out = llmops("report", "compliance", "--model", "nope", "--registry", str(where["registry"]))
+    assert code == 1 and "model 'nope' has no version, live or retired" in out
