@@ -68,9 +68,12 @@ def open_log(uri: str | None) -> AuditLog:
             f"no audit trail: pass --audit s3://bucket/prefix (or a directory) or set {AUDIT_ENV}"
         )
     try:
-        return config.open()
+        log = config.open()
     except ValueError as e:
         raise click.BadParameter(f"{config.uri!r}: {e}", param_hint="--audit") from None
+    if next(iter(log._keys()), None) is None:  # a typo in the location reads as an empty log: say so
+        raise click.ClickException(f"{log.uri}: no audit records there (is the location right?)")
+    return log
 
 
 audit_option = click.option(
@@ -121,9 +124,6 @@ def verify_command(audit_uri: str | None, expect_head: str | None, output: str) 
         result = log.verify(expect_head=expect_head)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--expect-head") from None
-    if result.count == 0 and result.ok:  # a typo in the location reads as an empty log: say so, fail
-        click.echo(f"{log.uri}: no audit records there (is the location right?)", err=True)
-        sys.exit(1)
     if output == "json":
         click.echo(json.dumps({"location": log.uri, **result.to_dict()}, indent=2))
     elif result.ok:

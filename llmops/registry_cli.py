@@ -78,6 +78,8 @@ def _store(uri: str | None) -> ObjectStore:
         where = location(uri)
     except ValueError as e:  # pydantic's ValidationError: a bucket name that S3 refuses, say
         raise click.BadParameter(f"{uri!r}: {e}", param_hint="--registry") from None
+    if where.local is not None and not Path(where.local.path).is_dir():  # a typo reads as an empty registry
+        raise click.BadParameter(f"{uri!r}: no such directory", param_hint="--registry")
     return open_store(where, credentials_from_env())
 
 

@@ -193,3 +193,10 @@ def test_the_compliance_report_reads_a_retired_versions_lineage_from_its_archive
 def test_the_compliance_report_of_a_model_the_registry_lacks_is_an_error(where: dict[str, Path]) -> None:
     code, out = llmops("report", "compliance", "--model", "nope", "--registry", str(where["registry"]))
     assert code == 1 and "model 'nope' has no version, live or retired" in out
+
+
+def test_reading_a_location_without_records_is_an_error(tmp_path: Path) -> None:
+    """A mistyped location reads as an empty log: verify and show say so and fail, never "intact"."""
+    for command in (["audit", "verify"], ["audit", "show"]):
+        code, out = llmops(*command, "--audit", str(tmp_path / "no-trail"))
+        assert code == 1 and "no audit records there" in out, (command, out)

@@ -108,6 +108,8 @@ def test_errors_name_what_is_wrong(registry: Path) -> None:
     assert code == 2 and "no registry: pass --registry" in out
     code, out = llmops("models", "list", "--registry", "http://minio:9000/models")
     assert code == 2 and "use s3://bucket/prefix or a directory" in out
+    code, out = llmops("models", "list", "--registry", str(registry) + "-typo")  # not an empty registry
+    assert code == 2 and "no such directory" in out
 
 
 def test_retired_versions_show_their_tombstone(registry: Path, tmp_path: Path) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
-
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from llmops.api.modelretirement import ModelRetirementSpec, Reason, StepStatus
 from llmops.operators.modelretirement import plan
@@ -28,10 +26,7 @@ def retirement(drain: dict | None = None, version: str | None = "2") -> ModelRet
 def served(
     name: str, model: dict, versions: list[tuple[str, str, int]], suspend: bool = False
 ) -> plan.Served:
-    spec = {"model": model, "registry": REGISTRY}
-    if suspend:
-        spec["suspend"] = True
-    parsed = ModelDeploymentSpec.model_validate(spec) if not suspend else _with_suspend(spec)
+    parsed = ModelDeploymentSpec.model_validate({"model": model, "registry": REGISTRY, "suspend": suspend})
     status = ModelDeploymentStatus.model_validate(
         {
             "versions": [
@@ -40,13 +35,6 @@ def served(
         }
     )
     return plan.Served(name, parsed, status)
-
-
-def _with_suspend(spec: dict) -> ModelDeploymentSpec:
-    try:
-        return ModelDeploymentSpec.model_validate(spec)
-    except Exception:  # before ModelDeployment has spec.suspend
-        pytest.skip("ModelDeployment has no spec.suspend")
 
 
 REPLACE = {"mode": "Replace", "replacement": {"name": "bot", "version": "3"}}
