@@ -184,12 +184,31 @@ def show_command(
 # -- the compliance report ----------------------------------------------------------------------------
 
 
-def erasure_requests(log: AuditLog | None, name: str) -> list[dict[str, Any]]:
-    """Erasure requests that concern `name` and their outcome. The hook for the erasure work of issue 15:
-    today the audit records whose action starts with "erasure." and name the model."""
+def erasure_requests(
+    log: AuditLog | None, name: str, receipts: ObjectStore | None = None
+) -> list[dict[str, Any]]:
+    """Erasure requests that concern `name`: the audit records whose action starts with "erasure." and
+    name the model. With `receipts` (where `llmops erasure` wrote its receipts), each
+    `erasure.version_affected` record carries `decision`: the decision recorded on that version
+    (`llmops erasure decide`: retrain-without, accept-with-justification or retire, with who and
+    when), or None while it is pending."""
     if log is None:
         return []
-    return [r.document()["data"] for r in log.records(model=name) if r.data.action.startswith("erasure.")]
+    found = [r.document()["data"] for r in log.records(model=name) if r.data.action.startswith("erasure.")]
+    if receipts is None:
+        return found
+    from llmops.erasure import receipts_with_decisions
+
+    decided = {
+        (r["id"], v["name"], str(v["version"])): v["decision"]
+        for r in receipts_with_decisions(receipts)
+        for v in r.get("modelVersions") or []
+    }
+    for record in found:
+        if record["action"] == "erasure.version_affected":
+            rid = (record.get("object") or {}).get("name")
+            record["decision"] = decided.get((rid, record.get("model"), record.get("version")))
+    return found
 
 
 def archived_manifest(tombstone: Tombstone) -> dict[str, Any]:
@@ -253,12 +272,17 @@ class ComplianceReport:
 
 
 def compliance_report(
-    store: ObjectStore, log: AuditLog | None, name: str, namespace: str | None = None
+    store: ObjectStore,
+    log: AuditLog | None,
+    name: str,
+    namespace: str | None = None,
+    receipts: ObjectStore | None = None,
 ) -> ComplianceReport:
     """A model's record: every version's lineage (data sources with hashes, preparation and PII
     statistics as recorded, gates, evaluation metrics, baseline), its tombstone if retired, where and
     when it served (audit records, filtered to `namespace` when given), the alias history, erasure
-    requests and the audit chain's verification."""
+    requests (with the decisions recorded under `receipts`, when given) and the audit chain's
+    verification."""
     records = log.records(model=name, namespace=namespace) if log is not None else []
     windows = serving_windows(records)
     found = []
@@ -296,7 +320,7 @@ def compliance_report(
         verification=verification.to_dict() if verification is not None else None,
         versions=found,
         alias_history=[m.model_dump(by_alias=True, mode="json") for m in alias_history(store, name)],
-        erasure_requests=erasure_requests(log, name),
+        erasure_requests=erasure_requests(log, name, receipts),
     )
 
 
@@ -391,7 +415,21 @@ def markdown(report: ComplianceReport) -> str:
     else:
         lines.append("No alias moves recorded.")
     lines += ["", "## Erasure requests", ""]
-    lines.append(f"{len(report.erasure_requests)} recorded." if report.erasure_requests else "None recorded.")
+    affected = [e for e in report.erasure_requests if e["action"] == "erasure.version_affected"]
+    if not report.erasure_requests:
+        lines.append("None recorded.")
+    elif not affected:
+        lines.append(f"{len(report.erasure_requests)} recorded; none concerned a version's training data.")
+    else:
+        lines += ["| erasure | at | version | decision |", "|---|---|---|---|"]
+        for e in affected:
+            d = e.get("decision", "not read (pass --receipts)")
+            if isinstance(d, dict):
+                d = f"{d['decision']} by {d['by']} at {d['at']}" + (
+                    f": {d['justification']}" if d.get("justification") else ""
+                )
+            rid = (e.get("object") or {}).get("name")
+            lines.append(f"| {rid} | {e.get('time', '')} | {e.get('version')} | {_cell(d or 'pending')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -416,14 +454,30 @@ def report_group() -> None:
 @click.option(
     "--out", type=click.Path(dir_okay=False, writable=True), help="Write it to this file, not stdout."
 )
+@click.option(
+    "--receipts",
+    "receipts_uri",
+    metavar="URI",
+    help="Where `llmops erasure` wrote its receipts: each affected version's decision joins the report.",
+)
 @_storage_errors
 def compliance_command(
-    name: str, namespace: str | None, registry: str | None, audit_uri: str | None, fmt: str, out: str | None
+    name: str,
+    namespace: str | None,
+    registry: str | None,
+    audit_uri: str | None,
+    fmt: str,
+    out: str | None,
+    receipts_uri: str | None,
 ) -> None:
-    """A model's compliance record: lineage, gates, evaluations, serving, aliases, audit verification."""
+    """A model's compliance record: lineage, gates, evaluations, serving, aliases, erasures and their
+    decisions, audit verification."""
+    from llmops.erasure import open_uri
+
     store = _store(registry)
     log = open_log(audit_uri) if (audit_uri or dict(os.environ).get(AUDIT_ENV)) else None
-    report = compliance_report(store, log, name, namespace)
+    receipts = open_uri(receipts_uri, "--receipts") if receipts_uri else None
+    report = compliance_report(store, log, name, namespace, receipts)
     if not report.versions:  # a typo in the name or the registry reads as an empty record: say so
         raise click.ClickException(f"model {name!r} has no version, live or retired, in {store.uri}")
     text = (

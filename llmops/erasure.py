@@ -583,8 +583,9 @@ def record_decision(
 
 def receipts_with_decisions(receipts: ObjectStore) -> list[dict[str, Any]]:
     """Every erasure under `receipts`: its receipt with the versions' `decision` filled from the
-    recorded decisions, or, for a run cut short, its plan with `state: incomplete` (run it again).
-    What `llmops report compliance` lists."""
+    recorded decisions, or, for a run cut short, its plan with `state: incomplete` (run it again), or
+    `state: superseded` and `supersededBy: <id>` once a later run for the same subject (kind, field
+    path and keyed hash) completed. What `llmops report compliance` lists."""
     keys = set(receipts.list("erasures/"))
     found = []
     for rid in sorted({k.split("/")[1] for k in keys if k.count("/") >= 2}):
@@ -601,14 +602,26 @@ def receipts_with_decisions(receipts: ObjectStore) -> list[dict[str, Any]]:
         for v in receipt["modelVersions"]:
             v["decision"] = decided.get((v["name"], v["version"]))
         found.append(receipt)
+    for cut in (r for r in found if r.get("state") == "incomplete"):
+        later = [
+            r["id"]
+            for r in found
+            if r.get("state") == "completed"
+            and r.get("subject") == cut["subject"]
+            and r["id"] != cut["id"]
+            and r.get("requestedAt", "") >= cut["requestedAt"]
+        ]
+        if later:
+            cut.update(state="superseded", supersededBy=later[0])
     return found
 
 
 # -- the command ---------------------------------------------------------------------------------
 
 
-def _open(uri: str, flag: str, *, must_exist: bool = True) -> ObjectStore:
-    """The store at `uri`; a local directory that does not exist is refused (a typo would otherwise
+def open_uri(uri: str, flag: str, *, must_exist: bool = True) -> ObjectStore:
+    """The store at `uri` (s3://bucket/prefix or a directory; click.BadParameter naming `flag` when it
+    cannot be); a local directory that does not exist is refused (a typo would otherwise
     read as a location with nothing in it)."""
     from llmops.registry_cli import location
 
@@ -708,9 +721,9 @@ def run_command(
     receipt = erase(
         subject,
         key=key,
-        samples=[(store.uri, store) for store in (_open(u, "--samples") for u in samples)],
-        registry_store=_open(registry_uri, "--registry") if registry_uri else None,
-        receipts=_open(receipts_uri, "--receipts", must_exist=False),
+        samples=[(store.uri, store) for store in (open_uri(u, "--samples") for u in samples)],
+        registry_store=open_uri(registry_uri, "--registry") if registry_uri else None,
+        receipts=open_uri(receipts_uri, "--receipts", must_exist=False),
         models=list(models) or None,
         action=action,
         requested_by=requested_by,
@@ -746,7 +759,7 @@ def decide_command(rid, version_ref, decision, justification, by, receipts_uri) 
         raise click.BadParameter("use NAME:VERSION", param_hint="NAME:VERSION")
     try:
         record_decision(
-            _open(receipts_uri, "--receipts"),
+            open_uri(receipts_uri, "--receipts"),
             rid,
             name,
             version,
@@ -766,11 +779,17 @@ def decide_command(rid, version_ref, decision, justification, by, receipts_uri) 
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def list_command(receipts_uri, output) -> None:
     """Every erasure receipt, and the decisions still pending."""
-    found = receipts_with_decisions(_open(receipts_uri, "--receipts"))
+    found = receipts_with_decisions(open_uri(receipts_uri, "--receipts"))
     if output == "json":
         click.echo(json.dumps(found, indent=2))
         return
     for r in found:
+        if r["state"] == "superseded":
+            done = r["supersededBy"]
+            click.echo(
+                f"{r['id']}  {r['requestedAt']}  {r['subject']['kind']}  cut short, finished by {done}"
+            )
+            continue
         if r["state"] != "completed":
             click.echo(f"{r['id']}  {r['requestedAt']}  {r['subject']['kind']}  INCOMPLETE: run it again")
             continue

@@ -165,6 +165,21 @@ def test_an_erasure_enters_the_trail_and_the_report(where: dict[str, Path]) -> N
         "erasure.version_affected"
     ]
     assert log.verify().ok
+    # With the receipts, the report carries each affected version's decision, pending until made.
+    receipts = LocalStore(where["audit"].parent / "receipts")
+    receipts.put_bytes(
+        erasure.receipt_key(receipt["id"]), json.dumps(receipt | {"state": "completed"}).encode()
+    )
+    args = ["report", "compliance", "--model", "chat", "--registry", str(where["registry"]),
+            "--audit", str(where["audit"]), "--receipts", receipts.uri]  # fmt: skip
+    code, text = llmops(*args)
+    assert code == 0 and f"| {receipt['id']} |" in text and "| 2 | pending |" in text
+    erasure.record_decision(receipts, receipt["id"], "chat", "2", "retrain-without", by="dpo")
+    code, out = llmops(*args, "--format", "json")
+    (affected,) = [e for e in json.loads(out)["erasureRequests"] if e["action"] == "erasure.version_affected"]
+    assert (affected["decision"]["decision"], affected["decision"]["by"]) == ("retrain-without", "dpo")
+    code, text = llmops(*args)
+    assert "| 2 | retrain-without by dpo at " in text
 
 
 def test_the_compliance_report_reads_a_retired_versions_lineage_from_its_archive(

@@ -177,7 +177,12 @@ def test_a_run_cut_short_is_listed_incomplete_and_finished_by_running_again(tmp_
         erased(store, erasure.Subject("user", "alice"))
     (listed,) = erasure.receipts_with_decisions(store)
     assert listed["state"] == "incomplete" and listed["samples"][0]["recordsErased"] == 1
+    erased(store, erasure.Subject("user", "carol"))  # another subject's run finishes nothing of alice's
+    assert [r["state"] for r in erasure.receipts_with_decisions(store) if r["id"] == listed["id"]] == [
+        "incomplete"
+    ]
     receipt = erased(store, erasure.Subject("user", "alice"))
     assert receipt["state"] == "completed" and receipt["totals"]["payloadRecords"] == 1
     assert [json.loads(x)["user"] for x in store.get_bytes(PAYLOAD).splitlines()] == ["bob"]
-    assert sorted(r["state"] for r in erasure.receipts_with_decisions(store)) == ["completed", "incomplete"]
+    (cut,) = [r for r in erasure.receipts_with_decisions(store) if r["id"] == listed["id"]]
+    assert (cut["state"], cut["supersededBy"]) == ("superseded", receipt["id"])
