@@ -699,7 +699,10 @@ def run_command(
     dry_run,
     output,
 ) -> None:
-    """Find and erase one subject's records; write the receipt."""
+    """Find and erase one subject's records; write the receipt.
+
+    With LLMOPS_AUDIT set (the audit trail's location, as the operator's), a completed run is also
+    an audit record, with one more per model version whose training data held the subject."""
     given = [x for x in (user, api_key_id, field_match) if x]
     if len(given) != 1:
         raise click.UsageError("give exactly one of --user, --api-key-id, --field PATH=VALUE")

@@ -321,7 +321,10 @@ def set_alias_command(
     store: ObjectStore, output: str, name: str, alias: str, version: str, reason: str, by: str | None,
     move_id: str | None,
 ) -> None:  # fmt: skip
-    """Point ALIAS of model NAME at VERSION, and record who, when, from which version and why."""
+    """Point ALIAS of model NAME at VERSION, and record who, when, from which version and why.
+
+    With LLMOPS_AUDIT set (the audit trail's location, as the operator's), the move is also an audit
+    record (`llmops audit show --kind Alias`)."""
     before = aliases(store, name).get(alias)
     try:
         audit = AuditConfig.from_env()  # LLMOPS_AUDIT: the move is also an audit record
