@@ -125,9 +125,10 @@ def install(environ: dict[str, str] | None = None) -> None:
     INFO unless LLMOPS_LOG_HTTP_DEBUG=1, the redacting record factory, and the credentials in
     `environ` (default: os.environ) registered by the names SECRET_ENV_NAMES matches."""
     if not http_debug_opted_in():
-        for name in HTTP_CLIENT_LOGGERS:  # never below INFO; as quiet as they were if quieter
+        for name in HTTP_CLIENT_LOGGERS:  # never below INFO; left alone where they already are
             logger = logging.getLogger(name)
-            logger.setLevel(max(logging.INFO, logger.getEffectiveLevel()))
+            if logger.getEffectiveLevel() < logging.INFO:
+                logger.setLevel(logging.INFO)
     if logging.getLogRecordFactory() is not _record_factory:
         logging.setLogRecordFactory(_record_factory)
     env = os.environ if environ is None else environ
