@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from llmops.dev.cluster import LocalCluster, process_alive
-from tests.helpers import POD_SECURITY_LEVEL, create_namespace
+from tests.helpers import POD_SECURITY_LEVEL, create_namespace, pod_security_refusals
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +73,10 @@ def namespace(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator
     name = f"t-{uuid.uuid4().hex[:8]}"
     create_namespace(cluster, name, level)
     yield name
+    # A pod PodSecurity refused is only a FailedCreate event on its ReplicaSet or Job: say it loudly.
+    refused = pod_security_refusals(cluster, name)
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    assert not refused, f"PodSecurity ({level}) refused pods in {name}:\n" + "\n".join(refused)
 
 
 @pytest.fixture

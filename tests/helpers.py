@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -55,6 +56,21 @@ def create_namespace(cluster: LocalCluster, name: str, level: str = POD_SECURITY
         "label", "namespace", name,
         f"pod-security.kubernetes.io/enforce={level}", f"pod-security.kubernetes.io/warn={level}",
     )  # fmt: skip
+
+
+def pod_security_refusals(cluster: LocalCluster, namespace: str) -> list[str]:
+    """The FailedCreate events of `namespace` that PodSecurity admission caused, as
+    "<kind>/<name>: <message>" (a controller's pod it refused leaves nothing else behind)."""
+    out = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=FailedCreate", "-o", "json", check=False
+    )  # fmt: skip
+    if out.returncode != 0:
+        return []
+    return [
+        f"{e['involvedObject']['kind']}/{e['involvedObject']['name']}: {e['message']}"
+        for e in json.loads(out.stdout)["items"]
+        if "violates PodSecurity" in e.get("message", "")
+    ]
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ standard checks (KubeRay's autoscaler sidecar would, but the builders never enab
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -28,7 +29,7 @@ import pytest
 from kubernetes import client
 
 from llmops.dev.cluster import LocalCluster
-from tests.helpers import eventually
+from tests.helpers import create_namespace, eventually, pod_security_refusals
 from tests.unit.operators.workloads import every_pod
 
 pytestmark = [pytest.mark.cluster]
@@ -84,10 +85,21 @@ def test_every_pod_the_operators_build_is_admitted_under_restricted(api_client: 
         assert "403" in refused[what] and why in refused[what], refused[what]
 
 
-def test_a_refused_pod_is_seen_not_silent(cluster: LocalCluster, api_client: Any, namespace: str) -> None:
+def test_a_refused_pod_is_seen_not_silent(cluster: LocalCluster, api_client: Any) -> None:
     """The negative control: a Deployment whose pod breaks the standard, in the same kind of namespace,
-    gets no pod and a FailedCreate event naming the check; so a builder that regressed would fail the
-    cluster tests' readiness waits, and this message is what their namespaces' events would show."""
+    gets no pod and a FailedCreate event naming the check, which `pod_security_refusals` finds: the
+    `namespace` fixture fails every cluster test that leaves one behind (so this test makes its own
+    namespace), besides the readiness waits that would time out."""
+    namespace = f"t-psa-{uuid.uuid4().hex[:8]}"
+    create_namespace(cluster, namespace)
+    try:
+        _refused_deployment(api_client, namespace)
+        assert pod_security_refusals(cluster, namespace)
+    finally:
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _refused_deployment(api_client: Any, namespace: str) -> None:
     apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
     labels = {"app": "root"}
     apps.create_namespaced_deployment(
