@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import click
 
+from llmops import logsafe
+
 
 @click.group()
 def main() -> None:
     """llmops: the whole life of a large language model on Kubernetes."""
+    logsafe.install()  # every sub-command: no credential in a log line (llmops/logsafe.py)
 
 
 def _register() -> None:

@@ -21,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from llmops import logsafe
 from llmops.api.common import ObjectStorageLocation
 from llmops.engine import FetchItem
 from llmops.registry import ModelVersion, RegistryError, download, read_version, selected
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--into", required=True, type=Path, help="Root folder of the model volume.")
     parser.add_argument("items", nargs="+", metavar="FOLDER=NAME:VERSION[/PATH]")
     args = parser.parse_args(argv)
+    logsafe.install()
     try:
         items = [FetchItem.parse(text) for text in args.items]
         store = open_store(ObjectStorageLocation.model_validate_json(args.registry), credentials_from_env())

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from llmops import logsafe
 from llmops.api.common import ObjectStorageLocation
 
 TMP_SUFFIX = ".tmp"  # a local object being written; never listed
@@ -131,6 +132,7 @@ def credentials_from_env(prefix: str = "") -> Credentials | None:
     """
     key = os.environ.get(f"{prefix}AWS_ACCESS_KEY_ID")
     secret = os.environ.get(f"{prefix}AWS_SECRET_ACCESS_KEY")
+    logsafe.remember(key, secret)  # no log line of this process shows them (llmops/logsafe.py)
     return Credentials(key, secret) if key and secret else None
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from llmops.dev.cluster import LocalCluster, process_alive
+from tests.helpers import POD_SECURITY_LEVEL, create_namespace, pod_security_refusals
 
 
 @pytest.fixture(scope="session")
@@ -52,13 +53,30 @@ def api_client(kubeconfig: Path):
     client.close()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "pod_security(level, reason): the Pod Security Standard the `namespace` fixture enforces instead"
+        " of restricted, and why",
+    )
+
+
 @pytest.fixture
-def namespace(cluster: LocalCluster) -> Iterator[str]:
-    """A fresh namespace per test, so no test depends on another's leftovers."""
+def namespace(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, so no test depends on another's leftovers; it enforces the
+    `restricted` Pod Security Standard (tests/helpers.py `create_namespace`), so the real apiserver
+    refuses every pod made there that falls short of it. A test module that cannot meet it says which
+    level it needs and why with `pytest.mark.pod_security(level, reason=...)`."""
+    marker = request.node.get_closest_marker("pod_security")
+    level = marker.args[0] if marker else POD_SECURITY_LEVEL
+    assert not marker or marker.kwargs.get("reason"), "pod_security needs a reason"
     name = f"t-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
+    create_namespace(cluster, name, level)
     yield name
+    # A pod PodSecurity refused is only a FailedCreate event on its ReplicaSet or Job: say it loudly.
+    refused = pod_security_refusals(cluster, name)
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    assert not refused, f"PodSecurity ({level}) refused pods in {name}:\n" + "\n".join(refused)
 
 
 @pytest.fixture

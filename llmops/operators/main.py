@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from prometheus_client import start_http_server
 
-from llmops import certs
+from llmops import certs, logsafe
 from llmops.operators import admission, runtime
 from llmops.operators.apply import Applier
 from llmops.operators.auditing import Auditor
@@ -205,6 +205,9 @@ def run(
         verbose=verbose,
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
     )
+    # After kopf.configure, which sets the root level: --verbose shows our and kopf's debug lines,
+    # never the HTTP clients' (Secrets in response bodies, key ids in headers); see llmops/logsafe.py.
+    logsafe.install()
     if metrics_port:
         start_http_server(metrics_port)
     asyncio.run(

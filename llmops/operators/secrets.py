@@ -16,6 +16,7 @@ import base64
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from llmops import logsafe
 from llmops.api.common import ObjectStorageLocation
 from llmops.storage import Credentials
 
@@ -55,4 +56,5 @@ def credentials(
     if missing:
         raise SecretProblem(f"{where}: Secret {ref.name!r} has no key {' or '.join(missing)}; add it")
     key_id, secret_key = (base64.b64decode(data[k]).decode() for k in keys)
+    logsafe.remember(key_id, secret_key)  # defence in depth: no log line of this process shows them
     return Credentials(key_id, secret_key)

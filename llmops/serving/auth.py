@@ -11,6 +11,8 @@ import hashlib
 import logging
 from pathlib import Path
 
+from llmops import logsafe
+
 log = logging.getLogger("llmops.gateway")
 
 
@@ -28,11 +30,13 @@ def read_keys(path: Path) -> dict[bytes, str]:
             key = f.read_text().strip()
             if key:
                 keys[_digest(key)] = f.name
+                logsafe.remember(key)
     else:
         for i, line in enumerate(path.read_text().splitlines(), 1):
             key = line.strip()
             if key and not key.startswith("#"):
                 keys[_digest(key)] = f"line-{i}"
+                logsafe.remember(key)
     return keys
 
 

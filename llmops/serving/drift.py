@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from llmops import jsonl
+from llmops import jsonl, logsafe
 from llmops.api.common import ObjectStorageLocation
 from llmops.storage import ObjectStore, credentials_from_env, open_store
 
@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--once", action="store_true", help="run one test, print it as JSON and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logsafe.install()
     locate = ObjectStorageLocation.model_validate_json
     reference = open_store(locate(args.reference), credentials_from_env("REFERENCE_"))
     samples = open_store(locate(args.samples), credentials_from_env("SAMPLES_"))

@@ -70,6 +70,7 @@ from typing import Any
 import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from llmops import logsafe
 from llmops.gateway_config import GatewayConfig, Sampling
 from llmops.serving.anomaly import AnomalyMonitor
 from llmops.serving.auth import KeyStore
@@ -165,7 +166,9 @@ class Gateway:
         fb = self.config.feedback
         if fb is None:
             return CompletionIds(os.urandom(32)), None
-        ids = CompletionIds(Path(fb.key_path).read_bytes(), fb.id_ttl_seconds)
+        key = Path(fb.key_path).read_bytes()
+        logsafe.remember(key.decode(errors="replace"))  # never in a log line (llmops/logsafe.py)
+        ids = CompletionIds(key, fb.id_ttl_seconds)
         sampling = Sampling(
             rate=1.0,
             destination=fb.destination,

@@ -12,6 +12,8 @@ import logging
 import sys
 from typing import Any
 
+from llmops import logsafe
+
 log = logging.getLogger("llmops.gateway")
 
 
@@ -39,6 +41,8 @@ def setup(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler])
+    # At debug too: no HTTP client wire logs, and no credential value in any line (llmops/logsafe.py).
+    logsafe.install()
 
 
 def request_line(

@@ -19,6 +19,7 @@ import shutil
 import sys
 import traceback
 
+from llmops import logsafe
 from llmops.api.trainingjob import BaselineResult, GateResult, Lineage, ModelVersionRef
 from llmops.training import evaluate, ingest, model, prepare, register, train
 from llmops.training.context import Context, Reporter, StoreSpec, log
@@ -115,6 +116,7 @@ def stages(ctx: Context) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsafe.install()
     parser = argparse.ArgumentParser(prog="python -m llmops.training.run", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--config", default=os.environ.get("LLMOPS_TRAINING_RUN"), help="TrainingRun.encode()"

@@ -26,6 +26,7 @@ from kubernetes import client
 
 from llmops.api import BY_KIND
 from llmops.dev.cluster import LocalCluster
+from tests.helpers import create_namespace
 from tests.invalid_objects import (
     CEL_CASES,
     CRDS,
@@ -58,7 +59,7 @@ def custom(api_client: Any) -> client.CustomObjectsApi:
 def nothing_stored(cluster: LocalCluster) -> Iterator[str]:
     """One namespace for the requests that must store nothing (dry runs, refused objects): one is enough."""
     name = f"t-bad-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
+    create_namespace(cluster, name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

@@ -18,6 +18,10 @@ from llmops.dev.cluster import LocalCluster, process_alive
 from llmops.dev.tools import binary
 from tests.helpers import eventually
 
+# What the `restricted` Pod Security Standard asks of a pod, which the `namespace` fixture enforces.
+RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
 
 def deployment(name: str, replicas: int = 2) -> dict:
     labels = {"app": name}
@@ -30,7 +34,16 @@ def deployment(name: str, replicas: int = 2) -> dict:
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "main", "image": "registry.example/app:1"}]},
+                "spec": {
+                    "securityContext": RESTRICTED_POD,
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "registry.example/app:1",
+                            "securityContext": RESTRICTED_CONTAINER,
+                        }
+                    ],
+                },
             },
         },
     }
@@ -79,11 +92,13 @@ def test_gpu_pod_lands_on_the_gpu_node(api_client, namespace: str) -> None:
         "kind": "Pod",
         "metadata": {"name": "cuda"},
         "spec": {
+            "securityContext": RESTRICTED_POD,
             "containers": [
                 {
                     "name": "main",
                     "image": "registry.example/cuda:1",
                     "resources": {"limits": {"nvidia.com/gpu": "2"}},
+                    "securityContext": RESTRICTED_CONTAINER,
                 }
             ],
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],

@@ -27,33 +27,32 @@ FULL = [
 CONFIGS = {"default": [], "full": FULL}
 
 # Namespaced rules, the same in the ClusterRole (all namespaces) and in each per-namespace Role.
-CHILD_VERBS = ["get", "list", "watch", "create", "patch", "update", "delete"]
+CHILD_VERBS = ["get", "list", "watch", "create", "patch", "delete"]
 NAMESPACED_RULES = [
     {"apiGroups": ["llmops.io"], "resources": ["retrainpolicies", "modelretirements"],
-     "verbs": ["get", "list", "watch", "patch", "update"]},
+     "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": ["llmops.io"], "resources": ["modeldeployments"],
-     "verbs": ["get", "list", "watch", "patch", "update", "delete"]},
+     "verbs": ["get", "list", "watch", "patch", "delete"]},
     {"apiGroups": ["llmops.io"], "resources": ["trainingjobs"], "verbs": CHILD_VERBS},
     {"apiGroups": ["llmops.io"],
      "resources": ["trainingjobs/status", "modeldeployments/status", "retrainpolicies/status",
                    "modelretirements/status"],
-     "verbs": ["get", "patch", "update"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+     "verbs": ["get", "patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]},
     {"apiGroups": [""], "resources": ["services", "configmaps"], "verbs": CHILD_VERBS},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": CHILD_VERBS},
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": CHILD_VERBS},
     {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": CHILD_VERBS},
     {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": CHILD_VERBS},
-    {"apiGroups": ["ray.io"], "resources": ["rayjobs", "rayclusters"], "verbs": CHILD_VERBS},
-    {"apiGroups": ["ray.io"], "resources": ["rayjobs/status"], "verbs": ["get"]},
+    {"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": CHILD_VERBS},
     {"apiGroups": ["monitoring.coreos.com"],
      "resources": ["servicemonitors", "podmonitors", "prometheusrules"], "verbs": CHILD_VERBS},
     {"apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": CHILD_VERBS},
 ]  # fmt: skip
+# Namespaces only where kopf scans them: when it watches listed namespaces (watchNamespaces).
+NAMESPACE_RULES = [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}]
 CLUSTER_RULES = [
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     {
         "apiGroups": ["apiextensions.k8s.io"],
         "resources": ["customresourcedefinitions"],
@@ -172,7 +171,8 @@ def test_watch_namespaces_gives_a_role_per_namespace(helm: str) -> None:
         assert binding["roleRef"]["kind"] == "Role"
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "llmops", "namespace": NAMESPACE}]
     # Cluster-scoped needs stay in a ClusterRole; with the webhook on, they include its configuration.
-    assert one(docs, "ClusterRole", "llmops-cluster")["rules"] == CLUSTER_RULES + WEBHOOK_RULES
+    cluster_rules = one(docs, "ClusterRole", "llmops-cluster")["rules"]
+    assert cluster_rules == NAMESPACE_RULES + CLUSTER_RULES + WEBHOOK_RULES
 
 
 def test_deployment_is_one_recreated_hardened_replica(rendered: tuple[str, list[dict]]) -> None:

@@ -69,70 +69,73 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 RBAC rules for namespaced objects: our resources, the children the operators write, Events and
-the Secrets the webhook checks (get; create: a ModelDeployment's feedback key, made once, never
+the Secrets the operator reads (get; create: a ModelDeployment's feedback key, made once, never
 listed, changed or deleted by the operator: its owner reference deletes it). A ClusterRole carries them when the operator watches every
 namespace, a Role per namespace otherwise. No wildcards anywhere.
+Least privilege (docs/security.md; tests/reliability/rbac_expected.txt is what the account can do):
+no `update` anywhere, since nothing sends a PUT (children are server-side applied, status and kopf's
+bookkeeping are PATCHes, runs are created); Events are created once, by kopf (core/v1), never patched;
+of Ray only the RayJobs the TrainingJobs own (KubeRay makes their RayClusters and reports in the
+RayJob's status, read with the RayJob).
 */}}
 {{- define "llmops.namespacedRules" -}}
 - apiGroups: ["llmops.io"]
   resources: ["retrainpolicies", "modelretirements"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- /* A ModelRetirement's drain points ModelDeployments at the replacement or suspends them, and
        its Delete step deletes the suspended ones. */}}
 - apiGroups: ["llmops.io"]
   resources: ["modeldeployments"]
-  verbs: ["get", "list", "watch", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 {{- /* RetrainPolicy runs are TrainingJobs: it creates them, deletes those beyond its history limits
        and, with concurrencyPolicy Replace, the active one. */}}
 - apiGroups: ["llmops.io"]
   resources: ["trainingjobs"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["llmops.io"]
   resources: ["trainingjobs/status", "modeldeployments/status", "retrainpolicies/status", "modelretirements/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["ray.io"]
-  resources: ["rayjobs", "rayclusters"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-- apiGroups: ["ray.io"]
-  resources: ["rayjobs/status"]
-  verbs: ["get"]
+  resources: ["rayjobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors", "podmonitors", "prometheusrules"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end -}}
 
-{{/* Cluster-scoped objects: kopf's namespace and CRD scanning, and the webhook configuration. */}}
+{{/* Cluster-scoped objects: kopf's CRD scanning (which resources exist), its namespace scanning when
+     it watches listed namespaces only (to notice one created after it started; watching every
+     namespace it needs none), and the webhook configuration. */}}
 {{- define "llmops.clusterRules" -}}
+{{- if .Values.watchNamespaces }}
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["list", "watch"]
+{{- end }}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]

@@ -87,6 +87,9 @@ def vllm_deployment(
     fetch_mounts = [{"name": "models", "mountPath": engine.MODEL_ROOT}, {"name": "tmp", "mountPath": "/tmp"}]
     if spec.registry.local:
         # A development registry on a node directory or shared filesystem, read-only at the same path.
+        # The one pod of ours outside the `restricted` (and `baseline`) Pod Security Standard: both
+        # refuse hostPath volumes, so a namespace that enforces either gets no pod of such a
+        # ModelDeployment (FailedCreate on its ReplicaSet). Serve from an S3 registry there.
         volumes.append(
             {"name": "registry", "hostPath": {"path": spec.registry.local.path, "type": "Directory"}}
         )

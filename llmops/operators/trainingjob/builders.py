@@ -180,6 +180,9 @@ def _pod_template(
     pod: dict[str, Any] = {
         "containers": [body],
         "securityContext": pod_security(),
+        # Ray's head and workers never call the Kubernetes API (KubeRay's autoscaler sidecar would; the
+        # builders never enable it): no token. A cloud identity (IRSA, workload identity) needs none.
+        "automountServiceAccountToken": False,
         "volumes": [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}],
         **node_placement(resources),
     }
@@ -203,6 +206,8 @@ def _submitter_template(image: str, spec: TrainingJobSpec, labels: dict[str, str
         "restartPolicy": "Never",
         "containers": [container],
         "securityContext": pod_security(),
+        # `ray job submit` talks to the head's dashboard, never to the Kubernetes API: no token.
+        "automountServiceAccountToken": False,
     }
     if spec.runtime.service_account_name:
         pod["serviceAccountName"] = spec.runtime.service_account_name

@@ -25,9 +25,9 @@ from tests.cluster.modeldeployment.support import (
     names,
     running_operator,
 )
-from tests.helpers import eventually
+from tests.helpers import LOCAL_REGISTRY_POD_SECURITY, eventually
 
-pytestmark = pytest.mark.usefixtures("llmops_crds")
+pytestmark = [pytest.mark.usefixtures("llmops_crds"), LOCAL_REGISTRY_POD_SECURITY]
 
 
 @pytest.mark.usefixtures("kubeconfig_env")

@@ -15,9 +15,9 @@ import pytest
 from llmops.dev.cluster import LocalCluster
 from llmops.operators.modeldeployment.plan import ServingSettings
 from tests.cluster.modeldeployment.support import apply, deployment, get, running_operator
-from tests.helpers import eventually
+from tests.helpers import LOCAL_REGISTRY_POD_SECURITY, eventually
 
-pytestmark = pytest.mark.usefixtures("llmops_crds")
+pytestmark = [pytest.mark.usefixtures("llmops_crds"), LOCAL_REGISTRY_POD_SECURITY]
 
 
 def _file(root: Path, days_old: float, kind: str, seq: int) -> Path:

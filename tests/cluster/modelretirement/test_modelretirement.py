@@ -25,9 +25,9 @@ from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.operators.modelretirement.reconcile import Reconciler, Settings
 from llmops.storage import LocalStore
 from tests.cluster.modeldeployment.support import apply, condition, deployment, get
-from tests.helpers import eventually, operator_in_thread
+from tests.helpers import LOCAL_REGISTRY_POD_SECURITY, eventually, operator_in_thread
 
-pytestmark = [pytest.mark.usefixtures("llmops_crds", "kubeconfig_env")]
+pytestmark = [pytest.mark.usefixtures("llmops_crds", "kubeconfig_env"), LOCAL_REGISTRY_POD_SECURITY]
 
 NO_PROMETHEUS = "http://127.0.0.1:9"  # the discard port: nothing answers
 

@@ -29,9 +29,9 @@ from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.operators.retrainpolicy.reconcile import Reconciler, Settings
 from llmops.storage import LocalStore, StoreCache
 from tests.cluster.modeldeployment.support import GatewayMetrics, apply, condition, deployment, get
-from tests.helpers import eventually, operator_in_thread
+from tests.helpers import LOCAL_REGISTRY_POD_SECURITY, create_namespace, eventually, operator_in_thread
 
-pytestmark = [pytest.mark.usefixtures("llmops_crds", "kubeconfig_env")]
+pytestmark = [pytest.mark.usefixtures("llmops_crds", "kubeconfig_env"), LOCAL_REGISTRY_POD_SECURITY]
 
 CANARY = {
     "model": {"name": "support-bot", "alias": "challenger"},
@@ -367,7 +367,7 @@ def test_the_operator_killed_at_every_point_never_makes_two_runs_nor_half_moves_
     for at in [None, *range(1, 40)]:
         ns = namespace if at is None else f"{namespace}-{at}"
         if at is not None:
-            cluster.kubectl("create", "namespace", ns)
+            create_namespace(cluster, ns, LOCAL_REGISTRY_POD_SECURITY.args[0])
         root = tmp_path / f"registry-{at}"
         shutil.copytree(registry, root)
         start_aliases(root)
