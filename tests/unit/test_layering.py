@@ -2,9 +2,10 @@
 
 Everything ships in one import package, `llmops`, on three floors, top to bottom:
 - tools: `llmops.cli` (the `llmops` command, which composes the sub-commands of every program),
-  `llmops.dev` (the local control plane), `llmops.watch` and `llmops.erasure` (it renders training
-  documents as ingest did, with llmops.training's pure chat and traffic modules); they may import
-  anything;
+  `llmops.dev` (the local control plane), `llmops.watch`, `llmops.erasure` (it renders training
+  documents as ingest did, with llmops.training's pure chat and traffic modules) and
+  `llmops.audit_cli` (`llmops audit` and `llmops report`, which read erasure receipts); they may
+  import anything;
 - programs: `llmops.operators`, `llmops.serving`, `llmops.training`: each imports the contract, never
   another program and never a tool;
 - the contract: the rest of `llmops` (API types, CRD generation, storage, registry, names, gateway
@@ -18,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAMS = ("llmops.operators", "llmops.serving", "llmops.training")
-TOOLS = ("llmops.cli", "llmops.dev", "llmops.watch", "llmops.erasure")
+TOOLS = ("llmops.cli", "llmops.dev", "llmops.watch", "llmops.erasure", "llmops.audit_cli")
 
 
 def _module(path: Path) -> str:
