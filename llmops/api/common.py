@@ -375,6 +375,9 @@ class CommonReason:
     INTERNAL_ERROR = "InternalError"  # Stalled: a bug; the message says where to look
     CREDENTIALS_NOT_FOUND = "CredentialsNotFound"  # Stalled: a Secret or one of its keys is missing
     REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # Reconciling: the model registry does not answer
+    # Stalled: object storage refused for a cause that does not heal by itself (credentials refused,
+    # access denied, bucket missing, TLS verification failed); llmops.storage.StorageFailure names it
+    STORAGE_REFUSED = "StorageRefused"
 
 
 class Condition(ApiModel):

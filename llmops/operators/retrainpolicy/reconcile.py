@@ -37,7 +37,7 @@ from llmops.operators import secrets
 from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.operators.outcome import Outcome
 from llmops.operators.prometheus import Prometheus
-from llmops.operators.registry_access import describe
+from llmops.operators.registry_access import describe, refused
 from llmops.operators.retrainpolicy import builders, fold, names, plan, promotion, triggers
 from llmops.operators.retrainpolicy.names import POLICY_LABEL
 from llmops.operators.retrainpolicy.triggers import Firing
@@ -138,6 +138,12 @@ def reconcile(
     except secrets.SecretProblem as e:
         return fold.stalled(Reason.CREDENTIALS_NOT_FOUND, str(e), STALLED_RETRY_SECONDS)
     except Exception as e:
+        if refused(e):  # refused credentials, access denied, a missing bucket, TLS: a person must act
+            return fold.stalled(
+                Reason.STORAGE_REFUSED,
+                f"cannot read the aliases of {model!r} in {md.registry.uri}: {describe(e)}",
+                STALLED_RETRY_SECONDS,
+            )
         return Outcome(
             "reconciling",
             before.phase or "Watching",
