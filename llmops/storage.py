@@ -662,16 +662,20 @@ class StoreCache:
         credentials: Credentials | None = None,
         *,
         customer_key: bytes | None = None,
+        ca_bundle: str | None = None,
     ) -> ObjectStore:
+        """`open_store`'s store for these arguments, opened once. `ca_bundle`: a PEM file (the
+        operator writes the ConfigMap that `s3.caBundle` names to one: llmops/operators/secrets.py)."""
         secret = [credentials.access_key_id, credentials.secret_access_key] if credentials else None
         if customer_key is not None:
             secret = [*(secret or []), customer_key.hex()]
-        key = hashlib.sha256(json.dumps([location.to_dict(), secret], sort_keys=True).encode()).hexdigest()
+        fingerprint = [location.to_dict(), secret, ca_bundle]
+        key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
         with self._lock:
             if (store := self._stores.get(key)) is not None:
                 self._stores.move_to_end(key)
                 return store
-        store = open_store(location, credentials, customer_key=customer_key)
+        store = open_store(location, credentials, customer_key=customer_key, ca_bundle=ca_bundle)
         with self._lock:
             self._stores[key] = store
             while len(self._stores) > self.size:
@@ -682,13 +686,30 @@ class StoreCache:
         return len(self._stores)
 
 
+CA_MOUNT_ROOT = "/etc/llmops/ca"  # where the operators mount the ConfigMaps that s3.caBundle names
+
+
+def ca_bundle_path(location: ObjectStorageLocation) -> str | None:
+    """Where a pod finds the CA bundle that `location.s3.caBundle` names:
+    /etc/llmops/ca/<ConfigMap>/<key> (the operators mount it there: llmops/operators/manifests.py
+    `ca_bundle_mounts`); None for a location that names none."""
+    ref = location.s3.ca_bundle if location.s3 else None
+    return f"{CA_MOUNT_ROOT}/{ref.name}/{ref.key}" if ref else None
+
+
 def open_store(
     location: ObjectStorageLocation,
     credentials: Credentials | None = None,
     *,
     customer_key: bytes | None = None,
+    ca_bundle: str | None = None,
 ) -> ObjectStore:
     """The store for `location`; `credentials` are the values of its credentialsSecretRef, if any.
+
+    TLS: the endpoint's certificate is verified against `ca_bundle` (a PEM file) when given, else
+    against the bundle mounted at `ca_bundle_path(location)` when the location names one and it is
+    there, else as boto3 does it (AWS_CA_BUNDLE when set, then the system's CAs). A certificate none
+    of them signed fails with the cause "tls" (`explain`).
 
     `s3.encryption` applies to every write (and, for SSE-C, every read) through the store;
     `customer_key`: the 32 bytes of its customerKeySecretRef (base64-decoded) for SSE-C. Raises
@@ -710,6 +731,8 @@ def open_store(
             kms_key_id=s3.encryption.kms_key_id,
             customer_key=customer_key if s3.encryption.mode == "SSE-C" else None,
         )
+    if ca_bundle is None and (mounted := ca_bundle_path(location)) and Path(mounted).is_file():
+        ca_bundle = mounted
     return S3Store(
         s3.bucket,
         s3.prefix or "",
@@ -717,4 +740,5 @@ def open_store(
         region=s3.region,
         credentials=credentials,
         encryption=encryption,
+        ca_bundle=ca_bundle,
     )

@@ -15,6 +15,7 @@ Toxiproxy in front of it for connection faults, and a small HTTP proxy that answ
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -61,7 +62,8 @@ class Minio:
             raise RuntimeError(f"{binary} is missing: build it with hack/tools/build.sh minio")
         self.server = MinioServer.on_loopback(binary, self.data, user="llmops-test")
         if self.certs is not None:
-            self.server.argv += ["--certs-dir", str(self.certs)]
+            argv = [*self.server.argv, "--certs-dir", str(self.certs)]
+            self.server = dataclasses.replace(self.server, argv=argv)
 
     @property
     def port(self) -> int:

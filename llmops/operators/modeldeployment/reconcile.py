@@ -332,7 +332,7 @@ class Reconciler:
         md, namespace = ctx.name, ctx.namespace
         now = dt.datetime.now(dt.UTC)
 
-        store = ctx.stores.open(spec.registry, self.credentials(ctx, spec.registry))
+        store = ctx.open_store(spec.registry, self.credentials(ctx, spec.registry), "spec.registry")
         resolved: list[ResolvedAlias] = []  # read from the registry now, never cached
 
         def lookup(model: ModelReference, field_path: str) -> ModelVersion:

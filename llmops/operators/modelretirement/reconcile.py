@@ -115,7 +115,7 @@ class Retirement:
 
     def store(self, location: ObjectStorageLocation, field: str) -> ObjectStore:
         credentials = secrets.credentials(self.ctx.applier.api_client, self.ctx.namespace, location, field)
-        return self.ctx.stores.open(location, credentials)
+        return self.ctx.open_store(location, credentials, field)
 
     def deployments(self) -> list[Served]:
         found = []

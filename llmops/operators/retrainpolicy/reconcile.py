@@ -126,13 +126,9 @@ def reconcile(
         md_status = ModelDeploymentStatus()
     model = md.model.name
     try:
-        credentials = secrets.credentials(
-            ctx.applier.api_client,
-            namespace,
-            md.registry,
-            f"ModelDeployment {spec.model_deployment} spec.registry",
-        )
-        store = ctx.stores.open(md.registry, credentials)
+        field = f"ModelDeployment {spec.model_deployment} spec.registry"
+        credentials = secrets.credentials(ctx.applier.api_client, namespace, md.registry, field)
+        store = ctx.open_store(md.registry, credentials, field)
         champion_move = registry.read_alias(store, model, spec.promotion.champion_alias)
         challenger_move = registry.read_alias(store, model, spec.promotion.challenger_alias)
     except secrets.SecretProblem as e:
@@ -253,7 +249,8 @@ def reconcile(
             data_credentials = secrets.credentials(
                 ctx.applier.api_client, namespace, t.new_data.location, "spec.triggers.newData.location"
             )
-            keys = list(ctx.stores.open(t.new_data.location, data_credentials).list())
+            where = "spec.triggers.newData.location"
+            keys = list(ctx.open_store(t.new_data.location, data_credentials, where).list())
             status, data_marker = triggers.new_data(
                 keys, marker, t.new_data.min_new_objects, previous.get("newData"), now
             )

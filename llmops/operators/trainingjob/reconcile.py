@@ -101,7 +101,7 @@ def _resolve(
 ) -> str | Outcome:
     """The version `ref` (the spec's `field`) names in the registry now, or why it cannot be known."""
     try:
-        store = ctx.stores.open(spec.output.registry, _credentials(spec, ctx))
+        store = ctx.open_store(spec.output.registry, _credentials(spec, ctx), "spec.output.registry")
         return registry.resolve(store, ref).version
     except secrets.SecretProblem as e:
         return Outcome(
@@ -148,7 +148,7 @@ def read_report(
                 "as well, or use an S3 registry"
             )
     try:
-        store = ctx.stores.open(work_dir, credentials)
+        store = ctx.open_store(work_dir, credentials, "spec.output.registry")
         if not store.exists(REPORT):
             return None, None
         return RunReport.model_validate_json(store.get_bytes(REPORT)), None
