@@ -57,9 +57,11 @@ class StorageFailure:
     """Why a storage request failed, named by its cause, for a status message or a CLI error.
 
     `cause`: credentials-refused, credentials-missing, access-denied, bucket-missing, tls,
-    unreachable, timeout, server-error, or other. `retryable`: the cause can heal by itself (the
-    endpoint answers again, the server recovers), so the caller retries later; the others need a
-    person (new keys, a policy, the bucket, the CA bundle). `message` never holds a credential:
+    unreachable, timeout, server-error, or other (any other S3 answer, such as a key deleted since
+    it was listed: retryable, as every storage error was before the causes were told apart).
+    `retryable`: the cause can heal by itself (the endpoint answers again, the server recovers), so
+    the caller retries later; the others need a person (new keys, a policy, the bucket, the CA
+    bundle). `message` never holds a credential:
     it is built from the error's class, S3's error code and the endpoint or bucket only.
     """
 
@@ -117,7 +119,9 @@ def explain(error: BaseException, where: str = "") -> StorageFailure | None:
                 return StorageFailure(
                     "server-error", True, f"{at}object storage answered {status} {code} on {op}{tried}"
                 )
-            return StorageFailure("other", False, f"{at}object storage refused {op}: {code or status}")
+            # Another answer (a key deleted since it was listed, a precondition): retried, as before;
+            # only the causes above need a person.
+            return StorageFailure("other", True, f"{at}object storage answered {op} with {code or status}")
         if isinstance(error, bx.NoCredentialsError | bx.PartialCredentialsError):
             return StorageFailure(
                 "credentials-missing",

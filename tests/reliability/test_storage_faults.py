@@ -120,24 +120,37 @@ class Reader(threading.Thread):
 
     def run(self) -> None:
         while not self.halt.is_set():
-            for version in registry.versions(self.store, MODEL):
-                try:
-                    manifest = registry.read_version(self.store, MODEL, version)
-                except RegistryError:
-                    continue  # retired since it was listed
-                self.figures.versions_seen.add(version)
-                prefix = registry.version_prefix(MODEL, version)
-                for rel, digest in manifest.artifacts.items():
-                    try:
-                        data = self.store.get_bytes(f"{prefix}/model/{rel}")
-                    except Exception:
-                        data = None
-                    if data is not None and hashlib.sha256(data).hexdigest() == digest:
-                        self.figures.bytes_checked += len(data)
-                    elif registry.read_tombstone(self.store, MODEL, version) is None:
-                        self.figures.partial_seen += 1
-                        self.figures.messages.append(f"partial {MODEL}:{version}: {rel}")
+            try:
+                self.look()
+            except Exception as e:
+                failure = explain(e)
+                if failure is not None and failure.retryable and failure.cause != "other":
+                    self.figures.faults["reader waited"] += 1  # MinIO itself restarting: wait, look again
+                else:
+                    self.figures.messages.append(f"reader: {e!r}")
+                    self.figures.failures["reader, unexpected"] += 1
             self.halt.wait(0.05)
+
+    def look(self) -> None:
+        for version in registry.versions(self.store, MODEL):
+            try:
+                manifest = registry.read_version(self.store, MODEL, version)
+            except RegistryError:
+                continue  # retired since it was listed
+            self.figures.versions_seen.add(version)
+            prefix = registry.version_prefix(MODEL, version)
+            for rel, digest in manifest.artifacts.items():
+                try:
+                    data = self.store.get_bytes(f"{prefix}/model/{rel}")
+                except Exception as e:
+                    if (f := explain(e)) is not None and f.retryable and f.cause != "other":
+                        raise  # the server, not the version: look again
+                    data = None  # no such key
+                if data is not None and hashlib.sha256(data).hexdigest() == digest:
+                    self.figures.bytes_checked += len(data)
+                elif registry.read_tombstone(self.store, MODEL, version) is None:
+                    self.figures.partial_seen += 1
+                    self.figures.messages.append(f"partial {MODEL}:{version}: {rel}")
 
 
 def _try(figures: Figures, operation: str, do: Callable[[], Any]) -> Any:
@@ -283,8 +296,10 @@ def _run(s: Storage, kinds: list[str], rounds: int, size: int) -> Figures:
                 with _fault(s, figures, kind) as port:
                     _round(s, figures, port, seed, size, read_timeout=2.0)
     finally:
+        alive = reader.is_alive()
         reader.halt.set()
         reader.join(30)
+    assert alive, "the reader stopped before the end"
     figures.faults["503 answered"] += s.http503.answered - answered
     print(
         f"\nstorage faults: windows {dict(figures.faults)}; operations {dict(figures.operations)}; "
@@ -295,6 +310,7 @@ def _run(s: Storage, kinds: list[str], rounds: int, size: int) -> Figures:
     for message in figures.messages[:8]:
         print(f"  e.g. {message}")
     assert figures.partial_seen == 0, figures.messages
+    assert figures.failures["reader, unexpected"] == 0, figures.messages
     assert figures.early_deletes == 0
     assert figures.versions_seen, "the reader saw no version"
     return figures
