@@ -123,9 +123,10 @@ def explain(error: BaseException, where: str = "") -> StorageFailure | None:
             # only the causes above need a person.
             return StorageFailure("other", True, f"{at}object storage answered {op} with {code or status}")
         if isinstance(error, bx.NoCredentialsError | bx.PartialCredentialsError):
+            # Retryable: an ambient identity (IRSA, the instance metadata service) can come late.
             return StorageFailure(
                 "credentials-missing",
-                False,
+                True,
                 f"{at}no credentials for object storage ({type(error).__name__}): name a credentials "
                 "Secret or give the pod an identity",
             )
