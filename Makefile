@@ -7,7 +7,7 @@ demo:  ## the whole loop here: control plane, operator, train, register, serve w
 test:  ## set up the venv and the control-plane tools, then run every test
 	hack/test.sh
 
-tools:  ## build (or reuse from the cache) kube-apiserver, etcd, kwok, helm, minio, prometheus, promtool
+tools:  ## build (or reuse from the cache) kube-apiserver, etcd, kwok, helm, minio, prometheus, promtool, toxiproxy
 	hack/tools/build.sh
 
 venv:  ## create (or reuse) the virtual environment and print its path

@@ -9,7 +9,10 @@ The serving pod's init container runs it (the command comes from `llmops.engine.
 without the merged model beside it) into FOLDER/PATH.
 
 Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY when both are set (else the pod's
-ambient identity). A version whose gates did not all pass is refused. A folder that already holds
+ambient identity); a CA bundle for the endpoint's certificate from AWS_CA_BUNDLE (boto3 reads it). A
+storage error ends it with exit status 1 and one line that names the cause (refused credentials, a
+missing bucket, TLS, unreachable after the client's bounded retries); the kubelet restarts it.
+A version whose gates did not all pass is refused. A folder that already holds
 the same version (a restarted init container on the same emptyDir) is kept after its checksums
 are verified again.
 """
@@ -25,7 +28,7 @@ from llmops import logsafe
 from llmops.api.common import ObjectStorageLocation
 from llmops.engine import FetchItem
 from llmops.registry import ModelVersion, RegistryError, download, read_version, selected
-from llmops.storage import ObjectStore, credentials_from_env, open_store, sha256_file
+from llmops.storage import ObjectStore, credentials_from_env, explain, open_store, sha256_file
 
 MARKER = ".llmops-version.json"
 
@@ -62,14 +65,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("items", nargs="+", metavar="FOLDER=NAME:VERSION[/PATH]")
     args = parser.parse_args(argv)
     logsafe.install()
+    location = None
     try:
         items = [FetchItem.parse(text) for text in args.items]
-        store = open_store(ObjectStorageLocation.model_validate_json(args.registry), credentials_from_env())
+        location = ObjectStorageLocation.model_validate_json(args.registry)
+        store = open_store(location, credentials_from_env())
         for item in items:
             path = fetch(store, item, args.into)
             print(f"fetched {item.name}:{item.version} into {path}", flush=True)
     except (RegistryError, ValueError) as e:
         print(f"llmops.fetch: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # storage: the cause named (llmops.storage.explain), never a credential
+        if (failure := explain(e, location.uri if location else "")) is None:
+            raise
+        print(f"llmops.fetch: {failure}", file=sys.stderr)
         return 1
     return 0
 

@@ -37,6 +37,149 @@ class ObjectLockUnavailable(Exception):
     local directory, or a bucket created without Object Lock. The message names the bucket."""
 
 
+# Error codes of S3 (AWS S3 API reference, "Error responses"; MinIO answers the same) by cause.
+_CREDENTIAL_CODES = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidClientTokenId",
+     "AuthorizationHeaderMalformed", "InvalidSecurity"}
+)  # fmt: skip
+_DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem", "403", "Forbidden"})
+_BUCKET_CODES = frozenset({"NoSuchBucket"})
+_THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "503"})
+
+# Attempts per request, the first included: botocore's `total_max_attempts` ("standard" retry mode;
+# its older `max_attempts` counts the retries only, one more request than it reads like).
+MAX_ATTEMPTS = 5
+CONNECT_TIMEOUT_S = 10.0  # seconds to open a connection to the endpoint
+READ_TIMEOUT_S = 60.0  # seconds without a byte from the endpoint before an attempt is given up
+
+
+@dataclass(frozen=True)
+class StorageFailure:
+    """Why a storage request failed, named by its cause, for a status message or a CLI error.
+
+    `cause`: credentials-refused, credentials-missing, access-denied, bucket-missing, tls,
+    unreachable, timeout, server-error, or other (any other S3 answer, such as a key deleted since
+    it was listed: retryable, as every storage error was before the causes were told apart).
+    `retryable`: the cause can heal by itself (the endpoint answers again, the server recovers), so
+    the caller retries later; the others need a person (new keys, a policy, the bucket, the CA
+    bundle). `message` never holds a credential:
+    it is built from the error's class, S3's error code and the endpoint or bucket only.
+    """
+
+    cause: str
+    retryable: bool
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def explain(error: BaseException, where: str = "") -> StorageFailure | None:
+    """The StorageFailure of an error raised by object storage (botocore, urllib3, an OSError from a
+    local store), or None for an error of another kind (a bug, a parse error). `where` names the
+    location (`s3://bucket/prefix`) in the message.
+
+    Retries are botocore's own, bounded: MAX_ATTEMPTS attempts per request for connection errors,
+    timeouts, throttling and 5xx (the "standard" retry mode), none for the others; the message of a
+    retryable failure says that the client gave up after them.
+    """
+    at = f"{where}: " if where else ""
+    tried = f"; gave up after {MAX_ATTEMPTS} attempts" if MAX_ATTEMPTS > 1 else ""
+    module = type(error).__module__
+    if module.startswith(("botocore", "boto3", "s3transfer", "urllib3")):
+        from botocore import exceptions as bx
+
+        if isinstance(error, bx.ClientError):
+            err = error.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            op = getattr(error, "operation_name", "") or "request"
+            if code in _CREDENTIAL_CODES:
+                return StorageFailure(
+                    "credentials-refused",
+                    False,
+                    f"{at}object storage refused the credentials ({code} on {op}): fix the access key "
+                    "and secret in the credentials Secret",
+                )
+            if code in _BUCKET_CODES:
+                bucket = err.get("BucketName") or where
+                return StorageFailure(
+                    "bucket-missing",
+                    False,
+                    f"{at}the bucket does not exist ({code} on {op}{f' for {bucket}' if bucket else ''}): "
+                    "create it or fix the location's bucket",
+                )
+            if code in _DENIED_CODES or status == 403:
+                return StorageFailure(
+                    "access-denied",
+                    False,
+                    f"{at}object storage denied access ({code or status} on {op}): the credentials are "
+                    "valid but their policy does not allow this; grant it or use other credentials",
+                )
+            if code in _THROTTLE_CODES or (isinstance(status, int) and status >= 500):
+                return StorageFailure(
+                    "server-error", True, f"{at}object storage answered {status} {code} on {op}{tried}"
+                )
+            # Another answer (a key deleted since it was listed, a precondition): retried, as before;
+            # only the causes above need a person.
+            return StorageFailure("other", True, f"{at}object storage answered {op} with {code or status}")
+        if isinstance(error, bx.NoCredentialsError | bx.PartialCredentialsError):
+            # Retryable: an ambient identity (IRSA, the instance metadata service) can come late.
+            return StorageFailure(
+                "credentials-missing",
+                True,
+                f"{at}no credentials for object storage ({type(error).__name__}): name a credentials "
+                "Secret or give the pod an identity",
+            )
+        if isinstance(error, bx.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(error):
+            return StorageFailure(
+                "tls",
+                False,
+                f"{at}TLS verification of the object-storage endpoint failed ({_endpoint(error)}): "
+                "its certificate is not signed by a trusted CA; name the CA bundle in s3.caBundle",
+            )
+        if isinstance(error, bx.ConnectTimeoutError | bx.ReadTimeoutError):
+            what = f"{type(error).__name__}, {_endpoint(error)}"
+            return StorageFailure("timeout", True, f"{at}object storage timed out ({what}){tried}")
+        if isinstance(error, bx.EndpointConnectionError | bx.ConnectionClosedError | bx.HTTPClientError):
+            return StorageFailure(
+                "unreachable",
+                True,
+                f"{at}object storage is unreachable ({type(error).__name__}, {_endpoint(error)}){tried}",
+            )
+        if isinstance(error, bx.ResponseStreamingError | bx.IncompleteReadError):
+            return StorageFailure(
+                "unreachable", True, f"{at}object storage broke off an answer ({type(error).__name__}){tried}"
+            )
+        return StorageFailure("other", True, f"{at}object storage failed ({type(error).__name__})")
+    if isinstance(error, TimeoutError):
+        return StorageFailure("timeout", True, f"{at}storage timed out ({type(error).__name__})")
+    if isinstance(error, ConnectionError):
+        return StorageFailure("unreachable", True, f"{at}storage is unreachable ({type(error).__name__})")
+    if isinstance(error, PermissionError):
+        return StorageFailure("access-denied", False, f"{at}permission denied ({error.filename or 'a file'})")
+    if isinstance(error, OSError):
+        return StorageFailure("other", True, f"{at}storage failed ({type(error).__name__}: {error.strerror})")
+    return None
+
+
+BUCKET_SEEN_S = 60.0  # seconds a listing that showed the bucket exists stands for a HEAD's 404
+
+
+def _code(error: Any) -> str:
+    """S3's error code of a botocore ClientError ("404" for a HEAD, which has no body)."""
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _endpoint(error: BaseException) -> str:
+    """The endpoint a botocore connection error names: scheme, host and port of its URL only (the
+    path and query, where a presigned URL would carry a signature, are left out)."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(str(getattr(error, "kwargs", {}).get("endpoint_url") or ""))
+    return f"{url.scheme}://{url.netloc.rpartition('@')[2]}" if url.netloc else "the endpoint"
+
+
 @dataclass(frozen=True)
 class ObjectLock:
     """S3 Object Lock retention of one object version (AWS S3 user guide, "Object Lock"): WORM
@@ -331,7 +474,13 @@ class S3Store:
         region: str | None,
         credentials: Credentials | None,
         encryption: ServerSideEncryption | None = None,
+        ca_bundle: str | None = None,
+        read_timeout: float = READ_TIMEOUT_S,
     ) -> None:
+        """`ca_bundle`: a PEM file of the CAs that sign the endpoint's certificate (None: the
+        system's, or AWS_CA_BUNDLE when set); `read_timeout`: seconds an attempt may wait for a byte.
+        Every request is tried at most MAX_ATTEMPTS times (connection errors, timeouts, throttling,
+        5xx), and an error of this store names its cause through `explain`."""
         import boto3
         from botocore.config import Config
 
@@ -347,8 +496,37 @@ class S3Store:
             region_name=region or "us-east-1",
             aws_access_key_id=credentials.access_key_id if credentials else None,
             aws_secret_access_key=credentials.secret_access_key if credentials else None,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}),
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+                connect_timeout=CONNECT_TIMEOUT_S,
+                read_timeout=read_timeout,
+            ),
+            verify=ca_bundle,
         )
+        self._bucket_seen = -1e9  # time.monotonic() when a listing last showed the bucket exists
+
+    def _explain_head(self, error: Exception, key: str) -> None:
+        """A HEAD answer has no body, so S3 cannot say there why it refused: a missing bucket reads
+        as a missing key (404), refused credentials as access denied (403). Ask again with a request
+        whose answer carries the error code (a listing of at most one key under `key`) and raise its
+        error instead when it names another cause; return when the HEAD's answer stands."""
+        import time
+
+        from botocore.exceptions import ClientError
+
+        code = _code(error) if isinstance(error, ClientError) else ""
+        if code not in ("403", "404", "NotFound", "Forbidden", "AccessDenied"):
+            return
+        if code in ("404", "NotFound") and time.monotonic() - self._bucket_seen < BUCKET_SEEN_S:
+            return
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key), MaxKeys=1)
+        except ClientError as probe:
+            if _code(probe) in _CREDENTIAL_CODES | _BUCKET_CODES:
+                raise probe from None
+            return
+        self._bucket_seen = time.monotonic()
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -378,9 +556,19 @@ class S3Store:
                 "retention and no legal hold"
             )
 
+    def _head(self, key: str) -> dict[str, Any]:
+        """HEAD Object, with the cause of a refusal found by `_explain_head`."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key), **self._read)
+        except ClientError as e:
+            self._explain_head(e, key)
+            raise
+
     def lock_state(self, key: str) -> LockState:
         """The Object Lock of the current version of `key` (HEAD Object)."""
-        head = self.client.head_object(Bucket=self.bucket, Key=self._key(key), **self._read)
+        head = self._head(key)
         return LockState(
             mode=head.get("ObjectLockMode"),
             retain_until=head.get("ObjectLockRetainUntilDate"),
@@ -414,17 +602,15 @@ class S3Store:
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key), **self._read)
+            self._head(key)
             return True
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _code(e) in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
 
     def size(self, key: str) -> int:
-        return int(
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key), **self._read)["ContentLength"]
-        )
+        return int(self._head(key)["ContentLength"])
 
     def list(self, prefix: str = "") -> Iterator[str]:
         strip = len(self.prefix) + 1 if self.prefix else 0
@@ -442,8 +628,14 @@ class S3Store:
         self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra or None)
 
     def download_file(self, key: str, path: Path) -> None:
+        from botocore.exceptions import ClientError
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.client.download_file(self.bucket, self._key(key), str(path), ExtraArgs=self._read or None)
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(path), ExtraArgs=self._read or None)
+        except ClientError as e:  # the transfer starts with a HEAD
+            self._explain_head(e, key)
+            raise
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
@@ -477,16 +669,20 @@ class StoreCache:
         credentials: Credentials | None = None,
         *,
         customer_key: bytes | None = None,
+        ca_bundle: str | None = None,
     ) -> ObjectStore:
+        """`open_store`'s store for these arguments, opened once. `ca_bundle`: a PEM file (the
+        operator writes the ConfigMap that `s3.caBundle` names to one: llmops/operators/secrets.py)."""
         secret = [credentials.access_key_id, credentials.secret_access_key] if credentials else None
         if customer_key is not None:
             secret = [*(secret or []), customer_key.hex()]
-        key = hashlib.sha256(json.dumps([location.to_dict(), secret], sort_keys=True).encode()).hexdigest()
+        fingerprint = [location.to_dict(), secret, ca_bundle]
+        key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
         with self._lock:
             if (store := self._stores.get(key)) is not None:
                 self._stores.move_to_end(key)
                 return store
-        store = open_store(location, credentials, customer_key=customer_key)
+        store = open_store(location, credentials, customer_key=customer_key, ca_bundle=ca_bundle)
         with self._lock:
             self._stores[key] = store
             while len(self._stores) > self.size:
@@ -497,13 +693,30 @@ class StoreCache:
         return len(self._stores)
 
 
+CA_MOUNT_ROOT = "/etc/llmops/ca"  # where the operators mount the ConfigMaps that s3.caBundle names
+
+
+def ca_bundle_path(location: ObjectStorageLocation) -> str | None:
+    """Where a pod finds the CA bundle that `location.s3.caBundle` names:
+    /etc/llmops/ca/<ConfigMap>/<key> (the operators mount it there: llmops/operators/manifests.py
+    `ca_bundle_mounts`); None for a location that names none."""
+    ref = location.s3.ca_bundle if location.s3 else None
+    return f"{CA_MOUNT_ROOT}/{ref.name}/{ref.key}" if ref else None
+
+
 def open_store(
     location: ObjectStorageLocation,
     credentials: Credentials | None = None,
     *,
     customer_key: bytes | None = None,
+    ca_bundle: str | None = None,
 ) -> ObjectStore:
     """The store for `location`; `credentials` are the values of its credentialsSecretRef, if any.
+
+    TLS: the endpoint's certificate is verified against `ca_bundle` (a PEM file) when given, else
+    against the bundle mounted at `ca_bundle_path(location)` when the location names one and it is
+    there, else as boto3 does it (AWS_CA_BUNDLE when set, then the system's CAs). A certificate none
+    of them signed fails with the cause "tls" (`explain`).
 
     `s3.encryption` applies to every write (and, for SSE-C, every read) through the store;
     `customer_key`: the 32 bytes of its customerKeySecretRef (base64-decoded) for SSE-C. Raises
@@ -525,6 +738,8 @@ def open_store(
             kms_key_id=s3.encryption.kms_key_id,
             customer_key=customer_key if s3.encryption.mode == "SSE-C" else None,
         )
+    if ca_bundle is None and (mounted := ca_bundle_path(location)) and Path(mounted).is_file():
+        ca_bundle = mounted
     return S3Store(
         s3.bucket,
         s3.prefix or "",
@@ -532,4 +747,5 @@ def open_store(
         region=s3.region,
         credentials=credentials,
         encryption=encryption,
+        ca_bundle=ca_bundle,
     )

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the control-plane tools (kube-apiserver, kube-controller-manager, kube-scheduler,
-# etcd, kwok, helm, minio, prometheus and promtool) from the Go module proxy and cache them
+# etcd, kwok, helm, minio, prometheus, promtool and toxiproxy) from the Go module proxy and cache them
 # outside the clone. No root, no system package: everything lands in $LLMOPS_TOOLS_BIN.
 #
 # Each tool lives in its own wrapper module under hack/tools/<tool>/ so the dependency
@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${LLMOPS_CACHE:-$HOME/.cache/llmops}
 bin=${LLMOPS_TOOLS_BIN:-$cache/bin}
 logdir=$cache/logs
-all_tools=(k8s etcd kwok helm minio prometheus)
+all_tools=(k8s etcd kwok helm minio prometheus toxiproxy)
 
 if [[ ${1:-} == --print-bin ]]; then echo "$bin"; exit 0; fi
 tools=("$@"); [[ ${#tools[@]} -gt 0 ]] || tools=("${all_tools[@]}")
@@ -57,6 +57,10 @@ plan() {
       local mm=${v#v0.}; mm=${mm%%.*}
       local c=github.com/prometheus/common/version
       echo " -X $c.Version=${mm:0:1}.${mm:1}.${v##*.} -X $c.Branch=HEAD -X $c.Revision=module|github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool|remove_all_sd" ;;
+    toxiproxy)
+      # Toxiproxy's own version stamp, so `toxiproxy-server -version` says what runs.
+      v=$(modversion toxiproxy github.com/Shopify/toxiproxy/v2)
+      echo " -X github.com/Shopify/toxiproxy/v2.Version=${v#v}|github.com/Shopify/toxiproxy/v2/cmd/server github.com/Shopify/toxiproxy/v2/cmd/cli" ;;
     *) echo "unknown tool: $tool" >&2; return 1 ;;
   esac
 }
@@ -96,6 +100,10 @@ for tool in "${tools[@]}"; do
     fi
     # go names the etcd binary after its module path ("server"); give it its real name.
     [[ $tool == etcd ]] && mv "$out.tmp"/server "$out.tmp/etcd"
+    # ... and Toxiproxy's two after their commands ("server", "cli") under their released names.
+    if [[ $tool == toxiproxy ]]; then
+      mv "$out.tmp/server" "$out.tmp/toxiproxy-server"; mv "$out.tmp/cli" "$out.tmp/toxiproxy-cli"
+    fi
     touch "$out.tmp/.complete"; rm -rf "$out"; mv "$out.tmp" "$out"
     echo "built $tool in $((SECONDS - start))s" >&2
   fi

@@ -154,6 +154,15 @@ class SecretRef(ApiModel):
     name: DnsSubdomain = Field(description="Secret name.")
 
 
+class ConfigMapKeyRef(ApiModel):
+    """One key of a ConfigMap in the same namespace."""
+
+    name: DnsSubdomain = Field(description="ConfigMap name.")
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = (
+        Field("ca.crt", description="Key in the ConfigMap.")
+    )
+
+
 class S3Connection(ApiModel):
     """How to reach an S3-compatible service."""
 
@@ -163,6 +172,13 @@ class S3Connection(ApiModel):
     region: Annotated[str, StringConstraints(max_length=63)] | None = Field(None, description="Region name.")
     credentials_secret_ref: SecretKeysRef | None = Field(
         None, description="Secret with the access keys; omit to use the pod's ambient identity (IRSA)."
+    )
+    ca_bundle: ConfigMapKeyRef | None = Field(
+        None,
+        description="ConfigMap key with the PEM certificates of the CAs that sign the endpoint's TLS "
+        "certificate (a private or self-signed CA; the layout of cert-manager's ca.crt and trust-manager's "
+        "bundles). The operator verifies the endpoint with it, and every pod that reads the location gets "
+        "it mounted (AWS_CA_BUNDLE); omit for the system's CAs.",
     )
 
 
@@ -375,6 +391,9 @@ class CommonReason:
     INTERNAL_ERROR = "InternalError"  # Stalled: a bug; the message says where to look
     CREDENTIALS_NOT_FOUND = "CredentialsNotFound"  # Stalled: a Secret or one of its keys is missing
     REGISTRY_UNAVAILABLE = "RegistryUnavailable"  # Reconciling: the model registry does not answer
+    # Stalled: object storage refused for a cause that does not heal by itself (credentials refused,
+    # access denied, bucket missing, TLS verification failed); llmops.storage.StorageFailure names it
+    STORAGE_REFUSED = "StorageRefused"
 
 
 class Condition(ApiModel):

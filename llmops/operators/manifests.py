@@ -12,10 +12,11 @@ collector removes them with the parent, and the runtime finds them by the label
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
-from llmops.api.common import ObjectStorageLocation, Resources, SecretKeysRef
+from llmops.api.common import ObjectStorageLocation, Resources, S3Connection, SecretKeysRef
 
 Manifest = dict[str, Any]
 
@@ -175,6 +176,28 @@ def topology_spread(selector: dict[str, str]) -> list[dict]:
 def location_secret(location: ObjectStorageLocation | None) -> SecretKeysRef | None:
     """The Secret with a location's S3 access keys, if it names one."""
     return location.s3.credentials_secret_ref if location and location.s3 else None
+
+
+def ca_bundle_mounts(
+    *locations: ObjectStorageLocation | S3Connection | None,
+) -> tuple[list[dict], list[dict]]:
+    """(volumes, volumeMounts) for the CA bundles that `locations` (or S3 connections, such as a
+    TrainingJob's spec.data.s3) name in `caBundle`: each
+    ConfigMap once, read-only under /etc/llmops/ca/<ConfigMap>/, where the pod's
+    `llmops.storage.open_store` looks (`ca_bundle_path`). ([], []) when none names one, so a pod
+    without a private CA is unchanged."""
+    from llmops.storage import CA_MOUNT_ROOT
+
+    connections = [loc.s3 if isinstance(loc, ObjectStorageLocation) else loc for loc in locations]
+    names = sorted({c.ca_bundle.name for c in connections if c is not None and c.ca_bundle is not None})
+    volumes, mounts = [], []
+    for name in names:
+        volume = (
+            f"ca-{hashlib.sha256(name.encode()).hexdigest()[:12]}"  # a ConfigMap name may not fit a label
+        )
+        volumes.append({"name": volume, "configMap": {"name": name}})
+        mounts.append({"name": volume, "mountPath": f"{CA_MOUNT_ROOT}/{name}", "readOnly": True})
+    return volumes, mounts
 
 
 def credentials_env(ref: SecretKeysRef | None, prefix: str = "") -> list[dict]:

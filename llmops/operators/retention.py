@@ -349,7 +349,7 @@ def reconciled(
         credentials = secrets.credentials(
             ctx.applier.api_client, ctx.namespace, target.location, target.field
         )
-        return ctx.stores.open(target.location, credentials)
+        return ctx.open_store(target.location, credentials, target.field)
 
     identity = (ctx.namespace, kind, ctx.name, meta.get("uid") or f"{ctx.namespace}/{ctx.name}")
     result, after = run(targets, previous, identity=identity, defaults=defaults, open_store=open_store)

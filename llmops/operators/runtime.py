@@ -34,13 +34,13 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 
 from llmops import conditions
 from llmops.api import API_VERSION, GROUP, VERSION, Resource
-from llmops.api.common import ApiModel, CommonReason, Status
+from llmops.api.common import ApiModel, CommonReason, ObjectStorageLocation, Status
 from llmops.operators import metrics
 from llmops.operators.apply import Applier
 from llmops.operators.auditing import EVENTS_ONLY, Auditor, Subject
 from llmops.operators.events import Announcements, announcement
 from llmops.operators.outcome import Outcome
-from llmops.storage import StoreCache
+from llmops.storage import Credentials, ObjectStore, StoreCache
 
 Spec = TypeVar("Spec", bound=ApiModel)
 
@@ -62,6 +62,19 @@ class Context:
     auditor: Auditor = EVENTS_ONLY
     # The kind's `audit_subject`: the model version an Event of this object concerns, by default.
     subject: Callable[[dict], Subject] | None = None
+
+    def open_store(
+        self, location: ObjectStorageLocation, credentials: Credentials | None, field: str = ""
+    ) -> ObjectStore:
+        """`stores.open` for `location`, verifying its endpoint against the CA bundle its
+        `s3.caBundle` names (a ConfigMap of this object's namespace; `field`: the location's path in
+        the spec, for messages). Raises SecretProblem when that ConfigMap or key is missing."""
+        from llmops.operators import secrets
+
+        ca_bundle = secrets.ca_bundle(self.applier.api_client, self.namespace, location, field)
+        if ca_bundle is None:  # the call as it was before caBundle (tests substitute the cache)
+            return self.stores.open(location, credentials)
+        return self.stores.open(location, credentials, ca_bundle=ca_bundle)
 
     @property
     def name(self) -> str:

@@ -7,11 +7,17 @@ logs (`SecretProblem` messages name the field, the Secret and its keys, never a 
 `llmops.storage.Credentials.__repr__` hides them).
 
 Pods get the same Secrets by reference (secretKeyRef), never by value: see each kind's builders.
+`ca_bundle` reads the other thing a location names in its namespace, the ConfigMap of
+`s3.caBundle` (CA certificates: public), into a file the operator's S3 clients verify against.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import os
+import tempfile
+from pathlib import Path
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -58,3 +64,38 @@ def credentials(
     key_id, secret_key = (base64.b64decode(data[k]).decode() for k in keys)
     logsafe.remember(key_id, secret_key)  # defence in depth: no log line of this process shows them
     return Credentials(key_id, secret_key)
+
+
+def ca_bundle(
+    api_client: client.ApiClient, namespace: str, location: ObjectStorageLocation, field: str
+) -> str | None:
+    """The path of a PEM file with the CA bundle that `location.s3.caBundle` names (a ConfigMap key
+    in `namespace`: certificates, public), for verifying the endpoint's TLS certificate; None when
+    it names none. The file is written once per content, named by its sha256, under the temporary
+    directory. Raises SecretProblem (naming `field`, the ConfigMap and the key) when the ConfigMap
+    or the key is missing or holds no PEM certificate; other API errors propagate."""
+    ref = location.s3.ca_bundle if location.s3 else None
+    if ref is None:
+        return None
+    where = f"{field}.s3.caBundle" if field else "s3.caBundle"
+    try:
+        configmap = client.CoreV1Api(api_client).read_namespaced_config_map(ref.name, namespace)
+    except ApiException as e:
+        if e.status == 404:
+            raise SecretProblem(
+                f"{where}: ConfigMap {ref.name!r} does not exist in namespace {namespace!r}; create it"
+            ) from None
+        raise
+    pem = (configmap.data or {}).get(ref.key, "")
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise SecretProblem(
+            f"{where}: ConfigMap {ref.name!r} has no PEM certificate under key {ref.key!r}; add the CA bundle"
+        )
+    folder = Path(tempfile.gettempdir()) / "llmops-ca"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"{hashlib.sha256(pem.encode()).hexdigest()}.pem"
+    if not path.is_file():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(pem)
+        tmp.replace(path)
+    return str(path)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmops.gateway_config import Sampling
-from llmops.storage import ObjectStore, open_store
+from llmops.storage import ObjectStore, explain, open_store
 
 log = logging.getLogger("llmops.gateway")
 
@@ -70,7 +70,9 @@ class Sampler:
             await asyncio.to_thread(self._write, records)
             self.on_written(len(records))
         except Exception as e:  # storage trouble must not take the gateway down
-            log.warning("writing %d %s records to %s failed: %s", len(records), self.kind, self.store.uri, e)
+            why = explain(e) or f"{type(e).__name__}: {e}"  # the cause, never a credential
+            uri = self.store.uri
+            log.warning("writing %d %s records to %s failed: %s", len(records), self.kind, uri, why)
             if self.keep_failed:
                 kept = (records + self.buffer)[: self.config.max_buffered]
                 if lost := len(records) + len(self.buffer) - len(kept):

@@ -147,7 +147,9 @@ def s3_location(uri: str, connection: S3Connection | None) -> ObjectStorageLocat
     if key.strip("/"):
         fields["prefix"] = key.strip("/")
     if connection is not None:
-        fields.update(connection.model_dump(include={"endpoint", "region", "credentials_secret_ref"}))
+        fields.update(
+            connection.model_dump(include={"endpoint", "region", "credentials_secret_ref", "ca_bundle"})
+        )
     return ObjectStorageLocation(s3=S3Location(**fields))
 
 

@@ -14,6 +14,7 @@ from llmops.api.common import ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec
 from llmops.operators.manifests import (
     Manifest,
+    ca_bundle_mounts,
     container_security,
     credentials_env,
     http_probe,
@@ -64,6 +65,7 @@ def drift_monitor(spec: ModelDeploymentSpec, owner: Manifest, settings: ServingS
         "--reference", location(drift.reference_data), "--samples", location(samples),
         "--port", str(DRIFT_PORT), "--interval", str(DRIFT_INTERVAL_SECONDS),
     ]  # fmt: skip
+    ca_volumes, ca_mounts = ca_bundle_mounts(drift.reference_data, samples)
     container = {
         "name": "drift",
         "image": settings.serving_image,
@@ -80,7 +82,7 @@ def drift_monitor(spec: ModelDeploymentSpec, owner: Manifest, settings: ServingS
             *credentials_env(location_secret(samples), "SAMPLES_"),
         ],
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "3Gi"}},
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *ca_mounts],
         # /metrics answers once the reference sample is embedded (minutes on a small CPU).
         "startupProbe": http_probe("/metrics", "metrics", period=10, failures=60),
         "livenessProbe": http_probe("/metrics", "metrics", period=30, failures=3),
@@ -93,7 +95,7 @@ def drift_monitor(spec: ModelDeploymentSpec, owner: Manifest, settings: ServingS
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "containers": [container],
-            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            "volumes": [{"name": "tmp", "emptyDir": {}}, *ca_volumes],
         },
     }
     body = {

@@ -34,6 +34,7 @@ from llmops.gateway_config import (
 )
 from llmops.operators.manifests import (
     Manifest,
+    ca_bundle_mounts,
     container_security,
     credentials_env,
     http_probe,
@@ -196,6 +197,11 @@ def gateway_deployment(
         {"name": "config", "mountPath": GATEWAY_CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    ca_volumes, ca_mounts = ca_bundle_mounts(
+        *(s.destination for s in (config.payload_sampling, config.drift_sampling, config.feedback) if s)
+    )
+    volumes += ca_volumes
+    mounts += ca_mounts
     if spec.gateway.api_keys_secret_ref:
         volumes.append({"name": "api-keys", "secret": {"secretName": spec.gateway.api_keys_secret_ref.name}})
         mounts.append({"name": "api-keys", "mountPath": API_KEYS_MOUNT, "readOnly": True})

@@ -306,12 +306,18 @@ class Reconciler:
                 return _stalled(Reason.APPLY_FAILED, f"the apiserver refused a child: {_api_message(e)}")
             raise  # the runtime retries what heals
         except Exception as e:
+            if registry_access.refused(e):  # credentials refused, access denied, no bucket, TLS
+                return _stalled(
+                    Reason.STORAGE_REFUSED,
+                    f"cannot read the registry {spec.registry.uri}: {registry_access.describe(e)}",
+                )
             if registry_access.transient(e):
                 return Outcome(
                     "reconciling",
                     status.phase or "Pending",
                     Reason.REGISTRY_UNAVAILABLE,
-                    f"the registry did not answer ({type(e).__name__}); retrying",
+                    f"the registry {spec.registry.uri} did not answer ({registry_access.describe(e)});"
+                    " retrying",
                     requeue_after=UNAVAILABLE_RETRY_SECONDS,
                 )
             raise
@@ -326,7 +332,7 @@ class Reconciler:
         md, namespace = ctx.name, ctx.namespace
         now = dt.datetime.now(dt.UTC)
 
-        store = ctx.stores.open(spec.registry, self.credentials(ctx, spec.registry))
+        store = ctx.open_store(spec.registry, self.credentials(ctx, spec.registry), "spec.registry")
         resolved: list[ResolvedAlias] = []  # read from the registry now, never cached
 
         def lookup(model: ModelReference, field_path: str) -> ModelVersion:

@@ -18,6 +18,7 @@ from llmops import engine
 from llmops.api.modeldeployment import ModelDeploymentSpec
 from llmops.operators.manifests import (
     Manifest,
+    ca_bundle_mounts,
     container_security,
     credentials_env,
     http_probe,
@@ -94,6 +95,9 @@ def vllm_deployment(
             {"name": "registry", "hostPath": {"path": spec.registry.local.path, "type": "Directory"}}
         )
         fetch_mounts.append({"name": "registry", "mountPath": spec.registry.local.path, "readOnly": True})
+    ca_volumes, ca_mounts = ca_bundle_mounts(spec.registry)
+    volumes += ca_volumes
+    fetch_mounts += ca_mounts
     cache_env = [
         {"name": "HOME", "value": "/tmp"},
         {"name": "HF_HOME", "value": "/tmp/huggingface"},

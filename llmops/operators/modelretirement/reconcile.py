@@ -39,7 +39,7 @@ from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.operators.modelretirement import fold, names, plan, postmortem
 from llmops.operators.outcome import Outcome
 from llmops.operators.prometheus import Prometheus
-from llmops.operators.registry_access import describe, transient
+from llmops.operators.registry_access import describe, refused, transient
 from llmops.operators.runtime import Context
 from llmops.storage import ObjectLock, ObjectLockUnavailable, ObjectStore
 from llmops.workload import REPORT
@@ -115,7 +115,7 @@ class Retirement:
 
     def store(self, location: ObjectStorageLocation, field: str) -> ObjectStore:
         credentials = secrets.credentials(self.ctx.applier.api_client, self.ctx.namespace, location, field)
-        return self.ctx.stores.open(location, credentials)
+        return self.ctx.open_store(location, credentials, field)
 
     def deployments(self) -> list[Served]:
         found = []
@@ -226,6 +226,13 @@ class Retirement:
         except registry.RegistryError as e:
             return fold.stalled(Reason.VERSION_NOT_FOUND, str(e), fold.PHASE_OF_STEP[step], self.status)
         except Exception as e:
+            if refused(e):  # refused credentials, access denied, a missing bucket, TLS: a person must act
+                return fold.stalled(
+                    Reason.STORAGE_REFUSED,
+                    f"storage refused during {step.lower()}: {describe(e)}",
+                    fold.PHASE_OF_STEP[step],
+                    self.status,
+                )
             if not transient(e):
                 raise
             return fold.running(
@@ -252,6 +259,13 @@ class Retirement:
             return False
 
     def storage_problem(self, error: Exception) -> Outcome:
+        if refused(error):
+            return fold.stalled(
+                Reason.STORAGE_REFUSED,
+                f"cannot read the registry {self.spec.registry.uri}: {describe(error)}",
+                self.before.phase or "Pending",
+                self.status,
+            )
         return Outcome(
             "reconciling",
             self.before.phase or "Pending",
@@ -468,6 +482,10 @@ class Retirement:
                     self.status,
                 )
             except Exception as e:
+                if refused(e):  # the archive bucket refuses: retrying cannot help
+                    why = f"{version}: {describe(e)}"
+                    self.record(fold.step("Archive", "Running", before, self.now, why))
+                    return fold.stalled(Reason.STORAGE_REFUSED, f"archiving {why}", "Archiving", self.status)
                 if not isinstance(e, archive.ArchiveError) and not transient(e):
                     raise
                 self.record(fold.step("Archive", "Running", before, self.now, f"{version}: {describe(e)}"))

@@ -37,7 +37,7 @@ from llmops.operators import secrets
 from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.operators.outcome import Outcome
 from llmops.operators.prometheus import Prometheus
-from llmops.operators.registry_access import describe
+from llmops.operators.registry_access import describe, refused
 from llmops.operators.retrainpolicy import builders, fold, names, plan, promotion, triggers
 from llmops.operators.retrainpolicy.names import POLICY_LABEL
 from llmops.operators.retrainpolicy.triggers import Firing
@@ -126,18 +126,20 @@ def reconcile(
         md_status = ModelDeploymentStatus()
     model = md.model.name
     try:
-        credentials = secrets.credentials(
-            ctx.applier.api_client,
-            namespace,
-            md.registry,
-            f"ModelDeployment {spec.model_deployment} spec.registry",
-        )
-        store = ctx.stores.open(md.registry, credentials)
+        field = f"ModelDeployment {spec.model_deployment} spec.registry"
+        credentials = secrets.credentials(ctx.applier.api_client, namespace, md.registry, field)
+        store = ctx.open_store(md.registry, credentials, field)
         champion_move = registry.read_alias(store, model, spec.promotion.champion_alias)
         challenger_move = registry.read_alias(store, model, spec.promotion.challenger_alias)
     except secrets.SecretProblem as e:
         return fold.stalled(Reason.CREDENTIALS_NOT_FOUND, str(e), STALLED_RETRY_SECONDS)
     except Exception as e:
+        if refused(e):  # refused credentials, access denied, a missing bucket, TLS: a person must act
+            return fold.stalled(
+                Reason.STORAGE_REFUSED,
+                f"cannot read the aliases of {model!r} in {md.registry.uri}: {describe(e)}",
+                STALLED_RETRY_SECONDS,
+            )
         return Outcome(
             "reconciling",
             before.phase or "Watching",
@@ -247,7 +249,8 @@ def reconcile(
             data_credentials = secrets.credentials(
                 ctx.applier.api_client, namespace, t.new_data.location, "spec.triggers.newData.location"
             )
-            keys = list(ctx.stores.open(t.new_data.location, data_credentials).list())
+            where = "spec.triggers.newData.location"
+            keys = list(ctx.open_store(t.new_data.location, data_credentials, where).list())
             status, data_marker = triggers.new_data(
                 keys, marker, t.new_data.min_new_objects, previous.get("newData"), now
             )

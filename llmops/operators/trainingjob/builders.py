@@ -19,6 +19,7 @@ from typing import Any
 from llmops.api.common import Resources
 from llmops.api.trainingjob import Reason, TrainingJobSpec
 from llmops.operators.manifests import (
+    ca_bundle_mounts,
     container_security,
     credentials_env,
     node_placement,
@@ -163,13 +164,16 @@ def _pod_template(
     spec: TrainingJobSpec,
     labels: dict[str, str],
 ) -> dict[str, Any]:
-    """A Ray pod: our image, sized from `resources`, non-root, /dev/shm for Ray's object store."""
+    """A Ray pod: our image, sized from `resources`, non-root, /dev/shm for Ray's object store, and
+    the CA bundles its storage locations name (the registry, spec.data.s3, served-traffic sources)."""
+    traffic = [s.served_traffic.location for s in spec.data.sources if s.served_traffic is not None]
+    ca_volumes, ca_mounts = ca_bundle_mounts(spec.output.registry, spec.data.s3, *traffic)
     body: dict[str, Any] = {
         "name": container,
         "image": image,
         "env": pod_env(spec),
         "securityContext": container_security(read_only_root=False),
-        "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
+        "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}, *ca_mounts],
     }
     if spec.runtime.env_from_secrets:
         body["envFrom"] = [{"secretRef": {"name": name}} for name in spec.runtime.env_from_secrets]
@@ -183,7 +187,7 @@ def _pod_template(
         # Ray's head and workers never call the Kubernetes API (KubeRay's autoscaler sidecar would; the
         # builders never enable it): no token. A cloud identity (IRSA, workload identity) needs none.
         "automountServiceAccountToken": False,
-        "volumes": [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}],
+        "volumes": [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}, *ca_volumes],
         **node_placement(resources),
     }
     if spec.runtime.service_account_name:

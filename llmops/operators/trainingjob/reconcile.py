@@ -34,7 +34,7 @@ from llmops.api.trainingjob import EventReason, Reason, TrainingJobSpec, Trainin
 from llmops.operators import retention, secrets
 from llmops.operators.manifests import adopt
 from llmops.operators.outcome import Outcome
-from llmops.operators.registry_access import describe
+from llmops.operators.registry_access import describe, refused
 from llmops.operators.runtime import Context
 from llmops.operators.trainingjob import builders, fold, names, plan, rayjobs_api
 from llmops.storage import Credentials
@@ -101,7 +101,7 @@ def _resolve(
 ) -> str | Outcome:
     """The version `ref` (the spec's `field`) names in the registry now, or why it cannot be known."""
     try:
-        store = ctx.stores.open(spec.output.registry, _credentials(spec, ctx))
+        store = ctx.open_store(spec.output.registry, _credentials(spec, ctx), "spec.output.registry")
         return registry.resolve(store, ref).version
     except secrets.SecretProblem as e:
         return Outcome(
@@ -114,7 +114,14 @@ def _resolve(
             f"(or point the alias at a version) or fix {field}"
         )
         return Outcome("stalled", "Pending", not_found, message, requeue_after=WAITING_RESYNC_SECONDS)
-    except Exception as e:  # the registry is unreachable: that heals
+    except Exception as e:
+        if refused(e):  # refused credentials, access denied, a missing bucket, TLS: a person must act
+            registry_uri = spec.output.registry.uri
+            message = f"cannot read the model registry {registry_uri} to resolve {field}: {describe(e)}"
+            return Outcome(
+                "stalled", "Pending", Reason.STORAGE_REFUSED, message, requeue_after=WAITING_RESYNC_SECONDS
+            )
+        # the registry is unreachable: that heals
         message = (
             f"cannot read the model registry {spec.output.registry.uri} to resolve "
             f"{field} ({describe(e)}); retrying"
@@ -141,7 +148,7 @@ def read_report(
                 "as well, or use an S3 registry"
             )
     try:
-        store = ctx.stores.open(work_dir, credentials)
+        store = ctx.open_store(work_dir, credentials, "spec.output.registry")
         if not store.exists(REPORT):
             return None, None
         return RunReport.model_validate_json(store.get_bytes(REPORT)), None
