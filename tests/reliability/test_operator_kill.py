@@ -27,6 +27,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,26 @@ def env(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLMOPS_RESYNC_SECONDS", "600")
     monkeypatch.setenv("LLMOPS_RETRAIN_EVALUATION_SECONDS", "5")
     monkeypatch.delenv("LLMOPS_FAULT_STOP_AFTER_APPLY", raising=False)
+
+
+@pytest.fixture
+def more_nodes(cluster: LocalCluster) -> Iterator[list[str]]:
+    """Two more kwok nodes (64 CPUs, 110 pods each) for the full size: a ModelDeployment's pods ask for
+    0.75 CPU (the model fetch's init container 0.5, the gateway 0.25), and the cluster's two CPU nodes
+    hold about 85 deployments. Deleted afterwards."""
+    import yaml
+
+    from llmops.dev.cluster import FakeNode
+
+    names = [f"kwok-kill-{i}" for i in range(2)]
+    for name in names:
+        node = FakeNode(name, cpu="64", memory="256Gi")
+        cluster.kubectl("create", "-f", "-", input=yaml.safe_dump(node.manifest()))
+    try:
+        yield names
+    finally:
+        for name in names:
+            cluster.kubectl("delete", "node", name, "--wait=false", check=False)
 
 
 @pytest.fixture
@@ -235,7 +256,7 @@ def test_killed_at_random_moments(
 
 @pytest.mark.long
 @pytest.mark.parametrize("index", [0, 1, 2])
-@pytest.mark.usefixtures("env")
+@pytest.mark.usefixtures("env", "more_nodes")
 def test_killed_at_random_moments_full_size(
     cluster: LocalCluster,
     namespace: str,
