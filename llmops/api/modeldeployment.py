@@ -560,8 +560,8 @@ class ModelDeploymentStatus(Status):
     inventory: list[Annotated[str, StringConstraints(max_length=512)]] = Field(
         default_factory=list,
         max_length=64,
-        description="Child objects the operator applied (apiVersion/kind/name); those no longer wanted are"
-        " deleted by name.",
+        description="Child objects the operator applied (apiVersion/kind/name), each recorded before its"
+        " first apply so that a crash leaves none unlisted; those no longer wanted are deleted by name.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     retention: list[StoreRetention] = Field(

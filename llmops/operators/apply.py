@@ -3,12 +3,25 @@
 Children get deterministic names, our labels and an owner reference to their parent
 (operators.manifests.adopt), so the garbage collector removes them with the parent and a missed
 event is harmless: applying the same desired state twice is a no-op on the server.
+
+A parent that deletes the children it no longer wants by its recorded inventory (`status.inventory`,
+the ModelDeployment) records a child there *before* it applies it for the first time (`write_ahead`):
+a process killed between the apply and the status write then leaves no child unlisted, which the
+next reconcile, after a spec change, would never delete (issue 17). See
+llmops/operators/modeldeployment/reconcile.py for why a write-ahead and not a sweep by label.
+
+Fault injection (crash-safety tests only, tests/reliability/test_operator_kill.py): with
+$LLMOPS_FAULT_STOP_AFTER_APPLY set to an inventory entry (apiVersion/kind/name), the process stops
+itself (SIGSTOP) right after the apiserver accepted that object, so a test can SIGKILL it at exactly
+that moment. Read once, here; unset (always, in production) it does nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -19,6 +32,7 @@ from kubernetes.client import ApiClient
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
 
 FIELD_MANAGER = "llmops"
+FAULT_STOP_AFTER_APPLY = os.environ.get("LLMOPS_FAULT_STOP_AFTER_APPLY") or None
 
 # Fields another controller takes over when our manifest stops setting them (an autoscaler writes a
 # Deployment's replicas). Server-side apply removes a field its only manager stops applying, and the
@@ -40,6 +54,18 @@ def parse_ref(entry: str) -> tuple[str, str, str]:
     """(apiVersion, kind, name) of an inventory entry."""
     api_version, kind, name = entry.rsplit("/", 2)
     return api_version, kind, name
+
+
+def write_ahead(recorded: Iterable[str], manifests: Iterable[dict]) -> list[str] | None:
+    """The inventory to record before `manifests` are applied: the union of the `recorded` entries and
+    theirs, sorted; None when every one is recorded already (nothing to write).
+
+    The rule of a write-ahead log: nothing is created that the record does not name, so a crash at
+    any point leaves every child findable by the next reconcile. Entries recorded but never applied
+    (a crash before the apply) cost the next prune one delete that finds nothing."""
+    have = set(recorded)
+    new = {ref(m) for m in manifests} - have
+    return sorted(have | new) if new else None
 
 
 class Lru(OrderedDict):
@@ -108,6 +134,8 @@ class Applier:
             force_conflicts=True,
             **extra,
         )
+        if FAULT_STOP_AFTER_APPLY is not None and not dry_run and ref(manifest) == FAULT_STOP_AFTER_APPLY:
+            os.kill(os.getpid(), signal.SIGSTOP)  # fault injection (see the module's docstring)
         return result.to_dict()
 
     def _hand_over(self, resource: Any, manifest: dict) -> None:

@@ -19,6 +19,18 @@ after it is lifted (the status's `Suspended` condition still True) writes autosc
 of replicas once (`Plan.resuming`) and posts `Resumed`. Every outcome carries the `Suspended`
 condition, the early ones below included.
 
+Crash safety: the children no longer wanted are deleted by the inventory (`status.inventory`), and
+a child enters it *before* it is first applied (`record_ahead`, the write-ahead rule of
+operators/apply.py `write_ahead`): a reconcile that grows the set of children writes the union of the
+recorded and the new entries to status first (one status write; the entries of the shared children
+are predicted in the same write from the version plan), then applies. Killed between the apply and
+the reconcile's own status write, the operator still finds the child in the next reconcile and
+deletes it if a spec change made it unwanted meanwhile. The alternative, a sweep by owner label, costs
+a list of every child kind on every reconcile (ten kinds: ten lists per object per resync, the load
+bench/reconcile_scale.py measures), where the write-ahead costs one status write only when the set of
+children grows (creation, a new version or canary, a feature turned on) and nothing in steady state.
+Entries recorded ahead but never applied (killed before the apply) cost one delete that finds nothing.
+
 A problem someone must fix (a missing version, Secret or CRD, a child the apiserver refuses) ends the
 reconcile early as Stalled, with a Warning Event once per new reason; a registry that does not answer
 is retried. The pure parts live beside it: versions.py, plan.py, names.py, builders.py (and the child
@@ -40,10 +52,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from llmops import conditions
+from llmops.api import API_VERSION, MODEL_DEPLOYMENT
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason, ResolvedAlias
 from llmops.operators import registry_access, retention, secrets
-from llmops.operators.apply import Lru, manifest_digest, parse_ref, ref
+from llmops.operators.apply import Lru, manifest_digest, parse_ref, ref, write_ahead
 from llmops.operators.modeldeployment import builders, canary, gateway, monitoring
 from llmops.operators.modeldeployment.drift import drift_destination, drift_on
 from llmops.operators.modeldeployment.fold import SUSPENDED, Facts, fold, suspended_condition
@@ -153,6 +166,19 @@ class Reconciler:
                 live[manifest["metadata"]["name"]] = result
         return live
 
+    @staticmethod
+    def record_ahead(ctx: Context, recorded: set[str], manifests: list[dict]) -> None:
+        """Write-ahead: record in status.inventory every child of `manifests` that `recorded` (the
+        inventory as written so far) does not list, before any of them is applied; `recorded` grows
+        with them. No write when all are listed."""
+        grown = write_ahead(recorded, manifests)
+        if grown is None:
+            return
+        ctx.applier.patch_status(
+            API_VERSION, MODEL_DEPLOYMENT.kind, ctx.name, ctx.namespace, {"inventory": grown}
+        )
+        recorded.update(grown)
+
     def ensure_feedback_key(self, ctx: Context) -> None:
         """Create the Secret of the key that signs completion ids if it is absent
         (gateway.feedback_key_secret): created once and never applied again, so every gateway replica,
@@ -174,7 +200,8 @@ class Reconciler:
             self._applied.pop((owner.get("uid"), f"{api_version}/{kind}/{name}"), None)
 
     def prune(self, ctx: Context, previous: list[str], wanted: set[str]) -> None:
-        """Delete the children the last reconcile applied that this one does not want."""
+        """Delete the children recorded (by the last reconcile, or ahead by this one) that this one
+        does not want."""
         uid = ctx.body["metadata"]["uid"]
         for entry in previous:
             if entry in wanted:
@@ -405,6 +432,15 @@ class Reconciler:
             Plan(tuple(first), adapters, resuming=resuming, draining=wait is not None),
             settings,
         )
+        recorded = set(status.inventory)  # the inventory as written so far (record_ahead)
+        if write_ahead(recorded, version_manifests) is not None:
+            # A new version: its shared children (an autoscaler) are likely new too. Predicted from this
+            # plan of versions and recorded in the same write; step 3 records what the prediction missed.
+            weighed = tuple(dataclasses.replace(v, weight=100 if v is first[0] else 0) for v in first)
+            predicted = builders.shared_children(
+                spec, ctx.body, Plan(weighed, adapters, draining=wait is not None), settings
+            )
+            self.record_ahead(ctx, recorded, [*version_manifests, *predicted])
         live = self.apply(ctx, version_manifests)
         if retiring:  # left as it is: only read
             current = ctx.applier.get("apps/v1", "Deployment", retiring.deployment, namespace)
@@ -485,9 +521,10 @@ class Reconciler:
             self.ensure_feedback_key(ctx)
         inventory = sorted(wanted | {ref(m) for m in shared})
         shared, lingering = self.clear_the_way(ctx, status.inventory, shared, set(inventory))
+        self.record_ahead(ctx, recorded, shared)
         live.update(self.apply(ctx, shared))
         inventory = sorted({*inventory, *lingering})  # tracked until they are gone
-        self.prune(ctx, status.inventory, set(inventory))
+        self.prune(ctx, sorted(recorded), set(inventory))
 
         facts = Facts(
             spec,

@@ -1,0 +1,162 @@
+"""The write-ahead rule of a parent's inventory (llmops/operators/apply.py `write_ahead`): a child is
+recorded before it is first applied, so a crash between the apply and the status write leaves none
+unlisted. The kill at exactly that moment on the real control plane:
+tests/reliability/test_operator_kill.py::test_a_child_applied_before_a_kill_and_unwanted_after_is_deleted."""
+
+from __future__ import annotations
+
+from llmops.operators.apply import write_ahead
+
+
+def child(kind: str, name: str, api_version: str = "apps/v1") -> dict:
+    return {"apiVersion": api_version, "kind": kind, "metadata": {"name": name}}
+
+
+def test_nothing_new_writes_nothing() -> None:
+    recorded = ["apps/v1/Deployment/bot-1-vllm", "v1/Service/bot-1-vllm"]
+    manifests = [child("Deployment", "bot-1-vllm"), child("Service", "bot-1-vllm", "v1")]
+    assert write_ahead(recorded, manifests) is None
+    assert write_ahead(recorded, []) is None
+
+
+def test_a_new_child_is_recorded_with_everything_recorded_before() -> None:
+    recorded = ["apps/v1/Deployment/bot-1-vllm", "v1/Service/bot-1-vllm"]
+    grown = write_ahead(recorded, [child("Deployment", "bot-1-vllm"), child("Deployment", "bot-2-vllm")])
+    # The union, not what this batch applies: the old version keeps its entry until it is pruned.
+    assert grown == [
+        "apps/v1/Deployment/bot-1-vllm",
+        "apps/v1/Deployment/bot-2-vllm",
+        "v1/Service/bot-1-vllm",
+    ]
+
+
+def test_the_first_reconcile_records_every_child() -> None:
+    grown = write_ahead([], [child("Deployment", "b"), child("Deployment", "a"), child("Deployment", "a")])
+    assert grown == ["apps/v1/Deployment/a", "apps/v1/Deployment/b"]  # sorted, each once
+
+
+# -- the ModelDeployment reconcile follows it ------------------------------------------------------
+
+
+class RecordingApplier:
+    """The edge a unit test cannot run (the apiserver): records every write in order; reads find
+    nothing (no child is Ready). The real chain: tests/reliability/test_operator_kill.py."""
+
+    api_client = None
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def apply(self, manifest: dict, *, dry_run: bool = False) -> dict:
+        from llmops.operators.apply import ref
+
+        self.calls.append(("apply", ref(manifest)))
+        return manifest
+
+    def patch_status(self, api_version: str, kind: str, name: str, namespace: str, status: dict) -> dict:
+        self.calls.append(("status", tuple(status["inventory"])))
+        return {}
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        self.calls.append(("delete", f"{api_version}/{kind}/{name}"))
+        return False
+
+    def get(self, *args: object, **kwargs: object) -> None:
+        return None
+
+    def create(self, manifest: dict) -> bool:
+        return True
+
+
+def reconcile(tmp_path, spec: dict, inventory: list[str]) -> tuple[RecordingApplier, list[str]]:
+    """One ModelDeployment reconcile of `spec` whose status lists `inventory`; the writes it made and
+    the inventory it would write last."""
+    import logging
+
+    from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+    from llmops.operators.modeldeployment.plan import ServingSettings
+    from llmops.operators.modeldeployment.reconcile import Reconciler
+    from llmops.operators.runtime import Context
+
+    body = {
+        "apiVersion": "llmops.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "bot", "namespace": "demo", "uid": "uid-1", "generation": 1},
+        "spec": spec,
+    }
+    applier = RecordingApplier()
+    ctx = Context(
+        body=body,
+        applier=applier,  # type: ignore[arg-type]
+        logger=logging.getLogger("test"),
+        status=ModelDeploymentStatus(inventory=inventory),
+    )
+    settings = ServingSettings(
+        serving_image="ghcr.io/llmops/serving:test", prometheus_url="http://127.0.0.1:9"
+    )
+    outcome = Reconciler(settings=settings)(ModelDeploymentSpec.model_validate(spec), ctx)
+    return applier, outcome.status["inventory"]
+
+
+def registry(tmp_path) -> str:
+    import json
+
+    from llmops.registry import GateVerdict, Lineage, register
+    from llmops.storage import LocalStore
+
+    root = tmp_path / "registry"
+    for i in (1, 2):
+        model = tmp_path / f"model-{i}"
+        model.mkdir()
+        (model / "config.json").write_text(json.dumps({"version": i}))
+        gates = [GateVerdict(metric="accuracy", operator=">=", threshold=0.5, value=0.9, passed=True)]
+        register(LocalStore(root), "bot", model, metrics={}, gates=gates, lineage=Lineage())
+    return str(root)
+
+
+def md_spec(root: str, canary: bool) -> dict:
+    spec: dict = {
+        "model": {"name": "bot", "version": "1"},
+        "registry": {"local": {"path": root}},
+        "resources": {"cpu": 1, "memory": "2Gi"},
+    }
+    if canary:
+        spec["rollout"] = {"canary": {"model": {"name": "bot", "version": "2"}, "weight": 10}}
+    return spec
+
+
+def test_every_child_is_recorded_before_it_is_first_applied_and_only_then(tmp_path) -> None:
+    root = registry(tmp_path)
+    applier, inventory = reconcile(tmp_path, md_spec(root, canary=False), [])
+    recorded: set[str] = set()
+    for call, what in applier.calls:
+        if call == "status":
+            recorded |= set(what)  # type: ignore[arg-type]
+        elif call == "apply":
+            assert what in recorded, f"{what} applied before the inventory listed it: {applier.calls}"
+    assert sum(call == "status" for call, _ in applier.calls) == 1  # one write, the children predicted
+    assert set(inventory) <= recorded
+
+    # Steady state: everything is listed, no write ahead.
+    again, _ = reconcile(tmp_path, md_spec(root, canary=False), inventory)
+    assert not [c for c in again.calls if c[0] == "status"]
+
+    # A canary grows the set: one write ahead, with the old entries kept.
+    grown, with_canary = reconcile(tmp_path, md_spec(root, canary=True), inventory)
+    writes = [set(w) for c, w in grown.calls if c == "status"]  # type: ignore[arg-type]
+    assert len(writes) == 1 and set(inventory) < writes[0]
+    assert "apps/v1/Deployment/bot-2-vllm" in writes[0] and "apps/v1/Deployment/bot-2-vllm" in with_canary
+
+
+def test_a_child_recorded_ahead_then_unwanted_is_deleted(tmp_path) -> None:
+    """Killed after the canary's Deployment was applied (recorded ahead), the spec then loses its canary:
+    the next reconcile deletes it although the reconcile that applied it never wrote its own status."""
+    root = registry(tmp_path)
+    _, steady = reconcile(tmp_path, md_spec(root, canary=False), [])
+    applier, _ = reconcile(tmp_path, md_spec(root, canary=True), steady)
+    ahead = next(w for c, w in applier.calls if c == "status")
+    after, inventory = reconcile(tmp_path, md_spec(root, canary=False), list(ahead))  # type: ignore[arg-type]
+    deleted = {w for c, w in after.calls if c == "delete"}
+    assert {"apps/v1/Deployment/bot-2-vllm", "v1/Service/bot-2-vllm"} <= deleted
+    assert "apps/v1/Deployment/bot-2-vllm" not in inventory
+    assert not deleted & set(steady)  # the stable version's children stay
