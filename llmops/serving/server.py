@@ -269,6 +269,7 @@ class Request:
                 timer.cancel()
                 self._waiter = None
         if self._too_large:
+            self.keep_alive = False  # the rest of the body is not read: close after the answer
             raise TooLarge()
         return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
 
