@@ -5,13 +5,17 @@ test is about the bytes that reach the model server, not about generation (a rea
 its answers matter: tests/serving).
 
     upstream = RecordingUpstream(); upstream.start(); ... upstream.bodies; upstream.stop()
+    python -m tests.reliability.recording_upstream --port N --slots 4 --delay 0.2   (its own process)
 
-`delay` (seconds) holds every answer that long: a replica of known capacity (`capacity`: requests a
-second at `concurrency` requests at once), for the overload test.
+A replica of known capacity, for the overload test: `slots` requests are answered at once (more wait,
+as vLLM queues what it cannot batch), each held `delay` seconds, so it serves `slots / delay`
+requests a second. A streamed completion has `max_tokens` events (a long answer on cue, for the slow
+reader test). `GET /stats`: requests, peak answered at once, and the bytes of streams written so far.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import threading
 import time
@@ -62,20 +66,25 @@ def answer(path: str, body: dict, stream: bool) -> tuple[str, list[bytes]]:
     choice.update({"delta": {"content": "hi"}} if chat else {"text": "hi"})
     chunk = {"id": "c1", "object": "chunk", "created": now, "model": "tiny", "choices": [choice]}
     last = {"id": "c1", "object": "chunk", "created": now, "model": "tiny", "choices": [], "usage": USAGE}
+    events = max(1, min(int(body.get("max_tokens") or 1), 1_000_000))
     return "text/event-stream", [
-        b"data: " + json.dumps(chunk).encode() + b"\n\n",
+        *[b"data: " + json.dumps(chunk).encode() + b"\n\n"] * events,
         b"data: " + json.dumps(last).encode() + b"\n\n",
         b"data: [DONE]\n\n",
     ]
 
 
 class RecordingUpstream:
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, slots: int = 0, port: int = 0, keep: bool = True) -> None:
         self.delay = delay
+        self.slots = threading.BoundedSemaphore(slots) if slots else None
+        self.keep = keep
         self.bodies: list[tuple[str, bytes]] = []  # (path, raw body) of every request it got
         self.lock = threading.Lock()
+        self.requests = 0
         self.active = 0
         self.peak_active = 0
+        self.streamed = 0  # bytes of streamed answers written
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -85,7 +94,15 @@ class RecordingUpstream:
                 pass
 
             def do_GET(self) -> None:
-                if self.path == "/v1/models":
+                if self.path == "/stats":
+                    with upstream.lock:
+                        stats = {
+                            "requests": upstream.requests,
+                            "peak_active": upstream.peak_active,
+                            "streamed_bytes": upstream.streamed,
+                        }
+                    self._send("application/json", [json.dumps(stats).encode()])
+                elif self.path == "/v1/models":
                     card = {"id": "tiny", "object": "model", "owned_by": "test", "max_model_len": 256}
                     self._send("application/json", [json.dumps({"object": "list", "data": [card]}).encode()])
                 else:
@@ -94,7 +111,12 @@ class RecordingUpstream:
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with upstream.lock:
-                    upstream.bodies.append((self.path, raw))
+                    upstream.requests += 1
+                    if upstream.keep:
+                        upstream.bodies.append((self.path, raw))
+                if upstream.slots is not None:
+                    upstream.slots.acquire()
+                with upstream.lock:
                     upstream.active += 1
                     upstream.peak_active = max(upstream.peak_active, upstream.active)
                 try:
@@ -106,9 +128,13 @@ class RecordingUpstream:
                         body = {}
                     body = body if isinstance(body, dict) else {}
                     self._send(*answer(self.path, body, body.get("stream") is True))
+                except OSError:  # the gateway closed the connection (its client went away)
+                    self.close_connection = True
                 finally:
                     with upstream.lock:
                         upstream.active -= 1
+                    if upstream.slots is not None:
+                        upstream.slots.release()
 
             def _send(self, ctype: str, parts: list[bytes]) -> None:
                 self.send_response(200)
@@ -118,6 +144,8 @@ class RecordingUpstream:
                     self.end_headers()
                     for part in parts:
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                        with upstream.lock:
+                            upstream.streamed += len(part)
                     self.wfile.write(b"0\r\n\r\n")
                 else:
                     data = b"".join(parts)
@@ -125,7 +153,7 @@ class RecordingUpstream:
                     self.end_headers()
                     self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.server.request_queue_size = 1024
         self.port = self.server.server_address[1]
@@ -139,3 +167,17 @@ class RecordingUpstream:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--slots", type=int, default=0, help="requests answered at once (0: no limit)")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds each answer takes")
+    args = parser.parse_args()
+    upstream = RecordingUpstream(args.delay, args.slots, args.port, keep=False)
+    upstream.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
