@@ -40,7 +40,8 @@ Limits (a client gets a 4xx, or its connection is closed, never an unbounded hol
 
 A connection that sends nothing at all closes after `keepalive_timeout`.
 So a connection holds at most MAX_HEAD + `max_body` + PIPELINE_BYTES + WRITE_HIGH of the gateway's
-memory (plus the upstream's buffer, serving.upstream's READ_HIGH), and the gateway at most
+memory, plus one read of the replica's answer in hand and serving.upstream's READ_HIGH unread (a
+whole answer, for one that is not streamed: the replica's answer size), and the gateway at most
 `max_connections` times that. A slow reader is one that cannot take 48 KiB in 30 s (1.6 KiB/s);
 nginx's `send_timeout` (60 s between two writes) is the same idea.
 
@@ -427,6 +428,9 @@ class _Connection(asyncio.Protocol):
         if self.closed or self.request is not None:
             return
         timeout = self.server.limits.header_timeout
+        if not self._reading:  # the server paused reading (pipelined requests wait): not the client's doing
+            self._head_timer = self.loop.call_later(timeout, self._head_timeout)
+            return
         log.warning(
             "client %s sent %d bytes of a request head in %g s, not all of it: closed (slow headers)",
             self.peer(),
