@@ -19,8 +19,9 @@ hostile body from the model server (tests/reliability/test_gateway_fuzz.py):
   number finite (`1e999` is infinity);
 - `validate_request`: the fields each endpoint requires, and the type of every optional OpenAI or
   vLLM sampling field that is present (`FIELD_TYPES`; null is accepted as absent); `n` and `best_of`
-  at most MAX_CHOICES (OpenAI's own limit on `n`). Which other vLLM endpoints are not passed, and why, is in
-docs/operations.md ("The gateway's API").
+  at most MAX_CHOICES (vLLM fans a request out into `n` sequences and sets no bound of its own).
+
+Which other vLLM endpoints are not passed, and why, is in docs/operations.md ("The gateway's API").
 
 `merge_model_cards` builds `GET /v1/models` from what the replicas report.
 """
@@ -46,7 +47,7 @@ RESPONSES_TERMINAL = frozenset({"response.completed", "response.incomplete", "re
 
 
 MAX_DEPTH = 64  # levels of nested arrays and objects in a body (tool schemas nest; prompts do not)
-MAX_CHOICES = 128  # n and best_of (OpenAI's limit on n)
+MAX_CHOICES = 1024  # n and best_of (OpenAI allows 128; tests/serving asks vLLM for 1024 to load it)
 INT64 = 1 << 63
 
 

@@ -108,8 +108,8 @@ def test_parse_body_is_strict_and_names_the_field():
             parse_body(raw)
         assert err.value.param == param, (raw[:40], err.value.param)
     chat = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
-    for field, value in [("temperature", "hot"), ("stop", [1]), ("n", 0), ("n", 129), ("logprobs", 2)]:
+    for field, value in [("temperature", "hot"), ("stop", [1]), ("n", 0), ("n", 1025), ("logprobs", 2)]:
         with pytest.raises(BadRequest) as err:
             validate_request({**chat, field: value}, "chat", {"m"})
         assert err.value.param == field and field in str(err.value)
-    validate_request({**chat, "temperature": None, "logprobs": True, "stop": ["a"], "n": 128}, "chat", {"m"})
+    validate_request({**chat, "temperature": None, "logprobs": True, "stop": ["a"], "n": 1024}, "chat", {"m"})
