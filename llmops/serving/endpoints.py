@@ -116,6 +116,12 @@ def _check_values(body: Any) -> None:
             continue
         if len(where) >= MAX_DEPTH:
             raise BadRequest(f"the request body nests deeper than {MAX_DEPTH} levels", param=_path(where))
+        if isinstance(value, list) and value:  # token ids and lists of texts, at C speed
+            kinds = set(map(type, value))
+            if kinds == {int} and min(value) >= -INT64 and max(value) < INT64:
+                continue
+            if kinds == {str} and all(map(str.isascii, value)):
+                continue
         if isinstance(value, dict):
             for k, v in value.items():
                 if not k.isascii():
@@ -286,8 +292,9 @@ def validate_request(body: Any, kind: str, model_names: set[str]) -> None:
             raise BadRequest("'logprobs' must be an integer (how many per token)", param="logprobs")
         if kind != "completions" and not isinstance(logprobs, bool):
             raise BadRequest("'logprobs' must be true or false", param="logprobs")
-    for name, (check, what) in FIELD_TYPES.items():
-        value = body.get(name)
+    for name in FIELD_TYPES.keys() & body.keys():
+        check, what = FIELD_TYPES[name]
+        value = body[name]
         if value is not None and not check(value):
             raise BadRequest(f"'{name}' must be {what}", param=name)
 
