@@ -269,8 +269,7 @@ class Request:
             finally:
                 timer.cancel()
                 self._waiter = None
-        if self._too_large:
-            self.keep_alive = False  # the rest of the body is not read: close after the answer
+        if self._too_large:  # the rest of the body is read and dropped; the answer goes out at once
             raise TooLarge()
         return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
 
