@@ -74,6 +74,11 @@ def answer(path: str, body: dict, stream: bool) -> tuple[str, list[bytes]]:
     ]
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # the listen backlog: a gateway opens many connections at once
+
+
 class RecordingUpstream:
     def __init__(self, delay: float = 0.0, slots: int = 0, port: int = 0, keep: bool = True) -> None:
         self.delay = delay
@@ -142,10 +147,15 @@ class RecordingUpstream:
                 if ctype == "text/event-stream":
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
-                    for part in parts:
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    batch = 64 << 10  # events written together, up to 64 KiB: as a busy server does
+                    i = 0
+                    while i < len(parts):
+                        n = max(1, batch // (len(parts[i]) + 1))
+                        frame = b"".join(parts[i : i + n])
+                        i += n
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
                         with upstream.lock:
-                            upstream.streamed += len(part)
+                            upstream.streamed += len(frame)
                     self.wfile.write(b"0\r\n\r\n")
                 else:
                     data = b"".join(parts)
@@ -153,9 +163,7 @@ class RecordingUpstream:
                     self.end_headers()
                     self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.server.request_queue_size = 1024
+        self.server = _Server(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -236,7 +236,7 @@ def slow_reader(port: int, events: int, stop: threading.Event, result: dict) -> 
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
     read = 0
-    s.settimeout(5)
+    s.settimeout(120)  # the answer may start late on a loaded machine
     try:
         while not stop.is_set():
             data = s.recv(16)
@@ -293,7 +293,8 @@ def test_slow_readers_are_cut(replica_and_gateway, clients):
         f" ~{events * event_bytes >> 20} MiB: cut after {cut_after} s (send_timeout"
         f" {send_timeout:g} s), having read {sum(r['read'] for r in results)} bytes in all;"
         f" the replica got {streamed >> 20} MiB out in all (flow control); gateway RSS"
-        f" {before['VmRSS'] / 1024:.0f} MiB before, peak {after['VmHWM'] / 1024:.0f} MiB;"
+        f" {before['VmRSS'] / 1024:.0f} MiB before, peak {after['VmHWM'] / 1024:.0f} MiB"
+        f" ({(after['VmHWM'] - before['VmRSS']) / 1024 / clients:.2f} MiB a client);"
         f" 'slow reader' log lines: {len(lines)}; per-connection bound WRITE_HIGH {WRITE_HIGH >> 10} KiB +"
         f" READ_HIGH {READ_HIGH >> 10} KiB"
     )
@@ -301,6 +302,8 @@ def test_slow_readers_are_cut(replica_and_gateway, clients):
     # The answers were not pulled into the gateway: the replica was held back by TCP (what it got
     # out sits in the kernel's socket buffers on both sides, autotuned up to a few MiB each here).
     assert streamed < clients * events * event_bytes / 3
-    assert after["VmHWM"] - before["VmRSS"] < 64 * 1024, (before, after)
+    # Bounded: a few copies of one read from the replica (up to 256 KiB) per connection at the peak,
+    # about 1.3 MiB each measured here with 64 clients, never the answer (70 MiB each).
+    assert after["VmHWM"] - before["VmRSS"] < (32 + 2 * clients) * 1024, (before, after)
     reply = gw.client().completions.create(model=MODEL, prompt="x", max_tokens=2)
     assert reply.choices
