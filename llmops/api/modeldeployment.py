@@ -313,6 +313,17 @@ class PiiRedaction(ApiModel):
     regions: list[PhoneRegion] = phone_regions_field()
 
 
+class GatewayTls(ApiModel):
+    """HTTPS for the gateway's clients, from a certificate Secret of type kubernetes.io/tls (the layout
+    cert-manager writes: `tls.crt`, `tls.key`, optionally `ca.crt`)."""
+
+    secret_name: DnsSubdomain = Field(
+        description="Secret with the gateway's certificate (`tls.crt`, with its chain) and key (`tls.key`),"
+        " e.g. a cert-manager Certificate's spec.secretName; its names should cover the Service"
+        " (<name>-gateway.<namespace>.svc). A renewed certificate is served without a restart."
+    )
+
+
 class Gateway(ApiModel):
     """The gateway in front of vLLM: authentication, limits, queueing, redaction and sampling."""
 
@@ -356,6 +367,10 @@ class Gateway(ApiModel):
     )
     replicas: int = Field(
         2, ge=1, le=100, description="Gateway replicas; they share no state: each gets a share of the limits."
+    )
+    tls: GatewayTls | None = Field(
+        None,
+        description="Serve HTTPS (Service port 443) with this certificate; omit: plain HTTP on port 80.",
     )
 
 

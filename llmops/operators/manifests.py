@@ -148,10 +148,16 @@ def node_placement(resources: Resources) -> dict[str, Any]:
     return placement
 
 
-def http_probe(path: str, port: str, period: int, failures: int, timeout: int = 5) -> dict:
-    """An HTTP GET probe of `path` on the named `port`; `period` and `timeout` in seconds."""
+def http_probe(
+    path: str, port: str, period: int, failures: int, timeout: int = 5, scheme: str = "HTTP"
+) -> dict:
+    """An HTTP GET probe of `path` on the named `port`; `period` and `timeout` in seconds; `scheme`
+    HTTPS for a TLS port (the kubelet does not verify the certificate)."""
+    get = {"path": path, "port": port}
+    if scheme != "HTTP":
+        get["scheme"] = scheme
     return {
-        "httpGet": {"path": path, "port": port},
+        "httpGet": get,
         "periodSeconds": period,
         "failureThreshold": failures,
         "timeoutSeconds": timeout,

@@ -10,8 +10,18 @@
 - detokenize: POST /detokenize; checks tokens (model optional); no tokens counted.
 
 The checks here catch malformed requests before they take a queue slot, with an error naming the
-field; vLLM checks the rest. Which other vLLM endpoints are not passed, and why, is in
-docs/operations.md ("The gateway's API").
+field (`BadRequest.param`); vLLM checks the rest (ranges that depend on the model, like `max_tokens`
+against its context). What passes them is what the gateway forwards, so they are also what keeps a
+hostile body from the model server (tests/reliability/test_gateway_fuzz.py):
+
+- `parse_body`: strict JSON in UTF-8: no NaN or Infinity, no lone surrogates (`"\ud800"`, which a
+  tokenizer cannot encode), at most MAX_DEPTH levels of nesting, every integer within int64 and every
+  number finite (`1e999` is infinity);
+- `validate_request`: the fields each endpoint requires, and the type of every optional OpenAI or
+  vLLM sampling field that is present (`FIELD_TYPES`; null is accepted as absent); `n` and `best_of`
+  at most MAX_CHOICES (vLLM fans a request out into `n` sequences and sets no bound of its own).
+
+Which other vLLM endpoints are not passed, and why, is in docs/operations.md ("The gateway's API").
 
 `merge_model_cards` builds `GET /v1/models` from what the replicas report.
 """
@@ -36,16 +46,143 @@ STREAMING = frozenset({"completions", "chat", "responses"})
 RESPONSES_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
 
 
-class BadRequest(ValueError):
-    """A request body the gateway refuses: `status` 400 (malformed) or 404 (unknown model)."""
+MAX_DEPTH = 64  # levels of nested arrays and objects in a body (tool schemas nest; prompts do not)
+MAX_CHOICES = 1024  # n and best_of (OpenAI allows 128; tests/serving asks vLLM for 1024 to load it)
+INT64 = 1 << 63
 
-    def __init__(self, message: str, status: int = 400) -> None:
+
+class BadRequest(ValueError):
+    """A request body the gateway refuses: `status` 400 (malformed) or 404 (unknown model); `param`
+    names the field, as OpenAI's errors do (None: the body as a whole)."""
+
+    def __init__(self, message: str, status: int = 400, param: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.param = param
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_body(raw: bytes) -> Any:
+    """The request body as JSON (RFC 8259, UTF-8), checked as the module docstring says; `BadRequest`
+    naming the offending field (its JSON path) otherwise."""
+    try:
+        text = raw.decode("utf-8")
+        body = json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError as e:
+        raise BadRequest(f"the request body is not valid UTF-8 (byte {e.start})") from e
+    except RecursionError as e:
+        raise BadRequest(f"the request body nests deeper than {MAX_DEPTH} levels") from e
+    except ValueError as e:
+        raise BadRequest(f"the request body is not valid JSON: {e}") from e
+    _check_values(body)
+    return body
+
+
+def _path(parts: tuple[str | int, ...]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out or "body"
+
+
+def _check_values(body: Any) -> None:
+    """Depth, numbers and strings of every value in `body` (iterative: no recursion to exhaust)."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(body, ())]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise BadRequest(
+                        f"'{_path(where)}' holds a lone surrogate (\\u{ord(value[e.start]):04x}),"
+                        " which is not a Unicode character",
+                        param=_path(where),
+                    ) from e
+            continue
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int):
+            if not -INT64 <= value < INT64:
+                raise BadRequest(f"'{_path(where)}' is out of the 64-bit integer range", param=_path(where))
+            continue
+        if isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise BadRequest(f"'{_path(where)}' is too large a number", param=_path(where))
+            continue
+        if len(where) >= MAX_DEPTH:
+            raise BadRequest(f"the request body nests deeper than {MAX_DEPTH} levels", param=_path(where))
+        if isinstance(value, list) and value:  # token ids and lists of texts, at C speed
+            kinds = set(map(type, value))
+            if kinds == {int} and min(value) >= -INT64 and max(value) < INT64:
+                continue
+            if kinds == {str} and all(map(str.isascii, value)):
+                continue
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not k.isascii():
+                    stack.append((k, (*where, "<key>")))
+                if not isinstance(v, str) or not v.isascii():
+                    stack.append((v, (*where, k)))
+        else:
+            stack.extend(
+                (v, (*where, i)) for i, v in enumerate(value) if not isinstance(v, str) or not v.isascii()
+            )
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+# The optional fields of the OpenAI API (and vLLM's sampling extensions) whose type the gateway checks:
+# name -> (check, what the error says it must be). Ranges that depend on the model are vLLM's.
+FIELD_TYPES: dict[str, tuple[Any, str]] = {
+    **{
+        name: (_is_number, "a number")
+        for name in (
+            "temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty",
+            "repetition_penalty", "length_penalty",
+        )
+    },
+    **{
+        name: (_is_int, "an integer")
+        for name in ("top_k", "seed", "min_tokens", "top_logprobs", "prompt_logprobs", "dimensions")
+    },
+    **{
+        name: (lambda v: isinstance(v, bool), "true or false")
+        for name in (
+            "echo", "ignore_eos", "skip_special_tokens", "add_special_tokens", "add_generation_prompt",
+            "include_stop_str_in_output", "parallel_tool_calls", "store", "continue_final_message",
+        )
+    },
+    "stop": (lambda v: isinstance(v, str) or _is_str_list(v), "a string or a list of strings"),
+    "stop_token_ids": (lambda v: isinstance(v, list) and all(_is_int(t) for t in v), "a list of token ids"),
+    "user": (lambda v: isinstance(v, str), "a string"),
+    "suffix": (lambda v: isinstance(v, str), "a string"),
+    "instructions": (lambda v: isinstance(v, str), "a string"),
+    "encoding_format": (lambda v: isinstance(v, str), "a string"),
+    "logit_bias": (
+        lambda v: isinstance(v, dict) and all(_is_number(b) for b in v.values()),
+        "an object of numbers",
+    ),
+    "stream_options": (lambda v: isinstance(v, dict), "an object"),
+    "response_format": (lambda v: isinstance(v, dict), "an object"),
+    "metadata": (lambda v: isinstance(v, dict), "an object"),
+    "tools": (lambda v: isinstance(v, list) and all(isinstance(t, dict) for t in v), "a list of objects"),
+    "tool_choice": (lambda v: isinstance(v, (str, dict)), "a string or an object"),
+}  # fmt: skip
 
 
 def _check_model(body: dict[str, Any], model_names: set[str], required: bool) -> None:
@@ -53,20 +190,35 @@ def _check_model(body: dict[str, Any], model_names: set[str], required: bool) ->
     if model is None and not required:
         return
     if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required and must be a string")
+        raise BadRequest("'model' is required and must be a string", param="model")
     if model not in model_names:
         raise BadRequest(
-            f"the model {model!r} does not exist; this endpoint serves {sorted(model_names)}", 404
+            f"the model {model[:200]!r} does not exist; this endpoint serves {sorted(model_names)}",
+            404,
+            "model",
         )
 
 
 def _check_messages(body: dict[str, Any]) -> None:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise BadRequest("'messages' is required and must be a non-empty list")
+        raise BadRequest("'messages' is required and must be a non-empty list", param="messages")
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise BadRequest(f"messages[{i}] must be an object with a string 'role'")
+            raise BadRequest(f"messages[{i}] must be an object with a string 'role'", param=f"messages[{i}]")
+        content = m.get("content")
+        if not (content is None or isinstance(content, (str, list))):
+            raise BadRequest(
+                f"messages[{i}].content must be a string or a list of content parts",
+                param=f"messages[{i}].content",
+            )
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    raise BadRequest(
+                        f"messages[{i}].content[{j}] must be an object with a string 'type'",
+                        param=f"messages[{i}].content[{j}]",
+                    )
 
 
 def validate_request(body: Any, kind: str, model_names: set[str]) -> None:
@@ -84,15 +236,19 @@ def validate_request(body: Any, kind: str, model_names: set[str]) -> None:
             and (all(isinstance(p, str) for p in prompt) or all(_is_int(p) for p in prompt))
         )
         if not ok:
-            raise BadRequest("'prompt' is required: a string, a list of strings or of token ids")
+            raise BadRequest(
+                "'prompt' is required: a string, a list of strings or of token ids", param="prompt"
+            )
     elif kind == "responses":
         value = body.get("input")
         if not (isinstance(value, str) or (isinstance(value, list) and value)):
-            raise BadRequest("'input' is required: a string or a non-empty list of input items")
+            raise BadRequest(
+                "'input' is required: a string or a non-empty list of input items", param="input"
+            )
         if isinstance(value, list):
             for i, item in enumerate(value):
                 if not isinstance(item, dict):
-                    raise BadRequest(f"input[{i}] must be an object (an input item)")
+                    raise BadRequest(f"input[{i}] must be an object (an input item)", param=f"input[{i}]")
     elif kind == "embeddings":
         value = body.get("input")
         ok = isinstance(value, str) or (
@@ -106,25 +262,41 @@ def validate_request(body: Any, kind: str, model_names: set[str]) -> None:
         )
         if not ok:
             raise BadRequest(
-                "'input' is required: a string, a list of strings, of token ids, or of lists of token ids"
+                "'input' is required: a string, a list of strings, of token ids, or of lists of token ids",
+                param="input",
             )
     elif kind == "tokenize":
         if "messages" in body:
             _check_messages(body)
         elif not isinstance(body.get("prompt"), str):
-            raise BadRequest("'prompt' (a string) or 'messages' (a list) is required")
+            raise BadRequest("'prompt' (a string) or 'messages' (a list) is required", param="prompt")
     elif kind == "detokenize":
         tokens = body.get("tokens")
         if not isinstance(tokens, list) or not all(_is_int(t) for t in tokens):
-            raise BadRequest("'tokens' is required and must be a list of token ids")
+            raise BadRequest("'tokens' is required and must be a list of token ids", param="tokens")
     if "stream" in body and not isinstance(body["stream"], bool):
-        raise BadRequest("'stream' must be true or false")
+        raise BadRequest("'stream' must be true or false", param="stream")
     if body.get("stream") and kind not in STREAMING:
-        raise BadRequest(f"'stream' is not supported by {ENDPOINTS[kind]}")
-    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens", "n"):
+        raise BadRequest(f"'stream' is not supported by {ENDPOINTS[kind]}", param="stream")
+    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         value = body.get(name)
         if value is not None and (not _is_int(value) or value < 0):
-            raise BadRequest(f"'{name}' must be a non-negative integer")
+            raise BadRequest(f"'{name}' must be a non-negative integer", param=name)
+    for name in ("n", "best_of"):
+        value = body.get(name)
+        if value is not None and (not _is_int(value) or not 1 <= value <= MAX_CHOICES):
+            raise BadRequest(f"'{name}' must be an integer from 1 to {MAX_CHOICES}", param=name)
+    logprobs = body.get("logprobs")
+    if logprobs is not None:
+        if kind == "completions" and not _is_int(logprobs):
+            raise BadRequest("'logprobs' must be an integer (how many per token)", param="logprobs")
+        if kind != "completions" and not isinstance(logprobs, bool):
+            raise BadRequest("'logprobs' must be true or false", param="logprobs")
+    for name in FIELD_TYPES.keys() & body.keys():
+        check, what = FIELD_TYPES[name]
+        value = body[name]
+        if value is not None and not check(value):
+            raise BadRequest(f"'{name}' must be {what}", param=name)
 
 
 def _content_texts(content: Any) -> list[str]:

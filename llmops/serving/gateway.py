@@ -87,13 +87,21 @@ from llmops.serving.feedback import (
 from llmops.serving.logs import log, request_line
 from llmops.serving.logs import setup as setup_logs
 from llmops.serving.metrics import NO_VERSION, Metrics
-from llmops.serving.openai import HttpError, ask_for_usage, check_request, forwarded_body, redaction_endpoint
+from llmops.serving.openai import (
+    HttpError,
+    ask_for_usage,
+    check_request,
+    forwarded_body,
+    read_json,
+    redaction_endpoint,
+)
 from llmops.serving.pii import Redaction
 from llmops.serving.ratelimit import KeyLimiter
 from llmops.serving.replicas import ReplicaPool
 from llmops.serving.sampler import Sampler
-from llmops.serving.server import Request, Response, Server, TooLarge, json_response
+from llmops.serving.server import BodyTimeout, Request, Response, Server, TooLarge, json_response
 from llmops.serving.stream import ClientGone, Relay
+from llmops.serving.tls import ServerCertificate
 from llmops.serving.upstream import Upstream, UpstreamConnectError, UpstreamError, UpstreamResponse
 
 
@@ -315,14 +323,7 @@ class Gateway:
                 raise self._refused(Draining())
             tenant = self._authenticate(request)
             self._limit(tenant)
-            try:
-                body = json.loads(await request.read())
-            except TooLarge as e:
-                raise HttpError(
-                    413, f"the request body exceeds {self.config.max_request_bytes} bytes", "too_large"
-                ) from e
-            except ValueError as e:
-                raise HttpError(400, f"the request body is not valid JSON: {e}", "bad_request") from e
+            body = read_json(await self._read(request))
             try:
                 fb = parse_feedback(body)
             except BadFeedback as e:
@@ -425,16 +426,10 @@ class Gateway:
             raise self._refused(Suspended())
         self._limit(ex.key_id)
         try:
-            raw = await request.read()
-            body = json.loads(raw)
-        except TooLarge as e:
-            raise HttpError(
-                413, f"the request body exceeds {self.config.max_request_bytes} bytes", "too_large"
-            ) from e
+            raw = await self._read(request)
         except ConnectionError as e:  # the client went away while sending its body
             raise ClientGone() from e
-        except ValueError as e:
-            raise HttpError(400, f"the request body is not valid JSON: {e}", "bad_request") from e
+        body = read_json(raw)  # 400 naming the field (serving.endpoints.parse_body)
         kind = ex.kind
         check_request(body, kind, self.model_names)
         texts_in = prompt_texts(body, kind) if self.prompts is not None else []
@@ -446,6 +441,18 @@ class Gateway:
         changed = changed or (strip_usage and not add_usage)
         data = forwarded_body(raw, body, changed=changed, add_usage=add_usage)
         return Admitted(body, data, stream, strip_usage, texts_in)
+
+    async def _read(self, request: Request) -> bytes:
+        """The request's body: 413 beyond max_request_bytes, 408 when it stops coming (serving.server's
+        body_timeout; the connection closes after the answer)."""
+        try:
+            return await request.read()
+        except TooLarge as e:
+            raise HttpError(
+                413, f"the request body exceeds {self.config.max_request_bytes} bytes", "too_large"
+            ) from e
+        except BodyTimeout as e:
+            raise HttpError(408, str(e), "body_timeout") from e
 
     def _limit(self, key_id: str) -> None:
         """The key's rate limits (serving.ratelimit): 429 with Retry-After beyond them."""
@@ -626,15 +633,27 @@ class Gateway:
         }
 
 
-async def serve(config_path: Path, host: str, port: int, ready_file: Path | None = None) -> None:
+async def serve(
+    config_path: Path, host: str, port: int, ready_file: Path | None = None, tls_dir: Path | None = None
+) -> None:
+    """Run the gateway until SIGTERM; with `tls_dir` (a mounted certificate Secret: serving.tls), over
+    HTTPS, the certificate reloaded when the Secret is renewed."""
     config = GatewayConfig.load(config_path)
+    certificate = ServerCertificate(tls_dir) if tls_dir is not None else None
     gateway = Gateway(config, config_path=config_path)
     await gateway.start()
+    if certificate is not None:
+        gateway.tasks.append(
+            asyncio.get_running_loop().create_task(gateway._every(10.0, certificate.areload))
+        )
     # A client that hangs up cancels its handler, whatever it is waiting for (serving.server);
     # Gateway._handle turns that into a 499.
     server = gateway.server()
-    listener = await server.listen(host, port, backlog=1024)
-    log.info("gateway for %s listening on %s:%d", config.served_model_name, host, port)
+    listener = await server.listen(
+        host, port, backlog=1024, tls=certificate.context if certificate is not None else None
+    )
+    scheme = "https" if certificate is not None else "http"
+    log.info("gateway for %s listening on %s://%s:%d", config.served_model_name, scheme, host, port)
     if ready_file is not None:
         ready_file.write_text(str(port))
     stop = asyncio.Event()
@@ -661,10 +680,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, type=Path, help="GatewayConfig JSON file")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        help="serve HTTPS with tls.crt and tls.key from this directory (a mounted kubernetes.io/tls Secret)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     setup_logs(args.log_level)
-    uvloop.run(serve(args.config, args.host, args.port))
+    uvloop.run(serve(args.config, args.host, args.port, tls_dir=args.tls_dir))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import re
 import time
 from typing import Any
 
-from llmops.serving.endpoints import BadRequest, ResponsesStream, validate_request
+from llmops.serving.endpoints import BadRequest, ResponsesStream, parse_body, validate_request
 from llmops.serving.pii import AnswerRedactor
 from llmops.serving.server import Response, json_response
 
@@ -134,9 +134,21 @@ def check_request(body: Any, kind: str, model_names: set[str]) -> None:
     try:
         validate_request(body, kind, model_names)
     except BadRequest as e:
-        if e.status == 404:
-            raise HttpError(404, str(e), "model_not_found", "not_found_error") from e
-        raise HttpError(e.status, str(e), "bad_request") from e
+        raise _http_error(e) from e
+
+
+def read_json(raw: bytes) -> Any:
+    """A request body parsed and checked (serving.endpoints.parse_body), or `HttpError` 400."""
+    try:
+        return parse_body(raw)
+    except BadRequest as e:
+        raise _http_error(e) from e
+
+
+def _http_error(e: BadRequest) -> HttpError:
+    if e.status == 404:
+        return HttpError(404, str(e), "model_not_found", "not_found_error", param=e.param)
+    return HttpError(e.status, str(e), "bad_request", param=e.param)
 
 
 def redaction_endpoint(body: dict[str, Any], kind: str) -> str:

@@ -21,6 +21,29 @@ gateway needs:
   `write` waits while the client reads slower than the answer comes (transport flow control).
 - Keep-alive as HTTP/1.1 has it; idle connections close after `keepalive_timeout` seconds.
   `Expect: 100-continue` is answered. Malformed requests get 400 and the connection closes.
+- HTTPS with `listen(..., tls=context)` (serving.tls builds the context from a certificate Secret).
+
+Limits (a client gets a 4xx, or its connection is closed, never an unbounded hold on the gateway;
+`Limits` holds them, with these defaults):
+
+| limit | default | beyond it |
+|---|---|---|
+| request line and headers | MAX_HEAD, 64 KiB | 431, closed |
+| header fields | MAX_HEADERS, 100 | 431, closed |
+| a request head arriving (slowloris) | `header_timeout`, 20 s from its first byte | 408, closed |
+| a body arriving | `body_timeout`, 30 s without a byte | `BodyTimeout` (the gateway: 408, closed) |
+| body size | `max_body` | `TooLarge` from `read()` (the gateway: 413) |
+| answer bytes buffered for a client | WRITE_HIGH, 64 KiB | writers wait (until WRITE_LOW, 16 KiB) |
+| a slow reader | `send_timeout`, 30 s to take the buffer down to WRITE_LOW | cut, logged "slow reader" |
+| pipelined requests parsed ahead | MAX_PIPELINED, 32; PIPELINE_BYTES, 1 MiB of bodies | reading pauses |
+| open connections | `max_connections`, 1024 | 503 with Retry-After, closed |
+
+A connection that sends nothing at all closes after `keepalive_timeout`.
+So a connection holds at most MAX_HEAD + `max_body` + PIPELINE_BYTES + WRITE_HIGH of the gateway's
+memory, plus one read of the replica's answer in hand and serving.upstream's READ_HIGH unread (a
+whole answer, for one that is not streamed: the replica's answer size), and the gateway at most
+`max_connections` times that. A slow reader is one that cannot take 48 KiB in 30 s (1.6 KiB/s);
+nginx's `send_timeout` (60 s between two writes) is the same idea.
 
 Over 400 lines on purpose: the connection protocol, the request and the two response kinds share
 one connection's state (parser, flow control, the handler in flight) and make sense only together.
@@ -32,9 +55,11 @@ import asyncio
 import json
 import logging
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
@@ -48,11 +73,29 @@ Handler = Callable[["Request"], Awaitable["Response"]]
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _REASONS[499] = b"Client Closed Request"
 MAX_HEAD = 64 << 10  # bytes of request line and headers (aiohttp and nginx allow 8-32 KiB per line)
+MAX_HEADERS = 100  # header fields in one request (nginx and aiohttp: 100 too)
 MAX_PIPELINED = 32  # requests parsed ahead of the one in flight before reading pauses
+PIPELINE_BYTES = 1 << 20  # body bytes of requests parsed ahead before reading pauses
+WRITE_HIGH = 64 << 10  # answer bytes buffered for a client before writers wait (transport flow control)
+WRITE_LOW = 16 << 10  # ... and resume
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How long and how much a client may take (the module docstring's table has the defaults)."""
+
+    header_timeout: float = 20.0  # seconds for a request's line and headers, from its first byte
+    body_timeout: float = 30.0  # seconds without a byte while a body is read
+    send_timeout: float = 30.0  # seconds for a client to take the buffered answer down to WRITE_LOW
+    max_connections: int = 1024  # open client connections; beyond, 503 and closed
 
 
 class TooLarge(Exception):
     """The request body exceeds the server's `max_body`."""
+
+
+class BodyTimeout(TimeoutError):
+    """No byte of the request body came for the server's `body_timeout` seconds."""
 
 
 _date_second = 0
@@ -210,18 +253,38 @@ class Request:
 
     async def read(self) -> bytes:
         """The whole body; `TooLarge` beyond the server's `max_body`, `ConnectionResetError` if the
-        client closes before sending it all."""
+        client closes before sending it all, `BodyTimeout` if it sends nothing for `body_timeout`
+        seconds (the connection then closes after the answer)."""
+        timeout = self._conn.server.limits.body_timeout
         while not self._done and not self._too_large:
             if self._conn.closed:
                 raise ConnectionResetError("the client closed the connection while sending its body")
-            self._waiter = self._conn.loop.create_future()
+            waiter = self._waiter = self._conn.loop.create_future()
+            timer = self._conn.loop.call_later(timeout, _expire, waiter)
             try:
-                await self._waiter
+                await waiter
+            except BodyTimeout:
+                self.keep_alive = False  # the rest of the body may still come: not a request boundary
+                raise BodyTimeout(f"no byte of the request body came for {timeout:g} s") from None
             finally:
+                timer.cancel()
                 self._waiter = None
-        if self._too_large:
+        if self._too_large:  # the rest of the body is read and dropped; the answer goes out at once
             raise TooLarge()
         return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+
+
+class _Refused(Exception):
+    """Raised in a parser callback: answer `status` with `message` and close the connection."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(BodyTimeout())
 
 
 class _Connection(asyncio.Protocol):
@@ -236,8 +299,10 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._head_size = 0
+        self._head_timer: asyncio.TimerHandle | None = None
         self._reading = True
         self.request: Request | None = None  # the request being parsed
+        self.current: Request | None = None  # the request in flight
         self.queue: deque[Request] = deque()  # parsed, waiting for the one in flight
         self.task: asyncio.Task[None] | None = None
         self.sent = False  # something of the answer to the request in flight was written
@@ -250,6 +315,19 @@ class _Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # answers go out as written
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        limit = self.server.limits.max_connections
+        if len(self.server.connections) >= limit:
+            self.server.refused_connections += 1
+            if self.server.refused_connections == 1 or self.server.refused_connections % 1000 == 0:
+                log.warning(
+                    "%d client connections are open, the most allowed: refusing new ones with 503"
+                    " (%d refused so far)",
+                    limit,
+                    self.server.refused_connections,
+                )
+            self._bad(503, f"overloaded: {limit} connections are open; retry", {"Retry-After": "1"})
+            return
         self.server.connections.add(self)
         self._arm_idle()
 
@@ -258,6 +336,8 @@ class _Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         if self._idle is not None:
             self._idle.cancel()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
         if self.request is not None:
             self.request._wake()
         if self.task is not None and not self.task.done():
@@ -276,12 +356,18 @@ class _Connection(asyncio.Protocol):
             self._drain.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self.closed or (self.transport is not None and self.transport.is_closing()):
+            return
         if self.request is None:  # bytes of a request's head (or the next request's)
             self._head_size += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._bad(400, "protocol upgrades are not supported")
+        except httptools.HttpParserCallbackError as e:
+            if not isinstance(e.__context__, _Refused):
+                raise
+            self._bad(e.__context__.status, str(e.__context__))
         except httptools.HttpParserError as e:
             self._bad(400, f"malformed request: {e}")
         else:
@@ -292,11 +378,17 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = {}
+        self._header_count = 0
+        if self._head_timer is None:  # the head must be in within header_timeout (slowloris)
+            self._head_timer = self.loop.call_later(self.server.limits.header_timeout, self._head_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > MAX_HEADERS:
+            raise _Refused(431, f"a request may have at most {MAX_HEADERS} header fields")
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
@@ -309,6 +401,9 @@ class _Connection(asyncio.Protocol):
         request.keep_alive = parser.should_keep_alive()
         self.request = request
         self._head_size = 0
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.server.max_body:
             request._too_large = True
@@ -318,13 +413,43 @@ class _Connection(asyncio.Protocol):
             self._start(request)
         else:
             self.queue.append(request)
-            if len(self.queue) >= MAX_PIPELINED and self._reading and self.transport is not None:
-                self._reading = False
-                self.transport.pause_reading()
+            if len(self.queue) >= MAX_PIPELINED and self._reading:
+                self._pause_reading()
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None:
+            self._reading = False
+            self.transport.pause_reading()
+
+    def _head_timeout(self) -> None:
+        """A request's head did not arrive within header_timeout of its first byte: 408, closed."""
+        self._head_timer = None
+        if self.closed or self.request is not None:
+            return
+        timeout = self.server.limits.header_timeout
+        if not self._reading:  # the server paused reading (pipelined requests wait): not the client's doing
+            self._head_timer = self.loop.call_later(timeout, self._head_timeout)
+            return
+        log.warning(
+            "client %s sent %d bytes of a request head in %g s, not all of it: closed (slow headers)",
+            self.peer(),
+            self._head_size,
+            timeout,
+        )
+        self._bad(408, f"the request line and headers did not arrive within {timeout:g} s")
+
+    def peer(self) -> str:
+        """The client's address, for log lines."""
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
 
     def on_body(self, body: bytes) -> None:
-        if self.request is not None:
-            self.request._feed(body)
+        request = self.request
+        if request is not None:
+            request._feed(body)
+            # A pipelined request's body waits in memory until its turn: at most PIPELINE_BYTES.
+            if request is not self.current and request._size > PIPELINE_BYTES and self._reading:
+                self._pause_reading()
 
     def on_message_complete(self) -> None:
         if self.request is not None:
@@ -339,19 +464,43 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
 
     async def drain(self) -> None:
+        """Wait until the client has taken the buffered answer down to WRITE_LOW; a client that does
+        not within `send_timeout` seconds (a slow reader) has its connection cut."""
         if self.closed:
             raise ConnectionResetError("the client closed the connection")
         if self._drain is None or self._drain.done():
             self._drain = self.loop.create_future()
-        await self._drain
+        timeout = self.server.limits.send_timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(self._drain), timeout)
+        except TimeoutError:
+            buffered = self.transport.get_write_buffer_size() if self.transport is not None else 0
+            log.warning(
+                "client %s took less than %d bytes of its answer in %g s (%d bytes waiting): connection"
+                " cut (slow reader)",
+                self.peer(),
+                WRITE_HIGH - WRITE_LOW,
+                timeout,
+                buffered,
+            )
+            self.server.slow_readers_cut += 1
+            self.abort()
+            raise ConnectionResetError("the client read too slowly: connection cut") from None
 
-    def _bad(self, status: int, message: str) -> None:
+    def _bad(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         """Answer `status` (unless an answer is under way) and close the connection."""
         if self.task is None and not self.sent and not self.closed and self.transport is not None:
-            body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode()
-            head = {"Content-Type": "application/json", "Connection": "close"}
+            type_ = "service_unavailable" if status >= 500 else "invalid_request_error"
+            error = {"message": message, "type": type_, "param": None, "code": status}
+            body = json.dumps({"error": error}).encode()
+            head = {"Content-Type": "application/json", "Connection": "close", **(headers or {})}
             self.transport.write(_head(status, head, b"Content-Length: %d\r\n" % len(body)) + body)
         self.close()
+
+    def abort(self) -> None:
+        """Close now, dropping what the client has not taken (close would wait for it to)."""
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -377,6 +526,7 @@ class _Connection(asyncio.Protocol):
     # requests
     def _start(self, request: Request) -> None:
         self.sent = False
+        self.current = request
         self.task = self.loop.create_task(self._run(request))
 
     async def _run(self, request: Request) -> None:
@@ -389,6 +539,8 @@ class _Connection(asyncio.Protocol):
                 if not request.keep_alive:
                     tail += b"Connection: close\r\n"
                 self.send(_head(response.status, response.headers, tail) + (b"" if head else body))
+                if self.paused:  # a whole answer larger than WRITE_HIGH: the client must take it
+                    await self.drain()
             elif not response._ended:
                 await response.write_eof()
         except (asyncio.CancelledError, ConnectionError):
@@ -403,25 +555,32 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.task = None
+        self.current = None
         self.sent = False
         if self.closed:
             return
         if not request.keep_alive:
             self.close()
-        elif self.queue:
+            return
+        if self.queue:
             self._start(self.queue.popleft())
-            if not self._reading and len(self.queue) < MAX_PIPELINED // 2 and self.transport is not None:
-                self._reading = True
-                self.transport.resume_reading()
         else:
             self._arm_idle()
+        if not self._reading and len(self.queue) < MAX_PIPELINED // 2 and self.transport is not None:
+            self._reading = True
+            self.transport.resume_reading()
 
 
 class Server:
     """The routes, the limits, and the open connections (`shutdown` ends them)."""
 
     def __init__(
-        self, routes: dict[tuple[str, str], Handler], *, max_body: int, keepalive_timeout: float = 75
+        self,
+        routes: dict[tuple[str, str], Handler],
+        *,
+        max_body: int,
+        keepalive_timeout: float = 75,
+        limits: Limits = Limits(),
     ):
         self.routes = dict(routes)
         for (method, path), handler in routes.items():
@@ -430,7 +589,10 @@ class Server:
         self.paths = {path for _, path in self.routes}
         self.max_body = max_body
         self.keepalive_timeout = keepalive_timeout
+        self.limits = limits
         self.connections: set[_Connection] = set()
+        self.refused_connections = 0  # connections refused beyond limits.max_connections
+        self.slow_readers_cut = 0
         self.loop = asyncio.get_running_loop()
 
     async def respond(self, request: Request) -> Response:
@@ -446,9 +608,18 @@ class Server:
             {"Allow": allow},
         )
 
-    async def listen(self, host: str, port: int, backlog: int = 1024) -> asyncio.Server:
+    async def listen(
+        self, host: str, port: int, backlog: int = 1024, tls: ssl.SSLContext | None = None
+    ) -> asyncio.Server:
+        """Serve on `host:port`; with `tls`, HTTPS (a handshake must finish within header_timeout)."""
         return await self.loop.create_server(
-            lambda: _Connection(self), host, port, backlog=backlog, reuse_address=True
+            lambda: _Connection(self),
+            host,
+            port,
+            backlog=backlog,
+            reuse_address=True,
+            ssl=tls,
+            ssl_handshake_timeout=self.limits.header_timeout if tls is not None else None,
         )
 
     async def shutdown(self) -> None:

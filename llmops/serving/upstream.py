@@ -15,6 +15,9 @@ latency per request; this client does only what a proxy to vLLM needs:
 - Errors: `UpstreamConnectError` (nothing reached the replica: refused, unreachable, DNS, TLS),
   `UpstreamDisconnected` (the connection broke or the body ended early), `TimeoutError` (connect
   beyond `connect_timeout`, or the whole request beyond `total_timeout`); all are `UpstreamError`.
+- Flow control: at most READ_HIGH bytes of an answer wait unread in the gateway; beyond that the
+  connection stops reading (TCP pushes back on the replica) until the gateway reads on, so a client
+  that reads slowly holds the replica's answer back, not the gateway's memory.
 - `UpstreamResponse.close()` drops the connection at once (the replica sees it close: vLLM aborts
   the request); `release()` returns it to the pool if the answer was read to its end.
 """
@@ -28,6 +31,8 @@ from collections.abc import AsyncIterator
 
 import httptools
 from yarl import URL
+
+READ_HIGH = 64 << 10  # answer bytes received and not yet read by the gateway before reading pauses
 
 
 class UpstreamError(Exception):
@@ -124,6 +129,8 @@ class UpstreamResponse:
         self._timer: asyncio.TimerHandle | None = None
         self._header_map: dict[str, str] | None = None
         self._draining = False
+        self._unread = 0  # bytes in _chunks
+        self._paused = False  # the connection stopped reading: READ_HIGH bytes wait unread
 
     @property
     def headers(self) -> dict[str, str]:
@@ -142,7 +149,22 @@ class UpstreamResponse:
         if self._draining:  # released before its end: the rest is not wanted
             return
         self._chunks.append(data)
+        self._unread += len(data)
+        if self._unread > READ_HIGH and not self._paused:
+            connection = self._connection
+            if connection is not None and connection.transport is not None:
+                self._paused = True
+                connection.transport.pause_reading()
         self._wake()
+
+    def _taken(self) -> None:
+        """The gateway read what was buffered: read from the replica again."""
+        self._unread = 0
+        if self._paused:
+            self._paused = False
+            connection = self._connection
+            if connection is not None and connection.transport is not None and not connection.closed:
+                connection.transport.resume_reading()
 
     def _finish(self) -> None:
         self._complete = True
@@ -186,11 +208,12 @@ class UpstreamResponse:
         while True:
             if self._chunks:
                 if len(self._chunks) == 1:
-                    yield self._chunks.popleft()
+                    data = self._chunks.popleft()
                 else:
                     data = b"".join(self._chunks)
                     self._chunks.clear()
-                    yield data
+                self._taken()
+                yield data
             elif self._complete:
                 return
             elif self._error is not None:
@@ -226,8 +249,10 @@ class UpstreamResponse:
         if drain > 0 and not self._complete and self._error is None and self._keep_alive:
             self._draining = True
             self._chunks.clear()
+            self._taken()
             self._timer = self._loop.call_later(drain, self.close)
             return
+        self._taken()  # a connection never goes back to the pool paused
         self._connection = None
         connection.response = None
         if self._complete and self._keep_alive and not connection.closed:

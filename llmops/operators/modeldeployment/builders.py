@@ -78,7 +78,7 @@ def shared_children(
     out += [
         gateway.gateway_configmap(owner, config),
         gateway.gateway_deployment(spec, owner, config, settings),
-        gateway.gateway_service(owner),
+        gateway.gateway_service(owner, spec),
         *policies.disruption_budgets(owner),
         *drift.drift_monitor(spec, owner, settings),
         *policies.network_policies(owner, settings, drift=drift.drift_on(spec)),

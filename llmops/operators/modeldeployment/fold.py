@@ -104,7 +104,7 @@ def _fold(facts: Facts) -> Outcome:
         for v in plan.versions
     ]
     fields: dict[str, Any] = {
-        "endpoint": endpoint(facts.name, facts.namespace),
+        "endpoint": endpoint(facts.name, facts.namespace, facts.spec.gateway.tls is not None),
         "versions": serving,
         "replicas": sum(v.replicas for v in serving),
         "ready_replicas": sum(v.ready_replicas for v in serving),

@@ -2,7 +2,9 @@
 ModelDeployment's spec onto its config (llmops.gateway_config, the contract with the gateway).
 
     ConfigMap                      <md>-gateway          config.json: `gateway_config`
-    Deployment + Service           <md>-gateway          the gateway; Service port 80 -> GATEWAY_PORT
+    Deployment + Service           <md>-gateway          the gateway; Service port 80 (http) -> GATEWAY_PORT,
+                                                         with spec.gateway.tls 443 (https): the Secret
+                                                         mounted at TLS_MOUNT (`gateway_tls`)
     Secret                         <md>-feedback-key     with feedback on: the key that signs completion
                                                          ids (`feedback_key_secret`; created once, never
                                                          applied again, so the key stays)
@@ -56,6 +58,7 @@ from llmops.operators.modeldeployment.vllm import VLLM_PORT
 
 GATEWAY_PORT = 8000
 GATEWAY_CONFIG_DIR = "/etc/llmops/gateway"
+TLS_MOUNT = "/etc/llmops/tls"  # the certificate Secret (tls.crt, tls.key): llmops.serving.tls
 GATEWAY_PRESTOP_SECONDS = 5
 
 
@@ -176,9 +179,26 @@ def restart_digest(config: GatewayConfig) -> str:
     return digest(json.dumps(fields, sort_keys=True), 16)
 
 
-def gateway_argv() -> list[str]:
+def gateway_argv(tls: bool = False) -> list[str]:
     config = f"{GATEWAY_CONFIG_DIR}/config.json"
-    return ["python", "-m", "llmops.serving.gateway", "--config", config, "--port", str(GATEWAY_PORT)]
+    argv = ["python", "-m", "llmops.serving.gateway", "--config", config, "--port", str(GATEWAY_PORT)]
+    return [*argv, "--tls-dir", TLS_MOUNT] if tls else argv
+
+
+def gateway_port_name(spec: ModelDeploymentSpec) -> str:
+    """The name of the gateway's port in its pods and Service: `https` with spec.gateway.tls, else `http`."""
+    return "https" if spec.gateway.tls is not None else "http"
+
+
+def gateway_tls(spec: ModelDeploymentSpec) -> tuple[list[dict], list[dict]]:
+    """With spec.gateway.tls, the certificate Secret's volume and its mount at TLS_MOUNT (read-only,
+    mode 0440: the key is readable by the gateway's group only); else none. The kubelet updates a
+    mounted Secret in place when cert-manager renews it, and the gateway reloads it (serving.tls)."""
+    tls = spec.gateway.tls
+    if tls is None:
+        return [], []
+    volume = {"name": "tls", "secret": {"secretName": tls.secret_name, "defaultMode": 0o440}}
+    return [volume], [{"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True}]
 
 
 def gateway_deployment(
@@ -209,12 +229,17 @@ def gateway_deployment(
         secret = {"secretName": feedback_key_name(md), "defaultMode": 0o440}
         volumes.append({"name": "feedback-key", "secret": secret})
         mounts.append({"name": "feedback-key", "mountPath": FEEDBACK_KEY_MOUNT, "readOnly": True})
+    tls_volumes, tls_mounts = gateway_tls(spec)
+    volumes += tls_volumes
+    mounts += tls_mounts
+    port = gateway_port_name(spec)
+    scheme = "HTTPS" if spec.gateway.tls is not None else "HTTP"
     container = {
         "name": "gateway",
         "image": settings.serving_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": gateway_argv(),
-        "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+        "command": gateway_argv(spec.gateway.tls is not None),
+        "ports": [{"name": port, "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
         "env": [
             {"name": "HOME", "value": "/tmp"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
@@ -224,8 +249,8 @@ def gateway_deployment(
         "volumeMounts": mounts,
         # Endpoints and kube-proxy drop a terminating pod a moment later: serve until then, then drain.
         "lifecycle": {"preStop": {"sleep": {"seconds": GATEWAY_PRESTOP_SECONDS}}},
-        "readinessProbe": http_probe("/readyz", "http", period=5, failures=2, timeout=2),
-        "livenessProbe": http_probe("/healthz", "http", period=10, failures=3, timeout=5),
+        "readinessProbe": http_probe("/readyz", port, period=5, failures=2, timeout=2, scheme=scheme),
+        "livenessProbe": http_probe("/healthz", port, period=10, failures=3, timeout=5, scheme=scheme),
         "securityContext": container_security(),
     }
     pod = {
@@ -254,12 +279,15 @@ def gateway_deployment(
     return owned_object("apps/v1", "Deployment", name, owner, labels, body)
 
 
-def gateway_service(owner: Manifest) -> Manifest:
+def gateway_service(owner: Manifest, spec: ModelDeploymentSpec) -> Manifest:
+    """The gateway's Service: port 80 (`http`), or 443 (`https`) with spec.gateway.tls."""
     selector = child_selector(owner, "gateway")
+    port = gateway_port_name(spec)
+    number = 443 if port == "https" else 80
     body = {
         "type": "ClusterIP",
         "selector": dict(selector),
-        "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        "ports": [{"name": port, "port": number, "targetPort": port, "protocol": "TCP"}],
     }
     name = gateway_name(owner["metadata"]["name"])
     return owned_object(

@@ -89,8 +89,23 @@ def drift_pod_monitor(owner: dict, settings: ServingSettings) -> dict:
     return _pod_monitor(owner, settings, name, "drift-monitor", "metrics", labels)
 
 
-def service_monitor(owner: dict, settings: ServingSettings) -> dict:
+def service_monitor(owner: dict, settings: ServingSettings, tls_secret: str | None = None) -> dict:
+    """The gateway's ServiceMonitor; with `tls_secret` (spec.gateway.tls), scraped over HTTPS, the
+    certificate checked against the Secret's `ca.crt` for the Service's name."""
     md = owner["metadata"]["name"]
+    endpoint: dict = {
+        "port": "http",
+        "path": "/metrics",
+        "interval": settings.scrape_interval,
+        "relabelings": [_relabel("llmops.io/modeldeployment", "model_deployment")],
+    }
+    if tls_secret is not None:
+        endpoint["port"] = "https"
+        endpoint["scheme"] = "https"
+        endpoint["tlsConfig"] = {
+            "ca": {"secret": {"name": tls_secret, "key": "ca.crt"}},
+            "serverName": f"{gateway_name(md)}.{owner['metadata']['namespace']}.svc",
+        }
     return adopt(
         {
             "apiVersion": "monitoring.coreos.com/v1",
@@ -100,14 +115,7 @@ def service_monitor(owner: dict, settings: ServingSettings) -> dict:
                 "selector": {
                     "matchLabels": {"llmops.io/modeldeployment": md, "app.kubernetes.io/component": "gateway"}
                 },
-                "endpoints": [
-                    {
-                        "port": "http",
-                        "path": "/metrics",
-                        "interval": settings.scrape_interval,
-                        "relabelings": [_relabel("llmops.io/modeldeployment", "model_deployment")],
-                    }
-                ],
+                "endpoints": [endpoint],
             },
         },
         owner,
@@ -384,7 +392,8 @@ def children(spec: ModelDeploymentSpec, owner: dict, settings: ServingSettings) 
     if "vllm" in needs:
         out.append(pod_monitor(owner, settings))
     if "gateway" in needs:
-        out.append(service_monitor(owner, settings))
+        tls = spec.gateway.tls
+        out.append(service_monitor(owner, settings, tls.secret_name if tls is not None else None))
     if spec.monitoring.service_monitor:
         out.append(dashboard_configmap(owner))
     if "drift" in needs:

@@ -58,8 +58,9 @@ def feedback_key_name(md: str) -> str:
     return child_name(md, "feedback-key")
 
 
-def endpoint(md: str, namespace: str) -> str:
-    return f"http://{gateway_name(md)}.{namespace}.svc/v1"
+def endpoint(md: str, namespace: str, tls: bool = False) -> str:
+    """The gateway's OpenAI base URL inside the cluster (https with spec.gateway.tls)."""
+    return f"{'https' if tls else 'http'}://{gateway_name(md)}.{namespace}.svc/v1"
 
 
 def child_labels(name: str, component: str, **extra: str) -> dict[str, str]:

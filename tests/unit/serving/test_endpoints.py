@@ -84,3 +84,32 @@ def test_streamed_responses_events_are_redacted_like_the_whole_text(sizes):
     whole = redaction.text(text)
     assert deltas == whole and parsed[-1]["text"] == whole
     assert "555" not in deltas and "jane.roe" not in deltas
+
+
+def test_parse_body_is_strict_and_names_the_field():
+    import pytest
+
+    from llmops.serving.endpoints import MAX_DEPTH, BadRequest, parse_body, validate_request
+
+    assert parse_body(b'{"model": "m", "prompt": "h\\u00e9"}') == {"model": "m", "prompt": "hé"}
+    cases = {
+        b'{"temperature": NaN}': None,
+        b'{"temperature": 1e999}': "temperature",
+        b'{"seed": 18446744073709551616}': "seed",
+        b'{"user": "\\ud800"}': "user",
+        b'{"a": {"b": ["\\udfff"]}}': "a.b[0]",
+        b'{"x": ' + b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1) + b"}": "x" + "[0]" * (MAX_DEPTH - 1),
+        b'{"x": ' + b"[" * 100000 + b"]" * 100000 + b"}": None,
+        b'{"p": "\xff"}': None,
+        "\ufeff{}".encode(): None,
+    }
+    for raw, param in cases.items():
+        with pytest.raises(BadRequest) as err:
+            parse_body(raw)
+        assert err.value.param == param, (raw[:40], err.value.param)
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    for field, value in [("temperature", "hot"), ("stop", [1]), ("n", 0), ("n", 1025), ("logprobs", 2)]:
+        with pytest.raises(BadRequest) as err:
+            validate_request({**chat, field: value}, "chat", {"m"})
+        assert err.value.param == field and field in str(err.value)
+    validate_request({**chat, "temperature": None, "logprobs": True, "stop": ["a"], "n": 1024}, "chat", {"m"})

@@ -11,7 +11,12 @@ import pytest
 
 from llmops.serving.server import (
     MAX_HEAD,
+    MAX_HEADERS,
     MAX_PIPELINED,
+    PIPELINE_BYTES,
+    WRITE_HIGH,
+    BodyTimeout,
+    Limits,
     Request,
     Response,
     Server,
@@ -45,7 +50,7 @@ async def _get(request: Request) -> Response:
 
 
 @contextlib.asynccontextmanager
-async def serving(routes=None, max_body=1024, keepalive_timeout=75.0):
+async def serving(routes=None, max_body=1024, keepalive_timeout=75.0, limits=None):
     cancelled = asyncio.Event()
 
     async def hang(request: Request) -> Response:
@@ -66,6 +71,7 @@ async def serving(routes=None, max_body=1024, keepalive_timeout=75.0):
         },
         max_body=max_body,
         keepalive_timeout=keepalive_timeout,
+        limits=limits or Limits(),
     )
     listener = await server.listen("127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
@@ -230,5 +236,100 @@ def test_many_pipelined_requests_are_all_answered_in_order():
             out = await _exchange(port, data, b"\r\n\r\n%04d" % (n - 1))
             bodies = [int(part[:4]) for part in out.split(b"\r\n\r\n")[1:]]
             assert bodies == list(range(n))
+
+    run(main())
+
+
+def test_limits_on_slow_and_flooding_clients():
+    """Too many header fields (431), a head or a body that stops coming (408), connections beyond
+    max_connections (503 with Retry-After)."""
+
+    async def slow_body(request: Request) -> Response:
+        try:
+            await request.read()
+        except BodyTimeout as e:
+            return json_response({"error": str(e)}, 408)
+        return Response(b"all in")
+
+    routes = {("POST", "/body"): slow_body, ("GET", "/get"): _get}
+    limits = Limits(header_timeout=0.3, body_timeout=0.3, max_connections=2)
+
+    async def main():
+        async with serving(routes, limits=limits) as (port, _):
+            flood = b"GET /get HTTP/1.1\r\n" + b"X-A: b\r\n" * (MAX_HEADERS + 1) + b"\r\n"
+            assert (await _exchange(port, flood)).startswith(b"HTTP/1.1 431 ")
+            ok = b"GET /get HTTP/1.1\r\n" + b"X-A: b\r\n" * (MAX_HEADERS - 1) + b"\r\n"
+            assert (await _exchange(port, ok, b"}")).startswith(b"HTTP/1.1 200 ")
+            out = await _exchange(port, b"GET /get HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+            assert out.startswith(b"HTTP/1.1 408 ")
+            out = await _exchange(port, b"POST /body HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+            assert out.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in out
+            held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            await asyncio.sleep(0.05)
+            out = await _exchange(port, b"GET /get HTTP/1.1\r\n\r\n")
+            assert out.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in out
+            for _, writer in held:
+                writer.close()
+
+    run(main())
+
+
+def test_a_slow_reader_is_cut_and_buffers_stay_bounded():
+    """A client that takes nothing: the stream's writer waits once WRITE_HIGH is buffered, and the
+    connection is cut after send_timeout."""
+    outcome: dict = {}
+
+    async def big(request: Request) -> Response:
+        resp = StreamResponse(200, {"Content-Type": "text/plain"})
+        await resp.prepare(request)
+        try:
+            for _ in range(100_000):
+                await resp.write(b"x" * 1024)
+                outcome["buffered"] = max(
+                    outcome.get("buffered", 0), request._conn.transport.get_write_buffer_size()
+                )
+        except ConnectionError:
+            outcome["cut"] = True
+        return resp
+
+    async def main():
+        async with serving({("GET", "/big"): big}, limits=Limits(send_timeout=0.5)) as (port, _):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /big HTTP/1.1\r\n\r\n")
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if outcome.get("cut"):
+                    break
+            writer.close()
+
+    run(main())
+    assert outcome.get("cut") and outcome["buffered"] <= WRITE_HIGH + 2048, outcome
+
+
+def test_pipelined_bodies_pause_reading():
+    """A pipelined request's body beyond PIPELINE_BYTES waits in the socket, not in memory."""
+
+    async def hang(request: Request) -> Response:
+        await asyncio.sleep(60)
+        return Response(b"late")
+
+    async def main():
+        server = Server({("POST", "/hang"): hang, ("POST", "/echo"): _echo}, max_body=8 * PIPELINE_BYTES)
+        listener = await server.listen("127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        try:
+            body = b"y" * (4 * PIPELINE_BYTES)
+            data = b"POST /hang HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+            data += b"POST /echo HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(data)
+            await asyncio.sleep(0.5)
+            (conn,) = server.connections
+            assert conn.request is not None and not conn._reading
+            assert PIPELINE_BYTES < conn.request._size < PIPELINE_BYTES + (1 << 20)
+            writer.close()
+        finally:
+            listener.close()
+            await server.shutdown()
 
     run(main())

@@ -204,3 +204,44 @@ def test_a_suspend_reaches_the_gateway_live_without_restarting_it() -> None:
         return gateway["spec"]["template"]["metadata"]["annotations"]["llmops.io/config-digest"]
 
     assert digest(spec) == digest(suspended)
+
+
+def test_gateway_tls_mounts_the_certificate_secret_and_serves_https() -> None:
+    from llmops.api.modeldeployment import GatewayTls
+    from llmops.operators.modeldeployment.fold import endpoint
+
+    parent, spec, plan = case("single")
+    spec = spec.model_copy(
+        update={"gateway": spec.gateway.model_copy(update={"tls": GatewayTls(secret_name="support-bot-tls")})}
+    )
+    objs = {(m["kind"], m["metadata"]["name"]): m for m in build(spec, parent, plan, SETTINGS)}
+    pod = objs[("Deployment", "support-bot-gateway")]["spec"]["template"]["spec"]
+    gw = pod["containers"][0]
+    assert {"name": "tls", "secret": {"secretName": "support-bot-tls", "defaultMode": 0o440}} in pod[
+        "volumes"
+    ]
+    assert {"name": "tls", "mountPath": "/etc/llmops/tls", "readOnly": True} in gw["volumeMounts"]
+    assert gw["command"][-2:] == ["--tls-dir", "/etc/llmops/tls"]
+    assert gw["ports"] == [{"name": "https", "containerPort": 8000, "protocol": "TCP"}]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert gw[probe]["httpGet"]["scheme"] == "HTTPS" and gw[probe]["httpGet"]["port"] == "https"
+    svc = objs[("Service", "support-bot-gateway")]["spec"]
+    assert svc["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
+    assert endpoint("support-bot", "ns", True) == "https://support-bot-gateway.ns.svc/v1"
+    monitors = [m for m in objs.values() if m["kind"] == "ServiceMonitor"]
+    assert monitors
+    for monitor in monitors:
+        (scrape,) = monitor["spec"]["endpoints"]
+        assert scrape["scheme"] == "https" and scrape["port"] == "https"
+        assert scrape["tlsConfig"]["ca"]["secret"] == {"name": "support-bot-tls", "key": "ca.crt"}
+    # Without tls nothing changes: plain HTTP on port 80 (the golden files hold the rest).
+    plain = objects("single")
+    assert (
+        "--tls-dir"
+        not in plain[("Deployment", "support-bot-gateway")]["spec"]["template"]["spec"]["containers"][0][
+            "command"
+        ]
+    )
+    assert ModelDeploymentSpec.model_validate(
+        {**spec.model_dump(by_alias=True, exclude_none=True), "gateway": {"tls": {"secretName": "x"}}}
+    ).gateway.tls == GatewayTls(secret_name="x")
