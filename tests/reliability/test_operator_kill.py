@@ -49,12 +49,12 @@ from tests.cluster.modeldeployment.support import (
     get,
 )
 from tests.cluster.modelretirement.conftest import archive
-from tests.helpers import eventually, http_get, operator_process
+from tests.helpers import LOCAL_REGISTRY_POD_SECURITY, eventually, http_get, operator_process
 from tests.reliability.fleet import MODEL, S3_MODEL, Fleet, KubeRay, Sizes, prometheus_config, wait_for
 
 __all__ = ["archive", "registry"]
 
-pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("llmops_crds")]
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("llmops_crds"), LOCAL_REGISTRY_POD_SECURITY]
 
 CI = Sizes(
     deployments=24, canaries=4, bumps=4, autoscaled=4, deleted_deployments=3,
