@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,59 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None) -
         settings.admission.managed = webhook.config_name
 
 
+class ReconnectLog(logging.Filter):
+    """Failed request attempts of kopf's watches as warnings at a bounded rate, errors past a threshold.
+
+    kopf logs every failed attempt of an API request at error level (kopf/_cogs/clients/api.py,
+    `request`: "Request attempt #n/9 failed; will retry: ..."), and each watched resource lists and
+    watches on its own with backoffs of 1 to 21 s: while the apiserver or etcd is away, every watch of
+    every kind logs an error every few seconds, although nothing is wrong with this process and it
+    reconnects by itself once the apiserver answers. On kopf's watching logger this filter keeps one
+    such record per `INTERVAL` seconds (its message then says how many were not shown and for how long
+    the attempts have failed) and logs it as a warning while the failures have lasted less than
+    `ERROR_AFTER` seconds, as an error beyond that. Failures less than `GAP` seconds apart (more than
+    kopf's longest backoff, 21 s) are one outage. Every other record passes untouched.
+    """
+
+    INTERVAL = 30.0  # seconds between two kept records
+    ERROR_AFTER = 300.0  # seconds of failing attempts before they are errors
+    GAP = 60.0  # seconds without a failed attempt that end an outage
+    PREFIX = "Request attempt"
+    LOGGER = "kopf._cogs.clients.watching"  # the logger kopf's list and watch requests log through
+
+    def __init__(self, clock: Any = None) -> None:
+        super().__init__()
+        self.clock = clock or time.monotonic
+        self.since: float | None = None  # when the failing began
+        self.last = self.next = 0.0  # the last failed attempt; when the next one may be kept
+        self.hidden = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.PREFIX):
+            return True
+        now = self.clock()
+        if self.since is None or now - self.last > self.GAP:
+            self.since, self.next, self.hidden = now, now, 0
+        self.last = now
+        if now < self.next:
+            self.hidden += 1
+            return False
+        failing = now - self.since
+        level = logging.ERROR if failing >= self.ERROR_AFTER else logging.WARNING
+        record.levelno, record.levelname = level, logging.getLevelName(level)
+        shown = f"{self.hidden} more failed attempts not shown; failing for {failing:.0f} s"
+        record.msg = f"{record.getMessage()} ({shown})"
+        record.args = ()
+        self.next, self.hidden = now + self.INTERVAL, 0
+        return True
+
+    @classmethod
+    def install(cls) -> ReconnectLog:
+        log = cls()
+        logging.getLogger(cls.LOGGER).addFilter(log)
+        return log
+
+
 def default_kinds() -> list[Kind]:
     from llmops.operators import modeldeployment, modelretirement, retrainpolicy, trainingjob
 
@@ -178,10 +232,9 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
                 logger.info("removed the mutating webhook configuration %s", webhook.config_name)
         memo.applier.api_client.close()
 
-    @kopf.on.probe(id="api", registry=registry)
-    def api_reachable(memo: kopf.Memo, **_: Any) -> str:
-        # Liveness fails when the apiserver is unreachable from this process (a zombie watcher).
-        return k8s.VersionApi(memo.applier.api_client).get_code().git_version
+    # No probe of the apiserver in /healthz (docs/operations.md, "Outages and probes"): the endpoint
+    # answers while the event loop runs, and a restart of this process cannot bring an apiserver back.
+    # Watches gone silent are kopf's to reconnect (settings.watching.inactivity_timeout, 70 s).
 
     for kind in default_kinds() if kinds is None else kinds:
         runtime.register(kind, registry)
@@ -205,6 +258,7 @@ def run(
         verbose=verbose,
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
     )
+    ReconnectLog.install()
     if metrics_port:
         start_http_server(metrics_port)
     asyncio.run(
