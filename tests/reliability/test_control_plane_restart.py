@@ -15,7 +15,7 @@ and probes"), every object converges to its right state, no status is lost, and 
 level during the outages are counted and printed; failed request attempts of the watches are warnings
 at a bounded rate (llmops/operators/main.py: ReconnectLog), never errors within its error threshold.
 
-The CI-sized run keeps each outage to 30 s; `-m long` runs the issue's 122 s and 27 s.
+The CI-sized run stops the apiserver for 25 s and etcd for 20 s; `-m long` runs the issue's 122 s and 27 s.
 """
 
 from __future__ import annotations
@@ -89,7 +89,30 @@ def settle(cluster: LocalCluster, ns: str, kind: str, name: str, check, timeout:
         return eventually(lambda: (o := get(cluster, kind, name, ns)) and check(o) and o, timeout)
     except AssertionError:
         status = (get(cluster, kind, name, ns) or {}).get("status")
-        raise AssertionError(f"{kind}/{name} did not converge: {json.dumps(status)[:2000]}") from None
+        alive = {component: ok for component, (_, ok) in cluster.processes().items()}
+        pods = cluster.kubectl("get", "deploy,rs,pods,nodes", "-n", ns, "-o", "wide", check=False).stdout
+        raise AssertionError(
+            f"{kind}/{name} did not converge: {json.dumps(status)[:1500]}\ncomponents alive: {alive}\n{pods}"
+        ) from None
+
+
+def kubelet_resync(cluster: LocalCluster, ns: str, count: Counter) -> None:
+    """The kubelet's part after an outage, which kwok does not play: once the control plane is back,
+    the node-lifecycle controller may mark the pods of nodes whose leases ran out not Ready (their
+    containers still run); a real kubelet reports them Ready again on its next status sync, kwok never
+    does. Here the test writes that status, for pods whose containers are all ready."""
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+    for pod in pods:
+        status = pod.get("status") or {}
+        marked = any(c["type"] == "Ready" and c["status"] == "False" for c in status.get("conditions", []))
+        running = status.get("containerStatuses") and all(c.get("ready") for c in status["containerStatuses"])
+        if marked and running:
+            conditions = [{"type": t, "status": "True"} for t in ("Ready", "ContainersReady")]
+            cluster.kubectl(
+                "patch", "pod", pod["metadata"]["name"], "-n", ns, "--subresource=status",
+                "-p", json.dumps({"status": {"conditions": conditions}}), check=False,
+            )  # fmt: skip
+            count[pod["metadata"]["name"]] += 1
 
 
 def levels(log: Path, start: int, end: int | None = None) -> tuple[Counter, list[str], Counter]:
@@ -217,7 +240,7 @@ def retirement(root: Path, archive: dict) -> dict:
 @pytest.mark.parametrize(
     "apiserver_down,etcd_down",
     [
-        pytest.param(30, 30, id="ci"),
+        pytest.param(25, 20, id="ci"),
         pytest.param(122, 27, id="issue-baseline", marks=pytest.mark.long),
     ],
 )
@@ -289,7 +312,7 @@ def test_operator_rides_out_apiserver_and_etcd_restarts(
             f"log levels {dict(etcd_levels)}"
         )
         for what, count in (api_kinds + etcd_kinds).most_common(12):
-            print(f"  {count:4d} x {what}")
+            print(f"  {count} x {what}")
         # kwok renews the fake nodes' leases again (a kubelet's part, played here): only then can pods
         # become Ready, whatever the operator does.
         eventually(cluster._nodes_ready, 120)
@@ -313,8 +336,15 @@ def test_operator_rides_out_apiserver_and_etcd_restarts(
         cluster.kubectl("delete", "md", "md-1", "-n", ns, "--wait=false")
 
         # Everything converges.
-        for name in ("md-0", "live"):
-            settle(cluster, ns, "md", name, lambda o: ready(o) and stable_versions(o) == ["2"])
+        resynced: Counter = Counter()
+        for name, versions in (("md-0", ["2"]), ("live", ["2"]), ("bot", ["1"])):
+
+            def converged(o: dict, versions: list[str] = versions) -> bool:
+                kubelet_resync(cluster, ns, resynced)
+                return ready(o) and stable_versions(o) == versions
+
+            settle(cluster, ns, "md", name, converged)
+        print(f"pods whose readiness the test re-reported as kwok's kubelet would not: {len(resynced)}")
         eventually(lambda: get(cluster, "md", "md-1", ns) is None, 60)
         eventually(
             lambda: (
@@ -354,8 +384,17 @@ def test_operator_rides_out_apiserver_and_etcd_restarts(
     assert set(down_api["healthz"]) == {200} and set(down_etcd["healthz"]) == {200}
     # Reconnect attempts are warnings at a bounded rate within ReconnectLog's error threshold.
     assert apiserver_down < ReconnectLog.ERROR_AFTER
-    reconnect_errors = [e for e in api_errors + etcd_errors if e.startswith("Request attempt")]
+    reconnect_errors = [
+        e for e in api_errors + etcd_errors if e.startswith(("Request attempt", "Retrying ("))
+    ]
     assert not reconnect_errors
+    for down, kinds_seen in ((down_api, api_kinds), (down_etcd, etcd_kinds)):
+        kept = sum(
+            n
+            for what, n in kinds_seen.items()
+            if what.split(": ", 1)[1].startswith(("Request attempt", "Retrying ("))
+        )
+        assert kept <= len(ReconnectLog.SOURCES) * (down["seconds"] / ReconnectLog.INTERVAL + 1), kinds_seen
 
 
 def test_reconnect_log_warns_at_a_bounded_rate_then_errors_past_its_threshold() -> None:
