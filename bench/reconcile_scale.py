@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLURAL = MODEL_DEPLOYMENT.plural
 WORKERS = 16  # the operator's settings.execution.max_workers
 PODS_PER_OBJECT = 2  # one vLLM replica, one gateway replica
+IDLE_SECONDS = 15  # the operator started, watching an empty namespace, before its RSS is read
 
 
 def spec(registry: Path) -> dict:
@@ -183,30 +184,30 @@ def main() -> None:
                 - start
             )
 
-            # The operator: the same objects, from its start until every one is Ready.
-            create_all(api, "operator", objects(n, registry))
             log = open(Path(tmp) / "operator.log", "w")  # noqa: SIM115 - closed below
             env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
             if args.malloc_arena_max:
                 env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
+
+            def operator(namespace: str) -> subprocess.Popen:
+                argv = ["llmops.cli", "operator", "--namespace", namespace]
+                argv += ["--metrics-port", "0", "--health-port", "0"]
+                return subprocess.Popen(
+                    [sys.executable, "-m", *argv], env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+
+            # Where the memory goes, first part: the operator with nothing to do (imports, clients).
+            cluster.kubectl("create", "namespace", "idle")
+            idle_proc = operator("idle")
+            time.sleep(IDLE_SECONDS)
+            idle, _ = rss_mib(idle_proc.pid)
+            idle_proc.terminate()
+            idle_proc.wait(60)
+
+            # The operator: the same objects, from its start until every one is Ready.
+            create_all(api, "operator", objects(n, registry))
             start = time.perf_counter()
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "llmops.cli",
-                    "operator",
-                    "--namespace",
-                    "operator",
-                    "--metrics-port",
-                    "0",
-                    "--health-port",
-                    "0",
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            proc = operator("operator")
             try:
                 operator_created = (
                     wait(
@@ -247,6 +248,10 @@ def main() -> None:
     print(f"ratio direct/operator, children written: {direct_created / operator_created:.2f}")
     print(
         f"operator RSS: {rss:.0f} MiB when all were Ready, {settled:.0f} MiB 10 s later, peak {peak:.0f} MiB"
+    )
+    print(
+        f"  of which idle (started, no objects): {idle:.0f} MiB; per object: "
+        f"{(settled - idle) * 1024 / n:.1f} KiB settled, {(peak - idle) * 1024 / n:.1f} KiB at the peak"
     )
     if args.malloc_arena_max:
         print(f"(MALLOC_ARENA_MAX={args.malloc_arena_max})")

@@ -161,7 +161,8 @@ class ReconnectLog(logging.Filter):
     INTERVAL = 30.0  # seconds between two kept records
     ERROR_AFTER = 300.0  # seconds of failing attempts before they are errors
     GAP = 60.0  # seconds without a failed attempt that end an outage
-    # The loggers and the start of their messages: kopf's list and watch requests, urllib3's retries.
+    # The loggers and the start of their messages: kopf's list and watch requests, urllib3's retries
+    # (the Kubernetes client's, and those of any other urllib3 client in this process: S3's too).
     SOURCES = {"kopf._cogs.clients.watching": "Request attempt", "urllib3.connectionpool": "Retrying ("}
 
     def __init__(self, prefix: str = "Request attempt", clock: Any = None) -> None:
