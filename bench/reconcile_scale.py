@@ -7,9 +7,12 @@ Ready. The baseline, in the same run and on the same apiserver, writes the same 
 (server-side apply from a pool of as many threads as the operator has workers) and waits until all
 their Deployments are available. Both wait on the same controllers (deployment, replicaset,
 scheduler, kwok), so the ratio is the operator's own overhead on the way to Ready; the time to
-create all children is printed too. Prints both, the ratio, and the operator's RSS.
+create all children is printed too. Prints both, the ratio, and the operator's RSS: when all were
+Ready, settled, its peak, and where it goes: the RSS of the same operator started with nothing to
+watch (imports, clients, threads), and the rest per object. `--tracemalloc` runs the operator under
+tracemalloc and prints its Python heap by package and its top allocation lines when settled.
 
-    python bench/reconcile_scale.py [--objects 1000] [--malloc-arena-max N]
+    python bench/reconcile_scale.py [--objects 1000] [--malloc-arena-max N] [--tracemalloc]
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +45,35 @@ ROOT = Path(__file__).resolve().parents[1]
 PLURAL = MODEL_DEPLOYMENT.plural
 WORKERS = 16  # the operator's settings.execution.max_workers
 PODS_PER_OBJECT = 2  # one vLLM replica, one gateway replica
+# The operator under tracemalloc: on SIGUSR1 it writes its heap by package and its top lines.
+TRACED = """
+import re, signal, sys, threading, tracemalloc
+def dump():
+    snap = tracemalloc.take_snapshot()
+    packages, total = {{}}, 0
+    for stat in snap.statistics("filename"):
+        name = stat.traceback[0].filename
+        m = re.search(r"site-packages/([^/]+)", name) or re.search(r"/(llmops)/", name)
+        key = m.group(1) if m else ("imports" if name.startswith("<frozen") else "stdlib")
+        packages[key] = packages.get(key, 0) + stat.size
+        total += stat.size
+    lines = [f"  traced {{total / 2**20:.1f}} MiB"]
+    for key, size in sorted(packages.items(), key=lambda kv: -kv[1])[:12]:
+        lines.append(f"  {{size / 2**20:7.1f}} MiB  {{key}}")
+    lines.append("  top lines:")
+    for stat in snap.statistics("lineno")[:15]:
+        f = stat.traceback[0]
+        where = f"{{f.filename[-60:]}}:{{f.lineno}}"
+        lines.append(f"  {{stat.size / 2**20:7.1f}} MiB {{stat.count:8d}} blocks  {{where}}")
+    open({out!r} + ".tmp", "w").write(chr(10).join(lines))
+    import os
+    os.replace({out!r} + ".tmp", {out!r})
+signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(target=dump).start())
+sys.argv = {argv!r}
+from llmops.cli import main
+main()
+"""
+IDLE_SECONDS = 15  # the operator started, watching an empty namespace, before its RSS is read
 
 
 def spec(registry: Path) -> dict:
@@ -136,6 +169,11 @@ def main() -> None:
         default=0,
         help="MALLOC_ARENA_MAX for the operator (0: glibc's default)",
     )
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="run the operator under tracemalloc and print where its Python heap is, by package and line",
+    )
     args = parser.parse_args()
     n = args.objects
     # Room for both runs' pods: 110 pods per kwok node.
@@ -183,30 +221,34 @@ def main() -> None:
                 - start
             )
 
-            # The operator: the same objects, from its start until every one is Ready.
-            create_all(api, "operator", objects(n, registry))
             log = open(Path(tmp) / "operator.log", "w")  # noqa: SIM115 - closed below
             env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
             if args.malloc_arena_max:
                 env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
+
+            traced = Path(tmp) / "tracemalloc.txt"
+
+            def operator(namespace: str) -> subprocess.Popen:
+                argv = ["operator", "--namespace", namespace, "--metrics-port", "0", "--health-port", "0"]
+                if args.tracemalloc and namespace != "idle":
+                    code = TRACED.format(out=str(traced), argv=["llmops", *argv])
+                    cmd = [sys.executable, "-X", "tracemalloc=1", "-c", code]
+                else:
+                    cmd = [sys.executable, "-m", "llmops.cli", *argv]
+                return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+            # Where the memory goes, first part: the operator with nothing to do (imports, clients).
+            cluster.kubectl("create", "namespace", "idle")
+            idle_proc = operator("idle")
+            time.sleep(IDLE_SECONDS)
+            idle, _ = rss_mib(idle_proc.pid)
+            idle_proc.terminate()
+            idle_proc.wait(60)
+
+            # The operator: the same objects, from its start until every one is Ready.
+            create_all(api, "operator", objects(n, registry))
             start = time.perf_counter()
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "llmops.cli",
-                    "operator",
-                    "--namespace",
-                    "operator",
-                    "--metrics-port",
-                    "0",
-                    "--health-port",
-                    "0",
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            proc = operator("operator")
             try:
                 operator_created = (
                     wait(
@@ -231,6 +273,11 @@ def main() -> None:
                 rss, peak = rss_mib(proc.pid)
                 time.sleep(10)  # settled: child events and status writes done
                 settled, _ = rss_mib(proc.pid)
+                if args.tracemalloc:
+                    proc.send_signal(signal.SIGUSR1)
+                    wait("the tracemalloc snapshot", lambda: int(traced.exists()), 1, 120, proc)
+                    time.sleep(2)
+                    heap = traced.read_text()
             finally:
                 proc.terminate()
                 proc.wait(60)
@@ -248,8 +295,17 @@ def main() -> None:
     print(
         f"operator RSS: {rss:.0f} MiB when all were Ready, {settled:.0f} MiB 10 s later, peak {peak:.0f} MiB"
     )
+    print(
+        f"  of which idle (started, no objects): {idle:.0f} MiB; per object: "
+        f"{(settled - idle) * 1024 / n:.1f} KiB settled, {(peak - idle) * 1024 / n:.1f} KiB at the peak"
+    )
     if args.malloc_arena_max:
         print(f"(MALLOC_ARENA_MAX={args.malloc_arena_max})")
+    if args.tracemalloc:
+        print(
+            "the operator's Python heap when settled (tracemalloc, which adds its own overhead to the RSS):"
+        )
+        print(heap)
 
 
 if __name__ == "__main__":

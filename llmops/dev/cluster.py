@@ -346,6 +346,45 @@ class LocalCluster:
         if remove:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
+    # -- one component at a time (fault tests) -----------------------------------------------
+    RESTARTABLE = ("etcd", "kube-apiserver")
+
+    def stop_component(self, name: str) -> None:
+        """Stop one component (SIGTERM, then SIGKILL after 20 s) and leave the others running: an
+        outage of etcd or kube-apiserver as a client sees it. `start_component` brings it back."""
+        if name not in self.RESTARTABLE:
+            raise ValueError(f"component: {name!r} is not one of {', '.join(self.RESTARTABLE)}")
+        pid, alive = self.processes()[name]
+        exe = self.state().get("exes", {}).get(name, name)
+        if alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        proc = self._procs.pop(name, None)
+        deadline = time.monotonic() + 20
+        while process_alive(pid, exe) and time.monotonic() < deadline:
+            if proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(0.2)
+            else:
+                time.sleep(0.2)
+        if process_alive(pid, exe):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        if proc is not None:
+            proc.wait()
+
+    def start_component(self, name: str) -> None:
+        """Start a component that `stop_component` stopped, on the same ports, data and certificates,
+        and wait until it answers (etcd: /health; kube-apiserver: /readyz, which needs etcd)."""
+        if name not in self.RESTARTABLE:
+            raise ValueError(f"component: {name!r} is not one of {', '.join(self.RESTARTABLE)}")
+        ports = self.state()["ports"]
+        if name == "etcd":
+            self._start_etcd(ports)
+        else:
+            self._start_apiserver(ports, ClusterPKI(self.state_dir / "pki"))
+            wait_for("kube-apiserver /readyz", self._readyz, 90, self.logs / "kube-apiserver.log")
+
     # -- components --------------------------------------------------------------------------
     def save_state(self, state: dict) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)

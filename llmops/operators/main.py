@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,66 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None) -
         settings.admission.managed = webhook.config_name
 
 
+class ReconnectLog(logging.Filter):
+    """Failed connection attempts to the apiserver as warnings at a bounded rate, errors past a threshold.
+
+    kopf logs every failed attempt of an API request at error level (kopf/_cogs/clients/api.py,
+    `request`: "Request attempt #n/9 failed; will retry: ..."), and each watched resource lists and
+    watches on its own with backoffs of 1 to 21 s; the Kubernetes client's urllib3 warns of each of its
+    own retries ("Retrying (Retry(total=2, ...)) after connection broken by ..."). While the apiserver
+    or etcd is away, every watch and every resync would log every few seconds, although nothing is
+    wrong with this process and it reconnects by itself once the apiserver answers. On the logger it is
+    installed on, this filter keeps one record that starts with `prefix` per `INTERVAL` seconds (its
+    message then says how many were not shown and for how long the attempts have failed) and logs it as
+    a warning while the failures have lasted less than `ERROR_AFTER` seconds, as an error beyond that.
+    Failures less than `GAP` seconds apart (more than kopf's longest backoff, 21 s) are one outage.
+    Every other record passes untouched.
+    """
+
+    INTERVAL = 30.0  # seconds between two kept records
+    ERROR_AFTER = 300.0  # seconds of failing attempts before they are errors
+    GAP = 60.0  # seconds without a failed attempt that end an outage
+    # The loggers and the start of their messages: kopf's list and watch requests, urllib3's retries
+    # (the Kubernetes client's, and those of any other urllib3 client in this process: S3's too).
+    SOURCES = {"kopf._cogs.clients.watching": "Request attempt", "urllib3.connectionpool": "Retrying ("}
+
+    def __init__(self, prefix: str = "Request attempt", clock: Any = None) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.clock = clock or time.monotonic
+        self.since: float | None = None  # when the failing began
+        self.last = self.next = 0.0  # the last failed attempt; when the next one may be kept
+        self.hidden = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            return True
+        now = self.clock()
+        if self.since is None or now - self.last > self.GAP:
+            self.since, self.next, self.hidden = now, now, 0
+        self.last = now
+        if now < self.next:
+            self.hidden += 1
+            return False
+        failing = now - self.since
+        level = logging.ERROR if failing >= self.ERROR_AFTER else logging.WARNING
+        record.levelno, record.levelname = level, logging.getLevelName(level)
+        shown = f"{self.hidden} more failed attempts not shown; failing for {failing:.0f} s"
+        record.msg = f"{record.getMessage()} ({shown})"
+        record.args = ()
+        self.next, self.hidden = now + self.INTERVAL, 0
+        return True
+
+    @classmethod
+    def install(cls) -> list[ReconnectLog]:
+        """One filter per source logger, each with its own count."""
+        filters = []
+        for logger, prefix in cls.SOURCES.items():
+            filters.append(cls(prefix))
+            logging.getLogger(logger).addFilter(filters[-1])
+        return filters
+
+
 def default_kinds() -> list[Kind]:
     from llmops.operators import modeldeployment, modelretirement, retrainpolicy, trainingjob
 
@@ -179,9 +240,18 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
         memo.applier.api_client.close()
 
     @kopf.on.probe(id="api", registry=registry)
-    def api_reachable(memo: kopf.Memo, **_: Any) -> str:
-        # Liveness fails when the apiserver is unreachable from this process (a zombie watcher).
-        return k8s.VersionApi(memo.applier.api_client).get_code().git_version
+    async def api_reachable(memo: kopf.Memo, **_: Any) -> str:
+        """The apiserver's version, or why it did not answer within 3 s: in /healthz's body, never
+        failing it (docs/operations.md, "Probes and outages of the control plane"). A restart of this
+        process cannot bring an apiserver back; watches gone silent are kopf's to reconnect
+        (settings.watching.inactivity_timeout). Awaited on the event loop, not in the handlers' thread
+        pool, so handlers stuck on an unreachable apiserver cannot hold the probe."""
+        version = k8s.VersionApi(memo.applier.api_client)
+        try:
+            got = await asyncio.wait_for(asyncio.to_thread(version.get_code, _request_timeout=2), 3)
+            return str(got.git_version)
+        except Exception as e:  # the answer is the report: liveness must not track the apiserver
+            return f"unreachable: {type(e).__name__}"
 
     for kind in default_kinds() if kinds is None else kinds:
         runtime.register(kind, registry)
@@ -208,6 +278,7 @@ def run(
     # After kopf.configure, which sets the root level: --verbose shows our and kopf's debug lines,
     # never the HTTP clients' (Secrets in response bodies, key ids in headers); see llmops/logsafe.py.
     logsafe.install()
+    ReconnectLog.install()
     if metrics_port:
         start_http_server(metrics_port)
     asyncio.run(
