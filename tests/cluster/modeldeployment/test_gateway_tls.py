@@ -15,8 +15,9 @@ from llmops.certs import common_name, issue_certificate, new_ca, pem
 from llmops.dev.cluster import LocalCluster
 from llmops.operators.modeldeployment.plan import ServingSettings
 from tests.cluster.modeldeployment.support import apply, deployment, get, running_operator
+from tests.helpers import LOCAL_REGISTRY_POD_SECURITY
 
-pytestmark = pytest.mark.usefixtures("llmops_crds")
+pytestmark = [pytest.mark.usefixtures("llmops_crds"), LOCAL_REGISTRY_POD_SECURITY]
 
 
 def tls_secret(name: str, namespace: str) -> dict:
