@@ -46,7 +46,7 @@ from pydantic.alias_generators import to_camel
 
 from llmops.api.common import ModelReference
 from llmops.audit import Actor, AuditLog, Entry, ObjectRef
-from llmops.storage import ObjectExists, ObjectStore, sha256_file
+from llmops.storage import ObjectExists, ObjectStore, is_missing, sha256_file
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -260,12 +260,16 @@ def read_version(store: ObjectStore, name: str, version: str) -> ModelVersion:
     """The manifest of `name`:`version`. Raises VersionRetired (naming the archive) for a retired
     version, RegistryError for one that does not exist, BrokenRecord for an unreadable manifest."""
     key = f"{version_prefix(name, version)}/{MANIFEST}"
-    if not store.exists(key):
-        if (tombstone := read_tombstone(store, name, version)) is not None:
-            raise VersionRetired(tombstone, store.uri)
-        raise RegistryError(f"model {name!r} has no version {version!r} in {store.uri}")
     try:
-        return ModelVersion.model_validate_json(store.get_bytes(key))
+        raw = store.get_bytes(key)
+    except Exception as e:  # gone, or deleted since it was listed (a retirement in between)
+        if not is_missing(e):
+            raise
+        if (tombstone := read_tombstone(store, name, version)) is not None:
+            raise VersionRetired(tombstone, store.uri) from None
+        raise RegistryError(f"model {name!r} has no version {version!r} in {store.uri}") from None
+    try:
+        return ModelVersion.model_validate_json(raw)
     except ValidationError as e:
         raise BrokenRecord(
             f"{name}:{version} in {store.uri} has a broken {MANIFEST} ({e.error_count()} errors); "

@@ -166,6 +166,15 @@ def explain(error: BaseException, where: str = "") -> StorageFailure | None:
 BUCKET_SEEN_S = 60.0  # seconds a listing that showed the bucket exists stands for a HEAD's 404
 
 
+def is_missing(error: BaseException) -> bool:
+    """True for "no such object" from either store: a local FileNotFoundError, or S3's NoSuchKey (a
+    GET) or bodiless 404 (a HEAD). What a reader sees when an object it had listed or checked was
+    deleted in between."""
+    if isinstance(error, FileNotFoundError):
+        return True
+    return type(error).__name__ == "ClientError" and _code(error) in ("404", "NoSuchKey", "NotFound")
+
+
 def _code(error: Any) -> str:
     """S3's error code of a botocore ClientError ("404" for a HEAD, which has no body)."""
     return str(error.response.get("Error", {}).get("Code", ""))
