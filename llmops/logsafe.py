@@ -1,7 +1,7 @@
 """Logs that never carry a secret, at every level: the one logging safeguard of every llmops process
 (the operator, the gateway, the drift monitor, the model fetcher, the training run, the CLI).
 
-Two layers (docs/security.md, "Secrets and logs"):
+Two layers (docs/security.md, "Secrets never leave their Secret"):
 
 1. **HTTP client loggers stay at INFO.** At DEBUG the Kubernetes client logs every response body in
    full (`kubernetes.client.rest`: a Secret it reads, values included), and botocore logs each
