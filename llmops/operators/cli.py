@@ -16,7 +16,11 @@ import click
 @click.option(
     "--health-port", default=8081, show_default=True, help="Liveness/readiness /healthz port; 0: off."
 )
-@click.option("--webhook/--no-webhook", default=False, help="Serve the admission webhooks (validating; mutating: who asked).")
+@click.option(
+    "--webhook/--no-webhook",
+    default=False,
+    help="Serve the admission webhooks (validating; mutating: who asked).",
+)
 @click.option("--webhook-port", default=9443, show_default=True)
 @click.option(
     "--webhook-host",
