@@ -39,7 +39,7 @@ from llmops.registry import (
     versions,
 )
 from llmops.registry_cli import REGISTRY_ENV, _store, _table, location
-from llmops.storage import ObjectStore, credentials_from_env, open_store
+from llmops.storage import ObjectStore, credentials_from_env, explain, open_store
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 
@@ -95,8 +95,8 @@ def _storage_errors(f: Any) -> Any:
         except (RegistryError, AuditError) as e:
             raise click.ClickException(str(e)) from None
         except Exception as e:
-            if type(e).__module__.startswith(("botocore", "boto3")):
-                raise click.ClickException(str(e)) from None
+            if (failure := explain(e)) is not None:  # named by its cause (llmops.storage.explain)
+                raise click.ClickException(failure.message) from None
             raise
 
     return run

@@ -1,7 +1,7 @@
 """Logs that never carry a secret, at every level: the one logging safeguard of every llmops process
 (the operator, the gateway, the drift monitor, the model fetcher, the training run, the CLI).
 
-Two layers (docs/security.md, "Secrets and logs"):
+Two layers (docs/security.md, "Secrets never leave their Secret"):
 
 1. **HTTP client loggers stay at INFO.** At DEBUG the Kubernetes client logs every response body in
    full (`kubernetes.client.rest`: a Secret it reads, values included), and botocore logs each
@@ -116,7 +116,9 @@ def _record_factory(*args: object, **kwargs: object) -> logging.LogRecord:
 
 
 def http_debug_opted_in() -> bool:
-    return os.environ.get(HTTP_DEBUG_ENV, "") not in ("", "0", "false")
+    """True only for an explicit yes (1, true, yes, on; any case): any other value keeps the wire
+    logs off, so `LLMOPS_LOG_HTTP_DEBUG=False` or `no` never turns them on."""
+    return os.environ.get(HTTP_DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def install(environ: dict[str, str] | None = None) -> None:

@@ -47,7 +47,7 @@ from llmops.registry import (
     version_prefix,
     versions,
 )
-from llmops.storage import ObjectStore, credentials_from_env, open_store
+from llmops.storage import ObjectStore, credentials_from_env, explain, open_store
 
 REGISTRY_ENV = "LLMOPS_REGISTRY"
 
@@ -105,8 +105,8 @@ def _command(f: Callable[..., Any]) -> Callable[..., Any]:
         except RegistryError as e:
             raise click.ClickException(str(e)) from None
         except Exception as e:
-            if type(e).__module__.startswith(("botocore", "boto3")):  # no access, no bucket, no answer
-                raise click.ClickException(f"{store.uri}: {e}") from None
+            if (failure := explain(e, store.uri)) is not None:  # no access, no bucket, no answer, TLS
+                raise click.ClickException(failure.message) from None
             raise
 
     return run

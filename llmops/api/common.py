@@ -178,7 +178,7 @@ class S3Connection(ApiModel):
         description="ConfigMap key with the PEM certificates of the CAs that sign the endpoint's TLS "
         "certificate (a private or self-signed CA; the layout of cert-manager's ca.crt and trust-manager's "
         "bundles). The operator verifies the endpoint with it, and every pod that reads the location gets "
-        "it mounted (AWS_CA_BUNDLE); omit for the system's CAs.",
+        "it mounted read-only at /etc/llmops/ca/<name>/<key>; omit for the system's CAs.",
     )
 
 

@@ -16,7 +16,11 @@ import click
 @click.option(
     "--health-port", default=8081, show_default=True, help="Liveness/readiness /healthz port; 0: off."
 )
-@click.option("--webhook/--no-webhook", default=False, help="Serve the validating admission webhook.")
+@click.option(
+    "--webhook/--no-webhook",
+    default=False,
+    help="Serve the admission webhooks (validating; mutating: who asked).",
+)
 @click.option("--webhook-port", default=9443, show_default=True)
 @click.option(
     "--webhook-host",
@@ -30,7 +34,12 @@ import click
     help="In a cluster: the Service in front of this operator that the apiserver calls.",
 )
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True)
-@click.option("-v", "--verbose", is_flag=True)
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Debug lines of the operator and kopf (never the HTTP clients' wire logs: LLMOPS_LOG_HTTP_DEBUG).",
+)
 def operator(
     namespaces: tuple[str, ...],
     all_namespaces: bool,

@@ -49,6 +49,10 @@ class ServerCertificate:
             cert, key, digest = self._read()
             if digest == self._digest:
                 return False
+            if self._digest:  # a pair that does not load must not touch the live context: loading
+                # into it replaces the certificate before the key is checked, and a mismatch then
+                # leaves every handshake failing; try the pair in a scratch context first
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
             self.context.load_cert_chain(cert, key)
         except (OSError, ssl.SSLError, ValueError) as e:
             if not self._digest:  # nothing loaded yet: the caller fails

@@ -1,19 +1,21 @@
 """The control plane goes away under a running operator: kube-apiserver is stopped and started again,
 then etcd, while the real operator process (`llmops operator`) reconciles objects of every kind.
 
-On a LocalCluster of its own (the session's shared one is never restarted): three ModelDeployments
-(one on the registry alias `champion`), a TrainingJob on KubeRay's RayJob (the test plays KubeRay and
-the workload, as tests/cluster/test_trainingjob.py does: no Ray here), a RetrainPolicy on the aliased
-deployment and a ModelRetirement of an unserved version archived into a real Object-Lock bucket in
-MinIO. kwok stands in for the kubelet. While the apiserver is away the registry's alias moves (a change
-the operator can only act on later); after it is back a spec changes; after etcd is back the workload
-finishes, a run is asked for and a deployment is deleted.
+On a LocalCluster of its own (the session's shared one is never restarted): four ModelDeployments
+(two on registry aliases, `stable` and `champion`, the latter with a canary), a TrainingJob on
+KubeRay's RayJob (the test plays KubeRay and the workload, as tests/cluster/test_trainingjob.py does:
+no Ray here), a RetrainPolicy on the `champion` deployment and a ModelRetirement of an unserved
+version archived into a real Object-Lock bucket in MinIO. kwok stands in for the kubelet. While the
+apiserver is away the registry's alias moves (a change the operator can only act on later); after it
+is back a spec changes; after etcd is back the workload finishes, a run is asked for and a deployment
+is deleted.
 
 It asserts: the operator process is the same one throughout (same pid, never exited), its /healthz
-answers 200 during the outages (liveness does not track the apiserver: docs/operations.md, "Outages
-and probes"), every object converges to its right state, no status is lost, and the log lines at each
-level during the outages are counted and printed; failed request attempts of the watches are warnings
-at a bounded rate (llmops/operators/main.py: ReconnectLog), never errors within its error threshold.
+answers 200 during the outages (liveness does not track the apiserver: docs/operations.md, "Probes
+and outages of the control plane"), every object converges to its right state, no status is lost,
+and the log lines at each level during the outages are counted and printed; failed request attempts
+of the watches are warnings at a bounded rate (llmops/operators/main.py: ReconnectLog), never errors
+within its error threshold.
 
 The CI-sized run stops the apiserver for 25 s and etcd for 20 s; `-m long` runs the issue's 122 s and 27 s.
 """

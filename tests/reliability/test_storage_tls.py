@@ -88,7 +88,8 @@ def test_with_the_ca_a_version_registers_and_is_fetched(
     fetched = fetch(store, FetchItem("model", "bot", version.version), tmp_path / "into")
     assert (fetched / "model.safetensors").read_bytes() == b"\x01" * 300_000
 
-    # The pod's and the CLI's way: AWS_CA_BUNDLE (what the mount sets), in a process of its own.
+    # The CLI's way, and the fetcher's when the location names no caBundle: AWS_CA_BUNDLE (the
+    # operators' pods find the mounted bundle at ca_bundle_path instead), in a process of its own.
     env = {
         "PATH": "/usr/bin:/bin",
         "AWS_CA_BUNDLE": str(ca),

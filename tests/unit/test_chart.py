@@ -183,6 +183,7 @@ def test_deployment_is_one_recreated_hardened_replica(rendered: tuple[str, list[
     assert spec["strategy"] == {"type": "Recreate"}
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "llmops"
+    assert pod["automountServiceAccountToken"] is True  # even when an existing account turns it off
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 65532
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}

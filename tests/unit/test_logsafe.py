@@ -92,3 +92,10 @@ def test_bytes_are_remembered_as_base64_and_hex() -> None:
         logsafe.redact(f"{key.hex()} {base64.b64encode(key).decode()}")
         == f"{logsafe.REDACTED} {logsafe.REDACTED}"
     )
+
+
+def test_only_an_explicit_yes_opts_in_to_http_debug(monkeypatch) -> None:
+    for value, expected in (("1", True), ("TRUE", True), ("yes", True), ("on", True), ("False", False),
+                            ("no", False), ("0", False), ("", False), ("off", False)):  # fmt: skip
+        monkeypatch.setenv(logsafe.HTTP_DEBUG_ENV, value)
+        assert logsafe.http_debug_opted_in() is expected, value

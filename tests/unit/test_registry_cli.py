@@ -189,3 +189,20 @@ def test_verify_archive_re_hashes_a_retired_version_for_an_auditor(registry: Pat
     code, out = llmops("models", "verify-archive", "chat:1", "--archive", str(tmp_path / "archive"),
                        "--registry", str(registry))  # fmt: skip
     assert code == 1 and "no archive receipt for chat:1" in out
+
+
+def test_a_storage_error_is_one_line_naming_its_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from llmops import registry_cli
+
+    def missing_bucket(store):
+        error = {"Error": {"Code": "NoSuchBucket", "Message": "The specified bucket does not exist"}}
+        raise ClientError(error | {"ResponseMetadata": {"HTTPStatusCode": 404}}, "ListObjectsV2")
+
+    monkeypatch.setattr(registry_cli, "models", missing_bucket)
+    result = CliRunner().invoke(main, ["models", "list", "--registry", str(tmp_path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "the bucket does not exist" in result.output and str(tmp_path) in result.output

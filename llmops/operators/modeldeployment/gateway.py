@@ -223,7 +223,8 @@ def gateway_deployment(
     volumes += ca_volumes
     mounts += ca_mounts
     if spec.gateway.api_keys_secret_ref:
-        volumes.append({"name": "api-keys", "secret": {"secretName": spec.gateway.api_keys_secret_ref.name}})
+        secret = {"secretName": spec.gateway.api_keys_secret_ref.name, "defaultMode": 0o440}
+        volumes.append({"name": "api-keys", "secret": secret})
         mounts.append({"name": "api-keys", "mountPath": API_KEYS_MOUNT, "readOnly": True})
     if config.feedback is not None:
         secret = {"secretName": feedback_key_name(md), "defaultMode": 0o440}

@@ -32,7 +32,8 @@ def test_gateway() -> None:
     gw = pod["containers"][0]
     assert gw["command"][:3] == ["python", "-m", "llmops.serving.gateway"]
     assert gw["ports"][0]["containerPort"] == 8000
-    assert {"name": "api-keys", "secret": {"secretName": "support-bot-api-keys"}} in pod["volumes"]
+    api_keys = {"secretName": "support-bot-api-keys", "defaultMode": 0o440}  # owner and fsGroup only
+    assert {"name": "api-keys", "secret": api_keys} in pod["volumes"]
     config = GatewayConfig.model_validate_json(
         objs[("ConfigMap", "support-bot-gateway")]["data"]["config.json"]
     )
