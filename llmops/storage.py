@@ -172,7 +172,9 @@ def is_missing(error: BaseException) -> bool:
     deleted in between."""
     if isinstance(error, FileNotFoundError):
         return True
-    return type(error).__name__ == "ClientError" and _code(error) in ("404", "NoSuchKey", "NotFound")
+    from botocore.exceptions import ClientError  # its subclasses too (botocore.errorfactory.NoSuchKey)
+
+    return isinstance(error, ClientError) and _code(error) in ("404", "NoSuchKey", "NotFound")
 
 
 def _code(error: Any) -> str:

@@ -188,3 +188,19 @@ def test_set_alias_is_a_move(store: LocalStore) -> None:
     assert isinstance(move, AliasMove) and move.by == "unknown"
     assert resolve(store, ModelReference(name="chat", alias="latest")).version == "2"
     assert alias_history(store, "chat") == [move]
+
+
+def test_a_manifest_gone_between_listing_and_reading_is_no_version(tmp_path: Path) -> None:
+    from botocore.exceptions import ClientError
+
+    from llmops.registry import read_version
+    from llmops.storage import is_missing
+
+    class Gone(LocalStore):
+        def get_bytes(self, key: str) -> bytes:
+            error = {"Error": {"Code": "NoSuchKey", "Message": "The specified key does not exist."}}
+            raise type("NoSuchKey", (ClientError,), {})(error, "GetObject")  # as botocore's errorfactory
+
+    with pytest.raises(RegistryError, match="has no version"):
+        read_version(Gone(tmp_path), "chat", "1")
+    assert is_missing(FileNotFoundError()) and not is_missing(PermissionError())
