@@ -406,23 +406,11 @@ class Fleet:
 
 
 def training_spec(registry: dict) -> dict:
-    return {
-        "model": {
-            "architecture": {
-                "hiddenSize": 128,
-                "layers": 2,
-                "heads": 2,
-                "intermediateSize": 256,
-                "vocabSize": 512,
-                "maxPositionEmbeddings": 128,
-            }
-        },
-        "data": {"sources": [{"uri": "s3://llmops/data/corpus.txt", "format": "text"}]},
-        "method": {"type": "pretrain", "hyperparameters": {"maxSteps": 20}},
-        "resources": {"workers": 2, "perWorker": {"cpu": 2, "memory": "4Gi"}},
-        "evaluation": {"perplexity": {"threshold": 1000}},
-        "output": {"registry": registry, "modelName": S3_MODEL},
-    }
+    """tests/cluster's small pre-training job, registering S3_MODEL."""
+    from tests.cluster.test_trainingjob import training_job
+
+    output = {"registry": registry, "modelName": S3_MODEL}
+    return training_job("unused", registry, output=output)["spec"]
 
 
 def condition(obj: dict | None, type: str) -> dict:
