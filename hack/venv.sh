@@ -4,7 +4,8 @@
 #    the extras and the Python version, so a fresh clone of an unchanged project installs nothing;
 #  - the checkout gets its own thin venv (.venv) that sees those dependencies and this checkout's
 #    code, so two clones never fight over one editable install.
-#   hack/venv.sh [extras]     default extras: dev
+#   hack/venv.sh [extras]     default extras: dev (overlay .venv); others get .venv-<extras>, e.g.
+#                             `hack/venv.sh optimize` (llm-compressor, no vLLM) -> .venv-optimize
 #   hack/venv.sh --print-shared [extras]   print the shared venv's path without creating anything
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,14 +28,14 @@ if [[ ! -f $shared/.complete ]]; then
   python3 -m venv "$shared"
   "$shared/bin/pip" install -q --upgrade pip setuptools >"$log" 2>&1
   # Packages that need a special install order come first (see the script).
-  if [[ -f $root/hack/venv-extra.sh ]]; then bash "$root/hack/venv-extra.sh" "$shared" >>"$log" 2>&1 \
+  if [[ -f $root/hack/venv-extra.sh ]]; then bash "$root/hack/venv-extra.sh" "$shared" "$extras" >>"$log" 2>&1 \
     || { tail -20 "$log" >&2; exit 1; }; fi
   "$shared/bin/pip" install -q "$root[$extras]" >>"$log" 2>&1 || { tail -20 "$log" >&2; exit 1; }
   # Dependencies only: each checkout brings its own code (below).
   "$shared/bin/pip" uninstall -q -y llmops >>"$log" 2>&1
   touch "$shared/.complete"
 fi
-overlay=$root/.venv
+overlay=$root/.venv; if [[ $extras != dev ]]; then overlay=$root/.venv-$extras; fi
 if [[ $(cat "$overlay/.shared" 2>/dev/null) != "$shared" ]]; then
   rm -rf "$overlay"
   python3 -m venv --without-pip "$overlay"
@@ -43,7 +44,7 @@ if [[ $(cat "$overlay/.shared" 2>/dev/null) != "$shared" ]]; then
   # .pth files run in name order: this checkout first, then the shared dependencies.
   echo "$root" >"$site/_llmops_checkout.pth"
   echo "import site; site.addsitedir('$shared_site')" >"$site/_llmops_deps.pth"
-  for exe in kubectl ruff; do ln -sf "$shared/bin/$exe" "$overlay/bin/$exe"; done
+  for exe in kubectl ruff; do [[ ! -e $shared/bin/$exe ]] || ln -sf "$shared/bin/$exe" "$overlay/bin/$exe"; done
   printf '#!%s\nfrom llmops.cli import main\nmain()\n' "$overlay/bin/python" >"$overlay/bin/llmops"
   chmod +x "$overlay/bin/llmops"
   echo "$shared" >"$overlay/.shared"
