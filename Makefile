@@ -1,5 +1,5 @@
 # Everything a person or CI runs starts here; the scripts under hack/ do the work.
-.PHONY: test tools venv lint crds demo
+.PHONY: test tools venv venv-optimize lint crds demo
 
 demo:  ## the whole loop here: control plane, operator, train, register, serve with vLLM, chat, metrics
 	hack/demo.sh
@@ -12,6 +12,9 @@ tools:  ## build (or reuse from the cache) kube-apiserver, etcd, kwok, helm, min
 
 venv:  ## create (or reuse) the virtual environment and print its path
 	hack/venv.sh
+
+venv-optimize:  ## create (or reuse) llm-compressor's environment (no vLLM: .venv-optimize) and print its path
+	hack/venv.sh optimize
 
 lint:
 	"$$(hack/venv.sh)/bin/ruff" check . && "$$(hack/venv.sh)/bin/ruff" format --check .

@@ -96,6 +96,47 @@ class Lineage(_Record):
     baseline: BaselineRecord | None = Field(
         None, description="The version it was compared with in its run, with that version's metrics."
     )
+    parent: str | None = Field(
+        None,
+        description="name:version of the registered version this one derives from (a quantized version's "
+        "source, a distilled student's teacher); None for a model trained from data.",
+    )
+    recipe: str | None = Field(
+        None,
+        description="How it was derived from `parent`: llm-compressor's recipe (YAML text, as saved in "
+        "model/recipe.yaml) for a quantized version, the distillation settings for a distilled one.",
+    )
+
+
+class Quantization(_Record):
+    """What serving needs to know of a quantized version, read from the saved config.json's
+    `quantization_config` (written by llm-compressor through compressed-tensors).
+
+    `format` is the checkpoint format and vLLM's `--quantization` value ("compressed-tensors");
+    `compression_format` is compressed-tensors' CompressionFormat of the weights (int-quantized,
+    pack-quantized, float-quantized, ...: the config's `format`); `quant_method` the config's own.
+    """
+
+    format: str = Field("compressed-tensors", description="Checkpoint format; vLLM's --quantization.")
+    scheme: str | None = Field(None, description="llm-compressor's preset scheme: W8A8, W4A16, FP8_DYNAMIC.")
+    algorithm: str | None = Field(None, description="RTN, GPTQ or SmoothQuantGPTQ.")
+    quant_method: str | None = Field(None, description="quantization_config.quant_method.")
+    compression_format: str | None = Field(None, description="quantization_config.format.")
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], scheme: str | None = None, algorithm: str | None = None
+    ) -> Quantization | None:
+        """From a checkpoint's config.json (a dict); None when it has no quantization_config. The
+        checkpoint's `quant_method` is its format (vLLM reads the same key to pick its loader)."""
+        found = config.get("quantization_config")
+        if not found:
+            return None
+        method = found.get("quant_method") or "compressed-tensors"
+        return cls(
+            format=method, scheme=scheme, algorithm=algorithm, quant_method=method,
+            compression_format=found.get("format"),
+        )  # fmt: skip
 
 
 class Content(_Record):
@@ -109,7 +150,7 @@ class Content(_Record):
     - `kind: adapter`: only a LoRA adapter, at `adapter` ("" for the folder's root), for `base`.
 
     A manifest written before this record existed has none: `ModelVersion.described` reads it as a
-    full model without an adapter.
+    full model without an adapter. One written before `quantization` existed reads as unquantized.
     """
 
     kind: Literal["model", "adapter"] = "model"
@@ -121,10 +162,16 @@ class Content(_Record):
     base: str | None = Field(
         None, description="The model the adapter was trained on: a registry name:version or a hub id."
     )
+    quantization: Quantization | None = Field(
+        None, description="How the weights are quantized (serving passes it to vLLM); None: not quantized."
+    )
 
     @classmethod
-    def from_saved(cls, info: dict[str, Any], base: str | None) -> Content:
-        """From what training.model.save_final returns: {"format", "merged", "adapter": "adapter/"}."""
+    def from_saved(
+        cls, info: dict[str, Any], base: str | None, quantization: Quantization | None = None
+    ) -> Content:
+        """From what training.model.save_final (or training.compress) returns: {"format", "merged",
+        "adapter": "adapter/"}, and the quantization read from the saved config.json."""
         adapter = info.get("adapter")
         return cls(
             kind="model",
@@ -132,6 +179,7 @@ class Content(_Record):
             merged=bool(info.get("merged")),
             adapter=adapter.strip("/") if adapter is not None else None,
             base=base if adapter is not None or info.get("merged") else None,
+            quantization=quantization,
         )
 
 

@@ -13,9 +13,13 @@ run that died after registering and before marking the stage done does not regis
 
 from __future__ import annotations
 
+import json
 import math
 import os
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from llmops import registry
 from llmops.api.trainingjob import ModelVersionRef
@@ -50,9 +54,12 @@ def lineage(
     prepared: dict,
     trained: dict,
     evaluated: dict | None = None,
+    model_dir: Path | None = None,
 ) -> registry.Lineage:
     spec = ctx.spec
     return registry.Lineage(
+        parent=parent(ctx),
+        recipe=recipe(ctx, model_dir),
         parent_job=ctx.job_ref,
         base_model=base_description or "scratch",
         method=spec.method.type,
@@ -116,6 +123,41 @@ def lineage(
     )
 
 
+def parent(ctx: Context) -> str | None:
+    """name:version of spec.parent_reference() (quantize: model.base; distill: the teacher), resolved
+    in the registry as the run used it (the operator pinned it to a version when the run started)."""
+    ref = ctx.spec.parent_reference()
+    if ref is None:
+        return None
+    return f"{ref.name}:{registry.resolve(ctx.registry.open(), ref).version}"
+
+
+def recipe(ctx: Context, model_dir: Path | None) -> str | None:
+    """llm-compressor's recipe as it saved it beside the weights (model/recipe.yaml), or the
+    distillation settings as YAML; None for other methods."""
+    from llmops.training.compress import RECIPE_FILE
+
+    saved = model_dir / RECIPE_FILE if model_dir is not None else None
+    if ctx.spec.method.type == "quantize" and saved is not None and saved.exists():
+        return saved.read_text()
+    distillation = getattr(ctx.spec.method, "distillation", None)
+    if distillation is not None:
+        return yaml.safe_dump(distillation.model_dump(mode="json", by_alias=True, exclude_none=True))
+    return None
+
+
+def quantization(ctx: Context, model_dir: Path) -> registry.Quantization | None:
+    """From the saved config.json's quantization_config, with the scheme and algorithm of
+    spec.method.quantization; None for an unquantized model."""
+    config = model_dir / "config.json"
+    if not config.exists():
+        return None
+    q = ctx.spec.method.quantization
+    return registry.Quantization.from_config(
+        json.loads(config.read_text()), q.scheme if q else None, q.algorithm if q else None
+    )
+
+
 def run(
     ctx: Context, base_description: str | None, ingested: dict, prepared: dict, trained: dict, evaluated: dict
 ) -> dict[str, Any]:
@@ -136,8 +178,10 @@ def run(
             local,
             metrics=measured,
             gates=[registry.GateVerdict.model_validate(g) for g in evaluated["gates"]],
-            lineage=lineage(ctx, base_description, ingested, prepared, trained, evaluated),
-            content=registry.Content.from_saved(trained.get("model") or {}, base_description),
+            lineage=lineage(ctx, base_description, ingested, prepared, trained, evaluated, local),
+            content=registry.Content.from_saved(
+                trained.get("model") or {}, base_description, quantization(ctx, local)
+            ),
         )
         log.info("register: %s version %s", name, manifest.version)
     ref = ModelVersionRef(

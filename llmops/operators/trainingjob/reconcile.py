@@ -56,10 +56,11 @@ def code_version() -> str:
 
 
 def trainer_image(spec: TrainingJobSpec) -> str:
-    """spec.runtime.image, else the operator's setting ($LLMOPS_TRAINER_IMAGE), else the release's."""
-    return (
-        spec.runtime.image or os.environ.get("LLMOPS_TRAINER_IMAGE") or builders.default_image(code_version())
-    )
+    """spec.runtime.image, else the operator's setting ($LLMOPS_OPTIMIZER_IMAGE for method quantize,
+    $LLMOPS_TRAINER_IMAGE for the others), else the release's (builders.default_image)."""
+    method = spec.method.type
+    setting = "LLMOPS_OPTIMIZER_IMAGE" if method == "quantize" else "LLMOPS_TRAINER_IMAGE"
+    return spec.runtime.image or os.environ.get(setting) or builders.default_image(code_version(), method)
 
 
 def _status(ctx: Context) -> TrainingJobStatus:
