@@ -52,6 +52,7 @@ from llmops.training.model import ModelSource
 
 RECIPE_FILE = "recipe.yaml"  # llm-compressor writes the recipe it applied beside the weights
 OPTIMIZE_PYTHON = "LLMOPS_OPTIMIZE_PYTHON"
+NO_LLMCOMPRESSOR = "llm-compressor is not installed in this Python"
 # Schemes that quantize activations statically or need calibration for their scales are not offered:
 # these three need data only for GPTQ's Hessians and SmoothQuant's activation ranges.
 CALIBRATED = ("GPTQ", "SmoothQuantGPTQ")
@@ -186,11 +187,11 @@ def quantize_task(work: StoreSpec, base: ModelSource, job: dict[str, Any], uid: 
         )
         if done.returncode != 0:
             tail = (done.stderr or done.stdout)[-3000:]
-            if "No module named 'llmcompressor'" in tail:
+            if NO_LLMCOMPRESSOR in tail:
                 return {
                     "error": f"{python} has no llm-compressor: method quantize runs in the optimizer "
-                    f"image (images/optimizer), or locally with {OPTIMIZE_PYTHON} set to the optimize "
-                    "venv's Python (hack/venv.sh optimize)"
+                    f"image (images/optimizer; spec.runtime.image overrides it), or locally with "
+                    f"{OPTIMIZE_PYTHON} set to the optimize venv's Python (hack/venv.sh optimize)"
                 }
             raise RuntimeError(f"llm-compressor failed (exit {done.returncode}):\n{tail}")
         result = json.loads((local / "result.json").read_text())
@@ -236,8 +237,13 @@ def compress(job: dict[str, Any]) -> dict[str, Any]:
     from importlib.metadata import version
 
     import torch
-    from llmcompressor import oneshot
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:  # only in the optimize environment (images/optimizer, hack/venv.sh optimize)
+        from datasets import Dataset
+        from llmcompressor import oneshot
+    except ImportError as e:
+        raise SystemExit(f"{NO_LLMCOMPRESSOR} ({sys.executable}: {e})") from e
 
     torch.set_num_threads(int(job.get("threads") or 1))
     model = AutoModelForCausalLM.from_pretrained(job["model"], dtype="auto")
@@ -245,7 +251,6 @@ def compress(job: dict[str, Any]) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if job.get("calibration"):
         import numpy as np
-        from datasets import Dataset
 
         data = np.load(job["calibration"])
         rows = [ids[:n].tolist() for ids, n in zip(data["ids"], data["lengths"], strict=True) if n > 0]

@@ -64,6 +64,7 @@ def test_register_writes_content_in_the_manifest(tmp_path: Path) -> None:
         "merged": True,
         "adapter": "adapter",
         "base": "tiny-base:1",
+        "quantization": None,  # not quantized
     }
     assert read_version(store, "tiny-lora", version.version).described.adapter == "adapter"
 
