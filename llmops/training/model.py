@@ -109,34 +109,35 @@ def resolve_base(ctx: Context) -> ModelSource | None:
 
 
 def resolve_baseline(ctx: Context) -> ModelSource | None:
-    """The checkpoint of `spec.evaluation.baseline` (None without one), from the registry.
+    """The checkpoint of the baseline (`spec.baseline_reference()`; None without one), from the registry.
 
     The operator pinned it to a version when the run started. Raises UserError, naming the field,
     when it does not resolve or is a bare adapter (`content.kind: adapter`): such a version has no
     weights of its own, and the baseline must be loadable exactly as it is served, so name the
     version that holds the full model (a lora TrainingJob registers its adapter merged: that loads).
     """
-    ev = ctx.spec.evaluation
-    if ev is None or ev.baseline is None:
+    spec = ctx.spec
+    ref = spec.baseline_reference()
+    if ref is None:
         return None
     from llmops import registry
 
-    ref = ev.baseline
+    field = "spec.evaluation.baseline"
+    if spec.evaluation is not None and spec.evaluation.baseline is None:  # the parent or the teacher
+        field = "spec.model.base" if spec.method.type == "quantize" else "spec.method.distillation.teacher"
     try:
         version = registry.resolve(ctx.registry.open(), ref)
     except registry.RegistryError as e:
-        raise UserError(
-            f"spec.evaluation.baseline: {e}; name a registered version (or an alias that points at one)"
-        ) from e
+        raise UserError(f"{field}: {e}; name a registered version (or an alias that points at one)") from e
     description = f"{ref.name}:{version.version}"
     if version.described.kind == "adapter":
         raise UserError(
-            f"spec.evaluation.baseline {description} is a bare LoRA adapter (for {version.described.base}),"
+            f"{field} {description} is a bare LoRA adapter (for {version.described.base}),"
             " not a model: llmops scores a baseline as a whole model; name a version that holds one"
         )
     if "config.json" not in version.artifacts:
         raise UserError(
-            f"spec.evaluation.baseline {description} has no config.json: it is not a Hugging Face"
+            f"{field} {description} has no config.json: it is not a Hugging Face"
             " checkpoint; name a version that holds a model"
         )
     return ModelSource(
