@@ -769,6 +769,26 @@ class GateResult(ApiModel):
     )
     passed: bool = Field(description="Whether the gate passed; a missing value fails.")
 
+    def describe(self) -> str:
+        """The verdict for people, saying by how much a relative gate missed: "perplexity = 12.5
+        against the baseline's 12, +0.5 (+4.2%); ratio 1.042, needs <= 1.03"."""
+        if self.value is None:
+            return f"{self.metric} was not produced"
+        if self.compare in (None, "value"):
+            return f"{self.metric} = {self.value:.4g}, needs {self.operator} {self.threshold:g}"
+        if self.baseline_value is None:
+            return f"{self.metric} = {self.value:.4g}, but the baseline has no value to compare with"
+        if self.compared is None:
+            base = f"{self.baseline_value:.4g}"
+            return f"{self.metric} = {self.value:.4g}: a ratio over the baseline's {base} is undefined"
+        change = self.value - self.baseline_value
+        relative = f" ({change / abs(self.baseline_value):+.1%})" if self.baseline_value else ""
+        return (
+            f"{self.metric} = {self.value:.4g} against the baseline's {self.baseline_value:.4g},"
+            f" {change:+.4g}{relative}; {self.compare} {self.compared:.4g}, needs {self.operator}"
+            f" {self.threshold:g}"
+        )
+
 
 class ModelVersionRef(ApiModel):
     """A registered model version."""

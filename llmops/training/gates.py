@@ -87,24 +87,5 @@ def check(
     return [verdict(gate, metrics, baseline) for gate in gates]
 
 
-def describe(r: GateResult) -> str:
-    """One verdict for people, saying by how much a relative gate missed: "perplexity = 12.9, 4.1%
-    worse than the baseline's 12.4 (ratio 1.041, needs <= 1.03)"."""
-    if r.value is None:
-        return f"{r.metric} was not produced"
-    if r.compare in (None, "value"):
-        return f"{r.metric} = {r.value:.4g}, needs {r.operator} {r.threshold:g}"
-    if r.baseline_value is None:
-        return f"{r.metric} = {r.value:.4g}, but the baseline has no value to compare with"
-    if r.compared is None:
-        return f"{r.metric} = {r.value:.4g}: a ratio over the baseline's {r.baseline_value:.4g} is undefined"
-    change = r.value - r.baseline_value
-    relative = f" ({change / abs(r.baseline_value):+.1%})" if r.baseline_value else ""
-    return (
-        f"{r.metric} = {r.value:.4g} against the baseline's {r.baseline_value:.4g}, {change:+.4g}{relative};"
-        f" {r.compare} {r.compared:.4g}, needs {r.operator} {r.threshold:g}"
-    )
-
-
 def describe_failures(results: list[GateResult]) -> str:
-    return "; ".join(describe(r) for r in results if not r.passed)
+    return "; ".join(r.describe() for r in results if not r.passed)

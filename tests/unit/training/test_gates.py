@@ -72,8 +72,8 @@ def test_a_relative_gate_without_a_baseline_value_fails():
         (result,) = gates.check([ratio], {"perplexity": 5.0}, baseline)
         assert not result.passed and result.compared is None
     (missing,) = gates.check([ratio], {}, {"perplexity": 5.0})
-    assert not missing.passed and gates.describe(missing) == "perplexity was not produced"
-    assert "undefined" in gates.describe(gates.check([ratio], {"perplexity": 5.0}, {"perplexity": 0.0})[0])
+    assert not missing.passed and missing.describe() == "perplexity was not produced"
+    assert "undefined" in gates.check([ratio], {"perplexity": 5.0}, {"perplexity": 0.0})[0].describe()
 
 
 def test_a_value_gate_keeps_its_verdict_bytes():
