@@ -98,45 +98,46 @@ class Lineage(_Record):
     )
     parent: str | None = Field(
         None,
-        description="name:version of the registered version this one derives from (a quantized version's "
-        "source, a distilled student's teacher); None for a model trained from data.",
+        description=(
+            "name:version of the registered version it derives from: the parent a quantize run"
+            " compressed, the teacher a distill run learned from; None for other methods."
+        ),
     )
     recipe: str | None = Field(
-        None,
-        description="How it was derived from `parent`: llm-compressor's recipe (YAML text, as saved in "
-        "model/recipe.yaml) for a quantized version, the distillation settings for a distilled one.",
+        None, description="How it was derived, as the tool that did it records it (llm-compressor's recipe)."
     )
 
 
 class Quantization(_Record):
-    """What serving needs to know of a quantized version, read from the saved config.json's
-    `quantization_config` (written by llm-compressor through compressed-tensors).
+    """How a version's weights are quantized: what serving needs to know, so a ModelDeployment passes
+    vLLM's `--quantization` by itself.
 
-    `format` is the checkpoint format and vLLM's `--quantization` value ("compressed-tensors");
-    `compression_format` is compressed-tensors' CompressionFormat of the weights (int-quantized,
-    pack-quantized, float-quantized, ...: the config's `format`); `quant_method` the config's own.
+    `method` is vLLM's name for the checkpoint format (its `--quantization` value, the config's
+    `quantization_config.quant_method`), e.g. "compressed-tensors" for what llm-compressor saves;
+    `format` is that format's own layout name ("int-quantized", "pack-quantized", "float-quantized");
+    `scheme` and `algorithm` are what the TrainingJob asked for (spec.method.quantization).
     """
 
-    format: str = Field("compressed-tensors", description="Checkpoint format; vLLM's --quantization.")
-    scheme: str | None = Field(None, description="llm-compressor's preset scheme: W8A8, W4A16, FP8_DYNAMIC.")
-    algorithm: str | None = Field(None, description="RTN, GPTQ or SmoothQuantGPTQ.")
-    quant_method: str | None = Field(None, description="quantization_config.quant_method.")
-    compression_format: str | None = Field(None, description="quantization_config.format.")
+    method: str
+    format: str | None = None
+    scheme: str | None = None
+    algorithm: str | None = None
 
     @classmethod
     def from_config(
         cls, config: dict[str, Any], scheme: str | None = None, algorithm: str | None = None
     ) -> Quantization | None:
-        """From a checkpoint's config.json (a dict); None when it has no quantization_config. The
-        checkpoint's `quant_method` is its format (vLLM reads the same key to pick its loader)."""
-        found = config.get("quantization_config")
-        if not found:
+        """From a Hugging Face config.json (a dict); None when it declares no quantization_config."""
+        qc = config.get("quantization_config")
+        if not isinstance(qc, dict) or not isinstance(qc.get("quant_method"), str):
             return None
-        method = found.get("quant_method") or "compressed-tensors"
+        layout = qc.get("format")
         return cls(
-            format=method, scheme=scheme, algorithm=algorithm, quant_method=method,
-            compression_format=found.get("format"),
-        )  # fmt: skip
+            method=qc["quant_method"],
+            format=layout if isinstance(layout, str) else None,
+            scheme=scheme,
+            algorithm=algorithm,
+        )
 
 
 class Content(_Record):
@@ -148,6 +149,9 @@ class Content(_Record):
       the same adapter unmerged (PEFT layout: adapter_config.json, adapter_model.safetensors), which
       vLLM can serve on top of `base` under `spec.engine.loraAdapters`.
     - `kind: adapter`: only a LoRA adapter, at `adapter` ("" for the folder's root), for `base`.
+
+    `quantization` says how the weights are stored when they are quantized (a quantize TrainingJob's
+    version), so the serving side passes the matching engine argument.
 
     A manifest written before this record existed has none: `ModelVersion.described` reads it as a
     full model without an adapter. One written before `quantization` existed reads as unquantized.
@@ -163,7 +167,7 @@ class Content(_Record):
         None, description="The model the adapter was trained on: a registry name:version or a hub id."
     )
     quantization: Quantization | None = Field(
-        None, description="How the weights are quantized (serving passes it to vLLM); None: not quantized."
+        None, description="How the weights are quantized (a quantize TrainingJob's version); None: not."
     )
 
     @classmethod

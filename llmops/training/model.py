@@ -109,24 +109,22 @@ def resolve_base(ctx: Context) -> ModelSource | None:
 
 
 def resolve_baseline(ctx: Context) -> ModelSource | None:
-    """The checkpoint of the run's baseline (`spec.baseline_reference()`: spec.evaluation.baseline,
-    else the method's default, the parent for quantize and the teacher for distill; None without one),
-    from the registry.
+    """The checkpoint of the baseline (`spec.baseline_reference()`; None without one), from the registry.
 
     The operator pinned it to a version when the run started. Raises UserError, naming the field,
     when it does not resolve or is a bare adapter (`content.kind: adapter`): such a version has no
     weights of its own, and the baseline must be loadable exactly as it is served, so name the
     version that holds the full model (a lora TrainingJob registers its adapter merged: that loads).
     """
-    ref = ctx.spec.baseline_reference()
+    spec = ctx.spec
+    ref = spec.baseline_reference()
     if ref is None:
         return None
     from llmops import registry
 
-    ev = ctx.spec.evaluation
     field = "spec.evaluation.baseline"
-    if ev is None or ev.baseline is None:  # the method's default: the parent (quantize: model.base)
-        field = f"the baseline of method {ctx.spec.method.type} (spec.evaluation.baseline omitted)"
+    if spec.evaluation is not None and spec.evaluation.baseline is None:  # the parent or the teacher
+        field = "spec.model.base" if spec.method.type == "quantize" else "spec.method.distillation.teacher"
     try:
         version = registry.resolve(ctx.registry.open(), ref)
     except registry.RegistryError as e:
