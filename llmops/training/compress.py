@@ -56,6 +56,7 @@ NO_LLMCOMPRESSOR = "llm-compressor is not installed in this Python"
 # Schemes that quantize activations statically or need calibration for their scales are not offered:
 # these three need data only for GPTQ's Hessians and SmoothQuant's activation ranges.
 CALIBRATED = ("GPTQ", "SmoothQuantGPTQ")
+DEFAULT_SMOOTHING = 0.8  # SmoothQuant's alpha when spec.method.quantization.smoothingStrength is omitted
 
 
 def recipe(quantization: Any) -> str:
@@ -85,7 +86,8 @@ def recipe(quantization: Any) -> str:
     elif algorithm == "GPTQ":
         modifiers["GPTQModifier"] = quantize
     elif algorithm == "SmoothQuantGPTQ":
-        modifiers["SmoothQuantModifier"] = {"smoothing_strength": float(quantization.smoothing_strength)}
+        strength = quantization.smoothing_strength or DEFAULT_SMOOTHING  # the API's documented default
+        modifiers["SmoothQuantModifier"] = {"smoothing_strength": float(strength)}
         modifiers["GPTQModifier"] = quantize
     else:
         raise UserError(f"spec.method.quantization.algorithm: unknown algorithm {algorithm}")

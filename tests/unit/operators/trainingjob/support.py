@@ -42,7 +42,7 @@ def build(spec: TrainingJobSpec, job: JobIdentity = JOB, *, creating: bool = Tru
     if spec.model.base is not None:
         spec = builders.pin_base(spec, "7")
     run = builders.training_run(spec, job, "0.1.0")
-    image = spec.runtime.image or builders.default_image("0.1.0")
+    image = spec.runtime.image or builders.default_image("0.1.0", spec.method.type)
     name = names.rayjob_name(job.name, job.uid)
     return builders.rayjob(run, builders.lifecycle(spec, creating=creating), name=name, image=image)
 

@@ -23,7 +23,7 @@ from .support import GOLDEN, JOB, build, example, kuberay, spec_of
 # -- golden RayJobs ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["pretrain", "full", "lora", "qlora"])
+@pytest.mark.parametrize("name", ["pretrain", "full", "lora", "qlora", "quantize"])
 def test_rayjob_matches_golden_file(name: str) -> None:
     spec = kuberay(spec_of(name))  # the full example runs on the Jobs API; its RayJob form too
     manifest = build(spec)
@@ -212,3 +212,25 @@ def test_served_traffic_needs_pii_scrubbing_and_one_kind_of_source() -> None:
     spec["data"]["sources"][0]["uri"] = "s3://datasets/x.jsonl"
     with pytest.raises(ValidationError, match="set exactly one of uri or servedTraffic"):
         TrainingJobSpec.model_validate(spec)
+
+
+def test_a_quantize_run_defaults_to_the_optimizer_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """llm-compressor cannot share an environment with vLLM: a quantize run's Ray pods run
+    images/optimizer ($LLMOPS_OPTIMIZER_IMAGE, else the release's), every other method the trainer."""
+    from llmops.operators.trainingjob.reconcile import trainer_image
+
+    quantize, lora = spec_of("quantize"), spec_of("lora")
+    monkeypatch.delenv("LLMOPS_OPTIMIZER_IMAGE", raising=False)
+    monkeypatch.delenv("LLMOPS_TRAINER_IMAGE", raising=False)
+    assert trainer_image(quantize).startswith("ghcr.io/llmops/optimizer:")
+    assert trainer_image(lora).startswith("ghcr.io/llmops/trainer:")
+    monkeypatch.setenv("LLMOPS_OPTIMIZER_IMAGE", "registry.example/optimizer:7")
+    monkeypatch.setenv("LLMOPS_TRAINER_IMAGE", "registry.example/trainer:7")
+    assert (trainer_image(quantize), trainer_image(lora)) == (
+        "registry.example/optimizer:7", "registry.example/trainer:7",
+    )  # fmt: skip
+    pinned = spec_of("quantize", runtime={"image": "mine/optimizer:1"})
+    assert trainer_image(pinned) == "mine/optimizer:1"  # spec.runtime.image wins
+    manifest = build(kuberay(quantize))
+    head = manifest["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert head["image"] == builders.default_image("0.1.0", "quantize") == "ghcr.io/llmops/optimizer:0.1.0"
