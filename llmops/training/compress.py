@@ -139,10 +139,10 @@ def run(ctx: Context, base: ModelSource | None, prepared: dict[str, Any]) -> dic
         message=f"quantizing {base.description}: {quantization.scheme} with {quantization.algorithm}"
         + (f" on {samples} calibration blocks" if samples else ""),
     )
-    env = {OPTIMIZE_PYTHON: os.environ[OPTIMIZE_PYTHON]} if os.environ.get(OPTIMIZE_PYTHON) else {}
-    task = ray.remote(
-        num_cpus=job["threads"], num_gpus=gpus, max_retries=1, runtime_env={"env_vars": env} if env else None
-    )(quantize_task)
+    options: dict[str, Any] = {"num_cpus": job["threads"], "num_gpus": gpus, "max_retries": 1}
+    if os.environ.get(OPTIMIZE_PYTHON):  # the driver's setting reaches the task's worker
+        options["runtime_env"] = {"env_vars": {OPTIMIZE_PYTHON: os.environ[OPTIMIZE_PYTHON]}}
+    task = ray.remote(**options)(quantize_task)
     result = ray.get(task.remote(ctx.work, base, job, ctx.run.job.uid))
     if result.get("error"):
         raise UserError(result["error"])
