@@ -25,7 +25,7 @@ from tests.serving.gateway_calls import MODEL, single
 from tests.serving.test_serving_feedback import MD, NAMESPACE, OURS, prometheus
 
 VERSION = "1"
-REQUESTS = 16
+REQUESTS = 48
 
 
 def _registry(tmp_path):
@@ -88,10 +88,10 @@ def test_the_usage_report_counts_what_the_run_used(vllm_server, gateway_factory,
         def ask(i: int):
             content = f"Count to {i}"
             return client.chat.completions.create(
-                model=MODEL, messages=[{"role": "user", "content": content}], max_tokens=16 + 4 * i
+                model=MODEL, messages=[{"role": "user", "content": content}], max_tokens=64
             )
 
-        with ThreadPoolExecutor(4) as pool:  # four at a time: vLLM batches them, its gauges see them
+        with ThreadPoolExecutor(8) as pool:  # eight at a time: vLLM batches them, its gauges see them
             answers = list(pool.map(ask, range(REQUESTS)))
         prompt = sum(a.usage.prompt_tokens for a in answers)
         completion = sum(a.usage.completion_tokens for a in answers)
