@@ -16,7 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import yaml
 from click.testing import CliRunner
 
+from llmops.api.modeldeployment import ModelDeploymentSpec
 from llmops.cli import main
+from llmops.operators.modeldeployment import monitoring
 from llmops.operators.prometheus import Prometheus
 from llmops.registry import GateVerdict, Lineage, register, versions
 from llmops.storage import LocalStore
@@ -108,6 +110,18 @@ def test_the_usage_report_counts_what_the_run_used(vllm_server, gateway_factory,
         )
         end = dt.datetime.now(dt.UTC)
 
+        # The dashboard's usage row runs on the same series: every expression answers (the Grafana
+        # range variable set to the window), the replica panel shows the one replica.
+        spec = ModelDeploymentSpec.model_validate(next(yaml.safe_load_all(manifest.read_text()))["spec"])
+        board = monitoring.dashboard(NAMESPACE, MD, spec)
+        row = board["panels"][[p["title"] for p in board["panels"]].index("Usage and right-sizing") + 1 :]
+        window_s = f"{max(1, round((dt.datetime.now(dt.UTC) - start).total_seconds()))}s"
+        answers_of = {
+            p["title"]: [source.query(t["expr"].replace("$__range", window_s)) for t in p["targets"]]
+            for p in row
+        }
+        assert answers_of["Replicas and GPUs"] == [1]
+
         runner = CliRunner()
         window = ["--start", start.isoformat(), "--end", end.isoformat()]
         args = ["report", "usage", "--deployment", MD, "-n", NAMESPACE, "--prometheus", url, *window]
@@ -130,7 +144,8 @@ def test_the_usage_report_counts_what_the_run_used(vllm_server, gateway_factory,
         f" step {report['stepSeconds']} s, KV peak {report['kvCachePeak']}, p95 {report['latencyP95Ms']} ms,"
         f" tokens/replica-s {report['tokensPerReplicaSecond']:.2f},"
         f" busy {report['busyShare']}, running/replica {report['runningPerReplicaMean']},"
-        f" queue {report['signals'][0]}, recommendation {report['recommendation']}"
+        f" queue {report['signals'][0]}, recommendation {report['recommendation']};"
+        f" dashboard row {answers_of}"
     )
     assert report["promptTokens"] == prompt and report["generationTokens"] == completion
     assert report["tokensSource"] == "vllm" and report["versions"] == [VERSION]
