@@ -532,7 +532,10 @@ def read_modeldeployment(name: str, namespace: str, path: str | None) -> Any:
         from kubernetes.config.config_exception import ConfigException
 
         try:
-            api = client.CustomObjectsApi(config.new_client_from_config())
+            # KUBECONFIG as it is now (the client library reads it once, when first imported).
+            api = client.CustomObjectsApi(
+                config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+            )
             obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, MODEL_DEPLOYMENT.plural, name)
         except ConfigException as e:
             raise click.ClickException(
