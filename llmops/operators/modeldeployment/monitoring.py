@@ -261,7 +261,12 @@ def usage_row(spec: ModelDeploymentSpec, namespace: str, name: str, first_id: in
     capacity = [(replicas, "replicas")] + ([(f"{replicas}{scale}", "GPUs")] if gpus else [])
     hours = f"sum_over_time(({replicas})[$__range:1m]) / 60{scale}"
     panels = [
-        (f"{'GPU' if gpus else 'Replica'}-hours in the time range", "stat", [(hours, f"{per}-hours")], "short"),
+        (
+            f"{'GPU' if gpus else 'Replica'}-hours in the time range",
+            "stat",
+            [(hours, f"{per}-hours")],
+            "short",
+        ),
         ("Replicas and GPUs", "timeseries", capacity, "short"),
         (
             f"Tokens per {per}-second",
