@@ -606,7 +606,7 @@ def render_markdown(report: Usage) -> str:
     out = [f"# Usage: {report.namespace}/{report.deployment}", "", f"> {summary(report)}", ""]
     out += table(
         [
-            ("Model", f"{report.model} (versions {', '.join(report.versions) or 'none seen'})"),
+            ("Model", f"{report.model}, versions seen: {', '.join(report.versions) or 'none'}"),
             ("Window", f"{report.start.strftime(when)} to {report.end.strftime(when)}"),
             ("Source", f"Prometheus at {report.source}, one point every {report.step_seconds} s"),
         ]
@@ -614,7 +614,7 @@ def render_markdown(report: Usage) -> str:
     out += ["## Usage", ""]
     out += table(
         [
-            ("GPU-hours", f"{report.gpu_hours:.4g} ({report.gpus_per_replica} GPUs per replica)"),
+            ("GPU-hours", f"{report.gpu_hours:.4g} ({report.gpus_per_replica} per replica)"),
             ("Replica-hours", f"{report.replica_hours:.4g}"),
             ("Replicas (mean, peak)", f"{report.replicas_mean:.3g}, {report.replicas_peak}"),
             ("Prompt tokens", report.prompt_tokens),
@@ -624,7 +624,7 @@ def render_markdown(report: Usage) -> str:
             ("Tokens per replica-second", _number(report.tokens_per_replica_second)),
             (
                 "Latency p95 (gateway)",
-                f"{_number(report.latency_p95_ms)} ms" if report.latency_p95_ms else "",
+                f"{_number(report.latency_p95_ms)} ms" if report.latency_p95_ms is not None else "n/a",
             ),
         ]
     )

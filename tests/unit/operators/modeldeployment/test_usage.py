@@ -219,3 +219,16 @@ def test_reading_errors_are_one_line():
         usage.selector("demo", 'bot"}')
     with pytest.raises(ValueError, match="is not after start"):
         usage.collect(Prometheus("http://x"), spec(), namespace="demo", name="bot", start=start, end=start)
+
+
+def test_the_markdown_says_replica_hours_on_the_cpu_and_gpu_hours_on_gpus():
+    f = facts(replicas=[series([1] * 7, version="1")], prompt_tokens=[series([0, 10, 20, 30, 40, 50, 60])])
+    cpu = usage.render_markdown(fold(spec(), f))
+    gpu_report = fold(spec(resources={"gpus": 4}), f, compressed=["bot-w8a8:1"])
+    gpu = usage.render_markdown(gpu_report)
+    print("\n" + gpu)
+    assert "> demo/bot: 0 GPU-hours (CPU; 0.0194 replica-hours), 60 tokens" in cpu
+    assert "| Tokens per GPU-second | n/a (no GPUs) |" in cpu and "| Latency p95 (gateway) | n/a |" in cpu
+    assert "| GPU-hours | 0.07778 (4 per replica) |" in gpu and "| Tokens per GPU-second | 0.2143 |" in gpu
+    assert "| Compressed versions that passed their gates | bot-w8a8:1 |" in gpu
+    assert usage.Usage.model_validate_json(gpu_report.model_dump_json(by_alias=True)) == gpu_report
