@@ -104,9 +104,8 @@ def quantize(
     python: str, parent: Path, out: Path, scheme: str, algorithm: str, calibration: Path, samples: int
 ) -> float:
     """Run the compress stage's child process on `parent`; returns llm-compressor's seconds."""
-    from llmops.training.compress import needs_calibration, recipe
-
     from llmops.api.trainingjob import Quantization
+    from llmops.training.compress import needs_calibration, recipe
 
     settings = Quantization(scheme=scheme, algorithm=algorithm)
     work = out.parent / f"{out.name}-job"
