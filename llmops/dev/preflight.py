@@ -25,6 +25,9 @@ MIN_GO = (1, 26, 7)  # hack/tools/prometheus/go.mod's `go` line
 # Disk a cold setup writes, measured on a fresh machine (GiB, rounded up): the shared venv with its
 # pip downloads (torch, vLLM for the CPU, Ray), and the Go module and build caches of the tools.
 VENV_GIB = 14
+# `make test` also builds llm-compressor's venv (hack/venv.sh optimize: torch, Ray, llm-compressor):
+# 5.8 GiB measured, plus its downloads.
+OPTIMIZE_VENV_GIB = 8
 TOOLS_GIB = 10
 STATE_GIB = 2  # one dev cluster: etcd, MinIO data, Prometheus TSDB, the demo's model copies
 # The demo runs vLLM on the CPU beside a Ray worker and the control plane.
@@ -68,9 +71,10 @@ def tools_to_build() -> list[str]:
     return _lines([str(REPO_ROOT / "hack" / "tools" / "build.sh"), "--missing"])
 
 
-def venv_missing() -> bool:
-    """True when the shared Python environment for this checkout's dependencies is not built."""
-    shared = _lines([str(REPO_ROOT / "hack" / "venv.sh"), "--print-shared"])
+def venv_missing(extras: str = "dev") -> bool:
+    """True when the shared Python environment for this checkout's dependencies (with `extras`) is
+    not built."""
+    shared = _lines([str(REPO_ROOT / "hack" / "venv.sh"), "--print-shared", extras])
     return not shared or not (Path(shared[0]) / ".complete").exists()
 
 
@@ -125,6 +129,8 @@ def check(purpose: str, state_dir: Path | None = None) -> list[Problem]:
     need = STATE_GIB + (TOOLS_GIB if building else 0)
     if purpose != "cluster" and venv_missing():
         need += VENV_GIB
+    if purpose == "test" and venv_missing("optimize"):
+        need += OPTIMIZE_VENV_GIB
     have = free_gib(CACHE_DIR)
     if have < need:
         problems.append(
