@@ -6,6 +6,7 @@ hold it); tests/workloads/test_quantize_workload.py runs these recipes through l
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,30 @@ def test_an_unquantized_or_older_manifest_reads_as_not_quantized() -> None:
         {"name": "tiny", "version": "1", "createdAt": "2026-01-01T00:00:00Z", "artifacts": {}, "lineage": {}}
     )
     assert old.described.quantization is None and old.lineage.parent is None and old.lineage.recipe is None
+
+
+def test_a_python_without_llm_compressor_is_named_with_the_fix(tmp_path: Path, monkeypatch) -> None:
+    """The compress task's child in an interpreter that lacks llm-compressor (the dev venv: vLLM's
+    compressed-tensors pin keeps it out) ends with an error saying which Python and what to use instead;
+    the run reports it as bad input (UserError), not as a crash. Real child process, no Ray."""
+    from llmops.api.common import ObjectStorageLocation
+    from llmops.training.context import StoreSpec
+    from llmops.training.model import ModelSource
+
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    (parent / "config.json").write_text("{}")  # never loaded: the import fails first
+    work = StoreSpec(ObjectStorageLocation.model_validate({"local": {"path": str(tmp_path / "work")}}))
+    base = ModelSource(
+        "tiny:1", StoreSpec(ObjectStorageLocation.model_validate({"local": {"path": str(parent)}}))
+    )
+    monkeypatch.setenv(compress.OPTIMIZE_PYTHON, sys.executable)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    q = Quantization(scheme="W8A8")
+    job = {"recipe": compress.recipe(q), "scheme": "W8A8", "algorithm": "RTN", "samples": 0, "threads": 1}
+    found = compress.quantize_task(work, base, job, "uid-1")
+    print(found)
+    assert set(found) == {"error"}
+    assert f"{sys.executable} has no llm-compressor" in found["error"]
+    assert "images/optimizer" in found["error"] and "hack/venv.sh optimize" in found["error"]
