@@ -30,6 +30,11 @@ llm-compressor picks its device itself: the first GPU the task was given, else t
 
 Calibration: the first `calibrationSamples` blocks of prepare/train (input-only chat tokens,
 stored as -(id + 1), turned back into their ids), each cut to its real length.
+
+Evaluation (llmops/training/evaluate.py) then loads model/ with transformers in the Ray job's own
+environment: compressed-tensors 0.17 (beside vLLM) reads what 0.19 (beside llm-compressor) wrote, and
+transformers decompresses the weights into plain Linear layers. So evaluate scores what the quantized
+weights lose, with activations in full precision; vLLM also quantizes W8A8's and FP8's activations.
 """
 
 from __future__ import annotations
