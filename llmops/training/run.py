@@ -54,12 +54,15 @@ def stages(ctx: Context) -> None:
         )
     elif ctx.spec.model.architecture is not None:
         model.check_architecture(ctx.spec.model.architecture, block_size)
+    teacher = model.resolve_teacher(ctx)  # distill: the teacher loads and shares the student's tokenizer
+    if teacher is not None:
+        model.check_teacher(ctx, teacher, base, ctx.scratch / "teacher")
     baseline_source = model.resolve_baseline(ctx)  # a bad baseline fails before any training
     ctx.reporter.write(message="ingesting data")
     ingested = ingest.run(ctx)
     ctx.reporter.write(message="preparing data")
-    prepared = prepare.run(ctx, base, ingested)
-    trained = train.run(ctx, base, prepared)
+    prepared = prepare.run(ctx, base, ingested, teacher)
+    trained = train.run(ctx, base, prepared, teacher)
     train_metrics = _finite(
         {
             "train/loss": trained.get("final_loss") or math.nan,
@@ -68,6 +71,8 @@ def stages(ctx: Context) -> None:
             "train/steps": trained.get("steps", 0),
         }
     )
+    if teacher is not None:  # the distillation loss's two terms, unweighted (llmops/training/train.py)
+        train_metrics |= _finite({"train/kl": trained.get("final_kl"), "train/ce": trained.get("final_ce")})
     ctx.reporter.write(
         metrics=train_metrics,
         progress={
