@@ -44,9 +44,13 @@ def vllm_argv(
     port: int = VLLM_PORT,
     host: str = "0.0.0.0",
     adapter_paths: Mapping[str, str] | None = None,
+    quantization: str | None = None,
     python: str = "python",
 ) -> list[str]:
     """vLLM's OpenAI-compatible server command for `engine`.
+
+    `quantization`: `--quantization` for the version served, as its manifest says how its weights
+    are stored (the operator's versions.quantization); default `engine.quantization`.
 
     `adapter_paths` maps each `engine.loraAdapters[].name` to the folder holding that adapter
     (default: `adapter_dir(name)` under the model's root). `engine.extraArgs` come last, as given,
@@ -73,8 +77,8 @@ def vllm_argv(
     ]
     if engine.max_model_len is not None:
         argv += ["--max-model-len", str(engine.max_model_len)]
-    if engine.quantization is not None:
-        argv += ["--quantization", engine.quantization]
+    if (quantization := quantization or engine.quantization) is not None:
+        argv += ["--quantization", quantization]
     if engine.lora_adapters:
         paths = dict(adapter_paths or {})
         root = model_path.rstrip("/").rsplit("/", 1)[0] or "/"

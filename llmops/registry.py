@@ -96,6 +96,48 @@ class Lineage(_Record):
     baseline: BaselineRecord | None = Field(
         None, description="The version it was compared with in its run, with that version's metrics."
     )
+    parent: str | None = Field(
+        None,
+        description=(
+            "name:version of the registered version it derives from: the parent a quantize run"
+            " compressed, the teacher a distill run learned from; None for other methods."
+        ),
+    )
+    recipe: str | None = Field(
+        None, description="How it was derived, as the tool that did it records it (llm-compressor's recipe)."
+    )
+
+
+class Quantization(_Record):
+    """How a version's weights are quantized: what serving needs to know, so a ModelDeployment passes
+    vLLM's `--quantization` by itself.
+
+    `method` is vLLM's name for the checkpoint format (its `--quantization` value, the config's
+    `quantization_config.quant_method`), e.g. "compressed-tensors" for what llm-compressor saves;
+    `format` is that format's own layout name ("int-quantized", "pack-quantized", "float-quantized");
+    `scheme` and `algorithm` are what the TrainingJob asked for (spec.method.quantization).
+    """
+
+    method: str
+    format: str | None = None
+    scheme: str | None = None
+    algorithm: str | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], scheme: str | None = None, algorithm: str | None = None
+    ) -> Quantization | None:
+        """From a Hugging Face config.json (a dict); None when it declares no quantization_config."""
+        qc = config.get("quantization_config")
+        if not isinstance(qc, dict) or not isinstance(qc.get("quant_method"), str):
+            return None
+        layout = qc.get("format")
+        return cls(
+            method=qc["quant_method"],
+            format=layout if isinstance(layout, str) else None,
+            scheme=scheme,
+            algorithm=algorithm,
+        )
 
 
 class Content(_Record):
@@ -107,6 +149,9 @@ class Content(_Record):
       the same adapter unmerged (PEFT layout: adapter_config.json, adapter_model.safetensors), which
       vLLM can serve on top of `base` under `spec.engine.loraAdapters`.
     - `kind: adapter`: only a LoRA adapter, at `adapter` ("" for the folder's root), for `base`.
+
+    `quantization` says how the weights are stored when they are quantized (a quantize TrainingJob's
+    version), so the serving side passes the matching engine argument.
 
     A manifest written before this record existed has none: `ModelVersion.described` reads it as a
     full model without an adapter.
@@ -120,6 +165,9 @@ class Content(_Record):
     )
     base: str | None = Field(
         None, description="The model the adapter was trained on: a registry name:version or a hub id."
+    )
+    quantization: Quantization | None = Field(
+        None, description="How the weights are quantized (a quantize TrainingJob's version); None: not."
     )
 
     @classmethod

@@ -47,7 +47,15 @@ def summary(status: TrainingJobStatus) -> str:
         for g in status.gates:
             value = "missing" if g.value is None else f"{g.value:.4f}"
             verdict = "PASS" if g.passed else "FAIL"
-            lines.append(f"  {verdict}  {g.metric} {g.operator} {g.threshold}  (measured {value})")
+            if g.compare in (None, "value"):
+                lines.append(f"  {verdict}  {g.metric} {g.operator} {g.threshold}  (measured {value})")
+            else:  # relative to the baseline: what was compared, and both values
+                compared = "missing" if g.compared is None else f"{g.compared:.4f}"
+                base = "missing" if g.baseline_value is None else f"{g.baseline_value:.4f}"
+                rule = f"{g.metric} {g.compare} {g.operator} {g.threshold}"
+                lines.append(
+                    f"  {verdict}  {rule}  ({g.compare} {compared}; measured {value}, baseline {base})"
+                )
     if status.model_version:
         v = status.model_version
         lines.append(f"model version: {v.name}:{v.version}  ({v.uri})")

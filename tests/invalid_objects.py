@@ -723,6 +723,12 @@ def tj_baseline_reference(spec: Spec, draw: DrawFn) -> FieldPath:
     return ("spec", "evaluation", "baseline")
 
 
+def tj_teacher_reference(spec: Spec, draw: DrawFn) -> FieldPath:
+    spec["method"] = {"type": "distill", "distillation": {"teacher": {"name": "teacher", "version": "2"}}}
+    _break_reference(spec["method"]["distillation"]["teacher"], draw)
+    return ("spec", "method", "distillation", "teacher")
+
+
 SAMPLES = {"s3": {"bucket": "gateway-samples", "prefix": "support-bot"}}
 
 
@@ -831,6 +837,75 @@ def tj_fine_tune_from_scratch(spec: Spec, draw: DrawFn) -> FieldPath:
         spec["model"] = {"architecture": copy.deepcopy(_valid_architecture())}
         if spec["method"]["type"] == "pretrain":
             spec["method"]["type"] = "full"
+    return ("spec",)
+
+
+def _quantize(spec: Spec, quantization: dict | None) -> dict:
+    """Make `spec` a quantize run of a registered version; return its method."""
+    spec["model"] = {"base": {"name": "parent", "version": "1"}}
+    spec["method"] = {"type": "quantize"} | ({"quantization": quantization} if quantization else {})
+    return spec["method"]
+
+
+def tj_quantize_without_base(spec: Spec, draw: DrawFn) -> FieldPath:
+    _quantize(spec, {"scheme": "W8A8"})
+    spec["model"] = {"baseModel": draw(st.sampled_from(["s3://models/llama", "hf://org/model"]))}
+    return ("spec",)
+
+
+def tj_quantize_settings(spec: Spec, draw: DrawFn) -> FieldPath:
+    if draw(st.booleans()):
+        _quantize(spec, None)  # quantize without its settings
+    else:  # settings on another method
+        spec["model"] = {"architecture": copy.deepcopy(_valid_architecture())}
+        spec["method"] = {
+            "type": "pretrain",
+            "quantization": {"scheme": draw(st.sampled_from(["W8A8", "W4A16"]))},
+        }
+    return ("spec", "method")
+
+
+def tj_distill_settings(spec: Spec, draw: DrawFn) -> FieldPath:
+    if draw(st.booleans()):
+        spec["method"] = {"type": "distill"}  # distill without its settings
+    else:  # settings on another method
+        spec["model"] = {"architecture": copy.deepcopy(_valid_architecture())}
+        spec["method"] = {
+            "type": "pretrain",
+            "distillation": {"teacher": {"name": "teacher", "version": "2"}},
+        }
+    return ("spec", "method")
+
+
+def tj_fp8_with_calibration(spec: Spec, draw: DrawFn) -> FieldPath:
+    algorithm = draw(st.sampled_from(["GPTQ", "SmoothQuantGPTQ"]))
+    _quantize(spec, {"scheme": "FP8_DYNAMIC", "algorithm": algorithm})
+    return ("spec", "method", "quantization")
+
+
+def tj_smoothquant_without_w8a8(spec: Spec, draw: DrawFn) -> FieldPath:
+    scheme = draw(st.sampled_from(["W4A16", "FP8_DYNAMIC"]))
+    _quantize(spec, {"scheme": scheme, "algorithm": "SmoothQuantGPTQ"})
+    return ("spec", "method", "quantization")
+
+
+def tj_smoothing_without_smoothquant(spec: Spec, draw: DrawFn) -> FieldPath:
+    algorithm = draw(st.sampled_from([None, "RTN", "GPTQ"]))
+    quantization = {"scheme": "W8A8", "smoothingStrength": 0.5} | (
+        {"algorithm": algorithm} if algorithm else {}
+    )
+    _quantize(spec, quantization)
+    return ("spec", "method", "quantization")
+
+
+def tj_relative_gate_without_baseline(spec: Spec, draw: DrawFn) -> FieldPath:
+    if spec["method"]["type"] in ("quantize", "distill"):
+        spec["model"] = {"baseModel": "s3://models/llama"}
+        spec["method"] = {"type": "full"}
+    evaluation = spec.setdefault("evaluation", {})
+    evaluation.pop("baseline", None)
+    gate = {"metric": "perplexity", "compare": draw(st.sampled_from(["ratio", "difference"]))}
+    evaluation.setdefault("gates", []).append(gate | {"operator": "<=", "threshold": 1.03})
     return ("spec",)
 
 
@@ -1042,9 +1117,56 @@ CEL_CASES = [
     CelCase(
         TJ,
         "spec",
-        "methods full, lora and qlora fine-tune an existing model: set model.base or model.baseModel",
+        "methods full, lora, qlora and quantize start from an existing model: set model.base or"
+        " model.baseModel",
         tj_fine_tune_from_scratch,
     ),
+    CelCase(
+        TJ,
+        "spec",
+        "method quantize compresses a registered version: set model.base (the parent the new version is"
+        " gated against and recorded with)",
+        tj_quantize_without_base,
+    ),
+    CelCase(
+        TJ,
+        "spec.method",
+        "method quantize needs quantization settings, and quantization applies to method quantize only",
+        tj_quantize_settings,
+    ),
+    CelCase(
+        TJ,
+        "spec.method",
+        "method distill needs distillation settings, and distillation applies to method distill only",
+        tj_distill_settings,
+    ),
+    CelCase(
+        TJ,
+        "spec.method.quantization",
+        "scheme FP8_DYNAMIC takes algorithm RTN only (it needs no calibration)",
+        tj_fp8_with_calibration,
+    ),
+    CelCase(
+        TJ,
+        "spec.method.quantization",
+        "algorithm SmoothQuantGPTQ applies to scheme W8A8 only (SmoothQuant moves activation outliers into"
+        " the weights, which only helps when activations are quantized too)",
+        tj_smoothquant_without_w8a8,
+    ),
+    CelCase(
+        TJ,
+        "spec.method.quantization",
+        "smoothingStrength applies to algorithm SmoothQuantGPTQ only",
+        tj_smoothing_without_smoothquant,
+    ),
+    CelCase(
+        TJ,
+        "spec",
+        "gates with compare ratio or difference need a baseline: set evaluation.baseline (methods quantize"
+        " and distill default it to the parent or the teacher)",
+        tj_relative_gate_without_baseline,
+    ),
+    CelCase(TJ, "spec.method.distillation.teacher", VERSION_XOR_ALIAS, tj_teacher_reference),
     CelCase(TJ, "spec", KUBERAY_LOCAL, tj_kuberay_local_path),
     CelCase(
         TJ,

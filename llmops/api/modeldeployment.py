@@ -87,8 +87,14 @@ class Engine(ApiModel):
     )
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field("auto", description="Weight dtype.")
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs each replica shards the model over.")
-    quantization: Literal["awq", "gptq", "fp8", "bitsandbytes"] | None = Field(
-        None, description="Quantization method of the weights; omit for none."
+    quantization: Literal["awq", "gptq", "fp8", "bitsandbytes", "compressed-tensors"] | None = Field(
+        None,
+        description=(
+            "vLLM's quantization method for the weights. Omit it for a version a quantize TrainingJob"
+            " registered: its manifest says how its weights are stored and the operator passes that;"
+            " a different value here is refused (WrongContent). fp8 on an unquantized version makes"
+            " vLLM quantize it as it loads."
+        ),
     )
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="Fraction of GPU memory vLLM may use for weights and KV cache."

@@ -35,13 +35,18 @@ from llmops.api.common import (
     retention_days_field,
 )
 
-MethodType = Literal["pretrain", "full", "lora", "qlora"]
+MethodType = Literal["pretrain", "full", "lora", "qlora", "quantize", "distill"]
+QuantizationScheme = Literal["W8A8", "W4A16", "FP8_DYNAMIC"]
+QuantizationAlgorithm = Literal["RTN", "GPTQ", "SmoothQuantGPTQ"]
+GateCompare = Literal["value", "ratio", "difference"]
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 Stage = Literal["Queued", "PreparingData", "Training", "Evaluating", "Registering", "Done"]
 PiiEntity = Literal["email", "phone", "creditCard", "ipAddress", "name"]
 EvalMetric = Literal["exact_match", "accuracy", "f1", "rouge_l", "bleu", "perplexity"]
 SecurityProbe = Literal["promptInjection", "jailbreak", "piiExtraction", "systemPromptLeak"]
 GateOperator = Literal["<", "<=", ">", ">="]
+# A module name or "re:<regex>", as llm-compressor's `ignore` lists take them.
+ModuleName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 # A checkpoint in Hugging Face layout: in S3, on a mounted volume, or on the Hub (hf://org/name).
 ModelUri = Annotated[
@@ -324,6 +329,86 @@ class LoRA(ApiModel):
     )
 
 
+class Quantization(ApiModel):
+    """Post-training quantization of the parent version (spec.model.base) with llm-compressor.
+
+    The saved checkpoint is in the compressed-tensors format, which vLLM loads natively; the registered
+    version's manifest says so (content.quantization), and a ModelDeployment serving it passes the
+    engine's quantization argument by itself. Schemes are llm-compressor's preset names: W8A8 (int8
+    weights per channel, dynamic per-token int8 activations), W4A16 (int4 weights in groups of 128,
+    16-bit activations), FP8_DYNAMIC (fp8 weights per channel, dynamic fp8 activations).
+    """
+
+    cel_rules = (
+        Rule(
+            "self.scheme != 'FP8_DYNAMIC' || !has(self.algorithm) || self.algorithm == 'RTN'",
+            "scheme FP8_DYNAMIC takes algorithm RTN only (it needs no calibration)",
+            lambda m: m.scheme != "FP8_DYNAMIC" or m.algorithm == "RTN",
+        ),
+        Rule(
+            "!has(self.algorithm) || self.algorithm != 'SmoothQuantGPTQ' || self.scheme == 'W8A8'",
+            "algorithm SmoothQuantGPTQ applies to scheme W8A8 only (SmoothQuant moves activation outliers"
+            " into the weights, which only helps when activations are quantized too)",
+            lambda m: m.algorithm != "SmoothQuantGPTQ" or m.scheme == "W8A8",
+        ),
+        Rule(
+            "!has(self.smoothingStrength) || (has(self.algorithm) && self.algorithm == 'SmoothQuantGPTQ')",
+            "smoothingStrength applies to algorithm SmoothQuantGPTQ only",
+            lambda m: m.smoothing_strength is None or m.algorithm == "SmoothQuantGPTQ",
+        ),
+    )
+
+    scheme: QuantizationScheme = Field(
+        description="W8A8 (int8 weights and activations), W4A16 (int4 weights) or FP8_DYNAMIC (fp8)."
+    )
+    algorithm: QuantizationAlgorithm = Field(
+        "RTN",
+        description=(
+            "RTN rounds each weight to the nearest level (no calibration data); GPTQ corrects the rounding"
+            " error layer by layer on calibration data (Frantar et al. 2022); SmoothQuantGPTQ first"
+            " migrates activation outliers into the weights (Xiao et al. 2022), then runs GPTQ."
+        ),
+    )
+    calibration_samples: int = Field(
+        256,
+        ge=1,
+        le=65536,
+        description=(
+            "Prepared training sequences (spec.data, tokenized into blocks) used to calibrate GPTQ and"
+            " SmoothQuant; RTN uses none."
+        ),
+    )
+    ignore: list[ModuleName] = Field(
+        ["lm_head"],
+        max_length=256,
+        description='Modules left unquantized: names, or "re:<regex>" patterns as llm-compressor takes them.',
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    smoothing_strength: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="SmoothQuant's migration strength alpha (SmoothQuantGPTQ only); 0.8 when omitted.",
+    )
+
+
+class Distillation(ApiModel):
+    """Knowledge distillation: train the student (spec.model) to match a teacher's next-token distribution.
+
+    Loss per counted token: alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) +
+    (1 - alpha) * cross-entropy (Hinton, Vinyals and Dean 2015, "Distilling the Knowledge in a Neural
+    Network"; T^2 keeps the gradient's scale as T changes). Teacher and student share one tokenizer.
+    """
+
+    teacher: ModelReference = Field(description="The registered version whose distribution is learned.")
+    temperature: float = Field(
+        2.0, gt=0, le=100, description="Softening temperature T of both distributions."
+    )
+    alpha: Fraction = Field(
+        0.5, description="Weight of the distillation (KL) term; 1 - alpha weights the usual cross-entropy."
+    )
+
+
 class Method(ApiModel):
     """How to train."""
 
@@ -333,13 +418,31 @@ class Method(ApiModel):
             "lora settings apply only to the lora and qlora methods",
             lambda m: m.lora is None or m.type in ("lora", "qlora"),
         ),
+        Rule(
+            "(self.type == 'quantize') == has(self.quantization)",
+            "method quantize needs quantization settings, and quantization applies to method quantize only",
+            lambda m: (m.type == "quantize") == (m.quantization is not None),
+        ),
+        Rule(
+            "(self.type == 'distill') == has(self.distillation)",
+            "method distill needs distillation settings, and distillation applies to method distill only",
+            lambda m: (m.type == "distill") == (m.distillation is not None),
+        ),
     )
 
     type: MethodType = Field(
-        description="pretrain from scratch, full fine-tuning, lora adapters, or qlora (lora on a 4-bit base)."
+        description=(
+            "pretrain from scratch, full fine-tuning, lora adapters, qlora (lora on a 4-bit base),"
+            " quantize (compress spec.model.base; no training), or distill (train spec.model to match a"
+            " teacher)."
+        )
     )
-    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="Optimisation.")
+    hyperparameters: Hyperparameters = Field(
+        default_factory=Hyperparameters, description="Optimisation; not used by method quantize."
+    )
     lora: LoRA | None = Field(None, description="Adapter settings for lora and qlora; defaults when omitted.")
+    quantization: Quantization | None = Field(None, description="Method quantize: scheme and algorithm.")
+    distillation: Distillation | None = Field(None, description="Method distill: teacher and loss mix.")
     checkpoint_every_steps: int | None = Field(
         None, ge=1, description="Save a resumable checkpoint this often; omit to checkpoint once per epoch."
     )
@@ -415,10 +518,27 @@ class SecuritySuite(ApiModel):
 
 
 class Gate(ApiModel):
-    """A condition a metric must meet before the model version may be promoted."""
+    """A condition a metric must meet before the model version may be promoted.
+
+    `compare` picks what is compared against `threshold`: the metric itself (value), or the metric
+    relative to the baseline scored in the same run (spec.evaluation.baseline, by default the parent of
+    a quantize run or the teacher of a distill run): ratio = value / baseline, difference = value -
+    baseline. "Perplexity at most 3% worse than the parent" is {metric: perplexity, compare: ratio,
+    operator: "<=", threshold: 1.03}; "exact match at most one point lower" is {metric: qa/exact_match,
+    compare: difference, operator: ">=", threshold: -0.01} (task metrics are fractions in [0, 1]).
+    """
 
     metric: MetricName = Field(
         description="Metric key: <dataset>/<metric>, perplexity, bias/gap or security/leakage."
+    )
+    # None rather than a default value: a run encoded before this field existed keeps its bytes.
+    compare: GateCompare | None = Field(
+        None,
+        description=(
+            "value (when omitted) compares the metric; ratio compares metric / baseline's metric;"
+            " difference compares metric - baseline's metric (the baseline scored in the same run; a"
+            " relative gate without a baseline value fails)."
+        ),
     )
     operator: GateOperator = Field(description="Comparison of the measured value against threshold.")
     threshold: float = Field(description="Value to compare against.")
@@ -443,7 +563,9 @@ class Evaluation(ApiModel):
             "A registered version to score beside the trained model: the same datasets, perplexity data,"
             " suites and settings, in the same run, so the two are compared fairly (a RetrainPolicy sets"
             " it to the version serving now). An alias is pinned to its version when the run starts."
-            " Results in status.baseline; gates apply to the trained model only."
+            " Results in status.baseline; gates apply to the trained model only, and gates with compare"
+            " ratio or difference measure it against these results. When omitted: the parent"
+            " (spec.model.base) for method quantize, the teacher for method distill, else none."
         ),
     )
 
@@ -526,12 +648,37 @@ class TrainingJobSpec(ApiModel):
 
     cel_rules = (
         Rule(
-            "self.method.type == 'pretrain' || has(self.model.base) || has(self.model.baseModel)",
-            "methods full, lora and qlora fine-tune an existing model: set model.base or model.baseModel",
+            "self.method.type in ['pretrain', 'distill'] || has(self.model.base)"
+            " || has(self.model.baseModel)",
+            "methods full, lora, qlora and quantize start from an existing model: set model.base or"
+            " model.baseModel",
             lambda m: (
-                m.method.type == "pretrain" or m.model.base is not None or m.model.base_model is not None
+                m.method.type in ("pretrain", "distill")
+                or m.model.base is not None
+                or m.model.base_model is not None
             ),
             field_path=".model",
+        ),
+        Rule(
+            "self.method.type != 'quantize' || has(self.model.base)",
+            "method quantize compresses a registered version: set model.base (the parent the new"
+            " version is gated against and recorded with)",
+            lambda m: m.method.type != "quantize" or m.model.base is not None,
+            field_path=".model",
+        ),
+        Rule(
+            "!has(self.evaluation) || !has(self.evaluation.gates)"
+            " || self.evaluation.gates.all(g, !has(g.compare) || g.compare == 'value')"
+            " || has(self.evaluation.baseline) || self.method.type in ['quantize', 'distill']",
+            "gates with compare ratio or difference need a baseline: set evaluation.baseline (methods"
+            " quantize and distill default it to the parent or the teacher)",
+            lambda m: (
+                m.evaluation is None
+                or all(g.compare in (None, "value") for g in m.evaluation.gates)
+                or m.evaluation.baseline is not None
+                or m.method.type in ("quantize", "distill")
+            ),
+            field_path=".evaluation.gates",
         ),
         # The kuberay runtime's pods mount no volume: a local path would be a different, empty
         # folder in every pod. rayJobsAPI may use one when the shared cluster has that filesystem.
@@ -570,6 +717,23 @@ class TrainingJobSpec(ApiModel):
         ),
     )
 
+    def baseline_reference(self) -> ModelReference | None:
+        """The version scored beside the new one: evaluation.baseline, else the parent of a quantize
+        run (model.base) or the teacher of a distill run; None without evaluation or such a version."""
+        if self.evaluation is None:
+            return None  # nothing is evaluated, so nothing is scored beside it
+        return self.evaluation.baseline or self.parent_reference()
+
+    def parent_reference(self) -> ModelReference | None:
+        """The registered version the new one derives from, as its manifest records it (lineage.parent):
+        model.base for quantize, the teacher for distill; None for the other methods, whose starting
+        point is lineage.baseModel."""
+        if self.method.type == "quantize":
+            return self.model.base
+        if self.method.type == "distill" and self.method.distillation is not None:
+            return self.method.distillation.teacher
+        return None
+
 
 class Progress(ApiModel):
     """How far training has come."""
@@ -588,10 +752,42 @@ class GateResult(ApiModel):
     """The verdict of one gate."""
 
     metric: MetricName = Field(description="Metric key.")
+    # None rather than "value": a verdict recorded before relative gates existed keeps its bytes.
+    compare: GateCompare | None = Field(
+        None, description="ratio or difference for a gate relative to the baseline; absent: the value."
+    )
     operator: GateOperator = Field(description="Comparison.")
     threshold: float = Field(description="Value compared against.")
     value: float | None = Field(None, description="Measured value; absent when the metric was not produced.")
+    baseline_value: float | None = Field(
+        None, description="The baseline's value of the metric in the same run (relative gates)."
+    )
+    compared: float | None = Field(
+        None,
+        description="What was compared with threshold for a relative gate: value / baselineValue or"
+        " value - baselineValue; absent when either is missing.",
+    )
     passed: bool = Field(description="Whether the gate passed; a missing value fails.")
+
+    def describe(self) -> str:
+        """The verdict for people, saying by how much a relative gate missed: "perplexity = 12.5
+        against the baseline's 12, +0.5 (+4.2%); ratio 1.042, needs <= 1.03"."""
+        if self.value is None:
+            return f"{self.metric} was not produced"
+        if self.compare in (None, "value"):
+            return f"{self.metric} = {self.value:.4g}, needs {self.operator} {self.threshold:g}"
+        if self.baseline_value is None:
+            return f"{self.metric} = {self.value:.4g}, but the baseline has no value to compare with"
+        if self.compared is None:
+            base = f"{self.baseline_value:.4g}"
+            return f"{self.metric} = {self.value:.4g}: a ratio over the baseline's {base} is undefined"
+        change = self.value - self.baseline_value
+        relative = f" ({change / abs(self.baseline_value):+.1%})" if self.baseline_value else ""
+        return (
+            f"{self.metric} = {self.value:.4g} against the baseline's {self.baseline_value:.4g},"
+            f" {change:+.4g}{relative}; {self.compare} {self.compared:.4g}, needs {self.operator}"
+            f" {self.threshold:g}"
+        )
 
 
 class ModelVersionRef(ApiModel):
@@ -691,6 +887,7 @@ class Reason(CommonReason):
     # CREDENTIALS_NOT_FOUND (CommonReason)
     BASE_MODEL_NOT_FOUND = "BaseModelNotFound"
     BASELINE_NOT_FOUND = "BaselineNotFound"  # spec.evaluation.baseline does not resolve
+    TEACHER_NOT_FOUND = "TeacherNotFound"  # spec.method.distillation.teacher does not resolve
     # Reconciling=True, retried: what the operator reads does not answer.
     # REGISTRY_UNAVAILABLE (CommonReason)
     RAY_UNAVAILABLE = "RayUnavailable"

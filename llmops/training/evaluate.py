@@ -387,7 +387,7 @@ def run(ctx: Context, trained: dict[str, Any], baseline: ModelSource | None = No
     measured: dict[str, float] = result["metrics"]
     compared = None
     if baseline is not None:
-        assert ev is not None and ev.baseline is not None
+        assert ev is not None and ctx.spec.baseline_reference() is not None
         ctx.reporter.write(message=f"evaluating the baseline {baseline.description}")
         other = ray.get(
             task.remote(cfg | {"model": baseline, "what": "spec.evaluation.baseline", "baseline": True})
@@ -395,7 +395,7 @@ def run(ctx: Context, trained: dict[str, Any], baseline: ModelSource | None = No
         name, _, version = baseline.description.rpartition(":")
         compared = {"name": name, "version": version, "metrics": other["metrics"]}
         log.info("evaluate: baseline %s %s", baseline.description, _rounded(other["metrics"]))
-    verdicts = gates.check(gates.declared_gates(ev), measured)
+    verdicts = gates.check(gates.declared_gates(ev), measured, compared["metrics"] if compared else None)
     report = {
         "metrics": measured,
         "gates": [v.model_dump(by_alias=True) for v in verdicts],

@@ -4,6 +4,11 @@ The gates are the spec's explicit `evaluation.gates` plus the thresholds the sui
 perplexity.threshold (perplexity <= t), bias.maxGap (bias/gap <= t) and security.maxLeakage
 (security/leakage <= t). A metric that was not produced fails its gate: a gate never passes by
 omission.
+
+A gate with `compare: ratio` or `compare: difference` measures the metric against the baseline scored
+in the same run (spec.evaluation.baseline, or the parent of a quantize run and the teacher of a
+distill run): value / baseline or value - baseline is compared with the threshold. Without a baseline
+value (not scored, NaN, or a ratio over 0) the gate fails, as a missing metric does.
 """
 
 from __future__ import annotations
@@ -28,37 +33,59 @@ def declared_gates(evaluation: Evaluation | None) -> list[Gate]:
         gates.append(
             Gate(metric="security/leakage", operator="<=", threshold=evaluation.security.max_leakage)
         )
-    seen: set[tuple[str, str, float]] = set()
+    seen: set[tuple[str, str, str, float]] = set()
     unique = []
     for gate in gates:
-        key = (gate.metric, gate.operator, gate.threshold)
+        key = (gate.metric, gate.compare or "value", gate.operator, gate.threshold)
         if key not in seen:
             seen.add(key)
             unique.append(gate)
     return unique
 
 
-def verdict(gate: Gate, metrics: dict[str, float]) -> GateResult:
-    value = metrics.get(gate.metric)
-    if value is not None and math.isnan(value):
-        value = None  # a NaN metric (a diverged model) counts as not produced
-    passed = value is not None and COMPARE[gate.operator](value, gate.threshold)
-    if value is not None and math.isinf(value):
-        value = math.copysign(1e308, value)  # keep the report JSON-valid
+def _finite(value: float | None) -> float | None:
+    """None for a missing or NaN value (a diverged model counts as not produced); infinities clipped
+    to +-1e308 so the report stays JSON-valid."""
+    if value is None or math.isnan(value):
+        return None
+    return math.copysign(1e308, value) if math.isinf(value) else value
+
+
+def verdict(gate: Gate, metrics: dict[str, float], baseline: dict[str, float] | None = None) -> GateResult:
+    """The verdict of `gate` on `metrics`; `baseline` holds the baseline's metrics from the same run."""
+    value = _finite(metrics.get(gate.metric))
+    if gate.compare in (None, "value"):
+        passed = value is not None and COMPARE[gate.operator](value, gate.threshold)
+        return GateResult(
+            metric=gate.metric, operator=gate.operator, threshold=gate.threshold, value=value, passed=passed
+        )
+    base = _finite((baseline or {}).get(gate.metric))
+    compared = None
+    if value is not None and base is not None:
+        if gate.compare == "difference":
+            compared = value - base
+        elif base != 0:
+            compared = value / base
+    compared = _finite(compared)
+    passed = compared is not None and COMPARE[gate.operator](compared, gate.threshold)
     return GateResult(
-        metric=gate.metric, operator=gate.operator, threshold=gate.threshold, value=value, passed=passed
+        metric=gate.metric,
+        compare=gate.compare,
+        operator=gate.operator,
+        threshold=gate.threshold,
+        value=value,
+        baseline_value=base,
+        compared=compared,
+        passed=passed,
     )
 
 
-def check(gates: list[Gate], metrics: dict[str, float]) -> list[GateResult]:
-    return [verdict(gate, metrics) for gate in gates]
+def check(
+    gates: list[Gate], metrics: dict[str, float], baseline: dict[str, float] | None = None
+) -> list[GateResult]:
+    """Every gate's verdict; `baseline`: the baseline's metrics for gates with compare ratio/difference."""
+    return [verdict(gate, metrics, baseline) for gate in gates]
 
 
 def describe_failures(results: list[GateResult]) -> str:
-    parts = []
-    for r in results:
-        if r.passed:
-            continue
-        measured = "was not produced" if r.value is None else f"= {r.value:.4g}"
-        parts.append(f"{r.metric} {measured}, needs {r.operator} {r.threshold:g}")
-    return "; ".join(parts)
+    return "; ".join(r.describe() for r in results if not r.passed)

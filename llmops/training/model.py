@@ -152,19 +152,21 @@ def resolve_teacher(ctx: Context) -> ModelSource | None:
 
 
 def resolve_baseline(ctx: Context) -> ModelSource | None:
-    """The checkpoint of `spec.evaluation.baseline` (None without one), from the registry.
+    """The checkpoint of the baseline (`spec.baseline_reference()`; None without one), from the registry.
 
     The operator pinned it to a version when the run started. Raises UserError, naming the field,
     when it does not resolve or is a bare adapter (`content.kind: adapter`): such a version has no
     weights of its own, and the baseline must be loadable exactly as it is served, so name the
     version that holds the full model (a lora TrainingJob registers its adapter merged: that loads).
     """
-    ev = ctx.spec.evaluation
-    if ev is None or ev.baseline is None:
+    spec = ctx.spec
+    ref = spec.baseline_reference()
+    if ref is None:
         return None
-    return registered_model(
-        ctx, ev.baseline, "spec.evaluation.baseline", "scores a baseline as a whole model"
-    )
+    field = "spec.evaluation.baseline"
+    if spec.evaluation is not None and spec.evaluation.baseline is None:  # the parent or the teacher
+        field = "spec.model.base" if spec.method.type == "quantize" else "spec.method.distillation.teacher"
+    return registered_model(ctx, ref, field, "scores a baseline as a whole model")
 
 
 def resolve_uri(ctx: Context, uri: str, what: str, require: str = "tokenizer_config.json") -> ModelSource:

@@ -121,6 +121,55 @@ def test_python_names_and_camel_case_names_both_work() -> None:
         ({"runtime": {"address": "http://ray:8265"}}, ("runtime",), "address is required"),
         ({"suspend": "maybe"}, ("suspend",), "boolean"),
         ({"ttlSecondsAfterFinished": -1}, ("ttlSecondsAfterFinished",), "greater than or equal"),
+        ({"method": {"type": "quantize", "quantization": {"scheme": "W8A8"}}}, None, "set model.base"),
+        ({"method": {"type": "quantize"}}, ("method",), "needs quantization settings"),
+        ({"method": {"type": "distill"}}, ("method",), "needs distillation settings"),
+        (
+            {"method": {"type": "full", "distillation": {"teacher": {"name": "t", "version": "1"}}}},
+            ("method",),
+            "applies to method distill only",
+        ),
+        (
+            {
+                "model": {"base": {"name": "m", "version": "1"}},
+                "method": {
+                    "type": "quantize",
+                    "quantization": {"scheme": "FP8_DYNAMIC", "algorithm": "GPTQ"},
+                },
+            },
+            ("method", "quantization"),
+            "FP8_DYNAMIC takes algorithm RTN only",
+        ),
+        (
+            {
+                "model": {"base": {"name": "m", "version": "1"}},
+                "method": {
+                    "type": "quantize",
+                    "quantization": {"scheme": "W4A16", "algorithm": "SmoothQuantGPTQ"},
+                },
+            },
+            ("method", "quantization"),
+            "SmoothQuantGPTQ applies to scheme W8A8 only",
+        ),
+        (
+            {
+                "evaluation": {
+                    "gates": [{"metric": "perplexity", "compare": "ratio", "operator": "<=", "threshold": 1}]
+                }
+            },
+            None,
+            "need a baseline",
+        ),
+        (
+            {
+                "method": {
+                    "type": "distill",
+                    "distillation": {"teacher": {"name": "t", "version": "1"}, "alpha": 2},
+                }
+            },
+            ("method", "distillation", "alpha"),
+            "less than or equal to 1",
+        ),
     ],
 )
 def test_invalid_training_job(patch: dict, loc: tuple | None, text: str) -> None:
@@ -206,3 +255,38 @@ def test_example_names_are_unique_per_kind() -> None:
     namespace): two of one kind with one name would silently replace each other."""
     names = [(d["kind"], d["metadata"]["name"]) for d in (yaml.safe_load(p.read_text()) for p in VALID)]
     assert len(names) == len(set(names)), sorted(names)
+
+
+def test_the_baseline_defaults_to_the_parent_or_the_teacher() -> None:
+    """Relative gates of a quantize run compare with its parent, of a distill run with its teacher."""
+    parent = {"name": "tiny", "version": "3"}
+    evaluation = {
+        "gates": [{"metric": "perplexity", "compare": "ratio", "operator": "<=", "threshold": 1.03}]
+    }
+    quantize = TrainingJobSpec.model_validate(
+        MINIMAL_JOB
+        | {
+            "model": {"base": parent},
+            "method": {"type": "quantize", "quantization": {"scheme": "W4A16", "algorithm": "GPTQ"}},
+            "evaluation": evaluation,
+        }
+    )
+    assert quantize.baseline_reference() == quantize.parent_reference() == ModelReference(**parent)
+    assert quantize.method.quantization.ignore == ["lm_head"]
+    assert quantize.method.quantization.calibration_samples == 256
+    teacher = {"name": "big", "alias": "production"}
+    distill = TrainingJobSpec.model_validate(
+        MINIMAL_JOB
+        | {"method": {"type": "distill", "distillation": {"teacher": teacher}}, "evaluation": evaluation}
+    )
+    assert distill.baseline_reference() == distill.parent_reference() == ModelReference(**teacher)
+    assert (distill.method.distillation.temperature, distill.method.distillation.alpha) == (2.0, 0.5)
+    champion = {"name": "big", "version": "9"}
+    explicit = distill.model_copy(
+        update={"evaluation": distill.evaluation.model_copy(update={"baseline": ModelReference(**champion)})}
+    )
+    assert explicit.baseline_reference() == ModelReference(**champion)
+    assert explicit.parent_reference() == ModelReference(**teacher)  # lineage still names the teacher
+    assert distill.model_copy(update={"evaluation": None}).baseline_reference() is None  # nothing scored
+    plain = TrainingJobSpec.model_validate(MINIMAL_JOB)
+    assert plain.baseline_reference() is None and plain.parent_reference() is None

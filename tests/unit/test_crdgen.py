@@ -143,7 +143,12 @@ def test_crd_shape() -> None:
 
 def test_required_cel_rules() -> None:
     job, deployment = _rules(0), _rules(1)
-    assert "self.method.type == 'pretrain' || has(self.model.base) || has(self.model.baseModel)" in job
+    assert (
+        "self.method.type in ['pretrain', 'distill'] || has(self.model.base) || has(self.model.baseModel)"
+        in job
+    )
+    assert "self.method.type != 'quantize' || has(self.model.base)" in job
+    assert "(self.type == 'quantize') == has(self.quantization)" in job
     assert "(self.type == 'rayJobsAPI') == has(self.address)" in job
     assert {"self.model == oldSelf.model", "self.data == oldSelf.data"} <= job
     assert "has(self.version) != has(self.alias)" in job & deployment

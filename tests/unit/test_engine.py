@@ -96,3 +96,32 @@ def test_vllm_argv_parses_with_vllms_own_flags() -> None:
     _, spec = example("canary")
     args = parser.parse_args(engine.vllm_argv(spec.engine, model_path="/m", served_model_name="bot")[3:])
     assert args.tensor_parallel_size == 1 and args.gpu_memory_utilization == 0.9 and args.port == 8000
+
+
+def test_the_versions_quantization_comes_from_its_manifest() -> None:
+    """A quantized version gets --quantization from its manifest; a contradicting spec is refused."""
+    from llmops.operators.modeldeployment.versions import WrongContent, quantization
+    from llmops.registry import Content, ModelVersion, Quantization
+
+    def version(content: Content | None) -> ModelVersion:
+        return ModelVersion(
+            name="bot", version="2", created_at="2026-11-30T00:00:00+00:00", artifacts={}, content=content
+        )
+
+    quantized = version(Content(quantization=Quantization(method="compressed-tensors", scheme="W4A16")))
+    assert quantization(quantized, None, "spec.model") == "compressed-tensors"
+    assert quantization(quantized, "compressed-tensors", "spec.model") == "compressed-tensors"
+    with pytest.raises(
+        WrongContent,
+        match=r"spec.engine.quantization is gptq, but spec.rollout.canary.model bot:2 is"
+        r" quantized as compressed-tensors W4A16",
+    ):
+        quantization(quantized, "gptq", "spec.rollout.canary.model")
+    assert quantization(version(None), "fp8", "spec.model") == "fp8"  # vLLM quantizes as it loads
+    assert quantization(version(Content()), None, "spec.model") is None
+    argv = engine.vllm_argv(
+        Engine(quantization="fp8"), model_path="/m", served_model_name="b", quantization="compressed-tensors"
+    )
+    assert (
+        argv[argv.index("--quantization") + 1] == "compressed-tensors" and argv.count("--quantization") == 1
+    )

@@ -18,7 +18,15 @@ from llmops.api.modeldeployment import ModelDeploymentSpec
 from llmops.operators.modeldeployment.plan import Adapter, ServedVersion, ServingSettings
 from llmops.operators.modeldeployment.versions import WrongContent, adapter, served_model
 from llmops.operators.modeldeployment.vllm import vllm_deployment
-from llmops.registry import Content, Lineage, ModelVersion, RegistryError, read_version, register
+from llmops.registry import (
+    Content,
+    Lineage,
+    ModelVersion,
+    Quantization,
+    RegistryError,
+    read_version,
+    register,
+)
 from llmops.storage import LocalStore
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -64,6 +72,7 @@ def test_register_writes_content_in_the_manifest(tmp_path: Path) -> None:
         "merged": True,
         "adapter": "adapter",
         "base": "tiny-base:1",
+        "quantization": None,
     }
     assert read_version(store, "tiny-lora", version.version).described.adapter == "adapter"
 
@@ -154,3 +163,21 @@ def test_an_adapter_only_version_is_refused_as_spec_model() -> None:
     with pytest.raises(WrongContent, match=r"spec\.model: tiny-lora:3 is a LoRA adapter.*tiny-base:1"):
         served_model(only, "spec.model")
     assert served_model(_version(None), "spec.model").described.kind == "model"
+
+
+def test_quantization_is_read_from_the_saved_config() -> None:
+    """What llm-compressor writes into config.json (quant_method, format) is what serving needs."""
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "quantization_config": {"quant_method": "compressed-tensors", "format": "pack-quantized"},
+    }
+    record = Quantization.from_config(config, "W4A16", "GPTQ")
+    assert record == Quantization(
+        method="compressed-tensors", format="pack-quantized", scheme="W4A16", algorithm="GPTQ"
+    )
+    assert Quantization.from_config({"architectures": ["LlamaForCausalLM"]}) is None
+    assert Quantization.from_config({"quantization_config": {"bits": 4}}) is None  # no method: unknown
+    old = ModelVersion.model_validate(
+        {"name": "m", "version": "1", "createdAt": "2026-01-01T00:00:00+00:00", "artifacts": {}}
+    )
+    assert old.described.quantization is None  # a manifest from before: not quantized

@@ -41,6 +41,16 @@ def test_summary_lists_metrics_gates_and_the_version() -> None:
             "gates": [
                 {"metric": "perplexity", "operator": "<", "threshold": 50, "value": 12.5, "passed": True},
                 {"metric": "security/leakage", "operator": "<=", "threshold": 0, "passed": False},
+                {
+                    "metric": "perplexity",
+                    "compare": "ratio",
+                    "operator": "<=",
+                    "threshold": 1.03,
+                    "value": 12.5,
+                    "baselineValue": 12.0,
+                    "compared": 1.0417,
+                    "passed": False,
+                },
             ],
             "modelVersion": {"name": "tiny", "version": "3", "uri": "s3://llmops/models/tiny/versions/3"},
         }
@@ -48,4 +58,5 @@ def test_summary_lists_metrics_gates_and_the_version() -> None:
     text = summary(status)
     assert "perplexity" in text and "12.5000" in text
     assert "PASS  perplexity < 50.0" in text and "FAIL  security/leakage <= 0.0  (measured missing)" in text
+    assert "FAIL  perplexity ratio <= 1.03  (ratio 1.0417; measured 12.5000, baseline 12.0000)" in text
     assert "model version: tiny:3" in text

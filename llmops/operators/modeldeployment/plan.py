@@ -95,6 +95,8 @@ class ServedVersion:
     # A canary's fewest replicas; None: one. A canary about to take all the traffic needs as many as
     # the stable version (`stable_replicas`), so that capacity never drops (see canary.traffic).
     replicas: int | None = None
+    # vLLM's --quantization for this version (versions.quantization: from its manifest, else the spec).
+    quantization: str | None = None
 
 
 @dataclass(frozen=True)

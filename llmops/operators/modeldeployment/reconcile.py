@@ -76,6 +76,7 @@ from llmops.operators.modeldeployment.versions import (
     WrongContent,
     adapter,
     gated,
+    quantization,
     served_model,
 )
 from llmops.operators.outcome import Outcome
@@ -388,12 +389,15 @@ class Reconciler:
             for v in [lookup(a.model, f"spec.engine.loraAdapters[{a.name}].model")]
         )
 
-        def served(model: str, version: str, role: Role, weight: int = 0) -> ServedVersion:
-            return ServedVersion(model, version, role, weight, vllm_name(md, model, version, spec.model.name))
+        def served(found: ModelVersion, role: Role, field_path: str) -> ServedVersion:
+            name, version = found.name, found.version
+            quantized = quantization(found, spec.engine.quantization, field_path)
+            deployment = vllm_name(md, name, version, spec.model.name)
+            return ServedVersion(name, version, role, 0, deployment, quantization=quantized)
 
         need = stable_replicas(spec)
-        stable_v = served(stable.name, stable.version, "stable")
-        canary_v = served(candidate.name, candidate.version, "canary") if candidate else None
+        stable_v = served(stable, "stable", "spec.model")
+        canary_v = served(candidate, "canary", "spec.rollout.canary.model") if candidate else None
         previous_state = status.canary if canary_v else None
         same = canary.same_canary(previous_state, canary_v, stable_v)
         verdict = previous_state.verdict if same and previous_state else None

@@ -4,6 +4,8 @@ registry manifest (llmops.registry.ModelVersion), each error naming the spec fie
     gated          its gates passed (and it had some, unless spec.allowUngated)   else GatesNotPassed
     served_model   a full model, for spec.model and spec.rollout.canary.model     else WrongContent
     adapter        a LoRA adapter, for spec.engine.loraAdapters[]                 else WrongContent
+    quantization   vLLM's --quantization for a version, from its manifest         else WrongContent
+                   (content.quantization) or spec.engine.quantization when they agree
 """
 
 from __future__ import annotations
@@ -72,3 +74,25 @@ def gated(version: ModelVersion, field_path: str, allow_ungated: bool) -> ModelV
             " TrainingJob declared none); set spec.allowUngated: true to serve ungated versions"
         )
     return version
+
+
+def quantization(version: ModelVersion, engine_quantization: str | None, field_path: str) -> str | None:
+    """vLLM's `--quantization` for serving `version` (the spec's `field_path`): what its manifest says
+    its weights are (`content.quantization.method`, e.g. "compressed-tensors" for a quantize
+    TrainingJob's version), so the user never repeats it; else `spec.engine.quantization` as written
+    (which may ask vLLM to quantize an unquantized model as it loads it, e.g. fp8).
+
+    Raises WrongContent when spec.engine.quantization names another method than the manifest: vLLM
+    would refuse to start on such a checkpoint.
+    """
+    recorded = version.described.quantization
+    if recorded is None:
+        return engine_quantization
+    if engine_quantization is not None and engine_quantization != recorded.method:
+        scheme = f" {recorded.scheme}" if recorded.scheme else ""
+        raise WrongContent(
+            f"spec.engine.quantization is {engine_quantization}, but {field_path}"
+            f" {version.name}:{version.version} is quantized as {recorded.method}{scheme} (its manifest's"
+            " content.quantization); remove spec.engine.quantization: the version says how it is stored"
+        )
+    return recorded.method

@@ -78,6 +78,7 @@ def vllm_deployment(
         served_model_name=spec.engine.served_model_name or spec.model.name,
         port=VLLM_PORT,
         adapter_paths={a.name: a.folder() for a in adapters},
+        quantization=served.quantization,
     )
     volumes: list[dict] = [
         {"name": "models", "emptyDir": {}},

@@ -105,9 +105,20 @@ def pin_baseline(spec: TrainingJobSpec, version: str) -> TrainingJobSpec:
     return spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update={"baseline": baseline})})
 
 
+def pin_teacher(spec: TrainingJobSpec, version: str) -> TrainingJobSpec:
+    """`spec.method.distillation.teacher` pinned to `version`, as `pin_base` pins the base."""
+    distillation = spec.method.distillation
+    assert distillation is not None
+    teacher = distillation.teacher.model_copy(update={"version": version, "alias": None})
+    method = spec.method.model_copy(
+        update={"distillation": distillation.model_copy(update={"teacher": teacher})}
+    )
+    return spec.model_copy(update={"method": method})
+
+
 def same_training(a: TrainingJobSpec, b: TrainingJobSpec) -> bool:
-    """Whether two specs train the same thing (the base model and the evaluation baseline compared by
-    name: one may be pinned)."""
+    """Whether two specs train the same thing (the base model, the evaluation baseline and the teacher
+    compared by name: one may be pinned)."""
     a, b = run_spec(a), run_spec(b)
     if a.model.base and b.model.base and a.model.base.name == b.model.base.name:
         b = b.model_copy(update={"model": a.model})
@@ -116,6 +127,12 @@ def same_training(a: TrainingJobSpec, b: TrainingJobSpec) -> bool:
     if baseline_a and baseline_b and baseline_a.name == baseline_b.name:
         assert b.evaluation is not None
         b = b.model_copy(update={"evaluation": b.evaluation.model_copy(update={"baseline": baseline_a})})
+    teacher_a = a.method.distillation.teacher if a.method.distillation else None
+    teacher_b = b.method.distillation.teacher if b.method.distillation else None
+    if teacher_a and teacher_b and teacher_a.name == teacher_b.name:
+        assert b.method.distillation is not None
+        distillation = b.method.distillation.model_copy(update={"teacher": teacher_a})
+        b = b.model_copy(update={"method": b.method.model_copy(update={"distillation": distillation})})
     return a == b
 
 

@@ -184,11 +184,7 @@ def _duration(seconds: int) -> str:
 def describe_gates(report: RunReport) -> str:
     failed = [g for g in report.gates if not g.passed]
     if failed:
-        return ", ".join(
-            f"{g.metric} = {'missing' if g.value is None else f'{g.value:.4g}'} "
-            f"(needs {g.operator} {g.threshold:g})"
-            for g in failed
-        )
+        return "; ".join(g.describe() for g in failed)
     return ", ".join(report.failed_gates)
 
 

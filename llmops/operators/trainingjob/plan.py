@@ -13,7 +13,8 @@ it is; any other change makes a new one.
 
 A new run pins `spec.model.base` to the version the earlier run pinned when the base has the same
 name (`pinned_base`), otherwise to what the registry resolves now; `spec.evaluation.baseline` alike
-(`pinned_baseline`), so the champion a run is compared with cannot move under it.
+(`pinned_baseline`), and a distill run's teacher (`pinned_teacher`), so the champion a run is
+compared with, or the teacher it learns from, cannot move under it.
 
 The Ray Jobs API (runtime rayJobsAPI), one action per step; the reconcile acts, observes the job it
 acted on, and asks again (a job that fails on submission is retried in the same reconcile). First
@@ -88,21 +89,37 @@ def pinned_baseline(spec: TrainingJobSpec, earlier: TrainingRun | None) -> str |
     return pinned.version or None
 
 
+def pinned_teacher(spec: TrainingJobSpec, earlier: TrainingRun | None) -> str | None:
+    """The teacher version an earlier run pinned, when it names the same model; else None."""
+    wanted = spec.method.distillation.teacher if spec.method.distillation else None
+    pinned = (
+        earlier.spec.method.distillation.teacher if earlier and earlier.spec.method.distillation else None
+    )
+    if wanted is None or pinned is None or pinned.name != wanted.name:
+        return None
+    return pinned.version or None
+
+
 def new_run(
     spec: TrainingJobSpec,
     job: JobIdentity,
     base_version: str | None,
     code_version: str,
     baseline_version: str | None = None,
+    teacher_version: str | None = None,
 ) -> TrainingRun:
-    """The run for the current spec; `base_version` (required with `spec.model.base`) and
-    `baseline_version` (required with `spec.evaluation.baseline`) are pinned."""
+    """The run for the current spec; `base_version` (required with `spec.model.base`),
+    `baseline_version` (required with `spec.evaluation.baseline`) and `teacher_version` (required
+    with `spec.method.distillation`) are pinned."""
     if spec.model.base is not None:
         assert base_version is not None, "resolve spec.model.base first"
         spec = builders.pin_base(spec, base_version)
     if spec.evaluation is not None and spec.evaluation.baseline is not None:
         assert baseline_version is not None, "resolve spec.evaluation.baseline first"
         spec = builders.pin_baseline(spec, baseline_version)
+    if spec.method.distillation is not None:
+        assert teacher_version is not None, "resolve spec.method.distillation.teacher first"
+        spec = builders.pin_teacher(spec, teacher_version)
     return builders.training_run(spec, job, code_version)
 
 

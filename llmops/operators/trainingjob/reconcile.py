@@ -71,8 +71,8 @@ def _status(ctx: Context) -> TrainingJobStatus:
 def desired_run(
     spec: TrainingJobSpec, ctx: Context, job: JobIdentity, earlier: TrainingRun | None
 ) -> TrainingRun | Outcome:
-    """The run for the current spec, with `spec.model.base` and `spec.evaluation.baseline` pinned to
-    versions; or why not."""
+    """The run for the current spec, with `spec.model.base`, `spec.evaluation.baseline` and
+    `spec.method.distillation.teacher` pinned to versions; or why not."""
     version = plan.pinned_base(spec, earlier)
     if spec.model.base is not None and version is None:
         resolved = _resolve(spec, ctx, spec.model.base, "spec.model.base", Reason.BASE_MODEL_NOT_FOUND)
@@ -86,7 +86,14 @@ def desired_run(
         if isinstance(resolved, Outcome):
             return resolved
         baseline_version = resolved
-    return plan.new_run(spec, job, version, code_version(), baseline_version)
+    teacher = spec.method.distillation.teacher if spec.method.distillation else None
+    teacher_version = plan.pinned_teacher(spec, earlier)
+    if teacher is not None and teacher_version is None:
+        resolved = _resolve(spec, ctx, teacher, "spec.method.distillation.teacher", Reason.TEACHER_NOT_FOUND)
+        if isinstance(resolved, Outcome):
+            return resolved
+        teacher_version = resolved
+    return plan.new_run(spec, job, version, code_version(), baseline_version, teacher_version)
 
 
 def _credentials(spec: TrainingJobSpec, ctx: Context) -> Credentials | None:

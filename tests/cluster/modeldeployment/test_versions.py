@@ -13,7 +13,7 @@ import pytest
 from llmops.dev.cluster import LocalCluster
 from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.operators.runtime import REQUEST_ANNOTATION
-from llmops.registry import Content, GateVerdict, Lineage, move_alias, register
+from llmops.registry import Content, GateVerdict, Lineage, Quantization, move_alias, register
 from llmops.storage import LocalStore
 from tests.cluster.modeldeployment.support import (
     apply,
@@ -234,6 +234,43 @@ def test_lora_adapters_are_served_from_what_the_manifest_says(
         argv = pod["containers"][0]["command"]
         assert argv[argv.index("--lora-modules") + 1] == "billing=/models/adapters/billing/adapter"
         assert "adapters/billing=billing:1/adapter" in pod["initContainers"][0]["command"]
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_a_quantized_version_is_served_as_its_manifest_says(
+    cluster: LocalCluster, namespace: str, registry: Path, tmp_path: Path
+) -> None:
+    """A version a quantize TrainingJob registered says how its weights are stored
+    (content.quantization): vLLM gets --quantization compressed-tensors without the user writing
+    it; a spec.engine.quantization that contradicts the manifest stalls, naming the field. (vLLM
+    serving such a version: tests/workloads/test_compress_workload.py.)"""
+    quantized = tmp_path / "w8a8"
+    quantized.mkdir()
+    config = {"quantization_config": {"quant_method": "compressed-tensors", "format": "int-quantized"}}
+    (quantized / "config.json").write_text(json.dumps(config))
+    content = Content(quantization=Quantization.from_config(config, "W8A8", "RTN"))
+    gates = [GateVerdict(metric="perplexity", operator="<=", threshold=1e9, value=9.0, passed=True)]
+    lineage = Lineage(parent="support-bot:1", method="quantize")
+    register(
+        LocalStore(registry), "bot-w8a8", quantized, metrics={}, gates=gates, lineage=lineage, content=content
+    )
+    with running_operator(namespace, ServingSettings(resync_seconds=600)):
+        body = deployment("quantized", registry, model={"name": "bot-w8a8", "version": "1"})
+        apply(cluster, namespace, body)
+        cluster.kubectl("wait", "md/quantized", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+        pod = get(cluster, "deployment", "quantized-1-vllm", namespace)["spec"]["template"]["spec"]  # type: ignore[index]
+        argv = pod["containers"][0]["command"]
+        assert argv[argv.index("--quantization") + 1] == "compressed-tensors"
+
+        body["spec"]["engine"] = {"quantization": "awq"}
+        apply(cluster, namespace, body)
+        cluster.kubectl("wait", "md/quantized", "-n", namespace, "--for=condition=Stalled", "--timeout=60s")
+        stalled = condition(get(cluster, "md", "quantized", namespace), "Stalled")
+        assert stalled["reason"] == "WrongContent", stalled
+        assert (
+            "spec.engine.quantization is awq, but spec.model bot-w8a8:1 is quantized as" in stalled["message"]
+        )
+        assert "compressed-tensors W8A8" in stalled["message"]
 
 
 @pytest.mark.usefixtures("kubeconfig_env")

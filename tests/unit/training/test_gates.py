@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from llmops.api.trainingjob import Evaluation, Gate
 from llmops.training import gates
 
@@ -47,3 +49,52 @@ def test_verdicts_and_missing_metrics():
 def test_boundaries():
     for op, value, passed in [("<=", 1.0, True), ("<", 1.0, False), (">=", 1.0, True), (">", 1.0, False)]:
         assert gates.verdict(Gate(metric="m", operator=op, threshold=1.0), {"m": value}).passed is passed
+
+
+def test_relative_gates_compare_against_the_baseline_of_the_same_run():
+    ratio = Gate(metric="perplexity", compare="ratio", operator="<=", threshold=1.03)
+    drop = Gate(metric="qa/exact_match", compare="difference", operator=">=", threshold=-0.01)
+    baseline = {"perplexity": 12.0, "qa/exact_match": 0.50}
+    ok = gates.check([ratio, drop], {"perplexity": 12.3, "qa/exact_match": 0.495}, baseline)
+    assert [r.passed for r in ok] == [True, True]
+    assert ok[0].compared == pytest.approx(1.025) and ok[0].baseline_value == 12.0
+    assert ok[1].compared == pytest.approx(-0.005)
+    bad = gates.check([ratio, drop], {"perplexity": 12.5, "qa/exact_match": 0.48}, baseline)
+    assert [r.passed for r in bad] == [False, False]
+    text = gates.describe_failures(bad)
+    assert "perplexity = 12.5 against the baseline's 12, +0.5 (+4.2%); ratio 1.042, needs <= 1.03" in text
+    assert "qa/exact_match = 0.48 against the baseline's 0.5, -0.02 (-4.0%); difference -0.02" in text
+
+
+def test_a_relative_gate_without_a_baseline_value_fails():
+    ratio = Gate(metric="perplexity", compare="ratio", operator="<=", threshold=1.03)
+    for baseline in (None, {}, {"perplexity": math.nan}, {"perplexity": 0.0}):
+        (result,) = gates.check([ratio], {"perplexity": 5.0}, baseline)
+        assert not result.passed and result.compared is None
+    (missing,) = gates.check([ratio], {}, {"perplexity": 5.0})
+    assert not missing.passed and missing.describe() == "perplexity was not produced"
+    assert "undefined" in gates.check([ratio], {"perplexity": 5.0}, {"perplexity": 0.0})[0].describe()
+
+
+def test_a_value_gate_keeps_its_verdict_bytes():
+    """A plain gate's verdict has no relative fields: run reports written before them read the same."""
+    (result,) = gates.check([Gate(metric="a", operator=">", threshold=0.5)], {"a": 0.7}, {"a": 0.1})
+    assert result.model_dump(by_alias=True, exclude_none=True) == {
+        "metric": "a",
+        "operator": ">",
+        "threshold": 0.5,
+        "value": 0.7,
+        "passed": True,
+    }
+    same = gates.declared_gates(
+        Evaluation.model_validate(
+            {
+                "gates": [
+                    {"metric": "perplexity", "operator": "<=", "threshold": 1.03},
+                    {"metric": "perplexity", "compare": "ratio", "operator": "<=", "threshold": 1.03},
+                    {"metric": "perplexity", "compare": "value", "operator": "<=", "threshold": 1.03},
+                ]
+            }
+        )
+    )
+    assert [g.compare for g in same] == [None, "ratio"]

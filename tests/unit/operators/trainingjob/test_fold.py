@@ -150,7 +150,7 @@ def test_fold_gate_failure_names_the_gate_and_where_the_artifacts_are() -> None:
     ]
     rep = report("Failed", gates=gates, failed_gates=["support-qa/exact_match"])
     outcome = fold.fold(facts({"jobDeploymentStatus": "Complete", "jobStatus": "FAILED"}, rep), NOW)
-    assert "support-qa/exact_match = 0.41 (needs >= 0.6)" in outcome.message
+    assert "support-qa/exact_match = 0.41, needs >= 0.6" in outcome.message
     assert "s3://models/jobs/ml/tiny/uid" in outcome.message
     assert announce("Running", "Training", outcome) == ("GateFailed", outcome.message, True)
 

@@ -152,3 +152,22 @@ def test_a_new_run_pins_the_baseline_and_keeps_the_pin() -> None:
     assert not builders.same_training(run.spec, spec_of("lora"))
     with pytest.raises(AssertionError, match=r"resolve spec\.evaluation\.baseline first"):
         plan.new_run(spec, JOB, "7", "0.1.0")
+
+
+def test_a_new_run_pins_the_teacher_and_keeps_the_pin() -> None:
+    distillation = {"teacher": {"name": "teacher", "alias": "production"}, "temperature": 3.0}
+    spec = spec_of("full", method={"type": "distill", "distillation": distillation})
+    run = plan.new_run(spec, JOB, "7", "0.1.0", teacher_version="4")
+    teacher = run.spec.method.distillation.teacher
+    assert (teacher.name, teacher.version, teacher.alias) == ("teacher", "4", None)
+    assert run.spec.method.distillation.temperature == 3.0
+    assert plan.pinned_teacher(spec, run) == "4"  # the alias moved on: the run keeps its version
+    assert plan.pinned_teacher(spec, None) is None
+    other = spec_of(
+        "full", method={"type": "distill", "distillation": {"teacher": {"name": "x", "version": "1"}}}
+    )
+    assert plan.pinned_teacher(other, run) is None
+    assert builders.same_training(run.spec, spec)
+    assert not builders.same_training(run.spec, other)
+    with pytest.raises(AssertionError, match=r"resolve spec\.method\.distillation\.teacher first"):
+        plan.new_run(spec, JOB, "7", "0.1.0")
