@@ -4,11 +4,11 @@ The teacher: a tiny 4-layer Llama (llmops/training/tiny.py) trained here for a f
 the quickstart corpus, so that its next-token distribution is a real one (not a random network's,
 and not yet one that has memorised the corpus), and registered as `tiny-teacher:1`. The student: a
 new 2-layer `model.architecture` without a tokenizer (it reuses the teacher's). The same student
-(same architecture, seed, data, steps and learning rate) is trained twice by the workload: once
-`distill` from the teacher, once plain `pretrain` on the teacher's tokenizer. On held-out text (the
-quickstart's evaluation questions and answers, not trained on), the test loads the two registered
-students and the teacher with transformers and measures the mean KL(teacher || student) of their
-next-token distributions: the distilled student must be closer.
+(same architecture, seed, data, steps and learning rate, on 2 Ray Train workers) is trained twice
+by the workload: once `distill` from the teacher, once plain `pretrain` on the teacher's tokenizer.
+On held-out text (the quickstart's evaluation questions and answers, not trained on), the test loads
+the two registered students and the teacher with transformers and measures the mean
+KL(teacher || student) of their next-token distributions: the distilled student must be closer.
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ def _spec(method: dict[str, Any], model: dict[str, Any], reg: dict[str, Any], na
         },
         "method": method,
         "output": {"registry": reg, "modelName": name},
+        "resources": {"workers": 2},  # the teacher sits beside the student on each worker
         **extra,
     }
 
@@ -195,6 +196,7 @@ def test_distill_run_reports_both_terms_and_records_the_teacher(teacher, student
         0.5 * 4 * metrics["train/kl"] + 0.5 * metrics["train/ce"], rel=1e-3
     )  # alpha * T^2 * KL + (1 - alpha) * CE, averaged over the same window
     result = json_of(students["distilled"]["work"], "train/result.json")
+    assert result["workers"] == 2 and result["steps"] == STUDENT_STEPS
     first, last = result["history"][0], result["history"][-1]
     assert last["kl"] < first["kl"], result["history"]
     print(f"distill: KL {first['kl']:.4f} -> {last['kl']:.4f}, CE {first['ce']:.4f} -> {last['ce']:.4f}")
@@ -220,24 +222,27 @@ def test_distill_run_reports_both_terms_and_records_the_teacher(teacher, student
     )
 
 
-def test_a_teacher_with_another_tokenizer_is_refused_before_any_data_moves(ray_head, teacher, tmp_path):
+@pytest.mark.parametrize("case", ["other-tokenizer", "teacher-missing"])
+def test_a_teacher_that_cannot_teach_is_refused_before_any_data_moves(ray_head, teacher, tmp_path, case):
     from llmops.training.tiny import corpus, make_tiny_llama
 
-    other = make_tiny_llama(corpus([QUICKSTART / "train.jsonl"]), tmp_path / "other", vocab_size=384)
+    ref = {"name": "tiny-teacher", "version": "1"}
+    if case == "other-tokenizer":  # a student base whose BPE has another vocabulary
+        other = make_tiny_llama(corpus([QUICKSTART / "train.jsonl"]), tmp_path / "other", vocab_size=384)
+        expected = f"teacher tiny-teacher:1 and the student {other} do not share a tokenizer"
+        model = {"baseModel": str(other)}
+    else:
+        ref = {"name": "never-registered", "version": "2"}
+        expected = "spec.method.distillation.teacher: model 'never-registered' has no version '2'"
+        model = {"architecture": ARCH}
     spec = _spec(
-        {"type": "distill", "distillation": {"teacher": {"name": "tiny-teacher", "version": "1"}}},
-        {"baseModel": str(other)},
-        teacher["registry"],
-        "tiny-mismatch",
+        {"type": "distill", "distillation": {"teacher": ref}}, model, teacher["registry"], "tiny-refused"
     )
-    run = make_run(spec, "mismatch")
+    run = make_run(spec, case)
     work = open_store(run.work_dir)
     outcome = run_workload(run, ray_head, tmp_path / "workload.log", work, timeout=300)
     message = outcome.report.message
     print(message)
     assert outcome.rc == 2 and outcome.report.phase == "Failed", outcome.log[-3000:]
-    assert (
-        f"spec.method.distillation.teacher tiny-teacher:1 and the student {other} do not share a tokenizer"
-        in message
-    )
+    assert expected in message and message.startswith("spec.method.distillation.teacher"), message
     assert "Traceback" not in message and not work.exists("stages/ingest.json")
