@@ -1,15 +1,21 @@
-"""`llmops audit` (read and verify the audit trail) and `llmops report compliance` (a model's record).
+"""`llmops audit` (read and verify the audit trail), `llmops report compliance` (a model's record) and
+`llmops report usage` (a ModelDeployment's use of its replicas, from Prometheus).
 
     llmops audit verify [--expect-head SHA256]
     llmops audit show [--model NAME] [--version V] [--kind KIND] [--namespace NS] [--since T] [--until T]
     llmops report compliance --model NAME [--namespace NS] [--format markdown|json] [--out FILE]
+    llmops report usage --deployment NAME [-n NS] --prometheus URL [--since 1h | --start T [--end T]]
+        [--file MANIFEST] [--registry URI] [--format markdown|json] [--out FILE]
 
 The trail's location is `--audit` (s3://bucket/prefix or a directory), default the environment's
 `LLMOPS_AUDIT`, the same setting the operator reads (llmops/audit.py AuditConfig: S3 endpoint and
 region from the standard AWS variables, credentials from `LLMOPS_AUDIT_AWS_ACCESS_KEY_ID`/`..._SECRET_
 ACCESS_KEY` or the standard pair). The report also reads the registry (`--registry`, default
 `LLMOPS_REGISTRY`, as `llmops models`). Times (`--since`, `--until`) are ISO 8601 (UTC when no offset
-is given) or a duration back from now: `30m`, `24h`, `7d`.
+is given) or a duration back from now: `30m`, `24h`, `7d`. The usage report reads the
+ModelDeployment from the cluster (the current kubeconfig) or from `--file`, and Prometheus at
+`--prometheus` (default `LLMOPS_PROMETHEUS_URL`, the operator's setting); its figures and rules are
+llmops/operators/modeldeployment/usage.py's.
 """
 
 from __future__ import annotations
@@ -484,6 +490,156 @@ def compliance_command(
         json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
         if fmt == "json"
         else markdown(report)
+    )
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+    else:
+        click.echo(text, nl=False)
+
+
+# -- the usage report ---------------------------------------------------------------------------------
+
+PROMETHEUS_ENV = "LLMOPS_PROMETHEUS_URL"  # the operator's setting (operators/modeldeployment/plan.py)
+
+
+def read_modeldeployment(name: str, namespace: str, path: str | None) -> Any:
+    """The ModelDeployment's spec: from the manifest at `path` (YAML or JSON, the object as applied),
+    else from the cluster of the current kubeconfig. One-line ClickException for what is missing."""
+    import yaml
+    from pydantic import ValidationError
+
+    from llmops.api import GROUP, MODEL_DEPLOYMENT, VERSION
+    from llmops.api.modeldeployment import ModelDeploymentSpec
+
+    if path is not None:
+        try:
+            with open(path) as f:
+                documents = [d for d in yaml.safe_load_all(f) if isinstance(d, dict)]
+        except (OSError, yaml.YAMLError) as e:
+            raise click.BadParameter(f"{path}: {e}", param_hint="--file") from None
+        found = [
+            d
+            for d in documents
+            if d.get("kind") == MODEL_DEPLOYMENT.kind and (d.get("metadata") or {}).get("name") == name
+        ]
+        if not found:
+            raise click.BadParameter(f"{path} holds no ModelDeployment named {name!r}", param_hint="--file")
+        obj = found[0]
+    else:
+        from kubernetes import client, config
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.config.config_exception import ConfigException
+
+        try:
+            # KUBECONFIG as it is now (the client library reads it once, when first imported).
+            api = client.CustomObjectsApi(
+                config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+            )
+            obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, MODEL_DEPLOYMENT.plural, name)
+        except ConfigException as e:
+            raise click.ClickException(
+                f"no cluster to read ModelDeployment {namespace}/{name}: {e}"
+            ) from None
+        except ApiException as e:
+            raise click.ClickException(
+                f"ModelDeployment {namespace}/{name}: the API server answered {e.status} {e.reason}"
+            ) from None
+        except OSError as e:  # urllib3's connection errors
+            raise click.ClickException(
+                f"ModelDeployment {namespace}/{name}: cluster unreachable: {e}"
+            ) from None
+    try:
+        return ModelDeploymentSpec.model_validate(obj.get("spec") or {})
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise click.ClickException(
+            f"ModelDeployment {namespace}/{name}: spec.{where}: {first['msg']}"
+        ) from None
+
+
+@report_group.command("usage")
+@click.option("--deployment", "name", required=True, help="The ModelDeployment.")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option(
+    "--prometheus",
+    "prometheus_url",
+    envvar=PROMETHEUS_ENV,
+    required=True,
+    metavar="URL",
+    help=f"Prometheus that scrapes the deployment, http://host:9090 [env {PROMETHEUS_ENV}]",
+)
+@click.option(
+    "--since", default="1h", show_default=True, help="Window start: 30m, 24h, 7d back, or ISO 8601."
+)
+@click.option("--start", help="Window start (ISO 8601; overrides --since).")
+@click.option("--end", help="Window end (ISO 8601 or a duration back from now; default now).")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False),
+    help="Read the ModelDeployment from this manifest instead of the cluster.",
+)
+@click.option(
+    "--registry",
+    envvar=REGISTRY_ENV,
+    metavar="URI",
+    help=f"Look there for compressed versions that passed their gates [env {REGISTRY_ENV}]",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, writable=True), help="Write it to this file, not stdout."
+)
+@_storage_errors
+def usage_command(
+    name: str,
+    namespace: str,
+    prometheus_url: str,
+    since: str,
+    start: str | None,
+    end: str | None,
+    path: str | None,
+    registry: str | None,
+    fmt: str,
+    out: str | None,
+) -> None:
+    """A ModelDeployment's usage from Prometheus: GPU-hours, tokens per GPU-second, utilisation, time
+    above and below the autoscaler's targets, and a recommendation (replica bounds,
+    gpuMemoryUtilization, gated compressed versions). Figures: llmops/operators/modeldeployment/usage.py."""
+    from llmops.operators.modeldeployment import usage
+    from llmops.operators.prometheus import Prometheus
+
+    now = dt.datetime.now(dt.UTC)
+    first, last = when(start or since, now=now) or now, when(end, now=now) or now
+    if last <= first:
+        raise click.BadParameter(
+            f"the window ends ({last.isoformat()}) before it starts ({first.isoformat()})"
+        )
+    try:
+        usage.selector(namespace, name)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    spec = read_modeldeployment(name, namespace, path)
+    store = _store(registry) if registry else None
+    try:
+        report = usage.collect(
+            Prometheus(prometheus_url),
+            spec,
+            namespace=namespace,
+            name=name,
+            start=first,
+            end=last,
+            store=store,
+        )
+    except usage.UsageError as e:
+        raise click.ClickException(str(e)) from None
+    text = (
+        report.model_dump_json(by_alias=True, indent=2) + "\n"
+        if fmt == "json"
+        else usage.render_markdown(report)
     )
     if out:
         with open(out, "w") as f:

@@ -27,14 +27,20 @@ OURS = f'namespace="{NAMESPACE}",model_deployment="{MD}"'
 
 
 @contextlib.contextmanager
-def prometheus(tmp_path: Path, target: str) -> Iterator[str]:
+def prometheus(tmp_path: Path, target: str, vllm: tuple[str, str] | None = None) -> Iterator[str]:
     """A real Prometheus scraping `target` every second with the target labels the operator's gateway
     ServiceMonitor gives (`namespace` from the Service, `model_deployment` relabelled from the pod's
-    llmops.io/modeldeployment label: monitoring.service_monitor)."""
+    llmops.io/modeldeployment label: monitoring.service_monitor); with `vllm` (host:port, version),
+    that vLLM server too, with the labels of the vLLM PodMonitor (monitoring.pod_monitor: `version`
+    from the pod's llmops.io/model-version)."""
     config = tmp_path / "prometheus.yml"
     labels = {"namespace": NAMESPACE, "model_deployment": MD}
-    job = {"job_name": "gateway", "static_configs": [{"targets": [target], "labels": labels}]}
-    config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": [job]}))
+    jobs = [{"job_name": "gateway", "static_configs": [{"targets": [target], "labels": labels}]}]
+    if vllm is not None:
+        address, version = vllm
+        pod = {**labels, "version": version}
+        jobs.append({"job_name": "vllm", "static_configs": [{"targets": [address], "labels": pod}]})
+    config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": jobs}))
     port = free_port()
     with open(tmp_path / "prometheus.log", "w") as log:
         proc = subprocess.Popen(

@@ -215,3 +215,26 @@ def test_reading_a_location_without_records_is_an_error(tmp_path: Path) -> None:
     for command in (["audit", "verify"], ["audit", "show"]):
         code, out = llmops(*command, "--audit", str(tmp_path / "no-trail"))
         assert code == 1 and "no audit records there" in out, (command, out)
+
+
+def test_the_usage_report_says_in_one_line_what_is_missing(tmp_path: Path) -> None:
+    """`llmops report usage`'s errors before Prometheus answers: each one line, no traceback
+    (tests/serving/test_serving_usage.py runs it on a real run)."""
+    manifest = tmp_path / "md.yaml"
+    manifest.write_text(
+        "apiVersion: llmops.io/v1alpha1\nkind: ModelDeployment\nmetadata: {name: chat, namespace: team-a}\n"
+        "spec: {model: {name: tiny, version: '1'}, registry: {local: {path: /r}},"
+        " autoscaling: {minReplicas: 3, maxReplicas: 1}}\n"
+    )
+    base = ["report", "usage", "-n", "team-a", "--prometheus", "http://127.0.0.1:1", "--file", str(manifest)]
+    cases = {
+        "other": "holds no ModelDeployment named 'other'",
+        "chat": "ModelDeployment team-a/chat: spec.autoscaling: Value error, minReplicas must not exceed",
+        "Chat": "deployment: 'Chat' is not a Kubernetes object name",
+    }
+    for name, message in cases.items():
+        result = CliRunner().invoke(main, [*base, "--deployment", name])
+        print(f"\n{name}: {result.output.strip()}")
+        assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+    backwards = CliRunner().invoke(main, [*base, "--deployment", "chat", "--start", "1h", "--end", "2h"])
+    assert backwards.exit_code == 2 and "before it starts" in backwards.output

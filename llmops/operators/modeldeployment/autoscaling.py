@@ -68,7 +68,9 @@ def _replica_bounds(spec: ModelDeploymentSpec, served: ServedVersion) -> tuple[i
     return a.min_replicas, a.max_replicas, None
 
 
-def _targets(spec: ModelDeploymentSpec) -> tuple[int | None, float | None]:
+def targets(spec: ModelDeploymentSpec) -> tuple[int | None, float | None]:
+    """(waiting requests per replica, KV-cache use per replica 0-1) the autoscaler aims for; None for
+    a signal it does not scale on. Neither set: 4 waiting requests per replica."""
     a = spec.autoscaling
     queue, kv = a.target_queue_depth, a.target_kv_cache_usage
     if queue is None and kv is None:
@@ -103,7 +105,7 @@ def scaled_object(
     """KEDA ScaledObject on vLLM's queue and KV-cache use; with scale to zero, also on the gateway's
     pending requests, so the first request held by the gateway wakes the version up."""
     low, high, idle = _replica_bounds(spec, served)
-    queue, kv = _targets(spec)
+    queue, kv = targets(spec)
     queries = scaler_queries(owner, served)
 
     def trigger(name: str, threshold: float | int) -> dict:
@@ -156,7 +158,7 @@ HPA_KV_METRIC = "llmops_vllm_kv_cache_usage_perc"
 def hpa(spec: ModelDeploymentSpec, owner: Manifest, served: ServedVersion) -> Manifest:
     """HPA v2 on External metrics (vLLM's queue and KV cache), selected per deployment and version."""
     low, high, _ = _replica_bounds(spec, served)
-    queue, kv = _targets(spec)
+    queue, kv = targets(spec)
     selector = {"matchLabels": {"model_deployment": owner["metadata"]["name"], "version": served.version}}
     metrics = []
     if queue is not None:

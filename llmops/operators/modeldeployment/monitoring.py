@@ -12,6 +12,8 @@ import json
 
 from llmops.api.modeldeployment import Alerts, ModelDeploymentSpec
 from llmops.operators.manifests import adopt
+from llmops.operators.modeldeployment import usage
+from llmops.operators.modeldeployment.autoscaling import targets
 from llmops.operators.modeldeployment.names import child_name, gateway_name
 from llmops.operators.modeldeployment.plan import ServingSettings
 
@@ -233,8 +235,80 @@ def _panel(index: int, title: str, targets: list[tuple[str, str]], unit: str) ->
     }
 
 
-def dashboard(namespace: str, name: str) -> dict:
-    """A Grafana dashboard of one ModelDeployment: traffic, latency, errors, vLLM load, drift, feedback."""
+def usage_row(spec: ModelDeploymentSpec, namespace: str, name: str, first_id: int, y: int) -> list[dict]:
+    """The "Usage and right-sizing" row: the usage report's queries (usage.queries) over time, so the
+    panels show what `llmops report usage` sums. GPUs per replica and the autoscaler's targets come
+    from the spec; without GPUs the GPU figures are per replica instead."""
+    q = usage.queries(selector(namespace, name))
+    gpus = spec.resources.gpus
+    replicas = f"sum({q.replicas})"
+    w = RATE_WINDOW
+    tokens = f"(sum(rate({q.prompt_tokens}[{w}])) + sum(rate({q.generation_tokens}[{w}])))"
+    per = "GPU" if gpus else "replica"
+    queue, kv = targets(spec)
+    signals = []
+    if queue is not None:
+        signals += [
+            (f"{q.waiting} / {replicas}", "waiting per replica"),
+            (f"vector({queue:g})", "queue target"),
+        ]
+    if kv is not None:
+        signals += [
+            (f"sum({q.kv_cache}) / {replicas}", "KV-cache use per replica"),
+            (f"vector({kv:g})", "KV target"),
+        ]
+    scale = f" * {gpus}" if gpus else ""
+    capacity = [(replicas, "replicas")] + ([(f"{replicas}{scale}", "GPUs")] if gpus else [])
+    hours = f"sum_over_time(({replicas})[$__range:1m]) / 60{scale}"
+    panels = [
+        (
+            f"{'GPU' if gpus else 'Replica'}-hours in the time range",
+            "stat",
+            [(hours, f"{per}-hours")],
+            "short",
+        ),
+        ("Replicas and GPUs", "timeseries", capacity, "short"),
+        (
+            f"Tokens per {per}-second",
+            "timeseries",
+            [(f"{tokens} / ({replicas}{scale})", f"tokens per {per}-second")],
+            "short",
+        ),
+        (
+            "KV-cache use (mean, peak)",
+            "timeseries",
+            [(f"avg({q.kv_cache})", "mean"), (f"max({q.kv_cache})", "peak")],
+            "percentunit",
+        ),
+        ("Autoscaler signal per replica and its target", "timeseries", signals, "short"),
+        (
+            "Running requests per replica",
+            "timeseries",
+            [(f"{q.running} / {replicas}", "running per replica")],
+            "short",
+        ),
+    ]
+    row = {
+        "id": first_id,
+        "type": "row",
+        "title": "Usage and right-sizing",
+        "collapsed": False,
+        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+        "panels": [],
+    }
+    out = [row]
+    for i, (title, kind, queries, unit) in enumerate(panels):
+        panel = _panel(i, title, queries, unit)
+        panel["id"] = first_id + 1 + i
+        panel["type"] = kind
+        panel["gridPos"]["y"] += y + 1
+        out.append(panel)
+    return out
+
+
+def dashboard(namespace: str, name: str, spec: ModelDeploymentSpec) -> dict:
+    """A Grafana dashboard of one ModelDeployment: traffic, latency, errors, vLLM load, drift, feedback;
+    then the usage row (`usage_row`)."""
     sel = selector(namespace, name)
     errors = selector(namespace, name, f'code=~"{ERROR_CODES}"')
     w = RATE_WINDOW
@@ -327,11 +401,14 @@ def dashboard(namespace: str, name: str) -> dict:
                 {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus"}
             ]
         },
-        "panels": [_panel(i, title, targets, unit) for i, (title, targets, unit) in enumerate(panels)],
+        "panels": [
+            *(_panel(i, title, queries, unit) for i, (title, queries, unit) in enumerate(panels)),
+            *usage_row(spec, namespace, name, first_id=len(panels) + 1, y=8 * ((len(panels) + 1) // 2)),
+        ],
     }
 
 
-def dashboard_configmap(owner: dict) -> dict:
+def dashboard_configmap(spec: ModelDeploymentSpec, owner: dict) -> dict:
     meta = owner["metadata"]
     return adopt(
         {
@@ -343,7 +420,7 @@ def dashboard_configmap(owner: dict) -> dict:
             ),
             "data": {
                 f"llmops-{meta['name']}.json": json.dumps(
-                    dashboard(meta["namespace"], meta["name"]), indent=1
+                    dashboard(meta["namespace"], meta["name"], spec), indent=1
                 )
             },
         },
@@ -395,7 +472,7 @@ def children(spec: ModelDeploymentSpec, owner: dict, settings: ServingSettings) 
         tls = spec.gateway.tls
         out.append(service_monitor(owner, settings, tls.secret_name if tls is not None else None))
     if spec.monitoring.service_monitor:
-        out.append(dashboard_configmap(owner))
+        out.append(dashboard_configmap(spec, owner))
     if "drift" in needs:
         out.append(drift_pod_monitor(owner, settings))
     rule = prometheus_rule(spec, owner, settings)

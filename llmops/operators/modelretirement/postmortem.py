@@ -58,7 +58,6 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -66,7 +65,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from llmops.api.modeldeployment import Alerts
-from llmops.operators.prometheus import Prometheus, PrometheusError, Series
+from llmops.operators.prometheus import (
+    LOOKBACK_SECONDS,
+    MAX_POINTS,
+    Grid,
+    Prometheus,
+    PrometheusError,
+    Series,
+    counters,
+    histogram_quantile,
+    increments,
+)
 from llmops.registry import ModelVersion
 from llmops.storage import ObjectStore
 
@@ -79,8 +88,6 @@ COMPLETION_TOKENS = "llmops_gateway_completion_tokens_total"
 FEEDBACK = "llmops_gateway_feedback_total"
 DRIFT = "llmops_drift_score"  # the drift monitor's (llmops/serving/drift.py), per deployment
 SENTIMENTS = ("positive", "negative", "neutral")
-MAX_POINTS = 500
-LOOKBACK_SECONDS = 300  # Prometheus' default lookback for instant vectors (--query.lookback-delta)
 
 JSON_NAME, MARKDOWN_NAME = "postmortem.json", "postmortem.md"
 CHARTS = {  # file name -> title, in the Markdown's order; drawn when the timeline has something to show
@@ -209,40 +216,6 @@ class PostMortem(_Model):
 # Collecting ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Grid:
-    """The evaluation times: first + i * step for i in range(n); the last is the window's end."""
-
-    first: float  # unix seconds
-    step: int
-    n: int
-
-    @classmethod
-    def over(cls, start: datetime, end: datetime, max_points: int = MAX_POINTS) -> Grid:
-        if max_points < 2:
-            raise ValueError(f"max_points must be at least 2, got {max_points}")
-        span = max((end - start).total_seconds(), 0.0)
-        step = max(1, math.ceil(span / (max_points - 1)))
-        steps = math.ceil(span / step)
-        last = end.timestamp()
-        return cls(last - steps * step, step, steps + 1)
-
-    @property
-    def start(self) -> datetime:
-        return datetime.fromtimestamp(self.first, UTC)
-
-    @property
-    def end(self) -> datetime:
-        return self.time(self.n - 1)
-
-    def time(self, i: int) -> datetime:
-        return datetime.fromtimestamp(self.first + i * self.step, UTC)
-
-    def index(self, t: float) -> int | None:
-        i = round((t - self.first) / self.step)
-        return i if 0 <= i < self.n else None
-
-
 def selector(namespace: str, deployments: Sequence[str], version: str | None = None) -> str:
     """The label matchers of the version's series: `{namespace="..", model_deployment=~"a|b", version=".."}`.
     Raises ValueError naming the field for a name that is not a Kubernetes name (or a version label)."""
@@ -266,51 +239,12 @@ def selector(namespace: str, deployments: Sequence[str], version: str | None = N
     return "{" + ",".join(matchers) + "}"
 
 
-def increments(series: Series, grid: Grid) -> list[float]:
-    """A counter series' rise in each step of `grid` (see the module docstring: a fall is a restart,
-    a series first seen after the grid's first time counts from 0)."""
-    out = [0.0] * grid.n
-    previous: float | None = None
-    for t, value in series.points:
-        i = grid.index(t)
-        if i is None:
-            continue
-        if previous is None:
-            rise = 0.0 if i == 0 else value
-        else:
-            rise = value - previous if value >= previous else value
-        out[i] += rise
-        previous = value
-    return out
-
-
 def _sum(rows: Iterable[list[float]], n: int) -> list[float]:
     total = [0.0] * n
     for row in rows:
         for i, v in enumerate(row):
             total[i] += v
     return total
-
-
-def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
-    """Prometheus' `histogram_quantile(q, ...)` over cumulative bucket counts [(le, count)] (any
-    order; +Inf among them); None when there are fewer than two buckets or no observations."""
-    ordered = sorted(buckets)
-    if len(ordered) < 2 or not math.isinf(ordered[-1][0]) or ordered[-1][1] <= 0:
-        return None
-    counts = [c for _, c in ordered]
-    for i in range(1, len(counts)):  # Prometheus' fix for counts a scrape left non-monotonic
-        counts[i] = max(counts[i], counts[i - 1])
-    rank = q * counts[-1]
-    i = next(i for i, c in enumerate(counts) if c >= rank)
-    if i == len(ordered) - 1:
-        return ordered[-2][0]
-    upper = ordered[i][0]
-    if i == 0 and upper <= 0:
-        return upper
-    lower, below = (0.0, 0.0) if i == 0 else (ordered[i - 1][0], counts[i - 1])
-    inside = counts[i] - below
-    return upper if inside <= 0 else lower + (upper - lower) * (rank - below) / inside
 
 
 def _by_label(series: list[Series], label: str, grid: Grid) -> dict[str, list[float]]:
@@ -370,7 +304,7 @@ def collect(
     window = f"[{max(grid.step, LOOKBACK_SECONDS)}s]"
 
     def read(promql: str) -> list[Series]:
-        return prometheus.query_range(f"max_over_time({promql}{window})", grid.start, grid.end, grid.step)
+        return counters(prometheus, promql, grid)
 
     try:
         requests = read(REQUESTS + ours)

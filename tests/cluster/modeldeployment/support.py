@@ -67,6 +67,8 @@ class GatewayMetrics:
         # What a suspended gateway's drain is read from (llmops/serving/metrics.py), for suspend tests.
         self.suspended = Gauge("llmops_gateway_suspended", "", registry=self.registry)
         self.inflight = Gauge("llmops_gateway_inflight_requests", "", ["version"], registry=self.registry)
+        # What the usage report counts replicas by (llmops/operators/modeldeployment/usage.py).
+        self.ready = Gauge("llmops_gateway_ready_replicas", "", ["version"], registry=self.registry)
         self.behaviour: dict[str, tuple[float, float]] = {}  # version -> (error ratio, latency s)
         self.port = free_port()
         self.server, self.thread = start_http_server(self.port, addr="127.0.0.1", registry=self.registry)

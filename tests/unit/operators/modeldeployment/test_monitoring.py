@@ -13,7 +13,7 @@ from llmops.api.modeldeployment import (
     ModelDeploymentSpec,
 )
 from llmops.dev.tools import binary
-from llmops.operators.modeldeployment import canary, monitoring
+from llmops.operators.modeldeployment import canary, monitoring, usage
 from llmops.operators.modeldeployment.builders import build
 from tests.unit.operators.modeldeployment.cases import (
     CASES,
@@ -55,7 +55,7 @@ def test_monitoring_children() -> None:
     dashboard = objs[("ConfigMap", "support-bot-canary-dashboard")]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     board = json.loads(next(iter(dashboard["data"].values())))
-    assert len(board["panels"]) >= 8 and all(p["targets"] for p in board["panels"])
+    assert len(board["panels"]) >= 8 and all(p["targets"] for p in board["panels"] if p["type"] != "row")
     rules = objs[("PrometheusRule", "support-bot-canary-slo")]["spec"]["groups"][0]["rules"]
     assert [r["alert"] for r in rules] == [
         "LLMOpsLatencyP95High",
@@ -156,3 +156,63 @@ def test_feedback_on_the_dashboard() -> None:
         'sum by (version, sentiment) (increase(llmops_gateway_feedback_total{namespace="demo",'
         'model_deployment="support-bot-canary"}[1h]))'
     )
+
+
+def _usage_row(spec: ModelDeploymentSpec) -> dict[str, list[str]]:
+    board = monitoring.dashboard("demo", "bot", spec)
+    titles = [p["title"] for p in board["panels"]]
+    row = titles.index("Usage and right-sizing")
+    assert board["panels"][row]["type"] == "row" and row == len(titles) - 7
+    ids = [p["id"] for p in board["panels"]]
+    assert len(set(ids)) == len(ids)
+    return {p["title"]: [t["expr"] for t in p["targets"]] for p in board["panels"][row + 1 :]}
+
+
+def test_the_usage_row_reads_the_reports_queries(tmp_path) -> None:
+    """The dashboard's usage row is built from usage.queries, the PromQL `llmops report usage` reads:
+    GPU figures with the spec's GPUs per replica (per replica without GPUs), the autoscaler's targets
+    from the spec; promtool parses every expression."""
+    q = usage.queries(monitoring.selector("demo", "bot"))
+    replicas = f"sum({q.replicas})"
+    gpu = ModelDeploymentSpec.model_validate(
+        {
+            "model": {"name": "bot", "version": "1"},
+            "registry": {"local": {"path": "/r"}},
+            "resources": {"gpus": 2},
+            "autoscaling": {
+                "minReplicas": 1,
+                "maxReplicas": 4,
+                "targetQueueDepth": 3,
+                "targetKvCacheUsage": 0.7,
+            },
+        }
+    )
+    row = _usage_row(gpu)
+    print(f"\nusage row (GPU): {list(row)}")
+    assert row["GPU-hours in the time range"] == [f"sum_over_time(({replicas})[$__range:1m]) / 60 * 2"]
+    assert row["Replicas and GPUs"] == [replicas, f"{replicas} * 2"]
+    tokens = f"(sum(rate({q.prompt_tokens}[5m])) + sum(rate({q.generation_tokens}[5m])))"
+    assert row["Tokens per GPU-second"] == [f"{tokens} / ({replicas} * 2)"]
+    assert row["KV-cache use (mean, peak)"] == [f"avg({q.kv_cache})", f"max({q.kv_cache})"]
+    assert row["Autoscaler signal per replica and its target"] == [
+        f"{q.waiting} / {replicas}",
+        "vector(3)",
+        f"sum({q.kv_cache}) / {replicas}",
+        "vector(0.7)",
+    ]
+    cpu = _usage_row(ALERTED)  # no GPUs, no targets: KEDA's default queue target of 4
+    assert cpu["Replica-hours in the time range"] == [f"sum_over_time(({replicas})[$__range:1m]) / 60"]
+    assert cpu["Replicas and GPUs"] == [replicas]
+    assert cpu["Tokens per replica-second"] == [f"{tokens} / ({replicas})"]
+    assert cpu["Autoscaler signal per replica and its target"] == [f"{q.waiting} / {replicas}", "vector(4)"]
+
+    exprs = [e.replace("$__range", "1h") for panel in (row, cpu) for es in panel.values() for e in es]
+    rules = {
+        "groups": [
+            {"name": "usage", "rules": [{"record": f"usage:{i}", "expr": e} for i, e in enumerate(exprs)]}
+        ]
+    }
+    path = tmp_path / "usage-rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
