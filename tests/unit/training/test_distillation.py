@@ -87,13 +87,13 @@ def test_only_counted_positions_matter():
     changed_teacher[0, 3] += 50.0
     changed_student[1, 0] -= 50.0
     again = distillation_loss(changed_student, changed_teacher, y, 2.0, 0.5)
-    assert float(again[0]) == pytest.approx(float(loss), rel=1e-6)
+    assert again[0].item() == pytest.approx(loss.item(), rel=1e-6)
     # Nothing counted (a block of chat prompts only): zero, with a zero gradient.
     none = torch.full((BATCH, SEQ), -100)
     student = logits(9).requires_grad_()
     zero, kl0, ce0 = distillation_loss(student, teacher, none, 2.0, 0.5)
     zero.backward()
-    assert float(zero) == float(kl0) == float(ce0) == 0 and float(student.grad.abs().sum()) == 0
+    assert zero.item() == kl0.item() == ce0.item() == 0 and float(student.grad.abs().sum()) == 0
 
 
 def test_teacher_gets_no_gradient_and_student_is_pulled_toward_it():
