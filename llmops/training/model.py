@@ -7,8 +7,11 @@ fetch it themselves from the same place, so nothing assumes a filesystem shared 
 
 Methods: pretrain (a LlamaConfig from `model.architecture`, random init), full (every weight),
 lora (peft adapters on `lora.targetModules`), qlora (lora on a 4-bit NF4 base via bitsandbytes;
-GPUs only). The registered LoRA model is the adapter merged into the base (plain weights any
-server loads), with the adapter itself beside it under `adapter/` for servers that stack adapters.
+GPUs only), distill (every weight of a student, from `model.base`/`baseModel` or a new
+`model.architecture`, trained against the logits of `method.distillation.teacher`, a registered
+version loaded frozen beside it; the two must share one tokenizer, `check_teacher`). The registered
+LoRA model is the adapter merged into the base (plain weights any server loads), with the adapter
+itself beside it under `adapter/` for servers that stack adapters.
 """
 
 from __future__ import annotations
@@ -82,11 +85,11 @@ def resolve_base(ctx: Context) -> ModelSource | None:
     """The base checkpoint of a fine-tune (None for pretrain); UserError when it does not exist."""
     model = ctx.spec.model
     if model.architecture is not None:
-        if ctx.spec.method.type != "pretrain":
+        if ctx.spec.method.type not in ("pretrain", "distill"):
             raise UserError(
                 f"spec.method.type is {ctx.spec.method.type} but spec.model sets architecture: "
                 "fine-tuning needs model.base or model.baseModel; "
-                "use method.type pretrain to train from scratch"
+                "use method.type pretrain to train from scratch (or distill to train it from a teacher)"
             )
         return None
     if model.base is not None:
@@ -108,6 +111,46 @@ def resolve_base(ctx: Context) -> ModelSource | None:
     return resolve_uri(ctx, model.base_model, "spec.model.baseModel", require="config.json")
 
 
+def registered_model(ctx: Context, ref: Any, field: str, what: str) -> ModelSource:
+    """The checkpoint folder of a registered version that must be a whole model (a baseline, a teacher).
+
+    `field` names the spec field for errors; `what` says what the model is for. UserError when `ref`
+    does not resolve, is a bare LoRA adapter (`content.kind: adapter`: no weights of its own; a lora
+    TrainingJob's version holds its merged model, which loads), or holds no config.json.
+    """
+    from llmops import registry
+
+    try:
+        version = registry.resolve(ctx.registry.open(), ref)
+    except registry.RegistryError as e:
+        raise UserError(f"{field}: {e}; name a registered version (or an alias that points at one)") from e
+    description = f"{ref.name}:{version.version}"
+    if version.described.kind == "adapter":
+        raise UserError(
+            f"{field} {description} is a bare LoRA adapter (for {version.described.base}),"
+            f" not a model: llmops {what}; name a version that holds one"
+        )
+    if "config.json" not in version.artifacts:
+        raise UserError(
+            f"{field} {description} has no config.json: it is not a Hugging Face"
+            " checkpoint; name a version that holds a model"
+        )
+    return ModelSource(
+        description, ctx.registry, f"{registry.version_prefix(ref.name, version.version)}/model"
+    )
+
+
+def resolve_teacher(ctx: Context) -> ModelSource | None:
+    """The teacher of a distill run (`spec.method.distillation.teacher`), None for other methods;
+    UserError naming the field when it does not resolve or is not a whole model."""
+    distillation = ctx.spec.method.distillation
+    if ctx.spec.method.type != "distill" or distillation is None:
+        return None
+    return registered_model(
+        ctx, distillation.teacher, "spec.method.distillation.teacher", "distils from a whole model"
+    )
+
+
 def resolve_baseline(ctx: Context) -> ModelSource | None:
     """The checkpoint of the baseline (`spec.baseline_reference()`; None without one), from the registry.
 
@@ -120,29 +163,10 @@ def resolve_baseline(ctx: Context) -> ModelSource | None:
     ref = spec.baseline_reference()
     if ref is None:
         return None
-    from llmops import registry
-
     field = "spec.evaluation.baseline"
     if spec.evaluation is not None and spec.evaluation.baseline is None:  # the parent or the teacher
         field = "spec.model.base" if spec.method.type == "quantize" else "spec.method.distillation.teacher"
-    try:
-        version = registry.resolve(ctx.registry.open(), ref)
-    except registry.RegistryError as e:
-        raise UserError(f"{field}: {e}; name a registered version (or an alias that points at one)") from e
-    description = f"{ref.name}:{version.version}"
-    if version.described.kind == "adapter":
-        raise UserError(
-            f"{field} {description} is a bare LoRA adapter (for {version.described.base}),"
-            " not a model: llmops scores a baseline as a whole model; name a version that holds one"
-        )
-    if "config.json" not in version.artifacts:
-        raise UserError(
-            f"{field} {description} has no config.json: it is not a Hugging Face"
-            " checkpoint; name a version that holds a model"
-        )
-    return ModelSource(
-        description, ctx.registry, f"{registry.version_prefix(ref.name, version.version)}/model"
-    )
+    return registered_model(ctx, ref, field, "scores a baseline as a whole model")
 
 
 def resolve_uri(ctx: Context, uri: str, what: str, require: str = "tokenizer_config.json") -> ModelSource:
@@ -182,9 +206,13 @@ def resolve_uri(ctx: Context, uri: str, what: str, require: str = "tokenizer_con
     return source
 
 
-def check_base(base: ModelSource, method: str, lora: Any, block_size: int, dest: Path) -> None:
+def check_base(
+    base: ModelSource, method: str, lora: Any, block_size: int, dest: Path, role: str = "the base model"
+) -> Any:
     """Before any data moves: the base is a causal LM (built on the meta device from its config.json),
-    the blocks fit its context, and lora.targetModules name layers it has."""
+    the blocks fit its context, and lora.targetModules name layers it has. Returns its config.
+
+    `role` names the model in errors (the teacher of a distill run is checked the same way)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -197,7 +225,7 @@ def check_base(base: ModelSource, method: str, lora: Any, block_size: int, dest:
             skeleton = AutoModelForCausalLM.from_config(config)
     except Exception as e:
         raise UserError(
-            f"the base model {base.description} has a config.json transformers cannot load as a causal LM "
+            f"{role} {base.description} has a config.json transformers cannot load as a causal LM "
             f"({type(e).__name__}: {e}); use a decoder-only checkpoint"
         ) from e
     context = getattr(config, "max_position_embeddings", None)
@@ -207,7 +235,7 @@ def check_base(base: ModelSource, method: str, lora: Any, block_size: int, dest:
             f"handles at most {context} positions; lower blockSize to {context} or less"
         )
     if method not in ("lora", "qlora"):
-        return
+        return config
     targets = list((lora or LoRA()).target_modules)
     names = {n.rsplit(".", 1)[-1] for n, _ in skeleton.named_modules()}
     missing = [t for t in targets if t not in names]
@@ -219,6 +247,108 @@ def check_base(base: ModelSource, method: str, lora: Any, block_size: int, dest:
             f"spec.method.lora.targetModules {missing} are not layers of {base.description}; "
             f"its linear layers are {linear}"
         )
+    return config
+
+
+def same_vocabulary(a: Any, b: Any) -> bool:
+    """Whether two tokenizers map every token to the same id and agree on BOS and EOS: then their ids,
+    and so the logits of models trained with them, mean the same."""
+    return (
+        a.get_vocab() == b.get_vocab()
+        and a.bos_token_id == b.bos_token_id
+        and a.eos_token_id == b.eos_token_id
+    )
+
+
+def _vocabulary_difference(student: Any, teacher: Any) -> str:
+    s, t = student.get_vocab(), teacher.get_vocab()
+    differ = sum(1 for token, i in t.items() if s.get(token) != i) + sum(1 for token in s if token not in t)
+    return (
+        f"{len(s)} tokens against the teacher's {len(t)}, {differ} of them with another id or missing,"
+        f" BOS/EOS ids {student.bos_token_id}/{student.eos_token_id} against"
+        f" {teacher.bos_token_id}/{teacher.eos_token_id}"
+    )
+
+
+def check_teacher(ctx: Context, teacher: ModelSource, student: ModelSource | None, dest: Path) -> None:
+    """Before any data moves, for method distill: the teacher (spec.method.distillation.teacher) is a
+    causal LM whose context holds the blocks, and the student shares its tokenizer, id for id.
+
+    The distillation loss compares the two next-token distributions id by id, so a student with another
+    vocabulary would learn noise. The student's tokenizer is its base's (`student`: model.base or
+    baseModel resolved), else `model.architecture.tokenizer`; an architecture student without one reuses
+    the teacher's (prepare does that), and its vocabSize must hold it. Every id of the shared tokenizer
+    must be a logit of both models (their embedding matrices may be padded past it). Raises UserError
+    naming spec.method.distillation.teacher (or the student's field) otherwise.
+    """
+    from transformers import AutoConfig
+
+    field = f"spec.method.distillation.teacher {teacher.description}"
+    block_size = ctx.spec.data.preparation.tokenization.block_size
+    config = check_base(teacher, "distill", None, block_size, dest / "teacher-config", role=field)
+    teacher_tok = _tokenizer_of(teacher, dest / "teacher-tokenizer", field)
+    arch = ctx.spec.model.architecture
+    size = len(teacher_tok)
+    if student is not None:
+        student_tok = _tokenizer_of(student, dest / "student-tokenizer", f"the student {student.description}")
+        origin = f"the student {student.description}"
+        student_vocab = getattr(
+            AutoConfig.from_pretrained(
+                student.fetch(dest / "student-config", ("config.json",))
+            ).get_text_config(),
+            "vocab_size",
+            None,
+        )
+    elif arch is not None and arch.tokenizer:
+        source = resolve_uri(ctx, arch.tokenizer, "spec.model.architecture.tokenizer")
+        origin = f"the student's spec.model.architecture.tokenizer {arch.tokenizer}"
+        student_tok = _tokenizer_of(source, dest / "student-tokenizer", origin)
+        student_vocab = arch.vocab_size
+    else:
+        assert arch is not None
+        if arch.vocab_size < size:
+            raise UserError(
+                f"spec.model.architecture.vocabSize is {arch.vocab_size} but the student reuses the tokenizer"
+                f" of {field}, which has {size} tokens; raise vocabSize to at least {size}"
+            )
+        return
+    if not same_vocabulary(student_tok, teacher_tok):
+        difference = _vocabulary_difference(student_tok, teacher_tok)
+        raise UserError(
+            f"{field} and {origin} do not share a tokenizer ({difference}):"
+            " distillation compares their next-token distributions id by id; choose a student with the"
+            " teacher's tokenizer, or a spec.model.architecture student without architecture.tokenizer"
+            " (it reuses the teacher's)"
+        )
+    teacher_vocab = getattr(config.get_text_config(), "vocab_size", None)
+    for who, vocab in ((field, teacher_vocab), (origin, student_vocab)):
+        if vocab is not None and vocab < size:
+            raise UserError(
+                f"{who} has {vocab} logits but its tokenizer has {size} tokens; "
+                "distillation needs a logit for every token id"
+            )
+
+
+def _tokenizer_of(source: ModelSource, dest: Path, what: str) -> Any:
+    try:
+        return load_tokenizer(source.fetch(dest, TOKENIZER_FILES))
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(
+            f"the tokenizer of {what} does not load ({type(e).__name__}: {e}); it needs tokenizer.json"
+        ) from e
+
+
+def load_teacher(folder: Path, device) -> Any:
+    """The distillation teacher from its checkpoint folder, on `device`: float32 weights as the student's
+    (the run's autocast applies its mixed precision to both alike), eval mode (no dropout), frozen."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    teacher = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device).eval()
+    teacher.requires_grad_(False)
+    return teacher
 
 
 def check_architecture(arch: Any, block_size: int) -> None:
@@ -320,7 +450,7 @@ def build(cfg: dict[str, Any], base_dir: Path | None, tokenizer, device) -> Any:
 
     method, hp = cfg["method"], cfg["hyperparameters"]
     torch.manual_seed(hp["seed"])
-    if method == "pretrain":
+    if method == "pretrain" or cfg["architecture"] is not None:  # or a distill student from an architecture
         config = llama_config(cfg["architecture"], tokenizer, hp["dropout"])
         return LlamaForCausalLM(config).to(device)
     assert base_dir is not None

@@ -8,7 +8,8 @@
       -> exact and near-duplicate index over (id, hash, signature)           [driver: small keys only]
       -> split by a stable per-document hash; canaries planted into train (security suite)
       -> augmentation copies of the training documents                       [parallel]
-      -> tokenizer: the base model's, architecture.tokenizer, or BPE trained on the training split
+      -> tokenizer: the base model's, architecture.tokenizer, the distillation teacher's (an
+         architecture student without a tokenizer), or BPE trained on the training split
       -> map_batches(pack): tokenize, add BOS/EOS, pack into blockSize blocks [parallel]
          (a conversation: rendered with the model's chat template, its tokens that are not the
          assistant's flagged as input only, -(id + 1), so the flags stay aligned through packing)
@@ -247,12 +248,18 @@ def _validation_ids(rows: list[dict[str, Any]], fraction: float) -> set[int]:
     return chosen
 
 
-def _tokenizer(ctx: Context, base: ModelSource | None, train_ds) -> tuple[Any, str]:
+def _tokenizer(
+    ctx: Context, base: ModelSource | None, train_ds, teacher: ModelSource | None = None
+) -> tuple[Any, str]:
     local = ctx.scratch / "tokenizer"
     arch = ctx.spec.model.architecture
     if base is not None:
         base.fetch(local, TOKENIZER_FILES)
         origin = f"base model {base.description}"
+    elif arch is not None and not arch.tokenizer and teacher is not None:
+        # Distillation compares logits id by id: the student speaks the teacher's vocabulary.
+        teacher.fetch(local, TOKENIZER_FILES)
+        origin = f"distillation teacher {teacher.description}"
     elif arch is not None and arch.tokenizer:
         from llmops.training.model import resolve_uri
 
@@ -282,7 +289,11 @@ def _tokenizer(ctx: Context, base: ModelSource | None, train_ds) -> tuple[Any, s
     return tok, origin
 
 
-def run(ctx: Context, base: ModelSource | None, ingested: dict[str, Any]) -> dict[str, Any]:
+def run(
+    ctx: Context, base: ModelSource | None, ingested: dict[str, Any], teacher: ModelSource | None = None
+) -> dict[str, Any]:
+    """`teacher`: spec.method.distillation.teacher resolved, whose tokenizer an architecture student
+    without architecture.tokenizer reuses."""
     if summary := ctx.done("prepare"):
         log.info("prepare: done before, skipping")
         return summary
@@ -380,7 +391,7 @@ def run(ctx: Context, base: ModelSource | None, ingested: dict[str, Any]) -> dic
     counts["canaries"] = len(canaries)
     counts["augmented"] = counts["train_documents"] - (len(survivors) - len(val_ids)) - len(canaries)
 
-    tokenizer, tokenizer_origin = _tokenizer(ctx, base, train_docs)
+    tokenizer, tokenizer_origin = _tokenizer(ctx, base, train_docs, teacher)
     chats = sum(bool(r["chat"]) for r in survivors)
     chat_template = chat.require_template(tokenizer, tokenizer_origin) if chats else None
     counts["conversations"] = chats

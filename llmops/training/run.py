@@ -56,11 +56,14 @@ def stages(ctx: Context) -> None:
         )
     elif ctx.spec.model.architecture is not None:
         model.check_architecture(ctx.spec.model.architecture, block_size)
+    teacher = model.resolve_teacher(ctx)  # distill: the teacher loads and shares the student's tokenizer
+    if teacher is not None:
+        model.check_teacher(ctx, teacher, base, ctx.scratch / "teacher")
     baseline_source = model.resolve_baseline(ctx)  # a bad baseline fails before any training
     ctx.reporter.write(message="ingesting data")
     ingested = ingest.run(ctx)
     ctx.reporter.write(message="preparing data")
-    prepared = prepare.run(ctx, base, ingested)
+    prepared = prepare.run(ctx, base, ingested, teacher)
     if ctx.spec.method.type == "quantize":  # the parent quantized takes the trained model's place
         trained = compress.run(ctx, base, prepared)
         done = trained["compress"]
@@ -74,7 +77,7 @@ def stages(ctx: Context) -> None:
             }
         )
     else:
-        trained = train.run(ctx, base, prepared)
+        trained = train.run(ctx, base, prepared, teacher)
         train_metrics = _finite(
             {
                 "train/loss": trained.get("final_loss") or math.nan,
@@ -83,6 +86,9 @@ def stages(ctx: Context) -> None:
                 "train/steps": trained.get("steps", 0),
             }
         )
+        if teacher is not None:  # the distillation loss's two terms, unweighted (llmops/training/train.py)
+            terms = {"train/kl": trained.get("final_kl"), "train/ce": trained.get("final_ce")}
+            train_metrics |= _finite(terms)
     ctx.reporter.write(
         metrics=train_metrics,
         progress={

@@ -95,6 +95,7 @@ class ProgressCallback(UserCallback):
                 "eta_seconds": eta,
             },
             message=f"training: step {step}/{self.total_steps}"
+            + (f", KL to the teacher {m['kl']:.4f}" if "kl" in m else "")
             + (f", validation loss {m['val_loss']:.4f}" if "val_loss" in m else ""),
         )
 
@@ -133,6 +134,46 @@ def _token_loss(logits, labels, smoothing: float):
     )
 
 
+def distillation_loss(
+    student_logits, teacher_logits, labels, temperature: float, alpha: float, smoothing: float = 0.0
+):
+    """Knowledge distillation loss of Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
+    Network" (2015, arXiv:1503.02531), per token of a causal LM:
+
+        loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE
+
+    student_logits, teacher_logits: [batch, seq, vocab] (position t predicts token t + 1, as in
+    `_token_loss`); labels: [batch, seq] token ids, -100 where nothing is learnt (padding, the prompt side
+    of a conversation). The KL, in nats, is averaged over exactly the positions the cross-entropy counts
+    (labels[:, 1:] != -100), so chat data distils the assistant turns only. T^2 keeps the soft term's
+    gradients at the scale of the hard term's whatever the temperature (the gradient of the softened KL
+    shrinks as 1/T^2; section 2 of the paper). CE is `_token_loss` (with `smoothing`). When the two
+    vocabularies differ in size (an embedding matrix padded past the tokenizer), the KL is taken over
+    the first min(V_student, V_teacher) ids, the ids both models have; the preflight checked that every
+    id the shared tokenizer produces is among them. The teacher's logits carry no gradient.
+
+    Returns (loss, kl, ce) as 0-d tensors: kl the mean KL per counted token before the alpha * T^2 weight;
+    all three 0 (with a gradient of 0) when no position counts. ValueError for temperature <= 0 or alpha
+    outside [0, 1].
+    """
+    import torch.nn.functional as F
+
+    if temperature <= 0 or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"temperature must be > 0 and alpha in [0, 1], got {temperature} and {alpha}")
+    ce = _token_loss(student_logits, labels, smoothing)
+    counted = labels[:, 1:] != -100
+    if not bool(counted.any()):
+        zero = student_logits.sum() * 0.0
+        return zero, zero, zero
+    vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
+    student = student_logits[:, :-1, :vocab][counted].float() / temperature
+    teacher = teacher_logits[:, :-1, :vocab][counted].detach().float() / temperature
+    kl = F.kl_div(
+        F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True, reduction="batchmean"
+    )
+    return alpha * temperature**2 * kl + (1.0 - alpha) * ce, kl, ce
+
+
 def train_loop(cfg: dict[str, Any]) -> None:
     """One Ray Train worker."""
     import numpy as np
@@ -142,7 +183,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
     import torch.distributed as dist
     from transformers import get_scheduler
 
-    from llmops.training.model import build, load_tokenizer, save_final
+    from llmops.training.model import build, load_teacher, load_tokenizer, save_final
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -170,6 +211,10 @@ def train_loop(cfg: dict[str, Any]) -> None:
 
     model = build(cfg, base_dir, tokenizer, device)
     core = model
+    distill = cfg.get("distillation")
+    # Knowledge distillation: the teacher sits beside the student on this worker, frozen in eval mode;
+    # its logits are computed batch by batch under the same autocast, never cached.
+    teacher = load_teacher(cfg["teacher"].fetch(local / "teacher"), device) if distill else None
     if world > 1:
         model = ray.train.torch.prepare_model(model, move_to_device=False)
     trainable = [(n, p) for n, p in core.named_parameters() if p.requires_grad]
@@ -277,7 +322,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
     every = cfg["checkpoint_every"] or steps_per_epoch
     interval = cfg["progress_interval_s"]
     model.train()
-    window_loss = window_tokens = 0.0
+    window_loss = window_tokens = window_kl = window_ce = 0.0
     window_count = 0
     window_start = last_report = time.monotonic()
     while state["step"] < total and not state["stopped_early"]:
@@ -285,7 +330,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
         order = mine[np.random.default_rng(hp["seed"] + epoch).permutation(len(mine))]
         micro = 0
         index = offset * accum * bs
-        loss_acc = 0.0
+        loss_acc = kl_acc = ce_acc = 0.0
         while state["step"] < total and micro < steps_per_epoch * accum - offset * accum:
             chunk = order[index : index + bs]
             if len(chunk) == 0:
@@ -299,7 +344,23 @@ def train_loop(cfg: dict[str, Any]) -> None:
             )
             with context, torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 logits = model(input_ids=x, attention_mask=mask).logits
-                loss = _token_loss(logits, labels, hp["label_smoothing"]) / accum
+                if teacher is None:
+                    loss = _token_loss(logits, labels, hp["label_smoothing"]) / accum
+                else:
+                    with torch.no_grad():
+                        teacher_logits = teacher(input_ids=x, attention_mask=mask).logits
+                    loss, kl, ce = distillation_loss(
+                        logits,
+                        teacher_logits,
+                        labels,
+                        distill["temperature"],
+                        distill["alpha"],
+                        hp["label_smoothing"],
+                    )
+                    del teacher_logits
+                    loss = loss / accum
+                    kl_acc += kl.item() / accum
+                    ce_acc += ce.item() / accum
             if scaler:
                 scaler.scale(loss).backward()
             else:
@@ -320,8 +381,10 @@ def train_loop(cfg: dict[str, Any]) -> None:
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
             window_loss += loss_acc
+            window_kl += kl_acc
+            window_ce += ce_acc
             window_count += 1
-            loss_acc = 0.0
+            loss_acc = kl_acc = ce_acc = 0.0
             step = state["step"]
             at_checkpoint = step % every == 0 or step == total
             # Progress every `interval` seconds (rank 0's clock decides for all: every worker must
@@ -330,7 +393,9 @@ def train_loop(cfg: dict[str, Any]) -> None:
             if not at_checkpoint and not all_max(float(due)):
                 continue
             now = time.monotonic()
-            loss_sum, tokens, elapsed = all_sum([window_loss, window_tokens, now - window_start])
+            loss_sum, tokens, elapsed, kl_sum, ce_sum = all_sum(
+                [window_loss, window_tokens, now - window_start, window_kl, window_ce]
+            )
             elapsed = elapsed / world
             state["tokens"] += int(tokens)
             state["train_seconds"] += elapsed
@@ -342,6 +407,9 @@ def train_loop(cfg: dict[str, Any]) -> None:
                 "tokens_per_second": tokens / elapsed if elapsed > 0 else 0.0,
                 "learning_rate": scheduler.get_last_lr()[0],
             }
+            if teacher is not None:  # the two terms of the distillation loss, before their weights
+                metrics["kl"] = kl_sum / (window_count * world)
+                metrics["ce"] = ce_sum / (window_count * world)
             if at_checkpoint:
                 val = validation_loss()
                 if val is not None:
@@ -359,7 +427,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
                 {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
             )
             report(metrics, with_checkpoint=at_checkpoint)
-            window_loss = window_tokens = 0.0
+            window_loss = window_tokens = window_kl = window_ce = 0.0
             window_count = 0
             last_report = time.monotonic()
             if state["stopped_early"]:
@@ -383,6 +451,8 @@ def train_loop(cfg: dict[str, Any]) -> None:
             "tokens_per_second": state["tokens"] / state["train_seconds"] if state["train_seconds"] else 0.0,
             "best_val_loss": state["best_val"],
             "final_loss": state["history"][-1]["loss"] if state["history"] else None,
+            "final_kl": state["history"][-1].get("kl") if state["history"] else None,
+            "final_ce": state["history"][-1].get("ce") if state["history"] else None,
             "workers": world,
             "peak_rss_bytes": [int(p) for p in peak],
             "device": device.type,
@@ -402,7 +472,10 @@ class _nullcontext:
         return None
 
 
-def worker_config(ctx: Context, base: ModelSource | None, prepared: dict[str, Any]) -> dict[str, Any]:
+def worker_config(
+    ctx: Context, base: ModelSource | None, prepared: dict[str, Any], teacher: ModelSource | None = None
+) -> dict[str, Any]:
+    """What every Ray Train worker reads; `teacher` is spec.method.distillation.teacher resolved (distill)."""
     spec = ctx.spec
     hp = spec.method.hyperparameters
     workers = spec.resources.workers
@@ -420,9 +493,16 @@ def worker_config(ctx: Context, base: ModelSource | None, prepared: dict[str, An
         from llmops.api.trainingjob import LoRA
 
         lora = LoRA().model_dump()
+    distillation = spec.method.distillation
     return {
         "uid": ctx.run.job.uid,
         "method": spec.method.type,
+        "distillation": (
+            {"temperature": distillation.temperature, "alpha": distillation.alpha}
+            if distillation is not None and teacher is not None
+            else None
+        ),
+        "teacher": teacher,
         "hyperparameters": hp.model_dump(),
         "lora": lora,
         "architecture": spec.model.architecture.model_dump() if spec.model.architecture else None,
@@ -454,14 +534,16 @@ def unwrap(error: BaseException) -> BaseException:
     return error
 
 
-def run(ctx: Context, base: ModelSource | None, prepared: dict[str, Any]) -> dict[str, Any]:
+def run(
+    ctx: Context, base: ModelSource | None, prepared: dict[str, Any], teacher: ModelSource | None = None
+) -> dict[str, Any]:
     if summary := ctx.done("train"):
         log.info("train: done before, skipping")
         return summary
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    cfg = worker_config(ctx, base, prepared)
+    cfg = worker_config(ctx, base, prepared, teacher)
     gpus = ctx.spec.resources.per_worker.gpus
     resources: dict[str, float] = {"CPU": cfg["threads"]}
     if gpus:

@@ -11,9 +11,9 @@ aliases they reference (tiny files: nothing is served here). The real operator r
   (kwok stands in for the kubelet, so no container runs; the scale-to-zero example's wake-up is
   tests/e2e/test_scale_to_zero.py). The canary example is Ready at its first step, 10% to version 4,
   analysing. Replicas stay at the Deployment's default where KEDA would take over (no KEDA here).
-- TrainingJobs with `runtime.type: kuberay` (the default; pretrain, lora, qlora): their RayJob is created
-  with the workers, GPU limits, node selectors and Kueue queue of the spec and no GPU on the head, and
-  the status is what the operator reports before KubeRay starts a job (Pending, Created).
+- TrainingJobs with `runtime.type: kuberay` (the default; pretrain, lora, qlora, distill): their RayJob
+  is created with the workers, GPU limits, node selectors and Kueue queue of the spec and no GPU on the
+  head, and the status is what the operator reports before KubeRay starts a job (Pending, Created).
 
 What is changed, and why: every `endpoint: http://minio.llmops-system:9000` resolves only inside a
 cluster, where the operator would run; here the operator is a local process, so it is set to the dev
@@ -81,8 +81,9 @@ def _get(cluster: LocalCluster, namespace: str, kind: str, name: str) -> dict:
 
 
 def _registry(minio: dict, tmp_path: Path, docs: dict[str, dict]) -> None:
-    """The versions and aliases the ModelDeployment examples reference, in the bucket and prefix they
-    name: versions 1 up to the highest one referenced, each alias on the last."""
+    """The versions and aliases the ModelDeployment examples reference (and the TrainingJobs' bases and
+    teachers), in the bucket and prefix they name: versions 1 up to the highest one referenced, each
+    alias on the last."""
 
     s3 = s3_client(minio)
     credentials = Credentials(minio["accessKeyId"], minio["secretAccessKey"])
@@ -97,17 +98,16 @@ def _registry(minio: dict, tmp_path: Path, docs: dict[str, dict]) -> None:
     for doc in docs.values():
         if doc["kind"] in ("RetrainPolicy", "ModelRetirement"):  # they name versions the others make
             continue
-        if doc["kind"] == "TrainingJob":  # a base in the registry the job writes to
-            if base := doc["spec"]["model"].get("base"):
+        if doc["kind"] == "TrainingJob":  # a base, a teacher in the registry the job writes to
+            teacher = (doc["spec"]["method"].get("distillation") or {}).get("teacher")
+            for ref in (r for r in (doc["spec"]["model"].get("base"), teacher) if r):
                 location = doc["spec"]["output"]["registry"]["s3"]
                 key = (location["bucket"], location.get("prefix", ""))
                 entry = wanted.setdefault(
-                    (*key, base["name"]), {"kind": set(), "versions": set(), "aliases": set()}
+                    (*key, ref["name"]), {"kind": set(), "versions": set(), "aliases": set()}
                 )
                 entry["kind"].add("model")
-                entry["versions" if "version" in base else "aliases"].add(
-                    base.get("version") or base["alias"]
-                )
+                entry["versions" if "version" in ref else "aliases"].add(ref.get("version") or ref["alias"])
             continue
         location = doc["spec"]["registry"]["s3"]
         key = (location["bucket"], location.get("prefix", ""))
