@@ -450,7 +450,7 @@ def build(cfg: dict[str, Any], base_dir: Path | None, tokenizer, device) -> Any:
 
     method, hp = cfg["method"], cfg["hyperparameters"]
     torch.manual_seed(hp["seed"])
-    if method == "pretrain" or cfg["architecture"] is not None:  # or a distill student from an architecture
+    if method == "pretrain" or cfg.get("architecture") is not None:  # or a distill student from one
         config = llama_config(cfg["architecture"], tokenizer, hp["dropout"])
         return LlamaForCausalLM(config).to(device)
     assert base_dir is not None
