@@ -10,8 +10,9 @@ child process (`python -m llmops.training.compress JOB`) in the optimize environ
 training blocks, as the compress stage does.
 
 Then the parent and every compressed version are served, one at a time, by vLLM's OpenAI server on
-this CPU with the argv a ModelDeployment runs (llmops.serving.local.cpu_argv; the quantization format
-comes from the checkpoint's config.json, as vLLM reads it):
+this CPU with the argv a ModelDeployment runs (llmops.serving.local.cpu_argv, at --dtype bfloat16 for
+all: int4 weights have no float32 kernel; the quantization format comes from the checkpoint's
+config.json, as vLLM reads it):
 
 - size: bytes of the weight files (*.safetensors);
 - peak memory: the largest summed RSS of vLLM's process group (API server + engine core), sampled
@@ -151,7 +152,16 @@ def serve(
     from llmops.serving.local import start_vllm, stop, wait_healthy
 
     port = free_port()
-    proc = start_vllm(model, port=port, served_model_name="m", log=log, tie_to_parent=True)
+    # bfloat16 for every model: int4 weights (W4A16) have no float32 kernel, and the parent must be
+    # measured the same way.
+    proc = start_vllm(
+        model,
+        port=port,
+        served_model_name="m",
+        log=log,
+        tie_to_parent=True,
+        extra_args=["--dtype", "bfloat16"],
+    )
     peak, done = 0, threading.Event()
 
     def sample() -> None:

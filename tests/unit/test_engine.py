@@ -118,6 +118,13 @@ def test_the_versions_quantization_comes_from_its_manifest() -> None:
     ):
         quantization(quantized, "gptq", "spec.rollout.canary.model")
     assert quantization(version(None), "fp8", "spec.model") == "fp8"  # vLLM quantizes as it loads
+    int4 = version(Content(quantization=Quantization(method="compressed-tensors", format="pack-quantized")))
+    assert quantization(int4, None, "spec.model", "bfloat16") == "compressed-tensors"
+    with pytest.raises(WrongContent, match=r"spec.engine.dtype is float32, but spec.model bot:2 holds int4"):
+        quantization(int4, None, "spec.model", "float32")
+    assert (
+        quantization(quantized, None, "spec.model", "float32") == "compressed-tensors"
+    )  # no format: W8A8 ok
     assert quantization(version(Content()), None, "spec.model") is None
     argv = engine.vllm_argv(
         Engine(quantization="fp8"), model_path="/m", served_model_name="b", quantization="compressed-tensors"

@@ -391,7 +391,7 @@ class Reconciler:
 
         def served(found: ModelVersion, role: Role, field_path: str) -> ServedVersion:
             name, version = found.name, found.version
-            quantized = quantization(found, spec.engine.quantization, field_path)
+            quantized = quantization(found, spec.engine.quantization, field_path, spec.engine.dtype)
             deployment = vllm_name(md, name, version, spec.model.name)
             return ServedVersion(name, version, role, 0, deployment, quantization=quantized)
 

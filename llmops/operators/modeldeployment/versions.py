@@ -76,18 +76,31 @@ def gated(version: ModelVersion, field_path: str, allow_ungated: bool) -> ModelV
     return version
 
 
-def quantization(version: ModelVersion, engine_quantization: str | None, field_path: str) -> str | None:
+# compressed-tensors layouts whose vLLM kernels need 16-bit activations (int4 weights: Marlin on the GPU,
+# cpu_gemm_wna16 on the CPU); at --dtype float32 vLLM stops at the first layer.
+SIXTEEN_BIT_ONLY = {"pack-quantized"}
+
+
+def quantization(
+    version: ModelVersion, engine_quantization: str | None, field_path: str, dtype: str = "auto"
+) -> str | None:
     """vLLM's `--quantization` for serving `version` (the spec's `field_path`): what its manifest says
     its weights are (`content.quantization.method`, e.g. "compressed-tensors" for a quantize
     TrainingJob's version), so the user never repeats it; else `spec.engine.quantization` as written
     (which may ask vLLM to quantize an unquantized model as it loads it, e.g. fp8).
 
-    Raises WrongContent when spec.engine.quantization names another method than the manifest: vLLM
-    would refuse to start on such a checkpoint.
+    Raises WrongContent when spec.engine.quantization names another method than the manifest, or
+    when spec.engine.dtype (`dtype`) is float32 for int4 weights (W4A16): vLLM would refuse to start.
     """
     recorded = version.described.quantization
     if recorded is None:
         return engine_quantization
+    if dtype == "float32" and recorded.format in SIXTEEN_BIT_ONLY:
+        raise WrongContent(
+            f"spec.engine.dtype is float32, but {field_path} {version.name}:{version.version} holds int4"
+            f" weights ({recorded.format}, {recorded.scheme or 'W4A16'}), whose vLLM kernels compute in 16"
+            " bits; set spec.engine.dtype to auto, bfloat16 or float16"
+        )
     if engine_quantization is not None and engine_quantization != recorded.method:
         scheme = f" {recorded.scheme}" if recorded.scheme else ""
         raise WrongContent(
