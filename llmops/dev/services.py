@@ -149,6 +149,11 @@ def start_ray(cluster: LocalCluster, num_cpus: int = 2) -> dict:
         # Like a real shared Ray cluster, it brings its own storage access (the operator never hands
         # secret values to a Ray cluster it does not own).
         env |= {"AWS_ACCESS_KEY_ID": minio["accessKeyId"], "AWS_SECRET_ACCESS_KEY": minio["secretAccessKey"]}
+    optimize = Path(__file__).resolve().parents[2] / ".venv-optimize" / "bin" / "python"
+    if not env.get("LLMOPS_OPTIMIZE_PYTHON") and optimize.exists():
+        # method quantize runs llm-compressor there: this venv holds vLLM, whose pins it cannot share
+        # (hack/venv.sh optimize, llmops/training/compress.py).
+        env["LLMOPS_OPTIMIZE_PYTHON"] = str(optimize)
     cluster.spawn("ray", head.argv, env=env)
     address = head.dashboard
     log = cluster.logs / "ray.log"

@@ -140,7 +140,7 @@ def run(ctx: Context, base: ModelSource | None, prepared: dict[str, Any]) -> dic
     gpus = ctx.spec.resources.per_worker.gpus
     ctx.clear("model")
     ctx.reporter.write(
-        progress={"stage": "Training"},
+        progress={"stage": "Compressing"},
         message=f"quantizing {base.description}: {quantization.scheme} with {quantization.algorithm}"
         + (f" on {samples} calibration blocks" if samples else ""),
     )
