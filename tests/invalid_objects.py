@@ -853,6 +853,12 @@ def tj_quantize_without_base(spec: Spec, draw: DrawFn) -> FieldPath:
     return ("spec",)
 
 
+def tj_quantize_workers(spec: Spec, draw: DrawFn) -> FieldPath:
+    _quantize(spec, {"scheme": "W8A8"})
+    spec.setdefault("resources", {})["workers"] = draw(st.integers(2, 16))
+    return ("spec",)
+
+
 def tj_quantize_settings(spec: Spec, draw: DrawFn) -> FieldPath:
     if draw(st.booleans()):
         _quantize(spec, None)  # quantize without its settings
@@ -1117,8 +1123,7 @@ CEL_CASES = [
     CelCase(
         TJ,
         "spec",
-        "methods full, lora, qlora and quantize start from an existing model: set model.base or"
-        " model.baseModel",
+        "methods full, lora and qlora fine-tune an existing model: set model.base or model.baseModel",
         tj_fine_tune_from_scratch,
     ),
     CelCase(
@@ -1167,6 +1172,13 @@ CEL_CASES = [
         tj_relative_gate_without_baseline,
     ),
     CelCase(TJ, "spec.method.distillation.teacher", VERSION_XOR_ALIAS, tj_teacher_reference),
+    CelCase(
+        TJ,
+        "spec",
+        "method quantize runs on one worker (llm-compressor quantizes in one process, on one GPU or the"
+        " CPUs): set resources.workers to 1",
+        tj_quantize_workers,
+    ),
     CelCase(TJ, "spec", KUBERAY_LOCAL, tj_kuberay_local_path),
     CelCase(
         TJ,

@@ -83,11 +83,18 @@ class Architecture(ApiModel):
         None, ge=1, le=1024, description="Key/value heads for grouped-query attention; defaults to heads."
     )
     intermediate_size: int = Field(ge=8, le=262144, description="Width of the feed-forward layer.")
-    vocab_size: int = Field(ge=32, le=1048576, description="Tokenizer vocabulary size.")
+    vocab_size: int = Field(
+        ge=32,
+        le=1048576,
+        description="Tokenizer vocabulary size; a distill student's must hold every id of the teacher's.",
+    )
     max_position_embeddings: int = Field(ge=16, le=1048576, description="Longest sequence the model handles.")
     tokenizer: ModelUri | None = Field(
         None,
-        description="Tokenizer to reuse (Hugging Face layout); omit to train a BPE tokenizer on the data.",
+        description=(
+            "Tokenizer to reuse (Hugging Face layout); omit to train a BPE tokenizer on the data (method"
+            " distill: omit to reuse the teacher's)."
+        ),
     )
 
 
@@ -106,7 +113,9 @@ class TrainingModel(ApiModel):
     base_model: ModelUri | None = Field(
         None, description="A checkpoint in Hugging Face layout: s3://bucket/key, /path, or hf://org/name."
     )
-    architecture: Architecture | None = Field(None, description="Initialise a new model (method pretrain).")
+    architecture: Architecture | None = Field(
+        None, description="Initialise a new model (method pretrain, or the student of method distill)."
+    )
 
 
 class TrafficFeedback(ApiModel):
@@ -610,7 +619,10 @@ class Runtime(ApiModel):
     )
     image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
         None,
-        description="Trainer image; defaults to the operator's LLMOPS_TRAINER_IMAGE, else the release's.",
+        description=(
+            "Image of the Ray pods (runtime kuberay); defaults to the operator's LLMOPS_TRAINER_IMAGE"
+            " (LLMOPS_OPTIMIZER_IMAGE for method quantize: it must hold llm-compressor), else the release's."
+        ),
     )
     service_account_name: DnsSubdomain | None = Field(None, description="ServiceAccount of the Ray pods.")
     queue_name: DnsLabel | None = Field(None, description="Kueue LocalQueue to admit the job through.")
@@ -644,20 +656,28 @@ def _local_paths(spec: TrainingJobSpec) -> list[str]:
 
 
 class TrainingJobSpec(ApiModel):
-    """Pre-train or fine-tune a model on Ray, evaluate it, and register the result as a new model version."""
+    """Pre-train, fine-tune, quantize or distil a model on Ray, evaluate it against gates (absolute, or
+    relative to a baseline), and register the result as a new model version."""
 
     cel_rules = (
         Rule(
-            "self.method.type in ['pretrain', 'distill'] || has(self.model.base)"
+            "self.method.type in ['pretrain', 'distill', 'quantize'] || has(self.model.base)"
             " || has(self.model.baseModel)",
-            "methods full, lora, qlora and quantize start from an existing model: set model.base or"
-            " model.baseModel",
+            "methods full, lora and qlora fine-tune an existing model: set model.base or model.baseModel",
             lambda m: (
-                m.method.type in ("pretrain", "distill")
+                m.method.type in ("pretrain", "distill", "quantize")
                 or m.model.base is not None
                 or m.model.base_model is not None
             ),
             field_path=".model",
+        ),
+        Rule(
+            "self.method.type != 'quantize' || !has(self.resources) || !has(self.resources.workers)"
+            " || self.resources.workers == 1",
+            "method quantize runs on one worker (llm-compressor quantizes in one process, on one GPU or the"
+            " CPUs): set resources.workers to 1",
+            lambda m: m.method.type != "quantize" or m.resources.workers == 1,
+            field_path=".resources",
         ),
         Rule(
             "self.method.type != 'quantize' || has(self.model.base)",

@@ -196,9 +196,12 @@ def quantize_task(work: StoreSpec, base: ModelSource, job: dict[str, Any], uid: 
             tail = (done.stderr or done.stdout)[-3000:]
             if NO_LLMCOMPRESSOR in tail:
                 return {
-                    "error": f"{python} has no llm-compressor: method quantize runs in the optimizer "
-                    f"image (images/optimizer; spec.runtime.image overrides it), or locally with "
-                    f"{OPTIMIZE_PYTHON} set to the optimize venv's Python (hack/venv.sh optimize)"
+                    "error": f"{python} has no llm-compressor: with runtime kuberay, method quantize runs"
+                    " in the optimizer image (images/optimizer; spec.runtime.image overrides it); on a Ray"
+                    f" cluster of your own (runtime rayJobsAPI, or locally), set {OPTIMIZE_PYTHON} in the"
+                    " Ray head's environment to a Python with llm-compressor (pip install"
+                    " 'llmops[optimize]' in a venv of its own; locally `make venv-optimize` before"
+                    " `llmops dev up`)"
                 }
             raise RuntimeError(f"llm-compressor failed (exit {done.returncode}):\n{tail}")
         result = json.loads((local / "result.json").read_text())

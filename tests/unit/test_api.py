@@ -122,6 +122,15 @@ def test_python_names_and_camel_case_names_both_work() -> None:
         ({"suspend": "maybe"}, ("suspend",), "boolean"),
         ({"ttlSecondsAfterFinished": -1}, ("ttlSecondsAfterFinished",), "greater than or equal"),
         ({"method": {"type": "quantize", "quantization": {"scheme": "W8A8"}}}, None, "set model.base"),
+        (
+            {
+                "model": {"base": {"name": "m", "version": "1"}},
+                "method": {"type": "quantize", "quantization": {"scheme": "W8A8"}},
+                "resources": {"workers": 2},
+            },
+            None,
+            "method quantize runs on one worker",
+        ),
         ({"method": {"type": "quantize"}}, ("method",), "needs quantization settings"),
         ({"method": {"type": "distill"}}, ("method",), "needs distillation settings"),
         (

@@ -144,8 +144,8 @@ def test_crd_shape() -> None:
 def test_required_cel_rules() -> None:
     job, deployment = _rules(0), _rules(1)
     assert (
-        "self.method.type in ['pretrain', 'distill'] || has(self.model.base) || has(self.model.baseModel)"
-        in job
+        "self.method.type in ['pretrain', 'distill', 'quantize'] || has(self.model.base)"
+        " || has(self.model.baseModel)" in job
     )
     assert "self.method.type != 'quantize' || has(self.model.base)" in job
     assert "(self.type == 'quantize') == has(self.quantization)" in job

@@ -149,4 +149,5 @@ def test_a_python_without_llm_compressor_is_named_with_the_fix(tmp_path: Path, m
     print(found)
     assert set(found) == {"error"}
     assert f"{sys.executable} has no llm-compressor" in found["error"]
-    assert "images/optimizer" in found["error"] and "hack/venv.sh optimize" in found["error"]
+    assert "images/optimizer" in found["error"] and "make venv-optimize" in found["error"]
+    assert "LLMOPS_OPTIMIZE_PYTHON in the Ray head's environment" in found["error"]
