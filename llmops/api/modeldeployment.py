@@ -85,7 +85,10 @@ class Engine(ApiModel):
     max_model_len: int | None = Field(
         None, ge=16, le=10485760, description="Context length; defaults to the model's."
     )
-    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field("auto", description="Weight dtype.")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto",
+        description="Weight and activation dtype; int4 weights (W4A16) need auto, bfloat16 or float16.",
+    )
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs each replica shards the model over.")
     quantization: Literal["awq", "gptq", "fp8", "bitsandbytes", "compressed-tensors"] | None = Field(
         None,
