@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from llmops.dev.cluster import LocalCluster, free_port
+from llmops.dev.cluster import LocalCluster, free_port, process_alive
 
 T = TypeVar("T")
 
@@ -202,3 +202,17 @@ def s3_client(minio: dict) -> Any:
         aws_secret_access_key=minio.get("secretAccessKey") or minio["secret_key"],
         region_name="us-east-1",
     )
+
+
+def stop_spawned(cluster: LocalCluster, *names: str) -> None:
+    """Stop the processes a test spawned in `cluster` under `names` (`llmops dev serve`'s pods): SIGTERM
+    to each one's process group, then wait until each is gone."""
+    procs = cluster.processes()
+    names = tuple(n for n in names if n in procs)
+    for name in names:
+        if procs[name][1]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(procs[name][0], signal.SIGTERM)
+    for name in names:
+        exe = cluster.state()["exes"][name]
+        eventually(lambda name=name, exe=exe: not process_alive(procs[name][0], exe), 60)

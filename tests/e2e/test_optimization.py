@@ -26,11 +26,9 @@ What cannot run here, and what stands in for it:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,12 +39,12 @@ from openai import OpenAI
 from llmops import registry as reg
 from llmops.api.common import ObjectStorageLocation
 from llmops.dev import services
-from llmops.dev.cluster import LocalCluster, free_port, process_alive
+from llmops.dev.cluster import LocalCluster, free_port
 from llmops.dev.serve import run_gateway, run_version, serving_deployments, wait_version
 from llmops.gateway_config import UpstreamGroup
 from llmops.serving.local import make_tiny_llama
 from llmops.storage import Credentials, open_store
-from tests.helpers import eventually, operator_in_thread
+from tests.helpers import eventually, operator_in_thread, stop_spawned
 
 ROOT = Path(__file__).parents[2]
 QUICKSTART = ROOT / "llmops/training/data/quickstart"
@@ -97,15 +95,7 @@ class Served:
         return address, argvs[0]
 
     def stop(self) -> None:
-        procs = self.cluster.processes()
-        names = [n for n in self.names if n in procs]
-        for name in names:
-            if procs[name][1]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(procs[name][0], signal.SIGTERM)
-        for name in names:
-            exe = self.cluster.state()["exes"][name]
-            eventually(lambda name=name, exe=exe: not process_alive(procs[name][0], exe), 60)
+        stop_spawned(self.cluster, *self.names)
 
 
 @pytest.fixture

@@ -33,10 +33,8 @@ beat the champion it starts from by the 5% the policy asks).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -52,7 +50,7 @@ from llmops import registry as reg
 from llmops.api import API_VERSION
 from llmops.api.common import ObjectStorageLocation
 from llmops.dev import services
-from llmops.dev.cluster import LocalCluster, free_port, process_alive
+from llmops.dev.cluster import LocalCluster, free_port
 from llmops.dev.serve import (
     drift_deployment,
     run_drift,
@@ -66,7 +64,7 @@ from llmops.dev.serve import (
 from llmops.gateway_config import GatewayConfig, UpstreamGroup
 from llmops.serving.local import make_tiny_llama
 from llmops.storage import Credentials, open_store
-from tests.helpers import eventually, operator_in_thread, s3_client
+from tests.helpers import eventually, operator_in_thread, s3_client, stop_spawned
 from tests.serving.test_serving_drift import CODE, generate
 
 ROOT = Path(__file__).parents[2]
@@ -256,15 +254,7 @@ class Serving:
         return {g.version: g.weight for g in deployed.upstreams}
 
     def stop(self) -> None:
-        procs = self.cluster.processes()
-        names = [n for n in self.names if n in procs]
-        for name in names:
-            if procs[name][1]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(procs[name][0], signal.SIGTERM)
-        for name in names:
-            exe = self.cluster.state()["exes"][name]
-            eventually(lambda name=name, exe=exe: not process_alive(procs[name][0], exe), 60)
+        stop_spawned(self.cluster, *self.names)
 
 
 def _query(prometheus: str, promql: str) -> float | None:

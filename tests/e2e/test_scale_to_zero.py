@@ -36,8 +36,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
-import os
-import signal
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -49,14 +47,14 @@ from openai import OpenAI
 
 from llmops.api.common import ObjectStorageLocation
 from llmops.dev import services
-from llmops.dev.cluster import LocalCluster, free_port, process_alive
+from llmops.dev.cluster import LocalCluster, free_port
 from llmops.dev.serve import run_gateway, run_version, scrape, serving_deployments, wait_version
 from llmops.gateway_config import ServiceEndpoints, UpstreamGroup
 from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.registry import GateVerdict, Lineage, register, set_alias
 from llmops.serving.local import make_tiny_llama
 from llmops.storage import Credentials, open_store
-from tests.helpers import eventually, gpu_node, operator_in_thread, s3_client
+from tests.helpers import eventually, gpu_node, operator_in_thread, s3_client, stop_spawned
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples/modeldeployment-scale-to-zero.yaml"
@@ -170,7 +168,7 @@ def test_the_scale_to_zero_example_wakes_on_the_first_request_and_answers_it(
         _wake(cluster, namespace, example, settings, node, pool)
     finally:
         # The processes that played the pods, and their scrape targets, go with the test.
-        _stop(cluster, f"{md}-{version}-vllm", f"{md}-gateway")
+        stop_spawned(cluster, f"{md}-{version}-vllm", f"{md}-gateway")
         services.set_scrape_targets(cluster, [])
         pool.shutdown(cancel_futures=True)
 
@@ -274,18 +272,6 @@ def _series(trigger: dict) -> float | None:
     with urllib.request.urlopen(url, timeout=10) as r:
         result = json.load(r)["data"]["result"]
     return float(result[0]["value"][1]) if result else None
-
-
-def _stop(cluster: LocalCluster, *names: str) -> None:
-    """Stop the processes this test spawned under `names` (SIGTERM to each one's process group)."""
-    procs = cluster.processes()
-    for name in names:
-        if name in procs and procs[name][1]:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(procs[name][0], signal.SIGTERM)
-    for name in names:
-        if name in procs:
-            eventually(lambda name=name: not process_alive(procs[name][0], cluster.state()["exes"][name]), 60)
 
 
 def _key(keys: Path | None) -> str:
