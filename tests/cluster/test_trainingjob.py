@@ -305,7 +305,7 @@ def test_gate_failure_is_stalled_with_an_event(
     failed = get(cluster, "tj", "gated", namespace)
     assert failed["status"]["phase"] == "Failed" and conditions(failed)["Ready"]["status"] == "False"
     assert conditions(failed)["Stalled"]["reason"] == "GatesFailed"
-    assert "perplexity = 210.5 (needs <= 10)" in failed["status"]["message"]
+    assert "perplexity = 210.5, needs <= 10" in failed["status"]["message"]
     assert "modelVersion" not in failed["status"]
     event = eventually(
         lambda: [e for e in events_of(cluster, "gated", namespace) if e["reason"] == "GateFailed"]

@@ -688,6 +688,11 @@ def _closure(requirements: list[str]) -> set[str]:
         if key in seen:
             continue
         seen.add(key)
+        if name == "llmops":  # an extra that includes another (optimize = training + ...): from
+            # pyproject, since llmops itself is not installed in the shared venv
+            extras = PYPROJECT["project"]["optional-dependencies"]
+            todo += [(Requirement(r), "") for e in sorted(req.extras) for r in extras[e]]
+            continue
         try:
             dist = distribution(name)
         except PackageNotFoundError:
