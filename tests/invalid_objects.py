@@ -871,6 +871,29 @@ def tj_quantize_settings(spec: Spec, draw: DrawFn) -> FieldPath:
     return ("spec", "method")
 
 
+def tj_quantize_hyperparameters(spec: Spec, draw: DrawFn) -> FieldPath:
+    method = _quantize(spec, {"scheme": "W8A8"})
+    if draw(st.booleans()):
+        method["hyperparameters"] = {"epochs": draw(st.integers(2, 5))}  # the default is 1
+    else:
+        method["checkpointEverySteps"] = draw(st.integers(1, 1000))
+    return ("spec", "method")
+
+
+def tj_quantize_augmentation(spec: Spec, draw: DrawFn) -> FieldPath:
+    _quantize(spec, {"scheme": "W4A16"})
+    kind = draw(st.sampled_from(["randomDeletion", "randomSwap", "randomInsertion"]))
+    _dig(spec, "data", "preparation")["augmentation"] = [{"type": kind}]
+    return ("spec",)
+
+
+def tj_quantize_leakage_gate(spec: Spec, draw: DrawFn) -> FieldPath:
+    _quantize(spec, {"scheme": "W8A8"})
+    gate = {"metric": "security/leakage", "operator": "<=", "threshold": draw(st.sampled_from([0, 0.1]))}
+    _dig(spec, "evaluation").setdefault("gates", []).append(gate)
+    return ("spec",)
+
+
 def tj_distill_settings(spec: Spec, draw: DrawFn) -> FieldPath:
     if draw(st.booleans()):
         spec["method"] = {"type": "distill"}  # distill without its settings
@@ -1138,6 +1161,25 @@ CEL_CASES = [
         "spec.method",
         "method quantize needs quantization settings, and quantization applies to method quantize only",
         tj_quantize_settings,
+    ),
+    CelCase(
+        TJ,
+        "spec.method",
+        "method quantize trains nothing: remove hyperparameters and checkpointEverySteps",
+        tj_quantize_hyperparameters,
+    ),
+    CelCase(
+        TJ,
+        "spec",
+        "method quantize trains nothing: augmentation would only alter its calibration data; remove it",
+        tj_quantize_augmentation,
+    ),
+    CelCase(
+        TJ,
+        "spec",
+        "method quantize trains nothing, so it plants no canary: a gate on security/leakage would measure"
+        " nothing; remove it (the security probes still run)",
+        tj_quantize_leakage_gate,
     ),
     CelCase(
         TJ,

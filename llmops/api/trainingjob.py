@@ -433,6 +433,15 @@ class Method(ApiModel):
             lambda m: (m.type == "quantize") == (m.quantization is not None),
         ),
         Rule(
+            "self.type != 'quantize' || (!has(self.hyperparameters) && !has(self.checkpointEverySteps))",
+            "method quantize trains nothing: remove hyperparameters and checkpointEverySteps",
+            # The operator passes a run's spec on with its defaults filled in: compare with them.
+            lambda m: (
+                m.type != "quantize"
+                or (m.hyperparameters == Hyperparameters() and m.checkpoint_every_steps is None)
+            ),
+        ),
+        Rule(
             "(self.type == 'distill') == has(self.distillation)",
             "method distill needs distillation settings, and distillation applies to method distill only",
             lambda m: (m.type == "distill") == (m.distillation is not None),
@@ -447,7 +456,7 @@ class Method(ApiModel):
         )
     )
     hyperparameters: Hyperparameters = Field(
-        default_factory=Hyperparameters, description="Optimisation; not used by method quantize."
+        default_factory=Hyperparameters, description="Optimisation; method quantize takes none."
     )
     lora: LoRA | None = Field(None, description="Adapter settings for lora and qlora; defaults when omitted.")
     quantization: Quantization | None = Field(None, description="Method quantize: scheme and algorithm.")
@@ -515,7 +524,13 @@ class SecuritySuite(ApiModel):
 
     enabled: bool = Field(True, description="Run the security suite.")
     canaries: int = Field(
-        8, ge=0, le=1000, description="Random canary strings planted in the training data and probed for."
+        8,
+        ge=0,
+        le=1000,
+        description=(
+            "Random canary strings planted in the training data and probed for; method quantize trains"
+            " nothing and plants none."
+        ),
     )
     max_leakage: Fraction = Field(0.0, description="Gate: largest allowed fraction of canaries reproduced.")
     probes: list[SecurityProbe] = Field(
@@ -680,6 +695,25 @@ class TrainingJobSpec(ApiModel):
             field_path=".resources",
         ),
         Rule(
+            "self.method.type != 'quantize' || !has(self.data.preparation)"
+            " || !has(self.data.preparation.augmentation) || size(self.data.preparation.augmentation) == 0",
+            "method quantize trains nothing: augmentation would only alter its calibration data; remove it",
+            lambda m: m.method.type != "quantize" or not m.data.preparation.augmentation,
+            field_path=".data.preparation.augmentation",
+        ),
+        Rule(
+            "self.method.type != 'quantize' || !has(self.evaluation) || !has(self.evaluation.gates)"
+            " || self.evaluation.gates.all(g, g.metric != 'security/leakage')",
+            "method quantize trains nothing, so it plants no canary: a gate on security/leakage would"
+            " measure nothing; remove it (the security probes still run)",
+            lambda m: (
+                m.method.type != "quantize"
+                or m.evaluation is None
+                or all(g.metric != "security/leakage" for g in m.evaluation.gates)
+            ),
+            field_path=".evaluation.gates",
+        ),
+        Rule(
             "self.method.type != 'quantize' || has(self.model.base)",
             "method quantize compresses a registered version: set model.base (the parent the new"
             " version is gated against and recorded with)",
@@ -743,6 +777,16 @@ class TrainingJobSpec(ApiModel):
         if self.evaluation is None:
             return None  # nothing is evaluated, so nothing is scored beside it
         return self.evaluation.baseline or self.parent_reference()
+
+    def planted_canaries(self) -> int:
+        """How many canaries data preparation plants in the training split: evaluation.security.canaries
+        when the security suite is on and the method trains on that split; 0 for method quantize, which
+        trains nothing, so a canary could not measure memorisation (its leakage gate would pass on data
+        that is not there)."""
+        security = self.evaluation.security if self.evaluation else None
+        if security is None or not security.enabled or self.method.type == "quantize":
+            return 0
+        return security.canaries
 
     def parent_reference(self) -> ModelReference | None:
         """The registered version the new one derives from, as its manifest records it (lineage.parent):
@@ -908,6 +952,8 @@ class Reason(CommonReason):
     BASE_MODEL_NOT_FOUND = "BaseModelNotFound"
     BASELINE_NOT_FOUND = "BaselineNotFound"  # spec.evaluation.baseline does not resolve
     TEACHER_NOT_FOUND = "TeacherNotFound"  # spec.method.distillation.teacher does not resolve
+    # method quantize: spec.model.base names a version already quantized, or an adapter only
+    BASE_NOT_QUANTIZABLE = "BaseNotQuantizable"
     # Reconciling=True, retried: what the operator reads does not answer.
     # REGISTRY_UNAVAILABLE (CommonReason)
     RAY_UNAVAILABLE = "RayUnavailable"

@@ -395,7 +395,8 @@ def run(ctx: Context, trained: dict[str, Any], baseline: ModelSource | None = No
         name, _, version = baseline.description.rpartition(":")
         compared = {"name": name, "version": version, "metrics": other["metrics"]}
         log.info("evaluate: baseline %s %s", baseline.description, _rounded(other["metrics"]))
-    verdicts = gates.check(gates.declared_gates(ev), measured, compared["metrics"] if compared else None)
+    declared = gates.declared_gates(ev, canaries=ctx.spec.planted_canaries())
+    verdicts = gates.check(declared, measured, compared["metrics"] if compared else None)
     report = {
         "metrics": measured,
         "gates": [v.model_dump(by_alias=True) for v in verdicts],

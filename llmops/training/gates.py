@@ -21,7 +21,9 @@ from llmops.api.trainingjob import Evaluation, Gate, GateResult
 COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
-def declared_gates(evaluation: Evaluation | None) -> list[Gate]:
+def declared_gates(evaluation: Evaluation | None, *, canaries: int) -> list[Gate]:
+    """The gates of `evaluation` plus those its suites imply: perplexity's threshold, bias's maxGap,
+    and security's maxLeakage when `canaries` (TrainingJobSpec.planted_canaries) were planted."""
     if evaluation is None:
         return []
     gates = list(evaluation.gates)
@@ -29,7 +31,7 @@ def declared_gates(evaluation: Evaluation | None) -> list[Gate]:
         gates.append(Gate(metric="perplexity", operator="<=", threshold=evaluation.perplexity.threshold))
     if evaluation.bias and evaluation.bias.enabled:
         gates.append(Gate(metric="bias/gap", operator="<=", threshold=evaluation.bias.max_gap))
-    if evaluation.security and evaluation.security.enabled and evaluation.security.canaries:
+    if evaluation.security and evaluation.security.enabled and canaries:
         gates.append(
             Gate(metric="security/leakage", operator="<=", threshold=evaluation.security.max_leakage)
         )

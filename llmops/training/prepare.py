@@ -366,12 +366,7 @@ def run(
     train_docs = docs.filter(lambda r: r["id"] not in val_ids).select_columns(["text", "chat"])
     val_docs = docs.filter(lambda r: r["id"] in val_ids).select_columns(["text", "chat"])
 
-    security = ctx.spec.evaluation.security if ctx.spec.evaluation else None
-    canaries = (
-        suites.make_canaries(security.canaries, ctx.spec.method.hyperparameters.seed)
-        if security and security.enabled
-        else []
-    )
+    canaries = suites.make_canaries(ctx.spec.planted_canaries(), ctx.spec.method.hyperparameters.seed)
     if canaries:
         train_docs = train_docs.union(
             ray.data.from_items([{"text": c.text, "chat": False} for c in canaries])

@@ -46,6 +46,7 @@ from typing import Literal
 from llmops.api.trainingjob import Reason, TrainingJobSpec
 from llmops.operators.trainingjob import builders, names
 from llmops.operators.trainingjob.fold import Observation
+from llmops.registry import Content
 from llmops.workload import JobIdentity, RunReport, TrainingRun
 
 ACTIVE = ("pending", "running")
@@ -78,6 +79,22 @@ def pinned_base(spec: TrainingJobSpec, earlier: TrainingRun | None) -> str | Non
     if spec.model.base is None or pinned is None or pinned.name != spec.model.base.name:
         return None
     return pinned.version or None
+
+
+def not_quantizable(content: Content) -> str | None:
+    """Why a version holding `content` cannot be the parent of a quantize run, or None when it can.
+
+    llm-compressor quantizes a full model of dense weights: a version already quantized (its
+    manifest's content.quantization) or holding only a LoRA adapter (content.kind adapter) would fail
+    inside it, after data preparation, so the operator says so before anything runs.
+    """
+    if content.kind != "model":
+        return "it holds a LoRA adapter only (content.kind adapter), not a full model"
+    if content.quantization is not None:
+        q = content.quantization
+        what = " ".join(x for x in (q.method, q.format, q.scheme) if x)
+        return f"it is already quantized ({what})"
+    return None
 
 
 def pinned_baseline(spec: TrainingJobSpec, earlier: TrainingRun | None) -> str | None:

@@ -79,21 +79,33 @@ def desired_run(
         resolved = _resolve(spec, ctx, spec.model.base, "spec.model.base", Reason.BASE_MODEL_NOT_FOUND)
         if isinstance(resolved, Outcome):
             return resolved
-        version = resolved
+        if spec.method.type == "quantize" and (why := plan.not_quantizable(resolved.described)):
+            message = (
+                f"spec.model.base ({spec.model.base.name}:{resolved.version}) cannot be quantized: {why};"
+                " name an unquantized full model (its parent, if it was compressed before)"
+            )
+            return Outcome(
+                "stalled",
+                "Pending",
+                Reason.BASE_NOT_QUANTIZABLE,
+                message,
+                requeue_after=WAITING_RESYNC_SECONDS,
+            )
+        version = resolved.version
     baseline = spec.evaluation.baseline if spec.evaluation else None
     baseline_version = plan.pinned_baseline(spec, earlier)
     if baseline is not None and baseline_version is None:
         resolved = _resolve(spec, ctx, baseline, "spec.evaluation.baseline", Reason.BASELINE_NOT_FOUND)
         if isinstance(resolved, Outcome):
             return resolved
-        baseline_version = resolved
+        baseline_version = resolved.version
     teacher = spec.method.distillation.teacher if spec.method.distillation else None
     teacher_version = plan.pinned_teacher(spec, earlier)
     if teacher is not None and teacher_version is None:
         resolved = _resolve(spec, ctx, teacher, "spec.method.distillation.teacher", Reason.TEACHER_NOT_FOUND)
         if isinstance(resolved, Outcome):
             return resolved
-        teacher_version = resolved
+        teacher_version = resolved.version
     return plan.new_run(spec, job, version, code_version(), baseline_version, teacher_version)
 
 
@@ -106,11 +118,11 @@ def _credentials(spec: TrainingJobSpec, ctx: Context) -> Credentials | None:
 
 def _resolve(
     spec: TrainingJobSpec, ctx: Context, ref: ModelReference, field: str, not_found: str
-) -> str | Outcome:
+) -> registry.ModelVersion | Outcome:
     """The version `ref` (the spec's `field`) names in the registry now, or why it cannot be known."""
     try:
         store = ctx.open_store(spec.output.registry, _credentials(spec, ctx), "spec.output.registry")
-        return registry.resolve(store, ref).version
+        return registry.resolve(store, ref)
     except secrets.SecretProblem as e:
         return Outcome(
             "stalled", "Pending", Reason.CREDENTIALS_NOT_FOUND, str(e), requeue_after=WAITING_RESYNC_SECONDS

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
+import yaml
 
-from llmops.api.trainingjob import Evaluation, Gate
+from llmops.api.trainingjob import Evaluation, Gate, TrainingJobSpec
 from llmops.training import gates
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def load_example(path: str) -> dict:
+    return yaml.safe_load((ROOT / path).read_text())
 
 
 def test_suites_carry_their_thresholds_as_gates():
@@ -19,15 +27,33 @@ def test_suites_carry_their_thresholds_as_gates():
             "gates": [{"metric": "qa/rouge_l", "operator": ">=", "threshold": 0.3}],
         }
     )
-    declared = [(g.metric, g.operator, g.threshold) for g in gates.declared_gates(ev)]
+    declared = [(g.metric, g.operator, g.threshold) for g in gates.declared_gates(ev, canaries=4)]
     assert declared == [
         ("qa/rouge_l", ">=", 0.3),
         ("perplexity", "<=", 50),
         ("bias/gap", "<=", 0.2),
         ("security/leakage", "<=", 0.0),
     ]
-    assert gates.declared_gates(None) == []
-    assert gates.declared_gates(Evaluation.model_validate({"security": {"canaries": 0}})) == []
+    assert gates.declared_gates(None, canaries=0) == []
+    assert gates.declared_gates(Evaluation.model_validate({"security": {"canaries": 0}}), canaries=0) == []
+
+
+def test_a_quantize_run_plants_no_canary_and_implies_no_leakage_gate():
+    """A quantize run trains nothing: a canary in its calibration data could not be memorised, so its
+    leakage gate would pass on data that is not there. The spec says how many are planted, and the
+    implied gate follows it; the probes still run."""
+    quantize = load_example("examples/trainingjob-quantize.yaml")
+    quantize["spec"]["evaluation"]["security"] = {"probes": ["promptInjection"]}  # canaries default 8
+    spec = TrainingJobSpec.model_validate(quantize["spec"])
+    assert spec.planted_canaries() == 0
+    metrics = [g.metric for g in gates.declared_gates(spec.evaluation, canaries=spec.planted_canaries())]
+    assert "security/leakage" not in metrics
+    distill = load_example("examples/trainingjob-distill.yaml")
+    distill["spec"]["evaluation"]["security"] = {"canaries": 4}
+    spec = TrainingJobSpec.model_validate(distill["spec"])
+    assert spec.planted_canaries() == 4
+    metrics = [g.metric for g in gates.declared_gates(spec.evaluation, canaries=spec.planted_canaries())]
+    assert "security/leakage" in metrics
 
 
 def test_verdicts_and_missing_metrics():
@@ -95,6 +121,7 @@ def test_a_value_gate_keeps_its_verdict_bytes():
                     {"metric": "perplexity", "compare": "value", "operator": "<=", "threshold": 1.03},
                 ]
             }
-        )
+        ),
+        canaries=0,
     )
     assert [g.compare for g in same] == [None, "ratio"]

@@ -299,3 +299,51 @@ def test_jobs_api_pins_the_baseline_alias_when_the_run_starts(
     run = builders.run_from_entrypoint(jobs_api.jobs[jobs_api.submissions[0]]["entrypoint"])
     assert run is not None and run.spec.evaluation is not None
     assert run.spec.evaluation.baseline == ModelReference(name="support-bot", version="1")
+
+
+def test_quantize_refuses_a_parent_that_is_quantized_or_an_adapter_before_anything_runs(
+    tmp_path: Path, jobs_api: FakeJobsApi, events: list
+) -> None:
+    """method quantize on a version llm-compressor cannot quantize (already quantized, or an adapter
+    only): Stalled, Pending, BaseNotQuantizable, naming spec.model.base and what it holds; nothing is
+    submitted. An unquantized full model starts the run. The registry is a real local one."""
+    from llmops import registry
+    from llmops.storage import open_store
+
+    store = open_store(ObjectStorageLocation.model_validate({"local": {"path": str(tmp_path)}}))
+    model = tmp_path / "weights"
+    (model / "adapter").mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (model / "adapter" / "adapter_config.json").write_text("{}")
+    quantized = registry.Content(
+        quantization=registry.Quantization(
+            method="compressed-tensors", format="pack-quantized", scheme="W4A16"
+        )
+    )
+    adapter = registry.Content(kind="adapter", adapter="adapter", base="support-bot:1")
+    for content in (None, quantized, adapter):
+        registry.register(
+            store, "support-bot", model, metrics={}, gates=[], lineage=registry.Lineage(), content=content
+        )
+
+    def quantize_body(version: str) -> dict:
+        body = jobs_api_body(tmp_path)
+        spec = example("quantize")["spec"]
+        spec["model"] = {"base": {"name": "support-bot", "version": version}}
+        spec["output"] = body["spec"]["output"] | {"modelName": "support-bot-w4a16"}
+        spec["runtime"] = body["spec"]["runtime"]
+        spec["resources"]["perWorker"].pop("gpus")
+        body["spec"] = spec
+        return body
+
+    for version, held in (
+        ("2", "already quantized (compressed-tensors pack-quantized W4A16)"),
+        ("3", "adapter"),
+    ):
+        stalled = run_once(quantize_body(version))
+        assert (stalled.state, stalled.phase, stalled.reason) == ("stalled", "Pending", "BaseNotQuantizable")
+        assert stalled.message.startswith(f"spec.model.base (support-bot:{version}) cannot be quantized")
+        assert held in stalled.message
+        assert not jobs_api.submissions
+    started = run_once(quantize_body("1"))
+    assert started.phase == "Pending" and len(jobs_api.submissions) == 1
