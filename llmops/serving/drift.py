@@ -223,9 +223,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, default=200, help="newest sampled prompts per test")
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--once", action="store_true", help="run one test, print it as JSON and exit")
+    parser.add_argument(
+        "--log-level", default="INFO", help="a logging level name; at DEBUG too, no credential is logged"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logsafe.install()
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    logsafe.install()  # no HTTP client wire logs, and no credential value in any line
     locate = ObjectStorageLocation.model_validate_json
     reference = open_store(locate(args.reference), credentials_from_env("REFERENCE_"))
     samples = open_store(locate(args.samples), credentials_from_env("SAMPLES_"))

@@ -25,8 +25,11 @@ Deployments), every Event, the operator's logs at both levels, the fetcher's, vL
 gateway's logs, and every object stored in MinIO. 0 hits is the result; the figures are printed. The
 Secrets themselves are scanned too, as the control: the scanner must find the markers there.
 
-Not yet covered: the workloads of a TrainingJob (Ray) and the drift monitor; their processes install
-the same safeguard (llmops/logsafe.py), but no run here plants markers in their Secrets.
+4. the drift monitor (`python -m llmops.serving.drift --once --log-level debug`), with the command
+   and Secret-backed environment of the operator's drift Deployment: it reads the reference data (a
+   Secret of its own) and the prompts the gateway sampled, and runs one test.
+
+The workloads of a TrainingJob (Ray) are scanned by `test_no_marker_leaks_from_a_training_run`.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ ROOT = Path(__file__).parents[2]
 CORPUS = ROOT / "tests" / "serving" / "data" / "corpus.txt"
 FAKE_UPSTREAM = ROOT / "tests" / "serving" / "fake_upstream.py"
 TAG = uuid.uuid4().hex[:10]
+DRIFT_PROMPTS = 24  # the drift monitor tests at least 20 prompts
 MARKERS = {
     "s3 access key id": f"LEAKID{TAG}",
     "s3 secret access key": f"leak-s3-secret-{TAG}",
@@ -101,7 +105,11 @@ def _model_deployment(endpoint: str) -> dict:
     spec["registry"]["s3"]["endpoint"] = endpoint
     spec["resources"] = {"cpu": 1, "memory": "2Gi"}
     spec["engine"] = {"maxModelLen": 256, "dtype": "float32"}
-    spec["monitoring"] = {}
+    # The drift monitor: reference data with a Secret of its own; the gateway samples every prompt for
+    # it beside the payload samples (drift-prompts/).
+    reference = {"endpoint": endpoint, "bucket": "datasets", "prefix": "reference/"}
+    reference["credentialsSecretRef"] = {"name": "dataset-credentials"}
+    spec["monitoring"] = {"drift": {"referenceData": {"s3": reference}, "sampleRate": 1.0}}
     spec["gateway"]["payloadSampling"] = {
         "rate": 1.0,
         "destination": {
@@ -174,8 +182,12 @@ def test_no_marker_reaches_any_log_status_event_or_stored_object(
             "s3", endpoint_url=minio.endpoint, region_name="us-east-1",
             aws_access_key_id=minio.user, aws_secret_access_key=minio.password,
         )  # fmt: skip
-        for bucket in ("models", "payloads"):
+        for bucket in ("models", "payloads", "datasets"):
             s3.create_bucket(Bucket=bucket)
+        reference = "".join(
+            json.dumps({"text": f"where is my order {n}?"}) + "\n" for n in range(DRIFT_PROMPTS)
+        )
+        s3.put_object(Bucket="datasets", Key="reference/prompts.jsonl", Body=reference.encode())
         # The registry: a real tiny model, registered as versions 1 to 3 (the example serves 3).
         if upstream == "vllm":
             model = make_tiny_llama(tmp_path / "tiny", CORPUS)
@@ -198,6 +210,11 @@ def test_no_marker_reaches_any_log_status_event_or_stored_object(
         )  # fmt: skip
         cluster.kubectl(
             "create", "secret", "generic", "payload-credentials", "-n", namespace,
+            f"--from-literal=AWS_ACCESS_KEY_ID={minio.user}",
+            f"--from-literal=AWS_SECRET_ACCESS_KEY={minio.password}",
+        )  # fmt: skip
+        cluster.kubectl(
+            "create", "secret", "generic", "dataset-credentials", "-n", namespace,
             f"--from-literal=AWS_ACCESS_KEY_ID={minio.user}",
             f"--from-literal=AWS_SECRET_ACCESS_KEY={minio.password}",
         )  # fmt: skip
@@ -266,9 +283,26 @@ def test_no_marker_reaches_any_log_status_event_or_stored_object(
             stop(proc)
         surfaces[f"{upstream} upstream log"] = upstream_log.read_bytes()
 
+        # 4. The drift monitor, at debug, with what its pod would get: one test over what the gateway
+        # sampled, against the reference data (each read with its own Secret's keys).
+        (drift,) = [d for d in deployments if d["metadata"]["name"].endswith("-drift")]
+        (monitor,) = drift["spec"]["template"]["spec"]["containers"]
+        argv = list(monitor["command"])
+        assert argv[:3] == ["python", "-m", "llmops.serving.drift"], argv
+        argv[argv.index("--port") + 1] = str(free_port())
+        out = subprocess.run(
+            [sys.executable, *argv[1:], "--once", "--log-level", "debug"],
+            env={**os.environ, **_env_of(cluster, namespace, monitor)}, capture_output=True, timeout=600,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr.decode()
+        result = json.loads(out.stdout.decode().strip().splitlines()[-1])
+        assert result and result["n_current"] >= DRIFT_PROMPTS, result  # it read the gateway's samples
+        print(f"secret leaks: the drift monitor tested {result['n_current']} sampled prompts")
+        surfaces["drift monitor log (debug)"] = out.stdout + out.stderr
+
         # Everything stored in MinIO: the registry and the payload and feedback samples.
         stored = 0
-        for bucket in ("models", "payloads"):
+        for bucket in ("models", "payloads", "datasets"):
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
                 for item in page.get("Contents", []):
                     data = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
@@ -363,6 +397,10 @@ def _gateway_traffic(
             model=model, messages=[{"role": "user", "content": "again"}], max_tokens=8, stream=True
         )
         assert [chunk for chunk in stream]
+        for n in range(DRIFT_PROMPTS):  # enough sampled prompts for one drift test
+            client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": f"where is parcel {n}?"}], max_tokens=4
+            )
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=f"{url}/v1", api_key=f"wrong-{TAG}", max_retries=0).models.list()
         if upstream == "vllm":  # an id the gateway signed (the fake upstream answers with its own)
