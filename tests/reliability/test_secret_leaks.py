@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -55,7 +56,7 @@ from llmops.dev.services import MinioServer
 from llmops.dev.tools import ensure_tools
 from llmops.registry import GateVerdict, Lineage, register
 from llmops.storage import Credentials, open_store
-from tests.helpers import eventually, operator_process
+from tests.helpers import eventually, operator_process, stop_spawned
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("llmops_crds")]
 
@@ -420,3 +421,109 @@ def _up(url: str, proc: subprocess.Popen) -> Any:
 
     assert proc.poll() is None, f"the gateway exited with {proc.returncode}"
     return http_get(f"{url}/readyz")[0] == 200
+
+
+QUICKSTART = ROOT / "llmops" / "training" / "data" / "quickstart"
+
+
+def test_no_marker_leaks_from_a_training_run(cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
+    """The workloads of a TrainingJob: examples/quickstart/trainingjob.yaml through the operator at
+    `--verbose`, on a real local Ray head (the Ray Jobs API) that brings its own storage access, as the
+    docs say a shared Ray cluster does: MinIO's marker keys are in the head's environment and in the
+    job's Secret (the operator reads it to reach the registry). Data preparation, training, evaluation
+    and registration run for real; then the operator's log, every file under Ray's temp dir (the head's,
+    the dashboard's and job agent's logs, the job driver's and every worker's stdout and stderr), the
+    TrainingJob's status and Events and every object stored in MinIO are scanned for the markers."""
+    from ray.job_submission import JobSubmissionClient
+
+    from llmops.dev.services import RayHead
+    from llmops.serving.local import make_tiny_llama
+
+    surfaces: dict[str, bytes] = {}
+    with _minio(tmp_path) as minio:
+        import boto3
+
+        s3 = boto3.client(
+            "s3", endpoint_url=minio.endpoint, region_name="us-east-1",
+            aws_access_key_id=minio.user, aws_secret_access_key=minio.password,
+        )  # fmt: skip
+        s3.create_bucket(Bucket="llmops")
+        for name in ("train.jsonl", "eval.jsonl"):
+            s3.upload_file(str(QUICKSTART / name), "llmops", f"datasets/quickstart/{name}")
+        base = make_tiny_llama(tmp_path / "base", QUICKSTART / "train.jsonl", max_positions=256)
+        for path in base.rglob("*"):
+            if path.is_file():
+                s3.upload_file(str(path), "llmops", f"base/tiny-llama/{path.relative_to(base)}")
+        cluster.kubectl(
+            "create", "secret", "generic", "minio-credentials", "-n", namespace,
+            f"--from-literal=AWS_ACCESS_KEY_ID={minio.user}",
+            f"--from-literal=AWS_SECRET_ACCESS_KEY={minio.password}",
+        )  # fmt: skip
+
+        temp = Path("/tmp") / f"ray-leaks-{TAG}"  # short: Ray's unix sockets live there
+        head = RayHead.on_loopback(temp, num_cpus=2)
+        storage = {"AWS_ACCESS_KEY_ID": minio.user, "AWS_SECRET_ACCESS_KEY": minio.password}
+        cluster.spawn("ray-leaks", head.argv, env={**os.environ, **head.env, **storage})
+        try:
+
+            def jobs_api_up() -> bool:
+                client = JobSubmissionClient(head.dashboard)
+                if "ready" not in {j.submission_id for j in client.list_jobs()}:
+                    client.submit_job(entrypoint="true", submission_id="ready")
+                return True
+
+            eventually(lambda: _quietly(jobs_api_up), 180)
+            text = (ROOT / "examples" / "quickstart" / "trainingjob.yaml").read_text()
+            values = {"S3_ENDPOINT": minio.endpoint, "RAY_ADDRESS": head.dashboard}
+            job = yaml.safe_load(re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), text))
+            with operator_process(cluster, namespace, "--verbose") as operator:
+                cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(job))
+                name = job["metadata"]["name"]
+
+                def ended() -> dict | None:
+                    tj = _kubectl_json(cluster, "get", "tj", name, "-n", namespace)
+                    phase = (tj.get("status") or {}).get("phase")
+                    return tj if phase in ("Succeeded", "Failed") else None
+
+                tj = eventually(ended, 1200)
+            assert tj["status"]["phase"] == "Succeeded", tj["status"]
+            print(f"secret leaks: TrainingJob {name} Succeeded: {tj['status']['modelVersion']}")
+            surfaces["operator log (verbose)"] = Path(operator["log"]).read_bytes()
+        finally:
+            stop_spawned(cluster, "ray-leaks")
+        ray_files = [
+            p for p in temp.rglob("*") if p.is_file() and not p.is_socket() and "sockets" not in p.parts
+        ]
+        for path in ray_files:
+            with contextlib.suppress(OSError):
+                surfaces[f"ray {path.relative_to(temp)}"] = path.read_bytes()
+        surfaces["ray head log"] = (cluster.logs / "ray-leaks.log").read_bytes()
+        stored = 0
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket="llmops"):
+            for item in page.get("Contents", []):
+                if item["Size"] <= 64 << 20:  # weights are numbers; manifests, reports and logs are text
+                    surfaces[f"s3://llmops/{item['Key']}"] = s3.get_object(Bucket="llmops", Key=item["Key"])[
+                        "Body"
+                    ].read()
+                    stored += 1
+
+    for kind in ("trainingjobs.llmops.io", "events", "configmaps"):
+        for item in _kubectl_json(cluster, "get", kind, "-n", namespace)["items"]:
+            surfaces[f"{item['kind']}/{item['metadata']['name']}"] = json.dumps(item).encode()
+    hits = _scan(surfaces, MARKERS)
+    logs = [k for k in surfaces if k.startswith("ray ") or " log" in k]
+    total = sum(len(data) for data in surfaces.values())
+    print(
+        f"secret leaks (training): scanned {len(surfaces)} surfaces, {total} bytes: {len(logs)} logs and"
+        f" files of Ray and the operator, {stored} stored objects; hits: {sum(len(v) for v in hits.values())}"
+    )
+    assert len(ray_files) > 10, "Ray's temp dir holds almost nothing: the workload logs were not scanned"
+    assert not hits, json.dumps(hits, indent=1)
+
+
+def _quietly(check: Any) -> Any:
+    """`check()`, or None while it raises (a server still starting)."""
+    try:
+        return check()
+    except Exception:
+        return None
