@@ -135,7 +135,13 @@ def _token_loss(logits, labels, smoothing: float):
 
 
 def distillation_loss(
-    student_logits, teacher_logits, labels, temperature: float, alpha: float, smoothing: float = 0.0
+    student_logits,
+    teacher_logits,
+    labels,
+    temperature: float,
+    alpha: float,
+    smoothing: float = 0.0,
+    chunk_rows: int | None = None,
 ):
     """Knowledge distillation loss of Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
     Network" (2015, arXiv:1503.02531), per token of a causal LM:
@@ -152,26 +158,75 @@ def distillation_loss(
     the first min(V_student, V_teacher) ids, the ids both models have; the preflight checked that every
     id the shared tokenizer produces is among them. The teacher's logits carry no gradient.
 
+    Memory: both terms are taken `chunk_rows` positions at a time (default: LOSS_CHUNK_ELEMENTS //
+    vocabulary, so a 150k vocabulary takes about 220 positions per chunk), each chunk checkpointed, so
+    that the float32 softmaxes of a whole batch (batch x seq x vocab, 10 GB each at 16k tokens and a
+    150k vocabulary) are never alive at once: one chunk's are, and the backward pass recomputes them
+    chunk by chunk (`bench/distillation_memory.py`).
+
     Returns (loss, kl, ce) as 0-d tensors: kl the mean KL per counted token before the alpha * T^2 weight;
     all three 0 (with a gradient of 0) when no position counts. ValueError for temperature <= 0 or alpha
     outside [0, 1].
     """
-    import torch.nn.functional as F
+    import torch
+    from torch.utils.checkpoint import checkpoint
 
     if temperature <= 0 or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"temperature must be > 0 and alpha in [0, 1], got {temperature} and {alpha}")
-    ce = _token_loss(student_logits, labels, smoothing)
     counted = labels[:, 1:] != -100
     if not bool(counted.any()):
         zero = student_logits.sum() * 0.0
         return zero, zero, zero
     vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
-    student = student_logits[:, :-1, :vocab][counted].float() / temperature
-    teacher = teacher_logits[:, :-1, :vocab][counted].detach().float() / temperature
-    kl = F.kl_div(
-        F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1), log_target=True, reduction="batchmean"
-    )
+    kl_sum = ce_sum = student_logits.new_zeros((), dtype=torch.float32)
+    rows = chunk_rows if chunk_rows is not None else max(1, LOSS_CHUNK_ELEMENTS // student_logits.shape[-1])
+    positions = student_logits.shape[1] - 1  # the last position predicts nothing that is counted
+    for b in range(student_logits.shape[0]):
+        for start in range(0, positions, rows):
+            end = min(start + rows, positions)
+            mask = counted[b, start:end]
+            if not bool(mask.any()):
+                continue
+            args = (
+                student_logits[b, start:end],
+                teacher_logits[b, start:end].detach(),
+                labels[b, start + 1 : end + 1],
+                mask,
+                vocab,
+                temperature,
+                smoothing,
+            )
+            # Checkpointed: recomputed in the backward pass, so only one chunk's softmaxes are alive.
+            kl, ce = (
+                checkpoint(_chunk_sums, *args, use_reentrant=False)
+                if args[0].requires_grad
+                else _chunk_sums(*args)
+            )
+            kl_sum, ce_sum = kl_sum + kl, ce_sum + ce
+    count = counted.sum()
+    kl, ce = kl_sum / count, ce_sum / count
     return alpha * temperature**2 * kl + (1.0 - alpha) * ce, kl, ce
+
+
+# Logit elements (rows x vocabulary) of one chunk of the distillation loss: 2^25 float32 = 128 MiB per
+# temporary, a few of them alive at once (both models' softened log-probabilities, the student's
+# log-probabilities for the cross-entropy, their gradients).
+LOSS_CHUNK_ELEMENTS = 1 << 25
+
+
+def _chunk_sums(student, teacher, labels, mask, vocab: int, temperature: float, smoothing: float):
+    """Sums over the rows of one chunk where `mask` is true: KL(softmax(teacher / T) || softmax(student /
+    T)) over the first `vocab` ids, and the cross-entropy against `labels` (the next tokens, -100 where
+    not counted) with label smoothing `smoothing`, as `_token_loss` takes it; both in nats.
+    student, teacher: [rows, vocabulary] logits; labels, mask: [rows]."""
+    import torch.nn.functional as F
+
+    rows = student[mask].float()
+    s = F.log_softmax(rows[:, :vocab] / temperature, dim=-1)
+    t = F.log_softmax(teacher[mask][:, :vocab].float() / temperature, dim=-1)
+    kl = F.kl_div(s, t, log_target=True, reduction="sum")
+    ce = F.cross_entropy(rows, labels[mask], reduction="sum", label_smoothing=smoothing)
+    return kl, ce
 
 
 def train_loop(cfg: dict[str, Any]) -> None:

@@ -139,3 +139,25 @@ def test_bad_settings_are_refused():
         with pytest.raises(ValueError, match="temperature must be > 0 and alpha in"):
             distillation_loss(logits(1), logits(2), labels(), temperature, alpha)
     assert math.isfinite(float(distillation_loss(logits(1), logits(2) * 1e3, labels(), 0.1, 0.5)[0]))
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 4, 100])
+def test_the_kl_taken_in_chunks_equals_the_whole_batch_in_value_and_gradient(chunk_rows: int):
+    """The KL is summed chunk by chunk (checkpointed) so a large vocabulary never holds a whole batch's
+    softmaxes: any chunking gives the value and the student's gradient of the whole-batch formula."""
+    import torch.nn.functional as F
+
+    y = labels(3, masked=((0, 1), (1, 2), (1, 3), (2, 6)))
+    teacher = logits(5, 2.0)
+    whole = logits(4).requires_grad_()
+    counted = y[:, 1:] != -100
+    s = F.log_softmax(whole[:, :-1][counted] / 2.0, -1)
+    t = F.log_softmax(teacher[:, :-1][counted] / 2.0, -1)
+    expected = F.kl_div(s, t, log_target=True, reduction="batchmean")
+    expected.backward()
+    chunked = logits(4).requires_grad_()
+    loss, kl, _ = distillation_loss(chunked, teacher, y, 2.0, 1.0, chunk_rows=chunk_rows)
+    loss.backward()
+    assert math.isclose(kl.item(), expected.item(), rel_tol=1e-6)
+    assert math.isclose(kl.item(), reference_kl(chunked.detach(), teacher, y, 2.0), rel_tol=1e-5)
+    assert torch.allclose(chunked.grad / 4.0, whole.grad, atol=1e-7)  # loss = T^2 * kl at alpha 1
