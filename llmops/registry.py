@@ -171,6 +171,24 @@ class Content(_Record):
     )
 
     @classmethod
+    def of_folder(cls, folder: Path) -> Content:
+        """What a Hugging Face checkpoint folder holds, read from its files: a PEFT adapter
+        (adapter_config.json, its base from `base_model_name_or_path`) or a full model (config.json,
+        quantized when it declares a quantization_config). RegistryError when it is neither."""
+        weights = "safetensors" if any(folder.glob("*.safetensors")) else "pytorch"
+        adapter = folder / "adapter_config.json"
+        if adapter.is_file():
+            base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+            return cls(kind="adapter", format=weights, adapter="", base=base or None)
+        config = folder / "config.json"
+        if not config.is_file():
+            raise RegistryError(
+                f"{folder} holds no config.json (a model) and no adapter_config.json (a PEFT adapter):"
+                " it is not a Hugging Face checkpoint folder"
+            )
+        return cls(format=weights, quantization=Quantization.from_config(json.loads(config.read_text())))
+
+    @classmethod
     def from_saved(
         cls, info: dict[str, Any], base: str | None, quantization: Quantization | None = None
     ) -> Content:

@@ -6,6 +6,7 @@ move an alias (recorded, with who and why) and read an alias's history.
     llmops models show NAME:VERSION        (or NAME@ALIAS; a retired version shows its tombstone)
     llmops models alias set NAME ALIAS VERSION --reason TEXT [--by WHO] [--move-id KEY]
     llmops models alias history NAME [ALIAS]
+    llmops models import SOURCE NAME       (a checkpoint from the Hub, S3 or a directory, as a version)
 
 Every command takes `--registry` (s3://bucket/prefix, or a directory), default the environment's
 `LLMOPS_REGISTRY`; there is no cluster-wide default registry (each ModelDeployment and TrainingJob
@@ -33,6 +34,8 @@ from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.audit import AuditConfig, AuditError
 from llmops.registry import (
     AliasMove,
+    Content,
+    Lineage,
     RegistryError,
     Tombstone,
     VersionRetired,
@@ -42,6 +45,7 @@ from llmops.registry import (
     move_alias,
     read_tombstone,
     read_version,
+    register,
     resolve,
     retired_versions,
     version_prefix,
@@ -352,3 +356,79 @@ def history(store: ObjectStore, output: str, name: str, alias: str | None) -> No
     if output == "json":
         return _json([m.model_dump(by_alias=True, mode="json") for m in moves])
     click.echo(_table(["AT", "ALIAS", "FROM", "TO", "BY", "REASON"], [_move_row(m) for m in moves]))
+
+
+@models_group.command("import")
+@click.argument("source")
+@click.argument("name")
+@click.option("--by", default=None, help="Who imports it [default: user:$USER].")
+@_command
+def import_command(store: ObjectStore, output: str, source: str, name: str, by: str | None) -> None:
+    """Register the checkpoint at SOURCE as the next version of model NAME, so that TrainingJobs
+    (`model.base`: quantize it, distil from it, fine-tune it) and ModelDeployments can name it.
+
+    SOURCE: `hf://org/name[@revision]` (the Hugging Face Hub; HF_TOKEN for gated models),
+    `s3://bucket/prefix` (the standard AWS environment, as --registry) or a directory. It must be a
+    Hugging Face checkpoint folder: config.json (a model; a quantization_config makes the version a
+    quantized one, served with the matching --quantization) or adapter_config.json (a PEFT adapter).
+    The version records SOURCE as `lineage.baseModel` and has no gates: a ModelDeployment serves it
+    only with `spec.allowUngated: true`. With LLMOPS_AUDIT set, the registration is an audit record."""
+    import tempfile
+
+    try:
+        audit = AuditConfig.from_env()
+    except AuditError as e:
+        raise click.ClickException(str(e)) from None
+    with tempfile.TemporaryDirectory(prefix="llmops-import-") as scratch:
+        folder = _checkpoint(source, Path(scratch))
+        try:
+            content = Content.of_folder(folder)
+        except RegistryError as e:
+            raise click.ClickException(f"{source}: {e}") from None
+        version = register(
+            store, name, folder, metrics={}, gates=[], content=content, by=by or _user(),
+            lineage=Lineage(base_model=source, method="import"), audit=audit.open() if audit else None,
+        )  # fmt: skip
+    if output == "json":
+        return _json(version.model_dump(by_alias=True, mode="json"))
+    what = "a PEFT adapter" if content.kind == "adapter" else "a model"
+    if content.quantization is not None:
+        what += f" quantized ({content.quantization.method} {content.quantization.format or ''})".rstrip()
+    click.echo(
+        f"registered {name}:{version.version} from {source}: {what}, {len(version.artifacts)} files;"
+        " no gates (a ModelDeployment serves it only with spec.allowUngated: true)"
+    )
+
+
+def _checkpoint(source: str, scratch: Path) -> Path:
+    """The local folder that holds SOURCE's files: downloaded from the Hub or S3 into `scratch`, or the
+    directory itself."""
+    if source.startswith("hf://"):
+        repo, _, revision = source.removeprefix("hf://").strip("/").partition("@")
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(
+                snapshot_download(
+                    repo, revision=revision or None, local_dir=scratch, token=os.environ.get("HF_TOKEN")
+                )
+            )
+        except Exception as e:
+            raise click.ClickException(
+                f"{source}: cannot download it from the Hugging Face Hub ({type(e).__name__}: {e}); check the"
+                " repo name and revision, HF_TOKEN for gated models, and network access"
+            ) from None
+    if source.startswith("s3://"):
+        bucket_store = open_store(location(source), credentials_from_env())
+        keys = [k for k in bucket_store.list("") if not k.endswith("/")]
+        if not keys:
+            raise click.ClickException(f"{source}: no object there")
+        for key in keys:
+            bucket_store.download_file(key, scratch / key)
+        return scratch
+    if "://" in source and not source.startswith("file://"):
+        raise click.BadParameter(f"{source!r}: use hf://org/name, s3://bucket/prefix or a directory")
+    folder = Path(source.removeprefix("file://")).expanduser()
+    if not folder.is_dir():
+        raise click.BadParameter(f"{source!r}: no such directory", param_hint="SOURCE")
+    return folder

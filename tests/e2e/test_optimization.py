@@ -15,9 +15,9 @@ What cannot run here, and what stands in for it:
 - Cluster DNS: the gateway's upstream group names the version's headless Service; here it names the
   loopback address that version's vLLM listens on.
 - The version the examples start from (`support-tiny`, filled in as ${MODEL_VERSION}) is a tiny random
-  Llama registered with `llmops.registry.register`, as the retrain loop's champion is: the chain under
-  test starts from a registered version, not from how that one was made (tests/e2e/test_demo.py trains
-  one). The examples' ${S3_ENDPOINT} and ${RAY_ADDRESS} are the dev MinIO's and Ray head's, as
+  Llama written to MinIO as a checkpoint folder and imported with `llmops models import s3://...`, as a
+  checkpoint from the Hub or a bucket is (the Hub itself is not reachable here). The examples'
+  ${S3_ENDPOINT} and ${RAY_ADDRESS} are the dev MinIO's and Ray head's, as
   `make demo` fills them in.
 - The ModelDeployment is examples/quickstart/modeldeployment.yaml with its name and `spec.model`
   pointed at each new version (and nothing else changed): the operator adds vLLM's --quantization
@@ -29,6 +29,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +52,7 @@ ROOT = Path(__file__).parents[2]
 QUICKSTART = ROOT / "llmops/training/data/quickstart"
 EXAMPLES = ROOT / "examples/quickstart"
 PARENT = "support-tiny"
+CHECKPOINT = "s3://llmops/checkpoints/support-tiny"
 pytestmark = [pytest.mark.timeout(2400), pytest.mark.usefixtures("llmops_crds")]
 
 
@@ -138,9 +141,25 @@ def test_quickstart_quantize_and_distill_examples_gate_register_and_serve(
     for path in (QUICKSTART / "train.jsonl", QUICKSTART / "eval.jsonl"):
         store("datasets/").upload_file(f"quickstart/{path.name}", path)
     registry = store("registry/")
+    # The parent: a checkpoint in S3 (as one from the Hub or a bucket would be), imported as a version.
     parent = make_tiny_llama(tmp_path / "parent", QUICKSTART / "train.jsonl", max_positions=256)
-    gates = [reg.GateVerdict(metric="perplexity", operator="<", threshold=1e6, value=1000.0, passed=True)]
-    version = reg.register(registry, PARENT, parent, metrics={}, gates=gates, lineage=reg.Lineage()).version
+    for path in parent.iterdir():
+        store("checkpoints/support-tiny/").upload_file(path.name, path)
+    env = os.environ | {
+        "AWS_ACCESS_KEY_ID": minio["accessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": minio["secretAccessKey"],
+        "AWS_ENDPOINT_URL_S3": minio["endpoint"],
+        "LLMOPS_REGISTRY": "s3://llmops/registry",
+    }
+    imported = subprocess.run(
+        [sys.executable, "-m", "llmops.cli", "models", "import", CHECKPOINT, PARENT, "-o", "json"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    version = json.loads(imported.stdout)["version"]
+    assert (
+        reg.read_version(registry, PARENT, version).lineage.base_model
+        == "s3://llmops/checkpoints/support-tiny"
+    )
     values = {"S3_ENDPOINT": minio["endpoint"], "RAY_ADDRESS": ray, "MODEL_VERSION": version}
 
     kinds = [trainingjob.KIND, make_kind(ServingSettings(resync_seconds=600))]

@@ -206,3 +206,63 @@ def test_a_storage_error_is_one_line_naming_its_cause(
     result = CliRunner().invoke(main, ["models", "list", "--registry", str(tmp_path)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "the bucket does not exist" in result.output and str(tmp_path) in result.output
+
+
+def test_import_registers_a_checkpoint_folder_as_a_version_that_says_what_it_holds(
+    registry: Path, tmp_path: Path
+) -> None:
+    """`llmops models import`: a model saved by transformers, the same model declaring a quantization
+    (compressed-tensors' config, as llm-compressor writes it), and a PEFT adapter saved by peft, each
+    registered as the next version with what it holds, its source as lineage.baseModel and no gates."""
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from llmops.registry import read_version, versions
+    from llmops.serving.local import make_tiny_llama
+
+    corpus = Path(__file__).parents[2] / "tests" / "serving" / "data" / "corpus.txt"
+    model = make_tiny_llama(tmp_path / "tiny", corpus, max_positions=64)
+    code, out = llmops("models", "import", str(model), "tiny", "--registry", str(registry))
+    assert code == 0, out
+    assert out.startswith("registered tiny:1 from ") and "a model," in out and "allowUngated" in out
+    store = LocalStore(registry)
+    first = read_version(store, "tiny", "1")
+    assert first.ungated and first.lineage.base_model == str(model) and first.lineage.method == "import"
+    assert first.described.kind == "model" and first.described.quantization is None
+    assert "config.json" in first.artifacts and "model.safetensors" in first.artifacts
+
+    quantized = tmp_path / "quantized"
+    quantized.mkdir()
+    for f in model.iterdir():
+        (quantized / f.name).write_bytes(f.read_bytes())
+    config = json.loads((model / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "compressed-tensors", "format": "pack-quantized"}
+    (quantized / "config.json").write_text(json.dumps(config))
+    code, out = llmops(
+        "models", "import", f"file://{quantized}", "tiny", "--registry", str(registry), "-o", "json"
+    )
+    assert code == 0, out
+    assert json.loads(out)["content"]["quantization"] == {
+        "method": "compressed-tensors", "format": "pack-quantized", "scheme": None, "algorithm": None,
+    }  # fmt: skip
+
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(model), LoraConfig(r=2, target_modules=["q_proj", "v_proj"])
+    )
+    peft_model.save_pretrained(tmp_path / "adapter")
+    code, out = llmops(
+        "models", "import", str(tmp_path / "adapter"), "tiny-adapter", "--registry", str(registry)
+    )
+    assert code == 0 and "a PEFT adapter" in out, out
+    adapter = read_version(store, "tiny-adapter", "1").described
+    assert (adapter.kind, adapter.adapter, adapter.base) == ("adapter", "", str(model))
+
+    # What is not a checkpoint, and sources it cannot read, are refused naming them; nothing registered.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out = llmops("models", "import", str(empty), "tiny", "--registry", str(registry))
+    assert code == 1 and "no config.json" in out and str(empty) in out
+    code, out = llmops("models", "import", "ftp://host/x", "tiny", "--registry", str(registry))
+    assert code == 2 and "use hf://org/name, s3://bucket/prefix or a directory" in out
+    assert versions(store, "tiny") == ["1", "2"]
