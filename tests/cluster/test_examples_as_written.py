@@ -10,7 +10,9 @@ aliases they reference (tiny files: nothing is served here). The real operator r
   `gpuType` names) with the GPU request and limit, the GPU toleration and the product node selector
   (kwok stands in for the kubelet, so no container runs; the scale-to-zero example's wake-up is
   tests/e2e/test_scale_to_zero.py). The canary example is Ready at its first step, 10% to version 4,
-  analysing. Replicas stay at the Deployment's default where KEDA would take over (no KEDA here).
+  analysing. Each vLLM Deployment has the replicas its autoscaler would hold it at from its creation
+  (no KEDA here to correct them): the canary's stable at its minReplicas 2, the canary at 1, the
+  scale-to-zero example at 0 (no pod: its pod template is checked instead).
 - TrainingJobs with `runtime.type: kuberay` (the default; pretrain, lora, qlora, distill): their RayJob
   is created with the workers, GPU limits, node selectors and Kueue queue of the spec and no GPU on the
   head, and the status is what the operator reports before KubeRay starts a job (Pending, Created).
@@ -328,6 +330,26 @@ def _assert_served_on_gpus(cluster: LocalCluster, namespace: str, body: dict, no
         assert status["canary"]["version"] == canary["model"]["version"]
         assert (status["canary"]["weight"], status["canary"]["verdict"]) == (canary["weight"], "Analysing")
     resources = body["spec"]["resources"]
+    autoscaling = body["spec"].get("autoscaling", {})
+    for version in status["versions"]:  # the count each is created at (autoscaling.start_replicas)
+        if version["role"] == "canary":
+            want = 1  # its first step's one replica (the stable's count only to take all the traffic)
+        elif autoscaling.get("scaleToZero"):
+            want = 0  # KEDA's idle count: no GPU pod until the first request
+        else:
+            want = max(autoscaling.get("minReplicas", 1), 1)
+        replicas = _get(cluster, namespace, "deployment", version["deployment"])["spec"]["replicas"]
+        print(f"{name}: {version['role']} {version['deployment']} replicas {replicas}")
+        assert replicas == want, (name, version, replicas, want)
+    if status["readyReplicas"] == 0:  # at zero: what its pods will be is the pod template
+        for version in status["versions"]:
+            template = _get(cluster, namespace, "deployment", version["deployment"])["spec"]["template"]
+            (server,) = [c for c in template["spec"]["containers"] if c["name"] == "vllm"]
+            assert server["resources"]["limits"]["nvidia.com/gpu"] == str(resources["gpus"])
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in template[
+                "spec"
+            ]["tolerations"]
+        return
     pods = json.loads(
         cluster.kubectl(
             "get", "pods", "-n", namespace, "-o", "json",
