@@ -3,14 +3,18 @@ and docs/quickstart.md say, reaches the furthest state it can without a GPU (iss
 
 The environment: the real control plane with kwok GPU nodes of each product the examples name
 (`nvidia.com/gpu.product`, as NVIDIA's GPU feature discovery labels them, tainted as the GPU operator
-does), the Secrets the examples reference, and a registry in MinIO holding the model versions and
-aliases they reference (tiny files: nothing is served here). The real operator runs both kinds.
+does), the Secrets and the ServiceAccount the examples name, made by running the shell block of
+docs/install.md that creates them, as written (so the docs are proved), and a registry in MinIO
+holding the model versions and aliases they reference (tiny files: nothing is served here). The real
+operator runs both kinds.
 
 - ModelDeployments: Ready for their generation, their vLLM pods Ready on a GPU node (of the product
   `gpuType` names) with the GPU request and limit, the GPU toleration and the product node selector
   (kwok stands in for the kubelet, so no container runs; the scale-to-zero example's wake-up is
   tests/e2e/test_scale_to_zero.py). The canary example is Ready at its first step, 10% to version 4,
-  analysing. Replicas stay at the Deployment's default where KEDA would take over (no KEDA here).
+  analysing. Each vLLM Deployment has the replicas its autoscaler would hold it at from its creation
+  (no KEDA here to correct them): the canary's stable at its minReplicas 2, the canary at 1, the
+  scale-to-zero example at 0 (no pod: its pod template is checked instead).
 - TrainingJobs with `runtime.type: kuberay` (the default; pretrain, lora, qlora, distill): their RayJob
   is created with the workers, GPU limits, node selectors and Kueue queue of the spec and no GPU on the
   head, and the status is what the operator reports before KubeRay starts a job (Pending, Created).
@@ -27,6 +31,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,6 +42,7 @@ import yaml
 from llmops.api.common import ObjectStorageLocation
 from llmops.dev import services
 from llmops.dev.cluster import LocalCluster
+from llmops.dev.tools import binary
 from llmops.operators import modelretirement, retrainpolicy, trainingjob
 from llmops.operators.modeldeployment import make_kind
 from llmops.operators.modeldeployment.plan import ServingSettings
@@ -55,12 +63,17 @@ BLOCKED = {
     "cluster that resolves only in a cluster; the job is submitted to it, so nothing short of that Ray "
     "cluster (with GPUs and the s3://checkpoints base model) shows how far it gets",
 }
-# The Secrets the examples name, created as the docs say (kubectl create secret generic ...).
-OTHER_SECRETS = {
-    "dataset-credentials": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
-    "support-bot-api-keys": ("team-a",),
-    "hf-token": ("HF_TOKEN",),
-}
+INSTALL = Path(__file__).resolve().parents[2] / "docs/install.md"
+SECRETS_SECTION = "## The Secrets and ServiceAccounts the examples use"
+
+
+def _docs_secrets_script() -> str:
+    """The shell block of docs/install.md that creates the Secrets and the ServiceAccount the examples
+    name (tests/unit/test_docs.py checks that it creates every one, with the keys the code reads)."""
+    section = INSTALL.read_text().split(SECRETS_SECTION, 1)[1]
+    match = re.search(r"^```sh\n(.*?)^```", section, re.M | re.S)
+    assert match, f"no sh block under {SECRETS_SECTION!r} in {INSTALL}"
+    return match.group(1)
 
 
 def _docs() -> dict[str, dict]:
@@ -177,30 +190,23 @@ def _examples(
     nodes: dict[str, str],
 ) -> None:
     """Set up the Secrets and the registry, apply every example, and check how far each one gets."""
-    # Secrets, as the docs say: the registry's with MinIO's root credentials under the keys it names.
-    cluster.kubectl(
-        "create", "secret", "generic", "registry-credentials", "-n", namespace,
-        f"--from-literal=rootUser={minio['accessKeyId']}",
-        f"--from-literal=rootPassword={minio['secretAccessKey']}",
-        f"--from-literal=AWS_ACCESS_KEY_ID={minio['accessKeyId']}",
-        f"--from-literal=AWS_SECRET_ACCESS_KEY={minio['secretAccessKey']}",
-    )  # fmt: skip
-    # The archive's, as the registry's, and its bucket created with Object Lock on (mc mb --with-lock);
-    # the payload samples' (a ModelRetirement disposes of a retired version's records there).
-    cluster.kubectl(
-        "create", "secret", "generic", "archive-credentials", "-n", namespace,
-        f"--from-literal=rootUser={minio['accessKeyId']}",
-        f"--from-literal=rootPassword={minio['secretAccessKey']}",
-    )  # fmt: skip
-    cluster.kubectl(
-        "create", "secret", "generic", "payload-credentials", "-n", namespace,
-        f"--from-literal=AWS_ACCESS_KEY_ID={minio['accessKeyId']}",
-        f"--from-literal=AWS_SECRET_ACCESS_KEY={minio['secretAccessKey']}",
-    )  # fmt: skip
+    # The Secrets and the ServiceAccount: docs/install.md's own commands, run as written with the
+    # variables it names (the dev MinIO's root keys as the S3 keys, a made-up Hugging Face token).
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "PATH": f"{Path(binary('kubectl')).parent}:{os.environ['PATH']}",
+        "NS": namespace,
+        "S3_ACCESS_KEY_ID": minio["accessKeyId"],
+        "S3_SECRET_ACCESS_KEY": minio["secretAccessKey"],
+        "HF_TOKEN": "hf_not_a_real_token",
+    }
+    script = _docs_secrets_script()
+    ran = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    made = [line for line in ran.stdout.splitlines() if line.strip()]
+    print(f"docs/install.md's {len(made)} commands: {made}")
     _buckets(minio)
-    for name, keys in OTHER_SECRETS.items():
-        literals = [f"--from-literal={k}=value-{i}" for i, k in enumerate(keys)]
-        cluster.kubectl("create", "secret", "generic", name, "-n", namespace, *literals)
     _registry(minio, tmp_path, docs)
     # trainingjob-lora.yaml's registry is AWS S3 with the pod's own identity (no endpoint, no Secret):
     # the operator's environment plays that identity (AWS_* variables, boto3's default chain), and
@@ -328,6 +334,26 @@ def _assert_served_on_gpus(cluster: LocalCluster, namespace: str, body: dict, no
         assert status["canary"]["version"] == canary["model"]["version"]
         assert (status["canary"]["weight"], status["canary"]["verdict"]) == (canary["weight"], "Analysing")
     resources = body["spec"]["resources"]
+    autoscaling = body["spec"].get("autoscaling", {})
+    for version in status["versions"]:  # the count each is created at (autoscaling.start_replicas)
+        if version["role"] == "canary":
+            want = 1  # its first step's one replica (the stable's count only to take all the traffic)
+        elif autoscaling.get("scaleToZero"):
+            want = 0  # KEDA's idle count: no GPU pod until the first request
+        else:
+            want = max(autoscaling.get("minReplicas", 1), 1)
+        replicas = _get(cluster, namespace, "deployment", version["deployment"])["spec"]["replicas"]
+        print(f"{name}: {version['role']} {version['deployment']} replicas {replicas}")
+        assert replicas == want, (name, version, replicas, want)
+    if status["readyReplicas"] == 0:  # at zero: what its pods will be is the pod template
+        for version in status["versions"]:
+            template = _get(cluster, namespace, "deployment", version["deployment"])["spec"]["template"]
+            (server,) = [c for c in template["spec"]["containers"] if c["name"] == "vllm"]
+            assert server["resources"]["limits"]["nvidia.com/gpu"] == str(resources["gpus"])
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in template[
+                "spec"
+            ]["tolerations"]
+        return
     pods = json.loads(
         cluster.kubectl(
             "get", "pods", "-n", namespace, "-o", "json",

@@ -486,3 +486,93 @@ def test_operations_lists_every_slo_alert_with_its_duration() -> None:
         assert alert in rows, f"docs/operations.md does not list the alert {alert}"
         minutes = int(duration.removesuffix("m"))
         assert f"for {minutes} minutes" in rows[alert], f"{alert} fires after {duration}: {rows[alert]}"
+
+
+# -- the Secrets and ServiceAccounts the examples name, created in the docs ---------------------------
+
+
+def _named_objects(node: Any, path: str = "") -> list[tuple[str, str, str, frozenset[str] | None]]:
+    """(field path, kind, name, the keys the code reads; None: any key, one at least) of every Secret
+    and ServiceAccount a manifest names. The keys: a `credentialsSecretRef` is read at
+    `accessKeyIdKey`/`secretAccessKeyKey` (their defaults from the API model, llmops/api/common.py),
+    a `SecretKeyRef` at its `key`, `gateway.tls.secretName` at cert-manager's `tls.crt`/`tls.key`;
+    `apiKeysSecretRef` (every value is a key) and `envFromSecrets` (every key an environment
+    variable) take any keys."""
+    from llmops.api.common import SecretKeysRef
+
+    defaults = SecretKeysRef.model_fields
+    found: list[tuple[str, str, str, frozenset[str] | None]] = []
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            found += _named_objects(item, f"{path}[{i}]")
+        return found
+    if not isinstance(node, dict):
+        return found
+    for key, value in node.items():
+        here = f"{path}.{key}" if path else key
+        if key == "credentialsSecretRef":
+            keys = (
+                value.get("accessKeyIdKey", defaults["access_key_id_key"].default),
+                value.get("secretAccessKeyKey", defaults["secret_access_key_key"].default),
+            )
+            found.append((here, "Secret", value["name"], frozenset(keys)))
+        elif key.endswith("SecretRef") and isinstance(value, dict):
+            keys = frozenset([value["key"]]) if "key" in value else None
+            found.append((here, "Secret", value["name"], keys))
+        elif key == "secretName" and path.endswith("tls"):
+            found.append((here, "Secret", value, frozenset({"tls.crt", "tls.key"})))
+        elif key == "envFromSecrets":
+            found += [(f"{here}[{i}]", "Secret", name, None) for i, name in enumerate(value)]
+        elif key == "serviceAccountName":
+            found.append((here, "ServiceAccount", value, None))
+        else:
+            found += _named_objects(value, here)
+    return found
+
+
+def _created_in_docs() -> dict[tuple[str, str], list[tuple[str, set[str]]]]:
+    """(kind, name) -> [(page, keys)] of every Secret and ServiceAccount a page creates: `kubectl create
+    secret generic|tls`, `kubectl create serviceaccount|sa` (in a shell block or inline code), or a
+    YAML block of kind Secret (its data/stringData keys) or ServiceAccount."""
+    created: dict[tuple[str, str], list[tuple[str, set[str]]]] = {}
+    for page in sorted([*DOCS.rglob("*.md"), ROOT / "README.md"]):
+        text = page.read_text().replace("\\\n", " ")
+        name = str(page.relative_to(ROOT))
+        for match in re.finditer(
+            r"kubectl\b[^`\n]*? create secret (generic|tls) ([a-z0-9.-]+)([^`\n]*)", text
+        ):
+            kind, secret, rest = match.groups()
+            keys = set(re.findall(r"--from-(?:literal|file)=([-._a-zA-Z0-9]+)=", rest))
+            if kind == "tls":
+                keys |= {"tls.crt", "tls.key"}
+            created.setdefault(("Secret", secret), []).append((name, keys))
+        for match in re.finditer(r"kubectl\b[^`\n]*? create (?:serviceaccount|sa) ([a-z0-9.-]+)", text):
+            created.setdefault(("ServiceAccount", match.group(1)), []).append((name, set()))
+        for block in _yaml_blocks(page):
+            for doc in block if isinstance(block, list) else [block]:
+                if isinstance(doc, dict) and doc.get("kind") in ("Secret", "ServiceAccount"):
+                    keys = {*(doc.get("data") or {}), *(doc.get("stringData") or {})}
+                    created.setdefault((doc["kind"], doc["metadata"]["name"]), []).append((name, keys))
+    return created
+
+
+def test_the_docs_create_every_secret_and_service_account_the_examples_name() -> None:
+    """Every Secret and ServiceAccount a file under examples/ names (examples/invalid aside) is created
+    somewhere in the docs, a Secret with every key the code reads from it (issue 12)."""
+    created = _created_in_docs()
+    examples = sorted(p for p in (ROOT / "examples").rglob("*.yaml") if "invalid" not in p.parts)
+    missing, named = [], set()
+    for example in examples:
+        for doc in yaml.safe_load_all(example.read_text()):
+            for field, kind, name, keys in _named_objects(doc or {}):
+                named.add((kind, name))
+                where = f"{example.relative_to(ROOT)}: {field} names {kind} {name!r}"
+                pages = created.get((kind, name), [])
+                if not pages:
+                    missing.append(f"{where}, which no page of the docs creates")
+                elif keys is not None and not any(keys <= have for _, have in pages):
+                    missing.append(f"{where}, read at keys {sorted(keys)}; the docs create it with {pages}")
+                elif keys is None and kind == "Secret" and not any(have for _, have in pages):
+                    missing.append(f"{where}, whose keys are read; the docs create it with none: {pages}")
+    print(f"{len(examples)} examples name {len(named)} Secrets and ServiceAccounts: {sorted(named)}")
+    assert not missing, "\n".join(missing)

@@ -69,6 +69,15 @@ def _stop_group(proc: subprocess.Popen, grace: float = 10, marker: str | None = 
                 continue
 
 
+DASHBOARDS: dict[str, str] = {}  # the ray_head's GCS address -> its dashboard's URL (the Jobs API)
+
+
+@pytest.fixture(scope="session")
+def ray_dashboard(ray_head: str) -> str:
+    """The URL (http://127.0.0.1:port) of the ray_head's dashboard, which serves the Ray Jobs API."""
+    return DASHBOARDS[ray_head]
+
+
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The address (host:port) of a real local Ray head with 2 CPUs."""
@@ -100,6 +109,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         raise AssertionError(
             f"the Ray head did not start; log:\n{log.read_text()[-3000:]}\n{detail}"
         ) from None
+    DASHBOARDS[address] = dashboard
     yield address
     _stop_group(proc, marker=str(temp))
     shutil.rmtree(temp, ignore_errors=True)

@@ -68,6 +68,28 @@ def _replica_bounds(spec: ModelDeploymentSpec, served: ServedVersion) -> tuple[i
     return a.min_replicas, a.max_replicas, None
 
 
+def start_replicas(spec: ModelDeploymentSpec, served: ServedVersion) -> int:
+    """The replicas an autoscaled version's Deployment is created with: the count its autoscaler holds
+    it at before any metric says more, so that creating the Deployment never starts a pod the
+    autoscaler would stop, nor runs fewer than it asks for (the apiserver defaults a Deployment
+    without `replicas` to 1; the autoscaler corrects it only at its first poll).
+
+    - KEDA: the idle count (`idleReplicaCount`) when it has one, else `minReplicaCount` (0 when
+      scaling to zero: KEDA holds a version without activity at 0);
+    - HPA: `minReplicas` (at least 1: an HPA cannot hold 0).
+    A suspended version's Deployment is at 0 whatever this says (vllm.py), once its autoscaler is
+    paused. Source of the KEDA counts: https://keda.sh/docs/latest/reference/scaledobject-spec/."""
+    low, _, idle = _replica_bounds(spec, served)
+    if spec.autoscaling.engine == "hpa":
+        return max(low, 1)
+    return idle if idle is not None else _keda_min(spec, served, low)
+
+
+def _keda_min(spec: ModelDeploymentSpec, served: ServedVersion, low: int) -> int:
+    """The ScaledObject's minReplicaCount: 0 for a stable version that scales to zero from min 0."""
+    return 0 if spec.autoscaling.scale_to_zero and served.role == "stable" and low == 0 else low
+
+
 def targets(spec: ModelDeploymentSpec) -> tuple[int | None, float | None]:
     """(waiting requests per replica, KV-cache use per replica 0-1) the autoscaler aims for; None for
     a signal it does not scale on. Neither set: 4 waiting requests per replica."""
@@ -134,9 +156,7 @@ def scaled_object(
         "pollingInterval": 15,
         # Idle this long before scaling to zero (the same window as scaling down).
         "cooldownPeriod": spec.autoscaling.stabilization_window_seconds,
-        "minReplicaCount": 0
-        if spec.autoscaling.scale_to_zero and served.role == "stable" and low == 0
-        else low,
+        "minReplicaCount": _keda_min(spec, served, low),
         "maxReplicaCount": high,
         "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior(spec)}},
         "triggers": triggers,

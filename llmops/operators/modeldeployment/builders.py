@@ -57,6 +57,7 @@ def version_children(
                     settings,
                     resuming=plan.resuming,
                     draining=plan.draining,
+                    exists=served.deployment in plan.existing,
                 )
             )
             out.append(vllm.vllm_service(owner, served))

@@ -57,7 +57,7 @@ from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason, ResolvedAlias
 from llmops.operators import registry_access, retention, secrets
 from llmops.operators.apply import Lru, manifest_digest, parse_ref, ref, write_ahead
-from llmops.operators.modeldeployment import builders, canary, gateway, monitoring
+from llmops.operators.modeldeployment import autoscaling, builders, canary, gateway, monitoring
 from llmops.operators.modeldeployment.drift import drift_destination, drift_on
 from llmops.operators.modeldeployment.fold import SUSPENDED, Facts, fold, suspended_condition
 from llmops.operators.modeldeployment.names import vllm_name
@@ -430,10 +430,18 @@ class Reconciler:
         elif canary_v and verdict != "RolledBack":
             first.append(canary_v)
         resuming = not spec.suspend and conditions.is_true(status.conditions, SUSPENDED)
+        # An autoscaled version's Deployment that is not there yet is created at its autoscaler's start
+        # count; one that is there keeps the count its autoscaler gave it (vllm.py).
+        existing = frozenset(
+            v.deployment
+            for v in first
+            if autoscaling.autoscaled(spec, v.role)
+            and ctx.applier.get("apps/v1", "Deployment", v.deployment, namespace) is not None
+        )
         version_manifests = builders.version_children(
             spec,
             ctx.body,
-            Plan(tuple(first), adapters, resuming=resuming, draining=wait is not None),
+            Plan(tuple(first), adapters, resuming=resuming, draining=wait is not None, existing=existing),
             settings,
         )
         recorded = set(status.inventory)  # the inventory as written so far (record_ahead)

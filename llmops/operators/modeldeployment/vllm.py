@@ -4,8 +4,11 @@
                                                         its LoRA adapters) from the registry into an
                                                         emptyDir, then vLLM serves it on VLLM_PORT
 
-A version that autoscales (autoscaling.autoscaled) leaves `replicas` to its autoscaler; the others get
-a fixed count: the stable version's from the spec, a canary's from the plan. With spec.suspend every
+A version that autoscales (autoscaling.autoscaled) leaves `replicas` to its autoscaler, except when
+its Deployment is created (not in `Plan.existing`): then it starts at the count the autoscaler would
+hold it at (autoscaling.start_replicas), never at the apiserver's default of 1, and the next apply
+hands that count over as it is (operators/apply.py HANDOVER_FIELDS). The others get a fixed count:
+the stable version's from the spec, a canary's from the plan. With spec.suspend every
 version gets 0 (its autoscaler is paused: autoscaling.py); resuming writes the fixed count again, or,
 for one that autoscales, its floor once (`resuming`), from which its autoscaler takes over.
 """
@@ -30,7 +33,7 @@ from llmops.operators.manifests import (
     resource_amounts,
     topology_spread,
 )
-from llmops.operators.modeldeployment.autoscaling import autoscaled
+from llmops.operators.modeldeployment.autoscaling import autoscaled, start_replicas
 from llmops.operators.modeldeployment.names import (
     MODEL_LABEL,
     ROLE_LABEL,
@@ -57,12 +60,14 @@ def vllm_deployment(
     *,
     resuming: bool = False,
     draining: bool = False,
+    exists: bool = False,
 ) -> Manifest:
     """vLLM serving one version: an init container fetches the weights, then vLLM serves them.
 
     Replicas: 0 with spec.suspend (once the gateway has drained: `draining`, plan.Plan, keeps them as
     they are until then); a fixed count when the version does not autoscale; else left to the
-    autoscaler, except when `resuming` (plan.Plan): then the autoscaler's floor, once."""
+    autoscaler, except when `resuming` (plan.Plan): then the autoscaler's floor, once; and when the
+    Deployment does not exist yet (`exists` False): then the count its autoscaler starts from."""
     selector = child_selector(
         owner, "model-server", **{MODEL_LABEL: served.model, VERSION_LABEL: served.version}
     )
@@ -161,6 +166,8 @@ def vllm_deployment(
         deployment_spec = {"replicas": 0, **deployment_spec}
     elif not autoscaled(spec, served.role) or resuming:
         deployment_spec = {"replicas": _fixed_replicas(spec, served), **deployment_spec}
+    elif not exists:
+        deployment_spec = {"replicas": start_replicas(spec, served), **deployment_spec}
     meta_labels = {**labels, ROLE_LABEL: served.role}
     return owned_object("apps/v1", "Deployment", served.deployment, owner, meta_labels, deployment_spec)
 

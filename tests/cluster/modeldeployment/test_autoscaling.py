@@ -148,3 +148,99 @@ def test_a_replaced_autoscaler_held_by_a_finalizer_is_waited_for(
             lambda: names(cluster, "horizontalpodautoscalers", namespace) == {"bot-1-vllm"}, timeout=30
         )
         cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+
+
+CREATED_AT = {
+    # name: (autoscaling, canary or None, {Deployment: the count it is created at, None: its autoscaler's})
+    "keda-min-2": ({"engine": "keda", "minReplicas": 2, "maxReplicas": 4}, None, {"bot-1-vllm": 2}),
+    "hpa-min-3": ({"engine": "hpa", "minReplicas": 3, "maxReplicas": 5}, None, {"bot-1-vllm": 3}),
+    # Scale to zero: KEDA holds an idle version at idleReplicaCount 0; the first request wakes it.
+    "scale-to-zero": ({"minReplicas": 1, "maxReplicas": 3, "scaleToZero": True}, None, {"bot-1-vllm": 0}),
+    # The canary's count is its ScaledObject's minReplicaCount (read from the apiserver).
+    "keda-canary": (
+        {"engine": "keda", "minReplicas": 2, "maxReplicas": 4},
+        {"model": {"name": "support-bot", "version": "2"}, "weight": 10, "steps": [50]},
+        {"bot-1-vllm": 2, "bot-2-vllm": None},
+    ),
+}
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+@pytest.mark.parametrize("case", list(CREATED_AT))
+def test_an_autoscaled_deployment_is_created_at_its_autoscalers_count(
+    cluster: LocalCluster, namespace: str, registry: Path, case: str
+) -> None:
+    """A watch opened before the apply sees every version of each vLLM Deployment, from its first:
+    its replicas are never anything but the count its autoscaler holds it at (minReplicas, the idle 0
+    of scale to zero, a canary's floor), never the apiserver's default of 1 until the autoscaler's
+    first poll. Then the autoscaler moves them (KEDA and the HPA controller write the scale
+    subresource; `kubectl scale` stands in for KEDA, which does not run here) and a reconcile that
+    re-applies the Deployment (a new template) leaves the autoscaler's count as it is."""
+    autoscaling, canary, wanted = CREATED_AT[case]
+    spec: dict = {"autoscaling": autoscaling, "gateway": {"replicas": 1}}
+    if canary:
+        spec["rollout"] = {"canary": canary}
+    if autoscaling.get("scaleToZero"):
+        spec["resources"] = {"cpu": 1, "memory": "2Gi", "gpus": 1}
+    body = deployment("bot", registry, **spec)
+    recorder = Recorder(cluster.kubeconfig, namespace, "Deployment", "ScaledObject")
+    with running_operator(namespace, ServingSettings(resync_seconds=600)):
+        try:
+            time.sleep(1)  # the watches are open before the first object exists
+            apply(cluster, namespace, body)
+            cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+            eventually(lambda: set(wanted) <= names(cluster, "deployments", namespace))
+            for name, count in wanted.items():
+                if count is None:
+                    count = get(cluster, "scaledobject", name, namespace)["spec"]["minReplicaCount"]  # type: ignore[index]
+                    wanted[name] = count
+
+            # The autoscaler moves the first version to its maximum; a new template is applied.
+            def scale() -> tuple[int, int] | None:
+                # On the version read (--resource-version): every later version is the autoscaler's.
+                d = get(cluster, "deployment", "bot-1-vllm", namespace) or {}
+                rv = d["metadata"]["resourceVersion"]
+                done = cluster.kubectl(
+                    "scale", "deployment", "bot-1-vllm", "-n", namespace, f"--resource-version={rv}",
+                    f"--replicas={autoscaling['maxReplicas']}", check=False,
+                )  # fmt: skip
+                return (int(rv), d["metadata"]["generation"]) if done.returncode == 0 else None
+
+            moved_at, generation = eventually(scale)
+            body["spec"].setdefault("engine", {})["maxModelLen"] = 2048
+            apply(cluster, namespace, body)
+            eventually(
+                lambda: (
+                    (d := get(cluster, "deployment", "bot-1-vllm", namespace))
+                    and d["metadata"]["generation"] > generation + 1  # the scale, then the template
+                )
+            )
+            cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
+            after = json.loads(
+                cluster.kubectl(
+                    "get", "deployment", "bot-1-vllm", "-n", namespace, "-o", "json", "--show-managed-fields"
+                ).stdout
+            )
+        finally:
+            events = recorder.stop()
+    seen: dict[str, list[tuple[int, int | None]]] = {}
+    for rv, type_, kind, o in events:
+        if kind == "Deployment" and o["metadata"]["name"] in wanted and type_ != "DELETED":
+            seen.setdefault(o["metadata"]["name"], []).append((rv, o["spec"].get("replicas")))
+    print(f"{case}: wanted {wanted}; Deployment versions seen { ({n: len(v) for n, v in seen.items()}) }")
+    for name, count in wanted.items():
+        before = [r for rv, r in seen[name] if name != "bot-1-vllm" or rv <= moved_at]
+        assert before and all(r == count for r in before), (name, count, seen[name])
+    first = next(
+        o for _, type_, kind, o in events if kind == "Deployment" and o["metadata"]["name"] == "bot-1-vllm"
+    )
+    assert first["metadata"]["generation"] == 1, first["metadata"]  # seen from its first version
+    later = [r for rv, r in seen["bot-1-vllm"] if rv > moved_at]
+    assert later and all(r == autoscaling["maxReplicas"] for r in later), later
+    assert after["spec"]["replicas"] == autoscaling["maxReplicas"]
+    managers = {
+        m["manager"]
+        for m in after["metadata"]["managedFields"]
+        if "f:replicas" in (m.get("fieldsV1") or {}).get("f:spec", {})
+    }
+    assert "llmops" not in managers, managers  # the operator does not apply replicas once created

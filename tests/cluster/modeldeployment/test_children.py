@@ -137,7 +137,12 @@ def test_the_scale_to_zero_example_as_written_gets_the_monitors_its_scaler_reads
 
         pod_monitor = get(cluster, "podmonitor", f"{md}-vllm", namespace)
         assert pod_monitor is not None, "vLLM's queue (the scaler's trigger) is not scraped"
-        pods = selected("pods", pod_monitor["spec"]["selector"])
+        # Created at KEDA's idle count (0): the pods its monitor selects are those KEDA wakes (by hand
+        # here, through the scale subresource as KEDA does).
+        target = scaled["spec"]["scaleTargetRef"]["name"]
+        assert get(cluster, "deployment", target, namespace)["spec"]["replicas"] == 0  # type: ignore[index]
+        cluster.kubectl("scale", "deployment", target, "-n", namespace, "--replicas=1")
+        pods = eventually(lambda: selected("pods", pod_monitor["spec"]["selector"]))
         assert pods and all(
             p["metadata"]["labels"]["app.kubernetes.io/component"] == "model-server" for p in pods
         )

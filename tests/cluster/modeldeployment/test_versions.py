@@ -47,6 +47,14 @@ def test_single_version_becomes_ready_heals_scales_to_zero_and_is_collected(
         apply(cluster, namespace, body)
         waited = cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
         assert "condition met" in waited.stdout
+        # Created at KEDA's idle count (0), not the apiserver's default of 1: no pod until a request.
+        md = eventually(
+            lambda: (o := get(cluster, "md", "bot", namespace))["status"]["phase"] == "ScaledToZero" and o
+        )
+        assert get(cluster, "deployment", "bot-1-vllm", namespace)["spec"]["replicas"] == 0  # type: ignore[index]
+        # KEDA waking it (done by hand here, through the scale subresource as KEDA does).
+        cluster.kubectl("scale", "deployment", "bot-1-vllm", "-n", namespace, "--replicas=1")
+        eventually(lambda: get(cluster, "md", "bot", namespace)["status"]["readyReplicas"] == 1)
         md = get(cluster, "md", "bot", namespace)
         assert md is not None
         status = md["status"]
@@ -81,7 +89,10 @@ def test_single_version_becomes_ready_heals_scales_to_zero_and_is_collected(
             lambda: (d := get(cluster, "deployment", "bot-1-vllm", namespace)) and d["metadata"]["uid"]
         )
 
-        # KEDA scaling the version to zero (done by hand here) shows in the status; still Ready.
+        # Re-created at KEDA's idle count; KEDA wakes it again, then scales it to zero (by hand here):
+        # the status shows it; still Ready.
+        assert get(cluster, "deployment", "bot-1-vllm", namespace)["spec"]["replicas"] == 0  # type: ignore[index]
+        cluster.kubectl("scale", "deployment", "bot-1-vllm", "-n", namespace, "--replicas=1")
         eventually(lambda: get(cluster, "md", "bot", namespace)["status"]["readyReplicas"] == 1)
         cluster.kubectl("scale", "deployment", "bot-1-vllm", "-n", namespace, "--replicas=0")
         md = eventually(

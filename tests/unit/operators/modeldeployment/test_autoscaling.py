@@ -14,14 +14,30 @@ from tests.unit.operators.modeldeployment.cases import (
 )
 
 
-def test_autoscaled_deployments_leave_replicas_to_the_autoscaler() -> None:
+def test_autoscaled_deployments_start_at_the_autoscalers_count_then_leave_it_to_the_autoscaler() -> None:
+    """Created (not in plan.existing): the count the autoscaler holds the version at (never the
+    apiserver's default of 1); existing: no `replicas`, the autoscaler's."""
+    seen = {}
     for name in ("canary", "scale-to-zero", "single+hpa"):
-        for (kind, _), m in objects(name).items():
-            if (
-                kind == "Deployment"
-                and m["metadata"]["labels"]["app.kubernetes.io/component"] == "model-server"
-            ):
-                assert "replicas" not in m["spec"], name
+        parent, spec, plan = case(name)
+        existing = dataclasses.replace(plan, existing=frozenset(v.deployment for v in plan.versions))
+        for created, later in zip(
+            build(spec, parent, plan, SETTINGS), build(spec, parent, existing, SETTINGS), strict=True
+        ):
+            if created["kind"] == "Deployment" and created["metadata"]["name"].endswith("-vllm"):
+                served = next(v for v in plan.versions if v.deployment == created["metadata"]["name"])
+                seen[(name, served.role)] = created["spec"]["replicas"]
+                assert {**created["spec"], "replicas": None} == {**later["spec"], "replicas": None}
+                assert "replicas" not in later["spec"], name
+    print("start replicas:", seen)
+    # canary: stable min 2 (KEDA), the canary 1; scale to zero: idle 0; HPA: its minReplicas.
+    parent, spec, _ = case("single+hpa")
+    assert seen == {
+        ("canary", "stable"): 2,
+        ("canary", "canary"): 1,
+        ("scale-to-zero", "stable"): 0,
+        ("single+hpa", "stable"): spec.autoscaling.min_replicas,
+    }
 
 
 def test_keda_scale_to_zero() -> None:
@@ -105,7 +121,7 @@ def test_resuming_writes_an_autoscaled_versions_floor_once() -> None:
     for served, floor in zip(plan.versions, (spec.autoscaling.min_replicas, 1), strict=True):
         resumed = vllm_deployment(spec, parent, served, (), SETTINGS, resuming=True)
         assert resumed["spec"]["replicas"] == floor, served.role
-        assert "replicas" not in vllm_deployment(spec, parent, served, (), SETTINGS)["spec"]
+        assert "replicas" not in vllm_deployment(spec, parent, served, (), SETTINGS, exists=True)["spec"]
 
 
 def test_while_the_gateway_drains_the_servers_and_autoscalers_stay_as_they_are() -> None:
