@@ -405,7 +405,13 @@ def _checkpoint(source: str, scratch: Path) -> Path:
     directory itself."""
     if source.startswith("hf://"):
         repo, _, revision = source.removeprefix("hf://").strip("/").partition("@")
-        from huggingface_hub import snapshot_download
+        try:
+            from huggingface_hub import snapshot_download
+        except ImportError:  # not in the operator image; the training and serving extras have it
+            raise click.ClickException(
+                f"{source}: downloading from the Hugging Face Hub needs huggingface_hub (pip install"
+                " huggingface_hub, or llmops[training]); or download it yourself and import the directory"
+            ) from None
 
         try:
             return Path(
