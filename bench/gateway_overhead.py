@@ -545,6 +545,7 @@ def main() -> None:
                     "cpu_us_per_request": cpu,
                     "peer": {k: v for k, v in peer.items() if k != "lines"} if peer else None,
                     "note": router_note or None,
+                    "load_average": os.getloadavg(),
                 }
             )
         )
