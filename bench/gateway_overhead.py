@@ -15,12 +15,14 @@ latency and time to first token, throughput, and the ratios against direct.
 
 `--canned` measures the hop alone: the upstream answers every request at once with a canned
 completion (streamed or not), so neither vLLM nor its share of the CPU decides the figures. The
-sequential phase then runs both plain and streamed requests, the load phase asks for more requests
-per round (2,000), and the summary prints the gateway beside vllm-router: added p50 latency one
-request at a time, and req/s at `--concurrency` streams, with their ratios, and under each the CPU
-time per request of each process (gateway, vllm-router, and the canned upstream for scale, from
-/proc: user + system, all threads), which depends far less than wall-clock on what else a shared
-machine runs.
+sequential phase then runs both plain and streamed requests, the load phase runs `--concurrency`
+clients both streaming and plain (whole answers), with more requests per round (2,000), and the
+summary prints one table of direct, the gateway and vllm-router from the same run: direct's p50 and
+the p50 each proxy adds one request at a time, plain and streamed, and req/s at `--concurrency`
+clients, plain and streamed, each with the gateway/router ratio; under each row the CPU time per
+request of each process (gateway, vllm-router, and the canned upstream for scale, from /proc: user +
+system, all threads), which depends far less than wall-clock on what else a shared machine runs;
+and the load average, which says how shared the machine was.
 
 Goals (issue 5): p50 overhead <= 1 ms, throughput >= 0.95x direct, and no worse than the peer.
 Issue 11: with `--canned`, per-request overhead no worse than vllm-router's, and more req/s under load.
@@ -88,13 +90,15 @@ async def one(
     return end - start, (first or end) - start, tokens
 
 
-async def load(url: str, model: str, concurrency: int, requests: int, max_tokens: int) -> dict:
+async def load(
+    url: str, model: str, concurrency: int, requests: int, max_tokens: int, stream: bool = True
+) -> dict:
     body = json.dumps(
         {
             "model": model,
             "prompt": "The river ran low that summer, and",
             "max_tokens": max_tokens,
-            "stream": True,
+            "stream": stream,
             "ignore_eos": True,
         }
     ).encode()
@@ -113,7 +117,7 @@ async def load(url: str, model: str, concurrency: int, requests: int, max_tokens
             nonlocal remaining
             while remaining > 0:
                 remaining -= 1
-                results.append(await one(session, url, body))
+                results.append(await one(session, url, body, stream))
 
         start = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -287,16 +291,21 @@ def start_canned(workdir: Path, chunks: int) -> tuple[subprocess.Popen, str]:
 def peer_summary(
     seq: dict[str, list[float]],
     seq_stream: dict[str, list[float]],
-    runs: dict[str, list[dict]],
+    runs: dict[str, dict[str, list[dict]]],
     cpu: dict[str, dict[str, float]],
+    concurrency: int,
 ) -> dict:
-    """The gateway beside vllm-router: added p50 latency (ms) and req/s, with gateway/router ratios,
-    and each process's CPU time per request (us; `cpu` by phase: plain, stream, load).
+    """The gateway beside vllm-router and direct, in one table: added p50 latency (ms) one request at
+    a time, plain and streamed, and req/s at `concurrency` clients (`runs` by mode: "stream", and
+    "plain" with --canned), each with the gateway/router ratio; under each row the CPU time per
+    request of each process (us; `cpu` by phase: plain, stream, load, load_plain).
 
     Added latency is each target's p50 minus direct's p50 in the same interleaved run; req/s is the
     median over rounds (each round runs every target once, so drift of a shared machine cancels).
     """
     out: dict = {"lines": [], "cpu_us_per_request": cpu}
+    head = f"  {'':<26} {'direct':>11} {'gateway':>11} {'vllm-router':>12} {'gw/router':>10}  goal"
+    out["lines"].append(head)
     for label, results in (("plain", seq), ("stream", seq_stream)):
         if not results:
             continue
@@ -306,20 +315,29 @@ def peer_summary(
         out[f"added_p50_ms_{label}"] = added
         out[f"added_p50_ratio_{label}"] = ratio
         out["lines"].append(
-            f"  one at a time, {label:<6}: gateway +{added['gateway']:.3f} ms, vllm-router"
-            f" +{added['vllm-router']:.3f} ms, gateway/router {ratio:.2f} (<= 1 is the goal)"
+            f"  {'one at a time, ' + label + ', p50':<26} {base:8.3f} ms {added['gateway']:+8.3f} ms"
+            f" {added['vllm-router']:+9.3f} ms {ratio:10.2f}  <= 1 (added ms)"
         )
         if label in cpu:
             out["lines"].append(_cpu_line(cpu[label]))
-    rps = {n: statistics.median(len(r["results"]) / r["wall"] for r in runs[n]) for n in runs}
-    out["req_per_s_median"] = rps
-    out["req_per_s_ratio"] = rps["gateway"] / rps["vllm-router"]
-    out["lines"].append(
-        f"  under load: direct {rps['direct']:.0f} req/s, gateway {rps['gateway']:.0f}, vllm-router"
-        f" {rps['vllm-router']:.0f}; gateway/router {out['req_per_s_ratio']:.2f} (>= 1 is the goal)"
-    )
-    if "load" in cpu:
-        out["lines"].append(_cpu_line(cpu["load"]))
+    for mode, phase, suffix in (("plain", "load_plain", "_plain"), ("stream", "load", "")):
+        if mode not in runs:
+            continue
+        rps = {n: statistics.median(len(r["results"]) / r["wall"] for r in runs[mode][n]) for n in runs[mode]}
+        out[f"req_per_s_median{suffix}"] = rps
+        ratio = out[f"req_per_s_ratio{suffix}"] = rps["gateway"] / rps["vllm-router"]
+        label = (
+            f"{concurrency} streams, {mode}, req/s"
+            if mode == "stream"
+            else f"{concurrency} clients, plain, req/s"
+        )
+        out["lines"].append(
+            f"  {label:<26} {rps['direct']:11.0f} {rps['gateway']:11.0f} {rps['vllm-router']:12.0f}"
+            f" {ratio:10.2f}  >= 1"
+        )
+        if phase in cpu:
+            out["lines"].append(_cpu_line(cpu[phase]))
+    out["lines"].append(f"  load average while it ran: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return out
 
 
@@ -413,38 +431,55 @@ def main() -> None:
                 args.sequential,
                 len(targets),
             )
-        # 2. Concurrent streaming load, the targets taking turns (in rotating order) round by round.
-        runs: dict[str, list[dict]] = {name: [] for name in targets}
+        # 2. Concurrent load, the targets taking turns (in rotating order) round by round: streamed, and
+        #    with --canned plain (whole answers) too, the modes alternating within each round.
         names = list(targets)
-        load_cpu = dict.fromkeys(pids, 0.0)
+        modes = ("stream", "plain") if args.canned else ("stream",)
+        by_mode: dict[str, dict[str, list[dict]]] = {m: {name: [] for name in targets} for m in modes}
+        load_cpu = {m: dict.fromkeys(pids, 0.0) for m in modes}
         for rnd in range(args.rounds):
-            for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
-                run, used = cpu_per_request(
-                    {name: pids[name]} if name in pids else {},
-                    lambda name=name: asyncio.run(
-                        load(targets[name], args.model, args.concurrency, args.requests, args.max_tokens)
-                    ),
-                    args.requests + args.concurrency,  # the warm-up request of each client too
-                )
-                runs[name].append(run)
-                for n, v in used.items():
-                    load_cpu[n] += v / args.rounds
+            for mode in modes:
+                for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
+                    run, used = cpu_per_request(
+                        {name: pids[name]} if name in pids else {},
+                        lambda name=name, mode=mode: asyncio.run(
+                            load(
+                                targets[name],
+                                args.model,
+                                args.concurrency,
+                                args.requests,
+                                args.max_tokens,
+                                stream=mode == "stream",
+                            )
+                        ),
+                        args.requests + args.concurrency,  # the warm-up request of each client too
+                    )
+                    by_mode[mode][name].append(run)
+                    for n, v in used.items():
+                        load_cpu[mode][n] += v / args.rounds
             print(
                 f"round {rnd + 1}/{args.rounds}: "
-                + ", ".join(f"{n} {runs[n][-1]['wall']:.2f}s" for n in names),
+                + "; ".join(
+                    f"{mode} " + ", ".join(f"{n} {by_mode[mode][n][-1]['wall']:.2f}s" for n in names)
+                    for mode in modes
+                ),
                 flush=True,
             )
-        cpu["load"] = load_cpu
+        cpu["load"] = load_cpu["stream"]
+        if "plain" in load_cpu:
+            cpu["load_plain"] = load_cpu["plain"]
 
-        stats = {name: summarise(r) for name, r in runs.items()}
-        base = stats["direct"]
-        ratios = {
-            name: statistics.median(
-                (len(b["results"]) / b["wall"]) / (len(d["results"]) / d["wall"])
-                for b, d in zip(runs[name], runs["direct"], strict=True)
-            )
-            for name in names
-        }
+        stats: dict[str, dict[str, dict]] = {}
+        ratios: dict[str, dict[str, float]] = {}
+        for mode, runs in by_mode.items():
+            stats[mode] = {name: summarise(r) for name, r in runs.items()}
+            ratios[mode] = {
+                name: statistics.median(
+                    (len(b["results"]) / b["wall"]) / (len(d["results"]) / d["wall"])
+                    for b, d in zip(runs[name], runs["direct"], strict=True)
+                )
+                for name in names
+            }
         print()
         for label, results in (("non-streaming", seq), ("streaming", seq_stream)):
             if not results:
@@ -458,33 +493,44 @@ def main() -> None:
                 )
             print()
         upstream = "a canned upstream" if args.canned else f"vLLM {vllm_version()}"
-        print(
-            f"2) load: {args.concurrency} concurrent streams, {args.requests} requests x {args.rounds} rounds"
-            f" per target, max_tokens {args.max_tokens}, model {args.model!r} on {upstream} ({device()})"
-        )
-        print(
-            f"{'target':<12} {'p50 ms':>8} {'p99 ms':>8} {'TTFT p50':>9} {'req/s':>8} {'p50 +ms':>8} "
-            f"{'p99 x':>6} {'thru x':>7}"
-        )
-        for name, s in stats.items():
+        for mode, runs in by_mode.items():
+            what = "concurrent streams" if mode == "stream" else "concurrent clients, plain (not streamed)"
             print(
-                f"{name:<12} {s['p50_ms']:8.1f} {s['p99_ms']:8.1f} {s['ttft_p50_ms']:9.1f}"
-                f" {s['req_per_s']:8.1f} {s['p50_ms'] - base['p50_ms']:8.1f}"
-                f" {s['p99_ms'] / base['p99_ms']:6.2f} {ratios[name]:7.3f}"
+                f"2) load: {args.concurrency} {what}, {args.requests} requests x {args.rounds} rounds"
+                f" per target, max_tokens {args.max_tokens}, model {args.model!r} on {upstream} ({device()})"
             )
-        print("thru x: median over rounds of (target req/s) / (direct req/s) in the same round")
-        # The spread says how far apart two targets must be before the difference means anything.
-        for name in names:
-            walls = sorted(run["wall"] for run in runs[name])
-            median = statistics.median(walls)
-            print(f"  {name:<12} round walls {walls[0]:.2f}-{walls[-1]:.2f} s, median {median:.2f} s")
+            print(
+                f"{'target':<12} {'p50 ms':>8} {'p99 ms':>8} {'TTFT p50':>9} {'req/s':>8} {'p50 +ms':>8} "
+                f"{'p99 x':>6} {'thru x':>7}"
+            )
+            base = stats[mode]["direct"]
+            for name, st in stats[mode].items():
+                print(
+                    f"{name:<12} {st['p50_ms']:8.1f} {st['p99_ms']:8.1f} {st['ttft_p50_ms']:9.1f}"
+                    f" {st['req_per_s']:8.1f} {st['p50_ms'] - base['p50_ms']:8.1f}"
+                    f" {st['p99_ms'] / base['p99_ms']:6.2f} {ratios[mode][name]:7.3f}"
+                )
+            print("thru x: median over rounds of (target req/s) / (direct req/s) in the same round")
+            # The spread says how far apart two targets must be before the difference means anything.
+            for name in names:
+                walls = sorted(run["wall"] for run in runs[name])
+                median = statistics.median(walls)
+                print(f"  {name:<12} round walls {walls[0]:.2f}-{walls[-1]:.2f} s, median {median:.2f} s")
+            print()
         if router_note:
             print(router_note)
         seq_p50 = {n: quantile(v, 0.5) * 1000 for n, v in seq.items()}
-        peer = peer_summary(seq, seq_stream, runs, cpu) if "vllm-router" in targets else None
+        peer = (
+            peer_summary(seq, seq_stream, by_mode, cpu, args.concurrency)
+            if "vllm-router" in targets
+            else None
+        )
         if peer:
             print()
-            print("3) the hop against the peer (added p50 = target p50 - direct p50, one request at a time)")
+            print(
+                "3) the gateway beside the peer, same run (one at a time: direct's p50, and what each proxy"
+                " adds to it; under load: median req/s over rounds)"
+            )
             for line in peer["lines"]:
                 print(line)
         print(
@@ -492,11 +538,14 @@ def main() -> None:
                 {
                     "sequential_p50_ms": seq_p50,
                     "sequential_stream_p50_ms": {n: quantile(v, 0.5) * 1000 for n, v in seq_stream.items()},
-                    "load": stats,
-                    "throughput_ratio": ratios,
+                    "load": stats["stream"],
+                    "throughput_ratio": ratios["stream"],
+                    "load_plain": stats.get("plain"),
+                    "throughput_ratio_plain": ratios.get("plain"),
                     "cpu_us_per_request": cpu,
                     "peer": {k: v for k, v in peer.items() if k != "lines"} if peer else None,
                     "note": router_note or None,
+                    "load_average": os.getloadavg(),
                 }
             )
         )

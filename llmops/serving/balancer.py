@@ -93,11 +93,19 @@ class Balancer:
         return any(r.ready for g in self.groups.values() if g.weight > 0 for r in g.replicas.values())
 
     def _free(self, group: Group) -> Replica | None:
-        ready = [r for r in group.ready() if r.outstanding < self.max_outstanding]
-        if not ready:
+        """The ready replica with the fewest outstanding requests below `max_outstanding`, ties taken
+        round-robin (one pass: this runs for every request)."""
+        low = self.max_outstanding
+        ties: list[Replica] = []
+        for r in group.replicas.values():
+            if r.ready and r.outstanding <= low:
+                if r.outstanding < low:
+                    low = r.outstanding
+                    ties = [r]
+                elif ties:
+                    ties.append(r)
+        if not ties:
             return None
-        low = min(r.outstanding for r in ready)
-        ties = [r for r in ready if r.outstanding == low]
         return ties[next(group.rotation) % len(ties)]
 
     def pick(self) -> Replica | None:
@@ -154,7 +162,8 @@ class Dispatcher:
     ) -> None:
         self.balancer = balancer
         self.max_queue, self.queue_timeout, self.hold_timeout = max_queue, queue_timeout, hold_timeout
-        self.on_pending = on_pending
+        self.on_pending = on_pending  # told the queue's length when it changes
+        self._reported = 0
         self.pending: deque[asyncio.Future[Replica]] = deque()
         self.draining = False
 
@@ -181,7 +190,7 @@ class Dispatcher:
         timeout = self.queue_timeout if ready else self.hold_timeout
         timer = loop.call_later(timeout, lambda: fut.done() or fut.set_exception(QueueTimeout()))
         self.pending.append(fut)
-        self.on_pending(len(self.pending))
+        self._report()
         try:
             return await fut
         except asyncio.CancelledError:
@@ -193,7 +202,14 @@ class Dispatcher:
             timer.cancel()
             with contextlib.suppress(ValueError):
                 self.pending.remove(fut)
-            self.on_pending(len(self.pending))
+            self._report()
+
+    def _report(self) -> None:
+        """Tell `on_pending` the queue's length if it changed (a release with nobody waiting, the
+        common case, calls nothing)."""
+        if (n := len(self.pending)) != self._reported:
+            self._reported = n
+            self.on_pending(n)
 
     def release(self, replica: Replica) -> None:
         replica.outstanding -= 1
@@ -211,7 +227,7 @@ class Dispatcher:
                 break
             self.pending.popleft()
             fut.set_result(replica)
-        self.on_pending(len(self.pending))
+        self._report()
 
     def fail_all(self, exc: Exception) -> None:
         for fut in self.pending:

@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -354,13 +355,9 @@ class Gateway:
     # The proxy ---------------------------------------------------------------------------------
 
     def handler(self, kind: str) -> Callable[[Request], Awaitable[Response]]:
-        """The handler of endpoint `kind` (see serving.endpoints)."""
-
-        async def handle(request: Request) -> Response:
-            return await self.handle(request, kind)
-
-        handle.__name__ = f"handle_{kind}"
-        return handle
+        """The handler of endpoint `kind` (see serving.endpoints): `handle` itself, with no coroutine
+        of its own in between (one frame less per request and per resumption)."""
+        return functools.partial(self.handle, kind=kind)
 
     async def handle(self, request: Request, kind: str) -> Response:
         start = time.perf_counter()

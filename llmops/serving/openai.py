@@ -216,11 +216,8 @@ def relay(events: bytes, state: StreamState | ResponsesStream, chat: bool, parse
         start = events.rfind(b"\n\n", 0, at) + 2 if at >= 0 else len(events)
         if start == 1:  # the match is in the first event
             start = 0
-        if state.first_token_at is None:
-            for event in events[:start].split(b"\n\n"):
-                if event and b'"content":""' not in event and b'"text":""' not in event:
-                    state.first_token_at = time.perf_counter()
-                    break
+        if state.first_token_at is None and _has_token(events, start):
+            state.first_token_at = time.perf_counter()
         if start == len(events):
             return events
     out = [events[:start]] if start else []
@@ -238,6 +235,23 @@ def relay(events: bytes, state: StreamState | ResponsesStream, chat: bool, parse
             state.first_token_at = time.perf_counter()
         out.append(event + b"\n\n")
     return b"".join(out)
+
+
+def _has_token(events: bytes, end: int) -> bool:
+    """Whether an event in `events[:end]` (whole events) carries text: one that is not empty and has
+    no `"content":""` or `"text":""`. Event by event from the first, without splitting the buffer (the
+    first event usually has it)."""
+    i = 0
+    while i < end:
+        j = events.find(b"\n\n", i, end)
+        if j == -1:
+            j = end
+        if j > i:
+            event = events[i:j]
+            if b'"content":""' not in event and b'"text":""' not in event:
+                return True
+        i = j + 2
+    return False
 
 
 def transform_event(event: bytes, state: StreamState | ResponsesStream, chat: bool) -> bytes | None:

@@ -114,6 +114,25 @@ class _Connection(asyncio.Protocol):
 class UpstreamResponse:
     """The answer to one request: `status`, `headers` (names lower-case), then the body."""
 
+    __slots__ = (
+        "_chunks",
+        "_complete",
+        "_connection",
+        "_draining",
+        "_error",
+        "_header_map",
+        "_headers",
+        "_keep_alive",
+        "_loop",
+        "_paused",
+        "_raw_headers",
+        "_received",
+        "_timer",
+        "_unread",
+        "_waiter",
+        "status",
+    )
+
     def __init__(self, connection: _Connection, loop: asyncio.AbstractEventLoop) -> None:
         self.status = 0
         self._loop = loop
@@ -223,6 +242,11 @@ class UpstreamResponse:
 
     async def read(self) -> bytes:
         """The whole body."""
+        if self._complete:  # all in already (a short answer): no iteration
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+            self._taken()
+            return data
         return b"".join([chunk async for chunk in self.iter_any()])
 
     def close(self) -> None:

@@ -6,6 +6,8 @@ import asyncio
 import itertools
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from llmops.serving.balancer import (
     UNHEALTHY_AFTER,
@@ -147,5 +149,45 @@ def test_cancelled_waiter_leaves_the_queue_and_returns_its_slot():
         d.release(first)
         assert first.outstanding == 0
         assert (await d.acquire()) is first
+
+    asyncio.run(scenario())
+
+
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(0, 4)), max_size=6),
+    st.integers(1, 4),
+    st.integers(0, 10),
+)
+def test_least_outstanding_choice_follows_its_definition(pool, max_outstanding, turn):
+    """The ready replica with the fewest outstanding requests under the limit, ties round-robin:
+    the definition written out (filter, minimum, ties) chooses the same replica."""
+    b = Balancer([("v", "stable", 100)], max_outstanding)
+    b.set_replicas("v", [f"http://v-{i}" for i in range(len(pool))])
+    group = b.groups["v"]
+    for replica, (ready, outstanding) in zip(group.replicas.values(), pool, strict=True):
+        replica.ready, replica.outstanding = ready, outstanding
+    free = [r for r in group.replicas.values() if r.ready and r.outstanding < max_outstanding]
+    ties = [r for r in free if r.outstanding == min((r.outstanding for r in free), default=0)]
+    group.rotation = itertools.count(turn)
+    chosen = b.pick()
+    print("pool", pool, "limit", max_outstanding, "chosen", chosen.url if chosen else None)
+    assert chosen is (ties[turn % len(ties)] if ties else None)
+
+
+def test_pending_is_reported_when_the_queue_length_changes_only():
+    async def scenario():
+        b = _balancer({"v": 100}, replicas=1, max_outstanding=1)
+        reported = []
+        d = Dispatcher(b, max_queue=4, queue_timeout=5, hold_timeout=0, on_pending=reported.append)
+        for _ in range(3):  # a slot taken and given back with nobody waiting: the gauge stays 0, untouched
+            d.release(await d.acquire())
+        assert reported == []
+        first = await d.acquire()
+        waiter = asyncio.create_task(d.acquire())
+        await asyncio.sleep(0)
+        d.release(first)
+        d.release(await waiter)
+        print("reported", reported)
+        assert reported == [1, 0]
 
     asyncio.run(scenario())

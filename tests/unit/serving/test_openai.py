@@ -21,6 +21,7 @@ from llmops.serving.openai import (
     flat_usage,
     forwarded_body,
     redaction_endpoint,
+    relay,
     usage_or_done_at,
     validate,
 )
@@ -187,3 +188,29 @@ def test_ask_for_usage_only_where_the_client_did_not():
     assert ask_for_usage(asked, "chat") == (False, False)  # the client gets its usage chunk
     for body, kind in (({"model": "m", "stream": False}, "chat"), ({"stream": True}, "responses")):
         assert ask_for_usage(body, kind) == (False, False) and "stream_options" not in body
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b'data: {"choices":[{"text":""}]}',
+                b'data: {"choices":[{"delta":{"content":""}}]}',
+                b'data: {"choices":[{"text":"a"}]}',
+                b"",
+                b"\n",
+            ]
+        ),
+        max_size=8,
+    ),
+    st.booleans(),
+)
+def test_first_token_on_the_fast_path_is_the_first_event_with_text(events, done):
+    """The fast path marks the first token if an event before [DONE] is not empty and not an empty
+    text (the definition, event by event, on the buffer split at blank lines)."""
+    text = b"".join(e + b"\n\n" for e in events)
+    state = StreamState(None, False, True)
+    relay(text + (b"data: [DONE]\n\n" if done else b""), state, False, False)
+    expected = any(e and b'"content":""' not in e and b'"text":""' not in e for e in text.split(b"\n\n"))
+    print("events", len(events), "[DONE]", done, "first token marked", state.first_token_at is not None)
+    assert (state.first_token_at is not None) is expected
