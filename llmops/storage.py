@@ -331,8 +331,14 @@ class LocalStore:
 
     def _staged(self, path: Path, write: Callable[[Path], None]) -> Path:
         """Write a new file beside `path` under a unique temporary name, flushed to disk."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+        for attempt in range(5):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:  # a delete may remove the folder between the two calls, once it is empty (`delete`)
+                fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+                break
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
         os.fchmod(fd, 0o644)  # readable by the serving pods that share a local registry
         os.close(fd)
         tmp = Path(name)
@@ -415,7 +421,18 @@ class LocalStore:
         shutil.copyfile(self._path(key), path)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        """Delete the object, then every folder it leaves empty up to the root: a folder is not an
+        object, so a prefix with no object left must not show as one (as in S3)."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        root = self.root.resolve()
+        for folder in path.parents:
+            if folder == root or root not in folder.parents:
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or a writer just made it): it stays
+                break
 
     def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """`list`, with each object's size and modification time."""

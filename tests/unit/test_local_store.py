@@ -104,3 +104,21 @@ def test_store_cache_opens_each_location_once(tmp_path: Path) -> None:
     assert cache.open(s3("bbb"), keys) is not first
     assert len(cache) == 2
     assert cache.open(s3("aaa"), keys) is not first  # evicted as the least recently used
+
+
+def test_deleting_the_last_object_of_a_prefix_leaves_no_empty_folder(tmp_path: Path) -> None:
+    """A folder is not an object: once its last object is deleted it goes, up to (not including) the
+    root, so a local registry lists and looks like S3 after a version's model/ is deleted."""
+    store = LocalStore(tmp_path / "root")
+    for key in ("models/a/versions/1/model/w.bin", "models/a/versions/1/manifest.json", "keep.txt"):
+        store.put_bytes(key, b"x")
+    store.delete("models/a/versions/1/model/w.bin")
+    assert not (tmp_path / "root" / "models/a/versions/1/model").exists()
+    assert (tmp_path / "root" / "models/a/versions/1/manifest.json").exists()
+    store.delete("models/a/versions/1/manifest.json")
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["keep.txt"]
+    store.delete("keep.txt")
+    assert (tmp_path / "root").is_dir() and not any((tmp_path / "root").iterdir())
+    store.delete("models/gone/never.bin")  # a key that is not there: nothing, no error
+    store.put_bytes("models/a/versions/2/manifest.json", b"y")  # a writer recreates what it needs
+    assert store.get_bytes("models/a/versions/2/manifest.json") == b"y"
