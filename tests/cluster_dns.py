@@ -10,7 +10,7 @@ with the absolute URL in the request line. This proxy forwards each request to t
 `names` maps its host:port to, and answers 502, naming the host, for any other.
 
 Plain `http://` only (no CONNECT tunnels: the examples' in-cluster endpoints are plain HTTP). Bodies
-are read whole (Content-Length), which fits the small objects and API calls of tests.
+are read whole (Content-Length or chunked), which fits the small objects and API calls of tests.
 """
 
 from __future__ import annotations
@@ -19,17 +19,25 @@ import contextlib
 import http.client
 import http.server
 import socketserver
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
+HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "expect"
+}  # fmt: skip
 
 
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     names: dict[str, str]
     forwarded: list[tuple[str, str, str]]
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # its client went (a Ray job stopped mid-call)
+            return
+        super().handle_error(request, client_address)
 
 
 class _Forward(http.server.BaseHTTPRequestHandler):
@@ -39,8 +47,7 @@ class _Forward(http.server.BaseHTTPRequestHandler):
     def _forward(self) -> None:
         url = urllib.parse.urlsplit(self.path)
         host = f"{url.hostname}:{url.port or 80}"
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
+        body = self._body()
         target = self.server.names.get(host)
         if url.scheme != "http" or target is None:
             message = f"the cluster-DNS proxy of this test does not stand in for {host}".encode()
@@ -63,10 +70,26 @@ class _Forward(http.server.BaseHTTPRequestHandler):
         for key, value in response.getheaders():
             if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
                 self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
+        # A HEAD's Content-Length is the object's size (pyarrow's S3 reads sizes so), not its empty body's.
+        length = response.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+    def _body(self) -> bytes | None:
+        """The request's body: Content-Length bytes, or a chunked body (as the AWS SDK for C++ in
+        pyarrow uploads) decoded, forwarded with its length."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            parts = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()  # the CRLF after each chunk
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                pass
+            return b"".join(parts)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else None
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _forward
 

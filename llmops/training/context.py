@@ -136,8 +136,33 @@ class StoreSpec:
             options.update(
                 access_key=self.credentials.access_key_id, secret_key=self.credentials.secret_access_key
             )
+        host = (
+            s3.endpoint.partition("://")[2].rstrip("/")
+            if s3.endpoint
+            else f"s3.{options['region']}.amazonaws.com"
+        )
+        if proxy := arrow_proxy(options.get("scheme", "https"), host):
+            options["proxy_options"] = proxy
         base = f"{s3.bucket}/{s3.prefix.strip('/')}" if s3.prefix else s3.bucket
         return fs.S3FileSystem(**options), base
+
+
+def arrow_proxy(scheme: str, host: str) -> str | None:
+    """The proxy URI for `scheme`://`host` ("host:port") from the standard environment (HTTP_PROXY,
+    HTTPS_PROXY, NO_PROXY, either case), or None when there is none or NO_PROXY exempts the host.
+
+    boto3 and requests honour these variables themselves; pyarrow's S3 filesystem (the AWS SDK for
+    C++) does not, so `StoreSpec.arrow` passes it as `proxy_options`: Ray Data and Ray Train then reach
+    the same endpoints the workload's boto3 calls do. Rules: Python's
+    `urllib.request.getproxies_environment` and `proxy_bypass_environment`.
+    """
+    import urllib.request
+
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(scheme)
+    if not proxy or urllib.request.proxy_bypass_environment(host, proxies):
+        return None
+    return proxy
 
 
 def s3_location(uri: str, connection: S3Connection | None) -> ObjectStorageLocation:

@@ -63,6 +63,26 @@ def plan_steps(
     return per_epoch, max_steps or epochs * per_epoch
 
 
+def gpu_wait(workers: int, per_worker: float, cluster_gpus: float) -> str | None:
+    """What a run waits for when Ray Train's workers ask for more GPUs than the Ray cluster has now,
+    or None when it has enough (or the run asks for none).
+
+    `workers` x `per_worker` GPUs (spec.resources) against `cluster_gpus`, the cluster's total
+    (`ray.cluster_resources()["GPU"]`, 0 when absent). Ray Train then blocks in `fit` until an
+    autoscaler adds them (or forever), while the Ray job reports RUNNING; this is the status's words
+    for that wait, e.g. "waiting for 8 GPUs (2 workers x 4) for Ray Train; the Ray cluster has 0 (it may
+    be scaling up)".
+    """
+    wanted = workers * per_worker
+    if wanted <= 0 or cluster_gpus >= wanted:
+        return None
+    plural = "s" if workers != 1 else ""
+    return (
+        f"waiting for {wanted:g} GPUs ({workers} worker{plural} x {per_worker:g}) for Ray Train; "
+        f"the Ray cluster has {cluster_gpus:g} (it may be scaling up)"
+    )
+
+
 class ProgressCallback(UserCallback):
     """Runs on Ray Train's controller: after every report, rewrite report.json's progress."""
 
@@ -605,7 +625,15 @@ def run(
         resources["GPU"] = gpus
     fs, root = ctx.work.arrow()
     ctx.clear("model")
-    ctx.reporter.write(progress={"stage": "Training", "total_steps": cfg["total_steps"]}, message="training")
+    import ray
+
+    waiting = gpu_wait(ctx.spec.resources.workers, gpus, float(ray.cluster_resources().get("GPU", 0)))
+    if waiting:
+        log.warning("train: %s", waiting)
+    ctx.reporter.write(
+        progress={"stage": "Training", "total_steps": cfg["total_steps"]},
+        message=waiting or "starting the Ray Train workers",
+    )
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=cfg,

@@ -19,12 +19,18 @@ operator runs both kinds.
   is created with the workers, GPU limits, node selectors and Kueue queue of the spec and no GPU on the
   head, and the status is what the operator reports before KubeRay starts a job (Pending, Created).
 
+- trainingjob-full.yaml (`runtime.rayJobsAPI`, a shared Ray cluster), in its own test with its own Ray
+  head: applied byte for byte as written, its in-cluster names resolved by a stand-in for cluster DNS
+  (tests/cluster_dns.py, a forward proxy the operator and the Ray workers reach through the standard
+  proxy environment); the workload ingests and prepares its data for real, then waits for the 8 GPUs
+  its Ray Train workers ask for, and the TrainingJob's status says so; deleting it stops the Ray job.
+
 What is changed, and why: every `endpoint: http://minio.llmops-system:9000` resolves only inside a
 cluster, where the operator would run; here the operator is a local process, so it is set to the dev
-MinIO's endpoint (as the quickstart's `${S3_ENDPOINT}` does). trainingjob-lora.yaml's registry is AWS
-S3 with the pod's own identity: the operator's environment plays it (AWS_* variables, and
-AWS_ENDPOINT_URL_S3 to MinIO). Nothing else is edited. One example cannot go further here as written
-(`BLOCKED`): the test asserts the status that says why.
+MinIO's endpoint (as the quickstart's `${S3_ENDPOINT}` does), except in trainingjob-full.yaml, which
+the cluster-DNS stand-in serves as written. trainingjob-lora.yaml's registry is AWS S3 with the pod's
+own identity: the operator's environment plays it (AWS_* variables, and AWS_ENDPOINT_URL_S3 to
+MinIO). Nothing else is edited.
 """
 
 from __future__ import annotations
@@ -33,7 +39,11 @@ import contextlib
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,6 +52,7 @@ import yaml
 from llmops.api.common import ObjectStorageLocation
 from llmops.dev import services
 from llmops.dev.cluster import LocalCluster
+from llmops.dev.services import RayHead
 from llmops.dev.tools import binary
 from llmops.operators import modelretirement, retrainpolicy, trainingjob
 from llmops.operators.modeldeployment import make_kind
@@ -50,19 +61,17 @@ from llmops.operators.modelretirement import reconcile as retirement
 from llmops.operators.retrainpolicy.reconcile import Reconciler, Settings
 from llmops.registry import Content, GateVerdict, Lineage, RegistryError, read_version, register, set_alias
 from llmops.storage import Credentials, open_store
-from tests.helpers import eventually, gpu_node, operator_in_thread, s3_client
+from tests.cluster_dns import cluster_dns_proxy, proxy_environment
+from tests.helpers import eventually, gpu_node, http_get, operator_in_thread, s3_client
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("llmops_crds")]
 
-EXAMPLES = Path(__file__).parents[2] / "examples"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
 IN_CLUSTER_MINIO = "http://minio.llmops-system:9000"
 NO_PROMETHEUS = "http://127.0.0.1:9"  # the discard port: nothing answers
-# Examples that cannot run here as written, and what blocks them.
-BLOCKED = {
-    "trainingjob-full.yaml": "runtime rayJobsAPI at http://shared-raycluster-head-svc.ray:8265, a shared Ray "
-    "cluster that resolves only in a cluster; the job is submitted to it, so nothing short of that Ray "
-    "cluster (with GPUs and the s3://checkpoints base model) shows how far it gets",
-}
+# The example on a shared Ray cluster: its own test (test_trainingjob_full_as_written_waits_for_its_gpus).
+ON_SHARED_RAY = "trainingjob-full.yaml"
 INSTALL = Path(__file__).resolve().parents[2] / "docs/install.md"
 SECRETS_SECTION = "## The Secrets and ServiceAccounts the examples use"
 
@@ -167,7 +176,6 @@ def test_every_example_reaches_the_furthest_state_without_a_gpu(
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
     docs = _docs()
-    assert set(BLOCKED) < set(docs)
     minio = services.start_minio(cluster)
     # GPU nodes of every product an example names (the cluster has one more, kwok-gpu-0, of H100s).
     products = set()
@@ -190,22 +198,7 @@ def _examples(
     nodes: dict[str, str],
 ) -> None:
     """Set up the Secrets and the registry, apply every example, and check how far each one gets."""
-    # The Secrets and the ServiceAccount: docs/install.md's own commands, run as written with the
-    # variables it names (the dev MinIO's root keys as the S3 keys, a made-up Hugging Face token).
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "PATH": f"{Path(binary('kubectl')).parent}:{os.environ['PATH']}",
-        "NS": namespace,
-        "S3_ACCESS_KEY_ID": minio["accessKeyId"],
-        "S3_SECRET_ACCESS_KEY": minio["secretAccessKey"],
-        "HF_TOKEN": "hf_not_a_real_token",
-    }
-    script = _docs_secrets_script()
-    ran = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True)
-    assert ran.returncode == 0, ran.stderr
-    made = [line for line in ran.stdout.splitlines() if line.strip()]
-    print(f"docs/install.md's {len(made)} commands: {made}")
+    _docs_secrets(cluster, namespace, minio)
     _buckets(minio)
     _registry(minio, tmp_path, docs)
     # trainingjob-lora.yaml's registry is AWS S3 with the pod's own identity (no endpoint, no Secret):
@@ -224,29 +217,39 @@ def _examples(
     applied = {}
     with operator_in_thread(namespace, [make_kind(settings, None), trainingjob.KIND, policies, retirements]):
         for file, doc in docs.items():
+            if file == ON_SHARED_RAY:
+                continue
             body = _localize(doc, minio["endpoint"])
             cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
             applied[file] = body
-        for file, body in applied.items():
+        for body in applied.values():
             if body["kind"] == "ModelDeployment":
                 _assert_served_on_gpus(cluster, namespace, body, nodes)
             elif body["kind"] == "RetrainPolicy":
                 _assert_watching(cluster, namespace, body)
             elif body["kind"] == "ModelRetirement":
                 _assert_retirement(cluster, namespace, body, minio)
-            elif file not in BLOCKED:
+            else:
                 _assert_rayjob_waits_for_kuberay(cluster, namespace, body)
-        # trainingjob-full.yaml as written: its shared Ray cluster is not here, and its status says so.
-        full = applied["trainingjob-full.yaml"]
-        address = full["spec"]["runtime"]["address"]
 
-        def unreachable() -> dict | None:
-            status = _get(cluster, namespace, "tj", full["metadata"]["name"]).get("status") or {}
-            reasons = {c["type"]: (c["status"], c["reason"]) for c in status.get("conditions", [])}
-            return status if reasons.get("Reconciling") == ("True", "RayUnavailable") else None
 
-        status = eventually(unreachable, 60)
-        assert status["phase"] == "Pending" and address in status["message"], status
+def _docs_secrets(cluster: LocalCluster, namespace: str, minio: dict) -> None:
+    """The Secrets and the ServiceAccount: docs/install.md's own commands, run as written with the
+    variables it names (the dev MinIO's root keys as the S3 keys, a made-up Hugging Face token)."""
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "PATH": f"{Path(binary('kubectl')).parent}:{os.environ['PATH']}",
+        "NS": namespace,
+        "S3_ACCESS_KEY_ID": minio["accessKeyId"],
+        "S3_SECRET_ACCESS_KEY": minio["secretAccessKey"],
+        "HF_TOKEN": "hf_not_a_real_token",
+    }
+    script = _docs_secrets_script()
+    ran = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    made = [line for line in ran.stdout.splitlines() if line.strip()]
+    print(f"docs/install.md's {len(made)} commands: {made}")
 
 
 def _buckets(minio: dict) -> None:
@@ -417,3 +420,193 @@ def _assert_rayjob_waits_for_kuberay(cluster: LocalCluster, namespace: str, body
         "Stalled": ("False", "Created"),
     }
     assert status["message"] == f"RayJob {rayjob['metadata']['name']} created; waiting for it to start"
+
+
+# trainingjob-full.yaml, as written, on a shared Ray cluster ----------------------------------------
+
+RAY_IN_CLUSTER = "shared-raycluster-head-svc.ray:8265"
+
+
+def _stage_stand_ins(minio: dict, doc: dict, tmp_path: Path) -> dict[str, int]:
+    """What trainingjob-full.yaml reads, under the names it reads them by. STAND-INS, made here: a tiny
+    random-weight Llama with a real tokenizer (llmops.serving.local.make_tiny_llama; 2048 positions, the
+    example's blockSize) for its Qwen2.5-0.5B-Instruct base, a few hundred made-up support tickets
+    (jsonl, `conversation`, some with an e-mail, a phone number or a name, a few repeated), FAQ entries
+    (parquet, `text`) and question/answer pairs for its evaluation set. Returns what was written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from llmops.serving.local import make_tiny_llama
+
+    products = ["router", "billing portal", "mobile app", "VPN client", "printer driver", "dashboard"]
+    problems = ["will not start", "shows error 42", "logs me out", "is slow since Monday", "lost my data"]
+    tickets = []
+    for i in range(360):
+        product, problem = products[i % len(products)], problems[(i // len(products)) % len(problems)]
+        contact = ["", f" Reach me at user{i}@example.com.", f" Call +1 415 555 {1000 + i:04d}."][i % 3]
+        tickets.append(
+            f"Customer: ticket {i}: my {product} {problem} after update {i % 17}.{contact}"
+            + (" My name is Alice Moreau." if i % 11 == 0 else "")
+            + f"\nAgent: Thanks for ticket {i}. Please reinstall the {product} (build {i * 7 % 101}) and "
+            f"restart; if the {product} still {problem}, reply and we escalate to tier {1 + i % 3}."
+        )
+    repeats = 12
+    tickets += tickets[:repeats]  # exact repeats: dedup drops them
+    faq = [
+        f"FAQ {i}: how do I reset the {p}? Open settings, choose reset, and confirm with your PIN {i}."
+        for i, p in enumerate(products * 8)
+    ]
+    qa = [
+        {"question": f"What fixes a {p} that {q}?", "answer": "reinstall"} for p in products for q in problems
+    ]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(tickets + faq))
+    base = make_tiny_llama(tmp_path / "base", corpus, max_positions=2048)
+    s3 = s3_client(minio)
+    for bucket in ("checkpoints", "datasets", "models"):
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket=bucket)
+    bucket, _, prefix = doc["spec"]["model"]["baseModel"].removeprefix("s3://").partition("/")
+    files = sorted(p for p in base.rglob("*") if p.is_file())
+    for path in files:
+        s3.upload_file(str(path), bucket, f"{prefix}{path.relative_to(base)}")
+    table = tmp_path / "faq.parquet"
+    pq.write_table(pa.table({"text": faq}), table)
+    bodies = {
+        "jsonl": "".join(json.dumps({"conversation": t}) + "\n" for t in tickets).encode(),
+        "parquet": table.read_bytes(),
+    }
+    sources = doc["spec"]["data"]["sources"]
+    for source in sources:
+        bucket, _, key = source["uri"].removeprefix("s3://").partition("/")
+        s3.put_object(Bucket=bucket, Key=key, Body=bodies[source["format"]])
+    (evaluation,) = doc["spec"]["evaluation"]["datasets"]
+    bucket, _, key = evaluation["uri"].removeprefix("s3://").partition("/")
+    s3.put_object(Bucket=bucket, Key=key, Body="".join(json.dumps(r) + "\n" for r in qa).encode())
+    return {
+        "base files": len(files),
+        "tickets": len(tickets),
+        "repeats": repeats,
+        "faq": len(faq),
+        "qa": len(qa),
+    }
+
+
+@contextlib.contextmanager
+def _ray_head(environment: dict[str, str]) -> Iterator[str]:
+    """A real local Ray head (2 CPUs, no GPU) standing in for the example's shared Ray cluster; yields
+    its dashboard's URL (the Jobs API). Its processes (the job's driver and Ray Train's) inherit
+    `environment`; it is stopped by signalling its own process group only (never `ray stop`)."""
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's unix sockets live here
+    head = RayHead.on_loopback(temp, num_cpus=2)
+    log = open(temp / "ray-start.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        head.argv,
+        env={**os.environ, **environment, **head.env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        eventually(
+            lambda: proc.poll() is None and http_get(f"{head.dashboard}/api/version")[0] == 200, 300, 1
+        )
+        yield head.dashboard
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.timeout(900)
+def test_trainingjob_full_as_written_waits_for_its_gpus(
+    cluster: LocalCluster, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trainingjob-full.yaml applied byte for byte: the operator submits it to its Ray address, the
+    workload reads the (stand-in) base model and data from its S3 endpoint, ingests and prepares them
+    for real, and then waits for the 8 GPUs (2 workers x 4) its Ray Train step asks for, which this
+    Ray cluster does not have: the TrainingJob is Running and its status names them. Deleting it stops
+    the Ray job (the finalizer). The cluster names resolve through tests/cluster_dns.py."""
+    pytest.importorskip("ray", reason="needs the training extra (ray, torch, transformers)")
+    from ray.job_submission import JobSubmissionClient
+
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    file = EXAMPLES / ON_SHARED_RAY
+    doc = yaml.safe_load(file.read_text())
+    assert doc["spec"]["runtime"]["address"] == f"http://{RAY_IN_CLUSTER}"
+    assert doc["spec"]["data"]["s3"]["endpoint"] == IN_CLUSTER_MINIO
+    minio = services.start_minio(cluster)
+    _docs_secrets(cluster, namespace, minio)
+    staged = _stage_stand_ins(minio, doc, tmp_path)
+    print(f"stand-ins staged: {staged}")
+    storage = {  # a shared Ray cluster brings its own storage access (docs/concepts.md)
+        "AWS_ACCESS_KEY_ID": minio["accessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": minio["secretAccessKey"],
+    }
+    workers = {  # as tests/workloads/conftest.py: the workers import this checkout, offline
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    local_minio = minio["endpoint"].removeprefix("http://")
+    with contextlib.ExitStack() as stack:
+        # The proxy's table is filled once the Ray head's port is known; the head inherits the proxy.
+        proxy = stack.enter_context(
+            cluster_dns_proxy({IN_CLUSTER_MINIO.removeprefix("http://"): local_minio})
+        )
+        names = proxy_environment(proxy)
+        dashboard = stack.enter_context(_ray_head(names | storage | workers))
+        proxy.names[RAY_IN_CLUSTER] = dashboard.removeprefix("http://")
+        for key, value in names.items():  # the operator's Jobs API and S3 clients take the same way
+            monkeypatch.setenv(key, value)
+        name = doc["metadata"]["name"]
+        with operator_in_thread(namespace, [trainingjob.KIND]):
+            cluster.kubectl("apply", "-n", namespace, "-f", str(file))  # as written
+
+            def waiting() -> dict | None:
+                status = _get(cluster, namespace, "tj", name).get("status") or {}
+                assert status.get("phase") != "Failed", status  # no wait for what cannot come
+                return status if "waiting for" in (status.get("message") or "") else None
+
+            try:
+                status = eventually(waiting, 420, 2)
+            except AssertionError as e:
+                status = _get(cluster, namespace, "tj", name).get("status")
+                raise AssertionError(f"{name}: {json.dumps(status)}") from e
+            print(f"{name}: {status['phase']}: {status['message']}")
+            assert status["phase"] == "Running", status
+            resources = doc["spec"]["resources"]
+            count, each = resources["workers"], resources["perWorker"]["gpus"]  # 2 x 4 in the example
+            wanted = f"waiting for {count * each} GPUs ({count} workers x {each}) for Ray Train"
+            assert f"Training: {wanted}; the Ray cluster has 0 (it may be scaling up)" in status["message"]
+            assert status["message"].startswith(
+                f"Ray job {status['submissionId']} at http://{RAY_IN_CLUSTER}"
+            )
+            # Data preparation ran for real on the stand-ins: its summary is in the work folder.
+            bucket, _, prefix = status["workDir"].removeprefix("s3://").partition("/")
+            s3 = s3_client(minio)
+            stages = {}
+            for stage in ("ingest", "prepare"):
+                body = s3.get_object(Bucket=bucket, Key=f"{prefix.rstrip('/')}/stages/{stage}.json")["Body"]
+                stages[stage] = json.loads(body.read())
+            print(f"prepare: {json.dumps(stages['prepare'], sort_keys=True)[:600]}")
+            assert stages["prepare"]["blocks"]["train"] >= 2 and stages["prepare"]["blockSize"] == 2048
+            assert stages["prepare"]["counts"]["dropped"]["exact_duplicate"] == staged["repeats"]
+            ray_jobs = JobSubmissionClient(dashboard)
+            assert ray_jobs.get_job_status(status["submissionId"]).value == "RUNNING"
+            # Deleting the TrainingJob stops its Ray job (the finalizer), then the object goes.
+            cluster.kubectl("delete", "tj", name, "-n", namespace, "--wait=true", "--timeout=120s")
+            stopped = eventually(
+                lambda: (s := ray_jobs.get_job_status(status["submissionId"]).value) == "STOPPED" and s,
+                120,
+            )
+        hosts = sorted({host for _, host, _ in proxy.forwarded})
+        print(f"Ray job {status['submissionId']}: {stopped}; the cluster-DNS stand-in forwarded "
+              f"{len(proxy.forwarded)} requests for {hosts}")  # fmt: skip
+        assert hosts == sorted([RAY_IN_CLUSTER, IN_CLUSTER_MINIO.removeprefix("http://")])

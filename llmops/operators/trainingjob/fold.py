@@ -14,7 +14,7 @@ stands and the message says what is missing.
 | Suspended/Suspending, spec.suspend false        | -                    | Pending    | Reconciling=True  |
 |   (a Kueue queue: waiting for admission)        |                      |            |                   |
 | anything not finished, spec.suspend true        | -                    | Suspended  | Reconciling=True  |
-| Running + RUNNING, Retrying                     | progress             | Running    | Reconciling=True  |
+| Running + RUNNING, Retrying                     | progress, message    | Running    | Reconciling=True  |
 | finished (Complete/Failed, SUCCEEDED/FAILED)     | Succeeded            | Succeeded  | Ready=True        |
 | finished                                        | Failed, failed gates | Failed     | Stalled=True      |
 | finished                                        | Failed               | Failed     | Stalled=True      |
@@ -232,6 +232,8 @@ def fold(facts: Facts, now: dt.datetime) -> Outcome:
         )
     if obs.state == "running":
         line = describe_progress(status["progress"]) or "started"
+        if report is not None and report.message and report.progress.step is None:
+            line += f": {report.message}"  # before the first step: what the workload is doing or awaits
         if obs.reason == "Retrying":
             line = f"retrying after {obs.attempts_failed or 1} failed attempt(s); {line}"
         if facts.report_error:

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
+from llmops.training.context import arrow_proxy
 from llmops.training.errors import UserError
 from llmops.training.ingest import parse
-from llmops.training.train import cpu_count, plan_steps, unwrap
+from llmops.training.train import cpu_count, gpu_wait, plan_steps, unwrap
 
 
 def test_parse_jsonl_text_and_errors():
@@ -72,3 +73,27 @@ def test_unwrap_finds_the_user_error_inside_wrappers():
             self.cause = inner
 
     assert unwrap(RemoteTaskError()) is inner
+
+
+def test_gpu_wait_names_what_ray_train_waits_for():
+    assert gpu_wait(2, 4, 0) == (
+        "waiting for 8 GPUs (2 workers x 4) for Ray Train; the Ray cluster has 0 (it may be scaling up)"
+    )
+    assert gpu_wait(1, 0.5, 0) == (
+        "waiting for 0.5 GPUs (1 worker x 0.5) for Ray Train; the Ray cluster has 0 (it may be scaling up)"
+    )
+    assert gpu_wait(3, 2, 4) is not None and "has 4 " in gpu_wait(3, 2, 4)
+    assert gpu_wait(2, 4, 8) is None and gpu_wait(2, 4, 16) is None  # enough
+    assert gpu_wait(2, 0, 0) is None  # a CPU run waits for no GPU
+
+
+def test_arrow_proxy_follows_the_standard_environment(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert arrow_proxy("http", "minio.llmops-system:9000") is None  # no proxy set
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:3128")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost,.internal")
+    assert arrow_proxy("http", "minio.llmops-system:9000") == "http://127.0.0.1:3128"
+    assert arrow_proxy("http", "127.0.0.1:9000") is None  # NO_PROXY exempts it
+    assert arrow_proxy("http", "store.internal:9000") is None
+    assert arrow_proxy("https", "s3.us-east-1.amazonaws.com") is None  # no HTTPS_PROXY

@@ -206,3 +206,14 @@ def test_finished_runs_stay_finished() -> None:
     assert not fold.finished(
         status_of({"status": {"phase": "Failed"}})
     )  # a spec problem: re-checked on change
+
+
+def test_running_shows_the_workloads_words_until_the_first_step():
+    running = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
+    waiting = "waiting for 8 GPUs (2 workers x 4) for Ray Train; the Ray cluster has 0 (it may be scaling up)"
+    before = report(progress={"stage": "Training", "total_steps": 200}, message=waiting)
+    outcome = fold.fold(facts(running, before), NOW)
+    assert (outcome.phase, outcome.reason) == ("Running", "Training")
+    assert outcome.message == f"RayJob tiny-0f5c2: Training: {waiting}"
+    stepping = fold.fold(facts(running, report(progress=PROGRESS, message="training: step 40/200")), NOW)
+    assert "training: step" not in stepping.message and "step 40/200" in stepping.message
