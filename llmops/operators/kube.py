@@ -56,6 +56,9 @@ class Conflict(ApiError):
 class Unreachable(ApiError):
     """No answer from the apiserver (connection refused or reset, a timeout); `status` is None."""
 
+    def __str__(self) -> str:
+        return f"the apiserver did not answer: {self.reason}: {self.message}"
+
 
 class KindNotServed(ApiError):
     """The apiserver serves no `api_version`/`kind` (its CRD is not installed)."""

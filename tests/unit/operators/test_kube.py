@@ -46,3 +46,7 @@ def test_errors_are_ours_by_status() -> None:
     assert str(kube.KindNotServed("keda.sh/v1alpha1", "ScaledObject")) == (
         "the apiserver serves no ScaledObject in keda.sh/v1alpha1"
     )
+    away = kube.Unreachable(None, "ConnectError", "[Errno 111] Connection refused")
+    assert away.status is None and str(away) == (
+        "the apiserver did not answer: ConnectError: [Errno 111] Connection refused"
+    )
