@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,14 +36,18 @@ from lightkube.types import PatchType
 
 # kopf's own requests give up after settings.networking.request_timeout (60 s); ours too.
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+RETRIES, MAX_WAIT = 3, 10.0  # answers with Retry-After: how often and how long (s) to wait and retry
 
 
 class ApiError(Exception):
     """The apiserver refused a request: `status` (HTTP code), `reason` (Status reason), `message`."""
 
-    def __init__(self, status: int | None, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int | None, reason: str, message: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"({status}) {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
+        self.retry_after = retry_after  # seconds, from a 429 or 503 answer's Retry-After header
 
 
 class NotFound(ApiError):
@@ -78,17 +83,44 @@ def _errors() -> Iterator[None]:
         yield
     except lightkube.ApiError as e:
         raise _ours(
-            e.status.code or e.response.status_code, e.status.reason or "", e.status.message or ""
+            e.response.headers.get("Retry-After"),
+            e.status.code or e.response.status_code,
+            e.status.reason or "",
+            e.status.message or "",
         ) from e
     except httpx.HTTPStatusError as e:  # an answer that is not a JSON Status (a proxy's, a 503 page)
-        raise _ours(e.response.status_code, e.response.reason_phrase, e.response.text[:1000]) from e
+        raise _ours(
+            e.response.headers.get("Retry-After"),
+            e.response.status_code,
+            e.response.reason_phrase,
+            e.response.text[:1000],
+        ) from e
     except httpx.TransportError as e:
         raise Unreachable(None, type(e).__name__, str(e) or type(e).__name__) from e
 
 
-def _ours(status: int, reason: str, message: str) -> ApiError:
+def _ours(retry_after: str | None, status: int, reason: str, message: str) -> ApiError:
     cls = {404: NotFound, 409: Conflict}.get(status, ApiError)
-    return cls(status, reason, message)
+    try:
+        wait = float(retry_after) if retry_after is not None and status in (429, 503) else None
+    except ValueError:
+        wait = None
+    return cls(status, reason, message, wait)
+
+
+def _retrying(call: Any) -> Any:
+    """`call()`, again after the wait a 429 or 503 answer's Retry-After asks (at most MAX_WAIT s), up to
+    RETRIES times, as client-go and urllib3 do (an apiserver whose watch cache is initializing
+    answers 429 with Retry-After 1)."""
+    for attempt in range(RETRIES + 1):
+        try:
+            with _errors():
+                return call()
+        except ApiError as e:
+            if e.retry_after is None or attempt == RETRIES:
+                raise
+            time.sleep(min(e.retry_after, MAX_WAIT))
+    raise AssertionError("unreachable")
 
 
 class Kube:
@@ -114,10 +146,13 @@ class Kube:
         # lightkube has no call for paths outside resources (discovery, /version); its httpx client,
         # with the configured server, credentials and CA, does (pinned lightkube>=0.22,<0.23).
         http: httpx.Client = self.client._client._client
-        with _errors():
+
+        def call() -> dict:
             response = http.get(path, timeout=timeout if timeout is not None else TIMEOUT)
             response.raise_for_status()
-        return response.json()
+            return response.json()
+
+        return _retrying(call)
 
     def resource(self, api_version: str, kind: str) -> type:
         """lightkube's generic resource class for `api_version`/`kind`; KindNotServed if none."""
@@ -149,8 +184,8 @@ class Kube:
         conflict raises Conflict."""
         res = self.resource(manifest["apiVersion"], manifest["kind"])
         meta = manifest["metadata"]
-        with _errors():
-            got = self.client.patch(
+        got = _retrying(
+            lambda: self.client.patch(
                 res,
                 meta["name"],
                 manifest,
@@ -160,20 +195,19 @@ class Kube:
                 force=force,
                 dry_run=dry_run,
             )
+        )
         return _plain(got)
 
     def create(self, manifest: dict) -> dict:
         """Create `manifest`; Conflict if an object of that name exists."""
         res = self.resource(manifest["apiVersion"], manifest["kind"])
         namespace = (manifest.get("metadata") or {}).get("namespace")
-        with _errors():
-            return _plain(self.client.create(res(manifest), namespace=namespace))
+        return _plain(_retrying(lambda: self.client.create(res(manifest), namespace=namespace)))
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict:
         """The object; NotFound if there is none."""
         res = self.resource(api_version, kind)
-        with _errors():
-            return _plain(self.client.get(res, name, namespace=namespace))
+        return _plain(_retrying(lambda: self.client.get(res, name, namespace=namespace)))
 
     def list(
         self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
@@ -184,8 +218,9 @@ class Kube:
         if namespace is None and issubclass(res, lkres.NamespacedResource):
             namespace = lightkube.ALL_NS
         labels = dict(_selector(label_selector)) if label_selector else None
-        with _errors():
-            return [_plain(item) for item in self.client.list(res, namespace=namespace, labels=labels)]
+        return _retrying(
+            lambda: [_plain(item) for item in self.client.list(res, namespace=namespace, labels=labels)]
+        )
 
     def merge_patch(
         self,
@@ -200,8 +235,8 @@ class Kube:
     ) -> dict:
         """JSON merge patch (RFC 7386) of the object, or of its status subresource (`status`)."""
         res = self.resource(api_version, kind)
-        with _errors():
-            got = self.client.patch(
+        got = _retrying(
+            lambda: self.client.patch(
                 res.Status if status else res,
                 name,
                 body,
@@ -209,13 +244,13 @@ class Kube:
                 patch_type=PatchType.MERGE,
                 field_manager=field_manager,
             )
+        )
         return _plain(got)
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
         """Delete the object; NotFound if it was gone."""
         res = self.resource(api_version, kind)
-        with _errors():
-            self.client.delete(res, name, namespace=namespace)
+        _retrying(lambda: self.client.delete(res, name, namespace=namespace))
 
     def version(self, timeout: float | None = None) -> str:
         """The apiserver's gitVersion (`/version`), waiting at most `timeout` seconds (default TIMEOUT)."""

@@ -39,9 +39,9 @@ def test_a_label_selector_of_equality_terms() -> None:
 
 
 def test_errors_are_ours_by_status() -> None:
-    assert isinstance(kube._ours(404, "NotFound", "x"), kube.NotFound)
-    assert isinstance(kube._ours(409, "AlreadyExists", "x"), kube.Conflict)
-    refused = kube._ours(422, "Invalid", "spec.replicas: Invalid value")
+    assert isinstance(kube._ours(None, 404, "NotFound", "x"), kube.NotFound)
+    assert isinstance(kube._ours(None, 409, "AlreadyExists", "x"), kube.Conflict)
+    refused = kube._ours(None, 422, "Invalid", "spec.replicas: Invalid value")
     assert type(refused) is kube.ApiError and refused.status == 422
     assert str(kube.KindNotServed("keda.sh/v1alpha1", "ScaledObject")) == (
         "the apiserver serves no ScaledObject in keda.sh/v1alpha1"
@@ -50,3 +50,4 @@ def test_errors_are_ours_by_status() -> None:
     assert away.status is None and str(away) == (
         "the apiserver did not answer: ConnectError: [Errno 111] Connection refused"
     )
+    assert kube._ours("1", 429, "TooManyRequests", "storage is (re)initializing").retry_after == 1.0
