@@ -34,6 +34,7 @@ from llmops.api import GROUP, MODEL_DEPLOYMENT, VERSION
 from llmops.api.modeldeployment import ModelDeploymentSpec
 from llmops.dev.cluster import DEFAULT_NODES, FakeNode, LocalCluster
 from llmops.operators.apply import Applier
+from llmops.operators.kube import Kube
 from llmops.operators.modeldeployment.builders import build
 from llmops.operators.modeldeployment.names import vllm_name
 from llmops.operators.modeldeployment.observe import rolled_out
@@ -205,8 +206,8 @@ def main() -> None:
             created = create_all(api, "direct", objects(n, registry))
             children = direct_children(created)
             count = sum(len(c) for c in children)
-            applier = Applier(api_client)
-            applier.resource("apps/v1", "Deployment")  # discovery before the clock starts
+            applier = Applier(Kube.from_environment(cluster.kubeconfig))
+            applier.kube.resource("apps/v1", "Deployment")  # discovery before the clock starts
             start = time.perf_counter()
             with ThreadPoolExecutor(WORKERS) as pool:
                 list(pool.map(lambda group: [applier.apply(m) for m in group], children))

@@ -53,6 +53,16 @@ def api_client(kubeconfig: Path):
     client.close()
 
 
+@pytest.fixture(scope="session")
+def kube(kubeconfig: Path):
+    """The operator's own client (llmops/operators/kube.py) on the session's cluster."""
+    from llmops.operators.kube import Kube
+
+    client = Kube.from_environment(kubeconfig)
+    yield client
+    client.close()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",

@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import kopf
-from kubernetes import client
 
 from llmops.api import GROUP, RESOURCES, VERSION
 from llmops.operators.auditing import REQUESTED_BY
+from llmops.operators.kube import Kube, NotFound
 
 
 def secret_references(spec: Any, path: str = "spec") -> Iterator[tuple[str, str]]:
@@ -41,14 +41,12 @@ def secret_references(spec: Any, path: str = "spec") -> Iterator[tuple[str, str]
             yield from secret_references(item, f"{path}[{i}]")
 
 
-def missing_secrets(spec: Any, namespace: str, core: client.CoreV1Api) -> list[str]:
+def missing_secrets(spec: Any, namespace: str, kube: Kube) -> list[str]:
     missing = []
     for path, name in secret_references(spec):
         try:
-            core.read_namespaced_secret_with_http_info(name, namespace, _preload_content=False)
-        except client.ApiException as e:
-            if e.status != 404:
-                raise
+            kube.get("v1", "Secret", name, namespace)
+        except NotFound:
             missing.append(f"{path}: Secret {name!r} does not exist in namespace {namespace!r}")
     return missing
 
@@ -131,7 +129,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
             registry=registry,
         )
         def secrets_exist(spec: Any, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-            missing = missing_secrets(dict(spec), namespace, client.CoreV1Api(memo.applier.api_client))
+            missing = missing_secrets(dict(spec), namespace, memo.applier.kube)
             if missing:
                 raise kopf.AdmissionError("; ".join(missing), code=422)
 
@@ -154,11 +152,10 @@ class ServiceWebhookServer(kopf.WebhookServer):
             yield config
 
 
-def unplanned_drain(spec: dict, namespace: str, api_client: client.ApiClient) -> str | None:
+def unplanned_drain(spec: dict, namespace: str, kube: Kube) -> str | None:
     """Why a ModelRetirement without spec.drain is refused: a ModelDeployment of the namespace still
     serves a version it retires (its status lists the version with traffic or replicas). None if not."""
     import pydantic
-    from kubernetes import dynamic
 
     from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
     from llmops.api.modelretirement import ModelRetirementSpec
@@ -170,11 +167,8 @@ def unplanned_drain(spec: dict, namespace: str, api_client: client.ApiClient) ->
         return None  # the schema and CEL answer for a malformed spec
     if retirement.drain is not None:
         return None
-    resource = dynamic.DynamicClient(api_client).resources.get(
-        api_version=f"{GROUP}/{VERSION}", kind="ModelDeployment"
-    )
     served = []
-    for item in resource.get(namespace=namespace).to_dict().get("items", []):
+    for item in kube.list(f"{GROUP}/{VERSION}", "ModelDeployment", namespace):
         try:
             served.append(
                 plan.Served(
@@ -204,6 +198,6 @@ def register_retirement_check(registry: kopf.OperatorRegistry) -> None:
         registry=registry,
     )
     def drain_planned(spec: Any, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-        problem = unplanned_drain(dict(spec), namespace, memo.applier.api_client)
+        problem = unplanned_drain(dict(spec), namespace, memo.applier.kube)
         if problem:
             raise kopf.AdmissionError(problem, code=422)

@@ -27,9 +27,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-from kubernetes import dynamic
-from kubernetes.client import ApiClient
-from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
+from llmops.operators.kube import Conflict, Kube, NotFound
 
 FIELD_MANAGER = "llmops"
 FAULT_STOP_AFTER_APPLY = os.environ.get("LLMOPS_FAULT_STOP_AFTER_APPLY") or None
@@ -98,47 +96,25 @@ def manifest_digest(value: Any) -> str:
 
 
 class Applier:
-    """Server-side apply, status patches and deletes through one shared API client."""
+    """Server-side apply, status patches and deletes through one shared API client (`kube`)."""
 
-    def __init__(self, api_client: ApiClient, field_manager: str = FIELD_MANAGER) -> None:
-        self.api_client = api_client
+    def __init__(self, kube: Kube, field_manager: str = FIELD_MANAGER) -> None:
+        self.kube = kube
         self.field_manager = field_manager
-        self._dynamic: dynamic.DynamicClient | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def client(self) -> dynamic.DynamicClient:
-        # Discovery is slow; do it once, lazily, and share it between handler threads.
-        with self._lock:
-            if self._dynamic is None:
-                self._dynamic = dynamic.DynamicClient(self.api_client)
-            return self._dynamic
-
-    def resource(self, api_version: str, kind: str) -> Any:
-        return self.client.resources.get(api_version=api_version, kind=kind)
 
     def apply(self, manifest: dict, *, dry_run: bool = False) -> dict:
         """Server-side apply one object; we own the fields we set, and take them back on conflict.
 
         A field of HANDOVER_FIELDS that we own and `manifest` leaves out keeps its running value: it is
         handed over first (see there), never dropped and defaulted."""
-        resource = self.resource(manifest["apiVersion"], manifest["kind"])
-        extra = {"dry_run": "All"} if dry_run else {}
         if not dry_run:
-            self._hand_over(resource, manifest)
-        result = self.client.server_side_apply(
-            resource,
-            body=manifest,
-            namespace=manifest["metadata"].get("namespace"),
-            field_manager=self.field_manager,
-            force_conflicts=True,
-            **extra,
-        )
+            self._hand_over(manifest)
+        result = self.kube.apply(manifest, field_manager=self.field_manager, force=True, dry_run=dry_run)
         if FAULT_STOP_AFTER_APPLY is not None and not dry_run and ref(manifest) == FAULT_STOP_AFTER_APPLY:
             os.kill(os.getpid(), signal.SIGSTOP)  # fault injection (see the module's docstring)
-        return result.to_dict()
+        return result
 
-    def _hand_over(self, resource: Any, manifest: dict) -> None:
+    def _hand_over(self, manifest: dict) -> None:
         paths = HANDOVER_FIELDS.get((manifest["apiVersion"], manifest["kind"]), ())
         left_out = [p for p in paths if _lookup(manifest, p) is _MISSING]
         if not left_out:
@@ -161,22 +137,15 @@ class Applier:
             for part in path[:-1]:
                 node = node.setdefault(part, {})
             node[path[-1]] = _lookup(live, path)
-        self.client.server_side_apply(
-            resource,
-            body=body,
-            namespace=meta.get("namespace"),
-            field_manager=f"{self.field_manager}-handover",
-            force_conflicts=True,
-        )
+        self.kube.apply(body, field_manager=f"{self.field_manager}-handover", force=True)
 
     def create(self, manifest: dict) -> bool:
         """Create one object that must be made once (a run): True if this call created it, False if
         an object of that name exists (AlreadyExists is success: the caller made it before)."""
-        resource = self.resource(manifest["apiVersion"], manifest["kind"])
         try:
-            self.client.create(resource, body=manifest, namespace=manifest["metadata"].get("namespace"))
+            self.kube.create(manifest)
             return True
-        except ConflictError:
+        except Conflict:
             return False
 
     def apply_all(self, manifests: Iterable[dict], *, dry_run: bool = False) -> list[dict]:
@@ -184,32 +153,25 @@ class Applier:
 
     def patch_status(self, api_version: str, kind: str, name: str, namespace: str, status: dict) -> dict:
         """Merge-patch the status subresource (CRDs accept merge patches, which replace lists whole)."""
-        resource = self.resource(api_version, kind)
-        result = self.client.patch(
-            resource.subresources["status"],
-            body={"status": status},
-            name=name,
-            namespace=namespace,
-            content_type="application/merge-patch+json",
-        )
-        return result.to_dict()
+        return self.kube.merge_patch(api_version, kind, name, namespace, {"status": status}, status=True)
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
         try:
-            return self.resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
-        except NotFoundError:
+            return self.kube.get(api_version, kind, name, namespace)
+        except NotFound:
             return None
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, **selectors: str) -> list[dict]:
-        result = self.resource(api_version, kind).get(namespace=namespace, **selectors)
-        return [item.to_dict() for item in result.items]
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[dict]:
+        return self.kube.list(api_version, kind, namespace, label_selector=label_selector)
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         """Delete one object; False if it was already gone."""
         try:
-            self.resource(api_version, kind).delete(name=name, namespace=namespace)
+            self.kube.delete(api_version, kind, name, namespace)
             return True
-        except NotFoundError:
+        except NotFound:
             return False
 
 

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import kopf
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from prometheus_client import start_http_server
 
 from llmops import certs, logsafe
 from llmops.operators import admission, runtime
 from llmops.operators.apply import Applier
 from llmops.operators.auditing import Auditor
+from llmops.operators.kube import ApiError, Kube
 from llmops.operators.runtime import Kind
 from llmops.storage import StoreCache
 
@@ -41,24 +40,13 @@ class WebhookOptions:
     config_name: str = "validate.llmops.io"
 
 
-def api_client() -> k8s.ApiClient:
-    """In a pod: the ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        k8s_config.load_incluster_config()
-        return k8s.ApiClient()
-    # Read $KUBECONFIG now: the client library reads it once, at import time.
-    return k8s_config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
-
-
-def identity(api: k8s.ApiClient) -> str:
+def identity(kube: Kube) -> str:
     """The user name the apiserver knows this process by (a SelfSubjectReview, Kubernetes 1.28+):
     the actor of the operator's audit records, and whose requests the admission webhook does not stamp
     as a person's. `LLMOPS_OPERATOR_IDENTITY` when the review is not possible."""
     try:
-        review = k8s.AuthenticationV1Api(api).create_self_subject_review(
-            k8s.V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview")
-        )
-        return review.status.user_info.username
+        review = kube.create({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        return review["status"]["userInfo"]["username"]
     except Exception as e:  # an older apiserver, or no permission: fall back to the configured name
         logging.getLogger(__name__).warning("could not learn the operator's own user name: %s", e)
         return os.environ.get("LLMOPS_OPERATOR_IDENTITY") or "llmops-operator"
@@ -214,15 +202,15 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # The same sources as api_client(): the pod's ServiceAccount, else $KUBECONFIG.
+        # The same sources as Kube.from_environment(): the pod's ServiceAccount, else $KUBECONFIG.
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings, webhook)
-        memo.applier = Applier(api_client())
+        memo.applier = Applier(Kube.from_environment())
         memo.stores = StoreCache()
-        memo.identity = identity(memo.applier.api_client)
+        memo.identity = identity(memo.applier.kube)
         memo.auditor = Auditor.from_env(memo.identity)
 
     @kopf.on.cleanup(registry=registry)
@@ -230,14 +218,13 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
         if webhook:
             # kopf creates the webhook configuration but never removes it; left behind, it would
             # refuse every llmops object while no operator answers (failurePolicy Fail).
-            admissionregistration = k8s.AdmissionregistrationV1Api(memo.applier.api_client)
-            with contextlib.suppress(k8s.ApiException):
-                admissionregistration.delete_validating_webhook_configuration(webhook.config_name)
-                logger.info("removed the validating webhook configuration %s", webhook.config_name)
-            with contextlib.suppress(k8s.ApiException):  # the same name: kopf manages both kinds
-                admissionregistration.delete_mutating_webhook_configuration(webhook.config_name)
-                logger.info("removed the mutating webhook configuration %s", webhook.config_name)
-        memo.applier.api_client.close()
+            kube = memo.applier.kube
+            for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+                # The same name: kopf manages both kinds.
+                with contextlib.suppress(ApiError):
+                    kube.delete("admissionregistration.k8s.io/v1", kind, webhook.config_name)
+                    logger.info("removed the %s %s", kind, webhook.config_name)
+        memo.applier.kube.close()
 
     @kopf.on.probe(id="api", registry=registry)
     async def api_reachable(memo: kopf.Memo, **_: Any) -> str:
@@ -246,10 +233,8 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
         process cannot bring an apiserver back; watches gone silent are kopf's to reconnect
         (settings.watching.inactivity_timeout). Awaited on the event loop, not in the handlers' thread
         pool, so handlers stuck on an unreachable apiserver cannot hold the probe."""
-        version = k8s.VersionApi(memo.applier.api_client)
         try:
-            got = await asyncio.wait_for(asyncio.to_thread(version.get_code, _request_timeout=2), 3)
-            return str(got.git_version)
+            return await asyncio.wait_for(asyncio.to_thread(memo.applier.kube.version, timeout=2), 3)
         except Exception as e:  # the answer is the report: liveness must not track the apiserver
             return f"unreachable: {type(e).__name__}"
 
@@ -278,6 +263,8 @@ def run(
     # After kopf.configure, which sets the root level: --verbose shows our and kopf's debug lines,
     # never the HTTP clients' (Secrets in response bodies, key ids in headers); see llmops/logsafe.py.
     logsafe.install()
+    if not logsafe.http_debug_opted_in():
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line per API request at INFO
     ReconnectLog.install()
     if metrics_port:
         start_http_server(metrics_port)

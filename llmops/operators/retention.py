@@ -346,9 +346,7 @@ def reconciled(
         return (configmap or {}).get("data")
 
     def open_store(target: Target) -> ObjectStore:
-        credentials = secrets.credentials(
-            ctx.applier.api_client, ctx.namespace, target.location, target.field
-        )
+        credentials = secrets.credentials(ctx.applier.kube, ctx.namespace, target.location, target.field)
         return ctx.open_store(target.location, credentials, target.field)
 
     identity = (ctx.namespace, kind, ctx.name, meta.get("uid") or f"{ctx.namespace}/{ctx.name}")

@@ -29,13 +29,11 @@ from typing import Any, Generic, TypeVar
 
 import kopf
 import pydantic
-from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic.exceptions import DynamicApiError
 
 from llmops import conditions
 from llmops.api import API_VERSION, GROUP, VERSION, Resource
 from llmops.api.common import ApiModel, CommonReason, ObjectStorageLocation, Status
-from llmops.operators import metrics
+from llmops.operators import kube, metrics
 from llmops.operators.apply import Applier
 from llmops.operators.auditing import EVENTS_ONLY, Auditor, Subject
 from llmops.operators.events import Announcements, announcement
@@ -71,7 +69,7 @@ class Context:
         the spec, for messages). Raises SecretProblem when that ConfigMap or key is missing."""
         from llmops.operators import secrets
 
-        ca_bundle = secrets.ca_bundle(self.applier.api_client, self.namespace, location, field)
+        ca_bundle = secrets.ca_bundle(self.applier.kube, self.namespace, location, field)
         if ca_bundle is None:  # the call as it was before caBundle (tests substitute the cache)
             return self.stores.open(location, credentials)
         return self.stores.open(location, credentials, ca_bundle=ca_bundle)
@@ -212,9 +210,7 @@ def status_patch(
 def _heals(error: Exception) -> bool:
     """API errors worth a retry: conflicts, throttling, server errors, timeouts."""
     status = getattr(error, "status", None)
-    return isinstance(error, ApiException | DynamicApiError) and (
-        status is None or status in (409, 429) or status >= 500
-    )
+    return isinstance(error, kube.ApiError) and (status is None or status in (409, 429) or status >= 500)
 
 
 def reconcile(
@@ -393,12 +389,12 @@ class Requeue:
 
     def _poke(self, applier: Applier, namespace: str, name: str) -> None:
         now = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
-        applier.client.patch(
-            applier.resource(API_VERSION, self.resource.kind),
-            name=name,
-            namespace=namespace,
-            body={"metadata": {"annotations": {REQUEST_ANNOTATION: now}}},
-            content_type="application/merge-patch+json",
+        applier.kube.merge_patch(
+            API_VERSION,
+            self.resource.kind,
+            name,
+            namespace,
+            {"metadata": {"annotations": {REQUEST_ANNOTATION: now}}},
         )
 
 

@@ -19,11 +19,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-
 from llmops import logsafe
 from llmops.api.common import ObjectStorageLocation
+from llmops.operators.kube import Kube, NotFound
 from llmops.storage import Credentials
 
 
@@ -36,7 +34,7 @@ class SecretProblem(Exception):
 
 
 def credentials(
-    api_client: client.ApiClient, namespace: str, location: ObjectStorageLocation, field: str
+    kube: Kube, namespace: str, location: ObjectStorageLocation, field: str
 ) -> Credentials | None:
     """The access keys for `location` from its Secret in `namespace`, or None when it names none.
 
@@ -49,14 +47,12 @@ def credentials(
         return None
     where = f"{field}.s3.credentialsSecretRef"
     try:
-        secret = client.CoreV1Api(api_client).read_namespaced_secret(ref.name, namespace)
-    except ApiException as e:
-        if e.status == 404:
-            raise SecretProblem(
-                f"{where}: Secret {ref.name!r} does not exist in namespace {namespace!r}; create it"
-            ) from None
-        raise
-    data = secret.data or {}
+        secret = kube.get("v1", "Secret", ref.name, namespace)
+    except NotFound:
+        raise SecretProblem(
+            f"{where}: Secret {ref.name!r} does not exist in namespace {namespace!r}; create it"
+        ) from None
+    data = secret.get("data") or {}
     keys = (ref.access_key_id_key, ref.secret_access_key_key)
     missing = [k for k in keys if not data.get(k)]
     if missing:
@@ -66,9 +62,7 @@ def credentials(
     return Credentials(key_id, secret_key)
 
 
-def ca_bundle(
-    api_client: client.ApiClient, namespace: str, location: ObjectStorageLocation, field: str
-) -> str | None:
+def ca_bundle(kube: Kube, namespace: str, location: ObjectStorageLocation, field: str) -> str | None:
     """The path of a PEM file with the CA bundle that `location.s3.caBundle` names (a ConfigMap key
     in `namespace`: certificates, public), for verifying the endpoint's TLS certificate; None when
     it names none. The file is written once per content, named by its sha256, under the temporary
@@ -79,14 +73,12 @@ def ca_bundle(
         return None
     where = f"{field}.s3.caBundle" if field else "s3.caBundle"
     try:
-        configmap = client.CoreV1Api(api_client).read_namespaced_config_map(ref.name, namespace)
-    except ApiException as e:
-        if e.status == 404:
-            raise SecretProblem(
-                f"{where}: ConfigMap {ref.name!r} does not exist in namespace {namespace!r}; create it"
-            ) from None
-        raise
-    pem = (configmap.data or {}).get(ref.key, "")
+        configmap = kube.get("v1", "ConfigMap", ref.name, namespace)
+    except NotFound:
+        raise SecretProblem(
+            f"{where}: ConfigMap {ref.name!r} does not exist in namespace {namespace!r}; create it"
+        ) from None
+    pem = (configmap.get("data") or {}).get(ref.key, "")
     if "-----BEGIN CERTIFICATE-----" not in pem:
         raise SecretProblem(
             f"{where}: ConfigMap {ref.name!r} has no PEM certificate under key {ref.key!r}; add the CA bundle"

@@ -7,15 +7,16 @@ The rule. Under `llmops/operators/`, a module is pure unless it is declared I/O 
   lazily such as rayjobs_api.py) is pure;
 - at the top of `llmops/operators/`: the runtime and the process (`runtime.py`, `main.py`, `cli.py`,
   `admission.py`, `metrics.py`), the audit trail's writer and Event poster (`auditing.py`), the
-  applier (`apply.py`) and the Secret reader (`secrets.py`) are I/O; every other module (outcome.py,
-  manifests.py, registry_access.py, ...) is pure, and only those may be imported by a kind's pure
-  modules.
+  applier (`apply.py`), the Kubernetes client (`kube.py`) and the Secret reader (`secrets.py`) are
+  I/O; every other module (outcome.py, manifests.py, registry_access.py, ...) is pure, and only those
+  may be imported by a kind's pure modules.
 
-"Pure" is checked as: the module imports, with all it imports, while `kopf` and `kubernetes` cannot
-be imported at all. The modules are found by globbing, so a new kind or a new module is covered the
-day it is added. Each kind's package is stood in for by an empty package while its modules are
-imported, so a pure module is judged by its own imports, not by its kind's declaration; a pure
-module that imports its kind's `reconcile.py` still fails, as it should.
+"Pure" is checked as: the module imports, with all it imports, while `kopf`, `kubernetes` and
+`lightkube` (the operator's client, llmops/operators/kube.py) cannot be imported at all. The modules
+are found by globbing, so a new kind or a new module is covered the day it is added. Each kind's
+package is stood in for by an empty package while its modules are imported, so a pure module is
+judged by its own imports, not by its kind's declaration; a pure module that imports its kind's
+`reconcile.py` still fails, as it should.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATORS = ROOT / "llmops" / "operators"
-BLOCKED = ("kopf", "kubernetes")
+BLOCKED = ("kopf", "kubernetes", "lightkube")
 IO_IN_A_KIND = {"__init__.py", "reconcile.py"}
 IO_AT_THE_TOP = {
     "__init__.py",
@@ -35,6 +36,7 @@ IO_AT_THE_TOP = {
     "apply.py",
     "auditing.py",
     "cli.py",
+    "kube.py",
     "main.py",
     "metrics.py",
     "runtime.py",

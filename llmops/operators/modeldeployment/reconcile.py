@@ -43,13 +43,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import json
 import random
 import time
 from dataclasses import dataclass, field
-
-from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from llmops import conditions
 from llmops.api import API_VERSION, MODEL_DEPLOYMENT
@@ -57,6 +53,7 @@ from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason, ResolvedAlias
 from llmops.operators import registry_access, retention, secrets
 from llmops.operators.apply import Lru, manifest_digest, parse_ref, ref, write_ahead
+from llmops.operators.kube import ApiError, KindNotServed
 from llmops.operators.modeldeployment import autoscaling, builders, canary, gateway, monitoring
 from llmops.operators.modeldeployment.drift import drift_destination, drift_on
 from llmops.operators.modeldeployment.fold import SUSPENDED, Facts, fold, suspended_condition
@@ -128,7 +125,7 @@ class Reconciler:
     # -- registry --------------------------------------------------------------------------
 
     def credentials(self, ctx: Context, location: ObjectStorageLocation) -> Credentials | None:
-        return secrets.credentials(ctx.applier.api_client, ctx.namespace, location, "spec.registry")
+        return secrets.credentials(ctx.applier.kube, ctx.namespace, location, "spec.registry")
 
     @staticmethod
     def resolve(
@@ -208,7 +205,7 @@ class Reconciler:
             if entry in wanted:
                 continue
             api_version, kind, name = parse_ref(entry)
-            with contextlib.suppress(ResourceNotFoundError):  # its CRD is gone, and so is the object
+            with contextlib.suppress(KindNotServed):  # its CRD is gone, and so is the object
                 ctx.applier.delete(api_version, kind, name, ctx.namespace)
             self._applied.pop((uid, entry), None)
 
@@ -231,7 +228,7 @@ class Reconciler:
             try:
                 ctx.applier.delete(api_version, kind, name, ctx.namespace)
                 still = ctx.applier.get(api_version, kind, name, ctx.namespace)
-            except ResourceNotFoundError:  # its CRD is gone, and so is the object
+            except KindNotServed:  # its CRD is gone, and so is the object
                 still = None
             self._applied.pop((uid, entry), None)
             if still is not None:
@@ -321,14 +318,14 @@ class Reconciler:
                 Reason.VERSION_NOT_FOUND,
                 f"{e}. Fix the reference or register the version; retrying.",
             )
-        except ResourceNotFoundError as e:
+        except KindNotServed as e:
             return _stalled(
                 Reason.MISSING_CRD,
                 f"{e}: install it (KEDA for autoscaling.engine keda; prometheus-operator for"
                 " monitoring, alerts, and the metrics that autoscaling and canary analysis read)"
                 " or change the spec so that it is not needed",
             )  # fmt: skip
-        except (ApiException, DynamicApiError) as e:
+        except ApiError as e:
             code = getattr(e, "status", None)
             if code is not None and 400 <= code < 500 and code not in (409, 429):
                 return _stalled(Reason.APPLY_FAILED, f"the apiserver refused a child: {_api_message(e)}")
@@ -587,9 +584,5 @@ def _serves(manifest: dict, versions: list[ServedVersion]) -> bool:
     return manifest["metadata"]["name"] in {v.deployment for v in versions}
 
 
-def _api_message(error: Exception) -> str:
-    body = getattr(error, "body", None) or getattr(error, "summary", lambda: "")()
-    try:
-        return json.loads(body).get("message", str(body))[:1000]
-    except (TypeError, ValueError):
-        return str(body or error)[:1000]
+def _api_message(error: ApiError) -> str:
+    return (error.message or str(error))[:1000]

@@ -114,7 +114,7 @@ class Retirement:
     # -- the shared facts ---------------------------------------------------------------------
 
     def store(self, location: ObjectStorageLocation, field: str) -> ObjectStore:
-        credentials = secrets.credentials(self.ctx.applier.api_client, self.ctx.namespace, location, field)
+        credentials = secrets.credentials(self.ctx.applier.kube, self.ctx.namespace, location, field)
         return self.ctx.open_store(location, credentials, field)
 
     def deployments(self) -> list[Served]:
@@ -409,13 +409,12 @@ class Retirement:
         )
 
     def patch(self, deployment: str, body: dict) -> None:
-        resource = self.ctx.applier.resource(API_VERSION, MODEL_DEPLOYMENT.kind)
-        self.ctx.applier.client.patch(
-            resource,
-            name=deployment,
-            namespace=self.ctx.namespace,
-            body=body,
-            content_type="application/merge-patch+json",
+        self.ctx.applier.kube.merge_patch(
+            API_VERSION,
+            MODEL_DEPLOYMENT.kind,
+            deployment,
+            self.ctx.namespace,
+            body,
             field_manager=names.FIELD_MANAGER,
         )
 

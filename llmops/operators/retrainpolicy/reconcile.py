@@ -127,7 +127,7 @@ def reconcile(
     model = md.model.name
     try:
         field = f"ModelDeployment {spec.model_deployment} spec.registry"
-        credentials = secrets.credentials(ctx.applier.api_client, namespace, md.registry, field)
+        credentials = secrets.credentials(ctx.applier.kube, namespace, md.registry, field)
         store = ctx.open_store(md.registry, credentials, field)
         champion_move = registry.read_alias(store, model, spec.promotion.champion_alias)
         challenger_move = registry.read_alias(store, model, spec.promotion.challenger_alias)
@@ -247,7 +247,7 @@ def reconcile(
         marker = consumed
         try:
             data_credentials = secrets.credentials(
-                ctx.applier.api_client, namespace, t.new_data.location, "spec.triggers.newData.location"
+                ctx.applier.kube, namespace, t.new_data.location, "spec.triggers.newData.location"
             )
             where = "spec.triggers.newData.location"
             keys = list(ctx.open_store(t.new_data.location, data_credentials, where).list())

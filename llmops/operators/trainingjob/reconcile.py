@@ -18,6 +18,7 @@ re-create the TrainingJob to run again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import importlib.metadata
@@ -26,12 +27,12 @@ from pathlib import Path
 
 import kopf
 import pydantic
-from kubernetes.dynamic.exceptions import DynamicApiError
 
 from llmops import registry
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.trainingjob import EventReason, Reason, TrainingJobSpec, TrainingJobStatus
 from llmops.operators import retention, secrets
+from llmops.operators.kube import Conflict
 from llmops.operators.manifests import adopt
 from llmops.operators.outcome import Outcome
 from llmops.operators.registry_access import describe, refused
@@ -111,9 +112,7 @@ def desired_run(
 
 def _credentials(spec: TrainingJobSpec, ctx: Context) -> Credentials | None:
     """The registry's access keys (the work folder lives in the registry); raises SecretProblem."""
-    return secrets.credentials(
-        ctx.applier.api_client, ctx.namespace, spec.output.registry, "spec.output.registry"
-    )
+    return secrets.credentials(ctx.applier.kube, ctx.namespace, spec.output.registry, "spec.output.registry")
 
 
 def _resolve(
@@ -208,17 +207,10 @@ def _hold_for_kueue(ctx: Context, name: str, namespace: str) -> None:
     Not forced: once Kueue has set `suspend` (admitted the job), the apply conflicts and Kueue wins.
     Repeated until the run starts, so a crash between creating the RayJob and this apply is harmless.
     """
-    try:
-        ctx.applier.client.server_side_apply(
-            ctx.applier.resource(builders.RAY_API_VERSION, builders.RAYJOB_KIND),
-            body=builders.queue_hold(name, namespace),
-            namespace=namespace,
-            field_manager=builders.QUEUE_FIELD_MANAGER,
-            force_conflicts=False,
+    with contextlib.suppress(Conflict):
+        ctx.applier.kube.apply(
+            builders.queue_hold(name, namespace), field_manager=builders.QUEUE_FIELD_MANAGER, force=False
         )
-    except DynamicApiError as e:
-        if e.status != 409:
-            raise
 
 
 def _head_image(rayjob: dict) -> str | None:

@@ -256,9 +256,8 @@ def test_admission_refuses_retiring_a_served_version_without_a_drain_plan(
 ) -> None:
     """The webhook's check (llmops/operators/admission.py) against the real apiserver: the deployments
     of the namespace as it lists them, their status as the operator would have written it."""
-    from kubernetes import config
-
     from llmops.operators.admission import unplanned_drain
+    from llmops.operators.kube import Kube
 
     apply(cluster, namespace, deployment("bot", registry))
     status = {
@@ -268,7 +267,7 @@ def test_admission_refuses_retiring_a_served_version_without_a_drain_plan(
         "patch", "md", "bot", "-n", namespace, "--subresource=status", "--type=merge",
         "-p", json.dumps({"status": status}),
     )  # fmt: skip
-    api = config.new_client_from_config(str(cluster.kubeconfig))
+    api = Kube.from_environment(cluster.kubeconfig)
     try:
         spec = retirement("r", registry, archive, model={"name": "support-bot", "version": "2"})["spec"]
         problem = unplanned_drain(spec, namespace, api)

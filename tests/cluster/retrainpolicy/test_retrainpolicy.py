@@ -281,8 +281,8 @@ class Faults:
 
 
 class CrashingApplier(Applier):
-    def __init__(self, api_client, faults: Faults) -> None:
-        super().__init__(api_client)
+    def __init__(self, kube, faults: Faults) -> None:
+        super().__init__(kube)
         self.faults = faults
 
     def create(self, manifest: dict) -> bool:
@@ -319,7 +319,7 @@ class CrashingStores(StoreCache):
 
 def test_the_operator_killed_at_every_point_never_makes_two_runs_nor_half_moves_an_alias(
     cluster: LocalCluster,
-    api_client: object,
+    kube: object,
     namespace: str,
     registry: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -335,10 +335,10 @@ def test_the_operator_killed_at_every_point_never_makes_two_runs_nor_half_moves_
     tick = tomorrow.replace(hour=3, minute=0, second=0, microsecond=0)
     reconciler = Reconciler(Settings(60, "http://127.0.0.1:9"), clock=lambda: tick + dt.timedelta(seconds=20))
     kind = retrainpolicy.make_kind(reconciler)
-    plain = Applier(api_client)
+    plain = Applier(kube)
 
     def scenario(faults: Faults, ns: str, root: Path) -> str:
-        applier, stores = CrashingApplier(api_client, faults), CrashingStores(root, faults)
+        applier, stores = CrashingApplier(kube, faults), CrashingStores(root, faults)
 
         def reconcile() -> None:
             obj = plain.get(API_VERSION, "RetrainPolicy", "fresh", ns)

@@ -42,7 +42,7 @@ class RecordingApplier:
     """The edge a unit test cannot run (the apiserver): records every write in order; reads find
     nothing (no child is Ready). The real chain: tests/reliability/test_operator_kill.py."""
 
-    api_client = None
+    kube = None
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, object]] = []

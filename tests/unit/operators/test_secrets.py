@@ -4,14 +4,13 @@ the Secret, never a value."""
 from __future__ import annotations
 
 import base64
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from llmops.api.common import ObjectStorageLocation
 from llmops.operators import secrets
+from llmops.operators.kube import ApiError, NotFound
 
 VALUE = "s3cr3t-value-never-shown"
 
@@ -23,26 +22,28 @@ def s3(**ref: Any) -> ObjectStorageLocation:
     return ObjectStorageLocation.model_validate({"s3": s3})
 
 
-class FakeCoreV1:
-    """CoreV1Api.read_namespaced_secret over a dict of Secrets (their data base64, as the API has it)."""
+class FakeKube:
+    """Kube.get of Secrets over a dict (their data base64, as the API has it): the apiserver is the edge
+    a unit test cannot run (the real chain: tests/cluster)."""
 
-    secrets: dict[tuple[str, str], dict[str, str]] = {}
+    def __init__(self) -> None:
+        self.secrets: dict[tuple[str, str], dict[str, str]] = {}
 
-    def __init__(self, api_client: Any) -> None:
-        pass
-
-    def read_namespaced_secret(self, name: str, namespace: str) -> Any:
+    def get(self, api_version: str, kind: str, name: str, namespace: str) -> dict:
+        assert (api_version, kind) == ("v1", "Secret")
         data = self.secrets.get((namespace, name))
         if data is None:
-            raise ApiException(status=404, reason="Not Found")
-        return SimpleNamespace(data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()})
+            raise NotFound(404, "NotFound", f'secrets "{name}" not found')
+        return {"data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+
+KUBE = FakeKube()
 
 
 @pytest.fixture(autouse=True)
-def core(monkeypatch: pytest.MonkeyPatch) -> type[FakeCoreV1]:
-    FakeCoreV1.secrets = {}
-    monkeypatch.setattr(secrets.client, "CoreV1Api", FakeCoreV1)
-    return FakeCoreV1
+def core() -> FakeKube:
+    KUBE.secrets = {}
+    return KUBE
 
 
 def test_no_secret_named_is_the_ambient_identity() -> None:
@@ -51,17 +52,17 @@ def test_no_secret_named_is_the_ambient_identity() -> None:
     assert secrets.credentials(None, "ml", local, "spec.registry") is None
 
 
-def test_a_secret_becomes_credentials(core: type[FakeCoreV1]) -> None:
+def test_a_secret_becomes_credentials(core: FakeKube) -> None:
     core.secrets[("ml", "registry")] = {"id": "AKIA", "key": VALUE}
     location = s3(name="registry", accessKeyIdKey="id", secretAccessKeyKey="key")
-    found = secrets.credentials(None, "ml", location, "spec.registry")
+    found = secrets.credentials(KUBE, "ml", location, "spec.registry")
     assert found is not None and (found.access_key_id, found.secret_access_key) == ("AKIA", VALUE)
     assert VALUE not in repr(found)
 
 
 def test_a_missing_secret_names_the_field_and_the_namespace() -> None:
     with pytest.raises(secrets.SecretProblem) as e:
-        secrets.credentials(None, "ml", s3(name="registry"), "spec.output.registry")
+        secrets.credentials(KUBE, "ml", s3(name="registry"), "spec.output.registry")
     assert str(e.value) == (
         "spec.output.registry.s3.credentialsSecretRef: Secret 'registry' does not exist in namespace 'ml';"
         " create it"
@@ -71,19 +72,19 @@ def test_a_missing_secret_names_the_field_and_the_namespace() -> None:
 @pytest.mark.parametrize(
     "data", [{}, {"AWS_ACCESS_KEY_ID": "AKIA"}, {"AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": ""}]
 )
-def test_a_missing_or_empty_key_is_a_problem(core: type[FakeCoreV1], data: dict[str, str]) -> None:
+def test_a_missing_or_empty_key_is_a_problem(core: FakeKube, data: dict[str, str]) -> None:
     core.secrets[("ml", "registry")] = data
     with pytest.raises(
         secrets.SecretProblem, match=r"^spec.registry.s3.credentialsSecretRef: Secret 'registry' has no key"
     ) as e:
-        secrets.credentials(None, "ml", s3(name="registry"), "spec.registry")
+        secrets.credentials(KUBE, "ml", s3(name="registry"), "spec.registry")
     assert "AWS_SECRET_ACCESS_KEY" in str(e.value) and "AKIA" not in str(e.value)
 
 
 def test_other_api_errors_propagate(monkeypatch: pytest.MonkeyPatch) -> None:
-    def forbidden(self: Any, name: str, namespace: str) -> Any:
-        raise ApiException(status=403, reason="Forbidden")
+    def forbidden(*_: Any) -> Any:
+        raise ApiError(403, "Forbidden", "secrets is forbidden")
 
-    monkeypatch.setattr(FakeCoreV1, "read_namespaced_secret", forbidden)
-    with pytest.raises(ApiException):
-        secrets.credentials(None, "ml", s3(name="registry"), "spec.registry")
+    monkeypatch.setattr(KUBE, "get", forbidden)
+    with pytest.raises(ApiError):
+        secrets.credentials(KUBE, "ml", s3(name="registry"), "spec.registry")

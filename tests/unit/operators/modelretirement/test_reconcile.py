@@ -31,7 +31,7 @@ NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 class Applier:
     """No ModelDeployment in the namespace."""
 
-    api_client = None
+    kube = None
 
     def list(self, *args: Any, **kwargs: Any) -> list[dict]:
         return []

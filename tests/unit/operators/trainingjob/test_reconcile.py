@@ -14,12 +14,12 @@ from typing import Any
 
 import kopf
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from llmops.api import TRAINING_JOB
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.trainingjob import TrainingJobSpec
-from llmops.operators import runtime, secrets, trainingjob
+from llmops.operators import runtime, trainingjob
+from llmops.operators.kube import NotFound
 from llmops.operators.runtime import Context
 from llmops.operators.trainingjob import builders, rayjobs_api
 from llmops.operators.trainingjob import reconcile as tj
@@ -96,7 +96,7 @@ def jobs_api_body(
 
 
 # The registry is a local folder: no Secret is read (test_credentials_not_found fakes one that is).
-NO_CLUSTER = SimpleNamespace(api_client=None)
+NO_CLUSTER = SimpleNamespace(kube=None)
 
 
 def context(body: dict, applier: Any = NO_CLUSTER, **kw: Any) -> Context:
@@ -246,13 +246,10 @@ def test_credentials_not_found(tmp_path: Path, jobs_api: FakeJobsApi, events: li
     ran), a Warning Event once, retried every minute; nothing is submitted."""
 
     class NoSecrets:
-        def __init__(self, api_client: Any) -> None:
-            pass
+        def get(self, api_version: str, kind: str, name: str, namespace: str) -> dict:
+            raise NotFound(404, "NotFound", f'secrets "{name}" not found')
 
-        def read_namespaced_secret(self, name: str, namespace: str) -> Any:
-            raise ApiException(status=404, reason="Not Found")
-
-    monkeypatch.setattr(secrets.client, "CoreV1Api", NoSecrets)
+    monkeypatch.setattr(NO_CLUSTER, "kube", NoSecrets())
     body = jobs_api_body(tmp_path, model={"base": {"name": "support-bot", "alias": "production"}})
     body["spec"]["output"]["registry"] = {
         "s3": {"bucket": "models", "credentialsSecretRef": {"name": "registry-credentials"}}

@@ -1,0 +1,53 @@
+"""The operator process stays off the `kubernetes` package (llmops/operators/kube.py, issue 17)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from llmops.operators import kube
+
+# The operator's import path as `llmops operator` takes it: the CLI, the operator module, every kind's
+# handlers registered, the webhooks too.
+OPERATOR_IMPORTS = """
+import sys
+from llmops.cli import main
+from llmops.operators.main import WebhookOptions, build_registry
+build_registry(WebhookOptions())
+loaded = sorted(m for m in sys.modules if m == "kubernetes" or m.startswith("kubernetes."))
+print(len(sys.modules), "modules;", len(loaded), "of the kubernetes package:", loaded[:5])
+assert not loaded, loaded
+"""
+
+
+def test_the_operator_process_never_imports_the_kubernetes_client() -> None:
+    """kopf imports `kubernetes.client` (865 modules, ~67 MiB) when it can; the operator's package
+    hides it from kopf, and nothing of ours imports it."""
+    done = subprocess.run([sys.executable, "-c", OPERATOR_IMPORTS], capture_output=True, text=True)
+    print(done.stdout.strip())
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_label_selector_of_equality_terms() -> None:
+    assert dict(kube._selector("a=b, c.io/d=e")) == {"a": "b", "c.io/d": "e"}
+    with pytest.raises(ValueError, match="only equality terms"):
+        dict(kube._selector("a!=b"))
+    with pytest.raises(ValueError, match="only equality terms"):
+        dict(kube._selector("a"))
+
+
+def test_errors_are_ours_by_status() -> None:
+    assert isinstance(kube._ours(None, 404, "NotFound", "x"), kube.NotFound)
+    assert isinstance(kube._ours(None, 409, "AlreadyExists", "x"), kube.Conflict)
+    refused = kube._ours(None, 422, "Invalid", "spec.replicas: Invalid value")
+    assert type(refused) is kube.ApiError and refused.status == 422
+    assert str(kube.KindNotServed("keda.sh/v1alpha1", "ScaledObject")) == (
+        "the apiserver serves no ScaledObject in keda.sh/v1alpha1"
+    )
+    away = kube.Unreachable(None, "ConnectError", "[Errno 111] Connection refused")
+    assert away.status is None and str(away) == (
+        "the apiserver did not answer: ConnectError: [Errno 111] Connection refused"
+    )
+    assert kube._ours("1", 429, "TooManyRequests", "storage is (re)initializing").retry_after == 1.0
