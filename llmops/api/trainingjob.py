@@ -433,13 +433,9 @@ class Method(ApiModel):
             lambda m: (m.type == "quantize") == (m.quantization is not None),
         ),
         Rule(
-            "self.type != 'quantize' || (!has(self.hyperparameters) && !has(self.checkpointEverySteps))",
-            "method quantize trains nothing: remove hyperparameters and checkpointEverySteps",
-            # The operator passes a run's spec on with its defaults filled in: compare with them.
-            lambda m: (
-                m.type != "quantize"
-                or (m.hyperparameters == Hyperparameters() and m.checkpoint_every_steps is None)
-            ),
+            "self.type != 'quantize' || !has(self.checkpointEverySteps)",
+            "method quantize trains nothing: remove checkpointEverySteps",
+            lambda m: m.type != "quantize" or m.checkpoint_every_steps is None,
         ),
         Rule(
             "(self.type == 'distill') == has(self.distillation)",
@@ -456,7 +452,7 @@ class Method(ApiModel):
         )
     )
     hyperparameters: Hyperparameters = Field(
-        default_factory=Hyperparameters, description="Optimisation; method quantize takes none."
+        default_factory=Hyperparameters, description="Optimisation; not used by method quantize."
     )
     lora: LoRA | None = Field(None, description="Adapter settings for lora and qlora; defaults when omitted.")
     quantization: Quantization | None = Field(None, description="Method quantize: scheme and algorithm.")
