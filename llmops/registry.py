@@ -174,19 +174,32 @@ class Content(_Record):
     def of_folder(cls, folder: Path) -> Content:
         """What a Hugging Face checkpoint folder holds, read from its files: a PEFT adapter
         (adapter_config.json, its base from `base_model_name_or_path`) or a full model (config.json,
-        quantized when it declares a quantization_config). RegistryError when it is neither."""
-        weights = "safetensors" if any(folder.glob("*.safetensors")) else "pytorch"
-        adapter = folder / "adapter_config.json"
-        if adapter.is_file():
-            base = json.loads(adapter.read_text()).get("base_model_name_or_path")
-            return cls(kind="adapter", format=weights, adapter="", base=base or None)
-        config = folder / "config.json"
-        if not config.is_file():
+        quantized when it declares a quantization_config). RegistryError when it is neither, when a
+        JSON file does not parse, when it holds no weights (*.safetensors or *.bin), or when an
+        adapter does not name its base."""
+        safetensors, pickled = any(folder.glob("*.safetensors")), any(folder.glob("*.bin"))
+        adapter, config = folder / "adapter_config.json", folder / "config.json"
+        if not adapter.is_file() and not config.is_file():
             raise RegistryError(
-                f"{folder} holds no config.json (a model) and no adapter_config.json (a PEFT adapter):"
-                " it is not a Hugging Face checkpoint folder"
+                "no config.json (a model) and no adapter_config.json (a PEFT adapter) here: it is not a"
+                " Hugging Face checkpoint folder"
             )
-        return cls(format=weights, quantization=Quantization.from_config(json.loads(config.read_text())))
+        if not (safetensors or pickled):
+            raise RegistryError("no weights here (*.safetensors or *.bin): a checkpoint folder holds them")
+        weights = "safetensors" if safetensors else "pytorch"
+        which = adapter if adapter.is_file() else config
+        try:
+            settings = json.loads(which.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RegistryError(f"{which.name} is not valid JSON ({e})") from None
+        if which is adapter:
+            base = settings.get("base_model_name_or_path")
+            if not base:
+                raise RegistryError(
+                    "adapter_config.json names no base_model_name_or_path: an adapter is served on its base"
+                )
+            return cls(kind="adapter", format=weights, adapter="", base=base)
+        return cls(format=weights, quantization=Quantization.from_config(settings))
 
     @classmethod
     def from_saved(
@@ -397,6 +410,16 @@ def _history_prefix(name: str, alias: str) -> str:
     return f"models/{name}/alias-history/{alias}/"
 
 
+def check_name(name: str) -> None:
+    """RegistryError unless `name` is a DNS label, as every ModelReference.name is: a model no
+    TrainingJob or ModelDeployment could name is never registered (nor can `../x` leave models/)."""
+    if not ALIAS_PATTERN.fullmatch(name):
+        raise RegistryError(
+            f"model name {name!r} is not a DNS label (lower-case letters, digits, '-', 1-63), as"
+            " TrainingJobs and ModelDeployments name models"
+        )
+
+
 def _check_alias(alias: str) -> None:
     if not ALIAS_PATTERN.fullmatch(alias):
         raise RegistryError(f"alias {alias!r} is not a DNS label (lower-case letters, digits, '-', 1-63)")
@@ -573,6 +596,7 @@ def register(
     names must exist in `model_dir`. Refuses a version whose gates did not all pass. `audit`: the
     audit log that records the registration (actor `by`, digests: the manifest's and every artifact's).
     """
+    check_name(name)
     content = content or Content()
     if content.adapter is not None and not (model_dir / content.adapter / "adapter_config.json").is_file():
         raise RegistryError(f"content.adapter {content.adapter!r}: no adapter_config.json under {model_dir}")

@@ -22,6 +22,7 @@ import functools
 import getpass
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from llmops.registry import (
     VersionRetired,
     alias_history,
     aliases,
+    check_name,
     models,
     move_alias,
     read_tombstone,
@@ -54,6 +56,9 @@ from llmops.registry import (
 from llmops.storage import ObjectStore, credentials_from_env, explain, open_store
 
 REGISTRY_ENV = "LLMOPS_REGISTRY"
+# What `models import hf://...` leaves out of a Hub repository: model cards, git metadata and weight
+# formats that no server here loads (the Hub's original/ folders hold a second copy of the weights).
+HUB_LEFT_OUT = ["*.md", ".gitattributes", "original/*", "*.pth", "*.h5", "*.msgpack", "*.onnx", "*.gguf"]
 
 
 def location(uri: str, env: dict[str, str] | None = None) -> ObjectStorageLocation:
@@ -379,12 +384,15 @@ def import_command(store: ObjectStore, output: str, source: str, name: str, by: 
         audit = AuditConfig.from_env()
     except AuditError as e:
         raise click.ClickException(str(e)) from None
+    check_name(name)
     with tempfile.TemporaryDirectory(prefix="llmops-import-") as scratch:
         folder = _checkpoint(source, Path(scratch))
         try:
             content = Content.of_folder(folder)
         except RegistryError as e:
             raise click.ClickException(f"{source}: {e}") from None
+        if not source.startswith(("hf://", "s3://")):  # a directory: recorded as an absolute path
+            source = str(folder.resolve())
         version = register(
             store, name, folder, metrics={}, gates=[], content=content, by=by or _user(),
             lineage=Lineage(base_model=source, method="import"), audit=audit.open() if audit else None,
@@ -393,7 +401,8 @@ def import_command(store: ObjectStore, output: str, source: str, name: str, by: 
         return _json(version.model_dump(by_alias=True, mode="json"))
     what = "a PEFT adapter" if content.kind == "adapter" else "a model"
     if content.quantization is not None:
-        what += f" quantized ({content.quantization.method} {content.quantization.format or ''})".rstrip()
+        q = content.quantization
+        what += f" quantized ({' '.join(x for x in (q.method, q.format) if x)})"
     click.echo(
         f"registered {name}:{version.version} from {source}: {what}, {len(version.artifacts)} files;"
         " no gates (a ModelDeployment serves it only with spec.allowUngated: true)"
@@ -413,24 +422,40 @@ def _checkpoint(source: str, scratch: Path) -> Path:
                 " huggingface_hub, or llmops[training]); or download it yourself and import the directory"
             ) from None
 
+        if repo.count("/") != 1 or not all(repo.split("/")):
+            raise click.BadParameter(f"{source!r}: name a Hub repository as hf://org/name[@revision]")
         try:
-            return Path(
+            folder = Path(
                 snapshot_download(
-                    repo, revision=revision or None, local_dir=scratch, token=os.environ.get("HF_TOKEN")
+                    repo, revision=revision or None, local_dir=scratch, token=os.environ.get("HF_TOKEN"),
+                    ignore_patterns=HUB_LEFT_OUT,
                 )
-            )
+            )  # fmt: skip
+            shutil.rmtree(folder / ".cache", ignore_errors=True)  # the download's own bookkeeping
+            return folder
         except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise click.ClickException(
-                f"{source}: cannot download it from the Hugging Face Hub ({type(e).__name__}: {e}); check the"
-                " repo name and revision, HF_TOKEN for gated models, and network access"
+                f"{source}: cannot download it from the Hugging Face Hub ({type(e).__name__}: {first});"
+                " check the repo name and revision, HF_TOKEN for gated models, and network access"
             ) from None
     if source.startswith("s3://"):
-        bucket_store = open_store(location(source), credentials_from_env())
-        keys = [k for k in bucket_store.list("") if not k.endswith("/")]
+        try:
+            bucket_store = open_store(location(source), credentials_from_env())
+            keys = [k for k in bucket_store.list("") if not k.endswith("/")]
+            for key in keys:
+                bucket_store.download_file(key, scratch / key)
+        except ValueError as e:  # pydantic's: a bucket name S3 refuses
+            raise click.BadParameter(f"{source!r}: not an S3 location ({e})", param_hint="SOURCE") from None
+        except Exception as e:
+            if (failure := explain(e, source)) is not None:
+                raise click.ClickException(
+                    f"{failure.message} (SOURCE; the command reads S3 with AWS_ACCESS_KEY_ID,"
+                    " AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL_S3)"
+                ) from None
+            raise
         if not keys:
             raise click.ClickException(f"{source}: no object there")
-        for key in keys:
-            bucket_store.download_file(key, scratch / key)
         return scratch
     if "://" in source and not source.startswith("file://"):
         raise click.BadParameter(f"{source!r}: use hf://org/name, s3://bucket/prefix or a directory")

@@ -78,8 +78,9 @@ def gpu_wait(workers: int, per_worker: float, cluster_gpus: float) -> str | None
         return None
     plural = "s" if workers != 1 else ""
     return (
-        f"waiting for {wanted:g} GPUs ({workers} worker{plural} x {per_worker:g}) for Ray Train; "
-        f"the Ray cluster has {cluster_gpus:g} (it may be scaling up)"
+        f"waiting for {wanted:g} GPU{'' if wanted == 1 else 's'} ({workers} worker{plural} x {per_worker:g})"
+        f" for Ray Train; the Ray cluster has {cluster_gpus:g} (it may be scaling up; without an autoscaler"
+        " it waits until spec.runtime.activeDeadlineSeconds)"
     )
 
 

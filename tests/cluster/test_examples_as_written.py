@@ -584,7 +584,7 @@ def test_trainingjob_full_as_written_waits_for_its_gpus(
             resources = doc["spec"]["resources"]
             count, each = resources["workers"], resources["perWorker"]["gpus"]  # 2 x 4 in the example
             wanted = f"waiting for {count * each} GPUs ({count} workers x {each}) for Ray Train"
-            assert f"Training: {wanted}; the Ray cluster has 0 (it may be scaling up)" in status["message"]
+            assert f"Training: {wanted}; the Ray cluster has 0 (it may be scaling up;" in status["message"]
             assert status["message"].startswith(
                 f"Ray job {status['submissionId']} at http://{RAY_IN_CLUSTER}"
             )

@@ -228,7 +228,11 @@ def test_import_registers_a_checkpoint_folder_as_a_version_that_says_what_it_hol
     assert out.startswith("registered tiny:1 from ") and "a model," in out and "allowUngated" in out
     store = LocalStore(registry)
     first = read_version(store, "tiny", "1")
-    assert first.ungated and first.lineage.base_model == str(model) and first.lineage.method == "import"
+    assert (
+        first.ungated
+        and first.lineage.base_model == str(model.resolve())
+        and first.lineage.method == "import"
+    )
     assert first.described.kind == "model" and first.described.quantization is None
     assert "config.json" in first.artifacts and "model.safetensors" in first.artifacts
 
@@ -263,6 +267,23 @@ def test_import_registers_a_checkpoint_folder_as_a_version_that_says_what_it_hol
     empty.mkdir()
     code, out = llmops("models", "import", str(empty), "tiny", "--registry", str(registry))
     assert code == 1 and "no config.json" in out and str(empty) in out
+    for broken, why in (
+        ({"config.json": "{}"}, "no weights here"),
+        ({"config.json": "{not json", "model.safetensors": ""}, "config.json is not valid JSON"),
+        ({"adapter_config.json": "{}", "adapter_model.safetensors": ""}, "names no base_model_name_or_path"),
+    ):
+        folder = tmp_path / f"broken-{len(why)}"
+        folder.mkdir()
+        for file, text in broken.items():
+            (folder / file).write_text(text)
+        code, out = llmops("models", "import", str(folder), "tiny", "--registry", str(registry))
+        assert code == 1 and why in out, out
+    for name in ("../evil", "Bad_Name", "tiny:2"):  # names no reference could name are refused first
+        code, out = llmops("models", "import", str(model), name, "--registry", str(registry))
+        assert code == 1 and "is not a DNS label" in out, out
+    assert not (registry / "evil").exists()
+    code, out = llmops("models", "import", "hf://just-a-name", "tiny", "--registry", str(registry))
+    assert code == 2 and "hf://org/name" in out, out
     code, out = llmops("models", "import", "ftp://host/x", "tiny", "--registry", str(registry))
     assert code == 2 and "use hf://org/name, s3://bucket/prefix or a directory" in out
     assert versions(store, "tiny") == ["1", "2"]

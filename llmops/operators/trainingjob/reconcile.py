@@ -83,7 +83,8 @@ def desired_run(
         if spec.method.type == "quantize" and (why := plan.not_quantizable(resolved.described)):
             message = (
                 f"spec.model.base ({spec.model.base.name}:{resolved.version}) cannot be quantized: {why};"
-                " name an unquantized full model (its parent, if it was compressed before)"
+                " name an unquantized full model (its parent, if it was compressed before, or the"
+                " original imported with `llmops models import`)"
             )
             return Outcome(
                 "stalled",

@@ -76,12 +76,14 @@ def test_unwrap_finds_the_user_error_inside_wrappers():
 
 
 def test_gpu_wait_names_what_ray_train_waits_for():
+    tail = " (it may be scaling up; without an autoscaler it waits until spec.runtime.activeDeadlineSeconds)"
     assert gpu_wait(2, 4, 0) == (
-        "waiting for 8 GPUs (2 workers x 4) for Ray Train; the Ray cluster has 0 (it may be scaling up)"
+        "waiting for 8 GPUs (2 workers x 4) for Ray Train; the Ray cluster has 0" + tail
     )
     assert gpu_wait(1, 0.5, 0) == (
-        "waiting for 0.5 GPUs (1 worker x 0.5) for Ray Train; the Ray cluster has 0 (it may be scaling up)"
+        "waiting for 0.5 GPUs (1 worker x 0.5) for Ray Train; the Ray cluster has 0" + tail
     )
+    assert gpu_wait(1, 1, 0) == "waiting for 1 GPU (1 worker x 1) for Ray Train; the Ray cluster has 0" + tail
     assert gpu_wait(3, 2, 4) is not None and "has 4 " in gpu_wait(3, 2, 4)
     assert gpu_wait(2, 4, 8) is None and gpu_wait(2, 4, 16) is None  # enough
     assert gpu_wait(2, 0, 0) is None  # a CPU run waits for no GPU
