@@ -53,7 +53,7 @@ from llmops.registry import (
     version_prefix,
     versions,
 )
-from llmops.storage import ObjectStore, credentials_from_env, explain, open_store
+from llmops.storage import ObjectStore, credentials_from_env, download_dir, explain, open_store
 
 REGISTRY_ENV = "LLMOPS_REGISTRY"
 # What `models import hf://...` leaves out of a Hub repository: model cards, git metadata and weight
@@ -442,9 +442,7 @@ def _checkpoint(source: str, scratch: Path) -> Path:
     if source.startswith("s3://"):
         try:
             bucket_store = open_store(location(source), credentials_from_env())
-            keys = [k for k in bucket_store.list("") if not k.endswith("/")]
-            for key in keys:
-                bucket_store.download_file(key, scratch / key)
+            keys = download_dir(bucket_store, "", scratch)
         except ValueError as e:  # pydantic's: a bucket name S3 refuses
             raise click.BadParameter(f"{source!r}: not an S3 location ({e})", param_hint="SOURCE") from None
         except Exception as e:

@@ -276,6 +276,17 @@ class Credentials:
         return "Credentials(***)"
 
 
+def download_dir(store: ObjectStore, prefix: str, path: Path) -> list[str]:
+    """Every key under prefix/ into path; returns the relative names."""
+    prefix = prefix.strip("/")
+    names = []
+    for key in store.list(f"{prefix}/" if prefix else ""):
+        rel = key[len(prefix) + 1 :] if prefix else key
+        store.download_file(key, path / rel)
+        names.append(rel)
+    return names
+
+
 def credentials_from_env(prefix: str = "") -> Credentials | None:
     """`{prefix}AWS_ACCESS_KEY_ID` and `{prefix}AWS_SECRET_ACCESS_KEY` when both are set, else None
     (then boto3 finds the pod's own identity, IRSA or an instance role).

@@ -184,17 +184,6 @@ def upload_dir(store: ObjectStore, prefix: str, path: Path) -> None:
             store.upload_file(f"{prefix.strip('/')}/{p.relative_to(path).as_posix()}", p)
 
 
-def download_dir(store: ObjectStore, prefix: str, path: Path) -> list[str]:
-    """Every key under prefix/ into path; returns the relative names."""
-    prefix = prefix.strip("/")
-    names = []
-    for key in store.list(f"{prefix}/" if prefix else ""):
-        rel = key[len(prefix) + 1 :] if prefix else key
-        store.download_file(key, path / rel)
-        names.append(rel)
-    return names
-
-
 class Reporter:
     """Writes the RunReport (report.json in the work folder): the operator turns it into status.
 

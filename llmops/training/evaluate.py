@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from llmops import jsonl
+from llmops.storage import download_dir
 from llmops.training import chat, gates, metrics, suites
 from llmops.training.blocks import InMemory, Shard, fetch_shard
-from llmops.training.context import Context, StoreSpec, download_dir, log
+from llmops.training.context import Context, StoreSpec, log
 from llmops.training.errors import UserError
 from llmops.training.model import ModelSource
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from llmops.api.common import ObjectStorageLocation
-from llmops.training.context import Context, StoreSpec, download_dir, log, s3_location
+from llmops.storage import download_dir
+from llmops.training.context import Context, StoreSpec, log, s3_location
 from llmops.training.errors import UserError
 
 TOKENIZER_FILES = (

@@ -23,7 +23,8 @@ import yaml
 
 from llmops import registry
 from llmops.api.trainingjob import ModelVersionRef
-from llmops.training.context import Context, download_dir, log
+from llmops.storage import download_dir
+from llmops.training.context import Context, log
 
 
 def _existing(store, name: str, uid: str) -> registry.ModelVersion | None:

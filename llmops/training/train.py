@@ -34,8 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llmops.storage import download_dir
 from llmops.training.blocks import InMemory, Shard, fetch_shard, split_rows
-from llmops.training.context import Context, Reporter, StoreSpec, download_dir, log, upload_dir
+from llmops.training.context import Context, Reporter, StoreSpec, log, upload_dir
 from llmops.training.errors import UserError
 from llmops.training.model import ModelSource
 
