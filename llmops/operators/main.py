@@ -22,7 +22,7 @@ from llmops.operators import admission, runtime
 from llmops.operators.apply import Applier
 from llmops.operators.auditing import Auditor
 from llmops.operators.kube import ApiError, Kube
-from llmops.operators.runtime import Kind
+from llmops.operators.runtime import REQUEUE_FAILED, REQUEUE_LOG, Kind
 from llmops.storage import StoreCache
 
 PREFIX = "llmops.io"
@@ -135,10 +135,12 @@ class ReconnectLog(logging.Filter):
 
     kopf logs every failed attempt of an API request at error level (kopf/_cogs/clients/api.py,
     `request`: "Request attempt #n/9 failed; will retry: ..."), and each watched resource lists and
-    watches on its own with backoffs of 1 to 21 s; the Kubernetes client's urllib3 warns of each of its
-    own retries ("Retrying (Retry(total=2, ...)) after connection broken by ..."). While the apiserver
-    or etcd is away, every watch and every resync would log every few seconds, although nothing is
-    wrong with this process and it reconnects by itself once the apiserver answers. On the logger it is
+    watches on its own with backoffs of 1 to 21 s; urllib3 (under boto3) warns of each of its own
+    retries ("Retrying (Retry(total=2, ...)) after connection broken by ..."); the requeue
+    (runtime.Requeue) warns of each object whose poke failed and tries it again 10 s later. While the
+    apiserver or etcd is away, every watch, every resync and every due object would log every few
+    seconds, although nothing is wrong with this process and it reconnects by itself once the apiserver
+    answers. On the logger it is
     installed on, this filter keeps one record that starts with `prefix` per `INTERVAL` seconds (its
     message then says how many were not shown and for how long the attempts have failed) and logs it as
     a warning while the failures have lasted less than `ERROR_AFTER` seconds, as an error beyond that.
@@ -150,8 +152,13 @@ class ReconnectLog(logging.Filter):
     ERROR_AFTER = 300.0  # seconds of failing attempts before they are errors
     GAP = 60.0  # seconds without a failed attempt that end an outage
     # The loggers and the start of their messages: kopf's list and watch requests, urllib3's retries
-    # (the Kubernetes client's, and those of any other urllib3 client in this process: S3's too).
-    SOURCES = {"kopf._cogs.clients.watching": "Request attempt", "urllib3.connectionpool": "Retrying ("}
+    # (any urllib3 client in this process: S3's), and the requeue's pokes (runtime.Requeue), one per
+    # object due while the apiserver is away.
+    SOURCES = {
+        "kopf._cogs.clients.watching": "Request attempt",
+        "urllib3.connectionpool": "Retrying (",
+        REQUEUE_LOG.name: REQUEUE_FAILED,
+    }
 
     def __init__(self, prefix: str = "Request attempt", clock: Any = None) -> None:
         super().__init__()

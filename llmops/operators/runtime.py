@@ -311,6 +311,8 @@ def _write(patch: kopf.Patch, resource: Resource, body: dict, outcome: Outcome) 
 #   kubectl annotate md NAME reconcile.llmops.io/requestedAt="$(date +%s)" --overwrite
 REQUEST_ANNOTATION = "reconcile.llmops.io/requestedAt"
 CHILD_DEBOUNCE_SECONDS = 1.0
+REQUEUE_LOG = logging.getLogger("llmops.operators.requeue")
+REQUEUE_FAILED = "could not request a reconcile of"
 
 
 class Requeue:
@@ -375,7 +377,10 @@ class Requeue:
                     await asyncio.to_thread(self._poke, applier, namespace, name)
                 except Exception as e:  # the object is gone (404) or the API is away: try later
                     if getattr(e, "status", None) != 404:
-                        logger.warning(f"could not request a reconcile of {namespace}/{name}: {e}")
+                        # One record per object and try would flood the log while the apiserver is
+                        # away: these go through ReconnectLog (llmops/operators/main.py), at a bounded
+                        # rate with a count of those not shown.
+                        REQUEUE_LOG.warning(f"{REQUEUE_FAILED} {namespace}/{name}: {e}")
                         self.later(namespace, name, 10)
 
         while True:

@@ -2,10 +2,12 @@
 
 A real MinIO and the real control plane: a ModelDeployment, a RetrainPolicy (through that
 deployment's registry), a TrainingJob (resolving its base model) and a ModelRetirement, each once
-with credentials MinIO refuses and once with a bucket that does not exist. Every one goes Stalled
-with reason StorageRefused and a message that names the cause ("refused the credentials", "bucket
-does not exist"), instead of "the registry did not answer; retrying" forever or "has no version";
-no message holds the planted key id or secret.
+with credentials MinIO refuses, once with a bucket that does not exist, and once with valid
+credentials whose policy does not allow the bucket (a MinIO user made through its admin API, with a
+policy that grants another bucket only). Every one goes Stalled with reason StorageRefused and a
+message that names the cause ("refused the credentials", "bucket does not exist", "denied access"),
+instead of "the registry did not answer; retrying" forever or "has no version"; no message holds a
+planted key id or secret.
 """
 
 from __future__ import annotations
@@ -36,7 +38,35 @@ PLURALS = {
     "TrainingJob": "trainingjobs",
     "ModelRetirement": "modelretirements",
 }
-CAUSES = {"keys": "refused the credentials", "bucket": "bucket does not exist"}
+CAUSES = {
+    "keys": "refused the credentials",
+    "bucket": "bucket does not exist",
+    "denied": "denied access",
+}
+
+
+def denied_user(minio: dict) -> tuple[str, str]:
+    """A MinIO user whose policy grants every S3 action on another bucket and nothing on ours, made
+    through MinIO's admin API (the `minio` package's MinioAdmin, as `mc admin` would)."""
+    from minio import MinioAdmin
+    from minio.credentials import StaticProvider
+
+    endpoint = minio["endpoint"].split("://", 1)[1]
+    admin = MinioAdmin(
+        endpoint=endpoint,
+        credentials=StaticProvider(minio["accessKeyId"], minio["secretAccessKey"]),
+        secure=False,
+    )
+    user, password = f"llmopsdenied{uuid.uuid4().hex[:8]}", f"marker-{uuid.uuid4().hex}"
+    admin.user_add(user, password)
+    elsewhere = "arn:aws:s3:::some-other-bucket"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": [elsewhere, f"{elsewhere}/*"]}],
+    }
+    admin.policy_add(f"{user}-policy", policy=policy)
+    admin.attach_policy([f"{user}-policy"], user=user)
+    return user, password
 
 
 def _objects(case: str, registry: dict) -> list[dict]:
@@ -94,9 +124,11 @@ def test_refused_credentials_and_a_missing_bucket_stall_every_kind_with_the_caus
 ) -> None:
     minio = services.start_minio(cluster)
     key_id, secret = f"LLMOPSWRONG{uuid.uuid4().hex[:8].upper()}", f"marker-{uuid.uuid4().hex}"
+    denied_id, denied_secret = denied_user(minio)
     for name, (k, s) in {
         "wrong-keys": (key_id, secret),
         "good-keys": (minio["accessKeyId"], minio["secretAccessKey"]),
+        "denied-keys": (denied_id, denied_secret),
     }.items():
         cluster.kubectl(
             "create", "secret", "generic", name, "-n", namespace,
@@ -108,6 +140,7 @@ def test_refused_credentials_and_a_missing_bucket_stall_every_kind_with_the_caus
     cases = {
         "keys": location(minio["buckets"][0], "wrong-keys"),
         "bucket": location(f"missing-{uuid.uuid4().hex[:8]}", "good-keys"),
+        "denied": location(minio["buckets"][0], "denied-keys"),
     }
     objects = [obj for case, registry in cases.items() for obj in _objects(case, registry)]
     kinds = [
@@ -141,5 +174,6 @@ def test_refused_credentials_and_a_missing_bucket_stall_every_kind_with_the_caus
         case = name.rsplit("-", 1)[1]
         print(f"{name}: {condition['reason']}: {condition['message']}")
         assert CAUSES[case] in condition["message"], (name, condition)
-        assert key_id not in condition["message"] and secret not in condition["message"]
+        for planted in (key_id, secret, denied_secret):
+            assert planted not in condition["message"]
     print(f"objects {len(objects)}, stalled with the cause named {len(seen)}, secrets found 0")

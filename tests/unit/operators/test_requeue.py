@@ -1,0 +1,77 @@
+"""The requeue while the apiserver is away: every due object's poke fails, and the log says so at a
+bounded rate (ReconnectLog on the requeue's logger), not once per object and try.
+
+The apiserver's absence is stood in for by a client whose merge patch raises `kube.Unreachable`, as
+llmops/operators/kube.py does when no answer comes; tests/reliability/test_control_plane_restart.py
+takes a real apiserver away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import SimpleNamespace
+
+from llmops.api import MODEL_DEPLOYMENT
+from llmops.operators import kube
+from llmops.operators.main import ReconnectLog
+from llmops.operators.runtime import REQUEUE_LOG, Requeue
+
+
+class Away:
+    """A client with no apiserver behind it: every merge patch is unreachable."""
+
+    def __init__(self) -> None:
+        self.pokes: list[str] = []
+
+    def merge_patch(self, api_version: str, kind: str, name: str, namespace: str, body: dict) -> dict:
+        self.pokes.append(name)
+        raise kube.Unreachable(None, "Unreachable", "connection refused")
+
+
+class Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_failed_pokes_while_the_apiserver_is_away_are_logged_at_a_bounded_rate() -> None:
+    now = [0.0]
+    policy = ReconnectLog(ReconnectLog.SOURCES[REQUEUE_LOG.name], clock=lambda: now[0])
+    kept = Kept()
+    REQUEUE_LOG.addFilter(policy)
+    REQUEUE_LOG.addHandler(kept)
+    client = Away()
+    requeue = Requeue(MODEL_DEPLOYMENT)
+
+    async def run() -> None:
+        requeue.start(SimpleNamespace(kube=client), logging.getLogger("test.requeue"))
+        for i in range(200):
+            requeue.later("ns", f"md-{i}", 0)
+        while len(client.pokes) < 200:
+            await asyncio.sleep(0.01)
+        now[0] = ReconnectLog.INTERVAL + 1  # the next outage record may be kept
+        requeue.later("ns", "md-late", 0)
+        while len(client.pokes) < 201:
+            await asyncio.sleep(0.01)
+        await requeue.stop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        REQUEUE_LOG.removeFilter(policy)
+        REQUEUE_LOG.removeHandler(kept)
+
+    messages = [r.getMessage() for r in kept.records]
+    print(f"201 failed pokes, {len(messages)} records kept: {messages}")
+    assert len(client.pokes) == 201
+    assert len(messages) == 2, messages
+    assert all(r.levelno == logging.WARNING for r in kept.records)
+    assert messages[0].startswith("could not request a reconcile of ns/md-")
+    assert "connection refused" in messages[0]
+    assert "199 more failed attempts not shown" in messages[1]
+    # Each failed object is asked for again, not dropped.
+    assert requeue.pending() == 201
