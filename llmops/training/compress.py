@@ -115,7 +115,7 @@ def run(ctx: Context, base: ModelSource | None, prepared: dict[str, Any]) -> dic
         return summary
     import ray
 
-    from llmops.training.train import cpu_count
+    from llmops.training.train import cpu_count, resource_wait
 
     quantization = ctx.spec.method.quantization
     if base is None or quantization is None:
@@ -139,9 +139,15 @@ def run(ctx: Context, base: ModelSource | None, prepared: dict[str, Any]) -> dic
     }
     gpus = ctx.spec.resources.per_worker.gpus
     ctx.clear("model")
+    waiting = resource_wait(
+        1, {"CPU": job["threads"], "GPU": gpus}, ray.cluster_resources(), "the quantization task", "task"
+    )
+    if waiting:
+        log.warning("compress: %s", waiting)
     ctx.reporter.write(
         progress={"stage": "Compressing"},
-        message=f"quantizing {base.description}: {quantization.scheme} with {quantization.algorithm}"
+        message=waiting
+        or f"quantizing {base.description}: {quantization.scheme} with {quantization.algorithm}"
         + (f" on {samples} calibration blocks" if samples else ""),
     )
     options: dict[str, Any] = {"num_cpus": job["threads"], "num_gpus": gpus, "max_retries": 1}

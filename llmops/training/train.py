@@ -64,25 +64,35 @@ def plan_steps(
     return per_epoch, max_steps or epochs * per_epoch
 
 
-def gpu_wait(workers: int, per_worker: float, cluster_gpus: float) -> str | None:
-    """What a run waits for when Ray Train's workers ask for more GPUs than the Ray cluster has now,
-    or None when it has enough (or the run asks for none).
+def resource_wait(
+    workers: int,
+    per_worker: dict[str, float],
+    cluster: dict[str, float],
+    purpose: str = "Ray Train",
+    noun: str = "worker",
+) -> str | None:
+    """What a run waits for when its Ray workers (or tasks) ask for more GPUs or CPUs than the Ray
+    cluster has now, or None when it has enough.
 
-    `workers` x `per_worker` GPUs (spec.resources) against `cluster_gpus`, the cluster's total
-    (`ray.cluster_resources()["GPU"]`, 0 when absent). Ray Train then blocks in `fit` until an
-    autoscaler adds them (or forever), while the Ray job reports RUNNING; this is the status's words
-    for that wait, e.g. "waiting for 8 GPUs (2 workers x 4) for Ray Train; the Ray cluster has 0 (it may
-    be scaling up)".
+    `workers` x `per_worker[resource]` (spec.resources; "GPU" and "CPU", Ray's resource names) against
+    `cluster[resource]`, the cluster's total (`ray.cluster_resources()`, 0 when absent). Ray then
+    blocks (Ray Train in `fit`, a task in `ray.get`) until an autoscaler adds them (or forever) while
+    the Ray job reports RUNNING; this is the status's words for that wait, GPUs first, e.g.
+    "waiting for 8 GPUs (2 workers x 4) for Ray Train; the Ray cluster has 0 (it may be scaling up;
+    ...)".
     """
-    wanted = workers * per_worker
-    if wanted <= 0 or cluster_gpus >= wanted:
-        return None
-    plural = "s" if workers != 1 else ""
-    return (
-        f"waiting for {wanted:g} GPU{'' if wanted == 1 else 's'} ({workers} worker{plural} x {per_worker:g})"
-        f" for Ray Train; the Ray cluster has {cluster_gpus:g} (it may be scaling up; without an autoscaler"
-        " it waits until spec.runtime.activeDeadlineSeconds)"
-    )
+    for name in ("GPU", "CPU"):
+        each = float(per_worker.get(name, 0) or 0)
+        wanted, have = workers * each, float(cluster.get(name, 0) or 0)
+        if wanted <= 0 or have >= wanted:
+            continue
+        plural = "s" if workers != 1 else ""
+        return (
+            f"waiting for {wanted:g} {name}{'' if wanted == 1 else 's'} ({workers} {noun}{plural} x"
+            f" {each:g}) for {purpose}; the Ray cluster has {have:g} (it may be scaling up; without an"
+            " autoscaler it waits until spec.runtime.activeDeadlineSeconds)"
+        )
+    return None
 
 
 class ProgressCallback(UserCallback):
@@ -629,7 +639,7 @@ def run(
     ctx.clear("model")
     import ray
 
-    waiting = gpu_wait(ctx.spec.resources.workers, gpus, float(ray.cluster_resources().get("GPU", 0)))
+    waiting = resource_wait(ctx.spec.resources.workers, resources, ray.cluster_resources())
     if waiting:
         log.warning("train: %s", waiting)
     ctx.reporter.write(

@@ -10,7 +10,7 @@ import pytest
 from llmops.training.context import arrow_proxy
 from llmops.training.errors import UserError
 from llmops.training.ingest import parse
-from llmops.training.train import cpu_count, gpu_wait, plan_steps, unwrap
+from llmops.training.train import cpu_count, plan_steps, resource_wait, unwrap
 
 
 def test_parse_jsonl_text_and_errors():
@@ -75,18 +75,29 @@ def test_unwrap_finds_the_user_error_inside_wrappers():
     assert unwrap(RemoteTaskError()) is inner
 
 
-def test_gpu_wait_names_what_ray_train_waits_for():
+def test_resource_wait_names_what_ray_waits_for():
     tail = " (it may be scaling up; without an autoscaler it waits until spec.runtime.activeDeadlineSeconds)"
-    assert gpu_wait(2, 4, 0) == (
-        "waiting for 8 GPUs (2 workers x 4) for Ray Train; the Ray cluster has 0" + tail
-    )
-    assert gpu_wait(1, 0.5, 0) == (
+
+    def gpu(workers: int, each: float, have: float) -> str | None:
+        return resource_wait(workers, {"GPU": each, "CPU": 1}, {"GPU": have, "CPU": 64})
+
+    assert gpu(2, 4, 0) == "waiting for 8 GPUs (2 workers x 4) for Ray Train; the Ray cluster has 0" + tail
+    assert gpu(1, 0.5, 0) == (
         "waiting for 0.5 GPUs (1 worker x 0.5) for Ray Train; the Ray cluster has 0" + tail
     )
-    assert gpu_wait(1, 1, 0) == "waiting for 1 GPU (1 worker x 1) for Ray Train; the Ray cluster has 0" + tail
-    assert gpu_wait(3, 2, 4) is not None and "has 4 " in gpu_wait(3, 2, 4)
-    assert gpu_wait(2, 4, 8) is None and gpu_wait(2, 4, 16) is None  # enough
-    assert gpu_wait(2, 0, 0) is None  # a CPU run waits for no GPU
+    assert gpu(1, 1, 0) == "waiting for 1 GPU (1 worker x 1) for Ray Train; the Ray cluster has 0" + tail
+    assert gpu(3, 2, 4) is not None and "has 4 " in gpu(3, 2, 4)
+    assert gpu(2, 4, 8) is None and gpu(2, 4, 16) is None  # enough
+    assert gpu(2, 0, 0) is None  # a CPU run waits for no GPU
+    # CPUs: Ray blocks the same way when the workers ask for more than the cluster has.
+    assert resource_wait(2, {"CPU": 8}, {"CPU": 4}) == (
+        "waiting for 16 CPUs (2 workers x 8) for Ray Train; the Ray cluster has 4" + tail
+    )
+    assert resource_wait(2, {"CPU": 2}, {"CPU": 4}) is None
+    # GPUs are named first; a quantization task is one task.
+    assert resource_wait(1, {"CPU": 64, "GPU": 1}, {"CPU": 2}, "the quantization task", "task") == (
+        "waiting for 1 GPU (1 task x 1) for the quantization task; the Ray cluster has 0" + tail
+    )
 
 
 def test_arrow_proxy_follows_the_standard_environment(monkeypatch):
