@@ -74,39 +74,67 @@ key() {
     | sha256sum | cut -c1-16
 }
 
+# The binaries each tool must leave (llmops/dev/tools.py TOOL_BINARIES names the same).
+binaries() {
+  case $1 in
+    k8s) echo "kube-apiserver kube-controller-manager kube-scheduler" ;;
+    prometheus) echo "prometheus promtool" ;;
+    toxiproxy) echo "toxiproxy-server toxiproxy-cli" ;;
+    *) echo "$1" ;;
+  esac
+}
+
+# A folder is a finished build when it says so and holds every binary (a folder marked complete
+# with one missing, as an older unlocked build could leave, is built again).
+complete() {
+  [[ -f $1/.complete ]] || return 1
+  local b; for b in $(binaries "$2"); do [[ -x $1/$b ]] || return 1; done
+}
+
 if [[ ${1:-} == --missing ]]; then
   for tool in "${all_tools[@]}"; do
-    [[ -f $cache/tools/$tool-$(key "$tool")/.complete ]] || echo "$tool"
+    complete "$cache/tools/$tool-$(key "$tool")" "$tool" || echo "$tool"
   done
   exit 0
 fi
 
+mkdir -p "$cache/tools"
 for tool in "${tools[@]}"; do
   IFS='|' read -r ldflags pkgs tags < <(plan "$tool")
   out=$cache/tools/$tool-$(key "$tool")
-  if [[ ! -f $out/.complete ]]; then
+  if ! complete "$out" "$tool"; then
+    # One build of a tool at a time on this machine (tests, the demo and CI may ask at once): the
+    # others wait here and then find it built.
+    exec 8>"$cache/tools/$tool.lock"; flock 8
+  fi
+  if ! complete "$out" "$tool"; then
     log=$logdir/$tool.log
     echo "building $tool (cold builds take minutes; log: $log)" >&2
     start=$SECONDS
-    rm -rf "$out.tmp"; mkdir -p "$out.tmp"
-    (cd "$here/$tool" && go mod download && go build -tags "${tags:-}" -ldflags "-s -w$ldflags" -o "$out.tmp/" $pkgs) >"$log" 2>&1 &
+    tmp=$(mktemp -d "$out.tmp.XXXXXX"); chmod 755 "$tmp"
+    (cd "$here/$tool" && go mod download && go build -tags "${tags:-}" -ldflags "-s -w$ldflags" -o "$tmp/" $pkgs) >"$log" 2>&1 &
     pid=$!
     while kill -0 "$pid" 2>/dev/null; do
       sleep 30
       kill -0 "$pid" 2>/dev/null && echo "  $tool: still building ($((SECONDS - start))s)" >&2
     done
     if ! wait "$pid"; then
-      echo "build of $tool failed; last lines of $log:" >&2; tail -20 "$log" >&2; exit 1
+      echo "build of $tool failed; last lines of $log:" >&2; tail -20 "$log" >&2; rm -rf "$tmp"; exit 1
     fi
     # go names the etcd binary after its module path ("server"); give it its real name.
-    [[ $tool == etcd ]] && mv "$out.tmp"/server "$out.tmp/etcd"
+    [[ $tool == etcd ]] && mv "$tmp"/server "$tmp/etcd"
     # ... and Toxiproxy's two after their commands ("server", "cli") under their released names.
     if [[ $tool == toxiproxy ]]; then
-      mv "$out.tmp/server" "$out.tmp/toxiproxy-server"; mv "$out.tmp/cli" "$out.tmp/toxiproxy-cli"
+      mv "$tmp/server" "$tmp/toxiproxy-server"; mv "$tmp/cli" "$tmp/toxiproxy-cli"
     fi
-    touch "$out.tmp/.complete"; rm -rf "$out"; mv "$out.tmp" "$out"
+    touch "$tmp/.complete"
+    if ! complete "$tmp" "$tool"; then
+      echo "build of $tool left no $(binaries "$tool") in $tmp; log: $log" >&2; exit 1
+    fi
+    rm -rf "$out"; mv "$tmp" "$out"
     echo "built $tool in $((SECONDS - start))s" >&2
   fi
+  exec 8>&-
   for f in "$out"/*; do ln -sf "$f" "$bin/$(basename "$f")"; done
 done
 echo "$bin"
