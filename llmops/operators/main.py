@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from llmops import certs, logsafe
+from llmops import logsafe
 from llmops.operators import admission, runtime
 from llmops.operators.apply import Applier
 from llmops.operators.auditing import Auditor
@@ -54,6 +54,8 @@ def identity(kube: Kube) -> str:
 
 def webhook_server(options: WebhookOptions) -> kopf.WebhookServer:
     """A serving certificate signed by a fresh CA; kopf puts the CA into the webhook configuration."""
+    from llmops import certs  # cryptography (about 7 MiB): only an operator that serves the webhook
+
     tmp = Path(tempfile.mkdtemp(prefix="llmops-webhook-"))
     names = [options.host]
     if options.service:
