@@ -402,7 +402,9 @@ def _watch_child(kind: Kind, child: Child, requeue: Requeue, registry: kopf.Oper
     """Re-run the parent's reconcile when a child's fingerprint changes or the child goes away."""
     label = f"llmops.io/{kind.resource.kind.lower()}"
     empty = child.fingerprint({})
-    seen: dict[str, Any] = {}  # child uid -> last fingerprint
+    # child uid -> last fingerprint, for those whose fingerprint is not `empty` (a missing uid reads as
+    # `empty`): children that only count by their deletion (`existence`) take no memory at all.
+    seen: dict[str, Any] = {}
 
     @kopf.on.event(
         child.group,
@@ -424,8 +426,9 @@ def _watch_child(kind: Kind, child: Child, requeue: Requeue, registry: kopf.Oper
             requeue.later(namespace, parent, CHILD_DEBOUNCE_SECONDS)
             return
         fingerprint = child.fingerprint(dict(body))
-        before = seen.get(uid, empty)
-        seen[uid] = fingerprint
+        before = seen.pop(uid, empty)
+        if fingerprint != empty:
+            seen[uid] = fingerprint
         # The initial listing (type None) only records: kopf resumes every parent at start anyway.
         if event["type"] is not None and fingerprint != before:
             requeue.later(namespace, parent, CHILD_DEBOUNCE_SECONDS)
