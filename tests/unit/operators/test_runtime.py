@@ -111,3 +111,20 @@ def test_a_child_re_runs_its_parent_when_its_fingerprint_changes_or_it_is_delete
     assert event("services", "Service", "ADDED", "s1") == 0
     assert event("services", "Service", "MODIFIED", "s1") == 0
     assert event("services", "Service", "DELETED", "s1") == 1
+
+
+def test_child_watches_are_filtered_by_the_apiserver_unless_another_kind_shares_the_resource() -> None:
+    """Every child resource of one kind is listed and watched with that kind's label as the selector; a
+    RetrainPolicy's TrainingJobs (a kind's own resource too) and a resource two kinds watch get none."""
+    from llmops.operators.main import default_kinds
+    from llmops.operators.modeldeployment import KIND as MD
+
+    kinds = default_kinds()
+    selectors = runtime.child_selectors(kinds)
+    assert selectors[("apps", "v1", "deployments")] == "llmops.io/modeldeployment"
+    assert selectors[("", "v1", "services")] == "llmops.io/modeldeployment"
+    assert selectors[("ray.io", "v1", "rayjobs")] == "llmops.io/trainingjob"
+    assert ("llmops.io", "v1alpha1", "trainingjobs") not in selectors
+    assert len(selectors) == len(MD.children) + 1
+    twice = Kind(resource=TRAINING_JOB, reconcile=lambda spec, ctx: None, children=MD.children[:1])
+    assert ("apps", "v1", "deployments") not in runtime.child_selectors([*kinds, twice])
