@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from llmops import certs, logsafe
+from llmops import logsafe
 from llmops.operators import admission, runtime
 from llmops.operators.apply import Applier
 from llmops.operators.auditing import Auditor
@@ -54,6 +54,8 @@ def identity(kube: Kube) -> str:
 
 def webhook_server(options: WebhookOptions) -> kopf.WebhookServer:
     """A serving certificate signed by a fresh CA; kopf puts the CA into the webhook configuration."""
+    from llmops import certs  # cryptography (about 7 MiB): only an operator that serves the webhook
+
     tmp = Path(tempfile.mkdtemp(prefix="llmops-webhook-"))
     names = [options.host]
     if options.service:
@@ -105,7 +107,7 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 BOOKKEEPING_BUDGET = 2048
 
 
-def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None) -> None:
+def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None, kinds: list[Kind]) -> None:
     # Our own names for kopf's bookkeeping, chosen before the first release (changing them re-runs handlers).
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
@@ -125,6 +127,12 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None) -
     # Bounds the objects in flight at once: at a cold start kopf would otherwise begin every listed
     # object's reconcile together (1,000 objects: 275 MiB peak RSS; with 250: 189 MiB).
     settings.queueing.worker_limit = 250
+    # A worker (one per object with events) holds one of those places while it idles for more events;
+    # kopf's default of 5 s let the watch events of objects waiting for a place pile up in memory.
+    settings.queueing.idle_timeout = 0.5
+    # The apiserver sends only our children of the resources we watch as children (runtime.child_selectors).
+    for resource, label in runtime.child_selectors(kinds).items():
+        settings.watching.label_selectors[resource] = label
     if webhook:
         settings.admission.server = webhook_server(webhook)
         settings.admission.managed = webhook.config_name
@@ -206,6 +214,7 @@ def default_kinds() -> list[Kind]:
 def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = None) -> kopf.OperatorRegistry:
     """Every handler of the operator process in one fresh registry (tests build their own)."""
     registry = kopf.OperatorRegistry()
+    kinds = default_kinds() if kinds is None else kinds
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -214,7 +223,7 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
 
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        configure(settings, webhook)
+        configure(settings, webhook, kinds)
         memo.applier = Applier(Kube.from_environment())
         memo.stores = StoreCache()
         memo.identity = identity(memo.applier.kube)
@@ -245,7 +254,7 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
         except Exception as e:  # the answer is the report: liveness must not track the apiserver
             return f"unreachable: {type(e).__name__}"
 
-    for kind in default_kinds() if kinds is None else kinds:
+    for kind in kinds:
         runtime.register(kind, registry)
     if webhook:
         admission.register(registry)

@@ -403,11 +403,35 @@ class Requeue:
         )
 
 
+def child_label(kind: Kind) -> str:
+    """The label on every child of `kind` (operators.manifests.labels_for), valued the parent's name."""
+    return f"llmops.io/{kind.resource.kind.lower()}"
+
+
+def child_selectors(kinds: list[Kind]) -> dict[tuple[str, str, str], str]:
+    """Label selectors for the apiserver to apply to the child watches (kopf's
+    `settings.watching.label_selectors`), by (group, version, plural): `llmops.io/<kind>`, present.
+
+    Without one, kopf lists and watches every object of a child's resource in the watched namespaces
+    (every Deployment, Service, ConfigMap...), keeps a record of each (about 1 KiB) and filters them by
+    label only then. A resource that two kinds watch as children, or that is a kind's own resource (a
+    RetrainPolicy's TrainingJobs), gets no selector: kopf filters it as before.
+    """
+    labels: dict[tuple[str, str, str], set[str]] = {}
+    for kind in kinds:
+        for child in kind.children:
+            labels.setdefault((child.group, child.version, child.plural), set()).add(child_label(kind))
+    own = {(GROUP, VERSION, kind.resource.plural) for kind in kinds}
+    return {key: label for key, (label, *more) in labels.items() if not more and key not in own}
+
+
 def _watch_child(kind: Kind, child: Child, requeue: Requeue, registry: kopf.OperatorRegistry) -> None:
     """Re-run the parent's reconcile when a child's fingerprint changes or the child goes away."""
-    label = f"llmops.io/{kind.resource.kind.lower()}"
+    label = child_label(kind)
     empty = child.fingerprint({})
-    seen: dict[str, Any] = {}  # child uid -> last fingerprint
+    # child uid -> last fingerprint, for those whose fingerprint is not `empty` (a missing uid reads as
+    # `empty`): children that only count by their deletion (`existence`) take no memory at all.
+    seen: dict[str, Any] = {}
 
     @kopf.on.event(
         child.group,
@@ -429,8 +453,9 @@ def _watch_child(kind: Kind, child: Child, requeue: Requeue, registry: kopf.Oper
             requeue.later(namespace, parent, CHILD_DEBOUNCE_SECONDS)
             return
         fingerprint = child.fingerprint(dict(body))
-        before = seen.get(uid, empty)
-        seen[uid] = fingerprint
+        before = seen.pop(uid, empty)
+        if fingerprint != empty:
+            seen[uid] = fingerprint
         # The initial listing (type None) only records: kopf resumes every parent at start anyway.
         if event["type"] is not None and fingerprint != before:
             requeue.later(namespace, parent, CHILD_DEBOUNCE_SECONDS)

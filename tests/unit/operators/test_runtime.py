@@ -4,6 +4,7 @@ for a kind without a policy."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from pathlib import Path
@@ -77,3 +78,53 @@ def test_the_kind_gets_its_status_parsed_and_the_runtime_announces(events: list)
     # Without a policy the kind posts its own Events: the runtime posts none.
     run(Kind(TRAINING_JOB, recorder), body())
     assert len(events) == 1
+
+
+def test_a_child_re_runs_its_parent_when_its_fingerprint_changes_or_it_is_deleted() -> None:
+    """The child watch (`_watch_child`): the initial listing only records; an event whose fingerprint
+    differs from the last one asks for the parent's reconcile, one that does not asks for nothing; a
+    child that counts only by its existence asks only when it is deleted."""
+    from llmops.operators.modeldeployment import CHILDREN, KIND
+
+    registry = kopf.OperatorRegistry()
+    requeue = runtime.Requeue(KIND.resource)
+    for child in CHILDREN[:2]:  # Deployments (their readiness) and Services (their existence)
+        runtime._watch_child(KIND, child, requeue, registry)
+    handlers = {h.id: h.fn for h in registry._watching.get_all_handlers()}
+    label = {"llmops.io/modeldeployment": "md"}
+
+    def event(plural: str, kind: str, type: str | None, uid: str, **status: int) -> int:
+        body = {"kind": kind, "metadata": {"uid": uid, "namespace": "ns", "name": uid, "labels": label}}
+        if status:
+            body["spec"], body["status"] = {"replicas": 1}, status
+        asyncio.run(handlers[f"modeldeployments-child-{plural}"](event={"type": type}, body=body))
+        asked = requeue.pending()
+        requeue._due.clear()
+        return asked
+
+    assert event("deployments", "Deployment", None, "d1", readyReplicas=1) == 0  # the listing records
+    assert event("deployments", "Deployment", "MODIFIED", "d1", readyReplicas=1) == 0
+    assert event("deployments", "Deployment", "MODIFIED", "d1", readyReplicas=0) == 1
+    assert event("deployments", "Deployment", "ADDED", "d2") == 0  # no status yet: nothing to read
+    assert event("deployments", "Deployment", "MODIFIED", "d2", readyReplicas=1, replicas=1) == 1
+    assert event("deployments", "Deployment", "DELETED", "d2") == 1
+    assert event("services", "Service", "ADDED", "s1") == 0
+    assert event("services", "Service", "MODIFIED", "s1") == 0
+    assert event("services", "Service", "DELETED", "s1") == 1
+
+
+def test_child_watches_are_filtered_by_the_apiserver_unless_another_kind_shares_the_resource() -> None:
+    """Every child resource of one kind is listed and watched with that kind's label as the selector; a
+    RetrainPolicy's TrainingJobs (a kind's own resource too) and a resource two kinds watch get none."""
+    from llmops.operators.main import default_kinds
+    from llmops.operators.modeldeployment import KIND as MD
+
+    kinds = default_kinds()
+    selectors = runtime.child_selectors(kinds)
+    assert selectors[("apps", "v1", "deployments")] == "llmops.io/modeldeployment"
+    assert selectors[("", "v1", "services")] == "llmops.io/modeldeployment"
+    assert selectors[("ray.io", "v1", "rayjobs")] == "llmops.io/trainingjob"
+    assert ("llmops.io", "v1alpha1", "trainingjobs") not in selectors
+    assert len(selectors) == len(MD.children) + 1
+    twice = Kind(resource=TRAINING_JOB, reconcile=lambda spec, ctx: None, children=MD.children[:1])
+    assert ("apps", "v1", "deployments") not in runtime.child_selectors([*kinds, twice])
