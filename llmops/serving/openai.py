@@ -178,7 +178,7 @@ class StreamState:
             self.done = True
             return payload
         try:
-            obj = json.loads(payload)
+            obj = loads(payload)
         except ValueError:
             return payload
         if not isinstance(obj, dict):
@@ -276,6 +276,18 @@ def text_of(choice: Any, chat: bool, key: str, holder: str = "delta") -> Any:
     """A choice's text: chat `delta.content` (or `message.content`), completions `text`."""
     part = choice.get(holder) if chat and isinstance(choice, dict) else choice
     return part.get(key) if isinstance(part, dict) else None
+
+
+_DECODER = msgspec.json.Decoder()
+
+
+def loads(data: bytes) -> Any:
+    """JSON from a replica, as json.loads reads it (NaN and Infinity too; ValueError if it is not
+    JSON): msgspec's decoder first, 2-3x faster on an event, the stdlib's where msgspec refuses."""
+    try:
+        return _DECODER.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return json.loads(data)
 
 
 class _Usage(msgspec.Struct):
