@@ -33,6 +33,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
+
 ENDPOINTS: dict[str, str] = {
     "completions": "/v1/completions",
     "chat": "/v1/chat/completions",
@@ -67,11 +69,26 @@ def _reject_constant(name: str) -> Any:
 
 # One decoder for every body: json.loads with an option builds a new JSONDecoder per call.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# msgspec's decoder (C) first: it takes only RFC 8259 JSON in UTF-8 (no BOM, NaN, Infinity, lone
+# surrogate or number beyond a double), and what it takes the stdlib decoder reads to the same values;
+# what it refuses goes through the stdlib one, whose errors name the fault. Several times faster on
+# a chat or completions body (timeit).
+_FAST = msgspec.json.Decoder()
 
 
 def parse_body(raw: bytes) -> Any:
     """The request body as JSON (RFC 8259, UTF-8), checked as the module docstring says; `BadRequest`
     naming the offending field (its JSON path) otherwise."""
+    try:
+        body = _FAST.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        body = _parse_stdlib(raw)
+    _check_values(body)
+    return body
+
+
+def _parse_stdlib(raw: bytes) -> Any:
+    """`raw` as the stdlib's json reads it, or `BadRequest` saying what is wrong with it."""
     try:
         text = raw.decode("utf-8")
         if text.startswith("\ufeff"):  # what json.loads says of it
@@ -83,7 +100,6 @@ def parse_body(raw: bytes) -> Any:
         raise BadRequest(f"the request body nests deeper than {MAX_DEPTH} levels") from e
     except ValueError as e:
         raise BadRequest(f"the request body is not valid JSON: {e}") from e
-    _check_values(body)
     return body
 
 

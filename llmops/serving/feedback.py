@@ -49,8 +49,12 @@ MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    """base64url without padding (base64.urlsafe_b64encode, less its Python wrapper: once per id)."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
 
 
 def _unb64(text: str) -> bytes:
@@ -83,6 +87,7 @@ class CompletionIds:
             raise ValueError("the completion id key is empty")
         self._key = key
         self._keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per id: the key is set up once
+        self._versions: dict[str, str] = {}  # version -> its base64url, encoded once
 
     def _mac(self, tenant: str, version: str, issued: str, nonce: str) -> str:
         mac = self._keyed.copy()
@@ -92,7 +97,11 @@ class CompletionIds:
     def issue(self, tenant: str, version: str, now: float) -> str:
         """A new rid for an answer of `version` to `tenant` at `now` (unix seconds)."""
         issued, nonce = str(int(now)), os.urandom(8).hex()
-        return f"{_b64(version.encode())}.{issued}.{nonce}.{self._mac(tenant, version, issued, nonce)}"
+        if (encoded := self._versions.get(version)) is None:
+            if len(self._versions) >= 1024:  # versions come and go with rollouts: forget the old ones
+                self._versions.clear()
+            encoded = self._versions[version] = _b64(version.encode())
+        return f"{encoded}.{issued}.{nonce}.{self._mac(tenant, version, issued, nonce)}"
 
     def verify(self, completion_id: str, tenant: str, now: float) -> Issued | None:
         """The id's version and issue time if `completion_id` (`chatcmpl-<rid>`, `cmpl-<rid>` or the

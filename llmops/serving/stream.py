@@ -2,7 +2,7 @@
 
 `Relay.forward` takes the upstream response of one proxied request and answers the client:
 - a whole answer (an error status, or `stream` false) is read, then, for completions and chat, its
-  usage found without parsing (`flat_usage`) unless answers are redacted or the request is sampled,
+  usage decoded alone (`flat_usage`) unless answers are redacted or the request is sampled,
   in which case it is parsed whole (`finish_plain`); other endpoints in `finish_other`;
 - an SSE stream (`_stream`) is forwarded buffer by buffer as whole events arrive (serving.openai's
   `relay` says which events are parsed); the headers go out with the first events when they are

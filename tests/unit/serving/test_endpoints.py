@@ -113,3 +113,36 @@ def test_parse_body_is_strict_and_names_the_field():
             validate_request({**chat, field: value}, "chat", {"m"})
         assert err.value.param == field and field in str(err.value)
     validate_request({**chat, "temperature": None, "logprobs": True, "stop": ["a"], "n": 1024}, "chat", {"m"})
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(1 << 70), max_value=1 << 70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSON, ascii_only=st.booleans())
+def test_parse_body_reads_what_the_stdlib_reads(value, ascii_only):
+    """parse_body decodes with msgspec first and the stdlib's json where msgspec refuses: the same
+    values, or the same refusal, whichever decoder read it."""
+    import pytest
+
+    from llmops.serving.endpoints import BadRequest, _check_values, _parse_stdlib, parse_body
+
+    raw = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    try:
+        expected = _parse_stdlib(raw)
+        _check_values(expected)
+    except BadRequest as e:
+        with pytest.raises(BadRequest) as err:
+            parse_body(raw)
+        assert (str(err.value), err.value.param) == (str(e), e.param)
+        return
+    got = parse_body(raw)
+    assert got == expected and json.dumps(got) == json.dumps(expected)  # -0.0 and 0.0 told apart

@@ -173,8 +173,13 @@ def test_flat_usage_of_a_whole_answer():
     answer = {"id": "c", "choices": [{"index": 0, "text": text}], "usage": usage}
     assert flat_usage(json.dumps(answer).encode()) == usage
     nested = {**answer, "usage": {**usage, "prompt_tokens_details": {"cached_tokens": 0}}}
-    assert flat_usage(json.dumps(nested).encode()) is None  # not flat: the caller parses it all
+    assert flat_usage(json.dumps(nested).encode()) == nested["usage"]
+    inner = {"choices": [{"index": 0, "text": "x", "usage": usage}]}  # only the top level's counts
+    assert flat_usage(json.dumps(inner).encode()) is None
     assert flat_usage(json.dumps({"choices": []}).encode()) is None
+    # Not a JSON object, or a usage that is not an object: None, and the caller parses it all.
+    for payload in (b'{"usage": {"prompt_tokens": 1}', b"[]", b'{"usage": [1]}', b"\xff"):
+        assert flat_usage(payload) is None
 
 
 def test_ask_for_usage_only_where_the_client_did_not():
