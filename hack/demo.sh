@@ -44,6 +44,13 @@ step "control-plane tools" "(built from the Go module proxy on the first run: ab
 hack/tools/build.sh >/dev/null
 
 step "local cluster, operator, MinIO, Ray head, Prometheus" "(llmops dev up --operator --services)"
+if [[ -d $state ]] && ! llmops dev status >/dev/null 2>&1; then
+  # A stopped run's folder (a failed demo keeps its logs and data there): its etcd and MinIO data
+  # would come back with the new cluster, so start afresh and keep that folder aside for a look.
+  llmops dev down --keep-state >/dev/null 2>&1 || true
+  rm -rf "$state.previous"; mv "$state" "$state.previous"
+  echo "a stopped earlier run's state folder is now $state.previous (its logs: $state.previous/logs)"
+fi
 llmops dev up --operator --services >/dev/null
 eval "$(llmops dev env)"
 kubectl get nodes -o custom-columns='NODE:.metadata.name,CPU:.status.capacity.cpu,GPUS:.status.capacity.nvidia\.com/gpu,READY:.status.conditions[?(@.type=="Ready")].status'
