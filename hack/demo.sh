@@ -8,7 +8,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-state=${LLMOPS_DEV_DIR:-/tmp/llmops-dev-$(id -u)}
+# The folder `llmops dev` uses (llmops/dev/cli.py default_state_dir: $TMPDIR honoured), set for it too.
+state=${LLMOPS_DEV_DIR:-$(python3 -c 'import tempfile; print(tempfile.gettempdir())')/llmops-dev-$(id -u)}
+export LLMOPS_DEV_DIR=$state
 # Each step prints its wall time when the next one starts; the total comes at the end. A failed
 # step names itself, what to look at, and stops every process the demo started (logs are kept).
 current=""; hint=""; step_start=$SECONDS

@@ -6,7 +6,10 @@
 # Each tool lives in its own wrapper module under hack/tools/<tool>/ so the dependency
 # graphs cannot push each other's versions. A tool's cache key is the hash of its go.mod,
 # go.sum, packages, flags and the Go version (see key below): a warm machine never rebuilds,
-# and a change to one tool rebuilds only that tool.
+# and a change to one tool rebuilds only that tool. One build of a tool runs at a time on a machine
+# (a lock per tool; a second caller says it waits, then finds it built); each builds in a private
+# folder, and a folder counts as built only when it holds every binary of the tool.
+# Tools: k8s etcd kwok helm minio prometheus toxiproxy (all of them when none is named).
 #
 #   hack/tools/build.sh [tool ...]     build (or reuse) and link into $LLMOPS_TOOLS_BIN
 #   hack/tools/build.sh --print-bin    print the bin directory and exit
@@ -74,7 +77,7 @@ key() {
     | sha256sum | cut -c1-16
 }
 
-# The binaries each tool must leave (llmops/dev/tools.py TOOL_BINARIES names the same).
+# The binaries each tool must leave (llmops/dev/tools.py TOOL_BINARIES names those the harness runs).
 binaries() {
   case $1 in
     k8s) echo "kube-apiserver kube-controller-manager kube-scheduler" ;;
@@ -105,7 +108,8 @@ for tool in "${tools[@]}"; do
   if ! complete "$out" "$tool"; then
     # One build of a tool at a time on this machine (tests, the demo and CI may ask at once): the
     # others wait here and then find it built.
-    exec 8>"$cache/tools/$tool.lock"; flock 8
+    exec 8>"$cache/tools/$tool.lock"
+    flock -n 8 || { echo "waiting for another build of $tool on this machine to finish" >&2; flock 8; }
   fi
   if ! complete "$out" "$tool"; then
     log=$logdir/$tool.log
@@ -129,7 +133,7 @@ for tool in "${tools[@]}"; do
     fi
     touch "$tmp/.complete"
     if ! complete "$tmp" "$tool"; then
-      echo "build of $tool left no $(binaries "$tool") in $tmp; log: $log" >&2; exit 1
+      echo "build of $tool did not leave all of: $(binaries "$tool"); log: $log" >&2; rm -rf "$tmp"; exit 1
     fi
     rm -rf "$out"; mv "$tmp" "$out"
     echo "built $tool in $((SECONDS - start))s" >&2

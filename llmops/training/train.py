@@ -90,7 +90,7 @@ def resource_wait(
         return (
             f"waiting for {wanted:g} {name}{'' if wanted == 1 else 's'} ({workers} {noun}{plural} x"
             f" {each:g}) for {purpose}; the Ray cluster has {have:g} (it may be scaling up; without an"
-            " autoscaler it waits until spec.runtime.activeDeadlineSeconds)"
+            " autoscaler it waits until spec.runtime.activeDeadlineSeconds, or for good when that is unset)"
         )
     return None
 

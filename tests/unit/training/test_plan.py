@@ -76,7 +76,10 @@ def test_unwrap_finds_the_user_error_inside_wrappers():
 
 
 def test_resource_wait_names_what_ray_waits_for():
-    tail = " (it may be scaling up; without an autoscaler it waits until spec.runtime.activeDeadlineSeconds)"
+    tail = (
+        " (it may be scaling up; without an autoscaler it waits until spec.runtime.activeDeadlineSeconds,"
+        " or for good when that is unset)"
+    )
 
     def gpu(workers: int, each: float, have: float) -> str | None:
         return resource_wait(workers, {"GPU": each, "CPU": 1}, {"GPU": have, "CPU": 64})
