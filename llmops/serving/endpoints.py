@@ -356,6 +356,15 @@ def prompt_texts(body: dict[str, Any], kind: str) -> list[str]:
     return []
 
 
+def tokens(value: Any) -> int:
+    """A token count as a replica reports it, as a count: a non-negative whole number, 0 for anything
+    else (a missing field, null, a string, a negative or non-finite number), so that no answer can
+    lower a counter or fail the request's accounting."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return 0
+    return int(value) if value != float("inf") else 0
+
+
 def usage_of(obj: Any, kind: str) -> dict[str, int] | None:
     """Token counts of a whole (non-streamed) answer as {prompt_tokens, completion_tokens}, or None."""
     if not isinstance(obj, dict):
@@ -365,12 +374,12 @@ def usage_of(obj: Any, kind: str) -> dict[str, int] | None:
         return None
     if kind == "responses":  # input_tokens / output_tokens in the Responses API
         return {
-            "prompt_tokens": int(usage.get("input_tokens") or 0),
-            "completion_tokens": int(usage.get("output_tokens") or 0),
+            "prompt_tokens": tokens(usage.get("input_tokens")),
+            "completion_tokens": tokens(usage.get("output_tokens")),
         }
     return {
-        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-        "completion_tokens": int(usage.get("completion_tokens") or 0),
+        "prompt_tokens": tokens(usage.get("prompt_tokens")),
+        "completion_tokens": tokens(usage.get("completion_tokens")),
     }
 
 

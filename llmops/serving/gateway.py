@@ -76,7 +76,7 @@ from llmops.gateway_config import GatewayConfig, Sampling
 from llmops.serving.anomaly import AnomalyMonitor
 from llmops.serving.auth import KeyStore
 from llmops.serving.balancer import Draining, NoReplicas, QueueFull, QueueTimeout, Replica, Suspended
-from llmops.serving.endpoints import ENDPOINTS, prompt_texts
+from llmops.serving.endpoints import ENDPOINTS, prompt_texts, tokens
 from llmops.serving.feedback import (
     BadFeedback,
     CompletionIds,
@@ -554,7 +554,7 @@ class Gateway:
             ex.rid = headers["X-Request-Id"] = self.ids.issue(ex.key_id, replica.version, time.time())
             if self.feedback_store is not None:
                 self.metrics.feedback_series(replica.version)
-            inflight = ex.inflight = self.metrics.child(self.metrics.inflight, replica.version)
+            inflight = ex.inflight = self.metrics.inflight.labels(replica.version)
             inflight.inc()  # at the replica from the moment it is sent
             try:
                 return await self.upstream.request(replica.endpoint(path), data, headers)
@@ -587,15 +587,15 @@ class Gateway:
         version = replica.version if replica is not None else NO_VERSION
         elapsed = time.perf_counter() - ex.start
         if ex.dispatched:
-            self.metrics.child(self.metrics.latency, version).observe(elapsed)
+            self.metrics.latency.labels(version).observe(elapsed)
         self.metrics.count(version, ex.code, ex.reason)
         if ex.reason != "suspended":  # refused on purpose: not the service failing
             self.anomaly.observe(elapsed, ex.code >= 500)
         if usage:
-            prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            completion_tokens = int(usage.get("completion_tokens") or 0)
-            self.metrics.child(self.metrics.prompt_tokens, version).inc(prompt_tokens)
-            self.metrics.child(self.metrics.completion_tokens, version).inc(completion_tokens)
+            prompt_tokens = tokens(usage.get("prompt_tokens"))
+            completion_tokens = tokens(usage.get("completion_tokens"))
+            self.metrics.prompt_tokens.labels(version).inc(prompt_tokens)
+            self.metrics.completion_tokens.labels(version).inc(completion_tokens)
             self.limiter.charge_tokens(ex.key_id, prompt_tokens + completion_tokens)
         if ex.sampled and self.payloads is not None and admitted is not None:
             self.payloads.add(self._record(admitted.body, ex, version, elapsed))

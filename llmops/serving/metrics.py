@@ -65,6 +65,18 @@ class Value:
         self.value = value
 
 
+class Count(Value):
+    """One series of a counter `Family`: `inc` by a non-negative amount (ValueError otherwise, as
+    prometheus_client's Counter: a counter never goes down)."""
+
+    __slots__ = ()
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError(f"a counter can only go up; asked to add {amount}")
+        self.value += amount
+
+
 class Buckets:
     """One series of a histogram `Family`: `observe(seconds)`; `counts` per bucket (not cumulative;
     the last is +Inf) and `sum`."""
@@ -106,7 +118,8 @@ class Family:
         if (found := self.series.get(values)) is None:
             if len(values) != len(self.labelnames):
                 raise ValueError(f"{self.name}: {len(self.labelnames)} label values expected, got {values}")
-            found = self.series[values] = Buckets(self.bounds) if self.kind == "histogram" else Value()
+            series = {"histogram": lambda: Buckets(self.bounds), "counter": Count}.get(self.kind, Value)
+            found = self.series[values] = series()
         return found
 
     def inc(self, amount: float = 1) -> None:
@@ -262,10 +275,6 @@ class Metrics:
                 self._feedback_names.add(name)
         self.feedback_series(version, name)
         self.feedback_total.labels(version, name, sentiment).inc()
-
-    def child(self, metric: Family, *labels: str) -> Any:
-        """`metric.labels(*labels)`: the series of a request-path metric."""
-        return metric.labels(*labels)
 
     def count(self, version: str, code: int, reason: str | None = None) -> None:
         """One answered request: `requests` by version and code, and `errors` by reason if it failed."""

@@ -53,10 +53,6 @@ def usage_or_done_at(data: bytes) -> int:
     return done
 
 
-# The usage object of an embeddings or tokenize answer (flat: no nested objects).
-USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*(\{[^{}]*\})')
-
-
 def error_body(message: str, type_: str, code: int | str, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 

@@ -24,7 +24,6 @@ from llmops.serving.endpoints import ResponsesStream, response_texts, usage_of
 from llmops.serving.logs import log
 from llmops.serving.metrics import Metrics
 from llmops.serving.openai import (
-    USAGE_OBJECT,
     StreamState,
     error_body,
     flat_usage,
@@ -112,9 +111,8 @@ class Relay:
         if kind == "tokenize":  # token ids: nothing to count or redact
             return payload, None, None
         # Vectors: only the usage matters, and parsing a large answer costs.
-        if kind == "embeddings" and not sampled and (match := USAGE_OBJECT.search(payload)):
-            with contextlib.suppress(ValueError):
-                return payload, usage_of({"usage": json.loads(match.group(1))}, kind), None
+        if kind == "embeddings" and not sampled and (usage := flat_usage(payload)) is not None:
+            return payload, usage_of({"usage": usage}, kind), None
         try:
             obj = json.loads(payload)
         except ValueError:
@@ -203,7 +201,7 @@ class Relay:
             code, reason = 499, "client_disconnect"
             upstream.close()
         if state.first_token_at is not None:
-            self.metrics.child(self.metrics.ttft, version).observe(state.first_token_at - start)
+            self.metrics.ttft.labels(version).observe(state.first_token_at - start)
         with contextlib.suppress(ConnectionError, RuntimeError):
             await resp.write_eof()
         return code, reason, state.usage, joined(state.texts), resp

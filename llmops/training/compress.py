@@ -147,8 +147,10 @@ def run(ctx: Context, base: ModelSource | None, prepared: dict[str, Any]) -> dic
     ctx.reporter.write(
         progress={"stage": "Compressing"},
         message=waiting
-        or f"quantizing {base.description}: {quantization.scheme} with {quantization.algorithm}"
-        + (f" on {samples} calibration blocks" if samples else ""),
+        or (
+            f"quantizing {base.description}: {quantization.scheme} with {quantization.algorithm}"
+            + (f" on {samples} calibration blocks" if samples else "")
+        ),
     )
     options: dict[str, Any] = {"num_cpus": job["threads"], "num_gpus": gpus, "max_retries": 1}
     if os.environ.get(OPTIMIZE_PYTHON):  # the driver's setting reaches the task's worker

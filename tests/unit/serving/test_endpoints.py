@@ -146,3 +146,42 @@ def test_parse_body_reads_what_the_stdlib_reads(value, ascii_only):
         return
     got = parse_body(raw)
     assert got == expected and json.dumps(got) == json.dumps(expected)  # -0.0 and 0.0 told apart
+
+
+def test_token_counts_from_a_replica_are_counts():
+    """Whatever a replica reports as usage, the counts are whole numbers >= 0 (none lowers a counter)."""
+    from llmops.serving.endpoints import tokens, usage_of
+
+    assert [tokens(v) for v in (5, 5.0, 7.9, 0, None, "12", -3, -0.5, True, float("nan"), float("inf"))] == [
+        5, 5, 7, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]  # fmt: skip
+    assert usage_of({"usage": {"prompt_tokens": -4, "completion_tokens": "x"}}, "chat") == {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+    }
+    assert usage_of({"usage": {"input_tokens": 3, "output_tokens": 2}}, "responses") == {
+        "prompt_tokens": 3,
+        "completion_tokens": 2,
+    }
+
+
+def test_request_path_counters_never_go_down():
+    """The gateway's own counters (metrics.Family) refuse a decrease as prometheus_client's do; its
+    gauges go both ways; the exposition is prometheus_client's text format."""
+    import pytest
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from llmops.serving.metrics import Metrics
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.prompt_tokens.labels("1").inc(4)
+    with pytest.raises(ValueError, match="only go up"):
+        metrics.completion_tokens.labels("1").inc(-1)
+    metrics.inflight.labels("1").inc()
+    metrics.inflight.labels("1").dec()
+    metrics.latency.labels("1").observe(0.2)
+    text = generate_latest(registry).decode()
+    assert 'llmops_gateway_prompt_tokens_total{version="1"} 4.0' in text
+    assert 'llmops_gateway_inflight_requests{version="1"} 0.0' in text
+    assert 'llmops_gateway_request_duration_seconds_count{version="1"} 1.0' in text

@@ -184,10 +184,10 @@ def test_the_series_names_are_the_gateways() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     metrics.count("3", 200)
-    metrics.child(metrics.latency, "3").observe(0.2)
+    metrics.latency.labels("3").observe(0.2)
     metrics.feedback("3", "thumbs", "positive")
-    metrics.child(metrics.prompt_tokens, "3").inc()
-    metrics.child(metrics.completion_tokens, "3").inc()
+    metrics.prompt_tokens.labels("3").inc()
+    metrics.completion_tokens.labels("3").inc()
     metrics.count("3", 502, "upstream_error")
     names = {s.name for family in registry.collect() for s in family.samples}
     for name in (
