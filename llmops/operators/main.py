@@ -22,7 +22,7 @@ from llmops.operators import admission, runtime
 from llmops.operators.apply import Applier
 from llmops.operators.auditing import Auditor
 from llmops.operators.kube import ApiError, Kube
-from llmops.operators.runtime import REQUEUE_FAILED, REQUEUE_LOG, Kind
+from llmops.operators.runtime import REQUEUE_FAILED, Kind
 from llmops.storage import StoreCache
 
 PREFIX = "llmops.io"
@@ -148,7 +148,9 @@ class ReconnectLog(logging.Filter):
     (runtime.Requeue) warns of each object whose poke failed and tries it again 10 s later. While the
     apiserver or etcd is away, every watch, every resync and every due object would log every few
     seconds, although nothing is wrong with this process and it reconnects by itself once the apiserver
-    answers. On the logger it is
+    answers. kopf logs a request's attempts on the logger of whoever asked (its watches', each
+    object's patches on `kopf.objects`, its Event poster's), so `install` puts the filters on the root
+    logger's handlers, which every record reaches. Through the handler it is
     installed on, this filter keeps one record that starts with `prefix` per `INTERVAL` seconds (its
     message then says how many were not shown and for how long the attempts have failed) and logs it as
     a warning while the failures have lasted less than `ERROR_AFTER` seconds, as an error beyond that.
@@ -159,14 +161,10 @@ class ReconnectLog(logging.Filter):
     INTERVAL = 30.0  # seconds between two kept records
     ERROR_AFTER = 300.0  # seconds of failing attempts before they are errors
     GAP = 60.0  # seconds without a failed attempt that end an outage
-    # The loggers and the start of their messages: kopf's list and watch requests, urllib3's retries
-    # (any urllib3 client in this process: S3's), and the requeue's pokes (runtime.Requeue), one per
-    # object due while the apiserver is away.
-    SOURCES = {
-        "kopf._cogs.clients.watching": "Request attempt",
-        "urllib3.connectionpool": "Retrying (",
-        REQUEUE_LOG.name: REQUEUE_FAILED,
-    }
+    # The start of the messages, one count each: kopf's API requests (lists, watches, patches, Events),
+    # urllib3's retries (any urllib3 client in this process: S3's), and the requeue's pokes
+    # (runtime.Requeue), one per object due while the apiserver is away.
+    PREFIXES = ("Request attempt", "Retrying (", REQUEUE_FAILED)
 
     def __init__(self, prefix: str = "Request attempt", clock: Any = None) -> None:
         super().__init__()
@@ -196,12 +194,14 @@ class ReconnectLog(logging.Filter):
         return True
 
     @classmethod
-    def install(cls) -> list[ReconnectLog]:
-        """One filter per source logger, each with its own count."""
+    def install(cls, handlers: list[logging.Handler] | None = None) -> list[ReconnectLog]:
+        """One filter per prefix on each of `handlers` (default: the root logger's, which
+        `kopf.configure` set up), each with its own count."""
         filters = []
-        for logger, prefix in cls.SOURCES.items():
-            filters.append(cls(prefix))
-            logging.getLogger(logger).addFilter(filters[-1])
+        for handler in logging.getLogger().handlers if handlers is None else handlers:
+            for prefix in cls.PREFIXES:
+                filters.append(cls(prefix))
+                handler.addFilter(filters[-1])
         return filters
 
 

@@ -403,7 +403,7 @@ def test_operator_rides_out_apiserver_and_etcd_restarts(
             for what, n in kinds_seen.items()
             if what.split(": ", 1)[1].startswith(("Request attempt", "Retrying ("))
         )
-        assert kept <= len(ReconnectLog.SOURCES) * (down["seconds"] / ReconnectLog.INTERVAL + 1), kinds_seen
+        assert kept <= len(ReconnectLog.PREFIXES) * (down["seconds"] / ReconnectLog.INTERVAL + 1), kinds_seen
 
 
 def test_reconnect_log_warns_at_a_bounded_rate_then_errors_past_its_threshold() -> None:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from llmops.api import MODEL_DEPLOYMENT
 from llmops.operators import kube
 from llmops.operators.main import ReconnectLog
-from llmops.operators.runtime import REQUEUE_LOG, Requeue
+from llmops.operators.runtime import REQUEUE_FAILED, REQUEUE_LOG, Requeue
 
 
 class Away:
@@ -40,9 +40,9 @@ class Kept(logging.Handler):
 
 def test_failed_pokes_while_the_apiserver_is_away_are_logged_at_a_bounded_rate() -> None:
     now = [0.0]
-    policy = ReconnectLog(ReconnectLog.SOURCES[REQUEUE_LOG.name], clock=lambda: now[0])
+    policy = ReconnectLog(REQUEUE_FAILED, clock=lambda: now[0])
     kept = Kept()
-    REQUEUE_LOG.addFilter(policy)
+    kept.addFilter(policy)
     REQUEUE_LOG.addHandler(kept)
     client = Away()
     requeue = Requeue(MODEL_DEPLOYMENT)
@@ -62,7 +62,6 @@ def test_failed_pokes_while_the_apiserver_is_away_are_logged_at_a_bounded_rate()
     try:
         asyncio.run(run())
     finally:
-        REQUEUE_LOG.removeFilter(policy)
         REQUEUE_LOG.removeHandler(kept)
 
     messages = [r.getMessage() for r in kept.records]
@@ -75,3 +74,27 @@ def test_failed_pokes_while_the_apiserver_is_away_are_logged_at_a_bounded_rate()
     assert "199 more failed attempts not shown" in messages[1]
     # Each failed object is asked for again, not dropped.
     assert requeue.pending() == 201
+
+
+def test_kopf_request_attempts_are_rate_limited_whichever_logger_asked():
+    """kopf logs a failed attempt on the logger of whoever asked: its watches' module logger, each
+    object's `kopf.objects` (a status patch during an outage: CI saw 16 such lines at error level), its
+    Event poster's. `ReconnectLog.install` filters at the handler, which all of them reach."""
+    kept = Kept()
+    root = logging.getLogger()
+    root.addHandler(kept)
+    ReconnectLog.install([kept])
+    try:
+        for i in range(1, 9):
+            for name in ("kopf.objects", "kopf._cogs.clients.watching", "kopf._core.engines.posting"):
+                logging.getLogger(name).error(
+                    f"Request attempt #{i}/9 failed; will retry: PATCH https://127.0.0.1/apis/x -> refused"
+                )
+        logging.getLogger("kopf.objects").error("Handler 'x' failed with an exception.")
+    finally:
+        root.removeHandler(kept)
+    attempts = [r for r in kept.records if r.getMessage().startswith("Request attempt")]
+    print(f"24 failed attempts on 3 loggers: {len(attempts)} kept, at {[r.levelname for r in attempts]}")
+    assert len(attempts) == 1 and attempts[0].levelno == logging.WARNING
+    # Any other record passes untouched.
+    assert [r.levelno for r in kept.records if r.getMessage().startswith("Handler")] == [logging.ERROR]
