@@ -527,28 +527,14 @@ def read_modeldeployment(name: str, namespace: str, path: str | None) -> Any:
             raise click.BadParameter(f"{path} holds no ModelDeployment named {name!r}", param_hint="--file")
         obj = found[0]
     else:
-        from kubernetes import client, config
-        from kubernetes.client.exceptions import ApiException
-        from kubernetes.config.config_exception import ConfigException
+        from kubernetes import client
 
-        try:
-            # KUBECONFIG as it is now (the client library reads it once, when first imported).
-            api = client.CustomObjectsApi(
-                config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
-            )
+        from llmops import kubeconfig
+
+        cluster = kubeconfig.connect()
+        with cluster.talking(f"ModelDeployment {namespace}/{name}"):
+            api = client.CustomObjectsApi(cluster.api)
             obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, MODEL_DEPLOYMENT.plural, name)
-        except ConfigException as e:
-            raise click.ClickException(
-                f"no cluster to read ModelDeployment {namespace}/{name}: {e}"
-            ) from None
-        except ApiException as e:
-            raise click.ClickException(
-                f"ModelDeployment {namespace}/{name}: the API server answered {e.status} {e.reason}"
-            ) from None
-        except OSError as e:  # urllib3's connection errors
-            raise click.ClickException(
-                f"ModelDeployment {namespace}/{name}: cluster unreachable: {e}"
-            ) from None
     try:
         return ModelDeploymentSpec.model_validate(obj.get("spec") or {})
     except ValidationError as e:

@@ -7,6 +7,7 @@ import time
 
 import click
 
+from llmops import kubeconfig
 from llmops.api import GROUP, TRAINING_JOB, VERSION
 from llmops.api.trainingjob import TrainingJobStatus
 
@@ -71,12 +72,14 @@ def summary(status: TrainingJobStatus) -> str:
 @click.option("--timeout", default=1800, show_default=True, help="Seconds to wait for the job to end.")
 def watch(kind: str, name: str, namespace: str, timeout: int) -> None:
     """Follow a TrainingJob until it succeeds or fails (exit 1 on failure)."""
-    from kubernetes import client, config
+    from kubernetes import client
 
-    api = client.CustomObjectsApi(config.new_client_from_config())
+    cluster = kubeconfig.connect()
+    api = client.CustomObjectsApi(cluster.api)
     deadline, last = time.monotonic() + timeout, ""
     while True:
-        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, TRAINING_JOB.plural, name)
+        with cluster.talking(f"trainingjob {namespace}/{name}"):
+            obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, TRAINING_JOB.plural, name)
         status = TrainingJobStatus.model_validate(obj.get("status") or {})
         line = progress_line(status)
         if line != last:

@@ -53,10 +53,12 @@ def operator(
     verbose: bool,
 ) -> None:
     """Reconcile TrainingJobs, ModelDeployments, RetrainPolicies and ModelRetirements until SIGTERM."""
+    from llmops import kubeconfig
     from llmops.operators.main import WebhookOptions, run
 
     if all_namespaces and namespaces:
         raise click.UsageError("--all-namespaces and --namespace exclude each other")
+    kubeconfig.check_for_operator()
     options = (
         WebhookOptions(port=webhook_port, host=webhook_host, service=webhook_service) if webhook else None
     )
