@@ -32,6 +32,7 @@ from typing import Any
 import click
 
 from llmops.audit import AUDIT_ENV, AuditConfig, AuditError, AuditLog, AuditRecord, Verification
+from llmops.command_group import Group
 from llmops.registry import (
     MANIFEST,
     ModelVersion,
@@ -86,7 +87,12 @@ audit_option = click.option(
     "--audit", "audit_uri", metavar="URI", help=f"s3://bucket/prefix or a directory [env {AUDIT_ENV}]"
 )
 output_option = click.option(
-    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="A table for people, or JSON for programs.",
 )
 
 
@@ -108,7 +114,7 @@ def _storage_errors(f: Any) -> Any:
     return run
 
 
-@click.group("audit")
+@click.group("audit", cls=Group)
 def audit_group() -> None:
     """Read and verify the audit trail of lifecycle actions."""
 
@@ -439,7 +445,7 @@ def markdown(report: ComplianceReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-@click.group("report")
+@click.group("report", cls=Group)
 def report_group() -> None:
     """Reports over the registry and the audit trail."""
 
@@ -455,7 +461,12 @@ def report_group() -> None:
 )
 @audit_option
 @click.option(
-    "--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "json"]),
+    default="markdown",
+    show_default=True,
+    help="Markdown for people, or JSON for programs.",
 )
 @click.option(
     "--out", type=click.Path(dir_okay=False, writable=True), help="Write it to this file, not stdout."
@@ -476,8 +487,9 @@ def compliance_command(
     out: str | None,
     receipts_uri: str | None,
 ) -> None:
-    """A model's compliance record: lineage, gates, evaluations, serving, aliases, erasures and their
-    decisions, audit verification."""
+    """A model's compliance record, from the registry, the audit trail and the erasure receipts.
+
+    Lineage, gates, evaluations, serving, aliases, erasures and their decisions, audit verification."""
     from llmops.erasure import open_uri
 
     store = _store(registry)
@@ -547,7 +559,7 @@ def read_modeldeployment(name: str, namespace: str, path: str | None) -> Any:
 
 @report_group.command("usage")
 @click.option("--deployment", "name", required=True, help="The ModelDeployment.")
-@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of --deployment.")
 @click.option(
     "--prometheus",
     "prometheus_url",
@@ -574,7 +586,12 @@ def read_modeldeployment(name: str, namespace: str, path: str | None) -> Any:
     help=f"Look there for compressed versions that passed their gates [env {REGISTRY_ENV}]",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "json"]),
+    default="markdown",
+    show_default=True,
+    help="Markdown for people, or JSON for programs.",
 )
 @click.option(
     "--out", type=click.Path(dir_okay=False, writable=True), help="Write it to this file, not stdout."
@@ -592,9 +609,11 @@ def usage_command(
     fmt: str,
     out: str | None,
 ) -> None:
-    """A ModelDeployment's usage from Prometheus: GPU-hours, tokens per GPU-second, utilisation, time
-    above and below the autoscaler's targets, and a recommendation (replica bounds,
-    gpuMemoryUtilization, gated compressed versions). Figures: llmops/operators/modeldeployment/usage.py."""
+    """A ModelDeployment's usage from Prometheus, and a recommendation.
+
+    GPU-hours, tokens per GPU-second, utilisation, time above and below the autoscaler's targets, and
+    a recommendation (replica bounds, gpuMemoryUtilization, gated compressed versions). Figures:
+    llmops/operators/modeldeployment/usage.py."""
     from llmops.operators.modeldeployment import usage
     from llmops.operators.prometheus import Prometheus
 

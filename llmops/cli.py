@@ -8,25 +8,40 @@ import importlib
 import click
 
 from llmops import logsafe
+from llmops.command_group import Group
 
-# Sub-commands live beside the code they drive, as "module:attribute"; each module is imported only
-# when its command runs (or `--help` lists it), so `llmops operator` loads none of the others (the
-# developer cluster's, the registry's, the reports'; with the webhook's certificates made lazily, the
-# operator's imports went from 86 to 77 MiB of resident memory, issue 17).
+# Sub-commands live beside the code they drive, as "module:attribute", with the summary `llmops --help`
+# lists; each module is imported only when its command runs, so `llmops operator` loads none of the
+# others (the developer cluster's, the registry's, the reports'; with the webhook's certificates made
+# lazily, the operator's imports went from 86 to 77 MiB of resident memory, issue 17) and `--help`
+# none at all. A summary is the first paragraph of the command's help (tests/unit/test_cli.py).
 COMMANDS = {
-    "crds": "llmops.crdgen:crds",
-    "dev": "llmops.dev.cli:dev",
-    "watch": "llmops.watch:watch",
-    "models": "llmops.registry_cli:models_group",
-    "operator": "llmops.operators.cli:operator",
-    "audit": "llmops.audit_cli:audit_group",
-    "report": "llmops.audit_cli:report_group",
-    "erasure": "llmops.erasure:erasure_group",
+    "crds": (
+        "llmops.crdgen:crds",
+        "Generate the CRDs from the pydantic models (run from the repository root).",
+    ),
+    "dev": ("llmops.dev.cli:dev", "A local Kubernetes control plane for development and tests."),
+    "watch": ("llmops.watch:watch", "Follow a TrainingJob until it succeeds or fails (exit 1 on failure)."),
+    "models": (
+        "llmops.registry_cli:models_group",
+        "The model registry: models, versions, aliases and their history.",
+    ),
+    "operator": (
+        "llmops.operators.cli:operator",
+        "Reconcile TrainingJobs, ModelDeployments, RetrainPolicies and ModelRetirements until SIGTERM.",
+    ),
+    "audit": ("llmops.audit_cli:audit_group", "Read and verify the audit trail of lifecycle actions."),
+    "report": ("llmops.audit_cli:report_group", "Reports over the registry and the audit trail."),
+    "erasure": (
+        "llmops.erasure:erasure_group",
+        "Erase one data subject's records (GDPR Art. 17, CCPA); receipts and decisions.",
+    ),
 }
 
 
-class LazyGroup(click.Group):
-    """A click group whose sub-commands (COMMANDS) are imported when one is looked up."""
+class LazyGroup(Group):
+    """A click group whose sub-commands (COMMANDS) are imported when one is looked up, and listed
+    from the table without importing them."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *COMMANDS})
@@ -34,8 +49,11 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return super().get_command(ctx, name)
-        module, attribute = COMMANDS[name].split(":")
+        module, attribute = COMMANDS[name][0].split(":")
         return getattr(importlib.import_module(module), attribute)
+
+    def summary_of(self, ctx: click.Context, name: str) -> str | None:
+        return COMMANDS[name][1] if name in COMMANDS else super().summary_of(ctx, name)
 
 
 @click.group(cls=LazyGroup)

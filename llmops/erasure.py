@@ -75,6 +75,7 @@ import click
 
 from llmops import records, registry
 from llmops.audit import Actor, AuditConfig, Entry, ObjectRef
+from llmops.command_group import Group
 from llmops.storage import ObjectExists, ObjectStore, credentials_from_env, open_store
 
 SCHEMA = "llmops.io/erasure-receipt/v1"
@@ -644,7 +645,7 @@ def _user() -> str:
         return f"uid:{os.getuid()}"
 
 
-@click.group("erasure")
+@click.group("erasure", cls=Group)
 def erasure_group() -> None:
     """Erase one data subject's records (GDPR Art. 17, CCPA); receipts and decisions."""
 
@@ -679,11 +680,24 @@ def erasure_group() -> None:
     required=True,
     help="Secret key of the subject's hash (HMAC-SHA256) [env LLMOPS_ERASURE_KEY_FILE].",
 )
-@click.option("--action", type=click.Choice(["delete", "redact"]), default="delete", show_default=True)
+@click.option(
+    "--action",
+    type=click.Choice(["delete", "redact"]),
+    default="delete",
+    show_default=True,
+    help="Drop the subject's lines, or keep them with every string but the operational fields [ERASED].",
+)
 @click.option("--requested-by", default=_user, help="Who asked (default $USER, else the login name).")
 @click.option("--reason", default="", help="The request's reference, e.g. a ticket.")
 @click.option("--dry-run", is_flag=True, help="Report what would be erased; write nothing.")
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Text for people, or JSON for programs.",
+)
 def run_command(
     user,
     api_key_id,
@@ -751,10 +765,10 @@ def run_command(
 @erasure_group.command("decide")
 @click.argument("rid", metavar="ERASURE_ID")
 @click.argument("version_ref", metavar="NAME:VERSION")
-@click.option("--decision", type=click.Choice(DECISIONS), required=True)
+@click.option("--decision", type=click.Choice(DECISIONS), required=True, help="What becomes of this version.")
 @click.option("--justification", default="", help="Required for accept-with-justification.")
 @click.option("--by", default=_user, help="Who decides (default $USER, else the login name).")
-@click.option("--receipts", "receipts_uri", required=True, metavar="URI")
+@click.option("--receipts", "receipts_uri", required=True, metavar="URI", help="Where the receipts are.")
 def decide_command(rid, version_ref, decision, justification, by, receipts_uri) -> None:
     """Record the decision on one model version an erasure listed."""
     name, sep, version = version_ref.partition(":")
@@ -778,8 +792,15 @@ def decide_command(rid, version_ref, decision, justification, by, receipts_uri) 
 
 
 @erasure_group.command("list")
-@click.option("--receipts", "receipts_uri", required=True, metavar="URI")
-@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--receipts", "receipts_uri", required=True, metavar="URI", help="Where the receipts are.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Text for people, or JSON for programs.",
+)
 def list_command(receipts_uri, output) -> None:
     """Every erasure receipt, and the decisions still pending."""
     found = receipts_with_decisions(open_uri(receipts_uri, "--receipts"))

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.audit import AuditConfig, AuditError
+from llmops.command_group import Group
 from llmops.registry import (
     AliasMove,
     Content,
@@ -102,7 +103,14 @@ def _command(f: Callable[..., Any]) -> Callable[..., Any]:
         metavar="URI",
         help=f"s3://bucket/prefix or a directory [env {REGISTRY_ENV}]",
     )
-    @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+    @click.option(
+        "-o",
+        "--output",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="A table for people, or JSON for programs.",
+    )
     @functools.wraps(f)
     def run(registry: str | None, output: str, **kwargs: Any) -> None:
         store = _store(registry)
@@ -140,7 +148,7 @@ def _by_version(store: ObjectStore, name: str) -> dict[str, list[str]]:
     return named
 
 
-@click.group("models")
+@click.group("models", cls=Group)
 def models_group() -> None:
     """The model registry: models, versions, aliases and their history."""
 
@@ -183,8 +191,9 @@ def _retired(tombstone: Tombstone) -> dict[str, Any]:
 @click.argument("name")
 @_command
 def list_versions(store: ObjectStore, output: str, name: str) -> None:
-    """The registered versions of NAME, oldest first, with their gates and aliases; then the retired
-    ones, with their tombstones (when, who, why, where the archive is)."""
+    """The versions of NAME, oldest first, with their gates and aliases; then the retired ones.
+
+    A retired version is listed with its tombstone: when, who, why, where the archive is."""
     numbers = versions(store, name)
     tombstones = [t for v in retired_versions(store, name) if (t := read_tombstone(store, name, v))]
     if not numbers and not tombstones:
@@ -255,8 +264,10 @@ def show(store: ObjectStore, output: str, ref: str) -> None:
 )
 @_command
 def verify_archive_command(store: ObjectStore, output: str, ref: str, archive_uri: str) -> None:
-    """Read a version's archive back and re-hash every object with sha256 against its receipt (and,
-    for a retired version, the receipt against the registry's tombstone); exit status 1 on any problem."""
+    """Re-hash a version's archive against its receipt; exit status 1 on any problem.
+
+    Every object is read back and hashed with sha256 against the receipt (and, for a retired version,
+    the receipt against the registry's tombstone)."""
     from llmops import archive
 
     name, sep, version = ref.partition(":")
@@ -369,8 +380,10 @@ def history(store: ObjectStore, output: str, name: str, alias: str | None) -> No
 @click.option("--by", default=None, help="Who imports it [default: user:$USER].")
 @_command
 def import_command(store: ObjectStore, output: str, source: str, name: str, by: str | None) -> None:
-    """Register the checkpoint at SOURCE as the next version of model NAME, so that TrainingJobs
-    (`model.base`: quantize it, distil from it, fine-tune it) and ModelDeployments can name it.
+    """Register the checkpoint at SOURCE as the next version of model NAME.
+
+    TrainingJobs (`model.base`: quantize it, distil from it, fine-tune it) and ModelDeployments can
+    then name it.
 
     SOURCE: `hf://org/name[@revision]` (the Hugging Face Hub; HF_TOKEN for gated models),
     `s3://bucket/prefix` (the standard AWS environment, as --registry) or a directory. It must be a

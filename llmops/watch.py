@@ -68,7 +68,7 @@ def summary(status: TrainingJobStatus) -> str:
 @click.command()
 @click.argument("kind", type=click.Choice(["trainingjob", "tj"]))
 @click.argument("name")
-@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-n", "--namespace", default="default", show_default=True, help="The TrainingJob's namespace.")
 @click.option("--timeout", default=1800, show_default=True, help="Seconds to wait for the job to end.")
 def watch(kind: str, name: str, namespace: str, timeout: int) -> None:
     """Follow a TrainingJob until it succeeds or fails (exit 1 on failure)."""

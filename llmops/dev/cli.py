@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from llmops.command_group import Group
 from llmops.dev.cluster import ClusterError, LocalCluster, free_port
 
 REPO_CRDS = Path(__file__).resolve().parents[2] / "crds"
@@ -59,7 +60,7 @@ state_dir_option = click.option(
 )
 
 
-@click.group()
+@click.group(cls=Group)
 def dev() -> None:
     """A local Kubernetes control plane for development and tests."""
 
@@ -171,7 +172,7 @@ def upload(source: Path, target: str, endpoint: str) -> None:
 
 @dev.command("serve")
 @click.argument("name")
-@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of NAME.")
 @state_dir_option
 def serve_command(name: str, namespace: str, state_dir: Path) -> None:
     """Run ModelDeployment NAME here on the CPU from the operator's own objects; print `export` lines."""
@@ -187,7 +188,7 @@ def serve_command(name: str, namespace: str, state_dir: Path) -> None:
 
 @dev.command()
 @click.argument("name")
-@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of NAME.")
 @click.option("--wait", "wait_s", default=90, show_default=True, help="Seconds to wait for every figure.")
 @state_dir_option
 def metrics(name: str, namespace: str, wait_s: int, state_dir: Path) -> None:

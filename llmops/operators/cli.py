@@ -21,7 +21,7 @@ import click
     default=False,
     help="Serve the admission webhooks (validating; mutating: who asked).",
 )
-@click.option("--webhook-port", default=9443, show_default=True)
+@click.option("--webhook-port", default=9443, show_default=True, help="HTTPS port of the admission webhooks.")
 @click.option(
     "--webhook-host",
     default="127.0.0.1",
@@ -33,7 +33,13 @@ import click
     metavar="NAMESPACE/NAME",
     help="In a cluster: the Service in front of this operator that the apiserver calls.",
 )
-@click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "text"]),
+    default="json",
+    show_default=True,
+    help="JSON lines for a log collector, or text for people.",
+)
 @click.option(
     "-v",
     "--verbose",
