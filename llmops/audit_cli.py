@@ -27,6 +27,7 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -191,6 +192,15 @@ def show_command(
         return
     headers = ["SEQ", "TIME", "ACTOR", "ACTION", "OBJECT", "MODEL", "MESSAGE"]
     click.echo(_table(headers, [_row(r) for r in records]))
+
+
+def _emit(text: str, out: str | None) -> None:
+    """`text` to stdout, or to the file `out` (its folder made if it is not there yet: `--out`)."""
+    if not out:
+        click.echo(text, nl=False)
+        return
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)
 
 
 # -- the compliance report ----------------------------------------------------------------------------
@@ -490,7 +500,7 @@ def compliance_command(
     """A model's compliance record, from the registry, the audit trail and the erasure receipts.
 
     Lineage, gates, evaluations, serving, aliases, erasures and their decisions, audit verification."""
-    from llmops.erasure import open_uri
+    from llmops.registry_cli import open_uri
 
     store = _store(registry)
     log = open_log(audit_uri) if (audit_uri or dict(os.environ).get(AUDIT_ENV)) else None
@@ -503,11 +513,7 @@ def compliance_command(
         if fmt == "json"
         else markdown(report)
     )
-    if out:
-        with open(out, "w") as f:
-            f.write(text)
-    else:
-        click.echo(text, nl=False)
+    _emit(text, out)
 
 
 # -- the usage report ---------------------------------------------------------------------------------
@@ -646,8 +652,4 @@ def usage_command(
         if fmt == "json"
         else usage.render_markdown(report)
     )
-    if out:
-        with open(out, "w") as f:
-            f.write(text)
-    else:
-        click.echo(text, nl=False)
+    _emit(text, out)

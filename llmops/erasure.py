@@ -76,7 +76,8 @@ import click
 from llmops import records, registry
 from llmops.audit import Actor, AuditConfig, Entry, ObjectRef
 from llmops.command_group import Group
-from llmops.storage import ObjectExists, ObjectStore, credentials_from_env, open_store
+from llmops.registry_cli import open_uri
+from llmops.storage import ObjectExists, ObjectStore
 
 SCHEMA = "llmops.io/erasure-receipt/v1"
 ERASED = "[ERASED]"
@@ -618,21 +619,6 @@ def receipts_with_decisions(receipts: ObjectStore) -> list[dict[str, Any]]:
 
 
 # -- the command ---------------------------------------------------------------------------------
-
-
-def open_uri(uri: str, flag: str, *, must_exist: bool = True) -> ObjectStore:
-    """The store at `uri` (s3://bucket/prefix or a directory; click.BadParameter naming `flag` when it
-    cannot be); a local directory that does not exist is refused (a typo would otherwise
-    read as a location with nothing in it)."""
-    from llmops.registry_cli import location
-
-    try:
-        where = location(uri)
-    except ValueError as e:
-        raise click.BadParameter(f"{uri!r}: {e}", param_hint=flag) from None
-    if must_exist and where.local is not None and not Path(where.local.path).is_dir():
-        raise click.BadParameter(f"{uri!r}: no such directory", param_hint=flag)
-    return open_store(where, credentials_from_env())
 
 
 def _user() -> str:

@@ -79,22 +79,33 @@ def location(uri: str, env: dict[str, str] | None = None) -> ObjectStorageLocati
     )
 
 
-def _store(uri: str | None) -> ObjectStore:
+def open_uri(uri: str, flag: str, *, must_exist: bool = True) -> ObjectStore:
+    """The store at `uri` (s3://bucket/prefix or a directory; click.BadParameter naming `flag` when it
+    cannot be). A local directory that does not exist is refused when `must_exist` (a reader: a typo
+    would read as a location with nothing in it), else created by the first write (a writer)."""
+    try:
+        where = location(uri)
+    except ValueError as e:  # pydantic's ValidationError: a bucket name that S3 refuses, say
+        raise click.BadParameter(f"{uri!r}: {e}", param_hint=flag) from None
+    if must_exist and where.local is not None and not Path(where.local.path).is_dir():
+        raise click.BadParameter(f"{uri!r}: no such directory", param_hint=flag)
+    return open_store(where, credentials_from_env())
+
+
+def _store(uri: str | None, *, must_exist: bool = True) -> ObjectStore:
     if not uri:
         raise click.UsageError(
             f"no registry: pass --registry s3://bucket/prefix (or a directory) or set {REGISTRY_ENV}"
         )
-    try:
-        where = location(uri)
-    except ValueError as e:  # pydantic's ValidationError: a bucket name that S3 refuses, say
-        raise click.BadParameter(f"{uri!r}: {e}", param_hint="--registry") from None
-    if where.local is not None and not Path(where.local.path).is_dir():  # a typo reads as an empty registry
-        raise click.BadParameter(f"{uri!r}: no such directory", param_hint="--registry")
-    return open_store(where, credentials_from_env())
+    return open_uri(uri, "--registry", must_exist=must_exist)
 
 
-def _command(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--registry and -o on a sub-command; registry errors and storage errors become one clear line."""
+def _command(f: Callable[..., Any] | None = None, *, creates: bool = False) -> Any:
+    """--registry and -o on a sub-command; registry errors and storage errors become one clear line.
+    `creates`: the command writes the first version, so a local registry directory that does not
+    exist yet is made (other commands refuse it: a typo would read as an empty registry)."""
+    if f is None:
+        return functools.partial(_command, creates=creates)
 
     @click.option(
         "--registry",
@@ -113,7 +124,7 @@ def _command(f: Callable[..., Any]) -> Callable[..., Any]:
     )
     @functools.wraps(f)
     def run(registry: str | None, output: str, **kwargs: Any) -> None:
-        store = _store(registry)
+        store = _store(registry, must_exist=not creates)
         try:
             f(store, output, **kwargs)
         except ValidationError as e:  # a model or alias name that is no DNS label
@@ -378,7 +389,7 @@ def history(store: ObjectStore, output: str, name: str, alias: str | None) -> No
 @click.argument("source")
 @click.argument("name")
 @click.option("--by", default=None, help="Who imports it [default: user:$USER].")
-@_command
+@_command(creates=True)
 def import_command(store: ObjectStore, output: str, source: str, name: str, by: str | None) -> None:
     """Register the checkpoint at SOURCE as the next version of model NAME.
 

@@ -238,3 +238,11 @@ def test_the_usage_report_says_in_one_line_what_is_missing(tmp_path: Path) -> No
         assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
     backwards = CliRunner().invoke(main, [*base, "--deployment", "chat", "--start", "1h", "--end", "2h"])
     assert backwards.exit_code == 2 and "before it starts" in backwards.output
+
+
+def test_report_out_makes_its_folder(where: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "reports" / "2026" / "chat.md"
+    args = ["report", "compliance", "--model", "chat", "--registry", str(where["registry"]),
+            "--audit", str(where["audit"]), "--out", str(out)]  # fmt: skip
+    code, printed = llmops(*args)
+    assert code == 0 and printed == "" and out.read_text().startswith("# Compliance report: chat")

@@ -287,3 +287,20 @@ def test_import_registers_a_checkpoint_folder_as_a_version_that_says_what_it_hol
     code, out = llmops("models", "import", "ftp://host/x", "tiny", "--registry", str(registry))
     assert code == 2 and "use hf://org/name, s3://bucket/prefix or a directory" in out
     assert versions(store, "tiny") == ["1", "2"]
+
+
+def test_import_makes_a_local_registry_folder_that_readers_refuse(tmp_path: Path) -> None:
+    """A writer (`models import`) makes a local registry that is not there yet, as `erasure run
+    --receipts` and `report --out` do; a reader refuses it (a typo would read as an empty registry)."""
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    fresh = tmp_path / "new" / "registry"
+    code, out = llmops("models", "list", "--registry", str(fresh))
+    assert code == 2 and "no such directory" in out and not fresh.exists()
+    args = ["models", "import", str(checkpoint), "m", "--registry", str(fresh)]
+    code, out = llmops(*args, env={"LLMOPS_AUDIT": ""})
+    assert code == 0 and out.startswith("registered m:1 from "), out
+    code, out = llmops("models", "versions", "m", "--registry", str(fresh))
+    assert code == 0 and out.splitlines()[1].split()[0] == "1"
