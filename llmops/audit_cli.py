@@ -108,7 +108,7 @@ def _storage_errors(f: Any) -> Any:
         except (RegistryError, AuditError) as e:
             raise click.ClickException(str(e)) from None
         except Exception as e:
-            if (failure := explain(e)) is not None:  # named by its cause (llmops.storage.explain)
+            if (failure := explain(e, reader="cli")) is not None:  # its cause (llmops.storage.explain)
                 raise click.ClickException(failure.message) from None
             raise
 

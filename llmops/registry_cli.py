@@ -133,7 +133,7 @@ def _command(f: Callable[..., Any] | None = None, *, creates: bool = False) -> A
         except RegistryError as e:
             raise click.ClickException(str(e)) from None
         except Exception as e:
-            if (failure := explain(e, store.uri)) is not None:  # no access, no bucket, no answer, TLS
+            if (failure := explain(e, store.uri, reader="cli")) is not None:  # no access, no bucket, TLS...
                 raise click.ClickException(failure.message) from None
             raise
 
@@ -470,7 +470,7 @@ def _checkpoint(source: str, scratch: Path) -> Path:
         except ValueError as e:  # pydantic's: a bucket name S3 refuses
             raise click.BadParameter(f"{source!r}: not an S3 location ({e})", param_hint="SOURCE") from None
         except Exception as e:
-            if (failure := explain(e, source)) is not None:
+            if (failure := explain(e, source, reader="cli")) is not None:
                 raise click.ClickException(
                     f"{failure.message} (SOURCE; the command reads S3 with AWS_ACCESS_KEY_ID,"
                     " AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL_S3)"

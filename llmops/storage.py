@@ -74,10 +74,33 @@ class StorageFailure:
         return self.message
 
 
-def explain(error: BaseException, where: str = "") -> StorageFailure | None:
+# What a person does about a cause, by who reads the credentials and the CA bundle: "kubernetes", the
+# operator and the pods it makes (from the Secret and ConfigMap the location names), or "cli", the
+# `llmops` command on someone's machine (from the standard AWS environment, boto3's own chain).
+ADVICE = {
+    "credentials-refused": {
+        "kubernetes": "fix the access key and secret in the credentials Secret (s3.credentialsSecretRef)",
+        "cli": "fix AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the keys of the AWS_PROFILE profile)",
+    },
+    "credentials-missing": {
+        "kubernetes": "name a credentials Secret (the location's s3.credentialsSecretRef) or give the pod "
+        "an identity",
+        "cli": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE for a profile of ~/.aws",
+    },
+    "tls": {
+        "kubernetes": "name the CA bundle in s3.caBundle",
+        "cli": "point AWS_CA_BUNDLE at a PEM file of the CA",
+    },
+}
+
+
+def explain(
+    error: BaseException, where: str = "", *, reader: Literal["kubernetes", "cli"] = "kubernetes"
+) -> StorageFailure | None:
     """The StorageFailure of an error raised by object storage (botocore, urllib3, an OSError from a
     local store), or None for an error of another kind (a bug, a parse error). `where` names the
-    location (`s3://bucket/prefix`) in the message.
+    location (`s3://bucket/prefix`) in the message; `reader` picks the advice (ADVICE): "kubernetes"
+    for the operator and its pods, "cli" for the `llmops` command run by a person.
 
     Retries are botocore's own, bounded: MAX_ATTEMPTS attempts per request for connection errors,
     timeouts, throttling and 5xx (the "standard" retry mode), none for the others; the message of a
@@ -98,8 +121,8 @@ def explain(error: BaseException, where: str = "") -> StorageFailure | None:
                 return StorageFailure(
                     "credentials-refused",
                     False,
-                    f"{at}object storage refused the credentials ({code} on {op}): fix the access key "
-                    "and secret in the credentials Secret",
+                    f"{at}object storage refused the credentials ({code} on {op}): "
+                    + ADVICE["credentials-refused"][reader],
                 )
             if code in _BUCKET_CODES:
                 bucket = err.get("BucketName") or where
@@ -128,15 +151,15 @@ def explain(error: BaseException, where: str = "") -> StorageFailure | None:
             return StorageFailure(
                 "credentials-missing",
                 True,
-                f"{at}no credentials for object storage ({type(error).__name__}): name a credentials "
-                "Secret or give the pod an identity",
+                f"{at}no credentials for object storage ({type(error).__name__}): "
+                + ADVICE["credentials-missing"][reader],
             )
         if isinstance(error, bx.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(error):
             return StorageFailure(
                 "tls",
                 False,
                 f"{at}TLS verification of the object-storage endpoint failed ({_endpoint(error)}): "
-                "its certificate is not signed by a trusted CA; name the CA bundle in s3.caBundle",
+                "its certificate is not signed by a trusted CA; " + ADVICE["tls"][reader],
             )
         if isinstance(error, bx.ConnectTimeoutError | bx.ReadTimeoutError):
             what = f"{type(error).__name__}, {_endpoint(error)}"

@@ -304,3 +304,22 @@ def test_import_makes_a_local_registry_folder_that_readers_refuse(tmp_path: Path
     assert code == 0 and out.startswith("registered m:1 from "), out
     code, out = llmops("models", "versions", "m", "--registry", str(fresh))
     assert code == 0 and out.splitlines()[1].split()[0] == "1"
+
+
+def test_no_s3_credentials_advises_the_environment_not_a_secret(tmp_path: Path) -> None:
+    """The CLI reads the keys from the standard AWS environment; the operator's advice (the Secret a
+    location names) would send a person running it on their machine the wrong way."""
+    env = {
+        "AWS_ACCESS_KEY_ID": None,  # unset
+        "AWS_SECRET_ACCESS_KEY": None,
+        "AWS_PROFILE": None,
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
+    }
+    code, out = llmops("models", "list", "--registry", "s3://models/registry", env=env)
+    assert code == 1 and "Traceback" not in out
+    assert "no credentials for object storage" in out
+    assert "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in out
+    assert "Secret" not in out

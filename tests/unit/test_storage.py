@@ -96,3 +96,22 @@ def test_the_customer_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
         ) as e:
             customer_key_from_env("REGISTRY_")
         assert bad not in str(e.value)
+
+
+def test_the_advice_fits_who_reads_the_credentials() -> None:
+    """The operator and its pods read a location's Secret and ConfigMap; the CLI the AWS environment."""
+    from botocore.exceptions import ClientError, NoCredentialsError, SSLError
+
+    from llmops.storage import explain
+
+    refused = ClientError({"Error": {"Code": "InvalidAccessKeyId"}}, "ListObjectsV2")
+    tls = SSLError(endpoint_url="https://minio:9000", error="CERTIFICATE_VERIFY_FAILED")
+    for error, pod, cli in [
+        (NoCredentialsError(), "s3.credentialsSecretRef", "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        (refused, "credentials Secret", "fix AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        (tls, "s3.caBundle", "AWS_CA_BUNDLE"),
+    ]:
+        in_cluster, on_a_laptop = explain(error).message, explain(error, reader="cli").message
+        assert pod in in_cluster and "AWS_" not in in_cluster, in_cluster
+        assert cli in on_a_laptop and "Secret" not in on_a_laptop, on_a_laptop
+        assert "caBundle" not in on_a_laptop
