@@ -11,6 +11,8 @@ cd "$root"
 # The folder `llmops dev` uses (llmops/dev/cli.py default_state_dir: $TMPDIR honoured), set for it too.
 state=${LLMOPS_DEV_DIR:-$(python3 -c 'import tempfile; print(tempfile.gettempdir())')/llmops-dev-$(id -u)}
 export LLMOPS_DEV_DIR=$state
+# The folder of the built Python environment and tools (as hack/venv.sh and hack/tools/build.sh read it).
+cache=${LLMOPS_CACHE:-$HOME/.cache/llmops}
 # Each step prints its wall time when the next one starts; the total comes at the end. A failed
 # step names itself, what to look at, and stops every process the demo started (logs are kept).
 current=""; hint=""; step_start=$SECONDS
@@ -36,13 +38,13 @@ ns=quickstart
 step "preflight" "(python3 -m llmops.dev.preflight demo: Python, Go, disk, memory, loopback)"
 python3 -m llmops.dev.preflight demo || { current=""; echo "make demo needs the above first; nothing was started" >&2; exit 1; }
 
-step "python environment" "(hack/venv.sh; torch, Ray and vLLM for the CPU; cached in ~/.cache/llmops)" \
-  "${LLMOPS_CACHE:-$HOME/.cache/llmops}/logs/venv.log"
+step "python environment" "(hack/venv.sh; torch, Ray and vLLM for the CPU; cached in $cache)" \
+  "$cache/logs/venv.log"
 venv=$(hack/venv.sh)
 export PATH="$venv/bin:$(hack/tools/build.sh --print-bin):$PATH"
 
 step "control-plane tools" "(built from the Go module proxy on the first run: about 22 min on 2 cores)" \
-  "${LLMOPS_CACHE:-$HOME/.cache/llmops}/logs/<tool>.log"
+  "$cache/logs/<tool>.log"
 hack/tools/build.sh >/dev/null
 
 step "local cluster, operator, MinIO, Ray head, Prometheus" "(llmops dev up --operator --services)"
