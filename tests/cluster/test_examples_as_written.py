@@ -28,9 +28,7 @@ operator runs both kinds.
 What is changed, and why: every `endpoint: http://minio.llmops-system:9000` resolves only inside a
 cluster, where the operator would run; here the operator is a local process, so it is set to the dev
 MinIO's endpoint (as the quickstart's `${S3_ENDPOINT}` does), except in trainingjob-full.yaml, which
-the cluster-DNS stand-in serves as written. trainingjob-lora.yaml's registry is AWS S3 with the pod's
-own identity: the operator's environment plays it (AWS_* variables, and AWS_ENDPOINT_URL_S3 to
-MinIO). Nothing else is edited.
+the cluster-DNS stand-in serves as written. Nothing else is edited.
 """
 
 from __future__ import annotations
@@ -185,14 +183,13 @@ def test_every_example_reaches_the_furthest_state_without_a_gpu(
         products.add((resources.get("perWorker") or resources).get("gpuType"))
     with contextlib.ExitStack() as stack:
         nodes = {p: stack.enter_context(gpu_node(cluster, p)) for p in sorted(products - {None})}
-        _examples(cluster, namespace, tmp_path, monkeypatch, docs, minio, nodes)
+        _examples(cluster, namespace, tmp_path, docs, minio, nodes)
 
 
 def _examples(
     cluster: LocalCluster,
     namespace: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     docs: dict[str, dict],
     minio: dict,
     nodes: dict[str, str],
@@ -201,12 +198,6 @@ def _examples(
     _docs_secrets(cluster, namespace, minio)
     _buckets(minio)
     _registry(minio, tmp_path, docs)
-    # trainingjob-lora.yaml's registry is AWS S3 with the pod's own identity (no endpoint, no Secret):
-    # the operator's environment plays that identity (AWS_* variables, boto3's default chain), and
-    # AWS_ENDPOINT_URL_S3, which boto3 reads, sends its S3 calls to MinIO.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", minio["accessKeyId"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", minio["secretAccessKey"])
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", minio["endpoint"])
 
     settings = ServingSettings(resync_seconds=600)
     # No Prometheus here: the drift, quality and feedback triggers say so in their status.

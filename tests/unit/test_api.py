@@ -299,3 +299,33 @@ def test_the_baseline_defaults_to_the_parent_or_the_teacher() -> None:
     assert distill.model_copy(update={"evaluation": None}).baseline_reference() is None  # nothing scored
     plain = TrainingJobSpec.model_validate(MINIMAL_JOB)
     assert plain.baseline_reference() is None and plain.parent_reference() is None
+
+
+def _s3_locations(node: object, path: str = "") -> list[tuple[str, dict]]:
+    if isinstance(node, list):
+        return [found for i, v in enumerate(node) for found in _s3_locations(v, f"{path}[{i}]")]
+    if not isinstance(node, dict):
+        return []
+    here = [(path, node["s3"])] if isinstance(node.get("s3"), dict) else []
+    return here + [found for k, v in node.items() for found in _s3_locations(v, f"{path}.{k}")]
+
+
+def test_the_examples_share_the_in_cluster_minio() -> None:
+    """Every S3 location of examples/*.yaml is the one MinIO of the install docs, with a Secret: one
+    that names AWS (a region, the pod's identity) reads a registry where the others' versions
+    (a quantize run's parent, a distil run's teacher) are not."""
+    wrong = [
+        f"{p.name}: {where}"
+        for p in VALID
+        for where, s3 in _s3_locations(yaml.safe_load(p.read_text()))
+        if s3.get("endpoint") != "http://minio.llmops-system:9000" or "region" in s3
+        or "credentialsSecretRef" not in s3
+    ]  # fmt: skip
+    assert not wrong
+    registries = {
+        p.name: (s3["bucket"], s3.get("prefix"))
+        for p in VALID
+        for where, s3 in _s3_locations(yaml.safe_load(p.read_text()))
+        if where.endswith("registry") and "support-bot" in p.read_text()
+    }
+    assert set(registries.values()) == {("models", "support/")}, registries
