@@ -107,6 +107,45 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 BOOKKEEPING_BUDGET = 2048
 
 
+# Connections kopf may open for requests (status patches, Events) beside its watches, which hold
+# theirs for as long as they run.
+REQUEST_CONNECTIONS = 16
+
+
+def connection_limit(kinds: list[Kind]) -> int:
+    """Connections for kopf's session: one per resource it can watch (every kind, every kind of child,
+    and kopf's own watch of CustomResourceDefinitions and Namespaces) plus REQUEST_CONNECTIONS. A
+    smaller limit would let the watches take every connection and leave the requests waiting."""
+    return len(runtime.watched_resources(kinds)) + 2 + REQUEST_CONNECTIONS
+
+
+def bounded_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSession:
+    """kopf's own session for `info`, with at most `limit` connections open at once.
+
+    kopf's default session pools connections without a limit (`aiohttp.TCPConnector(limit=0)`):
+    1,000 objects reconciled at once left it with over a hundred TLS connections, each holding a
+    128 KiB read buffer in asyncio's SSL protocol and OpenSSL's own state (bench/reconcile_scale.py
+    --tracemalloc). Requests beyond the limit wait for a connection instead.
+    """
+    import aiohttp
+
+    headers = info.as_http_headers()  # the credentials, basic auth included
+    headers.setdefault("User-Agent", "llmops-operator")
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
+        headers=headers,
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        aiohttp_session=session,
+        server=info.server,
+        default_namespace=info.default_namespace,
+        priority=info.priority,
+        expiration=info.expiration,
+    )
+
+
 def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None, kinds: list[Kind]) -> None:
     # Our own names for kopf's bookkeeping, chosen before the first release (changing them re-runs handlers).
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
@@ -217,9 +256,10 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
     kinds = default_kinds() if kinds is None else kinds
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
         # The same sources as Kube.from_environment(): the pod's ServiceAccount, else $KUBECONFIG.
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        return None if info is None else bounded_session(info, connection_limit(kinds))
 
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:

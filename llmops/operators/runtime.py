@@ -408,6 +408,12 @@ def child_label(kind: Kind) -> str:
     return f"llmops.io/{kind.resource.kind.lower()}"
 
 
+def watched_resources(kinds: list[Kind]) -> set[tuple[str, str, str]]:
+    """Every (group, version, plural) the operator watches: the kinds and every kind of child."""
+    own = {(GROUP, VERSION, kind.resource.plural) for kind in kinds}
+    return own | {(c.group, c.version, c.plural) for kind in kinds for c in kind.children}
+
+
 def child_selectors(kinds: list[Kind]) -> dict[tuple[str, str, str], str]:
     """Label selectors for the apiserver to apply to the child watches (kopf's
     `settings.watching.label_selectors`), by (group, version, plural): `llmops.io/<kind>`, present.
