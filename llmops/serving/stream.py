@@ -164,7 +164,7 @@ class Relay:
             # usage chunk, [DONE], or every event when redacting or sampling). JSON-decoding every
             # chunk would cost more CPU than the rest of the proxy together.
             pending = b""
-            async for data in upstream.iter_any():
+            while data := await upstream.read_some():
                 if b"\r" in data:
                     data = data.replace(b"\r\n", b"\n")
                 blob = pending + data if pending else data

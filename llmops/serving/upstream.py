@@ -6,7 +6,7 @@ aiohttp's request and response objects, timers and stream readers were most of t
 latency per request; this client does only what a proxy to vLLM needs:
 
 - `Upstream.request(url, body, headers)` sends one request and returns an `UpstreamResponse` once
-  the status line and headers are in; its body is read with `read()` or `iter_any()`.
+  the status line and headers are in; its body is read with `read()`, `read_some()` or `iter_any()`.
 - Connections are kept alive per (scheme, host, port) and reused, most recently used first; one
   that the replica closed while idle leaves the pool when the close arrives. A request sent on a
   reused connection that is closed before a single byte of the answer arrived is sent once more on
@@ -222,8 +222,12 @@ class UpstreamResponse:
         finally:
             self._waiter = None
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        """The body, in pieces as they arrive."""
+    async def read_some(self) -> bytes:
+        """What has arrived of the body since the last read, once something has; b"" at its end.
+
+        The gateway's stream loop calls this rather than iterating `iter_any`: an async generator
+        left before its end is closed by a task the event loop creates for it (and each one is
+        registered in the loop's weak set), a cost per streamed request."""
         while True:
             if self._chunks:
                 if len(self._chunks) == 1:
@@ -232,13 +236,17 @@ class UpstreamResponse:
                     data = b"".join(self._chunks)
                     self._chunks.clear()
                 self._taken()
-                yield data
-            elif self._complete:
-                return
-            elif self._error is not None:
+                return data
+            if self._complete:
+                return b""
+            if self._error is not None:
                 raise self._error
-            else:
-                await self._wait()
+            await self._wait()
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        """The body, in pieces as they arrive (`read_some` until it returns b"")."""
+        while data := await self.read_some():
+            yield data
 
     async def read(self) -> bytes:
         """The whole body."""
@@ -247,7 +255,10 @@ class UpstreamResponse:
             self._chunks.clear()
             self._taken()
             return data
-        return b"".join([chunk async for chunk in self.iter_any()])
+        chunks = []
+        while data := await self.read_some():
+            chunks.append(data)
+        return b"".join(chunks)
 
     def close(self) -> None:
         """Drop the connection now, whatever was read (the replica sees its request abandoned)."""

@@ -185,3 +185,29 @@ def test_request_path_counters_never_go_down():
     assert 'llmops_gateway_prompt_tokens_total{version="1"} 4.0' in text
     assert 'llmops_gateway_inflight_requests{version="1"} 0.0' in text
     assert 'llmops_gateway_request_duration_seconds_count{version="1"} 1.0' in text
+
+
+def test_parse_body_fast_check_agrees_at_the_limits():
+    """`_sound` (what msgspec decoded) accepts exactly what `_check_values` accepts: nesting at and past
+    MAX_DEPTH (arrays, objects, empty ones, lists of ids) and integers at the int64 bounds."""
+    from llmops.serving.endpoints import INT64, MAX_DEPTH, BadRequest, _check_values, _sound
+
+    def nest(depth: int, inner: object, kind: str) -> object:
+        for _ in range(depth):
+            inner = [inner] if kind == "list" else {"k": inner}
+        return inner
+
+    leaves = ([], {}, 1, "s", [1, 2], ["a", "b"], [1, "a"], INT64 - 1, INT64, -INT64, -INT64 - 1, [INT64])
+    values = [
+        nest(d, leaf, kind)
+        for d in (MAX_DEPTH - 2, MAX_DEPTH - 1, MAX_DEPTH)
+        for kind in ("list", "dict")
+        for leaf in leaves
+    ]
+    for value in values:
+        try:
+            _check_values(value)
+            ok = True
+        except BadRequest:
+            ok = False
+        assert _sound(value, 0) == ok, value

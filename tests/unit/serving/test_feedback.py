@@ -40,6 +40,23 @@ def test_an_id_verifies_for_its_tenant_only_and_carries_the_version():
     assert ids.issue("team-a", "3", NOW) != ids.issue("team-a", "3", NOW)  # the nonce
 
 
+@pytest.mark.parametrize("key_length", [1, 31, 32, 63, 64, 65, 200])
+def test_the_id_mac_is_hmac_sha256(key_length):
+    """The id's MAC is RFC 2104's HMAC-SHA256 (hmac.new's), first MAC_BYTES, base64url: for keys
+    shorter than, as long as and longer than SHA-256's 64-byte block."""
+    import base64
+    import hashlib
+    import hmac
+
+    from llmops.serving.feedback import MAC_BYTES
+
+    key = bytes((7 * i + key_length) % 256 for i in range(key_length))
+    rid = CompletionIds(key).issue("team-a", "3.1-rc", NOW)
+    _, issued, nonce, mac = rid.split(".")
+    expected = hmac.new(key, f"team-a\n3.1-rc\n{issued}\n{nonce}".encode(), hashlib.sha256).digest()
+    assert mac == base64.urlsafe_b64encode(expected[:MAC_BYTES]).rstrip(b"=").decode()
+
+
 def test_an_id_expires_after_the_ttl():
     ids = CompletionIds(KEY, ttl_seconds=3600)
     rid = ids.issue("t", "1", NOW)
