@@ -130,6 +130,7 @@ class Exchange:
     dispatched: bool = False  # past the queue: counted with latency, under its version
     sampled: bool = False  # the payload goes to the payload sample
     inflight: Any = None  # the replica's in-flight gauge, while the request is at the replica
+    queued: float | None = None  # seconds waited for the first replica
     code: int = 500
     reason: str | None = "internal"
     usage: dict[str, Any] | None = None
@@ -386,7 +387,7 @@ class Gateway:
             admitted = ex.admitted = await self._admit(request, ex)
             waited = time.perf_counter()
             ex.replica = await self._acquire()
-            self.metrics.queue_wait.observe(time.perf_counter() - waited)
+            ex.queued = time.perf_counter() - waited
             ex.dispatched = True
             ex.sampled = self._sample(admitted, ex.replica)
             upstream = await self._send(request, ex, admitted.data)
@@ -586,17 +587,15 @@ class Gateway:
         replica, admitted, usage = ex.replica, ex.admitted, ex.usage
         version = replica.version if replica is not None else NO_VERSION
         elapsed = time.perf_counter() - ex.start
-        if ex.dispatched:
-            self.metrics.latency.labels(version).observe(elapsed)
-        self.metrics.count(version, ex.code, ex.reason)
+        counts = None
+        if usage:
+            counts = tokens(usage.get("prompt_tokens")), tokens(usage.get("completion_tokens"))
+            self.limiter.charge_tokens(ex.key_id, counts[0] + counts[1])
+        self.metrics.answered(
+            version, ex.code, ex.reason, elapsed if ex.dispatched else None, ex.queued, counts
+        )
         if ex.reason != "suspended":  # refused on purpose: not the service failing
             self.anomaly.observe(elapsed, ex.code >= 500)
-        if usage:
-            prompt_tokens = tokens(usage.get("prompt_tokens"))
-            completion_tokens = tokens(usage.get("completion_tokens"))
-            self.metrics.prompt_tokens.labels(version).inc(prompt_tokens)
-            self.metrics.completion_tokens.labels(version).inc(completion_tokens)
-            self.limiter.charge_tokens(ex.key_id, prompt_tokens + completion_tokens)
         if ex.sampled and self.payloads is not None and admitted is not None:
             self.payloads.add(self._record(admitted.body, ex, version, elapsed))
         if replica is not None:
