@@ -72,7 +72,7 @@ class Relay:
                 elif upstream.status == 200:
                     payload, usage, texts = self.finish_other(payload, kind, sampled)
                 reason = None if upstream.status < 400 else f"upstream_{upstream.status}"
-                ctype = upstream.headers.get("content-type", "application/json")
+                ctype = upstream.header("content-type", "application/json")
                 resp = Response(payload, upstream.status, {"Content-Type": ctype, **extra})
                 return upstream.status, reason, usage, texts, resp
             return await self._stream(

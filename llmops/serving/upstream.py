@@ -159,6 +159,15 @@ class UpstreamResponse:
             }
         return self._header_map
 
+    def header(self, name: str, default: str) -> str:
+        """The value of header `name` (lower-case; the last one if repeated, as in `headers`), or
+        `default`, without decoding the others."""
+        key = name.encode("latin-1")
+        for k, v in reversed(self._raw_headers):
+            if k.lower() == key:
+                return v.decode("latin-1")
+        return default
+
     # fed by the connection
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

@@ -62,6 +62,7 @@ def test_keep_alive_plain_and_streamed_answers():
                 r.release()
             r = await client.request(URL(f"http://127.0.0.1:{port}/v1/echo?stream=1"), b"", {"X-Id": "s"})
             assert r.headers["content-type"] == "text/event-stream"
+            assert r.header("content-type", "") == "text/event-stream" and r.header("x-none", "d") == "d"
             assert b"".join([c async for c in r.iter_any()]) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
             r.release()
             assert len(set(peers)) == 1  # one connection, kept alive for all four
