@@ -298,7 +298,7 @@ def flat_usage(payload: bytes) -> dict[str, Any] | None:
     """The top-level `usage` object of a whole answer, decoded without building the rest (None if the
     answer is not a JSON object, or has no usage object). A sixth of what json.loads of a short
     answer costs (callgrind, bench/canned_upstream.py's answer: 6.8k instructions against 41.7k),
-    and a search for it cost more: 24k of the then 350k instructions of a proxied request (285k
+    and a search for it cost more: 24k of the then 350k instructions of a proxied request (277k
     now; callgrind, bench/gateway_overhead.py --canned)."""
     try:
         return _USAGE.decode(payload).usage
