@@ -37,6 +37,11 @@ from lightkube.types import PatchType
 # kopf's own requests give up after settings.networking.request_timeout (60 s); ours too.
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 RETRIES, MAX_WAIT = 3, 10.0  # answers with Retry-After: how often and how long (s) to wait and retry
+# The manager our patches, creates and kopf's own requests are recorded under in managedFields
+# (kopf's by its User-Agent, operators.main.bounded_session). Server-side apply names its own
+# (operators.apply.FIELD_MANAGER). Without it each client was a manager of its own ("python-httpx",
+# "kopf"), one managedFields entry each on every object, and every watch event carries them all.
+UPDATE_MANAGER = "llmops-operator"
 
 
 class ApiError(Exception):
@@ -135,7 +140,7 @@ class Kube:
     def from_environment(cls, kubeconfig: str | os.PathLike | None = None) -> Kube:
         """In a pod: its ServiceAccount; elsewhere `kubeconfig`, $KUBECONFIG or ~/.kube/config."""
         config = lightkube.KubeConfig.from_file(kubeconfig).get() if kubeconfig else None
-        return cls(lightkube.Client(config=config, timeout=TIMEOUT, lazy=False))
+        return cls(lightkube.Client(config=config, timeout=TIMEOUT, lazy=False, field_manager=UPDATE_MANAGER))
 
     def close(self) -> None:
         self.client.close()

@@ -21,7 +21,7 @@ from llmops import logsafe
 from llmops.operators import admission, runtime
 from llmops.operators.apply import Applier
 from llmops.operators.auditing import Auditor
-from llmops.operators.kube import ApiError, Kube
+from llmops.operators.kube import UPDATE_MANAGER, ApiError, Kube
 from llmops.operators.runtime import REQUEUE_FAILED, Kind
 from llmops.operators.trim import Trimmer
 from llmops.storage import StoreCache
@@ -131,7 +131,7 @@ def bounded_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSessio
     import aiohttp
 
     headers = info.as_http_headers()  # the credentials, basic auth included
-    headers.setdefault("User-Agent", "llmops-operator")
+    headers["User-Agent"] = UPDATE_MANAGER  # the field manager of kopf's patches
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
         headers=headers,

@@ -12,6 +12,7 @@ import yaml
 
 from llmops.api import MODEL_DEPLOYMENT
 from llmops.dev.cluster import LocalCluster
+from llmops.operators.kube import UPDATE_MANAGER
 from llmops.operators.main import BOOKKEEPING_BUDGET, PREFIX
 from llmops.operators.outcome import Outcome
 from llmops.operators.runtime import Kind
@@ -34,7 +35,9 @@ SECRETS = [
 
 
 def get(cluster: LocalCluster, kind: str, name: str, namespace: str) -> dict:
-    return json.loads(cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout)
+    return json.loads(
+        cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", "--show-managed-fields").stdout
+    )
 
 
 def create_secrets(cluster: LocalCluster, namespace: str) -> None:
@@ -75,6 +78,14 @@ def test_operator_writes_full_status_and_serves_probes_and_metrics(
             # The examples name registries and Ray clusters that do not exist here: nobody is Ready.
             assert conditions["Ready"]["status"] != "True" and obj["status"]["phase"]
             assert conditions["Ready"]["message"]
+            # Every write of the operator to the object (kopf's patches, our status and requeue patches)
+            # under one field manager: one managedFields entry for the object, one for its status.
+            ours = {
+                (m["manager"], m.get("subresource", ""))
+                for m in obj["metadata"]["managedFields"]
+                if not m["manager"].startswith("kubectl")
+            }
+            assert ours <= {(UPDATE_MANAGER, ""), (UPDATE_MANAGER, "status")}, ours
 
         # `kubectl get llmops` lists both kinds through the category.
         listed = cluster.kubectl("get", "llmops", "-n", namespace).stdout
