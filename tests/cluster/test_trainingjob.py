@@ -516,8 +516,11 @@ def test_only_ray_jobs_api_jobs_get_the_finalizer(
 
 def test_examples_wait_for_their_runtime(cluster: LocalCluster, namespace: str, operator: None) -> None:
     """The examples as users apply them: nothing runs here, so each waits (Reconciling), none is Stalled."""
-    for secret in ("dataset-credentials", "registry-credentials", "hf-token"):
+    for secret in ("dataset-credentials", "hf-token"):
         cluster.kubectl("create", "secret", "generic", secret, "-n", namespace, "--from-literal=key=value")
+    # The keys the examples name (the dev MinIO's root user), or the operator rightly stalls them.
+    literals = ["--from-literal=rootUser=minio-user", "--from-literal=rootPassword=minio-password"]
+    cluster.kubectl("create", "secret", "generic", "registry-credentials", "-n", namespace, *literals)
     names = []
     for path in sorted(EXAMPLES.glob("trainingjob-*.yaml")):
         cluster.kubectl("apply", "-n", namespace, "-f", str(path))
