@@ -32,6 +32,7 @@ from typing import Any
 
 import click
 
+from llmops import command_group
 from llmops.audit import AUDIT_ENV, AuditConfig, AuditError, AuditLog, AuditRecord, Verification
 from llmops.command_group import Group
 from llmops.registry import (
@@ -47,7 +48,7 @@ from llmops.registry import (
     versions,
 )
 from llmops.registry_cli import REGISTRY_ENV, _store, _table, location
-from llmops.storage import ObjectStore, credentials_from_env, explain, open_store
+from llmops.storage import ObjectStore, credentials_from_env, open_store
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 
@@ -87,18 +88,11 @@ def open_log(uri: str | None) -> AuditLog:
 audit_option = click.option(
     "--audit", "audit_uri", metavar="URI", help=f"s3://bucket/prefix or a directory [env {AUDIT_ENV}]"
 )
-output_option = click.option(
-    "-o",
-    "--output",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="A table for people, or JSON for programs.",
-)
+output_option = command_group.output_option("table")
 
 
 def _storage_errors(f: Any) -> Any:
-    """Storage errors (no bucket, no access) become one clear line."""
+    """Registry and audit errors, and storage failures (command_group.storage_errors): one clear line."""
     import functools
 
     @functools.wraps(f)
@@ -107,12 +101,8 @@ def _storage_errors(f: Any) -> Any:
             return f(*args, **kwargs)
         except (RegistryError, AuditError) as e:
             raise click.ClickException(str(e)) from None
-        except Exception as e:
-            if (failure := explain(e, reader="cli")) is not None:  # its cause (llmops.storage.explain)
-                raise click.ClickException(failure.message) from None
-            raise
 
-    return run
+    return command_group.storage_errors(run)
 
 
 @click.group("audit", cls=Group)

@@ -1,4 +1,5 @@
-"""The click group of every `llmops` command group: its listing shows each command's summary whole.
+"""What every `llmops` command group shares: its click group, whose listing shows each command's
+summary whole; the `-o/--output` option; and storage failures told in one line.
 
 click's own listing cuts a command's help at its first sentence end (a period before a word that is
 not lowercase: "GDPR Art. 17" ends at "Art.") or at the terminal's width, with "...". Here a
@@ -7,6 +8,10 @@ listing, never cut: keep that paragraph short.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -37,3 +42,37 @@ class Group(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def output_option(people: str = "table") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`-o/--output`: `people` ("table" or "text", the default) or "json" for programs."""
+    what = "A table" if people == "table" else people.capitalize()
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Choice([people, "json"]),
+        default=people,
+        show_default=True,
+        help=f"{what} for people, or JSON for programs.",
+    )
+
+
+def storage_errors(f: Callable[..., Any]) -> Callable[..., Any]:
+    """A command whose object storage fails (no credentials, refused keys, no bucket, no answer, TLS)
+    ends with one line naming the cause and what to set (`llmops.storage.explain`, reader "cli"),
+    never a traceback; any other error goes on."""
+
+    @functools.wraps(f)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except Exception as e:
+            from llmops.storage import explain
+
+            if (failure := explain(e, reader="cli")) is not None:
+                raise click.ClickException(failure.message) from None
+            raise
+
+    return run

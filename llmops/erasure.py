@@ -75,7 +75,7 @@ import click
 
 from llmops import records, registry
 from llmops.audit import Actor, AuditConfig, Entry, ObjectRef
-from llmops.command_group import Group
+from llmops.command_group import Group, output_option, storage_errors
 from llmops.registry_cli import open_uri
 from llmops.storage import ObjectExists, ObjectStore
 
@@ -676,14 +676,8 @@ def erasure_group() -> None:
 @click.option("--requested-by", default=_user, help="Who asked (default $USER, else the login name).")
 @click.option("--reason", default="", help="The request's reference, e.g. a ticket.")
 @click.option("--dry-run", is_flag=True, help="Report what would be erased; write nothing.")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Text for people, or JSON for programs.",
-)
+@output_option("text")
+@storage_errors
 def run_command(
     user,
     api_key_id,
@@ -779,14 +773,8 @@ def decide_command(rid, version_ref, decision, justification, by, receipts_uri) 
 
 @erasure_group.command("list")
 @click.option("--receipts", "receipts_uri", required=True, metavar="URI", help="Where the receipts are.")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Text for people, or JSON for programs.",
-)
+@output_option("text")
+@storage_errors
 def list_command(receipts_uri, output) -> None:
     """Every erasure receipt, and the decisions still pending."""
     found = receipts_with_decisions(open_uri(receipts_uri, "--receipts"))

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.audit import AuditConfig, AuditError
-from llmops.command_group import Group
+from llmops.command_group import Group, output_option
 from llmops.registry import (
     AliasMove,
     Content,
@@ -85,8 +85,9 @@ def open_uri(uri: str, flag: str, *, must_exist: bool = True) -> ObjectStore:
     would read as a location with nothing in it), else created by the first write (a writer)."""
     try:
         where = location(uri)
-    except ValueError as e:  # pydantic's ValidationError: a bucket name that S3 refuses, say
-        raise click.BadParameter(f"{uri!r}: {e}", param_hint=flag) from None
+    except ValidationError as e:  # a bucket name that S3 refuses, say: the field and the rule, one line
+        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        raise click.BadParameter(f"{uri!r}: {problems}", param_hint=flag) from None
     if must_exist and where.local is not None and not Path(where.local.path).is_dir():
         raise click.BadParameter(f"{uri!r}: no such directory", param_hint=flag)
     return open_store(where, credentials_from_env())
@@ -114,14 +115,7 @@ def _command(f: Callable[..., Any] | None = None, *, creates: bool = False) -> A
         metavar="URI",
         help=f"s3://bucket/prefix or a directory [env {REGISTRY_ENV}]",
     )
-    @click.option(
-        "-o",
-        "--output",
-        type=click.Choice(["table", "json"]),
-        default="table",
-        show_default=True,
-        help="A table for people, or JSON for programs.",
-    )
+    @output_option("table")
     @functools.wraps(f)
     def run(registry: str | None, output: str, **kwargs: Any) -> None:
         store = _store(registry, must_exist=not creates)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from llmops.command_group import Group
+from llmops.command_group import Group, storage_errors
 from llmops.dev.cluster import ClusterError, LocalCluster, free_port
 
 REPO_CRDS = Path(__file__).resolve().parents[2] / "crds"
@@ -155,6 +155,7 @@ def env(state_dir: Path) -> None:
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("target")
 @click.option("--endpoint", envvar="S3_ENDPOINT", required=True, help="S3 endpoint ($S3_ENDPOINT).")
+@storage_errors
 def upload(source: Path, target: str, endpoint: str) -> None:
     """Copy a file or a folder to s3://BUCKET/PREFIX (keys from $AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY)."""
     from llmops.storage import S3Store

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kopf
 from prometheus_client import start_http_server
 
@@ -334,12 +335,21 @@ def run(
     ReconnectLog.install()
     if metrics_port:
         start_http_server(metrics_port)
-    asyncio.run(
-        kopf.operator(
-            registry=build_registry(webhook),
-            standalone=True,
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
+    try:
+        asyncio.run(
+            kopf.operator(
+                registry=build_registry(webhook),
+                standalone=True,
+                clusterwide=not namespaces,
+                namespaces=namespaces,
+                liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
+            )
         )
-    )
+    except (aiohttp.ClientConnectionError, TimeoutError) as e:
+        # Only at start: kopf's first discovery of the served resources gives up after its request
+        # attempts (settings.networking.error_backoffs, about a minute) and ends the operator; later
+        # outages are ridden out (docs/operations.md, "Probes and outages of the control plane").
+        raise SystemExit(
+            f"llmops operator: the API server did not answer at start ({type(e).__name__}: {e}); "
+            "stopping (in a pod, Kubernetes starts it again)"
+        ) from None

@@ -306,9 +306,11 @@ def test_import_makes_a_local_registry_folder_that_readers_refuse(tmp_path: Path
     assert code == 0 and out.splitlines()[1].split()[0] == "1"
 
 
-def test_no_s3_credentials_advises_the_environment_not_a_secret(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["models list", "dev upload", "erasure run", "audit verify"])
+def test_no_s3_credentials_advises_the_environment_not_a_secret(tmp_path: Path, command: str) -> None:
     """The CLI reads the keys from the standard AWS environment; the operator's advice (the Secret a
-    location names) would send a person running it on their machine the wrong way."""
+    location names) would send a person running it on their machine the wrong way. Every command
+    that reads or writes object storage says so in one line (command_group.storage_errors)."""
     env = {
         "AWS_ACCESS_KEY_ID": None,  # unset
         "AWS_SECRET_ACCESS_KEY": None,
@@ -318,8 +320,40 @@ def test_no_s3_credentials_advises_the_environment_not_a_secret(tmp_path: Path) 
         "AWS_EC2_METADATA_DISABLED": "true",
         "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
     }
-    code, out = llmops("models", "list", "--registry", "s3://models/registry", env=env)
-    assert code == 1 and "Traceback" not in out
+    (tmp_path / "key").write_bytes(b"k" * 32)
+    (tmp_path / "file.txt").write_text("x")
+    argv = {
+        "models list": ["models", "list", "--registry", "s3://models/registry"],
+        "dev upload": [
+            "dev",
+            "upload",
+            str(tmp_path / "file.txt"),
+            "s3://models/x",
+            "--endpoint",
+            "http://127.0.0.1:1",
+        ],
+        "erasure run": [
+            "erasure",
+            "run",
+            "--user",
+            "u",
+            "--key-file",
+            str(tmp_path / "key"),
+            "--samples",
+            "s3://payloads/p",
+            "--receipts",
+            "s3://receipts/r",
+        ],
+        "audit verify": ["audit", "verify", "--audit", "s3://audit/a"],
+    }[command]
+    code, out = llmops(*argv, env=env)
+    assert code == 1 and "Traceback" not in out, out
     assert "no credentials for object storage" in out
     assert "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in out
     assert "Secret" not in out
+
+
+def test_a_bucket_name_s3_refuses_is_one_line_naming_the_field() -> None:
+    code, out = llmops("models", "list", "--registry", "s3://p/x")
+    assert code == 2 and "Traceback" not in out and "errors.pydantic.dev" not in out, out
+    assert "'s3://p/x': s3.bucket: String should have at least 3 characters" in out

@@ -40,3 +40,29 @@ def test_the_session_carries_the_credentials_and_the_limit() -> None:
 
     ctx = asyncio.run(open_and_close())
     assert (ctx.server, ctx.default_namespace) == ("https://127.0.0.1:6443", "ns")
+
+
+def test_an_apiserver_that_never_answered_at_start_ends_the_operator_in_one_line(monkeypatch) -> None:
+    """kopf ends the operator when its first discovery gives up (about a minute against
+    https://127.0.0.1:1, measured by hand); the process says why in one line, exit code 1."""
+    import aiohttp
+    import pytest
+
+    from llmops.operators import main
+
+    async def gives_up(**_: object) -> None:
+        raise aiohttp.ClientConnectorError(
+            aiohttp.client_reqrep.ConnectionKey("127.0.0.1", 1, True, True, None, None, None),
+            OSError(111, "Connect call failed"),
+        )
+
+    monkeypatch.setattr(main.kopf, "operator", gives_up)
+    monkeypatch.setattr(main, "build_registry", lambda webhook: None)
+    # No logging set-up in the test process (kopf's handlers, our filters on the root's handlers).
+    monkeypatch.setattr(main.kopf, "configure", lambda **_: None)
+    monkeypatch.setattr(main.logsafe, "install", lambda: None)
+    monkeypatch.setattr(main.ReconnectLog, "install", classmethod(lambda cls, handlers=None: []))
+    with pytest.raises(SystemExit) as exited:
+        main.run(namespaces=["x"], metrics_port=0, health_port=0)
+    assert str(exited.value).startswith("llmops operator: the API server did not answer at start (")
+    assert "Cannot connect to host 127.0.0.1:1" in str(exited.value)
