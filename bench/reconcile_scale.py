@@ -39,7 +39,6 @@ from llmops.operators.modeldeployment.builders import build
 from llmops.operators.modeldeployment.names import vllm_name
 from llmops.operators.modeldeployment.observe import rolled_out
 from llmops.operators.modeldeployment.plan import Plan, ServedVersion, ServingSettings
-from llmops.operators.trim import PERIOD_SECONDS
 from llmops.registry import GateVerdict, Lineage, register
 from llmops.storage import LocalStore
 
@@ -75,7 +74,6 @@ sys.argv = {argv!r}
 from llmops.cli import main
 main()
 """
-SETTLE_SECONDS = PERIOD_SECONDS + 10  # after all are Ready, before the settled RSS is read
 IDLE_SECONDS = 15  # the operator started, watching an empty namespace, before its RSS is read
 
 
@@ -274,8 +272,7 @@ def main() -> None:
                     - start
                 )
                 rss, peak = rss_mib(proc.pid)
-                # Settled: child events and status writes done, and the operator's allocator trimmed.
-                time.sleep(SETTLE_SECONDS)
+                time.sleep(10)  # settled: child events and status writes done
                 settled, _ = rss_mib(proc.pid)
                 if args.tracemalloc:
                     proc.send_signal(signal.SIGUSR1)
@@ -297,8 +294,7 @@ def main() -> None:
     print(f"ratio direct/operator, to Ready: {direct_ready / operator_ready:.2f}")
     print(f"ratio direct/operator, children written: {direct_created / operator_created:.2f}")
     print(
-        f"operator RSS: {rss:.0f} MiB when all were Ready, {settled:.0f} MiB {SETTLE_SECONDS:.0f} s later, "
-        f"peak {peak:.0f} MiB"
+        f"operator RSS: {rss:.0f} MiB when all were Ready, {settled:.0f} MiB 10 s later, peak {peak:.0f} MiB"
     )
     print(
         f"  of which idle (started, no objects): {idle:.0f} MiB; per object: "

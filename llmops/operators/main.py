@@ -24,7 +24,6 @@ from llmops.operators.apply import Applier
 from llmops.operators.auditing import Auditor
 from llmops.operators.kube import UPDATE_MANAGER, ApiError, Kube
 from llmops.operators.runtime import REQUEUE_FAILED, Kind
-from llmops.operators.trim import Trimmer
 from llmops.storage import StoreCache
 
 PREFIX = "llmops.io"
@@ -270,15 +269,6 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
         memo.stores = StoreCache()
         memo.identity = identity(memo.applier.kube)
         memo.auditor = Auditor.from_env(memo.identity)
-
-    @kopf.on.startup(id="malloc-trim", registry=registry)
-    async def start_trimmer(memo: kopf.Memo, **_: Any) -> None:
-        memo.trimmer = Trimmer()
-        memo.trimmer.start()
-
-    @kopf.on.cleanup(id="malloc-trim", registry=registry)
-    async def stop_trimmer(memo: kopf.Memo, **_: Any) -> None:
-        await memo.trimmer.stop()
 
     @kopf.on.cleanup(registry=registry)
     def cleanup(memo: kopf.Memo, logger: Any, **_: Any) -> None:
