@@ -172,13 +172,12 @@ class Families:
 
 class Versioned:
     """The request path's series of one version (`Metrics.answered`), kept so that a request's end is
-    one call rather than a series lookup and an update per series. Each series is made on first use
-    (as `Family.labels` makes it), so the exposition is the same as with one `labels()` per update."""
+    no series lookup per update. Each series is made on first use (as `Family.labels` makes it), so
+    the exposition is the same as with one `labels()` per update."""
 
-    __slots__ = ("codes", "completion_tokens", "latency", "metrics", "prompt_tokens", "reasons", "version")
+    __slots__ = ("codes", "completion_tokens", "latency", "prompt_tokens", "reasons")
 
-    def __init__(self, metrics: Metrics, version: str) -> None:
-        self.metrics, self.version = metrics, version
+    def __init__(self) -> None:
         self.latency: Buckets | None = None
         self.prompt_tokens: Count | None = None
         self.completion_tokens: Count | None = None
@@ -318,26 +317,23 @@ class Metrics:
         wait (`queued` seconds, None: no replica acquired), and (prompt, completion) `tokens` (None: no
         usage; whole non-negative counts, as serving.endpoints.tokens gives them)."""
         if (s := self._versioned.get(version)) is None:
-            s = self._versioned[version] = Versioned(self, version)
+            s = self._versioned[version] = Versioned()
         if (c := s.codes.get(code)) is None:
             c = s.codes[code] = self.requests.labels(version, str(code))
-        c.value += 1
+        c.inc()
         if reason:
             if (c := s.reasons.get(reason)) is None:
                 c = s.reasons[reason] = self.errors.labels(version, reason)
-            c.value += 1
+            c.inc()
         if elapsed is not None:
-            if (h := s.latency) is None:
-                h = s.latency = self.latency.labels(version)
-            h.counts[bisect_left(h.bounds, elapsed)] += 1
-            h.sum += elapsed
+            if s.latency is None:
+                s.latency = self.latency.labels(version)
+            s.latency.observe(elapsed)
         if queued is not None:
-            h = self.queue_wait.labels()
-            h.counts[bisect_left(h.bounds, queued)] += 1
-            h.sum += queued
+            self.queue_wait.labels().observe(queued)
         if tokens is not None:
             if s.prompt_tokens is None or s.completion_tokens is None:
                 s.prompt_tokens = self.prompt_tokens.labels(version)
                 s.completion_tokens = self.completion_tokens.labels(version)
-            s.prompt_tokens.value += tokens[0]
-            s.completion_tokens.value += tokens[1]
+            s.prompt_tokens.inc(tokens[0])
+            s.completion_tokens.inc(tokens[1])
