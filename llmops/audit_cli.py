@@ -89,6 +89,14 @@ audit_option = click.option(
     "--audit", "audit_uri", metavar="URI", help=f"s3://bucket/prefix or a directory [env {AUDIT_ENV}]"
 )
 output_option = command_group.output_option("table")
+format_option = click.option(  # the reports: a document, not a table
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "json"]),
+    default="markdown",
+    show_default=True,
+    help="Markdown for people, or JSON for programs.",
+)
 
 
 def _storage_errors(f: Any) -> Any:
@@ -460,14 +468,7 @@ def report_group() -> None:
     help=f"s3://bucket/prefix or a directory [env {REGISTRY_ENV}]",
 )
 @audit_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["markdown", "json"]),
-    default="markdown",
-    show_default=True,
-    help="Markdown for people, or JSON for programs.",
-)
+@format_option
 @click.option(
     "--out", type=click.Path(dir_okay=False, writable=True), help="Write it to this file, not stdout."
 )
@@ -581,14 +582,7 @@ def read_modeldeployment(name: str, namespace: str, path: str | None) -> Any:
     metavar="URI",
     help=f"Look there for compressed versions that passed their gates [env {REGISTRY_ENV}]",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["markdown", "json"]),
-    default="markdown",
-    show_default=True,
-    help="Markdown for people, or JSON for programs.",
-)
+@format_option
 @click.option(
     "--out", type=click.Path(dir_okay=False, writable=True), help="Write it to this file, not stdout."
 )
