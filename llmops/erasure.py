@@ -749,6 +749,7 @@ def run_command(
 @click.option("--justification", default="", help="Required for accept-with-justification.")
 @click.option("--by", default=_user, help="Who decides (default $USER, else the login name).")
 @click.option("--receipts", "receipts_uri", required=True, metavar="URI", help="Where the receipts are.")
+@storage_errors
 def decide_command(rid, version_ref, decision, justification, by, receipts_uri) -> None:
     """Record the decision on one model version an erasure listed."""
     name, sep, version = version_ref.partition(":")

@@ -306,7 +306,9 @@ def test_import_makes_a_local_registry_folder_that_readers_refuse(tmp_path: Path
     assert code == 0 and out.splitlines()[1].split()[0] == "1"
 
 
-@pytest.mark.parametrize("command", ["models list", "dev upload", "erasure run", "audit verify"])
+@pytest.mark.parametrize(
+    "command", ["models list", "dev upload", "erasure run", "erasure decide", "erasure list", "audit verify"]
+)
 def test_no_s3_credentials_advises_the_environment_not_a_secret(tmp_path: Path, command: str) -> None:
     """The CLI reads the keys from the standard AWS environment; the operator's advice (the Secret a
     location names) would send a person running it on their machine the wrong way. Every command
@@ -344,6 +346,17 @@ def test_no_s3_credentials_advises_the_environment_not_a_secret(tmp_path: Path, 
             "--receipts",
             "s3://receipts/r",
         ],
+        "erasure decide": [
+            "erasure",
+            "decide",
+            "e-1",
+            "m:1",
+            "--decision",
+            "retire",
+            "--receipts",
+            "s3://receipts/r",
+        ],
+        "erasure list": ["erasure", "list", "--receipts", "s3://receipts/r"],
         "audit verify": ["audit", "verify", "--audit", "s3://audit/a"],
     }[command]
     code, out = llmops(*argv, env=env)
