@@ -47,8 +47,8 @@ from llmops.registry import (
     version_prefix,
     versions,
 )
-from llmops.registry_cli import REGISTRY_ENV, _store, _table, location
-from llmops.storage import ObjectStore, credentials_from_env, open_store
+from llmops.registry_cli import REGISTRY_ENV, _store, _table, cli_store, location
+from llmops.storage import ObjectStore
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 
@@ -237,7 +237,7 @@ def archived_manifest(tombstone: Tombstone) -> dict[str, Any]:
     access through the standard AWS environment, as every command."""
     key = f"{version_prefix(tombstone.name, tombstone.version)}/{MANIFEST}"
     try:
-        raw = open_store(location(tombstone.archive_location), credentials_from_env()).get_bytes(key)
+        raw = cli_store(location(tombstone.archive_location)).get_bytes(key)
     except Exception as e:  # unreachable, no access, no such object: the report says so
         return {"archiveError": f"{tombstone.archive_location}/{key}: {type(e).__name__}: {e}"[:500]}
     digest = hashlib.sha256(raw).hexdigest()

@@ -45,8 +45,8 @@ class Group(click.Group):
 
 
 def output_option(people: str = "table") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """`-o/--output`: `people` ("table" or "text", the default) or "json" for programs."""
-    what = "A table" if people == "table" else people.capitalize()
+    """`-o/--output`: `people` ("table", "text" or "yaml", the default) or "json" for programs."""
+    what = {"table": "A table", "yaml": "YAML"}.get(people, people.capitalize())
     return click.option(
         "-o",
         "--output",

@@ -235,10 +235,18 @@ def crds(output_dir: Path, also: tuple[Path, ...], check: bool) -> None:
     """Generate the CRDs from the pydantic models (run from the repository root)."""
     directories = [output_dir, *(d for d in also if str(d) not in ("", "."))]
     if check:
-        old = [path for directory in directories for path in stale(directory)]
-        for path in old:
-            click.echo(f"stale: {path}", err=True)
-        sys.exit(1 if old else 0)
+        faults = []
+        for directory in directories:
+            if not directory.is_dir():  # most often: run outside the repository root
+                faults.append(
+                    f"no directory {directory} (run from the repository root, or pass "
+                    "--output-dir and --also)"
+                )
+                continue
+            faults += [f"{'stale' if path.is_file() else 'missing'}: {path}" for path in stale(directory)]
+        for fault in faults:
+            click.echo(fault, err=True)
+        sys.exit(1 if faults else 0)
     for directory in directories:
         for path in write(directory):
             click.echo(f"wrote {path}")

@@ -1,9 +1,11 @@
 """The kubeconfig every `llmops` command that talks to the cluster reads, and the one line it prints
 when that file or the cluster behind it is wrong (no traceback; exit status 1).
 
-Where: `$KUBECONFIG` (for the CLI's `kubernetes` client a list of files joined by `:`, merged as
-kubectl does; for the operator's lightkube one file), else `~/.kube/config`; the operator in a pod
-without `$KUBECONFIG` uses its ServiceAccount instead. What is reported, always naming the file (and
+Where: `$KUBECONFIG` (a list of files joined by `:`, merged as kubectl does: the first file to name
+an entry or the current context wins), else `~/.kube/config`; the operator in a pod without
+`$KUBECONFIG` uses its ServiceAccount instead. The CLI's `kubernetes` client merges the list itself;
+for the operator, whose two clients (kopf's and lightkube's) must see the same cluster, `merge` does
+it and every listed file must exist (kopf's login reads each). What is reported, always naming the file (and
 the context once it is known): a file that does not exist, one that cannot be read, one that is not
 YAML, one with no current context (or without the context asked for), and a server that does not
 answer (`Cluster.talking`).
@@ -81,34 +83,99 @@ class Cluster:
             raise problem(reason, self.kubeconfig, self.context) from None
 
 
+# Fields of a kubeconfig's cluster and user entries that name a file, relative to that kubeconfig.
+_FILE_FIELDS = ("certificate-authority", "client-certificate", "client-key", "tokenFile")
+
+
+def merge(paths: list[str]) -> dict[str, Any]:
+    """The kubeconfig files `paths` as one, by kubectl's rules (Kubernetes docs, "Organizing Cluster
+    Access Using kubeconfig Files", merging): the first file to set `current-context` wins, and the
+    first to name a cluster, context or user wins for that name. Relative file paths in an entry are
+    made absolute against its own file's folder. Raises OSError (a file cannot be read), a YAMLError,
+    or TypeError (a file that is not a kubeconfig mapping)."""
+    import yaml
+
+    merged: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [],
+        "contexts": [],
+        "users": [],
+    }
+    for path in paths:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(config, dict):
+            raise TypeError(f"{path} holds a {type(config).__name__}, not a mapping")
+        if "current-context" not in merged and config.get("current-context"):
+            merged["current-context"] = config["current-context"]
+        for section, inner in (("clusters", "cluster"), ("contexts", "context"), ("users", "user")):
+            names = {entry["name"] for entry in merged[section]}
+            for entry in config.get(section) or []:
+                if entry["name"] in names:
+                    continue
+                body = dict(entry.get(inner) or {})
+                for key in _FILE_FIELDS:
+                    if isinstance(body.get(key), str) and not os.path.isabs(body[key]):
+                        body[key] = str(Path(path).expanduser().resolve().parent / body[key])
+                merged[section].append({"name": entry["name"], inner: body})
+                names.add(entry["name"])
+    return merged
+
+
+def read(context: str | None = None) -> tuple[str, dict[str, Any], str]:
+    """The kubeconfig of `location()`: (its path as set, its files merged by `merge`, the context to
+    use: `context`, else the current one). Raises click.ClickException, one line naming the path (the
+    same line for every command): no listed file exists, or one listed does not, one cannot be read,
+    is not YAML, holds no kubeconfig, names no current context, or lacks the context."""
+    path = location()
+    files = [os.path.expanduser(p) for p in path.split(os.pathsep) if p]
+    _check_exists(path)
+    if missing := [p for p in files if not os.path.exists(p)]:
+        raise problem(f"no such file {missing[0]} (KUBECONFIG lists it)", path, context)
+    try:
+        merged = merge(files)
+    except Exception as e:  # OSError, YAMLError; a malformed entry's TypeError or KeyError
+        raise problem(_reason(e), path, context) from None
+    if not (merged["clusters"] or merged["contexts"] or merged["users"]):
+        raise problem("not a kubeconfig (no clusters, contexts or users in it)", path, context)
+    name = context or merged.get("current-context")
+    if not name:
+        raise problem("no current context (choose one: kubectl config use-context NAME)", path)
+    if name not in {entry["name"] for entry in merged["contexts"]}:
+        raise problem("no such context in it", path, name)
+    return path, merged, name
+
+
 def connect(context: str | None = None) -> Cluster:
-    """The CLI's client of the cluster of the kubeconfig (`location()`), in `context` (None: its
-    current one). Raises click.ClickException (one line, naming the file) when the kubeconfig is
-    missing, unreadable, not YAML, or names no usable context."""
+    """The CLI's client of the cluster of the kubeconfig (`read`), in `context` (None: its current
+    one). Raises click.ClickException (one line, naming the file) as `read` does, or when the
+    context's entries cannot make a client (a cluster or user it names is missing, say)."""
     from kubernetes import config
 
-    path = location()
-    _check_exists(path)
+    path, merged, name = read(context)
     try:
-        _, active = config.list_kube_config_contexts(config_file=path)
-        name = context or (active or {}).get("name") or ""
-        api = config.new_client_from_config(config_file=path, context=context)
-    except Exception as e:  # ConfigException, YAMLError, OSError; a malformed entry's TypeError
-        raise problem(_reason(e), path, context) from None
+        api = config.new_client_from_config_dict(merged, context=name)
+    except Exception as e:  # ConfigException; a malformed entry's TypeError or KeyError
+        raise problem(_reason(e), path, name) from None
     return Cluster(api, path, name)
 
 
-def check_for_operator() -> None:
-    """Before the operator starts: read the kubeconfig as its lightkube client will (one file), so
-    that a wrong one stops it with one line instead of kopf's retries. Nothing to check in a pod
-    without $KUBECONFIG: the ServiceAccount is used."""
+def for_operator() -> Any:
+    """The operator's lightkube configuration (a lightkube SingleConfig) from the kubeconfig (`read`:
+    its files merged, as kopf's login merges them), or None in a pod without $KUBECONFIG (lightkube
+    then takes the ServiceAccount). Raises click.ClickException, one line, as `read` does."""
     if "KUBECONFIG" not in os.environ and SERVICE_ACCOUNT_TOKEN.exists():
-        return
+        return None
     import lightkube
 
-    path = location()
-    _check_exists(path)
+    path, merged, name = read()
     try:
-        lightkube.KubeConfig.from_file(path).get()
-    except Exception as e:  # ConfigError, YAMLError, OSError; a malformed entry's TypeError
-        raise problem(_reason(e), path) from None
+        return lightkube.KubeConfig.from_dict(merged).get(context_name=name)
+    except Exception as e:  # ConfigError; a malformed entry's TypeError or KeyError
+        raise problem(_reason(e), path, name) from None
+
+
+def check_for_operator() -> None:
+    """Before the operator starts: read the kubeconfig as its clients will (`for_operator`), so that
+    a wrong one stops it with one line instead of kopf's retries."""
+    for_operator()

@@ -54,7 +54,7 @@ from llmops.registry import (
     version_prefix,
     versions,
 )
-from llmops.storage import ObjectStore, credentials_from_env, download_dir, explain, open_store
+from llmops.storage import ObjectStore, S3Store, credentials_from_env, download_dir, explain, open_store
 
 REGISTRY_ENV = "LLMOPS_REGISTRY"
 # What `models import hf://...` leaves out of a Hub repository: model cards, git metadata and weight
@@ -90,7 +90,16 @@ def open_uri(uri: str, flag: str, *, must_exist: bool = True) -> ObjectStore:
         raise click.BadParameter(f"{uri!r}: {problems}", param_hint=flag) from None
     if must_exist and where.local is not None and not Path(where.local.path).is_dir():
         raise click.BadParameter(f"{uri!r}: no such directory", param_hint=flag)
-    return open_store(where, credentials_from_env())
+    return cli_store(where)
+
+
+def cli_store(where: ObjectStorageLocation) -> ObjectStore:
+    """The store at `where` with the environment's credentials, for a command a person waits on:
+    each retry of a failing request is told on stderr (`S3Store.on_retry`)."""
+    store = open_store(where, credentials_from_env())
+    if isinstance(store, S3Store):
+        store.on_retry(lambda line: click.echo(line, err=True))
+    return store
 
 
 def _store(uri: str | None, *, must_exist: bool = True) -> ObjectStore:
@@ -101,12 +110,13 @@ def _store(uri: str | None, *, must_exist: bool = True) -> ObjectStore:
     return open_uri(uri, "--registry", must_exist=must_exist)
 
 
-def _command(f: Callable[..., Any] | None = None, *, creates: bool = False) -> Any:
+def _command(f: Callable[..., Any] | None = None, *, creates: bool = False, people: str = "table") -> Any:
     """--registry and -o on a sub-command; registry errors and storage errors become one clear line.
     `creates`: the command writes the first version, so a local registry directory that does not
-    exist yet is made (other commands refuse it: a typo would read as an empty registry)."""
+    exist yet is made (other commands refuse it: a typo would read as an empty registry).
+    `people`: the -o choice for people ("table", or "yaml" for a nested document)."""
     if f is None:
-        return functools.partial(_command, creates=creates)
+        return functools.partial(_command, creates=creates, people=people)
 
     @click.option(
         "--registry",
@@ -115,7 +125,7 @@ def _command(f: Callable[..., Any] | None = None, *, creates: bool = False) -> A
         metavar="URI",
         help=f"s3://bucket/prefix or a directory [env {REGISTRY_ENV}]",
     )
-    @output_option("table")
+    @output_option(people)
     @functools.wraps(f)
     def run(registry: str | None, output: str, **kwargs: Any) -> None:
         store = _store(registry, must_exist=not creates)
@@ -230,7 +240,7 @@ def list_versions(store: ObjectStore, output: str, name: str) -> None:
 
 @models_group.command("show")
 @click.argument("ref", metavar="NAME:VERSION|NAME@ALIAS")
-@_command
+@_command(people="yaml")
 def show(store: ObjectStore, output: str, ref: str) -> None:
     """A version's manifest (metrics, gates, lineage, content, files) and the aliases naming it."""
     if ":" in ref:
@@ -279,7 +289,7 @@ def verify_archive_command(store: ObjectStore, output: str, ref: str, archive_ur
     if not sep:
         raise click.BadParameter(f"{ref!r}: write NAME:VERSION", param_hint="NAME:VERSION")
     try:
-        target = open_store(location(archive_uri), credentials_from_env())
+        target = cli_store(location(archive_uri))
     except ValueError as e:
         raise click.BadParameter(f"{archive_uri!r}: {e}", param_hint="--archive") from None
     key = f"{version_prefix(name, version)}/{archive.RECEIPT}"
@@ -459,7 +469,7 @@ def _checkpoint(source: str, scratch: Path) -> Path:
             ) from None
     if source.startswith("s3://"):
         try:
-            bucket_store = open_store(location(source), credentials_from_env())
+            bucket_store = cli_store(location(source))
             keys = download_dir(bucket_store, "", scratch)
         except ValueError as e:  # pydantic's: a bucket name S3 refuses
             raise click.BadParameter(f"{source!r}: not an S3 location ({e})", param_hint="SOURCE") from None

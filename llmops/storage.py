@@ -85,7 +85,8 @@ ADVICE = {
     "credentials-missing": {
         "kubernetes": "name a credentials Secret (the location's s3.credentialsSecretRef) or give the pod "
         "an identity",
-        "cli": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE for a profile of ~/.aws",
+        "cli": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE for a profile of ~/.aws "
+        '(for the MinIO of `llmops dev up --services`: eval "$(llmops dev env)")',
     },
     "tls": {
         "kubernetes": "name the CA bundle in s3.caBundle",
@@ -567,6 +568,27 @@ class S3Store:
             verify=ca_bundle,
         )
         self._bucket_seen = -1e9  # time.monotonic() when a listing last showed the bucket exists
+
+    def on_retry(self, tell: Callable[[str], None]) -> None:
+        """Call `tell` with one line each time a request failed in a way botocore's "standard" mode
+        tries again (no connection, a timeout, 429, 5xx) and attempts are left, for a person waiting on
+        a command: without it a store that never answers is MAX_ATTEMPTS x READ_TIMEOUT_S of silence.
+        Example: `s3://models/m: GetObject got no answer (ReadTimeoutError); attempt 2 of 5 follows`."""
+
+        def needs_retry(attempts: int, caught_exception: Exception | None = None, response: Any = None,
+                        operation: Any = None, **_: Any) -> None:  # fmt: skip
+            if attempts >= MAX_ATTEMPTS:
+                return
+            if caught_exception is not None:
+                why = f"got no answer ({type(caught_exception).__name__})"
+            elif response is not None and (response[0].status_code >= 500 or response[0].status_code == 429):
+                why = f"was answered {response[0].status_code}"
+            else:
+                return
+            name = getattr(operation, "name", "a request")
+            tell(f"{self.uri}: {name} {why}; attempt {attempts + 1} of {MAX_ATTEMPTS} follows")
+
+        self.client.meta.events.register("needs-retry.s3", needs_retry)
 
     def _explain_head(self, error: Exception, key: str) -> None:
         """A HEAD answer has no body, so S3 cannot say there why it refused: a missing bucket reads

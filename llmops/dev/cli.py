@@ -136,10 +136,13 @@ def down(state_dir: Path, keep_state: bool) -> None:
 @dev.command()
 @state_dir_option
 def env(state_dir: Path) -> None:
-    """Print `export` lines for the running services (S3 endpoint and keys, Ray, Prometheus)."""
+    """Print `export` lines for the running services (S3 endpoint and keys, Ray, Prometheus), for
+    `eval "$(llmops dev env)"`; exit 1, printing nothing to eval, when no cluster was started here."""
     from llmops.dev import services as svc
 
     cluster = LocalCluster(state_dir)
+    if not cluster.processes():
+        raise click.ClickException(f"no cluster in {state_dir}: start one with `llmops dev up`")
     click.echo(f"export KUBECONFIG={cluster.kubeconfig}")
     if minio := svc.service(cluster, "minio"):
         click.echo(f"export S3_ENDPOINT={minio['endpoint']}")

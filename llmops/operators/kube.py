@@ -138,8 +138,13 @@ class Kube:
 
     @classmethod
     def from_environment(cls, kubeconfig: str | os.PathLike | None = None) -> Kube:
-        """In a pod: its ServiceAccount; elsewhere `kubeconfig`, $KUBECONFIG or ~/.kube/config."""
-        config = lightkube.KubeConfig.from_file(kubeconfig).get() if kubeconfig else None
+        """In a pod: its ServiceAccount; elsewhere `kubeconfig`, else the files of $KUBECONFIG merged as
+        kubectl does (`llmops.kubeconfig.for_operator`), else ~/.kube/config."""
+        from llmops import kubeconfig as kubeconfigs
+
+        config = (
+            lightkube.KubeConfig.from_file(kubeconfig).get() if kubeconfig else kubeconfigs.for_operator()
+        )
         return cls(lightkube.Client(config=config, timeout=TIMEOUT, lazy=False, field_manager=UPDATE_MANAGER))
 
     def close(self) -> None:

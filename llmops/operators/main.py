@@ -147,6 +147,34 @@ def bounded_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSessio
     )
 
 
+def trim_watch_events() -> None:
+    """Drop `metadata.managedFields` from every object kopf lists or watches, as it arrives.
+
+    kopf (pinned to 1.45) keeps each watch event's whole object in the object's queue until that
+    object's worker takes it, one event after another: 1,000 objects reconciled at once held about
+    two ModelDeployment bodies each (bench/reconcile_scale.py --tracemalloc: watch-event bodies were
+    139 of 225 MiB traced). managedFields, one entry per manager and operation each spelling out the
+    tree of fields it set, is most of such a body, and nothing reads it from a watch event: kopf does
+    not, and our handlers read it only from objects they GET (`apply.Applier`). kopf has no hook for
+    this; its `infinite_watch` takes its events from the module's `continuous_watch` (the listing and
+    the watch), which is wrapped here once (tests/unit/operators/test_session.py guards the name).
+    """
+    from kopf._cogs.clients import watching
+
+    listed_and_watched = watching.continuous_watch
+    if getattr(listed_and_watched, "trims_managed_fields", False):
+        return
+
+    async def continuous_watch(**kwargs: Any) -> Any:
+        async for event in listed_and_watched(**kwargs):
+            if isinstance(event, dict) and isinstance(obj := event.get("object"), dict):
+                (obj.get("metadata") or {}).pop("managedFields", None)
+            yield event
+
+    continuous_watch.trims_managed_fields = True  # type: ignore[attr-defined]
+    watching.continuous_watch = continuous_watch
+
+
 def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None, kinds: list[Kind]) -> None:
     # Our own names for kopf's bookkeeping, chosen before the first release (changing them re-runs handlers).
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
@@ -170,6 +198,7 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None, k
     # A worker (one per object with events) holds one of those places while it idles for more events;
     # kopf's default of 5 s let the watch events of objects waiting for a place pile up in memory.
     settings.queueing.idle_timeout = 0.5
+    trim_watch_events()
     # The apiserver sends only our children of the resources we watch as children (runtime.child_selectors).
     for resource, label in runtime.child_selectors(kinds).items():
         settings.watching.label_selectors[resource] = label

@@ -208,6 +208,10 @@ def test_dev_cli_up_is_idempotent_and_down_leaves_nothing(tmp_path: Path) -> Non
 
         status = llmops("dev", "status", "--state-dir", str(state))
         assert status.returncode == 0 and "ready" in status.stdout
+        env = llmops("dev", "env", "--state-dir", str(state))
+        assert (
+            env.returncode == 0 and env.stdout.splitlines()[0] == f"export KUBECONFIG={state / 'kubeconfig'}"
+        )
         nodes = subprocess.run(
             [binary("kubectl"), "--kubeconfig", str(kubeconfig), "get", "nodes"],
             capture_output=True,
@@ -221,3 +225,5 @@ def test_dev_cli_up_is_idempotent_and_down_leaves_nothing(tmp_path: Path) -> Non
     assert not state.exists()
     assert not [name for name, (pid, _) in pids.items() if process_alive(pid, name)]
     assert llmops("dev", "status", "--state-dir", str(state)).returncode == 1
+    env = llmops("dev", "env", "--state-dir", str(state))  # nothing to eval, and says why
+    assert env.returncode == 1 and env.stdout == "" and "start one with `llmops dev up`" in env.stderr

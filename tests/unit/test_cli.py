@@ -68,3 +68,11 @@ def test_every_option_has_help():
         if isinstance(p, click.Option) and not p.help
     ]
     assert not missing
+
+
+def test_dev_env_without_a_cluster_gives_nothing_to_eval(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["dev", "env", "--state-dir", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "export" not in result.output
+    assert f"no cluster in {tmp_path / 'none'}: start one with `llmops dev up`" in result.output

@@ -215,3 +215,13 @@ def test_cli_writes_and_checks(tmp_path: Path) -> None:
     assert runner.invoke(crds_command, ["--output-dir", str(out), "--also", "", "--check"]).exit_code == 0
     (out / "llmops.io_trainingjobs.yaml").write_text("stale")
     assert runner.invoke(crds_command, ["--output-dir", str(out), "--also", "", "--check"]).exit_code == 1
+    (out / "llmops.io_modeldeployments.yaml").unlink()
+    result = runner.invoke(
+        crds_command, ["--output-dir", str(out), "--also", str(tmp_path / "none"), "--check"]
+    )
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [  # each fault by its kind: changed, missing, no directory
+        f"stale: {out / 'llmops.io_trainingjobs.yaml'}",
+        f"missing: {out / 'llmops.io_modeldeployments.yaml'}",
+        f"no directory {tmp_path / 'none'} (run from the repository root, or pass --output-dir and --also)",
+    ]

@@ -70,3 +70,40 @@ def test_a_wrong_kubeconfig_is_one_line_naming_it(tmp_path, monkeypatch, command
     assert "Traceback" not in result.output
     if case == "unreachable":
         assert "(context dev): cannot reach the API server https://127.0.0.1:" in lines[0]
+
+
+@pytest.mark.parametrize("case", [k for k in CASES if k != "unreachable"])
+def test_every_command_says_the_same_of_the_same_file(tmp_path, monkeypatch, case):
+    """The operator (lightkube, kopf) and the CLI (the kubernetes client) read one kubeconfig alike."""
+    monkeypatch.setenv("KUBECONFIG", _kubeconfig(tmp_path, case))
+    said = {c: CliRunner().invoke(main, COMMANDS[c]).output.strip() for c in COMMANDS}
+    assert len(set(said.values())) == 1, said
+
+
+def test_a_list_of_files_merges_as_kubectl_merges(tmp_path, monkeypatch):
+    from llmops import kubeconfig
+
+    (tmp_path / "a").mkdir()
+    first = _config("https://first:6443") | {"current-context": "dev"}
+    first["clusters"][0]["cluster"]["certificate-authority"] = "ca.pem"  # relative to a/
+    second = _config("https://second:6443", current="other")
+    second["contexts"].append({"name": "other", "context": {"cluster": "c2", "user": "u"}})
+    second["clusters"].append({"name": "c2", "cluster": {"server": "https://c2:6443"}})
+    (tmp_path / "a" / "config").write_text(yaml.safe_dump(first))
+    (tmp_path / "config2").write_text(yaml.safe_dump(second))
+    files = [str(tmp_path / "a" / "config"), str(tmp_path / "config2")]
+    merged = kubeconfig.merge(files)
+    assert merged["current-context"] == "dev"  # the first file to set it
+    assert [c["name"] for c in merged["clusters"]] == ["c", "c2"]  # first wins by name, others added
+    assert merged["clusters"][0]["cluster"] == {
+        "server": "https://first:6443",
+        "certificate-authority": str(tmp_path / "a" / "ca.pem"),
+    }
+    (tmp_path / "a" / "ca.pem").write_text("")
+    monkeypatch.setenv("KUBECONFIG", ":".join(files))
+    assert kubeconfig.read() == (":".join(files), merged, "dev")
+    monkeypatch.setenv("KUBECONFIG", f"{files[0]}:{tmp_path / 'gone'}")
+    said = {c: CliRunner().invoke(main, COMMANDS[c]).output.strip() for c in ("watch", "operator")}
+    gone = tmp_path / "gone"
+    expected = f"Error: kubeconfig {files[0]}:{gone}: no such file {gone} (KUBECONFIG lists it)"
+    assert said["watch"] == said["operator"] == expected

@@ -92,6 +92,9 @@ def test_alias_set_then_history_as_a_person_reads_it(registry: Path) -> None:
     assert out.splitlines()[1].split() == ["chat", "3", "3", "champion=2"]
     code, out = llmops("models", "show", "chat@champion", env=env)
     assert "version: '2'" in out and out.rstrip().endswith("aliases:\n- champion")
+    assert llmops("models", "show", "chat@champion", "-o", "yaml", env=env)[1] == out
+    code, out = llmops("models", "show", "chat@champion", "-o", "table", env=env)  # a document, no table
+    assert code == 2 and "'table' is not one of 'yaml', 'json'" in out
 
 
 def test_errors_name_what_is_wrong(registry: Path) -> None:
@@ -370,3 +373,37 @@ def test_a_bucket_name_s3_refuses_is_one_line_naming_the_field() -> None:
     code, out = llmops("models", "list", "--registry", "s3://p/x")
     assert code == 2 and "Traceback" not in out and "errors.pydantic.dev" not in out, out
     assert "'s3://p/x': s3.bucket: String should have at least 3 characters" in out
+
+
+def test_a_failing_store_tells_each_retry_while_a_person_waits() -> None:
+    """An S3 endpoint that answers 503 to everything (a real HTTP server here): each retry is one
+    line on stderr as it happens, then one error line; never minutes of silence."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Unavailable(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_port}",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+    }
+    try:
+        result = CliRunner().invoke(main, ["models", "list", "--registry", "s3://models/p"], env=env)
+    finally:
+        server.shutdown()
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert lines[:4] == [
+        f"s3://models/p: ListObjectsV2 was answered 503; attempt {n} of 5 follows" for n in range(2, 6)
+    ]
+    assert len(lines) == 5 and "gave up after 5 attempts" in lines[4]

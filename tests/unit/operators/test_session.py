@@ -66,3 +66,35 @@ def test_an_apiserver_that_never_answered_at_start_ends_the_operator_in_one_line
         main.run(namespaces=["x"], metrics_port=0, health_port=0)
     assert str(exited.value).startswith("llmops operator: the API server did not answer at start (")
     assert "Cannot connect to host 127.0.0.1:1" in str(exited.value)
+
+
+def test_listed_and_watched_objects_arrive_without_managed_fields(monkeypatch) -> None:
+    """kopf's infinite_watch takes its events from its module's `continuous_watch` by name (the
+    wrap depends on it); the wrap drops managedFields and passes everything else as it came."""
+    import inspect
+
+    from kopf._cogs.clients import watching
+
+    from llmops.operators.main import trim_watch_events
+
+    assert "continuous_watch(" in inspect.getsource(watching.infinite_watch)
+    obj = {"metadata": {"name": "a", "managedFields": [{"manager": "x"}], "labels": {"l": "1"}}, "spec": {}}
+    came = [watching.Bookmark.LISTED, {"type": "MODIFIED", "object": obj}, {"type": "ERROR", "object": {}}]
+
+    async def kopfs(**kwargs):
+        for event in came:
+            yield event
+
+    monkeypatch.setattr(watching, "continuous_watch", kopfs)
+    trim_watch_events()
+    trim_watch_events()  # once only: the second call finds the wrap
+
+    async def collect() -> list:
+        return [e async for e in watching.continuous_watch(settings=None)]
+
+    got = asyncio.run(collect())
+    assert got[0] is watching.Bookmark.LISTED and got[2] == {"type": "ERROR", "object": {}}
+    assert got[1] == {
+        "type": "MODIFIED",
+        "object": {"metadata": {"name": "a", "labels": {"l": "1"}}, "spec": {}},
+    }
