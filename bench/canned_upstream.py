@@ -136,8 +136,8 @@ async def serve(host: str, port: int, chunks: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, required=True, help="port to listen on")
     parser.add_argument("--chunks", type=int, default=16, help="tokens (SSE chunks) per streamed answer")
     args = parser.parse_args()
     uvloop.run(serve(args.host, args.port, args.chunks))

@@ -220,9 +220,9 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=64, help="tokens per training/calibration block")
     parser.add_argument("--calibration", type=int, default=64, help="calibration blocks (GPTQ, SmoothQuant)")
     parser.add_argument("--recipes", default=RECIPES, help="SCHEME:ALGORITHM,... (spec.method.quantization)")
-    parser.add_argument("--requests", type=int, default=32)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=32, help="completions per served model")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    parser.add_argument("--max-tokens", type=int, default=64, help="max_tokens of each completion")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
 

@@ -54,11 +54,13 @@ def child(variant: str, batch: int, seq: int, vocab: int, temperature: float, dt
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--seq", type=int, default=512)
-    parser.add_argument("--vocab", type=int, default=131072)
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--batch", type=int, default=2, help="sequences per batch")
+    parser.add_argument("--seq", type=int, default=512, help="tokens per sequence")
+    parser.add_argument("--vocab", type=int, default=131072, help="vocabulary size (logits per token)")
+    parser.add_argument(
+        "--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="dtype of the logits"
+    )
+    parser.add_argument("--temperature", type=float, default=2.0, help="distillation temperature")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -364,15 +364,15 @@ def wait_healthy_path(url: str, path: str, proc: subprocess.Popen, timeout: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=64, help="clients at once in the load phase")
     parser.add_argument("--requests", type=int, help="requests per target per round (128; --canned: 2000)")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds, each target in turn")
     parser.add_argument("--sequential", type=int, help="sequential requests per target (200; --canned: 1000)")
     parser.add_argument("--canned", action="store_true", help="an upstream that answers at once, not vLLM")
-    parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--vllm-url")
+    parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of each request")
+    parser.add_argument("--vllm-url", help="a running vLLM to use (default: start one on the CPU)")
     parser.add_argument("--model", default=MODEL, help="the served model name (with --vllm-url)")
-    parser.add_argument("--router")
+    parser.add_argument("--router", help="the vllm-router binary (default: PATH, then ~/.cache/llmops)")
     args = parser.parse_args()
     if args.requests is None:
         args.requests = 2000 if args.canned else 128

@@ -79,7 +79,7 @@ def peak_rss_mib(pid: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objects", type=int, default=1000)
+    parser.add_argument("--objects", type=int, default=1000, help="ModelDeployments to create")
     n = parser.parse_args().objects
 
     with tempfile.TemporaryDirectory(prefix="llmops-bench-") as tmp:

@@ -160,10 +160,10 @@ def mutate(s: dict, rng: random.Random) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objects", type=int, default=300)
-    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--objects", type=int, default=300, help="ModelDeployments kept alive")
+    parser.add_argument("--minutes", type=float, default=30, help="minutes of churn")
     parser.add_argument("--rate", type=float, default=2.0, help="churn operations per second")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the churn (a run replays)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for convergence")
     args = parser.parse_args()
     n, rng = args.objects, random.Random(args.seed)

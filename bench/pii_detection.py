@@ -167,9 +167,9 @@ def gateway_latency(rows: list[dict], requests: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--regions", help="comma-separated ISO 3166-1 codes (default: the set's locales)")
-    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=20, help="passes over the set for the cost")
     parser.add_argument("--gateway", action="store_true", help="also measure the gateway with/without")
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=300, help="with --gateway: requests each way")
     parser.add_argument("--verbose", action="store_true", help="list every miss and false alarm")
     args = parser.parse_args()
     rows = load()

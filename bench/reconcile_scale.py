@@ -162,8 +162,8 @@ def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen |
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objects", type=int, default=1000)
-    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--objects", type=int, default=1000, help="ModelDeployments to create")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds each phase may take")
     parser.add_argument(
         "--malloc-arena-max",
         type=int,

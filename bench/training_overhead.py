@@ -202,10 +202,10 @@ def memory(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--block", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--steps", type=int, default=150, help="training steps per run")
+    parser.add_argument("--batch", type=int, default=8, help="sequences per step")
+    parser.add_argument("--block", type=int, default=128, help="tokens per sequence")
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads")
     parser.add_argument(
         "--repeats", type=int, default=3, help="alternating samples of each path; best counts"
     )

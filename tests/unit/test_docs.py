@@ -576,3 +576,16 @@ def test_the_docs_create_every_secret_and_service_account_the_examples_name() ->
                     missing.append(f"{where}, whose keys are read; the docs create it with none: {pages}")
     print(f"{len(examples)} examples name {len(named)} Secrets and ServiceAccounts: {sorted(named)}")
     assert not missing, "\n".join(missing)
+
+
+def test_every_bench_option_says_what_it_is() -> None:
+    """`python bench/X.py --help` explains each option (argparse's `help`, or SUPPRESS for internal ones)."""
+    import ast
+
+    bare = []
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+                if not any(k.arg == "help" for k in node.keywords):
+                    bare.append(f"{path.name}: {ast.literal_eval(node.args[0])}")
+    assert not bare
