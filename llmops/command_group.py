@@ -9,8 +9,9 @@ listing, never cut: keep that paragraph short.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -57,22 +58,29 @@ def output_option(people: str = "table") -> Callable[[Callable[..., Any]], Calla
     )
 
 
+@contextlib.contextmanager
+def storage_failures(where: str = "") -> Iterator[None]:
+    """Inside: an object-storage failure (no credentials, refused keys, no bucket, no answer, TLS)
+    becomes a click.ClickException of one line naming the cause, `where` (an s3:// location) and what
+    to set (`llmops.storage.explain`, reader "cli"), never a traceback; any other error goes on."""
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except Exception as e:
+        from llmops.storage import explain
+
+        if (failure := explain(e, where, reader="cli")) is not None:
+            raise click.ClickException(failure.message) from None
+        raise
+
+
 def storage_errors(f: Callable[..., Any]) -> Callable[..., Any]:
-    """A command whose object storage fails (no credentials, refused keys, no bucket, no answer, TLS)
-    ends with one line naming the cause and what to set (`llmops.storage.explain`, reader "cli"),
-    never a traceback; any other error goes on."""
+    """A command whose storage failures end in one line (`storage_failures`)."""
 
     @functools.wraps(f)
     def run(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with storage_failures():
             return f(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except Exception as e:
-            from llmops.storage import explain
-
-            if (failure := explain(e, reader="cli")) is not None:
-                raise click.ClickException(failure.message) from None
-            raise
 
     return run

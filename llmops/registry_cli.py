@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.audit import AuditConfig, AuditError
-from llmops.command_group import Group, output_option
+from llmops.command_group import Group, output_option, storage_failures
 from llmops.registry import (
     AliasMove,
     Content,
@@ -130,16 +130,13 @@ def _command(f: Callable[..., Any] | None = None, *, creates: bool = False, peop
     def run(registry: str | None, output: str, **kwargs: Any) -> None:
         store = _store(registry, must_exist=not creates)
         try:
-            f(store, output, **kwargs)
+            with storage_failures(store.uri):  # no access, no bucket, TLS...
+                f(store, output, **kwargs)
         except ValidationError as e:  # a model or alias name that is no DNS label
             problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
             raise click.ClickException(problems) from None
         except RegistryError as e:
             raise click.ClickException(str(e)) from None
-        except Exception as e:
-            if (failure := explain(e, store.uri, reader="cli")) is not None:  # no access, no bucket, TLS...
-                raise click.ClickException(failure.message) from None
-            raise
 
     return run
 
