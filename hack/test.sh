@@ -15,7 +15,7 @@ tools=$(hack/tools/build.sh)
 GOFLAGS=-mod=mod go mod download github.com/GoogleContainerTools/skaffold/v2@v2.16.1
 export PATH="$venv/bin:$tools:$PATH"
 set +e
-python -m pytest "$@"
+python -m pytest --durations=30 "$@"  # the slowest 30, to keep the CI budget in view
 rc=$?
 set -e
 if [[ $rc -eq 5 ]]; then echo "pytest collected no tests: failing" >&2; exit 1; fi
