@@ -2,13 +2,13 @@
 when that file or the cluster behind it is wrong (no traceback; exit status 1).
 
 Where: `$KUBECONFIG` (a list of files joined by `:`, merged as kubectl does: the first file to name
-an entry or the current context wins), else `~/.kube/config`; the operator in a pod without
-`$KUBECONFIG` uses its ServiceAccount instead. The CLI's `kubernetes` client merges the list itself;
-for the operator, whose two clients (kopf's and lightkube's) must see the same cluster, `merge` does
-it and every listed file must exist (kopf's login reads each). What is reported, always naming the file (and
-the context once it is known): a file that does not exist, one that cannot be read, one that is not
-YAML, one with no current context (or without the context asked for), and a server that does not
-answer (`Cluster.talking`).
+an entry or the current context wins; every listed file must exist, as kopf's login needs), else
+`~/.kube/config`; the operator in a pod without `$KUBECONFIG` uses its ServiceAccount instead. One
+reading (`read`) feeds every client: the CLI's `kubernetes` client and the operator's lightkube one
+(kopf's login merges by the same rules), so they see the same cluster and say the same of a bad file.
+What is reported, always naming the file (and the context once it is known): a file that does not
+exist, one that cannot be read, one that is not YAML or holds no kubeconfig, one with no current
+context (or without the context asked for), and a server that does not answer (`Cluster.talking`).
 """
 
 from __future__ import annotations
