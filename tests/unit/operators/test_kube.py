@@ -40,6 +40,11 @@ def test_the_operator_process_never_imports_the_kubernetes_client() -> None:
     assert operator_imports("kubernetes") == []
 
 
+def test_the_operator_process_loads_no_command_line_client_of_httpx() -> None:
+    """httpx imports its CLI (`rich`, `pygments`: ~4 MiB) when it can; the operator's package hides it."""
+    assert operator_imports("rich", "pygments", "httpx._main") == []
+
+
 def test_the_operator_process_imports_no_other_command_nor_the_webhook_certificates() -> None:
     """`llmops operator` loads no other sub-command's module (the developer cluster, the registry, the
     reports), and `cryptography` (about 7 MiB) only once it serves the admission webhook (issue 17)."""
