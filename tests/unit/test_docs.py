@@ -585,7 +585,7 @@ def test_every_bench_option_says_what_it_is() -> None:
     bare = []
     for path in sorted((ROOT / "bench").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
-                if not any(k.arg == "help" for k in node.keywords):
-                    bare.append(f"{path.name}: {ast.literal_eval(node.args[0])}")
+            called = isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument"
+            if called and not any(k.arg == "help" for k in node.keywords):
+                bare.append(f"{path.name}: {ast.literal_eval(node.args[0])}")
     assert not bare
