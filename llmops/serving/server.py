@@ -304,7 +304,8 @@ class _Connection(asyncio.Protocol):
         self.request: Request | None = None  # the request being parsed
         self.current: Request | None = None  # the request in flight
         self.queue: deque[Request] = deque()  # parsed, waiting for the one in flight
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None  # answers the requests, one at a time (_serve)
+        self._next: asyncio.Future[None] | None = None  # the task waits on it for the next request
         self.sent = False  # something of the answer to the request in flight was written
         self._idle: asyncio.TimerHandle | None = None
         self.idle_since = 0.0
@@ -409,7 +410,7 @@ class _Connection(asyncio.Protocol):
             request._too_large = True
         elif self._headers.get("expect", "").lower() == "100-continue":
             self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if self.task is None:
+        if self.current is None:
             self._start(request)
         else:
             self.queue.append(request)
@@ -489,7 +490,7 @@ class _Connection(asyncio.Protocol):
 
     def _bad(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         """Answer `status` (unless an answer is under way) and close the connection."""
-        if self.task is None and not self.sent and not self.closed and self.transport is not None:
+        if self.current is None and not self.sent and not self.closed and self.transport is not None:
             type_ = "service_unavailable" if status >= 500 else "invalid_request_error"
             error = {"message": message, "type": type_, "param": None, "code": status}
             body = json.dumps({"error": error}).encode()
@@ -517,19 +518,39 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         left = self.server.keepalive_timeout - (self.loop.time() - self.idle_since)
-        if self.task is None and left <= 0.001:
+        if self.current is None and left <= 0.001:
             self.close()
         else:
-            wait = left if self.task is None else self.server.keepalive_timeout  # busy: look again later
+            wait = left if self.current is None else self.server.keepalive_timeout  # busy: look again later
             self._idle = self.loop.call_later(wait, self._idle_timeout)
 
     # requests
     def _start(self, request: Request) -> None:
+        """Put `request` in flight: the connection's task answers it (started with the first request,
+        the task then waits for the next one: one task per connection, not one per request)."""
         self.sent = False
         self.current = request
-        self.task = self.loop.create_task(self._run(request))
+        if self.task is None:
+            self.task = self.loop.create_task(self._serve())
+        elif self._next is not None:  # the task waits for a request: this one
+            self._next.set_result(None)
+            self._next = None
 
-    async def _run(self, request: Request) -> None:
+    async def _serve(self) -> None:
+        """The connection's requests in order, for as long as it is kept alive; a lost connection
+        cancels this task, whatever it is waiting for (connection_lost)."""
+        try:
+            while True:
+                if self.current is None:
+                    self._next = self.loop.create_future()
+                    await self._next
+                elif not await self._answer(self.current):
+                    return
+        finally:
+            self.task = None
+
+    async def _answer(self, request: Request) -> bool:
+        """Answer `request`; False when the connection is closed (or closing) after it."""
         try:
             response = await self.server.respond(request)
             if not isinstance(response, StreamResponse) or response._conn is None:
@@ -544,24 +565,23 @@ class _Connection(asyncio.Protocol):
             elif not response._ended:
                 await response.write_eof()
         except (asyncio.CancelledError, ConnectionError):
-            self.task = None
+            self.current = None
             self.close()
-            return
+            return False
         except Exception:
             log.exception("request %s %s failed", request.method, request.path)
-            self.task = None
+            self.current = None
             if not self.sent:
                 self._bad(500, "internal error")
             self.close()
-            return
-        self.task = None
+            return False
         self.current = None
         self.sent = False
         if self.closed:
-            return
+            return False
         if not request.keep_alive:
             self.close()
-            return
+            return False
         if self.queue:
             self._start(self.queue.popleft())
         else:
@@ -569,6 +589,7 @@ class _Connection(asyncio.Protocol):
         if not self._reading and len(self.queue) < MAX_PIPELINED // 2 and self.transport is not None:
             self._reading = True
             self.transport.resume_reading()
+        return True
 
 
 class Server:
@@ -625,7 +646,7 @@ class Server:
     async def shutdown(self) -> None:
         """Cancel the requests still in flight (their clients are still connected: the gateway counts
         them as cut off by the shutdown), then close every connection."""
-        tasks = [c.task for c in self.connections if c.task is not None and not c.task.done()]
+        tasks = [c.task for c in self.connections if c.current is not None and c.task is not None]
         for task in tasks:
             task.cancel()
         if tasks:
