@@ -300,6 +300,7 @@ class _Connection(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._head_size = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._in_head = False  # a request's head has begun and is not all in yet
         self._reading = True
         self.request: Request | None = None  # the request being parsed
         self.current: Request | None = None  # the request in flight
@@ -374,14 +375,17 @@ class _Connection(asyncio.Protocol):
         else:
             if self.request is None and self._head_size > MAX_HEAD:
                 self._bad(431, f"the request line and headers exceed {MAX_HEAD} bytes")
+            elif self._in_head and self._head_timer is None:
+                # A head left incomplete by this read must be in within header_timeout (slowloris);
+                # most heads arrive whole in one read and need no timer.
+                self._head_timer = self.loop.call_later(self.server.limits.header_timeout, self._head_timeout)
 
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = {}
         self._header_count = 0
-        if self._head_timer is None:  # the head must be in within header_timeout (slowloris)
-            self._head_timer = self.loop.call_later(self.server.limits.header_timeout, self._head_timeout)
+        self._in_head = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -401,6 +405,7 @@ class _Connection(asyncio.Protocol):
         )
         request.keep_alive = parser.should_keep_alive()
         self.request = request
+        self._in_head = False
         self._head_size = 0
         if self._head_timer is not None:
             self._head_timer.cancel()
