@@ -10,8 +10,9 @@ gateway needs:
 - `Server(routes, max_body)`: `routes` maps `(method, path)` to `async handler(request) -> Response`;
   an unknown path answers 404, a known path with another method 405 (with `Allow`), HEAD is answered
   like GET without the body. Each connection handles its requests in order (pipelined ones wait).
-- `Request`: `method`, `path`, `headers` (names lower-case), `read()` the body (`TooLarge` beyond
-  `max_body` bytes; `ConnectionResetError` if the client leaves before it is all in), and `gone`.
+- `Request`: `method`, `path`, `headers` (names lower-case; decoded when first asked for, and
+  `header(name)` decodes one alone), `read()` the body (`TooLarge` beyond `max_body` bytes;
+  `ConnectionResetError` if the client leaves before it is all in), and `gone`.
   The handler runs from the moment the headers are in, so a client that hangs up while sending
   its body is seen too.
 - A client that closes its connection cancels the handler of its request in flight, whatever it is
@@ -199,10 +200,11 @@ class Request:
         "_chunks",
         "_conn",
         "_done",
+        "_header_map",
+        "_raw_headers",
         "_size",
         "_too_large",
         "_waiter",
-        "headers",
         "http11",
         "keep_alive",
         "method",
@@ -211,7 +213,7 @@ class Request:
     )
 
     def __init__(
-        self, conn: _Connection, method: str, url: bytes, headers: dict[str, str], http11: bool
+        self, conn: _Connection, method: str, url: bytes, raw_headers: dict[bytes, bytes], http11: bool
     ) -> None:
         self._conn = conn
         self.method = method
@@ -220,7 +222,8 @@ class Request:
             url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"") if parsed else url
         path, _, query = url.partition(b"?")
         self.path, self.query = path.decode("latin-1"), query.decode("latin-1")
-        self.headers = headers
+        self._raw_headers = raw_headers
+        self._header_map: dict[str, str] | None = None
         self.http11 = http11
         self.keep_alive = True
         self._chunks: list[bytes] = []
@@ -228,6 +231,21 @@ class Request:
         self._done = False
         self._waiter: asyncio.Future[None] | None = None
         self._too_large = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The header fields: names lower-case, a repeated field's values joined with ", "."""
+        if self._header_map is None:
+            self._header_map = {
+                k.decode("latin-1"): v.decode("latin-1") for k, v in self._raw_headers.items()
+            }
+        return self._header_map
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The value of header field `name` (lower-case) as in `headers`, or `default`, without
+        decoding the others (most requests' fields are never read)."""
+        value = self._raw_headers.get(name.encode("latin-1"))
+        return default if value is None else value.decode("latin-1")
 
     @property
     def gone(self) -> bool:
@@ -297,7 +315,7 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self._drain: asyncio.Future[None] | None = None
         self._url = b""
-        self._headers: dict[str, str] = {}
+        self._headers: dict[bytes, bytes] = {}  # the head's fields, names lower-case, not decoded
         self._head_size = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._in_head = False  # a request's head has begun and is not all in yet
@@ -394,9 +412,8 @@ class _Connection(asyncio.Protocol):
         self._header_count += 1
         if self._header_count > MAX_HEADERS:
             raise _Refused(431, f"a request may have at most {MAX_HEADERS} header fields")
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+        key = name.lower()
+        self._headers[key] = self._headers[key] + b", " + value if key in self._headers else value
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -410,10 +427,10 @@ class _Connection(asyncio.Protocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        length = self._headers.get("content-length")
+        length = self._headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.server.max_body:
             request._too_large = True
-        elif self._headers.get("expect", "").lower() == "100-continue":
+        elif self._headers.get(b"expect", b"").lower() == b"100-continue":
             self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         if self.current is None:
             self._start(request)

@@ -233,6 +233,23 @@ def test_requests_in_turn_on_one_connection_and_a_hang_up_between_them():
     run(main())
 
 
+def test_header_fields_any_case_repeated_and_one_alone():
+    seen = {}
+
+    async def fields(request: Request) -> Response:
+        seen.update(one=request.header("x-a"), none=request.header("x-none", "-"))
+        seen.update(all=dict(request.headers))
+        return Response(b"ok")
+
+    async def main():
+        async with serving({("GET", "/fields"): fields}) as (port, _):
+            head = b"GET /fields HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\nX-B: \xe9\r\n\r\n"
+            assert (await _exchange(port, head, b"ok")).startswith(b"HTTP/1.1 200 ")
+
+    run(main())
+    assert seen == {"one": "1, 2", "none": "-", "all": {"host": "h", "x-a": "1, 2", "x-b": "\xe9"}}
+
+
 def test_idle_connection_closes_after_the_keepalive_timeout():
     async def main():
         async with serving(keepalive_timeout=0.3) as (port, _):
