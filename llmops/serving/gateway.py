@@ -295,7 +295,7 @@ class Gateway:
     def _authenticate(self, request: Request) -> str:
         if self.keys is None:
             return "anonymous"
-        key_id = self.keys.identify(request.headers.get("authorization"))
+        key_id = self.keys.identify(request.header("authorization"))
         if key_id is None:
             raise HttpError(
                 401,

@@ -10,8 +10,9 @@ gateway needs:
 - `Server(routes, max_body)`: `routes` maps `(method, path)` to `async handler(request) -> Response`;
   an unknown path answers 404, a known path with another method 405 (with `Allow`), HEAD is answered
   like GET without the body. Each connection handles its requests in order (pipelined ones wait).
-- `Request`: `method`, `path`, `headers` (names lower-case), `read()` the body (`TooLarge` beyond
-  `max_body` bytes; `ConnectionResetError` if the client leaves before it is all in), and `gone`.
+- `Request`: `method`, `path`, `headers` (names lower-case; decoded when first asked for, and
+  `header(name)` decodes one alone), `read()` the body (`TooLarge` beyond `max_body` bytes;
+  `ConnectionResetError` if the client leaves before it is all in), and `gone`.
   The handler runs from the moment the headers are in, so a client that hangs up while sending
   its body is seen too.
 - A client that closes its connection cancels the handler of its request in flight, whatever it is
@@ -199,10 +200,11 @@ class Request:
         "_chunks",
         "_conn",
         "_done",
+        "_header_map",
+        "_raw_headers",
         "_size",
         "_too_large",
         "_waiter",
-        "headers",
         "http11",
         "keep_alive",
         "method",
@@ -211,7 +213,7 @@ class Request:
     )
 
     def __init__(
-        self, conn: _Connection, method: str, url: bytes, headers: dict[str, str], http11: bool
+        self, conn: _Connection, method: str, url: bytes, raw_headers: dict[bytes, bytes], http11: bool
     ) -> None:
         self._conn = conn
         self.method = method
@@ -220,7 +222,8 @@ class Request:
             url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"") if parsed else url
         path, _, query = url.partition(b"?")
         self.path, self.query = path.decode("latin-1"), query.decode("latin-1")
-        self.headers = headers
+        self._raw_headers = raw_headers
+        self._header_map: dict[str, str] | None = None
         self.http11 = http11
         self.keep_alive = True
         self._chunks: list[bytes] = []
@@ -228,6 +231,21 @@ class Request:
         self._done = False
         self._waiter: asyncio.Future[None] | None = None
         self._too_large = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The header fields: names lower-case, a repeated field's values joined with ", "."""
+        if self._header_map is None:
+            self._header_map = {
+                k.decode("latin-1"): v.decode("latin-1") for k, v in self._raw_headers.items()
+            }
+        return self._header_map
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The value of header field `name` (lower-case) as in `headers`, or `default`, without
+        decoding the others (most requests' fields are never read)."""
+        value = self._raw_headers.get(name.encode("latin-1"))
+        return default if value is None else value.decode("latin-1")
 
     @property
     def gone(self) -> bool:
@@ -297,14 +315,16 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self._drain: asyncio.Future[None] | None = None
         self._url = b""
-        self._headers: dict[str, str] = {}
+        self._headers: dict[bytes, bytes] = {}  # the head's fields, names lower-case, not decoded
         self._head_size = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._in_head = False  # a request's head has begun and is not all in yet
         self._reading = True
         self.request: Request | None = None  # the request being parsed
         self.current: Request | None = None  # the request in flight
         self.queue: deque[Request] = deque()  # parsed, waiting for the one in flight
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None  # answers the requests, one at a time (_serve)
+        self._next: asyncio.Future[None] | None = None  # the task waits on it for the next request
         self.sent = False  # something of the answer to the request in flight was written
         self._idle: asyncio.TimerHandle | None = None
         self.idle_since = 0.0
@@ -373,14 +393,17 @@ class _Connection(asyncio.Protocol):
         else:
             if self.request is None and self._head_size > MAX_HEAD:
                 self._bad(431, f"the request line and headers exceed {MAX_HEAD} bytes")
+            elif self._in_head and self._head_timer is None:
+                # A head left incomplete by this read must be in within header_timeout (slowloris);
+                # most heads arrive whole in one read and need no timer.
+                self._head_timer = self.loop.call_later(self.server.limits.header_timeout, self._head_timeout)
 
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = {}
         self._header_count = 0
-        if self._head_timer is None:  # the head must be in within header_timeout (slowloris)
-            self._head_timer = self.loop.call_later(self.server.limits.header_timeout, self._head_timeout)
+        self._in_head = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -389,9 +412,8 @@ class _Connection(asyncio.Protocol):
         self._header_count += 1
         if self._header_count > MAX_HEADERS:
             raise _Refused(431, f"a request may have at most {MAX_HEADERS} header fields")
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+        key = name.lower()
+        self._headers[key] = self._headers[key] + b", " + value if key in self._headers else value
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -400,16 +422,17 @@ class _Connection(asyncio.Protocol):
         )
         request.keep_alive = parser.should_keep_alive()
         self.request = request
+        self._in_head = False
         self._head_size = 0
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        length = self._headers.get("content-length")
+        length = self._headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.server.max_body:
             request._too_large = True
-        elif self._headers.get("expect", "").lower() == "100-continue":
+        elif self._headers.get(b"expect", b"").lower() == b"100-continue":
             self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if self.task is None:
+        if self.current is None:
             self._start(request)
         else:
             self.queue.append(request)
@@ -489,7 +512,7 @@ class _Connection(asyncio.Protocol):
 
     def _bad(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         """Answer `status` (unless an answer is under way) and close the connection."""
-        if self.task is None and not self.sent and not self.closed and self.transport is not None:
+        if self.current is None and not self.sent and not self.closed and self.transport is not None:
             type_ = "service_unavailable" if status >= 500 else "invalid_request_error"
             error = {"message": message, "type": type_, "param": None, "code": status}
             body = json.dumps({"error": error}).encode()
@@ -517,19 +540,39 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         left = self.server.keepalive_timeout - (self.loop.time() - self.idle_since)
-        if self.task is None and left <= 0.001:
+        if self.current is None and left <= 0.001:
             self.close()
         else:
-            wait = left if self.task is None else self.server.keepalive_timeout  # busy: look again later
+            wait = left if self.current is None else self.server.keepalive_timeout  # busy: look again later
             self._idle = self.loop.call_later(wait, self._idle_timeout)
 
     # requests
     def _start(self, request: Request) -> None:
+        """Put `request` in flight: the connection's task answers it (started with the first request,
+        the task then waits for the next one: one task per connection, not one per request)."""
         self.sent = False
         self.current = request
-        self.task = self.loop.create_task(self._run(request))
+        if self.task is None:
+            self.task = self.loop.create_task(self._serve())
+        elif self._next is not None:  # the task waits for a request: this one
+            self._next.set_result(None)
+            self._next = None
 
-    async def _run(self, request: Request) -> None:
+    async def _serve(self) -> None:
+        """The connection's requests in order, for as long as it is kept alive; a lost connection
+        cancels this task, whatever it is waiting for (connection_lost)."""
+        try:
+            while True:
+                if self.current is None:
+                    self._next = self.loop.create_future()
+                    await self._next
+                elif not await self._answer(self.current):
+                    return
+        finally:
+            self.task = None
+
+    async def _answer(self, request: Request) -> bool:
+        """Answer `request`; False when the connection is closed (or closing) after it."""
         try:
             response = await self.server.respond(request)
             if not isinstance(response, StreamResponse) or response._conn is None:
@@ -544,24 +587,23 @@ class _Connection(asyncio.Protocol):
             elif not response._ended:
                 await response.write_eof()
         except (asyncio.CancelledError, ConnectionError):
-            self.task = None
+            self.current = None
             self.close()
-            return
+            return False
         except Exception:
             log.exception("request %s %s failed", request.method, request.path)
-            self.task = None
+            self.current = None
             if not self.sent:
                 self._bad(500, "internal error")
             self.close()
-            return
-        self.task = None
+            return False
         self.current = None
         self.sent = False
         if self.closed:
-            return
+            return False
         if not request.keep_alive:
             self.close()
-            return
+            return False
         if self.queue:
             self._start(self.queue.popleft())
         else:
@@ -569,6 +611,7 @@ class _Connection(asyncio.Protocol):
         if not self._reading and len(self.queue) < MAX_PIPELINED // 2 and self.transport is not None:
             self._reading = True
             self.transport.resume_reading()
+        return True
 
 
 class Server:
@@ -625,7 +668,7 @@ class Server:
     async def shutdown(self) -> None:
         """Cancel the requests still in flight (their clients are still connected: the gateway counts
         them as cut off by the shutdown), then close every connection."""
-        tasks = [c.task for c in self.connections if c.task is not None and not c.task.done()]
+        tasks = [c.task for c in self.connections if c.current is not None and c.task is not None]
         for task in tasks:
             task.cancel()
         if tasks:

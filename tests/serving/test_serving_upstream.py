@@ -254,3 +254,71 @@ def test_release_with_drain_returns_the_connection_once_the_answer_ends():
             await runner.cleanup()
 
     asyncio.run(main())
+
+
+def test_total_timeout_covers_the_body_and_counts_from_each_request():
+    """A body that stalls after the headers fails with TimeoutError; on a kept-alive connection the
+    total timeout counts from each request's start, not from the connection's first request."""
+    connections = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        while body := await read_request(reader):
+            if body == b"stall":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234")
+                await writer.drain()
+                await reader.read()  # until the client drops the connection
+                return
+            if body == b"late":
+                await asyncio.sleep(1.0)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+
+    async def main() -> None:
+        server, port = await raw_server(handle)
+        client = Upstream(connect_timeout=5, total_timeout=2)
+        url = URL(f"http://127.0.0.1:{port}/x")
+        async with server:
+            r = await client.request(url, b"soon", HEADERS)
+            assert await r.read() == b"soon"
+            r.release()
+            await asyncio.sleep(1.5)
+            # Answered 2.5 s after the first request began, 1 s after its own: in time.
+            r = await client.request(url, b"late", HEADERS)
+            assert await r.read() == b"late"
+            r.release()
+            assert len(connections) == 1
+            r = await client.request(url, b"stall", HEADERS)
+            with pytest.raises(TimeoutError):
+                await r.read()
+            r.release()
+        client.close()
+
+    asyncio.run(main())
+
+
+def test_a_drained_stream_whose_end_never_comes_is_dropped_after_drain():
+    """release(drain=...) on a stream whose end does not come: the connection is dropped after
+    `drain` seconds (not after the longer total timeout) and never goes back to the pool."""
+
+    async def main() -> None:
+        dropped = asyncio.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\ne\r\ndata: [DONE]\n\n\r\n")
+            await writer.drain()
+            await reader.read()  # b"" once the client drops the connection
+            dropped.set()
+
+        server, port = await raw_server(handle)
+        client = Upstream(connect_timeout=5, total_timeout=60)
+        async with server:
+            r = await client.request(URL(f"http://127.0.0.1:{port}/x"), b"{}", HEADERS)
+            assert await r.read_some() == b"data: [DONE]\n\n"
+            r.release(drain=0.2)
+            await asyncio.wait_for(dropped.wait(), 10)
+            assert not client._idle.get(("http", "127.0.0.1", port))
+        client.close()
+
+    asyncio.run(main())

@@ -212,6 +212,44 @@ def test_client_hang_up_cancels_the_handler(state):
     run(main())
 
 
+def test_requests_in_turn_on_one_connection_and_a_hang_up_between_them():
+    """A kept-alive connection's requests, each sent after the answer to the one before: all answered
+    (one task per connection waits for the next); a hang-up between two requests leaves no task."""
+
+    async def main():
+        async with serving() as (port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for i in range(3):
+                writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n%04d" % i)
+                out = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n%04d" % i), 5)
+                assert out.startswith(b"HTTP/1.1 200 ")
+            writer.close()
+            for _ in range(500):  # the server sees the close on a later turn of the loop
+                if asyncio.all_tasks() == {asyncio.current_task()}:
+                    break
+                await asyncio.sleep(0.01)
+            assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    run(main())
+
+
+def test_header_fields_any_case_repeated_and_one_alone():
+    seen = {}
+
+    async def fields(request: Request) -> Response:
+        seen.update(one=request.header("x-a"), none=request.header("x-none", "-"))
+        seen.update(all=dict(request.headers))
+        return Response(b"ok")
+
+    async def main():
+        async with serving({("GET", "/fields"): fields}) as (port, _):
+            head = b"GET /fields HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\nX-B: \xe9\r\n\r\n"
+            assert (await _exchange(port, head, b"ok")).startswith(b"HTTP/1.1 200 ")
+
+    run(main())
+    assert seen == {"one": "1, 2", "none": "-", "all": {"host": "h", "x-a": "1, 2", "x-b": "\xe9"}}
+
+
 def test_idle_connection_closes_after_the_keepalive_timeout():
     async def main():
         async with serving(keepalive_timeout=0.3) as (port, _):
