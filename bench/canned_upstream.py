@@ -14,7 +14,6 @@ server here would make the upstream, not the hop, the bottleneck at 64 concurren
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
@@ -135,7 +134,9 @@ async def serve(host: str, port: int, chunks: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    import arguments  # bench/arguments.py, beside this script
+
+    parser = arguments.parser(__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, required=True, help="port to listen on")
     parser.add_argument("--chunks", type=int, default=16, help="tokens (SSE chunks) per streamed answer")

@@ -31,7 +31,6 @@ Every figure has its ratio against the parent, measured in the same run on the s
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import json
 import math
@@ -215,7 +214,9 @@ def size(model: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    import arguments  # bench/arguments.py, beside this script
+
+    parser = arguments.parser(__doc__)
     parser.add_argument("--steps", type=int, default=300, help="training steps of the parent")
     parser.add_argument("--block", type=int, default=64, help="tokens per training/calibration block")
     parser.add_argument("--calibration", type=int, default=64, help="calibration blocks (GPTQ, SmoothQuant)")

@@ -53,7 +53,9 @@ def child(variant: str, batch: int, seq: int, vocab: int, temperature: float, dt
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    import arguments  # bench/arguments.py, beside this script
+
+    parser = arguments.parser(__doc__)
     parser.add_argument("--batch", type=int, default=2, help="sequences per batch")
     parser.add_argument("--seq", type=int, default=512, help="tokens per sequence")
     parser.add_argument("--vocab", type=int, default=131072, help="vocabulary size (logits per token)")

@@ -30,7 +30,6 @@ Issue 11: with `--canned`, per-request overhead no worse than vllm-router's, and
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -363,7 +362,9 @@ def wait_healthy_path(url: str, path: str, proc: subprocess.Popen, timeout: floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    import arguments  # bench/arguments.py, beside this script
+
+    parser = arguments.parser(__doc__)
     parser.add_argument("--concurrency", type=int, default=64, help="clients at once in the load phase")
     parser.add_argument("--requests", type=int, help="requests per target per round (128; --canned: 2000)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds, each target in turn")

@@ -10,7 +10,6 @@ by one client in a loop. Prints both rates, their ratio and the operator's peak 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import subprocess
@@ -78,7 +77,9 @@ def peak_rss_mib(pid: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    import arguments  # bench/arguments.py, beside this script
+
+    parser = arguments.parser(__doc__)
     parser.add_argument("--objects", type=int, default=1000, help="ModelDeployments to create")
     n = parser.parse_args().objects
 

@@ -21,7 +21,6 @@ Not in CI (30 minutes). Run it niced on a shared machine:
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import random
@@ -159,7 +158,9 @@ def mutate(s: dict, rng: random.Random) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    import arguments  # bench/arguments.py, beside this script
+
+    parser = arguments.parser(__doc__)
     parser.add_argument("--objects", type=int, default=300, help="ModelDeployments kept alive")
     parser.add_argument("--minutes", type=float, default=30, help="minutes of churn")
     parser.add_argument("--rate", type=float, default=2.0, help="churn operations per second")

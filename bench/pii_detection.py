@@ -22,7 +22,6 @@ p50/p99 latency of each and the difference are printed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import statistics
@@ -165,7 +164,9 @@ def gateway_latency(rows: list[dict], requests: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    import arguments  # bench/arguments.py, beside this script
+
+    parser = arguments.parser(__doc__)
     parser.add_argument("--regions", help="comma-separated ISO 3166-1 codes (default: the set's locales)")
     parser.add_argument("--repeat", type=int, default=20, help="passes over the set for the cost")
     parser.add_argument("--gateway", action="store_true", help="also measure the gateway with/without")

@@ -17,7 +17,6 @@ tracemalloc and prints its Python heap by package and its top allocation lines w
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import signal
@@ -161,7 +160,9 @@ def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen |
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    import arguments  # bench/arguments.py, beside this script
+
+    parser = arguments.parser(__doc__)
     parser.add_argument("--objects", type=int, default=1000, help="ModelDeployments to create")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds each phase may take")
     parser.add_argument(

@@ -201,7 +201,9 @@ def memory(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    import arguments  # bench/arguments.py, beside this script
+
+    parser = arguments.parser(__doc__)
     parser.add_argument("--steps", type=int, default=150, help="training steps per run")
     parser.add_argument("--batch", type=int, default=8, help="sequences per step")
     parser.add_argument("--block", type=int, default=128, help="tokens per sequence")

@@ -2,10 +2,11 @@
 when that file or the cluster behind it is wrong (no traceback; exit status 1).
 
 Where: `$KUBECONFIG` (a list of files joined by `:`, merged as kubectl does: the first file to name
-an entry or the current context wins; every listed file must exist, as kopf's login needs), else
+an entry or the current context wins; listed files that do not exist are skipped), else
 `~/.kube/config`; the operator in a pod without `$KUBECONFIG` uses its ServiceAccount instead. One
-reading (`read`) feeds every client: the CLI's `kubernetes` client and the operator's lightkube one
-(kopf's login merges by the same rules), so they see the same cluster and say the same of a bad file.
+reading (`read`) feeds every client: the CLI's `kubernetes` client, and the operator's lightkube
+client and kopf login (`llmops.operators.main`), so they see the same cluster and say the same of a
+bad file.
 What is reported, always naming the file (and the context once it is known): a file that does not
 exist, one that cannot be read, one that is not YAML or holds no kubeconfig, one with no current
 context (or without the context asked for), and a server that does not answer (`Cluster.talking`).
@@ -122,16 +123,24 @@ def merge(paths: list[str]) -> dict[str, Any]:
     return merged
 
 
+def entry(merged: dict[str, Any], section: str, name: str | None) -> dict[str, Any] | None:
+    """The body of the entry `name` of `section` ("clusters", "contexts", "users") of a merged
+    kubeconfig (its "cluster", "context" or "user" mapping), or None when there is none."""
+    inner = section[:-1]
+    return next((e.get(inner) or {} for e in merged[section] if e["name"] == name), None)
+
+
 def read(context: str | None = None) -> tuple[str, dict[str, Any], str]:
     """The kubeconfig of `location()`: (its path as set, its files merged by `merge`, the context to
-    use: `context`, else the current one). Raises click.ClickException, one line naming the path (the
-    same line for every command): no listed file exists, or one listed does not, one cannot be read,
-    is not YAML, holds no kubeconfig, names no current context, or lacks the context."""
+    use: `context`, else the current one). Listed files that do not exist are skipped, as kubectl
+    skips them. A context's user that no file defines is added without credentials (kubectl's
+    reading). Raises click.ClickException, one line naming the path (the same line for every
+    command): no listed file exists, one cannot be read, is not YAML, holds no kubeconfig, names no
+    current context, lacks the context or the cluster it names, or names a certificate, key or token
+    file that does not exist."""
     path = location()
-    files = [os.path.expanduser(p) for p in path.split(os.pathsep) if p]
+    files = [f for f in (os.path.expanduser(p) for p in path.split(os.pathsep) if p) if os.path.exists(f)]
     _check_exists(path)
-    if missing := [p for p in files if not os.path.exists(p)]:
-        raise problem(f"no such file {missing[0]} (KUBECONFIG lists it)", path, context)
     try:
         merged = merge(files)
     except Exception as e:  # OSError, YAMLError; a malformed entry's TypeError or KeyError
@@ -141,8 +150,20 @@ def read(context: str | None = None) -> tuple[str, dict[str, Any], str]:
     name = context or merged.get("current-context")
     if not name:
         raise problem("no current context (choose one: kubectl config use-context NAME)", path)
-    if name not in {entry["name"] for entry in merged["contexts"]}:
+    if (chosen := entry(merged, "contexts", name)) is None:
         raise problem("no such context in it", path, name)
+    cluster = entry(merged, "clusters", chosen.get("cluster"))
+    if cluster is None:
+        raise problem(
+            f"the context names cluster {chosen.get('cluster')!r}, which it does not define", path, name
+        )
+    user = entry(merged, "users", chosen.get("user"))
+    if user is None and chosen.get("user"):
+        merged["users"].append({"name": chosen["user"], "user": {}})
+    for key in _FILE_FIELDS:
+        for body in (cluster, user or {}):
+            if isinstance(body.get(key), str) and not os.path.isfile(body[key]):
+                raise problem(f"{key} {body[key]}: no such file", path, name)
     return path, merged, name
 
 

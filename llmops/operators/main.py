@@ -120,6 +120,44 @@ def connection_limit(kinds: list[Kind]) -> int:
     return len(runtime.watched_resources(kinds)) + 2 + REQUEST_CONNECTIONS
 
 
+def kubeconfig_login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
+    """kopf's credentials from the kubeconfig as every client of ours reads it (`kubeconfig.read`:
+    a list merged by kubectl's rules, missing files skipped, relative file paths resolved against
+    their own file, the files an entry names checked), or None when there is no kubeconfig at all.
+    In place of kopf's `login_with_kubeconfig`, which resolves relative paths against the working
+    directory and fails on a listed file that does not exist, so that kopf and lightkube could see
+    different clusters. The fields map as kopf maps them; a `tokenFile` is read, as kubectl reads it.
+    Raises click.ClickException (one line) for a kubeconfig that is there but wrong."""
+    from llmops import kubeconfig
+
+    if not any(os.path.exists(os.path.expanduser(p)) for p in kubeconfig.location().split(os.pathsep) if p):
+        return None
+    _, merged, name = kubeconfig.read()
+    context = kubeconfig.entry(merged, "contexts", name) or {}
+    cluster = kubeconfig.entry(merged, "clusters", context.get("cluster")) or {}
+    user = kubeconfig.entry(merged, "users", context.get("user")) or {}
+    token = user.get("token") or (user.get("auth-provider") or {}).get("config", {}).get("access-token")
+    if not token and user.get("tokenFile"):
+        token = Path(user["tokenFile"]).read_text().strip()
+    return kopf.ConnectionInfo(
+        server=cluster.get("server"),
+        ca_path=cluster.get("certificate-authority"),
+        ca_data=cluster.get("certificate-authority-data"),
+        insecure=cluster.get("insecure-skip-tls-verify"),
+        certificate_path=user.get("client-certificate"),
+        certificate_data=user.get("client-certificate-data"),
+        private_key_path=user.get("client-key"),
+        private_key_data=user.get("client-key-data"),
+        username=user.get("username"),
+        password=user.get("password"),
+        token=token,
+        default_namespace=context.get("namespace"),
+        proxy_url=cluster.get("proxy-url"),
+        trust_env=settings.networking.trust_env,
+        priority=10,  # kopf's own for a kubeconfig (PRIORITY_OF_KUBECONFIG)
+    )
+
+
 def bounded_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSession:
     """kopf's own session for `info`, with at most `limit` connections open at once.
 
@@ -286,9 +324,9 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
     kinds = default_kinds() if kinds is None else kinds
 
     @kopf.on.login(registry=registry)
-    async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
+    async def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.AiohttpSession | None:
         # The same sources as Kube.from_environment(): the pod's ServiceAccount, else $KUBECONFIG.
-        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        info = kopf.login_with_service_account(settings=settings, **kwargs) or kubeconfig_login(settings)
         return None if info is None else bounded_session(info, connection_limit(kinds))
 
     @kopf.on.startup(registry=registry)

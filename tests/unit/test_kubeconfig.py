@@ -102,8 +102,63 @@ def test_a_list_of_files_merges_as_kubectl_merges(tmp_path, monkeypatch):
     (tmp_path / "a" / "ca.pem").write_text("")
     monkeypatch.setenv("KUBECONFIG", ":".join(files))
     assert kubeconfig.read() == (":".join(files), merged, "dev")
-    monkeypatch.setenv("KUBECONFIG", f"{files[0]}:{tmp_path / 'gone'}")
-    said = {c: CliRunner().invoke(main, COMMANDS[c]).output.strip() for c in ("watch", "operator")}
-    gone = tmp_path / "gone"
-    expected = f"Error: kubeconfig {files[0]}:{gone}: no such file {gone} (KUBECONFIG lists it)"
-    assert said["watch"] == said["operator"] == expected
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'gone'}:{files[1]}")  # kubectl skips a missing file
+    assert kubeconfig.read()[2] == "other"
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        ("cluster", "the context names cluster 'c', which it does not define"),
+        ("ca", "certificate-authority {a}/ca.pem: no such file"),
+        ("token file", "tokenFile {a}/token: no such file"),
+    ],
+)
+def test_what_a_context_names_must_be_there_and_every_command_says_so_alike(
+    tmp_path, monkeypatch, fault, said
+):
+    (tmp_path / "a").mkdir()
+    config = _config(f"https://127.0.0.1:{_free_port()}")
+    if fault == "cluster":
+        config["clusters"] = []
+    elif fault == "ca":
+        config["clusters"][0]["cluster"]["certificate-authority"] = "ca.pem"  # relative to a/, absent
+    else:
+        config["users"][0]["user"] = {"tokenFile": "token"}
+    (tmp_path / "a" / "config").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KUBECONFIG", "a/config")
+    outputs = {c: CliRunner().invoke(main, COMMANDS[c]).output.strip() for c in COMMANDS}
+    expected = f"Error: kubeconfig a/config (context dev): {said.format(a=tmp_path / 'a')}"
+    assert set(outputs.values()) == {expected}, outputs
+
+
+def test_the_operators_login_is_the_same_reading(tmp_path, monkeypatch):
+    """kopf's credentials come from `kubeconfig.read` (relative paths against their own file, a
+    tokenFile read, an undefined user without credentials), not from kopf's own kubeconfig login."""
+    import kopf
+
+    from llmops.operators.main import kubeconfig_login
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "ca.pem").write_text("pem")
+    (tmp_path / "a" / "token").write_text("marker-token\n")
+    config = _config("https://first:6443")
+    config["clusters"][0]["cluster"]["certificate-authority"] = "ca.pem"
+    config["users"][0]["user"] = {"tokenFile": "token"}
+    config["contexts"][0]["context"]["namespace"] = "ml"
+    (tmp_path / "a" / "config").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)  # not a/: a relative path must not depend on the working directory
+    monkeypatch.setenv("KUBECONFIG", "gone:a/config")
+    info = kubeconfig_login(kopf.OperatorSettings())
+    assert (info.server, info.ca_path, info.token, info.default_namespace) == (
+        "https://first:6443",
+        str(tmp_path / "a" / "ca.pem"),
+        "marker-token",
+        "ml",
+    )
+    config["contexts"][0]["context"]["user"] = "nobody"  # kubectl: no credentials
+    (tmp_path / "a" / "config").write_text(yaml.safe_dump(config))
+    assert kubeconfig_login(kopf.OperatorSettings()).token is None
+    monkeypatch.setenv("KUBECONFIG", "gone")
+    assert kubeconfig_login(kopf.OperatorSettings()) is None  # no kubeconfig: kopf tries the next way
