@@ -400,7 +400,8 @@ def import_command(store: ObjectStore, output: str, source: str, name: str, by: 
     SOURCE: `hf://org/name[@revision]` (the Hugging Face Hub; HF_TOKEN for gated models),
     `s3://bucket/prefix` (the standard AWS environment, as --registry) or a directory. It must be a
     Hugging Face checkpoint folder: config.json (a model; a quantization_config makes the version a
-    quantized one, served with the matching --quantization) or adapter_config.json (a PEFT adapter).
+    quantized one, served with the matching --quantization) or adapter_config.json (a PEFT adapter),
+    with its weights (*.safetensors or *.bin) and, for a model, its tokenizer files.
     The version records SOURCE as `lineage.baseModel` and has no gates: a ModelDeployment serves it
     only with `spec.allowUngated: true`. With LLMOPS_AUDIT set, the registration is an audit record."""
     import tempfile
