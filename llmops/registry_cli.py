@@ -401,7 +401,7 @@ def import_command(store: ObjectStore, output: str, source: str, name: str, by: 
     `s3://bucket/prefix` (the standard AWS environment, as --registry) or a directory. It must be a
     Hugging Face checkpoint folder: config.json (a model; a quantization_config makes the version a
     quantized one, served with the matching --quantization) or adapter_config.json (a PEFT adapter),
-    with its weights (*.safetensors or *.bin) and, for a model, its tokenizer files.
+    with its weights (*.safetensors or *.bin, required) and, for vLLM to serve it, its tokenizer files.
     The version records SOURCE as `lineage.baseModel` and has no gates: a ModelDeployment serves it
     only with `spec.allowUngated: true`. With LLMOPS_AUDIT set, the registration is an audit record."""
     import tempfile
