@@ -548,6 +548,7 @@ class S3Store:
         from botocore.config import Config
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.read_timeout = read_timeout
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.encryption = encryption
         self._write = encryption.write_args() if encryption else {}
@@ -573,14 +574,17 @@ class S3Store:
         """Call `tell` with one line each time a request failed in a way botocore's "standard" mode
         tries again (no connection, a timeout, 429, 5xx) and attempts are left, for a person waiting on
         a command: without it a store that never answers is MAX_ATTEMPTS x READ_TIMEOUT_S of silence.
-        Example: `s3://models/m: GetObject got no answer (ReadTimeoutError); attempt 2 of 5 follows`."""
+        Example: `s3://models/m: GetObject got no answer in 60 s (ReadTimeoutError); attempt 2 of 5
+        follows`."""
 
         def needs_retry(attempts: int, caught_exception: Exception | None = None, response: Any = None,
                         operation: Any = None, **_: Any) -> None:  # fmt: skip
             if attempts >= MAX_ATTEMPTS:
                 return
             if caught_exception is not None:
-                why = f"got no answer ({type(caught_exception).__name__})"
+                error = type(caught_exception).__name__
+                waited = {"ReadTimeoutError": self.read_timeout, "ConnectTimeoutError": CONNECT_TIMEOUT_S}
+                why = f"got no answer{f' in {waited[error]:g} s' if error in waited else ''} ({error})"
             elif response is not None and (response[0].status_code >= 500 or response[0].status_code == 429):
                 why = f"was answered {response[0].status_code}"
             else:

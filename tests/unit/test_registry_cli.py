@@ -407,3 +407,32 @@ def test_a_failing_store_tells_each_retry_while_a_person_waits() -> None:
         f"s3://models/p: ListObjectsV2 was answered 503; attempt {n} of 5 follows" for n in range(2, 6)
     ]
     assert len(lines) == 5 and "gave up after 5 attempts" in lines[4]
+
+
+def test_a_store_that_never_answers_says_how_long_each_attempt_waited() -> None:
+    """A real socket that accepts and never answers: each retry line names the wait."""
+    import socket
+
+    from llmops.storage import Credentials, S3Store
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        store = S3Store(
+            "models",
+            "p",
+            endpoint=f"http://127.0.0.1:{listener.getsockname()[1]}",
+            region=None,
+            credentials=Credentials("x", "y"),
+            read_timeout=0.2,
+        )
+        told: list[str] = []
+        store.on_retry(told.append)
+        with pytest.raises(Exception) as failed:
+            list(store.list())
+        assert type(failed.value).__name__ == "ReadTimeoutError"
+        line = (
+            "s3://models/p: ListObjectsV2 got no answer in 0.2 s (ReadTimeoutError); attempt {} of 5 follows"
+        )
+        assert told == [line.format(n) for n in range(2, 6)]
+    finally:
+        listener.close()
