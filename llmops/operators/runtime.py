@@ -487,6 +487,8 @@ def register(kind: Kind, registry: kopf.OperatorRegistry) -> None:
 
     @kopf.on.startup(id=f"requeue-{plural}", registry=registry)
     async def start_requeue(memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        if memo.get("applier") is None:  # the operator's own start-up has not succeeded (yet)
+            raise kopf.TemporaryError("waiting for the operator's start-up (its API client)", delay=5)
         requeue.start(memo.applier, logger)
 
     @kopf.on.cleanup(id=f"requeue-{plural}", registry=registry)
