@@ -142,7 +142,8 @@ def env(state_dir: Path) -> None:
 
     cluster = LocalCluster(state_dir)
     if not cluster.processes():
-        raise click.ClickException(f"no cluster in {state_dir}: start one with `llmops dev up`")
+        flag = "" if state_dir == default_state_dir() else f" --state-dir {state_dir}"
+        raise click.ClickException(f"no cluster in {state_dir}: start one with `llmops dev up{flag}`")
     click.echo(f"export KUBECONFIG={cluster.kubeconfig}")
     if minio := svc.service(cluster, "minio"):
         click.echo(f"export S3_ENDPOINT={minio['endpoint']}")

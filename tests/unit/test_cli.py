@@ -75,4 +75,5 @@ def test_dev_env_without_a_cluster_gives_nothing_to_eval(tmp_path) -> None:
 
     result = CliRunner().invoke(main, ["dev", "env", "--state-dir", str(tmp_path / "none")])
     assert result.exit_code == 1 and "export" not in result.output
-    assert f"no cluster in {tmp_path / 'none'}: start one with `llmops dev up`" in result.output
+    none = tmp_path / "none"
+    assert f"no cluster in {none}: start one with `llmops dev up --state-dir {none}`" in result.output
