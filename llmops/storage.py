@@ -109,6 +109,9 @@ def explain(
     """
     at = f"{where}: " if where else ""
     tried = f"; gave up after {MAX_ATTEMPTS} attempts" if MAX_ATTEMPTS > 1 else ""
+    if type(error).__name__ == "S3UploadFailedError" and isinstance(error.__context__, Exception):
+        # boto3's upload_file wraps the ClientError that names the cause (raised while handling it)
+        return explain(error.__context__, where, reader=reader)
     module = type(error).__module__
     if module.startswith(("botocore", "boto3", "s3transfer", "urllib3")):
         from botocore import exceptions as bx

@@ -168,6 +168,7 @@ def upload(source: Path, target: str, endpoint: str) -> None:
         raise click.UsageError("TARGET must be s3://bucket/prefix")
     bucket, _, prefix = target.removeprefix("s3://").partition("/")
     store = S3Store(bucket, prefix, endpoint=endpoint, region=None, credentials=None)
+    store.on_retry(lambda line: click.echo(line, err=True))  # a person waits: each retry told
     files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
     for path in files:
         key = path.name if source.is_file() else path.relative_to(source).as_posix()

@@ -375,7 +375,11 @@ def test_a_bucket_name_s3_refuses_is_one_line_naming_the_field() -> None:
     assert "'s3://p/x': s3.bucket: String should have at least 3 characters" in out
 
 
-def test_a_failing_store_tells_each_retry_while_a_person_waits() -> None:
+@pytest.mark.parametrize(
+    ("command", "operation"),
+    [(["models", "list", "--registry", "s3://models/p"], "ListObjectsV2"), (["dev", "upload"], "PutObject")],
+)
+def test_a_failing_store_tells_each_retry_while_a_person_waits(tmp_path: Path, command, operation) -> None:
     """An S3 endpoint that answers 503 to everything (a real HTTP server here): each retry is one
     line on stderr as it happens, then one error line; never minutes of silence."""
     import threading
@@ -386,6 +390,10 @@ def test_a_failing_store_tells_each_retry_while_a_person_waits() -> None:
             self.send_response(503)
             self.send_header("Content-Length", "0")
             self.end_headers()
+
+        def do_PUT(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.do_GET()
 
         def log_message(self, *args: object) -> None:
             pass
@@ -398,13 +406,22 @@ def test_a_failing_store_tells_each_retry_while_a_person_waits() -> None:
         "AWS_SECRET_ACCESS_KEY": "y",
     }
     try:
-        result = CliRunner().invoke(main, ["models", "list", "--registry", "s3://models/p"], env=env)
+        if command[0] == "dev":
+            (tmp_path / "f.txt").write_text("x")
+            command = [
+                *command,
+                str(tmp_path / "f.txt"),
+                "s3://models/p",
+                "--endpoint",
+                env["AWS_ENDPOINT_URL"],
+            ]
+        result = CliRunner().invoke(main, command, env=env)
     finally:
         server.shutdown()
     assert result.exit_code == 1 and "Traceback" not in result.output
     lines = result.stderr.splitlines()
     assert lines[:4] == [
-        f"s3://models/p: ListObjectsV2 was answered 503; attempt {n} of 5 follows" for n in range(2, 6)
+        f"s3://models/p: {operation} was answered 503; attempt {n} of 5 follows" for n in range(2, 6)
     ]
     assert len(lines) == 5 and "gave up after 5 attempts" in lines[4]
 
