@@ -8,7 +8,6 @@ boolean `exclusiveMinimum`. `structural()` performs that rewrite; `crd()` wraps 
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -194,15 +193,27 @@ def rendered() -> dict[str, str]:
     return {filename(r): render(r) for r in RESOURCES}
 
 
-def write(directory: Path) -> list[Path]:
-    """Write every CRD into `directory`; returns the paths written."""
+def write(directory: Path) -> tuple[list[Path], list[Path]]:
+    """Write every CRD into `directory` and remove our files for kinds that no longer exist (so that
+    `kubectl apply -f` of the directory installs exactly the current set).
+
+    Returns (paths written, paths removed)."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, text in rendered().items():
         path = directory / name
         path.write_text(text)
         paths.append(path)
-    return paths
+    removed = extra(directory)
+    for path in removed:
+        path.unlink()
+    return paths, removed
+
+
+def extra(directory: Path) -> list[Path]:
+    """Our CRD files in `directory` (named `<group>_<plural>.yaml`) for kinds we no longer generate."""
+    names = rendered()
+    return sorted(p for p in directory.glob(f"{GROUP}_*.yaml") if p.name not in names)
 
 
 def stale(directory: Path) -> list[Path]:
@@ -244,9 +255,18 @@ def crds(output_dir: Path, also: tuple[Path, ...], check: bool) -> None:
                 )
                 continue
             faults += [f"{'stale' if path.is_file() else 'missing'}: {path}" for path in stale(directory)]
-        for fault in faults:
-            click.echo(fault, err=True)
-        sys.exit(1 if faults else 0)
+            faults += [f"no longer generated: {path}" for path in extra(directory)]
+        if faults:
+            raise click.ClickException(
+                "the CRD files do not match the API ("
+                + f"{len(faults)} {'fault' if len(faults) == 1 else 'faults'}; "
+                + "`llmops crds` rewrites them):\n  "
+                + "\n  ".join(faults)
+            )
+        return
     for directory in directories:
-        for path in write(directory):
+        written, removed = write(directory)
+        for path in written:
             click.echo(f"wrote {path}")
+        for path in removed:
+            click.echo(f"removed {path} (its kind is no longer generated)")

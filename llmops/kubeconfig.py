@@ -181,6 +181,27 @@ def connect(context: str | None = None) -> Cluster:
     return Cluster(api, path, name)
 
 
+def describe() -> str:
+    """Where the operator's credentials come from, in words for a start-up failure line: `kubeconfig
+    PATH (context NAME, server URL)`, or the in-cluster ServiceAccount with its server (the
+    KUBERNETES_SERVICE_HOST/PORT that Kubernetes sets in a pod). Never raises (`read`'s own line
+    names a bad kubeconfig)."""
+    if "KUBECONFIG" not in os.environ and SERVICE_ACCOUNT_TOKEN.exists():
+        host, port = (
+            os.environ.get("KUBERNETES_SERVICE_HOST", "?"),
+            os.environ.get("KUBERNETES_SERVICE_PORT", "?"),
+        )
+        return f"the pod's ServiceAccount (server https://{host}:{port})"
+    try:
+        path, merged, name = read()
+    except click.ClickException as e:
+        return e.message
+    server = (entry(merged, "clusters", (entry(merged, "contexts", name) or {}).get("cluster")) or {}).get(
+        "server"
+    )
+    return f"kubeconfig {path} (context {name}, server {server})"
+
+
 def for_operator() -> Any:
     """The operator's lightkube configuration (a lightkube SingleConfig) from the kubeconfig (`read`:
     its files merged, as kopf's login merges them), or None in a pod without $KUBECONFIG (lightkube

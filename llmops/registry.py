@@ -350,7 +350,9 @@ def read_version(store: ObjectStore, name: str, version: str) -> ModelVersion:
             raise
         if (tombstone := read_tombstone(store, name, version)) is not None:
             raise VersionRetired(tombstone, store.uri) from None
-        raise RegistryError(f"model {name!r} has no version {version!r} in {store.uri}") from None
+        raise RegistryError(
+            f"model {name!r} has no version {version!r} in {store.uri}{_which(store, name)}"
+        ) from None
     try:
         return ModelVersion.model_validate_json(raw)
     except ValidationError as e:
@@ -374,7 +376,20 @@ def resolve(store: ObjectStore, ref: ModelReference) -> ModelVersion:
                 return read_version(store, ref.name, version)
             except BrokenRecord as e:
                 log.warning("%s", e)  # the newest readable version stands
-    raise RegistryError(f"model {ref.name!r} has no alias {alias!r} in {store.uri}")
+    raise RegistryError(f"model {ref.name!r} has no alias {alias!r} in {store.uri}{_which(store, ref.name)}")
+
+
+def _which(store: ObjectStore, name: str) -> str:
+    """What a reader who named a missing version or alias needs next: that the model itself is not
+    there (a typo in the name, or the wrong registry), or which live versions it has (the newest
+    five), or that all of its versions are retired."""
+    held = versions(store, name)
+    if not held:
+        if retired := retired_versions(store, name):
+            return f" (every version of it is retired: {', '.join(retired[-5:])})"
+        return " (no model of that name there)"
+    shown = ", ".join(held[-5:])
+    return f" (its versions: {'..., ' if len(held) > 5 else ''}{shown})"
 
 
 # -- aliases ------------------------------------------------------------------------------------

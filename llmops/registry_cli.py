@@ -38,6 +38,7 @@ from llmops.registry import (
     AliasMove,
     Content,
     Lineage,
+    ModelVersion,
     RegistryError,
     Tombstone,
     VersionRetired,
@@ -239,7 +240,7 @@ def list_versions(store: ObjectStore, output: str, name: str) -> None:
 @click.argument("ref", metavar="NAME:VERSION|NAME@ALIAS")
 @_command(people="yaml")
 def show(store: ObjectStore, output: str, ref: str) -> None:
-    """A version's manifest (metrics, gates, lineage, content, files) and the aliases naming it."""
+    """A version's manifest (artifacts, metrics, gates, lineage, content) and the aliases naming it."""
     if ":" in ref:
         name, version = ref.split(":", 1)
         try:
@@ -423,6 +424,12 @@ def import_command(store: ObjectStore, output: str, source: str, name: str, by: 
             store, name, folder, metrics={}, gates=[], content=content, by=by or _user(),
             lineage=Lineage(base_model=source, method="import"), audit=audit.open() if audit else None,
         )  # fmt: skip
+    if twin := _same_files(store, version):  # allowed (versions are immutable records), but said
+        click.echo(
+            f"note: {name}:{version.version} holds the same files as {name}:{twin} (both are kept;"
+            f" `llmops models alias set {name} ALIAS {twin}` names an existing version without a new one)",
+            err=True,
+        )
     if output == "json":
         return _json(version.model_dump(by_alias=True, mode="json"))
     what = "a PEFT adapter" if content.kind == "adapter" else "a model"
@@ -433,6 +440,19 @@ def import_command(store: ObjectStore, output: str, source: str, name: str, by: 
         f"registered {name}:{version.version} from {source}: {what}, {len(version.artifacts)} files;"
         " no gates (a ModelDeployment serves it only with spec.allowUngated: true)"
     )
+
+
+def _same_files(store: ObjectStore, version: ModelVersion, looked_at: int = 20) -> str | None:
+    """The newest of the `looked_at` versions before `version` whose artifacts (every path and its
+    sha256) are the same as its own, or None."""
+    earlier = [v for v in versions(store, version.name) if v != version.version][-looked_at:]
+    for v in reversed(earlier):
+        try:
+            if read_version(store, version.name, v).artifacts == version.artifacts:
+                return v
+        except RegistryError:  # retired or broken since it was listed: not a twin
+            continue
+    return None
 
 
 def _checkpoint(source: str, scratch: Path) -> Path:

@@ -403,10 +403,12 @@ def run(
             )
         )
     except (aiohttp.ClientConnectionError, TimeoutError) as e:
+        from llmops import kubeconfig
+
         # Only at start: kopf's first discovery of the served resources gives up after its request
         # attempts (settings.networking.error_backoffs, about a minute) and ends the operator; later
         # outages are ridden out (docs/operations.md, "Probes and outages of the control plane").
         raise SystemExit(
-            f"llmops operator: the API server did not answer at start ({type(e).__name__}: {e}); "
-            "stopping (in a pod, Kubernetes starts it again)"
+            f"llmops operator: the API server of {kubeconfig.describe()} did not answer at start "
+            f"({type(e).__name__}: {e}); stopping (in a pod, Kubernetes starts it again)"
         ) from None

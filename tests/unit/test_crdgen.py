@@ -56,7 +56,9 @@ def _rules(resource_index: int) -> set[str]:
 
 @pytest.mark.parametrize("directory", CHECKED_IN, ids=lambda d: str(d.relative_to(ROOT)))
 def test_checked_in_crds_are_current(directory: Path) -> None:
-    assert crdgen.stale(directory) == [], "run `llmops crds` from the repository root and commit the result"
+    assert crdgen.stale(directory) + crdgen.extra(directory) == [], (
+        "run `llmops crds` from the repository root and commit the result"
+    )
 
 
 def test_output_is_deterministic() -> None:
@@ -216,12 +218,21 @@ def test_cli_writes_and_checks(tmp_path: Path) -> None:
     (out / "llmops.io_trainingjobs.yaml").write_text("stale")
     assert runner.invoke(crds_command, ["--output-dir", str(out), "--also", "", "--check"]).exit_code == 1
     (out / "llmops.io_modeldeployments.yaml").unlink()
+    (out / "llmops.io_oldkinds.yaml").write_text("a kind since removed")
+    (out / "notes.yaml").write_text("not ours")
     result = runner.invoke(
         crds_command, ["--output-dir", str(out), "--also", str(tmp_path / "none"), "--check"]
     )
     assert result.exit_code == 1
-    assert result.output.splitlines() == [  # each fault by its kind: changed, missing, no directory
-        f"stale: {out / 'llmops.io_trainingjobs.yaml'}",
-        f"missing: {out / 'llmops.io_modeldeployments.yaml'}",
-        f"no directory {tmp_path / 'none'} (run from the repository root, or pass --output-dir and --also)",
+    assert result.output.splitlines() == [  # each fault by its kind, and what to run
+        "Error: the CRD files do not match the API (4 faults; `llmops crds` rewrites them):",
+        f"  stale: {out / 'llmops.io_trainingjobs.yaml'}",
+        f"  missing: {out / 'llmops.io_modeldeployments.yaml'}",
+        f"  no longer generated: {out / 'llmops.io_oldkinds.yaml'}",
+        f"  no directory {tmp_path / 'none'} (run from the repository root, or pass --output-dir and --also)",
     ]
+    # Writing removes our file of the removed kind and leaves other files alone; then the check passes.
+    result = runner.invoke(crds_command, ["--output-dir", str(out), "--also", ""])
+    assert f"removed {out / 'llmops.io_oldkinds.yaml'} (its kind is no longer generated)" in result.output
+    assert (out / "notes.yaml").is_file() and not (out / "llmops.io_oldkinds.yaml").exists()
+    assert runner.invoke(crds_command, ["--output-dir", str(out), "--also", "", "--check"]).exit_code == 0

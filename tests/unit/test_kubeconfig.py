@@ -162,3 +162,22 @@ def test_the_operators_login_is_the_same_reading(tmp_path, monkeypatch):
     assert kubeconfig_login(kopf.OperatorSettings()).token is None
     monkeypatch.setenv("KUBECONFIG", "gone")
     assert kubeconfig_login(kopf.OperatorSettings()) is None  # no kubeconfig: kopf tries the next way
+
+
+def test_the_operators_start_up_line_names_where_its_server_came_from(tmp_path, monkeypatch):
+    """`describe` feeds the operator's one line when the API server never answered: the kubeconfig,
+    its context and server; in a pod without $KUBECONFIG, the ServiceAccount and the service address;
+    a bad kubeconfig, the same line every command prints for it."""
+    from llmops import kubeconfig
+
+    token = tmp_path / "token"
+    token.write_text("t")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setattr(kubeconfig, "SERVICE_ACCOUNT_TOKEN", token)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    assert kubeconfig.describe() == "the pod's ServiceAccount (server https://10.96.0.1:443)"
+    config = tmp_path / "config"
+    config.write_text("not: [a kubeconfig")
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    assert kubeconfig.describe().startswith(f"kubeconfig {config}: ")

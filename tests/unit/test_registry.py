@@ -22,6 +22,7 @@ from llmops.registry import (
     models,
     move_alias,
     read_alias,
+    read_version,
     register,
     resolve,
     set_alias,
@@ -119,6 +120,29 @@ def test_bad_moves_are_refused_naming_what_is_wrong(store: LocalStore) -> None:
     assert read_alias(store, "chat", "champion") is None and _records(store) == []
 
 
+def test_a_missing_version_or_alias_says_whether_the_model_is_there(store: LocalStore) -> None:
+    """A typo in the name reads differently from a version not yet registered, and from a model whose
+    versions are all retired: each message says which, so the reader knows where to look next."""
+    where = store.uri
+    with pytest.raises(RegistryError) as e:
+        read_version(store, "chat", "9")
+    assert str(e.value) == f"model 'chat' has no version '9' in {where} (its versions: 1, 2, 3)"
+    with pytest.raises(RegistryError) as e:
+        resolve(store, ModelReference(name="chta", alias="prod"))
+    assert str(e.value) == f"model 'chta' has no alias 'prod' in {where} (no model of that name there)"
+    with pytest.raises(RegistryError) as e:
+        read_version(store, "chta", "1")
+    assert str(e.value).endswith("(no model of that name there)")
+    root = Path(store.root)
+    for v in ("1", "2", "3"):  # retired: the manifest gone, the tombstone kept
+        (root / f"models/chat/versions/{v}/manifest.json").rename(
+            root / f"models/chat/versions/{v}/tombstone.json"
+        )
+    with pytest.raises(RegistryError) as e:
+        read_version(store, "chat", "4")
+    assert str(e.value).endswith("(every version of it is retired: 1, 2, 3)")
+
+
 def test_a_crash_between_pointer_and_history_is_completed_by_the_repeat(store: LocalStore) -> None:
     move_alias(store, "chat", "champion", "1", by="user:ana", reason="first", move_id="m1")
     crashing = CrashOnce(store, "/alias-history/")
@@ -193,7 +217,6 @@ def test_set_alias_is_a_move(store: LocalStore) -> None:
 def test_a_manifest_gone_between_listing_and_reading_is_no_version(tmp_path: Path) -> None:
     from botocore.exceptions import ClientError
 
-    from llmops.registry import read_version
     from llmops.storage import is_missing
 
     class Gone(LocalStore):

@@ -307,6 +307,13 @@ def test_import_makes_a_local_registry_folder_that_readers_refuse(tmp_path: Path
     assert code == 0 and out.startswith("registered m:1 from "), out
     code, out = llmops("models", "versions", "m", "--registry", str(fresh))
     assert code == 0 and out.splitlines()[1].split()[0] == "1"
+    # The same folder again: a second version (versions are records, never merged), and a note.
+    code, out = llmops(*args, env={"LLMOPS_AUDIT": ""})
+    assert code == 0 and "registered m:2 from " in out, out
+    assert "note: m:2 holds the same files as m:1 (both are kept;" in out
+    (checkpoint / "config.json").write_text('{"changed": true}')
+    code, out = llmops(*args, env={"LLMOPS_AUDIT": ""})
+    assert code == 0 and "registered m:3 from " in out and "note:" not in out, out
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,9 @@ def test_the_session_carries_the_credentials_and_the_limit() -> None:
     assert (ctx.server, ctx.default_namespace) == ("https://127.0.0.1:6443", "ns")
 
 
-def test_an_apiserver_that_never_answered_at_start_ends_the_operator_in_one_line(monkeypatch) -> None:
+def test_an_apiserver_that_never_answered_at_start_ends_the_operator_in_one_line(
+    monkeypatch, tmp_path
+) -> None:
     """kopf ends the operator when its first discovery gives up (about a minute against
     https://127.0.0.1:1, measured by hand); the process says why in one line, exit code 1."""
     import aiohttp
@@ -56,6 +58,13 @@ def test_an_apiserver_that_never_answered_at_start_ends_the_operator_in_one_line
             OSError(111, "Connect call failed"),
         )
 
+    config = tmp_path / "kubeconfig"  # the line names where the server came from
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: ctx\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: ctx, context: {cluster: c, user: u}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
     monkeypatch.setattr(main.kopf, "operator", gives_up)
     monkeypatch.setattr(main, "build_registry", lambda webhook: None)
     # No logging set-up in the test process (kopf's handlers, our filters on the root's handlers).
@@ -64,7 +73,10 @@ def test_an_apiserver_that_never_answered_at_start_ends_the_operator_in_one_line
     monkeypatch.setattr(main.ReconnectLog, "install", classmethod(lambda cls, handlers=None: []))
     with pytest.raises(SystemExit) as exited:
         main.run(namespaces=["x"], metrics_port=0, health_port=0)
-    assert str(exited.value).startswith("llmops operator: the API server did not answer at start (")
+    assert str(exited.value).startswith(
+        f"llmops operator: the API server of kubeconfig {config} (context ctx, server https://127.0.0.1:1) "
+        "did not answer at start ("
+    )
     assert "Cannot connect to host 127.0.0.1:1" in str(exited.value)
 
 
