@@ -137,12 +137,15 @@ def down(state_dir: Path, keep_state: bool) -> None:
 @state_dir_option
 def env(state_dir: Path) -> None:
     """Print `export` lines for the running services (S3 endpoint and keys, Ray, Prometheus), for
-    `eval "$(llmops dev env)"`; exit 1, printing nothing to eval, when no cluster was started here."""
+    `eval "$(llmops dev env)"`. When no cluster was started here: the reason on stderr, exit 1, and
+    `false` as the only line to eval, so that the eval fails too (its status is its last command's;
+    an empty eval would succeed) and `eval "$(llmops dev env)" && ...` stops there."""
     from llmops.dev import services as svc
 
     cluster = LocalCluster(state_dir)
     if not cluster.processes():
         flag = "" if state_dir == default_state_dir() else f" --state-dir {state_dir}"
+        click.echo("false")
         raise click.ClickException(f"no cluster in {state_dir}: start one with `llmops dev up{flag}`")
     click.echo(f"export KUBECONFIG={cluster.kubeconfig}")
     if minio := svc.service(cluster, "minio"):

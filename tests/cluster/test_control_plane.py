@@ -225,5 +225,9 @@ def test_dev_cli_up_is_idempotent_and_down_leaves_nothing(tmp_path: Path) -> Non
     assert not state.exists()
     assert not [name for name, (pid, _) in pids.items() if process_alive(pid, name)]
     assert llmops("dev", "status", "--state-dir", str(state)).returncode == 1
-    env = llmops("dev", "env", "--state-dir", str(state))  # nothing to eval, and says why
-    assert env.returncode == 1 and env.stdout == "" and f"`llmops dev up --state-dir {state}`" in env.stderr
+    env = llmops("dev", "env", "--state-dir", str(state))  # an eval that fails, and says why
+    assert (
+        env.returncode == 1
+        and env.stdout == "false\n"
+        and f"`llmops dev up --state-dir {state}`" in env.stderr
+    )

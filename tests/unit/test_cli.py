@@ -70,10 +70,13 @@ def test_every_option_has_help():
     assert not missing
 
 
-def test_dev_env_without_a_cluster_gives_nothing_to_eval(tmp_path) -> None:
-    from click.testing import CliRunner
-
-    result = CliRunner().invoke(main, ["dev", "env", "--state-dir", str(tmp_path / "none")])
-    assert result.exit_code == 1 and "export" not in result.output
+def test_dev_env_without_a_cluster_makes_the_eval_fail(tmp_path) -> None:
+    """`eval "$(llmops dev env)"` in a real shell: without a cluster the eval itself fails (an empty
+    eval would succeed), nothing is exported, and the reason is on stderr."""
     none = tmp_path / "none"
-    assert f"no cluster in {none}: start one with `llmops dev up --state-dir {none}`" in result.output
+    script = f'eval "$({sys.executable} -m llmops.cli dev env --state-dir {none})" && echo "$KUBECONFIG"'
+    shell = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}
+    )
+    assert shell.returncode == 1 and shell.stdout == ""
+    assert f"no cluster in {none}: start one with `llmops dev up --state-dir {none}`" in shell.stderr

@@ -51,11 +51,13 @@ def test_failed_pokes_while_the_apiserver_is_away_are_logged_at_a_bounded_rate()
         requeue.start(SimpleNamespace(kube=client), logging.getLogger("test.requeue"))
         for i in range(200):
             requeue.later("ns", f"md-{i}", 0)
-        while len(client.pokes) < 200:
+        # Each failure is logged, then the object asked for again (in that order, after the poke's
+        # thread has returned): wait for the last of these, not for the pokes alone.
+        while len(client.pokes) < 200 or requeue.pending() < 200:
             await asyncio.sleep(0.01)
         now[0] = ReconnectLog.INTERVAL + 1  # the next outage record may be kept
         requeue.later("ns", "md-late", 0)
-        while len(client.pokes) < 201:
+        while len(client.pokes) < 201 or requeue.pending() < 201:
             await asyncio.sleep(0.01)
         await requeue.stop()
 
