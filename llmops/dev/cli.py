@@ -55,7 +55,7 @@ state_dir_option = click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
     default=default_state_dir,
-    show_default="$LLMOPS_DEV_DIR, else /tmp/llmops-dev-$UID",
+    show_default="$LLMOPS_DEV_DIR, else $TMPDIR/llmops-dev-$UID; /tmp when TMPDIR is unset",
     help="Folder holding the cluster's certificates, data, logs and kubeconfig.",
 )
 
@@ -114,8 +114,7 @@ def status(state_dir: Path) -> None:
     cluster = LocalCluster(state_dir)
     procs = cluster.processes()
     if not procs:
-        click.echo(f"no cluster in {state_dir}")
-        raise SystemExit(1)
+        raise click.ClickException(no_cluster(state_dir))
     for name, (pid, alive) in procs.items():
         click.echo(f"{name:<24} pid {pid:<8} {'running' if alive else 'stopped'}")
     running = cluster.running()
@@ -128,40 +127,69 @@ def status(state_dir: Path) -> None:
 @state_dir_option
 @click.option("--keep-state", is_flag=True, help="Keep the state folder (logs, data) for a look afterwards.")
 def down(state_dir: Path, keep_state: bool) -> None:
-    """Stop every component and remove the state folder."""
-    LocalCluster(state_dir).stop(remove=not keep_state)
+    """Stop every component and remove the state folder.
+
+    Only a folder a dev cluster made (it holds the cluster's state.json) is removed; any other folder
+    is refused, so a mistyped --state-dir or $LLMOPS_DEV_DIR deletes nothing. No folder at all: nothing
+    to stop, exit 0 (down is idempotent)."""
+    cluster = LocalCluster(state_dir)
+    if not state_dir.exists():
+        click.echo(f"no cluster in {state_dir}: nothing to stop")
+        return
+    if not cluster.owns_state_dir():
+        raise click.ClickException(
+            f"{state_dir} is not the state folder of a dev cluster (it has no state.json): nothing "
+            "stopped or removed; check --state-dir and $LLMOPS_DEV_DIR"
+        )
+    cluster.stop(remove=not keep_state)
     click.echo(f"stopped; {'kept' if keep_state else 'removed'} {state_dir}")
 
 
 @dev.command()
 @state_dir_option
 def env(state_dir: Path) -> None:
-    """Print `export` lines for the running services (S3 endpoint and keys, Ray, Prometheus), for
-    `eval "$(llmops dev env)"`. When no cluster was started here: the reason on stderr, exit 1, and
-    `false` as the only line to eval, so that the eval fails too (its status is its last command's;
-    an empty eval would succeed) and `eval "$(llmops dev env)" && ...` stops there."""
+    """Print `export` lines for the running services, for `eval "$(llmops dev env)"`.
+
+    KUBECONFIG; MinIO's endpoint and keys as the AWS variables every llmops command and boto3 read
+    (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and as S3_ENDPOINT, which the
+    examples' templates and `dev upload` name; RAY_ADDRESS; Prometheus as LLMOPS_PROMETHEUS_URL (the
+    operator's and `llmops report usage`'s setting) and PROMETHEUS_URL. Without a cluster here: the
+    reason on stderr, exit 1, and `false` as the only line to eval, so that the eval fails too (an
+    empty eval would succeed) and `eval "$(llmops dev env)" && ...` stops there."""
     from llmops.dev import services as svc
 
     cluster = LocalCluster(state_dir)
     if not cluster.processes():
-        flag = "" if state_dir == default_state_dir() else f" --state-dir {state_dir}"
         click.echo("false")
-        raise click.ClickException(f"no cluster in {state_dir}: start one with `llmops dev up{flag}`")
+        raise click.ClickException(no_cluster(state_dir))
     click.echo(f"export KUBECONFIG={cluster.kubeconfig}")
     if minio := svc.service(cluster, "minio"):
         click.echo(f"export S3_ENDPOINT={minio['endpoint']}")
+        click.echo(f"export AWS_ENDPOINT_URL_S3={minio['endpoint']}")
         click.echo(f"export AWS_ACCESS_KEY_ID={minio['accessKeyId']}")
         click.echo(f"export AWS_SECRET_ACCESS_KEY={minio['secretAccessKey']}")
     if ray := svc.service(cluster, "ray"):
         click.echo(f"export RAY_ADDRESS={ray['address']}")
     if prometheus := svc.service(cluster, "prometheus"):
+        click.echo(f"export LLMOPS_PROMETHEUS_URL={prometheus['url']}")
         click.echo(f"export PROMETHEUS_URL={prometheus['url']}")
+
+
+def no_cluster(state_dir: Path) -> str:
+    """The one line for a command that needs the dev cluster of `state_dir` and finds none."""
+    flag = "" if state_dir == default_state_dir() else f" --state-dir {state_dir}"
+    return f"no cluster in {state_dir}: start one with `llmops dev up{flag}`"
 
 
 @dev.command()
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("target")
-@click.option("--endpoint", envvar="S3_ENDPOINT", required=True, help="S3 endpoint ($S3_ENDPOINT).")
+@click.option(
+    "--endpoint",
+    envvar=["S3_ENDPOINT", "AWS_ENDPOINT_URL_S3"],
+    required=True,
+    help='S3 endpoint [env S3_ENDPOINT, else AWS_ENDPOINT_URL_S3; both set by eval "$(llmops dev env)"].',
+)
 @storage_errors
 def upload(source: Path, target: str, endpoint: str) -> None:
     """Copy a file or a folder to s3://BUCKET/PREFIX (keys from $AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY)."""

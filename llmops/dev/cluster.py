@@ -343,8 +343,13 @@ class LocalCluster:
                 time.sleep(0.1)
         if self._state_file.exists():
             self.save_state({**self.state(), "pids": {}})
-        if remove:
+        if remove and self.owns_state_dir():
             shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def owns_state_dir(self) -> bool:
+        """Whether `state_dir` is a folder a cluster made (its state.json is there): the only kind
+        `stop(remove=True)` deletes."""
+        return self._state_file.is_file()
 
     # -- one component at a time (fault tests) -----------------------------------------------
     RESTARTABLE = ("etcd", "kube-apiserver")

@@ -80,3 +80,56 @@ def test_dev_env_without_a_cluster_makes_the_eval_fail(tmp_path) -> None:
     )
     assert shell.returncode == 1 and shell.stdout == ""
     assert f"no cluster in {none}: start one with `llmops dev up --state-dir {none}`" in shell.stderr
+
+
+def test_dev_down_removes_only_a_dev_clusters_own_folder(tmp_path) -> None:
+    """A mistyped --state-dir must delete nothing: a folder without the cluster's state.json is
+    refused, a folder that is not there is nothing to stop (exit 0), and a cluster's folder (its
+    state.json, no process left) is removed."""
+    from click.testing import CliRunner
+
+    other = tmp_path / "important"
+    other.mkdir()
+    (other / "data.txt").write_text("keep me")
+    result = CliRunner().invoke(main, ["dev", "down", "--state-dir", str(other)])
+    assert result.exit_code == 1 and "is not the state folder of a dev cluster" in result.output
+    assert (other / "data.txt").read_text() == "keep me"
+    result = CliRunner().invoke(main, ["dev", "down", "--state-dir", str(tmp_path / "none")])
+    assert result.exit_code == 0 and f"no cluster in {tmp_path / 'none'}: nothing to stop" in result.output
+    ours = tmp_path / "state"
+    ours.mkdir()
+    (ours / "state.json").write_text('{"ports": {}, "pids": {}}')
+    result = CliRunner().invoke(main, ["dev", "down", "--state-dir", str(ours)])
+    assert result.exit_code == 0 and not ours.exists(), result.output
+
+
+def test_dev_env_exports_what_the_other_commands_read(tmp_path, monkeypatch) -> None:
+    """The names `dev env` exports are the ones the CLI reads: the registry's S3 endpoint
+    (AWS_ENDPOINT_URL_S3, as boto3), `report usage`'s Prometheus (LLMOPS_PROMETHEUS_URL); the
+    templates' S3_ENDPOINT and PROMETHEUS_URL stay."""
+    from click.testing import CliRunner
+
+    from llmops.audit_cli import PROMETHEUS_ENV
+    from llmops.dev import cli as dev_cli
+
+    class Running:
+        kubeconfig = tmp_path / "kubeconfig"
+
+        def __init__(self, state_dir) -> None:
+            self.state_dir = state_dir
+
+        def processes(self):
+            return {"kube-apiserver": (1, True)}
+
+    services = {
+        "minio": {"endpoint": "http://127.0.0.1:9000", "accessKeyId": "k", "secretAccessKey": "s"},
+        "ray": {"address": "http://127.0.0.1:8265"},
+        "prometheus": {"url": "http://127.0.0.1:9090"},
+    }
+    monkeypatch.setattr(dev_cli, "LocalCluster", Running)
+    monkeypatch.setattr("llmops.dev.services.service", lambda cluster, name: services.get(name))
+    result = CliRunner().invoke(main, ["dev", "env", "--state-dir", str(tmp_path)])
+    exported = dict(line.removeprefix("export ").split("=", 1) for line in result.output.splitlines())
+    assert exported["AWS_ENDPOINT_URL_S3"] == exported["S3_ENDPOINT"] == "http://127.0.0.1:9000"
+    assert exported[PROMETHEUS_ENV] == exported["PROMETHEUS_URL"] == "http://127.0.0.1:9090"
+    assert {"KUBECONFIG", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "RAY_ADDRESS"} <= exported.keys()
