@@ -5,23 +5,58 @@ from __future__ import annotations
 import click
 
 
+def check_ports(ports: list[tuple[str, int]], host: str = "0.0.0.0") -> None:
+    """Each (flag, port) the operator will listen on (0: off) can be bound on `host`, as its servers
+    bind it (SO_REUSEADDR): else one line naming the flag, before anything starts, instead of a
+    traceback from inside a server. A race with another process remains possible, and is then the
+    server's own error."""
+    import socket
+
+    for flag, port in ports:
+        if not port:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as e:
+                off = ", or 0 to turn it off" if flag != "--webhook-port" else ""
+                raise click.ClickException(
+                    f"{flag} {port}: cannot listen on {host}:{port} ({e.strerror}); pick another port{off}"
+                ) from None
+
+
 @click.command()
 @click.option("--namespace", "namespaces", multiple=True, help="Watch only these namespaces (repeatable).")
 @click.option(
     "--all-namespaces", is_flag=True, help="Watch every namespace (the default without --namespace)."
 )
 @click.option(
-    "--metrics-port", default=8080, show_default=True, help="Prometheus /metrics port; 0 turns it off."
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Prometheus /metrics port; 0 turns it off.",
 )
 @click.option(
-    "--health-port", default=8081, show_default=True, help="Liveness/readiness /healthz port; 0: off."
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    default=8081,
+    show_default=True,
+    help="Liveness/readiness /healthz port; 0: off.",
 )
 @click.option(
     "--webhook/--no-webhook",
     default=False,
     help="Serve the admission webhooks (validating; mutating: who asked).",
 )
-@click.option("--webhook-port", default=9443, show_default=True, help="HTTPS port of the admission webhooks.")
+@click.option(
+    "--webhook-port",
+    type=click.IntRange(1, 65535),
+    default=9443,
+    show_default=True,
+    help="HTTPS port of the admission webhooks.",
+)
 @click.option(
     "--webhook-host",
     default="127.0.0.1",
@@ -65,6 +100,8 @@ def operator(
     if all_namespaces and namespaces:
         raise click.UsageError("--all-namespaces and --namespace exclude each other")
     kubeconfig.check_for_operator()
+    listening = [("--metrics-port", metrics_port), ("--health-port", health_port)]
+    check_ports(listening + ([("--webhook-port", webhook_port)] if webhook else []))
     options = (
         WebhookOptions(port=webhook_port, host=webhook_host, service=webhook_service) if webhook else None
     )

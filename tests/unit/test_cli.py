@@ -133,3 +133,34 @@ def test_dev_env_exports_what_the_other_commands_read(tmp_path, monkeypatch) -> 
     assert exported["AWS_ENDPOINT_URL_S3"] == exported["S3_ENDPOINT"] == "http://127.0.0.1:9000"
     assert exported[PROMETHEUS_ENV] == exported["PROMETHEUS_URL"] == "http://127.0.0.1:9090"
     assert {"KUBECONFIG", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "RAY_ADDRESS"} <= exported.keys()
+
+
+def test_a_busy_operator_port_is_one_line_naming_its_flag(tmp_path, monkeypatch) -> None:
+    """Every port the operator listens on (metrics, health, webhook), taken by another listener:
+    one line naming the flag and the port, before anything starts; a port out of range is a usage
+    error."""
+    import socket
+
+    from click.testing import CliRunner
+
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: ctx\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: ctx, context: {cluster: c, user: u}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for flag, extra in (("--metrics-port", []), ("--health-port", []), ("--webhook-port", ["--webhook"])):
+            others = [f for f in ("--metrics-port", "--health-port") if f != flag]
+            args = ["operator", flag, port, *extra, *(x for f in others for x in (f, "0"))]
+            result = CliRunner().invoke(main, args)
+            assert result.exit_code == 1, result.output
+            assert result.output.startswith(f"Error: {flag} {port}: cannot listen on 0.0.0.0:{port} ("), (
+                result.output
+            )
+    result = CliRunner().invoke(main, ["operator", "--health-port", "70000"])
+    assert result.exit_code == 2 and "'--health-port': 70000 is not in the range" in result.output

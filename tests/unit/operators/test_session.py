@@ -110,3 +110,45 @@ def test_listed_and_watched_objects_arrive_without_managed_fields(monkeypatch) -
         "type": "MODIFIED",
         "object": {"metadata": {"name": "a", "labels": {"l": "1"}}, "spec": {}},
     }
+
+
+def test_an_address_that_takes_the_connection_but_never_answers_fails_at_the_connect_bound() -> None:
+    """A TLS handshake that never comes (a listener that accepts and stays silent) ends at the
+    settings' connect_timeout, as aiohttp's sock_connect bound, in the timeout kopf builds from the
+    settings for every request (kopf/_cogs/clients/api.py), not at the 60 s request timeout."""
+    import ssl
+
+    import aiohttp
+    import pytest
+
+    from llmops.operators.main import configure
+
+    settings = kopf.OperatorSettings()
+    configure(settings, None, default_kinds())
+    settings.networking.connect_timeout = 0.5  # the bound under test, shortened for the test only
+
+    async def attempt() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await asyncio.sleep(30)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        timeout = aiohttp.ClientTimeout(
+            total=settings.networking.request_timeout, sock_connect=settings.networking.connect_timeout
+        )
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                await session.get(f"https://127.0.0.1:{port}/api", ssl=ssl.create_default_context())
+        finally:
+            server.close()
+
+    with pytest.raises(aiohttp.ConnectionTimeoutError, match="Connection timeout to host"):
+        asyncio.run(attempt())
+
+
+def test_the_connect_bound_is_set() -> None:
+    from llmops.operators.main import configure
+
+    settings = kopf.OperatorSettings()
+    configure(settings, None, default_kinds())
+    assert settings.networking.connect_timeout == 10 < settings.networking.request_timeout
