@@ -57,6 +57,7 @@ class LazyGroup(Group):
 
 
 @click.group(cls=LazyGroup)
+@click.version_option(package_name="llmops", message="%(prog)s %(version)s")
 def main() -> None:
     """llmops: the whole life of a large language model on Kubernetes."""
     logsafe.install()  # every sub-command: no credential in a log line (llmops/logsafe.py)

@@ -245,24 +245,27 @@ def stale(directory: Path) -> list[Path]:
 def crds(output_dir: Path, also: tuple[Path, ...], check: bool) -> None:
     """Generate the CRDs from the pydantic models (run from the repository root)."""
     directories = [output_dir, *(d for d in also if str(d) not in ("", "."))]
+    # Most often: run outside the repository root. Checked first, and before anything is written, so
+    # that neither the check's advice nor a write makes CRD folders in a stray working directory.
+    absent = [d for d in directories if not (d.is_dir() if check else d.parent.is_dir())]
+    if absent:
+        raise click.ClickException(
+            f"no directory {', '.join(str(d if check else d.parent) for d in absent)}: run from the "
+            "repository root, or pass --output-dir and --also"
+        )
     if check:
         faults = []
         for directory in directories:
-            if not directory.is_dir():  # most often: run outside the repository root
-                faults.append(
-                    f"no directory {directory} (run from the repository root, or pass "
-                    "--output-dir and --also)"
-                )
-                continue
             faults += [f"{'stale' if path.is_file() else 'missing'}: {path}" for path in stale(directory)]
             faults += [f"no longer generated: {path}" for path in extra(directory)]
         if faults:
             raise click.ClickException(
                 "the CRD files do not match the API ("
                 + f"{len(faults)} {'fault' if len(faults) == 1 else 'faults'}; "
-                + "`llmops crds` rewrites them):\n  "
+                + "`llmops crds` rewrites them; `git diff` then shows what changed):\n  "
                 + "\n  ".join(faults)
             )
+        click.echo(f"{len(rendered())} CRDs up to date in {', '.join(map(str, directories))}")
         return
     for directory in directories:
         written, removed = write(directory)

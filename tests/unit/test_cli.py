@@ -164,3 +164,12 @@ def test_a_busy_operator_port_is_one_line_naming_its_flag(tmp_path, monkeypatch)
             )
     result = CliRunner().invoke(main, ["operator", "--health-port", "70000"])
     assert result.exit_code == 2 and "'--health-port': 70000 is not in the range" in result.output
+
+
+def test_version_is_the_installed_packages() -> None:
+    from importlib.metadata import version
+
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and result.output.split()[-1] == version("llmops")

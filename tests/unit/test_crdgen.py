@@ -214,25 +214,37 @@ def test_cli_writes_and_checks(tmp_path: Path) -> None:
         yaml.safe_load((out / "llmops.io_trainingjobs.yaml").read_text())["kind"]
         == "CustomResourceDefinition"
     )
-    assert runner.invoke(crds_command, ["--output-dir", str(out), "--also", "", "--check"]).exit_code == 0
+    result = runner.invoke(crds_command, ["--output-dir", str(out), "--also", "", "--check"])
+    assert result.exit_code == 0 and result.output == f"{len(crdgen.rendered())} CRDs up to date in {out}\n"
     (out / "llmops.io_trainingjobs.yaml").write_text("stale")
     assert runner.invoke(crds_command, ["--output-dir", str(out), "--also", "", "--check"]).exit_code == 1
     (out / "llmops.io_modeldeployments.yaml").unlink()
     (out / "llmops.io_oldkinds.yaml").write_text("a kind since removed")
     (out / "notes.yaml").write_text("not ours")
-    result = runner.invoke(
-        crds_command, ["--output-dir", str(out), "--also", str(tmp_path / "none"), "--check"]
-    )
+    result = runner.invoke(crds_command, ["--output-dir", str(out), "--also", "", "--check"])
     assert result.exit_code == 1
     assert result.output.splitlines() == [  # each fault by its kind, and what to run
-        "Error: the CRD files do not match the API (4 faults; `llmops crds` rewrites them):",
+        "Error: the CRD files do not match the API (3 faults; `llmops crds` rewrites them; `git diff` then"
+        " shows what changed):",
         f"  stale: {out / 'llmops.io_trainingjobs.yaml'}",
         f"  missing: {out / 'llmops.io_modeldeployments.yaml'}",
         f"  no longer generated: {out / 'llmops.io_oldkinds.yaml'}",
-        f"  no directory {tmp_path / 'none'} (run from the repository root, or pass --output-dir and --also)",
     ]
+    # A directory that is not there (most often: run outside the repository root) is said first and
+    # alone, and a write refuses a folder whose parent is not there instead of making a stray tree.
+    result = runner.invoke(
+        crds_command, ["--output-dir", str(out), "--also", str(tmp_path / "none"), "--check"]
+    )
+    assert result.exit_code == 1 and result.output.splitlines() == [
+        f"Error: no directory {tmp_path / 'none'}: run from the repository root, or pass --output-dir"
+        " and --also"
+    ]
+    result = runner.invoke(crds_command, ["--output-dir", str(out), "--also", str(tmp_path / "no" / "crds")])
+    assert result.exit_code == 1 and f"no directory {tmp_path / 'no'}:" in result.output
+    assert not (tmp_path / "no").exists() and (out / "llmops.io_oldkinds.yaml").exists()  # nothing written
     # Writing removes our file of the removed kind and leaves other files alone; then the check passes.
     result = runner.invoke(crds_command, ["--output-dir", str(out), "--also", ""])
     assert f"removed {out / 'llmops.io_oldkinds.yaml'} (its kind is no longer generated)" in result.output
     assert (out / "notes.yaml").is_file() and not (out / "llmops.io_oldkinds.yaml").exists()
-    assert runner.invoke(crds_command, ["--output-dir", str(out), "--also", "", "--check"]).exit_code == 0
+    result = runner.invoke(crds_command, ["--output-dir", str(out), "--also", "", "--check"])
+    assert result.exit_code == 0 and result.output == f"{len(crdgen.rendered())} CRDs up to date in {out}\n"
