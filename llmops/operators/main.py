@@ -22,7 +22,7 @@ from llmops import logsafe
 from llmops.operators import admission, runtime
 from llmops.operators.apply import Applier
 from llmops.operators.auditing import Auditor
-from llmops.operators.kube import UPDATE_MANAGER, ApiError, Kube
+from llmops.operators.kube import UPDATE_MANAGER, ApiError, Kube, Unreachable
 from llmops.operators.runtime import REQUEUE_FAILED, Kind
 from llmops.storage import StoreCache
 
@@ -364,7 +364,7 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
         try:
             return await asyncio.wait_for(asyncio.to_thread(memo.applier.kube.version, timeout=2), 3)
         except Exception as e:  # the answer is the report: liveness must not track the apiserver
-            return f"unreachable: {type(e).__name__}"
+            return f"unreachable: {unreachable_reason(e)}"
 
     for kind in kinds:
         runtime.register(kind, registry)
@@ -372,6 +372,17 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
         admission.register(registry)
         admission.register_retirement_check(registry)
     return registry
+
+
+def unreachable_reason(error: BaseException) -> str:
+    """Why the apiserver did not answer, for /healthz: the error's kind and its first line (at most
+    200 characters; a client error names no credential), e.g. `Unreachable: connection refused`."""
+    if isinstance(error, Unreachable):
+        detail = f"{error.reason}: {error.message}"
+    else:
+        lines = str(error).strip().splitlines()
+        detail = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return detail[:200]
 
 
 def run(

@@ -152,3 +152,14 @@ def test_the_connect_bound_is_set() -> None:
     settings = kopf.OperatorSettings()
     configure(settings, None, default_kinds())
     assert settings.networking.connect_timeout == 10 < settings.networking.request_timeout
+
+
+def test_healthz_says_why_the_apiserver_did_not_answer() -> None:
+    from llmops.operators import kube
+    from llmops.operators.main import unreachable_reason
+
+    assert unreachable_reason(kube.Unreachable(None, "Unreachable", "connection refused")) == (
+        "Unreachable: connection refused"
+    )
+    assert unreachable_reason(TimeoutError()) == "TimeoutError"
+    assert unreachable_reason(OSError("x" * 500 + "\nmore")) == ("OSError: " + "x" * 500)[:200]
