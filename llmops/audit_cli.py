@@ -33,7 +33,7 @@ from typing import Any
 import click
 
 from llmops import command_group
-from llmops.audit import AUDIT_ENV, AuditConfig, AuditError, AuditLog, AuditRecord, Verification
+from llmops.audit import AUDIT_ENV, Actor, AuditConfig, AuditError, AuditLog, AuditRecord, Verification
 from llmops.command_group import Group
 from llmops.registry import (
     MANIFEST,
@@ -153,9 +153,14 @@ def verify_command(audit_uri: str | None, expect_head: str | None, output: str) 
         sys.exit(1)
 
 
+def _actor(actor: Actor) -> str:
+    """An audit actor as the reports write it: `type:name`, and `for PERSON` when on someone's behalf."""
+    return f"{actor.type}:{actor.name}" + (f" for {actor.on_behalf_of}" if actor.on_behalf_of else "")
+
+
 def _row(r: AuditRecord) -> list[str]:
     d = r.data
-    actor = d.actor.name + (f" for {d.actor.on_behalf_of}" if d.actor.on_behalf_of else "")
+    actor = _actor(d.actor)
     target = f"{d.model}:{d.version}" if d.model and d.version else d.model or "-"
     return [str(d.sequence), r.time[:19] + "Z", actor, d.action, r.subject, target,
             str(d.details.get("message") or d.reason)[:80]]  # fmt: skip
@@ -329,6 +334,11 @@ def compliance_report(
         entry["tombstone"] = tombstone.model_dump(by_alias=True, mode="json") if tombstone else None
         entry["served"] = [w for w in windows if w["version"] == version]
         entry["auditRecords"] = sum(1 for r in records if r.data.version == version)
+        entry["registeredBy"] = next(
+            (_actor(r.data.actor) for r in records
+             if r.data.action == "modelversion.registered" and r.data.version == version),
+            None,
+        )  # fmt: skip
         found.append(entry)
     verification: Verification | None = log.verify() if log is not None else None
     return ComplianceReport(
@@ -381,8 +391,9 @@ def markdown(report: ComplianceReport) -> str:
                     "- Retired: lineage, gates and metrics from the archived manifest"
                     " (sha256 as the tombstone's)"
                 )
+            job = f" (TrainingJob `{lineage['parentJob']}`)" if lineage.get("parentJob") else ""
             lines += [
-                f"- Registered: {entry['createdAt']} by `{lineage.get('parentJob', '-')}`,"
+                f"- Registered: {entry['createdAt']} by `{entry.get('registeredBy') or '-'}`{job},"
                 f" manifest sha256 `{entry['manifestSha256']}`, {entry['artifacts']} artifacts",
                 f"- Base: {lineage.get('baseModel', '-')}, method {lineage.get('method', '-')},"
                 f" data digest `{lineage.get('dataDigest', '-')}`",

@@ -72,7 +72,7 @@ def test_alias_moves_and_registrations_are_audited_and_shown(where: dict[str, Pa
     code, out = llmops("audit", "show", "--kind", "alias", env=env)
     lines = out.splitlines()
     assert lines[0].split() == ["SEQ", "TIME", "ACTOR", "ACTION", "OBJECT", "MODEL", "MESSAGE"]
-    assert len(lines) == 2 and "alias.moved" in lines[1] and "chat:2" in lines[1]
+    assert len(lines) == 2 and "alias.moved" in lines[1] and "chat:2" in lines[1] and "cli:bob" in lines[1]
     code, out = llmops("audit", "show", "--version", "1", "-o", "json", env=env)
     assert [r["data"]["sequence"] for r in json.loads(out)] == [1]
 
@@ -132,6 +132,9 @@ def test_compliance_report(where: dict[str, Path]) -> None:
     assert code == 0 and text.startswith("# Compliance report: chat")
     assert "chain intact" in text and "## Version 2" in text and "| ml/modeldeployment/chat |" in text
     assert "emails_redacted" in text and "superseded" in text and "| accuracy >= | 0.9 | 0.5 | True |" in text
+    # Who registered it, from the audit trail's record (the CLI's --by), and from which TrainingJob.
+    assert two["registeredBy"] == "cli:ci"
+    assert "by `cli:ci` (TrainingJob `ml/t-1`)" in text
 
 
 def test_times() -> None:
