@@ -27,6 +27,7 @@ import json
 import os
 import re
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,9 @@ from llmops.storage import ObjectStore
 DURATION = re.compile(r"^(\d+)([smhd])$")
 
 
-def when(value: str | None, *, now: dt.datetime | None = None) -> dt.datetime | None:
-    """`2026-11-30T10:00`, `2026-11-30T10:00+01:00` or `24h` (back from `now`) as an aware datetime."""
+def when(value: str | None, *, now: dt.datetime | None = None, flag: str | None = None) -> dt.datetime | None:
+    """`2026-11-30T10:00`, `2026-11-30T10:00+01:00` or `24h` (back from `now`) as an aware datetime.
+    Raises click.BadParameter naming `flag` for anything else."""
     if not value:
         return None
     if match := DURATION.match(value.strip()):
@@ -63,7 +65,9 @@ def when(value: str | None, *, now: dt.datetime | None = None) -> dt.datetime | 
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r}: use ISO 8601 (2026-11-30T10:00) or 30m, 24h, 7d") from None
+        raise click.BadParameter(
+            f"{value!r}: use ISO 8601 (2026-11-30T10:00) or 30m, 24h, 7d", param_hint=flag
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
@@ -188,7 +192,12 @@ def show_command(
 ) -> None:
     """List the records that match every filter, oldest first."""
     records = open_log(audit_uri).records(
-        model=model, version=version, kind=kind, namespace=namespace, since=when(since), until=when(until)
+        model=model,
+        version=version,
+        kind=kind,
+        namespace=namespace,
+        since=when(since, flag="--since"),
+        until=when(until, flag="--until"),
     )
     if output == "json":
         click.echo(json.dumps([r.document() for r in records], indent=2, ensure_ascii=False))
@@ -619,7 +628,12 @@ def usage_command(
     from llmops.operators.prometheus import Prometheus
 
     now = dt.datetime.now(dt.UTC)
-    first, last = when(start or since, now=now) or now, when(end, now=now) or now
+    first = when(start or since, now=now, flag="--start" if start else "--since") or now
+    last = when(end, now=now, flag="--end") or now
+    if urllib.parse.urlsplit(prometheus_url).scheme not in ("http", "https"):
+        raise click.BadParameter(
+            f"{prometheus_url!r}: give its URL with the scheme, http://host:9090", param_hint="--prometheus"
+        )
     if last <= first:
         raise click.BadParameter(
             f"the window ends ({last.isoformat()}) before it starts ({first.isoformat()})"

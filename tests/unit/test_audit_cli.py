@@ -249,3 +249,17 @@ def test_report_out_makes_its_folder(where: dict[str, Path], tmp_path: Path) -> 
             "--audit", str(where["audit"]), "--out", str(out)]  # fmt: skip
     code, printed = llmops(*args)
     assert code == 0 and printed == "" and out.read_text().startswith("# Compliance report: chat")
+
+
+def test_bad_times_and_urls_name_their_flag(where: dict[str, Path]) -> None:
+    """Each time and URL option says which flag its bad value came from (usage errors, exit 2)."""
+    usage = ["report", "usage", "--deployment", "chat", "--prometheus", "http://127.0.0.1:9"]
+    for args, flag in (
+        ([*usage, "--since", "7x"], "--since"),
+        ([*usage, "--start", "yesterday"], "--start"),
+        ([*usage, "--end", "soon"], "--end"),
+        (["report", "usage", "--deployment", "chat", "--prometheus", "127.0.0.1:9"], "--prometheus"),
+        (["audit", "show", "--audit", str(where["audit"]), "--until", "7x"], "--until"),
+    ):
+        code, out = llmops(*args)
+        assert code == 2 and f"Invalid value for {flag}:" in out, (args, out)
