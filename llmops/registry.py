@@ -376,14 +376,20 @@ def resolve(store: ObjectStore, ref: ModelReference) -> ModelVersion:
                 return read_version(store, ref.name, version)
             except BrokenRecord as e:
                 log.warning("%s", e)  # the newest readable version stands
-    raise RegistryError(f"model {ref.name!r} has no alias {alias!r} in {store.uri}{_which(store, ref.name)}")
+    raise RegistryError(
+        f"model {ref.name!r} has no alias {alias!r} in {store.uri}{_which(store, ref.name, alias=True)}"
+    )
 
 
-def _which(store: ObjectStore, name: str) -> str:
+def _which(store: ObjectStore, name: str, *, alias: bool = False) -> str:
     """What a reader who named a missing version or alias needs next: that the model itself is not
     there (a typo in the name, or the wrong registry), or which live versions it has (the newest
-    five), or that all of its versions are retired."""
+    five), or that all of its versions are retired; for a missing `alias`, the aliases it has."""
+    if alias and (named := aliases(store, name)):
+        return f" (its aliases: {', '.join(named)})"
     held = versions(store, name)
+    if alias and held:
+        return f" (it has no aliases; its versions: {'..., ' if len(held) > 5 else ''}{', '.join(held[-5:])})"
     if not held:
         if retired := retired_versions(store, name):
             return f" (every version of it is retired: {', '.join(retired[-5:])})"
@@ -561,6 +567,18 @@ def move_alias(
 def _cli_actor(by: str) -> Actor:
     """`user:alice` (the `llmops` command's form) -> a "cli" actor named alice."""
     return Actor(type="cli", name=by.removeprefix("user:"))
+
+
+def find_move(store: ObjectStore, name: str, move_id: str) -> AliasMove | None:
+    """The move of any alias of model `name` that carries the idempotency key `move_id` (its history
+    record, or the pointer whose record a crash left out), or None when no alias moved with it."""
+    prefix = f"models/{name}/alias-history/"
+    for key in store.list(prefix):
+        if key.count("/") == 4 and key.rsplit("/", 1)[-1][26:] == f"{move_id}.json":
+            return AliasMove.model_validate_json(store.get_bytes(key))
+    return next(
+        (m for a in aliases(store, name) if (m := read_alias(store, name, a)) and m.move_id == move_id), None
+    )
 
 
 def alias_history(store: ObjectStore, name: str, alias: str | None = None) -> list[AliasMove]:

@@ -45,6 +45,7 @@ from llmops.registry import (
     alias_history,
     aliases,
     check_name,
+    find_move,
     models,
     move_alias,
     read_tombstone,
@@ -55,7 +56,15 @@ from llmops.registry import (
     version_prefix,
     versions,
 )
-from llmops.storage import ObjectStore, S3Store, credentials_from_env, download_dir, explain, open_store
+from llmops.storage import (
+    LocalStore,
+    ObjectStore,
+    S3Store,
+    credentials_from_env,
+    download_dir,
+    explain,
+    open_store,
+)
 
 REGISTRY_ENV = "LLMOPS_REGISTRY"
 # What `models import hf://...` leaves out of a Hub repository: model cards, git metadata and weight
@@ -108,7 +117,41 @@ def _store(uri: str | None, *, must_exist: bool = True) -> ObjectStore:
         raise click.UsageError(
             f"no registry: pass --registry s3://bucket/prefix (or a directory) or set {REGISTRY_ENV}"
         )
-    return open_uri(uri, "--registry", must_exist=must_exist)
+    ctx = click.get_current_context(silent=True)
+    from_env = (
+        ctx is not None and ctx.get_parameter_source("registry") == click.core.ParameterSource.ENVIRONMENT
+    )
+    flag = f"{REGISTRY_ENV} (environment)" if from_env else "--registry"
+    store = open_uri(uri, flag, must_exist=must_exist)
+    if must_exist and isinstance(store, LocalStore) and not (store.root / "models").is_dir():
+        click.echo(
+            f"warning: {store.root} holds no models/ folder: it may not be a registry (check {flag};"
+            " a registry's first `llmops models import` makes it)",
+            err=True,
+        )
+    return store
+
+
+def _not_blank(value: str | None, flag: str, what: str) -> str | None:
+    """`value` unless it is given but blank (a usage error naming `flag` and saying `what` to give)."""
+    if value is not None and not value.strip():
+        raise click.BadParameter(f"is blank: {what}", param_hint=flag)
+    return value
+
+
+def _split(ref: str, forms: str = "NAME:VERSION or NAME@ALIAS", hint: str = "REF") -> tuple[str, str, str]:
+    """`ref` as (name, ":" or "@", version or alias); a usage error unless it is one of `forms` with
+    both halves given."""
+    seps = [sep for sep in (":", "@") if sep in forms]
+    for sep in seps:
+        if sep in ref:
+            name, _, rest = ref.partition(sep)
+            if name and rest:
+                return name, sep, rest
+            break
+    raise click.BadParameter(
+        f"{ref!r}: write {forms}, both halves given (e.g. tiny{seps[0]}1)", param_hint="REF"
+    )
 
 
 def _command(f: Callable[..., Any] | None = None, *, creates: bool = False, people: str = "table") -> Any:
@@ -241,8 +284,9 @@ def list_versions(store: ObjectStore, output: str, name: str) -> None:
 @_command(people="yaml")
 def show(store: ObjectStore, output: str, ref: str) -> None:
     """A version's manifest (artifacts, metrics, gates, lineage, content) and the aliases naming it."""
-    if ":" in ref:
-        name, version = ref.split(":", 1)
+    name, sep, rest = _split(ref)
+    if sep == ":":
+        version = rest
         try:
             manifest = read_version(store, name, version)
         except VersionRetired as e:
@@ -252,11 +296,8 @@ def show(store: ObjectStore, output: str, ref: str) -> None:
                 if output == "json"
                 else click.echo(yaml.safe_dump(body, sort_keys=False).rstrip())
             )
-    elif "@" in ref:
-        name, alias = ref.split("@", 1)
-        manifest = resolve(store, ModelReference(name=name, alias=alias))
     else:
-        raise click.BadParameter(f"{ref!r}: write NAME:VERSION or NAME@ALIAS", param_hint="REF")
+        manifest = resolve(store, ModelReference(name=name, alias=rest))
     body = {
         **manifest.model_dump(by_alias=True, mode="json"),
         "aliases": _by_version(store, name).get(manifest.version, []),
@@ -283,9 +324,7 @@ def verify_archive_command(store: ObjectStore, output: str, ref: str, archive_ur
     the receipt against the registry's tombstone)."""
     from llmops import archive
 
-    name, sep, version = ref.partition(":")
-    if not sep:
-        raise click.BadParameter(f"{ref!r}: write NAME:VERSION", param_hint="NAME:VERSION")
+    name, _, version = _split(ref, "NAME:VERSION", "NAME:VERSION")
     try:
         target = cli_store(location(archive_uri))
     except ValueError as e:
@@ -358,7 +397,15 @@ def set_alias_command(
 
     With LLMOPS_AUDIT set (the audit trail's location, as the operator's), the move is also an audit
     record (`llmops audit show --kind Alias`)."""
+    _not_blank(reason, "--reason", "say why the alias moves (it is kept in the alias's history)")
+    _not_blank(by, "--by", "name who moves it, or leave --by out for user:$USER")
     before = aliases(store, name).get(alias)
+    done = find_move(store, name, move_id) if move_id else None
+    if done is not None and (done.alias, done.version) != (alias, version):
+        raise click.ClickException(
+            f"move id {move_id!r} already moved {name}@{done.alias} to {done.version} at {done.at}:"
+            " pass a new --move-id for a different move"
+        )
     try:
         audit = AuditConfig.from_env()  # LLMOPS_AUDIT: the move is also an audit record
     except AuditError as e:
@@ -367,9 +414,15 @@ def set_alias_command(
         store, name, alias, version, by=by or _user(), reason=reason, move_id=move_id,
         audit=audit.open() if audit is not None else None,
     )  # fmt: skip
+    moved = done is None and not (before == version and move.move_id != move_id)
     if output == "json":
-        return _json(move.model_dump(by_alias=True, mode="json"))
-    if before == version and move.move_id != move_id:
+        return _json({**move.model_dump(by_alias=True, mode="json"), "moved": moved})
+    if done is not None:
+        click.echo(
+            f"{name}@{alias}: move {move_id} was already made ({move.previous or '(new)'} -> {move.version}"
+            f" by {move.by} at {move.at}): nothing moved"
+        )
+    elif not moved:
         click.echo(f"{name}@{alias} already names version {version}: nothing moved, nothing recorded")
     else:
         click.echo(f"{name}@{alias}: {move.previous or '(new)'} -> {move.version}  by {move.by} at {move.at}")
@@ -382,6 +435,14 @@ def set_alias_command(
 def history(store: ObjectStore, output: str, name: str, alias: str | None) -> None:
     """Every move of ALIAS (or of every alias of NAME), oldest first."""
     moves = alias_history(store, name, alias)
+    if not moves:
+        if not versions(store, name) and not retired_versions(store, name):
+            raise RegistryError(f"model {name!r} has no versions in {store.uri}")
+        if alias is not None:
+            named = ", ".join(aliases(store, name)) or "none"
+            raise RegistryError(
+                f"model {name!r} has no alias {alias!r} in {store.uri} (its aliases: {named})"
+            )
     if output == "json":
         return _json([m.model_dump(by_alias=True, mode="json") for m in moves])
     click.echo(_table(["AT", "ALIAS", "FROM", "TO", "BY", "REASON"], [_move_row(m) for m in moves]))
@@ -411,7 +472,17 @@ def import_command(store: ObjectStore, output: str, source: str, name: str, by: 
         audit = AuditConfig.from_env()
     except AuditError as e:
         raise click.ClickException(str(e)) from None
+    _not_blank(by, "--by", "name who imports it, or leave --by out for user:$USER")
     check_name(name)
+    if isinstance(store, LocalStore) and not source.startswith(("hf://", "s3://")):
+        src = Path(source.removeprefix("file://")).expanduser().resolve()
+        if store.root.resolve() == src or src in store.root.resolve().parents:
+            raise click.BadParameter(
+                f"{store.root} lies inside SOURCE {src}: the version would copy the registry into itself;"
+                " pass a registry outside it",
+                param_hint="--registry",
+            )
+    new = isinstance(store, LocalStore) and not store.root.exists()
     with tempfile.TemporaryDirectory(prefix="llmops-import-") as scratch:
         folder = _checkpoint(source, Path(scratch))
         try:
@@ -424,10 +495,13 @@ def import_command(store: ObjectStore, output: str, source: str, name: str, by: 
             store, name, folder, metrics={}, gates=[], content=content, by=by or _user(),
             lineage=Lineage(base_model=source, method="import"), audit=audit.open() if audit else None,
         )  # fmt: skip
+    if new:
+        click.echo(f"created a new registry at {store.root}", err=True)
     if twin := _same_files(store, version):  # allowed (versions are immutable records), but said
         click.echo(
             f"note: {name}:{version.version} holds the same files as {name}:{twin} (both are kept;"
-            f" `llmops models alias set {name} ALIAS {twin}` names an existing version without a new one)",
+            f" `llmops models alias set {name} ALIAS {twin} --reason TEXT` names an existing version"
+            " without a new one)",
             err=True,
         )
     if output == "json":

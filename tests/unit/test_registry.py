@@ -19,6 +19,7 @@ from llmops.registry import (
     RegistryError,
     alias_history,
     aliases,
+    find_move,
     models,
     move_alias,
     read_alias,
@@ -227,3 +228,26 @@ def test_a_manifest_gone_between_listing_and_reading_is_no_version(tmp_path: Pat
     with pytest.raises(RegistryError, match="has no version"):
         read_version(Gone(tmp_path), "chat", "1")
     assert is_missing(FileNotFoundError()) and not is_missing(PermissionError())
+
+
+def test_find_move_finds_a_key_across_the_models_aliases(store: LocalStore, tmp_path: Path) -> None:
+    first = move_alias(store, "chat", "champion", "1", by="user:ana", reason="a", move_id="m1")
+    move_alias(store, "chat", "canary", "2", by="user:ana", reason="b", move_id="x-m1")
+    assert find_move(store, "chat", "m1") == first and find_move(store, "chat", "m") is None
+    assert find_move(store, "chat", "x-m1").alias == "canary"  # type: ignore[union-attr]
+    # A pointer whose history record a crash left out is found too.
+    with pytest.raises(ConnectionError):
+        move_alias(
+            CrashOnce(store, "alias-history"), "chat", "canary", "3", by="rp", reason="c", move_id="m3"
+        )  # type: ignore[arg-type]
+    assert find_move(store, "chat", "m3").version == "3"  # type: ignore[union-attr]
+
+
+def test_a_missing_alias_names_the_aliases_there_are(store: LocalStore) -> None:
+    with pytest.raises(
+        RegistryError, match=r"no alias 'prod' .*\(it has no aliases; its versions: 1, 2, 3\)$"
+    ):
+        resolve(store, ModelReference(name="chat", alias="prod"))
+    move_alias(store, "chat", "champion", "1", by="user:ana", reason="a")
+    with pytest.raises(RegistryError, match=r"no alias 'champoin' .*\(its aliases: champion\)$"):
+        resolve(store, ModelReference(name="chat", alias="champoin"))

@@ -303,14 +303,16 @@ def test_import_makes_a_local_registry_folder_that_readers_refuse(tmp_path: Path
     code, out = llmops("models", "list", "--registry", str(fresh))
     assert code == 2 and "no such directory" in out and not fresh.exists()
     args = ["models", "import", str(checkpoint), "m", "--registry", str(fresh)]
-    code, out = llmops(*args, env={"LLMOPS_AUDIT": ""})
-    assert code == 0 and out.startswith("registered m:1 from "), out
+    result = CliRunner().invoke(main, args, env={"LLMOPS_AUDIT": ""}, catch_exceptions=False)
+    assert result.exit_code == 0 and result.stdout.startswith("registered m:1 from "), result.output
+    assert result.stderr == f"created a new registry at {fresh}\n"  # a typo of an existing one shows
     code, out = llmops("models", "versions", "m", "--registry", str(fresh))
     assert code == 0 and out.splitlines()[1].split()[0] == "1"
     # The same folder again: a second version (versions are records, never merged), and a note.
     code, out = llmops(*args, env={"LLMOPS_AUDIT": ""})
     assert code == 0 and "registered m:2 from " in out, out
-    assert "note: m:2 holds the same files as m:1 (both are kept;" in out
+    assert "note: m:2 holds the same files as m:1 (both are kept;" in out and "created" not in out
+    assert "`llmops models alias set m ALIAS 1 --reason TEXT`" in out  # runnable as written
     (checkpoint / "config.json").write_text('{"changed": true}')
     code, out = llmops(*args, env={"LLMOPS_AUDIT": ""})
     assert code == 0 and "registered m:3 from " in out and "note:" not in out, out
@@ -460,3 +462,98 @@ def test_a_store_that_never_answers_says_how_long_each_attempt_waited() -> None:
         assert told == [line.format(n) for n in range(2, 6)]
     finally:
         listener.close()
+
+
+def test_a_move_id_names_one_move_a_repeat_says_nothing_moved(registry: Path) -> None:
+    env = {"LLMOPS_REGISTRY": str(registry), "USER": "ana"}
+    code, out = llmops(
+        "models", "alias", "set", "chat", "prod", "1", "--reason", "a", "--move-id", "m1", env=env
+    )
+    assert code == 0 and out.startswith("chat@prod: (new) -> 1  by user:ana")
+    for alias, version in [("prod", "2"), ("staging", "1")]:  # another version, another alias: refused
+        args = ["models", "alias", "set", "chat", alias, version, "--reason", "b", "--move-id", "m1"]
+        code, out = llmops(*args, env=env)
+        assert code == 1 and out.startswith("Error: move id 'm1' already moved chat@prod to 1 at "), out
+        assert "pass a new --move-id" in out and len(out.splitlines()) == 1
+    store = LocalStore(registry)
+    assert read_alias(store, "chat", "prod").version == "1" and read_alias(store, "chat", "staging") is None  # type: ignore[union-attr]
+    args = ["models", "alias", "set", "chat", "prod", "1", "--reason", "a", "--move-id", "m1"]
+    code, out = llmops(*args, env=env)
+    assert code == 0 and out.startswith("chat@prod: move m1 was already made ((new) -> 1 by user:ana")
+    assert out.rstrip().endswith("nothing moved")
+    code, out = llmops(*args, "-o", "json", env=env)
+    assert code == 0 and json.loads(out)["moved"] is False and json.loads(out)["moveId"] == "m1"
+    code, out = llmops("models", "alias", "set", "chat", "prod", "3", "--reason", "c", "-o", "json", env=env)
+    assert code == 0 and json.loads(out)["moved"] is True and json.loads(out)["previous"] == "1"
+    assert len(alias_history(store, "chat", "prod")) == 2
+
+
+def test_blank_reason_or_by_is_a_usage_error(registry: Path, tmp_path: Path) -> None:
+    env = {"LLMOPS_REGISTRY": str(registry)}
+    for extra, flag in [(["--reason", ""], "--reason"), (["--reason", "  "], "--reason"),
+                        (["--reason", "x", "--by", ""], "--by")]:  # fmt: skip
+        code, out = llmops("models", "alias", "set", "chat", "prod", "1", *extra, env=env)
+        assert code == 2 and f"Invalid value for {flag}: is blank" in out, out
+    assert read_alias(LocalStore(registry), "chat", "prod") is None
+    checkpoint = tmp_path / "model-0"
+    code, out = llmops("models", "import", str(checkpoint), "chat", "--by", " ", env=env)
+    assert code == 2 and "Invalid value for --by: is blank" in out
+
+
+@pytest.mark.parametrize(
+    ("command", "ref"),
+    [("show", "chat:"), ("show", "chat@"), ("show", ":1"), ("show", "@prod"), ("verify-archive", "chat:"),
+     ("verify-archive", ":1"), ("verify-archive", "chat")],
+)  # fmt: skip
+def test_a_reference_with_an_empty_half_is_a_usage_error(registry: Path, command: str, ref: str) -> None:
+    extra = ["--archive", str(registry)] if command == "verify-archive" else []
+    code, out = llmops("models", command, ref, *extra, "--registry", str(registry))
+    assert code == 2 and "both halves given" in out and "String should" not in out, out
+
+
+def test_a_missing_alias_lists_the_aliases_and_history_refuses_what_is_not_there(registry: Path) -> None:
+    env = {"LLMOPS_REGISTRY": str(registry)}
+    code, out = llmops("models", "show", "chat@champion", env=env)
+    assert (
+        code == 1 and "has no alias 'champion'" in out and "(it has no aliases; its versions: 1, 2, 3)" in out
+    )
+    llmops("models", "alias", "set", "chat", "champion", "2", "--reason", "x", env=env)
+    code, out = llmops("models", "show", "chat@champoin", env=env)
+    assert code == 1 and out.rstrip().endswith("(its aliases: champion)"), out
+    code, out = llmops("models", "alias", "history", "chatt", env=env)
+    assert code == 1 and "Error: model 'chatt' has no versions in " in out
+    code, out = llmops("models", "alias", "history", "chat", "champoin", env=env)
+    assert code == 1 and "has no alias 'champoin'" in out and "(its aliases: champion)" in out
+    code, out = llmops("models", "alias", "history", "embed", "prod", env=env)
+    assert code == 1 and "(its aliases: none)" in out
+
+
+def test_a_folder_without_models_is_said_to_be_no_registry(registry: Path, tmp_path: Path) -> None:
+    for folder in [tmp_path / "model-0", registry / "models"]:  # a checkpoint; one level too deep
+        result = CliRunner().invoke(main, ["models", "list", "--registry", str(folder)])
+        assert result.exit_code == 0 and result.stdout.strip() == "NAME   VERSIONS   LATEST   ALIASES"
+        assert result.stderr.startswith(
+            f"warning: {folder} holds no models/ folder: it may not be a registry"
+        )
+        result = CliRunner().invoke(main, ["models", "versions", "x"], env={"LLMOPS_REGISTRY": str(folder)})
+        assert result.exit_code == 1 and "check LLMOPS_REGISTRY" in result.stderr
+    result = CliRunner().invoke(main, ["models", "list", "--registry", str(registry)])
+    assert result.exit_code == 0 and result.stderr == ""
+
+
+def test_a_bad_registry_from_the_environment_names_the_variable(tmp_path: Path) -> None:
+    code, out = llmops("models", "list", env={"LLMOPS_REGISTRY": str(tmp_path / "nope")})
+    assert code == 2 and "Invalid value for LLMOPS_REGISTRY (environment):" in out and "--registry" not in out
+    code, out = llmops("models", "list", "--registry", str(tmp_path / "nope"))
+    assert code == 2 and "Invalid value for --registry:" in out
+
+
+def test_import_refuses_a_registry_inside_its_source(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    for inside in [checkpoint, checkpoint / "registry"]:
+        code, out = llmops("models", "import", str(checkpoint), "m", "--registry", str(inside))
+        assert code == 2 and "Invalid value for --registry:" in out and "copy the registry into itself" in out
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["config.json", "model.safetensors"]
