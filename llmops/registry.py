@@ -574,7 +574,8 @@ def find_move(store: ObjectStore, name: str, move_id: str) -> AliasMove | None:
     record, or the pointer whose record a crash left out), or None when no alias moved with it."""
     prefix = f"models/{name}/alias-history/"
     for key in store.list(prefix):
-        if key.count("/") == 4 and key.rsplit("/", 1)[-1][26:] == f"{move_id}.json":
+        # <seq>-<at>-<moveId>.json (`_record`); a move id may itself hold dashes
+        if key.count("/") == 4 and key.rsplit("/", 1)[-1].split("-", 2)[-1] == f"{move_id}.json":
             return AliasMove.model_validate_json(store.get_bytes(key))
     return next(
         (m for a in aliases(store, name) if (m := read_alias(store, name, a)) and m.move_id == move_id), None
