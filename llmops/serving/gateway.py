@@ -17,11 +17,11 @@ with the fewest outstanding requests in the version chosen by weight -> the resp
 answers redacted (by scope), tokens counted and a sample stored. An upstream that fails before
 answering is marked unready and the request retried on another replica; one that dies mid-stream ends
 the client's stream with an SSE `error` event. A client that hangs up, in any state, ends the upstream
-request at once and is counted as 499 (`Gateway._handle`). On SIGTERM the gateway stops taking
+request at once and is counted as 499 (`Gateway.handle`). On SIGTERM the gateway stops taking
 requests, finishes the ones it has (up to `drainTimeoutSeconds`) and exits.
 
 This module is the entry point: the app, its routes, start, stop and drain, and the request
-pipeline, whose steps `Gateway._handle` runs in order (`_admit`, `_acquire`, `_sample`, `_send`, the
+pipeline, whose steps `Gateway.handle` runs in order (`_admit`, `_acquire`, `_sample`, `_send`, the
 relay's `forward`, `_account`). The rest of the gateway:
 
 | Module | What |
@@ -361,19 +361,9 @@ class Gateway:
         return functools.partial(self.handle, kind=kind)
 
     async def handle(self, request: Request, kind: str) -> Response:
-        start = time.perf_counter()
-        if self.draining:
-            self.metrics.count(NO_VERSION, 503, "draining")
-            return self._refused(Draining()).response()
-        self.inflight += 1
-        try:
-            return await self._handle(request, kind, start)
-        finally:
-            self.inflight -= 1
-
-    async def _handle(self, request: Request, kind: str, start: float) -> Response:
         """One proxied request, from the API key to its last byte: `_admit`, `_acquire`, `_sample`,
-        `_send`, the relay's `forward`, and `_account` at the end whatever happened.
+        `_send`, the relay's `forward`, and `_account` at the end whatever happened (one coroutine:
+        the steps that wait are awaited from here, a coroutine less per request).
 
         Whatever state the request is in (reading its body, queued for a replica, connecting, sending
         upstream, waiting for the upstream's headers, reading its body, streaming), a client that hangs
@@ -382,6 +372,11 @@ class Gateway:
         and it is counted as 499 (`client_disconnect`). A request whose client is gone before it is
         sent upstream never reaches a replica.
         """
+        start = time.perf_counter()
+        if self.draining:
+            self.metrics.count(NO_VERSION, 503, "draining")
+            return self._refused(Draining()).response()
+        self.inflight += 1
         ex = Exchange(kind, start)
         try:
             admitted = ex.admitted = await self._admit(request, ex)
@@ -413,7 +408,10 @@ class Gateway:
                 502, f"the model server failed: {type(e).__name__}", ex.reason, "upstream_error"
             ).response()
         finally:
-            self._account(ex)
+            try:
+                self._account(ex)
+            finally:
+                self.inflight -= 1
 
     async def _admit(self, request: Request, ex: Exchange) -> Admitted:
         """The checks before the queue: API key (401), a suspended deployment (503 model_suspended), rate
@@ -643,7 +641,7 @@ async def serve(
             asyncio.get_running_loop().create_task(gateway._every(10.0, certificate.areload))
         )
     # A client that hangs up cancels its handler, whatever it is waiting for (serving.server);
-    # Gateway._handle turns that into a 499.
+    # Gateway.handle turns that into a 499.
     server = gateway.server()
     listener = await server.listen(
         host, port, backlog=1024, tls=certificate.context if certificate is not None else None
