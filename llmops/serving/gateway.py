@@ -107,25 +107,20 @@ from llmops.serving.upstream import Upstream, UpstreamConnectError, UpstreamErro
 
 
 @dataclass(slots=True)
-class Admitted:
-    """A request past `_admit`: its parsed body (redacted when prompts are), what goes upstream, and
-    how the answer is handled."""
-
-    body: dict[str, Any]
-    data: bytes  # the body sent upstream (serving.openai.forwarded_body)
-    stream: bool
-    strip_usage: bool  # the gateway asked for the usage chunk: it is not forwarded
-    texts_in: list[str]  # the prompt's texts before redaction, for the drift sample ([]: not sampled)
-
-
-@dataclass(slots=True)
 class Exchange:
-    """One request as it goes through the steps; `_account` reads it whatever step it ended in."""
+    """One request as it goes through the steps; `_account` reads it whatever step it ended in.
+
+    `_admit` sets `body` and the four fields after it (one object per request, not a second one
+    for what `_admit` found)."""
 
     kind: str  # the endpoint (serving.endpoints.ENDPOINTS)
     start: float  # time.perf_counter() at arrival
     key_id: str = ""
-    admitted: Admitted | None = None
+    body: dict[str, Any] | None = None  # the parsed body (redacted when prompts are), once admitted
+    data: bytes = b""  # the body sent upstream (serving.openai.forwarded_body)
+    stream: bool = False
+    strip_usage: bool = False  # the gateway asked for the usage chunk: it is not forwarded
+    texts_in: list[str] | None = None  # the prompt's texts before redaction, for the drift sample
     replica: Replica | None = None  # the replica holding the request's slot
     dispatched: bool = False  # past the queue: counted with latency, under its version
     sampled: bool = False  # the payload goes to the payload sample
@@ -379,15 +374,15 @@ class Gateway:
         self.inflight += 1
         ex = Exchange(kind, start)
         try:
-            admitted = ex.admitted = await self._admit(request, ex)
+            await self._admit(request, ex)
             waited = time.perf_counter()
             ex.replica = await self._acquire()
             ex.queued = time.perf_counter() - waited
             ex.dispatched = True
-            ex.sampled = self._sample(admitted, ex.replica)
-            upstream = await self._send(request, ex, admitted.data)
+            ex.sampled = self._sample(ex, ex.replica)
+            upstream = await self._send(request, ex, ex.data)
             ex.code, ex.reason, ex.usage, ex.texts, resp = await self.relay.forward(
-                request, ex.replica, upstream, kind, admitted.stream, admitted.strip_usage, ex.sampled, start
+                request, ex.replica, upstream, kind, ex.stream, ex.strip_usage, ex.sampled, start
             )
             return resp
         except HttpError as e:
@@ -413,10 +408,10 @@ class Gateway:
             finally:
                 self.inflight -= 1
 
-    async def _admit(self, request: Request, ex: Exchange) -> Admitted:
+    async def _admit(self, request: Request, ex: Exchange) -> None:
         """The checks before the queue: API key (401), a suspended deployment (503 model_suspended), rate
         limits (429), body (413, 400, unknown model 404), then the request's redaction and usage chunk;
-        `ex.key_id` is set first, for `_account`."""
+        `ex.key_id` is set first, for `_account`, and `ex.body` to `ex.texts_in` once admitted."""
         ex.key_id = self._authenticate(request)
         if self.pool.suspension is not None:
             raise self._refused(Suspended())
@@ -435,8 +430,8 @@ class Gateway:
         stream = bool(body.get("stream"))
         strip_usage, add_usage = ask_for_usage(body, kind)
         changed = changed or (strip_usage and not add_usage)
-        data = forwarded_body(raw, body, changed=changed, add_usage=add_usage)
-        return Admitted(body, data, stream, strip_usage, texts_in)
+        ex.data = forwarded_body(raw, body, changed=changed, add_usage=add_usage)
+        ex.body, ex.stream, ex.strip_usage, ex.texts_in = body, stream, strip_usage, texts_in
 
     async def _read(self, request: Request) -> bytes:
         """The request's body: 413 beyond max_request_bytes, 408 when it stops coming (serving.server's
@@ -516,17 +511,17 @@ class Gateway:
         except (QueueFull, QueueTimeout, NoReplicas, Draining, Suspended) as e:
             raise self._refused(e) from e
 
-    def _sample(self, admitted: Admitted, replica: Replica) -> bool:
+    def _sample(self, ex: Exchange, replica: Replica) -> bool:
         """Whether the payload is sampled (recorded by `_account`); a prompt chosen for the drift
         sample is added now, redacted when PII redaction is on."""
         sampled = self.payloads is not None and self.payloads.chosen()
-        if self.prompts is not None and admitted.texts_in and self.prompts.chosen():
-            texts = admitted.texts_in
+        if self.prompts is not None and ex.texts_in and self.prompts.chosen():
+            texts = ex.texts_in
             sample = [self.redaction.text(t) for t in texts] if self.redaction else texts
             self.prompts.add(
                 {
                     "time": time.time(),
-                    "model": admitted.body.get("model"),
+                    "model": ex.body.get("model") if ex.body is not None else None,
                     "version": replica.version,
                     "text": "\n".join(sample),
                 }
@@ -582,7 +577,7 @@ class Gateway:
         limits), the payload sample, the replica's slot back, and the request log line."""
         if ex.inflight is not None:
             ex.inflight.dec()
-        replica, admitted, usage = ex.replica, ex.admitted, ex.usage
+        replica, usage = ex.replica, ex.usage
         version = replica.version if replica is not None else NO_VERSION
         elapsed = time.perf_counter() - ex.start
         counts = None
@@ -594,13 +589,12 @@ class Gateway:
         )
         if ex.reason != "suspended":  # refused on purpose: not the service failing
             self.anomaly.observe(elapsed, ex.code >= 500)
-        if ex.sampled and self.payloads is not None and admitted is not None:
-            self.payloads.add(self._record(admitted.body, ex, version, elapsed))
+        if ex.sampled and self.payloads is not None and ex.body is not None:
+            self.payloads.add(self._record(ex.body, ex, version, elapsed))
         if replica is not None:
             self.pool.dispatcher.release(replica)
         if ex.dispatched or ex.code == 499:
-            stream = admitted.stream if admitted is not None else False
-            request_line(ex.key_id, version, ex.code, elapsed, stream, ex.reason, ex.kind)
+            request_line(ex.key_id, version, ex.code, elapsed, ex.stream, ex.reason, ex.kind)
 
     def _record(self, body: dict[str, Any], ex: Exchange, version: str, elapsed: float) -> dict[str, Any]:
         """A payload sample: `id` is the answer's id as the client got it (serving.feedback's
