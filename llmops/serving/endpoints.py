@@ -200,8 +200,17 @@ def _is_str_list(value: Any) -> bool:
 
 
 # The optional fields of the OpenAI API (and vLLM's sampling extensions) whose type the gateway checks:
-# name -> (check, what the error says it must be). Ranges that depend on the model are vLLM's.
+# name -> (check, what the error says it must be). Ranges that depend on the model are vLLM's; the
+# token budgets and choice counts are in here too, so that a body's fields are looked up in one pass.
 FIELD_TYPES: dict[str, tuple[Any, str]] = {
+    **{
+        name: (lambda v: _is_int(v) and v >= 0, "a non-negative integer")
+        for name in ("max_tokens", "max_completion_tokens", "max_output_tokens")
+    },
+    **{
+        name: (lambda v: _is_int(v) and 1 <= v <= MAX_CHOICES, f"an integer from 1 to {MAX_CHOICES}")
+        for name in ("n", "best_of")
+    },
     **{
         name: (_is_number, "a number")
         for name in (
@@ -331,14 +340,6 @@ def validate_request(body: Any, kind: str, model_names: set[str]) -> None:
         raise BadRequest("'stream' must be true or false", param="stream")
     if body.get("stream") and kind not in STREAMING:
         raise BadRequest(f"'stream' is not supported by {ENDPOINTS[kind]}", param="stream")
-    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
-        value = body.get(name)
-        if value is not None and (not _is_int(value) or value < 0):
-            raise BadRequest(f"'{name}' must be a non-negative integer", param=name)
-    for name in ("n", "best_of"):
-        value = body.get(name)
-        if value is not None and (not _is_int(value) or not 1 <= value <= MAX_CHOICES):
-            raise BadRequest(f"'{name}' must be an integer from 1 to {MAX_CHOICES}", param=name)
     logprobs = body.get("logprobs")
     if logprobs is not None:
         if kind == "completions" and not _is_int(logprobs):

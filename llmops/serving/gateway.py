@@ -17,11 +17,11 @@ with the fewest outstanding requests in the version chosen by weight -> the resp
 answers redacted (by scope), tokens counted and a sample stored. An upstream that fails before
 answering is marked unready and the request retried on another replica; one that dies mid-stream ends
 the client's stream with an SSE `error` event. A client that hangs up, in any state, ends the upstream
-request at once and is counted as 499 (`Gateway._handle`). On SIGTERM the gateway stops taking
+request at once and is counted as 499 (`Gateway.handle`). On SIGTERM the gateway stops taking
 requests, finishes the ones it has (up to `drainTimeoutSeconds`) and exits.
 
 This module is the entry point: the app, its routes, start, stop and drain, and the request
-pipeline, whose steps `Gateway._handle` runs in order (`_admit`, `_acquire`, `_sample`, `_send`, the
+pipeline, whose steps `Gateway.handle` runs in order (`_admit`, `_acquire`, `_sample`, `_send`, the
 relay's `forward`, `_account`). The rest of the gateway:
 
 | Module | What |
@@ -107,25 +107,20 @@ from llmops.serving.upstream import Upstream, UpstreamConnectError, UpstreamErro
 
 
 @dataclass(slots=True)
-class Admitted:
-    """A request past `_admit`: its parsed body (redacted when prompts are), what goes upstream, and
-    how the answer is handled."""
-
-    body: dict[str, Any]
-    data: bytes  # the body sent upstream (serving.openai.forwarded_body)
-    stream: bool
-    strip_usage: bool  # the gateway asked for the usage chunk: it is not forwarded
-    texts_in: list[str]  # the prompt's texts before redaction, for the drift sample ([]: not sampled)
-
-
-@dataclass(slots=True)
 class Exchange:
-    """One request as it goes through the steps; `_account` reads it whatever step it ended in."""
+    """One request as it goes through the steps; `_account` reads it whatever step it ended in.
+
+    `_admit` sets `body` and the four fields after it (one object per request, not a second one
+    for what `_admit` found)."""
 
     kind: str  # the endpoint (serving.endpoints.ENDPOINTS)
     start: float  # time.perf_counter() at arrival
     key_id: str = ""
-    admitted: Admitted | None = None
+    body: dict[str, Any] | None = None  # the parsed body (redacted when prompts are), once admitted
+    data: bytes = b""  # the body sent upstream (serving.openai.forwarded_body)
+    stream: bool = False
+    strip_usage: bool = False  # the gateway asked for the usage chunk: it is not forwarded
+    texts_in: list[str] | None = None  # the prompt's texts before redaction, for the drift sample
     replica: Replica | None = None  # the replica holding the request's slot
     dispatched: bool = False  # past the queue: counted with latency, under its version
     sampled: bool = False  # the payload goes to the payload sample
@@ -361,19 +356,9 @@ class Gateway:
         return functools.partial(self.handle, kind=kind)
 
     async def handle(self, request: Request, kind: str) -> Response:
-        start = time.perf_counter()
-        if self.draining:
-            self.metrics.count(NO_VERSION, 503, "draining")
-            return self._refused(Draining()).response()
-        self.inflight += 1
-        try:
-            return await self._handle(request, kind, start)
-        finally:
-            self.inflight -= 1
-
-    async def _handle(self, request: Request, kind: str, start: float) -> Response:
         """One proxied request, from the API key to its last byte: `_admit`, `_acquire`, `_sample`,
-        `_send`, the relay's `forward`, and `_account` at the end whatever happened.
+        `_send`, the relay's `forward`, and `_account` at the end whatever happened (one coroutine:
+        the steps that wait are awaited from here, a coroutine less per request).
 
         Whatever state the request is in (reading its body, queued for a replica, connecting, sending
         upstream, waiting for the upstream's headers, reading its body, streaming), a client that hangs
@@ -382,17 +367,22 @@ class Gateway:
         and it is counted as 499 (`client_disconnect`). A request whose client is gone before it is
         sent upstream never reaches a replica.
         """
+        start = time.perf_counter()
+        if self.draining:
+            self.metrics.count(NO_VERSION, 503, "draining")
+            return self._refused(Draining()).response()
+        self.inflight += 1
         ex = Exchange(kind, start)
         try:
-            admitted = ex.admitted = await self._admit(request, ex)
+            await self._admit(request, ex)
             waited = time.perf_counter()
             ex.replica = await self._acquire()
             ex.queued = time.perf_counter() - waited
             ex.dispatched = True
-            ex.sampled = self._sample(admitted, ex.replica)
-            upstream = await self._send(request, ex, admitted.data)
+            ex.sampled = self._sample(ex, ex.replica)
+            upstream = await self._send(request, ex, ex.data)
             ex.code, ex.reason, ex.usage, ex.texts, resp = await self.relay.forward(
-                request, ex.replica, upstream, kind, admitted.stream, admitted.strip_usage, ex.sampled, start
+                request, ex.replica, upstream, kind, ex.stream, ex.strip_usage, ex.sampled, start
             )
             return resp
         except HttpError as e:
@@ -413,12 +403,15 @@ class Gateway:
                 502, f"the model server failed: {type(e).__name__}", ex.reason, "upstream_error"
             ).response()
         finally:
-            self._account(ex)
+            try:
+                self._account(ex)
+            finally:
+                self.inflight -= 1
 
-    async def _admit(self, request: Request, ex: Exchange) -> Admitted:
+    async def _admit(self, request: Request, ex: Exchange) -> None:
         """The checks before the queue: API key (401), a suspended deployment (503 model_suspended), rate
         limits (429), body (413, 400, unknown model 404), then the request's redaction and usage chunk;
-        `ex.key_id` is set first, for `_account`."""
+        `ex.key_id` is set first, for `_account`, and `ex.body` to `ex.texts_in` once admitted."""
         ex.key_id = self._authenticate(request)
         if self.pool.suspension is not None:
             raise self._refused(Suspended())
@@ -437,8 +430,8 @@ class Gateway:
         stream = bool(body.get("stream"))
         strip_usage, add_usage = ask_for_usage(body, kind)
         changed = changed or (strip_usage and not add_usage)
-        data = forwarded_body(raw, body, changed=changed, add_usage=add_usage)
-        return Admitted(body, data, stream, strip_usage, texts_in)
+        ex.data = forwarded_body(raw, body, changed=changed, add_usage=add_usage)
+        ex.body, ex.stream, ex.strip_usage, ex.texts_in = body, stream, strip_usage, texts_in
 
     async def _read(self, request: Request) -> bytes:
         """The request's body: 413 beyond max_request_bytes, 408 when it stops coming (serving.server's
@@ -518,17 +511,17 @@ class Gateway:
         except (QueueFull, QueueTimeout, NoReplicas, Draining, Suspended) as e:
             raise self._refused(e) from e
 
-    def _sample(self, admitted: Admitted, replica: Replica) -> bool:
+    def _sample(self, ex: Exchange, replica: Replica) -> bool:
         """Whether the payload is sampled (recorded by `_account`); a prompt chosen for the drift
         sample is added now, redacted when PII redaction is on."""
         sampled = self.payloads is not None and self.payloads.chosen()
-        if self.prompts is not None and admitted.texts_in and self.prompts.chosen():
-            texts = admitted.texts_in
+        if self.prompts is not None and ex.texts_in and self.prompts.chosen():
+            texts = ex.texts_in
             sample = [self.redaction.text(t) for t in texts] if self.redaction else texts
             self.prompts.add(
                 {
                     "time": time.time(),
-                    "model": admitted.body.get("model"),
+                    "model": ex.body.get("model") if ex.body is not None else None,
                     "version": replica.version,
                     "text": "\n".join(sample),
                 }
@@ -584,7 +577,7 @@ class Gateway:
         limits), the payload sample, the replica's slot back, and the request log line."""
         if ex.inflight is not None:
             ex.inflight.dec()
-        replica, admitted, usage = ex.replica, ex.admitted, ex.usage
+        replica, usage = ex.replica, ex.usage
         version = replica.version if replica is not None else NO_VERSION
         elapsed = time.perf_counter() - ex.start
         counts = None
@@ -596,13 +589,12 @@ class Gateway:
         )
         if ex.reason != "suspended":  # refused on purpose: not the service failing
             self.anomaly.observe(elapsed, ex.code >= 500)
-        if ex.sampled and self.payloads is not None and admitted is not None:
-            self.payloads.add(self._record(admitted.body, ex, version, elapsed))
+        if ex.sampled and self.payloads is not None and ex.body is not None:
+            self.payloads.add(self._record(ex.body, ex, version, elapsed))
         if replica is not None:
             self.pool.dispatcher.release(replica)
         if ex.dispatched or ex.code == 499:
-            stream = admitted.stream if admitted is not None else False
-            request_line(ex.key_id, version, ex.code, elapsed, stream, ex.reason, ex.kind)
+            request_line(ex.key_id, version, ex.code, elapsed, ex.stream, ex.reason, ex.kind)
 
     def _record(self, body: dict[str, Any], ex: Exchange, version: str, elapsed: float) -> dict[str, Any]:
         """A payload sample: `id` is the answer's id as the client got it (serving.feedback's
@@ -643,7 +635,7 @@ async def serve(
             asyncio.get_running_loop().create_task(gateway._every(10.0, certificate.areload))
         )
     # A client that hangs up cancels its handler, whatever it is waiting for (serving.server);
-    # Gateway._handle turns that into a 499.
+    # Gateway.handle turns that into a 499.
     server = gateway.server()
     listener = await server.listen(
         host, port, backlog=1024, tls=certificate.context if certificate is not None else None

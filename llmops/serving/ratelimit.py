@@ -58,8 +58,10 @@ class TokenBucket:
         self.level -= amount
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Decision:
+    """Whether a request is admitted; if not, `retry_after` seconds to wait and the limit's `reason`."""
+
     allowed: bool
     retry_after: float = 0.0  # seconds
     reason: str = ""
@@ -67,6 +69,11 @@ class Decision:
     @property
     def retry_after_header(self) -> str:
         return str(max(1, math.ceil(self.retry_after - 1e-6)))
+
+
+# Every admitted request gets this one (immutable) decision: building one per request cost ~2k
+# instructions of the gateway's ~260k per proxied request (callgrind, 2026-12-01).
+ALLOWED = Decision(True)
 
 
 class KeyLimiter:
@@ -80,7 +87,7 @@ class KeyLimiter:
     def admit(self, key: str) -> Decision:
         limit = self.limit
         if limit is None:
-            return Decision(True)
+            return ALLOWED
         tokens = None
         if limit.tokens_per_minute:
             tokens = self._tokens.get(key)
@@ -98,7 +105,7 @@ class KeyLimiter:
             wait = requests.take(1)
             if wait:
                 return Decision(False, wait, "requests_per_minute")
-        return Decision(True)
+        return ALLOWED
 
     def charge_tokens(self, key: str, tokens: int) -> None:
         bucket = self._tokens.get(key)

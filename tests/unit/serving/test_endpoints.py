@@ -115,6 +115,30 @@ def test_parse_body_is_strict_and_names_the_field():
     validate_request({**chat, "temperature": None, "logprobs": True, "stop": ["a"], "n": 1024}, "chat", {"m"})
 
 
+def test_token_budgets_and_choice_counts_are_checked_with_the_other_fields():
+    """max_tokens & co. and n & best_of are FIELD_TYPES entries: their messages, params and limits."""
+    import pytest
+
+    from llmops.serving.endpoints import MAX_CHOICES, BadRequest, validate_request
+
+    base = {"model": "m", "prompt": "x"}
+    bad = {
+        "max_tokens": [-1, 1.5, True, "16"],
+        "max_completion_tokens": [-1],
+        "max_output_tokens": [-3],
+        "n": [0, MAX_CHOICES + 1, False, 2.0],
+        "best_of": [0, MAX_CHOICES + 1],
+    }
+    for field, values in bad.items():
+        what = "a non-negative integer" if field.startswith("max_") else f"an integer from 1 to {MAX_CHOICES}"
+        for value in values:
+            with pytest.raises(BadRequest) as err:
+                validate_request({**base, field: value}, "completions", {"m"})
+            assert (str(err.value), err.value.param) == (f"'{field}' must be {what}", field)
+    good = {"max_tokens": 0, "max_completion_tokens": None, "n": MAX_CHOICES, "best_of": 1}
+    validate_request({**base, **good}, "completions", {"m"})
+
+
 _JSON = st.recursive(
     st.none()
     | st.booleans()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import httptools
 import pytest
 
 from llmops.serving.server import (
@@ -167,6 +168,45 @@ def test_stream_chunked_and_http10(now):
             assert b"Connection: close" in out and out.endswith(b"\r\n\r\ndata: 1\n\ndata: [DONE]\n\n")
 
     run(main())
+
+
+@pytest.mark.parametrize("version", ["0.9", "1.0", "1.1", "2.0"])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        "",
+        "Connection: close\r\n",
+        "connection: Keep-Alive\r\n",
+        "Proxy-Connection: close\r\n",
+        "PROXY-CONNECTION: keep-alive\r\n",
+        "Connection: foo\r\n",
+    ],
+)
+def test_http_version_and_keep_alive_as_the_parser_reads_them(version, fields):
+    """Request.http11 and keep_alive, derived without the parser's version string where no connection
+    field is sent, agree with llhttp's version and keep-alive for every version it takes."""
+    read = []
+
+    class Head:
+        def on_headers_complete(self):
+            read.append((parser.get_http_version() == "1.1", parser.should_keep_alive()))
+
+    raw = f"GET /get HTTP/{version}\r\nHost: a\r\n{fields}\r\n".encode()
+    parser = httptools.HttpRequestParser(Head())
+    parser.feed_data(raw)
+    (expected,) = read
+    seen = []
+
+    async def version_of(request: Request) -> Response:
+        seen.append((request.http11, request.keep_alive))
+        return json_response({"ok": True})
+
+    async def main():
+        async with serving({("GET", "/get"): version_of}) as (port, _):
+            await _exchange(port, raw, b"}")
+
+    run(main())
+    assert seen == [expected]
 
 
 def test_malformed_request_is_400_and_closed():
