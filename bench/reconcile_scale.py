@@ -10,9 +10,11 @@ scheduler, kwok), so the ratio is the operator's own overhead on the way to Read
 create all children is printed too. Prints both, the ratio, and the operator's RSS: when all were
 Ready, settled, its peak, and where it goes: the RSS of the same operator started with nothing to
 watch (imports, clients, threads), and the rest per object. `--tracemalloc` runs the operator under
-tracemalloc and prints its Python heap by package and its top allocation lines when settled.
+tracemalloc and prints its Python heap by package and its top allocation lines when settled, and
+the live objects by type (`--tracemalloc-frames N`: also the top allocation tracebacks).
 
-    python bench/reconcile_scale.py [--objects 1000] [--malloc-arena-max N] [--tracemalloc]
+    python bench/reconcile_scale.py [--objects 1000] [--malloc-arena-max N]
+        [--tracemalloc [--tracemalloc-frames N]]
 """
 
 from __future__ import annotations
@@ -65,6 +67,16 @@ def dump():
         f = stat.traceback[0]
         where = f"{{f.filename[-60:]}}:{{f.lineno}}"
         lines.append(f"  {{stat.size / 2**20:7.1f}} MiB {{stat.count:8d}} blocks  {{where}}")
+    if tracemalloc.get_traceback_limit() > 1:
+        lines.append("  top tracebacks (innermost first):")
+        for stat in snap.statistics("traceback")[:12]:
+            lines.append(f"  {{stat.size / 2**20:7.1f}} MiB {{stat.count:8d}} blocks")
+            for f in stat.traceback:
+                lines.append(f"      {{f.filename[-60:]}}:{{f.lineno}}")
+    import collections, gc
+    counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    lines.append("  live objects the garbage collector tracks, by type: " + ", ".join(
+        f"{{name}} {{n}}" for name, n in counts.most_common(25)))
     open({out!r} + ".tmp", "w").write(chr(10).join(lines))
     import os
     os.replace({out!r} + ".tmp", {out!r})
@@ -176,6 +188,12 @@ def main() -> None:
         action="store_true",
         help="run the operator under tracemalloc and print where its Python heap is, by package and line",
     )
+    parser.add_argument(
+        "--tracemalloc-frames",
+        type=int,
+        default=1,
+        help="frames tracemalloc keeps per allocation; above 1 it also prints the top tracebacks",
+    )
     args = parser.parse_args()
     n = args.objects
     # Room for both runs' pods: 110 pods per kwok node.
@@ -234,7 +252,7 @@ def main() -> None:
                 argv = ["operator", "--namespace", namespace, "--metrics-port", "0", "--health-port", "0"]
                 if args.tracemalloc and namespace != "idle":
                     code = TRACED.format(out=str(traced), argv=["llmops", *argv])
-                    cmd = [sys.executable, "-X", "tracemalloc=1", "-c", code]
+                    cmd = [sys.executable, "-X", f"tracemalloc={args.tracemalloc_frames}", "-c", code]
                 else:
                     cmd = [sys.executable, "-m", "llmops.cli", *argv]
                 return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
