@@ -10,9 +10,12 @@ scheduler, kwok), so the ratio is the operator's own overhead on the way to Read
 create all children is printed too. Prints both, the ratio, and the operator's RSS: when all were
 Ready, settled, its peak, and where it goes: the RSS of the same operator started with nothing to
 watch (imports, clients, threads), and the rest per object. `--tracemalloc` runs the operator under
-tracemalloc and prints its Python heap by package and its top allocation lines when settled.
+tracemalloc and prints its Python heap by package and its top allocation lines when settled, and
+the live objects by type, and per object what its heap holds beyond the same operator's idle heap
+(`--tracemalloc-frames N`: by allocation traceback, not line, and the top tracebacks).
 
-    python bench/reconcile_scale.py [--objects 1000] [--malloc-arena-max N] [--tracemalloc]
+    python bench/reconcile_scale.py [--objects 1000] [--malloc-arena-max N]
+        [--tracemalloc [--tracemalloc-frames N]]
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ TRACED = """
 import re, signal, sys, threading, tracemalloc
 def dump():
     snap = tracemalloc.take_snapshot()
+    snap.dump({out!r} + ".snapshot")
     packages, total = {{}}, 0
     for stat in snap.statistics("filename"):
         name = stat.traceback[0].filename
@@ -65,6 +69,16 @@ def dump():
         f = stat.traceback[0]
         where = f"{{f.filename[-60:]}}:{{f.lineno}}"
         lines.append(f"  {{stat.size / 2**20:7.1f}} MiB {{stat.count:8d}} blocks  {{where}}")
+    if tracemalloc.get_traceback_limit() > 1:
+        lines.append("  top tracebacks (innermost first):")
+        for stat in snap.statistics("traceback")[:12]:
+            lines.append(f"  {{stat.size / 2**20:7.1f}} MiB {{stat.count:8d}} blocks")
+            for f in stat.traceback:
+                lines.append(f"      {{f.filename[-60:]}}:{{f.lineno}}")
+    import collections, gc
+    counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    lines.append("  live objects the garbage collector tracks, by type: " + ", ".join(
+        f"{{name}} {{n}}" for name, n in counts.most_common(25)))
     open({out!r} + ".tmp", "w").write(chr(10).join(lines))
     import os
     os.replace({out!r} + ".tmp", {out!r})
@@ -136,6 +150,23 @@ def ready_objects(api: client.CustomObjectsApi, namespace: str) -> int:
     )
 
 
+def per_object(idle: Path, settled: Path, n: int, frames: int) -> str:
+    """What the operator's Python heap holds per object: its heap settled minus its heap idle, by the
+    line (or, with more than one frame, the traceback) that allocated it, in bytes per object."""
+    import tracemalloc
+
+    before = tracemalloc.Snapshot.load(str(idle) + ".snapshot")
+    after = tracemalloc.Snapshot.load(str(settled) + ".snapshot")
+    diffs = after.compare_to(before, "traceback" if frames > 1 else "lineno")
+    grown = sum(d.size_diff for d in diffs)
+    lines = [f"  per object, settled minus idle: {grown / n:.0f} B in all (Python heap); the largest:"]
+    for d in diffs[:20]:
+        lines.append(f"  {d.size_diff / n:8.0f} B {d.count_diff / n:6.1f} blocks")
+        for f in d.traceback:
+            lines.append(f"      {f.filename[-60:]}:{f.lineno}")
+    return "\n".join(lines)
+
+
 def rss_mib(pid: int) -> tuple[float, float]:
     """(current, peak) resident memory of a process."""
     fields = {}
@@ -175,6 +206,12 @@ def main() -> None:
         "--tracemalloc",
         action="store_true",
         help="run the operator under tracemalloc and print where its Python heap is, by package and line",
+    )
+    parser.add_argument(
+        "--tracemalloc-frames",
+        type=int,
+        default=1,
+        help="frames tracemalloc keeps per allocation; above 1 it also prints the top tracebacks",
     )
     args = parser.parse_args()
     n = args.objects
@@ -228,13 +265,14 @@ def main() -> None:
             if args.malloc_arena_max:
                 env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
 
-            traced = Path(tmp) / "tracemalloc.txt"
+            def traced(namespace: str) -> Path:
+                return Path(tmp) / f"tracemalloc-{namespace}.txt"
 
             def operator(namespace: str) -> subprocess.Popen:
                 argv = ["operator", "--namespace", namespace, "--metrics-port", "0", "--health-port", "0"]
-                if args.tracemalloc and namespace != "idle":
-                    code = TRACED.format(out=str(traced), argv=["llmops", *argv])
-                    cmd = [sys.executable, "-X", "tracemalloc=1", "-c", code]
+                if args.tracemalloc:
+                    code = TRACED.format(out=str(traced(namespace)), argv=["llmops", *argv])
+                    cmd = [sys.executable, "-X", f"tracemalloc={args.tracemalloc_frames}", "-c", code]
                 else:
                     cmd = [sys.executable, "-m", "llmops.cli", *argv]
                 return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -244,6 +282,9 @@ def main() -> None:
             idle_proc = operator("idle")
             time.sleep(IDLE_SECONDS)
             idle, _ = rss_mib(idle_proc.pid)
+            if args.tracemalloc:  # the same operator's heap with nothing to watch, to subtract
+                idle_proc.send_signal(signal.SIGUSR1)
+                wait("the idle tracemalloc snapshot", lambda: int(traced("idle").exists()), 1, 120, idle_proc)
             idle_proc.terminate()
             idle_proc.wait(60)
 
@@ -277,9 +318,9 @@ def main() -> None:
                 settled, _ = rss_mib(proc.pid)
                 if args.tracemalloc:
                     proc.send_signal(signal.SIGUSR1)
-                    wait("the tracemalloc snapshot", lambda: int(traced.exists()), 1, 120, proc)
-                    time.sleep(2)
-                    heap = traced.read_text()
+                    wait("the tracemalloc snapshot", lambda: int(traced("operator").exists()), 1, 120, proc)
+                    heap = traced("operator").read_text()
+                    heap += "\n" + per_object(traced("idle"), traced("operator"), n, args.tracemalloc_frames)
             finally:
                 proc.terminate()
                 proc.wait(60)

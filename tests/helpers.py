@@ -82,14 +82,19 @@ def operator_in_thread(namespace: str, kinds: list) -> Iterator[None]:
 
     import kopf
 
-    from llmops.operators.main import build_registry
+    from llmops.operators.main import build_registry, memories
 
     registry = build_registry(webhook=None, kinds=kinds)
     stop, ready = threading.Event(), threading.Event()
     thread = threading.Thread(
         target=lambda: asyncio.run(
             kopf.operator(
-                registry=registry, standalone=True, namespaces=[namespace], stop_flag=stop, ready_flag=ready
+                registry=registry,
+                memories=memories(),
+                standalone=True,
+                namespaces=[namespace],
+                stop_flag=stop,
+                ready_flag=ready,
             )
         )
     )

@@ -19,6 +19,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from llmops import logsafe
+from llmops.api import GROUP
 from llmops.operators import admission, runtime
 from llmops.operators.apply import Applier
 from llmops.operators.auditing import Auditor
@@ -211,6 +212,31 @@ def trim_watch_events() -> None:
 
     continuous_watch.trims_managed_fields = True  # type: ignore[attr-defined]
     watching.continuous_watch = continuous_watch
+
+
+def memories() -> Any:
+    """kopf's per-object memories (`kopf.operator(memories=...)`), kept for our own kinds only.
+
+    kopf (pinned to 1.45) remembers every object it has seen an event of until its deletion: a memo
+    copied from the operator's, an error throttler, and its indexing and daemon records, about 1 KiB
+    each (tracemalloc, kopf's `ResourceMemories.recall`). Most of the objects it sees are children (a
+    ModelDeployment has eleven watched ones), whose only handlers are `on.event` (runtime's
+    `_watch_child`), which read none of it between events: what kopf keeps across events serves
+    change handlers (the first listing, the handled-once flag), daemons and indices, which only our
+    own kinds (`llmops.io/...`) have. A child's event gets a fresh memory, forgotten after it;
+    only the throttle of kopf's own failures in processing one child's events restarts from its
+    first delay (1 s) for every event instead of growing (tests/unit/operators/test_session.py
+    guards the use of the kopf internals this relies on).
+    """
+    from kopf._core.reactor import inventory
+
+    class OwnKindsMemories(inventory.ResourceMemories):
+        async def recall(self, raw_body: Any, **kwargs: Any) -> Any:
+            if not str(raw_body.get("apiVersion", "")).startswith(f"{GROUP}/"):
+                kwargs["ephemeral"] = True
+            return await super().recall(raw_body, **kwargs)
+
+    return OwnKindsMemories()
 
 
 def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None, kinds: list[Kind]) -> None:
@@ -411,6 +437,7 @@ def run(
         asyncio.run(
             kopf.operator(
                 registry=build_registry(webhook),
+                memories=memories(),
                 standalone=True,
                 clusterwide=not namespaces,
                 namespaces=namespaces,

@@ -163,3 +163,32 @@ def test_healthz_says_why_the_apiserver_did_not_answer() -> None:
     )
     assert unreachable_reason(TimeoutError()) == "TimeoutError"
     assert unreachable_reason(OSError("x" * 500 + "\nmore")) == ("OSError: " + "x" * 500)[:200]
+
+
+def test_kopf_remembers_our_kinds_only() -> None:
+    """kopf's per-object memories (main.memories) keep our own kinds' objects until their deletion and
+    give a child's event a fresh memory that is not kept; kopf passes them to its processing of every
+    event by this name and calls (guarded here, since they are kopf's internals)."""
+    import inspect
+
+    import kopf
+    from kopf._core.reactor import processing
+
+    from llmops.operators.main import memories
+
+    assert "memories" in inspect.signature(kopf.operator).parameters
+    assert "memories.recall(raw_body," in inspect.getsource(processing.process_resource_event)
+    kept = memories()
+    ours = {"apiVersion": "llmops.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"uid": "u1"}}
+    child = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"uid": "u2"}}
+    memo = kopf.Memo(applier="a")
+
+    async def recall_twice(body: dict) -> tuple:
+        first = await kept.recall(body, memobase=memo, noticed_by_listing=True)
+        return first, await kept.recall(body, memobase=memo)
+
+    remembered, again = asyncio.run(recall_twice(ours))
+    assert again is remembered and remembered.noticed_by_listing and remembered.memo.applier == "a"
+    first, again = asyncio.run(recall_twice(child))
+    assert again is not first and first.memo.applier == "a"
+    assert list(kept.iter_all_memories()) == [remembered]
