@@ -56,8 +56,38 @@ class LazyGroup(Group):
         return COMMANDS[name][1] if name in COMMANDS else super().summary_of(ctx, name)
 
 
+def version() -> str:
+    """This llmops's version: the installed distribution's, else (run from a source checkout, as the
+    tests and `hack/venv.sh` do) the one pyproject.toml declares."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("llmops")
+    except metadata.PackageNotFoundError:
+        import tomllib
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        if not pyproject.is_file():
+            return "unknown (not installed, no pyproject.toml)"
+        return tomllib.loads(pyproject.read_text())["project"]["version"]
+
+
+def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"llmops {version()}")
+        ctx.exit()
+
+
 @click.group(cls=LazyGroup)
-@click.version_option(package_name="llmops", message="%(prog)s %(version)s")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 def main() -> None:
     """llmops: the whole life of a large language model on Kubernetes."""
     logsafe.install()  # every sub-command: no credential in a log line (llmops/logsafe.py)
