@@ -181,12 +181,17 @@ def connect(context: str | None = None) -> Cluster:
     return Cluster(api, path, name)
 
 
+def in_pod() -> bool:
+    """The operator uses its pod's ServiceAccount: no $KUBECONFIG, and the token Kubernetes mounts."""
+    return "KUBECONFIG" not in os.environ and SERVICE_ACCOUNT_TOKEN.exists()
+
+
 def describe() -> str:
     """Where the operator's credentials come from, in words for a start-up failure line: `kubeconfig
     PATH (context NAME, server URL)`, or the in-cluster ServiceAccount with its server (the
     KUBERNETES_SERVICE_HOST/PORT that Kubernetes sets in a pod). Never raises (`read`'s own line
     names a bad kubeconfig)."""
-    if "KUBECONFIG" not in os.environ and SERVICE_ACCOUNT_TOKEN.exists():
+    if in_pod():
         host, port = (
             os.environ.get("KUBERNETES_SERVICE_HOST", "?"),
             os.environ.get("KUBERNETES_SERVICE_PORT", "?"),
@@ -206,7 +211,7 @@ def for_operator() -> Any:
     """The operator's lightkube configuration (a lightkube SingleConfig) from the kubeconfig (`read`:
     its files merged, as kopf's login merges them), or None in a pod without $KUBECONFIG (lightkube
     then takes the ServiceAccount). Raises click.ClickException, one line, as `read` does."""
-    if "KUBECONFIG" not in os.environ and SERVICE_ACCOUNT_TOKEN.exists():
+    if in_pod():
         return None
     import lightkube
 
