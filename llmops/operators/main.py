@@ -163,9 +163,9 @@ def bounded_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSessio
     """kopf's own session for `info`, with at most `limit` connections open at once.
 
     kopf's default session pools connections without a limit (`aiohttp.TCPConnector(limit=0)`):
-    1,000 objects reconciled at once left it with over a hundred TLS connections, each holding a
-    128 KiB read buffer in asyncio's SSL protocol and OpenSSL's own state (bench/reconcile_scale.py
-    --tracemalloc). Requests beyond the limit wait for a connection instead.
+    1,000 objects reconciled at once left it with over a hundred TLS connections, each holding a read
+    buffer in asyncio's SSL protocol (small_tls_read_buffers) and OpenSSL's own state
+    (bench/reconcile_scale.py --tracemalloc). Requests beyond the limit wait for a connection instead.
     """
     import aiohttp
 
@@ -184,6 +184,28 @@ def bounded_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSessio
         priority=info.priority,
         expiration=info.expiration,
     )
+
+
+TLS_READ_BUFFER = 64 * 1024
+
+
+def small_tls_read_buffers() -> None:
+    """asyncio's TLS connections in this process read into TLS_READ_BUFFER bytes, not 256 KiB.
+
+    asyncio (3.11 to 3.13: `asyncio.sslproto.SSLProtocol`, the class every TLS connection of the
+    event loop gets) fills a read buffer of the class's `max_size` (256 KiB) with zeros when it opens a
+    connection and keeps it, every page resident, until the connection closes. kopf's session keeps
+    up to `connection_limit` connections (33 for our kinds) open, idle or not: 8.3 MiB of the settled
+    operator's heap at 300 objects (bench/reconcile_scale.py --tracemalloc). A read returns at most
+    what the socket holds, and a TLS record is at most 16 KiB of plaintext (RFC 8446, 5.1), so 64 KiB
+    still takes four records per read; a list of 1,000 objects (about 5 MiB) takes more reads, each
+    cheaper. Set once for the process: every TLS connection it opens (kopf's, the admission
+    webhook's server) gets the smaller buffer; tests/unit/operators/test_session.py checks it on a
+    real TLS connection, so a Python that stops reading the attribute fails there.
+    """
+    from asyncio import sslproto
+
+    sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
 def trim_watch_events() -> None:
@@ -267,6 +289,7 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None, k
     # kopf's default of 5 s let the watch events of objects waiting for a place pile up in memory.
     settings.queueing.idle_timeout = 0.5
     trim_watch_events()
+    small_tls_read_buffers()
     # The apiserver sends only our children of the resources we watch as children (runtime.child_selectors).
     for resource, label in runtime.child_selectors(kinds).items():
         settings.watching.label_selectors[resource] = label

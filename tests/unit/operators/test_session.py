@@ -192,3 +192,50 @@ def test_kopf_remembers_our_kinds_only() -> None:
     first, again = asyncio.run(recall_twice(child))
     assert again is not first and first.memo.applier == "a"
     assert list(kept.iter_all_memories()) == [remembered]
+
+
+def test_tls_connections_read_into_the_small_buffer_and_carry_more_than_it(tmp_path) -> None:
+    """After `configure`, a TLS connection of kopf's session (a real handshake with a local TLS
+    server, self-signed CA) holds a TLS_READ_BUFFER read buffer, not asyncio's 256 KiB, and a body
+    of 1 MiB, many buffers long, arrives whole. Reads asyncio's private attribute on purpose: the
+    check that the Python in use still allocates its buffer from `SSLProtocol.max_size`."""
+    import ssl
+
+    from llmops.certs import common_name, issue_certificate, new_ca, pem, write_key
+    from llmops.operators.main import TLS_READ_BUFFER, configure
+
+    ca, ca_key = new_ca("test-ca")
+    cert, key = issue_certificate(ca, ca_key, common_name("apiserver"), server_names=["127.0.0.1"])
+    (tmp_path / "tls.crt").write_bytes(pem(cert))
+    write_key(tmp_path / "tls.key", key)
+    (tmp_path / "ca.crt").write_bytes(pem(ca))
+    configure(kopf.OperatorSettings(), None, default_kinds())
+    body = bytes(range(256)) * 4096  # 1 MiB
+
+    buffers: set[int] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffers.add(len(writer.transport._ssl_protocol._ssl_buffer))  # the serving side's (webhook)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        writer.close()
+
+    async def fetch() -> bytes:
+        served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        served.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=served)
+        port = server.sockets[0].getsockname()[1]
+        info = kopf.ConnectionInfo(server=f"https://127.0.0.1:{port}", ca_path=str(tmp_path / "ca.crt"))
+        ctx = bounded_session(info, 4)
+        try:
+            async with ctx.aiohttp_session.get(f"https://127.0.0.1:{port}/") as response:
+                buffers.add(len(response.connection.transport._ssl_protocol._ssl_buffer))
+                return await response.read()
+        finally:
+            await ctx.aiohttp_session.close()
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(fetch()) == body
+    assert buffers == {TLS_READ_BUFFER}
