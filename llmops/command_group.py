@@ -84,3 +84,18 @@ def storage_errors(f: Callable[..., Any]) -> Callable[..., Any]:
             return f(*args, **kwargs)
 
     return run
+
+
+def split_ref(ref: str, forms: str = "NAME:VERSION or NAME@ALIAS", hint: str = "REF") -> tuple[str, str, str]:
+    """A model reference on the command line as (name, ":" or "@", version or alias); a usage error
+    naming the argument `hint` unless `ref` is one of `forms` with both halves given."""
+    seps = [sep for sep in (":", "@") if sep in forms]
+    for sep in seps:
+        if sep in ref:
+            name, _, rest = ref.partition(sep)
+            if name and rest:
+                return name, sep, rest
+            break
+    raise click.BadParameter(
+        f"{ref!r}: write {forms}, both halves given (e.g. tiny{seps[0]}1)", param_hint=hint
+    )

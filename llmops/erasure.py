@@ -75,7 +75,7 @@ import click
 
 from llmops import records, registry
 from llmops.audit import Actor, AuditConfig, Entry, ObjectRef
-from llmops.command_group import Group, output_option, storage_errors
+from llmops.command_group import Group, output_option, split_ref, storage_errors
 from llmops.registry_cli import open_uri
 from llmops.storage import ObjectExists, ObjectStore
 
@@ -752,9 +752,7 @@ def run_command(
 @storage_errors
 def decide_command(rid, version_ref, decision, justification, by, receipts_uri) -> None:
     """Record the decision on one model version an erasure listed."""
-    name, sep, version = version_ref.partition(":")
-    if not sep:
-        raise click.BadParameter("use NAME:VERSION", param_hint="NAME:VERSION")
+    name, _, version = split_ref(version_ref, "NAME:VERSION", "NAME:VERSION")
     try:
         record_decision(
             open_uri(receipts_uri, "--receipts"),

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.audit import AuditConfig, AuditError
-from llmops.command_group import Group, output_option, storage_failures
+from llmops.command_group import Group, output_option, split_ref, storage_failures
 from llmops.registry import (
     AliasMove,
     Content,
@@ -137,21 +137,6 @@ def _not_blank(value: str | None, flag: str, what: str) -> str | None:
     if value is not None and not value.strip():
         raise click.BadParameter(f"is blank: {what}", param_hint=flag)
     return value
-
-
-def _split(ref: str, forms: str = "NAME:VERSION or NAME@ALIAS", hint: str = "REF") -> tuple[str, str, str]:
-    """`ref` as (name, ":" or "@", version or alias); a usage error unless it is one of `forms` with
-    both halves given."""
-    seps = [sep for sep in (":", "@") if sep in forms]
-    for sep in seps:
-        if sep in ref:
-            name, _, rest = ref.partition(sep)
-            if name and rest:
-                return name, sep, rest
-            break
-    raise click.BadParameter(
-        f"{ref!r}: write {forms}, both halves given (e.g. tiny{seps[0]}1)", param_hint="REF"
-    )
 
 
 def _command(f: Callable[..., Any] | None = None, *, creates: bool = False, people: str = "table") -> Any:
@@ -284,7 +269,7 @@ def list_versions(store: ObjectStore, output: str, name: str) -> None:
 @_command(people="yaml")
 def show(store: ObjectStore, output: str, ref: str) -> None:
     """A version's manifest (artifacts, metrics, gates, lineage, content) and the aliases naming it."""
-    name, sep, rest = _split(ref)
+    name, sep, rest = split_ref(ref)
     if sep == ":":
         version = rest
         try:
@@ -324,7 +309,7 @@ def verify_archive_command(store: ObjectStore, output: str, ref: str, archive_ur
     the receipt against the registry's tombstone)."""
     from llmops import archive
 
-    name, _, version = _split(ref, "NAME:VERSION", "NAME:VERSION")
+    name, _, version = split_ref(ref, "NAME:VERSION", "NAME:VERSION")
     try:
         target = cli_store(location(archive_uri))
     except ValueError as e:

@@ -557,3 +557,23 @@ def test_import_refuses_a_registry_inside_its_source(tmp_path: Path) -> None:
         code, out = llmops("models", "import", str(checkpoint), "m", "--registry", str(inside))
         assert code == 2 and "Invalid value for --registry:" in out and "copy the registry into itself" in out
     assert sorted(p.name for p in checkpoint.iterdir()) == ["config.json", "model.safetensors"]
+
+
+@pytest.mark.parametrize("ref", ["chat", "chat:", ":1", "@champion", "chat@"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("models", "show", "{ref}"),
+        ("models", "verify-archive", "{ref}", "--archive", "{registry}"),
+        ("erasure", "decide", "e-1", "{ref}", "--decision", "retire", "--receipts", "{registry}"),
+    ],
+)
+def test_every_model_reference_needs_both_halves_and_names_its_argument(registry, command, ref) -> None:
+    """Each command that takes NAME:VERSION (or NAME@ALIAS) refuses a reference with a half missing as
+    a usage error naming its own argument, before it reads anything."""
+    args = [a.format(ref=ref, registry=registry) for a in command]
+    code, out = llmops(*args, env={"LLMOPS_REGISTRY": str(registry)})
+    forms = "NAME:VERSION or NAME@ALIAS" if command[1] == "show" else "NAME:VERSION"
+    assert code == 2, out
+    assert f"{ref!r}: write {forms}, both halves given" in out
+    assert f"Invalid value for {'REF' if command[1] == 'show' else 'NAME:VERSION'}" in out
