@@ -357,8 +357,8 @@ class Gateway:
 
     async def handle(self, request: Request, kind: str) -> Response:
         """One proxied request, from the API key to its last byte: `_admit`, `_acquire`, `_sample`,
-        `_send`, the relay's `forward`, and `_account` at the end whatever happened (one coroutine:
-        the steps that wait are awaited from here, a coroutine less per request).
+        `_send`, the relay's `forward`, and `_account` whatever happened, once the answer is written
+        (one coroutine: the steps that wait are awaited from here, a coroutine less per request).
 
         Whatever state the request is in (reading its body, queued for a replica, connecting, sending
         upstream, waiting for the upstream's headers, reading its body, streaming), a client that hangs
@@ -403,10 +403,17 @@ class Gateway:
                 502, f"the model server failed: {type(e).__name__}", ex.reason, "upstream_error"
             ).response()
         finally:
-            try:
-                self._account(ex)
-            finally:
-                self.inflight -= 1
+            # serving.server writes a whole answer in the same step as this return, so the client has it
+            # before the bookkeeping, which the next turn of the loop does (`_finish`): a request's
+            # latency does not carry it. Nothing that comes after the answer can see it undone: the
+            # handlers of requests that arrive meanwhile run after it, in the order they were scheduled.
+            asyncio.get_running_loop().call_soon(self._finish, ex)
+
+    def _finish(self, ex: Exchange) -> None:
+        try:
+            self._account(ex)
+        finally:
+            self.inflight -= 1
 
     async def _admit(self, request: Request, ex: Exchange) -> None:
         """The checks before the queue: API key (401), a suspended deployment (503 model_suspended), rate
