@@ -354,12 +354,33 @@ def read_version(store: ObjectStore, name: str, version: str) -> ModelVersion:
             f"model {name!r} has no version {version!r} in {store.uri}{_which(store, name)}"
         ) from None
     try:
-        return ModelVersion.model_validate_json(raw)
+        manifest = ModelVersion.model_validate_json(raw)
     except ValidationError as e:
         raise BrokenRecord(
-            f"{name}:{version} in {store.uri} has a broken {MANIFEST} ({e.error_count()} errors); "
+            f"{name}:{version} in {store.uri} has a broken {MANIFEST} ({problems(e)}); "
             "it is skipped as a version"
         ) from None
+    if (manifest.name, manifest.version) != (name, version):  # copied or edited by hand
+        raise BrokenRecord(
+            f"{name}:{version} in {store.uri} has a broken {MANIFEST} (it says it is "
+            f"{manifest.name}:{manifest.version}); it is skipped as a version"
+        )
+    return manifest
+
+
+def problems(error: ValidationError, most: int = 3) -> str:
+    """A ValidationError in one line: `field: message` for its first `most` problems (`not JSON: ...`
+    for a document that does not parse), then how many more."""
+    found = error.errors()
+    said = [
+        f"not JSON: {x['msg'].removeprefix('Invalid JSON: ')}"
+        if x["type"] == "json_invalid"
+        else f"{'.'.join(map(str, x['loc'])) or 'the document'}: {x['msg']}"
+        for x in found[:most]
+    ]
+    if len(found) > most:
+        said.append(f"{len(found) - most} more")
+    return "; ".join(said)
 
 
 def resolve(store: ObjectStore, ref: ModelReference) -> ModelVersion:

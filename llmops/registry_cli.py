@@ -36,6 +36,7 @@ from llmops.audit import AuditConfig, AuditError
 from llmops.command_group import Group, output_option, split_ref, storage_failures
 from llmops.registry import (
     AliasMove,
+    BrokenRecord,
     Content,
     Lineage,
     ModelVersion,
@@ -48,6 +49,7 @@ from llmops.registry import (
     find_move,
     models,
     move_alias,
+    problems,
     read_tombstone,
     read_version,
     register,
@@ -96,8 +98,7 @@ def open_uri(uri: str, flag: str, *, must_exist: bool = True) -> ObjectStore:
     try:
         where = location(uri)
     except ValidationError as e:  # a bucket name that S3 refuses, say: the field and the rule, one line
-        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise click.BadParameter(f"{uri!r}: {problems}", param_hint=flag) from None
+        raise click.BadParameter(f"{uri!r}: {problems(e, most=9)}", param_hint=flag) from None
     if must_exist and where.local is not None and not Path(where.local.path).is_dir():
         raise click.BadParameter(f"{uri!r}: no such directory", param_hint=flag)
     return cli_store(where)
@@ -162,8 +163,7 @@ def _command(f: Callable[..., Any] | None = None, *, creates: bool = False, peop
             with storage_failures(store.uri):  # no access, no bucket, TLS...
                 f(store, output, **kwargs)
         except ValidationError as e:  # a model or alias name that is no DNS label
-            problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-            raise click.ClickException(problems) from None
+            raise click.ClickException(problems(e, most=9)) from None
         except RegistryError as e:
             raise click.ClickException(str(e)) from None
 
@@ -206,7 +206,7 @@ def list_models(store: ObjectStore, output: str) -> None:
                 "name": name,
                 "versions": len(numbers),
                 "retired": len(retired),
-                "latest": numbers[-1] if numbers else None,
+                "latest": _newest_readable(store, name, numbers),
                 "aliases": aliases(store, name),
             }
         )
@@ -222,6 +222,20 @@ def list_models(store: ObjectStore, output: str) -> None:
         for r in rows
     ]
     click.echo(_table(["NAME", "VERSIONS", "LATEST", "ALIASES"], table))
+
+
+def _readable(store: ObjectStore, name: str, version: str) -> ModelVersion | None:
+    """The manifest of `name`:`version`, or None (said on stderr, the listing goes on) when it is broken."""
+    try:
+        return read_version(store, name, version)
+    except BrokenRecord as e:
+        click.echo(f"warning: {e}", err=True)
+        return None
+
+
+def _newest_readable(store: ObjectStore, name: str, numbers: list[str]) -> str | None:
+    """The newest of `numbers` whose manifest reads, as `NAME@latest` resolves without a latest alias."""
+    return next((v for v in reversed(numbers) if _readable(store, name, v)), None)
 
 
 def _retired(tombstone: Tombstone) -> dict[str, Any]:
@@ -240,7 +254,7 @@ def list_versions(store: ObjectStore, output: str, name: str) -> None:
     if not numbers and not tombstones:
         raise RegistryError(f"model {name!r} has no versions in {store.uri}")
     named = _by_version(store, name)
-    manifests = [read_version(store, name, v) for v in numbers]
+    manifests = [m for v in numbers if (m := _readable(store, name, v))]
     if output == "json":
         listed = [
             {**m.model_dump(by_alias=True, mode="json"), "aliases": named.get(m.version, [])}

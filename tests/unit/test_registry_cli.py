@@ -577,3 +577,32 @@ def test_every_model_reference_needs_both_halves_and_names_its_argument(registry
     assert code == 2, out
     assert f"{ref!r}: write {forms}, both halves given" in out
     assert f"Invalid value for {'REF' if command[1] == 'show' else 'NAME:VERSION'}" in out
+
+
+def test_a_broken_manifest_is_named_with_what_is_wrong_and_skipped_by_every_listing(registry: Path) -> None:
+    """chat:3 truncated, chat:2 claiming to be another version (copied by hand): `show` refuses each
+    saying what is wrong; `versions` and `list` go on without them, with a warning on stderr each, and
+    LATEST is the newest version that reads, as `chat@latest` resolves."""
+    versions = registry / "models" / "chat" / "versions"
+    (versions / "3" / "manifest.json").write_text('{"name": "chat", "version": "3",')
+    manifest = json.loads((versions / "2" / "manifest.json").read_text())
+    (versions / "2" / "manifest.json").write_text(json.dumps({**manifest, "version": "9"}))
+    env = {"LLMOPS_REGISTRY": str(registry)}
+
+    def run(*args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+        return result.exit_code, result.stdout, result.stderr
+
+    code, out, err = run("models", "show", "chat:3")
+    assert code == 1 and "chat:3 in" in err
+    assert "has a broken manifest.json (not JSON: EOF while parsing" in err
+    code, out, err = run("models", "show", "chat:2")
+    assert code == 1 and "has a broken manifest.json (it says it is chat:9)" in err
+    code, out, err = run("models", "versions", "chat", "-o", "json")
+    assert code == 0 and [v["version"] for v in json.loads(out)] == ["1"]
+    assert [line.split(" in ")[0] for line in err.splitlines()] == ["warning: chat:2", "warning: chat:3"]
+    code, out, err = run("models", "list")
+    assert code == 0 and out.splitlines()[1].split()[:3] == ["chat", "3", "1"]
+    assert "warning: chat:3" in err and "warning: chat:2" in err
+    code, out, err = run("models", "show", "chat@latest")
+    assert code == 0 and "version: '1'" in out
