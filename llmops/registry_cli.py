@@ -238,6 +238,12 @@ def _newest_readable(store: ObjectStore, name: str, numbers: list[str]) -> str |
     return next((v for v in reversed(numbers) if _readable(store, name, v)), None)
 
 
+def _described(manifest: ModelVersion, named: dict[str, list[str]]) -> dict[str, Any]:
+    """A version as `-o json` gives it in every command (show, versions, import): its manifest and
+    `aliases`, the aliases naming it (`named`: version -> aliases, `_by_version`)."""
+    return {**manifest.model_dump(by_alias=True, mode="json"), "aliases": named.get(manifest.version, [])}
+
+
 def _retired(tombstone: Tombstone) -> dict[str, Any]:
     return {"version": tombstone.version, "retired": tombstone.model_dump(by_alias=True, mode="json")}
 
@@ -256,11 +262,7 @@ def list_versions(store: ObjectStore, output: str, name: str) -> None:
     named = _by_version(store, name)
     manifests = [m for v in numbers if (m := _readable(store, name, v))]
     if output == "json":
-        listed = [
-            {**m.model_dump(by_alias=True, mode="json"), "aliases": named.get(m.version, [])}
-            for m in manifests
-        ]
-        return _json(listed + [_retired(t) for t in tombstones])
+        return _json([_described(m, named) for m in manifests] + [_retired(t) for t in tombstones])
     rows = []
     for m in manifests:
         gates = "none" if m.ungated else ("passed" if m.gates_passed else "failed")
@@ -297,10 +299,7 @@ def show(store: ObjectStore, output: str, ref: str) -> None:
             )
     else:
         manifest = resolve(store, ModelReference(name=name, alias=rest))
-    body = {
-        **manifest.model_dump(by_alias=True, mode="json"),
-        "aliases": _by_version(store, name).get(manifest.version, []),
-    }
+    body = _described(manifest, _by_version(store, name))
     if output == "json":
         return _json(body)
     click.echo(yaml.safe_dump(body, sort_keys=False).rstrip())
@@ -504,7 +503,7 @@ def import_command(store: ObjectStore, output: str, source: str, name: str, by: 
             err=True,
         )
     if output == "json":
-        return _json(version.model_dump(by_alias=True, mode="json"))
+        return _json(_described(version, _by_version(store, name)))
     what = "a PEFT adapter" if content.kind == "adapter" else "a model"
     if content.quantization is not None:
         q = content.quantization

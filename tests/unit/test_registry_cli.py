@@ -250,9 +250,16 @@ def test_import_registers_a_checkpoint_folder_as_a_version_that_says_what_it_hol
         "models", "import", f"file://{quantized}", "tiny", "--registry", str(registry), "-o", "json"
     )
     assert code == 0, out
-    assert json.loads(out)["content"]["quantization"] == {
+    imported = json.loads(out)
+    assert imported["content"]["quantization"] == {
         "method": "compressed-tensors", "format": "pack-quantized", "scheme": None, "algorithm": None,
     }  # fmt: skip
+    code, shown = llmops(
+        "models", "show", f"tiny:{imported['version']}", "--registry", str(registry), "-o", "json"
+    )
+    assert code == 0 and json.loads(shown) == imported  # one shape in every command: with its aliases
+    code, listed = llmops("models", "versions", "tiny", "--registry", str(registry), "-o", "json")
+    assert json.loads(listed)[-1] == imported
 
     peft_model = get_peft_model(
         AutoModelForCausalLM.from_pretrained(model), LoraConfig(r=2, target_modules=["q_proj", "v_proj"])
