@@ -34,7 +34,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from llmops.registry import (
@@ -48,6 +48,7 @@ from llmops.registry import (
     read_version,
     version_prefix,
 )
+from llmops.registry import problems as validation_problems
 from llmops.storage import LockState, ObjectExists, ObjectLock, ObjectStore, sha256_file
 
 RECEIPT = "ARCHIVE.json"
@@ -55,6 +56,16 @@ RECEIPT = "ARCHIVE.json"
 
 class ArchiveError(RegistryError):
     """The archive could not be made or verified; the message says which object and why."""
+
+
+def read_receipt(target: ObjectStore, key: str) -> ArchiveReceipt:
+    """The archive receipt at `key` in `target`. Raises ArchiveError naming the receipt and what is
+    wrong with it (not JSON, or its fields) for one that does not read as a receipt."""
+    try:
+        return ArchiveReceipt.model_validate_json(target.get_bytes(key))
+    except ValidationError as e:
+        why = validation_problems(e)
+        raise ArchiveError(f"the archive receipt {key} in {target.uri} is broken ({why})") from None
 
 
 class ArchiveNotVerified(ArchiveError):
@@ -218,7 +229,7 @@ def archive_version(
     if lock is not None or legal_hold:
         target.require_object_lock(lock, legal_hold)
     if target.exists(receipt_key):
-        return ArchiveReceipt.model_validate_json(target.get_bytes(receipt_key))
+        return read_receipt(target, receipt_key)
 
     keys = sorted(k for k in source.list(f"{prefix}/") if k != receipt_key)
     model = {f"{prefix}/model/{rel}": digest for rel, digest in manifest.artifacts.items()}
@@ -283,7 +294,7 @@ def archive_version(
     try:
         target.put_bytes(receipt_key, body, overwrite=False, lock=lock, legal_hold=legal_hold)
     except ObjectExists:  # a concurrent archive of the same version finished first
-        return ArchiveReceipt.model_validate_json(target.get_bytes(receipt_key))
+        return read_receipt(target, receipt_key)
     if hashlib.sha256(target.get_bytes(receipt_key)).digest() != hashlib.sha256(body).digest():
         raise ArchiveError(f"{target.uri}/{receipt_key} does not read back as written")
     return receipt
@@ -299,8 +310,12 @@ def verify_archive(target: ObjectStore, receipt: ArchiveReceipt) -> list[str]:
     problems: list[str] = []
     if not target.exists(receipt.key):
         problems.append(f"{receipt.key}: the receipt is not in {target.uri}")
-    elif ArchiveReceipt.model_validate_json(target.get_bytes(receipt.key)) != receipt:
-        problems.append(f"{receipt.key}: the stored receipt differs from the one given")
+    else:
+        try:
+            if read_receipt(target, receipt.key) != receipt:
+                problems.append(f"{receipt.key}: the stored receipt differs from the one given")
+        except ArchiveError as e:
+            problems.append(f"{receipt.key}: {e}")
     by_key = {o.key: o for o in receipt.objects}
     prefix = version_prefix(receipt.name, receipt.version)
     for rel, digest in receipt.artifacts.items():

@@ -323,18 +323,15 @@ def verify_archive_command(store: ObjectStore, output: str, ref: str, archive_ur
     from llmops import archive
 
     name, _, version = split_ref(ref, "NAME:VERSION", "NAME:VERSION")
-    try:
-        target = cli_store(location(archive_uri))
-    except ValueError as e:
-        raise click.BadParameter(f"{archive_uri!r}: {e}", param_hint="--archive") from None
+    target = open_uri(archive_uri, "--archive")  # a directory that is not there is a typo, not an archive
     key = f"{version_prefix(name, version)}/{archive.RECEIPT}"
     if not target.exists(key):
         raise click.ClickException(f"no archive receipt for {name}:{version} in {target.uri} ({key})")
-    receipt = archive.ArchiveReceipt.model_validate_json(target.get_bytes(key))
-    problems = archive.verify_archive(target, receipt)
+    receipt = archive.read_receipt(target, key)  # ArchiveError (a RegistryError): one line, by _command
+    found = archive.verify_archive(target, receipt)
     tombstone = read_tombstone(store, name, version)
     if tombstone is not None and tombstone.manifest_sha256 != receipt.manifest_sha256:
-        problems.append(
+        found.append(
             f"the tombstone's manifest sha256 {tombstone.manifest_sha256} is not the archived one"
             f" {receipt.manifest_sha256}"
         )
@@ -347,19 +344,19 @@ def verify_archive_command(store: ObjectStore, output: str, ref: str, archive_ur
         "retainUntil": receipt.retain_until,
         "legalHold": receipt.legal_hold,
         "retired": tombstone is not None,
-        "problems": problems,
+        "problems": found,
     }
     if output == "json":
         _json(body)
     else:
-        verdict = "verified" if not problems else f"{len(problems)} problems"
+        verdict = "verified" if not found else f"{len(found)} problems"
         click.echo(
             f"{name}:{version} in {body['archive']}: {body['objects']} objects, {body['bytes']} bytes,"
             f" sha256 {verdict}; lock {receipt.lock_mode or 'none'} until {receipt.retain_until or '-'}"
         )
-        for problem in problems:
+        for problem in found:
             click.echo(f"  {problem}")
-    if problems:
+    if found:
         raise SystemExit(1)
 
 

@@ -270,3 +270,23 @@ def test_the_archive_is_never_the_registry_itself(registry: LocalStore, archive:
             registry, "chat", "2", target=registry, receipt=receipt, actor="user:ana", reason="old"
         )
     assert read_version(registry, "chat", "2")
+
+
+def test_a_broken_receipt_is_named_by_every_reader_and_blocks_the_delete(
+    registry: LocalStore, archive: LocalStore
+) -> None:
+    """A stored receipt cut short: archiving again refuses naming it (not a parser's traceback),
+    verifying lists it as a problem, and the delete that needs a verified archive deletes nothing."""
+    receipt = archive_version(registry, "chat", "2", archive)
+    stored = archive.get_bytes(f"{PREFIX}/{RECEIPT}")
+    archive.put_bytes(f"{PREFIX}/{RECEIPT}", stored[: len(stored) // 2])
+    with pytest.raises(
+        ArchiveError, match=rf"the archive receipt {PREFIX}/{RECEIPT} in .* is broken \(not JSON"
+    ):
+        archive_version(registry, "chat", "2", archive)
+    problems = verify_archive(archive, receipt)
+    assert len(problems) == 1 and problems[0].startswith(f"{PREFIX}/{RECEIPT}: the archive receipt")
+    before = sorted(registry.list(f"{PREFIX}/"))
+    with pytest.raises(ArchiveNotVerified):
+        delete_version(registry, "chat", "2", target=archive, receipt=receipt, actor="user:ana", reason="old")
+    assert sorted(registry.list(f"{PREFIX}/")) == before  # 0 bytes deleted

@@ -520,7 +520,7 @@ class Retirement:
         key = f"{registry.version_prefix(self.model, version)}/{archive.RECEIPT}"
         if not target.exists(key):
             return None
-        return archive.ArchiveReceipt.model_validate_json(target.get_bytes(key))
+        return archive.read_receipt(target, key)
 
     def lock(self) -> ObjectLock | None:
         retention = self.spec.archive.retention
