@@ -547,14 +547,16 @@ def read_modeldeployment(name: str, namespace: str, path: str | None) -> Any:
                 documents = [d for d in yaml.safe_load_all(f) if isinstance(d, dict)]
         except (OSError, yaml.YAMLError) as e:
             raise click.BadParameter(f"{path}: {e}", param_hint="--file") from None
-        found = [
-            d
-            for d in documents
-            if d.get("kind") == MODEL_DEPLOYMENT.kind and (d.get("metadata") or {}).get("name") == name
-        ]
+        held = [d for d in documents if d.get("kind") == MODEL_DEPLOYMENT.kind]
+        names = [str((d.get("metadata") or {}).get("name")) for d in held]
+        found = [d for d, n in zip(held, names, strict=True) if n == name]
         if not found:
-            raise click.BadParameter(f"{path} holds no ModelDeployment named {name!r}", param_hint="--file")
-        obj = found[0]
+            there = f"its ModelDeployments: {', '.join(names)}" if names else "it holds none"
+            raise click.BadParameter(
+                f"{path} holds no ModelDeployment named {name!r} ({there})", param_hint="--file"
+            )
+        # Of several of that name (a file for many namespaces), the one in --namespace, else the first.
+        obj = next((d for d in found if (d.get("metadata") or {}).get("namespace") == namespace), found[0])
     else:
         from kubernetes import client
 

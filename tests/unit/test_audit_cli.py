@@ -231,7 +231,7 @@ def test_the_usage_report_says_in_one_line_what_is_missing(tmp_path: Path) -> No
     )
     base = ["report", "usage", "-n", "team-a", "--prometheus", "http://127.0.0.1:1", "--file", str(manifest)]
     cases = {
-        "other": "holds no ModelDeployment named 'other'",
+        "other": "holds no ModelDeployment named 'other' (its ModelDeployments: chat)",
         "chat": "ModelDeployment team-a/chat: spec.autoscaling: Value error, minReplicas must not exceed",
         "Chat": "deployment: 'Chat' is not a Kubernetes object name",
     }
@@ -241,6 +241,23 @@ def test_the_usage_report_says_in_one_line_what_is_missing(tmp_path: Path) -> No
         assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
     backwards = CliRunner().invoke(main, [*base, "--deployment", "chat", "--start", "1h", "--end", "2h"])
     assert backwards.exit_code == 2 and "before it starts" in backwards.output
+    empty = tmp_path / "none.yaml"
+    empty.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: chat}\n")
+    result = CliRunner().invoke(main, [*base[:-1], str(empty), "--deployment", "chat"])
+    assert result.exit_code == 2 and "holds no ModelDeployment named 'chat' (it holds none)" in result.output
+    # The same name in two namespaces: the one in -n is read (team-b's is valid, team-a's is not).
+    both = tmp_path / "both.yaml"
+    both.write_text(
+        manifest.read_text()
+        + "---\n"
+        + manifest.read_text()
+        .replace("team-a", "team-b")
+        .replace("minReplicas: 3, maxReplicas: 1", "minReplicas: 1, maxReplicas: 3")
+    )
+    result = CliRunner().invoke(
+        main, [*base[:2], "-n", "team-b", *base[4:-1], str(both), "--deployment", "chat"]
+    )
+    assert "spec.autoscaling" not in result.output and "Traceback" not in result.output, result.output
 
 
 def test_report_out_makes_its_folder(where: dict[str, Path], tmp_path: Path) -> None:
