@@ -122,6 +122,16 @@ def test_the_versions_quantization_comes_from_its_manifest() -> None:
     assert quantization(int4, None, "spec.model", "bfloat16") == "compressed-tensors"
     with pytest.raises(WrongContent, match=r"spec.engine.dtype is float32, but spec.model bot:2 holds int4"):
         quantization(int4, None, "spec.model", "float32")
+    int8 = version(
+        Content(quantization=Quantization(method="compressed-tensors", format="int-quantized", scheme="W8A8"))
+    )
+    assert quantization(int8, None, "spec.model", "auto") == "compressed-tensors"
+    with pytest.raises(
+        WrongContent,
+        match=r"spec.engine.dtype is float32, but spec.model bot:2 holds int8 weights and activations"
+        r" \(int-quantized, W8A8\), whose vLLM kernels compute in 16 bits; set spec.engine.dtype to auto",
+    ):
+        quantization(int8, None, "spec.model", "float32")
     assert (
         quantization(quantized, None, "spec.model", "float32") == "compressed-tensors"
     )  # no format: W8A8 ok

@@ -76,9 +76,12 @@ def gated(version: ModelVersion, field_path: str, allow_ungated: bool) -> ModelV
     return version
 
 
-# compressed-tensors layouts whose vLLM kernels need 16-bit activations (int4 weights: Marlin on the GPU,
-# cpu_gemm_wna16 on the CPU); at --dtype float32 vLLM stops at the first layer.
-SIXTEEN_BIT_ONLY = {"pack-quantized"}
+# compressed-tensors layouts whose vLLM kernels need 16-bit activations, with what they hold: int4
+# weights (Marlin on the GPU, cpu_gemm_wna16 on the CPU); int8 weights and activations (CUTLASS's
+# scaled_mm on the GPU; on x86 CPUs with AMX, Sapphire Rapids and later, vLLM 0.32 picks
+# int8_scaled_mm_with_quant, "expect A to be bfloat16 or half"; only oneDNN's path, on CPUs without
+# AMX, takes float32). At --dtype float32 vLLM stops as it loads the first layer.
+SIXTEEN_BIT_ONLY = {"pack-quantized": "int4 weights", "int-quantized": "int8 weights and activations"}
 
 
 def quantization(
@@ -90,16 +93,18 @@ def quantization(
     (which may ask vLLM to quantize an unquantized model as it loads it, e.g. fp8).
 
     Raises WrongContent when spec.engine.quantization names another method than the manifest, or
-    when spec.engine.dtype (`dtype`) is float32 for int4 weights (W4A16): vLLM would refuse to start.
+    when spec.engine.dtype (`dtype`) is float32 for a layout of SIXTEEN_BIT_ONLY (int4 weights, W4A16;
+    int8 weights and activations, W8A8): vLLM would fail as it loads the model.
     """
     recorded = version.described.quantization
     if recorded is None:
         return engine_quantization
     if dtype == "float32" and recorded.format in SIXTEEN_BIT_ONLY:
+        scheme = f", {recorded.scheme}" if recorded.scheme else ""
         raise WrongContent(
-            f"spec.engine.dtype is float32, but {field_path} {version.name}:{version.version} holds int4"
-            f" weights ({recorded.format}, {recorded.scheme or 'W4A16'}), whose vLLM kernels compute in 16"
-            " bits; set spec.engine.dtype to auto, bfloat16 or float16"
+            f"spec.engine.dtype is float32, but {field_path} {version.name}:{version.version} holds"
+            f" {SIXTEEN_BIT_ONLY[recorded.format]} ({recorded.format}{scheme}), whose vLLM kernels compute"
+            " in 16 bits; set spec.engine.dtype to auto, bfloat16 or float16"
         )
     if engine_quantization is not None and engine_quantization != recorded.method:
         scheme = f" {recorded.scheme}" if recorded.scheme else ""
