@@ -87,7 +87,10 @@ class Engine(ApiModel):
     )
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         "auto",
-        description="Weight and activation dtype; int4 weights (W4A16) need auto, bfloat16 or float16.",
+        description=(
+            "Weight and activation dtype; int4 weights (W4A16) and int8 weights and activations (W8A8)"
+            " need auto, bfloat16 or float16."
+        ),
     )
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs each replica shards the model over.")
     quantization: Literal["awq", "gptq", "fp8", "bitsandbytes", "compressed-tensors"] | None = Field(

