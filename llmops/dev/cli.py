@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from llmops.command_group import Group, storage_errors
-from llmops.dev.cluster import ClusterError, LocalCluster, free_port
+from llmops.dev.cluster import ClusterError, LocalCluster, free_ports
 
 REPO_CRDS = Path(__file__).resolve().parents[2] / "crds"
 OPERATOR = "llmops-operator"
@@ -23,6 +23,7 @@ def start_operator(cluster: LocalCluster) -> None:
     """Install our CRDs and run the operator beside the cluster; `llmops dev down` stops it too."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO_CRDS))
     cluster.wait_established("crd", "-l", "app.kubernetes.io/part-of=llmops")
+    ports = free_ports(2)  # metrics, health
     cluster.spawn(
         OPERATOR,
         [
@@ -34,9 +35,9 @@ def start_operator(cluster: LocalCluster) -> None:
             "--log-format",
             "text",
             "--metrics-port",
-            str(free_port()),
+            str(ports[0]),
             "--health-port",
-            str(free_port()),
+            str(ports[1]),
         ],
         # The audit trail in the state folder unless LLMOPS_AUDIT names one (`llmops audit show`).
         env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "LLMOPS_AUDIT": audit_location(cluster)},

@@ -150,9 +150,21 @@ class ClusterError(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on loopback that is free now (one of `free_ports`)."""
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` different ports on loopback, free now: each is held until all are chosen, so that one
+    process's several ports never coincide (ports asked one at a time can: the kernel may hand the
+    same one out again once it is released)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(n):
+            s = held.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+        return ports
 
 
 def _die_with_parent() -> None:
@@ -291,7 +303,8 @@ class LocalCluster:
         ensure_tools("k8s", "etcd", "kwok")
         self.logs.mkdir(parents=True, exist_ok=True)
         pki = create_cluster_pki(self.state_dir / "pki")
-        ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "scheduler", "kwok")}
+        names = ("etcd", "etcd_peer", "apiserver", "scheduler", "kwok")
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
         self.save_state({"ports": ports, "pids": {}})
         try:
             self._start_etcd(ports)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from llmops.dev.cluster import ClusterError, LocalCluster, free_port, wait_for
+from llmops.dev.cluster import ClusterError, LocalCluster, free_port, free_ports, wait_for
 from llmops.dev.tools import binary, ensure_tools
 
 
@@ -52,7 +52,7 @@ class MinioServer:
 
     @classmethod
     def on_loopback(cls, binary: Path, data_dir: Path, user: str = "llmops") -> MinioServer:
-        port, console = free_port(), free_port()
+        port, console = free_ports(2)
         password = secrets.token_urlsafe(18)
         argv = [
             str(binary), "server", str(data_dir), "--quiet",
@@ -112,16 +112,16 @@ class RayHead:
         """Every port on loopback and free: two heads on one machine never collide (Ray's defaults,
         e.g. the dashboard agent's 52365, are fixed numbers). `temp_dir` must be short: Ray's unix
         sockets live there. Through this interpreter, so workers run this environment and checkout."""
-        port, dashboard = free_port(), free_port()
-        ports = (
+        names = (
             "node-manager-port", "object-manager-port", "runtime-env-agent-port", "ray-client-server-port",
             "dashboard-agent-grpc-port", "dashboard-agent-listen-port", "metrics-export-port",
         )  # fmt: skip
+        port, dashboard, *others = free_ports(2 + len(names))
         argv = [
             sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
             f"--port={port}", f"--num-cpus={num_cpus}", "--num-gpus=0", "--node-ip-address=127.0.0.1",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-            *(f"--{name}={free_port()}" for name in ports),
+            *(f"--{name}={p}" for name, p in zip(names, others, strict=True)),
             f"--temp-dir={temp_dir}", "--disable-usage-stats",
         ]  # fmt: skip
         gcs = f"127.0.0.1:{port}"
