@@ -7,6 +7,7 @@ MinIO credentials are recorded in the state, under "services".
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -135,6 +136,15 @@ class RayHead:
         return cls(argv, env, gcs, f"http://127.0.0.1:{dashboard}")
 
 
+def ray_temp_dir(state_dir: Path) -> Path:
+    """The Ray head's temp dir (its unix sockets and sessions) for the cluster in `state_dir`: short,
+    as Ray's socket paths must be, and one per state folder's full path: two state folders of one
+    name (two test sessions' `cluster0`) on one machine once shared `/tmp/ray-cluster0`, and the
+    second head took the first one's GCS away."""
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
+    return Path("/tmp") / f"ray-{state_dir.name[:16]}-{digest}"
+
+
 def start_ray(cluster: LocalCluster, num_cpus: int = 2) -> dict:
     """A local Ray head (`ray start --head --block`), with its dashboard serving the Jobs API."""
     if info := service(cluster, "ray"):
@@ -143,7 +153,7 @@ def start_ray(cluster: LocalCluster, num_cpus: int = 2) -> dict:
         import ray  # noqa: F401
     except ImportError as e:
         raise ClusterError("ray is missing: install the training extra (hack/venv.sh)") from e
-    head = RayHead.on_loopback(Path("/tmp") / ("ray-" + cluster.state_dir.name), num_cpus)
+    head = RayHead.on_loopback(ray_temp_dir(cluster.state_dir), num_cpus)
     env = {**os.environ, **head.env}
     if minio := service(cluster, "minio"):
         # Like a real shared Ray cluster, it brings its own storage access (the operator never hands

@@ -15,3 +15,17 @@ def test_the_ports_of_one_component_are_different_and_free() -> None:
         assert len(set(ports)) == 9
     with socket.socket() as s:
         s.bind(("127.0.0.1", ports[0]))
+
+
+def test_two_state_folders_of_one_name_get_their_own_ray_temp_dir(tmp_path) -> None:
+    """Two test sessions' `cluster0` folders must not share a Ray head's sockets; the path stays short
+    (Ray's unix socket paths have a length limit) and the same for the same folder."""
+    from llmops.dev.services import ray_temp_dir
+
+    first, second = tmp_path / "a" / "cluster0", tmp_path / "b" / "cluster0"
+    assert ray_temp_dir(first) != ray_temp_dir(second)
+    assert ray_temp_dir(first) == ray_temp_dir(first)
+    assert (
+        str(ray_temp_dir(tmp_path / ("x" * 80))).startswith("/tmp/ray-")
+        and len(str(ray_temp_dir(first))) < 40
+    )
