@@ -87,6 +87,15 @@ def vllm_argv(
     return [*argv, *engine.extra_args]
 
 
+def lora_enabled(engine: Engine) -> bool:
+    """Whether vLLM runs with LoRA on: adapters are configured, or `extraArgs` turn it on themselves
+    (`--enable-lora`, or `--enable-lora=true` as vLLM's boolean flags also take it)."""
+    return bool(engine.lora_adapters) or any(
+        a == "--enable-lora" or (a.startswith("--enable-lora=") and a[14:].lower() not in ("false", "0"))
+        for a in engine.extra_args
+    )
+
+
 def localize_argv(argv: Sequence[str], root: str | Path, replace: Mapping[str, str]) -> list[str]:
     """A pod's argv for this machine: this interpreter, the model volume at `root`, new flag values.
 

@@ -174,6 +174,13 @@ class GatewayConfig(ApiModel):
         default_factory=list, max_length=32, description="Further accepted names, e.g. LoRA adapters."
     )
     upstreams: list[UpstreamGroup] = Field(min_length=1, max_length=8, description="One group per version.")
+    lora_enabled: bool = Field(
+        False,
+        description=(
+            "The replicas run vLLM with --enable-lora: requests for prompt logprobs are refused (400), since "
+            "vLLM computes them with the wrong LoRA mapping (serving.endpoints.PROMPT_LOGPROBS_WITH_LORA)."
+        ),
+    )
 
     api_keys_path: str | None = Field(
         None,

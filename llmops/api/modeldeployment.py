@@ -108,7 +108,10 @@ class Engine(ApiModel):
     lora_adapters: list[LoraAdapter] = Field(
         default_factory=list,
         max_length=32,
-        description="LoRA adapters to load; names must be unique.",
+        description=(
+            "LoRA adapters to load; names must be unique. With any, the gateway refuses prompt "
+            "logprobs (400): vLLM computes them with the wrong LoRA mapping (docs/operations.md)."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     extra_args: list[Annotated[str, StringConstraints(max_length=256)]] = Field(

@@ -19,7 +19,9 @@ hostile body from the model server (tests/reliability/test_gateway_fuzz.py):
   number finite (`1e999` is infinity);
 - `validate_request`: the fields each endpoint requires, and the type of every optional OpenAI or
   vLLM sampling field that is present (`FIELD_TYPES`; null is accepted as absent); `n` and `best_of`
-  at most MAX_CHOICES (vLLM fans a request out into `n` sequences and sets no bound of its own).
+  at most MAX_CHOICES (vLLM fans a request out into `n` sequences and sets no bound of its own);
+  on a deployment whose replicas run with LoRA on, no request for prompt logprobs
+  (`PROMPT_LOGPROBS_WITH_LORA`: they take vLLM's engine down).
 
 Which other vLLM endpoints are not passed, and why, is in docs/operations.md ("The gateway's API").
 
@@ -51,6 +53,21 @@ RESPONSES_TERMINAL = frozenset({"response.completed", "response.incomplete", "re
 MAX_DEPTH = 64  # levels of nested arrays and objects in a body (tool schemas nest; prompts do not)
 MAX_CHOICES = 1024  # n and best_of (OpenAI allows 128; tests/serving asks vLLM for 1024 to load it)
 INT64 = 1 << 63
+
+
+# Why prompt logprobs are refused where LoRA is on. vLLM (0.32 and the versions before it) computes
+# them with the LoRA mapping of the batch's sampled sequences over the hidden states of every prompt
+# token: when the batch holds more than one sequence (`n` > 1, or any other request at the same time)
+# the shapes differ and the engine dies (on the CPU: `einsum(): subscript b has size 3 for operand 1
+# which does not broadcast with previously seen size 200`), failing every request in flight; with one
+# sequence the mapping broadcasts and the numbers leave the adapter's lm_head out. Upstream:
+# vllm-project/vllm#16668 and #17766 (the mapping), #51594 (the values). Reproduced here on the CPU
+# with the test model and one adapter: a completion with `echo` and `logprobs` beside a running request.
+PROMPT_LOGPROBS_WITH_LORA = (
+    "is not served by this deployment: its replicas run with LoRA adapters, and vLLM computes prompt "
+    "logprobs with the wrong LoRA mapping (its engine fails when the batch holds other sequences: "
+    "vllm-project/vllm#16668, #17766); ask for the logprobs of generated tokens only"
+)
 
 
 class BadRequest(ValueError):
@@ -283,8 +300,30 @@ def _check_messages(body: dict[str, Any]) -> None:
                     )
 
 
-def validate_request(body: Any, kind: str, model_names: set[str]) -> None:
-    """Check the body of a request to endpoint `kind`; raises `BadRequest` naming the field."""
+def prompt_logprobs_field(body: dict[str, Any], kind: str) -> str | None:
+    """The field by which a completions or chat body asks vLLM for prompt logprobs, or None.
+
+    vLLM's rule (its CompletionRequest and ChatCompletionRequest `to_sampling_params`): `prompt_logprobs`
+    when set (0 included: the logprob of each prompt token), else with `echo` true, `logprobs`
+    (completions; default null) or `top_logprobs` (chat; default 0, so a chat's `echo` alone asks
+    unless `top_logprobs` is null). The Responses API has no such field.
+    """
+    if kind not in ("completions", "chat"):
+        return None
+    if body.get("prompt_logprobs") is not None:
+        return "prompt_logprobs"
+    if body.get("echo") is True:
+        asked = body.get("logprobs") if kind == "completions" else body.get("top_logprobs", 0)
+        if asked is not None:
+            return "echo"
+    return None
+
+
+def validate_request(body: Any, kind: str, model_names: set[str], lora: bool = False) -> None:
+    """Check the body of a request to endpoint `kind`; raises `BadRequest` naming the field.
+
+    `lora`: the replicas run with LoRA on, so prompt logprobs are refused (PROMPT_LOGPROBS_WITH_LORA).
+    """
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     _check_model(body, model_names, required=kind not in ("tokenize", "detokenize"))
@@ -351,6 +390,9 @@ def validate_request(body: Any, kind: str, model_names: set[str]) -> None:
         value = body[name]
         if value is not None and not check(value):
             raise BadRequest(f"'{name}' must be {what}", param=name)
+    if lora and (field := prompt_logprobs_field(body, kind)) is not None:
+        asked = "'echo' with logprobs (prompt logprobs)" if field == "echo" else "'prompt_logprobs'"
+        raise BadRequest(f"{asked} {PROMPT_LOGPROBS_WITH_LORA}", param=field)
 
 
 def _content_texts(content: Any) -> list[str]:

@@ -150,6 +150,7 @@ class Gateway:
         self.redact_answers = self.redaction is not None and self.redaction.answers
         self.relay = Relay(self.redaction if self.redact_answers else None, self.metrics)
         self.model_names = config.model_names()
+        self.lora = config.lora_enabled  # prompt logprobs refused (serving.endpoints)
         self.inflight = 0
         self.draining = False
         self.upstream: Upstream | None = None  # the proxied requests (serving.upstream says why)
@@ -429,7 +430,7 @@ class Gateway:
             raise ClientGone() from e
         body = read_json(raw)  # 400 naming the field (serving.endpoints.parse_body)
         kind = ex.kind
-        check_request(body, kind, self.model_names)
+        check_request(body, kind, self.model_names, self.lora)
         texts_in = prompt_texts(body, kind) if self.prompts is not None else []
         changed = False
         if self.redaction is not None and self.redact_prompts:

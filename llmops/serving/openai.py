@@ -122,15 +122,16 @@ def ask_for_usage(body: dict[str, Any], kind: str) -> tuple[bool, bool]:
     return True, add_usage
 
 
-def validate(body: Any, chat: bool, model_names: set[str]) -> None:
+def validate(body: Any, chat: bool, model_names: set[str], lora: bool = False) -> None:
     """Checks of a completions (`chat` False) or chat request; see `check_request` for every endpoint."""
-    check_request(body, "chat" if chat else "completions", model_names)
+    check_request(body, "chat" if chat else "completions", model_names, lora)
 
 
-def check_request(body: Any, kind: str, model_names: set[str]) -> None:
-    """Checks that catch malformed requests before they use a queue slot; vLLM checks the rest."""
+def check_request(body: Any, kind: str, model_names: set[str], lora: bool = False) -> None:
+    """Checks that catch malformed requests before they use a queue slot; vLLM checks the rest.
+    `lora`: the replicas run with LoRA on (serving.endpoints.validate_request)."""
     try:
-        validate_request(body, kind, model_names)
+        validate_request(body, kind, model_names, lora)
     except BadRequest as e:
         raise _http_error(e) from e
 

@@ -142,3 +142,18 @@ def test_the_versions_quantization_comes_from_its_manifest() -> None:
     assert (
         argv[argv.index("--quantization") + 1] == "compressed-tensors" and argv.count("--quantization") == 1
     )
+
+
+def test_lora_is_on_with_adapters_or_when_extra_args_turn_it_on() -> None:
+    """`engine.lora_enabled` says what the gateway must know (it refuses prompt logprobs there)."""
+    adapters = [{"name": "billing", "model": {"name": "billing", "version": "1"}}]
+    assert engine.lora_enabled(Engine.model_validate({"loraAdapters": adapters}))
+    for args, on in [
+        ([], False),
+        (["--enable-lora"], True),
+        (["--enable-lora=true"], True),
+        (["--enable-lora=False"], False),
+        (["--enable-lora-bias"], False),
+        (["--max-lora-rank=64"], False),
+    ]:
+        assert engine.lora_enabled(Engine.model_validate({"extraArgs": args})) is on, args

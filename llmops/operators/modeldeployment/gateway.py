@@ -22,6 +22,7 @@ import os
 
 from llmops.api.common import SecretKeysRef
 from llmops.api.modeldeployment import ModelDeploymentSpec
+from llmops.engine import lora_enabled
 from llmops.gateway_config import (
     API_KEYS_MOUNT,
     FEEDBACK_KEY_FILE,
@@ -102,6 +103,7 @@ def gateway_config(
         served_model_name=spec.engine.served_model_name or spec.model.name,
         extra_model_names=[a.name for a in spec.engine.lora_adapters],
         upstreams=upstreams,
+        lora_enabled=lora_enabled(spec.engine),
         api_keys_path=API_KEYS_MOUNT if gateway.api_keys_secret_ref else None,
         rate_limit=per_replica(gateway.rate_limit, gateway.replicas),
         max_queue=gateway.max_queue,

@@ -219,3 +219,45 @@ def test_first_token_on_the_fast_path_is_the_first_event_with_text(events, done)
     expected = any(e and b'"content":""' not in e and b'"text":""' not in e for e in text.split(b"\n\n"))
     print("events", len(events), "[DONE]", done, "first token marked", state.first_token_at is not None)
     assert (state.first_token_at is not None) is expected
+
+
+def test_prompt_logprobs_are_refused_where_the_replicas_run_lora_and_only_there():
+    """Every way a completions or chat body asks vLLM for prompt logprobs (vLLM's own rule:
+    `prompt_logprobs`, else `echo` with `logprobs` / `top_logprobs`) is a 400 naming the field when the
+    replicas run with LoRA on (they take its engine down: serving.endpoints.PROMPT_LOGPROBS_WITH_LORA),
+    and passes where they do not; logprobs of generated tokens pass everywhere."""
+    names = {"m"}
+    prompt = {"model": "m", "prompt": "x"}
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    asking = [
+        ({**prompt, "echo": True, "logprobs": 1}, "completions", "echo"),
+        ({**prompt, "echo": True, "logprobs": 0}, "completions", "echo"),
+        ({**prompt, "echo": True, "logprobs": 5, "max_tokens": 0}, "completions", "echo"),
+        ({**prompt, "prompt_logprobs": 0}, "completions", "prompt_logprobs"),
+        ({**prompt, "prompt_logprobs": 1, "echo": True, "logprobs": 1}, "completions", "prompt_logprobs"),
+        ({**prompt, "prompt_logprobs": -1}, "completions", "prompt_logprobs"),
+        ({**chat, "prompt_logprobs": 2}, "chat", "prompt_logprobs"),
+        ({**chat, "echo": True, "logprobs": True, "top_logprobs": 0}, "chat", "echo"),
+        ({**chat, "echo": True, "top_logprobs": 3, "stream": True}, "chat", "echo"),
+        ({**chat, "echo": True}, "chat", "echo"),  # top_logprobs defaults to 0 in vLLM's chat request
+        ({**chat, "echo": True, "logprobs": False}, "chat", "echo"),
+    ]
+    for body, kind, field in asking:
+        check_request(body, kind, names)  # no LoRA: vLLM serves them
+        with pytest.raises(HttpError) as err:
+            check_request(body, kind, names, lora=True)
+        assert err.value.status == 400 and err.value.param == field, (body, err.value.param)
+        assert "LoRA" in err.value.message and "16668" in err.value.message
+    fine = [
+        ({**prompt, "logprobs": 5}, "completions"),
+        ({**prompt, "echo": True}, "completions"),
+        ({**prompt, "echo": True, "logprobs": None, "prompt_logprobs": None}, "completions"),
+        ({**prompt, "echo": False, "logprobs": 1}, "completions"),
+        ({**chat, "logprobs": True, "top_logprobs": 5}, "chat"),
+        ({**chat, "echo": True, "top_logprobs": None}, "chat"),
+        ({**chat, "echo": False, "top_logprobs": 3, "logprobs": True}, "chat"),
+        ({"model": "m", "input": "x", "prompt_logprobs": 1}, "responses"),  # not a Responses field
+        ({"model": "m", "input": "x"}, "embeddings"),
+    ]
+    for body, kind in fine:
+        check_request(body, kind, names, lora=True)
