@@ -58,14 +58,19 @@ class ArchiveError(RegistryError):
     """The archive could not be made or verified; the message says which object and why."""
 
 
+class BrokenReceipt(ArchiveError):
+    """A stored archive receipt that does not read as one. Every later read finds the same bytes, so
+    retrying cannot help: a person must look at it."""
+
+
 def read_receipt(target: ObjectStore, key: str) -> ArchiveReceipt:
-    """The archive receipt at `key` in `target`. Raises ArchiveError naming the receipt and what is
+    """The archive receipt at `key` in `target`. Raises BrokenReceipt naming the receipt and what is
     wrong with it (not JSON, or its fields) for one that does not read as a receipt."""
     try:
         return ArchiveReceipt.model_validate_json(target.get_bytes(key))
     except ValidationError as e:
         why = validation_problems(e)
-        raise ArchiveError(f"the archive receipt {key} in {target.uri} is broken ({why})") from None
+        raise BrokenReceipt(f"the archive receipt {key} in {target.uri} is broken ({why})") from None
 
 
 class ArchiveNotVerified(ArchiveError):

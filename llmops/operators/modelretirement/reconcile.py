@@ -223,6 +223,14 @@ class Retirement:
             }[step]()
         except secrets.SecretProblem as e:
             return fold.stalled(Reason.CREDENTIALS_NOT_FOUND, str(e), fold.PHASE_OF_STEP[step], self.status)
+        except archive.BrokenReceipt as e:  # the same bytes on every read: a person must look at it
+            return fold.stalled(
+                Reason.ARCHIVE_FAILED,
+                f"{e}: nothing is deleted without a verified archive; repair or remove the receipt"
+                " (the archive is then made or verified again)",
+                fold.PHASE_OF_STEP[step],
+                self.status,
+            )
         except registry.RegistryError as e:
             return fold.stalled(Reason.VERSION_NOT_FOUND, str(e), fold.PHASE_OF_STEP[step], self.status)
         except Exception as e:
@@ -480,6 +488,8 @@ class Retirement:
                     "Archiving",
                     self.status,
                 )
+            except archive.BrokenReceipt:
+                raise  # Stalled by `run`
             except Exception as e:
                 if refused(e):  # the archive bucket refuses: retrying cannot help
                     why = f"{version}: {describe(e)}"

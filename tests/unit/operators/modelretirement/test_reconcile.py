@@ -217,3 +217,33 @@ def test_an_alias_on_the_version_blocks_the_delete_until_it_moves(world: dict[st
         outcome = reconcile(spec, status, Stores({}))
         status = written(status, outcome)
     assert outcome.reason == "Retired"
+
+
+@pytest.mark.parametrize("when", ["Archiving", "Deleting"])
+def test_a_broken_receipt_stalls_the_retirement_naming_it(world: dict[str, Any], when: str) -> None:
+    """A stored receipt that does not parse reads the same on every try: Stalled ArchiveFailed naming
+    it, at the archive (which resumes from its receipt) or at the delete (which needs it), not retried
+    every 30 s as a storage fault; nothing is deleted from the registry."""
+    registry, spec = world["registry"], world["spec"]
+    key = f"{reg.version_prefix('bot', '2')}/ARCHIVE.json"
+    receipt = world["tmp"] / "archive" / key
+    status = ModelRetirementStatus()
+    if when == "Archiving":
+        receipt.parent.mkdir(parents=True)
+        receipt.write_text('{"model": "bot", "vers')
+    while when == "Deleting":
+        outcome = reconcile(spec, status, Stores({}))
+        status = written(status, outcome)
+        if outcome.phase == "Deleting":
+            receipt.write_bytes(receipt.read_bytes()[:40])
+            break
+    before = snapshot(registry)
+    for _ in range(5):
+        outcome = reconcile(spec, status, Stores({}))
+        status = written(status, outcome)
+        if outcome.state == "stalled":
+            break
+    assert outcome.state == "stalled" and outcome.reason == "ArchiveFailed", outcome
+    assert outcome.phase == when and f"the archive receipt {key}" in outcome.message, outcome.message
+    assert "broken (not JSON" in outcome.message and "repair or remove" in outcome.message
+    assert snapshot(registry) == before
