@@ -569,10 +569,10 @@ def read_modeldeployment(name: str, namespace: str, path: str | None) -> Any:
     try:
         return ModelDeploymentSpec.model_validate(obj.get("spec") or {})
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        from llmops.registry import problems
+
         raise click.ClickException(
-            f"ModelDeployment {namespace}/{name}: spec.{where}: {first['msg']}"
+            f"ModelDeployment {namespace}/{name}: {problems(e, most=9, under='spec')}"
         ) from None
 
 

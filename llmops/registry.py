@@ -368,14 +368,15 @@ def read_version(store: ObjectStore, name: str, version: str) -> ModelVersion:
     return manifest
 
 
-def problems(error: ValidationError, most: int = 3) -> str:
+def problems(error: ValidationError, most: int = 3, under: str = "") -> str:
     """A ValidationError in one line: `field: message` for its first `most` problems (`not JSON: ...`
-    for a document that does not parse), then how many more."""
+    for a document that does not parse), then how many more. `under`: the path of the validated
+    object in its document (`spec`), put before each field."""
     found = error.errors()
     said = [
         f"not JSON: {x['msg'].removeprefix('Invalid JSON: ')}"
         if x["type"] == "json_invalid"
-        else f"{'.'.join(map(str, x['loc'])) or 'the document'}: {x['msg']}"
+        else f"{'.'.join([under] * bool(under) + list(map(str, x['loc']))) or 'the document'}: {x['msg']}"
         for x in found[:most]
     ]
     if len(found) > most:

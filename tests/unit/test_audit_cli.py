@@ -239,6 +239,12 @@ def test_the_usage_report_says_in_one_line_what_is_missing(tmp_path: Path) -> No
         result = CliRunner().invoke(main, [*base, "--deployment", name])
         print(f"\n{name}: {result.output.strip()}")
         assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+    # Every problem of the spec is named, not only the first.
+    two = tmp_path / "two.yaml"
+    two.write_text(manifest.read_text().replace("version: '1'}", "version: '1'}, engine: {dtype: fp7}"))
+    result = CliRunner().invoke(main, [*base[:-1], str(two), "--deployment", "chat"])
+    assert "spec.engine.dtype: Input should be" in result.output, result.output
+    assert "spec.autoscaling: Value error" in result.output, result.output
     backwards = CliRunner().invoke(main, [*base, "--deployment", "chat", "--start", "1h", "--end", "2h"])
     assert backwards.exit_code == 2 and "before it starts" in backwards.output
     empty = tmp_path / "none.yaml"
