@@ -443,6 +443,11 @@ def history(store: ObjectStore, output: str, name: str, alias: str | None) -> No
     click.echo(_table(["AT", "ALIAS", "FROM", "TO", "BY", "REASON"], [_move_row(m) for m in moves]))
 
 
+# The files a Hugging Face tokenizer loads from (fast: tokenizer.json; SentencePiece: tokenizer.model;
+# byte-level BPE: vocab.json with merges.txt; WordPiece: vocab.txt; tiktoken: *.tiktoken).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "*.tiktoken")
+
+
 @models_group.command("import")
 @click.argument("source")
 @click.argument("name")
@@ -484,6 +489,7 @@ def import_command(store: ObjectStore, output: str, source: str, name: str, by: 
             content = Content.of_folder(folder)
         except RegistryError as e:
             raise click.ClickException(f"{source}: {e}") from None
+        tokenizer = content.kind == "adapter" or any(any(folder.glob(pattern)) for pattern in TOKENIZER_FILES)
         if not source.startswith(("hf://", "s3://")):  # a directory: recorded as an absolute path
             source = str(folder.resolve())
         version = register(
@@ -497,6 +503,13 @@ def import_command(store: ObjectStore, output: str, source: str, name: str, by: 
             f"note: {name}:{version.version} holds the same files as {name}:{twin} (both are kept;"
             f" `llmops models alias set {name} ALIAS {twin} --reason TEXT` names an existing version"
             " without a new one)",
+            err=True,
+        )
+    if not tokenizer:  # registered (a tokenizer may come later, by --tokenizer), but said
+        click.echo(
+            f"note: {source} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): vLLM loads the"
+            " tokenizer from the model's folder and will not start without one; import the folder"
+            " again with them, or give vLLM one in spec.engine.extraArgs (--tokenizer)",
             err=True,
         )
     if output == "json":

@@ -237,6 +237,7 @@ def test_import_registers_a_checkpoint_folder_as_a_version_that_says_what_it_hol
     code, out = llmops("models", "import", str(model), "tiny", "--registry", str(registry))
     assert code == 0, out
     assert out.startswith("registered tiny:1 from ") and "a model," in out and "allowUngated" in out
+    assert "no tokenizer files" not in out
     store = LocalStore(registry)
     first = read_version(store, "tiny", "1")
     assert (
@@ -280,6 +281,15 @@ def test_import_registers_a_checkpoint_folder_as_a_version_that_says_what_it_hol
     adapter = read_version(store, "tiny-adapter", "1").described
     assert (adapter.kind, adapter.adapter, adapter.base) == ("adapter", "", str(model))
 
+    # A model without a tokenizer is registered, and the note says vLLM will not start without one.
+    bare = tmp_path / "no-tokenizer"
+    bare.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (bare / f).write_bytes((model / f).read_bytes())
+    code, out = llmops("models", "import", str(bare), "bare", "--registry", str(registry))
+    assert code == 0 and "registered bare:1" in out, out
+    assert f"note: {bare.resolve()} has no tokenizer files (tokenizer.json, tokenizer.model" in out, out
+
     # What is not a checkpoint, and sources it cannot read, are refused naming them; nothing registered.
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -314,6 +324,7 @@ def test_import_makes_a_local_registry_folder_that_readers_refuse(tmp_path: Path
     checkpoint.mkdir()
     (checkpoint / "config.json").write_text("{}")
     (checkpoint / "model.safetensors").write_bytes(b"")
+    (checkpoint / "tokenizer.json").write_text("{}")
     fresh = tmp_path / "new" / "registry"
     code, out = llmops("models", "list", "--registry", str(fresh))
     assert code == 2 and "no such directory" in out and not fresh.exists()
