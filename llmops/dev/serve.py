@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmops.dev import services
-from llmops.dev.cluster import ClusterError, LocalCluster, free_port, wait_for
+from llmops.dev.cluster import ClusterError, LocalCluster, free_port, free_ports, wait_for
 from llmops.dev.scrape import LocalPod, local_pod, scrape_groups
 from llmops.engine import localize_argv
 from llmops.gateway_config import GatewayConfig, UpstreamGroup
@@ -102,11 +102,12 @@ def run_gateway(
     namespace: str,
     deployment: dict,
     upstream: Callable[[UpstreamGroup], UpstreamGroup],
+    port: int | None = None,
 ) -> tuple[str, LocalPod, GatewayConfig, Path | None]:
     """Run the gateway Deployment's pod here, its config read from its ConfigMap with each upstream
-    group replaced by `upstream(group)` (the cluster's Services are not reachable here); wait until it
-    is healthy. Returns its address ("127.0.0.1:port"), the local pod, the config it runs with, and its
-    API keys folder (None without keys)."""
+    group replaced by `upstream(group)` (the cluster's Services are not reachable here), on `port`
+    (default: a free one); wait until it is healthy. Returns its address ("127.0.0.1:port"), the local
+    pod, the config it runs with, and its API keys folder (None without keys)."""
     name = deployment["metadata"]["name"]
     pod = deployment["spec"]["template"]["spec"]
     work = cluster.state_dir / "serve" / deployment["metadata"]["labels"].get(MODEL_DEPLOYMENT, name)
@@ -139,7 +140,7 @@ def run_gateway(
     )
     config_file = work / "gateway.json"
     config_file.write_text(local.model_dump_json(by_alias=True, exclude_none=True))
-    port = free_port()
+    port = port or free_port()
     argv = localize_argv(
         container["command"] + container.get("args", []),
         work,
@@ -232,15 +233,18 @@ def serve(cluster: LocalCluster, name: str, namespace: str) -> dict[str, str]:
     """Start every served version, the gateway and the drift monitor (when the ModelDeployment has
     one) of ModelDeployment `name`; return their addresses."""
     vllm, gateway = serving_deployments(cluster, name, namespace)
+    drift = drift_deployment(cluster, name, namespace)
+    # Every pod's port chosen together (each held until all are chosen): a port chosen alone is free
+    # only until then, and a vLLM that has not bound yet would leave its port free for the next pick.
+    ports = iter(free_ports(len(vllm) + 1 + (drift is not None)))
     upstream: dict[str, str] = {}  # vLLM Service host -> local address
     local_pods: list[LocalPod] = []
     for deployment, body in vllm.items():
-        port = free_port()
+        port = next(ports)
         local_pods.append(run_version(cluster, namespace, body, port))
         upstream[deployment] = f"127.0.0.1:{port}"
-    drift = drift_deployment(cluster, name, namespace)
     if drift is not None:
-        local_pods.append(run_drift(cluster, namespace, drift, free_port()))
+        local_pods.append(run_drift(cluster, namespace, drift, next(ports)))
     for deployment in vllm:
         wait_version(cluster, deployment, upstream[deployment])
 
@@ -250,7 +254,7 @@ def serve(cluster: LocalCluster, name: str, namespace: str) -> dict[str, str]:
         address = upstream.get(host or "") or next(iter(upstream.values()))
         return group.model_copy(update={"service": None, "replicas": [f"http://{address}"]})
 
-    address, gateway_pod, config, keys = run_gateway(cluster, namespace, gateway, local)
+    address, gateway_pod, config, keys = run_gateway(cluster, namespace, gateway, local, next(ports))
     local_pods.append(gateway_pod)
     scrape(cluster, name, namespace, local_pods)
     first_key = next((p.read_text().strip() for p in sorted(keys.iterdir())), "") if keys else "none"
