@@ -64,10 +64,20 @@ INT64 = 1 << 63
 # vllm-project/vllm#16668 and #17766 (the mapping), #51594 (the values). Reproduced here on the CPU
 # with the test model and one adapter: a completion with `echo` and `logprobs` beside a running request.
 PROMPT_LOGPROBS_WITH_LORA = (
-    "is not served by this deployment: its replicas run with LoRA adapters, and vLLM computes prompt "
-    "logprobs with the wrong LoRA mapping (its engine fails when the batch holds other sequences: "
-    "vllm-project/vllm#16668, #17766); ask for the logprobs of generated tokens only"
+    "asks for prompt logprobs, which this deployment does not serve: its replicas run with LoRA "
+    "adapters, and vLLM computes prompt logprobs with the wrong LoRA mapping (its engine fails when the "
+    "batch holds other sequences: vllm-project/vllm#16668, #17766)"
 )
+# What to send instead, by the field that asked (prompt_logprobs_field) and endpoint.
+PROMPT_LOGPROBS_INSTEAD = {
+    ("prompt_logprobs", "completions"): "leave 'prompt_logprobs' out",
+    ("prompt_logprobs", "chat"): "leave 'prompt_logprobs' out",
+    ("echo", "completions"): "send 'echo' without 'logprobs', or 'logprobs' without 'echo'",
+    ("echo", "chat"): (
+        "a chat's 'echo' asks for them unless 'top_logprobs' is null (vLLM's default is 0): send "
+        "'top_logprobs': null with 'echo', or leave 'echo' out"
+    ),
+}
 
 
 class BadRequest(ValueError):
@@ -391,8 +401,8 @@ def validate_request(body: Any, kind: str, model_names: set[str], lora: bool = F
         if value is not None and not check(value):
             raise BadRequest(f"'{name}' must be {what}", param=name)
     if lora and (field := prompt_logprobs_field(body, kind)) is not None:
-        asked = "'echo' with logprobs (prompt logprobs)" if field == "echo" else "'prompt_logprobs'"
-        raise BadRequest(f"{asked} {PROMPT_LOGPROBS_WITH_LORA}", param=field)
+        instead = PROMPT_LOGPROBS_INSTEAD[(field, kind)]
+        raise BadRequest(f"'{field}' {PROMPT_LOGPROBS_WITH_LORA}; {instead}", param=field)
 
 
 def _content_texts(content: Any) -> list[str]:

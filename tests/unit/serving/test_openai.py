@@ -248,6 +248,9 @@ def test_prompt_logprobs_are_refused_where_the_replicas_run_lora_and_only_there(
             check_request(body, kind, names, lora=True)
         assert err.value.status == 400 and err.value.param == field, (body, err.value.param)
         assert "LoRA" in err.value.message and "16668" in err.value.message
+        assert err.value.message.startswith(f"'{field}' asks for prompt logprobs"), err.value.message
+        if kind == "chat" and field == "echo":  # the default that makes a bare echo ask is named
+            assert "send 'top_logprobs': null with 'echo'" in err.value.message
     fine = [
         ({**prompt, "logprobs": 5}, "completions"),
         ({**prompt, "echo": True}, "completions"),
