@@ -371,12 +371,15 @@ def read_version(store: ObjectStore, name: str, version: str) -> ModelVersion:
 def problems(error: ValidationError, most: int = 3, under: str = "") -> str:
     """A ValidationError in one line: `field: message` for its first `most` problems (`not JSON: ...`
     for a document that does not parse), then how many more. `under`: the path of the validated
-    object in its document (`spec`), put before each field."""
-    found = error.errors()
+    object in its document (`spec`), put before each field. Field paths and messages only, never the
+    values (a value may be a secret); pydantic's "Value error, " before our own rules' messages is
+    left out."""
+    found = error.errors(include_url=False, include_input=False)
     said = [
         f"not JSON: {x['msg'].removeprefix('Invalid JSON: ')}"
         if x["type"] == "json_invalid"
-        else f"{'.'.join([under] * bool(under) + list(map(str, x['loc']))) or 'the document'}: {x['msg']}"
+        else f"{'.'.join([under] * bool(under) + list(map(str, x['loc']))) or 'the document'}: "
+        + x["msg"].removeprefix("Value error, ")
         for x in found[:most]
     ]
     if len(found) > most:

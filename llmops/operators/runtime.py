@@ -38,6 +38,7 @@ from llmops.operators.apply import Applier
 from llmops.operators.auditing import EVENTS_ONLY, Auditor, Subject
 from llmops.operators.events import Announcements, announcement
 from llmops.operators.outcome import Outcome
+from llmops.registry import problems as validation_problems
 from llmops.storage import Credentials, ObjectStore, StoreCache
 
 Spec = TypeVar("Spec", bound=ApiModel)
@@ -163,12 +164,9 @@ class Kind(Generic[Spec]):
 
 
 def describe_validation_error(error: pydantic.ValidationError, prefix: str = "spec") -> str:
-    """`spec.method.lora.r: Input should be greater than 0; ...` (field paths, never values)."""
-    parts = []
-    for e in error.errors(include_url=False, include_input=False):
-        path = ".".join([prefix, *(str(p) for p in e["loc"])])
-        parts.append(f"{path}: {e['msg']}")
-    return "; ".join(parts)[:2000]
+    """`spec.method.lora.r: Input should be greater than 0; ...` (field paths, never values; the CLI's
+    formatter, `registry.problems`, with every problem, at most 2,000 characters)."""
+    return validation_problems(error, most=error.error_count(), under=prefix)[:2000]
 
 
 def parse_status(resource: Resource, body: dict) -> Status:
