@@ -23,6 +23,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,6 +294,41 @@ class LocalCluster:
                 raise ClusterError(f"CRDs not Established within {timeout:.0f}s: {result.stderr.strip()}")
             time.sleep(0.5)
 
+    def wait_garbage_collected(self, *owners: tuple[str, str], timeout: float = 180) -> None:
+        """Wait until the garbage collector (kube-controller-manager) deletes dependents of owners of
+        these kinds (`(apiVersion, kind)` pairs), such as kinds whose CRDs were just installed.
+
+        It learns of new kinds from discovery every 30 s; until then a dependent whose owner is of an
+        unknown kind is retried with a backoff that doubles at every failure (up to 1,000 s), so an
+        owner deleted soon after, or while the apiserver is away, can leave its dependents for minutes.
+        The probe: a ConfigMap owned by one made-up object of each kind (uids that exist nowhere),
+        which the collector deletes once it can look every one of them up. Raises ClusterError after
+        `timeout` seconds.
+        """
+        name = f"gc-probe-{os.urandom(4).hex()}"
+        refs = [
+            {"apiVersion": api_version, "kind": kind, "name": name, "uid": str(uuid.uuid4())}
+            for api_version, kind in owners
+        ]
+        probe = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default", "ownerReferences": refs},
+        }
+        self.kubectl("create", "-f", "-", input=json.dumps(probe))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.kubectl(
+                "get", "configmap", name, "-n", "default", "--ignore-not-found", "-o", "name"
+            )
+            if not found.stdout.strip():
+                return
+            time.sleep(1)
+        raise ClusterError(
+            f"the garbage collector did not collect a dependent of {', '.join(k for _, k in owners)} "
+            f"within {timeout:.0f}s (configmap/{name} in default; kube-controller-manager's log says why)"
+        )
+
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, progress: Callable[[str], None] = lambda _: None) -> None:
         """Start every component and wait until the cluster is usable. Idempotent."""
@@ -522,6 +558,7 @@ class LocalCluster:
                 f"--service-account-private-key-file={pki.service_account_key}",
                 f"--root-ca-file={pki.ca_cert}",
                 "--use-service-account-credentials=false",
+                "--vmodule=garbagecollector=5,graph_builder=2",
             ],
         )
         self._spawn(

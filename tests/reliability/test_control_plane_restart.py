@@ -72,6 +72,10 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClust
     try:
         local.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         local.wait_established(*(f"crd/{r.crd_name}" for r in RESOURCES))
+        # Our kinds known to the garbage collector before any outage: in a cluster this fresh it has
+        # not looked them up yet, and a dependent of md-1 would wait out a backoff grown through the
+        # outage (kube-controller-manager: "unable to get REST mapping"), minutes after md-1 goes.
+        local.wait_garbage_collected(*((API_VERSION, r.kind) for r in RESOURCES))
         yield local
     finally:
         local.stop(remove=True)
