@@ -434,6 +434,35 @@ def unreachable_reason(error: BaseException) -> str:
     return detail[:200]
 
 
+# kopf's text format less its cut of logger names at 20 characters ("llmops.operators.mo").
+TEXT_LOG_FORMAT = "[%(asctime)s] %(name)s [%(levelname)-8.8s] %(message)s"
+
+
+def configure_logging(log_format: str = "json", verbose: bool = False) -> None:
+    """The operator's logging: kopf's handler on the root logger in `log_format` ("json" lines, or
+    "text" with whole logger names), debug lines with `verbose`, the HTTP clients kept quiet
+    (llmops/logsafe.py), and reconnect attempts rate-limited (ReconnectLog)."""
+    kopf.configure(
+        verbose=verbose,
+        log_format=kopf.LogFormat.JSON if log_format == "json" else TEXT_LOG_FORMAT,  # type: ignore[arg-type]
+    )
+    # After kopf.configure, which sets the root level: --verbose shows our and kopf's debug lines,
+    # never the HTTP clients' (Secrets in response bodies, key ids in headers); see llmops/logsafe.py.
+    logsafe.install()
+    if not logsafe.http_debug_opted_in():
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line per API request at INFO
+    ReconnectLog.install()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(logger_field)
+
+
+def logger_field(record: logging.LogRecord) -> bool:
+    """Name the logger in JSON lines too (`"logger": "llmops.operators..."`): kopf's JSON formatter
+    writes a record's extra attributes, but not its name."""
+    record.logger = record.name
+    return True
+
+
 def run(
     *,
     namespaces: list[str],
@@ -444,16 +473,7 @@ def run(
     verbose: bool = False,
 ) -> None:
     """Run until SIGTERM/SIGINT (kopf drains handlers, then exits)."""
-    kopf.configure(
-        verbose=verbose,
-        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
-    )
-    # After kopf.configure, which sets the root level: --verbose shows our and kopf's debug lines,
-    # never the HTTP clients' (Secrets in response bodies, key ids in headers); see llmops/logsafe.py.
-    logsafe.install()
-    if not logsafe.http_debug_opted_in():
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line per API request at INFO
-    ReconnectLog.install()
+    configure_logging(log_format, verbose)
     if metrics_port:
         start_http_server(metrics_port)
     try:
