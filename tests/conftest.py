@@ -31,11 +31,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 @pytest.fixture(scope="session")
 def llmops_crds(cluster: LocalCluster) -> list[str]:
     """Our generated CRDs, installed as users install them (server-side apply of crds/)."""
-    from llmops.api import RESOURCES
+    from llmops.api import API_VERSION, RESOURCES
 
     cluster.kubectl("apply", "--server-side", "-f", str(Path(__file__).parents[1] / "crds"))
     names = [r.crd_name for r in RESOURCES]
     cluster.wait_established(*(f"crd/{n}" for n in names))
+    # Tests that delete a parent expect its children to go: the garbage collector must know our kinds
+    # first, or a dependent made before it looks them up (every 30 s) waits out a growing backoff.
+    cluster.wait_garbage_collected(*((API_VERSION, r.kind) for r in RESOURCES))
     return names
 
 

@@ -52,7 +52,7 @@ from llmops.api import API_VERSION, MODEL_DEPLOYMENT
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason, ResolvedAlias
 from llmops.operators import registry_access, retention, secrets
-from llmops.operators.apply import Lru, manifest_digest, parse_ref, ref, write_ahead
+from llmops.operators.apply import Applied, manifest_digest, parse_ref, ref, write_ahead
 from llmops.operators.kube import ApiError, KindNotServed
 from llmops.operators.modeldeployment import autoscaling, builders, canary, gateway, monitoring
 from llmops.operators.modeldeployment.drift import drift_destination, drift_on
@@ -107,10 +107,9 @@ class Reconciler:
 
     settings: ServingSettings | None = None
     metrics: canary.MetricsSource | None = None
-    # (parent uid, child ref) -> (digest of what we applied, when): unchanged children are applied
-    # again only after settings.resync_seconds, which repairs drift without re-sending every object
-    # on every status change.
-    _applied: Lru = field(default_factory=lambda: Lru(200_000))
+    # Unchanged children are applied again only after settings.resync_seconds, which repairs drift
+    # without re-sending every object on every status change.
+    _applied: Applied = field(default_factory=Applied)
 
     def current_settings(self) -> ServingSettings:
         if self.settings is None:
@@ -145,9 +144,9 @@ class Reconciler:
         resync = self.current_settings().resync_seconds
         live: dict[str, dict] = {}
         for manifest in manifests:
-            key = (uid, ref(manifest))
+            entry = ref(manifest)
             digest = manifest_digest(manifest)
-            cached = self._applied.get_(key)
+            cached = self._applied.get(uid, entry)
             is_deployment = manifest["kind"] == "Deployment"
             if cached and cached[0] == digest and time.monotonic() - cached[1] < resync:
                 if not is_deployment:
@@ -159,7 +158,7 @@ class Reconciler:
                     live[manifest["metadata"]["name"]] = current
                     continue
             result = ctx.applier.apply(manifest)
-            self._applied.put(key, (digest, time.monotonic()))
+            self._applied.put(uid, entry, digest, time.monotonic())
             if is_deployment:
                 live[manifest["metadata"]["name"]] = result
         return live
@@ -183,19 +182,19 @@ class Reconciler:
         old and new, keeps verifying the ids issued so far; "already exists" is success. Looked at
         again only after a resync period."""
         manifest = gateway.feedback_key_secret(ctx.body)
-        key = (ctx.body["metadata"]["uid"], ref(manifest))
-        cached = self._applied.get_(key)
+        uid, entry = ctx.body["metadata"]["uid"], ref(manifest)
+        cached = self._applied.get(uid, entry)
         if cached and time.monotonic() - cached[1] < self.current_settings().resync_seconds:
             return
         if ctx.applier.get("v1", "Secret", manifest["metadata"]["name"], ctx.namespace) is None:
             ctx.applier.create(manifest)  # AlreadyExists (another reconcile made it) is success
-        self._applied.put(key, ("created", time.monotonic()))
+        self._applied.put(uid, entry, b"created", time.monotonic())
 
     def forget(self, child: dict) -> None:
         """A child was deleted: the next reconcile applies it again even if it is unchanged."""
         api_version, kind, name = child.get("apiVersion"), child.get("kind"), child["metadata"]["name"]
         for owner in child["metadata"].get("ownerReferences") or []:
-            self._applied.pop((owner.get("uid"), f"{api_version}/{kind}/{name}"), None)
+            self._applied.pop(owner.get("uid", ""), f"{api_version}/{kind}/{name}")
 
     def prune(self, ctx: Context, previous: list[str], wanted: set[str]) -> None:
         """Delete the children recorded (by the last reconcile, or ahead by this one) that this one
@@ -207,7 +206,7 @@ class Reconciler:
             api_version, kind, name = parse_ref(entry)
             with contextlib.suppress(KindNotServed):  # its CRD is gone, and so is the object
                 ctx.applier.delete(api_version, kind, name, ctx.namespace)
-            self._applied.pop((uid, entry), None)
+            self._applied.pop(uid, entry)
 
     def clear_the_way(
         self, ctx: Context, previous: list[str], manifests: list[dict], wanted: set[str]
@@ -230,7 +229,7 @@ class Reconciler:
                 still = ctx.applier.get(api_version, kind, name, ctx.namespace)
             except KindNotServed:  # its CRD is gone, and so is the object
                 still = None
-            self._applied.pop((uid, entry), None)
+            self._applied.pop(uid, entry)
             if still is not None:
                 held.append(slots[exclusive_slot(entry)])  # type: ignore[index]
                 lingering.append(entry)

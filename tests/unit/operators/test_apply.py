@@ -5,7 +5,7 @@ tests/reliability/test_operator_kill.py::test_a_child_applied_before_a_kill_and_
 
 from __future__ import annotations
 
-from llmops.operators.apply import write_ahead
+from llmops.operators.apply import Applied, manifest_digest, write_ahead
 
 
 def child(kind: str, name: str, api_version: str = "apps/v1") -> dict:
@@ -160,3 +160,24 @@ def test_a_child_recorded_ahead_then_unwanted_is_deleted(tmp_path) -> None:
     assert {"apps/v1/Deployment/bot-2-vllm", "v1/Service/bot-2-vllm"} <= deleted
     assert "apps/v1/Deployment/bot-2-vllm" not in inventory
     assert not deleted & set(steady)  # the stable version's children stay
+
+
+# -- what was applied, remembered compactly --------------------------------------------------------
+
+
+def test_applied_remembers_by_parent_and_child_and_drops_the_least_recently_applied() -> None:
+    applied = Applied(size=2)
+    one = manifest_digest(child("Deployment", "a"))
+    assert one == manifest_digest({"metadata": {"name": "a"}, "kind": "Deployment", "apiVersion": "apps/v1"})
+    assert one != manifest_digest(child("Deployment", "b")) and len(one) == 16
+    applied.put("uid-1", "apps/v1/Deployment/a", one, 10.0)
+    applied.put("uid-2", "apps/v1/Deployment/a", one, 11.0)
+    assert applied.get("uid-1", "apps/v1/Deployment/a") == (one, 10.0)
+    assert applied.get("uid-1", "apps/v1/Deployment/b") is None  # another child of the same parent
+    applied.put("uid-1", "apps/v1/Deployment/a", one, 12.0)  # applied again: now the most recent
+    applied.put("uid-3", "apps/v1/Deployment/a", one, 13.0)  # one too many: uid-2's goes
+    assert len(applied) == 2 and applied.get("uid-2", "apps/v1/Deployment/a") is None
+    assert applied.get("uid-1", "apps/v1/Deployment/a") == (one, 12.0)
+    applied.pop("uid-1", "apps/v1/Deployment/a")
+    applied.pop("uid-1", "apps/v1/Deployment/a")  # popping what is not there is harmless
+    assert len(applied) == 1
