@@ -302,8 +302,9 @@ class LocalCluster:
         unknown kind is retried with a backoff that doubles at every failure (up to 1,000 s), so an
         owner deleted soon after, or while the apiserver is away, can leave its dependents for minutes.
         The probe: a ConfigMap owned by one made-up object of each kind (uids that exist nowhere),
-        which the collector deletes once it can look every one of them up. Raises ClusterError after
-        `timeout` seconds.
+        which the collector deletes once it can look every one of them up: at once where it knows the
+        kinds, up to about a minute (discovery, then the probe's own backoff) right after their CRDs
+        are installed. Raises ClusterError after `timeout` seconds, the probe deleted.
         """
         name = f"gc-probe-{os.urandom(4).hex()}"
         refs = [
@@ -324,6 +325,7 @@ class LocalCluster:
             if not found.stdout.strip():
                 return
             time.sleep(1)
+        self.kubectl("delete", "configmap", name, "-n", "default", "--ignore-not-found", check=False)
         raise ClusterError(
             f"the garbage collector did not collect a dependent of {', '.join(k for _, k in owners)} "
             f"within {timeout:.0f}s (configmap/{name} in default; kube-controller-manager's log says why)"
@@ -558,6 +560,8 @@ class LocalCluster:
                 f"--service-account-private-key-file={pki.service_account_key}",
                 f"--root-ca-file={pki.ca_cert}",
                 "--use-service-account-credentials=false",
+                # The garbage collector's decisions and retries ("unable to get REST mapping"): a
+                # few hundred lines a test session, what says why a child outlived its parent.
                 "--vmodule=garbagecollector=5,graph_builder=2",
             ],
         )

@@ -73,7 +73,10 @@ def check_ports(ports: list[tuple[str, int]], host: str = "0.0.0.0") -> None:
     type=click.Choice(["json", "text"]),
     default="json",
     show_default=True,
-    help="JSON lines for a log collector, or text for people.",
+    help=(
+        "JSON lines for a log collector (message, severity, timestamp, logger, object; docs/operations.md,"
+        " Logs), or text for people."
+    ),
 )
 @click.option(
     "-v",

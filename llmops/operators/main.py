@@ -440,11 +440,14 @@ TEXT_LOG_FORMAT = "[%(asctime)s] %(name)s [%(levelname)-8.8s] %(message)s"
 
 def configure_logging(log_format: str = "json", verbose: bool = False) -> None:
     """The operator's logging: kopf's handler on the root logger in `log_format` ("json" lines, or
-    "text" with whole logger names), debug lines with `verbose`, the HTTP clients kept quiet
+    "text" with whole logger names and `[namespace/name]` before an object's messages), debug lines
+    with `verbose`, the HTTP clients kept quiet
     (llmops/logsafe.py), and reconnect attempts rate-limited (ReconnectLog)."""
+    text = log_format != "json"
     kopf.configure(
         verbose=verbose,
-        log_format=kopf.LogFormat.JSON if log_format == "json" else TEXT_LOG_FORMAT,  # type: ignore[arg-type]
+        log_format=TEXT_LOG_FORMAT if text else kopf.LogFormat.JSON,  # type: ignore[arg-type]
+        log_prefix=text,  # text: an object's messages start with [namespace/name]; JSON has "object"
     )
     # After kopf.configure, which sets the root level: --verbose shows our and kopf's debug lines,
     # never the HTTP clients' (Secrets in response bodies, key ids in headers); see llmops/logsafe.py.
