@@ -441,8 +441,8 @@ TEXT_LOG_FORMAT = "[%(asctime)s] %(name)s [%(levelname)-8.8s] %(message)s"
 def configure_logging(log_format: str = "json", verbose: bool = False) -> None:
     """The operator's logging: kopf's handler on the root logger in `log_format` ("json" lines, or
     "text" with whole logger names and `[namespace/name]` before an object's messages), debug lines
-    with `verbose`, the HTTP clients kept quiet
-    (llmops/logsafe.py), and reconnect attempts rate-limited (ReconnectLog)."""
+    with `verbose`, the HTTP clients kept quiet (llmops/logsafe.py), and reconnect attempts
+    rate-limited (ReconnectLog)."""
     text = log_format != "json"
     kopf.configure(
         verbose=verbose,
