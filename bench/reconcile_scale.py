@@ -9,12 +9,16 @@ their Deployments are available. Both wait on the same controllers (deployment, 
 scheduler, kwok), so the ratio is the operator's own overhead on the way to Ready; the time to
 create all children is printed too. Prints both, the ratio, and the operator's RSS: when all were
 Ready, settled, its peak, and where it goes: the RSS of the same operator started with nothing to
-watch (imports, clients, threads), and the rest per object. `--tracemalloc` runs the operator under
+watch (imports, clients, threads), and the rest per object. Then `--more` further objects (a quarter
+of N by default) are created while the same operator runs; what its settled RSS grows by for them is
+the cost of one more object (the first N also carry what a working operator holds whatever the
+count: imports done at the first reconcile, its worker threads, kopf's per-resource watchers), and
+the RSS at 10,000 objects is extrapolated from it. `--tracemalloc` runs the operator under
 tracemalloc and prints its Python heap by package and its top allocation lines when settled, and
 the live objects by type, and per object what its heap holds beyond the same operator's idle heap
 (`--tracemalloc-frames N`: by allocation traceback, not line, and the top tracebacks).
 
-    python bench/reconcile_scale.py [--objects 1000] [--malloc-arena-max N]
+    python bench/reconcile_scale.py [--objects 1000] [--more K] [--malloc-arena-max N]
         [--tracemalloc [--tracemalloc-frames N]]
 """
 
@@ -100,10 +104,11 @@ def spec(registry: Path) -> dict:
     }
 
 
-def objects(n: int, registry: Path) -> list[dict]:
+def objects(n: int, registry: Path, first: int = 0) -> list[dict]:
+    """`n` ModelDeployments named bench-<first>, bench-<first + 1>, ..."""
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment", "spec": spec(registry)}
     out = []
-    for i in range(n):
+    for i in range(first, first + n):
         obj = copy.deepcopy(body)
         obj["metadata"] = {"name": f"bench-{i:05d}"}
         out.append(obj)
@@ -195,6 +200,11 @@ def main() -> None:
 
     parser = arguments.parser(__doc__)
     parser.add_argument("--objects", type=int, default=1000, help="ModelDeployments to create")
+    parser.add_argument(
+        "--more",
+        type=int,
+        help="objects created after the first ones are Ready, for the cost of one more (default: a quarter)",
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds each phase may take")
     parser.add_argument(
         "--malloc-arena-max",
@@ -215,10 +225,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     n = args.objects
+    more = n // 4 if args.more is None else args.more
     # Room for both runs' pods: 110 pods per kwok node.
     extra = [
         FakeNode(f"kwok-bench-{i}", cpu="64", memory="256Gi")
-        for i in range(2 * n * PODS_PER_OBJECT // 100 + 1)
+        for i in range((2 * n + more) * PODS_PER_OBJECT // 100 + 1)
     ]
 
     with tempfile.TemporaryDirectory(prefix="llmops-bench-") as tmp:
@@ -321,6 +332,17 @@ def main() -> None:
                     wait("the tracemalloc snapshot", lambda: int(traced("operator").exists()), 1, 120, proc)
                     heap = traced("operator").read_text()
                     heap += "\n" + per_object(traced("idle"), traced("operator"), n, args.tracemalloc_frames)
+                if more:  # the cost of one more object, on top of a working operator's
+                    create_all(api, "operator", objects(more, registry, first=n))
+                    wait(
+                        "Ready ModelDeployments",
+                        lambda: ready_objects(api, "operator"),
+                        n + more,
+                        args.timeout,
+                        proc,
+                    )
+                    time.sleep(10)
+                    grown, _ = rss_mib(proc.pid)
             finally:
                 proc.terminate()
                 proc.wait(60)
@@ -342,6 +364,13 @@ def main() -> None:
         f"  of which idle (started, no objects): {idle:.0f} MiB; per object: "
         f"{(settled - idle) * 1024 / n:.1f} KiB settled, {(peak - idle) * 1024 / n:.1f} KiB at the peak"
     )
+    if more:
+        slope = (grown - settled) * 1024 / more
+        at = grown + (10_000 - n - more) * slope / 1024
+        print(
+            f"  {more} more objects: settled {grown:.0f} MiB, {slope:.1f} KiB per further object; "
+            f"so at 10,000 objects about {at:.0f} MiB (extrapolated)"
+        )
     if args.malloc_arena_max:
         print(f"(MALLOC_ARENA_MAX={args.malloc_arena_max})")
     if args.tracemalloc:
