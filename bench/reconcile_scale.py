@@ -92,6 +92,7 @@ from llmops.cli import main
 main()
 """
 IDLE_SECONDS = 15  # the operator started, watching an empty namespace, before its RSS is read
+SETTLE_SECONDS = 10  # after the last object is Ready: child events and status writes done
 
 
 def spec(registry: Path) -> dict:
@@ -325,7 +326,7 @@ def main() -> None:
                     - start
                 )
                 rss, peak = rss_mib(proc.pid)
-                time.sleep(10)  # settled: child events and status writes done
+                time.sleep(SETTLE_SECONDS)
                 settled, _ = rss_mib(proc.pid)
                 if args.tracemalloc:
                     proc.send_signal(signal.SIGUSR1)
@@ -341,7 +342,7 @@ def main() -> None:
                         args.timeout,
                         proc,
                     )
-                    time.sleep(10)
+                    time.sleep(SETTLE_SECONDS)
                     grown, _ = rss_mib(proc.pid)
             finally:
                 proc.terminate()
