@@ -204,7 +204,8 @@ def main() -> None:
     parser.add_argument(
         "--more",
         type=int,
-        help="objects created after the first ones are Ready, for the cost of one more (default: a quarter)",
+        help="objects created after the first ones are Ready, for the cost of one more"
+        " (none given: a quarter of --objects)",
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds each phase may take")
     parser.add_argument(
@@ -359,7 +360,8 @@ def main() -> None:
     print(f"ratio direct/operator, to Ready: {direct_ready / operator_ready:.2f}")
     print(f"ratio direct/operator, children written: {direct_created / operator_created:.2f}")
     print(
-        f"operator RSS: {rss:.0f} MiB when all were Ready, {settled:.0f} MiB 10 s later, peak {peak:.0f} MiB"
+        f"operator RSS: {rss:.0f} MiB when all were Ready, {settled:.0f} MiB {SETTLE_SECONDS} s later,"
+        f" peak {peak:.0f} MiB"
     )
     print(
         f"  of which idle (started, no objects): {idle:.0f} MiB; per object: "
