@@ -126,7 +126,9 @@ def operator_process(
     `kubeconfig` runs it as someone else (for example a ServiceAccount token); default: the admin.
     """
     ports = {"metrics": free_port(), "health": free_port(), "webhook": free_port()}
-    log = cluster.logs / f"operator-{namespace}.log"
+    # One file per process, numbered: a test that restarts the operator keeps every run's log.
+    runs = len(list(cluster.logs.glob(f"operator-{namespace}*.log")))
+    log = cluster.logs / (f"operator-{namespace}.log" if not runs else f"operator-{namespace}-{runs}.log")
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [

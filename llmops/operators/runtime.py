@@ -211,6 +211,28 @@ def _heals(error: Exception) -> bool:
     return isinstance(error, kube.ApiError) and (status is None or status in (409, 429) or status >= 500)
 
 
+# A reconcile that raised an unexpected error is tried again after this long, then after as long
+# again as the object has been stalled by such errors (so the wait doubles), up to the maximum: the
+# shape of controller-runtime's per-object exponential backoff (client-go workqueue's
+# ItemExponentialFailureRateLimiter), without a counter kept in memory that a restart would lose.
+INTERNAL_ERROR_RETRY_SECONDS = 30.0
+INTERNAL_ERROR_RETRY_MAX_SECONDS = 600.0
+
+
+def internal_error_retry(body: dict, now: dt.datetime) -> float:
+    """Seconds until a reconcile that raised an unexpected error is tried again: 30 s the first time,
+    then the time since the object went Stalled with reason InternalError (30, 60, 120... s), at
+    most 600 s."""
+    stalled = next(
+        (c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "Stalled"), {}
+    )
+    since = None
+    if stalled.get("status") == "True" and stalled.get("reason") == CommonReason.INTERNAL_ERROR:
+        since = conditions.parse_time(stalled.get("lastTransitionTime"))
+    lasted = (now - since).total_seconds() if since is not None else 0.0
+    return min(max(lasted, INTERNAL_ERROR_RETRY_SECONDS), INTERNAL_ERROR_RETRY_MAX_SECONDS)
+
+
 def reconcile(
     kind: Kind,
     body: dict,
@@ -223,7 +245,8 @@ def reconcile(
     """Run one reconcile of `body` and put the full status into kopf's `patch`.
 
     Never raises on a malformed object: that becomes Stalled plus a Warning Event. API errors
-    that will heal become Reconciling and a retry; anything else is Stalled (InternalError).
+    that will heal become Reconciling and a retry; anything else is Stalled (InternalError), tried
+    again after `internal_error_retry`.
     Returns the outcome's `requeue_after`.
     """
     resource = kind.resource
@@ -263,14 +286,20 @@ def reconcile(
                 message = f"{type(e).__name__} from the API while reconciling; retrying"
                 _write(patch, resource, body, Outcome("reconciling", phase, CommonReason.RETRYING, message))
                 raise kopf.TemporaryError(message, delay=10) from e
-            # A bug or an unexpected object: say so on the object; do not crash or spin.
+            # A bug or an unexpected object: say so on the object; do not crash or spin, and look
+            # again later, less often the longer it lasts (what broke may have been passing).
             metrics.ERRORS.labels(resource.kind, type(e).__name__).inc()
             logger.exception("reconcile failed")
             message = f"internal error ({type(e).__name__}); see the operator log"
             ctx.event(CommonReason.INTERNAL_ERROR, message, warning=True)
-            return _write(
-                patch, resource, body, Outcome("stalled", "Failed", CommonReason.INTERNAL_ERROR, message)
+            retry = internal_error_retry(body, dt.datetime.now(dt.UTC))
+            _write(
+                patch,
+                resource,
+                body,
+                Outcome("stalled", "Failed", CommonReason.INTERNAL_ERROR, message, requeue_after=retry),
             )
+            return retry
         patch.status.update(status)
         metrics.RECONCILES.labels(resource.kind, outcome.state).inc()
         announce(kind, ctx, outcome, status)

@@ -313,7 +313,11 @@ class Fleet:
             status = (rps.get(name) or {}).get("status") or {}
             runs = [r for r in status.get("runs", []) if r.get("phase") == "Succeeded"]
             if status.get("phase") != "Watching" or len(runs) != 1:
-                out.append(f"rp {name}: {status.get('phase')} with {len(runs)} finished runs")
+                why = condition(rps.get(name), "Ready")
+                out.append(
+                    f"rp {name}: {status.get('phase')} with {len(runs)} finished runs"
+                    f" ({why.get('reason')}: {why.get('message')})"
+                )
         mrs = {r["metadata"]["name"]: r for r in self.items(API_VERSION, "ModelRetirement")}
         for i in range(len(self.retired)):
             phase = ((mrs.get(f"mr-{i:03d}") or {}).get("status") or {}).get("phase")

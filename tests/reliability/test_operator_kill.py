@@ -66,6 +66,20 @@ FULL = Sizes(
 )  # fmt: skip
 
 
+def log_lines_about(cluster: LocalCluster, namespace: str, names: list[str], most: int = 60) -> str:
+    """The last `most` lines of this test's operator logs (one per process, in order) that name one of
+    `names` or an error: a failure in CI says what the operator did and saw (the cluster's folder,
+    with the logs, is removed at the end of the session)."""
+    logs = sorted(cluster.logs.glob(f"operator-{namespace}*.log"), key=lambda p: p.stat().st_mtime)
+    hits = [
+        f"{log.name}: {line}"
+        for log in logs
+        for line in log.read_text(errors="replace").splitlines()
+        if any(name in line for name in names) or "Error" in line
+    ]
+    return "\n".join(hits[-most:])
+
+
 def seed_of(index: int) -> int:
     """The run's seed: $LLMOPS_KILL_SEED (plus `index` for the runs after the first), else a fresh one."""
     if os.environ.get("LLMOPS_KILL_SEED"):
@@ -232,6 +246,8 @@ def churn(
         f" {len(kills)} kills at {kills}, converged in {converged:.0f} s; {children} children;"
         f" {len(kuberay.finished)} RayJobs played; duplicates {counts}; orphans {len(orphans)}"
     )
+    if left:  # what the operators said about the objects that did not converge, for the CI log
+        print(log_lines_about(cluster, namespace, [what.split()[1].rstrip(":") for what in left[:20]]))
     assert not left, f"not converged (seed {seed}): {left[:20]}"
     assert duplicates == {k: [] for k in duplicates}, f"seed {seed}: {duplicates}"
     assert orphans == [], f"seed {seed}: {orphans}"

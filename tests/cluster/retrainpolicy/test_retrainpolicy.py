@@ -29,7 +29,13 @@ from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.operators.retrainpolicy.reconcile import Reconciler, Settings
 from llmops.storage import LocalStore, StoreCache
 from tests.cluster.modeldeployment.support import GatewayMetrics, apply, condition, deployment, get
-from tests.helpers import LOCAL_REGISTRY_POD_SECURITY, create_namespace, eventually, operator_in_thread
+from tests.helpers import (
+    LOCAL_REGISTRY_POD_SECURITY,
+    create_namespace,
+    eventually,
+    operator_in_thread,
+    operator_process,
+)
 
 pytestmark = [pytest.mark.usefixtures("llmops_crds", "kubeconfig_env"), LOCAL_REGISTRY_POD_SECURITY]
 
@@ -406,3 +412,20 @@ def test_the_operator_killed_at_every_point_never_makes_two_runs_nor_half_moves_
         f"crashed before each of the {clean} side effects of one tick and its promotion:"
         " one run, no half move"
     )
+
+
+def test_a_stalled_policy_heals_by_itself_once_its_deployment_exists(
+    cluster: LocalCluster, namespace: str, registry: Path
+) -> None:
+    """Stalled is not the end: a policy created before its ModelDeployment says so (DeploymentNotFound)
+    and, with no change to the policy, goes Watching once the deployment exists (the operator reads
+    the target again after STALLED_RETRY_SECONDS, 60 s)."""
+
+    def ready(reason: str) -> bool:
+        return condition(get(cluster, "rp", "early", namespace), "Ready").get("reason") == reason
+
+    with operator_process(cluster, namespace):
+        apply(cluster, namespace, policy("early", registry, promotion={"enabled": False, "metrics": []}))
+        eventually(lambda: ready("DeploymentNotFound"), timeout=60)
+        apply(cluster, namespace, deployment("bot", registry, gateway={"replicas": 1}))
+        eventually(lambda: ready("Watching"), timeout=150)
