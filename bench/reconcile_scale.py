@@ -16,10 +16,12 @@ count: imports done at the first reconcile, its worker threads, kopf's per-resou
 the RSS at 10,000 objects is extrapolated from it. `--tracemalloc` runs the operator under
 tracemalloc and prints its Python heap by package and its top allocation lines when settled, and
 the live objects by type, and per object what its heap holds beyond the same operator's idle heap
-(`--tracemalloc-frames N`: by allocation traceback, not line, and the top tracebacks).
+(`--tracemalloc-frames N`: by allocation traceback, not line, and the top tracebacks). At each
+reading the RSS is split by mapping (files, thread stacks, anonymous); `--allocators` adds pymalloc's
+and glibc's own accounts of the anonymous part: what live blocks hold, and what free space each keeps.
 
     python bench/reconcile_scale.py [--objects 1000] [--more K] [--malloc-arena-max N]
-        [--tracemalloc [--tracemalloc-frames N]]
+        [--allocators | --tracemalloc [--tracemalloc-frames N]]
 """
 
 from __future__ import annotations
@@ -87,6 +89,47 @@ def dump():
     import os
     os.replace({out!r} + ".tmp", {out!r})
 signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(target=dump).start())
+sys.argv = {argv!r}
+from llmops.cli import main
+main()
+"""
+# The operator with its allocators' own accounts: on SIGUSR2 it writes pymalloc's (the arenas Python
+# keeps its small objects in, sys._debugmallocstats) and glibc's (mallinfo2: its arenas and mmapped
+# blocks, in use and free) as `key value` lines, bytes.
+ALLOCATORS = r"""
+import ctypes, os, re, signal, sys, tempfile, threading
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(f, ctypes.c_size_t) for f in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                 "fordblks", "keepcost")]
+def dump():
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = Mallinfo2
+    m = libc.mallinfo2()
+    with tempfile.TemporaryFile("w+") as f:  # _debugmallocstats writes to the C stderr
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(f.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        text = f.read()
+    def number(pattern):
+        found = re.search(pattern + r"\s*=\s*([\d,]+)", text)
+        return int(found.group(1).replace(",", "")) if found else 0
+    arenas = number(r"# arenas allocated current")
+    size = re.search(r"arenas \* (\d+) bytes/arena", text)
+    values = {{
+        "pymalloc_arenas": arenas * int(size.group(1)) if size else 0,
+        "pymalloc_used": number(r"# bytes in allocated blocks"),
+        "glibc_arena": m.arena, "glibc_mmapped": m.hblkhd, "glibc_used": m.uordblks, "glibc_free": m.fordblks,
+    }}
+    open({out!r} + ".tmp", "w").write("".join(f"{{k}} {{v}}\n" for k, v in values.items()))
+    os.replace({out!r} + ".tmp", {out!r})
+signal.signal(signal.SIGUSR2, lambda *_: threading.Thread(target=dump).start())
 sys.argv = {argv!r}
 from llmops.cli import main
 main()
@@ -183,6 +226,50 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return fields.get("VmRSS", float("nan")), fields.get("VmHWM", float("nan"))
 
 
+def mappings_mib(pid: int) -> dict[str, float]:
+    """Where a process's resident memory is, by kind of mapping (/proc/PID/smaps), MiB: `files` (the
+    interpreter, shared libraries, mapped files), `stacks` (the main stack and each thread's 8 MiB
+    one), `anonymous` (the rest: glibc's heap and arenas, pymalloc's arenas, large blocks)."""
+    out = {"files": 0.0, "stacks": 0.0, "anonymous": 0.0}
+    kind = "anonymous"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            start, end = (int(x, 16) for x in head[0].split("-"))
+            path = head[5] if len(head) > 5 else ""
+            if path.startswith("/"):
+                kind = "files"
+            elif path == "[stack]" or (not path and end - start == 8 << 20 and head[1].startswith("rw")):
+                kind = "stacks"
+            else:
+                kind = "anonymous"
+        elif head and head[0] == "Rss:":
+            out[kind] += int(head[1]) / 1024
+    return out
+
+
+def allocators(path: Path, proc: subprocess.Popen) -> dict[str, float]:
+    """The operator's allocator accounts (ALLOCATORS), MiB, asked for by SIGUSR2."""
+    path.unlink(missing_ok=True)
+    proc.send_signal(signal.SIGUSR2)
+    wait("the allocator accounts", lambda: int(path.exists()), 1, 60, proc)
+    return {k: int(v) / 2**20 for k, v in (line.split() for line in path.read_text().splitlines())}
+
+
+def where(pid: int, accounts: dict[str, float] | bool) -> str:
+    """One line: the RSS by mapping, and within the anonymous part the allocators' own accounts."""
+    m = mappings_mib(pid)
+    text = f"files {m['files']:.0f}, thread stacks {m['stacks']:.0f}, anonymous {m['anonymous']:.0f}"
+    if accounts:
+        a = accounts
+        text += (
+            f" (pymalloc arenas {a['pymalloc_arenas']:.0f}, {a['pymalloc_used']:.0f} of it in live blocks;"
+            f" glibc arenas {a['glibc_arena']:.0f}, {a['glibc_used']:.0f} in use, {a['glibc_free']:.0f} free;"
+            f" glibc mmapped blocks {a['glibc_mmapped']:.0f})"
+        )
+    return text
+
+
 def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen | None = None) -> float:
     start, last = time.perf_counter(), -1
     while (done := check()) < target:
@@ -213,6 +300,12 @@ def main() -> None:
         type=int,
         default=0,
         help="MALLOC_ARENA_MAX for the operator (0: glibc's default)",
+    )
+    parser.add_argument(
+        "--allocators",
+        action="store_true",
+        help="ask the operator for pymalloc's and glibc's own accounts at each reading (where the"
+        " anonymous memory is: live blocks, or free space an allocator keeps)",
     )
     parser.add_argument(
         "--tracemalloc",
@@ -286,6 +379,9 @@ def main() -> None:
                 if args.tracemalloc:
                     code = TRACED.format(out=str(traced(namespace)), argv=["llmops", *argv])
                     cmd = [sys.executable, "-X", f"tracemalloc={args.tracemalloc_frames}", "-c", code]
+                elif args.allocators:
+                    code = ALLOCATORS.format(out=str(Path(tmp) / "allocators.txt"), argv=["llmops", *argv])
+                    cmd = [sys.executable, "-c", code]
                 else:
                     cmd = [sys.executable, "-m", "llmops.cli", *argv]
                 return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -295,6 +391,8 @@ def main() -> None:
             idle_proc = operator("idle")
             time.sleep(IDLE_SECONDS)
             idle, _ = rss_mib(idle_proc.pid)
+            accounts = Path(tmp) / "allocators.txt"
+            layout = {"idle": where(idle_proc.pid, args.allocators and allocators(accounts, idle_proc))}
             if args.tracemalloc:  # the same operator's heap with nothing to watch, to subtract
                 idle_proc.send_signal(signal.SIGUSR1)
                 wait("the idle tracemalloc snapshot", lambda: int(traced("idle").exists()), 1, 120, idle_proc)
@@ -329,6 +427,7 @@ def main() -> None:
                 rss, peak = rss_mib(proc.pid)
                 time.sleep(SETTLE_SECONDS)
                 settled, _ = rss_mib(proc.pid)
+                layout["settled"] = where(proc.pid, args.allocators and allocators(accounts, proc))
                 if args.tracemalloc:
                     proc.send_signal(signal.SIGUSR1)
                     wait("the tracemalloc snapshot", lambda: int(traced("operator").exists()), 1, 120, proc)
@@ -345,6 +444,7 @@ def main() -> None:
                     )
                     time.sleep(SETTLE_SECONDS)
                     grown, _ = rss_mib(proc.pid)
+                    layout[f"{more} more"] = where(proc.pid, args.allocators and allocators(accounts, proc))
             finally:
                 proc.terminate()
                 proc.wait(60)
@@ -374,6 +474,10 @@ def main() -> None:
             f"  {more} more objects: settled {grown:.0f} MiB, {slope:.1f} KiB per further object; "
             f"so at 10,000 objects about {at:.0f} MiB (extrapolated)"
         )
+    source = "/proc/PID/smaps" + (", and the allocators' own accounts" if args.allocators else "")
+    print(f"  where the RSS is (MiB; {source}):")
+    for when, text in layout.items():
+        print(f"    {when}: {text}")
     if args.malloc_arena_max:
         print(f"(MALLOC_ARENA_MAX={args.malloc_arena_max})")
     if args.tracemalloc:
