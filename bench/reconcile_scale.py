@@ -228,21 +228,23 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 def mappings_mib(pid: int) -> dict[str, float]:
     """Where a process's resident memory is, by kind of mapping (/proc/PID/smaps), MiB: `files` (the
-    interpreter, shared libraries, mapped files), `stacks` (the main stack and each thread's 8 MiB
-    one), `anonymous` (the rest: glibc's heap and arenas, pymalloc's arenas, large blocks)."""
+    interpreter, shared libraries, mapped files), `stacks` (the main stack, and each thread's: an
+    anonymous read-write mapping right above its guard page, a `---p` mapping, as glibc lays them
+    out), `anonymous` (the rest: glibc's heap and arenas, pymalloc's arenas, large blocks)."""
     out = {"files": 0.0, "stacks": 0.0, "anonymous": 0.0}
-    kind = "anonymous"
+    kind, below = "anonymous", (0, "")  # the mapping just read: (its end, its permissions)
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         head = line.split()
         if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
             start, end = (int(x, 16) for x in head[0].split("-"))
-            path = head[5] if len(head) > 5 else ""
+            perms, path = head[1], (head[5] if len(head) > 5 else "")
             if path.startswith("/"):
                 kind = "files"
-            elif path == "[stack]" or (not path and end - start == 8 << 20 and head[1].startswith("rw")):
+            elif path == "[stack]" or (not path and perms.startswith("rw") and below == (start, "---p")):
                 kind = "stacks"
             else:
                 kind = "anonymous"
+            below = (end, perms)
         elif head and head[0] == "Rss:":
             out[kind] += int(head[1]) / 1024
     return out
@@ -256,9 +258,9 @@ def allocators(path: Path, proc: subprocess.Popen) -> dict[str, float]:
     return {k: int(v) / 2**20 for k, v in (line.split() for line in path.read_text().splitlines())}
 
 
-def where(pid: int, accounts: dict[str, float] | bool) -> str:
-    """One line: the RSS by mapping, and within the anonymous part the allocators' own accounts."""
-    m = mappings_mib(pid)
+def where(m: dict[str, float], accounts: dict[str, float] | bool) -> str:
+    """One line: the RSS by mapping (`mappings_mib`), and the allocators' own accounts of the
+    anonymous part (what they hold, not all of it resident)."""
     text = f"files {m['files']:.0f}, thread stacks {m['stacks']:.0f}, anonymous {m['anonymous']:.0f}"
     if accounts:
         a = accounts
@@ -301,13 +303,14 @@ def main() -> None:
         default=0,
         help="MALLOC_ARENA_MAX for the operator (0: glibc's default)",
     )
-    parser.add_argument(
+    heap = parser.add_mutually_exclusive_group()
+    heap.add_argument(
         "--allocators",
         action="store_true",
         help="ask the operator for pymalloc's and glibc's own accounts at each reading (where the"
         " anonymous memory is: live blocks, or free space an allocator keeps)",
     )
-    parser.add_argument(
+    heap.add_argument(
         "--tracemalloc",
         action="store_true",
         help="run the operator under tracemalloc and print where its Python heap is, by package and line",
@@ -392,7 +395,12 @@ def main() -> None:
             time.sleep(IDLE_SECONDS)
             idle, _ = rss_mib(idle_proc.pid)
             accounts = Path(tmp) / "allocators.txt"
-            layout = {"idle": where(idle_proc.pid, args.allocators and allocators(accounts, idle_proc))}
+
+            def layout_of(p: subprocess.Popen) -> str:
+                mapped = mappings_mib(p.pid)  # before the accounts' dump thread adds a stack
+                return where(mapped, args.allocators and allocators(accounts, p))
+
+            layout = {"idle": layout_of(idle_proc)}
             if args.tracemalloc:  # the same operator's heap with nothing to watch, to subtract
                 idle_proc.send_signal(signal.SIGUSR1)
                 wait("the idle tracemalloc snapshot", lambda: int(traced("idle").exists()), 1, 120, idle_proc)
@@ -427,7 +435,7 @@ def main() -> None:
                 rss, peak = rss_mib(proc.pid)
                 time.sleep(SETTLE_SECONDS)
                 settled, _ = rss_mib(proc.pid)
-                layout["settled"] = where(proc.pid, args.allocators and allocators(accounts, proc))
+                layout["settled"] = layout_of(proc)
                 if args.tracemalloc:
                     proc.send_signal(signal.SIGUSR1)
                     wait("the tracemalloc snapshot", lambda: int(traced("operator").exists()), 1, 120, proc)
@@ -444,7 +452,7 @@ def main() -> None:
                     )
                     time.sleep(SETTLE_SECONDS)
                     grown, _ = rss_mib(proc.pid)
-                    layout[f"{more} more"] = where(proc.pid, args.allocators and allocators(accounts, proc))
+                    layout[f"{more} more"] = layout_of(proc)
             finally:
                 proc.terminate()
                 proc.wait(60)

@@ -211,26 +211,35 @@ def _heals(error: Exception) -> bool:
     return isinstance(error, kube.ApiError) and (status is None or status in (409, 429) or status >= 500)
 
 
-# A reconcile that raised an unexpected error is tried again after this long, then after as long
-# again as the object has been stalled by such errors (so the wait doubles), up to the maximum: the
-# shape of controller-runtime's per-object exponential backoff (client-go workqueue's
-# ItemExponentialFailureRateLimiter), without a counter kept in memory that a restart would lose.
-INTERNAL_ERROR_RETRY_SECONDS = 30.0
-INTERNAL_ERROR_RETRY_MAX_SECONDS = 600.0
+class Backoff:
+    """Waits before trying an object again after failures in a row: `base` seconds after the first,
+    doubling after each further one, at most `most` (client-go workqueue's
+    ItemExponentialFailureRateLimiter, the per-object backoff controller-runtime requeues errors with).
+    Kept in memory, by object uid: a restarted operator starts each object again at `base`."""
+
+    def __init__(self, base: float, most: float) -> None:
+        self.base, self.most = base, most
+        self._failures: dict[str, int] = {}
+
+    def failed(self, key: str) -> float:
+        """Count one more failure of `key`; the seconds to wait before its next try."""
+        n = self._failures.get(key, 0) + 1
+        self._failures[key] = n
+        return min(self.base * 2 ** (n - 1), self.most)
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
 
 
-def internal_error_retry(body: dict, now: dt.datetime) -> float:
-    """Seconds until a reconcile that raised an unexpected error is tried again: 30 s the first time,
-    then the time since the object went Stalled with reason InternalError (30, 60, 120... s), at
-    most 600 s."""
+# A reconcile that raised an unexpected error: tried again after 30 s, 60 s, 120 s... at most 10 min.
+INTERNAL_ERRORS = Backoff(30.0, 600.0)
+
+
+def _stalled_reason(body: dict) -> str | None:
     stalled = next(
         (c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "Stalled"), {}
     )
-    since = None
-    if stalled.get("status") == "True" and stalled.get("reason") == CommonReason.INTERNAL_ERROR:
-        since = conditions.parse_time(stalled.get("lastTransitionTime"))
-    lasted = (now - since).total_seconds() if since is not None else 0.0
-    return min(max(lasted, INTERNAL_ERROR_RETRY_SECONDS), INTERNAL_ERROR_RETRY_MAX_SECONDS)
+    return stalled.get("reason") if stalled.get("status") == "True" else None
 
 
 def reconcile(
@@ -246,7 +255,7 @@ def reconcile(
 
     Never raises on a malformed object: that becomes Stalled plus a Warning Event. API errors
     that will heal become Reconciling and a retry; anything else is Stalled (InternalError), tried
-    again after `internal_error_retry`.
+    again after the wait `INTERNAL_ERRORS` gives (30 s, doubling, at most 10 minutes).
     Returns the outcome's `requeue_after`.
     """
     resource = kind.resource
@@ -291,8 +300,9 @@ def reconcile(
             metrics.ERRORS.labels(resource.kind, type(e).__name__).inc()
             logger.exception("reconcile failed")
             message = f"internal error ({type(e).__name__}); see the operator log"
-            ctx.event(CommonReason.INTERNAL_ERROR, message, warning=True)
-            retry = internal_error_retry(body, dt.datetime.now(dt.UTC))
+            if _stalled_reason(body) != CommonReason.INTERNAL_ERROR:  # one Warning, not one per retry
+                ctx.event(CommonReason.INTERNAL_ERROR, message, warning=True)
+            retry = INTERNAL_ERRORS.failed(_key(body))
             _write(
                 patch,
                 resource,
@@ -301,6 +311,7 @@ def reconcile(
             )
             return retry
         patch.status.update(status)
+        INTERNAL_ERRORS.succeeded(_key(body))
         metrics.RECONCILES.labels(resource.kind, outcome.state).inc()
         announce(kind, ctx, outcome, status)
         return outcome.requeue_after
@@ -324,6 +335,11 @@ def announce(kind: Kind, ctx: Context, outcome: Outcome, after: dict | None = No
     if kind.announcements.transitions is not None:
         for reason, message, warning, subject in kind.announcements.transitions(ctx.status, after):
             ctx.event(reason, message, warning=warning, body=body, **subject)
+
+
+def _key(body: dict) -> str:
+    meta = body.get("metadata") or {}
+    return meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
 
 
 def _write(patch: kopf.Patch, resource: Resource, body: dict, outcome: Outcome) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import signal
 import subprocess
 import threading
@@ -68,16 +69,21 @@ FULL = Sizes(
 
 def log_lines_about(cluster: LocalCluster, namespace: str, names: list[str], most: int = 60) -> str:
     """The last `most` lines of this test's operator logs (one per process, in order) that name one of
-    `names` or an error: a failure in CI says what the operator did and saw (the cluster's folder,
-    with the logs, is removed at the end of the session)."""
+    `names` (a child's name begins with its parent's), and the last 20 that report an error: a failure
+    in CI says what the operators did and saw (the cluster's folder, with the logs, is removed at the
+    end of the session)."""
     logs = sorted(cluster.logs.glob(f"operator-{namespace}*.log"), key=lambda p: p.stat().st_mtime)
-    hits = [
-        f"{log.name}: {line}"
-        for log in logs
-        for line in log.read_text(errors="replace").splitlines()
-        if any(name in line for name in names) or "Error" in line
-    ]
-    return "\n".join(hits[-most:])
+    named = re.compile("|".join(rf"\b{re.escape(n)}(?!\d)" for n in names) or "(?!)")
+    lines = [(log.name, line) for log in logs for line in log.read_text(errors="replace").splitlines()]
+    about = [f"{log}: {line}" for log, line in lines if named.search(line)]
+    errors = [f"{log}: {line}" for log, line in lines if "Error" in line and not named.search(line)]
+    return "\n".join(["operator log lines naming them:", *about[-most:], "errors:", *errors[-20:]])
+
+
+def pending_names(left: list[str]) -> list[str]:
+    """The objects named in `Fleet.pending`'s lines: `md md-001: ...`, `rp rp-000: ...`, and an orphan's
+    `orphan apps/v1/Deployment/md-001-gateway (owner ...)`, by its own name."""
+    return [what.split()[1].rstrip(":").rsplit("/", 1)[-1] for what in left]
 
 
 def seed_of(index: int) -> int:
@@ -247,7 +253,7 @@ def churn(
         f" {len(kuberay.finished)} RayJobs played; duplicates {counts}; orphans {len(orphans)}"
     )
     if left:  # what the operators said about the objects that did not converge, for the CI log
-        print(log_lines_about(cluster, namespace, [what.split()[1].rstrip(":") for what in left[:20]]))
+        print(log_lines_about(cluster, namespace, pending_names(left[:20])))
     assert not left, f"not converged (seed {seed}): {left[:20]}"
     assert duplicates == {k: [] for k in duplicates}, f"seed {seed}: {duplicates}"
     assert orphans == [], f"seed {seed}: {orphans}"
