@@ -13,14 +13,17 @@ watch (imports, clients, threads), and the rest per object. Then `--more` furthe
 of N by default) are created while the same operator runs; what its settled RSS grows by for them is
 the cost of one more object (the first N also carry what a working operator holds whatever the
 count: imports done at the first reconcile, its worker threads, kopf's per-resource watchers), and
-the RSS at 10,000 objects is extrapolated from it. `--tracemalloc` runs the operator under
+the RSS at 10,000 objects is extrapolated from it. Last (unless `--no-restart`), the operator is
+restarted with every object and child in place, as after an upgrade: it lists them all (in pages,
+operators.main.LIST_PAGE_SIZE) and resumes each; its peak RSS, and its RSS once its CPU goes quiet,
+are printed. `--tracemalloc` runs the operator under
 tracemalloc and prints its Python heap by package and its top allocation lines when settled, and
 the live objects by type, and per object what its heap holds beyond the same operator's idle heap
 (`--tracemalloc-frames N`: by allocation traceback, not line, and the top tracebacks). At each
 reading the RSS is split by mapping (files, thread stacks, anonymous); `--allocators` adds pymalloc's
 and glibc's own accounts of the anonymous part: what live blocks hold, and what free space each keeps.
 
-    python bench/reconcile_scale.py [--objects 1000] [--more K] [--malloc-arena-max N]
+    python bench/reconcile_scale.py [--objects 1000] [--more K] [--no-restart] [--malloc-arena-max N]
         [--allocators | --tracemalloc [--tracemalloc-frames N]]
 """
 
@@ -272,6 +275,29 @@ def where(m: dict[str, float], accounts: dict[str, float] | bool) -> str:
     return text
 
 
+def wait_quiet(proc: subprocess.Popen, timeout: float, window: float = 5.0, busy: float = 0.2) -> float:
+    """When a restarted operator is done with its start (every object listed and resumed): the
+    start of the first `window` seconds, at least IDLE_SECONDS after it was started, in which it used
+    under `busy` of a core (the periodic resync, 300 s apart per object, begins only after that)."""
+    start = time.perf_counter()
+    used = cpu_seconds(proc.pid)
+    while time.perf_counter() - start < timeout:
+        time.sleep(window)
+        if proc.poll() is not None:
+            raise SystemExit(f"the restarted operator exited ({proc.returncode})")
+        now = cpu_seconds(proc.pid)
+        if now - used < busy * window and time.perf_counter() - start > IDLE_SECONDS:
+            return time.perf_counter() - window
+        used = now
+    raise SystemExit("timed out waiting for the restarted operator to go quiet")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen | None = None) -> float:
     start, last = time.perf_counter(), -1
     while (done := check()) < target:
@@ -295,6 +321,12 @@ def main() -> None:
         type=int,
         help="objects created after the first ones are Ready, for the cost of one more"
         " (none given: a quarter of --objects)",
+    )
+    parser.add_argument(
+        "--no-restart",
+        dest="restart",
+        action="store_false",
+        help="skip the last phase: the operator restarted with every object and child in place",
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds each phase may take")
     parser.add_argument(
@@ -453,6 +485,15 @@ def main() -> None:
                     time.sleep(SETTLE_SECONDS)
                     grown, _ = rss_mib(proc.pid)
                     layout[f"{more} more"] = layout_of(proc)
+                if args.restart:  # a restart: every object and child exists, each to be listed and resumed
+                    proc.terminate()
+                    proc.wait(60)
+                    start = time.perf_counter()
+                    proc = operator("operator")
+                    restart_quiet = wait_quiet(proc, args.timeout) - start
+                    restart_rss, restart_peak = rss_mib(proc.pid)
+                    layout["restarted"] = layout_of(proc)
+                    restart_ready = ready_objects(api, "operator")
             finally:
                 proc.terminate()
                 proc.wait(60)
@@ -481,6 +522,12 @@ def main() -> None:
         print(
             f"  {more} more objects: settled {grown:.0f} MiB, {slope:.1f} KiB per further object; "
             f"so at 10,000 objects about {at:.0f} MiB (extrapolated)"
+        )
+    if args.restart:
+        print(
+            f"restart with {n + more} objects and their children: peak {restart_peak:.0f} MiB, settled"
+            f" {restart_rss:.0f} MiB once its CPU went quiet after {restart_quiet:.1f} s;"
+            f" {restart_ready} of {n + more} still Ready"
         )
     source = "/proc/PID/smaps" + (", and the allocators' own accounts" if args.allocators else "")
     print(f"  where the RSS is (MiB; {source}):")

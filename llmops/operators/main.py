@@ -113,6 +113,15 @@ BOOKKEEPING_BUDGET = 2048
 # theirs for as long as they run.
 REQUEST_CONNECTIONS = 16
 
+# Objects per page of the initial lists (configure). Each next page must be asked for while its
+# continue token is valid (until etcd compacts past the list's revision: 5 to 10 minutes with the
+# apiserver's default --etcd-compaction-interval of 5m); else the list ends in 410 Expired and starts
+# again from its first page (wrap_list_and_watch). A page is used up as fast as
+# the objects on it get a worker place: 100 objects take seconds at the rates bench/reconcile_scale.py
+# measures, not minutes. client-go's pager asks for 500; ours are smaller because kopf holds a page
+# while the objects on it wait for workers, where client-go's reflector stores it at once.
+LIST_PAGE_SIZE = 100
+
 
 def connection_limit(kinds: list[Kind]) -> int:
     """Connections for kopf's session: one per resource it can watch (every kind, every kind of child,
@@ -208,31 +217,50 @@ def small_tls_read_buffers() -> None:
     sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
-def trim_watch_events() -> None:
-    """Drop `metadata.managedFields` from every object kopf lists or watches, as it arrives.
+def wrap_list_and_watch() -> None:
+    """Two changes to every object kopf lists or watches, as it arrives.
 
-    kopf (pinned to 1.45) keeps each watch event's whole object in the object's queue until that
-    object's worker takes it, one event after another: 1,000 objects reconciled at once held about
-    two ModelDeployment bodies each (bench/reconcile_scale.py --tracemalloc: watch-event bodies were
-    139 of 225 MiB traced). managedFields, one entry per manager and operation each spelling out the
-    tree of fields it set, is most of such a body, and nothing reads it from a watch event: kopf does
-    not, and our handlers read it only from objects they GET (`apply.Applier`). kopf has no hook for
-    this; its `infinite_watch` takes its events from the module's `continuous_watch` (the listing and
-    the watch), which is wrapped here once (tests/unit/operators/test_session.py guards the name).
+    **managedFields dropped.** kopf (pinned to 1.45) keeps each watch event's whole object in the
+    object's queue until that object's worker takes it, one event after another: 1,000 objects
+    reconciled at once held about two ModelDeployment bodies each (bench/reconcile_scale.py
+    --tracemalloc: watch-event bodies were 139 of 225 MiB traced). managedFields, one entry per
+    manager and operation each spelling out the tree of fields it set, is most of such a body, and
+    nothing reads it from a watch event: kopf does not, and our handlers read it only from objects
+    they GET (`apply.Applier`).
+
+    **An expired list listed again.** The initial list comes in pages (LIST_PAGE_SIZE); a page asked
+    for after etcd compacted past the list's revision is refused with 410 (reason Expired), which
+    kopf raises out of its watcher and so ends the operator. Here it ends only this list: kopf's
+    `infinite_watch` then lists again from the first page, as client-go's reflector relists when its
+    pager's continue token has expired. A 410 of the watch that follows comes as an ERROR event,
+    which kopf handles itself.
+
+    kopf has no hook for either; its `infinite_watch` takes its events from the module's
+    `continuous_watch` (the listing and the watch), which is wrapped here once
+    (tests/unit/operators/test_session.py guards the name).
     """
-    from kopf._cogs.clients import watching
+    from kopf._cogs.clients import errors, watching
 
     listed_and_watched = watching.continuous_watch
-    if getattr(listed_and_watched, "trims_managed_fields", False):
+    if getattr(listed_and_watched, "llmops_wrapped", False):
         return
 
     async def continuous_watch(**kwargs: Any) -> Any:
-        async for event in listed_and_watched(**kwargs):
-            if isinstance(event, dict) and isinstance(obj := event.get("object"), dict):
-                (obj.get("metadata") or {}).pop("managedFields", None)
-            yield event
+        try:
+            async for event in listed_and_watched(**kwargs):
+                if isinstance(event, dict) and isinstance(obj := event.get("object"), dict):
+                    (obj.get("metadata") or {}).pop("managedFields", None)
+                yield event
+        except errors.APIClientError as e:
+            if e.status != 410:
+                raise
+            logging.getLogger(__name__).warning(
+                "the list of %s expired before its last page was read (%s); listing again",
+                kwargs.get("resource"),
+                e.message or e,
+            )
 
-    continuous_watch.trims_managed_fields = True  # type: ignore[attr-defined]
+    continuous_watch.llmops_wrapped = True  # type: ignore[attr-defined]
     watching.continuous_watch = continuous_watch
 
 
@@ -288,7 +316,12 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None, k
     # A worker (one per object with events) holds one of those places while it idles for more events;
     # kopf's default of 5 s let the watch events of objects waiting for a place pile up in memory.
     settings.queueing.idle_timeout = 0.5
-    trim_watch_events()
+    # The initial list of each watched resource in pages of LIST_PAGE_SIZE (the `limit` and
+    # `continue` of the list API), not one response: kopf hands a listed object to a worker only when
+    # one of the worker_limit places is free, and keeps its page in memory until the page's last
+    # object has one, so one page of every object listed would live through most of a cold start.
+    settings.watching.chunk_size = LIST_PAGE_SIZE
+    wrap_list_and_watch()
     small_tls_read_buffers()
     # The apiserver sends only our children of the resources we watch as children (runtime.child_selectors).
     for resource, label in runtime.child_selectors(kinds).items():

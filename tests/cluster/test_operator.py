@@ -4,6 +4,7 @@ webhook, metrics and probes, graceful shutdown, and survival of objects it did n
 from __future__ import annotations
 
 import json
+import re
 import signal
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import yaml
 from llmops.api import MODEL_DEPLOYMENT
 from llmops.dev.cluster import LocalCluster
 from llmops.operators.kube import UPDATE_MANAGER
-from llmops.operators.main import BOOKKEEPING_BUDGET, PREFIX
+from llmops.operators.main import BOOKKEEPING_BUDGET, LIST_PAGE_SIZE, PREFIX
 from llmops.operators.outcome import Outcome
 from llmops.operators.runtime import Kind
 from tests.bounds import at_bounds, size
@@ -272,3 +273,62 @@ def test_kubectl_wait_for_ready_and_transition_times(
     cluster.kubectl("wait", f"md/{name}", "-n", namespace, "--for=condition=Stalled", "--timeout=60s")
     final = {c["type"]: c for c in get(cluster, "md", name, namespace)["status"]["conditions"]}
     assert final["Ready"]["status"] == "False" and final["Ready"]["reason"] == "VersionNotFound"
+
+
+def list_requests(cluster: LocalCluster, resource: str) -> int:
+    """LIST requests the apiserver has served for `resource` so far (apiserver_request_total)."""
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
+    pattern = re.compile(r"^apiserver_request_total\{([^}]*)\} (\S+)$")
+    total = 0.0
+    for line in text.splitlines():
+        m = pattern.match(line)
+        if m and 'verb="LIST"' in m[1] and f'resource="{resource}"' in m[1]:
+            total += float(m[2])
+    return int(total)
+
+
+def test_a_start_lists_in_pages_and_reconciles_every_object(
+    cluster: LocalCluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A (re)start with more objects than one page (LIST_PAGE_SIZE) lists them in pages, so kopf never
+    holds every listed object while they wait for workers (docs/operations.md, "Sizing the
+    operator"), and every object on every page is reconciled. Counted at the apiserver: its LIST
+    requests for the kind while the operator starts, less this test's own."""
+    count = 2 * LIST_PAGE_SIZE + 1
+    spec = {
+        "model": {"name": "paged", "version": "1"},
+        "registry": {"local": {"path": "/models"}},
+        "resources": {"cpu": "100m", "memory": "128Mi"},
+    }
+    items = [
+        {
+            "apiVersion": "llmops.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": f"paged-{i:04d}"},
+            "spec": spec,
+        }
+        for i in range(count)
+    ]
+    cluster.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+    )
+    before = list_requests(cluster, MODEL_DEPLOYMENT.plural)
+    polls = 0
+
+    def observed() -> int:
+        nonlocal polls
+        polls += 1
+        listed = json.loads(cluster.kubectl("get", "md", "-n", namespace, "-o", "json").stdout)["items"]
+        return sum(o.get("status", {}).get("observedGeneration") == 1 for o in listed)
+
+    reconcile = lambda spec, ctx: Outcome("ready", "Ready", "Serving", "ok")  # noqa: E731
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    with operator_in_thread(namespace, [Kind(MODEL_DEPLOYMENT, reconcile)]):
+        eventually(lambda: observed() == count, timeout=240)
+        operator_lists = list_requests(cluster, MODEL_DEPLOYMENT.plural) - before - polls
+    assert operator_lists == -(-count // LIST_PAGE_SIZE)  # pages of LIST_PAGE_SIZE: 3, not one list

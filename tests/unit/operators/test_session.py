@@ -87,7 +87,7 @@ def test_listed_and_watched_objects_arrive_without_managed_fields(monkeypatch) -
 
     from kopf._cogs.clients import watching
 
-    from llmops.operators.main import trim_watch_events
+    from llmops.operators.main import wrap_list_and_watch
 
     assert "continuous_watch(" in inspect.getsource(watching.infinite_watch)
     obj = {"metadata": {"name": "a", "managedFields": [{"manager": "x"}], "labels": {"l": "1"}}, "spec": {}}
@@ -98,8 +98,8 @@ def test_listed_and_watched_objects_arrive_without_managed_fields(monkeypatch) -
             yield event
 
     monkeypatch.setattr(watching, "continuous_watch", kopfs)
-    trim_watch_events()
-    trim_watch_events()  # once only: the second call finds the wrap
+    wrap_list_and_watch()
+    wrap_list_and_watch()  # once only: the second call finds the wrap
 
     async def collect() -> list:
         return [e async for e in watching.continuous_watch(settings=None)]
@@ -110,6 +110,49 @@ def test_listed_and_watched_objects_arrive_without_managed_fields(monkeypatch) -
         "type": "MODIFIED",
         "object": {"metadata": {"name": "a", "labels": {"l": "1"}}, "spec": {}},
     }
+
+
+def test_a_list_whose_continue_token_expired_ends_the_stream_so_kopf_lists_again(monkeypatch, caplog) -> None:
+    """The next page of a paged list refused with 410 Expired (etcd compacted past the list's revision)
+    ends this stream quietly, after the events already given: kopf's infinite_watch then lists again
+    from the first page instead of its watcher, and with it the operator, failing. Any other refusal
+    still ends the watcher. (kopf's HTTP layer is replaced here: an expired continue token needs an
+    etcd compaction between two pages, which the local control plane does every five minutes.)"""
+    import pytest
+    from kopf._cogs.clients import errors, watching
+
+    from llmops.operators.main import wrap_list_and_watch
+
+    refusal: list[errors.APIClientError] = []
+
+    async def kopfs(**kwargs):
+        yield {"type": None, "object": {"metadata": {"name": "first-page", "managedFields": []}}}
+        raise refusal[0]
+
+    monkeypatch.setattr(watching, "continuous_watch", kopfs)
+    wrap_list_and_watch()
+
+    async def collect() -> list:
+        return [e async for e in watching.continuous_watch(settings=None, resource="modeldeployments")]
+
+    expired = {
+        "kind": "Status",
+        "code": 410,
+        "reason": "Expired",
+        "message": "The provided continue parameter is too old",
+    }
+    refusal[:] = [errors.APIClientError(expired, status=410, headers={})]
+    with caplog.at_level("WARNING"):
+        got = asyncio.run(collect())
+    assert got == [{"type": None, "object": {"metadata": {"name": "first-page"}}}]
+    assert "the list of modeldeployments expired before its last page was read" in caplog.text
+    assert "continue parameter is too old" in caplog.text
+
+    refusal[:] = [
+        errors.APIForbiddenError({"kind": "Status", "code": 403, "message": "no"}, status=403, headers={})
+    ]
+    with pytest.raises(errors.APIForbiddenError):
+        asyncio.run(collect())
 
 
 def test_an_address_that_takes_the_connection_but_never_answers_fails_at_the_connect_bound() -> None:
