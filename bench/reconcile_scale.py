@@ -326,7 +326,8 @@ def main() -> None:
         "--no-restart",
         dest="restart",
         action="store_false",
-        help="skip the last phase: the operator restarted with every object and child in place",
+        help="skip the last phase: the operator restarted with every object and child in place (run"
+        " like the first, so under --tracemalloc its RSS carries tracemalloc's own)",
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds each phase may take")
     parser.add_argument(
@@ -493,7 +494,6 @@ def main() -> None:
                     restart_quiet = wait_quiet(proc, args.timeout) - start
                     restart_rss, restart_peak = rss_mib(proc.pid)
                     layout["restarted"] = layout_of(proc)
-                    restart_ready = ready_objects(api, "operator")
             finally:
                 proc.terminate()
                 proc.wait(60)
@@ -526,8 +526,7 @@ def main() -> None:
     if args.restart:
         print(
             f"restart with {n + more} objects and their children: peak {restart_peak:.0f} MiB, settled"
-            f" {restart_rss:.0f} MiB once its CPU went quiet after {restart_quiet:.1f} s;"
-            f" {restart_ready} of {n + more} still Ready"
+            f" {restart_rss:.0f} MiB once its CPU went quiet after {restart_quiet:.1f} s"
         )
     source = "/proc/PID/smaps" + (", and the allocators' own accounts" if args.allocators else "")
     print(f"  where the RSS is (MiB; {source}):")

@@ -113,13 +113,14 @@ BOOKKEEPING_BUDGET = 2048
 # theirs for as long as they run.
 REQUEST_CONNECTIONS = 16
 
-# Objects per page of the initial lists (configure). Each next page must be asked for while its
-# continue token is valid (until etcd compacts past the list's revision: 5 to 10 minutes with the
-# apiserver's default --etcd-compaction-interval of 5m); else the list ends in 410 Expired and starts
-# again from its first page (wrap_list_and_watch). A page is used up as fast as
-# the objects on it get a worker place: 100 objects take seconds at the rates bench/reconcile_scale.py
-# measures, not minutes. client-go's pager asks for 500; ours are smaller because kopf holds a page
-# while the objects on it wait for workers, where client-go's reflector stores it at once.
+# Objects per page of the initial lists (configure). The pages of one list must all be read before
+# etcd compacts past the list's revision (5 to 10 minutes with the apiserver's default
+# --etcd-compaction-interval of 5m; a managed etcd may compact on its own schedule); else the next
+# page is refused with 410 Expired and the list starts again from its first page
+# (wrap_list_and_watch). kopf reads the pages one after another as fast as they come (it queues each
+# object for its worker without waiting), so a list of thousands takes seconds. client-go's pager
+# asks for 500; a page here holds its objects whole, managedFields included, until kopf has queued
+# the last of them, and up to 16 resources are listed at once at start.
 LIST_PAGE_SIZE = 100
 
 
@@ -230,10 +231,11 @@ def wrap_list_and_watch() -> None:
 
     **An expired list listed again.** The initial list comes in pages (LIST_PAGE_SIZE); a page asked
     for after etcd compacted past the list's revision is refused with 410 (reason Expired), which
-    kopf raises out of its watcher and so ends the operator. Here it ends only this list: kopf's
-    `infinite_watch` then lists again from the first page, as client-go's reflector relists when its
-    pager's continue token has expired. A 410 of the watch that follows comes as an ERROR event,
-    which kopf handles itself.
+    kopf raises out of its watcher and so ends the operator. Here it ends only this stream: kopf's
+    `infinite_watch` then lists again from the first page (after its reconnect backoff), as
+    client-go's reflector relists when its pager's continue token has expired. (A 410 of the watch
+    that follows comes as an ERROR event, which kopf handles itself; were a watch request refused
+    with 410 outright, listing again is the right answer too.)
 
     kopf has no hook for either; its `infinite_watch` takes its events from the module's
     `continuous_watch` (the listing and the watch), which is wrapped here once
@@ -255,7 +257,7 @@ def wrap_list_and_watch() -> None:
             if e.status != 410:
                 raise
             logging.getLogger(__name__).warning(
-                "the list of %s expired before its last page was read (%s); listing again",
+                "the list or watch of %s was refused as expired (%s); listing it again",
                 kwargs.get("resource"),
                 e.message or e,
             )
@@ -317,9 +319,9 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None, k
     # kopf's default of 5 s let the watch events of objects waiting for a place pile up in memory.
     settings.queueing.idle_timeout = 0.5
     # The initial list of each watched resource in pages of LIST_PAGE_SIZE (the `limit` and
-    # `continue` of the list API), not one response: kopf hands a listed object to a worker only when
-    # one of the worker_limit places is free, and keeps its page in memory until the page's last
-    # object has one, so one page of every object listed would live through most of a cold start.
+    # `continue` of the list API), not one response: at a restart every resource's whole list (a
+    # ModelDeployment's children included) was in memory at once, as bytes and as parsed objects
+    # (700 objects: 243 MiB peak against 122 in pages; docs/operations.md, "Sizing the operator").
     settings.watching.chunk_size = LIST_PAGE_SIZE
     wrap_list_and_watch()
     small_tls_read_buffers()

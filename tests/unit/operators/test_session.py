@@ -145,7 +145,7 @@ def test_a_list_whose_continue_token_expired_ends_the_stream_so_kopf_lists_again
     with caplog.at_level("WARNING"):
         got = asyncio.run(collect())
     assert got == [{"type": None, "object": {"metadata": {"name": "first-page"}}}]
-    assert "the list of modeldeployments expired before its last page was read" in caplog.text
+    assert "the list or watch of modeldeployments was refused as expired" in caplog.text
     assert "continue parameter is too old" in caplog.text
 
     refusal[:] = [
