@@ -155,6 +155,43 @@ def test_a_list_whose_continue_token_expired_ends_the_stream_so_kopf_lists_again
         asyncio.run(collect())
 
 
+def test_kopfs_endless_watch_lists_again_after_an_expired_page(monkeypatch, caplog) -> None:
+    """Through kopf's own `infinite_watch` (the loop every watched resource runs): the first listing's
+    second page is refused with 410 Expired, the wrapped stream ends, and kopf starts the next
+    iteration, which lists from the first page and goes on; the caller sees every event of the
+    second listing and no error. (kopf's HTTP layer faked, as above.)"""
+    from kopf._cogs.clients import errors, watching
+    from kopf._cogs.structs import references
+
+    from llmops.operators.main import wrap_list_and_watch
+
+    calls: list[str] = []
+
+    async def kopfs(**kwargs):
+        calls.append(kwargs["resource"].plural)
+        yield {"type": None, "object": {"metadata": {"name": f"page-1-of-listing-{len(calls)}"}}}
+        if len(calls) == 1:
+            expired = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
+            raise errors.APIClientError(expired, status=410, headers={})
+        yield {"type": None, "object": {"metadata": {"name": "page-2-of-listing-2"}}}
+
+    monkeypatch.setattr(watching, "continuous_watch", kopfs)
+    wrap_list_and_watch()
+    settings = kopf.OperatorSettings()
+    settings.watching.reconnect_backoff = 0
+    resource = references.Resource("llmops.io", "v1alpha1", "modeldeployments")
+
+    async def collect() -> list[str]:
+        stream = watching.infinite_watch(settings=settings, resource=resource, namespace=None, _iterations=2)
+        return [e["object"]["metadata"]["name"] async for e in stream]
+
+    with caplog.at_level("WARNING"):
+        names = asyncio.run(collect())
+    assert calls == ["modeldeployments", "modeldeployments"]
+    assert names == ["page-1-of-listing-1", "page-1-of-listing-2", "page-2-of-listing-2"]
+    assert caplog.text.count("refused as expired") == 1
+
+
 def test_an_address_that_takes_the_connection_but_never_answers_fails_at_the_connect_bound() -> None:
     """A TLS handshake that never comes (a listener that accepts and stays silent) ends at the
     settings' connect_timeout, as aiohttp's sock_connect bound, in the timeout kopf builds from the
