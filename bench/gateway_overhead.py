@@ -16,13 +16,14 @@ latency and time to first token, throughput, and the ratios against direct.
 `--canned` measures the hop alone: the upstream answers every request at once with a canned
 completion (streamed or not), so neither vLLM nor its share of the CPU decides the figures. The
 sequential phase then runs both plain and streamed requests, the load phase runs `--concurrency`
-clients both streaming and plain (whole answers), with more requests per round (2,000), and the
-summary prints one table of direct, the gateway and vllm-router from the same run: direct's p50 and
-the p50 each proxy adds one request at a time, plain and streamed, and req/s at `--concurrency`
-clients, plain and streamed, each with the gateway/router ratio; under each row the CPU time per
-request of each process (gateway, vllm-router, and the canned upstream for scale, from /proc: user +
-system, all threads), which depends far less than wall-clock on what else a shared machine runs;
-and the load average, which says how shared the machine was.
+clients both streaming and plain (whole answers), with more requests per round (2,000) and more
+rounds (15), and the summary prints one table of direct, the gateway and vllm-router from the same
+run: direct's p50 and the p50 each proxy adds one request at a time, plain and streamed, and req/s
+at `--concurrency` clients, plain and streamed, each with the gateway/router ratio (under load the
+median of the ratios of the same round, with their range); under each row the CPU time per request
+of each process (gateway, vllm-router, and the canned upstream for scale, from /proc: user + system,
+all threads), which depends far less than wall-clock on what else a shared machine runs; and the
+load average, which says how shared the machine was.
 
 Goals (issue 5): p50 overhead <= 1 ms, throughput >= 0.95x direct, and no worse than the peer.
 Issue 11: with `--canned`, per-request overhead no worse than vllm-router's, and more req/s under load.
@@ -46,6 +47,8 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from procfs import cpu_seconds  # noqa: E402  (bench/procfs.py, beside this script)
 
 from llmops.dev.cluster import free_port  # noqa: E402
 from llmops.serving.local import make_tiny_llama, start_vllm, stop, wait_healthy  # noqa: E402
@@ -142,15 +145,6 @@ async def sequential(
                 if i >= 5:  # the first few warm connections and caches
                     out[name].append(time.perf_counter() - start)
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` so far, all its threads (Linux: /proc/PID/stat)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_per_request(
@@ -300,7 +294,9 @@ def peer_summary(
     request of each process (us; `cpu` by phase: plain, stream, load, load_plain).
 
     Added latency is each target's p50 minus direct's p50 in the same interleaved run; req/s is the
-    median over rounds (each round runs every target once, so drift of a shared machine cancels).
+    median over rounds (each round runs every target once), and the gw/router ratio under load the
+    median over rounds of the two proxies' req/s in the same round (paired, so drift of a shared
+    machine cancels), printed with its range and the rounds the gateway led.
     """
     out: dict = {"lines": [], "cpu_us_per_request": cpu}
     head = f"  {'':<26} {'direct':>11} {'gateway':>11} {'vllm-router':>12} {'gw/router':>10}  goal"
@@ -324,7 +320,14 @@ def peer_summary(
             continue
         rps = {n: statistics.median(len(r["results"]) / r["wall"] for r in runs[mode][n]) for n in runs[mode]}
         out[f"req_per_s_median{suffix}"] = rps
-        ratio = out[f"req_per_s_ratio{suffix}"] = rps["gateway"] / rps["vllm-router"]
+        # Paired by round: the gateway's req/s over vllm-router's in the same round, whose median
+        # drift of the shared machine moves less than a ratio of the two medians.
+        paired = sorted(
+            (len(g["results"]) / g["wall"]) / (len(r["results"]) / r["wall"])
+            for g, r in zip(runs[mode]["gateway"], runs[mode]["vllm-router"], strict=True)
+        )
+        ratio = out[f"req_per_s_ratio{suffix}"] = statistics.median(paired)
+        out[f"req_per_s_ratio_rounds{suffix}"] = paired
         label = (
             f"{concurrency} streams, {mode}, req/s"
             if mode == "stream"
@@ -333,6 +336,11 @@ def peer_summary(
         out["lines"].append(
             f"  {label:<26} {rps['direct']:11.0f} {rps['gateway']:11.0f} {rps['vllm-router']:12.0f}"
             f" {ratio:10.2f}  >= 1"
+        )
+        ahead = sum(r > 1 for r in paired)
+        out["lines"].append(
+            f"      gw/router by round: {paired[0]:.2f}-{paired[-1]:.2f}, median {ratio:.2f};"
+            f" the gateway ahead in {ahead} of {len(paired)} rounds"
         )
         if phase in cpu:
             out["lines"].append(_cpu_line(cpu[phase]))
@@ -367,7 +375,7 @@ def main() -> None:
     parser = arguments.parser(__doc__)
     parser.add_argument("--concurrency", type=int, default=64, help="clients at once in the load phase")
     parser.add_argument("--requests", type=int, help="requests per target per round (128; --canned: 2000)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds, each target in turn")
+    parser.add_argument("--rounds", type=int, help="rounds, each target in turn (5; --canned: 15)")
     parser.add_argument("--sequential", type=int, help="sequential requests per target (200; --canned: 1000)")
     parser.add_argument("--canned", action="store_true", help="an upstream that answers at once, not vLLM")
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of each request")
@@ -377,6 +385,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.requests is None:
         args.requests = 2000 if args.canned else 128
+    if args.rounds is None:
+        args.rounds = 15 if args.canned else 5
     if args.sequential is None:
         args.sequential = 1000 if args.canned else 200
 
@@ -530,7 +540,8 @@ def main() -> None:
             print()
             print(
                 "3) the gateway beside the peer, same run (one at a time: direct's p50, and what each proxy"
-                " adds to it; under load: median req/s over rounds)"
+                " adds to it; under load: median req/s over rounds, gw/router the median of the"
+                " same-round ratios)"
             )
             for line in peer["lines"]:
                 print(line)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 from kubernetes import client, config
+from procfs import rss_mib  # bench/procfs.py, beside this script
 
 from llmops.api import GROUP, MODEL_DEPLOYMENT, VERSION
 from llmops.dev.cluster import LocalCluster
@@ -69,13 +70,6 @@ def reconciled(api: client.CustomObjectsApi, namespace: str) -> int:
     )
 
 
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def main() -> None:
     import arguments  # bench/arguments.py, beside this script
 
@@ -122,7 +116,7 @@ def main() -> None:
                         raise SystemExit(f"the operator exited ({proc.returncode}); see {log.name}")
                     time.sleep(0.25)
                 operator = time.perf_counter() - start
-                rss = peak_rss_mib(proc.pid)
+                rss = rss_mib(proc.pid)[1]  # the peak
             finally:
                 proc.terminate()
                 proc.wait(60)

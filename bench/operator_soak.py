@@ -34,7 +34,8 @@ from pathlib import Path
 from kubernetes import client, config, watch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reconcile_scale import PLURAL, PODS_PER_OBJECT, ROOT, create_all, rss_mib, spec
+from procfs import rss_mib  # bench/procfs.py, beside this script
+from reconcile_scale import PLURAL, PODS_PER_OBJECT, ROOT, create_all, spec
 
 from llmops.api import GROUP, MODEL_DEPLOYMENT, VERSION
 from llmops.dev.cluster import DEFAULT_NODES, FakeNode, LocalCluster

@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kubernetes import client, config
+from procfs import cpu_seconds, rss_mib  # bench/procfs.py, beside this script
 
 from llmops.api import GROUP, MODEL_DEPLOYMENT, VERSION
 from llmops.api.modeldeployment import ModelDeploymentSpec
@@ -219,16 +220,6 @@ def per_object(idle: Path, settled: Path, n: int, frames: int) -> str:
     return "\n".join(lines)
 
 
-def rss_mib(pid: int) -> tuple[float, float]:
-    """(current, peak) resident memory of a process."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) / 1024
-    return fields.get("VmRSS", float("nan")), fields.get("VmHWM", float("nan"))
-
-
 def mappings_mib(pid: int) -> dict[str, float]:
     """Where a process's resident memory is, by kind of mapping (/proc/PID/smaps), MiB: `files` (the
     interpreter, shared libraries, mapped files), `stacks` (the main stack, and each thread's: an
@@ -290,12 +281,6 @@ def wait_quiet(proc: subprocess.Popen, timeout: float, window: float = 5.0, busy
             return time.perf_counter() - window
         used = now
     raise SystemExit("timed out waiting for the restarted operator to go quiet")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen | None = None) -> float:
