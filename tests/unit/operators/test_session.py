@@ -159,7 +159,7 @@ def test_kopfs_endless_watch_lists_again_after_an_expired_page(monkeypatch, capl
     """Through kopf's own `infinite_watch` (the loop every watched resource runs): the first listing's
     second page is refused with 410 Expired, the wrapped stream ends, and kopf starts the next
     iteration, which lists from the first page and goes on; the caller sees every event of the
-    second listing and no error. (kopf's HTTP layer faked, as above.)"""
+    second listing and no error. (kopf's listing and watch, `continuous_watch`, faked, as above.)"""
     from kopf._cogs.clients import errors, watching
     from kopf._cogs.structs import references
 
