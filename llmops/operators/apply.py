@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,6 +37,8 @@ FAULT_STOP_AFTER_APPLY = os.environ.get("LLMOPS_FAULT_STOP_AFTER_APPLY") or None
 # apiserver's defaulting then sets it anew (replicas 1): the running value must survive the change of
 # owner. Before such an apply, the value is handed to a second manager (`<manager>-handover`), as
 # https://kubernetes.io/docs/reference/using-api/server-side-apply/#transferring-ownership describes.
+# The live object is read for it only when this process's last apply of the child may have owned the
+# field (`Applier._released`): after an apply that left a field out, our manager owns it no more.
 HANDOVER_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = {
     ("apps/v1", "Deployment"): (("spec", "replicas"),),
     ("apps/v1", "StatefulSet"): (("spec", "replicas"),),
@@ -66,11 +69,13 @@ def write_ahead(recorded: Iterable[str], manifests: Iterable[dict]) -> list[str]
 
 
 class Applied:
-    """What the operator last applied of each child: (parent uid, child ref) -> (digest of the
-    manifest, `manifest_digest`; when, `time.monotonic()` seconds). Thread-safe and process-local
-    (lost on restart, when everything is applied again: harmless). At most `size` children, the least
-    recently applied dropped first. Compact for tens of thousands of parents: a child takes about 230
-    bytes (16-byte BLAKE2b key and digest), where tuples of strings took 450.
+    """What the operator last applied of each child: (scope, child ref) -> (digest of the manifest,
+    `manifest_digest`; when, `time.monotonic()` seconds); the scope is the parent's uid for a
+    reconcile's record, the child's namespace for the Applier's record of released fields.
+    Thread-safe and process-local (lost on restart, when everything is applied again: harmless). At
+    most `size` children, the least recently applied dropped first. Compact for tens of thousands of
+    parents: a child takes about 230 bytes (16-byte BLAKE2b key and digest), where tuples of strings
+    took 450.
     """
 
     def __init__(self, size: int = 200_000) -> None:
@@ -110,9 +115,14 @@ def manifest_digest(value: Any) -> bytes:
 class Applier:
     """Server-side apply, status patches and deletes through one shared API client (`kube`)."""
 
-    def __init__(self, kube: Kube, field_manager: str = FIELD_MANAGER) -> None:
+    def __init__(self, kube: Kube, field_manager: str = FIELD_MANAGER, released_size: int = 200_000) -> None:
         self.kube = kube
         self.field_manager = field_manager
+        # Children whose last apply through this Applier left out every one of their HANDOVER_FIELDS,
+        # by (namespace, ref), at most `released_size`: the apply released those fields, so the next
+        # one that leaves them out has nothing to hand over and skips the read. Process-local: after a
+        # restart each child is read once again.
+        self._released = Applied(released_size)
 
     def apply(self, manifest: dict, *, dry_run: bool = False) -> dict:
         """Server-side apply one object; we own the fields we set, and take them back on conflict.
@@ -121,10 +131,26 @@ class Applier:
         handed over first (see there), never dropped and defaulted."""
         if not dry_run:
             self._hand_over(manifest)
+            # Forgotten before the apply: one that fails on our side may still have been stored.
+            self._forget_release(manifest)
         result = self.kube.apply(manifest, field_manager=self.field_manager, force=True, dry_run=dry_run)
+        if not dry_run:
+            self._remember_release(manifest)
         if FAULT_STOP_AFTER_APPLY is not None and not dry_run and ref(manifest) == FAULT_STOP_AFTER_APPLY:
             os.kill(os.getpid(), signal.SIGSTOP)  # fault injection (see the module's docstring)
         return result
+
+    def _forget_release(self, manifest: dict) -> None:
+        if (manifest["apiVersion"], manifest["kind"]) in HANDOVER_FIELDS:
+            self._released.pop(manifest["metadata"].get("namespace") or "", ref(manifest))
+
+    def _remember_release(self, manifest: dict) -> None:
+        """After a successful apply: remember the child if it left out all its HANDOVER_FIELDS (server-
+        side apply then removed them from our manager's fields)."""
+        paths = HANDOVER_FIELDS.get((manifest["apiVersion"], manifest["kind"]), ())
+        if not paths or any(_lookup(manifest, p) is not _MISSING for p in paths):
+            return
+        self._released.put(manifest["metadata"].get("namespace") or "", ref(manifest), b"", time.monotonic())
 
     def _hand_over(self, manifest: dict) -> None:
         paths = HANDOVER_FIELDS.get((manifest["apiVersion"], manifest["kind"]), ())
@@ -132,6 +158,8 @@ class Applier:
         if not left_out:
             return
         meta = manifest["metadata"]
+        if len(left_out) == len(paths) and self._released.get(meta.get("namespace") or "", ref(manifest)):
+            return  # our last apply released them: we own none of them
         live = self.get(manifest["apiVersion"], manifest["kind"], meta["name"], meta.get("namespace"))
         if live is None:
             return

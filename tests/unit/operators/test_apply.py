@@ -181,3 +181,144 @@ def test_applied_remembers_by_parent_and_child_and_drops_the_least_recently_appl
     applied.pop("uid-1", "apps/v1/Deployment/a")
     applied.pop("uid-1", "apps/v1/Deployment/a")  # popping what is not there is harmless
     assert len(applied) == 1
+
+
+# -- the hand-over of replicas reads the live object only when our last apply may have owned them ---
+
+
+class CountingKube:
+    """The apiserver's edge: records applies and reads; the live Deployment has `replicas` owned by
+    `owner` (a managedFields entry as the apiserver writes it). The real chain:
+    tests/cluster/modeldeployment/test_autoscaling.py::test_handing_replicas_to_an_autoscaler_keeps_the_running_replicas."""
+
+    def __init__(self, owner: str = "llmops") -> None:
+        self.owner = owner
+        self.calls: list[tuple[str, str, object]] = []
+        self.fail = False
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict:
+        self.calls.append(("get", name, None))
+        fields = {"f:spec": {"f:replicas": {}}}
+        return {
+            "metadata": {
+                "name": name,
+                "managedFields": [{"manager": self.owner, "operation": "Apply", "fieldsV1": fields}],
+            },
+            "spec": {"replicas": 3},
+        }
+
+    def apply(self, manifest: dict, *, field_manager: str, force: bool = True, dry_run: bool = False) -> dict:
+        if self.fail and field_manager == "llmops":
+            raise RuntimeError("the apiserver refused it")
+        self.calls.append(("apply", field_manager, manifest.get("spec", {}).get("replicas")))
+        return manifest
+
+
+def vllm(replicas: int | None = None, name: str = "bot-1-vllm") -> dict:
+    spec: dict = {"template": {}} if replicas is None else {"replicas": replicas, "template": {}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "demo"},
+        "spec": spec,
+    }
+
+
+def test_replicas_are_handed_over_once_then_applies_skip_the_read() -> None:
+    from llmops.operators.apply import Applier
+
+    kube = CountingKube()
+    applier = Applier(kube)  # type: ignore[arg-type]
+    applier.apply(vllm(3))  # fixed replicas: ours, nothing to hand over, no read
+    assert kube.calls == [("apply", "llmops", 3)]
+
+    kube.calls.clear()
+    applier.apply(vllm())  # an autoscaler's now: the running value handed over first
+    assert kube.calls == [
+        ("get", "bot-1-vllm", None),
+        ("apply", "llmops-handover", 3),
+        ("apply", "llmops", None),
+    ]
+
+    kube.calls.clear()
+    applier.apply(vllm())  # that apply released replicas: nothing of ours to hand over, no read
+    applier.apply(vllm(name="bot-2-vllm"))  # another child is read once
+    applier.apply(vllm(name="bot-2-vllm"))
+    assert kube.calls == [
+        ("apply", "llmops", None),
+        ("get", "bot-2-vllm", None),
+        ("apply", "llmops-handover", 3),
+        ("apply", "llmops", None),
+        ("apply", "llmops", None),
+    ]
+
+    kube.calls.clear()
+    applier.apply(vllm(2))  # fixed again: ours again
+    applier.apply(vllm())  # so the next release reads and hands over again
+    assert [c[0] for c in kube.calls] == ["apply", "get", "apply", "apply"]
+
+    kube.calls.clear()
+    Applier(kube).apply(vllm())  # a restarted operator remembers nothing: it reads once
+    assert kube.calls[0] == ("get", "bot-1-vllm", None)
+
+
+def test_a_refused_apply_is_not_remembered_as_a_release() -> None:
+    import pytest
+
+    from llmops.operators.apply import Applier
+
+    kube = CountingKube()
+    applier = Applier(kube)  # type: ignore[arg-type]
+    applier.apply(vllm(3))
+    kube.fail = True
+    with pytest.raises(RuntimeError):
+        applier.apply(vllm())
+    kube.fail = False
+    kube.calls.clear()
+    applier.apply(vllm())  # still ours: read and handed over
+    assert [c[:2] for c in kube.calls] == [
+        ("get", "bot-1-vllm"),
+        ("apply", "llmops-handover"),
+        ("apply", "llmops"),
+    ]
+    applier.apply(vllm(), dry_run=True)
+    kube.calls.clear()
+    applier.apply(vllm())  # a dry run changes nothing it remembers
+    assert kube.calls == [("apply", "llmops", None)]
+
+
+def test_an_apply_of_replicas_that_failed_on_our_side_is_taken_as_stored() -> None:
+    """An apply that sets replicas and fails on our side (a read timeout, a dropped connection) may
+    have been stored: we may own replicas again, so the next apply that leaves them out reads."""
+    import pytest
+
+    from llmops.operators.apply import Applier
+
+    kube = CountingKube()
+    applier = Applier(kube)  # type: ignore[arg-type]
+    applier.apply(vllm())
+    applier.apply(vllm())
+    kube.fail = True
+    with pytest.raises(RuntimeError):
+        applier.apply(vllm(3))
+    kube.fail = False
+    kube.calls.clear()
+    applier.apply(vllm())
+    assert [c[:2] for c in kube.calls] == [
+        ("get", "bot-1-vllm"),
+        ("apply", "llmops-handover"),
+        ("apply", "llmops"),
+    ]
+
+
+def test_the_released_children_are_bounded() -> None:
+    from llmops.operators.apply import Applier
+
+    kube = CountingKube(owner="kube-controller-manager")
+    applier = Applier(kube, released_size=2)  # type: ignore[arg-type]
+    for name in ("a", "b", "c"):
+        applier.apply(vllm(name=name))
+    kube.calls.clear()
+    applier.apply(vllm(name="c"))
+    applier.apply(vllm(name="a"))  # the least recent, forgotten: read again
+    assert [c[:2] for c in kube.calls] == [("apply", "llmops"), ("get", "a"), ("apply", "llmops")]
