@@ -13,10 +13,13 @@ watch (imports, clients, threads), and the rest per object. Then `--more` furthe
 of N by default) are created while the same operator runs; what its settled RSS grows by for them is
 the cost of one more object (the first N also carry what a working operator holds whatever the
 count: imports done at the first reconcile, its worker threads, kopf's per-resource watchers), and
-the RSS at 10,000 objects is extrapolated from it. Last (unless `--no-restart`), the operator is
-restarted with every object and child in place, as after an upgrade: it lists them all (in pages,
-operators.main.LIST_PAGE_SIZE) and resumes each; its peak RSS, and its RSS once its CPU goes quiet,
-are printed. `--tracemalloc` runs the operator under
+what 10,000 objects added one by one would come to is extrapolated from it. A start with every
+object at once costs more per object (the allocators keep the free space of its burst), so the first
+start's and the restart's RSS at 10,000 are extrapolated from their own cost per object above idle,
+the figures that size the operator (docs/operations.md, "Sizing the operator"). Last (unless
+`--no-restart`), the operator is restarted with every object and child in place, as after an
+upgrade: it lists them all (in pages, operators.main.LIST_PAGE_SIZE) and resumes each; its peak RSS,
+and its RSS once its CPU goes quiet, are printed. `--tracemalloc` runs the operator under
 tracemalloc and prints its Python heap by package and its top allocation lines when settled, and
 the live objects by type, and per object what its heap holds beyond the same operator's idle heap
 (`--tracemalloc-frames N`: by allocation traceback, not line, and the top tracebacks). At each
@@ -296,6 +299,11 @@ def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen |
     return time.perf_counter()
 
 
+def at_10k(idle: float, rss: float, objects: int) -> float:
+    """RSS (MiB) at 10,000 objects: `idle` plus 10,000 times what each of `objects` cost above it."""
+    return idle + (rss - idle) * 10_000 / objects
+
+
 def main() -> None:
     import arguments  # bench/arguments.py, beside this script
 
@@ -501,17 +509,22 @@ def main() -> None:
         f"  of which idle (started, no objects): {idle:.0f} MiB; per object: "
         f"{(settled - idle) * 1024 / n:.1f} KiB settled, {(peak - idle) * 1024 / n:.1f} KiB at the peak"
     )
+    print(
+        f"  a first start of 10,000 objects at that cost per object: about {at_10k(idle, peak, n):.0f} MiB"
+        " (extrapolated)"
+    )
     if more:
         slope = (grown - settled) * 1024 / more
         at = grown + (10_000 - n - more) * slope / 1024
         print(
             f"  {more} more objects: settled {grown:.0f} MiB, {slope:.1f} KiB per further object; "
-            f"so at 10,000 objects about {at:.0f} MiB (extrapolated)"
+            f"10,000 added one by one would come to about {at:.0f} MiB (extrapolated; not what a start costs)"
         )
     if args.restart:
         print(
             f"restart with {n + more} objects and their children: peak {restart_peak:.0f} MiB, settled"
-            f" {restart_rss:.0f} MiB once its CPU went quiet after {restart_quiet:.1f} s"
+            f" {restart_rss:.0f} MiB once its CPU went quiet after {restart_quiet:.1f} s; a restart of 10,000"
+            f" at that cost per object: about {at_10k(idle, restart_peak, n + more):.0f} MiB (extrapolated)"
         )
     source = "/proc/PID/smaps" + (", and the allocators' own accounts" if args.allocators else "")
     print(f"  where the RSS is (MiB; {source}):")
