@@ -14,8 +14,19 @@ tools=$(hack/tools/build.sh)
 # Skaffold's own config types, for tests/unit/test_skaffold.py (into the Go module cache, 43 MB once).
 GOFLAGS=-mod=mod go mod download github.com/GoogleContainerTools/skaffold/v2@v2.16.1
 export PATH="$venv/bin:$tools:$PATH"
+# With no arguments (the whole suite, as CI runs it) the tests run on LLMOPS_TEST_WORKERS pytest-xdist
+# workers (default 2, one per core). Each worker starts its own control plane, MinIO, Ray head and
+# vLLM server on free loopback ports, as a sequential session would. The CPU-bound tests (Ray training
+# and the e2e runs) are one scope that one worker runs in turn; the other worker takes the rest, file by file,
+# which mostly wait (tests/conftest.py makes the scopes and says why; `--no-loadscope-reorder` keeps
+# its order). With arguments (one file, one test) pytest runs as given; add `-n N --dist loadscope
+# --no-loadscope-reorder` to spread them the same way.
+workers=()
+if [[ $# -eq 0 ]]; then
+  workers=(-n "${LLMOPS_TEST_WORKERS:-2}" --dist loadscope --no-loadscope-reorder)
+fi
 set +e
-python -m pytest --durations=30 "$@"  # the slowest 30, to keep the CI budget in view
+python -m pytest --durations=30 "${workers[@]}" "$@"  # the slowest 30, to keep the CI budget in view
 rc=$?
 set -e
 if [[ $rc -eq 5 ]]; then echo "pytest collected no tests: failing" >&2; exit 1; fi
