@@ -15,8 +15,8 @@ tools=$(hack/tools/build.sh)
 GOFLAGS=-mod=mod go mod download github.com/GoogleContainerTools/skaffold/v2@v2.16.1
 export PATH="$venv/bin:$tools:$PATH"
 # With no arguments (the whole suite, as CI runs it) the tests run on LLMOPS_TEST_WORKERS pytest-xdist
-# workers (default 2, one per core). Each worker starts its own control plane, MinIO, Ray head and
-# vLLM server on free loopback ports, as a sequential session would. The CPU-bound tests (Ray training
+# workers (default 2, one per core). Each worker starts what its tests need (a control plane, MinIO,
+# a vLLM server, a Ray head) on free loopback ports, as a sequential session would. The CPU-bound tests (Ray training
 # and the e2e runs) are one scope that one worker runs in turn; the other worker takes the rest, file by file,
 # which mostly wait (tests/conftest.py makes the scopes and says why; `--no-loadscope-reorder` keeps
 # its order). With arguments (one file, one test) pytest runs as given; add `-n N --dist loadscope

@@ -102,7 +102,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
     (pytest-xdist's own `--dist loadgroup` would say the same with `xdist_group` markers, but with
     pytest 9.2 and pytest-xdist 3.8 it grouped nothing: one group's tests went to both workers.)"""
-    if config.getvalue("dist") != "loadscope":
+    if config.getoption("dist") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
 

@@ -38,11 +38,15 @@ FAULT_STOP_AFTER_APPLY = os.environ.get("LLMOPS_FAULT_STOP_AFTER_APPLY") or None
 # owner. Before such an apply, the value is handed to a second manager (`<manager>-handover`), as
 # https://kubernetes.io/docs/reference/using-api/server-side-apply/#transferring-ownership describes.
 # The live object is read for it only when this process's last apply of the child may have owned the
-# field (`Applier._released`): after an apply that left a field out, our manager owns it no more.
+# field (`Applier._released`): after an apply that left a field out, our manager owns it no more. That
+# holds while this process is the only writer with our field manager; another (a second operator, a
+# person's `kubectl apply --server-side --field-manager=llmops`) could set it again unseen, so a
+# release is trusted for RELEASE_TRUSTED_S after the apply that made it, then the child is read again.
 HANDOVER_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = {
     ("apps/v1", "Deployment"): (("spec", "replicas"),),
     ("apps/v1", "StatefulSet"): (("spec", "replicas"),),
 }
+RELEASE_TRUSTED_S = 60.0  # seconds (see above)
 
 
 def ref(manifest: dict) -> str:
@@ -120,8 +124,8 @@ class Applier:
         self.field_manager = field_manager
         # Children whose last apply through this Applier left out every one of their HANDOVER_FIELDS,
         # by (namespace, ref), at most `released_size`: the apply released those fields, so the next
-        # one that leaves them out has nothing to hand over and skips the read. Process-local: after a
-        # restart each child is read once again.
+        # one that leaves them out has nothing to hand over and skips the read, for RELEASE_TRUSTED_S
+        # after that apply (`time.monotonic()`). Process-local: after a restart each child is read again.
         self._released = Applied(released_size)
 
     def apply(self, manifest: dict, *, dry_run: bool = False) -> dict:
@@ -129,16 +133,27 @@ class Applier:
 
         A field of HANDOVER_FIELDS that we own and `manifest` leaves out keeps its running value: it is
         handed over first (see there), never dropped and defaulted."""
-        if not dry_run:
+        trusted = not dry_run and self._release_trusted(manifest)
+        if not dry_run and not trusted:
             self._hand_over(manifest)
             # Forgotten before the apply: one that fails on our side may still have been stored.
             self._forget_release(manifest)
         result = self.kube.apply(manifest, field_manager=self.field_manager, force=True, dry_run=dry_run)
-        if not dry_run:
+        if not dry_run and not trusted:  # a trusted release keeps the time of the apply that made it
             self._remember_release(manifest)
         if FAULT_STOP_AFTER_APPLY is not None and not dry_run and ref(manifest) == FAULT_STOP_AFTER_APPLY:
             os.kill(os.getpid(), signal.SIGSTOP)  # fault injection (see the module's docstring)
         return result
+
+    def _release_trusted(self, manifest: dict) -> bool:
+        """Whether `manifest` leaves out every HANDOVER_FIELD of its kind and this process's apply that
+        released them, less than RELEASE_TRUSTED_S ago, is the last it made: then there is nothing of
+        ours to hand over."""
+        paths = HANDOVER_FIELDS.get((manifest["apiVersion"], manifest["kind"]), ())
+        if not paths or any(_lookup(manifest, p) is not _MISSING for p in paths):
+            return False
+        got = self._released.get(manifest["metadata"].get("namespace") or "", ref(manifest))
+        return got is not None and time.monotonic() - got[1] < RELEASE_TRUSTED_S
 
     def _forget_release(self, manifest: dict) -> None:
         if (manifest["apiVersion"], manifest["kind"]) in HANDOVER_FIELDS:
@@ -158,8 +173,6 @@ class Applier:
         if not left_out:
             return
         meta = manifest["metadata"]
-        if len(left_out) == len(paths) and self._released.get(meta.get("namespace") or "", ref(manifest)):
-            return  # our last apply released them: we own none of them
         live = self.get(manifest["apiVersion"], manifest["kind"], meta["name"], meta.get("namespace"))
         if live is None:
             return

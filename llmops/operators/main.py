@@ -314,9 +314,9 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None, k
     settings.execution.max_workers = 16
     # Bounds the objects in flight at once: at a cold start kopf would otherwise begin every listed
     # object's reconcile together (1,000 objects, 2026-11: 275 MiB peak RSS unbounded, 189 MiB with
-    # 250). Fewer bound no more memory since the later savings (100: 115 MiB settled against 116 at
-    # 1,000) and slow the start (to Ready 0.87 of the direct writes against 0.95): docs/operations.md,
-    # "Sizing the operator".
+    # 250). Fewer bound no more memory since the later savings (a limit of 100: 115 MiB settled
+    # against 116 with 250, at 1,000 objects) and slow the start (to Ready 0.87 of the direct writes
+    # against 0.95): docs/operations.md, "Sizing the operator".
     settings.queueing.worker_limit = 250
     # A worker (one per object with events) holds one of those places while it idles for more events;
     # kopf's default of 5 s let the watch events of objects waiting for a place pile up in memory.

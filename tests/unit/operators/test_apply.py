@@ -322,3 +322,31 @@ def test_the_released_children_are_bounded() -> None:
     applier.apply(vllm(name="c"))
     applier.apply(vllm(name="a"))  # the least recent, forgotten: read again
     assert [c[:2] for c in kube.calls] == [("apply", "llmops"), ("get", "a"), ("apply", "llmops")]
+
+
+def test_a_release_is_trusted_for_a_bounded_time_then_read_again(monkeypatch) -> None:
+    """Another writer with our field manager (a second operator, a person's `kubectl apply
+    --server-side --field-manager=llmops`) can own replicas again without this process knowing: a
+    release is trusted for RELEASE_TRUSTED_S after the apply that made it, however often the child
+    is applied meanwhile, then the live object is read again and the running value handed over."""
+    from llmops.operators import apply as mod
+
+    now = [1000.0]
+    monkeypatch.setattr(mod.time, "monotonic", lambda: now[0])
+    kube = CountingKube()
+    applier = mod.Applier(kube)  # type: ignore[arg-type]
+    applier.apply(vllm())  # read, handed over, released
+    for _ in range(3):  # applied again and again within the window: no read, the window not renewed
+        now[0] += mod.RELEASE_TRUSTED_S / 4
+        applier.apply(vllm())
+    kube.calls.clear()
+    now[0] += mod.RELEASE_TRUSTED_S / 4  # the window of the first apply is over
+    applier.apply(vllm())
+    assert kube.calls == [
+        ("get", "bot-1-vllm", None),
+        ("apply", "llmops-handover", 3),
+        ("apply", "llmops", None),
+    ]
+    kube.calls.clear()
+    applier.apply(vllm())  # a new window from that apply
+    assert kube.calls == [("apply", "llmops", None)]
