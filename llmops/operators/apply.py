@@ -116,6 +116,17 @@ def manifest_digest(value: Any) -> bytes:
     return hashlib.blake2b(json.dumps(value, sort_keys=True, default=str).encode(), digest_size=16).digest()
 
 
+def _releases_all(manifest: dict) -> bool:
+    """Whether `manifest` is of a kind with HANDOVER_FIELDS and leaves out every one of them."""
+    paths = HANDOVER_FIELDS.get((manifest["apiVersion"], manifest["kind"]), ())
+    return bool(paths) and all(_lookup(manifest, p) is _MISSING for p in paths)
+
+
+def _release_key(manifest: dict) -> tuple[str, str]:
+    """(namespace, child ref): the key of `Applier._released`."""
+    return manifest["metadata"].get("namespace") or "", ref(manifest)
+
+
 class Applier:
     """Server-side apply, status patches and deletes through one shared API client (`kube`)."""
 
@@ -149,23 +160,20 @@ class Applier:
         """Whether `manifest` leaves out every HANDOVER_FIELD of its kind and this process's apply that
         released them, less than RELEASE_TRUSTED_S ago, is the last it made: then there is nothing of
         ours to hand over."""
-        paths = HANDOVER_FIELDS.get((manifest["apiVersion"], manifest["kind"]), ())
-        if not paths or any(_lookup(manifest, p) is not _MISSING for p in paths):
+        if not _releases_all(manifest):
             return False
-        got = self._released.get(manifest["metadata"].get("namespace") or "", ref(manifest))
+        got = self._released.get(*_release_key(manifest))
         return got is not None and time.monotonic() - got[1] < RELEASE_TRUSTED_S
 
     def _forget_release(self, manifest: dict) -> None:
         if (manifest["apiVersion"], manifest["kind"]) in HANDOVER_FIELDS:
-            self._released.pop(manifest["metadata"].get("namespace") or "", ref(manifest))
+            self._released.pop(*_release_key(manifest))
 
     def _remember_release(self, manifest: dict) -> None:
         """After a successful apply: remember the child if it left out all its HANDOVER_FIELDS (server-
         side apply then removed them from our manager's fields)."""
-        paths = HANDOVER_FIELDS.get((manifest["apiVersion"], manifest["kind"]), ())
-        if not paths or any(_lookup(manifest, p) is not _MISSING for p in paths):
-            return
-        self._released.put(manifest["metadata"].get("namespace") or "", ref(manifest), b"", time.monotonic())
+        if _releases_all(manifest):
+            self._released.put(*_release_key(manifest), b"", time.monotonic())
 
     def _hand_over(self, manifest: dict) -> None:
         paths = HANDOVER_FIELDS.get((manifest["apiVersion"], manifest["kind"]), ())
