@@ -25,8 +25,12 @@ the live objects by type, and per object what its heap holds beyond the same ope
 (`--tracemalloc-frames N`: by allocation traceback, not line, and the top tracebacks). At each
 reading the RSS is split by mapping (files, thread stacks, anonymous); `--allocators` adds pymalloc's
 and glibc's own accounts of the anonymous part: what live blocks hold, and what free space each keeps.
+Last, each control-plane process's peak RSS: what sets the count this machine's control plane can
+hold (`--apiserver-arg --watch-cache=false` keeps the apiserver from caching every object).
+`--operator-env` runs the operator with further environment variables (another allocator, say).
 
     python bench/reconcile_scale.py [--objects 1000] [--more K] [--no-restart] [--malloc-arena-max N]
+        [--apiserver-arg FLAG]... [--operator-env NAME=VALUE]...
         [--allocators | --tracemalloc [--tracemalloc-frames N]]
 """
 
@@ -287,16 +291,29 @@ def wait_quiet(proc: subprocess.Popen, timeout: float, window: float = 5.0, busy
 
 
 def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen | None = None) -> float:
-    start, last = time.perf_counter(), -1
+    """When `check()` first reached `target` (time.perf_counter()). It is called every second, or
+    every `target / 1,000` seconds above 1,000 (each call lists every object: at 10,000 a poll a
+    second would load the apiserver it measures); progress goes to stderr every 30 s."""
+    start, told = time.perf_counter(), time.perf_counter()
     while (done := check()) < target:
         if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"the operator exited ({proc.returncode}) while waiting for {what}")
+            exited = proc.returncode
+            raise SystemExit(f"the operator exited ({exited}) while waiting for {what}: {done}/{target}")
         if time.perf_counter() - start > timeout:
             raise SystemExit(f"timed out waiting for {what}: {done}/{target}")
-        if done != last:
-            last = done
-        time.sleep(1)
+        if time.perf_counter() - told > 30:
+            told = time.perf_counter()
+            print(f"  {what}: {done}/{target} after {told - start:.0f} s", file=sys.stderr, flush=True)
+        time.sleep(max(1.0, target / 1000))
     return time.perf_counter()
+
+
+def control_plane_peaks(cluster: LocalCluster) -> str:
+    """Each control-plane process's peak RSS (VmHWM), MiB: what bounds the count this machine can run."""
+    peaks = []
+    for name, (pid, alive) in sorted(cluster.processes().items()):
+        peaks.append(f"{name} {rss_mib(pid)[1]:.0f}" if alive else f"{name} (gone)")
+    return ", ".join(peaks)
 
 
 def at_10k(idle: float, rss: float, objects: int) -> float:
@@ -324,10 +341,26 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds each phase may take")
     parser.add_argument(
+        "--apiserver-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="a further kube-apiserver flag, repeatable (for example --watch-cache=false: the watch"
+        " cache holds every object, so it sets how many this machine's control plane can hold)",
+    )
+    parser.add_argument(
         "--malloc-arena-max",
         type=int,
         default=0,
         help="MALLOC_ARENA_MAX for the operator (0: glibc's default)",
+    )
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the operator, repeatable (for example an allocator:"
+        " LD_PRELOAD=libjemalloc.so.2 with PYTHONMALLOC=malloc)",
     )
     heap = parser.add_mutually_exclusive_group()
     heap.add_argument(
@@ -364,7 +397,12 @@ def main() -> None:
         gates = [GateVerdict(metric="accuracy", operator=">=", threshold=0, value=1, passed=True)]
         register(LocalStore(registry), "bench", model, metrics={}, gates=gates, lineage=Lineage())
 
-        cluster = LocalCluster(Path(tmp) / "cluster", nodes=(*DEFAULT_NODES, *extra), tie_to_parent=True)
+        cluster = LocalCluster(
+            Path(tmp) / "cluster",
+            nodes=(*DEFAULT_NODES, *extra),
+            tie_to_parent=True,
+            apiserver_args=tuple(args.apiserver_arg),
+        )
         cluster.start()
         try:
             cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
@@ -399,6 +437,7 @@ def main() -> None:
             env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
             if args.malloc_arena_max:
                 env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
+            env.update(item.split("=", 1) for item in args.operator_env)
 
             def traced(namespace: str) -> Path:
                 return Path(tmp) / f"tracemalloc-{namespace}.txt"
@@ -492,6 +531,8 @@ def main() -> None:
                 proc.wait(60)
                 log.close()
         finally:
+            control_plane = control_plane_peaks(cluster)
+            print(f"control plane, peak RSS (MiB): {control_plane}", file=sys.stderr, flush=True)
             cluster.stop(remove=True)
 
     print(f"objects: {n} ModelDeployments, {count // n} children each, {PODS_PER_OBJECT} pods each")
@@ -526,12 +567,17 @@ def main() -> None:
             f" {restart_rss:.0f} MiB once its CPU went quiet after {restart_quiet:.1f} s; a restart of 10,000"
             f" at that cost per object: about {at_10k(idle, restart_peak, n + more):.0f} MiB (extrapolated)"
         )
+    print(f"control plane, peak RSS (MiB): {control_plane}")
+    if args.apiserver_arg:
+        print(f"(kube-apiserver {' '.join(args.apiserver_arg)})")
     source = "/proc/PID/smaps" + (", and the allocators' own accounts" if args.allocators else "")
     print(f"  where the RSS is (MiB; {source}):")
     for when, text in layout.items():
         print(f"    {when}: {text}")
     if args.malloc_arena_max:
         print(f"(MALLOC_ARENA_MAX={args.malloc_arena_max})")
+    if args.operator_env:
+        print(f"(the operator's environment: {' '.join(args.operator_env)})")
     if args.tracemalloc:
         print(
             "the operator's Python heap when settled (tracemalloc, which adds its own overhead to the RSS):"

@@ -200,13 +200,16 @@ class LocalCluster:
     """One local control plane rooted at `state_dir`.
 
     `tie_to_parent` makes every component die with the process that started it (tests);
-    the CLI leaves it off so the cluster outlives `llmops dev up`.
+    the CLI leaves it off so the cluster outlives `llmops dev up`. `apiserver_args` are further
+    kube-apiserver flags, after ours (a later flag wins), for every start of it (benches: for
+    example `--watch-cache=false`).
     """
 
     state_dir: Path
     nodes: tuple[FakeNode, ...] = DEFAULT_NODES
     tie_to_parent: bool = False
     install_crds: bool = True
+    apiserver_args: tuple[str, ...] = ()
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
 
     # -- locations ---------------------------------------------------------------------------
@@ -514,6 +517,7 @@ class LocalCluster:
                 "--allow-privileged=true",
                 # No kube-proxy here: nothing maintains the `kubernetes` Service endpoints.
                 "--endpoint-reconciler-type=none",
+                *self.apiserver_args,
             ],
         )
 
