@@ -25,17 +25,21 @@ the live objects by type, and per object what its heap holds beyond the same ope
 (`--tracemalloc-frames N`: by allocation traceback, not line, and the top tracebacks). At each
 reading the RSS is split by mapping (files, thread stacks, anonymous); `--allocators` adds pymalloc's
 and glibc's own accounts of the anonymous part: what live blocks hold, and what free space each keeps.
-Last, each control-plane process's peak RSS: what sets the count this machine's control plane can
-hold (`--apiserver-arg --watch-cache=false` keeps the apiserver from caching every object).
+At the end, each control-plane process's peak RSS: what sets the count this machine's control plane
+can hold (`--apiserver-arg=--watch-cache=false`, with the `=` since the value starts with a dash,
+turns off the apiserver's cache of every object; `--no-direct` leaves the baseline's fleet out, for
+the operator's RSS alone at larger counts; raise `--timeout` there: 2,000 Deployments became
+available in about 480 s here).
 `--operator-env` runs the operator with further environment variables (another allocator, say).
 
-    python bench/reconcile_scale.py [--objects 1000] [--more K] [--no-restart] [--malloc-arena-max N]
-        [--apiserver-arg FLAG]... [--operator-env NAME=VALUE]...
+    python bench/reconcile_scale.py [--objects 1000] [--more K] [--no-direct] [--no-restart]
+        [--malloc-arena-max N] [--apiserver-arg=FLAG]... [--operator-env NAME=VALUE]...
         [--allocators | --tracemalloc [--tracemalloc-frames N]]
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import os
 import signal
@@ -312,8 +316,19 @@ def control_plane_peaks(cluster: LocalCluster) -> str:
     """Each control-plane process's peak RSS (VmHWM), MiB: what bounds the count this machine can run."""
     peaks = []
     for name, (pid, alive) in sorted(cluster.processes().items()):
-        peaks.append(f"{name} {rss_mib(pid)[1]:.0f}" if alive else f"{name} (gone)")
+        try:
+            peaks.append(f"{name} {rss_mib(pid)[1]:.0f}" if alive else f"{name} (gone)")
+        except OSError:  # it exited since
+            peaks.append(f"{name} (gone)")
     return ", ".join(peaks)
+
+
+def environment_variable(item: str) -> str:
+    """`NAME=VALUE`, checked as the command line is read (not after an hour of baseline)."""
+    name, eq, _ = item.partition("=")
+    if not eq or not name:
+        raise argparse.ArgumentTypeError(f"{item!r} is not NAME=VALUE")
+    return item
 
 
 def at_10k(idle: float, rss: float, objects: int) -> float:
@@ -339,14 +354,21 @@ def main() -> None:
         help="skip the last phase: the operator restarted with every object and child in place (run"
         " like the first, so under --tracemalloc its RSS carries tracemalloc's own)",
     )
+    parser.add_argument(
+        "--no-direct",
+        dest="direct",
+        action="store_false",
+        help="skip the baseline (no ratios): the operator's fleet alone in the cluster, half the control"
+        " plane's load, for the operator's RSS at counts where both fleets do not fit",
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds each phase may take")
     parser.add_argument(
         "--apiserver-arg",
         action="append",
         default=[],
         metavar="FLAG",
-        help="a further kube-apiserver flag, repeatable (for example --watch-cache=false: the watch"
-        " cache holds every object, so it sets how many this machine's control plane can hold)",
+        help="a further kube-apiserver flag, repeatable, given with '=' (--apiserver-arg=--watch-cache=false:"
+        " the watch cache is a large part of the apiserver's memory)",
     )
     parser.add_argument(
         "--malloc-arena-max",
@@ -357,6 +379,7 @@ def main() -> None:
     parser.add_argument(
         "--operator-env",
         action="append",
+        type=environment_variable,
         default=[],
         metavar="NAME=VALUE",
         help="an environment variable for the operator, repeatable (for example an allocator:"
@@ -383,10 +406,11 @@ def main() -> None:
     args = parser.parse_args()
     n = args.objects
     more = n // 4 if args.more is None else args.more
-    # Room for both runs' pods: 110 pods per kwok node.
+    # Room for every fleet's pods (the baseline's unless --no-direct, the operator's): 110 per kwok node.
+    fleets = n * args.direct + n + more
     extra = [
         FakeNode(f"kwok-bench-{i}", cpu="64", memory="256Gi")
-        for i in range((2 * n + more) * PODS_PER_OBJECT // 100 + 1)
+        for i in range(fleets * PODS_PER_OBJECT // 100 + 1)
     ]
 
     with tempfile.TemporaryDirectory(prefix="llmops-bench-") as tmp:
@@ -409,29 +433,34 @@ def main() -> None:
             cluster.wait_established(f"crd/{MODEL_DEPLOYMENT.crd_name}")
             api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
             api_client.configuration.connection_pool_maxsize = WORKERS
-            api, apps = client.CustomObjectsApi(api_client), client.AppsV1Api(api_client)
+            api = client.CustomObjectsApi(api_client)
             for ns in ("direct", "operator"):
                 cluster.kubectl("create", "namespace", ns)
 
             # Baseline: the same children, written directly by a pool of WORKERS threads.
-            created = create_all(api, "direct", objects(n, registry))
-            children = direct_children(created)
-            count = sum(len(c) for c in children)
+            if args.direct:
+                children = direct_children(create_all(api, "direct", objects(n, registry)))
+            else:  # only to count them: an owner that is never created
+                owner = objects(1, registry)[0]
+                owner["metadata"].update(namespace="direct", uid="0")
+                children = direct_children([owner])
+            children_each = len(children[0])
             applier = Applier(Kube.from_environment(cluster.kubeconfig))
             applier.kube.resource("apps/v1", "Deployment")  # discovery before the clock starts
-            start = time.perf_counter()
-            with ThreadPoolExecutor(WORKERS) as pool:
-                list(pool.map(lambda group: [applier.apply(m) for m in group], children))
-            direct_created = time.perf_counter() - start
-            direct_ready = (
-                wait(
-                    "direct Deployments",
-                    lambda: deployments_available(applier, "direct"),
-                    2 * n,
-                    args.timeout,
+            if args.direct:
+                start = time.perf_counter()
+                with ThreadPoolExecutor(WORKERS) as pool:
+                    list(pool.map(lambda group: [applier.apply(m) for m in group], children))
+                direct_created = time.perf_counter() - start
+                direct_ready = (
+                    wait(
+                        "direct Deployments",
+                        lambda: deployments_available(applier, "direct"),
+                        2 * n,
+                        args.timeout,
+                    )
+                    - start
                 )
-                - start
-            )
 
             log = open(Path(tmp) / "operator.log", "w")  # noqa: SIM115 - closed below
             env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
@@ -480,7 +509,7 @@ def main() -> None:
                 operator_created = (
                     wait(
                         "the operator's Deployments",
-                        lambda: len(apps.list_namespaced_deployment("operator").items),
+                        lambda: len(applier.list("apps/v1", "Deployment", "operator")),
                         2 * n,
                         args.timeout,
                         proc,
@@ -535,13 +564,18 @@ def main() -> None:
             print(f"control plane, peak RSS (MiB): {control_plane}", file=sys.stderr, flush=True)
             cluster.stop(remove=True)
 
-    print(f"objects: {n} ModelDeployments, {count // n} children each, {PODS_PER_OBJECT} pods each")
-    print(
-        f"direct:   children written {direct_created:7.1f} s, all Deployments available {direct_ready:7.1f} s"
-    )
+    print(f"objects: {n} ModelDeployments, {children_each} children each, {PODS_PER_OBJECT} pods each")
+    if args.direct:
+        print(
+            f"direct:   children written {direct_created:7.1f} s, all Deployments available"
+            f" {direct_ready:7.1f} s"
+        )
+    else:
+        print("direct:   not run (--no-direct): no ratios")
     print(f"operator: children written {operator_created:7.1f} s, all objects Ready {operator_ready:13.1f} s")
-    print(f"ratio direct/operator, to Ready: {direct_ready / operator_ready:.2f}")
-    print(f"ratio direct/operator, children written: {direct_created / operator_created:.2f}")
+    if args.direct:
+        print(f"ratio direct/operator, to Ready: {direct_ready / operator_ready:.2f}")
+        print(f"ratio direct/operator, children written: {direct_created / operator_created:.2f}")
     print(
         f"operator RSS: {rss:.0f} MiB when all were Ready, {settled:.0f} MiB {SETTLE_SECONDS} s later,"
         f" peak {peak:.0f} MiB"

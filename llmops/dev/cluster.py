@@ -201,8 +201,10 @@ class LocalCluster:
 
     `tie_to_parent` makes every component die with the process that started it (tests);
     the CLI leaves it off so the cluster outlives `llmops dev up`. `apiserver_args` are further
-    kube-apiserver flags, after ours (a later flag wins), for every start of it (benches: for
-    example `--watch-cache=false`).
+    kube-apiserver flags, after ours (for a single-value flag the later one wins; a list flag such
+    as `--authorization-mode` adds to ours), for every start of the apiserver by this object (a
+    bench's `--watch-cache=false`); they are not kept in the state folder, so another
+    `LocalCluster` of the same folder starts it without them.
     """
 
     state_dir: Path
