@@ -203,8 +203,10 @@ class LocalCluster:
     the CLI leaves it off so the cluster outlives `llmops dev up`. `apiserver_args` are further
     kube-apiserver flags, after ours (for a single-value flag the later one wins; a list flag such
     as `--authorization-mode` adds to ours), for every start of the apiserver by this object (a
-    bench's `--watch-cache=false`); they are not kept in the state folder, so another
-    `LocalCluster` of the same folder starts it without them.
+    bench's `--watch-cache=false`); `controller_manager_args` are the same for
+    kube-controller-manager (a bench's `--kube-api-qps=100`: its client's default, 20 requests per
+    second, sets the pace of bulk rollouts). Neither is kept in the state folder, so another
+    `LocalCluster` of the same folder starts them without them.
     """
 
     state_dir: Path
@@ -212,6 +214,7 @@ class LocalCluster:
     tie_to_parent: bool = False
     install_crds: bool = True
     apiserver_args: tuple[str, ...] = ()
+    controller_manager_args: tuple[str, ...] = ()
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
 
     # -- locations ---------------------------------------------------------------------------
@@ -569,6 +572,7 @@ class LocalCluster:
                 # The garbage collector's decisions and retries ("unable to get REST mapping"): a
                 # few hundred lines a test session, what says why a child outlived its parent.
                 "--vmodule=garbagecollector=5,graph_builder=2",
+                *self.controller_manager_args,
             ],
         )
         self._spawn(
