@@ -6,8 +6,10 @@ PodDisruptionBudgets, three NetworkPolicies), watch the children and write statu
 Ready. The baseline, in the same run and on the same apiserver, writes the same children directly
 (server-side apply from a pool of as many threads as the operator has workers) and waits until all
 their Deployments are available. Both wait on the same controllers (deployment, replicaset,
-scheduler, kwok), so the ratio is the operator's own overhead on the way to Ready; the time to
-create all children is printed too. Prints both, the ratio, and the operator's RSS: when all were
+scheduler, kwok), so the ratio is the operator's own overhead on the way to Ready, as long as those
+controllers are not what sets the pace (at kube-controller-manager's default 20 requests a second
+they are, for both fleets: see `--controller-manager-arg`); the time to create all children is
+printed too. Prints both, the ratio, and the operator's RSS: when all were
 Ready, settled, its peak, and where it goes: the RSS of the same operator started with nothing to
 watch (imports, clients, threads), and the rest per object. Then `--more` further objects (a quarter
 of N by default) are created while the same operator runs; what its settled RSS grows by for them is
@@ -29,8 +31,9 @@ At the end, each control-plane process's peak RSS: what sets the count this mach
 can hold (`--apiserver-arg=--watch-cache=false`, with the `=` since the value starts with a dash,
 turns off the apiserver's cache of every object). `--controller-manager-arg=--kube-api-qps=100`
 lifts the controller-manager's client from its default 20 requests per second, which otherwise sets
-the pace of every rollout (and so of both fleets' time to Ready: 2,000 Deployments became available
-in about 480 s here at 20, 600 in 44 s at 100). `--no-direct` leaves the baseline's fleet out, for
+the pace of every rollout (and so of both fleets' time to Ready: the direct writes' 2,000
+Deployments became available in about 480 s here at 20, and in 179 s at 100 with
+`--kube-api-burst=200`). `--no-direct` leaves the baseline's fleet out, for
 the operator's RSS alone at larger counts (raise `--timeout` there).
 `--operator-env` runs the operator with further environment variables (another allocator, say).
 
@@ -53,6 +56,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import urllib3
 from kubernetes import client, config
 from procfs import cpu_seconds, rss_mib  # bench/procfs.py, beside this script
 
@@ -72,6 +76,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PLURAL = MODEL_DEPLOYMENT.plural
 WORKERS = 16  # the operator's settings.execution.max_workers
 LIST_PAGE = 500  # objects per page of the bench's own lists, as client-go's pager asks
+POLL_TIMEOUT = 120  # seconds one page of a poll may take
+# A poll's failures that say the apiserver is loaded, not that the bench is wrong: throttled, a list's
+# continue token expired (its revision compacted while the pages were read), and every 5xx.
+FAILED_POLL = {410, 429}
 PODS_PER_OBJECT = 2  # one vLLM replica, one gateway replica
 # The operator under tracemalloc: on SIGUSR1 it writes its heap by package and its top lines.
 TRACED = """
@@ -201,7 +209,7 @@ def direct_children(created: list[dict]) -> list[list[dict]]:
 
 
 def deployments_available(applier: Applier, namespace: str) -> int:
-    return sum(rolled_out(d) for d in applier.list("apps/v1", "Deployment", namespace))
+    return sum(rolled_out(d) for d in applier.list("apps/v1", "Deployment", namespace, page=LIST_PAGE))
 
 
 def ready_objects(api: client.CustomObjectsApi, namespace: str) -> int:
@@ -210,7 +218,7 @@ def ready_objects(api: client.CustomObjectsApi, namespace: str) -> int:
     items, token = [], None
     while True:
         page = api.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, limit=LIST_PAGE, _continue=token
+            GROUP, VERSION, namespace, PLURAL, limit=LIST_PAGE, _continue=token, _request_timeout=POLL_TIMEOUT
         )
         items += page["items"]
         if not (token := page["metadata"].get("continue")):
@@ -308,15 +316,20 @@ def wait_quiet(proc: subprocess.Popen, timeout: float, window: float = 5.0, busy
 
 
 def polled(check, last: int) -> int:
-    """`check()`, or `last` when the apiserver it asks answers 5xx or not at all (a loaded control
-    plane at 10,000 objects times a list out): a poll that failed says nothing of progress."""
+    """`check()`, or `last` when the apiserver it asks is loaded (FAILED_POLL or a 5xx answer) or
+    does not answer (a 10,000-object run's list of its objects took more than the apiserver's 60 s
+    and got a 504): a poll that failed says nothing of progress. Any other error ends the bench."""
     try:
         return check()
     except (client.ApiException, ApiError) as e:
-        if not isinstance(e, Unreachable) and (e.status or 0) < 500:
+        status = e.status or 0
+        if not isinstance(e, Unreachable) and status < 500 and status not in FAILED_POLL:
             raise
-        print(f"  a poll failed ({e.status}); polling again", file=sys.stderr, flush=True)
-        return last
+        reason = e.status or type(e).__name__
+    except urllib3.exceptions.HTTPError as e:  # the kubernetes client's: no answer, or a timeout
+        reason = type(e).__name__
+    print(f"  a poll failed ({reason}); polling again", file=sys.stderr, flush=True)
+    return last
 
 
 def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen | None = None) -> float:
@@ -401,8 +414,8 @@ def main() -> None:
         default=[],
         metavar="FLAG",
         help="a further kube-controller-manager flag, repeatable, given with '='"
-        " (--controller-manager-arg=--kube-api-qps=100: its client's default of 20 requests per second"
-        " sets the pace of the rollouts)",
+        " (--controller-manager-arg=--kube-api-qps=100 --controller-manager-arg=--kube-api-burst=200:"
+        " its client's default of 20 requests per second, burst 30, sets the pace of the rollouts)",
     )
     parser.add_argument(
         "--malloc-arena-max",
@@ -544,7 +557,7 @@ def main() -> None:
                 operator_created = (
                     wait(
                         "the operator's Deployments",
-                        lambda: len(applier.list("apps/v1", "Deployment", "operator")),
+                        lambda: len(applier.list("apps/v1", "Deployment", "operator", page=LIST_PAGE)),
                         2 * n,
                         args.timeout,
                         proc,

@@ -223,9 +223,14 @@ class Applier:
             return None
 
     def list(
-        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        page: int | None = None,
     ) -> list[dict]:
-        return self.kube.list(api_version, kind, namespace, label_selector=label_selector)
+        return self.kube.list(api_version, kind, namespace, label_selector=label_selector, page=page)
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         """Delete one object; False if it was already gone."""

@@ -220,16 +220,25 @@ class Kube:
         return _plain(_retrying(lambda: self.client.get(res, name, namespace=namespace)))
 
     def list(
-        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        page: int | None = None,
     ) -> list[dict]:
         """Every object of the kind in `namespace` (all namespaces: None, for a namespaced kind),
-        matching `label_selector` (equality terms, `a=b,c=d`)."""
+        matching `label_selector` (equality terms, `a=b,c=d`); read in pages of `page` objects (the
+        list API's `limit` and `continue`) when given, else as one response."""
         res = self.resource(api_version, kind)
         if namespace is None and issubclass(res, lkres.NamespacedResource):
             namespace = lightkube.ALL_NS
         labels = dict(_selector(label_selector)) if label_selector else None
         return _retrying(
-            lambda: [_plain(item) for item in self.client.list(res, namespace=namespace, labels=labels)]
+            lambda: [
+                _plain(item)
+                for item in self.client.list(res, namespace=namespace, labels=labels, chunk_size=page)
+            ]
         )
 
     def merge_patch(

@@ -41,5 +41,5 @@ def test_further_flags_come_last_in_their_order_and_ours_stay(tmp_path: Path, mo
     for name in ("kube-scheduler", "kwok"):
         assert given[name] == _moved(ours[name], a, b)
     assert ours["kube-apiserver"][0] == "/bin/kube-apiserver"
-    assert not any(a.startswith("--watch-cache") for a in ours["kube-apiserver"])
-    assert not any(a.startswith("--kube-api-qps") for a in ours["kube-controller-manager"])
+    assert not any(flag.startswith("--watch-cache") for flag in ours["kube-apiserver"])
+    assert not any(flag.startswith("--kube-api-qps") for flag in ours["kube-controller-manager"])
