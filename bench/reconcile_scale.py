@@ -209,7 +209,7 @@ def direct_children(created: list[dict]) -> list[list[dict]]:
 
 
 def deployments_available(applier: Applier, namespace: str) -> int:
-    return sum(rolled_out(d) for d in applier.list("apps/v1", "Deployment", namespace, page=LIST_PAGE))
+    return sum(rolled_out(d) for d in applier.kube.list("apps/v1", "Deployment", namespace, page=LIST_PAGE))
 
 
 def ready_objects(api: client.CustomObjectsApi, namespace: str) -> int:
@@ -557,7 +557,7 @@ def main() -> None:
                 operator_created = (
                     wait(
                         "the operator's Deployments",
-                        lambda: len(applier.list("apps/v1", "Deployment", "operator", page=LIST_PAGE)),
+                        lambda: len(applier.kube.list("apps/v1", "Deployment", "operator", page=LIST_PAGE)),
                         2 * n,
                         args.timeout,
                         proc,

@@ -223,14 +223,9 @@ class Applier:
             return None
 
     def list(
-        self,
-        api_version: str,
-        kind: str,
-        namespace: str | None = None,
-        label_selector: str | None = None,
-        page: int | None = None,
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
     ) -> list[dict]:
-        return self.kube.list(api_version, kind, namespace, label_selector=label_selector, page=page)
+        return self.kube.list(api_version, kind, namespace, label_selector=label_selector)
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         """Delete one object; False if it was already gone."""
