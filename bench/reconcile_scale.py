@@ -6,7 +6,8 @@ PodDisruptionBudgets, three NetworkPolicies), watch the children and write statu
 Ready. The baseline, in the same run and on the same apiserver, writes the same children directly
 (server-side apply from a pool of as many threads as the operator has workers) and waits until all
 their Deployments are available. Both wait on the same controllers (deployment, replicaset,
-scheduler, kwok), so the ratio is the operator's own overhead on the way to Ready, as long as those
+scheduler, kwok), so the ratio (the direct writes' time over the operator's: below 1.0 the operator
+took longer) is the operator's own overhead on the way to Ready, as long as those
 controllers are not what sets the pace (at kube-controller-manager's default 20 requests a second
 they are, for both fleets: see `--controller-manager-arg`); the time to create all children is
 printed too. Prints both, the ratio, and the operator's RSS: when all were
