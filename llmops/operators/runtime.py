@@ -38,6 +38,7 @@ from llmops.operators.apply import Applier
 from llmops.operators.auditing import EVENTS_ONLY, Auditor, Subject
 from llmops.operators.events import Announcements, announcement
 from llmops.operators.outcome import Outcome
+from llmops.operators.views import ChildViews
 from llmops.registry import problems as validation_problems
 from llmops.storage import Credentials, ObjectStore, StoreCache
 
@@ -133,12 +134,16 @@ class Child:
     They are found by the label `llmops.io/<kind>: <parent name>` (operators.manifests.labels_for) and
     watched; when a child's `fingerprint` changes, or it is deleted, the parent is reconciled again.
     A kind whose CRD is not installed (KEDA's, prometheus-operator's) is watched once it appears.
+    With `views`, the watch keeps each child's view there (`ChildViews`) and the fingerprint is read
+    from the views, before and after, so the parent's reconcile can read the children it needs from
+    them instead of from the API.
     """
 
     group: str  # "apps"; "" for the core group
     version: str
     plural: str
     fingerprint: Callable[[dict], Any] = status_fingerprint
+    views: ChildViews | None = None
 
 
 @dataclass(frozen=True)
@@ -479,8 +484,10 @@ def _watch_child(kind: Kind, child: Child, requeue: Requeue, registry: kopf.Oper
     label = child_label(kind)
     empty = child.fingerprint({})
     # child uid -> last fingerprint, for those whose fingerprint is not `empty` (a missing uid reads as
-    # `empty`): children that only count by their deletion (`existence`) take no memory at all.
+    # `empty`): children that only count by their deletion (`existence`) take no memory at all. A child
+    # kind with `views` keeps its views there instead, and its fingerprints are read from them.
     seen: dict[str, Any] = {}
+    views = child.views
 
     @kopf.on.event(
         child.group,
@@ -497,14 +504,21 @@ def _watch_child(kind: Kind, child: Child, requeue: Requeue, registry: kopf.Oper
             return
         if event["type"] == "DELETED":
             seen.pop(uid, None)
+            if views is not None:
+                views.forget(dict(body))
             if kind.child_deleted is not None:
                 kind.child_deleted(dict(body))
             requeue.later(namespace, parent, CHILD_DEBOUNCE_SECONDS)
             return
-        fingerprint = child.fingerprint(dict(body))
-        before = seen.pop(uid, empty)
-        if fingerprint != empty:
-            seen[uid] = fingerprint
+        if views is not None:
+            was, now = views.record(dict(body))
+            before = empty if was is None else child.fingerprint(was.body())
+            fingerprint = child.fingerprint(now.body())
+        else:
+            fingerprint = child.fingerprint(dict(body))
+            before = seen.pop(uid, empty)
+            if fingerprint != empty:
+                seen[uid] = fingerprint
         # The initial listing (type None) only records: kopf resumes every parent at start anyway.
         if event["type"] is not None and fingerprint != before:
             requeue.later(namespace, parent, CHILD_DEBOUNCE_SECONDS)

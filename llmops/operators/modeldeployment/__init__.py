@@ -27,10 +27,9 @@ from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.operators.modeldeployment.reconcile import Reconciler
 from llmops.operators.runtime import Child, Kind, existence
 
-# Every kind of child the builders make: a deleted one is put back at once, not at the
-# next resync. Deployments also report their readiness; the others only their deletion.
-CHILDREN = (
-    Child("apps", "v1", "deployments", fingerprint=deployment_fingerprint),
+# Every kind of child the builders make but Deployments (make_kind): a deleted one is put back at once,
+# not at the next resync. Deployments also report their readiness; the others only their deletion.
+OTHER_CHILDREN = (
     *(
         Child(group, version, plural, fingerprint=existence)
         for group, version, plural in (
@@ -85,10 +84,14 @@ def audit_subject(body: dict) -> Subject:
 
 def make_kind(settings: ServingSettings | None = None, metrics: canary.MetricsSource | None = None) -> Kind:
     reconciler = Reconciler(settings, metrics)
+    # The reconcile reads its unchanged Deployments from the views this watch keeps (reconcile.py).
+    deployments = Child(
+        "apps", "v1", "deployments", fingerprint=deployment_fingerprint, views=reconciler.deployments
+    )
     return Kind(
         MODEL_DEPLOYMENT,
         reconciler,
-        children=CHILDREN,
+        children=(deployments, *OTHER_CHILDREN),
         child_deleted=reconciler.forget,
         # A Warning once per new stalled reason; a Normal `Suspended` when spec.suspend takes effect (the
         # reconcile posts `Resumed` when it is lifted); no other phase Events: the canary posts its own

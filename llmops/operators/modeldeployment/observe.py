@@ -6,6 +6,8 @@ llmops/operators/trainingjob/fold.observe_rayjob. A missing Deployment (None) co
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 
 def desired_replicas(deployment: dict) -> int:
     """`spec.replicas`, 1 when unset (the apiserver's default)."""
@@ -43,3 +45,38 @@ def deployment_fingerprint(deployment: dict) -> tuple:
         status.get("availableReplicas") or 0,
         rolled_out(deployment) if status else False,
     )
+
+
+# The status fields of a Deployment that the readers above (and the fold's) read.
+_STATUS_FIELDS = ("observedGeneration", "replicas", "readyReplicas", "availableReplicas", "updatedReplicas")
+
+
+class DeploymentView(NamedTuple):
+    """What the parent reads of a child Deployment, kept per Deployment by the operator
+    (runtime.ChildViews) in place of reading it again: about 120 bytes against a GET's whole object.
+    A field the Deployment did not have is None, and absent again from `body()`."""
+
+    uid: str
+    generation: int
+    replicas: int | None  # spec.replicas
+    status: tuple[int | None, ...]  # _STATUS_FIELDS, in order; () when the Deployment had no status
+
+    @classmethod
+    def of(cls, deployment: dict) -> DeploymentView:
+        meta = deployment.get("metadata") or {}
+        status = deployment.get("status") or {}
+        return cls(
+            uid=meta.get("uid") or "",
+            generation=int(meta.get("generation") or 0),
+            replicas=(deployment.get("spec") or {}).get("replicas"),
+            status=tuple(status.get(f) for f in _STATUS_FIELDS) if status else (),
+        )
+
+    def body(self) -> dict:
+        """A slim Deployment that every reader here reads as it reads the whole one."""
+        status = {f: v for f, v in zip(_STATUS_FIELDS, self.status, strict=False) if v is not None}
+        if self.status and not status:
+            status = {"observedGeneration": 0}  # a status that was there but held none of these
+        spec = {} if self.replicas is None else {"replicas": self.replicas}
+        meta = {"uid": self.uid, **({"generation": self.generation} if self.generation else {})}
+        return {"metadata": meta, "spec": spec, "status": status}

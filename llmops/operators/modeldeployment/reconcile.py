@@ -58,7 +58,7 @@ from llmops.operators.modeldeployment import autoscaling, builders, canary, gate
 from llmops.operators.modeldeployment.drift import drift_destination, drift_on
 from llmops.operators.modeldeployment.fold import SUSPENDED, Facts, fold, suspended_condition
 from llmops.operators.modeldeployment.names import vllm_name
-from llmops.operators.modeldeployment.observe import desired_replicas, ready_replicas
+from llmops.operators.modeldeployment.observe import DeploymentView, desired_replicas, ready_replicas
 from llmops.operators.modeldeployment.plan import (
     Plan,
     Role,
@@ -79,6 +79,7 @@ from llmops.operators.modeldeployment.versions import (
 from llmops.operators.outcome import Outcome
 from llmops.operators.runtime import Context
 from llmops.operators.secrets import SecretProblem
+from llmops.operators.views import ChildViews
 from llmops.registry import ModelVersion, RegistryError, resolve
 from llmops.storage import Credentials, ObjectStore
 
@@ -110,6 +111,9 @@ class Reconciler:
     # Unchanged children are applied again only after settings.resync_seconds, which repairs drift
     # without re-sending every object on every status change.
     _applied: Applied = field(default_factory=Applied)
+    # The child Deployments as the watch and our own applies last showed them (runtime.ChildViews):
+    # an unchanged Deployment is read from here, not from the API (make_kind wires the watch to it).
+    deployments: ChildViews[DeploymentView] = field(default_factory=lambda: ChildViews(DeploymentView.of))
 
     def current_settings(self) -> ServingSettings:
         if self.settings is None:
@@ -139,7 +143,10 @@ class Reconciler:
     # -- apply -----------------------------------------------------------------------------
 
     def apply(self, ctx: Context, manifests: list[dict]) -> dict[str, dict]:
-        """Apply what changed (or is due for a resync); return the live Deployments by name."""
+        """Apply what changed (or is due for a resync); return the live Deployments by name.
+
+        An unchanged Deployment is read from `deployments` (the watch's view, or our last apply's
+        answer), from the API only when neither has it; every one applied or read is recorded there."""
         uid = ctx.body["metadata"]["uid"]
         resync = self.current_settings().resync_seconds
         live: dict[str, dict] = {}
@@ -148,20 +155,31 @@ class Reconciler:
             digest = manifest_digest(manifest)
             cached = self._applied.get(uid, entry)
             is_deployment = manifest["kind"] == "Deployment"
+            name = manifest["metadata"]["name"]
             if cached and cached[0] == digest and time.monotonic() - cached[1] < resync:
                 if not is_deployment:
                     continue
-                current = ctx.applier.get(
-                    "apps/v1", "Deployment", manifest["metadata"]["name"], ctx.namespace
-                )
+                current = self.deployment(ctx, name)
                 if current is not None:
-                    live[manifest["metadata"]["name"]] = current
+                    live[name] = current
                     continue
             result = ctx.applier.apply(manifest)
             self._applied.put(uid, entry, digest, time.monotonic())
             if is_deployment:
-                live[manifest["metadata"]["name"]] = result
+                self.deployments.record(result)
+                live[name] = result
         return live
+
+    def deployment(self, ctx: Context, name: str) -> dict | None:
+        """The child Deployment `name` as `deployments` last saw it (a slim one, DeploymentView.body),
+        else as the API has it (recorded), or None when there is none."""
+        view = self.deployments.get(ctx.namespace, name)
+        if view is not None:
+            return view.body()
+        current = ctx.applier.get("apps/v1", "Deployment", name, ctx.namespace)
+        if current is not None:
+            self.deployments.record(current)
+        return current
 
     @staticmethod
     def record_ahead(ctx: Context, recorded: set[str], manifests: list[dict]) -> None:
@@ -249,9 +267,7 @@ class Reconciler:
         began (the `Suspended` condition), and the gateway's two gauges from Prometheus, read only
         while the servers are not at 0 yet."""
         at_zero = all(
-            (d := ctx.applier.get("apps/v1", "Deployment", name, ctx.namespace)) is None
-            or desired_replicas(d) == 0
-            for name in servers
+            (d := self.deployment(ctx, name)) is None or desired_replicas(d) == 0 for name in servers
         )
         began = conditions.get_condition(status.conditions, SUSPENDED)
         since = began.last_transition_time if began is not None and began.status == "True" else None
@@ -431,8 +447,7 @@ class Reconciler:
         existing = frozenset(
             v.deployment
             for v in first
-            if autoscaling.autoscaled(spec, v.role)
-            and ctx.applier.get("apps/v1", "Deployment", v.deployment, namespace) is not None
+            if autoscaling.autoscaled(spec, v.role) and self.deployment(ctx, v.deployment) is not None
         )
         version_manifests = builders.version_children(
             spec,
@@ -451,7 +466,7 @@ class Reconciler:
             self.record_ahead(ctx, recorded, [*version_manifests, *predicted])
         live = self.apply(ctx, version_manifests)
         if retiring:  # left as it is: only read
-            current = ctx.applier.get("apps/v1", "Deployment", retiring.deployment, namespace)
+            current = self.deployment(ctx, retiring.deployment)
             if current is not None and ready_replicas(current) > 0:
                 live[retiring.deployment] = current
             else:

@@ -117,12 +117,13 @@ def test_a_child_re_runs_its_parent_when_its_fingerprint_changes_or_it_is_delete
     """The child watch (`_watch_child`): the initial listing only records; an event whose fingerprint
     differs from the last one asks for the parent's reconcile, one that does not asks for nothing; a
     child that counts only by its existence asks only when it is deleted."""
-    from llmops.operators.modeldeployment import CHILDREN, KIND
+    from llmops.operators.modeldeployment import make_kind
 
+    kind = make_kind()
     registry = kopf.OperatorRegistry()
-    requeue = runtime.Requeue(KIND.resource)
-    for child in CHILDREN[:2]:  # Deployments (their readiness) and Services (their existence)
-        runtime._watch_child(KIND, child, requeue, registry)
+    requeue = runtime.Requeue(kind.resource)
+    for child in kind.children[:2]:  # Deployments (their readiness) and Services (their existence)
+        runtime._watch_child(kind, child, requeue, registry)
     handlers = {h.id: h.fn for h in registry._watching.get_all_handlers()}
     label = {"llmops.io/modeldeployment": "md"}
 
@@ -144,6 +145,49 @@ def test_a_child_re_runs_its_parent_when_its_fingerprint_changes_or_it_is_delete
     assert event("services", "Service", "ADDED", "s1") == 0
     assert event("services", "Service", "MODIFIED", "s1") == 0
     assert event("services", "Service", "DELETED", "s1") == 1
+
+    # The Deployments' views (ChildViews, which the reconcile reads): kept from every event, dropped
+    # with the Deployment; a state the reconcile recorded from its own apply pokes no one when the
+    # watch brings it.
+    views = kind.children[0].views
+    assert views is not None and views.get("ns", "d1").status[2] == 0 and views.get("ns", "d2") is None
+    applied = {
+        "metadata": {"uid": "d1", "namespace": "ns", "name": "d1", "labels": label, "generation": 2},
+        "spec": {"replicas": 1},
+        "status": {"readyReplicas": 1},
+    }
+    views.record(applied)
+    assert event("deployments", "Deployment", "MODIFIED", "d1", readyReplicas=0) == 0  # older: kept
+    assert views.get("ns", "d1").generation == 2
+    asyncio.run(handlers["modeldeployments-child-deployments"](event={"type": "MODIFIED"}, body=applied))
+    assert requeue.pending() == 0  # the state the reconcile already read
+
+
+def test_child_views_keep_the_newest_state_of_each_child() -> None:
+    """ChildViews: a view of an older generation of the same child does not replace a newer one (a watch
+    event that arrives after the apply's answer); one of another uid (deleted and made again) does; a
+    deletion drops only the view of its own uid."""
+    from llmops.operators.modeldeployment.observe import DeploymentView
+    from llmops.operators.views import ChildViews
+
+    views = ChildViews(DeploymentView.of)
+
+    def body(uid: str, generation: int, ready: int) -> dict:
+        meta = {"uid": uid, "namespace": "ns", "name": "d", "generation": generation}
+        return {"metadata": meta, "spec": {"replicas": 1}, "status": {"readyReplicas": ready}}
+
+    assert views.get("ns", "d") is None
+    before, now = views.record(body("a", 2, 0))
+    assert before is None and now.generation == 2
+    before, now = views.record(body("a", 1, 1))  # older: the newer view stays
+    assert before == now and views.get("ns", "d").generation == 2 and views.get("ns", "d").status[2] == 0
+    views.record(body("a", 2, 1))  # the same generation, a newer status
+    assert views.get("ns", "d").status[2] == 1
+    assert views.forget(body("b", 9, 0)) is None and views.get("ns", "d") is not None  # another uid
+    before, now = views.record(body("b", 1, 0))  # made again: its generation starts over
+    assert before is None and views.get("ns", "d").uid == "b"
+    assert views.forget(body("a", 2, 1)) is None and len(views) == 1  # the old one's late deletion
+    assert views.forget(body("b", 1, 0)).uid == "b" and views.get("ns", "d") is None and len(views) == 0
 
 
 def test_child_watches_are_filtered_by_the_apiserver_unless_another_kind_shares_the_resource() -> None:

@@ -23,3 +23,49 @@ def test_a_reference_by_alias_anywhere_makes_it_follow() -> None:
     assert aliased(spec({"version": "1"}, engine=adapters))
     pinned = {"loraAdapters": [{"name": "billing", "model": {"name": "billing", "version": "2"}}]}
     assert not aliased(spec({"version": "1"}, engine=pinned))
+
+
+def test_an_unchanged_deployment_is_read_from_the_views_not_the_api() -> None:
+    """Reconciler.apply: a Deployment applied and unchanged since is read from `deployments` (what its
+    apply answered, then what the watch shows), not with a GET; with no view it is read from the API
+    once and kept. Other unchanged children are neither applied nor read."""
+    import logging
+
+    from llmops.operators.modeldeployment.plan import ServingSettings
+    from llmops.operators.modeldeployment.reconcile import Reconciler
+    from llmops.operators.runtime import Context
+
+    class Applier:  # counts what reaches the API (the apply and read paths of operators.apply.Applier)
+        def __init__(self) -> None:
+            self.applies: list[str] = []
+            self.gets: list[str] = []
+
+        def apply(self, manifest: dict) -> dict:
+            self.applies.append(manifest["metadata"]["name"])
+            meta = {**manifest["metadata"], "uid": "u-" + manifest["metadata"]["name"], "generation": 1}
+            return {**manifest, "metadata": meta, "status": {"observedGeneration": 0}}
+
+        def get(self, api_version: str, kind: str, name: str, namespace: str) -> dict | None:
+            self.gets.append(name)
+            meta = {"name": name, "namespace": namespace, "uid": "u-" + name, "generation": 1}
+            return {"metadata": meta, "spec": {"replicas": 1}, "status": {"readyReplicas": 1}}
+
+    def manifest(kind: str, name: str) -> dict:
+        return {"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": "ns"}, "spec": {}}
+
+    applier = Applier()
+    body = {"metadata": {"name": "md", "namespace": "ns", "uid": "p"}}
+    ctx = Context(body=body, applier=applier, logger=logging.getLogger("test"))  # type: ignore[arg-type]
+    reconciler = Reconciler(ServingSettings(resync_seconds=600))
+    children = [manifest("Deployment", "a"), manifest("Service", "a")]
+    assert reconciler.apply(ctx, children)["a"]["status"] == {"observedGeneration": 0}
+    assert applier.applies == ["a", "a"] and applier.gets == []
+    assert reconciler.apply(ctx, children)["a"]["status"] == {"observedGeneration": 0}  # from the view
+    ready = {**applier.get("", "", "a", "ns"), "status": {"observedGeneration": 1, "readyReplicas": 1}}
+    applier.gets.clear()
+    reconciler.deployments.record(ready)  # the watch's next event
+    assert reconciler.apply(ctx, children)["a"]["status"]["readyReplicas"] == 1
+    assert applier.applies == ["a", "a"] and applier.gets == []
+    reconciler.deployments.forget(ready)  # its view lost (as if the watch had not seen it yet)
+    assert reconciler.apply(ctx, children)["a"]["status"]["readyReplicas"] == 1
+    assert applier.gets == ["a"] and reconciler.deployments.get("ns", "a") is not None
