@@ -431,3 +431,8 @@ class Status(ApiModel):
         None, description="Coarse lifecycle phase, for humans; automation should read conditions."
     )
     message: Text | None = Field(None, description="Summary of the current state.")
+    last_handled_configuration: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        None,
+        description="The operator's record of the spec, labels and annotations it last handled (a"
+        " SHA-256 digest): a change to them runs its reconcile again. Written by the operator only.",
+    )

@@ -82,25 +82,54 @@ def webhook_server(options: WebhookOptions) -> kopf.WebhookServer:
     return kopf.WebhookServer(**common)
 
 
-class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's "last handled configuration", kept as a SHA-256 digest of it, not as a copy.
+class DigestDiffBaseStorage(kopf.StatusDiffBaseStorage):
+    """kopf's "last handled configuration", kept as a SHA-256 digest of it in
+    `status.lastHandledConfiguration` (`llmops.api.common.Status`).
 
     kopf compares the stored essence (spec, labels, annotations other than its own) with the current
     one to tell a change from a status write. Its default stores the essence itself, a second copy of
     the spec in `metadata.annotations`, which the apiserver caps at 256 KiB in all: an object near its
     CRD's size bounds is accepted, and then every patch that carries the copy is refused. Our reconcile
-    is level-based and reads no `diff`/`old`, so a digest tells a change just as well: the annotation is
-    `{"sha256": "<64 hex>"}` whatever the size of the object (BOOKKEEPING_BUDGET bounds all of ours).
-    An object that still holds a full copy from an earlier version sees one change, then a digest.
+    is level-based and reads no `diff`/`old`, so a digest tells a change just as well:
+    `{"sha256": "<64 hex>"}` whatever the size of the object.
+
+    In the status, not in an annotation: kopf writes its record after the reconcile, together with the
+    status the reconcile wrote, in one PATCH of the status subresource (kopf's `patch_obj` sends a
+    patch of the object itself only for what lies outside the status). An annotation took a second
+    PATCH, of the object, at every handled change, and a second watch event of the object back.
+    Versions before this one kept it in the annotation `llmops.io/last-handled-configuration`
+    (`legacy`): read from there while the status has none, and removed at the first store.
     """
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(field="status.lastHandledConfiguration")
+        self.prefix = prefix
+        self.legacy = f"{prefix}/last-handled-configuration"
 
     def build(self, *, body: Any, extra_fields: Any = None) -> Any:
         essence = super().build(body=body, extra_fields=extra_fields)
-        annotations = essence.get("metadata", {}).get("annotations", {})
+        meta = essence.get("metadata", {})
+        annotations = meta.get("annotations", {})
         for key in [k for k in annotations if k.startswith(f"{self.prefix}/")]:
             del annotations[key]  # our own bookkeeping is no change of the object
+        if "annotations" in meta and not annotations:
+            del meta["annotations"]  # none left: as kopf builds an object with none
+        if "metadata" in essence and not meta:
+            del essence["metadata"]
         text = json.dumps(essence, sort_keys=True, separators=(",", ":"), default=str)
         return {"sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+    def fetch(self, *, body: Any) -> Any:
+        found = super().fetch(body=body)
+        if found is None:
+            legacy = (body.get("metadata", {}).get("annotations") or {}).get(self.legacy)
+            found = json.loads(legacy) if legacy else None
+        return found
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        super().store(body=body, patch=patch, essence=essence)
+        if self.legacy in (body.get("metadata", {}).get("annotations") or {}):
+            patch.meta.annotations[self.legacy] = None  # moved to the status: deleted from here
 
 
 # The most our bookkeeping annotations (the digest above, kopf's per-handler progress record and its
@@ -295,9 +324,7 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None, k
     # Our own names for kopf's bookkeeping, chosen before the first release (changing them re-runs handlers).
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = DigestDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=PREFIX)
     # Watches that go silent behind load balancers are restarted rather than trusted forever.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
