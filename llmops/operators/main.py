@@ -132,6 +132,21 @@ class DigestDiffBaseStorage(kopf.StatusDiffBaseStorage):
             patch.meta.annotations[self.legacy] = None  # moved to the status: deleted from here
 
 
+class UnmarkedProgressStorage(kopf.AnnotationsProgressStorage):
+    """kopf's per-handler progress in annotations under our prefix, without kopf's brand marker.
+
+    kopf adds `<prefix>/kopf-managed: yes` to every object the first time it stores anything for it
+    (`_store_marker`, "to make this operator's prefix detectable"); nothing reads it, kopf included.
+    With kopf's record of what it handled in the status (DigestDiffBaseStorage), that marker was the
+    only thing kopf wrote outside the status when it handled a new object: a PATCH of the object, and
+    its watch event back, for each one (bench/reconcile_scale.py with an audit log, 2026-12-04). The
+    progress records themselves (a handler being retried) stay where they were.
+    """
+
+    def _store_marker(self, prefix: str, patch: Any, body: Any) -> None:
+        return None
+
+
 # The most our bookkeeping annotations (the digest above, kopf's per-handler progress record and its
 # marker) may take of the apiserver's 256 KiB for all of an object's annotations; the rest is the user's
 # (tests/cluster/test_operator.py measures it on objects at their CRD bounds).
@@ -323,7 +338,7 @@ def memories() -> Any:
 def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None, kinds: list[Kind]) -> None:
     # Our own names for kopf's bookkeeping, chosen before the first release (changing them re-runs handlers).
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.progress_storage = UnmarkedProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=PREFIX)
     # Watches that go silent behind load balancers are restarted rather than trusted forever.
     settings.watching.server_timeout = 300

@@ -359,6 +359,10 @@ def _write(patch: kopf.Patch, resource: Resource, body: dict, outcome: Outcome) 
 #   kubectl annotate md NAME reconcile.llmops.io/requestedAt="$(date +%s)" --overwrite
 REQUEST_ANNOTATION = "reconcile.llmops.io/requestedAt"
 CHILD_DEBOUNCE_SECONDS = 1.0
+# How long a poke may wait for its reconcile before the object is poked again (Requeue): above the
+# time a poked object waits for a worker at a cold start of thousands (the handler's thread pool and
+# kopf's `worker_limit`), so that the waiting costs no more PATCHes.
+POKE_PENDING_SECONDS = 60.0
 REQUEUE_LOG = logging.getLogger("llmops.operators.requeue")
 REQUEUE_FAILED = "could not request a reconcile of"
 
@@ -369,12 +373,18 @@ class Requeue:
     When one falls due the object is poked (REQUEST_ANNOTATION set to the time), which kopf sees
     as a change: the reconcile then runs through kopf, one at a time per object, as for any change.
     Lost on restart, and that is harmless: kopf resumes (reconciles) every object at start.
+
+    An object already poked whose reconcile has not started yet (`started` not called since) is not
+    poked again when another request falls due within POKE_PENDING_SECONDS: the reconcile it waits for
+    reads everything as it is when it runs, so a second poke would only cost a PATCH, its watch event
+    and one more reconcile. After that time (a poke whose watch event went astray) it is poked again.
     """
 
     def __init__(self, resource: Resource, concurrency: int = 8) -> None:
         self.resource = resource
         self.concurrency = concurrency
         self._due: dict[tuple[str, str], float] = {}
+        self._poked: dict[tuple[str, str], float] = {}  # poked, reconcile not started: since when
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -390,6 +400,22 @@ class Requeue:
             self._due[key] = due
         if self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
+
+    def started(self, namespace: str, name: str) -> None:
+        """A reconcile of namespace/name begins: a request from now on pokes it again. Thread-safe."""
+        with self._lock:
+            self._poked.pop((namespace, name), None)
+
+    def _awaited(self, key: tuple[str, str]) -> bool:
+        """Whether `key` was poked and its reconcile has not started (POKE_PENDING_SECONDS at most);
+        if not, it is marked poked from now on (before the PATCH: its reconcile may start at once)."""
+        now = time.monotonic()
+        with self._lock:
+            since = self._poked.get(key)
+            if since is not None and now - since < POKE_PENDING_SECONDS:
+                return True
+            self._poked[key] = now
+            return False
 
     def pending(self) -> int:
         with self._lock:
@@ -420,10 +446,13 @@ class Requeue:
         limit = asyncio.Semaphore(self.concurrency)
 
         async def poke(namespace: str, name: str) -> None:
+            if self._awaited((namespace, name)):
+                return
             async with limit:
                 try:
                     await asyncio.to_thread(self._poke, applier, namespace, name)
                 except Exception as e:  # the object is gone (404) or the API is away: try later
+                    self.started(namespace, name)  # no poke is waiting for a reconcile
                     if getattr(e, "status", None) != 404:
                         # One record per object and try would flood the log while the apiserver is
                         # away: these go through ReconnectLog (llmops/operators/main.py), at a bounded
@@ -537,6 +566,7 @@ def register(kind: Kind, registry: kopf.OperatorRegistry) -> None:
     @kopf.on.create(GROUP, VERSION, plural, id="reconcile", registry=registry)
     @kopf.on.update(GROUP, VERSION, plural, id="reconcile", registry=registry)
     def handler(body: kopf.Body, patch: kopf.Patch, logger: Any, memo: kopf.Memo, **_: Any) -> None:
+        requeue.started(body["metadata"]["namespace"], body["metadata"]["name"])
         after = reconcile(kind, dict(body), memo.applier, logger, patch, memo.stores, memo.get("auditor"))
         if after is not None:
             meta = body["metadata"]

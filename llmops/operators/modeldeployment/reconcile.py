@@ -443,11 +443,15 @@ class Reconciler:
             first.append(canary_v)
         resuming = not spec.suspend and conditions.is_true(status.conditions, SUSPENDED)
         # An autoscaled version's Deployment that is not there yet is created at its autoscaler's start
-        # count; one that is there keeps the count its autoscaler gave it (vllm.py).
+        # count; one that is there keeps the count its autoscaler gave it (vllm.py). One that the
+        # inventory does not list was never applied (the inventory is written ahead of every apply):
+        # not looked for.
         existing = frozenset(
             v.deployment
             for v in first
-            if autoscaling.autoscaled(spec, v.role) and self.deployment(ctx, v.deployment) is not None
+            if autoscaling.autoscaled(spec, v.role)
+            and f"apps/v1/Deployment/{v.deployment}" in status.inventory
+            and self.deployment(ctx, v.deployment) is not None
         )
         version_manifests = builders.version_children(
             spec,

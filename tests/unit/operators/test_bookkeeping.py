@@ -46,3 +46,20 @@ def test_an_earlier_versions_annotation_is_read_then_moved() -> None:
     assert patch["metadata"] == {"annotations": {f"{PREFIX}/last-handled-configuration": None}}
     assert "lastHandledConfiguration" in patch["status"]
     assert storage.fetch(body=body()) is None  # never handled
+
+
+def test_kopfs_progress_records_carry_no_marker() -> None:
+    """A handler's progress (kopf's retries) is stored in our annotations, without kopf's `kopf-managed`
+    marker: that marker was a PATCH of the object of its own for every new object."""
+    from llmops.operators.main import UnmarkedProgressStorage
+
+    storage = UnmarkedProgressStorage(prefix=PREFIX)
+    patch = kopf.Patch()
+    record = {"started": "2026-12-04T00:00:00", "retries": 1, "success": False, "failure": False}
+    storage.store(key=kopf.HandlerId("reconcile"), record=record, body=body(), patch=patch)  # type: ignore[arg-type]
+    annotations = patch["metadata"]["annotations"]
+    assert set(annotations) == {f"{PREFIX}/reconcile"}
+    assert storage.fetch(key=kopf.HandlerId("reconcile"), body=kopf.Body({"metadata": patch["metadata"]}))
+    touched = kopf.Patch()
+    storage.touch(body=body(), patch=touched, value="now")
+    assert set(touched["metadata"]["annotations"]) == {f"{PREFIX}/touch-dummy"}

@@ -100,3 +100,55 @@ def test_kopf_request_attempts_are_rate_limited_whichever_logger_asked():
     assert len(attempts) == 1 and attempts[0].levelno == logging.WARNING
     # Any other record passes untouched.
     assert [r.levelno for r in kept.records if r.getMessage().startswith("Handler")] == [logging.ERROR]
+
+
+class Here:
+    """A client whose pokes succeed; it only counts them."""
+
+    def __init__(self) -> None:
+        self.pokes: list[str] = []
+
+    def merge_patch(self, api_version: str, kind: str, name: str, namespace: str, body: dict) -> dict:
+        self.pokes.append(name)
+        return {}
+
+
+def test_an_object_poked_and_not_yet_reconciled_is_not_poked_again() -> None:
+    """A request that falls due while the last poke still waits for its reconcile costs no PATCH; once
+    the reconcile has begun (`started`), the next request pokes again. A failed poke waits for nothing."""
+    client = Here()
+    requeue = Requeue(MODEL_DEPLOYMENT)
+
+    async def settle(pokes: int) -> None:
+        while requeue.pending() or len(client.pokes) < pokes:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # a further poke, if any, would have been made by now
+
+    async def run() -> None:
+        requeue.start(SimpleNamespace(kube=client), logging.getLogger("test.requeue"))
+        requeue.later("ns", "md", 0)
+        await settle(1)
+        requeue.later("ns", "md", 0)  # the first poke's reconcile has not started: nothing sent
+        await settle(1)
+        requeue.started("ns", "md")
+        requeue.later("ns", "md", 0)
+        await settle(2)
+        requeue.later("ns", "other", 0)
+        await settle(3)
+        await requeue.stop()
+
+    asyncio.run(run())
+    assert client.pokes == ["md", "md", "other"]
+
+    away = Away()
+    requeue = Requeue(MODEL_DEPLOYMENT)
+
+    async def failing() -> None:
+        requeue.start(SimpleNamespace(kube=away), logging.getLogger("test.requeue"))
+        requeue.later("ns", "md", 0)
+        while not away.pokes or not requeue.pending():  # failed, and asked for again in 10 s
+            await asyncio.sleep(0.01)
+        await requeue.stop()
+
+    asyncio.run(failing())
+    assert not requeue._awaited(("ns", "md"))  # the failed poke left no mark
