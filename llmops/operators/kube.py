@@ -226,18 +226,22 @@ class Kube:
         namespace: str | None = None,
         label_selector: str | None = None,
         page: int | None = None,
+        field_selector: str | None = None,
     ) -> list[dict]:
         """Every object of the kind in `namespace` (all namespaces: None, for a namespaced kind),
-        matching `label_selector` (equality terms, `a=b,c=d`); read in pages of `page` objects (the
-        list API's `limit` and `continue`) when given, else as one response."""
+        matching `label_selector` and `field_selector` (equality terms, `a=b,c=d`); read in pages of
+        `page` objects (the list API's `limit` and `continue`) when given, else as one response."""
         res = self.resource(api_version, kind)
         if namespace is None and issubclass(res, lkres.NamespacedResource):
             namespace = lightkube.ALL_NS
         labels = dict(_selector(label_selector)) if label_selector else None
+        fields = dict(_selector(field_selector)) if field_selector else None
         return _retrying(
             lambda: [
                 _plain(item)
-                for item in self.client.list(res, namespace=namespace, labels=labels, chunk_size=page)
+                for item in self.client.list(
+                    res, namespace=namespace, labels=labels, fields=fields, chunk_size=page
+                )
             ]
         )
 

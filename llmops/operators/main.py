@@ -19,7 +19,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from llmops import logsafe
-from llmops.api import GROUP
+from llmops.api import GROUP, VERSION
 from llmops.operators import admission, runtime
 from llmops.operators.apply import Applier
 from llmops.operators.auditing import Auditor
@@ -98,12 +98,17 @@ class DigestDiffBaseStorage(kopf.StatusDiffBaseStorage):
     patch of the object itself only for what lies outside the status). An annotation took a second
     PATCH, of the object, at every handled change, and a second watch event of the object back.
     Versions before this one kept it in the annotation `llmops.io/last-handled-configuration`
-    (`legacy`): read from there while the status has none, and removed at the first store.
+    (`legacy`): read from there while the status has none, and removed once the status holds it.
+
+    `in_status=False` keeps it in that annotation, as before: for CRDs older than this operator,
+    whose status schema has no such field (`stale_crds`), where the apiserver would drop it and every
+    status write would then look like a new object to kopf.
     """
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, in_status: bool = True) -> None:
         super().__init__(field="status.lastHandledConfiguration")
         self.prefix = prefix
+        self.in_status = in_status
         self.legacy = f"{prefix}/last-handled-configuration"
 
     def build(self, *, body: Any, extra_fields: Any = None) -> Any:
@@ -120,16 +125,43 @@ class DigestDiffBaseStorage(kopf.StatusDiffBaseStorage):
         return {"sha256": hashlib.sha256(text.encode()).hexdigest()}
 
     def fetch(self, *, body: Any) -> Any:
-        found = super().fetch(body=body)
+        found = super().fetch(body=body) if self.in_status else None
         if found is None:
             legacy = (body.get("metadata", {}).get("annotations") or {}).get(self.legacy)
             found = json.loads(legacy) if legacy else None
         return found
 
     def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        if not self.in_status:
+            patch.meta.annotations[self.legacy] = json.dumps(essence, separators=(",", ":"))
+            return
         super().store(body=body, patch=patch, essence=essence)
         if self.legacy in (body.get("metadata", {}).get("annotations") or {}):
-            patch.meta.annotations[self.legacy] = None  # moved to the status: deleted from here
+            if super().fetch(body=body) is None:  # not in the status yet: both, until it is there
+                patch.meta.annotations[self.legacy] = json.dumps(essence, separators=(",", ":"))
+            else:
+                patch.meta.annotations[self.legacy] = None  # moved to the status: deleted here
+
+
+def stale_crds(kube: Kube, kinds: list[Kind]) -> list[str]:
+    """The CRDs of `kinds` whose served version's status schema lacks `lastHandledConfiguration`
+    (installed by an earlier release: Helm never upgrades CRDs), by name; a CRD that cannot be read
+    counts as stale. Raises nothing."""
+    stale = []
+    for kind in kinds:
+        name = f"{kind.resource.plural}.{GROUP}"
+        try:
+            found = kube.list(
+                "apiextensions.k8s.io/v1", "CustomResourceDefinition", field_selector=f"metadata.name={name}"
+            )
+        except Exception:
+            found = []
+        versions = (found[0].get("spec") or {}).get("versions") or [] if found else []
+        schema = next((v.get("schema") or {} for v in versions if v.get("name") == VERSION), {})
+        status = (schema.get("openAPIV3Schema") or {}).get("properties", {}).get("status") or {}
+        if "lastHandledConfiguration" not in (status.get("properties") or {}):
+            stale.append(name)
+    return stale
 
 
 class UnmarkedProgressStorage(kopf.AnnotationsProgressStorage):
@@ -466,6 +498,16 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
     def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings, webhook, kinds)
         memo.applier = Applier(Kube.from_environment())
+        stale = stale_crds(memo.applier.kube, kinds)
+        if stale:
+            settings.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=PREFIX, in_status=False)
+            logging.getLogger(__name__).warning(
+                "the installed CRDs %s are older than this operator (no status.lastHandledConfiguration);"
+                " apply this release's CRDs (kubectl apply --server-side -f crds/) and restart the"
+                " operator. Until then it keeps its record of what it handled in the annotation %s.",
+                ", ".join(stale),
+                settings.persistence.diffbase_storage.legacy,
+            )
         memo.stores = StoreCache()
         memo.identity = identity(memo.applier.kube)
         memo.auditor = Auditor.from_env(memo.identity)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -333,3 +334,63 @@ def test_a_start_lists_in_pages_and_reconciles_every_object(
     assert [n for _, n in pages] == [LIST_PAGE_SIZE, LIST_PAGE_SIZE, 1]
     assert all(f"limit={LIST_PAGE_SIZE}" in url for url, _ in pages)
     assert ["continue=" in url for url, _ in pages] == [False, True, True]
+
+
+def reconciles(metrics_port: int, kind: str) -> float:
+    """llmops_operator_reconciles_total of `kind`, every outcome, as the operator's /metrics says."""
+    _, text = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("llmops_operator_reconciles_total{") and f'kind="{kind}"' in line
+    )
+
+
+def test_crds_older_than_the_operator_keep_its_record_in_the_annotation(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    """An upgrade of the operator without its CRDs (Helm never upgrades them): the installed status
+    schema has no `lastHandledConfiguration`, so the apiserver would drop kopf's record from every status
+    write and each write would look like a new object. The operator says so in its log and keeps the
+    record in its annotation, as before: the object is reconciled once, not again and again."""
+    crd_file = Path(__file__).parents[2] / "crds" / "llmops.io_modeldeployments.yaml"
+    crd = yaml.safe_load(crd_file.read_text())
+    old = json.loads(json.dumps(crd))
+    for version in old["spec"]["versions"]:
+        del version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"][
+            "lastHandledConfiguration"
+        ]
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(old))
+    try:
+        md = {
+            "apiVersion": "llmops.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "older-crds"},
+            "spec": {
+                "model": {"name": "bot", "version": "1"},
+                "registry": {"local": {"path": "/nonexistent-registry"}},
+                "resources": {"cpu": 1, "memory": "2Gi"},
+            },
+        }
+        with operator_process(cluster, namespace) as op:
+            cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(md))
+            obj = eventually(
+                lambda: (
+                    (o := get(cluster, "modeldeployment", "older-crds", namespace))
+                    .get("status", {})
+                    .get("observedGeneration")
+                    and o
+                ),
+                timeout=60,
+            )
+            annotations = obj["metadata"].get("annotations") or {}
+            assert f"{PREFIX}/last-handled-configuration" in annotations
+            assert "lastHandledConfiguration" not in obj["status"]
+            settled = eventually(lambda: reconciles(op["metrics"], "ModelDeployment"), timeout=30)
+            time.sleep(10)
+            later = reconciles(op["metrics"], "ModelDeployment")
+            print(f"reconciles: {settled:.0f} when its status was first written, {later:.0f} 10 s later")
+            assert later - settled <= 1, (settled, later)  # no loop (a Stalled one is retried slowly)
+            assert "are older than this operator" in op["log"].read_text()
+    finally:
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_file))

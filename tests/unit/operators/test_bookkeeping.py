@@ -43,8 +43,12 @@ def test_an_earlier_versions_annotation_is_read_then_moved() -> None:
     assert storage.fetch(body=old) == essence
     patch = kopf.Patch()
     storage.store(body=old, patch=patch, essence=essence)
+    assert "lastHandledConfiguration" in patch["status"]  # and the annotation kept (next test)
+    moved = kopf.Body({**old, "status": patch["status"]})
+    assert storage.fetch(body=moved) == essence
+    patch = kopf.Patch()
+    storage.store(body=moved, patch=patch, essence=essence)  # the status holds it: the annotation goes
     assert patch["metadata"] == {"annotations": {f"{PREFIX}/last-handled-configuration": None}}
-    assert "lastHandledConfiguration" in patch["status"]
     assert storage.fetch(body=body()) is None  # never handled
 
 
@@ -63,3 +67,58 @@ def test_kopfs_progress_records_carry_no_marker() -> None:
     touched = kopf.Patch()
     storage.touch(body=body(), patch=touched, value="now")
     assert set(touched["metadata"]["annotations"]) == {f"{PREFIX}/touch-dummy"}
+
+
+def test_the_record_stays_in_the_annotation_until_the_status_holds_it() -> None:
+    """While an object's status has no record (its first store after an upgrade), the annotation is
+    written too, so that a status the apiserver dropped (an old CRD) loses nothing; once the status holds
+    it, the annotation goes. With `in_status=False` (CRDs older than the operator) only the annotation
+    is written, as before."""
+    storage = DigestDiffBaseStorage(prefix=PREFIX)
+    essence = storage.build(body=body())
+    legacy = f"{PREFIX}/last-handled-configuration"
+    old = body(**{legacy: json.dumps({"sha256": "0" * 64})})
+    patch = kopf.Patch()
+    storage.store(body=old, patch=patch, essence=essence)
+    assert json.loads(patch["metadata"]["annotations"][legacy]) == essence  # both, for now
+    assert json.loads(patch["status"]["lastHandledConfiguration"]) == essence
+    pruned = kopf.Body(
+        {**old, "metadata": {**old["metadata"], "annotations": patch["metadata"]["annotations"]}}
+    )
+    assert storage.fetch(body=pruned) == essence  # the status dropped it: the annotation still says
+
+    annotated = DigestDiffBaseStorage(prefix=PREFIX, in_status=False)
+    patch = kopf.Patch()
+    annotated.store(body=body(), patch=patch, essence=essence)
+    assert "status" not in patch and json.loads(patch["metadata"]["annotations"][legacy]) == essence
+    recorded = kopf.Body(
+        {**body(), "status": {"lastHandledConfiguration": "stale"}, "metadata": patch["metadata"]}
+    )
+    assert annotated.fetch(body=recorded) == essence  # the status is not read
+
+
+def test_crds_older_than_the_operator_are_found() -> None:
+    """stale_crds: a kind whose installed CRD's status schema has no lastHandledConfiguration (or that
+    cannot be read) is named; the operator then keeps its record in the annotation."""
+    from llmops.crdgen import crd
+    from llmops.operators.main import default_kinds, stale_crds
+
+    kinds = default_kinds()
+    installed = {f"{k.resource.plural}.llmops.io": crd(k.resource) for k in kinds}
+
+    class Kube:
+        def list(self, api_version: str, kind: str, field_selector: str = "", **_: object) -> list[dict]:
+            name = field_selector.removeprefix("metadata.name=")
+            if name == "trainingjobs.llmops.io":
+                raise RuntimeError("forbidden")
+            return [installed[name]] if name in installed else []
+
+    assert stale_crds(Kube(), kinds) == ["trainingjobs.llmops.io"]  # type: ignore[arg-type]
+    schema = installed["modeldeployments.llmops.io"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    del schema["properties"]["status"]["properties"]["lastHandledConfiguration"]
+    del installed["retrainpolicies.llmops.io"]
+    assert set(stale_crds(Kube(), kinds)) == {  # type: ignore[arg-type]
+        "trainingjobs.llmops.io",
+        "modeldeployments.llmops.io",
+        "retrainpolicies.llmops.io",
+    }
