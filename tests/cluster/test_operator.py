@@ -41,6 +41,14 @@ def get(cluster: LocalCluster, kind: str, name: str, namespace: str) -> dict:
     )
 
 
+def with_status(cluster: LocalCluster, kind: str, name: str, namespace: str, timeout: float = 60) -> dict:
+    """The object once the operator has written its status (`status.observedGeneration` set)."""
+    return eventually(
+        lambda: (o := get(cluster, kind, name, namespace)).get("status", {}).get("observedGeneration") and o,
+        timeout=timeout,
+    )
+
+
 def create_secrets(cluster: LocalCluster, namespace: str) -> None:
     for name in SECRETS:
         cluster.kubectl("create", "secret", "generic", name, "-n", namespace, "--from-literal=key=value")
@@ -188,14 +196,7 @@ def test_operator_survives_objects_it_did_not_expect(cluster: LocalCluster, name
         }
         with operator_process(cluster, namespace) as op:
             cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(strange))
-            obj = eventually(
-                lambda: (
-                    (o := get(cluster, "md", "strange", namespace))
-                    .get("status", {})
-                    .get("observedGeneration")
-                    and o
-                )
-            )
+            obj = with_status(cluster, "md", "strange", namespace)
             stalled = next(c for c in obj["status"]["conditions"] if c["type"] == "Stalled")
             assert stalled["status"] == "True" and stalled["reason"] == "InvalidSpec"
             assert "spec.model.name" in stalled["message"] and "spec.surprise" in stalled["message"]
@@ -374,15 +375,7 @@ def test_crds_older_than_the_operator_keep_its_record_in_the_annotation(
         }
         with operator_process(cluster, namespace) as op:
             cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(md))
-            obj = eventually(
-                lambda: (
-                    (o := get(cluster, "modeldeployment", "older-crds", namespace))
-                    .get("status", {})
-                    .get("observedGeneration")
-                    and o
-                ),
-                timeout=60,
-            )
+            obj = with_status(cluster, "modeldeployment", "older-crds", namespace)
             annotations = obj["metadata"].get("annotations") or {}
             assert f"{PREFIX}/last-handled-configuration" in annotations
             assert "lastHandledConfiguration" not in obj["status"]
