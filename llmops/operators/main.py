@@ -98,7 +98,10 @@ class DigestDiffBaseStorage(kopf.StatusDiffBaseStorage):
     patch of the object itself only for what lies outside the status). An annotation took a second
     PATCH, of the object, at every handled change, and a second watch event of the object back.
     Versions before this one kept it in the annotation `llmops.io/last-handled-configuration`
-    (`legacy`): read from there while the status has none, and removed once the status holds it.
+    (`legacy`): read from there while the status has none. kopf stores its record only when the
+    object has changed, so an object moves at its next change (the record written to both places) and
+    the annotation goes at the change after that; an object that never changes keeps its annotation,
+    which stays correct.
 
     `in_status=False` keeps it in that annotation, as before: for CRDs older than this operator,
     whose status schema has no such field (`stale_crds`), where the apiserver would drop it and every
@@ -145,8 +148,8 @@ class DigestDiffBaseStorage(kopf.StatusDiffBaseStorage):
 
 def stale_crds(kube: Kube, kinds: list[Kind]) -> list[str]:
     """The CRDs of `kinds` whose served version's status schema lacks `lastHandledConfiguration`
-    (installed by an earlier release: Helm never upgrades CRDs), by name; a CRD that cannot be read
-    counts as stale. Raises nothing."""
+    (installed by an earlier release: Helm never upgrades CRDs), or that are not installed, by name.
+    Raises kopf.TemporaryError when the apiserver does not answer (the startup handler is retried)."""
     stale = []
     for kind in kinds:
         name = f"{kind.resource.plural}.{GROUP}"
@@ -154,8 +157,8 @@ def stale_crds(kube: Kube, kinds: list[Kind]) -> list[str]:
             found = kube.list(
                 "apiextensions.k8s.io/v1", "CustomResourceDefinition", field_selector=f"metadata.name={name}"
             )
-        except Exception:
-            found = []
+        except Exception as e:
+            raise kopf.TemporaryError(f"could not read the CRD {name}: {e}", delay=5) from e
         versions = (found[0].get("spec") or {}).get("versions") or [] if found else []
         schema = next((v.get("schema") or {} for v in versions if v.get("name") == VERSION), {})
         status = (schema.get("openAPIV3Schema") or {}).get("properties", {}).get("status") or {}
@@ -168,19 +171,25 @@ class UnmarkedProgressStorage(kopf.AnnotationsProgressStorage):
     """kopf's per-handler progress in annotations under our prefix, without kopf's brand marker.
 
     kopf adds `<prefix>/kopf-managed: yes` to every object the first time it stores anything for it
-    (`_store_marker`, "to make this operator's prefix detectable"); nothing reads it, kopf included.
-    With kopf's record of what it handled in the status (DigestDiffBaseStorage), that marker was the
-    only thing kopf wrote outside the status when it handled a new object: a PATCH of the object, and
-    its watch event back, for each one (bench/reconcile_scale.py with an audit log, 2026-12-04). The
-    progress records themselves (a handler being retried) stay where they were.
+    (`_store_marker`). With kopf's record of what it handled in the status (DigestDiffBaseStorage),
+    that marker was the only thing kopf wrote outside the status when it handled a new object: a PATCH
+    of the object, and its watch event back, for each one (bench/reconcile_scale.py with an audit log,
+    2026-12-04). The progress records themselves (a handler being retried) stay where they were.
+
+    The trade-off: the marker is how *another* kopf-based operator watching our kinds (kopf's
+    `DiffBaseStorage.build`, `_detect_marked_prefixes`) would learn that `llmops.io/...` annotations
+    are bookkeeping, not changes. Without it, such an operator would see one change whenever our
+    progress record is written or removed, which happens only while one of our handlers is retried.
+    Our own operator strips its prefix itself (DigestDiffBaseStorage.build).
     """
 
     def _store_marker(self, prefix: str, patch: Any, body: Any) -> None:
         return None
 
 
-# The most our bookkeeping annotations (the digest above, kopf's per-handler progress record and its
-# marker) may take of the apiserver's 256 KiB for all of an object's annotations; the rest is the user's
+# The most our bookkeeping annotations (kopf's per-handler progress record while a handler is retried;
+# the digest above while it is kept in its annotation, `in_status=False`, or an object moves to the
+# status) may take of the apiserver's 256 KiB for all of an object's annotations; the rest is the user's
 # (tests/cluster/test_operator.py measures it on objects at their CRD bounds).
 BOOKKEEPING_BUDGET = 2048
 

@@ -385,6 +385,7 @@ class Requeue:
         self.concurrency = concurrency
         self._due: dict[tuple[str, str], float] = {}
         self._poked: dict[tuple[str, str], float] = {}  # poked, reconcile not started: since when
+        self._swept = time.monotonic()  # when `_poked` was last rid of what waited past its time
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -435,6 +436,9 @@ class Requeue:
     def _take_due(self) -> tuple[list[tuple[str, str]], float | None]:
         now = time.monotonic()
         with self._lock:
+            if now - self._swept > POKE_PENDING_SECONDS:  # objects deleted after a poke, say
+                self._poked = {k: at for k, at in self._poked.items() if now - at < POKE_PENDING_SECONDS}
+                self._swept = now
             due = [key for key, at in self._due.items() if at <= now]
             for key in due:
                 del self._due[key]
@@ -542,7 +546,7 @@ def _watch_child(kind: Kind, child: Child, requeue: Requeue, registry: kopf.Oper
         if views is not None:
             was, now = views.record(dict(body))
             before = empty if was is None else child.fingerprint(was.body())
-            fingerprint = child.fingerprint(now.body())
+            fingerprint = empty if now is None else child.fingerprint(now.body())
         else:
             fingerprint = child.fingerprint(dict(body))
             before = seen.pop(uid, empty)

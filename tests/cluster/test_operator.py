@@ -379,11 +379,12 @@ def test_crds_older_than_the_operator_keep_its_record_in_the_annotation(
             annotations = obj["metadata"].get("annotations") or {}
             assert f"{PREFIX}/last-handled-configuration" in annotations
             assert "lastHandledConfiguration" not in obj["status"]
-            settled = eventually(lambda: reconciles(op["metrics"], "ModelDeployment"), timeout=30)
             time.sleep(10)
-            later = reconciles(op["metrics"], "ModelDeployment")
-            print(f"reconciles: {settled:.0f} when its status was first written, {later:.0f} 10 s later")
-            assert later - settled <= 1, (settled, later)  # no loop (a Stalled one is retried slowly)
+            count = reconciles(op["metrics"], "ModelDeployment")
+            print(f"reconciles, 10 s after the status was first written: {count:.0f}")
+            # Once: a Stalled object is looked at again only after STALLED_RETRY_SECONDS (60 s). With its
+            # record lost at every status write, each write would look like a new object to kopf.
+            assert count == 1
             assert "are older than this operator" in op["log"].read_text()
     finally:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_file))

@@ -53,7 +53,7 @@ _STATUS_FIELDS = ("observedGeneration", "replicas", "readyReplicas", "availableR
 
 class DeploymentView(NamedTuple):
     """What the parent reads of a child Deployment, kept per Deployment by the operator
-    (runtime.ChildViews) in place of reading it again: about 120 bytes against a GET's whole object.
+    (operators.views.ChildViews) in place of reading it again: about 120 bytes against a GET's whole object.
     A field the Deployment did not have is None, and absent again from `body()`."""
 
     uid: str

@@ -111,7 +111,7 @@ class Reconciler:
     # Unchanged children are applied again only after settings.resync_seconds, which repairs drift
     # without re-sending every object on every status change.
     _applied: Applied = field(default_factory=Applied)
-    # The child Deployments as the watch and our own applies last showed them (runtime.ChildViews):
+    # The child Deployments as the watch and our own applies last showed them (operators.views.ChildViews):
     # an unchanged Deployment is read from here, not from the API (make_kind wires the watch to it).
     deployments: ChildViews[DeploymentView] = field(default_factory=lambda: ChildViews(DeploymentView.of))
 
@@ -166,7 +166,7 @@ class Reconciler:
             result = ctx.applier.apply(manifest)
             self._applied.put(uid, entry, digest, time.monotonic())
             if is_deployment:
-                self.deployments.record(result)
+                self.deployments.note(result)
                 live[name] = result
         return live
 
@@ -178,7 +178,7 @@ class Reconciler:
             return view.body()
         current = ctx.applier.get("apps/v1", "Deployment", name, ctx.namespace)
         if current is not None:
-            self.deployments.record(current)
+            self.deployments.note(current)
         return current
 
     @staticmethod
@@ -225,6 +225,8 @@ class Reconciler:
             with contextlib.suppress(KindNotServed):  # its CRD is gone, and so is the object
                 ctx.applier.delete(api_version, kind, name, ctx.namespace)
             self._applied.pop(uid, entry)
+            if kind == "Deployment":
+                self.deployments.discard(ctx.namespace, name)
 
     def clear_the_way(
         self, ctx: Context, previous: list[str], manifests: list[dict], wanted: set[str]
@@ -443,15 +445,13 @@ class Reconciler:
             first.append(canary_v)
         resuming = not spec.suspend and conditions.is_true(status.conditions, SUSPENDED)
         # An autoscaled version's Deployment that is not there yet is created at its autoscaler's start
-        # count; one that is there keeps the count its autoscaler gave it (vllm.py). One that the
-        # inventory does not list was never applied (the inventory is written ahead of every apply):
-        # not looked for.
+        # count; one that is there keeps the count its autoscaler gave it (vllm.py). Looked for even
+        # when the inventory does not list it: a status lost (rewritten whole, restored without it)
+        # must not shrink a serving Deployment to the start count.
         existing = frozenset(
             v.deployment
             for v in first
-            if autoscaling.autoscaled(spec, v.role)
-            and f"apps/v1/Deployment/{v.deployment}" in status.inventory
-            and self.deployment(ctx, v.deployment) is not None
+            if autoscaling.autoscaled(spec, v.role) and self.deployment(ctx, v.deployment) is not None
         )
         version_manifests = builders.version_children(
             spec,

@@ -13,7 +13,7 @@ import logging
 from types import SimpleNamespace
 
 from llmops.api import MODEL_DEPLOYMENT
-from llmops.operators import kube
+from llmops.operators import kube, runtime
 from llmops.operators.main import ReconnectLog
 from llmops.operators.runtime import REQUEUE_FAILED, REQUEUE_LOG, Requeue
 
@@ -152,3 +152,8 @@ def test_an_object_poked_and_not_yet_reconciled_is_not_poked_again() -> None:
 
     asyncio.run(failing())
     assert not requeue._awaited(("ns", "md"))  # the failed poke left no mark
+    assert requeue._poked  # ... but that look did leave one
+    requeue._swept -= runtime.POKE_PENDING_SECONDS + 1
+    requeue._poked[("ns", "md")] -= runtime.POKE_PENDING_SECONDS + 1  # an object deleted after its poke
+    requeue._take_due()
+    assert not requeue._poked  # swept: poked objects that never got a reconcile are not kept forever

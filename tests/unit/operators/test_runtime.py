@@ -156,7 +156,7 @@ def test_a_child_re_runs_its_parent_when_its_fingerprint_changes_or_it_is_delete
         "spec": {"replicas": 1},
         "status": {"readyReplicas": 1},
     }
-    views.record(applied)
+    views.note(applied)  # the reconcile's apply answered
     assert event("deployments", "Deployment", "MODIFIED", "d1", readyReplicas=0) == 0  # older: kept
     assert views.get("ns", "d1").generation == 2
     asyncio.run(handlers["modeldeployments-child-deployments"](event={"type": "MODIFIED"}, body=applied))
@@ -164,9 +164,10 @@ def test_a_child_re_runs_its_parent_when_its_fingerprint_changes_or_it_is_delete
 
 
 def test_child_views_keep_the_newest_state_of_each_child() -> None:
-    """ChildViews: a view of an older generation of the same child does not replace a newer one (a watch
-    event that arrives after the apply's answer); one of another uid (deleted and made again) does; a
-    deletion drops only the view of its own uid."""
+    """ChildViews: the watch (`record`) replaces a view unless that view's generation is newer; an API
+    answer (`note`) only when there is none, it is of another uid, or its generation is newer (an
+    answer can be older than an event already recorded); a deleted uid is refused for a while, so a late
+    answer does not bring it back; a deletion drops only the view of its own uid."""
     from llmops.operators.modeldeployment.observe import DeploymentView
     from llmops.operators.views import ChildViews
 
@@ -176,18 +177,38 @@ def test_child_views_keep_the_newest_state_of_each_child() -> None:
         meta = {"uid": uid, "namespace": "ns", "name": "d", "generation": generation}
         return {"metadata": meta, "spec": {"replicas": 1}, "status": {"readyReplicas": ready}}
 
+    def ready() -> int | None:
+        view = views.get("ns", "d")
+        return None if view is None else view.status[2]
+
     assert views.get("ns", "d") is None
     before, now = views.record(body("a", 2, 0))
-    assert before is None and now.generation == 2
+    assert before is None and now is not None and now.generation == 2
     before, now = views.record(body("a", 1, 1))  # older: the newer view stays
-    assert before == now and views.get("ns", "d").generation == 2 and views.get("ns", "d").status[2] == 0
-    views.record(body("a", 2, 1))  # the same generation, a newer status
-    assert views.get("ns", "d").status[2] == 1
+    assert before == now and views.get("ns", "d").generation == 2 and ready() == 0
+    views.record(body("a", 2, 1))  # the watch, the same generation: a newer status
+    assert ready() == 1
+    views.note(body("a", 2, 0))  # an answer of that generation may be older than the event: ignored
+    assert ready() == 1
+    views.note(body("a", 3, 0))  # an apply's answer with a new generation: ahead of its event
+    assert views.get("ns", "d").generation == 3
+    views.record(body("a", 2, 1))  # the watch catching up with older events
+    assert views.get("ns", "d").generation == 3
+
     assert views.forget(body("b", 9, 0)) is None and views.get("ns", "d") is not None  # another uid
-    before, now = views.record(body("b", 1, 0))  # made again: its generation starts over
-    assert before is None and views.get("ns", "d").uid == "b"
-    assert views.forget(body("a", 2, 1)) is None and len(views) == 1  # the old one's late deletion
-    assert views.forget(body("b", 1, 0)).uid == "b" and views.get("ns", "d") is None and len(views) == 0
+    assert views.forget(body("a", 3, 0)).uid == "a" and views.get("ns", "d") is None
+    views.note(body("a", 3, 0))  # an answer that arrives after the deletion
+    assert views.get("ns", "d") is None
+    assert views.record(body("a", 3, 0)) == (None, None)
+    views.note(body("c", 1, 0))  # made again, another uid: its generation starts over
+    assert views.get("ns", "d").uid == "c" and len(views) == 1
+    views.discard("ns", "d")  # the reconcile deleted it
+    assert views.get("ns", "d") is None
+    views.note(body("c", 1, 0))
+    assert views.get("ns", "d") is None and len(views) == 0
+    views.DELETED_TTL = 0.0  # the refusal is kept for a while only
+    views.note(body("c", 1, 0))
+    assert views.get("ns", "d").uid == "c"
 
 
 def test_child_watches_are_filtered_by_the_apiserver_unless_another_kind_shares_the_resource() -> None:

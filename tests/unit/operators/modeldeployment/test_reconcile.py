@@ -39,6 +39,7 @@ def test_an_unchanged_deployment_is_read_from_the_views_not_the_api() -> None:
         def __init__(self) -> None:
             self.applies: list[str] = []
             self.gets: list[str] = []
+            self.uid = "u-"
 
         def apply(self, manifest: dict) -> dict:
             self.applies.append(manifest["metadata"]["name"])
@@ -47,7 +48,7 @@ def test_an_unchanged_deployment_is_read_from_the_views_not_the_api() -> None:
 
         def get(self, api_version: str, kind: str, name: str, namespace: str) -> dict | None:
             self.gets.append(name)
-            meta = {"name": name, "namespace": namespace, "uid": "u-" + name, "generation": 1}
+            meta = {"name": name, "namespace": namespace, "uid": self.uid + name, "generation": 1}
             return {"metadata": meta, "spec": {"replicas": 1}, "status": {"readyReplicas": 1}}
 
     def manifest(kind: str, name: str) -> dict:
@@ -66,6 +67,7 @@ def test_an_unchanged_deployment_is_read_from_the_views_not_the_api() -> None:
     reconciler.deployments.record(ready)  # the watch's next event
     assert reconciler.apply(ctx, children)["a"]["status"]["readyReplicas"] == 1
     assert applier.applies == ["a", "a"] and applier.gets == []
-    reconciler.deployments.forget(ready)  # its view lost (as if the watch had not seen it yet)
+    reconciler.deployments.forget(ready)  # deleted, and made again by someone else, unseen yet
+    applier.uid = "u2-"
     assert reconciler.apply(ctx, children)["a"]["status"]["readyReplicas"] == 1
     assert applier.gets == ["a"] and reconciler.deployments.get("ns", "a") is not None
