@@ -51,6 +51,12 @@ _THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "R
 MAX_ATTEMPTS = 5
 CONNECT_TIMEOUT_S = 10.0  # seconds to open a connection to the endpoint
 READ_TIMEOUT_S = 60.0  # seconds without a byte from the endpoint before an attempt is given up
+# Connections one S3Store keeps open for reuse: as many as the threads that may share it at once (the
+# operator's 16 handler threads share one store per location, operators.main; an archive copies with
+# boto3's 10 transfer threads). botocore keeps 10 by default: with more threads at once, each
+# connection given back beyond the tenth is closed ("Connection pool is full, discarding connection")
+# and opened anew, TLS handshake included, when next needed (tests/workloads/test_retention_storage.py).
+POOL_CONNECTIONS = 32
 
 
 @dataclass(frozen=True)
@@ -568,6 +574,7 @@ class S3Store:
                 retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
                 connect_timeout=CONNECT_TIMEOUT_S,
                 read_timeout=read_timeout,
+                max_pool_connections=POOL_CONNECTIONS,
             ),
             verify=ca_bundle,
         )

@@ -128,6 +128,35 @@ def _retrying(call: Any) -> Any:
     raise AssertionError("unreachable")
 
 
+# Connections kept open between requests, and for how long an idle one is kept (seconds): more than
+# the threads that share one client may use at once (kopf's executor, `settings.execution.max_workers`,
+# 16, and asyncio's default executor, min(32, CPUs + 4)). httpx keeps 20 for 5 s by default: with more
+# threads than that at once, each connection given back beyond the 20th was closed and opened anew,
+# TLS handshake included, for a later request (24 threads against a real apiserver: 628 connections
+# for 998 requests; tests/unit/operators/test_kube.py), work the apiserver pays for too. client-go
+# keeps 25 per host for 90 s (k8s.io/apimachinery/pkg/util/net, SetTransportDefaults) and multiplexes
+# over HTTP/2. The number of connections open at once is not capped: the threads bound it.
+KEEPALIVE_CONNECTIONS = 64
+KEEPALIVE_SECONDS = 90.0
+
+
+def transport(config: Any) -> httpx.HTTPTransport:
+    """The HTTP transport of the operator's client for a lightkube SingleConfig: its TLS settings
+    (lightkube's own: the cluster's CA, a client certificate if the user has one) and a connection pool
+    that keeps up to KEEPALIVE_CONNECTIONS open for KEEPALIVE_SECONDS (lightkube takes httpx's defaults
+    otherwise). Authentication stays lightkube's (a token, refreshed as it refreshes it)."""
+    from lightkube.config import client_adapter  # pinned lightkube>=0.22,<0.23
+
+    return httpx.HTTPTransport(
+        verify=client_adapter.verify_cluster(config.cluster, config.user, config.abs_file),
+        limits=httpx.Limits(
+            max_connections=None,
+            max_keepalive_connections=KEEPALIVE_CONNECTIONS,
+            keepalive_expiry=KEEPALIVE_SECONDS,
+        ),
+    )
+
+
 class Kube:
     """A thread-safe client for the operator: server-side apply, get, list, patch, delete of dicts."""
 
@@ -145,7 +174,15 @@ class Kube:
         config = (
             lightkube.KubeConfig.from_file(kubeconfig).get() if kubeconfig else kubeconfigs.for_operator()
         )
-        return cls(lightkube.Client(config=config, timeout=TIMEOUT, lazy=False, field_manager=UPDATE_MANAGER))
+        if config is None:  # in a pod: its ServiceAccount, as lightkube finds it
+            config = lightkube.KubeConfig.from_env().get()
+        client = lightkube.Client(config=config, timeout=TIMEOUT, lazy=False, field_manager=UPDATE_MANAGER)
+        # lightkube's own `transport=` argument fails (it deep-copies its parameters, an SSLContext
+        # included), so its httpx client gets ours in place of the one it made, before any request.
+        http: httpx.Client = client._client._client
+        http._transport.close()
+        http._transport = transport(config)
+        return cls(client)
 
     def close(self) -> None:
         self.client.close()
@@ -234,8 +271,8 @@ class Kube:
         res = self.resource(api_version, kind)
         if namespace is None and issubclass(res, lkres.NamespacedResource):
             namespace = lightkube.ALL_NS
-        labels = dict(_selector(label_selector)) if label_selector else None
-        fields = dict(_selector(field_selector)) if field_selector else None
+        labels = dict(_selector(label_selector, "label")) if label_selector else None
+        fields = dict(_selector(field_selector, "field")) if field_selector else None
         return _retrying(
             lambda: [
                 _plain(item)
@@ -280,12 +317,13 @@ class Kube:
         return str(self._get_json("/version", timeout).get("gitVersion", ""))
 
 
-def _selector(text: str) -> Iterator[tuple[str, str]]:
-    """A label selector of equality terms (`a=b,c=d`) as lightkube's `labels`; ValueError otherwise."""
+def _selector(text: str, what: str = "label") -> Iterator[tuple[str, str]]:
+    """A `what` ("label" or "field") selector of equality terms (`a=b,c=d`) as lightkube's `labels`
+    or `fields`; ValueError, naming which selector, otherwise."""
     for term in text.split(","):
         key, sep, value = term.partition("=")
         if not sep or "!" in key:
-            raise ValueError(f"label selector {text!r}: only equality terms (key=value) are supported")
+            raise ValueError(f"{what} selector {text!r}: only equality terms (key=value) are supported")
         yield key.strip(), value.strip()
 
 

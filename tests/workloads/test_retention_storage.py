@@ -54,3 +54,37 @@ def test_sweep_deletes_only_its_own_expired_objects(minio, s3, monkeypatch):
     assert left == sorted(others)
     now = retention.sweep(store, target, 30, dt.datetime.now(dt.UTC), None)
     assert now.deleted_objects == 0  # nothing of the store is left; the others were never its own
+
+
+def test_threads_sharing_a_store_keep_their_connections(minio, s3, caplog):
+    """24 threads (the operator's 16 handler threads share one store per location) read through one
+    S3Store from a real MinIO: urllib3 opens at most one connection per thread and discards none.
+    With botocore's default pool of 10 it discarded 14 of its 24 connections as they were given back
+    (each closed, and opened anew when the threads asked again)."""
+    import logging
+    import threading
+
+    s3.create_bucket(Bucket="pooled")
+    s3.put_object(Bucket="pooled", Key="m/v1/manifest.json", Body=b"{}")
+    location = ObjectStorageLocation.model_validate(
+        {"s3": {"bucket": "pooled", "prefix": "m", "endpoint": minio["endpoint"]}}
+    )
+    store = open_store(location, Credentials(minio["access_key"], minio["secret_key"]))
+    threads, each = 24, 10
+    read: list[bytes] = []
+
+    def work() -> None:
+        for _ in range(each):
+            read.append(store.get_bytes("v1/manifest.json"))
+
+    with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+    opened = [r for r in caplog.records if r.getMessage().startswith("Starting new HTTP")]
+    discarded = [r for r in caplog.records if "Connection pool is full" in r.getMessage()]
+    print(f"{len(read)} reads, {threads} threads: {len(opened)} opened, {len(discarded)} discarded")
+    assert read == [b"{}"] * threads * each
+    assert len(opened) <= threads and not discarded
