@@ -37,8 +37,10 @@ Deployments became available in about 480 s here at 20, and in 179 s at 100 with
 `--kube-api-burst=200`). `--no-direct` leaves the baseline's fleet out, for
 the operator's RSS alone at larger counts (raise `--timeout` there).
 `--operator-env` runs the operator with further environment variables (another allocator, say).
+`--create-rate R` starts the operator first and creates its objects at R a second, in place of all of
+them before it starts: what a start's burst costs beside the objects themselves.
 
-    python bench/reconcile_scale.py [--objects 1000] [--more K] [--no-direct] [--no-restart]
+    python bench/reconcile_scale.py [--objects 1000] [--more K] [--no-direct] [--no-restart] [--create-rate R]
         [--malloc-arena-max N] [--apiserver-arg=FLAG]... [--controller-manager-arg=FLAG]...
         [--operator-env NAME=VALUE]...
         [--allocators | --tracemalloc [--tracemalloc-frames N]]
@@ -187,13 +189,20 @@ def objects(n: int, registry: Path, first: int = 0) -> list[dict]:
     return out
 
 
-def create_all(api: client.CustomObjectsApi, namespace: str, bodies: list[dict]) -> list[dict]:
+def create_all(
+    api: client.CustomObjectsApi, namespace: str, bodies: list[dict], rate: float | None = None
+) -> list[dict]:
+    """Create `bodies` from 8 threads, as fast as the apiserver takes them, or `rate` a second."""
+    begun = time.perf_counter()
+
+    def create(item: tuple[int, dict]) -> dict:
+        i, body = item
+        if rate:
+            time.sleep(max(0.0, begun + i / rate - time.perf_counter()))
+        return api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
     with ThreadPoolExecutor(8) as pool:
-        return list(
-            pool.map(
-                lambda b: api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, b), bodies
-            )
-        )
+        return list(pool.map(create, enumerate(bodies)))
 
 
 def direct_children(created: list[dict]) -> list[list[dict]]:
@@ -394,6 +403,14 @@ def main() -> None:
         " like the first, so under --tracemalloc its RSS carries tracemalloc's own)",
     )
     parser.add_argument(
+        "--create-rate",
+        type=float,
+        default=None,
+        metavar="PER_SECOND",
+        help="start the operator first and create its objects at this rate (default: all of them"
+        " before it starts, as at a restart): how much of the RSS per object a start's burst costs",
+    )
+    parser.add_argument(
         "--no-direct",
         dest="direct",
         action="store_false",
@@ -550,10 +567,20 @@ def main() -> None:
             idle_proc.terminate()
             idle_proc.wait(60)
 
-            # The operator: the same objects, from its start until every one is Ready.
-            create_all(api, "operator", objects(n, registry))
-            start = time.perf_counter()
-            proc = operator("operator")
+            # The operator: the same objects, from its start until every one is Ready. With
+            # --create-rate, the operator starts first and the objects arrive at that rate.
+            paced = None
+            if args.create_rate:
+                proc = operator("operator")
+                time.sleep(IDLE_SECONDS)
+                start = time.perf_counter()
+                paced = ThreadPoolExecutor(1).submit(
+                    create_all, api, "operator", objects(n, registry), args.create_rate
+                )
+            else:
+                create_all(api, "operator", objects(n, registry))
+                start = time.perf_counter()
+                proc = operator("operator")
             try:
                 operator_created = (
                     wait(
@@ -575,6 +602,8 @@ def main() -> None:
                     )
                     - start
                 )
+                if paced is not None:
+                    paced.result()  # every create answered (an error raises here)
                 rss, peak = rss_mib(proc.pid)
                 time.sleep(SETTLE_SECONDS)
                 settled, _ = rss_mib(proc.pid)
