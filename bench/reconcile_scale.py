@@ -56,7 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import urllib3
@@ -203,6 +203,14 @@ def create_all(
 
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(create, enumerate(bodies)))
+
+
+def creating(paced: Future | None) -> int:
+    """0 while the paced creates go on or have all been answered; a failed create raises here, in
+    the wait, not at its timeout."""
+    if paced is not None and paced.done() and paced.exception() is not None:
+        raise SystemExit(f"creating the operator's objects failed: {paced.exception()}")
+    return 0
 
 
 def direct_children(created: list[dict]) -> list[list[dict]]:
@@ -569,14 +577,13 @@ def main() -> None:
 
             # The operator: the same objects, from its start until every one is Ready. With
             # --create-rate, the operator starts first and the objects arrive at that rate.
-            paced = None
+            paced = pacer = None
             if args.create_rate:
                 proc = operator("operator")
                 time.sleep(IDLE_SECONDS)
                 start = time.perf_counter()
-                paced = ThreadPoolExecutor(1).submit(
-                    create_all, api, "operator", objects(n, registry), args.create_rate
-                )
+                pacer = ThreadPoolExecutor(1)
+                paced = pacer.submit(create_all, api, "operator", objects(n, registry), args.create_rate)
             else:
                 create_all(api, "operator", objects(n, registry))
                 start = time.perf_counter()
@@ -585,7 +592,10 @@ def main() -> None:
                 operator_created = (
                     wait(
                         "the operator's Deployments",
-                        lambda: len(applier.kube.list("apps/v1", "Deployment", "operator", page=LIST_PAGE)),
+                        lambda: (
+                            creating(paced)
+                            or len(applier.kube.list("apps/v1", "Deployment", "operator", page=LIST_PAGE))
+                        ),
                         2 * n,
                         args.timeout,
                         proc,
@@ -602,8 +612,8 @@ def main() -> None:
                     )
                     - start
                 )
-                if paced is not None:
-                    paced.result()  # every create answered (an error raises here)
+                if pacer is not None:
+                    pacer.shutdown(cancel_futures=True)
                 rss, peak = rss_mib(proc.pid)
                 time.sleep(SETTLE_SECONDS)
                 settled, _ = rss_mib(proc.pid)

@@ -130,31 +130,30 @@ def _retrying(call: Any) -> Any:
 
 # Connections kept open between requests, and for how long an idle one is kept (seconds): more than
 # the threads that share one client may use at once (kopf's executor, `settings.execution.max_workers`,
-# 16, and asyncio's default executor, min(32, CPUs + 4)). httpx keeps 20 for 5 s by default: with more
-# threads than that at once, each connection given back beyond the 20th was closed and opened anew,
-# TLS handshake included, for a later request (24 threads against a real apiserver: 628 connections
-# for 998 requests; tests/unit/operators/test_kube.py), work the apiserver pays for too. client-go
-# keeps 25 per host for 90 s (k8s.io/apimachinery/pkg/util/net, SetTransportDefaults) and multiplexes
-# over HTTP/2. The number of connections open at once is not capped: the threads bound it.
+# 16, and asyncio's default executor, min(32, CPUs + 4)). httpx keeps 20 for 5 s by default, and its
+# pool closes idle connections whenever more than 20 exist: with more threads than that at once, most
+# requests closed a connection or opened one, TLS handshake included, work the apiserver pays for too
+# (24 threads against the bench's real apiserver, a one-off script: 628 connections opened for 998
+# requests; tests/unit/operators/test_kube.py: 289 and 431 for 600 against a local HTTPS server, 24 with
+# these limits). client-go keeps 25 per host for 90 s (k8s.io/apimachinery/pkg/util/net,
+# SetTransportDefaults) and multiplexes over HTTP/2. The connections open at once are not capped
+# (httpx caps them at 100): the threads bound them.
 KEEPALIVE_CONNECTIONS = 64
 KEEPALIVE_SECONDS = 90.0
+LIMITS = httpx.Limits(
+    max_connections=None, max_keepalive_connections=KEEPALIVE_CONNECTIONS, keepalive_expiry=KEEPALIVE_SECONDS
+)
 
 
-def transport(config: Any) -> httpx.HTTPTransport:
-    """The HTTP transport of the operator's client for a lightkube SingleConfig: its TLS settings
-    (lightkube's own: the cluster's CA, a client certificate if the user has one) and a connection pool
-    that keeps up to KEEPALIVE_CONNECTIONS open for KEEPALIVE_SECONDS (lightkube takes httpx's defaults
-    otherwise). Authentication stays lightkube's (a token, refreshed as it refreshes it)."""
+def http_client(config: Any) -> httpx.Client:
+    """The httpx client lightkube makes for a lightkube SingleConfig (its server, TLS settings with
+    the cluster's CA and any client certificate, its authentication, TIMEOUT, proxies from the
+    environment), with LIMITS in place of httpx's default connection pool, for the direct
+    connection and a proxy's alike."""
     from lightkube.config import client_adapter  # pinned lightkube>=0.22,<0.23
 
-    return httpx.HTTPTransport(
-        verify=client_adapter.verify_cluster(config.cluster, config.user, config.abs_file),
-        limits=httpx.Limits(
-            max_connections=None,
-            max_keepalive_connections=KEEPALIVE_CONNECTIONS,
-            keepalive_expiry=KEEPALIVE_SECONDS,
-        ),
-    )
+    params = client_adapter.ConnectionParams(timeout=TIMEOUT).httpx_params(config)
+    return httpx.Client(**params, limits=LIMITS)
 
 
 class Kube:
@@ -177,11 +176,11 @@ class Kube:
         if config is None:  # in a pod: its ServiceAccount, as lightkube finds it
             config = lightkube.KubeConfig.from_env().get()
         client = lightkube.Client(config=config, timeout=TIMEOUT, lazy=False, field_manager=UPDATE_MANAGER)
-        # lightkube's own `transport=` argument fails (it deep-copies its parameters, an SSLContext
-        # included), so its httpx client gets ours in place of the one it made, before any request.
-        http: httpx.Client = client._client._client
-        http._transport.close()
-        http._transport = transport(config)
+        # lightkube takes no connection limits (and its `transport=` fails: it deep-copies its
+        # parameters, an SSLContext included), so the httpx client it made, not yet used, is replaced
+        # by the same one with LIMITS.
+        client._client._client.close()
+        client._client._client = http_client(config)
         return cls(client)
 
     def close(self) -> None:
