@@ -20,7 +20,7 @@ from prometheus_client import start_http_server
 
 from llmops import logsafe
 from llmops.api import GROUP, VERSION
-from llmops.operators import admission, runtime
+from llmops.operators import admission, backlog, runtime
 from llmops.operators.apply import Applier
 from llmops.operators.auditing import Auditor
 from llmops.operators.kube import UPDATE_MANAGER, ApiError, Kube, Unreachable
@@ -208,6 +208,10 @@ REQUEST_CONNECTIONS = 16
 # the last of them, and up to 16 resources are listed at once at start.
 LIST_PAGE_SIZE = 100
 
+# Objects of a kind reconciled at once (kopf's `settings.queueing.worker_limit`, set in configure);
+# the objects beyond it wait outside kopf, compressed (backlog.Backlog).
+WORKER_LIMIT = 250
+
 
 def connection_limit(kinds: list[Kind]) -> int:
     """Connections for kopf's session: one per resource it can watch (every kind, every kind of child,
@@ -304,7 +308,7 @@ def small_tls_read_buffers() -> None:
 
 
 def wrap_list_and_watch() -> None:
-    """Two changes to every object kopf lists or watches, as it arrives.
+    """Three changes to the objects kopf lists or watches, as they arrive.
 
     **managedFields dropped.** kopf (pinned to 1.45) keeps each watch event's whole object in the
     object's queue until that object's worker takes it, one event after another: 1,000 objects
@@ -314,6 +318,12 @@ def wrap_list_and_watch() -> None:
     nothing reads it from a watch event: kopf does not, and our handlers read it only from objects
     they GET (`apply.Applier`).
 
+    **Objects of our own kinds that kopf has not begun wait outside it**, compressed, while
+    `settings.queueing.worker_limit` of them have a worker (`backlog.Backlog`: at a start with every
+    object there, kopf would otherwise queue them all at once). One backlog per watched resource of
+    our API group and namespace, for as long as kopf's watcher of it runs; kopf's `worker` is wrapped
+    to tell it when a worker ends.
+
     **An expired list listed again.** The initial list comes in pages (LIST_PAGE_SIZE); a page asked
     for after etcd compacted past the list's revision is refused with 410 (reason Expired), which
     kopf raises out of its watcher and so ends the operator. Here it ends only this stream: kopf's
@@ -322,21 +332,31 @@ def wrap_list_and_watch() -> None:
     that follows comes as an ERROR event, which kopf handles itself; were a watch request refused
     with 410 outright, listing again is the right answer too.)
 
-    kopf has no hook for either; its `infinite_watch` takes its events from the module's
-    `continuous_watch` (the listing and the watch), which is wrapped here once
-    (tests/unit/operators/test_session.py guards the name).
+    kopf has no hook for any of these; its `infinite_watch` takes its events from the module's
+    `continuous_watch` (the listing and the watch), its orchestration starts each resource's
+    `watcher` by the queueing module's name, and the watcher makes each object's worker by the
+    module's `worker`; all three are wrapped here once (tests/unit/operators/test_session.py and
+    test_backlog.py guard the names).
     """
     from kopf._cogs.clients import errors, watching
+    from kopf._core.reactor import queueing
 
     listed_and_watched = watching.continuous_watch
     if getattr(listed_and_watched, "llmops_wrapped", False):
         return
 
+    async def stripped(events: Any) -> Any:
+        async for event in events:
+            if isinstance(event, dict) and isinstance(obj := event.get("object"), dict):
+                (obj.get("metadata") or {}).pop("managedFields", None)
+            yield event
+
     async def continuous_watch(**kwargs: Any) -> Any:
+        events = stripped(listed_and_watched(**kwargs))
+        if (line := backlog.of(kwargs.get("resource"), kwargs.get("namespace"))) is not None:
+            events = line.gate(events)
         try:
-            async for event in listed_and_watched(**kwargs):
-                if isinstance(event, dict) and isinstance(obj := event.get("object"), dict):
-                    (obj.get("metadata") or {}).pop("managedFields", None)
+            async for event in events:
                 yield event
         except errors.APIClientError as e:
             if e.status != 410:
@@ -349,6 +369,33 @@ def wrap_list_and_watch() -> None:
 
     continuous_watch.llmops_wrapped = True  # type: ignore[attr-defined]
     watching.continuous_watch = continuous_watch
+
+    kopfs_watcher = queueing.watcher
+    if not getattr(kopfs_watcher, "llmops_wrapped", False):
+
+        async def watcher(**kwargs: Any) -> None:
+            resource, limit = kwargs.get("resource"), kwargs["settings"].queueing.worker_limit
+            if not (limit and getattr(resource, "group", None) == GROUP):
+                return await kopfs_watcher(**kwargs)
+            with backlog.watching(resource, kwargs.get("namespace"), limit):
+                return await kopfs_watcher(**kwargs)
+
+        watcher.llmops_wrapped = True  # type: ignore[attr-defined]
+        watcher.__wrapped__ = kopfs_watcher  # type: ignore[attr-defined]
+        queueing.watcher = watcher
+
+    kopfs_worker = queueing.worker
+    if not getattr(kopfs_worker, "llmops_wrapped", False):
+
+        async def worker(**kwargs: Any) -> None:
+            try:
+                await kopfs_worker(**kwargs)
+            finally:
+                backlog.finished(*kwargs["key"])
+
+        worker.llmops_wrapped = True  # type: ignore[attr-defined]
+        worker.__wrapped__ = kopfs_worker  # type: ignore[attr-defined]
+        queueing.worker = worker
 
 
 def memories() -> Any:
@@ -399,8 +446,9 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None, k
     # object's reconcile together (1,000 objects, 2026-11: 275 MiB peak RSS unbounded, 189 MiB with
     # 250). Fewer bound no more memory since the later savings (a limit of 100: 115 MiB settled
     # against 116 with 250, at 1,000 objects) and slow the start (to Ready 0.87 of the direct writes
-    # against 0.95): docs/operations.md, "Sizing the operator".
-    settings.queueing.worker_limit = 250
+    # against 0.95): docs/operations.md, "Sizing the operator". The objects waiting for a place wait
+    # outside kopf (wrap_list_and_watch, backlog.Backlog).
+    settings.queueing.worker_limit = WORKER_LIMIT
     # A worker (one per object with events) holds one of those places while it idles for more events;
     # kopf's default of 5 s let the watch events of objects waiting for a place pile up in memory.
     settings.queueing.idle_timeout = 0.5

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
     "llmops_operator_reconciles_total",
@@ -23,6 +23,13 @@ LATENCY = Histogram(
     "Wall time of one reconcile, by kind.",
     ["kind"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+WAITING = Gauge(
+    "llmops_operator_objects_waiting",
+    "Objects of a kind waiting for one of the operator's places to be reconciled (operators.backlog),"
+    " by kind's resource (plural): at a start, every object beyond the places.",
+    ["resource"],
 )
 
 

@@ -286,7 +286,9 @@ def test_a_start_lists_in_pages_and_reconciles_every_object(
     list of a resource is held at once (docs/operations.md, "Sizing the operator"), and every object
     on every page is reconciled. The list requests are counted where kopf sends them (its `api.get`,
     wrapped in this process): the apiserver's own request counter has no client label, and the
-    namespace controller lists every kind while earlier tests' namespaces go away."""
+    namespace controller lists every kind while earlier tests' namespaces go away. With 20 places
+    (main.WORKER_LIMIT) the objects beyond them wait outside kopf (operators.backlog), and still every
+    one is reconciled, through kopf's patches and its waits for them to come back by the watch."""
     count = 2 * LIST_PAGE_SIZE + 1
     spec = {
         "model": {"name": "paged", "version": "1"},
@@ -322,6 +324,18 @@ def test_a_start_lists_in_pages_and_reconciles_every_object(
         return answer
 
     monkeypatch.setattr(api, "get", counted)
+    from llmops.operators import backlog, main
+
+    monkeypatch.setattr(main, "WORKER_LIMIT", 20)
+    admit = backlog.Backlog.admit
+    most_held = [0]
+
+    def counted_admit(self: backlog.Backlog, event: object) -> object:
+        passed = admit(self, event)
+        most_held[0] = max(most_held[0], len(self.held))
+        return passed
+
+    monkeypatch.setattr(backlog.Backlog, "admit", counted_admit)
 
     def observed() -> int:
         listed = json.loads(cluster.kubectl("get", "md", "-n", namespace, "-o", "json").stdout)["items"]
@@ -335,6 +349,7 @@ def test_a_start_lists_in_pages_and_reconciles_every_object(
     assert [n for _, n in pages] == [LIST_PAGE_SIZE, LIST_PAGE_SIZE, 1]
     assert all(f"limit={LIST_PAGE_SIZE}" in url for url, _ in pages)
     assert ["continue=" in url for url, _ in pages] == [False, True, True]
+    assert most_held[0] >= count - 2 * 20  # all but about the places waited outside kopf
 
 
 def reconciles(metrics_port: int, kind: str) -> float:

@@ -1,0 +1,170 @@
+"""The objects of our own kinds that kopf has not begun yet, held as compressed bytes until it has a
+place for them (`Backlog`), so that a start with every object already there does not queue them all
+inside kopf at once.
+
+kopf (pinned to 1.45) reads each watch stream as fast as it comes and, for every object it has no
+worker for, makes one at once: the event's parsed object in a queue of its own, and a worker that
+waits for one of `settings.queueing.worker_limit` places. At a start every existing object is in the
+first list, so all of them wait like that together, about 11 KiB each beyond what the object costs
+once reconciled, and the allocators keep that memory after the burst (docs/operations.md, "What a
+start's queue costs"). The backlog sits between kopf's listing-and-watch (`continuous_watch`) and its
+watcher, for our own kinds only (the children's queues stay small):
+
+- an event of an object kopf has a worker for (running, or waiting for its place) passes at once,
+  so a worker waiting for its own patch to come back by the watch (kopf's consistency wait, up to
+  `settings.persistence.consistency_timeout`) gets it without delay; so does every DELETED event
+  (kopf forgets what it kept of the object) and everything that is not an object's event;
+- another object's event passes when fewer than `limit` objects have a worker and nothing is held
+  before it; otherwise it is held, its object as zlib-compressed JSON, in arrival order. A newer
+  event of a held object replaces the held one in its place in the line; one of the initial listing
+  (type None, which kopf reads as "resume") keeps that type, so the object is still resumed;
+- when a worker ends (`finished`, from the wrap of kopf's `worker`), the oldest held objects pass,
+  decoded again, while fewer than `limit` have a worker.
+
+The stream is read by a task of its own into a queue that is drained as it fills, so the watch is
+never held up: only what kopf has not begun waits. When the stream ends (an expired list, a watch
+that must start over), what is held is dropped: kopf lists again, and every object comes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from llmops.operators.metrics import WAITING
+
+_FREED = object()  # a worker ended: look at what is held
+_END = object()  # the stream ended
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class Backlog:
+    """One watched resource (in one namespace, or cluster-wide) of our own kinds: which objects kopf
+    has a worker for (`live`, by uid) and what waits for a place (`held`, uid -> (event type,
+    compressed object)). `limit` is kopf's `settings.queueing.worker_limit`; `name` labels the
+    llmops_operator_objects_waiting gauge (the resource's plural), which adds up what every backlog of
+    that resource holds."""
+
+    def __init__(self, limit: int, name: str = "") -> None:
+        self.limit = limit
+        self._waiting = WAITING.labels(name)
+        self.live: set[str] = set()
+        self.held: dict[str, tuple[str | None, bytes]] = {}
+        self._inbox: asyncio.Queue[Any] | None = None
+
+    def admit(self, event: Any) -> Any | None:
+        """The event to hand to kopf now, or None when it is held."""
+        uid = _uid(event)
+        if uid is None or uid in self.live:
+            return event
+        if event.get("type") == "DELETED":
+            if self.held.pop(uid, None) is not None:
+                self._waiting.dec()
+        elif self.held or len(self.live) >= self.limit:
+            kind = event.get("type")
+            if uid in self.held:
+                if self.held[uid][0] is None:
+                    kind = None  # still the initial listing's: kopf resumes it
+            else:
+                self._waiting.inc()
+            self.held[uid] = (kind, zlib.compress(json.dumps(event["object"]).encode(), 1))
+            return None
+        self.live.add(uid)
+        return event
+
+    def release(self) -> Any | None:
+        """The oldest held object's event, when there is one and a place for it."""
+        if not self.held or len(self.live) >= self.limit:
+            return None
+        uid = next(iter(self.held))
+        kind, data = self.held.pop(uid)
+        self._waiting.dec()
+        self.live.add(uid)
+        return {"type": kind, "object": json.loads(zlib.decompress(data))}
+
+    def finished(self, uid: str) -> None:
+        """kopf's worker for `uid` ended."""
+        if uid in self.live:
+            self.live.discard(uid)
+            if self._inbox is not None:
+                self._inbox.put_nowait(_FREED)
+
+    async def gate(self, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """`stream`'s events, held back as above."""
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for event in stream:
+                    inbox.put_nowait(event)
+                inbox.put_nowait(_END)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:  # handed to the reader, which raises it as the stream would
+                inbox.put_nowait(_Failed(e))
+
+        self._inbox = inbox
+        reader = asyncio.create_task(pump(), name="llmops backlog reader")
+        try:
+            while True:
+                while (event := self.release()) is not None:
+                    yield event
+                item = await inbox.get()
+                if item is _FREED:
+                    continue
+                if item is _END:
+                    return
+                if isinstance(item, _Failed):
+                    raise item.error
+                if (event := self.admit(item)) is not None:
+                    yield event
+        finally:
+            self._inbox = None
+            self._waiting.dec(len(self.held))
+            self.held.clear()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+
+_backlogs: dict[tuple[Any, Any], Backlog] = {}  # (kopf's resource, namespace or None) -> its backlog
+
+
+@contextlib.contextmanager
+def watching(resource: Any, namespace: Any, limit: int) -> Iterator[Backlog]:
+    """While kopf's watcher of `resource` in `namespace` (None: cluster-wide) runs: its backlog, which
+    its streams (`of`) and its workers' ends (`finished`) find. The watcher's workers end with it, so
+    a watcher started again starts with an empty backlog."""
+    key = (resource, namespace)
+    line = _backlogs[key] = Backlog(limit, getattr(resource, "plural", str(resource)))
+    try:
+        yield line
+    finally:
+        if _backlogs.get(key) is line:
+            del _backlogs[key]
+
+
+def of(resource: Any, namespace: Any) -> Backlog | None:
+    """The backlog of the running watcher of `resource` in `namespace`, if it has one."""
+    return _backlogs.get((resource, namespace))
+
+
+def finished(resource: Any, uid: str) -> None:
+    """kopf's worker for the object `uid` of `resource` ended (its key: kopf's `ObjectRef`)."""
+    for (watched, _), backlog in list(_backlogs.items()):
+        if watched == resource:
+            backlog.finished(uid)
+
+
+def _uid(event: Any) -> str | None:
+    if not isinstance(event, dict) or not isinstance(obj := event.get("object"), dict):
+        return None
+    return (obj.get("metadata") or {}).get("uid")

@@ -1,0 +1,204 @@
+"""Objects kopf has not begun wait outside it, compressed (operators.backlog), through kopf's own
+watcher and workers; only kopf's listing and watch (`continuous_watch`, the HTTP side) is faked."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+import kopf
+import pytest
+from kopf._cogs.clients import errors, watching
+from kopf._cogs.structs import references
+from kopf._core.reactor import queueing
+
+from llmops.operators import backlog
+from llmops.operators.backlog import Backlog
+from llmops.operators.main import wrap_list_and_watch
+
+RESOURCE = references.Resource("llmops.io", "v1alpha1", "modeldeployments")
+
+
+def event(kind: str | None, uid: str, version: str = "1", **spec: object) -> dict:
+    return {
+        "type": kind,
+        "object": {"metadata": {"uid": uid, "name": uid, "resourceVersion": version}, "spec": dict(spec)},
+    }
+
+
+def waiting(name: str) -> float | None:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("llmops_operator_objects_waiting", {"resource": name})
+
+
+def test_the_line_keeps_its_order_and_each_objects_newest_event() -> None:
+    line = Backlog(limit=2, name="line-test")
+    assert line.admit(event(None, "a")) == event(None, "a")
+    assert line.admit(event(None, "b")) == event(None, "b")
+    assert line.admit(event(None, "c", x=1)) is None  # two have workers: held
+    assert line.admit(event(None, "d")) is None
+    assert line.admit(event("MODIFIED", "c", "2", x=2)) is None  # replaces c's, in c's place
+    assert line.admit(event("MODIFIED", "a", "2")) == event("MODIFIED", "a", "2")  # a has a worker
+    assert line.admit(event("ADDED", "e")) is None
+    assert line.admit(event("DELETED", "d")) == event("DELETED", "d")  # kopf forgets; d leaves the line
+    assert list(line.held) == ["c", "e"] and line.live == {"a", "b", "d"}
+    assert waiting("line-test") == 2
+    assert line.release() is None  # no place
+    assert line.admit(watching.Bookmark.LISTED) is watching.Bookmark.LISTED
+    line.finished("d")
+    line.finished("b")
+    # c was listed (type None: kopf resumes it), then modified while it waited: resumed at its newest
+    assert line.release() == event(None, "c", "2", x=2)
+    assert line.release() is None
+    line.finished("zzz")  # a worker this backlog never counted
+    line.finished("a")
+    assert line.release() == event("ADDED", "e")
+    assert line.held == {} and line.live == {"c", "e"}
+    assert waiting("line-test") == 0
+
+
+def run_watcher(monkeypatch, source, processor, limit: int, until) -> dict:
+    """kopf's own `watcher` (its workers, its scheduler of `limit` places) over `source`, our wrap of
+    its listing and workers in between, until `until()`; returns what kopf held at most."""
+    most = {"streams": 0}
+    kopfs_worker = inspect.unwrap(queueing.worker)
+
+    async def counted(**kwargs):
+        most["streams"] = max(most["streams"], len(kwargs["streams"]))
+        await kopfs_worker(**kwargs)
+
+    monkeypatch.setattr(watching, "continuous_watch", source)
+    monkeypatch.setattr(queueing, "worker", counted)  # the wrap then wraps this one
+    monkeypatch.setattr(queueing, "watcher", inspect.unwrap(queueing.watcher))  # kopf's, wrapped below
+    monkeypatch.setattr(backlog, "_backlogs", {})
+    wrap_list_and_watch()
+    settings = kopf.OperatorSettings()
+    settings.queueing.worker_limit = limit
+    settings.queueing.idle_timeout = 0.01
+    settings.persistence.consistency_timeout = 60
+    settings.watching.reconnect_backoff = 0
+
+    async def main() -> None:
+        task = asyncio.create_task(
+            queueing.watcher(namespace=None, settings=settings, resource=RESOURCE, processor=processor)
+        )
+        while not until():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    return most
+
+
+def test_a_start_of_many_objects_queues_at_most_the_limit_inside_kopf(monkeypatch) -> None:
+    """300 objects listed at once, 10 places: kopf never holds more than 10 objects' streams (without
+    the backlog: all 300), every object is processed once, in listing order, as listed (type None),
+    and the stream was read to its end at once while they waited (the watch is not held up)."""
+    n, limit = 300, 10
+    read = []
+
+    async def source(**kwargs):
+        for i in range(n):
+            read.append(i)
+            yield event(None, f"md-{i:03}", spec_field=i)
+        yield watching.Bookmark.LISTED
+        await asyncio.Event().wait()  # the watch: nothing more
+
+    seen: list[tuple[str | None, str]] = []
+    read_when_begun: list[int] = []
+    held: list[int] = []
+
+    async def processor(*, raw_event, **_):
+        read_when_begun.append(len(read))
+        held.append(len(backlog.of(RESOURCE, None).held))
+        seen.append((raw_event["type"], raw_event["object"]["metadata"]["uid"]))
+        await asyncio.sleep(0.001)
+        return None
+
+    most = run_watcher(monkeypatch, source, processor, limit, until=lambda: len(seen) == n)
+    assert seen == [(None, f"md-{i:03}") for i in range(n)]
+    assert most["streams"] <= limit
+    assert read_when_begun[limit] == n  # the 11th begun after the whole stream was read
+    assert max(held) >= n - 2 * limit
+
+
+def test_a_worker_waiting_for_its_own_patch_gets_it_past_the_line(monkeypatch) -> None:
+    """kopf's worker, having patched its object, waits for that patch to come back by the watch (its
+    consistency wait, 60 s here). With one place and two objects waiting, the patch's event passes the
+    line at once: the first object's both events are processed before the others begin."""
+    events_sent: dict[str, object] = {}
+
+    async def source(**kwargs):
+        events_sent["patch"] = asyncio.Event()
+        for uid in ("a", "b", "c"):
+            yield event(None, uid)
+        await events_sent["patch"].wait()
+        yield event("MODIFIED", "a", "2")
+        await asyncio.Event().wait()
+
+    seen: list[tuple[str | None, str]] = []
+
+    async def processor(*, raw_event, **_):
+        uid = raw_event["object"]["metadata"]["uid"]
+        seen.append((raw_event["type"], uid))
+        if (raw_event["type"], uid) == (None, "a"):
+            events_sent["patch"].set()  # type: ignore[attr-defined]
+            return "2"  # kopf waits for version 2 of `a` before its worker may end
+        return None
+
+    run_watcher(monkeypatch, source, processor, limit=1, until=lambda: len(seen) == 4)
+    assert seen == [(None, "a"), ("MODIFIED", "a"), (None, "b"), (None, "c")]
+
+
+def test_the_streams_failure_reaches_kopf_and_the_line_is_dropped(monkeypatch, caplog) -> None:
+    """An expired list (410) ends the stream as before, held objects dropped (kopf lists again and
+    they come again); any other failure is raised to kopf's watcher unchanged."""
+    refusal: list[BaseException] = []
+
+    async def source(**kwargs):
+        for uid in ("a", "b", "c"):
+            yield event(None, uid)
+        raise refusal[0]
+
+    monkeypatch.setattr(watching, "continuous_watch", source)
+    monkeypatch.setattr(backlog, "_backlogs", {})
+    wrap_list_and_watch()
+    settings = kopf.OperatorSettings()
+    settings.queueing.worker_limit = 1
+
+    async def collect() -> list:
+        with backlog.watching(RESOURCE, None, 1) as line:
+            lines.append(line)
+            return [e async for e in watching.continuous_watch(settings=settings, resource=RESOURCE)]
+
+    lines: list[Backlog] = []
+
+    expired = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
+    refusal[:] = [errors.APIClientError(expired, status=410, headers={})]
+    with caplog.at_level("WARNING"):
+        got = asyncio.run(collect())
+    assert got == [event(None, "a")]
+    assert "refused as expired" in caplog.text
+    line = lines[0]
+    assert line.held == {} and line.live == {"a"} and backlog.of(RESOURCE, None) is None
+    assert waiting("modeldeployments") == 0
+
+    refusal[:] = [
+        errors.APIForbiddenError({"kind": "Status", "code": 403, "message": "no"}, status=403, headers={})
+    ]
+    with pytest.raises(errors.APIForbiddenError):
+        asyncio.run(collect())
+
+
+def test_kopfs_watcher_makes_its_workers_by_the_name_the_wrap_replaces() -> None:
+    """kopf's orchestration starts each resource's watcher by the queueing module's `watcher`, and
+    the watcher makes each object's worker by the module's `worker` (both looked up at each call),
+    passing it the key (resource, uid) the backlog is told of when the worker ends."""
+    from kopf._core.reactor import orchestration
+
+    assert "coro=queueing.watcher(" in inspect.getsource(orchestration)
+    source = inspect.getsource(inspect.unwrap(queueing.watcher))
+    assert "coro=worker(" in source and "key=key" in source
