@@ -12,18 +12,22 @@ watcher, for our own kinds only (the children's queues stay small):
 
 - an event of an object kopf has a worker for (running, or waiting for its place) passes at once,
   so a worker waiting for its own patch to come back by the watch (kopf's consistency wait, up to
-  `settings.persistence.consistency_timeout`) gets it without delay; so does every DELETED event
-  (kopf forgets what it kept of the object) and everything that is not an object's event;
+  `settings.persistence.consistency_timeout`) gets it without delay; so does everything that is not
+  an object's event (bookmarks: kopf makes no worker for them);
 - another object's event passes when fewer than `limit` objects have a worker and nothing is held
   before it; otherwise it is held, its object as zlib-compressed JSON, in arrival order. A newer
   event of a held object replaces the held one in its place in the line; one of the initial listing
-  (type None, which kopf reads as "resume") keeps that type, so the object is still resumed;
+  (type None, which kopf reads as "resume") keeps that type, so the object is still resumed, unless
+  the newer one is its deletion (DELETED waits in line too: a namespace deleted with thousands of
+  objects would otherwise hand them to kopf at once; kopf needs it to forget the object, and a
+  parent watching it as a child to notice);
 - when a worker ends (`finished`, from the wrap of kopf's `worker`), the oldest held objects pass,
   decoded again, while fewer than `limit` have a worker.
 
 The stream is read by a task of its own into a queue that is drained as it fills, so the watch is
 never held up: only what kopf has not begun waits. When the stream ends (an expired list, a watch
-that must start over), what is held is dropped: kopf lists again, and every object comes again.
+that must start over), what is held is dropped: kopf lists again, and every object comes again; when
+kopf's watcher ends, the reading stops with it (`watching`), whether or not kopf closed the stream.
 """
 
 from __future__ import annotations
@@ -59,23 +63,21 @@ class Backlog:
         self.live: set[str] = set()
         self.held: dict[str, tuple[str | None, bytes]] = {}
         self._inbox: asyncio.Queue[Any] | None = None
+        self._reader: asyncio.Task[None] | None = None
 
     def admit(self, event: Any) -> Any | None:
         """The event to hand to kopf now, or None when it is held."""
         uid = _uid(event)
-        if uid is None or uid in self.live:
-            return event
-        if event.get("type") == "DELETED":
-            if self.held.pop(uid, None) is not None:
-                self._waiting.dec()
-        elif self.held or len(self.live) >= self.limit:
+        if uid is None or uid in self.live or event.get("type") == "BOOKMARK":
+            return event  # kopf makes no worker for a bookmark: it takes no place
+        if self.held or len(self.live) >= self.limit:
             kind = event.get("type")
-            if uid in self.held:
-                if self.held[uid][0] is None:
-                    kind = None  # still the initial listing's: kopf resumes it
-            else:
+            if kind != "DELETED" and uid in self.held and self.held[uid][0] is None:
+                kind = None  # still the initial listing's: kopf resumes it
+            data = zlib.compress(json.dumps(event["object"]).encode(), 1)
+            if uid not in self.held:
                 self._waiting.inc()
-            self.held[uid] = (kind, zlib.compress(json.dumps(event["object"]).encode(), 1))
+            self.held[uid] = (kind, data)
             return None
         self.live.add(uid)
         return event
@@ -106,13 +108,16 @@ class Backlog:
                 async for event in stream:
                     inbox.put_nowait(event)
                 inbox.put_nowait(_END)
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as e:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # stopped (`stop`)
+                inbox.put_nowait(_Failed(e))  # not a cancellation of this task: the stream's own error
             except BaseException as e:  # handed to the reader, which raises it as the stream would
                 inbox.put_nowait(_Failed(e))
 
         self._inbox = inbox
-        reader = asyncio.create_task(pump(), name="llmops backlog reader")
+        self._reader = reader = asyncio.create_task(pump(), name="llmops backlog reader")
         try:
             while True:
                 while (event := self.release()) is not None:
@@ -127,12 +132,18 @@ class Backlog:
                 if (event := self.admit(item)) is not None:
                     yield event
         finally:
-            self._inbox = None
-            self._waiting.dec(len(self.held))
-            self.held.clear()
-            reader.cancel()
+            self.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+    def stop(self) -> None:
+        """The stream ended, or kopf's watcher did: stop reading it, drop what is held."""
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        self._inbox = None
+        self._waiting.dec(len(self.held))
+        self.held.clear()
 
 
 _backlogs: dict[tuple[Any, Any], Backlog] = {}  # (kopf's resource, namespace or None) -> its backlog
@@ -148,6 +159,7 @@ def watching(resource: Any, namespace: Any, limit: int) -> Iterator[Backlog]:
     try:
         yield line
     finally:
+        line.stop()  # a stream kopf left unclosed would otherwise read on until collected
         if _backlogs.get(key) is line:
             del _backlogs[key]
 

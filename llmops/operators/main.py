@@ -391,7 +391,8 @@ def wrap_list_and_watch() -> None:
             try:
                 await kopfs_worker(**kwargs)
             finally:
-                backlog.finished(*kwargs["key"])
+                if kwargs["key"] not in kwargs["streams"]:  # else a newer worker has the object
+                    backlog.finished(*kwargs["key"])
 
         worker.llmops_wrapped = True  # type: ignore[attr-defined]
         worker.__wrapped__ = kopfs_worker  # type: ignore[attr-defined]

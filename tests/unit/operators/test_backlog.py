@@ -41,18 +41,22 @@ def test_the_line_keeps_its_order_and_each_objects_newest_event() -> None:
     assert line.admit(event("MODIFIED", "c", "2", x=2)) is None  # replaces c's, in c's place
     assert line.admit(event("MODIFIED", "a", "2")) == event("MODIFIED", "a", "2")  # a has a worker
     assert line.admit(event("ADDED", "e")) is None
-    assert line.admit(event("DELETED", "d")) == event("DELETED", "d")  # kopf forgets; d leaves the line
-    assert list(line.held) == ["c", "e"] and line.live == {"a", "b", "d"}
-    assert waiting("line-test") == 2
+    assert line.admit(event("DELETED", "d", "2")) is None  # d's deletion waits in d's place
+    assert line.admit(event("DELETED", "b", "2")) == event("DELETED", "b", "2")  # b has a worker
+    assert line.admit({"type": "BOOKMARK", "object": {"metadata": {"uid": "x"}}}) is not None
+    assert list(line.held) == ["c", "d", "e"] and line.live == {"a", "b"}
+    assert waiting("line-test") == 3
     assert line.release() is None  # no place
     assert line.admit(watching.Bookmark.LISTED) is watching.Bookmark.LISTED
-    line.finished("d")
     line.finished("b")
     # c was listed (type None: kopf resumes it), then modified while it waited: resumed at its newest
     assert line.release() == event(None, "c", "2", x=2)
     assert line.release() is None
     line.finished("zzz")  # a worker this backlog never counted
     line.finished("a")
+    assert line.release() == event("DELETED", "d", "2")  # listed, then deleted: kopf gets the deletion
+    assert line.release() is None
+    line.finished("d")
     assert line.release() == event("ADDED", "e")
     assert line.held == {} and line.live == {"c", "e"}
     assert waiting("line-test") == 0
@@ -83,11 +87,20 @@ def run_watcher(monkeypatch, source, processor, limit: int, until) -> dict:
         task = asyncio.create_task(
             queueing.watcher(namespace=None, settings=settings, resource=RESOURCE, processor=processor)
         )
-        while not until():
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+
+        async def done() -> None:
+            while not until():
+                await asyncio.sleep(0.01)
+
+        try:
+            await asyncio.wait_for(done(), 30)  # a stalled line fails here, not at pytest's timeout
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        # the watcher gone, nothing of the backlog reads on
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == "llmops backlog reader"]
+        assert backlog.of(RESOURCE, None) is None
 
     asyncio.run(main())
     return most
@@ -164,6 +177,8 @@ def test_the_streams_failure_reaches_kopf_and_the_line_is_dropped(monkeypatch, c
         raise refusal[0]
 
     monkeypatch.setattr(watching, "continuous_watch", source)
+    monkeypatch.setattr(queueing, "watcher", inspect.unwrap(queueing.watcher))  # restored after
+    monkeypatch.setattr(queueing, "worker", inspect.unwrap(queueing.worker))
     monkeypatch.setattr(backlog, "_backlogs", {})
     wrap_list_and_watch()
     settings = kopf.OperatorSettings()
@@ -184,7 +199,6 @@ def test_the_streams_failure_reaches_kopf_and_the_line_is_dropped(monkeypatch, c
     assert "refused as expired" in caplog.text
     line = lines[0]
     assert line.held == {} and line.live == {"a"} and backlog.of(RESOURCE, None) is None
-    assert waiting("modeldeployments") == 0
 
     refusal[:] = [
         errors.APIForbiddenError({"kind": "Status", "code": 403, "message": "no"}, status=403, headers={})
@@ -202,3 +216,28 @@ def test_kopfs_watcher_makes_its_workers_by_the_name_the_wrap_replaces() -> None
     assert "coro=queueing.watcher(" in inspect.getsource(orchestration)
     source = inspect.getsource(inspect.unwrap(queueing.watcher))
     assert "coro=worker(" in source and "key=key" in source
+
+
+def test_deletions_wait_in_line_and_reach_kopf(monkeypatch) -> None:
+    """A namespace deleted with many objects: their DELETED events wait in line like any other (kopf
+    held at most the places' streams), and kopf gets every one of them, as a deletion."""
+    n, limit = 100, 5
+
+    async def source(**kwargs):
+        for i in range(n):
+            yield event(None, f"md-{i:03}")
+        for i in range(n):
+            yield event("DELETED", f"md-{i:03}", "2")
+        await asyncio.Event().wait()
+
+    seen: list[tuple[str | None, str]] = []
+
+    async def processor(*, raw_event, **_):
+        seen.append((raw_event["type"], raw_event["object"]["metadata"]["uid"]))
+        await asyncio.sleep(0.001)
+
+    most = run_watcher(
+        monkeypatch, source, processor, limit, until=lambda: sum(t == "DELETED" for t, _ in seen) == n
+    )
+    assert most["streams"] <= limit
+    assert {uid for t, uid in seen if t == "DELETED"} == {f"md-{i:03}" for i in range(n)}
