@@ -17,10 +17,12 @@ watcher, for our own kinds only (the children's queues stay small):
 - another object's event passes when fewer than `limit` objects have a worker and nothing is held
   before it; otherwise it is held, its object as zlib-compressed JSON, in arrival order. A newer
   event of a held object replaces the held one in its place in the line; one of the initial listing
-  (type None, which kopf reads as "resume") keeps that type, so the object is still resumed, unless
-  the newer one is its deletion (DELETED waits in line too: a namespace deleted with thousands of
-  objects would otherwise hand them to kopf at once; kopf needs it to forget the object, and a
-  parent watching it as a child to notice);
+  (type None, which kopf reads as "resume") keeps that type, so the object is still resumed, and is
+  marked `CHANGED_SINCE_LISTED`, so that a parent watching the object as a child (a RetrainPolicy its
+  TrainingJobs), which takes a listing for a state it was not told of as a change, sees the change
+  (operators.runtime's child watch); unless the newer one is its deletion (DELETED waits in line too:
+  a namespace deleted with thousands of objects would otherwise hand them to kopf at once; kopf needs
+  it to forget the object, and a parent watching it as a child to notice);
 - when a worker ends (`finished`, from the wrap of kopf's `worker`), the oldest held objects pass,
   decoded again, while fewer than `limit` have a worker.
 
@@ -43,6 +45,10 @@ from llmops.operators.metrics import WAITING
 
 _FREED = object()  # a worker ended: look at what is held
 _END = object()  # the stream ended
+# The key, in a listing's event (type None) that kopf gets from the line, saying the object changed
+# after it was listed (the event carries its newest state): kopf ignores it, the child watch reads it.
+CHANGED_SINCE_LISTED = "llmops.io/changedSinceListed"
+_LISTED_THEN_CHANGED = "listed, then changed"  # the held event type of such an object
 
 
 class _Failed:
@@ -52,10 +58,10 @@ class _Failed:
 
 class Backlog:
     """One watched resource (in one namespace, or cluster-wide) of our own kinds: which objects kopf
-    has a worker for (`live`, by uid) and what waits for a place (`held`, uid -> (event type,
-    compressed object)). `limit` is kopf's `settings.queueing.worker_limit`; `name` labels the
-    llmops_operator_objects_waiting gauge (the resource's plural), which adds up what every backlog of
-    that resource holds."""
+    has a worker for (`live`, by uid) and what waits for a place (`held`, uid -> (event type, or
+    `_LISTED_THEN_CHANGED`; compressed object)). `limit` is kopf's `settings.queueing.worker_limit`;
+    `name` labels the llmops_operator_objects_waiting gauge (the resource's plural), which adds up
+    what every backlog of that resource holds."""
 
     def __init__(self, limit: int, name: str = "") -> None:
         self.limit = limit
@@ -72,8 +78,8 @@ class Backlog:
             return event  # kopf makes no worker for a bookmark: it takes no place
         if self.held or len(self.live) >= self.limit:
             kind = event.get("type")
-            if kind != "DELETED" and uid in self.held and self.held[uid][0] is None:
-                kind = None  # still the initial listing's: kopf resumes it
+            if kind != "DELETED" and uid in self.held and self.held[uid][0] in (None, _LISTED_THEN_CHANGED):
+                kind = _LISTED_THEN_CHANGED  # still the initial listing's: kopf resumes it
             data = zlib.compress(json.dumps(event["object"]).encode(), 1)
             if uid not in self.held:
                 self._waiting.inc()
@@ -90,7 +96,10 @@ class Backlog:
         kind, data = self.held.pop(uid)
         self._waiting.dec()
         self.live.add(uid)
-        return {"type": kind, "object": json.loads(zlib.decompress(data))}
+        obj = json.loads(zlib.decompress(data))
+        if kind == _LISTED_THEN_CHANGED:
+            return {"type": None, "object": obj, CHANGED_SINCE_LISTED: True}
+        return {"type": kind, "object": obj}
 
     def finished(self, uid: str) -> None:
         """kopf's worker for `uid` ended."""

@@ -36,6 +36,7 @@ from llmops.api.common import ApiModel, CommonReason, ObjectStorageLocation, Sta
 from llmops.operators import kube, metrics
 from llmops.operators.apply import Applier
 from llmops.operators.auditing import EVENTS_ONLY, Auditor, Subject
+from llmops.operators.backlog import CHANGED_SINCE_LISTED
 from llmops.operators.events import Announcements, announcement
 from llmops.operators.outcome import Outcome
 from llmops.operators.views import ChildViews
@@ -513,14 +514,24 @@ def child_selectors(kinds: list[Kind]) -> dict[tuple[str, str, str], str]:
 
 
 def _watch_child(kind: Kind, child: Child, requeue: Requeue, registry: kopf.OperatorRegistry) -> None:
-    """Re-run the parent's reconcile when a child's fingerprint changes or the child goes away."""
+    """Re-run the parent's reconcile when a child's fingerprint changes or the child goes away.
+
+    A listing (type None) of a child this watch meets for the first time only records it: that is the
+    operator's start, when kopf resumes every parent anyway. A listing of a child it has met before is
+    kopf listing again after a gap in the watch (an expired resource version, as after the apiserver's
+    restart: kopf's `continuous_watch` then lists anew, every object as type None), and a child that
+    changed in the gap re-runs its parent like any change; so does a child of our own group that
+    changed while it waited for a place (operators.backlog: `CHANGED_SINCE_LISTED`). A child deleted in
+    the gap is not seen: kopf's listing says nothing of what is gone.
+    """
     label = child_label(kind)
     empty = child.fingerprint({})
-    # child uid -> last fingerprint, for those whose fingerprint is not `empty` (a missing uid reads as
-    # `empty`): children that only count by their deletion (`existence`) take no memory at all. A child
-    # kind with `views` keeps its views there instead, and its fingerprints are read from them.
+    # child uid -> last fingerprint, for every child whose fingerprint can change (children that only
+    # count by their deletion, `existence`, take no memory at all). A child kind with `views` keeps its
+    # views there instead, and its fingerprints are read from them.
     seen: dict[str, Any] = {}
     views = child.views
+    tracked = child.fingerprint is not existence
 
     @kopf.on.event(
         child.group,
@@ -545,15 +556,17 @@ def _watch_child(kind: Kind, child: Child, requeue: Requeue, registry: kopf.Oper
             return
         if views is not None:
             was, now = views.record(dict(body))
+            known = was is not None
             before = empty if was is None else child.fingerprint(was.body())
             fingerprint = empty if now is None else child.fingerprint(now.body())
         else:
             fingerprint = child.fingerprint(dict(body))
+            known = uid in seen
             before = seen.pop(uid, empty)
-            if fingerprint != empty:
+            if tracked:
                 seen[uid] = fingerprint
-        # The initial listing (type None) only records: kopf resumes every parent at start anyway.
-        if event["type"] is not None and fingerprint != before:
+        change = event["type"] is not None or known or bool(event.get(CHANGED_SINCE_LISTED))
+        if change and fingerprint != before:
             requeue.later(namespace, parent, CHILD_DEBOUNCE_SECONDS)
 
 

@@ -49,8 +49,9 @@ def test_the_line_keeps_its_order_and_each_objects_newest_event() -> None:
     assert line.release() is None  # no place
     assert line.admit(watching.Bookmark.LISTED) is watching.Bookmark.LISTED
     line.finished("b")
-    # c was listed (type None: kopf resumes it), then modified while it waited: resumed at its newest
-    assert line.release() == event(None, "c", "2", x=2)
+    # c was listed (type None: kopf resumes it), then modified while it waited: resumed at its newest,
+    # marked as changed since its listing (for a parent that watches it as a child)
+    assert line.release() == {**event(None, "c", "2", x=2), backlog.CHANGED_SINCE_LISTED: True}
     assert line.release() is None
     line.finished("zzz")  # a worker this backlog never counted
     line.finished("a")
@@ -62,9 +63,9 @@ def test_the_line_keeps_its_order_and_each_objects_newest_event() -> None:
     assert waiting("line-test") == 0
 
 
-def run_watcher(monkeypatch, source, processor, limit: int, until) -> dict:
-    """kopf's own `watcher` (its workers, its scheduler of `limit` places) over `source`, our wrap of
-    its listing and workers in between, until `until()`; returns what kopf held at most."""
+def run_watcher(monkeypatch, source, processor, limit: int, until, resource=RESOURCE) -> dict:
+    """kopf's own `watcher` (its workers, its scheduler of `limit` places) of `resource` over `source`,
+    our wrap of its listing and workers in between, until `until()`; returns what kopf held at most."""
     most = {"streams": 0}
     kopfs_worker = inspect.unwrap(queueing.worker)
 
@@ -85,7 +86,7 @@ def run_watcher(monkeypatch, source, processor, limit: int, until) -> dict:
 
     async def main() -> None:
         task = asyncio.create_task(
-            queueing.watcher(namespace=None, settings=settings, resource=RESOURCE, processor=processor)
+            queueing.watcher(namespace=None, settings=settings, resource=resource, processor=processor)
         )
 
         async def done() -> None:
@@ -100,7 +101,7 @@ def run_watcher(monkeypatch, source, processor, limit: int, until) -> dict:
                 await task
         # the watcher gone, nothing of the backlog reads on
         assert not [t for t in asyncio.all_tasks() if t.get_name() == "llmops backlog reader"]
-        assert backlog.of(RESOURCE, None) is None
+        assert backlog.of(resource, None) is None
 
     asyncio.run(main())
     return most
@@ -241,3 +242,131 @@ def test_deletions_wait_in_line_and_reach_kopf(monkeypatch) -> None:
     )
     assert most["streams"] <= limit
     assert {uid for t, uid in seen if t == "DELETED"} == {f"md-{i:03}" for i in range(n)}
+
+
+def kopfs_processing(registry: kopf.OperatorRegistry, resource: references.Resource):
+    """kopf's own processing of each event of `resource` (its causes, its handlers' filters and
+    invocation), as its orchestration hands it to the watcher, over `registry`."""
+    import functools
+
+    from kopf._core.engines import indexing
+    from kopf._core.reactor import inventory, processing
+
+    return functools.partial(
+        processing.process_resource_event,
+        lifecycle=kopf.lifecycles.all_at_once,
+        registry=registry,
+        settings=kopf.OperatorSettings(),
+        indexers=indexing.OperatorIndexers(),
+        memories=inventory.ResourceMemories(),
+        memobase=kopf.Memo(),
+        event_queue=asyncio.Queue(),
+        resource=resource,
+    )
+
+
+def test_a_child_changed_while_the_watch_was_away_re_runs_its_parent(monkeypatch) -> None:
+    """kopf lists a resource again after a gap in its watch (410: every object as type None). The child
+    watch (operators.runtime) re-runs the parent of a child it had met whose state changed in the gap,
+    and not the parents of children it meets for the first time (the start: kopf resumes every parent).
+    Through kopf's watcher and its processing of events, with the ModelDeployment's handlers; only the
+    HTTP side of the listing is faked."""
+    from llmops.operators import runtime
+    from llmops.operators.modeldeployment import make_kind
+
+    kind = make_kind()
+    registry = kopf.OperatorRegistry()
+    requeue = runtime.Requeue(kind.resource)
+    runtime._watch_child(kind, kind.children[0], requeue, registry)  # the Deployments
+    deployments = references.Resource("apps", "v1", "deployments", kind="Deployment", namespaced=True)
+
+    def deployment(parent: str, version: str, ready: int) -> dict:
+        name = f"{parent}-1-vllm"
+        labels = {"llmops.io/modeldeployment": parent}
+        meta = {"uid": name, "name": name, "namespace": "ns", "labels": labels, "resourceVersion": version}
+        status = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}
+        status |= {"readyReplicas": ready, "availableReplicas": ready}
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {**meta, "generation": 1},
+            "spec": {"replicas": 1},
+            "status": status,
+        }
+
+    listings: list[list[dict]] = [
+        [deployment("md", "1", 0)],  # the start
+        [deployment("md", "2", 1), deployment("new", "3", 1)],  # after the gap
+    ]
+    processed: list[tuple[str | None, str, int]] = []
+
+    async def source(**kwargs):
+        listing = listings.pop(0) if listings else []
+        for obj in listing:
+            yield {"type": None, "object": obj}
+        yield watching.Bookmark.LISTED
+        if not listing:
+            await asyncio.Event().wait()  # the watch: nothing more
+        # else: the stream ends as after a 410 (kopf's continuous_watch returns), and kopf lists again
+
+    processor = kopfs_processing(registry, deployments)
+
+    async def counted(*, raw_event, **kwargs):
+        got = await processor(raw_event=raw_event, **kwargs)
+        processed.append((raw_event["type"], raw_event["object"]["metadata"]["name"], requeue.pending()))
+        return got
+
+    run_watcher(monkeypatch, source, counted, 10, until=lambda: len(processed) == 3, resource=deployments)
+    assert processed[0] == (None, "md-1-vllm", 0)  # met at the start: recorded, no poke
+    assert sorted(name for _, name, _ in processed[1:]) == ["md-1-vllm", "new-1-vllm"]
+    # md's Deployment became ready in the gap; `new`'s is new to the watch: no poke for it
+    assert list(requeue._due) == [("ns", "md")]
+
+
+def test_a_child_of_our_own_kinds_changed_while_it_waited_re_runs_its_parent(monkeypatch) -> None:
+    """A RetrainPolicy's TrainingJob, listed at a start while every place was taken and changed before
+    its turn: kopf resumes it (type None) at its newest state, and its policy's child watch takes it
+    for the change it is. Through kopf's watcher, the backlog and kopf's processing."""
+    from llmops.operators import runtime
+    from llmops.operators.retrainpolicy import make_kind
+
+    kind = make_kind()
+    registry = kopf.OperatorRegistry()
+    requeue = runtime.Requeue(kind.resource)
+    runtime._watch_child(kind, kind.children[0], requeue, registry)
+    jobs = references.Resource("llmops.io", "v1alpha1", "trainingjobs", kind="TrainingJob", namespaced=True)
+    label = {"llmops.io/retrainpolicy": "policy"}
+
+    def job(name: str, version: str, phase: str) -> dict:
+        meta = {"uid": name, "name": name, "namespace": "ns", "labels": label, "resourceVersion": version}
+        return {
+            "apiVersion": "llmops.io/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": meta,
+            "spec": {},
+            "status": {"phase": phase},
+        }
+
+    async def source(**kwargs):
+        yield {"type": None, "object": job("busy", "1", "Running")}  # takes the one place
+        yield {"type": None, "object": job("run-1", "2", "Running")}  # waits
+        yield {"type": "MODIFIED", "object": job("run-1", "3", "Succeeded")}  # changed while it waits
+        yield watching.Bookmark.LISTED
+        await asyncio.Event().wait()
+
+    processor = kopfs_processing(registry, jobs)
+    processed: list[tuple[str | None, str, bool]] = []
+
+    async def counted(*, raw_event, **kwargs):
+        obj = raw_event["object"]["metadata"]
+        if obj["name"] == "busy":
+            while len(backlog.of(jobs, None).held) == 0 or waiting("trainingjobs") == 0:
+                await asyncio.sleep(0.01)  # until run-1 waits in line
+            await asyncio.sleep(0.05)  # and its change has joined it
+        got = await processor(raw_event=raw_event, **kwargs)
+        processed.append((raw_event["type"], obj["name"], raw_event.get(backlog.CHANGED_SINCE_LISTED, False)))
+        return got
+
+    run_watcher(monkeypatch, source, counted, 1, until=lambda: len(processed) == 2, resource=jobs)
+    assert processed == [(None, "busy", False), (None, "run-1", True)]
+    assert list(requeue._due) == [("ns", "policy")]
