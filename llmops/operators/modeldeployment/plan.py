@@ -37,8 +37,11 @@ class ServingSettings:
     scrape_interval: str = "15s"
     # How long the gateway holds requests while a scaled-to-zero version starts.
     scale_to_zero_hold_seconds: float = 600
-    # Reconcile every object this often even without changes (repairs drift of its children).
+    # Reconcile every object this often even without changes (repairs drift of its children)...
     resync_seconds: float = 300
+    # ...but all objects' resyncs together at most this many a second: beyond resync_seconds times
+    # resync_rate objects (600), each one's period is objects ÷ resync_rate seconds (operators.pacing).
+    resync_rate: float = 2.0
     # A ModelDeployment that names any model by alias is reconciled at least this often, so that an
     # alias moved in the registry is served within this delay (plus the rollout). Bounded polling:
     # an object store has no change notifications that work the same on S3, MinIO and a directory.
@@ -60,13 +63,22 @@ class ServingSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
         """LLMOPS_SERVING_IMAGE, LLMOPS_PROMETHEUS_URL, LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR (k=v,...),
         LLMOPS_MONITOR_LABELS (k=v,...), LLMOPS_SCRAPE_INTERVAL, LLMOPS_RESYNC_SECONDS,
-        LLMOPS_ALIAS_POLL_SECONDS, LLMOPS_SUSPEND_DRAIN_SECONDS."""
+        LLMOPS_RESYNC_RATE (> 0), LLMOPS_ALIAS_POLL_SECONDS, LLMOPS_SUSPEND_DRAIN_SECONDS.
+        Raises ValueError naming the variable when LLMOPS_RESYNC_RATE is not a number above 0."""
         env = os.environ if env is None else env
         defaults = cls()
 
         def pairs(text: str) -> dict[str, str]:
             return dict(p.split("=", 1) for p in text.split(",") if "=" in p)
 
+        try:
+            resync_rate = float(env.get("LLMOPS_RESYNC_RATE", defaults.resync_rate))
+        except ValueError:
+            resync_rate = 0.0
+        if not resync_rate > 0:
+            raise ValueError(
+                f"LLMOPS_RESYNC_RATE={env.get('LLMOPS_RESYNC_RATE')!r}: resyncs a second, a number above 0"
+            )
         return cls(
             serving_image=env.get("LLMOPS_SERVING_IMAGE", defaults.serving_image),
             prometheus_url=env.get("LLMOPS_PROMETHEUS_URL", defaults.prometheus_url),
@@ -76,6 +88,7 @@ class ServingSettings:
             monitor_labels=pairs(env.get("LLMOPS_MONITOR_LABELS", "")),
             scrape_interval=env.get("LLMOPS_SCRAPE_INTERVAL", defaults.scrape_interval),
             resync_seconds=float(env.get("LLMOPS_RESYNC_SECONDS", defaults.resync_seconds)),
+            resync_rate=resync_rate,
             alias_poll_seconds=float(env.get("LLMOPS_ALIAS_POLL_SECONDS", defaults.alias_poll_seconds)),
             suspend_drain_seconds=float(
                 env.get("LLMOPS_SUSPEND_DRAIN_SECONDS", defaults.suspend_drain_seconds)

@@ -77,6 +77,7 @@ from llmops.operators.modeldeployment.versions import (
     served_model,
 )
 from llmops.operators.outcome import Outcome
+from llmops.operators.pacing import ResyncPacer
 from llmops.operators.runtime import Context
 from llmops.operators.secrets import SecretProblem
 from llmops.operators.views import ChildViews
@@ -111,6 +112,8 @@ class Reconciler:
     # Unchanged children are applied again only after settings.resync_seconds, which repairs drift
     # without re-sending every object on every status change.
     _applied: Applied = field(default_factory=Applied)
+    # The resync period of each object: settings.resync_seconds, longer with many objects.
+    _pacer: ResyncPacer = field(default_factory=ResyncPacer)
     # The child Deployments as the watch and our own applies last showed them (operators.views.ChildViews):
     # an unchanged Deployment is read from here, not from the API (make_kind wires the watch to it).
     deployments: ChildViews[DeploymentView] = field(default_factory=lambda: ChildViews(DeploymentView.of))
@@ -119,6 +122,12 @@ class Reconciler:
         if self.settings is None:
             self.settings = ServingSettings.from_env()
         return self.settings
+
+    def resync_seconds(self, ctx: Context) -> float:
+        """This object's resync period (operators.pacing): settings.resync_seconds, or objects ÷
+        settings.resync_rate when that is longer."""
+        settings = self.current_settings()
+        return self._pacer.period(ctx.body["metadata"]["uid"], settings.resync_seconds, settings.resync_rate)
 
     def metrics_source(self) -> canary.MetricsSource:
         if self.metrics is None:
@@ -148,7 +157,7 @@ class Reconciler:
         An unchanged Deployment is read from `deployments` (the watch's view, or our last apply's
         answer), from the API only when neither has it; every one applied or read is recorded there."""
         uid = ctx.body["metadata"]["uid"]
-        resync = self.current_settings().resync_seconds
+        resync = self.resync_seconds(ctx)
         live: dict[str, dict] = {}
         for manifest in manifests:
             entry = ref(manifest)
@@ -202,7 +211,7 @@ class Reconciler:
         manifest = gateway.feedback_key_secret(ctx.body)
         uid, entry = ctx.body["metadata"]["uid"], ref(manifest)
         cached = self._applied.get(uid, entry)
-        if cached and time.monotonic() - cached[1] < self.current_settings().resync_seconds:
+        if cached and time.monotonic() - cached[1] < self.resync_seconds(ctx):
             return
         if ctx.applier.get("v1", "Secret", manifest["metadata"]["name"], ctx.namespace) is None:
             ctx.applier.create(manifest)  # AlreadyExists (another reconcile made it) is success
@@ -564,7 +573,7 @@ class Reconciler:
             inventory,
             lingering,
             # Spread the resyncs (objects created together would otherwise all come due together).
-            resync_after=settings.resync_seconds * random.uniform(0.9, 1.1),
+            resync_after=self.resync_seconds(ctx) * random.uniform(0.9, 1.1),
             aliases=tuple(resolved),
             draining=wait,
         )

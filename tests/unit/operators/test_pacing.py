@@ -1,0 +1,68 @@
+"""Resyncs paced so that together they come at a bounded rate (operators.pacing), and the
+ModelDeployment's reconcile taking its resync period (and its re-apply of unchanged children) from it."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from llmops.operators import pacing
+from llmops.operators.modeldeployment.plan import ServingSettings
+from llmops.operators.modeldeployment.reconcile import Reconciler
+from llmops.operators.runtime import Context
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    return now
+
+
+def test_the_period_stretches_to_objects_over_the_rate_and_forgets_objects_that_stop(clock) -> None:
+    pacer = pacing.ResyncPacer()
+    periods = [pacer.period(f"uid-{i}", 300, 2) for i in range(1000)]
+    assert periods[0] == 300 and periods[599] == 300  # 600 objects at 2 a second: 300 s each
+    assert periods[600] == 300.5 and periods[-1] == 500  # 1,000: every 500 s, 2 a second
+    assert pacer.period("uid-0", 300, 2) == 500 and len(pacer) == 1000  # counted once
+    clock[0] += 999  # within twice the period: all still counted
+    assert pacer.period("uid-1", 300, 2) == 500
+    clock[0] += 2  # the others asked 1,001 s ago, more than twice 500: gone (deleted, say)
+    assert pacer.period("uid-2", 300, 2) == 300 and len(pacer) == 2
+    with pytest.raises(ValueError, match="LLMOPS_RESYNC_RATE='0'"):
+        ServingSettings.from_env({"LLMOPS_RESYNC_RATE": "0"})
+    with pytest.raises(ValueError, match="LLMOPS_RESYNC_RATE='fast'"):
+        ServingSettings.from_env({"LLMOPS_RESYNC_RATE": "fast"})
+    assert ServingSettings.from_env({"LLMOPS_RESYNC_RATE": "0.5"}).resync_rate == 0.5
+
+
+def test_a_model_deployments_resync_and_its_re_apply_follow_the_paced_period(clock) -> None:
+    """With 1,000 ModelDeployments at 2 resyncs a second, each asks to be run again after about 500 s
+    (not 300), and a reconcile 400 s after the last apply (a child's poke) re-applies nothing unchanged;
+    one 600 s after does. With one object, 400 s is past its period of 300: it re-applies."""
+    applied: list[str] = []
+
+    class Applier:
+        def apply(self, manifest: dict) -> dict:
+            applied.append(manifest["metadata"]["name"])
+            return manifest
+
+    def ctx(uid: str) -> Context:
+        body = {"metadata": {"name": uid, "namespace": "ns", "uid": uid}}
+        return Context(body=body, applier=Applier(), logger=logging.getLogger("test"))  # type: ignore[arg-type]
+
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": "ns"}}
+    for count, at, again in ((1000, 400, False), (1000, 600, True), (1, 400, True)):
+        reconciler = Reconciler(ServingSettings(resync_seconds=300, resync_rate=2))
+        for i in range(count - 1):
+            reconciler.resync_seconds(ctx(f"other-{i}"))
+        assert reconciler.resync_seconds(ctx("md")) == max(300, count / 2)
+        applied.clear()
+        reconciler.apply(ctx("md"), [service])
+        clock[0] += at
+        for i in range(count - 1):  # the others go on asking
+            reconciler.resync_seconds(ctx(f"other-{i}"))
+        reconciler.apply(ctx("md"), [service])
+        assert applied == ["svc", "svc"] if again else ["svc"], (count, at)
