@@ -318,11 +318,11 @@ def wrap_list_and_watch() -> None:
     nothing reads it from a watch event: kopf does not, and our handlers read it only from objects
     they GET (`apply.Applier`).
 
-    **Objects of our own kinds that kopf has not begun wait outside it**, compressed, while
+    **Objects that kopf has not begun wait outside it**, compressed, while
     `settings.queueing.worker_limit` of them have a worker (`backlog.Backlog`: at a start with every
-    object there, kopf would otherwise queue them all at once). One backlog per watched resource of
-    our API group and namespace, for as long as kopf's watcher of it runs; kopf's `worker` is wrapped
-    to tell it when a worker ends.
+    object there, or when a child's resource is listed again, kopf would otherwise queue them all at
+    once). One backlog per watched resource and namespace, for as long as kopf's watcher of it runs;
+    kopf's `worker` is wrapped to tell it when a worker ends.
 
     **An expired list listed again.** The initial list comes in pages (LIST_PAGE_SIZE); a page asked
     for after etcd compacted past the list's revision is refused with 410 (reason Expired), which
@@ -375,7 +375,7 @@ def wrap_list_and_watch() -> None:
 
         async def watcher(**kwargs: Any) -> None:
             resource, limit = kwargs.get("resource"), kwargs["settings"].queueing.worker_limit
-            if not (limit and getattr(resource, "group", None) == GROUP):
+            if not limit:
                 return await kopfs_watcher(**kwargs)
             with backlog.watching(resource, kwargs.get("namespace"), limit):
                 return await kopfs_watcher(**kwargs)

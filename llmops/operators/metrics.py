@@ -27,8 +27,9 @@ LATENCY = Histogram(
 
 WAITING = Gauge(
     "llmops_operator_objects_waiting",
-    "Objects of a kind waiting for one of the operator's places to be reconciled (operators.backlog),"
-    " by kind's resource (plural): at a start, every object beyond the places.",
+    "Objects of a watched resource waiting for one of the operator's places (operators.backlog), by"
+    " resource (plural): at a start, or when a child's resource is listed again, every object beyond"
+    " the places.",
     ["resource"],
 )
 

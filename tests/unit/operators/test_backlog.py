@@ -107,10 +107,16 @@ def run_watcher(monkeypatch, source, processor, limit: int, until, resource=RESO
     return most
 
 
-def test_a_start_of_many_objects_queues_at_most_the_limit_inside_kopf(monkeypatch) -> None:
+CHILDREN = references.Resource("networking.k8s.io", "v1", "networkpolicies")
+
+
+@pytest.mark.parametrize("resource", [RESOURCE, CHILDREN], ids=["own-kind", "child"])
+def test_a_start_of_many_objects_queues_at_most_the_limit_inside_kopf(monkeypatch, resource) -> None:
     """300 objects listed at once, 10 places: kopf never holds more than 10 objects' streams (without
     the backlog: all 300), every object is processed once, in listing order, as listed (type None),
-    and the stream was read to its end at once while they waited (the watch is not held up)."""
+    and the stream was read to its end at once while they waited (the watch is not held up). The same
+    for a child's resource (a listing of every ModelDeployment's NetworkPolicies again, after the
+    watch expired)."""
     n, limit = 300, 10
     read = []
 
@@ -127,12 +133,13 @@ def test_a_start_of_many_objects_queues_at_most_the_limit_inside_kopf(monkeypatc
 
     async def processor(*, raw_event, **_):
         read_when_begun.append(len(read))
-        held.append(len(backlog.of(RESOURCE, None).held))
+        line = backlog.of(resource, None)
+        held.append(len(line.held) if line else 0)
         seen.append((raw_event["type"], raw_event["object"]["metadata"]["uid"]))
         await asyncio.sleep(0.001)
         return None
 
-    most = run_watcher(monkeypatch, source, processor, limit, until=lambda: len(seen) == n)
+    most = run_watcher(monkeypatch, source, processor, limit, until=lambda: len(seen) == n, resource=resource)
     assert seen == [(None, f"md-{i:03}") for i in range(n)]
     assert most["streams"] <= limit
     assert read_when_begun[limit] == n  # the 11th begun after the whole stream was read
