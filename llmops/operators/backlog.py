@@ -32,7 +32,8 @@ watches:
 
 The stream is read by a task of its own into a queue that is drained as it fills, so the watch is
 never held up: only what kopf has not begun waits. When the stream ends (an expired list, a watch
-that must start over), what is held is dropped: kopf lists again, and every object comes again; when
+that must start over), the held deletions pass at once, places or not (a listing does not bring
+them back), and the rest is dropped: kopf lists again, and every object still there comes again; when
 kopf's watcher ends, the reading stops with it (`watching`), whether or not kopf closed the stream.
 """
 
@@ -105,6 +106,20 @@ class Backlog:
             return {"type": None, "object": obj, CHANGED_SINCE_LISTED: True}
         return {"type": kind, "object": obj}
 
+    def deletions(self) -> list[Any]:
+        """The held deletions, in their order, taken out of the line whether or not there is a place:
+        when the stream ends, kopf lists again, and a listing brings back every object held but not
+        one deleted meanwhile, whose DELETED kopf would then never get (nor a parent watching it as
+        a child: a Deployment's view, a child to apply again)."""
+        gone = [uid for uid, (kind, _) in self.held.items() if kind == "DELETED"]
+        events = []
+        for uid in gone:
+            _, data = self.held.pop(uid)
+            self._waiting.dec()
+            self.live.add(uid)
+            events.append({"type": "DELETED", "object": json.loads(zlib.decompress(data))})
+        return events
+
     def finished(self, uid: str) -> None:
         """kopf's worker for `uid` ended."""
         if uid in self.live:
@@ -138,10 +153,12 @@ class Backlog:
                 item = await inbox.get()
                 if item is _FREED:
                     continue
-                if item is _END:
+                if item is _END or isinstance(item, _Failed):
+                    for event in self.deletions():  # what a listing again would not bring back
+                        yield event
+                    if isinstance(item, _Failed):
+                        raise item.error
                     return
-                if isinstance(item, _Failed):
-                    raise item.error
                 if (event := self.admit(item)) is not None:
                     yield event
         finally:

@@ -99,9 +99,14 @@ def operator(
     """Reconcile TrainingJobs, ModelDeployments, RetrainPolicies and ModelRetirements until SIGTERM."""
     from llmops import kubeconfig
     from llmops.operators.main import WebhookOptions, run
+    from llmops.operators.modeldeployment.plan import ServingSettings
 
     if all_namespaces and namespaces:
         raise click.UsageError("--all-namespaces and --namespace exclude each other")
+    try:
+        ServingSettings.from_env()  # a setting the environment gets wrong stops the start, not each reconcile
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     kubeconfig.check_for_operator()
     listening = [("--metrics-port", metrics_port), ("--health-port", health_port)]
     check_ports(listening + ([("--webhook-port", webhook_port)] if webhook else []))

@@ -211,6 +211,11 @@ LIST_PAGE_SIZE = 100
 # Objects of a kind reconciled at once (kopf's `settings.queueing.worker_limit`, set in configure);
 # the objects beyond it wait outside kopf, compressed (backlog.Backlog).
 WORKER_LIMIT = 250
+# The resources whose objects wait outside kopf beyond its places, as (group, version, plural): those
+# the kinds watch, their own and their children's (configure adds them). Not kopf's own watches of
+# CustomResourceDefinitions and Namespaces, whose processing skips a listing's events (type None),
+# which a held event of a listed object stays.
+GATED: set[tuple[str, str, str]] = set()
 
 
 def connection_limit(kinds: list[Kind]) -> int:
@@ -321,7 +326,7 @@ def wrap_list_and_watch() -> None:
     **Objects that kopf has not begun wait outside it**, compressed, while
     `settings.queueing.worker_limit` of them have a worker (`backlog.Backlog`: at a start with every
     object there, or when a child's resource is listed again, kopf would otherwise queue them all at
-    once). One backlog per watched resource and namespace, for as long as kopf's watcher of it runs;
+    once). One backlog per resource of GATED and namespace, for as long as kopf's watcher of it runs;
     kopf's `worker` is wrapped to tell it when a worker ends.
 
     **An expired list listed again.** The initial list comes in pages (LIST_PAGE_SIZE); a page asked
@@ -375,7 +380,12 @@ def wrap_list_and_watch() -> None:
 
         async def watcher(**kwargs: Any) -> None:
             resource, limit = kwargs.get("resource"), kwargs["settings"].queueing.worker_limit
-            if not limit:
+            key = (
+                getattr(resource, "group", None),
+                getattr(resource, "version", None),
+                getattr(resource, "plural", None),
+            )
+            if not (limit and key in GATED):
                 return await kopfs_watcher(**kwargs)
             with backlog.watching(resource, kwargs.get("namespace"), limit):
                 return await kopfs_watcher(**kwargs)
@@ -458,6 +468,7 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None, k
     # ModelDeployment's children included) was in memory at once, as bytes and as parsed objects
     # (700 objects: 243 MiB peak against 122 in pages; docs/operations.md, "Sizing the operator").
     settings.watching.chunk_size = LIST_PAGE_SIZE
+    GATED.update(runtime.watched_resources(kinds))
     wrap_list_and_watch()
     small_tls_read_buffers()
     # The apiserver sends only our children of the resources we watch as children (runtime.child_selectors).

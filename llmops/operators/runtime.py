@@ -517,7 +517,8 @@ def _watch_child(kind: Kind, child: Child, requeue: Requeue, registry: kopf.Oper
     """Re-run the parent's reconcile when a child's fingerprint changes or the child goes away.
 
     A listing (type None) of a child this watch meets for the first time only records it: that is the
-    operator's start, when kopf resumes every parent anyway. A listing of a child it has met before is
+    operator's start, when kopf resumes every parent anyway (a child whose view a reconcile recorded
+    from its own apply counts as met). A listing of a child it has met before is
     kopf listing again after a gap in the watch (an expired resource version, as after the apiserver's
     restart: kopf's `continuous_watch` then lists anew, every object as type None), and a child that
     changed in the gap re-runs its parent like any change; so does a child of our own group that

@@ -166,6 +166,20 @@ def test_a_busy_operator_port_is_one_line_naming_its_flag(tmp_path, monkeypatch)
     assert result.exit_code == 2 and "'--health-port': 70000 is not in the range" in result.output
 
 
+def test_an_operator_setting_the_environment_gets_wrong_stops_the_start(monkeypatch) -> None:
+    """LLMOPS_RESYNC_RATE that is not a number above 0: one line naming it, exit code 1, before the
+    operator starts (not at every ModelDeployment's, RetrainPolicy's and ModelRetirement's reconcile)."""
+    from click.testing import CliRunner
+
+    for value in ("0", "-1", "fast"):
+        monkeypatch.setenv("LLMOPS_RESYNC_RATE", value)
+        result = CliRunner().invoke(main, ["operator"])
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(f"Error: LLMOPS_RESYNC_RATE={value!r}: resyncs a second"), (
+            result.output
+        )
+
+
 def test_version_is_the_one_pyproject_declares() -> None:
     """Installed or run from the checkout (as CI runs it, with no distribution metadata), the same
     version: pyproject.toml's."""

@@ -84,6 +84,10 @@ from llmops.operators.views import ChildViews
 from llmops.registry import ModelVersion, RegistryError, resolve
 from llmops.storage import Credentials, ObjectStore
 
+# Resyncs come after their period times 1 ± RESYNC_SPREAD (objects created together would otherwise
+# all come due together); an unchanged child is applied again once (1 - RESYNC_SPREAD) of the period
+# has passed since its last apply, so that every periodic resync applies it.
+RESYNC_SPREAD = 0.1
 STALLED_RETRY_SECONDS = 60  # a missing version or Secret may appear: look again this often
 UNAVAILABLE_RETRY_SECONDS = 20
 
@@ -109,7 +113,7 @@ class Reconciler:
 
     settings: ServingSettings | None = None
     metrics: canary.MetricsSource | None = None
-    # Unchanged children are applied again only after settings.resync_seconds, which repairs drift
+    # Unchanged children are applied again only at a resync (RESYNC_SPREAD), which repairs drift
     # without re-sending every object on every status change.
     _applied: Applied = field(default_factory=Applied)
     # The resync period of each object: settings.resync_seconds, longer with many objects.
@@ -157,7 +161,7 @@ class Reconciler:
         An unchanged Deployment is read from `deployments` (the watch's view, or our last apply's
         answer), from the API only when neither has it; every one applied or read is recorded there."""
         uid = ctx.body["metadata"]["uid"]
-        resync = self.resync_seconds(ctx)
+        resync = self.resync_seconds(ctx) * (1 - RESYNC_SPREAD)
         live: dict[str, dict] = {}
         for manifest in manifests:
             entry = ref(manifest)
@@ -211,7 +215,7 @@ class Reconciler:
         manifest = gateway.feedback_key_secret(ctx.body)
         uid, entry = ctx.body["metadata"]["uid"], ref(manifest)
         cached = self._applied.get(uid, entry)
-        if cached and time.monotonic() - cached[1] < self.resync_seconds(ctx):
+        if cached and time.monotonic() - cached[1] < self.resync_seconds(ctx) * (1 - RESYNC_SPREAD):
             return
         if ctx.applier.get("v1", "Secret", manifest["metadata"]["name"], ctx.namespace) is None:
             ctx.applier.create(manifest)  # AlreadyExists (another reconcile made it) is success
@@ -572,8 +576,7 @@ class Reconciler:
             step,
             inventory,
             lingering,
-            # Spread the resyncs (objects created together would otherwise all come due together).
-            resync_after=self.resync_seconds(ctx) * random.uniform(0.9, 1.1),
+            resync_after=self.resync_seconds(ctx) * random.uniform(1 - RESYNC_SPREAD, 1 + RESYNC_SPREAD),
             aliases=tuple(resolved),
             draining=wait,
         )

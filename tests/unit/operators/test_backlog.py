@@ -13,6 +13,7 @@ from kopf._cogs.structs import references
 from kopf._core.reactor import queueing
 
 from llmops.operators import backlog
+from llmops.operators import main as operator_main
 from llmops.operators.backlog import Backlog
 from llmops.operators.main import wrap_list_and_watch
 
@@ -77,6 +78,7 @@ def run_watcher(monkeypatch, source, processor, limit: int, until, resource=RESO
     monkeypatch.setattr(queueing, "worker", counted)  # the wrap then wraps this one
     monkeypatch.setattr(queueing, "watcher", inspect.unwrap(queueing.watcher))  # kopf's, wrapped below
     monkeypatch.setattr(backlog, "_backlogs", {})
+    monkeypatch.setattr(operator_main, "GATED", {(resource.group, resource.version, resource.plural)})
     wrap_list_and_watch()
     settings = kopf.OperatorSettings()
     settings.queueing.worker_limit = limit
@@ -176,12 +178,14 @@ def test_a_worker_waiting_for_its_own_patch_gets_it_past_the_line(monkeypatch) -
 
 def test_the_streams_failure_reaches_kopf_and_the_line_is_dropped(monkeypatch, caplog) -> None:
     """An expired list (410) ends the stream as before, held objects dropped (kopf lists again and
-    they come again); any other failure is raised to kopf's watcher unchanged."""
+    they come again) but for the held deletions, which pass (a listing would not bring them back);
+    any other failure is raised to kopf's watcher unchanged."""
     refusal: list[BaseException] = []
 
     async def source(**kwargs):
         for uid in ("a", "b", "c"):
             yield event(None, uid)
+        yield event("DELETED", "c", "2")
         raise refusal[0]
 
     monkeypatch.setattr(watching, "continuous_watch", source)
@@ -203,10 +207,11 @@ def test_the_streams_failure_reaches_kopf_and_the_line_is_dropped(monkeypatch, c
     refusal[:] = [errors.APIClientError(expired, status=410, headers={})]
     with caplog.at_level("WARNING"):
         got = asyncio.run(collect())
-    assert got == [event(None, "a")]
+    assert got == [event(None, "a"), event("DELETED", "c", "2")]
     assert "refused as expired" in caplog.text
     line = lines[0]
-    assert line.held == {} and line.live == {"a"} and backlog.of(RESOURCE, None) is None
+    assert line.held == {} and line.live == {"a", "c"} and backlog.of(RESOURCE, None) is None
+    assert waiting("modeldeployments") == 0
 
     refusal[:] = [
         errors.APIForbiddenError({"kind": "Status", "code": 403, "message": "no"}, status=403, headers={})
@@ -377,3 +382,56 @@ def test_a_child_of_our_own_kinds_changed_while_it_waited_re_runs_its_parent(mon
     run_watcher(monkeypatch, source, counted, 1, until=lambda: len(processed) == 2, resource=jobs)
     assert processed == [(None, "busy", False), (None, "run-1", True)]
     assert list(requeue._due) == [("ns", "policy")]
+
+
+def test_a_deletion_held_when_the_watch_expires_still_reaches_kopf(monkeypatch) -> None:
+    """A child's resource listed, one place: c is deleted while it waits, then the watch expires (kopf's
+    stream ends, as at a 410) and kopf lists again, without c. kopf still gets c's deletion (a parent
+    watching it forgets its view and applies it again), and every object still there."""
+    calls: list[int] = []
+
+    async def source(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            for uid in ("a", "b", "c"):
+                yield event(None, uid)
+            yield event("DELETED", "c", "2")
+            return  # the watch expired: kopf lists again
+        for uid in ("a", "b"):
+            yield event(None, uid, "3")
+        await asyncio.Event().wait()
+
+    seen: list[tuple[str | None, str]] = []
+
+    async def processor(*, raw_event, **_):
+        seen.append((raw_event["type"], raw_event["object"]["metadata"]["uid"]))
+        await asyncio.sleep(0.01)
+
+    run_watcher(
+        monkeypatch,
+        source,
+        processor,
+        1,
+        until=lambda: ("DELETED", "c") in seen and (None, "b") in seen,
+        resource=CHILDREN,
+    )
+    assert seen[0] == (None, "a") and ("DELETED", "c") in seen and len(calls) == 2
+
+
+def test_the_gate_covers_every_kinds_resources_and_not_kopfs_own_watches(monkeypatch) -> None:
+    """configure gates the kinds' own resources and every child's, and not kopf's watches of
+    CustomResourceDefinitions and Namespaces (their processing skips a listing's type None)."""
+    from llmops.operators.main import configure, default_kinds
+
+    monkeypatch.setattr(operator_main, "GATED", set())
+    configure(kopf.OperatorSettings(), None, default_kinds())
+    gated = operator_main.GATED
+    assert {
+        ("llmops.io", "v1alpha1", "modeldeployments"),
+        ("llmops.io", "v1alpha1", "trainingjobs"),
+        ("apps", "v1", "deployments"),
+        ("networking.k8s.io", "v1", "networkpolicies"),
+        ("ray.io", "v1", "rayjobs"),
+    } <= gated
+    assert not {g for g, _, _ in gated} & {"apiextensions.k8s.io", "kopf.dev"}
+    assert ("", "v1", "namespaces") not in gated
