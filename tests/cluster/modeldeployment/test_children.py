@@ -126,7 +126,13 @@ def test_the_scale_to_zero_example_as_written_gets_the_monitors_its_scaler_reads
         apply(cluster, namespace, example)
         # Its pods ask for an NVIDIA-L4, which no fake node has: they stay Pending, which is enough here.
         scaled = eventually(lambda: get(cluster, "scaledobject", f"{md}-{version.version}-vllm", namespace))
-        eventually(lambda: len(names(cluster, "networkpolicies", namespace)) == 3)  # applied after monitors
+        # Its first reconcile has applied every child (the monitors last) once it has written its status.
+        eventually(
+            lambda: ((get(cluster, "modeldeployment", md, namespace) or {}).get("status") or {}).get(
+                "observedGeneration"
+            )
+        )
+        assert len(names(cluster, "networkpolicies", namespace)) == 3
         queries = " ".join(t["metadata"]["query"] for t in scaled["spec"]["triggers"])
         assert "vllm:num_requests_waiting" in queries and "llmops_gateway_pending_requests" in queries
 
