@@ -85,6 +85,20 @@ def start_replicas(spec: ModelDeploymentSpec, served: ServedVersion) -> int:
     return idle if idle is not None else _keda_min(spec, served, low)
 
 
+# What the apiserver sets a Deployment's spec.replicas to when its manifest leaves it out:
+# https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/deployment-v1/#DeploymentSpec
+DEFAULT_REPLICAS = 1
+
+
+def writes_start_count(spec: ModelDeploymentSpec, served: ServedVersion) -> bool:
+    """Whether an autoscaled version's Deployment is created with `replicas` in its manifest: only when
+    start_replicas differs from the apiserver's DEFAULT_REPLICAS. When they are equal the manifest
+    leaves `replicas` out from the start, so it is the same whether the Deployment exists or not: the
+    reconcile need not look for it first, and its next apply hands nothing over (an apply and a read
+    fewer to create it, and no second write once it exists)."""
+    return autoscaled(spec, served.role) and start_replicas(spec, served) != DEFAULT_REPLICAS
+
+
 def _keda_min(spec: ModelDeploymentSpec, served: ServedVersion, low: int) -> int:
     """The ScaledObject's minReplicaCount: 0 for a stable version that scales to zero from min 0."""
     return 0 if spec.autoscaling.scale_to_zero and served.role == "stable" and low == 0 else low

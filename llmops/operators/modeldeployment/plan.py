@@ -138,9 +138,10 @@ class Plan:
     (vllm.py), since a Deployment left at 0 would stay there (the apply hands a left-out count over
     as it is, and an HPA whose target is at 0 is deactivated). `draining`: spec.suspend, but the
     gateway has not drained yet (`drain_wait`): the model servers and their autoscalers stay as they
-    are meanwhile. `existing`: the names of the versions' Deployments that exist in the cluster; an
-    autoscaled version's Deployment not among them is created at its autoscaler's start count
-    (vllm.py), one among them leaves `replicas` to its autoscaler."""
+    are meanwhile. `existing`: the names of the versions' Deployments that exist in the cluster, of
+    those created at a count of their own (autoscaling.writes_start_count); such a Deployment not
+    among them is created at its autoscaler's start count (vllm.py), one among them leaves `replicas`
+    to its autoscaler."""
 
     versions: tuple[ServedVersion, ...]
     adapters: tuple[Adapter, ...] = ()

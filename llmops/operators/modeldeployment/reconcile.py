@@ -460,11 +460,12 @@ class Reconciler:
         # An autoscaled version's Deployment that is not there yet is created at its autoscaler's start
         # count; one that is there keeps the count its autoscaler gave it (vllm.py). Looked for even
         # when the inventory does not list it: a status lost (rewritten whole, restored without it)
-        # must not shrink a serving Deployment to the start count.
+        # must not shrink a serving Deployment to the start count. Not looked for when the start count
+        # is the apiserver's default: its manifest is the same either way.
         existing = frozenset(
             v.deployment
             for v in first
-            if autoscaling.autoscaled(spec, v.role) and self.deployment(ctx, v.deployment) is not None
+            if autoscaling.writes_start_count(spec, v) and self.deployment(ctx, v.deployment) is not None
         )
         version_manifests = builders.version_children(
             spec,

@@ -5,9 +5,10 @@
                                                         emptyDir, then vLLM serves it on VLLM_PORT
 
 A version that autoscales (autoscaling.autoscaled) leaves `replicas` to its autoscaler, except when
-its Deployment is created (not in `Plan.existing`): then it starts at the count the autoscaler would
-hold it at (autoscaling.start_replicas), never at the apiserver's default of 1, and the next apply
-hands that count over as it is (operators/apply.py HANDOVER_FIELDS). The others get a fixed count:
+its Deployment is created (not in `Plan.existing`) at a count other than the apiserver's default of 1
+(autoscaling.writes_start_count): then it starts at the count the autoscaler would hold it at
+(autoscaling.start_replicas), and the next apply hands that count over as it is (operators/apply.py
+HANDOVER_FIELDS). A start count of 1 is the default's: left out from the start. The others get a fixed count:
 the stable version's from the spec, a canary's from the plan. With spec.suspend every
 version gets 0 (its autoscaler is paused: autoscaling.py); resuming writes the fixed count again, or,
 for one that autoscales, its floor once (`resuming`), from which its autoscaler takes over.
@@ -33,7 +34,7 @@ from llmops.operators.manifests import (
     resource_amounts,
     topology_spread,
 )
-from llmops.operators.modeldeployment.autoscaling import autoscaled, start_replicas
+from llmops.operators.modeldeployment.autoscaling import autoscaled, start_replicas, writes_start_count
 from llmops.operators.modeldeployment.names import (
     MODEL_LABEL,
     ROLE_LABEL,
@@ -67,7 +68,8 @@ def vllm_deployment(
     Replicas: 0 with spec.suspend (once the gateway has drained: `draining`, plan.Plan, keeps them as
     they are until then); a fixed count when the version does not autoscale; else left to the
     autoscaler, except when `resuming` (plan.Plan): then the autoscaler's floor, once; and when the
-    Deployment does not exist yet (`exists` False): then the count its autoscaler starts from."""
+    Deployment does not exist yet (`exists` False): then the count its autoscaler starts from, if
+    the apiserver's default would not give it (autoscaling.writes_start_count)."""
     selector = child_selector(
         owner, "model-server", **{MODEL_LABEL: served.model, VERSION_LABEL: served.version}
     )
@@ -166,7 +168,7 @@ def vllm_deployment(
         deployment_spec = {"replicas": 0, **deployment_spec}
     elif not autoscaled(spec, served.role) or resuming:
         deployment_spec = {"replicas": _fixed_replicas(spec, served), **deployment_spec}
-    elif not exists:
+    elif not exists and writes_start_count(spec, served):
         deployment_spec = {"replicas": start_replicas(spec, served), **deployment_spec}
     meta_labels = {**labels, ROLE_LABEL: served.role}
     return owned_object("apps/v1", "Deployment", served.deployment, owner, meta_labels, deployment_spec)

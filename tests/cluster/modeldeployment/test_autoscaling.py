@@ -153,6 +153,8 @@ def test_a_replaced_autoscaler_held_by_a_finalizer_is_waited_for(
 CREATED_AT = {
     # name: (autoscaling, canary or None, {Deployment: the count it is created at, None: its autoscaler's})
     "keda-min-2": ({"engine": "keda", "minReplicas": 2, "maxReplicas": 4}, None, {"bot-1-vllm": 2}),
+    # The apiserver's default count: the manifest leaves it out from the start (writes_start_count).
+    "keda-min-1": ({"engine": "keda", "minReplicas": 1, "maxReplicas": 4}, None, {"bot-1-vllm": 1}),
     "hpa-min-3": ({"engine": "hpa", "minReplicas": 3, "maxReplicas": 5}, None, {"bot-1-vllm": 3}),
     # Scale to zero: KEDA holds an idle version at idleReplicaCount 0; the first request wakes it.
     "scale-to-zero": ({"minReplicas": 1, "maxReplicas": 3, "scaleToZero": True}, None, {"bot-1-vllm": 0}),

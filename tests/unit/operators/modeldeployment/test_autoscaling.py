@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from llmops.gateway_config import GatewayConfig
+from llmops.operators.modeldeployment.autoscaling import DEFAULT_REPLICAS, writes_start_count
 from llmops.operators.modeldeployment.builders import build
 from llmops.operators.modeldeployment.vllm import vllm_deployment
 from tests.unit.operators.modeldeployment.cases import (
@@ -15,10 +16,12 @@ from tests.unit.operators.modeldeployment.cases import (
 
 
 def test_autoscaled_deployments_start_at_the_autoscalers_count_then_leave_it_to_the_autoscaler() -> None:
-    """Created (not in plan.existing): the count the autoscaler holds the version at (never the
-    apiserver's default of 1); existing: no `replicas`, the autoscaler's."""
+    """Created (not in plan.existing): the count the autoscaler holds the version at, written when the
+    apiserver's default (1) would not give it, else left out from the start (the manifest is then the
+    same created or not: nothing to look up, nothing to hand over); existing: no `replicas`, the
+    autoscaler's."""
     seen = {}
-    for name in ("canary", "scale-to-zero", "single+hpa"):
+    for name in ("canary", "scale-to-zero", "single+hpa", "lora-adapters"):
         parent, spec, plan = case(name)
         existing = dataclasses.replace(plan, existing=frozenset(v.deployment for v in plan.versions))
         for created, later in zip(
@@ -26,18 +29,26 @@ def test_autoscaled_deployments_start_at_the_autoscalers_count_then_leave_it_to_
         ):
             if created["kind"] == "Deployment" and created["metadata"]["name"].endswith("-vllm"):
                 served = next(v for v in plan.versions if v.deployment == created["metadata"]["name"])
-                seen[(name, served.role)] = created["spec"]["replicas"]
+                seen[(name, served.role)] = created["spec"].get("replicas", "default")
+                assert writes_start_count(spec, served) == ("replicas" in created["spec"]), (name, served)
                 assert {**created["spec"], "replicas": None} == {**later["spec"], "replicas": None}
                 assert "replicas" not in later["spec"], name
     print("start replicas:", seen)
-    # canary: stable min 2 (KEDA), the canary 1; scale to zero: idle 0; HPA: its minReplicas.
-    parent, spec, _ = case("single+hpa")
+    # canary: stable min 2 (KEDA), the canary 1 (the default's); scale to zero: idle 0; HPA and the
+    # LoRA example (KEDA): minReplicas 1 (the default's).
     assert seen == {
         ("canary", "stable"): 2,
-        ("canary", "canary"): 1,
+        ("canary", "canary"): "default",
         ("scale-to-zero", "stable"): 0,
-        ("single+hpa", "stable"): spec.autoscaling.min_replicas,
+        ("single+hpa", "stable"): "default",
+        ("lora-adapters", "stable"): "default",
     }
+    # An HPA from 2: created at 2, then left to the HPA.
+    parent, spec, plan = case("single+hpa")
+    spec = spec.model_copy(update={"autoscaling": spec.autoscaling.model_copy(update={"min_replicas": 2})})
+    (served,) = plan.versions
+    assert vllm_deployment(spec, parent, served, (), SETTINGS)["spec"]["replicas"] == 2 != DEFAULT_REPLICAS
+    assert "replicas" not in vllm_deployment(spec, parent, served, (), SETTINGS, exists=True)["spec"]
 
 
 def test_keda_scale_to_zero() -> None:
