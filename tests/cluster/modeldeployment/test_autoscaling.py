@@ -53,11 +53,7 @@ def test_handing_replicas_to_an_autoscaler_keeps_the_running_replicas(
                     "get", "deployment", "bot-1-vllm", "-n", namespace, "-o", "json", "--show-managed-fields"
                 ).stdout
             )
-            managers = {
-                m["manager"]
-                for m in live["metadata"]["managedFields"]
-                if "f:replicas" in m.get("fieldsV1", {}).get("f:spec", {})
-            }  # type: ignore[index]
+            managers = replicas_managers(live)
             assert "llmops" not in managers, managers  # the operator no longer applies replicas
             # Back to fixed replicas: the operator owns them again and the HPA goes.
             body["spec"]["autoscaling"]["maxReplicas"] = 3
@@ -192,6 +188,15 @@ def test_an_autoscaled_deployment_is_created_at_its_autoscalers_count(
             apply(cluster, namespace, body)
             cluster.kubectl("wait", "md/bot", "-n", namespace, "--for=condition=Ready", "--timeout=90s")
             eventually(lambda: set(wanted) <= names(cluster, "deployments", namespace))
+            if wanted == {"bot-1-vllm": 1}:  # created at the default: never ours, nothing handed over
+                first_ready = json.loads(
+                    cluster.kubectl(
+                        "get", "deployment", "bot-1-vllm", "-n", namespace, "-o", "json",
+                        "--show-managed-fields",
+                    ).stdout
+                )  # fmt: skip
+                owners = replicas_managers(first_ready)
+                assert not owners & {"llmops", "llmops-handover"}, owners
             for name, count in wanted.items():
                 if count is None:
                     count = get(cluster, "scaledobject", name, namespace)["spec"]["minReplicaCount"]  # type: ignore[index]
@@ -240,9 +245,14 @@ def test_an_autoscaled_deployment_is_created_at_its_autoscalers_count(
     later = [r for rv, r in seen["bot-1-vllm"] if rv > moved_at]
     assert later and all(r == autoscaling["maxReplicas"] for r in later), later
     assert after["spec"]["replicas"] == autoscaling["maxReplicas"]
-    managers = {
+    managers = replicas_managers(after)
+    assert "llmops" not in managers, managers  # the operator does not apply replicas once created
+
+
+def replicas_managers(deployment: dict) -> set[str]:
+    """The field managers that own the Deployment's spec.replicas."""
+    return {
         m["manager"]
-        for m in after["metadata"]["managedFields"]
+        for m in deployment["metadata"]["managedFields"]
         if "f:replicas" in (m.get("fieldsV1") or {}).get("f:spec", {})
     }
-    assert "llmops" not in managers, managers  # the operator does not apply replicas once created
