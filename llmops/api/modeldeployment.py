@@ -519,7 +519,8 @@ class ServingVersion(ApiModel):
 
 class ResolvedAlias(ApiModel):
     """A reference of the spec that names a model by alias, and the version the alias named when the
-    operator last read the registry (at least every `LLMOPS_ALIAS_POLL_SECONDS`)."""
+    operator last read the registry (at least every `LLMOPS_ALIAS_POLL_SECONDS`, or every objects ÷
+    `LLMOPS_ALIAS_POLL_RATE` seconds when more objects follow aliases)."""
 
     field_path: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
         description="The reference: spec.model, spec.rollout.canary.model or"
@@ -584,7 +585,8 @@ class ModelDeploymentStatus(Status):
         max_length=34,
         description="Each reference that names a model by alias and the version it resolved to; an alias"
         " moved in the registry is followed within the operator's alias poll (LLMOPS_ALIAS_POLL_SECONDS,"
-        " 30 s by default) plus the rollout.",
+        " 30 s by default, up to 300 objects that follow aliases; beyond, objects ÷ LLMOPS_ALIAS_POLL_RATE"
+        " seconds) plus the rollout.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["fieldPath"]},
     )
     inventory: list[Annotated[str, StringConstraints(max_length=512)]] = Field(

@@ -8,6 +8,10 @@ the resyncs then crowd out the reconciles that changes ask for. `ResyncPacer` st
 objects ÷ `rate` seconds once there are more than period times rate objects, so their resyncs together
 come at most `rate` a second whatever the count (the same reason controller-runtime's default resync
 is 10 hours and its reconciles read a cache instead).
+
+The same holds for any periodic reconcile whose count grows with the objects: a ModelDeployment that
+follows an alias polls the registry every `alias_poll_seconds` (a poke and a reconcile each), paced by
+its own `ResyncPacer` at `alias_poll_rate` a second.
 """
 
 from __future__ import annotations

@@ -339,6 +339,8 @@ def test_workload_values_become_the_operators_settings(helm: str, tmp_path: Path
             "monitorLabels": {"release": "kube-prometheus"},
             "resyncSeconds": 60,
             "aliasPollSeconds": 10,
+            "aliasPollRate": 4,
+            "resyncRate": 0.5,
         }
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
@@ -352,6 +354,8 @@ def test_workload_values_become_the_operators_settings(helm: str, tmp_path: Path
         monitor_labels={"release": "kube-prometheus"},
         resync_seconds=60,
         alias_poll_seconds=10,
+        alias_poll_rate=4,
+        resync_rate=0.5,
     )
 
 

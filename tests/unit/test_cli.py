@@ -167,17 +167,22 @@ def test_a_busy_operator_port_is_one_line_naming_its_flag(tmp_path, monkeypatch)
 
 
 def test_an_operator_setting_the_environment_gets_wrong_stops_the_start(monkeypatch) -> None:
-    """LLMOPS_RESYNC_RATE that is not a number above 0: one line naming it, exit code 1, before the
-    operator starts (not at every ModelDeployment's, RetrainPolicy's and ModelRetirement's reconcile)."""
+    """A rate (LLMOPS_RESYNC_RATE, LLMOPS_ALIAS_POLL_RATE) that is not a number above 0: one line naming
+    it, exit code 1, before the operator starts (not at every ModelDeployment's, RetrainPolicy's and
+    ModelRetirement's reconcile)."""
     from click.testing import CliRunner
 
-    for value in ("0", "-1", "fast"):
-        monkeypatch.setenv("LLMOPS_RESYNC_RATE", value)
-        result = CliRunner().invoke(main, ["operator"])
+    for name, value, what in (
+        ("LLMOPS_RESYNC_RATE", "0", "resyncs"),
+        ("LLMOPS_RESYNC_RATE", "-1", "resyncs"),
+        ("LLMOPS_RESYNC_RATE", "fast", "resyncs"),
+        ("LLMOPS_ALIAS_POLL_RATE", "0", "alias polls"),
+    ):
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            result = CliRunner().invoke(main, ["operator"])
         assert result.exit_code == 1, result.output
-        assert result.output.startswith(f"Error: LLMOPS_RESYNC_RATE={value!r}: resyncs a second"), (
-            result.output
-        )
+        assert result.output.startswith(f"Error: {name}={value!r}: {what} a second"), result.output
 
 
 def test_version_is_the_one_pyproject_declares() -> None:

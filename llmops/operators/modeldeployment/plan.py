@@ -44,8 +44,12 @@ class ServingSettings:
     resync_rate: float = 2.0
     # A ModelDeployment that names any model by alias is reconciled at least this often, so that an
     # alias moved in the registry is served within this delay (plus the rollout). Bounded polling:
-    # an object store has no change notifications that work the same on S3, MinIO and a directory.
+    # an object store has no change notifications that work the same on S3, MinIO and a directory...
     alias_poll_seconds: float = 30
+    # ...but all their polls together at most this many a second (each a poke, a reconcile and the
+    # registry's reads): beyond alias_poll_seconds times alias_poll_rate such objects (300), each one
+    # polls every objects ÷ alias_poll_rate seconds (operators.pacing).
+    alias_poll_rate: float = 10.0
     # spec.suspend: the model servers keep their replicas until the gateway has taken the suspend and
     # its requests in flight are done (Prometheus), or this long after the suspend at most.
     suspend_drain_seconds: float = 600
@@ -63,22 +67,26 @@ class ServingSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
         """LLMOPS_SERVING_IMAGE, LLMOPS_PROMETHEUS_URL, LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR (k=v,...),
         LLMOPS_MONITOR_LABELS (k=v,...), LLMOPS_SCRAPE_INTERVAL, LLMOPS_RESYNC_SECONDS,
-        LLMOPS_RESYNC_RATE (> 0), LLMOPS_ALIAS_POLL_SECONDS, LLMOPS_SUSPEND_DRAIN_SECONDS.
-        Raises ValueError naming the variable when LLMOPS_RESYNC_RATE is not a number above 0."""
+        LLMOPS_RESYNC_RATE (> 0), LLMOPS_ALIAS_POLL_SECONDS, LLMOPS_ALIAS_POLL_RATE (> 0),
+        LLMOPS_SUSPEND_DRAIN_SECONDS. Raises ValueError naming the variable when a rate is not a number
+        above 0."""
         env = os.environ if env is None else env
         defaults = cls()
 
         def pairs(text: str) -> dict[str, str]:
             return dict(p.split("=", 1) for p in text.split(",") if "=" in p)
 
-        try:
-            resync_rate = float(env.get("LLMOPS_RESYNC_RATE", defaults.resync_rate))
-        except ValueError:
-            resync_rate = 0.0
-        if not resync_rate > 0:
-            raise ValueError(
-                f"LLMOPS_RESYNC_RATE={env.get('LLMOPS_RESYNC_RATE')!r}: resyncs a second, a number above 0"
-            )
+        def rate(name: str, default: float, what: str) -> float:
+            try:
+                value = float(env.get(name, default))
+            except ValueError:
+                value = 0.0
+            if not value > 0:  # NaN too
+                raise ValueError(f"{name}={env.get(name)!r}: {what} a second, a number above 0")
+            return value
+
+        resync_rate = rate("LLMOPS_RESYNC_RATE", defaults.resync_rate, "resyncs")
+        alias_poll_rate = rate("LLMOPS_ALIAS_POLL_RATE", defaults.alias_poll_rate, "alias polls")
         return cls(
             serving_image=env.get("LLMOPS_SERVING_IMAGE", defaults.serving_image),
             prometheus_url=env.get("LLMOPS_PROMETHEUS_URL", defaults.prometheus_url),
@@ -90,6 +98,7 @@ class ServingSettings:
             resync_seconds=float(env.get("LLMOPS_RESYNC_SECONDS", defaults.resync_seconds)),
             resync_rate=resync_rate,
             alias_poll_seconds=float(env.get("LLMOPS_ALIAS_POLL_SECONDS", defaults.alias_poll_seconds)),
+            alias_poll_rate=alias_poll_rate,
             suspend_drain_seconds=float(
                 env.get("LLMOPS_SUSPEND_DRAIN_SECONDS", defaults.suspend_drain_seconds)
             ),

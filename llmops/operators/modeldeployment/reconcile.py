@@ -4,7 +4,8 @@ apply, return the fold's `Outcome`.
 `Reconciler.__call__` is run by the shared runtime (llmops/operators/runtime.py) on create, update, resume,
 when a child Deployment's readiness changes, and when it asked to be run again (a canary window
 ending, the periodic resync that repairs drift, or the alias poll: a ModelDeployment that names a
-model by alias is run at least every `ServingSettings.alias_poll_seconds`). Every run is level-based:
+model by alias is run at least every `ServingSettings.alias_poll_seconds`, paced beyond
+`alias_poll_rate` polls a second in all). Every run is level-based:
 it recomputes the desired children from the spec, the registry (read afresh, aliases included) and
 the last status.
 
@@ -118,6 +119,7 @@ class Reconciler:
     _applied: Applied = field(default_factory=Applied)
     # The resync period of each object: settings.resync_seconds, longer with many objects.
     _pacer: ResyncPacer = field(default_factory=ResyncPacer)
+    _alias_pacer: ResyncPacer = field(default_factory=ResyncPacer)  # the objects that follow aliases
     # The child Deployments as the watch and our own applies last showed them (operators.views.ChildViews):
     # an unchanged Deployment is read from here, not from the API (make_kind wires the watch to it).
     deployments: ChildViews[DeploymentView] = field(default_factory=lambda: ChildViews(DeploymentView.of))
@@ -132,6 +134,14 @@ class Reconciler:
         settings.resync_rate when that is longer."""
         settings = self.current_settings()
         return self._pacer.period(ctx.body["metadata"]["uid"], settings.resync_seconds, settings.resync_rate)
+
+    def alias_poll_seconds(self, ctx: Context) -> float:
+        """How often this object, which follows an alias, reads the registry again (operators.pacing):
+        settings.alias_poll_seconds, or the objects that follow aliases ÷ settings.alias_poll_rate when
+        that is longer."""
+        settings = self.current_settings()
+        uid = ctx.body["metadata"]["uid"]
+        return self._alias_pacer.period(uid, settings.alias_poll_seconds, settings.alias_poll_rate)
 
     def metrics_source(self) -> canary.MetricsSource:
         if self.metrics is None:
@@ -315,9 +325,11 @@ class Reconciler:
     # -- the reconcile ---------------------------------------------------------------------
 
     def __call__(self, spec: ModelDeploymentSpec, ctx: Context) -> Outcome:
-        """One reconcile. A ModelDeployment that names any model by alias is run again within
-        settings.alias_poll_seconds whatever the outcome (bounded polling of the registry, never a
-        cached resolution), so that an alias move is served within that delay plus the rollout."""
+        """One reconcile. A ModelDeployment that names any model by alias is run again within its
+        alias poll period whatever the outcome (bounded polling of the registry, never a cached
+        resolution), so that an alias move is served within that delay plus the rollout: the period is
+        settings.alias_poll_seconds, stretched when more objects follow aliases than
+        alias_poll_seconds times alias_poll_rate (`alias_poll_seconds`)."""
         settings = self.current_settings()
         outcome = self._guarded(spec, ctx, settings)
         outcome = retention.reconciled(
@@ -328,7 +340,7 @@ class Reconciler:
                 outcome, conditions=(*outcome.conditions, suspended_condition(spec))
             )
         if aliased(spec):
-            poll = settings.alias_poll_seconds * random.uniform(0.9, 1.0)  # spread, within the bound
+            poll = self.alias_poll_seconds(ctx) * random.uniform(0.9, 1.0)  # spread, within the bound
             after = poll if outcome.requeue_after is None else min(outcome.requeue_after, poll)
             outcome = dataclasses.replace(outcome, requeue_after=after)
         return outcome

@@ -1,5 +1,6 @@
-"""Resyncs paced so that together they come at a bounded rate (operators.pacing), and the
-ModelDeployment's reconcile taking its resync period (and its re-apply of unchanged children) from it."""
+"""Resyncs and alias polls paced so that together they come at a bounded rate (operators.pacing), and
+the ModelDeployment's reconcile taking its resync period (and its re-apply of unchanged children) and
+its alias poll period from them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 
 import pytest
 
+from llmops.api.modeldeployment import ModelDeploymentSpec
 from llmops.operators import pacing
 from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.operators.modeldeployment.reconcile import Reconciler
@@ -36,6 +38,47 @@ def test_the_period_stretches_to_objects_over_the_rate_and_forgets_objects_that_
     with pytest.raises(ValueError, match="LLMOPS_RESYNC_RATE='fast'"):
         ServingSettings.from_env({"LLMOPS_RESYNC_RATE": "fast"})
     assert ServingSettings.from_env({"LLMOPS_RESYNC_RATE": "0.5"}).resync_rate == 0.5
+    for value in ("0", "-3", "nan", "often"):
+        with pytest.raises(ValueError, match=f"LLMOPS_ALIAS_POLL_RATE='{value}': alias polls a second"):
+            ServingSettings.from_env({"LLMOPS_ALIAS_POLL_RATE": value})
+    assert ServingSettings.from_env({"LLMOPS_ALIAS_POLL_RATE": "25"}).alias_poll_rate == 25
+
+
+def test_alias_polls_are_paced_apart_from_resyncs(clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ModelDeployment that follows an alias asks to be run again within its alias poll period:
+    alias_poll_seconds (30) up to 300 such objects at 10 polls a second, objects ÷ 10 beyond (1,000:
+    100 s), and never later than the resync (its own pacer, which counts every object)."""
+    from llmops.api.modeldeployment import ModelDeploymentStatus
+    from llmops.operators.modeldeployment import reconcile
+    from llmops.operators.outcome import Outcome
+
+    def ctx(uid: str) -> Context:
+        body = {"metadata": {"name": uid, "namespace": "ns", "uid": uid}}
+        return Context(
+            body=body,
+            applier=None,  # type: ignore[arg-type]
+            logger=logging.getLogger("test"),
+            status=ModelDeploymentStatus(),
+        )
+
+    spec = ModelDeploymentSpec.model_validate(
+        {
+            "model": {"name": "bot", "alias": "champion"},
+            "registry": {"local": {"path": "/r"}},
+            "resources": {"cpu": 1, "memory": "2Gi"},
+        }
+    )
+    monkeypatch.setattr(reconcile.random, "uniform", lambda low, high: high)  # the spread's top
+    for count, wanted in ((1, 30), (300, 30), (1000, 100)):
+        settings = ServingSettings(resync_seconds=300, alias_poll_seconds=30, alias_poll_rate=10)
+        reconciler = Reconciler(settings)
+        # The reconcile itself left out: what it asks is its resync, as a Ready one does.
+        reconciler._guarded = lambda spec, ctx, settings, r=reconciler: Outcome(  # type: ignore[method-assign]
+            "ready", "Ready", "Serving", "", requeue_after=r.resync_seconds(ctx)
+        )
+        for i in range(count - 1):
+            reconciler.alias_poll_seconds(ctx(f"other-{i}"))
+        assert reconciler(spec, ctx("md")).requeue_after == wanted, count
 
 
 def test_a_model_deployments_resync_and_its_re_apply_follow_the_paced_period(clock) -> None:
