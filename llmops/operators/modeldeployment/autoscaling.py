@@ -94,8 +94,9 @@ def writes_start_count(spec: ModelDeploymentSpec, served: ServedVersion) -> bool
     """Whether an autoscaled version's Deployment is created with `replicas` in its manifest: only when
     start_replicas differs from the apiserver's DEFAULT_REPLICAS. When they are equal the manifest
     leaves `replicas` out from the start, so it is the same whether the Deployment exists or not: the
-    reconcile need not look for it first, and its next apply hands nothing over (an apply and a read
-    fewer to create it, and no second write once it exists)."""
+    reconcile need not look for it first (the apply's own hand-over check still reads it once, a 404
+    when it is new), and once it exists its manifest does not change, so the next reconcile sends no
+    hand-over read, no hand-over apply and no second apply of it."""
     return autoscaled(spec, served.role) and start_replicas(spec, served) != DEFAULT_REPLICAS
 
 

@@ -42,9 +42,10 @@ class ServingSettings:
     # ...but all objects' resyncs together at most this many a second: beyond resync_seconds times
     # resync_rate objects (600), each one's period is objects ÷ resync_rate seconds (operators.pacing).
     resync_rate: float = 2.0
-    # A ModelDeployment that names any model by alias is reconciled at least this often, so that an
-    # alias moved in the registry is served within this delay (plus the rollout). Bounded polling:
-    # an object store has no change notifications that work the same on S3, MinIO and a directory...
+    # A ModelDeployment that names any model by alias is reconciled this often (up to 300 such
+    # objects, below), so that an alias moved in the registry is served within this delay (plus the
+    # rollout). Bounded polling: an object store has no change notifications that work the same on S3,
+    # MinIO and a directory...
     alias_poll_seconds: float = 30
     # ...but all their polls together at most this many a second (each a poke, a reconcile and the
     # registry's reads): beyond alias_poll_seconds times alias_poll_rate such objects (300), each one

@@ -204,6 +204,22 @@ class Reconciler:
             self.deployments.note(current)
         return current
 
+    def existing(
+        self, ctx: Context, spec: ModelDeploymentSpec, versions: list[ServedVersion]
+    ) -> frozenset[str]:
+        """Plan.existing: the Deployments of `versions` that exist, looked for (`deployment`: the views,
+        else a GET) only where that changes the manifest. An autoscaled version's Deployment that is not
+        there yet is created at its autoscaler's start count; one that is there keeps the count its
+        autoscaler gave it (vllm.py). Looked for even when the inventory does not list it: a status lost
+        (rewritten whole, restored without it) must not shrink a serving Deployment to the start count.
+        Not looked for when the start count is the apiserver's default (autoscaling.writes_start_count
+        False): the manifest leaves `replicas` out either way."""
+        return frozenset(
+            v.deployment
+            for v in versions
+            if autoscaling.writes_start_count(spec, v) and self.deployment(ctx, v.deployment) is not None
+        )
+
     @staticmethod
     def record_ahead(ctx: Context, recorded: set[str], manifests: list[dict]) -> None:
         """Write-ahead: record in status.inventory every child of `manifests` that `recorded` (the
@@ -469,16 +485,7 @@ class Reconciler:
         elif canary_v and verdict != "RolledBack":
             first.append(canary_v)
         resuming = not spec.suspend and conditions.is_true(status.conditions, SUSPENDED)
-        # An autoscaled version's Deployment that is not there yet is created at its autoscaler's start
-        # count; one that is there keeps the count its autoscaler gave it (vllm.py). Looked for even
-        # when the inventory does not list it: a status lost (rewritten whole, restored without it)
-        # must not shrink a serving Deployment to the start count. Not looked for when the start count
-        # is the apiserver's default: its manifest is the same either way.
-        existing = frozenset(
-            v.deployment
-            for v in first
-            if autoscaling.writes_start_count(spec, v) and self.deployment(ctx, v.deployment) is not None
-        )
+        existing = self.existing(ctx, spec, first)
         version_manifests = builders.version_children(
             spec,
             ctx.body,

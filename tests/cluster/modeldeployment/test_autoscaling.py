@@ -171,7 +171,8 @@ def test_an_autoscaled_deployment_is_created_at_its_autoscalers_count(
     """A watch opened before the apply sees every version of each vLLM Deployment, from its first:
     its replicas are never anything but the count its autoscaler holds it at (minReplicas, the idle 0
     of scale to zero, a canary's floor), never the apiserver's default of 1 until the autoscaler's
-    first poll. Then the autoscaler moves them (KEDA and the HPA controller write the scale
+    first poll unless that is the count (keda-min-1: then never the operator's field, nothing handed
+    over). Then the autoscaler moves them (KEDA and the HPA controller write the scale
     subresource; `kubectl scale` stands in for KEDA, which does not run here) and a reconcile that
     re-applies the Deployment (a new template) leaves the autoscaler's count as it is."""
     autoscaling, canary, wanted = CREATED_AT[case]

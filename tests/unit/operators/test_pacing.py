@@ -47,7 +47,8 @@ def test_the_period_stretches_to_objects_over_the_rate_and_forgets_objects_that_
 def test_alias_polls_are_paced_apart_from_resyncs(clock, monkeypatch: pytest.MonkeyPatch) -> None:
     """A ModelDeployment that follows an alias asks to be run again within its alias poll period:
     alias_poll_seconds (30) up to 300 such objects at 10 polls a second, objects ÷ 10 beyond (1,000:
-    100 s), and never later than the resync (its own pacer, which counts every object)."""
+    100 s), and never later than a sooner run its reconcile asked for. Objects pinned to a version
+    are reconciled through the same Reconciler but not counted."""
     from llmops.api.modeldeployment import ModelDeploymentStatus
     from llmops.operators.modeldeployment import reconcile
     from llmops.operators.outcome import Outcome
@@ -61,24 +62,30 @@ def test_alias_polls_are_paced_apart_from_resyncs(clock, monkeypatch: pytest.Mon
             status=ModelDeploymentStatus(),
         )
 
-    spec = ModelDeploymentSpec.model_validate(
-        {
-            "model": {"name": "bot", "alias": "champion"},
-            "registry": {"local": {"path": "/r"}},
-            "resources": {"cpu": 1, "memory": "2Gi"},
-        }
-    )
+    def spec(model: dict) -> ModelDeploymentSpec:
+        registry = {"local": {"path": "/r"}}
+        return ModelDeploymentSpec.model_validate(
+            {"model": {"name": "bot", **model}, "registry": registry, "resources": {"cpu": 1}}
+        )
+
+    aliased, pinned = spec({"alias": "champion"}), spec({"version": "1"})
     monkeypatch.setattr(reconcile.random, "uniform", lambda low, high: high)  # the spread's top
-    for count, wanted in ((1, 30), (300, 30), (1000, 100)):
+    for count, others, sooner, wanted in (
+        (1, aliased, None, 30),
+        (300, aliased, None, 30),
+        (1000, aliased, None, 100),
+        (1000, aliased, 5.0, 5.0),  # a canary's window, say: sooner than the stretched poll
+        (1000, pinned, None, 30),  # 999 objects pinned to a version: no alias polls to pace
+    ):
         settings = ServingSettings(resync_seconds=300, alias_poll_seconds=30, alias_poll_rate=10)
         reconciler = Reconciler(settings)
-        # The reconcile itself left out: what it asks is its resync, as a Ready one does.
-        reconciler._guarded = lambda spec, ctx, settings, r=reconciler: Outcome(  # type: ignore[method-assign]
-            "ready", "Ready", "Serving", "", requeue_after=r.resync_seconds(ctx)
+        # The reconcile itself left out: what it asks is its resync (as a Ready one does) or sooner.
+        reconciler._guarded = lambda spec, ctx, settings, r=reconciler, s=sooner: Outcome(  # type: ignore[method-assign]
+            "ready", "Ready", "Serving", "", requeue_after=s or r.resync_seconds(ctx)
         )
         for i in range(count - 1):
-            reconciler.alias_poll_seconds(ctx(f"other-{i}"))
-        assert reconciler(spec, ctx("md")).requeue_after == wanted, count
+            reconciler(others, ctx(f"other-{i}"))
+        assert reconciler(aliased, ctx("md")).requeue_after == wanted, (count, others.model, sooner)
 
 
 def test_a_model_deployments_resync_and_its_re_apply_follow_the_paced_period(clock) -> None:

@@ -1,5 +1,6 @@
 """Which ModelDeployments follow aliases (llmops/operators/modeldeployment/reconcile.py `aliased`): those
-are reconciled at least every `alias_poll_seconds`. The poll itself on the real control plane:
+are reconciled every `alias_poll_seconds` (paced beyond `alias_poll_rate`:
+tests/unit/operators/test_pacing.py). The poll itself on the real control plane:
 tests/cluster/modeldeployment/test_versions.py::test_a_deployment_follows_its_aliases."""
 
 from __future__ import annotations
@@ -71,3 +72,37 @@ def test_an_unchanged_deployment_is_read_from_the_views_not_the_api() -> None:
     applier.uid = "u2-"
     assert reconciler.apply(ctx, children)["a"]["status"]["readyReplicas"] == 1
     assert applier.gets == ["a"] and reconciler.deployments.get("ns", "a") is not None
+
+
+def test_an_autoscaled_deployment_is_looked_for_only_when_its_start_count_is_written() -> None:
+    """Reconciler.existing (Plan.existing): a version whose autoscaler starts it at the apiserver's
+    default of 1 is not looked for (its manifest leaves `replicas` out created or not); one that starts
+    elsewhere (min 2, scale to zero's 0) is, from the API when no view has it; a fixed count never."""
+    import logging
+
+    from llmops.operators.modeldeployment.plan import ServedVersion, ServingSettings
+    from llmops.operators.modeldeployment.reconcile import Reconciler
+    from llmops.operators.runtime import Context
+
+    gets: list[str] = []
+
+    class Applier:
+        def get(self, api_version: str, kind: str, name: str, namespace: str) -> dict | None:
+            gets.append(name)
+            return None  # not there yet
+
+    body = {"metadata": {"name": "md", "namespace": "ns", "uid": "p"}}
+    ctx = Context(body=body, applier=Applier(), logger=logging.getLogger("test"))  # type: ignore[arg-type]
+    stable = ServedVersion("bot", "1", "stable", 100, "md-1-vllm")
+    for autoscaling, looked in (
+        ({"minReplicas": 1, "maxReplicas": 4}, False),
+        ({"minReplicas": 1, "maxReplicas": 4, "engine": "hpa"}, False),
+        ({"minReplicas": 2, "maxReplicas": 4}, True),
+        ({"minReplicas": 1, "maxReplicas": 3, "scaleToZero": True}, True),
+        ({"minReplicas": 2, "maxReplicas": 2}, False),  # a fixed count: never the autoscaler's
+    ):
+        gets.clear()
+        reconciler = Reconciler(ServingSettings())
+        md_spec = spec({"version": "1"}, autoscaling=autoscaling)
+        assert reconciler.existing(ctx, md_spec, [stable]) == frozenset(), autoscaling
+        assert gets == (["md-1-vllm"] if looked else []), autoscaling
