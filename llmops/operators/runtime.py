@@ -496,6 +496,22 @@ def watched_resources(kinds: list[Kind]) -> set[tuple[str, str, str]]:
     return own | {(c.group, c.version, c.plural) for kind in kinds for c in kind.children}
 
 
+def deletions_only(kinds: list[Kind]) -> set[tuple[str, str, str]]:
+    """The watched resources of which only deletions count, as (group, version, plural): those that
+    every kind watching them watches as children fingerprinted by `existence` (not a kind's own
+    resource). Any other event of theirs (a listing's, ADDED, MODIFIED: a status the controllers
+    write) re-runs no parent (`_watch_child`), so operators.main drops those before kopf: at 10,000
+    ModelDeployments one listing again of their 80,000 Services, ConfigMaps, NetworkPolicies,
+    ScaledObjects and PodMonitors took the operator from 177 to 292 MiB."""
+    only: dict[tuple[str, str, str], bool] = {}
+    for kind in kinds:
+        for c in kind.children:
+            key = (c.group, c.version, c.plural)
+            only[key] = only.get(key, True) and c.fingerprint is existence and c.views is None
+    own = {(GROUP, VERSION, kind.resource.plural) for kind in kinds}
+    return {key for key, flag in only.items() if flag and key not in own}
+
+
 def child_selectors(kinds: list[Kind]) -> dict[tuple[str, str, str], str]:
     """Label selectors for the apiserver to apply to the child watches (kopf's
     `settings.watching.label_selectors`), by (group, version, plural): `llmops.io/<kind>`, present.

@@ -418,12 +418,64 @@ def test_a_deletion_held_when_the_watch_expires_still_reaches_kopf(monkeypatch) 
     assert seen[0] == (None, "a") and ("DELETED", "c") in seen and len(calls) == 2
 
 
+def test_of_a_child_that_counts_only_by_its_deletion_kopf_gets_only_the_deletion(monkeypatch) -> None:
+    """A ModelDeployment's NetworkPolicies (fingerprint `existence`: runtime.deletions_only): a listing
+    of 300, a new one, a status change, then a deletion. kopf's watcher gets the deletion alone, and its
+    processing (the ModelDeployment's child watch) re-runs the parent; the listing never waits in the
+    line. Without the filter kopf would process all 303 events to no effect."""
+    from llmops.operators import runtime
+    from llmops.operators.modeldeployment import make_kind
+
+    kind = make_kind()
+    registry = kopf.OperatorRegistry()
+    requeue = runtime.Requeue(kind.resource)
+    (child,) = [c for c in kind.children if c.plural == "networkpolicies"]
+    runtime._watch_child(kind, child, requeue, registry)
+    policies = references.Resource(
+        "networking.k8s.io", "v1", "networkpolicies", kind="NetworkPolicy", namespaced=True
+    )
+
+    def policy(i: int, version: str = "1") -> dict:
+        meta = {"uid": f"np-{i}", "name": f"md-{i}-gateway", "namespace": "ns", "resourceVersion": version}
+        meta["labels"] = {"llmops.io/modeldeployment": f"md-{i}"}
+        return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta}
+
+    async def source(**kwargs):
+        for i in range(300):
+            yield {"type": None, "object": policy(i)}
+        yield watching.Bookmark.LISTED
+        yield {"type": "ADDED", "object": policy(300)}
+        yield {"type": "MODIFIED", "object": policy(7, "2")}
+        yield {"type": "DELETED", "object": policy(5, "3")}
+        await asyncio.Event().wait()  # the watch: nothing more
+
+    processor = kopfs_processing(registry, policies)
+    processed: list[tuple[str | None, str]] = []
+    most_held = [0]
+
+    async def counted(*, raw_event, **kwargs):
+        line = backlog.of(policies, None)
+        most_held[0] = max(most_held[0], len(line.held) if line else 0)
+        got = await processor(raw_event=raw_event, **kwargs)
+        processed.append((raw_event["type"], raw_event["object"]["metadata"]["name"]))
+        return got
+
+    key = ("networking.k8s.io", "v1", "networkpolicies")
+    assert key in runtime.deletions_only([kind])
+    monkeypatch.setattr(operator_main, "DELETIONS_ONLY", {key})
+    run_watcher(monkeypatch, source, counted, 10, until=lambda: bool(processed), resource=policies)
+    assert processed == [("DELETED", "md-5-gateway")]
+    assert most_held[0] == 0
+    assert list(requeue._due) == [("ns", "md-5")]  # put back by its parent's reconcile
+
+
 def test_the_gate_covers_every_kinds_resources_and_not_kopfs_own_watches(monkeypatch) -> None:
     """configure gates the kinds' own resources and every child's, and not kopf's watches of
     CustomResourceDefinitions and Namespaces (their processing skips a listing's type None)."""
     from llmops.operators.main import configure, default_kinds
 
     monkeypatch.setattr(operator_main, "GATED", set())
+    monkeypatch.setattr(operator_main, "DELETIONS_ONLY", set())
     configure(kopf.OperatorSettings(), None, default_kinds())
     gated = operator_main.GATED
     assert {
@@ -435,3 +487,12 @@ def test_the_gate_covers_every_kinds_resources_and_not_kopfs_own_watches(monkeyp
     } <= gated
     assert not {g for g, _, _ in gated} & {"apiextensions.k8s.io", "kopf.dev"}
     assert ("", "v1", "namespaces") not in gated
+    # Only deletions, of the children that count only by them: not Deployments (their readiness),
+    # RayJobs (a TrainingJob's progress), nor a kind's own resource (TrainingJobs, a policy's children).
+    only = operator_main.DELETIONS_ONLY
+    assert {("networking.k8s.io", "v1", "networkpolicies"), ("", "v1", "services")} <= only <= gated
+    assert not only & {
+        ("apps", "v1", "deployments"),
+        ("ray.io", "v1", "rayjobs"),
+        ("llmops.io", "v1alpha1", "trainingjobs"),
+    }
