@@ -314,6 +314,15 @@ def small_tls_read_buffers() -> None:
     sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
+def _resource_key(resource: Any) -> tuple[str | None, str | None, str | None]:
+    """(group, version, plural) of kopf's `Resource`: the key of GATED and DELETIONS_ONLY."""
+    return (
+        getattr(resource, "group", None),
+        getattr(resource, "version", None),
+        getattr(resource, "plural", None),
+    )
+
+
 def wrap_list_and_watch() -> None:
     """Four changes to the objects kopf lists or watches, as they arrive.
 
@@ -369,9 +378,7 @@ def wrap_list_and_watch() -> None:
             yield event
 
     async def continuous_watch(**kwargs: Any) -> Any:
-        resource = kwargs.get("resource")
-        key = (getattr(resource, "group", None), getattr(resource, "version", None))
-        only = (*key, getattr(resource, "plural", None)) in DELETIONS_ONLY
+        only = _resource_key(kwargs.get("resource")) in DELETIONS_ONLY
         events = stripped(listed_and_watched(**kwargs), only)
         if (line := backlog.of(kwargs.get("resource"), kwargs.get("namespace"))) is not None:
             events = line.gate(events)
@@ -395,12 +402,7 @@ def wrap_list_and_watch() -> None:
 
         async def watcher(**kwargs: Any) -> None:
             resource, limit = kwargs.get("resource"), kwargs["settings"].queueing.worker_limit
-            key = (
-                getattr(resource, "group", None),
-                getattr(resource, "version", None),
-                getattr(resource, "plural", None),
-            )
-            if not (limit and key in GATED):
+            if not (limit and _resource_key(resource) in GATED):
                 return await kopfs_watcher(**kwargs)
             with backlog.watching(resource, kwargs.get("namespace"), limit):
                 return await kopfs_watcher(**kwargs)
