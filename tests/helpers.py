@@ -151,10 +151,7 @@ def operator_process(
             stderr=subprocess.STDOUT,
         )
     try:
-        eventually(
-            lambda: proc.poll() is None and http_get(f"http://127.0.0.1:{ports['health']}/healthz")[0] == 200,
-            timeout=60,
-        )
+        started(proc, ports["health"], log)
         yield {"proc": proc, "log": log, **ports}
     finally:
         if proc.poll() is None:
@@ -164,6 +161,23 @@ def operator_process(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def started(proc: subprocess.Popen, health_port: int, log: Path, timeout: float = 180) -> None:
+    """Wait until the operator answers /healthz (kopf serves it once the startup handlers are done).
+
+    Generous: on CI's two cores, beside a worker training or serving, the imports and the startup
+    handlers' first requests have taken over a minute. A failure says whether the process exited and
+    ends with its log, which is otherwise removed with the cluster's state folder."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if http_get(f"http://127.0.0.1:{health_port}/healthz")[0] == 200:
+            return
+        time.sleep(0.5)
+    exited = proc.poll() is not None
+    state = f"exited with {proc.returncode}" if exited else f"no /healthz within {timeout:.0f}s"
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+    raise AssertionError(f"llmops operator did not start ({state}); the end of {log}:\n{tail}")
 
 
 @contextlib.contextmanager
