@@ -166,9 +166,10 @@ def operator_process(
 def started(proc: subprocess.Popen, health_port: int, log: Path, timeout: float = 180) -> None:
     """Wait until the operator answers /healthz (kopf serves it once the startup handlers are done).
 
-    Generous: on CI's two cores, beside a worker training or serving, the imports and the startup
-    handlers' first requests have taken over a minute. A failure says whether the process exited and
-    ends with its log, which is otherwise removed with the cluster's state folder."""
+    Generous: on CI's two cores, beside a worker training or serving, one start went past the 60 s
+    this wait had (tests/cluster/test_audit.py, 2026-12-05; its log was gone, so why is not known).
+    A failure now says whether the process exited and ends with its log, which is otherwise removed
+    with the cluster's state folder."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         if http_get(f"http://127.0.0.1:{health_port}/healthz")[0] == 200:
