@@ -47,6 +47,7 @@ HANDOVER_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = {
     ("apps/v1", "StatefulSet"): (("spec", "replicas"),),
 }
 RELEASE_TRUSTED_S = 60.0  # seconds (see above)
+HANDOVER_ATTEMPTS = 3  # reads and applies of a hand-over whose object changed in between (409)
 
 
 def ref(manifest: dict) -> str:
@@ -181,24 +182,35 @@ class Applier:
         if not left_out:
             return
         meta = manifest["metadata"]
-        live = self.get(manifest["apiVersion"], manifest["kind"], meta["name"], meta.get("namespace"))
-        if live is None:
-            return
-        owned = _owned_fields(live, self.field_manager)
-        keep = [p for p in left_out if _fields_key(p) in owned and _lookup(live, p) is not _MISSING]
-        if not keep:
-            return
-        body: dict = {"apiVersion": manifest["apiVersion"], "kind": manifest["kind"]}
-        body["metadata"] = {
-            "name": meta["name"],
-            **({"namespace": meta["namespace"]} if "namespace" in meta else {}),
-        }
-        for path in keep:
-            node = body
-            for part in path[:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = _lookup(live, path)
-        self.kube.apply(body, field_manager=f"{self.field_manager}-handover", force=True)
+        for attempt in range(1, HANDOVER_ATTEMPTS + 1):
+            live = self.get(manifest["apiVersion"], manifest["kind"], meta["name"], meta.get("namespace"))
+            if live is None:
+                return
+            owned = _owned_fields(live, self.field_manager)
+            keep = [p for p in left_out if _fields_key(p) in owned and _lookup(live, p) is not _MISSING]
+            if not keep:
+                return
+            body: dict = {"apiVersion": manifest["apiVersion"], "kind": manifest["kind"]}
+            body["metadata"] = {
+                "name": meta["name"],
+                **({"namespace": meta["namespace"]} if "namespace" in meta else {}),
+            }
+            # The value read is handed over only if nothing changed it since: an autoscaler (or a
+            # person's `kubectl scale`) that wrote replicas between the read and this apply would
+            # otherwise see its count put back. The resourceVersion is the apply's precondition (409).
+            if version := (live.get("metadata") or {}).get("resourceVersion"):
+                body["metadata"]["resourceVersion"] = version
+            for path in keep:
+                node = body
+                for part in path[:-1]:
+                    node = node.setdefault(part, {})
+                node[path[-1]] = _lookup(live, path)
+            try:
+                self.kube.apply(body, field_manager=f"{self.field_manager}-handover", force=True)
+                return
+            except Conflict:
+                if attempt == HANDOVER_ATTEMPTS:
+                    raise  # changed at every read: the reconcile is retried as for any refused apply
 
     def create(self, manifest: dict) -> bool:
         """Create one object that must be made once (a run): True if this call created it, False if

@@ -257,3 +257,45 @@ def replicas_managers(deployment: dict) -> set[str]:
         for m in deployment["metadata"]["managedFields"]
         if "f:replicas" in (m.get("fieldsV1") or {}).get("f:spec", {})
     }
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_a_scale_between_the_hand_overs_read_and_its_apply_is_kept(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    """The operator hands replicas over (it owned them: scale to zero's first apply wrote 0) while KEDA,
+    or a person, scales the Deployment to 1 right after the hand-over read it: the read value (0) must
+    not be written back over the scale. The scale is made between the two requests on purpose (a
+    Kube whose first read scales after reading); everything else is the real apiserver."""
+    from llmops.operators.apply import Applier
+    from llmops.operators.kube import Kube
+
+    class ScaledAfterRead(Kube):
+        reads = 0
+
+        def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict:
+            live = super().get(api_version, kind, name, namespace)
+            type(self).reads += 1
+            if type(self).reads == 1:
+                cluster.kubectl("scale", "deployment", name, "-n", namespace or "", "--replicas=1")
+            return live
+
+    def manifest(replicas: int | None) -> dict:
+        labels = {"app": "scaled"}
+        container = {"name": "c", "image": "registry.k8s.io/pause:3.10"}
+        spec: dict = {
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        }
+        if replicas is not None:
+            spec["replicas"] = replicas
+        meta = {"name": "scaled", "namespace": namespace}
+        return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+
+    kube = ScaledAfterRead.from_environment()
+    applier = Applier(kube)
+    applier.apply(manifest(0))  # scale to zero's first apply: replicas 0, ours
+    applier.apply(manifest(None))  # the autoscaler's from now on: handed over, the scale in between
+    live = get(cluster, "deployment", "scaled", namespace)
+    assert live is not None and live["spec"]["replicas"] == 1, live and live["spec"]
+    assert ScaledAfterRead.reads == 2  # the hand-over's apply was refused (409) and the object read again
