@@ -350,3 +350,28 @@ def test_a_release_is_trusted_for_a_bounded_time_then_read_again(monkeypatch) ->
     kube.calls.clear()
     applier.apply(vllm())  # a new window from that apply
     assert kube.calls == [("apply", "llmops", None)]
+
+
+def test_a_hand_over_refused_as_changed_at_every_read_gives_up_after_its_attempts() -> None:
+    """A hand-over whose object changes between each read and apply (409 each time) reads again up to
+    HANDOVER_ATTEMPTS times, then raises Conflict (the reconcile is retried), and the apply that would
+    have left replicas out is not sent. The real 409: tests/cluster/modeldeployment/test_autoscaling.py
+    ::test_a_scale_between_the_hand_overs_read_and_its_apply_is_kept."""
+    import pytest
+
+    from llmops.operators.apply import HANDOVER_ATTEMPTS, Applier
+    from llmops.operators.kube import Conflict
+
+    class ChangingKube(CountingKube):
+        def apply(
+            self, manifest: dict, *, field_manager: str, force: bool = True, dry_run: bool = False
+        ) -> dict:
+            if field_manager == "llmops-handover":
+                self.calls.append(("apply", field_manager, None))
+                raise Conflict(409, "Conflict", "the object has been modified")
+            return super().apply(manifest, field_manager=field_manager, force=force, dry_run=dry_run)
+
+    kube = ChangingKube()
+    with pytest.raises(Conflict):
+        Applier(kube).apply(vllm())  # type: ignore[arg-type]
+    assert [c[0] for c in kube.calls] == ["get", "apply"] * HANDOVER_ATTEMPTS
