@@ -1,15 +1,18 @@
 """ModelDeployments at scale, on a real local control plane (kwok makes the pods Ready).
 
-N ModelDeployments go through the operator: resolve the version in a (local) registry, apply every
-child (vLLM Deployment and Service, ScaledObject, gateway ConfigMap, Deployment and Service, two
-PodDisruptionBudgets, three NetworkPolicies), watch the children and write status until all N are
-Ready. The baseline, in the same run and on the same apiserver, writes the same children directly
-(server-side apply from a pool of as many threads as the operator has workers) and waits until all
-their Deployments are available. Both wait on the same controllers (deployment, replicaset,
-scheduler, kwok), so the ratio (the direct writes' time over the operator's: below 1.0 the operator
-took longer) is the operator's own overhead on the way to Ready, as long as those
-controllers are not what sets the pace (at kube-controller-manager's default 20 requests a second
-they are, for both fleets: see `--controller-manager-arg`); the time to create all children is
+N ModelDeployments go through the operator: created while it runs (from as many threads as it has
+workers), it resolves the version in a (local) registry, applies every child (vLLM Deployment and
+Service, ScaledObject, gateway ConfigMap, Deployment and Service, two PodDisruptionBudgets, three
+NetworkPolicies), watches the children and writes status until all N are Ready. The baseline, in
+the same run and on the same apiserver, first writes the same objects and children directly (as
+many threads, each creating an object, then server-side applying its children) and waits until all
+their Deployments are available. Each fleet's clock starts at its first create; the bench counts
+progress from watches (`Tally`), so its own reads cost the apiserver the same in both fleets. Both
+wait on the same controllers (deployment, replicaset, scheduler, kwok), so the ratio (the direct
+writes' time over the operator's: below 1.0 the operator took longer) is the operator's own
+overhead on the way to Ready, as long as those controllers are not what sets the pace (at
+kube-controller-manager's default 20 requests a second they are, for both fleets: see
+`--controller-manager-arg`); the time to create all children is
 printed too. Prints both, the ratio, and the operator's RSS: when all were
 Ready, settled, its peak, and where it goes: the RSS of the same operator started with nothing to
 watch (imports, clients, threads), and the rest per object. Then `--more` further objects (a quarter
@@ -37,10 +40,14 @@ Deployments became available in about 480 s here at 20, and in 179 s at 100 with
 `--kube-api-burst=200`). `--no-direct` leaves the baseline's fleet out, for
 the operator's RSS alone at larger counts (raise `--timeout` there).
 `--operator-env` runs the operator with further environment variables (another allocator, say).
-`--create-rate R` starts the operator first and creates its objects at R a second, in place of all of
-them before it starts: what a start's burst costs beside the objects themselves.
+`--create-rate R` creates the operator's objects at R a second, in place of all at once: what a
+burst costs beside the objects themselves. `--cold-start` creates every object before the operator
+starts, whose clock then starts with it (its first start on a cluster that has them: the runs
+before 2026-12-05 measured this way, with polls that listed the operator's Deployments every second
+while it wrote them).
 
-    python bench/reconcile_scale.py [--objects 1000] [--more K] [--no-direct] [--no-restart] [--create-rate R]
+    python bench/reconcile_scale.py [--objects 1000] [--more K] [--no-direct] [--no-restart]
+        [--create-rate R | --cold-start]
         [--malloc-arena-max N] [--apiserver-arg=FLAG]... [--controller-manager-arg=FLAG]...
         [--operator-env NAME=VALUE]...
         [--allocators | --tracemalloc [--tracemalloc-frames N]]
@@ -55,19 +62,20 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from procfs import cpu_seconds, rss_mib  # bench/procfs.py, beside this script
 
 from llmops.api import GROUP, MODEL_DEPLOYMENT, VERSION
 from llmops.api.modeldeployment import ModelDeploymentSpec
 from llmops.dev.cluster import DEFAULT_NODES, FakeNode, LocalCluster
 from llmops.operators.apply import Applier
-from llmops.operators.kube import ApiError, Kube, Unreachable
+from llmops.operators.kube import Kube
 from llmops.operators.modeldeployment.builders import build
 from llmops.operators.modeldeployment.names import vllm_name
 from llmops.operators.modeldeployment.observe import rolled_out
@@ -83,6 +91,9 @@ POLL_TIMEOUT = 120  # seconds one page of a poll may take
 # A poll's failures that say the apiserver is loaded, not that the bench is wrong: throttled, a list's
 # continue token expired (its revision compacted while the pages were read), and every 5xx.
 FAILED_POLL = {410, 429}
+DEPLOYMENTS = ("apps", "v1", "deployments")
+WATCH_SECONDS = 300  # one watch request, then another from its last resourceVersion
+WAIT_STEP = 0.25  # seconds between two looks at a Tally's count
 PODS_PER_OBJECT = 2  # one vLLM replica, one gateway replica
 # The operator under tracemalloc: on SIGUSR1 it writes its heap by package and its top lines.
 TRACED = """
@@ -192,7 +203,7 @@ def objects(n: int, registry: Path, first: int = 0) -> list[dict]:
 def create_all(
     api: client.CustomObjectsApi, namespace: str, bodies: list[dict], rate: float | None = None
 ) -> list[dict]:
-    """Create `bodies` from 8 threads, as fast as the apiserver takes them, or `rate` a second."""
+    """Create `bodies` from WORKERS threads, as fast as the apiserver takes them, or `rate` a second."""
     begun = time.perf_counter()
 
     def create(item: tuple[int, dict]) -> dict:
@@ -201,7 +212,7 @@ def create_all(
             time.sleep(max(0.0, begun + i / rate - time.perf_counter()))
         return api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(WORKERS) as pool:
         return list(pool.map(create, enumerate(bodies)))
 
 
@@ -213,44 +224,115 @@ def creating(paced: Future | None) -> int:
     return 0
 
 
-def direct_children(created: list[dict]) -> list[list[dict]]:
-    """The children the operator would apply for each object, built by the same pure builders."""
-    settings = ServingSettings()
-    out = []
-    for owner in created:
-        md_spec = ModelDeploymentSpec.model_validate(owner["spec"])
-        name = owner["metadata"]["name"]
-        deployment = vllm_name(name, "bench", "1", "bench")
-        plan = Plan((ServedVersion("bench", "1", "stable", 100, deployment),))
-        out.append(build(md_spec, owner, plan, settings))
-    return out
+def children_of(owner: dict) -> list[dict]:
+    """The children the operator would apply for `owner` (created: its uid is in their owner
+    references), built by the same pure builders."""
+    md_spec = ModelDeploymentSpec.model_validate(owner["spec"])
+    name = owner["metadata"]["name"]
+    deployment = vllm_name(name, "bench", "1", "bench")
+    plan = Plan((ServedVersion("bench", "1", "stable", 100, deployment),))
+    return build(md_spec, owner, plan, ServingSettings())
 
 
-def deployments_available(applier: Applier, namespace: str) -> int:
-    return sum(rolled_out(d) for d in applier.kube.list("apps/v1", "Deployment", namespace, page=LIST_PAGE))
-
-
-def ready_objects(api: client.CustomObjectsApi, namespace: str) -> int:
-    """Objects Ready at their generation, read in pages of LIST_PAGE: one list of 10,000 with their
-    status, read from etcd (`--watch-cache=false`), ran past the apiserver's 60 s and got a 504."""
-    items, token = [], None
-    while True:
-        page = api.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, limit=LIST_PAGE, _continue=token, _request_timeout=POLL_TIMEOUT
-        )
-        items += page["items"]
-        if not (token := page["metadata"].get("continue")):
-            break
-    return sum(
-        1
-        for o in items
-        if any(
-            c["type"] == "Ready"
-            and c["status"] == "True"
-            and c.get("observedGeneration") == o["metadata"]["generation"]
-            for c in (o.get("status") or {}).get("conditions", [])
-        )
+def is_ready(md: dict) -> bool:
+    """A ModelDeployment's Ready condition is True at its generation."""
+    return any(
+        c["type"] == "Ready"
+        and c["status"] == "True"
+        and c.get("observedGeneration") == md["metadata"]["generation"]
+        for c in (md.get("status") or {}).get("conditions", [])
     )
+
+
+class Tally:
+    """The objects of one resource in one namespace, and how many of them meet `test`, kept by a
+    watch in a thread of the bench: listed in pages of LIST_PAGE, then watched from the list's
+    resourceVersion (again from the last event's at the end of each WATCH_SECONDS), listed anew when
+    that has expired (410). Both fleets' waits read one: a poll that lists every object loads the
+    apiserver it measures (each second, about 10 MB of JSON at 2,000 Deployments; at 10,000 objects
+    one list of them ran past the apiserver's 60 s), and before 2026-12-05 the bench polled so only
+    while the operator wrote its children, a load that fell on the operator's fleet alone.
+
+    `existing()` and `meeting()` read what the watch has seen; an error other than a loaded or
+    unreachable apiserver (FAILED_POLL, a 5xx, no answer: watched again after a second) is raised
+    there, in the wait, and ends the bench."""
+
+    def __init__(
+        self, api: client.CustomObjectsApi, resource: tuple[str, str, str], namespace: str, test
+    ) -> None:
+        self.api, self.resource, self.namespace, self.test = api, resource, namespace, test
+        self.seen: dict[str, bool] = {}
+        self.error: Exception | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"tally-{resource[2]}", daemon=True)
+        self._thread.start()
+
+    def existing(self) -> int:
+        self._raise()
+        return len(self.seen)
+
+    def meeting(self) -> int:
+        self._raise()
+        return sum(list(self.seen.values()))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise SystemExit(f"watching {self.resource[2]} in {self.namespace} failed: {self.error}")
+
+    def _list(self) -> str:
+        seen, token = {}, None
+        while True:
+            page = self.api.list_namespaced_custom_object(
+                *self.resource[:2], self.namespace, self.resource[2],
+                limit=LIST_PAGE, _continue=token, _request_timeout=POLL_TIMEOUT,
+            )  # fmt: skip
+            seen.update((o["metadata"]["name"], self.test(o)) for o in page["items"])
+            if not (token := page["metadata"].get("continue")):
+                self.seen = seen
+                return page["metadata"]["resourceVersion"]
+
+    def _see(self, event: dict) -> str:
+        """Takes one watch event in; returns the resourceVersion to watch on from."""
+        obj = event["object"]
+        if event["type"] == "DELETED":
+            self.seen.pop(obj["metadata"]["name"], None)
+        elif event["type"] in ("ADDED", "MODIFIED"):
+            self.seen[obj["metadata"]["name"]] = self.test(obj)
+        return obj["metadata"]["resourceVersion"]
+
+    def _run(self) -> None:
+        since = None
+        while not self._stop.is_set():
+            try:
+                if since is None:
+                    since = self._list()
+                stream = watch.Watch().stream(
+                    self.api.list_namespaced_custom_object,
+                    *self.resource[:2], self.namespace, self.resource[2],
+                    resource_version=since, allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
+                    deserialize=False, _request_timeout=WATCH_SECONDS + POLL_TIMEOUT,
+                )  # fmt: skip
+                for event in stream:
+                    since = self._see(event)
+                    if self._stop.is_set():
+                        return
+            except (client.ApiException, urllib3.exceptions.HTTPError) as e:
+                status = getattr(e, "status", None) or 0
+                if status == 410:  # the list's or the watch's revision was compacted: list again
+                    since = None
+                elif isinstance(e, client.ApiException) and status < 500 and status not in FAILED_POLL:
+                    self.error = e
+                    return
+                else:
+                    what = f"watching {self.resource[2]} failed ({status or type(e).__name__})"
+                    print(f"  {what}; watching again", file=sys.stderr, flush=True)
+                    time.sleep(1.0)
+            except Exception as e:  # said in the wait, which ends the bench
+                self.error = e
+                return
 
 
 def per_object(idle: Path, settled: Path, n: int, frames: int) -> str:
@@ -333,29 +415,11 @@ def wait_quiet(proc: subprocess.Popen, timeout: float, window: float = 5.0, busy
     raise SystemExit("timed out waiting for the restarted operator to go quiet")
 
 
-def polled(check, last: int) -> int:
-    """`check()`, or `last` when the apiserver it asks is loaded (FAILED_POLL or a 5xx answer) or
-    does not answer (a 10,000-object run's list of its objects took more than the apiserver's 60 s
-    and got a 504): a poll that failed says nothing of progress. Any other error ends the bench."""
-    try:
-        return check()
-    except (client.ApiException, ApiError) as e:
-        status = e.status or 0
-        if not isinstance(e, Unreachable) and status < 500 and status not in FAILED_POLL:
-            raise
-        reason = e.status or type(e).__name__
-    except urllib3.exceptions.HTTPError as e:  # the kubernetes client's: no answer, or a timeout
-        reason = type(e).__name__
-    print(f"  a poll failed ({reason}); polling again", file=sys.stderr, flush=True)
-    return last
-
-
 def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen | None = None) -> float:
-    """When `check()` first reached `target` (time.perf_counter()). It is called every second, or
-    every `target / 1,000` seconds above 1,000 (each call lists every object: at 10,000 a poll a
-    second would load the apiserver it measures); progress goes to stderr every 30 s."""
-    start, told, done = time.perf_counter(), time.perf_counter(), 0
-    while (done := polled(check, done)) < target:
+    """When `check()` (a Tally's count: no request) first reached `target` (time.perf_counter()),
+    looked at every WAIT_STEP seconds; progress goes to stderr every 30 s."""
+    start = told = time.perf_counter()
+    while (done := check()) < target:
         if proc is not None and proc.poll() is not None:
             exited = proc.returncode
             raise SystemExit(f"the operator exited ({exited}) while waiting for {what}: {done}/{target}")
@@ -364,7 +428,7 @@ def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen |
         if time.perf_counter() - told > 30:
             told = time.perf_counter()
             print(f"  {what}: {done}/{target} after {told - start:.0f} s", file=sys.stderr, flush=True)
-        time.sleep(max(1.0, target / 1000))
+        time.sleep(WAIT_STEP)
     return time.perf_counter()
 
 
@@ -410,13 +474,21 @@ def main() -> None:
         help="skip the last phase: the operator restarted with every object and child in place (run"
         " like the first, so under --tracemalloc its RSS carries tracemalloc's own)",
     )
-    parser.add_argument(
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
         "--create-rate",
         type=float,
         default=None,
         metavar="PER_SECOND",
-        help="start the operator first and create its objects at this rate (default: all of them"
-        " before it starts, as at a restart): how much of the RSS per object a start's burst costs",
+        help="create the operator's objects at this rate (default: as fast as the apiserver takes them):"
+        " how much of the RSS per object a burst of them costs",
+    )
+    start.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="create every object before the operator starts, and start its clock with the operator (a"
+        " first start on a cluster that has them, as the runs before 2026-12-05 did; the baseline's objects"
+        " are then created before its clock too)",
     )
     parser.add_argument(
         "--no-direct",
@@ -511,30 +583,32 @@ def main() -> None:
             for ns in ("direct", "operator"):
                 cluster.kubectl("create", "namespace", ns)
 
-            # Baseline: the same children, written directly by a pool of WORKERS threads.
-            if args.direct:
-                children = direct_children(create_all(api, "direct", objects(n, registry)))
-            else:  # only to count them: an owner that is never created
-                owner = objects(1, registry)[0]
-                owner["metadata"].update(namespace="direct", uid="0")
-                children = direct_children([owner])
-            children_each = len(children[0])
+            owner = objects(1, registry)[0]  # only to count the children: an owner never created
+            owner["metadata"].update(namespace="direct", uid="0")
+            children_each = len(children_of(owner))
             applier = Applier(Kube.from_environment(cluster.kubeconfig))
             applier.kube.resource("apps/v1", "Deployment")  # discovery before the clock starts
+
+            # Baseline: the same objects and children, written directly by a pool of WORKERS threads,
+            # each creating an object and applying its children (--cold-start: the objects first,
+            # before the clock, as the operator's are then).
             if args.direct:
+                available = Tally(api, DEPLOYMENTS, "direct", rolled_out)
+                owners = create_all(api, "direct", objects(n, registry)) if args.cold_start else None
                 start = time.perf_counter()
+
+                def write(body: dict) -> None:
+                    created = body if owners else api.create_namespaced_custom_object(
+                        GROUP, VERSION, "direct", PLURAL, body
+                    )  # fmt: skip
+                    for manifest in children_of(created):
+                        applier.apply(manifest)
+
                 with ThreadPoolExecutor(WORKERS) as pool:
-                    list(pool.map(lambda group: [applier.apply(m) for m in group], children))
+                    list(pool.map(write, owners or objects(n, registry)))
                 direct_created = time.perf_counter() - start
-                direct_ready = (
-                    wait(
-                        "direct Deployments",
-                        lambda: deployments_available(applier, "direct"),
-                        2 * n,
-                        args.timeout,
-                    )
-                    - start
-                )
+                direct_ready = wait("direct Deployments", available.meeting, 2 * n, args.timeout) - start
+                available.stop()
 
             log = open(Path(tmp) / "operator.log", "w")  # noqa: SIM115 - closed below
             env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
@@ -575,43 +649,35 @@ def main() -> None:
             idle_proc.terminate()
             idle_proc.wait(60)
 
-            # The operator: the same objects, from its start until every one is Ready. With
-            # --create-rate, the operator starts first and the objects arrive at that rate.
+            # The operator: the same objects, from their creation (the operator running, watching)
+            # until every one is Ready; --create-rate: they arrive at that rate. --cold-start: they
+            # are all created first, and the clock starts with the operator.
+            written = Tally(api, DEPLOYMENTS, "operator", lambda _: True)
+            ready = Tally(api, (GROUP, VERSION, PLURAL), "operator", is_ready)
             paced = pacer = None
-            if args.create_rate:
+            if args.cold_start:
+                create_all(api, "operator", objects(n, registry))
+                start = time.perf_counter()
+                proc = operator("operator")
+            else:
                 proc = operator("operator")
                 time.sleep(IDLE_SECONDS)
                 start = time.perf_counter()
                 pacer = ThreadPoolExecutor(1)
                 paced = pacer.submit(create_all, api, "operator", objects(n, registry), args.create_rate)
-            else:
-                create_all(api, "operator", objects(n, registry))
-                start = time.perf_counter()
-                proc = operator("operator")
             try:
                 operator_created = (
                     wait(
                         "the operator's Deployments",
-                        lambda: (
-                            creating(paced)
-                            or len(applier.kube.list("apps/v1", "Deployment", "operator", page=LIST_PAGE))
-                        ),
+                        lambda: creating(paced) or written.existing(),
                         2 * n,
                         args.timeout,
                         proc,
                     )
                     - start
                 )
-                operator_ready = (
-                    wait(
-                        "Ready ModelDeployments",
-                        lambda: ready_objects(api, "operator"),
-                        n,
-                        args.timeout,
-                        proc,
-                    )
-                    - start
-                )
+                written.stop()
+                operator_ready = wait("Ready ModelDeployments", ready.meeting, n, args.timeout, proc) - start
                 if pacer is not None:
                     pacer.shutdown(cancel_futures=True)
                 rss, peak = rss_mib(proc.pid)
@@ -625,16 +691,11 @@ def main() -> None:
                     heap += "\n" + per_object(traced("idle"), traced("operator"), n, args.tracemalloc_frames)
                 if more:  # the cost of one more object, on top of a working operator's
                     create_all(api, "operator", objects(more, registry, first=n))
-                    wait(
-                        "Ready ModelDeployments",
-                        lambda: ready_objects(api, "operator"),
-                        n + more,
-                        args.timeout,
-                        proc,
-                    )
+                    wait("Ready ModelDeployments", ready.meeting, n + more, args.timeout, proc)
                     time.sleep(SETTLE_SECONDS)
                     grown, _ = rss_mib(proc.pid)
                     layout[f"{more} more"] = layout_of(proc)
+                ready.stop()
                 if args.restart:  # a restart: every object and child exists, each to be listed and resumed
                     proc.terminate()
                     proc.wait(60)
@@ -673,7 +734,8 @@ def main() -> None:
         f"{(settled - idle) * 1024 / n:.1f} KiB settled, {(peak - idle) * 1024 / n:.1f} KiB at the peak"
     )
     print(
-        f"  a first start of 10,000 objects at that cost per object: about {at_10k(idle, peak, n):.0f} MiB"
+        f"  {'a first start of' if args.cold_start else 'a burst of'} 10,000 objects at that cost per object:"
+        f" about {at_10k(idle, peak, n):.0f} MiB"
         " (extrapolated)"
     )
     if more:

@@ -1,0 +1,196 @@
+"""bench/reconcile_scale.py's counts of progress: a `Tally` lists a resource in pages, then follows its
+watch events; an expired list or watch (410) is listed again, a loaded or unreachable apiserver (5xx,
+429, no answer) is watched again, and any other error ends the bench in the wait that reads the count.
+The apiserver here is a stand-in that answers the pages and the watch's outcomes in order (the real
+one is what the bench itself runs on)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import urllib3
+from kubernetes import client
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+RESOURCE = ("apps", "v1", "deployments")
+
+
+@pytest.fixture
+def scale(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    sys.modules.pop("reconcile_scale", None)
+    import reconcile_scale
+
+    monkeypatch.setattr(reconcile_scale.time, "sleep", lambda _: None)
+    return reconcile_scale
+
+
+class Done(Exception):
+    """The scripted watch's outcomes have all been given."""
+
+
+def obj(name: str, rv: str, ready: bool = False) -> dict:
+    return {"metadata": {"name": name, "resourceVersion": rv}, "ready": ready}
+
+
+class Apiserver:
+    """Lists in pages (`pages`: continue token -> items, next token, resourceVersion) and answers each
+    watch with the next of `outcomes`: a list of events, or an exception to raise."""
+
+    def __init__(self, pages: dict, outcomes: list) -> None:
+        self.pages, self.outcomes = pages, outcomes
+        self.asked: list[tuple] = []
+
+    def list_namespaced_custom_object(self, group, version, namespace, plural, **kwargs):
+        self.asked.append(("list", namespace, kwargs["limit"], kwargs["_continue"]))
+        items, token, rv = self.pages[kwargs["_continue"]]
+        return {"items": items, "metadata": {"resourceVersion": rv, **({"continue": token} if token else {})}}
+
+    def stream(self, func, group, version, namespace, plural, **kwargs):
+        assert func == self.list_namespaced_custom_object and kwargs["deserialize"] is False
+        self.asked.append(("watch", kwargs["resource_version"]))
+        if not self.outcomes:
+            raise Done
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        yield from outcome
+
+
+def started(scale, monkeypatch, server: Apiserver):
+    class Watch:
+        def stream(self, *args, **kwargs):
+            return server.stream(*args, **kwargs)
+
+    monkeypatch.setattr(scale.watch, "Watch", Watch)
+    return scale.Tally(server, RESOURCE, "operator", lambda o: o["ready"])
+
+
+def tally(scale, monkeypatch, server: Apiserver):
+    """A Tally run until the server's outcomes are spent."""
+    t = started(scale, monkeypatch, server)
+    t._thread.join(10)
+    assert not t._thread.is_alive()
+    return t
+
+
+def test_it_lists_every_page_then_follows_the_watch_from_the_lists_revision(scale, monkeypatch) -> None:
+    server = Apiserver(
+        {
+            None: ([obj("a", "5", True), obj("b", "6")], "after-2", "10"),
+            "after-2": ([obj("c", "7", True)], None, "10"),
+        },
+        [
+            [
+                {"type": "ADDED", "object": obj("d", "11")},
+                {"type": "MODIFIED", "object": obj("b", "12", True)},
+                {"type": "DELETED", "object": obj("a", "13", True)},
+                {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "20"}}},
+            ],
+            [{"type": "MODIFIED", "object": obj("d", "21", True)}],  # the next watch, from the bookmark's
+        ],
+    )
+    t = tally(scale, monkeypatch, server)
+    assert isinstance(t.error, Done)
+    assert t.seen == {"b": True, "c": True, "d": True}
+    limit = scale.LIST_PAGE
+    assert server.asked == [
+        ("list", "operator", limit, None),
+        ("list", "operator", limit, "after-2"),
+        ("watch", "10"),
+        ("watch", "20"),
+        ("watch", "21"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        client.ApiException(status=504, reason="Gateway Timeout"),
+        client.ApiException(status=503, reason="Service Unavailable"),
+        client.ApiException(status=429, reason="Too Many Requests"),
+        urllib3.exceptions.ProtocolError("Connection broken"),
+        urllib3.exceptions.ReadTimeoutError(None, "/apis", "read timed out"),
+    ],
+)
+def test_a_loaded_or_unreachable_apiserver_is_watched_again_from_the_same_revision(
+    scale, monkeypatch, capsys, error
+) -> None:
+    server = Apiserver(
+        {None: ([obj("a", "5")], None, "10")}, [error, [{"type": "ADDED", "object": obj("b", "11")}]]
+    )
+    t = tally(scale, monkeypatch, server)
+    assert isinstance(t.error, Done) and set(t.seen) == {"a", "b"}
+    assert server.asked == [
+        ("list", "operator", scale.LIST_PAGE, None),
+        ("watch", "10"),
+        ("watch", "10"),
+        ("watch", "11"),
+    ]
+    assert "watching deployments failed" in capsys.readouterr().err
+
+
+def test_an_expired_watch_lists_again_and_forgets_what_went_meanwhile(scale, monkeypatch) -> None:
+    lists = iter([([obj("a", "5"), obj("b", "6")], None, "10"), ([obj("b", "30", True)], None, "31")])
+
+    class Relisting(Apiserver):
+        def list_namespaced_custom_object(self, *args, **kwargs):
+            self.asked.append(("list", kwargs["_continue"]))
+            items, _, rv = next(lists)
+            return {"items": items, "metadata": {"resourceVersion": rv}}
+
+    server = Relisting({}, [client.ApiException(status=410, reason="Expired")])
+    t = tally(scale, monkeypatch, server)
+    assert t.seen == {"b": True}
+    assert server.asked == [("list", None), ("watch", "10"), ("list", None), ("watch", "31")]
+
+
+def test_any_other_error_ends_the_bench_in_the_wait(scale, monkeypatch) -> None:
+    server = Apiserver(
+        {None: ([obj("a", "5")], None, "10")}, [client.ApiException(status=403, reason="Forbidden")]
+    )
+    t = tally(scale, monkeypatch, server)
+    assert server.asked[-1] == ("watch", "10")  # not watched again
+    with pytest.raises(SystemExit, match=r"(?s)watching deployments in operator failed.*Forbidden"):
+        scale.wait("Deployments", t.meeting, 2, timeout=60)
+
+
+def test_wait_returns_when_the_count_reaches_its_target(scale) -> None:
+    counts = iter([0, 1, 2])
+    assert scale.wait("objects", lambda: next(counts), target=2, timeout=60) > 0
+
+
+def test_an_object_is_ready_at_its_generation_only(scale) -> None:
+    def md(generation: int, observed: int | None, ready: str = "True") -> dict:
+        condition = {"type": "Ready", "status": ready, "observedGeneration": observed}
+        return {"metadata": {"generation": generation}, "status": {"conditions": [condition]}}
+
+    assert scale.is_ready(md(1, 1)) and scale.is_ready(md(3, 3))
+    assert not scale.is_ready(md(2, 1))
+    assert not scale.is_ready(md(1, 1, "False"))
+    assert not scale.is_ready({"metadata": {"generation": 1}})
+    assert not scale.is_ready({"metadata": {"generation": 1}, "status": None})
+
+
+def test_the_count_is_read_while_the_watch_changes_it(scale, monkeypatch) -> None:
+    """The wait reads the count from its own thread while the watch's thread changes it."""
+    begun, read = threading.Event(), threading.Event()
+    events = [{"type": "ADDED", "object": obj(f"o{i}", str(11 + i), True)} for i in range(5000)]
+
+    class Slow(Apiserver):
+        def stream(self, *args, **kwargs):
+            for event in super().stream(*args, **kwargs):
+                begun.set()
+                yield event
+            read.wait(10)
+
+    t = started(scale, monkeypatch, Slow({None: ([], None, "10")}, [events]))
+    begun.wait(10)
+    counts = [t.meeting() for _ in range(500)]
+    read.set()
+    t._thread.join(10)
+    assert counts == sorted(counts) and counts[-1] <= 5000
+    assert sum(t.seen.values()) == 5000
