@@ -6,7 +6,9 @@ Service, ScaledObject, gateway ConfigMap, Deployment and Service, two PodDisrupt
 NetworkPolicies), watches the children and writes status until all N are Ready. The baseline, in
 the same run and on the same apiserver, first writes the same objects and children directly (as
 many threads, each creating an object, then server-side applying its children) and waits until all
-their Deployments are available. Each fleet's clock starts at its first create; the bench counts
+their Deployments are available (`--operator-first`: after the operator's fleet, to tell the
+order's share of the ratio: the second fleet runs beside the first one's objects). Each fleet's
+clock starts at its first create; the bench counts
 progress from watches (`Tally`), so its own reads cost the apiserver the same in both fleets. Both
 wait on the same controllers (deployment, replicaset, scheduler, kwok), so the ratio (the direct
 writes' time over the operator's: below 1.0 the operator took longer) is the operator's own
@@ -47,7 +49,7 @@ before 2026-12-05 measured this way, with polls that listed the operator's Deplo
 while it wrote them).
 
     python bench/reconcile_scale.py [--objects 1000] [--more K] [--no-direct] [--no-restart]
-        [--create-rate R | --cold-start]
+        [--create-rate R | --cold-start] [--operator-first]
         [--malloc-arena-max N] [--apiserver-arg=FLAG]... [--controller-manager-arg=FLAG]...
         [--operator-env NAME=VALUE]...
         [--allocators | --tracemalloc [--tracemalloc-frames N]]
@@ -321,6 +323,8 @@ class Tally:
                         return
             except (client.ApiException, urllib3.exceptions.HTTPError) as e:
                 status = getattr(e, "status", None) or 0
+                if self._stop.is_set():  # stopped, and the cluster likely with it
+                    return
                 if status == 410:  # the list's or the watch's revision was compacted: list again
                     since = None
                 elif isinstance(e, client.ApiException) and status < 500 and status not in FAILED_POLL:
@@ -497,6 +501,13 @@ def main() -> None:
         help="skip the baseline (no ratios): the operator's fleet alone in the cluster, half the control"
         " plane's load, for the operator's RSS at counts where both fleets do not fit",
     )
+    parser.add_argument(
+        "--operator-first",
+        action="store_true",
+        help="run the operator's fleet before the baseline's (which then writes beside the operator's"
+        " objects, the operator stopped): the order's own share of the ratio; the ratios of a run in each"
+        " order, multiplied, and the square root taken, leave it out",
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds each phase may take")
     parser.add_argument(
         "--apiserver-arg",
@@ -589,10 +600,11 @@ def main() -> None:
             applier = Applier(Kube.from_environment(cluster.kubeconfig))
             applier.kube.resource("apps/v1", "Deployment")  # discovery before the clock starts
 
-            # Baseline: the same objects and children, written directly by a pool of WORKERS threads,
-            # each creating an object and applying its children (--cold-start: the objects first,
-            # before the clock, as the operator's are then).
-            if args.direct:
+            def direct_fleet() -> tuple[float, float]:
+                """The baseline: the same objects and children, written directly by a pool of WORKERS
+                threads, each creating an object and applying its children (--cold-start: the objects
+                first, before the clock, as the operator's are then). (children written, Deployments
+                available), seconds."""
                 available = Tally(api, DEPLOYMENTS, "direct", rolled_out)
                 owners = create_all(api, "direct", objects(n, registry)) if args.cold_start else None
                 start = time.perf_counter()
@@ -606,9 +618,13 @@ def main() -> None:
 
                 with ThreadPoolExecutor(WORKERS) as pool:
                     list(pool.map(write, owners or objects(n, registry)))
-                direct_created = time.perf_counter() - start
-                direct_ready = wait("direct Deployments", available.meeting, 2 * n, args.timeout) - start
+                written = time.perf_counter() - start
+                ready = wait("direct Deployments", available.meeting, 2 * n, args.timeout) - start
                 available.stop()
+                return written, ready
+
+            if args.direct and not args.operator_first:
+                direct_created, direct_ready = direct_fleet()
 
             log = open(Path(tmp) / "operator.log", "w")  # noqa: SIM115 - closed below
             env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
@@ -696,6 +712,10 @@ def main() -> None:
                     grown, _ = rss_mib(proc.pid)
                     layout[f"{more} more"] = layout_of(proc)
                 ready.stop()
+                if args.direct and args.operator_first:  # with the operator stopped, as it is for the first
+                    proc.terminate()
+                    proc.wait(60)
+                    direct_created, direct_ready = direct_fleet()
                 if args.restart:  # a restart: every object and child exists, each to be listed and resumed
                     proc.terminate()
                     proc.wait(60)
@@ -754,6 +774,8 @@ def main() -> None:
     print(f"control plane, peak RSS (MiB): {control_plane}")
     if args.apiserver_arg:
         print(f"(kube-apiserver {' '.join(args.apiserver_arg)})")
+    if args.operator_first:
+        print("(the operator's fleet ran first, the baseline's second)")
     if args.controller_manager_arg:
         print(f"(kube-controller-manager {' '.join(args.controller_manager_arg)})")
     source = "/proc/PID/smaps" + (", and the allocators' own accounts" if args.allocators else "")
