@@ -2,51 +2,51 @@
 
 N ModelDeployments go through the operator: created while it runs (from as many threads as it has
 workers), it resolves the version in a (local) registry, applies every child (vLLM Deployment and
-Service, ScaledObject, gateway ConfigMap, Deployment and Service, two PodDisruptionBudgets, three
-NetworkPolicies), watches the children and writes status until all N are Ready. The baseline, in
-the same run and on the same apiserver, first writes the same objects and children directly (as
-many threads, each creating an object, then server-side applying its children) and waits until all
-their Deployments are available (`--operator-first`: after the operator's fleet, to tell the
-order's share of the ratio: the second fleet runs beside the first one's objects). Each fleet's
-clock starts at its first create; the bench counts
-progress from watches (`Tally`), so its own reads cost the apiserver the same in both fleets. Both
-wait on the same controllers (deployment, replicaset, scheduler, kwok), so the ratio (the direct
-writes' time over the operator's: below 1.0 the operator took longer) is the operator's own
-overhead on the way to Ready, as long as those controllers are not what sets the pace (at
-kube-controller-manager's default 20 requests a second they are, for both fleets: see
-`--controller-manager-arg`); the time to create all children is
-printed too. Prints both, the ratio, and the operator's RSS: when all were
-Ready, settled, its peak, and where it goes: the RSS of the same operator started with nothing to
-watch (imports, clients, threads), and the rest per object. Then `--more` further objects (a quarter
-of N by default) are created while the same operator runs; what its settled RSS grows by for them is
-the cost of one more object (the first N also carry what a working operator holds whatever the
-count: imports done at the first reconcile, its worker threads, kopf's per-resource watchers), and
-what 10,000 objects added one by one would come to is extrapolated from it. A start with every
-object at once costs more per object (the allocators keep the free space of its burst), so the first
-start's and the restart's RSS at 10,000 are extrapolated from their own cost per object above idle,
-the figures that size the operator (docs/operations.md, "Sizing the operator"). Last (unless
-`--no-restart`), the operator is restarted with every object and child in place, as after an
-upgrade: it lists them all (in pages, operators.main.LIST_PAGE_SIZE) and resumes each; its peak RSS,
-and its RSS once its CPU goes quiet, are printed. `--tracemalloc` runs the operator under
-tracemalloc and prints its Python heap by package and its top allocation lines when settled, and
-the live objects by type, and per object what its heap holds beyond the same operator's idle heap
-(`--tracemalloc-frames N`: by allocation traceback, not line, and the top tracebacks). At each
-reading the RSS is split by mapping (files, thread stacks, anonymous); `--allocators` adds pymalloc's
-and glibc's own accounts of the anonymous part: what live blocks hold, and what free space each keeps.
-At the end, each control-plane process's peak RSS: what sets the count this machine's control plane
-can hold (`--apiserver-arg=--watch-cache=false`, with the `=` since the value starts with a dash,
-turns off the apiserver's cache of every object). `--controller-manager-arg=--kube-api-qps=100`
-lifts the controller-manager's client from its default 20 requests per second, which otherwise sets
-the pace of every rollout (and so of both fleets' time to Ready: the direct writes' 2,000
-Deployments became available in about 480 s here at 20, and in 179 s at 100 with
-`--kube-api-burst=200`). `--no-direct` leaves the baseline's fleet out, for
-the operator's RSS alone at larger counts (raise `--timeout` there).
-`--operator-env` runs the operator with further environment variables (another allocator, say).
-`--create-rate R` creates the operator's objects at R a second, in place of all at once: what a
-burst costs beside the objects themselves. `--cold-start` creates every object before the operator
-starts, whose clock then starts with it (its first start on a cluster that has them: the runs
-before 2026-12-05 measured this way, with polls that listed the operator's Deployments every second
-while it wrote them).
+Service, ScaledObject, PodMonitor, gateway ConfigMap, Deployment and Service, two
+PodDisruptionBudgets, three NetworkPolicies), watches the children and writes status until all N are
+Ready. The baseline, in the same run and on the same apiserver, first writes the same objects and
+children directly (as many threads, each creating an object, then server-side applying its children)
+and waits until all their Deployments are available (`--operator-first`: after the operator's fleet,
+to tell the order's share of the ratio: the second fleet runs beside the first one's objects). Each
+fleet's clock starts at its first create; the bench counts progress from watches (`Tally`), so its
+own reads cost the apiserver the same in both fleets. Both wait on the same controllers (deployment,
+replicaset, scheduler, kwok), so the ratio (the direct writes' time over the operator's: below 1.0
+the operator took longer) is the operator's own overhead on the way to Ready, as long as those
+controllers are not what sets the pace (at kube-controller-manager's default 20 requests a second
+they are, for both fleets: see `--controller-manager-arg`); the time to create all children is
+printed too (every child Deployment seen, in both fleets). Prints both, the ratio, and the
+operator's RSS: when all were Ready, settled, its peak, and where it goes: the RSS of the same
+operator started with nothing to watch (imports, clients, threads), and the rest per object. Then
+`--more` further objects (a quarter of N by default) are created while the same operator runs; what
+its settled RSS grows by for them is the cost of one more object (the first N also carry what a
+working operator holds whatever the count: imports done at the first reconcile, its worker threads,
+kopf's per-resource watchers), and what 10,000 objects added one by one would come to is
+extrapolated from it. A burst of objects (all created at once, the default; or all there before the
+operator starts, `--cold-start`, a first start) costs more per object (the allocators keep the free
+space of the burst), so the burst's (or the first start's) and the restart's RSS at 10,000 are
+extrapolated from their own cost per object above idle, the figures that size the operator
+(docs/operations.md, "Sizing the operator"). Last (unless `--no-restart`), the operator is restarted
+with every object and child in place, as after an upgrade: it lists them all (in pages,
+operators.main.LIST_PAGE_SIZE) and resumes each; its peak RSS, and its RSS once its CPU goes quiet,
+are printed. `--tracemalloc` runs the operator under tracemalloc and prints its Python heap by
+package and its top allocation lines when settled, and the live objects by type, and per object what
+its heap holds beyond the same operator's idle heap (`--tracemalloc-frames N`: by allocation
+traceback, not line, and the top tracebacks). At each reading the RSS is split by mapping (files,
+thread stacks, anonymous); `--allocators` adds pymalloc's and glibc's own accounts of the anonymous
+part: what live blocks hold, and what free space each keeps. At the end, each control-plane
+process's peak RSS: what sets the count this machine's control plane can hold
+(`--apiserver-arg=--watch-cache=false`, with the `=` since the value starts with a dash, turns off
+the apiserver's cache of every object). `--controller-manager-arg=--kube-api-qps=100` lifts the
+controller-manager's client from its default 20 requests per second, which otherwise sets the pace
+of every rollout (and so of both fleets' time to Ready: the direct writes' 2,000 Deployments became
+available in about 480 s here at 20, and in 179 s at 100 with `--kube-api-burst=200`). `--no-direct`
+leaves the baseline's fleet out, for the operator's RSS alone at larger counts (raise `--timeout`
+there). `--operator-env` runs the operator with further environment variables (another allocator,
+say). `--create-rate R` creates the operator's objects at R a second, in place of all at once: what
+a burst costs beside the objects themselves. `--cold-start` creates every object before the operator
+starts, whose clock then starts with it (its first start on a cluster that has them: the runs before
+2026-12-05 measured this way, with polls that listed the operator's Deployments every second while
+it wrote them).
 
     python bench/reconcile_scale.py [--objects 1000] [--more K] [--no-direct] [--no-restart]
         [--create-rate R | --cold-start] [--operator-first]
@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -70,7 +71,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import urllib3
-from kubernetes import client, config, watch
+from kubernetes import client, config
+from kubernetes.watch.watch import iter_resp_lines
 from procfs import cpu_seconds, rss_mib  # bench/procfs.py, beside this script
 
 from llmops.api import GROUP, MODEL_DEPLOYMENT, VERSION
@@ -305,29 +307,49 @@ class Tally:
             self.seen[obj["metadata"]["name"]] = self.test(obj)
         return obj["metadata"]["resourceVersion"]
 
+    def _watch(self, since: str) -> str:
+        """One watch request from `since`, until the apiserver ends it (WATCH_SECONDS) or the Tally is
+        stopped; returns the resourceVersion to go on from. An ERROR event (the apiserver says a watch
+        has expired with a 200 and then an ERROR of code 410) is raised as an ApiException of its code.
+        Read line by line as the kubernetes client's own watch does, with no models built."""
+        response = self.api.list_namespaced_custom_object(
+            *self.resource[:2], self.namespace, self.resource[2],
+            watch=True, resource_version=since, allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
+            _preload_content=False, _request_timeout=WATCH_SECONDS + POLL_TIMEOUT,
+        )  # fmt: skip
+        try:
+            for line in iter_resp_lines(response):
+                if not line:
+                    continue
+                event = json.loads(line)
+                if event["type"] == "ERROR":
+                    status = event["object"]
+                    raise client.ApiException(status=status.get("code") or 0, reason=status.get("message"))
+                since = self._see(event)
+                if self._stop.is_set():
+                    break
+        finally:
+            response.close()
+            response.release_conn()
+        return since
+
     def _run(self) -> None:
         since = None
         while not self._stop.is_set():
             try:
                 if since is None:
                     since = self._list()
-                stream = watch.Watch().stream(
-                    self.api.list_namespaced_custom_object,
-                    *self.resource[:2], self.namespace, self.resource[2],
-                    resource_version=since, allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
-                    deserialize=False, _request_timeout=WATCH_SECONDS + POLL_TIMEOUT,
-                )  # fmt: skip
-                for event in stream:
-                    since = self._see(event)
-                    if self._stop.is_set():
-                        return
+                begun = time.monotonic()
+                since = self._watch(since)
+                if time.monotonic() - begun < 1.0:  # ended at once: not again at once
+                    time.sleep(1.0)
             except (client.ApiException, urllib3.exceptions.HTTPError) as e:
                 status = getattr(e, "status", None) or 0
                 if self._stop.is_set():  # stopped, and the cluster likely with it
                     return
                 if status == 410:  # the list's or the watch's revision was compacted: list again
                     since = None
-                elif isinstance(e, client.ApiException) and status < 500 and status not in FAILED_POLL:
+                elif isinstance(e, client.ApiException) and 0 < status < 500 and status not in FAILED_POLL:
                     self.error = e
                     return
                 else:
@@ -560,6 +582,8 @@ def main() -> None:
         help="frames tracemalloc keeps per allocation; above 1 it also prints the top tracebacks",
     )
     args = parser.parse_args()
+    if args.operator_first and not (args.direct and args.more == 0):
+        parser.error("--operator-first needs the baseline and --more 0 (its fleet would run after the more)")
     n = args.objects
     more = n // 4 if args.more is None else args.more
     # Room for every fleet's pods (the baseline's unless --no-direct, the operator's): 110 per kwok node.
@@ -602,14 +626,20 @@ def main() -> None:
 
             def direct_fleet() -> tuple[float, float]:
                 """The baseline: the same objects and children, written directly by a pool of WORKERS
-                threads, each creating an object and applying its children (--cold-start: the objects
-                first, before the clock, as the operator's are then). (children written, Deployments
-                available), seconds."""
+                threads, each creating an object (at --create-rate, if given) and applying its children
+                (--cold-start: the objects first, before the clock, as the operator's are then). Counted
+                as the operator's fleet is, by the same two watches. (every Deployment seen, every one
+                available), seconds from the first create."""
+                time.sleep(IDLE_SECONDS)  # the machine settles, as it does before the operator's fleet
                 available = Tally(api, DEPLOYMENTS, "direct", rolled_out)
+                owned = Tally(api, (GROUP, VERSION, PLURAL), "direct", is_ready)  # read by neither: its load
                 owners = create_all(api, "direct", objects(n, registry)) if args.cold_start else None
                 start = time.perf_counter()
 
-                def write(body: dict) -> None:
+                def write(item: tuple[int, dict]) -> None:
+                    i, body = item
+                    if args.create_rate:
+                        time.sleep(max(0.0, start + i / args.create_rate - time.perf_counter()))
                     created = body if owners else api.create_namespaced_custom_object(
                         GROUP, VERSION, "direct", PLURAL, body
                     )  # fmt: skip
@@ -617,11 +647,20 @@ def main() -> None:
                         applier.apply(manifest)
 
                 with ThreadPoolExecutor(WORKERS) as pool:
-                    list(pool.map(write, owners or objects(n, registry)))
-                written = time.perf_counter() - start
-                ready = wait("direct Deployments", available.meeting, 2 * n, args.timeout) - start
+                    writes = [pool.submit(write, item) for item in enumerate(owners or objects(n, registry))]
+
+                    def seen() -> int:
+                        for failed in (w for w in writes if w.done() and w.exception() is not None):
+                            failed.result()  # raises the write's error here
+                        return available.existing()
+
+                    written = wait("direct Deployments written", seen, 2 * n, args.timeout)
+                    for w in writes:  # the rest of the children, and any error
+                        w.result()
+                ready = wait("direct Deployments", available.meeting, 2 * n, args.timeout)
                 available.stop()
-                return written, ready
+                owned.stop()
+                return written - start, ready - start
 
             if args.direct and not args.operator_first:
                 direct_created, direct_ready = direct_fleet()
@@ -753,8 +792,9 @@ def main() -> None:
         f"  of which idle (started, no objects): {idle:.0f} MiB; per object: "
         f"{(settled - idle) * 1024 / n:.1f} KiB settled, {(peak - idle) * 1024 / n:.1f} KiB at the peak"
     )
+    start_of = "a first start of" if args.cold_start else "a stream of" if args.create_rate else "a burst of"
     print(
-        f"  {'a first start of' if args.cold_start else 'a burst of'} 10,000 objects at that cost per object:"
+        f"  {start_of} 10,000 objects at that cost per object:"
         f" about {at_10k(idle, peak, n):.0f} MiB"
         " (extrapolated)"
     )

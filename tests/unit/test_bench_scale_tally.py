@@ -6,6 +6,7 @@ one is what the bench itself runs on)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from pathlib import Path
@@ -36,6 +37,34 @@ def obj(name: str, rv: str, ready: bool = False) -> dict:
     return {"metadata": {"name": name, "resourceVersion": rv}, "ready": ready}
 
 
+def expired(code: int = 410) -> dict:
+    """The apiserver's word that a watch has expired: a 200, then this event."""
+    return {
+        "type": "ERROR",
+        "object": {"kind": "Status", "code": code, "message": "too old resource version"},
+    }
+
+
+class Response:
+    """A watch's streamed body (urllib3's HTTPResponse as the kubernetes client returns it with
+    _preload_content=False): the events as JSON lines, in chunks that cut lines apart."""
+
+    def __init__(self, events, chunk: int = 7) -> None:
+        self.events, self.chunk, self.closed = events, chunk, False
+
+    def stream(self, amt=None, decode_content=False):
+        for event in self.events:
+            data = (json.dumps(event) + "\n").encode()
+            for i in range(0, len(data), self.chunk):
+                yield data[i : i + self.chunk]
+
+    def close(self) -> None:
+        self.closed = True
+
+    def release_conn(self) -> None:
+        pass
+
+
 class Apiserver:
     """Lists in pages (`pages`: continue token -> items, next token, resourceVersion) and answers each
     watch with the next of `outcomes`: a list of events, or an exception to raise."""
@@ -43,41 +72,40 @@ class Apiserver:
     def __init__(self, pages: dict, outcomes: list) -> None:
         self.pages, self.outcomes = pages, outcomes
         self.asked: list[tuple] = []
+        self.responses: list[Response] = []
 
     def list_namespaced_custom_object(self, group, version, namespace, plural, **kwargs):
+        if kwargs.get("watch"):
+            assert kwargs["_preload_content"] is False and kwargs["allow_watch_bookmarks"] is True
+            return self.watch(kwargs["resource_version"])
         self.asked.append(("list", namespace, kwargs["limit"], kwargs["_continue"]))
         items, token, rv = self.pages[kwargs["_continue"]]
         return {"items": items, "metadata": {"resourceVersion": rv, **({"continue": token} if token else {})}}
 
-    def stream(self, func, group, version, namespace, plural, **kwargs):
-        assert func == self.list_namespaced_custom_object and kwargs["deserialize"] is False
-        self.asked.append(("watch", kwargs["resource_version"]))
+    def watch(self, since: str) -> Response:
+        self.asked.append(("watch", since))
         if not self.outcomes:
             raise Done
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
-        yield from outcome
+        self.responses.append(Response(outcome))
+        return self.responses[-1]
 
 
-def started(scale, monkeypatch, server: Apiserver):
-    class Watch:
-        def stream(self, *args, **kwargs):
-            return server.stream(*args, **kwargs)
-
-    monkeypatch.setattr(scale.watch, "Watch", Watch)
+def started(scale, server: Apiserver):
     return scale.Tally(server, RESOURCE, "operator", lambda o: o["ready"])
 
 
-def tally(scale, monkeypatch, server: Apiserver):
+def tally(scale, server: Apiserver):
     """A Tally run until the server's outcomes are spent."""
-    t = started(scale, monkeypatch, server)
+    t = started(scale, server)
     t._thread.join(10)
     assert not t._thread.is_alive()
     return t
 
 
-def test_it_lists_every_page_then_follows_the_watch_from_the_lists_revision(scale, monkeypatch) -> None:
+def test_it_lists_every_page_then_follows_the_watch_from_the_lists_revision(scale) -> None:
     server = Apiserver(
         {
             None: ([obj("a", "5", True), obj("b", "6")], "after-2", "10"),
@@ -93,7 +121,7 @@ def test_it_lists_every_page_then_follows_the_watch_from_the_lists_revision(scal
             [{"type": "MODIFIED", "object": obj("d", "21", True)}],  # the next watch, from the bookmark's
         ],
     )
-    t = tally(scale, monkeypatch, server)
+    t = tally(scale, server)
     assert isinstance(t.error, Done)
     assert t.seen == {"b": True, "c": True, "d": True}
     limit = scale.LIST_PAGE
@@ -104,6 +132,7 @@ def test_it_lists_every_page_then_follows_the_watch_from_the_lists_revision(scal
         ("watch", "20"),
         ("watch", "21"),
     ]
+    assert all(r.closed for r in server.responses)
 
 
 @pytest.mark.parametrize(
@@ -114,15 +143,17 @@ def test_it_lists_every_page_then_follows_the_watch_from_the_lists_revision(scal
         client.ApiException(status=429, reason="Too Many Requests"),
         urllib3.exceptions.ProtocolError("Connection broken"),
         urllib3.exceptions.ReadTimeoutError(None, "/apis", "read timed out"),
+        client.ApiException(status=0, reason="SSLError"),  # how the client wraps a TLS failure
+        [expired(500)],  # an error the apiserver says inside the watch's stream
     ],
 )
 def test_a_loaded_or_unreachable_apiserver_is_watched_again_from_the_same_revision(
-    scale, monkeypatch, capsys, error
+    scale, capsys, error
 ) -> None:
     server = Apiserver(
         {None: ([obj("a", "5")], None, "10")}, [error, [{"type": "ADDED", "object": obj("b", "11")}]]
     )
-    t = tally(scale, monkeypatch, server)
+    t = tally(scale, server)
     assert isinstance(t.error, Done) and set(t.seen) == {"a", "b"}
     assert server.asked == [
         ("list", "operator", scale.LIST_PAGE, None),
@@ -133,26 +164,44 @@ def test_a_loaded_or_unreachable_apiserver_is_watched_again_from_the_same_revisi
     assert "watching deployments failed" in capsys.readouterr().err
 
 
-def test_an_expired_watch_lists_again_and_forgets_what_went_meanwhile(scale, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "expiry",
+    [
+        [{"type": "ADDED", "object": obj("c", "12")}, expired()],
+        client.ApiException(status=410, reason="Expired"),
+    ],
+    ids=["in-the-stream", "as-the-answer"],
+)
+def test_an_expired_watch_lists_again_and_forgets_what_went_meanwhile(scale, expiry) -> None:
+    """The apiserver says a watch expired with a 200 and an ERROR event of code 410 (what the
+    kubernetes client's own watch fails to read with deserialize=False: a KeyError), or an expired
+    continue token of the list with a 410."""
     lists = iter([([obj("a", "5"), obj("b", "6")], None, "10"), ([obj("b", "30", True)], None, "31")])
 
     class Relisting(Apiserver):
         def list_namespaced_custom_object(self, *args, **kwargs):
+            if kwargs.get("watch"):
+                return super().list_namespaced_custom_object(*args, **kwargs)
             self.asked.append(("list", kwargs["_continue"]))
             items, _, rv = next(lists)
             return {"items": items, "metadata": {"resourceVersion": rv}}
 
-    server = Relisting({}, [client.ApiException(status=410, reason="Expired")])
-    t = tally(scale, monkeypatch, server)
+    server = Relisting({}, [expiry])
+    t = tally(scale, server)
     assert t.seen == {"b": True}
     assert server.asked == [("list", None), ("watch", "10"), ("list", None), ("watch", "31")]
 
 
-def test_any_other_error_ends_the_bench_in_the_wait(scale, monkeypatch) -> None:
-    server = Apiserver(
-        {None: ([obj("a", "5")], None, "10")}, [client.ApiException(status=403, reason="Forbidden")]
-    )
-    t = tally(scale, monkeypatch, server)
+@pytest.mark.parametrize(
+    "error",
+    [
+        client.ApiException(status=403, reason="Forbidden"),
+        [expired(403) | {"object": {"code": 403, "message": "Forbidden"}}],
+    ],
+)
+def test_any_other_error_ends_the_bench_in_the_wait(scale, error) -> None:
+    server = Apiserver({None: ([obj("a", "5")], None, "10")}, [error])
+    t = tally(scale, server)
     assert server.asked[-1] == ("watch", "10")  # not watched again
     with pytest.raises(SystemExit, match=r"(?s)watching deployments in operator failed.*Forbidden"):
         scale.wait("Deployments", t.meeting, 2, timeout=60)
@@ -175,19 +224,24 @@ def test_an_object_is_ready_at_its_generation_only(scale) -> None:
     assert not scale.is_ready({"metadata": {"generation": 1}, "status": None})
 
 
-def test_the_count_is_read_while_the_watch_changes_it(scale, monkeypatch) -> None:
+def test_the_count_is_read_while_the_watch_changes_it(scale) -> None:
     """The wait reads the count from its own thread while the watch's thread changes it."""
     begun, read = threading.Event(), threading.Event()
     events = [{"type": "ADDED", "object": obj(f"o{i}", str(11 + i), True)} for i in range(5000)]
 
-    class Slow(Apiserver):
-        def stream(self, *args, **kwargs):
-            for event in super().stream(*args, **kwargs):
+    class Slow(Response):
+        def stream(self, amt=None, decode_content=False):
+            for chunk in super().stream(amt, decode_content):
                 begun.set()
-                yield event
+                yield chunk
             read.wait(10)
 
-    t = started(scale, monkeypatch, Slow({None: ([], None, "10")}, [events]))
+    class Server(Apiserver):
+        def watch(self, since: str) -> Response:
+            response = super().watch(since)
+            return Slow(response.events)
+
+    t = started(scale, Server({None: ([], None, "10")}, [events]))
     begun.wait(10)
     counts = [t.meeting() for _ in range(500)]
     read.set()
