@@ -248,3 +248,14 @@ def test_the_count_is_read_while_the_watch_changes_it(scale) -> None:
     t._thread.join(10)
     assert counts == sorted(counts) and counts[-1] <= 5000
     assert sum(t.seen.values()) == 5000
+
+
+@pytest.mark.parametrize("argv", [["--operator-first"], ["--operator-first", "--more", "0", "--no-direct"]])
+def test_operator_first_needs_the_baseline_and_no_more_objects(scale, monkeypatch, capsys, argv) -> None:
+    """The baseline's fleet runs after the operator's: beside the --more objects too it would not be
+    the same count (and without a baseline there is no order)."""
+    monkeypatch.setattr(sys, "argv", ["reconcile_scale.py", *argv])
+    with pytest.raises(SystemExit) as exited:
+        scale.main()
+    assert exited.value.code == 2
+    assert "--operator-first needs the baseline and --more 0" in capsys.readouterr().err
