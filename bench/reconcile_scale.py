@@ -500,8 +500,8 @@ def main() -> None:
         help="skip the last phase: the operator restarted with every object and child in place (run"
         " like the first, so under --tracemalloc its RSS carries tracemalloc's own)",
     )
-    start = parser.add_mutually_exclusive_group()
-    start.add_argument(
+    beginning = parser.add_mutually_exclusive_group()
+    beginning.add_argument(
         "--create-rate",
         type=float,
         default=None,
@@ -509,7 +509,7 @@ def main() -> None:
         help="create the operator's objects at this rate (default: as fast as the apiserver takes them):"
         " how much of the RSS per object a burst of them costs",
     )
-    start.add_argument(
+    beginning.add_argument(
         "--cold-start",
         action="store_true",
         help="create every object before the operator starts, and start its clock with the operator (a"
