@@ -91,10 +91,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLURAL = MODEL_DEPLOYMENT.plural
 WORKERS = 16  # the operator's settings.execution.max_workers
 LIST_PAGE = 500  # objects per page of the bench's own lists, as client-go's pager asks
-POLL_TIMEOUT = 120  # seconds one page of a poll may take
-# A poll's failures that say the apiserver is loaded, not that the bench is wrong: throttled, a list's
-# continue token expired (its revision compacted while the pages were read), and every 5xx.
-FAILED_POLL = {410, 429}
+PAGE_TIMEOUT = 120  # seconds one page of a list may take (and a watch, beyond WATCH_SECONDS)
 DEPLOYMENTS = ("apps", "v1", "deployments")
 WATCH_SECONDS = 300  # one watch request, then another from its last resourceVersion
 WAIT_STEP = 0.25  # seconds between two looks at a Tally's count
@@ -258,7 +255,7 @@ class Tally:
     while the operator wrote its children, a load that fell on the operator's fleet alone.
 
     `existing()` and `meeting()` read what the watch has seen; an error other than a loaded or
-    unreachable apiserver (FAILED_POLL, a 5xx, no answer: watched again after a second) is raised
+    unreachable apiserver (429, a 5xx, no answer: watched again after a second) is raised
     there, in the wait, and ends the bench."""
 
     def __init__(
@@ -291,7 +288,7 @@ class Tally:
         while True:
             page = self.api.list_namespaced_custom_object(
                 *self.resource[:2], self.namespace, self.resource[2],
-                limit=LIST_PAGE, _continue=token, _request_timeout=POLL_TIMEOUT,
+                limit=LIST_PAGE, _continue=token, _request_timeout=PAGE_TIMEOUT,
             )  # fmt: skip
             seen.update((o["metadata"]["name"], self.test(o)) for o in page["items"])
             if not (token := page["metadata"].get("continue")):
@@ -315,7 +312,7 @@ class Tally:
         response = self.api.list_namespaced_custom_object(
             *self.resource[:2], self.namespace, self.resource[2],
             watch=True, resource_version=since, allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
-            _preload_content=False, _request_timeout=WATCH_SECONDS + POLL_TIMEOUT,
+            _preload_content=False, _request_timeout=WATCH_SECONDS + PAGE_TIMEOUT,
         )  # fmt: skip
         try:
             for line in iter_resp_lines(response):
@@ -349,7 +346,7 @@ class Tally:
                     return
                 if status == 410:  # the list's or the watch's revision was compacted: list again
                     since = None
-                elif isinstance(e, client.ApiException) and 0 < status < 500 and status not in FAILED_POLL:
+                elif isinstance(e, client.ApiException) and 0 < status < 500 and status != 429:
                     self.error = e
                     return
                 else:

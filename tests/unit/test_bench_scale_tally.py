@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -222,32 +221,6 @@ def test_an_object_is_ready_at_its_generation_only(scale) -> None:
     assert not scale.is_ready(md(1, 1, "False"))
     assert not scale.is_ready({"metadata": {"generation": 1}})
     assert not scale.is_ready({"metadata": {"generation": 1}, "status": None})
-
-
-def test_the_count_is_read_while_the_watch_changes_it(scale) -> None:
-    """The wait reads the count from its own thread while the watch's thread changes it."""
-    begun, read = threading.Event(), threading.Event()
-    events = [{"type": "ADDED", "object": obj(f"o{i}", str(11 + i), True)} for i in range(5000)]
-
-    class Slow(Response):
-        def stream(self, amt=None, decode_content=False):
-            for chunk in super().stream(amt, decode_content):
-                begun.set()
-                yield chunk
-            read.wait(10)
-
-    class Server(Apiserver):
-        def watch(self, since: str) -> Response:
-            response = super().watch(since)
-            return Slow(response.events)
-
-    t = started(scale, Server({None: ([], None, "10")}, [events]))
-    begun.wait(10)
-    counts = [t.meeting() for _ in range(500)]
-    read.set()
-    t._thread.join(10)
-    assert counts == sorted(counts) and counts[-1] <= 5000
-    assert sum(t.seen.values()) == 5000
 
 
 @pytest.mark.parametrize("argv", [["--operator-first"], ["--operator-first", "--more", "0", "--no-direct"]])
