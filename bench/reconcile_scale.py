@@ -4,29 +4,32 @@ N ModelDeployments go through the operator: created while it runs (from as many 
 workers), it resolves the version in a (local) registry, applies every child (vLLM Deployment and
 Service, ScaledObject, PodMonitor, gateway ConfigMap, Deployment and Service, two
 PodDisruptionBudgets, three NetworkPolicies), watches the children and writes status until all N are
-Ready. The baseline, in the same run and on the same apiserver, first writes the same objects and
-children directly (as many threads, each creating an object, then server-side applying its children)
-and waits until all their Deployments are available (`--operator-first`: after the operator's fleet,
-to tell the order's share of the ratio: the second fleet runs beside the first one's objects). Each
-fleet's clock starts at its first create; the bench counts progress from watches (`Tally`), so its
-own reads cost the apiserver the same in both fleets. Both wait on the same controllers (deployment,
-replicaset, scheduler, kwok), so the ratio (the direct writes' time over the operator's: below 1.0
-the operator took longer) is the operator's own overhead on the way to Ready, as long as those
-controllers are not what sets the pace (at kube-controller-manager's default 20 requests a second
-they are, for both fleets: see `--controller-manager-arg`); the time to create all children is
-printed too (every child Deployment seen, in both fleets). Prints both, the ratio, and the
-operator's RSS: when all were Ready, settled, its peak, and where it goes: the RSS of the same
-operator started with nothing to watch (imports, clients, threads), and the rest per object. Then
-`--more` further objects (a quarter of N by default) are created while the same operator runs; what
-its settled RSS grows by for them is the cost of one more object (the first N also carry what a
-working operator holds whatever the count: imports done at the first reconcile, its worker threads,
-kopf's per-resource watchers), and what 10,000 objects added one by one would come to is
-extrapolated from it. A burst of objects (all created at once, the default; or all there before the
-operator starts, `--cold-start`, a first start) costs more per object (the allocators keep the free
-space of the burst), so the burst's (or the first start's) and the restart's RSS at 10,000 are
-extrapolated from their own cost per object above idle, the figures that size the operator
-(docs/operations.md, "Sizing the operator"). Last (unless `--no-restart`), the operator is restarted
-with every object and child in place, as after an upgrade: it lists them all (in pages,
+Ready. The baseline, in the same run, first writes the same objects and children directly (as many
+threads, each creating an object, then server-side applying its children) and waits until all their
+Deployments are available (`--operator-first`: after the operator's fleet). Each fleet runs on a
+control plane of its own, started fresh for it and stopped after it: on a shared one the second
+fleet ran beside the first one's objects and cost the machine more (2026-12-05: 50-70 CPU seconds
+more at 1,000, whichever fleet it was), which moved the ratio by 0.3. Each fleet's clock starts at
+its first create; the bench counts progress from watches (`Tally`), so its own reads cost the
+apiserver the same in both fleets, and prints the CPU seconds each process used on the way to Ready
+(on 2 cores both fleets keep the machine busy, so they show where the time goes). Both wait on the
+same controllers (deployment, replicaset, scheduler, kwok), so the ratio (the direct writes' time
+over the operator's: below 1.0 the operator took longer) is the operator's own overhead on the way
+to Ready, as long as those controllers are not what sets the pace (at kube-controller-manager's
+default 20 requests a second they are, for both fleets: see `--controller-manager-arg`); the time to
+create all children is printed too (every child Deployment seen, in both fleets). Prints both, the
+ratio, and the operator's RSS: when all were Ready, settled, its peak, and where it goes: the RSS of
+the same operator started with nothing to watch (imports, clients, threads), and the rest per
+object. Then `--more` further objects (a quarter of N by default) are created while the same
+operator runs; what its settled RSS grows by for them is the cost of one more object (the first N
+also carry what a working operator holds whatever the count: imports done at the first reconcile,
+its worker threads, kopf's per-resource watchers), and what 10,000 objects added one by one would
+come to is extrapolated from it. A burst of objects (all created at once, the default; or all there
+before the operator starts, `--cold-start`, a first start) costs more per object (the allocators
+keep the free space of the burst), so the burst's (or the first start's) and the restart's RSS at
+10,000 are extrapolated from their own cost per object above idle, the figures that size the
+operator (docs/operations.md, "Sizing the operator"). Last (unless `--no-restart`), the operator is
+restarted with every object and child in place, as after an upgrade: it lists them all (in pages,
 operators.main.LIST_PAGE_SIZE) and resumes each; its peak RSS, and its RSS once its CPU goes quiet,
 are printed. `--tracemalloc` runs the operator under tracemalloc and prints its Python heap by
 package and its top allocation lines when settled, and the live objects by type, and per object what
@@ -34,7 +37,7 @@ its heap holds beyond the same operator's idle heap (`--tracemalloc-frames N`: b
 traceback, not line, and the top tracebacks). At each reading the RSS is split by mapping (files,
 thread stacks, anonymous); `--allocators` adds pymalloc's and glibc's own accounts of the anonymous
 part: what live blocks hold, and what free space each keeps. At the end, each control-plane
-process's peak RSS: what sets the count this machine's control plane can hold
+process's peak RSS, each fleet's control plane: what sets the count this machine can hold
 (`--apiserver-arg=--watch-cache=false`, with the `=` since the value starts with a dash, turns off
 the apiserver's cache of every object). `--controller-manager-arg=--kube-api-qps=100` lifts the
 controller-manager's client from its default 20 requests per second, which otherwise sets the pace
@@ -58,6 +61,7 @@ it wrote them).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -67,6 +71,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -455,6 +460,28 @@ def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen |
     return time.perf_counter()
 
 
+def cpu_snapshot(cluster: LocalCluster, operator: int | None = None) -> dict[str, float]:
+    """CPU seconds so far (`cpu_seconds`) of each control-plane process, of this bench (its watches,
+    and the baseline's writes or the operator's objects' creates), of the `operator` process if given,
+    and of the whole machine (/proc/stat's first line, every state but idle and iowait; proc(5))."""
+    taken = {name: cpu_seconds(pid) for name, (pid, _) in cluster.processes().items()}
+    taken["bench"] = cpu_seconds(os.getpid())
+    if operator is not None:
+        taken["operator"] = cpu_seconds(operator)
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    taken["machine"] = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    return taken
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    """One line: the CPU seconds each process used between two `cpu_snapshot`s, largest first, and
+    the machine's, as cores busy on average over `seconds`."""
+    used = {name: after[name] - before[name] for name in before if name in after}
+    machine = used.pop("machine")
+    parts = [f"{name} {value:.0f}" for name, value in sorted(used.items(), key=lambda kv: -kv[1])]
+    return f"{', '.join(parts)}; machine {machine:.0f} ({machine / seconds:.2f} cores busy)"
+
+
 def control_plane_peaks(cluster: LocalCluster) -> str:
     """Each control-plane process's peak RSS (VmHWM), MiB: what bounds the count this machine can run."""
     peaks = []
@@ -579,16 +606,12 @@ def main() -> None:
         help="frames tracemalloc keeps per allocation; above 1 it also prints the top tracebacks",
     )
     args = parser.parse_args()
-    if args.operator_first and not (args.direct and args.more == 0):
-        parser.error("--operator-first needs the baseline and --more 0 (its fleet would run after the more)")
+    if args.operator_first and not args.direct:
+        parser.error("--operator-first needs the baseline (it is left out by --no-direct)")
     n = args.objects
     more = n // 4 if args.more is None else args.more
-    # Room for every fleet's pods (the baseline's unless --no-direct, the operator's): 110 per kwok node.
-    fleets = n * args.direct + n + more
-    extra = [
-        FakeNode(f"kwok-bench-{i}", cpu="64", memory="256Gi")
-        for i in range(fleets * PODS_PER_OBJECT // 100 + 1)
-    ]
+    cpu: dict[str, str] = {}  # each fleet's CPU seconds, from its first create to all Ready
+    peaks: dict[str, str] = {}  # each fleet's control plane's peak RSS
 
     with tempfile.TemporaryDirectory(prefix="llmops-bench-") as tmp:
         registry = Path(tmp) / "registry"
@@ -598,40 +621,55 @@ def main() -> None:
         gates = [GateVerdict(metric="accuracy", operator=">=", threshold=0, value=1, passed=True)]
         register(LocalStore(registry), "bench", model, metrics={}, gates=gates, lineage=Lineage())
 
-        cluster = LocalCluster(
-            Path(tmp) / "cluster",
-            nodes=(*DEFAULT_NODES, *extra),
-            tie_to_parent=True,
-            apiserver_args=tuple(args.apiserver_arg),
-            controller_manager_args=tuple(args.controller_manager_arg),
-        )
-        cluster.start()
-        try:
-            cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            cluster.wait_established(f"crd/{MODEL_DEPLOYMENT.crd_name}")
-            api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
-            api_client.configuration.connection_pool_maxsize = WORKERS
-            api = client.CustomObjectsApi(api_client)
-            for ns in ("direct", "operator"):
-                cluster.kubectl("create", "namespace", ns)
+        @contextlib.contextmanager
+        def control_plane(fleet: str, count: int) -> Iterator[tuple[LocalCluster, client.CustomObjectsApi]]:
+            """A fresh control plane for one fleet of `count` objects, its CRDs and its namespace:
+            each fleet runs on its own, so neither pays for the other's objects (the second fleet on a
+            shared one cost 50-70 more CPU seconds in 2026-12-05's runs at 1,000, more in the
+            apiserver and the controller-manager than the first, whichever it was)."""
+            nodes = [  # room for the fleet's pods: 110 per kwok node
+                FakeNode(f"kwok-bench-{i}", cpu="64", memory="256Gi")
+                for i in range(count * PODS_PER_OBJECT // 100 + 1)
+            ]
+            cluster = LocalCluster(
+                Path(tmp) / f"cluster-{fleet}",
+                nodes=(*DEFAULT_NODES, *nodes),
+                tie_to_parent=True,
+                apiserver_args=tuple(args.apiserver_arg),
+                controller_manager_args=tuple(args.controller_manager_arg),
+            )
+            cluster.start()
+            try:
+                cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+                cluster.wait_established(f"crd/{MODEL_DEPLOYMENT.crd_name}")
+                cluster.kubectl("create", "namespace", fleet)
+                api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+                api_client.configuration.connection_pool_maxsize = WORKERS
+                yield cluster, client.CustomObjectsApi(api_client)
+            finally:
+                peaks[fleet] = control_plane_peaks(cluster)
+                print(f"{fleet}'s control plane, peak RSS (MiB): {peaks[fleet]}", file=sys.stderr, flush=True)
+                cluster.stop(remove=True)
 
-            owner = objects(1, registry)[0]  # only to count the children: an owner never created
-            owner["metadata"].update(namespace="direct", uid="0")
-            children_each = len(children_of(owner))
-            applier = Applier(Kube.from_environment(cluster.kubeconfig))
-            applier.kube.resource("apps/v1", "Deployment")  # discovery before the clock starts
+        owner = objects(1, registry)[0]  # only to count the children: an owner never created
+        owner["metadata"].update(namespace="direct", uid="0")
+        children_each = len(children_of(owner))
 
-            def direct_fleet() -> tuple[float, float]:
-                """The baseline: the same objects and children, written directly by a pool of WORKERS
-                threads, each creating an object (at --create-rate, if given) and applying its children
-                (--cold-start: the objects first, before the clock, as the operator's are then). Counted
-                as the operator's fleet is, by the same two watches. (every Deployment seen, every one
-                available), seconds from the first create."""
+        def direct_fleet() -> tuple[float, float]:
+            """The baseline: the same objects and children, written directly by a pool of WORKERS
+            threads, each creating an object (at --create-rate, if given) and applying its children
+            (--cold-start: the objects first, before the clock, as the operator's are then). Counted
+            as the operator's fleet is, by the same two watches. (every Deployment seen, every one
+            available), seconds from the first create."""
+            with control_plane("direct", n) as (cluster, api):
+                applier = Applier(Kube.from_environment(cluster.kubeconfig))
+                applier.kube.resource("apps/v1", "Deployment")  # discovery before the clock starts
                 time.sleep(IDLE_SECONDS)  # the machine settles, as it does before the operator's fleet
                 available = Tally(api, DEPLOYMENTS, "direct", rolled_out)
                 owned = Tally(api, (GROUP, VERSION, PLURAL), "direct", is_ready)  # read by neither: its load
                 owners = create_all(api, "direct", objects(n, registry)) if args.cold_start else None
                 start = time.perf_counter()
+                used = cpu_snapshot(cluster)
 
                 def write(item: tuple[int, dict]) -> None:
                     i, body = item
@@ -655,13 +693,15 @@ def main() -> None:
                     for w in writes:  # the rest of the children, and any error
                         w.result()
                 ready = wait("direct Deployments", available.meeting, 2 * n, args.timeout)
+                cpu["direct"] = cpu_used(used, cpu_snapshot(cluster), ready - start)
                 available.stop()
                 owned.stop()
                 return written - start, ready - start
 
-            if args.direct and not args.operator_first:
-                direct_created, direct_ready = direct_fleet()
+        if args.direct and not args.operator_first:
+            direct_created, direct_ready = direct_fleet()
 
+        with control_plane("operator", n + more) as (cluster, api):
             log = open(Path(tmp) / "operator.log", "w")  # noqa: SIM115 - closed below
             env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
             if args.malloc_arena_max:
@@ -711,10 +751,12 @@ def main() -> None:
                 create_all(api, "operator", objects(n, registry))
                 start = time.perf_counter()
                 proc = operator("operator")
+                used = cpu_snapshot(cluster, proc.pid)
             else:
                 proc = operator("operator")
                 time.sleep(IDLE_SECONDS)
                 start = time.perf_counter()
+                used = cpu_snapshot(cluster, proc.pid)
                 pacer = ThreadPoolExecutor(1)
                 paced = pacer.submit(create_all, api, "operator", objects(n, registry), args.create_rate)
             try:
@@ -730,6 +772,7 @@ def main() -> None:
                 )
                 written.stop()
                 operator_ready = wait("Ready ModelDeployments", ready.meeting, n, args.timeout, proc) - start
+                cpu["operator"] = cpu_used(used, cpu_snapshot(cluster, proc.pid), operator_ready)
                 if pacer is not None:
                     pacer.shutdown(cancel_futures=True)
                 rss, peak = rss_mib(proc.pid)
@@ -748,10 +791,6 @@ def main() -> None:
                     grown, _ = rss_mib(proc.pid)
                     layout[f"{more} more"] = layout_of(proc)
                 ready.stop()
-                if args.direct and args.operator_first:  # with the operator stopped, as it is for the first
-                    proc.terminate()
-                    proc.wait(60)
-                    direct_created, direct_ready = direct_fleet()
                 if args.restart:  # a restart: every object and child exists, each to be listed and resumed
                     proc.terminate()
                     proc.wait(60)
@@ -764,10 +803,9 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(60)
                 log.close()
-        finally:
-            control_plane = control_plane_peaks(cluster)
-            print(f"control plane, peak RSS (MiB): {control_plane}", file=sys.stderr, flush=True)
-            cluster.stop(remove=True)
+
+        if args.direct and args.operator_first:
+            direct_created, direct_ready = direct_fleet()
 
     print(f"objects: {n} ModelDeployments, {children_each} children each, {PODS_PER_OBJECT} pods each")
     if args.direct:
@@ -808,11 +846,16 @@ def main() -> None:
             f" {restart_rss:.0f} MiB once its CPU went quiet after {restart_quiet:.1f} s; a restart of 10,000"
             f" at that cost per object: about {at_10k(idle, restart_peak, n + more):.0f} MiB (extrapolated)"
         )
-    print(f"control plane, peak RSS (MiB): {control_plane}")
+    for fleet, line in peaks.items():
+        print(f"{fleet}'s control plane, peak RSS (MiB): {line}")
+    print("CPU seconds from each fleet's first create (--cold-start: the operator's start) to all Ready")
+    print("  (bench: its watches, and the baseline's writes or the creates of the operator's objects):")
+    for fleet, line in cpu.items():
+        print(f"  {fleet}: {line}")
     if args.apiserver_arg:
         print(f"(kube-apiserver {' '.join(args.apiserver_arg)})")
     if args.operator_first:
-        print("(the operator's fleet ran first, the baseline's second)")
+        print("(the operator's fleet ran first, the baseline's second, each on a control plane of its own)")
     if args.controller_manager_arg:
         print(f"(kube-controller-manager {' '.join(args.controller_manager_arg)})")
     source = "/proc/PID/smaps" + (", and the allocators' own accounts" if args.allocators else "")

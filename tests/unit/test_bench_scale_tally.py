@@ -223,12 +223,42 @@ def test_an_object_is_ready_at_its_generation_only(scale) -> None:
     assert not scale.is_ready({"metadata": {"generation": 1}, "status": None})
 
 
-@pytest.mark.parametrize("argv", [["--operator-first"], ["--operator-first", "--more", "0", "--no-direct"]])
-def test_operator_first_needs_the_baseline_and_no_more_objects(scale, monkeypatch, capsys, argv) -> None:
-    """The baseline's fleet runs after the operator's: beside the --more objects too it would not be
-    the same count (and without a baseline there is no order)."""
+@pytest.mark.parametrize(
+    "argv", [["--operator-first", "--no-direct"], ["--operator-first", "--no-direct", "--more", "0"]]
+)
+def test_operator_first_needs_the_baseline(scale, monkeypatch, capsys, argv) -> None:
+    """Without the baseline's fleet there is no order to swap: refused as the line is read."""
     monkeypatch.setattr(sys, "argv", ["reconcile_scale.py", *argv])
     with pytest.raises(SystemExit) as exited:
         scale.main()
     assert exited.value.code == 2
-    assert "--operator-first needs the baseline and --more 0" in capsys.readouterr().err
+    assert "--operator-first needs the baseline" in capsys.readouterr().err
+
+
+class Started(Exception):
+    """Raised by the stand-in control plane: how far the bench got."""
+
+
+@pytest.mark.parametrize(
+    ("argv", "first"),
+    [
+        ([], "cluster-direct"),
+        (["--operator-first"], "cluster-operator"),
+        (["--operator-first", "--more", "5"], "cluster-operator"),
+    ],
+)
+def test_each_fleet_starts_its_own_control_plane_in_order(scale, monkeypatch, argv, first) -> None:
+    """Each fleet gets a fresh control plane, so the second does not run beside the first one's objects;
+    with --operator-first (--more allowed: it no longer shares the baseline's cluster) the operator's
+    comes first. The stand-in stops the bench at the first control plane's construction."""
+    made: list[str] = []
+
+    def cluster(path, **_) -> None:
+        made.append(Path(path).name)
+        raise Started
+
+    monkeypatch.setattr(scale, "LocalCluster", cluster)
+    monkeypatch.setattr(sys, "argv", ["reconcile_scale.py", "--objects", "3", *argv])
+    with pytest.raises(Started):
+        scale.main()
+    assert made == [first]
