@@ -8,8 +8,8 @@ Ready. The baseline, in the same run, first writes the same objects and children
 threads, each creating an object, then server-side applying its children) and waits until all their
 Deployments are available (`--operator-first`: after the operator's fleet). Each fleet runs on a
 control plane of its own, started fresh for it and stopped after it: on a shared one the second
-fleet ran beside the first one's objects and cost the machine more (2026-12-05: 50-70 CPU seconds
-more at 1,000, whichever fleet it was), which moved the ratio by 0.3. Each fleet's clock starts at
+fleet ran beside the first one's objects and cost the machine more (2026-12-05: 53-73 CPU seconds
+more at 1,000, whichever fleet it was), which moved the ratio by 0.35. Each fleet's clock starts at
 its first create; the bench counts progress from watches (`Tally`), so its own reads cost the
 apiserver the same in both fleets, and prints the CPU seconds each process used on the way to Ready
 (on 2 cores both fleets keep the machine busy, so they show where the time goes). Both wait on the
@@ -544,15 +544,14 @@ def main() -> None:
         "--no-direct",
         dest="direct",
         action="store_false",
-        help="skip the baseline (no ratios): the operator's fleet alone in the cluster, half the control"
-        " plane's load, for the operator's RSS at counts where both fleets do not fit",
+        help="skip the baseline (no ratios): the operator's fleet alone, for the operator's RSS at counts"
+        " where a run of both would take too long",
     )
     parser.add_argument(
         "--operator-first",
         action="store_true",
-        help="run the operator's fleet before the baseline's (which then writes beside the operator's"
-        " objects, the operator stopped): the order's own share of the ratio; the ratios of a run in each"
-        " order, multiplied, and the square root taken, leave it out",
+        help="run the operator's fleet before the baseline's (each on its own control plane, so only"
+        " the machine's state differs: what the order leaves in the ratio)",
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds each phase may take")
     parser.add_argument(
@@ -625,7 +624,7 @@ def main() -> None:
         def control_plane(fleet: str, count: int) -> Iterator[tuple[LocalCluster, client.CustomObjectsApi]]:
             """A fresh control plane for one fleet of `count` objects, its CRDs and its namespace:
             each fleet runs on its own, so neither pays for the other's objects (the second fleet on a
-            shared one cost 50-70 more CPU seconds in 2026-12-05's runs at 1,000, more in the
+            shared one cost 53-73 more CPU seconds in 2026-12-05's runs at 1,000, more in the
             apiserver and the controller-manager than the first, whichever it was)."""
             nodes = [  # room for the fleet's pods: 110 per kwok node
                 FakeNode(f"kwok-bench-{i}", cpu="64", memory="256Gi")
