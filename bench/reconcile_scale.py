@@ -9,7 +9,7 @@ threads, each creating an object, then server-side applying its children) and wa
 Deployments are available (`--operator-first`: after the operator's fleet). Each fleet runs on a
 control plane of its own, started fresh for it and stopped after it: on a shared one the second
 fleet ran beside the first one's objects and cost the machine more (2026-12-05: 53-73 CPU seconds
-more at 1,000, whichever fleet it was), which moved the ratio by 0.35. Each fleet's clock starts at
+more at 1,000 in one pair of runs), which moved the ratio by 0.35 there. Each fleet's clock starts at
 its first create; the bench counts progress from watches (`Tally`), so its own reads cost the
 apiserver the same in both fleets, and prints the CPU seconds each process used on the way to Ready
 (on 2 cores both fleets keep the machine busy, so they show where the time goes). Both wait on the
@@ -64,6 +64,7 @@ import argparse
 import contextlib
 import copy
 import json
+import math
 import os
 import signal
 import subprocess
@@ -181,6 +182,7 @@ sys.argv = {argv!r}
 from llmops.cli import main
 main()
 """
+NAN = float("nan")  # a reading of a process that is gone
 IDLE_SECONDS = 15  # the operator started, watching an empty namespace, before its RSS is read
 SETTLE_SECONDS = 10  # after the last object is Ready: child events and status writes done
 
@@ -461,24 +463,29 @@ def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen |
 
 
 def cpu_snapshot(cluster: LocalCluster, operator: int | None = None) -> dict[str, float]:
-    """CPU seconds so far (`cpu_seconds`) of each control-plane process, of this bench (its watches,
-    and the baseline's writes or the operator's objects' creates), of the `operator` process if given,
-    and of the whole machine (/proc/stat's first line, every state but idle and iowait; proc(5))."""
-    taken = {name: cpu_seconds(pid) for name, (pid, _) in cluster.processes().items()}
+    """CPU seconds so far (`cpu_seconds`; NaN for one gone) of each control-plane process, of this
+    bench (its watches, and the baseline's writes or the creates of the operator's objects), of the
+    `operator` process if given, and of the whole machine: /proc/stat's first line (proc(5)), user,
+    nice, system, irq and softirq (not idle, iowait, steal, nor guest, which user already counts)."""
+    taken = {name: cpu_seconds(pid) if alive else NAN for name, (pid, alive) in cluster.processes().items()}
     taken["bench"] = cpu_seconds(os.getpid())
     if operator is not None:
         taken["operator"] = cpu_seconds(operator)
     ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    taken["machine"] = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
+    taken["machine"] = (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
     return taken
 
 
 def cpu_used(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
-    """One line: the CPU seconds each process used between two `cpu_snapshot`s, largest first, and
-    the machine's, as cores busy on average over `seconds`."""
-    used = {name: after[name] - before[name] for name in before if name in after}
+    """One line: the CPU seconds each process used between two `cpu_snapshot`s, largest first (one
+    gone by either, or in one only: "(gone)", last), and the machine's, as cores busy on average over
+    `seconds`."""
+    used = {name: after.get(name, NAN) - before.get(name, NAN) for name in before.keys() | after.keys()}
     machine = used.pop("machine")
-    parts = [f"{name} {value:.0f}" for name, value in sorted(used.items(), key=lambda kv: -kv[1])]
+    known = sorted(((n, v) for n, v in used.items() if not math.isnan(v)), key=lambda kv: (-kv[1], kv[0]))
+    parts = [f"{name} {value:.0f}" for name, value in known]
+    parts += [f"{name} (gone)" for name in sorted(n for n, v in used.items() if math.isnan(v))]
     return f"{', '.join(parts)}; machine {machine:.0f} ({machine / seconds:.2f} cores busy)"
 
 
@@ -624,8 +631,8 @@ def main() -> None:
         def control_plane(fleet: str, count: int) -> Iterator[tuple[LocalCluster, client.CustomObjectsApi]]:
             """A fresh control plane for one fleet of `count` objects, its CRDs and its namespace:
             each fleet runs on its own, so neither pays for the other's objects (the second fleet on a
-            shared one cost 53-73 more CPU seconds in 2026-12-05's runs at 1,000, more in the
-            apiserver and the controller-manager than the first, whichever it was)."""
+            shared one cost 53-73 more CPU seconds than the first in one pair of 2026-12-05's runs
+            at 1,000, most in the apiserver and the controller-manager: docs/operations.md)."""
             nodes = [  # room for the fleet's pods: 110 per kwok node
                 FakeNode(f"kwok-bench-{i}", cpu="64", memory="256Gi")
                 for i in range(count * PODS_PER_OBJECT // 100 + 1)
@@ -646,9 +653,12 @@ def main() -> None:
                 api_client.configuration.connection_pool_maxsize = WORKERS
                 yield cluster, client.CustomObjectsApi(api_client)
             finally:
-                peaks[fleet] = control_plane_peaks(cluster)
-                print(f"{fleet}'s control plane, peak RSS (MiB): {peaks[fleet]}", file=sys.stderr, flush=True)
-                cluster.stop(remove=True)
+                try:
+                    peaks[fleet] = control_plane_peaks(cluster)
+                    told = f"{fleet}'s control plane, peak RSS (MiB): {peaks[fleet]}"
+                    print(told, file=sys.stderr, flush=True)
+                finally:
+                    cluster.stop(remove=True)
 
         owner = objects(1, registry)[0]  # only to count the children: an owner never created
         owner["metadata"].update(namespace="direct", uid="0")

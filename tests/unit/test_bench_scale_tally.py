@@ -250,15 +250,42 @@ class Started(Exception):
 def test_each_fleet_starts_its_own_control_plane_in_order(scale, monkeypatch, argv, first) -> None:
     """Each fleet gets a fresh control plane, so the second does not run beside the first one's objects;
     with --operator-first (--more allowed: it no longer shares the baseline's cluster) the operator's
-    comes first. The stand-in stops the bench at the first control plane's construction."""
+    comes first. The stand-in control plane starts, then fails at its first kubectl: the bench ends
+    there, and that plane is stopped and removed all the same."""
     made: list[str] = []
+    stopped: list[tuple[str, bool]] = []
 
-    def cluster(path, **_) -> None:
-        made.append(Path(path).name)
-        raise Started
+    class Cluster:
+        def __init__(self, path, nodes, **_) -> None:
+            self.name = Path(path).name
+            self.nodes = nodes
+            made.append(self.name)
 
-    monkeypatch.setattr(scale, "LocalCluster", cluster)
+        def start(self) -> None:
+            pass
+
+        def kubectl(self, *_args) -> None:
+            raise Started
+
+        def processes(self) -> dict:
+            return {}
+
+        def stop(self, remove: bool = False) -> None:
+            stopped.append((self.name, remove))
+
+    monkeypatch.setattr(scale, "LocalCluster", Cluster)
     monkeypatch.setattr(sys, "argv", ["reconcile_scale.py", "--objects", "3", *argv])
     with pytest.raises(Started):
         scale.main()
     assert made == [first]
+    assert stopped == [(first, True)]
+
+
+def test_cpu_used_reads_a_gone_process_as_gone(scale) -> None:
+    """A process gone by either reading (NaN), or in one of them only, is said to be gone, after the
+    others, which stay ordered by the CPU seconds they used."""
+    before = {"etcd": 1.0, "kube-apiserver": 2.0, "kwok": 0.0, "bench": 1.0, "machine": 0.0}
+    after = {"etcd": 11.0, "kube-apiserver": float("nan"), "kwok": 45.0, "operator": 3.0, "machine": 100.0}
+    line = scale.cpu_used(before, after, 50.0)
+    gone = "bench (gone), kube-apiserver (gone), operator (gone)"
+    assert line == f"kwok 45, etcd 10, {gone}; machine 100 (2.00 cores busy)"
