@@ -79,7 +79,7 @@ from pathlib import Path
 import urllib3
 from kubernetes import client, config
 from kubernetes.watch.watch import iter_resp_lines
-from procfs import cpu_seconds, rss_mib  # bench/procfs.py, beside this script
+from procfs import cpu_seconds, machine_cpu_seconds, rss_mib  # bench/procfs.py, beside this script
 
 from llmops.api import GROUP, MODEL_DEPLOYMENT, VERSION
 from llmops.api.modeldeployment import ModelDeploymentSpec
@@ -465,15 +465,12 @@ def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen |
 def cpu_snapshot(cluster: LocalCluster, operator: int | None = None) -> dict[str, float]:
     """CPU seconds so far (`cpu_seconds`; NaN for one gone) of each control-plane process, of this
     bench (its watches, and the baseline's writes or the creates of the operator's objects), of the
-    `operator` process if given, and of the whole machine: /proc/stat's first line (proc(5)), user,
-    nice, system, irq and softirq (not idle, iowait, steal, nor guest, which user already counts)."""
+    `operator` process if given, and of the whole machine (`machine_cpu_seconds`)."""
     taken = {name: cpu_seconds(pid) if alive else NAN for name, (pid, alive) in cluster.processes().items()}
     taken["bench"] = cpu_seconds(os.getpid())
     if operator is not None:
         taken["operator"] = cpu_seconds(operator)
-    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
-    taken["machine"] = (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    taken["machine"] = machine_cpu_seconds()
     return taken
 
 

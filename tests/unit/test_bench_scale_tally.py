@@ -256,9 +256,8 @@ def test_each_fleet_starts_its_own_control_plane_in_order(scale, monkeypatch, ar
     stopped: list[tuple[str, bool]] = []
 
     class Cluster:
-        def __init__(self, path, nodes, **_) -> None:
+        def __init__(self, path, **_) -> None:
             self.name = Path(path).name
-            self.nodes = nodes
             made.append(self.name)
 
         def start(self) -> None:
