@@ -30,11 +30,14 @@ keep the free space of the burst), so the burst's (or the first start's) and the
 10,000 are extrapolated from their own cost per object above idle, the figures that size the
 operator (docs/operations.md, "Sizing the operator"). Last (unless `--no-restart`), the operator is
 restarted with every object and child in place, as after an upgrade: it lists them all (in pages,
-operators.main.LIST_PAGE_SIZE) and resumes each; its peak RSS, and its RSS once its CPU goes quiet,
-are printed. `--tracemalloc` runs the operator under tracemalloc and prints its Python heap by
-package and its top allocation lines when settled, and the live objects by type, and per object what
-its heap holds beyond the same operator's idle heap (`--tracemalloc-frames N`: by allocation
-traceback, not line, and the top tracebacks). At each reading the RSS is split by mapping (files,
+operators.main.LIST_PAGE_SIZE) and resumes each; its peak RSS, and its RSS once it is done with its
+start (as many reconciles as objects on its own /metrics, none waiting for a place, then its CPU
+quiet), are printed. `--restart-when-written` restarts it as soon as every child is written, before
+the objects are Ready: at 10,000 the Ready phase takes hours here (the controller-manager's pace),
+the restart then fits a session. `--tracemalloc` runs the operator under tracemalloc and prints its
+Python heap by package and its top allocation lines when settled, and the live objects by type, and
+per object what its heap holds beyond the same operator's idle heap (`--tracemalloc-frames N`: by
+allocation traceback, not line, and the top tracebacks). At each reading the RSS is split by mapping (files,
 thread stacks, anonymous); `--allocators` adds pymalloc's and glibc's own accounts of the anonymous
 part: what live blocks hold, and what free space each keeps. At the end, each control-plane
 process's peak RSS, each fleet's control plane: what sets the count this machine can hold
@@ -52,7 +55,7 @@ starts, whose clock then starts with it (its first start on a cluster that has t
 it wrote them).
 
     python bench/reconcile_scale.py [--objects 1000] [--more K] [--no-direct] [--no-restart]
-        [--create-rate R | --cold-start] [--operator-first]
+        [--create-rate R | --cold-start] [--operator-first] [--restart-when-written]
         [--malloc-arena-max N] [--apiserver-arg=FLAG]... [--controller-manager-arg=FLAG]...
         [--operator-env NAME=VALUE]...
         [--allocators | --tracemalloc [--tracemalloc-frames N]]
@@ -67,11 +70,13 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -80,6 +85,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.watch.watch import iter_resp_lines
 from procfs import cpu_seconds, machine_cpu_seconds, rss_mib  # bench/procfs.py, beside this script
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmops.api import GROUP, MODEL_DEPLOYMENT, VERSION
 from llmops.api.modeldeployment import ModelDeploymentSpec
@@ -445,6 +451,33 @@ def wait_quiet(proc: subprocess.Popen, timeout: float, window: float = 5.0, busy
     raise SystemExit("timed out waiting for the restarted operator to go quiet")
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (the kernel's pick), for the restarted operator's /metrics."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def resumed(port: int, kind: str = MODEL_DEPLOYMENT.kind) -> int:
+    """How far a restarted operator is with its start, from its own /metrics on `port`: the reconciles
+    of `kind` it has run (`llmops_operator_reconciles_total`, every outcome), 0 while any watched
+    resource has objects waiting for a place (`llmops_operator_objects_waiting`), -1 before it serves
+    /metrics. Read with prometheus_client's parser."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return -1
+    reconciles = waiting = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "llmops_operator_reconciles_total" and sample.labels.get("kind") == kind:
+                reconciles += sample.value
+            elif sample.name == "llmops_operator_objects_waiting":
+                waiting += sample.value
+    return 0 if waiting else int(reconciles)
+
+
 def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen | None = None) -> float:
     """When `check()` (a Tally's count: no request) first reached `target` (time.perf_counter()),
     looked at every WAIT_STEP seconds; progress goes to stderr every 30 s."""
@@ -557,6 +590,13 @@ def main() -> None:
         help="run the operator's fleet before the baseline's (each on its own control plane, so only"
         " the machine's state differs: what the order leaves in the ratio)",
     )
+    parser.add_argument(
+        "--restart-when-written",
+        action="store_true",
+        help="restart the operator as soon as every child is written, before its objects are Ready (no"
+        " time to Ready then; needs --no-direct and no --more): a restart at 10,000, whose Ready phase at"
+        " the controller-manager's pace takes hours here, within a session",
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds each phase may take")
     parser.add_argument(
         "--apiserver-arg",
@@ -611,8 +651,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.operator_first and not args.direct:
         parser.error("--operator-first needs the baseline (it is left out by --no-direct)")
+    if args.restart_when_written and (args.direct or args.more or not args.restart):
+        parser.error(
+            "--restart-when-written needs --no-direct and no --more (both wait for Ready), and the restart"
+        )
     n = args.objects
-    more = n // 4 if args.more is None else args.more
+    more = n // 4 if args.more is None and not args.restart_when_written else args.more or 0
     cpu: dict[str, str] = {}  # each fleet's CPU seconds, from its first create to all Ready
     peaks: dict[str, str] = {}  # each fleet's control plane's peak RSS
 
@@ -717,8 +761,9 @@ def main() -> None:
             def traced(namespace: str) -> Path:
                 return Path(tmp) / f"tracemalloc-{namespace}.txt"
 
-            def operator(namespace: str) -> subprocess.Popen:
-                argv = ["operator", "--namespace", namespace, "--metrics-port", "0", "--health-port", "0"]
+            def operator(namespace: str, metrics_port: int = 0) -> subprocess.Popen:
+                argv = ["operator", "--namespace", namespace, "--health-port", "0"]
+                argv += ["--metrics-port", str(metrics_port)]
                 if args.tracemalloc:
                     code = TRACED.format(out=str(traced(namespace)), argv=["llmops", *argv])
                     cmd = [sys.executable, "-X", f"tracemalloc={args.tracemalloc_frames}", "-c", code]
@@ -777,8 +822,12 @@ def main() -> None:
                     - start
                 )
                 written.stop()
-                operator_ready = wait("Ready ModelDeployments", ready.meeting, n, args.timeout, proc) - start
-                cpu["operator"] = cpu_used(used, cpu_snapshot(cluster, proc.pid), operator_ready)
+                if args.restart_when_written:  # no Ready phase: restarted as soon as every child is there
+                    operator_ready = None
+                else:
+                    operator_ready = wait("Ready ModelDeployments", ready.meeting, n, args.timeout, proc)
+                    operator_ready -= start
+                    cpu["operator"] = cpu_used(used, cpu_snapshot(cluster, proc.pid), operator_ready)
                 if pacer is not None:
                     pacer.shutdown(cancel_futures=True)
                 rss, peak = rss_mib(proc.pid)
@@ -800,8 +849,12 @@ def main() -> None:
                 if args.restart:  # a restart: every object and child exists, each to be listed and resumed
                     proc.terminate()
                     proc.wait(60)
+                    port = free_port()
                     start = time.perf_counter()
-                    proc = operator("operator")
+                    proc = operator("operator", port)
+                    # Done with its start: a reconcile per object, none waiting for a place, then quiet
+                    # (its CPU alone could look quiet while it waits on a slow listing).
+                    wait("reconciles since the restart", lambda: resumed(port), n + more, args.timeout, proc)
                     restart_quiet = wait_quiet(proc, args.timeout) - start
                     restart_rss, restart_peak = rss_mib(proc.pid)
                     layout["restarted"] = layout_of(proc)
@@ -821,12 +874,18 @@ def main() -> None:
         )
     else:
         print("direct:   not run (--no-direct): no ratios")
-    print(f"operator: children written {operator_created:7.1f} s, all objects Ready {operator_ready:13.1f} s")
+    then = (
+        "then restarted (--restart-when-written)"
+        if operator_ready is None
+        else f"all objects Ready {operator_ready:13.1f} s"
+    )
+    print(f"operator: children written {operator_created:7.1f} s, {then}")
     if args.direct:
         print(f"ratio direct/operator, to Ready: {direct_ready / operator_ready:.2f}")
         print(f"ratio direct/operator, children written: {direct_created / operator_created:.2f}")
+    when = "all were Ready" if operator_ready is not None else "every child was written"
     print(
-        f"operator RSS: {rss:.0f} MiB when all were Ready, {settled:.0f} MiB {SETTLE_SECONDS} s later,"
+        f"operator RSS: {rss:.0f} MiB when {when}, {settled:.0f} MiB {SETTLE_SECONDS} s later,"
         f" peak {peak:.0f} MiB"
     )
     print(
@@ -849,13 +908,15 @@ def main() -> None:
     if args.restart:
         print(
             f"restart with {n + more} objects and their children: peak {restart_peak:.0f} MiB, settled"
-            f" {restart_rss:.0f} MiB once its CPU went quiet after {restart_quiet:.1f} s; a restart of 10,000"
+            f" {restart_rss:.0f} MiB once it had resumed them and its CPU went quiet"
+            f" after {restart_quiet:.1f} s; a restart of 10,000"
             f" at that cost per object: about {at_10k(idle, restart_peak, n + more):.0f} MiB (extrapolated)"
         )
     for fleet, line in peaks.items():
         print(f"{fleet}'s control plane, peak RSS (MiB): {line}")
-    print("CPU seconds from each fleet's first create (--cold-start: the operator's start) to all Ready")
-    print("  (bench: its watches, and the baseline's writes or the creates of the operator's objects):")
+    if cpu:
+        print("CPU seconds from each fleet's first create (--cold-start: the operator's start) to all Ready")
+        print("  (bench: its watches, and the baseline's writes or the creates of the operator's objects):")
     for fleet, line in cpu.items():
         print(f"  {fleet}: {line}")
     if args.apiserver_arg:

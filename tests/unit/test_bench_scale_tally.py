@@ -235,6 +235,51 @@ def test_operator_first_needs_the_baseline(scale, monkeypatch, capsys, argv) -> 
     assert "--operator-first needs the baseline" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--restart-when-written"],
+        ["--restart-when-written", "--no-direct", "--more", "5"],
+        ["--restart-when-written", "--no-direct", "--no-restart"],
+    ],
+)
+def test_restart_when_written_needs_no_baseline_no_more_and_the_restart(scale, monkeypatch, capsys, argv):
+    """A restart before the objects are Ready has no time to Ready, so nothing that waits for one (the
+    baseline, --more) runs beside it, and without the restart it means nothing: refused as read."""
+    monkeypatch.setattr(sys, "argv", ["reconcile_scale.py", *argv])
+    with pytest.raises(SystemExit) as exited:
+        scale.main()
+    assert exited.value.code == 2
+    assert "--restart-when-written needs --no-direct and no --more" in capsys.readouterr().err
+
+
+def test_resumed_counts_a_kinds_reconciles_from_the_operators_metrics(scale) -> None:
+    """Read over HTTP from a real prometheus_client server holding the operator's two metrics: -1
+    before anything serves them, 0 while any resource has objects waiting for a place, then the
+    reconciles of the kind asked, whatever their outcome (another kind's are not counted)."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+    port = scale.free_port()
+    assert scale.resumed(port) == -1
+    registry = CollectorRegistry()
+    reconciles = Counter("llmops_operator_reconciles", "", ["kind", "outcome"], registry=registry)
+    waiting = Gauge("llmops_operator_objects_waiting", "", ["resource"], registry=registry)
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        reconciles.labels("ModelDeployment", "ready").inc(3)
+        reconciles.labels("ModelDeployment", "retry").inc(2)
+        reconciles.labels("TrainingJob", "ready").inc(7)
+        waiting.labels("networkpolicies").set(4)
+        waiting.labels("modeldeployments").set(0)
+        assert scale.resumed(port) == 0
+        waiting.labels("networkpolicies").set(0)
+        assert scale.resumed(port) == 5
+        assert scale.resumed(port, kind="TrainingJob") == 7
+    finally:
+        server.shutdown()
+        thread.join()
+
+
 class Started(Exception):
     """Raised by the stand-in control plane: how far the bench got."""
 
