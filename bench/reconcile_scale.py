@@ -32,7 +32,7 @@ operator (docs/operations.md, "Sizing the operator"). Last (unless `--no-restart
 restarted with every object and child in place, as after an upgrade: it lists them all (in pages,
 operators.main.LIST_PAGE_SIZE) and resumes each; its peak RSS, and its RSS once it is done with its
 start (as many reconciles as objects on its own /metrics, none waiting for a place, then its CPU
-quiet), are printed. `--restart-when-written` restarts it as soon as every child is written, before
+quiet), are printed. `--restart-when-written` restarts it as soon as every child Deployment is seen, before
 the objects are Ready: at 10,000 the Ready phase takes hours here (the controller-manager's pace),
 the restart then fits a session. `--tracemalloc` runs the operator under tracemalloc and prints its
 Python heap by package and its top allocation lines when settled, and the live objects by type, and
@@ -70,7 +70,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -89,7 +88,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmops.api import GROUP, MODEL_DEPLOYMENT, VERSION
 from llmops.api.modeldeployment import ModelDeploymentSpec
-from llmops.dev.cluster import DEFAULT_NODES, FakeNode, LocalCluster
+from llmops.dev.cluster import DEFAULT_NODES, FakeNode, LocalCluster, free_port
+from llmops.operators import metrics
 from llmops.operators.apply import Applier
 from llmops.operators.kube import Kube
 from llmops.operators.modeldeployment.builders import build
@@ -106,7 +106,7 @@ LIST_PAGE = 500  # objects per page of the bench's own lists, as client-go's pag
 PAGE_TIMEOUT = 120  # seconds one page of a list may take (and a watch, beyond WATCH_SECONDS)
 DEPLOYMENTS = ("apps", "v1", "deployments")
 WATCH_SECONDS = 300  # one watch request, then another from its last resourceVersion
-WAIT_STEP = 0.25  # seconds between two looks at a Tally's count
+WAIT_STEP = 0.25  # seconds between two looks at a count (a Tally's; the restarted operator's /metrics)
 PODS_PER_OBJECT = 2  # one vLLM replica, one gateway replica
 # The operator under tracemalloc: on SIGUSR1 it writes its heap by package and its top lines.
 TRACED = """
@@ -434,10 +434,13 @@ def where(m: dict[str, float], accounts: dict[str, float] | bool) -> str:
     return text
 
 
-def wait_quiet(proc: subprocess.Popen, timeout: float, window: float = 5.0, busy: float = 0.2) -> float:
+def wait_quiet(
+    proc: subprocess.Popen, timeout: float, since: float, window: float = 5.0, busy: float = 0.2
+) -> float:
     """When a restarted operator is done with its start (every object listed and resumed): the
-    start of the first `window` seconds, at least IDLE_SECONDS after it was started, in which it used
-    under `busy` of a core (the periodic resync, 300 s apart per object, begins only after that)."""
+    start of the first `window` seconds, at least IDLE_SECONDS after it was started (`since`,
+    time.perf_counter()), in which it used under `busy` of a core (the periodic resync, 300 s apart
+    per object, begins only after that)."""
     start = time.perf_counter()
     used = cpu_seconds(proc.pid)
     while time.perf_counter() - start < timeout:
@@ -445,42 +448,44 @@ def wait_quiet(proc: subprocess.Popen, timeout: float, window: float = 5.0, busy
         if proc.poll() is not None:
             raise SystemExit(f"the restarted operator exited ({proc.returncode})")
         now = cpu_seconds(proc.pid)
-        if now - used < busy * window and time.perf_counter() - start > IDLE_SECONDS:
+        if now - used < busy * window and time.perf_counter() - since > IDLE_SECONDS:
             return time.perf_counter() - window
         used = now
     raise SystemExit("timed out waiting for the restarted operator to go quiet")
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now (the kernel's pick), for the restarted operator's /metrics."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+RECONCILES = metrics.RECONCILES.describe()[0].name  # the operator's own metrics (operators.metrics)
+WAITING = metrics.WAITING.describe()[0].name
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no $http_proxy
 
 
 def resumed(port: int, kind: str = MODEL_DEPLOYMENT.kind) -> int:
-    """How far a restarted operator is with its start, from its own /metrics on `port`: the reconciles
-    of `kind` it has run (`llmops_operator_reconciles_total`, every outcome), 0 while any watched
-    resource has objects waiting for a place (`llmops_operator_objects_waiting`), -1 before it serves
-    /metrics. Read with prometheus_client's parser."""
+    """How far a restarted operator is with its start, from its own /metrics on `port` (read with
+    prometheus_client's parser): the reconciles of `kind` it has finished (`RECONCILES`, every outcome
+    but "retry", which kopf runs again), 0 while any watched resource has objects waiting for a place
+    (`WAITING`), -1 before it serves /metrics. Reconciles, not objects: once none waits, up to the
+    operator's worker limit may still be in their first one (`wait_quiet` covers those). Raises
+    SystemExit when /metrics answers without `RECONCILES` (renamed: the wait would never end)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        with DIRECT.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
             text = answer.read().decode()
     except OSError:
         return -1
     reconciles = waiting = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "llmops_operator_reconciles_total" and sample.labels.get("kind") == kind:
-                reconciles += sample.value
-            elif sample.name == "llmops_operator_objects_waiting":
-                waiting += sample.value
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    if RECONCILES not in families:
+        raise SystemExit(f"the operator's /metrics has no {RECONCILES}")
+    for sample in families[RECONCILES].samples:
+        if sample.name.endswith("_total") and sample.labels.get("kind") == kind:
+            reconciles += sample.value if sample.labels.get("outcome") != "retry" else 0
+    for sample in families[WAITING].samples if WAITING in families else ():
+        waiting += sample.value
     return 0 if waiting else int(reconciles)
 
 
 def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen | None = None) -> float:
-    """When `check()` (a Tally's count: no request) first reached `target` (time.perf_counter()),
-    looked at every WAIT_STEP seconds; progress goes to stderr every 30 s."""
+    """When `check()` (a Tally's count, no request; or `resumed`) first reached `target`
+    (time.perf_counter()), looked at every WAIT_STEP seconds; progress goes to stderr every 30 s."""
     start = told = time.perf_counter()
     while (done := check()) < target:
         if proc is not None and proc.poll() is not None:
@@ -552,7 +557,7 @@ def main() -> None:
         "--more",
         type=int,
         help="objects created after the first ones are Ready, for the cost of one more"
-        " (none given: a quarter of --objects)",
+        " (none given: a quarter of --objects; none with --restart-when-written)",
     )
     parser.add_argument(
         "--no-restart",
@@ -845,6 +850,7 @@ def main() -> None:
                     time.sleep(SETTLE_SECONDS)
                     grown, _ = rss_mib(proc.pid)
                     layout[f"{more} more"] = layout_of(proc)
+                ready_at_restart = ready.meeting()  # all n, unless --restart-when-written
                 ready.stop()
                 if args.restart:  # a restart: every object and child exists, each to be listed and resumed
                     proc.terminate()
@@ -854,8 +860,15 @@ def main() -> None:
                     proc = operator("operator", port)
                     # Done with its start: a reconcile per object, none waiting for a place, then quiet
                     # (its CPU alone could look quiet while it waits on a slow listing).
-                    wait("reconciles since the restart", lambda: resumed(port), n + more, args.timeout, proc)
-                    restart_quiet = wait_quiet(proc, args.timeout) - start
+                    restart_resumed = wait(
+                        "reconciles since the restart (0 while objects wait, -1 before /metrics)",
+                        lambda: resumed(port),
+                        n + more,
+                        args.timeout,
+                        proc,
+                    )
+                    restart_resumed -= start
+                    restart_quiet = wait_quiet(proc, args.timeout, since=start) - start
                     restart_rss, restart_peak = rss_mib(proc.pid)
                     layout["restarted"] = layout_of(proc)
             finally:
@@ -883,7 +896,7 @@ def main() -> None:
     if args.direct:
         print(f"ratio direct/operator, to Ready: {direct_ready / operator_ready:.2f}")
         print(f"ratio direct/operator, children written: {direct_created / operator_created:.2f}")
-    when = "all were Ready" if operator_ready is not None else "every child was written"
+    when = "all were Ready" if operator_ready is not None else "every child Deployment was seen (not Ready)"
     print(
         f"operator RSS: {rss:.0f} MiB when {when}, {settled:.0f} MiB {SETTLE_SECONDS} s later,"
         f" peak {peak:.0f} MiB"
@@ -893,11 +906,12 @@ def main() -> None:
         f"{(settled - idle) * 1024 / n:.1f} KiB settled, {(peak - idle) * 1024 / n:.1f} KiB at the peak"
     )
     start_of = "a first start of" if args.cold_start else "a stream of" if args.create_rate else "a burst of"
-    print(
-        f"  {start_of} 10,000 objects at that cost per object:"
-        f" about {at_10k(idle, peak, n):.0f} MiB"
-        " (extrapolated)"
-    )
+    if operator_ready is not None:  # (a peak before the Ready phase is not the whole start's)
+        print(
+            f"  {start_of} 10,000 objects at that cost per object:"
+            f" about {at_10k(idle, peak, n):.0f} MiB"
+            " (extrapolated)"
+        )
     if more:
         slope = (grown - settled) * 1024 / more
         at = grown + (10_000 - n - more) * slope / 1024
@@ -907,8 +921,9 @@ def main() -> None:
         )
     if args.restart:
         print(
-            f"restart with {n + more} objects and their children: peak {restart_peak:.0f} MiB, settled"
-            f" {restart_rss:.0f} MiB once it had resumed them and its CPU went quiet"
+            f"restart with {n + more} objects ({ready_at_restart} Ready) and their children: peak"
+            f" {restart_peak:.0f} MiB, settled {restart_rss:.0f} MiB once it had resumed them (as many"
+            f" reconciles as objects after {restart_resumed:.1f} s) and its CPU went quiet"
             f" after {restart_quiet:.1f} s; a restart of 10,000"
             f" at that cost per object: about {at_10k(idle, restart_peak, n + more):.0f} MiB (extrapolated)"
         )

@@ -243,7 +243,9 @@ def test_operator_first_needs_the_baseline(scale, monkeypatch, capsys, argv) -> 
         ["--restart-when-written", "--no-direct", "--no-restart"],
     ],
 )
-def test_restart_when_written_needs_no_baseline_no_more_and_the_restart(scale, monkeypatch, capsys, argv):
+def test_restart_when_written_needs_no_baseline_no_more_and_the_restart(
+    scale, monkeypatch, capsys, argv
+) -> None:
     """A restart before the objects are Ready has no time to Ready, so nothing that waits for one (the
     baseline, --more) runs beside it, and without the restart it means nothing: refused as read."""
     monkeypatch.setattr(sys, "argv", ["reconcile_scale.py", *argv])
@@ -254,25 +256,33 @@ def test_restart_when_written_needs_no_baseline_no_more_and_the_restart(scale, m
 
 
 def test_resumed_counts_a_kinds_reconciles_from_the_operators_metrics(scale) -> None:
-    """Read over HTTP from a real prometheus_client server holding the operator's two metrics: -1
-    before anything serves them, 0 while any resource has objects waiting for a place, then the
-    reconciles of the kind asked, whatever their outcome (another kind's are not counted)."""
+    """Read over HTTP from a real prometheus_client server holding the operator's two metrics, by the
+    names and labels of llmops.operators.metrics: -1 before anything serves them, 0 while any resource
+    has objects waiting for a place, then the reconciles of the kind asked, every outcome but "retry"
+    (kopf runs that one again), not another kind's; a /metrics without the reconciles is an error."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+    from llmops.operators import metrics
 
     port = scale.free_port()
     assert scale.resumed(port) == -1
     registry = CollectorRegistry()
-    reconciles = Counter("llmops_operator_reconciles", "", ["kind", "outcome"], registry=registry)
-    waiting = Gauge("llmops_operator_objects_waiting", "", ["resource"], registry=registry)
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
-        reconciles.labels("ModelDeployment", "ready").inc(3)
-        reconciles.labels("ModelDeployment", "retry").inc(2)
-        reconciles.labels("TrainingJob", "ready").inc(7)
-        waiting.labels("networkpolicies").set(4)
-        waiting.labels("modeldeployments").set(0)
+        with pytest.raises(SystemExit, match=scale.RECONCILES):
+            scale.resumed(port)
+        reconciles = Counter(
+            scale.RECONCILES, "", metrics.RECONCILES._labelnames, registry=registry
+        )  # fmt: skip
+        waiting = Gauge(scale.WAITING, "", metrics.WAITING._labelnames, registry=registry)
+        reconciles.labels(kind="ModelDeployment", outcome="ready").inc(3)
+        reconciles.labels(kind="ModelDeployment", outcome="reconciling").inc(2)
+        reconciles.labels(kind="ModelDeployment", outcome="retry").inc(4)
+        reconciles.labels(kind="TrainingJob", outcome="ready").inc(7)
+        waiting.labels(resource="networkpolicies").set(4)
+        waiting.labels(resource="modeldeployments").set(0)
         assert scale.resumed(port) == 0
-        waiting.labels("networkpolicies").set(0)
+        waiting.labels(resource="networkpolicies").set(0)
         assert scale.resumed(port) == 5
         assert scale.resumed(port, kind="TrainingJob") == 7
     finally:
@@ -290,6 +300,8 @@ class Started(Exception):
         ([], "cluster-direct"),
         (["--operator-first"], "cluster-operator"),
         (["--operator-first", "--more", "5"], "cluster-operator"),
+        (["--restart-when-written", "--no-direct"], "cluster-operator"),
+        (["--restart-when-written", "--no-direct", "--more", "0"], "cluster-operator"),
     ],
 )
 def test_each_fleet_starts_its_own_control_plane_in_order(scale, monkeypatch, argv, first) -> None:
