@@ -31,14 +31,17 @@ keep the free space of the burst), so the burst's (or the first start's) and the
 operator (docs/operations.md, "Sizing the operator"). Last (unless `--no-restart`), the operator is
 restarted with every object and child in place, as after an upgrade: it lists them all (in pages,
 operators.main.LIST_PAGE_SIZE) and resumes each; its peak RSS, and its RSS once it is done with its
-start (as many reconciles as objects on its own /metrics, none waiting for a place, then its CPU
-quiet), are printed. `--restart-when-written` restarts it as soon as every child Deployment is seen, before
-the objects are Ready: at 10,000 the Ready phase takes hours here (the controller-manager's pace),
-the restart then fits a session. `--tracemalloc` runs the operator under tracemalloc and prints its
-Python heap by package and its top allocation lines when settled, and the live objects by type, and
-per object what its heap holds beyond the same operator's idle heap (`--tracemalloc-frames N`: by
-allocation traceback, not line, and the top tracebacks). At each reading the RSS is split by mapping (files,
-thread stacks, anonymous); `--allocators` adds pymalloc's and glibc's own accounts of the anonymous
+start (as many reconciles as objects on its own /metrics, retries not counted, none waiting for a
+place, then its CPU quiet for 5 s, at least IDLE_SECONDS after the restart), are printed, with the
+objects Ready at the restart. `--restart-when-written` restarts it as soon as every child Deployment
+is seen, before the objects are Ready (at 10,000 their Ready phase would take hours here, at the
+controller-manager's pace; the restart then fits a session): its RSS before the restart is then read
+at that point, no first start or burst is extrapolated from it, and no `--more` objects are made.
+`--tracemalloc` runs the operator under tracemalloc and prints its Python heap by package and its
+top allocation lines when settled, and the live objects by type, and per object what its heap holds
+beyond the same operator's idle heap (`--tracemalloc-frames N`: by allocation traceback, not line,
+and the top tracebacks). At each reading the RSS is split by mapping (files, thread stacks, anonymous);
+`--allocators` adds pymalloc's and glibc's own accounts of the anonymous
 part: what live blocks hold, and what free space each keeps. At the end, each control-plane
 process's peak RSS, each fleet's control plane: what sets the count this machine can hold
 (`--apiserver-arg=--watch-cache=false`, with the `=` since the value starts with a dash, turns off
@@ -66,6 +69,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import http.client
 import json
 import math
 import os
@@ -469,7 +473,7 @@ def resumed(port: int, kind: str = MODEL_DEPLOYMENT.kind) -> int:
     try:
         with DIRECT.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
             text = answer.read().decode()
-    except OSError:
+    except (OSError, http.client.HTTPException):  # not serving yet, or cut off: asked again
         return -1
     reconciles = waiting = 0.0
     families = {family.name: family for family in text_string_to_metric_families(text)}
@@ -598,9 +602,9 @@ def main() -> None:
     parser.add_argument(
         "--restart-when-written",
         action="store_true",
-        help="restart the operator as soon as every child is written, before its objects are Ready (no"
-        " time to Ready then; needs --no-direct and no --more): a restart at 10,000, whose Ready phase at"
-        " the controller-manager's pace takes hours here, within a session",
+        help="restart the operator as soon as every child Deployment is seen, before its objects are Ready"
+        " (no time to Ready then; needs --no-direct and no --more above 0): a restart at 10,000, whose Ready"
+        " phase at the controller-manager's pace takes hours here, within a session",
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds each phase may take")
     parser.add_argument(
@@ -658,7 +662,8 @@ def main() -> None:
         parser.error("--operator-first needs the baseline (it is left out by --no-direct)")
     if args.restart_when_written and (args.direct or args.more or not args.restart):
         parser.error(
-            "--restart-when-written needs --no-direct and no --more (both wait for Ready), and the restart"
+            "--restart-when-written needs --no-direct and no --more above 0 (both wait for Ready),"
+            " and the restart"
         )
     n = args.objects
     more = n // 4 if args.more is None and not args.restart_when_written else args.more or 0

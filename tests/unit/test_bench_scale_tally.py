@@ -252,7 +252,7 @@ def test_restart_when_written_needs_no_baseline_no_more_and_the_restart(
     with pytest.raises(SystemExit) as exited:
         scale.main()
     assert exited.value.code == 2
-    assert "--restart-when-written needs --no-direct and no --more" in capsys.readouterr().err
+    assert "--restart-when-written needs --no-direct and no --more above 0" in capsys.readouterr().err
 
 
 def test_resumed_counts_a_kinds_reconciles_from_the_operators_metrics(scale) -> None:
@@ -275,6 +275,7 @@ def test_resumed_counts_a_kinds_reconciles_from_the_operators_metrics(scale) -> 
             scale.RECONCILES, "", metrics.RECONCILES._labelnames, registry=registry
         )  # fmt: skip
         waiting = Gauge(scale.WAITING, "", metrics.WAITING._labelnames, registry=registry)
+        assert scale.resumed(port) == 0  # registered, nothing counted yet: a start, not an error
         reconciles.labels(kind="ModelDeployment", outcome="ready").inc(3)
         reconciles.labels(kind="ModelDeployment", outcome="reconciling").inc(2)
         reconciles.labels(kind="ModelDeployment", outcome="retry").inc(4)
