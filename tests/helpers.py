@@ -37,6 +37,33 @@ def eventually(check: Callable[[], T], timeout: float = 60, interval: float = 0.
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
 
 
+def when_webhooks_answer(
+    cluster: LocalCluster,
+    namespace: str,
+    manifest: str,
+    answered: Callable[[subprocess.CompletedProcess], Any],
+    *kubectl_args: str,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess:
+    """Apply `manifest` as a server-side dry run until `answered(result)` holds; return that result.
+
+    The wait before a test relies on the operator's admission webhooks: kopf creates each webhook
+    configuration empty and adds its webhooks after, and the apiserver takes up a configuration a
+    moment later, so a request sent in between is admitted unchecked. A dry run calls the webhooks
+    (theirs are sideEffects None or NoneOnDryRun) and stores nothing. `kubectl_args` go to `kubectl
+    apply` (an `--as`, an `-o`).
+    """
+
+    def probe() -> subprocess.CompletedProcess | None:
+        result = cluster.kubectl(
+            "apply", "--dry-run=server", *kubectl_args, "-n", namespace, "-f", "-",
+            input=manifest, check=False,
+        )  # fmt: skip
+        return result if answered(result) else None
+
+    return eventually(probe, timeout)
+
+
 # The Pod Security Standard every namespace the tests make enforces (issue 17, point 7): the real
 # apiserver's PodSecurity admission then checks each pod the operators' children get.
 POD_SECURITY_LEVEL = "restricted"

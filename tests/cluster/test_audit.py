@@ -32,7 +32,7 @@ from tests.cluster.test_trainingjob import (  # noqa: F401 - fixtures
     until,
     write_report,
 )
-from tests.helpers import eventually, operator_process
+from tests.helpers import eventually, operator_process, when_webhooks_answer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("llmops_crds")]
 
@@ -56,15 +56,14 @@ def test_a_persons_action_is_audited_with_the_right_actor(
     trail = tmp_path / "audit"
     monkeypatch.setenv("LLMOPS_AUDIT", str(trail))
     with operator_process(cluster, namespace, "--webhook") as op:
-        eventually(
-            lambda: cluster.kubectl(
-                "get", "mutatingwebhookconfiguration", "validate.llmops.io", check=False
-            ).stdout.count("validate.llmops.io"),
-            timeout=60,
-        )
         # alice creates it, and tries to name mallory as the requester: the webhook overwrites it.
         job = training_job("audited", registry)
         job["metadata"]["annotations"] = {REQUESTED_BY: "mallory"}
+        stamped = "jsonpath={.metadata.annotations." + REQUESTED_BY.replace(".", "\\.") + "}"
+        when_webhooks_answer(
+            cluster, namespace, json.dumps(job), lambda r: r.stdout == "alice",
+            "--as=alice", "--as-group=system:masters", "-o", stamped,
+        )  # fmt: skip
         as_person(cluster, "alice", "apply", "-n", namespace, "-f", "-", input=json.dumps(job))
         assert eventually(lambda: requested_by(cluster, namespace) == "alice", timeout=30)
 

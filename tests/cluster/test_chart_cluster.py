@@ -16,7 +16,7 @@ import yaml
 
 from llmops.dev.cluster import LocalCluster
 from llmops.dev.tools import binary
-from tests.helpers import eventually, operator_process
+from tests.helpers import eventually, operator_process, when_webhooks_answer
 
 pytestmark = pytest.mark.cluster
 
@@ -97,15 +97,9 @@ def reconcile_as_service_account(cluster: LocalCluster, namespace: str, sa: str,
     example = (ROOT / "examples" / "modeldeployment-single.yaml").read_text()
     with operator_process(cluster, namespace, "--webhook", kubeconfig=kubeconfig):
         config = "validatingwebhookconfiguration/validate.llmops.io"
-        eventually(lambda: cluster.kubectl("get", config, check=False).returncode == 0)
-        refused = eventually(
-            lambda: (
-                (
-                    r := cluster.kubectl("apply", "-n", namespace, "-f", "-", input=example, check=False)
-                ).returncode
-                and r
-            )
-        )
+        when_webhooks_answer(cluster, namespace, example, lambda r: r.returncode)
+        refused = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=example, check=False)
+        assert refused.returncode, refused.stdout
         assert "support-bot-api-keys" in refused.stderr  # the webhook read Secrets as the ServiceAccount
         assert "spec.registry.s3.credentialsSecretRef.name" in refused.stderr  # every missing one is named
         for secret in ("support-bot-api-keys", "registry-credentials"):

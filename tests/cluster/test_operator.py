@@ -18,7 +18,7 @@ from llmops.operators.main import BOOKKEEPING_BUDGET, LIST_PAGE_SIZE, PREFIX
 from llmops.operators.outcome import Outcome
 from llmops.operators.runtime import Kind
 from tests.bounds import at_bounds, size
-from tests.helpers import eventually, http_get, operator_in_thread, operator_process
+from tests.helpers import eventually, http_get, operator_in_thread, operator_process, when_webhooks_answer
 from tests.invalid_objects import CRDS
 from tests.invalid_objects import EXAMPLES as SAMPLES
 
@@ -157,16 +157,9 @@ def test_webhook_refuses_references_to_missing_secrets(cluster: LocalCluster, na
     example = (EXAMPLES / "modeldeployment-single.yaml").read_text()
     with operator_process(cluster, namespace, "--webhook"):
         config = "validatingwebhookconfiguration/validate.llmops.io"
-        eventually(lambda: cluster.kubectl("get", config, check=False).returncode == 0)
-        refused = eventually(
-            lambda: (
-                (
-                    r := cluster.kubectl("apply", "-n", namespace, "-f", "-", input=example, check=False)
-                ).returncode
-                != 0
-                and r
-            )
-        )
+        when_webhooks_answer(cluster, namespace, example, lambda r: r.returncode)
+        refused = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=example, check=False)
+        assert refused.returncode, refused.stdout
         assert "spec.gateway.apiKeysSecretRef.name" in refused.stderr
         assert "support-bot-api-keys" in refused.stderr and "does not exist" in refused.stderr
         assert "spec.registry.s3.credentialsSecretRef.name" in refused.stderr  # every missing one is named
