@@ -38,11 +38,11 @@ is seen, before the objects are Ready (at 10,000 their Ready phase would take ho
 controller-manager's pace; the restart then fits a session): its RSS before the restart is then read
 at that point, no first start or burst is extrapolated from it, and no `--more` objects are made.
 `--tracemalloc` runs the operator under tracemalloc and prints its Python heap by package and its
-top allocation lines when settled, and the live objects by type, and per object what its heap holds
-beyond the same operator's idle heap (`--tracemalloc-frames N`: by allocation traceback, not line,
-and the top tracebacks). At each reading the RSS is split by mapping (files, thread stacks, anonymous);
-`--allocators` adds pymalloc's and glibc's own accounts of the anonymous
-part: what live blocks hold, and what free space each keeps. At the end, each control-plane
+top allocation lines when settled (and again once restarted), and the live objects by type, and per
+object what its heap holds beyond the same operator's idle heap (`--tracemalloc-frames N`: by
+allocation traceback, not line, and the top tracebacks). At each reading the RSS is split by
+mapping (files, thread stacks, anonymous); `--allocators` adds pymalloc's and glibc's own accounts
+of the anonymous part: what live blocks hold, and what free space each keeps. At the end, each control-plane
 process's peak RSS, each fleet's control plane: what sets the count this machine can hold
 (`--apiserver-arg=--watch-cache=false`, with the `=` since the value starts with a dash, turns off
 the apiserver's cache of every object). `--controller-manager-arg=--kube-api-qps=100` lifts the
@@ -796,6 +796,20 @@ def main() -> None:
                 return where(mapped, args.allocators and allocators(accounts, p))
 
             layout = {"idle": layout_of(idle_proc)}
+            heaps: dict[str, str] = {}  # --tracemalloc: when -> the operator's heap then
+
+            def heap_of(p: subprocess.Popen, count: int) -> str:
+                """The heap of `p`, an operator under tracemalloc, now; per object beyond its idle one."""
+                traced("operator").unlink(missing_ok=True)  # a restarted operator writes to the same file
+                p.send_signal(signal.SIGUSR1)
+                wait("the tracemalloc snapshot", lambda: int(traced("operator").exists()), 1, 120, p)
+                heap = traced("operator").read_text()
+                return (
+                    heap
+                    + "\n"
+                    + per_object(traced("idle"), traced("operator"), count, args.tracemalloc_frames)
+                )
+
             if args.tracemalloc:  # the same operator's heap with nothing to watch, to subtract
                 idle_proc.send_signal(signal.SIGUSR1)
                 wait("the idle tracemalloc snapshot", lambda: int(traced("idle").exists()), 1, 120, idle_proc)
@@ -845,10 +859,7 @@ def main() -> None:
                 settled, _ = rss_mib(proc.pid)
                 layout["settled"] = layout_of(proc)
                 if args.tracemalloc:
-                    proc.send_signal(signal.SIGUSR1)
-                    wait("the tracemalloc snapshot", lambda: int(traced("operator").exists()), 1, 120, proc)
-                    heap = traced("operator").read_text()
-                    heap += "\n" + per_object(traced("idle"), traced("operator"), n, args.tracemalloc_frames)
+                    heaps["settled"] = heap_of(proc, n)
                 if more:  # the cost of one more object, on top of a working operator's
                     create_all(api, "operator", objects(more, registry, first=n))
                     wait("Ready ModelDeployments", ready.meeting, n + more, args.timeout, proc)
@@ -876,6 +887,8 @@ def main() -> None:
                     restart_quiet = wait_quiet(proc, args.timeout, since=start) - start
                     restart_rss, restart_peak = rss_mib(proc.pid)
                     layout["restarted"] = layout_of(proc)
+                    if args.tracemalloc:
+                        heaps["restarted"] = heap_of(proc, n + more)
             finally:
                 proc.terminate()
                 proc.wait(60)
@@ -953,9 +966,9 @@ def main() -> None:
         print(f"(MALLOC_ARENA_MAX={args.malloc_arena_max})")
     if args.operator_env:
         print(f"(the operator's environment: {' '.join(args.operator_env)})")
-    if args.tracemalloc:
+    for when, heap in heaps.items():
         print(
-            "the operator's Python heap when settled (tracemalloc, which adds its own overhead to the RSS):"
+            f"the operator's Python heap when {when} (tracemalloc, which adds its own overhead to the RSS):"
         )
         print(heap)
 

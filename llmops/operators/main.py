@@ -211,13 +211,16 @@ LIST_PAGE_SIZE = 100
 # Objects of a kind reconciled at once (kopf's `settings.queueing.worker_limit`, set in configure);
 # the objects beyond it wait outside kopf, compressed (backlog.Backlog).
 WORKER_LIMIT = 250
-# The resources whose objects wait outside kopf beyond its places, as (group, version, plural): those
-# the kinds watch, their own and their children's (configure adds them). Not kopf's own watches of
-# CustomResourceDefinitions and Namespaces, whose processing skips a listing's events (type None),
-# which a held event of a listed object stays.
+# The resources whose objects wait outside kopf beyond its places, as (group, version, plural): the
+# kinds' own (configure adds them; every other child's events go to its watch: DIRECT). Not kopf's
+# own watches of CustomResourceDefinitions and Namespaces, whose processing skips a listing's events
+# (type None), which a held event of a listed object stays.
 GATED: set[tuple[str, str, str]] = set()
 # The resources of which kopf gets only the deletions (runtime.deletions_only; configure adds them).
 DELETIONS_ONLY: set[tuple[str, str, str]] = set()
+# The resources whose events go straight to their child watches, none to kopf (runtime.direct_children;
+# configure adds them).
+DIRECT: set[tuple[str, str, str]] = set()
 
 
 def connection_limit(kinds: list[Kind]) -> int:
@@ -315,7 +318,7 @@ def small_tls_read_buffers() -> None:
 
 
 def _resource_key(resource: Any) -> tuple[str | None, str | None, str | None]:
-    """(group, version, plural) of kopf's `Resource`: the key of GATED and DELETIONS_ONLY."""
+    """(group, version, plural) of kopf's `Resource`: the key of GATED, DELETIONS_ONLY and DIRECT."""
     return (
         getattr(resource, "group", None),
         getattr(resource, "version", None),
@@ -324,7 +327,7 @@ def _resource_key(resource: Any) -> tuple[str | None, str | None, str | None]:
 
 
 def wrap_list_and_watch() -> None:
-    """Four changes to the objects kopf lists or watches, as they arrive.
+    """Five changes to the objects kopf lists or watches, as they arrive.
 
     **Only the deletions of DELETIONS_ONLY's resources.** Of a child whose parent reads nothing of it
     but its deletion (runtime.deletions_only: a ModelDeployment's Services, ConfigMaps, budgets,
@@ -333,6 +336,13 @@ def wrap_list_and_watch() -> None:
     kopf's processing of each, and a listing's wait in the backlog, cost CPU and memory for nothing.
     kopf keeps the resource version from the events before they reach this wrap, so its watch goes on
     from where it was.
+
+    **A child's events straight to its watch.** Every event of a resource of DIRECT (a kind of child
+    that is no kind's own resource: Deployments, RayJobs, the deletions of the children above) goes to
+    its child watches (runtime.child_event), in the stream's order, and none to kopf: kopf's worker per
+    object, its queue and its place cost memory and CPU that a child watch does not need (a restart of
+    1,000 ModelDeployments: 136-148 MiB through kopf's workers; docs/operations.md). Bookmarks and
+    ERROR events still go to kopf, which keeps the watch.
 
     **managedFields dropped.** kopf (pinned to 1.45) keeps each watch event's whole object in the
     object's queue until that object's worker takes it, one event after another: 1,000 objects
@@ -377,10 +387,23 @@ def wrap_list_and_watch() -> None:
                 (obj.get("metadata") or {}).pop("managedFields", None)
             yield event
 
+    async def to_child_watches(events: Any, key: tuple[str, str, str]) -> Any:
+        async for event in events:
+            if (
+                isinstance(event, dict)
+                and event.get("type") in (None, "ADDED", "MODIFIED", "DELETED")
+                and isinstance(event.get("object"), dict)
+            ):
+                await runtime.child_event(key, event)
+            else:
+                yield event  # a bookmark, an ERROR (a 410 of the watch): kopf's
+
     async def continuous_watch(**kwargs: Any) -> Any:
-        only = _resource_key(kwargs.get("resource")) in DELETIONS_ONLY
-        events = stripped(listed_and_watched(**kwargs), only)
-        if (line := backlog.of(kwargs.get("resource"), kwargs.get("namespace"))) is not None:
+        key = _resource_key(kwargs.get("resource"))
+        events = stripped(listed_and_watched(**kwargs), key in DELETIONS_ONLY)
+        if key in DIRECT:
+            events = to_child_watches(events, key)
+        elif (line := backlog.of(kwargs.get("resource"), kwargs.get("namespace"))) is not None:
             events = line.gate(events)
         try:
             async for event in events:
@@ -485,7 +508,8 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None, k
     # ModelDeployment's children included) was in memory at once, as bytes and as parsed objects
     # (700 objects: 243 MiB peak against 122 in pages; docs/operations.md, "Sizing the operator").
     settings.watching.chunk_size = LIST_PAGE_SIZE
-    GATED.update(runtime.watched_resources(kinds))
+    DIRECT.update(runtime.direct_children(kinds))
+    GATED.update(runtime.watched_resources(kinds) - DIRECT)
     DELETIONS_ONLY.update(runtime.deletions_only(kinds))
     wrap_list_and_watch()
     small_tls_read_buffers()

@@ -117,8 +117,8 @@ def test_a_start_of_many_objects_queues_at_most_the_limit_inside_kopf(monkeypatc
     """300 objects listed at once, 10 places: kopf never holds more than 10 objects' streams (without
     the backlog: all 300), every object is processed once, in listing order, as listed (type None),
     and the stream was read to its end at once while they waited (the watch is not held up). The same
-    for a child's resource (a listing of every ModelDeployment's NetworkPolicies again, after the
-    watch expired)."""
+    for any resource gated, a child's too (configure gates only the kinds' own: the other children's
+    events go straight to their watches)."""
     n, limit = 300, 10
     read = []
 
@@ -470,29 +470,100 @@ def test_of_a_child_that_counts_only_by_its_deletion_kopf_gets_only_the_deletion
 
 
 def test_the_gate_covers_every_kinds_resources_and_not_kopfs_own_watches(monkeypatch) -> None:
-    """configure gates the kinds' own resources and every child's, and not kopf's watches of
-    CustomResourceDefinitions and Namespaces (their processing skips a listing's type None)."""
+    """configure gates the kinds' own resources (a RetrainPolicy's TrainingJobs too: kopf reconciles
+    them), hands every other child's events straight to its watch (DIRECT), and touches neither of
+    kopf's watches of CustomResourceDefinitions and Namespaces (their processing skips a listing's
+    type None)."""
     from llmops.operators.main import configure, default_kinds
 
     monkeypatch.setattr(operator_main, "GATED", set())
     monkeypatch.setattr(operator_main, "DELETIONS_ONLY", set())
+    monkeypatch.setattr(operator_main, "DIRECT", set())
     configure(kopf.OperatorSettings(), None, default_kinds())
-    gated = operator_main.GATED
-    assert {
+    gated, direct = operator_main.GATED, operator_main.DIRECT
+    own = {
         ("llmops.io", "v1alpha1", "modeldeployments"),
         ("llmops.io", "v1alpha1", "trainingjobs"),
+        ("llmops.io", "v1alpha1", "retrainpolicies"),
+    }
+    assert own <= gated and {g for g, _, _ in gated} == {"llmops.io"}
+    assert {
         ("apps", "v1", "deployments"),
         ("networking.k8s.io", "v1", "networkpolicies"),
         ("ray.io", "v1", "rayjobs"),
-    } <= gated
-    assert not {g for g, _, _ in gated} & {"apiextensions.k8s.io", "kopf.dev"}
-    assert ("", "v1", "namespaces") not in gated
+    } <= direct
+    assert not direct & gated
+    assert not {g for g, _, _ in gated | direct} & {"apiextensions.k8s.io", "kopf.dev"}
+    assert ("", "v1", "namespaces") not in gated | direct
     # Only deletions, of the children that count only by them: not Deployments (their readiness),
     # RayJobs (a TrainingJob's progress), nor a kind's own resource (TrainingJobs, a policy's children).
     only = operator_main.DELETIONS_ONLY
-    assert {("networking.k8s.io", "v1", "networkpolicies"), ("", "v1", "services")} <= only <= gated
+    assert {("networking.k8s.io", "v1", "networkpolicies"), ("", "v1", "services")} <= only <= direct
     assert not only & {
         ("apps", "v1", "deployments"),
         ("ray.io", "v1", "rayjobs"),
         ("llmops.io", "v1alpha1", "trainingjobs"),
     }
+
+
+def test_a_childs_events_go_straight_to_its_watch_and_none_to_kopf(monkeypatch) -> None:
+    """A ModelDeployment's Deployments (runtime.direct_children): a listing of 300, a bookmark, one
+    made ready, one deleted, through our wrap of kopf's listing and kopf's own watcher. The child watch
+    gets each event in the stream's order: every listed Deployment's view is kept with no parent re-run
+    (the start), the ready one's and the deleted one's parents are re-run; kopf's processing gets none
+    of them (no worker, no queue, no place per Deployment) and its watch goes on. A watch that fails on
+    one event is logged, and the rest still reach the others."""
+    from llmops.operators import runtime
+    from llmops.operators.modeldeployment import make_kind
+
+    monkeypatch.setattr(runtime, "CHILD_WATCHES", {})
+    kind = make_kind()
+    registry = kopf.OperatorRegistry()
+    requeue = runtime.Requeue(kind.resource)
+    (child,) = [c for c in kind.children if c.plural == "deployments"]
+    runtime._watch_child(kind, child, requeue, registry)
+    failing: list[str | None] = []
+
+    async def broken(event: dict) -> None:
+        failing.append(event["type"])
+        raise RuntimeError("a watch that fails")
+
+    key = ("apps", "v1", "deployments")
+    runtime.CHILD_WATCHES[key] = {"broken": broken, **runtime.CHILD_WATCHES[key]}
+    deployments = references.Resource("apps", "v1", "deployments", kind="Deployment", namespaced=True)
+
+    def deployment(i: int, version: str = "1", ready: int = 0) -> dict:
+        name, labels = f"md-{i}-1-vllm", {"llmops.io/modeldeployment": f"md-{i}"}
+        meta = {"uid": name, "name": name, "namespace": "ns", "labels": labels, "resourceVersion": version}
+        status = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}
+        status |= {"readyReplicas": ready, "availableReplicas": ready}
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {**meta, "generation": 1},
+            "spec": {"replicas": 1},
+            "status": status,
+        }
+
+    async def source(**kwargs):
+        for i in range(300):
+            yield {"type": None, "object": deployment(i)}
+        yield watching.Bookmark.LISTED
+        yield {"type": "MODIFIED", "object": deployment(7, "2", ready=1)}
+        yield {"type": "DELETED", "object": deployment(5, "3")}
+        await asyncio.Event().wait()  # the watch: nothing more
+
+    processed: list[dict] = []
+
+    async def processor(*, raw_event, **_):
+        processed.append(raw_event)
+
+    monkeypatch.setattr(operator_main, "DIRECT", {key})
+    run_watcher(monkeypatch, source, processor, 10, until=lambda: len(failing) == 302, resource=deployments)
+    assert processed == []
+    assert sorted(requeue._due) == [("ns", "md-5"), ("ns", "md-7")]
+    views = child.views
+    assert views is not None and views.get("ns", "md-5-1-vllm") is None
+    assert views.get("ns", "md-7-1-vllm").status[2] == 1  # availableReplicas, from the MODIFIED event
+    assert views.get("ns", "md-299-1-vllm") is not None
+    assert failing[-2:] == ["MODIFIED", "DELETED"]
