@@ -332,17 +332,16 @@ def wrap_list_and_watch() -> None:
     **Only the deletions of DELETIONS_ONLY's resources.** Of a child whose parent reads nothing of it
     but its deletion (runtime.deletions_only: a ModelDeployment's Services, ConfigMaps, budgets,
     policies, autoscalers, monitors), every other event (its listing, at a start and whenever kopf
-    lists it again; ADDED; MODIFIED, a status the controllers write) is dropped before kopf reads it:
-    kopf's processing of each, and a listing's wait in the backlog, cost CPU and memory for nothing.
-    kopf keeps the resource version from the events before they reach this wrap, so its watch goes on
-    from where it was.
+    lists it again; ADDED; MODIFIED, a status the controllers write) is dropped before its child watch
+    (below) reads it: each would cost CPU and memory for nothing. kopf keeps the resource version
+    from the events before they reach this wrap, so its watch goes on from where it was.
 
     **A child's events straight to its watch.** Every event of a resource of DIRECT (a kind of child
     that is no kind's own resource: Deployments, RayJobs, the deletions of the children above) goes to
     its child watches (runtime.child_event), in the stream's order, and none to kopf: kopf's worker per
     object, its queue and its place cost memory and CPU that a child watch does not need (a restart of
-    1,000 ModelDeployments: 136-148 MiB through kopf's workers; docs/operations.md). Bookmarks and
-    ERROR events still go to kopf, which keeps the watch.
+    1,000 ModelDeployments: 136-148 MiB through kopf's workers, 111 without; docs/operations.md).
+    Bookmarks and ERROR events still go to kopf, which keeps the watch.
 
     **managedFields dropped.** kopf (pinned to 1.45) keeps each watch event's whole object in the
     object's queue until that object's worker takes it, one event after another: 1,000 objects

@@ -500,7 +500,7 @@ def deletions_only(kinds: list[Kind]) -> set[tuple[str, str, str]]:
     """The watched resources of which only deletions count, as (group, version, plural): those that
     every kind watching them watches as children fingerprinted by `existence` (not a kind's own
     resource). Any other event of theirs (a listing's, ADDED, MODIFIED: a status the controllers
-    write) re-runs no parent (`_watch_child`), so operators.main drops those before kopf: at 10,000
+    write) re-runs no parent (`_watch_child`), so operators.main drops those from the stream: at 10,000
     ModelDeployments one listing again of their 80,000 Services, ConfigMaps, NetworkPolicies,
     ScaledObjects and PodMonitors took the operator from 177 to 292 MiB."""
     only: dict[tuple[str, str, str], bool] = {}
