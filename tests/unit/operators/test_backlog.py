@@ -256,6 +256,22 @@ def test_deletions_wait_in_line_and_reach_kopf(monkeypatch) -> None:
     assert {uid for t, uid in seen if t == "DELETED"} == {f"md-{i:03}" for i in range(n)}
 
 
+def deployment(parent: str, version: str, ready: int) -> dict:
+    """A ModelDeployment's model-server Deployment, labelled as its child: `ready` replicas of 1."""
+    name = f"{parent}-1-vllm"
+    labels = {"llmops.io/modeldeployment": parent}
+    meta = {"uid": name, "name": name, "namespace": "ns", "labels": labels, "resourceVersion": version}
+    status = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}
+    status |= {"readyReplicas": ready, "availableReplicas": ready}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {**meta, "generation": 1},
+        "spec": {"replicas": 1},
+        "status": status,
+    }
+
+
 def kopfs_processing(registry: kopf.OperatorRegistry, resource: references.Resource):
     """kopf's own processing of each event of `resource` (its causes, its handlers' filters and
     invocation), as its orchestration hands it to the watcher, over `registry`."""
@@ -291,20 +307,6 @@ def test_a_child_changed_while_the_watch_was_away_re_runs_its_parent(monkeypatch
     requeue = runtime.Requeue(kind.resource)
     runtime._watch_child(kind, kind.children[0], requeue, registry)  # the Deployments
     deployments = references.Resource("apps", "v1", "deployments", kind="Deployment", namespaced=True)
-
-    def deployment(parent: str, version: str, ready: int) -> dict:
-        name = f"{parent}-1-vllm"
-        labels = {"llmops.io/modeldeployment": parent}
-        meta = {"uid": name, "name": name, "namespace": "ns", "labels": labels, "resourceVersion": version}
-        status = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}
-        status |= {"readyReplicas": ready, "availableReplicas": ready}
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {**meta, "generation": 1},
-            "spec": {"replicas": 1},
-            "status": status,
-        }
 
     listings: list[list[dict]] = [
         [deployment("md", "1", 0)],  # the start
@@ -532,25 +534,12 @@ def test_a_childs_events_go_straight_to_its_watch_and_none_to_kopf(monkeypatch) 
     runtime.CHILD_WATCHES[key] = {"broken": broken, **runtime.CHILD_WATCHES[key]}
     deployments = references.Resource("apps", "v1", "deployments", kind="Deployment", namespaced=True)
 
-    def deployment(i: int, version: str = "1", ready: int = 0) -> dict:
-        name, labels = f"md-{i}-1-vllm", {"llmops.io/modeldeployment": f"md-{i}"}
-        meta = {"uid": name, "name": name, "namespace": "ns", "labels": labels, "resourceVersion": version}
-        status = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}
-        status |= {"readyReplicas": ready, "availableReplicas": ready}
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {**meta, "generation": 1},
-            "spec": {"replicas": 1},
-            "status": status,
-        }
-
     async def source(**kwargs):
         for i in range(300):
-            yield {"type": None, "object": deployment(i)}
+            yield {"type": None, "object": deployment(f"md-{i}", "1", 0)}
         yield watching.Bookmark.LISTED
-        yield {"type": "MODIFIED", "object": deployment(7, "2", ready=1)}
-        yield {"type": "DELETED", "object": deployment(5, "3")}
+        yield {"type": "MODIFIED", "object": deployment("md-7", "2", 1)}
+        yield {"type": "DELETED", "object": deployment("md-5", "3", 0)}
         await asyncio.Event().wait()  # the watch: nothing more
 
     processed: list[dict] = []
