@@ -1,5 +1,5 @@
 """The objects that kopf has not begun yet, held as compressed bytes until it has a place for them
-(`Backlog`), so that a start with every object already there, or a listing of thousands of children
+(`Backlog`), so that a start with every object already there, or a listing of thousands of them
 again, does not queue them all inside kopf at once.
 
 kopf (pinned to 1.45) reads each watch stream as fast as it comes and, for every object it has no

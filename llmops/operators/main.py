@@ -216,7 +216,7 @@ WORKER_LIMIT = 250
 # own watches of CustomResourceDefinitions and Namespaces, whose processing skips a listing's events
 # (type None), which a held event of a listed object stays.
 GATED: set[tuple[str, str, str]] = set()
-# The resources of which kopf gets only the deletions (runtime.deletions_only; configure adds them).
+# The resources of which only the deletions count (runtime.deletions_only; configure adds them).
 DELETIONS_ONLY: set[tuple[str, str, str]] = set()
 # The resources whose events go straight to their child watches, none to kopf (runtime.direct_children;
 # configure adds them).
@@ -341,7 +341,8 @@ def wrap_list_and_watch() -> None:
     its child watches (runtime.child_event), in the stream's order, and none to kopf: kopf's worker per
     object, its queue and its place cost memory and CPU that a child watch does not need (a restart of
     1,000 ModelDeployments: 136-148 MiB through kopf's workers, 111 without; docs/operations.md).
-    Bookmarks and ERROR events still go to kopf, which keeps the watch.
+    Bookmarks still go to kopf's watcher (the listing's end marks the resource listed); kopf's own
+    listing and watch have handled an ERROR event (a 410 lists again) before this wrap sees it.
 
     **managedFields dropped.** kopf (pinned to 1.45) keeps each watch event's whole object in the
     object's queue until that object's worker takes it, one event after another: 1,000 objects
@@ -353,9 +354,9 @@ def wrap_list_and_watch() -> None:
 
     **Objects that kopf has not begun wait outside it**, compressed, while
     `settings.queueing.worker_limit` of them have a worker (`backlog.Backlog`: at a start with every
-    object there, or when a child's resource is listed again, kopf would otherwise queue them all at
-    once). One backlog per resource of GATED and namespace, for as long as kopf's watcher of it runs;
-    kopf's `worker` is wrapped to tell it when a worker ends.
+    object there, or when the resource is listed again, kopf would otherwise queue them all at once;
+    GATED, the kinds' own resources). One backlog per resource of GATED and namespace, for as long as
+    kopf's watcher of it runs; kopf's `worker` is wrapped to tell it when a worker ends.
 
     **An expired list listed again.** The initial list comes in pages (LIST_PAGE_SIZE); a page asked
     for after etcd compacted past the list's revision is refused with 410 (reason Expired), which
@@ -395,7 +396,7 @@ def wrap_list_and_watch() -> None:
             ):
                 await runtime.child_event(key, event)
             else:
-                yield event  # a bookmark, an ERROR (a 410 of the watch): kopf's
+                yield event  # a bookmark: kopf's watcher reads the listing's end from it
 
     async def continuous_watch(**kwargs: Any) -> Any:
         key = _resource_key(kwargs.get("resource"))
@@ -453,14 +454,15 @@ def memories() -> Any:
 
     kopf (pinned to 1.45) remembers every object it has seen an event of until its deletion: a memo
     copied from the operator's, an error throttler, and its indexing and daemon records, about 1 KiB
-    each (tracemalloc, kopf's `ResourceMemories.recall`). Most of the objects it sees are children (a
+    each (tracemalloc, kopf's `ResourceMemories.recall`). Most of the objects it watches are children (a
     ModelDeployment has eleven watched ones), whose only handlers are `on.event` (runtime's
-    `_watch_child`), which read none of it between events: what kopf keeps across events serves
-    change handlers (the first listing, the handled-once flag), daemons and indices, which only our
-    own kinds (`llmops.io/...`) have. A child's event gets a fresh memory, forgotten after it;
-    only the throttle of kopf's own failures in processing one child's events restarts from its
-    first delay (1 s) for every event instead of growing (tests/unit/operators/test_session.py
-    guards the use of the kopf internals this relies on).
+    `_watch_child`), which read none of it between events (and whose events now reach kopf only for a
+    kind's own resource watched as a child, a RetrainPolicy's TrainingJobs: DIRECT): what kopf keeps
+    across events serves change handlers (the first listing, the handled-once flag), daemons and
+    indices, which only our own kinds (`llmops.io/...`) have. A child's event gets a fresh memory,
+    forgotten after it; only the throttle of kopf's own failures in processing one child's events
+    restarts from its first delay (1 s) for every event instead of growing
+    (tests/unit/operators/test_session.py guards the use of the kopf internals this relies on).
     """
     from kopf._core.reactor import inventory
 
@@ -507,6 +509,9 @@ def configure(settings: kopf.OperatorSettings, webhook: WebhookOptions | None, k
     # ModelDeployment's children included) was in memory at once, as bytes and as parsed objects
     # (700 objects: 243 MiB peak against 122 in pages; docs/operations.md, "Sizing the operator").
     settings.watching.chunk_size = LIST_PAGE_SIZE
+    # Made anew for these kinds (a process may run an operator again, with other kinds: the tests).
+    for each in (DIRECT, GATED, DELETIONS_ONLY):
+        each.clear()
     DIRECT.update(runtime.direct_children(kinds))
     GATED.update(runtime.watched_resources(kinds) - DIRECT)
     DELETIONS_ONLY.update(runtime.deletions_only(kinds))
@@ -597,6 +602,7 @@ def build_registry(webhook: WebhookOptions | None, kinds: list[Kind] | None = No
     """Every handler of the operator process in one fresh registry (tests build their own)."""
     registry = kopf.OperatorRegistry()
     kinds = default_kinds() if kinds is None else kinds
+    runtime.CHILD_WATCHES.clear()  # this registry's child watches only (runtime.register fills it)
 
     @kopf.on.login(registry=registry)
     async def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.AiohttpSession | None:

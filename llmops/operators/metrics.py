@@ -27,9 +27,9 @@ LATENCY = Histogram(
 
 WAITING = Gauge(
     "llmops_operator_objects_waiting",
-    "Objects of a watched resource waiting for one of the operator's places (operators.backlog), by"
-    " resource (plural): at a start, or when a child's resource is listed again, every object beyond"
-    " the places.",
+    "Objects of one of the operator's own kinds waiting for one of its places (operators.backlog), by"
+    " resource (plural): at a start, or when the resource is listed again, every object beyond the"
+    " places.",
     ["resource"],
 )
 

@@ -527,8 +527,8 @@ def direct_children(kinds: list[Kind]) -> set[tuple[str, str, str]]:
 
 # The child watches of the resources of operators.main.DIRECT, which it runs from their watch stream
 # (`child_event`): (group, version, plural) -> the watch's id -> its handler of one raw event.
-# `_watch_child` fills it; a later watch with the same id (an operator started again in the same
-# process) takes the place of the earlier one.
+# `_watch_child` fills it; operators.main.build_registry empties it first, so it holds the watches of
+# the newest registry only (a process may run an operator again, with other kinds: the tests).
 CHILD_WATCHES: dict[tuple[str, str, str], dict[str, Callable[[dict], Awaitable[None]]]] = {}
 CHILD_LOG = logging.getLogger("llmops.operators.children")
 
@@ -541,7 +541,14 @@ async def child_event(resource: tuple[str, str, str], event: dict) -> None:
         try:
             await handler(event)
         except Exception:
-            CHILD_LOG.exception("the child watch %s failed on a %s event", watch_id, event.get("type"))
+            meta = (event.get("object") or {}).get("metadata") or {}
+            CHILD_LOG.exception(
+                "the child watch %s failed on the %s event of %s/%s",
+                watch_id,
+                event.get("type") or "listing",
+                meta.get("namespace"),
+                meta.get("name"),
+            )
 
 
 def child_selectors(kinds: list[Kind]) -> dict[tuple[str, str, str], str]:

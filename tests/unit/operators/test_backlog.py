@@ -20,6 +20,17 @@ from llmops.operators.main import wrap_list_and_watch
 RESOURCE = references.Resource("llmops.io", "v1alpha1", "modeldeployments")
 
 
+@pytest.fixture(autouse=True)
+def fresh_wraps(monkeypatch) -> None:
+    """Each test starts from no resource gated, none direct, none deletions-only and no child watch
+    (an operator configured earlier in this process leaves its own); a test sets what it needs."""
+    from llmops.operators import runtime
+
+    monkeypatch.setattr(runtime, "CHILD_WATCHES", {})
+    for name in ("GATED", "DIRECT", "DELETIONS_ONLY"):
+        monkeypatch.setattr(operator_main, name, set())
+
+
 def event(kind: str | None, uid: str, version: str = "1", **spec: object) -> dict:
     return {
         "type": kind,
@@ -297,8 +308,9 @@ def test_a_child_changed_while_the_watch_was_away_re_runs_its_parent(monkeypatch
     """kopf lists a resource again after a gap in its watch (410: every object as type None). The child
     watch (operators.runtime) re-runs the parent of a child it had met whose state changed in the gap,
     and not the parents of children it meets for the first time (the start: kopf resumes every parent).
-    Through kopf's watcher and its processing of events, with the ModelDeployment's handlers; only the
-    HTTP side of the listing is faked."""
+    Through kopf's watcher and our wrap of its listing, which hands the events to the ModelDeployment's
+    child watch as the operator does (operators.main.DIRECT); only the HTTP side of the listing is
+    faked."""
     from llmops.operators import runtime
     from llmops.operators.modeldeployment import make_kind
 
@@ -323,14 +335,24 @@ def test_a_child_changed_while_the_watch_was_away_re_runs_its_parent(monkeypatch
             await asyncio.Event().wait()  # the watch: nothing more
         # else: the stream ends as after a 410 (kopf's continuous_watch returns), and kopf lists again
 
-    processor = kopfs_processing(registry, deployments)
+    # The Deployments' events go straight to the child watch (operators.main.DIRECT), as the operator
+    # configures them; kopf's processing gets none.
+    key = ("apps", "v1", "deployments")
+    (watch,) = runtime.CHILD_WATCHES[key].values()
 
-    async def counted(*, raw_event, **kwargs):
-        got = await processor(raw_event=raw_event, **kwargs)
-        processed.append((raw_event["type"], raw_event["object"]["metadata"]["name"], requeue.pending()))
-        return got
+    async def counted(event: dict) -> None:
+        await watch(event)
+        processed.append((event["type"], event["object"]["metadata"]["name"], requeue.pending()))
 
-    run_watcher(monkeypatch, source, counted, 10, until=lambda: len(processed) == 3, resource=deployments)
+    runtime.CHILD_WATCHES[key] = {"counted": counted}
+    monkeypatch.setattr(operator_main, "DIRECT", {key})
+    by_kopf: list[dict] = []
+
+    async def processor(*, raw_event, **_):
+        by_kopf.append(raw_event)
+
+    run_watcher(monkeypatch, source, processor, 10, until=lambda: len(processed) == 3, resource=deployments)
+    assert by_kopf == []
     assert processed[0] == (None, "md-1-vllm", 0)  # met at the start: recorded, no poke
     assert sorted(name for _, name, _ in processed[1:]) == ["md-1-vllm", "new-1-vllm"]
     # md's Deployment became ready in the gap; `new`'s is new to the watch: no poke for it
@@ -476,11 +498,13 @@ def test_the_gate_covers_every_kinds_resources_and_not_kopfs_own_watches(monkeyp
     them), hands every other child's events straight to its watch (DIRECT), and touches neither of
     kopf's watches of CustomResourceDefinitions and Namespaces (their processing skips a listing's
     type None)."""
+    from llmops.operators import retrainpolicy
     from llmops.operators.main import configure, default_kinds
 
-    monkeypatch.setattr(operator_main, "GATED", set())
-    monkeypatch.setattr(operator_main, "DELETIONS_ONLY", set())
-    monkeypatch.setattr(operator_main, "DIRECT", set())
+    # An operator of RetrainPolicies alone watches TrainingJobs as children only: straight to the
+    # watch. Configured again with every kind (as the tests do in one process), they are gated.
+    configure(kopf.OperatorSettings(), None, [retrainpolicy.make_kind()])
+    assert ("llmops.io", "v1alpha1", "trainingjobs") in operator_main.DIRECT
     configure(kopf.OperatorSettings(), None, default_kinds())
     gated, direct = operator_main.GATED, operator_main.DIRECT
     own = {
@@ -518,7 +542,6 @@ def test_a_childs_events_go_straight_to_its_watch_and_none_to_kopf(monkeypatch) 
     from llmops.operators import runtime
     from llmops.operators.modeldeployment import make_kind
 
-    monkeypatch.setattr(runtime, "CHILD_WATCHES", {})
     kind = make_kind()
     registry = kopf.OperatorRegistry()
     requeue = runtime.Requeue(kind.resource)

@@ -113,12 +113,13 @@ def test_a_reconcile_that_raises_is_stalled_and_tried_again_later_and_less_often
     assert runtime.reconcile(kind, obj, None, logging.getLogger("test"), kopf.Patch()) == 30.0  # type: ignore[arg-type]
 
 
-def test_a_child_re_runs_its_parent_when_its_fingerprint_changes_or_it_is_deleted() -> None:
+def test_a_child_re_runs_its_parent_when_its_fingerprint_changes_or_it_is_deleted(monkeypatch) -> None:
     """The child watch (`_watch_child`): the initial listing only records; an event whose fingerprint
     differs from the last one asks for the parent's reconcile, one that does not asks for nothing; a
     child that counts only by its existence asks only when it is deleted."""
     from llmops.operators.modeldeployment import make_kind
 
+    monkeypatch.setattr(runtime, "CHILD_WATCHES", {})  # this test's watches only
     kind = make_kind()
     registry = kopf.OperatorRegistry()
     requeue = runtime.Requeue(kind.resource)
