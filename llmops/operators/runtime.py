@@ -490,10 +490,14 @@ def child_label(kind: Kind) -> str:
     return f"llmops.io/{kind.resource.kind.lower()}"
 
 
+def own_resources(kinds: list[Kind]) -> set[tuple[str, str, str]]:
+    """The kinds' own resources, as (group, version, plural)."""
+    return {(GROUP, VERSION, kind.resource.plural) for kind in kinds}
+
+
 def watched_resources(kinds: list[Kind]) -> set[tuple[str, str, str]]:
     """Every (group, version, plural) the operator watches: the kinds and every kind of child."""
-    own = {(GROUP, VERSION, kind.resource.plural) for kind in kinds}
-    return own | {(c.group, c.version, c.plural) for kind in kinds for c in kind.children}
+    return own_resources(kinds) | {(c.group, c.version, c.plural) for kind in kinds for c in kind.children}
 
 
 def deletions_only(kinds: list[Kind]) -> set[tuple[str, str, str]]:
@@ -508,7 +512,7 @@ def deletions_only(kinds: list[Kind]) -> set[tuple[str, str, str]]:
         for c in kind.children:
             key = (c.group, c.version, c.plural)
             only[key] = only.get(key, True) and c.fingerprint is existence and c.views is None
-    own = {(GROUP, VERSION, kind.resource.plural) for kind in kinds}
+    own = own_resources(kinds)
     return {key for key, flag in only.items() if flag and key not in own}
 
 
@@ -521,8 +525,7 @@ def direct_children(kinds: list[Kind]) -> set[tuple[str, str, str]]:
     in the order the apiserver sent it. At a restart of 1,000 ModelDeployments their 2,000 Deployments
     listed through kopf's workers left the operator at 136-148 MiB, against 108-109 for the first start
     (docs/operations.md, "A restart lists every object and child, in pages")."""
-    own = {(GROUP, VERSION, kind.resource.plural) for kind in kinds}
-    return {(c.group, c.version, c.plural) for kind in kinds for c in kind.children} - own
+    return watched_resources(kinds) - own_resources(kinds)
 
 
 # The child watches of the resources of operators.main.DIRECT, which it runs from their watch stream
@@ -564,7 +567,7 @@ def child_selectors(kinds: list[Kind]) -> dict[tuple[str, str, str], str]:
     for kind in kinds:
         for child in kind.children:
             labels.setdefault((child.group, child.version, child.plural), set()).add(child_label(kind))
-    own = {(GROUP, VERSION, kind.resource.plural) for kind in kinds}
+    own = own_resources(kinds)
     return {key: label for key, (label, *more) in labels.items() if not more and key not in own}
 
 
