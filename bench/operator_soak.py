@@ -31,11 +31,11 @@ import threading
 import time
 from pathlib import Path
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from procfs import rss_mib  # bench/procfs.py, beside this script
-from reconcile_scale import PLURAL, PODS_PER_OBJECT, ROOT, create_all, spec
+from reconcile_scale import PLURAL, PODS_PER_OBJECT, ROOT, Tally, create_all, spec
 
 from llmops.api import GROUP, MODEL_DEPLOYMENT, VERSION
 from llmops.dev.cluster import DEFAULT_NODES, FakeNode, LocalCluster
@@ -60,24 +60,23 @@ def ready_generation(obj: dict) -> int | None:
 
 
 class Tracker:
-    """Watches the ModelDeployments and times each write until Ready at its generation."""
+    """Times each write of the ModelDeployments until Ready at its generation, and each deletion until
+    the object is gone, from a watch of them (reconcile_scale.Tally: listed in pages, then watched,
+    listed again when expired; an object gone while the watch was away counts as gone at the relist)."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
-        self.api = client.CustomObjectsApi(api_client)
         self.lock = threading.Lock()
         self.pending: dict[str, tuple[int, float, str]] = {}  # name -> (generation, t0, op)
         self.deleting: dict[str, float] = {}
         self.latencies: dict[str, list[float]] = {"create": [], "update": []}
         self.deletions: list[float] = []
-        self.ready: dict[str, int] = {}  # name -> the generation Ready was last seen at
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        api = client.CustomObjectsApi(api_client)
+        self.tally = Tally(api, (GROUP, VERSION, PLURAL), NAMESPACE, ready_generation, self._changed)
 
     def expect(self, name: str, generation: int, t0: float, op: str) -> None:
         with self.lock:
             self.pending[name] = (generation, t0, op)
-            self._check(name, self.ready.get(name), time.perf_counter())
+            self._check(name, self.tally.seen.get(name), time.perf_counter())
 
     def expect_gone(self, name: str, t0: float) -> None:
         with self.lock:
@@ -90,45 +89,22 @@ class Tracker:
             self.latencies[want[2]].append(now - want[1])
             del self.pending[name]
 
-    def _run(self) -> None:
-        since = None
-        while not self._stop.is_set():
-            try:
-                stream = watch.Watch().stream(
-                    self.api.list_namespaced_custom_object,
-                    GROUP, VERSION, NAMESPACE, PLURAL,
-                    resource_version=since, timeout_seconds=60, allow_watch_bookmarks=True,
-                )  # fmt: skip
-                for event in stream:
-                    now = time.perf_counter()
-                    obj = event["object"]
-                    since = obj["metadata"]["resourceVersion"]
-                    if event["type"] == "BOOKMARK":
-                        continue
-                    name = obj["metadata"]["name"]
-                    with self.lock:
-                        if event["type"] == "DELETED":
-                            self.ready.pop(name, None)
-                            if name in self.deleting:
-                                self.deletions.append(now - self.deleting.pop(name))
-                            continue
-                        self.ready[name] = ready_generation(obj)
-                        self._check(name, self.ready[name], now)
-                    if self._stop.is_set():
-                        return
-            except client.ApiException as e:
-                if e.status == 410:  # expired: start again from now (pending writes are re-checked)
-                    since = None
-                time.sleep(0.5)
-            except Exception:
-                time.sleep(0.5)
+    def _changed(self, name: str, generation: int | None, gone: bool) -> None:
+        now = time.perf_counter()
+        with self.lock:
+            if not gone:
+                self._check(name, generation, now)
+            elif name in self.deleting:
+                self.deletions.append(now - self.deleting.pop(name))
 
     def outstanding(self) -> int:
+        """Writes not yet Ready and deletions not yet gone; raises what ended the watch, if anything."""
+        self.tally.existing()
         with self.lock:
             return len(self.pending) + len(self.deleting)
 
     def stop(self) -> None:
-        self._stop.set()
+        self.tally.stop()
 
 
 def body(name: str, registry: Path, rng: random.Random | None = None) -> dict:

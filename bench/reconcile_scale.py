@@ -80,9 +80,10 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import urllib3
 from kubernetes import client, config
@@ -273,13 +274,23 @@ class Tally:
 
     `existing()` and `meeting()` read what the watch has seen; an error other than a loaded or
     unreachable apiserver (429, a 5xx, no answer: watched again after a second) is raised
-    there, in the wait, and ends the bench."""
+    there, in the wait, and ends the bench. `seen` maps each object's name to `test(object)`;
+    `changed(name, value, gone)`, when given, is called from the watch's thread after `seen` has
+    taken each change in (a listing: every object listed, and each object it no longer holds as gone;
+    an event: its object), so a caller that reads `seen` under its own lock misses none
+    (bench/operator_soak.py times its writes so)."""
 
     def __init__(
-        self, api: client.CustomObjectsApi, resource: tuple[str, str, str], namespace: str, test
+        self,
+        api: client.CustomObjectsApi,
+        resource: tuple[str, str, str],
+        namespace: str,
+        test: Callable[[dict], Any],
+        changed: Callable[[str, Any, bool], None] | None = None,
     ) -> None:
         self.api, self.resource, self.namespace, self.test = api, resource, namespace, test
-        self.seen: dict[str, bool] = {}
+        self.changed = changed
+        self.seen: dict[str, Any] = {}
         self.error: Exception | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"tally-{resource[2]}", daemon=True)
@@ -309,16 +320,26 @@ class Tally:
             )  # fmt: skip
             seen.update((o["metadata"]["name"], self.test(o)) for o in page["items"])
             if not (token := page["metadata"].get("continue")):
-                self.seen = seen
+                before, self.seen = self.seen, seen
+                if self.changed is not None:
+                    for name in before.keys() - seen.keys():
+                        self.changed(name, None, True)
+                    for name, value in seen.items():
+                        self.changed(name, value, False)
                 return page["metadata"]["resourceVersion"]
 
     def _see(self, event: dict) -> str:
         """Takes one watch event in; returns the resourceVersion to watch on from."""
         obj = event["object"]
+        name = obj["metadata"].get("name", "")  # a BOOKMARK's object has none
         if event["type"] == "DELETED":
-            self.seen.pop(obj["metadata"]["name"], None)
+            self.seen.pop(name, None)
+            if self.changed is not None:
+                self.changed(name, None, True)
         elif event["type"] in ("ADDED", "MODIFIED"):
-            self.seen[obj["metadata"]["name"]] = self.test(obj)
+            self.seen[name] = value = self.test(obj)
+            if self.changed is not None:
+                self.changed(name, value, False)
         return obj["metadata"]["resourceVersion"]
 
     def _watch(self, since: str) -> str:
@@ -375,16 +396,17 @@ class Tally:
                 return
 
 
-def per_object(idle: Path, settled: Path, n: int, frames: int) -> str:
-    """What the operator's Python heap holds per object: its heap settled minus its heap idle, by the
-    line (or, with more than one frame, the traceback) that allocated it, in bytes per object."""
+def per_object(idle: Path, settled: Path, n: int, frames: int, when: str = "settled") -> str:
+    """What the operator's Python heap holds per object: its heap at `when` (settled after its first
+    start, or restarted and done) minus its heap idle, by the line (or, with more than one frame, the
+    traceback) that allocated it, in bytes per object."""
     import tracemalloc
 
     before = tracemalloc.Snapshot.load(str(idle) + ".snapshot")
     after = tracemalloc.Snapshot.load(str(settled) + ".snapshot")
     diffs = after.compare_to(before, "traceback" if frames > 1 else "lineno")
     grown = sum(d.size_diff for d in diffs)
-    lines = [f"  per object, settled minus idle: {grown / n:.0f} B in all (Python heap); the largest:"]
+    lines = [f"  per object, {when} minus idle: {grown / n:.0f} B in all (Python heap); the largest:"]
     for d in diffs[:20]:
         lines.append(f"  {d.size_diff / n:8.0f} B {d.count_diff / n:6.1f} blocks")
         for f in d.traceback:
@@ -798,7 +820,7 @@ def main() -> None:
             layout = {"idle": layout_of(idle_proc)}
             heaps: dict[str, str] = {}  # --tracemalloc: when -> the operator's heap then
 
-            def heap_of(p: subprocess.Popen, count: int) -> str:
+            def heap_of(p: subprocess.Popen, count: int, when: str) -> str:
                 """The heap of `p`, an operator under tracemalloc, now; per object beyond its idle one."""
                 traced("operator").unlink(missing_ok=True)  # a restarted operator writes to the same file
                 p.send_signal(signal.SIGUSR1)
@@ -807,7 +829,7 @@ def main() -> None:
                 return (
                     heap
                     + "\n"
-                    + per_object(traced("idle"), traced("operator"), count, args.tracemalloc_frames)
+                    + per_object(traced("idle"), traced("operator"), count, args.tracemalloc_frames, when)
                 )
 
             if args.tracemalloc:  # the same operator's heap with nothing to watch, to subtract
@@ -859,7 +881,7 @@ def main() -> None:
                 settled, _ = rss_mib(proc.pid)
                 layout["settled"] = layout_of(proc)
                 if args.tracemalloc:
-                    heaps["settled"] = heap_of(proc, n)
+                    heaps["settled"] = heap_of(proc, n, "settled")
                 if more:  # the cost of one more object, on top of a working operator's
                     create_all(api, "operator", objects(more, registry, first=n))
                     wait("Ready ModelDeployments", ready.meeting, n + more, args.timeout, proc)
@@ -888,7 +910,7 @@ def main() -> None:
                     restart_rss, restart_peak = rss_mib(proc.pid)
                     layout["restarted"] = layout_of(proc)
                     if args.tracemalloc:
-                        heaps["restarted"] = heap_of(proc, n + more)
+                        heaps["restarted"] = heap_of(proc, n + more, "restarted")
             finally:
                 proc.terminate()
                 proc.wait(60)

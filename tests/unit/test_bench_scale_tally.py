@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,96 @@ def test_an_expired_watch_lists_again_and_forgets_what_went_meanwhile(scale, exp
     t = tally(scale, server)
     assert t.seen == {"b": True}
     assert server.asked == [("list", None), ("watch", "10"), ("list", None), ("watch", "31")]
+
+
+def test_changed_hears_every_change_after_seen_has_it_and_a_relist_reports_the_gone(scale) -> None:
+    """The hook bench/operator_soak.py times its writes by: each listed object, each event's object,
+    each deletion, and at a relist each object the new listing no longer holds, as gone; `seen` has
+    each change before the hook hears it."""
+    lists = iter([([obj("a", "5"), obj("b", "6")], None, "10"), ([obj("b", "30", True)], None, "31")])
+    heard: list[tuple[str, object, bool, object]] = []
+    made = threading.Event()  # the Tally's thread lists once the test holds the Tally
+
+    class Relisting(Apiserver):
+        def list_namespaced_custom_object(self, *args, **kwargs):
+            if kwargs.get("watch"):
+                return super().list_namespaced_custom_object(*args, **kwargs)
+            made.wait(10)
+            items, _, rv = next(lists)
+            return {"items": items, "metadata": {"resourceVersion": rv}}
+
+    server = Relisting(
+        {},
+        [
+            [
+                {"type": "ADDED", "object": obj("c", "11", True)},
+                {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+                {"type": "DELETED", "object": obj("c", "13", True)},
+                expired(),
+            ]
+        ],
+    )
+    t = scale.Tally(
+        server,
+        RESOURCE,
+        "operator",
+        lambda o: o["ready"],
+        lambda name, value, gone: heard.append((name, value, gone, t.seen.get(name, "absent"))),
+    )
+    made.set()
+    t._thread.join(10)
+    assert isinstance(t.error, Done)
+    assert heard == [
+        ("a", False, False, False),
+        ("b", False, False, False),
+        ("c", True, False, True),
+        ("c", None, True, "absent"),
+        ("a", None, True, "absent"),  # gone while the watch was away: said at the relist
+        ("b", True, False, True),
+    ]
+
+
+def test_the_soaks_tracker_times_writes_to_ready_at_their_generation_and_deletions_to_gone(
+    scale, monkeypatch
+) -> None:
+    """bench/operator_soak.py's Tracker over the Tally hook: a write is timed when Ready is seen at its
+    generation or later (whether that came before or after the write was expected), a deletion when
+    the object is gone, a write not yet Ready stays outstanding."""
+    import operator_soak
+
+    monkeypatch.setattr(operator_soak, "Tally", lambda *args: Hook(args[-1]))
+
+    class Hook:
+        def __init__(self, changed) -> None:
+            self.changed, self.seen = changed, {}
+
+        def see(self, name: str, generation, gone: bool = False) -> None:
+            if gone:
+                self.seen.pop(name, None)
+            else:
+                self.seen[name] = generation
+            self.changed(name, generation, gone)
+
+        def existing(self) -> int:
+            return len(self.seen)
+
+        def stop(self) -> None:
+            pass
+
+    tracker = operator_soak.Tracker(client.ApiClient())
+    hook = tracker.tally
+    hook.see("a", 1)  # Ready at 1 before the write of 1 was expected
+    tracker.expect("a", 1, 0.0, "create")
+    tracker.expect("b", 2, 0.0, "update")
+    hook.see("b", 1)  # Ready at the old generation: not yet
+    assert tracker.outstanding() == 1
+    hook.see("b", 2)
+    tracker.expect_gone("a", 0.0)
+    assert tracker.outstanding() == 1
+    hook.see("a", None, gone=True)
+    assert tracker.outstanding() == 0
+    assert len(tracker.latencies["create"]) == 1 and len(tracker.latencies["update"]) == 1
+    assert len(tracker.deletions) == 1
 
 
 @pytest.mark.parametrize(

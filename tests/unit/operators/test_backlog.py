@@ -442,11 +442,12 @@ def test_a_deletion_held_when_the_watch_expires_still_reaches_kopf(monkeypatch) 
     assert seen[0] == (None, "a") and ("DELETED", "c") in seen and len(calls) == 2
 
 
-def test_of_a_child_that_counts_only_by_its_deletion_kopf_gets_only_the_deletion(monkeypatch) -> None:
-    """A ModelDeployment's NetworkPolicies (fingerprint `existence`: runtime.deletions_only): a listing
-    of 300, a new one, a status change, then a deletion. kopf's watcher gets the deletion alone, and its
-    processing (the ModelDeployment's child watch) re-runs the parent; the listing never waits in the
-    line. Without the filter kopf would process all 303 events to no effect."""
+def test_of_a_child_that_counts_only_by_its_deletion_its_watch_gets_only_the_deletion(monkeypatch) -> None:
+    """A ModelDeployment's NetworkPolicies (fingerprint `existence`: runtime.deletions_only), routed as
+    the operator routes them (in both operators.main.DELETIONS_ONLY and DIRECT): a listing of 300, a
+    new one, a status change, then a deletion. Its child watch gets the deletion alone and re-runs the
+    parent; kopf's processing gets none of the 303 events. Without the filter
+    the child watch would read all 303 to no effect."""
     from llmops.operators import runtime
     from llmops.operators.modeldeployment import make_kind
 
@@ -473,23 +474,26 @@ def test_of_a_child_that_counts_only_by_its_deletion_kopf_gets_only_the_deletion
         yield {"type": "DELETED", "object": policy(5, "3")}
         await asyncio.Event().wait()  # the watch: nothing more
 
-    processor = kopfs_processing(registry, policies)
-    processed: list[tuple[str | None, str]] = []
-    most_held = [0]
-
-    async def counted(*, raw_event, **kwargs):
-        line = backlog.of(policies, None)
-        most_held[0] = max(most_held[0], len(line.held) if line else 0)
-        got = await processor(raw_event=raw_event, **kwargs)
-        processed.append((raw_event["type"], raw_event["object"]["metadata"]["name"]))
-        return got
-
     key = ("networking.k8s.io", "v1", "networkpolicies")
-    assert key in runtime.deletions_only([kind])
+    watched: list[tuple[str | None, str]] = []
+    (watch_id, handler) = next(iter(runtime.CHILD_WATCHES[key].items()))
+
+    async def counted(event: dict) -> None:
+        watched.append((event["type"], event["object"]["metadata"]["name"]))
+        await handler(event)
+
+    runtime.CHILD_WATCHES[key] = {watch_id: counted}
+    processed: list[dict] = []
+
+    async def processor(*, raw_event, **_):
+        processed.append(raw_event)
+
+    assert key in runtime.deletions_only([kind]) and key in runtime.direct_children([kind])
     monkeypatch.setattr(operator_main, "DELETIONS_ONLY", {key})
-    run_watcher(monkeypatch, source, counted, 10, until=lambda: bool(processed), resource=policies)
-    assert processed == [("DELETED", "md-5-gateway")]
-    assert most_held[0] == 0
+    monkeypatch.setattr(operator_main, "DIRECT", {key})
+    run_watcher(monkeypatch, source, processor, 10, until=lambda: bool(watched), resource=policies)
+    assert watched == [("DELETED", "md-5-gateway")]
+    assert processed == []
     assert list(requeue._due) == [("ns", "md-5")]  # put back by its parent's reconcile
 
 
