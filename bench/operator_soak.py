@@ -210,6 +210,7 @@ def main() -> None:
             while (now := time.monotonic()) < end:
                 if proc.poll() is not None:
                     raise SystemExit(f"the operator exited ({proc.returncode}) during the churn")
+                tracker.outstanding()  # raises what ended the bench's watch: the churn would idle
                 if now >= next_sample:
                     samples.append(((now - begin) / 60, rss_mib(proc.pid)[0]))
                     next_sample += 30

@@ -274,11 +274,12 @@ class Tally:
 
     `existing()` and `meeting()` read what the watch has seen; an error other than a loaded or
     unreachable apiserver (429, a 5xx, no answer: watched again after a second) is raised
-    there, in the wait, and ends the bench. `seen` maps each object's name to `test(object)`;
-    `changed(name, value, gone)`, when given, is called from the watch's thread after `seen` has
-    taken each change in (a listing: every object listed, and each object it no longer holds as gone;
-    an event: its object), so a caller that reads `seen` under its own lock misses none
-    (bench/operator_soak.py times its writes so)."""
+    there, in the wait, and ends the bench. `seen` maps each object's name to `test(object)`
+    (`meeting()` counts the truthy ones). `changed(name, value, gone)`, when given, is called from
+    the watch's thread after `seen` has taken each change in (a listing: every object listed, and
+    each object it no longer holds as gone; an event: its object), so a caller that reads `seen`
+    under its own lock misses none (bench/operator_soak.py times its writes so). A watch broken after
+    some events goes on from the last one's resourceVersion."""
 
     def __init__(
         self,
@@ -291,6 +292,7 @@ class Tally:
         self.api, self.resource, self.namespace, self.test = api, resource, namespace, test
         self.changed = changed
         self.seen: dict[str, Any] = {}
+        self._since: str | None = None
         self.error: Exception | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"tally-{resource[2]}", daemon=True)
@@ -360,7 +362,7 @@ class Tally:
                 if event["type"] == "ERROR":
                     status = event["object"]
                     raise client.ApiException(status=status.get("code") or 0, reason=status.get("message"))
-                since = self._see(event)
+                self._since = since = self._see(event)
                 if self._stop.is_set():
                     break
         finally:
@@ -374,6 +376,7 @@ class Tally:
             try:
                 if since is None:
                     since = self._list()
+                self._since = since  # the last resourceVersion seen: a failed watch goes on from it
                 begun = time.monotonic()
                 since = self._watch(since)
                 if time.monotonic() - begun < 1.0:  # ended at once: not again at once
@@ -388,6 +391,8 @@ class Tally:
                     self.error = e
                     return
                 else:
+                    if since is not None:  # a watch, not a listing, failed: on from its last event
+                        since = self._since
                     what = f"watching {self.resource[2]} failed ({status or type(e).__name__})"
                     print(f"  {what}; watching again", file=sys.stderr, flush=True)
                     time.sleep(1.0)
@@ -396,14 +401,14 @@ class Tally:
                 return
 
 
-def per_object(idle: Path, settled: Path, n: int, frames: int, when: str = "settled") -> str:
+def per_object(idle: Path, traced: Path, n: int, frames: int, when: str = "settled") -> str:
     """What the operator's Python heap holds per object: its heap at `when` (settled after its first
     start, or restarted and done) minus its heap idle, by the line (or, with more than one frame, the
     traceback) that allocated it, in bytes per object."""
     import tracemalloc
 
     before = tracemalloc.Snapshot.load(str(idle) + ".snapshot")
-    after = tracemalloc.Snapshot.load(str(settled) + ".snapshot")
+    after = tracemalloc.Snapshot.load(str(traced) + ".snapshot")
     diffs = after.compare_to(before, "traceback" if frames > 1 else "lineno")
     grown = sum(d.size_diff for d in diffs)
     lines = [f"  per object, {when} minus idle: {grown / n:.0f} B in all (Python heap); the largest:"]

@@ -10,6 +10,7 @@ import json
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import urllib3
@@ -54,6 +55,8 @@ class Response:
 
     def stream(self, amt=None, decode_content=False):
         for event in self.events:
+            if isinstance(event, Exception):  # the connection breaks here
+                raise event
             data = (json.dumps(event) + "\n").encode()
             for i in range(0, len(data), self.chunk):
                 yield data[i : i + self.chunk]
@@ -164,6 +167,64 @@ def test_a_loaded_or_unreachable_apiserver_is_watched_again_from_the_same_revisi
     assert "watching deployments failed" in capsys.readouterr().err
 
 
+def test_a_watch_broken_after_some_events_goes_on_from_the_last_one(scale, capsys) -> None:
+    """Not from the list's revision again: the events taken in are not replayed."""
+    broken = urllib3.exceptions.ProtocolError("Connection broken")
+    server = Apiserver(
+        {None: ([obj("a", "5")], None, "10")},
+        [
+            [{"type": "ADDED", "object": obj("b", "11")}, broken],
+            [{"type": "ADDED", "object": obj("c", "12")}],
+        ],
+    )
+    t = tally(scale, server)
+    assert isinstance(t.error, Done) and set(t.seen) == {"a", "b", "c"}
+    assert server.asked == [
+        ("list", "operator", scale.LIST_PAGE, None),
+        ("watch", "10"),
+        ("watch", "11"),
+        ("watch", "12"),
+    ]
+    assert "watching deployments failed (ProtocolError)" in capsys.readouterr().err
+
+
+def test_a_listing_broken_midway_is_listed_again_from_its_first_page(scale) -> None:
+    """A 5xx on a later page: listed again from the start, not watched from an old revision."""
+    pages = iter(
+        [
+            ([obj("a", "5")], "after-1", "10"),
+            client.ApiException(status=503),
+            ([obj("a", "5")], "after-1", "10"),
+            ([obj("b", "6")], None, "10"),
+        ]
+    )
+
+    class Flaky(Apiserver):
+        def list_namespaced_custom_object(self, *args, **kwargs):
+            if kwargs.get("watch"):
+                return super().list_namespaced_custom_object(*args, **kwargs)
+            self.asked.append(("list", kwargs["_continue"]))
+            page = next(pages)
+            if isinstance(page, Exception):
+                raise page
+            items, token, rv = page
+            return {
+                "items": items,
+                "metadata": {"resourceVersion": rv, **({"continue": token} if token else {})},
+            }
+
+    server = Flaky({}, [])
+    t = tally(scale, server)
+    assert isinstance(t.error, Done) and set(t.seen) == {"a", "b"}
+    assert server.asked == [
+        ("list", None),
+        ("list", "after-1"),
+        ("list", None),
+        ("list", "after-1"),
+        ("watch", "10"),
+    ]
+
+
 @pytest.mark.parametrize(
     "expiry",
     [
@@ -247,7 +308,13 @@ def test_the_soaks_tracker_times_writes_to_ready_at_their_generation_and_deletio
     the object is gone, a write not yet Ready stays outstanding."""
     import operator_soak
 
-    monkeypatch.setattr(operator_soak, "Tally", lambda *args: Hook(args[-1]))
+    made: list[tuple] = []
+
+    def tally(api, resource, namespace, test, changed):
+        made.append((resource, namespace, test))
+        return Hook(changed)
+
+    monkeypatch.setattr(operator_soak, "Tally", tally)
 
     class Hook:
         def __init__(self, changed) -> None:
@@ -267,6 +334,8 @@ def test_the_soaks_tracker_times_writes_to_ready_at_their_generation_and_deletio
             pass
 
     tracker = operator_soak.Tracker(client.ApiClient())
+    soaked = (operator_soak.GROUP, operator_soak.VERSION, operator_soak.PLURAL)
+    assert made == [(soaked, operator_soak.NAMESPACE, operator_soak.ready_generation)]
     hook = tracker.tally
     hook.see("a", 1)  # Ready at 1 before the write of 1 was expected
     tracker.expect("a", 1, 0.0, "create")
@@ -280,6 +349,11 @@ def test_the_soaks_tracker_times_writes_to_ready_at_their_generation_and_deletio
     assert tracker.outstanding() == 0
     assert len(tracker.latencies["create"]) == 1 and len(tracker.latencies["update"]) == 1
     assert len(tracker.deletions) == 1
+    hook.existing = lambda: scale.Tally._raise(
+        SimpleNamespace(error=RuntimeError("gone"), resource=soaked, namespace="soak")
+    )
+    with pytest.raises(SystemExit, match="watching modeldeployments in soak failed: gone"):
+        tracker.outstanding()  # what ended the watch, said where the soak waits
 
 
 @pytest.mark.parametrize(

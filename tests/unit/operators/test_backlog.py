@@ -444,10 +444,10 @@ def test_a_deletion_held_when_the_watch_expires_still_reaches_kopf(monkeypatch) 
 
 def test_of_a_child_that_counts_only_by_its_deletion_its_watch_gets_only_the_deletion(monkeypatch) -> None:
     """A ModelDeployment's NetworkPolicies (fingerprint `existence`: runtime.deletions_only), routed as
-    the operator routes them (in both operators.main.DELETIONS_ONLY and DIRECT): a listing of 300, a
-    new one, a status change, then a deletion. Its child watch gets the deletion alone and re-runs the
-    parent; kopf's processing gets none of the 303 events. Without the filter
-    the child watch would read all 303 to no effect."""
+    the operator routes them (in both operators.main.DELETIONS_ONLY and DIRECT; run_watcher also gates
+    the resource, which DIRECT comes before): a listing of 300, a new one, a status change, then a
+    deletion. Its child watch gets the deletion alone and re-runs the parent; kopf's processing gets
+    none of the 303 events. Without the filter the child watch would read the other 302 to no effect."""
     from llmops.operators import runtime
     from llmops.operators.modeldeployment import make_kind
 
