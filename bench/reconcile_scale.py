@@ -58,7 +58,7 @@ starts, whose clock then starts with it (its first start on a cluster that has t
 it wrote them).
 
     python bench/reconcile_scale.py [--objects 1000] [--more K] [--no-direct] [--no-restart]
-        [--create-rate R | --cold-start] [--operator-first] [--restart-when-written]
+        [--create-rate R | --cold-start] [--operator-first] [--restart-when-written] [--ready-within S]
         [--malloc-arena-max N] [--apiserver-arg=FLAG]... [--controller-manager-arg=FLAG]...
         [--operator-env NAME=VALUE]...
         [--allocators | --tracemalloc [--tracemalloc-frames N]]
@@ -401,6 +401,49 @@ class Tally:
                 return
 
 
+class Firsts:
+    """When each object first became Ready, in order, from a Tally's `changed` hook (its watch's
+    thread): `times[k - 1]` is the time.perf_counter() at which the k-th did. `owner_of` maps each
+    watched object's name to the object it counts for: the direct writes' object is Ready once both
+    its Deployments have been available, the operator's once its Ready condition has been True at its
+    generation (a name mapped to itself). Each part counts once (a relist's repeats, an object that
+    goes back, do not), as a rollout that was once complete was; a name not in `owner_of` not at all."""
+
+    def __init__(self, owner_of: dict[str, str]) -> None:
+        self.owner_of = owner_of
+        self.left: dict[str, int] = {}
+        for owner in owner_of.values():
+            self.left[owner] = self.left.get(owner, 0) + 1
+        self.met: set[str] = set()
+        self.times: list[float] = []
+
+    def changed(self, name: str, value: Any, gone: bool) -> None:
+        owner = self.owner_of.get(name)
+        if gone or not value or owner is None or name in self.met:
+            return
+        self.met.add(name)
+        self.left[owner] -= 1
+        if not self.left[owner]:
+            self.times.append(time.perf_counter())
+
+    def count(self) -> int:
+        return len(self.times)
+
+
+def ratios_at(
+    direct: list[float], operator: list[float], n: int, steps: int = 10
+) -> list[tuple[int, float, float]]:
+    """Each fleet's seconds from its first create to its k-th object Ready (`direct`, `operator`:
+    each fleet's times so far, in order, from Firsts, less its start), at each `n / steps` objects
+    that both fleets reached and at the most both reached: [(k, direct's, operator's)], k rising.
+    Their ratio, direct's over operator's, is the to-Ready ratio of the whole fleet where k = n."""
+    both = min(len(direct), len(operator))
+    ks = sorted(
+        {k for k in range(n // steps, both + 1, max(1, n // steps)) if k} | ({both} if both else set())
+    )
+    return [(k, direct[k - 1], operator[k - 1]) for k in ks]
+
+
 def per_object(idle: Path, traced: Path, n: int, frames: int, when: str = "settled") -> str:
     """What the operator's Python heap holds per object: its heap at `when` (settled after its first
     start, or restarted and done) minus its heap idle, by the line (or, with more than one frame, the
@@ -514,15 +557,26 @@ def resumed(port: int, kind: str = MODEL_DEPLOYMENT.kind) -> int:
     return 0 if waiting else int(reconciles)
 
 
-def wait(what: str, check, target: int, timeout: float, proc: subprocess.Popen | None = None) -> float:
+def wait(
+    what: str,
+    check,
+    target: int,
+    timeout: float,
+    proc: subprocess.Popen | None = None,
+    partial: bool = False,
+) -> float:
     """When `check()` (a Tally's count, no request; or `resumed`) first reached `target`
-    (time.perf_counter()), looked at every WAIT_STEP seconds; progress goes to stderr every 30 s."""
+    (time.perf_counter()), looked at every WAIT_STEP seconds; progress goes to stderr every 30 s.
+    Past `timeout` seconds it raises SystemExit, or (`partial`) returns then, the count short."""
     start = told = time.perf_counter()
     while (done := check()) < target:
         if proc is not None and proc.poll() is not None:
             exited = proc.returncode
             raise SystemExit(f"the operator exited ({exited}) while waiting for {what}: {done}/{target}")
         if time.perf_counter() - start > timeout:
+            if partial:
+                print(f"  {what}: {done}/{target} at the bound, {timeout:.0f} s", file=sys.stderr, flush=True)
+                return time.perf_counter()
             raise SystemExit(f"timed out waiting for {what}: {done}/{target}")
         if time.perf_counter() - told > 30:
             told = time.perf_counter()
@@ -635,6 +689,16 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds each phase may take")
     parser.add_argument(
+        "--ready-within",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="bound the Ready phases: each fleet's ends SECONDS after its first create (the second's also"
+        " once it has as many Ready as the first had); the ratio is printed at each 5%% of the objects both"
+        " reached and at the most both reached (needs --more 0 and no --restart-when-written): a ratio at"
+        " 10,000, whose whole Ready phase takes hours here",
+    )
+    parser.add_argument(
         "--apiserver-arg",
         action="append",
         default=[],
@@ -687,6 +751,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.operator_first and not args.direct:
         parser.error("--operator-first needs the baseline (it is left out by --no-direct)")
+    if args.ready_within is not None and (args.more is None or args.more or args.restart_when_written):
+        parser.error(
+            "--ready-within needs --more 0 (further objects wait for all Ready) and no --restart-when-written"
+        )
     if args.restart_when_written and (args.direct or args.more or not args.restart):
         parser.error(
             "--restart-when-written needs --no-direct and no --more above 0 (both wait for Ready),"
@@ -695,6 +763,7 @@ def main() -> None:
     n = args.objects
     more = n // 4 if args.more is None and not args.restart_when_written else args.more or 0
     cpu: dict[str, str] = {}  # each fleet's CPU seconds, from its first create to all Ready
+    reached: dict[str, list[float]] = {}  # --ready-within: each fleet's seconds to its k-th object Ready
     peaks: dict[str, str] = {}  # each fleet's control plane's peak RSS
 
     with tempfile.TemporaryDirectory(prefix="llmops-bench-") as tmp:
@@ -742,6 +811,12 @@ def main() -> None:
         owner["metadata"].update(namespace="direct", uid="0")
         children_each = len(children_of(owner))
 
+        def bounded(start: float) -> tuple[int, float]:
+            """--ready-within: the Ready phase's target and timeout. Each fleet waits until SECONDS
+            after its first create, the first for all n, the second for as many as the first had."""
+            target = max(1, len(next(iter(reached.values())))) if reached else n
+            return target, max(0.0, start + args.ready_within - time.perf_counter())
+
         def direct_fleet() -> tuple[float, float]:
             """The baseline: the same objects and children, written directly by a pool of WORKERS
             threads, each creating an object (at --create-rate, if given) and applying its children
@@ -752,7 +827,15 @@ def main() -> None:
                 applier = Applier(Kube.from_environment(cluster.kubeconfig))
                 applier.kube.resource("apps/v1", "Deployment")  # discovery before the clock starts
                 time.sleep(IDLE_SECONDS)  # the machine settles, as it does before the operator's fleet
-                available = Tally(api, DEPLOYMENTS, "direct", rolled_out)
+                parts = {}  # each child Deployment's name -> its object's
+                for body in objects(n, registry):
+                    body["metadata"].update(namespace="direct", uid="0")
+                    name = body["metadata"]["name"]
+                    parts.update(
+                        (c["metadata"]["name"], name) for c in children_of(body) if c["kind"] == "Deployment"
+                    )
+                firsts = Firsts(parts)
+                available = Tally(api, DEPLOYMENTS, "direct", rolled_out, firsts.changed)
                 owned = Tally(api, (GROUP, VERSION, PLURAL), "direct", is_ready)  # read by neither: its load
                 owners = create_all(api, "direct", objects(n, registry)) if args.cold_start else None
                 start = time.perf_counter()
@@ -779,7 +862,12 @@ def main() -> None:
                     written = wait("direct Deployments written", seen, 2 * n, args.timeout)
                     for w in writes:  # the rest of the children, and any error
                         w.result()
-                ready = wait("direct Deployments", available.meeting, 2 * n, args.timeout)
+                if args.ready_within is None:
+                    ready = wait("direct Deployments", available.meeting, 2 * n, args.timeout)
+                else:
+                    what = "direct objects Ready (both Deployments available)"
+                    ready = wait(what, firsts.count, *bounded(start), partial=True)
+                    reached["direct"] = [t - start for t in firsts.times]
                 cpu["direct"] = cpu_used(used, cpu_snapshot(cluster), ready - start)
                 available.stop()
                 owned.stop()
@@ -847,7 +935,8 @@ def main() -> None:
             # until every one is Ready; --create-rate: they arrive at that rate. --cold-start: they
             # are all created first, and the clock starts with the operator.
             written = Tally(api, DEPLOYMENTS, "operator", lambda _: True)
-            ready = Tally(api, (GROUP, VERSION, PLURAL), "operator", is_ready)
+            firsts = Firsts({o["metadata"]["name"]: o["metadata"]["name"] for o in objects(n, registry)})
+            ready = Tally(api, (GROUP, VERSION, PLURAL), "operator", is_ready, firsts.changed)
             paced = pacer = None
             if args.cold_start:
                 create_all(api, "operator", objects(n, registry))
@@ -876,7 +965,14 @@ def main() -> None:
                 if args.restart_when_written:  # no Ready phase: restarted as soon as every child is there
                     operator_ready = None
                 else:
-                    operator_ready = wait("Ready ModelDeployments", ready.meeting, n, args.timeout, proc)
+                    if args.ready_within is None:
+                        operator_ready = wait("Ready ModelDeployments", ready.meeting, n, args.timeout, proc)
+                    else:
+                        bound = bounded(start)
+                        operator_ready = wait(
+                            "Ready ModelDeployments", firsts.count, *bound, proc, partial=True
+                        )
+                        reached["operator"] = [t - start for t in firsts.times]
                     operator_ready -= start
                     cpu["operator"] = cpu_used(used, cpu_snapshot(cluster, proc.pid), operator_ready)
                 if pacer is not None:
@@ -925,10 +1021,15 @@ def main() -> None:
             direct_created, direct_ready = direct_fleet()
 
     print(f"objects: {n} ModelDeployments, {children_each} children each, {PODS_PER_OBJECT} pods each")
+    everyone = all(len(times) == n for times in reached.values())  # every object Ready in each fleet run
     if args.direct:
         print(
-            f"direct:   children written {direct_created:7.1f} s, all Deployments available"
-            f" {direct_ready:7.1f} s"
+            f"direct:   children written {direct_created:7.1f} s, "
+            + (
+                f"all Deployments available {direct_ready:7.1f} s"
+                if "direct" not in reached
+                else f"{len(reached['direct'])} of {n} objects Ready at {direct_ready:.1f} s"
+            )
         )
     else:
         print("direct:   not run (--no-direct): no ratios")
@@ -936,12 +1037,30 @@ def main() -> None:
         "then restarted (--restart-when-written)"
         if operator_ready is None
         else f"all objects Ready {operator_ready:13.1f} s"
+        if "operator" not in reached
+        else f"{len(reached['operator'])} of {n} objects Ready at {operator_ready:.1f} s"
     )
     print(f"operator: children written {operator_created:7.1f} s, {then}")
-    if args.direct:
+    if reached:
+        print(
+            f"  (--ready-within {args.ready_within:.0f}: each fleet's Ready phase ended by then after its"
+            " first create, the second's once it had as many Ready as the first)"
+        )
+    if args.direct and everyone:
         print(f"ratio direct/operator, to Ready: {direct_ready / operator_ready:.2f}")
+    if args.direct:
         print(f"ratio direct/operator, children written: {direct_created / operator_created:.2f}")
-    when = "all were Ready" if operator_ready is not None else "every child Deployment was seen (not Ready)"
+    if args.direct and reached:
+        print("seconds from each fleet's first create to its k-th object Ready: k, direct, operator, ratio")
+        for k, d, o in ratios_at(reached["direct"], reached["operator"], n, steps=20):
+            print(f"  {k:6d} {d:9.1f} {o:9.1f}   {d / o:.2f}")
+    when = (
+        "every child Deployment was seen (not Ready)"
+        if operator_ready is None
+        else "all were Ready"
+        if everyone
+        else "its Ready phase ended"
+    )
     print(
         f"operator RSS: {rss:.0f} MiB when {when}, {settled:.0f} MiB {SETTLE_SECONDS} s later,"
         f" peak {peak:.0f} MiB"
@@ -951,7 +1070,7 @@ def main() -> None:
         f"{(settled - idle) * 1024 / n:.1f} KiB settled, {(peak - idle) * 1024 / n:.1f} KiB at the peak"
     )
     start_of = "a first start of" if args.cold_start else "a stream of" if args.create_rate else "a burst of"
-    if operator_ready is not None:  # (a peak before the Ready phase is not the whole start's)
+    if operator_ready is not None and everyone:  # (a peak before the Ready phase is not the whole start's)
         print(
             f"  {start_of} 10,000 objects at that cost per object:"
             f" about {at_10k(idle, peak, n):.0f} MiB"
@@ -975,7 +1094,8 @@ def main() -> None:
     for fleet, line in peaks.items():
         print(f"{fleet}'s control plane, peak RSS (MiB): {line}")
     if cpu:
-        print("CPU seconds from each fleet's first create (--cold-start: the operator's start) to all Ready")
+        to = "the end of its Ready phase" if reached else "all Ready"
+        print(f"CPU seconds from each fleet's first create (--cold-start: the operator's start) to {to}")
         print("  (bench: its watches, and the baseline's writes or the creates of the operator's objects):")
     for fleet, line in cpu.items():
         print(f"  {fleet}: {line}")

@@ -511,3 +511,98 @@ def test_cpu_used_reads_a_gone_process_as_gone(scale) -> None:
     line = scale.cpu_used(before, after, 50.0)
     gone = "bench (gone), kube-apiserver (gone), operator (gone)"
     assert line == f"kwok 45, etcd 10, {gone}; machine 100 (2.00 cores busy)"
+
+
+def test_firsts_times_each_object_once_when_every_part_of_it_has_met_the_test(scale) -> None:
+    """The direct writes' object counts once both its Deployments have been available, through a Tally's
+    hook: a relist's repeats, a part that goes back or is deleted, and a name of no object count no
+    further; `times` rise with the objects in the order they became Ready."""
+    firsts = scale.Firsts({"a-vllm": "a", "a-gateway": "a", "b-vllm": "b", "b-gateway": "b"})
+    pages = {None: ([obj("a-vllm", "1", True), obj("b-vllm", "2"), obj("other", "3", True)], None, "10")}
+    outcomes = [
+        [
+            {"type": "MODIFIED", "object": obj("b-vllm", "11", True)},
+            {"type": "MODIFIED", "object": obj("a-vllm", "12")},  # went back: a's part stays met
+            {"type": "MODIFIED", "object": obj("b-gateway", "13", True)},  # b: both parts met
+            {"type": "DELETED", "object": obj("b-vllm", "14", True)},
+        ],
+        [expired()],  # listed again: b-vllm gone, a-vllm's repeat counts no further
+        [{"type": "ADDED", "object": obj("a-gateway", "21", True)}],  # a: both parts met
+    ]
+    pages_after = {None: ([obj("a-vllm", "1", True), obj("b-gateway", "13", True)], None, "20")}
+    server = Apiserver(pages, outcomes)
+    original = server.list_namespaced_custom_object
+    listed = []
+
+    def listing(*args, **kwargs):
+        if not kwargs.get("watch"):
+            listed.append(1)
+            server.pages = pages if len(listed) == 1 else pages_after
+        return original(*args, **kwargs)
+
+    server.list_namespaced_custom_object = listing
+    t = scale.Tally(server, RESOURCE, "direct", lambda o: o["ready"], firsts.changed)
+    t._thread.join(10)
+    assert len(listed) == 2
+    assert firsts.count() == 2
+    assert firsts.times == sorted(firsts.times)
+    assert firsts.met == {"a-vllm", "a-gateway", "b-vllm", "b-gateway"}
+    assert firsts.left == {"a": 0, "b": 0}
+
+
+def test_firsts_of_the_operators_objects_counts_each_ready_object_once(scale) -> None:
+    firsts = scale.Firsts({"x": "x", "y": "y"})
+    firsts.changed("x", False, False)
+    assert firsts.count() == 0
+    firsts.changed("x", True, False)
+    firsts.changed("x", True, False)  # a later status write: still one
+    firsts.changed("y", True, True)  # a deletion is no Ready
+    firsts.changed("z", True, False)  # not an object of the fleet
+    assert firsts.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("direct", "operator", "n", "expected"),
+    [
+        # every object Ready in both: each tenth, the last one the whole fleet's ratio
+        (
+            [float(i) for i in range(1, 11)],
+            [2.0 * i for i in range(1, 11)],
+            10,
+            [(k, float(k), 2.0 * k) for k in range(1, 11)],
+        ),
+        # the operator's fleet stopped at 4 of 20: the tenths it reached, then the most both reached
+        ([1.0] * 20, [3.0, 4.0, 5.0, 6.0], 20, [(2, 1.0, 4.0), (4, 1.0, 6.0)]),
+        ([1.0] * 20, [3.0, 4.0, 5.0], 20, [(2, 1.0, 4.0), (3, 1.0, 5.0)]),
+        ([], [1.0], 10, []),  # nothing both reached: nothing to compare
+        ([1.0, 2.0], [1.0, 2.0, 3.0], 100, [(2, 2.0, 2.0)]),  # n / steps below what both reached
+    ],
+)
+def test_ratios_at_each_tenth_both_fleets_reached_and_the_most_both_reached(
+    scale, direct, operator, n, expected
+) -> None:
+    assert scale.ratios_at(direct, operator, n) == expected
+
+
+def test_a_partial_wait_returns_at_its_bound_with_the_count_short(scale, capsys) -> None:
+    assert scale.wait("objects", lambda: 3, target=10, timeout=0.0, partial=True) > 0
+    assert "objects: 3/10 at the bound" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="timed out waiting for objects: 3/10"):
+        scale.wait("objects", lambda: 3, target=10, timeout=0.0)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--ready-within", "60"],  # --more defaults to a quarter of --objects: it waits for all Ready
+        ["--ready-within", "60", "--more", "5"],
+        ["--ready-within", "60", "--no-direct", "--more", "0", "--restart-when-written"],
+        ["--ready-within", "60", "--more", "0", "--restart-when-written"],
+    ],
+)
+def test_ready_within_needs_more_0_and_no_restart_when_written(scale, monkeypatch, capsys, argv) -> None:
+    monkeypatch.setattr(sys, "argv", ["reconcile_scale.py", *argv])
+    with pytest.raises(SystemExit) as exited:
+        scale.main()
+    assert exited.value.code == 2
+    assert "--ready-within needs --more 0" in capsys.readouterr().err
