@@ -292,7 +292,7 @@ class Tally:
         self.api, self.resource, self.namespace, self.test = api, resource, namespace, test
         self.changed = changed
         self.seen: dict[str, Any] = {}
-        self._since: str | None = None
+        self._since: str | None = None  # the last resourceVersion seen; None: list (again) first
         self.error: Exception | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"tally-{resource[2]}", daemon=True)
@@ -344,15 +344,17 @@ class Tally:
                 self.changed(name, value, False)
         return obj["metadata"]["resourceVersion"]
 
-    def _watch(self, since: str) -> str:
-        """One watch request from `since`, until the apiserver ends it (WATCH_SECONDS) or the Tally is
-        stopped; returns the resourceVersion to go on from. An ERROR event (the apiserver says a watch
-        has expired with a 200 and then an ERROR of code 410) is raised as an ApiException of its code.
-        Read line by line as the kubernetes client's own watch does, with no models built."""
+    def _watch(self) -> None:
+        """One watch request from `_since`, until the apiserver ends it (WATCH_SECONDS) or the Tally is
+        stopped, `_since` following each event, so that the next one (or one after a broken
+        connection) goes on from there. An ERROR event (the apiserver says a watch has expired with a
+        200 and then an ERROR of code 410) is raised as an ApiException of its code. Read line by line
+        as the kubernetes client's own watch does, with no models built."""
         response = self.api.list_namespaced_custom_object(
             *self.resource[:2], self.namespace, self.resource[2],
-            watch=True, resource_version=since, allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
-            _preload_content=False, _request_timeout=WATCH_SECONDS + PAGE_TIMEOUT,
+            watch=True, resource_version=self._since, allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_SECONDS, _preload_content=False,
+            _request_timeout=WATCH_SECONDS + PAGE_TIMEOUT,
         )  # fmt: skip
         try:
             for line in iter_resp_lines(response):
@@ -362,23 +364,20 @@ class Tally:
                 if event["type"] == "ERROR":
                     status = event["object"]
                     raise client.ApiException(status=status.get("code") or 0, reason=status.get("message"))
-                self._since = since = self._see(event)
+                self._since = self._see(event)
                 if self._stop.is_set():
                     break
         finally:
             response.close()
             response.release_conn()
-        return since
 
     def _run(self) -> None:
-        since = None
         while not self._stop.is_set():
             try:
-                if since is None:
-                    since = self._list()
-                self._since = since  # the last resourceVersion seen: a failed watch goes on from it
+                if self._since is None:  # a listing broken midway leaves it None: listed again
+                    self._since = self._list()
                 begun = time.monotonic()
-                since = self._watch(since)
+                self._watch()
                 if time.monotonic() - begun < 1.0:  # ended at once: not again at once
                     time.sleep(1.0)
             except (client.ApiException, urllib3.exceptions.HTTPError) as e:
@@ -386,13 +385,11 @@ class Tally:
                 if self._stop.is_set():  # stopped, and the cluster likely with it
                     return
                 if status == 410:  # the list's or the watch's revision was compacted: list again
-                    since = None
+                    self._since = None
                 elif isinstance(e, client.ApiException) and 0 < status < 500 and status != 429:
                     self.error = e
                     return
-                else:
-                    if since is not None:  # a watch, not a listing, failed: on from its last event
-                        since = self._since
+                else:  # a watch goes on from its last event, a listing starts again
                     what = f"watching {self.resource[2]} failed ({status or type(e).__name__})"
                     print(f"  {what}; watching again", file=sys.stderr, flush=True)
                     time.sleep(1.0)
