@@ -468,6 +468,8 @@ class Started(Exception):
         (["--operator-first", "--more", "5"], "cluster-operator"),
         (["--restart-when-written", "--no-direct"], "cluster-operator"),
         (["--restart-when-written", "--no-direct", "--more", "0"], "cluster-operator"),
+        (["--ready-within", "60", "--more", "0"], "cluster-direct"),  # accepted, as read
+        (["--ready-within", "60", "--more", "0", "--operator-first"], "cluster-operator"),
     ],
 )
 def test_each_fleet_starts_its_own_control_plane_in_order(scale, monkeypatch, argv, first) -> None:
@@ -529,7 +531,9 @@ def test_firsts_times_each_object_once_when_every_part_of_it_has_met_the_test(sc
         [expired()],  # listed again: b-vllm gone, a-vllm's repeat counts no further
         [{"type": "ADDED", "object": obj("a-gateway", "21", True)}],  # a: both parts met
     ]
-    pages_after = {None: ([obj("a-vllm", "1", True), obj("b-gateway", "13", True)], None, "20")}
+    pages_after = {
+        None: ([obj("a-vllm", "12"), obj("b-gateway", "13", True)], None, "20")
+    }  # a-vllm still back
     server = Apiserver(pages, outcomes)
     original = server.list_namespaced_custom_object
     listed = []
@@ -541,11 +545,18 @@ def test_firsts_times_each_object_once_when_every_part_of_it_has_met_the_test(sc
         return original(*args, **kwargs)
 
     server.list_namespaced_custom_object = listing
-    t = scale.Tally(server, RESOURCE, "direct", lambda o: o["ready"], firsts.changed)
+    counts: list[tuple[str, int]] = []  # the count after each change the hook heard
+
+    def changed(name, value, gone) -> None:
+        firsts.changed(name, value, gone)
+        counts.append((name, firsts.count()))
+
+    t = scale.Tally(server, RESOURCE, "direct", lambda o: o["ready"], changed)
     t._thread.join(10)
     assert len(listed) == 2
     assert firsts.count() == 2
-    assert firsts.times == sorted(firsts.times)
+    # b at its gateway's event; a only at the event of its second part, not at the relist
+    assert counts.index(("b-gateway", 1)) < counts.index(("a-gateway", 2)) == len(counts) - 1
     assert firsts.met == {"a-vllm", "a-gateway", "b-vllm", "b-gateway"}
     assert firsts.left == {"a": 0, "b": 0}
 
@@ -576,6 +587,13 @@ def test_firsts_of_the_operators_objects_counts_each_ready_object_once(scale) ->
         ([1.0] * 20, [3.0, 4.0, 5.0], 20, [(2, 1.0, 4.0), (3, 1.0, 5.0)]),
         ([], [1.0], 10, []),  # nothing both reached: nothing to compare
         ([1.0, 2.0], [1.0, 2.0, 3.0], 100, [(2, 2.0, 2.0)]),  # n / steps below what both reached
+        # n not a multiple of the steps: every n // steps objects
+        (
+            [float(i) for i in range(1, 26)],
+            [float(i) for i in range(1, 8)],
+            25,
+            [(2, 2.0, 2.0), (4, 4.0, 4.0), (6, 6.0, 6.0), (7, 7.0, 7.0)],
+        ),
     ],
 )
 def test_ratios_at_each_tenth_both_fleets_reached_and_the_most_both_reached(
@@ -584,9 +602,26 @@ def test_ratios_at_each_tenth_both_fleets_reached_and_the_most_both_reached(
     assert scale.ratios_at(direct, operator, n) == expected
 
 
+def test_ratios_at_each_twentieth_as_the_bench_prints_them(scale) -> None:
+    times = [float(i) for i in range(1, 10_001)]
+    rows = scale.ratios_at(times, times[:1234], 10_000, steps=20)
+    assert [k for k, _, _ in rows] == [500, 1000, 1234]
+
+
+def test_the_first_fleet_waits_for_all_until_its_bound_the_second_for_the_firsts_count(scale) -> None:
+    now = scale.time.perf_counter()
+    target, timeout = scale.ready_phase({}, 100, start=now - 10, within=60)
+    assert target == 100 and 49 < timeout <= 50
+    assert scale.ready_phase({"operator": [1.0, 2.0, 3.0]}, 100, start=now, within=60)[0] == 3
+    assert scale.ready_phase({"direct": []}, 100, start=now, within=60)[0] == 1  # none Ready: the first
+    assert scale.ready_phase({}, 100, start=now - 90, within=60)[1] == 0  # its bound already past
+
+
 def test_a_partial_wait_returns_at_its_bound_with_the_count_short(scale, capsys) -> None:
-    assert scale.wait("objects", lambda: 3, target=10, timeout=0.0, partial=True) > 0
-    assert "objects: 3/10 at the bound" in capsys.readouterr().err
+    before = scale.time.perf_counter()
+    ended = scale.wait("objects", lambda: 3, target=10, timeout=0.0, partial=True)
+    assert before <= ended <= scale.time.perf_counter()
+    assert "objects: 3/10 when its 0 s had run out" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="timed out waiting for objects: 3/10"):
         scale.wait("objects", lambda: 3, target=10, timeout=0.0)
 
