@@ -586,8 +586,8 @@ def wait(
             raise SystemExit(f"the operator exited ({exited}) while waiting for {what}: {done}/{target}")
         if time.perf_counter() - start > timeout:
             if partial:
-                told = f"  {what}: {done}/{target} when its {timeout:.0f} s had run out"
-                print(told, file=sys.stderr, flush=True)
+                ended = f"  {what}: {done}/{target} when its {timeout:.0f} s had run out"
+                print(ended, file=sys.stderr, flush=True)
                 return time.perf_counter()
             raise SystemExit(f"timed out waiting for {what}: {done}/{target}")
         if time.perf_counter() - told > 30:

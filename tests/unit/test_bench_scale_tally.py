@@ -388,36 +388,35 @@ def test_an_object_is_ready_at_its_generation_only(scale) -> None:
     assert not scale.is_ready({"metadata": {"generation": 1}, "status": None})
 
 
-@pytest.mark.parametrize(
-    "argv", [["--operator-first", "--no-direct"], ["--operator-first", "--no-direct", "--more", "0"]]
-)
-def test_operator_first_needs_the_baseline(scale, monkeypatch, capsys, argv) -> None:
-    """Without the baseline's fleet there is no order to swap: refused as the line is read."""
-    monkeypatch.setattr(sys, "argv", ["reconcile_scale.py", *argv])
-    with pytest.raises(SystemExit) as exited:
-        scale.main()
-    assert exited.value.code == 2
-    assert "--operator-first needs the baseline" in capsys.readouterr().err
+REFUSALS = [
+    # without the baseline's fleet there is no order to swap
+    (["--operator-first", "--no-direct"], "--operator-first needs the baseline"),
+    (["--operator-first", "--no-direct", "--more", "0"], "--operator-first needs the baseline"),
+    # a restart before the objects are Ready has no time to Ready: nothing that waits for one (the
+    # baseline, --more) runs beside it, and without the restart it means nothing
+    (["--restart-when-written"], "--restart-when-written needs --no-direct and no --more above 0"),
+    (["--restart-when-written", "--no-direct", "--more", "5"], "--restart-when-written needs --no-direct"),
+    (["--restart-when-written", "--no-direct", "--no-restart"], "--restart-when-written needs --no-direct"),
+    # a bounded Ready phase: no further objects waiting for all Ready, no restart before Ready
+    (["--ready-within", "60"], "--ready-within needs --more 0"),  # --more defaults to a quarter of n
+    (["--ready-within", "60", "--more", "5"], "--ready-within needs --more 0"),
+    (
+        ["--ready-within", "60", "--no-direct", "--more", "0", "--restart-when-written"],
+        "--ready-within needs",
+    ),
+    (["--ready-within", "60", "--more", "0", "--restart-when-written"], "--ready-within needs --more 0"),
+]
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["--restart-when-written"],
-        ["--restart-when-written", "--no-direct", "--more", "5"],
-        ["--restart-when-written", "--no-direct", "--no-restart"],
-    ],
-)
-def test_restart_when_written_needs_no_baseline_no_more_and_the_restart(
-    scale, monkeypatch, capsys, argv
+@pytest.mark.parametrize(("argv", "message"), REFUSALS)
+def test_options_that_cannot_run_together_are_refused_as_the_line_is_read(
+    scale, monkeypatch, capsys, argv, message
 ) -> None:
-    """A restart before the objects are Ready has no time to Ready, so nothing that waits for one (the
-    baseline, --more) runs beside it, and without the restart it means nothing: refused as read."""
     monkeypatch.setattr(sys, "argv", ["reconcile_scale.py", *argv])
     with pytest.raises(SystemExit) as exited:
         scale.main()
     assert exited.value.code == 2
-    assert "--restart-when-written needs --no-direct and no --more above 0" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_resumed_counts_a_kinds_reconciles_from_the_operators_metrics(scale) -> None:
@@ -624,20 +623,3 @@ def test_a_partial_wait_returns_at_its_bound_with_the_count_short(scale, capsys)
     assert "objects: 3/10 when its 0 s had run out" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="timed out waiting for objects: 3/10"):
         scale.wait("objects", lambda: 3, target=10, timeout=0.0)
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["--ready-within", "60"],  # --more defaults to a quarter of --objects: it waits for all Ready
-        ["--ready-within", "60", "--more", "5"],
-        ["--ready-within", "60", "--no-direct", "--more", "0", "--restart-when-written"],
-        ["--ready-within", "60", "--more", "0", "--restart-when-written"],
-    ],
-)
-def test_ready_within_needs_more_0_and_no_restart_when_written(scale, monkeypatch, capsys, argv) -> None:
-    monkeypatch.setattr(sys, "argv", ["reconcile_scale.py", *argv])
-    with pytest.raises(SystemExit) as exited:
-        scale.main()
-    assert exited.value.code == 2
-    assert "--ready-within needs --more 0" in capsys.readouterr().err
