@@ -19,8 +19,11 @@ between kopf's listing-and-watch (`continuous_watch`) and its watcher, for the k
   `settings.persistence.consistency_timeout`) gets it without delay; so does everything that is not
   an object's event (bookmarks: kopf makes no worker for them);
 - another object's event passes when fewer than `limit` objects have a worker and nothing is held
-  before it; otherwise it is held, its object as zlib-compressed JSON, in arrival order. A newer
-  event of a held object replaces the held one in its place in the line; one of the initial listing
+  before it; otherwise it is held, its object as zlib-compressed JSON, in arrival order, in one of
+  two lines: `fresh`, the objects kopf has not begun (listed, or ADDED, since the stream began), and
+  `changed`, a change or deletion of an object kopf has already had (a MODIFIED or DELETED event of
+  an object not held: the stream delivered the object before, and this backlog let it pass). A newer
+  event of a held object replaces the held one in its place in its line; one of the initial listing
   (type None, which kopf reads as "resume") keeps that type, so the object is still resumed, and is
   marked `CHANGED_SINCE_LISTED`, so that a parent watching the object as a child (a RetrainPolicy its
   TrainingJobs: the only children gated, since operators.main hands the events of any other kind of
@@ -29,8 +32,19 @@ between kopf's listing-and-watch (`continuous_watch`) and its watcher, for the k
   one is its deletion (DELETED waits in line too: a namespace deleted with thousands of objects
   would otherwise hand them to kopf at once; kopf needs it to forget the object, and a parent
   watching it as a child to notice);
-- when a worker ends (`finished`, from the wrap of kopf's `worker`), the oldest held objects pass,
-  decoded again, while fewer than `limit` have a worker.
+- when a worker ends (`finished`, from the wrap of kopf's `worker`), held objects pass, decoded
+  again, while fewer than `limit` have a worker: the oldest of a line, the lines taking turns while
+  both hold something, so neither waits for the other to empty. Without the turns the changes would
+  wait behind every object not yet begun: at 10,000 ModelDeployments created at once, an object
+  whose Deployments were available waited for its Ready status until the last of the 10,000 had
+  been begun, half an hour (docs/operations.md, "The to-Ready ratio at 10,000, within a bound").
+  With them a change waits for at most about as many places as there are changes before it, twice
+  over, and an object not yet begun no longer than twice its own line (a line of changes that
+  keeps filling cannot starve it). controller-runtime's priority queue (0.20; its design doc,
+  "Priority Queue") likewise puts what a start's listing brings behind the changes that come
+  meanwhile, strictly; here an object created meanwhile waits with the listed ones (it has nothing
+  to show yet), and strict order would let a steady stream of children's pokes hold back every new
+  object.
 
 The stream is read by a task of its own into a queue that is drained as it fills, so the watch is
 never held up: only what kopf has not begun waits. When the stream ends (an expired list, a watch
@@ -65,8 +79,9 @@ class _Failed:
 
 class Backlog:
     """One watched resource (in one namespace, or cluster-wide): which objects kopf
-    has a worker for (`live`, by uid) and what waits for a place (`held`, uid -> (event type, or
-    `_LISTED_THEN_CHANGED`; compressed object)). `limit` is kopf's `settings.queueing.worker_limit`;
+    has a worker for (`live`, by uid) and what waits for a place, in two lines (`fresh`: not begun;
+    `changed`: begun before; each uid -> (event type, or `_LISTED_THEN_CHANGED`; compressed object),
+    in arrival order). `limit` is kopf's `settings.queueing.worker_limit`;
     `name` labels the llmops_operator_objects_waiting gauge (the resource's plural), which adds up
     what every backlog of that resource holds."""
 
@@ -74,7 +89,9 @@ class Backlog:
         self.limit = limit
         self._waiting = WAITING.labels(name)
         self.live: set[str] = set()
-        self.held: dict[str, tuple[str | None, bytes]] = {}
+        self.fresh: dict[str, tuple[str | None, bytes]] = {}
+        self.changed: dict[str, tuple[str | None, bytes]] = {}
+        self._changed_next = True  # whose turn it is while both lines hold something
         self._inbox: asyncio.Queue[Any] | None = None
         self._reader: asyncio.Task[None] | None = None
 
@@ -83,24 +100,38 @@ class Backlog:
         uid = _uid(event)
         if uid is None or uid in self.live or event.get("type") == "BOOKMARK":
             return event  # kopf makes no worker for a bookmark: it takes no place
-        if self.held or len(self.live) >= self.limit:
+        if self.fresh or self.changed or len(self.live) >= self.limit:
             kind = event.get("type")
-            if kind != "DELETED" and uid in self.held and self.held[uid][0] in (None, _LISTED_THEN_CHANGED):
+            if uid in self.fresh:
+                line = self.fresh
+            elif uid in self.changed or kind in ("MODIFIED", "DELETED"):
+                line = self.changed  # the stream delivered it before and it passed: kopf has had it
+            else:
+                line = self.fresh  # listed (None) or ADDED: kopf has not begun it
+            if kind != "DELETED" and uid in line and line[uid][0] in (None, _LISTED_THEN_CHANGED):
                 kind = _LISTED_THEN_CHANGED  # still the initial listing's: kopf resumes it
             data = zlib.compress(json.dumps(event["object"]).encode(), 1)
-            if uid not in self.held:
+            if uid not in line:
                 self._waiting.inc()
-            self.held[uid] = (kind, data)
+            line[uid] = (kind, data)
             return None
         self.live.add(uid)
         return event
 
+    def __len__(self) -> int:
+        """How many objects are held, in both lines."""
+        return len(self.fresh) + len(self.changed)
+
     def release(self) -> Any | None:
-        """The oldest held object's event, when there is one and a place for it."""
-        if not self.held or len(self.live) >= self.limit:
+        """The next held object's event, when there is one and a place for it: the oldest of the
+        line whose turn it is (the lines take turns while both hold something)."""
+        if not (self.fresh or self.changed) or len(self.live) >= self.limit:
             return None
-        uid = next(iter(self.held))
-        kind, data = self.held.pop(uid)
+        line = self.changed if self.changed and (self._changed_next or not self.fresh) else self.fresh
+        if self.changed and self.fresh:
+            self._changed_next = line is self.fresh
+        uid = next(iter(line))
+        kind, data = line.pop(uid)
         self._waiting.dec()
         self.live.add(uid)
         obj = json.loads(zlib.decompress(data))
@@ -113,13 +144,13 @@ class Backlog:
         when the stream ends, kopf lists again, and a listing brings back every object held but not
         one deleted meanwhile, whose DELETED kopf would then never get (nor a parent watching it as
         a child: a Deployment's view, a child to apply again)."""
-        gone = [uid for uid, (kind, _) in self.held.items() if kind == "DELETED"]
         events = []
-        for uid in gone:
-            _, data = self.held.pop(uid)
-            self._waiting.dec()
-            self.live.add(uid)
-            events.append({"type": "DELETED", "object": json.loads(zlib.decompress(data))})
+        for line in (self.changed, self.fresh):
+            for uid in [uid for uid, (kind, _) in line.items() if kind == "DELETED"]:
+                _, data = line.pop(uid)
+                self._waiting.dec()
+                self.live.add(uid)
+                events.append({"type": "DELETED", "object": json.loads(zlib.decompress(data))})
         return events
 
     def finished(self, uid: str) -> None:
@@ -174,8 +205,9 @@ class Backlog:
             self._reader.cancel()
             self._reader = None
         self._inbox = None
-        self._waiting.dec(len(self.held))
-        self.held.clear()
+        self._waiting.dec(len(self))
+        self.fresh.clear()
+        self.changed.clear()
 
 
 _backlogs: dict[tuple[Any, Any], Backlog] = {}  # (kopf's resource, namespace or None) -> its backlog

@@ -56,7 +56,7 @@ def test_the_line_keeps_its_order_and_each_objects_newest_event() -> None:
     assert line.admit(event("DELETED", "d", "2")) is None  # d's deletion waits in d's place
     assert line.admit(event("DELETED", "b", "2")) == event("DELETED", "b", "2")  # b has a worker
     assert line.admit({"type": "BOOKMARK", "object": {"metadata": {"uid": "x"}}}) is not None
-    assert list(line.held) == ["c", "d", "e"] and line.live == {"a", "b"}
+    assert list(line.fresh) == ["c", "d", "e"] and not line.changed and line.live == {"a", "b"}
     assert waiting("line-test") == 3
     assert line.release() is None  # no place
     assert line.admit(watching.Bookmark.LISTED) is watching.Bookmark.LISTED
@@ -71,8 +71,63 @@ def test_the_line_keeps_its_order_and_each_objects_newest_event() -> None:
     assert line.release() is None
     line.finished("d")
     assert line.release() == event("ADDED", "e")
-    assert line.held == {} and line.live == {"c", "e"}
+    assert len(line) == 0 and line.live == {"c", "e"}
     assert waiting("line-test") == 0
+
+
+def test_changes_of_objects_kopf_has_had_take_turns_with_the_objects_not_begun() -> None:
+    """Two lines: objects not begun (listed or ADDED) and changes or deletions of objects kopf has
+    already had (a MODIFIED or DELETED of an object not held). While both hold something, places go
+    to them in turn, each line oldest first; a newer event stays in its object's line and place."""
+    line = Backlog(limit=1, name="turns-test")
+    assert line.admit(event("ADDED", "a")) == event("ADDED", "a")  # a place free: passes
+    for uid in ("b", "c", "d", "e"):
+        assert line.admit(event("ADDED", uid)) is None
+    assert line.admit(event("MODIFIED", "x", "5")) is None  # had before: a change
+    assert line.admit(event("MODIFIED", "b", "2")) is None  # b not begun: still in its place
+    assert line.admit(event("DELETED", "y", "7")) is None
+    assert line.admit(event("MODIFIED", "x", "6")) is None  # x's newer event, in x's place
+    assert line.admit(event(None, "z")) is None  # listed (the stream began again): not begun
+    assert list(line.fresh) == ["b", "c", "d", "e", "z"] and list(line.changed) == ["x", "y"]
+    assert len(line) == 7 and waiting("turns-test") == 7
+    order = []
+    for uid in ("a", "x", "b", "y", "c", "d", "e"):
+        line.finished(uid)
+        passed = line.release()
+        order.append(
+            (
+                passed["type"],
+                passed["object"]["metadata"]["uid"],
+                passed["object"]["metadata"]["resourceVersion"],
+            )
+        )
+    assert order == [
+        ("MODIFIED", "x", "6"),
+        ("MODIFIED", "b", "2"),  # ADDED, then modified while it waited: its newest, from its place
+        ("DELETED", "y", "7"),
+        ("ADDED", "c", "1"),
+        ("ADDED", "d", "1"),  # the changes' line empty: the other goes on alone
+        ("ADDED", "e", "1"),
+        (None, "z", "1"),
+    ]
+    assert len(line) == 0 and waiting("turns-test") == 0
+
+
+def test_a_line_of_changes_that_keeps_filling_does_not_starve_the_objects_not_begun() -> None:
+    """Each time a place frees, a new change of an object kopf has had arrives: the objects not
+    begun still get every second place."""
+    line = Backlog(limit=1, name="starve-test")
+    line.admit(event("ADDED", "a"))
+    for i in range(3):
+        line.admit(event("ADDED", f"new-{i}"))
+    passed, live = [], "a"
+    for i in range(6):
+        line.admit(event("MODIFIED", f"had-{i}", "2"))
+        line.finished(live)
+        live = line.release()["object"]["metadata"]["uid"]
+        passed.append(live)
+    assert passed == ["had-0", "new-0", "had-1", "new-1", "had-2", "new-2"]
+    assert list(line.changed) == ["had-3", "had-4", "had-5"] and not line.fresh
 
 
 def run_watcher(monkeypatch, source, processor, limit: int, until, resource=RESOURCE) -> dict:
@@ -147,7 +202,7 @@ def test_a_start_of_many_objects_queues_at_most_the_limit_inside_kopf(monkeypatc
     async def processor(*, raw_event, **_):
         read_when_begun.append(len(read))
         line = backlog.of(resource, None)
-        held.append(len(line.held) if line else 0)
+        held.append(len(line) if line is not None else 0)
         seen.append((raw_event["type"], raw_event["object"]["metadata"]["uid"]))
         await asyncio.sleep(0.001)
         return None
@@ -187,6 +242,35 @@ def test_a_worker_waiting_for_its_own_patch_gets_it_past_the_line(monkeypatch) -
     assert seen == [(None, "a"), ("MODIFIED", "a"), (None, "b"), (None, "c")]
 
 
+def test_an_object_kopf_has_had_changed_waits_for_two_places_not_for_a_line_of_new_ones(monkeypatch) -> None:
+    """kopf's watcher, one place: `old` is listed and processed; then 100 objects are created, and
+    `old` changes (a child's poke, say) once the first of them has begun. Its change is processed
+    second of what waited, not after the 100."""
+    began = asyncio.Event()
+
+    async def source(**kwargs):
+        yield event(None, "old")
+        yield watching.Bookmark.LISTED
+        for i in range(100):
+            yield event("ADDED", f"new-{i:03}")
+        await began.wait()
+        yield event("MODIFIED", "old", "2")
+        await asyncio.Event().wait()
+
+    seen: list[tuple[str | None, str]] = []
+
+    async def processor(*, raw_event, **_):
+        seen.append((raw_event["type"], raw_event["object"]["metadata"]["uid"]))
+        if raw_event["object"]["metadata"]["uid"] == "new-000":
+            began.set()
+            await asyncio.sleep(0.05)  # the change arrives while this one holds the place
+        return None
+
+    run_watcher(monkeypatch, source, processor, limit=1, until=lambda: len(seen) == 102)
+    assert seen[:4] == [(None, "old"), ("ADDED", "new-000"), ("MODIFIED", "old"), ("ADDED", "new-001")]
+    assert sorted(seen[4:]) == [("ADDED", f"new-{i:03}") for i in range(2, 100)]
+
+
 def test_the_streams_failure_reaches_kopf_and_the_line_is_dropped(monkeypatch, caplog) -> None:
     """An expired list (410) ends the stream as before, held objects dropped (kopf lists again and
     they come again) but for the held deletions, which pass (a listing would not bring them back);
@@ -221,7 +305,7 @@ def test_the_streams_failure_reaches_kopf_and_the_line_is_dropped(monkeypatch, c
     assert got == [event(None, "a"), event("DELETED", "c", "2")]
     assert "refused as expired" in caplog.text
     line = lines[0]
-    assert line.held == {} and line.live == {"a", "c"} and backlog.of(RESOURCE, None) is None
+    assert len(line) == 0 and line.live == {"a", "c"} and backlog.of(RESOURCE, None) is None
     assert waiting("modeldeployments") == 0
 
     refusal[:] = [
@@ -396,7 +480,7 @@ def test_a_child_of_our_own_kinds_changed_while_it_waited_re_runs_its_parent(mon
     async def counted(*, raw_event, **kwargs):
         obj = raw_event["object"]["metadata"]
         if obj["name"] == "busy":
-            while len(backlog.of(jobs, None).held) == 0 or waiting("trainingjobs") == 0:
+            while len(backlog.of(jobs, None)) == 0 or waiting("trainingjobs") == 0:
                 await asyncio.sleep(0.01)  # until run-1 waits in line
             await asyncio.sleep(0.05)  # and its change has joined it
         got = await processor(raw_event=raw_event, **kwargs)
