@@ -20,9 +20,11 @@ between kopf's listing-and-watch (`continuous_watch`) and its watcher, for the k
   an object's event (bookmarks: kopf makes no worker for them);
 - another object's event passes when fewer than `limit` objects have a worker and nothing is held
   before it; otherwise it is held, its object as zlib-compressed JSON, in arrival order, in one of
-  two lines: `fresh`, the objects kopf has not begun (listed, or ADDED, since the stream began), and
-  `changed`, a change or deletion of an object kopf has already had (a MODIFIED or DELETED event of
-  an object not held: the stream delivered the object before, and this backlog let it pass). A newer
+  two lines: `fresh`, the objects listed or ADDED since the stream began and not passed yet (after
+  a relisting that includes objects kopf had before: they come back as a listing), and `changed`, a
+  change or deletion of an object kopf has already had (a MODIFIED or DELETED event of an object not
+  held: the stream delivered the object before, and this backlog let it pass; an edit, a deletion, or
+  the operator's own poke for a reconcile it asked for: a child changed, a clock, a resync). A newer
   event of a held object replaces the held one in its place in its line; one of the initial listing
   (type None, which kopf reads as "resume") keeps that type, so the object is still resumed, and is
   marked `CHANGED_SINCE_LISTED`, so that a parent watching the object as a child (a RetrainPolicy its
@@ -40,11 +42,13 @@ between kopf's listing-and-watch (`continuous_watch`) and its watcher, for the k
   been begun, half an hour (docs/operations.md, "The to-Ready ratio at 10,000, within a bound").
   With them a change waits for at most about as many places as there are changes before it, twice
   over, and an object not yet begun no longer than twice its own line (a line of changes that
-  keeps filling cannot starve it). controller-runtime's priority queue (0.20; its design doc,
-  "Priority Queue") likewise puts what a start's listing brings behind the changes that come
-  meanwhile, strictly; here an object created meanwhile waits with the listed ones (it has nothing
-  to show yet), and strict order would let a steady stream of children's pokes hold back every new
-  object.
+  keeps filling cannot starve it). Resyncs come through the `changed` line too, at a rate paced
+  for the whole kind (operators.pacing), which counts the objects still in `fresh` (`not_begun`),
+  so a mass create does not bring the first objects' resyncs due while the rest wait to begin.
+  controller-runtime's priority queue (0.20, opt-in; its design doc, "Priority Queue") likewise
+  puts what a start's listing brings, and its resyncs, behind the changes that come meanwhile,
+  strictly; here an object created meanwhile waits with the listed ones (it has nothing to show
+  yet), and strict order would let a steady stream of children's pokes hold back every new object.
 
 The stream is read by a task of its own into a queue that is drained as it fills, so the watch is
 never held up: only what kopf has not begun waits. When the stream ends (an expired list, a watch
@@ -87,6 +91,7 @@ class Backlog:
 
     def __init__(self, limit: int, name: str = "") -> None:
         self.limit = limit
+        self.plural = name
         self._waiting = WAITING.labels(name)
         self.live: set[str] = set()
         self.fresh: dict[str, tuple[str | None, bytes]] = {}
@@ -140,7 +145,8 @@ class Backlog:
         return {"type": kind, "object": obj}
 
     def deletions(self) -> list[Any]:
-        """The held deletions, in their order, taken out of the line whether or not there is a place:
+        """The held deletions (the `changed` line's, then the `fresh` line's, each in its order), taken
+        out of their lines whether or not there is a place:
         when the stream ends, kopf lists again, and a listing brings back every object held but not
         one deleted meanwhile, whose DELETED kopf would then never get (nor a parent watching it as
         a child: a Deployment's view, a child to apply again)."""
@@ -231,6 +237,12 @@ def watching(resource: Any, namespace: Any, limit: int) -> Iterator[Backlog]:
 def of(resource: Any, namespace: Any) -> Backlog | None:
     """The backlog of the running watcher of `resource` in `namespace`, if it has one."""
     return _backlogs.get((resource, namespace))
+
+
+def not_begun(plural: str) -> int:
+    """How many objects of the resource `plural` wait for kopf's first look in every namespace's
+    backlog (their `fresh` lines: listed or added since their stream began, not passed yet)."""
+    return sum(len(line.fresh) for line in list(_backlogs.values()) if line.plural == plural)
 
 
 def finished(resource: Any, uid: str) -> None:

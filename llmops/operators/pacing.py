@@ -29,21 +29,25 @@ class ResyncPacer:
         self._asked: dict[str, float] = {}  # uid -> when it last asked (time.monotonic()), oldest first
         self._lock = threading.Lock()
 
-    def period(self, uid: str, period: float, rate: float) -> float:
-        """The resync period of object `uid`, in seconds: max(`period`, objects ÷ `rate`), where
-        `period` is the configured period (seconds) and `rate` the resyncs a second allowed in all
-        (> 0). Counts `uid` as asking now."""
+    def period(self, uid: str, period: float, rate: float, waiting: int = 0) -> float:
+        """The resync period of object `uid`, in seconds: max(`period`, (objects + `waiting`) ÷ `rate`),
+        where `period` is the configured period (seconds), `rate` the resyncs a second allowed in all
+        (> 0), and `waiting` the objects not counted yet that will ask once begun (those of the kind
+        waiting for the operator's first reconcile: operators.backlog.not_begun). Without `waiting`,
+        10,000 objects created at once would be counted only as they are begun, and the first
+        thousands, given periods for the few counted so far, would all come due while the rest are
+        still being begun. Counts `uid` as asking now."""
         now = time.monotonic()
         with self._lock:
             self._asked.pop(uid, None)  # to the end: the most recent
             self._asked[uid] = now
-            stretched = max(period, len(self._asked) / rate)
+            stretched = max(period, (len(self._asked) + waiting) / rate)
             while self._asked:  # forget the objects that stopped asking
                 oldest, at = next(iter(self._asked.items()))
                 if now - at <= 2 * stretched:
                     break
                 del self._asked[oldest]
-            return max(period, len(self._asked) / rate)
+            return max(period, (len(self._asked) + waiting) / rate)
 
     def __len__(self) -> int:
         return len(self._asked)

@@ -52,7 +52,7 @@ from llmops import conditions
 from llmops.api import API_VERSION, MODEL_DEPLOYMENT
 from llmops.api.common import ModelReference, ObjectStorageLocation
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus, Reason, ResolvedAlias
-from llmops.operators import registry_access, retention, secrets
+from llmops.operators import backlog, registry_access, retention, secrets
 from llmops.operators.apply import Applied, manifest_digest, parse_ref, ref, write_ahead
 from llmops.operators.kube import ApiError, KindNotServed
 from llmops.operators.modeldeployment import autoscaling, builders, canary, gateway, monitoring
@@ -131,9 +131,10 @@ class Reconciler:
 
     def resync_seconds(self, ctx: Context) -> float:
         """This object's resync period (operators.pacing): settings.resync_seconds, or objects ÷
-        settings.resync_rate when that is longer."""
+        settings.resync_rate when that is longer, the objects not begun yet counted too."""
         settings = self.current_settings()
-        return self._pacer.period(ctx.body["metadata"]["uid"], settings.resync_seconds, settings.resync_rate)
+        uid, waiting = ctx.body["metadata"]["uid"], backlog.not_begun(MODEL_DEPLOYMENT.plural)
+        return self._pacer.period(uid, settings.resync_seconds, settings.resync_rate, waiting)
 
     def alias_poll_seconds(self, ctx: Context) -> float:
         """How often this object, which follows an alias, reads the registry again (operators.pacing):

@@ -116,3 +116,36 @@ def test_a_model_deployments_resync_and_its_re_apply_follow_the_paced_period(clo
             reconciler.resync_seconds(ctx(f"other-{i}"))
         reconciler.apply(ctx("md"), [service])
         assert applied == ["svc", "svc"] if again else ["svc"], (count, at)
+
+
+def test_objects_waiting_to_begin_count_towards_the_resync_period(clock) -> None:
+    """At a mass create, the objects the backlog holds not begun yet count as objects that will ask:
+    the first of 1,000 created at once is given 500 s at 2 resyncs a second (1 counted + 999 waiting),
+    not the 300 s of one object; once they are begun (none waiting) each counts by its own asking."""
+    from kopf._cogs.structs import references
+
+    from llmops.api import MODEL_DEPLOYMENT
+    from llmops.operators import backlog
+
+    pacer = pacing.ResyncPacer()
+    assert pacer.period("uid-0", 300, 2, waiting=999) == 500
+    assert pacer.period("uid-0", 300, 2) == 300  # nothing waiting: the one object counted
+
+    def ctx(uid: str) -> Context:
+        body = {"metadata": {"name": uid, "namespace": "ns", "uid": uid}}
+        return Context(body=body, applier=None, logger=logging.getLogger("test"))  # type: ignore[arg-type]
+
+    def added(uid: str) -> dict:
+        return {"type": "ADDED", "object": {"metadata": {"uid": uid, "name": uid, "namespace": "ns"}}}
+
+    reconciler = Reconciler(ServingSettings(resync_seconds=300, resync_rate=2))
+    resource = references.Resource("llmops.io", "v1alpha1", MODEL_DEPLOYMENT.plural)
+    with backlog.watching(resource, "ns", limit=1) as line:
+        assert line.admit(added("md")) is not None  # begun
+        for i in range(999):
+            assert line.admit(added(f"other-{i}")) is None  # waiting for a place
+        line.admit({"type": "MODIFIED", "object": {"metadata": {"uid": "x", "name": "x"}}})  # a change
+        assert backlog.not_begun(MODEL_DEPLOYMENT.plural) == 999 and backlog.not_begun("trainingjobs") == 0
+        assert reconciler.resync_seconds(ctx("md")) == 500
+    assert backlog.not_begun(MODEL_DEPLOYMENT.plural) == 0  # the watcher gone
+    assert reconciler.resync_seconds(ctx("md")) == 300
