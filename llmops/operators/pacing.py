@@ -5,8 +5,9 @@ else changed in them) costs a ModelDeployment about 13 requests to the apiserver
 seconds for every object, that load grows with the count: 10,000 objects every 300 s are 33 resyncs
 and some 430 requests a second, more than the control plane the operator runs beside can serve, and
 the resyncs then crowd out the reconciles that changes ask for. `ResyncPacer` stretches the period to
-objects ÷ `rate` seconds once there are more than period times rate objects, so their resyncs together
-come at most `rate` a second whatever the count (the same reason controller-runtime's default resync
+objects ÷ `rate` seconds once there are more than period times rate objects (those waiting for
+their first reconcile counted too), so their resyncs together come at most `rate` a second whatever
+the count (the same reason controller-runtime's default resync
 is 10 hours and its reconciles read a cache instead).
 
 The same holds for any periodic reconcile whose count grows with the objects: a ModelDeployment that
@@ -36,7 +37,10 @@ class ResyncPacer:
         waiting for the operator's first reconcile: operators.backlog.not_begun). Without `waiting`,
         10,000 objects created at once would be counted only as they are begun, and the first
         thousands, given periods for the few counted so far, would all come due while the rest are
-        still being begun. Counts `uid` as asking now."""
+        still being begun. (Their first resyncs still come, spread, within one period of when each
+        was begun: faster than `rate` when objects are begun faster than that. After a relisting,
+        objects already counted may wait among the `waiting` for a while and count twice: a period
+        up to twice as long, once.) Counts `uid` as asking now."""
         now = time.monotonic()
         with self._lock:
             self._asked.pop(uid, None)  # to the end: the most recent

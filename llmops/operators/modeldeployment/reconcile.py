@@ -139,10 +139,11 @@ class Reconciler:
     def alias_poll_seconds(self, ctx: Context) -> float:
         """How often this object, which follows an alias, reads the registry again (operators.pacing):
         settings.alias_poll_seconds, or the objects that follow aliases ÷ settings.alias_poll_rate when
-        that is longer."""
+        that is longer; the objects not begun yet count too (whether they follow an alias is not known
+        before they are read: at a mass create, polls come less often until every object is begun)."""
         settings = self.current_settings()
-        uid = ctx.body["metadata"]["uid"]
-        return self._alias_pacer.period(uid, settings.alias_poll_seconds, settings.alias_poll_rate)
+        uid, waiting = ctx.body["metadata"]["uid"], backlog.not_begun(MODEL_DEPLOYMENT.plural)
+        return self._alias_pacer.period(uid, settings.alias_poll_seconds, settings.alias_poll_rate, waiting)
 
     def metrics_source(self) -> canary.MetricsSource:
         if self.metrics is None:

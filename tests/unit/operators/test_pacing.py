@@ -118,7 +118,7 @@ def test_a_model_deployments_resync_and_its_re_apply_follow_the_paced_period(clo
         assert applied == ["svc", "svc"] if again else ["svc"], (count, at)
 
 
-def test_objects_waiting_to_begin_count_towards_the_resync_period(clock) -> None:
+def test_objects_waiting_to_begin_count_towards_the_resync_period(clock, monkeypatch) -> None:
     """At a mass create, the objects the backlog holds not begun yet count as objects that will ask:
     the first of 1,000 created at once is given 500 s at 2 resyncs a second (1 counted + 999 waiting),
     not the 300 s of one object; once they are begun (none waiting) each counts by its own asking."""
@@ -127,6 +127,7 @@ def test_objects_waiting_to_begin_count_towards_the_resync_period(clock) -> None
     from llmops.api import MODEL_DEPLOYMENT
     from llmops.operators import backlog
 
+    monkeypatch.setattr(backlog, "_backlogs", {})  # no other test's watcher counted
     pacer = pacing.ResyncPacer()
     assert pacer.period("uid-0", 300, 2, waiting=999) == 500
     assert pacer.period("uid-0", 300, 2) == 300  # nothing waiting: the one object counted
@@ -147,5 +148,9 @@ def test_objects_waiting_to_begin_count_towards_the_resync_period(clock) -> None
         line.admit({"type": "MODIFIED", "object": {"metadata": {"uid": "x", "name": "x"}}})  # a change
         assert backlog.not_begun(MODEL_DEPLOYMENT.plural) == 999 and backlog.not_begun("trainingjobs") == 0
         assert reconciler.resync_seconds(ctx("md")) == 500
+        settings = reconciler.current_settings()  # alias polls: 30 s at 10 a second, 1,000 / 10 here
+        assert reconciler.alias_poll_seconds(ctx("md")) == max(
+            settings.alias_poll_seconds, 1000 / settings.alias_poll_rate
+        )
     assert backlog.not_begun(MODEL_DEPLOYMENT.plural) == 0  # the watcher gone
     assert reconciler.resync_seconds(ctx("md")) == 300
