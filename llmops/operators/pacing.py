@@ -7,8 +7,8 @@ and some 430 requests a second, more than the control plane the operator runs be
 the resyncs then crowd out the reconciles that changes ask for. `ResyncPacer` stretches the period to
 objects ÷ `rate` seconds once there are more than period times rate objects (those waiting for
 their first reconcile counted too), so their resyncs together come at most `rate` a second whatever
-the count (the same reason controller-runtime's default resync
-is 10 hours and its reconciles read a cache instead).
+the count (the same reason controller-runtime's default resync is 10 hours and its reconciles read
+a cache instead).
 
 The same holds for any periodic reconcile whose count grows with the objects: a ModelDeployment that
 follows an alias polls the registry every `alias_poll_seconds` (a poke and a reconcile each), paced by
