@@ -32,3 +32,13 @@ class Outcome:
     requeue_after: float | None = None
     # The kind's own conditions beside Ready/Reconciling/Stalled: (type, status, reason, message).
     conditions: tuple[tuple[str, bool, str, str], ...] = ()
+    # Whether `requeue_after` is a retry (a look again at something missing, refused or not answering)
+    # rather than a clock the kind waits on. A stalled outcome's always is. The runtime paces retries
+    # across all objects of the kind (runtime.retry_after), so that thousands failing at once, on one
+    # missing Secret or one registry down, do not come back together; a clock is kept as it is.
+    retry: bool = False
+
+    @property
+    def retries(self) -> bool:
+        """Whether `requeue_after` is a retry (`retry`, or any stalled outcome), not a clock."""
+        return self.retry or self.state == "stalled"

@@ -39,6 +39,7 @@ from llmops.operators.auditing import EVENTS_ONLY, Auditor, Subject
 from llmops.operators.backlog import CHANGED_SINCE_LISTED
 from llmops.operators.events import Announcements, announcement
 from llmops.operators.outcome import Outcome
+from llmops.operators.pacing import ResyncPacer
 from llmops.operators.views import ChildViews
 from llmops.registry import problems as validation_problems
 from llmops.storage import Credentials, ObjectStore, StoreCache
@@ -240,6 +241,25 @@ class Backoff:
 # A reconcile that raised an unexpected error: tried again after 30 s, 60 s, 120 s... at most 10 min.
 INTERNAL_ERRORS = Backoff(30.0, 600.0)
 
+# Retries (Outcome.retries, and INTERNAL_ERRORS' waits) of all objects of one kind together come at
+# most this many a second: beyond its wait times RETRY_RATE objects retrying (300 for a 60 s wait), each
+# one waits objects ÷ RETRY_RATE seconds (operators.pacing). Each retry costs a poke (a PATCH and its
+# watch event) and a reconcile that reads and fails again. The bound on them is what client-go's
+# default controller rate limiter puts on requeued failures (an overall token bucket, 10 a second,
+# beside the per-object backoff); ours is per kind and leaves room for resyncs and changes.
+RETRY_RATE = 5.0
+_RETRY_PACERS: dict[str, ResyncPacer] = {}
+_RETRY_PACERS_LOCK = threading.Lock()
+
+
+def retry_after(resource: Resource, body: dict, seconds: float) -> float:
+    """The wait before object `body` (of `resource`) retries, in seconds: `seconds` (what its
+    reconcile asked for), or the objects of the kind retrying ÷ RETRY_RATE when that is longer.
+    Counts the object as retrying now; one that stops retrying is forgotten after twice its wait."""
+    with _RETRY_PACERS_LOCK:
+        pacer = _RETRY_PACERS.setdefault(resource.plural, ResyncPacer())
+    return pacer.period(_key(body), seconds, RETRY_RATE)
+
 
 def _stalled_reason(body: dict) -> str | None:
     stalled = next(
@@ -262,7 +282,8 @@ def reconcile(
     Never raises on a malformed object: that becomes Stalled plus a Warning Event. API errors
     that will heal become Reconciling and a retry; anything else is Stalled (InternalError), tried
     again after the wait `INTERNAL_ERRORS` gives (30 s, doubling, at most 10 minutes).
-    Returns the outcome's `requeue_after`.
+    Returns the outcome's `requeue_after`, stretched when it is a retry and many objects of the kind
+    retry (`retry_after`).
     """
     resource = kind.resource
     ctx = Context(
@@ -308,7 +329,7 @@ def reconcile(
             message = f"internal error ({type(e).__name__}); see the operator log"
             if _stalled_reason(body) != CommonReason.INTERNAL_ERROR:  # one Warning, not one per retry
                 ctx.event(CommonReason.INTERNAL_ERROR, message, warning=True)
-            retry = INTERNAL_ERRORS.failed(_key(body))
+            retry = retry_after(resource, body, INTERNAL_ERRORS.failed(_key(body)))
             _write(
                 patch,
                 resource,
@@ -320,6 +341,8 @@ def reconcile(
         INTERNAL_ERRORS.succeeded(_key(body))
         metrics.RECONCILES.labels(resource.kind, outcome.state).inc()
         announce(kind, ctx, outcome, status)
+        if outcome.requeue_after is not None and outcome.retries:
+            return retry_after(resource, body, outcome.requeue_after)
         return outcome.requeue_after
 
 

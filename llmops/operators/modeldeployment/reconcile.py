@@ -404,6 +404,7 @@ class Reconciler:
                     f"the registry {spec.registry.uri} did not answer ({registry_access.describe(e)});"
                     " retrying",
                     requeue_after=UNAVAILABLE_RETRY_SECONDS,
+                    retry=True,
                 )
             raise
 

@@ -281,6 +281,7 @@ class Retirement:
             f"cannot read the registry {self.spec.registry.uri} ({describe(error)}); retrying",
             status=self.status,
             requeue_after=30.0,
+            retry=True,
         )
 
     # -- dry run --------------------------------------------------------------------------------

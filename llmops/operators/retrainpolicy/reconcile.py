@@ -146,6 +146,7 @@ def reconcile(
             Reason.REGISTRY_UNAVAILABLE,
             f"cannot read the aliases of {model!r} in {md.registry.uri} ({describe(e)}); retrying",
             requeue_after=30.0,
+            retry=True,
         )
     champion = champion_move.version if champion_move else None
     challenger = challenger_move.version if challenger_move else None

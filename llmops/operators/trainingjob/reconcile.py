@@ -152,6 +152,7 @@ def _resolve(
             Reason.REGISTRY_UNAVAILABLE,
             message,
             requeue_after=UNAVAILABLE_RETRY_SECONDS,
+            retry=True,
         )
 
 
@@ -261,10 +262,7 @@ def reconcile_kuberay(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) -> 
         extra={"ray_job_name": name, "submission_id": (applied.get("status") or {}).get("jobId") or None},
     )
     outcome = _with_note(fold.fold(facts, dt.datetime.now(dt.UTC)), NOT_APPLIED if choice.changed else "")
-    after = {"Running": RUNNING_RESYNC_SECONDS, "Pending": WAITING_RESYNC_SECONDS}.get(outcome.phase)
-    if outcome.reason == Reason.REPORT_UNAVAILABLE:
-        after = UNAVAILABLE_RETRY_SECONDS
-    return dataclasses.replace(outcome, requeue_after=after)
+    return _requeued(outcome, {"Running": RUNNING_RESYNC_SECONDS, "Pending": WAITING_RESYNC_SECONDS})
 
 
 # -- runtime: rayJobsAPI -------------------------------------------------------------------------
@@ -335,6 +333,7 @@ def reconcile_jobs_api(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) ->
             f"{e}; retrying",
             {"submission_id": status.submission_id},  # only what is known to exist
             requeue_after=UNAVAILABLE_RETRY_SECONDS,
+            retry=True,
         )
     note = "" if builders.same_training(run.spec, spec) else NOT_APPLIED
     facts = fold.Facts(
@@ -348,10 +347,15 @@ def reconcile_jobs_api(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) ->
         extra={"submission_id": submission},
     )
     outcome = _with_note(fold.fold(facts, now), note)
-    after = {"Running": RUNNING_RESYNC_SECONDS, "Pending": RUNNING_RESYNC_SECONDS}.get(outcome.phase)
+    return _requeued(outcome, {"Running": RUNNING_RESYNC_SECONDS, "Pending": RUNNING_RESYNC_SECONDS})
+
+
+def _requeued(outcome: Outcome, clocks: dict[str, float]) -> Outcome:
+    """`outcome` with its requeue: a retry after UNAVAILABLE_RETRY_SECONDS when the run's report could
+    not be read, else the clock of its phase (`clocks`: seconds by phase; none for the others)."""
     if outcome.reason == Reason.REPORT_UNAVAILABLE:
-        after = UNAVAILABLE_RETRY_SECONDS
-    return dataclasses.replace(outcome, requeue_after=after)
+        return dataclasses.replace(outcome, requeue_after=UNAVAILABLE_RETRY_SECONDS, retry=True)
+    return dataclasses.replace(outcome, requeue_after=clocks.get(outcome.phase))
 
 
 def finalize(spec: TrainingJobSpec, ctx: Context) -> None:

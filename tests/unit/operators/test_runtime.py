@@ -14,7 +14,7 @@ import kopf
 import pytest
 import yaml
 
-from llmops.api import TRAINING_JOB
+from llmops.api import MODEL_DEPLOYMENT, TRAINING_JOB
 from llmops.api.common import Status
 from llmops.api.trainingjob import TrainingJobStatus
 from llmops.operators import runtime
@@ -227,3 +227,48 @@ def test_child_watches_are_filtered_by_the_apiserver_unless_another_kind_shares_
     assert len(selectors) == len(MD.children) + 1
     twice = Kind(resource=TRAINING_JOB, reconcile=lambda spec, ctx: None, children=MD.children[:1])
     assert ("apps", "v1", "deployments") not in runtime.child_selectors([*kinds, twice])
+
+
+def test_retries_of_many_objects_at_once_are_paced_and_clocks_are_not(
+    events: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 objects stalled at once (one missing Secret, say) retry at RETRY_RATE a second together,
+    not every 60 s each (about 17 a second, each a poke and a reconcile): past 300 objects each one
+    waits objects ÷ 5 s. The same for a registry or Ray that does not answer (`retry`) and for an
+    unexpected error's backoff. A clock the kind waits on (a canary step, a poll of a running job) is
+    kept as asked, however many objects wait on one."""
+    monkeypatch.setattr(runtime, "_RETRY_PACERS", {})
+    monkeypatch.setattr(runtime, "INTERNAL_ERRORS", runtime.Backoff(30.0, 600.0))
+    assert runtime.RETRY_RATE == 5.0
+
+    def waits(outcome: Outcome | None, count: int, prefix: str) -> list[float | None]:
+        def reconcile(spec: Any, ctx: Context) -> Outcome:
+            if outcome is None:
+                raise KeyError("a field a bug expected")
+            return outcome
+
+        kind, seen = Kind(TRAINING_JOB, reconcile), []
+        for i in range(count):
+            obj = body()
+            obj["metadata"]["uid"] = f"{prefix}-{i}"
+            seen.append(runtime.reconcile(kind, obj, None, logging.getLogger("test"), kopf.Patch()))  # type: ignore[arg-type]
+        return seen
+
+    stalled = waits(Outcome("stalled", "Pending", "CredentialsNotFound", "", requeue_after=60.0), 1000, "s")
+    assert stalled[:300] == [60.0] * 300 and stalled[300] == 301 / 5.0 and stalled[-1] == 1000 / 5.0
+    # Those still stalled, asking again, keep the period of the 1,000 (and no more).
+    assert (
+        waits(Outcome("stalled", "Pending", "CredentialsNotFound", "", requeue_after=60.0), 10, "s")
+        == [200.0] * 10
+    )
+    # Retries for another reason join the kind's count; another kind's are counted apart.
+    unavailable = Outcome("reconciling", "Pending", "RegistryUnavailable", "", requeue_after=20.0, retry=True)
+    assert waits(unavailable, 1, "u")[0] == 1001 / 5.0
+    assert runtime.retry_after(MODEL_DEPLOYMENT, body(), 60.0) == 60.0
+    # A clock is kept, whatever the count.
+    clock = Outcome("reconciling", "Running", "Running", "", requeue_after=60.0)
+    assert set(waits(clock, 1000, "c")) == {60.0}
+    # An unexpected error's backoff (30 s first) is stretched the same way.
+    monkeypatch.setattr(runtime, "_RETRY_PACERS", {})
+    errors = waits(None, 400, "e")
+    assert errors[:150] == [30.0] * 150 and errors[-1] == 400 / 5.0
