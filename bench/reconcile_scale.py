@@ -621,6 +621,36 @@ def cpu_used(before: dict[str, float], after: dict[str, float], seconds: float) 
     return f"{', '.join(parts)}; machine {machine:.0f} ({machine / seconds:.2f} cores busy)"
 
 
+def api_requests(api: client.CustomObjectsApi) -> dict[str, float]:
+    """The requests the apiserver has served so far, of every client, by "VERB resource[/subresource]"
+    (its own counter apiserver_request_total, read from its /metrics; WATCH and LIST included)."""
+    answer = api.api_client.call_api("/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False)
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(answer.data.decode()):
+        if family.name != "apiserver_request":
+            continue
+        for sample in family.samples:
+            if sample.name != "apiserver_request_total":
+                continue
+            labels = sample.labels
+            what = labels.get("resource", "") + (
+                f"/{labels['subresource']}" if labels.get("subresource") else ""
+            )
+            key = f"{labels.get('verb', '?')} {what or labels.get('path', '?')}"
+            counts[key] = counts.get(key, 0.0) + sample.value
+    return counts
+
+
+def requests_used(before: dict[str, float], after: dict[str, float], objects: int, top: int = 12) -> str:
+    """One line: the requests served between two `api_requests` readings, per object, in all and for the
+    `top` most frequent (verb and resource), largest first."""
+    used = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
+    total = sum(used.values())
+    largest = sorted(((k, v) for k, v in used.items() if v > 0), key=lambda kv: (-kv[1], kv[0]))[:top]
+    parts = ", ".join(f"{key} {value / objects:.1f}" for key, value in largest)
+    return f"{total / objects:.1f} in all: {parts}"
+
+
 def control_plane_peaks(cluster: LocalCluster) -> str:
     """Each control-plane process's peak RSS (VmHWM), MiB: what bounds the count this machine can run."""
     peaks = []
@@ -775,6 +805,7 @@ def main() -> None:
     n = args.objects
     more = n // 4 if args.more is None and not args.restart_when_written else args.more or 0
     cpu: dict[str, str] = {}  # each fleet's CPU seconds, from its first create to all Ready (or the bound)
+    requests: dict[str, str] = {}  # and the apiserver's requests per object over the same time
     reached: dict[str, list[float]] = {}  # --ready-within: each fleet's seconds to its k-th object Ready
     peaks: dict[str, str] = {}  # each fleet's control plane's peak RSS
 
@@ -849,7 +880,7 @@ def main() -> None:
                 owned = Tally(api, (GROUP, VERSION, PLURAL), "direct", is_ready)  # read by neither: its load
                 owners = create_all(api, "direct", objects(n, registry)) if args.cold_start else None
                 start = time.perf_counter()
-                used = cpu_snapshot(cluster)
+                used, served = cpu_snapshot(cluster), api_requests(api)
 
                 def write(item: tuple[int, dict]) -> None:
                     i, body = item
@@ -879,6 +910,7 @@ def main() -> None:
                     ready = wait(what, firsts.count, *bounded(start), partial=True)
                     reached["direct"] = [t - start for t in firsts.times if t <= ready]  # not after it ended
                 cpu["direct"] = cpu_used(used, cpu_snapshot(cluster), ready - start)
+                requests["direct"] = requests_used(served, api_requests(api), n)
                 available.stop()
                 owned.stop()
                 return written - start, ready - start
@@ -952,12 +984,12 @@ def main() -> None:
                 create_all(api, "operator", objects(n, registry))
                 start = time.perf_counter()
                 proc = operator("operator")
-                used = cpu_snapshot(cluster, proc.pid)
+                used, served = cpu_snapshot(cluster, proc.pid), api_requests(api)
             else:
                 proc = operator("operator")
                 time.sleep(IDLE_SECONDS)
                 start = time.perf_counter()
-                used = cpu_snapshot(cluster, proc.pid)
+                used, served = cpu_snapshot(cluster, proc.pid), api_requests(api)
                 pacer = ThreadPoolExecutor(1)
                 paced = pacer.submit(create_all, api, "operator", objects(n, registry), args.create_rate)
             try:
@@ -985,6 +1017,7 @@ def main() -> None:
                         reached["operator"] = [t - start for t in firsts.times if t <= operator_ready]
                     operator_ready -= start
                     cpu["operator"] = cpu_used(used, cpu_snapshot(cluster, proc.pid), operator_ready)
+                    requests["operator"] = requests_used(served, api_requests(api), n)
                 if pacer is not None:
                     pacer.shutdown(cancel_futures=True)
                 rss, peak = rss_mib(proc.pid)
@@ -1111,6 +1144,10 @@ def main() -> None:
         print(f"CPU seconds from each fleet's first create (--cold-start: the operator's start) to {to}")
         print("  (bench: its watches, and the baseline's writes or the creates of the operator's objects):")
     for fleet, line in cpu.items():
+        print(f"  {fleet}: {line}")
+    if requests:
+        print("The apiserver's requests per object over the same time (every client; WATCH: watches opened):")
+    for fleet, line in requests.items():
         print(f"  {fleet}: {line}")
     if args.apiserver_arg:
         print(f"(kube-apiserver {' '.join(args.apiserver_arg)})")

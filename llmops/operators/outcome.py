@@ -6,6 +6,7 @@ return it stay importable without them (tests/unit/test_purity.py checks that).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,12 +34,14 @@ class Outcome:
     # The kind's own conditions beside Ready/Reconciling/Stalled: (type, status, reason, message).
     conditions: tuple[tuple[str, bool, str, str], ...] = ()
     # Whether `requeue_after` is a retry (a look again at something missing, refused or not answering)
-    # rather than a clock the kind waits on. A stalled outcome's always is. The runtime paces retries
-    # across all objects of the kind (runtime.retry_after), so that thousands failing at once, on one
-    # missing Secret or one registry down, do not come back together; a clock is kept as it is.
+    # rather than a clock the kind waits on (a canary step, a poll, a resync, a retention sweep). The
+    # runtime paces the retries of all objects of a kind together (runtime.retry_after), so that
+    # thousands failing at once, on one missing Secret or one registry down, do not come back together.
     retry: bool = False
 
-    @property
-    def retries(self) -> bool:
-        """Whether `requeue_after` is a retry (`retry`, or any stalled outcome), not a clock."""
-        return self.retry or self.state == "stalled"
+    def sooner(self, seconds: float, retry: bool = False) -> Outcome:
+        """This outcome, reconciled again no later than `seconds` (a clock; with `retry`, a retry):
+        whichever of the two comes first sets `requeue_after` and `retry`."""
+        if self.requeue_after is not None and self.requeue_after <= seconds:
+            return self
+        return dataclasses.replace(self, requeue_after=seconds, retry=retry)

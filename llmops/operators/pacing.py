@@ -53,5 +53,10 @@ class ResyncPacer:
                 del self._asked[oldest]
             return max(period, (len(self._asked) + waiting) / rate)
 
+    def forget(self, uid: str) -> None:
+        """No longer count `uid` (it stopped asking: no wait for twice its period)."""
+        with self._lock:
+            self._asked.pop(uid, None)
+
     def __len__(self) -> int:
         return len(self._asked)

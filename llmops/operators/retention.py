@@ -353,7 +353,4 @@ def reconciled(
     result, after = run(targets, previous, identity=identity, defaults=defaults, open_store=open_store)
     if result is not None:
         outcome = dataclasses.replace(outcome, status={**outcome.status, "retention": result})
-    if after is not None:
-        requeue = after if outcome.requeue_after is None else min(outcome.requeue_after, after)
-        outcome = dataclasses.replace(outcome, requeue_after=requeue)
-    return outcome
+    return outcome if after is None else outcome.sooner(after)

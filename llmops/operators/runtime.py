@@ -168,6 +168,9 @@ class Kind(Generic[Spec]):
     # The model version (and digests) an Event of an object concerns, from the object as it is after
     # the reconcile (its new status in place): the audit record's model, version and digests.
     audit_subject: Callable[[dict], Subject] | None = None
+    # The objects of this kind retrying now, so that their retries together keep to RETRY_RATE
+    # (`retry_after`): state of the operator process, not of the declaration.
+    retrying: ResyncPacer = field(default_factory=ResyncPacer, compare=False, repr=False)
 
 
 def describe_validation_error(error: pydantic.ValidationError, prefix: str = "spec") -> str:
@@ -240,25 +243,23 @@ class Backoff:
 
 # A reconcile that raised an unexpected error: tried again after 30 s, 60 s, 120 s... at most 10 min.
 INTERNAL_ERRORS = Backoff(30.0, 600.0)
+HEAL_RETRY_SECONDS = 10.0  # an API error that heals (a conflict, throttling, a 5xx): kopf tries again
 
-# Retries (Outcome.retries, and INTERNAL_ERRORS' waits) of all objects of one kind together come at
-# most this many a second: beyond its wait times RETRY_RATE objects retrying (300 for a 60 s wait), each
-# one waits objects ÷ RETRY_RATE seconds (operators.pacing). Each retry costs a poke (a PATCH and its
-# watch event) and a reconcile that reads and fails again. The bound on them is what client-go's
-# default controller rate limiter puts on requeued failures (an overall token bucket, 10 a second,
-# beside the per-object backoff); ours is per kind and leaves room for resyncs and changes.
+# Retries (an outcome's `retry`, INTERNAL_ERRORS' waits, and the retries of API errors that heal) of
+# all objects of one kind together come at most this many a second: once more objects retry than the
+# wait times RETRY_RATE (300 for the minute a Stalled object waits, 100 for a 20 s retry), each one
+# waits objects ÷ RETRY_RATE seconds (operators.pacing). Each retry costs a poke (a PATCH and its watch
+# event) and a reconcile that reads and fails again. client-go's default controller rate limiter
+# bounds requeued failures likewise (an overall token bucket, 10 a second, beside the per-object
+# backoff); ours is per kind and leaves room for resyncs and changes.
 RETRY_RATE = 5.0
-_RETRY_PACERS: dict[str, ResyncPacer] = {}
-_RETRY_PACERS_LOCK = threading.Lock()
 
 
-def retry_after(resource: Resource, body: dict, seconds: float) -> float:
-    """The wait before object `body` (of `resource`) retries, in seconds: `seconds` (what its
-    reconcile asked for), or the objects of the kind retrying ÷ RETRY_RATE when that is longer.
-    Counts the object as retrying now; one that stops retrying is forgotten after twice its wait."""
-    with _RETRY_PACERS_LOCK:
-        pacer = _RETRY_PACERS.setdefault(resource.plural, ResyncPacer())
-    return pacer.period(_key(body), seconds, RETRY_RATE)
+def retry_after(kind: Kind, body: dict, seconds: float) -> float:
+    """The wait before object `body` of `kind` retries, in seconds: `seconds` (what its reconcile
+    asked for), or the objects of the kind retrying ÷ RETRY_RATE when that is longer (`kind.retrying`
+    counts this one from now until its next reconcile that is not a retry, or twice its wait)."""
+    return kind.retrying.period(_key(body), seconds, RETRY_RATE)
 
 
 def _stalled_reason(body: dict) -> str | None:
@@ -286,6 +287,7 @@ def reconcile(
     retry (`retry_after`).
     """
     resource = kind.resource
+    kind.retrying.forget(_key(body))  # counted again below if it retries
     ctx = Context(
         body=body,
         applier=applier,
@@ -321,7 +323,7 @@ def reconcile(
             if _heals(e):
                 message = f"{type(e).__name__} from the API while reconciling; retrying"
                 _write(patch, resource, body, Outcome("reconciling", phase, CommonReason.RETRYING, message))
-                raise kopf.TemporaryError(message, delay=10) from e
+                raise kopf.TemporaryError(message, delay=retry_after(kind, body, HEAL_RETRY_SECONDS)) from e
             # A bug or an unexpected object: say so on the object; do not crash or spin, and look
             # again later, less often the longer it lasts (what broke may have been passing).
             metrics.ERRORS.labels(resource.kind, type(e).__name__).inc()
@@ -329,7 +331,7 @@ def reconcile(
             message = f"internal error ({type(e).__name__}); see the operator log"
             if _stalled_reason(body) != CommonReason.INTERNAL_ERROR:  # one Warning, not one per retry
                 ctx.event(CommonReason.INTERNAL_ERROR, message, warning=True)
-            retry = retry_after(resource, body, INTERNAL_ERRORS.failed(_key(body)))
+            retry = retry_after(kind, body, INTERNAL_ERRORS.failed(_key(body)))
             _write(
                 patch,
                 resource,
@@ -341,8 +343,8 @@ def reconcile(
         INTERNAL_ERRORS.succeeded(_key(body))
         metrics.RECONCILES.labels(resource.kind, outcome.state).inc()
         announce(kind, ctx, outcome, status)
-        if outcome.requeue_after is not None and outcome.retries:
-            return retry_after(resource, body, outcome.requeue_after)
+        if outcome.requeue_after is not None and outcome.retry:
+            return retry_after(kind, body, outcome.requeue_after)
         return outcome.requeue_after
 
 

@@ -358,9 +358,7 @@ class Reconciler:
                 outcome, conditions=(*outcome.conditions, suspended_condition(spec))
             )
         if aliased(spec):
-            poll = self.alias_poll_seconds(ctx) * random.uniform(0.9, 1.0)  # spread, within the bound
-            after = poll if outcome.requeue_after is None else min(outcome.requeue_after, poll)
-            outcome = dataclasses.replace(outcome, requeue_after=after)
+            outcome = outcome.sooner(self.alias_poll_seconds(ctx) * random.uniform(0.9, 1.0))  # spread
         return outcome
 
     def _guarded(self, spec: ModelDeploymentSpec, ctx: Context, settings: ServingSettings) -> Outcome:
@@ -628,9 +626,9 @@ def aliased(spec: ModelDeploymentSpec) -> bool:
 
 
 def _stalled(reason: str, message: str) -> Outcome:
-    """Stuck until something changes; looked at again every STALLED_RETRY_SECONDS (the runtime posts
-    the Warning Event, once per new reason)."""
-    return Outcome("stalled", "Failed", reason, message, requeue_after=STALLED_RETRY_SECONDS)
+    """Stuck until something changes; looked at again every STALLED_RETRY_SECONDS, a retry (the runtime
+    paces them, and posts the Warning Event, once per new reason)."""
+    return Outcome("stalled", "Failed", reason, message, requeue_after=STALLED_RETRY_SECONDS, retry=True)
 
 
 def _serves(manifest: dict, versions: list[ServedVersion]) -> bool:

@@ -39,15 +39,27 @@ STALLED_RETRY_SECONDS = 60.0
 
 def stalled(reason: str, message: str, phase: str = "Failed", status: dict | None = None) -> Outcome:
     return Outcome(
-        "stalled", phase, reason, message, status=status or {}, requeue_after=STALLED_RETRY_SECONDS
+        "stalled",
+        phase,
+        reason,
+        message,
+        status=status or {},
+        requeue_after=STALLED_RETRY_SECONDS,
+        retry=True,
     )
 
 
 def running(
-    step: str, message: str, status: dict, *, reason: str | None = None, requeue: float = 0.5
+    step: str,
+    message: str,
+    status: dict,
+    *,
+    reason: str | None = None,
+    requeue: float = 0.5,
+    retry: bool = False,
 ) -> Outcome:
     """A step in progress: reconcile again soon (`requeue`: right away after a step finished, or
-    POLL_SECONDS while waiting on others)."""
+    POLL_SECONDS while waiting on others; `retry`: after a failure that heals, which the runtime paces)."""
     return Outcome(
         "reconciling",
         PHASE_OF_STEP[step],
@@ -55,6 +67,7 @@ def running(
         message,
         status=status,
         requeue_after=requeue,
+        retry=retry,
     )
 
 

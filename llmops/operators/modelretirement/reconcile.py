@@ -249,6 +249,7 @@ class Retirement:
                 self.status,
                 reason=Reason.REGISTRY_UNAVAILABLE,
                 requeue=30.0,
+                retry=True,
             )
 
     def manifest(self, source: ObjectStore, version: str) -> registry.ModelVersion | None:
@@ -505,6 +506,7 @@ class Retirement:
                     self.status,
                     reason=Reason.ARCHIVE_FAILED,
                     requeue=30.0,
+                    retry=True,
                 )
             objects += len(receipt.objects)
             size += sum(o.size for o in receipt.objects)

@@ -113,7 +113,7 @@ def _watching(found: Found) -> str:
 
 
 def stalled(reason: str, message: str, retry: float) -> Outcome:
-    return Outcome("stalled", "Failed", reason, message, requeue_after=retry)
+    return Outcome("stalled", "Failed", reason, message, requeue_after=retry, retry=True)
 
 
 # -- reading the runs back from their TrainingJobs ---------------------------------------------

@@ -86,13 +86,7 @@ def desired_run(
                 " name an unquantized full model (its parent, if it was compressed before, or the"
                 " original imported with `llmops models import`)"
             )
-            return Outcome(
-                "stalled",
-                "Pending",
-                Reason.BASE_NOT_QUANTIZABLE,
-                message,
-                requeue_after=WAITING_RESYNC_SECONDS,
-            )
+            return _waiting(Reason.BASE_NOT_QUANTIZABLE, message)
         version = resolved.version
     baseline = spec.evaluation.baseline if spec.evaluation else None
     baseline_version = plan.pinned_baseline(spec, earlier)
@@ -111,6 +105,12 @@ def desired_run(
     return plan.new_run(spec, job, version, code_version(), baseline_version, teacher_version)
 
 
+def _waiting(reason: str, message: str) -> Outcome:
+    """Stalled before the run: looked at again every WAITING_RESYNC_SECONDS, a retry (the runtime paces
+    them: a Secret may appear, a version be registered)."""
+    return Outcome("stalled", "Pending", reason, message, requeue_after=WAITING_RESYNC_SECONDS, retry=True)
+
+
 def _credentials(spec: TrainingJobSpec, ctx: Context) -> Credentials | None:
     """The registry's access keys (the work folder lives in the registry); raises SecretProblem."""
     return secrets.credentials(ctx.applier.kube, ctx.namespace, spec.output.registry, "spec.output.registry")
@@ -124,23 +124,19 @@ def _resolve(
         store = ctx.open_store(spec.output.registry, _credentials(spec, ctx), "spec.output.registry")
         return registry.resolve(store, ref)
     except secrets.SecretProblem as e:
-        return Outcome(
-            "stalled", "Pending", Reason.CREDENTIALS_NOT_FOUND, str(e), requeue_after=WAITING_RESYNC_SECONDS
-        )
+        return _waiting(Reason.CREDENTIALS_NOT_FOUND, str(e))
     except registry.RegistryError as e:
         which = f"version {ref.version}" if ref.version else f"alias {ref.alias}"
         message = (
             f"{field} ({ref.name}, {which}) does not resolve: {e}; register that model "
             f"(or point the alias at a version) or fix {field}"
         )
-        return Outcome("stalled", "Pending", not_found, message, requeue_after=WAITING_RESYNC_SECONDS)
+        return _waiting(not_found, message)
     except Exception as e:
         if refused(e):  # refused credentials, access denied, a missing bucket, TLS: a person must act
             registry_uri = spec.output.registry.uri
             message = f"cannot read the model registry {registry_uri} to resolve {field}: {describe(e)}"
-            return Outcome(
-                "stalled", "Pending", Reason.STORAGE_REFUSED, message, requeue_after=WAITING_RESYNC_SECONDS
-            )
+            return _waiting(Reason.STORAGE_REFUSED, message)
         # the registry is unreachable: that heals
         message = (
             f"cannot read the model registry {spec.output.registry.uri} to resolve "

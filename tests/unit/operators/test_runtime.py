@@ -5,6 +5,7 @@ for a kind without a policy."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from pathlib import Path
@@ -14,7 +15,7 @@ import kopf
 import pytest
 import yaml
 
-from llmops.api import MODEL_DEPLOYMENT, TRAINING_JOB
+from llmops.api import TRAINING_JOB
 from llmops.api.common import Status
 from llmops.api.trainingjob import TrainingJobStatus
 from llmops.operators import runtime
@@ -234,41 +235,58 @@ def test_retries_of_many_objects_at_once_are_paced_and_clocks_are_not(
 ) -> None:
     """1,000 objects stalled at once (one missing Secret, say) retry at RETRY_RATE a second together,
     not every 60 s each (about 17 a second, each a poke and a reconcile): past 300 objects each one
-    waits objects ÷ 5 s. The same for a registry or Ray that does not answer (`retry`) and for an
-    unexpected error's backoff. A clock the kind waits on (a canary step, a poll of a running job) is
-    kept as asked, however many objects wait on one."""
-    monkeypatch.setattr(runtime, "_RETRY_PACERS", {})
+    waits objects ÷ 5 s. The same for a registry or Ray that does not answer, for an unexpected error's
+    backoff and for an API error that heals. A clock the kind waits on (a canary step, a resync, a poll
+    of a running job) is kept as asked, however many objects wait on one, even a stalled object's; and
+    an object that no longer retries stops counting."""
     monkeypatch.setattr(runtime, "INTERNAL_ERRORS", runtime.Backoff(30.0, 600.0))
     assert runtime.RETRY_RATE == 5.0
+    retry = Outcome("stalled", "Pending", "CredentialsNotFound", "", requeue_after=60.0, retry=True)
+    clock = Outcome("reconciling", "Running", "Running", "", requeue_after=60.0)
+    answers: dict[str, Any] = {}
 
-    def waits(outcome: Outcome | None, count: int, prefix: str) -> list[float | None]:
-        def reconcile(spec: Any, ctx: Context) -> Outcome:
-            if outcome is None:
-                raise KeyError("a field a bug expected")
-            return outcome
+    def reconcile(spec: Any, ctx: Context) -> Outcome:
+        answer = answers[ctx.body["metadata"]["uid"]]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
-        kind, seen = Kind(TRAINING_JOB, reconcile), []
-        for i in range(count):
+    def waits(kind: Kind, answer: Any, uids: range, prefix: str = "o") -> list[float | None]:
+        seen = []
+        for i in uids:
             obj = body()
-            obj["metadata"]["uid"] = f"{prefix}-{i}"
-            seen.append(runtime.reconcile(kind, obj, None, logging.getLogger("test"), kopf.Patch()))  # type: ignore[arg-type]
+            obj["metadata"]["uid"] = uid = f"{prefix}-{i}"
+            answers[uid] = answer
+            try:
+                seen.append(runtime.reconcile(kind, obj, None, logging.getLogger("test"), kopf.Patch()))  # type: ignore[arg-type]
+            except kopf.TemporaryError as e:
+                seen.append(e.delay)
         return seen
 
-    stalled = waits(Outcome("stalled", "Pending", "CredentialsNotFound", "", requeue_after=60.0), 1000, "s")
+    kind = Kind(TRAINING_JOB, reconcile)
+    stalled = waits(kind, retry, range(1000))
     assert stalled[:300] == [60.0] * 300 and stalled[300] == 301 / 5.0 and stalled[-1] == 1000 / 5.0
-    # Those still stalled, asking again, keep the period of the 1,000 (and no more).
-    assert (
-        waits(Outcome("stalled", "Pending", "CredentialsNotFound", "", requeue_after=60.0), 10, "s")
-        == [200.0] * 10
-    )
-    # Retries for another reason join the kind's count; another kind's are counted apart.
+    assert len(kind.retrying) == 1000
+    # Those still stalled, reconciled again, keep the period of the 1,000 (and no more).
+    assert waits(kind, retry, range(10)) == [200.0] * 10
+    # A clock is kept, whatever the count, a stalled object's too (a failed run's retention sweep); and
+    # the objects that now answer with a clock no longer count as retrying.
+    stalled_clock = Outcome("stalled", "Failed", "TrainingFailed", "", requeue_after=3600.0)
+    assert set(waits(kind, clock, range(500))) == {60.0}
+    assert set(waits(kind, stalled_clock, range(500, 1000))) == {3600.0}
+    assert len(kind.retrying) == 0
+    # Other reasons to retry join the one count: the registry does not answer (20 s), a bug (30 s,
+    # doubling), an API error that heals (kopf tries again after 10 s).
     unavailable = Outcome("reconciling", "Pending", "RegistryUnavailable", "", requeue_after=20.0, retry=True)
-    assert waits(unavailable, 1, "u")[0] == 1001 / 5.0
-    assert runtime.retry_after(MODEL_DEPLOYMENT, body(), 60.0) == 60.0
-    # A clock is kept, whatever the count.
-    clock = Outcome("reconciling", "Running", "Running", "", requeue_after=60.0)
-    assert set(waits(clock, 1000, "c")) == {60.0}
-    # An unexpected error's backoff (30 s first) is stretched the same way.
-    monkeypatch.setattr(runtime, "_RETRY_PACERS", {})
-    errors = waits(None, 400, "e")
-    assert errors[:150] == [30.0] * 150 and errors[-1] == 400 / 5.0
+    assert waits(kind, unavailable, range(100)) == [20.0] * 100
+    assert waits(kind, KeyError("a field a bug expected"), range(100, 150)) == [30.0] * 50
+    healing = runtime.kube.ApiError(500, "InternalError", "etcdserver: leader changed")
+    healed = waits(kind, healing, range(150, 200))  # 151 to 200 retrying: beyond 10 s times 5, objects ÷ 5
+    assert healed[0] == 151 / 5.0 and healed[-1] == 200 / 5.0
+    assert len(kind.retrying) == 200
+    # Another kind counts its own.
+    assert waits(Kind(TRAINING_JOB, reconcile), retry, range(1)) == [60.0]
+    # The sooner of a clock and a retry wins, and says which it is.
+    assert retry.sooner(30.0) == dataclasses.replace(retry, requeue_after=30.0, retry=False)
+    assert retry.sooner(90.0) is retry
+    assert clock.sooner(10.0, retry=True).retry
