@@ -627,8 +627,6 @@ def api_requests(api: client.CustomObjectsApi) -> dict[str, float]:
     answer = api.api_client.call_api("/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False)
     counts: dict[str, float] = {}
     for family in text_string_to_metric_families(answer.data.decode()):
-        if family.name != "apiserver_request":
-            continue
         for sample in family.samples:
             if sample.name != "apiserver_request_total":
                 continue
@@ -641,14 +639,26 @@ def api_requests(api: client.CustomObjectsApi) -> dict[str, float]:
     return counts
 
 
-def requests_used(before: dict[str, float], after: dict[str, float], objects: int, top: int = 12) -> str:
-    """One line: the requests served between two `api_requests` readings, per object, in all and for the
-    `top` most frequent (verb and resource), largest first."""
-    used = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
-    total = sum(used.values())
-    largest = sorted(((k, v) for k, v in used.items() if v > 0), key=lambda kv: (-kv[1], kv[0]))[:top]
-    parts = ", ".join(f"{key} {value / objects:.1f}" for key, value in largest)
-    return f"{total / objects:.1f} in all: {parts}"
+def requests_used(before: dict[str, float], after: dict[str, float], objects: int) -> dict[str, float]:
+    """The requests served between two `api_requests` readings, per object, by verb and resource."""
+    return {key: (after.get(key, 0.0) - before.get(key, 0.0)) / objects for key in after}
+
+
+def requests_table(fleets: dict[str, dict[str, float]], least: float = 0.05) -> list[str]:
+    """Lines comparing `requests_used` of each fleet: the total, then each verb and resource that some
+    fleet sent at least `least` times per object, the largest excess over the first fleet first."""
+    names = list(fleets)
+    keys = {k for used in fleets.values() for k, v in used.items() if v >= least}
+
+    def excess(key: str) -> float:
+        return max(fleets[f].get(key, 0.0) for f in names) - fleets[names[0]].get(key, 0.0)
+
+    rows = [("in all", [sum(fleets[f].values()) for f in names])]
+    rows += [(k, [fleets[f].get(k, 0.0) for f in names]) for k in sorted(keys, key=lambda k: (-excess(k), k))]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"  {'':{width}}  " + "  ".join(f"{f:>9}" for f in names)]
+    lines += [f"  {k:{width}}  " + "  ".join(f"{v:9.2f}" for v in values) for k, values in rows]
+    return lines
 
 
 def control_plane_peaks(cluster: LocalCluster) -> str:
@@ -805,7 +815,7 @@ def main() -> None:
     n = args.objects
     more = n // 4 if args.more is None and not args.restart_when_written else args.more or 0
     cpu: dict[str, str] = {}  # each fleet's CPU seconds, from its first create to all Ready (or the bound)
-    requests: dict[str, str] = {}  # and the apiserver's requests per object over the same time
+    requests: dict[str, dict[str, float]] = {}  # and the apiserver's requests per object, the same time
     reached: dict[str, list[float]] = {}  # --ready-within: each fleet's seconds to its k-th object Ready
     peaks: dict[str, str] = {}  # each fleet's control plane's peak RSS
 
@@ -1147,8 +1157,7 @@ def main() -> None:
         print(f"  {fleet}: {line}")
     if requests:
         print("The apiserver's requests per object over the same time (every client; WATCH: watches opened):")
-    for fleet, line in requests.items():
-        print(f"  {fleet}: {line}")
+        print("\n".join(requests_table(requests)))
     if args.apiserver_arg:
         print(f"(kube-apiserver {' '.join(args.apiserver_arg)})")
     if args.operator_first:
