@@ -12,7 +12,10 @@ fleet ran beside the first one's objects and cost the machine more (2026-12-05: 
 more at 1,000 in one pair of runs), which moved the ratio by 0.35 there. Each fleet's clock starts at
 its first create; the bench counts progress from watches (`Tally`), so its own reads cost the
 apiserver the same in both fleets, and prints the CPU seconds each process used on the way to Ready
-(on 2 cores both fleets keep the machine busy, so they show where the time goes). Both wait on the
+(on 2 cores both fleets keep the machine busy, so they show where the time goes), and the requests
+the apiserver served per object over the same time, by verb and resource, side by side (its own
+apiserver_request_total, every client's: what the operator asks beyond the direct writes, and what
+that makes the controllers ask). Both wait on the
 same controllers (deployment, replicaset, scheduler, kwok), so the ratio (the direct writes' time
 over the operator's: below 1.0 the operator took longer) is the operator's own overhead on the way
 to Ready, as long as those controllers are not what sets the pace (at kube-controller-manager's
