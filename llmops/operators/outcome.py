@@ -38,10 +38,20 @@ class Outcome:
     # runtime paces the retries of all objects of a kind together (runtime.retry_after), so that
     # thousands failing at once, on one missing Secret or one registry down, do not come back together.
     retry: bool = False
+    # With `retry`: the soonest clock the object waits on besides (seconds), which the retry came
+    # before; pacing the retry never pushes the object past it. None: no such clock.
+    clock: float | None = None
 
     def sooner(self, seconds: float, retry: bool = False) -> Outcome:
         """This outcome, reconciled again no later than `seconds` (a clock; with `retry`, a retry):
-        whichever of the two comes first sets `requeue_after` and `retry`."""
-        if self.requeue_after is not None and self.requeue_after <= seconds:
-            return self
-        return dataclasses.replace(self, requeue_after=seconds, retry=retry)
+        whichever of the two comes first sets `requeue_after` and `retry`; when that is a retry, the
+        soonest clock of the two (and of `clock`) is kept in `clock`."""
+        waits = [(seconds, retry)]
+        if self.requeue_after is not None:
+            waits.append((self.requeue_after, self.retry))
+        if self.clock is not None:
+            waits.append((self.clock, False))
+        first, first_retry = min(waits, key=lambda w: (w[0], w[1]))  # a clock first at a tie
+        clocks = [at for at, is_retry in waits if not is_retry]
+        clock = min(clocks) if first_retry and clocks else None
+        return dataclasses.replace(self, requeue_after=first, retry=first_retry, clock=clock)

@@ -23,11 +23,12 @@ import time
 
 class ResyncPacer:
     """Counts the objects that ask for resyncs (each once, by uid) and gives each the period that
-    keeps their resyncs at `rate` a second at most. An object that has not asked for twice its period
-    is no longer counted (deleted, or no longer resyncing). Thread-safe; process-local."""
+    keeps their resyncs at `rate` a second at most. An object that has not asked for twice the period
+    it was given is no longer counted (deleted, or no longer resyncing). Thread-safe; process-local."""
 
     def __init__(self) -> None:
-        self._asked: dict[str, float] = {}  # uid -> when it last asked (time.monotonic()), oldest first
+        # uid -> (when it last asked (time.monotonic()), the period it was given), oldest first
+        self._asked: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
     def period(self, uid: str, period: float, rate: float, waiting: int = 0) -> float:
@@ -44,14 +45,14 @@ class ResyncPacer:
         now = time.monotonic()
         with self._lock:
             self._asked.pop(uid, None)  # to the end: the most recent
-            self._asked[uid] = now
-            stretched = max(period, (len(self._asked) + waiting) / rate)
-            while self._asked:  # forget the objects that stopped asking
-                oldest, at = next(iter(self._asked.items()))
-                if now - at <= 2 * stretched:
+            while self._asked:  # forget the objects that stopped asking, oldest first
+                oldest, (at, given) = next(iter(self._asked.items()))
+                if now - at <= 2 * given:
                     break
                 del self._asked[oldest]
-            return max(period, (len(self._asked) + waiting) / rate)
+            given = max(period, (len(self._asked) + 1 + waiting) / rate)
+            self._asked[uid] = (now, given)
+            return given
 
     def forget(self, uid: str) -> None:
         """No longer count `uid` (it stopped asking: no wait for twice its period)."""

@@ -344,7 +344,8 @@ def reconcile(
         metrics.RECONCILES.labels(resource.kind, outcome.state).inc()
         announce(kind, ctx, outcome, status)
         if outcome.requeue_after is not None and outcome.retry:
-            return retry_after(kind, body, outcome.requeue_after)
+            after = retry_after(kind, body, outcome.requeue_after)
+            return after if outcome.clock is None else min(after, outcome.clock)
         return outcome.requeue_after
 
 

@@ -29,9 +29,9 @@ def test_the_period_stretches_to_objects_over_the_rate_and_forgets_objects_that_
     assert periods[0] == 300 and periods[599] == 300  # 600 objects at 2 a second: 300 s each
     assert periods[600] == 300.5 and periods[-1] == 500  # 1,000: every 500 s, 2 a second
     assert pacer.period("uid-0", 300, 2) == 500 and len(pacer) == 1000  # counted once
-    clock[0] += 999  # within twice the period: all still counted
-    assert pacer.period("uid-1", 300, 2) == 500
-    clock[0] += 2  # the others asked 1,001 s ago, more than twice 500: gone (deleted, say)
+    clock[0] += 599  # within twice the period each was given (300-500 s): all still counted
+    assert pacer.period("uid-1", 300, 2) == 500 and len(pacer) == 1000
+    clock[0] += 402  # the others asked 1,001 s ago, more than twice what they were given: gone
     assert pacer.period("uid-2", 300, 2) == 300 and len(pacer) == 2
     with pytest.raises(ValueError, match="LLMOPS_RESYNC_RATE='0'"):
         ServingSettings.from_env({"LLMOPS_RESYNC_RATE": "0"})

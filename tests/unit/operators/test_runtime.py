@@ -236,9 +236,10 @@ def test_retries_of_many_objects_at_once_are_paced_and_clocks_are_not(
     """1,000 objects stalled at once (one missing Secret, say) retry at RETRY_RATE a second together,
     not every 60 s each (about 17 a second, each a poke and a reconcile): past 300 objects each one
     waits objects ÷ 5 s. The same for a registry or Ray that does not answer, for an unexpected error's
-    backoff and for an API error that heals. A clock the kind waits on (a canary step, a resync, a poll
-    of a running job) is kept as asked, however many objects wait on one, even a stalled object's; and
-    an object that no longer retries stops counting."""
+    backoff and for an API error that heals, all in one count per kind. A clock the kind waits on (a
+    canary step, a resync, a poll of a running job) is kept as asked, however many objects wait on one,
+    even a stalled object's; a retry is never paced past a clock the object waits on besides; and an
+    object that no longer retries stops counting."""
     monkeypatch.setattr(runtime, "INTERNAL_ERRORS", runtime.Backoff(30.0, 600.0))
     assert runtime.RETRY_RATE == 5.0
     retry = Outcome("stalled", "Pending", "CredentialsNotFound", "", requeue_after=60.0, retry=True)
@@ -263,30 +264,67 @@ def test_retries_of_many_objects_at_once_are_paced_and_clocks_are_not(
                 seen.append(e.delay)
         return seen
 
-    kind = Kind(TRAINING_JOB, reconcile)
+    kind, other = Kind(TRAINING_JOB, reconcile), Kind(TRAINING_JOB, reconcile)
     stalled = waits(kind, retry, range(1000))
     assert stalled[:300] == [60.0] * 300 and stalled[300] == 301 / 5.0 and stalled[-1] == 1000 / 5.0
     assert len(kind.retrying) == 1000
+    # Another kind counts its own, while this one holds 1,000.
+    assert other.retrying is not kind.retrying and waits(other, retry, range(1)) == [60.0]
     # Those still stalled, reconciled again, keep the period of the 1,000 (and no more).
     assert waits(kind, retry, range(10)) == [200.0] * 10
+    # ...but never past a clock they wait on besides (a retention sweep, an alias poll in 100 s).
+    assert waits(kind, retry.sooner(100.0), range(10, 20)) == [100.0] * 10
     # A clock is kept, whatever the count, a stalled object's too (a failed run's retention sweep); and
     # the objects that now answer with a clock no longer count as retrying.
     stalled_clock = Outcome("stalled", "Failed", "TrainingFailed", "", requeue_after=3600.0)
     assert set(waits(kind, clock, range(500))) == {60.0}
     assert set(waits(kind, stalled_clock, range(500, 1000))) == {3600.0}
     assert len(kind.retrying) == 0
-    # Other reasons to retry join the one count: the registry does not answer (20 s), a bug (30 s,
-    # doubling), an API error that heals (kopf tries again after 10 s).
+    # Every reason to retry joins the one count, each stretched past its wait times 5: the registry
+    # does not answer (20 s: 100), a bug (30 s first: 150), an API error that heals (kopf tries again
+    # after 10 s: 50).
     unavailable = Outcome("reconciling", "Pending", "RegistryUnavailable", "", requeue_after=20.0, retry=True)
-    assert waits(kind, unavailable, range(100)) == [20.0] * 100
-    assert waits(kind, KeyError("a field a bug expected"), range(100, 150)) == [30.0] * 50
+    registry_down = waits(kind, unavailable, range(150))
+    assert registry_down[:100] == [20.0] * 100 and registry_down[-1] == 150 / 5.0
+    bugs = waits(kind, KeyError("a field a bug expected"), range(150, 200))
+    assert bugs[0] == 151 / 5.0 and bugs[-1] == 200 / 5.0
     healing = runtime.kube.ApiError(500, "InternalError", "etcdserver: leader changed")
-    healed = waits(kind, healing, range(150, 200))  # 151 to 200 retrying: beyond 10 s times 5, objects ÷ 5
-    assert healed[0] == 151 / 5.0 and healed[-1] == 200 / 5.0
-    assert len(kind.retrying) == 200
-    # Another kind counts its own.
-    assert waits(Kind(TRAINING_JOB, reconcile), retry, range(1)) == [60.0]
-    # The sooner of a clock and a retry wins, and says which it is.
-    assert retry.sooner(30.0) == dataclasses.replace(retry, requeue_after=30.0, retry=False)
-    assert retry.sooner(90.0) is retry
-    assert clock.sooner(10.0, retry=True).retry
+    healed = waits(kind, healing, range(200, 250))
+    assert healed[0] == 201 / 5.0 and healed[-1] == 250 / 5.0 and len(kind.retrying) == 250
+
+
+def test_the_sooner_of_a_clock_and_a_retry_says_which_it_is_and_keeps_the_clock() -> None:
+    """`Outcome.sooner`: the earlier wait sets `requeue_after` and `retry`; a retry that comes first
+    keeps the soonest clock beside it (`clock`), which the runtime's pacing does not pass."""
+    retry = Outcome("stalled", "Pending", "CredentialsNotFound", "", requeue_after=60.0, retry=True)
+    clock = Outcome("reconciling", "Running", "Running", "", requeue_after=60.0)
+    assert retry.sooner(30.0) == dataclasses.replace(retry, requeue_after=30.0, retry=False, clock=None)
+    assert retry.sooner(90.0) == dataclasses.replace(retry, clock=90.0)
+    assert retry.sooner(90.0).sooner(75.0).clock == 75.0 and retry.sooner(90.0).sooner(120.0).clock == 90.0
+    assert retry.sooner(60.0).retry is False  # a tie: the clock
+    assert clock.sooner(10.0, retry=True) == dataclasses.replace(
+        clock, requeue_after=10.0, retry=True, clock=60.0
+    )
+    assert clock.sooner(90.0) == clock
+    assert Outcome("ready", "Ready", "Ready", "").sooner(45.0).requeue_after == 45.0
+
+
+def test_each_kinds_failures_are_marked_as_retries_and_its_clocks_are_not() -> None:
+    """The outcomes that look again at something missing, refused or not answering say `retry`; those
+    that wait on a clock do not."""
+    from llmops.operators.modeldeployment import reconcile as md
+    from llmops.operators.modelretirement import fold as retirement
+    from llmops.operators.retrainpolicy import fold as retrain
+    from llmops.operators.trainingjob import reconcile as tj
+
+    assert md._stalled("VersionNotFound", "").retry
+    assert tj._waiting("CredentialsNotFound", "").retry
+    running = Outcome("reconciling", "Running", "Training", "")
+    assert not tj._requeued(running, {"Running": 10.0}).retry
+    unreadable = dataclasses.replace(running, reason=tj.Reason.REPORT_UNAVAILABLE)
+    assert tj._requeued(unreadable, {"Running": 10.0}).retry
+    assert (
+        retirement.stalled("StorageRefused", "").retry and retrain.stalled("DeploymentNotFound", "", 60).retry
+    )
+    assert retirement.running("Archive", "", {}, requeue=30.0, retry=True).retry
+    assert not retirement.running("Drain", "", {}, requeue=retirement.POLL_SECONDS).retry
