@@ -637,7 +637,7 @@ def api_requests(api: client.CustomObjectsApi) -> dict[str, float]:
             what = labels.get("resource", "") + (
                 f"/{labels['subresource']}" if labels.get("subresource") else ""
             )
-            key = f"{labels.get('verb', '?')} {what or labels.get('path', '?')}"
+            key = f"{labels.get('verb', '?')} {what or '(non-resource)'}"
             counts[key] = counts.get(key, 0.0) + sample.value
     return counts
 

@@ -28,8 +28,8 @@ class Outcome:
     reason: str
     message: str
     status: dict[str, Any] = field(default_factory=dict)
-    # Reconcile again after this many seconds even if nothing changes (a clock the kind waits on, or
-    # a resync that repairs drift). None: only on changes.
+    # Reconcile again after this many seconds even if nothing changes (a clock the kind waits on, a
+    # resync that repairs drift, or with `retry` a retry). None: only on changes.
     requeue_after: float | None = None
     # The kind's own conditions beside Ready/Reconciling/Stalled: (type, status, reason, message).
     conditions: tuple[tuple[str, bool, str, str], ...] = ()

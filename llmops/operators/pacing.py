@@ -12,7 +12,9 @@ a cache instead).
 
 The same holds for any periodic reconcile whose count grows with the objects: a ModelDeployment that
 follows an alias polls the registry every `alias_poll_seconds` (a poke and a reconcile each), paced by
-its own `ResyncPacer` at `alias_poll_rate` a second.
+its own `ResyncPacer` at `alias_poll_rate` a second; and the retries of every kind (an object Stalled,
+or whose registry does not answer), each kind's by its own `ResyncPacer` (runtime.Kind.retrying, at
+runtime.RETRY_RATE), an object forgotten as soon as it no longer retries.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import time
 class ResyncPacer:
     """Counts the objects that ask for resyncs (each once, by uid) and gives each the period that
     keeps their resyncs at `rate` a second at most. An object that has not asked for twice the period
-    it was given is no longer counted (deleted, or no longer resyncing). Thread-safe; process-local."""
+    it was given is no longer counted (deleted, or no longer resyncing); they are looked at oldest
+    first, so one given a long period keeps those behind it counted until it goes too (the count errs
+    high: periods a little long, never short). Thread-safe; process-local."""
 
     def __init__(self) -> None:
         # uid -> (when it last asked (time.monotonic()), the period it was given), oldest first

@@ -282,9 +282,9 @@ def reconcile(
 
     Never raises on a malformed object: that becomes Stalled plus a Warning Event. API errors
     that will heal become Reconciling and a retry; anything else is Stalled (InternalError), tried
-    again after the wait `INTERNAL_ERRORS` gives (30 s, doubling, at most 10 minutes).
-    Returns the outcome's `requeue_after`, stretched when it is a retry and many objects of the kind
-    retry (`retry_after`).
+    again after the wait `INTERNAL_ERRORS` gives (30 s, doubling, at most 10 minutes), stretched as
+    any retry is. Returns the outcome's `requeue_after`; a retry's is stretched when many objects of
+    the kind retry (`retry_after`), but not past the outcome's `clock`.
     """
     resource = kind.resource
     kind.retrying.forget(_key(body))  # counted again below if it retries

@@ -524,23 +524,23 @@ def test_the_apiservers_requests_are_read_from_its_metrics_per_object_and_compar
         f'apiserver_request_total{{code="200",{status}}} 30\n'
         f'apiserver_request_total{{code="409",{status}}} 2\n'
         'apiserver_request_total{code="201",resource="events",subresource="",verb="POST"} 50\n'
-        'apiserver_request_total{code="200",path="/healthz",verb="GET"} 3\n'
+        'apiserver_request_total{code="200",verb="GET"} 3\n'
         "# TYPE apiserver_request_duration_seconds histogram\n"
         'apiserver_request_duration_seconds_count{resource="events",verb="POST"} 50\n'
     )
     answer = SimpleNamespace(data=metrics.encode())
     api = SimpleNamespace(api_client=SimpleNamespace(call_api=lambda *_a, **_k: answer))
     read = scale.api_requests(api)
-    assert read == {"PATCH modeldeployments/status": 32.0, "POST events": 50.0, "GET /healthz": 3.0}
+    assert read == {"PATCH modeldeployments/status": 32.0, "POST events": 50.0, "GET (non-resource)": 3.0}
     operator = scale.requests_used({"POST events": 10.0}, read, 10)
-    assert operator == {"PATCH modeldeployments/status": 3.2, "POST events": 4.0, "GET /healthz": 0.3}
-    direct = {"POST events": 3.5, "GET /healthz": 0.3, "GET leases": 0.01}
+    assert operator == {"PATCH modeldeployments/status": 3.2, "POST events": 4.0, "GET (non-resource)": 0.3}
+    direct = {"POST events": 3.5, "GET (non-resource)": 0.3, "GET leases": 0.01}
     header, total, *rows = scale.requests_table({"direct": direct, "operator": operator})
     assert header.split() == ["direct", "operator"] and total.split() == ["in", "all", "3.81", "7.50"]
     assert [r.split() for r in rows] == [
         ["PATCH", "modeldeployments/status", "0.00", "3.20"],
         ["POST", "events", "3.50", "4.00"],
-        ["GET", "/healthz", "0.30", "0.30"],
+        ["GET", "(non-resource)", "0.30", "0.30"],
     ]
 
 

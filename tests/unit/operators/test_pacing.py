@@ -33,6 +33,12 @@ def test_the_period_stretches_to_objects_over_the_rate_and_forgets_objects_that_
     assert pacer.period("uid-1", 300, 2) == 500 and len(pacer) == 1000
     clock[0] += 402  # the others asked 1,001 s ago, more than twice what they were given: gone
     assert pacer.period("uid-2", 300, 2) == 300 and len(pacer) == 2
+    # Each on the period it was given: at 601 s, the first 600 (given 300 s) are gone, the rest stay.
+    pacer = pacing.ResyncPacer()
+    for i in range(1000):
+        pacer.period(f"uid-{i}", 300, 2)
+    clock[0] += 601
+    assert pacer.period("late", 300, 2) == 300 and len(pacer) == 401  # not 1,001 at 500.5 s
     with pytest.raises(ValueError, match="LLMOPS_RESYNC_RATE='0'"):
         ServingSettings.from_env({"LLMOPS_RESYNC_RATE": "0"})
     with pytest.raises(ValueError, match="LLMOPS_RESYNC_RATE='fast'"):
