@@ -51,7 +51,7 @@ class Outcome:
             waits.append((self.requeue_after, self.retry))
         if self.clock is not None:
             waits.append((self.clock, False))
-        first, first_retry = min(waits, key=lambda w: (w[0], w[1]))  # a clock first at a tie
+        first, first_retry = min(waits)  # (seconds, retry): at a tie the clock, False, comes first
         clocks = [at for at, is_retry in waits if not is_retry]
         clock = min(clocks) if first_retry and clocks else None
         return dataclasses.replace(self, requeue_after=first, retry=first_retry, clock=clock)
