@@ -19,8 +19,10 @@ written (`written`: its storage time, S3 LastModified or a file's mtime; for the
 time in the key if earlier) before now minus the retention.
 
 A sweep runs from the owner's reconcile at most every `LLMOPS_RETENTION_SWEEP_SECONDS` (3600) per
-object, sooner (60 s) while the last one stopped at a bound: at most `MAX_LISTED` objects listed and
-`MAX_DELETED` deleted per store and pass, oldest first. Deleting is idempotent (a missing key is no
+object, sooner (60 s) while the last one stopped at a bound (at most `MAX_LISTED` objects listed and
+`MAX_DELETED` deleted per store and pass, oldest first) or failed; a failed pass's next one is a retry,
+paced with the kind's other retries (`runtime.retry_after`: one store down for thousands of objects
+does not bring them back together). Deleting is idempotent (a missing key is no
 error), so a pass cut short by a crash is finished by the next. A TrainingJob is swept only once
 finished (its checkpoints resume a running job). Storage errors never fail the reconcile: they go to
 the store's `message` and `llmops_retention_errors_total`.
@@ -268,10 +270,11 @@ def run(
     defaults: Callable[[], dict[str, str] | None],
     open_store: Callable[[Target], ObjectStore],
     schedule: Schedule = SCHEDULE,
-) -> tuple[list[StoreRetention] | None, float | None]:
-    """Sweep `targets` if due: (the new `status.retention`, seconds until the next sweep); (None,
-    seconds) when not due; (None, None) without targets. Also due when no store has a retention: the
-    namespace default may have been set since.
+) -> tuple[list[StoreRetention] | None, float | None, bool]:
+    """Sweep `targets` if due: (the new `status.retention`, seconds until the next sweep, whether a
+    store or the namespace default could not be read: the next pass is then a retry of a failure);
+    (None, seconds, False) when not due; (None, None, False) without targets. Also due when no store
+    has a retention: the namespace default may have been set since.
 
     `identity` is (namespace, kind, name, uid); `defaults()` reads the namespace ConfigMap's data
     (None when absent); `open_store(target)` opens its store with its credentials (may raise, e.g. a
@@ -279,9 +282,9 @@ def run(
     namespace, kind, name, uid = identity
     clock = time.monotonic()
     if not targets:
-        return None, None
+        return None, None, False
     if not schedule.take(uid, clock):
-        return None, schedule.seconds_left(uid, clock)
+        return None, schedule.seconds_left(uid, clock), False
     try:
         ns_days, problems = namespace_defaults(defaults())
     except Exception as e:  # the apiserver's trouble is not the data's: try again soon
@@ -291,7 +294,8 @@ def run(
     before = {r.store: r for r in previous}
     now = dt.datetime.now(dt.UTC)
     result: list[StoreRetention] = []
-    again = bool(problems)
+    failed = bool(problems)
+    again = failed
     for target in targets:
         days = target.days if target.days is not None else ns_days.get(target.store)
         if days is None:
@@ -301,7 +305,7 @@ def run(
             status = sweep(open_store(target), target, days, now, before.get(target.store))
         except Exception as e:
             ERRORS.labels(*labels).inc()
-            again = True
+            again = failed = True
             old = before.get(target.store)
             message = f"sweeping {target.field} ({target.location.uri}) failed: {type(e).__name__}: {e}"
             status = StoreRetention(
@@ -327,16 +331,16 @@ def run(
         result.append(status)
     if again:
         schedule.soon(uid, clock)
-    return result, schedule.seconds_left(uid, clock)
+    return result, schedule.seconds_left(uid, clock), failed
 
 
 def reconciled(
     ctx: Any, kind: str, targets: list[Target], previous: list[StoreRetention], outcome: Outcome
 ) -> Outcome:
     """`outcome` with the sweep's result in `status.retention` (when one ran) and a requeue no later
-    than the next sweep: the one call each owning kind's reconcile makes (`ctx`: the runtime's
-    Context). The Secret reader is imported here: the rest of the module is pure
-    (tests/unit/test_purity.py)."""
+    than the next sweep (a retry, paced as any, when this pass failed; else a clock): the one call
+    each owning kind's reconcile makes (`ctx`: the runtime's Context). The Secret reader is imported
+    here: the rest of the module is pure (tests/unit/test_purity.py)."""
     from llmops.operators import secrets
 
     meta = ctx.body["metadata"]
@@ -350,7 +354,9 @@ def reconciled(
         return ctx.open_store(target.location, credentials, target.field)
 
     identity = (ctx.namespace, kind, ctx.name, meta.get("uid") or f"{ctx.namespace}/{ctx.name}")
-    result, after = run(targets, previous, identity=identity, defaults=defaults, open_store=open_store)
+    result, after, failed = run(
+        targets, previous, identity=identity, defaults=defaults, open_store=open_store
+    )
     if result is not None:
         outcome = dataclasses.replace(outcome, status={**outcome.status, "retention": result})
-    return outcome if after is None else outcome.sooner(after)
+    return outcome if after is None else outcome.sooner(after, retry=failed)

@@ -701,9 +701,44 @@ def register(kind: Kind, registry: kopf.OperatorRegistry) -> None:
         _register_finalize(kind, registry)
 
 
+def finalize(
+    kind: Kind,
+    body: dict,
+    applier: Applier,
+    logger: Any,
+    retry: int,
+    stores: StoreCache | None = None,
+    auditor: Auditor | None = None,
+) -> None:
+    """Run the kind's clean-up (`Kind.finalize`) of `body` before kopf removes its finalizer; an
+    object whose spec does not parse has nothing of ours to stop. `retry` is kopf's count of the
+    tries before this one. The kind asks for another try by raising kopf.TemporaryError; its delay is
+    stretched as any retry of the kind is (`retry_after`): one Ray cluster gone for many objects
+    being deleted does not bring them back together."""
+    assert kind.finalize is not None
+    try:
+        spec = kind.resource.spec.model_validate(body.get("spec") or {})
+    except pydantic.ValidationError:
+        return
+    ctx = Context(
+        body=body,
+        applier=applier,
+        logger=logger,
+        retry=retry,
+        status=parse_status(kind.resource, body),
+        auditor=auditor or EVENTS_ONLY,
+        subject=kind.audit_subject,
+    )
+    if stores is not None:
+        ctx.stores = stores
+    try:
+        kind.finalize(spec, ctx)
+    except kopf.TemporaryError as e:
+        raise kopf.TemporaryError(str(e), delay=retry_after(kind, body, e.delay or HEAL_RETRY_SECONDS)) from e
+
+
 def _register_finalize(kind: Kind, registry: kopf.OperatorRegistry) -> None:
-    cleanup, accepts = kind.finalize, kind.finalize_when
-    assert cleanup is not None
+    accepts = kind.finalize_when
 
     @kopf.on.delete(
         GROUP,
@@ -713,19 +748,5 @@ def _register_finalize(kind: Kind, registry: kopf.OperatorRegistry) -> None:
         when=(lambda body, **_: accepts(dict(body))) if accepts else None,
         registry=registry,
     )
-    def finalize(body: kopf.Body, logger: Any, memo: kopf.Memo, retry: int, **_: Any) -> None:
-        try:
-            spec = kind.resource.spec.model_validate(body.get("spec") or {})
-        except pydantic.ValidationError:
-            return
-        ctx = Context(
-            body=dict(body),
-            applier=memo.applier,
-            logger=logger,
-            retry=retry,
-            stores=memo.stores,
-            status=parse_status(kind.resource, dict(body)),
-            auditor=memo.get("auditor") or EVENTS_ONLY,
-            subject=kind.audit_subject,
-        )
-        cleanup(spec, ctx)
+    def handler(body: kopf.Body, logger: Any, memo: kopf.Memo, retry: int, **_: Any) -> None:
+        finalize(kind, dict(body), memo.applier, logger, retry, memo.stores, memo.get("auditor"))

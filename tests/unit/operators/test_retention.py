@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,7 +164,8 @@ def test_run_sweeps_when_due_counts_and_is_idempotent(tmp_path):
         "open_store": lambda t: LocalStore(Path(t.location.local.path)),
         "schedule": schedule,
     }
-    result, after = retention.run(found, [], **common)
+    result, after, failed = retention.run(found, [], **common)
+    assert not failed
     assert after is not None and after > 60
     by = {r.store: r for r in result}
     assert set(by) == {"payloadSamples", "feedback"}  # drift has no retention anywhere: kept
@@ -174,7 +176,7 @@ def test_run_sweeps_when_due_counts_and_is_idempotent(tmp_path):
 
     assert retention.run(found, result, **common)[0] is None  # not due yet
     schedule.due.clear()
-    again, _ = retention.run(found, result, **common)
+    again, _, _ = retention.run(found, result, **common)
     assert {r.store: r.deleted_objects for r in again} == {"payloadSamples": 1, "feedback": 0}
 
 
@@ -184,7 +186,7 @@ def test_a_failing_store_is_recorded_not_raised():
     def broken(target):
         raise OSError("connection refused")
 
-    result, after = retention.run(
+    result, after, failed = retention.run(
         found,
         [
             StoreRetention(
@@ -202,11 +204,52 @@ def test_a_failing_store_is_recorded_not_raised():
         "spec.gateway.payloadSampling.destination" in status.message
         and "connection refused" in status.message
     )
-    assert after == pytest.approx(retention.RETRY_SECONDS, abs=1)
+    assert after == pytest.approx(retention.RETRY_SECONDS, abs=1) and failed
 
 
 def test_no_targets_no_sweep():
     assert retention.run([], [], identity=("n", "k", "x", "u"), defaults=dict, open_store=None) == (
         None,
         None,
+        False,
     )
+
+
+def test_a_failed_pass_is_a_retry_to_pace_and_a_due_sweep_a_clock(tmp_path: Path) -> None:
+    """`reconciled` merges the next sweep into the owner's outcome: after a pass that could not read
+    a store, the 60 s wait is a retry (`Outcome.retry`: the runtime paces it with the kind's other
+    retries, so one store down for thousands of objects does not bring them back together); after a
+    pass that worked, the next sweep is a clock, and so is the retry's own bound in `clock`."""
+    from types import SimpleNamespace
+
+    from llmops.operators.outcome import Outcome
+
+    def ctx(uid: str, store: Any) -> Any:
+        return SimpleNamespace(
+            body={"metadata": {"uid": uid}},
+            namespace="ns",
+            name=uid,
+            applier=SimpleNamespace(get=lambda *a: None, kube=None),
+            open_store=lambda location, credentials, field: store(),
+        )
+
+    def broken() -> LocalStore:
+        raise OSError("connection refused")
+
+    ready = Outcome("ready", "Ready", "Ready", "")
+    found = retention.deployment_targets(
+        ObjectStorageLocation.model_validate({"local": {"path": str(tmp_path)}}), 30, False, None, None, None
+    )
+    failed = retention.reconciled(ctx("uid-f", broken), "ModelDeployment", found, [], ready)
+    assert failed.retry and failed.requeue_after == pytest.approx(retention.RETRY_SECONDS, abs=1)
+    assert "connection refused" in failed.status["retention"][0].message
+    swept = retention.reconciled(
+        ctx("uid-s", lambda: LocalStore(tmp_path)), "ModelDeployment", found, [], ready
+    )
+    assert not swept.retry and swept.requeue_after > retention.RETRY_SECONDS
+    # A retry the owner asked for besides keeps the sweep as its clock.
+    asked = Outcome("stalled", "Pending", "VersionNotFound", "", requeue_after=30.0, retry=True)
+    later = retention.reconciled(
+        ctx("uid-r", lambda: LocalStore(tmp_path)), "ModelDeployment", found, [], asked
+    )
+    assert later.retry and later.requeue_after == 30.0 and later.clock == swept.requeue_after

@@ -328,3 +328,29 @@ def test_each_kinds_failures_are_marked_as_retries_and_its_clocks_are_not() -> N
     )
     assert retirement.running("Archive", "", {}, requeue=30.0, retry=True).retry
     assert not retirement.running("Drain", "", {}, requeue=retirement.POLL_SECONDS).retry
+
+
+def test_a_finalizers_retries_are_paced_with_the_kinds_others() -> None:
+    """A kind's clean-up asks for another try with kopf.TemporaryError (the TrainingJob's, while the
+    Ray cluster it must stop a job on does not answer: every 10 s). 100 objects deleted at once, all
+    waiting on one cluster, come back at RETRY_RATE a second together, not all every 10 s; a spec that
+    does not parse has nothing to clean up; kopf's count of tries reaches the kind."""
+    tries: list[int] = []
+
+    def cleanup(spec: Any, ctx: Context) -> None:
+        tries.append(ctx.retry)
+        raise kopf.TemporaryError("Ray at http://ray:8265 did not answer", delay=10)
+
+    kind = Kind(TRAINING_JOB, Recorder(Outcome("ready", "Succeeded", "Succeeded", "")), finalize=cleanup)
+    delays = []
+    for i in range(100):
+        obj = body()
+        obj["metadata"]["uid"] = f"d-{i}"
+        with pytest.raises(kopf.TemporaryError) as raised:
+            runtime.finalize(kind, obj, None, logging.getLogger("test"), retry=3)  # type: ignore[arg-type]
+        delays.append(raised.value.delay)
+    assert delays[:50] == [10.0] * 50 and delays[50] == 51 / 5.0 and delays[-1] == 100 / 5.0
+    assert "did not answer" in str(raised.value) and set(tries) == {3}
+    malformed = {**body(), "spec": {"runtime": "not an object"}}
+    runtime.finalize(kind, malformed, None, logging.getLogger("test"), retry=0)  # type: ignore[arg-type]
+    assert len(tries) == 100
