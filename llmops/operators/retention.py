@@ -236,10 +236,11 @@ def interval_seconds() -> float:
 
 @dataclass
 class Schedule:
-    """When each object's next sweep is due (monotonic seconds), in this operator process: a restart
-    sweeps at the first reconcile."""
+    """When each object's next sweep is due (monotonic seconds), and whether it retries a pass that
+    failed, in this operator process: a restart sweeps at the first reconcile."""
 
     due: dict[str, float] = field(default_factory=dict)
+    failing: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self, uid: str, now: float) -> bool:
@@ -248,11 +249,20 @@ class Schedule:
             if self.due.get(uid, 0.0) > now:
                 return False
             self.due[uid] = now + interval_seconds()
+            self.failing.discard(uid)
             return True
 
-    def soon(self, uid: str, now: float) -> None:
+    def soon(self, uid: str, now: float, failed: bool) -> None:
+        """`uid`'s next pass in RETRY_SECONDS: a retry when this one `failed`, else the rest of it."""
         with self.lock:
             self.due[uid] = now + RETRY_SECONDS
+            if failed:
+                self.failing.add(uid)
+
+    def retrying(self, uid: str) -> bool:
+        """Whether `uid`'s next pass retries one that failed (until that pass begins)."""
+        with self.lock:
+            return uid in self.failing
 
     def seconds_left(self, uid: str, now: float) -> float:
         with self.lock:
@@ -271,10 +281,11 @@ def run(
     open_store: Callable[[Target], ObjectStore],
     schedule: Schedule = SCHEDULE,
 ) -> tuple[list[StoreRetention] | None, float | None, bool]:
-    """Sweep `targets` if due: (the new `status.retention`, seconds until the next sweep, whether a
-    store or the namespace default could not be read: the next pass is then a retry of a failure);
-    (None, seconds, False) when not due; (None, None, False) without targets. Also due when no store
-    has a retention: the namespace default may have been set since.
+    """Sweep `targets` if due: (the new `status.retention`, seconds until the next sweep, whether
+    that next pass retries one that failed: a store could not be swept, or the namespace's ConfigMap
+    could not be read or holds a value that is not a number of days); when not due, (None, the
+    seconds left, whether the pass it waits for is such a retry); (None, None, False) without
+    targets. Also due when no store has a retention: the namespace default may have been set since.
 
     `identity` is (namespace, kind, name, uid); `defaults()` reads the namespace ConfigMap's data
     (None when absent); `open_store(target)` opens its store with its credentials (may raise, e.g. a
@@ -284,7 +295,7 @@ def run(
     if not targets:
         return None, None, False
     if not schedule.take(uid, clock):
-        return None, schedule.seconds_left(uid, clock), False
+        return None, schedule.seconds_left(uid, clock), schedule.retrying(uid)
     try:
         ns_days, problems = namespace_defaults(defaults())
     except Exception as e:  # the apiserver's trouble is not the data's: try again soon
@@ -330,7 +341,7 @@ def run(
             again = again or not status.complete
         result.append(status)
     if again:
-        schedule.soon(uid, clock)
+        schedule.soon(uid, clock, failed)
     return result, schedule.seconds_left(uid, clock), failed
 
 

@@ -729,12 +729,13 @@ def finalize(
         auditor=auditor or EVENTS_ONLY,
         subject=kind.audit_subject,
     )
-    if stores is not None:
+    if stores is not None:  # the operator process's own (an empty cache is falsy: no `or`)
         ctx.stores = stores
+    kind.retrying.forget(_key(body))  # counted again below if it retries
     try:
         kind.finalize(spec, ctx)
-    except kopf.TemporaryError as e:
-        raise kopf.TemporaryError(str(e), delay=retry_after(kind, body, e.delay or HEAL_RETRY_SECONDS)) from e
+    except kopf.TemporaryError as e:  # kopf's delay None: again at once, which pacing may stretch
+        raise kopf.TemporaryError(*e.args, delay=retry_after(kind, body, e.delay or 0.0)) from e
 
 
 def _register_finalize(kind: Kind, registry: kopf.OperatorRegistry) -> None:

@@ -215,41 +215,71 @@ def test_no_targets_no_sweep():
     )
 
 
-def test_a_failed_pass_is_a_retry_to_pace_and_a_due_sweep_a_clock(tmp_path: Path) -> None:
-    """`reconciled` merges the next sweep into the owner's outcome: after a pass that could not read
-    a store, the 60 s wait is a retry (`Outcome.retry`: the runtime paces it with the kind's other
-    retries, so one store down for thousands of objects does not bring them back together); after a
-    pass that worked, the next sweep is a clock, and so is the retry's own bound in `clock`."""
+def test_a_failed_pass_is_a_retry_to_pace_and_a_due_sweep_a_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`reconciled` merges the next sweep into the owner's outcome: after a pass that could not sweep
+    a store or read the namespace's ConfigMap, the 60 s wait is a retry (`Outcome.retry`: the runtime
+    paces it with the kind's other retries, so one store down for thousands of objects does not
+    bring them back together), also when the owner is reconciled again before it is due; after a pass
+    that worked, the next sweep is a clock, and so is the next pass after one stopped at its bound;
+    beside a retry the owner asked for, the sweep is kept in `clock`."""
+    import uuid
     from types import SimpleNamespace
 
     from llmops.operators.outcome import Outcome
 
-    def ctx(uid: str, store: Any) -> Any:
+    def ctx(store: Any, configmap: Any = lambda *a: None) -> Any:
+        uid = uuid.uuid4().hex  # the module's one Schedule: a new object each time
         return SimpleNamespace(
             body={"metadata": {"uid": uid}},
             namespace="ns",
             name=uid,
-            applier=SimpleNamespace(get=lambda *a: None, kube=None),
+            applier=SimpleNamespace(get=configmap, kube=None),
             open_store=lambda location, credentials, field: store(),
         )
 
     def broken() -> LocalStore:
         raise OSError("connection refused")
 
+    def unreadable(*_: Any) -> dict:
+        raise OSError("the apiserver did not answer")
+
+    def swept(store: Any, outcome: Outcome, **more: Any) -> Outcome:
+        return retention.reconciled(
+            store if isinstance(store, SimpleNamespace) else ctx(store, **more),
+            "ModelDeployment",
+            found,
+            [],
+            outcome,
+        )
+
     ready = Outcome("ready", "Ready", "Ready", "")
-    found = retention.deployment_targets(
-        ObjectStorageLocation.model_validate({"local": {"path": str(tmp_path)}}), 30, False, None, None, None
-    )
-    failed = retention.reconciled(ctx("uid-f", broken), "ModelDeployment", found, [], ready)
+    location = ObjectStorageLocation.model_validate({"local": {"path": str(tmp_path)}})
+    found = retention.deployment_targets(location, 30, False, None, None, None)
+    failing = ctx(broken)
+    failed = swept(failing, ready)
     assert failed.retry and failed.requeue_after == pytest.approx(retention.RETRY_SECONDS, abs=1)
     assert "connection refused" in failed.status["retention"][0].message
-    swept = retention.reconciled(
-        ctx("uid-s", lambda: LocalStore(tmp_path)), "ModelDeployment", found, [], ready
-    )
-    assert not swept.retry and swept.requeue_after > retention.RETRY_SECONDS
+    again = swept(failing, ready)  # reconciled again (a child changed) before the pass is due
+    assert again.retry and again.requeue_after <= retention.RETRY_SECONDS and "retention" not in again.status
+    no_configmap = swept(lambda: LocalStore(tmp_path), ready, configmap=unreadable)
+    assert no_configmap.retry and no_configmap.requeue_after == pytest.approx(retention.RETRY_SECONDS, abs=1)
+    fine = swept(lambda: LocalStore(tmp_path), ready)
+    assert not fine.retry and fine.requeue_after > retention.RETRY_SECONDS
     # A retry the owner asked for besides keeps the sweep as its clock.
     asked = Outcome("stalled", "Pending", "VersionNotFound", "", requeue_after=30.0, retry=True)
-    later = retention.reconciled(
-        ctx("uid-r", lambda: LocalStore(tmp_path)), "ModelDeployment", found, [], asked
+    later = swept(lambda: LocalStore(tmp_path), asked)
+    assert (
+        later.retry
+        and later.requeue_after == 30.0
+        and later.clock == pytest.approx(fine.requeue_after, abs=1)
     )
-    assert later.retry and later.requeue_after == 30.0 and later.clock == swept.requeue_after
+    # A pass that stopped at its bound (more expired than one pass deletes) goes on after 60 s: a clock.
+    for seq in range(3):
+        _write(tmp_path, _key(40, "payload", seq), 40)
+    monkeypatch.setattr(retention, "MAX_DELETED", 1)
+    bounded = swept(lambda: LocalStore(tmp_path), ready)
+    (status,) = bounded.status["retention"]
+    assert (status.deleted_objects, status.complete) == (1, False)
+    assert not bounded.retry and bounded.requeue_after == pytest.approx(retention.RETRY_SECONDS, abs=1)
