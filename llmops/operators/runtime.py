@@ -262,6 +262,30 @@ def retry_after(kind: Kind, body: dict, seconds: float) -> float:
     return kind.retrying.period(_key(body), seconds, RETRY_RATE)
 
 
+def _context(
+    kind: Kind,
+    body: dict,
+    applier: Applier,
+    logger: Any,
+    stores: StoreCache | None,
+    auditor: Auditor | None,
+    retry: int = 0,
+) -> Context:
+    """The Context a reconcile or a clean-up of `body` gets: its status parsed, the audit trail."""
+    ctx = Context(
+        body=body,
+        applier=applier,
+        logger=logger,
+        retry=retry,
+        status=parse_status(kind.resource, body),
+        auditor=auditor or EVENTS_ONLY,
+        subject=kind.audit_subject,
+    )
+    if stores is not None:  # the operator process's own (an empty cache is falsy: no `or`)
+        ctx.stores = stores
+    return ctx
+
+
 def _stalled_reason(body: dict) -> str | None:
     stalled = next(
         (c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "Stalled"), {}
@@ -288,16 +312,7 @@ def reconcile(
     """
     resource = kind.resource
     kind.retrying.forget(_key(body))  # counted again below if it retries
-    ctx = Context(
-        body=body,
-        applier=applier,
-        logger=logger,
-        status=parse_status(resource, body),
-        auditor=auditor or EVENTS_ONLY,
-        subject=kind.audit_subject,
-    )
-    if stores is not None:  # the operator process's own (an empty cache is falsy: no `or`)
-        ctx.stores = stores
+    ctx = _context(kind, body, applier, logger, stores, auditor)
     with metrics.timed(resource.kind):
         try:
             spec = resource.spec.model_validate(body.get("spec") or {})
@@ -720,17 +735,7 @@ def finalize(
         spec = kind.resource.spec.model_validate(body.get("spec") or {})
     except pydantic.ValidationError:
         return
-    ctx = Context(
-        body=body,
-        applier=applier,
-        logger=logger,
-        retry=retry,
-        status=parse_status(kind.resource, body),
-        auditor=auditor or EVENTS_ONLY,
-        subject=kind.audit_subject,
-    )
-    if stores is not None:  # the operator process's own (an empty cache is falsy: no `or`)
-        ctx.stores = stores
+    ctx = _context(kind, body, applier, logger, stores, auditor, retry=retry)
     kind.retrying.forget(_key(body))  # counted again below if it retries
     try:
         kind.finalize(spec, ctx)
