@@ -237,15 +237,22 @@ def interval_seconds() -> float:
 @dataclass
 class Schedule:
     """When each object's next sweep is due (monotonic seconds), and whether it retries a pass that
-    failed, in this operator process: a restart sweeps at the first reconcile."""
+    failed, in this operator process: a restart sweeps at the first reconcile.
+
+    An entry overdue by more than an interval is an object no longer reconciled (deleted, or its
+    retention removed): a live one is reconciled when its sweep falls due. Such entries are dropped,
+    at most once an interval, so the schedule holds the objects that sweep, not every object that
+    ever did; dropping one changes no answer (a missing entry is due, as an overdue one is)."""
 
     due: dict[str, float] = field(default_factory=dict)
     failing: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    expired: float = 0.0  # when entries overdue by an interval were last dropped
 
     def take(self, uid: str, now: float) -> bool:
         """True (and reserve the slot for an interval) when `uid`'s sweep is due."""
         with self.lock:
+            self._expire(now)
             if self.due.get(uid, 0.0) > now:
                 return False
             self.due[uid] = now + interval_seconds()
@@ -267,6 +274,15 @@ class Schedule:
     def seconds_left(self, uid: str, now: float) -> float:
         with self.lock:
             return max(1.0, self.due.get(uid, now) - now)
+
+    def _expire(self, now: float) -> None:
+        interval = interval_seconds()
+        if now - self.expired < interval:
+            return
+        self.expired = now
+        for uid in [uid for uid, at in self.due.items() if at < now - interval]:
+            del self.due[uid]
+            self.failing.discard(uid)
 
 
 SCHEDULE = Schedule()

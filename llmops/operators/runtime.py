@@ -326,8 +326,10 @@ def reconcile(
             )
         try:
             outcome = kind.reconcile(spec, ctx)
-            # A kind's bad status field is a bug too.
+            # A kind's bad status field is a bug too, and so is an Event its policy cannot compose:
+            # stalled and retried (paced) here, not left to kopf's own unpaced backoff.
             status = status_patch(resource, body, outcome, current=ctx.status)
+            announce(kind, ctx, outcome, status)
         except kopf.PermanentError as e:
             ctx.event(CommonReason.RECONCILE_FAILED, str(e), warning=True)
             return _write(
@@ -357,7 +359,6 @@ def reconcile(
         patch.status.update(status)
         INTERNAL_ERRORS.succeeded(_key(body))
         metrics.RECONCILES.labels(resource.kind, outcome.state).inc()
-        announce(kind, ctx, outcome, status)
         if outcome.requeue_after is not None and outcome.retry:
             after = retry_after(kind, body, outcome.requeue_after)
             return after if outcome.clock is None else min(after, outcome.clock)

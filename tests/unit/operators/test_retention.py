@@ -283,3 +283,25 @@ def test_a_failed_pass_is_a_retry_to_pace_and_a_due_sweep_a_clock(
     (status,) = bounded.status["retention"]
     assert (status.deleted_objects, status.complete) == (1, False)
     assert not bounded.retry and bounded.requeue_after == pytest.approx(retention.RETRY_SECONDS, abs=1)
+
+
+def test_the_schedule_forgets_objects_that_stopped_sweeping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry overdue by more than an interval is an object no longer reconciled (deleted): it is
+    dropped, with its failure, at most once an interval; the objects still sweeping keep theirs, and
+    no answer changes (a dropped entry is due, as it was)."""
+    monkeypatch.setenv("LLMOPS_RETENTION_SWEEP_SECONDS", "3600")
+    schedule = retention.Schedule()
+    start = 10_000.0
+    for i in range(1_000):  # a fleet swept once, then deleted
+        assert schedule.take(f"gone-{i}", start)
+    schedule.soon("gone-0", start, failed=True)
+    assert len(schedule.due) == 1_000 and schedule.failing == {"gone-0"}
+
+    later = start + 3 * 3600
+    assert schedule.take("alive", later - 3600)  # swept since, due again at `later`
+    assert not schedule.take("alive", later - 1)
+    assert "gone-1" in schedule.due  # dropped at most once an interval: not yet
+    assert schedule.take("alive", later + 1)  # due: reserved to later + 1 + 3600
+    assert set(schedule.due) == {"alive"} and not schedule.failing
+    assert not schedule.take("alive", later + 2)
+    assert schedule.take("gone-1", later + 2)  # back (recreated with the same uid): due, as before

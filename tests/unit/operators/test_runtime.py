@@ -114,6 +114,29 @@ def test_a_reconcile_that_raises_is_stalled_and_tried_again_later_and_less_often
     assert runtime.reconcile(kind, obj, None, logging.getLogger("test"), kopf.Patch()) == 30.0  # type: ignore[arg-type]
 
 
+def test_an_event_the_policy_cannot_compose_is_an_internal_error_retried_paced(
+    events: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in a kind's Event policy (its `transitions`) is stalled and tried again after the
+    internal errors' wait, as a bug in the reconcile is; it does not escape to kopf's own backoff."""
+    monkeypatch.setattr(runtime, "INTERNAL_ERRORS", runtime.Backoff(30.0, 600.0))
+
+    def transitions(before: Any, after: dict) -> list:
+        raise KeyError("a field the policy expected")
+
+    kind = Kind(
+        TRAINING_JOB,
+        Recorder(Outcome("ready", "Running", "Running", "")),
+        announcements=Announcements(phases={}, transitions=transitions),
+    )
+    patch = kopf.Patch()
+    wait = runtime.reconcile(kind, body(), None, logging.getLogger("test"), patch)  # type: ignore[arg-type]
+    assert wait == 30.0
+    stalled = next(c for c in patch.status["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "InternalError")
+    assert events == [("InternalError", "internal error (KeyError); see the operator log", True)]
+
+
 def test_a_child_re_runs_its_parent_when_its_fingerprint_changes_or_it_is_deleted(monkeypatch) -> None:
     """The child watch (`_watch_child`): the initial listing only records; an event whose fingerprint
     differs from the last one asks for the parent's reconcile, one that does not asks for nothing; a
