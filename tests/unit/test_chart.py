@@ -317,7 +317,10 @@ def test_pod_placement_and_image_values_reach_the_pod(helm: str, tmp_path: Path)
     assert (container["image"], container["imagePullPolicy"]) == ("registry.example/llmops:dev", "Always")
 
 
-def test_workload_values_become_the_operators_settings(helm: str, tmp_path: Path) -> None:
+def test_workload_values_become_the_operators_settings(
+    helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmops.operators import retention
     from llmops.operators.modeldeployment.plan import ServingSettings
 
     def settings(*args: str) -> tuple[dict[str, str], ServingSettings]:
@@ -329,6 +332,8 @@ def test_workload_values_become_the_operators_settings(helm: str, tmp_path: Path
     assert env["LLMOPS_TRAINER_IMAGE"] == "ghcr.io/llmops/trainer:0.1.0"  # the chart's appVersion
     assert env["LLMOPS_OPTIMIZER_IMAGE"] == "ghcr.io/llmops/optimizer:0.1.0"
     assert defaults == ServingSettings()  # the chart's defaults are the operator's own
+    monkeypatch.delenv("LLMOPS_RETENTION_SWEEP_SECONDS", raising=False)
+    assert float(env["LLMOPS_RETENTION_SWEEP_SECONDS"]) == retention.interval_seconds()
     values = {
         "workloads": {
             "trainerImage": "registry.example/trainer:7",
@@ -341,12 +346,14 @@ def test_workload_values_become_the_operators_settings(helm: str, tmp_path: Path
             "aliasPollSeconds": 10,
             "aliasPollRate": 4,
             "resyncRate": 0.5,
+            "retentionSweepSeconds": 600,
         }
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     env, chosen = settings("-f", str(tmp_path / "values.yaml"))
     assert env["LLMOPS_TRAINER_IMAGE"] == "registry.example/trainer:7"
     assert env["LLMOPS_OPTIMIZER_IMAGE"] == "registry.example/optimizer:7"
+    assert env["LLMOPS_RETENTION_SWEEP_SECONDS"] == "600"
     assert chosen == ServingSettings(
         serving_image="registry.example/serving:7",
         prometheus_url="http://prometheus.obs.svc:9090",
