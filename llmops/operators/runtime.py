@@ -327,9 +327,10 @@ def reconcile(
         try:
             outcome = kind.reconcile(spec, ctx)
             # A kind's bad status field is a bug too, and so is an Event its policy cannot compose:
-            # stalled and retried (paced) here, not left to kopf's own unpaced backoff.
+            # stalled and retried (paced) here, not left to kopf's own unpaced backoff. The Events are
+            # only posted below, once the status they announce is the one written.
             status = status_patch(resource, body, outcome, current=ctx.status)
-            announce(kind, ctx, outcome, status)
+            said = announcements(kind, ctx, outcome, status)
         except kopf.PermanentError as e:
             ctx.event(CommonReason.RECONCILE_FAILED, str(e), warning=True)
             return _write(
@@ -359,6 +360,7 @@ def reconcile(
         patch.status.update(status)
         INTERNAL_ERRORS.succeeded(_key(body))
         metrics.RECONCILES.labels(resource.kind, outcome.state).inc()
+        _post(ctx, said)
         if outcome.requeue_after is not None and outcome.retry:
             after = retry_after(kind, body, outcome.requeue_after)
             return after if outcome.clock is None else min(after, outcome.clock)
@@ -366,23 +368,39 @@ def reconcile(
 
 
 def announce(kind: Kind, ctx: Context, outcome: Outcome, after: dict | None = None) -> None:
-    """Post the Events the kind's policy asks for after `outcome` (none when the kind has no policy).
+    """Post the Events the kind's policy asks for after `outcome` (`announcements`)."""
+    _post(ctx, announcements(kind, ctx, outcome, after))
+
+
+def _post(ctx: Context, said: list[tuple[str, str, bool, dict, dict[str, Any]]]) -> None:
+    for reason, message, warning, body, subject in said:
+        ctx.event(reason, message, warning=warning, body=body, **subject)
+
+
+def announcements(
+    kind: Kind, ctx: Context, outcome: Outcome, after: dict | None = None
+) -> list[tuple[str, str, bool, dict, dict[str, Any]]]:
+    """The Events the kind's policy asks for after `outcome`, none when the kind has no policy: each
+    (reason, message, warning, the object with `after` as its status, the audit subject's keyword
+    arguments of `Context.event`). Posts nothing.
 
     `after`: the status written (status_patch); the Events' audit subject is read from the object
     with it in place.
     """
     if kind.announcements is None:
-        return
+        return []
     if after is None:
         after = status_patch(kind.resource, ctx.body, outcome, current=ctx.status)
     body = {**ctx.body, "status": after}
+    found: list[tuple[str, str, bool, dict, dict[str, Any]]] = []
     said = announcement(kind.announcements, ctx.status, outcome)
     if said is not None:
         reason, message, warning = said
-        ctx.event(reason, message, warning=warning, body=body)
+        found.append((reason, message, warning, body, {}))
     if kind.announcements.transitions is not None:
         for reason, message, warning, subject in kind.announcements.transitions(ctx.status, after):
-            ctx.event(reason, message, warning=warning, body=body, **subject)
+            found.append((reason, message, warning, body, subject))
+    return found
 
 
 def _key(body: dict) -> str:

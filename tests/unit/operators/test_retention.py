@@ -301,7 +301,9 @@ def test_the_schedule_forgets_objects_that_stopped_sweeping(monkeypatch: pytest.
     assert schedule.take("alive", later - 3600)  # swept since, due again at `later`
     assert not schedule.take("alive", later - 1)
     assert "gone-1" in schedule.due  # dropped at most once an interval: not yet
+    assert "gone-0" not in schedule.due and not schedule.retrying("gone-0")  # its retry long overdue
     assert schedule.take("alive", later + 1)  # due: reserved to later + 1 + 3600
     assert set(schedule.due) == {"alive"} and not schedule.failing
+    assert schedule.seconds_left("gone-1", later + 1) == 1.0  # as when it was kept: due
     assert not schedule.take("alive", later + 2)
     assert schedule.take("gone-1", later + 2)  # back (recreated with the same uid): due, as before
