@@ -367,22 +367,24 @@ def reconcile(
         return outcome.requeue_after
 
 
+# An Event a kind's policy asks for: (reason, message, warning, the object as announced, the audit
+# subject's keyword arguments of `Context.event`).
+Announced = tuple[str, str, bool, dict, dict[str, Any]]
+
+
 def announce(kind: Kind, ctx: Context, outcome: Outcome, after: dict | None = None) -> None:
     """Post the Events the kind's policy asks for after `outcome` (`announcements`)."""
     _post(ctx, announcements(kind, ctx, outcome, after))
 
 
-def _post(ctx: Context, said: list[tuple[str, str, bool, dict, dict[str, Any]]]) -> None:
+def _post(ctx: Context, said: list[Announced]) -> None:
     for reason, message, warning, body, subject in said:
         ctx.event(reason, message, warning=warning, body=body, **subject)
 
 
-def announcements(
-    kind: Kind, ctx: Context, outcome: Outcome, after: dict | None = None
-) -> list[tuple[str, str, bool, dict, dict[str, Any]]]:
-    """The Events the kind's policy asks for after `outcome`, none when the kind has no policy: each
-    (reason, message, warning, the object with `after` as its status, the audit subject's keyword
-    arguments of `Context.event`). Posts nothing.
+def announcements(kind: Kind, ctx: Context, outcome: Outcome, after: dict | None = None) -> list[Announced]:
+    """The Events the kind's policy asks for after `outcome` (`Announced`, the object with `after`
+    as its status), none when the kind has no policy. Posts nothing.
 
     `after`: the status written (status_patch); the Events' audit subject is read from the object
     with it in place.
@@ -392,7 +394,7 @@ def announcements(
     if after is None:
         after = status_patch(kind.resource, ctx.body, outcome, current=ctx.status)
     body = {**ctx.body, "status": after}
-    found: list[tuple[str, str, bool, dict, dict[str, Any]]] = []
+    found: list[Announced] = []
     said = announcement(kind.announcements, ctx.status, outcome)
     if said is not None:
         reason, message, warning = said
