@@ -38,20 +38,31 @@ class Outcome:
     # runtime paces the retries of all objects of a kind together (runtime.retry_after), so that
     # thousands failing at once, on one missing Secret or one registry down, do not come back together.
     retry: bool = False
-    # With `retry`: the soonest clock the object waits on besides (seconds), which the retry came
-    # before; pacing the retry never pushes the object past it. None: no such clock.
+    # Whether `requeue_after` is a poll: a look at progress made elsewhere (a Ray job's, a drain's, a
+    # policy's triggers) that may come later, rather than a clock that must come on time (a canary
+    # step, a schedule). The runtime paces the polls of all objects of a kind together
+    # (runtime.poll_after), so that their number does not set the operator's load. Never with `retry`.
+    poll: bool = False
+    # With `retry` or `poll`: the soonest clock the object waits on besides (seconds), which the
+    # retry or poll came before; pacing it never pushes the object past that clock. None: no such clock.
     clock: float | None = None
 
     def sooner(self, seconds: float, retry: bool = False) -> Outcome:
         """This outcome, reconciled again no later than `seconds` (a clock; with `retry`, a retry):
-        whichever of the two comes first sets `requeue_after` and `retry`; when that is a retry, the
-        soonest clock of the two (and of `clock`) is kept in `clock`."""
-        waits = [(seconds, retry)]
+        whichever wait comes first sets `requeue_after`, `retry` and `poll`; when that is a retry or a
+        poll, the soonest clock of them all (`clock` included) is kept in `clock`."""
+        waits = [(seconds, _RETRY if retry else _CLOCK)]
         if self.requeue_after is not None:
-            waits.append((self.requeue_after, self.retry))
+            waits.append((self.requeue_after, _RETRY if self.retry else _POLL if self.poll else _CLOCK))
         if self.clock is not None:
-            waits.append((self.clock, False))
-        first, first_retry = min(waits)  # (seconds, retry): at a tie the clock, False, comes first
-        clocks = [at for at, is_retry in waits if not is_retry]
-        clock = min(clocks) if first_retry and clocks else None
-        return dataclasses.replace(self, requeue_after=first, retry=first_retry, clock=clock)
+            waits.append((self.clock, _CLOCK))
+        first, how = min(waits)  # (seconds, how): at a tie the clock comes first, then the poll
+        clocks = [at for at, h in waits if h == _CLOCK]
+        clock = min(clocks) if how != _CLOCK and clocks else None
+        return dataclasses.replace(
+            self, requeue_after=first, retry=how == _RETRY, poll=how == _POLL, clock=clock
+        )
+
+
+# What a wait in `Outcome.sooner` is, in the order that wins a tie.
+_CLOCK, _POLL, _RETRY = 0, 1, 2

@@ -171,6 +171,9 @@ class Kind(Generic[Spec]):
     # The objects of this kind retrying now, so that their retries together keep to RETRY_RATE
     # (`retry_after`): state of the operator process, not of the declaration.
     retrying: ResyncPacer = field(default_factory=ResyncPacer, compare=False, repr=False)
+    # The objects of this kind polling now (`Outcome.poll`), so that their polls together keep to
+    # POLL_RATE (`poll_after`): state of the operator process too.
+    polling: ResyncPacer = field(default_factory=ResyncPacer, compare=False, repr=False)
 
 
 def describe_validation_error(error: pydantic.ValidationError, prefix: str = "spec") -> str:
@@ -262,6 +265,23 @@ def retry_after(kind: Kind, body: dict, seconds: float) -> float:
     return kind.retrying.period(_key(body), seconds, RETRY_RATE)
 
 
+# Polls (`Outcome.poll`: a TrainingJob reading its run's progress, a ModelRetirement waiting on a
+# drain, a RetrainPolicy evaluating its triggers) of all objects of one kind together come at most
+# this many a second: up to 50 objects polling every 10 s keep their period, 500 poll every 100 s.
+# Each poll costs a poke and a reconcile that reads from outside (the Ray job's API, Prometheus, the
+# store), so without a bound their count alone would set the operator's load and theirs. A
+# ModelDeployment's resyncs and alias polls are paced by its own settings (ServingSettings.resync_rate,
+# alias_poll_rate), which also count the objects not begun yet.
+POLL_RATE = 5.0
+
+
+def poll_after(kind: Kind, body: dict, seconds: float) -> float:
+    """The wait before object `body` of `kind` polls again, in seconds: `seconds` (what its reconcile
+    asked for), or the objects of the kind polling ÷ POLL_RATE when that is longer (`kind.polling`
+    counts this one from now until its next reconcile that does not poll, or twice its wait)."""
+    return kind.polling.period(_key(body), seconds, POLL_RATE)
+
+
 def _context(
     kind: Kind,
     body: dict,
@@ -308,10 +328,12 @@ def reconcile(
     that will heal become Reconciling and a retry; anything else is Stalled (InternalError), tried
     again after the wait `INTERNAL_ERRORS` gives (30 s, doubling, at most 10 minutes), stretched as
     any retry is. Returns the outcome's `requeue_after`; a retry's is stretched when many objects of
-    the kind retry (`retry_after`), but not past the outcome's `clock`.
+    the kind retry (`retry_after`), a poll's when many poll (`poll_after`), but not past the
+    outcome's `clock`.
     """
     resource = kind.resource
     kind.retrying.forget(_key(body))  # counted again below if it retries
+    kind.polling.forget(_key(body))  # or polls
     ctx = _context(kind, body, applier, logger, stores, auditor)
     with metrics.timed(resource.kind):
         try:
@@ -361,8 +383,9 @@ def reconcile(
         INTERNAL_ERRORS.succeeded(_key(body))
         metrics.RECONCILES.labels(resource.kind, outcome.state).inc()
         _post(ctx, said)
-        if outcome.requeue_after is not None and outcome.retry:
-            after = retry_after(kind, body, outcome.requeue_after)
+        if outcome.requeue_after is not None and (outcome.retry or outcome.poll):
+            paced = retry_after if outcome.retry else poll_after
+            after = paced(kind, body, outcome.requeue_after)
             return after if outcome.clock is None else min(after, outcome.clock)
         return outcome.requeue_after
 
@@ -758,6 +781,7 @@ def finalize(
         return
     ctx = _context(kind, body, applier, logger, stores, auditor, retry=retry)
     kind.retrying.forget(_key(body))  # counted again below if it retries
+    kind.polling.forget(_key(body))  # or polls
     try:
         kind.finalize(spec, ctx)
     except kopf.TemporaryError as e:  # kopf's delay None: again at once, which pacing may stretch

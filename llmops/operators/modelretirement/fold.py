@@ -57,9 +57,11 @@ def running(
     reason: str | None = None,
     requeue: float = 0.5,
     retry: bool = False,
+    poll: bool = False,
 ) -> Outcome:
     """A step in progress: reconcile again soon (`requeue`: right away after a step finished, or
-    POLL_SECONDS while waiting on others; `retry`: after a failure that heals, which the runtime paces)."""
+    POLL_SECONDS with `poll` while waiting on others; `retry`: after a failure that heals). The runtime
+    paces retries and polls when many objects ask for them (runtime.retry_after, poll_after)."""
     return Outcome(
         "reconciling",
         PHASE_OF_STEP[step],
@@ -68,6 +70,7 @@ def running(
         status=status,
         requeue_after=requeue,
         retry=retry,
+        poll=poll,
     )
 
 

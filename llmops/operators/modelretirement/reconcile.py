@@ -339,6 +339,7 @@ class Retirement:
             f"dry run: {len(actions)} planned actions in status.plan; set spec.dryRun false to retire",
             status=self.status,
             requeue_after=DRY_RUN_REFRESH_SECONDS,  # the plan follows what serves the version now
+            poll=True,
         )
 
     # -- 1. drain -------------------------------------------------------------------------------
@@ -381,6 +382,7 @@ class Retirement:
                 "; ".join(a.detail for a in decided.actions)[:1024],
                 self.status,
                 requeue=fold.POLL_SECONDS,
+                poll=True,
             )
         inflight = self.inflight(sorted(acted))
         if inflight and not plan.grace_over(spec, started, self.now):
@@ -390,6 +392,7 @@ class Retirement:
                 f"no deployment serves it; {inflight:g} requests still in flight",
                 self.status,
                 requeue=fold.POLL_SECONDS,
+                poll=True,
             )
         message = f"drained from {', '.join(sorted(acted)) or 'nothing'}"
         if inflight:

@@ -44,8 +44,8 @@ class Found:
 
 
 def fold(spec: RetrainPolicySpec, found: Found, evaluate_every: float) -> Outcome:
-    """The outcome of one reconcile; reconciles again within `evaluate_every` seconds (the triggers
-    are read again) or at the next schedule time, whichever comes first."""
+    """The outcome of one reconcile; reconciles again within `evaluate_every` seconds (a poll: the
+    triggers are read again) or at the next schedule time (a clock), whichever comes first."""
     status = {
         "last_schedule_time": found.last_schedule_time,
         "last_trigger": found.last_trigger,
@@ -84,9 +84,6 @@ def fold(spec: RetrainPolicySpec, found: Found, evaluate_every: float) -> Outcom
         message = _watching(found)
     if notes:
         message = f"{message}; {notes}" if message else notes
-    after = evaluate_every
-    if found.next_schedule is not None:
-        after = min(after, max((found.next_schedule - found.now).total_seconds(), 1.0))
     own = (
         (SUSPENDED, spec.suspend, Reason.SUSPENDED if spec.suspend else "Running", _suspended(spec)),
         (
@@ -96,7 +93,14 @@ def fold(spec: RetrainPolicySpec, found: Found, evaluate_every: float) -> Outcom
             canary.message or "" if canary else "no version in its canary",
         ),
     )
-    return Outcome(state, phase, reason, message[:4096], status, requeue_after=after, conditions=own)
+    # The triggers' evaluation is a poll (paced by the runtime when many policies poll at once); the
+    # next schedule time is a clock, which pacing never pushes the policy past.
+    outcome = Outcome(
+        state, phase, reason, message[:4096], status, requeue_after=evaluate_every, conditions=own, poll=True
+    )
+    if found.next_schedule is not None:
+        outcome = outcome.sooner(max((found.next_schedule - found.now).total_seconds(), 1.0))
+    return outcome
 
 
 def _suspended(spec: RetrainPolicySpec) -> str:

@@ -346,12 +346,14 @@ def reconcile_jobs_api(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) ->
     return _requeued(outcome, {"Running": RUNNING_RESYNC_SECONDS, "Pending": RUNNING_RESYNC_SECONDS})
 
 
-def _requeued(outcome: Outcome, clocks: dict[str, float]) -> Outcome:
+def _requeued(outcome: Outcome, polls: dict[str, float]) -> Outcome:
     """`outcome` with its requeue: a retry after UNAVAILABLE_RETRY_SECONDS when the run's report could
-    not be read, else the clock of its phase (`clocks`: seconds by phase; none for the others)."""
+    not be read, else the poll of its phase (`polls`: seconds by phase, paced by the runtime when many
+    jobs poll at once: runtime.poll_after; none for the other phases)."""
     if outcome.reason == Reason.REPORT_UNAVAILABLE:
         return dataclasses.replace(outcome, requeue_after=UNAVAILABLE_RETRY_SECONDS, retry=True)
-    return dataclasses.replace(outcome, requeue_after=clocks.get(outcome.phase))
+    after = polls.get(outcome.phase)
+    return dataclasses.replace(outcome, requeue_after=after, poll=after is not None)
 
 
 def finalize(spec: TrainingJobSpec, ctx: Context) -> None:

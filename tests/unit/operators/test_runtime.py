@@ -264,7 +264,7 @@ def test_retries_of_many_objects_at_once_are_paced_and_clocks_are_not(
     not every 60 s each (about 17 a second, each a poke and a reconcile): past 300 objects each one
     waits objects ÷ 5 s. The same for a registry or Ray that does not answer, for an unexpected error's
     backoff and for an API error that heals, all in one count per kind. A clock the kind waits on (a
-    canary step, a resync, a poll of a running job) is kept as asked, however many objects wait on one,
+    canary step, a resync, a retention sweep) is kept as asked, however many objects wait on one,
     even a stalled object's; a retry is never paced past a clock the object waits on besides; and an
     object that no longer retries stops counting."""
     monkeypatch.setattr(runtime, "INTERNAL_ERRORS", runtime.Backoff(30.0, 600.0))
@@ -320,6 +320,46 @@ def test_retries_of_many_objects_at_once_are_paced_and_clocks_are_not(
     assert healed[0] == 201 / 5.0 and healed[-1] == 250 / 5.0 and len(kind.retrying) == 250
 
 
+def test_polls_of_many_objects_are_paced_in_their_own_count_and_never_past_a_clock(
+    events: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 TrainingJobs running at once, each reading its run's progress every 10 s (a poll: a poke,
+    a reconcile and a read of the Ray job's API each), would be 100 polls a second: past 50 objects
+    each one polls every objects ÷ POLL_RATE (5) seconds, so 1,000 poll every 200 s. Polls and retries
+    are counted apart (a stalled object's retry does not wait for the polls); a poll is never paced
+    past a clock the object waits on besides (a RetrainPolicy's next schedule time); and an object
+    that no longer polls (its run finished) stops counting."""
+    assert runtime.POLL_RATE == 5.0
+    poll = Outcome("reconciling", "Running", "Running", "", requeue_after=10.0, poll=True)
+    retry = Outcome("stalled", "Pending", "CredentialsNotFound", "", requeue_after=60.0, retry=True)
+    done = Outcome("ready", "Succeeded", "Succeeded", "", requeue_after=3600.0)  # a retention sweep
+    answers: dict[str, Outcome] = {}
+    kind = Kind(TRAINING_JOB, lambda spec, ctx: answers[ctx.body["metadata"]["uid"]])
+
+    def waits(answer: Outcome, uids: range) -> list[float | None]:
+        seen = []
+        for i in uids:
+            obj = body()
+            obj["metadata"]["uid"] = uid = f"o-{i}"
+            answers[uid] = answer
+            seen.append(runtime.reconcile(kind, obj, None, logging.getLogger("test"), kopf.Patch()))  # type: ignore[arg-type]
+        return seen
+
+    polled = waits(poll, range(1000))
+    assert polled[:50] == [10.0] * 50 and polled[50] == 51 / 5.0 and polled[-1] == 1000 / 5.0
+    assert (len(kind.polling), len(kind.retrying)) == (1000, 0)
+    # A retry is counted with the retries only: one stalled object keeps its 60 s.
+    assert waits(retry, range(1000, 1001)) == [60.0] and len(kind.retrying) == 1
+    # Those still running keep the period of the 1,000; never past a clock they wait on besides.
+    assert waits(poll, range(10)) == [200.0] * 10
+    assert waits(poll.sooner(30.0), range(10, 20)) == [30.0] * 10
+    # A clock sooner than the poll is a clock: kept as asked.
+    assert waits(poll.sooner(5.0), range(20, 30)) == [5.0] * 10
+    # Finished: no longer polling, no longer counted; the next polls keep their 10 s.
+    assert set(waits(done, range(1000))) == {3600.0} and len(kind.polling) == 0
+    assert waits(poll, range(2000, 2010)) == [10.0] * 10
+
+
 def test_the_sooner_of_a_clock_and_a_retry_says_which_it_is_and_keeps_the_clock() -> None:
     """`Outcome.sooner`: the earlier wait sets `requeue_after` and `retry`; a retry that comes first
     keeps the soonest clock beside it (`clock`), which the runtime's pacing does not pass."""
@@ -333,6 +373,16 @@ def test_the_sooner_of_a_clock_and_a_retry_says_which_it_is_and_keeps_the_clock(
         clock, requeue_after=10.0, retry=True, clock=60.0
     )
     assert clock.sooner(90.0) == clock
+    # A poll (Outcome.poll) is paced like a retry, in its own count: it keeps the clock it came before,
+    # a sooner clock takes its place, a tie goes to the clock, a retry before it is a retry.
+    poll = dataclasses.replace(clock, requeue_after=10.0, poll=True)
+    assert poll.sooner(30.0) == dataclasses.replace(poll, clock=30.0)
+    assert poll.sooner(5.0) == dataclasses.replace(poll, requeue_after=5.0, poll=False)
+    assert poll.sooner(10.0).poll is False
+    assert poll.sooner(5.0, retry=True) == dataclasses.replace(
+        poll, requeue_after=5.0, retry=True, poll=False
+    )
+    assert retry.sooner(90.0).poll is False
     assert Outcome("ready", "Ready", "Ready", "").sooner(45.0).requeue_after == 45.0
 
 

@@ -20,7 +20,7 @@ import pytest
 from llmops import registry as reg
 from llmops.api.common import ObjectStorageLocation
 from llmops.api.modelretirement import ModelRetirementSpec, ModelRetirementStatus
-from llmops.operators.modelretirement.reconcile import Retirement
+from llmops.operators.modelretirement.reconcile import DRY_RUN_REFRESH_SECONDS, Retirement
 from llmops.operators.outcome import Outcome
 from llmops.operators.runtime import Context
 from llmops.storage import LocalStore, StoreCache
@@ -246,4 +246,16 @@ def test_a_broken_receipt_stalls_the_retirement_naming_it(world: dict[str, Any],
     assert outcome.state == "stalled" and outcome.reason == "ArchiveFailed", outcome
     assert outcome.phase == when and f"the archive receipt {key}" in outcome.message, outcome.message
     assert "broken (not JSON" in outcome.message and "repair or remove" in outcome.message
+    assert snapshot(registry) == before
+
+
+def test_a_dry_run_refreshes_its_plan_as_a_poll_and_deletes_nothing(world: dict[str, Any]) -> None:
+    """A dry run stays in DryRun, its plan read again every DRY_RUN_REFRESH_SECONDS: a poll, which
+    the runtime paces when many retirements poll at once (runtime.poll_after)."""
+    registry = world["registry"]
+    before = snapshot(registry)
+    spec = world["spec"].model_copy(update={"dry_run": True})
+    outcome = reconcile(spec, ModelRetirementStatus(), Stores({}))
+    assert (outcome.phase, outcome.poll, outcome.retry) == ("DryRun", True, False)
+    assert outcome.requeue_after == DRY_RUN_REFRESH_SECONDS and outcome.status["plan"]
     assert snapshot(registry) == before

@@ -124,7 +124,7 @@ def test_jobs_api_submits_once_even_across_restarts(
     body = jobs_api_body(tmp_path)
     first = run_once(body)
     assert first.phase == "Pending" and jobs_api.submissions == ["llmops-ml-support-bot-full-0f5c2c4e-g1"]
-    assert first.requeue_after
+    assert first.requeue_after == tj.RUNNING_RESYNC_SECONDS and first.poll  # paced by the runtime
     # The operator restarted before it wrote status: it finds its submission by uid.
     second = run_once(body)
     assert jobs_api.submissions == ["llmops-ml-support-bot-full-0f5c2c4e-g1"]
@@ -137,6 +137,7 @@ def test_jobs_api_submits_once_even_across_restarts(
     jobs_api.jobs[jobs_api.submissions[0]]["status"] = "RUNNING"
     third = run_once(body)
     assert third.phase == "Running" and len(jobs_api.submissions) == 1
+    assert third.poll and third.requeue_after == tj.RUNNING_RESYNC_SECONDS
     assert ("Started", third.message) in events
 
 
