@@ -27,7 +27,8 @@ Stalled here); "not serving" is the phase and the Suspended condition.
 Status fields, whatever the row: endpoint, versions (weight, replicas and ready replicas of each
 served version), their sums, canary (the step machine's state), aliases (each reference by alias and
 the version it resolved to), inventory. The next reconcile comes after `resync_after` seconds, or
-sooner when the canary's clock or a lingering child asks for it (LINGERING_RETRY_SECONDS); the
+sooner when the canary's clock asks for it, or a poll (paced by the runtime) of a lingering child
+(LINGERING_RETRY_SECONDS) or of a suspend's drain (DRAIN_POLL_SECONDS); the
 reconcile itself shortens it to the alias poll when the spec names an alias. Errors before this
 point (a missing version or Secret, a refused child) are the reconcile's own stalled outcomes, in
 reconcile.py.
@@ -137,14 +138,16 @@ def _fold(facts: Facts) -> Outcome:
         reason = Reason.ROLLED_BACK if verdict == "RolledBack" else Reason.ANALYSIS_FAILED
         return Outcome("stalled", "Degraded", reason, text, fields, requeue_after=requeue)
     waiting += [f"{entry} to be deleted before its successor is applied" for entry in facts.lingering]
-    if facts.lingering:
-        requeue = min(requeue, LINGERING_RETRY_SECONDS)
     if waiting:
         text = f"waiting for {', '.join(waiting)}"
         previous = plan.role("previous")
         if previous:
             text += f"; {previous.model}:{previous.version} serves until {who} is ready"
-        return Outcome("reconciling", "Progressing", Reason.PROGRESSING, text, fields, requeue_after=requeue)
+        outcome = Outcome(
+            "reconciling", "Progressing", Reason.PROGRESSING, text, fields, requeue_after=requeue
+        )
+        # A finalizer at work elsewhere: looked at again as a poll (paced when many objects poll).
+        return outcome.sooner(LINGERING_RETRY_SECONDS, poll=True) if facts.lingering else outcome
     url = fields["endpoint"]
     if desired_replicas(live.get(stable.deployment) or {}) == 0 and spec.autoscaling.scale_to_zero:
         text = f"{who} is scaled to zero; the first request at {url} wakes it"
@@ -193,14 +196,10 @@ def _suspended(facts: Facts, fields: dict[str, Any], requeue: float) -> Outcome:
     answer = f"the gateway at {url} answers every request 503 model_suspended"
     if facts.draining:
         text = f"suspending: {answer}; the model servers wait: {facts.draining}"
-        return Outcome(
-            "reconciling",
-            "Suspended",
-            Reason.SUSPENDED,
-            text,
-            fields,
-            requeue_after=min(requeue, DRAIN_POLL_SECONDS),
-        )
+        outcome = Outcome("reconciling", "Suspended", Reason.SUSPENDED, text, fields, requeue_after=requeue)
+        # Prometheus read again as a poll (paced when many objects poll); the time limit may then be
+        # passed by up to one paced poll, never cut short.
+        return outcome.sooner(DRAIN_POLL_SECONDS, poll=True)
     if running:
         text = f"suspending: waiting for {', '.join(running)} to scale to 0; {answer}"
         return Outcome("reconciling", "Suspended", Reason.SUSPENDED, text, fields, requeue_after=requeue)

@@ -22,6 +22,7 @@ began (the post-mortem then says how many were in flight).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -178,10 +179,12 @@ def next_step(steps: list[StepStatus]) -> str | None:
     return next((name for name in STEPS if name not in done), None)
 
 
-def grace_over(spec: ModelRetirementSpec, started: dt.datetime | None, now: dt.datetime) -> bool:
+def grace_left(spec: ModelRetirementSpec, started: dt.datetime | None, now: dt.datetime) -> float:
+    """Seconds left of the drain's grace period (spec.drain.gracePeriodSeconds from `started`): 0 once
+    it is over; infinite without a drain or before it started (it cannot be over)."""
     if spec.drain is None or started is None:
-        return False
-    return (now - started).total_seconds() >= spec.drain.grace_period_seconds
+        return math.inf
+    return max(spec.drain.grace_period_seconds - (now - started).total_seconds(), 0.0)
 
 
 def merged(steps: list[StepStatus], update: StepStatus) -> list[StepStatus]:

@@ -385,7 +385,8 @@ class Retirement:
                 poll=True,
             )
         inflight = self.inflight(sorted(acted))
-        if inflight and not plan.grace_over(spec, started, self.now):
+        grace = plan.grace_left(spec, started, self.now)
+        if inflight and grace > 0:
             self.record(fold.step("Drain", "Running", before, self.now, f"{inflight:g} requests in flight"))
             return fold.running(
                 "Drain",
@@ -393,7 +394,7 @@ class Retirement:
                 self.status,
                 requeue=fold.POLL_SECONDS,
                 poll=True,
-            )
+            ).sooner(max(grace, 1.0))  # the grace period's end is a clock: never paced past it
         message = f"drained from {', '.join(sorted(acted)) or 'nothing'}"
         if inflight:
             message += f"; grace period over with {inflight:g} requests in flight"

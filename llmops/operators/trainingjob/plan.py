@@ -157,6 +157,16 @@ class Action:
     observation: Observation | None = None
 
 
+def deadline_left(spec: TrainingJobSpec, observation: Observation, now: dt.datetime) -> float | None:
+    """Seconds until an active run passes spec.runtime.activeDeadlineSeconds (counted from its start
+    time), when `plan_jobs_api` stops it: a clock, never paced. None without a deadline, a start time or
+    an active run."""
+    deadline, started = spec.runtime.active_deadline_seconds, observation.start_time
+    if not deadline or started is None or observation.state not in ACTIVE:
+        return None
+    return max(deadline - (now - started).total_seconds(), 0.0)
+
+
 def plan_jobs_api(
     observation: Observation | None,
     submission: str | None,

@@ -343,7 +343,9 @@ def reconcile_jobs_api(spec: TrainingJobSpec, ctx: Context, job: JobIdentity) ->
         extra={"submission_id": submission},
     )
     outcome = _with_note(fold.fold(facts, now), note)
-    return _requeued(outcome, {"Running": RUNNING_RESYNC_SECONDS, "Pending": RUNNING_RESYNC_SECONDS})
+    outcome = _requeued(outcome, {"Running": RUNNING_RESYNC_SECONDS, "Pending": RUNNING_RESYNC_SECONDS})
+    left = plan.deadline_left(spec, observation, now)  # the Ray Jobs API has no deadline of its own
+    return outcome if left is None else outcome.sooner(max(left, 1.0))
 
 
 def _requeued(outcome: Outcome, polls: dict[str, float]) -> Outcome:

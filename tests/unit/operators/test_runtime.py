@@ -348,10 +348,11 @@ def test_polls_of_many_objects_are_paced_in_their_own_count_and_never_past_a_clo
     polled = waits(poll, range(1000))
     assert polled[:50] == [10.0] * 50 and polled[50] == 51 / 5.0 and polled[-1] == 1000 / 5.0
     assert (len(kind.polling), len(kind.retrying)) == (1000, 0)
-    # A retry is counted with the retries only: one stalled object keeps its 60 s.
-    assert waits(retry, range(1000, 1001)) == [60.0] and len(kind.retrying) == 1
-    # Those still running keep the period of the 1,000; never past a clock they wait on besides.
-    assert waits(poll, range(10)) == [200.0] * 10
+    # A retry is counted with the retries only: one of them stalled keeps its 60 s, and no longer polls.
+    assert waits(retry, range(999, 1000)) == [60.0]
+    assert (len(kind.polling), len(kind.retrying)) == (999, 1)
+    # Those still running keep the period of the 999; never past a clock they wait on besides.
+    assert waits(poll, range(10)) == [999 / 5.0] * 10
     assert waits(poll.sooner(30.0), range(10, 20)) == [30.0] * 10
     # A clock sooner than the poll is a clock: kept as asked.
     assert waits(poll.sooner(5.0), range(20, 30)) == [5.0] * 10
@@ -382,7 +383,7 @@ def test_the_sooner_of_a_clock_and_a_retry_says_which_it_is_and_keeps_the_clock(
     assert poll.sooner(5.0, retry=True) == dataclasses.replace(
         poll, requeue_after=5.0, retry=True, poll=False
     )
-    assert retry.sooner(90.0).poll is False
+    assert poll.sooner(10.0, retry=True) == poll  # a tie of a poll and a retry: the poll
     assert Outcome("ready", "Ready", "Ready", "").sooner(45.0).requeue_after == 45.0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from llmops.api.modelretirement import ModelRetirementSpec, Reason, StepStatus
@@ -126,9 +127,10 @@ def test_steps_run_in_order_and_skipped_counts_as_done() -> None:
 def test_grace_period() -> None:
     spec = retirement({**REPLACE, "gracePeriodSeconds": 60})
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    assert not plan.grace_over(spec, start, start + dt.timedelta(seconds=59))
-    assert plan.grace_over(spec, start, start + dt.timedelta(seconds=60))
-    assert not plan.grace_over(retirement(), start, start + dt.timedelta(days=1))
+    assert plan.grace_left(spec, start, start + dt.timedelta(seconds=59)) == 1.0
+    assert plan.grace_left(spec, start, start + dt.timedelta(seconds=60)) == 0.0
+    assert plan.grace_left(spec, start, start + dt.timedelta(seconds=90)) == 0.0
+    assert plan.grace_left(retirement(), start, start + dt.timedelta(days=1)) == math.inf
 
 
 def test_replace_moves_the_canary_alias_first_when_it_names_the_version() -> None:

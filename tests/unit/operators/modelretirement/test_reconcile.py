@@ -20,6 +20,7 @@ import pytest
 from llmops import registry as reg
 from llmops.api.common import ObjectStorageLocation
 from llmops.api.modelretirement import ModelRetirementSpec, ModelRetirementStatus
+from llmops.operators.modelretirement import fold
 from llmops.operators.modelretirement.reconcile import DRY_RUN_REFRESH_SECONDS, Retirement
 from llmops.operators.outcome import Outcome
 from llmops.operators.runtime import Context
@@ -259,3 +260,47 @@ def test_a_dry_run_refreshes_its_plan_as_a_poll_and_deletes_nothing(world: dict[
     assert (outcome.phase, outcome.poll, outcome.retry) == ("DryRun", True, False)
     assert outcome.requeue_after == DRY_RUN_REFRESH_SECONDS and outcome.status["plan"]
     assert snapshot(registry) == before
+
+
+class Prometheus:
+    """Requests still in flight at the drained deployment's replicas (llmops_gateway_inflight_requests)."""
+
+    def __init__(self, inflight: float) -> None:
+        self.inflight = inflight
+
+    def query(self, promql: str) -> float:
+        return self.inflight
+
+
+@pytest.mark.parametrize(("started_ago", "left"), [(100, 200.0), (295, 5.0)])
+def test_a_drain_waits_on_requests_in_flight_as_a_poll_never_past_its_grace_period(
+    world: dict[str, Any], started_ago: int, left: float
+) -> None:
+    """Drained from `md` (nothing serves the version now) with 3 requests still in flight: looked at
+    again every POLL_SECONDS as a poll (paced by the runtime when many retirements poll), with the
+    grace period's end as a clock beside it, which pacing never passes; a grace period ending sooner
+    than the poll is the next wake-up itself."""
+    spec = ModelRetirementSpec.model_validate(
+        {
+            **world["spec"].model_dump(by_alias=True, exclude_none=True),
+            "drain": {
+                "mode": "Replace",
+                "replacement": {"name": "bot", "version": "1"},
+                "gracePeriodSeconds": 300,
+            },
+        }
+    )
+    status = ModelRetirementStatus(
+        drain_start_time=NOW - dt.timedelta(seconds=started_ago), drained_deployments=["md"]
+    )
+    body = {"metadata": {"name": "retire", "namespace": "ml", "uid": "u-1"}}
+    ctx = Context(
+        body=body, applier=Applier(), logger=logging.getLogger("test"), stores=Stores({}), status=status
+    )  # type: ignore[arg-type]
+    ctx.event = lambda *a, **k: None  # type: ignore[method-assign]
+    outcome = Retirement(spec, ctx, prometheus=Prometheus(3.0), now=NOW).run()
+    assert (outcome.phase, outcome.state) == ("Draining", "reconciling") and "3 requests" in outcome.message
+    if left > fold.POLL_SECONDS:
+        assert (outcome.requeue_after, outcome.poll, outcome.clock) == (fold.POLL_SECONDS, True, left)
+    else:
+        assert (outcome.requeue_after, outcome.poll, outcome.clock) == (left, False, None)

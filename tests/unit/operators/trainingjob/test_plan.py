@@ -81,6 +81,24 @@ def test_a_job_past_its_deadline_is_stopped_and_folded_as_failed(state: str) -> 
     assert decide(Observation(state)) == plan.Action("fold")
 
 
+def test_the_deadline_is_a_clock_of_the_active_job_only() -> None:
+    """`deadline_left`: the seconds until `plan_jobs_api` stops the run, which the reconcile keeps as a
+    clock beside its paced poll (the Ray Jobs API has no deadline of its own)."""
+    spec = jobs_api()
+    for state in ("pending", "running"):
+        assert (
+            plan.deadline_left(spec, Observation(state, start_time=NOW - dt.timedelta(seconds=100)), NOW)
+            == 200.0
+        )
+        assert plan.deadline_left(spec, Observation(state, start_time=STARTED), NOW) == 0.0  # past it
+        assert plan.deadline_left(spec, Observation(state), NOW) is None  # not started
+    assert plan.deadline_left(spec, Observation("succeeded", start_time=STARTED), NOW) is None
+    no_deadline = spec.model_copy(
+        update={"runtime": spec.runtime.model_copy(update={"active_deadline_seconds": None})}
+    )
+    assert plan.deadline_left(no_deadline, Observation("running", start_time=STARTED), NOW) is None
+
+
 def test_a_crash_is_retried_up_to_the_backoff_limit() -> None:
     crashed = Observation("failed", "worker died")
     assert decide(crashed) == plan.Action("submit", f"{FIRST}-retry1", "retry")

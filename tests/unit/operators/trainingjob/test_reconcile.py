@@ -141,6 +141,34 @@ def test_jobs_api_submits_once_even_across_restarts(
     assert ("Started", third.message) in events
 
 
+def test_jobs_api_polls_a_running_job_paced_but_never_past_its_deadline(
+    tmp_path: Path, jobs_api: FakeJobsApi, events: list
+) -> None:
+    """A running job is read every RUNNING_RESYNC_SECONDS as a poll (paced by the runtime when many
+    poll), and its spec.runtime.activeDeadlineSeconds is a clock beside it: the operator stops the run
+    then (the Ray Jobs API has no deadline of its own), so pacing must not make it late."""
+    runtime = {**example("full")["spec"]["runtime"], "activeDeadlineSeconds": 3600}
+    body = jobs_api_body(tmp_path, runtime=runtime)
+    body["status"] = status_after(body, run_once(body))
+    job = jobs_api.jobs[jobs_api.submissions[0]]
+    job["status"] = "RUNNING"
+    running = run_once(body)
+    assert (running.phase, running.poll, running.requeue_after) == (
+        "Running",
+        True,
+        tj.RUNNING_RESYNC_SECONDS,
+    )
+    assert running.clock is not None and 3590 < running.clock <= 3600
+    job["start_time"] -= 3598 * 1000  # started 3,598 s ago: about 2 s left, sooner than the poll
+    near = run_once(body)
+    assert (near.phase, near.poll, near.retry, near.clock) == ("Running", False, False, None)
+    assert near.requeue_after is not None and 1.0 <= near.requeue_after <= 2.0
+    job["start_time"] -= 10 * 1000  # past it: stopped, Failed, no clock left
+    over = run_once(body)
+    assert over.reason == "DeadlineExceeded" and jobs_api.stops == [jobs_api.submissions[0]]
+    assert over.clock is None and not over.poll
+
+
 def test_jobs_api_folds_the_report(tmp_path: Path, jobs_api: FakeJobsApi, events: list) -> None:
     body = jobs_api_body(tmp_path)
     body["status"] = status_after(body, run_once(body))
