@@ -14,9 +14,10 @@ The same holds for any periodic reconcile whose count grows with the objects: a 
 follows an alias polls the registry every `alias_poll_seconds` (a poke and a reconcile each), paced by
 its own `ResyncPacer` at `alias_poll_rate` a second; the retries of every kind (an object Stalled,
 or whose registry does not answer), each kind's by its own `ResyncPacer` (runtime.Kind.retrying, at
-runtime.RETRY_RATE), an object forgotten as soon as it no longer retries; and the polls of the other
-kinds (`Outcome.poll`: a TrainingJob reading its run's progress, a ModelRetirement waiting on a drain,
-a RetrainPolicy evaluating its triggers), likewise (runtime.Kind.polling, at runtime.POLL_RATE).
+runtime.RETRY_RATE), an object forgotten as soon as it no longer retries; and every kind's polls
+(`Outcome.poll`: a TrainingJob reading its run's progress, a ModelRetirement waiting on a drain, a
+RetrainPolicy evaluating its triggers, a ModelDeployment looking at a suspend's drain or a lingering
+child), likewise (runtime.Kind.polling, at runtime.POLL_RATE).
 """
 
 from __future__ import annotations

@@ -266,8 +266,9 @@ def retry_after(kind: Kind, body: dict, seconds: float) -> float:
 
 
 # Polls (`Outcome.poll`: a TrainingJob reading its run's progress, a ModelRetirement waiting on a
-# drain, a RetrainPolicy evaluating its triggers) of all objects of one kind together come at most
-# this many a second: up to 50 objects polling every 10 s keep their period, 500 poll every 100 s.
+# drain, a RetrainPolicy evaluating its triggers, a ModelDeployment looking at a suspend's drain or a
+# lingering child) of all objects of one kind together come at most this many a second: up to 50
+# objects polling every 10 s keep their period, 500 poll every 100 s.
 # Each poll costs a poke and a reconcile that reads from outside (the Ray job's API, Prometheus, the
 # store), so without a bound their count alone would set the operator's load and theirs. A
 # ModelDeployment's resyncs and alias polls are paced by its own settings (ServingSettings.resync_rate,

@@ -67,7 +67,8 @@ class Facts:
     inventory entry (apiVersion/kind/name). `lingering`: entries deleted but not gone yet.
     `resync_after`: seconds until the periodic reconcile (already spread by the caller).
     `aliases`: the spec's references by alias and the versions they resolved to this reconcile.
-    `draining`: spec.suspend, and what the model servers wait for before going to 0 (plan.drain_wait).
+    `draining`: spec.suspend, and what the model servers wait for before going to 0 (plan.drain_wait);
+    `drain_left` the seconds left until they go at the latest (the drain's time limit: a clock).
     """
 
     spec: ModelDeploymentSpec
@@ -82,6 +83,7 @@ class Facts:
     resync_after: float = 300
     aliases: Sequence[ResolvedAlias] = ()
     draining: str | None = None
+    drain_left: float | None = None
 
 
 def fold(facts: Facts) -> Outcome:
@@ -197,9 +199,9 @@ def _suspended(facts: Facts, fields: dict[str, Any], requeue: float) -> Outcome:
     if facts.draining:
         text = f"suspending: {answer}; the model servers wait: {facts.draining}"
         outcome = Outcome("reconciling", "Suspended", Reason.SUSPENDED, text, fields, requeue_after=requeue)
-        # Prometheus read again as a poll (paced when many objects poll); the time limit may then be
-        # passed by up to one paced poll, never cut short.
-        return outcome.sooner(DRAIN_POLL_SECONDS, poll=True)
+        # Prometheus read again as a poll (paced when many objects poll), the time limit's end a clock.
+        outcome = outcome.sooner(DRAIN_POLL_SECONDS, poll=True)
+        return outcome if facts.drain_left is None else outcome.sooner(max(facts.drain_left, 1.0))
     if running:
         text = f"suspending: waiting for {', '.join(running)} to scale to 0; {answer}"
         return Outcome("reconciling", "Suspended", Reason.SUSPENDED, text, fields, requeue_after=requeue)

@@ -305,10 +305,11 @@ class Reconciler:
         settings: ServingSettings,
         now: dt.datetime,
         servers: list[str],
-    ) -> str | None:
+    ) -> tuple[str | None, float | None]:
         """plan.drain_wait from the facts: the model servers' Deployments (read), when the suspend
         began (the `Suspended` condition), and the gateway's two gauges from Prometheus, read only
-        while the servers are not at 0 yet."""
+        while the servers are not at 0 yet. With it, while they wait, the seconds left of the time
+        limit (`settings.suspend_drain_seconds` from when the suspend began): a clock."""
         at_zero = all(
             (d := self.deployment(ctx, name)) is None or desired_replicas(d) == 0 for name in servers
         )
@@ -317,7 +318,7 @@ class Reconciler:
         suspended = inflight = None
         if not at_zero and settings.suspend_drain_seconds > 0:
             suspended, inflight = self.gateway_drain(ctx.namespace, ctx.name)
-        return drain_wait(
+        why = drain_wait(
             since=since,
             now=now,
             limit=settings.suspend_drain_seconds,
@@ -325,6 +326,9 @@ class Reconciler:
             gateway_suspended=suspended,
             inflight=inflight,
         )
+        if why is None:
+            return None, None
+        return why, settings.suspend_drain_seconds - ((now - since).total_seconds() if since else 0.0)
 
     def gateway_drain(self, namespace: str, md: str) -> tuple[float | None, float | None]:
         """(min of llmops_gateway_suspended, sum of llmops_gateway_inflight_requests) over the
@@ -460,10 +464,10 @@ class Reconciler:
         # Suspended: the gateway refuses new requests at once; the model servers go to 0 once it has
         # drained (`wait` says what they wait for until then). A replaced version is then let go (its
         # successor is at 0 too; it would be deleted at its successor's readiness anyway).
-        wait = None
+        wait, drain_left = None, None
         if spec.suspend:
             servers = [stable_v.deployment, *([canary_v.deployment] if canary_v else [])]
-            wait = self.drain_wait(ctx, status, settings, now, servers)
+            wait, drain_left = self.drain_wait(ctx, status, settings, now, servers)
         stopped = spec.suspend and wait is None
         retiring = None if stopped else retiring_version(status, stable_v, canary_v)
         carry = 0
@@ -600,6 +604,7 @@ class Reconciler:
             resync_after=self.resync_seconds(ctx) * random.uniform(1 - RESYNC_SPREAD, 1 + RESYNC_SPREAD),
             aliases=tuple(resolved),
             draining=wait,
+            drain_left=drain_left,
         )
         return fold(facts)
 

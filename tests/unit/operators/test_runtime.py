@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import kopf
@@ -18,7 +19,7 @@ import yaml
 from llmops.api import TRAINING_JOB
 from llmops.api.common import Status
 from llmops.api.trainingjob import TrainingJobStatus
-from llmops.operators import runtime
+from llmops.operators import pacing, runtime
 from llmops.operators.events import Announcements
 from llmops.operators.outcome import Outcome
 from llmops.operators.runtime import Context, Kind
@@ -330,6 +331,9 @@ def test_polls_of_many_objects_are_paced_in_their_own_count_and_never_past_a_clo
     past a clock the object waits on besides (a RetrainPolicy's next schedule time); and an object
     that no longer polls (its run finished) stops counting."""
     assert runtime.POLL_RATE == 5.0
+    # The pacer's clock stands still: a slow machine must not make it forget objects (after twice
+    # their period) between these reconciles.
+    monkeypatch.setattr(pacing, "time", SimpleNamespace(monotonic=lambda: 1000.0))
     poll = Outcome("reconciling", "Running", "Running", "", requeue_after=10.0, poll=True)
     retry = Outcome("stalled", "Pending", "CredentialsNotFound", "", requeue_after=60.0, retry=True)
     done = Outcome("ready", "Succeeded", "Succeeded", "", requeue_after=3600.0)  # a retention sweep

@@ -249,6 +249,11 @@ def test_suspended_while_the_gateway_drains() -> None:
     )
     assert out.requeue_after == DRAIN_POLL_SECONDS and out.poll  # Prometheus read again: a poll
     assert out.conditions[0][:2] == ("Suspended", True)
+    # The time limit's end is a clock beside the poll: pacing the poll never passes it.
+    limited = fold(dataclasses.replace(f, draining="1 request(s) in flight at the gateway", drain_left=120.0))
+    assert (limited.requeue_after, limited.poll, limited.clock) == (DRAIN_POLL_SECONDS, True, 120.0)
+    ending = fold(dataclasses.replace(f, draining="1 request(s) in flight at the gateway", drain_left=2.0))
+    assert (ending.requeue_after, ending.poll, ending.clock) == (2.0, False, None)
 
 
 def test_the_suspended_condition_is_false_when_not_suspended() -> None:

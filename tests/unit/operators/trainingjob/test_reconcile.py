@@ -159,10 +159,11 @@ def test_jobs_api_polls_a_running_job_paced_but_never_past_its_deadline(
         tj.RUNNING_RESYNC_SECONDS,
     )
     assert running.clock is not None and 3590 < running.clock <= 3600
-    job["start_time"] -= 3598 * 1000  # started 3,598 s ago: about 2 s left, sooner than the poll
+    # Started 3,595 s ago: about 5 s left, sooner than the poll (the reconcile reads the clock itself).
+    job["start_time"] = int((dt.datetime.now(dt.UTC).timestamp() - 3595) * 1000)
     near = run_once(body)
     assert (near.phase, near.poll, near.retry, near.clock) == ("Running", False, False, None)
-    assert near.requeue_after is not None and 1.0 <= near.requeue_after <= 2.0
+    assert near.requeue_after is not None and 1.0 <= near.requeue_after <= 5.0
     job["start_time"] -= 10 * 1000  # past it: stopped, Failed, no clock left
     over = run_once(body)
     assert over.reason == "DeadlineExceeded" and jobs_api.stops == [jobs_api.submissions[0]]
