@@ -203,6 +203,14 @@ def drain_wait(
     return f"{why}; the model servers go to 0 when it is done, or at {deadline} at the latest"
 
 
+def drain_left(*, since: dt.datetime | None, now: dt.datetime, limit: float) -> float:
+    """Seconds until the model servers of a suspend go to 0 at the latest (`drain_wait`'s time limit,
+    `limit` seconds from `since`; None: this is the suspend's first reconcile, the whole limit left),
+    never below 0: a clock the reconcile keeps beside its paced poll of the gateway's gauges."""
+    elapsed = (now - since).total_seconds() if since is not None else 0.0
+    return max(limit - elapsed, 0.0)
+
+
 def retiring_version(
     status: ModelDeploymentStatus, stable: ServedVersion, canary_v: ServedVersion | None
 ) -> ServedVersion | None:

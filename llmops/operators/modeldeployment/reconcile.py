@@ -65,6 +65,7 @@ from llmops.operators.modeldeployment.plan import (
     Role,
     ServedVersion,
     ServingSettings,
+    drain_left,
     drain_wait,
     retiring_version,
     stable_replicas,
@@ -328,7 +329,7 @@ class Reconciler:
         )
         if why is None:
             return None, None
-        return why, settings.suspend_drain_seconds - ((now - since).total_seconds() if since else 0.0)
+        return why, drain_left(since=since, now=now, limit=settings.suspend_drain_seconds)
 
     def gateway_drain(self, namespace: str, md: str) -> tuple[float | None, float | None]:
         """(min of llmops_gateway_suspended, sum of llmops_gateway_inflight_requests) over the

@@ -6,7 +6,13 @@ from __future__ import annotations
 import datetime as dt
 
 from llmops.api.modeldeployment import ModelDeploymentStatus
-from llmops.operators.modeldeployment.plan import ServedVersion, ServingSettings, drain_wait, retiring_version
+from llmops.operators.modeldeployment.plan import (
+    ServedVersion,
+    ServingSettings,
+    drain_left,
+    drain_wait,
+    retiring_version,
+)
 
 
 def test_settings_from_env() -> None:
@@ -78,3 +84,7 @@ def test_a_suspended_deployments_servers_wait_for_the_gateway_to_drain() -> None
     assert wait(gateway_suspended=None, now=t0 + dt.timedelta(seconds=600)) is None  # the limit
     assert wait(gateway_suspended=None, limit=0) is None
     assert wait(gateway_suspended=None, inflight=3.0, at_zero=True) is None  # never back up
+    # While they wait, the time left of the limit: the clock beside the reconcile's paced poll.
+    assert drain_left(since=t0, now=now, limit=600) == 570.0
+    assert drain_left(since=None, now=now, limit=600) == 600.0  # the suspend's first reconcile
+    assert drain_left(since=t0, now=t0 + dt.timedelta(seconds=900), limit=600) == 0.0

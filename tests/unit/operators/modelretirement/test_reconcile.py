@@ -4,7 +4,8 @@ mid-copy, an archive corrupted after it was verified, an alias that still names 
 case nothing is deleted from the registry before a verified archive exists.
 
 The cluster is a stand-in here (no ModelDeployment serves the version; the Kubernetes side of the
-drain is tests/cluster/modelretirement); stores, registry, archive and post-mortem are the real code.
+drain is tests/cluster/modelretirement), and so is Prometheus where a drain reads requests in flight (a
+stub that answers one count); stores, registry, archive and post-mortem are the real code.
 """
 
 from __future__ import annotations
