@@ -151,21 +151,68 @@ class ClusterError(RuntimeError):
 
 
 def free_port() -> int:
-    """A port on loopback that is free now (one of `free_ports`)."""
+    """A port that is free now (one of `free_ports`)."""
     return free_ports(1)[0]
 
 
+# Below Linux's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default) and above
+# Ray's worker ports (--min-worker-port 10002 to --max-worker-port 19999, its defaults).
+_LOWEST_PORT = 20000
+_ports_given: dict[str, int] = {}  # the next port to try, per band: one process hands each out once per lap
+
+
+def _port_band() -> range:
+    """This process's ports: those between Ray's worker ports and the kernel's ephemeral range, split
+    between pytest-xdist's workers (PYTEST_XDIST_WORKER gwN of PYTEST_XDIST_WORKER_COUNT), so that
+    two workers never pick the same port. Where the ephemeral range leaves under 1,000 ports below
+    it, the band is the ephemeral range itself."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    low, high = (_LOWEST_PORT, ephemeral) if ephemeral - _LOWEST_PORT >= 1000 else (ephemeral, 61000)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or not worker[2:].isdigit() or workers < 2:
+        return range(low, high)
+    size = (high - low) // workers
+    start = low + int(worker[2:]) % workers * size
+    return range(start, start + size)
+
+
 def free_ports(n: int) -> list[int]:
-    """`n` different ports on loopback, free now: each is held until all are chosen, so that one
-    process's several ports never coincide (ports asked one at a time can: the kernel may hand the
-    same one out again once it is released)."""
+    """`n` different ports, free now (bound on every address as they are checked), for local servers.
+
+    Raises RuntimeError if the band has fewer than `n` free ports.
+
+    A port asked of the kernel (bind to port 0) comes from its ephemeral range, which it also hands to
+    every outgoing connection: in the seconds before the server that is given the port binds it, any
+    process's connect() may take it (CI, 2026-12-06: "--health-port 33141: cannot listen ... Address
+    already in use", the operator of a test started beside a worker training on Ray). So the ports
+    come from below that range (`_port_band`), one band per pytest-xdist worker, and each process goes
+    round its band from a random start, so a port it released is not handed out again for a lap.
+    Each port is held until all `n` are chosen: one call's ports never coincide."""
+    band = _port_band()
+    key = f"{band.start}-{band.stop}"
+    if key not in _ports_given:
+        _ports_given[key] = band.start + int.from_bytes(os.urandom(4), "big") % len(band)
     with contextlib.ExitStack() as held:
-        ports = []
-        for _ in range(n):
-            s = held.enter_context(socket.socket())
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-        return ports
+        ports: list[int] = []
+        cursor = _ports_given[key]
+        for _ in range(len(band)):
+            port, cursor = cursor, (band.start if cursor + 1 >= band.stop else cursor + 1)
+            s = socket.socket()
+            try:
+                s.bind(("", port))
+            except OSError:
+                s.close()
+                continue
+            held.enter_context(s)
+            ports.append(port)
+            if len(ports) == n:
+                _ports_given[key] = cursor
+                return ports
+    raise RuntimeError(f"fewer than {n} free ports in {band.start}-{band.stop - 1}")
 
 
 def _die_with_parent() -> None:

@@ -3,19 +3,12 @@ one (or a server that does not answer) is one line naming the file, exit status 
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from llmops.cli import main
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from llmops.dev.cluster import free_port
 
 
 def _config(server: str, current: str | None = "dev") -> dict:
@@ -44,7 +37,7 @@ def _kubeconfig(tmp_path, case: str) -> str:
     elif case == "no current context":
         path.write_text(yaml.safe_dump(_config("https://127.0.0.1:1", current=None)))
     elif case == "unreachable":
-        path.write_text(yaml.safe_dump(_config(f"https://127.0.0.1:{_free_port()}")))
+        path.write_text(yaml.safe_dump(_config(f"https://127.0.0.1:{free_port()}")))
     return str(path)
 
 
@@ -118,7 +111,7 @@ def test_what_a_context_names_must_be_there_and_every_command_says_so_alike(
     tmp_path, monkeypatch, fault, said
 ):
     (tmp_path / "a").mkdir()
-    config = _config(f"https://127.0.0.1:{_free_port()}")
+    config = _config(f"https://127.0.0.1:{free_port()}")
     if fault == "cluster":
         config["clusters"] = []
     elif fault == "ca":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from llmops.dev.cluster import free_ports
 
@@ -15,6 +16,44 @@ def test_the_ports_of_one_component_are_different_and_free() -> None:
         assert len(set(ports)) == 9
     with socket.socket() as s:
         s.bind(("127.0.0.1", ports[0]))
+
+
+def test_ports_come_from_below_the_ephemeral_range_one_band_per_xdist_worker(monkeypatch) -> None:
+    """Outgoing connections take their local port from the kernel's ephemeral range, so a port handed
+    out from it can be taken before its server binds it (CI, 2026-12-06: the operator's health port
+    33141). Ports come from below that range and above Ray's worker ports (10002-19999), and each
+    pytest-xdist worker has a band of its own; one process does not hand a port out twice in a lap."""
+    from llmops.dev import cluster
+
+    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    monkeypatch.setattr(cluster, "_ports_given", {})
+    bands = []
+    for worker in ("gw0", "gw1", "gw2"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+        band = cluster._port_band()
+        assert band.start >= 20000 and band.stop <= ephemeral and len(band) == (ephemeral - 20000) // 3
+        given = [p for _ in range(100) for p in free_ports(3)]
+        assert len(set(given)) == 300 and all(p in band for p in given)
+        bands.append(band)
+    assert bands[0].stop <= bands[1].start and bands[1].stop <= bands[2].start
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    assert cluster._port_band() == range(20000, ephemeral)
+
+
+def test_a_port_in_use_is_passed_over(monkeypatch) -> None:
+    """A port something already listens on (on any address) is never handed out."""
+    from llmops.dev import cluster
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "1")
+    band = cluster._port_band()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", band.start))
+        taken.listen()
+        monkeypatch.setattr(cluster, "_ports_given", {f"{band.start}-{band.stop}": band.start})
+        got = free_ports(2)
+        assert band.start not in got and all(band.start < p < band.stop for p in got)
 
 
 def test_two_state_folders_of_one_name_get_their_own_ray_temp_dir(tmp_path) -> None:
