@@ -158,7 +158,16 @@ def free_port() -> int:
 # Below Linux's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default) and above
 # Ray's worker ports (--min-worker-port 10002 to --max-worker-port 19999, its defaults).
 _LOWEST_PORT = 20000
-_ports_given: dict[str, int] = {}  # the next port to try, per band: one process hands each out once per lap
+_ports_given: dict[range, int] = {}  # the next port to try, per band: one process hands each out once per lap
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The first and last port of the kernel's ephemeral range (Linux's defaults where unreadable)."""
+    try:
+        first, last = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[:2])
+    except (OSError, ValueError):
+        return 32768, 60999
+    return first, last
 
 
 def _port_band() -> range:
@@ -166,13 +175,11 @@ def _port_band() -> range:
     between pytest-xdist's workers (PYTEST_XDIST_WORKER gwN of PYTEST_XDIST_WORKER_COUNT), so that
     two workers never pick the same port. Where the ephemeral range leaves under 1,000 ports below
     it, the band is the ephemeral range itself."""
-    try:
-        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral = 32768
-    low, high = (_LOWEST_PORT, ephemeral) if ephemeral - _LOWEST_PORT >= 1000 else (ephemeral, 61000)
+    ephemeral, last = _ephemeral_ports()
+    low, high = (_LOWEST_PORT, ephemeral) if ephemeral - _LOWEST_PORT >= 1000 else (ephemeral, last + 1)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    workers = int(count) if count.isdigit() else 1
     if not worker.startswith("gw") or not worker[2:].isdigit() or workers < 2:
         return range(low, high)
     size = (high - low) // workers
@@ -193,12 +200,11 @@ def free_ports(n: int) -> list[int]:
     round its band from a random start, so a port it released is not handed out again for a lap.
     Each port is held until all `n` are chosen: one call's ports never coincide."""
     band = _port_band()
-    key = f"{band.start}-{band.stop}"
-    if key not in _ports_given:
-        _ports_given[key] = band.start + int.from_bytes(os.urandom(4), "big") % len(band)
+    if band not in _ports_given:
+        _ports_given[band] = band.start + int.from_bytes(os.urandom(4), "big") % len(band)
     with contextlib.ExitStack() as held:
         ports: list[int] = []
-        cursor = _ports_given[key]
+        cursor = _ports_given[band]
         for _ in range(len(band)):
             port, cursor = cursor, (band.start if cursor + 1 >= band.stop else cursor + 1)
             s = socket.socket()
@@ -210,7 +216,7 @@ def free_ports(n: int) -> list[int]:
             held.enter_context(s)
             ports.append(port)
             if len(ports) == n:
-                _ports_given[key] = cursor
+                _ports_given[band] = cursor
                 return ports
     raise RuntimeError(f"fewer than {n} free ports in {band.start}-{band.stop - 1}")
 

@@ -25,7 +25,8 @@ def test_ports_come_from_below_the_ephemeral_range_one_band_per_xdist_worker(mon
     pytest-xdist worker has a band of its own; one process does not hand a port out twice in a lap."""
     from llmops.dev import cluster
 
-    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ephemeral = cluster._ephemeral_ports()[0]
+    assert ephemeral == int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     monkeypatch.setattr(cluster, "_ports_given", {})
     bands = []
     for worker in ("gw0", "gw1", "gw2"):
@@ -39,6 +40,9 @@ def test_ports_come_from_below_the_ephemeral_range_one_band_per_xdist_worker(mon
     assert bands[0].stop <= bands[1].start and bands[1].stop <= bands[2].start
     monkeypatch.delenv("PYTEST_XDIST_WORKER")
     assert cluster._port_band() == range(20000, ephemeral)
+    # A machine whose ephemeral range starts below 21,000 has no room below it: the range itself.
+    monkeypatch.setattr(cluster, "_ephemeral_ports", lambda: (1024, 65535))
+    assert cluster._port_band() == range(1024, 65536)
 
 
 def test_a_port_in_use_is_passed_over(monkeypatch) -> None:
@@ -51,7 +55,7 @@ def test_a_port_in_use_is_passed_over(monkeypatch) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", band.start))
         taken.listen()
-        monkeypatch.setattr(cluster, "_ports_given", {f"{band.start}-{band.stop}": band.start})
+        monkeypatch.setattr(cluster, "_ports_given", {band: band.start})
         got = free_ports(2)
         assert band.start not in got and all(band.start < p < band.stop for p in got)
 
