@@ -21,6 +21,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
@@ -155,9 +156,12 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-# Below Linux's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default) and above
-# Ray's worker ports (--min-worker-port 10002 to --max-worker-port 19999, its defaults).
+# Ports for local servers lie outside Linux's ephemeral range (net.ipv4.ip_local_port_range,
+# 32768-60999 by default), from which every outgoing connection takes its local port, and above Ray's
+# worker ports (--min-worker-port 10002 to --max-worker-port 19999, its defaults).
 _LOWEST_PORT = 20000
+_LEAST_BAND = 1000  # a range of fewer ports is not used
+_ports_lock = threading.Lock()
 _ports_given: dict[range, int] = {}  # the next port to try, per band: one process hands each out once per lap
 
 
@@ -171,40 +175,48 @@ def _ephemeral_ports() -> tuple[int, int]:
 
 
 def _port_band() -> range:
-    """This process's ports: those between Ray's worker ports and the kernel's ephemeral range, split
-    between pytest-xdist's workers (PYTEST_XDIST_WORKER gwN of PYTEST_XDIST_WORKER_COUNT), so that
-    two workers never pick the same port. Where the ephemeral range leaves under 1,000 ports below
-    it, the band is the ephemeral range itself."""
-    ephemeral, last = _ephemeral_ports()
-    low, high = (_LOWEST_PORT, ephemeral) if ephemeral - _LOWEST_PORT >= 1000 else (ephemeral, last + 1)
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
-    workers = int(count) if count.isdigit() else 1
-    if not worker.startswith("gw") or not worker[2:].isdigit() or workers < 2:
-        return range(low, high)
-    size = (high - low) // workers
-    start = low + int(worker[2:]) % workers * size
-    return range(start, start + size)
+    """This process's ports for local servers.
+
+    Outside the ephemeral range there are two ranges: from 20000 up to it (the main one) and from
+    above it to 65535 (the spare one). Under pytest-xdist the main range is split between the workers
+    (PYTEST_XDIST_WORKER gwN of PYTEST_XDIST_WORKER_COUNT), so that two workers never pick the same
+    port; a worker numbered past the count (xdist replaces a crashed worker under a new number) takes
+    the spare range. Outside xdist: the main range. A range of under 1,000 ports is left out (the
+    other serves for both); where both are, the ephemeral range itself is all there is."""
+    first, last = _ephemeral_ports()
+    below, above = range(_LOWEST_PORT, first), range(max(last + 1, _LOWEST_PORT), 65536)
+    ranges = [r for r in (below, above) if len(r) >= _LEAST_BAND] or [range(first, last + 1)]
+    main, spare = ranges[0], ranges[-1]
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1):
+        return main
+    index, size = int(worker[2:]), len(main) // int(count)
+    if index >= int(count):
+        return spare
+    if size < _LEAST_BAND:
+        return main  # too many workers to split it: shared, each port still checked
+    return range(main.start + index * size, main.start + (index + 1) * size)
 
 
 def free_ports(n: int) -> list[int]:
-    """`n` different ports, free now (bound on every address as they are checked), for local servers.
+    """`n` different ports, free now (bound on the IPv4 wildcard address as they are checked, which
+    conflicts with any IPv4 or dual-stack listener on the port), for local servers. Thread-safe.
 
-    Raises RuntimeError if the band has fewer than `n` free ports.
+    Raises RuntimeError if this process's band (`_port_band`) has fewer than `n` free ports.
 
     A port asked of the kernel (bind to port 0) comes from its ephemeral range, which it also hands to
     every outgoing connection: in the seconds before the server that is given the port binds it, any
     process's connect() may take it (CI, 2026-12-06: "--health-port 33141: cannot listen ... Address
     already in use", the operator of a test started beside a worker training on Ray). So the ports
-    come from below that range (`_port_band`), one band per pytest-xdist worker, and each process goes
-    round its band from a random start, so a port it released is not handed out again for a lap.
-    Each port is held until all `n` are chosen: one call's ports never coincide."""
+    come from outside that range, one band per pytest-xdist worker, and each process goes round its
+    band from a random start, so that a port it released is not handed out again for a lap. Each port
+    is held until all `n` are chosen: one call's ports never coincide."""
+    if n <= 0:
+        return []
     band = _port_band()
-    if band not in _ports_given:
-        _ports_given[band] = band.start + int.from_bytes(os.urandom(4), "big") % len(band)
-    with contextlib.ExitStack() as held:
+    with _ports_lock, contextlib.ExitStack() as held:
         ports: list[int] = []
-        cursor = _ports_given[band]
+        cursor = _ports_given.get(band, band.start + int.from_bytes(os.urandom(4), "big") % len(band))
         for _ in range(len(band)):
             port, cursor = cursor, (band.start if cursor + 1 >= band.stop else cursor + 1)
             s = socket.socket()
