@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -216,7 +217,8 @@ def free_ports(n: int) -> list[int]:
     band = _port_band()
     with _ports_lock, contextlib.ExitStack() as held:
         ports: list[int] = []
-        cursor = _ports_given.get(band, band.start + int.from_bytes(os.urandom(4), "big") % len(band))
+        # A random start (not `random`'s: tests seed it), kept from one call to the next.
+        cursor = _ports_given.get(band, band.start + secrets.randbelow(len(band)))
         for _ in range(len(band)):
             port, cursor = cursor, (band.start if cursor + 1 >= band.stop else cursor + 1)
             s = socket.socket()
