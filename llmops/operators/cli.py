@@ -100,11 +100,13 @@ def operator(
     from llmops import kubeconfig
     from llmops.operators.main import WebhookOptions, run
     from llmops.operators.modeldeployment.plan import ServingSettings
+    from llmops.operators.runtime import Pace
 
     if all_namespaces and namespaces:
         raise click.UsageError("--all-namespaces and --namespace exclude each other")
-    try:
-        ServingSettings.from_env()  # a setting the environment gets wrong stops the start, not each reconcile
+    try:  # a setting the environment gets wrong stops the start, not each reconcile
+        ServingSettings.from_env()
+        Pace.from_env()
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     kubeconfig.check_for_operator()

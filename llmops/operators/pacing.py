@@ -14,16 +14,34 @@ The same holds for any periodic reconcile whose count grows with the objects: a 
 follows an alias polls the registry every `alias_poll_seconds` (a poke and a reconcile each), paced by
 its own `ResyncPacer` at `alias_poll_rate` a second; the retries of every kind (an object Stalled,
 or whose registry does not answer), each kind's by its own `ResyncPacer` (runtime.Kind.retrying, at
-runtime.RETRY_RATE), an object forgotten as soon as it no longer retries; and every kind's polls
+runtime.Pace.retry_rate), an object forgotten as soon as it no longer retries; and every kind's polls
 (`Outcome.poll`: a TrainingJob reading its run's progress, a ModelRetirement waiting on a drain, a
 RetrainPolicy evaluating its triggers, a ModelDeployment looking at a suspend's drain or a lingering
-child), likewise (runtime.Kind.polling, at runtime.POLL_RATE).
+child), likewise (runtime.Kind.polling, at runtime.Pace.poll_rate). Every rate is an operator setting
+read from its environment (`rate_setting`): LLMOPS_RESYNC_RATE, LLMOPS_ALIAS_POLL_RATE,
+LLMOPS_RETRY_RATE, LLMOPS_POLL_RATE (docs/install.md, Operator settings).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
+
+
+def rate_setting(env: Mapping[str, str], name: str, default: float, what: str) -> float:
+    """The rate the environment variable `name` sets (`what`, so many a second), `default` when it is
+    unset. Raises ValueError naming the variable, its value and what it is, when the value is not a
+    number above 0 (NaN included: a rate of 0 would stop what it paces; `inf` is accepted and
+    paces nothing)."""
+    text = env.get(name)
+    try:
+        value = default if text is None else float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:  # NaN too
+        raise ValueError(f"{name}={text!r}: {what} a second, a number above 0")
+    return value
 
 
 class ResyncPacer:

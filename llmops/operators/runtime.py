@@ -21,9 +21,10 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -39,7 +40,7 @@ from llmops.operators.auditing import EVENTS_ONLY, Auditor, Subject
 from llmops.operators.backlog import CHANGED_SINCE_LISTED
 from llmops.operators.events import Announcements, announcement
 from llmops.operators.outcome import Outcome
-from llmops.operators.pacing import ResyncPacer
+from llmops.operators.pacing import ResyncPacer, rate_setting
 from llmops.operators.views import ChildViews
 from llmops.registry import problems as validation_problems
 from llmops.storage import Credentials, ObjectStore, StoreCache
@@ -168,11 +169,11 @@ class Kind(Generic[Spec]):
     # The model version (and digests) an Event of an object concerns, from the object as it is after
     # the reconcile (its new status in place): the audit record's model, version and digests.
     audit_subject: Callable[[dict], Subject] | None = None
-    # The objects of this kind retrying now, so that their retries together keep to RETRY_RATE
+    # The objects of this kind retrying now, so that their retries together keep to Pace.retry_rate
     # (`retry_after`): state of the operator process, not of the declaration.
     retrying: ResyncPacer = field(default_factory=ResyncPacer, compare=False, repr=False)
     # The objects of this kind polling now (`Outcome.poll`), so that their polls together keep to
-    # POLL_RATE (`poll_after`): state of the operator process too.
+    # Pace.poll_rate (`poll_after`): state of the operator process too.
     polling: ResyncPacer = field(default_factory=ResyncPacer, compare=False, repr=False)
 
 
@@ -248,39 +249,71 @@ class Backoff:
 INTERNAL_ERRORS = Backoff(30.0, 600.0)
 HEAL_RETRY_SECONDS = 10.0  # an API error that heals (a conflict, throttling, a 5xx): kopf tries again
 
-# Retries (an outcome's `retry`, INTERNAL_ERRORS' waits, and the retries of API errors that heal) of
-# all objects of one kind together come at most this many a second: once more objects retry than the
-# wait times RETRY_RATE (300 for the minute a Stalled object waits, 100 for a 20 s retry), each one
-# waits objects ÷ RETRY_RATE seconds (operators.pacing). Each retry costs a poke (a PATCH and its watch
-# event) and a reconcile that reads and fails again. client-go's default controller rate limiter
-# bounds requeued failures likewise (an overall token bucket, 10 a second, beside the per-object
-# backoff); ours is per kind and leaves room for resyncs and changes.
-RETRY_RATE = 5.0
+
+@dataclass(frozen=True)
+class Pace:
+    """How many retries and polls of each kind may come a second, all its objects together (operator
+    settings: the environment's LLMOPS_RETRY_RATE and LLMOPS_POLL_RATE, the chart's
+    `workloads.retryRate` and `workloads.pollRate`; numbers above 0).
+
+    Retries (an outcome's `retry`, INTERNAL_ERRORS' waits, and the retries of API errors that heal):
+    once more objects of a kind retry than the wait times `retry_rate` (300 for the minute a Stalled
+    object waits, 100 for a 20 s retry, at 5 a second), each one waits objects ÷ `retry_rate`
+    seconds (operators.pacing). Each retry costs a poke (a PATCH and its watch event) and a reconcile
+    that reads and fails again. client-go's default controller rate limiter bounds requeued failures
+    likewise (an overall token bucket, 10 a second, beside the per-object backoff); ours is per kind
+    and leaves room for resyncs and changes.
+
+    Polls (`Outcome.poll`: a TrainingJob reading its run's progress, a ModelRetirement waiting on a
+    drain, a RetrainPolicy evaluating its triggers, a ModelDeployment looking at a suspend's drain or a
+    lingering child): at 5 a second, up to 50 objects polling every 10 s keep their period, 500 poll
+    every 100 s. Each poll costs a poke and a reconcile that reads from outside (the Ray job's API,
+    Prometheus, the store), so without a bound their count alone would set the operator's load and
+    theirs. A ModelDeployment's resyncs and alias polls are paced by its own settings
+    (ServingSettings.resync_rate, alias_poll_rate), which also count the objects not begun yet; these
+    two do not, since an object not begun yet is not known to retry or poll (counting them would hold
+    back the first failures of a mass create by every object behind them)."""
+
+    retry_rate: float = 5.0
+    poll_rate: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Pace:
+        """LLMOPS_RETRY_RATE and LLMOPS_POLL_RATE, each the default when unset. Raises ValueError naming
+        the variable when one is not a number above 0 (operators.pacing.rate_setting)."""
+        env = os.environ if env is None else env
+        defaults = cls()
+        return cls(
+            retry_rate=rate_setting(env, "LLMOPS_RETRY_RATE", defaults.retry_rate, "retries of a kind"),
+            poll_rate=rate_setting(env, "LLMOPS_POLL_RATE", defaults.poll_rate, "polls of a kind"),
+        )
+
+
+_pace: Pace | None = None
+
+
+def pace() -> Pace:
+    """The operator's Pace, read from its environment at first use (the operator's start checks it
+    first: llmops.operators.cli)."""
+    global _pace
+    if _pace is None:
+        _pace = Pace.from_env()
+    return _pace
 
 
 def retry_after(kind: Kind, body: dict, seconds: float) -> float:
     """The wait before object `body` of `kind` retries, in seconds: `seconds` (what its reconcile
-    asked for), or the objects of the kind retrying ÷ RETRY_RATE when that is longer (`kind.retrying`
-    counts this one from now until its next reconcile that is not a retry, or twice its wait)."""
-    return kind.retrying.period(_key(body), seconds, RETRY_RATE)
-
-
-# Polls (`Outcome.poll`: a TrainingJob reading its run's progress, a ModelRetirement waiting on a
-# drain, a RetrainPolicy evaluating its triggers, a ModelDeployment looking at a suspend's drain or a
-# lingering child) of all objects of one kind together come at most this many a second: up to 50
-# objects polling every 10 s keep their period, 500 poll every 100 s.
-# Each poll costs a poke and a reconcile that reads from outside (the Ray job's API, Prometheus, the
-# store), so without a bound their count alone would set the operator's load and theirs. A
-# ModelDeployment's resyncs and alias polls are paced by its own settings (ServingSettings.resync_rate,
-# alias_poll_rate), which also count the objects not begun yet.
-POLL_RATE = 5.0
+    asked for), or the objects of the kind retrying ÷ Pace.retry_rate when that is longer
+    (`kind.retrying` counts this one from now until its next reconcile that is not a retry, or twice
+    its wait)."""
+    return kind.retrying.period(_key(body), seconds, pace().retry_rate)
 
 
 def poll_after(kind: Kind, body: dict, seconds: float) -> float:
     """The wait before object `body` of `kind` polls again, in seconds: `seconds` (what its reconcile
-    asked for), or the objects of the kind polling ÷ POLL_RATE when that is longer (`kind.polling`
+    asked for), or the objects of the kind polling ÷ Pace.poll_rate when that is longer (`kind.polling`
     counts this one from now until its next reconcile that does not poll, or twice its wait)."""
-    return kind.polling.period(_key(body), seconds, POLL_RATE)
+    return kind.polling.period(_key(body), seconds, pace().poll_rate)
 
 
 def _context(

@@ -322,6 +322,7 @@ def test_workload_values_become_the_operators_settings(
 ) -> None:
     from llmops.operators import retention
     from llmops.operators.modeldeployment.plan import ServingSettings
+    from llmops.operators.runtime import Pace
 
     def settings(*args: str) -> tuple[dict[str, str], ServingSettings]:
         container = operator_container(template(helm, *args))
@@ -332,6 +333,7 @@ def test_workload_values_become_the_operators_settings(
     assert env["LLMOPS_TRAINER_IMAGE"] == "ghcr.io/llmops/trainer:0.1.0"  # the chart's appVersion
     assert env["LLMOPS_OPTIMIZER_IMAGE"] == "ghcr.io/llmops/optimizer:0.1.0"
     assert defaults == ServingSettings()  # the chart's defaults are the operator's own
+    assert Pace.from_env(env) == Pace()
     monkeypatch.delenv("LLMOPS_RETENTION_SWEEP_SECONDS", raising=False)
     assert float(env["LLMOPS_RETENTION_SWEEP_SECONDS"]) == retention.interval_seconds()
     values = {
@@ -346,6 +348,8 @@ def test_workload_values_become_the_operators_settings(
             "aliasPollSeconds": 10,
             "aliasPollRate": 4,
             "resyncRate": 0.5,
+            "retryRate": 2,
+            "pollRate": 12.5,
             "retentionSweepSeconds": 600,
         }
     }
@@ -364,6 +368,7 @@ def test_workload_values_become_the_operators_settings(
         alias_poll_rate=4,
         resync_rate=0.5,
     )
+    assert Pace.from_env(env) == Pace(retry_rate=2, poll_rate=12.5)
 
 
 def test_audit_values_become_the_operators_audit_configuration(helm: str) -> None:
@@ -408,6 +413,8 @@ def test_audit_values_become_the_operators_audit_configuration(helm: str) -> Non
         (["--set", "logFormat=xml"], "logFormat"),
         (["--set", "workloads.prometheusUrl=prometheus:9090"], "prometheusUrl"),
         (["--set", "workloads.bogus=1"], "bogus"),
+        (["--set", "workloads.retryRate=0"], "retryRate"),
+        (["--set", "workloads.pollRate=-1"], "pollRate"),
     ],
 )
 def test_schema_rejects_unknown_or_malformed_values(helm: str, args: list[str], complaint: str) -> None:

@@ -167,9 +167,9 @@ def test_a_busy_operator_port_is_one_line_naming_its_flag(tmp_path, monkeypatch)
 
 
 def test_an_operator_setting_the_environment_gets_wrong_stops_the_start(monkeypatch) -> None:
-    """A rate (LLMOPS_RESYNC_RATE, LLMOPS_ALIAS_POLL_RATE) that is not a number above 0: one line naming
-    it, exit code 1, before the operator starts (not at every ModelDeployment's, RetrainPolicy's and
-    ModelRetirement's reconcile)."""
+    """A rate (LLMOPS_RESYNC_RATE, LLMOPS_ALIAS_POLL_RATE, LLMOPS_RETRY_RATE, LLMOPS_POLL_RATE) that is
+    not a number above 0: one line naming it, exit code 1, before the operator starts (not at every
+    ModelDeployment's, RetrainPolicy's and ModelRetirement's reconcile)."""
     from click.testing import CliRunner
 
     for name, value, what in (
@@ -177,6 +177,8 @@ def test_an_operator_setting_the_environment_gets_wrong_stops_the_start(monkeypa
         ("LLMOPS_RESYNC_RATE", "-1", "resyncs"),
         ("LLMOPS_RESYNC_RATE", "fast", "resyncs"),
         ("LLMOPS_ALIAS_POLL_RATE", "0", "alias polls"),
+        ("LLMOPS_RETRY_RATE", "0", "retries of a kind"),
+        ("LLMOPS_POLL_RATE", "never", "polls of a kind"),
     ):
         with monkeypatch.context() as env:
             env.setenv(name, value)

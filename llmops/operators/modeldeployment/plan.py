@@ -17,6 +17,7 @@ from typing import Literal
 
 from llmops import engine
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from llmops.operators.pacing import rate_setting
 
 Role = Literal["stable", "canary", "previous"]
 
@@ -77,17 +78,8 @@ class ServingSettings:
         def pairs(text: str) -> dict[str, str]:
             return dict(p.split("=", 1) for p in text.split(",") if "=" in p)
 
-        def rate(name: str, default: float, what: str) -> float:
-            try:
-                value = float(env.get(name, default))
-            except ValueError:
-                value = 0.0
-            if not value > 0:  # NaN too
-                raise ValueError(f"{name}={env.get(name)!r}: {what} a second, a number above 0")
-            return value
-
-        resync_rate = rate("LLMOPS_RESYNC_RATE", defaults.resync_rate, "resyncs")
-        alias_poll_rate = rate("LLMOPS_ALIAS_POLL_RATE", defaults.alias_poll_rate, "alias polls")
+        resync_rate = rate_setting(env, "LLMOPS_RESYNC_RATE", defaults.resync_rate, "resyncs")
+        alias_poll_rate = rate_setting(env, "LLMOPS_ALIAS_POLL_RATE", defaults.alias_poll_rate, "alias polls")
         return cls(
             serving_image=env.get("LLMOPS_SERVING_IMAGE", defaults.serving_image),
             prometheus_url=env.get("LLMOPS_PROMETHEUS_URL", defaults.prometheus_url),

@@ -261,7 +261,7 @@ def test_child_watches_are_filtered_by_the_apiserver_unless_another_kind_shares_
 def test_retries_of_many_objects_at_once_are_paced_and_clocks_are_not(
     events: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """1,000 objects stalled at once (one missing Secret, say) retry at RETRY_RATE a second together,
+    """1,000 objects stalled at once (one missing Secret, say) retry at Pace.retry_rate a second together,
     not every 60 s each (about 17 a second, each a poke and a reconcile): past 300 objects each one
     waits objects ÷ 5 s. The same for a registry or Ray that does not answer, for an unexpected error's
     backoff and for an API error that heals, all in one count per kind. A clock the kind waits on (a
@@ -269,7 +269,7 @@ def test_retries_of_many_objects_at_once_are_paced_and_clocks_are_not(
     even a stalled object's; a retry is never paced past a clock the object waits on besides; and an
     object that no longer retries stops counting."""
     monkeypatch.setattr(runtime, "INTERNAL_ERRORS", runtime.Backoff(30.0, 600.0))
-    assert runtime.RETRY_RATE == 5.0
+    assert runtime.pace().retry_rate == 5.0
     retry = Outcome("stalled", "Pending", "CredentialsNotFound", "", requeue_after=60.0, retry=True)
     clock = Outcome("reconciling", "Running", "Running", "", requeue_after=60.0)
     answers: dict[str, Any] = {}
@@ -326,11 +326,11 @@ def test_polls_of_many_objects_are_paced_in_their_own_count_and_never_past_a_clo
 ) -> None:
     """1,000 TrainingJobs running at once, each reading its run's progress every 10 s (a poll: a poke,
     a reconcile and a read of the Ray job's API each), would be 100 polls a second: past 50 objects
-    each one polls every objects ÷ POLL_RATE (5) seconds, so 1,000 poll every 200 s. Polls and retries
+    each one polls every objects ÷ Pace.poll_rate (5) seconds, so 1,000 poll every 200 s. Polls and retries
     are counted apart (a stalled object's retry does not wait for the polls); a poll is never paced
     past a clock the object waits on besides (a RetrainPolicy's next schedule time); and an object
     that no longer polls (its run finished) stops counting."""
-    assert runtime.POLL_RATE == 5.0
+    assert runtime.pace().poll_rate == 5.0
     # The pacer's clock stands still: a slow machine must not make it forget objects (after twice
     # their period) between these reconciles.
     monkeypatch.setattr(pacing, "time", SimpleNamespace(monotonic=lambda: 1000.0))
@@ -363,6 +363,42 @@ def test_polls_of_many_objects_are_paced_in_their_own_count_and_never_past_a_clo
     # Finished: no longer polling, no longer counted; the next polls keep their 10 s.
     assert set(waits(done, range(1000))) == {3600.0} and len(kind.polling) == 0
     assert waits(poll, range(2000, 2010)) == [10.0] * 10
+
+
+def test_the_retry_and_poll_rates_are_operator_settings(
+    events: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LLMOPS_RETRY_RATE and LLMOPS_POLL_RATE (the chart's workloads.retryRate, pollRate) set the
+    pace of every kind's retries and polls: at 2 a second, 1,000 stalled objects retry every 500 s
+    and 1,000 polling ones poll every 500 s; past 20 a second, 1,000 retry every 60 s (their own
+    wait). Unset: 5 and 5. Anything but a number above 0 is refused, naming the variable."""
+    assert runtime.Pace.from_env({}) == runtime.Pace(retry_rate=5.0, poll_rate=5.0)
+    chosen = runtime.Pace.from_env({"LLMOPS_RETRY_RATE": "2", "LLMOPS_POLL_RATE": "2.0"})
+    assert chosen == runtime.Pace(retry_rate=2.0, poll_rate=2.0)
+    for name, what in (("LLMOPS_RETRY_RATE", "retries of a kind"), ("LLMOPS_POLL_RATE", "polls of a kind")):
+        for value in ("0", "-5", "nan", "often", ""):
+            with pytest.raises(ValueError, match=f"^{name}='{value}': {what} a second, a number above 0$"):
+                runtime.Pace.from_env({name: value})
+    monkeypatch.setattr(pacing, "time", SimpleNamespace(monotonic=lambda: 1000.0))  # no forgetting
+    retry = Outcome("stalled", "Pending", "CredentialsNotFound", "", requeue_after=60.0, retry=True)
+    poll = Outcome("reconciling", "Running", "Running", "", requeue_after=10.0, poll=True)
+
+    def last_wait(pace: runtime.Pace, answer: Outcome) -> float | None:
+        monkeypatch.setattr(runtime, "_pace", pace)
+        kind = Kind(TRAINING_JOB, lambda spec, ctx: answer)
+        wait = None
+        for i in range(1000):
+            obj = body()
+            obj["metadata"]["uid"] = f"o-{i}"
+            wait = runtime.reconcile(kind, obj, None, logging.getLogger("test"), kopf.Patch())  # type: ignore[arg-type]
+        return wait
+
+    assert last_wait(chosen, retry) == 1000 / 2.0 and last_wait(chosen, poll) == 1000 / 2.0
+    assert last_wait(runtime.Pace(retry_rate=20.0), retry) == 60.0
+    assert last_wait(runtime.Pace(poll_rate=200.0), poll) == 10.0
+    monkeypatch.setattr(runtime, "_pace", None)
+    monkeypatch.setenv("LLMOPS_RETRY_RATE", "4")
+    assert runtime.pace().retry_rate == 4.0  # read from the environment at first use
 
 
 def test_the_sooner_of_a_clock_and_a_retry_says_which_it_is_and_keeps_the_clock() -> None:
@@ -415,7 +451,7 @@ def test_each_kinds_failures_are_marked_as_retries_and_its_clocks_are_not() -> N
 def test_a_finalizers_retries_are_paced_with_the_kinds_others() -> None:
     """A kind's clean-up asks for another try with kopf.TemporaryError (the TrainingJob's, while the
     Ray cluster it must stop a job on does not answer: every 10 s). 100 objects deleted at once, all
-    waiting on one cluster, come back at RETRY_RATE a second together, not all every 10 s; a spec that
+    waiting on one cluster, come back at Pace.retry_rate a second together, not all every 10 s; a spec that
     does not parse has nothing to clean up; kopf's count of tries reaches the kind."""
     tries: list[int] = []
 
