@@ -24,6 +24,7 @@ LLMOPS_RETRY_RATE, LLMOPS_POLL_RATE (docs/install.md, Operator settings).
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections.abc import Mapping
@@ -47,13 +48,15 @@ def rate_setting(env: Mapping[str, str], name: str, default: float, what: str) -
 class ResyncPacer:
     """Counts the objects that ask for resyncs (each once, by uid) and gives each the period that
     keeps their resyncs at `rate` a second at most. An object that has not asked for twice the period
-    it was given is no longer counted (deleted, or no longer resyncing); they are looked at oldest
-    first, so one given a long period keeps those behind it counted until it goes too (the count errs
-    high: periods a little long, never short). Thread-safe; process-local."""
+    it was given is no longer counted (deleted, or no longer resyncing), whatever the periods of the
+    others (they are looked at in the order they lapse). Thread-safe; process-local."""
 
     def __init__(self) -> None:
-        # uid -> (when it last asked (time.monotonic()), the period it was given), oldest first
-        self._asked: dict[str, tuple[float, float]] = {}
+        # uid -> when it lapses (time.monotonic(): when it last asked, plus twice the period it was given)
+        self._asked: dict[str, float] = {}
+        # (when it lapses, uid) for every ask, the earliest first (heapq); an entry whose uid asked
+        # again since (a later lapse in `_asked`) or was forgotten is stale and dropped when reached
+        self._lapses: list[tuple[float, str]] = []
         self._lock = threading.Lock()
 
     def period(self, uid: str, period: float, rate: float, waiting: int = 0) -> float:
@@ -69,14 +72,18 @@ class ResyncPacer:
         up to twice as long, once.) Counts `uid` as asking now."""
         now = time.monotonic()
         with self._lock:
-            self._asked.pop(uid, None)  # to the end: the most recent
-            while self._asked:  # forget the objects that stopped asking, oldest first
-                oldest, (at, given) = next(iter(self._asked.items()))
-                if now - at <= 2 * given:
-                    break
-                del self._asked[oldest]
+            self._asked.pop(uid, None)
+            while self._lapses and self._lapses[0][0] < now:  # forget the objects that stopped asking
+                lapsed, old = heapq.heappop(self._lapses)
+                if self._asked.get(old) == lapsed:
+                    del self._asked[old]
             given = max(period, (len(self._asked) + 1 + waiting) / rate)
-            self._asked[uid] = (now, given)
+            lapse = now + 2 * given
+            self._asked[uid] = lapse
+            heapq.heappush(self._lapses, (lapse, uid))
+            if len(self._lapses) > 2 * len(self._asked) + 64:  # mostly stale: asked again, or forgotten
+                self._lapses = [(lapse, u) for u, lapse in self._asked.items()]
+                heapq.heapify(self._lapses)
             return given
 
     def forget(self, uid: str) -> None:

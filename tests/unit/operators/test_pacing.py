@@ -50,6 +50,31 @@ def test_the_period_stretches_to_objects_over_the_rate_and_forgets_objects_that_
     assert ServingSettings.from_env({"LLMOPS_ALIAS_POLL_RATE": "25"}).alias_poll_rate == 25
 
 
+def test_an_object_given_a_long_period_keeps_no_other_counted_past_its_own(clock) -> None:
+    """Each object lapses twice the period it was given after it last asked, whatever came before
+    it: a retry given 600 s first, then 100 given 60 s that stop (their objects deleted) are
+    forgotten after 120 s, not when the first lapses (1,200 s). Those that ask again keep counting
+    from their last ask, and forgetting one (it no longer retries) takes it out at once."""
+    pacer = pacing.ResyncPacer()
+    assert pacer.period("long", 600, 5) == 600
+    for i in range(100):
+        pacer.period(f"short-{i}", 60, 5)
+    clock[0] += 100
+    for i in range(10):  # these ten ask again at 100 s: they lapse at 220 s
+        pacer.period(f"short-{i}", 60, 5)
+    clock[0] += 21  # 121 s: the 90 that stopped lapsed at 120 s; the ten and the long one stay
+    assert pacer.period("new", 60, 5) == 60 and len(pacer) == 12
+    pacer.forget("short-0")
+    assert len(pacer) == 11
+    clock[0] += 100  # 221 s: the ten lapsed at 220 s (the one forgotten, too); the long one stays
+    assert pacer.period("new", 60, 5) == 60 and len(pacer) == 2
+    # Thousands of asks by the same few objects keep the bookkeeping near their count.
+    for _ in range(1000):
+        for uid in ("a", "b", "c"):
+            pacer.period(uid, 60, 5)
+    assert len(pacer) == 5 and len(pacer._lapses) <= 2 * 5 + 64
+
+
 def test_alias_polls_are_paced_apart_from_resyncs(clock, monkeypatch: pytest.MonkeyPatch) -> None:
     """A ModelDeployment that follows an alias asks to be run again within its alias poll period:
     alias_poll_seconds (30) up to 300 such objects at 10 polls a second, objects ÷ 10 beyond (1,000:
