@@ -98,15 +98,19 @@ def operator(
 ) -> None:
     """Reconcile TrainingJobs, ModelDeployments, RetrainPolicies and ModelRetirements until SIGTERM."""
     from llmops import kubeconfig
+    from llmops.operators import retention
     from llmops.operators.main import WebhookOptions, run
     from llmops.operators.modeldeployment.plan import ServingSettings
+    from llmops.operators.retrainpolicy.reconcile import Settings as RetrainSettings
     from llmops.operators.runtime import Pace
 
     if all_namespaces and namespaces:
         raise click.UsageError("--all-namespaces and --namespace exclude each other")
-    try:  # a setting the environment gets wrong stops the start, not each reconcile
+    try:  # a setting the environment gets wrong stops the start, not each reconcile (operators.settings)
         ServingSettings.from_env()
         Pace.from_env()
+        RetrainSettings.from_env()
+        retention.interval_seconds()
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     kubeconfig.check_for_operator()

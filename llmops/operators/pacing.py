@@ -18,7 +18,7 @@ runtime.Pace.retry_rate), an object forgotten as soon as it no longer retries; a
 (`Outcome.poll`: a TrainingJob reading its run's progress, a ModelRetirement waiting on a drain, a
 RetrainPolicy evaluating its triggers, a ModelDeployment looking at a suspend's drain or a lingering
 child), likewise (runtime.Kind.polling, at runtime.Pace.poll_rate). Every rate is an operator setting
-read from its environment (`rate_setting`): LLMOPS_RESYNC_RATE, LLMOPS_ALIAS_POLL_RATE,
+read from its environment (operators.settings.rate): LLMOPS_RESYNC_RATE, LLMOPS_ALIAS_POLL_RATE,
 LLMOPS_RETRY_RATE, LLMOPS_POLL_RATE (docs/install.md, Operator settings).
 """
 
@@ -27,22 +27,6 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Mapping
-
-
-def rate_setting(env: Mapping[str, str], name: str, default: float, what: str) -> float:
-    """The rate the environment variable `name` sets (`what`, so many a second), `default` when it is
-    unset. Raises ValueError naming the variable, its value and what it is, when the value is not a
-    number above 0 (NaN included: a rate of 0 would stop what it paces; `inf` is accepted and
-    paces nothing)."""
-    text = env.get(name)
-    try:
-        value = default if text is None else float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:  # NaN too
-        raise ValueError(f"{name}={text!r}: {what} a second, a number above 0")
-    return value
 
 
 class ResyncPacer:
@@ -81,15 +65,21 @@ class ResyncPacer:
             lapse = now + 2 * given
             self._asked[uid] = lapse
             heapq.heappush(self._lapses, (lapse, uid))
-            if len(self._lapses) > 2 * len(self._asked) + 64:  # mostly stale: asked again, or forgotten
-                self._lapses = [(lapse, u) for u, lapse in self._asked.items()]
-                heapq.heapify(self._lapses)
+            self._compact()
             return given
 
     def forget(self, uid: str) -> None:
         """No longer count `uid` (it stopped asking: no wait for twice its period)."""
         with self._lock:
             self._asked.pop(uid, None)
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the stale lapses once they are most of them (objects that asked again, or were
+        forgotten): the bookkeeping stays within twice the objects counted, plus 64."""
+        if len(self._lapses) > 2 * len(self._asked) + 64:
+            self._lapses = [(lapse, uid) for uid, lapse in self._asked.items()]
+            heapq.heapify(self._lapses)
 
     def __len__(self) -> int:
         return len(self._asked)

@@ -51,6 +51,7 @@ from prometheus_client import Counter, Gauge
 
 from llmops.api.common import ObjectStorageLocation, StoreRetention
 from llmops.gateway_config import SAMPLE_KEY, sample_kind
+from llmops.operators import settings
 from llmops.operators.outcome import Outcome
 from llmops.storage import ObjectInfo, ObjectStore
 
@@ -231,7 +232,11 @@ def sweep(
 
 
 def interval_seconds() -> float:
-    return float(os.environ.get("LLMOPS_RETENTION_SWEEP_SECONDS", "3600"))
+    """How often each owner sweeps its stores, in seconds ($LLMOPS_RETENTION_SWEEP_SECONDS, 3600 when
+    unset or blank). Raises ValueError naming the variable when it is not a number above 0."""
+    return settings.seconds(
+        os.environ, "LLMOPS_RETENTION_SWEEP_SECONDS", 3600.0, "the retention sweep period"
+    )
 
 
 @dataclass

@@ -34,13 +34,13 @@ import pydantic
 from llmops import conditions
 from llmops.api import API_VERSION, GROUP, VERSION, Resource
 from llmops.api.common import ApiModel, CommonReason, ObjectStorageLocation, Status
-from llmops.operators import kube, metrics
+from llmops.operators import kube, metrics, settings
 from llmops.operators.apply import Applier
 from llmops.operators.auditing import EVENTS_ONLY, Auditor, Subject
 from llmops.operators.backlog import CHANGED_SINCE_LISTED
 from llmops.operators.events import Announcements, announcement
 from llmops.operators.outcome import Outcome
-from llmops.operators.pacing import ResyncPacer, rate_setting
+from llmops.operators.pacing import ResyncPacer
 from llmops.operators.views import ChildViews
 from llmops.registry import problems as validation_problems
 from llmops.storage import Credentials, ObjectStore, StoreCache
@@ -279,13 +279,13 @@ class Pace:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Pace:
-        """LLMOPS_RETRY_RATE and LLMOPS_POLL_RATE, each the default when unset. Raises ValueError naming
-        the variable when one is not a number above 0 (operators.pacing.rate_setting)."""
+        """LLMOPS_RETRY_RATE and LLMOPS_POLL_RATE, each the default when unset or blank. Raises
+        ValueError naming the variable when one is not a number above 0 (operators.settings.rate)."""
         env = os.environ if env is None else env
         defaults = cls()
         return cls(
-            retry_rate=rate_setting(env, "LLMOPS_RETRY_RATE", defaults.retry_rate, "retries of a kind"),
-            poll_rate=rate_setting(env, "LLMOPS_POLL_RATE", defaults.poll_rate, "polls of a kind"),
+            retry_rate=settings.rate(env, "LLMOPS_RETRY_RATE", defaults.retry_rate, "retries of a kind"),
+            poll_rate=settings.rate(env, "LLMOPS_POLL_RATE", defaults.poll_rate, "polls of a kind"),
         )
 
 

@@ -317,6 +317,19 @@ def test_pod_placement_and_image_values_reach_the_pod(helm: str, tmp_path: Path)
     assert (container["image"], container["imagePullPolicy"]) == ("registry.example/llmops:dev", "Always")
 
 
+# The workloads values the operator reads as numbers or durations (rendered with `quote`, no default).
+NUMERIC_WORKLOAD_VALUES = (
+    "resyncSeconds",
+    "resyncRate",
+    "aliasPollSeconds",
+    "aliasPollRate",
+    "retryRate",
+    "pollRate",
+    "scrapeInterval",
+    "retentionSweepSeconds",
+)
+
+
 def test_workload_values_become_the_operators_settings(
     helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -369,6 +382,17 @@ def test_workload_values_become_the_operators_settings(
         resync_rate=0.5,
     )
     assert Pace.from_env(env) == Pace(retry_rate=2, poll_rate=12.5)
+    # A release installed before a value existed, upgraded with --reuse-values, has none: rendered
+    # blank, it is the operator's default (an upgrade must not leave the operator unable to start).
+    absent = [a for key in NUMERIC_WORKLOAD_VALUES for a in ("--set", f"workloads.{key}=null")]
+    env, older = settings(*absent)
+    assert {env.get(e) for e in ("LLMOPS_RETRY_RATE", "LLMOPS_POLL_RATE", "LLMOPS_RESYNC_SECONDS")} <= {
+        "",
+        None,
+    }
+    assert older == ServingSettings() and Pace.from_env(env) == Pace()
+    monkeypatch.setenv("LLMOPS_RETENTION_SWEEP_SECONDS", env.get("LLMOPS_RETENTION_SWEEP_SECONDS") or "")
+    assert retention.interval_seconds() == 3600
 
 
 def test_audit_values_become_the_operators_audit_configuration(helm: str) -> None:
@@ -413,8 +437,8 @@ def test_audit_values_become_the_operators_audit_configuration(helm: str) -> Non
         (["--set", "logFormat=xml"], "logFormat"),
         (["--set", "workloads.prometheusUrl=prometheus:9090"], "prometheusUrl"),
         (["--set", "workloads.bogus=1"], "bogus"),
-        (["--set", "workloads.retryRate=0"], "retryRate"),
-        (["--set", "workloads.pollRate=-1"], "pollRate"),
+        (["--set", "workloads.retryRate=0"], "/workloads/retryRate': exclusiveMinimum"),
+        (["--set", "workloads.pollRate=-1"], "/workloads/pollRate': exclusiveMinimum"),
     ],
 )
 def test_schema_rejects_unknown_or_malformed_values(helm: str, args: list[str], complaint: str) -> None:

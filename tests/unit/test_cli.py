@@ -167,24 +167,30 @@ def test_a_busy_operator_port_is_one_line_naming_its_flag(tmp_path, monkeypatch)
 
 
 def test_an_operator_setting_the_environment_gets_wrong_stops_the_start(monkeypatch) -> None:
-    """A rate (LLMOPS_RESYNC_RATE, LLMOPS_ALIAS_POLL_RATE, LLMOPS_RETRY_RATE, LLMOPS_POLL_RATE) that is
-    not a number above 0: one line naming it, exit code 1, before the operator starts (not at every
-    ModelDeployment's, RetrainPolicy's and ModelRetirement's reconcile)."""
+    """An operator setting the environment gets wrong (a rate that is not a number above 0, a period
+    that is not a number of seconds, a scrape interval that is not a Prometheus duration): one line
+    naming it, exit code 1, before the operator starts (not at every reconcile that reads it)."""
     from click.testing import CliRunner
 
     for name, value, what in (
-        ("LLMOPS_RESYNC_RATE", "0", "resyncs"),
-        ("LLMOPS_RESYNC_RATE", "-1", "resyncs"),
-        ("LLMOPS_RESYNC_RATE", "fast", "resyncs"),
-        ("LLMOPS_ALIAS_POLL_RATE", "0", "alias polls"),
-        ("LLMOPS_RETRY_RATE", "0", "retries of a kind"),
-        ("LLMOPS_POLL_RATE", "never", "polls of a kind"),
+        ("LLMOPS_RESYNC_RATE", "0", "resyncs a second"),
+        ("LLMOPS_RESYNC_RATE", "-1", "resyncs a second"),
+        ("LLMOPS_RESYNC_RATE", "fast", "resyncs a second"),
+        ("LLMOPS_ALIAS_POLL_RATE", "0", "alias polls a second"),
+        ("LLMOPS_RETRY_RATE", "0", "retries of a kind a second"),
+        ("LLMOPS_POLL_RATE", "never", "polls of a kind a second"),
+        ("LLMOPS_RESYNC_SECONDS", "5m", "the resync period, in seconds"),
+        ("LLMOPS_ALIAS_POLL_SECONDS", "0", "the alias poll period, in seconds"),
+        ("LLMOPS_SUSPEND_DRAIN_SECONDS", "-1", "the longest a suspend waits"),
+        ("LLMOPS_SCRAPE_INTERVAL", "15", "the monitors' scrape interval, a Prometheus duration"),
+        ("LLMOPS_RETRAIN_EVALUATION_SECONDS", "hourly", "the triggers' evaluation period, in seconds"),
+        ("LLMOPS_RETENTION_SWEEP_SECONDS", "inf", "the retention sweep period, in seconds"),
     ):
         with monkeypatch.context() as env:
             env.setenv(name, value)
             result = CliRunner().invoke(main, ["operator"])
         assert result.exit_code == 1, result.output
-        assert result.output.startswith(f"Error: {name}={value!r}: {what} a second"), result.output
+        assert result.output.startswith(f"Error: {name}={value!r}: {what}"), result.output
 
 
 def test_version_is_the_one_pyproject_declares() -> None:

@@ -17,7 +17,7 @@ from typing import Literal
 
 from llmops import engine
 from llmops.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from llmops.operators.pacing import rate_setting
+from llmops.operators import settings
 
 Role = Literal["stable", "canary", "previous"]
 
@@ -66,36 +66,54 @@ class ServingSettings:
         return float(match.group(1)) * units[match.group(2)]
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ServingSettings:
+    def from_env(cls, env: Mapping[str, str | None] | None = None) -> ServingSettings:
         """LLMOPS_SERVING_IMAGE, LLMOPS_PROMETHEUS_URL, LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR (k=v,...),
-        LLMOPS_MONITOR_LABELS (k=v,...), LLMOPS_SCRAPE_INTERVAL, LLMOPS_RESYNC_SECONDS,
-        LLMOPS_RESYNC_RATE (> 0), LLMOPS_ALIAS_POLL_SECONDS, LLMOPS_ALIAS_POLL_RATE (> 0),
-        LLMOPS_SUSPEND_DRAIN_SECONDS. Raises ValueError naming the variable when a rate is not a number
-        above 0."""
+        LLMOPS_MONITOR_LABELS (k=v,...), LLMOPS_SCRAPE_INTERVAL (a Prometheus duration),
+        LLMOPS_RESYNC_SECONDS (> 0), LLMOPS_RESYNC_RATE (> 0), LLMOPS_ALIAS_POLL_SECONDS (> 0),
+        LLMOPS_ALIAS_POLL_RATE (> 0), LLMOPS_SUSPEND_DRAIN_SECONDS (>= 0); each the default when unset
+        or blank (operators.settings). Raises ValueError naming the variable when one is not what it
+        takes."""
         env = os.environ if env is None else env
         defaults = cls()
 
-        def pairs(text: str) -> dict[str, str]:
-            return dict(p.split("=", 1) for p in text.split(",") if "=" in p)
+        def pairs(name: str, default: dict[str, str]) -> dict[str, str]:
+            found = settings.text(env, name, "")
+            return dict(p.split("=", 1) for p in found.split(",") if "=" in p) if found else default
 
-        resync_rate = rate_setting(env, "LLMOPS_RESYNC_RATE", defaults.resync_rate, "resyncs")
-        alias_poll_rate = rate_setting(env, "LLMOPS_ALIAS_POLL_RATE", defaults.alias_poll_rate, "alias polls")
-        return cls(
-            serving_image=env.get("LLMOPS_SERVING_IMAGE", defaults.serving_image),
-            prometheus_url=env.get("LLMOPS_PROMETHEUS_URL", defaults.prometheus_url),
-            prometheus_namespace_labels=pairs(env["LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR"])
-            if env.get("LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR")
-            else defaults.prometheus_namespace_labels,
-            monitor_labels=pairs(env.get("LLMOPS_MONITOR_LABELS", "")),
-            scrape_interval=env.get("LLMOPS_SCRAPE_INTERVAL", defaults.scrape_interval),
-            resync_seconds=float(env.get("LLMOPS_RESYNC_SECONDS", defaults.resync_seconds)),
-            resync_rate=resync_rate,
-            alias_poll_seconds=float(env.get("LLMOPS_ALIAS_POLL_SECONDS", defaults.alias_poll_seconds)),
-            alias_poll_rate=alias_poll_rate,
-            suspend_drain_seconds=float(
-                env.get("LLMOPS_SUSPEND_DRAIN_SECONDS", defaults.suspend_drain_seconds)
+        chosen = cls(
+            serving_image=settings.text(env, "LLMOPS_SERVING_IMAGE", defaults.serving_image),
+            prometheus_url=settings.text(env, "LLMOPS_PROMETHEUS_URL", defaults.prometheus_url),
+            prometheus_namespace_labels=pairs(
+                "LLMOPS_PROMETHEUS_NAMESPACE_SELECTOR", defaults.prometheus_namespace_labels
+            ),
+            monitor_labels=pairs("LLMOPS_MONITOR_LABELS", {}),
+            scrape_interval=settings.text(env, "LLMOPS_SCRAPE_INTERVAL", defaults.scrape_interval),
+            resync_seconds=settings.seconds(
+                env, "LLMOPS_RESYNC_SECONDS", defaults.resync_seconds, "the resync period"
+            ),
+            resync_rate=settings.rate(env, "LLMOPS_RESYNC_RATE", defaults.resync_rate, "resyncs"),
+            alias_poll_seconds=settings.seconds(
+                env, "LLMOPS_ALIAS_POLL_SECONDS", defaults.alias_poll_seconds, "the alias poll period"
+            ),
+            alias_poll_rate=settings.rate(
+                env, "LLMOPS_ALIAS_POLL_RATE", defaults.alias_poll_rate, "alias polls"
+            ),
+            suspend_drain_seconds=settings.seconds(
+                env,
+                "LLMOPS_SUSPEND_DRAIN_SECONDS",
+                defaults.suspend_drain_seconds,
+                "the longest a suspend waits for the gateway to drain",
+                zero=True,
             ),
         )
+        try:
+            _ = chosen.scrape_seconds
+        except ValueError:
+            raise ValueError(
+                f"LLMOPS_SCRAPE_INTERVAL={chosen.scrape_interval!r}: the monitors' scrape interval, a"
+                " Prometheus duration like 15s, 1m or 500ms"
+            ) from None
+        return chosen
 
 
 @dataclass(frozen=True)

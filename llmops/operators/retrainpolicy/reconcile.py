@@ -34,6 +34,7 @@ from llmops.api.retrainpolicy import (
 )
 from llmops.audit import REQUESTED_BY
 from llmops.operators import secrets
+from llmops.operators import settings as operator_settings
 from llmops.operators.modeldeployment.plan import ServingSettings
 from llmops.operators.outcome import Outcome
 from llmops.operators.prometheus import Prometheus
@@ -56,11 +57,14 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        env = os.environ
-        return cls(
-            evaluate_every=float(env.get("LLMOPS_RETRAIN_EVALUATION_SECONDS", cls.evaluate_every)),
-            prometheus_url=ServingSettings.from_env().prometheus_url,
+        """Raises ValueError naming the variable when one is not what it takes (operators.settings)."""
+        every = operator_settings.seconds(
+            os.environ,
+            "LLMOPS_RETRAIN_EVALUATION_SECONDS",
+            cls.evaluate_every,
+            "the triggers' evaluation period",
         )
+        return cls(evaluate_every=every, prometheus_url=ServingSettings.from_env().prometheus_url)
 
 
 def utc_now() -> dt.datetime:

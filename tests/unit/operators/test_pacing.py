@@ -73,6 +73,12 @@ def test_an_object_given_a_long_period_keeps_no_other_counted_past_its_own(clock
         for uid in ("a", "b", "c"):
             pacer.period(uid, 60, 5)
     assert len(pacer) == 5 and len(pacer._lapses) <= 2 * 5 + 64
+    # ...and so do objects forgotten (a burst of retries that all healed), with no ask after them.
+    for i in range(1000):
+        pacer.period(f"burst-{i}", 60, 5)
+    for i in range(1000):
+        pacer.forget(f"burst-{i}")
+    assert len(pacer) == 5 and len(pacer._lapses) <= 2 * 5 + 64
 
 
 def test_alias_polls_are_paced_apart_from_resyncs(clock, monkeypatch: pytest.MonkeyPatch) -> None:
