@@ -278,7 +278,7 @@ class Pace:
     poll_rate: float = 5.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Pace:
+    def from_env(cls, env: Mapping[str, str | None] | None = None) -> Pace:
         """LLMOPS_RETRY_RATE and LLMOPS_POLL_RATE, each the default when unset or blank. Raises
         ValueError naming the variable when one is not a number above 0 (operators.settings.rate)."""
         env = os.environ if env is None else env
