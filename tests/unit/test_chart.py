@@ -327,6 +327,8 @@ NUMERIC_WORKLOAD_VALUES = (
     "pollRate",
     "scrapeInterval",
     "retentionSweepSeconds",
+    "retrainEvaluationSeconds",
+    "suspendDrainSeconds",
 )
 
 
@@ -335,6 +337,7 @@ def test_workload_values_become_the_operators_settings(
 ) -> None:
     from llmops.operators import retention
     from llmops.operators.modeldeployment.plan import ServingSettings
+    from llmops.operators.retrainpolicy.reconcile import Settings as RetrainSettings
     from llmops.operators.runtime import Pace
 
     def settings(*args: str) -> tuple[dict[str, str], ServingSettings]:
@@ -364,6 +367,9 @@ def test_workload_values_become_the_operators_settings(
             "retryRate": 2,
             "pollRate": 12.5,
             "retentionSweepSeconds": 600,
+            "retrainEvaluationSeconds": 120,
+            "suspendDrainSeconds": 0,
+            "scrapeInterval": "1m30s",
         }
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
@@ -371,6 +377,7 @@ def test_workload_values_become_the_operators_settings(
     assert env["LLMOPS_TRAINER_IMAGE"] == "registry.example/trainer:7"
     assert env["LLMOPS_OPTIMIZER_IMAGE"] == "registry.example/optimizer:7"
     assert env["LLMOPS_RETENTION_SWEEP_SECONDS"] == "600"
+    assert env["LLMOPS_RETRAIN_EVALUATION_SECONDS"] == "120"
     assert chosen == ServingSettings(
         serving_image="registry.example/serving:7",
         prometheus_url="http://prometheus.obs.svc:9090",
@@ -380,6 +387,8 @@ def test_workload_values_become_the_operators_settings(
         alias_poll_seconds=10,
         alias_poll_rate=4,
         resync_rate=0.5,
+        suspend_drain_seconds=0,
+        scrape_interval="1m30s",
     )
     assert Pace.from_env(env) == Pace(retry_rate=2, poll_rate=12.5)
     # A release installed before a value existed, upgraded with --reuse-values, has none: rendered
@@ -392,7 +401,10 @@ def test_workload_values_become_the_operators_settings(
     }
     assert older == ServingSettings() and Pace.from_env(env) == Pace()
     monkeypatch.setenv("LLMOPS_RETENTION_SWEEP_SECONDS", env.get("LLMOPS_RETENTION_SWEEP_SECONDS") or "")
-    assert retention.interval_seconds() == 3600
+    monkeypatch.setenv(
+        "LLMOPS_RETRAIN_EVALUATION_SECONDS", env.get("LLMOPS_RETRAIN_EVALUATION_SECONDS") or ""
+    )
+    assert retention.interval_seconds() == 3600 and RetrainSettings.from_env().evaluate_every == 60
 
 
 def test_audit_values_become_the_operators_audit_configuration(helm: str) -> None:
@@ -439,6 +451,8 @@ def test_audit_values_become_the_operators_audit_configuration(helm: str) -> Non
         (["--set", "workloads.bogus=1"], "bogus"),
         (["--set", "workloads.retryRate=0"], "/workloads/retryRate': exclusiveMinimum"),
         (["--set", "workloads.pollRate=-1"], "/workloads/pollRate': exclusiveMinimum"),
+        (["--set", "workloads.scrapeInterval=1.5m"], "scrapeInterval"),
+        (["--set", "workloads.suspendDrainSeconds=-1"], "suspendDrainSeconds"),
     ],
 )
 def test_schema_rejects_unknown_or_malformed_values(helm: str, args: list[str], complaint: str) -> None:

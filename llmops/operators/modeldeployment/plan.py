@@ -21,6 +21,11 @@ from llmops.operators import settings
 
 Role = Literal["stable", "canary", "previous"]
 
+# A Prometheus duration as prometheus-operator's CRDs take it (monitoringv1.Duration): whole numbers
+# of each unit, largest first, each at most once; the units' lengths in seconds beside.
+_DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
+_DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+
 
 @dataclass(frozen=True)
 class ServingSettings:
@@ -58,12 +63,17 @@ class ServingSettings:
 
     @property
     def scrape_seconds(self) -> float:
-        """`scrape_interval` (a Prometheus duration: "15s", "1m", "500ms") in seconds."""
-        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-        match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", self.scrape_interval.strip())
-        if not match:
-            raise ValueError(f"scrape interval {self.scrape_interval!r} is not a duration like 15s")
-        return float(match.group(1)) * units[match.group(2)]
+        """`scrape_interval` in seconds: a Prometheus duration ("15s", "1m30s", "500ms", "1d"), whole
+        numbers of y, w, d, h, m, s and ms in that order, as prometheus-operator's CRDs take it for a
+        monitor's `interval` (its Duration pattern; y = 365d, w = 7d). Raises ValueError when it is not
+        one, or is 0."""
+        match = _DURATION.fullmatch(self.scrape_interval.strip())
+        if not match or not any(match.groups()):
+            raise ValueError(f"scrape interval {self.scrape_interval!r} is not a duration like 15s or 1m30s")
+        seconds = sum(int(n) * unit for n, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if n)
+        if seconds <= 0:
+            raise ValueError(f"scrape interval {self.scrape_interval!r} is not above 0")
+        return seconds
 
     @classmethod
     def from_env(cls, env: Mapping[str, str | None] | None = None) -> ServingSettings:
@@ -111,7 +121,7 @@ class ServingSettings:
         except ValueError:
             raise ValueError(
                 f"LLMOPS_SCRAPE_INTERVAL={chosen.scrape_interval!r}: the monitors' scrape interval, a"
-                " Prometheus duration like 15s, 1m or 500ms"
+                " Prometheus duration above 0 like 15s, 1m30s or 500ms"
             ) from None
         return chosen
 

@@ -69,6 +69,8 @@ def test_values_are_read_and_stripped() -> None:
         ("LLMOPS_RESYNC_RATE", "0", "LLMOPS_RESYNC_RATE='0': resyncs a second, a number above 0"),
         ("LLMOPS_ALIAS_POLL_RATE", "-2", "LLMOPS_ALIAS_POLL_RATE='-2': alias polls a second"),
         ("LLMOPS_SCRAPE_INTERVAL", "fast", "LLMOPS_SCRAPE_INTERVAL='fast': the monitors' scrape interval"),
+        ("LLMOPS_SCRAPE_INTERVAL", "1.5m", "LLMOPS_SCRAPE_INTERVAL='1.5m': the monitors' scrape interval"),
+        ("LLMOPS_SCRAPE_INTERVAL", "0s", "LLMOPS_SCRAPE_INTERVAL='0s': the monitors' scrape interval"),
     ],
 )
 def test_a_wrong_value_is_refused_naming_the_variable(name: str, value: str, complaint: str) -> None:

@@ -273,6 +273,18 @@ def test_traffic_never_drops_below_the_stable_replicas() -> None:
 def test_analysis_window_is_at_least_four_scrapes_and_inconclusive_ones_are_counted() -> None:
     assert ServingSettings(scrape_interval="15s").scrape_seconds == 15
     assert ServingSettings(scrape_interval="1m").scrape_seconds == 60
+    # Prometheus durations as prometheus-operator's CRDs take them: whole units, largest first.
+    for interval, seconds in (
+        ("1m30s", 90),
+        ("500ms", 0.5),
+        ("1d", 86400),
+        ("1h0m5s", 3605),
+        ("2w", 1209600),
+    ):
+        assert ServingSettings(scrape_interval=interval).scrape_seconds == seconds
+    for wrong in ("1.5m", "0.5s", "15", "0s", "0", "", "30s1m", "1 m", "15S"):
+        with pytest.raises(ValueError, match="scrape interval"):
+            _ = ServingSettings(scrape_interval=wrong).scrape_seconds
     assert canary.analysis_window(15) == 60 and canary.analysis_window(0.5) == 2
     short = CANARY.model_copy(
         update={"analysis": CANARY.analysis.model_copy(update={"interval_seconds": 10})}
