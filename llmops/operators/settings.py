@@ -3,10 +3,12 @@ chart sets them from its `workloads.*` values).
 
 One rule for all of them: a variable that is unset or blank takes the operator's default (a
 `helm upgrade --reuse-values` renders a value the older release did not have as an empty string,
-and an empty `value:` is how a Deployment often leaves one out), and a value that is not what the
-setting takes is refused with a ValueError that names the variable, its value and what it should
-be. The operator's start reads every setting once (operators.cli), so a wrong one stops the start
-with that one line instead of failing each reconcile that reads it.
+and an empty `value:` is how a Deployment often leaves one out), and a number (a rate, a period) or
+a duration that is not what the setting takes is refused with a ValueError that names the variable,
+its value and what it should be. (Text settings are taken as they are: the label lists,
+`k=v,...`, skip an item without `=`.) The operator's start reads every setting once
+(operators.cli), so a wrong one stops the start with that one line instead of failing each
+reconcile that reads it.
 """
 
 from __future__ import annotations

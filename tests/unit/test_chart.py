@@ -452,6 +452,7 @@ def test_audit_values_become_the_operators_audit_configuration(helm: str) -> Non
         (["--set", "workloads.retryRate=0"], "/workloads/retryRate': exclusiveMinimum"),
         (["--set", "workloads.pollRate=-1"], "/workloads/pollRate': exclusiveMinimum"),
         (["--set", "workloads.scrapeInterval=1.5m"], "scrapeInterval"),
+        (["--set", "workloads.scrapeInterval=0s"], "scrapeInterval"),
         (["--set", "workloads.suspendDrainSeconds=-1"], "suspendDrainSeconds"),
     ],
 )

@@ -282,7 +282,7 @@ def test_analysis_window_is_at_least_four_scrapes_and_inconclusive_ones_are_coun
         ("2w", 1209600),
     ):
         assert ServingSettings(scrape_interval=interval).scrape_seconds == seconds
-    for wrong in ("1.5m", "0.5s", "15", "0s", "0", "", "30s1m", "1 m", "15S"):
+    for wrong in ("1.5m", "0.5s", "15", "0s", "0", "", "30s1m", "1 m", "15S", "\u0661\u0665s"):
         with pytest.raises(ValueError, match="scrape interval"):
             _ = ServingSettings(scrape_interval=wrong).scrape_seconds
     assert canary.analysis_window(15) == 60 and canary.analysis_window(0.5) == 2
